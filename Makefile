@@ -1,0 +1,53 @@
+# The two commands a newcomer needs: `make test` and `make demo`.
+# Everything else they need is installed here: a venv with the build tools,
+# and the C compiler from Debian if it is missing.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+BUILD := build
+ASAN_BUILD := build-asan
+MESON := $(BIN)/meson
+export UBSAN_OPTIONS := halt_on_error=1:print_stacktrace=1
+export ASAN_OPTIONS := detect_leaks=1:abort_on_error=0
+
+.PHONY: all deps build test test-c test-asan demo clean
+
+all: build
+
+deps: $(VENV)/.deps-stamp
+
+$(VENV)/.deps-stamp: requirements-dev.txt
+	@command -v cc >/dev/null || { apt-get update && apt-get install -y gcc libc6-dev; }
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { apt-get update && apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+$(BUILD)/build.ninja: deps
+	$(MESON) setup $(BUILD) --werror --reconfigure
+
+$(ASAN_BUILD)/build.ninja: deps
+	$(MESON) setup $(ASAN_BUILD) --werror --reconfigure -Db_sanitize=address,undefined \
+	  -Db_lundef=false -Ddefault_library=static
+
+build: $(BUILD)/build.ninja
+	$(BIN)/ninja -C $(BUILD)
+
+test-c: build
+	$(MESON) test -C $(BUILD) --print-errorlogs
+
+test-asan: $(ASAN_BUILD)/build.ninja
+	$(BIN)/ninja -C $(ASAN_BUILD)
+	$(MESON) test -C $(ASAN_BUILD) --print-errorlogs
+
+test: test-c test-asan
+
+demo: build
+	examples/c/demo.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,205 @@
+/* shmlane: named, self-describing shared memory for unrelated processes.
+ *
+ * Conventions (every function):
+ *   - returns 0 (or a non-negative count/value) on success;
+ *   - returns a negative errno (-ENOENT, -EEXIST, -EACCES, -ETIMEDOUT, ...) or a
+ *     negative library code (SHL_E_*, outside the errno range) on failure;
+ *   - shl_strerror() and shl_err_name() describe every code.
+ * Handles are opaque; every *_close() accepts NULL.
+ * Timeouts are in nanoseconds: < 0 waits forever, 0 does not block.
+ */
+#ifndef SHMLANE_H
+#define SHMLANE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SHL_VERSION_MAJOR 0
+#define SHL_VERSION_MINOR 1
+#define SHL_VERSION_PATCH 0
+#define SHL_VERSION_STRING "0.1.0"
+
+/* Runtime library version as MAJOR*10000 + MINOR*100 + PATCH. */
+unsigned shl_version_number(void);
+const char *shl_version_string(void);
+
+/* ---------------------------------------------------------------- errors */
+
+/* Library codes: negative, below every errno value. */
+#define SHL_ERRNO_MAP(X)                                                          \
+  X(NOT_SHMLANE, -30001, "not a shmlane segment (foreign file or bad magic)")   \
+  X(VERSION, -30002, "unsupported segment format version")                      \
+  X(NOT_READY, -30003, "segment is still being initialised by its creator")     \
+  X(TRUNCATED, -30004, "segment is smaller than its header says")               \
+  X(BAD_HEADER, -30005, "segment header offsets or sizes are out of bounds")    \
+  X(BAD_KIND, -30006, "segment kind is unknown or not the expected one")        \
+  X(BAD_SHAPE, -30007, "shape is invalid or does not fit in the payload")       \
+  X(BAD_STRIDES, -30008, "strides reach outside the payload")                   \
+  X(BAD_FORMAT, -30009, "element format string is malformed")                   \
+  X(ITEMSIZE, -30010, "element format does not match the itemsize")             \
+  X(BAD_NAME, -30011, "invalid segment name")                                   \
+  X(OWNER_DEAD, -30012, "lock acquired: previous owner died, data may be inconsistent") \
+  X(READONLY, -30013, "segment was opened without write access")                \
+  X(WRITER_GONE, -30014, "the stream's writer died and no writer took over")
+
+enum {
+#define SHL__ERR_ENUM(name, value, text) SHL_E_##name = (value),
+  SHL_ERRNO_MAP(SHL__ERR_ENUM)
+#undef SHL__ERR_ENUM
+};
+
+/* Message for any code this library returns (errno or SHL_E_*). Never NULL. */
+const char *shl_strerror(int code);
+/* Symbolic name: "ENOENT", "SHL_E_TRUNCATED", ... Never NULL. */
+const char *shl_err_name(int code);
+
+/* ---------------------------------------------------------------- names */
+
+/* A name is 1..SHL_NAME_MAX characters from [A-Za-z0-9._-], starting with a
+ * letter or digit. It maps to the POSIX shared-memory object SHL_POSIX_PREFIX
+ * followed by the name ("/shl.calib"), which is 31 characters at most. */
+#define SHL_NAME_MAX 26
+#define SHL_POSIX_PREFIX "/shl."
+
+/* 0 if valid, SHL_E_BAD_NAME otherwise. */
+int shl_name_check(const char *name);
+
+/* ---------------------------------------------------------------- layout */
+
+#define SHL_MAX_NDIM 8
+#define SHL_FORMAT_MAX 4095 /* bytes, without the terminating NUL */
+
+enum shl_kind {
+  SHL_KIND_ARRAY = 1,  /* ndim >= 0 array of elements */
+  SHL_KIND_STRUCT = 2, /* one structured element (ndim 0), typically a C struct */
+  SHL_KIND_STREAM = 3  /* ring of slots; see the stream API */
+};
+
+/* What the payload is. `format` is a PEP 3118 / struct-module element format:
+ * "<d", "B", "T{<i:x:<d:y:}", with byte order, padding ('x'), nested structs
+ * and sub-arrays ("(3)<f"). `strides` are in bytes; all zero means C order. */
+typedef struct shl_layout {
+  const char *format;
+  uint64_t itemsize; /* 0: computed from format */
+  uint32_t ndim;
+  uint64_t shape[SHL_MAX_NDIM];
+  int64_t strides[SHL_MAX_NDIM];
+} shl_layout;
+
+/* Parse a format string: returns its itemsize (> 0), or SHL_E_BAD_FORMAT. */
+int64_t shl_format_itemsize(const char *format);
+
+/* ---------------------------------------------------------------- segments */
+
+typedef struct shl_segment shl_segment;
+
+enum shl_create_flags {
+  SHL_CREATE_REPLACE = 1u << 0,         /* unlink an existing segment of that name first */
+  SHL_CREATE_UNLINK_ON_CLOSE = 1u << 1, /* creator's shl_close() unlinks the name */
+  SHL_CREATE_NO_RESERVE = 1u << 2       /* skip posix_fallocate (sparse payload) */
+};
+
+typedef struct shl_create_opts {
+  uint32_t kind;  /* 0: SHL_KIND_STRUCT if the format is a struct and ndim is 0, else ARRAY */
+  uint32_t mode;  /* permission bits; 0 means 0600 */
+  uint32_t flags; /* enum shl_create_flags */
+} shl_create_opts;
+
+enum shl_open_flags {
+  SHL_OPEN_READONLY = 1u << 0 /* payload mapped PROT_READ; waiting still works */
+};
+
+/* Default time an opener waits for a creator that is still initialising. */
+#define SHL_OPEN_DEFAULT_TIMEOUT_NS 1000000000LL
+
+/* Create a segment and publish it ready. opts may be NULL. The payload is
+ * zero-filled. Fails with -EEXIST if the name exists (unless REPLACE). */
+int shl_create(shl_segment **out, const char *name, const shl_layout *layout,
+               const shl_create_opts *opts);
+
+/* Open an existing segment by name and validate its header. Waits up to
+ * timeout_ns for a creator that is still initialising (SHL_E_NOT_READY after). */
+int shl_open(shl_segment **out, const char *name, uint32_t flags, int64_t timeout_ns);
+
+/* Unmap and free. The segment stays in place unless the creator asked for
+ * SHL_CREATE_UNLINK_ON_CLOSE. Accepts NULL. */
+void shl_close(shl_segment *seg);
+
+/* Remove a name. Processes that have it open keep their mapping. */
+int shl_unlink(const char *name);
+
+const char *shl_name(const shl_segment *seg);
+uint32_t shl_kind(const shl_segment *seg);
+int shl_is_readonly(const shl_segment *seg);
+void *shl_payload(const shl_segment *seg);
+uint64_t shl_payload_size(const shl_segment *seg);
+
+/* The layout recorded in the header. out->format points into seg and lives
+ * as long as seg. */
+void shl_get_layout(const shl_segment *seg, shl_layout *out);
+
+typedef struct shl_info {
+  char name[SHL_NAME_MAX + 1];
+  uint32_t kind;
+  uint32_t format_version;
+  uint64_t total_size;
+  uint64_t payload_size;
+  uint64_t version;     /* wait/notify counter */
+  int32_t creator_pid;
+  int creator_alive;    /* 1 alive, 0 dead (PID gone or reused), -1 unknown */
+  uint64_t created_ns;  /* CLOCK_REALTIME */
+  uint32_t mode;        /* permission bits of the object */
+  uint32_t uid;
+} shl_info;
+
+int shl_get_info(const shl_segment *seg, shl_info *out);
+
+/* Call fn(name, arg) for each entry of the shared-memory directory that
+ * carries the shmlane prefix, in directory order; returns the count, or the
+ * first non-zero value fn returns. Entries are not opened. */
+int shl_list(int (*fn)(const char *name, void *arg), void *arg);
+
+/* ---------------------------------------------------------------- lock */
+
+/* Robust, process-shared lock, one per segment.
+ * 0: locked. SHL_E_OWNER_DEAD: locked, and the previous holder died while
+ * holding it; the lock is consistent again but the data it guards may be
+ * half-written. -ETIMEDOUT: not acquired. -EBUSY (trylock): held elsewhere.
+ * -EDEADLK: this thread holds it. SHL_E_READONLY: opened without write access. */
+int shl_lock(shl_segment *seg, int64_t timeout_ns);
+int shl_trylock(shl_segment *seg);
+int shl_unlock(shl_segment *seg);
+
+/* ---------------------------------------------------------------- wait/notify */
+
+/* Current value of the segment's change counter (starts at 0). */
+uint64_t shl_version(const shl_segment *seg);
+
+/* Bump the counter and wake every waiter in every process. Returns the new
+ * version in *out (may be NULL). */
+int shl_notify(shl_segment *seg, uint64_t *out);
+
+enum shl_wait_flags {
+  SHL_WAIT_INTERRUPTIBLE = 1u << 0 /* return -EINTR when a signal arrives */
+};
+
+typedef struct shl_wait_opts {
+  uint32_t flags;   /* enum shl_wait_flags */
+  uint32_t spin_ns; /* spin up to this long before sleeping (capped at 1 ms) */
+} shl_wait_opts;
+
+/* Wait until the version differs from `since`, or timeout. On success stores
+ * the version seen in *out (may be NULL). -ETIMEDOUT on time-out. Spurious
+ * wake-ups and (without SHL_WAIT_INTERRUPTIBLE) signals never end it early. */
+int shl_wait(shl_segment *seg, uint64_t since, int64_t timeout_ns, uint64_t *out);
+int shl_wait_ex(shl_segment *seg, uint64_t since, int64_t timeout_ns,
+                const shl_wait_opts *opts, uint64_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SHMLANE_H */

@@ -1,0 +1,49 @@
+/* One table names every code: library codes from SHL_ERRNO_MAP, errno values
+ * from the C library. */
+#include <errno.h>
+#include <string.h>
+
+#include "shmlane.h"
+
+unsigned shl_version_number(void) {
+  return SHL_VERSION_MAJOR * 10000u + SHL_VERSION_MINOR * 100u + SHL_VERSION_PATCH;
+}
+
+const char *shl_version_string(void) { return SHL_VERSION_STRING; }
+
+const char *shl_strerror(int code) {
+  switch (code) {
+#define SHL__ERR_TEXT(name, value, text) \
+  case SHL_E_##name:                     \
+    return text;
+    SHL_ERRNO_MAP(SHL__ERR_TEXT)
+#undef SHL__ERR_TEXT
+  case 0:
+    return "success";
+  default:
+    break;
+  }
+  if (code < 0 && code > -4096) return strerror(-code);
+  return "unknown error";
+}
+
+const char *shl_err_name(int code) {
+  switch (code) {
+#define SHL__ERR_NAME(name, value, text) \
+  case SHL_E_##name:                     \
+    return "SHL_E_" #name;
+    SHL_ERRNO_MAP(SHL__ERR_NAME)
+#undef SHL__ERR_NAME
+  case 0:
+    return "OK";
+  default:
+    break;
+  }
+#ifdef __GLIBC__
+  if (code < 0 && code > -4096) {
+    const char *name = strerrorname_np(-code);
+    if (name) return name;
+  }
+#endif
+  return code < 0 && code > -4096 ? "ERRNO" : "UNKNOWN";
+}

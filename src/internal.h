@@ -1,0 +1,71 @@
+/* Internal interfaces between the core's files. Names carry the shl__ prefix. */
+#ifndef SHL_INTERNAL_H
+#define SHL_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "shm_layout.h"
+#include "shmlane.h"
+
+enum shl__seg_flags {
+  SHL__SEG_READONLY = 1u << 0,        /* payload mapped PROT_READ */
+  SHL__SEG_HDR_WRITABLE = 1u << 1,    /* header mapped writable: may lock, register as waiter */
+  SHL__SEG_UNLINK_ON_CLOSE = 1u << 2,
+};
+
+struct shl_segment {
+  struct shl__header *hdr; /* start of the mapping */
+  size_t map_size;         /* what fstat reported at map time; never touch beyond */
+  unsigned char *payload;
+  uint64_t payload_size;
+  unsigned char *ext; /* kind-specific area (streams), NULL if none */
+  uint64_t ext_size;
+  int fd;             /* kept for fstat (info) and identity (unlink-on-close) */
+  uint32_t kind;
+  uint32_t flags;     /* enum shl__seg_flags */
+  uint32_t hdr_flags; /* snapshot of enum shl__header_flags */
+  int lock_held;      /* this handle holds the lock: released on close */
+  char name[SHL_NAME_MAX + 1];
+  /* Private snapshot of the validated layout: a peer rewriting the header
+   * later cannot change what this process believes. */
+  shl_layout layout;
+  char format[SHL_FORMAT_MAX + 1];
+};
+
+/* segment.c: create with an extra kind-specific area of ext_size bytes. */
+int shl__segment_create(shl_segment **out, const char *name, const shl_layout *layout,
+                        const shl_create_opts *opts, uint64_t ext_size);
+
+/* layout.c */
+/* Itemsize of format[0..len), or SHL_E_BAD_FORMAT. Never reads past len. */
+int64_t shl__format_parse(const char *format, size_t len);
+/* Bytes a C-contiguous array of this layout needs; SHL_E_BAD_SHAPE on overflow. */
+int shl__layout_c_nbytes(const shl_layout *layout, uint64_t itemsize, uint64_t *nbytes);
+/* Every element addressed by shape/strides lies inside [0, payload_size). */
+int shl__layout_check_extent(const shl_layout *layout, uint64_t itemsize, uint64_t payload_size);
+
+/* platform_linux.c: the platform-specific part, kept small. */
+int64_t shl__monotonic_ns(void);
+int64_t shl__realtime_ns(void);
+/* 0 on wake (or value already changed), -ETIMEDOUT, -EINTR. timeout_ns < 0: forever. */
+int shl__futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t timeout_ns);
+void shl__futex_wake_all(_Atomic uint32_t *word);
+/* Start time of a process (clock ticks since boot), or negative errno. */
+int shl__process_start(int32_t pid, uint64_t *start);
+/* 1 alive, 0 dead or PID reused, -1 cannot tell. */
+int shl__process_alive(int32_t pid, uint64_t start);
+/* Directory where POSIX shared-memory objects appear as files. */
+const char *shl__shm_dir(void);
+void shl__cpu_relax(void);
+
+/* The futex word: low 32 bits of the 64-bit version counter. */
+static inline _Atomic uint32_t *shl__version_word(struct shl__header *hdr) {
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  return (_Atomic uint32_t *)(void *)&hdr->version;
+#else
+  return (_Atomic uint32_t *)(void *)&hdr->version + 1;
+#endif
+}
+
+#endif /* SHL_INTERNAL_H */

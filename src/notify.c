@@ -1,0 +1,78 @@
+/* Wait/notify on the header's 64-bit version counter. Waiters sleep on a
+ * shared futex over its low 32 bits; a waiter count lets notify skip the
+ * wake syscall when nobody sleeps. */
+#include <errno.h>
+#include <stdbool.h>
+
+#include "internal.h"
+
+#define SPIN_CAP_NS 1000000
+/* A waiter that cannot announce itself (header mapped read-only, no
+ * wake-always flag) re-checks at this period instead of sleeping unbounded. */
+#define UNANNOUNCED_SLICE_NS 5000000
+
+uint64_t shl_version(const shl_segment *seg) {
+  return atomic_load_explicit(&seg->hdr->version, memory_order_acquire);
+}
+
+int shl_notify(shl_segment *seg, uint64_t *out) {
+  if (!(seg->flags & SHL__SEG_HDR_WRITABLE)) return SHL_E_READONLY;
+  struct shl__header *h = seg->hdr;
+  /* seq_cst pairs with the waiter's increment-then-check: one of the two sees the other. */
+  uint64_t v = atomic_fetch_add(&h->version, 1) + 1;
+  if ((seg->hdr_flags & SHL__HDR_WAKE_ALWAYS) || atomic_load(&h->waiters) != 0)
+    shl__futex_wake_all(shl__version_word(h));
+  if (out) *out = v;
+  return 0;
+}
+
+static int spin(shl_segment *seg, uint64_t since, int64_t until, uint64_t *seen) {
+  for (unsigned i = 0;; i++) {
+    uint64_t v = shl_version(seg);
+    if (v != since) {
+      *seen = v;
+      return 1;
+    }
+    shl__cpu_relax();
+    if ((i & 63) == 63 && shl__monotonic_ns() >= until) return 0;
+  }
+}
+
+int shl_wait_ex(shl_segment *seg, uint64_t since, int64_t timeout_ns,
+                const shl_wait_opts *opts, uint64_t *out) {
+  struct shl__header *h = seg->hdr;
+  uint64_t v = shl_version(seg);
+  if (v != since) goto changed;
+  if (timeout_ns == 0) return -ETIMEDOUT;
+
+  int64_t now = shl__monotonic_ns();
+  int64_t deadline = timeout_ns < 0 ? INT64_MAX : now + timeout_ns;
+  if (opts && opts->spin_ns) {
+    int64_t spin_ns = opts->spin_ns < SPIN_CAP_NS ? opts->spin_ns : SPIN_CAP_NS;
+    int64_t until = deadline - now < spin_ns ? deadline : now + spin_ns;
+    if (spin(seg, since, until, &v)) goto changed;
+  }
+  bool announced = seg->flags & SHL__SEG_HDR_WRITABLE;
+  bool woken_reliably = announced || (seg->hdr_flags & SHL__HDR_WAKE_ALWAYS);
+  bool interruptible = opts && (opts->flags & SHL_WAIT_INTERRUPTIBLE);
+  for (;;) {
+    int64_t left = timeout_ns < 0 ? -1 : deadline - shl__monotonic_ns();
+    if (timeout_ns >= 0 && left <= 0) return -ETIMEDOUT;
+    if (!woken_reliably && (left < 0 || left > UNANNOUNCED_SLICE_NS)) left = UNANNOUNCED_SLICE_NS;
+    if (announced) atomic_fetch_add(&h->waiters, 1);
+    int rc = 0;
+    v = atomic_load(&h->version);
+    if (v == since) rc = shl__futex_wait(shl__version_word(h), (uint32_t)since, left);
+    if (announced) atomic_fetch_sub(&h->waiters, 1);
+    v = shl_version(seg);
+    if (v != since) goto changed;
+    if (rc == -EINTR && interruptible) return -EINTR;
+  }
+changed:
+  if (out) *out = v;
+  return 0;
+}
+
+int shl_wait(shl_segment *seg, uint64_t since, int64_t timeout_ns, uint64_t *out) {
+  return shl_wait_ex(seg, since, timeout_ns, NULL, out);
+}

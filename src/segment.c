@@ -1,0 +1,452 @@
+/* Named segments: create, open with validation, close, unlink, list. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define POSIX_NAME_MAX (sizeof SHL_POSIX_PREFIX - 1 + SHL_NAME_MAX)
+
+static bool name_char_ok(char ch, bool first) {
+  bool alnum = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
+  return alnum || (!first && (ch == '.' || ch == '_' || ch == '-'));
+}
+
+int shl_name_check(const char *name) {
+  if (!name || !name[0]) return SHL_E_BAD_NAME;
+  size_t i = 0;
+  for (; name[i]; i++)
+    if (i >= SHL_NAME_MAX || !name_char_ok(name[i], i == 0)) return SHL_E_BAD_NAME;
+  return 0;
+}
+
+static int posix_name(const char *name, char out[POSIX_NAME_MAX + 1]) {
+  int rc = shl_name_check(name);
+  if (rc < 0) return rc;
+  snprintf(out, POSIX_NAME_MAX + 1, "%s%s", SHL_POSIX_PREFIX, name);
+  return 0;
+}
+
+static uint64_t round_up(uint64_t v, uint64_t align) { return (v + align - 1) / align * align; }
+
+/* ---------------------------------------------------------------- create */
+
+static bool format_is_struct(const char *format) {
+  while (*format && strchr("@=<>!^ ", *format)) format++;
+  return format[0] == 'T' && format[1] == '{';
+}
+
+/* Checks the caller's layout and fills the header's layout fields. */
+static int plan_layout(struct shl__header *h, const shl_layout *layout, uint32_t kind) {
+  if (!layout) return -EINVAL;
+  if (!layout->format) return SHL_E_BAD_FORMAT;
+  if (layout->ndim > SHL_MAX_NDIM) return SHL_E_BAD_SHAPE;
+  size_t len = strnlen(layout->format, SHL_FORMAT_MAX + 1);
+  int64_t itemsize = shl__format_parse(layout->format, len);
+  if (itemsize < 0) return (int)itemsize;
+  if (layout->itemsize && layout->itemsize != (uint64_t)itemsize) return SHL_E_ITEMSIZE;
+
+  shl_layout plan = *layout;
+  bool given_strides = false;
+  for (uint32_t i = 0; i < plan.ndim; i++) given_strides |= plan.strides[i] != 0;
+  int64_t stride = itemsize;
+  for (uint32_t i = plan.ndim; i-- > 0;) {
+    if (!given_strides) plan.strides[i] = stride;
+    /* Overflow is caught by the extent check below. */
+    stride = (int64_t)((uint64_t)stride * (plan.shape[i] ? plan.shape[i] : 1));
+  }
+  uint64_t c_bytes;
+  int rc = shl__layout_c_nbytes(&plan, (uint64_t)itemsize, &c_bytes);
+  if (rc < 0) return rc;
+  /* Payload: the furthest byte any element reaches. */
+  uint64_t payload = 0;
+  if (c_bytes) {
+    payload = (uint64_t)itemsize;
+    for (uint32_t i = 0; i < plan.ndim; i++) {
+      if (plan.strides[i] < 0) return SHL_E_BAD_STRIDES;
+      uint64_t span;
+      if (__builtin_mul_overflow((uint64_t)plan.strides[i], plan.shape[i] - 1, &span) ||
+          __builtin_add_overflow(payload, span, &payload))
+        return SHL_E_BAD_STRIDES;
+    }
+    if (payload > INT64_MAX / 2) return SHL_E_BAD_SHAPE;
+  }
+  rc = shl__layout_check_extent(&plan, (uint64_t)itemsize, payload);
+  if (rc < 0) return rc;
+
+  h->kind = kind ? kind : (plan.ndim == 0 && format_is_struct(layout->format) ? SHL_KIND_STRUCT
+                                                                              : SHL_KIND_ARRAY);
+  h->itemsize = (uint64_t)itemsize;
+  h->ndim = plan.ndim;
+  memcpy(h->shape, plan.shape, sizeof h->shape);
+  memcpy(h->strides, plan.strides, sizeof h->strides);
+  for (uint32_t i = plan.ndim; i < SHL_MAX_NDIM; i++) h->shape[i] = 0, h->strides[i] = 0;
+  h->format_offset = SHL__HEADER_SIZE;
+  h->format_len = (uint32_t)len;
+  h->payload_size = payload;
+  return 0;
+}
+
+/* Some process may hold read but not write permission: it cannot register
+ * as a waiter, so notify must always wake. */
+static bool mode_has_readonly_class(uint32_t mode) {
+  return ((mode & 040) && !(mode & 020)) || ((mode & 04) && !(mode & 02));
+}
+
+static int init_mutex(pthread_mutex_t *mutex) {
+  pthread_mutexattr_t attr;
+  int rc = pthread_mutexattr_init(&attr);
+  if (rc) return -rc;
+  rc = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+  if (!rc) rc = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+  if (!rc) rc = pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ERRORCHECK);
+  if (!rc) rc = pthread_mutex_init(mutex, &attr);
+  pthread_mutexattr_destroy(&attr);
+  return -rc;
+}
+
+static void fill_snapshot(shl_segment *seg, const struct shl__header *h, const char *format);
+
+int shl__segment_create(shl_segment **out, const char *name, const shl_layout *layout,
+                        const shl_create_opts *opts, uint64_t ext_size) {
+  static const shl_create_opts defaults = {0, 0, 0};
+  char pname[POSIX_NAME_MAX + 1];
+  struct shl__header plan;
+  if (!out) return -EINVAL;
+  *out = NULL;
+  if (!opts) opts = &defaults;
+  int rc = posix_name(name, pname);
+  if (rc < 0) return rc;
+  if (opts->kind > SHL_KIND_STREAM) return SHL_E_BAD_KIND;
+  if (opts->mode & ~07777u) return -EINVAL;
+  memset(&plan, 0, sizeof plan);
+  rc = plan_layout(&plan, layout, opts->kind);
+  if (rc < 0) return rc;
+
+  uint32_t mode = opts->mode ? opts->mode : 0600;
+  plan.ext_offset = ext_size ? round_up(SHL__HEADER_SIZE + plan.format_len + 1, 64) : 0;
+  plan.ext_size = ext_size;
+  plan.payload_offset =
+      round_up((ext_size ? plan.ext_offset + ext_size : SHL__HEADER_SIZE + plan.format_len + 1),
+               SHL__PAYLOAD_ALIGN);
+  if (__builtin_add_overflow(plan.payload_offset, plan.payload_size, &plan.total_size) ||
+      plan.total_size > (uint64_t)INT64_MAX)
+    return SHL_E_BAD_SHAPE;
+
+  shl_segment *seg = calloc(1, sizeof *seg);
+  if (!seg) return -ENOMEM;
+  seg->fd = -1;
+
+  if (opts->flags & SHL_CREATE_REPLACE) shm_unlink(pname);
+  /* O_EXCL: exactly one creator wins; glibc adds O_NOFOLLOW, so a planted
+   * symlink makes this fail rather than be followed. */
+  int fd = shm_open(pname, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    free(seg);
+    return -errno;
+  }
+  seg->fd = fd;
+  /* From here on the name is ours: undo it on any failure. */
+  if (fchmod(fd, mode) < 0 || ftruncate(fd, (off_t)plan.total_size) < 0) goto fail_errno;
+  if (!(opts->flags & SHL_CREATE_NO_RESERVE)) {
+    /* Reserve tmpfs pages now so a full /dev/shm is an error here, not a SIGBUS later. */
+    rc = posix_fallocate(fd, 0, (off_t)plan.total_size);
+    if (rc) {
+      errno = rc;
+      goto fail_errno;
+    }
+  }
+  void *map = mmap(NULL, plan.total_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (map == MAP_FAILED) goto fail_errno;
+  seg->hdr = map;
+  seg->map_size = plan.total_size;
+
+  struct shl__header *h = seg->hdr;
+  memcpy(h->magic, SHL__MAGIC, sizeof SHL__MAGIC);
+  h->format_version = SHL__FORMAT_VERSION;
+  h->header_size = SHL__HEADER_SIZE;
+  h->kind = plan.kind;
+  h->total_size = plan.total_size;
+  h->payload_offset = plan.payload_offset;
+  h->payload_size = plan.payload_size;
+  h->format_offset = plan.format_offset;
+  h->format_len = plan.format_len;
+  h->ndim = plan.ndim;
+  h->itemsize = plan.itemsize;
+  h->creator_pid = (int32_t)getpid();
+  h->flags = mode_has_readonly_class(mode) ? SHL__HDR_WAKE_ALWAYS : 0;
+  uint64_t start = 0;
+  shl__process_start(h->creator_pid, &start);
+  h->creator_start = start;
+  h->created_ns = (uint64_t)shl__realtime_ns();
+  h->ext_offset = plan.ext_offset;
+  h->ext_size = plan.ext_size;
+  memcpy(h->shape, plan.shape, sizeof h->shape);
+  memcpy(h->strides, plan.strides, sizeof h->strides);
+  memcpy((char *)map + plan.format_offset, layout->format, plan.format_len);
+  rc = init_mutex(&h->lock.mutex);
+  if (rc < 0) goto fail;
+  fill_snapshot(seg, h, layout->format);
+  snprintf(seg->name, sizeof seg->name, "%s", name);
+  seg->flags = SHL__SEG_HDR_WRITABLE |
+               (opts->flags & SHL_CREATE_UNLINK_ON_CLOSE ? SHL__SEG_UNLINK_ON_CLOSE : 0);
+  /* Publish last: openers trust nothing before they see READY (acquire). */
+  atomic_store_explicit(&h->state, SHL__STATE_READY, memory_order_release);
+  *out = seg;
+  return 0;
+
+fail_errno:
+  rc = -errno;
+fail:
+  shm_unlink(pname);
+  if (seg->hdr) munmap(seg->hdr, seg->map_size);
+  close(fd);
+  free(seg);
+  return rc;
+}
+
+int shl_create(shl_segment **out, const char *name, const shl_layout *layout,
+               const shl_create_opts *opts) {
+  if (opts && opts->kind == SHL_KIND_STREAM) return SHL_E_BAD_KIND; /* streams have their own API */
+  return shl__segment_create(out, name, layout, opts, 0);
+}
+
+/* ---------------------------------------------------------------- open */
+
+/* While the creator initialises, the magic is zero or being written. */
+static bool magic_in_progress(const char magic[8]) {
+  for (size_t i = 0; i < sizeof SHL__MAGIC; i++)
+    if (magic[i] != 0 && magic[i] != SHL__MAGIC[i]) return false;
+  return true;
+}
+
+static bool in_bounds(uint64_t off, uint64_t len, uint64_t limit) {
+  return off <= limit && len <= limit - off;
+}
+
+/* Checks a snapshot of a READY header against the mapped size. The format
+ * string is read from the mapping, inside bounds already proven. */
+static int validate(const struct shl__header *h, const unsigned char *map, uint64_t map_size) {
+  if (memcmp(h->magic, SHL__MAGIC, sizeof SHL__MAGIC) != 0) return SHL_E_NOT_SHMLANE;
+  if (h->format_version != SHL__FORMAT_VERSION) return SHL_E_VERSION;
+  if (h->header_size != SHL__HEADER_SIZE) return SHL_E_BAD_HEADER;
+  if (h->total_size > map_size) return SHL_E_TRUNCATED;
+  if (h->total_size < SHL__HEADER_SIZE) return SHL_E_BAD_HEADER;
+  if (h->kind < SHL_KIND_ARRAY || h->kind > SHL_KIND_STREAM) return SHL_E_BAD_KIND;
+  if (h->payload_offset % SHL__PAYLOAD_ALIGN || h->payload_offset < SHL__HEADER_SIZE ||
+      !in_bounds(h->payload_offset, h->payload_size, h->total_size))
+    return SHL_E_BAD_HEADER;
+  if (h->format_offset < SHL__HEADER_SIZE || h->format_len == 0 ||
+      h->format_len > SHL_FORMAT_MAX ||
+      !in_bounds(h->format_offset, (uint64_t)h->format_len + 1, h->payload_offset))
+    return SHL_E_BAD_HEADER;
+  if (h->ext_size && (h->ext_offset < h->format_offset + h->format_len + 1 ||
+                      !in_bounds(h->ext_offset, h->ext_size, h->payload_offset)))
+    return SHL_E_BAD_HEADER;
+  if (h->ndim > SHL_MAX_NDIM) return SHL_E_BAD_SHAPE;
+  const char *format = (const char *)map + h->format_offset;
+  if (format[h->format_len] != '\0') return SHL_E_BAD_FORMAT;
+  int64_t itemsize = shl__format_parse(format, h->format_len);
+  if (itemsize < 0) return (int)itemsize;
+  if (h->itemsize != (uint64_t)itemsize) return SHL_E_ITEMSIZE;
+  shl_layout layout = {.format = format, .itemsize = h->itemsize, .ndim = h->ndim};
+  memcpy(layout.shape, h->shape, sizeof layout.shape);
+  memcpy(layout.strides, h->strides, sizeof layout.strides);
+  return shl__layout_check_extent(&layout, h->itemsize, h->payload_size);
+}
+
+static void fill_snapshot(shl_segment *seg, const struct shl__header *h, const char *format) {
+  seg->kind = h->kind;
+  seg->hdr_flags = h->flags;
+  seg->payload = (unsigned char *)seg->hdr + h->payload_offset;
+  seg->payload_size = h->payload_size;
+  seg->ext = h->ext_size ? (unsigned char *)seg->hdr + h->ext_offset : NULL;
+  seg->ext_size = h->ext_size;
+  memcpy(seg->format, format, h->format_len);
+  seg->format[h->format_len] = '\0';
+  seg->layout.format = seg->format;
+  seg->layout.itemsize = h->itemsize;
+  seg->layout.ndim = h->ndim;
+  memcpy(seg->layout.shape, h->shape, sizeof seg->layout.shape);
+  memcpy(seg->layout.strides, h->strides, sizeof seg->layout.strides);
+}
+
+static void sleep_ns(int64_t ns) {
+  struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
+  nanosleep(&ts, NULL);
+}
+
+/* One look at the object. Returns 0 with a validated mapping, -EAGAIN while
+ * the creator is still initialising, or an error. */
+static int try_map(shl_segment *seg, bool writable) {
+  struct stat st;
+  if (fstat(seg->fd, &st) < 0) return -errno;
+  if (!S_ISREG(st.st_mode)) return SHL_E_NOT_SHMLANE;
+  if (st.st_size == 0) return -EAGAIN; /* created, not yet sized */
+  if ((uint64_t)st.st_size < SHL__HEADER_SIZE) {
+    char magic[8] = {0};
+    if (pread(seg->fd, magic, sizeof magic, 0) < 0) return -errno;
+    return memcmp(magic, SHL__MAGIC, sizeof magic) == 0 ? SHL_E_TRUNCATED : SHL_E_NOT_SHMLANE;
+  }
+  /* Map exactly what fstat reported: nothing beyond it is ever touched. */
+  size_t map_size = (size_t)st.st_size;
+  void *map = mmap(NULL, map_size, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED,
+                   seg->fd, 0);
+  if (map == MAP_FAILED) return -errno;
+  struct shl__header *live = map, snap;
+  int rc;
+  if (atomic_load_explicit(&live->state, memory_order_acquire) != SHL__STATE_READY) {
+    rc = magic_in_progress(live->magic) ? -EAGAIN : SHL_E_NOT_SHMLANE;
+  } else {
+    memcpy(&snap, live, sizeof snap);
+    rc = validate(&snap, map, map_size);
+    if (rc == 0) {
+      seg->hdr = live;
+      seg->map_size = map_size;
+      fill_snapshot(seg, &snap, (const char *)map + snap.format_offset);
+      return 0;
+    }
+  }
+  munmap(map, map_size);
+  return rc;
+}
+
+int shl_open(shl_segment **out, const char *name, uint32_t flags, int64_t timeout_ns) {
+  char pname[POSIX_NAME_MAX + 1];
+  if (!out) return -EINVAL;
+  *out = NULL;
+  int rc = posix_name(name, pname);
+  if (rc < 0) return rc;
+  if (flags & ~(uint32_t)SHL_OPEN_READONLY) return -EINVAL;
+  bool readonly = flags & SHL_OPEN_READONLY;
+
+  /* A read-only opener still wants a writable header (lock, waiter count)
+   * when its permissions allow; otherwise everything is mapped read-only. */
+  int fd = shm_open(pname, O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0);
+  bool writable = fd >= 0;
+  if (fd < 0 && readonly && errno == EACCES) fd = shm_open(pname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+
+  shl_segment *seg = calloc(1, sizeof *seg);
+  if (!seg) {
+    close(fd);
+    return -ENOMEM;
+  }
+  seg->fd = fd;
+  int64_t deadline = shl__monotonic_ns() + (timeout_ns < 0 ? INT64_MAX / 2 : timeout_ns);
+  int64_t pause = 100000; /* 0.1 ms, doubling to 10 ms */
+  while ((rc = try_map(seg, writable)) == -EAGAIN) {
+    int64_t left = deadline - shl__monotonic_ns();
+    if (left <= 0) {
+      rc = SHL_E_NOT_READY;
+      break;
+    }
+    sleep_ns(pause < left ? pause : left);
+    if (pause < 10000000) pause *= 2;
+  }
+  if (rc < 0) {
+    close(fd);
+    free(seg);
+    return rc;
+  }
+  snprintf(seg->name, sizeof seg->name, "%s", name);
+  seg->flags = writable ? SHL__SEG_HDR_WRITABLE : 0;
+  if (readonly) {
+    seg->flags |= SHL__SEG_READONLY;
+    if (writable && seg->payload_size) {
+      /* The payload is page-aligned: protect it alone, keep the header writable. */
+      uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+      if ((uintptr_t)seg->payload % page ||
+          mprotect(seg->payload, (size_t)round_up(seg->payload_size, page), PROT_READ) < 0) {
+        /* Page size larger than our alignment: protect everything instead. */
+        mprotect(seg->hdr, seg->map_size, PROT_READ);
+        seg->flags &= ~(uint32_t)SHL__SEG_HDR_WRITABLE;
+      }
+    }
+  }
+  *out = seg;
+  return 0;
+}
+
+/* ---------------------------------------------------------------- close */
+
+void shl_close(shl_segment *seg) {
+  if (!seg) return;
+  /* A mutex unmapped while held would be invisible to the kernel's robust
+   * list walk at exit, leaving it owned by a dead thread forever. */
+  if (seg->lock_held) pthread_mutex_unlock(&seg->hdr->lock.mutex);
+  if (seg->flags & SHL__SEG_UNLINK_ON_CLOSE) {
+    char pname[POSIX_NAME_MAX + 1], path[sizeof pname + 16];
+    struct stat mine, now;
+    posix_name(seg->name, pname);
+    snprintf(path, sizeof path, "%s%s", shl__shm_dir(), pname);
+    /* Only if the name still refers to our object, not a replacement. */
+    if (fstat(seg->fd, &mine) == 0 && lstat(path, &now) == 0 && mine.st_ino == now.st_ino &&
+        mine.st_dev == now.st_dev)
+      shm_unlink(pname);
+  }
+  munmap(seg->hdr, seg->map_size);
+  close(seg->fd);
+  free(seg);
+}
+
+int shl_unlink(const char *name) {
+  char pname[POSIX_NAME_MAX + 1];
+  int rc = posix_name(name, pname);
+  if (rc < 0) return rc;
+  return shm_unlink(pname) < 0 ? -errno : 0;
+}
+
+/* ---------------------------------------------------------------- queries */
+
+const char *shl_name(const shl_segment *seg) { return seg->name; }
+uint32_t shl_kind(const shl_segment *seg) { return seg->kind; }
+int shl_is_readonly(const shl_segment *seg) { return (seg->flags & SHL__SEG_READONLY) != 0; }
+void *shl_payload(const shl_segment *seg) { return seg->payload; }
+uint64_t shl_payload_size(const shl_segment *seg) { return seg->payload_size; }
+void shl_get_layout(const shl_segment *seg, shl_layout *out) { *out = seg->layout; }
+
+int shl_get_info(const shl_segment *seg, shl_info *out) {
+  struct stat st;
+  if (fstat(seg->fd, &st) < 0) return -errno;
+  const struct shl__header *h = seg->hdr;
+  memset(out, 0, sizeof *out);
+  snprintf(out->name, sizeof out->name, "%s", seg->name);
+  out->kind = seg->kind;
+  out->format_version = h->format_version;
+  out->total_size = h->total_size;
+  out->payload_size = seg->payload_size;
+  out->version = shl_version(seg);
+  out->creator_pid = h->creator_pid;
+  out->creator_alive = shl__process_alive(h->creator_pid, h->creator_start);
+  out->created_ns = h->created_ns;
+  out->mode = (uint32_t)(st.st_mode & 07777);
+  out->uid = (uint32_t)st.st_uid;
+  return 0;
+}
+
+int shl_list(int (*fn)(const char *name, void *arg), void *arg) {
+  DIR *dir = opendir(shl__shm_dir());
+  if (!dir) return -errno;
+  const char *prefix = SHL_POSIX_PREFIX + 1; /* directory entries carry no '/' */
+  size_t plen = strlen(prefix);
+  int count = 0, rc = 0;
+  struct dirent *ent;
+  while ((ent = readdir(dir)) != NULL) {
+    if (strncmp(ent->d_name, prefix, plen) != 0) continue;
+    const char *name = ent->d_name + plen;
+    if (shl_name_check(name) < 0) continue;
+    count++;
+    if (fn && (rc = fn(name, arg)) != 0) break;
+  }
+  closedir(dir);
+  return rc ? rc : count;
+}

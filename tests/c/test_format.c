@@ -1,0 +1,103 @@
+/* The element-format parser: sizes of well-formed formats, rejection of
+ * malformed ones, and the itemsize/shape checks done at create time. */
+#include "internal.h"
+#include "testutil.h"
+
+static const struct {
+  const char *format;
+  int64_t itemsize;
+} good[] = {
+    {"B", 1},
+    {"<d", 8},
+    {">i", 4},
+    {"=q", 8},
+    {"!H", 2},
+    {"<e", 2},
+    {"?", 1},
+    {"<Zd", 16},
+    {"<Zf", 8},
+    {"10s", 10},
+    {"3x", 3},
+    {"<3d", 24},
+    {"<(2,3)f", 24},
+    {"(3)<f", 12},
+    {"T{<i:x:<d:y:}", 12},
+    {"T{<i:x:4x<d:y:}", 16},
+    {"T{<d:x:<d:y:}", 16},
+    {" T{ <i:x: <d:y: } ", 12},
+    /* A ctypes-style structure with nested struct, sub-arrays and explicit padding. */
+    {"T{<Q:frame:(2)<d:xy:<B:flag:3xT{<h:a:2x(3)<f:b:}:inner:4x}", 48},
+    {"T{>I:be:<I:le:}", 8},
+    {"T{<B:a:T{<B:b:T{<B:c:}:n2:}:n1:}", 3},
+    {"@i", (int64_t)sizeof(int)},
+    {"@bi", 2 * (int64_t)sizeof(int)}, /* native mode aligns */
+    {"<bi", 5},                        /* standard mode does not */
+    {"4w", 16},
+};
+
+static const char *const bad[] = {
+    "", "<", "T{", "T{<d:x:", "T{<d:x:}}", "}", "<dz", "O", "&d", "Zq", "<(2,3", "(2,)d",
+    "()d", "(a)d", "T<d", "<d:", "<d::", "<d:x", "<n", "<P", "18446744073709551616B",
+    "9223372036854775807d", "(4294967296,4294967296)d", "0x",
+};
+
+static void check_deep_nesting(void) {
+  char fmt[512] = "";
+  for (int i = 0; i < 40; i++) strcat(fmt, "T{");
+  strcat(fmt, "B");
+  for (int i = 0; i < 40; i++) strcat(fmt, "}");
+  T_EXPECT_RC(shl_format_itemsize(fmt), SHL_E_BAD_FORMAT);
+}
+
+static void check_create_layouts(void) {
+  shl_segment *seg = NULL;
+  const char *name = t_name("fmt");
+  shl_layout mismatch = {.format = "<d", .itemsize = 4, .ndim = 1, .shape = {3}};
+  T_EXPECT_RC(shl_create(&seg, name, &mismatch, NULL), SHL_E_ITEMSIZE);
+  shl_layout malformed = {.format = "T{<d:x:", .ndim = 0};
+  T_EXPECT_RC(shl_create(&seg, name, &malformed, NULL), SHL_E_BAD_FORMAT);
+  shl_layout too_many = {.format = "B", .ndim = SHL_MAX_NDIM + 1};
+  T_EXPECT_RC(shl_create(&seg, name, &too_many, NULL), SHL_E_BAD_SHAPE);
+  shl_layout huge = {.format = "<d", .ndim = 2, .shape = {1ull << 40, 1ull << 40}};
+  T_EXPECT_RC(shl_create(&seg, name, &huge, NULL), SHL_E_BAD_SHAPE);
+  shl_layout negative = {.format = "B", .ndim = 1, .shape = {4}, .strides = {-1}};
+  T_EXPECT_RC(shl_create(&seg, name, &negative, NULL), SHL_E_BAD_STRIDES);
+  T_EXPECT_RC(shl_create(&seg, name, NULL, NULL), -EINVAL);
+  T_CHECK(seg == NULL);
+  T_EXPECT_RC(shl_unlink(name), -ENOENT); /* nothing was left behind */
+
+  /* Fortran order: strides given explicitly, payload sized to the extent. */
+  shl_layout fortran = {.format = "<f", .ndim = 2, .shape = {3, 5}, .strides = {4, 12}};
+  T_EXPECT_RC(shl_create(&seg, name, &fortran, NULL), 0);
+  if (seg) {
+    shl_layout got;
+    shl_get_layout(seg, &got);
+    T_CHECK(got.itemsize == 4 && got.strides[0] == 4 && got.strides[1] == 12);
+    T_CHECK(shl_payload_size(seg) == 60);
+    T_CHECK(shl_kind(seg) == SHL_KIND_ARRAY);
+    shl_close(seg);
+  }
+  shl_unlink(name);
+}
+
+int main(void) {
+  for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+    int64_t got = shl_format_itemsize(good[i].format);
+    if (got != good[i].itemsize)
+      fprintf(stderr, "format %s: itemsize %lld, want %lld\n", good[i].format, (long long)got,
+              (long long)good[i].itemsize);
+    T_CHECK(got == good[i].itemsize);
+  }
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    int64_t got = shl_format_itemsize(bad[i]);
+    if (got != SHL_E_BAD_FORMAT) fprintf(stderr, "format \"%s\" accepted (%lld)\n", bad[i], (long long)got);
+    T_CHECK(got == SHL_E_BAD_FORMAT);
+  }
+  T_EXPECT_RC(shl_format_itemsize(NULL), SHL_E_BAD_FORMAT);
+  /* The parser honours its length bound: no read past it. */
+  T_CHECK(shl__format_parse("<dXXXX", 2) == 8);
+  T_CHECK(shl__format_parse("<d\0d", 4) == SHL_E_BAD_FORMAT);
+  check_deep_nesting();
+  check_create_layouts();
+  return t_result();
+}
