@@ -199,6 +199,85 @@ int shl_wait(shl_segment *seg, uint64_t since, int64_t timeout_ns, uint64_t *out
 int shl_wait_ex(shl_segment *seg, uint64_t since, int64_t timeout_ns,
                 const shl_wait_opts *opts, uint64_t *out);
 
+/* ---------------------------------------------------------------- streams */
+
+/* A stream is a segment of kind SHL_KIND_STREAM holding a ring of `slots`
+ * frames of one layout, written by one writer at a time and read by up to
+ * `max_readers` readers. The writer fills a loaned slot in place and
+ * publishes it; a reader pins a published slot read-only until it releases
+ * it, so no slot a reader holds is ever rewritten. A killed writer's loan is
+ * never seen; a killed reader's pins are reclaimed. */
+typedef struct shl_writer shl_writer;
+typedef struct shl_reader shl_reader;
+
+#define SHL_STREAM_MAX_SLOTS 64
+#define SHL_STREAM_MAX_READERS 256
+
+enum shl_stream_flags {
+  SHL_STREAM_BLOCK = 1u << 0 /* writer waits for live `all` readers instead of lapping them */
+};
+
+typedef struct shl_stream_opts {
+  uint32_t slots;       /* 2..SHL_STREAM_MAX_SLOTS; 0 means 8 */
+  uint32_t max_readers; /* 1..SHL_STREAM_MAX_READERS; 0 means 64 */
+  uint32_t flags;       /* enum shl_stream_flags */
+  uint32_t mode;        /* permission bits; 0 means 0600 */
+} shl_stream_opts;
+
+/* Create the stream, or take over an existing one with the same frame layout
+ * whose writer is gone (readers keep their place). -EBUSY if a live writer
+ * holds it; SHL_E_BAD_KIND if the name is not a stream; -EINVAL if its frame
+ * layout or slot count differ. opts may be NULL. */
+int shl_writer_open(shl_writer **out, const char *name, const shl_layout *frame,
+                    const shl_stream_opts *opts);
+/* Give up the writer role (a held loan is discarded); the stream stays. */
+void shl_writer_close(shl_writer *w);
+/* Loan a free slot: its index (>= 0) and *frame pointing to it. Waits up to
+ * timeout_ns only with SHL_STREAM_BLOCK or while every slot is pinned;
+ * -ETIMEDOUT then. -EBUSY if a loan is already outstanding. */
+int shl_writer_loan(shl_writer *w, void **frame, int64_t timeout_ns);
+/* Publish the loaned slot: stamps sequence number and time, wakes readers. */
+int shl_writer_publish(shl_writer *w, uint64_t *seq);
+/* Drop the loan without publishing. */
+int shl_writer_discard(shl_writer *w);
+shl_segment *shl_writer_segment(const shl_writer *w);
+
+enum shl_recv_mode {
+  SHL_RECV_LATEST = 0, /* newest frame; older ones are skipped */
+  SHL_RECV_ALL = 1     /* every frame in order; laps are counted in `lost` */
+};
+
+typedef struct shl_sample {
+  const void *data;      /* read-only, valid until shl_reader_release */
+  uint64_t seq;          /* 1, 2, ... per stream */
+  uint64_t timestamp_ns; /* CLOCK_MONOTONIC at publish */
+  uint64_t lost;         /* frames skipped before this one (SHL_RECV_ALL) */
+  uint32_t slot;
+} shl_sample;
+
+/* Open a stream as a reader; waits up to timeout_ns for it to appear. */
+int shl_reader_open(shl_reader **out, const char *name, uint32_t mode, int64_t timeout_ns);
+void shl_reader_close(shl_reader *r);
+/* Pin the next frame. -ETIMEDOUT if none came in time; SHL_E_WRITER_GONE
+ * when nothing new is left and no live writer holds the stream (noticed
+ * within 100 ms). Flags as for shl_wait_ex (SHL_WAIT_INTERRUPTIBLE). */
+int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint32_t flags);
+int shl_reader_release(shl_reader *r, const shl_sample *sample);
+shl_segment *shl_reader_segment(const shl_reader *r);
+
+typedef struct shl_stream_info {
+  uint32_t slots, max_readers, flags;
+  uint32_t readers_alive;
+  int32_t writer_pid;  /* 0 if none */
+  int writer_alive;    /* 1, 0, or -1 unknown */
+  uint64_t last_seq;
+  uint64_t last_timestamp_ns;
+  uint64_t slot_stride; /* bytes between slots in the payload */
+} shl_stream_info;
+
+/* Describe a stream segment (any open handle of kind SHL_KIND_STREAM). */
+int shl_stream_get_info(const shl_segment *seg, shl_stream_info *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -33,15 +33,29 @@ struct shl_segment {
   char format[SHL_FORMAT_MAX + 1];
 };
 
-/* segment.c: create with an extra kind-specific area of ext_size bytes. */
+/* segment.c: create with a kind-specific area, initialised by init_ext before
+ * the segment is published, and a payload of at least payload_size bytes. */
+struct shl__extra {
+  uint64_t ext_size;
+  uint64_t payload_size; /* 0: what the layout needs */
+  void (*init_ext)(void *ext, void *arg);
+  void *arg;
+};
 int shl__segment_create(shl_segment **out, const char *name, const shl_layout *layout,
-                        const shl_create_opts *opts, uint64_t ext_size);
+                        const shl_create_opts *opts, const struct shl__extra *extra);
 
 /* layout.c */
 /* Itemsize of format[0..len), or SHL_E_BAD_FORMAT. Never reads past len. */
 int64_t shl__format_parse(const char *format, size_t len);
 /* Bytes a C-contiguous array of this layout needs; SHL_E_BAD_SHAPE on overflow. */
 int shl__layout_c_nbytes(const shl_layout *layout, uint64_t itemsize, uint64_t *nbytes);
+/* Validate a caller's layout: itemsize from the format, C-order strides
+ * filled in when all are zero, unused dimensions zeroed; *extent is the
+ * payload it needs. out->format aliases in->format. */
+int shl__layout_plan(const shl_layout *in, shl_layout *out, uint64_t *extent);
+/* One past the furthest byte any element reaches (0 when empty). Strides
+ * must be non-negative: element [0,...,0] is at offset 0. */
+int shl__layout_extent(const shl_layout *layout, uint64_t itemsize, uint64_t *extent);
 /* Every element addressed by shape/strides lies inside [0, payload_size). */
 int shl__layout_check_extent(const shl_layout *layout, uint64_t itemsize, uint64_t payload_size);
 
@@ -55,6 +69,10 @@ void shl__futex_wake_all(_Atomic uint32_t *word);
 int shl__process_start(int32_t pid, uint64_t *start);
 /* 1 alive, 0 dead or PID reused, -1 cannot tell. */
 int shl__process_alive(int32_t pid, uint64_t start);
+/* This process as one word: pid | (low 32 bits of start time) << 32. */
+uint64_t shl__self_id(void);
+/* Liveness of a process id word, as shl__process_alive. */
+int shl__id_alive(uint64_t id);
 /* Directory where POSIX shared-memory objects appear as files. */
 const char *shl__shm_dir(void);
 void shl__cpu_relax(void);

@@ -199,6 +199,50 @@ int shl__layout_c_nbytes(const shl_layout *layout, uint64_t itemsize, uint64_t *
   return 0;
 }
 
+int shl__layout_extent(const shl_layout *layout, uint64_t itemsize, uint64_t *extent) {
+  uint64_t c_bytes;
+  int rc = shl__layout_c_nbytes(layout, itemsize, &c_bytes);
+  if (rc < 0) return rc;
+  *extent = 0;
+  if (c_bytes == 0) return 0;
+  uint64_t end = itemsize;
+  for (uint32_t i = 0; i < layout->ndim; i++) {
+    uint64_t span;
+    if (layout->strides[i] < 0) return SHL_E_BAD_STRIDES;
+    if (__builtin_mul_overflow((uint64_t)layout->strides[i], layout->shape[i] - 1, &span) ||
+        __builtin_add_overflow(end, span, &end))
+      return SHL_E_BAD_STRIDES;
+  }
+  if (end > INT64_MAX / 2) return SHL_E_BAD_SHAPE;
+  *extent = end;
+  return 0;
+}
+
+int shl__layout_plan(const shl_layout *in, shl_layout *out, uint64_t *extent) {
+  if (!in) return -EINVAL;
+  if (!in->format) return SHL_E_BAD_FORMAT;
+  if (in->ndim > SHL_MAX_NDIM) return SHL_E_BAD_SHAPE;
+  int64_t itemsize = shl_format_itemsize(in->format);
+  if (itemsize < 0) return (int)itemsize;
+  if (in->itemsize && in->itemsize != (uint64_t)itemsize) return SHL_E_ITEMSIZE;
+  *out = *in;
+  out->itemsize = (uint64_t)itemsize;
+  for (uint32_t i = in->ndim; i < SHL_MAX_NDIM; i++) out->shape[i] = 0, out->strides[i] = 0;
+  bool given_strides = false;
+  for (uint32_t i = 0; i < in->ndim; i++) given_strides |= in->strides[i] != 0;
+  /* C order; an empty dimension still needs strides that fit in int64. */
+  int64_t stride = itemsize;
+  for (uint32_t i = in->ndim; i-- > 0 && !given_strides;) {
+    out->strides[i] = stride;
+    if (i > 0 && in->shape[i] > 1 &&
+        (in->shape[i] > INT64_MAX || __builtin_mul_overflow(stride, (int64_t)in->shape[i], &stride)))
+      return SHL_E_BAD_SHAPE;
+  }
+  int rc = shl__layout_extent(out, out->itemsize, extent);
+  if (rc < 0) return rc;
+  return shl__layout_check_extent(out, out->itemsize, *extent);
+}
+
 int shl__layout_check_extent(const shl_layout *layout, uint64_t itemsize, uint64_t payload_size) {
   uint64_t c_bytes;
   int rc = shl__layout_c_nbytes(layout, itemsize, &c_bytes);

@@ -46,51 +46,18 @@ static bool format_is_struct(const char *format) {
 
 /* Checks the caller's layout and fills the header's layout fields. */
 static int plan_layout(struct shl__header *h, const shl_layout *layout, uint32_t kind) {
-  if (!layout) return -EINVAL;
-  if (!layout->format) return SHL_E_BAD_FORMAT;
-  if (layout->ndim > SHL_MAX_NDIM) return SHL_E_BAD_SHAPE;
-  size_t len = strnlen(layout->format, SHL_FORMAT_MAX + 1);
-  int64_t itemsize = shl__format_parse(layout->format, len);
-  if (itemsize < 0) return (int)itemsize;
-  if (layout->itemsize && layout->itemsize != (uint64_t)itemsize) return SHL_E_ITEMSIZE;
-
-  shl_layout plan = *layout;
-  bool given_strides = false;
-  for (uint32_t i = 0; i < plan.ndim; i++) given_strides |= plan.strides[i] != 0;
-  int64_t stride = itemsize;
-  for (uint32_t i = plan.ndim; i-- > 0;) {
-    if (!given_strides) plan.strides[i] = stride;
-    /* Overflow is caught by the extent check below. */
-    stride = (int64_t)((uint64_t)stride * (plan.shape[i] ? plan.shape[i] : 1));
-  }
-  uint64_t c_bytes;
-  int rc = shl__layout_c_nbytes(&plan, (uint64_t)itemsize, &c_bytes);
+  shl_layout plan;
+  uint64_t payload;
+  int rc = shl__layout_plan(layout, &plan, &payload);
   if (rc < 0) return rc;
-  /* Payload: the furthest byte any element reaches. */
-  uint64_t payload = 0;
-  if (c_bytes) {
-    payload = (uint64_t)itemsize;
-    for (uint32_t i = 0; i < plan.ndim; i++) {
-      if (plan.strides[i] < 0) return SHL_E_BAD_STRIDES;
-      uint64_t span;
-      if (__builtin_mul_overflow((uint64_t)plan.strides[i], plan.shape[i] - 1, &span) ||
-          __builtin_add_overflow(payload, span, &payload))
-        return SHL_E_BAD_STRIDES;
-    }
-    if (payload > INT64_MAX / 2) return SHL_E_BAD_SHAPE;
-  }
-  rc = shl__layout_check_extent(&plan, (uint64_t)itemsize, payload);
-  if (rc < 0) return rc;
-
-  h->kind = kind ? kind : (plan.ndim == 0 && format_is_struct(layout->format) ? SHL_KIND_STRUCT
-                                                                              : SHL_KIND_ARRAY);
-  h->itemsize = (uint64_t)itemsize;
+  h->kind = kind ? kind : (plan.ndim == 0 && format_is_struct(plan.format) ? SHL_KIND_STRUCT
+                                                                           : SHL_KIND_ARRAY);
+  h->itemsize = plan.itemsize;
   h->ndim = plan.ndim;
   memcpy(h->shape, plan.shape, sizeof h->shape);
   memcpy(h->strides, plan.strides, sizeof h->strides);
-  for (uint32_t i = plan.ndim; i < SHL_MAX_NDIM; i++) h->shape[i] = 0, h->strides[i] = 0;
   h->format_offset = SHL__HEADER_SIZE;
-  h->format_len = (uint32_t)len;
+  h->format_len = (uint32_t)strlen(plan.format);
   h->payload_size = payload;
   return 0;
 }
@@ -116,13 +83,15 @@ static int init_mutex(pthread_mutex_t *mutex) {
 static void fill_snapshot(shl_segment *seg, const struct shl__header *h, const char *format);
 
 int shl__segment_create(shl_segment **out, const char *name, const shl_layout *layout,
-                        const shl_create_opts *opts, uint64_t ext_size) {
+                        const shl_create_opts *opts, const struct shl__extra *extra) {
   static const shl_create_opts defaults = {0, 0, 0};
+  static const struct shl__extra none = {0, 0, NULL, NULL};
   char pname[POSIX_NAME_MAX + 1];
   struct shl__header plan;
   if (!out) return -EINVAL;
   *out = NULL;
   if (!opts) opts = &defaults;
+  if (!extra) extra = &none;
   int rc = posix_name(name, pname);
   if (rc < 0) return rc;
   if (opts->kind > SHL_KIND_STREAM) return SHL_E_BAD_KIND;
@@ -132,6 +101,8 @@ int shl__segment_create(shl_segment **out, const char *name, const shl_layout *l
   if (rc < 0) return rc;
 
   uint32_t mode = opts->mode ? opts->mode : 0600;
+  uint64_t ext_size = extra->ext_size;
+  if (extra->payload_size > plan.payload_size) plan.payload_size = extra->payload_size;
   plan.ext_offset = ext_size ? round_up(SHL__HEADER_SIZE + plan.format_len + 1, 64) : 0;
   plan.ext_size = ext_size;
   plan.payload_offset =
@@ -194,6 +165,7 @@ int shl__segment_create(shl_segment **out, const char *name, const shl_layout *l
   memcpy((char *)map + plan.format_offset, layout->format, plan.format_len);
   rc = init_mutex(&h->lock.mutex);
   if (rc < 0) goto fail;
+  if (extra->init_ext) extra->init_ext((char *)map + plan.ext_offset, extra->arg);
   fill_snapshot(seg, h, layout->format);
   snprintf(seg->name, sizeof seg->name, "%s", name);
   seg->flags = SHL__SEG_HDR_WRITABLE |
@@ -216,7 +188,7 @@ fail:
 int shl_create(shl_segment **out, const char *name, const shl_layout *layout,
                const shl_create_opts *opts) {
   if (opts && opts->kind == SHL_KIND_STREAM) return SHL_E_BAD_KIND; /* streams have their own API */
-  return shl__segment_create(out, name, layout, opts, 0);
+  return shl__segment_create(out, name, layout, opts, NULL);
 }
 
 /* ---------------------------------------------------------------- open */

@@ -87,4 +87,54 @@ _Static_assert(offsetof(struct shl__header, version) == 320, "layout");
 _Static_assert(offsetof(struct shl__header, waiters) == 328, "layout");
 _Static_assert(sizeof(_Atomic uint64_t) == 8 && sizeof(_Atomic uint32_t) == 4, "atomics");
 
+/* ---------------------------------------------------------------- streams
+ * A stream's kind-specific area (at ext_offset): a control block, then
+ * `slots` slot descriptors, then `max_readers` reader entries. Slot i's frame
+ * is at payload_offset + i * slot_stride. A process id word packs
+ * pid | (low 32 bits of the start time) << 32; 0 means none. */
+
+#define SHL__ID_RECLAIMING UINT64_MAX /* a reader entry being cleared */
+
+struct shl__stream_ctl {
+  uint32_t slots;                   /*  0 */
+  uint32_t max_readers;             /*  4 */
+  uint32_t flags;                   /*  8 enum shl_stream_flags */
+  uint32_t reserved0;               /* 12 */
+  uint64_t slot_stride;             /* 16 multiple of 64 */
+  uint64_t frame_size;              /* 24 bytes one frame spans */
+  uint64_t reserved1[4];            /* 32 */
+  alignas(64) _Atomic uint64_t writer; /* 64 id of the writer, 0 none */
+  _Atomic uint64_t latest;          /* 72 seq << 8 | slot of the newest frame, 0 none */
+  _Atomic uint32_t space;           /* 80 futex: bumped when readers free a slot */
+  _Atomic uint32_t writer_waiting;  /* 84 a writer sleeps on `space` */
+  _Atomic uint32_t reader_hwm;      /* 88 entries [0, hwm) may be in use */
+  uint32_t reserved2;               /* 92 */
+  uint64_t reserved3[4];            /* 96 */
+};
+
+struct shl__slot {
+  _Atomic uint64_t seq;          /* 0 published frame's sequence; 0 empty or being written */
+  _Atomic uint64_t timestamp_ns; /* 8 CLOCK_MONOTONIC at publish */
+};
+
+struct shl__reader {
+  _Atomic uint64_t owner;    /*  0 id of the reader process, 0 free */
+  _Atomic uint64_t pinned;   /*  8 bit i: slot i is held */
+  _Atomic uint64_t next_seq; /* 16 `all` readers: next sequence wanted */
+  _Atomic uint32_t mode;     /* 24 enum shl_recv_mode */
+  uint32_t reserved0;        /* 28 */
+  uint64_t reserved1[4];     /* 32 */
+};
+
+_Static_assert(sizeof(struct shl__stream_ctl) == 128, "stream ctl size");
+_Static_assert(offsetof(struct shl__stream_ctl, slot_stride) == 16, "layout");
+_Static_assert(offsetof(struct shl__stream_ctl, writer) == 64, "layout");
+_Static_assert(offsetof(struct shl__stream_ctl, latest) == 72, "layout");
+_Static_assert(offsetof(struct shl__stream_ctl, space) == 80, "layout");
+_Static_assert(offsetof(struct shl__stream_ctl, reader_hwm) == 88, "layout");
+_Static_assert(sizeof(struct shl__slot) == 16, "slot size");
+_Static_assert(sizeof(struct shl__reader) == 64, "reader entry size");
+_Static_assert(offsetof(struct shl__reader, next_seq) == 16, "layout");
+_Static_assert(offsetof(struct shl__reader, mode) == 24, "layout");
+
 #endif /* SHL_SHM_LAYOUT_H */

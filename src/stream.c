@@ -1,0 +1,503 @@
+/* Streams: one writer, many readers, a ring of typed slots in one segment.
+ *
+ * Hand-off without locks. A reader pins a slot by setting its bit in its own
+ * table entry, then checks that the slot still holds the frame it wants. The
+ * writer, before reusing a slot, clears the slot's sequence number, then
+ * checks that no reader pinned it. Both steps are sequentially consistent, so
+ * either the writer sees the pin (and leaves the slot alone) or the reader
+ * sees the cleared number (and looks again): no reader ever gets a slot that
+ * is being rewritten. The newest frame's slot is never reused, so a `latest`
+ * reader always finds a frame. Processes are identified by pid plus start
+ * time; a dead writer is noticed by waiting readers, a dead reader's pins are
+ * reclaimed by whoever needs the slot or the table entry. */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+#define DEFAULT_SLOTS 8
+#define DEFAULT_READERS 64
+#define LIVENESS_PERIOD_NS 50000000 /* readers notice a dead writer within two periods */
+#define OPEN_POLL_NS 10000000
+#define SLOT_BITS 8
+/* Attempts to pin before treating the stream as quiet: only a writer that
+ * breaks the protocol can make a reader miss this many times in a row. */
+#define PIN_ATTEMPTS 4096
+
+/* The validated control area, shared by writer and reader handles. */
+struct stream {
+  shl_segment *seg;
+  struct shl__stream_ctl *ctl;
+  struct shl__slot *slot;     /* [slots] */
+  struct shl__reader *reader; /* [max_readers] */
+  unsigned char *frames;
+  uint64_t stride;
+  uint32_t slots, max_readers, flags;
+};
+
+struct shl_writer {
+  struct stream s;
+  uint64_t id;
+  uint64_t next_seq;
+  int loaned; /* slot index, -1 for none */
+};
+
+struct shl_reader {
+  struct stream s;
+  struct shl__reader *entry;
+  uint64_t last_seq; /* newest sequence delivered */
+  uint64_t next_seq; /* `all` mode: next sequence wanted */
+  int64_t liveness_checked_ns;
+  uint32_t mode;
+  uint32_t held[SHL_STREAM_MAX_SLOTS]; /* samples held per slot */
+};
+
+static uint64_t round_up(uint64_t v, uint64_t align) { return (v + align - 1) / align * align; }
+
+static uint64_t slots_bytes(uint32_t slots) {
+  return round_up((uint64_t)slots * sizeof(struct shl__slot), 64);
+}
+
+static uint64_t ext_bytes(uint32_t slots, uint32_t readers) {
+  return sizeof(struct shl__stream_ctl) + slots_bytes(slots) +
+         (uint64_t)readers * sizeof(struct shl__reader);
+}
+
+/* Checks the control area against the segment and takes a private snapshot
+ * of its immutable fields; a hostile peer cannot move us out of bounds. */
+static int bind(struct stream *s, shl_segment *seg) {
+  if (seg->kind != SHL_KIND_STREAM) return SHL_E_BAD_KIND;
+  if (!seg->ext || seg->ext_size < sizeof(struct shl__stream_ctl)) return SHL_E_BAD_HEADER;
+  struct shl__stream_ctl *ctl = (struct shl__stream_ctl *)(void *)seg->ext;
+  uint32_t slots = ctl->slots, readers = ctl->max_readers;
+  uint64_t stride = ctl->slot_stride, frame_size = ctl->frame_size, extent, total;
+  if (slots < 2 || slots > SHL_STREAM_MAX_SLOTS || readers < 1 ||
+      readers > SHL_STREAM_MAX_READERS || seg->ext_size < ext_bytes(slots, readers))
+    return SHL_E_BAD_HEADER;
+  int rc = shl__layout_extent(&seg->layout, seg->layout.itemsize, &extent);
+  if (rc < 0) return rc;
+  if (stride % 64 || frame_size < extent || frame_size > stride ||
+      __builtin_mul_overflow(stride, (uint64_t)slots, &total) || total > seg->payload_size)
+    return SHL_E_BAD_HEADER;
+  s->seg = seg;
+  s->ctl = ctl;
+  s->slot = (struct shl__slot *)(void *)(seg->ext + sizeof *ctl);
+  s->reader = (struct shl__reader *)(void *)(seg->ext + sizeof *ctl + slots_bytes(slots));
+  s->frames = seg->payload;
+  s->stride = stride;
+  s->slots = slots;
+  s->max_readers = readers;
+  s->flags = ctl->flags;
+  return 0;
+}
+
+static uint32_t reader_hwm(const struct stream *s) {
+  uint32_t hwm = atomic_load(&s->ctl->reader_hwm);
+  return hwm < s->max_readers ? hwm : s->max_readers;
+}
+
+/* Tell a writer sleeping for space that a slot may have been freed. */
+static void signal_space(struct stream *s) {
+  atomic_fetch_add(&s->ctl->space, 1);
+  if (atomic_load(&s->ctl->writer_waiting)) shl__futex_wake_all(&s->ctl->space);
+}
+
+/* Free a dead reader's entry and pins. Safe when several processes race. */
+static bool reap_if_dead(struct stream *s, struct shl__reader *e) {
+  uint64_t id = atomic_load(&e->owner);
+  if (id == 0 || id == SHL__ID_RECLAIMING || shl__id_alive(id) != 0) return false;
+  if (!atomic_compare_exchange_strong(&e->owner, &id, SHL__ID_RECLAIMING)) return false;
+  atomic_store(&e->pinned, 0);
+  atomic_store(&e->next_seq, 0);
+  atomic_store_explicit(&e->owner, 0, memory_order_release);
+  signal_space(s);
+  return true;
+}
+
+static bool reap_dead_readers(struct stream *s) {
+  bool any = false;
+  for (uint32_t i = 0, n = reader_hwm(s); i < n; i++) any |= reap_if_dead(s, &s->reader[i]);
+  return any;
+}
+
+static void sleep_ns(int64_t ns) {
+  struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
+  nanosleep(&ts, NULL);
+}
+
+static int64_t deadline_after(int64_t timeout_ns) {
+  return timeout_ns < 0 ? INT64_MAX : shl__monotonic_ns() + timeout_ns;
+}
+
+/* ---------------------------------------------------------------- writer */
+
+static void init_ctl(void *ext, void *arg) {
+  memcpy(ext, arg, sizeof(struct shl__stream_ctl));
+}
+
+static bool same_frame(const shl_layout *a, const shl_layout *b) {
+  if (strcmp(a->format, b->format) != 0 || a->ndim != b->ndim) return false;
+  for (uint32_t i = 0; i < a->ndim; i++)
+    if (a->shape[i] != b->shape[i] || a->strides[i] != b->strides[i]) return false;
+  return true;
+}
+
+/* Become the writer of an existing stream whose writer is gone. */
+static int take_over(shl_writer *w, const shl_layout *frame, uint32_t slots) {
+  shl_layout have;
+  shl_get_layout(w->s.seg, &have);
+  if (!same_frame(&have, frame) || (slots && slots != w->s.slots)) return -EINVAL;
+  uint64_t cur = atomic_load(&w->s.ctl->writer);
+  do {
+    if (cur != 0 && shl__id_alive(cur) != 0) return -EBUSY; /* alive, or cannot tell */
+  } while (!atomic_compare_exchange_weak(&w->s.ctl->writer, &cur, w->id));
+  return 0;
+}
+
+/* Sequence numbers go on from the highest any slot or `latest` shows: a
+ * writer may have died between stamping a slot and updating `latest`. */
+static uint64_t highest_seq(const struct stream *s) {
+  uint64_t high = atomic_load(&s->ctl->latest) >> SLOT_BITS;
+  for (uint32_t i = 0; i < s->slots; i++) {
+    uint64_t seq = atomic_load(&s->slot[i].seq);
+    if (seq > high) high = seq;
+  }
+  return high;
+}
+
+int shl_writer_open(shl_writer **out, const char *name, const shl_layout *frame,
+                    const shl_stream_opts *opts) {
+  static const shl_stream_opts defaults = {0, 0, 0, 0};
+  if (!out) return -EINVAL;
+  *out = NULL;
+  if (!opts) opts = &defaults;
+  uint32_t slots = opts->slots ? opts->slots : DEFAULT_SLOTS;
+  uint32_t readers = opts->max_readers ? opts->max_readers : DEFAULT_READERS;
+  if (slots < 2 || slots > SHL_STREAM_MAX_SLOTS || readers > SHL_STREAM_MAX_READERS ||
+      (opts->flags & ~(uint32_t)SHL_STREAM_BLOCK))
+    return -EINVAL;
+  shl_layout plan;
+  uint64_t frame_size, payload;
+  int rc = shl__layout_plan(frame, &plan, &frame_size);
+  if (rc < 0) return rc;
+  /* Big frames start on a page, small ones on a cache line. */
+  uint64_t stride = round_up(frame_size ? frame_size : 1, frame_size >= 4096 ? 4096 : 64);
+  if (__builtin_mul_overflow(stride, (uint64_t)slots, &payload)) return SHL_E_BAD_SHAPE;
+
+  shl_writer *w = calloc(1, sizeof *w);
+  if (!w) return -ENOMEM;
+  w->id = shl__self_id();
+  w->loaned = -1;
+  struct shl__stream_ctl init = {.slots = slots, .max_readers = readers, .flags = opts->flags,
+                                 .slot_stride = stride, .frame_size = frame_size};
+  atomic_init(&init.writer, w->id);
+  struct shl__extra extra = {ext_bytes(slots, readers), payload, init_ctl, &init};
+  shl_create_opts copts = {SHL_KIND_STREAM, opts->mode, 0};
+  shl_segment *seg;
+  rc = shl__segment_create(&seg, name, &plan, &copts, &extra);
+  bool created = rc == 0;
+  if (rc == -EEXIST) rc = shl_open(&seg, name, 0, SHL_OPEN_DEFAULT_TIMEOUT_NS);
+  if (rc == 0) {
+    rc = bind(&w->s, seg);
+    if (rc == 0 && !created) rc = take_over(w, &plan, opts->slots);
+    if (rc < 0) shl_close(seg);
+  }
+  if (rc < 0) {
+    free(w);
+    return rc;
+  }
+  w->next_seq = highest_seq(&w->s) + 1;
+  *out = w;
+  return 0;
+}
+
+void shl_writer_close(shl_writer *w) {
+  if (!w) return;
+  shl_writer_discard(w);
+  uint64_t me = w->id;
+  atomic_compare_exchange_strong(&w->s.ctl->writer, &me, 0);
+  shl_close(w->s.seg);
+  free(w);
+}
+
+shl_segment *shl_writer_segment(const shl_writer *w) { return w->s.seg; }
+
+/* Bits of the slots that live readers pin; and, for a blocking stream, the
+ * lowest sequence a live `all` reader still wants (*floor). */
+static uint64_t scan_readers(const struct stream *s, uint64_t *floor) {
+  uint64_t pinned = 0;
+  *floor = UINT64_MAX;
+  for (uint32_t i = 0, n = reader_hwm(s); i < n; i++) {
+    const struct shl__reader *e = &s->reader[i];
+    if (atomic_load(&e->owner) == 0) continue;
+    pinned |= atomic_load(&e->pinned);
+    if (atomic_load(&e->mode) == SHL_RECV_ALL) {
+      uint64_t next = atomic_load(&e->next_seq);
+      if (next && next < *floor) *floor = next;
+    }
+  }
+  return pinned;
+}
+
+static bool slot_pinned(const struct stream *s, uint32_t slot) {
+  uint64_t floor;
+  return (scan_readers(s, &floor) >> slot) & 1;
+}
+
+/* A free slot, already cleared so no reader can pin it, or -1. Prefers the
+ * oldest frame, so `all` readers lose as little as possible. */
+static int claim_slot(shl_writer *w) {
+  struct stream *s = &w->s;
+  uint64_t floor, tried = 0;
+  uint64_t pinned = scan_readers(s, &floor);
+  if (!(s->flags & SHL_STREAM_BLOCK)) floor = UINT64_MAX;
+  uint64_t latest = atomic_load(&s->ctl->latest);
+  uint32_t newest = latest ? (uint32_t)(latest & ((1u << SLOT_BITS) - 1)) : UINT32_MAX;
+  for (;;) {
+    int best = -1;
+    uint64_t best_seq = UINT64_MAX;
+    for (uint32_t i = 0; i < s->slots; i++) {
+      if (i == newest || ((pinned | tried) >> i) & 1) continue;
+      uint64_t seq = atomic_load(&s->slot[i].seq);
+      if (seq >= floor) continue; /* a blocking stream keeps what `all` readers still want */
+      if (seq < best_seq || best < 0) best = (int)i, best_seq = seq;
+    }
+    if (best < 0) return -1;
+    atomic_store(&s->slot[best].seq, 0);
+    if (!slot_pinned(s, (uint32_t)best)) return best;
+    tried |= 1ull << best; /* a reader got there first: its frame stays, unlisted */
+  }
+}
+
+int shl_writer_loan(shl_writer *w, void **frame, int64_t timeout_ns) {
+  struct stream *s = &w->s;
+  if (w->loaned >= 0) return -EBUSY;
+  int64_t deadline = deadline_after(timeout_ns);
+  for (;;) {
+    uint32_t space = atomic_load(&s->ctl->space);
+    int slot = claim_slot(w);
+    if (slot < 0 && reap_dead_readers(s)) slot = claim_slot(w);
+    if (slot >= 0) {
+      w->loaned = slot;
+      *frame = s->frames + (uint64_t)slot * s->stride;
+      return slot;
+    }
+    int64_t left = deadline - shl__monotonic_ns();
+    if (left <= 0) return -ETIMEDOUT;
+    /* Wake on a freed slot, or re-check reader liveness each period. */
+    atomic_store(&s->ctl->writer_waiting, 1);
+    shl__futex_wait(&s->ctl->space, space, left < LIVENESS_PERIOD_NS ? left : LIVENESS_PERIOD_NS);
+    atomic_store(&s->ctl->writer_waiting, 0);
+  }
+}
+
+int shl_writer_publish(shl_writer *w, uint64_t *seq_out) {
+  struct stream *s = &w->s;
+  if (w->loaned < 0) return -EINVAL;
+  uint32_t slot = (uint32_t)w->loaned;
+  uint64_t seq = w->next_seq++;
+  atomic_store_explicit(&s->slot[slot].timestamp_ns, (uint64_t)shl__monotonic_ns(),
+                        memory_order_relaxed);
+  /* Release: the frame's bytes and time are visible before its number. */
+  atomic_store_explicit(&s->slot[slot].seq, seq, memory_order_release);
+  atomic_store_explicit(&s->ctl->latest, seq << SLOT_BITS | slot, memory_order_release);
+  w->loaned = -1;
+  if (seq_out) *seq_out = seq;
+  return shl_notify(s->seg, NULL);
+}
+
+int shl_writer_discard(shl_writer *w) {
+  if (w->loaned < 0) return -EINVAL;
+  w->loaned = -1; /* the slot's number is already 0: free for the next loan */
+  return 0;
+}
+
+/* ---------------------------------------------------------------- reader */
+
+static int register_reader(shl_reader *r) {
+  struct stream *s = &r->s;
+  uint64_t id = shl__self_id();
+  for (int round = 0; round < 2; round++) {
+    for (uint32_t i = 0; i < s->max_readers; i++) {
+      struct shl__reader *e = &s->reader[i];
+      uint64_t free_id = 0;
+      if (!atomic_compare_exchange_strong(&e->owner, &free_id, id)) continue;
+      atomic_store(&e->pinned, 0);
+      atomic_store(&e->mode, r->mode);
+      uint64_t head = atomic_load(&s->ctl->latest) >> SLOT_BITS;
+      r->next_seq = head ? head : 1; /* from the newest frame on */
+      atomic_store(&e->next_seq, r->next_seq);
+      uint32_t hwm = atomic_load(&s->ctl->reader_hwm);
+      while (hwm < i + 1 && !atomic_compare_exchange_weak(&s->ctl->reader_hwm, &hwm, i + 1)) {
+      }
+      r->entry = e;
+      return 0;
+    }
+    if (!reap_dead_readers(s)) break;
+  }
+  return -EUSERS;
+}
+
+int shl_reader_open(shl_reader **out, const char *name, uint32_t mode, int64_t timeout_ns) {
+  if (!out) return -EINVAL;
+  *out = NULL;
+  if (mode != SHL_RECV_LATEST && mode != SHL_RECV_ALL) return -EINVAL;
+  int64_t deadline = deadline_after(timeout_ns);
+  shl_segment *seg;
+  int rc;
+  /* The stream may not exist yet: wait for its writer to create it. */
+  while ((rc = shl_open(&seg, name, SHL_OPEN_READONLY, SHL_OPEN_DEFAULT_TIMEOUT_NS)) == -ENOENT) {
+    int64_t left = deadline - shl__monotonic_ns();
+    if (left <= 0) return -ENOENT;
+    sleep_ns(left < OPEN_POLL_NS ? left : OPEN_POLL_NS);
+  }
+  if (rc < 0) return rc;
+  shl_reader *r = calloc(1, sizeof *r);
+  if (!r) rc = -ENOMEM;
+  else if (!(seg->flags & SHL__SEG_HDR_WRITABLE)) rc = SHL_E_READONLY; /* cannot pin */
+  else if ((rc = bind(&r->s, seg)) == 0) {
+    r->mode = mode;
+    rc = register_reader(r);
+  }
+  if (rc < 0) {
+    free(r);
+    shl_close(seg);
+    return rc;
+  }
+  *out = r;
+  return 0;
+}
+
+void shl_reader_close(shl_reader *r) {
+  if (!r) return;
+  atomic_store(&r->entry->pinned, 0);
+  atomic_store(&r->entry->next_seq, 0);
+  atomic_store_explicit(&r->entry->owner, 0, memory_order_release);
+  signal_space(&r->s);
+  shl_close(r->s.seg);
+  free(r);
+}
+
+shl_segment *shl_reader_segment(const shl_reader *r) { return r->s.seg; }
+
+static void unpin(shl_reader *r, uint32_t slot) {
+  if (--r->held[slot] > 0) return;
+  atomic_fetch_and_explicit(&r->entry->pinned, ~(1ull << slot), memory_order_release);
+  signal_space(&r->s);
+}
+
+/* Pin `slot` if it still holds frame `seq`. */
+static bool pin(shl_reader *r, uint32_t slot, uint64_t seq) {
+  if (r->held[slot]++ == 0) atomic_fetch_or(&r->entry->pinned, 1ull << slot);
+  if (atomic_load(&r->s.slot[slot].seq) == seq) return true;
+  unpin(r, slot);
+  return false;
+}
+
+static void deliver(shl_reader *r, uint32_t slot, uint64_t seq, uint64_t lost, shl_sample *out) {
+  out->data = r->s.frames + (uint64_t)slot * r->s.stride;
+  out->seq = seq;
+  out->timestamp_ns = atomic_load_explicit(&r->s.slot[slot].timestamp_ns, memory_order_relaxed);
+  out->lost = lost;
+  out->slot = slot;
+  r->last_seq = seq;
+}
+
+/* 0 with a pinned sample, -EAGAIN when nothing newer is published. */
+static int take_latest(shl_reader *r, shl_sample *out) {
+  for (int attempt = 0; attempt < PIN_ATTEMPTS; attempt++) {
+    uint64_t latest = atomic_load_explicit(&r->s.ctl->latest, memory_order_acquire);
+    uint64_t seq = latest >> SLOT_BITS;
+    uint32_t slot = (uint32_t)(latest & ((1u << SLOT_BITS) - 1));
+    if (seq <= r->last_seq) return -EAGAIN;
+    if (slot >= r->s.slots) return SHL_E_BAD_HEADER;
+    if (pin(r, slot, seq)) {
+      deliver(r, slot, seq, r->last_seq ? seq - r->last_seq - 1 : 0, out);
+      return 0;
+    }
+  }
+  return -EAGAIN;
+}
+
+static int take_next(shl_reader *r, shl_sample *out) {
+  struct stream *s = &r->s;
+  for (int attempt = 0; attempt < PIN_ATTEMPTS; attempt++) {
+    uint64_t head = atomic_load_explicit(&s->ctl->latest, memory_order_acquire) >> SLOT_BITS;
+    uint64_t want = r->next_seq;
+    if (want > head) return -EAGAIN;
+    /* The wanted frame, or else the oldest one after it: those between are lost. */
+    int best = -1;
+    uint64_t best_seq = UINT64_MAX;
+    for (uint32_t i = 0; i < s->slots; i++) {
+      uint64_t seq = atomic_load(&s->slot[i].seq);
+      if (seq >= want && seq < best_seq) best = (int)i, best_seq = seq;
+    }
+    if (best < 0 || !pin(r, (uint32_t)best, best_seq)) continue;
+    deliver(r, (uint32_t)best, best_seq, best_seq - want, out);
+    r->next_seq = best_seq + 1;
+    atomic_store_explicit(&r->entry->next_seq, r->next_seq, memory_order_release);
+    if (s->flags & SHL_STREAM_BLOCK) signal_space(s);
+    return 0;
+  }
+  return -EAGAIN;
+}
+
+static bool writer_alive(const struct stream *s) {
+  return shl__id_alive(atomic_load(&s->ctl->writer)) != 0;
+}
+
+int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint32_t flags) {
+  int64_t deadline = deadline_after(timeout_ns);
+  shl_wait_opts wait = {flags & SHL_WAIT_INTERRUPTIBLE, 0};
+  for (;;) {
+    uint64_t version = shl_version(r->s.seg);
+    int rc = r->mode == SHL_RECV_ALL ? take_next(r, out) : take_latest(r, out);
+    if (rc != -EAGAIN) return rc;
+    int64_t now = shl__monotonic_ns();
+    if (now - r->liveness_checked_ns >= LIVENESS_PERIOD_NS) {
+      r->liveness_checked_ns = now;
+      if (!writer_alive(&r->s)) {
+        /* Nothing new, and nobody left to publish it. */
+        rc = r->mode == SHL_RECV_ALL ? take_next(r, out) : take_latest(r, out);
+        return rc == -EAGAIN ? SHL_E_WRITER_GONE : rc;
+      }
+    }
+    int64_t left = deadline - now;
+    if (left <= 0) return -ETIMEDOUT;
+    rc = shl_wait_ex(r->s.seg, version, left < LIVENESS_PERIOD_NS ? left : LIVENESS_PERIOD_NS,
+                     &wait, NULL);
+    if (rc == -EINTR) return rc;
+  }
+}
+
+int shl_reader_release(shl_reader *r, const shl_sample *sample) {
+  if (!sample || sample->slot >= r->s.slots || r->held[sample->slot] == 0) return -EINVAL;
+  unpin(r, sample->slot);
+  return 0;
+}
+
+int shl_stream_get_info(const shl_segment *seg, shl_stream_info *out) {
+  struct stream s;
+  int rc = bind(&s, (shl_segment *)seg);
+  if (rc < 0) return rc;
+  memset(out, 0, sizeof *out);
+  out->slots = s.slots;
+  out->max_readers = s.max_readers;
+  out->flags = s.flags;
+  out->slot_stride = s.stride;
+  for (uint32_t i = 0, n = reader_hwm(&s); i < n; i++) {
+    uint64_t id = atomic_load(&s.reader[i].owner);
+    if (id && id != SHL__ID_RECLAIMING && shl__id_alive(id) != 0) out->readers_alive++;
+  }
+  uint64_t writer = atomic_load(&s.ctl->writer);
+  out->writer_pid = (int32_t)(uint32_t)writer;
+  out->writer_alive = writer ? shl__id_alive(writer) : 0;
+  uint64_t latest = atomic_load(&s.ctl->latest);
+  out->last_seq = latest >> SLOT_BITS;
+  uint32_t slot = (uint32_t)(latest & ((1u << SLOT_BITS) - 1));
+  if (latest && slot < s.slots) out->last_timestamp_ns = atomic_load(&s.slot[slot].timestamp_ns);
+  return 0;
+}
