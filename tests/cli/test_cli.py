@@ -1,0 +1,317 @@
+#!/usr/bin/env python3
+"""Tests for the shmlane command-line tool. Python 3 stdlib only.
+
+Usage: test_cli.py PATH-TO-shmlane
+Exit status: 0 pass, 1 fail, 77 skip (no /dev/shm).
+
+Every segment (and planted foreign file) is named cli<pid>-<tag>, so parallel
+runs never collide, and everything matching is removed at the end, even when a
+check fails or the run is interrupted.
+"""
+import glob
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+SHM_DIR = "/dev/shm"
+PREFIX = "shl."
+EXPECTED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "expected")
+NATIVE = "<" if sys.byteorder == "little" else ">"
+
+CLI = sys.argv[1] if len(sys.argv) == 2 else sys.exit("usage: test_cli.py PATH-TO-shmlane")
+TAG = "cli%d-" % os.getpid()
+failures = []
+
+
+def name(tag):
+    return TAG + tag
+
+
+def shm_path(seg_name):
+    return os.path.join(SHM_DIR, PREFIX + seg_name)
+
+
+def check(cond, what):
+    if not cond:
+        failures.append(what)
+        print("FAIL: " + what, file=sys.stderr)
+    return cond
+
+
+def run(*args, rc=0):
+    """Run the CLI; check its exit status, that it did not crash, and that a
+    failure prints exactly one 'shmlane: ...' line on stderr."""
+    p = subprocess.run([CLI, *args], capture_output=True, encoding="utf-8", errors="replace",
+                       timeout=30)
+    where = "shmlane %s" % " ".join(args)
+    if not check(p.returncode >= 0, "%s: killed by signal %d" % (where, -p.returncode)):
+        return p
+    check(p.returncode == rc, "%s: exit %d, want %d; stderr: %r" % (where, p.returncode, rc,
+                                                                    p.stderr))
+    if rc == 0:
+        check(p.stderr == "", "%s: unexpected stderr %r" % (where, p.stderr))
+    else:
+        lines = p.stderr.splitlines()
+        check(len(lines) == 1 and lines[0].startswith("shmlane: "),
+              "%s: want one 'shmlane: ...' line on stderr, got %r" % (where, p.stderr))
+        check(p.stdout == "", "%s: unexpected stdout on failure %r" % (where, p.stdout))
+    return p
+
+
+def info_json(seg_name):
+    p = run("info", "--json", seg_name)
+    try:
+        return json.loads(p.stdout)
+    except ValueError as e:
+        check(False, "info --json %s: invalid JSON (%s): %r" % (seg_name, e, p.stdout))
+        return {}
+
+
+def ls_json():
+    p = run("ls", "--json")
+    try:
+        entries = json.loads(p.stdout)
+    except ValueError as e:
+        check(False, "ls --json: invalid JSON (%s): %r" % (e, p.stdout))
+        return {}
+    check(isinstance(entries, list), "ls --json: not an array")
+    return {e["name"]: e for e in entries}
+
+
+# Fields that change from run to run, and what they become.
+VOLATILE = [
+    (re.compile(r"^(owner uid:\s+)\d+$"), r"\1<uid>"),
+    (re.compile(r"^(creator pid:\s+)\d+"), r"\1<pid>"),
+    (re.compile(r"^(created:\s+).* \((\d+[smhd]) ago\)$"), r"\1<time> (<age> ago)"),
+    (re.compile(r"^(version:\s+)\d+$"), r"\1<version>"),
+]
+
+
+def normalise(text, seg_name):
+    out = []
+    for line in text.replace(seg_name, "<name>").splitlines():
+        for pattern, repl in VOLATILE:
+            line = pattern.sub(repl, line)
+        out.append(line)
+    return out
+
+
+def check_info_golden(seg_name, expected_file):
+    p = run("info", seg_name)
+    with open(os.path.join(EXPECTED_DIR, expected_file), encoding="utf-8") as f:
+        want = f.read().splitlines()
+    got = normalise(p.stdout, seg_name)
+    check(got == want, "info %s differs from %s:\n  got:  %s\n  want: %s"
+          % (seg_name, expected_file, "\n        ".join(got), "\n        ".join(want)))
+
+
+def test_help_and_version():
+    p = run("--version")
+    check(re.fullmatch(r"shmlane \d+\.\d+\.\d+\n", p.stdout), "--version: %r" % p.stdout)
+    for args in (["--help"], ["-h"], ["ls", "--help"], ["info", "--help"], ["create", "--help"],
+                 ["rm", "--help"], ["create", "x", "--help"]):
+        p = run(*args)
+        check(p.stdout.startswith("Usage: shmlane"), "%s: %r" % (args, p.stdout[:80]))
+    p = run("--help")
+    for command in ("ls", "info", "create", "rm"):
+        check(re.search(r"^  %s " % command, p.stdout, re.M), "--help lacks command " + command)
+
+
+def test_create_info():
+    arr, st = name("arr"), name("st")
+    run("create", arr, "--format", "<f8", "--shape", "3,4")
+    check_info_golden(arr, "info_array.txt")
+    run("create", st, "--format=T{<i:x:<d:y:}", "--shape", "()")
+    check_info_golden(st, "info_struct.txt")
+
+    j = info_json(arr)
+    want = {"name": arr, "status": "ok", "kind": "array", "format": "<d", "itemsize": 8,
+            "ndim": 2, "shape": [3, 4], "strides": [32, 8], "payload_size": 96, "mode": 0o600,
+            "uid": os.getuid(), "creator_alive": False, "version": 0, "format_version": 1}
+    for key, value in want.items():
+        check(j.get(key) == value, "info --json %s: %s = %r, want %r" % (arr, key, j.get(key),
+                                                                          value))
+    for key in ("total_size", "creator_pid", "created_ns", "age_s"):
+        check(isinstance(j.get(key), int), "info --json %s: %s missing or not an integer"
+              % (arr, key))
+    check(0 <= j.get("age_s", -1) < 600, "info --json: implausible age_s %r" % j.get("age_s"))
+
+    j = info_json(st)
+    check(j.get("kind") == "struct" and j.get("ndim") == 0 and j.get("shape") == []
+          and j.get("itemsize") == 12, "info --json %s: %r" % (st, j))
+
+    # Options after the name, short forms, a parenthesised shape, a mode.
+    grp = name("grp")
+    run("create", grp, "-f", "u2", "-s", "(5)", "-m", "0640")
+    j = info_json(grp)
+    check(j.get("mode") == 0o640, "create --mode 0640: mode = %r" % j.get("mode"))
+    check(j.get("shape") == [5] and j.get("format") == NATIVE + "H", "create -s (5): %r" % j)
+
+
+def test_numpy_formats():
+    seg = name("np")
+    cases = [("f8", NATIVE + "d", 8), ("<f8", "<d", 8), (">f8", ">d", 8), ("=f4", NATIVE + "f", 4),
+             ("f2", NATIVE + "e", 2), ("u1", "B", 1), ("i1", "b", 1), ("|u1", "B", 1),
+             ("u2", NATIVE + "H", 2), ("i2", NATIVE + "h", 2), (">i4", ">i", 4),
+             ("u4", NATIVE + "I", 4), ("u8", NATIVE + "Q", 8), ("i8", NATIVE + "q", 8),
+             ("c8", NATIVE + "Zf", 8), ("<c16", "<Zd", 16), ("b1", "?", 1), ("?", "?", 1),
+             ("B", "B", 1), ("<d", "<d", 8), ("(2)<h", "(2)<h", 4)]
+    for given, fmt, itemsize in cases:
+        run("create", seg, "--replace", "--format", given, "--shape", "2")
+        j = info_json(seg)
+        check(j.get("format") == fmt and j.get("itemsize") == itemsize
+              and j.get("payload_size") == 2 * itemsize,
+              "--format %s: got format %r itemsize %r, want %r %d"
+              % (given, j.get("format"), j.get("itemsize"), fmt, itemsize))
+
+
+def test_ls():
+    arr, st = name("arr"), name("st")
+    p = run("ls")
+    lines = p.stdout.splitlines()
+    check(lines and lines[0].split() == ["NAME", "KIND", "SHAPE", "BYTES", "VERSION", "PID",
+                                         "ALIVE", "AGE", "STATUS", "FORMAT"],
+          "ls header: %r" % (lines[:1],))
+    rows = {line.split()[0]: line.split() for line in lines[1:] if line.split()}
+    row = rows.get(arr, [])
+    check(len(row) == 10 and row[1:5] == ["array", "3,4", "96", "0"] and row[5].isdigit()
+          and row[6] == "no" and re.fullmatch(r"\d+[smhd]", row[7]) and row[8:] == ["ok", "<d"],
+          "ls row for %s: %r" % (arr, row))
+    row = rows.get(st, [])
+    check(row[1:3] == ["struct", "()"] and row[-1] == "T{<i:x:<d:y:}", "ls row for %s: %r"
+          % (st, row))
+    # Columns line up: the last column (FORMAT) starts at the same place in every row.
+    col = lines[0].find("FORMAT") if lines else -1
+    for line in lines[1:]:
+        check(line[col - 2:col] == "  " and line[col] != " ", "ls: misaligned row %r" % line)
+
+    entries = ls_json()
+    check(entries.get(arr, {}).get("shape") == [3, 4], "ls --json %s: %r" % (arr, entries.get(arr)))
+    check(entries.get(st, {}).get("kind") == "struct", "ls --json %s: %r" % (st, entries.get(st)))
+    check(entries.get(arr) == dict(info_json(arr), age_s=entries.get(arr, {}).get("age_s")),
+          "ls --json and info --json disagree on %s" % arr)
+
+
+def test_usage_errors():
+    existing = name("arr")
+    for args in (["frob"], ["--frob"], [], ["info"], ["rm"], ["create", "--format", "f8"],
+                 ["create", name("x")], ["create", name("x"), "--format"],
+                 ["ls", "--frob"], ["ls", "--json=yes"], ["ls", "extra"],
+                 ["info", existing, "another"], ["info", "--format", "f8", existing],
+                 ["create", "bad name", "--format", "f8"], ["info", "-dash"], ["info", "x" * 27],
+                 ["rm", name("never"), "bad/name"],
+                 ["create", name("x"), "--format", "zz"], ["create", name("x"), "--format", "T{<i"],
+                 ["create", name("x"), "--format", ""],
+                 ["create", name("x"), "--format", "f8", "--shape", "3,-1"],
+                 ["create", name("x"), "--format", "f8", "--shape", "3,,4"],
+                 ["create", name("x"), "--format", "f8", "--shape", "3,"],
+                 ["create", name("x"), "--format", "f8", "--shape", " 3"],
+                 ["create", name("x"), "--format", "f8", "--shape", "+3"],
+                 ["create", name("x"), "--format", "f8", "--shape", "0x10"],
+                 ["create", name("x"), "--format", "f8", "--shape", "1,1,1,1,1,1,1,1,1"],
+                 ["create", name("x"), "--format", "f8", "--shape", "99999999999999999999999"],
+                 ["create", name("x"), "--format", "f8", "--mode", "0999"],
+                 ["create", name("x"), "--format", "f8", "--mode", "01777"],
+                 ["create", name("x"), "--format", "f8", "--mode", "0"],
+                 ["create", name("x"), "--format", "f8", "--mode", "-600"]):
+        run(*args, rc=2)
+    check(not os.path.exists(shm_path(name("x"))), "a rejected create left %s behind" % name("x"))
+    p = run("create", name("bad") + " x", "--format", "f8", rc=2)
+    check(name("bad") + " x" in p.stderr, "bad name message lacks the name: %r" % p.stderr)
+    p = run("frob", rc=2)
+    check("frob" in p.stderr, "unknown command message lacks the command: %r" % p.stderr)
+
+
+def test_runtime_errors():
+    arr = name("arr")
+    p = run("create", arr, "--format", "f8", rc=1)
+    check(arr in p.stderr and "File exists" in p.stderr, "create existing: %r" % p.stderr)
+    check(info_json(arr).get("shape") == [3, 4], "failed create changed %s" % arr)
+    p = run("info", name("missing"), rc=1)
+    check(name("missing") in p.stderr, "info missing: %r" % p.stderr)
+
+
+def plant(tag, data):
+    with open(shm_path(name(tag)), "wb") as f:
+        f.write(data)
+    return name(tag)
+
+
+def test_foreign_files():
+    foreign = [
+        plant("text", b"hello, I am not a segment\n"),
+        plant("random", os.urandom(4096)),
+        plant("magic", b"SHMLANE\0" + b"\xff" * 120),  # our magic, garbage after it
+        plant("empty", b""),  # looks like a creator that has not sized it yet
+    ]
+    # A name shmlane would refuse: must be skipped or marked, never crash ls.
+    with open(os.path.join(SHM_DIR, PREFIX + TAG + "bad name\x01\xff"), "wb") as f:
+        f.write(b"junk")
+
+    p = run("ls")
+    rows = {line.split()[0]: line.split() for line in p.stdout.splitlines()[1:] if line.split()}
+    entries = ls_json()
+    for seg in foreign:
+        row = rows.get(seg, [])
+        check(len(row) == 10 and row[8].startswith("SHL_E_") and row[1] == "-",
+              "ls row for foreign %s: %r" % (seg, row))
+        e = entries.get(seg, {})
+        check(e.get("status", "ok") != "ok" and e.get("error") and "kind" not in e,
+              "ls --json for foreign %s: %r" % (seg, e))
+    check(entries.get(name("text"), {}).get("status") == "SHL_E_NOT_SHMLANE",
+          "text file not reported as SHL_E_NOT_SHMLANE: %r" % entries.get(name("text")))
+    for seg in foreign:
+        p = run("info", seg, rc=1)
+        check(seg in p.stderr, "info %s: message lacks the name: %r" % (seg, p.stderr))
+        run("info", "--json", seg, rc=1)
+    check(entries.get(name("arr"), {}).get("status") == "ok", "foreign files hid good segments")
+    # rm removes a name whatever it holds: the way to clean up.
+    run("rm", name("text"))
+    check(not os.path.exists(shm_path(name("text"))), "rm left the foreign file behind")
+
+
+def test_rm():
+    arr, st = name("arr"), name("st")
+    p = run("rm", arr, name("missing"), st, rc=1)
+    check(name("missing") in p.stderr, "rm missing: %r" % p.stderr)
+    for seg in (arr, st):
+        check(not os.path.exists(shm_path(seg)), "rm left %s behind" % seg)
+        p = run("info", seg, rc=1)
+        check(seg in p.stderr and "No such file" in p.stderr, "info after rm: %r" % p.stderr)
+    check(arr not in ls_json(), "ls --json still lists %s after rm" % arr)
+    run("rm", name("np"), name("grp"))
+
+
+def cleanup():
+    for path in glob.glob(os.path.join(glob.escape(SHM_DIR), glob.escape(PREFIX + TAG) + "*")):
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def main():
+    if not os.path.isdir(SHM_DIR):
+        print("skip: no %s" % SHM_DIR)
+        return 77
+    # meson's timeout sends SIGTERM: unwind so the cleanup below still runs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    try:
+        for test in (test_help_and_version, test_create_info, test_numpy_formats, test_ls,
+                     test_usage_errors, test_runtime_errors, test_foreign_files, test_rm):
+            before = len(failures)
+            test()
+            print("%s %s" % ("ok  " if len(failures) == before else "FAIL", test.__name__))
+    finally:
+        cleanup()
+    leftovers = glob.glob(os.path.join(glob.escape(SHM_DIR), glob.escape(PREFIX + TAG) + "*"))
+    check(not leftovers, "cleanup left %r" % leftovers)
+    print("%d failure(s)" % len(failures) if failures else "all CLI tests passed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,664 @@
+/* shmlane: list, describe, create and remove segments from the shell.
+ * Uses only the public API (shmlane.h), like any other client would.
+ * Exit status: 0 success, 1 runtime error, 2 usage error. */
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "shmlane.h"
+
+enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+
+/* ---------------------------------------------------------------- messages */
+
+/* One line on stderr: "shmlane: <what>[: <reason for rc>]". */
+static void errorf(int rc, const char *fmt, ...) {
+  va_list ap;
+  fputs("shmlane: ", stderr);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  if (rc) fprintf(stderr, ": %s", shl_strerror(rc));
+  fputc('\n', stderr);
+}
+
+/* Strings read from the shared-memory directory or a segment header are
+ * untrusted (a format may hold any blank, newlines included): print one '?'
+ * per non-printable byte, so terminals stay sane and one byte is one column. */
+static void put_text(const char *s) {
+  for (; *s; s++) putchar(isprint((unsigned char)*s) ? *s : '?'); /* "C" locale: ASCII */
+}
+
+/* A JSON string. Names and formats are ASCII; any other byte becomes U+FFFD,
+ * so the output is valid JSON whatever the bytes. */
+static void json_string(const char *s) {
+  const unsigned char *p = (const unsigned char *)s;
+  putchar('"');
+  for (; *p; p++) {
+    if (*p == '"' || *p == '\\')
+      printf("\\%c", *p);
+    else if (*p < 0x20 || *p == 0x7F)
+      printf("\\u%04x", *p);
+    else if (*p < 0x80)
+      putchar(*p);
+    else
+      fputs("\\ufffd", stdout);
+  }
+  putchar('"');
+}
+
+/* ---------------------------------------------------------------- parsing */
+
+/* Digits only (no sign, no blanks, which strtoull would accept), no overflow. */
+static bool parse_uint(const char *s, char **end, int base, uint64_t *out) {
+  if (!isdigit((unsigned char)*s)) return false;
+  errno = 0;
+  unsigned long long v = strtoull(s, end, base);
+  if (errno == ERANGE) return false;
+  *out = v;
+  return true;
+}
+
+/* "3,4", "(3,4)", "7"; "" or "()" is ndim 0. */
+static bool parse_shape(const char *s, shl_layout *layout) {
+  const char *stop = s + strlen(s);
+  if (stop - s >= 2 && s[0] == '(' && stop[-1] == ')') s++, stop--;
+  layout->ndim = 0;
+  if (s == stop) return true;
+  for (;;) {
+    char *end;
+    if (layout->ndim == SHL_MAX_NDIM || !parse_uint(s, &end, 10, &layout->shape[layout->ndim]))
+      return false;
+    layout->ndim++;
+    if (end == stop) return true;
+    if (*end != ',') return false;
+    s = end + 1;
+  }
+}
+
+/* Octal permission bits, 1..0777 (0 would mean "default" to shl_create). */
+static bool parse_mode(const char *s, uint32_t *mode) {
+  char *end;
+  uint64_t v;
+  if (!parse_uint(s, &end, 8, &v) || *end || v == 0 || v > 0777) return false;
+  *mode = (uint32_t)v;
+  return true;
+}
+
+/* NumPy-style shorthand ("f8", "<i4", "u1", "?") to a PEP 3118 format with
+ * standard sizes and an explicit byte order; anything else is returned as
+ * given and left to the library's parser. */
+static const char *format_from_numpy(const char *s, char out[8]) {
+  static const struct {
+    const char *numpy, *code;
+  } codes[] = {
+      {"?", "?"},  {"b1", "?"}, {"i1", "b"}, {"u1", "B"},  {"i2", "h"},
+      {"u2", "H"}, {"i4", "i"}, {"u4", "I"}, {"i8", "q"},  {"u8", "Q"},
+      {"f2", "e"}, {"f4", "f"}, {"f8", "d"}, {"c8", "Zf"}, {"c16", "Zd"},
+  };
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  char order = '<';
+#else
+  char order = '>';
+#endif
+  const char *p = s;
+  if (*p == '<' || *p == '>')
+    order = *p++;
+  else if (*p == '=' || *p == '|')
+    p++;
+  for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
+    if (strcmp(p, codes[i].numpy) != 0) continue;
+    size_t used = 0;
+    if (!strchr("?bB", codes[i].code[0])) out[used++] = order; /* moot for one byte */
+    snprintf(out + used, 8 - used, "%s", codes[i].code);
+    return out;
+  }
+  return s;
+}
+
+/* ---------------------------------------------------------------- describing */
+
+/* An opened segment, or why it could not be opened. */
+struct entry {
+  const char *name;
+  int rc;           /* 0: described below */
+  shl_segment *seg; /* keeps layout.format alive */
+  shl_info info;
+  shl_layout layout;
+};
+
+static void entry_open(struct entry *e, const char *name, int64_t timeout_ns) {
+  e->name = name;
+  e->seg = NULL;
+  e->rc = shl_open(&e->seg, name, SHL_OPEN_READONLY, timeout_ns);
+  if (e->rc == 0) e->rc = shl_get_info(e->seg, &e->info);
+  if (e->rc == 0) shl_get_layout(e->seg, &e->layout);
+}
+
+static const char *kind_name(uint32_t kind) {
+  switch (kind) {
+  case SHL_KIND_ARRAY: return "array";
+  case SHL_KIND_STRUCT: return "struct";
+  case SHL_KIND_STREAM: return "stream";
+  default: return "unknown";
+  }
+}
+
+/* shl_info.creator_alive (1 alive, 0 dead, -1 unknown) for people or for JSON. */
+static const char *alive_text(int alive, bool json) {
+  static const char *const words[2][3] = {{"?", "no", "yes"}, {"null", "false", "true"}};
+  return words[json][alive < 0 ? 0 : alive > 0 ? 2 : 1];
+}
+
+/* Strides as recorded, or the C-order ones when none were given. */
+static void effective_strides(const shl_layout *lo, int64_t strides[SHL_MAX_NDIM]) {
+  bool given = false;
+  for (uint32_t i = 0; i < lo->ndim; i++) given |= lo->strides[i] != 0;
+  uint64_t stride = lo->itemsize;
+  for (uint32_t i = lo->ndim; i-- > 0;) {
+    strides[i] = given ? lo->strides[i] : (int64_t)stride;
+    stride *= lo->shape[i];
+  }
+}
+
+/* "3,4", or "()" for ndim 0: the form --shape accepts. */
+static void shape_text(const shl_layout *lo, char *buf, size_t size) {
+  size_t used = (size_t)snprintf(buf, size, "%s", lo->ndim ? "" : "()");
+  for (uint32_t i = 0; i < lo->ndim && used < size; i++)
+    used += (size_t)snprintf(buf + used, size - used, "%s%" PRIu64, i ? "," : "", lo->shape[i]);
+}
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t age_seconds(const shl_info *info, uint64_t now) {
+  return now > info->created_ns ? (now - info->created_ns) / 1000000000u : 0;
+}
+
+/* 42s, 5m, 3h, 12d: the largest unit that fits, truncated. */
+static void age_text(uint64_t secs, char *buf, size_t size) {
+  static const struct {
+    uint64_t secs;
+    char unit;
+  } units[] = {{86400, 'd'}, {3600, 'h'}, {60, 'm'}, {1, 's'}};
+  size_t i = 0;
+  while (units[i].secs > secs && units[i].secs > 1) i++;
+  snprintf(buf, size, "%" PRIu64 "%c", secs / units[i].secs, units[i].unit);
+}
+
+enum { SHAPE_TEXT_MAX = SHL_MAX_NDIM * 21 + 3 };
+
+static void print_key(const char *key) { printf("%-15s ", key); }
+
+static void print_field(const char *key, const char *fmt, ...) {
+  va_list ap;
+  print_key(key);
+  va_start(ap, fmt);
+  vprintf(fmt, ap);
+  va_end(ap);
+  putchar('\n');
+}
+
+static void print_info_text(const struct entry *e, uint64_t now) {
+  const shl_info *in = &e->info;
+  const shl_layout *lo = &e->layout;
+  char shape[SHAPE_TEXT_MAX], age[32], created[64];
+  int64_t strides[SHL_MAX_NDIM];
+
+  time_t secs = (time_t)(in->created_ns / 1000000000u);
+  struct tm tm;
+  if (!localtime_r(&secs, &tm) || !strftime(created, sizeof created, "%Y-%m-%d %H:%M:%S %z", &tm))
+    snprintf(created, sizeof created, "?");
+  age_text(age_seconds(in, now), age, sizeof age);
+  shape_text(lo, shape, sizeof shape);
+  effective_strides(lo, strides);
+
+  print_field("name:", "%s", in->name);
+  print_field("kind:", "%s", kind_name(in->kind));
+  print_key("format:");
+  put_text(lo->format);
+  putchar('\n');
+  print_field("itemsize:", "%" PRIu64, lo->itemsize);
+  print_field("shape:", "%s", shape);
+  print_key("strides:");
+  for (uint32_t i = 0; i < lo->ndim; i++) printf("%s%" PRId64, i ? "," : "", strides[i]);
+  printf("%s\n", lo->ndim ? "" : "()");
+  print_field("payload bytes:", "%" PRIu64, in->payload_size);
+  print_field("total bytes:", "%" PRIu64, in->total_size);
+  print_field("mode:", "%04" PRIo32, in->mode);
+  print_field("owner uid:", "%" PRIu32, in->uid);
+  print_field("creator pid:", "%" PRId32 " (alive: %s)", in->creator_pid,
+              alive_text(in->creator_alive, false));
+  print_field("created:", "%s (%s ago)", created, age);
+  print_field("version:", "%" PRIu64, in->version);
+  print_field("header format:", "%" PRIu32, in->format_version);
+}
+
+/* One JSON object; a failed entry carries only name, status and error. */
+static void print_info_json(const struct entry *e, uint64_t now) {
+  printf("{\"name\": ");
+  json_string(e->name);
+  printf(", \"status\": \"%s\"", e->rc ? shl_err_name(e->rc) : "ok");
+  if (e->rc) {
+    printf(", \"error\": ");
+    json_string(shl_strerror(e->rc));
+    putchar('}');
+    return;
+  }
+  const shl_info *in = &e->info;
+  const shl_layout *lo = &e->layout;
+  int64_t strides[SHL_MAX_NDIM];
+  effective_strides(lo, strides);
+  printf(", \"kind\": \"%s\", \"format\": ", kind_name(in->kind));
+  json_string(lo->format);
+  printf(", \"itemsize\": %" PRIu64 ", \"ndim\": %" PRIu32 ", \"shape\": [", lo->itemsize,
+         lo->ndim);
+  for (uint32_t i = 0; i < lo->ndim; i++) printf("%s%" PRIu64, i ? ", " : "", lo->shape[i]);
+  printf("], \"strides\": [");
+  for (uint32_t i = 0; i < lo->ndim; i++) printf("%s%" PRId64, i ? ", " : "", strides[i]);
+  printf("], \"payload_size\": %" PRIu64 ", \"total_size\": %" PRIu64, in->payload_size,
+         in->total_size);
+  printf(", \"mode\": %" PRIu32 ", \"uid\": %" PRIu32 ", \"creator_pid\": %" PRId32, in->mode,
+         in->uid, in->creator_pid);
+  printf(", \"creator_alive\": %s", alive_text(in->creator_alive, true));
+  printf(", \"created_ns\": %" PRIu64 ", \"age_s\": %" PRIu64, in->created_ns,
+         age_seconds(in, now));
+  printf(", \"version\": %" PRIu64 ", \"format_version\": %" PRIu32 "}", in->version,
+         in->format_version);
+}
+
+/* ---------------------------------------------------------------- ls table */
+
+enum {
+  COL_NAME,
+  COL_KIND,
+  COL_SHAPE,
+  COL_BYTES,
+  COL_VERSION,
+  COL_PID,
+  COL_ALIVE,
+  COL_AGE,
+  COL_STATUS,
+  COL_FORMAT,
+  NCOLS
+};
+
+static const char *const col_title[NCOLS] = {"NAME", "KIND",  "SHAPE", "BYTES",  "VERSION",
+                                             "PID",  "ALIVE", "AGE",   "STATUS", "FORMAT"};
+static const bool col_right[NCOLS] = {
+    [COL_BYTES] = true, [COL_VERSION] = true, [COL_PID] = true, [COL_AGE] = true};
+
+typedef char cell_buf[SHAPE_TEXT_MAX];
+
+/* Cells of one row; the small ones are formatted into buf. */
+static void row_cells(const struct entry *e, uint64_t now, cell_buf buf[NCOLS],
+                      const char *cell[NCOLS]) {
+  for (int c = 0; c < NCOLS; c++) cell[c] = "-";
+  cell[COL_NAME] = e->name;
+  cell[COL_STATUS] = e->rc ? shl_err_name(e->rc) : "ok";
+  if (e->rc) return;
+  const shl_info *in = &e->info;
+  cell[COL_KIND] = kind_name(in->kind);
+  cell[COL_ALIVE] = alive_text(in->creator_alive, false);
+  cell[COL_FORMAT] = e->layout.format;
+  shape_text(&e->layout, buf[COL_SHAPE], sizeof buf[0]);
+  snprintf(buf[COL_BYTES], sizeof buf[0], "%" PRIu64, in->payload_size);
+  snprintf(buf[COL_VERSION], sizeof buf[0], "%" PRIu64, in->version);
+  snprintf(buf[COL_PID], sizeof buf[0], "%" PRId32, in->creator_pid);
+  age_text(age_seconds(in, now), buf[COL_AGE], sizeof buf[0]);
+  for (int c = COL_SHAPE; c <= COL_AGE; c++)
+    if (c != COL_ALIVE) cell[c] = buf[c];
+}
+
+static void print_row(const char *const cell[NCOLS], const size_t width[NCOLS]) {
+  for (int c = 0; c < NCOLS; c++) {
+    size_t pad = width[c] - strlen(cell[c]);
+    if (col_right[c]) printf("%*s", (int)pad, "");
+    put_text(cell[c]);
+    if (c == NCOLS - 1) break;
+    printf("%*s", (int)(col_right[c] ? 2 : pad + 2), "");
+  }
+  putchar('\n');
+}
+
+static void print_table(const struct entry *entries, size_t n, uint64_t now) {
+  size_t width[NCOLS];
+  cell_buf buf[NCOLS];
+  const char *cell[NCOLS];
+  for (int c = 0; c < NCOLS; c++) width[c] = strlen(col_title[c]);
+  for (size_t i = 0; i < n; i++) {
+    row_cells(&entries[i], now, buf, cell);
+    for (int c = 0; c < NCOLS; c++)
+      if (strlen(cell[c]) > width[c]) width[c] = strlen(cell[c]);
+  }
+  print_row(col_title, width);
+  for (size_t i = 0; i < n; i++) {
+    row_cells(&entries[i], now, buf, cell);
+    print_row(cell, width);
+  }
+}
+
+/* ---------------------------------------------------------------- commands */
+
+enum { OPT_JSON, OPT_FORMAT, OPT_SHAPE, OPT_MODE, OPT_REPLACE, OPT_COUNT };
+
+static const struct option {
+  const char *name; /* long form, without "--" */
+  char letter;      /* short form, 0 if none */
+  bool has_value;
+} options[OPT_COUNT] = {
+    [OPT_JSON] = {"json", 0, false},       [OPT_FORMAT] = {"format", 'f', true},
+    [OPT_SHAPE] = {"shape", 's', true},    [OPT_MODE] = {"mode", 'm', true},
+    [OPT_REPLACE] = {"replace", 0, false},
+};
+
+struct cmdline {
+  bool given[OPT_COUNT];
+  const char *value[OPT_COUNT];
+  char **names;
+  int nnames;
+};
+
+struct command {
+  const char *name;
+  int (*run)(const struct cmdline *cl);
+  unsigned opts; /* allowed options, 1u << OPT_* */
+  int min_names, max_names;
+  const char *synopsis, *summary, *details;
+};
+
+struct list {
+  char **names;
+  size_t n, cap;
+};
+
+static int collect_name(const char *name, void *arg) {
+  struct list *l = arg;
+  if (l->n == l->cap) {
+    size_t cap = l->cap ? 2 * l->cap : 16;
+    char **grown = realloc(l->names, cap * sizeof *grown);
+    if (!grown) return -ENOMEM;
+    l->names = grown;
+    l->cap = cap;
+  }
+  if (!(l->names[l->n] = strdup(name))) return -ENOMEM;
+  l->n++;
+  return 0;
+}
+
+static int compare_names(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int cmd_ls(const struct cmdline *cl) {
+  struct list l = {0};
+  struct entry *entries = NULL;
+  int status = 0, rc = shl_list(collect_name, &l);
+  if (rc >= 0 && l.n && !(entries = calloc(l.n, sizeof *entries))) rc = -ENOMEM;
+  if (rc < 0) {
+    errorf(rc, "cannot list segments");
+    status = EXIT_RUNTIME;
+    goto out;
+  }
+  qsort(l.names, l.n, sizeof *l.names, compare_names);
+  /* No waiting: a segment still being created shows as SHL_E_NOT_READY. */
+  for (size_t i = 0; i < l.n; i++) entry_open(&entries[i], l.names[i], 0);
+  uint64_t now = now_ns();
+  if (cl->given[OPT_JSON]) {
+    putchar('[');
+    for (size_t i = 0; i < l.n; i++) {
+      fputs(i ? ",\n  " : "\n  ", stdout);
+      print_info_json(&entries[i], now);
+    }
+    fputs(l.n ? "\n]\n" : "]\n", stdout);
+  } else {
+    print_table(entries, l.n, now);
+  }
+out:
+  for (size_t i = 0; i < l.n; i++) {
+    if (entries) shl_close(entries[i].seg);
+    free(l.names[i]);
+  }
+  free(entries);
+  free(l.names);
+  return status;
+}
+
+static int cmd_info(const struct cmdline *cl) {
+  struct entry e;
+  entry_open(&e, cl->names[0], SHL_OPEN_DEFAULT_TIMEOUT_NS);
+  if (e.rc) {
+    errorf(e.rc, "cannot open '%s'", e.name);
+    shl_close(e.seg);
+    return EXIT_RUNTIME;
+  }
+  if (cl->given[OPT_JSON]) {
+    print_info_json(&e, now_ns());
+    putchar('\n');
+  } else {
+    print_info_text(&e, now_ns());
+  }
+  shl_close(e.seg);
+  return 0;
+}
+
+static int cmd_create(const struct cmdline *cl) {
+  const char *name = cl->names[0];
+  char converted[8];
+  shl_layout layout = {.format = format_from_numpy(cl->value[OPT_FORMAT], converted)};
+  shl_create_opts opts = {.flags = cl->given[OPT_REPLACE] ? SHL_CREATE_REPLACE : 0};
+  const char *shape = cl->given[OPT_SHAPE] ? cl->value[OPT_SHAPE] : "";
+
+  int64_t itemsize = shl_format_itemsize(layout.format);
+  if (itemsize < 0) {
+    errorf((int)itemsize, "bad format '%s'", cl->value[OPT_FORMAT]);
+    return EXIT_USAGE;
+  }
+  if (!parse_shape(shape, &layout)) {
+    errorf(0, "bad shape '%s': expected up to %d comma-separated sizes, like 3,4", shape,
+           SHL_MAX_NDIM);
+    return EXIT_USAGE;
+  }
+  if (cl->given[OPT_MODE] && !parse_mode(cl->value[OPT_MODE], &opts.mode)) {
+    errorf(0, "bad mode '%s': expected octal permission bits 1..0777, like 0640",
+           cl->value[OPT_MODE]);
+    return EXIT_USAGE;
+  }
+  shl_segment *seg;
+  int rc = shl_create(&seg, name, &layout, &opts);
+  if (rc) {
+    errorf(rc, "cannot create '%s'", name);
+    return EXIT_RUNTIME;
+  }
+  shl_close(seg);
+  return 0;
+}
+
+static int cmd_rm(const struct cmdline *cl) {
+  int status = 0;
+  for (int i = 0; i < cl->nnames; i++) {
+    int rc = shl_unlink(cl->names[i]);
+    if (rc) {
+      errorf(rc, "cannot remove '%s'", cl->names[i]);
+      status = EXIT_RUNTIME;
+    }
+  }
+  return status;
+}
+
+static const struct command commands[] = {
+    {"ls", cmd_ls, 1u << OPT_JSON, 0, 0, "ls [--json]", "list segments",
+     "Lists every entry of the shared-memory directory that carries the shmlane\n"
+     "prefix, sorted by name. Entries that cannot be opened (foreign files, corrupt\n"
+     "or half-created segments) are listed with STATUS set to the error name.\n"
+     "\n"
+     "Columns: NAME KIND SHAPE BYTES (payload) VERSION (change counter) PID (creator)\n"
+     "ALIVE (yes/no/?) AGE STATUS FORMAT.\n"
+     "\n"
+     "Options:\n"
+     "  --json      print a JSON array of objects instead of a table\n"},
+    {"info", cmd_info, 1u << OPT_JSON, 1, 1, "info [--json] NAME", "describe one segment",
+     "Opens the segment read-only and prints its layout and header fields.\n"
+     "\n"
+     "Options:\n"
+     "  --json      print one JSON object\n"},
+    {"create", cmd_create, 1u << OPT_FORMAT | 1u << OPT_SHAPE | 1u << OPT_MODE | 1u << OPT_REPLACE,
+     1, 1, "create NAME --format F [--shape D,D,...] [--mode OCTAL] [--replace]",
+     "create a zero-filled segment",
+     "Creates a segment with a zero-filled payload, owned by nobody: it stays until\n"
+     "'shmlane rm'. The kind is struct for a T{...} format with ndim 0, else array.\n"
+     "\n"
+     "Options:\n"
+     "  -f, --format F    element format: PEP 3118 (\"<d\", \"B\", \"T{<i:x:<d:y:}\") or a\n"
+     "                    NumPy shorthand (\"f8\", \"<i4\", \">u2\", \"u1\", \"c16\", \"?\")\n"
+     "  -s, --shape S     comma-separated sizes (\"3,4\"); \"\" or \"()\" (default): ndim 0\n"
+     "  -m, --mode OCTAL  permission bits (default 0600)\n"
+     "  --replace         remove an existing segment of that name first\n"},
+    {"rm", cmd_rm, 0, 1, -1, "rm NAME...", "remove segments",
+     "Removes each name. Processes that have a segment open keep their mapping.\n"},
+};
+
+enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
+
+static void print_help(void) {
+  printf(
+      "Usage: shmlane [--help] [--version] COMMAND [ARGS]\n\n"
+      "Named, self-describing shared-memory segments (%s).\n\nCommands:\n",
+      SHL_POSIX_PREFIX "NAME");
+  for (size_t i = 0; i < NCOMMANDS; i++)
+    printf("  %-8s %s\n", commands[i].name, commands[i].summary);
+  printf(
+      "\nRun 'shmlane COMMAND --help' for details.\n"
+      "Exit status: 0 success, 1 runtime error, 2 usage error.\n");
+}
+
+static void print_command_help(const struct command *cmd) {
+  printf("Usage: shmlane %s\n\n%s", cmd->synopsis, cmd->details);
+}
+
+/* Index of the option `arg` names, and its value; -1 after reporting why not. */
+static int match_option(const struct command *cmd, char **argv, int argc, int *i,
+                        const char **value) {
+  const char *arg = argv[*i], *inline_value = NULL;
+  int id = -1;
+  for (int o = 0; o < OPT_COUNT && id < 0; o++) {
+    if (!(cmd->opts & 1u << o)) continue;
+    size_t len = strlen(options[o].name);
+    if (arg[1] == '-' && !strncmp(arg + 2, options[o].name, len) &&
+        (arg[2 + len] == '\0' || arg[2 + len] == '=')) {
+      id = o;
+      if (arg[2 + len] == '=') inline_value = arg + 3 + len;
+    } else if (arg[1] != '-' && options[o].letter && arg[1] == options[o].letter) {
+      id = o;
+      if (arg[2]) inline_value = arg + 2;
+    }
+  }
+  if (id < 0) {
+    errorf(0, "%s: unknown option '%s' (see 'shmlane %s --help')", cmd->name, arg, cmd->name);
+    return -1;
+  }
+  if (!options[id].has_value) {
+    if (!inline_value) return id;
+    errorf(0, "%s: option '--%s' takes no value", cmd->name, options[id].name);
+    return -1;
+  }
+  if (inline_value) {
+    *value = inline_value;
+  } else if (*i + 1 < argc) {
+    *value = argv[++*i];
+  } else {
+    errorf(0, "%s: option '%s' needs a value", cmd->name, arg);
+    return -1;
+  }
+  return id;
+}
+
+/* Options may come before or after names; names are gathered at the front
+ * of argv. Returns 0, EXIT_USAGE after a message, or -1 when help was asked. */
+static int parse_cmdline(const struct command *cmd, int argc, char **argv, struct cmdline *cl) {
+  bool options_done = false;
+  cl->names = argv;
+  for (int i = 0; i < argc; i++) {
+    char *arg = argv[i];
+    if (options_done || arg[0] != '-' || arg[1] == '\0') {
+      argv[cl->nnames++] = arg;
+    } else if (!strcmp(arg, "--")) {
+      options_done = true;
+    } else if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
+      return -1;
+    } else {
+      const char *value = NULL;
+      int id = match_option(cmd, argv, argc, &i, &value);
+      if (id < 0) return EXIT_USAGE;
+      cl->given[id] = true;
+      cl->value[id] = value;
+    }
+  }
+  if (cl->nnames < cmd->min_names) {
+    errorf(0, "%s: missing NAME (see 'shmlane %s --help')", cmd->name, cmd->name);
+    return EXIT_USAGE;
+  }
+  if (cmd->max_names >= 0 && cl->nnames > cmd->max_names) {
+    errorf(0, "%s: unexpected argument '%s'", cmd->name, cl->names[cmd->max_names]);
+    return EXIT_USAGE;
+  }
+  if ((cmd->opts & 1u << OPT_FORMAT) && !cl->given[OPT_FORMAT]) {
+    errorf(0, "%s: missing --format (see 'shmlane %s --help')", cmd->name, cmd->name);
+    return EXIT_USAGE;
+  }
+  for (int i = 0; i < cl->nnames; i++) {
+    int rc = shl_name_check(cl->names[i]);
+    if (rc) {
+      errorf(rc, "bad name '%s'", cl->names[i]);
+      return EXIT_USAGE;
+    }
+  }
+  return 0;
+}
+
+/* Output that did not reach its destination (full disk, closed pipe) is a failure. */
+static int finish(int status) {
+  errno = 0;
+  if (fflush(stdout) != 0 || ferror(stdout)) {
+    errorf(errno ? -errno : -EIO, "cannot write output");
+    return EXIT_RUNTIME;
+  }
+  return status;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    errorf(0, "missing command (see 'shmlane --help')");
+    return EXIT_USAGE;
+  }
+  const char *arg = argv[1];
+  if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
+    print_help();
+    return finish(0);
+  }
+  if (!strcmp(arg, "-V") || !strcmp(arg, "--version")) {
+    printf("shmlane %s\n", shl_version_string());
+    return finish(0);
+  }
+  for (size_t i = 0; i < NCOMMANDS; i++) {
+    if (strcmp(arg, commands[i].name) != 0) continue;
+    struct cmdline cl = {0};
+    int rc = parse_cmdline(&commands[i], argc - 2, argv + 2, &cl);
+    if (rc < 0) {
+      print_command_help(&commands[i]);
+      return finish(0);
+    }
+    return rc ? rc : finish(commands[i].run(&cl));
+  }
+  errorf(0, "unknown %s '%s' (see 'shmlane --help')", arg[0] == '-' ? "option" : "command", arg);
+  return EXIT_USAGE;
+}
