@@ -127,34 +127,54 @@ static inline int t_child_reap(pid_t pid) {
   return status;
 }
 
-/* Run fn(arg) in a forked child that dies of SIGALRM after limit_s seconds,
- * so nothing can hang. The int fn returns comes back into *rc (INT_MIN if the
- * child died before answering). Returns the child's wait status, or -1. */
-static inline int t_child_run(int (*fn)(void *), void *arg, unsigned limit_s, int *rc) {
+/* A forked child running a function; its int result comes back on `fd`. */
+struct t_child {
+  pid_t pid;
+  int fd;
+};
+
+/* Start fn(arg) in a forked child that dies of SIGALRM after limit_s
+ * seconds, so nothing can hang. Returns 0, or -1 if it could not start. */
+static inline int t_child_start(struct t_child *c, int (*fn)(void *), void *arg,
+                                unsigned limit_s) {
   int fds[2];
-  *rc = INT_MIN;
   if (pipe(fds) < 0) return -1;
   fflush(NULL); /* the child must not flush our buffers a second time */
-  pid_t pid = fork();
-  if (pid < 0) {
+  c->pid = fork();
+  if (c->pid < 0) {
     close(fds[0]);
     close(fds[1]);
     return -1;
   }
-  if (pid == 0) {
+  if (c->pid == 0) {
     close(fds[0]);
     alarm(limit_s);
     int v = fn(arg);
     _exit(write(fds[1], &v, sizeof v) == (ssize_t)sizeof v ? 0 : 1);
   }
   close(fds[1]);
+  c->fd = fds[0];
+  return 0;
+}
+
+/* Collect the child's result into *rc (INT_MIN if it died before
+ * answering) and reap it. Returns its wait status, or -1. */
+static inline int t_child_finish(struct t_child *c, int *rc) {
   int v;
   ssize_t n;
-  while ((n = read(fds[0], &v, sizeof v)) < 0 && errno == EINTR) {
+  while ((n = read(c->fd, &v, sizeof v)) < 0 && errno == EINTR) {
   }
-  if (n == (ssize_t)sizeof v) *rc = v;
-  close(fds[0]);
-  return t_child_reap(pid);
+  *rc = n == (ssize_t)sizeof v ? v : INT_MIN;
+  close(c->fd);
+  return t_child_reap(c->pid);
+}
+
+/* t_child_start() then t_child_finish(): fn(arg) in a child, to completion. */
+static inline int t_child_run(int (*fn)(void *), void *arg, unsigned limit_s, int *rc) {
+  struct t_child c;
+  *rc = INT_MIN;
+  if (t_child_start(&c, fn, arg, limit_s) < 0) return -1;
+  return t_child_finish(&c, rc);
 }
 
 /* Start this program again as a fresh process image (/proc/self/exe) with
@@ -217,6 +237,71 @@ static inline int t_wait_in_futex(pid_t pid, long timeout_ms) {
     t_sleep_ms(1);
   } while (t_now_ns() < deadline);
   return 0;
+}
+
+/* ---- Report pipes and timing (lock and notify tests). ---- */
+#include <poll.h>
+
+#define T_MS 1000000LL /* nanoseconds per millisecond */
+
+/* Time since t0 (a t_now_ns() value) must lie in [min_ms, max_ms). */
+#define T_EXPECT_TOOK(t0, min_ms, max_ms) \
+  t_expect_took_((t0), (min_ms), (max_ms), __FILE__, __LINE__)
+
+static inline void t_expect_took_(long long t0, long min_ms, long max_ms, const char *file,
+                                  int line) {
+  long long took = t_now_ns() - t0;
+  if (took >= min_ms * T_MS && took < max_ms * T_MS) return;
+  fprintf(stderr, "%s:%d: took %.1f ms, want [%ld, %ld) ms\n", file, line, (double)took / 1e6,
+          min_ms, max_ms);
+  t_failures++;
+}
+
+/* t_exec_self with a report pipe: the number of its write end is appended as
+ * the child's last argument (the child writes one-byte messages to it); the
+ * read end goes to *report. */
+static inline pid_t t_exec_reporting(const char *const args[], int *report, unsigned limit_s) {
+  int fds[2];
+  char fd_arg[16], *argv[16];
+  int n = 0;
+  T_REQUIRE(pipe(fds) == 0);
+  fcntl(fds[0], F_SETFD, FD_CLOEXEC);
+  snprintf(fd_arg, sizeof fd_arg, "%d", fds[1]);
+  for (; args[n] && n < 14; n++) argv[n] = (char *)args[n];
+  argv[n++] = fd_arg;
+  argv[n] = NULL;
+  pid_t pid = t_exec_self(argv, limit_s);
+  T_REQUIRE(pid > 0);
+  close(fds[1]);
+  *report = fds[0];
+  return pid;
+}
+
+static inline void t_send_byte(int fd, char c) { T_CHECK(write(fd, &c, 1) == 1); }
+
+/* One byte from fd within timeout_ms: the byte, or -1 on EOF, error or time-out. */
+static inline int t_read_byte(int fd, long timeout_ms) {
+  long long deadline = t_now_ns() + timeout_ms * T_MS;
+  for (;;) {
+    long long left = deadline - t_now_ns();
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int n = poll(&p, 1, left > 0 ? (int)(left / T_MS) : 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return -1;
+    unsigned char c;
+    ssize_t r = read(fd, &c, 1);
+    if (r == 1) return c;
+    if (r < 0 && errno == EINTR) continue;
+    return -1;
+  }
+}
+
+/* Open an existing segment (a role in a child process), or exit. */
+static inline shl_segment *t_open(const char *name, uint32_t flags) {
+  shl_segment *seg = NULL;
+  T_EXPECT_RC(shl_open(&seg, name, flags, SHL_OPEN_DEFAULT_TIMEOUT_NS), 0);
+  T_REQUIRE(seg != NULL);
+  return seg;
 }
 
 #endif /* SHL_TESTUTIL_H */

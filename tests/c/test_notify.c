@@ -1,0 +1,336 @@
+/* Wait/notify: the counter, time-outs, wake-ups of real sleepers (threads and
+ * other processes, checked to be asleep in the futex before the notify),
+ * signals, spinning, and a ping-pong stress where a lost wake-up shows as a
+ * time-out. Other processes are this program re-executed with a role argument. */
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "internal.h" /* the header's waiter count */
+#include "testutil.h"
+
+#define WAIT_NS (5000 * T_MS)   /* bound on every wait that should succeed */
+#define RALLY_NS (2000 * T_MS)  /* a ping-pong wait longer than this lost a wake-up */
+#define CHILD_LIMIT_S 30        /* a child still alive by then dies of SIGALRM */
+
+static const char *self; /* argv[0], to re-execute ourselves */
+
+/* ---------------------------------------------------------------- shared steps */
+
+/* Notify `count` times; with other notifiers racing, each value we get must
+ * still be above the previous one. */
+static void notify_n(shl_segment *seg, long count) {
+  uint64_t prev = 0;
+  for (long i = 0; i < count; i++) {
+    uint64_t v = 0;
+    T_EXPECT_RC(shl_notify(seg, &v), 0);
+    if (v <= prev) {
+      fprintf(stderr, "notify %ld returned %llu after %llu\n", i, (unsigned long long)v,
+              (unsigned long long)prev);
+      t_failures++;
+      return;
+    }
+    prev = v;
+  }
+}
+
+/* One side of a ping-pong: wait for the peer's notify, answer with ours. The
+ * two sides alternate strictly, so each wait sees exactly since + 1. */
+static void rally(shl_segment *seg, uint64_t since, long rounds, uint32_t spin_ns) {
+  shl_wait_opts opts = {.spin_ns = spin_ns};
+  for (long i = 0; i < rounds; i++) {
+    uint64_t seen = 0;
+    int rc = shl_wait_ex(seg, since, RALLY_NS, &opts, &seen);
+    if (rc != 0 || seen != since + 1) {
+      fprintf(stderr, "round %ld: wait since %llu returned %s, saw %llu\n", i,
+              (unsigned long long)since, shl_err_name(rc), (unsigned long long)seen);
+      t_failures++;
+      return;
+    }
+    T_EXPECT_RC(shl_notify(seg, &since), 0);
+  }
+}
+
+/* ---------------------------------------------------------------- roles */
+
+static int role_waiter(const char *name, uint64_t since, const char *mode, int fd) {
+  shl_segment *seg = t_open(name, strcmp(mode, "ro") == 0 ? SHL_OPEN_READONLY : 0);
+  uint64_t seen = 0;
+  t_send_byte(fd, 'R');
+  T_EXPECT_RC(shl_wait(seg, since, WAIT_NS, &seen), 0);
+  T_CHECK(seen == since + 1);
+  shl_close(seg);
+  return t_result();
+}
+
+/* argv: self role name args... report-fd */
+static int run_role(int argc, char **argv) {
+  const char *role = argv[1], *name = argv[2];
+  int fd = atoi(argv[argc - 1]);
+  if (strcmp(role, "waiter") == 0 && argc == 6)
+    return role_waiter(name, strtoull(argv[3], NULL, 10), argv[4], fd);
+  shl_segment *seg = t_open(name, 0);
+  if (strcmp(role, "notifier") == 0 && argc == 5)
+    notify_n(seg, atol(argv[3]));
+  else if (strcmp(role, "pong") == 0 && argc == 7)
+    rally(seg, strtoull(argv[3], NULL, 10), atol(argv[4]), (uint32_t)atol(argv[5]));
+  else
+    T_REQUIRE(!"known role");
+  shl_close(seg);
+  return t_result();
+}
+
+/* ---------------------------------------------------------------- parent side */
+
+static pid_t spawn(const char *const args[]) {
+  int fd;
+  pid_t pid = t_exec_reporting(args, &fd, CHILD_LIMIT_S);
+  close(fd);
+  return pid;
+}
+
+/* A thread of this process blocked in shl_wait_ex. */
+struct waiter {
+  shl_segment *seg;
+  uint64_t since;
+  shl_wait_opts opts;
+  atomic_int tid;
+  int rc;
+  uint64_t seen;
+  pthread_t thread;
+};
+
+static void *waiter_main(void *arg) {
+  struct waiter *w = arg;
+  atomic_store(&w->tid, (int)gettid());
+  w->rc = shl_wait_ex(w->seg, w->since, WAIT_NS, &w->opts, &w->seen);
+  return NULL;
+}
+
+/* Returns once the thread sleeps in the futex, so that the notify which
+ * follows tests a wake-up, not the fast path. Even the longest spin_ns must
+ * end in the futex soon: spinning is capped at 1 ms. */
+static void waiter_start(struct waiter *w, shl_segment *seg, uint64_t since, uint32_t spin_ns) {
+  w->seg = seg;
+  w->since = since;
+  w->opts = (shl_wait_opts){.spin_ns = spin_ns};
+  atomic_init(&w->tid, 0);
+  T_REQUIRE(pthread_create(&w->thread, NULL, waiter_main, w) == 0);
+  long long deadline = t_now_ns() + 2000 * T_MS;
+  while (atomic_load(&w->tid) == 0 && t_now_ns() < deadline) sched_yield();
+  T_CHECK(t_wait_in_futex(atomic_load(&w->tid), 2000));
+}
+
+static void waiter_join(struct waiter *w, uint64_t want) {
+  pthread_join(w->thread, NULL);
+  T_EXPECT_RC(w->rc, 0);
+  T_CHECK(w->seen == want);
+}
+
+/* No waiting needed: the counter starts at 0 and each notify adds exactly
+ * one; a wait whose `since` is stale returns at once with the current value. */
+static void test_counter(shl_segment *seg) {
+  T_CHECK(shl_version(seg) == 0);
+  for (uint64_t i = 1; i <= 100; i++) {
+    uint64_t v = 0;
+    T_EXPECT_RC(shl_notify(seg, &v), 0);
+    T_CHECK(v == i && shl_version(seg) == i);
+  }
+  T_EXPECT_RC(shl_notify(seg, NULL), 0);
+  shl_info info;
+  T_EXPECT_RC(shl_get_info(seg, &info), 0);
+  T_CHECK(info.version == 101);
+
+  uint64_t seen = 0;
+  shl_wait_opts spin = {.spin_ns = 1000000};
+  long long t0 = t_now_ns();
+  T_EXPECT_RC(shl_wait(seg, 100, WAIT_NS, &seen), 0);
+  T_CHECK(seen == 101);
+  T_EXPECT_RC(shl_wait(seg, 0, -1, NULL), 0); /* even "forever" returns */
+  T_EXPECT_RC(shl_wait_ex(seg, 7, WAIT_NS, &spin, &seen), 0);
+  T_CHECK(seen == 101);
+  T_EXPECT_TOOK(t0, 0, 1000);
+  T_EXPECT_RC(shl_wait(seg, 101, 0, NULL), -ETIMEDOUT); /* timeout 0: just a check */
+}
+
+/* Nobody notifies: each wait ends with -ETIMEDOUT, not before its time and
+ * not much after, spinning or not. */
+static void test_timeouts(shl_segment *seg) {
+  static const struct {
+    uint32_t spin_ns;
+    long timeout_ms, min_ms, max_ms;
+  } cases[] = {
+      {0, 100, 100, 2000},
+      {1000000, 100, 100, 2000},
+      {UINT32_MAX, 20, 20, 1000}, /* the spin stops at the deadline */
+      {UINT32_MAX, 0, 0, 1000},
+  };
+  uint64_t v = shl_version(seg);
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    shl_wait_opts opts = {.spin_ns = cases[i].spin_ns};
+    long long t0 = t_now_ns();
+    T_EXPECT_RC(shl_wait_ex(seg, v, cases[i].timeout_ms * T_MS, &opts, NULL), -ETIMEDOUT);
+    T_EXPECT_TOOK(t0, cases[i].min_ms, cases[i].max_ms);
+  }
+}
+
+/* Threads asleep in shl_wait, on two handles of the segment (two mappings: a
+ * private futex would not reach across them), all wake on one notify. */
+static void test_threads(const char *name, shl_segment *seg) {
+  enum { THREADS = 4 };
+  shl_segment *other = t_open(name, 0);
+  struct waiter w[THREADS];
+  uint64_t v = shl_version(seg), n = 0;
+  for (int i = 0; i < THREADS; i++)
+    waiter_start(&w[i], i % 2 ? other : seg, v, i == THREADS - 1 ? UINT32_MAX : 0);
+  T_EXPECT_RC(shl_notify(other, &n), 0);
+  T_CHECK(n == v + 1);
+  for (int i = 0; i < THREADS; i++) waiter_join(&w[i], v + 1);
+  shl_close(other);
+}
+
+/* A thread here wakes on another process's notify; sleepers in several other
+ * processes (one opened read-only) all wake on one notify from here. */
+static void test_processes(const char *name, shl_segment *seg) {
+  enum { CHILDREN = 3 };
+  struct waiter w;
+  uint64_t v = shl_version(seg);
+  waiter_start(&w, seg, v, 0);
+  T_EXPECT_EXIT(t_child_reap(spawn((const char *[]){self, "notifier", name, "1", NULL})), 0);
+  waiter_join(&w, v + 1);
+
+  char since[24];
+  v = shl_version(seg);
+  snprintf(since, sizeof since, "%llu", (unsigned long long)v);
+  pid_t pid[CHILDREN];
+  for (int i = 0; i < CHILDREN; i++) {
+    int fd;
+    const char *args[] = {self, "waiter", name, since, i == 0 ? "ro" : "rw", NULL};
+    pid[i] = t_exec_reporting(args, &fd, CHILD_LIMIT_S);
+    T_CHECK(t_read_byte(fd, 5000) == 'R');
+    close(fd);
+    T_CHECK(t_wait_in_futex(pid[i], 2000));
+  }
+  T_EXPECT_RC(shl_notify(seg, NULL), 0);
+  for (int i = 0; i < CHILDREN; i++) T_EXPECT_EXIT(t_child_reap(pid[i]), 0);
+  T_CHECK(shl_version(seg) == v + 1);
+}
+
+/* Notifies racing from three processes: none lost, none counted twice. */
+static void test_racing_notifiers(const char *name, shl_segment *seg) {
+  enum { CHILDREN = 2, EACH = 5000 };
+  char each[16];
+  snprintf(each, sizeof each, "%d", EACH);
+  const char *args[] = {self, "notifier", name, each, NULL};
+  uint64_t v = shl_version(seg);
+  pid_t pid[CHILDREN];
+  for (int i = 0; i < CHILDREN; i++) pid[i] = spawn(args);
+  notify_n(seg, EACH);
+  for (int i = 0; i < CHILDREN; i++) T_EXPECT_EXIT(t_child_reap(pid[i]), 0);
+  T_CHECK(shl_version(seg) == v + (CHILDREN + 1) * EACH);
+}
+
+static volatile sig_atomic_t signals_caught;
+static void on_signal(int sig) {
+  (void)sig;
+  signals_caught++;
+}
+
+struct pump {
+  pthread_t target;
+  atomic_bool stop;
+};
+
+/* SIGUSR1 to the target thread every 50 ms until stopped, for 3 s at most:
+ * a wait that restarted its whole time-out after each signal still ends. */
+static void *pump_main(void *arg) {
+  struct pump *p = arg;
+  long long end = t_now_ns() + 3000 * T_MS;
+  while (!atomic_load(&p->stop) && t_now_ns() < end) {
+    t_sleep_ms(50);
+    pthread_kill(p->target, SIGUSR1);
+  }
+  return NULL;
+}
+
+/* With a handler installed without SA_RESTART, each signal fails the futex
+ * wait with EINTR: shl_wait must keep waiting to its deadline (not beyond),
+ * and SHL_WAIT_INTERRUPTIBLE must return -EINTR instead. */
+static void test_signals(shl_segment *seg) {
+  static const struct {
+    uint32_t flags;
+    long timeout_ms;
+    int want;
+    long min_ms, max_ms;
+  } cases[] = {
+      {0, 300, -ETIMEDOUT, 300, 2000},
+      {SHL_WAIT_INTERRUPTIBLE, 5000, -EINTR, 0, 2000},
+  };
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal; /* sa_flags 0: no SA_RESTART */
+  sigemptyset(&sa.sa_mask);
+  T_REQUIRE(sigaction(SIGUSR1, &sa, NULL) == 0); /* kept: a late signal stays harmless */
+
+  uint64_t v = shl_version(seg);
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    shl_wait_opts opts = {.flags = cases[i].flags};
+    struct pump p = {.target = pthread_self()};
+    atomic_init(&p.stop, false);
+    pthread_t thread;
+    signals_caught = 0;
+    T_REQUIRE(pthread_create(&thread, NULL, pump_main, &p) == 0);
+    long long t0 = t_now_ns();
+    int rc = shl_wait_ex(seg, v, cases[i].timeout_ms * T_MS, &opts, NULL);
+    T_EXPECT_TOOK(t0, cases[i].min_ms, cases[i].max_ms);
+    atomic_store(&p.stop, true);
+    pthread_join(thread, NULL);
+    T_EXPECT_RC(rc, cases[i].want);
+    T_CHECK(signals_caught > 0);
+  }
+}
+
+/* Ping-pong with another process: each side waits for the other's notify. */
+static void ping_pong(const char *name, shl_segment *seg, long rounds, uint32_t spin_ns) {
+  char since[24], n[24], spin[24];
+  uint64_t v = shl_version(seg), mine = 0;
+  snprintf(since, sizeof since, "%llu", (unsigned long long)v);
+  snprintf(n, sizeof n, "%ld", rounds);
+  snprintf(spin, sizeof spin, "%lu", (unsigned long)spin_ns);
+  long long t0 = t_now_ns();
+  pid_t pid = spawn((const char *[]){self, "pong", name, since, n, spin, NULL});
+  T_EXPECT_RC(shl_notify(seg, &mine), 0); /* the serve */
+  rally(seg, mine, rounds, spin_ns);
+  T_EXPECT_EXIT(t_child_reap(pid), 0);
+  T_EXPECT_TOOK(t0, 0, 10000);
+  T_CHECK(shl_version(seg) == v + 1 + 2 * (uint64_t)rounds);
+}
+
+int main(int argc, char **argv) {
+  self = argv[0];
+  if (argc > 2) return run_role(argc, argv);
+
+  char name[SHL_NAME_MAX + 1];
+  snprintf(name, sizeof name, "%s", t_name("notify"));
+  t_unlink_at_exit(name);
+  shl_layout layout = {.format = "<Q"};
+  shl_segment *seg = NULL;
+  T_EXPECT_RC(shl_create(&seg, name, &layout, NULL), 0);
+  T_REQUIRE(seg != NULL);
+
+  test_counter(seg);
+  test_timeouts(seg);
+  test_threads(name, seg);
+  test_processes(name, seg);
+  test_racing_notifiers(name, seg);
+  test_signals(seg);
+  ping_pong(name, seg, 10000, 0);
+  ping_pong(name, seg, 2000, 100000); /* 100 us: the answer usually arrives while spinning */
+  /* Nobody is left registered as a waiter, so notify can skip the syscall again. */
+  T_CHECK(atomic_load(&seg->hdr->waiters) == 0);
+  shl_close(seg);
+  return t_result();
+}

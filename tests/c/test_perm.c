@@ -1,0 +1,196 @@
+/* Permissions: the creator's mode decides who may open what. Root creates
+ * segments; children drop to nobody (uid and gid 65534, no supplementary
+ * groups) and try to open, wait and unlink. Needs root: skipped otherwise. */
+#include <grp.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "testutil.h"
+
+#define NOBODY 65534
+#define WAIT_NS 1000000000LL
+#define MARK 0xC0FFEEu
+/* Child results that are not library codes. */
+#define BAD_DATA 1
+#define DROP_FAILED 2
+
+static const shl_layout layout = {.format = "<I", .ndim = 1, .shape = {64}};
+
+enum action { OPEN, WAIT, UNLINK };
+
+struct attempt {
+  const char *name;
+  uint32_t flags;
+  enum action action;
+};
+
+/* In a child, as nobody: open (and read), open and wait for one notify, or
+ * unlink. Returns the library's code, BAD_DATA or DROP_FAILED. */
+static int as_nobody(void *p) {
+  const struct attempt *a = p;
+  if (setgroups(0, NULL) < 0 || setgid(NOBODY) < 0 || setuid(NOBODY) < 0) return DROP_FAILED;
+  if (a->action == UNLINK) return shl_unlink(a->name);
+  shl_segment *seg = NULL;
+  int rc = shl_open(&seg, a->name, a->flags, WAIT_NS);
+  if (rc < 0) return rc;
+  if (((const volatile uint32_t *)shl_payload(seg))[0] != MARK) rc = BAD_DATA;
+  if (rc == 0 && a->action == WAIT) {
+    uint64_t since = shl_version(seg), seen = 0;
+    rc = shl_wait(seg, since, 5 * WAIT_NS, &seen);
+    if (rc == 0 && seen != since + 1) rc = BAD_DATA;
+  }
+  shl_close(seg);
+  return rc;
+}
+
+/* Run one attempt as nobody; the child must exit normally. */
+static int attempt(const char *name, uint32_t flags, enum action action) {
+  struct attempt a = {name, flags, action};
+  int rc;
+  T_EXPECT_EXIT(t_child_run(as_nobody, &a, 5, &rc), 0);
+  return rc;
+}
+
+/* Times a process has gone to sleep (voluntary context switches), or -1. */
+static long sleeps_of(pid_t pid) {
+  char path[64], line[128];
+  long n = -1;
+  snprintf(path, sizeof path, "/proc/%ld/status", (long)pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return -1;
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "voluntary_ctxt_switches: %ld", &n) == 1) break;
+  fclose(f);
+  return n;
+}
+
+/* A waiter as nobody on a read-only handle, woken by root's notify once it
+ * sleeps. It cannot register as a waiter, so notify must wake it anyway.
+ * With `one_sleep`, the waiter must also sleep undisturbed until then (a
+ * single futex wait, not a poll that would hide a missing wake-up). */
+static int wait_woken(const char *name, shl_segment *notifier, int one_sleep) {
+  struct attempt a = {name, SHL_OPEN_READONLY, WAIT};
+  struct t_child child;
+  int rc;
+  T_REQUIRE(t_child_start(&child, as_nobody, &a, 10) == 0);
+  T_CHECK(t_wait_in_futex(child.pid, 3000));
+  if (one_sleep) {
+    /* An observation window, not synchronisation: a poller wakes in it. */
+    long before = sleeps_of(child.pid);
+    t_sleep_ms(50);
+    long after = sleeps_of(child.pid);
+    if (before < 0 || after != before) {
+      fprintf(stderr, "waiter woke %ld times before any notify\n", after - before);
+      t_failures++;
+    }
+  }
+  T_EXPECT_RC(shl_notify(notifier, NULL), 0);
+  T_EXPECT_EXIT(t_child_finish(&child, &rc), 0);
+  return rc;
+}
+
+/* Root's segment of this mode and group, first element MARK. */
+static shl_segment *make(const char *name, uint32_t mode, gid_t group) {
+  shl_segment *seg = NULL;
+  shl_create_opts opts = {.mode = mode};
+  char path[T_PATH_MAX];
+  t_unlink_at_exit(name);
+  T_EXPECT_RC(shl_create(&seg, name, &layout, &opts), 0);
+  T_REQUIRE(seg);
+  ((uint32_t *)shl_payload(seg))[0] = MARK;
+  T_REQUIRE(chown(t_shm_path(name, path), (uid_t)-1, group) == 0);
+  return seg;
+}
+
+static uint32_t mode_of(const char *name) {
+  char path[T_PATH_MAX];
+  struct stat st;
+  T_REQUIRE(stat(t_shm_path(name, path), &st) == 0);
+  return (uint32_t)(st.st_mode & 07777);
+}
+
+static void test_default_mode(void) {
+  const char *name = t_name("pdef");
+  shl_segment *seg = NULL;
+  shl_info info;
+  t_unlink_at_exit(name);
+  T_EXPECT_RC(shl_create(&seg, name, &layout, NULL), 0);
+  T_REQUIRE(seg);
+  T_CHECK(mode_of(name) == 0600);
+  T_EXPECT_RC(shl_get_info(seg, &info), 0);
+  T_CHECK(info.mode == 0600 && info.uid == 0);
+  shl_close(seg);
+  T_EXPECT_RC(shl_unlink(name), 0);
+}
+
+static void test_modes(void) {
+  static const struct {
+    const char *what;
+    uint32_t mode;
+    gid_t group;
+    int readonly, readwrite; /* what nobody's opens return */
+  } cases[] = {
+      {"0600", 0600, 0, -EACCES, -EACCES},
+      {"0644", 0644, 0, 0, -EACCES},
+      {"0640, nobody's group", 0640, NOBODY, 0, -EACCES},
+      {"0640, another group", 0640, 0, -EACCES, -EACCES},
+      {"0660, nobody's group", 0660, NOBODY, 0, 0},
+  };
+  const char *name = t_name("pmode");
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    shl_segment *seg = make(name, cases[i].mode, cases[i].group);
+    shl_info info;
+    T_EXPECT_RC(shl_get_info(seg, &info), 0);
+    T_CHECK(info.mode == cases[i].mode && mode_of(name) == cases[i].mode);
+    int ro = attempt(name, SHL_OPEN_READONLY, OPEN), rw = attempt(name, 0, OPEN);
+    if (ro != cases[i].readonly || rw != cases[i].readwrite) {
+      fprintf(stderr, "%s: nobody's read-only open %s, read-write open %s; want %s, %s\n",
+              cases[i].what, shl_err_name(ro), shl_err_name(rw), shl_err_name(cases[i].readonly),
+              shl_err_name(cases[i].readwrite));
+      t_failures++;
+    }
+    /* /dev/shm is sticky: nobody cannot remove root's segment, whatever its
+     * mode (EPERM from unlink(2), reported as EACCES as shm_unlink does). */
+    T_EXPECT_RC(attempt(name, 0, UNLINK), -EACCES);
+    shl_close(seg);
+    T_EXPECT_RC(shl_unlink(name), 0);
+  }
+}
+
+static void test_wait_as_nobody(void) {
+  const char *name = t_name("pwait");
+  /* Created readable-but-not-writable by some class: notify always wakes. */
+  shl_segment *seg = make(name, 0644, 0);
+  T_EXPECT_RC(wait_woken(name, seg, 1), 0);
+  shl_close(seg);
+  T_EXPECT_RC(shl_unlink(name), 0);
+
+  /* Opened up only after creation, so the segment never learnt that a
+   * waiter might be unable to register: the wait must still end. */
+  char path[T_PATH_MAX];
+  seg = make(name, 0600, 0);
+  T_REQUIRE(chmod(t_shm_path(name, path), 0644) == 0);
+  T_EXPECT_RC(wait_woken(name, seg, 0), 0);
+  shl_close(seg);
+  T_EXPECT_RC(shl_unlink(name), 0);
+}
+
+int main(void) {
+  if (geteuid() != 0) {
+    fprintf(stderr, "skip: needs root to create as one user and open as another\n");
+    return T_SKIP;
+  }
+  struct attempt probe = {NULL, 0, UNLINK};
+  int rc;
+  int status = t_child_run(as_nobody, &probe, 5, &rc);
+  if (status == -1 || rc == DROP_FAILED) {
+    fprintf(stderr, "skip: cannot switch to uid/gid %d here\n", NOBODY);
+    return T_SKIP;
+  }
+  /* Modes are exact, whatever the creator's umask. */
+  umask(077);
+  test_default_mode();
+  test_modes();
+  test_wait_as_nobody();
+  return t_result();
+}
