@@ -204,14 +204,13 @@ static bool in_bounds(uint64_t off, uint64_t len, uint64_t limit) {
   return off <= limit && len <= limit - off;
 }
 
-/* Checks a snapshot of a READY header against the mapped size. The format
- * string is read from the mapping, inside bounds already proven. */
-static int validate(const struct shl__header *h, const unsigned char *map, uint64_t map_size) {
+/* Checks a snapshot of a READY header against the object's size. */
+static int validate_header(const struct shl__header *h, uint64_t file_size) {
   if (memcmp(h->magic, SHL__MAGIC, sizeof SHL__MAGIC) != 0) return SHL_E_NOT_SHMLANE;
   if (h->format_version != SHL__FORMAT_VERSION) return SHL_E_VERSION;
   if (h->header_size != SHL__HEADER_SIZE) return SHL_E_BAD_HEADER;
-  if (h->total_size > map_size) return SHL_E_TRUNCATED;
-  if (h->total_size < SHL__HEADER_SIZE) return SHL_E_BAD_HEADER;
+  if (h->total_size > file_size) return SHL_E_TRUNCATED;
+  if (h->total_size < SHL__HEADER_SIZE || h->total_size > SIZE_MAX) return SHL_E_BAD_HEADER;
   if (h->kind < SHL_KIND_ARRAY || h->kind > SHL_KIND_STREAM) return SHL_E_BAD_KIND;
   if (h->payload_offset % SHL__PAYLOAD_ALIGN || h->payload_offset < SHL__HEADER_SIZE ||
       !in_bounds(h->payload_offset, h->payload_size, h->total_size))
@@ -224,6 +223,12 @@ static int validate(const struct shl__header *h, const unsigned char *map, uint6
                       !in_bounds(h->ext_offset, h->ext_size, h->payload_offset)))
     return SHL_E_BAD_HEADER;
   if (h->ndim > SHL_MAX_NDIM) return SHL_E_BAD_SHAPE;
+  return 0;
+}
+
+/* Checks the format (read from the mapping, inside bounds already proven)
+ * and that every element lies inside the payload. */
+static int validate_layout(const struct shl__header *h, const unsigned char *map) {
   const char *format = (const char *)map + h->format_offset;
   if (format[h->format_len] != '\0') return SHL_E_BAD_FORMAT;
   int64_t itemsize = shl__format_parse(format, h->format_len);
@@ -268,27 +273,35 @@ static int try_map(shl_segment *seg, bool writable) {
     if (pread(seg->fd, magic, sizeof magic, 0) < 0) return -errno;
     return memcmp(magic, SHL__MAGIC, sizeof magic) == 0 ? SHL_E_TRUNCATED : SHL_E_NOT_SHMLANE;
   }
-  /* Map exactly what fstat reported: nothing beyond it is ever touched. */
-  size_t map_size = (size_t)st.st_size;
+  /* Peek at the fixed header through a small mapping: the file may be far
+   * larger than the segment it claims to hold. */
+  struct shl__header *peek = mmap(NULL, SHL__HEADER_SIZE, PROT_READ, MAP_SHARED, seg->fd, 0);
+  if (peek == MAP_FAILED) return -errno;
+  struct shl__header snap;
+  int rc;
+  if (atomic_load_explicit(&peek->state, memory_order_acquire) != SHL__STATE_READY) {
+    rc = magic_in_progress(peek->magic) ? -EAGAIN : SHL_E_NOT_SHMLANE;
+  } else {
+    memcpy(&snap, peek, sizeof snap);
+    rc = validate_header(&snap, (uint64_t)st.st_size);
+  }
+  munmap(peek, SHL__HEADER_SIZE);
+  if (rc < 0) return rc;
+  /* Map what the header describes, which fstat showed to exist: nothing
+   * beyond it is ever touched. */
+  size_t map_size = (size_t)snap.total_size;
   void *map = mmap(NULL, map_size, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED,
                    seg->fd, 0);
   if (map == MAP_FAILED) return -errno;
-  struct shl__header *live = map, snap;
-  int rc;
-  if (atomic_load_explicit(&live->state, memory_order_acquire) != SHL__STATE_READY) {
-    rc = magic_in_progress(live->magic) ? -EAGAIN : SHL_E_NOT_SHMLANE;
-  } else {
-    memcpy(&snap, live, sizeof snap);
-    rc = validate(&snap, map, map_size);
-    if (rc == 0) {
-      seg->hdr = live;
-      seg->map_size = map_size;
-      fill_snapshot(seg, &snap, (const char *)map + snap.format_offset);
-      return 0;
-    }
+  rc = validate_layout(&snap, map);
+  if (rc < 0) {
+    munmap(map, map_size);
+    return rc;
   }
-  munmap(map, map_size);
-  return rc;
+  seg->hdr = map;
+  seg->map_size = map_size;
+  fill_snapshot(seg, &snap, (const char *)map + snap.format_offset);
+  return 0;
 }
 
 int shl_open(shl_segment **out, const char *name, uint32_t flags, int64_t timeout_ns) {
