@@ -50,6 +50,7 @@ static int plan_layout(struct shl__header *h, const shl_layout *layout, uint32_t
   uint64_t payload;
   int rc = shl__layout_plan(layout, &plan, &payload);
   if (rc < 0) return rc;
+  if (kind == SHL_KIND_STRUCT && plan.ndim != 0) return SHL_E_BAD_KIND;
   h->kind = kind ? kind : (plan.ndim == 0 && format_is_struct(plan.format) ? SHL_KIND_STRUCT
                                                                            : SHL_KIND_ARRAY);
   h->itemsize = plan.itemsize;
@@ -223,14 +224,14 @@ static int validate_header(const struct shl__header *h, uint64_t file_size) {
                       !in_bounds(h->ext_offset, h->ext_size, h->payload_offset)))
     return SHL_E_BAD_HEADER;
   if (h->ndim > SHL_MAX_NDIM) return SHL_E_BAD_SHAPE;
+  if ((h->kind == SHL_KIND_STRUCT && h->ndim != 0) || (h->kind == SHL_KIND_STREAM && !h->ext_size))
+    return SHL_E_BAD_KIND;
   return 0;
 }
 
-/* Checks the format (read from the mapping, inside bounds already proven)
- * and that every element lies inside the payload. */
-static int validate_layout(const struct shl__header *h, const unsigned char *map) {
-  const char *format = (const char *)map + h->format_offset;
-  if (format[h->format_len] != '\0') return SHL_E_BAD_FORMAT;
+/* Checks the format (the private copy taken from inside bounds already
+ * proven) and that every element lies inside the payload. */
+static int validate_layout(const struct shl__header *h, const char *format) {
   int64_t itemsize = shl__format_parse(format, h->format_len);
   if (itemsize < 0) return (int)itemsize;
   if (h->itemsize != (uint64_t)itemsize) return SHL_E_ITEMSIZE;
@@ -240,6 +241,8 @@ static int validate_layout(const struct shl__header *h, const unsigned char *map
   return shl__layout_check_extent(&layout, h->itemsize, h->payload_size);
 }
 
+/* The format is copied before it is checked, so that what is checked is
+ * what this process keeps, whatever a peer writes later. */
 static void fill_snapshot(shl_segment *seg, const struct shl__header *h, const char *format) {
   seg->kind = h->kind;
   seg->hdr_flags = h->flags;
@@ -293,15 +296,19 @@ static int try_map(shl_segment *seg, bool writable) {
   void *map = mmap(NULL, map_size, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED,
                    seg->fd, 0);
   if (map == MAP_FAILED) return -errno;
-  rc = validate_layout(&snap, map);
-  if (rc < 0) {
-    munmap(map, map_size);
-    return rc;
-  }
   seg->hdr = map;
   seg->map_size = map_size;
-  fill_snapshot(seg, &snap, (const char *)map + snap.format_offset);
-  return 0;
+  const char *live_format = (const char *)map + snap.format_offset;
+  rc = live_format[snap.format_len] != '\0' ? SHL_E_BAD_FORMAT : 0;
+  if (rc == 0) {
+    fill_snapshot(seg, &snap, live_format);
+    rc = validate_layout(&snap, seg->format);
+  }
+  if (rc < 0) {
+    munmap(map, map_size);
+    seg->hdr = NULL;
+  }
+  return rc;
 }
 
 int shl_open(shl_segment **out, const char *name, uint32_t flags, int64_t timeout_ns) {
@@ -315,9 +322,12 @@ int shl_open(shl_segment **out, const char *name, uint32_t flags, int64_t timeou
 
   /* A read-only opener still wants a writable header (lock, waiter count)
    * when its permissions allow; otherwise everything is mapped read-only. */
-  int fd = shm_open(pname, O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0);
+  /* O_NONBLOCK: a FIFO planted under the name must not hang the open; it
+   * changes nothing for a regular file. */
+  const int oflags = O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK;
+  int fd = shm_open(pname, O_RDWR | oflags, 0);
   bool writable = fd >= 0;
-  if (fd < 0 && readonly && errno == EACCES) fd = shm_open(pname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC, 0);
+  if (fd < 0 && readonly && errno == EACCES) fd = shm_open(pname, O_RDONLY | oflags, 0);
   if (fd < 0) return -errno;
 
   shl_segment *seg = calloc(1, sizeof *seg);

@@ -102,7 +102,8 @@ static void one_round(const char *name, int round) {
   close(ready[0]);
   close(result[0]);
   if (winners != 1 || losers != CREATORS - 1 || opened != OPENERS) {
-    fprintf(stderr, "round %d: %d created, %d -EEXIST, %d opened\n", round, winners, losers, opened);
+    fprintf(stderr, "round %d: %d created, %d -EEXIST, %d opened\n", round, winners, losers,
+            opened);
     t_failures++;
   }
   T_EXPECT_RC(shl_unlink(name), 0);

@@ -12,9 +12,11 @@
 #include "internal.h" /* the header's waiter count */
 #include "testutil.h"
 
-#define WAIT_NS (5000 * T_MS)   /* bound on every wait that should succeed */
-#define RALLY_NS (2000 * T_MS)  /* a ping-pong wait longer than this lost a wake-up */
-#define CHILD_LIMIT_S 30        /* a child still alive by then dies of SIGALRM */
+#define WAIT_NS (5000 * T_MS) /* time-out of every wait that a notify should end */
+/* A lost wake-up does not fail the wait: it sleeps into its time-out, then
+ * sees the new version. So a wake-up slower than this counts as lost. */
+#define WAKE_MAX_MS 2000
+#define CHILD_LIMIT_S 30 /* a child still alive by then dies of SIGALRM */
 
 static const char *self; /* argv[0], to re-execute ourselves */
 
@@ -43,10 +45,12 @@ static void rally(shl_segment *seg, uint64_t since, long rounds, uint32_t spin_n
   shl_wait_opts opts = {.spin_ns = spin_ns};
   for (long i = 0; i < rounds; i++) {
     uint64_t seen = 0;
-    int rc = shl_wait_ex(seg, since, RALLY_NS, &opts, &seen);
-    if (rc != 0 || seen != since + 1) {
-      fprintf(stderr, "round %ld: wait since %llu returned %s, saw %llu\n", i,
-              (unsigned long long)since, shl_err_name(rc), (unsigned long long)seen);
+    long long t0 = t_now_ns();
+    int rc = shl_wait_ex(seg, since, WAIT_NS, &opts, &seen);
+    long long took_ms = (t_now_ns() - t0) / T_MS;
+    if (rc != 0 || seen != since + 1 || took_ms >= WAKE_MAX_MS) {
+      fprintf(stderr, "round %ld: wait since %llu returned %s after %lld ms, saw %llu\n", i,
+              (unsigned long long)since, shl_err_name(rc), took_ms, (unsigned long long)seen);
       t_failures++;
       return;
     }
@@ -124,10 +128,12 @@ static void waiter_start(struct waiter *w, shl_segment *seg, uint64_t since, uin
   T_CHECK(t_wait_in_futex(atomic_load(&w->tid), 2000));
 }
 
-static void waiter_join(struct waiter *w, uint64_t want) {
+/* Join a waiter that was notified at t0 (a t_now_ns() value). */
+static void waiter_join(struct waiter *w, uint64_t want, long long t0) {
   pthread_join(w->thread, NULL);
   T_EXPECT_RC(w->rc, 0);
   T_CHECK(w->seen == want);
+  T_EXPECT_TOOK(t0, 0, WAKE_MAX_MS);
 }
 
 /* No waiting needed: the counter starts at 0 and each notify adds exactly
@@ -186,9 +192,10 @@ static void test_threads(const char *name, shl_segment *seg) {
   uint64_t v = shl_version(seg), n = 0;
   for (int i = 0; i < THREADS; i++)
     waiter_start(&w[i], i % 2 ? other : seg, v, i == THREADS - 1 ? UINT32_MAX : 0);
+  long long t0 = t_now_ns();
   T_EXPECT_RC(shl_notify(other, &n), 0);
   T_CHECK(n == v + 1);
-  for (int i = 0; i < THREADS; i++) waiter_join(&w[i], v + 1);
+  for (int i = 0; i < THREADS; i++) waiter_join(&w[i], v + 1, t0);
   shl_close(other);
 }
 
@@ -199,8 +206,9 @@ static void test_processes(const char *name, shl_segment *seg) {
   struct waiter w;
   uint64_t v = shl_version(seg);
   waiter_start(&w, seg, v, 0);
+  long long t0 = t_now_ns();
   T_EXPECT_EXIT(t_child_reap(spawn((const char *[]){self, "notifier", name, "1", NULL})), 0);
-  waiter_join(&w, v + 1);
+  waiter_join(&w, v + 1, t0);
 
   char since[24];
   v = shl_version(seg);
@@ -214,8 +222,10 @@ static void test_processes(const char *name, shl_segment *seg) {
     close(fd);
     T_CHECK(t_wait_in_futex(pid[i], 2000));
   }
+  t0 = t_now_ns();
   T_EXPECT_RC(shl_notify(seg, NULL), 0);
   for (int i = 0; i < CHILDREN; i++) T_EXPECT_EXIT(t_child_reap(pid[i]), 0);
+  T_EXPECT_TOOK(t0, 0, WAKE_MAX_MS);
   T_CHECK(shl_version(seg) == v + 1);
 }
 

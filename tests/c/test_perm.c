@@ -175,6 +175,19 @@ static void test_wait_as_nobody(void) {
   T_EXPECT_RC(shl_unlink(name), 0);
 }
 
+/* A FIFO squatting on the name: opening it for reading would block until
+ * some writer appears, so an open that falls back to read-only access must
+ * not block there, and must still end within its timeout. */
+static void test_fifo_squatter(void) {
+  const char *name = t_name("pfifo");
+  char path[T_PATH_MAX];
+  t_unlink_at_exit(name);
+  T_REQUIRE(mkfifo(t_shm_path(name, path), 0644) == 0 && chmod(path, 0644) == 0); /* umask */
+  T_EXPECT_RC(attempt(name, SHL_OPEN_READONLY, OPEN), SHL_E_NOT_SHMLANE);
+  T_EXPECT_RC(attempt(name, 0, OPEN), -EACCES);
+  T_CHECK(unlink(path) == 0);
+}
+
 int main(void) {
   if (geteuid() != 0) {
     fprintf(stderr, "skip: needs root to create as one user and open as another\n");
@@ -192,5 +205,6 @@ int main(void) {
   test_default_mode();
   test_modes();
   test_wait_as_nobody();
+  test_fifo_squatter();
   return t_result();
 }

@@ -142,33 +142,36 @@ static void test_round_trip(void) {
 
 /* ---------------------------------------------------------------- layouts */
 
+enum { ARRAY = SHL_KIND_ARRAY, STRUCT = SHL_KIND_STRUCT };
+
 struct layout_case {
-  const char *what;
-  shl_layout layout;
   uint32_t kind_in, kind_want;
   uint64_t itemsize, min_payload;
+  shl_layout layout;
 };
 
-static void check_layout_case(const struct layout_case *c) {
+static void check_layout_case(const struct layout_case *c, size_t index) {
   const char *name = t_name("lay");
+  char what[64];
   shl_segment *seg = NULL, *again = NULL;
   shl_create_opts opts = {.kind = c->kind_in};
+  snprintf(what, sizeof what, "layout case %zu (%s)", index, c->layout.format);
   t_unlink_at_exit(name);
   T_EXPECT_RC(shl_create(&seg, name, &c->layout, &opts), 0);
   if (!seg) {
-    fprintf(stderr, "  (layout case: %s)\n", c->what);
+    fprintf(stderr, "  in %s\n", what);
     return;
   }
   T_CHECK(shl_kind(seg) == c->kind_want);
   T_CHECK(shl_payload_size(seg) >= c->min_payload);
   T_CHECK(all_zero(shl_payload(seg), shl_payload_size(seg)));
-  check_layout(seg, &c->layout, c->itemsize, c->what);
+  check_layout(seg, &c->layout, c->itemsize, what);
   shl_close(seg);
   /* What another process would see: the header, not the creator's memory. */
   T_EXPECT_RC(shl_open(&again, name, 0, WAIT_NS), 0);
   if (again) {
     T_CHECK(shl_kind(again) == c->kind_want);
-    check_layout(again, &c->layout, c->itemsize, c->what);
+    check_layout(again, &c->layout, c->itemsize, what);
   }
   shl_close(again);
   T_EXPECT_RC(shl_unlink(name), 0);
@@ -176,23 +179,20 @@ static void check_layout_case(const struct layout_case *c) {
 
 static void test_layouts(void) {
   static const struct layout_case cases[] = {
-      {"scalar <d 3x4", {.format = "<d", .ndim = 2, .shape = {3, 4}}, 0, SHL_KIND_ARRAY, 8, 96},
-      {"struct, kind from format", {.format = "T{<i:x:4x<d:y:}"}, 0, SHL_KIND_STRUCT, 16, 16},
-      {"struct, explicit kind and itemsize",
-       {.format = "T{<i:x:4x<d:y:}", .itemsize = 16}, SHL_KIND_STRUCT, SHL_KIND_STRUCT, 16, 16},
-      {"array of structs", {.format = "T{<i:x:4x<d:y:}", .ndim = 1, .shape = {5}}, 0,
-       SHL_KIND_ARRAY, 16, 80},
-      {"scalar ndim 0", {.format = "<d"}, 0, SHL_KIND_ARRAY, 8, 8},
-      {"Fortran order <f 3x4", {.format = "<f", .ndim = 2, .shape = {3, 4}, .strides = {4, 12}},
-       0, SHL_KIND_ARRAY, 4, 48},
-      /* Rows padded to 64 bytes: the payload must cover the last row's start + 4 items. */
-      {"padded rows <d 3x4", {.format = "<d", .ndim = 2, .shape = {3, 4}, .strides = {64, 8}}, 0,
-       SHL_KIND_ARRAY, 8, 2 * 64 + 4 * 8},
-      {"8 dims", {.format = "B", .ndim = 8, .shape = {2, 2, 2, 2, 2, 2, 2, 3}}, 0,
-       SHL_KIND_ARRAY, 1, 384},
-      {"empty dimension", {.format = "<d", .ndim = 2, .shape = {0, 4}}, 0, SHL_KIND_ARRAY, 8, 0},
+      /* kind in, kind out, itemsize, least payload, layout */
+      {0, ARRAY, 8, 96, {.format = "<d", .ndim = 2, .shape = {3, 4}}},
+      {0, ARRAY, 8, 8, {.format = "<d"}}, /* a scalar: ndim 0 alone does not make a struct */
+      {0, STRUCT, 16, 16, {.format = "T{<i:x:4x<d:y:}"}},
+      {STRUCT, STRUCT, 16, 16, {.format = "T{<i:x:4x<d:y:}", .itemsize = 16}},
+      {0, ARRAY, 16, 80, {.format = "T{<i:x:4x<d:y:}", .ndim = 1, .shape = {5}}},
+      /* Fortran order. */
+      {0, ARRAY, 4, 48, {.format = "<f", .ndim = 2, .shape = {3, 4}, .strides = {4, 12}}},
+      /* Rows padded to 64 bytes: the payload covers the last row's start + 4 items. */
+      {0, ARRAY, 8, 160, {.format = "<d", .ndim = 2, .shape = {3, 4}, .strides = {64, 8}}},
+      {0, ARRAY, 1, 384, {.format = "B", .ndim = 8, .shape = {2, 2, 2, 2, 2, 2, 2, 3}}},
+      {0, ARRAY, 8, 0, {.format = "<d", .ndim = 2, .shape = {0, 4}}}, /* empty */
   };
-  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_layout_case(&cases[i]);
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_layout_case(&cases[i], i);
   T_CHECK(shl_format_itemsize("T{<i:x:4x<d:y:}") == 16);
 }
 
@@ -306,6 +306,31 @@ static void test_unlink_on_close(void) {
   T_EXPECT_RC(shl_unlink(name), 0);
 }
 
+/* By default the pages are reserved at creation (a full /dev/shm fails
+ * there, not with SIGBUS later); NO_RESERVE leaves the payload sparse. */
+static void test_reserve(void) {
+  const char *name = t_name("res");
+  shl_layout l = {.format = "B", .ndim = 1, .shape = {UINT64_C(1) << 20}};
+  static const uint32_t flags[] = {0, SHL_CREATE_NO_RESERVE};
+  t_unlink_at_exit(name);
+  for (size_t i = 0; i < 2; i++) {
+    shl_segment *seg = NULL;
+    shl_create_opts opts = {.flags = flags[i]};
+    char path[T_PATH_MAX];
+    struct stat st;
+    T_EXPECT_RC(shl_create(&seg, name, &l, &opts), 0);
+    T_REQUIRE(seg && stat(t_shm_path(name, path), &st) == 0);
+    uint64_t allocated = (uint64_t)st.st_blocks * 512;
+    if (flags[i])
+      T_CHECK(allocated < (uint64_t)st.st_size / 2);
+    else
+      T_CHECK(allocated >= (uint64_t)st.st_size);
+    T_CHECK(all_zero(shl_payload(seg), shl_payload_size(seg)));
+    shl_close(seg);
+    T_EXPECT_RC(shl_unlink(name), 0);
+  }
+}
+
 /* ---------------------------------------------------------------- cross-process */
 
 /* Element i of the pattern the writer leaves for the reader. */
@@ -371,6 +396,7 @@ int main(int argc, char **argv) {
   test_create_rejects();
   test_replace();
   test_unlink_on_close();
+  test_reserve();
   test_cross_process(argv[0]);
   return t_result();
 }

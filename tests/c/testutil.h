@@ -135,8 +135,7 @@ struct t_child {
 
 /* Start fn(arg) in a forked child that dies of SIGALRM after limit_s
  * seconds, so nothing can hang. Returns 0, or -1 if it could not start. */
-static inline int t_child_start(struct t_child *c, int (*fn)(void *), void *arg,
-                                unsigned limit_s) {
+static inline int t_child_start(struct t_child *c, int (*fn)(void *), void *arg, unsigned limit_s) {
   int fds[2];
   if (pipe(fds) < 0) return -1;
   fflush(NULL); /* the child must not flush our buffers a second time */
@@ -210,8 +209,8 @@ static inline void t_expect_status_(int status, int code, int sig, const char *f
   } else {
     snprintf(got, sizeof got, "status 0x%x", (unsigned)status);
   }
-  fprintf(stderr, "%s:%d: child: %s, want %s %d\n", file, line, got,
-          sig ? "signal" : "exit", sig ? sig : code);
+  fprintf(stderr, "%s:%d: child: %s, want %s %d\n", file, line, got, sig ? "signal" : "exit",
+          sig ? sig : code);
   t_failures++;
 }
 
