@@ -77,6 +77,11 @@ int shl__id_alive(uint64_t id);
 const char *shl__shm_dir(void);
 void shl__cpu_relax(void);
 
+/* now + timeout_ns, saturating; a negative timeout means forever. */
+static inline int64_t shl__deadline(int64_t now, int64_t timeout_ns) {
+  return timeout_ns < 0 || timeout_ns > INT64_MAX - now ? INT64_MAX : now + timeout_ns;
+}
+
 /* The futex word: low 32 bits of the 64-bit version counter. */
 static inline _Atomic uint32_t *shl__version_word(struct shl__header *hdr) {
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__

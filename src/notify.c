@@ -46,7 +46,7 @@ int shl_wait_ex(shl_segment *seg, uint64_t since, int64_t timeout_ns,
   if (timeout_ns == 0) return -ETIMEDOUT;
 
   int64_t now = shl__monotonic_ns();
-  int64_t deadline = timeout_ns < 0 ? INT64_MAX : now + timeout_ns;
+  int64_t deadline = shl__deadline(now, timeout_ns);
   if (opts && opts->spin_ns) {
     int64_t spin_ns = opts->spin_ns < SPIN_CAP_NS ? opts->spin_ns : SPIN_CAP_NS;
     int64_t until = deadline - now < spin_ns ? deadline : now + spin_ns;

@@ -336,7 +336,7 @@ int shl_open(shl_segment **out, const char *name, uint32_t flags, int64_t timeou
     return -ENOMEM;
   }
   seg->fd = fd;
-  int64_t deadline = shl__monotonic_ns() + (timeout_ns < 0 ? INT64_MAX / 2 : timeout_ns);
+  int64_t deadline = shl__deadline(shl__monotonic_ns(), timeout_ns);
   int64_t pause = 100000; /* 0.1 ms, doubling to 10 ms */
   while ((rc = try_map(seg, writable)) == -EAGAIN) {
     int64_t left = deadline - shl__monotonic_ns();

@@ -129,7 +129,7 @@ static void sleep_ns(int64_t ns) {
 }
 
 static int64_t deadline_after(int64_t timeout_ns) {
-  return timeout_ns < 0 ? INT64_MAX : shl__monotonic_ns() + timeout_ns;
+  return shl__deadline(shl__monotonic_ns(), timeout_ns);
 }
 
 /* ---------------------------------------------------------------- writer */

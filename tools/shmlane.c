@@ -131,14 +131,80 @@ struct entry {
   shl_segment *seg; /* keeps layout.format alive */
   shl_info info;
   shl_layout layout;
+  /* Streams only: */
+  shl_stream_info stream;
+  uint64_t sampled_ns; /* CLOCK_MONOTONIC when `stream` was read */
+  double fps;          /* < 0: not measured */
 };
+
+static uint64_t clock_ns(clockid_t clock) {
+  struct timespec ts;
+  clock_gettime(clock, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static bool is_stream(const struct entry *e) {
+  return e->rc == 0 && e->info.kind == SHL_KIND_STREAM;
+}
+
+/* The stream's counters, and when they were read: the frame timestamps
+ * are CLOCK_MONOTONIC too, so ages need no second clock reading. */
+static int sample_stream(const struct entry *e, shl_stream_info *out, uint64_t *when) {
+  int rc = shl_stream_get_info(e->seg, out);
+  *when = clock_ns(CLOCK_MONOTONIC);
+  return rc;
+}
 
 static void entry_open(struct entry *e, const char *name, int64_t timeout_ns) {
   e->name = name;
   e->seg = NULL;
+  e->fps = -1;
   e->rc = shl_open(&e->seg, name, SHL_OPEN_READONLY, timeout_ns);
   if (e->rc == 0) e->rc = shl_get_info(e->seg, &e->info);
   if (e->rc == 0) shl_get_layout(e->seg, &e->layout);
+  /* A stream whose control area does not check out is as broken as a bad header. */
+  if (is_stream(e)) e->rc = sample_stream(e, &e->stream, &e->sampled_ns);
+}
+
+enum { RATE_WINDOW_NS = 200000000 };
+
+/* Frames per second between two samples of one stream. Measured over whole
+ * frame intervals (the frames' own publish times) when both samples saw a
+ * frame: the 0.2 s window alone would read a 30 fps stream as 25 or 35. */
+static double frame_rate(const shl_stream_info *a, uint64_t a_ns, const shl_stream_info *b,
+                         uint64_t b_ns) {
+  if (b->last_seq <= a->last_seq) return 0;
+  double frames = (double)(b->last_seq - a->last_seq);
+  if (a->last_seq && b->last_timestamp_ns > a->last_timestamp_ns)
+    return frames * 1e9 / (double)(b->last_timestamp_ns - a->last_timestamp_ns);
+  return frames * 1e9 / (double)(b_ns - a_ns);
+}
+
+/* Sample every stream a second time after one shared pause: a listing costs
+ * a single window however many streams it holds, and none without streams. */
+static void measure_rates(struct entry *entries, size_t n) {
+  bool any = false;
+  for (size_t i = 0; i < n; i++) any |= is_stream(&entries[i]);
+  if (!any) return;
+  struct timespec left = {0, RATE_WINDOW_NS};
+  while (nanosleep(&left, &left) != 0 && errno == EINTR) continue;
+  for (size_t i = 0; i < n; i++) {
+    struct entry *e = &entries[i];
+    shl_stream_info later;
+    uint64_t when;
+    if (!is_stream(e) || sample_stream(e, &later, &when) != 0) continue;
+    e->fps = frame_rate(&e->stream, e->sampled_ns, &later, when);
+    e->stream = later;
+    e->sampled_ns = when;
+  }
+}
+
+/* Time from the newest frame's publication to the sample; false if none yet. */
+static bool last_frame_age(const struct entry *e, uint64_t *ns) {
+  const shl_stream_info *s = &e->stream;
+  if (!s->last_seq) return false;
+  *ns = e->sampled_ns > s->last_timestamp_ns ? e->sampled_ns - s->last_timestamp_ns : 0;
+  return true;
 }
 
 static const char *kind_name(uint32_t kind) {
@@ -174,12 +240,6 @@ static void shape_text(const shl_layout *lo, char *buf, size_t size) {
     used += (size_t)snprintf(buf + used, size - used, "%s%" PRIu64, i ? "," : "", lo->shape[i]);
 }
 
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static uint64_t age_seconds(const shl_info *info, uint64_t now) {
   return now > info->created_ns ? (now - info->created_ns) / 1000000000u : 0;
 }
@@ -195,6 +255,14 @@ static void age_text(uint64_t secs, char *buf, size_t size) {
   snprintf(buf, size, "%" PRIu64 "%c", secs / units[i].secs, units[i].unit);
 }
 
+/* A frame's age: milliseconds matter under a minute (0.033s), not after. */
+static void frame_age_text(uint64_t ns, char *buf, size_t size) {
+  if (ns < 60 * 1000000000ull)
+    snprintf(buf, size, "%.3fs", (double)ns / 1e9);
+  else
+    age_text(ns / 1000000000u, buf, size);
+}
+
 enum { SHAPE_TEXT_MAX = SHL_MAX_NDIM * 21 + 3 };
 
 static void print_key(const char *key) { printf("%-15s ", key); }
@@ -206,6 +274,33 @@ static void print_field(const char *key, const char *fmt, ...) {
   vprintf(fmt, ap);
   va_end(ap);
   putchar('\n');
+}
+
+static void print_stream_text(const struct entry *e) {
+  const shl_stream_info *s = &e->stream;
+  char age[32];
+  uint64_t age_ns;
+  print_field("slots:", "%" PRIu32, s->slots);
+  print_field("slot stride:", "%" PRIu64, s->slot_stride);
+  print_field("max readers:", "%" PRIu32, s->max_readers);
+  print_field("readers alive:", "%" PRIu32, s->readers_alive);
+  print_field("blocking:", "%s", s->flags & SHL_STREAM_BLOCK ? "yes" : "no");
+  if (s->writer_pid)
+    print_field("writer pid:", "%" PRId32 " (alive: %s)", s->writer_pid,
+                alive_text(s->writer_alive, false));
+  else
+    print_field("writer pid:", "none");
+  print_field("last seq:", "%" PRIu64, s->last_seq);
+  if (last_frame_age(e, &age_ns)) {
+    frame_age_text(age_ns, age, sizeof age);
+    print_field("last frame:", "%s ago", age);
+  } else {
+    print_field("last frame:", "none");
+  }
+  if (e->fps >= 0)
+    print_field("frame rate:", "%.1f fps", e->fps);
+  else
+    print_field("frame rate:", "not measured");
 }
 
 static void print_info_text(const struct entry *e, uint64_t now) {
@@ -241,6 +336,41 @@ static void print_info_text(const struct entry *e, uint64_t now) {
   print_field("created:", "%s (%s ago)", created, age);
   print_field("version:", "%" PRIu64, in->version);
   print_field("header format:", "%" PRIu32, in->format_version);
+  if (is_stream(e)) print_stream_text(e);
+}
+
+/* `, "key": value`, the value formatted as fmt says, or null if absent. */
+static void json_member(const char *key, bool present, const char *fmt, ...) {
+  va_list ap;
+  printf(", \"%s\": ", key);
+  if (!present) {
+    fputs("null", stdout);
+    return;
+  }
+  va_start(ap, fmt);
+  vprintf(fmt, ap);
+  va_end(ap);
+}
+
+/* The "stream" member: an object for streams, null for other kinds. */
+static void print_stream_json(const struct entry *e) {
+  const shl_stream_info *s = &e->stream;
+  uint64_t age_ns = 0;
+  if (!is_stream(e)) {
+    fputs(", \"stream\": null", stdout);
+    return;
+  }
+  bool has_frame = last_frame_age(e, &age_ns);
+  printf(", \"stream\": {\"slots\": %" PRIu32 ", \"slot_stride\": %" PRIu64
+         ", \"max_readers\": %" PRIu32 ", \"readers_alive\": %" PRIu32 ", \"blocking\": %s",
+         s->slots, s->slot_stride, s->max_readers, s->readers_alive,
+         s->flags & SHL_STREAM_BLOCK ? "true" : "false");
+  json_member("writer_pid", s->writer_pid != 0, "%" PRId32, s->writer_pid);
+  printf(", \"writer_alive\": %s, \"last_seq\": %" PRIu64, alive_text(s->writer_alive, true),
+         s->last_seq);
+  json_member("last_frame_age_s", has_frame, "%.6f", (double)age_ns / 1e9);
+  json_member("fps", e->fps >= 0, "%.3f", e->fps);
+  putchar('}');
 }
 
 /* One JSON object; a failed entry carries only name, status and error. */
@@ -272,8 +402,10 @@ static void print_info_json(const struct entry *e, uint64_t now) {
   printf(", \"creator_alive\": %s", alive_text(in->creator_alive, true));
   printf(", \"created_ns\": %" PRIu64 ", \"age_s\": %" PRIu64, in->created_ns,
          age_seconds(in, now));
-  printf(", \"version\": %" PRIu64 ", \"format_version\": %" PRIu32 "}", in->version,
+  printf(", \"version\": %" PRIu64 ", \"format_version\": %" PRIu32, in->version,
          in->format_version);
+  print_stream_json(e);
+  putchar('}');
 }
 
 /* ---------------------------------------------------------------- ls table */
@@ -288,16 +420,27 @@ enum {
   COL_ALIVE,
   COL_AGE,
   COL_STATUS,
+  COL_STREAM,
   COL_FORMAT,
   NCOLS
 };
 
-static const char *const col_title[NCOLS] = {"NAME", "KIND",  "SHAPE", "BYTES",  "VERSION",
-                                             "PID",  "ALIVE", "AGE",   "STATUS", "FORMAT"};
+static const char *const col_title[NCOLS] = {"NAME",  "KIND", "SHAPE",  "BYTES",  "VERSION", "PID",
+                                             "ALIVE", "AGE",  "STATUS", "STREAM", "FORMAT"};
 static const bool col_right[NCOLS] = {
     [COL_BYTES] = true, [COL_VERSION] = true, [COL_PID] = true, [COL_AGE] = true};
 
 typedef char cell_buf[SHAPE_TEXT_MAX];
+
+/* "slots=8,readers=2,seq=1234,fps=30.0": no blanks, so every row stays one
+ * whitespace-separated field per column. */
+static void stream_cell(const struct entry *e, char *buf, size_t size) {
+  const shl_stream_info *s = &e->stream;
+  int used = snprintf(buf, size, "slots=%" PRIu32 ",readers=%" PRIu32 ",seq=%" PRIu64, s->slots,
+                      s->readers_alive, s->last_seq);
+  if (e->fps >= 0 && used >= 0 && (size_t)used < size)
+    snprintf(buf + used, size - (size_t)used, ",fps=%.1f", e->fps);
+}
 
 /* Cells of one row; the small ones are formatted into buf. */
 static void row_cells(const struct entry *e, uint64_t now, cell_buf buf[NCOLS],
@@ -317,6 +460,10 @@ static void row_cells(const struct entry *e, uint64_t now, cell_buf buf[NCOLS],
   age_text(age_seconds(in, now), buf[COL_AGE], sizeof buf[0]);
   for (int c = COL_SHAPE; c <= COL_AGE; c++)
     if (c != COL_ALIVE) cell[c] = buf[c];
+  if (is_stream(e)) {
+    stream_cell(e, buf[COL_STREAM], sizeof buf[0]);
+    cell[COL_STREAM] = buf[COL_STREAM];
+  }
 }
 
 static void print_row(const char *const cell[NCOLS], const size_t width[NCOLS]) {
@@ -349,16 +496,16 @@ static void print_table(const struct entry *entries, size_t n, uint64_t now) {
 
 /* ---------------------------------------------------------------- commands */
 
-enum { OPT_JSON, OPT_FORMAT, OPT_SHAPE, OPT_MODE, OPT_REPLACE, OPT_COUNT };
+enum { OPT_JSON, OPT_NO_RATE, OPT_FORMAT, OPT_SHAPE, OPT_MODE, OPT_REPLACE, OPT_COUNT };
 
 static const struct option {
   const char *name; /* long form, without "--" */
   char letter;      /* short form, 0 if none */
   bool has_value;
 } options[OPT_COUNT] = {
-    [OPT_JSON] = {"json", 0, false},       [OPT_FORMAT] = {"format", 'f', true},
-    [OPT_SHAPE] = {"shape", 's', true},    [OPT_MODE] = {"mode", 'm', true},
-    [OPT_REPLACE] = {"replace", 0, false},
+    [OPT_JSON] = {"json", 0, false},      [OPT_NO_RATE] = {"no-rate", 0, false},
+    [OPT_FORMAT] = {"format", 'f', true}, [OPT_SHAPE] = {"shape", 's', true},
+    [OPT_MODE] = {"mode", 'm', true},     [OPT_REPLACE] = {"replace", 0, false},
 };
 
 struct cmdline {
@@ -412,7 +559,8 @@ static int cmd_ls(const struct cmdline *cl) {
   qsort(l.names, l.n, sizeof *l.names, compare_names);
   /* No waiting: a segment still being created shows as SHL_E_NOT_READY. */
   for (size_t i = 0; i < l.n; i++) entry_open(&entries[i], l.names[i], 0);
-  uint64_t now = now_ns();
+  if (!cl->given[OPT_NO_RATE]) measure_rates(entries, l.n);
+  uint64_t now = clock_ns(CLOCK_REALTIME);
   if (cl->given[OPT_JSON]) {
     putchar('[');
     for (size_t i = 0; i < l.n; i++) {
@@ -441,11 +589,13 @@ static int cmd_info(const struct cmdline *cl) {
     shl_close(e.seg);
     return EXIT_RUNTIME;
   }
+  if (!cl->given[OPT_NO_RATE]) measure_rates(&e, 1);
+  uint64_t now = clock_ns(CLOCK_REALTIME);
   if (cl->given[OPT_JSON]) {
-    print_info_json(&e, now_ns());
+    print_info_json(&e, now);
     putchar('\n');
   } else {
-    print_info_text(&e, now_ns());
+    print_info_text(&e, now);
   }
   shl_close(e.seg);
   return 0;
@@ -496,21 +646,29 @@ static int cmd_rm(const struct cmdline *cl) {
 }
 
 static const struct command commands[] = {
-    {"ls", cmd_ls, 1u << OPT_JSON, 0, 0, "ls [--json]", "list segments",
+    {"ls", cmd_ls, 1u << OPT_JSON | 1u << OPT_NO_RATE, 0, 0, "ls [--json] [--no-rate]",
+     "list segments",
      "Lists every entry of the shared-memory directory that carries the shmlane\n"
      "prefix, sorted by name. Entries that cannot be opened (foreign files, corrupt\n"
      "or half-created segments) are listed with STATUS set to the error name.\n"
      "\n"
      "Columns: NAME KIND SHAPE BYTES (payload) VERSION (change counter) PID (creator)\n"
-     "ALIVE (yes/no/?) AGE STATUS FORMAT.\n"
+     "ALIVE (yes/no/?) AGE STATUS STREAM FORMAT. STREAM, for streams only, reads\n"
+     "slots=N,readers=ALIVE,seq=LAST,fps=RATE; the rate takes one 0.2 s pause\n"
+     "for all streams together.\n"
      "\n"
      "Options:\n"
-     "  --json      print a JSON array of objects instead of a table\n"},
-    {"info", cmd_info, 1u << OPT_JSON, 1, 1, "info [--json] NAME", "describe one segment",
-     "Opens the segment read-only and prints its layout and header fields.\n"
+     "  --json      print a JSON array of objects instead of a table\n"
+     "  --no-rate   do not measure frame rates (no pause)\n"},
+    {"info", cmd_info, 1u << OPT_JSON | 1u << OPT_NO_RATE, 1, 1, "info [--json] [--no-rate] NAME",
+     "describe one segment",
+     "Opens the segment read-only and prints its layout and header fields; for a\n"
+     "stream also its slots, readers, writer, last frame and frame rate (measured\n"
+     "over a 0.2 s pause).\n"
      "\n"
      "Options:\n"
-     "  --json      print one JSON object\n"},
+     "  --json      print one JSON object\n"
+     "  --no-rate   do not measure the frame rate (no pause)\n"},
     {"create", cmd_create, 1u << OPT_FORMAT | 1u << OPT_SHAPE | 1u << OPT_MODE | 1u << OPT_REPLACE,
      1, 1, "create NAME --format F [--shape D,D,...] [--mode OCTAL] [--replace]",
      "create a zero-filled segment",

@@ -150,8 +150,8 @@ static void test_held_here(const char *name, shl_segment *seg) {
 
 /* A holder SIGKILLed with the lock: the next locker (lock or trylock) gets
  * SHL_E_OWNER_DEAD with the lock and sees what the holder wrote; once it
- * unlocks, the lock is plain again. Repeated, because a mutex recovered
- * without pthread_mutex_consistent works once at most. */
+ * unlocks, the lock is plain again. Repeated: recovery must leave the lock
+ * as good as new, round after round. */
 static void test_holder_killed(const char *name, shl_segment *seg) {
   volatile struct shared *sh = shl_payload(seg);
   for (int round = 0; round < 5; round++) {
@@ -160,7 +160,8 @@ static void test_holder_killed(const char *name, shl_segment *seg) {
     kill_holder(pid);
     int rc = round % 2 ? shl_trylock(seg) : shl_lock(seg, WAIT_NS);
     T_EXPECT_RC(rc, SHL_E_OWNER_DEAD);
-    T_REQUIRE(rc == SHL_E_OWNER_DEAD || rc == 0); /* else the lock is lost: the rest would time out */
+    /* Otherwise the lock is lost for good: all that follows would time out. */
+    T_REQUIRE(rc == SHL_E_OWNER_DEAD || rc == 0);
     T_CHECK(sh->holder == pid);
     T_EXPECT_RC(shl_unlock(seg), 0);
     T_EXPECT_RC(shl_lock(seg, WAIT_NS), 0);

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Tests for the shmlane command-line tool. Python 3 stdlib only.
 
-Usage: test_cli.py PATH-TO-shmlane
+Usage: test_cli.py PATH-TO-shmlane PATH-TO-stream_peer
 Exit status: 0 pass, 1 fail, 77 skip (no /dev/shm).
 
 Every segment (and planted foreign file) is named cli<pid>-<tag>, so parallel
 runs never collide, and everything matching is removed at the end, even when a
-check fails or the run is interrupted.
+check fails or the run is interrupted. So are the stream_peer processes, which
+write the streams (the CLI cannot create one).
 """
 import glob
 import json
@@ -21,9 +22,12 @@ PREFIX = "shl."
 EXPECTED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "expected")
 NATIVE = "<" if sys.byteorder == "little" else ">"
 
-CLI = sys.argv[1] if len(sys.argv) == 2 else sys.exit("usage: test_cli.py PATH-TO-shmlane")
+if len(sys.argv) != 3:
+    sys.exit("usage: test_cli.py PATH-TO-shmlane PATH-TO-stream_peer")
+CLI, PEER = sys.argv[1:]
 TAG = "cli%d-" % os.getpid()
 failures = []
+peers = []
 
 
 def name(tag):
@@ -61,8 +65,8 @@ def run(*args, rc=0):
     return p
 
 
-def info_json(seg_name):
-    p = run("info", "--json", seg_name)
+def info_json(seg_name, *args):
+    p = run("info", "--json", seg_name, *args)
     try:
         return json.loads(p.stdout)
     except ValueError as e:
@@ -87,6 +91,8 @@ VOLATILE = [
     (re.compile(r"^(creator pid:\s+)\d+"), r"\1<pid>"),
     (re.compile(r"^(created:\s+).* \((\d+[smhd]) ago\)$"), r"\1<time> (<age> ago)"),
     (re.compile(r"^(version:\s+)\d+$"), r"\1<version>"),
+    (re.compile(r"^(writer pid:\s+)\d+"), r"\1<pid>"),
+    (re.compile(r"^(last frame:\s+)\S+ ago$"), r"\1<age> ago"),
 ]
 
 
@@ -115,6 +121,8 @@ def test_help_and_version():
                  ["rm", "--help"], ["create", "x", "--help"]):
         p = run(*args)
         check(p.stdout.startswith("Usage: shmlane"), "%s: %r" % (args, p.stdout[:80]))
+        if args[0] in ("ls", "info"):
+            check("--no-rate" in p.stdout, "%s does not mention --no-rate" % args)
     p = run("--help")
     for command in ("ls", "info", "create", "rm"):
         check(re.search(r"^  %s " % command, p.stdout, re.M), "--help lacks command " + command)
@@ -130,7 +138,8 @@ def test_create_info():
     j = info_json(arr)
     want = {"name": arr, "status": "ok", "kind": "array", "format": "<d", "itemsize": 8,
             "ndim": 2, "shape": [3, 4], "strides": [32, 8], "payload_size": 96, "mode": 0o600,
-            "uid": os.getuid(), "creator_alive": False, "version": 0, "format_version": 1}
+            "uid": os.getuid(), "creator_alive": False, "version": 0, "format_version": 1,
+            "stream": None}
     for key, value in want.items():
         check(j.get(key) == value, "info --json %s: %s = %r, want %r" % (arr, key, j.get(key),
                                                                           value))
@@ -141,7 +150,8 @@ def test_create_info():
 
     j = info_json(st)
     check(j.get("kind") == "struct" and j.get("ndim") == 0 and j.get("shape") == []
-          and j.get("itemsize") == 12, "info --json %s: %r" % (st, j))
+          and j.get("itemsize") == 12 and "stream" in j and j["stream"] is None,
+          "info --json %s: %r" % (st, j))
 
     # Options after the name, short forms, a parenthesised shape, a mode.
     grp = name("grp")
@@ -168,18 +178,26 @@ def test_numpy_formats():
               % (given, j.get("format"), j.get("itemsize"), fmt, itemsize))
 
 
+LS_COLUMNS = ["NAME", "KIND", "SHAPE", "BYTES", "VERSION", "PID", "ALIVE", "AGE", "STATUS",
+              "STREAM", "FORMAT"]
+
+
+def ls_rows(*args):
+    """`ls` table rows by name, each split on blanks."""
+    p = run("ls", *args)
+    return {line.split()[0]: line.split() for line in p.stdout.splitlines()[1:] if line.split()}
+
+
 def test_ls():
     arr, st = name("arr"), name("st")
     p = run("ls")
     lines = p.stdout.splitlines()
-    check(lines and lines[0].split() == ["NAME", "KIND", "SHAPE", "BYTES", "VERSION", "PID",
-                                         "ALIVE", "AGE", "STATUS", "FORMAT"],
-          "ls header: %r" % (lines[:1],))
+    check(lines and lines[0].split() == LS_COLUMNS, "ls header: %r" % (lines[:1],))
     rows = {line.split()[0]: line.split() for line in lines[1:] if line.split()}
     row = rows.get(arr, [])
-    check(len(row) == 10 and row[1:5] == ["array", "3,4", "96", "0"] and row[5].isdigit()
-          and row[6] == "no" and re.fullmatch(r"\d+[smhd]", row[7]) and row[8:] == ["ok", "<d"],
-          "ls row for %s: %r" % (arr, row))
+    check(len(row) == 11 and row[1:5] == ["array", "3,4", "96", "0"] and row[5].isdigit()
+          and row[6] == "no" and re.fullmatch(r"\d+[smhd]", row[7])
+          and row[8:] == ["ok", "-", "<d"], "ls row for %s: %r" % (arr, row))
     row = rows.get(st, [])
     check(row[1:3] == ["struct", "()"] and row[-1] == "T{<i:x:<d:y:}", "ls row for %s: %r"
           % (st, row))
@@ -195,11 +213,129 @@ def test_ls():
           "ls --json and info --json disagree on %s" % arr)
 
 
+def start_peer(seg_name, count, fps, readers):
+    """A stream_peer writing seg_name, once it has published (see stream_peer.c)."""
+    p = subprocess.Popen([PEER, seg_name, str(count), str(fps), str(readers)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, encoding="utf-8")
+    peers.append(p)
+    line = p.stdout.readline()
+    check(line == "ready\n", "stream_peer %s: said %r, want 'ready'" % (seg_name, line))
+    return p
+
+
+def stop_peer(p, kill=False):
+    """Closing stdin lets the peer close its writer; SIGKILL leaves it claimed by a dead pid."""
+    if kill:
+        p.kill()
+    else:
+        p.stdin.close()
+    # Reaped, or a zombie would still count as alive.
+    rc = p.wait(timeout=10)
+    check(rc == (-signal.SIGKILL if kill else 0), "stream_peer exited with %d" % rc)
+
+
+def info_fields(seg_name, *args):
+    """`info` text as {key: value}."""
+    return dict(re.findall(r"^(.+?):\s+(.*)$", run("info", seg_name, *args).stdout, re.M))
+
+
+def check_stream(where, stream, **want):
+    for key, value in want.items():
+        check(isinstance(stream, dict) and stream.get(key) == value,
+              "%s: stream %s = %r, want %r" % (where, key, (stream or {}).get(key), value))
+
+
+# Everything but the frame count and rate is fixed by stream_peer.
+PEER_STREAM = {"slots": 4, "slot_stride": 64, "max_readers": 8, "blocking": False}
+
+
+def test_stream_live():
+    live = name("live")
+    peer = start_peer(live, 0, 50, 2)
+
+    j = info_json(live)
+    check(j.get("kind") == "stream" and j.get("format") == "<f" and j.get("shape") == [2, 3]
+          and j.get("payload_size") == 4 * 64, "info --json %s: %r" % (live, j))
+    s = j.get("stream")
+    check_stream("info --json", s, readers_alive=2, writer_pid=peer.pid, writer_alive=True,
+                 **PEER_STREAM)
+    s = s or {}
+    check(s.get("last_seq", 0) >= 1, "info --json: last_seq %r" % s.get("last_seq"))
+    check(0 <= s.get("last_frame_age_s", -1) < 10, "info --json: last_frame_age_s %r"
+          % s.get("last_frame_age_s"))
+    # Loose bounds: the rate only has to show that frames are flowing.
+    check(0 < s.get("fps", 0) < 1000, "info --json: fps %r while publishing" % s.get("fps"))
+
+    f = info_fields(live)
+    for key, value in (("kind", "stream"), ("slots", "4"), ("slot stride", "64"),
+                       ("max readers", "8"), ("readers alive", "2"), ("blocking", "no"),
+                       ("writer pid", "%d (alive: yes)" % peer.pid)):
+        check(f.get(key) == value, "info %s: %s: %r, want %r" % (live, key, f.get(key), value))
+    check(re.fullmatch(r"\d+", f.get("last seq", "")) and int(f["last seq"]) >= 1,
+          "info: last seq %r" % f.get("last seq"))
+    check(re.fullmatch(r"\d+\.\d{3}s ago", f.get("last frame", "")), "info: last frame %r"
+          % f.get("last frame"))
+    m = re.fullmatch(r"(\d+\.\d) fps", f.get("frame rate", ""))
+    check(m and float(m.group(1)) > 0, "info: frame rate %r" % f.get("frame rate"))
+
+    row = ls_rows().get(live, [])
+    m = len(row) == 11 and re.fullmatch(r"slots=4,readers=2,seq=(\d+),fps=(\d+\.\d)", row[9])
+    check(m and row[1:4] == ["stream", "2,3", "256"] and row[10] == "<f" and int(m.group(1)) >= 1
+          and float(m.group(2)) > 0, "ls row for %s: %r" % (live, row))
+    s = ls_json().get(live, {}).get("stream")
+    check_stream("ls --json", s, readers_alive=2, writer_alive=True, **PEER_STREAM)
+    check(0 < (s or {}).get("fps", 0), "ls --json: fps %r" % (s or {}).get("fps"))
+
+    # --no-rate: everything but the rate.
+    s = info_json(live, "--no-rate").get("stream")
+    check_stream("info --json --no-rate", s, readers_alive=2, fps=None, **PEER_STREAM)
+    check(info_fields(live, "--no-rate").get("frame rate") == "not measured",
+          "info --no-rate: frame rate line")
+    row = ls_rows("--no-rate").get(live, [])
+    check(len(row) == 11 and re.fullmatch(r"slots=4,readers=2,seq=\d+", row[9]),
+          "ls --no-rate row for %s: %r" % (live, row))
+
+    # A writer that closes gives the stream up: no writer, no readers, no frames.
+    stop_peer(peer)
+    check_stream("after close", info_json(live).get("stream"), writer_pid=None,
+                 writer_alive=False, readers_alive=0, fps=0.0)
+    run("rm", live)
+
+
+def test_stream_writer_gone():
+    done = name("done")
+    stop_peer(start_peer(done, 5, 0, 1))
+    check_info_golden(done, "info_stream.txt")
+    j = info_json(done)
+    check_stream("info --json", j.get("stream"), writer_pid=None, writer_alive=False,
+                 readers_alive=0, last_seq=5, fps=0.0, **PEER_STREAM)
+    # ls and info agree but for the ages.
+    e = ls_json().get(done, {})
+    for obj in (j, e):
+        obj.pop("age_s", None)
+        (obj.get("stream") or {}).pop("last_frame_age_s", None)
+    check(e == j, "ls --json and info --json disagree on %s:\n  %r\n  %r" % (done, e, j))
+
+    # A killed writer still holds the stream, under a dead pid.
+    crash = name("crash")
+    peer = start_peer(crash, 3, 0, 1)
+    stop_peer(peer, kill=True)
+    check_stream("info --json after kill", info_json(crash).get("stream"), writer_pid=peer.pid,
+                 writer_alive=False, readers_alive=0, last_seq=3, fps=0.0)
+    f = info_fields(crash)
+    check(f.get("writer pid") == "%d (alive: no)" % peer.pid, "info after kill: writer pid %r"
+          % f.get("writer pid"))
+    row = ls_rows().get(crash, [])
+    check(row[9:10] == ["slots=4,readers=0,seq=3,fps=0.0"], "ls row for %s: %r" % (crash, row))
+    run("rm", done, crash)
+
+
 def test_usage_errors():
     existing = name("arr")
     for args in (["frob"], ["--frob"], [], ["info"], ["rm"], ["create", "--format", "f8"],
                  ["create", name("x")], ["create", name("x"), "--format"],
-                 ["ls", "--frob"], ["ls", "--json=yes"], ["ls", "extra"],
+                 ["ls", "--frob"], ["ls", "--json=yes"], ["ls", "extra"], ["ls", "--no-rate=1"],
+                 ["create", name("x"), "--format", "f8", "--no-rate"],
                  ["info", existing, "another"], ["info", "--format", "f8", existing],
                  ["create", "bad name", "--format", "f8"], ["info", "-dash"], ["info", "x" * 27],
                  ["rm", name("never"), "bad/name"],
@@ -251,12 +387,11 @@ def test_foreign_files():
     with open(os.path.join(SHM_DIR, PREFIX + TAG + "bad name\x01\xff"), "wb") as f:
         f.write(b"junk")
 
-    p = run("ls")
-    rows = {line.split()[0]: line.split() for line in p.stdout.splitlines()[1:] if line.split()}
+    rows = ls_rows()
     entries = ls_json()
     for seg in foreign:
         row = rows.get(seg, [])
-        check(len(row) == 10 and row[8].startswith("SHL_E_") and row[1] == "-",
+        check(len(row) == 11 and row[8].startswith("SHL_E_") and row[1] == "-",
               "ls row for foreign %s: %r" % (seg, row))
         e = entries.get(seg, {})
         check(e.get("status", "ok") != "ok" and e.get("error") and "kind" not in e,
@@ -286,6 +421,10 @@ def test_rm():
 
 
 def cleanup():
+    for p in peers:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
     for path in glob.glob(os.path.join(glob.escape(SHM_DIR), glob.escape(PREFIX + TAG) + "*")):
         try:
             os.unlink(path)
@@ -301,7 +440,8 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     try:
         for test in (test_help_and_version, test_create_info, test_numpy_formats, test_ls,
-                     test_usage_errors, test_runtime_errors, test_foreign_files, test_rm):
+                     test_stream_live, test_stream_writer_gone, test_usage_errors,
+                     test_runtime_errors, test_foreign_files, test_rm):
             before = len(failures)
             test()
             print("%s %s" % ("ok  " if len(failures) == before else "FAIL", test.__name__))

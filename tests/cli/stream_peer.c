@@ -1,0 +1,87 @@
+/* A stream writer (and readers) for the CLI tests, which have no other way
+ * to make a stream.
+ *
+ * Usage: stream_peer NAME COUNT FPS READERS
+ *
+ * Opens NAME as a stream of 4 slots of "<f" frames shaped 2,3 (8 readers at
+ * most), opens READERS `latest` readers that never receive, then publishes
+ * COUNT frames, FPS a second (0: back to back; COUNT 0: without end).
+ * Prints "ready" once the COUNT-th frame is out (the first when COUNT is 0).
+ * When stdin closes it stops publishing, closes writer and readers and exits
+ * 0; a test that wants a dead writer kills it instead. Exit status 1 on any
+ * failure, with a message on stderr. */
+#include <errno.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "shmlane.h"
+
+#define MAX_READERS 8
+
+static int fail(const char *what, int rc) {
+  fprintf(stderr, "stream_peer: %s: %s\n", what, shl_strerror(rc));
+  return 1;
+}
+
+/* Waits up to timeout_ms (< 0: forever) for stdin to close; true if it did.
+ * The frame pacing rides on this wait, so the peer stops promptly. */
+static bool stdin_closed(int timeout_ms) {
+  struct pollfd p = {.fd = STDIN_FILENO, .events = POLLIN};
+  char buf[64];
+  for (;;) {
+    int n = poll(&p, 1, timeout_ms);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return n < 0;
+    if (read(STDIN_FILENO, buf, sizeof buf) <= 0) return true;
+  }
+}
+
+static int publish(shl_writer *w, uint64_t n) {
+  void *frame;
+  int rc = shl_writer_loan(w, &frame, 1000000000);
+  if (rc < 0) return rc;
+  float *values = frame;
+  for (int i = 0; i < 6; i++) values[i] = (float)n;
+  return shl_writer_publish(w, NULL);
+}
+
+int main(int argc, char **argv) {
+  if (argc != 5) {
+    fputs("usage: stream_peer NAME COUNT FPS READERS\n", stderr);
+    return 2;
+  }
+  const char *name = argv[1];
+  uint64_t count = strtoull(argv[2], NULL, 10);
+  unsigned fps = (unsigned)strtoul(argv[3], NULL, 10);
+  unsigned nreaders = (unsigned)strtoul(argv[4], NULL, 10);
+  if (nreaders > MAX_READERS) nreaders = MAX_READERS;
+  int period_ms = fps ? (int)(1000 / fps) : 0;
+
+  shl_layout frame = {.format = "<f", .ndim = 2, .shape = {2, 3}};
+  shl_stream_opts opts = {.slots = 4, .max_readers = MAX_READERS};
+  shl_writer *w;
+  shl_reader *readers[MAX_READERS] = {0};
+  int rc = shl_writer_open(&w, name, &frame, &opts);
+  if (rc < 0) return fail("cannot open writer", rc);
+  for (unsigned i = 0; i < nreaders && rc == 0; i++)
+    rc = shl_reader_open(&readers[i], name, SHL_RECV_LATEST, 0);
+  if (rc < 0) return fail("cannot open reader", rc);
+
+  bool closed = false;
+  for (uint64_t n = 1; !closed && (count == 0 || n <= count); n++) {
+    if ((rc = publish(w, n)) < 0) return fail("cannot publish", rc);
+    if (n == (count ? count : 1)) {
+      puts("ready");
+      fflush(stdout);
+    }
+    if (count == 0 || n < count) closed = stdin_closed(period_ms);
+  }
+  if (!closed) stdin_closed(-1);
+  for (unsigned i = 0; i < nreaders; i++) shl_reader_close(readers[i]);
+  shl_writer_close(w);
+  return 0;
+}
