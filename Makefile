@@ -11,7 +11,7 @@ MESON := $(BIN)/meson
 export UBSAN_OPTIONS := halt_on_error=1:print_stacktrace=1
 export ASAN_OPTIONS := detect_leaks=1:abort_on_error=0
 
-.PHONY: all deps build test test-c test-asan demo clean
+.PHONY: all deps build test test-c test-asan test-python demo clean
 
 all: build
 
@@ -41,7 +41,12 @@ test-asan: $(ASAN_BUILD)/build.ninja
 	$(BIN)/ninja -C $(ASAN_BUILD)
 	$(MESON) test -C $(ASAN_BUILD) --print-errorlogs
 
-test: test-c test-asan
+# The Python package, built and installed the way users get it (pip, meson-python).
+test-python: deps
+	$(BIN)/pip install --quiet --no-build-isolation --config-settings=setup-args=-Dwerror=true .
+	$(BIN)/pytest -q tests/python
+
+test: test-c test-asan test-python
 
 demo: build
 	examples/c/demo.sh $(BUILD)

@@ -240,6 +240,8 @@ int shl_writer_loan(shl_writer *w, void **frame, int64_t timeout_ns);
 int shl_writer_publish(shl_writer *w, uint64_t *seq);
 /* Drop the loan without publishing. */
 int shl_writer_discard(shl_writer *w);
+/* The sequence number the next publish will stamp (for frames that carry it). */
+uint64_t shl_writer_next_seq(const shl_writer *w);
 shl_segment *shl_writer_segment(const shl_writer *w);
 
 enum shl_recv_mode {

@@ -126,6 +126,9 @@ static bool parse_item(struct cursor *c, enum size_mode *modep, uint64_t *offset
     if (++c->depth > MAX_DEPTH) return false;
     if (!parse_items(c, mode, true, &size, &align)) return false;
     c->depth--;
+    /* A native struct is padded to its alignment, as a C compiler does. */
+    if (mode == MODE_NATIVE && size % align && __builtin_add_overflow(size, align - size % align, &size))
+      return false;
   } else if (code == 'Z') {
     if (at_end(c) || !scalar_size(*c->p, mode, &size, &align) ||
         !strchr("fdg", *c->p))

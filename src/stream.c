@@ -225,6 +225,8 @@ void shl_writer_close(shl_writer *w) {
 
 shl_segment *shl_writer_segment(const shl_writer *w) { return w->s.seg; }
 
+uint64_t shl_writer_next_seq(const shl_writer *w) { return w->next_seq; }
+
 /* Bits of the slots that live readers pin; and, for a blocking stream, the
  * lowest sequence a live `all` reader still wants (*floor). */
 static uint64_t scan_readers(const struct stream *s, uint64_t *floor) {

@@ -31,6 +31,8 @@ static const struct {
     {"T{<B:a:T{<B:b:T{<B:c:}:n2:}:n1:}", 3},
     {"@i", (int64_t)sizeof(int)},
     {"@bi", 2 * (int64_t)sizeof(int)}, /* native mode aligns */
+    {"T{d:a:B:b:}", 2 * (int64_t)sizeof(double)}, /* and pads structs like C */
+    {"T{<d:a:B:b:}", 9},                          /* standard mode does neither */
     {"<bi", 5},                        /* standard mode does not */
     {"4w", 16},
 };

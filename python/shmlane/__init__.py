@@ -1,0 +1,393 @@
+"""shmlane: NumPy arrays and ctypes Structures shared by name between
+unrelated processes, zero-copy, over POSIX shared memory.
+
+    seg = shmlane.create("calib", shape=(3, 3), dtype="<f8")
+    seg = shmlane.open("calib", readonly=True)
+    seg.array, seg.struct, seg.lock(), seg.notify(), seg.wait()
+
+See docs/python.md for the full reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import warnings
+from typing import Any, NamedTuple, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import _ctypes, _dtype, _shmlane
+from ._shmlane import CorruptSegment, Error, LayoutMismatch, LockRecovered
+
+__all__ = [
+    "CorruptSegment",
+    "Error",
+    "Held",
+    "LayoutMismatch",
+    "LockRecovered",
+    "Segment",
+    "SegmentInfo",
+    "create",
+    "list",
+    "open",
+    "unlink",
+]
+__version__ = _shmlane.core_version
+
+ShapeLike = Union[int, Sequence[int]]
+DTypeLike = Any  # anything np.dtype() accepts
+
+# How long an asyncio cancellation may wait for the thread running a wait.
+_ASYNC_SLICE = 0.05
+
+
+def _shape(shape: ShapeLike) -> Tuple[int, ...]:
+    if isinstance(shape, (int, np.integer)):
+        return (int(shape),)
+    return tuple(int(n) for n in shape)
+
+
+def _requested(dtype: DTypeLike, ctype: Any) -> Optional[np.dtype]:
+    """The element type asked for by dtype and/or ctype (None if neither)."""
+    from_ctype = None if ctype is None else _ctypes.dtype_of(ctype)
+    if dtype is None:
+        return from_ctype
+    wanted = np.dtype(dtype)
+    if from_ctype is not None:
+        found = _dtype.difference(wanted, from_ctype, there_is="in the ctype")
+        if found:
+            raise ValueError(f"dtype and ctype disagree: {found}")
+    return wanted
+
+
+def _view(handle: _shmlane.Handle) -> np.ndarray:
+    """The payload as an array; NumPy parses the header's format."""
+    try:
+        return np.asarray(handle)
+    except (RuntimeError, ValueError, NotImplementedError) as exc:
+        # A valid header NumPy reads differently, e.g. a native-size struct
+        # format, for which NumPy adds trailing padding and the core does not.
+        fmt = handle.layout()["format"]
+        raise ValueError(
+            f"segment '{handle.name}': NumPy cannot use format {fmt!r}: {exc}"
+        ) from None
+
+
+class Held:
+    """The segment's lock, held by this thread. Leaving the `with` block or
+    calling release() releases it. `recovered` is True when the previous
+    holder died while holding it: the lock works, but the data it guards may
+    be half-written."""
+
+    __slots__ = ("_handle", "recovered")
+
+    def __init__(self, handle: _shmlane.Handle, recovered: bool) -> None:
+        self._handle: Optional[_shmlane.Handle] = handle
+        self.recovered = recovered
+
+    def release(self) -> None:
+        handle, self._handle = self._handle, None
+        if handle is not None and not handle.closed:  # close() already released it
+            handle.unlock()
+
+    def __enter__(self) -> Held:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class Segment:
+    """An open segment. Make one with shmlane.create() or shmlane.open().
+
+    Views (seg.array, seg.struct, anything derived from them) share the segment's
+    memory. close() detaches the segment at once, but the mapping stays until
+    the last view is gone, so a view never dangles."""
+
+    def __init__(self, handle: _shmlane.Handle, ctype: Any = None) -> None:
+        layout = handle.layout()
+        if layout["kind"] == _shmlane.KIND_STREAM:
+            handle.close()
+            raise ValueError(f"segment '{handle.name}' is a stream, not an array or struct")
+        self._handle = handle
+        self._array: Optional[np.ndarray] = _view(handle)
+        self._dtype = self._array.dtype
+        self._shape: Tuple[int, ...] = self._array.shape
+        self._ctype = ctype
+        self._struct_type: Any = None
+        self._struct: Any = None
+        self._seen: int = handle.version
+
+    # ------------------------------------------------------------ description
+
+    @property
+    def name(self) -> str:
+        return self._handle.name
+
+    @property
+    def version(self) -> int:
+        """The change counter: how many notify() calls the segment has seen."""
+        return self._handle.version
+
+    @property
+    def readonly(self) -> bool:
+        return self._handle.readonly
+
+    @property
+    def nbytes(self) -> int:
+        """Payload size in bytes."""
+        return self._handle.nbytes
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        return self._shape
+
+    @property
+    def closed(self) -> bool:
+        return self._handle.closed
+
+    def __repr__(self) -> str:
+        state = " readonly" if self.readonly else ""
+        state += " closed" if self.closed else ""
+        return f"<shmlane.Segment '{self.name}' {self._dtype} {self._shape}{state}>"
+
+    # ------------------------------------------------------------ views
+
+    def _live(self) -> None:
+        if self._handle.closed:
+            raise ValueError(f"segment '{self.name}' is closed")
+
+    @property
+    def array(self) -> np.ndarray:
+        """The payload as a NumPy array (zero-copy; read-only if the segment is);
+        a 0-d structured array for a struct segment. Always the same object."""
+        self._live()
+        assert self._array is not None
+        return self._array
+
+    @property
+    def struct(self) -> Any:
+        """The payload as a ctypes instance of the ctype given to create/open,
+        or of one built from the header. Zero-copy over the shared bytes, except
+        on a read-only segment: ctypes cannot map read-only memory safely, so
+        each access returns a fresh snapshot copy there (take it under
+        seg.lock() for a consistent one)."""
+        self._live()
+        if self._struct is not None:
+            return self._struct
+        if self._struct_type is None:
+            element = self._ctype if self._ctype is not None else _ctypes.ctype_of(self._dtype)
+            # A ctypes array given as the element type covers the trailing dimensions.
+            sub = _dtype.split_subarray(np.dtype(element))[1]
+            outer = self._shape[: len(self._shape) - len(sub)]
+            self._struct_type = _ctypes.array_type(element, outer)
+        if self.readonly:
+            return self._struct_type.from_buffer_copy(self._handle)
+        self._struct = self._struct_type.from_buffer(self._handle)
+        return self._struct
+
+    # ------------------------------------------------------------ lock, notify, wait
+
+    def lock(self, timeout: Optional[float] = None) -> Held:
+        """Acquire the segment's robust lock (None: no time limit), as a context
+        manager. Blocks without the GIL; Ctrl-C interrupts it. Raises
+        TimeoutError. When the previous holder died holding it, returns with
+        held.recovered True and warns LockRecovered."""
+        self._live()
+        recovered = self._handle.lock(timeout)
+        if recovered:
+            warnings.warn(
+                f"segment '{self.name}': the lock's previous holder died while holding it; "
+                "the data it guards may be half-written",
+                LockRecovered,
+                stacklevel=2,
+            )
+        return Held(self._handle, recovered)
+
+    def notify(self) -> int:
+        """Bump the version and wake every waiter in every process; returns the new version."""
+        self._seen = self._handle.notify()
+        return self._seen
+
+    def wait(self, timeout: Optional[float] = None, since: Optional[int] = None) -> int:
+        """Wait until the version differs from `since` and return it. since=None
+        means the last version this object saw (at open, or returned by wait or
+        notify), so a notify arriving between two waits is not missed. Blocks
+        without the GIL; Ctrl-C interrupts it. Raises TimeoutError."""
+        self._live()
+        self._seen = self._handle.wait(self._seen if since is None else since, timeout)
+        return self._seen
+
+    async def wait_async(self, timeout: Optional[float] = None, since: Optional[int] = None) -> int:
+        """wait() for asyncio: runs in the loop's default executor in short
+        slices, so cancelling the task takes effect promptly."""
+        self._live()
+        loop = asyncio.get_running_loop()
+        start = self._seen if since is None else since
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - loop.time())
+            step = _ASYNC_SLICE if left is None else min(_ASYNC_SLICE, left)
+            try:
+                self._seen = await loop.run_in_executor(None, self._handle.wait, start, step)
+                return self._seen
+            except TimeoutError:
+                if left is not None and step >= left:
+                    raise
+
+    # ------------------------------------------------------------ lifetime
+
+    def close(self) -> None:
+        """Detach from the segment (idempotent). Releases the lock if held.
+        Views taken earlier stay valid; the memory is unmapped when the last
+        one is released. The segment itself stays until unlinked."""
+        self._array = self._struct = None
+        self._handle.close()
+
+    def unlink(self) -> None:
+        """Remove the segment's name; processes that have it open keep it."""
+        unlink(self.name)
+
+    def __enter__(self) -> Segment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _mismatch(name: str, found: str) -> LayoutMismatch:
+    return LayoutMismatch(f"segment '{name}': {found}")
+
+
+def _verify(seg: Segment, dtype: Optional[np.dtype], shape: Optional[Tuple[int, ...]]) -> None:
+    """Raise LayoutMismatch if seg's layout is not the one asked for."""
+    sub: Tuple[int, ...] = ()
+    if dtype is not None:
+        base, sub = _dtype.split_subarray(dtype)
+        found = _dtype.difference(base, seg.dtype)
+        if found:
+            raise _mismatch(seg.name, found)
+    if shape is not None:
+        if shape + sub != seg.shape:
+            raise _mismatch(seg.name, f"shape {shape + sub} here, {seg.shape} in the segment")
+    elif sub and seg.shape[len(seg.shape) - len(sub) :] != sub:
+        raise _mismatch(seg.name, f"trailing shape {sub} here, {seg.shape} in the segment")
+
+
+def open(
+    name: str,
+    *,
+    dtype: DTypeLike = None,
+    shape: Optional[ShapeLike] = None,
+    ctype: Any = None,
+    readonly: bool = False,
+    timeout: Optional[float] = 1.0,
+) -> Segment:
+    """Open an existing segment by name; its layout comes from the header.
+    dtype, shape and ctype, when given, are checked against it (LayoutMismatch).
+    readonly maps the payload read-only. timeout bounds the wait for a creator
+    that is still initialising the segment."""
+    wanted = _requested(dtype, ctype)
+    want_shape = None if shape is None else _shape(shape)
+    seg = Segment(_shmlane.open(name, readonly, timeout), ctype)
+    try:
+        _verify(seg, wanted, want_shape)
+    except LayoutMismatch:
+        seg.close()
+        raise
+    return seg
+
+
+def create(
+    name: str,
+    shape: ShapeLike = (),
+    dtype: DTypeLike = None,
+    *,
+    ctype: Any = None,
+    mode: int = 0o600,
+    exist_ok: bool = False,
+    unlink_on_close: bool = False,
+    replace: bool = False,
+) -> Segment:
+    """Create a zero-filled segment of `shape` elements of `dtype` (or of the
+    ctypes type `ctype`). mode: permission bits. exist_ok: open an existing
+    segment of the same layout instead (LayoutMismatch if it differs).
+    replace: unlink an existing one first. unlink_on_close: this process's
+    close() also removes the name. Nothing is ever removed at exit otherwise."""
+    wanted = _requested(dtype, ctype)
+    if wanted is None:
+        raise ValueError(f"segment '{name}': create needs a dtype or a ctype")
+    user_shape = _shape(shape)
+    base, sub = _dtype.split_subarray(wanted)
+    flags = (_shmlane.CREATE_REPLACE if replace else 0) | (
+        _shmlane.CREATE_UNLINK_ON_CLOSE if unlink_on_close else 0
+    )
+    try:
+        handle = _shmlane.create(name, _dtype.format_of(base), user_shape + sub, mode, flags)
+    except FileExistsError:
+        if not exist_ok:
+            raise
+        return open(name, dtype=wanted, shape=user_shape, ctype=ctype)
+    try:
+        seg = Segment(handle, ctype)
+        found = _dtype.difference(base, seg.dtype)
+        if found:  # the stored format must read back as exactly this dtype
+            raise ValueError(f"segment '{name}': {wanted} does not round-trip: {found}")
+    except BaseException:
+        handle.close()
+        _shmlane.unlink(name)
+        raise
+    return seg
+
+
+def unlink(name: str) -> None:
+    """Remove a segment's name. Processes that have it open keep their mapping."""
+    _shmlane.unlink(name)
+
+
+class SegmentInfo(NamedTuple):
+    """One entry of shmlane.list(). The layout fields are None, and `error`
+    says why, for a segment that could not be opened."""
+
+    name: str
+    dtype: Optional[np.dtype] = None
+    shape: Optional[Tuple[int, ...]] = None
+    nbytes: Optional[int] = None
+    version: Optional[int] = None
+    creator_pid: Optional[int] = None
+    alive: Optional[bool] = None  # creator still running; None if that cannot be told
+    error: Optional[str] = None
+
+
+def _info(name: str) -> Optional[SegmentInfo]:
+    try:
+        handle = _shmlane.open(name, True, 0)
+        try:
+            array, info = _view(handle), handle.info()
+        finally:
+            handle.close()  # unmapped once `array` goes too
+    except FileNotFoundError:
+        return None  # removed since it was listed
+    except (OSError, Error, ValueError) as exc:
+        return SegmentInfo(name, error=str(exc))
+    return SegmentInfo(
+        name,
+        dtype=array.dtype,
+        shape=array.shape,
+        nbytes=info["payload_size"],
+        version=info["version"],
+        creator_pid=info["creator_pid"],
+        alive={1: True, 0: False}.get(info["creator_alive"]),
+    )
+
+
+def list() -> builtins.list[SegmentInfo]:
+    """Every shmlane segment on this machine, by name. Opens each read-only
+    to read its header; changes nothing."""
+    found = (_info(name) for name in sorted(_shmlane.names()))
+    return [info for info in found if info is not None]

@@ -1,0 +1,133 @@
+"""Fixtures: unique segment names cleaned up after each test, unrelated peer
+processes (fresh interpreters, never fork inheritance), and the C peer."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import select
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Callable, Iterator, List
+
+import pytest
+
+import shmlane
+
+ROOT = Path(__file__).resolve().parents[2]
+SHM_DIR = Path("/dev/shm")
+_counter = itertools.count()
+
+
+@pytest.fixture
+def new_name() -> Iterator[Callable[[], str]]:
+    """Makes names unique to this process and test; unlinks them afterwards."""
+    made: List[str] = []
+
+    def make() -> str:
+        made.append(f"py{os.getpid()}-{next(_counter)}")
+        return made[-1]
+
+    yield make
+    for name in made:
+        try:
+            shmlane.unlink(name)
+        except FileNotFoundError:
+            pass
+
+
+@pytest.fixture
+def name(new_name: Callable[[], str]) -> str:
+    return new_name()
+
+
+def _script(code: str) -> List[str]:
+    return [sys.executable, "-c", textwrap.dedent(code)]
+
+
+@pytest.fixture
+def run_py() -> Callable[..., str]:
+    """Runs Python code in a new interpreter with args in sys.argv[1:];
+    returns its stdout, failing the test on a non-zero exit."""
+
+    def run(code: str, *args: str, timeout: float = 60) -> str:
+        proc = subprocess.run(
+            _script(code) + list(args), capture_output=True, text=True, timeout=timeout
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    return run
+
+
+@pytest.fixture
+def spawn_py() -> Iterator[Callable[..., subprocess.Popen]]:
+    """Starts Python code in a new interpreter (stdin, stdout and stderr piped,
+    text); the processes still running at the end of the test are killed."""
+    procs: List[subprocess.Popen] = []
+
+    def spawn(code: str, *args: str) -> subprocess.Popen:
+        procs.append(
+            subprocess.Popen(
+                _script(code) + list(args),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+        return procs[-1]
+
+    yield spawn
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=30)
+
+
+def expect_line(proc: subprocess.Popen, want: str, timeout: float = 30) -> None:
+    """Reads the peer's next line, which it prints before it blocks."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    line = proc.stdout.readline().strip() if ready else "(nothing in time)"
+    if line != want:
+        proc.kill()
+        raise AssertionError(f"peer said {line!r}, expected {want!r}: {proc.communicate()[1]}")
+
+
+@pytest.fixture(scope="session")
+def c_peer(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., str]:
+    """tests/python/c_peer.c built against the core's sources; runs it."""
+    cc = shutil.which("cc")
+    if cc is None or not (ROOT / "src").is_dir():
+        pytest.skip("needs a C compiler and the repository's sources")
+    exe = tmp_path_factory.mktemp("c_peer") / "c_peer"
+    sources = sorted(str(p) for p in (ROOT / "src").glob("*.c"))
+    subprocess.run(
+        [
+            cc,
+            "-std=c11",
+            "-D_GNU_SOURCE",
+            "-O1",
+            "-I",
+            str(ROOT / "include"),
+            "-o",
+            str(exe),
+            str(ROOT / "tests/python/c_peer.c"),
+            *sources,
+            "-pthread",
+            "-lrt",
+        ],
+        check=True,
+        timeout=120,
+    )
+
+    def run(*args: str) -> str:
+        proc = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    return run

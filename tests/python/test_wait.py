@@ -1,0 +1,143 @@
+"""wait/notify across processes and threads, time-outs, Ctrl-C, asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+import time
+
+import pytest
+
+import shmlane
+from conftest import expect_line
+
+NOTIFIER = """
+import sys, time
+import shmlane
+seg = shmlane.open(sys.argv[1])
+print("ready", flush=True)
+sys.stdin.readline()
+seg.array[()] = 7
+seg.notify()
+"""
+
+
+def test_notify_from_another_process_wakes_wait(name, spawn_py):
+    with shmlane.create(name, dtype="<i4") as seg:
+        peer = spawn_py(NOTIFIER, name)
+        expect_line(peer, "ready")
+        peer.stdin.write("go\n")
+        peer.stdin.flush()
+        assert seg.wait(timeout=30) == 1
+        assert seg.array[()] == 7
+
+
+def test_wait_times_out_on_time(name):
+    with shmlane.create(name, dtype="<i4") as seg:
+        start = time.monotonic()
+        with pytest.raises(TimeoutError, match=name):
+            seg.wait(timeout=0.3)
+        assert 0.25 <= time.monotonic() - start < 10
+        with pytest.raises(TimeoutError):
+            seg.wait(timeout=0)
+
+
+def test_wait_since(name):
+    with shmlane.create(name, dtype="<i4") as seg, shmlane.open(name) as other:
+        assert other.notify() == 1 and other.notify() == 2
+        assert seg.wait(timeout=5) == 2  # changes since open are not missed
+        assert seg.wait(timeout=5, since=0) == 2
+        with pytest.raises(TimeoutError):
+            seg.wait(timeout=0.05)  # since=None: the last version seen, 2
+
+
+def test_other_threads_run_while_waiting_and_can_notify(name):
+    with shmlane.create(name, dtype="<i4") as seg:
+        ticks = []
+
+        def work() -> None:
+            for _ in range(20):
+                ticks.append(time.sleep(0.01))
+            seg.notify()
+
+        thread = threading.Thread(target=work)
+        thread.start()
+        assert seg.wait(timeout=30) == 1
+        thread.join(timeout=10)
+        assert len(ticks) == 20
+
+
+def test_ctrl_c_interrupts_wait(name, spawn_py):
+    waiter_code = """
+import sys, time
+import shmlane
+seg = shmlane.open(sys.argv[1])
+print("ready", flush=True)
+start = time.monotonic()
+try:
+    seg.wait()  # no time limit
+except KeyboardInterrupt:
+    print(f"interrupted {time.monotonic() - start:.3f}", flush=True)
+"""
+    with shmlane.create(name, dtype="<i4"):
+        waiter = spawn_py(waiter_code, name)
+        expect_line(waiter, "ready")
+        time.sleep(0.3)
+        sent = time.monotonic()
+        waiter.send_signal(signal.SIGINT)
+        out, err = waiter.communicate(timeout=30)
+        assert out.startswith("interrupted"), err
+        assert time.monotonic() - sent < 5
+
+
+def test_signal_handler_that_returns_does_not_end_wait(name, spawn_py):
+    code = """
+import signal, sys
+import shmlane
+seg = shmlane.open(sys.argv[1])
+signal.signal(signal.SIGUSR1, lambda *a: print("handled", flush=True))
+print("ready", flush=True)
+try:
+    seg.wait(timeout=1.5)
+except TimeoutError:
+    print("timed out", flush=True)
+"""
+    with shmlane.create(name, dtype="<i4"):
+        waiter = spawn_py(code, name)
+        expect_line(waiter, "ready")
+        time.sleep(0.3)
+        waiter.send_signal(signal.SIGUSR1)
+        out, _ = waiter.communicate(timeout=30)
+        assert out.split("\n")[:2] == ["handled", "timed out"]
+
+
+def test_wait_async_in_event_loop(name):
+    async def main(seg: shmlane.Segment, other: shmlane.Segment) -> None:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        tick_task = asyncio.create_task(ticker())
+        asyncio.get_running_loop().call_later(0.3, other.notify)
+        assert await seg.wait_async(timeout=30) == 1
+        assert ticks >= 5  # the loop kept running
+
+        with pytest.raises(TimeoutError):
+            await seg.wait_async(timeout=0.2)
+
+        waiting = asyncio.create_task(seg.wait_async())
+        await asyncio.sleep(0.1)
+        start = time.monotonic()
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert time.monotonic() - start < 2
+        tick_task.cancel()
+
+    with shmlane.create(name, dtype="<i4") as seg, shmlane.open(name) as other:
+        asyncio.run(main(seg, other))
