@@ -158,9 +158,11 @@ typedef struct shl_info {
 
 int shl_get_info(const shl_segment *seg, shl_info *out);
 
-/* Call fn(name, arg) for each entry of the shared-memory directory that
- * carries the shmlane prefix, in directory order; returns the count, or the
- * first non-zero value fn returns. Entries are not opened. */
+/* Call fn(name, arg) for each entry of the shared-memory directory whose
+ * name carries the shmlane prefix and is a valid segment name, in directory
+ * order. fn returns 0 to go on, or a negative code to stop the walk, which
+ * is then returned. Returns the number of entries seen otherwise. Entries are
+ * not opened. */
 int shl_list(int (*fn)(const char *name, void *arg), void *arg);
 
 /* ---------------------------------------------------------------- lock */

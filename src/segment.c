@@ -440,8 +440,8 @@ int shl_list(int (*fn)(const char *name, void *arg), void *arg) {
     const char *name = ent->d_name + plen;
     if (shl_name_check(name) < 0) continue;
     count++;
-    if (fn && (rc = fn(name, arg)) != 0) break;
+    if (fn && (rc = fn(name, arg)) < 0) break;
   }
   closedir(dir);
-  return rc ? rc : count;
+  return rc < 0 ? rc : count;
 }
