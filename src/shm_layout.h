@@ -93,8 +93,6 @@ _Static_assert(sizeof(_Atomic uint64_t) == 8 && sizeof(_Atomic uint32_t) == 4, "
  * is at payload_offset + i * slot_stride. A process id word packs
  * pid | (low 32 bits of the start time) << 32; 0 means none. */
 
-#define SHL__ID_RECLAIMING UINT64_MAX /* a reader entry being cleared */
-
 struct shl__stream_ctl {
   uint32_t slots;                   /*  0 */
   uint32_t max_readers;             /*  4 */

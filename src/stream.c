@@ -105,11 +105,13 @@ static void signal_space(struct stream *s) {
   if (atomic_load(&s->ctl->writer_waiting)) shl__futex_wake_all(&s->ctl->space);
 }
 
-/* Free a dead reader's entry and pins. Safe when several processes race. */
+/* Free a dead reader's entry and pins. Safe when several processes race.
+ * The reaper holds the entry under its own id meanwhile: if it dies half-way,
+ * the entry belongs to a dead process again and the next reaper frees it. */
 static bool reap_if_dead(struct stream *s, struct shl__reader *e) {
   uint64_t id = atomic_load(&e->owner);
-  if (id == 0 || id == SHL__ID_RECLAIMING || shl__id_alive(id) != 0) return false;
-  if (!atomic_compare_exchange_strong(&e->owner, &id, SHL__ID_RECLAIMING)) return false;
+  if (id == 0 || shl__id_alive(id) != 0) return false;
+  if (!atomic_compare_exchange_strong(&e->owner, &id, shl__self_id())) return false;
   atomic_store(&e->pinned, 0);
   atomic_store(&e->next_seq, 0);
   atomic_store_explicit(&e->owner, 0, memory_order_release);
@@ -350,9 +352,12 @@ int shl_reader_open(shl_reader **out, const char *name, uint32_t mode, int64_t t
   int64_t deadline = deadline_after(timeout_ns);
   shl_segment *seg;
   int rc;
-  /* The stream may not exist yet: wait for its writer to create it. */
-  while ((rc = shl_open(&seg, name, SHL_OPEN_READONLY, SHL_OPEN_DEFAULT_TIMEOUT_NS)) == -ENOENT) {
+  /* The stream may not exist yet, or its writer may still be creating it:
+   * wait for it, within the caller's time. */
+  for (;;) {
     int64_t left = deadline - shl__monotonic_ns();
+    rc = shl_open(&seg, name, SHL_OPEN_READONLY, left > 0 ? left : 0);
+    if (rc != -ENOENT) break;
     if (left <= 0) return -ENOENT;
     sleep_ns(left < OPEN_POLL_NS ? left : OPEN_POLL_NS);
   }
@@ -492,7 +497,7 @@ int shl_stream_get_info(const shl_segment *seg, shl_stream_info *out) {
   out->slot_stride = s.stride;
   for (uint32_t i = 0, n = reader_hwm(&s); i < n; i++) {
     uint64_t id = atomic_load(&s.reader[i].owner);
-    if (id && id != SHL__ID_RECLAIMING && shl__id_alive(id) != 0) out->readers_alive++;
+    if (id && shl__id_alive(id) != 0) out->readers_alive++;
   }
   uint64_t writer = atomic_load(&s.ctl->writer);
   out->writer_pid = (int32_t)(uint32_t)writer;
