@@ -104,7 +104,7 @@ int shl__segment_create(shl_segment **out, const char *name, const shl_layout *l
   uint32_t mode = opts->mode ? opts->mode : 0600;
   uint64_t ext_size = extra->ext_size;
   if (extra->payload_size > plan.payload_size) plan.payload_size = extra->payload_size;
-  plan.ext_offset = ext_size ? round_up(SHL__HEADER_SIZE + plan.format_len + 1, 64) : 0;
+  plan.ext_offset = ext_size ? round_up(SHL__HEADER_SIZE + plan.format_len + 1, SHL__EXT_ALIGN) : 0;
   plan.ext_size = ext_size;
   plan.payload_offset =
       round_up((ext_size ? plan.ext_offset + ext_size : SHL__HEADER_SIZE + plan.format_len + 1),
@@ -220,7 +220,9 @@ static int validate_header(const struct shl__header *h, uint64_t file_size) {
       h->format_len > SHL_FORMAT_MAX ||
       !in_bounds(h->format_offset, (uint64_t)h->format_len + 1, h->payload_offset))
     return SHL_E_BAD_HEADER;
-  if (h->ext_size && (h->ext_offset < h->format_offset + h->format_len + 1 ||
+  /* Aligned too: the stream area's atomics and futex words must be. */
+  if (h->ext_size && (h->ext_offset % SHL__EXT_ALIGN ||
+                      h->ext_offset < h->format_offset + h->format_len + 1 ||
                       !in_bounds(h->ext_offset, h->ext_size, h->payload_offset)))
     return SHL_E_BAD_HEADER;
   if (h->ndim > SHL_MAX_NDIM) return SHL_E_BAD_SHAPE;

@@ -17,6 +17,7 @@
 #define SHL__FORMAT_VERSION 1u
 #define SHL__HEADER_SIZE 512u /* fixed part; the format string follows it */
 #define SHL__PAYLOAD_ALIGN 4096u
+#define SHL__EXT_ALIGN 64u /* ext_offset: the stream area holds 64-byte aligned atomics */
 
 enum shl__state {
   SHL__STATE_INIT = 0, /* zero-filled file, or creator still writing */

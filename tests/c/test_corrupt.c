@@ -188,6 +188,35 @@ static void test_header_fields(void) {
   }
 }
 
+/* A stream's area moved off its 64-byte alignment: its atomics (and futex
+ * words) would be misaligned, undefined behaviour and a futex EINVAL. Found
+ * by fuzz/fuzz_header.c. */
+static void test_stream_area(void) {
+  shl_writer *w = NULL;
+  shl_layout frame = {.format = "<I", .ndim = 1, .shape = {4}};
+  shl_unlink(seg_name);
+  T_REQUIRE(shl_writer_open(&w, seg_name, &frame, NULL) == 0);
+  shl_writer_close(w);
+  char path[T_PATH_MAX];
+  int fd = open(t_shm_path(seg_name, path), O_RDWR | O_CLOEXEC);
+  T_REQUIRE(fd >= 0);
+  struct shl__header h;
+  T_REQUIRE(pread(fd, &h, sizeof h, 0) == (ssize_t)sizeof h);
+  T_REQUIRE(h.ext_size && h.ext_offset % 64 == 0 &&
+            h.ext_offset + h.ext_size + 64 <= h.payload_offset);
+  close(fd);
+  expect_open(seg_name, 0, "stream, intact");
+  static const uint64_t shifts[] = {8, 4, 1, 63};
+  for (size_t i = 0; i < sizeof shifts / sizeof shifts[0]; i++) {
+    fd = open(path, O_RDWR | O_CLOEXEC);
+    T_REQUIRE(fd >= 0);
+    poke(fd, OFF(ext_offset), 8, h.ext_offset + shifts[i]);
+    close(fd);
+    expect_open(seg_name, SHL_E_BAD_HEADER, "stream ext_offset unaligned");
+  }
+  shl_unlink(seg_name);
+}
+
 struct format_case {
   const char *what;
   const char *bytes; /* written at format_offset */
@@ -375,6 +404,7 @@ int main(void) {
   t_unlink_at_exit(seg_name);
   test_header_fields();
   test_format_area();
+  test_stream_area();
   test_truncated();
   test_foreign();
   test_messages();
