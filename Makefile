@@ -11,7 +11,7 @@ MESON := $(BIN)/meson
 export UBSAN_OPTIONS := halt_on_error=1:print_stacktrace=1
 export ASAN_OPTIONS := detect_leaks=1:abort_on_error=0
 
-.PHONY: all deps build test test-c test-asan test-python demo clean
+.PHONY: all deps build test test-c test-asan install-python test-python demo demo-c clean distclean
 
 all: build
 
@@ -42,14 +42,24 @@ test-asan: $(ASAN_BUILD)/build.ninja
 	$(MESON) test -C $(ASAN_BUILD) --print-errorlogs
 
 # The Python package, built and installed the way users get it (pip, meson-python).
-test-python: deps
+install-python: deps
 	$(BIN)/pip install --quiet --no-build-isolation --config-settings=setup-args=-Dwerror=true .
+
+test-python: install-python
 	$(BIN)/pytest -q tests/python
 
 test: test-c test-asan test-python
 
-demo: build
+# The camera demo in Python (a test pattern: no camera needed). OpenCV is
+# optional: without it the writer draws its text itself and the reader prints.
+demo: install-python
+	$(BIN)/pip install --quiet opencv-python-headless || echo "demo: going on without OpenCV"
+	examples/python/demo.sh $(BIN)/python
+
+# The C demos: a segment with wait/notify, then a stream.
+demo-c: build
 	examples/c/demo.sh $(BUILD)
+	examples/c/stream_demo.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -1,7 +1,8 @@
 /* _shmlane: the C core's public API for Python. This file only converts
  * arguments, calls the core with the GIL released where it may block, keeps
- * Ctrl-C working, and maps error codes to exceptions; everything else lives
- * in the pure-Python package (python/shmlane/). */
+ * Ctrl-C working, exports shared memory through the buffer protocol and maps
+ * error codes to exceptions; everything else lives in the pure-Python
+ * package (python/shmlane/). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
@@ -9,41 +10,114 @@
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <time.h>
 
 #include "shmlane.h"
 
 /* Longest stretch a Ctrl-C waits during calls that signals do not interrupt
- * (the robust mutex, the open retry loop). */
+ * (the robust mutex, the open retry loop, a loan), and a release asked for
+ * by another thread waits during a receive. */
 #define SLICE_NS 50000000LL
 /* run_blocking()'s result when a Python exception is set; no core code is this. */
 #define PY_ERROR INT_MIN
 
 typedef struct {
-  PyTypeObject *handle_type;
-  PyObject *error;     /* shmlane.Error */
-  PyObject *corrupt;   /* shmlane.CorruptSegment(Error) */
-  PyObject *mismatch;  /* shmlane.LayoutMismatch(Error, ValueError): raised by the Python layer */
-  PyObject *recovered; /* shmlane.LockRecovered(Warning): warned by the Python layer */
+  PyTypeObject *handle_type, *writer_type, *reader_type, *loan_type, *sample_type;
+  PyObject *error;       /* shmlane.Error */
+  PyObject *corrupt;     /* shmlane.CorruptSegment(Error) */
+  PyObject *mismatch;    /* shmlane.LayoutMismatch(Error, ValueError) */
+  PyObject *recovered;   /* shmlane.LockRecovered(Warning): warned by the Python layer */
+  PyObject *writer_gone; /* shmlane.WriterGone(Error) */
+  PyObject *busy;        /* shmlane.StreamBusy(Error, OSError) */
 } modstate;
 
-/* One open segment. The mapping must outlive every buffer exported from it
- * and every blocking call running without the GIL: `pins` counts both, and
- * close() only marks the handle closed; the segment is released (unmapped)
- * when the last pin goes. All fields are touched only with the GIL held. */
+/* A payload or one frame, as the buffer protocol describes it. shape[0] is
+ * 0 and strides[0] the frame's size: shape + 1 describes the data itself,
+ * shape the same data as an array of zero frames (a stream's "probe", from
+ * which NumPy parses the frame's format once, without touching any slot). */
 typedef struct {
-  PyObject ob_base; /* PyObject_HEAD, spelled out for clang-format */
-  shl_segment *seg; /* NULL once released */
-  bool closed;
-  bool locked; /* this handle holds the segment's lock */
-  Py_ssize_t pins;
-  int ndim;
-  const char *format; /* the header's element format, owned by seg */
+  int ndim;           /* of the data, without the leading zero */
+  const char *format; /* the header's element format, owned by the segment */
   Py_ssize_t itemsize, len;
-  Py_ssize_t shape[SHL_MAX_NDIM], strides[SHL_MAX_NDIM];
-  bool c_contiguous, f_contiguous, readonly;
+  Py_ssize_t shape[1 + SHL_MAX_NDIM], strides[1 + SHL_MAX_NDIM];
+  bool c_contiguous, f_contiguous;
+} Layout;
+
+/* The head shared by the three handle types: Handle (a segment), Writer and
+ * Reader (a stream). The core object must outlive every buffer exported from
+ * it, every sample pinned through it and every call running without the GIL:
+ * `pins` counts them all, and close() only marks the object closed; `drop`
+ * frees the core object (and unmaps) when the last pin goes. All fields are
+ * touched only with the GIL held. */
+typedef struct Base Base;
+struct Base {
+  PyObject ob_base;         /* PyObject_HEAD, spelled out for clang-format */
+  void (*drop)(Base *self); /* frees the core object; idempotent */
+  void (*idle)(Base *self); /* optional: work deferred while a call ran without the GIL */
+  const char *what;         /* "segment", "stream writer", "stream reader" */
+  bool closed;
+  Py_ssize_t pins;
+  int running; /* calls in progress without the GIL */
+  uint32_t kind;
+  Layout layout;
   char name[SHL_NAME_MAX + 1];
+};
+
+typedef struct {
+  Base base;
+  shl_segment *seg; /* NULL once released */
+  bool locked;      /* this handle holds the segment's lock */
+  bool readonly;
 } Handle;
+
+typedef struct Loan Loan;
+
+/* Loans are exported through a second mapping of the stream, `frames`, so
+ * that close() gives up the writer role at once, however long views of a
+ * loan live: they pin `frames`, not the writer. */
+typedef struct {
+  Base base;
+  shl_writer *w;  /* NULL once released */
+  Handle *frames; /* NULL once released */
+  Loan *loan;     /* the outstanding loan (borrowed: the loan refers to us), or NULL */
+  bool loaning;   /* a loan() call is in progress */
+} Writer;
+
+/* The core's reader is single-threaded, so a sample released while another
+ * thread is inside receive (without the GIL) is queued here, and released by
+ * that thread between slices of its wait. A reader holds at most one sample
+ * per slot (a pinned slot is never rewritten), so a slot-indexed table holds
+ * every queued sample. */
+typedef struct {
+  Base base;
+  shl_reader *r;  /* NULL once released */
+  bool receiving; /* a receive() call is in progress */
+  uint64_t deferred_mask;
+  shl_sample deferred[SHL_STREAM_MAX_SLOTS];
+} Reader;
+
+enum loan_state { LOANED, PUBLISHED, DISCARDED };
+
+/* A slot loaned by a writer: exported writable until published or discarded. */
+struct Loan {
+  PyObject ob_base;
+  Writer *writer; /* NULL if the loan never started */
+  Handle *frames; /* the writer's, which views pin */
+  void *frame;    /* in `frames` */
+  enum loan_state state;
+};
+
+/* A published frame pinned by a reader: exported read-only. The pin is given
+ * back once release() was called (or the sample is gone) and no exported view
+ * remains, so a view kept past release never sees its slot rewritten. */
+typedef struct {
+  PyObject ob_base;
+  Reader *reader; /* NULL if nothing was received */
+  shl_sample s;
+  bool pinned, released;
+  Py_ssize_t exports;
+} Sample;
 
 static int64_t monotonic_ns(void) {
   struct timespec ts;
@@ -51,9 +125,11 @@ static int64_t monotonic_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+static modstate *state_of(PyObject *obj) { return PyType_GetModuleState(Py_TYPE(obj)); }
+
 /* ---------------------------------------------------------------- errors */
 
-enum err_context { AT_CREATE, AT_OPEN, AT_USE };
+enum err_context { AT_CREATE, AT_OPEN, AT_USE, AT_STREAM_OPEN, AT_STREAM };
 
 static bool is_header_error(int rc) {
   switch (rc) {
@@ -78,9 +154,32 @@ static void set_oserror(PyObject *type, int err, const char *text, const char *n
   }
 }
 
-/* Raises the exception for core code rc about segment `name`; returns NULL. */
+/* The errors only opening a stream gives; false if rc is not one of them. */
+static bool set_stream_open_error(modstate *st, int rc, const char *name) {
+  switch (rc) {
+    case -EBUSY: set_oserror(st->busy, EBUSY, "a live writer holds the stream", name); return true;
+    case -EUSERS:
+      set_oserror(st->busy, EUSERS, "the stream's reader table is full (see max_readers)", name);
+      return true;
+    case -EINVAL:
+      PyErr_Format(st->mismatch,
+                   "stream '%s' exists with another frame layout or slot count "
+                   "(shmlane.unlink('%s') removes it)",
+                   name, name);
+      return true;
+    case SHL_E_BAD_KIND:
+      PyErr_Format(st->mismatch, "segment '%s' is not a stream", name);
+      return true;
+    default: return false;
+  }
+}
+
+/* Raises the exception for core code rc about segment or stream `name`;
+ * returns NULL. */
 static PyObject *set_error(modstate *st, int rc, const char *name, enum err_context where) {
   const char *text = shl_strerror(rc);
+  const char *noun = where >= AT_STREAM_OPEN ? "stream" : "segment";
+  if (where == AT_STREAM_OPEN && set_stream_open_error(st, rc, name)) return NULL;
   if (rc == SHL_E_READONLY) {
     set_oserror(PyExc_PermissionError, EACCES, text, name);
   } else if (rc == SHL_E_NOT_READY) {
@@ -93,22 +192,39 @@ static PyObject *set_error(modstate *st, int rc, const char *name, enum err_cont
                  "invalid segment name '%s': 1 to %d characters from "
                  "[A-Za-z0-9._-], starting with a letter or digit",
                  name, SHL_NAME_MAX);
+  } else if (rc == SHL_E_WRITER_GONE) {
+    PyErr_Format(st->writer_gone, "stream '%s': %s", name, text);
   } else if (is_header_error(rc)) {
     /* At create the caller's layout is at fault; later, the header in memory is. */
-    PyErr_Format(where == AT_CREATE ? PyExc_ValueError : st->corrupt, "segment '%s': %s (%s)", name,
-                 text, shl_err_name(rc));
+    PyErr_Format(where == AT_CREATE ? PyExc_ValueError : st->corrupt, "%s '%s': %s (%s)", noun,
+                 name, text, shl_err_name(rc));
   } else {
-    PyErr_Format(st->error, "segment '%s': %s (%s)", name, text, shl_err_name(rc));
+    PyErr_Format(st->error, "%s '%s': %s (%s)", noun, name, text, shl_err_name(rc));
   }
   return NULL;
 }
 
-static PyObject *closed_error(const Handle *h) {
-  PyErr_Format(PyExc_ValueError, "segment '%s' is closed", h->name);
+static PyObject *closed_error(const Base *b) {
+  PyErr_Format(PyExc_ValueError, "%s '%s' is closed", b->what, b->name);
   return NULL;
 }
 
-/* ---------------------------------------------------------------- blocking calls */
+/* ---------------------------------------------------------------- handles: shared */
+
+static void release_if_done(Base *b) {
+  if (b->closed && b->pins == 0) b->drop(b);
+}
+
+static void base_close(Base *b) {
+  b->closed = true;
+  release_if_done(b);
+}
+
+/* After a blocking call during which another thread closed the object. */
+static PyObject *closed_meanwhile(Base *b) {
+  release_if_done(b);
+  return closed_error(b);
+}
 
 /* Timeout in seconds (None: forever) to nanoseconds (-1: forever). */
 static int timeout_converter(PyObject *obj, void *out) {
@@ -127,30 +243,18 @@ static int timeout_converter(PyObject *obj, void *out) {
   return 1;
 }
 
-static void release_if_done(Handle *h) {
-  if (h->closed && h->pins == 0 && h->seg) {
-    shl_close(h->seg); /* also unlocks if this handle still holds the lock */
-    h->seg = NULL;
-    h->locked = false;
-  }
-}
-
-/* After a blocking call during which another thread closed the handle. */
-static PyObject *closed_meanwhile(Handle *h) {
-  release_if_done(h);
-  return closed_error(h);
-}
-
 typedef int (*step_fn)(void *ctx, int64_t timeout_ns);
 
 /* Calls step() with the GIL released until it returns something other than
- * `again` or the time is up (then returns `expired`). With slice_ns > 0 each
- * call gets at most that long, for calls that signals do not interrupt.
- * Between calls, signal handlers run: an exception from one (Ctrl-C) ends the
- * loop with PY_ERROR. `pin` (NULL when there is no handle yet) stays mapped
- * during each call; if another thread closes it meanwhile, the loop ends with
- * the last result and the caller must check pin->closed. */
-static int run_blocking(Handle *pin, step_fn step, void *ctx, int64_t timeout_ns, int64_t slice_ns,
+ * `again` or -EINTR, or the time is up (then returns `expired`). With
+ * slice_ns > 0 each call gets at most that long, for calls that signals do
+ * not interrupt. Between calls, signal handlers run: an exception from one
+ * (Ctrl-C) ends the loop with PY_ERROR; otherwise the wait goes on with the
+ * time left. `pin` (NULL when there is no object yet) stays alive during
+ * each call, and its idle hook runs after it; if another thread closes it
+ * meanwhile, the loop ends with the last result and the caller must check
+ * pin->closed. */
+static int run_blocking(Base *pin, step_fn step, void *ctx, int64_t timeout_ns, int64_t slice_ns,
                         int again, int expired) {
   int64_t deadline = timeout_ns < 0 ? INT64_MAX : monotonic_ns() + timeout_ns;
   for (bool first = true;; first = false) {
@@ -160,33 +264,41 @@ static int run_blocking(Handle *pin, step_fn step, void *ctx, int64_t timeout_ns
       left = 0;
     }
     int64_t t = slice_ns > 0 && (left < 0 || left > slice_ns) ? slice_ns : left;
-    if (pin) pin->pins++;
+    if (pin) pin->pins++, pin->running++;
     PyThreadState *gil = PyEval_SaveThread();
     int rc = step(ctx, t);
     PyEval_RestoreThread(gil);
-    if (pin) pin->pins--;
-    if (rc != again || (pin && pin->closed)) return rc;
+    if (pin) {
+      if (--pin->running == 0 && pin->idle) pin->idle(pin);
+      pin->pins--;
+    }
+    if ((rc != again && rc != -EINTR) || (pin && pin->closed)) return rc;
     if (PyErr_CheckSignals() < 0) return PY_ERROR;
   }
 }
 
-/* ---------------------------------------------------------------- Handle */
-
-static modstate *handle_state(Handle *h) { return PyType_GetModuleState(Py_TYPE(h)); }
-
-static bool contiguous(const Handle *h, bool fortran) {
-  Py_ssize_t expect = h->itemsize;
-  for (int k = 0; k < h->ndim; k++) {
-    int i = fortran ? k : h->ndim - 1 - k;
-    if (h->shape[i] == 0) return true;
-    if (h->shape[i] != 1 && h->strides[i] != expect) return false;
-    expect *= h->shape[i];
+static bool contiguous(const Layout *l, bool fortran) {
+  Py_ssize_t expect = l->itemsize;
+  for (int k = 0; k < l->ndim; k++) {
+    int i = 1 + (fortran ? k : l->ndim - 1 - k);
+    if (l->shape[i] == 0) return true;
+    if (l->shape[i] != 1 && l->strides[i] != expect) return false;
+    expect *= l->shape[i];
   }
   return true;
 }
 
-/* Wraps seg (taking ownership) in a new Handle. */
-static PyObject *handle_new(modstate *st, shl_segment *seg) {
+/* Fills the head shared by all handles from seg's layout (of its payload, or
+ * of one frame for a stream). SHL_E_BAD_SHAPE if it does not fit Py_ssize_t. */
+static int base_init(Base *b, const shl_segment *seg, const char *what, void (*drop)(Base *)) {
+  b->drop = drop; /* first: dealloc drops the core object on any failure below */
+  b->idle = NULL;
+  b->what = what;
+  b->closed = false;
+  b->pins = 0;
+  b->running = 0;
+  b->kind = shl_kind(seg);
+  snprintf(b->name, sizeof b->name, "%s", shl_name(seg));
   shl_layout layout;
   shl_get_layout(seg, &layout);
   /* The core proved that every element lies in the payload, so the byte
@@ -195,79 +307,52 @@ static PyObject *handle_new(modstate *st, shl_segment *seg) {
   for (uint32_t i = 0; i < layout.ndim; i++) {
     empty |= layout.shape[i] == 0;
     if (layout.shape[i] > (uint64_t)PY_SSIZE_T_MAX || layout.strides[i] > PY_SSIZE_T_MAX ||
-        layout.strides[i] < -PY_SSIZE_T_MAX) {
-      set_error(st, SHL_E_BAD_SHAPE, shl_name(seg), AT_OPEN);
-      shl_close(seg);
-      return NULL;
-    }
+        layout.strides[i] < -PY_SSIZE_T_MAX)
+      return SHL_E_BAD_SHAPE;
   }
-  Py_ssize_t len = empty ? 0 : (Py_ssize_t)layout.itemsize;
-  for (uint32_t i = 0; i < layout.ndim && !empty; i++) len *= (Py_ssize_t)layout.shape[i];
-  Handle *h = PyObject_New(Handle, st->handle_type);
-  if (!h) {
-    shl_close(seg);
-    return NULL;
+  Layout *l = &b->layout;
+  l->len = empty ? 0 : (Py_ssize_t)layout.itemsize;
+  for (uint32_t i = 0; i < layout.ndim && !empty; i++) l->len *= (Py_ssize_t)layout.shape[i];
+  l->ndim = (int)layout.ndim;
+  l->format = layout.format;
+  l->itemsize = (Py_ssize_t)layout.itemsize;
+  l->shape[0] = 0;
+  l->strides[0] = l->len;
+  for (int i = 0; i < l->ndim; i++) {
+    l->shape[1 + i] = (Py_ssize_t)layout.shape[i];
+    l->strides[1 + i] = (Py_ssize_t)layout.strides[i];
   }
-  h->seg = seg;
-  h->closed = h->locked = false;
-  h->pins = 0;
-  h->ndim = (int)layout.ndim;
-  h->format = layout.format;
-  h->itemsize = (Py_ssize_t)layout.itemsize;
-  for (int i = 0; i < h->ndim; i++) {
-    h->shape[i] = (Py_ssize_t)layout.shape[i];
-    h->strides[i] = (Py_ssize_t)layout.strides[i];
-  }
-  h->len = len;
-  h->c_contiguous = contiguous(h, false);
-  h->f_contiguous = contiguous(h, true);
-  h->readonly = shl_is_readonly(seg) != 0;
-  snprintf(h->name, sizeof h->name, "%s", shl_name(seg));
-  return (PyObject *)h;
+  l->c_contiguous = contiguous(l, false);
+  l->f_contiguous = contiguous(l, true);
+  return 0;
 }
 
-static void handle_dealloc(Handle *h) {
-  PyTypeObject *type = Py_TYPE(h);
-  shl_close(h->seg); /* no pins can remain: exports and calls hold references */
-  type->tp_free(h);
-  Py_DECREF(type);
-}
-
-static PyObject *handle_repr(Handle *h) {
-  return PyUnicode_FromFormat("<shmlane._shmlane.Handle '%s'%s>", h->name,
-                              h->closed ? " closed" : "");
-}
-
-/* Buffer protocol: the payload itself, described by the header's layout. */
-static int handle_getbuffer(Handle *h, Py_buffer *view, int flags) {
-  if (h->closed) {
-    PyErr_Format(PyExc_BufferError, "segment '%s' is closed", h->name);
-    return -1;
-  }
-  if ((flags & PyBUF_WRITABLE) && h->readonly) {
-    PyErr_Format(PyExc_BufferError, "segment '%s' was opened read-only", h->name);
-    return -1;
-  }
+/* Fills `view` with buf as b's layout describes it (probe: as zero frames)
+ * for `exporter`, which the view keeps alive; the caller has checked a
+ * writable request and counts the export. */
+static int fill_buffer(Py_buffer *view, PyObject *exporter, const Base *b, void *buf, bool readonly,
+                       bool probe, int flags) {
+  const Layout *l = &b->layout;
   bool want_strides = (flags & PyBUF_STRIDES) == PyBUF_STRIDES;
   bool need_c = (flags & PyBUF_C_CONTIGUOUS) == PyBUF_C_CONTIGUOUS || !want_strides;
   bool need_f = (flags & PyBUF_F_CONTIGUOUS) == PyBUF_F_CONTIGUOUS;
   bool need_any = (flags & PyBUF_ANY_CONTIGUOUS) == PyBUF_ANY_CONTIGUOUS;
-  if ((need_c && !h->c_contiguous) || (need_f && !h->f_contiguous) ||
-      (need_any && !h->c_contiguous && !h->f_contiguous)) {
-    PyErr_Format(PyExc_BufferError, "segment '%s' is not laid out contiguously", h->name);
+  if (!probe && ((need_c && !l->c_contiguous) || (need_f && !l->f_contiguous) ||
+                 (need_any && !l->c_contiguous && !l->f_contiguous))) {
+    PyErr_Format(PyExc_BufferError, "%s '%s' is not laid out contiguously", b->what, b->name);
     return -1;
   }
-  view->buf = shl_payload(h->seg);
-  view->len = h->len;
-  view->readonly = h->readonly;
+  view->buf = buf;
+  view->len = probe ? 0 : l->len;
+  view->readonly = readonly;
   view->suboffsets = NULL;
   view->internal = NULL;
   if (flags & PyBUF_ND) {
-    view->itemsize = h->itemsize;
-    view->format = (flags & PyBUF_FORMAT) ? (char *)h->format : NULL;
-    view->ndim = h->ndim;
-    view->shape = h->shape;
-    view->strides = want_strides ? h->strides : NULL;
+    view->itemsize = l->itemsize;
+    view->format = (flags & PyBUF_FORMAT) ? (char *)l->format : NULL;
+    view->ndim = l->ndim + probe;
+    view->shape = (Py_ssize_t *)(probe ? l->shape : l->shape + 1);
+    view->strides = want_strides ? (Py_ssize_t *)(probe ? l->strides : l->strides + 1) : NULL;
   } else { /* plain bytes */
     view->itemsize = 1;
     view->format = (flags & PyBUF_FORMAT) ? "B" : NULL;
@@ -275,26 +360,149 @@ static int handle_getbuffer(Handle *h, Py_buffer *view, int flags) {
     view->shape = NULL;
     view->strides = NULL;
   }
-  Py_INCREF(h);
-  view->obj = (PyObject *)h;
-  h->pins++;
+  Py_INCREF(exporter);
+  view->obj = exporter;
   return 0;
+}
+
+static void base_dealloc(Base *b) {
+  PyTypeObject *type = Py_TYPE(b);
+  b->drop(b); /* no pins can remain: exports, samples and calls hold references */
+  type->tp_free(b);
+  Py_DECREF(type);
+}
+
+static PyObject *base_repr(Base *b) {
+  return PyUnicode_FromFormat("<%s '%s'%s>", Py_TYPE(b)->tp_name, b->name,
+                              b->closed ? " closed" : "");
+}
+
+static PyObject *base_layout(Base *b, PyObject *unused) {
+  (void)unused;
+  if (b->closed) return closed_error(b);
+  const Layout *l = &b->layout;
+  PyObject *shape = PyTuple_New(l->ndim), *strides = PyTuple_New(l->ndim);
+  if (!shape || !strides) goto fail;
+  for (int i = 0; i < l->ndim; i++) {
+    PyObject *dim = PyLong_FromSsize_t(l->shape[1 + i]);
+    PyObject *stride = PyLong_FromSsize_t(l->strides[1 + i]);
+    if (dim) PyTuple_SET_ITEM(shape, i, dim);
+    if (stride) PyTuple_SET_ITEM(strides, i, stride);
+    if (!dim || !stride) goto fail;
+  }
+  return Py_BuildValue("{s:s,s:n,s:N,s:N,s:I,s:O}", "format", l->format, "itemsize", l->itemsize,
+                       "shape", shape, "strides", strides, "kind", (unsigned)b->kind,
+                       "c_contiguous", l->c_contiguous ? Py_True : Py_False);
+fail:
+  Py_XDECREF(shape);
+  Py_XDECREF(strides);
+  return NULL;
+}
+
+static PyObject *stream_info(Base *b, const shl_segment *seg) {
+  shl_stream_info s;
+  int rc = shl_stream_get_info(seg, &s);
+  if (rc < 0) return set_error(state_of((PyObject *)b), rc, b->name, AT_STREAM);
+  return Py_BuildValue("{s:I,s:I,s:O,s:I,s:i,s:i,s:K,s:K,s:K}", "slots", s.slots, "max_readers",
+                       s.max_readers, "block", s.flags & SHL_STREAM_BLOCK ? Py_True : Py_False,
+                       "readers_alive", s.readers_alive, "writer_pid", (int)s.writer_pid,
+                       "writer_alive", s.writer_alive, "last_seq", (unsigned long long)s.last_seq,
+                       "last_timestamp_ns", (unsigned long long)s.last_timestamp_ns, "slot_stride",
+                       (unsigned long long)s.slot_stride);
+}
+
+static PyObject *base_get_name(Base *b, void *unused) {
+  (void)unused;
+  return PyUnicode_FromString(b->name);
+}
+
+static PyObject *base_get_closed(Base *b, void *unused) {
+  (void)unused;
+  return PyBool_FromLong(b->closed);
+}
+
+/* Entries every handle type's method and attribute tables start with. */
+// clang-format off
+#define BASE_METHODS                                                                       \
+  {"layout", (PyCFunction)base_layout, METH_NOARGS,                                        \
+   "The header's layout (of one frame for a stream): format, itemsize, shape, strides, "   \
+   "kind, c_contiguous."}
+#define BASE_GETSET                                                                        \
+  {"name", (getter)base_get_name, NULL, "Segment name.", NULL},                            \
+  {"closed", (getter)base_get_closed, NULL, "True after close().", NULL}
+// clang-format on
+
+/* Handles come only from the module's functions. */
+#ifdef Py_TPFLAGS_DISALLOW_INSTANTIATION
+#define HANDLE_FLAGS \
+  (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION | Py_TPFLAGS_IMMUTABLETYPE)
+#else /* Python 3.9: add_type() clears tp_new instead */
+#define HANDLE_FLAGS Py_TPFLAGS_DEFAULT
+#endif
+
+/* ---------------------------------------------------------------- Handle: a segment */
+
+static void handle_drop(Base *b) {
+  Handle *h = (Handle *)b;
+  shl_close(h->seg); /* also unlocks if this handle still holds the lock */
+  h->seg = NULL;
+  h->locked = false;
+}
+
+/* Wraps seg (taking ownership) in a new Handle. */
+static PyObject *handle_new(modstate *st, shl_segment *seg) {
+  Handle *h = PyObject_New(Handle, st->handle_type);
+  if (!h) {
+    shl_close(seg);
+    return NULL;
+  }
+  h->seg = seg;
+  h->locked = false;
+  h->readonly = shl_is_readonly(seg) != 0;
+  int rc = base_init(&h->base, seg, "segment", handle_drop);
+  if (rc < 0) {
+    set_error(st, rc, shl_name(seg), AT_OPEN);
+    Py_DECREF(h);
+    return NULL;
+  }
+  return (PyObject *)h;
+}
+
+/* Buffer protocol: the payload itself, described by the header's layout. */
+static int handle_getbuffer(Handle *h, Py_buffer *view, int flags) {
+  if (h->base.closed) {
+    PyErr_Format(PyExc_BufferError, "segment '%s' is closed", h->base.name);
+    return -1;
+  }
+  if ((flags & PyBUF_WRITABLE) && h->readonly) {
+    PyErr_Format(PyExc_BufferError, "segment '%s' was opened read-only", h->base.name);
+    return -1;
+  }
+  if (fill_buffer(view, (PyObject *)h, &h->base, shl_payload(h->seg), h->readonly, false, flags) <
+      0)
+    return -1;
+  h->base.pins++;
+  return 0;
+}
+
+/* Shared by every exporter whose views pin a handle. */
+static void unpin_base(Base *b) {
+  b->pins--;
+  release_if_done(b);
 }
 
 static void handle_releasebuffer(Handle *h, Py_buffer *view) {
   (void)view;
-  h->pins--;
-  release_if_done(h);
+  unpin_base(&h->base);
 }
 
 static PyObject *handle_close(Handle *h, PyObject *unused) {
   (void)unused;
-  if (h->closed) Py_RETURN_NONE;
+  if (h->base.closed) Py_RETURN_NONE;
   /* Deferred unmapping must not keep other processes out of the lock. */
   if (h->locked) shl_unlock(h->seg);
   h->locked = false;
-  h->closed = true;
-  release_if_done(h);
+  base_close(&h->base);
   Py_RETURN_NONE;
 }
 
@@ -304,33 +512,34 @@ static int lock_step(void *seg, int64_t timeout_ns) { return shl_lock(seg, timeo
 static PyObject *handle_lock(Handle *h, PyObject *arg) {
   int64_t timeout_ns;
   if (!timeout_converter(arg, &timeout_ns)) return NULL;
-  if (h->closed) return closed_error(h);
-  int rc = run_blocking(h, lock_step, h->seg, timeout_ns, SLICE_NS, -ETIMEDOUT, -ETIMEDOUT);
-  if (h->closed) {
+  if (h->base.closed) return closed_error(&h->base);
+  int rc = run_blocking(&h->base, lock_step, h->seg, timeout_ns, SLICE_NS, -ETIMEDOUT, -ETIMEDOUT);
+  if (h->base.closed) {
     if (rc == 0 || rc == SHL_E_OWNER_DEAD) shl_unlock(h->seg);
-    return closed_meanwhile(h);
+    return closed_meanwhile(&h->base);
   }
   if (rc == PY_ERROR) return NULL;
-  if (rc < 0 && rc != SHL_E_OWNER_DEAD) return set_error(handle_state(h), rc, h->name, AT_USE);
+  if (rc < 0 && rc != SHL_E_OWNER_DEAD)
+    return set_error(state_of((PyObject *)h), rc, h->base.name, AT_USE);
   h->locked = true;
   return PyBool_FromLong(rc == SHL_E_OWNER_DEAD);
 }
 
 static PyObject *handle_unlock(Handle *h, PyObject *unused) {
   (void)unused;
-  if (h->closed) return closed_error(h);
+  if (h->base.closed) return closed_error(&h->base);
   int rc = shl_unlock(h->seg);
-  if (rc < 0) return set_error(handle_state(h), rc, h->name, AT_USE);
+  if (rc < 0) return set_error(state_of((PyObject *)h), rc, h->base.name, AT_USE);
   h->locked = false;
   Py_RETURN_NONE;
 }
 
 static PyObject *handle_notify(Handle *h, PyObject *unused) {
   (void)unused;
-  if (h->closed) return closed_error(h);
+  if (h->base.closed) return closed_error(&h->base);
   uint64_t v;
   int rc = shl_notify(h->seg, &v);
-  if (rc < 0) return set_error(handle_state(h), rc, h->name, AT_USE);
+  if (rc < 0) return set_error(state_of((PyObject *)h), rc, h->base.name, AT_USE);
   return PyLong_FromUnsignedLongLong(v);
 }
 
@@ -350,40 +559,21 @@ static PyObject *handle_wait(Handle *h, PyObject *args) {
   unsigned long long since;
   int64_t timeout_ns;
   if (!PyArg_ParseTuple(args, "KO&:wait", &since, timeout_converter, &timeout_ns)) return NULL;
-  if (h->closed) return closed_error(h);
+  if (h->base.closed) return closed_error(&h->base);
   struct wait_ctx w = {h->seg, since, 0};
-  int rc = run_blocking(h, wait_step, &w, timeout_ns, 0, -EINTR, -ETIMEDOUT);
-  if (h->closed) return closed_meanwhile(h);
+  int rc = run_blocking(&h->base, wait_step, &w, timeout_ns, 0, -EINTR, -ETIMEDOUT);
+  if (h->base.closed) return closed_meanwhile(&h->base);
   if (rc == PY_ERROR) return NULL;
-  if (rc < 0) return set_error(handle_state(h), rc, h->name, AT_USE);
+  if (rc < 0) return set_error(state_of((PyObject *)h), rc, h->base.name, AT_USE);
   return PyLong_FromUnsignedLongLong(w.seen);
-}
-
-static PyObject *handle_layout(Handle *h, PyObject *unused) {
-  (void)unused;
-  if (h->closed) return closed_error(h);
-  PyObject *shape = PyTuple_New(h->ndim), *strides = PyTuple_New(h->ndim);
-  if (!shape || !strides) goto fail;
-  for (int i = 0; i < h->ndim; i++) {
-    PyObject *dim = PyLong_FromSsize_t(h->shape[i]), *stride = PyLong_FromSsize_t(h->strides[i]);
-    if (dim) PyTuple_SET_ITEM(shape, i, dim);
-    if (stride) PyTuple_SET_ITEM(strides, i, stride);
-    if (!dim || !stride) goto fail;
-  }
-  return Py_BuildValue("{s:s,s:n,s:N,s:N,s:I}", "format", h->format, "itemsize", h->itemsize,
-                       "shape", shape, "strides", strides, "kind", (unsigned)shl_kind(h->seg));
-fail:
-  Py_XDECREF(shape);
-  Py_XDECREF(strides);
-  return NULL;
 }
 
 static PyObject *handle_info(Handle *h, PyObject *unused) {
   (void)unused;
-  if (h->closed) return closed_error(h);
+  if (h->base.closed) return closed_error(&h->base);
   shl_info info;
   int rc = shl_get_info(h->seg, &info);
-  if (rc < 0) return set_error(handle_state(h), rc, h->name, AT_USE);
+  if (rc < 0) return set_error(state_of((PyObject *)h), rc, h->base.name, AT_USE);
   return Py_BuildValue("{s:s,s:I,s:I,s:K,s:K,s:K,s:i,s:i,s:K,s:I,s:I}", "name", info.name, "kind",
                        info.kind, "format_version", info.format_version, "total_size",
                        (unsigned long long)info.total_size, "payload_size",
@@ -393,20 +583,17 @@ static PyObject *handle_info(Handle *h, PyObject *unused) {
                        (unsigned long long)info.created_ns, "mode", info.mode, "uid", info.uid);
 }
 
+/* stream_info() -> the stream's counters, for a segment of kind stream. */
+static PyObject *handle_stream_info(Handle *h, PyObject *unused) {
+  (void)unused;
+  if (h->base.closed) return closed_error(&h->base);
+  return stream_info(&h->base, h->seg);
+}
+
 static PyObject *handle_get_version(Handle *h, void *unused) {
   (void)unused;
-  if (h->closed) return closed_error(h);
+  if (h->base.closed) return closed_error(&h->base);
   return PyLong_FromUnsignedLongLong(shl_version(h->seg));
-}
-
-static PyObject *handle_get_name(Handle *h, void *unused) {
-  (void)unused;
-  return PyUnicode_FromString(h->name);
-}
-
-static PyObject *handle_get_closed(Handle *h, void *unused) {
-  (void)unused;
-  return PyBool_FromLong(h->closed);
 }
 
 static PyObject *handle_get_readonly(Handle *h, void *unused) {
@@ -416,7 +603,7 @@ static PyObject *handle_get_readonly(Handle *h, void *unused) {
 
 static PyObject *handle_get_nbytes(Handle *h, void *unused) {
   (void)unused;
-  if (h->closed) return closed_error(h);
+  if (h->base.closed) return closed_error(&h->base);
   return PyLong_FromUnsignedLongLong(shl_payload_size(h->seg));
 }
 
@@ -429,15 +616,15 @@ static PyMethodDef handle_methods[] = {
     {"notify", (PyCFunction)handle_notify, METH_NOARGS, "Bump the version, wake waiters."},
     {"wait", (PyCFunction)handle_wait, METH_VARARGS,
      "wait(since, timeout) -> version. Blocks with the GIL released; Ctrl-C interrupts."},
-    {"layout", (PyCFunction)handle_layout, METH_NOARGS,
-     "The header's layout: format, itemsize, shape, strides, kind."},
     {"info", (PyCFunction)handle_info, METH_NOARGS, "The header's bookkeeping fields."},
+    {"stream_info", (PyCFunction)handle_stream_info, METH_NOARGS,
+     "A stream segment's slots, readers, writer and last frame."},
+    BASE_METHODS,
     {NULL, NULL, 0, NULL},
 };
 
 static PyGetSetDef handle_getset[] = {
-    {"name", (getter)handle_get_name, NULL, "Segment name.", NULL},
-    {"closed", (getter)handle_get_closed, NULL, "True after close().", NULL},
+    BASE_GETSET,
     {"readonly", (getter)handle_get_readonly, NULL, "Payload mapped read-only.", NULL},
     {"nbytes", (getter)handle_get_nbytes, NULL, "Payload size in bytes.", NULL},
     {"version", (getter)handle_get_version, NULL, "Current change counter.", NULL},
@@ -446,8 +633,8 @@ static PyGetSetDef handle_getset[] = {
 
 static PyType_Slot handle_slots[] = {
     {Py_tp_doc, "An open shmlane segment; exports its payload through the buffer protocol."},
-    {Py_tp_dealloc, handle_dealloc},
-    {Py_tp_repr, handle_repr},
+    {Py_tp_dealloc, base_dealloc},
+    {Py_tp_repr, base_repr},
     {Py_tp_methods, handle_methods},
     {Py_tp_getset, handle_getset},
     {Py_bf_getbuffer, handle_getbuffer},
@@ -455,18 +642,478 @@ static PyType_Slot handle_slots[] = {
     {0, NULL},
 };
 
-/* Handles come only from create() and open(). */
-#ifdef Py_TPFLAGS_DISALLOW_INSTANTIATION
-#define HANDLE_FLAGS \
-  (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION | Py_TPFLAGS_IMMUTABLETYPE)
-#else /* Python 3.9: tp_new is cleared in mod_exec instead */
-#define HANDLE_FLAGS Py_TPFLAGS_DEFAULT
-#endif
-
 static PyType_Spec handle_spec = {"shmlane._shmlane.Handle", sizeof(Handle), 0, HANDLE_FLAGS,
                                   handle_slots};
 
+/* ---------------------------------------------------------------- streams: shared */
+
+/* The probe: zero frames of the stream's frame layout, read-only, from which
+ * NumPy learns the frame's dtype without touching any slot. */
+static int stream_getbuffer(Base *b, Py_buffer *view, int flags, const shl_segment *seg) {
+  if (b->closed) {
+    PyErr_Format(PyExc_BufferError, "%s '%s' is closed", b->what, b->name);
+    return -1;
+  }
+  if (flags & PyBUF_WRITABLE) {
+    PyErr_Format(PyExc_BufferError, "%s '%s' exports no frame data", b->what, b->name);
+    return -1;
+  }
+  if (fill_buffer(view, (PyObject *)b, b, shl_payload(seg), true, true, flags) < 0) return -1;
+  b->pins++;
+  return 0;
+}
+
+static void stream_releasebuffer(Base *b, Py_buffer *view) {
+  (void)view;
+  unpin_base(b);
+}
+
+/* ---------------------------------------------------------------- Writer and Loan */
+
+static void writer_drop(Base *b) {
+  Writer *w = (Writer *)b;
+  shl_writer_close(w->w); /* gives up the writer role; the stream stays */
+  w->w = NULL;
+  if (w->frames) base_close(&w->frames->base); /* unmapped after the last view of a loan */
+  Py_CLEAR(w->frames);
+}
+
+/* The outstanding loan is over: the writer may loan again. */
+static void end_loan(Loan *l, enum loan_state state) {
+  l->state = state;
+  l->writer->loan = NULL;
+}
+
+static PyObject *writer_close(Writer *w, PyObject *unused) {
+  (void)unused;
+  if (w->base.closed) Py_RETURN_NONE;
+  if (w->loan) {
+    shl_writer_discard(w->w);
+    end_loan(w->loan, DISCARDED);
+  }
+  base_close(&w->base);
+  Py_RETURN_NONE;
+}
+
+struct loan_ctx {
+  shl_writer *w;
+  void *frame;
+};
+
+static int loan_step(void *ctx, int64_t timeout_ns) {
+  struct loan_ctx *c = ctx;
+  return shl_writer_loan(c->w, &c->frame, timeout_ns);
+}
+
+/* loan(timeout) -> Loan. Waits (GIL released, Ctrl-C works) only while
+ * readers pin every free slot, or for `all` readers on a blocking stream. */
+static PyObject *writer_loan(Writer *w, PyObject *arg) {
+  modstate *st = state_of((PyObject *)w);
+  int64_t timeout_ns;
+  if (!timeout_converter(arg, &timeout_ns)) return NULL;
+  if (w->base.closed) return closed_error(&w->base);
+  if (w->loan || w->loaning) {
+    PyErr_Format(PyExc_RuntimeError,
+                 "stream '%s': a loan is already outstanding; publish or discard it first",
+                 w->base.name);
+    return NULL;
+  }
+  /* Allocated first, so that no failure can leave a slot loaned. */
+  Loan *l = PyObject_New(Loan, st->loan_type);
+  if (!l) return NULL;
+  l->writer = NULL;
+  l->state = DISCARDED;
+  struct loan_ctx c = {w->w, NULL};
+  w->loaning = true;
+  int rc = run_blocking(&w->base, loan_step, &c, timeout_ns, SLICE_NS, -ETIMEDOUT, -ETIMEDOUT);
+  w->loaning = false;
+  if (rc >= 0 && w->base.closed) shl_writer_discard(w->w);
+  if (rc < 0 || w->base.closed) {
+    Py_DECREF(l);
+    if (w->base.closed) return closed_meanwhile(&w->base);
+    return rc == PY_ERROR ? NULL : set_error(st, rc, w->base.name, AT_STREAM);
+  }
+  Py_INCREF(w);
+  l->writer = w;
+  Py_INCREF(w->frames);
+  l->frames = w->frames;
+  /* The same slot in the second mapping. */
+  l->frame = (char *)shl_payload(w->frames->seg) +
+             ((char *)c.frame - (char *)shl_payload(shl_writer_segment(w->w)));
+  l->state = LOANED;
+  w->loan = l;
+  return (PyObject *)l;
+}
+
+static PyObject *writer_info(Writer *w, PyObject *unused) {
+  (void)unused;
+  if (w->base.closed) return closed_error(&w->base);
+  return stream_info(&w->base, shl_writer_segment(w->w));
+}
+
+static PyObject *writer_get_next_seq(Writer *w, void *unused) {
+  (void)unused;
+  if (w->base.closed) return closed_error(&w->base);
+  return PyLong_FromUnsignedLongLong(shl_writer_next_seq(w->w));
+}
+
+static int writer_getbuffer(Writer *w, Py_buffer *view, int flags) {
+  return stream_getbuffer(&w->base, view, flags, w->w ? shl_writer_segment(w->w) : NULL);
+}
+
+static PyMethodDef writer_methods[] = {
+    {"close", (PyCFunction)writer_close, METH_NOARGS,
+     "Discard an outstanding loan and give up the writer role; views of loans stay valid."},
+    {"loan", (PyCFunction)writer_loan, METH_O,
+     "loan(timeout) -> Loan. Blocks with the GIL released; Ctrl-C interrupts."},
+    {"info", (PyCFunction)writer_info, METH_NOARGS,
+     "The stream's slots, readers, writer and last frame."},
+    BASE_METHODS,
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef writer_getset[] = {
+    BASE_GETSET,
+    {"next_seq", (getter)writer_get_next_seq, NULL, "The sequence number the next publish stamps.",
+     NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot writer_slots[] = {
+    {Py_tp_doc, "The writer of a stream. Exports zero frames (for the dtype); frames are loaned."},
+    {Py_tp_dealloc, base_dealloc},
+    {Py_tp_repr, base_repr},
+    {Py_tp_methods, writer_methods},
+    {Py_tp_getset, writer_getset},
+    {Py_bf_getbuffer, writer_getbuffer},
+    {Py_bf_releasebuffer, stream_releasebuffer},
+    {0, NULL},
+};
+
+static PyType_Spec writer_spec = {"shmlane._shmlane.Writer", sizeof(Writer), 0, HANDLE_FLAGS,
+                                  writer_slots};
+
+static PyObject *loan_over(Loan *l, PyObject *type) {
+  PyErr_Format(type, "the loan on stream '%s' is already %s",
+               l->writer ? l->writer->base.name : "?",
+               l->state == PUBLISHED ? "published" : "discarded");
+  return NULL;
+}
+
+/* publish() -> the frame's sequence number; wakes the readers. */
+static PyObject *loan_publish(Loan *l, PyObject *unused) {
+  (void)unused;
+  if (l->state != LOANED) return loan_over(l, PyExc_ValueError);
+  uint64_t seq;
+  int rc = shl_writer_publish(l->writer->w, &seq);
+  end_loan(l, PUBLISHED); /* whatever rc: the core has let the slot go */
+  if (rc < 0) return set_error(state_of((PyObject *)l), rc, l->writer->base.name, AT_STREAM);
+  return PyLong_FromUnsignedLongLong(seq);
+}
+
+static PyObject *loan_discard(Loan *l, PyObject *unused) {
+  (void)unused;
+  if (l->state != LOANED) return loan_over(l, PyExc_ValueError);
+  shl_writer_discard(l->writer->w);
+  end_loan(l, DISCARDED);
+  Py_RETURN_NONE;
+}
+
+static PyObject *loan_get_state(Loan *l, void *unused) {
+  (void)unused;
+  static const char *const names[] = {"loaned", "published", "discarded"};
+  return PyUnicode_FromString(names[l->state]);
+}
+
+/* Buffer protocol: the loaned slot, writable, until published or discarded.
+ * Views pin the mapping, not the slot: writing through a view kept past
+ * publish() changes a published frame. */
+static int loan_getbuffer(Loan *l, Py_buffer *view, int flags) {
+  if (l->state != LOANED) {
+    loan_over(l, PyExc_BufferError);
+    return -1;
+  }
+  if (fill_buffer(view, (PyObject *)l, &l->writer->base, l->frame, false, false, flags) < 0)
+    return -1;
+  l->frames->base.pins++;
+  return 0;
+}
+
+static void loan_releasebuffer(Loan *l, Py_buffer *view) {
+  (void)view;
+  unpin_base(&l->frames->base);
+}
+
+static void loan_dealloc(Loan *l) {
+  PyTypeObject *type = Py_TYPE(l);
+  if (l->writer) {
+    if (l->state == LOANED) { /* dropped without publishing: the frame is discarded */
+      shl_writer_discard(l->writer->w);
+      end_loan(l, DISCARDED);
+    }
+    Py_DECREF(l->writer);
+    Py_DECREF(l->frames);
+  }
+  type->tp_free(l);
+  Py_DECREF(type);
+}
+
+static PyMethodDef loan_methods[] = {
+    {"publish", (PyCFunction)loan_publish, METH_NOARGS,
+     "publish() -> seq. Stamps sequence number and time, wakes readers."},
+    {"discard", (PyCFunction)loan_discard, METH_NOARGS, "Give the slot back unpublished."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef loan_getset[] = {
+    {"state", (getter)loan_get_state, NULL, "'loaned', 'published' or 'discarded'.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot loan_slots[] = {
+    {Py_tp_doc, "A slot loaned by a stream writer; exports the frame writable until published."},
+    {Py_tp_dealloc, loan_dealloc},
+    {Py_tp_methods, loan_methods},
+    {Py_tp_getset, loan_getset},
+    {Py_bf_getbuffer, loan_getbuffer},
+    {Py_bf_releasebuffer, loan_releasebuffer},
+    {0, NULL},
+};
+
+static PyType_Spec loan_spec = {"shmlane._shmlane.Loan", sizeof(Loan), 0, HANDLE_FLAGS, loan_slots};
+
+/* ---------------------------------------------------------------- Reader and Sample */
+
+static void reader_drop(Base *b) {
+  Reader *r = (Reader *)b;
+  shl_reader_close(r->r); /* frees the reader's entry; the stream stays */
+  r->r = NULL;
+}
+
+/* No receive runs without the GIL: release the samples queued meanwhile. */
+static void reader_idle(Base *b) {
+  Reader *r = (Reader *)b;
+  while (r->deferred_mask) {
+    int slot = __builtin_ctzll(r->deferred_mask);
+    r->deferred_mask &= r->deferred_mask - 1;
+    (void)shl_reader_release(r->r, &r->deferred[slot]); /* a sample we pinned: cannot fail */
+  }
+}
+
+static void sample_unpin(Sample *s) {
+  if (!s->pinned) return;
+  s->pinned = false;
+  Reader *r = s->reader;
+  if (r->base.running > 0) {
+    r->deferred[s->s.slot] = s->s;
+    r->deferred_mask |= 1ull << s->s.slot;
+  } else {
+    (void)shl_reader_release(r->r, &s->s);
+  }
+  unpin_base(&r->base);
+}
+
+static PyObject *reader_close(Reader *r, PyObject *unused) {
+  (void)unused;
+  base_close(&r->base);
+  Py_RETURN_NONE;
+}
+
+struct receive_ctx {
+  shl_reader *r;
+  shl_sample s;
+};
+
+static int receive_step(void *ctx, int64_t timeout_ns) {
+  struct receive_ctx *c = ctx;
+  return shl_reader_receive(c->r, &c->s, timeout_ns, SHL_WAIT_INTERRUPTIBLE);
+}
+
+/* receive(timeout) -> Sample, pinned. Blocks with the GIL released; a signal
+ * ends the core's wait at once, and handlers run (Ctrl-C raises). Sliced, so
+ * that releases queued by other threads happen meanwhile. */
+static PyObject *reader_receive(Reader *r, PyObject *arg) {
+  modstate *st = state_of((PyObject *)r);
+  int64_t timeout_ns;
+  if (!timeout_converter(arg, &timeout_ns)) return NULL;
+  if (r->base.closed) return closed_error(&r->base);
+  if (r->receiving) {
+    PyErr_Format(PyExc_RuntimeError, "stream '%s': another thread is receiving on this reader",
+                 r->base.name);
+    return NULL;
+  }
+  /* Allocated first, so that no failure can leave a slot pinned. */
+  Sample *s = PyObject_New(Sample, st->sample_type);
+  if (!s) return NULL;
+  s->reader = NULL;
+  s->pinned = s->released = false;
+  s->exports = 0;
+  struct receive_ctx c = {r->r, {0}};
+  r->receiving = true;
+  int rc = run_blocking(&r->base, receive_step, &c, timeout_ns, SLICE_NS, -ETIMEDOUT, -ETIMEDOUT);
+  r->receiving = false;
+  if (rc == 0) {
+    Py_INCREF(r);
+    s->reader = r;
+    s->s = c.s;
+    s->pinned = true;
+    r->base.pins++;
+  }
+  if (rc < 0 || r->base.closed) {
+    Py_DECREF(s); /* gives back a pin taken after close */
+    if (r->base.closed) return closed_meanwhile(&r->base);
+    return rc == PY_ERROR ? NULL : set_error(st, rc, r->base.name, AT_STREAM);
+  }
+  return (PyObject *)s;
+}
+
+static PyObject *reader_info(Reader *r, PyObject *unused) {
+  (void)unused;
+  if (r->base.closed) return closed_error(&r->base);
+  return stream_info(&r->base, shl_reader_segment(r->r));
+}
+
+static int reader_getbuffer(Reader *r, Py_buffer *view, int flags) {
+  return stream_getbuffer(&r->base, view, flags, r->r ? shl_reader_segment(r->r) : NULL);
+}
+
+static PyMethodDef reader_methods[] = {
+    {"close", (PyCFunction)reader_close, METH_NOARGS,
+     "Leave the stream once no sample is pinned any more."},
+    {"receive", (PyCFunction)reader_receive, METH_O,
+     "receive(timeout) -> Sample. Blocks with the GIL released; Ctrl-C interrupts."},
+    {"info", (PyCFunction)reader_info, METH_NOARGS,
+     "The stream's slots, readers, writer and last frame."},
+    BASE_METHODS,
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef reader_getset[] = {
+    BASE_GETSET,
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot reader_slots[] = {
+    {Py_tp_doc, "A reader of a stream. Exports zero frames (for the dtype); frames are samples."},
+    {Py_tp_dealloc, base_dealloc},
+    {Py_tp_repr, base_repr},
+    {Py_tp_methods, reader_methods},
+    {Py_tp_getset, reader_getset},
+    {Py_bf_getbuffer, reader_getbuffer},
+    {Py_bf_releasebuffer, stream_releasebuffer},
+    {0, NULL},
+};
+
+static PyType_Spec reader_spec = {"shmlane._shmlane.Reader", sizeof(Reader), 0, HANDLE_FLAGS,
+                                  reader_slots};
+
+/* release(): give the slot back once no exported view remains. Idempotent. */
+static PyObject *sample_release(Sample *s, PyObject *unused) {
+  (void)unused;
+  s->released = true;
+  if (s->exports == 0) sample_unpin(s);
+  Py_RETURN_NONE;
+}
+
+/* Buffer protocol: the pinned frame, read-only, until released. */
+static int sample_getbuffer(Sample *s, Py_buffer *view, int flags) {
+  Base *b = &s->reader->base;
+  if (s->released) {
+    PyErr_Format(PyExc_BufferError, "sample %llu of stream '%s' was released",
+                 (unsigned long long)s->s.seq, b->name);
+    return -1;
+  }
+  if (flags & PyBUF_WRITABLE) {
+    PyErr_Format(PyExc_BufferError, "samples of stream '%s' are read-only", b->name);
+    return -1;
+  }
+  if (fill_buffer(view, (PyObject *)s, b, (void *)s->s.data, true, false, flags) < 0) return -1;
+  s->exports++;
+  return 0;
+}
+
+static void sample_releasebuffer(Sample *s, Py_buffer *view) {
+  (void)view;
+  if (--s->exports == 0 && s->released) sample_unpin(s);
+}
+
+static void sample_dealloc(Sample *s) {
+  PyTypeObject *type = Py_TYPE(s);
+  sample_unpin(s); /* no view remains: each holds a reference */
+  Py_XDECREF(s->reader);
+  type->tp_free(s);
+  Py_DECREF(type);
+}
+
+static PyObject *sample_get_seq(Sample *s, void *unused) {
+  (void)unused;
+  return PyLong_FromUnsignedLongLong(s->s.seq);
+}
+
+static PyObject *sample_get_timestamp_ns(Sample *s, void *unused) {
+  (void)unused;
+  return PyLong_FromUnsignedLongLong(s->s.timestamp_ns);
+}
+
+static PyObject *sample_get_lost(Sample *s, void *unused) {
+  (void)unused;
+  return PyLong_FromUnsignedLongLong(s->s.lost);
+}
+
+static PyObject *sample_get_slot(Sample *s, void *unused) {
+  (void)unused;
+  return PyLong_FromUnsignedLong(s->s.slot);
+}
+
+static PyObject *sample_get_pinned(Sample *s, void *unused) {
+  (void)unused;
+  return PyBool_FromLong(s->pinned);
+}
+
+static PyMethodDef sample_methods[] = {
+    {"release", (PyCFunction)sample_release, METH_NOARGS,
+     "Give the slot back once no exported view remains."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef sample_getset[] = {
+    {"seq", (getter)sample_get_seq, NULL, "Sequence number: 1, 2, ... per stream.", NULL},
+    {"timestamp_ns", (getter)sample_get_timestamp_ns, NULL, "CLOCK_MONOTONIC at publish.", NULL},
+    {"lost", (getter)sample_get_lost, NULL, "Frames skipped just before this one.", NULL},
+    {"slot", (getter)sample_get_slot, NULL, "The slot it occupies.", NULL},
+    {"pinned", (getter)sample_get_pinned, NULL, "The writer may not reuse the slot yet.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot sample_slots[] = {
+    {Py_tp_doc, "A published frame pinned by a stream reader; exports it read-only."},
+    {Py_tp_dealloc, sample_dealloc},
+    {Py_tp_methods, sample_methods},
+    {Py_tp_getset, sample_getset},
+    {Py_bf_getbuffer, sample_getbuffer},
+    {Py_bf_releasebuffer, sample_releasebuffer},
+    {0, NULL},
+};
+
+static PyType_Spec sample_spec = {"shmlane._shmlane.Sample", sizeof(Sample), 0, HANDLE_FLAGS,
+                                  sample_slots};
+
 /* ---------------------------------------------------------------- module functions */
+
+/* The shape tuple into layout->ndim and layout->shape. */
+static int parse_shape(PyObject *shape, shl_layout *layout, const char *name) {
+  Py_ssize_t ndim = PyTuple_GET_SIZE(shape);
+  if (ndim > SHL_MAX_NDIM) {
+    PyErr_Format(PyExc_ValueError, "segment '%s': at most %d dimensions", name, SHL_MAX_NDIM);
+    return -1;
+  }
+  layout->ndim = (uint32_t)ndim;
+  for (Py_ssize_t i = 0; i < ndim; i++) {
+    layout->shape[i] = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(shape, i));
+    if (PyErr_Occurred()) return -1;
+  }
+  return 0;
+}
 
 /* create(name, format, shape, mode, flags) -> Handle */
 static PyObject *mod_create(PyObject *mod, PyObject *args) {
@@ -478,16 +1125,7 @@ static PyObject *mod_create(PyObject *mod, PyObject *args) {
                         &flags))
     return NULL;
   shl_layout layout = {.format = format};
-  Py_ssize_t ndim = PyTuple_GET_SIZE(shape);
-  if (ndim > SHL_MAX_NDIM) {
-    PyErr_Format(PyExc_ValueError, "segment '%s': at most %d dimensions", name, SHL_MAX_NDIM);
-    return NULL;
-  }
-  layout.ndim = (uint32_t)ndim;
-  for (Py_ssize_t i = 0; i < ndim; i++) {
-    layout.shape[i] = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(shape, i));
-    if (PyErr_Occurred()) return NULL;
-  }
+  if (parse_shape(shape, &layout, name) < 0) return NULL;
   shl_create_opts opts = {.mode = mode, .flags = flags};
   shl_segment *seg;
   PyThreadState *gil = PyEval_SaveThread(); /* reserving a large payload takes a while */
@@ -524,6 +1162,104 @@ static PyObject *mod_open(PyObject *mod, PyObject *args) {
   return handle_new(st, o.seg);
 }
 
+/* Maps the writer's stream a second time, for loans (see Writer). 0, a core
+ * code, or PY_ERROR with an exception set. */
+static int map_frames(Writer *w, modstate *st) {
+  const shl_segment *seg = shl_writer_segment(w->w);
+  shl_segment *again;
+  int rc = shl_open(&again, shl_name(seg), 0, SHL_OPEN_DEFAULT_TIMEOUT_NS);
+  if (rc < 0) return rc;
+  /* The name may have been unlinked and reused in between: compare birth records. */
+  shl_info mine, theirs;
+  if ((rc = shl_get_info(seg, &mine)) < 0 || (rc = shl_get_info(again, &theirs)) < 0 ||
+      mine.created_ns != theirs.created_ns || mine.creator_pid != theirs.creator_pid ||
+      mine.total_size != theirs.total_size) {
+    shl_close(again);
+    return rc < 0 ? rc : -ESTALE;
+  }
+  w->frames = (Handle *)handle_new(st, again);
+  return w->frames ? 0 : PY_ERROR;
+}
+
+/* writer_open(name, format, shape, slots, max_readers, flags, mode) -> Writer:
+ * creates the stream, or takes over one of the same layout whose writer is gone. */
+static PyObject *mod_writer_open(PyObject *mod, PyObject *args) {
+  modstate *st = PyModule_GetState(mod);
+  const char *name, *format;
+  PyObject *shape;
+  shl_stream_opts opts;
+  if (!PyArg_ParseTuple(args, "ssO!IIII:writer_open", &name, &format, &PyTuple_Type, &shape,
+                        &opts.slots, &opts.max_readers, &opts.flags, &opts.mode))
+    return NULL;
+  shl_layout layout = {.format = format};
+  if (parse_shape(shape, &layout, name) < 0) return NULL;
+  shl_writer *core;
+  PyThreadState *gil = PyEval_SaveThread(); /* reserving the slots takes a while */
+  int rc = shl_writer_open(&core, name, &layout, &opts);
+  PyEval_RestoreThread(gil);
+  if (rc < 0) return set_error(st, rc, name, AT_STREAM_OPEN);
+  Writer *w = PyObject_New(Writer, st->writer_type);
+  if (!w) {
+    shl_writer_close(core);
+    return NULL;
+  }
+  w->w = core;
+  w->loan = NULL;
+  w->loaning = false;
+  w->frames = NULL;
+  rc = base_init(&w->base, shl_writer_segment(core), "stream writer", writer_drop);
+  if (rc == 0) rc = map_frames(w, st);
+  if (rc < 0) {
+    if (rc != PY_ERROR) set_error(st, rc, name, AT_STREAM_OPEN);
+    Py_DECREF(w);
+    return NULL;
+  }
+  return (PyObject *)w;
+}
+
+struct reader_open_ctx {
+  shl_reader *r;
+  const char *name;
+  uint32_t mode;
+  int rc; /* of the last try */
+};
+
+/* A stream not there yet and one its writer is still creating both mean:
+ * try again in the next slice. */
+static int reader_open_step(void *ctx, int64_t timeout_ns) {
+  struct reader_open_ctx *o = ctx;
+  o->rc = shl_reader_open(&o->r, o->name, o->mode, timeout_ns);
+  return o->rc == SHL_E_NOT_READY ? -ENOENT : o->rc;
+}
+
+/* reader_open(name, mode, timeout) -> Reader. Waits for the stream to appear. */
+static PyObject *mod_reader_open(PyObject *mod, PyObject *args) {
+  modstate *st = PyModule_GetState(mod);
+  struct reader_open_ctx o = {NULL, NULL, 0, 0};
+  int64_t timeout_ns;
+  if (!PyArg_ParseTuple(args, "sIO&:reader_open", &o.name, &o.mode, timeout_converter, &timeout_ns))
+    return NULL;
+  int rc = run_blocking(NULL, reader_open_step, &o, timeout_ns, SLICE_NS, -ENOENT, -ENOENT);
+  if (rc == PY_ERROR) return NULL;
+  if (rc == -ENOENT) rc = o.rc; /* at the end: not there, or still being created */
+  if (rc < 0) return set_error(st, rc, o.name, AT_STREAM_OPEN);
+  Reader *r = PyObject_New(Reader, st->reader_type);
+  if (!r) {
+    shl_reader_close(o.r);
+    return NULL;
+  }
+  r->r = o.r;
+  r->receiving = false;
+  r->deferred_mask = 0;
+  rc = base_init(&r->base, shl_reader_segment(o.r), "stream reader", reader_drop);
+  r->base.idle = reader_idle;
+  if (rc < 0) {
+    Py_DECREF(r);
+    return set_error(st, rc, o.name, AT_STREAM_OPEN);
+  }
+  return (PyObject *)r;
+}
+
 static PyObject *mod_unlink(PyObject *mod, PyObject *arg) {
   const char *name = PyUnicode_AsUTF8(arg);
   if (!name) return NULL;
@@ -536,7 +1272,7 @@ static int collect_name(const char *name, void *list) {
   PyObject *s = PyUnicode_FromString(name);
   int rc = s ? PyList_Append(list, s) : -1;
   Py_XDECREF(s);
-  return rc < 0 ? 1 : 0;
+  return rc < 0 ? -ENOMEM : 0; /* negative: stops the walk; the exception is set */
 }
 
 /* names() -> the names of every shmlane segment on this machine, unopened. */
@@ -559,6 +1295,9 @@ static PyObject *mod_names(PyObject *mod, PyObject *unused) {
 static PyMethodDef mod_methods[] = {
     {"create", mod_create, METH_VARARGS, "create(name, format, shape, mode, flags) -> Handle"},
     {"open", mod_open, METH_VARARGS, "open(name, readonly, timeout) -> Handle"},
+    {"writer_open", mod_writer_open, METH_VARARGS,
+     "writer_open(name, format, shape, slots, max_readers, flags, mode) -> Writer"},
+    {"reader_open", mod_reader_open, METH_VARARGS, "reader_open(name, mode, timeout) -> Reader"},
     {"unlink", mod_unlink, METH_O, "unlink(name): remove a segment's name."},
     {"names", mod_names, METH_NOARGS, "names() -> list of segment names."},
     {NULL, NULL, 0, NULL},
@@ -575,33 +1314,58 @@ static int add_ref(PyObject *mod, const char *name, PyObject *obj) {
   return 0;
 }
 
+static PyTypeObject *add_type(PyObject *mod, PyType_Spec *spec) {
+  PyTypeObject *type = (PyTypeObject *)PyType_FromModuleAndSpec(mod, spec, NULL);
+  if (!type) return NULL;
+#ifndef Py_TPFLAGS_DISALLOW_INSTANTIATION
+  type->tp_new = NULL;
+#endif
+  if (add_ref(mod, strrchr(spec->name, '.') + 1, (PyObject *)type) < 0) {
+    Py_DECREF(type);
+    return NULL;
+  }
+  return type;
+}
+
+/* A new exception class shmlane.NAME, also added to the module. */
+static PyObject *add_exception(PyObject *mod, const char *name, const char *doc, PyObject *base1,
+                               PyObject *base2) {
+  PyObject *bases = base2 ? PyTuple_Pack(2, base1, base2) : PyTuple_Pack(1, base1);
+  if (!bases) return NULL;
+  PyObject *exc = PyErr_NewExceptionWithDoc(name, doc, bases, NULL);
+  Py_DECREF(bases);
+  if (exc && add_ref(mod, strrchr(name, '.') + 1, exc) < 0) Py_CLEAR(exc);
+  return exc;
+}
+
 static int mod_exec(PyObject *mod) {
   modstate *st = PyModule_GetState(mod);
-  st->handle_type = (PyTypeObject *)PyType_FromModuleAndSpec(mod, &handle_spec, NULL);
-  if (!st->handle_type) return -1;
-#ifndef Py_TPFLAGS_DISALLOW_INSTANTIATION
-  st->handle_type->tp_new = NULL;
-#endif
-  st->error =
-      PyErr_NewExceptionWithDoc("shmlane.Error", "Base class of shmlane's own errors.", NULL, NULL);
-  if (!st->error) return -1;
-  st->corrupt = PyErr_NewExceptionWithDoc("shmlane.CorruptSegment",
-                                          "A segment's header failed validation.", st->error, NULL);
-  if (!st->corrupt) return -1;
-  PyObject *bases = PyTuple_Pack(2, st->error, PyExc_ValueError);
-  if (!bases) return -1;
-  st->mismatch = PyErr_NewExceptionWithDoc("shmlane.LayoutMismatch",
-                                           "The segment's layout differs from the one asked for.",
-                                           bases, NULL);
-  Py_DECREF(bases);
-  if (!st->mismatch) return -1;
-  st->recovered = PyErr_NewExceptionWithDoc(
-      "shmlane.LockRecovered", "The lock's previous holder died holding it.", PyExc_Warning, NULL);
-  if (!st->recovered) return -1;
-  if (add_ref(mod, "Handle", (PyObject *)st->handle_type) < 0 ||
-      add_ref(mod, "Error", st->error) < 0 || add_ref(mod, "CorruptSegment", st->corrupt) < 0 ||
-      add_ref(mod, "LayoutMismatch", st->mismatch) < 0 ||
-      add_ref(mod, "LockRecovered", st->recovered) < 0)
+  if (!(st->handle_type = add_type(mod, &handle_spec)) ||
+      !(st->writer_type = add_type(mod, &writer_spec)) ||
+      !(st->reader_type = add_type(mod, &reader_spec)) ||
+      !(st->loan_type = add_type(mod, &loan_spec)) ||
+      !(st->sample_type = add_type(mod, &sample_spec)))
+    return -1;
+  if (!(st->error = add_exception(mod, "shmlane.Error", "Base class of shmlane's own errors.",
+                                  PyExc_Exception, NULL)) ||
+      !(st->corrupt = add_exception(mod, "shmlane.CorruptSegment",
+                                    "A segment's header failed validation.", st->error, NULL)) ||
+      !(st->mismatch = add_exception(mod, "shmlane.LayoutMismatch",
+                                     "The segment's layout differs from the one asked for.",
+                                     st->error, PyExc_ValueError)) ||
+      !(st->recovered =
+            add_exception(mod, "shmlane.LockRecovered",
+                          "The lock's previous holder died holding it.", PyExc_Warning, NULL)) ||
+      !(st->writer_gone = add_exception(
+            mod, "shmlane.WriterGone",
+            "Every frame is received, and the stream's writer died or closed with no other "
+            "taking over.",
+            st->error, NULL)) ||
+      !(st->busy = add_exception(
+            mod, "shmlane.StreamBusy",
+            "The stream has no room for this writer (a live writer holds it: errno EBUSY) or "
+            "reader (its reader table is full: errno EUSERS).",
+            st->error, PyExc_OSError)))
     return -1;
   if (PyModule_AddStringConstant(mod, "core_version", shl_version_string()) < 0 ||
       PyModule_AddIntConstant(mod, "NAME_MAX", SHL_NAME_MAX) < 0 ||
@@ -609,28 +1373,36 @@ static int mod_exec(PyObject *mod) {
       PyModule_AddIntConstant(mod, "KIND_STRUCT", SHL_KIND_STRUCT) < 0 ||
       PyModule_AddIntConstant(mod, "KIND_STREAM", SHL_KIND_STREAM) < 0 ||
       PyModule_AddIntConstant(mod, "CREATE_REPLACE", SHL_CREATE_REPLACE) < 0 ||
-      PyModule_AddIntConstant(mod, "CREATE_UNLINK_ON_CLOSE", SHL_CREATE_UNLINK_ON_CLOSE) < 0)
+      PyModule_AddIntConstant(mod, "CREATE_UNLINK_ON_CLOSE", SHL_CREATE_UNLINK_ON_CLOSE) < 0 ||
+      PyModule_AddIntConstant(mod, "STREAM_BLOCK", SHL_STREAM_BLOCK) < 0 ||
+      PyModule_AddIntConstant(mod, "STREAM_MAX_SLOTS", SHL_STREAM_MAX_SLOTS) < 0 ||
+      PyModule_AddIntConstant(mod, "STREAM_MAX_READERS", SHL_STREAM_MAX_READERS) < 0 ||
+      PyModule_AddIntConstant(mod, "RECV_LATEST", SHL_RECV_LATEST) < 0 ||
+      PyModule_AddIntConstant(mod, "RECV_ALL", SHL_RECV_ALL) < 0)
     return -1;
   return 0;
 }
 
+/* Every object the module state holds, for traverse and clear. */
+// clang-format off
+#define STATE_OBJECTS(X)                                                                   \
+  X(handle_type) X(writer_type) X(reader_type) X(loan_type) X(sample_type)                 \
+  X(error) X(corrupt) X(mismatch) X(recovered) X(writer_gone) X(busy)
+// clang-format on
+
 static int mod_traverse(PyObject *mod, visitproc visit, void *arg) {
   modstate *st = PyModule_GetState(mod);
-  Py_VISIT(st->handle_type);
-  Py_VISIT(st->error);
-  Py_VISIT(st->corrupt);
-  Py_VISIT(st->mismatch);
-  Py_VISIT(st->recovered);
+#define VISIT(field) Py_VISIT(st->field);
+  STATE_OBJECTS(VISIT)
+#undef VISIT
   return 0;
 }
 
 static int mod_clear(PyObject *mod) {
   modstate *st = PyModule_GetState(mod);
-  Py_CLEAR(st->handle_type);
-  Py_CLEAR(st->error);
-  Py_CLEAR(st->corrupt);
-  Py_CLEAR(st->mismatch);
-  Py_CLEAR(st->recovered);
+#define CLEAR(field) Py_CLEAR(st->field);
+  STATE_OBJECTS(CLEAR)
+#undef CLEAR
   return 0;
 }
 

@@ -10,24 +10,32 @@ See docs/python.md for the full reference.
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import warnings
-from typing import Any, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, NamedTuple, Optional, Tuple
 
 import numpy as np
 
 from . import _ctypes, _dtype, _shmlane
-from ._shmlane import CorruptSegment, Error, LayoutMismatch, LockRecovered
+from ._common import ShapeLike, in_slices, shape_tuple
+from ._shmlane import CorruptSegment, Error, LayoutMismatch, LockRecovered, StreamBusy, WriterGone
+from ._stream import Loan, Reader, Sample, StreamInfo, Writer, stream_info
 
 __all__ = [
     "CorruptSegment",
     "Error",
     "Held",
     "LayoutMismatch",
+    "Loan",
     "LockRecovered",
+    "Reader",
+    "Sample",
     "Segment",
     "SegmentInfo",
+    "StreamBusy",
+    "StreamInfo",
+    "Writer",
+    "WriterGone",
     "create",
     "list",
     "open",
@@ -35,17 +43,7 @@ __all__ = [
 ]
 __version__ = _shmlane.core_version
 
-ShapeLike = Union[int, Sequence[int]]
 DTypeLike = Any  # anything np.dtype() accepts
-
-# How long an asyncio cancellation may wait for the thread running a wait.
-_ASYNC_SLICE = 0.05
-
-
-def _shape(shape: ShapeLike) -> Tuple[int, ...]:
-    if isinstance(shape, (int, np.integer)):
-        return (int(shape),)
-    return tuple(int(n) for n in shape)
 
 
 def _requested(dtype: DTypeLike, ctype: Any) -> Optional[np.dtype]:
@@ -109,7 +107,10 @@ class Segment:
         layout = handle.layout()
         if layout["kind"] == _shmlane.KIND_STREAM:
             handle.close()
-            raise ValueError(f"segment '{handle.name}' is a stream, not an array or struct")
+            raise ValueError(
+                f"segment '{handle.name}' is a stream: receive its frames with "
+                f"shmlane.Reader({handle.name!r}), publish with shmlane.Writer"
+            )
         self._handle = handle
         self._array: Optional[np.ndarray] = _view(handle)
         self._dtype = self._array.dtype
@@ -227,18 +228,9 @@ class Segment:
         """wait() for asyncio: runs in the loop's default executor in short
         slices, so cancelling the task takes effect promptly."""
         self._live()
-        loop = asyncio.get_running_loop()
         start = self._seen if since is None else since
-        deadline = None if timeout is None else loop.time() + timeout
-        while True:
-            left = None if deadline is None else max(0.0, deadline - loop.time())
-            step = _ASYNC_SLICE if left is None else min(_ASYNC_SLICE, left)
-            try:
-                self._seen = await loop.run_in_executor(None, self._handle.wait, start, step)
-                return self._seen
-            except TimeoutError:
-                if left is not None and step >= left:
-                    raise
+        self._seen = await in_slices(lambda step: self._handle.wait(start, step), timeout)
+        return self._seen
 
     # ------------------------------------------------------------ lifetime
 
@@ -293,7 +285,7 @@ def open(
     readonly maps the payload read-only. timeout bounds the wait for a creator
     that is still initialising the segment."""
     wanted = _requested(dtype, ctype)
-    want_shape = None if shape is None else _shape(shape)
+    want_shape = None if shape is None else shape_tuple(shape)
     seg = Segment(_shmlane.open(name, readonly, timeout), ctype)
     try:
         _verify(seg, wanted, want_shape)
@@ -322,7 +314,7 @@ def create(
     wanted = _requested(dtype, ctype)
     if wanted is None:
         raise ValueError(f"segment '{name}': create needs a dtype or a ctype")
-    user_shape = _shape(shape)
+    user_shape = shape_tuple(shape)
     base, sub = _dtype.split_subarray(wanted)
     flags = (_shmlane.CREATE_REPLACE if replace else 0) | (
         _shmlane.CREATE_UNLINK_ON_CLOSE if unlink_on_close else 0
@@ -350,9 +342,17 @@ def unlink(name: str) -> None:
     _shmlane.unlink(name)
 
 
+_KINDS = {
+    _shmlane.KIND_ARRAY: "array",
+    _shmlane.KIND_STRUCT: "struct",
+    _shmlane.KIND_STREAM: "stream",
+}
+
+
 class SegmentInfo(NamedTuple):
     """One entry of shmlane.list(). The layout fields are None, and `error`
-    says why, for a segment that could not be opened."""
+    says why, for a segment that could not be opened. For a stream, dtype and
+    shape describe one frame, and `stream` has the stream's counters."""
 
     name: str
     dtype: Optional[np.dtype] = None
@@ -362,13 +362,17 @@ class SegmentInfo(NamedTuple):
     creator_pid: Optional[int] = None
     alive: Optional[bool] = None  # creator still running; None if that cannot be told
     error: Optional[str] = None
+    kind: Optional[str] = None  # "array", "struct" or "stream"
+    stream: Optional[StreamInfo] = None
 
 
 def _info(name: str) -> Optional[SegmentInfo]:
     try:
         handle = _shmlane.open(name, True, 0)
         try:
+            # For a stream, the "payload" the handle exports is slot 0: one frame.
             array, info = _view(handle), handle.info()
+            stream = stream_info(handle) if info["kind"] == _shmlane.KIND_STREAM else None
         finally:
             handle.close()  # unmapped once `array` goes too
     except FileNotFoundError:
@@ -383,6 +387,8 @@ def _info(name: str) -> Optional[SegmentInfo]:
         version=info["version"],
         creator_pid=info["creator_pid"],
         alive={1: True, 0: False}.get(info["creator_alive"]),
+        kind=_KINDS.get(info["kind"]),
+        stream=stream,
     )
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import itertools
 import os
-import select
 import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
-from typing import Callable, Iterator, List
+from typing import Callable, Dict, Iterator, List
 
 import pytest
 
@@ -88,23 +88,37 @@ def spawn_py() -> Iterator[Callable[..., subprocess.Popen]]:
         proc.communicate(timeout=30)
 
 
+def read_line(proc: subprocess.Popen, timeout: float = 30) -> str:
+    """The peer's next line, or "(nothing in time)" (and the peer is killed).
+    readline() runs in a thread: a line already in the pipe's buffer is seen,
+    where select() on the pipe would wait for more bytes."""
+    assert proc.stdout is not None
+    got: List[str] = []
+    reader = threading.Thread(target=lambda: got.append(proc.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if reader.is_alive():
+        proc.kill()  # readline() then sees the end of the pipe
+        reader.join()
+        return "(nothing in time)"
+    return got[0].strip()
+
+
 def expect_line(proc: subprocess.Popen, want: str, timeout: float = 30) -> None:
     """Reads the peer's next line, which it prints before it blocks."""
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    line = proc.stdout.readline().strip() if ready else "(nothing in time)"
+    line = read_line(proc, timeout)
     if line != want:
         proc.kill()
         raise AssertionError(f"peer said {line!r}, expected {want!r}: {proc.communicate()[1]}")
 
 
-@pytest.fixture(scope="session")
-def c_peer(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., str]:
-    """tests/python/c_peer.c built against the core's sources; runs it."""
+def build_c(program: Path, out_dir: Path) -> Path:
+    """Compiles one C program against the core's sources (the build directory
+    may not exist: pip-only installs); skips the test without a compiler."""
     cc = shutil.which("cc")
     if cc is None or not (ROOT / "src").is_dir():
         pytest.skip("needs a C compiler and the repository's sources")
-    exe = tmp_path_factory.mktemp("c_peer") / "c_peer"
+    exe = out_dir / program.stem
     sources = sorted(str(p) for p in (ROOT / "src").glob("*.c"))
     subprocess.run(
         [
@@ -116,14 +130,29 @@ def c_peer(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., str]:
             str(ROOT / "include"),
             "-o",
             str(exe),
-            str(ROOT / "tests/python/c_peer.c"),
+            str(program),
             *sources,
             "-pthread",
             "-lrt",
+            "-lm",
         ],
         check=True,
         timeout=120,
     )
+    return exe
+
+
+@pytest.fixture(scope="session")
+def c_examples(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
+    """examples/c/writer.c and reader.c, built: {"writer": path, "reader": path}."""
+    out = tmp_path_factory.mktemp("c_examples")
+    return {name: build_c(ROOT / "examples/c" / f"{name}.c", out) for name in ("writer", "reader")}
+
+
+@pytest.fixture(scope="session")
+def c_peer(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., str]:
+    """tests/python/c_peer.c built against the core's sources; runs it."""
+    exe = build_c(ROOT / "tests/python/c_peer.c", tmp_path_factory.mktemp("c_peer"))
 
     def run(*args: str) -> str:
         proc = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=60)

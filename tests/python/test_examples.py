@@ -1,11 +1,18 @@
-"""The README's Python quick start (examples/python/) runs as documented."""
+"""The README's Python quick start and the stream demo (examples/python/) run as
+documented."""
 
 from __future__ import annotations
 
+import importlib.util
+import re
+import struct
 import subprocess
 import sys
 import time
+import zlib
+from types import ModuleType
 
+import numpy as np
 import pytest
 
 import shmlane
@@ -54,3 +61,69 @@ def test_readme_shows_the_examples():
     for script in ("quickstart_writer.py", "quickstart_reader.py"):
         body = (EXAMPLES / script).read_text().split("\n", 1)[1].strip()  # without the docstring
         assert body in readme, f"README's copy of {script} is out of date"
+
+
+def load_example(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_stream_demo_write_and_read(name, tmp_path):
+    snapshot = tmp_path / "last.png"
+    reader = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "read.py"), "--name", name, "--headless"]
+        + ["--wait-open", "30", "--seconds", "60", "--exit-on-gone", "--snapshot", str(snapshot)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        writer = subprocess.run(
+            [sys.executable, str(EXAMPLES / "write.py"), "--name", name, "--width", "320"]
+            + ["--height", "240", "--fps", "60", "--seconds", "2"],  # reports come each second
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        out, err = reader.communicate(timeout=60)
+    finally:
+        reader.kill()
+    assert writer.returncode == 0, writer.stderr
+    assert reader.returncode == 0, err
+    published = int(re.search(r"published (\d+) frames", writer.stdout).group(1))
+    frames, lost, torn = map(int, re.search(r"frames=(\d+) lost=(\d+) torn=(\d+)", out).groups())
+    assert frames > 0 and torn == 0 and frames + lost <= published
+    assert "frames/s" in out and "writer gone" in out
+    assert snapshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_works_without_opencv(tmp_path, monkeypatch):
+    write, read = load_example("write"), load_example("read")
+    monkeypatch.setattr(write, "cv2", None)
+    monkeypatch.setattr(read, "cv2", None)
+    # The built-in glyphs: each lit cell of the 3x5 grid is scale x scale pixels.
+    frame = np.zeros((40, 40, 3), np.uint8)
+    write.draw_text(frame, "1", 0, 0, scale=2)
+    assert (frame == 255).all(axis=2).sum() == write.GLYPHS["1"].count("1") * 2 * 2
+    # The PNG writer: chunks with CRCs, RGB rows behind filter byte 0.
+    frame = np.random.default_rng(1).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    path = tmp_path / "f.png"
+    read.write_png(path, frame)
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    chunks, pos = {}, 8
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        assert struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])[0] == zlib.crc32(
+            kind + body
+        )
+        chunks[kind] = body
+        pos += 12 + length
+    assert struct.unpack(">IIBB", chunks[b"IHDR"][:10]) == (7, 5, 8, 2)
+    rows = np.frombuffer(zlib.decompress(chunks[b"IDAT"]), np.uint8).reshape(5, 1 + 7 * 3)
+    assert (rows[:, 0] == 0).all()
+    assert (rows[:, 1:].reshape(5, 7, 3) == frame[..., ::-1]).all()  # BGR frames, RGB file

@@ -1,0 +1,37 @@
+"""Helpers shared by segments and streams."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Callable, Optional, Sequence, Tuple, TypeVar, Union
+
+import numpy as np
+
+ShapeLike = Union[int, Sequence[int]]
+T = TypeVar("T")
+
+# How long an asyncio cancellation may wait for the thread running a blocking call.
+ASYNC_SLICE = 0.05
+
+
+def shape_tuple(shape: ShapeLike) -> Tuple[int, ...]:
+    if isinstance(shape, (int, np.integer)):
+        return (int(shape),)
+    return tuple(int(n) for n in shape)
+
+
+async def in_slices(call: Callable[[Optional[float]], T], timeout: Optional[float]) -> T:
+    """call(seconds) in the running loop's default executor, in slices of at
+    most ASYNC_SLICE, until it returns or raises something other than
+    TimeoutError, or `timeout` (None: no limit) is up. The loop keeps running,
+    and cancelling the task takes effect within one slice."""
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    while True:
+        left = None if deadline is None else max(0.0, deadline - loop.time())
+        step = ASYNC_SLICE if left is None else min(ASYNC_SLICE, left)
+        try:
+            return await loop.run_in_executor(None, call, step)
+        except TimeoutError:
+            if left is not None and step >= left:
+                raise

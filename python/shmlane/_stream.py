@@ -1,0 +1,401 @@
+"""Streams: one writer publishes frames of a fixed layout into a ring of
+slots, readers in other processes receive them zero-copy.
+
+    w = shmlane.Writer("cam0", shape=(480, 640, 3), dtype="u1")
+    with w.loan() as frame:       # a view of a free slot
+        frame[...] = image        # published on a clean exit
+    r = shmlane.Reader("cam0", mode="latest")
+    with r.receive(timeout=1.0) as s:
+        s.array, s.seq, s.timestamp_ns, s.lost
+
+See the Streams section of docs/python.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, NamedTuple, Optional, Tuple, Union
+
+import numpy as np
+
+from . import _dtype, _shmlane
+from ._common import ShapeLike, in_slices, shape_tuple
+from ._shmlane import LayoutMismatch, WriterGone
+
+__all__ = ["Loan", "Reader", "Sample", "StreamInfo", "Writer"]
+
+_MODES = {"latest": _shmlane.RECV_LATEST, "all": _shmlane.RECV_ALL}
+
+
+class StreamInfo(NamedTuple):
+    """A stream's bookkeeping: Writer.info(), Reader.info(), SegmentInfo.stream."""
+
+    slots: int
+    max_readers: int
+    block: bool
+    readers: int  # live readers
+    writer_pid: int  # 0 if none
+    writer_alive: Optional[bool]  # None: cannot tell
+    last_seq: int  # 0 before the first frame
+    last_timestamp_ns: int  # CLOCK_MONOTONIC, as time.monotonic_ns()
+
+
+def stream_info(raw: Union[_shmlane.Handle, _shmlane.Writer, _shmlane.Reader]) -> StreamInfo:
+    info = raw.stream_info() if isinstance(raw, _shmlane.Handle) else raw.info()
+    return StreamInfo(
+        slots=info["slots"],
+        max_readers=info["max_readers"],
+        block=info["block"],
+        readers=info["readers_alive"],
+        writer_pid=info["writer_pid"],
+        writer_alive={1: True, 0: False}.get(info["writer_alive"]),
+        last_seq=info["last_seq"],
+        last_timestamp_ns=info["last_timestamp_ns"],
+    )
+
+
+Wrap = Callable[[Any], np.ndarray]
+
+
+def _frames(raw: Union[_shmlane.Writer, _shmlane.Reader]) -> Tuple[Wrap, np.dtype, Tuple[int, ...]]:
+    """How to turn a loan or sample of this stream into an ndarray, and the
+    frame's dtype and shape. NumPy parses the frame's format once, from the
+    stream's zero-frame export; per frame, the cached dtype is reused, as
+    parsing a struct format costs tens of microseconds. np.frombuffer of a
+    memoryview keeps the export (the pin) for as long as the array lives;
+    np.ndarray(buffer=...) would drop it at once."""
+    try:
+        probe = np.asarray(raw)
+    except (RuntimeError, ValueError, NotImplementedError) as exc:
+        fmt = raw.layout()["format"]
+        raise ValueError(f"stream '{raw.name}': NumPy cannot use format {fmt!r}: {exc}") from None
+    dtype, shape = probe.dtype, probe.shape[1:]
+
+    def contiguous(frame: Any) -> np.ndarray:
+        return np.frombuffer(memoryview(frame), dtype).reshape(shape)
+
+    def strided(frame: Any) -> np.ndarray:  # strides of its own (from C): NumPy reads them
+        return np.asarray(frame)
+
+    return (contiguous if raw.layout()["c_contiguous"] else strided), dtype, shape
+
+
+class Loan:
+    """A free slot loaned to the writer. `array` is a writable view of it
+    until publish() or discard(). As a context manager, the `with` block gets
+    the array and publishes on a clean exit, discards on an exception. The
+    array is made read-only afterwards: writing through a view kept past
+    publish() would change a frame readers may hold."""
+
+    __slots__ = ("_raw", "array")
+
+    def __init__(self, raw: _shmlane.Loan, wrap: Wrap) -> None:
+        self._raw = raw
+        self.array: Optional[np.ndarray] = wrap(raw)
+
+    def _retire(self) -> None:
+        if self.array is not None:
+            self.array.flags.writeable = False
+            self.array = None
+
+    def publish(self) -> int:
+        """Publish the frame; returns its sequence number. Readers wake."""
+        try:
+            return self._raw.publish()
+        finally:
+            self._retire()
+
+    def discard(self) -> None:
+        """Give the slot back unpublished."""
+        try:
+            self._raw.discard()
+        finally:
+            self._retire()
+
+    def __enter__(self) -> np.ndarray:
+        if self.array is None:
+            raise ValueError("the loan is already published or discarded")
+        return self.array
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self._end(publish=exc_type is None)
+
+    def _end(self, publish: bool) -> None:
+        """Publish or discard, unless that happened already (in the `with`
+        block, or by the writer's close())."""
+        if self._raw.state != "loaned":
+            self._retire()
+        elif publish:
+            self.publish()
+        else:
+            self.discard()
+
+
+class Writer:
+    """The writer of stream `name`: creates it, or takes over an existing
+    stream of the same frame layout whose writer is gone (readers carry on).
+    Frames are `shape` elements of `dtype`. slots: ring size for a new stream,
+    2 to 64, default 8; an existing stream keeps its own, and asking for
+    another raises LayoutMismatch. max_readers (1 to 256), block and mode
+    apply to a new stream. block=True makes loan() wait for live readers in
+    mode "all" instead of lapping them. Raises StreamBusy if a live writer
+    holds the stream."""
+
+    def __init__(
+        self,
+        name: str,
+        shape: ShapeLike,
+        dtype: Any,
+        *,
+        slots: Optional[int] = None,
+        max_readers: int = 64,
+        block: bool = False,
+        mode: int = 0o600,
+    ) -> None:
+        wanted = np.dtype(dtype)
+        base, sub = _dtype.split_subarray(wanted)
+        frame_shape = shape_tuple(shape) + sub
+        if slots is not None and not 2 <= slots <= _shmlane.STREAM_MAX_SLOTS:
+            raise ValueError(f"stream '{name}': slots must be 2..{_shmlane.STREAM_MAX_SLOTS}")
+        if not 1 <= max_readers <= _shmlane.STREAM_MAX_READERS:
+            raise ValueError(
+                f"stream '{name}': max_readers must be 1..{_shmlane.STREAM_MAX_READERS}"
+            )
+        flags = _shmlane.STREAM_BLOCK if block else 0
+        try:
+            raw = _shmlane.writer_open(
+                name, _dtype.format_of(base), frame_shape, slots or 0, max_readers, flags, mode
+            )
+        except LayoutMismatch as exc:
+            raise LayoutMismatch(f"{exc}{_what_it_holds(name)}") from None
+        try:
+            self._wrap, self._dtype, self._shape = _frames(raw)
+            found = _dtype.difference(base, self._dtype)
+            if found:  # the stored format must read back as exactly this dtype
+                raise ValueError(f"stream '{name}': {wanted} does not round-trip: {found}")
+        except BaseException:
+            raw.close()
+            raise
+        self._raw = raw
+
+    @property
+    def name(self) -> str:
+        return self._raw.name
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        """Shape of one frame."""
+        return self._shape
+
+    @property
+    def closed(self) -> bool:
+        return self._raw.closed
+
+    @property
+    def next_seq(self) -> int:
+        """The sequence number the next publish stamps: 1 for a new stream;
+        after a takeover, one past the last frame published."""
+        return self._raw.next_seq
+
+    def info(self) -> StreamInfo:
+        return stream_info(self._raw)
+
+    def __repr__(self) -> str:
+        closed = " closed" if self.closed else ""
+        return f"<shmlane.Writer '{self.name}' {self._dtype} {self._shape}{closed}>"
+
+    def loan(self, timeout: Optional[float] = None) -> Loan:
+        """A free slot, as a Loan (a context manager giving a writable array).
+        Waits only while readers pin every free slot, or on a blocking stream
+        for readers in mode "all" (TimeoutError after `timeout` seconds; None:
+        no limit). Blocks without the GIL; Ctrl-C interrupts it. One loan at
+        a time: RuntimeError while another is outstanding."""
+        return Loan(self._raw.loan(timeout), self._wrap)
+
+    def publish(self, array: Any, timeout: Optional[float] = None) -> int:
+        """Copy `array` into a loaned slot and publish it; returns its sequence
+        number. The copy follows np.copyto (broadcasting, same-kind casts)."""
+        loan = self.loan(timeout)
+        try:
+            np.copyto(loan.array, array)  # type: ignore[arg-type]
+        except BaseException:
+            loan._end(publish=False)
+            raise
+        return loan.publish()
+
+    def close(self) -> None:
+        """Stop writing (idempotent): an outstanding loan is discarded and the
+        writer role given up at once; readers learn that the writer is gone
+        once they have every frame. Views of loans stay valid: the mapping
+        goes with the last one. The stream itself stays until unlinked."""
+        self._raw.close()
+
+    def unlink(self) -> None:
+        """Remove the stream's name; processes that have it open keep it."""
+        _shmlane.unlink(self.name)
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Sample:
+    """A published frame, pinned: the writer does not reuse its slot until
+    the sample is released and no view of it remains. Leaving the `with`
+    block or calling release() releases it. `array` is a read-only view,
+    valid until then; an array kept longer stays valid and keeps the slot
+    pinned (np.array(s.array) copies the frame instead)."""
+
+    __slots__ = ("_raw", "_wrap", "_array")
+
+    def __init__(self, raw: _shmlane.Sample, wrap: Wrap) -> None:
+        self._raw = raw
+        self._wrap = wrap
+        self._array: Optional[np.ndarray] = None
+
+    @property
+    def array(self) -> np.ndarray:
+        """The frame as a read-only ndarray over the shared slot (zero-copy)."""
+        if self._array is None:
+            try:
+                self._array = self._wrap(self._raw)
+            except BufferError as exc:
+                raise ValueError(str(exc)) from None
+        return self._array
+
+    @property
+    def seq(self) -> int:
+        """The frame's sequence number: 1, 2, ... over the stream's life."""
+        return self._raw.seq
+
+    @property
+    def timestamp_ns(self) -> int:
+        """When it was published: CLOCK_MONOTONIC ns, comparable with
+        time.monotonic_ns() in any process on this machine."""
+        return self._raw.timestamp_ns
+
+    @property
+    def lost(self) -> int:
+        """Frames published since the previous sample and never delivered to
+        this reader (skipped in mode "latest", lapped in mode "all")."""
+        return self._raw.lost
+
+    def release(self) -> None:
+        """Give the slot back (idempotent); views kept elsewhere delay it."""
+        self._array = None
+        self._raw.release()
+
+    def __enter__(self) -> Sample:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"<shmlane.Sample seq={self.seq} lost={self.lost}>"
+
+
+class Reader:
+    """A reader of stream `name`. Waits up to `timeout` seconds (None: no
+    limit) for the stream to appear, then FileNotFoundError. mode "latest"
+    receives the newest frame and skips older ones (a display); "all" receives
+    every frame in order, counting in `lost` those the writer lapped (a
+    recorder). Raises StreamBusy if the reader table is full."""
+
+    def __init__(self, name: str, mode: str = "latest", timeout: Optional[float] = 5.0) -> None:
+        if mode not in _MODES:
+            raise ValueError(f"stream '{name}': mode must be 'latest' or 'all', not {mode!r}")
+        raw = _shmlane.reader_open(name, _MODES[mode], timeout)
+        try:
+            self._wrap, self._dtype, self._shape = _frames(raw)
+        except BaseException:
+            raw.close()
+            raise
+        self._raw = raw
+        self._mode = mode
+
+    @property
+    def name(self) -> str:
+        return self._raw.name
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        """Shape of one frame."""
+        return self._shape
+
+    @property
+    def closed(self) -> bool:
+        return self._raw.closed
+
+    def info(self) -> StreamInfo:
+        return stream_info(self._raw)
+
+    def __repr__(self) -> str:
+        closed = " closed" if self.closed else ""
+        return f"<shmlane.Reader '{self.name}' {self._mode} {self._dtype} {self._shape}{closed}>"
+
+    def receive(self, timeout: Optional[float] = None) -> Sample:
+        """The next frame (per the mode), pinned. Waits up to `timeout` seconds
+        (None: no limit; 0: do not wait) for one to be published: TimeoutError.
+        WriterGone once every frame is received and the writer is gone (noticed
+        within 100 ms); a writer that takes over later resumes delivery. Blocks
+        without the GIL; Ctrl-C interrupts it."""
+        return Sample(self._raw.receive(timeout), self._wrap)
+
+    async def receive_async(self, timeout: Optional[float] = None) -> Sample:
+        """receive() for asyncio: runs in the loop's default executor in short
+        slices, so cancelling the task takes effect promptly."""
+        return Sample(await in_slices(self._raw.receive, timeout), self._wrap)
+
+    def __iter__(self) -> Iterator[Sample]:
+        """Every frame received, waiting as long as it takes; each sample is
+        released when the next one is requested. Ends when the writer is gone
+        (WriterGone is not raised)."""
+        while True:
+            try:
+                sample = self.receive()
+            except WriterGone:
+                return
+            try:
+                yield sample
+            finally:
+                sample.release()
+
+    def close(self) -> None:
+        """Leave the stream (idempotent). Samples and arrays still held keep
+        their slots pinned, and the reader registered, until they go."""
+        self._raw.close()
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _what_it_holds(name: str) -> str:
+    """For a LayoutMismatch message: the frames of the existing stream."""
+    try:
+        handle = _shmlane.open(name, True, 0)
+        try:
+            if handle.layout()["kind"] != _shmlane.KIND_STREAM:
+                return ""
+            frame, info = np.asarray(handle), stream_info(handle)  # frame: slot 0
+        finally:
+            handle.close()
+    except (OSError, ValueError, _shmlane.Error):
+        return ""  # gone or unreadable since: the core's message stands alone
+    return f"; it holds frames of shape {frame.shape}, {frame.dtype}, in {info.slots} slots"

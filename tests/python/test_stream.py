@@ -1,0 +1,441 @@
+"""Streams within one process: the API, modes, lifetime and pinning, errors,
+threads and asyncio. Tests across processes are in test_stream_processes.py."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import gc
+import queue
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import shmlane
+from conftest import SHM_DIR
+
+SHAPE = (4, 8, 3)  # rows of 24 bytes: three little-endian uint64 stamps each
+
+
+def stamp(frame: np.ndarray, seq: int) -> None:
+    """Every 8 bytes of the frame hold its sequence number."""
+    frame.reshape(-1).view("<u8")[...] = seq
+
+
+def stamped(array: np.ndarray, seq: int) -> bool:
+    return bool((array.reshape(-1).view("<u8") == seq).all())
+
+
+def publish(writer: shmlane.Writer, n: int = 1) -> None:
+    for _ in range(n):
+        seq = writer.next_seq
+        with writer.loan(timeout=5) as frame:
+            stamp(frame, seq)
+
+
+@pytest.fixture
+def stream(name):
+    with shmlane.Writer(name, shape=SHAPE, dtype="u1", slots=4) as writer:
+        yield writer
+
+
+def test_loan_publish_receive(stream, name):
+    with shmlane.Reader(name, mode="all") as reader:
+        assert (reader.dtype, reader.shape, reader.mode) == (np.dtype("u1"), SHAPE, "all")
+        assert (stream.dtype, stream.shape, stream.next_seq) == (np.dtype("u1"), SHAPE, 1)
+        with stream.loan() as frame:
+            assert frame.shape == SHAPE and frame.flags.writeable
+            stamp(frame, 1)
+        assert not frame.flags.writeable  # published: writing now would change a shared frame
+        assert stream.publish(np.full(SHAPE, 2, np.uint8)) == 2
+        before = time.monotonic_ns()
+        with reader.receive(timeout=5) as sample:
+            assert (sample.seq, sample.lost) == (1, 0)
+            assert stamped(sample.array, 1)
+            assert not sample.array.flags.writeable
+            assert sample.timestamp_ns <= before  # CLOCK_MONOTONIC, as time.monotonic_ns()
+            assert before - sample.timestamp_ns < 60e9
+        with reader.receive(timeout=5) as sample:
+            assert sample.seq == 2 and (sample.array == 2).all()
+        with pytest.raises(TimeoutError, match=name):
+            reader.receive(timeout=0)
+
+
+def test_loan_discarded_on_exception_or_drop(stream, name):
+    with shmlane.Reader(name, mode="all") as reader:
+        with pytest.raises(ZeroDivisionError):
+            with stream.loan() as frame:
+                stamp(frame, 99)
+                1 / 0
+        loan = stream.loan()
+        del loan  # dropped unpublished: discarded
+        loan = stream.loan()
+        loan.discard()
+        assert loan.array is None
+        with pytest.raises(ValueError, match="already discarded"):
+            loan.publish()
+        with pytest.raises(TimeoutError):
+            reader.receive(timeout=0.05)
+        assert stream.next_seq == 1
+        publish(stream)
+        assert reader.receive(timeout=5).seq == 1
+
+
+def test_one_loan_at_a_time(stream):
+    loan = stream.loan()
+    with pytest.raises(RuntimeError, match="already outstanding"):
+        stream.loan()
+    assert loan.publish() == 1
+    stream.loan().discard()
+
+
+def test_publish_copies_with_numpy_rules(stream, name):
+    with shmlane.Reader(name, mode="all") as reader:
+        stream.publish(np.arange(3, dtype=np.uint8))  # broadcast over rows
+        with reader.receive(timeout=5) as sample:
+            assert (sample.array[2, 5] == [0, 1, 2]).all()
+        with pytest.raises(TypeError):
+            stream.publish(np.zeros(SHAPE, np.float64))  # no unsafe cast
+        with pytest.raises(ValueError):
+            stream.publish(np.zeros((2, 2), np.uint8))
+        assert stream.next_seq == 2  # the failed copies were discarded
+        stream.loan().publish()  # no loan was left outstanding
+
+
+def test_latest_mode_skips_to_the_newest(stream, name):
+    with shmlane.Reader(name) as reader:
+        publish(stream)
+        assert reader.receive(timeout=5).seq == 1
+        publish(stream, 5)
+        with reader.receive(timeout=5) as sample:
+            assert (sample.seq, sample.lost) == (6, 4)
+            assert stamped(sample.array, 6)
+
+
+def test_all_mode_counts_what_the_writer_lapped(stream, name):
+    with shmlane.Reader(name, mode="all") as reader:
+        publish(stream, 20)  # 4 slots: frames 17..20 are left
+        got = [(s.seq, s.lost) for s in (reader.receive(timeout=5) for _ in range(4))]
+        assert got == [(17, 16), (18, 0), (19, 0), (20, 0)]
+
+
+def test_iteration_releases_each_sample_and_ends_when_the_writer_is_gone(name):
+    writer = shmlane.Writer(name, shape=SHAPE, dtype="u1", slots=3)
+    reader = shmlane.Reader(name, mode="all")
+    seen = []
+    publish(writer)
+    for sample in reader:
+        seen.append((sample.seq, stamped(sample.array, sample.seq)))
+        # One slot is pinned by `sample`, one is the newest: the third is free.
+        publish(writer) if sample.seq < 10 else writer.close()
+    assert seen == [(seq, True) for seq in range(1, 11)]
+    reader.close()
+
+
+def test_sample_views_kept_past_release_stay_pinned(stream, name):
+    def slots_used(frames: int) -> set:
+        used = set()
+        for _ in range(frames):
+            publish(stream)
+            with reader.receive(timeout=5) as sample:
+                used.add(sample._raw.slot)
+        return used
+
+    with shmlane.Reader(name, mode="all") as reader:
+        publish(stream)
+        with reader.receive(timeout=5) as sample:
+            slot = sample._raw.slot
+            kept = sample.array[1:]  # a view of a view pins all the same
+            copy = np.array(sample.array)
+        with pytest.raises(ValueError, match="released"):
+            sample.array
+        used = slots_used(30)  # the three other slots go round and round
+        assert slot not in used and len(used) == 3
+        assert stamped(kept, 1) and stamped(copy, 1)
+        del kept
+        gc.collect()
+        assert slot in slots_used(8)
+
+
+def test_every_slot_pinned_makes_loan_time_out(name):
+    with shmlane.Writer(name, shape=SHAPE, dtype="u1", slots=2) as writer:
+        with shmlane.Reader(name, mode="all") as reader:
+            publish(writer, 2)
+            held = [reader.receive(timeout=5), reader.receive(timeout=5)]
+            start = time.monotonic()
+            with pytest.raises(TimeoutError):
+                writer.loan(timeout=0.2)
+            assert 0.15 < time.monotonic() - start < 10
+            held[0].release()
+            writer.loan(timeout=5).publish()
+
+
+def test_writer_close_ends_the_role_at_once(name):
+    writer = shmlane.Writer(name, shape=SHAPE, dtype="u1")
+    with writer.loan() as frame:  # `frame` stays bound, as after any loop
+        stamp(frame, 1)
+    reader = shmlane.Reader(name)
+    assert reader.receive(timeout=5).seq == 1
+    writer.close()
+    assert writer.closed and stamped(frame, 1)  # the view outlives the writer
+    start = time.monotonic()
+    with pytest.raises(shmlane.WriterGone, match=name):
+        reader.receive(timeout=10)
+    assert time.monotonic() - start < 5
+    # The same process may write again: the stream is taken over, numbering goes on.
+    with shmlane.Writer(name, shape=SHAPE, dtype="u1") as again:
+        assert again.next_seq == 2
+        publish(again)
+        assert reader.receive(timeout=5).seq == 2
+    with pytest.raises(ValueError, match="closed"):
+        writer.loan()
+    reader.close()
+    with pytest.raises(ValueError, match="closed"):
+        reader.receive()
+
+
+def test_close_discards_an_outstanding_loan(name):
+    writer = shmlane.Writer(name, shape=SHAPE, dtype="u1")
+    loan = writer.loan()
+    writer.close()
+    with pytest.raises(ValueError, match="discarded"):
+        loan.publish()
+
+
+def test_views_outlive_reader_and_writer_in_a_fresh_interpreter(name, run_py):
+    # A use after unmap would crash the interpreter: run it apart.
+    script = """
+import gc, sys
+import numpy as np
+import shmlane
+w = shmlane.Writer(sys.argv[1], shape=(64, 64), dtype="<f8")
+r = shmlane.Reader(sys.argv[1], mode="all")
+with w.loan() as frame:
+    frame[...] = 1.5
+s = r.receive(timeout=5)
+view = s.array[::2]
+s.release()
+r.close(); w.close()
+del r, w, s
+gc.collect()
+print(float(view.sum()), float(frame.sum()))
+"""
+    assert run_py(script, name).split() == ["3072.0", "6144.0"]
+
+
+def test_structured_frames(name):
+    pose = np.dtype([("t", "<u8"), ("xy", "<f4", (2,)), ("ok", "?")], align=True)
+    with shmlane.Writer(name, shape=(3,), dtype=pose) as writer:
+        with shmlane.Reader(name, mode="all") as reader:
+            assert reader.dtype == pose and reader.shape == (3,)
+            with writer.loan() as frame:
+                frame["t"] = [7, 8, 9]
+                frame["xy"] = 0.5
+            with reader.receive(timeout=5) as sample:
+                assert sample.array["t"].tolist() == [7, 8, 9]
+                assert sample.array["xy"].tolist() == [[0.5, 0.5]] * 3
+
+
+def test_reader_waits_for_the_stream_to_appear(name):
+    def create_later() -> None:
+        time.sleep(0.3)
+        with shmlane.Writer(name, shape=SHAPE, dtype="u1") as writer:
+            publish(writer)
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=create_later)
+    thread.start()
+    try:
+        with shmlane.Reader(name, timeout=30) as reader:
+            assert reader.receive(timeout=30).seq == 1
+    finally:
+        thread.join()
+    start = time.monotonic()
+    with pytest.raises(FileNotFoundError, match="nothing-here"):
+        shmlane.Reader("nothing-here", timeout=0.2)
+    assert time.monotonic() - start < 10
+
+
+def test_busy_and_mismatch_errors(name, new_name):
+    with shmlane.Writer(name, shape=SHAPE, dtype="u1", slots=4, max_readers=1) as writer:
+        with pytest.raises(shmlane.StreamBusy, match="live writer") as busy:
+            shmlane.Writer(name, shape=SHAPE, dtype="u1")
+        assert busy.value.errno == errno.EBUSY and isinstance(busy.value, OSError)
+        with shmlane.Reader(name):
+            with pytest.raises(shmlane.StreamBusy, match="reader table is full") as full:
+                shmlane.Reader(name)
+            assert full.value.errno == errno.EUSERS
+        writer.close()
+        with pytest.raises(shmlane.LayoutMismatch, match=r"frames of shape \(4, 8, 3\), uint8"):
+            shmlane.Writer(name, shape=(4, 8), dtype="u1")
+        with pytest.raises(shmlane.LayoutMismatch, match="in 4 slots"):
+            shmlane.Writer(name, shape=SHAPE, dtype="u1", slots=5)
+    with pytest.raises(ValueError, match=r"shmlane\.Reader"):
+        shmlane.open(name)
+    array_name = new_name()
+    with shmlane.create(array_name, shape=(2,), dtype="<f8"):
+        with pytest.raises(shmlane.LayoutMismatch, match="not a stream"):
+            shmlane.Reader(array_name)
+        with pytest.raises(shmlane.LayoutMismatch, match="not a stream"):
+            shmlane.Writer(array_name, shape=(2,), dtype="<f8")
+
+
+def test_reader_waits_while_the_stream_is_being_created(name):
+    # A zero-filled object is what a creator leaves until the header is ready.
+    planted = SHM_DIR / f"shl.{name}"
+    planted.write_bytes(bytes(4096))
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match="being initialised"):
+        shmlane.Reader(name, timeout=0.3)  # the whole time, not one 50 ms slice
+    assert 0.25 < time.monotonic() - start < 10
+
+    def replace() -> None:
+        time.sleep(0.3)
+        planted.unlink()
+        with shmlane.Writer(name, shape=SHAPE, dtype="u1") as writer:
+            publish(writer)
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=replace)
+    thread.start()
+    try:
+        with shmlane.Reader(name, timeout=30) as reader:
+            assert reader.receive(timeout=30).seq == 1
+    finally:
+        thread.join()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"slots": 1}, "slots"),
+        ({"slots": 65}, "slots"),
+        ({"max_readers": 0}, "max_readers"),
+        ({"dtype": object}, "object"),
+    ],
+)
+def test_writer_arguments(name, kwargs, message):
+    args = {"shape": SHAPE, "dtype": "u1", **kwargs}
+    with pytest.raises(ValueError, match=message):
+        shmlane.Writer(name, **args)
+
+
+def test_reader_mode_is_checked(name):
+    with pytest.raises(ValueError, match="'latest' or 'all'"):
+        shmlane.Reader(name, mode="newest")
+
+
+def test_list_shows_streams(stream, name):
+    publish(stream, 3)
+    with shmlane.Reader(name):
+        (info,) = [i for i in shmlane.list() if i.name == name]
+    assert (info.kind, info.dtype, info.shape) == ("stream", np.dtype("u1"), SHAPE)
+    assert info.stream is not None
+    assert (info.stream.slots, info.stream.readers, info.stream.last_seq) == (4, 1, 3)
+    assert info.stream.writer_alive is True and not info.stream.block
+    assert stream.info() == info.stream._replace(readers=0)
+
+
+def test_release_from_another_thread_while_receiving(name):
+    # A consumer thread drops the arrays while the receiving thread blocks:
+    # releases queue up and happen between slices of the wait, so the
+    # writer, needing those slots, never stalls.
+    frames = 60
+    arrays: queue.Queue = queue.Queue(maxsize=1)
+    sums = []
+
+    def consume() -> None:
+        for _ in range(frames):
+            array = arrays.get(timeout=30)
+            sums.append(int(array.reshape(-1).view("<u8")[0]))
+            del array
+
+    # block=True: the writer never laps the reader, so every frame arrives
+    # however the threads are scheduled, and it must wait for the releases.
+    with shmlane.Writer(name, shape=SHAPE, dtype="u1", slots=3, block=True) as writer:
+        with shmlane.Reader(name, mode="all") as reader:
+
+            def receive() -> None:
+                for _ in range(frames):
+                    with reader.receive(timeout=30) as sample:
+                        arrays.put(sample.array, timeout=30)
+
+            threads = [threading.Thread(target=consume), threading.Thread(target=receive)]
+            for thread in threads:
+                thread.start()
+            try:
+                for _ in range(frames):
+                    publish(writer)  # loan(timeout=5): raises if slots stay pinned
+                    time.sleep(0.002)
+            finally:
+                for thread in threads:
+                    thread.join(timeout=60)
+    assert sums == list(range(1, frames + 1))
+
+
+def test_one_receive_at_a_time(stream, name):
+    with shmlane.Reader(name) as reader:
+
+        def wait() -> None:
+            try:
+                reader.receive(timeout=1.0)
+            except TimeoutError:
+                pass
+
+        thread = threading.Thread(target=wait)
+        thread.start()
+        time.sleep(0.2)
+        with pytest.raises(RuntimeError, match="another thread"):
+            reader.receive(timeout=0)
+        thread.join()
+
+
+def test_receive_async(stream, name):
+    async def main(reader: shmlane.Reader) -> None:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        tick_task = asyncio.create_task(ticker())
+        asyncio.get_running_loop().call_later(0.3, publish, stream)
+        with await reader.receive_async(timeout=30) as sample:
+            assert sample.seq == 1 and stamped(sample.array, 1)
+        assert ticks >= 5  # the loop kept running
+        with pytest.raises(TimeoutError):
+            await reader.receive_async(timeout=0.2)
+        waiting = asyncio.create_task(reader.receive_async())
+        await asyncio.sleep(0.1)
+        start = time.monotonic()
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert time.monotonic() - start < 2
+        tick_task.cancel()
+
+    with shmlane.Reader(name) as reader:
+        asyncio.run(main(reader))
+
+
+@pytest.mark.parametrize("shape", [(480, 640, 3), (1080, 1920, 3)])
+def test_per_frame_overhead_is_small_and_copies_nothing(new_name, shape):
+    # A copy of a 1920x1080x3 frame takes about 500 us; the hand-off itself
+    # takes a few. The bound is far above either overhead and below any copy.
+    name = new_name()
+    with shmlane.Writer(name, shape=shape, dtype="u1") as writer:
+        with shmlane.Reader(name) as reader:
+            times = []
+            for _ in range(300):
+                start = time.perf_counter()
+                with writer.loan() as frame:
+                    pass
+                with reader.receive(timeout=5) as sample:
+                    sample.array
+                times.append(time.perf_counter() - start)
+            del frame
+    assert sorted(times)[len(times) // 2] < 100e-6
