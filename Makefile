@@ -48,7 +48,7 @@ install-python: deps
 test-python: install-python
 	$(BIN)/pytest -q tests/python
 
-test: test-c test-asan test-python
+test: test-c test-asan reliability-smoke test-python
 
 # The camera demo in Python (a test pattern: no camera needed). OpenCV is
 # optional: without it the writer draws its text itself and the reader prints.
@@ -66,3 +66,4 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV)
+include mk/reliability.mk

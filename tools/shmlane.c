@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "shmlane.h"
@@ -496,7 +497,18 @@ static void print_table(const struct entry *entries, size_t n, uint64_t now) {
 
 /* ---------------------------------------------------------------- commands */
 
-enum { OPT_JSON, OPT_NO_RATE, OPT_FORMAT, OPT_SHAPE, OPT_MODE, OPT_REPLACE, OPT_COUNT };
+enum {
+  OPT_JSON,
+  OPT_NO_RATE,
+  OPT_FORMAT,
+  OPT_SHAPE,
+  OPT_MODE,
+  OPT_REPLACE,
+  OPT_DRY_RUN,
+  OPT_ALL_DEAD,
+  OPT_GRACE,
+  OPT_COUNT
+};
 
 static const struct option {
   const char *name; /* long form, without "--" */
@@ -506,6 +518,8 @@ static const struct option {
     [OPT_JSON] = {"json", 0, false},      [OPT_NO_RATE] = {"no-rate", 0, false},
     [OPT_FORMAT] = {"format", 'f', true}, [OPT_SHAPE] = {"shape", 's', true},
     [OPT_MODE] = {"mode", 'm', true},     [OPT_REPLACE] = {"replace", 0, false},
+    [OPT_DRY_RUN] = {"dry-run", 'n', false}, [OPT_ALL_DEAD] = {"all-dead", 0, false},
+    [OPT_GRACE] = {"grace", 0, true},
 };
 
 struct cmdline {
@@ -645,6 +659,120 @@ static int cmd_rm(const struct cmdline *cl) {
   return status;
 }
 
+/* ---------------------------------------------------------------- gc */
+
+/* Nothing in a segment records who has it open, so "unused" can only be
+ * proven for streams (writer and readers register themselves) and for
+ * objects whose creator never finished. Everything else needs --all-dead. */
+enum { GC_DEFAULT_GRACE_S = 10 };
+
+struct gc_opts {
+  bool dry_run, all_dead;
+  uint64_t grace_ns;
+};
+
+static bool shm_path(const char *name, char *buf, size_t size) {
+  int n = snprintf(buf, size, "/dev/shm%s%s", SHL_POSIX_PREFIX, name);
+  return n > 0 && (size_t)n < size;
+}
+
+static uint64_t stat_ns(const struct timespec *ts) {
+  return (uint64_t)ts->tv_sec * 1000000000u + (uint64_t)ts->tv_nsec;
+}
+
+static bool same_object(const struct stat *a, const struct stat *b) {
+  return a->st_ino == b->st_ino && a->st_dev == b->st_dev;
+}
+
+/* Why `name` may be removed, or NULL to keep it. *seen identifies the object
+ * judged, so a replacement created meanwhile under the name is left alone. */
+static const char *gc_verdict(const char *name, const struct gc_opts *o, struct stat *seen) {
+  char path[64];
+  if (!shm_path(name, path, sizeof path) || lstat(path, seen) < 0 || !S_ISREG(seen->st_mode))
+    return NULL;
+  shl_segment *seg;
+  int rc = shl_open(&seg, name, SHL_OPEN_READONLY, 0);
+  if (rc == SHL_E_NOT_READY) {
+    /* A creator sizes, fills and publishes a segment in one go: one that is
+     * still not ready after the grace period died on the way (or was
+     * planted). Age by mtime, which shm_open(O_CREAT) and ftruncate set. */
+    uint64_t changed = stat_ns(&seen->st_mtim);
+    uint64_t now = clock_ns(CLOCK_REALTIME);
+    return now >= changed && now - changed >= o->grace_ns ? "never initialised" : NULL;
+  }
+  if (rc < 0) return NULL; /* gone, foreign, corrupt, or not ours to read: not gc's call */
+  const char *why = NULL;
+  shl_info info;
+  if (shl_get_info(seg, &info) == 0) {
+    if (info.kind == SHL_KIND_STREAM) {
+      shl_stream_info s;
+      /* writer_alive and readers_alive count "cannot tell" as alive. */
+      if (shl_stream_get_info(seg, &s) == 0 && s.writer_alive == 0 && s.readers_alive == 0)
+        why = s.writer_pid ? "stream: writer dead, no reader" : "stream: no writer, no reader";
+    } else if (o->all_dead && info.creator_alive == 0) {
+      why = "creator dead (--all-dead)";
+    }
+  }
+  shl_close(seg);
+  return why;
+}
+
+/* 0 removed (or gone already: another gc got there), 1 kept, < 0 error. */
+static int gc_one(const char *name, const struct gc_opts *o) {
+  struct stat seen, now;
+  char path[64];
+  const char *why = gc_verdict(name, o, &seen);
+  if (!why) return 1;
+  if (o->dry_run) {
+    printf("would remove %s (%s)\n", name, why);
+    return 0;
+  }
+  /* Names cannot be unlinked by identity: re-check just before, which
+   * leaves a window of microseconds instead of the whole verdict. */
+  if (!shm_path(name, path, sizeof path) || lstat(path, &now) < 0 || !same_object(&seen, &now))
+    return 0;
+  int rc = shl_unlink(name);
+  if (rc == -ENOENT) return 0;
+  if (rc < 0) {
+    errorf(rc, "gc: cannot remove '%s'", name);
+    return rc;
+  }
+  printf("removed %s (%s)\n", name, why);
+  return 0;
+}
+
+static int cmd_gc(const struct cmdline *cl) {
+  struct gc_opts o = {cl->given[OPT_DRY_RUN], cl->given[OPT_ALL_DEAD],
+                      GC_DEFAULT_GRACE_S * 1000000000ull};
+  if (cl->given[OPT_GRACE]) {
+    char *end;
+    uint64_t secs;
+    if (!parse_uint(cl->value[OPT_GRACE], &end, 10, &secs) || *end || secs > 100u * 365 * 86400) {
+      errorf(0, "gc: bad grace '%s': expected whole seconds, like 10", cl->value[OPT_GRACE]);
+      return EXIT_USAGE;
+    }
+    o.grace_ns = secs * 1000000000u;
+  }
+  struct list l = {0};
+  int status = 0, rc = 0;
+  if (cl->nnames) {
+    for (int i = 0; i < cl->nnames && rc == 0; i++) rc = collect_name(cl->names[i], &l);
+  } else {
+    rc = shl_list(collect_name, &l);
+  }
+  if (rc < 0) {
+    errorf(rc, "gc: cannot list segments");
+    status = EXIT_RUNTIME;
+  } else {
+    qsort(l.names, l.n, sizeof *l.names, compare_names);
+    for (size_t i = 0; i < l.n; i++)
+      if (gc_one(l.names[i], &o) < 0) status = EXIT_RUNTIME;
+  }
+  for (size_t i = 0; i < l.n; i++) free(l.names[i]);
+  free(l.names);
+  return status;
+}
+
 static const struct command commands[] = {
     {"ls", cmd_ls, 1u << OPT_JSON | 1u << OPT_NO_RATE, 0, 0, "ls [--json] [--no-rate]",
      "list segments",
@@ -683,6 +811,23 @@ static const struct command commands[] = {
      "  --replace         remove an existing segment of that name first\n"},
     {"rm", cmd_rm, 0, 1, -1, "rm NAME...", "remove segments",
      "Removes each name. Processes that have a segment open keep their mapping.\n"},
+    {"gc", cmd_gc, 1u << OPT_DRY_RUN | 1u << OPT_ALL_DEAD | 1u << OPT_GRACE, 0, -1,
+     "gc [--dry-run] [--all-dead] [--grace SECONDS] [NAME...]",
+     "remove segments nobody uses any more",
+     "Removes, among the given names (default: every segment):\n"
+     "  - streams whose writer is dead or gone and that have no live reader;\n"
+     "  - objects still not initialised (zero-sized, or never published ready)\n"
+     "    whose last change is older than the grace period: their creator died;\n"
+     "  - with --all-dead, also arrays and structs whose creator is dead.\n"
+     "A segment normally outlives its creator and nothing records who else has an\n"
+     "array or struct open, so those are kept unless --all-dead asks. Foreign,\n"
+     "corrupt and unreadable entries are never removed (use 'shmlane rm').\n"
+     "Prints one line per segment removed. Several gc may run at once.\n"
+     "\n"
+     "Options:\n"
+     "  -n, --dry-run      print what would be removed, remove nothing\n"
+     "  --all-dead         also remove arrays and structs whose creator is dead\n"
+     "  --grace SECONDS    age before a never-initialised object goes (default 10)\n"},
 };
 
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };

@@ -118,13 +118,13 @@ def test_help_and_version():
     p = run("--version")
     check(re.fullmatch(r"shmlane \d+\.\d+\.\d+\n", p.stdout), "--version: %r" % p.stdout)
     for args in (["--help"], ["-h"], ["ls", "--help"], ["info", "--help"], ["create", "--help"],
-                 ["rm", "--help"], ["create", "x", "--help"]):
+                 ["rm", "--help"], ["gc", "--help"], ["create", "x", "--help"]):
         p = run(*args)
         check(p.stdout.startswith("Usage: shmlane"), "%s: %r" % (args, p.stdout[:80]))
         if args[0] in ("ls", "info"):
             check("--no-rate" in p.stdout, "%s does not mention --no-rate" % args)
     p = run("--help")
-    for command in ("ls", "info", "create", "rm"):
+    for command in ("ls", "info", "create", "rm", "gc"):
         check(re.search(r"^  %s " % command, p.stdout, re.M), "--help lacks command " + command)
 
 
@@ -330,6 +330,87 @@ def test_stream_writer_gone():
     run("rm", done, crash)
 
 
+def gc(*args, rc=0):
+    """Run gc; the names it says it removed (or would remove)."""
+    p = run("gc", *args, rc=rc)
+    return re.findall(r"^(?:removed|would remove) (\S+) \(", p.stdout, re.M)
+
+
+def age(seg_name, seconds):
+    """Make an object look last changed `seconds` ago (gc ages stuck objects by mtime)."""
+    t = os.stat(shm_path(seg_name)).st_mtime - seconds
+    os.utime(shm_path(seg_name), (t, t))
+
+
+def test_gc():
+    # Every run names its segments: gc over all of /dev/shm would touch other tests' streams.
+    live, closed, killed = name("gclive"), name("gcclosed"), name("gckilled")
+    arr, empty, zeros, text = name("gcarr"), name("gcempty"), name("gczeros"), name("gctext")
+    everything = [live, closed, killed, arr, empty, zeros, text, name("gcmissing")]
+    peer = start_peer(live, 0, 50, 1)
+    stop_peer(start_peer(closed, 2, 0, 0))
+    stop_peer(start_peer(killed, 2, 0, 1), kill=True)
+    run("create", arr, "--format", "f8", "--shape", "4")
+    plant("gcempty", b"")            # creator died before ftruncate
+    plant("gczeros", bytes(8192))    # creator died before writing the header
+    plant("gctext", b"not ours\n")  # foreign: never gc's to remove
+    for seg in (empty, zeros, text):
+        age(seg, 3600)
+    exists = lambda seg: os.path.exists(shm_path(seg))
+
+    # Dry run: says what would go, removes nothing.
+    got = gc("--dry-run", *everything)
+    check(sorted(got) == sorted([closed, killed, empty, zeros]), "gc --dry-run: %r" % got)
+    got = gc("-n", "--all-dead", *everything)
+    check(sorted(got) == sorted([closed, killed, arr, empty, zeros]), "gc -n --all-dead: %r" % got)
+    check(all(exists(seg) for seg in everything[:-1]), "gc --dry-run removed something")
+
+    # A fresh never-initialised object is within its grace period.
+    fresh = plant("gcfresh", b"")
+    check(gc(fresh) == [] and exists(fresh), "gc removed an object within its grace period")
+    check(gc("--grace", "0", fresh) == [fresh] and not exists(fresh),
+          "gc --grace 0 kept a never-initialised object")
+
+    got = gc(*everything)
+    check(sorted(got) == sorted([closed, killed, empty, zeros]), "gc removed %r" % got)
+    for seg in (live, arr, text):
+        check(exists(seg), "gc removed %s" % seg)
+    check_stream("gc kept the live stream", info_json(live).get("stream"), writer_alive=True,
+                 readers_alive=1)
+    # Idempotent: a second run finds nothing and succeeds.
+    check(gc(*everything) == [], "second gc removed something")
+    got = gc("--all-dead", *everything)
+    check(got == [arr] and exists(live) and exists(text), "gc --all-dead removed %r" % got)
+
+    # Once its writer has closed (and its readers with it), the stream goes too.
+    stop_peer(peer)
+    check(gc(live) == [live] and not exists(live), "gc kept a stream nobody uses")
+    run("rm", text)
+
+    # Several gc at once: every one succeeds, each segment is removed once.
+    many = []
+    for i in range(4):
+        stop_peer(start_peer(name("gcs%d" % i), 1, 0, 0), kill=True)
+        many.append(name("gcs%d" % i))
+        many.append(plant("gcz%d" % i, b""))
+        age(many[-1], 3600)
+    procs = [subprocess.Popen([CLI, "gc", *many], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              encoding="utf-8") for _ in range(3)]
+    removed = []
+    for p in procs:
+        out, err = p.communicate(timeout=30)
+        check(p.returncode == 0 and err == "", "concurrent gc: exit %d, stderr %r"
+              % (p.returncode, err))
+        removed += re.findall(r"^removed (\S+) ", out, re.M)
+    check(not any(exists(seg) for seg in many), "concurrent gc left segments behind")
+    check(len(removed) <= len(many), "concurrent gc reported %d removals of %d segments"
+          % (len(removed), len(many)))
+
+    for args in (["gc", "--grace"], ["gc", "--grace", "-1"], ["gc", "--grace", "1.5"],
+                 ["gc", "--grace", "x"], ["gc", "--json"], ["gc", "bad/name"]):
+        run(*args, rc=2)
+
+
 def test_usage_errors():
     existing = name("arr")
     for args in (["frob"], ["--frob"], [], ["info"], ["rm"], ["create", "--format", "f8"],
@@ -440,7 +521,7 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     try:
         for test in (test_help_and_version, test_create_info, test_numpy_formats, test_ls,
-                     test_stream_live, test_stream_writer_gone, test_usage_errors,
+                     test_stream_live, test_stream_writer_gone, test_gc, test_usage_errors,
                      test_runtime_errors, test_foreign_files, test_rm):
             before = len(failures)
             test()
