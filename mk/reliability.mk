@@ -7,12 +7,15 @@
 #   make check-tsan         multi-threaded C tests under ThreadSanitizer
 #   make stress             kill storm, STRESS_SECONDS (300)
 #   make stress-smoke       kill storm, 20 s
+#   make soak               an hour of streaming with readers joining and leaving:
+#                           memory and descriptors of long-lived processes (SOAK_SECONDS)
 #   make reliability-smoke  fuzz-smoke + stress-smoke (what CI runs)
 
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 10
 STRESS_SECONDS ?= 300
 STRESS_SMOKE_SECONDS ?= 20
+SOAK_SECONDS ?= 3600
 CLANG ?= clang
 
 FUZZ_BUILD := build-fuzz
@@ -26,7 +29,7 @@ FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined
   -fno-sanitize-recover=undefined -Iinclude -Isrc -Ifuzz
 
 .PHONY: clang-installed fuzz fuzz-smoke fuzz-build fuzz-corpus check-valgrind check-tsan stress stress-smoke \
-  reliability-smoke
+  reliability-smoke soak
 
 clang-installed:
 	@command -v $(CLANG) >/dev/null || { apt-get update && apt-get install -y clang; }
@@ -105,5 +108,10 @@ stress: $(STRESS_BUILD)/build.ninja
 stress-smoke: $(STRESS_BUILD)/build.ninja
 	$(BIN)/ninja -C $(STRESS_BUILD)
 	python3 tests/stress/kill_storm.py --build $(STRESS_BUILD) --seconds $(STRESS_SMOKE_SECONDS)
+
+# The Python demo reader runs too, from the venv's installed package.
+soak: $(STRESS_BUILD)/build.ninja install-python
+	$(BIN)/ninja -C $(STRESS_BUILD)
+	python3 tests/stress/soak.py --build $(STRESS_BUILD) --python $(BIN)/python --seconds $(SOAK_SECONDS)
 
 reliability-smoke: fuzz-smoke stress-smoke
