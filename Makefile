@@ -67,3 +67,4 @@ clean:
 distclean: clean
 	rm -rf $(VENV)
 include mk/reliability.mk
+include mk/bench.mk

@@ -1,0 +1,495 @@
+"""One writer process and one reader process moving frames with one method
+(shmlane or an alternative), the Python counterpart of bench/c/stream.c.
+
+    python pair.py writer METHOD NAME FRAME ITERS GAP_S SECONDS PHASES OUT
+    python pair.py reader METHOD NAME FRAME ITERS PHASES OUT
+
+FRAME is HxWxC (uint8) or a byte count. The writer sets everything up,
+prints "ready", waits for the reader, then runs the phases (see stream.c):
+l (latency, the reader blocked), c (cost, the reader polling, timing the
+successful receive), t (throughput for SECONDS). A frame carries in its
+first 8 bytes the writer's clock just before it is handed over: for shmlane
+after the frame is filled in the slot (the fill is timed apart), for the
+others before their copy-in, which is part of how they send.
+
+Per frame the writer records `send` (shmlane: loan + publish; others: copy
+in + signal), the reader `recv` (receive until it holds an ndarray and has
+released what it must: shmlane receive + array + release; others: wake-up
+bookkeeping + copy out). Files OUT.send, OUT.recv, OUT.lat, OUT.fill; one
+JSON line of counts on stdout. Control traffic goes through a shmlane
+segment NAME.c and is not timed.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import sys
+import time
+
+import numpy as np
+
+import shmlane
+
+ns = time.perf_counter_ns  # CLOCK_MONOTONIC on Linux, as time.monotonic_ns
+now = time.monotonic_ns
+BUSY_GAP = os.environ.get("BENCH_BUSY_GAP") == "1"
+STAMP, ACKS, READY, PHASE, DONE, ELAPSED = 0, 8, 16, 24, 32, 40
+
+
+def parse_frame(text: str) -> tuple:
+    return tuple(int(x) for x in text.split("x"))
+
+
+def stamp_of(arr: np.ndarray) -> int:
+    return int(arr.reshape(-1)[:8].view("<u8")[0])
+
+
+def put_stamp(arr: np.ndarray, value: int) -> None:
+    arr.reshape(-1)[:8].view("<u8")[0] = value
+
+
+class Method:
+    """Writer side: open, send(src) -> ns spent in the hand-over (and the fill
+    apart for zero-copy methods). Reader side: recv(timeout) -> (array,
+    release) or None."""
+
+    fill_ns = 0
+
+    def close(self) -> None:
+        pass
+
+
+class Shmlane(Method):
+    def __init__(self, role, name, shape, mode="latest"):
+        self.role, self.name = role, name
+        if role == "writer":
+            shmlane.unlink(name) if name in {i.name for i in shmlane.list()} else None
+            self.w = shmlane.Writer(name, shape=shape, dtype="u1", block=mode == "all")
+        else:
+            self.r = shmlane.Reader(name, mode=mode, timeout=5.0)
+
+    def send(self, src: np.ndarray) -> int:
+        t0 = ns()
+        loan = self.w.loan()
+        arr = loan.array
+        t1 = ns()
+        np.copyto(arr, src)  # the fill: a camera would write here directly
+        put_stamp(arr, now())
+        t2 = ns()
+        loan.publish()
+        t3 = ns()
+        self.fill_ns = t2 - t1
+        return (t1 - t0) + (t3 - t2)
+
+    def recv(self, timeout):
+        try:
+            s = self.r.receive(timeout=timeout)
+        except TimeoutError:
+            return None
+        return s.array, s.release
+
+    def close(self):
+        if self.role == "writer":
+            self.w.close()
+            self.w.unlink()
+        else:
+            self.r.close()
+
+
+class _Shared(Method):
+    """A shared buffer guarded by a named posix_ipc semaphore, with a frame
+    counter in front of it; subclasses provide the buffer."""
+
+    def __init__(self, role, name, shape):
+        import posix_ipc
+
+        self.role, self.name, self.shape = role, name, shape
+        self.nbytes = int(np.prod(shape))
+        flags = posix_ipc.O_CREX if role == "writer" else 0
+        if role == "writer":
+            for n in ("/" + name + ".m", "/" + name + ".n"):
+                try:
+                    posix_ipc.unlink_semaphore(n)
+                except posix_ipc.ExistentialError:
+                    pass
+        self.mutex = posix_ipc.Semaphore("/" + name + ".m", flags, initial_value=1)
+        self.avail = posix_ipc.Semaphore("/" + name + ".n", flags, initial_value=0)
+        self.buf = self.attach()  # uint8 array: 8-byte counter, then the frame
+        self.count = self.buf[:8].view("<u8")
+        self.frame = self.buf[8:].reshape(shape)
+        self.seen = 0
+
+    def send(self, src):
+        t0 = ns()
+        put_stamp(src, now())
+        self.mutex.acquire()
+        self.frame[...] = src  # copy in
+        self.count[0] += 1
+        self.mutex.release()
+        self.avail.release()  # wake the reader
+        return ns() - t0
+
+    def recv(self, timeout):
+        import posix_ipc
+
+        try:
+            self.avail.acquire(timeout)
+        except posix_ipc.BusyError:
+            return None
+        self.mutex.acquire()
+        out = self.frame.copy()  # copy out
+        self.mutex.release()
+        return out, None
+
+    def close(self):
+        self.mutex.close()
+        self.avail.close()
+        if self.role == "writer":
+            for s in (self.mutex, self.avail):
+                try:
+                    s.unlink()
+                except Exception:
+                    pass
+
+
+class Seed(_Shared):
+    """The seed's recipe: posix_ipc SharedMemory + mmap, a semaphore as a
+    lock, frame.tobytes() copied into the mapping, the reader polling the
+    counter every millisecond (when blocked) and copying the frame out."""
+
+    def attach(self):
+        import posix_ipc
+
+        size = 8 + self.nbytes
+        if self.role == "writer":
+            try:
+                posix_ipc.unlink_shared_memory("/" + self.name)
+            except posix_ipc.ExistentialError:
+                pass
+            shm = posix_ipc.SharedMemory("/" + self.name, posix_ipc.O_CREX, size=size)
+        else:
+            shm = posix_ipc.SharedMemory("/" + self.name)
+        self.mm = mmap.mmap(shm.fd, size)
+        shm.close_fd()
+        return np.ndarray((size,), np.uint8, buffer=self.mm)
+
+    def send(self, src):
+        t0 = ns()
+        put_stamp(src, now())
+        data = src.tobytes()  # the seed copies twice: tobytes(), then into the mapping
+        self.mutex.acquire()
+        self.mm[8:] = data
+        self.count[0] += 1
+        self.mutex.release()
+        return ns() - t0
+
+    def recv(self, timeout):
+        deadline = time.monotonic() + (timeout or 0)
+        while True:
+            self.mutex.acquire()
+            if int(self.count[0]) != self.seen:
+                self.seen = int(self.count[0])
+                out = np.ndarray(self.shape, np.uint8, buffer=self.mm, offset=8).copy()
+                self.mutex.release()
+                return out, None
+            self.mutex.release()
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.001)  # the seed polls at a fixed rate
+
+    def close(self):
+        super().close()
+        if self.role == "writer":
+            import posix_ipc
+
+            try:
+                posix_ipc.unlink_shared_memory("/" + self.name)
+            except posix_ipc.ExistentialError:
+                pass
+
+
+class MpShm(_Shared):
+    """multiprocessing.shared_memory + a posix_ipc lock and a posix_ipc
+    counting semaphore to wake the reader; copy in and out with NumPy."""
+
+    def attach(self):
+        from multiprocessing import resource_tracker, shared_memory
+
+        size = 8 + self.nbytes
+        if self.role == "writer":
+            try:
+                shared_memory.SharedMemory(self.name).unlink()
+            except FileNotFoundError:
+                pass
+            self.shm = shared_memory.SharedMemory(self.name, create=True, size=size)
+        else:
+            self.shm = shared_memory.SharedMemory(self.name)
+            # Python < 3.13 would unlink it when this reader exits.
+            resource_tracker.unregister(self.shm._name, "shared_memory")
+        return np.ndarray((size,), np.uint8, buffer=self.shm.buf)
+
+    def close(self):
+        super().close()
+        self.buf = self.count = self.frame = None
+        self.shm.close()
+        if self.role == "writer":
+            self.shm.unlink()
+
+
+class SharedArrayMethod(_Shared):
+    """SharedArray (a named array with its dtype and shape) + posix_ipc
+    semaphores, copy in and out."""
+
+    def attach(self):
+        import SharedArray as sa
+
+        size = 8 + self.nbytes
+        if self.role == "writer":
+            try:
+                sa.delete("shm://" + self.name)
+            except FileNotFoundError:
+                pass
+            return sa.create("shm://" + self.name, (size,), np.uint8)
+        return sa.attach("shm://" + self.name)
+
+    def close(self):
+        super().close()
+        if self.role == "writer":
+            import SharedArray as sa
+
+            sa.delete("shm://" + self.name)
+
+
+class Zmq(Method):
+    """pyzmq PUSH/PULL over ipc://, zero-copy sends and receives on the
+    Python side (the kernel copies through the socket)."""
+
+    def __init__(self, role, name, shape):
+        import zmq
+
+        self.zmq, self.shape = zmq, shape
+        self.ctx = zmq.Context()
+        self.path = f"/tmp/shlbench-{name}.ipc"
+        if role == "writer":
+            self.sock = self.ctx.socket(zmq.PUSH)
+            self.sock.bind("ipc://" + self.path)
+        else:
+            self.sock = self.ctx.socket(zmq.PULL)
+            self.sock.connect("ipc://" + self.path)
+        self.role = role
+
+    def send(self, src):
+        t0 = ns()
+        put_stamp(src, now())
+        self.sock.send(src, copy=False)
+        return ns() - t0
+
+    def recv(self, timeout):
+        if timeout is not None and not self.sock.poll(int(timeout * 1000) if timeout else 0):
+            return None
+        msg = self.sock.recv(copy=False)
+        return np.frombuffer(msg.buffer, np.uint8).reshape(self.shape), None
+
+    def close(self):
+        self.sock.close(linger=0)
+        self.ctx.term()
+        if self.role == "writer":
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+
+class Pipe(Method):
+    """multiprocessing.connection.Connection over a named pipe (what
+    multiprocessing.Pipe(duplex=False) gives, between unrelated processes):
+    send_bytes / recv_bytes_into a preallocated array."""
+
+    def __init__(self, role, name, shape):
+        from multiprocessing.connection import Connection
+
+        self.path = f"/tmp/shlbench-{name}.fifo"
+        self.role, self.shape = role, shape
+        if role == "writer":
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            os.mkfifo(self.path, 0o600)
+            self.conn = Connection(os.open(self.path, os.O_RDWR), readable=False)
+        else:
+            self.conn = Connection(os.open(self.path, os.O_RDONLY), writable=False)
+            self.out = np.empty(int(np.prod(shape)) , np.uint8)
+
+    def send(self, src):
+        t0 = ns()
+        put_stamp(src, now())
+        self.conn.send_bytes(src.reshape(-1))  # flat: send_bytes counts len()
+        return ns() - t0
+
+    def recv(self, timeout):
+        if timeout is not None and not self.conn.poll(timeout):
+            return None
+        self.conn.recv_bytes_into(self.out)
+        return self.out.reshape(self.shape), None
+
+    def close(self):
+        self.conn.close()
+        if self.role == "writer":
+            os.unlink(self.path)
+
+
+def make(method, role, name, shape, mode):
+    if method == "shmlane":
+        return Shmlane(role, name, shape, mode)
+    if method == "iceoryx2":
+        from iox2_method import Iceoryx2
+
+        return Iceoryx2(role, name, shape)
+    cls = {"seed": Seed, "mpshm": MpShm, "sharedarray": SharedArrayMethod, "zmq": Zmq, "pipe": Pipe}
+    return cls[method](role, name, shape)
+
+
+def control(name, create):
+    if create:
+        return shmlane.create(name + ".c", shape=64, dtype="<u8", replace=True)
+    return shmlane.open(name + ".c", timeout=5.0)
+
+
+def dump(path, values):
+    with open(path, "w") as f:
+        f.write("\n".join(str(v) for v in values) + "\n")
+
+
+def wait_for(c, index, value):
+    while c[index] < value:
+        pass
+
+
+def writer(method, name, frame, iters, gap, seconds, phases, out, mode):
+    shape = parse_frame(frame)
+    seg = control(name, True)
+    c = seg.array
+    m = make(method, "writer", name, shape, mode)
+    src = np.random.default_rng(1).integers(0, 255, shape, dtype=np.uint8)
+    print("ready", flush=True)
+    while c[READY] < 1:
+        time.sleep(0.001)
+    send, fill, send_polled = [], [], []
+    rng = np.random.default_rng(2)
+    acked = 0
+    for ph, code in ((1, "l"), (2, "c")):
+        if code not in phases:
+            continue
+        c[PHASE] = ph
+        for _ in range(iters):
+            wait_for(c, ACKS, acked)
+            if ph == 1:
+                pause = gap * rng.uniform(0.5, 1.5)
+                if BUSY_GAP:  # stay on the CPU: the writer's caches stay warm
+                    end = time.perf_counter() + pause
+                    while time.perf_counter() < end:
+                        pass
+                else:
+                    time.sleep(pause)
+            cost = m.send(src)
+            if ph == 1:
+                send.append(cost)
+                fill.append(m.fill_ns)
+            else:
+                send_polled.append(cost)
+            acked += 1
+        wait_for(c, ACKS, acked)
+    published, elapsed = 0, 0.0
+    if "t" in phases:
+        c[PHASE] = 3
+        start = time.monotonic()
+        end = start + seconds
+        while time.monotonic() < end:
+            m.send(src)
+            published += 1
+        elapsed = time.monotonic() - start
+        c[ELAPSED] = int(elapsed * 1e9)
+        c[DONE] = 1
+    while c[READY] > 0:
+        time.sleep(0.001)
+    dump(out + ".send", send)
+    dump(out + ".fill", fill)
+    dump(out + ".send_polled", send_polled)
+    m.close()
+    seg.close()
+    seg.unlink()
+    print(json.dumps({"published": published, "seconds": elapsed}), flush=True)
+
+
+def reader(method, name, frame, iters, phases, out, mode):
+    shape = parse_frame(frame)
+    seg = control(name, False)
+    c = seg.array
+    m = make(method, "reader", name, shape, mode)
+    c[READY] += 1
+    lat, recv = [], []
+    if "l" in phases:
+        for _ in range(iters):
+            got = None
+            while got is None:
+                got = m.recv(1.0)
+            t1 = now()
+            arr, release = got
+            lat.append(t1 - stamp_of(arr))
+            del arr
+            if release:
+                release()
+            c[ACKS] += 1
+    if "c" in phases:
+        for _ in range(iters):
+            while True:
+                t0 = ns()
+                got = m.recv(0)
+                if got is not None:
+                    arr, release = got
+                    if release:
+                        release()
+                    recv.append(ns() - t0)
+                    del arr, got
+                    break
+            c[ACKS] += 1
+    frames = 0
+    if "t" in phases:
+        while c[PHASE] != 3:
+            time.sleep(0.0001)
+        while True:
+            got = m.recv(0.01)
+            if got is None:
+                if c[DONE]:
+                    break
+                continue
+            frames += 1
+            arr, release = got
+            del arr
+            if release:
+                release()
+    dump(out + ".lat", lat)
+    dump(out + ".recv", recv)
+    m.close()
+    print(json.dumps({"frames": frames, "seconds": int(c[ELAPSED]) / 1e9}), flush=True)
+    c[READY] -= 1
+    seg.close()
+
+
+def main(argv):
+    role, method = argv[1], argv[2]
+    mode = os.environ.get("BENCH_MODE", "latest")
+    if role == "writer":
+        _, _, _, name, frame, iters, gap, seconds, phases, out = argv
+        writer(method, name, frame, int(iters), float(gap), float(seconds), phases, out, mode)
+    else:
+        _, _, _, name, frame, iters, phases, out = argv
+        reader(method, name, frame, int(iters), phases, out, mode)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    main(sys.argv)

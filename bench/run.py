@@ -1,0 +1,594 @@
+"""Run the shmlane benchmarks and write results/latest.json, latest.md and
+the plots (bench/README in docs/performance.md).
+
+    python bench/run.py [--quick] [--tiny] [--bin build-bench/c] [--out bench/results]
+
+--quick: fewer iterations (under a minute). --tiny: a handful of iterations,
+for the smoke test (numbers meaningless). Every process of a pair is its
+own exec'd program; the C programs come from --bin (mk/bench.mk builds them).
+Comparison packages missing from this interpreter are pip-installed here;
+one that cannot be installed or imported is reported as skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+PAIR = os.path.join(HERE, "py", "pair.py")
+ATTACH_PY = os.path.join(HERE, "py", "attach.py")
+FRAMES = [("640x480x3", "480x640x3"), ("1920x1080x3", "1080x1920x3"), ("64 B", "64")]
+ALTERNATIVES = {  # method: (PyPI name, module)
+    "seed": ("posix-ipc", "posix_ipc"),
+    "mpshm": ("posix-ipc", "posix_ipc"),
+    "sharedarray": ("SharedArray", "SharedArray"),
+    "iceoryx2": ("iceoryx2", "iceoryx2"),
+    "zmq": ("pyzmq", "zmq"),
+    "pipe": (None, "multiprocessing.connection"),
+}
+DESCRIBE = {
+    "shmlane": "shmlane Python Writer/Reader (zero-copy)",
+    "seed": "seed recipe: posix_ipc semaphore + mmap, tobytes() copy in, copy out, 1 ms polling",
+    "mpshm": "multiprocessing.shared_memory + posix_ipc semaphores, copy in/out",
+    "sharedarray": "SharedArray + posix_ipc semaphores, copy in/out",
+    "iceoryx2": "iceoryx2 publish-subscribe with slices",
+    "zmq": "pyzmq PUSH/PULL over ipc://, copy=False",
+    "pipe": "multiprocessing Connection over a named pipe",
+}
+
+
+class Config:
+    def __init__(self, quick: bool, tiny: bool):
+        self.quick, self.tiny = quick, tiny
+        if tiny:
+            self.wake_iters, self.wake_gap_ns = 20, 50_000
+            self.stream_iters, self.stream_gap_ns, self.thr_s = 10, 100_000, 0.05
+            self.py_iters, self.py_thr_s, self.alt_iters = 5, 0.05, 5
+            self.fanout = [1, 2]
+            self.attach_iters = 5
+            self.frames = FRAMES[:1] + FRAMES[2:]
+        elif quick:
+            self.wake_iters, self.wake_gap_ns = 1500, 150_000
+            self.stream_iters, self.stream_gap_ns, self.thr_s = 300, 300_000, 0.3
+            self.py_iters, self.py_thr_s, self.alt_iters = 150, 0.3, 40
+            self.fanout = [1, 4]
+            self.attach_iters = 50
+            self.frames = FRAMES
+        else:
+            self.wake_iters, self.wake_gap_ns = 10000, 200_000
+            self.stream_iters, self.stream_gap_ns, self.thr_s = 2000, 500_000, 1.0
+            self.py_iters, self.py_thr_s, self.alt_iters = 1000, 1.0, 250
+            self.fanout = [1, 2, 4, 8]
+            self.attach_iters = 300
+            self.frames = FRAMES
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def load(path: str) -> list:
+    try:
+        with open(path) as f:
+            return [int(x) for x in f.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def pct(values: list, p: float) -> float:
+    if not values:
+        return float("nan")
+    v = sorted(values)
+    rank = max(1, -(-len(v) * p // 100))  # nearest rank
+    return float(v[int(min(rank, len(v))) - 1])
+
+
+def summary(values: list) -> dict:
+    if not values:
+        return {"n": 0}
+    return {
+        "n": len(values),
+        "p50": pct(values, 50),
+        "p99": pct(values, 99),
+        "p99.9": pct(values, 99.9),
+        "mean": sum(values) / len(values),
+    }
+
+
+def run_group(writer_cmd: list, reader_cmds: list, timeout: float = 300, env=None) -> tuple:
+    """Start the writer, wait for its "ready", start the readers; return the
+    JSON line each printed last."""
+    w = subprocess.Popen(writer_cmd, stdout=subprocess.PIPE, text=True, env=env)
+    line = w.stdout.readline()
+    if line.strip() != "ready":
+        w.kill()
+        raise RuntimeError(f"{writer_cmd[:3]}: no ready line ({line!r})")
+    readers = [subprocess.Popen(c, stdout=subprocess.PIPE, text=True, env=env) for c in reader_cmds]
+    outs = []
+    deadline = time.monotonic() + timeout
+    for p in readers + [w]:
+        try:
+            out, _ = p.communicate(timeout=max(1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            for q in readers + [w]:
+                q.kill()
+            raise RuntimeError(f"timed out: {writer_cmd}")
+        if p.returncode != 0:
+            raise RuntimeError(f"{p.args[:3]} exited {p.returncode}")
+        last = [x for x in out.splitlines() if x.startswith("{")]
+        outs.append(json.loads(last[-1]) if last else {})
+    return outs[-1], outs[:-1]
+
+
+def ensure_module(method: str, install: bool = True) -> str | None:
+    """None if usable, else why it is skipped."""
+    pypi, module = ALTERNATIVES[method]
+    try:
+        importlib.import_module(module)
+        return None
+    except Exception:
+        pass
+    if not install:
+        return f"{module} not installed (--no-install)"
+    if pypi is None:
+        return f"cannot import {module}"
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", pypi],
+                       capture_output=True, text=True)
+    importlib.invalidate_caches()
+    try:
+        importlib.import_module(module)
+        return None
+    except Exception as exc:
+        tail = (r.stderr or "").strip().splitlines()[-1:] or [""]
+        return f"pip install {pypi} failed or import failed: {exc} {tail[0]}".strip()
+
+
+# ---------------------------------------------------------------- scenarios
+
+
+def bench_wake(cfg, bin_dir, tmp, res, raw):
+    out = {}
+    for method in ("shl", "futex", "spin"):
+        name = f"bw{os.getpid()}"
+        f, fw = os.path.join(tmp, f"wake.{method}"), os.path.join(tmp, f"wake.{method}.w")
+        it = str(cfg.wake_iters)
+        w = [os.path.join(bin_dir, "wake"), "reader", method, name, it, f]
+        # The reader creates the segment: it is the one started first here.
+        r = subprocess.Popen(w, stdout=subprocess.PIPE, text=True)
+        assert r.stdout.readline().strip() == "ready"
+        subprocess.run([os.path.join(bin_dir, "wake"), "writer", method, name, it,
+                        str(cfg.wake_gap_ns), fw], check=True, timeout=300)
+        r.wait(timeout=60)
+        lat, sig = load(f), load(fw)
+        raw[f"wake.c.{method}"] = lat
+        out[method] = {"latency_ns": summary(lat), "signal_ns": summary(sig)}
+    for method in ("shl", "spin"):
+        out[method]["p50_vs_futex"] = out[method]["latency_ns"]["p50"] / out["futex"]["latency_ns"]["p50"]
+    res["wake_c"] = out
+
+
+def bench_stream_c(cfg, bin_dir, tmp, res, raw):
+    rows = []
+    for label, frame in cfg.frames:
+        for mode in ("latest", "all"):
+            name = f"bs{os.getpid()}"
+            o = os.path.join(tmp, f"sc.{frame}.{mode}")
+            exe = os.path.join(bin_dir, "stream")
+            wr, rd = run_group(
+                [exe, "writer", name, frame, mode, "1", str(cfg.stream_iters),
+                 str(cfg.stream_gap_ns), str(cfg.thr_s), "lct", o],
+                [[exe, "reader", name, mode, str(cfg.stream_iters), "lct", o]])
+            rpid = [p for p in os.listdir(tmp) if p.startswith(os.path.basename(o) + ".lat.")]
+            lat = load(os.path.join(tmp, rpid[0])) if rpid else []
+            recv = load(os.path.join(tmp, rpid[0].replace(".lat.", ".recv."))) if rpid else []
+            lp, lpp, cp = load(o + ".loanpub"), load(o + ".loanpub_poll"), load(o + ".memcpy")
+            raw[f"stream.c.{label}.{mode}.lat"] = lat
+            row = {
+                "frame": label, "mode": mode,
+                "loan_publish_ns": summary(lp),  # readers asleep: includes waking them
+                "loan_publish_polled_ns": summary(lpp),  # readers polling: no wake-up syscall
+                "receive_release_ns": summary(recv),
+                "memcpy_ns": summary(cp),
+                "latency_ns": summary(lat),
+                "published_per_s": wr.get("published", 0) / max(wr.get("seconds", 1), 1e-9),
+                "delivered_per_s": rd[0].get("frames", 0) / max(rd[0].get("seconds", 1), 1e-9),
+                "lost": rd[0].get("lost", 0),
+            }
+            ipc = row["loan_publish_ns"]["p50"] + row["receive_release_ns"]["p50"]
+            row["ipc_ns_p50"] = ipc
+            row["ipc_polled_ns_p50"] = row["loan_publish_polled_ns"]["p50"] + row["receive_release_ns"]["p50"]
+            row["ipc_vs_memcpy"] = ipc / row["memcpy_ns"]["p50"]
+            row["ipc_polled_vs_memcpy"] = row["ipc_polled_ns_p50"] / row["memcpy_ns"]["p50"]
+            rows.append(row)
+    res["stream_c"] = rows
+
+
+def bench_python(cfg, tmp, res, raw, skipped, install=True):
+    rows = []
+    methods = ["shmlane"] + list(ALTERNATIVES)
+    usable = []
+    for m in methods:
+        why = None if m == "shmlane" else ensure_module(m, install)
+        if m == "iceoryx2" and why is None:
+            why = ICEORYX2_SKIP
+        if why:
+            skipped[m] = why
+        else:
+            usable.append(m)
+    for label, frame in cfg.frames:
+        for m in usable:
+            iters = cfg.py_iters if m == "shmlane" else cfg.alt_iters
+            name = f"bp{os.getpid()}"
+            o = os.path.join(tmp, f"py.{m}.{frame}")
+            env = dict(os.environ, BENCH_MODE="latest")
+            try:
+                wr, rd = run_group(
+                    [sys.executable, PAIR, "writer", m, name, frame, str(iters),
+                     str(cfg.stream_gap_ns / 1e9), str(cfg.py_thr_s), "lct", o],
+                    [[sys.executable, PAIR, "reader", m, name, frame, str(iters), "lct", o]],
+                    env=env)
+            except RuntimeError as exc:
+                skipped[f"{m} {label}"] = str(exc)
+                continue
+            send, recv, lat, fill, sendp = (load(o + x) for x in (".send", ".recv", ".lat", ".fill",
+                                                                   ".send_polled"))
+            raw[f"py.{m}.{label}.lat"] = lat
+            row = {
+                "method": m, "frame": label,
+                "send_ns": summary(send), "recv_ns": summary(recv),
+                "send_polled_ns": summary(sendp),  # phase c: the reader polls, nobody to wake
+                "latency_ns": summary(lat),
+                "fill_ns": summary(fill) if any(fill) else {"n": 0},
+                "delivered_per_s": rd[0].get("frames", 0) / max(rd[0].get("seconds", 1), 1e-9),
+                "published_per_s": wr.get("published", 0) / max(wr.get("seconds", 1), 1e-9),
+            }
+            row["cost_ns_p50"] = row["send_ns"]["p50"] + row["recv_ns"]["p50"]
+            if m == "shmlane":
+                # The same paced sends, but the writer waits out the gap on the
+                # CPU instead of sleeping: how much of `send` is the writer's
+                # own wake-up (cold caches) rather than the library.
+                ob = o + ".busy"
+                run_group(
+                    [sys.executable, PAIR, "writer", m, name, frame, str(iters),
+                     str(cfg.stream_gap_ns / 1e9), "0", "l", ob],
+                    [[sys.executable, PAIR, "reader", m, name, frame, str(iters), "l", ob]],
+                    env=dict(env, BENCH_BUSY_GAP="1"))
+                row["send_busy_gap_ns"] = summary(load(ob + ".send"))
+            rows.append(row)
+    for row in rows:
+        base = next((r for r in rows if r["method"] == "shmlane" and r["frame"] == row["frame"]), None)
+        if base:
+            row["cost_vs_shmlane"] = row["cost_ns_p50"] / base["cost_ns_p50"]
+            row["latency_vs_shmlane"] = row["latency_ns"]["p50"] / base["latency_ns"]["p50"]
+            row["rate_vs_shmlane"] = row["delivered_per_s"] / max(base["delivered_per_s"], 1e-9)
+    res["python"] = rows
+
+
+def bench_attach(cfg, bin_dir, tmp, res):
+    o = os.path.join(tmp, "attach")
+    subprocess.run([os.path.join(bin_dir, "attach"), f"ba{os.getpid()}", str(cfg.attach_iters), o],
+                   check=True, timeout=300)
+    c = {k: summary(load(f"{o}.{k}")) for k in ("create", "open", "unlink", "sw", "sr")}
+    p = subprocess.run([sys.executable, ATTACH_PY, f"bq{os.getpid()}", str(cfg.attach_iters)],
+                       check=True, capture_output=True, text=True, timeout=300)
+    py = json.loads(p.stdout.splitlines()[-1])
+    res["attach"] = {"c": c, "python": {k: summary(v) for k, v in py.items()}}
+
+
+def bench_fanout(cfg, bin_dir, tmp, res):
+    rows = []
+    exe = os.path.join(bin_dir, "stream")
+    for mode in ("latest", "all"):
+        for n in cfg.fanout:
+            name = f"bf{os.getpid()}"
+            o = os.path.join(tmp, f"fan.{mode}.{n}")
+            wr, rd = run_group(
+                [exe, "writer", name, "480x640x3", mode, str(n), str(cfg.stream_iters // 2),
+                 str(cfg.stream_gap_ns), str(cfg.thr_s), "lt", o],
+                [[exe, "reader", name, mode, str(cfg.stream_iters // 2), "lt", o]] * n)
+            rates = [r.get("frames", 0) / max(r.get("seconds", 1), 1e-9) for r in rd]
+            rows.append({
+                "mode": mode, "readers": n,
+                "loan_publish_ns": summary(load(o + ".loanpub")),
+                "published_per_s": wr.get("published", 0) / max(wr.get("seconds", 1), 1e-9),
+                "delivered_per_s_min": min(rates), "delivered_per_s_mean": sum(rates) / len(rates),
+            })
+    for r in rows:
+        one = next(x for x in rows if x["mode"] == r["mode"] and x["readers"] == cfg.fanout[0])
+        r["publish_vs_1_reader"] = r["loan_publish_ns"]["p50"] / one["loan_publish_ns"]["p50"]
+    res["fanout"] = rows
+
+
+ICEORYX2_SKIP = None  # set in main() after trying it
+
+
+# ---------------------------------------------------------------- report
+
+
+def machine() -> dict:
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
+    except OSError:
+        pass
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    return {"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release(),
+            "python": platform.python_version(), "commit": commit}
+
+
+def us(ns: float) -> str:
+    if ns != ns:
+        return "–"
+    return f"{ns / 1000:.2f}" if ns < 100_000 else f"{ns / 1000:.0f}"
+
+
+def ratio(x: float) -> str:
+    return "–" if x != x else (f"{x:.2f}×" if x < 100 else f"{x:.0f}×")
+
+
+def targets(res: dict) -> list:
+    out = []
+    w = res.get("wake_c")
+    if w:
+        r = w["shl"]["p50_vs_futex"]
+        out.append(("wake-up p50 within 1.2× raw futex", f"{r:.2f}×", r <= 1.2))
+    big = [r for r in res.get("stream_c", []) if r["frame"] == "1920x1080x3"]
+    for r in big:
+        out.append((f"C per-frame IPC cost at 1920x1080x3 < 1% of one memcpy ({r['mode']}, readers asleep)",
+                    f"{100 * r['ipc_vs_memcpy']:.2f}%", r["ipc_vs_memcpy"] < 0.01))
+        out.append((f"same, readers already awake (polling) ({r['mode']})",
+                    f"{100 * r['ipc_polled_vs_memcpy']:.3f}%", r["ipc_polled_vs_memcpy"] < 0.01))
+    py = {(r["method"], r["frame"]): r for r in res.get("python", [])}
+    for r in res.get("stream_c", []):
+        if r["mode"] != "latest":
+            continue
+        p = py.get(("shmlane", r["frame"]))
+        if p:
+            d = p["send_polled_ns"]["p50"] + p["recv_ns"]["p50"] - r["ipc_polled_ns_p50"]
+            out.append((f"Python overhead < 3 µs on top of C ({r['frame']}, loan+publish+receive+release "
+                        "p50, reader polling)", f"{d / 1000:.2f} µs", d < 3000))
+            d = p["cost_ns_p50"] - r["ipc_ns_p50"]
+            out.append((f"same, reader asleep, writer paced by sleeping ({r['frame']})",
+                        f"{d / 1000:.2f} µs", d < 3000))
+    for (m, frame), r in py.items():
+        if m != "shmlane":
+            out.append((f"ahead of {m} ({frame}): per-frame cost", ratio(r["cost_vs_shmlane"]),
+                        r["cost_vs_shmlane"] > 1))
+    s = py.get(("seed", "1920x1080x3"))
+    if s:
+        out.append(("≥100× less per-frame cost than the seed recipe at 1920x1080x3",
+                    ratio(s["cost_vs_shmlane"]), s["cost_vs_shmlane"] >= 100))
+    fan = res.get("fanout", [])
+    for mode in ("latest", "all"):
+        rows = [r for r in fan if r["mode"] == mode]
+        if len(rows) > 1:
+            worst = max(r["publish_vs_1_reader"] for r in rows)
+            out.append((f"publish cost flat 1→{rows[-1]['readers']} readers ({mode}; readers asleep)",
+                        f"{worst:.2f}× of 1 reader", worst < 1.5))
+    return [{"target": t, "value": v, "met": bool(m)} for t, v, m in out]
+
+
+def markdown(res: dict) -> str:
+    L = []
+    m = res["machine"]
+    L.append(f"# shmlane benchmarks ({'QUICK' if res['quick'] else 'full'} run)\n")
+    L.append(f"{m['nproc']} CPUs, {m['cpu']}, Linux {m['kernel']}, Python {m['python']}, "
+             f"commit {m['commit']}, {res['runtime_s']:.0f} s. Times in µs, p50 unless said; "
+             "ratios are *other / shmlane* (above 1: shmlane ahead).\n")
+    w = res.get("wake_c")
+    if w:
+        L.append("## Wake-up latency, one way, C (writer signal → blocked reader returns)\n")
+        L.append("| method | p50 | p99 | p99.9 | signal call p50 | p50 ratio to shmlane |")
+        L.append("| --- | --- | --- | --- | --- | --- |")
+        base = w["shl"]["latency_ns"]["p50"]
+        for k, label in (("shl", "shmlane shl_notify → shl_wait"), ("futex", "raw futex wake → wait"),
+                         ("spin", "spin on a shared cache line")):
+            s, g = w[k]["latency_ns"], w[k]["signal_ns"]
+            L.append(f"| {label} | {us(s['p50'])} | {us(s['p99'])} | {us(s['p99.9'])} | {us(g['p50'])} "
+                     f"| {ratio(s['p50'] / base)} |")
+        L.append("")
+    if res.get("stream_c"):
+        L.append("## Frame streams, C, writer and reader in two processes\n")
+        L.append("IPC cost = loan+publish (reader asleep, so publish wakes it) + receive+release. "
+                 "*polled*: the same with the reader already awake and polling.\n")
+        L.append("| frame | mode | loan+publish | receive+release | IPC cost | memcpy of the frame | "
+                 "IPC / memcpy | IPC polled / memcpy | latency p50 / p99 / p99.9 | max frames/s published / delivered |")
+        L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for r in res["stream_c"]:
+            lat = r["latency_ns"]
+            L.append(f"| {r['frame']} | {r['mode']} | {us(r['loan_publish_ns']['p50'])} | "
+                     f"{us(r['receive_release_ns']['p50'])} | {us(r['ipc_ns_p50'])} | {us(r['memcpy_ns']['p50'])} | "
+                     f"{100 * r['ipc_vs_memcpy']:.2f}% | {100 * r['ipc_polled_vs_memcpy']:.3f}% | "
+                     f"{us(lat['p50'])} / {us(lat['p99'])} / {us(lat['p99.9'])} | "
+                     f"{r['published_per_s']:.0f} / {r['delivered_per_s']:.0f} |")
+        L.append("")
+    if res.get("python"):
+        L.append("## Python: shmlane and the alternatives, two processes\n")
+        L.append("cost = writer send + reader receive (p50); ratios: other / shmlane at the same frame size.\n")
+        L.append("| frame | method | send | send (reader polling) | receive | cost | cost ratio | "
+                 "latency p50 / p99 | latency ratio | frames/s delivered | rate ratio |")
+        L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for r in res["python"]:
+            L.append(f"| {r['frame']} | {r['method']} | {us(r['send_ns']['p50'])} | "
+                     f"{us(r['send_polled_ns'].get('p50', float('nan')))} | {us(r['recv_ns']['p50'])} | "
+                     f"{us(r['cost_ns_p50'])} | {ratio(r.get('cost_vs_shmlane', float('nan')))} | "
+                     f"{us(r['latency_ns']['p50'])} / {us(r['latency_ns']['p99'])} | "
+                     f"{ratio(r.get('latency_vs_shmlane', float('nan')))} | {r['delivered_per_s']:.0f} | "
+                     f"{ratio(r.get('rate_vs_shmlane', float('nan')))} |")
+        L.append("")
+        L.append("shmlane Python loan+publish p50 depending on what the writer did before it:\n")
+        L.append("| frame | slept the gap (reader asleep) | busy-waited the gap (reader asleep) | "
+                 "reader polling (no wake-up) | C, reader asleep | C, reader polling |")
+        L.append("| --- | --- | --- | --- | --- | --- |")
+        cr = {r["frame"]: r for r in res.get("stream_c", []) if r["mode"] == "latest"}
+        for r in res["python"]:
+            if r["method"] == "shmlane" and "send_busy_gap_ns" in r:
+                c = cr.get(r["frame"])
+                L.append(f"| {r['frame']} | {us(r['send_ns']['p50'])} | {us(r['send_busy_gap_ns'].get('p50', float('nan')))} | "
+                         f"{us(r['send_polled_ns'].get('p50', float('nan')))} | "
+                         f"{us(c['loan_publish_ns']['p50']) if c else '–'} | "
+                         f"{us(c['loan_publish_polled_ns']['p50']) if c else '–'} |")
+        L.append("")
+    a = res.get("attach")
+    if a:
+        L.append("## Open/attach cost (480x640x3 uint8; stream: 8 slots)\n")
+        L.append("| operation | C p50 | Python p50 | Python / C |")
+        L.append("| --- | --- | --- | --- |")
+        for k, label in (("create", "create + close"), ("open", "open by name + typed view + close"),
+                         ("sw", "stream: writer open (create) + close"), ("sr", "stream: reader open + close")):
+            c, p = a["c"][k]["p50"], a["python"].get(k, {}).get("p50", float("nan"))
+            L.append(f"| {label} | {us(c)} | {us(p)} | {ratio(p / c)} |")
+        L.append("")
+    if res.get("fanout"):
+        L.append("## Fan-out, C, 640x480x3: one writer, N reader processes\n")
+        L.append("| mode | readers | loan+publish p50 (readers asleep) | vs 1 reader | max published/s | "
+                 "delivered/s per reader (min / mean) |")
+        L.append("| --- | --- | --- | --- | --- | --- |")
+        for r in res["fanout"]:
+            L.append(f"| {r['mode']} | {r['readers']} | {us(r['loan_publish_ns']['p50'])} | "
+                     f"{ratio(r['publish_vs_1_reader'])} | {r['published_per_s']:.0f} | "
+                     f"{r['delivered_per_s_min']:.0f} / {r['delivered_per_s_mean']:.0f} |")
+        L.append("")
+    if res.get("targets"):
+        L.append("## Targets\n")
+        L.append("| target | measured | met |")
+        L.append("| --- | --- | --- |")
+        for t in res["targets"]:
+            L.append(f"| {t['target']} | {t['value']} | {'yes' if t['met'] else '**no**'} |")
+        L.append("")
+    if res.get("skipped"):
+        L.append("## Skipped\n")
+        for k, v in res["skipped"].items():
+            L.append(f"- {k}: {v}")
+        L.append("")
+    return "\n".join(L)
+
+
+def plots(res: dict, raw: dict, out: str) -> list:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    made = []
+
+    def cdf(ax, values, label):
+        v = np.sort(np.asarray(values, float)) / 1000
+        if len(v):
+            ax.plot(v, np.arange(1, len(v) + 1) / len(v), label=label, lw=1.2)
+
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=90)
+    for k, label in (("shl", "shmlane notify→wait"), ("futex", "raw futex"), ("spin", "spin (cache line)")):
+        cdf(ax, raw.get(f"wake.c.{k}", []), label)
+    ax.set_xscale("log"), ax.set_xlabel("one-way wake-up latency (µs, log)"), ax.set_ylabel("fraction")
+    ax.set_title("Wake-up latency, C, two processes"), ax.legend(fontsize=8), ax.grid(alpha=0.3)
+    fig.tight_layout(), fig.savefig(os.path.join(out, "wake_latency.png")), plt.close(fig)
+    made.append("wake_latency.png")
+
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=90)
+    for label, _ in FRAMES:
+        cdf(ax, raw.get(f"stream.c.{label}.latest.lat", []), f"C {label}")
+        cdf(ax, raw.get(f"py.shmlane.{label}.lat", []), f"Python {label}")
+    for m in ALTERNATIVES:
+        cdf(ax, raw.get(f"py.{m}.1920x1080x3.lat", []), f"{m} 1920x1080x3")
+    ax.set_xscale("log"), ax.set_xlabel("end-to-end latency, frame ready → reader holds it (µs, log)")
+    ax.set_ylabel("fraction"), ax.set_title("Frame latency (shmlane latest; alternatives)")
+    ax.legend(fontsize=6, ncol=2), ax.grid(alpha=0.3)
+    fig.tight_layout(), fig.savefig(os.path.join(out, "stream_latency.png")), plt.close(fig)
+    made.append("stream_latency.png")
+
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=90)
+    sizes = {"64 B": 64, "640x480x3": 640 * 480 * 3, "1920x1080x3": 1920 * 1080 * 3}
+    series = {}
+    for r in res.get("stream_c", []):
+        if r["mode"] == "latest":
+            series.setdefault("shmlane C", []).append((sizes[r["frame"]], r["ipc_ns_p50"]))
+            series.setdefault("one memcpy (C)", []).append((sizes[r["frame"]], r["memcpy_ns"]["p50"]))
+    for r in res.get("python", []):
+        series.setdefault(r["method"] if r["method"] != "shmlane" else "shmlane Python", []).append(
+            (sizes[r["frame"]], r["cost_ns_p50"]))
+    for k, pts in series.items():
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] / 1000 for p in pts], marker="o", ms=3, lw=1.2, label=k,
+                ls="--" if "memcpy" in k else "-")
+    ax.set_xscale("log"), ax.set_yscale("log"), ax.set_xlabel("frame size (bytes)")
+    ax.set_ylabel("per-frame IPC cost, p50 (µs)"), ax.set_title("Per-frame cost vs frame size")
+    ax.legend(fontsize=6, ncol=2), ax.grid(alpha=0.3)
+    fig.tight_layout(), fig.savefig(os.path.join(out, "cost_vs_size.png")), plt.close(fig)
+    made.append("cost_vs_size.png")
+
+    if res.get("fanout"):
+        fig, ax = plt.subplots(figsize=(6, 3.2), dpi=90)
+        for mode in ("latest", "all"):
+            rows = [r for r in res["fanout"] if r["mode"] == mode]
+            ax.plot([r["readers"] for r in rows], [r["loan_publish_ns"]["p50"] / 1000 for r in rows],
+                    marker="o", label=f"loan+publish p50, {mode}")
+        ax.set_xlabel("reader processes"), ax.set_ylabel("µs"), ax.set_title("Fan-out: writer's publish cost")
+        ax.legend(fontsize=8), ax.grid(alpha=0.3)
+        fig.tight_layout(), fig.savefig(os.path.join(out, "fanout.png")), plt.close(fig)
+        made.append("fanout.png")
+    return made
+
+
+def main() -> int:
+    global ICEORYX2_SKIP
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--tiny", action="store_true")
+    ap.add_argument("--bin", default=os.path.join(ROOT, "build-bench", "c"))
+    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--no-install", action="store_true", help="skip comparisons not importable")
+    args = ap.parse_args()
+    cfg = Config(args.quick or args.tiny, args.tiny)
+    os.makedirs(args.out, exist_ok=True)
+    start = time.monotonic()
+    res = {"machine": machine(), "quick": cfg.quick, "tiny": cfg.tiny, "skipped": {}}
+    raw: dict = {}
+    sys.path.insert(0, os.path.join(HERE, "py"))
+    try:
+        import iox2_method
+
+        ICEORYX2_SKIP = iox2_method.SKIP
+    except Exception as exc:
+        ICEORYX2_SKIP = f"harness not usable: {exc}"
+    with tempfile.TemporaryDirectory(prefix="shlbench.") as tmp:
+        for step, fn in (("wake", lambda: bench_wake(cfg, args.bin, tmp, res, raw)),
+                         ("stream_c", lambda: bench_stream_c(cfg, args.bin, tmp, res, raw)),
+                         ("python", lambda: bench_python(cfg, tmp, res, raw, res["skipped"], not args.no_install)),
+                         ("attach", lambda: bench_attach(cfg, args.bin, tmp, res)),
+                         ("fanout", lambda: bench_fanout(cfg, args.bin, tmp, res))):
+            t = time.monotonic()
+            print(f"bench: {step} ...", file=sys.stderr, flush=True)
+            fn()
+            print(f"bench: {step} {time.monotonic() - t:.1f} s", file=sys.stderr, flush=True)
+    res["targets"] = targets(res)
+    res["runtime_s"] = time.monotonic() - start
+    with open(os.path.join(args.out, "latest.json"), "w") as f:
+        json.dump(res, f, indent=1)
+    md = markdown(res)
+    if not args.no_plots:
+        res["plots"] = plots(res, raw, args.out)
+        md += "\n" + "\n".join(f"![{p}]({p})" for p in res["plots"]) + "\n"
+        with open(os.path.join(args.out, "latest.json"), "w") as f:
+            json.dump(res, f, indent=1)
+    with open(os.path.join(args.out, "latest.md"), "w") as f:
+        f.write(md)
+    print(md)
+    print(f"bench: wrote {args.out}/latest.json, latest.md; {res['runtime_s']:.0f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
