@@ -1,6 +1,6 @@
 # Benchmarks (docs/performance.md). Included from the Makefile.
 #
-#   make bench            every scenario; about 5 minutes on 2 cores
+#   make bench            every scenario; about 1.5 minutes on 2 cores
 #   make bench QUICK=1    the same scenarios with fewer iterations, under a minute
 #
 # Writes bench/results/latest.json, latest.md and the PNG plots. Everything
