@@ -130,7 +130,33 @@ class Loan:
             self.discard()
 
 
-class Writer:
+class _StreamEnd:
+    """What a Writer and a Reader both describe: the stream's name, one
+    frame's dtype and shape, and whether the handle `_raw` is closed."""
+
+    _raw: Any
+    _dtype: np.dtype
+    _shape: Tuple[int, ...]
+
+    @property
+    def name(self) -> str:
+        return self._raw.name
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        """Shape of one frame."""
+        return self._shape
+
+    @property
+    def closed(self) -> bool:
+        return self._raw.closed
+
+
+class Writer(_StreamEnd):
     """The writer of stream `name`: creates it, or takes over an existing
     stream of the same frame layout whose writer is gone (readers carry on).
     Frames are `shape` elements of `dtype`. slots: ring size for a new stream,
@@ -176,23 +202,6 @@ class Writer:
             raw.close()
             raise
         self._raw = raw
-
-    @property
-    def name(self) -> str:
-        return self._raw.name
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self._dtype
-
-    @property
-    def shape(self) -> Tuple[int, ...]:
-        """Shape of one frame."""
-        return self._shape
-
-    @property
-    def closed(self) -> bool:
-        return self._raw.closed
 
     @property
     def next_seq(self) -> int:
@@ -300,7 +309,7 @@ class Sample:
         return f"<shmlane.Sample seq={self.seq} lost={self.lost}>"
 
 
-class Reader:
+class Reader(_StreamEnd):
     """A reader of stream `name`. Waits up to `timeout` seconds (None: no
     limit) for the stream to appear, then FileNotFoundError. mode "latest"
     receives the newest frame and skips older ones (a display); "all" receives
@@ -320,25 +329,8 @@ class Reader:
         self._mode = mode
 
     @property
-    def name(self) -> str:
-        return self._raw.name
-
-    @property
     def mode(self) -> str:
         return self._mode
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self._dtype
-
-    @property
-    def shape(self) -> Tuple[int, ...]:
-        """Shape of one frame."""
-        return self._shape
-
-    @property
-    def closed(self) -> bool:
-        return self._raw.closed
 
     def info(self) -> StreamInfo:
         return stream_info(self._raw)
