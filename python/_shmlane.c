@@ -724,9 +724,13 @@ static PyObject *writer_loan(Writer *w, PyObject *arg) {
   l->writer = NULL;
   l->state = DISCARDED;
   struct loan_ctx c = {w->w, NULL};
-  w->loaning = true;
-  int rc = run_blocking(&w->base, loan_step, &c, timeout_ns, SLICE_NS, -ETIMEDOUT, -ETIMEDOUT);
-  w->loaning = false;
+  /* Most loans find a slot at once: only a wait is worth dropping the GIL. */
+  int rc = loan_step(&c, 0);
+  if (rc == -ETIMEDOUT && timeout_ns != 0) {
+    w->loaning = true;
+    rc = run_blocking(&w->base, loan_step, &c, timeout_ns, SLICE_NS, -ETIMEDOUT, -ETIMEDOUT);
+    w->loaning = false;
+  }
   if (rc >= 0 && w->base.closed) shl_writer_discard(w->w);
   if (rc < 0 || w->base.closed) {
     Py_DECREF(l);
@@ -949,9 +953,12 @@ static PyObject *reader_receive(Reader *r, PyObject *arg) {
   s->pinned = s->released = false;
   s->exports = 0;
   struct receive_ctx c = {r->r, {0}};
-  r->receiving = true;
-  int rc = run_blocking(&r->base, receive_step, &c, timeout_ns, SLICE_NS, -ETIMEDOUT, -ETIMEDOUT);
-  r->receiving = false;
+  int rc = receive_step(&c, 0); /* a frame already waiting needs no GIL hand-off */
+  if (rc == -ETIMEDOUT && timeout_ns != 0) {
+    r->receiving = true;
+    rc = run_blocking(&r->base, receive_step, &c, timeout_ns, SLICE_NS, -ETIMEDOUT, -ETIMEDOUT);
+    r->receiving = false;
+  }
   if (rc == 0) {
     Py_INCREF(r);
     s->reader = r;

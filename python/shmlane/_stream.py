@@ -59,9 +59,10 @@ Wrap = Callable[[Any], np.ndarray]
 def _frames(raw: Union[_shmlane.Writer, _shmlane.Reader]) -> Tuple[Wrap, np.dtype, Tuple[int, ...]]:
     """How to turn a loan or sample of this stream into an ndarray, and the
     frame's dtype and shape. NumPy parses the frame's format once, from the
-    stream's zero-frame export; per frame, the cached dtype is reused, as
-    parsing a struct format costs tens of microseconds. np.frombuffer of a
-    memoryview keeps the export (the pin) for as long as the array lives;
+    stream's zero-frame export. Per frame, np.asarray reads the export's
+    shape and strides in one step; it would parse a struct format again
+    (tens of microseconds), so those get np.frombuffer with the cached dtype.
+    Both keep the export (the pin) for as long as the array lives;
     np.ndarray(buffer=...) would drop it at once."""
     try:
         probe = np.asarray(raw)
@@ -69,14 +70,13 @@ def _frames(raw: Union[_shmlane.Writer, _shmlane.Reader]) -> Tuple[Wrap, np.dtyp
         fmt = raw.layout()["format"]
         raise ValueError(f"stream '{raw.name}': NumPy cannot use format {fmt!r}: {exc}") from None
     dtype, shape = probe.dtype, probe.shape[1:]
+    if dtype.fields is None or not raw.layout()["c_contiguous"]:
+        return np.asarray, dtype, shape
 
-    def contiguous(frame: Any) -> np.ndarray:
+    def structured(frame: Any) -> np.ndarray:
         return np.frombuffer(memoryview(frame), dtype).reshape(shape)
 
-    def strided(frame: Any) -> np.ndarray:  # strides of its own (from C): NumPy reads them
-        return np.asarray(frame)
-
-    return (contiguous if raw.layout()["c_contiguous"] else strided), dtype, shape
+    return structured, dtype, shape
 
 
 class Loan:
@@ -94,7 +94,7 @@ class Loan:
 
     def _retire(self) -> None:
         if self.array is not None:
-            self.array.flags.writeable = False
+            self.array.setflags(write=False)
             self.array = None
 
     def publish(self) -> int:
@@ -260,21 +260,21 @@ class Sample:
     valid until then; an array kept longer stays valid and keeps the slot
     pinned (np.array(s.array) copies the frame instead)."""
 
-    __slots__ = ("_raw", "_wrap", "_array")
+    __slots__ = ("_raw", "_wrap", "_array", "_released")
 
     def __init__(self, raw: _shmlane.Sample, wrap: Wrap) -> None:
         self._raw = raw
         self._wrap = wrap
         self._array: Optional[np.ndarray] = None
+        self._released = False
 
     @property
     def array(self) -> np.ndarray:
         """The frame as a read-only ndarray over the shared slot (zero-copy)."""
         if self._array is None:
-            try:
-                self._array = self._wrap(self._raw)
-            except BufferError as exc:
-                raise ValueError(str(exc)) from None
+            if self._released:  # np.asarray would make an object array of it
+                raise ValueError(f"sample {self.seq} was released")
+            self._array = self._wrap(self._raw)
         return self._array
 
     @property
@@ -296,6 +296,7 @@ class Sample:
 
     def release(self) -> None:
         """Give the slot back (idempotent); views kept elsewhere delay it."""
+        self._released = True
         self._array = None
         self._raw.release()
 

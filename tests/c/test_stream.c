@@ -158,6 +158,24 @@ static int role_block_loan(const char *name, int fd) {
   return slot >= 0 ? t_result() : 1;
 }
 
+/* A reader asleep in a wait without time limit or slices: only a wake-up
+ * passed on to it ends the wait. 'S' before sleeping, 'W' with the frame. */
+static int role_sleeper(const char *name, int fd) {
+  shl_reader *r = t_reader_open(name, SHL_RECV_LATEST, WAIT_MS);
+  shl_segment *seg = shl_reader_segment(r);
+  uint64_t version = shl_version(seg);
+  t_send_byte(fd, 'S');
+  T_EXPECT_RC(shl_wait(seg, version, -1, NULL), 0);
+  shl_sample s;
+  if (shl_reader_receive(r, &s, 0, 0) == 0) {
+    T_CHECK(s.seq == 1);
+    shl_reader_release(r, &s);
+    t_send_byte(fd, 'W');
+  }
+  shl_reader_close(r);
+  return t_result();
+}
+
 /* argv: self role name [arg] report-fd */
 static int run_role(int argc, char **argv) {
   const char *role = argv[1], *name = argv[2];
@@ -167,6 +185,7 @@ static int run_role(int argc, char **argv) {
   if (strcmp(role, "late") == 0) return role_late(name, fd);
   if (strcmp(role, "lag") == 0) return role_lag(name, fd);
   if (strcmp(role, "block-loan") == 0) return role_block_loan(name, fd);
+  if (strcmp(role, "sleeper") == 0) return role_sleeper(name, fd);
   fprintf(stderr, "unknown role %s\n", role);
   return 1;
 }
@@ -540,6 +559,27 @@ static void test_writer_gone(void) {
   shl_reader_close(a);
 }
 
+/* One publish wakes every sleeping reader, including those in a wait with
+ * no time limit that would never look again on their own. */
+static void test_wake_every_sleeper(void) {
+  enum { SLEEPERS = 4 };
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "swake");
+  shl_writer *w = open_writer(name, 0);
+  pid_t pid[SLEEPERS];
+  int fd[SLEEPERS];
+  for (int i = 0; i < SLEEPERS; i++) {
+    pid[i] = spawn("sleeper", name, NULL, &fd[i]);
+    T_REQUIRE(t_read_byte(fd[i], WAIT_MS) == 'S');
+  }
+  for (int i = 0; i < SLEEPERS; i++) T_REQUIRE(t_wait_in_futex(pid[i], WAIT_MS));
+  PUBLISH(w, 1, 1);
+  for (int i = 0; i < SLEEPERS; i++) {
+    if (t_await_byte(pid[i], fd[i], 'W', WAIT_MS)) T_CHECK(t_child_reap(pid[i]) == 0);
+  }
+  shl_writer_close(w);
+}
+
 /* A reader opened before the stream exists waits for it, or says -ENOENT. */
 static void test_late_stream(void) {
   char name[SHL_NAME_MAX + 1];
@@ -775,6 +815,7 @@ int main(int argc, char **argv) {
   test_pinned();
   test_takeover();
   test_writer_gone();
+  test_wake_every_sleeper();
   test_late_stream();
   test_max_readers();
   test_block();
