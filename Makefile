@@ -48,7 +48,7 @@ install-python: deps
 test-python: install-python
 	$(BIN)/pytest -q tests/python
 
-test: test-c test-asan reliability-smoke test-python
+test: test-c test-asan reliability-smoke test-python bench-smoke
 
 # The camera demo in Python (a test pattern: no camera needed). OpenCV is
 # optional: without it the writer draws its text itself and the reader prints.

@@ -194,6 +194,7 @@ def bench_stream_c(cfg, bin_dir, tmp, res, raw):
             row = {
                 "frame": label, "mode": mode,
                 "loan_publish_ns": summary(lp),  # readers asleep: includes waking them
+                "loan_publish_cpu_ns": summary(load(o + ".loanpub_cpu")),  # minus time preempted
                 "loan_publish_polled_ns": summary(lpp),  # readers polling: no wake-up syscall
                 "receive_release_ns": summary(recv),
                 "memcpy_ns": summary(cp),
@@ -206,6 +207,8 @@ def bench_stream_c(cfg, bin_dir, tmp, res, raw):
             row["ipc_ns_p50"] = ipc
             row["ipc_polled_ns_p50"] = row["loan_publish_polled_ns"]["p50"] + row["receive_release_ns"]["p50"]
             row["ipc_vs_memcpy"] = ipc / row["memcpy_ns"]["p50"]
+            row["ipc_cpu_vs_memcpy"] = (row["loan_publish_cpu_ns"]["p50"] + row["receive_release_ns"]["p50"]
+                                        ) / row["memcpy_ns"]["p50"]
             row["ipc_polled_vs_memcpy"] = row["ipc_polled_ns_p50"] / row["memcpy_ns"]["p50"]
             rows.append(row)
     res["stream_c"] = rows
@@ -305,12 +308,15 @@ def bench_fanout(cfg, bin_dir, tmp, res):
             rows.append({
                 "mode": mode, "readers": n,
                 "loan_publish_ns": summary(load(o + ".loanpub")),
+                "loan_publish_cpu_ns": summary(load(o + ".loanpub_cpu")),
                 "published_per_s": wr.get("published", 0) / max(wr.get("seconds", 1), 1e-9),
                 "delivered_per_s_min": min(rates), "delivered_per_s_mean": sum(rates) / len(rates),
             })
     for r in rows:
         one = next(x for x in rows if x["mode"] == r["mode"] and x["readers"] == cfg.fanout[0])
         r["publish_vs_1_reader"] = r["loan_publish_ns"]["p50"] / one["loan_publish_ns"]["p50"]
+        r["publish_cpu_vs_1_reader"] = (r["loan_publish_cpu_ns"]["p50"]
+                                        / one["loan_publish_cpu_ns"]["p50"])
     res["fanout"] = rows
 
 
@@ -354,6 +360,8 @@ def targets(res: dict) -> list:
     for r in big:
         out.append((f"C per-frame IPC cost at 1920x1080x3 < 1% of one memcpy ({r['mode']}, readers asleep)",
                     f"{100 * r['ipc_vs_memcpy']:.2f}%", r["ipc_vs_memcpy"] < 0.01))
+        out.append((f"same, counting the writer's CPU time, not time preempted ({r['mode']}, readers asleep)",
+                    f"{100 * r['ipc_cpu_vs_memcpy']:.2f}%", r["ipc_cpu_vs_memcpy"] < 0.01))
         out.append((f"same, readers already awake (polling) ({r['mode']})",
                     f"{100 * r['ipc_polled_vs_memcpy']:.3f}%", r["ipc_polled_vs_memcpy"] < 0.01))
     py = {(r["method"], r["frame"]): r for r in res.get("python", [])}
@@ -383,8 +391,11 @@ def targets(res: dict) -> list:
     for mode in ("latest", "all"):
         rows = [r for r in fan if r["mode"] == mode]
         if len(rows) > 1:
+            worst = max(r["publish_cpu_vs_1_reader"] for r in rows)
+            out.append((f"publish cost flat 1→{rows[-1]['readers']} readers ({mode}; readers asleep; "
+                        "writer's CPU time)", f"{worst:.2f}× of 1 reader", worst < 1.5))
             worst = max(r["publish_vs_1_reader"] for r in rows)
-            out.append((f"publish cost flat 1→{rows[-1]['readers']} readers ({mode}; readers asleep)",
+            out.append((f"same, wall-clock time (includes being preempted by the readers it woke)",
                         f"{worst:.2f}× of 1 reader", worst < 1.5))
     return [{"target": t, "value": v, "met": bool(m)} for t, v, m in out]
 
@@ -414,13 +425,14 @@ def markdown(res: dict) -> str:
         L.append("## Frame streams, C, writer and reader in two processes\n")
         L.append("IPC cost = loan+publish (reader asleep, so publish wakes it) + receive+release. "
                  "*polled*: the same with the reader already awake and polling.\n")
-        L.append("| frame | mode | loan+publish | receive+release | IPC cost | memcpy of the frame | "
-                 "IPC / memcpy | IPC polled / memcpy | latency p50 / p99 / p99.9 | max frames/s published / delivered |")
-        L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        L.append("| frame | mode | loan+publish | (writer CPU time in it) | receive+release | IPC cost | "
+                 "memcpy of the frame | IPC / memcpy | IPC polled / memcpy | latency p50 / p99 / p99.9 | "
+                 "max frames/s published / delivered |")
+        L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in res["stream_c"]:
             lat = r["latency_ns"]
             L.append(f"| {r['frame']} | {r['mode']} | {us(r['loan_publish_ns']['p50'])} | "
-                     f"{us(r['receive_release_ns']['p50'])} | {us(r['ipc_ns_p50'])} | {us(r['memcpy_ns']['p50'])} | "
+                     f"{us(r['loan_publish_cpu_ns']['p50'])} | {us(r['receive_release_ns']['p50'])} | {us(r['ipc_ns_p50'])} | {us(r['memcpy_ns']['p50'])} | "
                      f"{100 * r['ipc_vs_memcpy']:.2f}% | {100 * r['ipc_polled_vs_memcpy']:.3f}% | "
                      f"{us(lat['p50'])} / {us(lat['p99'])} / {us(lat['p99.9'])} | "
                      f"{r['published_per_s']:.0f} / {r['delivered_per_s']:.0f} |")
@@ -470,12 +482,16 @@ def markdown(res: dict) -> str:
         L.append("")
     if res.get("fanout"):
         L.append("## Fan-out, C, 640x480x3: one writer, N reader processes\n")
-        L.append("| mode | readers | loan+publish p50 (readers asleep) | vs 1 reader | max published/s | "
-                 "delivered/s per reader (min / mean) |")
-        L.append("| --- | --- | --- | --- | --- | --- |")
+        L.append("loan+publish with the readers asleep: wall-clock time, and the writer's own CPU time in "
+                 "it (the clock also counts time the writer spends preempted by readers it woke, when "
+                 "there are more processes than CPUs).\n")
+        L.append("| mode | readers | loan+publish p50 | vs 1 reader | writer CPU time p50 | vs 1 reader | "
+                 "max published/s | delivered/s per reader (min / mean) |")
+        L.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in res["fanout"]:
             L.append(f"| {r['mode']} | {r['readers']} | {us(r['loan_publish_ns']['p50'])} | "
-                     f"{ratio(r['publish_vs_1_reader'])} | {r['published_per_s']:.0f} | "
+                     f"{ratio(r['publish_vs_1_reader'])} | {us(r['loan_publish_cpu_ns']['p50'])} | "
+                     f"{ratio(r['publish_cpu_vs_1_reader'])} | {r['published_per_s']:.0f} | "
                      f"{r['delivered_per_s_min']:.0f} / {r['delivered_per_s_mean']:.0f} |")
         L.append("")
     if res.get("targets"):
@@ -553,6 +569,8 @@ def plots(res: dict, raw: dict, out: str) -> list:
             rows = [r for r in res["fanout"] if r["mode"] == mode]
             ax.plot([r["readers"] for r in rows], [r["loan_publish_ns"]["p50"] / 1000 for r in rows],
                     marker="o", label=f"loan+publish p50, {mode}")
+            ax.plot([r["readers"] for r in rows], [r["loan_publish_cpu_ns"]["p50"] / 1000 for r in rows],
+                    marker="s", linestyle="--", label=f"writer CPU time in it, {mode}")
         ax.set_xlabel("reader processes"), ax.set_ylabel("µs"), ax.set_title("Fan-out: writer's publish cost")
         ax.legend(fontsize=8), ax.grid(alpha=0.3)
         fig.tight_layout(), fig.savefig(os.path.join(out, "fanout.png")), plt.close(fig)

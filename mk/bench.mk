@@ -19,6 +19,11 @@ BENCH_ARGS := $(if $(QUICK),--quick,)
 
 .PHONY: bench bench-build bench-smoke
 
+# The comparison packages, one by one: one that fails to install is reported
+# as skipped by the benchmark instead of stopping it.
+bench_packages = for p in $$(grep -v '^\#' bench/requirements.txt); do \
+	  $(1) -m pip install --quiet $$p || echo "bench: could not install $$p"; done
+
 $(BENCH_BUILD)/c/%: bench/c/%.c bench/c/common.h $(BENCH_CORE) $(wildcard src/*.h) include/shmlane.h
 	@command -v $(CC) >/dev/null || { apt-get update && apt-get install -y gcc libc6-dev; }
 	@mkdir -p $(dir $@)
@@ -27,7 +32,8 @@ $(BENCH_BUILD)/c/%: bench/c/%.c bench/c/common.h $(BENCH_CORE) $(wildcard src/*.
 $(BENCH_VENV)/.stamp:
 	@$(PYTHON) -m venv $(BENCH_VENV) 2>/dev/null || { apt-get update && apt-get install -y python3-venv && $(PYTHON) -m venv $(BENCH_VENV); }
 	$(BENCH_PY) -m pip install --quiet --upgrade pip
-	$(BENCH_PY) -m pip install --quiet meson meson-python ninja numpy matplotlib pytest
+	$(BENCH_PY) -m pip install --quiet meson meson-python ninja numpy pytest
+	$(call bench_packages,$(BENCH_PY))
 	touch $@
 
 # The package, rebuilt when the C core or the package changes.
@@ -44,6 +50,8 @@ bench: bench-build
 	$(BENCH_PY) bench/run.py $(BENCH_ARGS) --bin $(BENCH_BUILD)/c --out bench/results
 
 # Seconds: every scenario with a handful of iterations; checks only that
-# they run and write well-formed results (bench/test_bench_smoke.py).
-bench-smoke: bench-build
-	$(BENCH_PY) -m pytest -q bench/test_bench_smoke.py
+# they run and write well-formed results (bench/test_bench_smoke.py). Part of
+# `make test`: uses the test venv and the package installed there.
+bench-smoke: install-python
+	@$(call bench_packages,$(BIN)/python)
+	$(BIN)/pytest -q bench/test_bench_smoke.py

@@ -19,7 +19,8 @@
  *   t  throughput: the writer publishes as fast as it can for SECONDS
  *      (loan + 16-byte stamp + publish, no fill); readers count frames.
  *
- * Writer files: OUT.loanpub (loan+publish, phase l), OUT.loanpub_poll
+ * Writer files: OUT.loanpub (loan+publish, phase l), OUT.loanpub_cpu (the
+ * writer thread's CPU time in them: without time preempted), OUT.loanpub_poll
  * (phase c), OUT.memcpy. Each process prints one JSON line of counts. */
 #include <unistd.h>
 
@@ -87,7 +88,8 @@ static int writer(int argc, char **argv) {
   while (atomic_load(&c->ready) < (uint64_t)readers) sleep_ns(1000000);
 
   int64_t *loanpub = alloc_i64((size_t)iters), *poll = alloc_i64((size_t)iters),
-          *copy = alloc_i64((size_t)iters);
+          *copy = alloc_i64((size_t)iters), *cpu = alloc_i64((size_t)iters);
+  int64_t cpu_clock = thread_cpu_overhead_ns();
   uint64_t acked = 0;
   srand(1);
   void *slot;
@@ -97,20 +99,20 @@ static int writer(int argc, char **argv) {
     for (long i = 0; i < iters; i++) {
       wait_acks(c, acked);
       if (ph == PH_LAT) sleep_ns(gap / 2 + (gap ? rand() % gap : 0));
-      int64_t t0 = now_ns();
+      int64_t cpu0 = thread_cpu_ns(), t0 = now_ns();
       rc = shl_writer_loan(w, &slot, -1);
-      int64_t t1 = now_ns();
+      int64_t t1 = now_ns(), cpu1 = thread_cpu_ns();
       if (rc < 0) die_rc("loan", rc);
       if (ph == PH_LAT) memcpy(slot, src, size);
       int64_t t2 = now_ns();
       uint64_t stamp[2] = {(uint64_t)now_ns(), (uint64_t)i};
       memcpy(slot, stamp, sizeof stamp);
-      int64_t t3 = now_ns();
+      int64_t cpu3 = thread_cpu_ns(), t3 = now_ns();
       rc = shl_writer_publish(w, NULL);
-      int64_t t4 = now_ns();
+      int64_t t4 = now_ns(), cpu4 = thread_cpu_ns();
       if (rc < 0) die_rc("publish", rc);
       (ph == PH_LAT ? loanpub : poll)[i] = (t1 - t0) + (t4 - t3);
-      if (ph == PH_LAT) copy[i] = t2 - t1;
+      if (ph == PH_LAT) copy[i] = t2 - t1, cpu[i] = (cpu1 - cpu0) + (cpu4 - cpu3) - 2 * cpu_clock;
       acked += (uint64_t)readers;
     }
     wait_acks(c, acked);
@@ -137,6 +139,7 @@ static int writer(int argc, char **argv) {
   if (strchr(phases, 'l')) {
     dump(path(out, "loanpub", 0), loanpub, (size_t)iters);
     dump(path(out, "memcpy", 0), copy, (size_t)iters);
+    dump(path(out, "loanpub_cpu", 0), cpu, (size_t)iters);
   }
   if (strchr(phases, 'c')) dump(path(out, "loanpub_poll", 0), poll, (size_t)iters);
   printf("{\"published\": %ld, \"seconds\": %.6f}\n", published, elapsed);
