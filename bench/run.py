@@ -26,6 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PAIR = os.path.join(HERE, "py", "pair.py")
 ATTACH_PY = os.path.join(HERE, "py", "attach.py")
+WAKE_PY = os.path.join(HERE, "py", "wake.py")
 FRAMES = [("640x480x3", "480x640x3"), ("1920x1080x3", "1080x1920x3"), ("64 B", "64")]
 ALTERNATIVES = {  # method: (PyPI name, module)
     "seed": ("posix-ipc", "posix_ipc"),
@@ -50,21 +51,21 @@ class Config:
     def __init__(self, quick: bool, tiny: bool):
         self.quick, self.tiny = quick, tiny
         if tiny:
-            self.wake_iters, self.wake_gap_ns = 20, 50_000
+            self.wake_iters, self.wake_gap_ns, self.py_wake_iters = 20, 50_000, 10
             self.stream_iters, self.stream_gap_ns, self.thr_s = 10, 100_000, 0.05
             self.py_iters, self.py_thr_s, self.alt_iters = 5, 0.05, 5
             self.fanout = [1, 2]
             self.attach_iters = 5
             self.frames = FRAMES[:1] + FRAMES[2:]
         elif quick:
-            self.wake_iters, self.wake_gap_ns = 1500, 150_000
+            self.wake_iters, self.wake_gap_ns, self.py_wake_iters = 1500, 150_000, 500
             self.stream_iters, self.stream_gap_ns, self.thr_s = 300, 300_000, 0.3
             self.py_iters, self.py_thr_s, self.alt_iters = 150, 0.3, 40
             self.fanout = [1, 4]
             self.attach_iters = 50
             self.frames = FRAMES
         else:
-            self.wake_iters, self.wake_gap_ns = 10000, 200_000
+            self.wake_iters, self.wake_gap_ns, self.py_wake_iters = 10000, 200_000, 3000
             self.stream_iters, self.stream_gap_ns, self.thr_s = 2000, 500_000, 1.0
             self.py_iters, self.py_thr_s, self.alt_iters = 1000, 1.0, 250
             self.fanout = [1, 2, 4, 8]
@@ -154,25 +155,32 @@ def ensure_module(method: str, install: bool = True) -> str | None:
 # ---------------------------------------------------------------- scenarios
 
 
+def wake_pair(program, method, tmp, iters, gap_ns, key, raw):
+    """One wake-up run: the reader (started first) creates the segment."""
+    name = f"bw{os.getpid()}"
+    f, fw = os.path.join(tmp, f"wake.{key}"), os.path.join(tmp, f"wake.{key}.w")
+    r = subprocess.Popen(program + ["reader", method, name, str(iters), f], stdout=subprocess.PIPE,
+                         text=True)
+    assert r.stdout.readline().strip() == "ready"
+    subprocess.run(program + ["writer", method, name, str(iters), str(gap_ns), fw], check=True,
+                   timeout=300)
+    r.wait(timeout=60)
+    lat = load(f)
+    raw[f"wake.{key}"] = lat
+    return {"latency_ns": summary(lat), "signal_ns": summary(load(fw))}
+
+
 def bench_wake(cfg, bin_dir, tmp, res, raw):
-    out = {}
-    for method in ("shl", "futex", "spin"):
-        name = f"bw{os.getpid()}"
-        f, fw = os.path.join(tmp, f"wake.{method}"), os.path.join(tmp, f"wake.{method}.w")
-        it = str(cfg.wake_iters)
-        w = [os.path.join(bin_dir, "wake"), "reader", method, name, it, f]
-        # The reader creates the segment: it is the one started first here.
-        r = subprocess.Popen(w, stdout=subprocess.PIPE, text=True)
-        assert r.stdout.readline().strip() == "ready"
-        subprocess.run([os.path.join(bin_dir, "wake"), "writer", method, name, it,
-                        str(cfg.wake_gap_ns), fw], check=True, timeout=300)
-        r.wait(timeout=60)
-        lat, sig = load(f), load(fw)
-        raw[f"wake.c.{method}"] = lat
-        out[method] = {"latency_ns": summary(lat), "signal_ns": summary(sig)}
-    for method in ("shl", "spin"):
-        out[method]["p50_vs_futex"] = out[method]["latency_ns"]["p50"] / out["futex"]["latency_ns"]["p50"]
+    exe = [os.path.join(bin_dir, "wake")]
+    out = {m: wake_pair(exe, m, tmp, cfg.wake_iters, cfg.wake_gap_ns, f"c.{m}", raw)
+           for m in ("shl", "futex", "shlspin", "spin")}
+    for m in ("shl", "spin"):
+        out[m]["p50_vs_futex"] = out[m]["latency_ns"]["p50"] / out["futex"]["latency_ns"]["p50"]
+    out["shlspin"]["p50_vs_spin"] = out["shlspin"]["latency_ns"]["p50"] / out["spin"]["latency_ns"]["p50"]
     res["wake_c"] = out
+    py = [sys.executable, WAKE_PY]
+    res["wake_py"] = {m: wake_pair(py, m, tmp, cfg.py_wake_iters, cfg.wake_gap_ns, f"py.{m}", raw)
+                      for m in ("shl", "shlspin")}
 
 
 def bench_stream_c(cfg, bin_dir, tmp, res, raw):
@@ -356,6 +364,9 @@ def targets(res: dict) -> list:
     if w:
         r = w["shl"]["p50_vs_futex"]
         out.append(("wake-up p50 within 1.2× raw futex", f"{r:.2f}×", r <= 1.2))
+        r = w["shlspin"]["p50_vs_spin"]
+        out.append(("spinning wait (spin_ns) p50 within 1.5× of a spin on a cache line", f"{r:.2f}×",
+                    r <= 1.5))
     big = [r for r in res.get("stream_c", []) if r["frame"] == "1920x1080x3"]
     for r in big:
         out.append((f"C per-frame IPC cost at 1920x1080x3 < 1% of one memcpy ({r['mode']}, readers asleep)",
@@ -411,13 +422,18 @@ def markdown(res: dict) -> str:
              "ratios are *other / shmlane* (above 1: shmlane ahead).\n")
     w = res.get("wake_c")
     if w:
-        L.append("## Wake-up latency, one way, C (writer signal → blocked reader returns)\n")
+        L.append("## Wake-up latency, one way (writer signal → blocked reader returns), C and Python\n")
         L.append("| method | p50 | p99 | p99.9 | signal call p50 | p50 ratio to shmlane |")
         L.append("| --- | --- | --- | --- | --- | --- |")
         base = w["shl"]["latency_ns"]["p50"]
-        for k, label in (("shl", "shmlane shl_notify → shl_wait"), ("futex", "raw futex wake → wait"),
-                         ("spin", "spin on a shared cache line")):
-            s, g = w[k]["latency_ns"], w[k]["signal_ns"]
+        rows = [(w[k], label) for k, label in (
+            ("shl", "shmlane shl_notify → shl_wait"), ("futex", "raw futex wake → wait"),
+            ("shlspin", "shmlane, shl_wait_ex spinning up to 1 ms"), ("spin", "spin on a shared cache line"))]
+        p = res.get("wake_py", {})
+        rows += [(p[k], label) for k, label in (("shl", "Python: Segment.notify → Segment.wait"),
+                                                ("shlspin", "Python: Segment.wait(spin=0.001)")) if k in p]
+        for v, label in rows:
+            s, g = v["latency_ns"], v["signal_ns"]
             L.append(f"| {label} | {us(s['p50'])} | {us(s['p99'])} | {us(s['p99.9'])} | {us(g['p50'])} "
                      f"| {ratio(s['p50'] / base)} |")
         L.append("")
@@ -524,10 +540,12 @@ def plots(res: dict, raw: dict, out: str) -> list:
             ax.plot(v, np.arange(1, len(v) + 1) / len(v), label=label, lw=1.2)
 
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=90)
-    for k, label in (("shl", "shmlane notify→wait"), ("futex", "raw futex"), ("spin", "spin (cache line)")):
-        cdf(ax, raw.get(f"wake.c.{k}", []), label)
+    for k, label in (("c.shl", "shmlane notify→wait"), ("c.futex", "raw futex"),
+                     ("c.shlspin", "shmlane wait with spin"), ("c.spin", "spin (cache line)"),
+                     ("py.shl", "Python notify→wait"), ("py.shlspin", "Python wait(spin=)")):
+        cdf(ax, raw.get(f"wake.{k}", []), label)
     ax.set_xscale("log"), ax.set_xlabel("one-way wake-up latency (µs, log)"), ax.set_ylabel("fraction")
-    ax.set_title("Wake-up latency, C, two processes"), ax.legend(fontsize=8), ax.grid(alpha=0.3)
+    ax.set_title("Wake-up latency, two processes"), ax.legend(fontsize=7), ax.grid(alpha=0.3)
     fig.tight_layout(), fig.savefig(os.path.join(out, "wake_latency.png")), plt.close(fig)
     made.append("wake_latency.png")
 

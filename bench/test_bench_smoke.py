@@ -46,10 +46,12 @@ def test_tiny_run_writes_results(programs, tmp_path):
     subprocess.run(args, check=True, timeout=120, stdout=subprocess.DEVNULL)
 
     res = json.loads((tmp_path / "latest.json").read_text())
-    for key in ("machine", "wake_c", "stream_c", "python", "attach", "fanout", "targets", "skipped"):
+    for key in ("machine", "wake_c", "wake_py", "stream_c", "python", "attach", "fanout", "targets",
+                "skipped"):
         assert key in res, key
-    assert set(res["wake_c"]) == {"shl", "futex", "spin"}
-    assert all(v["latency_ns"]["n"] > 0 for v in res["wake_c"].values())
+    assert set(res["wake_c"]) == {"shl", "futex", "shlspin", "spin"}
+    assert set(res["wake_py"]) == {"shl", "shlspin"}
+    assert all(v["latency_ns"]["n"] > 0 for v in [*res["wake_c"].values(), *res["wake_py"].values()])
     assert {r["mode"] for r in res["stream_c"]} == {"latest", "all"}
     assert any(r["method"] == "shmlane" for r in res["python"])
     methods = {r["method"] for r in res["python"]} | set(res["skipped"])

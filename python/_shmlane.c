@@ -546,21 +546,23 @@ static PyObject *handle_notify(Handle *h, PyObject *unused) {
 struct wait_ctx {
   shl_segment *seg;
   uint64_t since, seen;
+  shl_wait_opts opts;
 };
 
 static int wait_step(void *ctx, int64_t timeout_ns) {
   struct wait_ctx *w = ctx;
-  static const shl_wait_opts opts = {SHL_WAIT_INTERRUPTIBLE, 0};
-  return shl_wait_ex(w->seg, w->since, timeout_ns, &opts, &w->seen);
+  return shl_wait_ex(w->seg, w->since, timeout_ns, &w->opts, &w->seen);
 }
 
-/* wait(since, timeout) -> the version seen once it differs from since. */
+/* wait(since, timeout, spin_ns=0) -> the version seen once it differs from since. */
 static PyObject *handle_wait(Handle *h, PyObject *args) {
   unsigned long long since;
   int64_t timeout_ns;
-  if (!PyArg_ParseTuple(args, "KO&:wait", &since, timeout_converter, &timeout_ns)) return NULL;
+  unsigned int spin_ns = 0;
+  if (!PyArg_ParseTuple(args, "KO&|I:wait", &since, timeout_converter, &timeout_ns, &spin_ns))
+    return NULL;
   if (h->base.closed) return closed_error(&h->base);
-  struct wait_ctx w = {h->seg, since, 0};
+  struct wait_ctx w = {h->seg, since, 0, {SHL_WAIT_INTERRUPTIBLE, spin_ns}};
   int rc = run_blocking(&h->base, wait_step, &w, timeout_ns, 0, -EINTR, -ETIMEDOUT);
   if (h->base.closed) return closed_meanwhile(&h->base);
   if (rc == PY_ERROR) return NULL;

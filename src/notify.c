@@ -26,15 +26,18 @@ int shl_notify(shl_segment *seg, uint64_t *out) {
   return 0;
 }
 
+/* Polls with a plain load (no call per round); the clock only now and then. */
 static int spin(shl_segment *seg, uint64_t since, int64_t until, uint64_t *seen) {
-  for (unsigned i = 0;; i++) {
-    uint64_t v = shl_version(seg);
+  _Atomic uint64_t *version = &seg->hdr->version;
+  for (unsigned i = 1;; i++) {
+    uint64_t v = atomic_load_explicit(version, memory_order_relaxed);
     if (v != since) {
+      atomic_thread_fence(memory_order_acquire); /* as shl_version() */
       *seen = v;
       return 1;
     }
     shl__cpu_relax();
-    if ((i & 63) == 63 && shl__monotonic_ns() >= until) return 0;
+    if ((i & 255) == 0 && shl__monotonic_ns() >= until) return 0;
   }
 }
 

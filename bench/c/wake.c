@@ -7,6 +7,7 @@
  *                                       itself takes (ns) to OUT
  *
  * METHOD: shl   shl_notify -> shl_wait (the library)
+ *         shlspin  the same, the reader spinning up to SPIN_NS before it sleeps
  *         futex a raw FUTEX_WAKE -> FUTEX_WAIT on a shared word (the floor for a sleeping reader)
  *         spin  a store -> a reader spinning on the same cache line (the hardware floor)
  *
@@ -18,6 +19,8 @@
 #include <unistd.h>
 
 #include "common.h"
+
+#define SPIN_NS 1000000 /* longer than any gap the driver uses: the reader never sleeps */
 
 static void futex_wait(_Atomic uint32_t *w, uint32_t v) {
   syscall(SYS_futex, (void *)w, FUTEX_WAIT, v, NULL, NULL, 0);
@@ -34,7 +37,10 @@ int main(int argc, char **argv) {
   }
   const char *role = argv[1], *method = argv[2], *name = argv[3];
   long iters = atol(argv[4]);
-  int m = !strcmp(method, "shl") ? 0 : !strcmp(method, "futex") ? 1 : !strcmp(method, "spin") ? 2 : -1;
+  static const char *const methods[] = {"shl", "futex", "spin", "shlspin"};
+  int m = -1;
+  for (int i = 0; i < 4; i++)
+    if (!strcmp(method, methods[i])) m = i;
   if (m < 0 || iters <= 0) return 2;
   shl_segment *seg;
   if (!strcmp(role, "reader")) {
@@ -45,9 +51,10 @@ int main(int argc, char **argv) {
     uint64_t v = shl_version(seg);
     for (long i = 0; i < iters; i++) {
       uint32_t w = (uint32_t)i;
-      if (m == 0) {
-        int rc = shl_wait(seg, v, -1, &v);
-        if (rc < 0) die_rc("shl_wait", rc);
+      if (m == 0 || m == 3) {
+        shl_wait_opts opts = {0, m == 3 ? SPIN_NS : 0};
+        int rc = shl_wait_ex(seg, v, -1, &opts, &v);
+        if (rc < 0) die_rc("shl_wait_ex", rc);
       } else if (m == 1) {
         while (atomic_load(&c->word) == w) futex_wait(&c->word, w);
       } else {
@@ -72,7 +79,7 @@ int main(int argc, char **argv) {
     sleep_ns(gap / 2 + (gap ? rand() % gap : 0));
     int64_t t0 = now_ns();
     atomic_store(&c->stamp, (uint64_t)t0);
-    if (m == 0) {
+    if (m == 0 || m == 3) {
       int rc = shl_notify(seg, NULL);
       if (rc < 0) die_rc("shl_notify", rc);
     } else {

@@ -52,6 +52,23 @@ def test_wait_since(name):
             seg.wait(timeout=0.05)  # since=None: the last version seen, 2
 
 
+def test_wait_with_spin(name, spawn_py):
+    with shmlane.create(name, dtype="<i4") as seg:
+        for bad in (-0.001, 0.0011, float("nan")):
+            with pytest.raises(ValueError, match="spin"):
+                seg.wait(timeout=0, spin=bad)
+        start = time.monotonic()
+        with pytest.raises(TimeoutError):  # the spin counts against the timeout
+            seg.wait(timeout=0.0005, spin=0.001)
+        assert time.monotonic() - start < 5
+        peer = spawn_py(NOTIFIER, name)
+        expect_line(peer, "ready")
+        peer.stdin.write("go\n")
+        peer.stdin.flush()
+        assert seg.wait(timeout=30, spin=0.001) == 1  # spins, then sleeps until the notify
+        assert seg.array[()] == 7
+
+
 def test_other_threads_run_while_waiting_and_can_notify(name):
     with shmlane.create(name, dtype="<i4") as seg:
         ticks = []
