@@ -267,6 +267,10 @@ void shl_reader_close(shl_reader *r);
  * within 100 ms). Flags as for shl_wait_ex (SHL_WAIT_INTERRUPTIBLE). */
 int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint32_t flags);
 int shl_reader_release(shl_reader *r, const shl_sample *sample);
+/* Make receive poll up to spin_ns (capped at 1 ms, as shl_wait_opts) before
+ * sleeping: a frame published meanwhile arrives without a kernel wake-up,
+ * and its publish needs no system call. 0 (the default): sleep at once. */
+void shl_reader_set_spin(shl_reader *r, uint32_t spin_ns);
 shl_segment *shl_reader_segment(const shl_reader *r);
 
 typedef struct shl_stream_info {

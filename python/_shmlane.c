@@ -21,6 +21,8 @@
 #define SLICE_NS 50000000LL
 /* run_blocking()'s result when a Python exception is set; no core code is this. */
 #define PY_ERROR INT_MIN
+/* The core caps a wait's spin at 1 ms (shl_wait_opts). */
+#define SPIN_MAX_NS 1000000
 
 typedef struct {
   PyTypeObject *handle_type, *writer_type, *reader_type, *loan_type, *sample_type;
@@ -93,6 +95,7 @@ typedef struct {
   Base base;
   shl_reader *r;  /* NULL once released */
   bool receiving; /* a receive() call is in progress */
+  uint32_t spin_ns;
   uint64_t deferred_mask;
   shl_sample deferred[SHL_STREAM_MAX_SLOTS];
 } Reader;
@@ -928,10 +931,13 @@ static PyObject *reader_close(Reader *r, PyObject *unused) {
 struct receive_ctx {
   shl_reader *r;
   shl_sample s;
+  uint32_t spin_ns;
 };
 
 static int receive_step(void *ctx, int64_t timeout_ns) {
   struct receive_ctx *c = ctx;
+  shl_reader_set_spin(c->r, c->spin_ns);
+  c->spin_ns = 0; /* once per receive(): later slices sleep at once */
   return shl_reader_receive(c->r, &c->s, timeout_ns, SHL_WAIT_INTERRUPTIBLE);
 }
 
@@ -954,9 +960,10 @@ static PyObject *reader_receive(Reader *r, PyObject *arg) {
   s->reader = NULL;
   s->pinned = s->released = false;
   s->exports = 0;
-  struct receive_ctx c = {r->r, {0}};
+  struct receive_ctx c = {r->r, {0}, 0};
   int rc = receive_step(&c, 0); /* a frame already waiting needs no GIL hand-off */
   if (rc == -ETIMEDOUT && timeout_ns != 0) {
+    c.spin_ns = r->spin_ns;
     r->receiving = true;
     rc = run_blocking(&r->base, receive_step, &c, timeout_ns, SLICE_NS, -ETIMEDOUT, -ETIMEDOUT);
     r->receiving = false;
@@ -997,8 +1004,30 @@ static PyMethodDef reader_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyObject *reader_get_spin_ns(Reader *r, void *unused) {
+  (void)unused;
+  return PyLong_FromUnsignedLong(r->spin_ns);
+}
+
+static int reader_set_spin_ns(Reader *r, PyObject *value, void *unused) {
+  (void)unused;
+  unsigned long ns = value ? PyLong_AsUnsignedLong(value) : (unsigned long)-1;
+  if (ns == (unsigned long)-1 && (!value || PyErr_Occurred())) {
+    if (!value) PyErr_SetString(PyExc_AttributeError, "spin_ns cannot be deleted");
+    return -1;
+  }
+  if (ns > SPIN_MAX_NS) {
+    PyErr_Format(PyExc_ValueError, "spin_ns must be at most %d", SPIN_MAX_NS);
+    return -1;
+  }
+  r->spin_ns = (uint32_t)ns;
+  return 0;
+}
+
 static PyGetSetDef reader_getset[] = {
     BASE_GETSET,
+    {"spin_ns", (getter)reader_get_spin_ns, (setter)reader_set_spin_ns,
+     "How long receive() polls before sleeping, in ns (at most 1 ms).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -1259,6 +1288,7 @@ static PyObject *mod_reader_open(PyObject *mod, PyObject *args) {
   }
   r->r = o.r;
   r->receiving = false;
+  r->spin_ns = 0;
   r->deferred_mask = 0;
   rc = base_init(&r->base, shl_reader_segment(o.r), "stream reader", reader_drop);
   r->base.idle = reader_idle;

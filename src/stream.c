@@ -52,6 +52,7 @@ struct shl_reader {
   uint64_t next_seq; /* `all` mode: next sequence wanted */
   int64_t liveness_checked_ns;
   uint32_t mode;
+  uint32_t spin_ns;
   uint32_t held[SHL_STREAM_MAX_SLOTS]; /* samples held per slot */
 };
 
@@ -458,7 +459,7 @@ static bool writer_alive(const struct stream *s) {
 
 int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint32_t flags) {
   int64_t deadline = deadline_after(timeout_ns);
-  shl_wait_opts wait = {flags & SHL_WAIT_INTERRUPTIBLE, 0};
+  shl_wait_opts wait = {flags & SHL_WAIT_INTERRUPTIBLE, r->spin_ns};
   for (;;) {
     uint64_t version = shl_version(r->s.seg);
     int rc = r->mode == SHL_RECV_ALL ? take_next(r, out) : take_latest(r, out);
@@ -477,8 +478,11 @@ int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint3
     rc = shl_wait_ex(r->s.seg, version, left < LIVENESS_PERIOD_NS ? left : LIVENESS_PERIOD_NS,
                      &wait, NULL);
     if (rc == -EINTR) return rc;
+    wait.spin_ns = 0; /* spin once per call: an idle stream costs no CPU */
   }
 }
+
+void shl_reader_set_spin(shl_reader *r, uint32_t spin_ns) { r->spin_ns = spin_ns; }
 
 int shl_reader_release(shl_reader *r, const shl_sample *sample) {
   if (!sample || sample->slot >= r->s.slots || r->held[sample->slot] == 0) return -EINVAL;

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, Optional, Tuple
 import numpy as np
 
 from . import _ctypes, _dtype, _shmlane
-from ._common import ShapeLike, in_slices, shape_tuple
+from ._common import ShapeLike, in_slices, shape_tuple, spin_ns
 from ._shmlane import CorruptSegment, Error, LayoutMismatch, LockRecovered, StreamBusy, WriterGone
 from ._stream import Loan, Reader, Sample, StreamInfo, Writer, stream_info
 
@@ -44,7 +44,6 @@ __all__ = [
 __version__ = _shmlane.core_version
 
 DTypeLike = Any  # anything np.dtype() accepts
-_SPIN_MAX_S = 0.001  # the core caps a wait's spin there
 
 
 def _requested(dtype: DTypeLike, ctype: Any) -> Optional[np.dtype]:
@@ -226,10 +225,8 @@ class Segment:
         seconds to poll on a CPU before sleeping (at most 0.001), which saves
         the wake-up's latency when changes come that often."""
         self._live()
-        if not 0.0 <= spin <= _SPIN_MAX_S:
-            raise ValueError(f"spin must be between 0 and {_SPIN_MAX_S} seconds")
         start = self._seen if since is None else since
-        self._seen = self._handle.wait(start, timeout, int(spin * 1e9))
+        self._seen = self._handle.wait(start, timeout, spin_ns(spin))
         return self._seen
 
     async def wait_async(self, timeout: Optional[float] = None, since: Optional[int] = None) -> int:

@@ -12,6 +12,14 @@ T = TypeVar("T")
 
 # How long an asyncio cancellation may wait for the thread running a blocking call.
 ASYNC_SLICE = 0.05
+SPIN_MAX = 0.001  # seconds; the core caps a wait's spin there
+
+
+def spin_ns(spin: float) -> int:
+    """A spin time in seconds, checked, as the core's nanoseconds."""
+    if not 0.0 <= spin <= SPIN_MAX:
+        raise ValueError(f"spin must be between 0 and {SPIN_MAX} seconds, not {spin!r}")
+    return int(spin * 1e9)
 
 
 def shape_tuple(shape: ShapeLike) -> Tuple[int, ...]:

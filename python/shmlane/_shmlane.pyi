@@ -77,6 +77,7 @@ class Writer:
     def __buffer__(self, flags: int, /) -> memoryview: ...
 
 class Reader:
+    spin_ns: int
     @property
     def name(self) -> str: ...
     @property

@@ -337,6 +337,31 @@ static void test_receive_timeout(void) {
   shl_writer_close(w);
 }
 
+/* A spinning reader: time-outs hold (the spin counts against them, and a
+ * spin asked beyond the 1 ms cap is capped); a frame that comes while it
+ * spins or after it went to sleep is received. */
+static void test_spin(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "sspin");
+  shl_writer *w = open_writer(name, 0);
+  shl_reader *r = t_reader_open(name, SHL_RECV_ALL, 0);
+  shl_reader_set_spin(r, UINT32_MAX);
+  shl_sample s;
+  long long t0 = t_now_ns();
+  T_EXPECT_RC(shl_reader_receive(r, &s, 0, 0), -ETIMEDOUT);
+  T_EXPECT_RC(shl_reader_receive(r, &s, T_MS / 2, 0), -ETIMEDOUT);
+  T_EXPECT_TOOK(t0, 0, 100);
+  PUBLISH(w, 1, 1);
+  EXPECT_SAMPLE(r, 1, 0);
+  shl_writer_close(w);
+  int fd;
+  pid_t pid = spawn("publish", name, "1", &fd); /* takes over, publishes frame 2 */
+  EXPECT_SAMPLE(r, 2, 0);
+  T_EXPECT_EXIT(t_child_reap(pid), 0);
+  close(fd);
+  shl_reader_close(r);
+}
+
 /* An `all` reader that keeps up gets every frame, in order, none lost. */
 static void test_all_in_order(void) {
   char name[SHL_NAME_MAX + 1];
@@ -575,7 +600,7 @@ static void test_wake_every_sleeper(void) {
   for (int i = 0; i < SLEEPERS; i++) T_REQUIRE(t_wait_in_futex(pid[i], WAIT_MS));
   PUBLISH(w, 1, 1);
   for (int i = 0; i < SLEEPERS; i++) {
-    if (t_await_byte(pid[i], fd[i], 'W', WAIT_MS)) T_CHECK(t_child_reap(pid[i]) == 0);
+    if (t_await_byte(pid[i], fd[i], 'W', WAIT_MS)) T_EXPECT_EXIT(t_child_reap(pid[i]), 0);
   }
   shl_writer_close(w);
 }
@@ -809,6 +834,7 @@ int main(int argc, char **argv) {
   test_not_a_stream();
   test_loan_publish();
   test_receive_timeout();
+  test_spin();
   test_all_in_order();
   test_all_lapped();
   test_latest();

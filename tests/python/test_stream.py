@@ -63,6 +63,32 @@ def test_loan_publish_receive(stream, name):
             reader.receive(timeout=0)
 
 
+def test_spinning_reader(stream, name):
+    for bad in (-1e-6, 0.002, float("nan")):
+        with pytest.raises(ValueError, match="spin"):
+            shmlane.Reader(name, spin=bad)
+    with shmlane.Reader(name, mode="all", spin=0.001) as reader:
+        start = time.monotonic()
+        with pytest.raises(TimeoutError):
+            reader.receive(timeout=0.0005)  # the spin counts against the timeout
+        assert time.monotonic() - start < 5
+
+        def publish_soon() -> None:
+            time.sleep(0.0002)  # within the spin, mostly
+            publish(stream)
+            time.sleep(0.01)  # after it: the reader sleeps, and is woken
+            publish(stream)
+
+        thread = threading.Thread(target=publish_soon)
+        thread.start()
+        try:
+            for seq in (1, 2):
+                with reader.receive(timeout=30) as sample:
+                    assert sample.seq == seq and stamped(sample.array, seq)
+        finally:
+            thread.join()
+
+
 def test_loan_discarded_on_exception_or_drop(stream, name):
     with shmlane.Reader(name, mode="all") as reader:
         with pytest.raises(ZeroDivisionError):
