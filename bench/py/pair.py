@@ -74,7 +74,7 @@ class Shmlane(Method):
         else:
             self.r = shmlane.Reader(name, mode=mode, timeout=5.0)
 
-    fill = True  # off in the throughput phase: the producer wrote the slot itself
+    fill = True  # on in phase l only: in c and t the producer wrote the slot itself
 
     def send(self, src: np.ndarray) -> int:
         t0 = ns()
@@ -387,6 +387,7 @@ def writer(method, name, frame, iters, gap, seconds, phases, out, mode):
         if code not in phases:
             continue
         c[PHASE] = ph
+        m.fill = ph == 1  # shmlane: as in stream.c, phase c times the hand-over alone, caches warm
         for _ in range(iters):
             wait_for(c, ACKS, acked)
             if ph == 1:
