@@ -270,13 +270,18 @@ def bench_python(cfg, tmp, res, raw, skipped, install=True):
                 # The same paced sends, but the writer waits out the gap on the
                 # CPU instead of sleeping: how much of `send` is the writer's
                 # own wake-up (cold caches) rather than the library.
-                ob = o + ".busy"
-                run_group(
-                    [sys.executable, PAIR, "writer", m, name, frame, str(iters),
-                     str(cfg.stream_gap_ns / 1e9), "0", "l", ob],
-                    [[sys.executable, PAIR, "reader", m, name, frame, str(iters), "l", ob]],
-                    env=dict(env, BENCH_BUSY_GAP="1"))
-                row["send_busy_gap_ns"] = summary(load(ob + ".send"))
+                # And with the reader spinning 1 ms before it sleeps (Reader(spin=)),
+                # longer than the gap: what a reader of a fast stream can choose.
+                for key, extra in (("busy", {"BENCH_BUSY_GAP": "1"}),
+                                   ("spin", {"BENCH_READER_SPIN": "0.001"})):
+                    ob = f"{o}.{key}"
+                    run_group(
+                        [sys.executable, PAIR, "writer", m, name, frame, str(iters),
+                         str(cfg.stream_gap_ns / 1e9), "0", "l", ob],
+                        [[sys.executable, PAIR, "reader", m, name, frame, str(iters), "l", ob]],
+                        env=dict(env, **extra))
+                    row[f"send_{key}_ns"] = summary(load(ob + ".send"))
+                    row[f"latency_{key}_ns"] = summary(load(ob + ".lat"))
             rows.append(row)
     for row in rows:
         base = next((r for r in rows if r["method"] == "shmlane" and r["frame"] == row["frame"]), None)
@@ -475,16 +480,19 @@ def markdown(res: dict) -> str:
         L.append("")
         L.append("shmlane Python loan+publish p50 depending on what the writer did before it:\n")
         L.append("| frame | slept the gap (reader asleep) | busy-waited the gap (reader asleep) | "
-                 "reader polling (no wake-up) | C, reader asleep | C, reader polling |")
-        L.append("| --- | --- | --- | --- | --- | --- |")
+                 "reader polling (no wake-up) | reader spinning, Reader(spin=0.001) | C, reader asleep | "
+                 "C, reader polling | latency p50: reader asleep / spinning |")
+        L.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
         cr = {r["frame"]: r for r in res.get("stream_c", []) if r["mode"] == "latest"}
         for r in res["python"]:
-            if r["method"] == "shmlane" and "send_busy_gap_ns" in r:
+            if r["method"] == "shmlane" and "send_busy_ns" in r:
                 c = cr.get(r["frame"])
-                L.append(f"| {r['frame']} | {us(r['send_ns']['p50'])} | {us(r['send_busy_gap_ns'].get('p50', float('nan')))} | "
-                         f"{us(r['send_polled_ns'].get('p50', float('nan')))} | "
+                nan = float("nan")
+                L.append(f"| {r['frame']} | {us(r['send_ns']['p50'])} | {us(r['send_busy_ns'].get('p50', nan))} | "
+                         f"{us(r['send_polled_ns'].get('p50', nan))} | {us(r['send_spin_ns'].get('p50', nan))} | "
                          f"{us(c['loan_publish_ns']['p50']) if c else '–'} | "
-                         f"{us(c['loan_publish_polled_ns']['p50']) if c else '–'} |")
+                         f"{us(c['loan_publish_polled_ns']['p50']) if c else '–'} | "
+                         f"{us(r['latency_ns']['p50'])} / {us(r['latency_spin_ns'].get('p50', nan))} |")
         L.append("")
     a = res.get("attach")
     if a:

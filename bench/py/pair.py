@@ -72,7 +72,8 @@ class Shmlane(Method):
             shmlane.unlink(name) if name in {i.name for i in shmlane.list()} else None
             self.w = shmlane.Writer(name, shape=shape, dtype="u1", block=mode == "all")
         else:
-            self.r = shmlane.Reader(name, mode=mode, timeout=5.0)
+            spin = float(os.environ.get("BENCH_READER_SPIN", "0"))
+            self.r = shmlane.Reader(name, mode=mode, timeout=5.0, spin=spin)
 
     fill = True  # on in phase l only: in c and t the producer wrote the slot itself
 
