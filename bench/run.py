@@ -228,8 +228,6 @@ def bench_python(cfg, tmp, res, raw, skipped, install=True):
     usable = []
     for m in methods:
         why = None if m == "shmlane" else ensure_module(m, install)
-        if m == "iceoryx2" and why is None:
-            why = ICEORYX2_SKIP
         if why:
             skipped[m] = why
         else:
@@ -331,9 +329,6 @@ def bench_fanout(cfg, bin_dir, tmp, res):
         r["publish_cpu_vs_1_reader"] = (r["loan_publish_cpu_ns"]["p50"]
                                         / one["loan_publish_cpu_ns"]["p50"])
     res["fanout"] = rows
-
-
-ICEORYX2_SKIP = None  # set in main() after trying it
 
 
 # ---------------------------------------------------------------- report
@@ -605,7 +600,6 @@ def plots(res: dict, raw: dict, out: str) -> list:
 
 
 def main() -> int:
-    global ICEORYX2_SKIP
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--tiny", action="store_true")
@@ -619,13 +613,6 @@ def main() -> int:
     start = time.monotonic()
     res = {"machine": machine(), "quick": cfg.quick, "tiny": cfg.tiny, "skipped": {}}
     raw: dict = {}
-    sys.path.insert(0, os.path.join(HERE, "py"))
-    try:
-        import iox2_method
-
-        ICEORYX2_SKIP = iox2_method.SKIP
-    except Exception as exc:
-        ICEORYX2_SKIP = f"harness not usable: {exc}"
     with tempfile.TemporaryDirectory(prefix="shlbench.") as tmp:
         for step, fn in (("wake", lambda: bench_wake(cfg, args.bin, tmp, res, raw)),
                          ("stream_c", lambda: bench_stream_c(cfg, args.bin, tmp, res, raw)),
