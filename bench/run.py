@@ -260,26 +260,25 @@ def bench_python(cfg, tmp, res, raw, skipped, install=True):
                 "published_per_s": wr.get("published", 0) / max(wr.get("seconds", 1), 1e-9),
             }
             row["cost_ns_p50"] = row["send_ns"]["p50"] + row["recv_ns"]["p50"]
-            # Throughput phase: CPU (both processes, all threads) per frame moved.
-            pub, got = wr.get("published", 0), rd[0].get("frames", 0)
-            row["cpu_per_frame_ns"] = (wr.get("cpu_ns", 0) / pub if pub else float("nan")) + (
-                rd[0].get("cpu_ns", 0) / got if got else float("nan"))
+            row["cpu_per_frame_ns"] = cpu_per_frame(wr, rd[0])
             if m == "shmlane":
                 # The same paced sends, but the writer waits out the gap on the
                 # CPU instead of sleeping: how much of `send` is the writer's
                 # own wake-up (cold caches) rather than the library.
                 # And with the reader spinning 1 ms before it sleeps (Reader(spin=)),
                 # longer than the gap: what a reader of a fast stream can choose.
-                for key, extra in (("busy", {"BENCH_BUSY_GAP": "1"}),
-                                   ("spin", {"BENCH_READER_SPIN": "0.001"})):
+                for key, extra, phases in (("busy", {"BENCH_BUSY_GAP": "1"}, "l"),
+                                           ("spin", {"BENCH_READER_SPIN": "0.001"}, "lt")):
                     ob = f"{o}.{key}"
-                    run_group(
+                    wx, rx = run_group(
                         [sys.executable, PAIR, "writer", m, name, frame, str(iters),
-                         str(cfg.stream_gap_ns / 1e9), "0", "l", ob],
-                        [[sys.executable, PAIR, "reader", m, name, frame, str(iters), "l", ob]],
+                         str(cfg.stream_gap_ns / 1e9), str(cfg.py_thr_s), phases, ob],
+                        [[sys.executable, PAIR, "reader", m, name, frame, str(iters), phases, ob]],
                         env=dict(env, **extra))
                     row[f"send_{key}_ns"] = summary(load(ob + ".send"))
                     row[f"latency_{key}_ns"] = summary(load(ob + ".lat"))
+                row["delivered_spin_per_s"] = rx[0].get("frames", 0) / max(rx[0].get("seconds", 1), 1e-9)
+                row["cpu_per_frame_spin_ns"] = cpu_per_frame(wx, rx[0])
             rows.append(row)
     for row in rows:
         base = next((r for r in rows if r["method"] == "shmlane" and r["frame"] == row["frame"]), None)
@@ -291,6 +290,13 @@ def bench_python(cfg, tmp, res, raw, skipped, install=True):
             row["polled_cost_vs_shmlane"] = (row["send_polled_ns"]["p50"] + row["recv_ns"]["p50"]) / (
                 base["send_polled_ns"]["p50"] + base["recv_ns"]["p50"])
     res["python"] = rows
+
+
+def cpu_per_frame(writer: dict, reader: dict) -> float:
+    """Throughput phase: CPU time (all threads) per frame sent plus per frame received."""
+    pub, got = writer.get("published", 0), reader.get("frames", 0)
+    return (writer.get("cpu_ns", 0) / pub if pub else float("nan")) + (
+        reader.get("cpu_ns", 0) / got if got else float("nan"))
 
 
 def bench_attach(cfg, bin_dir, tmp, res):
@@ -476,8 +482,9 @@ def markdown(res: dict) -> str:
         L.append("shmlane Python loan+publish p50 depending on what the writer did before it:\n")
         L.append("| frame | slept the gap (reader asleep) | busy-waited the gap (reader asleep) | "
                  "reader polling (no wake-up) | reader spinning, Reader(spin=0.001) | C, reader asleep | "
-                 "C, reader polling | latency p50: reader asleep / spinning |")
-        L.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
+                 "C, reader polling | latency p50: reader asleep / spinning | frames/s delivered, "
+                 "CPU per frame: reader spinning |")
+        L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         cr = {r["frame"]: r for r in res.get("stream_c", []) if r["mode"] == "latest"}
         for r in res["python"]:
             if r["method"] == "shmlane" and "send_busy_ns" in r:
@@ -487,7 +494,8 @@ def markdown(res: dict) -> str:
                          f"{us(r['send_polled_ns'].get('p50', nan))} | {us(r['send_spin_ns'].get('p50', nan))} | "
                          f"{us(c['loan_publish_ns']['p50']) if c else '–'} | "
                          f"{us(c['loan_publish_polled_ns']['p50']) if c else '–'} | "
-                         f"{us(r['latency_ns']['p50'])} / {us(r['latency_spin_ns'].get('p50', nan))} |")
+                         f"{us(r['latency_ns']['p50'])} / {us(r['latency_spin_ns'].get('p50', nan))} | "
+                         f"{r['delivered_spin_per_s']:.0f}, {us(r['cpu_per_frame_spin_ns'])} |")
         L.append("")
     a = res.get("attach")
     if a:
