@@ -55,7 +55,7 @@ def test_tiny_run_writes_results(programs, tmp_path):
     assert {r["mode"] for r in res["stream_c"]} == {"latest", "all"}
     assert any(r["method"] == "shmlane" for r in res["python"])
     methods = {r["method"] for r in res["python"]} | set(res["skipped"])
-    for m in ("seed", "mpshm", "sharedarray", "iceoryx2", "zmq", "pipe"):
+    for m in ("shmlane-copy", "seed", "mpshm", "sharedarray", "iceoryx2", "zmq", "pipe"):
         assert m in methods or any(k.startswith(m + " ") for k in res["skipped"]), m
     for t in res["targets"]:
         assert set(t) == {"target", "value", "met"}

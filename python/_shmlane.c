@@ -21,6 +21,8 @@
 #define SLICE_NS 50000000LL
 /* run_blocking()'s result when a Python exception is set; no core code is this. */
 #define PY_ERROR INT_MIN
+/* loan_slot()'s result when another thread closed the writer meanwhile. */
+#define CLOSED_MEANWHILE (INT_MIN + 1)
 /* The core caps a wait's spin at 1 ms (shl_wait_opts). */
 #define SPIN_MAX_NS 1000000
 
@@ -710,37 +712,59 @@ static int loan_step(void *ctx, int64_t timeout_ns) {
   return shl_writer_loan(c->w, &c->frame, timeout_ns);
 }
 
-/* loan(timeout) -> Loan. Waits (GIL released, Ctrl-C works) only while
- * readers pin every free slot, or for `all` readers on a blocking stream. */
-static PyObject *writer_loan(Writer *w, PyObject *arg) {
-  modstate *st = state_of((PyObject *)w);
-  int64_t timeout_ns;
-  if (!timeout_converter(arg, &timeout_ns)) return NULL;
-  if (w->base.closed) return closed_error(&w->base);
+/* false (error set) unless w may loan a slot now. */
+static bool writer_ready(Writer *w) {
+  if (w->base.closed) return closed_error(&w->base), false;
   if (w->loan || w->loaning) {
     PyErr_Format(PyExc_RuntimeError,
                  "stream '%s': a loan is already outstanding; publish or discard it first",
                  w->base.name);
-    return NULL;
+    return false;
   }
-  /* Allocated first, so that no failure can leave a slot loaned. */
-  Loan *l = PyObject_New(Loan, st->loan_type);
-  if (!l) return NULL;
-  l->writer = NULL;
-  l->state = DISCARDED;
+  return true;
+}
+
+/* A slot for loan() and publish_copy(), in the core's mapping. Waits (GIL
+ * released, Ctrl-C works) only while readers pin every free slot, or for
+ * `all` readers on a blocking stream: most loans find a slot at once, with
+ * no GIL hand-off. The core's result, PY_ERROR, or CLOSED_MEANWHILE (another
+ * thread closed the writer; the slot, if any, is given back). */
+static int loan_slot(Writer *w, int64_t timeout_ns, void **frame) {
   struct loan_ctx c = {w->w, NULL};
-  /* Most loans find a slot at once: only a wait is worth dropping the GIL. */
   int rc = loan_step(&c, 0);
   if (rc == -ETIMEDOUT && timeout_ns != 0) {
     w->loaning = true;
     rc = run_blocking(&w->base, loan_step, &c, timeout_ns, SLICE_NS, -ETIMEDOUT, -ETIMEDOUT);
     w->loaning = false;
   }
-  if (rc >= 0 && w->base.closed) shl_writer_discard(w->w);
-  if (rc < 0 || w->base.closed) {
+  if (w->base.closed) {
+    if (rc >= 0) shl_writer_discard(w->w);
+    return CLOSED_MEANWHILE;
+  }
+  *frame = c.frame;
+  return rc;
+}
+
+static PyObject *loan_failed(Writer *w, int rc) {
+  if (rc == CLOSED_MEANWHILE) return closed_meanwhile(&w->base);
+  return rc == PY_ERROR ? NULL : set_error(state_of((PyObject *)w), rc, w->base.name, AT_STREAM);
+}
+
+/* loan(timeout) -> Loan. */
+static PyObject *writer_loan(Writer *w, PyObject *arg) {
+  modstate *st = state_of((PyObject *)w);
+  int64_t timeout_ns;
+  if (!timeout_converter(arg, &timeout_ns) || !writer_ready(w)) return NULL;
+  /* Allocated first, so that no failure can leave a slot loaned. */
+  Loan *l = PyObject_New(Loan, st->loan_type);
+  if (!l) return NULL;
+  l->writer = NULL;
+  l->state = DISCARDED;
+  void *frame;
+  int rc = loan_slot(w, timeout_ns, &frame);
+  if (rc < 0) {
     Py_DECREF(l);
-    if (w->base.closed) return closed_meanwhile(&w->base);
-    return rc == PY_ERROR ? NULL : set_error(st, rc, w->base.name, AT_STREAM);
+    return loan_failed(w, rc);
   }
   Py_INCREF(w);
   l->writer = w;
@@ -748,10 +772,48 @@ static PyObject *writer_loan(Writer *w, PyObject *arg) {
   l->frames = w->frames;
   /* The same slot in the second mapping. */
   l->frame = (char *)shl_payload(w->frames->seg) +
-             ((char *)c.frame - (char *)shl_payload(shl_writer_segment(w->w)));
+             ((char *)frame - (char *)shl_payload(shl_writer_segment(w->w)));
   l->state = LOANED;
   w->loan = l;
   return (PyObject *)l;
+}
+
+/* A C-contiguous buffer of exactly one frame's bytes, for the copying
+ * calls; 0, or -1 with an error set. */
+static int frame_buffer(Base *b, PyObject *obj, Py_buffer *view, int flags) {
+  if (!b->layout.c_contiguous) {
+    PyErr_Format(PyExc_ValueError, "stream '%s': frames are not contiguous; use loan()/receive()",
+                 b->name);
+    return -1;
+  }
+  if (PyObject_GetBuffer(obj, view, flags | PyBUF_C_CONTIGUOUS) < 0) return -1;
+  if (view->len != b->layout.len) {
+    PyErr_Format(PyExc_ValueError, "stream '%s': a frame is %zd bytes, not %zd", b->name,
+                 b->layout.len, view->len);
+    PyBuffer_Release(view);
+    return -1;
+  }
+  return 0;
+}
+
+/* publish_copy(buffer, timeout) -> seq: the buffer's bytes as the next
+ * frame, without a Loan or an array (small messages); the copy holds the GIL. */
+static PyObject *writer_publish_copy(Writer *w, PyObject *args) {
+  PyObject *obj;
+  int64_t timeout_ns;
+  Py_buffer src;
+  if (!PyArg_ParseTuple(args, "OO&:publish_copy", &obj, timeout_converter, &timeout_ns) ||
+      !writer_ready(w) || frame_buffer(&w->base, obj, &src, PyBUF_SIMPLE) < 0)
+    return NULL;
+  void *frame;
+  int rc = loan_slot(w, timeout_ns, &frame);
+  if (rc >= 0) memcpy(frame, src.buf, (size_t)src.len);
+  PyBuffer_Release(&src);
+  if (rc < 0) return loan_failed(w, rc);
+  uint64_t seq;
+  rc = shl_writer_publish(w->w, &seq);
+  if (rc < 0) return set_error(state_of((PyObject *)w), rc, w->base.name, AT_STREAM);
+  return PyLong_FromUnsignedLongLong(seq);
 }
 
 static PyObject *writer_info(Writer *w, PyObject *unused) {
@@ -775,6 +837,8 @@ static PyMethodDef writer_methods[] = {
      "Discard an outstanding loan and give up the writer role; views of loans stay valid."},
     {"loan", (PyCFunction)writer_loan, METH_O,
      "loan(timeout) -> Loan. Blocks with the GIL released; Ctrl-C interrupts."},
+    {"publish_copy", (PyCFunction)writer_publish_copy, METH_VARARGS,
+     "publish_copy(buffer, timeout) -> seq. Copies one frame's bytes into a slot and publishes."},
     {"info", (PyCFunction)writer_info, METH_NOARGS,
      "The stream's slots, readers, writer and last frame."},
     BASE_METHODS,
@@ -941,46 +1005,87 @@ static int receive_step(void *ctx, int64_t timeout_ns) {
   return shl_reader_receive(c->r, &c->s, timeout_ns, SHL_WAIT_INTERRUPTIBLE);
 }
 
-/* receive(timeout) -> Sample, pinned. Blocks with the GIL released; a signal
- * ends the core's wait at once, and handlers run (Ctrl-C raises). Sliced, so
- * that releases queued by other threads happen meanwhile. */
-static PyObject *reader_receive(Reader *r, PyObject *arg) {
-  modstate *st = state_of((PyObject *)r);
-  int64_t timeout_ns;
-  if (!timeout_converter(arg, &timeout_ns)) return NULL;
-  if (r->base.closed) return closed_error(&r->base);
+/* false (error set) unless r may receive now. */
+static bool reader_ready(Reader *r) {
+  if (r->base.closed) return closed_error(&r->base), false;
   if (r->receiving) {
     PyErr_Format(PyExc_RuntimeError, "stream '%s': another thread is receiving on this reader",
                  r->base.name);
-    return NULL;
+    return false;
   }
-  /* Allocated first, so that no failure can leave a slot pinned. */
-  Sample *s = PyObject_New(Sample, st->sample_type);
-  if (!s) return NULL;
-  s->reader = NULL;
-  s->pinned = s->released = false;
-  s->exports = 0;
+  return true;
+}
+
+/* The next frame, pinned, for receive() and receive_into(). A frame already
+ * waiting needs no GIL hand-off; otherwise waits with the GIL released: a
+ * signal ends the core's wait at once, and handlers run (Ctrl-C raises).
+ * Sliced, so that releases queued by other threads happen meanwhile. The
+ * caller checks r->base.closed after. */
+static int receive_sample(Reader *r, int64_t timeout_ns, shl_sample *out) {
   struct receive_ctx c = {r->r, {0}, 0};
-  int rc = receive_step(&c, 0); /* a frame already waiting needs no GIL hand-off */
+  int rc = receive_step(&c, 0);
   if (rc == -ETIMEDOUT && timeout_ns != 0) {
     c.spin_ns = r->spin_ns;
     r->receiving = true;
     rc = run_blocking(&r->base, receive_step, &c, timeout_ns, SLICE_NS, -ETIMEDOUT, -ETIMEDOUT);
     r->receiving = false;
   }
+  *out = c.s;
+  return rc;
+}
+
+static PyObject *receive_failed(Reader *r, int rc) {
+  if (r->base.closed) return closed_meanwhile(&r->base);
+  return rc == PY_ERROR ? NULL : set_error(state_of((PyObject *)r), rc, r->base.name, AT_STREAM);
+}
+
+/* receive(timeout) -> Sample, pinned. */
+static PyObject *reader_receive(Reader *r, PyObject *arg) {
+  modstate *st = state_of((PyObject *)r);
+  int64_t timeout_ns;
+  if (!timeout_converter(arg, &timeout_ns) || !reader_ready(r)) return NULL;
+  /* Allocated first, so that no failure can leave a slot pinned. */
+  Sample *s = PyObject_New(Sample, st->sample_type);
+  if (!s) return NULL;
+  s->reader = NULL;
+  s->pinned = s->released = false;
+  s->exports = 0;
+  shl_sample got;
+  int rc = receive_sample(r, timeout_ns, &got);
   if (rc == 0) {
     Py_INCREF(r);
     s->reader = r;
-    s->s = c.s;
+    s->s = got;
     s->pinned = true;
     r->base.pins++;
   }
   if (rc < 0 || r->base.closed) {
     Py_DECREF(s); /* gives back a pin taken after close */
-    if (r->base.closed) return closed_meanwhile(&r->base);
-    return rc == PY_ERROR ? NULL : set_error(st, rc, r->base.name, AT_STREAM);
+    return receive_failed(r, rc);
   }
   return (PyObject *)s;
+}
+
+/* receive_into(buffer, timeout) -> (seq, timestamp_ns, lost): the next
+ * frame's bytes copied into the buffer, its slot released at once, without
+ * a Sample or an array (small messages). */
+static PyObject *reader_receive_into(Reader *r, PyObject *args) {
+  PyObject *obj;
+  int64_t timeout_ns;
+  Py_buffer dst;
+  if (!PyArg_ParseTuple(args, "OO&:receive_into", &obj, timeout_converter, &timeout_ns) ||
+      !reader_ready(r) || frame_buffer(&r->base, obj, &dst, PyBUF_WRITABLE) < 0)
+    return NULL;
+  shl_sample got;
+  int rc = receive_sample(r, timeout_ns, &got);
+  if (rc == 0) {
+    memcpy(dst.buf, got.data, (size_t)dst.len);
+    (void)shl_reader_release(r->r, &got); /* pinned just now: cannot fail */
+  }
+  PyBuffer_Release(&dst);
+  if (rc < 0 || r->base.closed) return receive_failed(r, rc);
+  return Py_BuildValue("KKK", (unsigned long long)got.seq, (unsigned long long)got.timestamp_ns,
+                       (unsigned long long)got.lost);
 }
 
 static PyObject *reader_info(Reader *r, PyObject *unused) {
@@ -998,6 +1103,8 @@ static PyMethodDef reader_methods[] = {
      "Leave the stream once no sample is pinned any more."},
     {"receive", (PyCFunction)reader_receive, METH_O,
      "receive(timeout) -> Sample. Blocks with the GIL released; Ctrl-C interrupts."},
+    {"receive_into", (PyCFunction)reader_receive_into, METH_VARARGS,
+     "receive_into(buffer, timeout) -> (seq, timestamp_ns, lost). Copies the next frame out."},
     {"info", (PyCFunction)reader_info, METH_NOARGS,
      "The stream's slots, readers, writer and last frame."},
     BASE_METHODS,

@@ -106,6 +106,28 @@ class Shmlane(Method):
             self.r.close()
 
 
+class ShmlaneCopy(Shmlane):
+    """shmlane's copying calls, copying in and out as the alternatives do:
+    Writer.publish(frame) and Reader.receive_into(a preallocated array)."""
+
+    def __init__(self, role, name, shape, mode="latest"):
+        super().__init__(role, name, shape, mode)
+        self.out = np.empty(shape, np.uint8)
+
+    def send(self, src):
+        t0 = ns()
+        put_stamp(src, now())
+        self.w.publish(src)
+        return ns() - t0
+
+    def recv(self, timeout):
+        try:
+            self.r.receive_into(self.out, timeout)
+        except TimeoutError:
+            return None
+        return self.out, None
+
+
 class _Shared(Method):
     """A shared buffer guarded by a named posix_ipc semaphore, with a frame
     counter in front of it; subclasses provide the buffer."""
@@ -348,6 +370,8 @@ class Pipe(Method):
 def make(method, role, name, shape, mode):
     if method == "shmlane":
         return Shmlane(role, name, shape, mode)
+    if method == "shmlane-copy":
+        return ShmlaneCopy(role, name, shape, mode)
     if method == "iceoryx2":
         from iox2_method import Iceoryx2
 

@@ -195,6 +195,7 @@ class Writer(_StreamEnd):
             raise LayoutMismatch(f"{exc}{_what_it_holds(name)}") from None
         try:
             self._wrap, self._dtype, self._shape = _frames(raw)
+            self._contiguous = raw.layout()["c_contiguous"]
             found = _dtype.difference(base, self._dtype)
             if found:  # the stored format must read back as exactly this dtype
                 raise ValueError(f"stream '{name}': {wanted} does not round-trip: {found}")
@@ -226,7 +227,17 @@ class Writer(_StreamEnd):
 
     def publish(self, array: Any, timeout: Optional[float] = None) -> int:
         """Copy `array` into a loaned slot and publish it; returns its sequence
-        number. The copy follows np.copyto (broadcasting, same-kind casts)."""
+        number. The copy follows np.copyto (broadcasting, same-kind casts).
+        A C-contiguous array of the frame's dtype and shape is copied in one
+        call, with no Loan or view made: the cheap way for small messages."""
+        if (
+            type(array) is np.ndarray
+            and array.shape == self._shape
+            and array.dtype == self._dtype
+            and array.flags.c_contiguous
+            and self._contiguous
+        ):
+            return self._raw.publish_copy(array, timeout)
         loan = self.loan(timeout)
         try:
             np.copyto(loan.array, array)  # type: ignore[arg-type]
@@ -354,6 +365,15 @@ class Reader(_StreamEnd):
         within 100 ms); a writer that takes over later resumes delivery. Blocks
         without the GIL; Ctrl-C interrupts it."""
         return Sample(self._raw.receive(timeout), self._wrap)
+
+    def receive_into(self, out: Any, timeout: Optional[float] = None) -> Tuple[int, int, int]:
+        """Copy the next frame (per the mode) into `out` and release its slot
+        at once; returns (seq, timestamp_ns, lost). `out`: a writable
+        C-contiguous buffer of exactly one frame's bytes (say an ndarray of
+        the stream's shape and dtype), copied byte for byte. No Sample or
+        array is made per frame: the cheap way for small messages. Waits and
+        raises as receive()."""
+        return self._raw.receive_into(out, timeout)
 
     async def receive_async(self, timeout: Optional[float] = None) -> Sample:
         """receive() for asyncio: runs in the loop's default executor in short

@@ -130,6 +130,41 @@ def test_publish_copies_with_numpy_rules(stream, name):
         stream.loan().publish()  # no loan was left outstanding
 
 
+def test_copying_calls_for_small_messages(stream, name):
+    frame = np.arange(np.prod(SHAPE), dtype=np.uint8).reshape(SHAPE)
+    out = np.empty(SHAPE, np.uint8)
+    with shmlane.Reader(name, mode="all") as reader:
+        assert stream.publish(frame) == 1  # exact dtype and shape: the one-call copy
+        assert stream.publish(np.asfortranarray(frame)) == 2  # not C-contiguous: np.copyto
+        seq, timestamp_ns, lost = reader.receive_into(out, timeout=5)
+        assert (seq, lost) == (1, 0) and (out == frame).all()
+        assert 0 < timestamp_ns <= time.monotonic_ns()
+        assert reader.receive_into(out.reshape(-1), timeout=5)[0] == 2  # any shape of the bytes
+        assert (out == frame).all()
+        with pytest.raises(TimeoutError):
+            reader.receive_into(out, timeout=0)
+        for bad, error in ((np.empty(SHAPE, np.uint16), ValueError),  # twice the bytes
+                           (np.empty((2, 2), np.uint8), ValueError),
+                           (out[:, ::2], ValueError),  # not contiguous
+                           (bytes(out.nbytes), BufferError)):  # read-only
+            with pytest.raises(error):
+                reader.receive_into(bad, timeout=0)
+        stream.publish(frame + 1)
+        publisher = threading.Thread(target=lambda: (time.sleep(0.2), stream.publish(frame + 2)))
+        publisher.start()
+        try:
+            assert reader.receive_into(out, timeout=30)[0] == 3 and (out == frame + 1).all()
+            assert reader.receive_into(out, timeout=30)[0] == 4 and (out == frame + 2).all()
+        finally:
+            publisher.join()
+    with pytest.raises(ValueError, match="closed"):
+        reader.receive_into(out, timeout=0)
+    with shmlane.Reader(name) as reader:
+        for _ in range(8):  # twice round the ring: a slot left pinned would leave no free slot
+            stream.publish(frame, timeout=1)
+            reader.receive_into(out, timeout=5)
+
+
 def test_latest_mode_skips_to_the_newest(stream, name):
     with shmlane.Reader(name) as reader:
         publish(stream)
