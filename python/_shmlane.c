@@ -675,6 +675,13 @@ static void stream_releasebuffer(Base *b, Py_buffer *view) {
   unpin_base(b);
 }
 
+/* A stream call that failed, or found its handle closed by another thread
+ * meanwhile: the Python error to raise. */
+static PyObject *stream_failed(Base *b, int rc) {
+  if (b->closed) return closed_meanwhile(b);
+  return rc == PY_ERROR ? NULL : set_error(state_of((PyObject *)b), rc, b->name, AT_STREAM);
+}
+
 /* ---------------------------------------------------------------- Writer and Loan */
 
 static void writer_drop(Base *b) {
@@ -745,11 +752,6 @@ static int loan_slot(Writer *w, int64_t timeout_ns, void **frame) {
   return rc;
 }
 
-static PyObject *loan_failed(Writer *w, int rc) {
-  if (rc == CLOSED_MEANWHILE) return closed_meanwhile(&w->base);
-  return rc == PY_ERROR ? NULL : set_error(state_of((PyObject *)w), rc, w->base.name, AT_STREAM);
-}
-
 /* loan(timeout) -> Loan. */
 static PyObject *writer_loan(Writer *w, PyObject *arg) {
   modstate *st = state_of((PyObject *)w);
@@ -764,7 +766,7 @@ static PyObject *writer_loan(Writer *w, PyObject *arg) {
   int rc = loan_slot(w, timeout_ns, &frame);
   if (rc < 0) {
     Py_DECREF(l);
-    return loan_failed(w, rc);
+    return stream_failed(&w->base, rc);
   }
   Py_INCREF(w);
   l->writer = w;
@@ -809,7 +811,7 @@ static PyObject *writer_publish_copy(Writer *w, PyObject *args) {
   int rc = loan_slot(w, timeout_ns, &frame);
   if (rc >= 0) memcpy(frame, src.buf, (size_t)src.len);
   PyBuffer_Release(&src);
-  if (rc < 0) return loan_failed(w, rc);
+  if (rc < 0) return stream_failed(&w->base, rc);
   uint64_t seq;
   rc = shl_writer_publish(w->w, &seq);
   if (rc < 0) return set_error(state_of((PyObject *)w), rc, w->base.name, AT_STREAM);
@@ -1034,11 +1036,6 @@ static int receive_sample(Reader *r, int64_t timeout_ns, shl_sample *out) {
   return rc;
 }
 
-static PyObject *receive_failed(Reader *r, int rc) {
-  if (r->base.closed) return closed_meanwhile(&r->base);
-  return rc == PY_ERROR ? NULL : set_error(state_of((PyObject *)r), rc, r->base.name, AT_STREAM);
-}
-
 /* receive(timeout) -> Sample, pinned. */
 static PyObject *reader_receive(Reader *r, PyObject *arg) {
   modstate *st = state_of((PyObject *)r);
@@ -1061,7 +1058,7 @@ static PyObject *reader_receive(Reader *r, PyObject *arg) {
   }
   if (rc < 0 || r->base.closed) {
     Py_DECREF(s); /* gives back a pin taken after close */
-    return receive_failed(r, rc);
+    return stream_failed(&r->base, rc);
   }
   return (PyObject *)s;
 }
@@ -1083,7 +1080,7 @@ static PyObject *reader_receive_into(Reader *r, PyObject *args) {
     (void)shl_reader_release(r->r, &got); /* pinned just now: cannot fail */
   }
   PyBuffer_Release(&dst);
-  if (rc < 0 || r->base.closed) return receive_failed(r, rc);
+  if (rc < 0 || r->base.closed) return stream_failed(&r->base, rc);
   return Py_BuildValue("KKK", (unsigned long long)got.seq, (unsigned long long)got.timestamp_ns,
                        (unsigned long long)got.lost);
 }
