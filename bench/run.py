@@ -156,8 +156,12 @@ def ensure_module(method: str, install: bool = True) -> str | None:
 # ---------------------------------------------------------------- scenarios
 
 
-def wake_pair(program, method, tmp, iters, gap_ns, key, raw):
-    """One wake-up run: the reader (started first) creates the segment."""
+WAKE_ROUNDS = 4  # methods take turns, so drift in the machine's state hits them alike
+
+
+def wake_pair(program, method, tmp, iters, gap_ns, key):
+    """One wake-up run: the reader (started first) creates the segment.
+    Returns the latencies and the writer's signal times."""
     name = f"bw{os.getpid()}"
     f, fw = os.path.join(tmp, f"wake.{key}"), os.path.join(tmp, f"wake.{key}.w")
     r = subprocess.Popen(program + ["reader", method, name, str(iters), f], stdout=subprocess.PIPE,
@@ -166,22 +170,31 @@ def wake_pair(program, method, tmp, iters, gap_ns, key, raw):
     subprocess.run(program + ["writer", method, name, str(iters), str(gap_ns), fw], check=True,
                    timeout=300)
     r.wait(timeout=60)
-    lat = load(f)
-    raw[f"wake.{key}"] = lat
-    return {"latency_ns": summary(lat), "signal_ns": summary(load(fw))}
+    return load(f), load(fw)
+
+
+def wake_methods(program, methods, tmp, iters, gap_ns, prefix, raw):
+    lat = {m: [] for m in methods}
+    sig = {m: [] for m in methods}
+    for _ in range(WAKE_ROUNDS):
+        for m in methods:
+            a, b = wake_pair(program, m, tmp, max(1, iters // WAKE_ROUNDS), gap_ns, f"{prefix}.{m}")
+            lat[m] += a
+            sig[m] += b
+    for m in methods:
+        raw[f"wake.{prefix}.{m}"] = lat[m]
+    return {m: {"latency_ns": summary(lat[m]), "signal_ns": summary(sig[m])} for m in methods}
 
 
 def bench_wake(cfg, bin_dir, tmp, res, raw):
-    exe = [os.path.join(bin_dir, "wake")]
-    out = {m: wake_pair(exe, m, tmp, cfg.wake_iters, cfg.wake_gap_ns, f"c.{m}", raw)
-           for m in ("shl", "futex", "shlspin", "spin")}
+    out = wake_methods([os.path.join(bin_dir, "wake")], ("shl", "futex", "shlspin", "spin"), tmp,
+                       cfg.wake_iters, cfg.wake_gap_ns, "c", raw)
     for m in ("shl", "spin"):
         out[m]["p50_vs_futex"] = out[m]["latency_ns"]["p50"] / out["futex"]["latency_ns"]["p50"]
     out["shlspin"]["p50_vs_spin"] = out["shlspin"]["latency_ns"]["p50"] / out["spin"]["latency_ns"]["p50"]
     res["wake_c"] = out
-    py = [sys.executable, WAKE_PY]
-    res["wake_py"] = {m: wake_pair(py, m, tmp, cfg.py_wake_iters, cfg.wake_gap_ns, f"py.{m}", raw)
-                      for m in ("shl", "shlspin")}
+    res["wake_py"] = wake_methods([sys.executable, WAKE_PY], ("shl", "shlspin"), tmp,
+                                  cfg.py_wake_iters, cfg.wake_gap_ns, "py", raw)
 
 
 def bench_stream_c(cfg, bin_dir, tmp, res, raw):
