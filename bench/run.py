@@ -156,7 +156,7 @@ def ensure_module(method: str, install: bool = True) -> str | None:
 # ---------------------------------------------------------------- scenarios
 
 
-WAKE_ROUNDS = 4  # methods take turns, so drift in the machine's state hits them alike
+ROUNDS = 4  # methods and fan-out set-ups take turns: drift in the machine hits them alike
 
 
 def wake_pair(program, method, tmp, iters, gap_ns, key):
@@ -176,9 +176,9 @@ def wake_pair(program, method, tmp, iters, gap_ns, key):
 def wake_methods(program, methods, tmp, iters, gap_ns, prefix, raw):
     lat = {m: [] for m in methods}
     sig = {m: [] for m in methods}
-    for _ in range(WAKE_ROUNDS):
+    for _ in range(ROUNDS):
         for m in methods:
-            a, b = wake_pair(program, m, tmp, max(1, iters // WAKE_ROUNDS), gap_ns, f"{prefix}.{m}")
+            a, b = wake_pair(program, m, tmp, max(1, iters // ROUNDS), gap_ns, f"{prefix}.{m}")
             lat[m] += a
             sig[m] += b
     for m in methods:
@@ -325,24 +325,35 @@ def bench_attach(cfg, bin_dir, tmp, res):
 
 
 def bench_fanout(cfg, bin_dir, tmp, res):
-    rows = []
     exe = os.path.join(bin_dir, "stream")
-    for mode in ("latest", "all"):
-        for n in cfg.fanout:
+    configs = [(mode, n) for mode in ("latest", "all") for n in cfg.fanout]
+    lp = {c: [] for c in configs}
+    cpu = {c: [] for c in configs}
+    rows = {}
+    # The configurations take turns, so drift in the machine's state hits
+    # them alike; the last round also measures throughput.
+    for last in [False] * (ROUNDS - 1) + [True]:
+        for mode, n in configs:
             name = f"bf{os.getpid()}"
             o = os.path.join(tmp, f"fan.{mode}.{n}")
+            phases = "lt" if last else "l"
+            iters = str(max(1, cfg.stream_iters // 2 // ROUNDS))
             wr, rd = run_group(
-                [exe, "writer", name, "480x640x3", mode, str(n), str(cfg.stream_iters // 2),
-                 str(cfg.stream_gap_ns), str(cfg.thr_s), "lt", o],
-                [[exe, "reader", name, mode, str(cfg.stream_iters // 2), "lt", o]] * n)
-            rates = [r.get("frames", 0) / max(r.get("seconds", 1), 1e-9) for r in rd]
-            rows.append({
-                "mode": mode, "readers": n,
-                "loan_publish_ns": summary(load(o + ".loanpub")),
-                "loan_publish_cpu_ns": summary(load(o + ".loanpub_cpu")),
-                "published_per_s": wr.get("published", 0) / max(wr.get("seconds", 1), 1e-9),
-                "delivered_per_s_min": min(rates), "delivered_per_s_mean": sum(rates) / len(rates),
-            })
+                [exe, "writer", name, "480x640x3", mode, str(n), iters, str(cfg.stream_gap_ns),
+                 str(cfg.thr_s), phases, o],
+                [[exe, "reader", name, mode, iters, phases, o]] * n)
+            lp[mode, n] += load(o + ".loanpub")
+            cpu[mode, n] += load(o + ".loanpub_cpu")
+            if last:
+                rates = [r.get("frames", 0) / max(r.get("seconds", 1), 1e-9) for r in rd]
+                rows[mode, n] = {
+                    "mode": mode, "readers": n,
+                    "loan_publish_ns": summary(lp[mode, n]),
+                    "loan_publish_cpu_ns": summary(cpu[mode, n]),
+                    "published_per_s": wr.get("published", 0) / max(wr.get("seconds", 1), 1e-9),
+                    "delivered_per_s_min": min(rates), "delivered_per_s_mean": sum(rates) / len(rates),
+                }
+    rows = [rows[c] for c in configs]
     for r in rows:
         one = next(x for x in rows if x["mode"] == r["mode"] and x["readers"] == cfg.fanout[0])
         r["publish_vs_1_reader"] = r["loan_publish_ns"]["p50"] / one["loan_publish_ns"]["p50"]
