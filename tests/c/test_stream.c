@@ -158,6 +158,17 @@ static int role_block_loan(const char *name, int fd) {
   return slot >= 0 ? t_result() : 1;
 }
 
+/* Take the stream over, say 'T', and publish one frame a while later. */
+static int role_publish_later(const char *name, int fd) {
+  shl_writer *w = t_writer_open(name, WORDS, 0, 0, 0);
+  uint64_t next = shl_writer_next_seq(w);
+  t_send_byte(fd, 'T');
+  t_sleep_ms(LATE_MS);
+  PUBLISH(w, next, next);
+  shl_writer_close(w);
+  return t_result();
+}
+
 /* A reader asleep in a wait without time limit or slices: only a wake-up
  * passed on to it ends the wait. 'S' before sleeping, 'W' with the frame. */
 static int role_sleeper(const char *name, int fd) {
@@ -186,6 +197,7 @@ static int run_role(int argc, char **argv) {
   if (strcmp(role, "lag") == 0) return role_lag(name, fd);
   if (strcmp(role, "block-loan") == 0) return role_block_loan(name, fd);
   if (strcmp(role, "sleeper") == 0) return role_sleeper(name, fd);
+  if (strcmp(role, "publish-later") == 0) return role_publish_later(name, fd);
   fprintf(stderr, "unknown role %s\n", role);
   return 1;
 }
@@ -338,8 +350,8 @@ static void test_receive_timeout(void) {
 }
 
 /* A spinning reader: time-outs hold (the spin counts against them, and a
- * spin asked beyond the 1 ms cap is capped); a frame that comes while it
- * spins or after it went to sleep is received. */
+ * spin asked beyond the 1 ms cap is capped); a frame that comes after the
+ * spin, while it sleeps, wakes it. */
 static void test_spin(void) {
   char name[SHL_NAME_MAX + 1];
   t_fresh_name(name, "sspin");
@@ -355,10 +367,11 @@ static void test_spin(void) {
   EXPECT_SAMPLE(r, 1, 0);
   shl_writer_close(w);
   int fd;
-  pid_t pid = spawn("publish", name, "1", &fd); /* takes over, publishes frame 2 */
-  EXPECT_SAMPLE(r, 2, 0);
-  T_EXPECT_EXIT(t_child_reap(pid), 0);
-  close(fd);
+  pid_t pid = spawn("publish-later", name, NULL, &fd); /* frame 2, LATE_MS after taking over */
+  if (t_await_byte(pid, fd, 'T', WAIT_MS)) {
+    EXPECT_SAMPLE(r, 2, 0);
+    T_EXPECT_EXIT(t_child_reap(pid), 0);
+  }
   shl_reader_close(r);
 }
 
