@@ -1,8 +1,8 @@
 """Instructions per frame of the Python stream API, in one process, for
 callgrind (not part of `make bench`; see docs/performance.md):
 
-    for n in 1000 3000; do valgrind --tool=callgrind --callgrind-out-file=cg.$n \\
-        python bench/py/callgrind_frame.py $n; done
+    for n in 1000 3000; do OPENBLAS_NUM_THREADS=1 valgrind --tool=callgrind \\
+        --callgrind-out-file=cg.$n python bench/py/callgrind_frame.py $n; done
 
 The difference of the two totals, divided by 2000, is the cost of one round
 of loan, .array, publish, receive, .array, release; callgrind_annotate on
