@@ -1207,6 +1207,11 @@ static PyObject *sample_get_slot(Sample *s, void *unused) {
   return PyLong_FromUnsignedLong(s->s.slot);
 }
 
+static PyObject *sample_get_released(Sample *s, void *unused) {
+  (void)unused;
+  return PyBool_FromLong(s->released);
+}
+
 static PyObject *sample_get_pinned(Sample *s, void *unused) {
   (void)unused;
   return PyBool_FromLong(s->pinned);
@@ -1224,6 +1229,7 @@ static PyGetSetDef sample_getset[] = {
     {"lost", (getter)sample_get_lost, NULL, "Frames skipped just before this one.", NULL},
     {"slot", (getter)sample_get_slot, NULL, "The slot it occupies.", NULL},
     {"pinned", (getter)sample_get_pinned, NULL, "The writer may not reuse the slot yet.", NULL},
+    {"released", (getter)sample_get_released, NULL, "release() was called.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, Optional, Tuple
 import numpy as np
 
 from . import _ctypes, _dtype, _shmlane
-from ._common import ShapeLike, in_slices, shape_tuple, spin_ns
+from ._common import Described, ShapeLike, in_slices, shape_tuple, spin_ns
 from ._shmlane import CorruptSegment, Error, LayoutMismatch, LockRecovered, StreamBusy, WriterGone
 from ._stream import Loan, Reader, Sample, StreamInfo, Writer, stream_info
 
@@ -96,7 +96,7 @@ class Held:
         self.release()
 
 
-class Segment:
+class Segment(Described):
     """An open segment. Make one with shmlane.create() or shmlane.open().
 
     Views (seg.array, seg.struct, anything derived from them) share the segment's
@@ -111,7 +111,7 @@ class Segment:
                 f"segment '{handle.name}' is a stream: receive its frames with "
                 f"shmlane.Reader({handle.name!r}), publish with shmlane.Writer"
             )
-        self._handle = handle
+        self._raw = handle
         self._array: Optional[np.ndarray] = _view(handle)
         self._dtype = self._array.dtype
         self._shape: Tuple[int, ...] = self._array.shape
@@ -123,34 +123,18 @@ class Segment:
     # ------------------------------------------------------------ description
 
     @property
-    def name(self) -> str:
-        return self._handle.name
-
-    @property
     def version(self) -> int:
         """The change counter: how many notify() calls the segment has seen."""
-        return self._handle.version
+        return self._raw.version
 
     @property
     def readonly(self) -> bool:
-        return self._handle.readonly
+        return self._raw.readonly
 
     @property
     def nbytes(self) -> int:
         """Payload size in bytes."""
-        return self._handle.nbytes
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self._dtype
-
-    @property
-    def shape(self) -> Tuple[int, ...]:
-        return self._shape
-
-    @property
-    def closed(self) -> bool:
-        return self._handle.closed
+        return self._raw.nbytes
 
     def __repr__(self) -> str:
         state = " readonly" if self.readonly else ""
@@ -160,7 +144,7 @@ class Segment:
     # ------------------------------------------------------------ views
 
     def _live(self) -> None:
-        if self._handle.closed:
+        if self._raw.closed:
             raise ValueError(f"segment '{self.name}' is closed")
 
     @property
@@ -188,8 +172,8 @@ class Segment:
             outer = self._shape[: len(self._shape) - len(sub)]
             self._struct_type = _ctypes.array_type(element, outer)
         if self.readonly:
-            return self._struct_type.from_buffer_copy(self._handle)
-        self._struct = self._struct_type.from_buffer(self._handle)
+            return self._struct_type.from_buffer_copy(self._raw)
+        self._struct = self._struct_type.from_buffer(self._raw)
         return self._struct
 
     # ------------------------------------------------------------ lock, notify, wait
@@ -200,7 +184,7 @@ class Segment:
         TimeoutError. When the previous holder died holding it, returns with
         held.recovered True and warns LockRecovered."""
         self._live()
-        recovered = self._handle.lock(timeout)
+        recovered = self._raw.lock(timeout)
         if recovered:
             warnings.warn(
                 f"segment '{self.name}': the lock's previous holder died while holding it; "
@@ -208,11 +192,11 @@ class Segment:
                 LockRecovered,
                 stacklevel=2,
             )
-        return Held(self._handle, recovered)
+        return Held(self._raw, recovered)
 
     def notify(self) -> int:
         """Bump the version and wake every waiter in every process; returns the new version."""
-        self._seen = self._handle.notify()
+        self._seen = self._raw.notify()
         return self._seen
 
     def wait(
@@ -226,7 +210,7 @@ class Segment:
         the wake-up's latency when changes come that often."""
         self._live()
         start = self._seen if since is None else since
-        self._seen = self._handle.wait(start, timeout, spin_ns(spin))
+        self._seen = self._raw.wait(start, timeout, spin_ns(spin))
         return self._seen
 
     async def wait_async(self, timeout: Optional[float] = None, since: Optional[int] = None) -> int:
@@ -234,7 +218,7 @@ class Segment:
         slices, so cancelling the task takes effect promptly."""
         self._live()
         start = self._seen if since is None else since
-        self._seen = await in_slices(lambda step: self._handle.wait(start, step), timeout)
+        self._seen = await in_slices(lambda step: self._raw.wait(start, step), timeout)
         return self._seen
 
     # ------------------------------------------------------------ lifetime
@@ -244,7 +228,7 @@ class Segment:
         Views taken earlier stay valid; the memory is unmapped when the last
         one is released. The segment itself stays until unlinked."""
         self._array = self._struct = None
-        self._handle.close()
+        self._raw.close()
 
     def unlink(self) -> None:
         """Remove the segment's name; processes that have it open keep it."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Callable, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, Callable, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
 
@@ -20,6 +20,32 @@ def spin_ns(spin: float) -> int:
     if not 0.0 <= spin <= SPIN_MAX:
         raise ValueError(f"spin must be between 0 and {SPIN_MAX} seconds, not {spin!r}")
     return int(spin * 1e9)
+
+
+class Described:
+    """What a Segment, a Writer and a Reader all describe: the name, the dtype
+    and shape (of the payload; for a stream, of one frame), and whether the
+    handle `_raw` is closed."""
+
+    _raw: Any
+    _dtype: np.dtype
+    _shape: Tuple[int, ...]
+
+    @property
+    def name(self) -> str:
+        return self._raw.name
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        return self._shape
+
+    @property
+    def closed(self) -> bool:
+        return self._raw.closed
 
 
 def shape_tuple(shape: ShapeLike) -> Tuple[int, ...]:

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, NamedTuple, Optional, Tuple, Union
 import numpy as np
 
 from . import _dtype, _shmlane
-from ._common import ShapeLike, in_slices, shape_tuple, spin_ns
+from ._common import Described, ShapeLike, in_slices, shape_tuple, spin_ns
 from ._shmlane import LayoutMismatch, WriterGone
 
 __all__ = ["Loan", "Reader", "Sample", "StreamInfo", "Writer"]
@@ -130,33 +130,7 @@ class Loan:
             self.discard()
 
 
-class _StreamEnd:
-    """What a Writer and a Reader both describe: the stream's name, one
-    frame's dtype and shape, and whether the handle `_raw` is closed."""
-
-    _raw: Any
-    _dtype: np.dtype
-    _shape: Tuple[int, ...]
-
-    @property
-    def name(self) -> str:
-        return self._raw.name
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self._dtype
-
-    @property
-    def shape(self) -> Tuple[int, ...]:
-        """Shape of one frame."""
-        return self._shape
-
-    @property
-    def closed(self) -> bool:
-        return self._raw.closed
-
-
-class Writer(_StreamEnd):
+class Writer(Described):
     """The writer of stream `name`: creates it, or takes over an existing
     stream of the same frame layout whose writer is gone (readers carry on).
     Frames are `shape` elements of `dtype`. slots: ring size for a new stream,
@@ -271,19 +245,18 @@ class Sample:
     valid until then; an array kept longer stays valid and keeps the slot
     pinned (np.array(s.array) copies the frame instead)."""
 
-    __slots__ = ("_raw", "_wrap", "_array", "_released")
+    __slots__ = ("_raw", "_wrap", "_array")
 
     def __init__(self, raw: _shmlane.Sample, wrap: Wrap) -> None:
         self._raw = raw
         self._wrap = wrap
         self._array: Optional[np.ndarray] = None
-        self._released = False
 
     @property
     def array(self) -> np.ndarray:
         """The frame as a read-only ndarray over the shared slot (zero-copy)."""
         if self._array is None:
-            if self._released:  # np.asarray would make an object array of it
+            if self._raw.released:  # np.asarray would make an object array of it
                 raise ValueError(f"sample {self.seq} was released")
             self._array = self._wrap(self._raw)
         return self._array
@@ -307,7 +280,6 @@ class Sample:
 
     def release(self) -> None:
         """Give the slot back (idempotent); views kept elsewhere delay it."""
-        self._released = True
         self._array = None
         self._raw.release()
 
@@ -321,7 +293,7 @@ class Sample:
         return f"<shmlane.Sample seq={self.seq} lost={self.lost}>"
 
 
-class Reader(_StreamEnd):
+class Reader(Described):
     """A reader of stream `name`. Waits up to `timeout` seconds (None: no
     limit) for the stream to appear, then FileNotFoundError. mode "latest"
     receives the newest frame and skips older ones (a display); "all" receives

@@ -3,15 +3,17 @@ processes (fresh interpreters, never fork inheritance), and the C peer."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
+import time
 import shutil
 import subprocess
 import sys
 import textwrap
 import threading
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List
+from typing import Any, Awaitable, Callable, Dict, Iterator, List
 
 import pytest
 
@@ -160,3 +162,39 @@ def c_peer(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., str]:
         return proc.stdout
 
     return run
+
+
+def check_async_wait(wait: Callable[..., Awaitable[Any]], trigger: Callable[[], object]) -> Any:
+    """Runs wait(timeout=...) in an event loop: it must return once trigger()
+    (called after 0.3 s) lets it, while the loop keeps running; then time out
+    on its own; then, waiting without limit, give way promptly when its task
+    is cancelled. Returns what the first wait returned."""
+
+    async def main() -> Any:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        tick_task = asyncio.create_task(ticker())
+        asyncio.get_running_loop().call_later(0.3, trigger)
+        result = await wait(timeout=30)
+        assert ticks >= 5  # the loop kept running
+
+        with pytest.raises(TimeoutError):
+            await wait(timeout=0.2)
+
+        waiting = asyncio.create_task(wait())
+        await asyncio.sleep(0.1)
+        start = time.monotonic()
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert time.monotonic() - start < 2
+        tick_task.cancel()
+        return result
+
+    return asyncio.run(main())

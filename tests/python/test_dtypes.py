@@ -111,7 +111,7 @@ def test_ctypes_built_from_header_match(name, ctype):
 
 def test_canonical_format_has_explicit_padding(name):
     with shmlane.create(name, ctype=Pose) as seg:
-        assert seg._handle.layout()["format"] == (
+        assert seg._raw.layout()["format"] == (
             "T{<Q:frame:(2)<d:xy:B:flag:3xT{<h:a:2x(3)<f:b:}:inner:4x}"
         )
 

@@ -3,18 +3,18 @@ threads and asyncio. Tests across processes are in test_stream_processes.py."""
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import gc
 import queue
 import threading
 import time
+from typing import Callable
 
 import numpy as np
 import pytest
 
 import shmlane
-from conftest import SHM_DIR
+from conftest import SHM_DIR, check_async_wait
 
 SHAPE = (4, 8, 3)  # rows of 24 bytes: three little-endian uint64 stamps each
 
@@ -299,9 +299,13 @@ def test_structured_frames(name):
                 assert sample.array["xy"].tolist() == [[0.5, 0.5]] * 3
 
 
-def test_reader_waits_for_the_stream_to_appear(name):
+def expect_frame_from_a_late_writer(name: str, before: Callable[[], object] = lambda: None) -> None:
+    """A reader opened now gets frame 1 from a writer that a thread creates
+    0.3 s later, after calling before()."""
+
     def create_later() -> None:
         time.sleep(0.3)
+        before()
         with shmlane.Writer(name, shape=SHAPE, dtype="u1") as writer:
             publish(writer)
             time.sleep(0.5)
@@ -313,6 +317,10 @@ def test_reader_waits_for_the_stream_to_appear(name):
             assert reader.receive(timeout=30).seq == 1
     finally:
         thread.join()
+
+
+def test_reader_waits_for_the_stream_to_appear(name):
+    expect_frame_from_a_late_writer(name)
     start = time.monotonic()
     with pytest.raises(FileNotFoundError, match="nothing-here"):
         shmlane.Reader("nothing-here", timeout=0.2)
@@ -352,20 +360,7 @@ def test_reader_waits_while_the_stream_is_being_created(name):
         shmlane.Reader(name, timeout=0.3)  # the whole time, not one 50 ms slice
     assert 0.25 < time.monotonic() - start < 10
 
-    def replace() -> None:
-        time.sleep(0.3)
-        planted.unlink()
-        with shmlane.Writer(name, shape=SHAPE, dtype="u1") as writer:
-            publish(writer)
-            time.sleep(0.5)
-
-    thread = threading.Thread(target=replace)
-    thread.start()
-    try:
-        with shmlane.Reader(name, timeout=30) as reader:
-            assert reader.receive(timeout=30).seq == 1
-    finally:
-        thread.join()
+    expect_frame_from_a_late_writer(name, before=planted.unlink)
 
 
 @pytest.mark.parametrize(
@@ -454,33 +449,9 @@ def test_one_receive_at_a_time(stream, name):
 
 
 def test_receive_async(stream, name):
-    async def main(reader: shmlane.Reader) -> None:
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
-
-        tick_task = asyncio.create_task(ticker())
-        asyncio.get_running_loop().call_later(0.3, publish, stream)
-        with await reader.receive_async(timeout=30) as sample:
-            assert sample.seq == 1 and stamped(sample.array, 1)
-        assert ticks >= 5  # the loop kept running
-        with pytest.raises(TimeoutError):
-            await reader.receive_async(timeout=0.2)
-        waiting = asyncio.create_task(reader.receive_async())
-        await asyncio.sleep(0.1)
-        start = time.monotonic()
-        waiting.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await waiting
-        assert time.monotonic() - start < 2
-        tick_task.cancel()
-
     with shmlane.Reader(name) as reader:
-        asyncio.run(main(reader))
+        with check_async_wait(reader.receive_async, lambda: publish(stream)) as sample:
+            assert sample.seq == 1 and stamped(sample.array, 1)
 
 
 @pytest.mark.parametrize("shape", [(480, 640, 3), (1080, 1920, 3)])
