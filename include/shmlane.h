@@ -7,6 +7,19 @@
  *   - shl_strerror() and shl_err_name() describe every code.
  * Handles are opaque; every *_close() accepts NULL.
  * Timeouts are in nanoseconds: < 0 waits forever, 0 does not block.
+ *
+ * Structs that can grow: an option struct whose first field is `size` must be
+ * initialised with its SHL_*_INIT macro (or `size` set to its sizeof). The
+ * library reads only the fields that fit in the caller's `size`, treats the
+ * rest as zero (so a program built against an older, smaller struct keeps
+ * working), and rejects with -E2BIG a larger struct whose unknown tail is not
+ * all zero (a newer caller asking for something this library cannot do).
+ *
+ * Handles belong to the process that opened them. In a child created by
+ * fork(), an inherited handle never changes shared state when it is closed
+ * (no unlock, unpin, role release or unlink); calls that would act on shared
+ * state for it return SHL_E_FORKED. Plain segment payloads stay readable and
+ * writable through the inherited mapping.
  */
 #ifndef SHMLANE_H
 #define SHMLANE_H
@@ -44,7 +57,14 @@ const char *shl_version_string(void);
   X(BAD_NAME, -30011, "invalid segment name")                                   \
   X(OWNER_DEAD, -30012, "lock acquired: previous owner died, data may be inconsistent") \
   X(READONLY, -30013, "segment was opened without write access")                \
-  X(WRITER_GONE, -30014, "the stream's writer died and no writer took over")
+  X(WRITER_GONE, -30014, "the stream's writer died and no writer took over")           \
+  X(FOREIGN_OWNER, -30015, "object is owned by a user this call does not accept")        \
+  X(FORKED, -30016, "handle was inherited across fork(): open it again in this process") \
+  X(PIN_LIMIT, -30017, "reader holds its limit of pinned samples: release one first")    \
+  X(SLOTS_PINNED, -30018, "no free slot: readers pin every slot the writer could reuse")  \
+  X(CREATOR_DEAD, -30019, "the creator died before the segment was ready")               \
+  X(WRITER_CLOSED, -30020, "the stream's writer closed it and no writer took over")      \
+  X(CLOSED, -30021, "the handle was closed by another thread during the call")
 
 enum {
 #define SHL__ERR_ENUM(name, value, text) SHL_E_##name = (value),
@@ -113,6 +133,27 @@ enum shl_open_flags {
   SHL_OPEN_READONLY = 1u << 0 /* payload mapped PROT_READ; waiting still works */
 };
 
+/* Whose objects an opener accepts. /dev/shm is shared by every local user,
+ * who may create any name first: by default only objects owned by this
+ * process's effective user or by root are opened; anything else gives
+ * SHL_E_FOREIGN_OWNER. Creating, and taking over a stream as its writer, never
+ * adopt an object owned by another user, whatever the policy. */
+enum shl_owner_policy {
+  SHL_OWNER_SELF = 0, /* this effective uid or root (the default) */
+  SHL_OWNER_UID = 1,  /* exactly owner_uid (or this effective uid) */
+  SHL_OWNER_ANY = 2   /* any owner: an explicit choice to read another user's object */
+};
+
+typedef struct shl_open_opts {
+  uint32_t size;       /* sizeof(shl_open_opts): use SHL_OPEN_OPTS_INIT */
+  uint32_t flags;      /* enum shl_open_flags */
+  int64_t timeout_ns;  /* wait this long for a creator still initialising (while it lives) */
+  uint32_t owner;      /* enum shl_owner_policy */
+  uint32_t owner_uid;  /* with SHL_OWNER_UID */
+} shl_open_opts;
+
+#define SHL_OPEN_OPTS_INIT {.size = sizeof(shl_open_opts), .timeout_ns = SHL_OPEN_DEFAULT_TIMEOUT_NS}
+
 /* Default time an opener waits for a creator that is still initialising. */
 #define SHL_OPEN_DEFAULT_TIMEOUT_NS 1000000000LL
 
@@ -124,6 +165,8 @@ int shl_create(shl_segment **out, const char *name, const shl_layout *layout,
 /* Open an existing segment by name and validate its header. Waits up to
  * timeout_ns for a creator that is still initialising (SHL_E_NOT_READY after). */
 int shl_open(shl_segment **out, const char *name, uint32_t flags, int64_t timeout_ns);
+/* shl_open with options; opts NULL means SHL_OPEN_OPTS_INIT. */
+int shl_open_ex(shl_segment **out, const char *name, const shl_open_opts *opts);
 
 /* Unmap and free. The segment stays in place unless the creator asked for
  * SHL_CREATE_UNLINK_ON_CLOSE. Accepts NULL. */
@@ -242,6 +285,9 @@ int shl_writer_loan(shl_writer *w, void **frame, int64_t timeout_ns);
 int shl_writer_publish(shl_writer *w, uint64_t *seq);
 /* Drop the loan without publishing. */
 int shl_writer_discard(shl_writer *w);
+/* After SHL_E_SLOTS_PINNED: the pids (as their readers recorded them) of the
+ * readers that pin slots, up to max; returns how many there are. */
+int shl_writer_pinned_by(const shl_writer *w, int32_t *pids, uint32_t max);
 /* The sequence number the next publish will stamp (for frames that carry it). */
 uint64_t shl_writer_next_seq(const shl_writer *w);
 shl_segment *shl_writer_segment(const shl_writer *w);
@@ -261,6 +307,24 @@ typedef struct shl_sample {
 
 /* Open a stream as a reader; waits up to timeout_ns for it to appear. */
 int shl_reader_open(shl_reader **out, const char *name, uint32_t mode, int64_t timeout_ns);
+
+typedef struct shl_reader_opts {
+  uint32_t size;       /* sizeof(shl_reader_opts): use SHL_READER_OPTS_INIT */
+  uint32_t mode;       /* enum shl_recv_mode */
+  int64_t timeout_ns;  /* wait this long for the stream to appear */
+  uint32_t max_pinned; /* samples this reader may hold at once; 0: the default (see below) */
+  uint32_t owner;      /* enum shl_owner_policy, as for shl_open_opts */
+  uint32_t owner_uid;
+  uint32_t reserved;   /* zero */
+} shl_reader_opts;
+
+#define SHL_READER_OPTS_INIT {.size = sizeof(shl_reader_opts), .timeout_ns = -1}
+
+/* shl_reader_open with options; opts NULL means SHL_READER_OPTS_INIT. A
+ * receive that would hold more than max_pinned samples returns
+ * SHL_E_PIN_LIMIT; the default is half the slots less one, at least 1, so
+ * one reader that keeps its samples never starves the writer. */
+int shl_reader_open_ex(shl_reader **out, const char *name, const shl_reader_opts *opts);
 void shl_reader_close(shl_reader *r);
 /* Pin the next frame. -ETIMEDOUT if none came in time; SHL_E_WRITER_GONE
  * when nothing new is left and no live writer holds the stream (noticed

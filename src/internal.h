@@ -73,6 +73,32 @@ int shl__process_alive(int32_t pid, uint64_t start);
 uint64_t shl__self_id(void);
 /* Liveness of a process id word, as shl__process_alive. */
 int shl__id_alive(uint64_t id);
+/* Role locks: open-file-description locks (F_OFD_SETLK) on single bytes of
+ * an object's file (SHL__ROLE_* in shm_layout.h), held for as long as a role
+ * lasts. The kernel drops them when the last descriptor of the holder's open
+ * file description closes, so at its death, in whatever PID namespace it
+ * runs: liveness comes from the kernel, never from PIDs. */
+/* 0 taken; -EBUSY held through another open file description; -errno. */
+int shl__role_take(int fd, uint64_t byte);
+void shl__role_drop(int fd, uint64_t byte);
+/* 1 held through another open file description, 0 free, -1 cannot tell. */
+int shl__role_held(int fd, uint64_t byte);
+
+/* A descriptor for role locks: a new open file description of the object
+ * `fd` refers to, registered so that a forked child closes its copy at once
+ * (a child must never keep its parent's roles alive). -errno on failure,
+ * -ESTALE if `name` no longer refers to the object of `fd`. */
+struct shl__role_fd {
+  int fd; /* -1: none, or closed in a forked child */
+  struct shl__role_fd *prev, *next;
+};
+int shl__role_fd_open(struct shl__role_fd *r, const char *posix_name, int fd);
+void shl__role_fd_close(struct shl__role_fd *r);
+
+/* Changes in every child made by fork(): a handle that recorded another
+ * value was inherited, and must not touch shared state. */
+unsigned shl__fork_generation(void);
+
 /* Directory where POSIX shared-memory objects appear as files. */
 const char *shl__shm_dir(void);
 void shl__cpu_relax(void);

@@ -4,9 +4,12 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -95,6 +98,93 @@ uint64_t shl__self_id(void) {
 int shl__id_alive(uint64_t id) {
   if (id == 0) return 0;
   return alive_masked((int32_t)(uint32_t)id, id >> 32, 0xffffffffu);
+}
+
+/* ---------------------------------------------------------------- role locks */
+
+static int role_lock(int fd, int cmd, short type, uint64_t byte, struct flock *fl) {
+  memset(fl, 0, sizeof *fl);
+  fl->l_type = type;
+  fl->l_whence = SEEK_SET;
+  fl->l_start = (off_t)byte;
+  fl->l_len = 1;
+  /* l_pid must be 0 for OFD locks. */
+  return fcntl(fd, cmd, fl);
+}
+
+int shl__role_take(int fd, uint64_t byte) {
+  struct flock fl;
+  if (role_lock(fd, F_OFD_SETLK, F_WRLCK, byte, &fl) == 0) return 0;
+  return errno == EAGAIN || errno == EACCES ? -EBUSY : -errno;
+}
+
+void shl__role_drop(int fd, uint64_t byte) {
+  struct flock fl;
+  role_lock(fd, F_OFD_SETLK, F_UNLCK, byte, &fl);
+}
+
+int shl__role_held(int fd, uint64_t byte) {
+  struct flock fl;
+  if (role_lock(fd, F_OFD_GETLK, F_WRLCK, byte, &fl) < 0) return -1;
+  return fl.l_type != F_UNLCK;
+}
+
+/* Every open role descriptor of this process, so that a forked child can
+ * close its copies before any code of the child runs. */
+static pthread_mutex_t role_fds_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct shl__role_fd role_fds = {-1, &role_fds, &role_fds};
+static _Atomic unsigned fork_generation;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void before_fork(void) { pthread_mutex_lock(&role_fds_lock); }
+static void after_fork_parent(void) { pthread_mutex_unlock(&role_fds_lock); }
+static void after_fork_child(void) {
+  atomic_fetch_add(&fork_generation, 1);
+  for (struct shl__role_fd *r = role_fds.next; r != &role_fds; r = r->next) {
+    close(r->fd);
+    r->fd = -1;
+  }
+  pthread_mutex_unlock(&role_fds_lock);
+}
+
+static void install_atfork(void) { pthread_atfork(before_fork, after_fork_parent, after_fork_child); }
+
+unsigned shl__fork_generation(void) {
+  pthread_once(&atfork_once, install_atfork);
+  return atomic_load_explicit(&fork_generation, memory_order_relaxed);
+}
+
+int shl__role_fd_open(struct shl__role_fd *r, const char *posix_name, int fd) {
+  pthread_once(&atfork_once, install_atfork);
+  r->fd = -1;
+  r->prev = r->next = r;
+  int rfd = shm_open(posix_name, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0);
+  if (rfd < 0) return -errno;
+  struct stat a, b;
+  if (fstat(fd, &a) < 0 || fstat(rfd, &b) < 0 || a.st_ino != b.st_ino || a.st_dev != b.st_dev) {
+    close(rfd);
+    return -ESTALE;
+  }
+  pthread_mutex_lock(&role_fds_lock);
+  r->fd = rfd;
+  r->next = role_fds.next;
+  r->prev = &role_fds;
+  role_fds.next->prev = r;
+  role_fds.next = r;
+  pthread_mutex_unlock(&role_fds_lock);
+  return 0;
+}
+
+/* Closing drops every lock held through it. */
+void shl__role_fd_close(struct shl__role_fd *r) {
+  if (!r || r->next == r) return;
+  pthread_mutex_lock(&role_fds_lock);
+  r->prev->next = r->next;
+  r->next->prev = r->prev;
+  r->prev = r->next = r;
+  if (r->fd >= 0) close(r->fd);
+  r->fd = -1;
+  pthread_mutex_unlock(&role_fds_lock);
 }
 
 const char *shl__shm_dir(void) { return "/dev/shm"; }

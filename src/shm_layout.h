@@ -1,4 +1,4 @@
-/* The bytes every process agrees on: the segment header, format version 1.
+/* The bytes every process agrees on: the segment header, format version 2.
  * Documented field by field in docs/format.md; the asserts below pin it.
  * All integers are in the creating machine's byte order (segments never
  * leave one machine); `magic` tells a foreign file from ours. */
@@ -14,10 +14,18 @@
 #include "shmlane.h"
 
 #define SHL__MAGIC "SHMLANE"  /* 7 chars + NUL = 8 bytes */
-#define SHL__FORMAT_VERSION 1u
+#define SHL__FORMAT_VERSION 2u /* 2: liveness by role locks (SHL__ROLE_*) */
 #define SHL__HEADER_SIZE 512u /* fixed part; the format string follows it */
 #define SHL__PAYLOAD_ALIGN 4096u
 #define SHL__EXT_ALIGN 64u /* ext_offset: the stream area holds 64-byte aligned atomics */
+
+/* Role locks (docs/format.md): byte offsets of the object's file, far past any
+ * payload, that processes lock with F_OFD_SETLK (F_WRLCK) while they hold a
+ * role. Nobody reads or writes these bytes; only their locks mean something. */
+#define SHL__ROLE_BASE ((uint64_t)1 << 50)
+#define SHL__ROLE_CREATOR (SHL__ROLE_BASE + 0)   /* held while the creator initialises */
+#define SHL__ROLE_WRITER (SHL__ROLE_BASE + 1)    /* streams: held by the live writer */
+#define SHL__ROLE_READER(i) (SHL__ROLE_BASE + 64 + (uint64_t)(i)) /* reader entry i */
 
 enum shl__state {
   SHL__STATE_INIT = 0, /* zero-filled file, or creator still writing */
