@@ -3,7 +3,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "shmlane.h"
+#include "internal.h"
 
 unsigned shl_version_number(void) {
   return SHL_VERSION_MAJOR * 10000u + SHL_VERSION_MINOR * 100u + SHL_VERSION_PATCH;
@@ -46,4 +46,14 @@ const char *shl_err_name(int code) {
   }
 #endif
   return code < 0 && code > -4096 ? "ERRNO" : "UNKNOWN";
+}
+
+int shl__opts_copy(void *dst, size_t dst_size, const void *src, uint32_t src_size) {
+  if (src_size < sizeof(uint32_t)) return -EINVAL;
+  const unsigned char *tail = (const unsigned char *)src + dst_size;
+  for (size_t i = dst_size; i < src_size; i++)
+    if (tail[i - dst_size]) return -E2BIG;
+  memcpy(dst, src, src_size < dst_size ? src_size : dst_size);
+  *(uint32_t *)dst = (uint32_t)dst_size;
+  return 0;
 }

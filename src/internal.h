@@ -44,6 +44,12 @@ struct shl__extra {
 int shl__segment_create(shl_segment **out, const char *name, const shl_layout *layout,
                         const shl_create_opts *opts, const struct shl__extra *extra);
 
+/* error.c: copy a caller's growable struct (its first field is its size)
+ * into `dst` of dst_size bytes, already holding the defaults: fields past the
+ * caller's size keep them; -EINVAL if the size is too small to hold `size`;
+ * -E2BIG if the caller's struct is larger and its unknown tail is not zero. */
+int shl__opts_copy(void *dst, size_t dst_size, const void *src, uint32_t src_size);
+
 /* layout.c */
 /* Itemsize of format[0..len), or SHL_E_BAD_FORMAT. Never reads past len. */
 int64_t shl__format_parse(const char *format, size_t len);

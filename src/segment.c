@@ -313,12 +313,37 @@ static int try_map(shl_segment *seg, bool writable) {
   return rc;
 }
 
+/* Whether the owner of an object is one the opener accepts (shl_owner_policy). */
+static int owner_check(int fd, uint32_t policy, uint32_t uid) {
+  struct stat st;
+  if (fstat(fd, &st) < 0) return -errno;
+  uid_t me = geteuid();
+  switch (policy) {
+    case SHL_OWNER_SELF: return st.st_uid == me || st.st_uid == 0 ? 0 : SHL_E_FOREIGN_OWNER;
+    case SHL_OWNER_UID: return st.st_uid == me || st.st_uid == uid ? 0 : SHL_E_FOREIGN_OWNER;
+    case SHL_OWNER_ANY: return 0;
+    default: return -EINVAL;
+  }
+}
+
 int shl_open(shl_segment **out, const char *name, uint32_t flags, int64_t timeout_ns) {
+  shl_open_opts opts = SHL_OPEN_OPTS_INIT;
+  opts.flags = flags;
+  opts.timeout_ns = timeout_ns;
+  return shl_open_ex(out, name, &opts);
+}
+
+int shl_open_ex(shl_segment **out, const char *name, const shl_open_opts *user_opts) {
   char pname[POSIX_NAME_MAX + 1];
+  shl_open_opts opts = SHL_OPEN_OPTS_INIT;
   if (!out) return -EINVAL;
   *out = NULL;
-  int rc = posix_name(name, pname);
+  int rc = user_opts ? shl__opts_copy(&opts, sizeof opts, user_opts, user_opts->size) : 0;
   if (rc < 0) return rc;
+  rc = posix_name(name, pname);
+  if (rc < 0) return rc;
+  uint32_t flags = opts.flags;
+  int64_t timeout_ns = opts.timeout_ns;
   if (flags & ~(uint32_t)SHL_OPEN_READONLY) return -EINVAL;
   bool readonly = flags & SHL_OPEN_READONLY;
 
@@ -331,6 +356,11 @@ int shl_open(shl_segment **out, const char *name, uint32_t flags, int64_t timeou
   bool writable = fd >= 0;
   if (fd < 0 && readonly && errno == EACCES) fd = shm_open(pname, O_RDONLY | oflags, 0);
   if (fd < 0) return -errno;
+  rc = owner_check(fd, opts.owner, opts.owner_uid);
+  if (rc < 0) {
+    close(fd);
+    return rc;
+  }
 
   shl_segment *seg = calloc(1, sizeof *seg);
   if (!seg) {
