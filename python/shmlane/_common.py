@@ -69,3 +69,41 @@ async def in_slices(call: Callable[[Optional[float]], T], timeout: Optional[floa
         except TimeoutError:
             if left is not None and step >= left:
                 raise
+
+
+# Owner policies of the core (shl_owner_policy).
+OWNER_SELF, OWNER_UID, OWNER_ANY = 0, 1, 2
+
+OwnerLike = Union[None, int, str]
+
+
+def owner_arg(owner: OwnerLike) -> Tuple[int, int]:
+    """An `owner=` argument as the core's (policy, uid): None accepts objects
+    of this user or root; a user name or uid accepts that user too; "any"
+    accepts every owner (an explicit choice to read another user's object)."""
+    if owner is None:
+        return OWNER_SELF, 0
+    if isinstance(owner, str) and owner == "any":
+        return OWNER_ANY, 0
+    if isinstance(owner, (int, np.integer)) and not isinstance(owner, bool):
+        if not 0 <= owner < 2**32 - 1:
+            raise ValueError(f"owner uid must be between 0 and {2**32 - 2}, not {owner}")
+        return OWNER_UID, int(owner)
+    if isinstance(owner, str):
+        import pwd
+
+        try:
+            return OWNER_UID, pwd.getpwnam(owner).pw_uid
+        except KeyError:
+            raise ValueError(f"owner {owner!r}: no such user") from None
+    raise TypeError(f"owner must be None, a user name, a uid or 'any', not {owner!r}")
+
+
+def owner_text(uid: int) -> str:
+    """A uid as people read it: 'nobody (uid 65534)'."""
+    import pwd
+
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
