@@ -84,8 +84,17 @@ static int wait_woken(const char *name, shl_segment *notifier, int one_sleep) {
       t_failures++;
     }
   }
+  long long notified = t_now_ns();
   T_EXPECT_RC(shl_notify(notifier, NULL), 0);
   T_EXPECT_EXIT(t_child_finish(&child, &rc), 0);
+  /* The waiter's own timeout (5 * WAIT_NS) also ends its wait with the new
+   * version in hand: only a wake well before it shows that notify woke it. */
+  long long woken_after_ns = t_now_ns() - notified;
+  if (woken_after_ns > 2 * WAIT_NS) {
+    fprintf(stderr, "waiter returned %.2f s after the notify: not woken by it\n",
+            (double)woken_after_ns / 1e9);
+    t_failures++;
+  }
   return rc;
 }
 
