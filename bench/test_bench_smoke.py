@@ -53,7 +53,10 @@ def test_tiny_run_writes_results(programs, tmp_path):
     assert set(res["wake_py"]) == {"shl", "shlspin"}
     assert all(v["latency_ns"]["n"] > 0 for v in [*res["wake_c"].values(), *res["wake_py"].values()])
     assert {r["mode"] for r in res["stream_c"]} == {"latest", "all"}
-    assert any(r["method"] == "shmlane" for r in res["python"])
+    frames = {r["frame"] for r in res["python"]}
+    for own in ("shmlane", "shmlane-copy"):  # never skipped: a failure of ours fails the run
+        assert {r["frame"] for r in res["python"] if r["method"] == own} == frames, own
+        assert not any(k == own or k.startswith(own + " ") for k in res["skipped"]), own
     methods = {r["method"] for r in res["python"]} | set(res["skipped"])
     for m in ("shmlane-copy", "seed", "mpshm", "sharedarray", "iceoryx2", "zmq", "pipe"):
         assert m in methods or any(k.startswith(m + " ") for k in res["skipped"]), m
