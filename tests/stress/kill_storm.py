@@ -107,13 +107,12 @@ class Storm:
         rc = r.p.returncode
         if r.killed or rc == 0:
             return
-        # Exit 1 with no frame is legitimate (the writer was dead all along);
-        # anything else is a failure.
-        if rc == 1 and m and int(m.group(1)) == 0 and int(m.group(2)) == 0:
-            return
         if "torn" in err:
-            return
-        self.fail("reader exited %d: %s" % (rc, err.strip()[-300:]))
+            return  # counted above
+        # A writer is restarted at once after each kill, so a reader that ran
+        # its full time without a single frame is a failure too (exit 1).
+        self.fail("reader exited %d (%s frames): %s"
+                  % (rc, m.group(1) if m else "no", (out + err).strip()[-300:]))
 
     def reap(self):
         now = time.monotonic()
@@ -248,6 +247,8 @@ class Storm:
                                                                           self.skipped))
         if self.torn:
             self.fail("%d torn frame(s)" % self.torn)
+        if checkpoints == 0:
+            self.fail("no checkpoint found a stable sample: reader accounting was never checked")
         return 1 if self.failures else 0
 
     def cleanup(self):
