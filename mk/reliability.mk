@@ -9,7 +9,9 @@
 #   make stress-smoke       kill storm, 20 s
 #   make soak               an hour of streaming with readers joining and leaving:
 #                           memory and descriptors of long-lived processes (SOAK_SECONDS)
-#   make reliability-smoke  fuzz-smoke + stress-smoke (what CI runs)
+#   make mutants            break each key mechanism in turn (tests/mutants/mutants.py):
+#                           the tests that guard it must fail, or the check does
+#   make reliability-smoke  fuzz-smoke + stress-smoke + mutants (what CI runs)
 
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 10
@@ -29,7 +31,7 @@ FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined
   -fno-sanitize-recover=undefined -Iinclude -Isrc -Ifuzz
 
 .PHONY: clang-installed fuzz fuzz-smoke fuzz-build fuzz-corpus check-valgrind check-tsan stress stress-smoke \
-  reliability-smoke soak
+  reliability-smoke soak mutants
 
 clang-installed:
 	@command -v $(CLANG) >/dev/null || { apt-get update && apt-get install -y clang; }
@@ -114,4 +116,7 @@ soak: $(STRESS_BUILD)/build.ninja install-python
 	$(BIN)/ninja -C $(STRESS_BUILD)
 	python3 tests/stress/soak.py --build $(STRESS_BUILD) --python $(BIN)/python --seconds $(SOAK_SECONDS)
 
-reliability-smoke: fuzz-smoke stress-smoke
+mutants: deps
+	$(BIN)/python tests/mutants/run.py --meson $(MESON)
+
+reliability-smoke: fuzz-smoke stress-smoke mutants

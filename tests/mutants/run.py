@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Mutation check: proves that the tests can fail.
+
+Each mutant is a small deliberate breakage of one key mechanism (mutants.py).
+For each, in a scratch copy of the tree: apply it, rebuild, run the tests that
+must catch it, and expect at least one to fail. A mutant that survives (every
+test passes), or that no longer applies (its text is not found exactly once:
+the code moved on, update the mutant), fails the run.
+
+Usage: run.py [--meson PATH] [--only NAME ...] [--list]
+Python 3 stdlib only; needs the build tools that `make deps` installs.
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+from mutants import MUTANTS  # noqa: E402
+
+
+def tree_files():
+    """Tracked and new files of the work tree (what a commit would hold)."""
+    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
+                         check=True, capture_output=True).stdout
+    return [f for f in out.decode().split("\0") if f and os.path.isfile(os.path.join(ROOT, f))]
+
+
+def copy_tree(dst):
+    for f in tree_files():
+        os.makedirs(os.path.join(dst, os.path.dirname(f)), exist_ok=True)
+        shutil.copy2(os.path.join(ROOT, f), os.path.join(dst, f))
+
+
+def run(cmd, cwd, timeout):
+    try:
+        p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+        return p.returncode, p.stdout + p.stderr
+    except subprocess.TimeoutExpired:
+        return 124, "timed out"
+
+
+def meson_test(meson, build, tests, timeout=600):
+    return run([meson, "test", "-C", build, "--no-rebuild", "--print-errorlogs", *tests],
+               build, timeout)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--meson", default=os.path.join(ROOT, ".venv", "bin", "meson"))
+    ap.add_argument("--only", nargs="*", help="run only these mutants")
+    ap.add_argument("--list", action="store_true", help="list the mutants and exit")
+    a = ap.parse_args()
+    mutants = [m for m in MUTANTS if not a.only or m["name"] in a.only]
+    if a.list or not mutants:
+        for m in MUTANTS:
+            print("%-28s %s: %s" % (m["name"], m["file"], m["why"]))
+        return 0 if mutants or a.list else 2
+
+    scratch = tempfile.mkdtemp(prefix="shmlane-mutants.")
+    failures = []
+    try:
+        copy_tree(scratch)
+        build = os.path.join(scratch, "build")
+        rc, out = run([a.meson, "setup", build, "-Dpython=false"], scratch, 600)
+        if rc == 0:
+            rc, out = run([a.meson, "compile", "-C", build], scratch, 900)
+        if rc != 0:
+            print(out[-3000:])
+            print("mutants: the unmutated tree does not build")
+            return 1
+        # The tests must pass as they are, or a "kill" would mean nothing.
+        needed = sorted({t for m in mutants for t in m["tests"]})
+        rc, out = meson_test(a.meson, build, needed)
+        if rc != 0:
+            print(out[-3000:])
+            print("mutants: the tests fail on the unmutated tree: %s" % " ".join(needed))
+            return 1
+        for m in mutants:
+            path = os.path.join(scratch, m["file"])
+            with open(path) as f:
+                original = f.read()
+            found = original.count(m["find"])
+            if found != 1:
+                failures.append(m["name"])
+                print("STALE    %-28s its text occurs %d times in %s" % (m["name"], found, m["file"]))
+                continue
+            t0 = time.monotonic()
+            with open(path, "w") as f:
+                f.write(original.replace(m["find"], m["replace"]))
+            try:
+                rc, out = run([a.meson, "compile", "-C", build], scratch, 900)
+                if rc != 0:
+                    failures.append(m["name"])
+                    print("NOBUILD  %-28s %s" % (m["name"], out.strip().splitlines()[-1:]))
+                    continue
+                rc, out = meson_test(a.meson, build, m["tests"])
+            finally:
+                with open(path, "w") as f:
+                    f.write(original)
+            took = time.monotonic() - t0
+            if rc == 0:
+                failures.append(m["name"])
+                print("SURVIVED %-28s (%s all passed, %.0f s): %s"
+                      % (m["name"], " ".join(m["tests"]), took, m["why"]))
+            else:
+                print("killed   %-28s by %s (%.0f s)" % (m["name"], " ".join(m["tests"]), took))
+        run([a.meson, "compile", "-C", build], scratch, 900)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print("mutants: %d killed, %d not" % (len(mutants) - len(failures), len(failures)))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
