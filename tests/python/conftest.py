@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import platform
 import time
 import shutil
 import subprocess
@@ -112,6 +113,48 @@ def expect_line(proc: subprocess.Popen, want: str, timeout: float = 30) -> None:
     if line != want:
         proc.kill()
         raise AssertionError(f"peer said {line!r}, expected {want!r}: {proc.communicate()[1]}")
+
+
+_FUTEX = {"x86_64": 202, "aarch64": 98, "riscv64": 98, "i686": 240, "armv7l": 240}
+
+
+def blocked_in_futex(tid: int, pid: int = 0, timeout: float = 30) -> bool:
+    """Waits until thread `tid` (of process `pid`, default this one; for a
+    single-threaded peer, tid = its pid) sleeps in a futex: the moment a
+    wake-up, a signal or a lock release really tests the blocked path."""
+    nr = _FUTEX.get(platform.machine())
+    if nr is None:
+        pytest.skip(f"futex syscall number unknown on {platform.machine()}")
+    path = f"/proc/{pid or os.getpid()}/task/{tid}/syscall"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(path) as f:
+                if f.read().split(" ", 1)[0] == str(nr):
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.001)
+    return False
+
+
+def wait_in_thread(seg: Any, **kwargs: Any) -> tuple:
+    """Starts seg.wait(**kwargs) in a thread and returns once it sleeps in the
+    futex: (thread, list that receives the result)."""
+    result: list = []
+    ready = threading.Event()
+    tid: list = []
+
+    def run() -> None:
+        tid.append(threading.get_native_id())
+        ready.set()
+        result.append(seg.wait(**kwargs))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert ready.wait(10)
+    assert blocked_in_futex(tid[0])
+    return thread, result
 
 
 def build_c(program: Path, out_dir: Path) -> Path:

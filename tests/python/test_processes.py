@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import ctypes
 import json
+import time
 
 import numpy as np
 
 import shmlane
+from conftest import wait_in_thread
 
 WRITER = """
 import ctypes, sys
@@ -101,5 +103,10 @@ def test_python_segments_read_in_c(new_name, c_peer):
 
 def test_notify_from_c_wakes_python(name, c_peer):
     with shmlane.create(name, dtype="<u4") as seg:
+        thread, result = wait_in_thread(seg, timeout=30)  # asleep before the peer starts
+        started = time.monotonic()
         c_peer("notify", name)
-        assert seg.wait(timeout=10) == 1
+        thread.join(30)
+        assert result == [1]
+        # The wait's own timeout (30 s) would also return the new version.
+        assert time.monotonic() - started < 10

@@ -9,7 +9,7 @@ import time
 import pytest
 
 import shmlane
-from conftest import check_async_wait, expect_line
+from conftest import blocked_in_futex, check_async_wait, expect_line, wait_in_thread
 
 NOTIFIER = """
 import sys, time
@@ -26,9 +26,14 @@ def test_notify_from_another_process_wakes_wait(name, spawn_py):
     with shmlane.create(name, dtype="<i4") as seg:
         peer = spawn_py(NOTIFIER, name)
         expect_line(peer, "ready")
+        thread, result = wait_in_thread(seg, timeout=30)
+        sent = time.monotonic()
         peer.stdin.write("go\n")
         peer.stdin.flush()
-        assert seg.wait(timeout=30) == 1
+        thread.join(30)
+        # The wait's own timeout (30 s) would also return the new version.
+        assert time.monotonic() - sent < 10
+        assert result == [1]
         assert seg.array[()] == 7
 
 
@@ -62,9 +67,13 @@ def test_wait_with_spin(name, spawn_py):
         assert time.monotonic() - start < 5
         peer = spawn_py(NOTIFIER, name)
         expect_line(peer, "ready")
+        thread, result = wait_in_thread(seg, timeout=30, spin=0.001)  # spun, now asleep
+        sent = time.monotonic()
         peer.stdin.write("go\n")
         peer.stdin.flush()
-        assert seg.wait(timeout=30, spin=0.001) == 1  # spins, then sleeps until the notify
+        thread.join(30)
+        assert time.monotonic() - sent < 10
+        assert result == [1]
         assert seg.array[()] == 7
 
 
@@ -99,7 +108,7 @@ except KeyboardInterrupt:
     with shmlane.create(name, dtype="<i4"):
         waiter = spawn_py(waiter_code, name)
         expect_line(waiter, "ready")
-        time.sleep(0.3)
+        assert blocked_in_futex(waiter.pid, waiter.pid)
         sent = time.monotonic()
         waiter.send_signal(signal.SIGINT)
         out, err = waiter.communicate(timeout=30)
@@ -109,23 +118,27 @@ except KeyboardInterrupt:
 
 def test_signal_handler_that_returns_does_not_end_wait(name, spawn_py):
     code = """
-import signal, sys
+import signal, sys, time
 import shmlane
 seg = shmlane.open(sys.argv[1])
 signal.signal(signal.SIGUSR1, lambda *a: print("handled", flush=True))
 print("ready", flush=True)
+start = time.monotonic()
 try:
     seg.wait(timeout=1.5)
 except TimeoutError:
-    print("timed out", flush=True)
+    print(f"timed out after {time.monotonic() - start:.3f}", flush=True)
 """
     with shmlane.create(name, dtype="<i4"):
         waiter = spawn_py(code, name)
         expect_line(waiter, "ready")
-        time.sleep(0.3)
+        assert blocked_in_futex(waiter.pid, waiter.pid)  # the signal lands inside the wait
         waiter.send_signal(signal.SIGUSR1)
         out, _ = waiter.communicate(timeout=30)
-        assert out.split("\n")[:2] == ["handled", "timed out"]
+        handled, timed_out = out.split("\n")[:2]
+        assert handled == "handled"
+        assert timed_out.startswith("timed out after ")
+        assert float(timed_out.split()[-1]) >= 1.4  # the handler did not end the wait early
 
 
 def test_wait_async_in_event_loop(name):
