@@ -9,7 +9,7 @@ import time
 import pytest
 
 import shmlane
-from conftest import expect_line
+from conftest import blocked_in_futex, expect_line
 
 HOLDER = """
 import sys, time
@@ -92,7 +92,7 @@ except KeyboardInterrupt:
         expect_line(holder, "locked")
         waiter = spawn_py(waiter_code, name)
         expect_line(waiter, "ready")
-        time.sleep(0.3)  # let it block
+        assert blocked_in_futex(waiter.pid, waiter.pid)
         sent = time.monotonic()
         waiter.send_signal(signal.SIGINT)
         out, err = waiter.communicate(timeout=30)
@@ -105,7 +105,10 @@ def test_close_from_another_thread_during_lock(name):
         held = seg.lock()
         errors = []
 
+        tid = []
+
         def take() -> None:
+            tid.append(threading.get_native_id())
             try:
                 other.lock(timeout=30)
             except ValueError as exc:
@@ -113,7 +116,9 @@ def test_close_from_another_thread_during_lock(name):
 
         thread = threading.Thread(target=take)
         thread.start()
-        time.sleep(0.2)  # let it block
+        while not tid:
+            time.sleep(0.001)
+        assert blocked_in_futex(tid[0])
         other.close()
         held.release()  # the thread gets the lock, finds its segment closed, gives it back
         thread.join(timeout=30)
