@@ -58,10 +58,10 @@ def test_unlink_on_close(name):
 
 
 def test_segment_unlink_keeps_open_mappings(name):
-    with shmlane.create(name, dtype="<i8") as seg:
+    with shmlane.create(name, dtype="<i8") as seg, shmlane.open(name, readonly=True) as other:
         seg.unlink()
-        seg.array[()] = 3
-        assert seg.array[()] == 3
+        seg.array[()] = 3  # still shared: seen through the other mapping
+        assert other.array[()] == 3
         with pytest.raises(FileNotFoundError):
             shmlane.open(name)
 
