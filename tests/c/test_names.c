@@ -163,9 +163,58 @@ static void test_no_escape(void) {
   unlink(victim);
 }
 
+/* ---------------------------------------------------------------- listing */
+
+struct listing {
+  const char *want[3];
+  int seen[3];
+  int calls, stop_after;
+};
+
+static int collect(const char *name, void *arg) {
+  struct listing *l = arg;
+  l->calls++;
+  for (int i = 0; i < 3; i++)
+    if (strcmp(name, l->want[i]) == 0) l->seen[i]++;
+  return l->stop_after && l->calls == l->stop_after ? -ECANCELED : 0;
+}
+
+/* shl_list reports each valid shmlane name once, skips what is not ours, and
+ * returns the count, or the callback's negative code when it stops the walk. */
+static void test_list(void) {
+  struct listing l = {{t_name("la"), t_name("lb"), t_name("lc")}, {0}, 0, 0};
+  shl_segment *seg[3] = {NULL};
+  for (int i = 0; i < 3; i++) {
+    t_unlink_at_exit(l.want[i]);
+    T_EXPECT_RC(shl_create(&seg[i], l.want[i], &layout, NULL), 0);
+  }
+  char foreign[T_PATH_MAX], bad[T_PATH_MAX];
+  snprintf(foreign, sizeof foreign, "/dev/shm/notshl.%ld", (long)getpid());
+  snprintf(bad, sizeof bad, "/dev/shm%s.bad%ld", SHL_POSIX_PREFIX, (long)getpid());
+  int fd = open(foreign, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  int fd2 = open(bad, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  T_REQUIRE(fd >= 0 && fd2 >= 0);
+  close(fd);
+  close(fd2);
+
+  int count = shl_list(collect, &l);
+  T_CHECK(count == l.calls && count >= 3);
+  T_CHECK(l.seen[0] == 1 && l.seen[1] == 1 && l.seen[2] == 1);
+  T_CHECK(shl_list(NULL, NULL) >= 3); /* no callback: just the count (other tests run too) */
+
+  struct listing stop = {{"", "", ""}, {0}, 0, 2};
+  T_EXPECT_RC(shl_list(collect, &stop), -ECANCELED);
+  T_CHECK(stop.calls == 2); /* no call after the stop */
+
+  unlink(foreign);
+  unlink(bad);
+  for (int i = 0; i < 3; i++) shl_close(seg[i]);
+}
+
 int main(void) {
   test_valid();
   test_invalid();
   test_no_escape();
+  test_list();
   return t_result();
 }
