@@ -92,6 +92,10 @@ int shl_name_check(const char *name);
 
 #define SHL_MAX_NDIM 8
 #define SHL_FORMAT_MAX 4095 /* bytes, without the terminating NUL */
+/* Items a format may hold, counted at every nesting depth: each scalar, pad
+ * run, sub-array and struct counts once ("3d" and "(2,3)f" are one item
+ * each). Keeps every reader's parse cheap, NumPy's included. */
+#define SHL_FORMAT_MAX_FIELDS 256
 
 enum shl_kind {
   SHL_KIND_ARRAY = 1,  /* ndim >= 0 array of elements */
@@ -110,7 +114,8 @@ typedef struct shl_layout {
   int64_t strides[SHL_MAX_NDIM];
 } shl_layout;
 
-/* Parse a format string: returns its itemsize (> 0), or SHL_E_BAD_FORMAT. */
+/* Parse a format string: returns its itemsize (> 0), or SHL_E_BAD_FORMAT
+ * (also beyond SHL_FORMAT_MAX bytes or SHL_FORMAT_MAX_FIELDS items). */
 int64_t shl_format_itemsize(const char *format);
 
 /* ---------------------------------------------------------------- segments */
