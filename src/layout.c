@@ -9,6 +9,8 @@
 #include "internal.h"
 
 #define MAX_DEPTH 32
+_Static_assert(SHL_FORMAT_MAX == 4095 && SHL_FORMAT_MAX_FIELDS == 256,
+               "SHL_E_BAD_FORMAT's text in shmlane.h cites both limits");
 
 struct cursor {
   const char *p, *end;

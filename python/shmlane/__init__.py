@@ -60,16 +60,8 @@ def _requested(dtype: DTypeLike, ctype: Any) -> Optional[np.dtype]:
 
 
 def _view(handle: _shmlane.Handle) -> np.ndarray:
-    """The payload as an array; NumPy parses the header's format."""
-    try:
-        return np.asarray(handle)
-    except (RuntimeError, ValueError, NotImplementedError) as exc:
-        # A valid header NumPy reads differently, e.g. a native-size struct
-        # format, for which NumPy adds trailing padding and the core does not.
-        fmt = handle.layout()["format"]
-        raise ValueError(
-            f"segment '{handle.name}': NumPy cannot use format {fmt!r}: {exc}"
-        ) from None
+    """The payload as an array, its dtype read from the header's format."""
+    return _dtype.array_of(handle, f"segment '{handle.name}'")
 
 
 class Held:

@@ -58,18 +58,13 @@ Wrap = Callable[[Any], np.ndarray]
 
 def _frames(raw: Union[_shmlane.Writer, _shmlane.Reader]) -> Tuple[Wrap, np.dtype, Tuple[int, ...]]:
     """How to turn a loan or sample of this stream into an ndarray, and the
-    frame's dtype and shape. NumPy parses the frame's format once, from the
-    stream's zero-frame export. Per frame, np.asarray reads the export's
-    shape and strides in one step; it would parse a struct format again
-    (tens of microseconds), so those get np.frombuffer with the cached dtype.
+    frame's dtype and shape, read once from the frame's format. Per frame,
+    np.asarray reads the export's shape and strides in one step; it would
+    parse a struct format again (tens of microseconds), so those get
+    np.frombuffer with the cached dtype.
     Both keep the export (the pin) for as long as the array lives;
     np.ndarray(buffer=...) would drop it at once."""
-    try:
-        probe = np.asarray(raw)
-    except (RuntimeError, ValueError, NotImplementedError) as exc:
-        fmt = raw.layout()["format"]
-        raise ValueError(f"stream '{raw.name}': NumPy cannot use format {fmt!r}: {exc}") from None
-    dtype, shape = probe.dtype, probe.shape[1:]
+    dtype, shape = _dtype.element(raw.layout(), f"stream '{raw.name}'")
     if dtype.fields is None or not raw.layout()["c_contiguous"]:
         return np.asarray, dtype, shape
 
@@ -385,7 +380,8 @@ def _what_it_holds(name: str) -> str:
         try:
             if handle.layout()["kind"] != _shmlane.KIND_STREAM:
                 return ""
-            frame, info = np.asarray(handle), stream_info(handle)  # frame: slot 0
+            frame = _dtype.array_of(handle, f"stream '{name}'")  # slot 0
+            info = stream_info(handle)
         finally:
             handle.close()
     except (OSError, ValueError, _shmlane.Error):

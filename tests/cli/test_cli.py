@@ -178,6 +178,15 @@ def test_numpy_formats():
               % (given, j.get("format"), j.get("itemsize"), fmt, itemsize))
 
 
+def test_format_limit():
+    seg = name("wide")
+    run("create", seg, "--format", "B" * 256)  # SHL_FORMAT_MAX_FIELDS items
+    check(info_json(seg).get("itemsize") == 256, "create with 256 items")
+    p = run("create", name("x"), "--format", "B" * 257, rc=2)
+    check("256 items" in p.stderr, "create with 257 items: %r" % p.stderr)
+    run("rm", seg)
+
+
 LS_COLUMNS = ["NAME", "KIND", "SHAPE", "BYTES", "VERSION", "PID", "ALIVE", "AGE", "STATUS",
               "STREAM", "FORMAT"]
 
@@ -520,9 +529,10 @@ def main():
     # meson's timeout sends SIGTERM: unwind so the cleanup below still runs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     try:
-        for test in (test_help_and_version, test_create_info, test_numpy_formats, test_ls,
-                     test_stream_live, test_stream_writer_gone, test_gc, test_usage_errors,
-                     test_runtime_errors, test_foreign_files, test_rm):
+        for test in (test_help_and_version, test_create_info, test_numpy_formats,
+                     test_format_limit, test_ls, test_stream_live, test_stream_writer_gone,
+                     test_gc, test_usage_errors, test_runtime_errors, test_foreign_files,
+                     test_rm):
             before = len(failures)
             test()
             print("%s %s" % ("ok  " if len(failures) == before else "FAIL", test.__name__))
