@@ -56,6 +56,14 @@ def stream_info(raw: Union[_shmlane.Handle, _shmlane.Writer, _shmlane.Reader]) -
 Wrap = Callable[[Any], np.ndarray]
 
 
+def _described(array: Any) -> str:
+    """What was given to publish(), for its error message."""
+    shape, dtype = getattr(array, "shape", None), getattr(array, "dtype", None)
+    if shape is None or dtype is None:
+        return f"a {type(array).__name__}"
+    return f"shape {shape}, {dtype}"
+
+
 def _frames(raw: Union[_shmlane.Writer, _shmlane.Reader]) -> Tuple[Wrap, np.dtype, Tuple[int, ...]]:
     """How to turn a loan or sample of this stream into an ndarray, and the
     frame's dtype and shape, read once from the frame's format. Per frame,
@@ -148,7 +156,7 @@ class Writer(Described):
     ) -> None:
         wanted = np.dtype(dtype)
         base, sub = _dtype.split_subarray(wanted)
-        frame_shape = shape_tuple(shape) + sub
+        frame_shape = shape_tuple(shape, f"stream '{name}'") + sub
         if slots is not None and not 2 <= slots <= _shmlane.STREAM_MAX_SLOTS:
             raise ValueError(f"stream '{name}': slots must be 2..{_shmlane.STREAM_MAX_SLOTS}")
         if not 1 <= max_readers <= _shmlane.STREAM_MAX_READERS:
@@ -210,6 +218,13 @@ class Writer(Described):
         loan = self.loan(timeout)
         try:
             np.copyto(loan.array, array)  # type: ignore[arg-type]
+        except (TypeError, ValueError) as exc:  # a cast or a broadcast refused
+            loan._end(publish=False)
+            message = (
+                f"stream '{self.name}': cannot publish {_described(array)} into frames of "
+                f"shape {self._shape}, {self._dtype}: {exc}"
+            )
+            raise (TypeError if isinstance(exc, TypeError) else ValueError)(message) from None
         except BaseException:
             loan._end(publish=False)
             raise
