@@ -52,7 +52,7 @@ const char *shl_version_string(void);
   X(BAD_KIND, -30006, "segment kind is unknown or not the expected one")        \
   X(BAD_SHAPE, -30007, "shape is invalid or does not fit in the payload")       \
   X(BAD_STRIDES, -30008, "strides reach outside the payload")                   \
-  X(BAD_FORMAT, -30009, "element format string is malformed")                   \
+  X(BAD_FORMAT, -30009, "element format is malformed or beyond 4095 bytes or 256 items") \
   X(ITEMSIZE, -30010, "element format does not match the itemsize")             \
   X(BAD_NAME, -30011, "invalid segment name")                                   \
   X(OWNER_DEAD, -30012, "lock acquired: previous owner died, data may be inconsistent") \
@@ -92,6 +92,10 @@ int shl_name_check(const char *name);
 
 #define SHL_MAX_NDIM 8
 #define SHL_FORMAT_MAX 4095 /* bytes, without the terminating NUL */
+/* Items a format may hold, counted at every nesting depth: each scalar, pad
+ * run, sub-array and struct counts once ("3d" and "(2,3)f" are one item
+ * each). Keeps every reader's parse cheap, NumPy's included. */
+#define SHL_FORMAT_MAX_FIELDS 256 /* SHL_E_BAD_FORMAT's text cites both limits */
 
 enum shl_kind {
   SHL_KIND_ARRAY = 1,  /* ndim >= 0 array of elements */
@@ -110,7 +114,8 @@ typedef struct shl_layout {
   int64_t strides[SHL_MAX_NDIM];
 } shl_layout;
 
-/* Parse a format string: returns its itemsize (> 0), or SHL_E_BAD_FORMAT. */
+/* Parse a format string: returns its itemsize (> 0), or SHL_E_BAD_FORMAT
+ * (also beyond SHL_FORMAT_MAX bytes or SHL_FORMAT_MAX_FIELDS items). */
 int64_t shl_format_itemsize(const char *format);
 
 /* ---------------------------------------------------------------- segments */

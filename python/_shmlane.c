@@ -1518,6 +1518,8 @@ static int mod_exec(PyObject *mod) {
     return -1;
   if (PyModule_AddStringConstant(mod, "core_version", shl_version_string()) < 0 ||
       PyModule_AddIntConstant(mod, "NAME_MAX", SHL_NAME_MAX) < 0 ||
+      PyModule_AddIntConstant(mod, "FORMAT_MAX", SHL_FORMAT_MAX) < 0 ||
+      PyModule_AddIntConstant(mod, "FORMAT_MAX_FIELDS", SHL_FORMAT_MAX_FIELDS) < 0 ||
       PyModule_AddIntConstant(mod, "KIND_ARRAY", SHL_KIND_ARRAY) < 0 ||
       PyModule_AddIntConstant(mod, "KIND_STRUCT", SHL_KIND_STRUCT) < 0 ||
       PyModule_AddIntConstant(mod, "KIND_STREAM", SHL_KIND_STREAM) < 0 ||

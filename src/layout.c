@@ -1,6 +1,6 @@
 /* Element formats (PEP 3118 / struct module) and array extents. The parser
- * reads bytes another process controls: it is bounded in length, depth and
- * arithmetic, and never reads past `len`. */
+ * reads bytes another process controls: it is bounded in length, items,
+ * depth and arithmetic, and never reads past `len`. */
 #include <ctype.h>
 #include <errno.h>
 #include <stdbool.h>
@@ -9,13 +9,18 @@
 #include "internal.h"
 
 #define MAX_DEPTH 32
+_Static_assert(SHL_FORMAT_MAX == 4095 && SHL_FORMAT_MAX_FIELDS == 256,
+               "SHL_E_BAD_FORMAT's text in shmlane.h cites both limits");
 
 struct cursor {
   const char *p, *end;
   int depth;
+  unsigned items;
 };
 
-enum size_mode { MODE_NATIVE, MODE_STANDARD }; /* '@' vs '=', '<', '>', '!' */
+/* '@': native sizes, aligned; '^': native sizes, unaligned; '=', '<', '>',
+ * '!': standard sizes, unaligned. */
+enum size_mode { MODE_NATIVE, MODE_NATIVE_PACKED, MODE_STANDARD };
 
 static bool at_end(const struct cursor *c) { return c->p >= c->end; }
 
@@ -78,7 +83,7 @@ static bool scalar_size(char code, enum size_mode mode, uint64_t *size, uint64_t
   case 'P': native = sizeof(void *); break;           /* native only */
   default: return false;
   }
-  *size = mode == MODE_NATIVE ? native : std;
+  *size = mode == MODE_STANDARD ? std : native;
   *align = mode == MODE_NATIVE ? native : 1;
   return *size != 0;
 }
@@ -102,7 +107,7 @@ static bool parse_items(struct cursor *c, enum size_mode mode, bool nested,
 
 static bool parse_byte_order(char ch, enum size_mode *mode) {
   if (!ch || !strchr("@=<>!^", ch)) return false;
-  *mode = (ch == '@' || ch == '^') ? MODE_NATIVE : MODE_STANDARD;
+  *mode = ch == '@' ? MODE_NATIVE : ch == '^' ? MODE_NATIVE_PACKED : MODE_STANDARD;
   return true;
 }
 
@@ -110,6 +115,7 @@ static bool parse_byte_order(char ch, enum size_mode *mode) {
 static bool parse_item(struct cursor *c, enum size_mode *modep, uint64_t *offset,
                        uint64_t *max_align) {
   uint64_t count = 1, size, align;
+  if (++c->items > SHL_FORMAT_MAX_FIELDS) return false;
   if (*c->p == '(') {
     if (!parse_subarray(c, &count)) return false;
     skip_space(c);
@@ -179,7 +185,7 @@ static bool parse_items(struct cursor *c, enum size_mode mode, bool nested,
 int64_t shl__format_parse(const char *format, size_t len) {
   if (!format || len == 0 || len > SHL_FORMAT_MAX) return SHL_E_BAD_FORMAT;
   if (memchr(format, '\0', len)) return SHL_E_BAD_FORMAT;
-  struct cursor c = {format, format + len, 0};
+  struct cursor c = {format, format + len, 0, 0};
   uint64_t size, align;
   if (!parse_items(&c, MODE_NATIVE, false, &size, &align)) return SHL_E_BAD_FORMAT;
   if (size == 0 || size > INT64_MAX) return SHL_E_BAD_FORMAT;

@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "shmlane.h"
 
@@ -125,13 +127,16 @@ static const char *format_from_numpy(const char *s, char out[8]) {
 
 /* ---------------------------------------------------------------- describing */
 
-/* An opened segment, or why it could not be opened. */
+/* A segment as read (and closed again: a listing holds one descriptor at a
+ * time, however many entries), or why it could not be read. */
 struct entry {
   const char *name;
-  int rc;           /* 0: described below */
-  shl_segment *seg; /* keeps layout.format alive */
+  int rc;       /* 0: described below */
+  char *format; /* owned copy; layout.format points to it */
   shl_info info;
   shl_layout layout;
+  char owner[64]; /* user name, or the uid in decimal when it has none */
+  bool owner_named;
   /* Streams only: */
   shl_stream_info stream;
   uint64_t sampled_ns; /* CLOCK_MONOTONIC when `stream` was read */
@@ -150,21 +155,72 @@ static bool is_stream(const struct entry *e) {
 
 /* The stream's counters, and when they were read: the frame timestamps
  * are CLOCK_MONOTONIC too, so ages need no second clock reading. */
-static int sample_stream(const struct entry *e, shl_stream_info *out, uint64_t *when) {
-  int rc = shl_stream_get_info(e->seg, out);
+static int sample_stream(const shl_segment *seg, shl_stream_info *out, uint64_t *when) {
+  int rc = shl_stream_get_info(seg, out);
   *when = clock_ns(CLOCK_MONOTONIC);
   return rc;
 }
 
+/* Read-only, whoever owns it: looking is not trusting (the tool never acts
+ * on another user's data; gc checks ownership itself). */
+static int open_any_owner(shl_segment **seg, const char *name, int64_t timeout_ns) {
+  shl_open_opts opts = SHL_OPEN_OPTS_INIT;
+  opts.flags = SHL_OPEN_READONLY;
+  opts.timeout_ns = timeout_ns;
+  opts.owner = SHL_OWNER_ANY;
+  return shl_open_ex(seg, name, &opts);
+}
+
+/* The user name of uid, or false. One lookup per distinct uid in a row:
+ * a listing's entries mostly share an owner. */
+static bool user_name(uint32_t uid, char *buf, size_t size) {
+  static uint32_t last_uid;
+  static char last_name[64];
+  static int last_found = -1; /* -1: nothing looked up yet */
+  if (last_found < 0 || uid != last_uid) {
+    struct passwd *pw = getpwuid((uid_t)uid);
+    last_uid = uid;
+    last_found = pw && strlen(pw->pw_name) < sizeof last_name;
+    if (last_found) snprintf(last_name, sizeof last_name, "%s", pw->pw_name);
+  }
+  if (last_found) snprintf(buf, size, "%s", last_name);
+  return last_found;
+}
+
 static void entry_open(struct entry *e, const char *name, int64_t timeout_ns) {
+  shl_segment *seg = NULL;
   e->name = name;
-  e->seg = NULL;
+  e->format = NULL;
   e->fps = -1;
-  e->rc = shl_open(&e->seg, name, SHL_OPEN_READONLY, timeout_ns);
-  if (e->rc == 0) e->rc = shl_get_info(e->seg, &e->info);
-  if (e->rc == 0) shl_get_layout(e->seg, &e->layout);
+  e->rc = open_any_owner(&seg, name, timeout_ns);
+  if (e->rc == 0) e->rc = shl_get_info(seg, &e->info);
+  if (e->rc == 0) {
+    shl_get_layout(seg, &e->layout);
+    e->layout.format = e->format = strdup(e->layout.format);
+    if (!e->format) e->rc = -ENOMEM;
+  }
+  if (e->rc == 0) {
+    e->owner_named = user_name(e->info.uid, e->owner, sizeof e->owner);
+    if (!e->owner_named) snprintf(e->owner, sizeof e->owner, "%" PRIu32, e->info.uid);
+  }
   /* A stream whose control area does not check out is as broken as a bad header. */
-  if (is_stream(e)) e->rc = sample_stream(e, &e->stream, &e->sampled_ns);
+  if (is_stream(e)) e->rc = sample_stream(seg, &e->stream, &e->sampled_ns);
+  shl_close(seg);
+}
+
+/* A second look at an entry's stream, by name: the same stream only (a new
+ * one made under the name since has other creation stamps). */
+static int resample_stream(const struct entry *e, shl_stream_info *out, uint64_t *when) {
+  shl_segment *seg;
+  shl_info now;
+  int rc = open_any_owner(&seg, e->name, 0);
+  if (rc < 0) return rc;
+  rc = shl_get_info(seg, &now);
+  if (rc == 0 && (now.created_ns != e->info.created_ns || now.creator_pid != e->info.creator_pid))
+    rc = -ESTALE;
+  if (rc == 0) rc = sample_stream(seg, out, when);
+  shl_close(seg);
+  return rc;
 }
 
 enum { RATE_WINDOW_NS = 200000000 };
@@ -193,7 +249,7 @@ static void measure_rates(struct entry *entries, size_t n) {
     struct entry *e = &entries[i];
     shl_stream_info later;
     uint64_t when;
-    if (!is_stream(e) || sample_stream(e, &later, &when) != 0) continue;
+    if (!is_stream(e) || resample_stream(e, &later, &when) != 0) continue;
     e->fps = frame_rate(&e->stream, e->sampled_ns, &later, when);
     e->stream = later;
     e->sampled_ns = when;
@@ -221,17 +277,6 @@ static const char *kind_name(uint32_t kind) {
 static const char *alive_text(int alive, bool json) {
   static const char *const words[2][3] = {{"?", "no", "yes"}, {"null", "false", "true"}};
   return words[json][alive < 0 ? 0 : alive > 0 ? 2 : 1];
-}
-
-/* Strides as recorded, or the C-order ones when none were given. */
-static void effective_strides(const shl_layout *lo, int64_t strides[SHL_MAX_NDIM]) {
-  bool given = false;
-  for (uint32_t i = 0; i < lo->ndim; i++) given |= lo->strides[i] != 0;
-  uint64_t stride = lo->itemsize;
-  for (uint32_t i = lo->ndim; i-- > 0;) {
-    strides[i] = given ? lo->strides[i] : (int64_t)stride;
-    stride *= lo->shape[i];
-  }
 }
 
 /* "3,4", or "()" for ndim 0: the form --shape accepts. */
@@ -308,7 +353,6 @@ static void print_info_text(const struct entry *e, uint64_t now) {
   const shl_info *in = &e->info;
   const shl_layout *lo = &e->layout;
   char shape[SHAPE_TEXT_MAX], age[32], created[64];
-  int64_t strides[SHL_MAX_NDIM];
 
   time_t secs = (time_t)(in->created_ns / 1000000000u);
   struct tm tm;
@@ -316,7 +360,6 @@ static void print_info_text(const struct entry *e, uint64_t now) {
     snprintf(created, sizeof created, "?");
   age_text(age_seconds(in, now), age, sizeof age);
   shape_text(lo, shape, sizeof shape);
-  effective_strides(lo, strides);
 
   print_field("name:", "%s", in->name);
   print_field("kind:", "%s", kind_name(in->kind));
@@ -325,13 +368,19 @@ static void print_info_text(const struct entry *e, uint64_t now) {
   putchar('\n');
   print_field("itemsize:", "%" PRIu64, lo->itemsize);
   print_field("shape:", "%s", shape);
+  /* As the header records them and the library addresses elements: shl_create
+   * stores C-order strides when none are given, so zeros here mean a writer
+   * put them there, and every element is then the same bytes. */
   print_key("strides:");
-  for (uint32_t i = 0; i < lo->ndim; i++) printf("%s%" PRId64, i ? "," : "", strides[i]);
+  for (uint32_t i = 0; i < lo->ndim; i++) printf("%s%" PRId64, i ? "," : "", lo->strides[i]);
   printf("%s\n", lo->ndim ? "" : "()");
   print_field("payload bytes:", "%" PRIu64, in->payload_size);
   print_field("total bytes:", "%" PRIu64, in->total_size);
   print_field("mode:", "%04" PRIo32, in->mode);
-  print_field("owner uid:", "%" PRIu32, in->uid);
+  if (e->owner_named)
+    print_field("owner:", "%s (uid %" PRIu32 ")", e->owner, in->uid);
+  else
+    print_field("owner:", "uid %" PRIu32, in->uid);
   print_field("creator pid:", "%" PRId32 " (alive: %s)", in->creator_pid,
               alive_text(in->creator_alive, false));
   print_field("created:", "%s (%s ago)", created, age);
@@ -387,19 +436,21 @@ static void print_info_json(const struct entry *e, uint64_t now) {
   }
   const shl_info *in = &e->info;
   const shl_layout *lo = &e->layout;
-  int64_t strides[SHL_MAX_NDIM];
-  effective_strides(lo, strides);
   printf(", \"kind\": \"%s\", \"format\": ", kind_name(in->kind));
   json_string(lo->format);
   printf(", \"itemsize\": %" PRIu64 ", \"ndim\": %" PRIu32 ", \"shape\": [", lo->itemsize,
          lo->ndim);
   for (uint32_t i = 0; i < lo->ndim; i++) printf("%s%" PRIu64, i ? ", " : "", lo->shape[i]);
   printf("], \"strides\": [");
-  for (uint32_t i = 0; i < lo->ndim; i++) printf("%s%" PRId64, i ? ", " : "", strides[i]);
+  for (uint32_t i = 0; i < lo->ndim; i++) printf("%s%" PRId64, i ? ", " : "", lo->strides[i]);
   printf("], \"payload_size\": %" PRIu64 ", \"total_size\": %" PRIu64, in->payload_size,
          in->total_size);
-  printf(", \"mode\": %" PRIu32 ", \"uid\": %" PRIu32 ", \"creator_pid\": %" PRId32, in->mode,
-         in->uid, in->creator_pid);
+  printf(", \"mode\": %" PRIu32 ", \"uid\": %" PRIu32 ", \"owner\": ", in->mode, in->uid);
+  if (e->owner_named)
+    json_string(e->owner);
+  else
+    fputs("null", stdout);
+  printf(", \"creator_pid\": %" PRId32, in->creator_pid);
   printf(", \"creator_alive\": %s", alive_text(in->creator_alive, true));
   printf(", \"created_ns\": %" PRIu64 ", \"age_s\": %" PRIu64, in->created_ns,
          age_seconds(in, now));
@@ -420,14 +471,16 @@ enum {
   COL_PID,
   COL_ALIVE,
   COL_AGE,
+  COL_OWNER,
   COL_STATUS,
   COL_STREAM,
   COL_FORMAT,
   NCOLS
 };
 
-static const char *const col_title[NCOLS] = {"NAME",  "KIND", "SHAPE",  "BYTES",  "VERSION", "PID",
-                                             "ALIVE", "AGE",  "STATUS", "STREAM", "FORMAT"};
+static const char *const col_title[NCOLS] = {
+    "NAME", "KIND", "SHAPE", "BYTES", "VERSION", "PID",
+    "ALIVE", "AGE", "OWNER", "STATUS", "STREAM", "FORMAT"};
 static const bool col_right[NCOLS] = {
     [COL_BYTES] = true, [COL_VERSION] = true, [COL_PID] = true, [COL_AGE] = true};
 
@@ -454,6 +507,7 @@ static void row_cells(const struct entry *e, uint64_t now, cell_buf buf[NCOLS],
   cell[COL_KIND] = kind_name(in->kind);
   cell[COL_ALIVE] = alive_text(in->creator_alive, false);
   cell[COL_FORMAT] = e->layout.format;
+  cell[COL_OWNER] = e->owner;
   shape_text(&e->layout, buf[COL_SHAPE], sizeof buf[0]);
   snprintf(buf[COL_BYTES], sizeof buf[0], "%" PRIu64, in->payload_size);
   snprintf(buf[COL_VERSION], sizeof buf[0], "%" PRIu64, in->version);
@@ -560,9 +614,15 @@ static int compare_names(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* Whether rc says that the entry could not be read at all (permissions,
+ * resources: an errno), as opposed to what was read (SHL_E_* codes, which
+ * are below every errno value and SHL_E_NOT_SHMLANE the highest of them). */
+static bool unreadable(int rc) { return rc < 0 && rc > SHL_E_NOT_SHMLANE; }
+
 static int cmd_ls(const struct cmdline *cl) {
   struct list l = {0};
   struct entry *entries = NULL;
+  size_t n = 0, failed = 0;
   int status = 0, rc = shl_list(collect_name, &l);
   if (rc >= 0 && l.n && !(entries = calloc(l.n, sizeof *entries))) rc = -ENOMEM;
   if (rc < 0) {
@@ -572,24 +632,31 @@ static int cmd_ls(const struct cmdline *cl) {
   }
   qsort(l.names, l.n, sizeof *l.names, compare_names);
   /* No waiting: a segment still being created shows as SHL_E_NOT_READY. */
-  for (size_t i = 0; i < l.n; i++) entry_open(&entries[i], l.names[i], 0);
-  if (!cl->given[OPT_NO_RATE]) measure_rates(entries, l.n);
+  for (size_t i = 0; i < l.n; i++) {
+    entry_open(&entries[n], l.names[i], 0);
+    if (entries[n].rc == -ENOENT) continue; /* removed since it was listed */
+    failed += unreadable(entries[n].rc);
+    n++;
+  }
+  if (!cl->given[OPT_NO_RATE]) measure_rates(entries, n);
   uint64_t now = clock_ns(CLOCK_REALTIME);
   if (cl->given[OPT_JSON]) {
     putchar('[');
-    for (size_t i = 0; i < l.n; i++) {
+    for (size_t i = 0; i < n; i++) {
       fputs(i ? ",\n  " : "\n  ", stdout);
       print_info_json(&entries[i], now);
     }
-    fputs(l.n ? "\n]\n" : "]\n", stdout);
+    fputs(n ? "\n]\n" : "]\n", stdout);
   } else {
-    print_table(entries, l.n, now);
+    print_table(entries, n, now);
+  }
+  if (failed) {
+    errorf(0, "ls: %zu of %zu entries could not be read (STATUS says why)", failed, n);
+    status = EXIT_RUNTIME;
   }
 out:
-  for (size_t i = 0; i < l.n; i++) {
-    if (entries) shl_close(entries[i].seg);
-    free(l.names[i]);
-  }
+  for (size_t i = 0; i < n; i++) free(entries[i].format);
+  for (size_t i = 0; i < l.n; i++) free(l.names[i]);
   free(entries);
   free(l.names);
   return status;
@@ -600,7 +667,7 @@ static int cmd_info(const struct cmdline *cl) {
   entry_open(&e, cl->names[0], SHL_OPEN_DEFAULT_TIMEOUT_NS);
   if (e.rc) {
     errorf(e.rc, "cannot open '%s'", e.name);
-    shl_close(e.seg);
+    free(e.format);
     return EXIT_RUNTIME;
   }
   if (!cl->given[OPT_NO_RATE]) measure_rates(&e, 1);
@@ -611,7 +678,7 @@ static int cmd_info(const struct cmdline *cl) {
   } else {
     print_info_text(&e, now);
   }
-  shl_close(e.seg);
+  free(e.format);
   return 0;
 }
 
@@ -647,14 +714,39 @@ static int cmd_create(const struct cmdline *cl) {
   return 0;
 }
 
+static bool shm_path(const char *name, char *buf, size_t size) {
+  int n = snprintf(buf, size, "/dev/shm%s%s", SHL_POSIX_PREFIX, name);
+  return n > 0 && (size_t)n < size;
+}
+
+/* What a path holds when it is not a file, for messages; NULL for a file. */
+static const char *file_kind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISLNK(mode)) return "a symbolic link";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode) || S_ISBLK(mode)) return "a device node";
+  return NULL;
+}
+
 static int cmd_rm(const struct cmdline *cl) {
   int status = 0;
   for (int i = 0; i < cl->nnames; i++) {
-    int rc = shl_unlink(cl->names[i]);
-    if (rc) {
-      errorf(rc, "cannot remove '%s'", cl->names[i]);
-      status = EXIT_RUNTIME;
-    }
+    const char *name = cl->names[i];
+    int rc = shl_unlink(name);
+    if (rc == 0) continue;
+    status = EXIT_RUNTIME;
+    char path[64];
+    struct stat st;
+    const char *what = NULL;
+    if (shm_path(name, path, sizeof path) && lstat(path, &st) == 0) what = file_kind(st.st_mode);
+    /* Anything else under the name is unlinked like a file; a directory is
+     * not, and is nothing shmlane made: say so rather than "Is a directory". */
+    if (rc == -EISDIR && what)
+      errorf(0, "cannot remove '%s': %s is %s, not a segment; left in place (rm removes only "
+             "files)", name, path, what);
+    else
+      errorf(rc, "cannot remove '%s'", name);
   }
   return status;
 }
@@ -671,11 +763,6 @@ struct gc_opts {
   uint64_t grace_ns;
 };
 
-static bool shm_path(const char *name, char *buf, size_t size) {
-  int n = snprintf(buf, size, "/dev/shm%s%s", SHL_POSIX_PREFIX, name);
-  return n > 0 && (size_t)n < size;
-}
-
 static uint64_t stat_ns(const struct timespec *ts) {
   return (uint64_t)ts->tv_sec * 1000000000u + (uint64_t)ts->tv_nsec;
 }
@@ -690,8 +777,12 @@ static const char *gc_verdict(const char *name, const struct gc_opts *o, struct 
   char path[64];
   if (!shm_path(name, path, sizeof path) || lstat(path, seen) < 0 || !S_ISREG(seen->st_mode))
     return NULL;
+  /* This user's objects only (root: everyone's). Another user's may look
+   * abandoned while they use it as they see fit, and the sticky /dev/shm
+   * would refuse the unlink anyway. */
+  if (geteuid() != 0 && seen->st_uid != geteuid()) return NULL;
   shl_segment *seg;
-  int rc = shl_open(&seg, name, SHL_OPEN_READONLY, 0);
+  int rc = open_any_owner(&seg, name, 0);
   if (rc == SHL_E_NOT_READY) {
     /* A creator sizes, fills and publishes a segment in one go: one that is
      * still not ready after the grace period died on the way (or was
@@ -777,11 +868,13 @@ static const struct command commands[] = {
     {"ls", cmd_ls, 1u << OPT_JSON | 1u << OPT_NO_RATE, 0, 0, "ls [--json] [--no-rate]",
      "list segments",
      "Lists every entry of the shared-memory directory that carries the shmlane\n"
-     "prefix, sorted by name. Entries that cannot be opened (foreign files, corrupt\n"
-     "or half-created segments) are listed with STATUS set to the error name.\n"
+     "prefix, sorted by name, whoever owns it; each is opened read-only and closed\n"
+     "again. Entries that cannot be opened (foreign files, corrupt or half-created\n"
+     "segments) are listed with STATUS set to the error name; if any could not be\n"
+     "read at all (an errno such as EACCES or EMFILE), ls exits 1 after listing.\n"
      "\n"
      "Columns: NAME KIND SHAPE BYTES (payload) VERSION (change counter) PID (creator)\n"
-     "ALIVE (yes/no/?) AGE STATUS STREAM FORMAT. STREAM, for streams only, reads\n"
+     "ALIVE (yes/no/?) AGE OWNER STATUS STREAM FORMAT. STREAM, for streams only, reads\n"
      "slots=N,readers=ALIVE,seq=LAST,fps=RATE; the rate takes one 0.2 s pause\n"
      "for all streams together.\n"
      "\n"
@@ -790,9 +883,9 @@ static const struct command commands[] = {
      "  --no-rate   do not measure frame rates (no pause)\n"},
     {"info", cmd_info, 1u << OPT_JSON | 1u << OPT_NO_RATE, 1, 1, "info [--json] [--no-rate] NAME",
      "describe one segment",
-     "Opens the segment read-only and prints its layout and header fields; for a\n"
-     "stream also its slots, readers, writer, last frame and frame rate (measured\n"
-     "over a 0.2 s pause).\n"
+     "Opens the segment read-only, whoever owns it, and prints its layout, owner\n"
+     "and header fields; for a stream also its slots, readers, writer, last frame\n"
+     "and frame rate (measured over a 0.2 s pause).\n"
      "\n"
      "Options:\n"
      "  --json      print one JSON object\n"
@@ -810,11 +903,13 @@ static const struct command commands[] = {
      "  -m, --mode OCTAL  permission bits (default 0600)\n"
      "  --replace         remove an existing segment of that name first\n"},
     {"rm", cmd_rm, 0, 1, -1, "rm NAME...", "remove segments",
-     "Removes each name. Processes that have a segment open keep their mapping.\n"},
+     "Removes each name. Processes that have a segment open keep their mapping.\n"
+     "A directory under a segment's name is reported and left in place.\n"},
     {"gc", cmd_gc, 1u << OPT_DRY_RUN | 1u << OPT_ALL_DEAD | 1u << OPT_GRACE, 0, -1,
      "gc [--dry-run] [--all-dead] [--grace SECONDS] [NAME...]",
      "remove segments nobody uses any more",
-     "Removes, among the given names (default: every segment):\n"
+     "Removes, among the given names (default: every segment) and among this user's\n"
+     "objects only (root: everyone's):\n"
      "  - streams whose writer is dead or gone and that have no live reader;\n"
      "  - objects still not initialised (zero-sized, or never published ready)\n"
      "    whose last change is older than the grace period: their creator died;\n"

@@ -46,30 +46,28 @@ __version__ = _shmlane.core_version
 DTypeLike = Any  # anything np.dtype() accepts
 
 
-def _requested(dtype: DTypeLike, ctype: Any) -> Optional[np.dtype]:
-    """The element type asked for by dtype and/or ctype (None if neither)."""
-    from_ctype = None if ctype is None else _ctypes.dtype_of(ctype)
-    if dtype is None:
+def _requested(name: str, dtype: DTypeLike, ctype: Any) -> Optional[np.dtype]:
+    """The element type asked for by dtype and/or ctype (None if neither).
+    Errors name the segment, and keep their type (TypeError, ValueError)."""
+    try:
+        from_ctype = None if ctype is None else _ctypes.dtype_of(ctype)
+        wanted = None if dtype is None else np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"segment '{name}': {exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"segment '{name}': {exc}") from None
+    if wanted is None:
         return from_ctype
-    wanted = np.dtype(dtype)
     if from_ctype is not None:
         found = _dtype.difference(wanted, from_ctype, there_is="in the ctype")
         if found:
-            raise ValueError(f"dtype and ctype disagree: {found}")
+            raise ValueError(f"segment '{name}': dtype and ctype disagree: {found}")
     return wanted
 
 
 def _view(handle: _shmlane.Handle) -> np.ndarray:
-    """The payload as an array; NumPy parses the header's format."""
-    try:
-        return np.asarray(handle)
-    except (RuntimeError, ValueError, NotImplementedError) as exc:
-        # A valid header NumPy reads differently, e.g. a native-size struct
-        # format, for which NumPy adds trailing padding and the core does not.
-        fmt = handle.layout()["format"]
-        raise ValueError(
-            f"segment '{handle.name}': NumPy cannot use format {fmt!r}: {exc}"
-        ) from None
+    """The payload as an array, its dtype read from the header's format."""
+    return _dtype.array_of(handle, f"segment '{handle.name}'")
 
 
 class Held:
@@ -273,8 +271,8 @@ def open(
     dtype, shape and ctype, when given, are checked against it (LayoutMismatch).
     readonly maps the payload read-only. timeout bounds the wait for a creator
     that is still initialising the segment."""
-    wanted = _requested(dtype, ctype)
-    want_shape = None if shape is None else shape_tuple(shape)
+    wanted = _requested(name, dtype, ctype)
+    want_shape = None if shape is None else shape_tuple(shape, f"segment '{name}'")
     seg = Segment(_shmlane.open(name, readonly, timeout), ctype)
     try:
         _verify(seg, wanted, want_shape)
@@ -300,16 +298,20 @@ def create(
     segment of the same layout instead (LayoutMismatch if it differs).
     replace: unlink an existing one first. unlink_on_close: this process's
     close() also removes the name. Nothing is ever removed at exit otherwise."""
-    wanted = _requested(dtype, ctype)
+    wanted = _requested(name, dtype, ctype)
     if wanted is None:
         raise ValueError(f"segment '{name}': create needs a dtype or a ctype")
-    user_shape = shape_tuple(shape)
+    user_shape = shape_tuple(shape, f"segment '{name}'")
     base, sub = _dtype.split_subarray(wanted)
+    try:
+        fmt = _dtype.format_of(base)
+    except ValueError as exc:
+        raise ValueError(f"segment '{name}': {exc}") from None
     flags = (_shmlane.CREATE_REPLACE if replace else 0) | (
         _shmlane.CREATE_UNLINK_ON_CLOSE if unlink_on_close else 0
     )
     try:
-        handle = _shmlane.create(name, _dtype.format_of(base), user_shape + sub, mode, flags)
+        handle = _shmlane.create(name, fmt, user_shape + sub, mode, flags)
     except FileExistsError:
         if not exist_ok:
             raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import operator
 from typing import Any, Callable, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
@@ -48,10 +49,21 @@ class Described:
         return self._raw.closed
 
 
-def shape_tuple(shape: ShapeLike) -> Tuple[int, ...]:
-    if isinstance(shape, (int, np.integer)):
-        return (int(shape),)
-    return tuple(int(n) for n in shape)
+SHAPE_MAX = 2**63 - 1  # the core's dimensions are 64-bit, and extents fit in int64
+
+
+def shape_tuple(shape: ShapeLike, what: str) -> Tuple[int, ...]:
+    """A shape as a tuple of sizes, checked: ValueError naming `what`
+    ("segment 'x'") unless it is an integer or a sequence of integers, each
+    between 0 and SHAPE_MAX."""
+    try:
+        dims = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+        sizes = tuple(operator.index(n) for n in dims)
+    except TypeError:
+        raise ValueError(f"{what}: shape must be an integer or integers, not {shape!r}") from None
+    if any(not 0 <= n <= SHAPE_MAX for n in sizes):
+        raise ValueError(f"{what}: shape sizes must be between 0 and 2**63 - 1, not {shape!r}")
+    return sizes
 
 
 async def in_slices(call: Callable[[Optional[float]], T], timeout: Optional[float]) -> T:

@@ -3,6 +3,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 core_version: str
 NAME_MAX: int
+FORMAT_MAX: int
+FORMAT_MAX_FIELDS: int
 KIND_ARRAY: int
 KIND_STRUCT: int
 KIND_STREAM: int

@@ -56,20 +56,23 @@ def stream_info(raw: Union[_shmlane.Handle, _shmlane.Writer, _shmlane.Reader]) -
 Wrap = Callable[[Any], np.ndarray]
 
 
+def _described(array: Any) -> str:
+    """What was given to publish(), for its error message."""
+    shape, dtype = getattr(array, "shape", None), getattr(array, "dtype", None)
+    if shape is None or dtype is None:
+        return f"a {type(array).__name__}"
+    return f"shape {shape}, {dtype}"
+
+
 def _frames(raw: Union[_shmlane.Writer, _shmlane.Reader]) -> Tuple[Wrap, np.dtype, Tuple[int, ...]]:
     """How to turn a loan or sample of this stream into an ndarray, and the
-    frame's dtype and shape. NumPy parses the frame's format once, from the
-    stream's zero-frame export. Per frame, np.asarray reads the export's
-    shape and strides in one step; it would parse a struct format again
-    (tens of microseconds), so those get np.frombuffer with the cached dtype.
+    frame's dtype and shape, read once from the frame's format. Per frame,
+    np.asarray reads the export's shape and strides in one step; it would
+    parse a struct format again (tens of microseconds), so those get
+    np.frombuffer with the cached dtype.
     Both keep the export (the pin) for as long as the array lives;
     np.ndarray(buffer=...) would drop it at once."""
-    try:
-        probe = np.asarray(raw)
-    except (RuntimeError, ValueError, NotImplementedError) as exc:
-        fmt = raw.layout()["format"]
-        raise ValueError(f"stream '{raw.name}': NumPy cannot use format {fmt!r}: {exc}") from None
-    dtype, shape = probe.dtype, probe.shape[1:]
+    dtype, shape = _dtype.element(raw.layout(), f"stream '{raw.name}'")
     if dtype.fields is None or not raw.layout()["c_contiguous"]:
         return np.asarray, dtype, shape
 
@@ -153,7 +156,7 @@ class Writer(Described):
     ) -> None:
         wanted = np.dtype(dtype)
         base, sub = _dtype.split_subarray(wanted)
-        frame_shape = shape_tuple(shape) + sub
+        frame_shape = shape_tuple(shape, f"stream '{name}'") + sub
         if slots is not None and not 2 <= slots <= _shmlane.STREAM_MAX_SLOTS:
             raise ValueError(f"stream '{name}': slots must be 2..{_shmlane.STREAM_MAX_SLOTS}")
         if not 1 <= max_readers <= _shmlane.STREAM_MAX_READERS:
@@ -215,6 +218,13 @@ class Writer(Described):
         loan = self.loan(timeout)
         try:
             np.copyto(loan.array, array)  # type: ignore[arg-type]
+        except (TypeError, ValueError) as exc:  # a cast or a broadcast refused
+            loan._end(publish=False)
+            message = (
+                f"stream '{self.name}': cannot publish {_described(array)} into frames of "
+                f"shape {self._shape}, {self._dtype}: {exc}"
+            )
+            raise (TypeError if isinstance(exc, TypeError) else ValueError)(message) from None
         except BaseException:
             loan._end(publish=False)
             raise
@@ -385,7 +395,8 @@ def _what_it_holds(name: str) -> str:
         try:
             if handle.layout()["kind"] != _shmlane.KIND_STREAM:
                 return ""
-            frame, info = np.asarray(handle), stream_info(handle)  # frame: slot 0
+            frame = _dtype.array_of(handle, f"stream '{name}'")  # slot 0
+            info = stream_info(handle)
         finally:
             handle.close()
     except (OSError, ValueError, _shmlane.Error):

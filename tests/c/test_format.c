@@ -35,6 +35,9 @@ static const struct {
     {"T{<d:a:B:b:}", 9},                          /* standard mode does neither */
     {"<bi", 5},                        /* standard mode does not */
     {"4w", 16},
+    {"^bd", 9},                           /* '^': native sizes, no alignment (PEP 3118) */
+    {"^bi", 1 + (int64_t)sizeof(int)},
+    {"T{^b:a:T{d:b:}:n:}", 1 + 8},         /* nor within a nested struct it governs */
 };
 
 static const char *const bad[] = {
@@ -49,6 +52,24 @@ static void check_deep_nesting(void) {
   strcat(fmt, "B");
   for (int i = 0; i < 40; i++) strcat(fmt, "}");
   T_EXPECT_RC(shl_format_itemsize(fmt), SHL_E_BAD_FORMAT);
+}
+
+/* Items are bounded at every depth, so no reader's parse grows without bound. */
+static void check_item_limit(void) {
+  enum { MAX = SHL_FORMAT_MAX_FIELDS };
+  char flat[MAX + 2] = "", nested[MAX + 4] = "T{";
+  memset(flat, 'B', MAX);
+  T_EXPECT_RC(shl_format_itemsize(flat), MAX);
+  flat[MAX] = 'B';
+  T_EXPECT_RC(shl_format_itemsize(flat), SHL_E_BAD_FORMAT);
+  /* The struct counts too: T{ with max - 1 items } is max items, one more is not. */
+  memset(nested + 2, 'B', MAX - 1);
+  strcat(nested, "}");
+  T_EXPECT_RC(shl_format_itemsize(nested), MAX - 1);
+  strcpy(nested + 2 + MAX - 1, "B}");
+  T_EXPECT_RC(shl_format_itemsize(nested), SHL_E_BAD_FORMAT);
+  /* A count or a sub-array is one item, whatever it multiplies. */
+  T_EXPECT_RC(shl_format_itemsize("(4096)B"), 4096);
 }
 
 static void check_create_layouts(void) {
@@ -100,6 +121,7 @@ int main(void) {
   T_CHECK(shl__format_parse("<dXXXX", 2) == 8);
   T_CHECK(shl__format_parse("<d\0d", 4) == SHL_E_BAD_FORMAT);
   check_deep_nesting();
+  check_item_limit();
   check_create_layouts();
   return t_result();
 }

@@ -12,7 +12,9 @@ write the streams (the CLI cannot create one).
 import glob
 import json
 import os
+import pwd
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -45,11 +47,23 @@ def check(cond, what):
     return cond
 
 
-def run(*args, rc=0):
-    """Run the CLI; check its exit status, that it did not crash, and that a
-    failure prints exactly one 'shmlane: ...' line on stderr."""
+ROOT = os.geteuid() == 0
+
+
+def as_nobody():
+    """In a child, before exec: become nobody (uid and gid 65534)."""
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+
+
+def run(*args, rc=0, output=False, preexec=None):
+    """Run the CLI (preexec: called in the child first, e.g. as_nobody);
+    check its exit status, that it did not crash, and that a failure prints
+    exactly one 'shmlane: ...' line on stderr and nothing on stdout (unless
+    `output`: ls lists what it could read before it fails)."""
     p = subprocess.run([CLI, *args], capture_output=True, encoding="utf-8", errors="replace",
-                       timeout=30)
+                       timeout=30, preexec_fn=preexec)
     where = "shmlane %s" % " ".join(args)
     if not check(p.returncode >= 0, "%s: killed by signal %d" % (where, -p.returncode)):
         return p
@@ -61,7 +75,7 @@ def run(*args, rc=0):
         lines = p.stderr.splitlines()
         check(len(lines) == 1 and lines[0].startswith("shmlane: "),
               "%s: want one 'shmlane: ...' line on stderr, got %r" % (where, p.stderr))
-        check(p.stdout == "", "%s: unexpected stdout on failure %r" % (where, p.stdout))
+        check(output or p.stdout == "", "%s: unexpected stdout on failure %r" % (where, p.stdout))
     return p
 
 
@@ -87,7 +101,7 @@ def ls_json():
 
 # Fields that change from run to run, and what they become.
 VOLATILE = [
-    (re.compile(r"^(owner uid:\s+)\d+$"), r"\1<uid>"),
+    (re.compile(r"^(owner:\s+).*$"), r"\1<owner>"),
     (re.compile(r"^(creator pid:\s+)\d+"), r"\1<pid>"),
     (re.compile(r"^(created:\s+).* \((\d+[smhd]) ago\)$"), r"\1<time> (<age> ago)"),
     (re.compile(r"^(version:\s+)\d+$"), r"\1<version>"),
@@ -138,7 +152,7 @@ def test_create_info():
     j = info_json(arr)
     want = {"name": arr, "status": "ok", "kind": "array", "format": "<d", "itemsize": 8,
             "ndim": 2, "shape": [3, 4], "strides": [32, 8], "payload_size": 96, "mode": 0o600,
-            "uid": os.getuid(), "creator_alive": False, "version": 0, "format_version": 2,
+            "uid": os.getuid(), "owner": pwd.getpwuid(os.getuid()).pw_name, "creator_alive": False, "version": 0, "format_version": 2,
             "stream": None}
     for key, value in want.items():
         check(j.get(key) == value, "info --json %s: %s = %r, want %r" % (arr, key, j.get(key),
@@ -178,8 +192,93 @@ def test_numpy_formats():
               % (given, j.get("format"), j.get("itemsize"), fmt, itemsize))
 
 
-LS_COLUMNS = ["NAME", "KIND", "SHAPE", "BYTES", "VERSION", "PID", "ALIVE", "AGE", "STATUS",
-              "STREAM", "FORMAT"]
+def test_format_limit():
+    seg = name("wide")
+    run("create", seg, "--format", "B" * 256)  # SHL_FORMAT_MAX_FIELDS items
+    check(info_json(seg).get("itemsize") == 256, "create with 256 items")
+    p = run("create", name("x"), "--format", "B" * 257, rc=2)
+    check("256 items" in p.stderr, "create with 257 items: %r" % p.stderr)
+    run("rm", seg)
+
+
+def test_strides_as_recorded():
+    # shl_create stores C-order strides; zeros are what a writer put there,
+    # and what the library then addresses with: every element at offset 0.
+    seg = name("zs")
+    run("create", seg, "--format", "f8", "--shape", "3,4")
+    with open(shm_path(seg), "r+b") as f:
+        f.seek(192)  # strides[8], docs/format.md
+        f.write(bytes(16))
+    check(info_json(seg).get("strides") == [0, 0], "info --json strides: %r"
+          % info_json(seg).get("strides"))
+    check(info_fields(seg, "--no-rate").get("strides") == "0,0", "info strides: %r"
+          % info_fields(seg, "--no-rate").get("strides"))
+    run("rm", seg)
+
+
+def test_owner():
+    """info and ls show the owner, also another user's, and a uid with no name."""
+    if not ROOT:
+        return
+    seg, nameless = name("own"), 54321
+    run("create", seg, "--format", "u1")
+    os.chown(shm_path(seg), 65534, -1)
+    nobody = pwd.getpwuid(65534).pw_name
+    j = info_json(seg)
+    check(j.get("uid") == 65534 and j.get("owner") == nobody, "info --json owner: %r" % j)
+    fields = info_fields(seg, "--no-rate")
+    check(fields.get("owner") == "%s (uid 65534)" % nobody, "info owner: %r" % fields)
+    check(ls_rows("--no-rate").get(seg, [])[8:9] == [nobody], "ls owner of %s" % seg)
+    try:
+        pwd.getpwuid(nameless)
+        return  # this machine names it: nothing more to check
+    except KeyError:
+        pass
+    os.chown(shm_path(seg), nameless, -1)
+    j = info_json(seg)
+    check(j.get("uid") == nameless and "owner" in j and j["owner"] is None,
+          "info --json of a nameless owner: %r" % j)
+    fields = info_fields(seg, "--no-rate")
+    check(fields.get("owner") == "uid %d" % nameless, "info of a nameless owner: %r" % fields)
+    check(ls_rows("--no-rate").get(seg, [])[8:9] == [str(nameless)], "ls of a nameless owner")
+    run("rm", seg)
+
+
+def test_ls_closes_as_it_goes():
+    # Each entry is read and closed before the next: 64 segments list under a
+    # limit of 16 descriptors.
+    many = [name("fd%02d" % i) for i in range(64)]
+    for seg in many:
+        run("create", seg, "--format", "u1")
+    limit = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (16, 16))
+    p = run("ls", "--json", "--no-rate", preexec=limit)
+    try:
+        entries = {e["name"]: e for e in json.loads(p.stdout)}
+    except ValueError:
+        entries = {}
+    bad = [(seg, entries.get(seg, {}).get("status")) for seg in many
+           if entries.get(seg, {}).get("status") != "ok"]
+    check(not bad, "ls under 16 descriptors: %d of %d not ok, e.g. %r" % (len(bad), len(many),
+                                                                       bad[:3]))
+    run("rm", *many)
+
+
+def test_ls_fails_on_unreadable_entries():
+    """An entry ls cannot read (EACCES here) is listed, and ls exits 1."""
+    if not ROOT:
+        return
+    seg = name("private")
+    run("create", seg, "--format", "u1", "--mode", "0600")
+    for args in (["ls", "--no-rate"], ["ls", "--json", "--no-rate"]):
+        p = run(*args, rc=1, output=True, preexec=as_nobody)
+        check("could not be read" in p.stderr, "%s as nobody: %r" % (args, p.stderr))
+        check(seg in p.stdout and "EACCES" in p.stdout, "%s as nobody lacks %s: %r"
+              % (args, seg, p.stdout[:200]))
+    run("rm", seg)
+
+
+LS_COLUMNS = ["NAME", "KIND", "SHAPE", "BYTES", "VERSION", "PID", "ALIVE", "AGE", "OWNER",
+              "STATUS", "STREAM", "FORMAT"]
 
 
 def ls_rows(*args):
@@ -195,9 +294,10 @@ def test_ls():
     check(lines and lines[0].split() == LS_COLUMNS, "ls header: %r" % (lines[:1],))
     rows = {line.split()[0]: line.split() for line in lines[1:] if line.split()}
     row = rows.get(arr, [])
-    check(len(row) == 11 and row[1:5] == ["array", "3,4", "96", "0"] and row[5].isdigit()
+    me = pwd.getpwuid(os.getuid()).pw_name
+    check(len(row) == 12 and row[1:5] == ["array", "3,4", "96", "0"] and row[5].isdigit()
           and row[6] == "no" and re.fullmatch(r"\d+[smhd]", row[7])
-          and row[8:] == ["ok", "-", "<d"], "ls row for %s: %r" % (arr, row))
+          and row[8:] == [me, "ok", "-", "<d"], "ls row for %s: %r" % (arr, row))
     row = rows.get(st, [])
     check(row[1:3] == ["struct", "()"] and row[-1] == "T{<i:x:<d:y:}", "ls row for %s: %r"
           % (st, row))
@@ -279,8 +379,8 @@ def test_stream_live():
     check(m and float(m.group(1)) > 0, "info: frame rate %r" % f.get("frame rate"))
 
     row = ls_rows().get(live, [])
-    m = len(row) == 11 and re.fullmatch(r"slots=4,readers=2,seq=(\d+),fps=(\d+\.\d)", row[9])
-    check(m and row[1:4] == ["stream", "2,3", "256"] and row[10] == "<f" and int(m.group(1)) >= 1
+    m = len(row) == 12 and re.fullmatch(r"slots=4,readers=2,seq=(\d+),fps=(\d+\.\d)", row[10])
+    check(m and row[1:4] == ["stream", "2,3", "256"] and row[11] == "<f" and int(m.group(1)) >= 1
           and float(m.group(2)) > 0, "ls row for %s: %r" % (live, row))
     s = ls_json().get(live, {}).get("stream")
     check_stream("ls --json", s, readers_alive=2, writer_alive=True, **PEER_STREAM)
@@ -292,7 +392,7 @@ def test_stream_live():
     check(info_fields(live, "--no-rate").get("frame rate") == "not measured",
           "info --no-rate: frame rate line")
     row = ls_rows("--no-rate").get(live, [])
-    check(len(row) == 11 and re.fullmatch(r"slots=4,readers=2,seq=\d+", row[9]),
+    check(len(row) == 12 and re.fullmatch(r"slots=4,readers=2,seq=\d+", row[10]),
           "ls --no-rate row for %s: %r" % (live, row))
 
     # A writer that closes gives the stream up: no writer, no readers, no frames.
@@ -326,13 +426,13 @@ def test_stream_writer_gone():
     check(f.get("writer pid") == "%d (alive: no)" % peer.pid, "info after kill: writer pid %r"
           % f.get("writer pid"))
     row = ls_rows().get(crash, [])
-    check(row[9:10] == ["slots=4,readers=0,seq=3,fps=0.0"], "ls row for %s: %r" % (crash, row))
+    check(row[10:11] == ["slots=4,readers=0,seq=3,fps=0.0"], "ls row for %s: %r" % (crash, row))
     run("rm", done, crash)
 
 
-def gc(*args, rc=0):
+def gc(*args, rc=0, preexec=None):
     """Run gc; the names it says it removed (or would remove)."""
-    p = run("gc", *args, rc=rc)
+    p = run("gc", *args, rc=rc, preexec=preexec)
     return re.findall(r"^(?:removed|would remove) (\S+) \(", p.stdout, re.M)
 
 
@@ -406,6 +506,20 @@ def test_gc():
     check(sorted(removed) == sorted(many), "concurrent gc reported removals %r of %r"
           % (sorted(removed), sorted(many)))
 
+    # Only this user's objects; root's gc takes anyone's.
+    if ROOT:
+        mine, theirs = plant("gcroot", b""), plant("gcnobody", b"")
+        os.chown(shm_path(theirs), 65534, 65534)
+        for seg in (mine, theirs):
+            age(seg, 3600)
+        check(gc(mine, theirs, preexec=as_nobody) == [theirs] and exists(mine),
+              "gc as nobody touched root's object")
+        theirs = plant("gcnobody", b"")
+        os.chown(shm_path(theirs), 65534, 65534)
+        age(theirs, 3600)
+        check(sorted(gc(mine, theirs)) == sorted([mine, theirs]),
+              "gc as root kept another user's dead object")
+
     for args in (["gc", "--grace"], ["gc", "--grace", "-1"], ["gc", "--grace", "1.5"],
                  ["gc", "--grace", "x"], ["gc", "--json"], ["gc", "bad/name"]):
         run(*args, rc=2)
@@ -472,7 +586,7 @@ def test_foreign_files():
     entries = ls_json()
     for seg in foreign:
         row = rows.get(seg, [])
-        check(len(row) == 11 and row[8].startswith("SHL_E_") and row[1] == "-",
+        check(len(row) == 12 and row[9].startswith("SHL_E_") and row[1] == "-",
               "ls row for foreign %s: %r" % (seg, row))
         e = entries.get(seg, {})
         check(e.get("status", "ok") != "ok" and e.get("error") and "kind" not in e,
@@ -498,6 +612,13 @@ def test_rm():
         p = run("info", seg, rc=1)
         check(seg in p.stderr and "No such file" in p.stderr, "info after rm: %r" % p.stderr)
     check(arr not in ls_json(), "ls --json still lists %s after rm" % arr)
+    planted = name("dir")
+    os.mkdir(shm_path(planted))
+    p = run("rm", planted, rc=1)
+    check("is a directory, not a segment" in p.stderr and "left in place" in p.stderr,
+          "rm of a directory: %r" % p.stderr)
+    check(os.path.isdir(shm_path(planted)), "rm removed a directory")
+    os.rmdir(shm_path(planted))
     run("rm", name("np"), name("grp"))
 
 
@@ -520,9 +641,12 @@ def main():
     # meson's timeout sends SIGTERM: unwind so the cleanup below still runs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     try:
-        for test in (test_help_and_version, test_create_info, test_numpy_formats, test_ls,
-                     test_stream_live, test_stream_writer_gone, test_gc, test_usage_errors,
-                     test_runtime_errors, test_foreign_files, test_rm):
+        for test in (test_help_and_version, test_create_info, test_numpy_formats,
+                     test_format_limit, test_strides_as_recorded, test_owner,
+                     test_ls_closes_as_it_goes, test_ls_fails_on_unreadable_entries, test_ls,
+                     test_stream_live, test_stream_writer_gone,
+                     test_gc, test_usage_errors, test_runtime_errors, test_foreign_files,
+                     test_rm):
             before = len(failures)
             test()
             print("%s %s" % ("ok  " if len(failures) == before else "FAIL", test.__name__))

@@ -193,3 +193,46 @@ def test_closed_segment_refuses_use(name):
     ):
         with pytest.raises(ValueError, match=f"segment '{name}' is closed"):
             call()
+
+
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"dtype": object}, ValueError),  # no PEP 3118 code to store
+        ({"dtype": "no such type"}, TypeError),
+        ({"dtype": "u1", "shape": (-1, 3)}, ValueError),  # was OverflowError, unnamed
+        ({"dtype": "u1", "shape": (2**64,)}, ValueError),
+        ({"dtype": "u1", "shape": (2.5,)}, ValueError),  # was truncated to 2
+        ({"dtype": "u1", "shape": "3"}, ValueError),
+        ({"dtype": "<f8", "ctype": Pose}, ValueError),  # dtype and ctype disagree
+    ],
+    ids=["object", "unknown", "negative", "too-big", "float", "text", "disagree"],
+)
+def test_create_errors_name_the_segment(name, kwargs, error):
+    with pytest.raises(error, match=f"^segment '{name}': "):
+        shmlane.create(name, **kwargs)
+    with pytest.raises(FileNotFoundError):
+        shmlane.open(name)  # nothing was left behind
+
+
+def test_open_errors_name_the_segment(name):
+    with shmlane.create(name, (2,), "u1"):
+        for kwargs, error in (
+            ({"shape": (-1,)}, ValueError),
+            ({"dtype": "no such type"}, TypeError),
+            ({"dtype": object}, shmlane.LayoutMismatch),
+        ):
+            with pytest.raises(error, match=f"^segment '{name}': "):
+                shmlane.open(name, **kwargs)
+
+
+def test_publish_errors_name_the_stream(name):
+    with shmlane.Writer(name, shape=(4,), dtype="u1") as writer:
+        refused = f"^stream '{name}': cannot publish shape \\(4,\\), float64"
+        with pytest.raises(TypeError, match=refused):
+            writer.publish(np.ones(4))  # float64 into uint8: not a same-kind cast
+        with pytest.raises(ValueError, match=f"^stream '{name}': cannot publish shape \\(5,\\)"):
+            writer.publish(np.zeros(5, "u1"))
+        assert writer.publish(np.arange(4, dtype="u1")) == 1  # the refused loans were given back
+    with pytest.raises(ValueError, match=f"^stream '{name}': shape"):
+        shmlane.Writer(name, shape=(-1,), dtype="u1")

@@ -1,0 +1,179 @@
+"""Every C and Python code block of README.md builds and runs, as extracted
+from the README at test time: each block carries a marker line
+`<!-- test: ID -->` just before its fence, and this file knows what to do
+with each ID. The C blocks are complete programs, checking every return
+code. Programs that work together run as unrelated processes, in every start
+order, and twice where a second run meets what the first left. The names the
+blocks use are replaced by fresh ones, so runs never meet each other."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+
+from conftest import ROOT, SHM_DIR, build_c
+
+README = ROOT / "README.md"
+MARKED = re.compile(r"^<!-- test: ([\w-]+) -->\n```(\w+)\n(.*?)^```$", re.M | re.S)
+FENCE = re.compile(r"^```(c|python)$", re.M)
+# id: the names it uses. The Python quick start blocks are also files in examples/python.
+BLOCKS = {
+    "py-quickstart-writer": ["pose", "calib"],
+    "py-quickstart-reader": ["pose", "calib"],
+    "py-stream-writer": ["cam0"],
+    "py-stream-reader": ["cam0"],
+    "c-calib-a": ["calib"],
+    "c-calib-b": ["calib"],
+    "c-stream-writer": ["cam0"],
+    "c-stream-reader": ["cam0"],
+}
+
+
+def blocks() -> Dict[str, str]:
+    return {m.group(1): m.group(3) for m in MARKED.finditer(README.read_text())}
+
+
+def test_every_code_block_is_marked_and_known():
+    text = README.read_text()
+    unmarked = len(FENCE.findall(text)) - len(MARKED.findall(text))
+    assert unmarked == 0, f"{unmarked} C or Python blocks have no `<!-- test: ID -->` line"
+    assert sorted(blocks()) == sorted(BLOCKS)
+
+
+@pytest.mark.parametrize("script", ["quickstart_writer", "quickstart_reader"])
+def test_python_quickstart_blocks_are_the_example_files(script):
+    body = (ROOT / "examples/python" / f"{script}.py").read_text().split("\n", 1)[1].lstrip("\n")
+    assert blocks()[f"py-{script.replace('_', '-')}"] == body, f"README and {script}.py differ"
+
+
+class Programs:
+    """The README's programs, with fresh names, ready to run."""
+
+    def __init__(self, tmp_path: Path, tag: str) -> None:
+        self.dir = tmp_path
+        self.names = {}
+        for ids in BLOCKS.values():
+            for name in ids:
+                self.names[name] = f"rd{os.getpid()}{tag}{name}"
+        self.cmd: Dict[str, List[str]] = {}
+
+    def command(self, block_id: str) -> List[str]:
+        if block_id not in self.cmd:
+            source = blocks()[block_id]
+            for old, new in self.names.items():
+                source = source.replace(f'"{old}"', f'"{new}"')
+            if block_id.startswith("c-"):
+                path = self.dir / f"{block_id.replace('-', '_')}.c"
+                path.write_text(source)
+                self.cmd[block_id] = [str(build_c(path, self.dir))]
+            else:
+                path = self.dir / f"{block_id}.py"
+                path.write_text(source)
+                self.cmd[block_id] = [sys.executable, str(path)]
+        return self.cmd[block_id]
+
+    def start(self, block_id: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            self.command(block_id), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
+    def run(self, block_id: str) -> str:
+        proc = self.start(block_id)
+        return finish(proc)
+
+    def cleanup(self) -> None:
+        for name in self.names.values():
+            try:
+                os.unlink(SHM_DIR / f"shl.{name}")
+            except FileNotFoundError:
+                pass
+
+
+def finish(proc: subprocess.Popen) -> str:
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, f"exit {proc.returncode}: {err}"
+    return out
+
+
+def waiting(proc: subprocess.Popen, block_id: str) -> None:
+    """Until proc sleeps inside the program proper (a C program's own binary,
+    or Python with shmlane loaded, not the interpreter starting), or exits."""
+    marker = "_shmlane" if block_id.startswith("py-") else f"/{block_id.replace('-', '_')}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            maps = Path(f"/proc/{proc.pid}/maps").read_text()
+            state = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return
+        if marker in maps and state == "S":
+            return
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def programs(tmp_path, request):
+    made = Programs(tmp_path, str(abs(hash(request.node.name)) % 10000))
+    yield made
+    made.cleanup()
+
+
+# (first, second, ...) in the order they start; the last one's output is checked.
+PAIRS = {
+    "c-calib": ("c-calib-a", "c-calib-b"),
+    "c-stream": ("c-stream-writer", "c-stream-reader"),
+    "py-stream": ("py-stream-writer", "py-stream-reader"),
+    "py-quickstart": ("py-quickstart-writer", "py-quickstart-reader"),
+}
+
+
+@pytest.mark.skipif(not SHM_DIR.is_dir(), reason="needs /dev/shm")
+@pytest.mark.parametrize("pair", sorted(PAIRS))
+def test_consumer_first(programs, pair):
+    """The consumer (B, the reader) starts first and waits; the producer comes."""
+    producer, consumer = PAIRS[pair]
+    for block_id in (producer, consumer):
+        programs.command(block_id)  # built before anything starts
+    started = programs.start(consumer)
+    waiting(started, consumer)
+    programs.run(producer)
+    out = finish(started)
+    assert out, f"{consumer} printed nothing"
+    check_output(pair, out, runs=1)
+
+
+@pytest.mark.skipif(not SHM_DIR.is_dir(), reason="needs /dev/shm")
+@pytest.mark.parametrize("pair", sorted(PAIRS))
+def test_producer_first_and_twice(programs, pair):
+    """The producer runs to its end (twice: the second run meets what the
+    first left), then the consumer starts."""
+    producer, consumer = PAIRS[pair]
+    programs.run(producer)
+    programs.run(producer)
+    check_output(pair, programs.run(consumer), runs=2)
+
+
+def check_output(pair: str, out: str, runs: int) -> None:
+    lines = out.splitlines()
+    if pair == "c-calib":
+        assert lines == [f"version {runs}: diagonal 1 1 1"]
+    elif pair == "c-stream":
+        assert lines and lines[-1].startswith(f"frame {30 * runs}, ")
+        assert lines[-1].endswith("first byte 29")
+    elif pair == "py-stream":
+        assert lines and lines[-1].split()[0] == str(300 * runs)
+        assert float(lines[-1].split()[2]) == 299 % 256
+    elif runs == 1:  # py-quickstart, reader waiting: it sees the last update
+        assert lines[-1] == "frame 5: x=2.5 y=-5.0 trace=15.0"
+    else:  # the reader came after the writer: nothing changes any more, it stops
+        assert lines == []
