@@ -141,7 +141,9 @@ enum shl_open_flags {
 enum shl_owner_policy {
   SHL_OWNER_SELF = 0, /* this effective uid or root (the default) */
   SHL_OWNER_UID = 1,  /* exactly owner_uid (or this effective uid) */
-  SHL_OWNER_ANY = 2   /* any owner: an explicit choice to read another user's object */
+  SHL_OWNER_ANY = 2,  /* any owner: an explicit choice to read another user's object */
+  SHL_OWNER_CREATOR = 3 /* exactly this effective uid (root's objects too are foreign to
+                         * others): what creating, or opening in place of creating, requires */
 };
 
 typedef struct shl_open_opts {
