@@ -157,7 +157,7 @@ typedef struct shl_open_opts {
 #define SHL_OPEN_OPTS_INIT {.size = sizeof(shl_open_opts), .timeout_ns = SHL_OPEN_DEFAULT_TIMEOUT_NS}
 
 /* Default time an opener waits for a creator that is still initialising. */
-#define SHL_OPEN_DEFAULT_TIMEOUT_NS 1000000000LL
+#define SHL_OPEN_DEFAULT_TIMEOUT_NS 10000000000LL
 
 /* Create a segment and publish it ready. opts may be NULL. The payload is
  * zero-filled. Fails with -EEXIST if the name exists (unless REPLACE). */

@@ -399,6 +399,18 @@ static int owner_check(int fd, uint32_t policy, uint32_t uid) {
   }
 }
 
+/* shm_open's errno, except that something other than a regular file at the
+ * name (glibc reports a directory as EINVAL) is not a segment. */
+static int open_error(const char *pname) {
+  int err = errno;
+  char path[POSIX_NAME_MAX + 16];
+  struct stat st;
+  snprintf(path, sizeof path, "%s%s", shl__shm_dir(), pname);
+  if ((err == EINVAL || err == EISDIR) && lstat(path, &st) == 0 && !S_ISREG(st.st_mode))
+    return SHL_E_NOT_SHMLANE;
+  return -err;
+}
+
 int shl_open(shl_segment **out, const char *name, uint32_t flags, int64_t timeout_ns) {
   shl_open_opts opts = SHL_OPEN_OPTS_INIT;
   opts.flags = flags;
@@ -428,8 +440,7 @@ int shl_open_ex(shl_segment **out, const char *name, const shl_open_opts *user_o
   int fd = shm_open(pname, O_RDWR | oflags, 0);
   bool writable = fd >= 0;
   if (fd < 0 && readonly && errno == EACCES) fd = shm_open(pname, O_RDONLY | oflags, 0);
-  if (fd < 0 && errno == EISDIR) return SHL_E_NOT_SHMLANE; /* a directory planted at the name */
-  if (fd < 0) return -errno;
+  if (fd < 0) return open_error(pname);
   rc = owner_check(fd, opts.owner, opts.owner_uid);
   if (rc < 0) {
     close(fd);
