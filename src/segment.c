@@ -399,6 +399,15 @@ static int owner_check(int fd, uint32_t policy, uint32_t uid) {
   }
 }
 
+/* The name still refers to the object open as fd (not unlinked, not replaced). */
+static bool names_object(const char *pname, int fd) {
+  char path[POSIX_NAME_MAX + 16];
+  struct stat mine, now;
+  snprintf(path, sizeof path, "%s%s", shl__shm_dir(), pname);
+  return fstat(fd, &mine) == 0 && lstat(path, &now) == 0 && mine.st_ino == now.st_ino &&
+         mine.st_dev == now.st_dev;
+}
+
 /* shm_open's errno, except that something other than a regular file at the
  * name (glibc reports a directory as EINVAL) is not a segment. */
 static int open_error(const char *pname) {
@@ -409,6 +418,55 @@ static int open_error(const char *pname) {
   if ((err == EINVAL || err == EISDIR) && lstat(path, &st) == 0 && !S_ISREG(st.st_mode))
     return SHL_E_NOT_SHMLANE;
   return -err;
+}
+
+/* Opens the object at pname and waits until its header is ready (or the
+ * deadline). -ESTALE if its creator died and the name now refers to
+ * another object. */
+static int open_object(shl_segment **out, const char *pname, const shl_open_opts *opts,
+                       int64_t deadline, bool *writable) {
+  /* A read-only opener still wants a writable header (lock, waiter count)
+   * when its permissions allow; otherwise everything is mapped read-only. */
+  /* O_NONBLOCK: a FIFO planted under the name must not hang the open; it
+   * changes nothing for a regular file. */
+  const int oflags = O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK;
+  int fd = shm_open(pname, O_RDWR | oflags, 0);
+  *writable = fd >= 0;
+  if (fd < 0 && (opts->flags & SHL_OPEN_READONLY) && errno == EACCES)
+    fd = shm_open(pname, O_RDONLY | oflags, 0);
+  if (fd < 0) return open_error(pname);
+  int rc = owner_check(fd, opts->owner, opts->owner_uid);
+  if (rc < 0) {
+    close(fd);
+    return rc;
+  }
+  shl_segment *seg = seg_new(fd);
+  if (!seg) {
+    close(fd);
+    return -ENOMEM;
+  }
+  int64_t pause = 100000; /* 0.1 ms, doubling to 10 ms */
+  while ((rc = try_map(seg, *writable)) == -EAGAIN) {
+    if (!creator_may_finish(fd)) {
+      /* The creator may have published and closed since the look. */
+      rc = try_map(seg, *writable);
+      if (rc == -EAGAIN) rc = names_object(pname, fd) ? SHL_E_CREATOR_DEAD : -ESTALE;
+      break;
+    }
+    int64_t left = deadline - shl__monotonic_ns();
+    if (left <= 0) {
+      rc = SHL_E_NOT_READY;
+      break;
+    }
+    sleep_ns(pause < left ? pause : left);
+    if (pause < 10000000) pause *= 2;
+  }
+  if (rc < 0) {
+    release(seg);
+    return rc;
+  }
+  *out = seg;
+  return 0;
 }
 
 int shl_open(shl_segment **out, const char *name, uint32_t flags, int64_t timeout_ns) {
@@ -432,47 +490,13 @@ int shl_open_ex(shl_segment **out, const char *name, const shl_open_opts *user_o
   if (flags & ~(uint32_t)SHL_OPEN_READONLY) return -EINVAL;
   bool readonly = flags & SHL_OPEN_READONLY;
 
-  /* A read-only opener still wants a writable header (lock, waiter count)
-   * when its permissions allow; otherwise everything is mapped read-only. */
-  /* O_NONBLOCK: a FIFO planted under the name must not hang the open; it
-   * changes nothing for a regular file. */
-  const int oflags = O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK;
-  int fd = shm_open(pname, O_RDWR | oflags, 0);
-  bool writable = fd >= 0;
-  if (fd < 0 && readonly && errno == EACCES) fd = shm_open(pname, O_RDONLY | oflags, 0);
-  if (fd < 0) return open_error(pname);
-  rc = owner_check(fd, opts.owner, opts.owner_uid);
-  if (rc < 0) {
-    close(fd);
-    return rc;
-  }
-
-  shl_segment *seg = seg_new(fd);
-  if (!seg) {
-    close(fd);
-    return -ENOMEM;
-  }
   int64_t deadline = shl__deadline(shl__monotonic_ns(), timeout_ns);
-  int64_t pause = 100000; /* 0.1 ms, doubling to 10 ms */
-  while ((rc = try_map(seg, writable)) == -EAGAIN) {
-    if (!creator_may_finish(fd)) {
-      /* The creator may have published and closed since the look. */
-      rc = try_map(seg, writable);
-      if (rc == -EAGAIN) rc = SHL_E_CREATOR_DEAD;
-      break;
-    }
-    int64_t left = deadline - shl__monotonic_ns();
-    if (left <= 0) {
-      rc = SHL_E_NOT_READY;
-      break;
-    }
-    sleep_ns(pause < left ? pause : left);
-    if (pause < 10000000) pause *= 2;
+  shl_segment *seg = NULL;
+  bool writable = false;
+  /* A dead creator's object that was replaced meanwhile: open the new one. */
+  while ((rc = open_object(&seg, pname, &opts, deadline, &writable)) == -ESTALE) {
   }
-  if (rc < 0) {
-    release(seg);
-    return rc;
-  }
+  if (rc < 0) return rc;
   snprintf(seg->name, sizeof seg->name, "%s", name);
   seg->flags = writable ? SHL__SEG_HDR_WRITABLE : 0;
   if (readonly) {
@@ -506,14 +530,10 @@ void shl_close(shl_segment *seg) {
    * exit the kernel could not mark it OWNER_DIED. */
   if (atomic_load(&seg->holder) == shl__seg_self()) shl_unlock(seg);
   if ((seg->flags & SHL__SEG_UNLINK_ON_CLOSE) && !inherited) {
-    char pname[POSIX_NAME_MAX + 1], path[sizeof pname + 16];
-    struct stat mine, now;
+    char pname[POSIX_NAME_MAX + 1];
     posix_name(seg->name, pname);
-    snprintf(path, sizeof path, "%s%s", shl__shm_dir(), pname);
     /* Only if the name still refers to our object, not a replacement. */
-    if (fstat(seg->fd, &mine) == 0 && lstat(path, &now) == 0 && mine.st_ino == now.st_ino &&
-        mine.st_dev == now.st_dev)
-      shm_unlink(pname);
+    if (names_object(pname, seg->fd)) shm_unlink(pname);
   }
   /* Calls blocked in shl_wait see `closing` now (other processes' waiters
    * take it as a spurious wake-up); those in shl_lock within a slice. */
