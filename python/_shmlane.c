@@ -481,7 +481,9 @@ static int fill_buffer(Py_buffer *view, PyObject *exporter, const Base *b, void 
 
 static void base_dealloc(Base *b) {
   PyTypeObject *type = Py_TYPE(b);
-  b->drop(b); /* no pins can remain: exports, samples and calls hold references */
+  /* Exports, samples and calls hold references; only a lock whose Held was
+   * dropped unreleased may still pin: the core's close then waits for its holder. */
+  b->drop(b);
   type->tp_free(b);
   Py_DECREF(type);
 }

@@ -32,8 +32,6 @@ static int finish(shl_segment *seg, int rc) {
   return rc == EOWNERDEAD ? SHL_E_OWNER_DEAD : 0;
 }
 
-static int64_t mono_ns(void) { return shl__monotonic_ns(); }
-
 static struct timespec ts_of(int64_t ns) {
   return (struct timespec){(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
 }
@@ -47,9 +45,9 @@ int shl_lock(shl_segment *seg, int64_t timeout_ns) {
     rc = pthread_mutex_trylock(mutex);
     return finish(seg, rc == EBUSY ? ETIMEDOUT : rc);
   }
-  int64_t deadline = shl__deadline(mono_ns(), timeout_ns);
+  int64_t deadline = shl__deadline(shl__monotonic_ns(), timeout_ns);
   for (;;) {
-    int64_t now = mono_ns();
+    int64_t now = shl__monotonic_ns();
     int64_t until = deadline - now > LOCK_SLICE_NS ? now + LOCK_SLICE_NS : deadline;
     struct timespec abs = ts_of(until);
     rc = pthread_mutex_clocklock(mutex, CLOCK_MONOTONIC, &abs);
