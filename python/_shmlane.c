@@ -143,8 +143,9 @@ static modstate *state_of(PyObject *obj) { return PyType_GetModuleState(Py_TYPE(
 
 /* ---------------------------------------------------------------- errors */
 
-/* AT_ADOPT: opening an existing segment in place of creating it. */
-enum err_context { AT_CREATE, AT_ADOPT, AT_OPEN, AT_USE, AT_STREAM_OPEN, AT_STREAM };
+/* AT_ADOPT: opening an existing segment in place of creating it;
+ * AT_STREAM_ADOPT: a writer creating a stream or taking one over. */
+enum err_context { AT_CREATE, AT_ADOPT, AT_OPEN, AT_USE, AT_STREAM_OPEN, AT_STREAM_ADOPT, AT_STREAM };
 
 static bool is_header_error(int rc) {
   switch (rc) {
@@ -202,11 +203,11 @@ static void set_foreign_owner(const char *name, const char *noun, enum err_conte
   } else {
     snprintf(who, sizeof who, "another user");
   }
-  if (where == AT_ADOPT) {
+  if (where == AT_ADOPT || where == AT_STREAM_ADOPT) {
     snprintf(msg, sizeof msg,
-             "%s '%s' exists and is owned by %s, not by you: creating never adopts another "
-             "user's %s (pick another name, or have its owner remove it)",
-             noun, name, who, noun);
+             "%s '%s' exists and is owned by %s, not by you: %s never adopts another user's %s "
+             "(pick another name, or have its owner remove it)",
+             noun, name, who, where == AT_ADOPT ? "creating" : "a writer", noun);
   } else if (user) {
     snprintf(msg, sizeof msg,
              "%s '%s' is owned by %s, not by you or root; pass owner='%s' or owner='any' to "
@@ -270,7 +271,8 @@ static bool set_stream_open_error(modstate *st, int rc, const char *name) {
 static PyObject *set_error(modstate *st, int rc, const char *name, enum err_context where) {
   const char *text = shl_strerror(rc);
   const char *noun = where >= AT_STREAM_OPEN ? "stream" : "segment";
-  if (where == AT_STREAM_OPEN && set_stream_open_error(st, rc, name)) return NULL;
+  if ((where == AT_STREAM_OPEN || where == AT_STREAM_ADOPT) && set_stream_open_error(st, rc, name))
+    return NULL;
   char path[64];
   const char *what = rc == SHL_E_NOT_SHMLANE || rc == -EEXIST ? planted(name, path, sizeof path)
                                                               : NULL;
@@ -1485,7 +1487,7 @@ static PyObject *mod_writer_open(PyObject *mod, PyObject *args) {
   PyThreadState *gil = PyEval_SaveThread(); /* reserving the slots takes a while */
   int rc = shl_writer_open(&core, name, &layout, &opts);
   PyEval_RestoreThread(gil);
-  if (rc < 0) return set_error(st, rc, name, AT_STREAM_OPEN);
+  if (rc < 0) return set_error(st, rc, name, AT_STREAM_ADOPT);
   Writer *w = PyObject_New(Writer, st->writer_type);
   if (!w) {
     shl_writer_close(core);
@@ -1498,7 +1500,7 @@ static PyObject *mod_writer_open(PyObject *mod, PyObject *args) {
   rc = base_init(&w->base, shl_writer_segment(core), "stream writer", writer_drop);
   if (rc == 0) rc = map_frames(w, st);
   if (rc < 0) {
-    if (rc != PY_ERROR) set_error(st, rc, name, AT_STREAM_OPEN);
+    if (rc != PY_ERROR) set_error(st, rc, name, AT_STREAM_ADOPT);
     Py_DECREF(w);
     return NULL;
   }
