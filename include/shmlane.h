@@ -17,9 +17,18 @@
  *
  * Handles belong to the process that opened them. In a child created by
  * fork(), an inherited handle never changes shared state when it is closed
- * (no unlock, unpin, role release or unlink); calls that would act on shared
- * state for it return SHL_E_FORKED. Plain segment payloads stay readable and
- * writable through the inherited mapping.
+ * (no unlock of the parent's lock, unpin, role release or unlink); calls that
+ * would act on shared state for it return SHL_E_FORKED. Plain segment
+ * payloads stay readable and writable through the inherited mapping, and an
+ * inherited segment may lock (a child is a process of its own), unlock its
+ * own lock, notify and wait; the parent's lock is never the child's to
+ * unlock (-EPERM).
+ *
+ * Threads: one handle may be used by several threads. shl_close() may run
+ * while other threads hold the segment's lock through the handle or are
+ * blocked in shl_lock, shl_trylock, shl_wait or shl_wait_ex on it (see
+ * shl_close); no other call may race with shl_close, and no call may start
+ * after it returned, except shl_unlock by a thread that holds the lock.
  */
 #ifndef SHMLANE_H
 #define SHMLANE_H
@@ -146,7 +155,10 @@ enum shl_open_flags {
 enum shl_owner_policy {
   SHL_OWNER_SELF = 0, /* this effective uid or root (the default) */
   SHL_OWNER_UID = 1,  /* exactly owner_uid (or this effective uid) */
-  SHL_OWNER_ANY = 2   /* any owner: an explicit choice to read another user's object */
+  SHL_OWNER_ANY = 2,  /* any owner: an explicit choice to read another user's object */
+  /* Exactly this effective uid (root's objects too are foreign to others):
+   * what opening in place of creating requires (create-or-open, takeover). */
+  SHL_OWNER_CREATOR = 3
 };
 
 typedef struct shl_open_opts {
@@ -159,8 +171,9 @@ typedef struct shl_open_opts {
 
 #define SHL_OPEN_OPTS_INIT {.size = sizeof(shl_open_opts), .timeout_ns = SHL_OPEN_DEFAULT_TIMEOUT_NS}
 
-/* Default time an opener waits for a creator that is still initialising. */
-#define SHL_OPEN_DEFAULT_TIMEOUT_NS 1000000000LL
+/* Default time an opener waits for a creator that is still initialising (and
+ * alive): long enough for a multi-GiB reservation (4 GiB takes about 1 s). */
+#define SHL_OPEN_DEFAULT_TIMEOUT_NS 10000000000LL
 
 /* Create a segment and publish it ready. opts may be NULL. The payload is
  * zero-filled. Fails with -EEXIST if the name exists (unless REPLACE). */
@@ -168,13 +181,24 @@ int shl_create(shl_segment **out, const char *name, const shl_layout *layout,
                const shl_create_opts *opts);
 
 /* Open an existing segment by name and validate its header. Waits up to
- * timeout_ns for a creator that is still initialising (SHL_E_NOT_READY after). */
+ * timeout_ns for a creator that is still initialising while it lives
+ * (SHL_E_NOT_READY after); SHL_E_CREATOR_DEAD at once if it died before the
+ * segment was ready. SHL_E_NOT_SHMLANE if the name holds something else
+ * (a directory, a FIFO, a foreign file); SHL_E_FOREIGN_OWNER for an owner
+ * the policy does not accept (shl_owner_policy). */
 int shl_open(shl_segment **out, const char *name, uint32_t flags, int64_t timeout_ns);
 /* shl_open with options; opts NULL means SHL_OPEN_OPTS_INIT. */
 int shl_open_ex(shl_segment **out, const char *name, const shl_open_opts *opts);
 
 /* Unmap and free. The segment stays in place unless the creator asked for
- * SHL_CREATE_UNLINK_ON_CLOSE. Accepts NULL. */
+ * SHL_CREATE_UNLINK_ON_CLOSE. Accepts NULL. Releases the lock if the calling
+ * thread holds it through this handle. If another thread holds it, the
+ * mapping stays (the mutex is on that thread's robust list) until that
+ * thread calls shl_unlock, which completes the close; if that thread exits
+ * still holding it, the kernel marks it dead and the next locker anywhere
+ * gets SHL_E_OWNER_DEAD. Calls blocked in shl_lock/shl_trylock/shl_wait(_ex)
+ * on the handle return SHL_E_CLOSED; the last one out frees. In a forked
+ * child, closing an inherited handle changes nothing shared. */
 void shl_close(shl_segment *seg);
 
 /* Remove a name. Processes that have it open keep their mapping. */
@@ -198,7 +222,8 @@ typedef struct shl_info {
   uint64_t payload_size;
   uint64_t version;     /* wait/notify counter */
   int32_t creator_pid;
-  int creator_alive;    /* 1 alive, 0 dead (PID gone or reused), -1 unknown */
+  int creator_alive;    /* the creator still has it open (holds its creator role lock):
+                         * 1 yes, 0 no (closed, exited or killed), -1 cannot tell */
   uint64_t created_ns;  /* CLOCK_REALTIME */
   uint32_t mode;        /* permission bits of the object */
   uint32_t uid;
@@ -219,7 +244,10 @@ int shl_list(int (*fn)(const char *name, void *arg), void *arg);
  * 0: locked. SHL_E_OWNER_DEAD: locked, and the previous holder died while
  * holding it; the lock is consistent again but the data it guards may be
  * half-written. -ETIMEDOUT: not acquired. -EBUSY (trylock): held elsewhere.
- * -EDEADLK: this thread holds it. SHL_E_READONLY: opened without write access. */
+ * -EDEADLK: this thread holds it. SHL_E_READONLY: opened without write access.
+ * SHL_E_CLOSED: another thread closed the handle meanwhile (not acquired).
+ * shl_unlock: only the thread that locked through this handle, in this
+ * process (-EPERM for any other, and for a parent's lock in a forked child). */
 int shl_lock(shl_segment *seg, int64_t timeout_ns);
 int shl_trylock(shl_segment *seg);
 int shl_unlock(shl_segment *seg);
@@ -243,7 +271,8 @@ typedef struct shl_wait_opts {
 } shl_wait_opts;
 
 /* Wait until the version differs from `since`, or timeout. On success stores
- * the version seen in *out (may be NULL). -ETIMEDOUT on time-out. Spurious
+ * the version seen in *out (may be NULL). -ETIMEDOUT on time-out;
+ * SHL_E_CLOSED if another thread closed the handle meanwhile. Spurious
  * wake-ups and (without SHL_WAIT_INTERRUPTIBLE) signals never end it early. */
 int shl_wait(shl_segment *seg, uint64_t since, int64_t timeout_ns, uint64_t *out);
 int shl_wait_ex(shl_segment *seg, uint64_t since, int64_t timeout_ns,

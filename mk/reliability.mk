@@ -91,7 +91,7 @@ check-valgrind: deps
 # (or by one that died) looks to it like "unlock of an unlocked mutex", so
 # mutex-misuse reports are off (report_mutex_bugs=0); data races, lock-order
 # inversions within a process and thread leaks are still reported.
-TSAN_TESTS := notify lock stream stream_torn
+TSAN_TESTS := notify lock lifetime stream stream_torn
 
 check-tsan: deps
 	test -f $(TSAN_BUILD)/build.ninja || $(MESON) setup $(TSAN_BUILD) --werror \

@@ -6,12 +6,16 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
+#include <pwd.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "shmlane.h"
 
@@ -68,10 +72,15 @@ struct Base {
   char name[SHL_NAME_MAX + 1];
 };
 
+/* While a thread holds the lock through it, a Handle is pinned like an
+ * exported view: close() from another thread is deferred until that thread
+ * unlocks, because the core must never unmap a mutex under its holder. */
 typedef struct {
   Base base;
-  shl_segment *seg; /* NULL once released */
-  bool locked;      /* this handle holds the segment's lock */
+  shl_segment *seg;          /* NULL once released */
+  bool locked;               /* a thread holds the segment's lock through this handle (a pin) */
+  unsigned long lock_thread; /* which thread (PyThread ident) */
+  long lock_pid;             /* in which process: a forked child's copy is not its holder */
   bool readonly;
 } Handle;
 
@@ -134,7 +143,9 @@ static modstate *state_of(PyObject *obj) { return PyType_GetModuleState(Py_TYPE(
 
 /* ---------------------------------------------------------------- errors */
 
-enum err_context { AT_CREATE, AT_OPEN, AT_USE, AT_STREAM_OPEN, AT_STREAM };
+/* AT_ADOPT: opening an existing segment in place of creating it;
+ * AT_STREAM_ADOPT: a writer creating a stream or taking one over. */
+enum err_context { AT_CREATE, AT_ADOPT, AT_OPEN, AT_USE, AT_STREAM_OPEN, AT_STREAM_ADOPT, AT_STREAM };
 
 static bool is_header_error(int rc) {
   switch (rc) {
@@ -157,6 +168,82 @@ static void set_oserror(PyObject *type, int err, const char *text, const char *n
     PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
     Py_DECREF(exc);
   }
+}
+
+/* An OSError whose message already names the segment; steals `text`. */
+static void set_oserror_text(PyObject *type, int err, PyObject *text) {
+  if (!text) return;
+  PyObject *exc = PyObject_CallFunction(type, "iN", err, text);
+  if (exc) {
+    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    Py_DECREF(exc);
+  }
+}
+
+/* Where a segment's POSIX object appears as a file (best effort: messages). */
+static const char *object_path(const char *name, char *buf, size_t size) {
+  snprintf(buf, size, "/dev/shm%s%s", SHL_POSIX_PREFIX, name);
+  return buf;
+}
+
+/* "nobody (uid 65534)", or "uid 65534" for a uid without a name. */
+static void user_text(uid_t uid, char *buf, size_t size, const char **user) {
+  struct passwd *pw = getpwuid(uid);
+  *user = pw ? pw->pw_name : NULL;
+  if (pw) snprintf(buf, size, "%s (uid %u)", pw->pw_name, (unsigned)uid);
+  else snprintf(buf, size, "uid %u", (unsigned)uid);
+}
+
+static void set_foreign_owner(const char *name, const char *noun, enum err_context where) {
+  char path[64], who[96], msg[512];
+  const char *user = NULL;
+  struct stat st;
+  if (lstat(object_path(name, path, sizeof path), &st) == 0) {
+    user_text(st.st_uid, who, sizeof who, &user);
+  } else {
+    snprintf(who, sizeof who, "another user");
+  }
+  if (where == AT_ADOPT || where == AT_STREAM_ADOPT) {
+    snprintf(msg, sizeof msg,
+             "%s '%s' exists and is owned by %s, not by you: %s never adopts another user's %s "
+             "(pick another name, or have its owner remove it)",
+             noun, name, who, where == AT_ADOPT ? "creating" : "a writer", noun);
+  } else if (user) {
+    snprintf(msg, sizeof msg,
+             "%s '%s' is owned by %s, not by you or root; pass owner='%s' or owner='any' to "
+             "open it anyway",
+             noun, name, who, user);
+  } else {
+    snprintf(msg, sizeof msg,
+             "%s '%s' is owned by %s, not by you or root; pass owner=%u or owner='any' to "
+             "open it anyway",
+             noun, name, who, (unsigned)st.st_uid);
+  }
+  set_oserror_text(PyExc_PermissionError, EACCES, PyUnicode_FromString(msg));
+}
+
+/* The pid an initialising creator wrote into the header (docs/format.md:
+ * creator_pid, offset 72), or 0. */
+static long creator_pid_of(const char *name) {
+  char path[64];
+  int32_t pid = 0;
+  int fd = open(object_path(name, path, sizeof path), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return 0;
+  if (pread(fd, &pid, sizeof pid, 72) != (ssize_t)sizeof pid) pid = 0;
+  close(fd);
+  return pid > 0 ? pid : 0;
+}
+
+/* What a non-regular file at a segment's name is, or NULL for a regular file. */
+static const char *planted(const char *name, char *path, size_t size) {
+  struct stat st;
+  if (lstat(object_path(name, path, size), &st) != 0) return NULL;
+  if (S_ISDIR(st.st_mode)) return "a directory";
+  if (S_ISFIFO(st.st_mode)) return "a FIFO";
+  if (S_ISSOCK(st.st_mode)) return "a socket";
+  if (S_ISLNK(st.st_mode)) return "a symbolic link";
+  if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) return "a device";
+  return NULL;
 }
 
 /* The errors only opening a stream gives; false if rc is not one of them. */
@@ -184,8 +271,32 @@ static bool set_stream_open_error(modstate *st, int rc, const char *name) {
 static PyObject *set_error(modstate *st, int rc, const char *name, enum err_context where) {
   const char *text = shl_strerror(rc);
   const char *noun = where >= AT_STREAM_OPEN ? "stream" : "segment";
-  if (where == AT_STREAM_OPEN && set_stream_open_error(st, rc, name)) return NULL;
-  if (rc == SHL_E_READONLY) {
+  if ((where == AT_STREAM_OPEN || where == AT_STREAM_ADOPT) && set_stream_open_error(st, rc, name))
+    return NULL;
+  char path[64];
+  const char *what = rc == SHL_E_NOT_SHMLANE || rc == -EEXIST ? planted(name, path, sizeof path)
+                                                              : NULL;
+  if (what) {
+    /* Something else sits at the name: say what, not "bad magic" or "exists". */
+    PyErr_Format(rc == -EEXIST ? PyExc_FileExistsError : st->corrupt,
+                 "'%s' is %s, not a shmlane %s", path, what, noun);
+  } else if (rc == SHL_E_FOREIGN_OWNER) {
+    set_foreign_owner(name, noun, where);
+  } else if (rc == SHL_E_CREATOR_DEAD || rc == SHL_E_NOT_READY) {
+    char creator[48] = "its creator";
+    long pid = creator_pid_of(name);
+    if (pid) snprintf(creator, sizeof creator, "its creator (pid %ld)", pid);
+    if (rc == SHL_E_NOT_READY) {
+      set_oserror_text(PyExc_TimeoutError, ETIMEDOUT,
+                       PyUnicode_FromFormat("%s '%s' is still being initialised by %s", noun,
+                                            name, creator));
+    } else {
+      PyErr_Format(st->corrupt,
+                   "%s '%s': %s died before the %s was ready; remove it with "
+                   "`shmlane rm %s` (or `shmlane gc`)",
+                   noun, name, creator, noun, name);
+    }
+  } else if (rc == SHL_E_READONLY) {
     set_oserror(PyExc_PermissionError, EACCES, text, name);
   } else if (rc == SHL_E_NOT_READY) {
     set_oserror(PyExc_OSError, ETIMEDOUT, text, name); /* OSError picks TimeoutError */
@@ -372,7 +483,9 @@ static int fill_buffer(Py_buffer *view, PyObject *exporter, const Base *b, void 
 
 static void base_dealloc(Base *b) {
   PyTypeObject *type = Py_TYPE(b);
-  b->drop(b); /* no pins can remain: exports, samples and calls hold references */
+  /* Exports, samples and calls hold references; only a lock whose Held was
+   * dropped unreleased may still pin: the core's close then waits for its holder. */
+  b->drop(b);
   type->tp_free(b);
   Py_DECREF(type);
 }
@@ -447,11 +560,24 @@ static PyObject *base_get_closed(Base *b, void *unused) {
 
 /* ---------------------------------------------------------------- Handle: a segment */
 
+static void unpin_base(Base *b);
+
 static void handle_drop(Base *b) {
   Handle *h = (Handle *)b;
-  shl_close(h->seg); /* also unlocks if this handle still holds the lock */
+  shl_close(h->seg); /* the core defers it while a thread of ours holds the lock */
   h->seg = NULL;
   h->locked = false;
+}
+
+/* The calling thread holds the lock through h, in this process. */
+static bool holds_lock(const Handle *h) {
+  return h->locked && h->lock_thread == PyThread_get_thread_ident() && h->lock_pid == getpid();
+}
+
+/* Forget the lock (unlocked, or a parent's across fork) and its pin. */
+static void forget_lock(Handle *h) {
+  h->locked = false;
+  unpin_base(&h->base);
 }
 
 /* Wraps seg (taking ownership) in a new Handle. */
@@ -463,6 +589,8 @@ static PyObject *handle_new(modstate *st, shl_segment *seg) {
   }
   h->seg = seg;
   h->locked = false;
+  h->lock_thread = 0;
+  h->lock_pid = 0;
   h->readonly = shl_is_readonly(seg) != 0;
   int rc = base_init(&h->base, seg, "segment", handle_drop);
   if (rc < 0) {
@@ -504,10 +632,13 @@ static void handle_releasebuffer(Handle *h, Py_buffer *view) {
 static PyObject *handle_close(Handle *h, PyObject *unused) {
   (void)unused;
   if (h->base.closed) Py_RETURN_NONE;
-  /* Deferred unmapping must not keep other processes out of the lock. */
-  if (h->locked) shl_unlock(h->seg);
-  h->locked = false;
-  base_close(&h->base);
+  /* Deferred unmapping must not keep other processes out of the lock: the
+   * caller's own lock is released now. Another thread's stays, with the
+   * mapping, until that thread unlocks; a parent's (across fork) is not ours. */
+  h->base.closed = true;
+  if (holds_lock(h)) shl_unlock(h->seg);
+  if (h->locked && (holds_lock(h) || h->lock_pid != getpid())) forget_lock(h);
+  release_if_done(&h->base);
   Py_RETURN_NONE;
 }
 
@@ -526,16 +657,23 @@ static PyObject *handle_lock(Handle *h, PyObject *arg) {
   if (rc == PY_ERROR) return NULL;
   if (rc < 0 && rc != SHL_E_OWNER_DEAD)
     return set_error(state_of((PyObject *)h), rc, h->base.name, AT_USE);
+  if (h->locked && h->lock_pid != getpid()) forget_lock(h); /* the parent's, across fork */
   h->locked = true;
+  h->lock_thread = PyThread_get_thread_ident();
+  h->lock_pid = getpid();
+  h->base.pins++;
   return PyBool_FromLong(rc == SHL_E_OWNER_DEAD);
 }
 
+/* Only the holding thread unlocks (the core says EPERM to any other). After
+ * close(): the holder's unlock completes a deferred close; with the lock
+ * already released by close() it is a no-op. */
 static PyObject *handle_unlock(Handle *h, PyObject *unused) {
   (void)unused;
-  if (h->base.closed) return closed_error(&h->base);
+  if (h->base.closed && !h->locked) Py_RETURN_NONE;
   int rc = shl_unlock(h->seg);
   if (rc < 0) return set_error(state_of((PyObject *)h), rc, h->base.name, AT_USE);
-  h->locked = false;
+  forget_lock(h);
   Py_RETURN_NONE;
 }
 
@@ -1286,27 +1424,31 @@ static PyObject *mod_create(PyObject *mod, PyObject *args) {
 struct open_ctx {
   shl_segment *seg;
   const char *name;
-  uint32_t flags;
+  shl_open_opts opts;
 };
 
 static int open_step(void *ctx, int64_t timeout_ns) {
   struct open_ctx *o = ctx;
-  return shl_open(&o->seg, o->name, o->flags, timeout_ns);
+  o->opts.timeout_ns = timeout_ns;
+  return shl_open_ex(&o->seg, o->name, &o->opts);
 }
 
-/* open(name, readonly, timeout) -> Handle. Waits for a creator still initialising. */
+/* open(name, readonly, timeout, owner=0, owner_uid=0) -> Handle. Waits for
+ * a creator still initialising (while it lives). owner: shl_owner_policy. */
 static PyObject *mod_open(PyObject *mod, PyObject *args) {
   modstate *st = PyModule_GetState(mod);
-  struct open_ctx o = {NULL, NULL, 0};
+  struct open_ctx o = {NULL, NULL, SHL_OPEN_OPTS_INIT};
   int readonly;
   int64_t timeout_ns;
-  if (!PyArg_ParseTuple(args, "spO&:open", &o.name, &readonly, timeout_converter, &timeout_ns))
+  if (!PyArg_ParseTuple(args, "spO&|II:open", &o.name, &readonly, timeout_converter, &timeout_ns,
+                        &o.opts.owner, &o.opts.owner_uid))
     return NULL;
-  o.flags = readonly ? SHL_OPEN_READONLY : 0;
+  o.opts.flags = readonly ? SHL_OPEN_READONLY : 0;
   int rc =
       run_blocking(NULL, open_step, &o, timeout_ns, SLICE_NS, SHL_E_NOT_READY, SHL_E_NOT_READY);
   if (rc == PY_ERROR) return NULL;
-  if (rc < 0) return set_error(st, rc, o.name, AT_OPEN);
+  if (rc < 0)
+    return set_error(st, rc, o.name, o.opts.owner == SHL_OWNER_CREATOR ? AT_ADOPT : AT_OPEN);
   return handle_new(st, o.seg);
 }
 
@@ -1345,7 +1487,7 @@ static PyObject *mod_writer_open(PyObject *mod, PyObject *args) {
   PyThreadState *gil = PyEval_SaveThread(); /* reserving the slots takes a while */
   int rc = shl_writer_open(&core, name, &layout, &opts);
   PyEval_RestoreThread(gil);
-  if (rc < 0) return set_error(st, rc, name, AT_STREAM_OPEN);
+  if (rc < 0) return set_error(st, rc, name, AT_STREAM_ADOPT);
   Writer *w = PyObject_New(Writer, st->writer_type);
   if (!w) {
     shl_writer_close(core);
@@ -1358,7 +1500,7 @@ static PyObject *mod_writer_open(PyObject *mod, PyObject *args) {
   rc = base_init(&w->base, shl_writer_segment(core), "stream writer", writer_drop);
   if (rc == 0) rc = map_frames(w, st);
   if (rc < 0) {
-    if (rc != PY_ERROR) set_error(st, rc, name, AT_STREAM_OPEN);
+    if (rc != PY_ERROR) set_error(st, rc, name, AT_STREAM_ADOPT);
     Py_DECREF(w);
     return NULL;
   }
@@ -1443,7 +1585,8 @@ static PyObject *mod_names(PyObject *mod, PyObject *unused) {
 
 static PyMethodDef mod_methods[] = {
     {"create", mod_create, METH_VARARGS, "create(name, format, shape, mode, flags) -> Handle"},
-    {"open", mod_open, METH_VARARGS, "open(name, readonly, timeout) -> Handle"},
+    {"open", mod_open, METH_VARARGS,
+     "open(name, readonly, timeout, owner=0, owner_uid=0) -> Handle"},
     {"writer_open", mod_writer_open, METH_VARARGS,
      "writer_open(name, format, shape, slots, max_readers, flags, mode) -> Writer"},
     {"reader_open", mod_reader_open, METH_VARARGS, "reader_open(name, mode, timeout) -> Reader"},

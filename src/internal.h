@@ -14,6 +14,12 @@ enum shl__seg_flags {
   SHL__SEG_UNLINK_ON_CLOSE = 1u << 2,
 };
 
+/* A descriptor for role locks (see below). */
+struct shl__role_fd {
+  int fd; /* -1: none, or closed in a forked child */
+  struct shl__role_fd *prev, *next;
+};
+
 struct shl_segment {
   struct shl__header *hdr; /* start of the mapping */
   size_t map_size;         /* what fstat reported at map time; never touch beyond */
@@ -25,7 +31,15 @@ struct shl_segment {
   uint32_t kind;
   uint32_t flags;     /* enum shl__seg_flags */
   uint32_t hdr_flags; /* snapshot of enum shl__header_flags */
-  int lock_held;      /* this handle holds the lock: released on close */
+  /* Process-local lifetime: the mapping outlives every thread that holds
+   * the lock through this handle (the mutex is on that thread's robust list)
+   * and every call blocked in it. Both words carry the fork generation in
+   * their high 32 bits: a parent's counts and holder mean nothing in a child. */
+  _Atomic uint64_t refs;   /* count: 1 while open, +1 per blocking call inside, +1 while locked */
+  _Atomic uint64_t holder; /* kernel thread id holding the lock through this handle, 0 none */
+  _Atomic int closing;     /* shl_close() was called: blocked calls return SHL_E_CLOSED */
+  unsigned fork_gen;       /* shl__fork_generation() at open: another value means inherited */
+  struct shl__role_fd role; /* the creator's: holds SHL__ROLE_CREATOR while this handle is open */
   char name[SHL_NAME_MAX + 1];
   /* Private snapshot of the validated layout: a peer rewriting the header
    * later cannot change what this process believes. */
@@ -43,6 +57,12 @@ struct shl__extra {
 };
 int shl__segment_create(shl_segment **out, const char *name, const shl_layout *layout,
                         const shl_create_opts *opts, const struct shl__extra *extra);
+/* A blocking call enters the handle (SHL_E_CLOSED once shl_close() was
+ * called) and puts it back when done; the last put frees the handle. */
+int shl__seg_enter(shl_segment *seg);
+void shl__seg_put(shl_segment *seg);
+/* This thread, with the fork generation: the word stored in `holder`. */
+uint64_t shl__seg_self(void);
 
 /* error.c: copy a caller's growable struct (its first field is its size)
  * into `dst` of dst_size bytes, already holding the defaults: fields past the
@@ -94,16 +114,14 @@ int shl__role_held(int fd, uint64_t byte);
  * `fd` refers to, registered so that a forked child closes its copy at once
  * (a child must never keep its parent's roles alive). -errno on failure,
  * -ESTALE if `name` no longer refers to the object of `fd`. */
-struct shl__role_fd {
-  int fd; /* -1: none, or closed in a forked child */
-  struct shl__role_fd *prev, *next;
-};
 int shl__role_fd_open(struct shl__role_fd *r, const char *posix_name, int fd);
 void shl__role_fd_close(struct shl__role_fd *r);
 
 /* Changes in every child made by fork(): a handle that recorded another
  * value was inherited, and must not touch shared state. */
 unsigned shl__fork_generation(void);
+/* The calling thread's kernel id (cached per thread and fork generation). */
+int32_t shl__thread_id(void);
 
 /* Directory where POSIX shared-memory objects appear as files. */
 const char *shl__shm_dir(void);

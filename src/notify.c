@@ -41,37 +41,54 @@ static int spin(shl_segment *seg, uint64_t since, int64_t until, uint64_t *seen)
   }
 }
 
-int shl_wait_ex(shl_segment *seg, uint64_t since, int64_t timeout_ns,
-                const shl_wait_opts *opts, uint64_t *out) {
-  struct shl__header *h = seg->hdr;
-  uint64_t v = shl_version(seg);
-  if (v != since) goto changed;
-  if (timeout_ns == 0) return -ETIMEDOUT;
+/* A waiter re-checks `closing` at least this often: shl_close() wakes the
+ * futex, but a wake landing just before the waiter sleeps would be lost. */
+#define CLOSE_SLICE_NS 200000000
 
+static int wait_changed(shl_segment *seg, uint64_t since, int64_t timeout_ns,
+                        const shl_wait_opts *opts, uint64_t *seen) {
+  struct shl__header *h = seg->hdr;
   int64_t now = shl__monotonic_ns();
   int64_t deadline = shl__deadline(now, timeout_ns);
   if (opts && opts->spin_ns) {
     int64_t spin_ns = opts->spin_ns < SPIN_CAP_NS ? opts->spin_ns : SPIN_CAP_NS;
     int64_t until = deadline - now < spin_ns ? deadline : now + spin_ns;
-    if (spin(seg, since, until, &v)) goto changed;
+    if (spin(seg, since, until, seen)) return 0;
   }
   bool announced = seg->flags & SHL__SEG_HDR_WRITABLE;
   bool woken_reliably = announced || (seg->hdr_flags & SHL__HDR_WAKE_ALWAYS);
   bool interruptible = opts && (opts->flags & SHL_WAIT_INTERRUPTIBLE);
   for (;;) {
+    if (atomic_load(&seg->closing)) return SHL_E_CLOSED;
     int64_t left = timeout_ns < 0 ? -1 : deadline - shl__monotonic_ns();
     if (timeout_ns >= 0 && left <= 0) return -ETIMEDOUT;
-    if (!woken_reliably && (left < 0 || left > UNANNOUNCED_SLICE_NS)) left = UNANNOUNCED_SLICE_NS;
+    int64_t slice = woken_reliably ? CLOSE_SLICE_NS : UNANNOUNCED_SLICE_NS;
+    if (left < 0 || left > slice) left = slice;
     if (announced) atomic_fetch_add(&h->waiters, 1);
     int rc = 0;
-    v = atomic_load(&h->version);
+    uint64_t v = atomic_load(&h->version);
     if (v == since) rc = shl__futex_wait(shl__version_word(h), (uint32_t)since, left);
     if (announced) atomic_fetch_sub(&h->waiters, 1);
     v = shl_version(seg);
-    if (v != since) goto changed;
+    if (v != since) {
+      *seen = v;
+      return 0;
+    }
     if (rc == -EINTR && interruptible) return -EINTR;
   }
-changed:
+}
+
+int shl_wait_ex(shl_segment *seg, uint64_t since, int64_t timeout_ns,
+                const shl_wait_opts *opts, uint64_t *out) {
+  uint64_t v = shl_version(seg);
+  if (v == since) {
+    if (timeout_ns == 0) return -ETIMEDOUT;
+    int rc = shl__seg_enter(seg);
+    if (rc < 0) return rc;
+    rc = wait_changed(seg, since, timeout_ns, opts, &v);
+    shl__seg_put(seg); /* after a close meanwhile, the last one out frees */
+    if (rc < 0) return rc;
+  }
   if (out) *out = v;
   return 0;
 }

@@ -154,6 +154,17 @@ unsigned shl__fork_generation(void) {
   return atomic_load_explicit(&fork_generation, memory_order_relaxed);
 }
 
+int32_t shl__thread_id(void) {
+  static _Thread_local int32_t tid;
+  static _Thread_local unsigned tid_gen;
+  unsigned gen = shl__fork_generation();
+  if (tid == 0 || tid_gen != gen) { /* a forked child's thread has a new id */
+    tid = (int32_t)syscall(SYS_gettid);
+    tid_gen = gen;
+  }
+  return tid;
+}
+
 int shl__role_fd_open(struct shl__role_fd *r, const char *posix_name, int fd) {
   pthread_once(&atfork_once, install_atfork);
   r->fd = -1;

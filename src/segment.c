@@ -37,6 +37,58 @@ static int posix_name(const char *name, char out[POSIX_NAME_MAX + 1]) {
 
 static uint64_t round_up(uint64_t v, uint64_t align) { return (v + align - 1) / align * align; }
 
+/* ---------------------------------------------------------------- handle lifetime */
+
+static uint64_t gen_word(uint64_t gen, uint64_t low) { return gen << 32 | low; }
+
+uint64_t shl__seg_self(void) {
+  return gen_word(shl__fork_generation(), (uint32_t)shl__thread_id());
+}
+
+static shl_segment *seg_new(int fd) {
+  shl_segment *seg = calloc(1, sizeof *seg);
+  if (!seg) return NULL;
+  seg->fd = fd;
+  seg->role.fd = -1;
+  seg->role.prev = seg->role.next = &seg->role;
+  seg->fork_gen = shl__fork_generation();
+  atomic_init(&seg->refs, gen_word(seg->fork_gen, 1));
+  atomic_init(&seg->holder, 0);
+  atomic_init(&seg->closing, 0);
+  return seg;
+}
+
+/* Adds delta to this process's count and returns the new count. A count of
+ * another fork generation is a parent's: in this process it stands for the
+ * open handle alone (the parent's threads do not exist here). */
+static uint32_t refs_add(shl_segment *seg, int delta) {
+  uint64_t gen = shl__fork_generation();
+  uint64_t cur = atomic_load(&seg->refs), next;
+  do {
+    uint32_t count = cur >> 32 == gen ? (uint32_t)cur : 1;
+    next = gen_word(gen, (uint32_t)(count + delta));
+  } while (!atomic_compare_exchange_weak(&seg->refs, &cur, next));
+  return (uint32_t)next;
+}
+
+/* Process-local only: unmaps and frees; shared state is never touched. */
+static void release(shl_segment *seg) {
+  if (seg->hdr) munmap(seg->hdr, seg->map_size);
+  shl__role_fd_close(&seg->role); /* drops the creator role, if held */
+  if (seg->fd >= 0) close(seg->fd);
+  free(seg);
+}
+
+int shl__seg_enter(shl_segment *seg) {
+  if (atomic_load(&seg->closing)) return SHL_E_CLOSED;
+  refs_add(seg, 1);
+  return 0;
+}
+
+void shl__seg_put(shl_segment *seg) {
+  if (refs_add(seg, -1) == 0) release(seg);
+}
+
 /* ---------------------------------------------------------------- create */
 
 static bool format_is_struct(const char *format) {
@@ -113,21 +165,33 @@ int shl__segment_create(shl_segment **out, const char *name, const shl_layout *l
       plan.total_size > (uint64_t)INT64_MAX)
     return SHL_E_BAD_SHAPE;
 
-  shl_segment *seg = calloc(1, sizeof *seg);
+  shl_segment *seg = seg_new(-1);
   if (!seg) return -ENOMEM;
-  seg->fd = -1;
 
   if (opts->flags & SHL_CREATE_REPLACE) shm_unlink(pname);
   /* O_EXCL: exactly one creator wins; glibc adds O_NOFOLLOW, so a planted
    * symlink makes this fail rather than be followed. */
   int fd = shm_open(pname, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) {
-    free(seg);
-    return -errno;
+    rc = -errno;
+    release(seg);
+    return rc;
   }
   seg->fd = fd;
-  /* From here on the name is ours: undo it on any failure. */
+  /* From here on the name is ours: undo it on any failure. The creator role
+   * is held for as long as this handle is open: openers wait while it is
+   * held and know the creator died when it is free and the header not ready. */
+  rc = shl__role_fd_open(&seg->role, pname, fd);
+  if (rc == 0) rc = shl__role_take(seg->role.fd, SHL__ROLE_CREATOR);
+  if (rc < 0) goto fail;
   if (fchmod(fd, mode) < 0 || ftruncate(fd, (off_t)plan.total_size) < 0) goto fail_errno;
+  void *map = mmap(NULL, plan.total_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (map == MAP_FAILED) goto fail_errno;
+  seg->hdr = map;
+  seg->map_size = plan.total_size;
+  struct shl__header *h = seg->hdr;
+  /* The pid first, so that an opener waiting through a long reservation can name us. */
+  h->creator_pid = (int32_t)getpid();
   if (!(opts->flags & SHL_CREATE_NO_RESERVE)) {
     /* Reserve tmpfs pages now so a full /dev/shm is an error here, not a SIGBUS later. */
     rc = posix_fallocate(fd, 0, (off_t)plan.total_size);
@@ -136,12 +200,7 @@ int shl__segment_create(shl_segment **out, const char *name, const shl_layout *l
       goto fail_errno;
     }
   }
-  void *map = mmap(NULL, plan.total_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  if (map == MAP_FAILED) goto fail_errno;
-  seg->hdr = map;
-  seg->map_size = plan.total_size;
 
-  struct shl__header *h = seg->hdr;
   memcpy(h->magic, SHL__MAGIC, sizeof SHL__MAGIC);
   h->format_version = SHL__FORMAT_VERSION;
   h->header_size = SHL__HEADER_SIZE;
@@ -153,7 +212,6 @@ int shl__segment_create(shl_segment **out, const char *name, const shl_layout *l
   h->format_len = plan.format_len;
   h->ndim = plan.ndim;
   h->itemsize = plan.itemsize;
-  h->creator_pid = (int32_t)getpid();
   h->flags = mode_has_readonly_class(mode) ? SHL__HDR_WAKE_ALWAYS : 0;
   uint64_t start = 0;
   shl__process_start(h->creator_pid, &start);
@@ -180,9 +238,7 @@ fail_errno:
   rc = -errno;
 fail:
   shm_unlink(pname);
-  if (seg->hdr) munmap(seg->hdr, seg->map_size);
-  close(fd);
-  free(seg);
+  release(seg);
   return rc;
 }
 
@@ -261,6 +317,22 @@ static void fill_snapshot(shl_segment *seg, const struct shl__header *h, const c
   memcpy(seg->layout.strides, h->strides, sizeof seg->layout.strides);
 }
 
+/* A creator takes its role lock right after shm_open and sizes the object
+ * only then: an empty object younger than this, with the role free, may be
+ * a creator between those two calls. */
+#define CREATOR_GRACE_NS 1000000000
+
+/* An object that is not ready: 1 while its creator may still finish it, 0
+ * when the creator is gone (its role lock is free). Cannot tell counts as alive. */
+static int creator_may_finish(int fd) {
+  if (shl__role_held(fd, SHL__ROLE_CREATOR) != 0) return 1;
+  struct stat st;
+  if (fstat(fd, &st) < 0) return 1;
+  if (st.st_size > 0) return 0;
+  int64_t born = (int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec;
+  return shl__realtime_ns() - born < CREATOR_GRACE_NS;
+}
+
 static void sleep_ns(int64_t ns) {
   struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
   nanosleep(&ts, NULL);
@@ -320,10 +392,81 @@ static int owner_check(int fd, uint32_t policy, uint32_t uid) {
   uid_t me = geteuid();
   switch (policy) {
     case SHL_OWNER_SELF: return st.st_uid == me || st.st_uid == 0 ? 0 : SHL_E_FOREIGN_OWNER;
+    case SHL_OWNER_CREATOR: return st.st_uid == me ? 0 : SHL_E_FOREIGN_OWNER;
     case SHL_OWNER_UID: return st.st_uid == me || st.st_uid == uid ? 0 : SHL_E_FOREIGN_OWNER;
     case SHL_OWNER_ANY: return 0;
     default: return -EINVAL;
   }
+}
+
+/* The name still refers to the object open as fd (not unlinked, not replaced). */
+static bool names_object(const char *pname, int fd) {
+  char path[POSIX_NAME_MAX + 16];
+  struct stat mine, now;
+  snprintf(path, sizeof path, "%s%s", shl__shm_dir(), pname);
+  return fstat(fd, &mine) == 0 && lstat(path, &now) == 0 && mine.st_ino == now.st_ino &&
+         mine.st_dev == now.st_dev;
+}
+
+/* shm_open's errno, except that something other than a regular file at the
+ * name (glibc reports a directory as EINVAL) is not a segment. */
+static int open_error(const char *pname) {
+  int err = errno;
+  char path[POSIX_NAME_MAX + 16];
+  struct stat st;
+  snprintf(path, sizeof path, "%s%s", shl__shm_dir(), pname);
+  if ((err == EINVAL || err == EISDIR) && lstat(path, &st) == 0 && !S_ISREG(st.st_mode))
+    return SHL_E_NOT_SHMLANE;
+  return -err;
+}
+
+/* Opens the object at pname and waits until its header is ready (or the
+ * deadline). -ESTALE if its creator died and the name now refers to
+ * another object. */
+static int open_object(shl_segment **out, const char *pname, const shl_open_opts *opts,
+                       int64_t deadline, bool *writable) {
+  /* A read-only opener still wants a writable header (lock, waiter count)
+   * when its permissions allow; otherwise everything is mapped read-only. */
+  /* O_NONBLOCK: a FIFO planted under the name must not hang the open; it
+   * changes nothing for a regular file. */
+  const int oflags = O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK;
+  int fd = shm_open(pname, O_RDWR | oflags, 0);
+  *writable = fd >= 0;
+  if (fd < 0 && (opts->flags & SHL_OPEN_READONLY) && errno == EACCES)
+    fd = shm_open(pname, O_RDONLY | oflags, 0);
+  if (fd < 0) return open_error(pname);
+  int rc = owner_check(fd, opts->owner, opts->owner_uid);
+  if (rc < 0) {
+    close(fd);
+    return rc;
+  }
+  shl_segment *seg = seg_new(fd);
+  if (!seg) {
+    close(fd);
+    return -ENOMEM;
+  }
+  int64_t pause = 100000; /* 0.1 ms, doubling to 10 ms */
+  while ((rc = try_map(seg, *writable)) == -EAGAIN) {
+    if (!creator_may_finish(fd)) {
+      /* The creator may have published and closed since the look. */
+      rc = try_map(seg, *writable);
+      if (rc == -EAGAIN) rc = names_object(pname, fd) ? SHL_E_CREATOR_DEAD : -ESTALE;
+      break;
+    }
+    int64_t left = deadline - shl__monotonic_ns();
+    if (left <= 0) {
+      rc = SHL_E_NOT_READY;
+      break;
+    }
+    sleep_ns(pause < left ? pause : left);
+    if (pause < 10000000) pause *= 2;
+  }
+  if (rc < 0) {
+    release(seg);
+    return rc;
+  }
+  *out = seg;
+  return 0;
 }
 
 int shl_open(shl_segment **out, const char *name, uint32_t flags, int64_t timeout_ns) {
@@ -347,43 +490,13 @@ int shl_open_ex(shl_segment **out, const char *name, const shl_open_opts *user_o
   if (flags & ~(uint32_t)SHL_OPEN_READONLY) return -EINVAL;
   bool readonly = flags & SHL_OPEN_READONLY;
 
-  /* A read-only opener still wants a writable header (lock, waiter count)
-   * when its permissions allow; otherwise everything is mapped read-only. */
-  /* O_NONBLOCK: a FIFO planted under the name must not hang the open; it
-   * changes nothing for a regular file. */
-  const int oflags = O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK;
-  int fd = shm_open(pname, O_RDWR | oflags, 0);
-  bool writable = fd >= 0;
-  if (fd < 0 && readonly && errno == EACCES) fd = shm_open(pname, O_RDONLY | oflags, 0);
-  if (fd < 0) return -errno;
-  rc = owner_check(fd, opts.owner, opts.owner_uid);
-  if (rc < 0) {
-    close(fd);
-    return rc;
-  }
-
-  shl_segment *seg = calloc(1, sizeof *seg);
-  if (!seg) {
-    close(fd);
-    return -ENOMEM;
-  }
-  seg->fd = fd;
   int64_t deadline = shl__deadline(shl__monotonic_ns(), timeout_ns);
-  int64_t pause = 100000; /* 0.1 ms, doubling to 10 ms */
-  while ((rc = try_map(seg, writable)) == -EAGAIN) {
-    int64_t left = deadline - shl__monotonic_ns();
-    if (left <= 0) {
-      rc = SHL_E_NOT_READY;
-      break;
-    }
-    sleep_ns(pause < left ? pause : left);
-    if (pause < 10000000) pause *= 2;
+  shl_segment *seg = NULL;
+  bool writable = false;
+  /* A dead creator's object that was replaced meanwhile: open the new one. */
+  while ((rc = open_object(&seg, pname, &opts, deadline, &writable)) == -ESTALE) {
   }
-  if (rc < 0) {
-    close(fd);
-    free(seg);
-    return rc;
-  }
+  if (rc < 0) return rc;
   snprintf(seg->name, sizeof seg->name, "%s", name);
   seg->flags = writable ? SHL__SEG_HDR_WRITABLE : 0;
   if (readonly) {
@@ -407,22 +520,25 @@ int shl_open_ex(shl_segment **out, const char *name, const shl_open_opts *user_o
 
 void shl_close(shl_segment *seg) {
   if (!seg) return;
-  /* A mutex unmapped while held would be invisible to the kernel's robust
-   * list walk at exit, leaving it owned by a dead thread forever. */
-  if (seg->lock_held) pthread_mutex_unlock(&seg->hdr->lock.mutex);
-  if (seg->flags & SHL__SEG_UNLINK_ON_CLOSE) {
-    char pname[POSIX_NAME_MAX + 1], path[sizeof pname + 16];
-    struct stat mine, now;
+  /* A child's inherited handle never changes shared state: no unlink, and
+   * the parent's lock is not ours (holder carries the fork generation). */
+  bool inherited = seg->fork_gen != shl__fork_generation();
+  atomic_store(&seg->closing, 1);
+  /* The calling thread's lock is released. Another thread's stays held, and
+   * mapped, until that thread unlocks (the last one out frees): unmapping a
+   * mutex on a live thread's robust list would crash its next lock, and at its
+   * exit the kernel could not mark it OWNER_DIED. */
+  if (atomic_load(&seg->holder) == shl__seg_self()) shl_unlock(seg);
+  if ((seg->flags & SHL__SEG_UNLINK_ON_CLOSE) && !inherited) {
+    char pname[POSIX_NAME_MAX + 1];
     posix_name(seg->name, pname);
-    snprintf(path, sizeof path, "%s%s", shl__shm_dir(), pname);
     /* Only if the name still refers to our object, not a replacement. */
-    if (fstat(seg->fd, &mine) == 0 && lstat(path, &now) == 0 && mine.st_ino == now.st_ino &&
-        mine.st_dev == now.st_dev)
-      shm_unlink(pname);
+    if (names_object(pname, seg->fd)) shm_unlink(pname);
   }
-  munmap(seg->hdr, seg->map_size);
-  close(seg->fd);
-  free(seg);
+  /* Calls blocked in shl_wait see `closing` now (other processes' waiters
+   * take it as a spurious wake-up); those in shl_lock within a slice. */
+  if (refs_add(seg, 0) > 1) shl__futex_wake_all(shl__version_word(seg->hdr));
+  shl__seg_put(seg);
 }
 
 int shl_unlink(const char *name) {
@@ -453,7 +569,9 @@ int shl_get_info(const shl_segment *seg, shl_info *out) {
   out->payload_size = seg->payload_size;
   out->version = shl_version(seg);
   out->creator_pid = h->creator_pid;
-  out->creator_alive = shl__process_alive(h->creator_pid, h->creator_start);
+  /* The creator holds its role lock for as long as its creating handle is open. */
+  int held = shl__role_held(seg->fd, SHL__ROLE_CREATOR);
+  out->creator_alive = held < 0 ? -1 : held;
   out->created_ns = h->created_ns;
   out->mode = (uint32_t)(st.st_mode & 07777);
   out->uid = (uint32_t)st.st_uid;

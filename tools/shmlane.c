@@ -791,6 +791,8 @@ static const char *gc_verdict(const char *name, const struct gc_opts *o, struct 
     uint64_t now = clock_ns(CLOCK_REALTIME);
     return now >= changed && now - changed >= o->grace_ns ? "never initialised" : NULL;
   }
+  /* Its creator's role lock is free: the creator is gone, whatever namespace it ran in. */
+  if (rc == SHL_E_CREATOR_DEAD) return "creator died before it was ready";
   if (rc < 0) return NULL; /* gone, foreign, corrupt, or not ours to read: not gc's call */
   const char *why = NULL;
   shl_info info;

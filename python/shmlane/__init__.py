@@ -17,7 +17,18 @@ from typing import Any, NamedTuple, Optional, Tuple
 import numpy as np
 
 from . import _ctypes, _dtype, _shmlane
-from ._common import Described, ShapeLike, in_slices, shape_tuple, spin_ns
+from ._common import (
+    OWNER_ANY,
+    OWNER_CREATOR,
+    Described,
+    OwnerLike,
+    ShapeLike,
+    in_slices,
+    owner_arg,
+    owner_text,
+    shape_tuple,
+    spin_ns,
+)
 from ._shmlane import CorruptSegment, Error, LayoutMismatch, LockRecovered, StreamBusy, WriterGone
 from ._stream import Loan, Reader, Sample, StreamInfo, Writer, stream_info
 
@@ -44,6 +55,10 @@ __all__ = [
 __version__ = _shmlane.core_version
 
 DTypeLike = Any  # anything np.dtype() accepts
+
+# How long open() and create(exist_ok=True) wait for a creator that is still
+# initialising the segment, while it lives: reserving 4 GiB takes about 1 s.
+OPEN_TIMEOUT = 10.0
 
 
 def _requested(name: str, dtype: DTypeLike, ctype: Any) -> Optional[np.dtype]:
@@ -72,7 +87,9 @@ def _view(handle: _shmlane.Handle) -> np.ndarray:
 
 class Held:
     """The segment's lock, held by this thread. Leaving the `with` block or
-    calling release() releases it. `recovered` is True when the previous
+    calling release() releases it; only the thread that took it may. While it
+    is held, the segment stays mapped even if another thread closes it: that
+    close completes at the release. `recovered` is True when the previous
     holder died while holding it: the lock works, but the data it guards may
     be half-written."""
 
@@ -83,9 +100,10 @@ class Held:
         self.recovered = recovered
 
     def release(self) -> None:
-        handle, self._handle = self._handle, None
-        if handle is not None and not handle.closed:  # close() already released it
-            handle.unlock()
+        handle = self._handle
+        if handle is not None:  # a no-op if this thread's close() released it already
+            handle.unlock()  # PermissionError from a thread that does not hold it
+            self._handle = None
 
     def __enter__(self) -> Held:
         return self
@@ -222,9 +240,13 @@ class Segment(Described):
     # ------------------------------------------------------------ lifetime
 
     def close(self) -> None:
-        """Detach from the segment (idempotent). Releases the lock if held.
-        Views taken earlier stay valid; the memory is unmapped when the last
-        one is released. The segment itself stays until unlinked."""
+        """Detach from the segment (idempotent). Releases the lock if this
+        thread holds it; a lock another thread holds stays held, and the
+        segment mapped, until that thread releases it. Views taken earlier
+        stay valid; the memory is unmapped when the last one is released.
+        The segment itself stays until unlinked. In a child made by fork(),
+        closing an inherited segment changes nothing shared: no unlock of
+        the parent's lock, no unlink_on_close."""
         self._array = self._struct = None
         self._raw.close()
 
@@ -265,15 +287,32 @@ def open(
     shape: Optional[ShapeLike] = None,
     ctype: Any = None,
     readonly: bool = False,
-    timeout: Optional[float] = 1.0,
+    timeout: Optional[float] = OPEN_TIMEOUT,
+    owner: OwnerLike = None,
 ) -> Segment:
     """Open an existing segment by name; its layout comes from the header.
     dtype, shape and ctype, when given, are checked against it (LayoutMismatch).
     readonly maps the payload read-only. timeout bounds the wait for a creator
-    that is still initialising the segment."""
+    that is still initialising the segment (while it lives; a dead creator
+    raises CorruptSegment at once). owner: whose segment to accept: None
+    (yours or root's), a user name or uid, or "any"; another owner raises
+    PermissionError."""
     wanted = _requested(name, dtype, ctype)
     want_shape = None if shape is None else shape_tuple(shape, f"segment '{name}'")
-    seg = Segment(_shmlane.open(name, readonly, timeout), ctype)
+    return _opened(name, wanted, want_shape, ctype, readonly, timeout, *owner_arg(owner))
+
+
+def _opened(
+    name: str,
+    wanted: Optional[np.dtype],
+    want_shape: Optional[Tuple[int, ...]],
+    ctype: Any,
+    readonly: bool,
+    timeout: Optional[float],
+    policy: int,
+    uid: int,
+) -> Segment:
+    seg = Segment(_shmlane.open(name, readonly, timeout, policy, uid), ctype)
     try:
         _verify(seg, wanted, want_shape)
     except LayoutMismatch:
@@ -292,10 +331,13 @@ def create(
     exist_ok: bool = False,
     unlink_on_close: bool = False,
     replace: bool = False,
+    timeout: Optional[float] = OPEN_TIMEOUT,
 ) -> Segment:
     """Create a zero-filled segment of `shape` elements of `dtype` (or of the
     ctypes type `ctype`). mode: permission bits. exist_ok: open an existing
-    segment of the same layout instead (LayoutMismatch if it differs).
+    segment of the same layout instead (LayoutMismatch if it differs), only
+    if this user owns it (PermissionError otherwise: never another user's),
+    waiting up to `timeout` for its creator while that creator lives.
     replace: unlink an existing one first. unlink_on_close: this process's
     close() also removes the name. Nothing is ever removed at exit otherwise."""
     wanted = _requested(name, dtype, ctype)
@@ -315,7 +357,7 @@ def create(
     except FileExistsError:
         if not exist_ok:
             raise
-        return open(name, dtype=wanted, shape=user_shape, ctype=ctype)
+        return _opened(name, wanted, user_shape, ctype, False, timeout, OWNER_CREATOR, 0)
     try:
         seg = Segment(handle, ctype)
         found = _dtype.difference(base, seg.dtype)
@@ -351,15 +393,18 @@ class SegmentInfo(NamedTuple):
     nbytes: Optional[int] = None
     version: Optional[int] = None
     creator_pid: Optional[int] = None
-    alive: Optional[bool] = None  # creator still running; None if that cannot be told
+    alive: Optional[bool] = None  # creator still has it open; None if that cannot be told
     error: Optional[str] = None
     kind: Optional[str] = None  # "array", "struct" or "stream"
     stream: Optional[StreamInfo] = None
+    uid: Optional[int] = None  # the owner
+    owner: Optional[str] = None  # the owner as people read it: "nobody (uid 65534)"
 
 
 def _info(name: str) -> Optional[SegmentInfo]:
     try:
-        handle = _shmlane.open(name, True, 0)
+        # Only a look at the header: every owner's segments are listed, with their owner.
+        handle = _shmlane.open(name, True, 0, OWNER_ANY, 0)
         try:
             # For a stream, the "payload" the handle exports is slot 0: one frame.
             array, info = _view(handle), handle.info()
@@ -380,6 +425,8 @@ def _info(name: str) -> Optional[SegmentInfo]:
         alive={1: True, 0: False}.get(info["creator_alive"]),
         kind=_KINDS.get(info["kind"]),
         stream=stream,
+        uid=info["uid"],
+        owner=owner_text(info["uid"]),
     )
 
 

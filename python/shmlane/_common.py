@@ -83,8 +83,9 @@ async def in_slices(call: Callable[[Optional[float]], T], timeout: Optional[floa
                 raise
 
 
-# Owner policies of the core (shl_owner_policy).
-OWNER_SELF, OWNER_UID, OWNER_ANY = 0, 1, 2
+# Owner policies of the core (shl_owner_policy). OWNER_CREATOR: exactly this
+# effective uid, what opening in place of creating requires.
+OWNER_SELF, OWNER_UID, OWNER_ANY, OWNER_CREATOR = 0, 1, 2, 3
 
 OwnerLike = Union[None, int, str]
 

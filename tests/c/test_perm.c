@@ -197,6 +197,98 @@ static void test_fifo_squatter(void) {
   T_CHECK(unlink(path) == 0);
 }
 
+/* ---------------------------------------------------------------- squatting */
+
+struct as_user {
+  uid_t uid;
+  gid_t gid, group; /* group: one supplementary group, 0 none */
+  const char *name;
+  uint32_t create_mode; /* create (and mark) with this mode; 0: open instead */
+  uint32_t owner, owner_uid;
+};
+
+/* In a child as another user: create a segment, or open one under an owner
+ * policy (and read it). The library's code, BAD_DATA or DROP_FAILED. */
+static int as_user(void *p) {
+  const struct as_user *a = p;
+  if (setgroups(a->group ? 1 : 0, &a->group) < 0 || setgid(a->gid) < 0 || setuid(a->uid) < 0)
+    return DROP_FAILED;
+  shl_segment *seg = NULL;
+  int rc;
+  if (a->create_mode) {
+    shl_create_opts copts = {.mode = a->create_mode};
+    rc = shl_create(&seg, a->name, &layout, &copts);
+    if (rc == 0) ((uint32_t *)shl_payload(seg))[0] = MARK;
+  } else {
+    shl_open_opts opts = SHL_OPEN_OPTS_INIT;
+    opts.owner = a->owner;
+    opts.owner_uid = a->owner_uid;
+    rc = shl_open_ex(&seg, a->name, &opts);
+    if (rc == 0 && ((const volatile uint32_t *)shl_payload(seg))[0] != MARK) rc = BAD_DATA;
+  }
+  shl_close(seg);
+  return rc;
+}
+
+static int run_as(struct as_user a) {
+  int rc;
+  T_EXPECT_EXIT(t_child_run(as_user, &a, 5, &rc), 0);
+  return rc;
+}
+
+static int open_owned(const char *name, uint32_t owner, uint32_t owner_uid) {
+  shl_open_opts opts = SHL_OPEN_OPTS_INIT;
+  opts.owner = owner;
+  opts.owner_uid = owner_uid;
+  shl_segment *seg = NULL;
+  int rc = shl_open_ex(&seg, name, &opts);
+  if (rc == 0 && ((const volatile uint32_t *)shl_payload(seg))[0] != MARK) rc = BAD_DATA;
+  shl_close(seg);
+  return rc;
+}
+
+/* nobody takes a name first, mode 0666. Root (us) opens it only when it
+ * names the owner or accepts any; creating never adopts it, so nobody reads
+ * nothing we write there. */
+static void test_squatter(void) {
+  const char *name = t_name("psquat");
+  t_unlink_at_exit(name);
+  T_EXPECT_RC(run_as((struct as_user){NOBODY, NOBODY, 0, name, 0666, 0, 0}), 0);
+  T_EXPECT_RC(open_owned(name, SHL_OWNER_SELF, 0), SHL_E_FOREIGN_OWNER);
+  T_EXPECT_RC(open_owned(name, SHL_OWNER_CREATOR, 0), SHL_E_FOREIGN_OWNER);
+  T_EXPECT_RC(open_owned(name, SHL_OWNER_UID, 1234), SHL_E_FOREIGN_OWNER);
+  T_EXPECT_RC(open_owned(name, SHL_OWNER_UID, NOBODY), 0);
+  T_EXPECT_RC(open_owned(name, SHL_OWNER_ANY, 0), 0);
+  shl_segment *seg = NULL;
+  T_EXPECT_RC(shl_open(&seg, name, SHL_OPEN_READONLY, WAIT_NS), SHL_E_FOREIGN_OWNER);
+  T_EXPECT_RC(shl_create(&seg, name, &layout, NULL), -EEXIST);
+  T_EXPECT_RC(shl_unlink(name), 0);
+
+  /* Root's objects are foreign to a creator that is not root. */
+  seg = make(name, 0666, 0);
+  T_EXPECT_RC(run_as((struct as_user){NOBODY, NOBODY, 0, name, 0, SHL_OWNER_SELF, 0}), 0);
+  T_EXPECT_RC(run_as((struct as_user){NOBODY, NOBODY, 0, name, 0, SHL_OWNER_CREATOR, 0}),
+              SHL_E_FOREIGN_OWNER);
+  shl_close(seg);
+  T_EXPECT_RC(shl_unlink(name), 0);
+}
+
+/* Group sharing: nobody creates 0660 (group nobody); uid 65533 in group
+ * nobody opens it when it names the owner, and only then. */
+static void test_group_sharing(void) {
+  const char *name = t_name("pgroup");
+  t_unlink_at_exit(name);
+  T_EXPECT_RC(run_as((struct as_user){NOBODY, NOBODY, 0, name, 0660, 0, 0}), 0);
+  struct as_user member = {NOBODY - 1, NOBODY - 1, NOBODY, name, 0, SHL_OWNER_SELF, 0};
+  T_EXPECT_RC(run_as(member), SHL_E_FOREIGN_OWNER);
+  member.owner = SHL_OWNER_UID;
+  member.owner_uid = NOBODY;
+  T_EXPECT_RC(run_as(member), 0);
+  member.group = 0; /* not in the group: the mode keeps it out */
+  T_EXPECT_RC(run_as(member), -EACCES);
+  T_EXPECT_RC(shl_unlink(name), 0);
+}
+
 int main(void) {
   if (geteuid() != 0) {
     fprintf(stderr, "skip: needs root to create as one user and open as another\n");
@@ -215,5 +307,7 @@ int main(void) {
   test_modes();
   test_wait_as_nobody();
   test_fifo_squatter();
+  test_squatter();
+  test_group_sharing();
   return t_result();
 }

@@ -128,7 +128,8 @@ static void test_round_trip(void) {
   T_CHECK(same);
   check_layout(again, &l, 8, "reopened <d 3x4");
   T_EXPECT_RC(shl_get_info(again, &info), 0);
-  T_CHECK(info.creator_pid == getpid() && info.creator_alive == 1);
+  /* creator_alive: the creator still has it open (its role lock), not its pid. */
+  T_CHECK(info.creator_pid == getpid() && info.creator_alive == 0);
   shl_close(again);
   shl_close(NULL); /* accepted */
 

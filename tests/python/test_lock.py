@@ -125,3 +125,104 @@ def test_close_from_another_thread_during_lock(name):
         assert errors == [f"segment '{name}' is closed"]
         with seg.lock(timeout=5) as again:
             assert not again.recovered
+
+
+# Thread T1 holds A's lock; another thread closes A (or leaves its `with`);
+# T1 then locks B. Before the fix, close unlocked from the wrong thread and
+# unmapped A's mutex, still on T1's robust list: locking B crashed (SIGSEGV).
+CLOSE_UNDER_HOLDER = """
+import sys, threading
+import shmlane
+a_name, b_name = sys.argv[1], sys.argv[2]
+b = shmlane.open(b_name)
+for how in ("close", "with"):
+    locked, closed = threading.Event(), threading.Event()
+    results = []
+
+    def hold(a):
+        with a.lock(timeout=5):
+            locked.set()
+            closed.wait(10)
+            with b.lock(timeout=5):
+                results.append("locked b")
+
+    if how == "close":
+        a = shmlane.open(a_name)
+        t = threading.Thread(target=hold, args=(a,))
+        t.start()
+        locked.wait(10)
+        a.close()  # deferred until the holder releases
+    else:
+        with shmlane.open(a_name) as a:
+            t = threading.Thread(target=hold, args=(a,))
+            t.start()
+            locked.wait(10)
+    with shmlane.open(a_name) as other:
+        try:
+            other.lock(timeout=0)
+        except TimeoutError:
+            results.append("still held")
+    closed.set()
+    t.join(10)
+    with shmlane.open(a_name) as other, other.lock(timeout=0) as held:
+        results.append("recovered" if held.recovered else "free")
+    print(how, *results, flush=True)
+"""
+
+
+def test_close_while_another_thread_holds_the_lock(new_name, run_py):
+    a, b = new_name(), new_name()
+    with shmlane.create(a, dtype="<u8"), shmlane.create(b, dtype="<u8"):
+        out = run_py(CLOSE_UNDER_HOLDER, a, b).splitlines()
+    assert out == ["close still held locked b free", "with still held locked b free"]
+
+
+def test_only_the_holding_thread_releases(name):
+    with shmlane.create(name, dtype="<u8") as seg:
+        held = seg.lock()
+        errors = []
+
+        def release() -> None:
+            try:
+                held.release()
+            except PermissionError as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=release)
+        thread.start()
+        thread.join(10)
+        assert len(errors) == 1 and name in str(errors[0])
+        held.release()  # still this thread's to release
+        with shmlane.open(name) as other, other.lock(timeout=0):
+            pass
+
+
+# A process whose thread holds the lock of a segment another thread closed,
+# and that exits: the mapping was kept, so the kernel marks the mutex
+# OWNER_DIED and the next locker recovers it. Before the fix it was unmapped
+# at close, and every later lock timed out.
+EXIT_HOLDING = """
+import os, sys, threading
+import shmlane
+seg = shmlane.open(sys.argv[1])
+locked = threading.Event()
+
+def hold():
+    seg.lock(timeout=5)
+    locked.set()
+    threading.Event().wait()
+
+threading.Thread(target=hold, daemon=True).start()
+locked.wait(10)
+seg.close()
+print("closed", flush=True)
+os._exit(0)
+"""
+
+
+def test_process_exit_with_a_thread_holding_a_closed_segment(name, run_py):
+    with shmlane.create(name, dtype="<u8") as seg:
+        assert run_py(EXIT_HOLDING, name).strip() == "closed"
+        with pytest.warns(shmlane.LockRecovered, match=name):
+            with seg.lock(timeout=5) as held:
+                assert held.recovered

@@ -4,8 +4,11 @@ threads and asyncio. Tests across processes are in test_stream_processes.py."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import gc
+import os
 import queue
+import struct
 import threading
 import time
 from typing import Callable
@@ -352,15 +355,22 @@ def test_busy_and_mismatch_errors(name, new_name):
 
 
 def test_reader_waits_while_the_stream_is_being_created(name):
-    # A zero-filled object is what a creator leaves until the header is ready.
+    # A zero-filled object is what a creator leaves until the header is ready;
+    # it holds the creator role (an OFD lock on byte 2**50) all along.
     planted = SHM_DIR / f"shl.{name}"
-    planted.write_bytes(bytes(4096))
+    fd = os.open(planted, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, bytes(4096))
+    fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_WRLCK, 0, 2**50, 1, 0))
     start = time.monotonic()
     with pytest.raises(TimeoutError, match="being initialised"):
         shmlane.Reader(name, timeout=0.3)  # the whole time, not one 50 ms slice
     assert 0.25 < time.monotonic() - start < 10
 
-    expect_frame_from_a_late_writer(name, before=planted.unlink)
+    def creator_gone() -> None:
+        planted.unlink()
+        os.close(fd)
+
+    expect_frame_from_a_late_writer(name, before=creator_gone)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,263 @@
+/* Handle lifetime against threads and fork: shl_close() from another thread
+ * never unmaps a mutex its holder still has on its robust list, nor memory
+ * under a call blocked in shl_lock/shl_wait; a forked child's inherited
+ * handle never changes shared state (no unlock, no unlink) on close. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <sys/stat.h>
+
+#include "testutil.h"
+
+#define WAIT_NS 5000000000LL
+
+static const shl_layout layout = {.format = "<Q", .ndim = 1, .shape = {16}};
+
+static shl_segment *make(const char *name, uint32_t flags) {
+  shl_segment *seg = NULL;
+  shl_create_opts opts = {.flags = SHL_CREATE_REPLACE | flags};
+  T_REQUIRE(shl_create(&seg, name, &layout, &opts) == 0);
+  t_unlink_at_exit(name);
+  return seg;
+}
+
+static shl_segment *reopen(const char *name) {
+  shl_segment *seg = NULL;
+  T_REQUIRE(shl_open(&seg, name, 0, WAIT_NS) == 0);
+  return seg;
+}
+
+static bool path_exists(const char *name) {
+  char path[T_PATH_MAX];
+  struct stat st;
+  return stat(t_shm_path(name, path), &st) == 0;
+}
+
+/* A thread that runs one step at a time, told by `step`. */
+struct holder {
+  shl_segment *a, *b;
+  _Atomic int step, done;
+  int rc_lock_a, rc_lock_b, rc_unlock_b, rc_unlock_a;
+};
+
+static void await_step(_Atomic int *v, int want) {
+  while (atomic_load(v) < want) t_sleep_ms(1);
+}
+
+static void *holder_main(void *p) {
+  struct holder *h = p;
+  h->rc_lock_a = shl_lock(h->a, WAIT_NS);
+  atomic_store(&h->done, 1);
+  await_step(&h->step, 1);
+  /* A was closed by another thread meanwhile: its mutex must still be
+   * mapped, as it is on this thread's robust list, which locking B updates. */
+  h->rc_lock_b = shl_lock(h->b, WAIT_NS);
+  h->rc_unlock_b = shl_unlock(h->b);
+  h->rc_unlock_a = shl_unlock(h->a); /* completes the deferred close */
+  atomic_store(&h->done, 2);
+  return NULL;
+}
+
+/* Thread T1 locks A; the main thread closes A; T1 then locks B. Before the
+ * fix, close unmapped A under T1 and locking B crashed with SIGSEGV. */
+static int close_under_holder(void *unused) {
+  (void)unused;
+  const char *na = t_name("lta"), *nb = t_name("ltb");
+  struct holder h = {.a = make(na, 0), .b = make(nb, 0)};
+  shl_segment *other = reopen(na);
+  pthread_t t;
+  T_REQUIRE(pthread_create(&t, NULL, holder_main, &h) == 0);
+  await_step(&h.done, 1);
+  T_EXPECT_RC(h.rc_lock_a, 0);
+  T_EXPECT_RC(shl_unlock(h.a), -EPERM); /* not this thread's lock */
+  shl_close(h.a);                        /* deferred: T1 holds A's lock */
+  T_EXPECT_RC(shl_trylock(other), -EBUSY); /* the lock stays T1's */
+  atomic_store(&h.step, 1);
+  pthread_join(t, NULL);
+  T_EXPECT_RC(h.rc_lock_b, 0);
+  T_EXPECT_RC(h.rc_unlock_b, 0);
+  T_EXPECT_RC(h.rc_unlock_a, 0);
+  T_EXPECT_RC(shl_trylock(other), 0); /* released by its holder, not stuck */
+  T_EXPECT_RC(shl_unlock(other), 0);
+  shl_close(other);
+  shl_close(h.b);
+  return t_failures;
+}
+
+static void test_close_under_holder(void) {
+  int rc;
+  int status = t_child_run(close_under_holder, NULL, 20, &rc);
+  T_EXPECT_EXIT(status, 0);
+  T_EXPECT_RC(rc, 0);
+}
+
+/* Calls blocked in shl_lock and shl_wait when another thread closes the
+ * handle return SHL_E_CLOSED; the last one out frees (ASan would see it). */
+struct blocked {
+  shl_segment *seg;
+  _Atomic int32_t tid;
+  int rc;
+};
+
+static void *lock_blocked(void *p) {
+  struct blocked *b = p;
+  atomic_store(&b->tid, (int32_t)syscall(SYS_gettid));
+  b->rc = shl_lock(b->seg, -1);
+  return NULL;
+}
+
+static void *wait_blocked(void *p) {
+  struct blocked *b = p;
+  atomic_store(&b->tid, (int32_t)syscall(SYS_gettid));
+  b->rc = shl_wait(b->seg, shl_version(b->seg), -1, NULL);
+  return NULL;
+}
+
+static void await_sleep(struct blocked *b) {
+  while (atomic_load(&b->tid) == 0) t_sleep_ms(1);
+  T_CHECK(t_wait_in_futex(atomic_load(&b->tid), 5000));
+}
+
+static int close_wakes_blocked(void *unused) {
+  (void)unused;
+  const char *name = t_name("ltw");
+  shl_segment *seg = make(name, 0), *keeper = reopen(name);
+  T_REQUIRE(shl_lock(keeper, 0) == 0); /* so that the locker blocks */
+  struct blocked locker = {seg, 0, 1}, waiter = {seg, 0, 1};
+  pthread_t tl, tw;
+  T_REQUIRE(pthread_create(&tl, NULL, lock_blocked, &locker) == 0);
+  T_REQUIRE(pthread_create(&tw, NULL, wait_blocked, &waiter) == 0);
+  await_sleep(&locker);
+  await_sleep(&waiter);
+  long long t0 = t_now_ns();
+  shl_close(seg);
+  pthread_join(tw, NULL);
+  pthread_join(tl, NULL);
+  T_EXPECT_RC(waiter.rc, SHL_E_CLOSED);
+  T_EXPECT_RC(locker.rc, SHL_E_CLOSED);
+  T_CHECK(t_now_ns() - t0 < WAIT_NS); /* generous: each returns within a slice */
+  T_EXPECT_RC(shl_unlock(keeper), 0);
+  shl_close(keeper);
+  return t_failures;
+}
+
+/* In a child: before the fix, the blocked calls never returned. */
+static void test_close_wakes_blocked(void) {
+  int rc;
+  T_EXPECT_EXIT(t_child_run(close_wakes_blocked, NULL, 10, &rc), 0);
+  T_EXPECT_RC(rc, 0);
+}
+
+/* A process whose thread holds the lock of a segment another thread closed,
+ * and that exits: the kernel marks the mutex OWNER_DIED (it is still
+ * mapped), so the next locker anywhere recovers it. Before the fix the
+ * mapping was gone at exit, and every later lock timed out. */
+static void *hold_forever(void *p) {
+  struct holder *h = p;
+  h->rc_lock_a = shl_lock(h->a, WAIT_NS);
+  atomic_store(&h->done, 1);
+  for (;;) pause();
+  return NULL;
+}
+
+static int exit_holding(void *name) {
+  struct holder h = {.a = reopen(name)};
+  pthread_t t;
+  if (pthread_create(&t, NULL, hold_forever, &h) != 0) return 1;
+  await_step(&h.done, 1);
+  if (h.rc_lock_a != 0) return 2;
+  shl_close(h.a);
+  return 0; /* the process exits; the thread still holds A's lock */
+}
+
+static void test_exit_holding_closed(void) {
+  const char *name = t_name("lte");
+  shl_segment *seg = make(name, 0);
+  int rc;
+  T_EXPECT_EXIT(t_child_run(exit_holding, (void *)name, 20, &rc), 0);
+  T_EXPECT_RC(rc, 0);
+  T_EXPECT_RC(shl_lock(seg, WAIT_NS), SHL_E_OWNER_DEAD);
+  T_EXPECT_RC(shl_unlock(seg), 0);
+  T_EXPECT_RC(shl_lock(seg, 0), 0); /* recovered once, then normal */
+  T_EXPECT_RC(shl_unlock(seg), 0);
+  shl_close(seg);
+}
+
+/* ---------------------------------------------------------------- fork */
+
+struct forked {
+  shl_segment *seg;
+  const char *name;
+};
+
+/* In the child: the inherited payload works; the parent's lock is not ours
+ * to unlock; close unlinks nothing and unlocks nothing. */
+static int child_of_holder(void *p) {
+  struct forked *f = p;
+  uint64_t *v = shl_payload(f->seg);
+  if (v[0] != 41) return 1;
+  v[0] = 42;
+  int rc = shl_unlock(f->seg);
+  if (rc != -EPERM) return rc ? rc : 2;
+  if ((rc = shl_trylock(f->seg)) != -EBUSY) return rc ? rc : 3;
+  shl_close(f->seg);
+  return 0;
+}
+
+/* A child that locks through its inherited handle: legitimate (it is a
+ * process of its own); its own lock is released by its close. */
+static int child_locks(void *p) {
+  struct forked *f = p;
+  int rc = shl_lock(f->seg, WAIT_NS);
+  if (rc < 0) return rc;
+  ((uint64_t *)shl_payload(f->seg))[1] = 7;
+  shl_close(f->seg);
+  return 0;
+}
+
+static int busy_elsewhere(void *name) {
+  shl_segment *seg = reopen(name);
+  int rc = shl_trylock(seg);
+  shl_close(seg);
+  return rc;
+}
+
+static void test_fork(void) {
+  const char *name = t_name("ltf");
+  struct forked f = {make(name, SHL_CREATE_UNLINK_ON_CLOSE), name};
+  uint64_t *v = shl_payload(f.seg);
+  v[0] = 41;
+  T_EXPECT_RC(shl_lock(f.seg, 0), 0);
+  int rc;
+  T_EXPECT_EXIT(t_child_run(child_of_holder, &f, 10, &rc), 0);
+  T_EXPECT_RC(rc, 0);
+  T_CHECK(v[0] == 42);          /* the child wrote through the inherited mapping */
+  T_CHECK(path_exists(name));   /* its close unlinked nothing */
+  T_EXPECT_EXIT(t_child_run(busy_elsewhere, (void *)name, 10, &rc), 0);
+  T_EXPECT_RC(rc, -EBUSY);      /* and released nothing */
+  T_EXPECT_RC(shl_unlock(f.seg), 0);
+
+  T_EXPECT_EXIT(t_child_run(child_locks, &f, 10, &rc), 0);
+  T_EXPECT_RC(rc, 0);
+  T_CHECK(v[1] == 7);
+  T_EXPECT_RC(shl_lock(f.seg, 0), 0); /* the child's close released its own lock */
+  T_EXPECT_RC(shl_unlock(f.seg), 0);
+  T_CHECK(path_exists(name));
+
+  /* A child that exits without closing changes nothing either. */
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0) _exit(0);
+  T_EXPECT_EXIT(t_child_reap(pid), 0);
+  T_CHECK(path_exists(name));
+  shl_close(f.seg); /* the creator's own close does unlink */
+  T_CHECK(!path_exists(name));
+}
+
+int main(void) {
+  test_close_under_holder();
+  test_close_wakes_blocked();
+  test_exit_holding_closed();
+  test_fork();
+  return t_result();
+}
