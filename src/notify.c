@@ -26,13 +26,13 @@ int shl_notify(shl_segment *seg, uint64_t *out) {
   return 0;
 }
 
-/* Polls with a plain load (no call per round); the clock only now and then. */
+/* Polls with an acquire load, as shl_version() (a plain load on x86; no call
+ * per round); the clock only now and then. */
 static int spin(shl_segment *seg, uint64_t since, int64_t until, uint64_t *seen) {
   _Atomic uint64_t *version = &seg->hdr->version;
   for (unsigned i = 1;; i++) {
-    uint64_t v = atomic_load_explicit(version, memory_order_relaxed);
+    uint64_t v = atomic_load_explicit(version, memory_order_acquire);
     if (v != since) {
-      atomic_thread_fence(memory_order_acquire); /* as shl_version() */
       *seen = v;
       return 1;
     }
