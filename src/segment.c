@@ -86,7 +86,7 @@ static void fill_snapshot(shl_segment *seg, const struct shl__header *h, const c
 int shl__segment_create(shl_segment **out, const char *name, const shl_layout *layout,
                         const shl_create_opts *opts, const struct shl__extra *extra) {
   static const shl_create_opts defaults = {0, 0, 0};
-  static const struct shl__extra none = {0, 0, NULL, NULL};
+  static const struct shl__extra none = {0, 0, NULL, NULL, NULL, 0};
   char pname[POSIX_NAME_MAX + 1];
   struct shl__header plan;
   if (!out) return -EINVAL;
@@ -128,6 +128,11 @@ int shl__segment_create(shl_segment **out, const char *name, const shl_layout *l
   seg->fd = fd;
   /* From here on the name is ours: undo it on any failure. */
   if (fchmod(fd, mode) < 0 || ftruncate(fd, (off_t)plan.total_size) < 0) goto fail_errno;
+  if (extra->role) {
+    rc = shl__role_fd_open(extra->role, pname, fd);
+    if (rc == 0) rc = shl__role_take(extra->role->fd, extra->role_byte);
+    if (rc < 0) goto fail;
+  }
   if (!(opts->flags & SHL_CREATE_NO_RESERVE)) {
     /* Reserve tmpfs pages now so a full /dev/shm is an error here, not a SIGBUS later. */
     rc = posix_fallocate(fd, 0, (off_t)plan.total_size);
@@ -180,6 +185,7 @@ fail_errno:
   rc = -errno;
 fail:
   shm_unlink(pname);
+  if (extra->role) shl__role_fd_close(extra->role);
   if (seg->hdr) munmap(seg->hdr, seg->map_size);
   close(fd);
   free(seg);
