@@ -11,7 +11,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "shmlane.h"
 
@@ -61,6 +63,7 @@ struct Base {
   void (*idle)(Base *self); /* optional: work deferred while a call ran without the GIL */
   const char *what;         /* "segment", "stream writer", "stream reader" */
   bool closed;
+  long pid; /* of the process that opened it: another one inherited it by fork() */
   Py_ssize_t pins;
   int running; /* calls in progress without the GIL */
   uint32_t kind;
@@ -97,6 +100,7 @@ typedef struct {
   Base base;
   shl_reader *r;  /* NULL once released */
   bool receiving; /* a receive() call is in progress */
+  uint32_t held;  /* samples pinned */
   uint32_t spin_ns;
   uint64_t deferred_mask;
   shl_sample deferred[SHL_STREAM_MAX_SLOTS];
@@ -179,6 +183,35 @@ static bool set_stream_open_error(modstate *st, int rc, const char *name) {
   }
 }
 
+/* WriterGone, with `reason` "closed" (a clean close) or "died". */
+static void set_writer_gone(modstate *st, int rc, const char *name) {
+  const char *reason = rc == SHL_E_WRITER_CLOSED ? "closed" : "died";
+  PyObject *exc = PyObject_CallFunction(
+      st->writer_gone, "N",
+      PyUnicode_FromFormat("stream '%s': every frame is received, and its writer %s with no "
+                           "other taking over",
+                           name, rc == SHL_E_WRITER_CLOSED ? "closed it" : "died"));
+  PyObject *why = exc ? PyUnicode_FromString(reason) : NULL;
+  if (why && PyObject_SetAttrString(exc, "reason", why) == 0)
+    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+  Py_XDECREF(why);
+  Py_XDECREF(exc);
+}
+
+/* PermissionError naming the owner of the object behind `name`. */
+static void set_foreign_owner(const char *name, const char *noun) {
+  char path[64];
+  struct stat st;
+  snprintf(path, sizeof path, "/dev/shm%s%s", SHL_POSIX_PREFIX, name);
+  char text[160];
+  if (stat(path, &st) == 0)
+    snprintf(text, sizeof text, "%s is owned by another user (uid %u): not adopted", noun,
+             (unsigned)st.st_uid);
+  else
+    snprintf(text, sizeof text, "%s is owned by another user: not adopted", noun);
+  set_oserror(PyExc_PermissionError, EACCES, text, name);
+}
+
 /* Raises the exception for core code rc about segment or stream `name`;
  * returns NULL. */
 static PyObject *set_error(modstate *st, int rc, const char *name, enum err_context where) {
@@ -197,8 +230,10 @@ static PyObject *set_error(modstate *st, int rc, const char *name, enum err_cont
                  "invalid segment name '%s': 1 to %d characters from "
                  "[A-Za-z0-9._-], starting with a letter or digit",
                  name, SHL_NAME_MAX);
-  } else if (rc == SHL_E_WRITER_GONE) {
-    PyErr_Format(st->writer_gone, "stream '%s': %s", name, text);
+  } else if (rc == SHL_E_WRITER_GONE || rc == SHL_E_WRITER_CLOSED) {
+    set_writer_gone(st, rc, name);
+  } else if (rc == SHL_E_FOREIGN_OWNER) {
+    set_foreign_owner(name, noun);
   } else if (is_header_error(rc)) {
     /* At create the caller's layout is at fault; later, the header in memory is. */
     PyErr_Format(where == AT_CREATE ? PyExc_ValueError : st->corrupt, "%s '%s': %s (%s)", noun,
@@ -300,6 +335,7 @@ static int base_init(Base *b, const shl_segment *seg, const char *what, void (*d
   b->idle = NULL;
   b->what = what;
   b->closed = false;
+  b->pid = (long)getpid();
   b->pins = 0;
   b->running = 0;
   b->kind = shl_kind(seg);
@@ -675,11 +711,43 @@ static void stream_releasebuffer(Base *b, Py_buffer *view) {
   unpin_base(b);
 }
 
+/* TimeoutError naming the pids of the readers that pin every slot. */
+static PyObject *slots_pinned(Writer *w) {
+  int32_t pids[8];
+  int n = shl_writer_pinned_by(w->w, pids, 8);
+  char list[128] = "";
+  size_t len = 0;
+  for (int i = 0; i < n && i < 8 && len < sizeof list; i++)
+    len += (size_t)snprintf(list + len, sizeof list - len, "%s%d", i ? ", " : "", (int)pids[i]);
+  if (n > 8 && len < sizeof list) snprintf(list + len, sizeof list - len, ", ...");
+  char text[256];
+  snprintf(text, sizeof text,
+           "no free slot: readers pin every slot the writer could reuse (reader pids: %s); "
+           "they must release their samples",
+           n > 0 ? list : "none left");
+  set_oserror(PyExc_TimeoutError, ETIMEDOUT, text, w->base.name);
+  return NULL;
+}
+
 /* A stream call that failed, or found its handle closed by another thread
  * meanwhile: the Python error to raise. */
 static PyObject *stream_failed(Base *b, int rc) {
   if (b->closed) return closed_meanwhile(b);
-  return rc == PY_ERROR ? NULL : set_error(state_of((PyObject *)b), rc, b->name, AT_STREAM);
+  if (rc == PY_ERROR) return NULL;
+  modstate *st = state_of((PyObject *)b);
+  if (rc == SHL_E_FORKED)
+    return PyErr_Format(st->error,
+                        "%s of '%s' was opened in process %ld before fork(): open it again in "
+                        "this process",
+                        strrchr(Py_TYPE(b)->tp_name, '.') + 1, b->name, b->pid);
+  if (rc == SHL_E_PIN_LIMIT && Py_TYPE(b) == st->reader_type)
+    return PyErr_Format(st->error,
+                        "reader of '%s' holds %u samples (its max_pinned): release them (del "
+                        "the arrays, sample.release(), or copy what you keep) before receiving "
+                        "more",
+                        b->name, ((Reader *)b)->held);
+  if (rc == SHL_E_SLOTS_PINNED && Py_TYPE(b) == st->writer_type) return slots_pinned((Writer *)b);
+  return set_error(st, rc, b->name, AT_STREAM);
 }
 
 /* ---------------------------------------------------------------- Writer and Loan */
@@ -712,11 +780,13 @@ static PyObject *writer_close(Writer *w, PyObject *unused) {
 struct loan_ctx {
   shl_writer *w;
   void *frame;
+  int rc; /* of the last try: SHL_E_SLOTS_PINNED or -ETIMEDOUT say why there is no slot */
 };
 
 static int loan_step(void *ctx, int64_t timeout_ns) {
   struct loan_ctx *c = ctx;
-  return shl_writer_loan(c->w, &c->frame, timeout_ns);
+  c->rc = shl_writer_loan(c->w, &c->frame, timeout_ns);
+  return c->rc == SHL_E_SLOTS_PINNED ? -ETIMEDOUT : c->rc;
 }
 
 /* false (error set) unless w may loan a slot now. */
@@ -737,13 +807,14 @@ static bool writer_ready(Writer *w) {
  * no GIL hand-off. The core's result, PY_ERROR, or CLOSED_MEANWHILE (another
  * thread closed the writer; the slot, if any, is given back). */
 static int loan_slot(Writer *w, int64_t timeout_ns, void **frame) {
-  struct loan_ctx c = {w->w, NULL};
+  struct loan_ctx c = {w->w, NULL, 0};
   int rc = loan_step(&c, 0);
   if (rc == -ETIMEDOUT && timeout_ns != 0) {
     w->loaning = true;
     rc = run_blocking(&w->base, loan_step, &c, timeout_ns, SLICE_NS, -ETIMEDOUT, -ETIMEDOUT);
     w->loaning = false;
   }
+  if (rc == -ETIMEDOUT) rc = c.rc;
   if (w->base.closed) {
     if (rc >= 0) shl_writer_discard(w->w);
     return CLOSED_MEANWHILE;
@@ -979,6 +1050,7 @@ static void sample_unpin(Sample *s) {
   if (!s->pinned) return;
   s->pinned = false;
   Reader *r = s->reader;
+  r->held--;
   if (r->base.running > 0) {
     r->deferred[s->s.slot] = s->s;
     r->deferred_mask |= 1ull << s->s.slot;
@@ -1054,6 +1126,7 @@ static PyObject *reader_receive(Reader *r, PyObject *arg) {
     s->reader = r;
     s->s = got;
     s->pinned = true;
+    r->held++;
     r->base.pins++;
   }
   if (rc < 0 || r->base.closed) {
@@ -1368,7 +1441,7 @@ static PyObject *mod_writer_open(PyObject *mod, PyObject *args) {
 struct reader_open_ctx {
   shl_reader *r;
   const char *name;
-  uint32_t mode;
+  shl_reader_opts opts;
   int rc; /* of the last try */
 };
 
@@ -1376,16 +1449,19 @@ struct reader_open_ctx {
  * try again in the next slice. */
 static int reader_open_step(void *ctx, int64_t timeout_ns) {
   struct reader_open_ctx *o = ctx;
-  o->rc = shl_reader_open(&o->r, o->name, o->mode, timeout_ns);
+  o->opts.timeout_ns = timeout_ns;
+  o->rc = shl_reader_open_ex(&o->r, o->name, &o->opts);
   return o->rc == SHL_E_NOT_READY ? -ENOENT : o->rc;
 }
 
-/* reader_open(name, mode, timeout) -> Reader. Waits for the stream to appear. */
+/* reader_open(name, mode, timeout, max_pinned, owner, owner_uid) -> Reader.
+ * Waits for the stream to appear. */
 static PyObject *mod_reader_open(PyObject *mod, PyObject *args) {
   modstate *st = PyModule_GetState(mod);
-  struct reader_open_ctx o = {NULL, NULL, 0, 0};
+  struct reader_open_ctx o = {NULL, NULL, SHL_READER_OPTS_INIT, 0};
   int64_t timeout_ns;
-  if (!PyArg_ParseTuple(args, "sIO&:reader_open", &o.name, &o.mode, timeout_converter, &timeout_ns))
+  if (!PyArg_ParseTuple(args, "sIO&III:reader_open", &o.name, &o.opts.mode, timeout_converter,
+                        &timeout_ns, &o.opts.max_pinned, &o.opts.owner, &o.opts.owner_uid))
     return NULL;
   int rc = run_blocking(NULL, reader_open_step, &o, timeout_ns, SLICE_NS, -ENOENT, -ENOENT);
   if (rc == PY_ERROR) return NULL;
@@ -1398,6 +1474,7 @@ static PyObject *mod_reader_open(PyObject *mod, PyObject *args) {
   }
   r->r = o.r;
   r->receiving = false;
+  r->held = 0;
   r->spin_ns = 0;
   r->deferred_mask = 0;
   rc = base_init(&r->base, shl_reader_segment(o.r), "stream reader", reader_drop);
@@ -1446,7 +1523,8 @@ static PyMethodDef mod_methods[] = {
     {"open", mod_open, METH_VARARGS, "open(name, readonly, timeout) -> Handle"},
     {"writer_open", mod_writer_open, METH_VARARGS,
      "writer_open(name, format, shape, slots, max_readers, flags, mode) -> Writer"},
-    {"reader_open", mod_reader_open, METH_VARARGS, "reader_open(name, mode, timeout) -> Reader"},
+    {"reader_open", mod_reader_open, METH_VARARGS,
+     "reader_open(name, mode, timeout, max_pinned, owner, owner_uid) -> Reader"},
     {"unlink", mod_unlink, METH_O, "unlink(name): remove a segment's name."},
     {"names", mod_names, METH_NOARGS, "names() -> list of segment names."},
     {NULL, NULL, 0, NULL},
