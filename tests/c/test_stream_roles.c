@@ -10,8 +10,11 @@
  *   writer clears it.
  * - A new `all` reader of a blocking stream never starts with a loss, even
  *   when the writer laps the ring while it registers.
+ * - A stream another user created first is never taken over, and read only
+ *   when the reader names that owner.
  * White-box: stream.c is compiled into this program, with a hook that runs
  * code of the test at the points where a race would strike. */
+#include <grp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -301,6 +304,67 @@ static void test_all_reader_starts_without_loss(void) {
   shl_writer_close(w);
 }
 
+/* ---------------------------------------------------------------- another user's stream */
+
+#define NOBODY 65534
+
+static int squat_as_nobody(void *name) {
+  if (setgroups(0, NULL) < 0 || setgid(NOBODY) < 0 || setuid(NOBODY) < 0) return 2;
+  shl_layout l = t_frame_layout(WORDS);
+  shl_stream_opts o = {.slots = SLOTS, .mode = 0666};
+  shl_writer *w = NULL;
+  int rc = shl_writer_open(&w, name, &l, &o);
+  if (rc == 0) publish_tag(w, 1);
+  shl_writer_close(w);
+  return rc == 0 ? t_result() : 3;
+}
+
+/* As nobody: take over a stream root created for everyone (mode 0666). */
+static int take_over_as_nobody(void *name) {
+  if (setgroups(0, NULL) < 0 || setgid(NOBODY) < 0 || setuid(NOBODY) < 0) return 2;
+  shl_layout l = t_frame_layout(WORDS);
+  shl_writer *w = NULL;
+  int rc = shl_writer_open(&w, name, &l, NULL);
+  shl_writer_close(w);
+  return rc;
+}
+
+static void test_squatter(void) {
+  if (geteuid() != 0) return; /* needs root to be another user */
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "rsquat");
+  int rc;
+  T_EXPECT_EXIT(t_child_run(squat_as_nobody, name, CHILD_LIMIT_S, &rc), 0);
+  T_REQUIRE(rc == 0);
+  shl_layout l = t_frame_layout(WORDS);
+  shl_writer *w = NULL;
+  T_EXPECT_RC(shl_writer_open(&w, name, &l, NULL), SHL_E_FOREIGN_OWNER);
+  T_CHECK(w == NULL);
+  shl_reader *r = NULL;
+  T_EXPECT_RC(shl_reader_open(&r, name, SHL_RECV_ALL, 0), SHL_E_FOREIGN_OWNER);
+  shl_reader_opts o = SHL_READER_OPTS_INIT;
+  o.mode = SHL_RECV_LATEST;
+  o.timeout_ns = 0;
+  o.owner = SHL_OWNER_UID;
+  o.owner_uid = NOBODY;
+  T_EXPECT_RC(shl_reader_open_ex(&r, name, &o), 0); /* an explicit choice */
+  shl_sample s;
+  if (r) {
+    T_EXPECT_RC(shl_reader_receive(r, &s, 0, 0), 0);
+    T_CHECK(t_frame_bad_words(s.data, WORDS, 1) == 0);
+    T_EXPECT_RC(shl_reader_release(r, &s), 0);
+    shl_reader_close(r);
+  }
+
+  /* Not even root's stream is adopted by another user's writer. */
+  t_fresh_name(name, "rroot");
+  shl_stream_opts everyone = {.slots = SLOTS, .mode = 0666};
+  T_EXPECT_RC(shl_writer_open(&w, name, &l, &everyone), 0);
+  shl_writer_close(w);
+  T_EXPECT_EXIT(t_child_run(take_over_as_nobody, name, CHILD_LIMIT_S, &rc), 0);
+  T_EXPECT_RC(rc, SHL_E_FOREIGN_OWNER);
+}
+
 int main(void) {
   test_planted_owner();
   test_entry_above_hwm();
@@ -309,5 +373,6 @@ int main(void) {
   test_fork();
   test_killed_waiting_writer();
   test_all_reader_starts_without_loss();
+  test_squatter();
   return t_result();
 }

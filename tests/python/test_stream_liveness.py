@@ -296,3 +296,31 @@ def test_a_writer_in_another_pid_namespace_stays_the_writer(name, spawn_ns, tmp_
             while True:
                 reader.receive(timeout=5).release()
         assert info.value.reason == "closed"
+
+
+# ---------------------------------------------------------------- another user's stream
+
+SQUATTER = """
+import os, sys
+import shmlane  # before dropping privileges
+os.setgroups([]); os.setgid(65534); os.setuid(65534)  # nobody
+w = shmlane.Writer(sys.argv[1], shape=(16,), dtype="u1", mode=0o666)
+with w.loan() as frame:
+    frame[...] = 9
+w.close()
+print("squatted", flush=True)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to another user")
+def test_a_stream_another_user_created_first_is_not_adopted(name, run_py):
+    assert run_py(SQUATTER, name).strip() == "squatted"
+    with pytest.raises(PermissionError, match="uid 65534") as info:
+        shmlane.Writer(name, shape=(16,), dtype="u1")
+    assert info.value.filename == name
+    with pytest.raises(PermissionError, match="uid 65534"):
+        shmlane.Reader(name, timeout=0)
+    for owner in ("nobody", 65534, "any"):  # reading it is an explicit choice
+        with shmlane.Reader(name, mode="all", timeout=0, owner=owner) as reader:
+            with reader.receive(timeout=5) as sample:
+                assert int(sample.array[0]) == 9
