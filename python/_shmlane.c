@@ -885,7 +885,7 @@ static PyObject *writer_publish_copy(Writer *w, PyObject *args) {
   if (rc < 0) return stream_failed(&w->base, rc);
   uint64_t seq;
   rc = shl_writer_publish(w->w, &seq);
-  if (rc < 0) return set_error(state_of((PyObject *)w), rc, w->base.name, AT_STREAM);
+  if (rc < 0) return stream_failed(&w->base, rc);
   return PyLong_FromUnsignedLongLong(seq);
 }
 
@@ -953,7 +953,7 @@ static PyObject *loan_publish(Loan *l, PyObject *unused) {
   uint64_t seq;
   int rc = shl_writer_publish(l->writer->w, &seq);
   end_loan(l, PUBLISHED); /* whatever rc: the core has let the slot go */
-  if (rc < 0) return set_error(state_of((PyObject *)l), rc, l->writer->base.name, AT_STREAM);
+  if (rc < 0) return stream_failed(&l->writer->base, rc);
   return PyLong_FromUnsignedLongLong(seq);
 }
 
