@@ -498,8 +498,7 @@ int shl_reader_open_ex(shl_reader **out, const char *name, const shl_reader_opts
   else if ((rc = bind(&r->s, seg)) == 0) {
     uint32_t half = r->s.slots / 2;
     r->max_pinned = opts.max_pinned ? opts.max_pinned : half > 1 ? half - 1 : 1;
-    if (r->max_pinned > r->s.slots) rc = -EINVAL;
-    if (rc == 0) rc = open_role(&r->s);
+    rc = open_role(&r->s);
     if (rc == 0) rc = register_reader(r);
   }
   if (rc < 0) {
