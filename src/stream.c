@@ -64,7 +64,6 @@ struct shl_writer {
 struct shl_reader {
   struct stream s;
   struct shl__reader *entry;
-  uint32_t index;    /* of entry */
   uint64_t last_seq; /* newest sequence delivered */
   uint64_t next_seq; /* `all` mode: next sequence wanted */
   int64_t liveness_checked_ns;
@@ -77,6 +76,13 @@ struct shl_reader {
 /* This process in the shared words: its pid, as it sees it. Information for
  * people (messages, the CLI); never used to decide liveness. */
 static uint64_t self_word(void) { return (uint32_t)getpid(); }
+
+/* A handle's own state before it is bound: no role descriptor yet. */
+static void init_handle(struct stream *s) {
+  s->role.fd = -1;
+  s->role.prev = s->role.next = &s->role;
+  s->fork_generation = shl__fork_generation();
+}
 
 static bool inherited(const struct stream *s) {
   return s->fork_generation != shl__fork_generation();
@@ -156,7 +162,8 @@ static void clear_entry(struct shl__reader *e) {
 static bool reap_if_dead(struct stream *s, uint32_t i) {
   struct shl__reader *e = &s->reader[i];
   if (atomic_load(&e->owner) == 0) return false;
-  if (shl__role_take(s->role.fd, SHL__ROLE_READER(i)) != 0) return false; /* alive, or cannot tell */
+  /* Held: alive. An error: cannot tell, so alive too. */
+  if (shl__role_take(s->role.fd, SHL__ROLE_READER(i)) != 0) return false;
   bool reaped = atomic_load(&e->owner) != 0; /* not closed meanwhile */
   if (reaped) clear_entry(e);
   shl__role_drop(s->role.fd, SHL__ROLE_READER(i));
@@ -240,9 +247,7 @@ int shl_writer_open(shl_writer **out, const char *name, const shl_layout *frame,
   shl_writer *w = calloc(1, sizeof *w);
   if (!w) return -ENOMEM;
   w->loaned = -1;
-  w->s.fork_generation = shl__fork_generation();
-  w->s.role.fd = -1;
-  w->s.role.prev = w->s.role.next = &w->s.role;
+  init_handle(&w->s);
   struct shl__stream_ctl init = {.slots = slots, .max_readers = readers, .flags = opts->flags,
                                  .slot_stride = stride, .frame_size = frame_size};
   atomic_init(&init.writer, self_word());
@@ -437,14 +442,12 @@ static int register_reader(shl_reader *r) {
     uint32_t hwm = atomic_load(&s->ctl->reader_hwm);
     while (hwm < i + 1 && !atomic_compare_exchange_weak(&s->ctl->reader_hwm, &hwm, i + 1)) {
     }
-    SHL__TEST_POINT(register_claimed);
     struct shl__reader *e = &s->reader[i];
     bool stale = atomic_load(&e->pinned) != 0;
     clear_entry(e);
     atomic_store(&e->mode, r->mode);
     atomic_store(&e->owner, self_word());
     r->entry = e;
-    r->index = i;
     start_at_head(r);
     if (stale) signal_space(s);
     return 0;
@@ -489,10 +492,8 @@ int shl_reader_open_ex(shl_reader **out, const char *name, const shl_reader_opts
     shl_close(seg);
     return -ENOMEM;
   }
+  init_handle(&r->s);
   r->s.seg = seg;
-  r->s.role.fd = -1;
-  r->s.role.prev = r->s.role.next = &r->s.role;
-  r->s.fork_generation = shl__fork_generation();
   r->mode = opts.mode;
   if (!(seg->flags & SHL__SEG_HDR_WRITABLE)) rc = SHL_E_READONLY; /* cannot pin */
   else if ((rc = bind(&r->s, seg)) == 0) {
@@ -502,7 +503,6 @@ int shl_reader_open_ex(shl_reader **out, const char *name, const shl_reader_opts
     if (rc == 0) rc = register_reader(r);
   }
   if (rc < 0) {
-    r->s.seg = seg;
     close_stream(&r->s);
     free(r);
     return rc;

@@ -126,7 +126,8 @@ static void test_reader_main_thread_exits(void) {
     shl_reader *r = t_reader_open_pins(name, SHL_RECV_ALL, WAIT_MS, SLOTS - 1);
     t_send_byte(said[1], 'R');
     shl_sample s;
-    for (int i = 0; i < SLOTS - 1; i++) T_EXPECT_RC(shl_reader_receive(r, &s, WAIT_MS * T_MS, 0), 0);
+    for (int i = 0; i < SLOTS - 1; i++)
+      T_EXPECT_RC(shl_reader_receive(r, &s, WAIT_MS * T_MS, 0), 0);
     t_send_byte(said[1], t_failures ? 'B' : 'H');
     exit_main_thread();
   }
@@ -222,7 +223,8 @@ static void test_fork(void) {
   shl_stream_info info = t_stream_info(shl_writer_segment(f.w));
   T_CHECK(info.readers_alive == 2 && info.writer_alive == 1 && info.writer_pid == getpid());
   shl_sample s;
-  while ((rc = shl_reader_receive(other, &s, 0, 0)) == 0) T_EXPECT_RC(shl_reader_release(other, &s), 0);
+  while ((rc = shl_reader_receive(other, &s, 0, 0)) == 0)
+    T_EXPECT_RC(shl_reader_release(other, &s), 0);
   T_EXPECT_RC(rc, -ETIMEDOUT);
   T_EXPECT_RC(shl_reader_receive(other, &s, 200 * T_MS, 0), -ETIMEDOUT); /* the writer lives */
   T_EXPECT_RC(shl_reader_release(f.r, &f.s), 0);

@@ -194,7 +194,8 @@ def unshare_works() -> bool:
     if shutil.which("unshare") is None:
         return False
     try:
-        return subprocess.run(["unshare", "-pf", "--mount-proc", "true"], timeout=30).returncode == 0
+        probe = subprocess.run(["unshare", "-pf", "--mount-proc", "true"], timeout=30)
+        return probe.returncode == 0
     except (OSError, subprocess.SubprocessError):
         return False
 
