@@ -285,7 +285,9 @@ int shl_wait_ex(shl_segment *seg, uint64_t since, int64_t timeout_ns,
  * `max_readers` readers. The writer fills a loaned slot in place and
  * publishes it; a reader pins a published slot read-only until it releases
  * it, so no slot a reader holds is ever rewritten. A killed writer's loan is
- * never seen; a killed reader's pins are reclaimed. */
+ * never seen; a killed reader's pins are reclaimed. Whether a writer or
+ * reader lives is known from a lock the kernel holds for it (in any PID
+ * namespace), never from its pid. */
 typedef struct shl_writer shl_writer;
 typedef struct shl_reader shl_reader;
 
@@ -306,14 +308,18 @@ typedef struct shl_stream_opts {
 /* Create the stream, or take over an existing one with the same frame layout
  * whose writer is gone (readers keep their place). -EBUSY if a live writer
  * holds it; SHL_E_BAD_KIND if the name is not a stream; -EINVAL if its frame
- * layout or slot count differ. opts may be NULL. */
+ * layout or slot count differ; SHL_E_FOREIGN_OWNER if another user owns it
+ * (never adopted). opts may be NULL. */
 int shl_writer_open(shl_writer **out, const char *name, const shl_layout *frame,
                     const shl_stream_opts *opts);
-/* Give up the writer role (a held loan is discarded); the stream stays. */
+/* Give up the writer role (a held loan is discarded); the stream stays.
+ * Readers then get SHL_E_WRITER_CLOSED, not SHL_E_WRITER_GONE. */
 void shl_writer_close(shl_writer *w);
 /* Loan a free slot: its index (>= 0) and *frame pointing to it. Waits up to
- * timeout_ns only with SHL_STREAM_BLOCK or while every slot is pinned;
- * -ETIMEDOUT then. -EBUSY if a loan is already outstanding. */
+ * timeout_ns only with SHL_STREAM_BLOCK or while every slot is pinned; then
+ * SHL_E_SLOTS_PINNED if readers pin every slot but the newest
+ * (shl_writer_pinned_by names them), else -ETIMEDOUT. -EBUSY if a loan is
+ * already outstanding. */
 int shl_writer_loan(shl_writer *w, void **frame, int64_t timeout_ns);
 /* Publish the loaned slot: stamps sequence number and time, wakes readers. */
 int shl_writer_publish(shl_writer *w, uint64_t *seq);
@@ -356,13 +362,16 @@ typedef struct shl_reader_opts {
 
 /* shl_reader_open with options; opts NULL means SHL_READER_OPTS_INIT. A
  * receive that would hold more than max_pinned samples returns
- * SHL_E_PIN_LIMIT; the default is half the slots less one, at least 1, so
- * one reader that keeps its samples never starves the writer. */
+ * SHL_E_PIN_LIMIT; the default is half the slots less one, but 2 from 4 slots
+ * on (a loop holds the previous sample while it receives the next) and 1 below,
+ * so one reader that keeps its samples never starves the writer. */
 int shl_reader_open_ex(shl_reader **out, const char *name, const shl_reader_opts *opts);
 void shl_reader_close(shl_reader *r);
-/* Pin the next frame. -ETIMEDOUT if none came in time; SHL_E_WRITER_GONE
- * when nothing new is left and no live writer holds the stream (noticed
- * within 100 ms). Flags as for shl_wait_ex (SHL_WAIT_INTERRUPTIBLE). */
+/* Pin the next frame. -ETIMEDOUT if none came in time; when nothing new is
+ * left and no live writer holds the stream (noticed within 100 ms):
+ * SHL_E_WRITER_CLOSED if the last writer closed it, SHL_E_WRITER_GONE if it
+ * died. SHL_E_PIN_LIMIT, pinning nothing, while the reader holds max_pinned
+ * samples. Flags as for shl_wait_ex (SHL_WAIT_INTERRUPTIBLE). */
 int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint32_t flags);
 int shl_reader_release(shl_reader *r, const shl_sample *sample);
 /* Make receive poll up to spin_ns (capped at 1 ms, as shl_wait_opts) before

@@ -65,6 +65,7 @@ struct Base {
   void (*idle)(Base *self); /* optional: work deferred while a call ran without the GIL */
   const char *what;         /* "segment", "stream writer", "stream reader" */
   bool closed;
+  long pid; /* of the process that opened it: another one inherited it by fork() */
   Py_ssize_t pins;
   int running; /* calls in progress without the GIL */
   uint32_t kind;
@@ -106,6 +107,7 @@ typedef struct {
   Base base;
   shl_reader *r;  /* NULL once released */
   bool receiving; /* a receive() call is in progress */
+  uint32_t held;  /* samples pinned */
   uint32_t spin_ns;
   uint64_t deferred_mask;
   shl_sample deferred[SHL_STREAM_MAX_SLOTS];
@@ -170,10 +172,11 @@ static void set_oserror(PyObject *type, int err, const char *text, const char *n
   }
 }
 
-/* An OSError whose message already names the segment; steals `text`. */
-static void set_oserror_text(PyObject *type, int err, PyObject *text) {
+/* An OSError with its own message (naming the segment too); steals `text`.
+ * `filename` is the name, as for every other OSError raised here. */
+static void set_oserror_text(PyObject *type, int err, PyObject *text, const char *name) {
   if (!text) return;
-  PyObject *exc = PyObject_CallFunction(type, "iN", err, text);
+  PyObject *exc = PyObject_CallFunction(type, "iNs", err, text, name);
   if (exc) {
     PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
     Py_DECREF(exc);
@@ -219,7 +222,7 @@ static void set_foreign_owner(const char *name, const char *noun, enum err_conte
              "open it anyway",
              noun, name, who, (unsigned)st.st_uid);
   }
-  set_oserror_text(PyExc_PermissionError, EACCES, PyUnicode_FromString(msg));
+  set_oserror_text(PyExc_PermissionError, EACCES, PyUnicode_FromString(msg), name);
 }
 
 /* The pid an initialising creator wrote into the header (docs/format.md:
@@ -266,6 +269,21 @@ static bool set_stream_open_error(modstate *st, int rc, const char *name) {
   }
 }
 
+/* WriterGone, with `reason` "closed" (a clean close) or "died". */
+static void set_writer_gone(modstate *st, int rc, const char *name) {
+  const char *reason = rc == SHL_E_WRITER_CLOSED ? "closed" : "died";
+  PyObject *exc = PyObject_CallFunction(
+      st->writer_gone, "N",
+      PyUnicode_FromFormat("stream '%s': every frame is received, and its writer %s with no "
+                           "other taking over",
+                           name, rc == SHL_E_WRITER_CLOSED ? "closed it" : "died"));
+  PyObject *why = exc ? PyUnicode_FromString(reason) : NULL;
+  if (why && PyObject_SetAttrString(exc, "reason", why) == 0)
+    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+  Py_XDECREF(why);
+  Py_XDECREF(exc);
+}
+
 /* Raises the exception for core code rc about segment or stream `name`;
  * returns NULL. */
 static PyObject *set_error(modstate *st, int rc, const char *name, enum err_context where) {
@@ -289,7 +307,7 @@ static PyObject *set_error(modstate *st, int rc, const char *name, enum err_cont
     if (rc == SHL_E_NOT_READY) {
       set_oserror_text(PyExc_TimeoutError, ETIMEDOUT,
                        PyUnicode_FromFormat("%s '%s' is still being initialised by %s", noun,
-                                            name, creator));
+                                            name, creator), name);
     } else {
       PyErr_Format(st->corrupt,
                    "%s '%s': %s died before the %s was ready; remove it with "
@@ -298,8 +316,6 @@ static PyObject *set_error(modstate *st, int rc, const char *name, enum err_cont
     }
   } else if (rc == SHL_E_READONLY) {
     set_oserror(PyExc_PermissionError, EACCES, text, name);
-  } else if (rc == SHL_E_NOT_READY) {
-    set_oserror(PyExc_OSError, ETIMEDOUT, text, name); /* OSError picks TimeoutError */
   } else if (rc > -4096 && rc < 0) {
     /* OSError picks FileNotFoundError, PermissionError, TimeoutError, ... */
     set_oserror(PyExc_OSError, -rc, rc == -ETIMEDOUT ? "timed out" : text, name);
@@ -308,8 +324,8 @@ static PyObject *set_error(modstate *st, int rc, const char *name, enum err_cont
                  "invalid segment name '%s': 1 to %d characters from "
                  "[A-Za-z0-9._-], starting with a letter or digit",
                  name, SHL_NAME_MAX);
-  } else if (rc == SHL_E_WRITER_GONE) {
-    PyErr_Format(st->writer_gone, "stream '%s': %s", name, text);
+  } else if (rc == SHL_E_WRITER_GONE || rc == SHL_E_WRITER_CLOSED) {
+    set_writer_gone(st, rc, name);
   } else if (is_header_error(rc)) {
     /* At create the caller's layout is at fault; later, the header in memory is. */
     PyErr_Format(where == AT_CREATE ? PyExc_ValueError : st->corrupt, "%s '%s': %s (%s)", noun,
@@ -411,6 +427,7 @@ static int base_init(Base *b, const shl_segment *seg, const char *what, void (*d
   b->idle = NULL;
   b->what = what;
   b->closed = false;
+  b->pid = (long)getpid();
   b->pins = 0;
   b->running = 0;
   b->kind = shl_kind(seg);
@@ -813,11 +830,43 @@ static void stream_releasebuffer(Base *b, Py_buffer *view) {
   unpin_base(b);
 }
 
+/* TimeoutError naming the pids of the readers that pin every slot. */
+static PyObject *slots_pinned(Writer *w) {
+  int32_t pids[8];
+  int n = shl_writer_pinned_by(w->w, pids, 8);
+  char list[128] = "";
+  size_t len = 0;
+  for (int i = 0; i < n && i < 8 && len < sizeof list; i++)
+    len += (size_t)snprintf(list + len, sizeof list - len, "%s%d", i ? ", " : "", (int)pids[i]);
+  if (n > 8 && len < sizeof list) snprintf(list + len, sizeof list - len, ", ...");
+  char text[256];
+  snprintf(text, sizeof text,
+           "no free slot: readers pin every slot the writer could reuse (reader pids: %s); "
+           "they must release their samples",
+           n > 0 ? list : "none left");
+  set_oserror(PyExc_TimeoutError, ETIMEDOUT, text, w->base.name);
+  return NULL;
+}
+
 /* A stream call that failed, or found its handle closed by another thread
  * meanwhile: the Python error to raise. */
 static PyObject *stream_failed(Base *b, int rc) {
   if (b->closed) return closed_meanwhile(b);
-  return rc == PY_ERROR ? NULL : set_error(state_of((PyObject *)b), rc, b->name, AT_STREAM);
+  if (rc == PY_ERROR) return NULL;
+  modstate *st = state_of((PyObject *)b);
+  if (rc == SHL_E_FORKED)
+    return PyErr_Format(st->error,
+                        "%s of '%s' was opened in process %ld before fork(): open it again in "
+                        "this process",
+                        strrchr(Py_TYPE(b)->tp_name, '.') + 1, b->name, b->pid);
+  if (rc == SHL_E_PIN_LIMIT && Py_TYPE(b) == st->reader_type)
+    return PyErr_Format(st->error,
+                        "reader of '%s' holds %u samples (its max_pinned): release them (del "
+                        "the arrays, sample.release(), or copy what you keep) before receiving "
+                        "more",
+                        b->name, ((Reader *)b)->held);
+  if (rc == SHL_E_SLOTS_PINNED && Py_TYPE(b) == st->writer_type) return slots_pinned((Writer *)b);
+  return set_error(st, rc, b->name, AT_STREAM);
 }
 
 /* ---------------------------------------------------------------- Writer and Loan */
@@ -850,11 +899,13 @@ static PyObject *writer_close(Writer *w, PyObject *unused) {
 struct loan_ctx {
   shl_writer *w;
   void *frame;
+  int rc; /* of the last try: SHL_E_SLOTS_PINNED or -ETIMEDOUT say why there is no slot */
 };
 
 static int loan_step(void *ctx, int64_t timeout_ns) {
   struct loan_ctx *c = ctx;
-  return shl_writer_loan(c->w, &c->frame, timeout_ns);
+  c->rc = shl_writer_loan(c->w, &c->frame, timeout_ns);
+  return c->rc == SHL_E_SLOTS_PINNED ? -ETIMEDOUT : c->rc;
 }
 
 /* false (error set) unless w may loan a slot now. */
@@ -875,13 +926,14 @@ static bool writer_ready(Writer *w) {
  * no GIL hand-off. The core's result, PY_ERROR, or CLOSED_MEANWHILE (another
  * thread closed the writer; the slot, if any, is given back). */
 static int loan_slot(Writer *w, int64_t timeout_ns, void **frame) {
-  struct loan_ctx c = {w->w, NULL};
+  struct loan_ctx c = {w->w, NULL, 0};
   int rc = loan_step(&c, 0);
   if (rc == -ETIMEDOUT && timeout_ns != 0) {
     w->loaning = true;
     rc = run_blocking(&w->base, loan_step, &c, timeout_ns, SLICE_NS, -ETIMEDOUT, -ETIMEDOUT);
     w->loaning = false;
   }
+  if (rc == -ETIMEDOUT) rc = c.rc;
   if (w->base.closed) {
     if (rc >= 0) shl_writer_discard(w->w);
     return CLOSED_MEANWHILE;
@@ -952,7 +1004,7 @@ static PyObject *writer_publish_copy(Writer *w, PyObject *args) {
   if (rc < 0) return stream_failed(&w->base, rc);
   uint64_t seq;
   rc = shl_writer_publish(w->w, &seq);
-  if (rc < 0) return set_error(state_of((PyObject *)w), rc, w->base.name, AT_STREAM);
+  if (rc < 0) return stream_failed(&w->base, rc);
   return PyLong_FromUnsignedLongLong(seq);
 }
 
@@ -1020,7 +1072,7 @@ static PyObject *loan_publish(Loan *l, PyObject *unused) {
   uint64_t seq;
   int rc = shl_writer_publish(l->writer->w, &seq);
   end_loan(l, PUBLISHED); /* whatever rc: the core has let the slot go */
-  if (rc < 0) return set_error(state_of((PyObject *)l), rc, l->writer->base.name, AT_STREAM);
+  if (rc < 0) return stream_failed(&l->writer->base, rc);
   return PyLong_FromUnsignedLongLong(seq);
 }
 
@@ -1117,6 +1169,7 @@ static void sample_unpin(Sample *s) {
   if (!s->pinned) return;
   s->pinned = false;
   Reader *r = s->reader;
+  r->held--;
   if (r->base.running > 0) {
     r->deferred[s->s.slot] = s->s;
     r->deferred_mask |= 1ull << s->s.slot;
@@ -1192,6 +1245,7 @@ static PyObject *reader_receive(Reader *r, PyObject *arg) {
     s->reader = r;
     s->s = got;
     s->pinned = true;
+    r->held++;
     r->base.pins++;
   }
   if (rc < 0 || r->base.closed) {
@@ -1510,7 +1564,7 @@ static PyObject *mod_writer_open(PyObject *mod, PyObject *args) {
 struct reader_open_ctx {
   shl_reader *r;
   const char *name;
-  uint32_t mode;
+  shl_reader_opts opts;
   int rc; /* of the last try */
 };
 
@@ -1518,16 +1572,19 @@ struct reader_open_ctx {
  * try again in the next slice. */
 static int reader_open_step(void *ctx, int64_t timeout_ns) {
   struct reader_open_ctx *o = ctx;
-  o->rc = shl_reader_open(&o->r, o->name, o->mode, timeout_ns);
+  o->opts.timeout_ns = timeout_ns;
+  o->rc = shl_reader_open_ex(&o->r, o->name, &o->opts);
   return o->rc == SHL_E_NOT_READY ? -ENOENT : o->rc;
 }
 
-/* reader_open(name, mode, timeout) -> Reader. Waits for the stream to appear. */
+/* reader_open(name, mode, timeout, max_pinned, owner, owner_uid) -> Reader.
+ * Waits for the stream to appear. */
 static PyObject *mod_reader_open(PyObject *mod, PyObject *args) {
   modstate *st = PyModule_GetState(mod);
-  struct reader_open_ctx o = {NULL, NULL, 0, 0};
+  struct reader_open_ctx o = {NULL, NULL, SHL_READER_OPTS_INIT, 0};
   int64_t timeout_ns;
-  if (!PyArg_ParseTuple(args, "sIO&:reader_open", &o.name, &o.mode, timeout_converter, &timeout_ns))
+  if (!PyArg_ParseTuple(args, "sIO&III:reader_open", &o.name, &o.opts.mode, timeout_converter,
+                        &timeout_ns, &o.opts.max_pinned, &o.opts.owner, &o.opts.owner_uid))
     return NULL;
   int rc = run_blocking(NULL, reader_open_step, &o, timeout_ns, SLICE_NS, -ENOENT, -ENOENT);
   if (rc == PY_ERROR) return NULL;
@@ -1540,6 +1597,7 @@ static PyObject *mod_reader_open(PyObject *mod, PyObject *args) {
   }
   r->r = o.r;
   r->receiving = false;
+  r->held = 0;
   r->spin_ns = 0;
   r->deferred_mask = 0;
   rc = base_init(&r->base, shl_reader_segment(o.r), "stream reader", reader_drop);
@@ -1589,7 +1647,8 @@ static PyMethodDef mod_methods[] = {
      "open(name, readonly, timeout, owner=0, owner_uid=0) -> Handle"},
     {"writer_open", mod_writer_open, METH_VARARGS,
      "writer_open(name, format, shape, slots, max_readers, flags, mode) -> Writer"},
-    {"reader_open", mod_reader_open, METH_VARARGS, "reader_open(name, mode, timeout) -> Reader"},
+    {"reader_open", mod_reader_open, METH_VARARGS,
+     "reader_open(name, mode, timeout, max_pinned, owner, owner_uid) -> Reader"},
     {"unlink", mod_unlink, METH_O, "unlink(name): remove a segment's name."},
     {"names", mod_names, METH_NOARGS, "names() -> list of segment names."},
     {NULL, NULL, 0, NULL},

@@ -47,13 +47,19 @@ struct shl_segment {
   char format[SHL_FORMAT_MAX + 1];
 };
 
+struct shl__role_fd;
+
 /* segment.c: create with a kind-specific area, initialised by init_ext before
- * the segment is published, and a payload of at least payload_size bytes. */
+ * the segment is published, and a payload of at least payload_size bytes.
+ * With `role`, the creator opens it and takes the role lock `role_byte`
+ * before publishing (a stream's writer: no opener ever sees it without one). */
 struct shl__extra {
   uint64_t ext_size;
   uint64_t payload_size; /* 0: what the layout needs */
   void (*init_ext)(void *ext, void *arg);
   void *arg;
+  struct shl__role_fd *role; /* NULL: none */
+  uint64_t role_byte;
 };
 int shl__segment_create(shl_segment **out, const char *name, const shl_layout *layout,
                         const shl_create_opts *opts, const struct shl__extra *extra);
@@ -95,10 +101,6 @@ void shl__futex_wake_all(_Atomic uint32_t *word);
 int shl__process_start(int32_t pid, uint64_t *start);
 /* 1 alive, 0 dead or PID reused, -1 cannot tell. */
 int shl__process_alive(int32_t pid, uint64_t start);
-/* This process as one word: pid | (low 32 bits of start time) << 32. */
-uint64_t shl__self_id(void);
-/* Liveness of a process id word, as shl__process_alive. */
-int shl__id_alive(uint64_t id);
 /* Role locks: open-file-description locks (F_OFD_SETLK) on single bytes of
  * an object's file (SHL__ROLE_* in shm_layout.h), held for as long as a role
  * lasts. The kernel drops them when the last descriptor of the holder's open

@@ -72,8 +72,7 @@ int shl__process_start(int32_t pid, uint64_t *start) {
   return -EIO;
 }
 
-/* Compares only the start-time bits in `mask`: ids keep the low 32. */
-static int alive_masked(int32_t pid, uint64_t start, uint64_t mask) {
+int shl__process_alive(int32_t pid, uint64_t start) {
   if (pid <= 0) return -1;
   uint64_t now_start;
   int rc = shl__process_start(pid, &now_start);
@@ -83,21 +82,7 @@ static int alive_masked(int32_t pid, uint64_t start, uint64_t mask) {
     if (kill(pid, 0) == 0 || errno == EPERM) return -1;
     return errno == ESRCH ? 0 : -1;
   }
-  return (now_start & mask) == (start & mask) ? 1 : 0;
-}
-
-int shl__process_alive(int32_t pid, uint64_t start) { return alive_masked(pid, start, UINT64_MAX); }
-
-uint64_t shl__self_id(void) {
-  uint64_t start = 0;
-  int32_t pid = (int32_t)getpid();
-  shl__process_start(pid, &start);
-  return (uint32_t)pid | (start & 0xffffffffu) << 32;
-}
-
-int shl__id_alive(uint64_t id) {
-  if (id == 0) return 0;
-  return alive_masked((int32_t)(uint32_t)id, id >> 32, 0xffffffffu);
+  return now_start == start ? 1 : 0;
 }
 
 /* ---------------------------------------------------------------- role locks */
@@ -188,7 +173,7 @@ int shl__role_fd_open(struct shl__role_fd *r, const char *posix_name, int fd) {
 
 /* Closing drops every lock held through it. */
 void shl__role_fd_close(struct shl__role_fd *r) {
-  if (!r || r->next == r) return;
+  if (!r || !r->next || r->next == r) return; /* never opened (zeroed), or closed */
   pthread_mutex_lock(&role_fds_lock);
   r->prev->next = r->next;
   r->next->prev = r->prev;

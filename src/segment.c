@@ -138,7 +138,7 @@ static void fill_snapshot(shl_segment *seg, const struct shl__header *h, const c
 int shl__segment_create(shl_segment **out, const char *name, const shl_layout *layout,
                         const shl_create_opts *opts, const struct shl__extra *extra) {
   static const shl_create_opts defaults = {0, 0, 0};
-  static const struct shl__extra none = {0, 0, NULL, NULL};
+  static const struct shl__extra none = {0, 0, NULL, NULL, NULL, 0};
   char pname[POSIX_NAME_MAX + 1];
   struct shl__header plan;
   if (!out) return -EINVAL;
@@ -184,6 +184,12 @@ int shl__segment_create(shl_segment **out, const char *name, const shl_layout *l
   rc = shl__role_fd_open(&seg->role, pname, fd);
   if (rc == 0) rc = shl__role_take(seg->role.fd, SHL__ROLE_CREATOR);
   if (rc < 0) goto fail;
+  /* A kind's own role (a stream's writer), held before anyone sees READY. */
+  if (extra->role) {
+    rc = shl__role_fd_open(extra->role, pname, fd);
+    if (rc == 0) rc = shl__role_take(extra->role->fd, extra->role_byte);
+    if (rc < 0) goto fail;
+  }
   if (fchmod(fd, mode) < 0 || ftruncate(fd, (off_t)plan.total_size) < 0) goto fail_errno;
   void *map = mmap(NULL, plan.total_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (map == MAP_FAILED) goto fail_errno;
@@ -238,6 +244,7 @@ fail_errno:
   rc = -errno;
 fail:
   shm_unlink(pname);
+  if (extra->role) shl__role_fd_close(extra->role);
   release(seg);
   return rc;
 }

@@ -7,16 +7,31 @@
  * either the writer sees the pin (and leaves the slot alone) or the reader
  * sees the cleared number (and looks again): no reader ever gets a slot that
  * is being rewritten. The newest frame's slot is never reused, so a `latest`
- * reader always finds a frame. Processes are identified by pid plus start
- * time; a dead writer is noticed by waiting readers, a dead reader's pins are
- * reclaimed by whoever needs the slot or the table entry. */
+ * reader always finds a frame.
+ *
+ * Liveness comes from role locks (internal.h), never from PIDs: the writer
+ * holds SHL__ROLE_WRITER and reader entry i's owner SHL__ROLE_READER(i) for
+ * as long as they hold the role, and the kernel drops them at death in any
+ * PID namespace. A dead writer is noticed by waiting readers; a dead
+ * reader's pins are reclaimed by taking its entry's lock, by whoever needs
+ * the slot or the entry. The pids in the shared words are for people only.
+ *
+ * Handles belong to the process that opened them: in a forked child every
+ * call returns SHL_E_FORKED, and closing touches nothing shared. */
 #include <errno.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "internal.h"
+
+/* Test programs that include this file may stop a process at these points. */
+#ifndef SHL__TEST_POINT
+#define SHL__TEST_POINT(name) ((void)0)
+#endif
 
 #define DEFAULT_SLOTS 8
 #define DEFAULT_READERS 64
@@ -36,11 +51,12 @@ struct stream {
   unsigned char *frames;
   uint64_t stride;
   uint32_t slots, max_readers, flags;
+  struct shl__role_fd role; /* this handle's role locks */
+  unsigned fork_generation; /* at open: another value means inherited */
 };
 
 struct shl_writer {
   struct stream s;
-  uint64_t id;
   uint64_t next_seq;
   int loaned; /* slot index, -1 for none */
 };
@@ -53,8 +69,24 @@ struct shl_reader {
   int64_t liveness_checked_ns;
   uint32_t mode;
   uint32_t spin_ns;
+  uint32_t max_pinned, pinned;         /* samples this reader may hold, and holds */
   uint32_t held[SHL_STREAM_MAX_SLOTS]; /* samples held per slot */
 };
+
+/* This process in the shared words: its pid, as it sees it. Information for
+ * people (messages, the CLI); never used to decide liveness. */
+static uint64_t self_word(void) { return (uint32_t)getpid(); }
+
+/* A handle's own state before it is bound: no role descriptor yet. */
+static void init_handle(struct stream *s) {
+  s->role.fd = -1;
+  s->role.prev = s->role.next = &s->role;
+  s->fork_generation = shl__fork_generation();
+}
+
+static bool inherited(const struct stream *s) {
+  return s->fork_generation != shl__fork_generation();
+}
 
 static uint64_t round_up(uint64_t v, uint64_t align) { return (v + align - 1) / align * align; }
 
@@ -95,6 +127,18 @@ static int bind(struct stream *s, shl_segment *seg) {
   return 0;
 }
 
+/* A descriptor of this handle's own for its role locks. */
+static int open_role(struct stream *s) {
+  char pname[sizeof SHL_POSIX_PREFIX + SHL_NAME_MAX];
+  snprintf(pname, sizeof pname, "%s%s", SHL_POSIX_PREFIX, s->seg->name);
+  return shl__role_fd_open(&s->role, pname, s->seg->fd);
+}
+
+static void close_stream(struct stream *s) {
+  shl__role_fd_close(&s->role); /* drops the role: after the shared words are final */
+  shl_close(s->seg);
+}
+
 static uint32_t reader_hwm(const struct stream *s) {
   uint32_t hwm = atomic_load(&s->ctl->reader_hwm);
   return hwm < s->max_readers ? hwm : s->max_readers;
@@ -106,23 +150,30 @@ static void signal_space(struct stream *s) {
   if (atomic_load(&s->ctl->writer_waiting)) shl__futex_wake_all(&s->ctl->space);
 }
 
-/* Free a dead reader's entry and pins. Safe when several processes race.
- * The reaper holds the entry under its own id meanwhile: if it dies half-way,
- * the entry belongs to a dead process again and the next reaper frees it. */
-static bool reap_if_dead(struct stream *s, struct shl__reader *e) {
-  uint64_t id = atomic_load(&e->owner);
-  if (id == 0 || shl__id_alive(id) != 0) return false;
-  if (!atomic_compare_exchange_strong(&e->owner, &id, shl__self_id())) return false;
+static void clear_entry(struct shl__reader *e) {
   atomic_store(&e->pinned, 0);
   atomic_store(&e->next_seq, 0);
   atomic_store_explicit(&e->owner, 0, memory_order_release);
-  signal_space(s);
-  return true;
+}
+
+/* Free the pins of entry i if its owner is gone: its lock is free (taking it
+ * fails while a live reader, or another reaper, holds it). Whatever the owner
+ * word says, pid 0 or garbage included, the lock alone decides. */
+static bool reap_if_dead(struct stream *s, uint32_t i) {
+  struct shl__reader *e = &s->reader[i];
+  if (atomic_load(&e->owner) == 0) return false;
+  /* Held: alive. An error: cannot tell, so alive too. */
+  if (shl__role_take(s->role.fd, SHL__ROLE_READER(i)) != 0) return false;
+  bool reaped = atomic_load(&e->owner) != 0; /* not closed meanwhile */
+  if (reaped) clear_entry(e);
+  shl__role_drop(s->role.fd, SHL__ROLE_READER(i));
+  if (reaped) signal_space(s);
+  return reaped;
 }
 
 static bool reap_dead_readers(struct stream *s) {
   bool any = false;
-  for (uint32_t i = 0, n = reader_hwm(s); i < n; i++) any |= reap_if_dead(s, &s->reader[i]);
+  for (uint32_t i = 0, n = reader_hwm(s); i < n; i++) any |= reap_if_dead(s, i);
   return any;
 }
 
@@ -148,15 +199,18 @@ static bool same_frame(const shl_layout *a, const shl_layout *b) {
   return true;
 }
 
-/* Become the writer of an existing stream whose writer is gone. */
+/* Become the writer of an existing stream whose writer is gone: take its
+ * role lock (-EBUSY while a live writer holds it). */
 static int take_over(shl_writer *w, const shl_layout *frame, uint32_t slots) {
   shl_layout have;
   shl_get_layout(w->s.seg, &have);
   if (!same_frame(&have, frame) || (slots && slots != w->s.slots)) return -EINVAL;
-  uint64_t cur = atomic_load(&w->s.ctl->writer);
-  do {
-    if (cur != 0 && shl__id_alive(cur) != 0) return -EBUSY; /* alive, or cannot tell */
-  } while (!atomic_compare_exchange_weak(&w->s.ctl->writer, &cur, w->id));
+  int rc = open_role(&w->s);
+  if (rc == 0) rc = shl__role_take(w->s.role.fd, SHL__ROLE_WRITER);
+  if (rc < 0) return rc;
+  /* A writer killed in its futex wait left the flag set: nobody sleeps now. */
+  atomic_store(&w->s.ctl->writer_waiting, 0);
+  atomic_store(&w->s.ctl->writer, self_word());
   return 0;
 }
 
@@ -192,21 +246,31 @@ int shl_writer_open(shl_writer **out, const char *name, const shl_layout *frame,
 
   shl_writer *w = calloc(1, sizeof *w);
   if (!w) return -ENOMEM;
-  w->id = shl__self_id();
   w->loaned = -1;
+  init_handle(&w->s);
   struct shl__stream_ctl init = {.slots = slots, .max_readers = readers, .flags = opts->flags,
                                  .slot_stride = stride, .frame_size = frame_size};
-  atomic_init(&init.writer, w->id);
-  struct shl__extra extra = {ext_bytes(slots, readers), payload, init_ctl, &init};
+  atomic_init(&init.writer, self_word());
+  struct shl__extra extra = {ext_bytes(slots, readers), payload, init_ctl, &init,
+                             &w->s.role, SHL__ROLE_WRITER};
   shl_create_opts copts = {SHL_KIND_STREAM, opts->mode, 0};
   shl_segment *seg;
   rc = shl__segment_create(&seg, name, &plan, &copts, &extra);
   bool created = rc == 0;
-  if (rc == -EEXIST) rc = shl_open(&seg, name, 0, SHL_OPEN_DEFAULT_TIMEOUT_NS);
+  if (rc == -EEXIST) {
+    /* Never adopt another user's object: it could read every frame. */
+    shl_open_opts oopts = SHL_OPEN_OPTS_INIT;
+    oopts.owner = SHL_OWNER_UID;
+    oopts.owner_uid = (uint32_t)geteuid();
+    rc = shl_open_ex(&seg, name, &oopts);
+  }
   if (rc == 0) {
     rc = bind(&w->s, seg);
     if (rc == 0 && !created) rc = take_over(w, &plan, opts->slots);
-    if (rc < 0) shl_close(seg);
+    if (rc < 0) {
+      w->s.seg = seg;
+      close_stream(&w->s);
+    }
   }
   if (rc < 0) {
     free(w);
@@ -217,12 +281,12 @@ int shl_writer_open(shl_writer **out, const char *name, const shl_layout *frame,
   return 0;
 }
 
+/* A clean close clears the writer word before the role lock goes, so that
+ * readers tell it from a death (SHL_E_WRITER_CLOSED). */
 void shl_writer_close(shl_writer *w) {
   if (!w) return;
-  shl_writer_discard(w);
-  uint64_t me = w->id;
-  atomic_compare_exchange_strong(&w->s.ctl->writer, &me, 0);
-  shl_close(w->s.seg);
+  if (!inherited(&w->s)) atomic_store(&w->s.ctl->writer, 0);
+  close_stream(&w->s);
   free(w);
 }
 
@@ -247,11 +311,6 @@ static uint64_t scan_readers(const struct stream *s, uint64_t *floor) {
   return pinned;
 }
 
-static bool slot_pinned(const struct stream *s, uint32_t slot) {
-  uint64_t floor;
-  return (scan_readers(s, &floor) >> slot) & 1;
-}
-
 /* A free slot, already cleared so no reader can pin it, or -1. Prefers the
  * oldest frame, so `all` readers lose as little as possible. */
 static int claim_slot(shl_writer *w) {
@@ -272,13 +331,30 @@ static int claim_slot(shl_writer *w) {
     }
     if (best < 0) return -1;
     atomic_store(&s->slot[best].seq, 0);
-    if (!slot_pinned(s, (uint32_t)best)) return best;
-    tried |= 1ull << best; /* a reader got there first: its frame stays, unlisted */
+    /* Look again: a reader may have pinned it, or a new `all` reader may
+     * want it (its next_seq is stored before it checks the frame is there). */
+    uint64_t now_floor;
+    bool pinned_now = (scan_readers(s, &now_floor) >> best) & 1;
+    bool wanted = (s->flags & SHL_STREAM_BLOCK) && best_seq >= now_floor;
+    if (!pinned_now && !wanted) return best;
+    /* A reader got there first: its frame stays (unlisted if pinned). */
+    if (!pinned_now) atomic_store(&s->slot[best].seq, best_seq);
+    tried |= 1ull << best;
   }
+}
+
+/* No slot but the newest is free of pins: waiting is up to the readers. */
+static bool all_pinned(const struct stream *s) {
+  uint64_t floor, pinned = scan_readers(s, &floor);
+  uint64_t latest = atomic_load(&s->ctl->latest);
+  uint64_t all = s->slots == 64 ? ~0ull : (1ull << s->slots) - 1;
+  if (latest) pinned |= 1ull << (latest & ((1u << SLOT_BITS) - 1));
+  return (pinned & all) == all;
 }
 
 int shl_writer_loan(shl_writer *w, void **frame, int64_t timeout_ns) {
   struct stream *s = &w->s;
+  if (inherited(s)) return SHL_E_FORKED;
   if (w->loaned >= 0) return -EBUSY;
   int64_t deadline = deadline_after(timeout_ns);
   for (;;) {
@@ -291,7 +367,7 @@ int shl_writer_loan(shl_writer *w, void **frame, int64_t timeout_ns) {
       return slot;
     }
     int64_t left = deadline - shl__monotonic_ns();
-    if (left <= 0) return -ETIMEDOUT;
+    if (left <= 0) return all_pinned(s) ? SHL_E_SLOTS_PINNED : -ETIMEDOUT;
     /* Wake on a freed slot, or re-check reader liveness each period. */
     atomic_store(&s->ctl->writer_waiting, 1);
     shl__futex_wait(&s->ctl->space, space, left < LIVENESS_PERIOD_NS ? left : LIVENESS_PERIOD_NS);
@@ -301,6 +377,7 @@ int shl_writer_loan(shl_writer *w, void **frame, int64_t timeout_ns) {
 
 int shl_writer_publish(shl_writer *w, uint64_t *seq_out) {
   struct stream *s = &w->s;
+  if (inherited(s)) return SHL_E_FORKED;
   if (w->loaned < 0) return -EINVAL;
   uint32_t slot = (uint32_t)w->loaned;
   uint64_t seq = w->next_seq++;
@@ -315,83 +392,142 @@ int shl_writer_publish(shl_writer *w, uint64_t *seq_out) {
 }
 
 int shl_writer_discard(shl_writer *w) {
+  if (inherited(&w->s)) return SHL_E_FORKED;
   if (w->loaned < 0) return -EINVAL;
   w->loaned = -1; /* the slot's number is already 0: free for the next loan */
   return 0;
 }
 
+int shl_writer_pinned_by(const shl_writer *w, int32_t *pids, uint32_t max) {
+  const struct stream *s = &w->s;
+  if (inherited(s)) return SHL_E_FORKED;
+  int n = 0;
+  for (uint32_t i = 0, hwm = reader_hwm(s); i < hwm; i++) {
+    uint64_t owner = atomic_load(&s->reader[i].owner);
+    if (!owner || !atomic_load(&s->reader[i].pinned)) continue;
+    if ((uint32_t)n < max) pids[n] = (int32_t)(uint32_t)owner;
+    n++;
+  }
+  return n;
+}
+
 /* ---------------------------------------------------------------- reader */
 
+/* An `all` reader starts at the newest frame. Its next_seq is stored before
+ * it checks that the frame is still in its slot, and a blocking writer
+ * clears a slot before it checks next_seq (claim_slot): either the writer
+ * keeps the frame, or the reader sees it gone and starts from the new head. */
+static void start_at_head(shl_reader *r) {
+  struct stream *s = &r->s;
+  for (int attempt = 0;; attempt++) {
+    uint64_t latest = atomic_load(&s->ctl->latest);
+    uint64_t head = latest >> SLOT_BITS;
+    uint32_t slot = (uint32_t)(latest & ((1u << SLOT_BITS) - 1));
+    SHL__TEST_POINT(start_at_head);
+    r->next_seq = head ? head : 1;
+    atomic_store(&r->entry->next_seq, r->next_seq);
+    if (!head || slot >= s->slots || atomic_load(&s->slot[slot].seq) == head ||
+        attempt == PIN_ATTEMPTS)
+      return;
+  }
+}
+
+/* Claim a free entry: one whose lock nobody holds, whatever its words say
+ * (a dead reader's pins are cleared). The high-water mark goes up before the
+ * entry shows any pin, so the writer scans every entry that may hold one. */
 static int register_reader(shl_reader *r) {
   struct stream *s = &r->s;
-  uint64_t id = shl__self_id();
-  for (int round = 0; round < 2; round++) {
-    for (uint32_t i = 0; i < s->max_readers; i++) {
-      struct shl__reader *e = &s->reader[i];
-      uint64_t free_id = 0;
-      if (!atomic_compare_exchange_strong(&e->owner, &free_id, id)) continue;
-      atomic_store(&e->pinned, 0);
-      atomic_store(&e->mode, r->mode);
-      uint64_t head = atomic_load(&s->ctl->latest) >> SLOT_BITS;
-      r->next_seq = head ? head : 1; /* from the newest frame on */
-      atomic_store(&e->next_seq, r->next_seq);
-      uint32_t hwm = atomic_load(&s->ctl->reader_hwm);
-      while (hwm < i + 1 && !atomic_compare_exchange_weak(&s->ctl->reader_hwm, &hwm, i + 1)) {
-      }
-      r->entry = e;
-      return 0;
+  for (uint32_t i = 0; i < s->max_readers; i++) {
+    if (shl__role_take(s->role.fd, SHL__ROLE_READER(i)) != 0) continue; /* in use */
+    uint32_t hwm = atomic_load(&s->ctl->reader_hwm);
+    while (hwm < i + 1 && !atomic_compare_exchange_weak(&s->ctl->reader_hwm, &hwm, i + 1)) {
     }
-    if (!reap_dead_readers(s)) break;
+    struct shl__reader *e = &s->reader[i];
+    bool stale = atomic_load(&e->pinned) != 0;
+    clear_entry(e);
+    atomic_store(&e->mode, r->mode);
+    atomic_store(&e->owner, self_word());
+    r->entry = e;
+    start_at_head(r);
+    if (stale) signal_space(s);
+    return 0;
   }
   return -EUSERS;
 }
 
 int shl_reader_open(shl_reader **out, const char *name, uint32_t mode, int64_t timeout_ns) {
+  shl_reader_opts opts = SHL_READER_OPTS_INIT;
+  opts.mode = mode;
+  opts.timeout_ns = timeout_ns;
+  return shl_reader_open_ex(out, name, &opts);
+}
+
+int shl_reader_open_ex(shl_reader **out, const char *name, const shl_reader_opts *user_opts) {
+  shl_reader_opts opts = SHL_READER_OPTS_INIT;
   if (!out) return -EINVAL;
   *out = NULL;
-  if (mode != SHL_RECV_LATEST && mode != SHL_RECV_ALL) return -EINVAL;
-  int64_t deadline = deadline_after(timeout_ns);
+  int rc = user_opts ? shl__opts_copy(&opts, sizeof opts, user_opts, user_opts->size) : 0;
+  if (rc < 0) return rc;
+  if ((opts.mode != SHL_RECV_LATEST && opts.mode != SHL_RECV_ALL) || opts.reserved)
+    return -EINVAL;
+  int64_t deadline = deadline_after(opts.timeout_ns);
+  shl_open_opts oopts = SHL_OPEN_OPTS_INIT;
+  oopts.flags = SHL_OPEN_READONLY;
+  oopts.owner = opts.owner;
+  oopts.owner_uid = opts.owner_uid;
   shl_segment *seg;
-  int rc;
   /* The stream may not exist yet, or its writer may still be creating it:
    * wait for it, within the caller's time. */
   for (;;) {
     int64_t left = deadline - shl__monotonic_ns();
-    rc = shl_open(&seg, name, SHL_OPEN_READONLY, left > 0 ? left : 0);
+    oopts.timeout_ns = left > 0 ? left : 0;
+    rc = shl_open_ex(&seg, name, &oopts);
     if (rc != -ENOENT) break;
     if (left <= 0) return -ENOENT;
     sleep_ns(left < OPEN_POLL_NS ? left : OPEN_POLL_NS);
   }
   if (rc < 0) return rc;
   shl_reader *r = calloc(1, sizeof *r);
-  if (!r) rc = -ENOMEM;
-  else if (!(seg->flags & SHL__SEG_HDR_WRITABLE)) rc = SHL_E_READONLY; /* cannot pin */
+  if (!r) {
+    shl_close(seg);
+    return -ENOMEM;
+  }
+  init_handle(&r->s);
+  r->s.seg = seg;
+  r->mode = opts.mode;
+  if (!(seg->flags & SHL__SEG_HDR_WRITABLE)) rc = SHL_E_READONLY; /* cannot pin */
   else if ((rc = bind(&r->s, seg)) == 0) {
-    r->mode = mode;
-    rc = register_reader(r);
+    /* Two at least where the ring allows it: a loop that receives the next
+     * sample still holds the previous one. */
+    uint32_t half = r->s.slots / 2, fair = half > 3 ? half - 1 : 2;
+    r->max_pinned = opts.max_pinned ? opts.max_pinned : r->s.slots >= 4 ? fair : 1;
+    rc = open_role(&r->s);
+    if (rc == 0) rc = register_reader(r);
   }
   if (rc < 0) {
+    close_stream(&r->s);
     free(r);
-    shl_close(seg);
     return rc;
   }
   *out = r;
   return 0;
 }
 
+/* Leave the entry: its words cleared before its lock goes. */
 void shl_reader_close(shl_reader *r) {
   if (!r) return;
-  atomic_store(&r->entry->pinned, 0);
-  atomic_store(&r->entry->next_seq, 0);
-  atomic_store_explicit(&r->entry->owner, 0, memory_order_release);
-  signal_space(&r->s);
-  shl_close(r->s.seg);
+  if (!inherited(&r->s)) {
+    clear_entry(r->entry);
+    signal_space(&r->s);
+  }
+  close_stream(&r->s);
   free(r);
 }
 
 shl_segment *shl_reader_segment(const shl_reader *r) { return r->s.seg; }
 
 static void unpin(shl_reader *r, uint32_t slot) {
+  r->pinned--;
   if (--r->held[slot] > 0) return;
   atomic_fetch_and_explicit(&r->entry->pinned, ~(1ull << slot), memory_order_release);
   signal_space(&r->s);
@@ -399,6 +535,7 @@ static void unpin(shl_reader *r, uint32_t slot) {
 
 /* Pin `slot` if it still holds frame `seq`. */
 static bool pin(shl_reader *r, uint32_t slot, uint64_t seq) {
+  r->pinned++;
   if (r->held[slot]++ == 0) atomic_fetch_or(&r->entry->pinned, 1ull << slot);
   if (atomic_load(&r->s.slot[slot].seq) == seq) return true;
   unpin(r, slot);
@@ -453,11 +590,17 @@ static int take_next(shl_reader *r, shl_sample *out) {
   return -EAGAIN;
 }
 
-static bool writer_alive(const struct stream *s) {
-  return shl__id_alive(atomic_load(&s->ctl->writer)) != 0;
+/* 0 while a writer holds the stream (or that cannot be told), else why not:
+ * a clean close clears the writer word before it drops the role lock. The
+ * segment's own descriptor holds no role, so any lock seen is another's. */
+static int writer_state(const struct stream *s) {
+  if (shl__role_held(s->seg->fd, SHL__ROLE_WRITER) != 0) return 0;
+  return atomic_load(&s->ctl->writer) ? SHL_E_WRITER_GONE : SHL_E_WRITER_CLOSED;
 }
 
 int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint32_t flags) {
+  if (inherited(&r->s)) return SHL_E_FORKED;
+  if (r->pinned >= r->max_pinned) return SHL_E_PIN_LIMIT;
   int64_t deadline = deadline_after(timeout_ns);
   shl_wait_opts wait = {flags & SHL_WAIT_INTERRUPTIBLE, r->spin_ns};
   for (;;) {
@@ -467,10 +610,11 @@ int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint3
     int64_t now = shl__monotonic_ns();
     if (now - r->liveness_checked_ns >= LIVENESS_PERIOD_NS) {
       r->liveness_checked_ns = now;
-      if (!writer_alive(&r->s)) {
+      int gone = writer_state(&r->s);
+      if (gone < 0) {
         /* Nothing new, and nobody left to publish it. */
         rc = r->mode == SHL_RECV_ALL ? take_next(r, out) : take_latest(r, out);
-        return rc == -EAGAIN ? SHL_E_WRITER_GONE : rc;
+        return rc == -EAGAIN ? gone : rc;
       }
     }
     int64_t left = deadline - now;
@@ -485,6 +629,7 @@ int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint3
 void shl_reader_set_spin(shl_reader *r, uint32_t spin_ns) { r->spin_ns = spin_ns; }
 
 int shl_reader_release(shl_reader *r, const shl_sample *sample) {
+  if (inherited(&r->s)) return SHL_E_FORKED;
   if (!sample || sample->slot >= r->s.slots || r->held[sample->slot] == 0) return -EINVAL;
   unpin(r, sample->slot);
   return 0;
@@ -499,13 +644,11 @@ int shl_stream_get_info(const shl_segment *seg, shl_stream_info *out) {
   out->max_readers = s.max_readers;
   out->flags = s.flags;
   out->slot_stride = s.stride;
-  for (uint32_t i = 0, n = reader_hwm(&s); i < n; i++) {
-    uint64_t id = atomic_load(&s.reader[i].owner);
-    if (id && shl__id_alive(id) != 0) out->readers_alive++;
-  }
-  uint64_t writer = atomic_load(&s.ctl->writer);
-  out->writer_pid = (int32_t)(uint32_t)writer;
-  out->writer_alive = writer ? shl__id_alive(writer) : 0;
+  /* From the role locks; "cannot tell" counts as alive. */
+  for (uint32_t i = 0, n = reader_hwm(&s); i < n; i++)
+    if (shl__role_held(seg->fd, SHL__ROLE_READER(i)) != 0) out->readers_alive++;
+  out->writer_alive = shl__role_held(seg->fd, SHL__ROLE_WRITER);
+  out->writer_pid = (int32_t)(uint32_t)atomic_load(&s.ctl->writer);
   uint64_t latest = atomic_load(&s.ctl->latest);
   out->last_seq = latest >> SLOT_BITS;
   uint32_t slot = (uint32_t)(latest & ((1u << SLOT_BITS) - 1));

@@ -206,8 +206,9 @@ int main(int argc, char **argv) {
     int64_t until = next_report < end ? next_report : end;
     rc = shl_reader_receive(r, &s, until - now, SHL_WAIT_INTERRUPTIBLE);
     if (rc == -ETIMEDOUT || rc == -EINTR) continue;
-    if (rc == SHL_E_WRITER_GONE) {
-      /* Every frame it published has been delivered. Returned again about
+    if (rc == SHL_E_WRITER_GONE || rc == SHL_E_WRITER_CLOSED) {
+      /* Every frame it published has been delivered (and the writer died, or
+       * closed the stream). Returned again about
        * every 50 ms while nobody writes, so this does not spin. */
       if (!gone) printf("writer gone\n");
       gone = 1;

@@ -18,12 +18,16 @@ from typing import Any, Callable, Iterator, NamedTuple, Optional, Tuple, Union
 import numpy as np
 
 from . import _dtype, _shmlane
-from ._common import Described, ShapeLike, in_slices, shape_tuple, spin_ns
+from ._common import Described, OwnerLike, ShapeLike, in_slices, owner_arg, shape_tuple, spin_ns
 from ._shmlane import LayoutMismatch, WriterGone
 
 __all__ = ["Loan", "Reader", "Sample", "StreamInfo", "Writer"]
 
 _MODES = {"latest": _shmlane.RECV_LATEST, "all": _shmlane.RECV_ALL}
+
+# How long loan() and publish() wait for a free slot by default: readers that
+# keep every slot pinned then get named in the error instead of a silent hang.
+LOAN_TIMEOUT = 5.0
 
 
 class StreamInfo(NamedTuple):
@@ -194,19 +198,22 @@ class Writer(Described):
         closed = " closed" if self.closed else ""
         return f"<shmlane.Writer '{self.name}' {self._dtype} {self._shape}{closed}>"
 
-    def loan(self, timeout: Optional[float] = None) -> Loan:
+    def loan(self, timeout: Optional[float] = LOAN_TIMEOUT) -> Loan:
         """A free slot, as a Loan (a context manager giving a writable array).
         Waits only while readers pin every free slot, or on a blocking stream
-        for readers in mode "all" (TimeoutError after `timeout` seconds; None:
-        no limit). Blocks without the GIL; Ctrl-C interrupts it. One loan at
-        a time: RuntimeError while another is outstanding."""
+        for readers in mode "all": TimeoutError after `timeout` seconds (5 by
+        default; None waits as long as it takes), naming the pids of the
+        readers that pin the slots when they are the reason. Blocks without
+        the GIL; Ctrl-C interrupts it. One loan at a time: RuntimeError while
+        another is outstanding."""
         return Loan(self._raw.loan(timeout), self._wrap)
 
-    def publish(self, array: Any, timeout: Optional[float] = None) -> int:
+    def publish(self, array: Any, timeout: Optional[float] = LOAN_TIMEOUT) -> int:
         """Copy `array` into a loaned slot and publish it; returns its sequence
         number. The copy follows np.copyto (broadcasting, same-kind casts).
         A C-contiguous array of the frame's dtype and shape is copied in one
-        call, with no Loan or view made: the cheap way for small messages."""
+        call, with no Loan or view made: the cheap way for small messages.
+        Waits for a slot as loan() does."""
         if (
             type(array) is np.ndarray
             and array.shape == self._shape
@@ -311,15 +318,32 @@ class Reader(Described):
     recorder). Raises StreamBusy if the reader table is full. spin: seconds
     (at most 0.001) each receive() polls before it sleeps; a frame published
     meanwhile arrives without the kernel's wake-up, and its publish needs no
-    system call. Worth it for frames that come more often than that."""
+    system call. Worth it for frames that come more often than that.
+    max_pinned: samples (and arrays of them) this reader may hold at once;
+    None: half the slots less one, at least 1, so that a reader that keeps
+    its arrays never stalls the writer or the other readers; receive() raises
+    shmlane.Error past it. owner: whose streams to read: None, this user's or
+    root's; a user name or uid: that user's too; "any": anyone's."""
 
     def __init__(
-        self, name: str, mode: str = "latest", timeout: Optional[float] = 5.0, *, spin: float = 0.0
+        self,
+        name: str,
+        mode: str = "latest",
+        timeout: Optional[float] = 5.0,
+        *,
+        spin: float = 0.0,
+        max_pinned: Optional[int] = None,
+        owner: OwnerLike = None,
     ) -> None:
         if mode not in _MODES:
             raise ValueError(f"stream '{name}': mode must be 'latest' or 'all', not {mode!r}")
+        if max_pinned is not None and not 1 <= max_pinned <= _shmlane.STREAM_MAX_SLOTS:
+            raise ValueError(
+                f"stream '{name}': max_pinned must be 1..{_shmlane.STREAM_MAX_SLOTS} or None"
+            )
         spin_time = spin_ns(spin)
-        raw = _shmlane.reader_open(name, _MODES[mode], timeout)
+        policy, uid = owner_arg(owner)
+        raw = _shmlane.reader_open(name, _MODES[mode], timeout, max_pinned or 0, policy, uid)
         try:
             raw.spin_ns = spin_time
             self._wrap, self._dtype, self._shape = _frames(raw)

@@ -75,22 +75,25 @@ static int take_(shl_reader *r, shl_sample *s, uint64_t seq, uint64_t lost, int 
     T_EXPECT_RC(shl_reader_receive((r), &s_, 0, 0), -ETIMEDOUT); \
   } while (0)
 
-/* Every slot is taken: a non-blocking loan fails at once, a timed one on time. */
-static void expect_no_slot(shl_writer *w) {
+/* Every slot is taken: a non-blocking loan fails at once, a timed one on
+ * time, with `why` (-ETIMEDOUT: `all` readers of a blocking stream hold the
+ * writer back; SHL_E_SLOTS_PINNED: samples pin every slot). */
+static void expect_no_slot(shl_writer *w, int why) {
   void *frame;
   long long t0 = t_now_ns();
-  T_EXPECT_RC(shl_writer_loan(w, &frame, 0), -ETIMEDOUT);
+  T_EXPECT_RC(shl_writer_loan(w, &frame, 0), why);
   T_EXPECT_TOOK(t0, 0, 100);
   t0 = t_now_ns();
-  T_EXPECT_RC(shl_writer_loan(w, &frame, 100 * T_MS), -ETIMEDOUT);
+  T_EXPECT_RC(shl_writer_loan(w, &frame, 100 * T_MS), why);
   T_EXPECT_TOOK(t0, 100, 1100);
 }
 
-/* The writer is gone and every frame was taken: the reader hears so in time. */
+/* The writer is gone and every frame was taken: the reader hears so in time,
+ * and why (every writer here closes cleanly: SHL_E_WRITER_CLOSED). */
 static void expect_gone(shl_reader *r) {
   shl_sample s;
   long long t0 = t_now_ns();
-  T_EXPECT_RC(shl_reader_receive(r, &s, WAIT_MS * T_MS, 0), SHL_E_WRITER_GONE);
+  T_EXPECT_RC(shl_reader_receive(r, &s, WAIT_MS * T_MS, 0), SHL_E_WRITER_CLOSED);
   double ms = (double)(t_now_ns() - t0) / 1e6;
   if (ms > gone_worst_ms) gone_worst_ms = ms;
   T_EXPECT_TOOK(t0, 0, GONE_MAX_MS);
@@ -426,7 +429,7 @@ static void test_all_lapped(void) {
   char name[SHL_NAME_MAX + 1];
   t_fresh_name(name, "slappin");
   shl_writer *w = open_writer(name, 0);
-  shl_reader *a = t_reader_open(name, SHL_RECV_ALL, 0);
+  shl_reader *a = t_reader_open_pins(name, SHL_RECV_ALL, 0, 2);
   PUBLISH(w, 1, 1);
   shl_sample held;
   T_REQUIRE(TAKE(a, &held, 1, 0) == 0); /* pins 1: three slots left to cycle */
@@ -464,8 +467,8 @@ static void test_pinned(void) {
   char name[SHL_NAME_MAX + 1];
   t_fresh_name(name, "spin");
   shl_writer *w = open_writer(name, 0);
-  shl_reader *l = t_reader_open(name, SHL_RECV_LATEST, 0);
-  shl_reader *a = t_reader_open(name, SHL_RECV_ALL, 0);
+  shl_reader *l = t_reader_open_pins(name, SHL_RECV_LATEST, 0, 2);
+  shl_reader *a = t_reader_open_pins(name, SHL_RECV_ALL, 0, 2);
   shl_sample hl, ha;
   PUBLISH(w, 1, 1);
   T_REQUIRE(TAKE(l, &hl, 1, ANY) == 0 && TAKE(a, &ha, 1, 0) == 0);
@@ -495,14 +498,14 @@ static void test_pinned(void) {
    * until a sample is released. */
   t_fresh_name(name, "spinall");
   w = open_writer(name, 0);
-  l = t_reader_open(name, SHL_RECV_LATEST, 0);
+  l = t_reader_open_pins(name, SHL_RECV_LATEST, 0, SLOTS - 1);
   shl_sample h[SLOTS - 1];
   for (uint64_t seq = 1; seq < SLOTS; seq++) {
     PUBLISH(w, seq, seq);
     T_REQUIRE(TAKE(l, &h[seq - 1], seq, ANY) == 0);
   }
   PUBLISH(w, SLOTS, SLOTS);
-  expect_no_slot(w);
+  expect_no_slot(w, SHL_E_SLOTS_PINNED);
   T_EXPECT_RC(shl_reader_release(l, &h[1]), 0);
   T_CHECK(shl_writer_loan(w, &frame, 0) == (int)h[1].slot);
   T_EXPECT_RC(shl_writer_discard(w), 0);
@@ -574,7 +577,7 @@ static void test_takeover(void) {
   shl_writer_close(w);
 }
 
-/* Frames published before the writer left are delivered; then WRITER_GONE,
+/* Frames published before the writer left are delivered; then WRITER_CLOSED,
  * each time, within 100 ms of waiting. */
 static void test_writer_gone(void) {
   char name[SHL_NAME_MAX + 1];
@@ -677,9 +680,9 @@ static void test_block(void) {
   shl_reader *l = t_reader_open(name, SHL_RECV_LATEST, 0);
   T_CHECK(t_stream_info(shl_writer_segment(w)).flags == SHL_STREAM_BLOCK);
   PUBLISH(w, 1, SLOTS);
-  expect_no_slot(w);
+  expect_no_slot(w, -ETIMEDOUT);
   EXPECT_SAMPLE(l, SLOTS, ANY);
-  expect_no_slot(w);
+  expect_no_slot(w, -ETIMEDOUT);
   /* Whenever the ring is full, the reader takes one frame; the writer is
    * then exactly a ring ahead again, and nothing is ever lost. */
   enum { LAST = 40 };
@@ -827,7 +830,7 @@ static void test_huge_timeouts(void) {
   close(fd);
   T_EXPECT_EXIT(t_child_reap(pid), 0);
   for (int i = 0; i < 2; i++)
-    T_EXPECT_RC(shl_reader_receive(r, &s, INT64_MAX, 0), SHL_E_WRITER_GONE);
+    T_EXPECT_RC(shl_reader_receive(r, &s, INT64_MAX, 0), SHL_E_WRITER_CLOSED);
   T_EXPECT_TOOK(t0, 0, WAIT_MS);
 
   shl_writer *w = open_writer(name, 0);

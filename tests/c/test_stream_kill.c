@@ -101,7 +101,7 @@ static int role_wait(const char *name, uint32_t mode, int cmd, int fd) {
       T_EXPECT_RC(shl_reader_release(r, &s), 0);
       send_msg(fd, ok ? 'F' : 'B', s.seq);
       fresh = 1;
-    } else if (rc == SHL_E_WRITER_GONE) {
+    } else if (rc == SHL_E_WRITER_GONE || rc == SHL_E_WRITER_CLOSED) { /* no writer */
       if (fresh) send_msg(fd, 'G', t.last_seq);
       fresh = 0;
       struct pollfd p = {.fd = cmd, .events = POLLIN};
@@ -179,14 +179,15 @@ static void local_catch_up(struct local *lr, uint64_t last) {
   T_CHECK(lr->t.last_seq == last);
 }
 
-/* Take what is left, then the writer must be reported gone, promptly. */
-static void local_drain_to_gone(struct local *lr) {
+/* Take what is left, then the writer must be reported gone (`why`: it died,
+ * SHL_E_WRITER_GONE, or closed, SHL_E_WRITER_CLOSED), promptly. */
+static void local_drain_to_gone(struct local *lr, int why) {
   int rc = 0;
   for (int n = 0; rc == 0 && n < 1000; n++) rc = local_take(lr, WAIT_MS);
-  T_EXPECT_RC(rc, SHL_E_WRITER_GONE);
+  T_EXPECT_RC(rc, why);
   long long t0 = t_now_ns();
   shl_sample s;
-  T_EXPECT_RC(shl_reader_receive(lr->r, &s, WAIT_MS * T_MS, 0), SHL_E_WRITER_GONE);
+  T_EXPECT_RC(shl_reader_receive(lr->r, &s, WAIT_MS * T_MS, 0), why);
   T_EXPECT_TOOK(t0, 0, GONE_MAX_MS);
 }
 
@@ -272,7 +273,7 @@ static void half_round(const char *name, long round, struct audience *au) {
     T_EXPECT_TOOK(t0, 0, GONE_MAX_MS);
   }
   T_EXPECT_SIGNAL(t_child_reap(pid), SIGKILL); /* only now: a zombie is dead too */
-  for (int i = 0; i < 2; i++) local_drain_to_gone(&au->local[i]);
+  for (int i = 0; i < 2; i++) local_drain_to_gone(&au->local[i], SHL_E_WRITER_GONE);
 }
 
 /* A writer publishing at full speed dies wherever it happens to be. */
@@ -284,7 +285,7 @@ static void run_round(const char *name, long round, struct audience *au) {
   for (uint64_t start = a->t.samples; a->t.samples - start < RUN_FRAMES;)
     if (local_take(a, WAIT_MS) != 0) break;
   t_kill_child(pid);
-  for (int i = 0; i < 2; i++) local_drain_to_gone(&au->local[i]);
+  for (int i = 0; i < 2; i++) local_drain_to_gone(&au->local[i], SHL_E_WRITER_GONE);
   for (int i = 0; i < 2; i++) await_msg(&au->waiter[i], 'G', 0);
 }
 
@@ -375,7 +376,7 @@ static void storm_readers(void) {
     T_CHECK(t_publish(w, WORDS, tag++, 0)); /* the newest, not pinned */
     void *frame;
     long long t0 = t_now_ns();
-    T_EXPECT_RC(shl_writer_loan(w, &frame, 0), -ETIMEDOUT);
+    T_EXPECT_RC(shl_writer_loan(w, &frame, 0), SHL_E_SLOTS_PINNED);
     T_EXPECT_TOOK(t0, 0, 100);
     shl_reader *extra = NULL;
     T_EXPECT_RC(shl_reader_open(&extra, name, SHL_RECV_LATEST, 0), -EUSERS);
@@ -418,7 +419,7 @@ static void died_mid_publish(void) {
   atomic_store(&slots[slot].timestamp_ns, (uint64_t)t_now_ns());
   atomic_store(&slots[slot].seq, 3);
   shl_writer_close(w); /* the loan is dropped, the stamp stays */
-  for (int i = 0; i < 2; i++) local_drain_to_gone(&lr[i]);
+  for (int i = 0; i < 2; i++) local_drain_to_gone(&lr[i], SHL_E_WRITER_CLOSED);
 
   w = t_writer_open(name, WORDS, SLOTS, 0, 0);
   T_CHECK(shl_writer_next_seq(w) == 4);

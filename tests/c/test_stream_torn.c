@@ -24,7 +24,7 @@ struct report {
   struct t_tally tally;
   uint64_t mislabeled; /* intact, but stamped with another seq */
   uint64_t changed;    /* a held sample whose bytes changed while it was pinned */
-  int32_t end_rc;      /* what ended the loop: SHL_E_WRITER_GONE */
+  int32_t end_rc;      /* what ended the loop: SHL_E_WRITER_CLOSED */
 };
 
 static const char *self; /* argv[0], to re-execute ourselves */
@@ -51,7 +51,7 @@ static int role_writer(const char *name, int cmd, int fd) {
 /* Receive until the writer is gone; with hold_back, keep each sample pinned
  * until the next one comes. */
 static int role_reader(const char *name, uint32_t mode, int hold_back, int fd) {
-  shl_reader *r = t_reader_open(name, mode, WAIT_MS);
+  shl_reader *r = t_reader_open_pins(name, mode, WAIT_MS, 2);
   struct report rep;
   memset(&rep, 0, sizeof rep);
   rep.tally.mode = mode;
@@ -103,7 +103,7 @@ static int finish(pid_t pid, int answered) {
 
 static void check_report(int i, const struct report *rep, uint64_t published) {
   const struct t_tally *t = &rep->tally;
-  int ok = rep->end_rc == SHL_E_WRITER_GONE && t_tally_clean(t) && !rep->mislabeled &&
+  int ok = rep->end_rc == SHL_E_WRITER_CLOSED && t_tally_clean(t) && !rep->mislabeled &&
            !rep->changed && t->samples > 0 && t->last_seq == published &&
            (t->mode != SHL_RECV_ALL || t->accounted == published);
   char who[32];

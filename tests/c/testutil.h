@@ -419,6 +419,19 @@ static inline shl_reader *t_reader_open(const char *name, uint32_t mode, long ti
   return r;
 }
 
+/* A reader that may hold up to max_pinned samples at once. */
+static inline shl_reader *t_reader_open_pins(const char *name, uint32_t mode, long timeout_ms,
+                                             uint32_t max_pinned) {
+  shl_reader_opts o = SHL_READER_OPTS_INIT;
+  o.mode = mode;
+  o.timeout_ns = timeout_ms * T_MS;
+  o.max_pinned = max_pinned;
+  shl_reader *r = NULL;
+  T_EXPECT_RC(shl_reader_open_ex(&r, name, &o), 0);
+  T_REQUIRE(r != NULL);
+  return r;
+}
+
 /* Loan a slot (waiting up to timeout_ms), stamp it with tag and publish it:
  * the frame's seq, or 0 after counting a failure. */
 static inline uint64_t t_publish(shl_writer *w, uint64_t words, uint64_t tag, long timeout_ms) {

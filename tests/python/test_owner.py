@@ -43,8 +43,9 @@ def test_open_refuses_another_users_segment_unless_named(name, run_py):
         shmlane.open(name)
     assert str(exc.value) == (
         f"[Errno 13] segment '{name}' is owned by nobody (uid 65534), not by you or root; "
-        "pass owner='nobody' or owner='any' to open it anyway"
+        f"pass owner='nobody' or owner='any' to open it anyway: '{name}'"
     )
+    assert exc.value.filename == name
     with pytest.raises(PermissionError):
         shmlane.open(name, owner=1234)
     for owner in ("nobody", NOBODY, "any"):

@@ -179,7 +179,8 @@ def test_latest_mode_skips_to_the_newest(stream, name):
 
 
 def test_all_mode_counts_what_the_writer_lapped(stream, name):
-    with shmlane.Reader(name, mode="all") as reader:
+    # max_pinned=2: each sample lives until the next one is received.
+    with shmlane.Reader(name, mode="all", max_pinned=2) as reader:
         publish(stream, 20)  # 4 slots: frames 17..20 are left
         got = [(s.seq, s.lost) for s in (reader.receive(timeout=5) for _ in range(4))]
         assert got == [(17, 16), (18, 0), (19, 0), (20, 0)]
@@ -207,7 +208,7 @@ def test_sample_views_kept_past_release_stay_pinned(stream, name):
                 used.add(sample._raw.slot)
         return used
 
-    with shmlane.Reader(name, mode="all") as reader:
+    with shmlane.Reader(name, mode="all", max_pinned=2) as reader:
         publish(stream)
         with reader.receive(timeout=5) as sample:
             slot = sample._raw.slot
@@ -225,11 +226,11 @@ def test_sample_views_kept_past_release_stay_pinned(stream, name):
 
 def test_every_slot_pinned_makes_loan_time_out(name):
     with shmlane.Writer(name, shape=SHAPE, dtype="u1", slots=2) as writer:
-        with shmlane.Reader(name, mode="all") as reader:
+        with shmlane.Reader(name, mode="all", max_pinned=2) as reader:
             publish(writer, 2)
             held = [reader.receive(timeout=5), reader.receive(timeout=5)]
             start = time.monotonic()
-            with pytest.raises(TimeoutError):
+            with pytest.raises(TimeoutError, match=f"reader pids: {os.getpid()}"):
                 writer.loan(timeout=0.2)
             assert 0.15 < time.monotonic() - start < 10
             held[0].release()
@@ -421,7 +422,7 @@ def test_release_from_another_thread_while_receiving(name):
     # block=True: the writer never laps the reader, so every frame arrives
     # however the threads are scheduled, and it must wait for the releases.
     with shmlane.Writer(name, shape=SHAPE, dtype="u1", slots=3, block=True) as writer:
-        with shmlane.Reader(name, mode="all") as reader:
+        with shmlane.Reader(name, mode="all", max_pinned=2) as reader:
 
             def receive() -> None:
                 for _ in range(frames):
@@ -459,7 +460,7 @@ def test_one_receive_at_a_time(stream, name):
 
 
 def test_receive_async(stream, name):
-    with shmlane.Reader(name) as reader:
+    with shmlane.Reader(name, max_pinned=2) as reader:  # the first sample is kept meanwhile
         with check_async_wait(reader.receive_async, lambda: publish(stream)) as sample:
             assert sample.seq == 1 and stamped(sample.array, 1)
 
