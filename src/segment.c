@@ -588,7 +588,7 @@ int shl_get_info(const shl_segment *seg, shl_info *out) {
 int shl_list(int (*fn)(const char *name, void *arg), void *arg) {
   DIR *dir = opendir(shl__shm_dir());
   if (!dir) return -errno;
-  const char *prefix = SHL_POSIX_PREFIX + 1; /* directory entries carry no '/' */
+  const char *prefix = &SHL_POSIX_PREFIX[1]; /* directory entries carry no '/' */
   size_t plen = strlen(prefix);
   int count = 0, rc = 0;
   struct dirent *ent;

@@ -348,7 +348,8 @@ static bool all_pinned(const struct stream *s) {
   uint64_t floor, pinned = scan_readers(s, &floor);
   uint64_t latest = atomic_load(&s->ctl->latest);
   uint64_t all = s->slots == 64 ? ~0ull : (1ull << s->slots) - 1;
-  if (latest) pinned |= 1ull << (latest & ((1u << SLOT_BITS) - 1));
+  uint32_t newest = (uint32_t)(latest & ((1u << SLOT_BITS) - 1));
+  if (latest && newest < s->slots) pinned |= 1ull << newest; /* a peer may write any slot */
   return (pinned & all) == all;
 }
 
