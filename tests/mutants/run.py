@@ -56,6 +56,7 @@ def main():
     ap.add_argument("--only", nargs="*", help="run only these mutants")
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
     a = ap.parse_args()
+    a.meson = os.path.abspath(a.meson)  # commands run in the scratch tree
     mutants = [m for m in MUTANTS if not a.only or m["name"] in a.only]
     if a.list or not mutants:
         for m in MUTANTS:
