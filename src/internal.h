@@ -38,6 +38,7 @@ struct shl_segment {
   _Atomic uint64_t refs;   /* count: 1 while open, +1 per blocking call inside, +1 while locked */
   _Atomic uint64_t holder; /* kernel thread id holding the lock through this handle, 0 none */
   _Atomic int closing;     /* shl_close() was called: blocked calls return SHL_E_CLOSED */
+  _Atomic uint32_t sleepers; /* threads between their `closing` check and the futex's return */
   unsigned fork_gen;       /* shl__fork_generation() at open: another value means inherited */
   struct shl__role_fd role; /* the creator's: holds SHL__ROLE_CREATOR while this handle is open */
   char name[SHL_NAME_MAX + 1];

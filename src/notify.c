@@ -41,10 +41,6 @@ static int spin(shl_segment *seg, uint64_t since, int64_t until, uint64_t *seen)
   }
 }
 
-/* A waiter re-checks `closing` at least this often: shl_close() wakes the
- * futex, but a wake landing just before the waiter sleeps would be lost. */
-#define CLOSE_SLICE_NS 200000000
-
 static int wait_changed(shl_segment *seg, uint64_t since, int64_t timeout_ns,
                         const shl_wait_opts *opts, uint64_t *seen) {
   struct shl__header *h = seg->hdr;
@@ -59,16 +55,22 @@ static int wait_changed(shl_segment *seg, uint64_t since, int64_t timeout_ns,
   bool woken_reliably = announced || (seg->hdr_flags & SHL__HDR_WAKE_ALWAYS);
   bool interruptible = opts && (opts->flags & SHL_WAIT_INTERRUPTIBLE);
   for (;;) {
-    if (atomic_load(&seg->closing)) return SHL_E_CLOSED;
     int64_t left = timeout_ns < 0 ? -1 : deadline - shl__monotonic_ns();
     if (timeout_ns >= 0 && left <= 0) return -ETIMEDOUT;
-    int64_t slice = woken_reliably ? CLOSE_SLICE_NS : UNANNOUNCED_SLICE_NS;
-    if (left < 0 || left > slice) left = slice;
+    if (!woken_reliably && (left < 0 || left > UNANNOUNCED_SLICE_NS)) left = UNANNOUNCED_SLICE_NS;
+    /* Counted before `closing` is read: shl_close() wakes until no sleeper
+     * is left, so a wake that lands before the futex sleeps is repeated. */
+    atomic_fetch_add(&seg->sleepers, 1);
+    if (atomic_load(&seg->closing)) {
+      atomic_fetch_sub(&seg->sleepers, 1);
+      return SHL_E_CLOSED;
+    }
     if (announced) atomic_fetch_add(&h->waiters, 1);
     int rc = 0;
     uint64_t v = atomic_load(&h->version);
     if (v == since) rc = shl__futex_wait(shl__version_word(h), (uint32_t)since, left);
     if (announced) atomic_fetch_sub(&h->waiters, 1);
+    atomic_fetch_sub(&seg->sleepers, 1);
     v = shl_version(seg);
     if (v != since) {
       *seen = v;

@@ -55,6 +55,7 @@ static shl_segment *seg_new(int fd) {
   atomic_init(&seg->refs, gen_word(seg->fork_gen, 1));
   atomic_init(&seg->holder, 0);
   atomic_init(&seg->closing, 0);
+  atomic_init(&seg->sleepers, 0);
   return seg;
 }
 
@@ -525,6 +526,10 @@ int shl_open_ex(shl_segment **out, const char *name, const shl_open_opts *user_o
 
 /* ---------------------------------------------------------------- close */
 
+/* How long close keeps waking its own waiters, and how often. */
+#define CLOSE_WAKE_NS 1000000000
+#define CLOSE_WAKE_PAUSE_NS 50000
+
 void shl_close(shl_segment *seg) {
   if (!seg) return;
   /* A child's inherited handle never changes shared state: no unlink, and
@@ -542,9 +547,15 @@ void shl_close(shl_segment *seg) {
     /* Only if the name still refers to our object, not a replacement. */
     if (names_object(pname, seg->fd)) shm_unlink(pname);
   }
-  /* Calls blocked in shl_wait see `closing` now (other processes' waiters
-   * take it as a spurious wake-up); those in shl_lock within a slice. */
-  if (refs_add(seg, 0) > 1) shl__futex_wake_all(shl__version_word(seg->hdr));
+  /* Calls blocked in shl_wait see `closing` once woken (other processes'
+   * waiters take it as a spurious wake-up); a wake can land just before a
+   * waiter sleeps, so it is repeated until none is left (microseconds).
+   * Those in shl_lock see it within a slice. */
+  for (int64_t until = shl__monotonic_ns() + CLOSE_WAKE_NS;
+       atomic_load(&seg->sleepers) && shl__monotonic_ns() < until;) {
+    shl__futex_wake_all(shl__version_word(seg->hdr));
+    sleep_ns(CLOSE_WAKE_PAUSE_NS);
+  }
   shl__seg_put(seg);
 }
 
