@@ -204,6 +204,14 @@ void shl_close(shl_segment *seg);
 /* Remove a name. Processes that have it open keep their mapping. */
 int shl_unlink(const char *name);
 
+/* Remove a name only while it still refers to the object open as fd (any
+ * descriptor of the segment's file, O_PATH included), not to one created
+ * under the name since: 0 removed, -ESTALE another object has the name now,
+ * -ENOENT none has. For tools that judge an object, then remove it (shmlane
+ * gc); SHL_CREATE_UNLINK_ON_CLOSE uses it too. POSIX cannot unlink by
+ * identity: microseconds remain between the check and the unlink. */
+int shl_unlink_if_same(const char *name, int fd);
+
 const char *shl_name(const shl_segment *seg);
 uint32_t shl_kind(const shl_segment *seg);
 int shl_is_readonly(const shl_segment *seg);

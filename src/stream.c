@@ -88,10 +88,9 @@ static bool inherited(const struct stream *s) {
   return s->fork_generation != shl__fork_generation();
 }
 
-static uint64_t round_up(uint64_t v, uint64_t align) { return (v + align - 1) / align * align; }
 
 static uint64_t slots_bytes(uint32_t slots) {
-  return round_up((uint64_t)slots * sizeof(struct shl__slot), 64);
+  return shl__round_up((uint64_t)slots * sizeof(struct shl__slot), 64);
 }
 
 static uint64_t ext_bytes(uint32_t slots, uint32_t readers) {
@@ -177,11 +176,6 @@ static bool reap_dead_readers(struct stream *s) {
   return any;
 }
 
-static void sleep_ns(int64_t ns) {
-  struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
-  nanosleep(&ts, NULL);
-}
-
 static int64_t deadline_after(int64_t timeout_ns) {
   return shl__deadline(shl__monotonic_ns(), timeout_ns);
 }
@@ -241,7 +235,7 @@ int shl_writer_open(shl_writer **out, const char *name, const shl_layout *frame,
   int rc = shl__layout_plan(frame, &plan, &frame_size);
   if (rc < 0) return rc;
   /* Big frames start on a page, small ones on a cache line. */
-  uint64_t stride = round_up(frame_size ? frame_size : 1, frame_size >= 4096 ? 4096 : 64);
+  uint64_t stride = shl__round_up(frame_size ? frame_size : 1, frame_size >= 4096 ? 4096 : 64);
   if (__builtin_mul_overflow(stride, (uint64_t)slots, &payload)) return SHL_E_BAD_SHAPE;
 
   shl_writer *w = calloc(1, sizeof *w);
@@ -485,7 +479,7 @@ int shl_reader_open_ex(shl_reader **out, const char *name, const shl_reader_opts
     rc = shl_open_ex(&seg, name, &oopts);
     if (rc != -ENOENT) break;
     if (left <= 0) return -ENOENT;
-    sleep_ns(left < OPEN_POLL_NS ? left : OPEN_POLL_NS);
+    shl__sleep_ns(left < OPEN_POLL_NS ? left : OPEN_POLL_NS);
   }
   if (rc < 0) return rc;
   shl_reader *r = calloc(1, sizeof *r);
