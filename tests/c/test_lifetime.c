@@ -9,7 +9,7 @@
 #include <stdbool.h>
 #include <sys/stat.h>
 
-#include "testutil.h"
+#include "testutil_proc.h"
 
 #define WAIT_NS 5000000000LL
 
