@@ -1,5 +1,6 @@
 """Run the shmlane benchmarks and write results/latest.json, latest.md and
-the plots (bench/README in docs/performance.md).
+the plots (how to run: docs/performance.md; methods and analysis:
+docs/performance-log.md).
 
     python bench/run.py [--quick] [--tiny] [--bin build-bench/c] [--out bench/results]
 

@@ -24,11 +24,24 @@
  * own lock, notify and wait; the parent's lock is never the child's to
  * unlock (-EPERM).
  *
- * Threads: one handle may be used by several threads. shl_close() may run
- * while other threads hold the segment's lock through the handle or are
- * blocked in shl_lock, shl_trylock, shl_wait or shl_wait_ex on it (see
- * shl_close); no other call may race with shl_close, and no call may start
- * after it returned, except shl_unlock by a thread that holds the lock.
+ * Threads. Calls that take no handle (shl_create, shl_open(_ex), shl_unlink,
+ * shl_unlink_if_same, shl_list, shl_name_check, shl_format_itemsize,
+ * shl_strerror, shl_err_name, shl_version_string, shl_writer_open,
+ * shl_reader_open(_ex)) may run in any number of threads at once.
+ *   - A segment handle (shl_segment) may be used by several threads at once:
+ *     every call on it is thread-safe. shl_close() may run while other threads
+ *     hold the segment's lock through the handle or are blocked in shl_lock,
+ *     shl_trylock, shl_wait or shl_wait_ex on it (see shl_close); no other
+ *     call may race with shl_close, and no call may start after it returned,
+ *     except shl_unlock by a thread that holds the lock.
+ *   - A stream handle (shl_writer, shl_reader) is single-threaded: calls on
+ *     one handle, shl_*_close included, must not overlap (a second thread
+ *     needs a lock of its own, or a handle of its own). Different handles are
+ *     independent, in one process or many, of one stream or several. The
+ *     segment of a stream handle (shl_writer_segment, shl_reader_segment) is
+ *     the handle's: use it only as the handle's calls may be used, and never
+ *     shl_close it. shl_stream_get_info on any segment handle is as
+ *     thread-safe as the segment calls.
  */
 #ifndef SHMLANE_H
 #define SHMLANE_H
@@ -203,6 +216,14 @@ void shl_close(shl_segment *seg);
 
 /* Remove a name. Processes that have it open keep their mapping. */
 int shl_unlink(const char *name);
+
+/* Remove a name only while it still refers to the object open as fd (any
+ * descriptor of the segment's file, O_PATH included), not to one created
+ * under the name since: 0 removed, -ESTALE another object has the name now,
+ * -ENOENT none has. For tools that judge an object, then remove it (shmlane
+ * gc); SHL_CREATE_UNLINK_ON_CLOSE uses it too. POSIX cannot unlink by
+ * identity: microseconds remain between the check and the unlink. */
+int shl_unlink_if_same(const char *name, int fd);
 
 const char *shl_name(const shl_segment *seg);
 uint32_t shl_kind(const shl_segment *seg);

@@ -38,7 +38,7 @@ $(BENCH_VENV)/.stamp:
 
 # The package, rebuilt when the C core or the package changes.
 $(BENCH_VENV)/.shmlane-stamp: $(BENCH_VENV)/.stamp $(BENCH_CORE) $(wildcard src/*.h) include/shmlane.h \
-    $(wildcard python/*.c python/meson.build python/shmlane/*.py) meson.build pyproject.toml
+    $(wildcard python/ext/* python/meson.build python/shmlane/*.py) meson.build pyproject.toml
 	$(BENCH_PY) -m pip install --quiet --no-build-isolation --force-reinstall --no-deps \
 	  --config-settings=setup-args=-Dbuildtype=release \
 	  --config-settings=build-dir=$(BENCH_BUILD)/py .

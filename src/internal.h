@@ -129,6 +129,13 @@ int32_t shl__thread_id(void);
 /* Directory where POSIX shared-memory objects appear as files. */
 const char *shl__shm_dir(void);
 void shl__cpu_relax(void);
+/* Sleeps ns nanoseconds (a signal may end it early). */
+void shl__sleep_ns(int64_t ns);
+
+/* v rounded up to a multiple of align (> 0). */
+static inline uint64_t shl__round_up(uint64_t v, uint64_t align) {
+  return (v + align - 1) / align * align;
+}
 
 /* now + timeout_ns, saturating; a negative timeout means forever. */
 static inline int64_t shl__deadline(int64_t now, int64_t timeout_ns) {

@@ -185,6 +185,11 @@ void shl__role_fd_close(struct shl__role_fd *r) {
 
 const char *shl__shm_dir(void) { return "/dev/shm"; }
 
+void shl__sleep_ns(int64_t ns) {
+  struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
+  nanosleep(&ts, NULL);
+}
+
 void shl__cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();

@@ -35,7 +35,6 @@ static int posix_name(const char *name, char out[POSIX_NAME_MAX + 1]) {
   return 0;
 }
 
-static uint64_t round_up(uint64_t v, uint64_t align) { return (v + align - 1) / align * align; }
 
 /* ---------------------------------------------------------------- handle lifetime */
 
@@ -157,11 +156,11 @@ int shl__segment_create(shl_segment **out, const char *name, const shl_layout *l
   uint32_t mode = opts->mode ? opts->mode : 0600;
   uint64_t ext_size = extra->ext_size;
   if (extra->payload_size > plan.payload_size) plan.payload_size = extra->payload_size;
-  plan.ext_offset = ext_size ? round_up(SHL__HEADER_SIZE + plan.format_len + 1, SHL__EXT_ALIGN) : 0;
+  uint64_t head_end = SHL__HEADER_SIZE + plan.format_len + 1;
+  plan.ext_offset = ext_size ? shl__round_up(head_end, SHL__EXT_ALIGN) : 0;
   plan.ext_size = ext_size;
   plan.payload_offset =
-      round_up((ext_size ? plan.ext_offset + ext_size : SHL__HEADER_SIZE + plan.format_len + 1),
-               SHL__PAYLOAD_ALIGN);
+      shl__round_up(ext_size ? plan.ext_offset + ext_size : head_end, SHL__PAYLOAD_ALIGN);
   if (__builtin_add_overflow(plan.payload_offset, plan.payload_size, &plan.total_size) ||
       plan.total_size > (uint64_t)INT64_MAX)
     return SHL_E_BAD_SHAPE;
@@ -341,11 +340,6 @@ static int creator_may_finish(int fd) {
   return shl__realtime_ns() - born < CREATOR_GRACE_NS;
 }
 
-static void sleep_ns(int64_t ns) {
-  struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
-  nanosleep(&ts, NULL);
-}
-
 /* One look at the object. Returns 0 with a validated mapping, -EAGAIN while
  * the creator is still initialising, or an error. */
 static int try_map(shl_segment *seg, bool writable) {
@@ -407,13 +401,21 @@ static int owner_check(int fd, uint32_t policy, uint32_t uid) {
   }
 }
 
-/* The name still refers to the object open as fd (not unlinked, not replaced). */
-static bool names_object(const char *pname, int fd) {
+/* 0 if pname still refers to the object open as fd (not unlinked, not
+ * replaced); -ESTALE if another object has the name, -ENOENT if none has. */
+static int names_object(const char *pname, int fd) {
   char path[POSIX_NAME_MAX + 16];
   struct stat mine, now;
   snprintf(path, sizeof path, "%s%s", shl__shm_dir(), pname);
-  return fstat(fd, &mine) == 0 && lstat(path, &now) == 0 && mine.st_ino == now.st_ino &&
-         mine.st_dev == now.st_dev;
+  if (fstat(fd, &mine) < 0 || lstat(path, &now) < 0) return -errno;
+  return mine.st_ino == now.st_ino && mine.st_dev == now.st_dev ? 0 : -ESTALE;
+}
+
+/* shl_unlink_if_same, for a POSIX name. */
+static int unlink_if_same(const char *pname, int fd) {
+  int rc = names_object(pname, fd);
+  if (rc < 0) return rc;
+  return shm_unlink(pname) < 0 ? -errno : 0;
 }
 
 /* shm_open's errno, except that something other than a regular file at the
@@ -458,7 +460,7 @@ static int open_object(shl_segment **out, const char *pname, const shl_open_opts
     if (!creator_may_finish(fd)) {
       /* The creator may have published and closed since the look. */
       rc = try_map(seg, *writable);
-      if (rc == -EAGAIN) rc = names_object(pname, fd) ? SHL_E_CREATOR_DEAD : -ESTALE;
+      if (rc == -EAGAIN) rc = names_object(pname, fd) == 0 ? SHL_E_CREATOR_DEAD : -ESTALE;
       break;
     }
     int64_t left = deadline - shl__monotonic_ns();
@@ -466,7 +468,7 @@ static int open_object(shl_segment **out, const char *pname, const shl_open_opts
       rc = SHL_E_NOT_READY;
       break;
     }
-    sleep_ns(pause < left ? pause : left);
+    shl__sleep_ns(pause < left ? pause : left);
     if (pause < 10000000) pause *= 2;
   }
   if (rc < 0) {
@@ -513,7 +515,7 @@ int shl_open_ex(shl_segment **out, const char *name, const shl_open_opts *user_o
       /* The payload is page-aligned: protect it alone, keep the header writable. */
       uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
       if ((uintptr_t)seg->payload % page ||
-          mprotect(seg->payload, (size_t)round_up(seg->payload_size, page), PROT_READ) < 0) {
+          mprotect(seg->payload, (size_t)shl__round_up(seg->payload_size, page), PROT_READ) < 0) {
         /* Page size larger than our alignment: protect everything instead. */
         mprotect(seg->hdr, seg->map_size, PROT_READ);
         seg->flags &= ~(uint32_t)SHL__SEG_HDR_WRITABLE;
@@ -545,7 +547,7 @@ void shl_close(shl_segment *seg) {
     char pname[POSIX_NAME_MAX + 1];
     posix_name(seg->name, pname);
     /* Only if the name still refers to our object, not a replacement. */
-    if (names_object(pname, seg->fd)) shm_unlink(pname);
+    (void)unlink_if_same(pname, seg->fd);
   }
   /* Calls blocked in shl_wait see `closing` once woken (other processes'
    * waiters take it as a spurious wake-up); a wake can land just before a
@@ -564,6 +566,13 @@ int shl_unlink(const char *name) {
   int rc = posix_name(name, pname);
   if (rc < 0) return rc;
   return shm_unlink(pname) < 0 ? -errno : 0;
+}
+
+int shl_unlink_if_same(const char *name, int fd) {
+  char pname[POSIX_NAME_MAX + 1];
+  int rc = posix_name(name, pname);
+  if (rc < 0) return rc;
+  return unlink_if_same(pname, fd);
 }
 
 /* ---------------------------------------------------------------- queries */

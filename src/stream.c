@@ -1,13 +1,36 @@
 /* Streams: one writer, many readers, a ring of typed slots in one segment.
+ * docs/format.md (Streams) specifies the shared words and the protocol; this
+ * file implements it. At each atomic operation on a shared word, a comment
+ * names the step on the other side that it pairs with.
  *
  * Hand-off without locks. A reader pins a slot by setting its bit in its own
  * table entry, then checks that the slot still holds the frame it wants. The
  * writer, before reusing a slot, clears the slot's sequence number, then
  * checks that no reader pinned it. Both steps are sequentially consistent, so
  * either the writer sees the pin (and leaves the slot alone) or the reader
- * sees the cleared number (and looks again): no reader ever gets a slot that
- * is being rewritten. The newest frame's slot is never reused, so a `latest`
- * reader always finds a frame.
+ * sees the cleared number (and looks again). The hand-off rests on these
+ * invariants:
+ *
+ *   I1  seq == 0 means unreadable. A slot's seq is 0 while it is empty or
+ *       being written; a frame's number (from 1, never repeated) is stored
+ *       only after its bytes and time (publish, release).
+ *   I2  A pinned slot is never rewritten: the writer clears seq, then reads
+ *       every pin; a reader sets its pin, then reads seq (see above).
+ *   I3  The newest slot (the one `latest` names) is never reused, so a
+ *       `latest` reader always finds a frame.
+ *   I4  A reader entry is owned by whoever holds its role lock, the writer
+ *       role by whoever holds SHL__ROLE_WRITER: only the holder writes the
+ *       entry's words (a reaper takes the lock before clearing a dead
+ *       owner's), and only the lock tells life from death.
+ *   I5  The writer scans entries [0, reader_hwm): a reader raises the mark
+ *       before its entry shows any pin.
+ *   I6  With SHL_STREAM_BLOCK, a slot whose frame a live `all` reader still
+ *       wants (seq >= its next_seq) is not reused: the writer looks at
+ *       next_seq again after clearing seq, a joining reader at seq again
+ *       after storing next_seq.
+ *   I7  No lost wake-up: a waiter reads the counter it sleeps on (`space`,
+ *       the header's version) before it looks for work, and sleeps only
+ *       while the counter is unchanged; whoever makes work bumps it after.
  *
  * Liveness comes from role locks (internal.h), never from PIDs: the writer
  * holds SHL__ROLE_WRITER and reader entry i's owner SHL__ROLE_READER(i) for
@@ -16,8 +39,9 @@
  * reader's pins are reclaimed by taking its entry's lock, by whoever needs
  * the slot or the entry. The pids in the shared words are for people only.
  *
- * Handles belong to the process that opened them: in a forked child every
- * call returns SHL_E_FORKED, and closing touches nothing shared. */
+ * A handle is used by one thread at a time (shmlane.h, Threads). Handles
+ * belong to the process that opened them: in a forked child every call
+ * returns SHL_E_FORKED, and closing touches nothing shared. */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -88,10 +112,8 @@ static bool inherited(const struct stream *s) {
   return s->fork_generation != shl__fork_generation();
 }
 
-static uint64_t round_up(uint64_t v, uint64_t align) { return (v + align - 1) / align * align; }
-
 static uint64_t slots_bytes(uint32_t slots) {
-  return round_up((uint64_t)slots * sizeof(struct shl__slot), 64);
+  return shl__round_up((uint64_t)slots * sizeof(struct shl__slot), 64);
 }
 
 static uint64_t ext_bytes(uint32_t slots, uint32_t readers) {
@@ -140,16 +162,22 @@ static void close_stream(struct stream *s) {
 }
 
 static uint32_t reader_hwm(const struct stream *s) {
+  /* Pairs with register_reader's raise of the mark (I5). */
   uint32_t hwm = atomic_load(&s->ctl->reader_hwm);
   return hwm < s->max_readers ? hwm : s->max_readers;
 }
 
 /* Tell a writer sleeping for space that a slot may have been freed. */
 static void signal_space(struct stream *s) {
+  /* Pairs with shl_writer_loan's read of `space` before it claims, and of
+   * writer_waiting around its sleep (I7). */
   atomic_fetch_add(&s->ctl->space, 1);
   if (atomic_load(&s->ctl->writer_waiting)) shl__futex_wake_all(&s->ctl->space);
 }
 
+/* By the entry's owner (close) or a reaper holding its lock (I4). Pins and
+ * next_seq go first, owner last (release): a writer that skips an entry for
+ * its owner 0 (scan_readers) loses no pin it should have seen. */
 static void clear_entry(struct shl__reader *e) {
   atomic_store(&e->pinned, 0);
   atomic_store(&e->next_seq, 0);
@@ -164,6 +192,8 @@ static bool reap_if_dead(struct stream *s, uint32_t i) {
   if (atomic_load(&e->owner) == 0) return false;
   /* Held: alive. An error: cannot tell, so alive too. */
   if (shl__role_take(s->role.fd, SHL__ROLE_READER(i)) != 0) return false;
+  /* The lock is ours (I4); an owner that closed cleanly cleared the entry
+   * before it dropped the lock (shl_reader_close). */
   bool reaped = atomic_load(&e->owner) != 0; /* not closed meanwhile */
   if (reaped) clear_entry(e);
   shl__role_drop(s->role.fd, SHL__ROLE_READER(i));
@@ -175,11 +205,6 @@ static bool reap_dead_readers(struct stream *s) {
   bool any = false;
   for (uint32_t i = 0, n = reader_hwm(s); i < n; i++) any |= reap_if_dead(s, i);
   return any;
-}
-
-static void sleep_ns(int64_t ns) {
-  struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
-  nanosleep(&ts, NULL);
 }
 
 static int64_t deadline_after(int64_t timeout_ns) {
@@ -210,6 +235,7 @@ static int take_over(shl_writer *w, const shl_layout *frame, uint32_t slots) {
   if (rc < 0) return rc;
   /* A writer killed in its futex wait left the flag set: nobody sleeps now. */
   atomic_store(&w->s.ctl->writer_waiting, 0);
+  /* After the role is ours (I4); read by writer_state, for people only. */
   atomic_store(&w->s.ctl->writer, self_word());
   return 0;
 }
@@ -217,6 +243,7 @@ static int take_over(shl_writer *w, const shl_layout *frame, uint32_t slots) {
 /* Sequence numbers go on from the highest any slot or `latest` shows: a
  * writer may have died between stamping a slot and updating `latest`. */
 static uint64_t highest_seq(const struct stream *s) {
+  /* With the role held no one else stores seq or latest (I1: never repeated). */
   uint64_t high = atomic_load(&s->ctl->latest) >> SLOT_BITS;
   for (uint32_t i = 0; i < s->slots; i++) {
     uint64_t seq = atomic_load(&s->slot[i].seq);
@@ -241,7 +268,7 @@ int shl_writer_open(shl_writer **out, const char *name, const shl_layout *frame,
   int rc = shl__layout_plan(frame, &plan, &frame_size);
   if (rc < 0) return rc;
   /* Big frames start on a page, small ones on a cache line. */
-  uint64_t stride = round_up(frame_size ? frame_size : 1, frame_size >= 4096 ? 4096 : 64);
+  uint64_t stride = shl__round_up(frame_size ? frame_size : 1, frame_size >= 4096 ? 4096 : 64);
   if (__builtin_mul_overflow(stride, (uint64_t)slots, &payload)) return SHL_E_BAD_SHAPE;
 
   shl_writer *w = calloc(1, sizeof *w);
@@ -285,6 +312,7 @@ int shl_writer_open(shl_writer **out, const char *name, const shl_layout *frame,
  * readers tell it from a death (SHL_E_WRITER_CLOSED). */
 void shl_writer_close(shl_writer *w) {
   if (!w) return;
+  /* Pairs with writer_state: the word is 0 before the role lock drops. */
   if (!inherited(&w->s)) atomic_store(&w->s.ctl->writer, 0);
   close_stream(&w->s);
   free(w);
@@ -301,9 +329,12 @@ static uint64_t scan_readers(const struct stream *s, uint64_t *floor) {
   *floor = UINT64_MAX;
   for (uint32_t i = 0, n = reader_hwm(s); i < n; i++) {
     const struct shl__reader *e = &s->reader[i];
+    /* owner pairs with register_reader's store and clear_entry's release. */
     if (atomic_load(&e->owner) == 0) continue;
+    /* Pairs with pin()'s set and unpin()'s release clear (I2). */
     pinned |= atomic_load(&e->pinned);
     if (atomic_load(&e->mode) == SHL_RECV_ALL) {
+      /* Pairs with start_at_head's and take_next's stores (I6). */
       uint64_t next = atomic_load(&e->next_seq);
       if (next && next < *floor) *floor = next;
     }
@@ -318,6 +349,7 @@ static int claim_slot(shl_writer *w) {
   uint64_t floor, tried = 0;
   uint64_t pinned = scan_readers(s, &floor);
   if (!(s->flags & SHL_STREAM_BLOCK)) floor = UINT64_MAX;
+  /* Only this writer stores latest: the newest slot stays out (I3). */
   uint64_t latest = atomic_load(&s->ctl->latest);
   uint32_t newest = latest ? (uint32_t)(latest & ((1u << SLOT_BITS) - 1)) : UINT32_MAX;
   for (;;) {
@@ -330,6 +362,8 @@ static int claim_slot(shl_writer *w) {
       if (seq < best_seq || best < 0) best = (int)i, best_seq = seq;
     }
     if (best < 0) return -1;
+    /* Pairs with pin()'s read of seq after its set (I2), and with
+     * start_at_head's read after it stores next_seq (I6). */
     atomic_store(&s->slot[best].seq, 0);
     /* Look again: a reader may have pinned it, or a new `all` reader may
      * want it (its next_seq is stored before it checks the frame is there). */
@@ -359,6 +393,7 @@ int shl_writer_loan(shl_writer *w, void **frame, int64_t timeout_ns) {
   if (w->loaned >= 0) return -EBUSY;
   int64_t deadline = deadline_after(timeout_ns);
   for (;;) {
+    /* Read before looking for a slot; pairs with signal_space (I7). */
     uint32_t space = atomic_load(&s->ctl->space);
     int slot = claim_slot(w);
     if (slot < 0 && reap_dead_readers(s)) slot = claim_slot(w);
@@ -369,7 +404,9 @@ int shl_writer_loan(shl_writer *w, void **frame, int64_t timeout_ns) {
     }
     int64_t left = deadline - shl__monotonic_ns();
     if (left <= 0) return all_pinned(s) ? SHL_E_SLOTS_PINNED : -ETIMEDOUT;
-    /* Wake on a freed slot, or re-check reader liveness each period. */
+    /* Wake on a freed slot, or re-check reader liveness each period. The
+     * flag pairs with signal_space's read: a freer that sees 0 skips the
+     * wake, and this sleep then returns at once, `space` having changed. */
     atomic_store(&s->ctl->writer_waiting, 1);
     shl__futex_wait(&s->ctl->space, space, left < LIVENESS_PERIOD_NS ? left : LIVENESS_PERIOD_NS);
     atomic_store(&s->ctl->writer_waiting, 0);
@@ -384,7 +421,10 @@ int shl_writer_publish(shl_writer *w, uint64_t *seq_out) {
   uint64_t seq = w->next_seq++;
   atomic_store_explicit(&s->slot[slot].timestamp_ns, (uint64_t)shl__monotonic_ns(),
                         memory_order_relaxed);
-  /* Release: the frame's bytes and time are visible before its number. */
+  /* Release: the frame's bytes and time are visible before its number (I1).
+   * seq pairs with pin()'s and take_next's reads, latest with take_latest's
+   * and take_next's acquire; the notify below with shl_reader_receive's
+   * read of the version before it looks (I7). */
   atomic_store_explicit(&s->slot[slot].seq, seq, memory_order_release);
   atomic_store_explicit(&s->ctl->latest, seq << SLOT_BITS | slot, memory_order_release);
   w->loaned = -1;
@@ -426,6 +466,8 @@ static void start_at_head(shl_reader *r) {
     uint32_t slot = (uint32_t)(latest & ((1u << SLOT_BITS) - 1));
     SHL__TEST_POINT(start_at_head);
     r->next_seq = head ? head : 1;
+    /* Pairs with claim_slot's second look at next_seq (I6); then seq is
+     * read again, pairing with claim_slot's clear. */
     atomic_store(&r->entry->next_seq, r->next_seq);
     if (!head || slot >= s->slots || atomic_load(&s->slot[slot].seq) == head ||
         attempt == PIN_ATTEMPTS)
@@ -440,6 +482,7 @@ static int register_reader(shl_reader *r) {
   struct stream *s = &r->s;
   for (uint32_t i = 0; i < s->max_readers; i++) {
     if (shl__role_take(s->role.fd, SHL__ROLE_READER(i)) != 0) continue; /* in use */
+    /* The mark goes up before the entry shows a pin; pairs with reader_hwm() (I5). */
     uint32_t hwm = atomic_load(&s->ctl->reader_hwm);
     while (hwm < i + 1 && !atomic_compare_exchange_weak(&s->ctl->reader_hwm, &hwm, i + 1)) {
     }
@@ -447,6 +490,7 @@ static int register_reader(shl_reader *r) {
     bool stale = atomic_load(&e->pinned) != 0;
     clear_entry(e);
     atomic_store(&e->mode, r->mode);
+    /* The entry is ours (I4); scan_readers reads owner, then the pins. */
     atomic_store(&e->owner, self_word());
     r->entry = e;
     start_at_head(r);
@@ -485,7 +529,7 @@ int shl_reader_open_ex(shl_reader **out, const char *name, const shl_reader_opts
     rc = shl_open_ex(&seg, name, &oopts);
     if (rc != -ENOENT) break;
     if (left <= 0) return -ENOENT;
-    sleep_ns(left < OPEN_POLL_NS ? left : OPEN_POLL_NS);
+    shl__sleep_ns(left < OPEN_POLL_NS ? left : OPEN_POLL_NS);
   }
   if (rc < 0) return rc;
   shl_reader *r = calloc(1, sizeof *r);
@@ -530,6 +574,8 @@ shl_segment *shl_reader_segment(const shl_reader *r) { return r->s.seg; }
 static void unpin(shl_reader *r, uint32_t slot) {
   r->pinned--;
   if (--r->held[slot] > 0) return;
+  /* Release: this reader's reads of the frame come before the writer, in
+   * scan_readers, can see the slot free and rewrite it (I2). */
   atomic_fetch_and_explicit(&r->entry->pinned, ~(1ull << slot), memory_order_release);
   signal_space(&r->s);
 }
@@ -537,6 +583,7 @@ static void unpin(shl_reader *r, uint32_t slot) {
 /* Pin `slot` if it still holds frame `seq`. */
 static bool pin(shl_reader *r, uint32_t slot, uint64_t seq) {
   r->pinned++;
+  /* Set, then read seq: pairs with claim_slot's clear, then scan (I2). */
   if (r->held[slot]++ == 0) atomic_fetch_or(&r->entry->pinned, 1ull << slot);
   if (atomic_load(&r->s.slot[slot].seq) == seq) return true;
   unpin(r, slot);
@@ -546,6 +593,7 @@ static bool pin(shl_reader *r, uint32_t slot, uint64_t seq) {
 static void deliver(shl_reader *r, uint32_t slot, uint64_t seq, uint64_t lost, shl_sample *out) {
   out->data = r->s.frames + (uint64_t)slot * r->s.stride;
   out->seq = seq;
+  /* Relaxed: ordered by the acquire of latest or seq that found the frame (I1). */
   out->timestamp_ns = atomic_load_explicit(&r->s.slot[slot].timestamp_ns, memory_order_relaxed);
   out->lost = lost;
   out->slot = slot;
@@ -555,6 +603,7 @@ static void deliver(shl_reader *r, uint32_t slot, uint64_t seq, uint64_t lost, s
 /* 0 with a pinned sample, -EAGAIN when nothing newer is published. */
 static int take_latest(shl_reader *r, shl_sample *out) {
   for (int attempt = 0; attempt < PIN_ATTEMPTS; attempt++) {
+    /* Acquire: pairs with shl_writer_publish's release of latest. */
     uint64_t latest = atomic_load_explicit(&r->s.ctl->latest, memory_order_acquire);
     uint64_t seq = latest >> SLOT_BITS;
     uint32_t slot = (uint32_t)(latest & ((1u << SLOT_BITS) - 1));
@@ -571,6 +620,7 @@ static int take_latest(shl_reader *r, shl_sample *out) {
 static int take_next(shl_reader *r, shl_sample *out) {
   struct stream *s = &r->s;
   for (int attempt = 0; attempt < PIN_ATTEMPTS; attempt++) {
+    /* Acquire: pairs with shl_writer_publish's release of latest. */
     uint64_t head = atomic_load_explicit(&s->ctl->latest, memory_order_acquire) >> SLOT_BITS;
     uint64_t want = r->next_seq;
     if (want > head) return -EAGAIN;
@@ -578,12 +628,14 @@ static int take_next(shl_reader *r, shl_sample *out) {
     int best = -1;
     uint64_t best_seq = UINT64_MAX;
     for (uint32_t i = 0; i < s->slots; i++) {
+      /* Pairs with publish's release; 0 (being written) is below want (I1). */
       uint64_t seq = atomic_load(&s->slot[i].seq);
       if (seq >= want && seq < best_seq) best = (int)i, best_seq = seq;
     }
     if (best < 0 || !pin(r, (uint32_t)best, best_seq)) continue;
     deliver(r, (uint32_t)best, best_seq, best_seq - want, out);
     r->next_seq = best_seq + 1;
+    /* Pairs with scan_readers' floor: a blocking writer may now reuse it (I6). */
     atomic_store_explicit(&r->entry->next_seq, r->next_seq, memory_order_release);
     if (s->flags & SHL_STREAM_BLOCK) signal_space(s);
     return 0;
@@ -596,6 +648,7 @@ static int take_next(shl_reader *r, shl_sample *out) {
  * segment's own descriptor holds no role, so any lock seen is another's. */
 static int writer_state(const struct stream *s) {
   if (shl__role_held(s->seg->fd, SHL__ROLE_WRITER) != 0) return 0;
+  /* Read after the lock is seen free: pairs with shl_writer_close's store. */
   return atomic_load(&s->ctl->writer) ? SHL_E_WRITER_GONE : SHL_E_WRITER_CLOSED;
 }
 
@@ -605,6 +658,7 @@ int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint3
   int64_t deadline = deadline_after(timeout_ns);
   shl_wait_opts wait = {flags & SHL_WAIT_INTERRUPTIBLE, r->spin_ns};
   for (;;) {
+    /* Read before looking; pairs with publish's notify (I7). */
     uint64_t version = shl_version(r->s.seg);
     int rc = r->mode == SHL_RECV_ALL ? take_next(r, out) : take_latest(r, out);
     if (rc != -EAGAIN) return rc;
@@ -645,7 +699,8 @@ int shl_stream_get_info(const shl_segment *seg, shl_stream_info *out) {
   out->max_readers = s.max_readers;
   out->flags = s.flags;
   out->slot_stride = s.stride;
-  /* From the role locks; "cannot tell" counts as alive. */
+  /* A snapshot for people: from the role locks ("cannot tell" counts as
+   * alive) and single loads, with no ordering between them. */
   for (uint32_t i = 0, n = reader_hwm(&s); i < n; i++)
     if (shl__role_held(seg->fd, SHL__ROLE_READER(i)) != 0) out->readers_alive++;
   out->writer_alive = shl__role_held(seg->fd, SHL__ROLE_WRITER);

@@ -1,5 +1,5 @@
 """Instructions per frame of the Python stream API, in one process, for
-callgrind (not part of `make bench`; see docs/performance.md):
+callgrind (not part of `make bench`; see docs/performance-log.md):
 
     for n in 1000 3000; do OPENBLAS_NUM_THREADS=1 valgrind --tool=callgrind \\
         --callgrind-out-file=cg.$n python bench/py/callgrind_frame.py $n; done

@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 
 #include "shm_layout.h"
-#include "testutil.h"
+#include "testutil_proc.h"
 
 #define WAIT_NS 50000000LL /* how long an open waits for an initialising creator */
 #define WAIT_SLACK_NS 450000000LL

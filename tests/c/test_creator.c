@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 
 #include "internal.h"
-#include "testutil.h"
+#include "testutil_proc.h"
 
 static const shl_layout layout = {.format = "<i", .ndim = 1, .shape = {4}};
 

@@ -6,7 +6,7 @@
 #include <stdint.h>
 #include <sys/stat.h>
 
-#include "testutil.h"
+#include "testutil_proc.h"
 
 #define CREATORS 8
 #define OPENERS 2

@@ -1,13 +1,15 @@
 /* Handle lifetime against threads and fork: shl_close() from another thread
  * never unmaps a mutex its holder still has on its robust list, nor memory
  * under a call blocked in shl_lock/shl_wait; a forked child's inherited
- * handle never changes shared state (no unlock, no unlink) on close. */
+ * handle never changes shared state (no unlock, no unlink) on close; a name
+ * is removed only while it still refers to the object judged. */
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <sys/stat.h>
 
-#include "testutil.h"
+#include "testutil_proc.h"
 
 #define WAIT_NS 5000000000LL
 
@@ -254,10 +256,33 @@ static void test_fork(void) {
   T_CHECK(!path_exists(name));
 }
 
+/* shl_unlink_if_same removes a name only while it refers to the object open
+ * as fd: never a replacement made under the name since. */
+static void test_unlink_if_same(void) {
+  const char *name = t_name("lus");
+  char path[T_PATH_MAX];
+  shl_segment *first = make(name, 0);
+  int fd = open(t_shm_path(name, path), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  T_REQUIRE(fd >= 0);
+  shl_close(first);
+  shl_close(make(name, 0)); /* SHL_CREATE_REPLACE: another object, same name */
+  T_EXPECT_RC(shl_unlink_if_same(name, fd), -ESTALE);
+  T_CHECK(path_exists(name));
+  close(fd);
+  fd = open(t_shm_path(name, path), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  T_REQUIRE(fd >= 0);
+  T_EXPECT_RC(shl_unlink_if_same(name, fd), 0);
+  T_CHECK(!path_exists(name));
+  T_EXPECT_RC(shl_unlink_if_same(name, fd), -ENOENT);
+  T_EXPECT_RC(shl_unlink_if_same("bad/name", fd), SHL_E_BAD_NAME);
+  close(fd);
+}
+
 int main(void) {
   test_close_under_holder();
   test_close_wakes_blocked();
   test_exit_holding_closed();
   test_fork();
+  test_unlink_if_same();
   return t_result();
 }

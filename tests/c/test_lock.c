@@ -6,7 +6,7 @@
 #include <signal.h>
 #include <stdint.h>
 
-#include "testutil.h"
+#include "testutil_proc.h"
 
 #define WAIT_NS (5000 * T_MS) /* bound on every lock that should succeed */
 #define CHILD_LIMIT_S 30      /* a child still alive by then dies of SIGALRM */

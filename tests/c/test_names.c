@@ -4,7 +4,7 @@
 #include <stdint.h>
 #include <sys/stat.h>
 
-#include "testutil.h"
+#include "testutil_proc.h"
 
 #define WAIT_NS 1000000000LL
 

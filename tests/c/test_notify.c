@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #include "internal.h" /* the header's waiter count */
-#include "testutil.h"
+#include "testutil_proc.h"
 
 #define WAIT_NS (5000 * T_MS) /* time-out of every wait that a notify should end */
 /* A lost wake-up does not fail the wait: it sleeps into its time-out, then

@@ -5,7 +5,7 @@
 
 #include <signal.h>
 
-#include "testutil.h"
+#include "testutil_proc.h"
 
 #define WAIT_NS 1000000000LL
 #define N 2048 /* uint32 elements: two pages of payload */

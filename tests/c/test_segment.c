@@ -5,7 +5,7 @@
 #include <sys/stat.h>
 
 #include "shm_layout.h"
-#include "testutil.h"
+#include "testutil_proc.h"
 
 #define WAIT_NS 1000000000LL
 

@@ -8,7 +8,7 @@
 #include <stdint.h>
 #include <sys/time.h>
 
-#include "testutil.h"
+#include "testutil_stream.h"
 
 #define WORDS 8          /* 64-byte frames */
 #define SLOTS 4          /* small ring: laps are quick to provoke */

@@ -15,7 +15,7 @@
 #include <stdint.h>
 
 #include "internal.h" /* white-box: the slot table, to play a writer that dies mid-publish */
-#include "testutil.h"
+#include "testutil_stream.h"
 
 #define WORDS 512 /* 4 KiB frames */
 #define SLOTS 4

@@ -19,7 +19,7 @@
 #include <signal.h>
 #include <stdint.h>
 
-#include "testutil.h"
+#include "testutil_stream.h"
 
 static void (*test_hook)(const char *point);
 #define SHL__TEST_POINT(name) (test_hook ? test_hook(#name) : (void)0)

@@ -8,7 +8,7 @@
  * re-executed with a role argument. */
 #include <stdint.h>
 
-#include "testutil.h"
+#include "testutil_stream.h"
 
 #define WORDS 8192 /* 64 KiB frames */
 #define SLOTS 4    /* small: slots are reused often; two held samples still leave one free */

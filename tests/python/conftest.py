@@ -157,9 +157,10 @@ def wait_in_thread(seg: Any, **kwargs: Any) -> tuple:
     return thread, result
 
 
-def build_c(program: Path, out_dir: Path) -> Path:
-    """Compiles one C program against the core's sources (the build directory
-    may not exist: pip-only installs); skips the test without a compiler."""
+def build_c(program: Path, out_dir: Path, *more: Path) -> Path:
+    """Compiles one C program (its main file, then `more` files of it) against
+    the core's sources (the build directory may not exist: pip-only installs);
+    skips the test without a compiler."""
     cc = shutil.which("cc")
     if cc is None or not (ROOT / "src").is_dir():
         pytest.skip("needs a C compiler and the repository's sources")
@@ -176,6 +177,7 @@ def build_c(program: Path, out_dir: Path) -> Path:
             "-o",
             str(exe),
             str(program),
+            *map(str, more),
             *sources,
             "-pthread",
             "-lrt",

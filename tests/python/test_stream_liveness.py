@@ -276,7 +276,7 @@ def test_a_writer_in_another_pid_namespace_stays_the_writer(name, spawn_ns, tmp_
         name,
     )
     expect_line(peer, "ready")
-    cli = build_c(ROOT / "tools" / "shmlane.c", tmp_path)
+    cli = build_c(ROOT / "tools" / "cli.c", tmp_path, *sorted((ROOT / "tools").glob("cli_*.c")))
     with shmlane.Reader(name, mode="all") as reader:
         with reader.receive(timeout=5) as sample:
             assert int(sample.array[0]) == 7

@@ -1,0 +1,235 @@
+/* The private interfaces between the files of the extension module
+ * shmlane._shmlane (python/ext/): the C core's public API for Python. The
+ * extension only converts arguments, calls the core with the GIL released
+ * where it may block, keeps Ctrl-C working, exports shared memory through the
+ * buffer protocol and maps error codes to exceptions; everything else lives
+ * in the pure-Python package (python/shmlane/).
+ *
+ *   errors.c   core error codes to exceptions
+ *   base.c     what every handle shares: lifetime pins, blocking calls, buffers
+ *   segment.c  Handle (a segment), create() and open()
+ *   writer.c   Writer and Loan, writer_open()
+ *   reader.c   Reader and Sample, reader_open()
+ *   module.c   the module: its functions, types, exceptions and state */
+#ifndef SHMLANE_EXT_H
+#define SHMLANE_EXT_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "shmlane.h"
+
+/* Longest stretch a Ctrl-C waits during calls that signals do not interrupt
+ * (the robust mutex, the open retry loop, a loan), and a release asked for
+ * by another thread waits during a receive. */
+#define SLICE_NS 50000000LL
+/* run_blocking()'s result when a Python exception is set; no core code is this. */
+#define PY_ERROR INT_MIN
+/* loan_slot()'s result when another thread closed the writer meanwhile. */
+#define CLOSED_MEANWHILE (INT_MIN + 1)
+/* The core caps a wait's spin at 1 ms (shl_wait_opts). */
+#define SPIN_MAX_NS 1000000
+
+typedef struct {
+  PyTypeObject *handle_type, *writer_type, *reader_type, *loan_type, *sample_type;
+  PyObject *error;       /* shmlane.Error */
+  PyObject *corrupt;     /* shmlane.CorruptSegment(Error) */
+  PyObject *mismatch;    /* shmlane.LayoutMismatch(Error, ValueError) */
+  PyObject *recovered;   /* shmlane.LockRecovered(Warning): warned by the Python layer */
+  PyObject *writer_gone; /* shmlane.WriterGone(Error) */
+  PyObject *busy;        /* shmlane.StreamBusy(Error, OSError) */
+} modstate;
+
+/* A payload or one frame, as the buffer protocol describes it. shape[0] is
+ * 0 and strides[0] the frame's size: shape + 1 describes the data itself,
+ * shape the same data as an array of zero frames (a stream's "probe", from
+ * which NumPy parses the frame's format once, without touching any slot). */
+typedef struct {
+  int ndim;           /* of the data, without the leading zero */
+  const char *format; /* the header's element format, owned by the segment */
+  Py_ssize_t itemsize, len;
+  Py_ssize_t shape[1 + SHL_MAX_NDIM], strides[1 + SHL_MAX_NDIM];
+  bool c_contiguous, f_contiguous;
+} Layout;
+
+/* The head shared by the three handle types: Handle (a segment), Writer and
+ * Reader (a stream). The core object must outlive every buffer exported from
+ * it, every sample pinned through it and every call running without the GIL:
+ * `pins` counts them all, and close() only marks the object closed; `drop`
+ * frees the core object (and unmaps) when the last pin goes. All fields are
+ * touched only with the GIL held. */
+typedef struct Base Base;
+struct Base {
+  PyObject ob_base;         /* PyObject_HEAD, spelled out for clang-format */
+  void (*drop)(Base *self); /* frees the core object; idempotent */
+  void (*idle)(Base *self); /* optional: work deferred while a call ran without the GIL */
+  const char *what;         /* "segment", "stream writer", "stream reader" */
+  bool closed;
+  long pid; /* of the process that opened it: another one inherited it by fork() */
+  Py_ssize_t pins;
+  int running; /* calls in progress without the GIL */
+  uint32_t kind;
+  Layout layout;
+  char name[SHL_NAME_MAX + 1];
+};
+
+/* While a thread holds the lock through it, a Handle is pinned like an
+ * exported view: close() from another thread is deferred until that thread
+ * unlocks, because the core must never unmap a mutex under its holder. */
+typedef struct {
+  Base base;
+  shl_segment *seg;          /* NULL once released */
+  bool locked;               /* a thread holds the segment's lock through this handle (a pin) */
+  unsigned long lock_thread; /* which thread (PyThread ident) */
+  long lock_pid;             /* in which process: a forked child's copy is not its holder */
+  bool readonly;
+} Handle;
+
+typedef struct Loan Loan;
+
+/* Loans are exported through a second mapping of the stream, `frames`, so
+ * that close() gives up the writer role at once, however long views of a
+ * loan live: they pin `frames`, not the writer. */
+typedef struct {
+  Base base;
+  shl_writer *w;  /* NULL once released */
+  Handle *frames; /* NULL once released */
+  Loan *loan;     /* the outstanding loan (borrowed: the loan refers to us), or NULL */
+  bool loaning;   /* a loan() call is in progress */
+} Writer;
+
+/* The core's reader is single-threaded, so a sample released while another
+ * thread is inside receive (without the GIL) is queued here, and released by
+ * that thread between slices of its wait. A reader holds at most one sample
+ * per slot (a pinned slot is never rewritten), so a slot-indexed table holds
+ * every queued sample. */
+typedef struct {
+  Base base;
+  shl_reader *r;  /* NULL once released */
+  bool receiving; /* a receive() call is in progress */
+  uint32_t held;  /* samples pinned */
+  uint32_t spin_ns;
+  uint64_t deferred_mask;
+  shl_sample deferred[SHL_STREAM_MAX_SLOTS];
+} Reader;
+
+enum loan_state { LOANED, PUBLISHED, DISCARDED };
+
+/* A slot loaned by a writer: exported writable until published or discarded. */
+struct Loan {
+  PyObject ob_base;
+  Writer *writer; /* NULL if the loan never started */
+  Handle *frames; /* the writer's, which views pin */
+  void *frame;    /* in `frames` */
+  enum loan_state state;
+};
+
+/* A published frame pinned by a reader: exported read-only. The pin is given
+ * back once release() was called (or the sample is gone) and no exported view
+ * remains, so a view kept past release never sees its slot rewritten. */
+typedef struct {
+  PyObject ob_base;
+  Reader *reader; /* NULL if nothing was received */
+  shl_sample s;
+  bool pinned, released;
+  Py_ssize_t exports;
+} Sample;
+
+static inline modstate *state_of(PyObject *obj) { return PyType_GetModuleState(Py_TYPE(obj)); }
+
+/* Entries every handle type's method and attribute tables start with. */
+// clang-format off
+#define BASE_METHODS                                                                       \
+  {"layout", (PyCFunction)base_layout, METH_NOARGS,                                        \
+   "The header's layout (of one frame for a stream): format, itemsize, shape, strides, "   \
+   "kind, c_contiguous."}
+#define BASE_GETSET                                                                        \
+  {"name", (getter)base_get_name, NULL, "Segment name.", NULL},                            \
+  {"closed", (getter)base_get_closed, NULL, "True after close().", NULL}
+// clang-format on
+
+/* Handles come only from the module's functions. */
+#ifdef Py_TPFLAGS_DISALLOW_INSTANTIATION
+#define HANDLE_FLAGS \
+  (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION | Py_TPFLAGS_IMMUTABLETYPE)
+#else /* Python 3.9: add_type() clears tp_new instead */
+#define HANDLE_FLAGS Py_TPFLAGS_DEFAULT
+#endif
+
+/* ---------------------------------------------------------------- errors.c */
+
+/* AT_ADOPT: opening an existing segment in place of creating it;
+ * AT_STREAM_ADOPT: a writer creating a stream or taking one over. */
+enum err_context { AT_CREATE, AT_ADOPT, AT_OPEN, AT_USE, AT_STREAM_OPEN, AT_STREAM_ADOPT, AT_STREAM };
+
+/* Raises the exception for core code rc about segment or stream `name`;
+ * returns NULL. */
+PyObject *set_error(modstate *st, int rc, const char *name, enum err_context where);
+/* An OSError subclass `type` (errno err, text) with the name as filename. */
+void set_oserror(PyObject *type, int err, const char *text, const char *name);
+/* ValueError: the handle is closed; returns NULL. */
+PyObject *closed_error(const Base *b);
+/* A stream call that failed, or found its handle closed by another thread
+ * meanwhile: the Python error to raise. */
+PyObject *stream_failed(Base *b, int rc);
+
+/* ---------------------------------------------------------------- base.c */
+
+/* Frees the core object once the handle is closed and nothing pins it. */
+void release_if_done(Base *b);
+void base_close(Base *b);
+/* Drops a pin taken by an exported view; shared by every exporter. */
+void unpin_base(Base *b);
+/* After a blocking call during which another thread closed the object. */
+PyObject *closed_meanwhile(Base *b);
+/* Timeout in seconds (None: forever) to nanoseconds (-1: forever); an O& converter. */
+int timeout_converter(PyObject *obj, void *out);
+/* The shape tuple into layout->ndim and layout->shape. */
+int parse_shape(PyObject *shape, shl_layout *layout, const char *name);
+
+typedef int (*step_fn)(void *ctx, int64_t timeout_ns);
+/* step() with the GIL released, in slices, with Ctrl-C working (base.c says how). */
+int run_blocking(Base *pin, step_fn step, void *ctx, int64_t timeout_ns, int64_t slice_ns,
+                 int again, int expired);
+
+/* Fills the head shared by all handles from seg's layout (of its payload, or
+ * of one frame for a stream). SHL_E_BAD_SHAPE if it does not fit Py_ssize_t. */
+int base_init(Base *b, const shl_segment *seg, const char *what, void (*drop)(Base *));
+/* Fills `view` with buf as b's layout describes it (probe: as zero frames). */
+int fill_buffer(Py_buffer *view, PyObject *exporter, const Base *b, void *buf, bool readonly,
+                bool probe, int flags);
+void base_dealloc(Base *b);
+PyObject *base_repr(Base *b);
+PyObject *base_layout(Base *b, PyObject *unused);
+PyObject *base_get_name(Base *b, void *unused);
+PyObject *base_get_closed(Base *b, void *unused);
+/* A stream's counters as a dict (Handle.stream_info, Writer.info, Reader.info). */
+PyObject *stream_info(Base *b, const shl_segment *seg);
+/* The probe a Writer or Reader exports: zero frames, read-only. */
+int stream_getbuffer(Base *b, Py_buffer *view, int flags, const shl_segment *seg);
+void stream_releasebuffer(Base *b, Py_buffer *view);
+/* A C-contiguous buffer of exactly one frame's bytes, for the copying calls
+ * (publish_copy, receive_into); 0, or -1 with an error set. */
+int frame_buffer(Base *b, PyObject *obj, Py_buffer *view, int flags);
+
+/* ---------------------------------------------------------------- the types */
+
+/* segment.c */
+extern PyType_Spec handle_spec;
+/* Wraps seg (taking ownership) in a new Handle. */
+PyObject *handle_new(modstate *st, shl_segment *seg);
+PyObject *mod_create(PyObject *mod, PyObject *args);
+PyObject *mod_open(PyObject *mod, PyObject *args);
+
+/* writer.c */
+extern PyType_Spec writer_spec, loan_spec;
+PyObject *mod_writer_open(PyObject *mod, PyObject *args);
+
+/* reader.c */
+extern PyType_Spec reader_spec, sample_spec;
+PyObject *mod_reader_open(PyObject *mod, PyObject *args);
+
+#endif /* SHMLANE_EXT_H */

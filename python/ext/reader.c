@@ -1,0 +1,344 @@
+/* Reader: a reader of a stream; Sample: a published frame it pins, exported
+ * read-only; and the module function reader_open(). */
+#include <errno.h>
+#include <string.h>
+
+#include "ext.h"
+
+static void reader_drop(Base *b) {
+  Reader *r = (Reader *)b;
+  shl_reader_close(r->r); /* frees the reader's entry; the stream stays */
+  r->r = NULL;
+}
+
+/* No receive runs without the GIL: release the samples queued meanwhile. */
+static void reader_idle(Base *b) {
+  Reader *r = (Reader *)b;
+  while (r->deferred_mask) {
+    int slot = __builtin_ctzll(r->deferred_mask);
+    r->deferred_mask &= r->deferred_mask - 1;
+    (void)shl_reader_release(r->r, &r->deferred[slot]); /* a sample we pinned: cannot fail */
+  }
+}
+
+static void sample_unpin(Sample *s) {
+  if (!s->pinned) return;
+  s->pinned = false;
+  Reader *r = s->reader;
+  r->held--;
+  if (r->base.running > 0) {
+    r->deferred[s->s.slot] = s->s;
+    r->deferred_mask |= 1ull << s->s.slot;
+  } else {
+    (void)shl_reader_release(r->r, &s->s);
+  }
+  unpin_base(&r->base);
+}
+
+static PyObject *reader_close(Reader *r, PyObject *unused) {
+  (void)unused;
+  base_close(&r->base);
+  Py_RETURN_NONE;
+}
+
+struct receive_ctx {
+  shl_reader *r;
+  shl_sample s;
+  uint32_t spin_ns;
+};
+
+static int receive_step(void *ctx, int64_t timeout_ns) {
+  struct receive_ctx *c = ctx;
+  shl_reader_set_spin(c->r, c->spin_ns);
+  c->spin_ns = 0; /* once per receive(): later slices sleep at once */
+  return shl_reader_receive(c->r, &c->s, timeout_ns, SHL_WAIT_INTERRUPTIBLE);
+}
+
+/* false (error set) unless r may receive now. */
+static bool reader_ready(Reader *r) {
+  if (r->base.closed) return closed_error(&r->base), false;
+  if (r->receiving) {
+    PyErr_Format(PyExc_RuntimeError, "stream '%s': another thread is receiving on this reader",
+                 r->base.name);
+    return false;
+  }
+  return true;
+}
+
+/* The next frame, pinned, for receive() and receive_into(). A frame already
+ * waiting needs no GIL hand-off; otherwise waits with the GIL released: a
+ * signal ends the core's wait at once, and handlers run (Ctrl-C raises).
+ * Sliced, so that releases queued by other threads happen meanwhile. The
+ * caller checks r->base.closed after. */
+static int receive_sample(Reader *r, int64_t timeout_ns, shl_sample *out) {
+  struct receive_ctx c = {r->r, {0}, 0};
+  int rc = receive_step(&c, 0);
+  if (rc == -ETIMEDOUT && timeout_ns != 0) {
+    c.spin_ns = r->spin_ns;
+    r->receiving = true;
+    rc = run_blocking(&r->base, receive_step, &c, timeout_ns, SLICE_NS, -ETIMEDOUT, -ETIMEDOUT);
+    r->receiving = false;
+  }
+  *out = c.s;
+  return rc;
+}
+
+/* receive(timeout) -> Sample, pinned. */
+static PyObject *reader_receive(Reader *r, PyObject *arg) {
+  modstate *st = state_of((PyObject *)r);
+  int64_t timeout_ns;
+  if (!timeout_converter(arg, &timeout_ns) || !reader_ready(r)) return NULL;
+  /* Allocated first, so that no failure can leave a slot pinned. */
+  Sample *s = PyObject_New(Sample, st->sample_type);
+  if (!s) return NULL;
+  s->reader = NULL;
+  s->pinned = s->released = false;
+  s->exports = 0;
+  shl_sample got;
+  int rc = receive_sample(r, timeout_ns, &got);
+  if (rc == 0) {
+    Py_INCREF(r);
+    s->reader = r;
+    s->s = got;
+    s->pinned = true;
+    r->held++;
+    r->base.pins++;
+  }
+  if (rc < 0 || r->base.closed) {
+    Py_DECREF(s); /* gives back a pin taken after close */
+    return stream_failed(&r->base, rc);
+  }
+  return (PyObject *)s;
+}
+
+/* receive_into(buffer, timeout) -> (seq, timestamp_ns, lost): the next
+ * frame's bytes copied into the buffer, its slot released at once, without
+ * a Sample or an array (small messages). */
+static PyObject *reader_receive_into(Reader *r, PyObject *args) {
+  PyObject *obj;
+  int64_t timeout_ns;
+  Py_buffer dst;
+  if (!PyArg_ParseTuple(args, "OO&:receive_into", &obj, timeout_converter, &timeout_ns) ||
+      !reader_ready(r) || frame_buffer(&r->base, obj, &dst, PyBUF_WRITABLE) < 0)
+    return NULL;
+  shl_sample got;
+  int rc = receive_sample(r, timeout_ns, &got);
+  if (rc == 0) {
+    memcpy(dst.buf, got.data, (size_t)dst.len);
+    (void)shl_reader_release(r->r, &got); /* pinned just now: cannot fail */
+  }
+  PyBuffer_Release(&dst);
+  if (rc < 0 || r->base.closed) return stream_failed(&r->base, rc);
+  return Py_BuildValue("KKK", (unsigned long long)got.seq, (unsigned long long)got.timestamp_ns,
+                       (unsigned long long)got.lost);
+}
+
+static PyObject *reader_info(Reader *r, PyObject *unused) {
+  (void)unused;
+  if (r->base.closed) return closed_error(&r->base);
+  return stream_info(&r->base, shl_reader_segment(r->r));
+}
+
+static int reader_getbuffer(Reader *r, Py_buffer *view, int flags) {
+  return stream_getbuffer(&r->base, view, flags, r->r ? shl_reader_segment(r->r) : NULL);
+}
+
+static PyMethodDef reader_methods[] = {
+    {"close", (PyCFunction)reader_close, METH_NOARGS,
+     "Leave the stream once no sample is pinned any more."},
+    {"receive", (PyCFunction)reader_receive, METH_O,
+     "receive(timeout) -> Sample. Blocks with the GIL released; Ctrl-C interrupts."},
+    {"receive_into", (PyCFunction)reader_receive_into, METH_VARARGS,
+     "receive_into(buffer, timeout) -> (seq, timestamp_ns, lost). Copies the next frame out."},
+    {"info", (PyCFunction)reader_info, METH_NOARGS,
+     "The stream's slots, readers, writer and last frame."},
+    BASE_METHODS,
+    {NULL, NULL, 0, NULL},
+};
+
+static PyObject *reader_get_spin_ns(Reader *r, void *unused) {
+  (void)unused;
+  return PyLong_FromUnsignedLong(r->spin_ns);
+}
+
+static int reader_set_spin_ns(Reader *r, PyObject *value, void *unused) {
+  (void)unused;
+  unsigned long ns = value ? PyLong_AsUnsignedLong(value) : (unsigned long)-1;
+  if (ns == (unsigned long)-1 && (!value || PyErr_Occurred())) {
+    if (!value) PyErr_SetString(PyExc_AttributeError, "spin_ns cannot be deleted");
+    return -1;
+  }
+  if (ns > SPIN_MAX_NS) {
+    PyErr_Format(PyExc_ValueError, "spin_ns must be at most %d", SPIN_MAX_NS);
+    return -1;
+  }
+  r->spin_ns = (uint32_t)ns;
+  return 0;
+}
+
+static PyGetSetDef reader_getset[] = {
+    BASE_GETSET,
+    {"spin_ns", (getter)reader_get_spin_ns, (setter)reader_set_spin_ns,
+     "How long receive() polls before sleeping, in ns (at most 1 ms).", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot reader_slots[] = {
+    {Py_tp_doc, "A reader of a stream. Exports zero frames (for the dtype); frames are samples."},
+    {Py_tp_dealloc, base_dealloc},
+    {Py_tp_repr, base_repr},
+    {Py_tp_methods, reader_methods},
+    {Py_tp_getset, reader_getset},
+    {Py_bf_getbuffer, reader_getbuffer},
+    {Py_bf_releasebuffer, stream_releasebuffer},
+    {0, NULL},
+};
+
+PyType_Spec reader_spec = {"shmlane._shmlane.Reader", sizeof(Reader), 0, HANDLE_FLAGS,
+                                  reader_slots};
+
+/* release(): give the slot back once no exported view remains. Idempotent. */
+static PyObject *sample_release(Sample *s, PyObject *unused) {
+  (void)unused;
+  s->released = true;
+  if (s->exports == 0) sample_unpin(s);
+  Py_RETURN_NONE;
+}
+
+/* Buffer protocol: the pinned frame, read-only, until released. */
+static int sample_getbuffer(Sample *s, Py_buffer *view, int flags) {
+  Base *b = &s->reader->base;
+  if (s->released) {
+    PyErr_Format(PyExc_BufferError, "sample %llu of stream '%s' was released",
+                 (unsigned long long)s->s.seq, b->name);
+    return -1;
+  }
+  if (flags & PyBUF_WRITABLE) {
+    PyErr_Format(PyExc_BufferError, "samples of stream '%s' are read-only", b->name);
+    return -1;
+  }
+  if (fill_buffer(view, (PyObject *)s, b, (void *)s->s.data, true, false, flags) < 0) return -1;
+  s->exports++;
+  return 0;
+}
+
+static void sample_releasebuffer(Sample *s, Py_buffer *view) {
+  (void)view;
+  if (--s->exports == 0 && s->released) sample_unpin(s);
+}
+
+static void sample_dealloc(Sample *s) {
+  PyTypeObject *type = Py_TYPE(s);
+  sample_unpin(s); /* no view remains: each holds a reference */
+  Py_XDECREF(s->reader);
+  type->tp_free(s);
+  Py_DECREF(type);
+}
+
+static PyObject *sample_get_seq(Sample *s, void *unused) {
+  (void)unused;
+  return PyLong_FromUnsignedLongLong(s->s.seq);
+}
+
+static PyObject *sample_get_timestamp_ns(Sample *s, void *unused) {
+  (void)unused;
+  return PyLong_FromUnsignedLongLong(s->s.timestamp_ns);
+}
+
+static PyObject *sample_get_lost(Sample *s, void *unused) {
+  (void)unused;
+  return PyLong_FromUnsignedLongLong(s->s.lost);
+}
+
+static PyObject *sample_get_slot(Sample *s, void *unused) {
+  (void)unused;
+  return PyLong_FromUnsignedLong(s->s.slot);
+}
+
+static PyObject *sample_get_released(Sample *s, void *unused) {
+  (void)unused;
+  return PyBool_FromLong(s->released);
+}
+
+static PyObject *sample_get_pinned(Sample *s, void *unused) {
+  (void)unused;
+  return PyBool_FromLong(s->pinned);
+}
+
+static PyMethodDef sample_methods[] = {
+    {"release", (PyCFunction)sample_release, METH_NOARGS,
+     "Give the slot back once no exported view remains."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef sample_getset[] = {
+    {"seq", (getter)sample_get_seq, NULL, "Sequence number: 1, 2, ... per stream.", NULL},
+    {"timestamp_ns", (getter)sample_get_timestamp_ns, NULL, "CLOCK_MONOTONIC at publish.", NULL},
+    {"lost", (getter)sample_get_lost, NULL, "Frames skipped just before this one.", NULL},
+    {"slot", (getter)sample_get_slot, NULL, "The slot it occupies.", NULL},
+    {"pinned", (getter)sample_get_pinned, NULL, "The writer may not reuse the slot yet.", NULL},
+    {"released", (getter)sample_get_released, NULL, "release() was called.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot sample_slots[] = {
+    {Py_tp_doc, "A published frame pinned by a stream reader; exports it read-only."},
+    {Py_tp_dealloc, sample_dealloc},
+    {Py_tp_methods, sample_methods},
+    {Py_tp_getset, sample_getset},
+    {Py_bf_getbuffer, sample_getbuffer},
+    {Py_bf_releasebuffer, sample_releasebuffer},
+    {0, NULL},
+};
+
+PyType_Spec sample_spec = {"shmlane._shmlane.Sample", sizeof(Sample), 0, HANDLE_FLAGS,
+                                  sample_slots};
+
+struct reader_open_ctx {
+  shl_reader *r;
+  const char *name;
+  shl_reader_opts opts;
+  int rc; /* of the last try */
+};
+
+/* A stream not there yet and one its writer is still creating both mean:
+ * try again in the next slice. */
+static int reader_open_step(void *ctx, int64_t timeout_ns) {
+  struct reader_open_ctx *o = ctx;
+  o->opts.timeout_ns = timeout_ns;
+  o->rc = shl_reader_open_ex(&o->r, o->name, &o->opts);
+  return o->rc == SHL_E_NOT_READY ? -ENOENT : o->rc;
+}
+
+/* reader_open(name, mode, timeout, max_pinned, owner, owner_uid) -> Reader.
+ * Waits for the stream to appear. */
+PyObject *mod_reader_open(PyObject *mod, PyObject *args) {
+  modstate *st = PyModule_GetState(mod);
+  struct reader_open_ctx o = {NULL, NULL, SHL_READER_OPTS_INIT, 0};
+  int64_t timeout_ns;
+  if (!PyArg_ParseTuple(args, "sIO&III:reader_open", &o.name, &o.opts.mode, timeout_converter,
+                        &timeout_ns, &o.opts.max_pinned, &o.opts.owner, &o.opts.owner_uid))
+    return NULL;
+  int rc = run_blocking(NULL, reader_open_step, &o, timeout_ns, SLICE_NS, -ENOENT, -ENOENT);
+  if (rc == PY_ERROR) return NULL;
+  if (rc == -ENOENT) rc = o.rc; /* at the end: not there, or still being created */
+  if (rc < 0) return set_error(st, rc, o.name, AT_STREAM_OPEN);
+  Reader *r = PyObject_New(Reader, st->reader_type);
+  if (!r) {
+    shl_reader_close(o.r);
+    return NULL;
+  }
+  r->r = o.r;
+  r->receiving = false;
+  r->held = 0;
+  r->spin_ns = 0;
+  r->deferred_mask = 0;
+  rc = base_init(&r->base, shl_reader_segment(o.r), "stream reader", reader_drop);
+  r->base.idle = reader_idle;
+  if (rc < 0) {
+    Py_DECREF(r);
+    return set_error(st, rc, o.name, AT_STREAM_OPEN);
+  }
+  return (PyObject *)r;
+}
+

@@ -1,0 +1,279 @@
+/* Handle: an open segment, exported through the buffer protocol, with its
+ * lock, wait and notify; and the module functions create() and open(). */
+#include <errno.h>
+#include <unistd.h>
+
+#include "ext.h"
+
+static void handle_drop(Base *b) {
+  Handle *h = (Handle *)b;
+  shl_close(h->seg); /* the core defers it while a thread of ours holds the lock */
+  h->seg = NULL;
+  h->locked = false;
+}
+
+/* The calling thread holds the lock through h, in this process. */
+static bool holds_lock(const Handle *h) {
+  return h->locked && h->lock_thread == PyThread_get_thread_ident() && h->lock_pid == getpid();
+}
+
+/* Forget the lock (unlocked, or a parent's across fork) and its pin. */
+static void forget_lock(Handle *h) {
+  h->locked = false;
+  unpin_base(&h->base);
+}
+
+PyObject *handle_new(modstate *st, shl_segment *seg) {
+  Handle *h = PyObject_New(Handle, st->handle_type);
+  if (!h) {
+    shl_close(seg);
+    return NULL;
+  }
+  h->seg = seg;
+  h->locked = false;
+  h->lock_thread = 0;
+  h->lock_pid = 0;
+  h->readonly = shl_is_readonly(seg) != 0;
+  int rc = base_init(&h->base, seg, "segment", handle_drop);
+  if (rc < 0) {
+    set_error(st, rc, shl_name(seg), AT_OPEN);
+    Py_DECREF(h);
+    return NULL;
+  }
+  return (PyObject *)h;
+}
+
+/* Buffer protocol: the payload itself, described by the header's layout. */
+static int handle_getbuffer(Handle *h, Py_buffer *view, int flags) {
+  if (h->base.closed) {
+    PyErr_Format(PyExc_BufferError, "segment '%s' is closed", h->base.name);
+    return -1;
+  }
+  if ((flags & PyBUF_WRITABLE) && h->readonly) {
+    PyErr_Format(PyExc_BufferError, "segment '%s' was opened read-only", h->base.name);
+    return -1;
+  }
+  if (fill_buffer(view, (PyObject *)h, &h->base, shl_payload(h->seg), h->readonly, false, flags) <
+      0)
+    return -1;
+  h->base.pins++;
+  return 0;
+}
+
+static void handle_releasebuffer(Handle *h, Py_buffer *view) {
+  (void)view;
+  unpin_base(&h->base);
+}
+
+static PyObject *handle_close(Handle *h, PyObject *unused) {
+  (void)unused;
+  if (h->base.closed) Py_RETURN_NONE;
+  /* Deferred unmapping must not keep other processes out of the lock: the
+   * caller's own lock is released now. Another thread's stays, with the
+   * mapping, until that thread unlocks; a parent's (across fork) is not ours. */
+  h->base.closed = true;
+  if (holds_lock(h)) shl_unlock(h->seg);
+  if (h->locked && (holds_lock(h) || h->lock_pid != getpid())) forget_lock(h);
+  release_if_done(&h->base);
+  Py_RETURN_NONE;
+}
+
+static int lock_step(void *seg, int64_t timeout_ns) { return shl_lock(seg, timeout_ns); }
+
+/* lock(timeout) -> recovered: True when the previous holder died holding it. */
+static PyObject *handle_lock(Handle *h, PyObject *arg) {
+  int64_t timeout_ns;
+  if (!timeout_converter(arg, &timeout_ns)) return NULL;
+  if (h->base.closed) return closed_error(&h->base);
+  int rc = run_blocking(&h->base, lock_step, h->seg, timeout_ns, SLICE_NS, -ETIMEDOUT, -ETIMEDOUT);
+  if (h->base.closed) {
+    if (rc == 0 || rc == SHL_E_OWNER_DEAD) shl_unlock(h->seg);
+    return closed_meanwhile(&h->base);
+  }
+  if (rc == PY_ERROR) return NULL;
+  if (rc < 0 && rc != SHL_E_OWNER_DEAD)
+    return set_error(state_of((PyObject *)h), rc, h->base.name, AT_USE);
+  if (h->locked && h->lock_pid != getpid()) forget_lock(h); /* the parent's, across fork */
+  h->locked = true;
+  h->lock_thread = PyThread_get_thread_ident();
+  h->lock_pid = getpid();
+  h->base.pins++;
+  return PyBool_FromLong(rc == SHL_E_OWNER_DEAD);
+}
+
+/* Only the holding thread unlocks (the core says EPERM to any other). After
+ * close(): the holder's unlock completes a deferred close; with the lock
+ * already released by close() it is a no-op. */
+static PyObject *handle_unlock(Handle *h, PyObject *unused) {
+  (void)unused;
+  if (h->base.closed && !h->locked) Py_RETURN_NONE;
+  int rc = shl_unlock(h->seg);
+  if (rc < 0) return set_error(state_of((PyObject *)h), rc, h->base.name, AT_USE);
+  forget_lock(h);
+  Py_RETURN_NONE;
+}
+
+static PyObject *handle_notify(Handle *h, PyObject *unused) {
+  (void)unused;
+  if (h->base.closed) return closed_error(&h->base);
+  uint64_t v;
+  int rc = shl_notify(h->seg, &v);
+  if (rc < 0) return set_error(state_of((PyObject *)h), rc, h->base.name, AT_USE);
+  return PyLong_FromUnsignedLongLong(v);
+}
+
+struct wait_ctx {
+  shl_segment *seg;
+  uint64_t since, seen;
+  shl_wait_opts opts;
+};
+
+static int wait_step(void *ctx, int64_t timeout_ns) {
+  struct wait_ctx *w = ctx;
+  return shl_wait_ex(w->seg, w->since, timeout_ns, &w->opts, &w->seen);
+}
+
+/* wait(since, timeout, spin_ns=0) -> the version seen once it differs from since. */
+static PyObject *handle_wait(Handle *h, PyObject *args) {
+  unsigned long long since;
+  int64_t timeout_ns;
+  unsigned int spin_ns = 0;
+  if (!PyArg_ParseTuple(args, "KO&|I:wait", &since, timeout_converter, &timeout_ns, &spin_ns))
+    return NULL;
+  if (h->base.closed) return closed_error(&h->base);
+  struct wait_ctx w = {h->seg, since, 0, {SHL_WAIT_INTERRUPTIBLE, spin_ns}};
+  int rc = run_blocking(&h->base, wait_step, &w, timeout_ns, 0, -EINTR, -ETIMEDOUT);
+  if (h->base.closed) return closed_meanwhile(&h->base);
+  if (rc == PY_ERROR) return NULL;
+  if (rc < 0) return set_error(state_of((PyObject *)h), rc, h->base.name, AT_USE);
+  return PyLong_FromUnsignedLongLong(w.seen);
+}
+
+static PyObject *handle_info(Handle *h, PyObject *unused) {
+  (void)unused;
+  if (h->base.closed) return closed_error(&h->base);
+  shl_info info;
+  int rc = shl_get_info(h->seg, &info);
+  if (rc < 0) return set_error(state_of((PyObject *)h), rc, h->base.name, AT_USE);
+  return Py_BuildValue("{s:s,s:I,s:I,s:K,s:K,s:K,s:i,s:i,s:K,s:I,s:I}", "name", info.name, "kind",
+                       info.kind, "format_version", info.format_version, "total_size",
+                       (unsigned long long)info.total_size, "payload_size",
+                       (unsigned long long)info.payload_size, "version",
+                       (unsigned long long)info.version, "creator_pid", (int)info.creator_pid,
+                       "creator_alive", info.creator_alive, "created_ns",
+                       (unsigned long long)info.created_ns, "mode", info.mode, "uid", info.uid);
+}
+
+/* stream_info() -> the stream's counters, for a segment of kind stream. */
+static PyObject *handle_stream_info(Handle *h, PyObject *unused) {
+  (void)unused;
+  if (h->base.closed) return closed_error(&h->base);
+  return stream_info(&h->base, h->seg);
+}
+
+static PyObject *handle_get_version(Handle *h, void *unused) {
+  (void)unused;
+  if (h->base.closed) return closed_error(&h->base);
+  return PyLong_FromUnsignedLongLong(shl_version(h->seg));
+}
+
+static PyObject *handle_get_readonly(Handle *h, void *unused) {
+  (void)unused;
+  return PyBool_FromLong(h->readonly);
+}
+
+static PyObject *handle_get_nbytes(Handle *h, void *unused) {
+  (void)unused;
+  if (h->base.closed) return closed_error(&h->base);
+  return PyLong_FromUnsignedLongLong(shl_payload_size(h->seg));
+}
+
+static PyMethodDef handle_methods[] = {
+    {"close", (PyCFunction)handle_close, METH_NOARGS,
+     "Detach; the mapping goes when the last exported buffer is released."},
+    {"lock", (PyCFunction)handle_lock, METH_O,
+     "lock(timeout) -> recovered. Blocks with the GIL released; Ctrl-C interrupts."},
+    {"unlock", (PyCFunction)handle_unlock, METH_NOARGS, "Release the lock."},
+    {"notify", (PyCFunction)handle_notify, METH_NOARGS, "Bump the version, wake waiters."},
+    {"wait", (PyCFunction)handle_wait, METH_VARARGS,
+     "wait(since, timeout) -> version. Blocks with the GIL released; Ctrl-C interrupts."},
+    {"info", (PyCFunction)handle_info, METH_NOARGS, "The header's bookkeeping fields."},
+    {"stream_info", (PyCFunction)handle_stream_info, METH_NOARGS,
+     "A stream segment's slots, readers, writer and last frame."},
+    BASE_METHODS,
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef handle_getset[] = {
+    BASE_GETSET,
+    {"readonly", (getter)handle_get_readonly, NULL, "Payload mapped read-only.", NULL},
+    {"nbytes", (getter)handle_get_nbytes, NULL, "Payload size in bytes.", NULL},
+    {"version", (getter)handle_get_version, NULL, "Current change counter.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot handle_slots[] = {
+    {Py_tp_doc, "An open shmlane segment; exports its payload through the buffer protocol."},
+    {Py_tp_dealloc, base_dealloc},
+    {Py_tp_repr, base_repr},
+    {Py_tp_methods, handle_methods},
+    {Py_tp_getset, handle_getset},
+    {Py_bf_getbuffer, handle_getbuffer},
+    {Py_bf_releasebuffer, handle_releasebuffer},
+    {0, NULL},
+};
+
+PyType_Spec handle_spec = {"shmlane._shmlane.Handle", sizeof(Handle), 0, HANDLE_FLAGS,
+                                  handle_slots};
+
+/* create(name, format, shape, mode, flags) -> Handle */
+PyObject *mod_create(PyObject *mod, PyObject *args) {
+  modstate *st = PyModule_GetState(mod);
+  const char *name, *format;
+  PyObject *shape;
+  unsigned mode, flags;
+  if (!PyArg_ParseTuple(args, "ssO!II:create", &name, &format, &PyTuple_Type, &shape, &mode,
+                        &flags))
+    return NULL;
+  shl_layout layout = {.format = format};
+  if (parse_shape(shape, &layout, name) < 0) return NULL;
+  shl_create_opts opts = {.mode = mode, .flags = flags};
+  shl_segment *seg;
+  PyThreadState *gil = PyEval_SaveThread(); /* reserving a large payload takes a while */
+  int rc = shl_create(&seg, name, &layout, &opts);
+  PyEval_RestoreThread(gil);
+  if (rc < 0) return set_error(st, rc, name, AT_CREATE);
+  return handle_new(st, seg);
+}
+
+struct open_ctx {
+  shl_segment *seg;
+  const char *name;
+  shl_open_opts opts;
+};
+
+static int open_step(void *ctx, int64_t timeout_ns) {
+  struct open_ctx *o = ctx;
+  o->opts.timeout_ns = timeout_ns;
+  return shl_open_ex(&o->seg, o->name, &o->opts);
+}
+
+/* open(name, readonly, timeout, owner=0, owner_uid=0) -> Handle. Waits for
+ * a creator still initialising (while it lives). owner: shl_owner_policy. */
+PyObject *mod_open(PyObject *mod, PyObject *args) {
+  modstate *st = PyModule_GetState(mod);
+  struct open_ctx o = {NULL, NULL, SHL_OPEN_OPTS_INIT};
+  int readonly;
+  int64_t timeout_ns;
+  if (!PyArg_ParseTuple(args, "spO&|II:open", &o.name, &readonly, timeout_converter, &timeout_ns,
+                        &o.opts.owner, &o.opts.owner_uid))
+    return NULL;
+  o.opts.flags = readonly ? SHL_OPEN_READONLY : 0;
+  int rc =
+      run_blocking(NULL, open_step, &o, timeout_ns, SLICE_NS, SHL_E_NOT_READY, SHL_E_NOT_READY);
+  if (rc == PY_ERROR) return NULL;
+  if (rc < 0)
+    return set_error(st, rc, o.name, o.opts.owner == SHL_OWNER_CREATOR ? AT_ADOPT : AT_OPEN);
+  return handle_new(st, o.seg);
+}
+

@@ -1,0 +1,320 @@
+/* Writer: the writer of a stream; Loan: a slot it loans, exported writable
+ * until published; and the module function writer_open(). */
+#include <errno.h>
+#include <string.h>
+
+#include "ext.h"
+
+static void writer_drop(Base *b) {
+  Writer *w = (Writer *)b;
+  shl_writer_close(w->w); /* gives up the writer role; the stream stays */
+  w->w = NULL;
+  if (w->frames) base_close(&w->frames->base); /* unmapped after the last view of a loan */
+  Py_CLEAR(w->frames);
+}
+
+/* The outstanding loan is over: the writer may loan again. */
+static void end_loan(Loan *l, enum loan_state state) {
+  l->state = state;
+  l->writer->loan = NULL;
+}
+
+static PyObject *writer_close(Writer *w, PyObject *unused) {
+  (void)unused;
+  if (w->base.closed) Py_RETURN_NONE;
+  if (w->loan) {
+    shl_writer_discard(w->w);
+    end_loan(w->loan, DISCARDED);
+  }
+  base_close(&w->base);
+  Py_RETURN_NONE;
+}
+
+struct loan_ctx {
+  shl_writer *w;
+  void *frame;
+  int rc; /* of the last try: SHL_E_SLOTS_PINNED or -ETIMEDOUT say why there is no slot */
+};
+
+static int loan_step(void *ctx, int64_t timeout_ns) {
+  struct loan_ctx *c = ctx;
+  c->rc = shl_writer_loan(c->w, &c->frame, timeout_ns);
+  return c->rc == SHL_E_SLOTS_PINNED ? -ETIMEDOUT : c->rc;
+}
+
+/* false (error set) unless w may loan a slot now. */
+static bool writer_ready(Writer *w) {
+  if (w->base.closed) return closed_error(&w->base), false;
+  if (w->loan || w->loaning) {
+    PyErr_Format(PyExc_RuntimeError,
+                 "stream '%s': a loan is already outstanding; publish or discard it first",
+                 w->base.name);
+    return false;
+  }
+  return true;
+}
+
+/* A slot for loan() and publish_copy(), in the core's mapping. Waits (GIL
+ * released, Ctrl-C works) only while readers pin every free slot, or for
+ * `all` readers on a blocking stream: most loans find a slot at once, with
+ * no GIL hand-off. The core's result, PY_ERROR, or CLOSED_MEANWHILE (another
+ * thread closed the writer; the slot, if any, is given back). */
+static int loan_slot(Writer *w, int64_t timeout_ns, void **frame) {
+  struct loan_ctx c = {w->w, NULL, 0};
+  int rc = loan_step(&c, 0);
+  if (rc == -ETIMEDOUT && timeout_ns != 0) {
+    w->loaning = true;
+    rc = run_blocking(&w->base, loan_step, &c, timeout_ns, SLICE_NS, -ETIMEDOUT, -ETIMEDOUT);
+    w->loaning = false;
+  }
+  if (rc == -ETIMEDOUT) rc = c.rc;
+  if (w->base.closed) {
+    if (rc >= 0) shl_writer_discard(w->w);
+    return CLOSED_MEANWHILE;
+  }
+  *frame = c.frame;
+  return rc;
+}
+
+/* loan(timeout) -> Loan. */
+static PyObject *writer_loan(Writer *w, PyObject *arg) {
+  modstate *st = state_of((PyObject *)w);
+  int64_t timeout_ns;
+  if (!timeout_converter(arg, &timeout_ns) || !writer_ready(w)) return NULL;
+  /* Allocated first, so that no failure can leave a slot loaned. */
+  Loan *l = PyObject_New(Loan, st->loan_type);
+  if (!l) return NULL;
+  l->writer = NULL;
+  l->state = DISCARDED;
+  void *frame;
+  int rc = loan_slot(w, timeout_ns, &frame);
+  if (rc < 0) {
+    Py_DECREF(l);
+    return stream_failed(&w->base, rc);
+  }
+  Py_INCREF(w);
+  l->writer = w;
+  Py_INCREF(w->frames);
+  l->frames = w->frames;
+  /* The same slot in the second mapping. */
+  l->frame = (char *)shl_payload(w->frames->seg) +
+             ((char *)frame - (char *)shl_payload(shl_writer_segment(w->w)));
+  l->state = LOANED;
+  w->loan = l;
+  return (PyObject *)l;
+}
+
+/* publish_copy(buffer, timeout) -> seq: the buffer's bytes as the next
+ * frame, without a Loan or an array (small messages); the copy holds the GIL. */
+static PyObject *writer_publish_copy(Writer *w, PyObject *args) {
+  PyObject *obj;
+  int64_t timeout_ns;
+  Py_buffer src;
+  if (!PyArg_ParseTuple(args, "OO&:publish_copy", &obj, timeout_converter, &timeout_ns) ||
+      !writer_ready(w) || frame_buffer(&w->base, obj, &src, PyBUF_SIMPLE) < 0)
+    return NULL;
+  void *frame;
+  int rc = loan_slot(w, timeout_ns, &frame);
+  if (rc >= 0) memcpy(frame, src.buf, (size_t)src.len);
+  PyBuffer_Release(&src);
+  if (rc < 0) return stream_failed(&w->base, rc);
+  uint64_t seq;
+  rc = shl_writer_publish(w->w, &seq);
+  if (rc < 0) return stream_failed(&w->base, rc);
+  return PyLong_FromUnsignedLongLong(seq);
+}
+
+static PyObject *writer_info(Writer *w, PyObject *unused) {
+  (void)unused;
+  if (w->base.closed) return closed_error(&w->base);
+  return stream_info(&w->base, shl_writer_segment(w->w));
+}
+
+static PyObject *writer_get_next_seq(Writer *w, void *unused) {
+  (void)unused;
+  if (w->base.closed) return closed_error(&w->base);
+  return PyLong_FromUnsignedLongLong(shl_writer_next_seq(w->w));
+}
+
+static int writer_getbuffer(Writer *w, Py_buffer *view, int flags) {
+  return stream_getbuffer(&w->base, view, flags, w->w ? shl_writer_segment(w->w) : NULL);
+}
+
+static PyMethodDef writer_methods[] = {
+    {"close", (PyCFunction)writer_close, METH_NOARGS,
+     "Discard an outstanding loan and give up the writer role; views of loans stay valid."},
+    {"loan", (PyCFunction)writer_loan, METH_O,
+     "loan(timeout) -> Loan. Blocks with the GIL released; Ctrl-C interrupts."},
+    {"publish_copy", (PyCFunction)writer_publish_copy, METH_VARARGS,
+     "publish_copy(buffer, timeout) -> seq. Copies one frame's bytes into a slot and publishes."},
+    {"info", (PyCFunction)writer_info, METH_NOARGS,
+     "The stream's slots, readers, writer and last frame."},
+    BASE_METHODS,
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef writer_getset[] = {
+    BASE_GETSET,
+    {"next_seq", (getter)writer_get_next_seq, NULL, "The sequence number the next publish stamps.",
+     NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot writer_slots[] = {
+    {Py_tp_doc, "The writer of a stream. Exports zero frames (for the dtype); frames are loaned."},
+    {Py_tp_dealloc, base_dealloc},
+    {Py_tp_repr, base_repr},
+    {Py_tp_methods, writer_methods},
+    {Py_tp_getset, writer_getset},
+    {Py_bf_getbuffer, writer_getbuffer},
+    {Py_bf_releasebuffer, stream_releasebuffer},
+    {0, NULL},
+};
+
+PyType_Spec writer_spec = {"shmlane._shmlane.Writer", sizeof(Writer), 0, HANDLE_FLAGS,
+                                  writer_slots};
+
+static PyObject *loan_over(Loan *l, PyObject *type) {
+  PyErr_Format(type, "the loan on stream '%s' is already %s",
+               l->writer ? l->writer->base.name : "?",
+               l->state == PUBLISHED ? "published" : "discarded");
+  return NULL;
+}
+
+/* publish() -> the frame's sequence number; wakes the readers. */
+static PyObject *loan_publish(Loan *l, PyObject *unused) {
+  (void)unused;
+  if (l->state != LOANED) return loan_over(l, PyExc_ValueError);
+  uint64_t seq;
+  int rc = shl_writer_publish(l->writer->w, &seq);
+  end_loan(l, PUBLISHED); /* whatever rc: the core has let the slot go */
+  if (rc < 0) return stream_failed(&l->writer->base, rc);
+  return PyLong_FromUnsignedLongLong(seq);
+}
+
+static PyObject *loan_discard(Loan *l, PyObject *unused) {
+  (void)unused;
+  if (l->state != LOANED) return loan_over(l, PyExc_ValueError);
+  shl_writer_discard(l->writer->w);
+  end_loan(l, DISCARDED);
+  Py_RETURN_NONE;
+}
+
+static PyObject *loan_get_state(Loan *l, void *unused) {
+  (void)unused;
+  static const char *const names[] = {"loaned", "published", "discarded"};
+  return PyUnicode_FromString(names[l->state]);
+}
+
+/* Buffer protocol: the loaned slot, writable, until published or discarded.
+ * Views pin the mapping, not the slot: writing through a view kept past
+ * publish() changes a published frame. */
+static int loan_getbuffer(Loan *l, Py_buffer *view, int flags) {
+  if (l->state != LOANED) {
+    loan_over(l, PyExc_BufferError);
+    return -1;
+  }
+  if (fill_buffer(view, (PyObject *)l, &l->writer->base, l->frame, false, false, flags) < 0)
+    return -1;
+  l->frames->base.pins++;
+  return 0;
+}
+
+static void loan_releasebuffer(Loan *l, Py_buffer *view) {
+  (void)view;
+  unpin_base(&l->frames->base);
+}
+
+static void loan_dealloc(Loan *l) {
+  PyTypeObject *type = Py_TYPE(l);
+  if (l->writer) {
+    if (l->state == LOANED) { /* dropped without publishing: the frame is discarded */
+      shl_writer_discard(l->writer->w);
+      end_loan(l, DISCARDED);
+    }
+    Py_DECREF(l->writer);
+    Py_DECREF(l->frames);
+  }
+  type->tp_free(l);
+  Py_DECREF(type);
+}
+
+static PyMethodDef loan_methods[] = {
+    {"publish", (PyCFunction)loan_publish, METH_NOARGS,
+     "publish() -> seq. Stamps sequence number and time, wakes readers."},
+    {"discard", (PyCFunction)loan_discard, METH_NOARGS, "Give the slot back unpublished."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef loan_getset[] = {
+    {"state", (getter)loan_get_state, NULL, "'loaned', 'published' or 'discarded'.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot loan_slots[] = {
+    {Py_tp_doc, "A slot loaned by a stream writer; exports the frame writable until published."},
+    {Py_tp_dealloc, loan_dealloc},
+    {Py_tp_methods, loan_methods},
+    {Py_tp_getset, loan_getset},
+    {Py_bf_getbuffer, loan_getbuffer},
+    {Py_bf_releasebuffer, loan_releasebuffer},
+    {0, NULL},
+};
+
+PyType_Spec loan_spec = {"shmlane._shmlane.Loan", sizeof(Loan), 0, HANDLE_FLAGS, loan_slots};
+
+/* Maps the writer's stream a second time, for loans (see Writer). 0, a core
+ * code, or PY_ERROR with an exception set. */
+static int map_frames(Writer *w, modstate *st) {
+  const shl_segment *seg = shl_writer_segment(w->w);
+  shl_segment *again;
+  int rc = shl_open(&again, shl_name(seg), 0, SHL_OPEN_DEFAULT_TIMEOUT_NS);
+  if (rc < 0) return rc;
+  /* The name may have been unlinked and reused in between: compare birth records. */
+  shl_info mine, theirs;
+  if ((rc = shl_get_info(seg, &mine)) < 0 || (rc = shl_get_info(again, &theirs)) < 0 ||
+      mine.created_ns != theirs.created_ns || mine.creator_pid != theirs.creator_pid ||
+      mine.total_size != theirs.total_size) {
+    shl_close(again);
+    return rc < 0 ? rc : -ESTALE;
+  }
+  w->frames = (Handle *)handle_new(st, again);
+  return w->frames ? 0 : PY_ERROR;
+}
+
+/* writer_open(name, format, shape, slots, max_readers, flags, mode) -> Writer:
+ * creates the stream, or takes over one of the same layout whose writer is gone. */
+PyObject *mod_writer_open(PyObject *mod, PyObject *args) {
+  modstate *st = PyModule_GetState(mod);
+  const char *name, *format;
+  PyObject *shape;
+  shl_stream_opts opts;
+  if (!PyArg_ParseTuple(args, "ssO!IIII:writer_open", &name, &format, &PyTuple_Type, &shape,
+                        &opts.slots, &opts.max_readers, &opts.flags, &opts.mode))
+    return NULL;
+  shl_layout layout = {.format = format};
+  if (parse_shape(shape, &layout, name) < 0) return NULL;
+  shl_writer *core;
+  PyThreadState *gil = PyEval_SaveThread(); /* reserving the slots takes a while */
+  int rc = shl_writer_open(&core, name, &layout, &opts);
+  PyEval_RestoreThread(gil);
+  if (rc < 0) return set_error(st, rc, name, AT_STREAM_ADOPT);
+  Writer *w = PyObject_New(Writer, st->writer_type);
+  if (!w) {
+    shl_writer_close(core);
+    return NULL;
+  }
+  w->w = core;
+  w->loan = NULL;
+  w->loaning = false;
+  w->frames = NULL;
+  rc = base_init(&w->base, shl_writer_segment(core), "stream writer", writer_drop);
+  if (rc == 0) rc = map_frames(w, st);
+  if (rc < 0) {
+    if (rc != PY_ERROR) set_error(st, rc, name, AT_STREAM_ADOPT);
+    Py_DECREF(w);
+    return NULL;
+  }
+  return (PyObject *)w;
+}
+

@@ -1,0 +1,523 @@
+/* shmlane: list, describe, create and remove segments from the shell.
+ * Uses only the public API (shmlane.h), like any other client would.
+ * Exit status: 0 success, 1 runtime error, 2 usage error. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+/* ---------------------------------------------------------------- messages */
+
+void errorf(int rc, const char *fmt, ...) {
+  va_list ap;
+  fputs("shmlane: ", stderr);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  if (rc) fprintf(stderr, ": %s", shl_strerror(rc));
+  fputc('\n', stderr);
+}
+
+/* ---------------------------------------------------------------- parsing */
+
+/* Digits only (no sign, no blanks, which strtoull would accept), no overflow. */
+static bool parse_uint(const char *s, char **end, int base, uint64_t *out) {
+  if (!isdigit((unsigned char)*s)) return false;
+  errno = 0;
+  unsigned long long v = strtoull(s, end, base);
+  if (errno == ERANGE) return false;
+  *out = v;
+  return true;
+}
+
+/* "3,4", "(3,4)", "7"; "" or "()" is ndim 0. */
+static bool parse_shape(const char *s, shl_layout *layout) {
+  const char *stop = s + strlen(s);
+  if (stop - s >= 2 && s[0] == '(' && stop[-1] == ')') s++, stop--;
+  layout->ndim = 0;
+  if (s == stop) return true;
+  for (;;) {
+    char *end;
+    if (layout->ndim == SHL_MAX_NDIM || !parse_uint(s, &end, 10, &layout->shape[layout->ndim]))
+      return false;
+    layout->ndim++;
+    if (end == stop) return true;
+    if (*end != ',') return false;
+    s = end + 1;
+  }
+}
+
+/* Octal permission bits, 1..0777 (0 would mean "default" to shl_create). */
+static bool parse_mode(const char *s, uint32_t *mode) {
+  char *end;
+  uint64_t v;
+  if (!parse_uint(s, &end, 8, &v) || *end || v == 0 || v > 0777) return false;
+  *mode = (uint32_t)v;
+  return true;
+}
+
+/* NumPy-style shorthand ("f8", "<i4", "u1", "?") to a PEP 3118 format with
+ * standard sizes and an explicit byte order; anything else is returned as
+ * given and left to the library's parser. */
+static const char *format_from_numpy(const char *s, char out[8]) {
+  static const struct {
+    const char *numpy, *code;
+  } codes[] = {
+      {"?", "?"},  {"b1", "?"}, {"i1", "b"}, {"u1", "B"},  {"i2", "h"},
+      {"u2", "H"}, {"i4", "i"}, {"u4", "I"}, {"i8", "q"},  {"u8", "Q"},
+      {"f2", "e"}, {"f4", "f"}, {"f8", "d"}, {"c8", "Zf"}, {"c16", "Zd"},
+  };
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  char order = '<';
+#else
+  char order = '>';
+#endif
+  const char *p = s;
+  if (*p == '<' || *p == '>')
+    order = *p++;
+  else if (*p == '=' || *p == '|')
+    p++;
+  for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
+    if (strcmp(p, codes[i].numpy) != 0) continue;
+    size_t used = 0;
+    if (!strchr("?bB", codes[i].code[0])) out[used++] = order; /* moot for one byte */
+    snprintf(out + used, 8 - used, "%s", codes[i].code);
+    return out;
+  }
+  return s;
+}
+
+/* ---------------------------------------------------------------- commands */
+
+enum {
+  OPT_JSON,
+  OPT_NO_RATE,
+  OPT_FORMAT,
+  OPT_SHAPE,
+  OPT_MODE,
+  OPT_REPLACE,
+  OPT_DRY_RUN,
+  OPT_ALL_DEAD,
+  OPT_GRACE,
+  OPT_COUNT
+};
+
+static const struct option {
+  const char *name; /* long form, without "--" */
+  char letter;      /* short form, 0 if none */
+  bool has_value;
+} options[OPT_COUNT] = {
+    [OPT_JSON] = {"json", 0, false},      [OPT_NO_RATE] = {"no-rate", 0, false},
+    [OPT_FORMAT] = {"format", 'f', true}, [OPT_SHAPE] = {"shape", 's', true},
+    [OPT_MODE] = {"mode", 'm', true},     [OPT_REPLACE] = {"replace", 0, false},
+    [OPT_DRY_RUN] = {"dry-run", 'n', false}, [OPT_ALL_DEAD] = {"all-dead", 0, false},
+    [OPT_GRACE] = {"grace", 0, true},
+};
+
+struct cmdline {
+  bool given[OPT_COUNT];
+  const char *value[OPT_COUNT];
+  char **names;
+  int nnames;
+};
+
+struct command {
+  const char *name;
+  int (*run)(const struct cmdline *cl);
+  unsigned opts; /* allowed options, 1u << OPT_* */
+  int min_names, max_names;
+  const char *synopsis, *summary, *details;
+};
+
+int collect_name(const char *name, void *arg) {
+  struct list *l = arg;
+  if (l->n == l->cap) {
+    size_t cap = l->cap ? 2 * l->cap : 16;
+    char **grown = realloc(l->names, cap * sizeof *grown);
+    if (!grown) return -ENOMEM;
+    l->names = grown;
+    l->cap = cap;
+  }
+  if (!(l->names[l->n] = strdup(name))) return -ENOMEM;
+  l->n++;
+  return 0;
+}
+
+int compare_names(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+void list_free(struct list *l) {
+  for (size_t i = 0; i < l->n; i++) free(l->names[i]);
+  free(l->names);
+}
+
+/* Whether rc says that the entry could not be read at all (permissions,
+ * resources: an errno), as opposed to what was read (SHL_E_* codes, which
+ * are below every errno value and SHL_E_NOT_SHMLANE the highest of them). */
+static bool unreadable(int rc) { return rc < 0 && rc > SHL_E_NOT_SHMLANE; }
+
+static int cmd_ls(const struct cmdline *cl) {
+  struct list l = {0};
+  struct entry *entries = NULL;
+  size_t n = 0, failed = 0;
+  int status = 0, rc = shl_list(collect_name, &l);
+  if (rc >= 0 && l.n && !(entries = calloc(l.n, sizeof *entries))) rc = -ENOMEM;
+  if (rc < 0) {
+    errorf(rc, "cannot list segments");
+    status = EXIT_RUNTIME;
+    goto out;
+  }
+  qsort(l.names, l.n, sizeof *l.names, compare_names);
+  /* No waiting: a segment still being created shows as SHL_E_NOT_READY. */
+  for (size_t i = 0; i < l.n; i++) {
+    entry_open(&entries[n], l.names[i], 0);
+    if (entries[n].rc == -ENOENT) continue; /* removed since it was listed */
+    failed += unreadable(entries[n].rc);
+    n++;
+  }
+  if (!cl->given[OPT_NO_RATE]) measure_rates(entries, n);
+  uint64_t now = clock_ns(CLOCK_REALTIME);
+  if (cl->given[OPT_JSON]) {
+    putchar('[');
+    for (size_t i = 0; i < n; i++) {
+      fputs(i ? ",\n  " : "\n  ", stdout);
+      print_info_json(&entries[i], now);
+    }
+    fputs(n ? "\n]\n" : "]\n", stdout);
+  } else {
+    print_table(entries, n, now);
+  }
+  if (failed) {
+    errorf(0, "ls: %zu of %zu entries could not be read (STATUS says why)", failed, n);
+    status = EXIT_RUNTIME;
+  }
+out:
+  for (size_t i = 0; i < n; i++) free(entries[i].format);
+  free(entries);
+  list_free(&l);
+  return status;
+}
+
+static int cmd_info(const struct cmdline *cl) {
+  struct entry e;
+  entry_open(&e, cl->names[0], SHL_OPEN_DEFAULT_TIMEOUT_NS);
+  if (e.rc) {
+    errorf(e.rc, "cannot open '%s'", e.name);
+    free(e.format);
+    return EXIT_RUNTIME;
+  }
+  if (!cl->given[OPT_NO_RATE]) measure_rates(&e, 1);
+  uint64_t now = clock_ns(CLOCK_REALTIME);
+  if (cl->given[OPT_JSON]) {
+    print_info_json(&e, now);
+    putchar('\n');
+  } else {
+    print_info_text(&e, now);
+  }
+  free(e.format);
+  return 0;
+}
+
+static int cmd_create(const struct cmdline *cl) {
+  const char *name = cl->names[0];
+  char converted[8];
+  shl_layout layout = {.format = format_from_numpy(cl->value[OPT_FORMAT], converted)};
+  shl_create_opts opts = {.flags = cl->given[OPT_REPLACE] ? SHL_CREATE_REPLACE : 0};
+  const char *shape = cl->given[OPT_SHAPE] ? cl->value[OPT_SHAPE] : "";
+
+  int64_t itemsize = shl_format_itemsize(layout.format);
+  if (itemsize < 0) {
+    errorf((int)itemsize, "bad format '%s'", cl->value[OPT_FORMAT]);
+    return EXIT_USAGE;
+  }
+  if (!parse_shape(shape, &layout)) {
+    errorf(0, "bad shape '%s': expected up to %d comma-separated sizes, like 3,4", shape,
+           SHL_MAX_NDIM);
+    return EXIT_USAGE;
+  }
+  if (cl->given[OPT_MODE] && !parse_mode(cl->value[OPT_MODE], &opts.mode)) {
+    errorf(0, "bad mode '%s': expected octal permission bits 1..0777, like 0640",
+           cl->value[OPT_MODE]);
+    return EXIT_USAGE;
+  }
+  shl_segment *seg;
+  int rc = shl_create(&seg, name, &layout, &opts);
+  if (rc) {
+    errorf(rc, "cannot create '%s'", name);
+    return EXIT_RUNTIME;
+  }
+  shl_close(seg);
+  return 0;
+}
+
+bool shm_path(const char *name, char *buf, size_t size) {
+  int n = snprintf(buf, size, "/dev/shm%s%s", SHL_POSIX_PREFIX, name);
+  return n > 0 && (size_t)n < size;
+}
+
+/* What a path holds when it is not a file, for messages; NULL for a file. */
+static const char *file_kind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISLNK(mode)) return "a symbolic link";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode) || S_ISBLK(mode)) return "a device node";
+  return NULL;
+}
+
+static int cmd_rm(const struct cmdline *cl) {
+  int status = 0;
+  for (int i = 0; i < cl->nnames; i++) {
+    const char *name = cl->names[i];
+    int rc = shl_unlink(name);
+    if (rc == 0) continue;
+    status = EXIT_RUNTIME;
+    char path[64];
+    struct stat st;
+    const char *what = NULL;
+    if (shm_path(name, path, sizeof path) && lstat(path, &st) == 0) what = file_kind(st.st_mode);
+    /* Anything else under the name is unlinked like a file; a directory is
+     * not, and is nothing shmlane made: say so rather than "Is a directory". */
+    if (rc == -EISDIR && what)
+      errorf(0, "cannot remove '%s': %s is %s, not a segment; left in place (rm removes only "
+             "files)", name, path, what);
+    else
+      errorf(rc, "cannot remove '%s'", name);
+  }
+  return status;
+}
+
+static int cmd_gc(const struct cmdline *cl) {
+  struct gc_opts o = {cl->given[OPT_DRY_RUN], cl->given[OPT_ALL_DEAD],
+                      GC_DEFAULT_GRACE_S * 1000000000ull};
+  if (cl->given[OPT_GRACE]) {
+    char *end;
+    uint64_t secs;
+    if (!parse_uint(cl->value[OPT_GRACE], &end, 10, &secs) || *end || secs > 100u * 365 * 86400) {
+      errorf(0, "gc: bad grace '%s': expected whole seconds, like 10", cl->value[OPT_GRACE]);
+      return EXIT_USAGE;
+    }
+    o.grace_ns = secs * 1000000000u;
+  }
+  struct list l = {0};
+  int status, rc = 0;
+  if (cl->nnames) {
+    for (int i = 0; i < cl->nnames && rc == 0; i++) rc = collect_name(cl->names[i], &l);
+  } else {
+    rc = shl_list(collect_name, &l);
+  }
+  if (rc < 0) {
+    errorf(rc, "gc: cannot list segments");
+    status = EXIT_RUNTIME;
+  } else {
+    qsort(l.names, l.n, sizeof *l.names, compare_names);
+    status = gc_run(l.names, l.n, &o);
+  }
+  list_free(&l);
+  return status;
+}
+
+static const struct command commands[] = {
+    {"ls", cmd_ls, 1u << OPT_JSON | 1u << OPT_NO_RATE, 0, 0, "ls [--json] [--no-rate]",
+     "list segments",
+     "Lists every entry of the shared-memory directory that carries the shmlane\n"
+     "prefix, sorted by name, whoever owns it; each is opened read-only and closed\n"
+     "again. Entries that cannot be opened (foreign files, corrupt or half-created\n"
+     "segments) are listed with STATUS set to the error name; if any could not be\n"
+     "read at all (an errno such as EACCES or EMFILE), ls exits 1 after listing.\n"
+     "\n"
+     "Columns: NAME KIND SHAPE BYTES (payload) VERSION (change counter) PID (creator)\n"
+     "ALIVE (yes/no/?) AGE OWNER STATUS STREAM FORMAT. STREAM, for streams only, reads\n"
+     "slots=N,readers=ALIVE,seq=LAST,fps=RATE; the rate takes one 0.2 s pause\n"
+     "for all streams together.\n"
+     "\n"
+     "Options:\n"
+     "  --json      print a JSON array of objects instead of a table\n"
+     "  --no-rate   do not measure frame rates (no pause)\n"},
+    {"info", cmd_info, 1u << OPT_JSON | 1u << OPT_NO_RATE, 1, 1, "info [--json] [--no-rate] NAME",
+     "describe one segment",
+     "Opens the segment read-only, whoever owns it, and prints its layout, owner\n"
+     "and header fields; for a stream also its slots, readers, writer, last frame\n"
+     "and frame rate (measured over a 0.2 s pause).\n"
+     "\n"
+     "Options:\n"
+     "  --json      print one JSON object\n"
+     "  --no-rate   do not measure the frame rate (no pause)\n"},
+    {"create", cmd_create, 1u << OPT_FORMAT | 1u << OPT_SHAPE | 1u << OPT_MODE | 1u << OPT_REPLACE,
+     1, 1, "create NAME --format F [--shape D,D,...] [--mode OCTAL] [--replace]",
+     "create a zero-filled segment",
+     "Creates a segment with a zero-filled payload, owned by nobody: it stays until\n"
+     "'shmlane rm'. The kind is struct for a T{...} format with ndim 0, else array.\n"
+     "\n"
+     "Options:\n"
+     "  -f, --format F    element format: PEP 3118 (\"<d\", \"B\", \"T{<i:x:<d:y:}\") or a\n"
+     "                    NumPy shorthand (\"f8\", \"<i4\", \">u2\", \"u1\", \"c16\", \"?\")\n"
+     "  -s, --shape S     comma-separated sizes (\"3,4\"); \"\" or \"()\" (default): ndim 0\n"
+     "  -m, --mode OCTAL  permission bits (default 0600)\n"
+     "  --replace         remove an existing segment of that name first\n"},
+    {"rm", cmd_rm, 0, 1, -1, "rm NAME...", "remove segments",
+     "Removes each name. Processes that have a segment open keep their mapping.\n"
+     "A directory under a segment's name is reported and left in place.\n"},
+    {"gc", cmd_gc, 1u << OPT_DRY_RUN | 1u << OPT_ALL_DEAD | 1u << OPT_GRACE, 0, -1,
+     "gc [--dry-run] [--all-dead] [--grace SECONDS] [NAME...]",
+     "remove segments nobody uses any more",
+     "Removes, among the given names (default: every segment) and among this user's\n"
+     "objects only (root: everyone's):\n"
+     "  - streams whose writer is dead or gone and that have no live reader;\n"
+     "  - objects still not initialised (zero-sized, or never published ready)\n"
+     "    whose last change is older than the grace period: their creator died;\n"
+     "  - with --all-dead, also arrays and structs whose creator is dead.\n"
+     "A segment normally outlives its creator and nothing records who else has an\n"
+     "array or struct open, so those are kept unless --all-dead asks. Foreign,\n"
+     "corrupt and unreadable entries are never removed (use 'shmlane rm').\n"
+     "Prints one line per segment removed. Several gc may run at once.\n"
+     "\n"
+     "Options:\n"
+     "  -n, --dry-run      print what would be removed, remove nothing\n"
+     "  --all-dead         also remove arrays and structs whose creator is dead\n"
+     "  --grace SECONDS    age before a never-initialised object goes (default 10)\n"},
+};
+
+enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
+
+static void print_help(void) {
+  printf(
+      "Usage: shmlane [--help] [--version] COMMAND [ARGS]\n\n"
+      "Named, self-describing shared-memory segments (%s).\n\nCommands:\n",
+      SHL_POSIX_PREFIX "NAME");
+  for (size_t i = 0; i < NCOMMANDS; i++)
+    printf("  %-8s %s\n", commands[i].name, commands[i].summary);
+  printf(
+      "\nRun 'shmlane COMMAND --help' for details.\n"
+      "Exit status: 0 success, 1 runtime error, 2 usage error.\n");
+}
+
+static void print_command_help(const struct command *cmd) {
+  printf("Usage: shmlane %s\n\n%s", cmd->synopsis, cmd->details);
+}
+
+/* Index of the option `arg` names, and its value; -1 after reporting why not. */
+static int match_option(const struct command *cmd, char **argv, int argc, int *i,
+                        const char **value) {
+  const char *arg = argv[*i], *inline_value = NULL;
+  int id = -1;
+  for (int o = 0; o < OPT_COUNT && id < 0; o++) {
+    if (!(cmd->opts & 1u << o)) continue;
+    size_t len = strlen(options[o].name);
+    if (arg[1] == '-' && !strncmp(arg + 2, options[o].name, len) &&
+        (arg[2 + len] == '\0' || arg[2 + len] == '=')) {
+      id = o;
+      if (arg[2 + len] == '=') inline_value = arg + 3 + len;
+    } else if (arg[1] != '-' && options[o].letter && arg[1] == options[o].letter) {
+      id = o;
+      if (arg[2]) inline_value = arg + 2;
+    }
+  }
+  if (id < 0) {
+    errorf(0, "%s: unknown option '%s' (see 'shmlane %s --help')", cmd->name, arg, cmd->name);
+    return -1;
+  }
+  if (!options[id].has_value) {
+    if (!inline_value) return id;
+    errorf(0, "%s: option '--%s' takes no value", cmd->name, options[id].name);
+    return -1;
+  }
+  if (inline_value) {
+    *value = inline_value;
+  } else if (*i + 1 < argc) {
+    *value = argv[++*i];
+  } else {
+    errorf(0, "%s: option '%s' needs a value", cmd->name, arg);
+    return -1;
+  }
+  return id;
+}
+
+/* Options may come before or after names; names are gathered at the front
+ * of argv. Returns 0, EXIT_USAGE after a message, or -1 when help was asked. */
+static int parse_cmdline(const struct command *cmd, int argc, char **argv, struct cmdline *cl) {
+  bool options_done = false;
+  cl->names = argv;
+  for (int i = 0; i < argc; i++) {
+    char *arg = argv[i];
+    if (options_done || arg[0] != '-' || arg[1] == '\0') {
+      argv[cl->nnames++] = arg;
+    } else if (!strcmp(arg, "--")) {
+      options_done = true;
+    } else if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
+      return -1;
+    } else {
+      const char *value = NULL;
+      int id = match_option(cmd, argv, argc, &i, &value);
+      if (id < 0) return EXIT_USAGE;
+      cl->given[id] = true;
+      cl->value[id] = value;
+    }
+  }
+  if (cl->nnames < cmd->min_names) {
+    errorf(0, "%s: missing NAME (see 'shmlane %s --help')", cmd->name, cmd->name);
+    return EXIT_USAGE;
+  }
+  if (cmd->max_names >= 0 && cl->nnames > cmd->max_names) {
+    errorf(0, "%s: unexpected argument '%s'", cmd->name, cl->names[cmd->max_names]);
+    return EXIT_USAGE;
+  }
+  if ((cmd->opts & 1u << OPT_FORMAT) && !cl->given[OPT_FORMAT]) {
+    errorf(0, "%s: missing --format (see 'shmlane %s --help')", cmd->name, cmd->name);
+    return EXIT_USAGE;
+  }
+  for (int i = 0; i < cl->nnames; i++) {
+    int rc = shl_name_check(cl->names[i]);
+    if (rc) {
+      errorf(rc, "bad name '%s'", cl->names[i]);
+      return EXIT_USAGE;
+    }
+  }
+  return 0;
+}
+
+/* Output that did not reach its destination (full disk, closed pipe) is a failure. */
+static int finish(int status) {
+  errno = 0;
+  if (fflush(stdout) != 0 || ferror(stdout)) {
+    errorf(errno ? -errno : -EIO, "cannot write output");
+    return EXIT_RUNTIME;
+  }
+  return status;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    errorf(0, "missing command (see 'shmlane --help')");
+    return EXIT_USAGE;
+  }
+  const char *arg = argv[1];
+  if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
+    print_help();
+    return finish(0);
+  }
+  if (!strcmp(arg, "-V") || !strcmp(arg, "--version")) {
+    printf("shmlane %s\n", shl_version_string());
+    return finish(0);
+  }
+  for (size_t i = 0; i < NCOMMANDS; i++) {
+    if (strcmp(arg, commands[i].name) != 0) continue;
+    struct cmdline cl = {0};
+    int rc = parse_cmdline(&commands[i], argc - 2, argv + 2, &cl);
+    if (rc < 0) {
+      print_command_help(&commands[i]);
+      return finish(0);
+    }
+    return rc ? rc : finish(commands[i].run(&cl));
+  }
+  errorf(0, "unknown %s '%s' (see 'shmlane --help')", arg[0] == '-' ? "option" : "command", arg);
+  return EXIT_USAGE;
+}

@@ -1,0 +1,72 @@
+/* Private interfaces between the files of the shmlane command (tools/cli*.c). */
+#ifndef SHMLANE_CLI_H
+#define SHMLANE_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "shmlane.h"
+
+enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+
+/* cli.c: one line on stderr: "shmlane: <what>[: <reason for rc>]". */
+void errorf(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* cli.c: names gathered by shl_list (collect_name as its callback) or from
+ * the command line, sorted with compare_names. */
+struct list {
+  char **names;
+  size_t n, cap;
+};
+int collect_name(const char *name, void *arg);
+int compare_names(const void *a, const void *b);
+void list_free(struct list *l);
+
+/* cli.c: where a segment's object appears as a file; false if it does not fit. */
+bool shm_path(const char *name, char *buf, size_t size);
+
+/* cli_entry.c: a segment as read (and closed again: a listing holds one
+ * descriptor at a time, however many entries), or why it could not be read. */
+struct entry {
+  const char *name;
+  int rc;       /* 0: described below */
+  char *format; /* owned copy; layout.format points to it */
+  shl_info info;
+  shl_layout layout;
+  char owner[64]; /* user name, or the uid in decimal when it has none */
+  bool owner_named;
+  /* Streams only: */
+  shl_stream_info stream;
+  uint64_t sampled_ns; /* CLOCK_MONOTONIC when `stream` was read */
+  double fps;          /* < 0: not measured */
+};
+
+uint64_t clock_ns(clockid_t clock);
+/* Read-only, whoever owns it: looking is not trusting (the tool never acts
+ * on another user's data; gc checks ownership itself). */
+int open_any_owner(shl_segment **seg, const char *name, int64_t timeout_ns);
+void entry_open(struct entry *e, const char *name, int64_t timeout_ns);
+bool is_stream(const struct entry *e);
+/* Sample every stream a second time after one shared pause. */
+void measure_rates(struct entry *entries, size_t n);
+/* Time from the newest frame's publication to the sample; false if none yet. */
+bool last_frame_age(const struct entry *e, uint64_t *ns);
+
+/* cli_output.c: `info` as text or JSON, `ls` as a table. */
+void print_info_text(const struct entry *e, uint64_t now);
+void print_info_json(const struct entry *e, uint64_t now);
+void print_table(const struct entry *entries, size_t n, uint64_t now);
+
+/* cli_gc.c */
+enum { GC_DEFAULT_GRACE_S = 10 };
+struct gc_opts {
+  bool dry_run, all_dead;
+  uint64_t grace_ns;
+};
+/* Removes what nobody uses any more among names (sorted), printing a line
+ * for each; EXIT_RUNTIME if any removal failed, else 0. */
+int gc_run(char *const *names, size_t n, const struct gc_opts *o);
+
+#endif /* SHMLANE_CLI_H */

@@ -1,0 +1,128 @@
+/* Reading segments for `ls` and `info`: each opened read-only, described,
+ * closed again; streams sampled twice for their frame rate. */
+#include <errno.h>
+#include <inttypes.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+uint64_t clock_ns(clockid_t clock) {
+  struct timespec ts;
+  clock_gettime(clock, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+bool is_stream(const struct entry *e) {
+  return e->rc == 0 && e->info.kind == SHL_KIND_STREAM;
+}
+
+/* The stream's counters, and when they were read: the frame timestamps
+ * are CLOCK_MONOTONIC too, so ages need no second clock reading. */
+static int sample_stream(const shl_segment *seg, shl_stream_info *out, uint64_t *when) {
+  int rc = shl_stream_get_info(seg, out);
+  *when = clock_ns(CLOCK_MONOTONIC);
+  return rc;
+}
+
+int open_any_owner(shl_segment **seg, const char *name, int64_t timeout_ns) {
+  shl_open_opts opts = SHL_OPEN_OPTS_INIT;
+  opts.flags = SHL_OPEN_READONLY;
+  opts.timeout_ns = timeout_ns;
+  opts.owner = SHL_OWNER_ANY;
+  return shl_open_ex(seg, name, &opts);
+}
+
+/* The user name of uid, or false. One lookup per distinct uid in a row:
+ * a listing's entries mostly share an owner. */
+static bool user_name(uint32_t uid, char *buf, size_t size) {
+  static uint32_t last_uid;
+  static char last_name[64];
+  static int last_found = -1; /* -1: nothing looked up yet */
+  if (last_found < 0 || uid != last_uid) {
+    struct passwd *pw = getpwuid((uid_t)uid);
+    last_uid = uid;
+    last_found = pw && strlen(pw->pw_name) < sizeof last_name;
+    if (last_found) snprintf(last_name, sizeof last_name, "%s", pw->pw_name);
+  }
+  if (last_found) snprintf(buf, size, "%s", last_name);
+  return last_found;
+}
+
+void entry_open(struct entry *e, const char *name, int64_t timeout_ns) {
+  shl_segment *seg = NULL;
+  e->name = name;
+  e->format = NULL;
+  e->fps = -1;
+  e->rc = open_any_owner(&seg, name, timeout_ns);
+  if (e->rc == 0) e->rc = shl_get_info(seg, &e->info);
+  if (e->rc == 0) {
+    shl_get_layout(seg, &e->layout);
+    e->layout.format = e->format = strdup(e->layout.format);
+    if (!e->format) e->rc = -ENOMEM;
+  }
+  if (e->rc == 0) {
+    e->owner_named = user_name(e->info.uid, e->owner, sizeof e->owner);
+    if (!e->owner_named) snprintf(e->owner, sizeof e->owner, "%" PRIu32, e->info.uid);
+  }
+  /* A stream whose control area does not check out is as broken as a bad header. */
+  if (is_stream(e)) e->rc = sample_stream(seg, &e->stream, &e->sampled_ns);
+  shl_close(seg);
+}
+
+/* A second look at an entry's stream, by name: the same stream only (a new
+ * one made under the name since has other creation stamps). */
+static int resample_stream(const struct entry *e, shl_stream_info *out, uint64_t *when) {
+  shl_segment *seg;
+  shl_info now;
+  int rc = open_any_owner(&seg, e->name, 0);
+  if (rc < 0) return rc;
+  rc = shl_get_info(seg, &now);
+  if (rc == 0 && (now.created_ns != e->info.created_ns || now.creator_pid != e->info.creator_pid))
+    rc = -ESTALE;
+  if (rc == 0) rc = sample_stream(seg, out, when);
+  shl_close(seg);
+  return rc;
+}
+
+enum { RATE_WINDOW_NS = 200000000 };
+
+/* Frames per second between two samples of one stream. Measured over whole
+ * frame intervals (the frames' own publish times) when both samples saw a
+ * frame: the 0.2 s window alone would read a 30 fps stream as 25 or 35. */
+static double frame_rate(const shl_stream_info *a, uint64_t a_ns, const shl_stream_info *b,
+                         uint64_t b_ns) {
+  if (b->last_seq <= a->last_seq) return 0;
+  double frames = (double)(b->last_seq - a->last_seq);
+  if (a->last_seq && b->last_timestamp_ns > a->last_timestamp_ns)
+    return frames * 1e9 / (double)(b->last_timestamp_ns - a->last_timestamp_ns);
+  return frames * 1e9 / (double)(b_ns - a_ns);
+}
+
+/* One shared pause for every stream: a listing costs a single window however
+ * many streams it holds, and none without streams. */
+void measure_rates(struct entry *entries, size_t n) {
+  bool any = false;
+  for (size_t i = 0; i < n; i++) any |= is_stream(&entries[i]);
+  if (!any) return;
+  struct timespec left = {0, RATE_WINDOW_NS};
+  while (nanosleep(&left, &left) != 0 && errno == EINTR) continue;
+  for (size_t i = 0; i < n; i++) {
+    struct entry *e = &entries[i];
+    shl_stream_info later;
+    uint64_t when;
+    if (!is_stream(e) || resample_stream(e, &later, &when) != 0) continue;
+    e->fps = frame_rate(&e->stream, e->sampled_ns, &later, when);
+    e->stream = later;
+    e->sampled_ns = when;
+  }
+}
+
+bool last_frame_age(const struct entry *e, uint64_t *ns) {
+  const shl_stream_info *s = &e->stream;
+  if (!s->last_seq) return false;
+  *ns = e->sampled_ns > s->last_timestamp_ns ? e->sampled_ns - s->last_timestamp_ns : 0;
+  return true;
+}

@@ -1,0 +1,85 @@
+/* shmlane gc: remove what dead processes left behind. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+/* Nothing in a segment records who has it open, so "unused" can only be
+ * proven for streams (writer and readers register themselves) and for
+ * objects whose creator never finished. Everything else needs --all-dead. */
+
+static uint64_t stat_ns(const struct timespec *ts) {
+  return (uint64_t)ts->tv_sec * 1000000000u + (uint64_t)ts->tv_nsec;
+}
+
+/* Why `name`, the object open as fd, may be removed, or NULL to keep it. */
+static const char *gc_verdict(const char *name, const struct gc_opts *o, int fd) {
+  struct stat seen;
+  if (fstat(fd, &seen) < 0 || !S_ISREG(seen.st_mode)) return NULL;
+  /* This user's objects only (root: everyone's). Another user's may look
+   * abandoned while they use it as they see fit, and the sticky /dev/shm
+   * would refuse the unlink anyway. */
+  if (geteuid() != 0 && seen.st_uid != geteuid()) return NULL;
+  shl_segment *seg;
+  int rc = open_any_owner(&seg, name, 0);
+  if (rc == SHL_E_NOT_READY) {
+    /* A creator sizes, fills and publishes a segment in one go: one that is
+     * still not ready after the grace period died on the way (or was
+     * planted). Age by mtime, which shm_open(O_CREAT) and ftruncate set. */
+    uint64_t changed = stat_ns(&seen.st_mtim);
+    uint64_t now = clock_ns(CLOCK_REALTIME);
+    return now >= changed && now - changed >= o->grace_ns ? "never initialised" : NULL;
+  }
+  /* Its creator's role lock is free: the creator is gone, whatever namespace it ran in. */
+  if (rc == SHL_E_CREATOR_DEAD) return "creator died before it was ready";
+  if (rc < 0) return NULL; /* gone, foreign, corrupt, or not ours to read: not gc's call */
+  const char *why = NULL;
+  shl_info info;
+  if (shl_get_info(seg, &info) == 0) {
+    if (info.kind == SHL_KIND_STREAM) {
+      shl_stream_info s;
+      /* writer_alive and readers_alive count "cannot tell" as alive. */
+      if (shl_stream_get_info(seg, &s) == 0 && s.writer_alive == 0 && s.readers_alive == 0)
+        why = s.writer_pid ? "stream: writer dead, no reader" : "stream: no writer, no reader";
+    } else if (o->all_dead && info.creator_alive == 0) {
+      why = "creator dead (--all-dead)";
+    }
+  }
+  shl_close(seg);
+  return why;
+}
+
+/* 0 removed (or gone already: another gc got there), 1 kept, < 0 error. */
+static int gc_one(const char *name, const struct gc_opts *o) {
+  /* The descriptor holds the object judged (O_PATH: no access needed, and
+   * nothing but the name is opened), so that a replacement created under the
+   * name meanwhile is told apart and left alone. */
+  char path[64];
+  int fd = shm_path(name, path, sizeof path) ? open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC) : -1;
+  if (fd < 0) return 1;
+  const char *why = gc_verdict(name, o, fd);
+  int rc = why ? 0 : 1;
+  if (why && o->dry_run) {
+    printf("would remove %s (%s)\n", name, why);
+  } else if (why) {
+    rc = shl_unlink_if_same(name, fd);
+    if (rc == 0)
+      printf("removed %s (%s)\n", name, why);
+    else if (rc == -ENOENT || rc == -ESTALE)
+      rc = 0; /* gone, or replaced: not the object judged */
+    else
+      errorf(rc, "gc: cannot remove '%s'", name);
+  }
+  close(fd);
+  return rc;
+}
+
+int gc_run(char *const *names, size_t n, const struct gc_opts *o) {
+  int status = 0;
+  for (size_t i = 0; i < n; i++)
+    if (gc_one(names[i], o) < 0) status = EXIT_RUNTIME;
+  return status;
+}

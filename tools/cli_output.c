@@ -1,0 +1,319 @@
+/* What the shmlane command prints: `info` as text or JSON, `ls` as a table.
+ * Strings from the shared-memory directory and headers are untrusted. */
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+/* Strings read from the shared-memory directory or a segment header are
+ * untrusted (a format may hold any blank, newlines included): print one '?'
+ * per non-printable byte, so terminals stay sane and one byte is one column. */
+static void put_text(const char *s) {
+  for (; *s; s++) putchar(isprint((unsigned char)*s) ? *s : '?'); /* "C" locale: ASCII */
+}
+
+/* A JSON string. Names and formats are ASCII; any other byte becomes U+FFFD,
+ * so the output is valid JSON whatever the bytes. */
+static void json_string(const char *s) {
+  const unsigned char *p = (const unsigned char *)s;
+  putchar('"');
+  for (; *p; p++) {
+    if (*p == '"' || *p == '\\')
+      printf("\\%c", *p);
+    else if (*p < 0x20 || *p == 0x7F)
+      printf("\\u%04x", *p);
+    else if (*p < 0x80)
+      putchar(*p);
+    else
+      fputs("\\ufffd", stdout);
+  }
+  putchar('"');
+}
+
+static const char *kind_name(uint32_t kind) {
+  switch (kind) {
+  case SHL_KIND_ARRAY: return "array";
+  case SHL_KIND_STRUCT: return "struct";
+  case SHL_KIND_STREAM: return "stream";
+  default: return "unknown";
+  }
+}
+
+/* shl_info.creator_alive (1 alive, 0 dead, -1 unknown) for people or for JSON. */
+static const char *alive_text(int alive, bool json) {
+  static const char *const words[2][3] = {{"?", "no", "yes"}, {"null", "false", "true"}};
+  return words[json][alive < 0 ? 0 : alive > 0 ? 2 : 1];
+}
+
+/* "3,4", or "()" for ndim 0: the form --shape accepts. */
+static void shape_text(const shl_layout *lo, char *buf, size_t size) {
+  size_t used = (size_t)snprintf(buf, size, "%s", lo->ndim ? "" : "()");
+  for (uint32_t i = 0; i < lo->ndim && used < size; i++)
+    used += (size_t)snprintf(buf + used, size - used, "%s%" PRIu64, i ? "," : "", lo->shape[i]);
+}
+
+static uint64_t age_seconds(const shl_info *info, uint64_t now) {
+  return now > info->created_ns ? (now - info->created_ns) / 1000000000u : 0;
+}
+
+/* 42s, 5m, 3h, 12d: the largest unit that fits, truncated. */
+static void age_text(uint64_t secs, char *buf, size_t size) {
+  static const struct {
+    uint64_t secs;
+    char unit;
+  } units[] = {{86400, 'd'}, {3600, 'h'}, {60, 'm'}, {1, 's'}};
+  size_t i = 0;
+  while (units[i].secs > secs && units[i].secs > 1) i++;
+  snprintf(buf, size, "%" PRIu64 "%c", secs / units[i].secs, units[i].unit);
+}
+
+/* A frame's age: milliseconds matter under a minute (0.033s), not after. */
+static void frame_age_text(uint64_t ns, char *buf, size_t size) {
+  if (ns < 60 * 1000000000ull)
+    snprintf(buf, size, "%.3fs", (double)ns / 1e9);
+  else
+    age_text(ns / 1000000000u, buf, size);
+}
+
+enum { SHAPE_TEXT_MAX = SHL_MAX_NDIM * 21 + 3 };
+
+static void print_key(const char *key) { printf("%-15s ", key); }
+
+static void print_field(const char *key, const char *fmt, ...) {
+  va_list ap;
+  print_key(key);
+  va_start(ap, fmt);
+  vprintf(fmt, ap);
+  va_end(ap);
+  putchar('\n');
+}
+
+static void print_stream_text(const struct entry *e) {
+  const shl_stream_info *s = &e->stream;
+  char age[32];
+  uint64_t age_ns;
+  print_field("slots:", "%" PRIu32, s->slots);
+  print_field("slot stride:", "%" PRIu64, s->slot_stride);
+  print_field("max readers:", "%" PRIu32, s->max_readers);
+  print_field("readers alive:", "%" PRIu32, s->readers_alive);
+  print_field("blocking:", "%s", s->flags & SHL_STREAM_BLOCK ? "yes" : "no");
+  if (s->writer_pid)
+    print_field("writer pid:", "%" PRId32 " (alive: %s)", s->writer_pid,
+                alive_text(s->writer_alive, false));
+  else
+    print_field("writer pid:", "none");
+  print_field("last seq:", "%" PRIu64, s->last_seq);
+  if (last_frame_age(e, &age_ns)) {
+    frame_age_text(age_ns, age, sizeof age);
+    print_field("last frame:", "%s ago", age);
+  } else {
+    print_field("last frame:", "none");
+  }
+  if (e->fps >= 0)
+    print_field("frame rate:", "%.1f fps", e->fps);
+  else
+    print_field("frame rate:", "not measured");
+}
+
+void print_info_text(const struct entry *e, uint64_t now) {
+  const shl_info *in = &e->info;
+  const shl_layout *lo = &e->layout;
+  char shape[SHAPE_TEXT_MAX], age[32], created[64];
+
+  time_t secs = (time_t)(in->created_ns / 1000000000u);
+  struct tm tm;
+  if (!localtime_r(&secs, &tm) || !strftime(created, sizeof created, "%Y-%m-%d %H:%M:%S %z", &tm))
+    snprintf(created, sizeof created, "?");
+  age_text(age_seconds(in, now), age, sizeof age);
+  shape_text(lo, shape, sizeof shape);
+
+  print_field("name:", "%s", in->name);
+  print_field("kind:", "%s", kind_name(in->kind));
+  print_key("format:");
+  put_text(lo->format);
+  putchar('\n');
+  print_field("itemsize:", "%" PRIu64, lo->itemsize);
+  print_field("shape:", "%s", shape);
+  /* As the header records them and the library addresses elements: shl_create
+   * stores C-order strides when none are given, so zeros here mean a writer
+   * put them there, and every element is then the same bytes. */
+  print_key("strides:");
+  for (uint32_t i = 0; i < lo->ndim; i++) printf("%s%" PRId64, i ? "," : "", lo->strides[i]);
+  printf("%s\n", lo->ndim ? "" : "()");
+  print_field("payload bytes:", "%" PRIu64, in->payload_size);
+  print_field("total bytes:", "%" PRIu64, in->total_size);
+  print_field("mode:", "%04" PRIo32, in->mode);
+  if (e->owner_named)
+    print_field("owner:", "%s (uid %" PRIu32 ")", e->owner, in->uid);
+  else
+    print_field("owner:", "uid %" PRIu32, in->uid);
+  print_field("creator pid:", "%" PRId32 " (alive: %s)", in->creator_pid,
+              alive_text(in->creator_alive, false));
+  print_field("created:", "%s (%s ago)", created, age);
+  print_field("version:", "%" PRIu64, in->version);
+  print_field("header format:", "%" PRIu32, in->format_version);
+  if (is_stream(e)) print_stream_text(e);
+}
+
+/* `, "key": value`, the value formatted as fmt says, or null if absent. */
+static void json_member(const char *key, bool present, const char *fmt, ...) {
+  va_list ap;
+  printf(", \"%s\": ", key);
+  if (!present) {
+    fputs("null", stdout);
+    return;
+  }
+  va_start(ap, fmt);
+  vprintf(fmt, ap);
+  va_end(ap);
+}
+
+/* The "stream" member: an object for streams, null for other kinds. */
+static void print_stream_json(const struct entry *e) {
+  const shl_stream_info *s = &e->stream;
+  uint64_t age_ns = 0;
+  if (!is_stream(e)) {
+    fputs(", \"stream\": null", stdout);
+    return;
+  }
+  bool has_frame = last_frame_age(e, &age_ns);
+  printf(", \"stream\": {\"slots\": %" PRIu32 ", \"slot_stride\": %" PRIu64
+         ", \"max_readers\": %" PRIu32 ", \"readers_alive\": %" PRIu32 ", \"blocking\": %s",
+         s->slots, s->slot_stride, s->max_readers, s->readers_alive,
+         s->flags & SHL_STREAM_BLOCK ? "true" : "false");
+  json_member("writer_pid", s->writer_pid != 0, "%" PRId32, s->writer_pid);
+  printf(", \"writer_alive\": %s, \"last_seq\": %" PRIu64, alive_text(s->writer_alive, true),
+         s->last_seq);
+  json_member("last_frame_age_s", has_frame, "%.6f", (double)age_ns / 1e9);
+  json_member("fps", e->fps >= 0, "%.3f", e->fps);
+  putchar('}');
+}
+
+/* One JSON object; a failed entry carries only name, status and error. */
+void print_info_json(const struct entry *e, uint64_t now) {
+  printf("{\"name\": ");
+  json_string(e->name);
+  printf(", \"status\": \"%s\"", e->rc ? shl_err_name(e->rc) : "ok");
+  if (e->rc) {
+    printf(", \"error\": ");
+    json_string(shl_strerror(e->rc));
+    putchar('}');
+    return;
+  }
+  const shl_info *in = &e->info;
+  const shl_layout *lo = &e->layout;
+  printf(", \"kind\": \"%s\", \"format\": ", kind_name(in->kind));
+  json_string(lo->format);
+  printf(", \"itemsize\": %" PRIu64 ", \"ndim\": %" PRIu32 ", \"shape\": [", lo->itemsize,
+         lo->ndim);
+  for (uint32_t i = 0; i < lo->ndim; i++) printf("%s%" PRIu64, i ? ", " : "", lo->shape[i]);
+  printf("], \"strides\": [");
+  for (uint32_t i = 0; i < lo->ndim; i++) printf("%s%" PRId64, i ? ", " : "", lo->strides[i]);
+  printf("], \"payload_size\": %" PRIu64 ", \"total_size\": %" PRIu64, in->payload_size,
+         in->total_size);
+  printf(", \"mode\": %" PRIu32 ", \"uid\": %" PRIu32 ", \"owner\": ", in->mode, in->uid);
+  if (e->owner_named)
+    json_string(e->owner);
+  else
+    fputs("null", stdout);
+  printf(", \"creator_pid\": %" PRId32, in->creator_pid);
+  printf(", \"creator_alive\": %s", alive_text(in->creator_alive, true));
+  printf(", \"created_ns\": %" PRIu64 ", \"age_s\": %" PRIu64, in->created_ns,
+         age_seconds(in, now));
+  printf(", \"version\": %" PRIu64 ", \"format_version\": %" PRIu32, in->version,
+         in->format_version);
+  print_stream_json(e);
+  putchar('}');
+}
+
+/* ---------------------------------------------------------------- ls table */
+
+enum {
+  COL_NAME,
+  COL_KIND,
+  COL_SHAPE,
+  COL_BYTES,
+  COL_VERSION,
+  COL_PID,
+  COL_ALIVE,
+  COL_AGE,
+  COL_OWNER,
+  COL_STATUS,
+  COL_STREAM,
+  COL_FORMAT,
+  NCOLS
+};
+
+static const char *const col_title[NCOLS] = {
+    "NAME", "KIND", "SHAPE", "BYTES", "VERSION", "PID",
+    "ALIVE", "AGE", "OWNER", "STATUS", "STREAM", "FORMAT"};
+static const bool col_right[NCOLS] = {
+    [COL_BYTES] = true, [COL_VERSION] = true, [COL_PID] = true, [COL_AGE] = true};
+
+typedef char cell_buf[SHAPE_TEXT_MAX];
+
+/* "slots=8,readers=2,seq=1234,fps=30.0": no blanks, so every row stays one
+ * whitespace-separated field per column. */
+static void stream_cell(const struct entry *e, char *buf, size_t size) {
+  const shl_stream_info *s = &e->stream;
+  int used = snprintf(buf, size, "slots=%" PRIu32 ",readers=%" PRIu32 ",seq=%" PRIu64, s->slots,
+                      s->readers_alive, s->last_seq);
+  if (e->fps >= 0 && used >= 0 && (size_t)used < size)
+    snprintf(buf + used, size - (size_t)used, ",fps=%.1f", e->fps);
+}
+
+/* Cells of one row; the small ones are formatted into buf. */
+static void row_cells(const struct entry *e, uint64_t now, cell_buf buf[NCOLS],
+                      const char *cell[NCOLS]) {
+  for (int c = 0; c < NCOLS; c++) cell[c] = "-";
+  cell[COL_NAME] = e->name;
+  cell[COL_STATUS] = e->rc ? shl_err_name(e->rc) : "ok";
+  if (e->rc) return;
+  const shl_info *in = &e->info;
+  cell[COL_KIND] = kind_name(in->kind);
+  cell[COL_ALIVE] = alive_text(in->creator_alive, false);
+  cell[COL_FORMAT] = e->layout.format;
+  cell[COL_OWNER] = e->owner;
+  shape_text(&e->layout, buf[COL_SHAPE], sizeof buf[0]);
+  snprintf(buf[COL_BYTES], sizeof buf[0], "%" PRIu64, in->payload_size);
+  snprintf(buf[COL_VERSION], sizeof buf[0], "%" PRIu64, in->version);
+  snprintf(buf[COL_PID], sizeof buf[0], "%" PRId32, in->creator_pid);
+  age_text(age_seconds(in, now), buf[COL_AGE], sizeof buf[0]);
+  for (int c = COL_SHAPE; c <= COL_AGE; c++)
+    if (c != COL_ALIVE) cell[c] = buf[c];
+  if (is_stream(e)) {
+    stream_cell(e, buf[COL_STREAM], sizeof buf[0]);
+    cell[COL_STREAM] = buf[COL_STREAM];
+  }
+}
+
+static void print_row(const char *const cell[NCOLS], const size_t width[NCOLS]) {
+  for (int c = 0; c < NCOLS; c++) {
+    size_t pad = width[c] - strlen(cell[c]);
+    if (col_right[c]) printf("%*s", (int)pad, "");
+    put_text(cell[c]);
+    if (c == NCOLS - 1) break;
+    printf("%*s", (int)(col_right[c] ? 2 : pad + 2), "");
+  }
+  putchar('\n');
+}
+
+void print_table(const struct entry *entries, size_t n, uint64_t now) {
+  size_t width[NCOLS];
+  cell_buf buf[NCOLS];
+  const char *cell[NCOLS];
+  for (int c = 0; c < NCOLS; c++) width[c] = strlen(col_title[c]);
+  for (size_t i = 0; i < n; i++) {
+    row_cells(&entries[i], now, buf, cell);
+    for (int c = 0; c < NCOLS; c++)
+      if (strlen(cell[c]) > width[c]) width[c] = strlen(cell[c]);
+  }
+  print_row(col_title, width);
+  for (size_t i = 0; i < n; i++) {
+    row_cells(&entries[i], now, buf, cell);
+    print_row(cell, width);
+  }
+}
