@@ -556,7 +556,7 @@ void shl_close(shl_segment *seg) {
   for (int64_t until = shl__monotonic_ns() + CLOSE_WAKE_NS;
        atomic_load(&seg->sleepers) && shl__monotonic_ns() < until;) {
     shl__futex_wake_all(shl__version_word(seg->hdr));
-    sleep_ns(CLOSE_WAKE_PAUSE_NS);
+    shl__sleep_ns(CLOSE_WAKE_PAUSE_NS);
   }
   shl__seg_put(seg);
 }
