@@ -119,8 +119,10 @@ class Loan:
             self._retire()
 
     def __enter__(self) -> np.ndarray:
-        if self.array is None:
+        if self._raw.state != "loaned":  # also when the writer's close() discarded it
+            self._retire()
             raise ValueError("the loan is already published or discarded")
+        assert self.array is not None
         return self.array
 
     def __exit__(self, exc_type: object, *exc: object) -> None:

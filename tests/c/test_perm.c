@@ -26,9 +26,13 @@ struct attempt {
 
 /* In a child, as nobody: open (and read), open and wait for one notify, or
  * unlink. Returns the library's code, BAD_DATA or DROP_FAILED. */
+static int drop_to_nobody(void) {
+  return setgroups(0, NULL) < 0 || setgid(NOBODY) < 0 || setuid(NOBODY) < 0 ? -1 : 0;
+}
+
 static int as_nobody(void *p) {
   const struct attempt *a = p;
-  if (setgroups(0, NULL) < 0 || setgid(NOBODY) < 0 || setuid(NOBODY) < 0) return DROP_FAILED;
+  if (drop_to_nobody() < 0) return DROP_FAILED;
   if (a->action == UNLINK) return shl_unlink(a->name);
   shl_segment *seg = NULL;
   int rc = shl_open(&seg, a->name, a->flags, WAIT_NS);
@@ -289,6 +293,86 @@ static void test_group_sharing(void) {
   T_EXPECT_RC(shl_unlink(name), 0);
 }
 
+/* ---------------------------------------------------------------- no write access */
+
+/* As nobody, on root's segment of mode 0644: a handle that cannot write the
+ * header may not lock, unlock or notify. The checks that failed, or
+ * DROP_FAILED or the open's code. */
+static int header_calls(void *name) {
+  if (drop_to_nobody() < 0) return DROP_FAILED;
+  int before = t_failures;
+  shl_segment *seg = NULL;
+  int rc = shl_open(&seg, name, SHL_OPEN_READONLY, WAIT_NS);
+  if (rc < 0) return rc;
+  uint64_t version = shl_version(seg), out = 77;
+  T_EXPECT_RC(shl_lock(seg, 0), SHL_E_READONLY);
+  T_EXPECT_RC(shl_lock(seg, -1), SHL_E_READONLY);
+  T_EXPECT_RC(shl_trylock(seg), SHL_E_READONLY);
+  T_EXPECT_RC(shl_unlock(seg), SHL_E_READONLY);
+  T_EXPECT_RC(shl_notify(seg, &out), SHL_E_READONLY);
+  T_CHECK(shl_version(seg) == version && out == 77);
+  shl_close(seg);
+  return t_failures - before;
+}
+
+static void test_readonly_header(void) {
+  const char *name = t_name("phdr");
+  shl_segment *seg = make(name, 0644, 0);
+  int rc;
+  T_EXPECT_EXIT(t_child_run(header_calls, (void *)name, 5, &rc), 0);
+  T_EXPECT_RC(rc, 0);
+  /* The lock was never taken: root gets it at once. */
+  T_EXPECT_RC(shl_trylock(seg), 0);
+  T_EXPECT_RC(shl_unlock(seg), 0);
+  shl_close(seg);
+  T_EXPECT_RC(shl_unlink(name), 0);
+}
+
+/* As nobody: register as a reader of the stream and take its newest frame. */
+static int stream_reader(void *name) {
+  if (drop_to_nobody() < 0) return DROP_FAILED;
+  shl_reader *r = NULL;
+  int rc = shl_reader_open(&r, name, SHL_RECV_LATEST, 0);
+  if (rc < 0) return rc;
+  shl_sample s;
+  rc = shl_reader_receive(r, &s, WAIT_NS, 0);
+  if (rc == 0) rc = t_frame_bad_words(s.data, 2, MARK) ? BAD_DATA : 0;
+  shl_reader_close(r);
+  return rc;
+}
+
+/* A stream's mode decides who may read it: a reader pins, so it needs write
+ * access to the header (0666); with 0644 nobody sees it but cannot register;
+ * the default (0600) keeps nobody out. */
+static void test_stream_mode(void) {
+  static const struct {
+    uint32_t mode, want_mode;
+    int reader;
+  } cases[] = {{0, 0600, -EACCES}, {0644, 0644, SHL_E_READONLY}, {0666, 0666, 0}};
+  char name[SHL_NAME_MAX + 1];
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    t_fresh_name(name, "pstream");
+    shl_layout frame = t_frame_layout(2);
+    shl_stream_opts o = {.slots = 4, .mode = cases[i].mode};
+    shl_writer *w = NULL;
+    T_EXPECT_RC(shl_writer_open(&w, name, &frame, &o), 0);
+    T_REQUIRE(w);
+    T_CHECK(mode_of(name) == cases[i].want_mode);
+    shl_info info;
+    T_EXPECT_RC(shl_get_info(shl_writer_segment(w), &info), 0);
+    T_CHECK(info.mode == cases[i].want_mode && info.kind == SHL_KIND_STREAM);
+    T_CHECK(t_publish(w, 2, MARK, 1000) == 1);
+    int rc;
+    T_EXPECT_EXIT(t_child_run(stream_reader, name, 5, &rc), 0);
+    if (rc != cases[i].reader) {
+      fprintf(stderr, "stream of mode %04o: nobody's reader got %s, want %s\n", cases[i].mode,
+              shl_err_name(rc), shl_err_name(cases[i].reader));
+      t_failures++;
+    }
+    shl_writer_close(w);
+  }
+}
+
 int main(void) {
   if (geteuid() != 0) {
     fprintf(stderr, "skip: needs root to create as one user and open as another\n");
@@ -309,5 +393,7 @@ int main(void) {
   test_fifo_squatter();
   test_squatter();
   test_group_sharing();
+  test_readonly_header();
+  test_stream_mode();
   return t_result();
 }

@@ -1,0 +1,150 @@
+/* Public API corners no other test reaches: growable option structs of
+ * another size (an older caller's, a newer caller's), every code's exact
+ * name, the version, and shl_writer_pinned_by's count past its buffer. */
+#include <stddef.h>
+
+#include "testutil.h"
+
+static const shl_layout layout = {.format = "<I", .ndim = 1, .shape = {4}};
+
+/* An option struct with room past its end, so a caller can claim a size
+ * other than the library's: bytes past that size are the caller's garbage. */
+struct open_buf {
+  shl_open_opts o;
+  uint32_t tail[4];
+};
+
+struct reader_buf {
+  shl_reader_opts o;
+  uint32_t tail[4];
+};
+
+static int open_with(const char *name, const struct open_buf *b) {
+  shl_segment *seg = NULL;
+  int rc = shl_open_ex(&seg, name, &b->o);
+  T_CHECK((rc == 0) == (seg != NULL));
+  shl_close(seg);
+  return rc;
+}
+
+static int reader_with(const char *name, const struct reader_buf *b) {
+  shl_reader *r = NULL;
+  int rc = shl_reader_open_ex(&r, name, &b->o);
+  T_CHECK((rc == 0) == (r != NULL));
+  shl_reader_close(r);
+  return rc;
+}
+
+static void test_open_opts_size(void) {
+  const char *name = t_name("aopen");
+  shl_segment *seg = NULL;
+  t_unlink_at_exit(name);
+  T_EXPECT_RC(shl_create(&seg, name, &layout, NULL), 0);
+
+  /* An older caller knew no owner fields: whatever lies there is not read
+   * (an unknown policy would be -EINVAL), the fields count as zero. */
+  struct open_buf b = {.o = SHL_OPEN_OPTS_INIT};
+  b.o.size = offsetof(shl_open_opts, owner);
+  b.o.owner = 99;
+  b.o.owner_uid = 12345;
+  T_EXPECT_RC(open_with(name, &b), 0);
+  b.o.size = sizeof b.o; /* the same bytes, now claimed: refused */
+  T_EXPECT_RC(open_with(name, &b), -EINVAL);
+
+  /* A newer caller: a zero tail is fine, anything else asks for more. */
+  b.o.owner = SHL_OWNER_SELF;
+  b.o.size = sizeof b;
+  T_EXPECT_RC(open_with(name, &b), 0);
+  b.tail[3] = 1;
+  T_EXPECT_RC(open_with(name, &b), -E2BIG);
+  b.tail[3] = 0;
+  b.o.size = 2; /* cannot even hold `size` */
+  T_EXPECT_RC(open_with(name, &b), -EINVAL);
+  shl_close(seg);
+}
+
+static void test_reader_opts_size(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "aread");
+  shl_writer *w = t_writer_open(name, 2, 4, 4, 0);
+
+  struct reader_buf b = {.o = SHL_READER_OPTS_INIT};
+  b.o.timeout_ns = 0;
+  b.o.size = offsetof(shl_reader_opts, owner);
+  b.o.owner = 99;
+  b.o.reserved = 7;
+  T_EXPECT_RC(reader_with(name, &b), 0);
+  b.o.size = sizeof b.o;
+  T_EXPECT_RC(reader_with(name, &b), -EINVAL);
+
+  b.o.owner = SHL_OWNER_SELF;
+  b.o.reserved = 0;
+  b.o.size = sizeof b;
+  T_EXPECT_RC(reader_with(name, &b), 0);
+  b.tail[0] = 1;
+  T_EXPECT_RC(reader_with(name, &b), -E2BIG);
+  shl_writer_close(w);
+}
+
+static void test_names(void) {
+  static const struct {
+    int code;
+    const char *name;
+  } codes[] = {
+#define CODE(name, value, text) {SHL_E_##name, "SHL_E_" #name},
+      SHL_ERRNO_MAP(CODE)
+#undef CODE
+  };
+  for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
+    if (strcmp(shl_err_name(codes[i].code), codes[i].name) != 0) {
+      fprintf(stderr, "shl_err_name(%d) is %s, want %s\n", codes[i].code,
+              shl_err_name(codes[i].code), codes[i].name);
+      t_failures++;
+    }
+  }
+  T_CHECK(strcmp(shl_err_name(-E2BIG), "E2BIG") == 0);
+  T_CHECK(strcmp(shl_err_name(-ETIMEDOUT), "ETIMEDOUT") == 0);
+  T_CHECK(strcmp(shl_err_name(1), "UNKNOWN") == 0);
+}
+
+static void test_version(void) {
+  unsigned major, minor, patch;
+  char extra;
+  T_REQUIRE(sscanf(shl_version_string(), "%u.%u.%u%c", &major, &minor, &patch, &extra) == 3);
+  T_CHECK(shl_version_number() == major * 10000 + minor * 100 + patch);
+  T_CHECK(major == SHL_VERSION_MAJOR && minor == SHL_VERSION_MINOR && patch == SHL_VERSION_PATCH);
+}
+
+/* Three readers of this process each pin a slot: pinned_by counts all
+ * three, and fills no more than it is given room for. */
+static void test_pinned_by(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "apin");
+  shl_writer *w = t_writer_open(name, 2, 8, 4, 0);
+  shl_reader *r[3];
+  shl_sample s[3];
+  int32_t pids[4] = {0, 0, -1, -1};
+  for (int i = 0; i < 3; i++) r[i] = t_reader_open(name, SHL_RECV_LATEST, 1000);
+  T_EXPECT_RC(shl_writer_pinned_by(w, pids, 4), 0);
+  for (int i = 0; i < 3; i++) {
+    T_CHECK(t_publish(w, 2, (uint64_t)i + 1, 1000) == (uint64_t)i + 1);
+    T_EXPECT_RC(shl_reader_receive(r[i], &s[i], 1000 * T_MS, 0), 0);
+  }
+  T_EXPECT_RC(shl_writer_pinned_by(w, pids, 2), 3);
+  T_CHECK(pids[0] == getpid() && pids[1] == getpid() && pids[2] == -1);
+  T_EXPECT_RC(shl_writer_pinned_by(w, NULL, 0), 3);
+  T_EXPECT_RC(shl_reader_release(r[1], &s[1]), 0);
+  T_EXPECT_RC(shl_writer_pinned_by(w, pids, 4), 2);
+  for (int i = 0; i < 3; i++) shl_reader_close(r[i]);
+  T_EXPECT_RC(shl_writer_pinned_by(w, pids, 4), 0);
+  shl_writer_close(w);
+}
+
+int main(void) {
+  test_open_opts_size();
+  test_reader_opts_size();
+  test_names();
+  test_version();
+  test_pinned_by();
+  return t_result();
+}

@@ -1,0 +1,341 @@
+"""Public API corners: the reprs, Writer.unlink() and mode=, a loan entered
+after it ended, Reader(timeout=None), and the values of SegmentInfo and
+StreamInfo against what the test made."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import stat
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import shmlane
+from shmlane._common import owner_text
+
+from conftest import SHM_DIR
+
+
+def file_mode(name: str) -> int:
+    return stat.S_IMODE(os.stat(SHM_DIR / f"shl.{name}").st_mode)
+
+
+def listed(name: str) -> shmlane.SegmentInfo:
+    (info,) = [i for i in shmlane.list() if i.name == name]
+    return info
+
+
+# ---------------------------------------------------------------- reprs
+
+
+def test_reprs(new_name):
+    seg_name, stream_name = new_name(), new_name()
+    seg = shmlane.create(seg_name, (2, 3), "<f4")
+    assert repr(seg) == f"<shmlane.Segment '{seg_name}' float32 (2, 3)>"
+    view = shmlane.open(seg_name, readonly=True)
+    assert repr(view) == f"<shmlane.Segment '{seg_name}' float32 (2, 3) readonly>"
+    view.close()
+    assert repr(view) == f"<shmlane.Segment '{seg_name}' float32 (2, 3) readonly closed>"
+    seg.close()
+    assert repr(seg) == f"<shmlane.Segment '{seg_name}' float32 (2, 3) closed>"
+
+    writer = shmlane.Writer(stream_name, shape=(3,), dtype="<u2", slots=4)
+    reader = shmlane.Reader(stream_name, mode="all", timeout=0)
+    assert repr(writer) == f"<shmlane.Writer '{stream_name}' uint16 (3,)>"
+    assert repr(reader) == f"<shmlane.Reader '{stream_name}' all uint16 (3,)>"
+    writer.publish(np.zeros(3, "<u2"))
+    writer.publish(np.zeros(3, "<u2"))
+    with reader.receive(timeout=5) as sample:
+        assert repr(sample) == "<shmlane.Sample seq=1 lost=0>"
+    info = writer.info()
+    assert repr(info) == (
+        f"StreamInfo(slots=4, max_readers=64, block=False, readers=1, "
+        f"writer_pid={os.getpid()}, writer_alive=True, last_seq=2, "
+        f"last_timestamp_ns={info.last_timestamp_ns})"
+    )
+    reader.close()
+    writer.close()
+    assert repr(writer) == f"<shmlane.Writer '{stream_name}' uint16 (3,) closed>"
+    assert repr(reader) == f"<shmlane.Reader '{stream_name}' all uint16 (3,) closed>"
+    entry = listed(stream_name)
+    assert repr(entry).startswith(f"SegmentInfo(name='{stream_name}', dtype=dtype('uint16'), ")
+    assert f"stream={entry.stream!r}" in repr(entry)
+
+
+# ---------------------------------------------------------------- Writer
+
+
+def test_writer_unlink_removes_the_name_only(name):
+    with shmlane.Writer(name, shape=(2,), dtype="u1") as writer:
+        reader = shmlane.Reader(name, mode="all", timeout=0)
+        writer.unlink()
+        assert not (SHM_DIR / f"shl.{name}").exists()
+        with pytest.raises(FileNotFoundError):
+            shmlane.Reader(name, timeout=0)
+        writer.publish(np.array([4, 5], "u1"))  # the stream itself lives on
+        with reader.receive(timeout=5) as sample:
+            assert sample.array.tolist() == [4, 5]
+        reader.close()
+        with pytest.raises(FileNotFoundError):
+            writer.unlink()
+
+
+@pytest.mark.parametrize("mode", [None, 0o640, 0o666])
+def test_writer_mode(name, mode):
+    kwargs = {} if mode is None else {"mode": mode}
+    with shmlane.Writer(name, shape=(2,), dtype="u1", **kwargs):
+        assert file_mode(name) == (0o600 if mode is None else mode)
+
+
+# ---------------------------------------------------------------- Loan
+
+
+@pytest.mark.parametrize("end", ["publish", "discard", "close"])
+def test_a_loan_cannot_be_entered_once_ended(name, end):
+    writer = shmlane.Writer(name, shape=(2,), dtype="u1")
+    loan = writer.loan()
+    array = loan.array
+    {"publish": loan.publish, "discard": loan.discard, "close": writer.close}[end]()
+    with pytest.raises(ValueError, match="already published or discarded"):
+        with loan:
+            pass
+    # The slot is no longer this writer's to fill.
+    assert loan.array is None and not array.flags.writeable
+    assert listed(name).stream.last_seq == (1 if end == "publish" else 0)
+    writer.close()
+
+
+# ---------------------------------------------------------------- Reader(timeout=None)
+
+_NANOSLEEP = {"x86_64": 230, "aarch64": 115, "riscv64": 115}
+
+
+def sleeping(thread: threading.Thread, tid: int, timeout: float = 30) -> bool:
+    """Waits until `thread` (native id `tid`) sleeps in clock_nanosleep."""
+    nr = _NANOSLEEP.get(platform.machine())
+    if nr is None:
+        pytest.skip(f"clock_nanosleep's number unknown on {platform.machine()}")
+    path = Path(f"/proc/self/task/{tid}/syscall")
+    deadline = time.monotonic() + timeout
+    while thread.is_alive() and time.monotonic() < deadline:
+        try:
+            if path.read_text().split(" ", 1)[0] == str(nr):
+                return True
+        except OSError:
+            pass
+        time.sleep(0.001)
+    return False
+
+
+def test_reader_without_timeout_waits_for_the_stream(name):
+    got: list = []
+    tid: list = []
+    started = threading.Event()
+
+    def read() -> None:
+        tid.append(threading.get_native_id())
+        started.set()
+        try:
+            with shmlane.Reader(name, mode="all", timeout=None) as reader:
+                with reader.receive(timeout=30) as sample:
+                    got.append(sample.array.tolist())
+        except BaseException as exc:  # reported by the main thread
+            got.append(exc)
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    assert started.wait(10)
+    assert sleeping(thread, tid[0]), f"the reader never waited for the stream: {got}"
+    # Still waiting once Reader's default time-out would have ended the wait.
+    default = inspect.signature(shmlane.Reader).parameters["timeout"].default
+    thread.join(default + 0.5)
+    assert thread.is_alive() and not got, got
+    with shmlane.Writer(name, shape=(2,), dtype="u1") as writer:
+        # The reader joins some time after the stream appears: publish until it has.
+        deadline = time.monotonic() + 30
+        while writer.info().readers == 0 and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        writer.publish(np.array([7, 8], "u1"))
+        thread.join(30)
+    assert got == [[7, 8]]
+
+
+# ---------------------------------------------------------------- info values
+
+
+def test_segment_info_values(new_name):
+    array_name, struct_name = new_name(), new_name()
+    me = os.getpid()
+    before = time.time_ns()
+    with shmlane.create(array_name, (2, 3), "<f4") as seg:
+        seg.notify()
+        seg.notify()
+        info = listed(array_name)
+        assert info == shmlane.SegmentInfo(
+            name=array_name,
+            dtype=np.dtype("<f4"),
+            shape=(2, 3),
+            nbytes=24,
+            version=2,
+            creator_pid=me,
+            alive=True,
+            kind="array",
+            uid=os.geteuid(),
+            owner=owner_text(os.geteuid()),
+        )
+        assert info.owner.endswith(f"(uid {os.geteuid()})")
+        raw = seg._raw.info()
+        assert before <= raw["created_ns"] <= time.time_ns()
+        assert (raw["mode"], raw["uid"]) == (0o600, os.geteuid())
+    assert listed(array_name).alive is False
+
+    point = np.dtype([("x", "<i4"), ("y", "<f8")])
+    with shmlane.create(struct_name, (), point):
+        info = listed(struct_name)
+        assert (info.kind, info.dtype, info.shape, info.nbytes) == ("struct", point, (), 12)
+
+
+def test_stream_info_values(name):
+    me = os.getpid()
+    writer = shmlane.Writer(name, shape=(3,), dtype="<u2", slots=4, max_readers=3, block=True)
+    assert writer.info() == shmlane.StreamInfo(
+        slots=4,
+        max_readers=3,
+        block=True,
+        readers=0,
+        writer_pid=me,
+        writer_alive=True,
+        last_seq=0,
+        last_timestamp_ns=0,
+    )
+    reader = shmlane.Reader(name, mode="all", timeout=0)
+    t0 = time.monotonic_ns()
+    for value in (1, 2):
+        writer.publish(np.full(3, value, "<u2"))
+    t1 = time.monotonic_ns()
+    info = writer.info()
+    assert (info.readers, info.last_seq) == (1, 2)
+    assert t0 <= info.last_timestamp_ns <= t1
+    reader.receive(timeout=5).release()
+    with reader.receive(timeout=5) as sample:
+        assert sample.seq == 2 and sample.timestamp_ns == info.last_timestamp_ns
+    assert reader.info() == info
+    # One frame is 6 bytes; a slot takes 64, the smallest slot stride.
+    assert writer._raw.info()["slot_stride"] == 64
+    entry = listed(name)
+    frame = ("stream", np.dtype("<u2"), (3,), 4 * 64)
+    assert (entry.kind, entry.dtype, entry.shape, entry.nbytes) == frame
+    assert (entry.creator_pid, entry.alive, entry.stream) == (me, True, info)
+
+    reader.close()
+    writer.close()
+    closed = listed(name).stream
+    assert closed == info._replace(readers=0, writer_pid=0, writer_alive=False)
+
+
+# ---------------------------------------------------------------- no write access
+
+NOBODY_CALLS = """
+import os, sys
+import shmlane  # before dropping privileges: the interpreter may be in root's home
+os.setgroups([]); os.setgid(65534); os.setuid(65534)  # nobody
+seg = shmlane.open(sys.argv[1], readonly=True)
+for call in (lambda: seg.lock(timeout=0), seg.lock, seg.notify):
+    try:
+        call()
+        print("allowed")
+    except PermissionError as exc:
+        print("denied", sys.argv[1] in str(exc))
+for stream in sys.argv[2:]:
+    try:
+        with shmlane.Reader(stream, timeout=0) as reader, reader.receive(timeout=5) as sample:
+            print("read", sample.array.tolist())
+    except PermissionError as exc:
+        print("denied", stream in str(exc))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_no_write_access_as_nobody(new_name, run_py):
+    """Root's segment and stream of mode 0644: nobody may read but not lock,
+    notify or register as a reader; a stream of mode 0666 it may read."""
+    seg_name, closed, shared = new_name(), new_name(), new_name()
+    with shmlane.create(seg_name, 2, "<f8", mode=0o644) as seg, shmlane.Writer(
+        closed, shape=(2,), dtype="u1", mode=0o644
+    ) as w1, shmlane.Writer(shared, shape=(2,), dtype="u1", mode=0o666) as w2:
+        w1.publish(np.array([1, 2], "u1"))
+        w2.publish(np.array([1, 2], "u1"))
+        lines = run_py(NOBODY_CALLS, seg_name, closed, shared).splitlines()
+        assert lines == ["denied True"] * 4 + ["read [1, 2]"]
+        assert seg.version == 0  # no notify went through
+        with seg.lock(timeout=0):  # and the lock was never taken
+            pass
+
+
+# ---------------------------------------------------------------- "cannot tell"
+
+DIE_WRITING = """
+import os, sys
+import numpy as np, shmlane
+writer = shmlane.Writer(sys.argv[1], shape=(2,), dtype="u1")
+writer.publish(np.array([1, 2], "u1"))
+os._exit(0)  # dies as the writer: no close
+"""
+
+LOOK = """
+import sys, shmlane
+seg_name, stream_name = sys.argv[1:]
+found = {info.name: info for info in shmlane.list()}
+print(found[seg_name].alive, found[stream_name].alive, found[stream_name].stream.writer_alive)
+with shmlane.Reader(stream_name, mode="all", timeout=0) as reader:
+    with reader.receive(timeout=5) as sample:
+        print(sample.array.tolist())
+    try:
+        reader.receive(timeout=0.3)
+        print("another frame")
+    except TimeoutError:
+        print("waiting")
+    except shmlane.WriterGone as exc:
+        print("gone", exc.reason)
+"""
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_cannot_tell_is_none_and_never_gone(new_name, run_py, tmp_path):
+    """With the role-lock query failing (tests/c/getlk_eio.c preloaded), whether
+    a creator or writer lives is None, and a reader keeps waiting for frames
+    from a writer that died instead of raising WriterGone."""
+    if not shutil.which("cc"):
+        pytest.skip("needs a C compiler")
+    preload = tmp_path / "getlk_eio.so"
+    subprocess.run(
+        ["cc", "-shared", "-fPIC", "-O1", "-o", str(preload), str(ROOT / "tests/c/getlk_eio.c")],
+        check=True,
+        timeout=120,
+    )
+    seg_name, stream_name = new_name(), new_name()
+    run_py(DIE_WRITING, stream_name)
+    with shmlane.create(seg_name, 2, "<f8"):
+        told = run_py(LOOK, seg_name, stream_name).splitlines()
+        assert told == ["True False False", "[1, 2]", "gone died"]
+        was = os.environ.get("LD_PRELOAD")  # an ASan run preloads its runtime first
+        env = dict(os.environ, SHL_TEST_GETLK_EIO="1")
+        env["LD_PRELOAD"] = f"{was}:{preload}" if was else str(preload)
+        untold = subprocess.run(
+            [sys.executable, "-c", LOOK, seg_name, stream_name],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert untold.returncode == 0, untold.stderr
+        assert untold.stdout.splitlines() == ["None None None", "[1, 2]", "waiting"]
