@@ -3,7 +3,7 @@
  * name, the version, and shl_writer_pinned_by's count past its buffer. */
 #include <stddef.h>
 
-#include "testutil.h"
+#include "testutil_stream.h"
 
 static const shl_layout layout = {.format = "<I", .ndim = 1, .shape = {4}};
 

@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <sys/stat.h>
 
-#include "testutil_proc.h"
+#include "testutil_stream.h"
 
 #define NOBODY 65534
 #define WAIT_NS 1000000000LL

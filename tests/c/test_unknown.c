@@ -6,7 +6,7 @@
  * Usage: test_unknown PATH-TO-shmlane PATH-TO-getlk_eio.so */
 #include <sys/stat.h>
 
-#include "testutil.h"
+#include "testutil_stream.h"
 
 #define WORDS 2
 #define GETLK_EIO "SHL_TEST_GETLK_EIO"
