@@ -12,14 +12,14 @@
 
 static void exercise(shl_segment *seg) {
   shl_layout layout;
-  shl_info info;
+  shl_info info = SHL_INFO_INIT;
   shl_get_layout(seg, &layout);
   fuzz_touch(layout.format, strlen(layout.format));
   fuzz_touch(shl_payload(seg), shl_payload_size(seg));
   shl_get_info(seg, &info);
   shl_version(seg);
   if (shl_kind(seg) == SHL_KIND_STREAM) {
-    shl_stream_info s;
+    shl_stream_info s = SHL_STREAM_INFO_INIT;
     shl_stream_get_info(seg, &s);
   }
 }

@@ -24,7 +24,7 @@ static void setup(void) {
   snprintf(name, sizeof name, "fzs%ld", (long)getpid());
   shl_layout frame = {.format = FUZZ_STREAM_FORMAT, .ndim = 2,
                       .shape = {FUZZ_STREAM_ROWS, FUZZ_STREAM_COLS}};
-  shl_stream_opts opts = {.slots = FUZZ_STREAM_SLOTS, .max_readers = FUZZ_STREAM_READERS};
+  shl_stream_opts opts = {.size = sizeof(shl_stream_opts), .slots = FUZZ_STREAM_SLOTS, .max_readers = FUZZ_STREAM_READERS};
   shl_unlink(name);
   if (shl_writer_open(&writer, name, &frame, &opts) != 0) abort();
   for (int i = 0; i < 3; i++) {

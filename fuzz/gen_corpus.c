@@ -79,7 +79,7 @@ int main(int argc, char **argv) {
 
   shl_layout frame = {.format = FUZZ_STREAM_FORMAT, .ndim = 2,
                       .shape = {FUZZ_STREAM_ROWS, FUZZ_STREAM_COLS}};
-  shl_stream_opts opts = {.slots = FUZZ_STREAM_SLOTS, .max_readers = FUZZ_STREAM_READERS};
+  shl_stream_opts opts = {.size = sizeof(shl_stream_opts), .slots = FUZZ_STREAM_SLOTS, .max_readers = FUZZ_STREAM_READERS};
   shl_writer *w;
   shl_reader *r;
   must(shl_writer_open(&w, name, &frame, &opts), "writer");

@@ -8,12 +8,16 @@
  * Handles are opaque; every *_close() accepts NULL.
  * Timeouts are in nanoseconds: < 0 waits forever, 0 does not block.
  *
- * Structs that can grow: an option struct whose first field is `size` must be
- * initialised with its SHL_*_INIT macro (or `size` set to its sizeof). The
- * library reads only the fields that fit in the caller's `size`, treats the
- * rest as zero (so a program built against an older, smaller struct keeps
- * working), and rejects with -E2BIG a larger struct whose unknown tail is not
- * all zero (a newer caller asking for something this library cannot do).
+ * Structs that can grow: every option and info struct starts with `size` and
+ * must be initialised with its SHL_*_INIT macro (or `size` set to its sizeof;
+ * a size too small to hold `size` itself, such as 0, is -EINVAL). Fields are
+ * only ever added at the end. For options the library reads only the fields
+ * that fit in the caller's `size` and treats the rest as zero (so a program
+ * built against an older, smaller struct keeps working), and rejects with
+ * -E2BIG a larger struct whose unknown tail is not all zero (a newer caller
+ * asking for something this library cannot do). Info structs are filled only
+ * as far as the caller's `size` reaches; a newer caller's extra fields are
+ * zeroed.
  *
  * Handles belong to the process that opened them. In a child created by
  * fork(), an inherited handle never changes shared state when it is closed
@@ -151,10 +155,13 @@ enum shl_create_flags {
 };
 
 typedef struct shl_create_opts {
+  uint32_t size;  /* sizeof(shl_create_opts): use SHL_CREATE_OPTS_INIT */
   uint32_t kind;  /* 0: SHL_KIND_STRUCT if the format is a struct and ndim is 0, else ARRAY */
   uint32_t mode;  /* permission bits; 0 means 0600 */
   uint32_t flags; /* enum shl_create_flags */
 } shl_create_opts;
+
+#define SHL_CREATE_OPTS_INIT {.size = sizeof(shl_create_opts)}
 
 enum shl_open_flags {
   SHL_OPEN_READONLY = 1u << 0 /* payload mapped PROT_READ; waiting still works */
@@ -235,7 +242,10 @@ uint64_t shl_payload_size(const shl_segment *seg);
  * as long as seg. */
 void shl_get_layout(const shl_segment *seg, shl_layout *out);
 
+/* Output structs that can grow: set `size` (SHL_INFO_INIT); the library fills
+ * only the fields that fit in it and leaves `size` as it was. */
 typedef struct shl_info {
+  uint32_t size; /* sizeof(shl_info): use SHL_INFO_INIT */
   char name[SHL_NAME_MAX + 1];
   uint32_t kind;
   uint32_t format_version;
@@ -249,6 +259,8 @@ typedef struct shl_info {
   uint32_t mode;        /* permission bits of the object */
   uint32_t uid;
 } shl_info;
+
+#define SHL_INFO_INIT {.size = sizeof(shl_info)}
 
 int shl_get_info(const shl_segment *seg, shl_info *out);
 
@@ -287,9 +299,12 @@ enum shl_wait_flags {
 };
 
 typedef struct shl_wait_opts {
+  uint32_t size;    /* sizeof(shl_wait_opts): use SHL_WAIT_OPTS_INIT */
   uint32_t flags;   /* enum shl_wait_flags */
   uint32_t spin_ns; /* spin up to this long before sleeping (capped at 1 ms) */
 } shl_wait_opts;
+
+#define SHL_WAIT_OPTS_INIT {.size = sizeof(shl_wait_opts)}
 
 /* Wait until the version differs from `since`, or timeout. On success stores
  * the version seen in *out (may be NULL). -ETIMEDOUT on time-out;
@@ -320,11 +335,14 @@ enum shl_stream_flags {
 };
 
 typedef struct shl_stream_opts {
+  uint32_t size;        /* sizeof(shl_stream_opts): use SHL_STREAM_OPTS_INIT */
   uint32_t slots;       /* 2..SHL_STREAM_MAX_SLOTS; 0 means 8 */
   uint32_t max_readers; /* 1..SHL_STREAM_MAX_READERS; 0 means 64 */
   uint32_t flags;       /* enum shl_stream_flags */
   uint32_t mode;        /* permission bits; 0 means 0600 */
 } shl_stream_opts;
+
+#define SHL_STREAM_OPTS_INIT {.size = sizeof(shl_stream_opts)}
 
 /* Create the stream, or take over an existing one with the same frame layout
  * whose writer is gone (readers keep their place). -EBUSY if a live writer
@@ -402,6 +420,7 @@ void shl_reader_set_spin(shl_reader *r, uint32_t spin_ns);
 shl_segment *shl_reader_segment(const shl_reader *r);
 
 typedef struct shl_stream_info {
+  uint32_t size; /* sizeof(shl_stream_info): use SHL_STREAM_INFO_INIT */
   uint32_t slots, max_readers, flags;
   uint32_t readers_alive;
   int32_t writer_pid;  /* 0 if none */
@@ -410,6 +429,8 @@ typedef struct shl_stream_info {
   uint64_t last_timestamp_ns;
   uint64_t slot_stride; /* bytes between slots in the payload */
 } shl_stream_info;
+
+#define SHL_STREAM_INFO_INIT {.size = sizeof(shl_stream_info)}
 
 /* Describe a stream segment (any open handle of kind SHL_KIND_STREAM). */
 int shl_stream_get_info(const shl_segment *seg, shl_stream_info *out);

@@ -48,6 +48,17 @@ const char *shl_err_name(int code) {
   return code < 0 && code > -4096 ? "ERRNO" : "UNKNOWN";
 }
 
+int shl__info_copy(void *dst, const void *src, size_t src_size) {
+  uint32_t size;
+  memcpy(&size, dst, sizeof size);
+  if (size < sizeof size) return -EINVAL;
+  size_t n = size < src_size ? size : src_size;
+  memcpy((unsigned char *)dst + sizeof size, (const unsigned char *)src + sizeof size,
+         n - sizeof size);
+  if (size > src_size) memset((unsigned char *)dst + src_size, 0, size - src_size);
+  return 0;
+}
+
 int shl__opts_copy(void *dst, size_t dst_size, const void *src, uint32_t src_size) {
   if (src_size < sizeof(uint32_t)) return -EINVAL;
   const unsigned char *tail = (const unsigned char *)src + dst_size;

@@ -76,6 +76,11 @@ uint64_t shl__seg_self(void);
  * caller's size keep them; -EINVAL if the size is too small to hold `size`;
  * -E2BIG if the caller's struct is larger and its unknown tail is not zero. */
 int shl__opts_copy(void *dst, size_t dst_size, const void *src, uint32_t src_size);
+/* Fill a caller's growable output struct `dst` (its `size` set by the caller)
+ * from this library's complete `src`: only as far as the caller's size
+ * reaches, zeroing a newer caller's extra tail; `size` is left alone. -EINVAL
+ * if the caller's size cannot even hold `size`. */
+int shl__info_copy(void *dst, const void *src, size_t src_size);
 
 /* layout.c */
 /* Itemsize of format[0..len), or SHL_E_BAD_FORMAT. Never reads past len. */

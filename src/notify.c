@@ -81,13 +81,16 @@ static int wait_changed(shl_segment *seg, uint64_t since, int64_t timeout_ns,
 }
 
 int shl_wait_ex(shl_segment *seg, uint64_t since, int64_t timeout_ns,
-                const shl_wait_opts *opts, uint64_t *out) {
+                const shl_wait_opts *user_opts, uint64_t *out) {
+  shl_wait_opts opts = SHL_WAIT_OPTS_INIT;
+  int rc = user_opts ? shl__opts_copy(&opts, sizeof opts, user_opts, user_opts->size) : 0;
+  if (rc < 0) return rc;
   uint64_t v = shl_version(seg);
   if (v == since) {
     if (timeout_ns == 0) return -ETIMEDOUT;
-    int rc = shl__seg_enter(seg);
+    rc = shl__seg_enter(seg);
     if (rc < 0) return rc;
-    rc = wait_changed(seg, since, timeout_ns, opts, &v);
+    rc = wait_changed(seg, since, timeout_ns, &opts, &v);
     shl__seg_put(seg); /* after a close meanwhile, the last one out frees */
     if (rc < 0) return rc;
   }

@@ -137,15 +137,17 @@ static void fill_snapshot(shl_segment *seg, const struct shl__header *h, const c
 
 int shl__segment_create(shl_segment **out, const char *name, const shl_layout *layout,
                         const shl_create_opts *opts, const struct shl__extra *extra) {
-  static const shl_create_opts defaults = {0, 0, 0};
+  shl_create_opts o = SHL_CREATE_OPTS_INIT;
   static const struct shl__extra none = {0, 0, NULL, NULL, NULL, 0};
   char pname[POSIX_NAME_MAX + 1];
   struct shl__header plan;
   if (!out) return -EINVAL;
   *out = NULL;
-  if (!opts) opts = &defaults;
   if (!extra) extra = &none;
-  int rc = posix_name(name, pname);
+  int rc = opts ? shl__opts_copy(&o, sizeof o, opts, opts->size) : 0;
+  if (rc < 0) return rc;
+  opts = &o;
+  rc = posix_name(name, pname);
   if (rc < 0) return rc;
   if (opts->kind > SHL_KIND_STREAM) return SHL_E_BAD_KIND;
   if (opts->mode & ~07777u) return -EINVAL;
@@ -251,7 +253,9 @@ fail:
 
 int shl_create(shl_segment **out, const char *name, const shl_layout *layout,
                const shl_create_opts *opts) {
-  if (opts && opts->kind == SHL_KIND_STREAM) return SHL_E_BAD_KIND; /* streams have their own API */
+  /* Streams have their own API (a caller too old to set kind has none). */
+  if (opts && opts->size > offsetof(shl_create_opts, kind) && opts->kind == SHL_KIND_STREAM)
+    return SHL_E_BAD_KIND;
   return shl__segment_create(out, name, layout, opts, NULL);
 }
 
@@ -586,23 +590,23 @@ void shl_get_layout(const shl_segment *seg, shl_layout *out) { *out = seg->layou
 
 int shl_get_info(const shl_segment *seg, shl_info *out) {
   struct stat st;
+  shl_info info = SHL_INFO_INIT;
   if (fstat(seg->fd, &st) < 0) return -errno;
   const struct shl__header *h = seg->hdr;
-  memset(out, 0, sizeof *out);
-  snprintf(out->name, sizeof out->name, "%s", seg->name);
-  out->kind = seg->kind;
-  out->format_version = h->format_version;
-  out->total_size = h->total_size;
-  out->payload_size = seg->payload_size;
-  out->version = shl_version(seg);
-  out->creator_pid = h->creator_pid;
+  snprintf(info.name, sizeof info.name, "%s", seg->name);
+  info.kind = seg->kind;
+  info.format_version = h->format_version;
+  info.total_size = h->total_size;
+  info.payload_size = seg->payload_size;
+  info.version = shl_version(seg);
+  info.creator_pid = h->creator_pid;
   /* The creator holds its role lock for as long as its creating handle is open. */
   int held = shl__role_held(seg->fd, SHL__ROLE_CREATOR);
-  out->creator_alive = held < 0 ? -1 : held;
-  out->created_ns = h->created_ns;
-  out->mode = (uint32_t)(st.st_mode & 07777);
-  out->uid = (uint32_t)st.st_uid;
-  return 0;
+  info.creator_alive = held < 0 ? -1 : held;
+  info.created_ns = h->created_ns;
+  info.mode = (uint32_t)(st.st_mode & 07777);
+  info.uid = (uint32_t)st.st_uid;
+  return shl__info_copy(out, &info, sizeof info);
 }
 
 int shl_list(int (*fn)(const char *name, void *arg), void *arg) {

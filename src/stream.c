@@ -254,10 +254,12 @@ static uint64_t highest_seq(const struct stream *s) {
 
 int shl_writer_open(shl_writer **out, const char *name, const shl_layout *frame,
                     const shl_stream_opts *opts) {
-  static const shl_stream_opts defaults = {0, 0, 0, 0};
+  shl_stream_opts o = SHL_STREAM_OPTS_INIT;
   if (!out) return -EINVAL;
   *out = NULL;
-  if (!opts) opts = &defaults;
+  int rc = opts ? shl__opts_copy(&o, sizeof o, opts, opts->size) : 0;
+  if (rc < 0) return rc;
+  opts = &o;
   uint32_t slots = opts->slots ? opts->slots : DEFAULT_SLOTS;
   uint32_t readers = opts->max_readers ? opts->max_readers : DEFAULT_READERS;
   if (slots < 2 || slots > SHL_STREAM_MAX_SLOTS || readers > SHL_STREAM_MAX_READERS ||
@@ -265,7 +267,7 @@ int shl_writer_open(shl_writer **out, const char *name, const shl_layout *frame,
     return -EINVAL;
   shl_layout plan;
   uint64_t frame_size, payload;
-  int rc = shl__layout_plan(frame, &plan, &frame_size);
+  rc = shl__layout_plan(frame, &plan, &frame_size);
   if (rc < 0) return rc;
   /* Big frames start on a page, small ones on a cache line. */
   uint64_t stride = shl__round_up(frame_size ? frame_size : 1, frame_size >= 4096 ? 4096 : 64);
@@ -280,7 +282,7 @@ int shl_writer_open(shl_writer **out, const char *name, const shl_layout *frame,
   atomic_init(&init.writer, self_word());
   struct shl__extra extra = {ext_bytes(slots, readers), payload, init_ctl, &init,
                              &w->s.role, SHL__ROLE_WRITER};
-  shl_create_opts copts = {SHL_KIND_STREAM, opts->mode, 0};
+  shl_create_opts copts = {sizeof copts, SHL_KIND_STREAM, opts->mode, 0};
   shl_segment *seg;
   rc = shl__segment_create(&seg, name, &plan, &copts, &extra);
   bool created = rc == 0;
@@ -656,7 +658,7 @@ int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint3
   if (inherited(&r->s)) return SHL_E_FORKED;
   if (r->pinned >= r->max_pinned) return SHL_E_PIN_LIMIT;
   int64_t deadline = deadline_after(timeout_ns);
-  shl_wait_opts wait = {flags & SHL_WAIT_INTERRUPTIBLE, r->spin_ns};
+  shl_wait_opts wait = {sizeof wait, flags & SHL_WAIT_INTERRUPTIBLE, r->spin_ns};
   for (;;) {
     /* Read before looking; pairs with publish's notify (I7). */
     uint64_t version = shl_version(r->s.seg);
@@ -694,20 +696,20 @@ int shl_stream_get_info(const shl_segment *seg, shl_stream_info *out) {
   struct stream s;
   int rc = bind(&s, (shl_segment *)seg);
   if (rc < 0) return rc;
-  memset(out, 0, sizeof *out);
-  out->slots = s.slots;
-  out->max_readers = s.max_readers;
-  out->flags = s.flags;
-  out->slot_stride = s.stride;
+  shl_stream_info info = SHL_STREAM_INFO_INIT;
+  info.slots = s.slots;
+  info.max_readers = s.max_readers;
+  info.flags = s.flags;
+  info.slot_stride = s.stride;
   /* A snapshot for people: from the role locks ("cannot tell" counts as
    * alive) and single loads, with no ordering between them. */
   for (uint32_t i = 0, n = reader_hwm(&s); i < n; i++)
-    if (shl__role_held(seg->fd, SHL__ROLE_READER(i)) != 0) out->readers_alive++;
-  out->writer_alive = shl__role_held(seg->fd, SHL__ROLE_WRITER);
-  out->writer_pid = (int32_t)(uint32_t)atomic_load(&s.ctl->writer);
+    if (shl__role_held(seg->fd, SHL__ROLE_READER(i)) != 0) info.readers_alive++;
+  info.writer_alive = shl__role_held(seg->fd, SHL__ROLE_WRITER);
+  info.writer_pid = (int32_t)(uint32_t)atomic_load(&s.ctl->writer);
   uint64_t latest = atomic_load(&s.ctl->latest);
-  out->last_seq = latest >> SLOT_BITS;
+  info.last_seq = latest >> SLOT_BITS;
   uint32_t slot = (uint32_t)(latest & ((1u << SLOT_BITS) - 1));
-  if (latest && slot < s.slots) out->last_timestamp_ns = atomic_load(&s.slot[slot].timestamp_ns);
-  return 0;
+  if (latest && slot < s.slots) info.last_timestamp_ns = atomic_load(&s.slot[slot].timestamp_ns);
+  return shl__info_copy(out, &info, sizeof info);
 }

@@ -230,7 +230,7 @@ static int cmd_create(const struct cmdline *cl) {
   const char *name = cl->names[0];
   char converted[8];
   shl_layout layout = {.format = format_from_numpy(cl->value[OPT_FORMAT], converted)};
-  shl_create_opts opts = {.flags = cl->given[OPT_REPLACE] ? SHL_CREATE_REPLACE : 0};
+  shl_create_opts opts = {.size = sizeof(shl_create_opts), .flags = cl->given[OPT_REPLACE] ? SHL_CREATE_REPLACE : 0};
   const char *shape = cl->given[OPT_SHAPE] ? cl->value[OPT_SHAPE] : "";
 
   int64_t itemsize = shl_format_itemsize(layout.format);

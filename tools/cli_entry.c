@@ -56,6 +56,8 @@ void entry_open(struct entry *e, const char *name, int64_t timeout_ns) {
   e->name = name;
   e->format = NULL;
   e->fps = -1;
+  e->info = (shl_info)SHL_INFO_INIT;
+  e->stream = (shl_stream_info)SHL_STREAM_INFO_INIT;
   e->rc = open_any_owner(&seg, name, timeout_ns);
   if (e->rc == 0) e->rc = shl_get_info(seg, &e->info);
   if (e->rc == 0) {
@@ -76,7 +78,7 @@ void entry_open(struct entry *e, const char *name, int64_t timeout_ns) {
  * one made under the name since has other creation stamps). */
 static int resample_stream(const struct entry *e, shl_stream_info *out, uint64_t *when) {
   shl_segment *seg;
-  shl_info now;
+  shl_info now = SHL_INFO_INIT;
   int rc = open_any_owner(&seg, e->name, 0);
   if (rc < 0) return rc;
   rc = shl_get_info(seg, &now);
@@ -111,7 +113,7 @@ void measure_rates(struct entry *entries, size_t n) {
   while (nanosleep(&left, &left) != 0 && errno == EINTR) continue;
   for (size_t i = 0; i < n; i++) {
     struct entry *e = &entries[i];
-    shl_stream_info later;
+    shl_stream_info later = SHL_STREAM_INFO_INIT;
     uint64_t when;
     if (!is_stream(e) || resample_stream(e, &later, &when) != 0) continue;
     e->fps = frame_rate(&e->stream, e->sampled_ns, &later, when);

@@ -37,10 +37,10 @@ static const char *gc_verdict(const char *name, const struct gc_opts *o, int fd)
   if (rc == SHL_E_CREATOR_DEAD) return "creator died before it was ready";
   if (rc < 0) return NULL; /* gone, foreign, corrupt, or not ours to read: not gc's call */
   const char *why = NULL;
-  shl_info info;
+  shl_info info = SHL_INFO_INIT;
   if (shl_get_info(seg, &info) == 0) {
     if (info.kind == SHL_KIND_STREAM) {
-      shl_stream_info s;
+      shl_stream_info s = SHL_STREAM_INFO_INIT;
       /* writer_alive and readers_alive count "cannot tell" as alive. */
       if (shl_stream_get_info(seg, &s) == 0 && s.writer_alive == 0 && s.readers_alive == 0)
         why = s.writer_pid ? "stream: writer dead, no reader" : "stream: no writer, no reader";

@@ -66,7 +66,7 @@ struct ctl {
 
 static inline struct ctl *ctl_map(shl_segment **seg, const char *name, int create) {
   shl_layout layout = {.format = "B", .ndim = 1, .shape = {4096}};
-  shl_create_opts opts = {0, 0, SHL_CREATE_REPLACE};
+  shl_create_opts opts = {.size = sizeof opts, .flags = SHL_CREATE_REPLACE};
   int rc = create ? shl_create(seg, name, &layout, &opts) : shl_open(seg, name, 0, 1000000000);
   if (rc < 0) {
     fprintf(stderr, "control segment %s: %s\n", name, shl_strerror(rc));

@@ -72,7 +72,10 @@ static int writer(int argc, char **argv) {
   shl_segment *cseg;
   struct ctl *c = ctl_map(&cseg, cname, 1);
   shl_unlink(name);
-  shl_stream_opts opts = {8, 64, all ? SHL_STREAM_BLOCK : 0, 0};
+  shl_stream_opts opts = SHL_STREAM_OPTS_INIT;
+  opts.slots = 8;
+  opts.max_readers = 64;
+  opts.flags = all ? SHL_STREAM_BLOCK : 0;
   shl_writer *w;
   int rc = shl_writer_open(&w, name, &frame, &opts);
   if (rc < 0) die_rc("shl_writer_open", rc);

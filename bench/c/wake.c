@@ -52,7 +52,7 @@ int main(int argc, char **argv) {
     for (long i = 0; i < iters; i++) {
       uint32_t w = (uint32_t)i;
       if (m == 0 || m == 3) {
-        shl_wait_opts opts = {0, m == 3 ? SPIN_NS : 0};
+        shl_wait_opts opts = {.size = sizeof opts, .spin_ns = m == 3 ? SPIN_NS : 0};
         int rc = shl_wait_ex(seg, v, -1, &opts, &v);
         if (rc < 0) die_rc("shl_wait_ex", rc);
       } else if (m == 1) {

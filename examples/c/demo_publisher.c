@@ -29,7 +29,7 @@ int main(int argc, char **argv) {
   shl_layout layout = {.format = FORMAT, .itemsize = sizeof(struct sample)};
   /* REPLACE: start afresh even if an old run left the name behind.
    * UNLINK_ON_CLOSE: the name goes away when we are done. */
-  shl_create_opts opts = {.flags = SHL_CREATE_REPLACE | SHL_CREATE_UNLINK_ON_CLOSE};
+  shl_create_opts opts = {.size = sizeof(shl_create_opts), .flags = SHL_CREATE_REPLACE | SHL_CREATE_UNLINK_ON_CLOSE};
   shl_segment *seg;
   int rc = shl_create(&seg, name, &layout, &opts);
   if (rc < 0) {

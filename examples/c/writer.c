@@ -153,7 +153,7 @@ int main(int argc, char **argv) {
   /* The frame layout is stored in the stream: readers learn it from there. */
   shl_layout frame = {.format = "B", .ndim = 3, .shape = {(uint64_t)height, (uint64_t)width, 3}};
   /* slots 0: the default for a new stream, and whatever an existing one has. */
-  shl_stream_opts opts = {.slots = (uint32_t)slots};
+  shl_stream_opts opts = {.size = sizeof(shl_stream_opts), .slots = (uint32_t)slots};
   shl_writer *w;
   int rc = shl_writer_open(&w, name, &frame, &opts);
   if (rc < 0) {

@@ -205,7 +205,7 @@ fail:
 }
 
 PyObject *stream_info(Base *b, const shl_segment *seg) {
-  shl_stream_info s;
+  shl_stream_info s = SHL_STREAM_INFO_INIT;
   int rc = shl_stream_get_info(seg, &s);
   if (rc < 0) return set_error(state_of((PyObject *)b), rc, b->name, AT_STREAM);
   return Py_BuildValue("{s:I,s:I,s:O,s:I,s:i,s:i,s:K,s:K,s:K}", "slots", s.slots, "max_readers",

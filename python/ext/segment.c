@@ -141,7 +141,9 @@ static PyObject *handle_wait(Handle *h, PyObject *args) {
   if (!PyArg_ParseTuple(args, "KO&|I:wait", &since, timeout_converter, &timeout_ns, &spin_ns))
     return NULL;
   if (h->base.closed) return closed_error(&h->base);
-  struct wait_ctx w = {h->seg, since, 0, {SHL_WAIT_INTERRUPTIBLE, spin_ns}};
+  struct wait_ctx w = {h->seg, since, 0, SHL_WAIT_OPTS_INIT};
+  w.opts.flags = SHL_WAIT_INTERRUPTIBLE;
+  w.opts.spin_ns = spin_ns;
   int rc = run_blocking(&h->base, wait_step, &w, timeout_ns, 0, -EINTR, -ETIMEDOUT);
   if (h->base.closed) return closed_meanwhile(&h->base);
   if (rc == PY_ERROR) return NULL;
@@ -152,7 +154,7 @@ static PyObject *handle_wait(Handle *h, PyObject *args) {
 static PyObject *handle_info(Handle *h, PyObject *unused) {
   (void)unused;
   if (h->base.closed) return closed_error(&h->base);
-  shl_info info;
+  shl_info info = SHL_INFO_INIT;
   int rc = shl_get_info(h->seg, &info);
   if (rc < 0) return set_error(state_of((PyObject *)h), rc, h->base.name, AT_USE);
   return Py_BuildValue("{s:s,s:I,s:I,s:K,s:K,s:K,s:i,s:i,s:K,s:I,s:I}", "name", info.name, "kind",
@@ -237,7 +239,7 @@ PyObject *mod_create(PyObject *mod, PyObject *args) {
     return NULL;
   shl_layout layout = {.format = format};
   if (parse_shape(shape, &layout, name) < 0) return NULL;
-  shl_create_opts opts = {.mode = mode, .flags = flags};
+  shl_create_opts opts = {.size = sizeof(shl_create_opts), .mode = mode, .flags = flags};
   shl_segment *seg;
   PyThreadState *gil = PyEval_SaveThread(); /* reserving a large payload takes a while */
   int rc = shl_create(&seg, name, &layout, &opts);

@@ -271,7 +271,7 @@ static int map_frames(Writer *w, modstate *st) {
   int rc = shl_open(&again, shl_name(seg), 0, SHL_OPEN_DEFAULT_TIMEOUT_NS);
   if (rc < 0) return rc;
   /* The name may have been unlinked and reused in between: compare birth records. */
-  shl_info mine, theirs;
+  shl_info mine = SHL_INFO_INIT, theirs = SHL_INFO_INIT;
   if ((rc = shl_get_info(seg, &mine)) < 0 || (rc = shl_get_info(again, &theirs)) < 0 ||
       mine.created_ns != theirs.created_ns || mine.creator_pid != theirs.creator_pid ||
       mine.total_size != theirs.total_size) {
@@ -288,7 +288,7 @@ PyObject *mod_writer_open(PyObject *mod, PyObject *args) {
   modstate *st = PyModule_GetState(mod);
   const char *name, *format;
   PyObject *shape;
-  shl_stream_opts opts;
+  shl_stream_opts opts = SHL_STREAM_OPTS_INIT;
   if (!PyArg_ParseTuple(args, "ssO!IIII:writer_open", &name, &format, &PyTuple_Type, &shape,
                         &opts.slots, &opts.max_readers, &opts.flags, &opts.mode))
     return NULL;

@@ -86,6 +86,63 @@ static void test_reader_opts_size(void) {
   shl_writer_close(w);
 }
 
+/* An older caller's create options end before `flags`: what lies there is
+ * not read (REPLACE would unlink the existing segment). */
+static void test_create_opts_size(void) {
+  const char *name = t_name("acre");
+  shl_segment *first = NULL, *second = NULL;
+  t_unlink_at_exit(name);
+  shl_create_opts o = SHL_CREATE_OPTS_INIT;
+  o.mode = 0640;
+  T_EXPECT_RC(shl_create(&first, name, &layout, &o), 0);
+  o.size = offsetof(shl_create_opts, flags);
+  o.flags = SHL_CREATE_REPLACE;
+  T_EXPECT_RC(shl_create(&second, name, &layout, &o), -EEXIST);
+  o.size = 0; /* not initialised with SHL_CREATE_OPTS_INIT */
+  T_EXPECT_RC(shl_create(&second, name, &layout, &o), -EINVAL);
+  T_CHECK(second == NULL);
+  shl_close(first);
+}
+
+/* Info structs are filled only as far as the caller's size reaches: an
+ * older caller's struct ends before `mode`, and bytes past it stay as they
+ * were; a newer caller's extra tail is zeroed. */
+struct info_buf {
+  shl_info info;
+  unsigned char tail[16];
+};
+
+static void test_info_size(void) {
+  const char *name = t_name("ainf");
+  shl_segment *seg = NULL;
+  t_unlink_at_exit(name);
+  T_EXPECT_RC(shl_create(&seg, name, &layout, NULL), 0);
+  T_REQUIRE(seg);
+
+  struct info_buf b;
+  memset(&b, 0x5A, sizeof b);
+  b.info.size = offsetof(shl_info, mode);
+  T_EXPECT_RC(shl_get_info(seg, &b.info), 0);
+  T_CHECK(b.info.size == offsetof(shl_info, mode) && strcmp(b.info.name, name) == 0);
+  T_CHECK(b.info.kind == SHL_KIND_ARRAY && b.info.creator_pid == getpid());
+  const unsigned char *after = (const unsigned char *)&b + offsetof(shl_info, mode);
+  int untouched = 1;
+  for (size_t i = 0; i < sizeof b - offsetof(shl_info, mode); i++) untouched &= after[i] == 0x5A;
+  T_CHECK(untouched);
+
+  memset(&b, 0x5A, sizeof b);
+  b.info.size = sizeof b;
+  T_EXPECT_RC(shl_get_info(seg, &b.info), 0);
+  T_CHECK(b.info.size == sizeof b && b.info.mode == 0600 && b.info.uid == geteuid());
+  int zeroed = 1;
+  for (size_t i = 0; i < sizeof b.tail; i++) zeroed &= b.tail[i] == 0;
+  T_CHECK(zeroed);
+
+  shl_info none = {0};
+  T_EXPECT_RC(shl_get_info(seg, &none), -EINVAL); /* size 0: not initialised */
+  shl_close(seg);
+}
+
 static void test_names(void) {
   static const struct {
     int code;
@@ -141,6 +198,8 @@ static void test_pinned_by(void) {
 }
 
 int main(void) {
+  test_create_opts_size();
+  test_info_size();
   test_open_opts_size();
   test_reader_opts_size();
   test_names();

@@ -108,7 +108,7 @@ static void expect_open(const char *name, int want, const char *what) {
 /* A fresh valid segment; returns an fd on its file for damaging it. */
 static int fresh_segment(struct shl__header *h) {
   shl_segment *seg = NULL;
-  shl_create_opts replace = {.flags = SHL_CREATE_REPLACE};
+  shl_create_opts replace = {.size = sizeof(shl_create_opts), .flags = SHL_CREATE_REPLACE};
   T_REQUIRE(shl_create(&seg, seg_name, &base_layout, &replace) == 0);
   shl_close(seg);
   char path[T_PATH_MAX];

@@ -30,9 +30,9 @@ static void fake_creator(const char *name, const char *model) {
     _exit(1);
   raise(SIGSTOP);
   shl_segment *seg = NULL;
-  shl_create_opts opts = {.flags = SHL_CREATE_REPLACE};
+  shl_create_opts opts = {.size = sizeof(shl_create_opts), .flags = SHL_CREATE_REPLACE};
   if (shl_create(&seg, model, &layout, &opts) < 0) _exit(2);
-  shl_info info;
+  shl_info info = SHL_INFO_INIT;
   char path[T_PATH_MAX];
   int model_fd = open(t_shm_path(model, path), O_RDONLY | O_CLOEXEC);
   if (shl_get_info(seg, &info) < 0 || model_fd < 0) _exit(3);
@@ -121,7 +121,7 @@ static int alive_seen_by_child(void *name) {
   shl_segment *seg = NULL;
   int rc = shl_open(&seg, name, 0, 1000000000);
   if (rc < 0) return rc;
-  shl_info info;
+  shl_info info = SHL_INFO_INIT;
   rc = shl_get_info(seg, &info);
   shl_close(seg);
   return rc < 0 ? rc : info.creator_alive;
@@ -131,11 +131,11 @@ static int alive_seen_by_child(void *name) {
 static void test_creator_alive(void) {
   const char *name = t_name("calive");
   shl_segment *seg = NULL, *other = NULL;
-  shl_create_opts opts = {.flags = SHL_CREATE_REPLACE};
+  shl_create_opts opts = {.size = sizeof(shl_create_opts), .flags = SHL_CREATE_REPLACE};
   T_REQUIRE(shl_create(&seg, name, &layout, &opts) == 0);
   t_unlink_at_exit(name);
   T_REQUIRE(shl_open(&other, name, 0, 1000000000) == 0);
-  shl_info info;
+  shl_info info = SHL_INFO_INIT;
   T_EXPECT_RC(shl_get_info(seg, &info), 0);
   T_CHECK(info.creator_alive == 1);
   T_EXPECT_RC(shl_get_info(other, &info), 0);

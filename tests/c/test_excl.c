@@ -192,7 +192,7 @@ static void test_symlinks(void) {
   T_CHECK(seg == NULL && is_symlink(path));
   T_CHECK(file_untouched(target));
   /* REPLACE removes the link itself and creates a real segment in its place. */
-  shl_create_opts replace = {.flags = SHL_CREATE_REPLACE};
+  shl_create_opts replace = {.size = sizeof(shl_create_opts), .flags = SHL_CREATE_REPLACE};
   T_EXPECT_RC(shl_create(&seg, name, &layout, &replace), 0);
   shl_close(seg);
   seg = NULL;

@@ -17,7 +17,7 @@ static const shl_layout layout = {.format = "<Q", .ndim = 1, .shape = {16}};
 
 static shl_segment *make(const char *name, uint32_t flags) {
   shl_segment *seg = NULL;
-  shl_create_opts opts = {.flags = SHL_CREATE_REPLACE | flags};
+  shl_create_opts opts = {.size = sizeof(shl_create_opts), .flags = SHL_CREATE_REPLACE | flags};
   T_REQUIRE(shl_create(&seg, name, &layout, &opts) == 0);
   t_unlink_at_exit(name);
   return seg;

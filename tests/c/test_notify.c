@@ -42,7 +42,7 @@ static void notify_n(shl_segment *seg, long count) {
 /* One side of a ping-pong: wait for the peer's notify, answer with ours. The
  * two sides alternate strictly, so each wait sees exactly since + 1. */
 static void rally(shl_segment *seg, uint64_t since, long rounds, uint32_t spin_ns) {
-  shl_wait_opts opts = {.spin_ns = spin_ns};
+  shl_wait_opts opts = {.size = sizeof(shl_wait_opts), .spin_ns = spin_ns};
   for (long i = 0; i < rounds; i++) {
     uint64_t seen = 0;
     long long t0 = t_now_ns();
@@ -122,7 +122,7 @@ static void waiter_start(struct waiter *w, shl_segment *seg, uint64_t since, int
   w->seg = seg;
   w->since = since;
   w->timeout_ns = timeout_ns;
-  w->opts = (shl_wait_opts){.spin_ns = spin_ns};
+  w->opts = (shl_wait_opts){.size = sizeof(shl_wait_opts), .spin_ns = spin_ns};
   atomic_init(&w->tid, 0);
   T_REQUIRE(pthread_create(&w->thread, NULL, waiter_main, w) == 0);
   long long deadline = t_now_ns() + 2000 * T_MS;
@@ -152,12 +152,12 @@ static void test_counter(shl_segment *seg) {
     T_CHECK(v == i && shl_version(seg) == i);
   }
   T_EXPECT_RC(shl_notify(seg, NULL), 0);
-  shl_info info;
+  shl_info info = SHL_INFO_INIT;
   T_EXPECT_RC(shl_get_info(seg, &info), 0);
   T_CHECK(info.version == 101);
 
   uint64_t seen = 0;
-  shl_wait_opts spin = {.spin_ns = 1000000};
+  shl_wait_opts spin = {.size = sizeof(shl_wait_opts), .spin_ns = 1000000};
   long long t0 = t_now_ns();
   T_EXPECT_RC(shl_wait(seg, 100, WAIT_NS, &seen), 0);
   T_CHECK(seen == 101);
@@ -182,7 +182,7 @@ static void test_timeouts(shl_segment *seg) {
   };
   uint64_t v = shl_version(seg);
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    shl_wait_opts opts = {.spin_ns = cases[i].spin_ns};
+    shl_wait_opts opts = {.size = sizeof(shl_wait_opts), .spin_ns = cases[i].spin_ns};
     long long t0 = t_now_ns();
     T_EXPECT_RC(shl_wait_ex(seg, v, cases[i].timeout_ms * T_MS, &opts, NULL), -ETIMEDOUT);
     T_EXPECT_TOOK(t0, cases[i].min_ms, cases[i].max_ms);
@@ -236,7 +236,7 @@ struct spinner {
 
 static void *spinner_main(void *arg) {
   struct spinner *sp = arg;
-  shl_wait_opts opts = {.spin_ns = 1000000};
+  shl_wait_opts opts = {.size = sizeof(shl_wait_opts), .spin_ns = 1000000};
   long before = own_sleeps();
   atomic_store(&sp->inside, 1);
   sp->rc = shl_wait_ex(sp->seg, sp->since, WAIT_NS, &opts, NULL);
@@ -377,7 +377,7 @@ static void test_signals(shl_segment *seg) {
 
   uint64_t v = shl_version(seg);
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    shl_wait_opts opts = {.flags = cases[i].flags};
+    shl_wait_opts opts = {.size = sizeof(shl_wait_opts), .flags = cases[i].flags};
     struct pump p = {.target = pthread_self()};
     atomic_init(&p.stop, false);
     pthread_t thread;

@@ -105,7 +105,7 @@ static int wait_woken(const char *name, shl_segment *notifier, int one_sleep) {
 /* Root's segment of this mode and group, first element MARK. */
 static shl_segment *make(const char *name, uint32_t mode, gid_t group) {
   shl_segment *seg = NULL;
-  shl_create_opts opts = {.mode = mode};
+  shl_create_opts opts = {.size = sizeof(shl_create_opts), .mode = mode};
   char path[T_PATH_MAX];
   t_unlink_at_exit(name);
   T_EXPECT_RC(shl_create(&seg, name, &layout, &opts), 0);
@@ -125,7 +125,7 @@ static uint32_t mode_of(const char *name) {
 static void test_default_mode(void) {
   const char *name = t_name("pdef");
   shl_segment *seg = NULL;
-  shl_info info;
+  shl_info info = SHL_INFO_INIT;
   t_unlink_at_exit(name);
   T_EXPECT_RC(shl_create(&seg, name, &layout, NULL), 0);
   T_REQUIRE(seg);
@@ -152,7 +152,7 @@ static void test_modes(void) {
   const char *name = t_name("pmode");
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     shl_segment *seg = make(name, cases[i].mode, cases[i].group);
-    shl_info info;
+    shl_info info = SHL_INFO_INIT;
     T_EXPECT_RC(shl_get_info(seg, &info), 0);
     T_CHECK(info.mode == cases[i].mode && mode_of(name) == cases[i].mode);
     int ro = attempt(name, SHL_OPEN_READONLY, OPEN), rw = attempt(name, 0, OPEN);
@@ -220,7 +220,7 @@ static int as_user(void *p) {
   shl_segment *seg = NULL;
   int rc;
   if (a->create_mode) {
-    shl_create_opts copts = {.mode = a->create_mode};
+    shl_create_opts copts = {.size = sizeof(shl_create_opts), .mode = a->create_mode};
     rc = shl_create(&seg, a->name, &layout, &copts);
     if (rc == 0) ((uint32_t *)shl_payload(seg))[0] = MARK;
   } else {
@@ -353,12 +353,12 @@ static void test_stream_mode(void) {
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     t_fresh_name(name, "pstream");
     shl_layout frame = t_frame_layout(2);
-    shl_stream_opts o = {.slots = 4, .mode = cases[i].mode};
+    shl_stream_opts o = {.size = sizeof(shl_stream_opts), .slots = 4, .mode = cases[i].mode};
     shl_writer *w = NULL;
     T_EXPECT_RC(shl_writer_open(&w, name, &frame, &o), 0);
     T_REQUIRE(w);
     T_CHECK(mode_of(name) == cases[i].want_mode);
-    shl_info info;
+    shl_info info = SHL_INFO_INIT;
     T_EXPECT_RC(shl_get_info(shl_writer_segment(w), &info), 0);
     T_CHECK(info.mode == cases[i].want_mode && info.kind == SHL_KIND_STREAM);
     T_CHECK(t_publish(w, 2, MARK, 1000) == 1);

@@ -81,8 +81,9 @@ static void test_round_trip(void) {
   T_CHECK(all_zero(p, size));
   check_layout(seg, &l, 8, "created <d 3x4");
 
-  shl_info info;
-  memset(&info, 0xA5, sizeof info);
+  shl_info info = SHL_INFO_INIT;
+  memset(&info, 0xA5, sizeof info); /* every field must be written */
+  info.size = sizeof info;
   T_EXPECT_RC(shl_get_info(seg, &info), 0);
   T_CHECK(strcmp(info.name, name) == 0);
   T_CHECK(info.kind == SHL_KIND_ARRAY);
@@ -155,7 +156,7 @@ static void check_layout_case(const struct layout_case *c, size_t index) {
   const char *name = t_name("lay");
   char what[64];
   shl_segment *seg = NULL, *again = NULL;
-  shl_create_opts opts = {.kind = c->kind_in};
+  shl_create_opts opts = {.size = sizeof(shl_create_opts), .kind = c->kind_in};
   snprintf(what, sizeof what, "layout case %zu (%s)", index, c->layout.format);
   t_unlink_at_exit(name);
   T_EXPECT_RC(shl_create(&seg, name, &c->layout, &opts), 0);
@@ -232,7 +233,7 @@ static void test_replace(void) {
   const char *name = t_name("rep");
   shl_layout a = {.format = "<d", .ndim = 1, .shape = {4}};
   shl_layout b = {.format = "<i", .ndim = 1, .shape = {8}};
-  shl_create_opts replace = {.flags = SHL_CREATE_REPLACE};
+  shl_create_opts replace = {.size = sizeof(shl_create_opts), .flags = SHL_CREATE_REPLACE};
   shl_segment *old = NULL, *dup = NULL, *fresh = NULL, *opened = NULL;
   t_unlink_at_exit(name);
 
@@ -267,7 +268,7 @@ static void test_replace(void) {
 static void test_unlink_on_close(void) {
   const char *name = t_name("uoc");
   shl_layout l = {.format = "<q", .ndim = 1, .shape = {16}};
-  shl_create_opts opts = {.flags = SHL_CREATE_UNLINK_ON_CLOSE};
+  shl_create_opts opts = {.size = sizeof(shl_create_opts), .flags = SHL_CREATE_UNLINK_ON_CLOSE};
   shl_segment *creator = NULL, *other = NULL;
   t_unlink_at_exit(name);
 
@@ -304,7 +305,7 @@ static void test_unlink_on_close(void) {
 
   /* A name taken over by a replacement is not the creator's to remove. */
   creator = other = NULL;
-  shl_create_opts replace = {.flags = SHL_CREATE_REPLACE};
+  shl_create_opts replace = {.size = sizeof(shl_create_opts), .flags = SHL_CREATE_REPLACE};
   T_EXPECT_RC(shl_create(&creator, name, &l, &opts), 0);
   T_EXPECT_RC(shl_create(&other, name, &l, &replace), 0);
   shl_close(creator);
@@ -322,7 +323,7 @@ static void test_reserve(void) {
   t_unlink_at_exit(name);
   for (size_t i = 0; i < 2; i++) {
     shl_segment *seg = NULL;
-    shl_create_opts opts = {.flags = flags[i]};
+    shl_create_opts opts = {.size = sizeof(shl_create_opts), .flags = flags[i]};
     char path[T_PATH_MAX];
     struct stat st;
     T_EXPECT_RC(shl_create(&seg, name, &l, &opts), 0);
@@ -367,7 +368,7 @@ static int role_reader(const char *name, long writer_pid) {
   uint64_t bad = 0;
   for (uint64_t i = 0; i < 3000; i++) bad += v[i] != pattern(i);
   T_CHECK(bad == 0);
-  shl_info info;
+  shl_info info = SHL_INFO_INIT;
   T_EXPECT_RC(shl_get_info(seg, &info), 0);
   T_CHECK(info.creator_pid == writer_pid);
   T_CHECK(info.creator_alive == 0); /* the writer exited and was reaped */

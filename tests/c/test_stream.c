@@ -213,12 +213,15 @@ static void test_bad_args(void) {
   shl_layout l = t_frame_layout(WORDS), bad = {.format = "<Z"};
   shl_writer *w = NULL;
   shl_reader *r = NULL;
+#define O sizeof(shl_stream_opts)
   shl_stream_opts o[] = {
-      {.slots = 1},
-      {.slots = SHL_STREAM_MAX_SLOTS + 1},
-      {.max_readers = SHL_STREAM_MAX_READERS + 1},
-      {.flags = SHL_STREAM_BLOCK << 1},
+      {.size = O, .slots = 1},
+      {.size = O, .slots = SHL_STREAM_MAX_SLOTS + 1},
+      {.size = O, .max_readers = SHL_STREAM_MAX_READERS + 1},
+      {.size = O, .flags = SHL_STREAM_BLOCK << 1},
+      {.slots = 4}, /* no size: not initialised with SHL_STREAM_OPTS_INIT */
   };
+#undef O
   T_EXPECT_RC(shl_writer_open(NULL, name, &l, NULL), -EINVAL);
   for (size_t i = 0; i < sizeof o / sizeof o[0]; i++)
     T_EXPECT_RC(shl_writer_open(&w, name, &l, &o[i]), -EINVAL);
@@ -246,7 +249,7 @@ static void test_not_a_stream(void) {
   T_REQUIRE(seg != NULL);
   shl_writer *w = NULL;
   shl_reader *r = NULL;
-  shl_stream_info info;
+  shl_stream_info info = SHL_STREAM_INFO_INIT;
   T_EXPECT_RC(shl_writer_open(&w, name, &frame, NULL), SHL_E_BAD_KIND);
   T_EXPECT_RC(shl_reader_open(&r, name, SHL_RECV_LATEST, 0), SHL_E_BAD_KIND);
   T_EXPECT_RC(shl_stream_get_info(seg, &info), SHL_E_BAD_KIND);
@@ -256,7 +259,7 @@ static void test_not_a_stream(void) {
   shl_close(again);
   shl_close(seg);
   /* Streams come from shl_writer_open only. */
-  shl_create_opts as_stream = {.kind = SHL_KIND_STREAM};
+  shl_create_opts as_stream = {.size = sizeof(shl_create_opts), .kind = SHL_KIND_STREAM};
   T_EXPECT_RC(shl_create(&seg, other, &frame, &as_stream), SHL_E_BAD_KIND);
 }
 
@@ -543,7 +546,7 @@ static void test_takeover(void) {
   shl_writer_close(w);
   shl_stream_info info = t_stream_info(rseg);
   T_CHECK(info.writer_pid == 0 && info.writer_alive == 0 && info.last_seq == 3);
-  shl_stream_opts more_slots = {.slots = SLOTS + 1};
+  shl_stream_opts more_slots = {.size = sizeof(shl_stream_opts), .slots = SLOTS + 1};
   T_EXPECT_RC(shl_writer_open(&w2, name, &longer, NULL), -EINVAL);
   T_EXPECT_RC(shl_writer_open(&w2, name, &signed_words, NULL), -EINVAL);
   T_EXPECT_RC(shl_writer_open(&w2, name, &same, &more_slots), -EINVAL);

@@ -313,7 +313,7 @@ static void test_all_reader_starts_without_loss(void) {
 static int squat_as_nobody(void *name) {
   if (setgroups(0, NULL) < 0 || setgid(NOBODY) < 0 || setuid(NOBODY) < 0) return 2;
   shl_layout l = t_frame_layout(WORDS);
-  shl_stream_opts o = {.slots = SLOTS, .mode = 0666};
+  shl_stream_opts o = {.size = sizeof(shl_stream_opts), .slots = SLOTS, .mode = 0666};
   shl_writer *w = NULL;
   int rc = shl_writer_open(&w, name, &l, &o);
   if (rc == 0) publish_tag(w, 1);
@@ -360,7 +360,7 @@ static void test_squatter(void) {
 
   /* Not even root's stream is adopted by another user's writer. */
   t_fresh_name(name, "rroot");
-  shl_stream_opts everyone = {.slots = SLOTS, .mode = 0666};
+  shl_stream_opts everyone = {.size = sizeof(shl_stream_opts), .slots = SLOTS, .mode = 0666};
   T_EXPECT_RC(shl_writer_open(&w, name, &l, &everyone), 0);
   shl_writer_close(w);
   T_EXPECT_EXIT(t_child_run(take_over_as_nobody, name, CHILD_LIMIT_S, &rc), 0);

@@ -34,7 +34,7 @@ static void test_info(const char *stream, pid_t writer) {
   const char *name = t_name("useg");
   shl_layout l = t_frame_layout(1);
   shl_segment *mine = NULL, *seg = t_open(stream, SHL_OPEN_READONLY);
-  shl_info info;
+  shl_info info = SHL_INFO_INIT;
   t_unlink_at_exit(name);
   T_EXPECT_RC(shl_create(&mine, name, &l, NULL), 0);
   T_REQUIRE(mine);

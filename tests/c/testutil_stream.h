@@ -98,7 +98,7 @@ static inline uint64_t t_frame_bad_words(const void *frame, uint64_t words, uint
 static inline shl_writer *t_writer_open(const char *name, uint64_t words, uint32_t slots,
                                         uint32_t max_readers, uint32_t flags) {
   shl_layout l = t_frame_layout(words);
-  shl_stream_opts o = {.slots = slots, .max_readers = max_readers, .flags = flags};
+  shl_stream_opts o = {.size = sizeof(shl_stream_opts), .slots = slots, .max_readers = max_readers, .flags = flags};
   shl_writer *w = NULL;
   T_EXPECT_RC(shl_writer_open(&w, name, &l, &o), 0);
   T_REQUIRE(w != NULL);
@@ -139,8 +139,7 @@ static inline uint64_t t_publish(shl_writer *w, uint64_t words, uint64_t tag, lo
 }
 
 static inline shl_stream_info t_stream_info(const shl_segment *seg) {
-  shl_stream_info info;
-  memset(&info, 0, sizeof info);
+  shl_stream_info info = SHL_STREAM_INFO_INIT;
   T_EXPECT_RC(shl_stream_get_info(seg, &info), 0);
   return info;
 }
