@@ -22,6 +22,7 @@ import argparse
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -124,6 +125,10 @@ def main():
     if not os.path.isfile(os.path.join(build, "libshmlane.a")):
         print("pythons: no libshmlane.a in %s: build first (make build)" % build)
         return 1
+    # Started in the background (`make test &`), this process ignores SIGINT,
+    # and so would the interpreters it starts: the Ctrl-C tests need it caught.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     tests = ["tests/python"] if a.full else [os.path.join("tests/python", t) for t in SUBSET]
     failed = []
     for name, minor, numpy in RUNS:
