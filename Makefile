@@ -11,8 +11,8 @@ MESON := $(BIN)/meson
 export UBSAN_OPTIONS := halt_on_error=1:print_stacktrace=1
 export ASAN_OPTIONS := detect_leaks=1:abort_on_error=0
 
-.PHONY: all deps build test test-c test-asan install-python test-python test-python-asan demo demo-c \
-  clean distclean
+.PHONY: all deps build test test-c test-asan install-python test-python test-pythons test-python-asan \
+  demo demo-c clean distclean
 
 all: build
 
@@ -25,12 +25,16 @@ $(VENV)/.deps-stamp: requirements-dev.txt
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
-$(BUILD)/build.ninja: deps
-	$(MESON) setup $(BUILD) --werror --reconfigure
+# A build directory is set up once: ninja reruns meson by itself when a
+# meson.build changes. (One whose setup failed half-way is set up afresh.)
+meson_setup = $(MESON) setup $(if $(wildcard $(1)/meson-private),--wipe) $(1) --werror $(2)
+ASAN_SETUP := -Db_sanitize=address,undefined -Db_lundef=false -Ddefault_library=static
 
-$(ASAN_BUILD)/build.ninja: deps
-	$(MESON) setup $(ASAN_BUILD) --werror --reconfigure -Db_sanitize=address,undefined \
-	  -Db_lundef=false -Ddefault_library=static
+$(BUILD)/build.ninja: | $(VENV)/.deps-stamp
+	$(call meson_setup,$(BUILD))
+
+$(ASAN_BUILD)/build.ninja: | $(VENV)/.deps-stamp
+	$(call meson_setup,$(ASAN_BUILD),$(ASAN_SETUP))
 
 build: $(BUILD)/build.ninja
 	$(BIN)/ninja -C $(BUILD)
@@ -46,8 +50,14 @@ test-asan: $(ASAN_BUILD)/build.ninja
 install-python: deps
 	$(BIN)/pip install --quiet --no-build-isolation --config-settings=setup-args=-Dwerror=true .
 
-test-python: install-python
-	$(BIN)/pytest -q tests/python
+# C peers of the Python tests link the core of $(BUILD) (SHMLANE_BUILD).
+test-python: install-python build
+	SHMLANE_BUILD=$(BUILD) $(BIN)/pytest -q tests/python
+
+# The Python tests on every CPython 3.9-3.13 found (pyenv or PATH) and on
+# NumPy 1.26 as well as 2.x, each in a venv of its own (tests/pythons.py).
+test-pythons: build
+	$(PYTHON) tests/pythons.py --build $(BUILD)
 
 # The Python tests once more against an extension built with ASan+UBSan, in a
 # venv of its own. Python itself is not instrumented: the runtime is preloaded,
@@ -59,14 +69,14 @@ $(ASAN_VENV)/.deps-stamp: requirements-dev.txt | deps
 	$(ASAN_VENV)/bin/pip install --quiet -r requirements-dev.txt
 	touch $@
 
-test-python-asan: $(ASAN_VENV)/.deps-stamp
+test-python-asan: $(ASAN_VENV)/.deps-stamp build
 	$(ASAN_VENV)/bin/pip install --quiet --no-build-isolation \
 	  --config-settings=setup-args=-Db_sanitize=address,undefined \
 	  --config-settings=setup-args=-Db_lundef=false --config-settings=builddir=build-pyasan .
 	LD_PRELOAD=$$(cc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 PYTHONMALLOC=malloc \
-	  $(ASAN_VENV)/bin/pytest -q tests/python
+	  SHMLANE_BUILD=$(BUILD) $(ASAN_VENV)/bin/pytest -q tests/python
 
-test: test-c test-asan reliability-smoke test-python test-python-asan bench-smoke
+test: test-c test-asan reliability-smoke test-python test-python-asan test-pythons bench-smoke
 
 # The camera demo in Python (a test pattern: no camera needed). OpenCV is
 # optional: without it the writer draws its text itself and the reader prints.
@@ -80,7 +90,7 @@ demo-c: build
 	examples/c/stream_demo.sh $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) build-pyasan
+	rm -rf $(BUILD) $(ASAN_BUILD) build-pyasan build-pythons
 
 distclean: clean
 	rm -rf $(VENV) $(ASAN_VENV)

@@ -2,7 +2,7 @@
 the plots (how to run: docs/performance.md; methods and analysis:
 docs/performance-log.md).
 
-    python bench/run.py [--quick] [--tiny] [--bin build-bench/c] [--out bench/results]
+    python bench/run.py [--quick] [--tiny] [--bin build-bench/c/bench] [--out bench/results]
 
 --quick: fewer iterations (under a minute). --tiny: a handful of iterations,
 for the smoke test (numbers meaningless). Every process of a pair is its
@@ -652,7 +652,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--tiny", action="store_true")
-    ap.add_argument("--bin", default=os.path.join(ROOT, "build-bench", "c"))
+    ap.add_argument("--bin", default=os.path.join(ROOT, "build-bench", "c", "bench"))
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--no-install", action="store_true", help="skip comparisons not importable")

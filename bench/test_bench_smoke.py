@@ -4,14 +4,14 @@ JSON and Markdown, never anything about timings.
 
     pytest -q bench/test_bench_smoke.py
 
-Builds the C programs of bench/c/ with cc into a temporary directory; uses
-the interpreter running pytest (shmlane installed); installs nothing, so
-comparisons whose packages are missing are reported as skipped."""
+Runs the C programs of bench/c/ that meson built, from $SHMLANE_BUILD/bench
+(default build/bench; `make bench-smoke` builds them); uses the interpreter
+running pytest (shmlane installed); installs nothing, so comparisons whose
+packages are missing are reported as skipped."""
 
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -22,24 +22,18 @@ ROOT = os.path.dirname(HERE)
 
 
 @pytest.fixture(scope="module")
-def programs(tmp_path_factory):
-    cc = shutil.which(os.environ.get("CC", "cc"))
-    if not cc:
-        pytest.skip("no C compiler")
-    out = tmp_path_factory.mktemp("bin")
-    core = sorted(os.path.join(ROOT, "src", f) for f in os.listdir(os.path.join(ROOT, "src"))
-                  if f.endswith(".c"))
-    for prog in ("wake", "stream", "attach"):
-        subprocess.run([cc, "-std=c11", "-D_GNU_SOURCE", "-O2", "-Wall", "-Wextra",
-                        "-I" + os.path.join(ROOT, "include"), "-I" + os.path.join(ROOT, "src"),
-                        *core, os.path.join(HERE, "c", prog + ".c"), "-o", str(out / prog),
-                        "-lpthread"], check=True)
+def programs():
+    build = os.environ.get("SHMLANE_BUILD", os.path.join(ROOT, "build"))
+    out = os.path.join(build, "bench")
+    missing = [p for p in ("wake", "stream", "attach") if not os.access(os.path.join(out, p), os.X_OK)]
+    if missing:
+        pytest.skip(f"no {', '.join(missing)} in {out}: build with meson first (make build)")
     return out
 
 
 def test_tiny_run_writes_results(programs, tmp_path):
     args = [sys.executable, os.path.join(HERE, "run.py"), "--tiny", "--no-install",
-            "--bin", str(programs), "--out", str(tmp_path)]
+            "--bin", programs, "--out", str(tmp_path)]
     plots = importlib.util.find_spec("matplotlib") is not None
     if not plots:
         args.append("--no-plots")

@@ -4,30 +4,32 @@
 #   make bench QUICK=1    the same scenarios with fewer iterations, under a minute
 #
 # Writes bench/results/latest.json, latest.md and the PNG plots. Everything
-# is built in release mode in build-bench/: the C programs of bench/c/ with
-# -O2 -DNDEBUG straight from src/*.c, and the Python package (meson-python,
-# buildtype=release) into its own venv, build-bench/venv, where the benchmark
-# also pip-installs the packages it compares against.
+# is built in release mode in build-bench/: the C programs of bench/c/ by
+# meson (-O2 -DNDEBUG, linking the static core) in build-bench/c, and the
+# Python package (meson-python, buildtype=release) into its own venv,
+# build-bench/venv, where the benchmark also pip-installs the packages it
+# compares against.
 
 BENCH_BUILD := build-bench
 BENCH_VENV := $(BENCH_BUILD)/venv
 BENCH_PY := $(BENCH_VENV)/bin/python
-BENCH_CORE := $(wildcard src/*.c)
-BENCH_CFLAGS := -std=c11 -D_GNU_SOURCE -O2 -DNDEBUG -Wall -Wextra -Iinclude -Isrc
-BENCH_PROGS := $(addprefix $(BENCH_BUILD)/c/,wake stream attach)
+BENCH_C := $(BENCH_BUILD)/c
+BENCH_SETUP := -Dbuildtype=release -Doptimization=2 -Db_ndebug=true -Ddefault_library=static \
+  -Dtests=false
 BENCH_ARGS := $(if $(QUICK),--quick,)
 
-.PHONY: bench bench-build bench-smoke
+.PHONY: bench bench-build bench-c bench-smoke
 
 # The comparison packages, one by one: one that fails to install is reported
 # as skipped by the benchmark instead of stopping it.
 bench_packages = for p in $$(grep -v '^\#' bench/requirements.txt); do \
 	  $(1) -m pip install --quiet $$p || echo "bench: could not install $$p"; done
 
-$(BENCH_BUILD)/c/%: bench/c/%.c bench/c/common.h $(BENCH_CORE) $(wildcard src/*.h) include/shmlane.h
-	@command -v $(CC) >/dev/null || { apt-get update && apt-get install -y gcc libc6-dev; }
-	@mkdir -p $(dir $@)
-	$(CC) $(BENCH_CFLAGS) $(BENCH_CORE) $< -o $@ -lpthread
+$(BENCH_C)/build.ninja: | $(VENV)/.deps-stamp
+	$(call meson_setup,$(BENCH_C),$(BENCH_SETUP))
+
+bench-c: $(BENCH_C)/build.ninja
+	$(BIN)/ninja -C $(BENCH_C)
 
 $(BENCH_VENV)/.stamp:
 	@$(PYTHON) -m venv $(BENCH_VENV) 2>/dev/null || { apt-get update && apt-get install -y python3-venv && $(PYTHON) -m venv $(BENCH_VENV); }
@@ -37,21 +39,22 @@ $(BENCH_VENV)/.stamp:
 	touch $@
 
 # The package, rebuilt when the C core or the package changes.
-$(BENCH_VENV)/.shmlane-stamp: $(BENCH_VENV)/.stamp $(BENCH_CORE) $(wildcard src/*.h) include/shmlane.h \
+$(BENCH_VENV)/.shmlane-stamp: $(BENCH_VENV)/.stamp $(wildcard src/* include/*) \
     $(wildcard python/ext/* python/meson.build python/shmlane/*.py) meson.build pyproject.toml
 	$(BENCH_PY) -m pip install --quiet --no-build-isolation --force-reinstall --no-deps \
 	  --config-settings=setup-args=-Dbuildtype=release \
 	  --config-settings=build-dir=$(BENCH_BUILD)/py .
 	touch $@
 
-bench-build: $(BENCH_PROGS) $(BENCH_VENV)/.shmlane-stamp
+bench-build: bench-c $(BENCH_VENV)/.shmlane-stamp
 
 bench: bench-build
-	$(BENCH_PY) bench/run.py $(BENCH_ARGS) --bin $(BENCH_BUILD)/c --out bench/results
+	$(BENCH_PY) bench/run.py $(BENCH_ARGS) --bin $(BENCH_C)/bench --out bench/results
 
 # Seconds: every scenario with a handful of iterations; checks only that
 # they run and write well-formed results (bench/test_bench_smoke.py). Part of
-# `make test`: uses the test venv and the package installed there.
-bench-smoke: install-python
+# `make test`: uses the test venv, the package installed there and the C
+# programs of the ordinary build.
+bench-smoke: install-python build
 	@$(call bench_packages,$(BIN)/python)
-	$(BIN)/pytest -q bench/test_bench_smoke.py
+	SHMLANE_BUILD=$(BUILD) $(BIN)/pytest -q bench/test_bench_smoke.py

@@ -25,10 +25,11 @@ VG_BUILD := build-vg
 TSAN_BUILD := build-tsan
 STRESS_BUILD := build-stress
 FUZZ_TARGETS := format header stream
-FUZZ_CORE := $(wildcard src/*.c)
-FUZZ_DEPS := $(FUZZ_CORE) $(wildcard src/*.h) include/shmlane.h fuzz/fuzz_common.h
-FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
-  -fno-sanitize-recover=undefined -Iinclude -Isrc -Ifuzz
+# The fuzzing build: meson with clang, ASan + UBSan, and -Dfuzzing=true for
+# the libFuzzer programs (meson.build, fuzz/meson.build); it replays the corpus
+# too (`meson test -C build-fuzz`).
+FUZZ_SETUP := -Dbuildtype=debug -Doptimization=1 -Db_sanitize=address,undefined -Db_lundef=false \
+  -Ddefault_library=static -Dtests=false -Dbench=false -Dfuzzing=true
 
 .PHONY: clang-installed fuzz fuzz-smoke fuzz-build fuzz-corpus check-valgrind check-tsan stress stress-smoke \
   reliability-smoke soak mutants
@@ -36,11 +37,11 @@ FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined
 clang-installed:
 	@command -v $(CLANG) >/dev/null || { apt-get update && apt-get install -y clang; }
 
-$(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c $(FUZZ_DEPS) | clang-installed
-	@mkdir -p $(FUZZ_BUILD)
-	$(CLANG) $(FUZZ_CFLAGS) $(FUZZ_CORE) $< -o $@ -lpthread
+$(FUZZ_BUILD)/build.ninja: | clang-installed $(VENV)/.deps-stamp
+	CC=$(CLANG) $(call meson_setup,$(FUZZ_BUILD),$(FUZZ_SETUP))
 
-fuzz-build: $(addprefix $(FUZZ_BUILD)/fuzz_,$(FUZZ_TARGETS))
+fuzz-build: $(FUZZ_BUILD)/build.ninja
+	$(BIN)/ninja -C $(FUZZ_BUILD)
 
 # New inputs go to build-fuzz/corpus-<target>, crashes to build-fuzz/artifacts/;
 # fuzz/corpus/<target> is only read. A crash: fix it, then copy the input to
@@ -49,7 +50,7 @@ define run_fuzz
 	@mkdir -p $(FUZZ_BUILD)/artifacts
 	@status=0; for t in $(FUZZ_TARGETS); do \
 	  mkdir -p $(FUZZ_BUILD)/corpus-$$t; \
-	  $(FUZZ_BUILD)/fuzz_$$t -max_total_time=$(1) -timeout=10 -print_final_stats=1 \
+	  $(FUZZ_BUILD)/fuzz/fuzz_$$t -max_total_time=$(1) -timeout=10 -print_final_stats=1 \
 	    -artifact_prefix=$(FUZZ_BUILD)/artifacts/$$t- $(FUZZ_BUILD)/corpus-$$t fuzz/corpus/$$t \
 	    > $(FUZZ_BUILD)/log-$$t.txt 2>&1; rc=$$?; \
 	  execs=$$(sed -n 's/^stat::number_of_executed_units: *//p' $(FUZZ_BUILD)/log-$$t.txt); \
@@ -67,19 +68,18 @@ fuzz-smoke: fuzz-build
 	$(call run_fuzz,$(FUZZ_SMOKE_SECONDS))
 
 # Rewrites the seeds in fuzz/corpus/ from real segments (the regress-* files stay).
-fuzz-corpus: | clang-installed
-	@mkdir -p $(FUZZ_BUILD)
-	$(CLANG) -std=c11 -D_GNU_SOURCE -g -Iinclude -Isrc -Ifuzz $(FUZZ_CORE) fuzz/gen_corpus.c \
-	  -o $(FUZZ_BUILD)/gen_corpus -lpthread
-	$(FUZZ_BUILD)/gen_corpus fuzz/corpus
+fuzz-corpus: build
+	$(BUILD)/fuzz/gen_corpus fuzz/corpus
 
 # Tests that re-exec themselves through /proc/self/exe run that child outside
 # valgrind (no --trace-children): only the parent and forked children are checked.
 VALGRIND := valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect -q
 
-check-valgrind: deps
+$(VG_BUILD)/build.ninja: | $(VENV)/.deps-stamp
+	$(call meson_setup,$(VG_BUILD),-Dbuildtype=debug)
+
+check-valgrind: $(VG_BUILD)/build.ninja
 	@command -v valgrind >/dev/null || { apt-get update && apt-get install -y valgrind; }
-	test -f $(VG_BUILD)/build.ninja || $(MESON) setup $(VG_BUILD) --werror -Dbuildtype=debug
 	$(BIN)/ninja -C $(VG_BUILD)
 	$(MESON) test -C $(VG_BUILD) --suite c --suite fuzz --print-errorlogs --timeout-multiplier=8 \
 	  --num-processes=2 --wrap='$(VALGRIND)'
@@ -93,15 +93,16 @@ check-valgrind: deps
 # inversions within a process and thread leaks are still reported.
 TSAN_TESTS := notify lock lifetime stream stream_torn
 
-check-tsan: deps
-	test -f $(TSAN_BUILD)/build.ninja || $(MESON) setup $(TSAN_BUILD) --werror \
-	  -Db_sanitize=thread -Db_lundef=false -Ddefault_library=static
+$(TSAN_BUILD)/build.ninja: | $(VENV)/.deps-stamp
+	$(call meson_setup,$(TSAN_BUILD),-Db_sanitize=thread -Db_lundef=false -Ddefault_library=static)
+
+check-tsan: $(TSAN_BUILD)/build.ninja
 	$(BIN)/ninja -C $(TSAN_BUILD)
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:report_mutex_bugs=0 setarch "$$(uname -m)" -R \
 	  $(MESON) test -C $(TSAN_BUILD) --print-errorlogs --timeout-multiplier=4 $(TSAN_TESTS)
 
-$(STRESS_BUILD)/build.ninja: deps
-	$(MESON) setup $(STRESS_BUILD) --werror -Dbuildtype=debugoptimized --reconfigure
+$(STRESS_BUILD)/build.ninja: | $(VENV)/.deps-stamp
+	$(call meson_setup,$(STRESS_BUILD),-Dbuildtype=debugoptimized)
 
 stress: $(STRESS_BUILD)/build.ninja
 	$(BIN)/ninja -C $(STRESS_BUILD)

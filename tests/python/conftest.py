@@ -4,6 +4,7 @@ processes (fresh interpreters, never fork inheritance), and the C peer."""
 from __future__ import annotations
 
 import asyncio
+import atexit
 import itertools
 import os
 import platform
@@ -11,6 +12,7 @@ import time
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 from pathlib import Path
@@ -157,28 +159,70 @@ def wait_in_thread(seg: Any, **kwargs: Any) -> tuple:
     return thread, result
 
 
+_core: List[Path] = []
+
+
+def core_build() -> Path:
+    """A meson build directory of this tree: the C core is compiled there and
+    only there (libshmlane.a, and the CLI as tools/shmlane). $SHMLANE_BUILD
+    when set (`make test-python` passes build/); otherwise this tree built
+    once per session, static, in a temporary directory (pip-only installs
+    have no build directory). Skips the test without meson, ninja or cc."""
+    if _core:
+        return _core[0]
+    env = os.environ.get("SHMLANE_BUILD")
+    if env:
+        build = Path(env).resolve()
+        if not (build / "libshmlane.a").is_file():
+            pytest.fail(f"SHMLANE_BUILD={env} holds no libshmlane.a: build it first (make build)")
+        _core.append(build)
+        return build
+    bindir = Path(sys.executable).parent
+    meson = shutil.which("meson", path=f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
+    if meson is None or shutil.which("cc") is None or not (ROOT / "meson.build").is_file():
+        pytest.skip("needs meson, a C compiler and the repository (or SHMLANE_BUILD)")
+    build = Path(tempfile.mkdtemp(prefix="shmlane-core-"))
+    atexit.register(shutil.rmtree, build, True)
+    env_path = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    for cmd in (
+        [meson, "setup", str(build), str(ROOT), "-Dtests=false", "-Dbench=false",
+         "-Ddefault_library=static"],
+        [meson, "compile", "-C", str(build)],
+    ):
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env_path)
+        if proc.returncode != 0:
+            pytest.fail(f"{' '.join(cmd)} failed:\n{proc.stdout}{proc.stderr}")
+    _core.append(build)
+    return build
+
+
+def built_cli() -> Path:
+    """The command-line tool, from core_build()."""
+    return core_build() / "tools" / "shmlane"
+
+
 def build_c(program: Path, out_dir: Path, *more: Path) -> Path:
-    """Compiles one C program (its main file, then `more` files of it) against
-    the core's sources (the build directory may not exist: pip-only installs);
-    skips the test without a compiler."""
-    cc = shutil.which("cc")
-    if cc is None or not (ROOT / "src").is_dir():
-        pytest.skip("needs a C compiler and the repository's sources")
+    """Compiles one C program (its main file, then `more` files of it) and links it with the core that meson built
+    (core_build(): the static library, so internals are there too)."""
+    build = core_build()
+    if shutil.which("cc") is None:
+        pytest.skip("needs a C compiler")
     exe = out_dir / program.stem
-    sources = sorted(str(p) for p in (ROOT / "src").glob("*.c"))
     subprocess.run(
         [
-            cc,
+            "cc",
             "-std=c11",
             "-D_GNU_SOURCE",
             "-O1",
             "-I",
             str(ROOT / "include"),
+            "-I",
+            str(build / "include"),
             "-o",
             str(exe),
             str(program),
             *map(str, more),
-            *sources,
+            str(build / "libshmlane.a"),
             "-pthread",
             "-lrt",
             "-lm",
@@ -198,7 +242,7 @@ def c_examples(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def c_peer(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., str]:
-    """tests/python/c_peer.c built against the core's sources; runs it."""
+    """tests/python/c_peer.c built against the core; runs it."""
     exe = build_c(ROOT / "tests/python/c_peer.c", tmp_path_factory.mktemp("c_peer"))
 
     def run(*args: str) -> str:

@@ -15,16 +15,14 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 from typing import Iterator, List
 
 import numpy as np
 import pytest
 
 import shmlane
-from conftest import build_c, expect_line, read_line
+from conftest import built_cli, expect_line, read_line
 
-ROOT = Path(__file__).resolve().parents[2]
 SHAPE = (16,)
 
 
@@ -276,7 +274,7 @@ def test_a_writer_in_another_pid_namespace_stays_the_writer(name, spawn_ns, tmp_
         name,
     )
     expect_line(peer, "ready")
-    cli = build_c(ROOT / "tools" / "cli.c", tmp_path, *sorted((ROOT / "tools").glob("cli_*.c")))
+    cli = built_cli()
     with shmlane.Reader(name, mode="all") as reader:
         with reader.receive(timeout=5) as sample:
             assert int(sample.array[0]) == 7
