@@ -68,4 +68,12 @@ MUTANTS = [
         "replace": "bad = (w[0] != tag) + (w[words - 1] != tag);",
         "tests": ["stream_torn"],
     },
+    {
+        "name": "example-check-row-starts",
+        "why": "the example reader checks only the stamp at the start of each row",
+        "file": "examples/c/frame_stamp.h",
+        "find": "for (uint64_t i = 8; i < row_bytes; i++) diff |= (row[i] ^ bits[i % 8]) & 3u;",
+        "replace": "",
+        "tests": ["stream_demo"],
+    },
 ]
