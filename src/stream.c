@@ -536,6 +536,7 @@ static void unpin(shl_reader *r, uint32_t slot) {
 
 /* Pin `slot` if it still holds frame `seq`. */
 static bool pin(shl_reader *r, uint32_t slot, uint64_t seq) {
+  SHL__TEST_POINT(pin);
   r->pinned++;
   if (r->held[slot]++ == 0) atomic_fetch_or(&r->entry->pinned, 1ull << slot);
   if (atomic_load(&r->s.slot[slot].seq) == seq) return true;
