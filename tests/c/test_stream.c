@@ -884,6 +884,7 @@ static void test_huge_timeouts(void) {
 int main(int argc, char **argv) {
   self = argv[0];
   if (argc > 2) return run_role(argc, argv);
+  t_frame_check_canary(WORDS); /* every sample's bytes are checked with it */
   test_bad_args();
   test_not_a_stream();
   test_loan_publish();
