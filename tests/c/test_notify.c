@@ -11,6 +11,7 @@
 
 #include "internal.h" /* the header's waiter count */
 #include "testutil.h"
+#include "testutil_spin.h"
 
 #define WAIT_NS (5000 * T_MS) /* time-out of every wait that a notify should end */
 /* A lost wake-up does not fail the wait: it sleeps into its time-out, then

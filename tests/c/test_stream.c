@@ -10,6 +10,7 @@
 
 #include "internal.h" /* the header's waiter count */
 #include "testutil.h"
+#include "testutil_spin.h"
 
 #define WORDS 8          /* 64-byte frames */
 #define SLOTS 4          /* small ring: laps are quick to provoke */
