@@ -120,7 +120,7 @@ _FUTEX = {"x86_64": 202, "aarch64": 98, "riscv64": 98, "i686": 240, "armv7l": 24
 
 def blocked_in_futex(tid: int, pid: int = 0, timeout: float = 30) -> bool:
     """Waits until thread `tid` (of process `pid`, default this one; for a
-    single-threaded peer, tid = its pid) sleeps in a futex: the moment a
+    single-threaded peer, tid = its pid) sleeps in a shared futex: the moment a
     wake-up, a signal or a lock release really tests the blocked path."""
     nr = _FUTEX.get(platform.machine())
     if nr is None:
@@ -130,8 +130,11 @@ def blocked_in_futex(tid: int, pid: int = 0, timeout: float = 30) -> bool:
     while time.monotonic() < deadline:
         try:
             with open(path) as f:
-                if f.read().split(" ", 1)[0] == str(nr):
-                    return True
+                call = f.read().split()
+            # A shared futex (no FUTEX_PRIVATE_FLAG): the library's, not the
+            # GIL's or a threading lock's, which are private.
+            if len(call) > 2 and call[0] == str(nr) and not int(call[2], 16) & 128:
+                return True
         except OSError:
             pass
         time.sleep(0.001)
