@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import shmlane
-from conftest import SHM_DIR, blocked_in_futex, check_async_wait
+from conftest import SHM_DIR, blocked_in_futex, check_async_wait, sleeping
 
 SHAPE = (4, 8, 3)  # rows of 24 bytes: three little-endian uint64 stamps each
 
@@ -366,10 +366,11 @@ def test_structured_frames(name):
 
 def expect_frame_from_a_late_writer(name: str, before: Callable[[], object] = lambda: None) -> None:
     """A reader opened now gets frame 1 from a writer that a thread creates
-    0.3 s later, after calling before()."""
+    once the reader polls for the stream, after calling before()."""
+    tid = threading.get_native_id()
 
     def create_later() -> None:
-        time.sleep(0.3)
+        assert sleeping(tid)
         before()
         with shmlane.Writer(name, shape=SHAPE, dtype="u1") as writer:
             publish(writer)
