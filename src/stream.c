@@ -584,6 +584,7 @@ static void unpin(shl_reader *r, uint32_t slot) {
 
 /* Pin `slot` if it still holds frame `seq`. */
 static bool pin(shl_reader *r, uint32_t slot, uint64_t seq) {
+  SHL__TEST_POINT(pin);
   r->pinned++;
   /* Set, then read seq: pairs with claim_slot's clear, then scan (I2). */
   if (r->held[slot]++ == 0) atomic_fetch_or(&r->entry->pinned, 1ull << slot);

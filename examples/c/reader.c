@@ -8,8 +8,10 @@
  * the stream to appear, then runs for --seconds (default: until Ctrl-C).
  *
  * Each second prints frames/s, latency (publish to receive) p50 and p99 in
- * microseconds, frames lost and frames torn. A frame is torn if any row does
- * not start with its sequence number, the stamp writer.c puts there.
+ * microseconds, frames lost and frames torn. A frame is torn if any byte
+ * lacks its sequence number's stamp, which writer.c puts in every byte
+ * (frame_stamp.h). Before anything, the check proves on a frame torn in the
+ * middle of a row that it can see one (exit status 3 if not).
  *
  * When the writer dies or stops it prints "writer gone" and keeps waiting: a
  * new writer on the same name takes over the stream, and this reader goes on
@@ -27,6 +29,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "frame_stamp.h"
 #include "shmlane.h"
 
 #define SECOND 1000000000LL
@@ -96,17 +99,6 @@ static void report(struct period *p, int64_t now, int64_t run_start) {
   p->start_ns = now;
 }
 
-/* True if every row of the frame starts with its sequence number. */
-static int intact(const shl_sample *s, uint64_t rows, uint64_t row_bytes) {
-  const unsigned char *row = s->data;
-  for (uint64_t y = 0; y < rows; y++, row += row_bytes) {
-    uint64_t stamp;
-    memcpy(&stamp, row, sizeof stamp); /* rows are not 8-byte aligned */
-    if (stamp != s->seq) return 0;
-  }
-  return 1;
-}
-
 int main(int argc, char **argv) {
   const char *name = "cam0";
   uint32_t mode = SHL_RECV_LATEST;
@@ -149,6 +141,10 @@ int main(int argc, char **argv) {
     }
   }
   setvbuf(stdout, NULL, _IOLBF, 0); /* one line at a time, even into a pipe or file */
+  if (!frame_check_works()) {
+    fputs("reader: the torn check misses a frame torn in the middle of a row\n", stderr);
+    return 3;
+  }
 
   /* Waits for the writer to create the stream: either may start first. */
   shl_reader *r;
@@ -225,7 +221,7 @@ int main(int argc, char **argv) {
     if (gone) printf("writer back at frame %llu\n", (unsigned long long)s.seq);
     gone = 0;
 
-    int ok = intact(&s, rows, row_bytes);
+    int ok = frame_intact(s.data, rows, row_bytes, s.seq);
     /* Release at once: a pinned slot is one the writer cannot reuse. */
     rc = shl_reader_release(r, &s);
     if (rc < 0) {

@@ -1,15 +1,15 @@
 /* Publish a synthetic "webcam": height x width RGB frames on a stream.
  *
  *   writer [--name cam0] [--width 640] [--height 480] [--fps 30]
- *          [--frames N | --seconds S] [--slots 8]
+ *          [--frames N | --seconds S] [--slots 8] [--max-readers 64]
  *
  * Each frame is drawn straight into a slot loaned from the stream (no copy),
  * then published. Readers (reader.c, or NumPy) see frames of format "B" and
  * shape (height, width, 3). Runs until N frames, S seconds, or Ctrl-C.
  *
- * Every row starts with the frame's sequence number (8 bytes, native byte
- * order), the one shl_writer_publish gives the frame: a reader that finds
- * another number in any row has been handed a torn frame.
+ * Every byte of a frame carries the sequence number shl_writer_publish gives
+ * it (frame_stamp.h): a reader that finds another number anywhere has been
+ * handed a torn frame.
  *
  * The stream outlives the writer: run it again with the same name and size
  * and it takes over, and running readers carry on. Remove the stream with
@@ -26,6 +26,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "frame_stamp.h"
 #include "shmlane.h"
 
 #define SECOND 1000000000LL
@@ -53,7 +54,7 @@ static void sleep_until(int64_t deadline) {
 
 static void usage(FILE *out) {
   fputs("usage: writer [--name cam0] [--width 640] [--height 480] [--fps 30]\n"
-        "              [--frames N | --seconds S] [--slots 8]\n",
+        "              [--frames N | --seconds S] [--slots 8] [--max-readers 64]\n",
         out);
 }
 
@@ -76,7 +77,7 @@ static int parse_seconds(const char *s, double *out) {
 }
 
 /* A test card that changes every frame: colour gradients that scroll with
- * the frame number and a white bar sweeping across; then the stamps. */
+ * the frame number and a white bar sweeping across; then the stamp. */
 static void draw(uint8_t *img, long width, long height, uint64_t seq) {
   size_t row_bytes = (size_t)width * 3;
   unsigned phase = (unsigned)(seq * 4);
@@ -91,13 +92,13 @@ static void draw(uint8_t *img, long width, long height, uint64_t seq) {
       px[2] = (uint8_t)((x + y) / 2 - phase);
     }
     for (long i = 0; i < bar_width; i++) memset(row + 3 * ((bar_x + i) % width), 255, 3);
-    memcpy(row, &seq, sizeof seq); /* the stamp, over the first pixels */
   }
+  frame_stamp(img, (uint64_t)height, row_bytes, seq);
 }
 
 int main(int argc, char **argv) {
   const char *name = "cam0";
-  long width = 640, height = 480, fps = 30, frames = 0, slots = 0;
+  long width = 640, height = 480, fps = 30, frames = 0, slots = 0, max_readers = 0;
   double seconds = 0;
 
   for (int i = 1; i < argc; i++) {
@@ -127,6 +128,8 @@ int main(int argc, char **argv) {
       ok = parse_seconds(val, &seconds);
     } else if (strcmp(opt, "--slots") == 0) {
       ok = parse_long(val, 2, SHL_STREAM_MAX_SLOTS, &slots);
+    } else if (strcmp(opt, "--max-readers") == 0) {
+      ok = parse_long(val, 1, SHL_STREAM_MAX_READERS, &max_readers);
     } else {
       ok = 0;
     }
@@ -152,8 +155,8 @@ int main(int argc, char **argv) {
 
   /* The frame layout is stored in the stream: readers learn it from there. */
   shl_layout frame = {.format = "B", .ndim = 3, .shape = {(uint64_t)height, (uint64_t)width, 3}};
-  /* slots 0: the default for a new stream, and whatever an existing one has. */
-  shl_stream_opts opts = {.size = sizeof(shl_stream_opts), .slots = (uint32_t)slots};
+  /* 0: the default for a new stream, and whatever an existing one has. */
+  shl_stream_opts opts = {.size = sizeof(shl_stream_opts), .slots = (uint32_t)slots, .max_readers = (uint32_t)max_readers};
   shl_writer *w;
   int rc = shl_writer_open(&w, name, &frame, &opts);
   if (rc < 0) {

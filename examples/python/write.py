@@ -6,9 +6,9 @@
 Each frame is written straight into a slot loaned from the stream: OpenCV's
 cap.read(frame) fills it in place, and the test pattern is computed into it
 with NumPy. Nothing is copied. Frames are (height, width, 3) uint8, in
-OpenCV's BGR order. As in examples/c/writer.c, the first 8 bytes of every row
-carry the frame's sequence number, so that readers can check that no frame
-was torn. Without OpenCV (or without --camera) the pattern's text is drawn
+OpenCV's BGR order. As in examples/c/writer.c, every byte carries the
+frame's sequence number (frame_stamp.py), so that readers can check that no
+frame was torn. Without OpenCV (or without --camera) the pattern's text is drawn
 by a small built-in renderer.
 
 The stream outlives the writer: run it again with the same name and size and
@@ -26,6 +26,7 @@ from typing import Any, Optional
 import numpy as np
 
 import shmlane
+from frame_stamp import stamp
 
 try:
     import cv2
@@ -77,11 +78,6 @@ class Pattern:
         now = time.time()
         clock = time.strftime("%H:%M:%S", time.localtime(now)) + f"{now % 1:.3f}"[1:]
         draw_text(frame, clock, 16, 64)
-
-
-def stamp(frame: np.ndarray, seq: int) -> None:
-    """The frame's sequence number in the first 8 bytes of every row."""
-    frame.reshape(frame.shape[0], -1)[:, :8] = np.frombuffer(seq.to_bytes(8, "little"), np.uint8)
 
 
 def open_camera(index: int, width: int, height: int) -> Any:

@@ -11,6 +11,7 @@
 
 #include "internal.h" /* the header's waiter count */
 #include "testutil_proc.h"
+#include "testutil_spin.h"
 
 #define WAIT_NS (5000 * T_MS) /* time-out of every wait that a notify should end */
 /* A lost wake-up does not fail the wait: it sleeps into its time-out, then
@@ -214,79 +215,30 @@ static void test_threads(const char *name, shl_segment *seg) {
   shl_close(other);
 }
 
-/* Times the calling thread has gone to sleep (voluntary context switches). */
-static long own_sleeps(void) {
-  char line[128];
-  long n = -1;
-  FILE *f = fopen("/proc/thread-self/status", "r");
-  if (!f) return -1;
-  while (fgets(line, sizeof line, f))
-    if (sscanf(line, "voluntary_ctxt_switches: %ld", &n) == 1) break;
-  fclose(f);
-  return n;
-}
-
-struct spinner {
+/* A wait that spins 1 ms, from the version seen before the trial. */
+struct spin_trial {
   shl_segment *seg;
   uint64_t since;
-  atomic_int inside;
-  long sleeps;
-  int rc;
 };
 
-static void *spinner_main(void *arg) {
-  struct spinner *sp = arg;
+static void spin_trial_wait(void *arg) {
+  struct spin_trial *t = arg;
   shl_wait_opts opts = {.size = sizeof(shl_wait_opts), .spin_ns = 1000000};
-  long before = own_sleeps();
-  atomic_store(&sp->inside, 1);
-  sp->rc = shl_wait_ex(sp->seg, sp->since, WAIT_NS, &opts, NULL);
-  sp->sleeps = own_sleeps() - before;
-  return NULL;
+  T_EXPECT_RC(shl_wait_ex(t->seg, t->since, WAIT_NS, &opts, NULL), 0);
+}
+
+static int spin_trial_notify(void *arg) {
+  struct spin_trial *t = arg;
+  int registered = atomic_load(&t->seg->hdr->waiters) != 0;
+  T_EXPECT_RC(shl_notify(t->seg, &t->since), 0); /* the next trial waits from here */
+  return registered;
 }
 
 /* A notify that lands while the waiter spins is taken without entering the
- * futex: the waiter never registers in `waiters` and never sleeps. The
- * notifier waits until the waiter is inside the call, stays busy for 200 us
- * (well inside the 1 ms spin), checks that the waiter has not registered, and
- * notifies. A trial that load disturbs proves nothing either way; without the
- * spin a waiter registers within microseconds, so no trial can pass. */
+ * futex: the waiter never registers in `waiters` and never sleeps. */
 static void test_spin_taken(shl_segment *seg) {
-  enum { TRIALS = 30, NEEDED = 10 };
-  /* Real-time priority keeps other processes from taking the CPU of either
-   * thread mid-trial (the suite runs tests in parallel on 2 CPUs). */
-  struct sched_param rt = {.sched_priority = 1}, normal = {0};
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  bool realtime = pthread_setschedparam(pthread_self(), SCHED_FIFO, &rt) == 0;
-  if (realtime) {
-    pthread_attr_setinheritsched(&attr, PTHREAD_EXPLICIT_SCHED);
-    pthread_attr_setschedpolicy(&attr, SCHED_FIFO);
-    pthread_attr_setschedparam(&attr, &rt);
-  } else {
-    fprintf(stderr, "note: no real-time priority here; spin trials may be disturbed\n");
-  }
-  int spun = 0;
-  for (int i = 0; i < TRIALS; i++) {
-    struct spinner sp = {.seg = seg, .since = shl_version(seg)};
-    pthread_t thread;
-    T_REQUIRE(pthread_create(&thread, &attr, spinner_main, &sp) == 0);
-    while (!atomic_load(&sp.inside)) sched_yield();
-    long long until = t_now_ns() + 200000;
-    while (t_now_ns() < until) {
-    }
-    uint32_t registered = atomic_load(&seg->hdr->waiters);
-    T_EXPECT_RC(shl_notify(seg, NULL), 0);
-    T_REQUIRE(pthread_join(thread, NULL) == 0);
-    T_EXPECT_RC(sp.rc, 0);
-    spun += registered == 0 && sp.sleeps == 0;
-  }
-  pthread_attr_destroy(&attr);
-  if (realtime) pthread_setschedparam(pthread_self(), SCHED_OTHER, &normal);
-  if (spun < NEEDED) {
-    fprintf(stderr, "only %d of %d notifies were taken while spinning (want %d)\n", spun, TRIALS,
-            NEEDED);
-    t_failures++;
-  }
+  struct spin_trial t = {seg, shl_version(seg)};
+  t_expect_spin_taken("notify", spin_trial_wait, spin_trial_notify, &t, 30, 10);
 }
 
 /* A thread here wakes on another process's notify; sleepers in several other

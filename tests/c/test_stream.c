@@ -8,7 +8,9 @@
 #include <stdint.h>
 #include <sys/time.h>
 
+#include "internal.h" /* the header's waiter count */
 #include "testutil_stream.h"
+#include "testutil_spin.h"
 
 #define WORDS 8          /* 64-byte frames */
 #define SLOTS 4          /* small ring: laps are quick to provoke */
@@ -82,7 +84,7 @@ static void expect_no_slot(shl_writer *w, int why) {
   void *frame;
   long long t0 = t_now_ns();
   T_EXPECT_RC(shl_writer_loan(w, &frame, 0), why);
-  T_EXPECT_TOOK(t0, 0, 100);
+  T_EXPECT_TOOK(t0, 0, T_AT_ONCE_MS);
   t0 = t_now_ns();
   T_EXPECT_RC(shl_writer_loan(w, &frame, 100 * T_MS), why);
   T_EXPECT_TOOK(t0, 100, 1100);
@@ -294,7 +296,7 @@ static void test_loan_publish(void) {
   T_CHECK(frame == (unsigned char *)shl_payload(seg) + (uint64_t)slot * info.slot_stride);
   long long t0 = t_now_ns();
   T_EXPECT_RC(shl_writer_loan(w, &other, 1000 * T_MS), -EBUSY); /* at once, no waiting */
-  T_EXPECT_TOOK(t0, 0, 100);
+  T_EXPECT_TOOK(t0, 0, T_AT_ONCE_MS);
   t_frame_stamp(frame, WORDS, 0xbad); /* a discarded frame is never seen */
   T_EXPECT_RC(shl_writer_discard(w), 0);
   T_EXPECT_RC(shl_writer_publish(w, NULL), -EINVAL);
@@ -346,7 +348,7 @@ static void test_receive_timeout(void) {
     shl_sample s;
     long long t0 = t_now_ns();
     T_EXPECT_RC(shl_reader_receive(r, &s, 0, 0), -ETIMEDOUT);
-    T_EXPECT_TOOK(t0, 0, 100);
+    T_EXPECT_TOOK(t0, 0, T_AT_ONCE_MS);
     t0 = t_now_ns();
     T_EXPECT_RC(shl_reader_receive(r, &s, 100 * T_MS, 0), -ETIMEDOUT);
     T_EXPECT_TOOK(t0, 100, 1100);
@@ -368,7 +370,7 @@ static void test_spin(void) {
   long long t0 = t_now_ns();
   T_EXPECT_RC(shl_reader_receive(r, &s, 0, 0), -ETIMEDOUT);
   T_EXPECT_RC(shl_reader_receive(r, &s, T_MS / 2, 0), -ETIMEDOUT);
-  T_EXPECT_TOOK(t0, 0, 100);
+  T_EXPECT_TOOK(t0, 0, T_AT_ONCE_MS);
   PUBLISH(w, 1, 1);
   EXPECT_SAMPLE(r, 1, 0);
   shl_writer_close(w);
@@ -379,6 +381,43 @@ static void test_spin(void) {
     T_EXPECT_EXIT(t_child_reap(pid), 0);
   }
   shl_reader_close(r);
+}
+
+/* A frame published inside a reader's spin window. */
+struct spin_trial {
+  shl_writer *w;
+  shl_reader *r;
+  uint64_t seq; /* the next frame's */
+};
+
+static void spin_trial_receive(void *arg) {
+  struct spin_trial *t = arg;
+  EXPECT_SAMPLE(t->r, t->seq, 0);
+  t->seq++; /* only after the publish that the sample proves */
+}
+
+static int spin_trial_publish(void *arg) {
+  struct spin_trial *t = arg;
+  int registered = atomic_load(&shl_writer_segment(t->w)->hdr->waiters) != 0;
+  PUBLISH(t->w, t->seq, t->seq);
+  return registered;
+}
+
+/* A frame published while the reader spins is taken without entering the
+ * futex, in both modes. */
+static void test_spin_taken(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "sspun");
+  struct spin_trial t = {.w = open_writer(name, 0), .seq = 1};
+  for (uint32_t mode = SHL_RECV_LATEST; mode <= SHL_RECV_ALL; mode++) {
+    t.r = t_reader_open(name, mode, 0);
+    if (t.seq > 1) EXPECT_SAMPLE(t.r, t.seq - 1, 0); /* a new reader starts at the newest */
+    shl_reader_set_spin(t.r, 1000000);
+    t_expect_spin_taken(mode == SHL_RECV_ALL ? "stream (all)" : "stream (latest)",
+                        spin_trial_receive, spin_trial_publish, &t, 30, 10);
+    shl_reader_close(t.r);
+  }
+  shl_writer_close(t.w);
 }
 
 /* An `all` reader that keeps up gets every frame, in order, none lost. */
@@ -631,7 +670,7 @@ static void test_late_stream(void) {
   shl_reader *r = NULL;
   long long t0 = t_now_ns();
   T_EXPECT_RC(shl_reader_open(&r, name, SHL_RECV_ALL, 0), -ENOENT);
-  T_EXPECT_TOOK(t0, 0, 100);
+  T_EXPECT_TOOK(t0, 0, T_AT_ONCE_MS);
   t0 = t_now_ns();
   T_EXPECT_RC(shl_reader_open(&r, name, SHL_RECV_ALL, 200 * T_MS), -ENOENT);
   T_EXPECT_TOOK(t0, 200, 1200);
@@ -764,7 +803,7 @@ static void test_block_reader_killed(void) {
   T_CHECK(t_stream_info(shl_writer_segment(w)).readers_alive == 0);
   long long t0 = t_now_ns();
   T_CHECK(t_publish(w, WORDS, seq, WAIT_MS) == seq);
-  T_EXPECT_TOOK(t0, 0, 100);
+  T_EXPECT_TOOK(t0, 0, T_AT_ONCE_MS);
   seq++;
 
   /* Killed while a writer sleeps in loan. */
@@ -849,11 +888,13 @@ static void test_huge_timeouts(void) {
 int main(int argc, char **argv) {
   self = argv[0];
   if (argc > 2) return run_role(argc, argv);
+  t_frame_check_canary(WORDS); /* every sample's bytes are checked with it */
   test_bad_args();
   test_not_a_stream();
   test_loan_publish();
   test_receive_timeout();
   test_spin();
+  test_spin_taken();
   test_all_in_order();
   test_all_lapped();
   test_latest();

@@ -336,7 +336,7 @@ static void expect_every_slot(shl_writer *w, uint64_t *tag) {
     void *frame;
     long long t0 = t_now_ns();
     int slot = shl_writer_loan(w, &frame, 0);
-    T_EXPECT_TOOK(t0, 0, 100);
+    T_EXPECT_TOOK(t0, 0, T_AT_ONCE_MS);
     T_REQUIRE(slot >= 0 && slot < SLOTS);
     seen[slot] = 1;
     t_frame_stamp(frame, WORDS, (*tag)++);
@@ -351,7 +351,7 @@ static void expect_full_table(const char *name, shl_segment *seg) {
   for (int i = 0; i < HOLDERS; i++) {
     long long t0 = t_now_ns();
     r[i] = t_reader_open(name, (uint32_t)i % 2, 0);
-    T_EXPECT_TOOK(t0, 0, 100);
+    T_EXPECT_TOOK(t0, 0, T_AT_ONCE_MS);
   }
   T_CHECK(t_stream_info(seg).readers_alive == HOLDERS);
   T_EXPECT_RC(shl_reader_open(&extra, name, SHL_RECV_ALL, 0), -EUSERS);
@@ -377,7 +377,7 @@ static void storm_readers(void) {
     void *frame;
     long long t0 = t_now_ns();
     T_EXPECT_RC(shl_writer_loan(w, &frame, 0), SHL_E_SLOTS_PINNED);
-    T_EXPECT_TOOK(t0, 0, 100);
+    T_EXPECT_TOOK(t0, 0, T_AT_ONCE_MS);
     shl_reader *extra = NULL;
     T_EXPECT_RC(shl_reader_open(&extra, name, SHL_RECV_LATEST, 0), -EUSERS);
     T_CHECK(t_stream_info(seg).readers_alive == HOLDERS);

@@ -10,6 +10,8 @@
  *   writer clears it.
  * - A new `all` reader of a blocking stream never starts with a loss, even
  *   when the writer laps the ring while it registers.
+ * - A reader that found a frame's slot, but was overtaken before it pinned
+ *   it, never gets the slot's new contents under the old frame's number.
  * - A stream another user created first is never taken over, and read only
  *   when the reader names that owner.
  * White-box: stream.c is compiled into this program, with a hook that runs
@@ -306,6 +308,36 @@ static void test_all_reader_starts_without_loss(void) {
   shl_writer_close(w);
 }
 
+/* ---------------------------------------------------------------- pin, then re-check */
+
+/* Between a reader's look at a slot and its pin, the writer laps the ring. */
+static void lap_before_pin(const char *point) {
+  if (strcmp(point, "pin") != 0) return;
+  test_hook = NULL;
+  for (int i = 0; i < 2 * SLOTS; i++)
+    publish_tag(lapping_writer, shl_writer_next_seq(lapping_writer));
+}
+
+static void test_overtaken_before_pin(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "rrecheck");
+  shl_writer *w = t_writer_open(name, WORDS, SLOTS, 4, 0);
+  for (uint32_t mode = SHL_RECV_LATEST; mode <= SHL_RECV_ALL; mode++) {
+    shl_reader *r = t_reader_open(name, mode, 0);
+    publish_tag(w, shl_writer_next_seq(w));
+    lapping_writer = w;
+    test_hook = lap_before_pin;
+    shl_sample s;
+    T_EXPECT_RC(shl_reader_receive(r, &s, 0, 0), 0);
+    T_CHECK(test_hook == NULL); /* the hook ran */
+    /* A later frame (the newest, or the oldest left), each word its seq. */
+    T_CHECK(s.seq > 1 && t_frame_bad_words(s.data, WORDS, s.seq) == 0);
+    T_EXPECT_RC(shl_reader_release(r, &s), 0);
+    shl_reader_close(r);
+  }
+  shl_writer_close(w);
+}
+
 /* ---------------------------------------------------------------- another user's stream */
 
 #define NOBODY 65534
@@ -375,6 +407,7 @@ int main(void) {
   test_fork();
   test_killed_waiting_writer();
   test_all_reader_starts_without_loss();
+  test_overtaken_before_pin();
   test_squatter();
   return t_result();
 }

@@ -123,6 +123,7 @@ static void check_report(int i, const struct report *rep, uint64_t published) {
 int main(int argc, char **argv) {
   self = argv[0];
   if (argc > 2) return run_role(argc, argv);
+  t_frame_check_canary(WORDS);
 
   char name[SHL_NAME_MAX + 1];
   t_fresh_name(name, "torn");

@@ -183,6 +183,11 @@ static inline int t_wait_in_futex(pid_t pid, long timeout_ms) {
 
 #define T_MS 1000000LL /* nanoseconds per millisecond */
 
+/* The bound on a call that must not wait (T_EXPECT_TOOK(t0, 0, T_AT_ONCE_MS)):
+ * far above what load on 2 CPUs or sanitizers add, yet a call that waits out
+ * any of the tests' time-outs (1 s and more) or its spin (4 s asked) fails. */
+#define T_AT_ONCE_MS 500
+
 /* Time since t0 (a t_now_ns() value) must lie in [min_ms, max_ms). */
 #define T_EXPECT_TOOK(t0, min_ms, max_ms) \
   t_expect_took_((t0), (min_ms), (max_ms), __FILE__, __LINE__)

@@ -118,26 +118,43 @@ def expect_line(proc: subprocess.Popen, want: str, timeout: float = 30) -> None:
 
 
 _FUTEX = {"x86_64": 202, "aarch64": 98, "riscv64": 98, "i686": 240, "armv7l": 240}
+_CLOCK_NANOSLEEP = {"x86_64": 230, "aarch64": 115, "riscv64": 115, "i686": 267, "armv7l": 265}
 
 
-def blocked_in_futex(tid: int, pid: int = 0, timeout: float = 30) -> bool:
-    """Waits until thread `tid` (of process `pid`, default this one; for a
-    single-threaded peer, tid = its pid) sleeps in a futex: the moment a
-    wake-up, a signal or a lock release really tests the blocked path."""
-    nr = _FUTEX.get(platform.machine())
+def _await_syscall(numbers: Dict[str, int], tid: int, pid: int, timeout: float,
+                   flags_clear: int = 0) -> bool:
+    """Polls until thread tid of process pid (0: this one) is in the system
+    call numbers[machine], its second argument without the bits flags_clear."""
+    nr = numbers.get(platform.machine())
     if nr is None:
-        pytest.skip(f"futex syscall number unknown on {platform.machine()}")
+        pytest.skip(f"system call numbers unknown on {platform.machine()}")
     path = f"/proc/{pid or os.getpid()}/task/{tid}/syscall"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             with open(path) as f:
-                if f.read().split(" ", 1)[0] == str(nr):
-                    return True
+                call = f.read().split()
+            if len(call) > 2 and call[0] == str(nr) and not int(call[2], 16) & flags_clear:
+                return True
         except OSError:
             pass
         time.sleep(0.001)
     return False
+
+
+def blocked_in_futex(tid: int, pid: int = 0, timeout: float = 30) -> bool:
+    """Waits until thread `tid` (of process `pid`, default this one; for a
+    single-threaded peer, tid = its pid) sleeps in a shared futex: the moment a
+    wake-up, a signal or a lock release really tests the blocked path. Only a
+    shared futex counts (no FUTEX_PRIVATE_FLAG, 128): the library's, never the
+    GIL's or a threading lock's, which are private."""
+    return _await_syscall(_FUTEX, tid, pid, timeout, flags_clear=128)
+
+
+def sleeping(tid: int, pid: int = 0, timeout: float = 30) -> bool:
+    """Waits until thread `tid` sleeps in clock_nanosleep: for a thread in an
+    open that polls for its object to appear, the moment to create it."""
+    return _await_syscall(_CLOCK_NANOSLEEP, tid, pid, timeout)
 
 
 def wait_in_thread(seg: Any, **kwargs: Any) -> tuple:

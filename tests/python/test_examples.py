@@ -57,6 +57,8 @@ def test_quickstart_writer_and_reader(quickstart_names):
 
 
 def load_example(name: str) -> ModuleType:
+    if str(EXAMPLES) not in sys.path:  # as when run: frame_stamp.py sits beside it
+        sys.path.insert(0, str(EXAMPLES))
     spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -7,7 +7,8 @@ Usage: kill_storm.py --build BUILD_DIR [--seconds 20] [--readers 4] [--seed N]
 Drives the C examples (BUILD_DIR/examples/c/writer and reader) and the CLI
 (BUILD_DIR/tools/shmlane) on one stream named storm<pid>:
 
-- one writer (64x48 RGB frames, 500 fps, 4 slots) and READERS readers, half
+- one writer (64x48 RGB frames, 500 fps, 4 slots, a reader table of 8
+  entries: every run must reuse each entry several times) and READERS readers, half
   in `latest` mode, half in `all` mode; each reader runs a random 1..4 s and
   exits by itself (it then prints its totals), unless it is killed first;
 - every 50..400 ms one of them, chosen at random, is SIGKILLed and restarted
@@ -21,8 +22,9 @@ Drives the C examples (BUILD_DIR/examples/c/writer and reader) and the CLI
 
 Checked: no torn frame (a reader prints "frame N is torn" at once, so killed
 readers count too), no hang (a reader not gone 8 s past its run time, a
-writer not stopping on SIGTERM), readers registered far more often than the
-table's 64 entries without running out (entries are reclaimed), no leak.
+writer not stopping on SIGTERM), readers registered at least RECYCLED times
+as often as the table has entries, without running out (entries of killed
+readers are reclaimed), no leak.
 Prints kills survived, frames checked (by readers that finished: killed ones
 cannot report their totals), torn frames and hangs. Exit 0 if all checks pass.
 """
@@ -39,7 +41,8 @@ import tempfile
 import time
 
 HANG_SLACK = 8.0      # s past a reader's own deadline before it counts as hung
-MAX_READERS = 64      # the stream's reader table (writer.c uses the default)
+MAX_READERS = 8       # the stream's reader table (writer --max-readers)
+RECYCLED = 3          # reader starts per table entry, at least, in every run
 
 
 class Proc:
@@ -83,7 +86,8 @@ class Storm:
     def start_writer(self):
         self.serial += 1
         self.writer = Proc("writer", [self.writer_bin, "--name", self.name, "--width", "64",
-                                      "--height", "48", "--fps", "500", "--slots", "4"],
+                                      "--height", "48", "--fps", "500", "--slots", "4",
+                                      "--max-readers", str(MAX_READERS)],
                            None, self.logdir, self.serial)
 
     def start_reader(self, slot):
@@ -231,9 +235,9 @@ class Storm:
                 checkpoints += self.checkpoint() is True
                 next_check = time.monotonic() + self.rng.uniform(2.0, 5.0)
         self.finish()
-        if self.reader_starts <= MAX_READERS and self.a.seconds >= 60:
-            self.fail("only %d reader starts: the reader table was never recycled"
-                      % self.reader_starts)
+        if self.reader_starts < RECYCLED * MAX_READERS:
+            self.fail("only %d reader starts: the table of %d entries was not recycled %d times"
+                      % (self.reader_starts, MAX_READERS, RECYCLED))
         elapsed = time.monotonic() - start
         print("kill storm: %.0f s, %d readers (%d latest, %d all) + 1 writer"
               % (elapsed, self.a.readers, (self.a.readers + 1) // 2, self.a.readers // 2))
