@@ -4,7 +4,7 @@ to 3.13, each found through pyenv (~/.pyenv/versions) or PATH (python3.X),
 with the newest NumPy that installs there, and once more with NumPy 1.26.
 A version not found is skipped with a message.
 
-    python3 tests/pythons.py [--build build] [--full] [--only 3.9 3.11-np1.26]
+    python3 tests/pythons.py [--build build] [--full | --quick] [--only RUN ...] [--skip RUN ...]
 
 Each run has a venv and a package build directory of its own under
 build-pythons/<run>/, kept between runs: the first run installs the build
@@ -15,7 +15,10 @@ pointing at --build, whose static core the C peers link.
 By default a representative subset runs (SUBSET: dtypes, formats, errors,
 segments between processes and C, owners, lifetime, lock, wait, streams):
 every Python-level path, under half a minute per interpreter. --full runs
-all of tests/python (about 1.5 minutes each). Python 3 stdlib only.
+all of tests/python (about 1.5 minutes each); --quick only QUICK (the dtype
+and format paths, errors, and segments between processes and C: the code
+that differs between Python and NumPy versions), which `make test` runs.
+Python 3 stdlib only.
 """
 
 import argparse
@@ -41,6 +44,7 @@ SUBSET = [
     "test_wait.py",
     "test_stream.py",
 ]
+QUICK = ["test_dtypes.py", "test_formats.py", "test_errors.py", "test_processes.py"]
 # (run name, CPython minor version, NumPy requirement)
 RUNS = [
     ("3.9", "3.9", "numpy"),
@@ -118,8 +122,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--build", default=os.path.join(ROOT, "build"),
                     help="meson build directory whose core the C peers link (default build/)")
-    ap.add_argument("--full", action="store_true", help="all of tests/python, not the subset")
+    scope = ap.add_mutually_exclusive_group()
+    scope.add_argument("--full", action="store_true", help="all of tests/python, not the subset")
+    scope.add_argument("--quick", action="store_true", help="the quick subset only")
     ap.add_argument("--only", nargs="*", help="these runs only: " + ", ".join(r[0] for r in RUNS))
+    ap.add_argument("--skip", nargs="*", default=[], help="not these runs")
     a = ap.parse_args()
     build = os.path.abspath(a.build)
     if not os.path.isfile(os.path.join(build, "libshmlane.a")):
@@ -129,10 +136,11 @@ def main():
     # and so would the interpreters it starts: the Ctrl-C tests need it caught.
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    tests = ["tests/python"] if a.full else [os.path.join("tests/python", t) for t in SUBSET]
+    subset = QUICK if a.quick else SUBSET
+    tests = ["tests/python"] if a.full else [os.path.join("tests/python", t) for t in subset]
     failed = []
     for name, minor, numpy in RUNS:
-        if a.only and name not in a.only:
+        if (a.only and name not in a.only) or name in a.skip:
             continue
         python = find_python(minor)
         if python is None:
