@@ -252,7 +252,7 @@ def bench_python(cfg, tmp, res, raw, skipped, install=True):
             iters = cfg.py_iters if m == "shmlane" else cfg.alt_iters
             name = f"bp{os.getpid()}"
             o = os.path.join(tmp, f"py.{m}.{frame}")
-            env = dict(os.environ, BENCH_MODE="latest")
+            env = dict(os.environ, BENCH_POLICY="latest")
             try:
                 wr, rd = run_group(
                     [sys.executable, PAIR, "writer", m, name, frame, str(iters),

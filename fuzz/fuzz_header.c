@@ -17,7 +17,7 @@ static void exercise(shl_segment *seg) {
   fuzz_touch(layout.format, strlen(layout.format));
   fuzz_touch(shl_payload(seg), shl_payload_size(seg));
   shl_get_info(seg, &info);
-  shl_version(seg);
+  shl_changes(seg);
   if (shl_kind(seg) == SHL_KIND_STREAM) {
     shl_stream_info s = SHL_STREAM_INFO_INIT;
     shl_stream_get_info(seg, &s);

@@ -43,14 +43,14 @@ static void setup(void) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (!writer) setup();
   shl_segment *wseg = shl_writer_segment(writer);
-  /* Byte 0 picks the reader's mode; the rest overwrites the area. */
-  uint32_t mode = size && (data[0] & 1) ? SHL_RECV_ALL : SHL_RECV_LATEST;
+  /* Byte 0 picks the reader's receive policy; the rest overwrites the area. */
+  uint32_t policy = size && (data[0] & 1) ? SHL_RECV_ALL : SHL_RECV_LATEST;
   if (size) data++, size--;
   memcpy(wseg->ext, pristine, ext_size);
   memcpy(wseg->ext, data, size < ext_size ? size : ext_size);
 
   shl_reader *r;
-  if (shl_reader_open(&r, name, mode, 0) == 0) {
+  if (shl_reader_open(&r, name, policy, 0) == 0) {
     shl_layout layout;
     shl_get_layout(shl_reader_segment(r), &layout);
     uint64_t frame_bytes = layout.itemsize;

@@ -1,7 +1,7 @@
 /* Writes the seed corpora in fuzz/corpus/ from real segments made by the
  * library: the header seeds are whole objects as /dev/shm holds them, the
  * stream seeds the kind-specific area of fuzz_stream's stream after some
- * traffic (preceded by the mode byte). The format seeds are plain strings.
+ * traffic (preceded by the receive-policy byte). The format seeds are plain strings.
  * Usage: gen_corpus DIR   (DIR/format, DIR/header, DIR/stream must exist) */
 #include <fcntl.h>
 #include <stdio.h>
@@ -93,11 +93,11 @@ int main(int argc, char **argv) {
   must(shl_reader_receive(r, &s, 0, 0), "receive"); /* one slot stays pinned */
   dump_object(name, "stream");
   shl_segment *ws = shl_writer_segment(w);
-  for (unsigned mode = 0; mode < 2; mode++) {
+  for (unsigned policy = 0; policy < 2; policy++) {
     unsigned char buf[4096];
-    buf[0] = (unsigned char)mode;
+    buf[0] = (unsigned char)policy;
     memcpy(buf + 1, ws->ext, ws->ext_size);
-    put("stream", mode ? "traffic-all" : "traffic-latest", buf, ws->ext_size + 1);
+    put("stream", policy ? "traffic-all" : "traffic-latest", buf, ws->ext_size + 1);
   }
   shl_reader_release(r, &s);
   shl_reader_close(r);

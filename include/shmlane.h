@@ -73,6 +73,23 @@ extern "C" {
 #endif
 #endif
 
+/* Marks a function or field kept under an old name: using it warns, naming
+ * the new one. Define SHL_DEPRECATED as empty to silence it. */
+#ifndef SHL_DEPRECATED
+#if defined(__GNUC__) || defined(__clang__)
+#define SHL_DEPRECATED(msg) __attribute__((deprecated(msg)))
+#else
+#define SHL_DEPRECATED(msg)
+#endif
+#endif
+
+/* Names. `mode` is always permission bits; how a reader receives frames is
+ * its `policy` (enum shl_recv_policy). `changes` is a segment's change
+ * counter, the number of shl_notify() calls so far; `version` is only ever
+ * the library's (shl_version_number) or the header format's (format_version).
+ * Older spellings (shl_version(seg), shl_info.version, enum shl_recv_mode)
+ * still compile and are deprecated. */
+
 /* Runtime library version as MAJOR*10000 + MINOR*100 + PATCH. */
 SHL_API unsigned shl_version_number(void);
 SHL_API const char *shl_version_string(void);
@@ -263,7 +280,10 @@ typedef struct shl_info {
   uint32_t format_version;
   uint64_t total_size;
   uint64_t payload_size;
-  uint64_t version;     /* wait/notify counter */
+  union {
+    uint64_t changes;   /* the change counter: shl_notify() calls so far (shl_changes) */
+    uint64_t version SHL_DEPRECATED("use changes"); /* its old name */
+  };
   int32_t creator_pid;
   int creator_alive;    /* the creator still has it open (holds its creator role lock):
                          * 1 yes, 0 no (closed, exited or killed), -1 cannot tell */
@@ -299,11 +319,14 @@ SHL_API int shl_unlock(shl_segment *seg);
 
 /* ---------------------------------------------------------------- wait/notify */
 
-/* Current value of the segment's change counter (starts at 0). */
-SHL_API uint64_t shl_version(const shl_segment *seg);
+/* The segment's change counter: how many shl_notify() calls it has seen
+ * (starts at 0). */
+SHL_API uint64_t shl_changes(const shl_segment *seg);
+/* shl_changes under its old name. */
+SHL_API uint64_t shl_version(const shl_segment *seg) SHL_DEPRECATED("use shl_changes");
 
-/* Bump the counter and wake every waiter in every process. Returns the new
- * version in *out (may be NULL). */
+/* Bump the change counter and wake every waiter in every process. Returns the
+ * new count in *out (may be NULL). */
 SHL_API int shl_notify(shl_segment *seg, uint64_t *out);
 
 enum shl_wait_flags {
@@ -318,8 +341,8 @@ typedef struct shl_wait_opts {
 
 #define SHL_WAIT_OPTS_INIT {.size = sizeof(shl_wait_opts)}
 
-/* Wait until the version differs from `since`, or timeout. On success stores
- * the version seen in *out (may be NULL). -ETIMEDOUT on time-out;
+/* Wait until the change counter differs from `since`, or timeout. On success
+ * stores the count seen in *out (may be NULL). -ETIMEDOUT on time-out;
  * SHL_E_CLOSED if another thread closed the handle meanwhile. Spurious
  * wake-ups and (without SHL_WAIT_INTERRUPTIBLE) signals never end it early. */
 SHL_API int shl_wait(shl_segment *seg, uint64_t since, int64_t timeout_ns, uint64_t *out);
@@ -383,10 +406,13 @@ SHL_API int shl_writer_pinned_by(const shl_writer *w, int32_t *pids, uint32_t ma
 SHL_API uint64_t shl_writer_next_seq(const shl_writer *w);
 SHL_API shl_segment *shl_writer_segment(const shl_writer *w);
 
-enum shl_recv_mode {
+/* A reader's receive policy. */
+enum shl_recv_policy {
   SHL_RECV_LATEST = 0, /* newest frame; older ones are skipped */
   SHL_RECV_ALL = 1     /* every frame in order; laps are counted in `lost` */
 };
+/* The old name of enum shl_recv_policy (deprecated). */
+#define shl_recv_mode shl_recv_policy
 
 typedef struct shl_sample {
   const void *data;      /* read-only, valid until shl_reader_release */
@@ -396,12 +422,14 @@ typedef struct shl_sample {
   uint32_t slot;
 } shl_sample;
 
-/* Open a stream as a reader; waits up to timeout_ns for it to appear. */
-SHL_API int shl_reader_open(shl_reader **out, const char *name, uint32_t mode, int64_t timeout_ns);
+/* Open a stream as a reader with a receive policy (enum shl_recv_policy);
+ * waits up to timeout_ns for it to appear. */
+SHL_API int shl_reader_open(shl_reader **out, const char *name, uint32_t policy,
+                            int64_t timeout_ns);
 
 typedef struct shl_reader_opts {
   uint32_t size;       /* sizeof(shl_reader_opts): use SHL_READER_OPTS_INIT */
-  uint32_t mode;       /* enum shl_recv_mode */
+  uint32_t policy;     /* enum shl_recv_policy */
   int64_t timeout_ns;  /* wait this long for the stream to appear */
   uint32_t max_pinned; /* samples this reader may hold at once; 0: the default (see below) */
   uint32_t owner;      /* enum shl_owner_policy, as for shl_open_opts */

@@ -147,12 +147,12 @@ static inline int64_t shl__deadline(int64_t now, int64_t timeout_ns) {
   return timeout_ns < 0 || timeout_ns > INT64_MAX - now ? INT64_MAX : now + timeout_ns;
 }
 
-/* The futex word: low 32 bits of the 64-bit version counter. */
-static inline _Atomic uint32_t *shl__version_word(struct shl__header *hdr) {
+/* The futex word: low 32 bits of the 64-bit change counter. */
+static inline _Atomic uint32_t *shl__changes_word(struct shl__header *hdr) {
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-  return (_Atomic uint32_t *)(void *)&hdr->version;
+  return (_Atomic uint32_t *)(void *)&hdr->changes;
 #else
-  return (_Atomic uint32_t *)(void *)&hdr->version + 1;
+  return (_Atomic uint32_t *)(void *)&hdr->changes + 1;
 #endif
 }
 

@@ -1,4 +1,4 @@
-/* Wait/notify on the header's 64-bit version counter. Waiters sleep on a
+/* Wait/notify on the header's 64-bit change counter. Waiters sleep on a
  * shared futex over its low 32 bits; a waiter count lets notify skip the
  * wake syscall when nobody sleeps. */
 #include <errno.h>
@@ -11,27 +11,29 @@
  * wake-always flag) re-checks at this period instead of sleeping unbounded. */
 #define UNANNOUNCED_SLICE_NS 5000000
 
-uint64_t shl_version(const shl_segment *seg) {
-  return atomic_load_explicit(&seg->hdr->version, memory_order_acquire);
+uint64_t shl_changes(const shl_segment *seg) {
+  return atomic_load_explicit(&seg->hdr->changes, memory_order_acquire);
 }
+
+uint64_t shl_version(const shl_segment *seg) { return shl_changes(seg); }
 
 int shl_notify(shl_segment *seg, uint64_t *out) {
   if (!(seg->flags & SHL__SEG_HDR_WRITABLE)) return SHL_E_READONLY;
   struct shl__header *h = seg->hdr;
   /* seq_cst pairs with the waiter's increment-then-check: one of the two sees the other. */
-  uint64_t v = atomic_fetch_add(&h->version, 1) + 1;
+  uint64_t v = atomic_fetch_add(&h->changes, 1) + 1;
   if ((seg->hdr_flags & SHL__HDR_WAKE_ALWAYS) || atomic_load(&h->waiters) != 0)
-    shl__futex_wake_all(shl__version_word(h));
+    shl__futex_wake_all(shl__changes_word(h));
   if (out) *out = v;
   return 0;
 }
 
-/* Polls with an acquire load, as shl_version() (a plain load on x86; no call
+/* Polls with an acquire load, as shl_changes() (a plain load on x86; no call
  * per round); the clock only now and then. */
 static int spin(shl_segment *seg, uint64_t since, int64_t until, uint64_t *seen) {
-  _Atomic uint64_t *version = &seg->hdr->version;
+  _Atomic uint64_t *changes = &seg->hdr->changes;
   for (unsigned i = 1;; i++) {
-    uint64_t v = atomic_load_explicit(version, memory_order_acquire);
+    uint64_t v = atomic_load_explicit(changes, memory_order_acquire);
     if (v != since) {
       *seen = v;
       return 1;
@@ -67,11 +69,11 @@ static int wait_changed(shl_segment *seg, uint64_t since, int64_t timeout_ns,
     }
     if (announced) atomic_fetch_add(&h->waiters, 1);
     int rc = 0;
-    uint64_t v = atomic_load(&h->version);
-    if (v == since) rc = shl__futex_wait(shl__version_word(h), (uint32_t)since, left);
+    uint64_t v = atomic_load(&h->changes);
+    if (v == since) rc = shl__futex_wait(shl__changes_word(h), (uint32_t)since, left);
     if (announced) atomic_fetch_sub(&h->waiters, 1);
     atomic_fetch_sub(&seg->sleepers, 1);
-    v = shl_version(seg);
+    v = shl_changes(seg);
     if (v != since) {
       *seen = v;
       return 0;
@@ -85,7 +87,7 @@ int shl_wait_ex(shl_segment *seg, uint64_t since, int64_t timeout_ns,
   shl_wait_opts opts = SHL_WAIT_OPTS_INIT;
   int rc = user_opts ? shl__opts_copy(&opts, sizeof opts, user_opts, user_opts->size) : 0;
   if (rc < 0) return rc;
-  uint64_t v = shl_version(seg);
+  uint64_t v = shl_changes(seg);
   if (v == since) {
     if (timeout_ns == 0) return -ETIMEDOUT;
     rc = shl__seg_enter(seg);

@@ -559,7 +559,7 @@ void shl_close(shl_segment *seg) {
    * Those in shl_lock see it within a slice. */
   for (int64_t until = shl__monotonic_ns() + CLOSE_WAKE_NS;
        atomic_load(&seg->sleepers) && shl__monotonic_ns() < until;) {
-    shl__futex_wake_all(shl__version_word(seg->hdr));
+    shl__futex_wake_all(shl__changes_word(seg->hdr));
     shl__sleep_ns(CLOSE_WAKE_PAUSE_NS);
   }
   shl__seg_put(seg);
@@ -598,7 +598,7 @@ int shl_get_info(const shl_segment *seg, shl_info *out) {
   info.format_version = h->format_version;
   info.total_size = h->total_size;
   info.payload_size = seg->payload_size;
-  info.version = shl_version(seg);
+  info.changes = shl_changes(seg);
   info.creator_pid = h->creator_pid;
   /* The creator holds its role lock for as long as its creating handle is open. */
   int held = shl__role_held(seg->fd, SHL__ROLE_CREATOR);

@@ -65,7 +65,7 @@ struct shl__header {
     pthread_mutex_t mutex;
     unsigned char bytes[64];
   } lock;
-  alignas(64) _Atomic uint64_t version; /* 320 change counter; futex on its low 32 bits */
+  alignas(64) _Atomic uint64_t changes; /* 320 change counter; futex on its low 32 bits */
   _Atomic uint32_t waiters;     /* 328 sleepers that asked to be woken */
   uint32_t reserved1;           /* 332 */
   unsigned char reserved2[176]; /* 336..511 zero */
@@ -92,7 +92,7 @@ _Static_assert(offsetof(struct shl__header, ext_size) == 104, "layout");
 _Static_assert(offsetof(struct shl__header, shape) == 128, "layout");
 _Static_assert(offsetof(struct shl__header, strides) == 192, "layout");
 _Static_assert(offsetof(struct shl__header, lock) == 256, "layout");
-_Static_assert(offsetof(struct shl__header, version) == 320, "layout");
+_Static_assert(offsetof(struct shl__header, changes) == 320, "layout");
 _Static_assert(offsetof(struct shl__header, waiters) == 328, "layout");
 _Static_assert(sizeof(_Atomic uint64_t) == 8 && sizeof(_Atomic uint32_t) == 4, "atomics");
 
@@ -128,7 +128,7 @@ struct shl__reader {
   _Atomic uint64_t owner;    /*  0 id of the reader process, 0 free */
   _Atomic uint64_t pinned;   /*  8 bit i: slot i is held */
   _Atomic uint64_t next_seq; /* 16 `all` readers: next sequence wanted */
-  _Atomic uint32_t mode;     /* 24 enum shl_recv_mode */
+  _Atomic uint32_t policy;   /* 24 enum shl_recv_policy */
   uint32_t reserved0;        /* 28 */
   uint64_t reserved1[4];     /* 32 */
 };
@@ -142,6 +142,6 @@ _Static_assert(offsetof(struct shl__stream_ctl, reader_hwm) == 88, "layout");
 _Static_assert(sizeof(struct shl__slot) == 16, "slot size");
 _Static_assert(sizeof(struct shl__reader) == 64, "reader entry size");
 _Static_assert(offsetof(struct shl__reader, next_seq) == 16, "layout");
-_Static_assert(offsetof(struct shl__reader, mode) == 24, "layout");
+_Static_assert(offsetof(struct shl__reader, policy) == 24, "layout");
 
 #endif /* SHL_SHM_LAYOUT_H */

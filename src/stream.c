@@ -29,7 +29,7 @@
  *       next_seq again after clearing seq, a joining reader at seq again
  *       after storing next_seq.
  *   I7  No lost wake-up: a waiter reads the counter it sleeps on (`space`,
- *       the header's version) before it looks for work, and sleeps only
+ *       the header's change counter) before it looks for work, and sleeps only
  *       while the counter is unchanged; whoever makes work bumps it after.
  *
  * Liveness comes from role locks (internal.h), never from PIDs: the writer
@@ -89,9 +89,9 @@ struct shl_reader {
   struct stream s;
   struct shl__reader *entry;
   uint64_t last_seq; /* newest sequence delivered */
-  uint64_t next_seq; /* `all` mode: next sequence wanted */
+  uint64_t next_seq; /* policy `all`: next sequence wanted */
   int64_t liveness_checked_ns;
-  uint32_t mode;
+  uint32_t policy; /* enum shl_recv_policy */
   uint32_t spin_ns;
   uint32_t max_pinned, pinned;         /* samples this reader may hold, and holds */
   uint32_t held[SHL_STREAM_MAX_SLOTS]; /* samples held per slot */
@@ -335,7 +335,7 @@ static uint64_t scan_readers(const struct stream *s, uint64_t *floor) {
     if (atomic_load(&e->owner) == 0) continue;
     /* Pairs with pin()'s set and unpin()'s release clear (I2). */
     pinned |= atomic_load(&e->pinned);
-    if (atomic_load(&e->mode) == SHL_RECV_ALL) {
+    if (atomic_load(&e->policy) == SHL_RECV_ALL) {
       /* Pairs with start_at_head's and take_next's stores (I6). */
       uint64_t next = atomic_load(&e->next_seq);
       if (next && next < *floor) *floor = next;
@@ -426,7 +426,7 @@ int shl_writer_publish(shl_writer *w, uint64_t *seq_out) {
   /* Release: the frame's bytes and time are visible before its number (I1).
    * seq pairs with pin()'s and take_next's reads, latest with take_latest's
    * and take_next's acquire; the notify below with shl_reader_receive's
-   * read of the version before it looks (I7). */
+   * read of the change counter before it looks (I7). */
   atomic_store_explicit(&s->slot[slot].seq, seq, memory_order_release);
   atomic_store_explicit(&s->ctl->latest, seq << SLOT_BITS | slot, memory_order_release);
   w->loaned = -1;
@@ -491,7 +491,7 @@ static int register_reader(shl_reader *r) {
     struct shl__reader *e = &s->reader[i];
     bool stale = atomic_load(&e->pinned) != 0;
     clear_entry(e);
-    atomic_store(&e->mode, r->mode);
+    atomic_store(&e->policy, r->policy);
     /* The entry is ours (I4); scan_readers reads owner, then the pins. */
     atomic_store(&e->owner, self_word());
     r->entry = e;
@@ -502,9 +502,9 @@ static int register_reader(shl_reader *r) {
   return -EUSERS;
 }
 
-int shl_reader_open(shl_reader **out, const char *name, uint32_t mode, int64_t timeout_ns) {
+int shl_reader_open(shl_reader **out, const char *name, uint32_t policy, int64_t timeout_ns) {
   shl_reader_opts opts = SHL_READER_OPTS_INIT;
-  opts.mode = mode;
+  opts.policy = policy;
   opts.timeout_ns = timeout_ns;
   return shl_reader_open_ex(out, name, &opts);
 }
@@ -515,7 +515,7 @@ int shl_reader_open_ex(shl_reader **out, const char *name, const shl_reader_opts
   *out = NULL;
   int rc = user_opts ? shl__opts_copy(&opts, sizeof opts, user_opts, user_opts->size) : 0;
   if (rc < 0) return rc;
-  if ((opts.mode != SHL_RECV_LATEST && opts.mode != SHL_RECV_ALL) || opts.reserved)
+  if ((opts.policy != SHL_RECV_LATEST && opts.policy != SHL_RECV_ALL) || opts.reserved)
     return -EINVAL;
   int64_t deadline = deadline_after(opts.timeout_ns);
   shl_open_opts oopts = SHL_OPEN_OPTS_INIT;
@@ -541,7 +541,7 @@ int shl_reader_open_ex(shl_reader **out, const char *name, const shl_reader_opts
   }
   init_handle(&r->s);
   r->s.seg = seg;
-  r->mode = opts.mode;
+  r->policy = opts.policy;
   if (!(seg->flags & SHL__SEG_HDR_WRITABLE)) rc = SHL_E_READONLY; /* cannot pin */
   else if ((rc = bind(&r->s, seg)) == 0) {
     /* Two at least where the ring allows it: a loop that receives the next
@@ -662,8 +662,8 @@ int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint3
   shl_wait_opts wait = {sizeof wait, flags & SHL_WAIT_INTERRUPTIBLE, r->spin_ns};
   for (;;) {
     /* Read before looking; pairs with publish's notify (I7). */
-    uint64_t version = shl_version(r->s.seg);
-    int rc = r->mode == SHL_RECV_ALL ? take_next(r, out) : take_latest(r, out);
+    uint64_t changes = shl_changes(r->s.seg);
+    int rc = r->policy == SHL_RECV_ALL ? take_next(r, out) : take_latest(r, out);
     if (rc != -EAGAIN) return rc;
     int64_t now = shl__monotonic_ns();
     if (now - r->liveness_checked_ns >= LIVENESS_PERIOD_NS) {
@@ -671,13 +671,13 @@ int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint3
       int gone = writer_state(&r->s);
       if (gone < 0) {
         /* Nothing new, and nobody left to publish it. */
-        rc = r->mode == SHL_RECV_ALL ? take_next(r, out) : take_latest(r, out);
+        rc = r->policy == SHL_RECV_ALL ? take_next(r, out) : take_latest(r, out);
         return rc == -EAGAIN ? gone : rc;
       }
     }
     int64_t left = deadline - now;
     if (left <= 0) return -ETIMEDOUT;
-    rc = shl_wait_ex(r->s.seg, version, left < LIVENESS_PERIOD_NS ? left : LIVENESS_PERIOD_NS,
+    rc = shl_wait_ex(r->s.seg, changes, left < LIVENESS_PERIOD_NS ? left : LIVENESS_PERIOD_NS,
                      &wait, NULL);
     if (rc == -EINTR) return rc;
     wait.spin_ns = 0; /* spin once per call: an idle stream costs no CPU */

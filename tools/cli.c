@@ -334,7 +334,7 @@ static const struct command commands[] = {
      "segments) are listed with STATUS set to the error name; if any could not be\n"
      "read at all (an errno such as EACCES or EMFILE), ls exits 1 after listing.\n"
      "\n"
-     "Columns: NAME KIND SHAPE BYTES (payload) VERSION (change counter) PID (creator)\n"
+     "Columns: NAME KIND SHAPE BYTES (payload) CHANGES (change counter) PID (creator)\n"
      "ALIVE (yes/no/?) AGE OWNER STATUS STREAM FORMAT. STREAM, for streams only, reads\n"
      "slots=N,readers=ALIVE,seq=LAST,fps=RATE; the rate takes one 0.2 s pause\n"
      "for all streams together.\n"

@@ -153,7 +153,7 @@ void print_info_text(const struct entry *e, uint64_t now) {
   print_field("creator pid:", "%" PRId32 " (alive: %s)", in->creator_pid,
               alive_text(in->creator_alive, false));
   print_field("created:", "%s (%s ago)", created, age);
-  print_field("version:", "%" PRIu64, in->version);
+  print_field("changes:", "%" PRIu64, in->changes);
   print_field("header format:", "%" PRIu32, in->format_version);
   if (is_stream(e)) print_stream_text(e);
 }
@@ -223,8 +223,9 @@ void print_info_json(const struct entry *e, uint64_t now) {
   printf(", \"creator_alive\": %s", alive_text(in->creator_alive, true));
   printf(", \"created_ns\": %" PRIu64 ", \"age_s\": %" PRIu64, in->created_ns,
          age_seconds(in, now));
-  printf(", \"version\": %" PRIu64 ", \"format_version\": %" PRIu32, in->version,
-         in->format_version);
+  /* "version" is the old name of "changes", kept for scripts that read it. */
+  printf(", \"changes\": %" PRIu64 ", \"version\": %" PRIu64 ", \"format_version\": %" PRIu32,
+         in->changes, in->changes, in->format_version);
   print_stream_json(e);
   putchar('}');
 }
@@ -236,7 +237,7 @@ enum {
   COL_KIND,
   COL_SHAPE,
   COL_BYTES,
-  COL_VERSION,
+  COL_CHANGES,
   COL_PID,
   COL_ALIVE,
   COL_AGE,
@@ -248,10 +249,10 @@ enum {
 };
 
 static const char *const col_title[NCOLS] = {
-    "NAME", "KIND", "SHAPE", "BYTES", "VERSION", "PID",
+    "NAME", "KIND", "SHAPE", "BYTES", "CHANGES", "PID",
     "ALIVE", "AGE", "OWNER", "STATUS", "STREAM", "FORMAT"};
 static const bool col_right[NCOLS] = {
-    [COL_BYTES] = true, [COL_VERSION] = true, [COL_PID] = true, [COL_AGE] = true};
+    [COL_BYTES] = true, [COL_CHANGES] = true, [COL_PID] = true, [COL_AGE] = true};
 
 typedef char cell_buf[SHAPE_TEXT_MAX];
 
@@ -279,7 +280,7 @@ static void row_cells(const struct entry *e, uint64_t now, cell_buf buf[NCOLS],
   cell[COL_OWNER] = e->owner;
   shape_text(&e->layout, buf[COL_SHAPE], sizeof buf[0]);
   snprintf(buf[COL_BYTES], sizeof buf[0], "%" PRIu64, in->payload_size);
-  snprintf(buf[COL_VERSION], sizeof buf[0], "%" PRIu64, in->version);
+  snprintf(buf[COL_CHANGES], sizeof buf[0], "%" PRIu64, in->changes);
   snprintf(buf[COL_PID], sizeof buf[0], "%" PRId32, in->creator_pid);
   age_text(age_seconds(in, now), buf[COL_AGE], sizeof buf[0]);
   for (int c = COL_SHAPE; c <= COL_AGE; c++)

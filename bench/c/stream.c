@@ -156,14 +156,14 @@ static int writer(int argc, char **argv) {
 static int reader(int argc, char **argv) {
   if (argc != 7) return 2;
   const char *name = argv[2], *phases = argv[5], *out = argv[6];
-  uint32_t mode = !strcmp(argv[3], "all") ? SHL_RECV_ALL : SHL_RECV_LATEST;
+  uint32_t policy = !strcmp(argv[3], "all") ? SHL_RECV_ALL : SHL_RECV_LATEST;
   long iters = atol(argv[4]);
   char cname[64];
   snprintf(cname, sizeof cname, "%s.c", name);
   shl_segment *cseg;
   struct ctl *c = ctl_map(&cseg, cname, 0);
   shl_reader *r;
-  int rc = shl_reader_open(&r, name, mode, 5000000000LL);
+  int rc = shl_reader_open(&r, name, policy, 5000000000LL);
   if (rc < 0) die_rc("shl_reader_open", rc);
   atomic_fetch_add(&c->ready, 1);
   int64_t *lat = alloc_i64((size_t)iters), *cost = alloc_i64((size_t)iters);

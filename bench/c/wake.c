@@ -48,7 +48,7 @@ int main(int argc, char **argv) {
     int64_t *lat = alloc_i64((size_t)iters);
     puts("ready");
     fflush(stdout);
-    uint64_t v = shl_version(seg);
+    uint64_t v = shl_changes(seg);
     for (long i = 0; i < iters; i++) {
       uint32_t w = (uint32_t)i;
       if (m == 0 || m == 3) {

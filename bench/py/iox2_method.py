@@ -37,7 +37,7 @@ class Iceoryx2(Method):
         event = self.node.service_builder(iox2.ServiceName.new(f"shlbench/{name}/ev")).event()
         if role == "writer":
             # "latest": no history, a one-sample subscriber buffer that the
-            # newest sample overwrites (safe overflow), as shmlane's latest mode.
+            # newest sample overwrites (safe overflow), as shmlane's "latest" policy.
             self.data = (data.history_size(0).subscriber_max_buffer_size(1)
                          .subscriber_max_borrowed_samples(2).enable_safe_overflow(True).create())
             self.event = event.create()

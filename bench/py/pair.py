@@ -66,14 +66,14 @@ class Method:
 
 
 class Shmlane(Method):
-    def __init__(self, role, name, shape, mode="latest"):
+    def __init__(self, role, name, shape, policy="latest"):
         self.role, self.name = role, name
         if role == "writer":
             shmlane.unlink(name) if name in {i.name for i in shmlane.list()} else None
-            self.w = shmlane.Writer(name, shape=shape, dtype="u1", block=mode == "all")
+            self.w = shmlane.Writer(name, shape=shape, dtype="u1", block=policy == "all")
         else:
             spin = float(os.environ.get("BENCH_READER_SPIN", "0"))
-            self.r = shmlane.Reader(name, mode=mode, timeout=5.0, spin=spin)
+            self.r = shmlane.Reader(name, policy=policy, timeout=5.0, spin=spin)
 
     fill = True  # on in phase l only: in c and t the producer wrote the slot itself
 
@@ -110,8 +110,8 @@ class ShmlaneCopy(Shmlane):
     """shmlane's copying calls, copying in and out as the alternatives do:
     Writer.publish(frame) and Reader.receive_into(a preallocated array)."""
 
-    def __init__(self, role, name, shape, mode="latest"):
-        super().__init__(role, name, shape, mode)
+    def __init__(self, role, name, shape, policy="latest"):
+        super().__init__(role, name, shape, policy)
         self.out = np.empty(shape, np.uint8)
 
     def send(self, src):
@@ -367,11 +367,11 @@ class Pipe(Method):
             os.unlink(self.path)
 
 
-def make(method, role, name, shape, mode):
+def make(method, role, name, shape, policy):
     if method == "shmlane":
-        return Shmlane(role, name, shape, mode)
+        return Shmlane(role, name, shape, policy)
     if method == "shmlane-copy":
-        return ShmlaneCopy(role, name, shape, mode)
+        return ShmlaneCopy(role, name, shape, policy)
     if method == "iceoryx2":
         from iox2_method import Iceoryx2
 
@@ -396,11 +396,11 @@ def wait_for(c, index, value):
         pass
 
 
-def writer(method, name, frame, iters, gap, seconds, phases, out, mode):
+def writer(method, name, frame, iters, gap, seconds, phases, out, policy):
     shape = parse_frame(frame)
     seg = control(name, True)
     c = seg.array
-    m = make(method, "writer", name, shape, mode)
+    m = make(method, "writer", name, shape, policy)
     src = np.random.default_rng(1).integers(0, 255, shape, dtype=np.uint8)
     print("ready", flush=True)
     while c[READY] < 1:
@@ -455,11 +455,11 @@ def writer(method, name, frame, iters, gap, seconds, phases, out, mode):
     print(json.dumps({"published": published, "seconds": elapsed, "cpu_ns": cpu}), flush=True)
 
 
-def reader(method, name, frame, iters, phases, out, mode):
+def reader(method, name, frame, iters, phases, out, policy):
     shape = parse_frame(frame)
     seg = control(name, False)
     c = seg.array
-    m = make(method, "reader", name, shape, mode)
+    m = make(method, "reader", name, shape, policy)
     c[READY] += 1
     lat, recv = [], []
     if "l" in phases:
@@ -514,13 +514,13 @@ def reader(method, name, frame, iters, phases, out, mode):
 
 def main(argv):
     role, method = argv[1], argv[2]
-    mode = os.environ.get("BENCH_MODE", "latest")
+    policy = os.environ.get("BENCH_POLICY", "latest")
     if role == "writer":
         _, _, _, name, frame, iters, gap, seconds, phases, out = argv
-        writer(method, name, frame, int(iters), float(gap), float(seconds), phases, out, mode)
+        writer(method, name, frame, int(iters), float(gap), float(seconds), phases, out, policy)
     else:
         _, _, _, name, frame, iters, phases, out = argv
-        reader(method, name, frame, int(iters), phases, out, mode)
+        reader(method, name, frame, int(iters), phases, out, policy)
 
 
 if __name__ == "__main__":

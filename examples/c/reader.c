@@ -101,7 +101,7 @@ static void report(struct period *p, int64_t now, int64_t run_start) {
 
 int main(int argc, char **argv) {
   const char *name = "cam0";
-  uint32_t mode = SHL_RECV_LATEST;
+  uint32_t policy = SHL_RECV_LATEST;
   double seconds = 0, wait_open = 5;
   int exit_on_gone = 0;
 
@@ -126,7 +126,7 @@ int main(int argc, char **argv) {
       name = val;
     } else if (strcmp(opt, "--mode") == 0) {
       ok = strcmp(val, "latest") == 0 || strcmp(val, "all") == 0;
-      mode = strcmp(val, "all") == 0 ? SHL_RECV_ALL : SHL_RECV_LATEST;
+      policy = strcmp(val, "all") == 0 ? SHL_RECV_ALL : SHL_RECV_LATEST;
     } else if (strcmp(opt, "--seconds") == 0) {
       ok = parse_seconds(val, 1e-3, &seconds);
     } else if (strcmp(opt, "--wait-open") == 0) {
@@ -148,7 +148,7 @@ int main(int argc, char **argv) {
 
   /* Waits for the writer to create the stream: either may start first. */
   shl_reader *r;
-  int rc = shl_reader_open(&r, name, mode, (int64_t)(wait_open * SECOND));
+  int rc = shl_reader_open(&r, name, policy, (int64_t)(wait_open * SECOND));
   if (rc < 0) {
     fprintf(stderr, "reader: cannot open stream %s: %s\n", name, shl_strerror(rc));
     if (rc == -ENOENT) fprintf(stderr, "reader: no writer created it within %g s\n", wait_open);
@@ -167,7 +167,7 @@ int main(int argc, char **argv) {
   }
   const uint64_t rows = l.shape[0], row_bytes = l.shape[1] * 3;
   printf("reader: %s %llux%llu, mode %s\n", name, (unsigned long long)l.shape[1],
-         (unsigned long long)rows, mode == SHL_RECV_ALL ? "all" : "latest");
+         (unsigned long long)rows, policy == SHL_RECV_ALL ? "all" : "latest");
 
   /* Installed after opening, so that Ctrl-C while waiting for the stream quits
    * at once. No SA_RESTART: with SHL_WAIT_INTERRUPTIBLE a signal ends the

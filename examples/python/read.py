@@ -161,7 +161,7 @@ def main() -> int:
         return 3
 
     try:
-        reader = shmlane.Reader(args.name, mode=args.mode, timeout=args.wait_open)
+        reader = shmlane.Reader(args.name, policy=args.mode, timeout=args.wait_open)
     except FileNotFoundError:
         print(
             f"reader: no stream {args.name} appeared within {args.wait_open:g} s", file=sys.stderr

@@ -44,7 +44,7 @@ static PyMethodDef mod_methods[] = {
     {"writer_open", mod_writer_open, METH_VARARGS,
      "writer_open(name, format, shape, slots, max_readers, flags, mode) -> Writer"},
     {"reader_open", mod_reader_open, METH_VARARGS,
-     "reader_open(name, mode, timeout, max_pinned, owner, owner_uid) -> Reader"},
+     "reader_open(name, policy, timeout, max_pinned, owner, owner_uid) -> Reader"},
     {"unlink", mod_unlink, METH_O, "unlink(name): remove a segment's name."},
     {"names", mod_names, METH_NOARGS, "names() -> list of segment names."},
     {NULL, NULL, 0, NULL},

@@ -310,13 +310,13 @@ static int reader_open_step(void *ctx, int64_t timeout_ns) {
   return o->rc == SHL_E_NOT_READY ? -ENOENT : o->rc;
 }
 
-/* reader_open(name, mode, timeout, max_pinned, owner, owner_uid) -> Reader.
+/* reader_open(name, policy, timeout, max_pinned, owner, owner_uid) -> Reader.
  * Waits for the stream to appear. */
 PyObject *mod_reader_open(PyObject *mod, PyObject *args) {
   modstate *st = PyModule_GetState(mod);
   struct reader_open_ctx o = {NULL, NULL, SHL_READER_OPTS_INIT, 0};
   int64_t timeout_ns;
-  if (!PyArg_ParseTuple(args, "sIO&III:reader_open", &o.name, &o.opts.mode, timeout_converter,
+  if (!PyArg_ParseTuple(args, "sIO&III:reader_open", &o.name, &o.opts.policy, timeout_converter,
                         &timeout_ns, &o.opts.max_pinned, &o.opts.owner, &o.opts.owner_uid))
     return NULL;
   int rc = run_blocking(NULL, reader_open_step, &o, timeout_ns, SLICE_NS, -ENOENT, -ENOENT);

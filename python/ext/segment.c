@@ -133,7 +133,7 @@ static int wait_step(void *ctx, int64_t timeout_ns) {
   return shl_wait_ex(w->seg, w->since, timeout_ns, &w->opts, &w->seen);
 }
 
-/* wait(since, timeout, spin_ns=0) -> the version seen once it differs from since. */
+/* wait(since, timeout, spin_ns=0) -> the change count seen once it differs from since. */
 static PyObject *handle_wait(Handle *h, PyObject *args) {
   unsigned long long since;
   int64_t timeout_ns;
@@ -160,8 +160,8 @@ static PyObject *handle_info(Handle *h, PyObject *unused) {
   return Py_BuildValue("{s:s,s:I,s:I,s:K,s:K,s:K,s:i,s:i,s:K,s:I,s:I}", "name", info.name, "kind",
                        info.kind, "format_version", info.format_version, "total_size",
                        (unsigned long long)info.total_size, "payload_size",
-                       (unsigned long long)info.payload_size, "version",
-                       (unsigned long long)info.version, "creator_pid", (int)info.creator_pid,
+                       (unsigned long long)info.payload_size, "changes",
+                       (unsigned long long)info.changes, "creator_pid", (int)info.creator_pid,
                        "creator_alive", info.creator_alive, "created_ns",
                        (unsigned long long)info.created_ns, "mode", info.mode, "uid", info.uid);
 }
@@ -173,10 +173,10 @@ static PyObject *handle_stream_info(Handle *h, PyObject *unused) {
   return stream_info(&h->base, h->seg);
 }
 
-static PyObject *handle_get_version(Handle *h, void *unused) {
+static PyObject *handle_get_changes(Handle *h, void *unused) {
   (void)unused;
   if (h->base.closed) return closed_error(&h->base);
-  return PyLong_FromUnsignedLongLong(shl_version(h->seg));
+  return PyLong_FromUnsignedLongLong(shl_changes(h->seg));
 }
 
 static PyObject *handle_get_readonly(Handle *h, void *unused) {
@@ -196,9 +196,9 @@ static PyMethodDef handle_methods[] = {
     {"lock", (PyCFunction)handle_lock, METH_O,
      "lock(timeout) -> recovered. Blocks with the GIL released; Ctrl-C interrupts."},
     {"unlock", (PyCFunction)handle_unlock, METH_NOARGS, "Release the lock."},
-    {"notify", (PyCFunction)handle_notify, METH_NOARGS, "Bump the version, wake waiters."},
+    {"notify", (PyCFunction)handle_notify, METH_NOARGS, "Bump the change counter, wake waiters."},
     {"wait", (PyCFunction)handle_wait, METH_VARARGS,
-     "wait(since, timeout) -> version. Blocks with the GIL released; Ctrl-C interrupts."},
+     "wait(since, timeout) -> changes. Blocks with the GIL released; Ctrl-C interrupts."},
     {"info", (PyCFunction)handle_info, METH_NOARGS, "The header's bookkeeping fields."},
     {"stream_info", (PyCFunction)handle_stream_info, METH_NOARGS,
      "A stream segment's slots, readers, writer and last frame."},
@@ -210,7 +210,7 @@ static PyGetSetDef handle_getset[] = {
     BASE_GETSET,
     {"readonly", (getter)handle_get_readonly, NULL, "Payload mapped read-only.", NULL},
     {"nbytes", (getter)handle_get_nbytes, NULL, "Payload size in bytes.", NULL},
-    {"version", (getter)handle_get_version, NULL, "Current change counter.", NULL},
+    {"changes", (getter)handle_get_changes, NULL, "The change counter: notify() calls so far.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

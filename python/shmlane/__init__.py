@@ -22,6 +22,7 @@ from ._common import (
     OWNER_CREATOR,
     Described,
     OwnerLike,
+    deprecated,
     ShapeLike,
     in_slices,
     owner_arg,
@@ -134,14 +135,20 @@ class Segment(Described):
         self._ctype = ctype
         self._struct_type: Any = None
         self._struct: Any = None
-        self._seen: int = handle.version
+        self._seen: int = handle.changes
 
     # ------------------------------------------------------------ description
 
     @property
-    def version(self) -> int:
+    def changes(self) -> int:
         """The change counter: how many notify() calls the segment has seen."""
-        return self._raw.version
+        return self._raw.changes
+
+    @property
+    def version(self) -> int:
+        """Deprecated: the old name of `changes`."""
+        deprecated("Segment.version", "Segment.changes")
+        return self._raw.changes
 
     @property
     def readonly(self) -> bool:
@@ -211,16 +218,17 @@ class Segment(Described):
         return Held(self._raw, recovered)
 
     def notify(self) -> int:
-        """Bump the version and wake every waiter in every process; returns the new version."""
+        """Bump the change counter and wake every waiter in every process;
+        returns the new count (`changes`)."""
         self._seen = self._raw.notify()
         return self._seen
 
     def wait(
         self, timeout: Optional[float] = None, since: Optional[int] = None, *, spin: float = 0.0
     ) -> int:
-        """Wait until the version differs from `since` and return it. since=None
-        means the last version this object saw (at open, or returned by wait or
-        notify), so a notify arriving between two waits is not missed. Blocks
+        """Wait until the change counter (`changes`: the notify() calls so far)
+        differs from `since` and return it. since=None means the last count this
+        object saw (at open, or returned by wait or notify), so a notify arriving between two waits is not missed. Blocks
         without the GIL; Ctrl-C interrupts it. Raises TimeoutError. spin:
         seconds to poll on a CPU before sleeping (at most 0.001), which saves
         the wake-up's latency when changes come that often."""
@@ -382,16 +390,12 @@ _KINDS = {
 }
 
 
-class SegmentInfo(NamedTuple):
-    """One entry of shmlane.list(). The layout fields are None, and `error`
-    says why, for a segment that could not be opened. For a stream, dtype and
-    shape describe one frame, and `stream` has the stream's counters."""
-
+class _SegmentInfoFields(NamedTuple):
     name: str
     dtype: Optional[np.dtype] = None
     shape: Optional[Tuple[int, ...]] = None
     nbytes: Optional[int] = None
-    version: Optional[int] = None
+    changes: Optional[int] = None  # the change counter: notify() calls so far
     creator_pid: Optional[int] = None
     alive: Optional[bool] = None  # creator still has it open; None if that cannot be told
     error: Optional[str] = None
@@ -399,6 +403,28 @@ class SegmentInfo(NamedTuple):
     stream: Optional[StreamInfo] = None
     uid: Optional[int] = None  # the owner
     owner: Optional[str] = None  # the owner as people read it: "nobody (uid 65534)"
+
+
+class SegmentInfo(_SegmentInfoFields):
+    """One entry of shmlane.list(). The layout fields are None, and `error`
+    says why, for a segment that could not be opened. For a stream, dtype and
+    shape describe one frame, and `stream` has the stream's counters.
+    `version` is the deprecated old name of `changes` (the same place in the
+    tuple), read or given."""
+
+    __slots__ = ()
+
+    def __new__(cls, *args: Any, **fields: Any) -> SegmentInfo:
+        if "version" in fields:
+            deprecated("SegmentInfo(version=...)", "SegmentInfo(changes=...)")
+            fields["changes"] = fields.pop("version")
+        return super().__new__(cls, *args, **fields)
+
+    @property
+    def version(self) -> Optional[int]:
+        """Deprecated: the old name of `changes`."""
+        deprecated("SegmentInfo.version", "SegmentInfo.changes")
+        return self.changes
 
 
 def _info(name: str) -> Optional[SegmentInfo]:
@@ -420,7 +446,7 @@ def _info(name: str) -> Optional[SegmentInfo]:
         dtype=array.dtype,
         shape=array.shape,
         nbytes=info["payload_size"],
-        version=info["version"],
+        changes=info["changes"],
         creator_pid=info["creator_pid"],
         alive={1: True, 0: False}.get(info["creator_alive"]),
         kind=_KINDS.get(info["kind"]),

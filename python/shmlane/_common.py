@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import operator
+import warnings
 from typing import Any, Callable, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
@@ -14,6 +15,12 @@ T = TypeVar("T")
 # How long an asyncio cancellation may wait for the thread running a blocking call.
 ASYNC_SLICE = 0.05
 SPIN_MAX = 0.001  # seconds; the core caps a wait's spin there
+
+
+def deprecated(old: str, new: str) -> None:
+    """Warn that the caller of the function calling this used `old`, the
+    name `new` had before (DeprecationWarning, pointing at that caller)."""
+    warnings.warn(f"{old} is deprecated: use {new}", DeprecationWarning, stacklevel=3)
 
 
 def spin_ns(spin: float) -> int:

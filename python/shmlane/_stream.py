@@ -4,7 +4,7 @@ slots, readers in other processes receive them zero-copy.
     w = shmlane.Writer("cam0", shape=(480, 640, 3), dtype="u1")
     with w.loan() as frame:       # a view of a free slot
         frame[...] = image        # published on a clean exit
-    r = shmlane.Reader("cam0", mode="latest")
+    r = shmlane.Reader("cam0", policy="latest")
     with r.receive(timeout=1.0) as s:
         s.array, s.seq, s.timestamp_ns, s.lost
 
@@ -18,12 +18,21 @@ from typing import Any, Callable, Iterator, NamedTuple, Optional, Tuple, Union
 import numpy as np
 
 from . import _dtype, _shmlane
-from ._common import Described, OwnerLike, ShapeLike, in_slices, owner_arg, shape_tuple, spin_ns
+from ._common import (
+    Described,
+    OwnerLike,
+    ShapeLike,
+    deprecated,
+    in_slices,
+    owner_arg,
+    shape_tuple,
+    spin_ns,
+)
 from ._shmlane import LayoutMismatch, WriterGone
 
 __all__ = ["Loan", "Reader", "Sample", "StreamInfo", "Writer"]
 
-_MODES = {"latest": _shmlane.RECV_LATEST, "all": _shmlane.RECV_ALL}
+_POLICIES = {"latest": _shmlane.RECV_LATEST, "all": _shmlane.RECV_ALL}
 
 # How long loan() and publish() wait for a free slot by default: readers that
 # keep every slot pinned then get named in the error instead of a silent hang.
@@ -145,8 +154,8 @@ class Writer(Described):
     Frames are `shape` elements of `dtype`. slots: ring size for a new stream,
     2 to 64, default 8; an existing stream keeps its own, and asking for
     another raises LayoutMismatch. max_readers (1 to 256), block and mode
-    apply to a new stream. block=True makes loan() wait for live readers in
-    mode "all" instead of lapping them. Raises StreamBusy if a live writer
+    apply to a new stream (mode: permission bits). block=True makes loan()
+    wait for live readers of policy "all" instead of lapping them. Raises StreamBusy if a live writer
     holds the stream."""
 
     def __init__(
@@ -203,7 +212,7 @@ class Writer(Described):
     def loan(self, timeout: Optional[float] = LOAN_TIMEOUT) -> Loan:
         """A free slot, as a Loan (a context manager giving a writable array).
         Waits only while readers pin every free slot, or on a blocking stream
-        for readers in mode "all": TimeoutError after `timeout` seconds (5 by
+        for readers of policy "all": TimeoutError after `timeout` seconds (5 by
         default; None waits as long as it takes), naming the pids of the
         readers that pin the slots when they are the reason. Blocks without
         the GIL; Ctrl-C interrupts it. One loan at a time: RuntimeError while
@@ -294,7 +303,7 @@ class Sample:
     @property
     def lost(self) -> int:
         """Frames published since the previous sample and never delivered to
-        this reader (skipped in mode "latest", lapped in mode "all")."""
+        this reader (skipped with policy "latest", lapped with "all")."""
         return self._raw.lost
 
     def release(self) -> None:
@@ -314,13 +323,14 @@ class Sample:
 
 class Reader(Described):
     """A reader of stream `name`. Waits up to `timeout` seconds (None: no
-    limit) for the stream to appear, then FileNotFoundError. mode "latest"
+    limit) for the stream to appear, then FileNotFoundError. policy "latest"
     receives the newest frame and skips older ones (a display); "all" receives
     every frame in order, counting in `lost` those the writer lapped (a
-    recorder). Raises StreamBusy if the reader table is full. spin: seconds
-    (at most 0.001) each receive() polls before it sleeps; a frame published
-    meanwhile arrives without the kernel's wake-up, and its publish needs no
-    system call. Worth it for frames that come more often than that.
+    recorder); `mode=` is its deprecated old name. Raises StreamBusy if the
+    reader table is full. spin: seconds (at most 0.001) each receive() polls
+    before it sleeps; a frame published meanwhile arrives without the
+    kernel's wake-up, and its publish needs no system call. Worth it for
+    frames that come more often than that.
     max_pinned: samples (and arrays of them) this reader may hold at once;
     None: half the slots less one, at least 1, so that a reader that keeps
     its arrays never stalls the writer or the other readers; receive() raises
@@ -330,22 +340,34 @@ class Reader(Described):
     def __init__(
         self,
         name: str,
-        mode: str = "latest",
+        policy: Optional[str] = None,
         timeout: Optional[float] = 5.0,
         *,
         spin: float = 0.0,
         max_pinned: Optional[int] = None,
         owner: OwnerLike = None,
+        mode: Optional[str] = None,
     ) -> None:
-        if mode not in _MODES:
-            raise ValueError(f"stream '{name}': mode must be 'latest' or 'all', not {mode!r}")
+        if mode is not None:
+            if policy is not None:
+                raise TypeError(f"stream '{name}': give policy= only (mode= is its old name)")
+            deprecated("Reader(mode=...)", "Reader(policy=...)")
+            policy = mode
+        if policy is None:
+            policy = "latest"
+        if policy not in _POLICIES:
+            raise ValueError(
+                f"stream '{name}': policy must be 'latest' or 'all', not {policy!r}"
+            )
         if max_pinned is not None and not 1 <= max_pinned <= _shmlane.STREAM_MAX_SLOTS:
             raise ValueError(
                 f"stream '{name}': max_pinned must be 1..{_shmlane.STREAM_MAX_SLOTS} or None"
             )
         spin_time = spin_ns(spin)
-        policy, uid = owner_arg(owner)
-        raw = _shmlane.reader_open(name, _MODES[mode], timeout, max_pinned or 0, policy, uid)
+        owner_policy, uid = owner_arg(owner)
+        raw = _shmlane.reader_open(
+            name, _POLICIES[policy], timeout, max_pinned or 0, owner_policy, uid
+        )
         try:
             raw.spin_ns = spin_time
             self._wrap, self._dtype, self._shape = _frames(raw)
@@ -353,21 +375,28 @@ class Reader(Described):
             raw.close()
             raise
         self._raw = raw
-        self._mode = mode
+        self._policy = policy
+
+    @property
+    def policy(self) -> str:
+        """The receive policy: "latest" or "all"."""
+        return self._policy
 
     @property
     def mode(self) -> str:
-        return self._mode
+        """Deprecated: the old name of `policy`."""
+        deprecated("Reader.mode", "Reader.policy")
+        return self._policy
 
     def info(self) -> StreamInfo:
         return stream_info(self._raw)
 
     def __repr__(self) -> str:
         closed = " closed" if self.closed else ""
-        return f"<shmlane.Reader '{self.name}' {self._mode} {self._dtype} {self._shape}{closed}>"
+        return f"<shmlane.Reader '{self.name}' {self._policy} {self._dtype} {self._shape}{closed}>"
 
     def receive(self, timeout: Optional[float] = None) -> Sample:
-        """The next frame (per the mode), pinned. Waits up to `timeout` seconds
+        """The next frame (per the policy), pinned. Waits up to `timeout` seconds
         (None: no limit; 0: do not wait) for one to be published: TimeoutError.
         WriterGone once every frame is received and the writer is gone (noticed
         within 100 ms); a writer that takes over later resumes delivery. Blocks
@@ -375,7 +404,7 @@ class Reader(Described):
         return Sample(self._raw.receive(timeout), self._wrap)
 
     def receive_into(self, out: Any, timeout: Optional[float] = None) -> Tuple[int, int, int]:
-        """Copy the next frame (per the mode) into `out` and release its slot
+        """Copy the next frame (per the policy) into `out` and release its slot
         at once; returns (seq, timestamp_ns, lost). `out`: a writable
         C-contiguous buffer of exactly one frame's bytes (say an ndarray of
         the stream's shape and dtype), copied byte for byte. No Sample or

@@ -1,6 +1,7 @@
 /* Public API corners no other test reaches: growable option structs of
  * another size (an older caller's, a newer caller's), every code's exact
- * name, the version, and shl_writer_pinned_by's count past its buffer. */
+ * name, the version, the old names kept for the change counter and the
+ * receive policy, and shl_writer_pinned_by's count past its buffer. */
 #include <stddef.h>
 
 #include "testutil_stream.h"
@@ -172,6 +173,51 @@ static void test_version(void) {
   T_CHECK(major == SHL_VERSION_MAJOR && minor == SHL_VERSION_MINOR && patch == SHL_VERSION_PATCH);
 }
 
+/* The old names of the change counter and of the receive policy still
+ * compile (deprecated) and mean what the new ones do; `version` shares the
+ * place of `changes`, so shl_info keeps its layout. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+_Static_assert(offsetof(shl_info, version) == offsetof(shl_info, changes), "one field");
+_Static_assert(offsetof(shl_info, creator_pid) == offsetof(shl_info, changes) + 8, "layout");
+static void test_old_names(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "aold");
+  shl_create_opts copts = SHL_CREATE_OPTS_INIT;
+  copts.flags = SHL_CREATE_UNLINK_ON_CLOSE;
+  shl_segment *seg = NULL;
+  T_EXPECT_RC(shl_create(&seg, name, &layout, &copts), 0);
+  T_REQUIRE(seg != NULL);
+  T_CHECK(shl_changes(seg) == 0 && shl_version(seg) == 0);
+  for (uint64_t i = 1; i <= 3; i++) {
+    uint64_t n = 0;
+    T_EXPECT_RC(shl_notify(seg, &n), 0);
+    T_CHECK(n == i && shl_changes(seg) == i && shl_version(seg) == i);
+  }
+  shl_info info = SHL_INFO_INIT;
+  T_EXPECT_RC(shl_get_info(seg, &info), 0);
+  T_CHECK(info.changes == 3 && info.version == info.changes);
+  shl_close(seg);
+
+  t_fresh_name(name, "aoldr");
+  shl_writer *w = t_writer_open(name, 2, 4, 4, 0);
+  enum shl_recv_mode old = SHL_RECV_ALL;
+  enum shl_recv_policy policy = old;
+  shl_reader_opts o = SHL_READER_OPTS_INIT;
+  o.policy = policy;
+  o.timeout_ns = 0;
+  shl_reader *r = NULL;
+  T_EXPECT_RC(shl_reader_open_ex(&r, name, &o), 0);
+  for (uint64_t i = 1; i <= 2; i++) T_CHECK(t_publish(w, 2, i, 1000) == i);
+  shl_sample s;
+  T_EXPECT_RC(shl_reader_receive(r, &s, 0, 0), 0); /* `all`: the first frame, not the newest */
+  T_CHECK(s.seq == 1 && s.lost == 0);
+  T_EXPECT_RC(shl_reader_release(r, &s), 0);
+  shl_reader_close(r);
+  shl_writer_close(w);
+}
+#pragma GCC diagnostic pop
+
 /* Three readers of this process each pin a slot: pinned_by counts all
  * three, and fills no more than it is given room for. */
 static void test_pinned_by(void) {
@@ -204,6 +250,7 @@ int main(void) {
   test_reader_opts_size();
   test_names();
   test_version();
+  test_old_names();
   test_pinned_by();
   return t_result();
 }

@@ -193,7 +193,7 @@ static void test_header_fields(void) {
       {"stride overflows", ST0, 8, (uint64_t)INT64_MAX, SHL_E_BAD_STRIDES},
       {"stride most negative", ST0, 8, (uint64_t)INT64_MIN, SHL_E_BAD_STRIDES},
       /* Fields no opener validates: damage there must not stop an open. */
-      {"version counter", OFF(version), 8, 12345, 0},
+      {"change counter", OFF(changes), 8, 12345, 0},
       {"creator_pid -1", OFF(creator_pid), 4, UINT32_MAX, 0},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

@@ -111,7 +111,7 @@ static void *lock_blocked(void *p) {
 static void *wait_blocked(void *p) {
   struct blocked *b = p;
   atomic_store(&b->tid, (int32_t)syscall(SYS_gettid));
-  b->rc = shl_wait(b->seg, shl_version(b->seg), -1, NULL);
+  b->rc = shl_wait(b->seg, shl_changes(b->seg), -1, NULL);
   return NULL;
 }
 

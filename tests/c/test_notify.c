@@ -146,16 +146,16 @@ static void waiter_join(struct waiter *w, uint64_t want, long long t0) {
 /* No waiting needed: the counter starts at 0 and each notify adds exactly
  * one; a wait whose `since` is stale returns at once with the current value. */
 static void test_counter(shl_segment *seg) {
-  T_CHECK(shl_version(seg) == 0);
+  T_CHECK(shl_changes(seg) == 0);
   for (uint64_t i = 1; i <= 100; i++) {
     uint64_t v = 0;
     T_EXPECT_RC(shl_notify(seg, &v), 0);
-    T_CHECK(v == i && shl_version(seg) == i);
+    T_CHECK(v == i && shl_changes(seg) == i);
   }
   T_EXPECT_RC(shl_notify(seg, NULL), 0);
   shl_info info = SHL_INFO_INIT;
   T_EXPECT_RC(shl_get_info(seg, &info), 0);
-  T_CHECK(info.version == 101);
+  T_CHECK(info.changes == 101);
 
   uint64_t seen = 0;
   shl_wait_opts spin = {.size = sizeof(shl_wait_opts), .spin_ns = 1000000};
@@ -181,7 +181,7 @@ static void test_timeouts(shl_segment *seg) {
       {UINT32_MAX, 20, 20, 1000}, /* the spin stops at the deadline */
       {UINT32_MAX, 0, 0, 1000},
   };
-  uint64_t v = shl_version(seg);
+  uint64_t v = shl_changes(seg);
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     shl_wait_opts opts = {.size = sizeof(shl_wait_opts), .spin_ns = cases[i].spin_ns};
     long long t0 = t_now_ns();
@@ -205,7 +205,7 @@ static void test_threads(const char *name, shl_segment *seg) {
   };
   shl_segment *other = t_open(name, 0);
   struct waiter w[THREADS];
-  uint64_t v = shl_version(seg), n = 0;
+  uint64_t v = shl_changes(seg), n = 0;
   for (int i = 0; i < THREADS; i++)
     waiter_start(&w[i], i % 2 ? other : seg, v, how[i].timeout_ns, how[i].spin_ns);
   long long t0 = t_now_ns();
@@ -237,7 +237,7 @@ static int spin_trial_notify(void *arg) {
 /* A notify that lands while the waiter spins is taken without entering the
  * futex: the waiter never registers in `waiters` and never sleeps. */
 static void test_spin_taken(shl_segment *seg) {
-  struct spin_trial t = {seg, shl_version(seg)};
+  struct spin_trial t = {seg, shl_changes(seg)};
   t_expect_spin_taken("notify", spin_trial_wait, spin_trial_notify, &t, 30, 10);
 }
 
@@ -246,14 +246,14 @@ static void test_spin_taken(shl_segment *seg) {
 static void test_processes(const char *name, shl_segment *seg) {
   enum { CHILDREN = 3 };
   struct waiter w;
-  uint64_t v = shl_version(seg);
+  uint64_t v = shl_changes(seg);
   waiter_start(&w, seg, v, WAIT_NS, 0);
   long long t0 = t_now_ns();
   T_EXPECT_EXIT(t_child_reap(spawn((const char *[]){self, "notifier", name, "1", NULL})), 0);
   waiter_join(&w, v + 1, t0);
 
   char since[24];
-  v = shl_version(seg);
+  v = shl_changes(seg);
   snprintf(since, sizeof since, "%llu", (unsigned long long)v);
   pid_t pid[CHILDREN];
   for (int i = 0; i < CHILDREN; i++) {
@@ -268,7 +268,7 @@ static void test_processes(const char *name, shl_segment *seg) {
   T_EXPECT_RC(shl_notify(seg, NULL), 0);
   for (int i = 0; i < CHILDREN; i++) T_EXPECT_EXIT(t_child_reap(pid[i]), 0);
   T_EXPECT_TOOK(t0, 0, WAKE_MAX_MS);
-  T_CHECK(shl_version(seg) == v + 1);
+  T_CHECK(shl_changes(seg) == v + 1);
 }
 
 /* Notifies racing from three processes: none lost, none counted twice. */
@@ -277,12 +277,12 @@ static void test_racing_notifiers(const char *name, shl_segment *seg) {
   char each[16];
   snprintf(each, sizeof each, "%d", EACH);
   const char *args[] = {self, "notifier", name, each, NULL};
-  uint64_t v = shl_version(seg);
+  uint64_t v = shl_changes(seg);
   pid_t pid[CHILDREN];
   for (int i = 0; i < CHILDREN; i++) pid[i] = spawn(args);
   notify_n(seg, EACH);
   for (int i = 0; i < CHILDREN; i++) T_EXPECT_EXIT(t_child_reap(pid[i]), 0);
-  T_CHECK(shl_version(seg) == v + (CHILDREN + 1) * EACH);
+  T_CHECK(shl_changes(seg) == v + (CHILDREN + 1) * EACH);
 }
 
 static volatile sig_atomic_t signals_caught;
@@ -327,7 +327,7 @@ static void test_signals(shl_segment *seg) {
   sigemptyset(&sa.sa_mask);
   T_REQUIRE(sigaction(SIGUSR1, &sa, NULL) == 0); /* kept: a late signal stays harmless */
 
-  uint64_t v = shl_version(seg);
+  uint64_t v = shl_changes(seg);
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     shl_wait_opts opts = {.size = sizeof(shl_wait_opts), .flags = cases[i].flags};
     struct pump p = {.target = pthread_self()};
@@ -349,7 +349,7 @@ static void test_signals(shl_segment *seg) {
 static void ping_pong(const char *name, shl_segment *seg, long rounds, uint32_t my_spin_ns,
                       uint32_t peer_spin_ns) {
   char since[24], n[24], spin[24];
-  uint64_t v = shl_version(seg), mine = 0;
+  uint64_t v = shl_changes(seg), mine = 0;
   snprintf(since, sizeof since, "%llu", (unsigned long long)v);
   snprintf(n, sizeof n, "%ld", rounds);
   snprintf(spin, sizeof spin, "%lu", (unsigned long)peer_spin_ns);
@@ -359,7 +359,7 @@ static void ping_pong(const char *name, shl_segment *seg, long rounds, uint32_t 
   rally(seg, mine, rounds, my_spin_ns);
   T_EXPECT_EXIT(t_child_reap(pid), 0);
   T_EXPECT_TOOK(t0, 0, 10000);
-  T_CHECK(shl_version(seg) == v + 1 + 2 * (uint64_t)rounds);
+  T_CHECK(shl_changes(seg) == v + 1 + 2 * (uint64_t)rounds);
 }
 
 int main(int argc, char **argv) {

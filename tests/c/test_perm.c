@@ -39,7 +39,7 @@ static int as_nobody(void *p) {
   if (rc < 0) return rc;
   if (((const volatile uint32_t *)shl_payload(seg))[0] != MARK) rc = BAD_DATA;
   if (rc == 0 && a->action == WAIT) {
-    uint64_t since = shl_version(seg), seen = 0;
+    uint64_t since = shl_changes(seg), seen = 0;
     rc = shl_wait(seg, since, 5 * WAIT_NS, &seen);
     if (rc == 0 && seen != since + 1) rc = BAD_DATA;
   }
@@ -304,13 +304,13 @@ static int header_calls(void *name) {
   shl_segment *seg = NULL;
   int rc = shl_open(&seg, name, SHL_OPEN_READONLY, WAIT_NS);
   if (rc < 0) return rc;
-  uint64_t version = shl_version(seg), out = 77;
+  uint64_t changes = shl_changes(seg), out = 77;
   T_EXPECT_RC(shl_lock(seg, 0), SHL_E_READONLY);
   T_EXPECT_RC(shl_lock(seg, -1), SHL_E_READONLY);
   T_EXPECT_RC(shl_trylock(seg), SHL_E_READONLY);
   T_EXPECT_RC(shl_unlock(seg), SHL_E_READONLY);
   T_EXPECT_RC(shl_notify(seg, &out), SHL_E_READONLY);
-  T_CHECK(shl_version(seg) == version && out == 77);
+  T_CHECK(shl_changes(seg) == changes && out == 77);
   shl_close(seg);
   return t_failures - before;
 }

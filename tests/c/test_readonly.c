@@ -68,7 +68,7 @@ static int wait_readonly(void *name) {
   shl_segment *seg = NULL;
   int rc = shl_open(&seg, name, SHL_OPEN_READONLY, WAIT_NS);
   if (rc < 0) return rc;
-  uint64_t since = shl_version(seg), seen = 0;
+  uint64_t since = shl_changes(seg), seen = 0;
   rc = shl_wait(seg, since, 5 * WAIT_NS, &seen);
   if (rc == 0 && seen != since + 1) rc = 1;
   shl_close(seg);
@@ -89,7 +89,7 @@ static void test_wait(const char *name, shl_segment *creator) {
   shl_segment *ro = NULL;
   T_EXPECT_RC(shl_open(&ro, name, SHL_OPEN_READONLY, WAIT_NS), 0);
   T_REQUIRE(ro);
-  uint64_t now = shl_version(ro), seen = 0;
+  uint64_t now = shl_changes(ro), seen = 0;
   T_CHECK(now == 1);
   long long t0 = t_now_ns();
   T_EXPECT_RC(shl_wait(ro, now, 30 * T_MS, NULL), -ETIMEDOUT);

@@ -89,7 +89,7 @@ static void test_round_trip(void) {
   T_CHECK(info.kind == SHL_KIND_ARRAY);
   T_CHECK(info.format_version == SHL__FORMAT_VERSION);
   T_CHECK(info.payload_size == size);
-  T_CHECK(info.version == 0);
+  T_CHECK(info.changes == 0);
   T_CHECK(info.creator_pid == getpid());
   T_CHECK(info.creator_alive == 1);
   T_CHECK(info.created_ns >= (uint64_t)t0.tv_sec * 1000000000u + (uint64_t)t0.tv_nsec &&

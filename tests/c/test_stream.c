@@ -179,9 +179,9 @@ static int role_publish_later(const char *name, int fd) {
 static int role_sleeper(const char *name, int fd) {
   shl_reader *r = t_reader_open(name, SHL_RECV_LATEST, WAIT_MS);
   shl_segment *seg = shl_reader_segment(r);
-  uint64_t version = shl_version(seg);
+  uint64_t changes = shl_changes(seg);
   t_send_byte(fd, 'S');
-  T_EXPECT_RC(shl_wait(seg, version, -1, NULL), 0);
+  T_EXPECT_RC(shl_wait(seg, changes, -1, NULL), 0);
   shl_sample s;
   if (shl_reader_receive(r, &s, 0, 0) == 0) {
     T_CHECK(s.seq == 1);

@@ -377,7 +377,7 @@ static void test_squatter(void) {
   shl_reader *r = NULL;
   T_EXPECT_RC(shl_reader_open(&r, name, SHL_RECV_ALL, 0), SHL_E_FOREIGN_OWNER);
   shl_reader_opts o = SHL_READER_OPTS_INIT;
-  o.mode = SHL_RECV_LATEST;
+  o.policy = SHL_RECV_LATEST;
   o.timeout_ns = 0;
   o.owner = SHL_OWNER_UID;
   o.owner_uid = NOBODY;

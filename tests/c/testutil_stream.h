@@ -119,18 +119,18 @@ static inline shl_writer *t_writer_open(const char *name, uint64_t words, uint32
   return w;
 }
 
-static inline shl_reader *t_reader_open(const char *name, uint32_t mode, long timeout_ms) {
+static inline shl_reader *t_reader_open(const char *name, uint32_t policy, long timeout_ms) {
   shl_reader *r = NULL;
-  T_EXPECT_RC(shl_reader_open(&r, name, mode, timeout_ms * T_MS), 0);
+  T_EXPECT_RC(shl_reader_open(&r, name, policy, timeout_ms * T_MS), 0);
   T_REQUIRE(r != NULL);
   return r;
 }
 
 /* A reader that may hold up to max_pinned samples at once. */
-static inline shl_reader *t_reader_open_pins(const char *name, uint32_t mode, long timeout_ms,
+static inline shl_reader *t_reader_open_pins(const char *name, uint32_t policy, long timeout_ms,
                                              uint32_t max_pinned) {
   shl_reader_opts o = SHL_READER_OPTS_INIT;
-  o.mode = mode;
+  o.policy = policy;
   o.timeout_ns = timeout_ms * T_MS;
   o.max_pinned = max_pinned;
   shl_reader *r = NULL;
@@ -161,7 +161,7 @@ static inline shl_stream_info t_stream_info(const shl_segment *seg) {
 /* What one reader received, checked sample by sample. It must start before
  * the stream's first frame for the `all` accounting to hold from seq 1. */
 struct t_tally {
-  uint32_t mode;      /* enum shl_recv_mode */
+  uint32_t mode;      /* the receive policy: enum shl_recv_policy */
   uint64_t samples;   /* received */
   uint64_t accounted; /* `all`: sum of 1 + lost, the frames received or reported lost */
   uint64_t last_seq, last_tag, last_ts;

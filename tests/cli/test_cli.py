@@ -104,7 +104,7 @@ VOLATILE = [
     (re.compile(r"^(owner:\s+).*$"), r"\1<owner>"),
     (re.compile(r"^(creator pid:\s+)\d+"), r"\1<pid>"),
     (re.compile(r"^(created:\s+).* \((\d+[smhd]) ago\)$"), r"\1<time> (<age> ago)"),
-    (re.compile(r"^(version:\s+)\d+$"), r"\1<version>"),
+    (re.compile(r"^(changes:\s+)\d+$"), r"\1<changes>"),
     (re.compile(r"^(writer pid:\s+)\d+"), r"\1<pid>"),
     (re.compile(r"^(last frame:\s+)\S+ ago$"), r"\1<age> ago"),
 ]
@@ -152,7 +152,7 @@ def test_create_info():
     j = info_json(arr)
     want = {"name": arr, "status": "ok", "kind": "array", "format": "<d", "itemsize": 8,
             "ndim": 2, "shape": [3, 4], "strides": [32, 8], "payload_size": 96, "mode": 0o600,
-            "uid": os.getuid(), "owner": pwd.getpwuid(os.getuid()).pw_name, "creator_alive": False, "version": 0, "format_version": 2,
+            "uid": os.getuid(), "owner": pwd.getpwuid(os.getuid()).pw_name, "creator_alive": False, "changes": 0, "version": 0, "format_version": 2,
             "stream": None}
     for key, value in want.items():
         check(j.get(key) == value, "info --json %s: %s = %r, want %r" % (arr, key, j.get(key),
@@ -277,7 +277,7 @@ def test_ls_fails_on_unreadable_entries():
     run("rm", seg)
 
 
-LS_COLUMNS = ["NAME", "KIND", "SHAPE", "BYTES", "VERSION", "PID", "ALIVE", "AGE", "OWNER",
+LS_COLUMNS = ["NAME", "KIND", "SHAPE", "BYTES", "CHANGES", "PID", "ALIVE", "AGE", "OWNER",
               "STATUS", "STREAM", "FORMAT"]
 
 

@@ -48,7 +48,7 @@ def test_reprs(new_name):
     assert repr(seg) == f"<shmlane.Segment '{seg_name}' float32 (2, 3) closed>"
 
     writer = shmlane.Writer(stream_name, shape=(3,), dtype="<u2", slots=4)
-    reader = shmlane.Reader(stream_name, mode="all", timeout=0)
+    reader = shmlane.Reader(stream_name, policy="all", timeout=0)
     assert repr(writer) == f"<shmlane.Writer '{stream_name}' uint16 (3,)>"
     assert repr(reader) == f"<shmlane.Reader '{stream_name}' all uint16 (3,)>"
     writer.publish(np.zeros(3, "<u2"))
@@ -75,7 +75,7 @@ def test_reprs(new_name):
 
 def test_writer_unlink_removes_the_name_only(name):
     with shmlane.Writer(name, shape=(2,), dtype="u1") as writer:
-        reader = shmlane.Reader(name, mode="all", timeout=0)
+        reader = shmlane.Reader(name, policy="all", timeout=0)
         writer.unlink()
         assert not (SHM_DIR / f"shl.{name}").exists()
         with pytest.raises(FileNotFoundError):
@@ -144,7 +144,7 @@ def test_reader_without_timeout_waits_for_the_stream(name):
         tid.append(threading.get_native_id())
         started.set()
         try:
-            with shmlane.Reader(name, mode="all", timeout=None) as reader:
+            with shmlane.Reader(name, policy="all", timeout=None) as reader:
                 with reader.receive(timeout=30) as sample:
                     got.append(sample.array.tolist())
         except BaseException as exc:  # reported by the main thread
@@ -184,7 +184,7 @@ def test_segment_info_values(new_name):
             dtype=np.dtype("<f4"),
             shape=(2, 3),
             nbytes=24,
-            version=2,
+            changes=2,
             creator_pid=me,
             alive=True,
             kind="array",
@@ -216,7 +216,7 @@ def test_stream_info_values(name):
         last_seq=0,
         last_timestamp_ns=0,
     )
-    reader = shmlane.Reader(name, mode="all", timeout=0)
+    reader = shmlane.Reader(name, policy="all", timeout=0)
     t0 = time.monotonic_ns()
     for value in (1, 2):
         writer.publish(np.full(3, value, "<u2"))
@@ -275,7 +275,7 @@ def test_no_write_access_as_nobody(new_name, run_py):
         w2.publish(np.array([1, 2], "u1"))
         lines = run_py(NOBODY_CALLS, seg_name, closed, shared).splitlines()
         assert lines == ["denied True"] * 4 + ["read [1, 2]"]
-        assert seg.version == 0  # no notify went through
+        assert seg.changes == 0  # no notify went through
         with seg.lock(timeout=0):  # and the lock was never taken
             pass
 
@@ -295,7 +295,7 @@ import sys, shmlane
 seg_name, stream_name = sys.argv[1:]
 found = {info.name: info for info in shmlane.list()}
 print(found[seg_name].alive, found[stream_name].alive, found[stream_name].stream.writer_alive)
-with shmlane.Reader(stream_name, mode="all", timeout=0) as reader:
+with shmlane.Reader(stream_name, policy="all", timeout=0) as reader:
     with reader.receive(timeout=5) as sample:
         print(sample.array.tolist())
     try:

@@ -77,7 +77,7 @@ def test_segment_unlink_keeps_open_mappings(name):
 
 def test_properties(name):
     with shmlane.create(name, (2, 3), "<f4", mode=0o640) as seg:
-        assert (seg.name, seg.shape, seg.nbytes, seg.version, seg.readonly) == (
+        assert (seg.name, seg.shape, seg.nbytes, seg.changes, seg.readonly) == (
             name,
             (2, 3),
             24,

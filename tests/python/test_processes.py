@@ -40,7 +40,7 @@ class Pose(ctypes.Structure):
 pose = shmlane.open(sys.argv[1], ctype=Pose, readonly=True)
 grid = shmlane.open(sys.argv[2])
 p = pose.struct
-print(json.dumps({"frame": p.frame, "xy": list(p.xy), "flag": p.flag, "version": pose.version,
+print(json.dumps({"frame": p.frame, "xy": list(p.xy), "flag": p.flag, "changes": pose.changes,
                   "grid": grid.array.tolist(), "dtype": grid.array.dtype.str,
                   "pose_fields": list(pose.dtype.names)}))
 """
@@ -54,7 +54,7 @@ def test_segments_outlive_their_creator(new_name, run_py):
         "frame": 42,
         "xy": [1.5, -2.0],
         "flag": 1,
-        "version": 1,
+        "changes": 1,
         "grid": [[0, 1, 2], [3, 4, 5]],
         "dtype": "<f4",
         "pose_fields": ["frame", "xy", "flag"],
@@ -63,7 +63,7 @@ def test_segments_outlive_their_creator(new_name, run_py):
     assert listed[grid_name].shape == (2, 3)
     assert listed[grid_name].dtype == np.dtype("<f4")
     assert listed[grid_name].nbytes == 24
-    assert listed[pose_name].version == 1
+    assert listed[pose_name].changes == 1
     assert listed[pose_name].alive is False  # the writer has exited
 
 

@@ -166,7 +166,7 @@ def test_producer_first_and_twice(programs, pair):
 def check_output(pair: str, out: str, runs: int) -> None:
     lines = out.splitlines()
     if pair == "c-calib":
-        assert lines == [f"version {runs}: diagonal 1 1 1"]
+        assert lines == [f"changes {runs}: diagonal 1 1 1"]
     elif pair == "c-stream":
         assert lines and lines[-1].startswith(f"frame {30 * runs}, ")
         assert lines[-1].endswith("first byte 29")

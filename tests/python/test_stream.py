@@ -47,8 +47,8 @@ def stream(name):
 
 
 def test_loan_publish_receive(stream, name):
-    with shmlane.Reader(name, mode="all") as reader:
-        assert (reader.dtype, reader.shape, reader.mode) == (np.dtype("u1"), SHAPE, "all")
+    with shmlane.Reader(name, policy="all") as reader:
+        assert (reader.dtype, reader.shape, reader.policy) == (np.dtype("u1"), SHAPE, "all")
         assert (stream.dtype, stream.shape, stream.next_seq) == (np.dtype("u1"), SHAPE, 1)
         with stream.loan() as frame:
             assert frame.shape == SHAPE and frame.flags.writeable
@@ -72,7 +72,7 @@ def test_spinning_reader(stream, name):
     for bad in (-1e-6, 0.002, float("nan")):
         with pytest.raises(ValueError, match="spin"):
             shmlane.Reader(name, spin=bad)
-    with shmlane.Reader(name, mode="all", spin=0.001) as reader:
+    with shmlane.Reader(name, policy="all", spin=0.001) as reader:
         start = time.monotonic()
         with pytest.raises(TimeoutError):
             reader.receive(timeout=0.0005)  # the spin counts against the timeout
@@ -136,7 +136,7 @@ def test_frame_inside_the_spin_is_taken_without_sleeping(name):
         except PermissionError:
             print("note: no real-time priority here; spin trials may be disturbed")
         spun = 0
-        with shmlane.Reader(name, mode="all", spin=0.001, timeout=30) as reader:
+        with shmlane.Reader(name, policy="all", spin=0.001, timeout=30) as reader:
             for seq in range(1, trials + 1):
                 before = own_sleeps()
                 peer.stdin.write("go\n")
@@ -153,7 +153,7 @@ def test_frame_inside_the_spin_is_taken_without_sleeping(name):
 
 
 def test_loan_discarded_on_exception_or_drop(stream, name):
-    with shmlane.Reader(name, mode="all") as reader:
+    with shmlane.Reader(name, policy="all") as reader:
         with pytest.raises(ZeroDivisionError):
             with stream.loan() as frame:
                 stamp(frame, 99)
@@ -181,7 +181,7 @@ def test_one_loan_at_a_time(stream):
 
 
 def test_publish_copies_with_numpy_rules(stream, name):
-    with shmlane.Reader(name, mode="all") as reader:
+    with shmlane.Reader(name, policy="all") as reader:
         stream.publish(np.arange(3, dtype=np.uint8))  # broadcast over rows
         with reader.receive(timeout=5) as sample:
             assert (sample.array[2, 5] == [0, 1, 2]).all()
@@ -196,7 +196,7 @@ def test_publish_copies_with_numpy_rules(stream, name):
 def test_copying_calls_for_small_messages(stream, name):
     frame = np.arange(np.prod(SHAPE), dtype=np.uint8).reshape(SHAPE)
     out = np.empty(SHAPE, np.uint8)
-    with shmlane.Reader(name, mode="all") as reader:
+    with shmlane.Reader(name, policy="all") as reader:
         assert stream.publish(frame) == 1  # exact dtype and shape: the one-call copy
         assert stream.publish(np.asfortranarray(frame)) == 2  # not C-contiguous: np.copyto
         seq, timestamp_ns, lost = reader.receive_into(out, timeout=5)
@@ -241,7 +241,7 @@ def test_latest_mode_skips_to_the_newest(stream, name):
 
 def test_all_mode_counts_what_the_writer_lapped(stream, name):
     # max_pinned=2: each sample lives until the next one is received.
-    with shmlane.Reader(name, mode="all", max_pinned=2) as reader:
+    with shmlane.Reader(name, policy="all", max_pinned=2) as reader:
         publish(stream, 20)  # 4 slots: frames 17..20 are left
         got = [(s.seq, s.lost) for s in (reader.receive(timeout=5) for _ in range(4))]
         assert got == [(17, 16), (18, 0), (19, 0), (20, 0)]
@@ -249,7 +249,7 @@ def test_all_mode_counts_what_the_writer_lapped(stream, name):
 
 def test_iteration_releases_each_sample_and_ends_when_the_writer_is_gone(name):
     writer = shmlane.Writer(name, shape=SHAPE, dtype="u1", slots=3)
-    reader = shmlane.Reader(name, mode="all")
+    reader = shmlane.Reader(name, policy="all")
     seen = []
     publish(writer)
     for sample in reader:
@@ -269,7 +269,7 @@ def test_sample_views_kept_past_release_stay_pinned(stream, name):
                 used.add(sample._raw.slot)
         return used
 
-    with shmlane.Reader(name, mode="all", max_pinned=2) as reader:
+    with shmlane.Reader(name, policy="all", max_pinned=2) as reader:
         publish(stream)
         with reader.receive(timeout=5) as sample:
             slot = sample._raw.slot
@@ -287,7 +287,7 @@ def test_sample_views_kept_past_release_stay_pinned(stream, name):
 
 def test_every_slot_pinned_makes_loan_time_out(name):
     with shmlane.Writer(name, shape=SHAPE, dtype="u1", slots=2) as writer:
-        with shmlane.Reader(name, mode="all", max_pinned=2) as reader:
+        with shmlane.Reader(name, policy="all", max_pinned=2) as reader:
             publish(writer, 2)
             held = [reader.receive(timeout=5), reader.receive(timeout=5)]
             start = time.monotonic()
@@ -337,7 +337,7 @@ import gc, sys
 import numpy as np
 import shmlane
 w = shmlane.Writer(sys.argv[1], shape=(64, 64), dtype="<f8")
-r = shmlane.Reader(sys.argv[1], mode="all")
+r = shmlane.Reader(sys.argv[1], policy="all")
 with w.loan() as frame:
     frame[...] = 1.5
 s = r.receive(timeout=5)
@@ -354,7 +354,7 @@ print(float(view.sum()), float(frame.sum()))
 def test_structured_frames(name):
     pose = np.dtype([("t", "<u8"), ("xy", "<f4", (2,)), ("ok", "?")], align=True)
     with shmlane.Writer(name, shape=(3,), dtype=pose) as writer:
-        with shmlane.Reader(name, mode="all") as reader:
+        with shmlane.Reader(name, policy="all") as reader:
             assert reader.dtype == pose and reader.shape == (3,)
             with writer.loan() as frame:
                 frame["t"] = [7, 8, 9]
@@ -453,7 +453,7 @@ def test_writer_arguments(name, kwargs, message):
 
 def test_reader_mode_is_checked(name):
     with pytest.raises(ValueError, match="'latest' or 'all'"):
-        shmlane.Reader(name, mode="newest")
+        shmlane.Reader(name, policy="newest")
 
 
 def test_list_shows_streams(stream, name):
@@ -484,7 +484,7 @@ def test_release_from_another_thread_while_receiving(name):
     # block=True: the writer never laps the reader, so every frame arrives
     # however the threads are scheduled, and it must wait for the releases.
     with shmlane.Writer(name, shape=SHAPE, dtype="u1", slots=3, block=True) as writer:
-        with shmlane.Reader(name, mode="all", max_pinned=2) as reader:
+        with shmlane.Reader(name, policy="all", max_pinned=2) as reader:
 
             def receive() -> None:
                 for _ in range(frames):
@@ -550,7 +550,7 @@ def test_sample_array_is_the_slot_itself(stream, name):
     # in this reader's mapping of the stream, at the same address whenever
     # the slot comes round again, slot stride apart from the other slots.
     writer_maps = mapped_ranges(name)
-    with shmlane.Reader(name, mode="all") as reader:
+    with shmlane.Reader(name, policy="all") as reader:
         # The frames, mapped read-only by the reader alone.
         reader_maps = [r for r in mapped_ranges(name) if r not in writer_maps and r[2][1] == "-"]
         assert len(reader_maps) == 1

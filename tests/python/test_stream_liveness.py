@@ -37,8 +37,8 @@ def publish(writer: shmlane.Writer, value: int, timeout: float = 5) -> int:
 
 def test_a_reader_that_keeps_its_arrays_meets_its_limit_not_the_writer(name):
     with shmlane.Writer(name, shape=SHAPE, dtype="u1") as writer:  # 8 slots
-        greedy = shmlane.Reader(name, mode="latest")
-        every = shmlane.Reader(name, mode="all")
+        greedy = shmlane.Reader(name, policy="latest")
+        every = shmlane.Reader(name, policy="all")
         kept: List[np.ndarray] = []
         refused = []
         for value in range(1, 101):
@@ -70,7 +70,7 @@ def test_max_pinned_is_checked(name):
 HOLDER = """
 import sys
 import shmlane
-r = shmlane.Reader(sys.argv[1], mode="all", max_pinned=int(sys.argv[2]))
+r = shmlane.Reader(sys.argv[1], policy="all", max_pinned=int(sys.argv[2]))
 print("ready", flush=True)
 held = [r.receive(timeout=30) for _ in range(int(sys.argv[2]))]
 print("held", " ".join(str(int(s.array[0])) for s in held), flush=True)
@@ -103,7 +103,7 @@ def test_loan_gives_up_after_five_seconds_naming_the_pids_that_pin(name, spawn_p
 
 def test_writer_gone_says_closed_or_died(name, spawn_py):
     writer = shmlane.Writer(name, shape=SHAPE, dtype="u1")
-    with shmlane.Reader(name, mode="all") as reader:
+    with shmlane.Reader(name, policy="all") as reader:
         writer.close()
         with pytest.raises(shmlane.WriterGone, match="closed it") as info:
             reader.receive(timeout=5)
@@ -134,8 +134,8 @@ def test_writer_gone_says_closed_or_died(name, spawn_py):
 
 def test_a_forked_child_changes_nothing_its_parent_holds(name):
     writer = shmlane.Writer(name, shape=SHAPE, dtype="u1", slots=4)
-    reader = shmlane.Reader(name, mode="latest")
-    other = shmlane.Reader(name, mode="all")
+    reader = shmlane.Reader(name, policy="latest")
+    other = shmlane.Reader(name, policy="all")
     publish(writer, 1)
     sample = reader.receive(timeout=5)
     array = sample.array
@@ -232,7 +232,7 @@ def test_a_reader_in_another_pid_namespace_keeps_its_pins(name, spawn_ns):
             import os, sys
             import numpy as np
             import shmlane
-            r = shmlane.Reader(sys.argv[1], mode="all", max_pinned=3)
+            r = shmlane.Reader(sys.argv[1], policy="all", max_pinned=3)
             print("ready", os.getpid(), flush=True)
             held = [r.receive(timeout=30) for _ in range(3)]
             arrays = [s.array for s in held]
@@ -275,7 +275,7 @@ def test_a_writer_in_another_pid_namespace_stays_the_writer(name, spawn_ns, tmp_
     )
     expect_line(peer, "ready")
     cli = built_cli()
-    with shmlane.Reader(name, mode="all") as reader:
+    with shmlane.Reader(name, policy="all") as reader:
         with reader.receive(timeout=5) as sample:
             assert int(sample.array[0]) == 7
         with pytest.raises(TimeoutError):  # not WriterGone
@@ -287,7 +287,7 @@ def test_a_writer_in_another_pid_namespace_stays_the_writer(name, spawn_ns, tmp_
     gc_run = subprocess.run([str(cli), "gc", name], capture_output=True, text=True, timeout=60)
     assert gc_run.returncode == 0 and gc_run.stdout == "", gc_run.stderr
     assert os.path.exists(f"/dev/shm/shl.{name}")  # gc kept the live stream
-    with shmlane.Reader(name, mode="all") as reader:
+    with shmlane.Reader(name, policy="all") as reader:
         peer.stdin.write("\n")
         peer.stdin.flush()
         assert peer.wait(timeout=30) == 0
@@ -320,6 +320,6 @@ def test_a_stream_another_user_created_first_is_not_adopted(name, run_py):
     with pytest.raises(PermissionError, match="uid 65534"):
         shmlane.Reader(name, timeout=0)
     for owner in ("nobody", 65534, "any"):  # reading it is an explicit choice
-        with shmlane.Reader(name, mode="all", timeout=0, owner=owner) as reader:
+        with shmlane.Reader(name, policy="all", timeout=0, owner=owner) as reader:
             with reader.receive(timeout=5) as sample:
                 assert int(sample.array[0]) == 9

@@ -68,7 +68,7 @@ print("done", flush=True)
 HOLDER = """
 import sys, time
 import shmlane
-r = shmlane.Reader(sys.argv[1], mode=sys.argv[2], timeout=30)
+r = shmlane.Reader(sys.argv[1], policy=sys.argv[2], timeout=30)
 held = r.receive(timeout=30) if sys.argv[3] == "hold" else None
 print("holding", flush=True)
 time.sleep(600)
@@ -145,7 +145,7 @@ def test_no_torn_frames_at_full_speed(name, spawn_py, mode):
     frames = 3000
     writer = spawn_py(WRITER, name, config(frames=frames, slots=4, go=True))
     expect_line(writer, "ready 1")
-    with shmlane.Reader(name, mode=mode) as reader:
+    with shmlane.Reader(name, policy=mode) as reader:
         go(writer)
         with reader.receive(timeout=30) as first:
             assert whole(first.array, first.seq)
@@ -172,7 +172,7 @@ def test_all_mode_delivers_every_frame_when_the_reader_keeps_up(name, spawn_py):
     writer = spawn_py(WRITER, name, cfg)
     expect_line(writer, "ready 1")
     got = []
-    with shmlane.Reader(name, mode="all") as reader:
+    with shmlane.Reader(name, policy="all") as reader:
         go(writer)
         for round in range(rounds):
             if round:
@@ -202,7 +202,7 @@ def test_kill_storm(name, spawn_py):
         writer = spawn_py(WRITER, name, cfg)
         ready(writer, got["all"][-1][0] if got["all"] else 0)  # numbering goes on
         if not readers:
-            readers = {mode: shmlane.Reader(name, mode=mode) for mode in got}
+            readers = {mode: shmlane.Reader(name, policy=mode) for mode in got}
         holders = [spawn_py(HOLDER, name, mode, "hold") for mode in ("all", "latest")]
         for holder in holders:
             expect_line(holder, "holding")
@@ -237,7 +237,7 @@ def test_block_never_laps_a_live_reader(name, spawn_py):
     frames = 300
     writer = spawn_py(WRITER, name, config(frames=frames, slots=4, block=True, go=True))
     expect_line(writer, "ready 1")
-    with shmlane.Reader(name, mode="all") as reader:
+    with shmlane.Reader(name, policy="all") as reader:
         go(writer)
         got = []
         while True:
@@ -267,7 +267,7 @@ def test_block_does_not_wait_for_a_dead_reader(name, spawn_py):
 
 def test_block_with_a_live_reader_that_does_not_read_times_out(name):
     with shmlane.Writer(name, shape=(4,), dtype="u1", slots=2, block=True) as writer:
-        with shmlane.Reader(name, mode="all"):
+        with shmlane.Reader(name, policy="all"):
             writer.publish(np.arange(4, dtype=np.uint8))
             writer.publish(np.arange(4, dtype=np.uint8))
             start = time.monotonic()
@@ -280,7 +280,7 @@ def test_c_writer_to_python_reader(name, c_examples):
     # Created and left by Python, taken over by C: the reader is in place
     # before the first frame, so it can account for every one.
     shmlane.Writer(name, shape=SHAPE, dtype="u1").close()
-    with shmlane.Reader(name, mode="all") as reader:
+    with shmlane.Reader(name, policy="all") as reader:
         proc = subprocess.Popen(
             [str(c_examples["writer"]), "--name", name, "--fps", "1000", "--frames", "500"],
             stdout=subprocess.PIPE,
@@ -372,7 +372,7 @@ LOANER = """
 import sys, time
 import shmlane
 w = shmlane.Writer(sys.argv[1], shape=(4,), dtype="u1", slots=2, block=True)
-r = shmlane.Reader(sys.argv[1], mode="all")  # never reads: the writer must wait
+r = shmlane.Reader(sys.argv[1], policy="all")  # never reads: the writer must wait
 w.publish(bytearray(4)); w.publish(bytearray(4))
 print("ready", flush=True)
 try:
