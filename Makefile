@@ -63,7 +63,7 @@ test-pythons: build
 # What `make test` runs: the quick subset on every other CPython and on NumPy
 # 1.26 (test-python has run everything on this one, with NumPy 2.x).
 test-pythons-quick: build
-	$(PYTHON) tests/pythons.py --build $(BUILD) --quick --skip 3.11
+	$(PYTHON) tests/pythons.py --build $(BUILD) --quick --skip 3.11 --jobs 2
 
 # The Python tests once more against an extension built with ASan+UBSan, in a
 # venv of its own. Python itself is not instrumented: the runtime is preloaded,

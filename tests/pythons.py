@@ -5,6 +5,7 @@ with the newest NumPy that installs there, and once more with NumPy 1.26.
 A version not found is skipped with a message.
 
     python3 tests/pythons.py [--build build] [--full | --quick] [--only RUN ...] [--skip RUN ...]
+                             [--jobs N]
 
 Each run has a venv and a package build directory of its own under
 build-pythons/<run>/, kept between runs: the first run installs the build
@@ -22,6 +23,7 @@ Python 3 stdlib only.
 """
 
 import argparse
+import concurrent.futures
 import glob
 import os
 import shutil
@@ -127,6 +129,7 @@ def main():
     scope.add_argument("--quick", action="store_true", help="the quick subset only")
     ap.add_argument("--only", nargs="*", help="these runs only: " + ", ".join(r[0] for r in RUNS))
     ap.add_argument("--skip", nargs="*", default=[], help="not these runs")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at once (default 1)")
     a = ap.parse_args()
     build = os.path.abspath(a.build)
     if not os.path.isfile(os.path.join(build, "libshmlane.a")):
@@ -138,7 +141,7 @@ def main():
         signal.signal(signal.SIGINT, signal.default_int_handler)
     subset = QUICK if a.quick else SUBSET
     tests = ["tests/python"] if a.full else [os.path.join("tests/python", t) for t in subset]
-    failed = []
+    chosen = []
     for name, minor, numpy in RUNS:
         if (a.only and name not in a.only) or name in a.skip:
             continue
@@ -147,12 +150,19 @@ def main():
             print("pythons: %-12s skipped: no CPython %s found (pyenv or python%s on PATH)"
                   % (name, minor, minor))
             continue
+        chosen.append((name, python, numpy))
+
+    def one(run):
+        name, python, numpy = run
         start = time.monotonic()
         ok, what = run_one(name, python, numpy, build, tests)
         print("pythons: %-12s %s, %s in %.0f s" % (name, "ok" if ok else "FAILED", what,
                                                   time.monotonic() - start), flush=True)
-        if not ok:
-            failed.append(name)
+        return name, ok
+
+    # Mostly venvs, pip and compiling: runs overlap well on --jobs CPUs.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:
+        failed = [name for name, ok in pool.map(one, chosen) if not ok]
     if failed:
         print("pythons: failed: " + " ".join(failed))
     return 1 if failed else 0
