@@ -218,7 +218,7 @@ static void test_threads(const char *name, shl_segment *seg) {
 /* A wait that spins 1 ms, from the version seen before the trial. */
 struct spin_trial {
   shl_segment *seg;
-  uint64_t since;
+  _Atomic uint64_t since; /* both threads use it */
 };
 
 static void spin_trial_wait(void *arg) {
@@ -230,7 +230,9 @@ static void spin_trial_wait(void *arg) {
 static int spin_trial_notify(void *arg) {
   struct spin_trial *t = arg;
   int registered = atomic_load(&t->seg->hdr->waiters) != 0;
-  T_EXPECT_RC(shl_notify(t->seg, &t->since), 0); /* the next trial waits from here */
+  uint64_t now = 0;
+  T_EXPECT_RC(shl_notify(t->seg, &now), 0);
+  atomic_store(&t->since, now); /* the next trial waits from here */
   return registered;
 }
 

@@ -387,7 +387,7 @@ static void test_spin(void) {
 struct spin_trial {
   shl_writer *w;
   shl_reader *r;
-  uint64_t seq; /* the next frame's */
+  _Atomic uint64_t seq; /* the next frame's; both threads use it */
 };
 
 static void spin_trial_receive(void *arg) {
