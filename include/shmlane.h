@@ -192,7 +192,10 @@ typedef struct shl_create_opts {
 #define SHL_CREATE_OPTS_INIT {.size = sizeof(shl_create_opts)}
 
 enum shl_open_flags {
-  SHL_OPEN_READONLY = 1u << 0 /* payload mapped PROT_READ; waiting still works */
+  SHL_OPEN_READONLY = 1u << 0, /* payload mapped PROT_READ; waiting still works */
+  /* A name that does not exist yet: wait for it, polling every 10 ms, within
+   * the same timeout_ns (-ENOENT after). Without it, -ENOENT at once. */
+  SHL_OPEN_WAIT_NAME = 1u << 1
 };
 
 /* Whose objects an opener accepts. /dev/shm is shared by every local user,
@@ -212,7 +215,8 @@ enum shl_owner_policy {
 typedef struct shl_open_opts {
   uint32_t size;       /* sizeof(shl_open_opts): use SHL_OPEN_OPTS_INIT */
   uint32_t flags;      /* enum shl_open_flags */
-  int64_t timeout_ns;  /* wait this long for a creator still initialising (while it lives) */
+  int64_t timeout_ns;  /* wait this long for a creator still initialising (while it lives),
+                        * and with SHL_OPEN_WAIT_NAME for the name to appear; < 0: no limit */
   uint32_t owner;      /* enum shl_owner_policy */
   uint32_t owner_uid;  /* with SHL_OWNER_UID */
 } shl_open_opts;
@@ -233,7 +237,9 @@ SHL_API int shl_create(shl_segment **out, const char *name, const shl_layout *la
  * (SHL_E_NOT_READY after); SHL_E_CREATOR_DEAD at once if it died before the
  * segment was ready. SHL_E_NOT_SHMLANE if the name holds something else
  * (a directory, a FIFO, a foreign file); SHL_E_FOREIGN_OWNER for an owner
- * the policy does not accept (shl_owner_policy). */
+ * the policy does not accept (shl_owner_policy). -ENOENT at once for a name
+ * that does not exist, unless flags has SHL_OPEN_WAIT_NAME: then the same
+ * timeout_ns covers waiting for the name to appear too. */
 SHL_API int shl_open(shl_segment **out, const char *name, uint32_t flags, int64_t timeout_ns);
 /* shl_open with options; opts NULL means SHL_OPEN_OPTS_INIT. */
 SHL_API int shl_open_ex(shl_segment **out, const char *name, const shl_open_opts *opts);

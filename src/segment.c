@@ -483,6 +483,17 @@ static int open_object(shl_segment **out, const char *pname, const shl_open_opts
   return 0;
 }
 
+/* How often an opener waiting for a name looks for it. */
+#define NAME_POLL_NS 10000000
+
+/* Sleep one poll, cut at the deadline; false if it has passed already. */
+static bool pause_until(int64_t deadline) {
+  int64_t left = deadline - shl__monotonic_ns();
+  if (left <= 0) return false;
+  shl__sleep_ns(left < NAME_POLL_NS ? left : NAME_POLL_NS);
+  return true;
+}
+
 int shl_open(shl_segment **out, const char *name, uint32_t flags, int64_t timeout_ns) {
   shl_open_opts opts = SHL_OPEN_OPTS_INIT;
   opts.flags = flags;
@@ -501,14 +512,16 @@ int shl_open_ex(shl_segment **out, const char *name, const shl_open_opts *user_o
   if (rc < 0) return rc;
   uint32_t flags = opts.flags;
   int64_t timeout_ns = opts.timeout_ns;
-  if (flags & ~(uint32_t)SHL_OPEN_READONLY) return -EINVAL;
+  if (flags & ~(uint32_t)(SHL_OPEN_READONLY | SHL_OPEN_WAIT_NAME)) return -EINVAL;
   bool readonly = flags & SHL_OPEN_READONLY;
 
   int64_t deadline = shl__deadline(shl__monotonic_ns(), timeout_ns);
   shl_segment *seg = NULL;
   bool writable = false;
-  /* A dead creator's object that was replaced meanwhile: open the new one. */
-  while ((rc = open_object(&seg, pname, &opts, deadline, &writable)) == -ESTALE) {
+  /* A dead creator's object that was replaced meanwhile: open the new one.
+   * A name not there yet, when asked to: look again until the deadline. */
+  while ((rc = open_object(&seg, pname, &opts, deadline, &writable)) == -ESTALE ||
+         (rc == -ENOENT && (flags & SHL_OPEN_WAIT_NAME) && pause_until(deadline))) {
   }
   if (rc < 0) return rc;
   snprintf(seg->name, sizeof seg->name, "%s", name);

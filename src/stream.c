@@ -60,7 +60,6 @@
 #define DEFAULT_SLOTS 8
 #define DEFAULT_READERS 64
 #define LIVENESS_PERIOD_NS 50000000 /* readers notice a dead writer within two periods */
-#define OPEN_POLL_NS 10000000
 #define SLOT_BITS 8
 /* Attempts to pin before treating the stream as quiet: only a writer that
  * breaks the protocol can make a reader miss this many times in a row. */
@@ -517,22 +516,15 @@ int shl_reader_open_ex(shl_reader **out, const char *name, const shl_reader_opts
   if (rc < 0) return rc;
   if ((opts.policy != SHL_RECV_LATEST && opts.policy != SHL_RECV_ALL) || opts.reserved)
     return -EINVAL;
-  int64_t deadline = deadline_after(opts.timeout_ns);
   shl_open_opts oopts = SHL_OPEN_OPTS_INIT;
-  oopts.flags = SHL_OPEN_READONLY;
+  /* The stream may not exist yet, or its writer may still be creating it:
+   * wait for it, within the caller's time. */
+  oopts.flags = SHL_OPEN_READONLY | SHL_OPEN_WAIT_NAME;
+  oopts.timeout_ns = opts.timeout_ns;
   oopts.owner = opts.owner;
   oopts.owner_uid = opts.owner_uid;
   shl_segment *seg;
-  /* The stream may not exist yet, or its writer may still be creating it:
-   * wait for it, within the caller's time. */
-  for (;;) {
-    int64_t left = deadline - shl__monotonic_ns();
-    oopts.timeout_ns = left > 0 ? left : 0;
-    rc = shl_open_ex(&seg, name, &oopts);
-    if (rc != -ENOENT) break;
-    if (left <= 0) return -ENOENT;
-    shl__sleep_ns(left < OPEN_POLL_NS ? left : OPEN_POLL_NS);
-  }
+  rc = shl_open_ex(&seg, name, &oopts);
   if (rc < 0) return rc;
   shl_reader *r = calloc(1, sizeof *r);
   if (!r) {

@@ -40,7 +40,7 @@ static PyObject *mod_names(PyObject *mod, PyObject *unused) {
 static PyMethodDef mod_methods[] = {
     {"create", mod_create, METH_VARARGS, "create(name, format, shape, mode, flags) -> Handle"},
     {"open", mod_open, METH_VARARGS,
-     "open(name, readonly, timeout, owner=0, owner_uid=0) -> Handle"},
+     "open(name, readonly, timeout, owner=0, owner_uid=0, wait_name=False) -> Handle"},
     {"writer_open", mod_writer_open, METH_VARARGS,
      "writer_open(name, format, shape, slots, max_readers, flags, mode) -> Writer"},
     {"reader_open", mod_reader_open, METH_VARARGS,

@@ -252,28 +252,34 @@ struct open_ctx {
   shl_segment *seg;
   const char *name;
   shl_open_opts opts;
+  int rc; /* of the last try */
 };
 
+/* A name not there yet (when waited for) and a creator still initialising
+ * both mean: try again in the next slice. */
 static int open_step(void *ctx, int64_t timeout_ns) {
   struct open_ctx *o = ctx;
   o->opts.timeout_ns = timeout_ns;
-  return shl_open_ex(&o->seg, o->name, &o->opts);
+  o->rc = shl_open_ex(&o->seg, o->name, &o->opts);
+  return o->rc == -ENOENT && (o->opts.flags & SHL_OPEN_WAIT_NAME) ? SHL_E_NOT_READY : o->rc;
 }
 
-/* open(name, readonly, timeout, owner=0, owner_uid=0) -> Handle. Waits for
- * a creator still initialising (while it lives). owner: shl_owner_policy. */
+/* open(name, readonly, timeout, owner=0, owner_uid=0, wait_name=False) ->
+ * Handle. Waits for a creator still initialising (while it lives), and with
+ * wait_name for the name to appear. owner: shl_owner_policy. */
 PyObject *mod_open(PyObject *mod, PyObject *args) {
   modstate *st = PyModule_GetState(mod);
-  struct open_ctx o = {NULL, NULL, SHL_OPEN_OPTS_INIT};
-  int readonly;
+  struct open_ctx o = {NULL, NULL, SHL_OPEN_OPTS_INIT, 0};
+  int readonly, wait_name = 0;
   int64_t timeout_ns;
-  if (!PyArg_ParseTuple(args, "spO&|II:open", &o.name, &readonly, timeout_converter, &timeout_ns,
-                        &o.opts.owner, &o.opts.owner_uid))
+  if (!PyArg_ParseTuple(args, "spO&|IIp:open", &o.name, &readonly, timeout_converter, &timeout_ns,
+                        &o.opts.owner, &o.opts.owner_uid, &wait_name))
     return NULL;
-  o.opts.flags = readonly ? SHL_OPEN_READONLY : 0;
+  o.opts.flags = (readonly ? SHL_OPEN_READONLY : 0) | (wait_name ? SHL_OPEN_WAIT_NAME : 0);
   int rc =
       run_blocking(NULL, open_step, &o, timeout_ns, SLICE_NS, SHL_E_NOT_READY, SHL_E_NOT_READY);
   if (rc == PY_ERROR) return NULL;
+  if (rc == SHL_E_NOT_READY) rc = o.rc; /* at the end: not there, or still being created */
   if (rc < 0)
     return set_error(st, rc, o.name, o.opts.owner == SHL_OWNER_CREATOR ? AT_ADOPT : AT_OPEN);
   return handle_new(st, o.seg);

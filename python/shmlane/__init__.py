@@ -11,8 +11,9 @@ See docs/python.md for the full reference.
 from __future__ import annotations
 
 import builtins
+import enum
 import warnings
-from typing import Any, NamedTuple, Optional, Tuple
+from typing import Any, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
@@ -60,6 +61,16 @@ DTypeLike = Any  # anything np.dtype() accepts
 # How long open() and create(exist_ok=True) wait for a creator that is still
 # initialising the segment, while it lives: reserving 4 GiB takes about 1 s.
 OPEN_TIMEOUT = 10.0
+
+
+class _Default(enum.Enum):
+    """open()'s timeout when none is given: a missing name fails at once, a
+    creator still initialising is waited for up to OPEN_TIMEOUT."""
+
+    TIMEOUT = 0
+
+    def __repr__(self) -> str:
+        return "<default>"
 
 
 def _requested(name: str, dtype: DTypeLike, ctype: Any) -> Optional[np.dtype]:
@@ -295,19 +306,26 @@ def open(
     shape: Optional[ShapeLike] = None,
     ctype: Any = None,
     readonly: bool = False,
-    timeout: Optional[float] = OPEN_TIMEOUT,
+    timeout: Union[float, None, _Default] = _Default.TIMEOUT,
     owner: OwnerLike = None,
 ) -> Segment:
-    """Open an existing segment by name; its layout comes from the header.
-    dtype, shape and ctype, when given, are checked against it (LayoutMismatch).
-    readonly maps the payload read-only. timeout bounds the wait for a creator
-    that is still initialising the segment (while it lives; a dead creator
-    raises CorruptSegment at once). owner: whose segment to accept: None
-    (yours or root's), a user name or uid, or "any"; another owner raises
+    """Open a segment by name; its layout comes from the header. dtype,
+    shape and ctype, when given, are checked against it (LayoutMismatch).
+    readonly maps the payload read-only. timeout, when given (seconds; None:
+    no limit), bounds the wait both for a name that does not exist yet
+    (FileNotFoundError after) and for a creator that is still initialising
+    the segment. Without it, a missing name raises FileNotFoundError at
+    once and an initialising creator is waited for up to OPEN_TIMEOUT.
+    Either wait for a creator lasts only while it lives: a dead one raises
+    CorruptSegment at once. owner: whose segment to accept: None (yours or
+    root's), a user name or uid, or "any"; another owner raises
     PermissionError."""
     wanted = _requested(name, dtype, ctype)
     want_shape = None if shape is None else shape_tuple(shape, f"segment '{name}'")
-    return _opened(name, wanted, want_shape, ctype, readonly, timeout, *owner_arg(owner))
+    wait_name = not isinstance(timeout, _Default)
+    limit = OPEN_TIMEOUT if isinstance(timeout, _Default) else timeout
+    policy, uid = owner_arg(owner)
+    return _opened(name, wanted, want_shape, ctype, readonly, limit, policy, uid, wait_name)
 
 
 def _opened(
@@ -319,8 +337,9 @@ def _opened(
     timeout: Optional[float],
     policy: int,
     uid: int,
+    wait_name: bool = False,
 ) -> Segment:
-    seg = Segment(_shmlane.open(name, readonly, timeout, policy, uid), ctype)
+    seg = Segment(_shmlane.open(name, readonly, timeout, policy, uid, wait_name), ctype)
     try:
         _verify(seg, wanted, want_shape)
     except LayoutMismatch:

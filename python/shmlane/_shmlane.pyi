@@ -96,7 +96,13 @@ class Reader:
 
 def create(name: str, format: str, shape: Tuple[int, ...], mode: int, flags: int, /) -> Handle: ...
 def open(
-    name: str, readonly: bool, timeout: Optional[float], owner: int = 0, owner_uid: int = 0, /
+    name: str,
+    readonly: bool,
+    timeout: Optional[float],
+    owner: int = 0,
+    owner_uid: int = 0,
+    wait_name: bool = False,
+    /,
 ) -> Handle: ...
 def writer_open(
     name: str,

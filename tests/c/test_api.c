@@ -1,7 +1,8 @@
 /* Public API corners no other test reaches: growable option structs of
  * another size (an older caller's, a newer caller's), every code's exact
  * name, the version, the old names kept for the change counter and the
- * receive policy, and shl_writer_pinned_by's count past its buffer. */
+ * receive policy, shl_writer_pinned_by's count past its buffer, and an
+ * open that waits for a name created later by another process. */
 #include <stddef.h>
 
 #include "testutil_stream.h"
@@ -243,6 +244,65 @@ static void test_pinned_by(void) {
   shl_writer_close(w);
 }
 
+static int create_later(void *arg) {
+  const char *name = arg;
+  t_sleep_ms(150);
+  shl_segment *seg = NULL;
+  int rc = shl_create(&seg, name, &layout, NULL);
+  shl_close(seg); /* the segment stays */
+  return rc;
+}
+
+static int open_waiting(const char *name, int64_t timeout_ns) {
+  shl_open_opts o = SHL_OPEN_OPTS_INIT;
+  o.flags = SHL_OPEN_WAIT_NAME | SHL_OPEN_READONLY;
+  o.timeout_ns = timeout_ns;
+  shl_segment *seg = NULL;
+  int rc = shl_open_ex(&seg, name, &o);
+  T_CHECK((rc == 0) == (seg != NULL));
+  if (seg) {
+    shl_layout got;
+    shl_get_layout(seg, &got);
+    T_CHECK(strcmp(got.format, layout.format) == 0 && got.shape[0] == 4);
+    T_CHECK(shl_is_readonly(seg));
+  }
+  shl_close(seg);
+  return rc;
+}
+
+/* SHL_OPEN_WAIT_NAME: a name that is not there yet is waited for, within
+ * timeout_ns; without the flag, -ENOENT at once as always. */
+static void test_open_wait_name(void) {
+  const char *name = t_name("await");
+  shl_segment *seg = NULL;
+  t_unlink_at_exit(name);
+  long long t0 = t_now_ns();
+  T_EXPECT_RC(shl_open(&seg, name, 0, 5000 * T_MS), -ENOENT);
+  T_EXPECT_TOOK(t0, 0, T_AT_ONCE_MS);
+  t0 = t_now_ns();
+  T_EXPECT_RC(open_waiting(name, 300 * T_MS), -ENOENT);
+  T_EXPECT_TOOK(t0, 300, 300 + T_AT_ONCE_MS);
+  t0 = t_now_ns();
+  T_EXPECT_RC(open_waiting(name, 0), -ENOENT); /* one look */
+  T_EXPECT_TOOK(t0, 0, T_AT_ONCE_MS);
+  T_EXPECT_RC(shl_open(&seg, name, 1u << 2, 0), -EINVAL);
+
+  /* Opener first, creator later in another process. */
+  struct t_child c;
+  T_REQUIRE(t_child_start(&c, create_later, (void *)name, 10) == 0);
+  t0 = t_now_ns();
+  T_EXPECT_RC(open_waiting(name, 5000 * T_MS), 0);
+  T_EXPECT_TOOK(t0, 100, 5000);
+  int rc;
+  T_EXPECT_EXIT(t_child_finish(&c, &rc), 0);
+  T_EXPECT_RC(rc, 0);
+  /* Creator first: no wait, with or without a time limit. */
+  t0 = t_now_ns();
+  T_EXPECT_RC(open_waiting(name, -1), 0);
+  T_EXPECT_TOOK(t0, 0, T_AT_ONCE_MS);
+  T_EXPECT_RC(shl_unlink(name), 0);
+}
+
 int main(void) {
   test_create_opts_size();
   test_info_size();
@@ -252,5 +312,6 @@ int main(void) {
   test_version();
   test_old_names();
   test_pinned_by();
+  test_open_wait_name();
   return t_result();
 }
