@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
-from . import _ctypes, _dtype, _shmlane
+from . import _ctypes, _dtype, _layout, _shmlane
 from ._common import (
     OWNER_ANY,
     OWNER_CREATOR,
@@ -71,25 +71,6 @@ class _Default(enum.Enum):
 
     def __repr__(self) -> str:
         return "<default>"
-
-
-def _requested(name: str, dtype: DTypeLike, ctype: Any) -> Optional[np.dtype]:
-    """The element type asked for by dtype and/or ctype (None if neither).
-    Errors name the segment, and keep their type (TypeError, ValueError)."""
-    try:
-        from_ctype = None if ctype is None else _ctypes.dtype_of(ctype)
-        wanted = None if dtype is None else np.dtype(dtype)
-    except TypeError as exc:
-        raise TypeError(f"segment '{name}': {exc}") from None
-    except ValueError as exc:
-        raise ValueError(f"segment '{name}': {exc}") from None
-    if wanted is None:
-        return from_ctype
-    if from_ctype is not None:
-        found = _dtype.difference(wanted, from_ctype, there_is="in the ctype")
-        if found:
-            raise ValueError(f"segment '{name}': dtype and ctype disagree: {found}")
-    return wanted
 
 
 def _view(handle: _shmlane.Handle) -> np.ndarray:
@@ -280,25 +261,6 @@ class Segment(Described):
         self.close()
 
 
-def _mismatch(name: str, found: str) -> LayoutMismatch:
-    return LayoutMismatch(f"segment '{name}': {found}")
-
-
-def _verify(seg: Segment, dtype: Optional[np.dtype], shape: Optional[Tuple[int, ...]]) -> None:
-    """Raise LayoutMismatch if seg's layout is not the one asked for."""
-    sub: Tuple[int, ...] = ()
-    if dtype is not None:
-        base, sub = _dtype.split_subarray(dtype)
-        found = _dtype.difference(base, seg.dtype)
-        if found:
-            raise _mismatch(seg.name, found)
-    if shape is not None:
-        if shape + sub != seg.shape:
-            raise _mismatch(seg.name, f"shape {shape + sub} here, {seg.shape} in the segment")
-    elif sub and seg.shape[len(seg.shape) - len(sub) :] != sub:
-        raise _mismatch(seg.name, f"trailing shape {sub} here, {seg.shape} in the segment")
-
-
 def open(
     name: str,
     *,
@@ -320,7 +282,7 @@ def open(
     CorruptSegment at once. owner: whose segment to accept: None (yours or
     root's), a user name or uid, or "any"; another owner raises
     PermissionError."""
-    wanted = _requested(name, dtype, ctype)
+    wanted = _layout.requested(f"segment '{name}'", dtype, ctype)
     want_shape = None if shape is None else shape_tuple(shape, f"segment '{name}'")
     wait_name = not isinstance(timeout, _Default)
     limit = OPEN_TIMEOUT if isinstance(timeout, _Default) else timeout
@@ -341,7 +303,7 @@ def _opened(
 ) -> Segment:
     seg = Segment(_shmlane.open(name, readonly, timeout, policy, uid, wait_name), ctype)
     try:
-        _verify(seg, wanted, want_shape)
+        _layout.verify(f"segment '{name}'", "the segment", wanted, want_shape, seg.dtype, seg.shape)
     except LayoutMismatch:
         seg.close()
         raise
@@ -367,7 +329,7 @@ def create(
     waiting up to `timeout` for its creator while that creator lives.
     replace: unlink an existing one first. unlink_on_close: this process's
     close() also removes the name. Nothing is ever removed at exit otherwise."""
-    wanted = _requested(name, dtype, ctype)
+    wanted = _layout.requested(f"segment '{name}'", dtype, ctype)
     if wanted is None:
         raise ValueError(f"segment '{name}': create needs a dtype or a ctype")
     user_shape = shape_tuple(shape, f"segment '{name}'")

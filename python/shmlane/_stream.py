@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
-from . import _dtype, _shmlane
+from . import _dtype, _layout, _shmlane
 from ._common import (
     Described,
     OwnerLike,
@@ -335,7 +335,9 @@ class Reader(Described):
     None: half the slots less one, at least 1, so that a reader that keeps
     its arrays never stalls the writer or the other readers; receive() raises
     shmlane.Error past it. owner: whose streams to read: None, this user's or
-    root's; a user name or uid: that user's too; "any": anyone's."""
+    root's; a user name or uid: that user's too; "any": anyone's.
+    shape, dtype and ctype, when given, are checked against the stream's
+    frames (LayoutMismatch, worded as open()'s)."""
 
     def __init__(
         self,
@@ -343,11 +345,17 @@ class Reader(Described):
         policy: Optional[str] = None,
         timeout: Optional[float] = 5.0,
         *,
+        shape: Optional[ShapeLike] = None,
+        dtype: Any = None,
+        ctype: Any = None,
         spin: float = 0.0,
         max_pinned: Optional[int] = None,
         owner: OwnerLike = None,
         mode: Optional[str] = None,
     ) -> None:
+        what = f"stream '{name}'"
+        wanted = _layout.requested(what, dtype, ctype)
+        want_shape = None if shape is None else shape_tuple(shape, what)
         if mode is not None:
             if policy is not None:
                 raise TypeError(f"stream '{name}': give policy= only (mode= is its old name)")
@@ -371,6 +379,7 @@ class Reader(Described):
         try:
             raw.spin_ns = spin_time
             self._wrap, self._dtype, self._shape = _frames(raw)
+            _layout.verify(what, "the stream", wanted, want_shape, self._dtype, self._shape)
         except BaseException:
             raw.close()
             raise
