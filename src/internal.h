@@ -3,6 +3,7 @@
 #define SHL_INTERNAL_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "shm_layout.h"
@@ -128,6 +129,10 @@ void shl__role_fd_close(struct shl__role_fd *r);
 /* Changes in every child made by fork(): a handle that recorded another
  * value was inherited, and must not touch shared state. */
 unsigned shl__fork_generation(void);
+/* The handle was opened before a fork(): this process only inherited it. */
+static inline bool shl__seg_inherited(const shl_segment *seg) {
+  return seg->fork_gen != shl__fork_generation();
+}
 /* The calling thread's kernel id (cached per thread and fork generation). */
 int32_t shl__thread_id(void);
 

@@ -553,7 +553,7 @@ void shl_close(shl_segment *seg) {
   if (!seg) return;
   /* A child's inherited handle never changes shared state: no unlink, and
    * the parent's lock is not ours (holder carries the fork generation). */
-  bool inherited = seg->fork_gen != shl__fork_generation();
+  bool inherited = shl__seg_inherited(seg);
   atomic_store(&seg->closing, 1);
   /* The calling thread's lock is released. Another thread's stays held, and
    * mapped, until that thread unlocks (the last one out frees): unmapping a

@@ -75,7 +75,6 @@ struct stream {
   uint64_t stride;
   uint32_t slots, max_readers, flags;
   struct shl__role_fd role; /* this handle's role locks */
-  unsigned fork_generation; /* at open: another value means inherited */
 };
 
 struct shl_writer {
@@ -104,11 +103,10 @@ static uint64_t self_word(void) { return (uint32_t)getpid(); }
 static void init_handle(struct stream *s) {
   s->role.fd = -1;
   s->role.prev = s->role.next = &s->role;
-  s->fork_generation = shl__fork_generation();
 }
 
 static bool inherited(const struct stream *s) {
-  return s->fork_generation != shl__fork_generation();
+  return shl__seg_inherited(s->seg);
 }
 
 static uint64_t slots_bytes(uint32_t slots) {

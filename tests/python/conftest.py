@@ -68,16 +68,16 @@ def run_py() -> Callable[..., str]:
     return run
 
 
-@pytest.fixture
-def spawn_py() -> Iterator[Callable[..., subprocess.Popen]]:
-    """Starts Python code in a new interpreter (stdin, stdout and stderr piped,
-    text); the processes still running at the end of the test are killed."""
+def spawner(prefix: List[str]) -> Iterator[Callable[..., subprocess.Popen]]:
+    """For fixtures: starts Python code in a new interpreter, its command line
+    after `prefix` (stdin, stdout and stderr piped, text); the processes still
+    running at the end of the test are killed."""
     procs: List[subprocess.Popen] = []
 
     def spawn(code: str, *args: str) -> subprocess.Popen:
         procs.append(
             subprocess.Popen(
-                _script(code) + list(args),
+                prefix + _script(code) + list(args),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -91,6 +91,12 @@ def spawn_py() -> Iterator[Callable[..., subprocess.Popen]]:
         if proc.poll() is None:
             proc.kill()
         proc.communicate(timeout=30)
+
+
+@pytest.fixture
+def spawn_py() -> Iterator[Callable[..., subprocess.Popen]]:
+    """Python code in a new interpreter: spawner() without a prefix."""
+    yield from spawner([])
 
 
 def read_line(proc: subprocess.Popen, timeout: float = 30) -> str:

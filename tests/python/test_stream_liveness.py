@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import shmlane
-from conftest import built_cli, expect_line, read_line
+from conftest import built_cli, expect_line, read_line, spawner
 
 SHAPE = (16,)
 
@@ -204,25 +204,7 @@ def spawn_ns() -> Iterator:
     there, and sees none of our processes in its /proc)."""
     if not unshare_works():
         pytest.skip("unshare -pf --mount-proc is not permitted here")
-    procs: List[subprocess.Popen] = []
-
-    def spawn(code: str, *args: str) -> subprocess.Popen:
-        argv = ["unshare", "-pf", "--mount-proc", sys.executable, "-c", textwrap.dedent(code)]
-        procs.append(
-            subprocess.Popen(
-                argv + list(args),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
-        return procs[-1]
-
-    yield spawn
-    for proc in procs:
-        proc.kill()
-        proc.wait()
+    yield from spawner(["unshare", "-pf", "--mount-proc", "--kill-child"])
 
 
 def test_a_reader_in_another_pid_namespace_keeps_its_pins(name, spawn_ns):
