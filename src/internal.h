@@ -106,8 +106,6 @@ int shl__futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t timeout_n
 void shl__futex_wake_all(_Atomic uint32_t *word);
 /* Start time of a process (clock ticks since boot), or negative errno. */
 int shl__process_start(int32_t pid, uint64_t *start);
-/* 1 alive, 0 dead or PID reused, -1 cannot tell. */
-int shl__process_alive(int32_t pid, uint64_t start);
 /* Role locks: open-file-description locks (F_OFD_SETLK) on single bytes of
  * an object's file (SHL__ROLE_* in shm_layout.h), held for as long as a role
  * lasts. The kernel drops them when the last descriptor of the holder's open

@@ -5,7 +5,6 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -70,19 +69,6 @@ int shl__process_start(int32_t pid, uint64_t *start) {
     }
   }
   return -EIO;
-}
-
-int shl__process_alive(int32_t pid, uint64_t start) {
-  if (pid <= 0) return -1;
-  uint64_t now_start;
-  int rc = shl__process_start(pid, &now_start);
-  if (rc == -ENOENT || rc == -ESRCH) return 0;
-  if (rc < 0) {
-    /* No /proc view (hidepid, other namespace): fall back to kill(0). */
-    if (kill(pid, 0) == 0 || errno == EPERM) return -1;
-    return errno == ESRCH ? 0 : -1;
-  }
-  return now_start == start ? 1 : 0;
 }
 
 /* ---------------------------------------------------------------- role locks */
