@@ -118,7 +118,8 @@ SHL_API const char *shl_version_string(void);
   X(SLOTS_PINNED, -30018, "no free slot: readers pin every slot the writer could reuse")  \
   X(CREATOR_DEAD, -30019, "the creator died before the segment was ready")               \
   X(WRITER_CLOSED, -30020, "the stream's writer closed it and no writer took over")      \
-  X(CLOSED, -30021, "the handle was closed by another thread during the call")
+  X(CLOSED, -30021, "the handle was closed by another thread during the call")            \
+  X(REPLACED, -30022, "the stream was replaced under its name by a new one (new layout, or removed and created again)")
 
 enum {
 #define SHL__ERR_ENUM(name, value, text) SHL_E_##name = (value),
@@ -372,7 +373,12 @@ typedef struct shl_reader shl_reader;
 #define SHL_STREAM_MAX_READERS 256
 
 enum shl_stream_flags {
-  SHL_STREAM_BLOCK = 1u << 0 /* writer waits for live `all` readers instead of lapping them */
+  SHL_STREAM_BLOCK = 1u << 0,  /* writer waits for live `all` readers instead of lapping them */
+  /* shl_writer_open: a stream of that name with another layout (frame,
+   * metadata or slot count) whose writer is gone is replaced by a new one,
+   * and its readers follow the name to it (see shl_reader_receive). Without
+   * it that is -EINVAL. Not stored: the stream's flags are the others. */
+  SHL_STREAM_REPLACE = 1u << 1
 };
 
 typedef struct shl_stream_opts {
@@ -381,15 +387,20 @@ typedef struct shl_stream_opts {
   uint32_t max_readers; /* 1..SHL_STREAM_MAX_READERS; 0 means 64 */
   uint32_t flags;       /* enum shl_stream_flags */
   uint32_t mode;        /* permission bits; 0 means 0600 */
+  /* Per-frame metadata: a record of this format (PEP 3118, as shl_layout's)
+   * beside each frame, written in the loan (shl_writer_meta) and published
+   * with its frame; NULL or "" for none. */
+  const char *meta_format;
 } shl_stream_opts;
 
 #define SHL_STREAM_OPTS_INIT {.size = sizeof(shl_stream_opts)}
 
-/* Create the stream, or take over an existing one with the same frame layout
- * whose writer is gone (readers keep their place). -EBUSY if a live writer
- * holds it; SHL_E_BAD_KIND if the name is not a stream; -EINVAL if its frame
- * layout or slot count differ; SHL_E_FOREIGN_OWNER if another user owns it
- * (never adopted). opts may be NULL. */
+/* Create the stream, or take over an existing one with the same frame and
+ * metadata layout whose writer is gone (readers keep their place). -EBUSY if
+ * a live writer holds it; SHL_E_BAD_KIND if the name is not a stream; -EINVAL
+ * if its layout or slot count differ, unless SHL_STREAM_REPLACE asks to
+ * replace it (its frame numbers go on); SHL_E_FOREIGN_OWNER if another user
+ * owns it (never adopted). opts may be NULL. */
 SHL_API int shl_writer_open(shl_writer **out, const char *name, const shl_layout *frame,
                             const shl_stream_opts *opts);
 /* Give up the writer role (a held loan is discarded); the stream stays.
@@ -403,6 +414,9 @@ SHL_API void shl_writer_close(shl_writer *w);
 SHL_API int shl_writer_loan(shl_writer *w, void **frame, int64_t timeout_ns);
 /* Publish the loaned slot: stamps sequence number and time, wakes readers. */
 SHL_API int shl_writer_publish(shl_writer *w, uint64_t *seq);
+/* The loaned slot's metadata record (shl_stream_opts.meta_format), written
+ * in place and published with its frame; NULL without a loan or metadata. */
+SHL_API void *shl_writer_meta(const shl_writer *w);
 /* Drop the loan without publishing. */
 SHL_API int shl_writer_discard(shl_writer *w);
 /* After SHL_E_SLOTS_PINNED: the pids (as their readers recorded them) of the
@@ -420,13 +434,24 @@ enum shl_recv_policy {
 /* The old name of enum shl_recv_policy (deprecated). */
 #define shl_recv_mode shl_recv_policy
 
+enum shl_sample_flags {
+  /* The first sample from a stream this reader followed its name to: from
+   * here on frames have that stream's layout (shl_reader_segment). */
+  SHL_SAMPLE_NEW_STREAM = 1u << 0
+};
+
 typedef struct shl_sample {
   const void *data;      /* read-only, valid until shl_reader_release */
-  uint64_t seq;          /* 1, 2, ... per stream */
+  uint64_t seq;          /* 1, 2, ... per stream, going on across a replacement */
   uint64_t timestamp_ns; /* CLOCK_MONOTONIC at publish */
   uint64_t lost;         /* frames skipped before this one (SHL_RECV_ALL) */
   uint32_t slot;
+  uint32_t flags;        /* enum shl_sample_flags */
 } shl_sample;
+
+/* The sample's metadata record (read-only, published with its frame), or
+ * NULL if its stream has none. */
+SHL_API const void *shl_sample_meta(const shl_reader *r, const shl_sample *sample);
 
 /* Open a stream as a reader with a receive policy (enum shl_recv_policy);
  * waits up to timeout_ns for it to appear. */
@@ -440,8 +465,14 @@ typedef struct shl_reader_opts {
   uint32_t max_pinned; /* samples this reader may hold at once; 0: the default (see below) */
   uint32_t owner;      /* enum shl_owner_policy, as for shl_open_opts */
   uint32_t owner_uid;
-  uint32_t reserved;   /* zero */
+  uint32_t flags;      /* enum shl_reader_flags */
 } shl_reader_opts;
+
+enum shl_reader_flags {
+  /* A stream replaced under its name ends this reader with SHL_E_REPLACED
+   * instead of being followed. */
+  SHL_READER_NO_FOLLOW = 1u << 0
+};
 
 #define SHL_READER_OPTS_INIT {.size = sizeof(shl_reader_opts), .timeout_ns = -1}
 
@@ -456,7 +487,13 @@ SHL_API void shl_reader_close(shl_reader *r);
  * left and no live writer holds the stream (noticed within 100 ms):
  * SHL_E_WRITER_CLOSED if the last writer closed it, SHL_E_WRITER_GONE if it
  * died. SHL_E_PIN_LIMIT, pinning nothing, while the reader holds max_pinned
- * samples. Flags as for shl_wait_ex (SHL_WAIT_INTERRUPTIBLE). */
+ * samples. Flags as for shl_wait_ex (SHL_WAIT_INTERRUPTIBLE).
+ * Following: once every frame of its stream is received, a reader whose
+ * stream was replaced (SHL_STREAM_REPLACE), or whose writer is gone and whose
+ * name now holds another stream, moves to the stream the name holds and goes
+ * on; the first sample from there has SHL_SAMPLE_NEW_STREAM, and `lost`
+ * counts frames across the move. Samples still held keep the old stream
+ * mapped until released. With SHL_READER_NO_FOLLOW: SHL_E_REPLACED. */
 SHL_API int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint32_t flags);
 SHL_API int shl_reader_release(shl_reader *r, const shl_sample *sample);
 /* Make receive poll up to spin_ns (capped at 1 ms, as shl_wait_opts) before
@@ -474,12 +511,20 @@ typedef struct shl_stream_info {
   uint64_t last_seq;
   uint64_t last_timestamp_ns;
   uint64_t slot_stride; /* bytes between slots in the payload */
+  uint64_t meta_size;   /* bytes of each frame's metadata record, 0 none */
+  uint64_t meta_offset; /* its place in a slot */
+  uint64_t base_seq;    /* frames are numbered from base_seq + 1 */
+  int replaced;         /* 1: a writer put a new stream under the name */
 } shl_stream_info;
 
 #define SHL_STREAM_INFO_INIT {.size = sizeof(shl_stream_info)}
 
 /* Describe a stream segment (any open handle of kind SHL_KIND_STREAM). */
 SHL_API int shl_stream_get_info(const shl_segment *seg, shl_stream_info *out);
+/* A stream's metadata format, copied with its NUL into format (of `size`
+ * bytes; may be NULL to ask for the itemsize only): returns the record's
+ * itemsize, 0 if the stream has no metadata, -ERANGE if it does not fit. */
+SHL_API int64_t shl_stream_get_meta(const shl_segment *seg, char *format, size_t size);
 
 #ifdef __cplusplus
 }

@@ -69,6 +69,9 @@ int shl__segment_create(shl_segment **out, const char *name, const shl_layout *l
  * called) and puts it back when done; the last put frees the handle. */
 int shl__seg_enter(shl_segment *seg);
 void shl__seg_put(shl_segment *seg);
+/* 0 if the segment's name still refers to its object; -ESTALE if another
+ * object has the name now, -ENOENT if none has. */
+int shl__seg_names_object(const shl_segment *seg);
 /* This thread, with the fork generation: the word stored in `holder`. */
 uint64_t shl__seg_self(void);
 
@@ -123,6 +126,8 @@ int shl__role_held(int fd, uint64_t byte);
  * -ESTALE if `name` no longer refers to the object of `fd`. */
 int shl__role_fd_open(struct shl__role_fd *r, const char *posix_name, int fd);
 void shl__role_fd_close(struct shl__role_fd *r);
+/* Moves a descriptor (and its registration) from src to dst; src is left closed. */
+void shl__role_fd_move(struct shl__role_fd *dst, struct shl__role_fd *src);
 
 /* Changes in every child made by fork(): a handle that recorded another
  * value was inherited, and must not touch shared state. */

@@ -169,6 +169,20 @@ void shl__role_fd_close(struct shl__role_fd *r) {
   pthread_mutex_unlock(&role_fds_lock);
 }
 
+void shl__role_fd_move(struct shl__role_fd *dst, struct shl__role_fd *src) {
+  pthread_mutex_lock(&role_fds_lock);
+  *dst = *src;
+  if (src->next != src) { /* registered: dst takes its place in the list */
+    dst->prev->next = dst;
+    dst->next->prev = dst;
+  } else {
+    dst->prev = dst->next = dst;
+  }
+  src->prev = src->next = src;
+  src->fd = -1;
+  pthread_mutex_unlock(&role_fds_lock);
+}
+
 const char *shl__shm_dir(void) { return "/dev/shm"; }
 
 void shl__sleep_ns(int64_t ns) {

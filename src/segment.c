@@ -415,6 +415,12 @@ static int names_object(const char *pname, int fd) {
   return mine.st_ino == now.st_ino && mine.st_dev == now.st_dev ? 0 : -ESTALE;
 }
 
+int shl__seg_names_object(const shl_segment *seg) {
+  char pname[POSIX_NAME_MAX + 1];
+  int rc = posix_name(seg->name, pname);
+  return rc < 0 ? rc : names_object(pname, seg->fd);
+}
+
 /* shl_unlink_if_same, for a POSIX name. */
 static int unlink_if_same(const char *pname, int fd) {
   int rc = names_object(pname, fd);

@@ -14,7 +14,7 @@
 #include "shmlane.h"
 
 #define SHL__MAGIC "SHMLANE"  /* 7 chars + NUL = 8 bytes */
-#define SHL__FORMAT_VERSION 2u /* 2: liveness by role locks (SHL__ROLE_*) */
+#define SHL__FORMAT_VERSION 3u /* 2: liveness by role locks; 3: stream metadata, replacement */
 #define SHL__HEADER_SIZE 512u /* fixed part; the format string follows it */
 #define SHL__PAYLOAD_ALIGN 4096u
 #define SHL__EXT_ALIGN 64u /* ext_offset: the stream area holds 64-byte aligned atomics */
@@ -98,24 +98,29 @@ _Static_assert(sizeof(_Atomic uint64_t) == 8 && sizeof(_Atomic uint32_t) == 4, "
 
 /* ---------------------------------------------------------------- streams
  * A stream's kind-specific area (at ext_offset): a control block, then
- * `slots` slot descriptors, then `max_readers` reader entries. Slot i's frame
- * is at payload_offset + i * slot_stride. A process id word packs
+ * `slots` slot descriptors, then `max_readers` reader entries, then the
+ * metadata format (if any) with its NUL. Slot i is at payload_offset +
+ * i * slot_stride: its frame at the slot's start, its metadata record at
+ * meta_offset within it. A process id word packs
  * pid | (low 32 bits of the start time) << 32; 0 means none. */
 
 struct shl__stream_ctl {
   uint32_t slots;                   /*  0 */
   uint32_t max_readers;             /*  4 */
   uint32_t flags;                   /*  8 enum shl_stream_flags */
-  uint32_t reserved0;               /* 12 */
+  uint32_t meta_format_len;         /* 12 metadata format, without NUL; 0: no metadata */
   uint64_t slot_stride;             /* 16 multiple of 64 */
   uint64_t frame_size;              /* 24 bytes one frame spans */
-  uint64_t reserved1[4];            /* 32 */
+  uint64_t meta_offset;             /* 32 metadata record in each slot; multiple of 64, 0 none */
+  uint64_t meta_size;               /* 40 its bytes: the metadata format's itemsize */
+  uint64_t meta_format_offset;      /* 48 from the start of this area, 0 none */
+  uint64_t base_seq;                /* 56 this stream numbers its frames from base_seq + 1 */
   alignas(64) _Atomic uint64_t writer; /* 64 id of the writer, 0 none */
   _Atomic uint64_t latest;          /* 72 seq << 8 | slot of the newest frame, 0 none */
   _Atomic uint32_t space;           /* 80 futex: bumped when readers free a slot */
   _Atomic uint32_t writer_waiting;  /* 84 a writer sleeps on `space` */
   _Atomic uint32_t reader_hwm;      /* 88 entries [0, hwm) may be in use */
-  uint32_t reserved2;               /* 92 */
+  _Atomic uint32_t replaced;        /* 92 1: a writer put a new stream under the name */
   uint64_t reserved3[4];            /* 96 */
 };
 
@@ -134,11 +139,17 @@ struct shl__reader {
 };
 
 _Static_assert(sizeof(struct shl__stream_ctl) == 128, "stream ctl size");
+_Static_assert(offsetof(struct shl__stream_ctl, meta_format_len) == 12, "layout");
 _Static_assert(offsetof(struct shl__stream_ctl, slot_stride) == 16, "layout");
+_Static_assert(offsetof(struct shl__stream_ctl, meta_offset) == 32, "layout");
+_Static_assert(offsetof(struct shl__stream_ctl, meta_size) == 40, "layout");
+_Static_assert(offsetof(struct shl__stream_ctl, meta_format_offset) == 48, "layout");
+_Static_assert(offsetof(struct shl__stream_ctl, base_seq) == 56, "layout");
 _Static_assert(offsetof(struct shl__stream_ctl, writer) == 64, "layout");
 _Static_assert(offsetof(struct shl__stream_ctl, latest) == 72, "layout");
 _Static_assert(offsetof(struct shl__stream_ctl, space) == 80, "layout");
 _Static_assert(offsetof(struct shl__stream_ctl, reader_hwm) == 88, "layout");
+_Static_assert(offsetof(struct shl__stream_ctl, replaced) == 92, "layout");
 _Static_assert(sizeof(struct shl__slot) == 16, "slot size");
 _Static_assert(sizeof(struct shl__reader) == 64, "reader entry size");
 _Static_assert(offsetof(struct shl__reader, next_seq) == 16, "layout");

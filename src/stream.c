@@ -39,6 +39,15 @@
  * reader's pins are reclaimed by taking its entry's lock, by whoever needs
  * the slot or the entry. The pids in the shared words are for people only.
  *
+ * Replacement. A writer with another layout (SHL_STREAM_REPLACE) takes the
+ * old stream's writer role, creates the new stream under the name with
+ * base_seq set past the old numbers, and only then sets the old one's
+ * `replaced` and wakes its readers. A reader that has received every frame
+ * of its stream and finds it replaced, or its writer gone and the name
+ * holding another object, registers on the object the name holds and goes
+ * on from there (follow()). Rings it left that still have pinned samples
+ * stay mapped until those are released.
+ *
  * A handle is used by one thread at a time (shmlane.h, Threads). Handles
  * belong to the process that opened them: in a forked child every call
  * returns SHL_E_FORKED, and closing touches nothing shared. */
@@ -48,6 +57,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -73,6 +83,8 @@ struct stream {
   struct shl__reader *reader; /* [max_readers] */
   unsigned char *frames;
   uint64_t stride;
+  uint64_t meta_offset, meta_size; /* meta_size 0: no metadata */
+  uint64_t base_seq;
   uint32_t slots, max_readers, flags;
   struct shl__role_fd role; /* this handle's role locks */
 };
@@ -83,16 +95,29 @@ struct shl_writer {
   int loaned; /* slot index, -1 for none */
 };
 
-struct shl_reader {
+/* A stream a reader is registered on: the one it reads, or one it followed
+ * the name away from whose samples it still holds. */
+struct ring {
   struct stream s;
   struct shl__reader *entry;
+  uint32_t pinned;                     /* samples held from this ring */
+  uint32_t held[SHL_STREAM_MAX_SLOTS]; /* samples held per slot */
+  struct ring *next;                   /* the reader's list of rings left */
+};
+
+struct shl_reader {
+  struct ring *cur;  /* the stream it reads */
+  struct ring *left; /* rings it left that still have pinned samples */
   uint64_t last_seq; /* newest sequence delivered */
   uint64_t next_seq; /* policy `all`: next sequence wanted */
   int64_t liveness_checked_ns;
   uint32_t policy; /* enum shl_recv_policy */
   uint32_t spin_ns;
-  uint32_t max_pinned, pinned;         /* samples this reader may hold, and holds */
-  uint32_t held[SHL_STREAM_MAX_SLOTS]; /* samples held per slot */
+  uint32_t max_pinned, pinned; /* samples this reader may hold, and holds */
+  uint32_t max_pinned_asked;   /* 0: the default for the ring's slots */
+  uint32_t flags;              /* enum shl_reader_flags */
+  uint32_t owner, owner_uid;   /* whose stream the name may lead to */
+  bool moved;                  /* the next sample is the first of a followed stream */
 };
 
 /* This process in the shared words: its pid, as it sees it. Information for
@@ -118,6 +143,31 @@ static uint64_t ext_bytes(uint32_t slots, uint32_t readers) {
          (uint64_t)readers * sizeof(struct shl__reader);
 }
 
+/* The metadata format inside the stream area, checked against the control
+ * block: copied into out (of out_size bytes) first, so that what is checked
+ * is what is used. Its itemsize, 0 if none, or an error. */
+static int64_t meta_format(const shl_segment *seg, const struct shl__stream_ctl *ctl,
+                           uint64_t fixed, char *out, size_t out_size) {
+  uint32_t len = ctl->meta_format_len;
+  uint64_t at = ctl->meta_format_offset, size = ctl->meta_size, end;
+  if (len == 0) return at || size || ctl->meta_offset ? SHL_E_BAD_HEADER : 0;
+  if (len > SHL_FORMAT_MAX || at < fixed || __builtin_add_overflow(at, (uint64_t)len + 1, &end) ||
+      end > seg->ext_size)
+    return SHL_E_BAD_HEADER;
+  const char *live = (const char *)seg->ext + at;
+  char copy[SHL_FORMAT_MAX + 1];
+  memcpy(copy, live, len + 1);
+  if (copy[len] != '\0' || strlen(copy) != len) return SHL_E_BAD_FORMAT;
+  int64_t itemsize = shl__format_parse(copy, len);
+  if (itemsize < 0) return itemsize;
+  if ((uint64_t)itemsize != size) return SHL_E_ITEMSIZE;
+  if (out) {
+    if (out_size < (size_t)len + 1) return -ERANGE;
+    memcpy(out, copy, len + 1);
+  }
+  return itemsize;
+}
+
 /* Checks the control area against the segment and takes a private snapshot
  * of its immutable fields; a hostile peer cannot move us out of bounds. */
 static int bind(struct stream *s, shl_segment *seg) {
@@ -126,6 +176,7 @@ static int bind(struct stream *s, shl_segment *seg) {
   struct shl__stream_ctl *ctl = (struct shl__stream_ctl *)(void *)seg->ext;
   uint32_t slots = ctl->slots, readers = ctl->max_readers;
   uint64_t stride = ctl->slot_stride, frame_size = ctl->frame_size, extent, total;
+  uint64_t meta_offset = ctl->meta_offset, meta_end;
   if (slots < 2 || slots > SHL_STREAM_MAX_SLOTS || readers < 1 ||
       readers > SHL_STREAM_MAX_READERS || seg->ext_size < ext_bytes(slots, readers))
     return SHL_E_BAD_HEADER;
@@ -134,6 +185,16 @@ static int bind(struct stream *s, shl_segment *seg) {
   if (stride % 64 || frame_size < extent || frame_size > stride ||
       __builtin_mul_overflow(stride, (uint64_t)slots, &total) || total > seg->payload_size)
     return SHL_E_BAD_HEADER;
+  int64_t meta_size = meta_format(seg, ctl, ext_bytes(slots, readers), NULL, 0);
+  if (meta_size < 0) return (int)meta_size;
+  if (meta_size && (meta_offset % 64 || meta_offset < frame_size ||
+                    __builtin_add_overflow(meta_offset, (uint64_t)meta_size, &meta_end) ||
+                    meta_end > stride))
+    return SHL_E_BAD_HEADER;
+  s->meta_offset = meta_size ? meta_offset : 0;
+  s->meta_size = (uint64_t)meta_size;
+  if (ctl->base_seq >> 55) return SHL_E_BAD_HEADER; /* seq << SLOT_BITS must not overflow */
+  s->base_seq = ctl->base_seq;
   s->seg = seg;
   s->ctl = ctl;
   s->slot = (struct shl__slot *)(void *)(seg->ext + sizeof *ctl);
@@ -210,8 +271,18 @@ static int64_t deadline_after(int64_t timeout_ns) {
 
 /* ---------------------------------------------------------------- writer */
 
-static void init_ctl(void *ext, void *arg) {
-  memcpy(ext, arg, sizeof(struct shl__stream_ctl));
+/* What a new stream's creator writes into its area, and the sizes it needs. */
+struct plan {
+  struct shl__stream_ctl ctl;
+  const char *meta_format;
+  uint64_t ext_size, payload;
+};
+
+static void init_area(void *ext, void *arg) {
+  const struct plan *p = arg;
+  memcpy(ext, &p->ctl, sizeof p->ctl);
+  if (p->ctl.meta_format_len)
+    memcpy((char *)ext + p->ctl.meta_format_offset, p->meta_format, p->ctl.meta_format_len + 1);
 }
 
 static bool same_frame(const shl_layout *a, const shl_layout *b) {
@@ -221,20 +292,21 @@ static bool same_frame(const shl_layout *a, const shl_layout *b) {
   return true;
 }
 
-/* Become the writer of an existing stream whose writer is gone: take its
- * role lock (-EBUSY while a live writer holds it). */
-static int take_over(shl_writer *w, const shl_layout *frame, uint32_t slots) {
+/* The bound stream has the frame, metadata and (if asked) slot count planned. */
+static bool same_layout(const struct stream *s, const shl_layout *frame, const struct plan *p,
+                        uint32_t slots) {
   shl_layout have;
-  shl_get_layout(w->s.seg, &have);
-  if (!same_frame(&have, frame) || (slots && slots != w->s.slots)) return -EINVAL;
-  int rc = open_role(&w->s);
-  if (rc == 0) rc = shl__role_take(w->s.role.fd, SHL__ROLE_WRITER);
-  if (rc < 0) return rc;
-  /* A writer killed in its futex wait left the flag set: nobody sleeps now. */
-  atomic_store(&w->s.ctl->writer_waiting, 0);
-  /* After the role is ours (I4); read by writer_state, for people only. */
-  atomic_store(&w->s.ctl->writer, self_word());
-  return 0;
+  char meta[SHL_FORMAT_MAX + 1] = "";
+  shl_get_layout(s->seg, &have);
+  if (shl_stream_get_meta(s->seg, meta, sizeof meta) < 0) return false;
+  return same_frame(&have, frame) && (!slots || slots == s->slots) &&
+         strcmp(meta, p->meta_format ? p->meta_format : "") == 0;
+}
+
+/* Take the writer role of the bound stream: -EBUSY while a live writer holds it. */
+static int claim_writer(struct stream *s) {
+  int rc = open_role(s);
+  return rc < 0 ? rc : shl__role_take(s->role.fd, SHL__ROLE_WRITER);
 }
 
 /* Sequence numbers go on from the highest any slot or `latest` shows: a
@@ -242,11 +314,83 @@ static int take_over(shl_writer *w, const shl_layout *frame, uint32_t slots) {
 static uint64_t highest_seq(const struct stream *s) {
   /* With the role held no one else stores seq or latest (I1: never repeated). */
   uint64_t high = atomic_load(&s->ctl->latest) >> SLOT_BITS;
+  if (s->base_seq > high) high = s->base_seq;
   for (uint32_t i = 0; i < s->slots; i++) {
     uint64_t seq = atomic_load(&s->slot[i].seq);
     if (seq > high) high = seq;
   }
   return high;
+}
+
+/* Create the stream planned under `name`, holding its writer role. */
+static int create_stream(struct stream *s, const char *name, const shl_layout *frame,
+                         struct plan *p, uint32_t mode) {
+  struct shl__extra extra = {p->ext_size, p->payload, init_area, p, &s->role, SHL__ROLE_WRITER};
+  shl_create_opts copts = {sizeof copts, SHL_KIND_STREAM, mode, 0};
+  shl_segment *seg;
+  int rc = shl__segment_create(&seg, name, frame, &copts, &extra);
+  if (rc < 0) return rc;
+  rc = bind(s, seg);
+  if (rc < 0) {
+    s->seg = seg;
+    close_stream(s);
+  }
+  return rc;
+}
+
+/* The bound stream `old`, whose writer role this writer holds, makes way for
+ * a new one under its name: its numbers go on there, and its readers follow
+ * once they see `replaced`. -ESTALE if the name no longer holds it. */
+static int replace(struct stream *s, struct stream *old, const char *name,
+                   const shl_layout *frame, struct plan *p, uint32_t mode) {
+  p->ctl.base_seq = highest_seq(old);
+  int rc = shl_unlink_if_same(name, old->seg->fd);
+  if (rc == -ENOENT) rc = -ESTALE;
+  if (rc == 0) rc = create_stream(s, name, frame, p, mode);
+  if (rc == 0) {
+    /* After the new stream is ready under the name: a reader that sees the
+     * flag finds it there. Pairs with receive's look at `replaced`. */
+    atomic_store(&old->ctl->replaced, 1);
+    shl_notify(old->seg, NULL);
+  }
+  return rc;
+}
+
+/* Attempts at a name that keeps changing under us before giving up. */
+#define NAME_ATTEMPTS 8
+
+/* Open the stream `name` as its writer: create it, take it over, or replace
+ * it. On success s is bound and holds the writer role. */
+static int open_writer(struct stream *s, const char *name, const shl_layout *frame,
+                       struct plan *p, const shl_stream_opts *opts) {
+  int rc = -EAGAIN;
+  for (int attempt = 0; attempt < NAME_ATTEMPTS; attempt++) {
+    rc = create_stream(s, name, frame, p, opts->mode);
+    if (rc != -EEXIST) return rc;
+    /* Never adopt another user's object: it could read every frame. */
+    shl_open_opts oopts = SHL_OPEN_OPTS_INIT;
+    oopts.owner = SHL_OWNER_CREATOR;
+    shl_segment *seg;
+    rc = shl_open_ex(&seg, name, &oopts);
+    if (rc == -ENOENT) continue; /* removed meanwhile: create it */
+    if (rc < 0) return rc;
+    struct stream old;
+    init_handle(&old);
+    old.seg = seg;
+    rc = bind(&old, seg);
+    bool same = rc == 0 && same_layout(&old, frame, p, opts->slots);
+    if (rc == 0 && !same && !(opts->flags & SHL_STREAM_REPLACE)) rc = -EINVAL;
+    if (rc == 0) rc = claim_writer(&old);
+    if (rc == 0 && same) {
+      *s = old;
+      shl__role_fd_move(&s->role, &old.role); /* with its fork registration */
+      return 0;
+    }
+    if (rc == 0) rc = replace(s, &old, name, frame, p, opts->mode);
+    close_stream(&old);
+    if (rc != -ESTALE && rc != -EEXIST) return rc;
+  }
+  return rc;
 }
 
 int shl_writer_open(shl_writer **out, const char *name, const shl_layout *frame,
@@ -260,48 +404,47 @@ int shl_writer_open(shl_writer **out, const char *name, const shl_layout *frame,
   uint32_t slots = opts->slots ? opts->slots : DEFAULT_SLOTS;
   uint32_t readers = opts->max_readers ? opts->max_readers : DEFAULT_READERS;
   if (slots < 2 || slots > SHL_STREAM_MAX_SLOTS || readers > SHL_STREAM_MAX_READERS ||
-      (opts->flags & ~(uint32_t)SHL_STREAM_BLOCK))
+      (opts->flags & ~(uint32_t)(SHL_STREAM_BLOCK | SHL_STREAM_REPLACE)))
     return -EINVAL;
   shl_layout plan;
-  uint64_t frame_size, payload;
+  uint64_t frame_size;
   rc = shl__layout_plan(frame, &plan, &frame_size);
   if (rc < 0) return rc;
+  struct plan p = {.ctl = {.slots = slots, .max_readers = readers,
+                           .flags = opts->flags & SHL_STREAM_BLOCK, .frame_size = frame_size}};
+  p.ext_size = ext_bytes(slots, readers);
+  uint64_t slot_bytes = frame_size;
+  if (opts->meta_format && opts->meta_format[0]) {
+    size_t len = strnlen(opts->meta_format, SHL_FORMAT_MAX + 1);
+    int64_t meta_size = shl__format_parse(opts->meta_format, len);
+    if (len > SHL_FORMAT_MAX || meta_size < 0) return SHL_E_BAD_FORMAT;
+    p.meta_format = opts->meta_format;
+    p.ctl.meta_format_len = (uint32_t)len;
+    p.ctl.meta_format_offset = p.ext_size;
+    p.ctl.meta_size = (uint64_t)meta_size;
+    p.ctl.meta_offset = shl__round_up(frame_size, 64);
+    p.ext_size += len + 1;
+    slot_bytes = p.ctl.meta_offset + p.ctl.meta_size;
+  }
   /* Big frames start on a page, small ones on a cache line. */
-  uint64_t stride = shl__round_up(frame_size ? frame_size : 1, frame_size >= 4096 ? 4096 : 64);
-  if (__builtin_mul_overflow(stride, (uint64_t)slots, &payload)) return SHL_E_BAD_SHAPE;
+  p.ctl.slot_stride = shl__round_up(slot_bytes ? slot_bytes : 1, slot_bytes >= 4096 ? 4096 : 64);
+  if (__builtin_mul_overflow(p.ctl.slot_stride, (uint64_t)slots, &p.payload))
+    return SHL_E_BAD_SHAPE;
+  atomic_init(&p.ctl.writer, self_word());
 
   shl_writer *w = calloc(1, sizeof *w);
   if (!w) return -ENOMEM;
   w->loaned = -1;
   init_handle(&w->s);
-  struct shl__stream_ctl init = {.slots = slots, .max_readers = readers, .flags = opts->flags,
-                                 .slot_stride = stride, .frame_size = frame_size};
-  atomic_init(&init.writer, self_word());
-  struct shl__extra extra = {ext_bytes(slots, readers), payload, init_ctl, &init,
-                             &w->s.role, SHL__ROLE_WRITER};
-  shl_create_opts copts = {sizeof copts, SHL_KIND_STREAM, opts->mode, 0};
-  shl_segment *seg;
-  rc = shl__segment_create(&seg, name, &plan, &copts, &extra);
-  bool created = rc == 0;
-  if (rc == -EEXIST) {
-    /* Never adopt another user's object: it could read every frame. */
-    shl_open_opts oopts = SHL_OPEN_OPTS_INIT;
-    oopts.owner = SHL_OWNER_UID;
-    oopts.owner_uid = (uint32_t)geteuid();
-    rc = shl_open_ex(&seg, name, &oopts);
-  }
-  if (rc == 0) {
-    rc = bind(&w->s, seg);
-    if (rc == 0 && !created) rc = take_over(w, &plan, opts->slots);
-    if (rc < 0) {
-      w->s.seg = seg;
-      close_stream(&w->s);
-    }
-  }
+  rc = open_writer(&w->s, name, &plan, &p, opts);
   if (rc < 0) {
     free(w);
     return rc;
   }
+  /* A writer killed in its futex wait left the flag set: nobody sleeps now. */
+  atomic_store(&w->s.ctl->writer_waiting, 0);
+  /* After the role is ours (I4); read by writer_state, for people only. */
+  atomic_store(&w->s.ctl->writer, self_word());
   w->next_seq = highest_seq(&w->s) + 1;
   *out = w;
   return 0;
@@ -431,6 +574,12 @@ int shl_writer_publish(shl_writer *w, uint64_t *seq_out) {
   return shl_notify(s->seg, NULL);
 }
 
+void *shl_writer_meta(const shl_writer *w) {
+  const struct stream *s = &w->s;
+  if (w->loaned < 0 || !s->meta_size) return NULL;
+  return s->frames + (uint64_t)w->loaned * s->stride + s->meta_offset;
+}
+
 int shl_writer_discard(shl_writer *w) {
   if (inherited(&w->s)) return SHL_E_FORKED;
   if (w->loaned < 0) return -EINVAL;
@@ -458,16 +607,17 @@ int shl_writer_pinned_by(const shl_writer *w, int32_t *pids, uint32_t max) {
  * clears a slot before it checks next_seq (claim_slot): either the writer
  * keeps the frame, or the reader sees it gone and starts from the new head. */
 static void start_at_head(shl_reader *r) {
-  struct stream *s = &r->s;
+  struct ring *ring = r->cur;
+  struct stream *s = &ring->s;
   for (int attempt = 0;; attempt++) {
     uint64_t latest = atomic_load(&s->ctl->latest);
     uint64_t head = latest >> SLOT_BITS;
     uint32_t slot = (uint32_t)(latest & ((1u << SLOT_BITS) - 1));
     SHL__TEST_POINT(start_at_head);
-    r->next_seq = head ? head : 1;
+    r->next_seq = head ? head : s->base_seq + 1;
     /* Pairs with claim_slot's second look at next_seq (I6); then seq is
      * read again, pairing with claim_slot's clear. */
-    atomic_store(&r->entry->next_seq, r->next_seq);
+    atomic_store(&ring->entry->next_seq, r->next_seq);
     if (!head || slot >= s->slots || atomic_load(&s->slot[slot].seq) == head ||
         attempt == PIN_ATTEMPTS)
       return;
@@ -476,9 +626,10 @@ static void start_at_head(shl_reader *r) {
 
 /* Claim a free entry: one whose lock nobody holds, whatever its words say
  * (a dead reader's pins are cleared). The high-water mark goes up before the
- * entry shows any pin, so the writer scans every entry that may hold one. */
-static int register_reader(shl_reader *r) {
-  struct stream *s = &r->s;
+ * entry shows any pin, so the writer scans every entry that may hold one.
+ * Its next_seq is the caller's to set. */
+static int register_reader(struct ring *ring, uint32_t policy) {
+  struct stream *s = &ring->s;
   for (uint32_t i = 0; i < s->max_readers; i++) {
     if (shl__role_take(s->role.fd, SHL__ROLE_READER(i)) != 0) continue; /* in use */
     /* The mark goes up before the entry shows a pin; pairs with reader_hwm() (I5). */
@@ -488,15 +639,53 @@ static int register_reader(shl_reader *r) {
     struct shl__reader *e = &s->reader[i];
     bool stale = atomic_load(&e->pinned) != 0;
     clear_entry(e);
-    atomic_store(&e->policy, r->policy);
+    atomic_store(&e->policy, policy);
     /* The entry is ours (I4); scan_readers reads owner, then the pins. */
     atomic_store(&e->owner, self_word());
-    r->entry = e;
-    start_at_head(r);
+    ring->entry = e;
     if (stale) signal_space(s);
     return 0;
   }
   return -EUSERS;
+}
+
+/* Register on the stream open as seg (taken over, closed on failure). */
+static int open_ring(struct ring **out, shl_segment *seg, uint32_t policy) {
+  struct ring *ring = calloc(1, sizeof *ring);
+  if (!ring) {
+    shl_close(seg);
+    return -ENOMEM;
+  }
+  init_handle(&ring->s);
+  ring->s.seg = seg;
+  int rc = (seg->flags & SHL__SEG_HDR_WRITABLE) ? 0 : SHL_E_READONLY; /* cannot pin */
+  if (rc == 0) rc = bind(&ring->s, seg);
+  if (rc == 0) rc = open_role(&ring->s);
+  if (rc == 0) rc = register_reader(ring, policy);
+  if (rc < 0) {
+    close_stream(&ring->s);
+    free(ring);
+    return rc;
+  }
+  *out = ring;
+  return 0;
+}
+
+/* Leave the entry: its words cleared before its lock goes. */
+static void close_ring(struct ring *ring) {
+  if (!inherited(&ring->s)) {
+    clear_entry(ring->entry);
+    signal_space(&ring->s);
+  }
+  close_stream(&ring->s);
+  free(ring);
+}
+
+/* Two at least where the ring allows it: a loop that receives the next
+ * sample still holds the previous one. */
+static uint32_t default_max_pinned(uint32_t slots) {
+  uint32_t half = slots / 2, fair = half > 3 ? half - 1 : 2;
+  return slots >= 4 ? fair : 1;
 }
 
 int shl_reader_open(shl_reader **out, const char *name, uint32_t policy, int64_t timeout_ns) {
@@ -506,102 +695,130 @@ int shl_reader_open(shl_reader **out, const char *name, uint32_t policy, int64_t
   return shl_reader_open_ex(out, name, &opts);
 }
 
+/* Open the stream `name` for a reader: read-only, owners as the reader accepts. */
+static int open_for_reader(shl_segment **seg, const char *name, uint32_t flags,
+                           int64_t timeout_ns, uint32_t owner, uint32_t owner_uid) {
+  shl_open_opts oopts = SHL_OPEN_OPTS_INIT;
+  oopts.flags = SHL_OPEN_READONLY | flags;
+  oopts.timeout_ns = timeout_ns;
+  oopts.owner = owner;
+  oopts.owner_uid = owner_uid;
+  return shl_open_ex(seg, name, &oopts);
+}
+
 int shl_reader_open_ex(shl_reader **out, const char *name, const shl_reader_opts *user_opts) {
   shl_reader_opts opts = SHL_READER_OPTS_INIT;
   if (!out) return -EINVAL;
   *out = NULL;
   int rc = user_opts ? shl__opts_copy(&opts, sizeof opts, user_opts, user_opts->size) : 0;
   if (rc < 0) return rc;
-  if ((opts.policy != SHL_RECV_LATEST && opts.policy != SHL_RECV_ALL) || opts.reserved)
+  if ((opts.policy != SHL_RECV_LATEST && opts.policy != SHL_RECV_ALL) ||
+      (opts.flags & ~(uint32_t)SHL_READER_NO_FOLLOW))
     return -EINVAL;
-  shl_open_opts oopts = SHL_OPEN_OPTS_INIT;
   /* The stream may not exist yet, or its writer may still be creating it:
    * wait for it, within the caller's time. */
-  oopts.flags = SHL_OPEN_READONLY | SHL_OPEN_WAIT_NAME;
-  oopts.timeout_ns = opts.timeout_ns;
-  oopts.owner = opts.owner;
-  oopts.owner_uid = opts.owner_uid;
   shl_segment *seg;
-  rc = shl_open_ex(&seg, name, &oopts);
+  rc = open_for_reader(&seg, name, SHL_OPEN_WAIT_NAME, opts.timeout_ns, opts.owner,
+                       opts.owner_uid);
   if (rc < 0) return rc;
   shl_reader *r = calloc(1, sizeof *r);
   if (!r) {
     shl_close(seg);
     return -ENOMEM;
   }
-  init_handle(&r->s);
-  r->s.seg = seg;
   r->policy = opts.policy;
-  if (!(seg->flags & SHL__SEG_HDR_WRITABLE)) rc = SHL_E_READONLY; /* cannot pin */
-  else if ((rc = bind(&r->s, seg)) == 0) {
-    /* Two at least where the ring allows it: a loop that receives the next
-     * sample still holds the previous one. */
-    uint32_t half = r->s.slots / 2, fair = half > 3 ? half - 1 : 2;
-    r->max_pinned = opts.max_pinned ? opts.max_pinned : r->s.slots >= 4 ? fair : 1;
-    rc = open_role(&r->s);
-    if (rc == 0) rc = register_reader(r);
-  }
+  r->flags = opts.flags;
+  r->owner = opts.owner;
+  r->owner_uid = opts.owner_uid;
+  rc = open_ring(&r->cur, seg, r->policy);
   if (rc < 0) {
-    close_stream(&r->s);
     free(r);
     return rc;
   }
+  r->max_pinned_asked = opts.max_pinned;
+  r->max_pinned = opts.max_pinned ? opts.max_pinned : default_max_pinned(r->cur->s.slots);
+  start_at_head(r);
   *out = r;
   return 0;
 }
 
-/* Leave the entry: its words cleared before its lock goes. */
 void shl_reader_close(shl_reader *r) {
   if (!r) return;
-  if (!inherited(&r->s)) {
-    clear_entry(r->entry);
-    signal_space(&r->s);
+  while (r->left) {
+    struct ring *ring = r->left;
+    r->left = ring->next;
+    close_ring(ring);
   }
-  close_stream(&r->s);
+  close_ring(r->cur);
   free(r);
 }
 
-shl_segment *shl_reader_segment(const shl_reader *r) { return r->s.seg; }
+shl_segment *shl_reader_segment(const shl_reader *r) { return r->cur->s.seg; }
 
-static void unpin(shl_reader *r, uint32_t slot) {
-  r->pinned--;
-  if (--r->held[slot] > 0) return;
-  /* Release: this reader's reads of the frame come before the writer, in
-   * scan_readers, can see the slot free and rewrite it (I2). */
-  atomic_fetch_and_explicit(&r->entry->pinned, ~(1ull << slot), memory_order_release);
-  signal_space(&r->s);
+/* The ring a sample came from: the one whose frames hold its data. */
+static struct ring *ring_of(const shl_reader *r, const shl_sample *sample) {
+  for (struct ring *ring = r->cur; ring; ring = ring == r->cur ? r->left : ring->next) {
+    const struct stream *s = &ring->s;
+    uintptr_t at = (uintptr_t)sample->data, base = (uintptr_t)s->frames;
+    if (sample->slot < s->slots && at == base + sample->slot * s->stride) return ring;
+  }
+  return NULL;
 }
 
-/* Pin `slot` if it still holds frame `seq`. */
+static void unpin(shl_reader *r, struct ring *ring, uint32_t slot) {
+  r->pinned--;
+  ring->pinned--;
+  if (--ring->held[slot] > 0) return;
+  /* Release: this reader's reads of the frame come before the writer, in
+   * scan_readers, can see the slot free and rewrite it (I2). */
+  atomic_fetch_and_explicit(&ring->entry->pinned, ~(1ull << slot), memory_order_release);
+  signal_space(&ring->s);
+  if (ring == r->cur || ring->pinned) return;
+  /* A ring left behind, its last sample released: leave it. */
+  for (struct ring **p = &r->left; *p; p = &(*p)->next)
+    if (*p == ring) {
+      *p = ring->next;
+      break;
+    }
+  close_ring(ring);
+}
+
+/* Pin `slot` of the current ring if it still holds frame `seq`. */
 static bool pin(shl_reader *r, uint32_t slot, uint64_t seq) {
+  struct ring *ring = r->cur;
   SHL__TEST_POINT(pin);
   r->pinned++;
+  ring->pinned++;
   /* Set, then read seq: pairs with claim_slot's clear, then scan (I2). */
-  if (r->held[slot]++ == 0) atomic_fetch_or(&r->entry->pinned, 1ull << slot);
-  if (atomic_load(&r->s.slot[slot].seq) == seq) return true;
-  unpin(r, slot);
+  if (ring->held[slot]++ == 0) atomic_fetch_or(&ring->entry->pinned, 1ull << slot);
+  if (atomic_load(&ring->s.slot[slot].seq) == seq) return true;
+  unpin(r, ring, slot);
   return false;
 }
 
 static void deliver(shl_reader *r, uint32_t slot, uint64_t seq, uint64_t lost, shl_sample *out) {
-  out->data = r->s.frames + (uint64_t)slot * r->s.stride;
+  const struct stream *s = &r->cur->s;
+  out->data = s->frames + (uint64_t)slot * s->stride;
   out->seq = seq;
   /* Relaxed: ordered by the acquire of latest or seq that found the frame (I1). */
-  out->timestamp_ns = atomic_load_explicit(&r->s.slot[slot].timestamp_ns, memory_order_relaxed);
+  out->timestamp_ns = atomic_load_explicit(&s->slot[slot].timestamp_ns, memory_order_relaxed);
   out->lost = lost;
   out->slot = slot;
+  out->flags = r->moved ? SHL_SAMPLE_NEW_STREAM : 0;
+  r->moved = false;
   r->last_seq = seq;
 }
 
 /* 0 with a pinned sample, -EAGAIN when nothing newer is published. */
 static int take_latest(shl_reader *r, shl_sample *out) {
+  const struct stream *s = &r->cur->s;
   for (int attempt = 0; attempt < PIN_ATTEMPTS; attempt++) {
     /* Acquire: pairs with shl_writer_publish's release of latest. */
-    uint64_t latest = atomic_load_explicit(&r->s.ctl->latest, memory_order_acquire);
+    uint64_t latest = atomic_load_explicit(&s->ctl->latest, memory_order_acquire);
     uint64_t seq = latest >> SLOT_BITS;
     uint32_t slot = (uint32_t)(latest & ((1u << SLOT_BITS) - 1));
     if (seq <= r->last_seq) return -EAGAIN;
-    if (slot >= r->s.slots) return SHL_E_BAD_HEADER;
+    if (slot >= s->slots) return SHL_E_BAD_HEADER;
     if (pin(r, slot, seq)) {
       deliver(r, slot, seq, r->last_seq ? seq - r->last_seq - 1 : 0, out);
       return 0;
@@ -611,7 +828,8 @@ static int take_latest(shl_reader *r, shl_sample *out) {
 }
 
 static int take_next(shl_reader *r, shl_sample *out) {
-  struct stream *s = &r->s;
+  struct ring *ring = r->cur;
+  struct stream *s = &ring->s;
   for (int attempt = 0; attempt < PIN_ATTEMPTS; attempt++) {
     /* Acquire: pairs with shl_writer_publish's release of latest. */
     uint64_t head = atomic_load_explicit(&s->ctl->latest, memory_order_acquire) >> SLOT_BITS;
@@ -629,11 +847,15 @@ static int take_next(shl_reader *r, shl_sample *out) {
     deliver(r, (uint32_t)best, best_seq, best_seq - want, out);
     r->next_seq = best_seq + 1;
     /* Pairs with scan_readers' floor: a blocking writer may now reuse it (I6). */
-    atomic_store_explicit(&r->entry->next_seq, r->next_seq, memory_order_release);
+    atomic_store_explicit(&ring->entry->next_seq, r->next_seq, memory_order_release);
     if (s->flags & SHL_STREAM_BLOCK) signal_space(s);
     return 0;
   }
   return -EAGAIN;
+}
+
+static int take(shl_reader *r, shl_sample *out) {
+  return r->policy == SHL_RECV_ALL ? take_next(r, out) : take_latest(r, out);
 }
 
 /* 0 while a writer holds the stream (or that cannot be told), else why not:
@@ -645,29 +867,78 @@ static int writer_state(const struct stream *s) {
   return atomic_load(&s->ctl->writer) ? SHL_E_WRITER_GONE : SHL_E_WRITER_CLOSED;
 }
 
+/* Move to the stream the name holds now, `gone` being why the current one
+ * ends. Frame numbers that go on across the move keep counting what this
+ * reader missed in `lost`; numbers that start again cannot (the gap is
+ * unknown). The ring left stays while its samples are held. */
+static int follow(shl_reader *r, int gone) {
+  struct ring *old = r->cur, *ring;
+  shl_segment *seg;
+  int rc = open_for_reader(&seg, old->s.seg->name, 0, 0, r->owner, r->owner_uid);
+  /* Not there, or not ready yet: the writer is gone for now. */
+  if (rc == -ENOENT || rc == SHL_E_NOT_READY) return gone;
+  if (rc < 0) return rc;
+  struct stat a, b;
+  if (fstat(seg->fd, &a) == 0 && fstat(old->s.seg->fd, &b) == 0 && a.st_ino == b.st_ino &&
+      a.st_dev == b.st_dev) {
+    shl_close(seg); /* the name came back to this very stream */
+    return gone;
+  }
+  rc = open_ring(&ring, seg, r->policy);
+  if (rc < 0) return rc;
+  uint64_t base = ring->s.base_seq;
+  if (base < r->last_seq || r->next_seq > base + 1) {
+    r->last_seq = base;
+    r->next_seq = base + 1;
+  }
+  if (!r->next_seq) r->next_seq = base + 1;
+  atomic_store(&ring->entry->next_seq, r->next_seq); /* as start_at_head's (I6) */
+  r->cur = ring;
+  r->moved = true;
+  if (old->pinned) {
+    old->next = r->left;
+    r->left = old;
+  } else {
+    close_ring(old);
+  }
+  return 0;
+}
+
 int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint32_t flags) {
-  if (inherited(&r->s)) return SHL_E_FORKED;
+  if (inherited(&r->cur->s)) return SHL_E_FORKED;
   if (r->pinned >= r->max_pinned) return SHL_E_PIN_LIMIT;
   int64_t deadline = deadline_after(timeout_ns);
   shl_wait_opts wait = {sizeof wait, flags & SHL_WAIT_INTERRUPTIBLE, r->spin_ns};
   for (;;) {
+    struct stream *s = &r->cur->s;
     /* Read before looking; pairs with publish's notify (I7). */
-    uint64_t changes = shl_changes(r->s.seg);
-    int rc = r->policy == SHL_RECV_ALL ? take_next(r, out) : take_latest(r, out);
+    uint64_t changes = shl_changes(s->seg);
+    int rc = take(r, out);
     if (rc != -EAGAIN) return rc;
     int64_t now = shl__monotonic_ns();
-    if (now - r->liveness_checked_ns >= LIVENESS_PERIOD_NS) {
+    int gone = 0;
+    /* Pairs with replace()'s store, made once the new stream is ready. */
+    if (atomic_load(&s->ctl->replaced)) {
+      gone = SHL_E_REPLACED;
+    } else if (now - r->liveness_checked_ns >= LIVENESS_PERIOD_NS) {
       r->liveness_checked_ns = now;
-      int gone = writer_state(&r->s);
-      if (gone < 0) {
-        /* Nothing new, and nobody left to publish it. */
-        rc = r->policy == SHL_RECV_ALL ? take_next(r, out) : take_latest(r, out);
-        return rc == -EAGAIN ? gone : rc;
-      }
+      gone = writer_state(s);
+      /* Gone, and the name holds another object: removed and created again. */
+      if (gone < 0 && shl__seg_names_object(s->seg) == -ESTALE) gone = SHL_E_REPLACED;
+    }
+    if (gone < 0) {
+      /* Nothing new, and nobody left to publish it. */
+      rc = take(r, out);
+      if (rc != -EAGAIN) return rc;
+      if (gone != SHL_E_REPLACED || (r->flags & SHL_READER_NO_FOLLOW)) return gone;
+      rc = follow(r, writer_state(s));
+      if (rc != 0) return rc;
+      if (!r->max_pinned_asked) r->max_pinned = default_max_pinned(r->cur->s.slots);
+      continue;
     }
     int64_t left = deadline - now;
     if (left <= 0) return -ETIMEDOUT;
-    rc = shl_wait_ex(r->s.seg, changes, left < LIVENESS_PERIOD_NS ? left : LIVENESS_PERIOD_NS,
+    rc = shl_wait_ex(s->seg, changes, left < LIVENESS_PERIOD_NS ? left : LIVENESS_PERIOD_NS,
                      &wait, NULL);
     if (rc == -EINTR) return rc;
     wait.spin_ns = 0; /* spin once per call: an idle stream costs no CPU */
@@ -677,10 +948,17 @@ int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint3
 void shl_reader_set_spin(shl_reader *r, uint32_t spin_ns) { r->spin_ns = spin_ns; }
 
 int shl_reader_release(shl_reader *r, const shl_sample *sample) {
-  if (inherited(&r->s)) return SHL_E_FORKED;
-  if (!sample || sample->slot >= r->s.slots || r->held[sample->slot] == 0) return -EINVAL;
-  unpin(r, sample->slot);
+  if (inherited(&r->cur->s)) return SHL_E_FORKED;
+  struct ring *ring = sample ? ring_of(r, sample) : NULL;
+  if (!ring || ring->held[sample->slot] == 0) return -EINVAL;
+  unpin(r, ring, sample->slot);
   return 0;
+}
+
+const void *shl_sample_meta(const shl_reader *r, const shl_sample *sample) {
+  const struct ring *ring = ring_of(r, sample);
+  if (!ring || !ring->s.meta_size) return NULL;
+  return (const unsigned char *)sample->data + ring->s.meta_offset;
 }
 
 int shl_stream_get_info(const shl_segment *seg, shl_stream_info *out) {
@@ -692,15 +970,27 @@ int shl_stream_get_info(const shl_segment *seg, shl_stream_info *out) {
   info.max_readers = s.max_readers;
   info.flags = s.flags;
   info.slot_stride = s.stride;
+  info.meta_size = s.meta_size;
+  info.meta_offset = s.meta_offset;
+  info.base_seq = s.base_seq;
   /* A snapshot for people: from the role locks ("cannot tell" counts as
    * alive) and single loads, with no ordering between them. */
   for (uint32_t i = 0, n = reader_hwm(&s); i < n; i++)
     if (shl__role_held(seg->fd, SHL__ROLE_READER(i)) != 0) info.readers_alive++;
   info.writer_alive = shl__role_held(seg->fd, SHL__ROLE_WRITER);
   info.writer_pid = (int32_t)(uint32_t)atomic_load(&s.ctl->writer);
+  info.replaced = atomic_load(&s.ctl->replaced) != 0;
   uint64_t latest = atomic_load(&s.ctl->latest);
   info.last_seq = latest >> SLOT_BITS;
   uint32_t slot = (uint32_t)(latest & ((1u << SLOT_BITS) - 1));
   if (latest && slot < s.slots) info.last_timestamp_ns = atomic_load(&s.slot[slot].timestamp_ns);
   return shl__info_copy(out, &info, sizeof info);
+}
+
+int64_t shl_stream_get_meta(const shl_segment *seg, char *format, size_t size) {
+  struct stream s;
+  int rc = bind(&s, (shl_segment *)seg);
+  if (rc < 0) return rc;
+  if (format && size) format[0] = '\0';
+  return meta_format(seg, s.ctl, ext_bytes(s.slots, s.max_readers), format, size);
 }

@@ -200,7 +200,7 @@ static int cmd_ls(const struct cmdline *cl) {
     status = EXIT_RUNTIME;
   }
 out:
-  for (size_t i = 0; i < n; i++) free(entries[i].format);
+  for (size_t i = 0; i < n; i++) entry_free(&entries[i]);
   free(entries);
   list_free(&l);
   return status;
@@ -211,7 +211,7 @@ static int cmd_info(const struct cmdline *cl) {
   entry_open(&e, cl->names[0], SHL_OPEN_DEFAULT_TIMEOUT_NS);
   if (e.rc) {
     errorf(e.rc, "cannot open '%s'", e.name);
-    free(e.format);
+    entry_free(&e);
     return EXIT_RUNTIME;
   }
   if (!cl->given[OPT_NO_RATE]) measure_rates(&e, 1);
@@ -222,7 +222,7 @@ static int cmd_info(const struct cmdline *cl) {
   } else {
     print_info_text(&e, now);
   }
-  free(e.format);
+  entry_free(&e);
   return 0;
 }
 

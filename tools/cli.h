@@ -33,6 +33,7 @@ struct entry {
   const char *name;
   int rc;       /* 0: described below */
   char *format; /* owned copy; layout.format points to it */
+  char *meta_format; /* streams: their metadata format (owned), NULL for none */
   shl_info info;
   shl_layout layout;
   char owner[64]; /* user name, or the uid in decimal when it has none */
@@ -48,6 +49,7 @@ uint64_t clock_ns(clockid_t clock);
  * on another user's data; gc checks ownership itself). */
 int open_any_owner(shl_segment **seg, const char *name, int64_t timeout_ns);
 void entry_open(struct entry *e, const char *name, int64_t timeout_ns);
+void entry_free(struct entry *e);
 bool is_stream(const struct entry *e);
 /* Sample every stream a second time after one shared pause. */
 void measure_rates(struct entry *entries, size_t n);

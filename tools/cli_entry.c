@@ -51,10 +51,23 @@ static bool user_name(uint32_t uid, char *buf, size_t size) {
   return last_found;
 }
 
+/* The stream's metadata format, in a string of its own. */
+static int copy_meta_format(const shl_segment *seg, char **out) {
+  char *format = malloc(SHL_FORMAT_MAX + 1);
+  if (!format) return -ENOMEM;
+  int64_t rc = shl_stream_get_meta(seg, format, SHL_FORMAT_MAX + 1);
+  if (rc < 0) {
+    free(format);
+    return (int)rc;
+  }
+  *out = format;
+  return 0;
+}
+
 void entry_open(struct entry *e, const char *name, int64_t timeout_ns) {
   shl_segment *seg = NULL;
   e->name = name;
-  e->format = NULL;
+  e->format = e->meta_format = NULL;
   e->fps = -1;
   e->info = (shl_info)SHL_INFO_INIT;
   e->stream = (shl_stream_info)SHL_STREAM_INFO_INIT;
@@ -71,7 +84,13 @@ void entry_open(struct entry *e, const char *name, int64_t timeout_ns) {
   }
   /* A stream whose control area does not check out is as broken as a bad header. */
   if (is_stream(e)) e->rc = sample_stream(seg, &e->stream, &e->sampled_ns);
+  if (is_stream(e) && e->stream.meta_size) e->rc = copy_meta_format(seg, &e->meta_format);
   shl_close(seg);
+}
+
+void entry_free(struct entry *e) {
+  free(e->format);
+  free(e->meta_format);
 }
 
 /* A second look at an entry's stream, by name: the same stream only (a new

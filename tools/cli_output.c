@@ -97,6 +97,13 @@ static void print_stream_text(const struct entry *e) {
   uint64_t age_ns;
   print_field("slots:", "%" PRIu32, s->slots);
   print_field("slot stride:", "%" PRIu64, s->slot_stride);
+  print_key("metadata:");
+  if (e->meta_format) {
+    put_text(e->meta_format);
+    printf(" (%" PRIu64 " bytes at %" PRIu64 " in each slot)\n", s->meta_size, s->meta_offset);
+  } else {
+    puts("none");
+  }
   print_field("max readers:", "%" PRIu32, s->max_readers);
   print_field("readers alive:", "%" PRIu32, s->readers_alive);
   print_field("blocking:", "%s", s->flags & SHL_STREAM_BLOCK ? "yes" : "no");
@@ -106,6 +113,8 @@ static void print_stream_text(const struct entry *e) {
   else
     print_field("writer pid:", "none");
   print_field("last seq:", "%" PRIu64, s->last_seq);
+  if (s->base_seq) print_field("first seq:", "%" PRIu64, s->base_seq + 1);
+  if (s->replaced) print_field("replaced:", "yes: the name now holds a newer stream");
   if (last_frame_age(e, &age_ns)) {
     frame_age_text(age_ns, age, sizeof age);
     print_field("last frame:", "%s ago", age);
@@ -184,6 +193,14 @@ static void print_stream_json(const struct entry *e) {
          ", \"max_readers\": %" PRIu32 ", \"readers_alive\": %" PRIu32 ", \"blocking\": %s",
          s->slots, s->slot_stride, s->max_readers, s->readers_alive,
          s->flags & SHL_STREAM_BLOCK ? "true" : "false");
+  fputs(", \"meta_format\": ", stdout);
+  if (e->meta_format)
+    json_string(e->meta_format);
+  else
+    fputs("null", stdout);
+  printf(", \"meta_size\": %" PRIu64 ", \"meta_offset\": %" PRIu64 ", \"base_seq\": %" PRIu64
+         ", \"replaced\": %s",
+         s->meta_size, s->meta_offset, s->base_seq, s->replaced ? "true" : "false");
   json_member("writer_pid", s->writer_pid != 0, "%" PRId32, s->writer_pid);
   printf(", \"writer_alive\": %s, \"last_seq\": %" PRIu64, alive_text(s->writer_alive, true),
          s->last_seq);

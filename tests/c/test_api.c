@@ -74,13 +74,13 @@ static void test_reader_opts_size(void) {
   b.o.timeout_ns = 0;
   b.o.size = offsetof(shl_reader_opts, owner);
   b.o.owner = 99;
-  b.o.reserved = 7;
+  b.o.flags = 0x80; /* a flag this library does not know */
   T_EXPECT_RC(reader_with(name, &b), 0);
   b.o.size = sizeof b.o;
   T_EXPECT_RC(reader_with(name, &b), -EINVAL);
 
   b.o.owner = SHL_OWNER_SELF;
-  b.o.reserved = 0;
+  b.o.flags = 0;
   b.o.size = sizeof b;
   T_EXPECT_RC(reader_with(name, &b), 0);
   b.tail[0] = 1;

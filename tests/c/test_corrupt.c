@@ -151,7 +151,8 @@ static void test_header_fields(void) {
   const struct field_case cases[] = {
       {"magic garbage", OFF(magic), 8, 0x1122334455667788u, SHL_E_NOT_SHMLANE},
       {"magic last byte", OFF(magic) + 7, 1, 'X', SHL_E_NOT_SHMLANE},
-      {"format_version 3", OFF(format_version), 4, 3, SHL_E_VERSION},
+      {"format_version 4", OFF(format_version), 4, SHL__FORMAT_VERSION + 1, SHL_E_VERSION},
+      {"format_version 2", OFF(format_version), 4, 2, SHL_E_VERSION},
       {"format_version 1", OFF(format_version), 4, 1, SHL_E_VERSION},
       {"header_size 256", OFF(header_size), 4, 256, SHL_E_BAD_HEADER},
       {"header_size 4096", OFF(header_size), 4, 4096, SHL_E_BAD_HEADER},

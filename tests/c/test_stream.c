@@ -220,7 +220,7 @@ static void test_bad_args(void) {
       {.size = O, .slots = 1},
       {.size = O, .slots = SHL_STREAM_MAX_SLOTS + 1},
       {.size = O, .max_readers = SHL_STREAM_MAX_READERS + 1},
-      {.size = O, .flags = SHL_STREAM_BLOCK << 1},
+      {.size = O, .flags = SHL_STREAM_REPLACE << 1},
       {.slots = 4}, /* no size: not initialised with SHL_STREAM_OPTS_INIT */
   };
 #undef O

@@ -62,7 +62,8 @@ int main(int argc, char **argv) {
   int period_ms = fps ? (int)(1000 / fps) : 0;
 
   shl_layout frame = {.format = "<f", .ndim = 2, .shape = {2, 3}};
-  shl_stream_opts opts = {.size = sizeof(shl_stream_opts), .slots = 4, .max_readers = MAX_READERS};
+  shl_stream_opts opts = {.size = sizeof(shl_stream_opts), .slots = 4, .max_readers = MAX_READERS,
+                          .meta_format = "T{<Q:frame:<d:exposure:}"};
   shl_writer *w;
   shl_reader *readers[MAX_READERS] = {0};
   int rc = shl_writer_open(&w, name, &frame, &opts);

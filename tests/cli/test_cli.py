@@ -152,7 +152,7 @@ def test_create_info():
     j = info_json(arr)
     want = {"name": arr, "status": "ok", "kind": "array", "format": "<d", "itemsize": 8,
             "ndim": 2, "shape": [3, 4], "strides": [32, 8], "payload_size": 96, "mode": 0o600,
-            "uid": os.getuid(), "owner": pwd.getpwuid(os.getuid()).pw_name, "creator_alive": False, "changes": 0, "version": 0, "format_version": 2,
+            "uid": os.getuid(), "owner": pwd.getpwuid(os.getuid()).pw_name, "creator_alive": False, "changes": 0, "version": 0, "format_version": 3,
             "stream": None}
     for key, value in want.items():
         check(j.get(key) == value, "info --json %s: %s = %r, want %r" % (arr, key, j.get(key),
@@ -346,7 +346,8 @@ def check_stream(where, stream, **want):
 
 
 # Everything but the frame count and rate is fixed by stream_peer.
-PEER_STREAM = {"slots": 4, "slot_stride": 64, "max_readers": 8, "blocking": False}
+PEER_STREAM = {"slots": 4, "slot_stride": 128, "max_readers": 8, "blocking": False,
+               "meta_format": "T{<Q:frame:<d:exposure:}", "meta_size": 16, "meta_offset": 64}
 
 
 def test_stream_live():
@@ -355,7 +356,7 @@ def test_stream_live():
 
     j = info_json(live)
     check(j.get("kind") == "stream" and j.get("format") == "<f" and j.get("shape") == [2, 3]
-          and j.get("payload_size") == 4 * 64, "info --json %s: %r" % (live, j))
+          and j.get("payload_size") == 4 * 128, "info --json %s: %r" % (live, j))
     s = j.get("stream")
     check_stream("info --json", s, readers_alive=2, writer_pid=peer.pid, writer_alive=True,
                  **PEER_STREAM)
@@ -367,7 +368,7 @@ def test_stream_live():
     check(0 < s.get("fps", 0) < 1000, "info --json: fps %r while publishing" % s.get("fps"))
 
     f = info_fields(live)
-    for key, value in (("kind", "stream"), ("slots", "4"), ("slot stride", "64"),
+    for key, value in (("kind", "stream"), ("slots", "4"), ("slot stride", "128"),
                        ("max readers", "8"), ("readers alive", "2"), ("blocking", "no"),
                        ("writer pid", "%d (alive: yes)" % peer.pid)):
         check(f.get(key) == value, "info %s: %s: %r, want %r" % (live, key, f.get(key), value))
@@ -380,7 +381,7 @@ def test_stream_live():
 
     row = ls_rows().get(live, [])
     m = len(row) == 12 and re.fullmatch(r"slots=4,readers=2,seq=(\d+),fps=(\d+\.\d)", row[10])
-    check(m and row[1:4] == ["stream", "2,3", "256"] and row[11] == "<f" and int(m.group(1)) >= 1
+    check(m and row[1:4] == ["stream", "2,3", "512"] and row[11] == "<f" and int(m.group(1)) >= 1
           and float(m.group(2)) > 0, "ls row for %s: %r" % (live, row))
     s = ls_json().get(live, {}).get("stream")
     check_stream("ls --json", s, readers_alive=2, writer_alive=True, **PEER_STREAM)

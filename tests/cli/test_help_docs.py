@@ -174,7 +174,7 @@ def main():
     check(len(commands) >= 5, "shmlane --help lists %d commands" % len(commands))
     for cmd, synopsis, _ in commands:
         check(synopsis.startswith("shmlane %s" % cmd), "%s --help: usage %r" % (cmd, synopsis))
-    version = run(cli, "--version").strip()  # "shmlane 0.1.0"
+    version = run(cli, "--version").strip()  # "shmlane 0.2.0"
     with open(md_path, encoding="utf-8") as f:
         md = f.read()
     check_cli_md(md, top, commands)
