@@ -988,7 +988,7 @@ int shl_stream_get_info(const shl_segment *seg, shl_stream_info *out) {
 }
 
 int64_t shl_stream_get_meta(const shl_segment *seg, char *format, size_t size) {
-  struct stream s;
+  struct stream s = {0};
   int rc = bind(&s, (shl_segment *)seg);
   if (rc < 0) return rc;
   if (format && size) format[0] = '\0';

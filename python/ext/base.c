@@ -102,6 +102,10 @@ int base_init(Base *b, const shl_segment *seg, const char *what, void (*drop)(Ba
   b->running = 0;
   b->kind = shl_kind(seg);
   snprintf(b->name, sizeof b->name, "%s", shl_name(seg));
+  return layout_init(&b->layout, seg);
+}
+
+int layout_init(Layout *l, const shl_segment *seg) {
   shl_layout layout;
   shl_get_layout(seg, &layout);
   /* The core proved that every element lies in the payload, so the byte
@@ -113,7 +117,6 @@ int base_init(Base *b, const shl_segment *seg, const char *what, void (*drop)(Ba
         layout.strides[i] < -PY_SSIZE_T_MAX)
       return SHL_E_BAD_SHAPE;
   }
-  Layout *l = &b->layout;
   l->len = empty ? 0 : (Py_ssize_t)layout.itemsize;
   for (uint32_t i = 0; i < layout.ndim && !empty; i++) l->len *= (Py_ssize_t)layout.shape[i];
   l->ndim = (int)layout.ndim;
@@ -130,12 +133,11 @@ int base_init(Base *b, const shl_segment *seg, const char *what, void (*drop)(Ba
   return 0;
 }
 
-/* Fills `view` with buf as b's layout describes it (probe: as zero frames)
+/* Fills `view` with buf as layout l describes it (probe: as zero frames)
  * for `exporter`, which the view keeps alive; the caller has checked a
- * writable request and counts the export. */
-int fill_buffer(Py_buffer *view, PyObject *exporter, const Base *b, void *buf, bool readonly,
-                       bool probe, int flags) {
-  const Layout *l = &b->layout;
+ * writable request and counts the export. b names it in errors. */
+int fill_buffer(Py_buffer *view, PyObject *exporter, const Base *b, const Layout *l, void *buf,
+                bool readonly, bool probe, int flags) {
   bool want_strides = (flags & PyBUF_STRIDES) == PyBUF_STRIDES;
   bool need_c = (flags & PyBUF_C_CONTIGUOUS) == PyBUF_C_CONTIGUOUS || !want_strides;
   bool need_f = (flags & PyBUF_F_CONTIGUOUS) == PyBUF_F_CONTIGUOUS;
@@ -208,12 +210,23 @@ PyObject *stream_info(Base *b, const shl_segment *seg) {
   shl_stream_info s = SHL_STREAM_INFO_INIT;
   int rc = shl_stream_get_info(seg, &s);
   if (rc < 0) return set_error(state_of((PyObject *)b), rc, b->name, AT_STREAM);
-  return Py_BuildValue("{s:I,s:I,s:O,s:I,s:i,s:i,s:K,s:K,s:K}", "slots", s.slots, "max_readers",
-                       s.max_readers, "block", s.flags & SHL_STREAM_BLOCK ? Py_True : Py_False,
-                       "readers_alive", s.readers_alive, "writer_pid", (int)s.writer_pid,
-                       "writer_alive", s.writer_alive, "last_seq", (unsigned long long)s.last_seq,
+  return Py_BuildValue("{s:I,s:I,s:O,s:I,s:i,s:i,s:K,s:K,s:K,s:K,s:K,s:O}", "slots", s.slots,
+                       "max_readers", s.max_readers, "block",
+                       s.flags & SHL_STREAM_BLOCK ? Py_True : Py_False, "readers_alive",
+                       s.readers_alive, "writer_pid", (int)s.writer_pid, "writer_alive",
+                       s.writer_alive, "last_seq", (unsigned long long)s.last_seq,
                        "last_timestamp_ns", (unsigned long long)s.last_timestamp_ns, "slot_stride",
-                       (unsigned long long)s.slot_stride);
+                       (unsigned long long)s.slot_stride, "meta_size",
+                       (unsigned long long)s.meta_size, "base_seq", (unsigned long long)s.base_seq,
+                       "replaced", s.replaced ? Py_True : Py_False);
+}
+
+PyObject *stream_meta_format(Base *b, const shl_segment *seg) {
+  char format[SHL_FORMAT_MAX + 1];
+  int64_t rc = shl_stream_get_meta(seg, format, sizeof format);
+  if (rc < 0) return set_error(state_of((PyObject *)b), (int)rc, b->name, AT_STREAM);
+  if (rc == 0) Py_RETURN_NONE;
+  return PyUnicode_FromString(format);
 }
 
 PyObject *base_get_name(Base *b, void *unused) {
@@ -254,7 +267,8 @@ int stream_getbuffer(Base *b, Py_buffer *view, int flags, const shl_segment *seg
     PyErr_Format(PyExc_BufferError, "%s '%s' exports no frame data", b->what, b->name);
     return -1;
   }
-  if (fill_buffer(view, (PyObject *)b, b, shl_payload(seg), true, true, flags) < 0) return -1;
+  if (fill_buffer(view, (PyObject *)b, b, &b->layout, shl_payload(seg), true, true, flags) < 0)
+    return -1;
   b->pins++;
   return 0;
 }

@@ -117,9 +117,9 @@ static bool set_stream_open_error(modstate *st, int rc, const char *name) {
       return true;
     case -EINVAL:
       PyErr_Format(st->mismatch,
-                   "stream '%s' exists with another frame layout or slot count "
-                   "(shmlane.unlink('%s') removes it)",
-                   name, name);
+                   "stream '%s' exists with another frame layout, metadata or slot count "
+                   "(Writer(..., replace=True) replaces it, and its readers follow)",
+                   name);
       return true;
     case SHL_E_BAD_KIND:
       PyErr_Format(st->mismatch, "segment '%s' is not a stream", name);
@@ -128,14 +128,23 @@ static bool set_stream_open_error(modstate *st, int rc, const char *name) {
   }
 }
 
-/* WriterGone, with `reason` "closed" (a clean close) or "died". */
+/* WriterGone, with `reason` "closed" (a clean close) or "died"; its
+ * subclass LayoutChanged with "replaced". */
 static void set_writer_gone(modstate *st, int rc, const char *name) {
-  const char *reason = rc == SHL_E_WRITER_CLOSED ? "closed" : "died";
-  PyObject *exc = PyObject_CallFunction(
-      st->writer_gone, "N",
-      PyUnicode_FromFormat("stream '%s': every frame is received, and its writer %s with no "
-                           "other taking over",
-                           name, rc == SHL_E_WRITER_CLOSED ? "closed it" : "died"));
+  const char *reason = rc == SHL_E_WRITER_CLOSED ? "closed" : rc == SHL_E_REPLACED ? "replaced" : "died";
+  PyObject *exc =
+      rc == SHL_E_REPLACED
+          ? PyObject_CallFunction(
+                st->layout_changed, "N",
+                PyUnicode_FromFormat("stream '%s' was replaced under its name (by a writer with "
+                                     "another layout, or removed and created again); this "
+                                     "reader was opened not to follow it",
+                                     name))
+          : PyObject_CallFunction(
+                st->writer_gone, "N",
+                PyUnicode_FromFormat("stream '%s': every frame is received, and its writer %s "
+                                     "with no other taking over",
+                                     name, rc == SHL_E_WRITER_CLOSED ? "closed it" : "died"));
   PyObject *why = exc ? PyUnicode_FromString(reason) : NULL;
   if (why && PyObject_SetAttrString(exc, "reason", why) == 0)
     PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
@@ -181,7 +190,7 @@ PyObject *set_error(modstate *st, int rc, const char *name, enum err_context whe
                  "invalid segment name '%s': 1 to %d characters from "
                  "[A-Za-z0-9._-], starting with a letter or digit",
                  name, SHL_NAME_MAX);
-  } else if (rc == SHL_E_WRITER_GONE || rc == SHL_E_WRITER_CLOSED) {
+  } else if (rc == SHL_E_WRITER_GONE || rc == SHL_E_WRITER_CLOSED || rc == SHL_E_REPLACED) {
     set_writer_gone(st, rc, name);
   } else if (is_header_error(rc)) {
     /* At create the caller's layout is at fault; later, the header in memory is. */

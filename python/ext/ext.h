@@ -40,6 +40,7 @@ typedef struct {
   PyObject *mismatch;    /* shmlane.LayoutMismatch(Error, ValueError) */
   PyObject *recovered;   /* shmlane.LockRecovered(Warning): warned by the Python layer */
   PyObject *writer_gone; /* shmlane.WriterGone(Error) */
+  PyObject *layout_changed; /* shmlane.LayoutChanged(WriterGone) */
   PyObject *busy;        /* shmlane.StreamBusy(Error, OSError) */
 } modstate;
 
@@ -99,20 +100,25 @@ typedef struct {
   Handle *frames; /* NULL once released */
   Loan *loan;     /* the outstanding loan (borrowed: the loan refers to us), or NULL */
   bool loaning;   /* a loan() call is in progress */
+  Py_ssize_t meta_size; /* bytes of each frame's metadata record, 0 for none */
 } Writer;
 
 /* The core's reader is single-threaded, so a sample released while another
  * thread is inside receive (without the GIL) is queued here, and released by
- * that thread between slices of its wait. A reader holds at most one sample
- * per slot (a pinned slot is never rewritten), so a slot-indexed table holds
- * every queued sample. */
+ * that thread between slices of its wait. A reader holds at most max_pinned
+ * samples (at most SHL_STREAM_MAX_SLOTS), so the queue never overflows.
+ * The frame layout changes when the reader follows its stream's name to a
+ * new stream: each layout's format is kept in `formats` (a list of bytes)
+ * for as long as the reader lives, since views exported before may show it. */
 typedef struct {
   Base base;
   shl_reader *r;  /* NULL once released */
   bool receiving; /* a receive() call is in progress */
   uint32_t held;  /* samples pinned */
   uint32_t spin_ns;
-  uint64_t deferred_mask;
+  Py_ssize_t meta_size; /* of the current stream's metadata record, 0 for none */
+  PyObject *formats;
+  uint32_t ndeferred;
   shl_sample deferred[SHL_STREAM_MAX_SLOTS];
 } Reader;
 
@@ -136,6 +142,8 @@ typedef struct {
   shl_sample s;
   bool pinned, released;
   Py_ssize_t exports;
+  Py_ssize_t meta_size; /* of its stream's metadata record */
+  Layout layout;        /* of its stream's frames */
 } Sample;
 
 static inline modstate *state_of(PyObject *obj) { return PyType_GetModuleState(Py_TYPE(obj)); }
@@ -198,9 +206,12 @@ int run_blocking(Base *pin, step_fn step, void *ctx, int64_t timeout_ns, int64_t
 /* Fills the head shared by all handles from seg's layout (of its payload, or
  * of one frame for a stream). SHL_E_BAD_SHAPE if it does not fit Py_ssize_t. */
 int base_init(Base *b, const shl_segment *seg, const char *what, void (*drop)(Base *));
-/* Fills `view` with buf as b's layout describes it (probe: as zero frames). */
-int fill_buffer(Py_buffer *view, PyObject *exporter, const Base *b, void *buf, bool readonly,
-                bool probe, int flags);
+/* The Layout of seg's payload (of one frame for a stream); l->format points
+ * into seg. SHL_E_BAD_SHAPE if it does not fit Py_ssize_t. */
+int layout_init(Layout *l, const shl_segment *seg);
+/* Fills `view` with buf as layout l describes it (probe: as zero frames). */
+int fill_buffer(Py_buffer *view, PyObject *exporter, const Base *b, const Layout *l, void *buf,
+                bool readonly, bool probe, int flags);
 void base_dealloc(Base *b);
 PyObject *base_repr(Base *b);
 PyObject *base_layout(Base *b, PyObject *unused);
@@ -208,6 +219,8 @@ PyObject *base_get_name(Base *b, void *unused);
 PyObject *base_get_closed(Base *b, void *unused);
 /* A stream's counters as a dict (Handle.stream_info, Writer.info, Reader.info). */
 PyObject *stream_info(Base *b, const shl_segment *seg);
+/* The stream's metadata format, or None. */
+PyObject *stream_meta_format(Base *b, const shl_segment *seg);
 /* The probe a Writer or Reader exports: zero frames, read-only. */
 int stream_getbuffer(Base *b, Py_buffer *view, int flags, const shl_segment *seg);
 void stream_releasebuffer(Base *b, Py_buffer *view);

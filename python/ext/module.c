@@ -108,6 +108,11 @@ static int mod_exec(PyObject *mod) {
             "Every frame is received, and the stream's writer died or closed with no other "
             "taking over.",
             st->error, NULL)) ||
+      !(st->layout_changed = add_exception(
+            mod, "shmlane.LayoutChanged",
+            "The stream was replaced under its name (by a writer with another layout, or "
+            "removed and created again), and this reader does not follow it.",
+            st->writer_gone, NULL)) ||
       !(st->busy = add_exception(
             mod, "shmlane.StreamBusy",
             "The stream has no room for this writer (a live writer holds it: errno EBUSY) or "
@@ -124,6 +129,8 @@ static int mod_exec(PyObject *mod) {
       PyModule_AddIntConstant(mod, "CREATE_REPLACE", SHL_CREATE_REPLACE) < 0 ||
       PyModule_AddIntConstant(mod, "CREATE_UNLINK_ON_CLOSE", SHL_CREATE_UNLINK_ON_CLOSE) < 0 ||
       PyModule_AddIntConstant(mod, "STREAM_BLOCK", SHL_STREAM_BLOCK) < 0 ||
+      PyModule_AddIntConstant(mod, "STREAM_REPLACE", SHL_STREAM_REPLACE) < 0 ||
+      PyModule_AddIntConstant(mod, "READER_NO_FOLLOW", SHL_READER_NO_FOLLOW) < 0 ||
       PyModule_AddIntConstant(mod, "STREAM_MAX_SLOTS", SHL_STREAM_MAX_SLOTS) < 0 ||
       PyModule_AddIntConstant(mod, "STREAM_MAX_READERS", SHL_STREAM_MAX_READERS) < 0 ||
       PyModule_AddIntConstant(mod, "RECV_LATEST", SHL_RECV_LATEST) < 0 ||
@@ -136,7 +143,7 @@ static int mod_exec(PyObject *mod) {
 // clang-format off
 #define STATE_OBJECTS(X)                                                                   \
   X(handle_type) X(writer_type) X(reader_type) X(loan_type) X(sample_type)                 \
-  X(error) X(corrupt) X(mismatch) X(recovered) X(writer_gone) X(busy)
+  X(error) X(corrupt) X(mismatch) X(recovered) X(writer_gone) X(layout_changed) X(busy)
 // clang-format on
 
 static int mod_traverse(PyObject *mod, visitproc visit, void *arg) {

@@ -9,16 +9,35 @@ static void reader_drop(Base *b) {
   Reader *r = (Reader *)b;
   shl_reader_close(r->r); /* frees the reader's entry; the stream stays */
   r->r = NULL;
+  Py_CLEAR(r->formats); /* no view shows them any more: each pinned us */
 }
 
 /* No receive runs without the GIL: release the samples queued meanwhile. */
 static void reader_idle(Base *b) {
   Reader *r = (Reader *)b;
-  while (r->deferred_mask) {
-    int slot = __builtin_ctzll(r->deferred_mask);
-    r->deferred_mask &= r->deferred_mask - 1;
-    (void)shl_reader_release(r->r, &r->deferred[slot]); /* a sample we pinned: cannot fail */
+  while (r->ndeferred)
+    (void)shl_reader_release(r->r, &r->deferred[--r->ndeferred]); /* ours: cannot fail */
+}
+
+/* The layout of the stream the reader reads now, its format in a string
+ * the reader keeps. 0, a core code, or PY_ERROR. */
+static int reader_set_layout(Reader *r) {
+  const shl_segment *seg = shl_reader_segment(r->r);
+  Layout l;
+  shl_stream_info info = SHL_STREAM_INFO_INIT;
+  int rc = layout_init(&l, seg);
+  if (rc == 0) rc = shl_stream_get_info(seg, &info);
+  if (rc < 0) return rc;
+  PyObject *format = PyBytes_FromString(l.format);
+  if (!format || PyList_Append(r->formats, format) < 0) {
+    Py_XDECREF(format);
+    return PY_ERROR;
   }
+  l.format = PyBytes_AS_STRING(format); /* the list holds it */
+  Py_DECREF(format);
+  r->base.layout = l;
+  r->meta_size = (Py_ssize_t)info.meta_size;
+  return 0;
 }
 
 static void sample_unpin(Sample *s) {
@@ -27,8 +46,7 @@ static void sample_unpin(Sample *s) {
   Reader *r = s->reader;
   r->held--;
   if (r->base.running > 0) {
-    r->deferred[s->s.slot] = s->s;
-    r->deferred_mask |= 1ull << s->s.slot;
+    r->deferred[r->ndeferred++] = s->s;
   } else {
     (void)shl_reader_release(r->r, &s->s);
   }
@@ -103,12 +121,23 @@ static PyObject *reader_receive(Reader *r, PyObject *arg) {
     s->pinned = true;
     r->held++;
     r->base.pins++;
+    /* The first frame from a stream the reader followed its name to. */
+    if ((got.flags & SHL_SAMPLE_NEW_STREAM) && !r->base.closed) rc = reader_set_layout(r);
+    s->layout = r->base.layout;
+    s->meta_size = r->meta_size;
   }
   if (rc < 0 || r->base.closed) {
     Py_DECREF(s); /* gives back a pin taken after close */
-    return stream_failed(&r->base, rc);
+    return rc == PY_ERROR ? NULL : stream_failed(&r->base, rc);
   }
   return (PyObject *)s;
+}
+
+static bool same_frames(const Layout *a, const Layout *b) {
+  if (a->len != b->len || a->ndim != b->ndim || strcmp(a->format, b->format) != 0) return false;
+  for (int i = 1; i <= a->ndim; i++)
+    if (a->shape[i] != b->shape[i] || a->strides[i] != b->strides[i]) return false;
+  return true;
 }
 
 /* receive_into(buffer, timeout) -> (seq, timestamp_ns, lost): the next
@@ -122,15 +151,33 @@ static PyObject *reader_receive_into(Reader *r, PyObject *args) {
       !reader_ready(r) || frame_buffer(&r->base, obj, &dst, PyBUF_WRITABLE) < 0)
     return NULL;
   shl_sample got;
+  Layout before = r->base.layout;
   int rc = receive_sample(r, timeout_ns, &got);
-  if (rc == 0) {
-    memcpy(dst.buf, got.data, (size_t)dst.len);
-    (void)shl_reader_release(r->r, &got); /* pinned just now: cannot fail */
-  }
+  bool moved = rc == 0 && (got.flags & SHL_SAMPLE_NEW_STREAM) && !r->base.closed;
+  if (moved) rc = reader_set_layout(r);
+  /* A followed stream whose frames differ: its first frame would not fit. */
+  bool refused = rc == 0 && moved && !same_frames(&before, &r->base.layout);
+  if (rc == 0 && !refused) memcpy(dst.buf, got.data, (size_t)dst.len);
+  if (rc == 0) (void)shl_reader_release(r->r, &got); /* pinned just now: cannot fail */
   PyBuffer_Release(&dst);
+  if (rc == PY_ERROR) return NULL;
+  if (refused) {
+    PyErr_Format(state_of((PyObject *)r)->layout_changed,
+                 "stream '%s' was replaced by one with other frames (%zd bytes, format '%s'); "
+                 "its frame %llu was dropped: receive() them, or receive_into() a buffer "
+                 "that fits", r->base.name, r->base.layout.len, r->base.layout.format,
+                 (unsigned long long)got.seq);
+    return NULL;
+  }
   if (rc < 0 || r->base.closed) return stream_failed(&r->base, rc);
   return Py_BuildValue("KKK", (unsigned long long)got.seq, (unsigned long long)got.timestamp_ns,
                        (unsigned long long)got.lost);
+}
+
+static PyObject *reader_meta_format(Reader *r, PyObject *unused) {
+  (void)unused;
+  if (r->base.closed) return closed_error(&r->base);
+  return stream_meta_format(&r->base, shl_reader_segment(r->r));
 }
 
 static PyObject *reader_info(Reader *r, PyObject *unused) {
@@ -152,6 +199,8 @@ static PyMethodDef reader_methods[] = {
      "receive_into(buffer, timeout) -> (seq, timestamp_ns, lost). Copies the next frame out."},
     {"info", (PyCFunction)reader_info, METH_NOARGS,
      "The stream's slots, readers, writer and last frame."},
+    {"meta_format", (PyCFunction)reader_meta_format, METH_NOARGS,
+     "The format of each frame's metadata record in the stream read now, or None."},
     BASE_METHODS,
     {NULL, NULL, 0, NULL},
 };
@@ -217,7 +266,8 @@ static int sample_getbuffer(Sample *s, Py_buffer *view, int flags) {
     PyErr_Format(PyExc_BufferError, "samples of stream '%s' are read-only", b->name);
     return -1;
   }
-  if (fill_buffer(view, (PyObject *)s, b, (void *)s->s.data, true, false, flags) < 0) return -1;
+  if (fill_buffer(view, (PyObject *)s, b, &s->layout, (void *)s->s.data, true, false, flags) < 0)
+    return -1;
   s->exports++;
   return 0;
 }
@@ -255,6 +305,24 @@ static PyObject *sample_get_slot(Sample *s, void *unused) {
   return PyLong_FromUnsignedLong(s->s.slot);
 }
 
+/* The metadata record's bytes, copied while the frame is pinned (so they are
+ * always its frame's), or None if the stream carries none. */
+static PyObject *sample_get_meta(Sample *s, void *unused) {
+  (void)unused;
+  if (!s->meta_size) Py_RETURN_NONE;
+  if (!s->pinned) {
+    PyErr_Format(PyExc_ValueError, "sample %llu was released", (unsigned long long)s->s.seq);
+    return NULL;
+  }
+  const void *meta = shl_sample_meta(s->reader->r, &s->s);
+  return PyBytes_FromStringAndSize(meta, s->meta_size);
+}
+
+static PyObject *sample_get_new_stream(Sample *s, void *unused) {
+  (void)unused;
+  return PyBool_FromLong((s->s.flags & SHL_SAMPLE_NEW_STREAM) != 0);
+}
+
 static PyObject *sample_get_released(Sample *s, void *unused) {
   (void)unused;
   return PyBool_FromLong(s->released);
@@ -276,6 +344,10 @@ static PyGetSetDef sample_getset[] = {
     {"timestamp_ns", (getter)sample_get_timestamp_ns, NULL, "CLOCK_MONOTONIC at publish.", NULL},
     {"lost", (getter)sample_get_lost, NULL, "Frames skipped just before this one.", NULL},
     {"slot", (getter)sample_get_slot, NULL, "The slot it occupies.", NULL},
+    {"meta", (getter)sample_get_meta, NULL,
+     "Its metadata record's bytes (a copy), or None for a stream without metadata.", NULL},
+    {"new_stream", (getter)sample_get_new_stream, NULL,
+     "The first frame from a stream the reader followed its name to (a new layout).", NULL},
     {"pinned", (getter)sample_get_pinned, NULL, "The writer may not reuse the slot yet.", NULL},
     {"released", (getter)sample_get_released, NULL, "release() was called.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
@@ -310,14 +382,15 @@ static int reader_open_step(void *ctx, int64_t timeout_ns) {
   return o->rc == SHL_E_NOT_READY ? -ENOENT : o->rc;
 }
 
-/* reader_open(name, policy, timeout, max_pinned, owner, owner_uid) -> Reader.
+/* reader_open(name, policy, timeout, max_pinned, owner, owner_uid, flags) -> Reader.
  * Waits for the stream to appear. */
 PyObject *mod_reader_open(PyObject *mod, PyObject *args) {
   modstate *st = PyModule_GetState(mod);
   struct reader_open_ctx o = {NULL, NULL, SHL_READER_OPTS_INIT, 0};
   int64_t timeout_ns;
-  if (!PyArg_ParseTuple(args, "sIO&III:reader_open", &o.name, &o.opts.policy, timeout_converter,
-                        &timeout_ns, &o.opts.max_pinned, &o.opts.owner, &o.opts.owner_uid))
+  if (!PyArg_ParseTuple(args, "sIO&IIII:reader_open", &o.name, &o.opts.policy, timeout_converter,
+                        &timeout_ns, &o.opts.max_pinned, &o.opts.owner, &o.opts.owner_uid,
+                        &o.opts.flags))
     return NULL;
   int rc = run_blocking(NULL, reader_open_step, &o, timeout_ns, SLICE_NS, -ENOENT, -ENOENT);
   if (rc == PY_ERROR) return NULL;
@@ -332,12 +405,14 @@ PyObject *mod_reader_open(PyObject *mod, PyObject *args) {
   r->receiving = false;
   r->held = 0;
   r->spin_ns = 0;
-  r->deferred_mask = 0;
+  r->ndeferred = 0;
+  r->formats = PyList_New(0);
   rc = base_init(&r->base, shl_reader_segment(o.r), "stream reader", reader_drop);
   r->base.idle = reader_idle;
+  if (rc == 0) rc = r->formats ? reader_set_layout(r) : PY_ERROR;
   if (rc < 0) {
     Py_DECREF(r);
-    return set_error(st, rc, o.name, AT_STREAM_OPEN);
+    return rc == PY_ERROR ? NULL : set_error(st, rc, o.name, AT_STREAM_OPEN);
   }
   return (PyObject *)r;
 }

@@ -53,8 +53,9 @@ static int handle_getbuffer(Handle *h, Py_buffer *view, int flags) {
     PyErr_Format(PyExc_BufferError, "segment '%s' was opened read-only", h->base.name);
     return -1;
   }
-  if (fill_buffer(view, (PyObject *)h, &h->base, shl_payload(h->seg), h->readonly, false, flags) <
-      0)
+  void *payload = shl_payload(h->seg);
+  if (fill_buffer(view, (PyObject *)h, &h->base, &h->base.layout, payload, h->readonly, false,
+                  flags) < 0)
     return -1;
   h->base.pins++;
   return 0;

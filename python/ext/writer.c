@@ -54,6 +54,26 @@ static bool writer_ready(Writer *w) {
   return true;
 }
 
+/* Copies a metadata record (None: leave the slot's as it is) into the
+ * loaned slot; -1 with an exception set if it is not one record's bytes. */
+static int put_meta(Writer *w, PyObject *meta) {
+  if (meta == Py_None) return 0;
+  if (!w->meta_size) {
+    PyErr_Format(PyExc_ValueError, "stream '%s' carries no metadata", w->base.name);
+    return -1;
+  }
+  Py_buffer src;
+  if (PyObject_GetBuffer(meta, &src, PyBUF_C_CONTIGUOUS) < 0) return -1;
+  int rc = src.len == w->meta_size ? 0 : -1;
+  if (rc == 0)
+    memcpy(shl_writer_meta(w->w), src.buf, (size_t)src.len);
+  else
+    PyErr_Format(PyExc_ValueError, "stream '%s': a metadata record is %zd bytes, not %zd",
+                 w->base.name, w->meta_size, src.len);
+  PyBuffer_Release(&src);
+  return rc;
+}
+
 /* A slot for loan() and publish_copy(), in the core's mapping. Waits (GIL
  * released, Ctrl-C works) only while readers pin every free slot, or for
  * `all` readers on a blocking stream: most loans find a slot at once, with
@@ -104,13 +124,13 @@ static PyObject *writer_loan(Writer *w, PyObject *arg) {
   return (PyObject *)l;
 }
 
-/* publish_copy(buffer, timeout) -> seq: the buffer's bytes as the next
- * frame, without a Loan or an array (small messages); the copy holds the GIL. */
+/* publish_copy(buffer, timeout, meta=None) -> seq: the buffer's bytes as the
+ * next frame, without a Loan or an array (small messages); the copy holds the GIL. */
 static PyObject *writer_publish_copy(Writer *w, PyObject *args) {
-  PyObject *obj;
+  PyObject *obj, *meta = Py_None;
   int64_t timeout_ns;
   Py_buffer src;
-  if (!PyArg_ParseTuple(args, "OO&:publish_copy", &obj, timeout_converter, &timeout_ns) ||
+  if (!PyArg_ParseTuple(args, "OO&|O:publish_copy", &obj, timeout_converter, &timeout_ns, &meta) ||
       !writer_ready(w) || frame_buffer(&w->base, obj, &src, PyBUF_SIMPLE) < 0)
     return NULL;
   void *frame;
@@ -118,6 +138,10 @@ static PyObject *writer_publish_copy(Writer *w, PyObject *args) {
   if (rc >= 0) memcpy(frame, src.buf, (size_t)src.len);
   PyBuffer_Release(&src);
   if (rc < 0) return stream_failed(&w->base, rc);
+  if (put_meta(w, meta) < 0) {
+    shl_writer_discard(w->w);
+    return NULL;
+  }
   uint64_t seq;
   rc = shl_writer_publish(w->w, &seq);
   if (rc < 0) return stream_failed(&w->base, rc);
@@ -128,6 +152,12 @@ static PyObject *writer_info(Writer *w, PyObject *unused) {
   (void)unused;
   if (w->base.closed) return closed_error(&w->base);
   return stream_info(&w->base, shl_writer_segment(w->w));
+}
+
+static PyObject *writer_meta_format(Writer *w, PyObject *unused) {
+  (void)unused;
+  if (w->base.closed) return closed_error(&w->base);
+  return stream_meta_format(&w->base, shl_writer_segment(w->w));
 }
 
 static PyObject *writer_get_next_seq(Writer *w, void *unused) {
@@ -146,7 +176,10 @@ static PyMethodDef writer_methods[] = {
     {"loan", (PyCFunction)writer_loan, METH_O,
      "loan(timeout) -> Loan. Blocks with the GIL released; Ctrl-C interrupts."},
     {"publish_copy", (PyCFunction)writer_publish_copy, METH_VARARGS,
-     "publish_copy(buffer, timeout) -> seq. Copies one frame's bytes into a slot and publishes."},
+     "publish_copy(buffer, timeout, meta=None) -> seq. Copies one frame's bytes (and a metadata "
+     "record's) into a slot and publishes."},
+    {"meta_format", (PyCFunction)writer_meta_format, METH_NOARGS,
+     "The format of each frame's metadata record, or None."},
     {"info", (PyCFunction)writer_info, METH_NOARGS,
      "The stream's slots, readers, writer and last frame."},
     BASE_METHODS,
@@ -181,10 +214,13 @@ static PyObject *loan_over(Loan *l, PyObject *type) {
   return NULL;
 }
 
-/* publish() -> the frame's sequence number; wakes the readers. */
-static PyObject *loan_publish(Loan *l, PyObject *unused) {
-  (void)unused;
+/* publish(meta=None) -> the frame's sequence number; wakes the readers. The
+ * metadata record's bytes, if given, go with the frame. */
+static PyObject *loan_publish(Loan *l, PyObject *args) {
+  PyObject *meta = Py_None;
+  if (!PyArg_ParseTuple(args, "|O:publish", &meta)) return NULL;
   if (l->state != LOANED) return loan_over(l, PyExc_ValueError);
+  if (put_meta(l->writer, meta) < 0) return NULL;
   uint64_t seq;
   int rc = shl_writer_publish(l->writer->w, &seq);
   end_loan(l, PUBLISHED); /* whatever rc: the core has let the slot go */
@@ -214,7 +250,8 @@ static int loan_getbuffer(Loan *l, Py_buffer *view, int flags) {
     loan_over(l, PyExc_BufferError);
     return -1;
   }
-  if (fill_buffer(view, (PyObject *)l, &l->writer->base, l->frame, false, false, flags) < 0)
+  Base *b = &l->writer->base;
+  if (fill_buffer(view, (PyObject *)l, b, &b->layout, l->frame, false, false, flags) < 0)
     return -1;
   l->frames->base.pins++;
   return 0;
@@ -240,8 +277,9 @@ static void loan_dealloc(Loan *l) {
 }
 
 static PyMethodDef loan_methods[] = {
-    {"publish", (PyCFunction)loan_publish, METH_NOARGS,
-     "publish() -> seq. Stamps sequence number and time, wakes readers."},
+    {"publish", (PyCFunction)loan_publish, METH_VARARGS,
+     "publish(meta=None) -> seq. Stamps sequence number and time, wakes readers; a metadata "
+     "record's bytes, if given, go with the frame."},
     {"discard", (PyCFunction)loan_discard, METH_NOARGS, "Give the slot back unpublished."},
     {NULL, NULL, 0, NULL},
 };
@@ -282,15 +320,17 @@ static int map_frames(Writer *w, modstate *st) {
   return w->frames ? 0 : PY_ERROR;
 }
 
-/* writer_open(name, format, shape, slots, max_readers, flags, mode) -> Writer:
- * creates the stream, or takes over one of the same layout whose writer is gone. */
+/* writer_open(name, format, shape, slots, max_readers, flags, mode, meta_format) -> Writer:
+ * creates the stream, takes over one of the same layout whose writer is
+ * gone, or (flags has STREAM_REPLACE) replaces one of another layout. */
 PyObject *mod_writer_open(PyObject *mod, PyObject *args) {
   modstate *st = PyModule_GetState(mod);
   const char *name, *format;
   PyObject *shape;
   shl_stream_opts opts = SHL_STREAM_OPTS_INIT;
-  if (!PyArg_ParseTuple(args, "ssO!IIII:writer_open", &name, &format, &PyTuple_Type, &shape,
-                        &opts.slots, &opts.max_readers, &opts.flags, &opts.mode))
+  if (!PyArg_ParseTuple(args, "ssO!IIIIz:writer_open", &name, &format, &PyTuple_Type, &shape,
+                        &opts.slots, &opts.max_readers, &opts.flags, &opts.mode,
+                        &opts.meta_format))
     return NULL;
   shl_layout layout = {.format = format};
   if (parse_shape(shape, &layout, name) < 0) return NULL;
@@ -308,6 +348,9 @@ PyObject *mod_writer_open(PyObject *mod, PyObject *args) {
   w->loan = NULL;
   w->loaning = false;
   w->frames = NULL;
+  shl_stream_info info = SHL_STREAM_INFO_INIT;
+  w->meta_size = shl_stream_get_info(shl_writer_segment(core), &info) == 0
+                     ? (Py_ssize_t)info.meta_size : 0;
   rc = base_init(&w->base, shl_writer_segment(core), "stream writer", writer_drop);
   if (rc == 0) rc = map_frames(w, st);
   if (rc < 0) {

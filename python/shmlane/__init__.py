@@ -31,13 +31,22 @@ from ._common import (
     shape_tuple,
     spin_ns,
 )
-from ._shmlane import CorruptSegment, Error, LayoutMismatch, LockRecovered, StreamBusy, WriterGone
+from ._shmlane import (
+    CorruptSegment,
+    Error,
+    LayoutChanged,
+    LayoutMismatch,
+    LockRecovered,
+    StreamBusy,
+    WriterGone,
+)
 from ._stream import Loan, Reader, Sample, StreamInfo, Writer, stream_info
 
 __all__ = [
     "CorruptSegment",
     "Error",
     "Held",
+    "LayoutChanged",
     "LayoutMismatch",
     "Loan",
     "LockRecovered",

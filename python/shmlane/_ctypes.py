@@ -29,6 +29,12 @@ _SCALARS: Dict[Tuple[str, int], Any] = {
 _FOREIGN_ORDER = ">" if sys.byteorder == "little" else "<"
 
 
+def is_ctype(obj: Any) -> bool:
+    """obj is a ctypes type (a Structure, Union, Array or scalar class)."""
+    kinds = (ctypes.Structure, ctypes.Union, ctypes.Array, ctypes._SimpleCData)
+    return isinstance(obj, type) and issubclass(obj, kinds)
+
+
 def _check_offsets(ctype: Any, dtype: np.dtype) -> None:
     if ctypes.sizeof(ctype) != dtype.itemsize:
         raise ValueError(

@@ -8,6 +8,10 @@ slots, readers in other processes receive them zero-copy.
     with r.receive(timeout=1.0) as s:
         s.array, s.seq, s.timestamp_ns, s.lost
 
+A stream may carry a typed metadata record beside each frame (meta=, a
+ctypes Structure or a structured dtype), and a writer may replace a stream
+with one of another layout (replace=True): its readers follow the name.
+
 See the Streams section of docs/python.md.
 """
 
@@ -17,7 +21,7 @@ from typing import Any, Callable, Iterator, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
-from . import _dtype, _layout, _shmlane
+from . import _ctypes, _dtype, _layout, _shmlane
 from ._common import (
     Described,
     OwnerLike,
@@ -28,7 +32,7 @@ from ._common import (
     shape_tuple,
     spin_ns,
 )
-from ._shmlane import LayoutMismatch, WriterGone
+from ._shmlane import LayoutChanged, LayoutMismatch, WriterGone
 
 __all__ = ["Loan", "Reader", "Sample", "StreamInfo", "Writer"]
 
@@ -50,6 +54,9 @@ class StreamInfo(NamedTuple):
     writer_alive: Optional[bool]  # None: cannot tell
     last_seq: int  # 0 before the first frame
     last_timestamp_ns: int  # CLOCK_MONOTONIC, as time.monotonic_ns()
+    meta_size: int = 0  # bytes of each frame's metadata record, 0 for none
+    first_seq: int = 1  # frames are numbered from here (more than 1 after a replacement)
+    replaced: bool = False  # a writer put a newer stream under the name
 
 
 def stream_info(raw: Union[_shmlane.Handle, _shmlane.Writer, _shmlane.Reader]) -> StreamInfo:
@@ -63,6 +70,9 @@ def stream_info(raw: Union[_shmlane.Handle, _shmlane.Writer, _shmlane.Reader]) -
         writer_alive={1: True, 0: False}.get(info["writer_alive"]),
         last_seq=info["last_seq"],
         last_timestamp_ns=info["last_timestamp_ns"],
+        meta_size=info["meta_size"],
+        first_seq=info["base_seq"] + 1,
+        replaced=info["replaced"],
     )
 
 
@@ -95,18 +105,81 @@ def _frames(raw: Union[_shmlane.Writer, _shmlane.Reader]) -> Tuple[Wrap, np.dtyp
     return structured, dtype, shape
 
 
+class _Meta:
+    """How a stream's metadata records look in Python: the dtype the format
+    reads as, and the ctypes type the caller asked for (records are then
+    instances of it) or None (NumPy records)."""
+
+    __slots__ = ("dtype", "ctype", "format")
+
+    def __init__(self, dtype: np.dtype, ctype: Any, fmt: str) -> None:
+        self.dtype, self.ctype, self.format = dtype, ctype, fmt
+
+    def record(self, data: Any) -> Any:
+        """A record over `data` (a buffer of one record's bytes): a ctypes
+        instance (a copy) or a NumPy record, writable only if data is."""
+        if self.ctype is not None:
+            return self.ctype.from_buffer_copy(data)
+        array = np.frombuffer(data, self.dtype)
+        return array[0] if self.dtype.fields is not None else array.reshape(())
+
+    def blank(self) -> Tuple[Any, Any]:
+        """A zeroed record of the writer's own, and the buffer holding it."""
+        if self.ctype is not None:
+            record = self.ctype()
+            return record, record
+        array = np.zeros(1, self.dtype)
+        return (array[0] if self.dtype.fields is not None else array.reshape(())), array
+
+
+def _meta_wanted(what: str, meta: Any) -> Tuple[Optional[np.dtype], Any]:
+    """The metadata asked for: a ctypes type or anything np.dtype() takes."""
+    if meta is None:
+        return None, None
+    if _ctypes.is_ctype(meta):
+        return _layout.requested(what, None, meta), meta
+    return _layout.requested(what, meta, None), None
+
+
+def _meta_held(raw: Union[_shmlane.Writer, _shmlane.Reader], ctype: Any) -> Optional[_Meta]:
+    """The metadata of the stream `raw` reads or writes now, or None."""
+    fmt = raw.meta_format()
+    if fmt is None:
+        return None
+    try:
+        dtype = _dtype.from_format(fmt)
+    except ValueError as exc:
+        raise ValueError(f"stream '{raw.name}': NumPy cannot use its metadata format: {exc}") from None
+    return _Meta(dtype, ctype, fmt)
+
+
+def _verify_meta(what: str, wanted: Optional[np.dtype], held: Optional[_Meta]) -> None:
+    """LayoutMismatch unless the stream's metadata is the one asked for."""
+    if wanted is None:
+        return
+    if held is None:
+        raise LayoutMismatch(f"{what}: metadata {wanted} here, none in the stream")
+    found = _dtype.difference(wanted, held.dtype, there_is="in the stream's metadata")
+    if found:
+        raise LayoutMismatch(f"{what}: metadata: {found}")
+
+
 class Loan:
     """A free slot loaned to the writer. `array` is a writable view of it
     until publish() or discard(). As a context manager, the `with` block gets
     the array and publishes on a clean exit, discards on an exception. The
     array is made read-only afterwards: writing through a view kept past
-    publish() would change a frame readers may hold."""
+    publish() would change a frame readers may hold. `meta` (streams with
+    metadata; else None) is the writer's metadata record (Writer.meta): set
+    its fields before publishing, and publish() stores it with the frame."""
 
-    __slots__ = ("_raw", "array")
+    __slots__ = ("_raw", "array", "meta", "_meta_buffer")
 
-    def __init__(self, raw: _shmlane.Loan, wrap: Wrap) -> None:
+    def __init__(self, raw: _shmlane.Loan, wrap: Wrap, meta: Any, meta_buffer: Any) -> None:
         self._raw = raw
         self.array: Optional[np.ndarray] = wrap(raw)
+        self.meta = meta
+        self._meta_buffer = meta_buffer
 
     def _retire(self) -> None:
         if self.array is not None:
@@ -114,9 +187,10 @@ class Loan:
             self.array = None
 
     def publish(self) -> int:
-        """Publish the frame; returns its sequence number. Readers wake."""
+        """Publish the frame, with `meta` as its metadata record; returns its
+        sequence number. Readers wake."""
         try:
-            return self._raw.publish()
+            return self._raw.publish(self._meta_buffer)
         finally:
             self._retire()
 
@@ -151,7 +225,12 @@ class Loan:
 class Writer(Described):
     """The writer of stream `name`: creates it, or takes over an existing
     stream of the same frame layout whose writer is gone (readers carry on).
-    Frames are `shape` elements of `dtype`. slots: ring size for a new stream,
+    Frames are `shape` elements of `dtype`. meta: a ctypes type (a
+    Structure) or a dtype: each frame carries one such record beside it
+    (Writer.meta, Loan.meta, Sample.meta). replace=True: an existing stream
+    of another layout (frames, metadata or slots) whose writer is gone is
+    replaced by a new one; its readers follow the name to it, frame numbers
+    going on. Without it that raises LayoutMismatch, never silently. slots: ring size for a new stream,
     2 to 64, default 8; an existing stream keeps its own, and asking for
     another raises LayoutMismatch. max_readers (1 to 256), block and mode
     apply to a new stream (mode: permission bits). block=True makes loan()
@@ -168,7 +247,11 @@ class Writer(Described):
         max_readers: int = 64,
         block: bool = False,
         mode: int = 0o600,
+        meta: Any = None,
+        replace: bool = False,
     ) -> None:
+        what = f"stream '{name}'"
+        meta_dtype, meta_ctype = _meta_wanted(what, meta)
         wanted = np.dtype(dtype)
         base, sub = _dtype.split_subarray(wanted)
         frame_shape = shape_tuple(shape, f"stream '{name}'") + sub
@@ -178,10 +261,20 @@ class Writer(Described):
             raise ValueError(
                 f"stream '{name}': max_readers must be 1..{_shmlane.STREAM_MAX_READERS}"
             )
-        flags = _shmlane.STREAM_BLOCK if block else 0
+        flags = (_shmlane.STREAM_BLOCK if block else 0) | (
+            _shmlane.STREAM_REPLACE if replace else 0
+        )
+        meta_format = None if meta_dtype is None else _dtype.format_of(meta_dtype)
         try:
             raw = _shmlane.writer_open(
-                name, _dtype.format_of(base), frame_shape, slots or 0, max_readers, flags, mode
+                name,
+                _dtype.format_of(base),
+                frame_shape,
+                slots or 0,
+                max_readers,
+                flags,
+                mode,
+                meta_format,
             )
         except LayoutMismatch as exc:
             raise LayoutMismatch(f"{exc}{_what_it_holds(name)}") from None
@@ -191,6 +284,11 @@ class Writer(Described):
             found = _dtype.difference(base, self._dtype)
             if found:  # the stored format must read back as exactly this dtype
                 raise ValueError(f"stream '{name}': {wanted} does not round-trip: {found}")
+            self._meta = _meta_held(raw, meta_ctype)
+            found = self._meta and _dtype.difference(meta_dtype, self._meta.dtype)
+            if found:
+                raise ValueError(f"stream '{name}': metadata {meta_dtype} does not round-trip: {found}")
+            self._meta_record, self._meta_buffer = self._meta.blank() if self._meta else (None, None)
         except BaseException:
             raw.close()
             raise
@@ -199,8 +297,21 @@ class Writer(Described):
     @property
     def next_seq(self) -> int:
         """The sequence number the next publish stamps: 1 for a new stream;
-        after a takeover, one past the last frame published."""
+        after a takeover or a replacement, one past the last frame published."""
         return self._raw.next_seq
+
+    @property
+    def meta(self) -> Any:
+        """The writer's metadata record (None for a stream without metadata):
+        a ctypes instance if meta= was a ctypes type, else a NumPy record.
+        Every publish stores its current value with the frame; fields not
+        set again keep their value from frame to frame."""
+        return self._meta_record
+
+    @property
+    def meta_dtype(self) -> Optional[np.dtype]:
+        """The dtype of the metadata records, or None."""
+        return self._meta.dtype if self._meta else None
 
     def info(self) -> StreamInfo:
         return stream_info(self._raw)
@@ -217,7 +328,7 @@ class Writer(Described):
         readers that pin the slots when they are the reason. Blocks without
         the GIL; Ctrl-C interrupts it. One loan at a time: RuntimeError while
         another is outstanding."""
-        return Loan(self._raw.loan(timeout), self._wrap)
+        return Loan(self._raw.loan(timeout), self._wrap, self._meta_record, self._meta_buffer)
 
     def publish(self, array: Any, timeout: Optional[float] = LOAN_TIMEOUT) -> int:
         """Copy `array` into a loaned slot and publish it; returns its sequence
@@ -232,7 +343,7 @@ class Writer(Described):
             and array.flags.c_contiguous
             and self._contiguous
         ):
-            return self._raw.publish_copy(array, timeout)
+            return self._raw.publish_copy(array, timeout, self._meta_buffer)
         loan = self.loan(timeout)
         try:
             np.copyto(loan.array, array)  # type: ignore[arg-type]
@@ -267,19 +378,37 @@ class Writer(Described):
 
 
 class Sample:
-    """A published frame, pinned: the writer does not reuse its slot until
-    the sample is released and no view of it remains. Leaving the `with`
+    """A published frame (and its metadata record), pinned: the writer does
+    not reuse its slot until the sample is released and no view of it remains. Leaving the `with`
     block or calling release() releases it. `array` is a read-only view,
     valid until then; an array kept longer stays valid and keeps the slot
     pinned (np.array(s.array) copies the frame instead)."""
 
-    __slots__ = ("_raw", "_wrap", "_array")
+    __slots__ = ("_raw", "_wrap", "_array", "_meta_spec", "_meta")
 
-    def __init__(self, raw: _shmlane.Sample, wrap: Wrap) -> None:
+    def __init__(self, raw: _shmlane.Sample, wrap: Wrap, meta: Optional[_Meta]) -> None:
         self._raw = raw
         self._wrap = wrap
         self._array: Optional[np.ndarray] = None
+        self._meta_spec = meta
+        self._meta: Any = None
 
+    @property
+    def meta(self) -> Any:
+        """The frame's metadata record, read-only, or None for a stream
+        without metadata: an instance of the ctypes type given as the
+        reader's meta=, else a NumPy record. Taken while the frame is
+        pinned, so it always belongs to this frame; it stays valid after
+        release()."""
+        if self._meta is None and self._meta_spec is not None:
+            self._meta = self._meta_spec.record(self._raw.meta)
+        return self._meta
+
+    @property
+    def new_stream(self) -> bool:
+        """The first frame from a stream the reader followed its name to:
+        the reader's shape, dtype and meta_dtype are that stream's now."""
+        return self._raw.new_stream
     @property
     def array(self) -> np.ndarray:
         """The frame as a read-only ndarray over the shared slot (zero-copy)."""
@@ -308,6 +437,8 @@ class Sample:
 
     def release(self) -> None:
         """Give the slot back (idempotent); views kept elsewhere delay it."""
+        if self._meta_spec is not None and not self._raw.released:
+            self.meta  # taken while pinned: it stays readable after
         self._array = None
         self._raw.release()
 
@@ -337,7 +468,10 @@ class Reader(Described):
     shmlane.Error past it. owner: whose streams to read: None, this user's or
     root's; a user name or uid: that user's too; "any": anyone's.
     shape, dtype and ctype, when given, are checked against the stream's
-    frames (LayoutMismatch, worded as open()'s)."""
+    frames, and meta (a ctypes type or a dtype) against its metadata records
+    (LayoutMismatch, worded as open()'s); with meta a ctypes type, Sample.meta
+    is an instance of it. follow: go on with the stream put under the name
+    when this one is replaced (see receive()); False: LayoutChanged."""
 
     def __init__(
         self,
@@ -348,6 +482,8 @@ class Reader(Described):
         shape: Optional[ShapeLike] = None,
         dtype: Any = None,
         ctype: Any = None,
+        meta: Any = None,
+        follow: bool = True,
         spin: float = 0.0,
         max_pinned: Optional[int] = None,
         owner: OwnerLike = None,
@@ -356,6 +492,7 @@ class Reader(Described):
         what = f"stream '{name}'"
         wanted = _layout.requested(what, dtype, ctype)
         want_shape = None if shape is None else shape_tuple(shape, what)
+        meta_dtype, meta_ctype = _meta_wanted(what, meta)
         if mode is not None:
             if policy is not None:
                 raise TypeError(f"stream '{name}': give policy= only (mode= is its old name)")
@@ -373,18 +510,56 @@ class Reader(Described):
             )
         spin_time = spin_ns(spin)
         owner_policy, uid = owner_arg(owner)
+        flags = 0 if follow else _shmlane.READER_NO_FOLLOW
         raw = _shmlane.reader_open(
-            name, _POLICIES[policy], timeout, max_pinned or 0, owner_policy, uid
+            name, _POLICIES[policy], timeout, max_pinned or 0, owner_policy, uid, flags
         )
+        self._wanted = (wanted, want_shape, meta_dtype, meta_ctype)
+        self._refused: Optional[str] = None
         try:
             raw.spin_ns = spin_time
-            self._wrap, self._dtype, self._shape = _frames(raw)
-            _layout.verify(what, "the stream", wanted, want_shape, self._dtype, self._shape)
+            self._learn_layout(raw)
         except BaseException:
             raw.close()
             raise
         self._raw = raw
         self._policy = policy
+
+    def _learn_layout(self, raw: _shmlane.Reader) -> None:
+        """Take the layout of the stream raw reads now, checked against the
+        one asked for (LayoutMismatch)."""
+        wanted, want_shape, meta_dtype, meta_ctype = self._wanted
+        what = f"stream '{raw.name}'"
+        self._wrap, self._dtype, self._shape = _frames(raw)
+        self._meta = _meta_held(raw, meta_ctype)
+        _layout.verify(what, "the stream", wanted, want_shape, self._dtype, self._shape)
+        _verify_meta(what, meta_dtype, self._meta)
+
+    def _moved(self, sample: _shmlane.Sample) -> None:
+        """The reader followed the name to a new stream: its layout from now
+        on. One the caller did not ask for ends the reader (LayoutChanged)."""
+        try:
+            self._learn_layout(self._raw)
+        except LayoutMismatch as exc:
+            sample.release()
+            self._refused = (
+                f"stream '{self.name}' was replaced by one this reader does not accept: {exc}"
+            )
+            raise LayoutChanged(self._refused) from None
+
+    def _sample(self, raw: _shmlane.Sample) -> Sample:
+        if raw.new_stream:
+            self._moved(raw)
+        return Sample(raw, self._wrap, self._meta)
+
+    def _check_refused(self) -> None:
+        if self._refused is not None:
+            raise LayoutChanged(self._refused)
+
+    @property
+    def meta_dtype(self) -> Optional[np.dtype]:
+        """The dtype of the stream's metadata records, or None."""
+        return self._meta.dtype if self._meta else None
 
     @property
     def policy(self) -> str:
@@ -408,9 +583,15 @@ class Reader(Described):
         """The next frame (per the policy), pinned. Waits up to `timeout` seconds
         (None: no limit; 0: do not wait) for one to be published: TimeoutError.
         WriterGone once every frame is received and the writer is gone (noticed
-        within 100 ms); a writer that takes over later resumes delivery. Blocks
-        without the GIL; Ctrl-C interrupts it."""
-        return Sample(self._raw.receive(timeout), self._wrap)
+        within 100 ms); a writer that takes over later resumes delivery. A
+        stream replaced under its name (Writer(replace=True), or removed and
+        created again) is followed once every frame of the old one is
+        received: the sample's new_stream is then True, and shape, dtype and
+        meta_dtype describe the new stream; with follow=False, or a layout
+        other than the shape/dtype/meta this reader asked for, LayoutChanged
+        instead. Blocks without the GIL; Ctrl-C interrupts it."""
+        self._check_refused()
+        return self._sample(self._raw.receive(timeout))
 
     def receive_into(self, out: Any, timeout: Optional[float] = None) -> Tuple[int, int, int]:
         """Copy the next frame (per the policy) into `out` and release its slot
@@ -418,13 +599,21 @@ class Reader(Described):
         C-contiguous buffer of exactly one frame's bytes (say an ndarray of
         the stream's shape and dtype), copied byte for byte. No Sample or
         array is made per frame: the cheap way for small messages. Waits and
-        raises as receive()."""
-        return self._raw.receive_into(out, timeout)
+        raises as receive(); a followed stream whose frames differ raises
+        LayoutChanged (that frame is dropped), and the next call takes
+        frames of the new layout."""
+        self._check_refused()
+        try:
+            return self._raw.receive_into(out, timeout)
+        except LayoutChanged:
+            self._learn_layout(self._raw)
+            raise
 
     async def receive_async(self, timeout: Optional[float] = None) -> Sample:
         """receive() for asyncio: runs in the loop's default executor in short
         slices, so cancelling the task takes effect promptly."""
-        return Sample(await in_slices(self._raw.receive, timeout), self._wrap)
+        self._check_refused()
+        return self._sample(await in_slices(self._raw.receive, timeout))
 
     def __iter__(self) -> Iterator[Sample]:
         """Every frame received, waiting as long as it takes; each sample is

@@ -59,7 +59,7 @@ def test_reprs(new_name):
     assert repr(info) == (
         f"StreamInfo(slots=4, max_readers=64, block=False, readers=1, "
         f"writer_pid={os.getpid()}, writer_alive=True, last_seq=2, "
-        f"last_timestamp_ns={info.last_timestamp_ns})"
+        f"last_timestamp_ns={info.last_timestamp_ns}, meta_size=0, first_seq=1, replaced=False)"
     )
     reader.close()
     writer.close()

@@ -1,0 +1,83 @@
+"""A stream whose layout changes three times under one name, written by a C
+or a Python process, read at once by a C and a Python reader that follow it:
+every frame arrives, none is lost, each matches its metadata and its layout,
+in both start orders (issue: readers that follow the name)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+
+import shmlane
+from conftest import ROOT, build_c
+from follow_peer import LAYOUTS, read
+
+FRAMES = 12  # per layout
+TOTAL = FRAMES * len(LAYOUTS)
+SHAPES = ";".join(f"{shape[0]}x{shape[1]}" for shape, _, _ in LAYOUTS)
+
+
+@pytest.fixture(scope="module")
+def c_follow(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_c(ROOT / "tests/python/c_follow.c", tmp_path_factory.mktemp("c_follow"))
+
+
+def c_counts(line: str) -> Dict[str, object]:
+    """c_follow read's report as read()'s dict."""
+    words = line.split()
+    counts: Dict[str, object] = {k: int(v) for k, v in zip(words[0:8:2], words[1:8:2])}
+    counts["shapes"] = words[9] if len(words) > 9 else ""
+    return counts
+
+
+@pytest.mark.parametrize("writer_first", [True, False], ids=["writer-first", "readers-first"])
+@pytest.mark.parametrize("writer", ["c", "python"])
+def test_readers_follow_three_layout_changes(
+    writer: str, writer_first: bool, c_follow: Path, name: str
+) -> None:
+    write_cmd: List[str] = (
+        [str(c_follow), "write", name, str(FRAMES), "2"]
+        if writer == "c"
+        else [sys.executable, str(ROOT / "tests/python/follow_peer.py"), "write", name,
+              str(FRAMES), "2"]
+    )
+    procs: List[subprocess.Popen] = []
+    python_counts: Dict[str, object] = {}
+
+    def start_writer() -> None:
+        procs.append(subprocess.Popen(write_cmd, stdout=subprocess.PIPE, text=True))
+
+    def python_reader() -> None:
+        python_counts.update(read(name, TOTAL))
+
+    try:
+        if writer_first:
+            start_writer()
+        c_reader = subprocess.Popen(
+            [str(c_follow), "read", name, str(TOTAL)], stdout=subprocess.PIPE, text=True
+        )
+        procs.append(c_reader)
+        thread = threading.Thread(target=python_reader)
+        thread.start()
+        if not writer_first:
+            start_writer()
+        out, _ = procs[0 if writer_first else 1].communicate(timeout=90)
+        assert out.split() == ["done", str(TOTAL)]
+        c_out, _ = c_reader.communicate(timeout=90)
+        thread.join(timeout=90)
+        assert not thread.is_alive()
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    want = {"frames": TOTAL, "lost": 0, "bad": 0, "moves": len(LAYOUTS) - 1, "shapes": SHAPES}
+    assert c_counts(c_out) == want, c_out
+    assert python_counts == want
+    # One stream is left under the name: the last layout, numbered on.
+    info = shmlane.Reader(name, timeout=0).info()
+    assert (info.last_seq, info.first_seq, info.replaced) == (TOTAL, TOTAL - FRAMES + 1, False)

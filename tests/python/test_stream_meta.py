@@ -1,0 +1,175 @@
+"""Per-frame metadata on streams, and streams replaced under their name:
+Writer(meta=, replace=), Loan.meta, Sample.meta, Reader(meta=, follow=),
+LayoutChanged."""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import pytest
+
+import shmlane
+
+
+class Header(ctypes.Structure):
+    _fields_ = [
+        ("frame", ctypes.c_uint64),
+        ("capture_ns", ctypes.c_uint64),
+        ("exposure", ctypes.c_float),
+        ("width", ctypes.c_uint16),
+        ("height", ctypes.c_uint16),
+    ]
+
+
+HEADER_DTYPE = np.dtype(
+    {"names": ["frame", "capture_ns", "exposure", "width", "height"],
+     "formats": ["<u8", "<u8", "<f4", "<u2", "<u2"], "offsets": [0, 8, 16, 20, 22],
+     "itemsize": 24}
+)  # fmt: skip
+
+
+def test_ctypes_metadata_rides_with_its_frame(name: str) -> None:
+    with shmlane.Writer(name, shape=(4, 5), dtype="u1", slots=4, meta=Header) as w:
+        r = shmlane.Reader(name, policy="all", timeout=0, meta=Header)
+        plain = shmlane.Reader(name, policy="all", timeout=0)
+        assert w.meta_dtype == HEADER_DTYPE and r.meta_dtype == HEADER_DTYPE
+        assert isinstance(w.meta, Header)
+        for n in (1, 2, 3):
+            loan = w.loan()
+            assert loan.meta is w.meta
+            with loan as frame:
+                frame[...] = n
+                loan.meta.frame, loan.meta.exposure = n, n / 4
+                loan.meta.width, loan.meta.height = 5, 4
+        w.publish(np.full((4, 5), 9, "u1"))  # the copy path carries the record too
+        for n in (1, 2, 3, 4):
+            with r.receive(timeout=5) as s:
+                assert isinstance(s.meta, Header) and not s.new_stream
+                # Fields set once keep their value; the last frame repeats frame 3's record.
+                assert (s.meta.frame, s.meta.exposure, s.meta.width) == (min(n, 3), min(n, 3) / 4, 5)
+                assert int(s.array[0, 0]) == (n if n < 4 else 9)
+            with plain.receive(timeout=5) as p:
+                assert isinstance(p.meta, np.void) and p.meta["frame"] == min(n, 3)
+                with pytest.raises(ValueError):
+                    p.meta["frame"] = 7  # read-only
+        r.close()
+        plain.close()
+
+
+def test_dtype_metadata_and_records_kept_after_release(name: str) -> None:
+    with shmlane.Writer(name, shape=(3,), dtype="<f8", slots=4, meta=HEADER_DTYPE) as w:
+        r = shmlane.Reader(name, policy="all", timeout=0, meta=HEADER_DTYPE)
+        assert isinstance(w.meta, np.void)
+        w.meta["frame"] = 41
+        loan = w.loan()
+        loan.discard()  # nothing published
+        w.meta["frame"] = 42
+        w.publish(np.arange(3.0))
+        s = r.receive(timeout=5)
+        s.release()
+        assert s.meta["frame"] == 42 and s.seq == 1  # taken before the slot went back
+        with pytest.raises(TimeoutError):
+            r.receive(timeout=0)
+        r.close()
+
+
+def test_metadata_layout_is_checked(name: str) -> None:
+    small = np.dtype([("frame", "<u4")])
+    with shmlane.Writer(name, shape=(2,), dtype="u1", meta=Header):
+        with pytest.raises(shmlane.LayoutMismatch, match="metadata: .*field `capture_ns` is in the stream.s metadata but not here"):
+            shmlane.Reader(name, timeout=0, meta=small)
+        shmlane.Reader(name, timeout=0, meta=HEADER_DTYPE).close()
+    other = f"{name}-plain"
+    try:
+        with shmlane.Writer(other, shape=(2,), dtype="u1") as plain:
+            with pytest.raises(shmlane.LayoutMismatch, match="none in the stream"):
+                shmlane.Reader(other, timeout=0, meta=Header)
+            with pytest.raises(ValueError, match="carries no metadata"):
+                plain._raw.publish_copy(np.zeros(2, "u1"), 1.0, b"")
+    finally:
+        shmlane.unlink(other)
+    # A takeover needs the same metadata; replacing it is asked for, never silent.
+    with pytest.raises(shmlane.LayoutMismatch, match="replace=True"):
+        shmlane.Writer(name, shape=(2,), dtype="u1", meta=small)
+    with pytest.raises(ValueError, match="24 bytes, not 3"):
+        with shmlane.Writer(name, shape=(2,), dtype="u1", meta=Header) as w:
+            w._raw.publish_copy(np.zeros(2, "u1"), 1.0, b"abc")
+
+
+def test_replace_is_followed_and_old_samples_stay(name: str) -> None:
+    w = shmlane.Writer(name, shape=(4,), dtype="<u2", slots=4, meta=Header)
+    r = shmlane.Reader(name, policy="all", timeout=0, meta=Header)
+    stay = shmlane.Reader(name, policy="all", timeout=0, follow=False)
+    picky = shmlane.Reader(name, policy="all", timeout=0, shape=(4,))
+    w.meta.frame = 1
+    w.publish(np.arange(4, dtype="<u2"))
+    kept = r.receive(timeout=5)
+    kept_array = kept.array
+    with pytest.raises(shmlane.StreamBusy):
+        shmlane.Writer(name, shape=(6, 2), dtype="u1", replace=True)  # its writer lives
+    w.close()
+    w2 = shmlane.Writer(name, shape=(6, 2), dtype="u1", slots=2, meta=Header, replace=True)
+    assert w2.next_seq == 2
+    w2.meta.frame = 2
+    w2.publish(np.full((6, 2), 7, "u1"))
+
+    with r.receive(timeout=5) as s:
+        assert s.new_stream and s.seq == 2 and s.lost == 0 and s.meta.frame == 2
+        assert s.array.shape == (6, 2) and int(s.array.sum()) == 7 * 12
+    assert (r.shape, r.dtype) == ((6, 2), np.dtype("u1"))
+    # Held from the old stream: still mapped, still its own layout.
+    assert kept_array.dtype == np.dtype("<u2") and kept_array.tolist() == [0, 1, 2, 3]
+    assert memoryview(kept._raw).format == "<H" and kept.meta.frame == 1
+    kept.release()
+    del kept_array
+
+    with stay.receive(timeout=5) as s:
+        assert s.seq == 1
+    with pytest.raises(shmlane.LayoutChanged) as caught:
+        stay.receive(timeout=5)
+    assert isinstance(caught.value, shmlane.WriterGone) and caught.value.reason == "replaced"
+
+    with picky.receive(timeout=5) as s:
+        assert s.seq == 1
+    for _ in range(2):  # and from then on
+        with pytest.raises(shmlane.LayoutChanged, match=r"shape \(4,\) here, \(6, 2\)"):
+            picky.receive(timeout=5)
+    for reader in (r, stay, picky):
+        reader.close()
+    w2.close()
+
+
+def test_receive_into_across_a_replacement(name: str) -> None:
+    w = shmlane.Writer(name, shape=(3,), dtype="u1", slots=2)
+    r = shmlane.Reader(name, policy="all", timeout=0)
+    w.publish(np.array([1, 2, 3], "u1"))
+    out = np.zeros(3, "u1")
+    assert r.receive_into(out, timeout=5)[0] == 1 and out.tolist() == [1, 2, 3]
+    w.close()
+    w = shmlane.Writer(name, shape=(5,), dtype="u1", slots=2, replace=True)
+    w.publish(np.arange(5, dtype="u1"))
+    w.publish(np.arange(5, dtype="u1") + 1)
+    with pytest.raises(shmlane.LayoutChanged, match="frame 2 was dropped"):
+        r.receive_into(out, timeout=5)
+    assert r.shape == (5,)
+    bigger = np.zeros(5, "u1")
+    assert r.receive_into(bigger, timeout=5)[0] == 3 and bigger.tolist() == [1, 2, 3, 4, 5]
+    r.close()
+    w.close()
+
+
+def test_name_removed_and_created_again_is_followed(name: str) -> None:
+    w = shmlane.Writer(name, shape=(2,), dtype="u1", slots=2)
+    r = shmlane.Reader(name, policy="latest", timeout=0)
+    w.publish(np.array([1, 1], "u1"))
+    w.close()
+    shmlane.unlink(name)
+    w = shmlane.Writer(name, shape=(3,), dtype="<f4", slots=2)
+    w.publish(np.ones(3, "<f4"))
+    with r.receive(timeout=5) as s:
+        assert s.seq == 1 and not s.new_stream
+    with r.receive(timeout=5) as s:
+        assert s.new_stream and s.seq == 1 and s.array.dtype == np.dtype("<f4")
+    r.close()
+    w.close()
