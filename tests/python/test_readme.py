@@ -169,10 +169,11 @@ def check_output(pair: str, out: str, runs: int) -> None:
         assert lines == [f"changes {runs}: diagonal 1 1 1"]
     elif pair == "c-stream":
         assert lines and lines[-1].startswith(f"frame {30 * runs}, ")
-        assert lines[-1].endswith("first byte 29")
+        assert lines[-1].endswith("first byte 29, meta frame 29")
     elif pair == "py-stream":
         assert lines and lines[-1].split()[0] == str(300 * runs)
         assert float(lines[-1].split()[2]) == 299 % 256
+        assert lines[-1].split()[3] == "299"  # the metadata came with its frame
     elif runs == 1:  # py-quickstart, reader waiting: it sees the last update
         assert lines[-1] == "frame 5: x=2.5 y=-5.0 trace=15.0"
     else:  # the reader came after the writer: nothing changes any more, it stops
