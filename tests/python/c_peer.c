@@ -6,6 +6,7 @@
  *   c_peer create-array NAME    "<d" shape 2x3, element i = i * 1.5
  *   c_peer create-struct NAME   struct pair below, {-7, 2.5, {1, 2, 3}}
  *   c_peer read-array NAME      format, shape, then the doubles
+ *   c_peer wait-read-array NAME the same, waiting up to 30 s for the name to appear
  *   c_peer read-struct NAME     format, then x y z0 z1 z2
  *   c_peer notify NAME          bump the version once
  */
@@ -33,16 +34,27 @@ static void check(int rc, const char *what) {
   }
 }
 
-static shl_segment *open_ro(const char *name) {
+static shl_segment *open_ro(const char *name, uint32_t flags, int64_t timeout_ns) {
   shl_segment *seg;
-  check(shl_open(&seg, name, SHL_OPEN_READONLY, SHL_OPEN_DEFAULT_TIMEOUT_NS), "open");
+  check(shl_open(&seg, name, SHL_OPEN_READONLY | flags, timeout_ns), "open");
   return seg;
+}
+
+static void print_array(const shl_segment *seg) {
+  shl_layout layout;
+  shl_get_layout(seg, &layout);
+  printf("%s\n", layout.format);
+  for (uint32_t i = 0; i < layout.ndim; i++)
+    printf("%llu%s", (unsigned long long)layout.shape[i], i + 1 < layout.ndim ? "," : "\n");
+  const double *m = shl_payload(seg);
+  for (uint64_t i = 0; i < shl_payload_size(seg) / sizeof *m; i++) printf("%g\n", m[i]);
 }
 
 int main(int argc, char **argv) {
   if (argc != 3) {
     fprintf(stderr,
-            "usage: c_peer create-array|create-struct|read-array|read-struct|notify NAME\n");
+            "usage: c_peer create-array|create-struct|read-array|wait-read-array|read-struct|"
+            "notify NAME\n");
     return 2;
   }
   const char *cmd = argv[1], *name = argv[2];
@@ -58,16 +70,15 @@ int main(int argc, char **argv) {
     struct pair *p = shl_payload(seg);
     *p = (struct pair){-7, 2.5, {1, 2, 3}};
   } else if (strcmp(cmd, "read-array") == 0) {
-    seg = open_ro(name);
-    shl_layout layout;
-    shl_get_layout(seg, &layout);
-    printf("%s\n", layout.format);
-    for (uint32_t i = 0; i < layout.ndim; i++)
-      printf("%llu%s", (unsigned long long)layout.shape[i], i + 1 < layout.ndim ? "," : "\n");
-    const double *m = shl_payload(seg);
-    for (uint64_t i = 0; i < shl_payload_size(seg) / sizeof *m; i++) printf("%g\n", m[i]);
+    seg = open_ro(name, 0, SHL_OPEN_DEFAULT_TIMEOUT_NS);
+    print_array(seg);
+  } else if (strcmp(cmd, "wait-read-array") == 0) {
+    puts("waiting");
+    fflush(stdout);
+    seg = open_ro(name, SHL_OPEN_WAIT_NAME, 30000000000LL);
+    print_array(seg);
   } else if (strcmp(cmd, "read-struct") == 0) {
-    seg = open_ro(name);
+    seg = open_ro(name, 0, SHL_OPEN_DEFAULT_TIMEOUT_NS);
     shl_layout layout;
     shl_get_layout(seg, &layout);
     printf("%s\n", layout.format);

@@ -5,13 +5,14 @@ missing name fails at once, as before."""
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 
 import pytest
 
 import shmlane
-from conftest import expect_line, read_line
+from conftest import ROOT, build_c, expect_line, read_line
 
 AT_ONCE = 0.5  # far above an open that does not wait, even on a loaded machine
 
@@ -94,3 +95,45 @@ def test_no_limit(name):
             assert seg.shape == (2,)
     finally:
         timer.join()
+
+
+# Across languages: a C opener waits for a Python creator, and the reverse.
+
+
+@pytest.fixture(scope="module")
+def c_peer_exe(tmp_path_factory):
+    return build_c(ROOT / "tests/python/c_peer.c", tmp_path_factory.mktemp("c_peer_wait"))
+
+
+def test_c_opener_waits_for_a_python_creator(name, c_peer_exe):
+    opener = subprocess.Popen(
+        [str(c_peer_exe), "wait-read-array", name], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        expect_line(opener, "waiting")
+        time.sleep(0.2)
+        with shmlane.create(name, shape=(2, 3), dtype="<f8"):
+            out, _ = opener.communicate(timeout=30)
+    finally:
+        opener.kill()
+        opener.wait()
+    assert opener.returncode == 0
+    assert out.split()[:2] == ["<d", "2,3"]
+
+
+def test_python_opener_waits_for_a_c_creator(name, c_peer):
+    seen = {}
+
+    def opener() -> None:
+        with shmlane.open(name, timeout=30, readonly=True) as seg:
+            seen["layout"] = (seg.dtype.str, seg.shape)
+
+    thread = threading.Thread(target=opener)
+    thread.start()
+    time.sleep(0.2)
+    assert "layout" not in seen  # still waiting
+    c_peer("create-array", name)
+    thread.join(timeout=30)
+    assert seen["layout"] == ("<f8", (2, 3))
+    with shmlane.open(name) as seg:
+        assert seg.array.ravel().tolist() == [i * 1.5 for i in range(6)]
