@@ -59,6 +59,7 @@ class Config:
             self.fanout = [1, 2]
             self.attach_iters = 5
             self.frames = FRAMES[:1] + FRAMES[2:]
+            self.paced_s, self.idle_s = 0.1, 0.3
         elif quick:
             self.wake_iters, self.wake_gap_ns, self.py_wake_iters = 1500, 150_000, 500
             self.stream_iters, self.stream_gap_ns, self.thr_s = 300, 300_000, 0.3
@@ -66,6 +67,7 @@ class Config:
             self.fanout = [1, 4]
             self.attach_iters = 50
             self.frames = FRAMES
+            self.paced_s, self.idle_s = 1.5, 3.0
         else:
             self.wake_iters, self.wake_gap_ns, self.py_wake_iters = 10000, 200_000, 3000
             self.stream_iters, self.stream_gap_ns, self.thr_s = 2000, 500_000, 1.0
@@ -73,6 +75,7 @@ class Config:
             self.fanout = [1, 2, 4, 8]
             self.attach_iters = 300
             self.frames = FRAMES
+            self.paced_s, self.idle_s = 8.0, 10.0
 
 
 # ---------------------------------------------------------------- helpers
@@ -365,6 +368,126 @@ def bench_fanout(cfg, bin_dir, tmp, res):
     res["fanout"] = rows
 
 
+PACED = [(30, "640x480x3", "480x640x3"), (30, "1920x1080x3", "1080x1920x3"),
+         (240, "640x480x3", "480x640x3"), (240, "1920x1080x3", "1080x1920x3")]
+
+
+def paced_cpu(writer: dict, reader: dict) -> tuple:
+    """Paced phase: CPU time (all threads) per frame of the writer's and the reader's process."""
+    n = max(writer.get("lat_frames", 0), 1)
+    return writer.get("lat_cpu_ns", float("nan")) / n, reader.get("lat_cpu_ns", float("nan")) / n
+
+
+def paced_runs(cfg, bin_dir, tmp, fps, frame, iters, methods):
+    """One paced run per method: frames GAP apart on average (0.5x..1.5x,
+    phase l of stream.c and pair.py), the reader asleep in its receive."""
+    gap_ns = 1_000_000_000 // fps
+    exe = os.path.join(bin_dir, "stream")
+    out = {}
+    for m in methods:
+        name, o = f"bz{os.getpid()}", os.path.join(tmp, f"paced.{m}.{fps}.{frame}")
+        if m == "futex":  # the limit: a raw futex wake-up paced the same way, nothing moved
+            lat, _ = wake_pair([os.path.join(bin_dir, "wake")], "futex", tmp, iters, gap_ns,
+                               f"paced.{fps}.{frame}")
+            out[m] = {"latency_ns": summary(lat)}
+            continue
+        if m == "c":
+            wr, rd = run_group([exe, "writer", name, frame, "latest", "1", str(iters), str(gap_ns), "0",
+                                "l", o], [[exe, "reader", name, "latest", str(iters), "l", o]])
+            lat = load(os.path.join(tmp, next(p for p in os.listdir(tmp)
+                                              if p.startswith(os.path.basename(o) + ".lat."))))
+        else:
+            wr, rd = run_group([sys.executable, PAIR, "writer", m, name, frame, str(iters),
+                                str(gap_ns / 1e9), "0", "l", o],
+                               [[sys.executable, PAIR, "reader", m, name, frame, str(iters), "l", o]],
+                               env=dict(os.environ, BENCH_POLICY="latest"))
+            lat = load(o + ".lat")
+        wcpu, rcpu = paced_cpu(wr, rd[0])
+        out[m] = {"latency_ns": summary(lat), "writer_cpu_ns": wcpu, "reader_cpu_ns": rcpu}
+    return out
+
+
+def bench_paced(cfg, bin_dir, tmp, res, skipped):
+    """Frames at camera rates: C and Python shmlane against the raw futex
+    (the limit) and iceoryx2's Python binding with its event service."""
+    methods = ["c", "shmlane", "futex"] + ([] if "iceoryx2" in skipped else ["iceoryx2"])
+    rows = []
+    for fps, label, frame in PACED:
+        if cfg.tiny and label != "640x480x3":
+            continue
+        iters = max(3, int(cfg.paced_s * fps))
+        runs = paced_runs(cfg, bin_dir, tmp, fps, frame, iters, methods)
+        limit = runs["futex"]["latency_ns"]
+        for m, v in runs.items():
+            lat = v["latency_ns"]
+            row = {"fps": fps, "frame": label, "method": m, **v,
+                   "p50_vs_limit": lat["p50"] / limit["p50"], "p99_vs_limit": lat["p99"] / limit["p99"]}
+            if m == "shmlane":
+                c = runs["c"]["latency_ns"]
+                row["p50_vs_c"], row["p99_vs_c"] = lat["p50"] / c["p50"], lat["p99"] / c["p99"]
+            rows.append(row)
+        for row in rows[-len(runs):]:
+            ice = runs.get("iceoryx2")
+            if ice and row["method"] != "iceoryx2":
+                row["iceoryx2_p50_vs"] = ice["latency_ns"]["p50"] / row["latency_ns"]["p50"]
+    res["paced"] = rows
+
+
+def task_switches(pid: int) -> int:
+    """Voluntary + involuntary context switches of every thread of a process."""
+    n = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                n += sum(int(x.split()[1]) for x in f if "ctxt_switches" in x)
+        except OSError:
+            pass
+    return n
+
+
+def bench_idle(cfg, bin_dir, tmp, res, skipped):
+    """Wake-ups per second of a reader waiting on a stream whose writer lives
+    but publishes nothing: the context switches of every thread of the
+    reader's process over idle_s seconds."""
+    exe = os.path.join(bin_dir, "stream")
+    hour = str(3600 * 10**9)  # the writer's pause before its one frame: never reached
+    setups = {"c": ([exe, "writer", "{n}", "64", "latest", "1", "1", hour, "0", "l", "{o}"],
+                    [exe, "reader", "{n}", "latest", "1", "l", "{o}"])}
+    for m in ["shmlane"] + ([] if "iceoryx2" in skipped else ["iceoryx2"]):
+        setups[m] = ([sys.executable, PAIR, "writer", m, "{n}", "64", "1", "3600", "0", "l", "{o}"],
+                     [sys.executable, PAIR, "reader", m, "{n}", "64", "1", "l", "{o}"])
+    env = dict(os.environ, BENCH_POLICY="latest", BENCH_RECV_TIMEOUT="3600")
+    rows = []
+    for m, (wcmd, rcmd) in setups.items():
+        name, o = f"bi{os.getpid()}", os.path.join(tmp, f"idle.{m}")
+        fill = lambda cmd: [x.format(n=name, o=o) for x in cmd]  # noqa: E731
+        w = subprocess.Popen(fill(wcmd), stdout=subprocess.PIPE, text=True, env=env)
+        try:
+            assert w.stdout.readline().strip() == "ready", m
+            r = subprocess.Popen(fill(rcmd), stdout=subprocess.DEVNULL, env=env)
+            time.sleep(1.0)  # opened and asleep
+            a, t0 = task_switches(r.pid), time.monotonic()
+            time.sleep(cfg.idle_s)
+            b, t1 = task_switches(r.pid), time.monotonic()
+            rows.append({"method": m, "seconds": t1 - t0, "switches": b - a,
+                         "wakeups_per_s": (b - a) / (t1 - t0)})
+        finally:
+            for p in (w, locals().get("r")):
+                if p:
+                    p.kill()
+                    p.wait()
+            import shmlane  # the killed pair leaves its stream and control segment
+            for n in (name, name + ".c"):
+                try:
+                    shmlane.unlink(n)
+                except Exception:
+                    pass
+            if m == "iceoryx2":
+                subprocess.run([sys.executable, "-c", "import iox2_method; iox2_method.remove_global_files()"],
+                               cwd=os.path.join(HERE, "py"), check=False, capture_output=True)
+    res["idle"] = rows
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -562,6 +685,33 @@ def markdown(res: dict) -> str:
                      f"{ratio(r['publish_cpu_vs_1_reader'])} | {r['published_per_s']:.0f} | "
                      f"{r['delivered_per_s_min']:.0f} / {r['delivered_per_s_mean']:.0f} |")
         L.append("")
+    if res.get("paced"):
+        L.append("## Paced like a camera (reader asleep in receive; frames 0.5x..1.5x the period apart)\n")
+        L.append("Latency publish → the reader holds the frame; CPU per frame of each process over the "
+                 "paced phase (all threads). *limit*: a raw futex wake-up paced the same way, nothing "
+                 "moved. *iceoryx2*: its Python binding, publish-subscribe plus an event service to "
+                 "block on. Ratios measured in this run.\n")
+        L.append("| fps | frame | method | p50 | p99 | writer CPU | reader CPU | p50 / limit | "
+                 "p99 / limit | Python / C p50, p99 | iceoryx2 / this p50 |")
+        L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        names = {"c": "shmlane C", "shmlane": "shmlane Python", "futex": "limit (raw futex)",
+                 "iceoryx2": "iceoryx2 Python"}
+        for r in res["paced"]:
+            pc = (f"{ratio(r['p50_vs_c'])}, {ratio(r['p99_vs_c'])}" if "p50_vs_c" in r else "")
+            L.append(f"| {r['fps']} | {r['frame']} | {names[r['method']]} | {us(r['latency_ns']['p50'])} | "
+                     f"{us(r['latency_ns']['p99'])} | {us(r.get('writer_cpu_ns', float('nan')))} | "
+                     f"{us(r.get('reader_cpu_ns', float('nan')))} | {ratio(r['p50_vs_limit'])} | "
+                     f"{ratio(r['p99_vs_limit'])} | {pc} | {ratio(r.get('iceoryx2_p50_vs', float('nan')))} |")
+        L.append("")
+    if res.get("idle"):
+        L.append("## Idle readers (writer alive, no frames)\n")
+        L.append("Context switches of every thread of the reader's process, per second.\n")
+        L.append("| reader | wake-ups / s | switches | seconds |")
+        L.append("| --- | --- | --- | --- |")
+        names = {"c": "shmlane C", "shmlane": "shmlane Python", "iceoryx2": "iceoryx2 Python (event listener)"}
+        for r in res["idle"]:
+            L.append(f"| {names[r['method']]} | {r['wakeups_per_s']:.2f} | {r['switches']} | {r['seconds']:.1f} |")
+        L.append("")
     if res.get("targets"):
         L.append("## Targets\n")
         L.append("| target | measured | met |")
@@ -667,7 +817,9 @@ def main() -> int:
                          ("stream_c", lambda: bench_stream_c(cfg, args.bin, tmp, res, raw)),
                          ("python", lambda: bench_python(cfg, tmp, res, raw, res["skipped"], not args.no_install)),
                          ("attach", lambda: bench_attach(cfg, args.bin, tmp, res)),
-                         ("fanout", lambda: bench_fanout(cfg, args.bin, tmp, res))):
+                         ("fanout", lambda: bench_fanout(cfg, args.bin, tmp, res)),
+                         ("paced", lambda: bench_paced(cfg, args.bin, tmp, res, res["skipped"])),
+                         ("idle", lambda: bench_idle(cfg, args.bin, tmp, res, res["skipped"]))):
             t = time.monotonic()
             print(f"bench: {step} ...", file=sys.stderr, flush=True)
             fn()

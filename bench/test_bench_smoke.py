@@ -40,9 +40,13 @@ def test_tiny_run_writes_results(programs, tmp_path):
     subprocess.run(args, check=True, timeout=120, stdout=subprocess.DEVNULL)
 
     res = json.loads((tmp_path / "latest.json").read_text())
-    for key in ("machine", "wake_c", "wake_py", "stream_c", "python", "attach", "fanout", "targets",
-                "skipped"):
+    for key in ("machine", "wake_c", "wake_py", "stream_c", "python", "attach", "fanout", "paced",
+                "idle", "targets", "skipped"):
         assert key in res, key
+    assert {"c", "shmlane", "futex"} <= {r["method"] for r in res["paced"]}
+    assert all(r["latency_ns"]["n"] > 0 for r in res["paced"])
+    assert {"c", "shmlane"} <= {r["method"] for r in res["idle"]}
+    assert all(r["seconds"] > 0 for r in res["idle"])
     assert set(res["wake_c"]) == {"shl", "futex", "shlspin", "spin"}
     assert set(res["wake_py"]) == {"shl", "shlspin"}
     assert all(v["latency_ns"]["n"] > 0 for v in [*res["wake_c"].values(), *res["wake_py"].values()])

@@ -400,7 +400,10 @@ typedef struct shl_stream_opts {
  * a live writer holds it; SHL_E_BAD_KIND if the name is not a stream; -EINVAL
  * if its layout or slot count differ, unless SHL_STREAM_REPLACE asks to
  * replace it (its frame numbers go on); SHL_E_FOREIGN_OWNER if another user
- * owns it (never adopted). opts may be NULL. */
+ * owns it (never adopted). opts may be NULL. The writer keeps a thread of its
+ * own until it is closed (it sleeps, with every signal blocked): the kernel
+ * marks the stream's liveness word when that thread ends with the process,
+ * which wakes sleeping readers at once (docs/format.md, Streams). */
 SHL_API int shl_writer_open(shl_writer **out, const char *name, const shl_layout *frame,
                             const shl_stream_opts *opts);
 /* Give up the writer role (a held loan is discarded); the stream stays.
@@ -484,7 +487,9 @@ enum shl_reader_flags {
 SHL_API int shl_reader_open_ex(shl_reader **out, const char *name, const shl_reader_opts *opts);
 SHL_API void shl_reader_close(shl_reader *r);
 /* Pin the next frame. -ETIMEDOUT if none came in time; when nothing new is
- * left and no live writer holds the stream (noticed within 100 ms):
+ * left and no live writer holds the stream (noticed at once on Linux 5.16+,
+ * within 100 ms on older kernels or with SHMLANE_NO_FUTEX_WAITV=1; a reader
+ * waiting for frames makes no wake-up meanwhile on the former):
  * SHL_E_WRITER_CLOSED if the last writer closed it, SHL_E_WRITER_GONE if it
  * died. SHL_E_PIN_LIMIT, pinning nothing, while the reader holds max_pinned
  * samples. Flags as for shl_wait_ex (SHL_WAIT_INTERRUPTIBLE).

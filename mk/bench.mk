@@ -1,7 +1,7 @@
 # Benchmarks (docs/performance.md). Included from the Makefile.
 #
-#   make bench            every scenario; about 1.5 minutes on 2 cores
-#   make bench QUICK=1    the same scenarios with fewer iterations, under a minute
+#   make bench            every scenario; about 4 minutes on 2 cores
+#   make bench QUICK=1    the same scenarios with fewer iterations, under 2 minutes
 #
 # Writes bench/results/latest.json, latest.md and the PNG plots. Everything
 # is built in release mode in build-bench/: the C programs of bench/c/ by

@@ -72,6 +72,14 @@ void shl__seg_put(shl_segment *seg);
 /* 0 if the segment's name still refers to its object; -ESTALE if another
  * object has the name now, -ENOENT if none has. */
 int shl__seg_names_object(const shl_segment *seg);
+/* notify.c: shl_wait_ex with opts already copied, that also returns 1 as
+ * soon as *also->word differs from also->expected (NULL: no second word). */
+struct shl__also {
+  _Atomic uint32_t *word;
+  uint32_t expected;
+};
+int shl__wait_also(shl_segment *seg, uint64_t since, int64_t timeout_ns, const shl_wait_opts *opts,
+                   const struct shl__also *also, uint64_t *out);
 /* This thread, with the fork generation: the word stored in `holder`. */
 uint64_t shl__seg_self(void);
 
@@ -107,6 +115,23 @@ int64_t shl__realtime_ns(void);
 /* 0 on wake (or value already changed), -ETIMEDOUT, -EINTR. timeout_ns < 0: forever. */
 int shl__futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t timeout_ns);
 void shl__futex_wake_all(_Atomic uint32_t *word);
+/* Whether this process sleeps on two words at once (futex_waitv, Linux
+ * 5.16): decided once, from a probe of the system call and the environment
+ * variable SHMLANE_NO_FUTEX_WAITV (set and not "0": never, the fallback). */
+bool shl__futex_waitv_usable(void);
+/* Sleep while *a == ea and *b == eb: 0 on wake (or a value already changed),
+ * -ETIMEDOUT, -EINTR; -ENOSYS if the kernel cannot (then never again usable). */
+int shl__futex_wait2(_Atomic uint32_t *a, uint32_t ea, _Atomic uint32_t *b, uint32_t eb,
+                     int64_t timeout_ns);
+/* A keeper: a thread of this process that holds `word` as a robust futex
+ * (its thread id, listed on its robust list) until stopped, so that the
+ * kernel marks the word SHL__ALIVE_DIED and wakes a sleeper when the process
+ * dies, whichever of its other threads come and go. NULL if no thread could
+ * be started. Stopping (after a fork: only freeing) leaves the word alone. */
+struct shl__keeper;
+struct shl__keeper *shl__keeper_start(_Atomic uint32_t *word);
+uint32_t shl__keeper_tid(const struct shl__keeper *k);
+void shl__keeper_stop(struct shl__keeper *k);
 /* Start time of a process (clock ticks since boot), or negative errno. */
 int shl__process_start(int32_t pid, uint64_t *start);
 /* Role locks: open-file-description locks (F_OFD_SETLK) on single bytes of

@@ -5,6 +5,8 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -38,6 +40,139 @@ int shl__futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t timeout_n
 
 void shl__futex_wake_all(_Atomic uint32_t *word) {
   syscall(SYS_futex, (void *)word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+/* ---------------------------------------------------------------- two words at once */
+
+_Static_assert(SHL__ALIVE_WAITERS == FUTEX_WAITERS && SHL__ALIVE_DIED == FUTEX_OWNER_DIED &&
+                   SHL__ALIVE_TID_MASK == FUTEX_TID_MASK,
+               "the liveness word uses the kernel's robust futex bits");
+
+#ifndef FUTEX2_SIZE_U32
+#define FUTEX2_SIZE_U32 FUTEX_32 /* its name in Linux 5.16 to 6.6 headers */
+#endif
+#ifndef SYS_futex_waitv
+#define SYS_futex_waitv 449 /* the same number on every architecture */
+#endif
+
+static _Atomic int waitv_state; /* 0 not yet known, 1 usable, -1 not */
+
+bool shl__futex_waitv_usable(void) {
+  int state = atomic_load_explicit(&waitv_state, memory_order_relaxed);
+  if (state == 0) {
+    const char *no = getenv("SHMLANE_NO_FUTEX_WAITV");
+    state = -1;
+    if (!(no && *no && strcmp(no, "0") != 0)) {
+      /* No waiters is EINVAL from a kernel that has the call; ENOSYS (or a
+       * seccomp filter's EPERM) from one that has not. */
+      long rc = syscall(SYS_futex_waitv, NULL, 0u, 0u, NULL, CLOCK_MONOTONIC);
+      if (rc < 0 && errno == EINVAL) state = 1;
+    }
+    atomic_store_explicit(&waitv_state, state, memory_order_relaxed);
+  }
+  return state > 0;
+}
+
+int shl__futex_wait2(_Atomic uint32_t *a, uint32_t ea, _Atomic uint32_t *b, uint32_t eb,
+                     int64_t timeout_ns) {
+  /* Shared words (no FUTEX2_PRIVATE), as shl__futex_wait. */
+  struct futex_waitv w[2] = {
+      {.val = ea, .uaddr = (uint64_t)(uintptr_t)a, .flags = FUTEX2_SIZE_U32},
+      {.val = eb, .uaddr = (uint64_t)(uintptr_t)b, .flags = FUTEX2_SIZE_U32},
+  };
+  struct timespec abs, *absp = NULL;
+  if (timeout_ns >= 0) { /* futex_waitv takes an absolute time */
+    int64_t until = shl__deadline(shl__monotonic_ns(), timeout_ns);
+    abs.tv_sec = (time_t)(until / 1000000000);
+    abs.tv_nsec = (long)(until % 1000000000);
+    absp = &abs;
+  }
+  if (syscall(SYS_futex_waitv, w, 2u, 0u, absp, CLOCK_MONOTONIC) >= 0) return 0;
+  if (errno == EAGAIN) return 0;
+  if (errno == ENOSYS) atomic_store(&waitv_state, -1);
+  return -errno;
+}
+
+/* ---------------------------------------------------------------- keepers
+ * A keeper thread puts one entry on a robust list of its own (set_robust_list
+ * replaces glibc's for this thread, which never locks a pthread mutex) and
+ * stores its id in the word: when it ends, so when its process dies, the
+ * kernel walks that list, finds its id and marks the word OWNER_DIED. */
+
+struct shl__keeper {
+  struct robust_list_head head;
+  struct robust_list entry; /* the word is at entry + head.futex_offset */
+  _Atomic uint32_t *word;
+  _Atomic uint32_t state; /* 0 starting, 1 holding, 2 asked to stop; private futex */
+  _Atomic uint32_t tid;
+  pthread_t thread;
+  unsigned fork_gen;
+};
+
+static void *keeper_main(void *arg) {
+  struct shl__keeper *k = arg;
+  struct robust_list_head *glibc_head = NULL;
+  size_t len = 0;
+  syscall(SYS_get_robust_list, 0, &glibc_head, &len);
+  k->entry.next = &k->head.list;
+  k->head.list.next = &k->entry;
+  k->head.futex_offset = (long)((char *)(void *)k->word - (char *)&k->entry);
+  k->head.list_op_pending = NULL;
+  /* Listed before the word holds our id: a death between the two leaves
+   * nothing that the kernel would miss. */
+  long rc = syscall(SYS_set_robust_list, &k->head, sizeof k->head);
+  uint32_t tid = (uint32_t)syscall(SYS_gettid);
+  if (rc == 0) {
+    atomic_store(&k->tid, tid);
+    atomic_store(k->word, tid);
+  }
+  uint32_t expected = 0;
+  if (atomic_compare_exchange_strong(&k->state, &expected, 1)) shl__futex_wake_all(&k->state);
+  while (atomic_load(&k->state) != 2) shl__futex_wait(&k->state, 1, -1);
+  if (rc == 0 && glibc_head) syscall(SYS_set_robust_list, glibc_head, len);
+  return NULL;
+}
+
+struct shl__keeper *shl__keeper_start(_Atomic uint32_t *word) {
+  struct shl__keeper *k = calloc(1, sizeof *k);
+  if (!k) return NULL;
+  k->word = word;
+  k->fork_gen = shl__fork_generation();
+  pthread_attr_t attr;
+  sigset_t all, old;
+  sigfillset(&all);
+  if (pthread_attr_init(&attr) != 0) {
+    free(k);
+    return NULL;
+  }
+  pthread_attr_setstacksize(&attr, 64 * 1024);
+  /* The keeper takes no signal meant for the process (it inherits the mask). */
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int rc = pthread_create(&k->thread, &attr, keeper_main, k);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  pthread_attr_destroy(&attr);
+  if (rc != 0) {
+    free(k);
+    return NULL;
+  }
+  while (atomic_load(&k->state) == 0) shl__futex_wait(&k->state, 0, -1);
+  if (atomic_load(&k->tid) == 0) { /* no robust list: no keeper */
+    shl__keeper_stop(k);
+    return NULL;
+  }
+  return k;
+}
+
+uint32_t shl__keeper_tid(const struct shl__keeper *k) { return k ? atomic_load(&k->tid) : 0; }
+
+void shl__keeper_stop(struct shl__keeper *k) {
+  if (!k) return;
+  if (k->fork_gen == shl__fork_generation()) { /* a forked child has no keeper thread */
+    atomic_store(&k->state, 2);
+    shl__futex_wake_all(&k->state);
+    pthread_join(k->thread, NULL);
+  }
+  free(k);
 }
 
 int shl__process_start(int32_t pid, uint64_t *start) {

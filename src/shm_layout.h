@@ -121,8 +121,21 @@ struct shl__stream_ctl {
   _Atomic uint32_t writer_waiting;  /* 84 a writer sleeps on `space` */
   _Atomic uint32_t reader_hwm;      /* 88 entries [0, hwm) may be in use */
   _Atomic uint32_t replaced;        /* 92 1: a writer put a new stream under the name */
-  uint64_t reserved3[4];            /* 96 */
+  _Atomic uint32_t writer_alive;    /* 96 futex: liveness word (SHL__ALIVE_*), robust */
+  uint32_t reserved3;               /* 100 */
+  uint64_t reserved4[3];            /* 104 */
 };
+
+/* The liveness word, a robust futex word (docs/format.md, Streams): the
+ * thread id of a thread the writer keeps for this alone, which the kernel
+ * replaces by OWNER_DIED when that thread ends, so when the writer's process
+ * dies; 0 when no writer (or a clean close); NO_KEEPER for a writer without
+ * one. WAITERS: someone sleeps on it (the kernel wakes one at a death). The
+ * bits are the kernel's FUTEX_* values (checked in platform_linux.c). */
+#define SHL__ALIVE_WAITERS 0x80000000u
+#define SHL__ALIVE_DIED 0x40000000u
+#define SHL__ALIVE_TID_MASK 0x3fffffffu
+#define SHL__ALIVE_NO_KEEPER SHL__ALIVE_TID_MASK
 
 struct shl__slot {
   _Atomic uint64_t seq;          /* 0 published frame's sequence; 0 empty or being written */
@@ -150,6 +163,7 @@ _Static_assert(offsetof(struct shl__stream_ctl, latest) == 72, "layout");
 _Static_assert(offsetof(struct shl__stream_ctl, space) == 80, "layout");
 _Static_assert(offsetof(struct shl__stream_ctl, reader_hwm) == 88, "layout");
 _Static_assert(offsetof(struct shl__stream_ctl, replaced) == 92, "layout");
+_Static_assert(offsetof(struct shl__stream_ctl, writer_alive) == 96, "layout");
 _Static_assert(sizeof(struct shl__slot) == 16, "slot size");
 _Static_assert(sizeof(struct shl__reader) == 64, "reader entry size");
 _Static_assert(offsetof(struct shl__reader, next_seq) == 16, "layout");

@@ -69,7 +69,16 @@
 
 #define DEFAULT_SLOTS 8
 #define DEFAULT_READERS 64
-#define LIVENESS_PERIOD_NS 50000000 /* readers notice a dead writer within two periods */
+/* Without futex_waitv, readers test the writer role each period: they
+ * notice a dead writer within two. With it they sleep on the liveness word
+ * too and test the role when it moves; the long period only covers a death
+ * wake-up lost to a sleeper that died at the same moment (see
+ * wait_for_frame). While the word says "gone" but the role is still held (a
+ * dying writer's files not yet closed, a new writer taking over) they look
+ * again after DEATH_POLL_NS, doubling each time up to LIVENESS_PERIOD_NS. */
+#define LIVENESS_PERIOD_NS 50000000
+#define LIVENESS_SAFETY_NS 10000000000
+#define DEATH_POLL_NS 50000
 #define SLOT_BITS 8
 /* Attempts to pin before treating the stream as quiet: only a writer that
  * breaks the protocol can make a reader miss this many times in a row. */
@@ -91,6 +100,7 @@ struct stream {
 
 struct shl_writer {
   struct stream s;
+  struct shl__keeper *keeper; /* holds the liveness word; NULL: none could start */
   uint64_t next_seq;
   int loaned; /* slot index, -1 for none */
 };
@@ -111,6 +121,7 @@ struct shl_reader {
   uint64_t last_seq; /* newest sequence delivered */
   uint64_t next_seq; /* policy `all`: next sequence wanted */
   int64_t liveness_checked_ns;
+  int64_t death_poll_ns; /* wait_for_frame's next look while the word and the role disagree */
   uint32_t policy; /* enum shl_recv_policy */
   uint32_t spin_ns;
   uint32_t max_pinned, pinned; /* samples this reader may hold, and holds */
@@ -393,6 +404,15 @@ static int open_writer(struct stream *s, const char *name, const shl_layout *fra
   return rc;
 }
 
+/* With the role held: the liveness word names this writer's keeper from now
+ * on (or says it has none); readers asleep on its previous value look again. */
+static void start_keeper(shl_writer *w) {
+  _Atomic uint32_t *word = &w->s.ctl->writer_alive;
+  w->keeper = shl__keeper_start(word);
+  if (!w->keeper) atomic_store(word, SHL__ALIVE_NO_KEEPER);
+  shl__futex_wake_all(word);
+}
+
 int shl_writer_open(shl_writer **out, const char *name, const shl_layout *frame,
                     const shl_stream_opts *opts) {
   shl_stream_opts o = SHL_STREAM_OPTS_INIT;
@@ -446,16 +466,30 @@ int shl_writer_open(shl_writer **out, const char *name, const shl_layout *frame,
   /* After the role is ours (I4); read by writer_state, for people only. */
   atomic_store(&w->s.ctl->writer, self_word());
   w->next_seq = highest_seq(&w->s) + 1;
+  start_keeper(w);
   *out = w;
   return 0;
 }
 
 /* A clean close clears the writer word before the role lock goes, so that
- * readers tell it from a death (SHL_E_WRITER_CLOSED). */
+ * readers tell it from a death (SHL_E_WRITER_CLOSED); then the liveness word,
+ * unless a new writer already made it its own, which wakes sleeping readers. */
 void shl_writer_close(shl_writer *w) {
   if (!w) return;
+  bool mine = !inherited(&w->s);
+  _Atomic uint32_t *word = &w->s.ctl->writer_alive;
   /* Pairs with writer_state: the word is 0 before the role lock drops. */
-  if (!inherited(&w->s)) atomic_store(&w->s.ctl->writer, 0);
+  if (mine) atomic_store(&w->s.ctl->writer, 0);
+  shl__role_fd_close(&w->s.role);
+  if (mine) {
+    uint32_t ours = w->keeper ? shl__keeper_tid(w->keeper) : SHL__ALIVE_NO_KEEPER;
+    uint32_t v = atomic_load(word);
+    while ((v & (SHL__ALIVE_TID_MASK | SHL__ALIVE_DIED)) == ours &&
+           !atomic_compare_exchange_weak(word, &v, 0)) {
+    }
+    shl__futex_wake_all(word);
+  }
+  shl__keeper_stop(w->keeper);
   close_stream(&w->s);
   free(w);
 }
@@ -904,6 +938,61 @@ static int follow(shl_reader *r, int gone) {
   return 0;
 }
 
+/* A writer that the liveness word says is alive: its keeper holds it. */
+static bool alive_says_live(uint32_t v) {
+  uint32_t tid = v & SHL__ALIVE_TID_MASK;
+  return tid != 0 && tid != SHL__ALIVE_NO_KEEPER && !(v & SHL__ALIVE_DIED);
+}
+
+/* Sleep until the change counter moves from `changes`, the deadline passes
+ * or the writer is gone. -EAGAIN: look again; SHL_E_WRITER_GONE or
+ * SHL_E_WRITER_CLOSED (decided by the role lock, writer_state); -ETIMEDOUT;
+ * -EINTR. With futex_waitv the reader sleeps on the counter and the liveness
+ * word at once, with no timer while the word names a live keeper: an idle
+ * reader costs no wake-up, and the kernel wakes one sleeper at the writer's
+ * death, which wakes the others. Without it, slices of LIVENESS_PERIOD_NS. */
+static int wait_for_frame(shl_reader *r, uint64_t changes, int64_t deadline, shl_wait_opts *wait) {
+  struct stream *s = &r->cur->s;
+  _Atomic uint32_t *word = &s->ctl->writer_alive;
+  bool waitv = shl__futex_waitv_usable();
+  uint32_t alive = atomic_load(word);
+  bool live = waitv && alive_says_live(alive);
+  int64_t period = LIVENESS_PERIOD_NS;
+  if (live) {
+    period = LIVENESS_SAFETY_NS;
+    r->death_poll_ns = DEATH_POLL_NS;
+  } else if (waitv && (alive & SHL__ALIVE_TID_MASK) != SHL__ALIVE_NO_KEEPER) {
+    if (r->death_poll_ns < DEATH_POLL_NS) r->death_poll_ns = DEATH_POLL_NS;
+    period = r->death_poll_ns;
+    r->death_poll_ns = period < LIVENESS_PERIOD_NS / 2 ? 2 * period : LIVENESS_PERIOD_NS;
+  }
+  int64_t now = shl__monotonic_ns();
+  if (now - r->liveness_checked_ns >= period) {
+    r->liveness_checked_ns = now;
+    int gone = writer_state(s);
+    if (gone < 0) return gone; /* nothing new, and nobody left to publish it */
+  }
+  int64_t left = deadline - now;
+  if (left <= 0) return -ETIMEDOUT;
+  int64_t slice = left < period ? left : period;
+  int rc;
+  if (!waitv) {
+    rc = shl_wait_ex(s->seg, changes, slice, wait, NULL);
+  } else {
+    /* The kernel wakes a sleeper at the death only if WAITERS is set. */
+    uint32_t expected = live ? alive | SHL__ALIVE_WAITERS : alive;
+    if (expected != alive && !atomic_compare_exchange_strong(word, &alive, expected))
+      return -EAGAIN; /* the word moved meanwhile: look at it again */
+    struct shl__also also = {word, expected};
+    rc = shl__wait_also(s->seg, changes, slice, wait, &also, NULL);
+    /* The kernel wakes one sleeper at a death: pass it on to the others. */
+    if (atomic_load(word) != expected) shl__futex_wake_all(word);
+  }
+  if (rc == -EINTR) return rc;
+  wait->spin_ns = 0; /* spin once per call: an idle stream costs no CPU */
+  return -EAGAIN;
+}
+
 int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint32_t flags) {
   if (inherited(&r->cur->s)) return SHL_E_FORKED;
   if (r->pinned >= r->max_pinned) return SHL_E_PIN_LIMIT;
@@ -915,33 +1004,24 @@ int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint3
     uint64_t changes = shl_changes(s->seg);
     int rc = take(r, out);
     if (rc != -EAGAIN) return rc;
-    int64_t now = shl__monotonic_ns();
-    int gone = 0;
     /* Pairs with replace()'s store, made once the new stream is ready. */
-    if (atomic_load(&s->ctl->replaced)) {
-      gone = SHL_E_REPLACED;
-    } else if (now - r->liveness_checked_ns >= LIVENESS_PERIOD_NS) {
-      r->liveness_checked_ns = now;
-      gone = writer_state(s);
-      /* Gone, and the name holds another object: removed and created again. */
-      if (gone < 0 && shl__seg_names_object(s->seg) == -ESTALE) gone = SHL_E_REPLACED;
-    }
-    if (gone < 0) {
+    int why = atomic_load(&s->ctl->replaced) ? SHL_E_REPLACED
+                                             : wait_for_frame(r, changes, deadline, &wait);
+    /* Gone, and the name holds another object: removed and created again. */
+    if ((why == SHL_E_WRITER_GONE || why == SHL_E_WRITER_CLOSED) &&
+        shl__seg_names_object(s->seg) == -ESTALE)
+      why = SHL_E_REPLACED;
+    if (why == SHL_E_WRITER_GONE || why == SHL_E_WRITER_CLOSED || why == SHL_E_REPLACED) {
       /* Nothing new, and nobody left to publish it. */
       rc = take(r, out);
       if (rc != -EAGAIN) return rc;
-      if (gone != SHL_E_REPLACED || (r->flags & SHL_READER_NO_FOLLOW)) return gone;
+      if (why != SHL_E_REPLACED || (r->flags & SHL_READER_NO_FOLLOW)) return why;
       rc = follow(r, writer_state(s));
       if (rc != 0) return rc;
       if (!r->max_pinned_asked) r->max_pinned = default_max_pinned(r->cur->s.slots);
       continue;
     }
-    int64_t left = deadline - now;
-    if (left <= 0) return -ETIMEDOUT;
-    rc = shl_wait_ex(s->seg, changes, left < LIVENESS_PERIOD_NS ? left : LIVENESS_PERIOD_NS,
-                     &wait, NULL);
-    if (rc == -EINTR) return rc;
-    wait.spin_ns = 0; /* spin once per call: an idle stream costs no CPU */
+    if (why != -EAGAIN) return why;
   }
 }
 

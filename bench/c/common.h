@@ -23,11 +23,16 @@ static inline int64_t now_ns(void) {
 
 /* CPU time of the calling thread: unlike the clock, it stops while the
  * thread is preempted, e.g. by the readers it wakes on a busy machine. */
-static inline int64_t thread_cpu_ns(void) {
+static inline int64_t cpu_clock_ns(clockid_t clock) {
   struct timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  clock_gettime(clock, &ts);
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
+
+static inline int64_t thread_cpu_ns(void) { return cpu_clock_ns(CLOCK_THREAD_CPUTIME_ID); }
+
+/* CPU time of the whole process (every thread, user + system). */
+static inline int64_t process_cpu_ns(void) { return cpu_clock_ns(CLOCK_PROCESS_CPUTIME_ID); }
 
 /* What one thread_cpu_ns() pair itself adds to an interval (it is a system
  * call, not a vDSO read): the least of many back-to-back pairs. */

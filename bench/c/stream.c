@@ -94,11 +94,13 @@ static int writer(int argc, char **argv) {
           *copy = alloc_i64((size_t)iters), *cpu = alloc_i64((size_t)iters);
   int64_t cpu_clock = thread_cpu_overhead_ns();
   uint64_t acked = 0;
+  int64_t lat_cpu = 0;
   srand(1);
   void *slot;
   for (int ph = PH_LAT; ph <= PH_COST; ph++) {
     if (!strchr(phases, ph == PH_LAT ? 'l' : 'c')) continue;
     atomic_store(&c->phase, (uint64_t)ph);
+    int64_t pcpu0 = process_cpu_ns();
     for (long i = 0; i < iters; i++) {
       wait_acks(c, acked);
       if (ph == PH_LAT) sleep_ns(gap / 2 + (gap ? rand() % gap : 0));
@@ -119,6 +121,7 @@ static int writer(int argc, char **argv) {
       acked += (uint64_t)readers;
     }
     wait_acks(c, acked);
+    if (ph == PH_LAT) lat_cpu = process_cpu_ns() - pcpu0; /* paced: this process, all threads */
   }
   long published = 0;
   double elapsed = 0;
@@ -145,7 +148,8 @@ static int writer(int argc, char **argv) {
     dump(path(out, "loanpub_cpu", 0), cpu, (size_t)iters);
   }
   if (strchr(phases, 'c')) dump(path(out, "loanpub_poll", 0), poll, (size_t)iters);
-  printf("{\"published\": %ld, \"seconds\": %.6f}\n", published, elapsed);
+  printf("{\"published\": %ld, \"seconds\": %.6f, \"lat_cpu_ns\": %lld, \"lat_frames\": %ld}\n",
+         published, elapsed, (long long)lat_cpu, strchr(phases, 'l') ? iters : 0L);
   shl_writer_close(w);
   shl_unlink(name);
   shl_close(cseg);
@@ -169,7 +173,9 @@ static int reader(int argc, char **argv) {
   int64_t *lat = alloc_i64((size_t)iters), *cost = alloc_i64((size_t)iters);
   shl_sample s;
   uint64_t stamp;
+  int64_t lat_cpu = 0;
   if (strchr(phases, 'l')) {
+    int64_t pcpu0 = process_cpu_ns();
     for (long i = 0; i < iters; i++) {
       rc = shl_reader_receive(r, &s, -1, 0);
       int64_t t1 = now_ns();
@@ -179,6 +185,7 @@ static int reader(int argc, char **argv) {
       shl_reader_release(r, &s);
       atomic_fetch_add(&c->acks, 1);
     }
+    lat_cpu = process_cpu_ns() - pcpu0;
   }
   if (strchr(phases, 'c')) {
     for (long i = 0; i < iters; i++) {
@@ -214,8 +221,9 @@ static int reader(int argc, char **argv) {
   int pid = (int)getpid();
   if (strchr(phases, 'l')) dump(path(out, "lat", pid), lat, (size_t)iters);
   if (strchr(phases, 'c')) dump(path(out, "recv", pid), cost, (size_t)iters);
-  printf("{\"frames\": %ld, \"lost\": %ld, \"seconds\": %.6f}\n", frames, lost,
-         (double)atomic_load(&c->stamp) / 1e9);
+  printf("{\"frames\": %ld, \"lost\": %ld, \"seconds\": %.6f, \"lat_cpu_ns\": %lld, "
+         "\"lat_frames\": %ld}\n", frames, lost, (double)atomic_load(&c->stamp) / 1e9,
+         (long long)lat_cpu, strchr(phases, 'l') ? iters : 0L);
   fflush(stdout);
   shl_reader_close(r);
   atomic_fetch_sub(&c->ready, 1);

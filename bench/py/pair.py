@@ -39,6 +39,9 @@ import shmlane
 ns = time.perf_counter_ns  # CLOCK_MONOTONIC on Linux, as time.monotonic_ns
 now = time.monotonic_ns
 BUSY_GAP = os.environ.get("BENCH_BUSY_GAP") == "1"
+# Phase l: how long one receive call waits before the loop calls again (the
+# idle measurement sets it long: the loop's own wake-ups would count).
+RECV_TIMEOUT = float(os.environ.get("BENCH_RECV_TIMEOUT", "1.0"))
 STAMP, ACKS, READY, PHASE, DONE, ELAPSED = 0, 8, 16, 24, 32, 40
 
 
@@ -407,11 +410,12 @@ def writer(method, name, frame, iters, gap, seconds, phases, out, policy):
         time.sleep(0.001)
     send, fill, send_polled = [], [], []
     rng = np.random.default_rng(2)
-    acked = 0
+    acked, lat_cpu = 0, 0
     for ph, code in ((1, "l"), (2, "c")):
         if code not in phases:
             continue
         c[PHASE] = ph
+        cpu0 = time.process_time_ns()
         m.fill = ph == 1  # shmlane: as in stream.c, phase c times the hand-over alone, caches warm
         for _ in range(iters):
             wait_for(c, ACKS, acked)
@@ -431,6 +435,8 @@ def writer(method, name, frame, iters, gap, seconds, phases, out, policy):
                 send_polled.append(cost)
             acked += 1
         wait_for(c, ACKS, acked)
+        if ph == 1:
+            lat_cpu = time.process_time_ns() - cpu0  # paced: this process's CPU over the phase
     published, elapsed, cpu = 0, 0.0, 0
     if "t" in phases:
         c[PHASE] = 3
@@ -452,7 +458,8 @@ def writer(method, name, frame, iters, gap, seconds, phases, out, policy):
     m.close()
     seg.close()
     seg.unlink()
-    print(json.dumps({"published": published, "seconds": elapsed, "cpu_ns": cpu}), flush=True)
+    print(json.dumps({"published": published, "seconds": elapsed, "cpu_ns": cpu, "lat_cpu_ns": lat_cpu,
+                      "lat_frames": len(send)}), flush=True)
 
 
 def reader(method, name, frame, iters, phases, out, policy):
@@ -462,11 +469,13 @@ def reader(method, name, frame, iters, phases, out, policy):
     m = make(method, "reader", name, shape, policy)
     c[READY] += 1
     lat, recv = [], []
+    lat_cpu = 0
     if "l" in phases:
+        cpu0 = time.process_time_ns()
         for _ in range(iters):
             got = None
             while got is None:
-                got = m.recv(1.0)
+                got = m.recv(RECV_TIMEOUT)
             t1 = now()
             arr, release = got
             lat.append(t1 - stamp_of(arr))
@@ -474,6 +483,7 @@ def reader(method, name, frame, iters, phases, out, policy):
             if release:
                 release()
             c[ACKS] += 1
+        lat_cpu = time.process_time_ns() - cpu0
     if "c" in phases:
         for _ in range(iters):
             while True:
@@ -507,7 +517,8 @@ def reader(method, name, frame, iters, phases, out, policy):
     dump(out + ".lat", lat)
     dump(out + ".recv", recv)
     m.close()
-    print(json.dumps({"frames": frames, "seconds": int(c[ELAPSED]) / 1e9, "cpu_ns": cpu}), flush=True)
+    print(json.dumps({"frames": frames, "seconds": int(c[ELAPSED]) / 1e9, "cpu_ns": cpu,
+                      "lat_cpu_ns": lat_cpu, "lat_frames": len(lat)}), flush=True)
     c[READY] -= 1
     seg.close()
 

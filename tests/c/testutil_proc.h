@@ -158,6 +158,7 @@ static inline void t_expect_status_(int status, int code, int sig, const char *f
 /* Poll (bounded) until process pid sleeps in the futex system call, so a
  * wake-up test wakes a real sleeper instead of racing past it. 1 once seen,
  * 0 after timeout_ms. */
+#define T_SYS_FUTEX_WAITV 449 /* a stream reader sleeps on two words at once */
 static inline int t_wait_in_futex(pid_t pid, long timeout_ms) {
   char path[64], buf[128];
   snprintf(path, sizeof path, "/proc/%ld/syscall", (long)pid);
@@ -171,7 +172,8 @@ static inline int t_wait_in_futex(pid_t pid, long timeout_ms) {
       /* "<nr> <args...>" while blocked in a syscall; "running" or "-1 ..." otherwise. */
       if (n > 0 && buf[0] >= '0' && buf[0] <= '9') {
         buf[n] = '\0';
-        if (strtol(buf, &end, 10) == SYS_futex && *end == ' ') return 1;
+        long nr = strtol(buf, &end, 10);
+        if ((nr == SYS_futex || nr == T_SYS_FUTEX_WAITV) && *end == ' ') return 1;
       }
     }
     t_sleep_ms(1);

@@ -124,23 +124,26 @@ def expect_line(proc: subprocess.Popen, want: str, timeout: float = 30) -> None:
 
 
 _FUTEX = {"x86_64": 202, "aarch64": 98, "riscv64": 98, "i686": 240, "armv7l": 240}
+_FUTEX_WAITV = 449  # every architecture: a stream reader sleeps on two words at once
 _CLOCK_NANOSLEEP = {"x86_64": 230, "aarch64": 115, "riscv64": 115, "i686": 267, "armv7l": 265}
 
 
 def _await_syscall(numbers: Dict[str, int], tid: int, pid: int, timeout: float,
-                   flags_clear: int = 0) -> bool:
+                   flags_clear: int = 0, also: int = -1) -> bool:
     """Polls until thread tid of process pid (0: this one) is in the system
-    call numbers[machine], its second argument without the bits flags_clear."""
+    call numbers[machine] (or `also`), its second argument without the bits
+    flags_clear."""
     nr = numbers.get(platform.machine())
     if nr is None:
         pytest.skip(f"system call numbers unknown on {platform.machine()}")
+    calls = {str(nr), str(also)}
     path = f"/proc/{pid or os.getpid()}/task/{tid}/syscall"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             with open(path) as f:
                 call = f.read().split()
-            if len(call) > 2 and call[0] == str(nr) and not int(call[2], 16) & flags_clear:
+            if len(call) > 2 and call[0] in calls and not int(call[2], 16) & flags_clear:
                 return True
         except OSError:
             pass
@@ -154,7 +157,7 @@ def blocked_in_futex(tid: int, pid: int = 0, timeout: float = 30) -> bool:
     wake-up, a signal or a lock release really tests the blocked path. Only a
     shared futex counts (no FUTEX_PRIVATE_FLAG, 128): the library's, never the
     GIL's or a threading lock's, which are private."""
-    return _await_syscall(_FUTEX, tid, pid, timeout, flags_clear=128)
+    return _await_syscall(_FUTEX, tid, pid, timeout, flags_clear=128, also=_FUTEX_WAITV)
 
 
 def sleeping(tid: int, pid: int = 0, timeout: float = 30) -> bool:
