@@ -39,7 +39,8 @@
  *     call may race with shl_close, and no call may start after it returned,
  *     except shl_unlock by a thread that holds the lock.
  *   - A stream handle (shl_writer, shl_reader) is single-threaded: calls on
- *     one handle, shl_*_close included, must not overlap (a second thread
+ *     one handle, shl_*_close included, must not overlap (shl_reader_wake
+ *     excepted) (a second thread
  *     needs a lock of its own, or a handle of its own). Different handles are
  *     independent, in one process or many, of one stream or several. The
  *     segment of a stream handle (shl_writer_segment, shl_reader_segment) is
@@ -505,6 +506,13 @@ SHL_API int shl_reader_release(shl_reader *r, const shl_sample *sample);
  * sleeping: a frame published meanwhile arrives without a kernel wake-up,
  * and its publish needs no system call. 0 (the default): sleep at once. */
 SHL_API void shl_reader_set_spin(shl_reader *r, uint32_t spin_ns);
+/* The one call on a reader that may run while another thread is inside a
+ * call on it: makes the shl_reader_receive in progress (or, if none is, the
+ * next one) return -EINTR as soon as it finds no frame to deliver, within
+ * microseconds where the reader sleeps with futex_waitv and 50 ms otherwise.
+ * For bindings that must regain control of a thread blocked in receive:
+ * another thread closed their handle, or released a sample for it. */
+SHL_API void shl_reader_wake(shl_reader *r);
 SHL_API shl_segment *shl_reader_segment(const shl_reader *r);
 
 typedef struct shl_stream_info {

@@ -73,13 +73,14 @@ void shl__seg_put(shl_segment *seg);
  * object has the name now, -ENOENT if none has. */
 int shl__seg_names_object(const shl_segment *seg);
 /* notify.c: shl_wait_ex with opts already copied, that also returns 1 as
- * soon as *also->word differs from also->expected (NULL: no second word). */
+ * soon as any of the nalso (< SHL__WAITV_MAX) words also[i].word differs from
+ * also[i].expected; only with futex_waitv usable, unless nalso is 0. */
 struct shl__also {
   _Atomic uint32_t *word;
   uint32_t expected;
 };
 int shl__wait_also(shl_segment *seg, uint64_t since, int64_t timeout_ns, const shl_wait_opts *opts,
-                   const struct shl__also *also, uint64_t *out);
+                   const struct shl__also *also, unsigned nalso, uint64_t *out);
 /* This thread, with the fork generation: the word stored in `holder`. */
 uint64_t shl__seg_self(void);
 
@@ -119,10 +120,11 @@ void shl__futex_wake_all(_Atomic uint32_t *word);
  * 5.16): decided once, from a probe of the system call and the environment
  * variable SHMLANE_NO_FUTEX_WAITV (set and not "0": never, the fallback). */
 bool shl__futex_waitv_usable(void);
-/* Sleep while *a == ea and *b == eb: 0 on wake (or a value already changed),
- * -ETIMEDOUT, -EINTR; -ENOSYS if the kernel cannot (then never again usable). */
-int shl__futex_wait2(_Atomic uint32_t *a, uint32_t ea, _Atomic uint32_t *b, uint32_t eb,
-                     int64_t timeout_ns);
+/* Sleep while every words[i].word holds words[i].expected (n <=
+ * SHL__WAITV_MAX): 0 on wake (or a value already changed), -ETIMEDOUT,
+ * -EINTR; -ENOSYS if the kernel cannot (then never again usable). */
+#define SHL__WAITV_MAX 3
+int shl__futex_waitv(const struct shl__also *words, unsigned n, int64_t timeout_ns);
 /* A keeper: a thread of this process that holds `word` as a robust futex
  * (its thread id, listed on its robust list) until stopped, so that the
  * kernel marks the word SHL__ALIVE_DIED and wakes a sleeper when the process

@@ -3,6 +3,7 @@
  * wake syscall when nobody sleeps. */
 #include <errno.h>
 #include <stdbool.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -43,9 +44,17 @@ static int spin(shl_segment *seg, uint64_t since, int64_t until, uint64_t *seen)
   }
 }
 
-/* 0 once the counter moved (*seen), 1 once also's word moved, else <0. */
+/* Whether every one of the n words still holds what is expected. */
+static bool all_same(const struct shl__also *also, unsigned n) {
+  for (unsigned i = 0; i < n; i++)
+    if (atomic_load(also[i].word) != also[i].expected) return false;
+  return true;
+}
+
+/* 0 once the counter moved (*seen), 1 once one of also's words moved, else <0. */
 static int wait_changed(shl_segment *seg, uint64_t since, int64_t timeout_ns,
-                        const shl_wait_opts *opts, const struct shl__also *also, uint64_t *seen) {
+                        const shl_wait_opts *opts, const struct shl__also *also, unsigned nalso,
+                        uint64_t *seen) {
   struct shl__header *h = seg->hdr;
   int64_t now = shl__monotonic_ns();
   int64_t deadline = shl__deadline(now, timeout_ns);
@@ -71,11 +80,15 @@ static int wait_changed(shl_segment *seg, uint64_t since, int64_t timeout_ns,
     if (announced) atomic_fetch_add(&h->waiters, 1);
     int rc = 0;
     uint64_t v = atomic_load(&h->changes);
-    bool also_same = !also || atomic_load(also->word) == also->expected;
-    if (v == since && also_same)
-      rc = also ? shl__futex_wait2(shl__changes_word(h), (uint32_t)since, also->word,
-                                   also->expected, left)
-                : shl__futex_wait(shl__changes_word(h), (uint32_t)since, left);
+    if (v == since && all_same(also, nalso)) {
+      if (nalso) {
+        struct shl__also words[SHL__WAITV_MAX] = {{shl__changes_word(h), (uint32_t)since}};
+        memcpy(words + 1, also, nalso * sizeof *also);
+        rc = shl__futex_waitv(words, nalso + 1, left);
+      } else {
+        rc = shl__futex_wait(shl__changes_word(h), (uint32_t)since, left);
+      }
+    }
     if (announced) atomic_fetch_sub(&h->waiters, 1);
     atomic_fetch_sub(&seg->sleepers, 1);
     v = shl_changes(seg);
@@ -83,19 +96,19 @@ static int wait_changed(shl_segment *seg, uint64_t since, int64_t timeout_ns,
       *seen = v;
       return 0;
     }
-    if (also && atomic_load(also->word) != also->expected) return 1;
+    if (!all_same(also, nalso)) return 1;
     if ((rc == -EINTR && interruptible) || rc == -ENOSYS) return rc;
   }
 }
 
 int shl__wait_also(shl_segment *seg, uint64_t since, int64_t timeout_ns, const shl_wait_opts *opts,
-                   const struct shl__also *also, uint64_t *out) {
+                   const struct shl__also *also, unsigned nalso, uint64_t *out) {
   uint64_t v = shl_changes(seg);
   if (v == since) {
     if (timeout_ns == 0) return -ETIMEDOUT;
     int rc = shl__seg_enter(seg);
     if (rc < 0) return rc;
-    rc = wait_changed(seg, since, timeout_ns, opts, also, &v);
+    rc = wait_changed(seg, since, timeout_ns, opts, also, nalso, &v);
     shl__seg_put(seg); /* after a close meanwhile, the last one out frees */
     if (rc != 0) return rc;
   }
@@ -108,7 +121,7 @@ int shl_wait_ex(shl_segment *seg, uint64_t since, int64_t timeout_ns,
   shl_wait_opts opts = SHL_WAIT_OPTS_INIT;
   int rc = user_opts ? shl__opts_copy(&opts, sizeof opts, user_opts, user_opts->size) : 0;
   if (rc < 0) return rc;
-  return shl__wait_also(seg, since, timeout_ns, &opts, NULL, out);
+  return shl__wait_also(seg, since, timeout_ns, &opts, NULL, 0, out);
 }
 
 int shl_wait(shl_segment *seg, uint64_t since, int64_t timeout_ns, uint64_t *out) {

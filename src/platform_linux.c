@@ -73,13 +73,14 @@ bool shl__futex_waitv_usable(void) {
   return state > 0;
 }
 
-int shl__futex_wait2(_Atomic uint32_t *a, uint32_t ea, _Atomic uint32_t *b, uint32_t eb,
-                     int64_t timeout_ns) {
+int shl__futex_waitv(const struct shl__also *words, unsigned n, int64_t timeout_ns) {
   /* Shared words (no FUTEX2_PRIVATE), as shl__futex_wait. */
-  struct futex_waitv w[2] = {
-      {.val = ea, .uaddr = (uint64_t)(uintptr_t)a, .flags = FUTEX2_SIZE_U32},
-      {.val = eb, .uaddr = (uint64_t)(uintptr_t)b, .flags = FUTEX2_SIZE_U32},
-  };
+  struct futex_waitv w[SHL__WAITV_MAX];
+  if (n > SHL__WAITV_MAX) return -EINVAL;
+  for (unsigned i = 0; i < n; i++)
+    w[i] = (struct futex_waitv){.val = words[i].expected,
+                                .uaddr = (uint64_t)(uintptr_t)words[i].word,
+                                .flags = FUTEX2_SIZE_U32};
   struct timespec abs, *absp = NULL;
   if (timeout_ns >= 0) { /* futex_waitv takes an absolute time */
     int64_t until = shl__deadline(shl__monotonic_ns(), timeout_ns);
@@ -87,7 +88,7 @@ int shl__futex_wait2(_Atomic uint32_t *a, uint32_t ea, _Atomic uint32_t *b, uint
     abs.tv_nsec = (long)(until % 1000000000);
     absp = &abs;
   }
-  if (syscall(SYS_futex_waitv, w, 2u, 0u, absp, CLOCK_MONOTONIC) >= 0) return 0;
+  if (syscall(SYS_futex_waitv, w, n, 0u, absp, CLOCK_MONOTONIC) >= 0) return 0;
   if (errno == EAGAIN) return 0;
   if (errno == ENOSYS) atomic_store(&waitv_state, -1);
   return -errno;

@@ -129,6 +129,8 @@ struct shl_reader {
   uint32_t flags;              /* enum shl_reader_flags */
   uint32_t owner, owner_uid;   /* whose stream the name may lead to */
   bool moved;                  /* the next sample is the first of a followed stream */
+  _Atomic uint32_t wake;       /* futex: bumped by shl_reader_wake, from any thread */
+  uint32_t wake_seen;          /* the last value receive answered with -EINTR */
 };
 
 /* This process in the shared words: its pid, as it sees it. Information for
@@ -954,6 +956,12 @@ static bool alive_says_live(uint32_t v) {
 static int wait_for_frame(shl_reader *r, uint64_t changes, int64_t deadline, shl_wait_opts *wait) {
   struct stream *s = &r->cur->s;
   _Atomic uint32_t *word = &s->ctl->writer_alive;
+  /* Pairs with shl_reader_wake's bump, before its futex wake. */
+  uint32_t wake = atomic_load(&r->wake);
+  if (wake != r->wake_seen) {
+    r->wake_seen = wake;
+    return -EINTR;
+  }
   bool waitv = shl__futex_waitv_usable();
   uint32_t alive = atomic_load(word);
   bool live = waitv && alive_says_live(alive);
@@ -983,8 +991,8 @@ static int wait_for_frame(shl_reader *r, uint64_t changes, int64_t deadline, shl
     uint32_t expected = live ? alive | SHL__ALIVE_WAITERS : alive;
     if (expected != alive && !atomic_compare_exchange_strong(word, &alive, expected))
       return -EAGAIN; /* the word moved meanwhile: look at it again */
-    struct shl__also also = {word, expected};
-    rc = shl__wait_also(s->seg, changes, slice, wait, &also, NULL);
+    struct shl__also also[2] = {{word, expected}, {&r->wake, wake}};
+    rc = shl__wait_also(s->seg, changes, slice, wait, also, 2, NULL);
     /* The kernel wakes one sleeper at a death: pass it on to the others. */
     if (atomic_load(word) != expected) shl__futex_wake_all(word);
   }
@@ -1026,6 +1034,12 @@ int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint3
 }
 
 void shl_reader_set_spin(shl_reader *r, uint32_t spin_ns) { r->spin_ns = spin_ns; }
+
+void shl_reader_wake(shl_reader *r) {
+  /* Pairs with wait_for_frame's read before it sleeps on the word. */
+  atomic_fetch_add(&r->wake, 1);
+  shl__futex_wake_all(&r->wake);
+}
 
 int shl_reader_release(shl_reader *r, const shl_sample *sample) {
   if (inherited(&r->cur->s)) return SHL_E_FORKED;

@@ -23,8 +23,7 @@
 #include "shmlane.h"
 
 /* Longest stretch a Ctrl-C waits during calls that signals do not interrupt
- * (the robust mutex, the open retry loop, a loan), and a release asked for
- * by another thread waits during a receive. */
+ * (the robust mutex, the open retry loop, a loan). */
 #define SLICE_NS 50000000LL
 /* run_blocking()'s result when a Python exception is set; no core code is this. */
 #define PY_ERROR INT_MIN

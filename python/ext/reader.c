@@ -47,6 +47,7 @@ static void sample_unpin(Sample *s) {
   r->held--;
   if (r->base.running > 0) {
     r->deferred[r->ndeferred++] = s->s;
+    shl_reader_wake(r->r); /* the receiving thread releases it */
   } else {
     (void)shl_reader_release(r->r, &s->s);
   }
@@ -55,6 +56,7 @@ static void sample_unpin(Sample *s) {
 
 static PyObject *reader_close(Reader *r, PyObject *unused) {
   (void)unused;
+  if (r->receiving && !r->base.closed) shl_reader_wake(r->r); /* its receive() returns */
   base_close(&r->base);
   Py_RETURN_NONE;
 }
@@ -84,17 +86,18 @@ static bool reader_ready(Reader *r) {
 }
 
 /* The next frame, pinned, for receive() and receive_into(). A frame already
- * waiting needs no GIL hand-off; otherwise waits with the GIL released: a
- * signal ends the core's wait at once, and handlers run (Ctrl-C raises).
- * Sliced, so that releases queued by other threads happen meanwhile. The
- * caller checks r->base.closed after. */
+ * waiting needs no GIL hand-off; otherwise waits with the GIL released, in
+ * one piece (an idle reader makes no wake-up): a signal ends the core's wait
+ * at once, and handlers run (Ctrl-C raises); so does shl_reader_wake() from
+ * a thread that closed the reader or queued a release (done between the
+ * core's calls). The caller checks r->base.closed after. */
 static int receive_sample(Reader *r, int64_t timeout_ns, shl_sample *out) {
   struct receive_ctx c = {r->r, {0}, 0};
   int rc = receive_step(&c, 0);
   if (rc == -ETIMEDOUT && timeout_ns != 0) {
     c.spin_ns = r->spin_ns;
     r->receiving = true;
-    rc = run_blocking(&r->base, receive_step, &c, timeout_ns, SLICE_NS, -ETIMEDOUT, -ETIMEDOUT);
+    rc = run_blocking(&r->base, receive_step, &c, timeout_ns, 0, -ETIMEDOUT, -ETIMEDOUT);
     r->receiving = false;
   }
   *out = c.s;

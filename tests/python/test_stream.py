@@ -469,8 +469,8 @@ def test_list_shows_streams(stream, name):
 
 def test_release_from_another_thread_while_receiving(name):
     # A consumer thread drops the arrays while the receiving thread blocks:
-    # releases queue up and happen between slices of the wait, so the
-    # writer, needing those slots, never stalls.
+    # releases queue up, and the receiving thread is woken to make them, so
+    # the writer, needing those slots, never stalls.
     frames = 60
     arrays: queue.Queue = queue.Queue(maxsize=1)
     sums = []
@@ -568,3 +568,47 @@ def test_sample_array_is_the_slot_itself(stream, name):
     assert sorted(at) == [0, 1, 2, 3]
     stride = at[1] - at[0]
     assert stride >= np.prod(SHAPE) and all(at[k] == at[0] + k * stride for k in at)
+
+
+def futex_waitv_expected() -> bool:
+    """Readers sleep with futex_waitv here (Linux 5.16 and not turned off)."""
+    release = tuple(int(x) for x in os.uname().release.split(".")[:2] if x.isdigit())
+    return release >= (5, 16) and os.environ.get("SHMLANE_NO_FUTEX_WAITV", "0") == "0"
+
+
+def test_idle_reader_makes_no_wake_up(stream, name):
+    # No frame comes for 1.5 s from a live writer: the receiving thread
+    # sleeps once (context switches, not time, are counted).
+    if not futex_waitv_expected():
+        pytest.skip("readers sleep in slices without futex_waitv (Linux 5.16)")
+    with shmlane.Reader(name) as reader:
+        before = own_sleeps()
+        with pytest.raises(TimeoutError):
+            reader.receive(timeout=1.5)
+        woke = own_sleeps() - before
+    assert woke <= 4, f"{woke} wake-ups in 1.5 s"
+
+
+def test_close_from_another_thread_ends_a_receive(stream, name):
+    # Without slices, the receiving thread is woken by the close itself.
+    with shmlane.Reader(name) as reader:
+        tid: list = []
+        ended: list = []
+
+        def wait() -> None:
+            tid.append(threading.get_native_id())
+            try:
+                reader.receive(timeout=60)
+            except ValueError as exc:  # the reader is closed
+                ended.append(str(exc))
+
+        thread = threading.Thread(target=wait)
+        thread.start()
+        while not tid:
+            time.sleep(0.001)
+        assert blocked_in_futex(tid[0])
+        t0 = time.monotonic()
+        reader.close()
+        thread.join(timeout=10)
+        assert not thread.is_alive() and time.monotonic() - t0 < 5
+        assert ended and "closed" in ended[0]
