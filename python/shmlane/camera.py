@@ -144,8 +144,6 @@ class Device:
 
     def open(self) -> bool:
         self.close()
-        if cv2 is None:
-            raise SystemExit(f"shmlane.camera: device {self.spec} needs OpenCV: pip install opencv-python")
         if self.is_file and not os.path.exists(self.spec):
             return False  # cv2 would print its own warnings about it
         cap = cv2.VideoCapture(self.index if self.index is not None else self.spec)
@@ -341,6 +339,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     cameras: List[Camera] = []
     for spec in args.device:
         name, device = stream_name(spec)
+        if device != "pattern" and cv2 is None:
+            print(f"shmlane-camera: device {device} needs OpenCV: pip install opencv-python",
+                  file=sys.stderr)  # fmt: skip
+            return 2
         if any(c.stream == name for c in cameras):
             print(f"shmlane-camera: two devices for stream {name}: name one NAME=DEVICE",
                   file=sys.stderr)  # fmt: skip
