@@ -196,6 +196,32 @@ def test_camera_service_on_a_file_and_the_pattern(new_name, tmp_path: Path) -> N
     assert re.search(f"camera: {pattern} stopped after [0-9]+ frames, gone 0 times", out), out
 
 
+def test_camera_service_killed_and_started_again(name: str) -> None:
+    """The pattern needs no OpenCV. A service killed outright is a camera
+    unplugged; the next one takes the stream over, numbers going on."""
+    command = [sys.executable, "-m", "shmlane.camera", "--device", f"{name}=pattern"]
+    command += ["--width", "64", "--height", "48", "--fps", "100"]
+    service = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        cap = shmlane.VideoCapture(name, timeout=10, meta=FrameMeta)
+        ok, frame = cap.read()
+        assert ok and frame.shape == (48, 64, 3) and cap.isOpened()
+        assert read_number(frame) == cap.meta.frame and cap.meta.device == -1
+        service.kill()
+        service.wait(timeout=10)
+        cap.timeout = 0.3
+        wait_for(lambda: cap.read() == (False, None), "frames from a killed service")
+        assert not cap.isOpened()
+        last = cap.get(shmlane.CAP_PROP_POS_FRAMES)
+        service = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_for(lambda: cap.read()[0], "no frames from the service started again")
+        assert cap.isOpened() and cap.get(shmlane.CAP_PROP_POS_FRAMES) > last
+        cap.release()
+    finally:
+        service.kill()
+        service.wait(timeout=10)
+
+
 # The viewer example with a window that counts: imshow() and waitKey() stubs; q after 5 frames.
 VIEWER = """
 import runpy, sys
