@@ -15,4 +15,3 @@ while cap.isOpened():
     if cv2.waitKey(1) & 0xFF == ord("q"):
         break
 cap.release()
-cv2.destroyAllWindows()
