@@ -141,13 +141,23 @@ class Device:
         self.width, self.height, self.fps = width, height, fps
         self.cap: Any = None
         self.number = -1  # of the frame read last: from 0 at each opening
+        self.failed = False  # the last opening failed
 
     def open(self) -> bool:
         self.close()
         if self.is_file and not os.path.exists(self.spec):
             return False  # cv2 would print its own warnings about it
-        cap = cv2.VideoCapture(self.index if self.index is not None else self.spec)
-        if not cap.isOpened():
+        logging = getattr(cv2.utils, "logging", None)
+        level = logging.getLogLevel() if logging and self.failed else None
+        if level is not None:  # OpenCV's warnings about a missing device: once, not every retry
+            logging.setLogLevel(min(level, logging.LOG_LEVEL_ERROR))
+        try:
+            cap = cv2.VideoCapture(self.index if self.index is not None else self.spec)
+        finally:
+            if level is not None:
+                logging.setLogLevel(level)
+        self.failed = not cap.isOpened()
+        if self.failed:
             cap.release()
             return False
         if not self.is_file:
