@@ -19,11 +19,12 @@ all: build
 
 deps: $(VENV)/.deps-stamp
 
-$(VENV)/.deps-stamp: requirements-dev.txt
+$(VENV)/.deps-stamp: requirements-dev.txt requirements-opencv.txt
 	@command -v cc >/dev/null || { apt-get update && apt-get install -y gcc libc6-dev; }
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { apt-get update && apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet -r requirements-opencv.txt || echo "deps: no OpenCV: tests/python/test_video.py skips its service tests"
 	touch $@
 
 # A build directory is set up once: ninja reruns meson by itself when a

@@ -41,6 +41,8 @@ from ._shmlane import (
     WriterGone,
 )
 from ._stream import Loan, Reader, Sample, StreamInfo, Writer, stream_info
+from . import _video
+from ._video import *  # noqa: F401,F403 - VideoCapture, VideoWriter and OpenCV's CAP_PROP_* numbers
 
 __all__ = [
     "CorruptSegment",
@@ -62,7 +64,7 @@ __all__ = [
     "list",
     "open",
     "unlink",
-]
+] + _video.__all__
 __version__ = _shmlane.core_version
 
 DTypeLike = Any  # anything np.dtype() accepts

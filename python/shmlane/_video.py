@@ -1,0 +1,381 @@
+"""OpenCV's capture and writer surface over streams: code written for
+cv2.VideoCapture and cv2.VideoWriter switches to a shared stream by
+changing the line that opens it.
+
+    cap = shmlane.VideoCapture("cam0")       # was cv2.VideoCapture(0)
+    while True:
+        ok, frame = cap.read()               # the newest frame, an array of your own
+        if not ok:
+            break                            # the writer is gone (an unplugged camera)
+        cv2.imshow("cam0", frame)
+
+    out = shmlane.VideoWriter("cam0", 30, (640, 480))   # was cv2.VideoWriter(path, fourcc, ...)
+    out.write(frame)
+
+See docs/opencv.md.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from typing import Any, Deque, Iterator, Optional, Tuple
+
+import numpy as np
+
+from ._shmlane import WriterGone
+from ._stream import LOAN_TIMEOUT, Loan, Reader, Sample, Writer
+
+__all__ = [
+    "CAP_PROP_BUFFERSIZE",
+    "CAP_PROP_FPS",
+    "CAP_PROP_FRAME_COUNT",
+    "CAP_PROP_FRAME_HEIGHT",
+    "CAP_PROP_FRAME_WIDTH",
+    "CAP_PROP_POS_FRAMES",
+    "CAP_PROP_POS_MSEC",
+    "VideoCapture",
+    "VideoWriter",
+]
+
+# OpenCV's numbers for the properties get() knows (cv2.CAP_PROP_*): the same
+# whether or not OpenCV is installed, so cap.get(cv2.CAP_PROP_FPS) and
+# cap.get(shmlane.CAP_PROP_FPS) are one call.
+CAP_PROP_POS_MSEC = 0
+CAP_PROP_POS_FRAMES = 1
+CAP_PROP_FRAME_WIDTH = 3
+CAP_PROP_FRAME_HEIGHT = 4
+CAP_PROP_FPS = 5
+CAP_PROP_FRAME_COUNT = 7
+CAP_PROP_BUFFERSIZE = 38
+
+# How often read() looks again for a writer to take over a stream whose
+# writer is gone (the library tells a gone writer at once, not when one comes).
+_GONE_POLL = 0.02
+# The frame rate is measured over the last this many frames received.
+_RATE_FRAMES = 32
+
+
+class VideoCapture:
+    """Frames of stream `name` with the reading surface of cv2.VideoCapture:
+    isOpened(), read(), grab()/retrieve(), get(), release(), a context manager
+    and iteration (frames until read() fails).
+
+    read() gives the newest frame (policy "latest"; "all" gives every one) as
+    an array of the caller's own, a copy it may draw on; copy=False (here or
+    per read) gives the zero-copy read-only view instead, valid for as long
+    as it is referenced and pinning its slot meanwhile. timeout: seconds
+    read() waits for a frame, also across a writer's absence (a writer that
+    takes over within it is waited for), and the constructor for the stream
+    to appear; then read() returns (False, None) and isOpened() is False,
+    like an unplugged camera, until a writer is back. meta: the ctypes type
+    (or dtype) of the stream's metadata records, for `meta` (see Reader)."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        copy: bool = True,
+        timeout: Optional[float] = 2.0,
+        policy: str = "latest",
+        meta: Any = None,
+    ) -> None:
+        self.copy = copy
+        self.timeout = timeout
+        self._policy, self._meta_type = policy, meta
+        self._reader: Optional[Reader] = None
+        self._sample: Optional[Sample] = None
+        self._rates: Deque[Tuple[int, int]] = collections.deque(maxlen=_RATE_FRAMES)
+        self._start(name)
+
+    def _start(self, name: str) -> None:
+        self.name = name
+        self._seq = self._timestamp_ns = self._lost = 0
+        self._meta: Any = None
+        self._rates.clear()
+        self._gone = self._released = False
+        self._connect(self.timeout)
+
+    def _connect(self, timeout: Optional[float]) -> bool:
+        """Open the reader if there is none yet: True once there is one."""
+        if self._reader is None:
+            try:
+                self._reader = Reader(
+                    self.name, self._policy, timeout, meta=self._meta_type
+                )
+            except FileNotFoundError:
+                return False
+        return True
+
+    def open(self, name: str) -> bool:
+        """Read stream `name` from now on (cv2's open(index)); isOpened()."""
+        self.release()
+        self._start(name)
+        return self.isOpened()
+
+    def isOpened(self) -> bool:
+        """True while the stream has a live writer (after release(): False)."""
+        if self._released or not self._connect(0):
+            return False
+        assert self._reader is not None
+        info = self._reader.info()
+        return info.writer_pid != 0 and info.writer_alive is not False
+
+    # ------------------------------------------------------------ frames
+
+    def grab(self) -> bool:
+        """Take the next frame (the newest one, with policy "latest"), waiting
+        up to `timeout`; retrieve() then gives it. False if none came."""
+        self._drop_sample()
+        if self._released:
+            return False
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        if not self._connect(self.timeout):
+            return False
+        assert self._reader is not None
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                sample = self._reader.receive(left)
+                break
+            except TimeoutError:
+                return False
+            except WriterGone:
+                if not self._gone:
+                    self._gone = True
+                    self._rates.clear()  # a writer that takes over has its own rate
+                if left is not None and left <= 0:
+                    return False
+                time.sleep(_GONE_POLL if left is None else min(_GONE_POLL, left))
+        self._gone = False
+        if sample.new_stream:
+            self._rates.clear()
+        self._sample = sample
+        self._seq, self._timestamp_ns = sample.seq, sample.timestamp_ns
+        self._lost += sample.lost
+        self._meta = sample.meta
+        self._rates.append((sample.seq, sample.timestamp_ns))
+        return True
+
+    def retrieve(
+        self, image: Optional[np.ndarray] = None, flag: int = 0, *, copy: Optional[bool] = None
+    ) -> Tuple[bool, Optional[np.ndarray]]:
+        """The frame grab() took: copied into `image` when it is an array of
+        the frame's shape and dtype (a new array otherwise), else a copy of
+        its own, or with copy=False the read-only zero-copy view. (False,
+        None) without one. `flag` is accepted for OpenCV's signature."""
+        if self._sample is None:
+            return False, None
+        view = self._sample.array
+        if (
+            isinstance(image, np.ndarray)
+            and image.shape == view.shape
+            and image.dtype == view.dtype
+            and image.flags.writeable
+        ):
+            np.copyto(image, view)
+            return True, image
+        if not (self.copy if copy is None else copy):
+            return True, view
+        return True, np.array(view)
+
+    def read(
+        self, image: Optional[np.ndarray] = None, *, copy: Optional[bool] = None
+    ) -> Tuple[bool, Optional[np.ndarray]]:
+        """grab() and retrieve(): (True, frame), or (False, None) when no frame
+        came within `timeout` (the writer is gone, or stalled)."""
+        if not self.grab():
+            return False, None
+        try:
+            return self.retrieve(image, copy=copy)
+        finally:
+            self._drop_sample()  # a zero-copy view keeps the slot until it goes
+
+    def _drop_sample(self) -> None:
+        if self._sample is not None:
+            self._sample.release()  # views handed out keep the slot until they go
+            self._sample = None
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        """Frames as read() gives them, until it fails."""
+        while True:
+            ok, frame = self.read()
+            if not ok:
+                return
+            yield frame  # type: ignore[misc]
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def meta(self) -> Any:
+        """The metadata record of the last frame grabbed (Sample.meta), or None."""
+        return self._meta
+
+    @property
+    def seq(self) -> int:
+        """The stream's number of the last frame grabbed (0 before any)."""
+        return self._seq
+
+    @property
+    def timestamp_ns(self) -> int:
+        """When the last frame grabbed was published: time.monotonic_ns()."""
+        return self._timestamp_ns
+
+    @property
+    def lost(self) -> int:
+        """Frames published since the first one grabbed that this capture
+        never got (skipped as older than the newest, with policy "latest")."""
+        return self._lost
+
+    def fps(self) -> float:
+        """The writer's frame rate, measured from the publish times of the
+        last frames received (up to 32); 0.0 before two."""
+        if len(self._rates) < 2:
+            return 0.0
+        (seq0, t0), (seq1, t1) = self._rates[0], self._rates[-1]
+        return (seq1 - seq0) * 1e9 / (t1 - t0) if t1 > t0 else 0.0
+
+    def get(self, prop: int) -> float:
+        """A property, by OpenCV's number (cv2.CAP_PROP_* or shmlane's): frame
+        width and height, FPS (measured), POS_FRAMES (the last frame's number
+        in the stream), POS_MSEC (its publish time in ms of CLOCK_MONOTONIC,
+        comparable with time.monotonic() * 1000), BUFFERSIZE (the stream's
+        slots). 0.0 for any other, as OpenCV does for one a backend lacks."""
+        prop = int(prop)
+        reader = self._reader
+        shape = reader.shape if reader is not None and not reader.closed else ()
+        if prop == CAP_PROP_FRAME_WIDTH:
+            return float(shape[1]) if len(shape) >= 2 else 0.0
+        if prop == CAP_PROP_FRAME_HEIGHT:
+            return float(shape[0]) if len(shape) >= 1 else 0.0
+        if prop == CAP_PROP_FPS:
+            return self.fps()
+        if prop == CAP_PROP_POS_FRAMES:
+            return float(self._seq)
+        if prop == CAP_PROP_POS_MSEC:
+            return self._timestamp_ns / 1e6
+        if prop == CAP_PROP_BUFFERSIZE and reader is not None and not reader.closed:
+            return float(reader.info().slots)
+        if prop == CAP_PROP_FRAME_COUNT:
+            return -1.0  # as for a camera: frames keep coming
+        return 0.0
+
+    def set(self, prop: int, value: float) -> bool:
+        """False: the writer decides every property of a stream."""
+        return False
+
+    def getBackendName(self) -> str:
+        return "shmlane"
+
+    # ------------------------------------------------------------ lifetime
+
+    def release(self) -> None:
+        """Leave the stream (idempotent). Zero-copy frames still referenced
+        stay valid, and pin their slots, until they go."""
+        self._drop_sample()
+        self._released = True
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def __enter__(self) -> VideoCapture:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        state = "released" if self._released else ("open" if self.isOpened() else "no writer")
+        return f"<shmlane.VideoCapture '{self.name}' {state}>"
+
+
+class VideoWriter:
+    """Publishes frames on stream `name` with the writing surface of
+    cv2.VideoWriter: write(frame) copies each frame into a loaned slot and
+    publishes it. frame_size is (width, height) as in OpenCV; frames are
+    (height, width, 3) of `dtype` (uint8: OpenCV's BGR images), or (height,
+    width) with is_color=False. fps is the nominal rate, kept for get() and
+    readers' information only: write() publishes at once. Without copying:
+    `with out.loan() as slot: cap.read(slot)` (an OpenCV capture fills the
+    slot in place). meta, slots, block, replace and mode as for Writer; the
+    stream takes over an existing one of the same layout whose writer is
+    gone (StreamBusy while one lives)."""
+
+    def __init__(
+        self,
+        name: str,
+        fps: float,
+        frame_size: Tuple[int, int],
+        is_color: bool = True,
+        *,
+        dtype: Any = np.uint8,
+        meta: Any = None,
+        slots: Optional[int] = None,
+        block: bool = False,
+        replace: bool = False,
+        mode: int = 0o600,
+        timeout: Optional[float] = LOAN_TIMEOUT,
+    ) -> None:
+        width, height = (int(n) for n in frame_size)
+        shape = (height, width, 3) if is_color else (height, width)
+        self.name = name
+        self.fps = float(fps)
+        self.timeout = timeout
+        self._writer: Optional[Writer] = Writer(
+            name, shape, dtype, slots=slots, block=block, replace=replace, mode=mode, meta=meta
+        )
+
+    @property
+    def writer(self) -> Writer:
+        """The stream's Writer (ValueError after release())."""
+        if self._writer is None:
+            raise ValueError(f"VideoWriter '{self.name}' is released")
+        return self._writer
+
+    @property
+    def meta(self) -> Any:
+        """The metadata record published with each frame (Writer.meta)."""
+        return self.writer.meta
+
+    def isOpened(self) -> bool:
+        return self._writer is not None
+
+    def write(self, image: Any) -> None:
+        """Copy `image` into a free slot and publish it. A frame of another
+        shape raises ValueError (OpenCV drops it silently); waits for a slot
+        up to `timeout` as Writer.publish() does."""
+        self.writer.publish(image, self.timeout)
+
+    def loan(self) -> Loan:
+        """A free slot to fill in place (Writer.loan): `with out.loan() as
+        slot: cap.read(slot)` publishes what the capture wrote there."""
+        return self.writer.loan(self.timeout)
+
+    def get(self, prop: int) -> float:
+        """CAP_PROP_FPS, CAP_PROP_FRAME_WIDTH and CAP_PROP_FRAME_HEIGHT; 0.0 otherwise."""
+        shape = self.writer.shape
+        return {
+            CAP_PROP_FPS: self.fps,
+            CAP_PROP_FRAME_WIDTH: float(shape[1]),
+            CAP_PROP_FRAME_HEIGHT: float(shape[0]),
+        }.get(int(prop), 0.0)
+
+    def set(self, prop: int, value: float) -> bool:
+        return False
+
+    def release(self) -> None:
+        """Stop writing (idempotent): readers learn that the writer is gone;
+        the stream stays for a writer that takes over."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        state = "" if self._writer is not None else " released"
+        return f"<shmlane.VideoWriter '{self.name}' {self.fps:g} fps{state}>"

@@ -1,0 +1,245 @@
+"""OpenCV's surface over streams: shmlane.VideoCapture and VideoWriter in one
+process (no OpenCV needed), then the camera service (python -m
+shmlane.camera) on a video file it did not write and on its test pattern, read
+by copying and zero-copy captures and by the example viewer, through an
+unplugged and restored file and a SIGTERM. The service's tests need OpenCV
+(opencv-python-headless, installed into .venv by make deps) and skip without."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import pytest
+
+import shmlane
+from conftest import ROOT
+from shmlane.camera import FrameMeta, read_number, stamp_number, stream_name
+
+WIDTH, HEIGHT = 256, 144  # squares of 8 pixels for the frame numbers: whole JPEG blocks
+
+
+def numbered(n: int) -> np.ndarray:
+    frame = np.full((HEIGHT, WIDTH, 3), 40 + n % 100, np.uint8)
+    stamp_number(frame, n)
+    return frame
+
+
+def test_capture_reads_what_the_writer_writes(name: str) -> None:
+    with shmlane.VideoWriter(name, 30, (WIDTH, HEIGHT), meta=FrameMeta) as out:
+        assert out.isOpened() and out.get(shmlane.CAP_PROP_FRAME_WIDTH) == WIDTH
+        cap = shmlane.VideoCapture(name, timeout=0.2, policy="all", meta=FrameMeta)
+        assert cap.isOpened() and cap.get(shmlane.CAP_PROP_FPS) == 0.0
+        assert not cap.read()[0]  # nothing published yet: after the timeout
+        for n in range(1, 6):
+            out.meta.frame = n
+            out.write(numbered(n))
+        with out.loan() as slot:  # the zero-copy way: a capture fills the slot
+            slot[...] = numbered(6)
+            out.meta.frame = 6
+
+        ok, frame = cap.read()  # a copy of its own, to draw on
+        assert ok and frame.flags.writeable and frame.base is None and read_number(frame) == 1
+        frame[:] = 0
+        assert cap.meta.frame == 1 and cap.get(shmlane.CAP_PROP_POS_FRAMES) == cap.seq == 1
+        assert cap.get(shmlane.CAP_PROP_POS_MSEC) == cap.timestamp_ns / 1e6
+        assert abs(cap.timestamp_ns - time.monotonic_ns()) < 10e9
+        ok, view = cap.read(copy=False)  # the pinned, read-only view
+        assert ok and not view.flags.writeable and read_number(view) == 2
+        mine = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+        ok, filled = cap.read(mine)  # into the caller's array
+        assert ok and filled is mine and read_number(mine) == 3
+        assert cap.grab() and cap.grab()
+        ok, frame = cap.retrieve()
+        assert ok and read_number(frame) == 5 == cap.meta.frame
+        assert read_number(cap.read()[1]) == 6 == cap.meta.frame
+        props = [shmlane.CAP_PROP_FRAME_WIDTH, shmlane.CAP_PROP_FRAME_HEIGHT,
+                 shmlane.CAP_PROP_BUFFERSIZE, shmlane.CAP_PROP_FRAME_COUNT, 4242]  # fmt: skip
+        assert [cap.get(p) for p in props] == [WIDTH, HEIGHT, 8, -1, 0]
+        assert cap.get(shmlane.CAP_PROP_FPS) > 0 and not cap.set(shmlane.CAP_PROP_FPS, 5)
+
+    # The writer gone: an unplugged camera. One that takes over plugs it in again.
+    assert cap.read() == (False, None) and not cap.isOpened()
+    with shmlane.VideoWriter(name, 30, (WIDTH, HEIGHT), meta=FrameMeta) as out:
+        assert cap.isOpened()
+        out.write(numbered(7))
+        with cap:
+            frames = iter(cap)
+            assert read_number(next(frames)) == 7
+    assert not cap.isOpened() and cap.read() == (False, None)
+    with pytest.raises(ValueError):
+        out.write(numbered(8))  # released
+
+
+def test_capture_of_a_missing_stream_waits_then_opens(new_name) -> None:
+    name = new_name()
+    cap = shmlane.VideoCapture(name, timeout=0.05)
+    assert not cap.isOpened() and cap.read() == (False, None)
+    with shmlane.VideoWriter(name, 10, (64, 48), is_color=False) as out:
+        out.write(np.full((48, 64), 7, np.uint8))
+        ok, frame = cap.read()
+        assert ok and frame.shape == (48, 64) and (frame == 7).all()
+    cap.release()
+
+
+def test_property_numbers_are_opencvs() -> None:
+    cv2 = pytest.importorskip("cv2")
+    for prop in [p for p in dir(shmlane) if p.startswith("CAP_PROP_")]:
+        assert getattr(shmlane, prop) == getattr(cv2, prop), prop
+
+
+def test_stream_names_of_devices() -> None:
+    assert stream_name("0") == ("cam0", "0")
+    assert stream_name("front=2") == ("front", "2")
+    assert stream_name("pattern") == ("pattern", "pattern")
+    assert stream_name("/v/My clip.avi") == ("My-clip", "/v/My clip.avi")
+    assert stream_name("rtsp://h/x?a=b") == ("x-a-b", "rtsp://h/x?a=b")
+
+
+def read_frames(cap: shmlane.VideoCapture, seconds: float, seen: List[int], bad: List[str]) -> None:
+    """Reads for `seconds`; every frame's painted number must be its record's."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        ok, frame = cap.read()
+        if not ok:
+            bad.append(f"{cap.name}: no frame")
+            return
+        number, meta = read_number(frame), cap.meta
+        if number != meta["frame"] or frame.flags.writeable != cap.copy:
+            bad.append(f"{cap.name}: frame {number} with the record of {meta['frame']}")
+        seen.append(number)
+
+
+def wait_for(predicate, what: str, seconds: float = 10) -> None:
+    end = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < end, what
+
+
+def test_camera_service_on_a_file_and_the_pattern(new_name, tmp_path: Path) -> None:
+    cv2 = pytest.importorskip("cv2")
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 200, (WIDTH, HEIGHT))
+    assert writer.isOpened()
+    for n in range(200):
+        frame = numbered(n)
+        cv2.putText(frame, str(n), (8, 100), cv2.FONT_HERSHEY_SIMPLEX, 2, (255, 255, 255), 3)
+        writer.write(frame)
+    writer.release()
+    clip, pattern = new_name(), new_name()
+    service = subprocess.Popen(
+        [sys.executable, "-m", "shmlane.camera", "--device", f"{clip}={video}"]
+        + ["--device", f"{pattern}=pattern", "--width", str(WIDTH), "--height", str(HEIGHT)]
+        + ["--fps", "200", "--retry", "0.1", "--slots", "6"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        caps = [shmlane.VideoCapture(n, copy=c, timeout=10) for n in (clip, pattern) for c in (True, False)]
+        viewer = subprocess.Popen(  # the example, with a window that counts what it is shown
+            [sys.executable, "-c", VIEWER, str(ROOT / "examples" / "python" / "viewer.py"), pattern],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        seen: Dict[int, List[int]] = {i: [] for i in range(4)}
+        bad: List[str] = []
+        threads = [threading.Thread(target=read_frames, args=(c, 1.5, seen[i], bad))
+                   for i, c in enumerate(caps)]  # fmt: skip
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not bad, bad[:5]
+        assert all(len(s) > 20 for s in seen.values()), {i: len(s) for i, s in seen.items()}
+        assert all(s == sorted(s) for s in (seen[2], seen[3]))  # the pattern counts on
+        for cap in caps:
+            assert cap.isOpened() and cap.get(cv2.CAP_PROP_FRAME_WIDTH) == WIDTH
+            assert cap.get(cv2.CAP_PROP_FRAME_HEIGHT) == HEIGHT
+            assert 50 < cap.get(cv2.CAP_PROP_FPS) < 400, cap.get(cv2.CAP_PROP_FPS)
+            assert cap.get(cv2.CAP_PROP_POS_FRAMES) == cap.seq > 0
+            assert cap.meta["capture_ns"] <= cap.timestamp_ns
+        assert cv2.putText(caps[0].read()[1], "ok", (8, 60), 0, 1, (0, 0, 255)) is not None
+        out, err = viewer.communicate(timeout=30)
+        assert viewer.returncode == 0 and out.split() == ["shown", "5"], err
+
+        # Unplugged: the file goes; at its end the service cannot open it again.
+        hidden = tmp_path / "hidden.avi"
+        video.rename(hidden)
+        clip_cap = caps[0]
+        clip_cap.timeout = 0.3
+        wait_for(lambda: clip_cap.read() == (False, None), "frames after the file went")
+        assert not clip_cap.isOpened()
+        assert caps[2].read()[0] and caps[2].isOpened()  # the pattern goes on
+        hidden.rename(video)
+        wait_for(lambda: clip_cap.read()[0], "no frames once the file is back")
+        assert clip_cap.isOpened() and read_number(clip_cap.read()[1]) == clip_cap.meta["frame"]
+        for cap in caps:
+            cap.release()
+
+        service.send_signal(signal.SIGTERM)
+        out, err = service.communicate(timeout=20)
+    finally:
+        service.kill()
+    assert service.returncode == 0, err
+    assert f"{clip} ({video}): streaming" in out and f"{pattern} (pattern): streaming" in out
+    assert re.search(f"camera: {clip} stopped after [0-9]+ frames, gone 1 times", out), out
+    assert re.search(f"camera: {pattern} stopped after [0-9]+ frames, gone 0 times", out), out
+
+
+def test_camera_service_killed_and_started_again(name: str) -> None:
+    """The pattern needs no OpenCV. A service killed outright is a camera
+    unplugged; the next one takes the stream over, numbers going on."""
+    command = [sys.executable, "-m", "shmlane.camera", "--device", f"{name}=pattern"]
+    command += ["--width", "64", "--height", "48", "--fps", "100"]
+    service = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        cap = shmlane.VideoCapture(name, timeout=10, meta=FrameMeta)
+        ok, frame = cap.read()
+        assert ok and frame.shape == (48, 64, 3) and cap.isOpened()
+        assert read_number(frame) == cap.meta.frame and cap.meta.device == -1
+        service.kill()
+        service.wait(timeout=10)
+        cap.timeout = 0.3
+        wait_for(lambda: cap.read() == (False, None), "frames from a killed service")
+        assert not cap.isOpened()
+        last = cap.get(shmlane.CAP_PROP_POS_FRAMES)
+        service = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_for(lambda: cap.read()[0], "no frames from the service started again")
+        assert cap.isOpened() and cap.get(shmlane.CAP_PROP_POS_FRAMES) > last
+        cap.release()
+    finally:
+        service.kill()
+        service.wait(timeout=10)
+
+
+# The viewer example with a window that counts: imshow() and waitKey() stubs; q after 5 frames.
+VIEWER = """
+import runpy, sys
+import cv2
+shown = []
+cv2.imshow = lambda title, frame: shown.append(frame.shape)
+cv2.waitKey = lambda delay: ord("q") if len(shown) == 5 else -1
+cv2.destroyAllWindows = lambda: None
+path, sys.argv = sys.argv[1], sys.argv[1:]
+runpy.run_path(path, run_name="__main__")
+print("shown", len(shown))
+"""
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "shmlane-camera"
+    if not script.exists():
+        pytest.skip("shmlane-camera is not installed beside this Python")
+    help_text = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=30)
+    assert help_text.returncode == 0 and "--device" in help_text.stdout
+    assert os.access(script, os.X_OK)
