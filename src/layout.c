@@ -111,7 +111,13 @@ static bool parse_byte_order(char ch, enum size_mode *mode) {
   return true;
 }
 
-/* One item: [count | (dims)] code [:name:]. Adds it at *offset. */
+/* A count right after a sub-array's shape, as in "(8)1s"; false if none. */
+static bool count_after_shape(struct cursor *c, uint64_t *repeat) {
+  *repeat = 1;
+  return !at_end(c) && isdigit((unsigned char)*c->p) && parse_count(c, repeat);
+}
+
+/* One item: [count | (dims) [count]] code [:name:]. Adds it at *offset. */
 static bool parse_item(struct cursor *c, enum size_mode *modep, uint64_t *offset,
                        uint64_t *max_align) {
   uint64_t count = 1, size, align;
@@ -122,8 +128,11 @@ static bool parse_item(struct cursor *c, enum size_mode *modep, uint64_t *offset
   } else if (isdigit((unsigned char)*c->p) && !parse_count(c, &count)) {
     return false;
   }
-  /* NumPy writes the byte order after a sub-array shape: "(3)<f". */
+  /* NumPy writes the byte order after a sub-array shape ("(3)<f"), and a
+   * string's length too ("(8)1s": eight 1-byte strings, ctypes' c_char * 8). */
   while (!at_end(c) && parse_byte_order(*c->p, modep)) c->p++;
+  uint64_t repeat;
+  if (count_after_shape(c, &repeat) && !mul_ok(count, repeat, &count)) return false;
   enum size_mode mode = *modep;
   if (at_end(c)) return false;
   char code = *c->p++;

@@ -281,12 +281,18 @@ class _FormatParser:
         """One item, added to fields at its offset: the mode after it, the
         offset after it and the alignment so far."""
         shape: Tuple[int, ...] = ()
+        repeat = None  # a count after a sub-array's shape: "(8)1s"
         if self.peek() == "(":
             shape = self.dims()
             self.skip_space()
+            while self.peek() and self.peek() in _ORDERS:  # "(3)<f"
+                mode = self.peek()
+                self.i += 1
+            if self.peek().isdigit():
+                repeat = self.count()
         elif self.peek().isdigit():
             shape = (self.count(),)
-        while self.peek() and self.peek() in _ORDERS:  # "(3)<f"
+        while self.peek() and self.peek() in _ORDERS:
             mode = self.peek()
             self.i += 1
         code = self.peek()
@@ -316,13 +322,18 @@ class _FormatParser:
                 dtype = np.dtype(f"{base.byteorder}c{size}")
         else:
             dtype, size, align = self.scalar(code, mode)
+        if repeat is not None:
+            if code in "sw":  # each element a string of `repeat`
+                dtype, size = np.dtype(dtype.str[:-1] + str(repeat)), size * repeat
+            else:
+                shape += (repeat,)
         count = 1
         for n in shape:
             count *= n
         name = self.name()
         if code == "x":
             return mode, offset + count, max_align
-        if code in "sw" and len(shape) == 1:  # "10s": one string of 10
+        if code in "sw" and len(shape) == 1 and repeat is None:  # "10s": one string of 10
             dtype, shape = np.dtype(dtype.str[:-1] + str(count)), ()
         elif shape:
             dtype = np.dtype((dtype, shape))

@@ -21,6 +21,9 @@ static const struct {
     {"<3d", 24},
     {"<(2,3)f", 24},
     {"(3)<f", 12},
+    {"(8)1s", 8},       /* NumPy: eight 1-byte strings (ctypes c_char * 8) */
+    {"(2,2)4s", 16},
+    {"(2)3d", 48},
     {"T{<i:x:<d:y:}", 12},
     {"T{<i:x:4x<d:y:}", 16},
     {"T{<d:x:<d:y:}", 16},

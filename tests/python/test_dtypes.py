@@ -86,8 +86,12 @@ class Grid(ctypes.Structure):  # sub-array of structs, nested arrays
     _fields_ = [("cells", Inner * 2), ("m", (ctypes.c_int8 * 3) * 2), ("pose", Pose)]
 
 
+class Named(ctypes.Structure):  # a char array: NumPy's format for it is "(8)1s"
+    _fields_ = [("id", ctypes.c_uint32), ("device", ctypes.c_char * 8)]
+
+
 @pytest.mark.parametrize(
-    "ctype", [Pose, BigPose, LittlePose, Packed, Grid], ids=lambda t: t.__name__
+    "ctype", [Pose, BigPose, LittlePose, Packed, Grid, Named], ids=lambda t: t.__name__
 )
 def test_ctypes_built_from_header_match(name, ctype):
     with shmlane.create(name, ctype=ctype) as seg:
