@@ -86,8 +86,19 @@ test: test-c test-asan reliability-smoke test-python test-python-asan test-pytho
 
 # The camera demo in Python (a test pattern: no camera needed). OpenCV is
 # optional: without it the writer draws its text itself and the reader prints.
+# With a display, the OpenCV that opens windows (read.py shows the frames);
+# without one, the headless build. The two install the same cv2 module, so
+# the other one is removed first and this one installed afresh over it.
+OPENCV := $(if $(DISPLAY)$(WAYLAND_DISPLAY),opencv-python,opencv-python-headless)
+OPENCV_OTHER := $(if $(DISPLAY)$(WAYLAND_DISPLAY),opencv-python-headless,opencv-python)
+
 demo: install-python
-	$(BIN)/pip install --quiet opencv-python-headless || echo "demo: going on without OpenCV"
+	@if $(BIN)/pip show --quiet $(OPENCV_OTHER) 2>/dev/null; then \
+	  $(BIN)/pip uninstall --quiet --yes $(OPENCV_OTHER) && again=--force-reinstall; fi; \
+	$(BIN)/pip install --quiet $${again:+$$again --no-deps} $(OPENCV) \
+	  || echo "demo: going on without OpenCV"
+	@$(BIN)/python -c "import cv2" 2>/dev/null || echo "demo: OpenCV does not load here: \
+	  $$($(BIN)/python -c 'import cv2' 2>&1 | tail -1); the reader prints instead"
 	examples/python/demo.sh $(BIN)/python
 
 # The C demos: a segment with wait/notify, then a stream.

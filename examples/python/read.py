@@ -156,10 +156,10 @@ def show(frame: np.ndarray, meta: FrameMeta, stats: Stats, latency_ns: int) -> b
         f"frame {meta.frame}  {meta.width}x{meta.height}  exposure {meta.exposure:g}",
         f"{stats.rate():.1f} fps  latency {latency_ns / 1e6:.2f} ms  age {age_ms:.2f} ms",
     )
-    yellow = (0, 255, 255)
     for i, text in enumerate(lines):
         origin = (10, image.shape[0] - 12 - 26 * (len(lines) - 1 - i))
-        cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.6, yellow, 2)
+        for colour, thickness in (((0, 0, 0), 4), ((0, 255, 255), 2)):  # yellow, outlined
+            cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, thickness)
     cv2.imshow(WINDOW, image)
     key = cv2.waitKey(1) & 0xFF
     return key not in (ord("q"), 27) and cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) >= 1
