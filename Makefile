@@ -13,7 +13,7 @@ export ASAN_OPTIONS := detect_leaks=1:abort_on_error=0
 
 .PHONY: all deps build test test-c test-asan install-python test-python test-pythons test-pythons-quick \
   test-python-asan \
-  demo demo-c clean distclean
+  demo demo-window demo-c clean distclean
 
 all: build
 
@@ -87,9 +87,29 @@ test: test-c test-asan reliability-smoke test-python test-python-asan test-pytho
 
 # The camera demo in Python (a test pattern: no camera needed). OpenCV is
 # optional: without it the writer draws its text itself and the reader prints.
+# With a display, the OpenCV that opens windows (read.py shows the frames);
+# without one, the headless build. The two install the same cv2 module, so
+# the other one is removed first and this one installed afresh over it.
+OPENCV := $(if $(DISPLAY)$(WAYLAND_DISPLAY),opencv-python,opencv-python-headless)
+OPENCV_OTHER := $(if $(DISPLAY)$(WAYLAND_DISPLAY),opencv-python-headless,opencv-python)
+
 demo: install-python
-	$(BIN)/pip install --quiet opencv-python-headless || echo "demo: going on without OpenCV"
+	@if $(BIN)/pip show --quiet $(OPENCV_OTHER) 2>/dev/null; then \
+	  $(BIN)/pip uninstall --quiet --yes $(OPENCV_OTHER) && again=--force-reinstall; fi; \
+	$(BIN)/pip install --quiet $${again:+$$again --no-deps} $(OPENCV) \
+	  || echo "demo: going on without OpenCV"
+	@$(BIN)/python -c "import cv2" 2>/dev/null || echo "demo: OpenCV does not load here: \
+	  $$($(BIN)/python -c 'import cv2' 2>&1 | tail -1); the reader prints instead"
 	examples/python/demo.sh $(BIN)/python
+
+# make demo on a virtual display (Xvfb): a screenshot taken while it runs must
+# show read.py's window with a frame (examples/python/demo_window.sh). Not
+# part of make test. Installs Xvfb, ImageMagick and libGL from Debian if missing.
+demo-window:
+	@{ command -v xvfb-run && command -v import && ldconfig -p | grep -q libGL.so.1; } >/dev/null \
+	  || { apt-get update && apt-get install -y xvfb imagemagick libgl1; }
+	xvfb-run -a -s "-screen 0 1024x768x24" examples/python/demo_window.sh "$(MAKE)" $(BIN)/python \
+	  $(BUILD)/demo-window.png
 
 # The C demos: a segment with wait/notify, then a stream.
 demo-c: build

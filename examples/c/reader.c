@@ -8,16 +8,22 @@
  * the stream to appear, then runs for --seconds (default: until Ctrl-C).
  *
  * Each second prints frames/s, latency (publish to receive) p50 and p99 in
- * microseconds, frames lost and frames torn. A frame is torn if any byte
- * lacks its sequence number's stamp, which writer.c puts in every byte
+ * microseconds, frames lost, frames torn, frames whose metadata does not
+ * match them, and the frame size. A frame is torn if any byte lacks its
+ * sequence number's stamp, which writer.c puts in every byte
  * (frame_stamp.h). Before anything, the check proves on a frame torn in the
- * middle of a row that it can see one (exit status 3 if not).
+ * middle of a row that it can see one (exit status 3 if not). Its metadata
+ * record (struct frame_meta, frame_meta.h) must give its sequence number
+ * and size.
  *
  * When the writer dies or stops it prints "writer gone" and keeps waiting: a
  * new writer on the same name takes over the stream, and this reader goes on
- * without reopening. --exit-on-gone stops there instead.
+ * without reopening. --exit-on-gone stops there instead. A writer that
+ * replaces the stream with one of another size (writer --replace, write.py
+ * --resize-every) is followed: "new stream WxH".
  *
- * Exit status 0 only if at least one frame arrived and none was torn. */
+ * Exit status 0 only if at least one frame arrived, none was torn and every
+ * metadata record matched its frame. */
 #define _POSIX_C_SOURCE 200809L /* sigaction with -std=c11 */
 
 #include <errno.h>
@@ -29,11 +35,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "frame_meta.h"
 #include "frame_stamp.h"
 #include "shmlane.h"
 
 #define SECOND 1000000000LL
-#define MAX_PER_SECOND 4096 /* latencies kept per report; frames beyond still count */
+#define MAX_PER_SECOND 4096     /* latencies kept per report; frames beyond still count */
+#define GONE_GRACE (SECOND / 2) /* a writer that replaces the stream closes it first */
 
 static volatile sig_atomic_t stop;
 
@@ -77,11 +85,28 @@ static uint64_t percentile(const uint64_t *sorted, size_t n, unsigned p) {
 struct period {
   uint64_t latency_ns[MAX_PER_SECOND];
   size_t kept;
-  uint64_t frames, lost, torn;
+  uint64_t frames, lost, torn, meta_bad;
   int64_t start_ns;
 };
 
-static void report(struct period *p, int64_t now, int64_t run_start) {
+/* The size of the frames of the stream r reads now, if they are writer.c's:
+ * (height, width, 3) of "B", C-contiguous, with struct frame_meta records. */
+static int frame_size(shl_reader *r, uint64_t *width, uint64_t *height) {
+  shl_layout l;
+  char meta[SHL_FORMAT_MAX + 1];
+  shl_get_layout(shl_reader_segment(r), &l);
+  if (strcmp(l.format, "B") != 0 || l.ndim != 3 || l.shape[2] != 3 || l.shape[1] < 3 ||
+      l.strides[2] != 1 || l.strides[1] != 3 || l.strides[0] != (int64_t)(l.shape[1] * 3))
+    return 0;
+  if (shl_stream_get_meta(shl_reader_segment(r), meta, sizeof meta) <= 0 ||
+      strcmp(meta, FRAME_META_FORMAT) != 0)
+    return 0;
+  *width = l.shape[1], *height = l.shape[0];
+  return 1;
+}
+
+static void report(struct period *p, int64_t now, int64_t run_start, uint64_t width,
+                   uint64_t height) {
   double span = (double)(now - p->start_ns) / SECOND;
   printf("[%6.1f s] %5.1f frames/s", (double)(now - run_start) / SECOND,
          span > 0 ? (double)p->frames / span : 0.0);
@@ -93,9 +118,11 @@ static void report(struct period *p, int64_t now, int64_t run_start) {
   } else {
     printf("  latency p50 - us  p99 - us");
   }
-  printf("  lost %llu  torn %llu\n", (unsigned long long)p->lost, (unsigned long long)p->torn);
+  printf("  lost %llu  torn %llu  meta ok %llu bad %llu  %llux%llu\n", (unsigned long long)p->lost,
+         (unsigned long long)p->torn, (unsigned long long)(p->frames - p->meta_bad),
+         (unsigned long long)p->meta_bad, (unsigned long long)width, (unsigned long long)height);
   p->kept = 0;
-  p->frames = p->lost = p->torn = 0;
+  p->frames = p->lost = p->torn = p->meta_bad = 0;
   p->start_ns = now;
 }
 
@@ -156,17 +183,17 @@ int main(int argc, char **argv) {
   }
 
   /* The stream describes its frames: check they are writer.c's before
-   * reading rows. Its layout is fixed for the stream's life, takeovers too. */
-  shl_layout l;
-  shl_get_layout(shl_reader_segment(r), &l);
-  if (strcmp(l.format, "B") != 0 || l.ndim != 3 || l.shape[2] != 3 || l.shape[1] < 3 ||
-      l.strides[2] != 1 || l.strides[1] != 3 || l.strides[0] != (int64_t)(l.shape[1] * 3)) {
-    fprintf(stderr, "reader: %s does not hold (height, width, 3) frames of \"B\"\n", name);
+   * reading rows. A takeover keeps them; a replacement may change them. */
+  uint64_t width, rows;
+  if (!frame_size(r, &width, &rows)) {
+    fprintf(stderr,
+            "reader: %s does not hold writer.c's frames: (height, width, 3) of \"B\" "
+            "with a struct frame_meta\n",
+            name);
     shl_reader_close(r);
     return 1;
   }
-  const uint64_t rows = l.shape[0], row_bytes = l.shape[1] * 3;
-  printf("reader: %s %llux%llu, mode %s\n", name, (unsigned long long)l.shape[1],
+  printf("reader: %s %llux%llu, mode %s\n", name, (unsigned long long)width,
          (unsigned long long)rows, policy == SHL_RECV_ALL ? "all" : "latest");
 
   /* Installed after opening, so that Ctrl-C while waiting for the stream quits
@@ -183,15 +210,15 @@ int main(int argc, char **argv) {
   static struct period per; /* static: 32 KiB of latencies stay off the stack */
   const int64_t start = now_ns();
   const int64_t end = seconds ? start + (int64_t)(seconds * SECOND) : INT64_MAX;
-  int64_t next_report = start + SECOND;
-  uint64_t frames = 0, lost = 0, torn = 0, max_latency = 0;
-  int gone = 0, status = 0;
+  int64_t next_report = start + SECOND, gone_since = 0; /* 0: not gone */
+  uint64_t frames = 0, lost = 0, torn = 0, meta_bad = 0, new_streams = 0, max_latency = 0;
+  int said_gone = 0, status = 0;
   per.start_ns = start;
 
   while (!stop) {
     int64_t now = now_ns();
     if (now >= next_report) {
-      report(&per, now, start);
+      report(&per, now, start, width, rows);
       next_report += SECOND;
       if (next_report <= now) next_report = now + SECOND; /* we were stopped: no catch-up */
     }
@@ -204,11 +231,15 @@ int main(int argc, char **argv) {
     if (rc == -ETIMEDOUT || rc == -EINTR) continue;
     if (rc == SHL_E_WRITER_GONE || rc == SHL_E_WRITER_CLOSED) {
       /* Every frame it published has been delivered (and the writer died, or
-       * closed the stream). Returned again about
-       * every 50 ms while nobody writes, so this does not spin. */
-      if (!gone) printf("writer gone\n");
-      gone = 1;
-      if (exit_on_gone) break;
+       * closed the stream). Returned again about every 50 ms while nobody
+       * writes, so this does not spin. Said only after GONE_GRACE: a writer
+       * that replaces the stream closes it first. */
+      if (!gone_since) gone_since = now_ns();
+      if (!said_gone && now_ns() - gone_since >= GONE_GRACE) {
+        printf("writer gone\n");
+        said_gone = 1;
+      }
+      if (said_gone && exit_on_gone) break;
       continue;
     }
     if (rc < 0) {
@@ -218,10 +249,25 @@ int main(int argc, char **argv) {
     }
     /* Both clocks are CLOCK_MONOTONIC, which all processes share. */
     uint64_t latency = (uint64_t)now_ns() - s.timestamp_ns;
-    if (gone) printf("writer back at frame %llu\n", (unsigned long long)s.seq);
-    gone = 0;
+    if (s.flags & SHL_SAMPLE_NEW_STREAM) {
+      /* The stream was replaced: from this frame on, frames are the new one's. */
+      if (!frame_size(r, &width, &rows)) {
+        fprintf(stderr, "reader: %s was replaced by a stream of other frames\n", name);
+        shl_reader_release(r, &s);
+        status = 1;
+        break;
+      }
+      printf("reader: new stream %llux%llu from frame %llu\n", (unsigned long long)width,
+             (unsigned long long)rows, (unsigned long long)s.seq);
+      new_streams++;
+    } else if (said_gone) {
+      printf("writer back at frame %llu\n", (unsigned long long)s.seq);
+    }
+    gone_since = said_gone = 0;
 
-    int ok = frame_intact(s.data, rows, row_bytes, s.seq);
+    int ok = frame_intact(s.data, rows, width * 3, s.seq);
+    const struct frame_meta *meta = shl_sample_meta(r, &s);
+    int meta_ok = meta->frame == s.seq && meta->width == width && meta->height == rows;
     /* Release at once: a pinned slot is one the writer cannot reuse. */
     rc = shl_reader_release(r, &s);
     if (rc < 0) {
@@ -230,19 +276,27 @@ int main(int argc, char **argv) {
       break;
     }
     if (!ok) fprintf(stderr, "reader: frame %llu is torn\n", (unsigned long long)s.seq);
+    if (!meta_ok)
+      fprintf(stderr, "reader: frame %llu: its metadata does not match it\n",
+              (unsigned long long)s.seq);
 
     frames++, per.frames++;
     lost += s.lost, per.lost += s.lost;
     torn += !ok, per.torn += !ok;
+    meta_bad += !meta_ok, per.meta_bad += !meta_ok;
     if (per.kept < MAX_PER_SECOND) per.latency_ns[per.kept++] = latency;
     if (latency > max_latency) max_latency = latency;
   }
 
   double elapsed = (double)(now_ns() - start) / SECOND;
   shl_reader_close(r);
-  printf("reader: frames=%llu lost=%llu torn=%llu in %.2f s, latency max %llu us%s\n",
-         (unsigned long long)frames, (unsigned long long)lost, (unsigned long long)torn, elapsed,
-         (unsigned long long)(max_latency / 1000), stop ? ", interrupted" : "");
-  if (status == 0 && (torn > 0 || frames == 0)) status = 1;
+  printf(
+      "reader: frames=%llu lost=%llu torn=%llu meta ok=%llu bad=%llu in %.2f s, "
+      "latency max %llu us, last %llux%llu, %llu new stream(s)%s\n",
+      (unsigned long long)frames, (unsigned long long)lost, (unsigned long long)torn,
+      (unsigned long long)(frames - meta_bad), (unsigned long long)meta_bad, elapsed,
+      (unsigned long long)(max_latency / 1000), (unsigned long long)width, (unsigned long long)rows,
+      (unsigned long long)new_streams, stop ? ", interrupted" : "");
+  if (status == 0 && (torn > 0 || meta_bad > 0 || frames == 0)) status = 1;
   return status;
 }

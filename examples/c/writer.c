@@ -1,7 +1,7 @@
 /* Publish a synthetic "webcam": height x width RGB frames on a stream.
  *
  *   writer [--name cam0] [--width 640] [--height 480] [--fps 30]
- *          [--frames N | --seconds S] [--slots 8] [--max-readers 64]
+ *          [--frames N | --seconds S] [--slots 8] [--max-readers 64] [--replace]
  *
  * Each frame is drawn straight into a slot loaned from the stream (no copy),
  * then published. Readers (reader.c, or NumPy) see frames of format "B" and
@@ -9,11 +9,14 @@
  *
  * Every byte of a frame carries the sequence number shl_writer_publish gives
  * it (frame_stamp.h): a reader that finds another number anywhere has been
- * handed a torn frame.
+ * handed a torn frame. Beside each frame goes a metadata record (struct
+ * frame_meta, frame_meta.h): its frame number, capture time, a frame count
+ * in place of an exposure, and its size.
  *
  * The stream outlives the writer: run it again with the same name and size
- * and it takes over, and running readers carry on. Remove the stream with
- * `shmlane rm NAME`. */
+ * and it takes over, and running readers carry on. --replace replaces a
+ * stream of another size or slot count instead (its readers follow the
+ * name). Remove the stream with `shmlane rm NAME`. */
 #define _POSIX_C_SOURCE 200809L /* clock_nanosleep, sigaction with -std=c11 */
 
 #include <errno.h>
@@ -26,6 +29,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "frame_meta.h"
 #include "frame_stamp.h"
 #include "shmlane.h"
 
@@ -38,11 +42,13 @@ static void on_signal(int sig) {
   stop = 1;
 }
 
-static int64_t now_ns(void) {
+static int64_t clock_ns(clockid_t clock) {
   struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
+  clock_gettime(clock, &ts);
   return (int64_t)ts.tv_sec * SECOND + ts.tv_nsec;
 }
+
+static int64_t now_ns(void) { return clock_ns(CLOCK_MONOTONIC); }
 
 /* Sleeps until `deadline` on CLOCK_MONOTONIC. An absolute deadline keeps the
  * frame rate exact: time spent drawing is not added to each period. */
@@ -54,7 +60,7 @@ static void sleep_until(int64_t deadline) {
 
 static void usage(FILE *out) {
   fputs("usage: writer [--name cam0] [--width 640] [--height 480] [--fps 30]\n"
-        "              [--frames N | --seconds S] [--slots 8] [--max-readers 64]\n",
+        "              [--frames N | --seconds S] [--slots 8] [--max-readers 64] [--replace]\n",
         out);
 }
 
@@ -100,12 +106,17 @@ int main(int argc, char **argv) {
   const char *name = "cam0";
   long width = 640, height = 480, fps = 30, frames = 0, slots = 0, max_readers = 0;
   double seconds = 0;
+  uint32_t flags = 0;
 
   for (int i = 1; i < argc; i++) {
     const char *opt = argv[i];
     if (strcmp(opt, "-h") == 0 || strcmp(opt, "--help") == 0) {
       usage(stdout);
       return 0;
+    }
+    if (strcmp(opt, "--replace") == 0) {
+      flags |= SHL_STREAM_REPLACE;
+      continue;
     }
     if (i + 1 == argc) {
       fprintf(stderr, "writer: %s: missing value\n", opt);
@@ -155,16 +166,23 @@ int main(int argc, char **argv) {
 
   /* The frame layout is stored in the stream: readers learn it from there. */
   shl_layout frame = {.format = "B", .ndim = 3, .shape = {(uint64_t)height, (uint64_t)width, 3}};
-  /* 0: the default for a new stream, and whatever an existing one has. */
-  shl_stream_opts opts = {.size = sizeof(shl_stream_opts), .slots = (uint32_t)slots, .max_readers = (uint32_t)max_readers};
+  /* 0: the default for a new stream, and whatever an existing one has. Each
+   * frame carries a struct frame_meta, described by its format. */
+  shl_stream_opts opts = SHL_STREAM_OPTS_INIT;
+  opts.slots = (uint32_t)slots;
+  opts.max_readers = (uint32_t)max_readers;
+  opts.flags = flags;
+  opts.meta_format = FRAME_META_FORMAT;
   shl_writer *w;
   int rc = shl_writer_open(&w, name, &frame, &opts);
   if (rc < 0) {
     fprintf(stderr, "writer: cannot open stream %s: %s\n", name, shl_strerror(rc));
     if (rc == -EBUSY) fputs("writer: another writer is running on it\n", stderr);
     if (rc == -EINVAL)
-      fprintf(stderr, "writer: it exists with another frame size or slot count: "
-                      "`shmlane rm %s` or choose another --name\n", name);
+      fprintf(stderr,
+              "writer: it exists with another frame size or slot count: "
+              "--replace, `shmlane rm %s` or choose another --name\n",
+              name);
     return 1;
   }
 
@@ -191,7 +209,15 @@ int main(int argc, char **argv) {
       status = 1;
       break;
     } else {
-      draw(slot, width, height, shl_writer_next_seq(w));
+      /* The record is the loaned slot's, published with it: every field is set. */
+      struct frame_meta *meta = shl_writer_meta(w);
+      *meta = (struct frame_meta){.frame = shl_writer_next_seq(w),
+                                  .capture_ns = now_ns(),
+                                  .realtime_ns = clock_ns(CLOCK_REALTIME),
+                                  .exposure = (double)(published + 1),
+                                  .width = (uint32_t)width,
+                                  .height = (uint32_t)height};
+      draw(slot, width, height, meta->frame);
       rc = shl_writer_publish(w, NULL);
       if (rc < 0) {
         fprintf(stderr, "writer: publish: %s\n", shl_strerror(rc));

@@ -4,18 +4,24 @@
                                    [--seconds S] [--snapshot out.png] [--wait-open S]
                                    [--exit-on-gone]
 
-Opens a window (cv2.imshow) with frames/s and latency drawn on each frame
-when a display and an OpenCV with GUI support are there; otherwise, or with
+Opens a window (cv2.imshow) with each frame's metadata drawn on it (frame
+number, size, exposure, age since capture), and frames/s and latency, when a
+display and an OpenCV with GUI support are there; otherwise, or with
 --headless, prints once a second: frames/s, latency from publish to receive
-(p50, p99), frames lost and frames torn. Frames of (height, width, 3) uint8
-are checked for tearing: write.py and examples/c/writer.c put the frame's
-sequence number in every byte (frame_stamp.py). Before anything, the check
-proves on a frame torn in the middle of a row that it can see one (exit
-status 3 if not).
+(p50, p99), frames lost, frames torn, frames whose metadata agrees with them
+or not, and their size. Frames of (height, width, 3) uint8 are checked for
+tearing: write.py and examples/c/writer.c put the frame's sequence number in
+every byte (frame_stamp.py). Before anything, the check proves on a frame
+torn in the middle of a row that it can see one (exit status 3 if not). The
+metadata record (FrameMeta, frame_meta.py) must carry the frame number
+stamped into its frame and the frame's size.
 
 When the writer stops, the reader says so and keeps waiting for another one
-to take the stream over (--exit-on-gone stops instead). --snapshot saves the
-last frame as PNG. Exit status 0 only if frames arrived and none was torn.
+to take the stream over (--exit-on-gone stops once it has been gone for half
+a second). When the stream is replaced by one of another size (write.py
+--resize-every or --replace), the reader follows it and says so. --snapshot
+saves the last frame as PNG. Exit status 0 only if frames arrived, none was
+torn and the metadata of each agreed with it.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from typing import List, Optional
 import numpy as np
 
 import shmlane
+from frame_meta import FrameMeta, disagreement
 from frame_stamp import check_works, intact
 
 try:
@@ -41,6 +48,7 @@ except ImportError:  # printing and PNG snapshots do not need it
     cv2 = None
 
 WINDOW = "shmlane"
+GONE_GRACE = 0.5  # seconds: a writer that replaces the stream is back by then
 
 
 def open_window() -> bool:
@@ -89,15 +97,18 @@ class Stats:
 
     def __init__(self) -> None:
         self.start = self.period_start = time.monotonic()
-        self.frames = self.lost = self.torn = 0
+        self.frames = self.lost = self.torn = self.meta_bad = self.new_streams = 0
         self.max_latency_ns = 0
         self.latencies: List[int] = []
-        self.period_frames = self.period_lost = self.period_torn = 0
+        self.period_frames = self.period_lost = self.period_torn = self.period_meta_bad = 0
+        self.size = "-"  # of the latest frame, as its metadata says
 
-    def add(self, latency_ns: int, lost: int, torn: bool) -> None:
+    def add(self, latency_ns: int, lost: int, torn: bool, meta_bad: bool) -> None:
         self.frames, self.period_frames = self.frames + 1, self.period_frames + 1
         self.lost, self.period_lost = self.lost + lost, self.period_lost + lost
         self.torn, self.period_torn = self.torn + torn, self.period_torn + torn
+        self.meta_bad += meta_bad
+        self.period_meta_bad += meta_bad
         self.latencies.append(latency_ns)
         self.max_latency_ns = max(self.max_latency_ns, latency_ns)
 
@@ -118,27 +129,37 @@ class Stats:
         line = (
             f"[{time.monotonic() - self.start:6.1f} s] {self.rate():5.1f} frames/s"
             f"  latency p50 {latency} us  lost {self.period_lost}  torn {self.period_torn}"
+            f"  meta ok {self.period_frames - self.period_meta_bad} bad {self.period_meta_bad}"
+            f"  {self.size}"
         )
         self.period_start = time.monotonic()
         self.latencies = []
-        self.period_frames = self.period_lost = self.period_torn = 0
+        self.period_frames = self.period_lost = self.period_torn = self.period_meta_bad = 0
         return line
 
     def summary(self, interrupted: bool) -> str:
         elapsed = time.monotonic() - self.start
         return (
-            f"reader: frames={self.frames} lost={self.lost} torn={self.torn} in {elapsed:.2f} s,"
-            f" latency max {self.max_latency_ns // 1000} us{', interrupted' if interrupted else ''}"
+            f"reader: frames={self.frames} lost={self.lost} torn={self.torn}"
+            f" meta ok={self.frames - self.meta_bad} bad={self.meta_bad} in {elapsed:.2f} s,"
+            f" latency max {self.max_latency_ns // 1000} us, last {self.size},"
+            f" {self.new_streams} new stream(s){', interrupted' if interrupted else ''}"
         )
 
 
-def show(frame: np.ndarray, stats: Stats, latency_ns: int) -> bool:
-    """Shows a copy of the frame (samples are read-only) with the numbers on
-    it; False once the window is closed or q or Esc pressed."""
+def show(frame: np.ndarray, meta: FrameMeta, stats: Stats, latency_ns: int) -> bool:
+    """Shows a copy of the frame (samples are read-only) with its metadata and
+    the numbers on it; False once the window is closed or q or Esc pressed."""
     image = np.array(frame)
-    text = f"{stats.rate():.1f} fps  {latency_ns / 1e6:.2f} ms"
-    origin, yellow = (10, image.shape[0] - 12), (0, 255, 255)
-    cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.7, yellow, 2)
+    age_ms = (time.monotonic_ns() - meta.capture_ns) / 1e6  # the writer's clock is ours
+    lines = (
+        f"frame {meta.frame}  {meta.width}x{meta.height}  exposure {meta.exposure:g}",
+        f"{stats.rate():.1f} fps  latency {latency_ns / 1e6:.2f} ms  age {age_ms:.2f} ms",
+    )
+    for i, text in enumerate(lines):
+        origin = (10, image.shape[0] - 12 - 26 * (len(lines) - 1 - i))
+        for colour, thickness in (((0, 0, 0), 4), ((0, 255, 255), 2)):  # yellow, outlined
+            cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, thickness)
     cv2.imshow(WINDOW, image)
     key = cv2.waitKey(1) & 0xFF
     return key not in (ord("q"), 27) and cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) >= 1
@@ -161,11 +182,16 @@ def main() -> int:
         return 3
 
     try:
-        reader = shmlane.Reader(args.name, policy=args.mode, timeout=args.wait_open)
+        # meta=: the stream's metadata must be FrameMeta's (LayoutMismatch
+        # otherwise), and each sample's meta is a FrameMeta.
+        reader = shmlane.Reader(args.name, policy=args.mode, timeout=args.wait_open, meta=FrameMeta)
     except FileNotFoundError:
         print(
             f"reader: no stream {args.name} appeared within {args.wait_open:g} s", file=sys.stderr
         )
+        return 1
+    except shmlane.LayoutMismatch as exc:
+        print(f"reader: not a stream of write.py's: {exc}", file=sys.stderr)
         return 1
     window = not args.headless and open_window()
     output = "window" if window else "headless"
@@ -176,7 +202,8 @@ def main() -> int:
     end = stats.start + args.seconds if args.seconds else float("inf")
     next_report = stats.start + 1.0
     last: Optional[shmlane.Sample] = None  # kept pinned for --snapshot: no copy per frame
-    gone = interrupted = False
+    gone_since: Optional[float] = None  # since when receive() says WriterGone
+    said_gone = interrupted = failed = False
     try:
         while True:
             now = time.monotonic()
@@ -191,23 +218,38 @@ def main() -> int:
             except TimeoutError:
                 continue
             except shmlane.WriterGone:  # every frame is in; returned about every 50 ms
-                if not gone:
+                # Not at once: a writer replacing the stream closes it first.
+                gone_since = gone_since or time.monotonic()
+                if not said_gone and time.monotonic() - gone_since >= GONE_GRACE:
                     print("writer gone")
-                gone = True
-                if args.exit_on_gone:
+                    said_gone = True
+                if said_gone and args.exit_on_gone:
                     break
                 continue
+            except shmlane.LayoutChanged as exc:  # replaced by a stream without FrameMeta
+                print(f"reader: {exc}", file=sys.stderr)
+                failed = True
+                break
             # Both clocks are CLOCK_MONOTONIC, which every process shares.
             latency_ns = time.monotonic_ns() - sample.timestamp_ns
-            if gone:
+            if sample.new_stream:  # the reader's shape is the new stream's now
+                height, width = reader.shape[:2]
+                print(f"reader: new stream {width}x{height} from frame {sample.seq}")
+                stats.new_streams += 1
+                check = stamped(reader)
+            elif said_gone:
                 print(f"writer back at frame {sample.seq}")
-            gone = False
-            frame = sample.array
+            gone_since, said_gone = None, False
+            frame, meta = sample.array, sample.meta
             torn = check and not intact(frame, sample.seq)
             if torn:
                 print(f"reader: frame {sample.seq} is torn", file=sys.stderr)
-            stats.add(latency_ns, sample.lost, torn)
-            shown = not window or show(frame, stats, latency_ns)
+            wrong = disagreement(meta, frame) if check else None
+            if wrong:
+                print(f"reader: frame {sample.seq}: {wrong}", file=sys.stderr)
+            stats.size = f"{meta.width}x{meta.height}"
+            stats.add(latency_ns, sample.lost, torn, wrong is not None)
+            shown = not window or show(frame, meta, stats, latency_ns)
             del frame
             if args.snapshot:
                 last, previous = sample, last
@@ -225,7 +267,8 @@ def main() -> int:
         last.release()
     reader.close()
     print(stats.summary(interrupted))
-    return 0 if stats.frames > 0 and stats.torn == 0 else 1
+    ok = stats.frames > 0 and stats.torn == 0 and stats.meta_bad == 0 and not failed
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

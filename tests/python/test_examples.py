@@ -19,6 +19,9 @@ import shmlane
 from conftest import ROOT
 
 EXAMPLES = ROOT / "examples" / "python"
+sys.path.insert(0, str(EXAMPLES))  # as when they run: frame_stamp.py sits beside them
+from frame_meta import FrameMeta  # noqa: E402  (the examples' metadata record)
+from frame_stamp import stamp  # noqa: E402
 
 
 @pytest.fixture
@@ -57,8 +60,6 @@ def test_quickstart_writer_and_reader(quickstart_names):
 
 
 def load_example(name: str) -> ModuleType:
-    if str(EXAMPLES) not in sys.path:  # as when run: frame_stamp.py sits beside it
-        sys.path.insert(0, str(EXAMPLES))
     spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -67,6 +68,7 @@ def load_example(name: str) -> ModuleType:
 
 
 def test_stream_demo_write_and_read(name, tmp_path):
+    # Frames with metadata, and a change of size halfway that the reader follows.
     snapshot = tmp_path / "last.png"
     reader = subprocess.Popen(
         [sys.executable, str(EXAMPLES / "read.py"), "--name", name, "--headless"]
@@ -78,7 +80,8 @@ def test_stream_demo_write_and_read(name, tmp_path):
     try:
         writer = subprocess.run(
             [sys.executable, str(EXAMPLES / "write.py"), "--name", name, "--width", "320"]
-            + ["--height", "240", "--fps", "60", "--seconds", "2"],  # reports come each second
+            + ["--height", "240", "--fps", "60", "--seconds", "2"]  # reports come each second
+            + ["--resize-every", "1", "160x120"],
             capture_output=True,
             text=True,
             timeout=60,
@@ -88,11 +91,53 @@ def test_stream_demo_write_and_read(name, tmp_path):
         reader.kill()
     assert writer.returncode == 0, writer.stderr
     assert reader.returncode == 0, err
+    assert f"{name} now 160x120" in writer.stdout
     published = int(re.search(r"published (\d+) frames", writer.stdout).group(1))
-    frames, lost, torn = map(int, re.search(r"frames=(\d+) lost=(\d+) torn=(\d+)", out).groups())
+    summary = re.search(r"frames=(\d+) lost=(\d+) torn=(\d+) meta ok=(\d+) bad=(\d+)", out)
+    assert summary, out
+    frames, lost, torn, meta_ok, meta_bad = map(int, summary.groups())
     assert frames > 0 and torn == 0 and frames + lost <= published
+    assert meta_ok == frames and meta_bad == 0
+    assert "reader: new stream 160x120" in out  # at 1 s; time enough for a reader to see it
     assert "frames/s" in out and "writer gone" in out
     assert snapshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_readers_report_metadata_that_disagrees(name, c_examples):
+    # The C and the Python reader both count a frame whose record names another
+    # frame, and one whose record gives another size, and exit 1.
+    readers = [
+        subprocess.Popen(
+            command + ["--name", name, "--mode", "all", "--wait-open", "30", "--seconds", "60"]
+            + ["--exit-on-gone"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for command in (
+            [str(c_examples["reader"])],
+            [sys.executable, str(EXAMPLES / "read.py"), "--headless"],
+        )
+    ]
+    try:
+        with shmlane.Writer(name, shape=(4, 16, 3), dtype="u1", meta=FrameMeta) as writer:
+            deadline = time.monotonic() + 30
+            while writer.info().readers < 2:  # both wait for the stream, then join
+                assert time.monotonic() < deadline and all(r.poll() is None for r in readers)
+                time.sleep(0.01)
+            meta = writer.meta
+            for n in range(5):
+                seq = writer.next_seq
+                meta.frame, meta.width, meta.height = seq + (n == 1), 16, 4 + (n == 3)
+                with writer.loan() as frame:
+                    stamp(frame, seq)
+        outputs = [r.communicate(timeout=60) for r in readers]
+    finally:
+        for r in readers:
+            r.kill()
+    for r, (out, err) in zip(readers, outputs):
+        assert r.returncode == 1, out + err
+        assert "frames=5 lost=0 torn=0 meta ok=3 bad=2" in out, out + err
 
 
 def test_demo_works_without_opencv(tmp_path, monkeypatch):

@@ -25,6 +25,7 @@ from conftest import ROOT, blocked_in_futex, build_c, expect_line, read_line
 
 sys.path.insert(0, str(ROOT / "examples" / "python"))
 import frame_stamp  # noqa: E402  (the examples' stamp: every byte of a frame)
+from frame_meta import FrameMeta, disagreement  # noqa: E402  (the examples' metadata record)
 
 SHAPE = (480, 640, 3)  # rows of 1920 bytes, so whole-frame stamps also start every row
 
@@ -118,8 +119,9 @@ def test_torn_checks_see_a_tear_in_the_middle_of_a_row():
     assert frame_stamp.check_works()
 
 
-def drain(reader: shmlane.Reader, check=whole) -> List[Tuple[int, int]]:
-    """(seq, lost) of every frame until the writer is gone; each one checked."""
+def drain(reader: shmlane.Reader, check=whole, meta=False) -> List[Tuple[int, int]]:
+    """(seq, lost) of every frame until the writer is gone; each one checked,
+    and with meta its FrameMeta record against it."""
     got = []
     while True:
         try:
@@ -128,6 +130,7 @@ def drain(reader: shmlane.Reader, check=whole) -> List[Tuple[int, int]]:
             return got
         with sample:
             assert check(sample.array, sample.seq), f"frame {sample.seq} is torn"
+            assert not meta or disagreement(sample.meta, sample.array) is None
             got.append((sample.seq, sample.lost))
 
 
@@ -278,9 +281,10 @@ def test_block_with_a_live_reader_that_does_not_read_times_out(name):
 
 def test_c_writer_to_python_reader(name, c_examples):
     # Created and left by Python, taken over by C: the reader is in place
-    # before the first frame, so it can account for every one.
-    shmlane.Writer(name, shape=SHAPE, dtype="u1").close()
-    with shmlane.Reader(name, policy="all") as reader:
+    # before the first frame, so it can account for every one. The two agree
+    # on the metadata's format too (FrameMeta, FRAME_META_FORMAT).
+    shmlane.Writer(name, shape=SHAPE, dtype="u1", meta=FrameMeta).close()
+    with shmlane.Reader(name, policy="all", meta=FrameMeta) as reader:
         proc = subprocess.Popen(
             [str(c_examples["writer"]), "--name", name, "--fps", "1000", "--frames", "500"],
             stdout=subprocess.PIPE,
@@ -289,7 +293,7 @@ def test_c_writer_to_python_reader(name, c_examples):
         )
         try:
             expect_line(proc, f"writer: {name} 640x480 at 1000 fps, from frame 1")  # took over
-            got = drain(reader, check=frame_stamp.intact)
+            got = drain(reader, check=frame_stamp.intact, meta=True)
             out, err = proc.communicate(timeout=60)
         finally:
             proc.kill()
@@ -308,23 +312,25 @@ def test_python_writer_to_c_reader(name, c_examples):
         text=True,
     )
     try:
-        with shmlane.Writer(name, shape=SHAPE, dtype="u1") as writer:
+        with shmlane.Writer(name, shape=SHAPE, dtype="u1", meta=FrameMeta) as writer:
             deadline = time.monotonic() + 30
             while writer.info().readers == 0:  # the C reader waits for the stream, then joins
                 assert time.monotonic() < deadline and proc.poll() is None
                 time.sleep(0.01)
+            writer.meta.height, writer.meta.width = SHAPE[:2]
             for _ in range(frames):
-                seq = writer.next_seq
+                seq = writer.meta.frame = writer.next_seq
                 with writer.loan() as frame:
                     frame_stamp.stamp(frame, seq)
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
     assert proc.returncode == 0, err + out
-    summary = re.search(r"frames=(\d+) lost=(\d+) torn=(\d+)", out)
+    summary = re.search(r"frames=(\d+) lost=(\d+) torn=(\d+) meta ok=(\d+) bad=(\d+)", out)
     assert summary, out
-    received, lost, torn = map(int, summary.groups())
+    received, lost, torn, meta_ok, meta_bad = map(int, summary.groups())
     assert torn == 0 and received > 0 and received + lost == frames
+    assert meta_ok == received and meta_bad == 0
 
 
 # A C writer of Fortran-ordered frames: element [r][c] at byte 4 * (r + 2 * c).
