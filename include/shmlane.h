@@ -407,6 +407,16 @@ typedef struct shl_stream_opts {
  * which wakes sleeping readers at once (docs/format.md, Streams). */
 SHL_API int shl_writer_open(shl_writer **out, const char *name, const shl_layout *frame,
                             const shl_stream_opts *opts);
+/* Go on with frames of another layout (a camera switching resolution): a new
+ * stream of `frame` and opts replaces *w's under its name, and *w becomes
+ * its writer (the old handle is closed). Readers receive the old stream's
+ * frames, then follow to the new one without ever finding the writer gone;
+ * frame numbers go on. opts NULL: the old stream's slots, readers, flags,
+ * mode and metadata; otherwise opts, its zero slots, max_readers and mode
+ * meaning the old stream's. -EBUSY while a loan is outstanding; on failure
+ * *w is still the old stream's writer (if the name was removed meanwhile,
+ * the new stream may be missing). */
+SHL_API int shl_writer_replace(shl_writer **w, const shl_layout *frame, const shl_stream_opts *opts);
 /* Give up the writer role (a held loan is discarded); the stream stays.
  * Readers then get SHL_E_WRITER_CLOSED, not SHL_E_WRITER_GONE. */
 SHL_API void shl_writer_close(shl_writer *w);

@@ -415,6 +415,61 @@ static void start_keeper(shl_writer *w) {
   shl__futex_wake_all(word);
 }
 
+/* Checks the caller's options (copied already) and frame, and plans the
+ * stream they describe: its frame layout and its area. */
+static int plan_stream(const shl_layout *frame, const shl_stream_opts *opts, shl_layout *layout,
+                       struct plan *p) {
+  uint32_t slots = opts->slots ? opts->slots : DEFAULT_SLOTS;
+  uint32_t readers = opts->max_readers ? opts->max_readers : DEFAULT_READERS;
+  if (slots < 2 || slots > SHL_STREAM_MAX_SLOTS || readers > SHL_STREAM_MAX_READERS ||
+      (opts->flags & ~(uint32_t)(SHL_STREAM_BLOCK | SHL_STREAM_REPLACE)))
+    return -EINVAL;
+  uint64_t frame_size;
+  int rc = shl__layout_plan(frame, layout, &frame_size);
+  if (rc < 0) return rc;
+  *p = (struct plan){.ctl = {.slots = slots, .max_readers = readers,
+                             .flags = opts->flags & SHL_STREAM_BLOCK, .frame_size = frame_size}};
+  p->ext_size = ext_bytes(slots, readers);
+  uint64_t slot_bytes = frame_size;
+  if (opts->meta_format && opts->meta_format[0]) {
+    size_t len = strnlen(opts->meta_format, SHL_FORMAT_MAX + 1);
+    int64_t meta_size = shl__format_parse(opts->meta_format, len);
+    if (len > SHL_FORMAT_MAX || meta_size < 0) return SHL_E_BAD_FORMAT;
+    p->meta_format = opts->meta_format;
+    p->ctl.meta_format_len = (uint32_t)len;
+    p->ctl.meta_format_offset = p->ext_size;
+    p->ctl.meta_size = (uint64_t)meta_size;
+    p->ctl.meta_offset = shl__round_up(frame_size, 64);
+    p->ext_size += len + 1;
+    slot_bytes = p->ctl.meta_offset + p->ctl.meta_size;
+  }
+  /* Big frames start on a page, small ones on a cache line. */
+  p->ctl.slot_stride = shl__round_up(slot_bytes ? slot_bytes : 1, slot_bytes >= 4096 ? 4096 : 64);
+  if (__builtin_mul_overflow(p->ctl.slot_stride, (uint64_t)slots, &p->payload))
+    return SHL_E_BAD_SHAPE;
+  atomic_init(&p->ctl.writer, self_word());
+  return 0;
+}
+
+static shl_writer *writer_new(void) {
+  shl_writer *w = calloc(1, sizeof *w);
+  if (w) {
+    w->loaned = -1;
+    init_handle(&w->s);
+  }
+  return w;
+}
+
+/* The writer role is ours: say so, and go on from the highest number. */
+static void writer_start(shl_writer *w) {
+  /* A writer killed in its futex wait left the flag set: nobody sleeps now. */
+  atomic_store(&w->s.ctl->writer_waiting, 0);
+  /* After the role is ours (I4); read by writer_state, for people only. */
+  atomic_store(&w->s.ctl->writer, self_word());
+  w->next_seq = highest_seq(&w->s) + 1;
+  start_keeper(w);
+}
+
 int shl_writer_open(shl_writer **out, const char *name, const shl_layout *frame,
                     const shl_stream_opts *opts) {
   shl_stream_opts o = SHL_STREAM_OPTS_INIT;
@@ -422,54 +477,64 @@ int shl_writer_open(shl_writer **out, const char *name, const shl_layout *frame,
   *out = NULL;
   int rc = opts ? shl__opts_copy(&o, sizeof o, opts, opts->size) : 0;
   if (rc < 0) return rc;
-  opts = &o;
-  uint32_t slots = opts->slots ? opts->slots : DEFAULT_SLOTS;
-  uint32_t readers = opts->max_readers ? opts->max_readers : DEFAULT_READERS;
-  if (slots < 2 || slots > SHL_STREAM_MAX_SLOTS || readers > SHL_STREAM_MAX_READERS ||
-      (opts->flags & ~(uint32_t)(SHL_STREAM_BLOCK | SHL_STREAM_REPLACE)))
-    return -EINVAL;
-  shl_layout plan;
-  uint64_t frame_size;
-  rc = shl__layout_plan(frame, &plan, &frame_size);
+  shl_layout layout;
+  struct plan p;
+  rc = plan_stream(frame, &o, &layout, &p);
   if (rc < 0) return rc;
-  struct plan p = {.ctl = {.slots = slots, .max_readers = readers,
-                           .flags = opts->flags & SHL_STREAM_BLOCK, .frame_size = frame_size}};
-  p.ext_size = ext_bytes(slots, readers);
-  uint64_t slot_bytes = frame_size;
-  if (opts->meta_format && opts->meta_format[0]) {
-    size_t len = strnlen(opts->meta_format, SHL_FORMAT_MAX + 1);
-    int64_t meta_size = shl__format_parse(opts->meta_format, len);
-    if (len > SHL_FORMAT_MAX || meta_size < 0) return SHL_E_BAD_FORMAT;
-    p.meta_format = opts->meta_format;
-    p.ctl.meta_format_len = (uint32_t)len;
-    p.ctl.meta_format_offset = p.ext_size;
-    p.ctl.meta_size = (uint64_t)meta_size;
-    p.ctl.meta_offset = shl__round_up(frame_size, 64);
-    p.ext_size += len + 1;
-    slot_bytes = p.ctl.meta_offset + p.ctl.meta_size;
-  }
-  /* Big frames start on a page, small ones on a cache line. */
-  p.ctl.slot_stride = shl__round_up(slot_bytes ? slot_bytes : 1, slot_bytes >= 4096 ? 4096 : 64);
-  if (__builtin_mul_overflow(p.ctl.slot_stride, (uint64_t)slots, &p.payload))
-    return SHL_E_BAD_SHAPE;
-  atomic_init(&p.ctl.writer, self_word());
-
-  shl_writer *w = calloc(1, sizeof *w);
+  shl_writer *w = writer_new();
   if (!w) return -ENOMEM;
-  w->loaned = -1;
-  init_handle(&w->s);
-  rc = open_writer(&w->s, name, &plan, &p, opts);
+  rc = open_writer(&w->s, name, &layout, &p, &o);
   if (rc < 0) {
     free(w);
     return rc;
   }
-  /* A writer killed in its futex wait left the flag set: nobody sleeps now. */
-  atomic_store(&w->s.ctl->writer_waiting, 0);
-  /* After the role is ours (I4); read by writer_state, for people only. */
-  atomic_store(&w->s.ctl->writer, self_word());
-  w->next_seq = highest_seq(&w->s) + 1;
-  start_keeper(w);
+  writer_start(w);
   *out = w;
+  return 0;
+}
+
+int shl_writer_replace(shl_writer **wp, const shl_layout *frame, const shl_stream_opts *opts) {
+  if (!wp || !*wp) return -EINVAL;
+  shl_writer *old = *wp;
+  struct stream *s = &old->s;
+  if (inherited(s)) return SHL_E_FORKED;
+  if (old->loaned >= 0) return -EBUSY;
+  shl_stream_opts o = SHL_STREAM_OPTS_INIT;
+  char meta[SHL_FORMAT_MAX + 1];
+  int rc = 0;
+  if (opts) {
+    rc = shl__opts_copy(&o, sizeof o, opts, opts->size);
+  } else { /* as the old stream */
+    o.flags = s->flags;
+    o.meta_format = shl_stream_get_meta(s->seg, meta, sizeof meta) > 0 ? meta : NULL;
+  }
+  if (rc < 0) return rc;
+  struct stat st;
+  if (!o.slots) o.slots = s->slots;
+  if (!o.max_readers) o.max_readers = s->max_readers;
+  if (!o.mode && fstat(s->seg->fd, &st) == 0) o.mode = (uint32_t)st.st_mode & 07777;
+  shl_layout layout;
+  struct plan p;
+  rc = plan_stream(frame, &o, &layout, &p);
+  if (rc < 0) return rc;
+  p.ctl.base_seq = old->next_seq - 1; /* numbers go on */
+  shl_writer *w = writer_new();
+  if (!w) return -ENOMEM;
+  const char *name = s->seg->name;
+  rc = shl_unlink_if_same(name, s->seg->fd);
+  if (rc == 0 || rc == -ENOENT) rc = create_stream(&w->s, name, &layout, &p, o.mode);
+  if (rc < 0) {
+    free(w);
+    return rc;
+  }
+  /* As replace(): the new stream is ready under the name before the old
+   * one's readers hear of it, and they hear of it before its writer goes,
+   * so they follow without ever finding the writer gone. */
+  atomic_store(&s->ctl->replaced, 1);
+  shl_notify(s->seg, NULL);
+  shl_writer_close(old);
+  writer_start(w);
+  *wp = w;
   return 0;
 }
 

@@ -239,6 +239,7 @@ PyObject *mod_open(PyObject *mod, PyObject *args);
 /* writer.c */
 extern PyType_Spec writer_spec, loan_spec;
 PyObject *mod_writer_open(PyObject *mod, PyObject *args);
+PyObject *mod_writer_replace(PyObject *mod, PyObject *args);
 
 /* reader.c */
 extern PyType_Spec reader_spec, sample_spec;

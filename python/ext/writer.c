@@ -250,7 +250,8 @@ static int loan_getbuffer(Loan *l, Py_buffer *view, int flags) {
     loan_over(l, PyExc_BufferError);
     return -1;
   }
-  Base *b = &l->writer->base;
+  /* The layout of `frames`, which the view pins: it outlives the writer. */
+  Base *b = &l->frames->base;
   if (fill_buffer(view, (PyObject *)l, b, &b->layout, l->frame, false, false, flags) < 0)
     return -1;
   l->frames->base.pins++;
@@ -320,25 +321,8 @@ static int map_frames(Writer *w, modstate *st) {
   return w->frames ? 0 : PY_ERROR;
 }
 
-/* writer_open(name, format, shape, slots, max_readers, flags, mode, meta_format) -> Writer:
- * creates the stream, takes over one of the same layout whose writer is
- * gone, or (flags has STREAM_REPLACE) replaces one of another layout. */
-PyObject *mod_writer_open(PyObject *mod, PyObject *args) {
-  modstate *st = PyModule_GetState(mod);
-  const char *name, *format;
-  PyObject *shape;
-  shl_stream_opts opts = SHL_STREAM_OPTS_INIT;
-  if (!PyArg_ParseTuple(args, "ssO!IIIIz:writer_open", &name, &format, &PyTuple_Type, &shape,
-                        &opts.slots, &opts.max_readers, &opts.flags, &opts.mode,
-                        &opts.meta_format))
-    return NULL;
-  shl_layout layout = {.format = format};
-  if (parse_shape(shape, &layout, name) < 0) return NULL;
-  shl_writer *core;
-  PyThreadState *gil = PyEval_SaveThread(); /* reserving the slots takes a while */
-  int rc = shl_writer_open(&core, name, &layout, &opts);
-  PyEval_RestoreThread(gil);
-  if (rc < 0) return set_error(st, rc, name, AT_STREAM_ADOPT);
+/* A Writer for the core's writer `core` (closed on failure). */
+static PyObject *writer_wrap(modstate *st, shl_writer *core, const char *name) {
   Writer *w = PyObject_New(Writer, st->writer_type);
   if (!w) {
     shl_writer_close(core);
@@ -351,13 +335,78 @@ PyObject *mod_writer_open(PyObject *mod, PyObject *args) {
   shl_stream_info info = SHL_STREAM_INFO_INIT;
   w->meta_size = shl_stream_get_info(shl_writer_segment(core), &info) == 0
                      ? (Py_ssize_t)info.meta_size : 0;
-  rc = base_init(&w->base, shl_writer_segment(core), "stream writer", writer_drop);
+  int rc = base_init(&w->base, shl_writer_segment(core), "stream writer", writer_drop);
   if (rc == 0) rc = map_frames(w, st);
   if (rc < 0) {
     if (rc != PY_ERROR) set_error(st, rc, name, AT_STREAM_ADOPT);
     Py_DECREF(w);
     return NULL;
   }
+  /* The format of `frames`, which outlives the core's writer (replace()). */
+  w->base.layout.format = w->frames->base.layout.format;
   return (PyObject *)w;
 }
 
+/* The frame layout and stream options of writer_open() and writer_replace()
+ * from their arguments after the first: format, shape, slots, max_readers,
+ * flags, mode, meta_format. */
+static bool stream_args(PyObject *args, Py_ssize_t first, const char *name, shl_layout *layout,
+                        shl_stream_opts *opts) {
+  PyObject *rest = PyTuple_GetSlice(args, first, PyTuple_GET_SIZE(args)), *shape;
+  bool ok = rest && PyArg_ParseTuple(rest, "sO!IIIIz:writer_open", &layout->format, &PyTuple_Type,
+                                     &shape, &opts->slots, &opts->max_readers, &opts->flags,
+                                     &opts->mode, &opts->meta_format) &&
+            parse_shape(shape, layout, name) == 0;
+  Py_XDECREF(rest); /* the strings stay alive in args */
+  return ok;
+}
+
+/* writer_open(name, format, shape, slots, max_readers, flags, mode, meta_format) -> Writer:
+ * creates the stream, takes over one of the same layout whose writer is
+ * gone, or (flags has STREAM_REPLACE) replaces one of another layout. */
+PyObject *mod_writer_open(PyObject *mod, PyObject *args) {
+  modstate *st = PyModule_GetState(mod);
+  const char *name = PyTuple_Size(args) > 0 ? PyUnicode_AsUTF8(PyTuple_GET_ITEM(args, 0)) : NULL;
+  shl_layout layout = {0};
+  shl_stream_opts opts = SHL_STREAM_OPTS_INIT;
+  if (!name) {
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "writer_open: a name is needed");
+    return NULL;
+  }
+  if (!stream_args(args, 1, name, &layout, &opts)) return NULL;
+  shl_writer *core;
+  PyThreadState *gil = PyEval_SaveThread(); /* reserving the slots takes a while */
+  int rc = shl_writer_open(&core, name, &layout, &opts);
+  PyEval_RestoreThread(gil);
+  if (rc < 0) return set_error(st, rc, name, AT_STREAM_ADOPT);
+  return writer_wrap(st, core, name);
+}
+
+/* writer_replace(writer, format, shape, slots, max_readers, flags, mode,
+ * meta_format) -> Writer: the writer's stream replaced by one of this layout
+ * (zero slots, max_readers or mode: the old stream's); the writer given is
+ * closed, the new one writes the new stream. */
+PyObject *mod_writer_replace(PyObject *mod, PyObject *args) {
+  modstate *st = PyModule_GetState(mod);
+  Writer *old = PyTuple_Size(args) > 0 ? (Writer *)PyTuple_GET_ITEM(args, 0) : NULL;
+  shl_layout layout = {0};
+  shl_stream_opts opts = SHL_STREAM_OPTS_INIT;
+  if (!old || !PyObject_TypeCheck((PyObject *)old, st->writer_type)) {
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "writer_replace: a Writer is needed");
+    return NULL;
+  }
+  if (!stream_args(args, 1, old->base.name, &layout, &opts) || !writer_ready(old)) return NULL;
+  /* Loans wait meanwhile, and the handle stays (a close is deferred). */
+  shl_writer *core = old->w;
+  old->loaning = true;
+  old->base.pins++;
+  PyThreadState *gil = PyEval_SaveThread();
+  int rc = shl_writer_replace(&core, &layout, &opts);
+  PyEval_RestoreThread(gil);
+  old->loaning = false;
+  if (rc == 0) old->w = NULL; /* closed by the core */
+  unpin_base(&old->base);
+  if (rc < 0) return stream_failed(&old->base, rc);
+  base_close(&old->base);
+  return writer_wrap(st, core, old->base.name);
+}

@@ -278,6 +278,13 @@ class Writer(Described):
             )
         except LayoutMismatch as exc:
             raise LayoutMismatch(f"{exc}{_what_it_holds(name)}") from None
+        self._attach(raw, wanted, base, meta_dtype, meta_ctype)
+
+    def _attach(
+        self, raw: _shmlane.Writer, wanted: np.dtype, base: np.dtype, meta_dtype: Any, meta_ctype: Any
+    ) -> None:
+        """Write through raw, whose layout must read back as the one asked for."""
+        name = raw.name
         try:
             self._wrap, self._dtype, self._shape = _frames(raw)
             self._contiguous = raw.layout()["c_contiguous"]
@@ -293,6 +300,34 @@ class Writer(Described):
             raw.close()
             raise
         self._raw = raw
+
+    def replace(
+        self, shape: ShapeLike, dtype: Any, *, slots: Optional[int] = None, meta: Any = ...
+    ) -> None:
+        """Go on with frames of another layout (a camera switching
+        resolution): a new stream of `shape` and `dtype` replaces this one
+        under its name, and this writer writes it. Readers receive the old
+        stream's frames, then follow to the new one without ever getting
+        WriterGone; frame numbers go on. slots: the new ring's size (None:
+        the old one's); meta: the new metadata record type (None for none;
+        by default the old one's). max_readers, block and mode stay. No loan
+        may be outstanding (RuntimeError)."""
+        what = f"stream '{self.name}'"
+        if meta is ...:
+            meta_dtype, meta_ctype = (self._meta.dtype, self._meta.ctype) if self._meta else (None, None)
+        else:
+            meta_dtype, meta_ctype = _meta_wanted(what, meta)
+        wanted = np.dtype(dtype)
+        base, sub = _dtype.split_subarray(wanted)
+        frame_shape = shape_tuple(shape, what) + sub
+        if slots is not None and not 2 <= slots <= _shmlane.STREAM_MAX_SLOTS:
+            raise ValueError(f"{what}: slots must be 2..{_shmlane.STREAM_MAX_SLOTS}")
+        flags = _shmlane.STREAM_BLOCK if self.info().block else 0
+        meta_format = None if meta_dtype is None else _dtype.format_of(meta_dtype)
+        raw = _shmlane.writer_replace(
+            self._raw, _dtype.format_of(base), frame_shape, slots or 0, 0, flags, 0, meta_format
+        )
+        self._attach(raw, wanted, base, meta_dtype, meta_ctype)
 
     @property
     def next_seq(self) -> int:

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/mman.h>
 
 #include "internal.h"
@@ -261,10 +262,81 @@ static void test_recreated_followed(void) {
   shl_reader_close(r);
 }
 
+/* The live writer replaces its own stream, again and again, while a reader
+ * thread waits in receive: the reader gets every frame, follows each time,
+ * and never finds the writer gone. */
+struct chase {
+  const char *name;
+  uint64_t frames, moves;
+  int error;
+};
+
+static void *chase_reader(void *arg) {
+  struct chase *c = arg;
+  shl_reader *r = t_reader_open(c->name, SHL_RECV_ALL, 1000);
+  shl_sample s;
+  while (c->frames < 40) {
+    int rc = shl_reader_receive(r, &s, 5000 * T_MS, 0);
+    if (rc < 0) {
+      c->error = rc;
+      break;
+    }
+    const struct meta *m = shl_sample_meta(r, &s);
+    shl_layout l;
+    shl_get_layout(shl_reader_segment(r), &l);
+    if (s.seq != c->frames + 1 || s.lost || !m || m->frame != s.seq ||
+        t_frame_bad_words(s.data, l.shape[0], s.seq))
+      c->error = -EPROTO;
+    c->frames++;
+    c->moves += (s.flags & SHL_SAMPLE_NEW_STREAM) != 0;
+    shl_reader_release(r, &s);
+  }
+  shl_reader_close(r);
+  return NULL;
+}
+
+static void test_writer_replaces_its_stream(void) {
+  char name[SHL_NAME_MAX + 1], format[64];
+  t_fresh_name(name, "fown");
+  shl_writer *w = meta_writer(name, 2, 4, SHL_STREAM_BLOCK);
+  void *frame;
+  shl_layout bigger = t_frame_layout(3);
+  T_EXPECT_RC(shl_writer_loan(w, &frame, 0) >= 0, 1);
+  T_EXPECT_RC(shl_writer_replace(&w, &bigger, NULL), -EBUSY); /* not under a loan */
+  T_EXPECT_RC(shl_writer_discard(w), 0);
+
+  struct chase c = {name, 0, 0, 0};
+  pthread_t reader;
+  T_REQUIRE(pthread_create(&reader, NULL, chase_reader, &c) == 0);
+  while (t_stream_info(shl_writer_segment(w)).readers_alive == 0) t_sleep_ms(1);
+  for (uint64_t n = 1; n <= 40; n++) {
+    if (n % 4 == 1 && n > 1) {
+      shl_layout l = t_frame_layout(2 + n % 3);
+      T_EXPECT_RC(shl_writer_replace(&w, &l, NULL), 0); /* the old stream's settings */
+      T_CHECK(shl_writer_next_seq(w) == n);
+      /* Block mode: wait until the reader is here, as it must be to get every frame. */
+      while (t_stream_info(shl_writer_segment(w)).readers_alive == 0 && !c.error) t_sleep_ms(1);
+    }
+    shl_layout now;
+    shl_get_layout(shl_writer_segment(w), &now);
+    publish_meta(w, now.shape[0], n);
+  }
+  T_REQUIRE(pthread_join(reader, NULL) == 0);
+  if (c.error) fprintf(stderr, "chasing reader: %s\n", shl_err_name(c.error));
+  T_EXPECT_RC(c.error, 0);
+  T_CHECK(c.frames == 40 && c.moves == 9);
+  shl_stream_info info = t_stream_info(shl_writer_segment(w));
+  T_CHECK(info.slots == 4 && info.flags == SHL_STREAM_BLOCK && info.base_seq == 36);
+  T_EXPECT_RC(shl_stream_get_meta(shl_writer_segment(w), format, sizeof format), 16);
+  T_CHECK(strcmp(format, META) == 0);
+  shl_writer_close(w);
+}
+
 int main(void) {
   test_metadata();
   test_meta_bounds();
   test_replace_followed();
   test_recreated_followed();
+  test_writer_replaces_its_stream();
   return t_result();
 }

@@ -2,16 +2,18 @@
  * test_stream_follow.py. Built by conftest.py against the core; public API
  * only.
  *
- *   c_follow write NAME FRAMES READERS
+ *   c_follow write|write-live NAME FRAMES READERS
  *       For each layout of LAYOUTS in turn: open the writer (replacing the
  *       stream of the previous layout), wait until READERS readers are on
- *       it, publish FRAMES frames, close. Frame n (numbers go on across the
- *       layouts) has every element equal to n (modulo its size) and its
- *       metadata record says n. Prints "done LAST_SEQ".
+ *       it, publish FRAMES frames, close. write-live keeps one writer that
+ *       replaces its own stream (shl_writer_replace). Frame n (numbers go
+ *       on across the layouts) has every element equal to n (modulo its
+ *       size) and its metadata record says n. Prints "done LAST_SEQ".
  *   c_follow read NAME TOTAL
  *       Receive (policy "all") until frame TOTAL, following the stream to
  *       each new layout; check every frame against its metadata and its
- *       layout. Prints "frames N lost L bad B moves M shapes S1;S2;...".
+ *       layout. Prints "frames N lost L bad B moves M gone G shapes S1;S2;...",
+ *       G counting the times it found the writer gone.
  */
 #include <errno.h>
 #include <shmlane.h>
@@ -81,8 +83,9 @@ static int painted(const void *frame, const shl_layout *l, uint64_t seq) {
   return 1;
 }
 
-static int write_layouts(const char *name, uint64_t frames, uint32_t readers) {
+static int write_layouts(const char *name, uint64_t frames, uint32_t readers, int live) {
   uint64_t seq = 0;
+  shl_writer *w = NULL;
   for (size_t k = 0; k < NLAYOUTS; k++) {
     shl_layout l = {.format = LAYOUTS[k].format, .ndim = LAYOUTS[k].ndim};
     memcpy(l.shape, LAYOUTS[k].shape, sizeof LAYOUTS[k].shape);
@@ -90,8 +93,10 @@ static int write_layouts(const char *name, uint64_t frames, uint32_t readers) {
     o.slots = LAYOUTS[k].slots;
     o.flags = SHL_STREAM_BLOCK | SHL_STREAM_REPLACE;
     o.meta_format = META_FORMAT;
-    shl_writer *w;
-    check(shl_writer_open(&w, name, &l, &o), "writer open");
+    if (w)
+      check(shl_writer_replace(&w, &l, &o), "writer replace");
+    else
+      check(shl_writer_open(&w, name, &l, &o), "writer open");
     shl_get_layout(shl_writer_segment(w), &l);
     /* Readers register on a new stream when they follow: frames published
      * before that are not theirs to wait for. */
@@ -112,8 +117,12 @@ static int write_layouts(const char *name, uint64_t frames, uint32_t readers) {
       *m = (struct meta){seq, k, (uint32_t)l.shape[1], (uint32_t)l.shape[0]};
       check(shl_writer_publish(w, NULL), "publish");
     }
-    shl_writer_close(w);
+    if (!live) {
+      shl_writer_close(w);
+      w = NULL;
+    }
   }
+  shl_writer_close(w);
   printf("done %llu\n", (unsigned long long)seq);
   return 0;
 }
@@ -124,13 +133,14 @@ static int read_layouts(const char *name, uint64_t total) {
   o.timeout_ns = 20 * SECOND;
   shl_reader *r;
   check(shl_reader_open_ex(&r, name, &o), "reader open");
-  uint64_t frames = 0, lost = 0, bad = 0, moves = 0, last = 0;
+  uint64_t frames = 0, lost = 0, bad = 0, moves = 0, gone = 0, last = 0;
   char shapes[256] = "";
   int64_t until = now_ns() + 60 * SECOND;
   while (last < total && now_ns() < until) {
     shl_sample s;
     int rc = shl_reader_receive(r, &s, SECOND, 0);
     /* Between one writer's close and the next one's replacement. */
+    if (rc == SHL_E_WRITER_CLOSED || rc == SHL_E_WRITER_GONE) gone++;
     if (rc == -ETIMEDOUT || rc == SHL_E_WRITER_CLOSED || rc == SHL_E_WRITER_GONE) continue;
     check(rc, "receive");
     shl_layout l;
@@ -150,18 +160,20 @@ static int read_layouts(const char *name, uint64_t total) {
     last = s.seq;
     check(shl_reader_release(r, &s), "release");
   }
-  printf("frames %llu lost %llu bad %llu moves %llu shapes %s\n", (unsigned long long)frames,
-         (unsigned long long)lost, (unsigned long long)bad, (unsigned long long)moves, shapes);
+  printf("frames %llu lost %llu bad %llu moves %llu gone %llu shapes %s\n",
+         (unsigned long long)frames, (unsigned long long)lost, (unsigned long long)bad,
+         (unsigned long long)moves, (unsigned long long)gone, shapes);
   shl_reader_close(r);
   return 0;
 }
 
 int main(int argc, char **argv) {
   if (argc != 5 && !(argc == 4 && strcmp(argv[1], "read") == 0)) {
-    fputs("usage: c_follow write NAME FRAMES READERS | read NAME TOTAL\n", stderr);
+    fputs("usage: c_follow write|write-live NAME FRAMES READERS | read NAME TOTAL\n", stderr);
     return 2;
   }
-  if (strcmp(argv[1], "write") == 0)
-    return write_layouts(argv[2], strtoull(argv[3], NULL, 10), (uint32_t)strtoul(argv[4], NULL, 10));
+  if (strncmp(argv[1], "write", 5) == 0)
+    return write_layouts(argv[2], strtoull(argv[3], NULL, 10), (uint32_t)strtoul(argv[4], NULL, 10),
+                         strcmp(argv[1], "write-live") == 0);
   return read_layouts(argv[2], strtoull(argv[3], NULL, 10));
 }

@@ -173,3 +173,33 @@ def test_name_removed_and_created_again_is_followed(name: str) -> None:
         assert s.new_stream and s.seq == 1 and s.array.dtype == np.dtype("<f4")
     r.close()
     w.close()
+
+
+def test_writer_replaces_its_own_stream(name: str) -> None:
+    w = shmlane.Writer(name, shape=(4,), dtype="u1", slots=4, meta=Header, block=True)
+    r = shmlane.Reader(name, policy="all", timeout=0)
+    w.meta.frame = 1
+    w.publish(np.ones(4, "u1"))
+    loan = w.loan()
+    with pytest.raises(RuntimeError, match="loan is already outstanding"):
+        w.replace((2, 3), "<u2")
+    loan.discard()
+    w.replace((2, 3), "<u2")  # the metadata type and the slots stay
+    assert (w.shape, w.dtype, w.next_seq) == ((2, 3), np.dtype("<u2"), 2)
+    info = w.info()
+    assert (info.slots, info.block, info.first_seq, info.meta_size) == (4, True, 2, 24)
+    w.meta.frame = 2  # a new record, of the same type
+    w.publish(np.full((2, 3), 2, "<u2"))
+    with r.receive(timeout=5) as s:
+        assert (s.seq, s.new_stream, s.meta["frame"]) == (1, False, 1)
+    with r.receive(timeout=5) as s:  # never WriterGone in between
+        assert (s.seq, s.new_stream, s.meta["frame"], s.array.shape) == (2, True, 2, (2, 3))
+    w.replace((3,), "u1", meta=None, slots=2)
+    assert w.meta is None and w.info().slots == 2
+    w.publish(np.arange(3, dtype="u1"))
+    with r.receive(timeout=5) as s:
+        assert s.new_stream and s.meta is None and r.meta_dtype is None
+    w.close()
+    with pytest.raises(ValueError, match="closed"):
+        w.replace((3,), "u1")
+    r.close()
