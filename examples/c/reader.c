@@ -41,7 +41,6 @@
 
 #define SECOND 1000000000LL
 #define MAX_PER_SECOND 4096     /* latencies kept per report; frames beyond still count */
-#define GONE_GRACE (SECOND / 2) /* a writer that replaces the stream closes it first */
 
 static volatile sig_atomic_t stop;
 
@@ -210,7 +209,7 @@ int main(int argc, char **argv) {
   static struct period per; /* static: 32 KiB of latencies stay off the stack */
   const int64_t start = now_ns();
   const int64_t end = seconds ? start + (int64_t)(seconds * SECOND) : INT64_MAX;
-  int64_t next_report = start + SECOND, gone_since = 0; /* 0: not gone */
+  int64_t next_report = start + SECOND;
   uint64_t frames = 0, lost = 0, torn = 0, meta_bad = 0, new_streams = 0, max_latency = 0;
   int said_gone = 0, status = 0;
   per.start_ns = start;
@@ -232,14 +231,10 @@ int main(int argc, char **argv) {
     if (rc == SHL_E_WRITER_GONE || rc == SHL_E_WRITER_CLOSED) {
       /* Every frame it published has been delivered (and the writer died, or
        * closed the stream). Returned again about every 50 ms while nobody
-       * writes, so this does not spin. Said only after GONE_GRACE: a writer
-       * that replaces the stream closes it first. */
-      if (!gone_since) gone_since = now_ns();
-      if (!said_gone && now_ns() - gone_since >= GONE_GRACE) {
-        printf("writer gone\n");
-        said_gone = 1;
-      }
-      if (said_gone && exit_on_gone) break;
+       * writes, so this does not spin. */
+      if (!said_gone) printf("writer gone\n");
+      said_gone = 1;
+      if (exit_on_gone) break;
       continue;
     }
     if (rc < 0) {
@@ -263,7 +258,7 @@ int main(int argc, char **argv) {
     } else if (said_gone) {
       printf("writer back at frame %llu\n", (unsigned long long)s.seq);
     }
-    gone_since = said_gone = 0;
+    said_gone = 0;
 
     int ok = frame_intact(s.data, rows, width * 3, s.seq);
     const struct frame_meta *meta = shl_sample_meta(r, &s);

@@ -48,7 +48,6 @@ except ImportError:  # printing and PNG snapshots do not need it
     cv2 = None
 
 WINDOW = "shmlane"
-GONE_GRACE = 0.5  # seconds: a writer that replaces the stream is back by then
 
 
 def open_window() -> bool:
@@ -202,7 +201,6 @@ def main() -> int:
     end = stats.start + args.seconds if args.seconds else float("inf")
     next_report = stats.start + 1.0
     last: Optional[shmlane.Sample] = None  # kept pinned for --snapshot: no copy per frame
-    gone_since: Optional[float] = None  # since when receive() says WriterGone
     said_gone = interrupted = failed = False
     try:
         while True:
@@ -218,12 +216,10 @@ def main() -> int:
             except TimeoutError:
                 continue
             except shmlane.WriterGone:  # every frame is in; returned about every 50 ms
-                # Not at once: a writer replacing the stream closes it first.
-                gone_since = gone_since or time.monotonic()
-                if not said_gone and time.monotonic() - gone_since >= GONE_GRACE:
+                if not said_gone:
                     print("writer gone")
                     said_gone = True
-                if said_gone and args.exit_on_gone:
+                if args.exit_on_gone:
                     break
                 continue
             except shmlane.LayoutChanged as exc:  # replaced by a stream without FrameMeta
@@ -239,7 +235,7 @@ def main() -> int:
                 check = stamped(reader)
             elif said_gone:
                 print(f"writer back at frame {sample.seq}")
-            gone_since, said_gone = None, False
+            said_gone = False
             frame, meta = sample.array, sample.meta
             torn = check and not intact(frame, sample.seq)
             if torn:

@@ -225,10 +225,9 @@ def main() -> int:
         while time.monotonic() < end:
             if time.monotonic() >= next_resize:
                 # A new stream under the name: readers follow it once they
-                # have every frame of this one.
-                writer.close()
+                # have every frame of this one, never finding the writer gone.
                 width, height = source.resize(*next(next_size))
-                writer = open_writer(args, width, height)
+                writer.replace((height, width, 3), "u1")
                 print(f"writer: {args.name} now {width}x{height}, from frame {writer.next_seq}")
                 next_resize += every
             seq = writer.next_seq
