@@ -968,22 +968,22 @@ static int writer_state(const struct stream *s) {
   return atomic_load(&s->ctl->writer) ? SHL_E_WRITER_GONE : SHL_E_WRITER_CLOSED;
 }
 
-/* Move to the stream the name holds now, `gone` being why the current one
- * ends. Frame numbers that go on across the move keep counting what this
- * reader missed in `lost`; numbers that start again cannot (the gap is
- * unknown). The ring left stays while its samples are held. */
-static int follow(shl_reader *r, int gone) {
+/* Move to the stream the name holds now: 1 moved, 0 nothing to move to
+ * (no stream under the name yet, or this very one), or an error. Frame
+ * numbers that go on across the move keep counting what this reader missed
+ * in `lost`; numbers that start again cannot (the gap is unknown). The ring
+ * left stays while its samples are held. */
+static int follow(shl_reader *r) {
   struct ring *old = r->cur, *ring;
   shl_segment *seg;
   int rc = open_for_reader(&seg, old->s.seg->name, 0, 0, r->owner, r->owner_uid);
-  /* Not there, or not ready yet: the writer is gone for now. */
-  if (rc == -ENOENT || rc == SHL_E_NOT_READY) return gone;
+  if (rc == -ENOENT || rc == SHL_E_NOT_READY) return 0;
   if (rc < 0) return rc;
   struct stat a, b;
   if (fstat(seg->fd, &a) == 0 && fstat(old->s.seg->fd, &b) == 0 && a.st_ino == b.st_ino &&
       a.st_dev == b.st_dev) {
     shl_close(seg); /* the name came back to this very stream */
-    return gone;
+    return 0;
   }
   rc = open_ring(&ring, seg, r->policy);
   if (rc < 0) return rc;
@@ -1002,7 +1002,8 @@ static int follow(shl_reader *r, int gone) {
   } else {
     close_ring(old);
   }
-  return 0;
+  if (!r->max_pinned_asked) r->max_pinned = default_max_pinned(ring->s.slots);
+  return 1;
 }
 
 /* A writer that the liveness word says is alive: its keeper holds it. */
@@ -1089,10 +1090,13 @@ int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint3
       rc = take(r, out);
       if (rc != -EAGAIN) return rc;
       if (why != SHL_E_REPLACED || (r->flags & SHL_READER_NO_FOLLOW)) return why;
-      rc = follow(r, writer_state(s));
-      if (rc != 0) return rc;
-      if (!r->max_pinned_asked) r->max_pinned = default_max_pinned(r->cur->s.slots);
-      continue;
+      rc = follow(r);
+      if (rc < 0) return rc;
+      if (rc > 0) continue; /* to the new stream's frames */
+      /* No other stream under the name (yet), or a flag set by a peer that
+       * breaks the protocol: wait here, as for any stream. */
+      why = wait_for_frame(r, changes, deadline, &wait);
+      if (why == SHL_E_WRITER_GONE || why == SHL_E_WRITER_CLOSED) return why;
     }
     if (why != -EAGAIN) return why;
   }
