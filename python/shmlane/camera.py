@@ -53,6 +53,7 @@ class FrameMeta(ctypes.Structure):
         ("frame", ctypes.c_uint64),  # from 0 at each opening of the device; a file's frame index
         ("capture_ns", ctypes.c_uint64),  # time.monotonic_ns() when the frame was captured
         ("device", ctypes.c_int32),  # the camera's index; -1 for a file, a URL or the pattern
+        ("source", ctypes.c_char * 64),  # the device as given (its end, if longer): "0", a path
     ]
 
 
@@ -251,6 +252,7 @@ class Camera(threading.Thread):
             self.state = f"stream busy: {exc}"
             return False
         self.writer.meta.device = int(self.spec) if self.spec.isdigit() else -1
+        self.writer.meta.source = self.spec.encode()[-63:]
         return True
 
     def _stream(self) -> None:

@@ -207,6 +207,7 @@ def test_camera_service_killed_and_started_again(name: str) -> None:
         ok, frame = cap.read()
         assert ok and frame.shape == (48, 64, 3) and cap.isOpened()
         assert read_number(frame) == cap.meta.frame and cap.meta.device == -1
+        assert cap.meta.source == b"pattern"
         service.kill()
         service.wait(timeout=10)
         cap.timeout = 0.3
