@@ -42,8 +42,10 @@ bool endpoint_is_local(const char *endpoint);
 int read_key_file(const char *path, char public_key[41], char secret_key[41]);
 /* Socket options for CURVE and the monitor shared by both sides; see main.c. */
 int setup_socket(void *sock, const struct bridge_opts *o, bool server);
-/* The text of a monitor event about a failed handshake, or NULL. */
-const char *handshake_failure(void *monitor, bool server, char *peer, size_t peer_size);
+/* Reads one monitor event (its code in *event, -1 if none was waiting): the
+ * text for a failed handshake, or NULL. */
+const char *handshake_failure(void *monitor, bool server, char *peer, size_t peer_size,
+                              int *event);
 
 /* send.c, recv.c */
 int run_send(const struct bridge_opts *o);

@@ -179,8 +179,10 @@ int setup_socket(void *sock, const struct bridge_opts *o, bool server) {
 }
 
 /* Reads one monitor event; a sentence for a failed handshake, else NULL. */
-const char *handshake_failure(void *monitor, bool server, char *peer, size_t peer_size) {
+const char *handshake_failure(void *monitor, bool server, char *peer, size_t peer_size,
+                              int *event_out) {
   zmq_msg_t m;
+  *event_out = -1;
   zmq_msg_init(&m);
   if (zmq_msg_recv(&m, monitor, ZMQ_DONTWAIT) < 0) return NULL;
   uint16_t event = 0;
@@ -191,6 +193,7 @@ const char *handshake_failure(void *monitor, bool server, char *peer, size_t pee
   }
   bool more = zmq_msg_more(&m);
   zmq_msg_close(&m);
+  *event_out = event;
   peer[0] = 0;
   if (more) {
     zmq_msg_init(&m);
@@ -214,7 +217,10 @@ const char *handshake_failure(void *monitor, bool server, char *peer, size_t pee
                     : "CURVE handshake failed: --server-key is not the sender's public key";
     return "handshake failed (protocol error: not a shmlane bridge peer?)";
   }
-  if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) return "handshake failed";
+  if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+    return server ? "a receiver's handshake failed"
+                  : "handshake with the sender failed (with CURVE: is --server-key the sender's "
+                    "public key?)";
   return NULL;
 }
 

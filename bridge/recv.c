@@ -33,7 +33,8 @@ struct receiver {
   struct wire_layout written; /* the layout of the local stream we write */
   char name[SHL_NAME_MAX + 1];
   uint64_t offset; /* local numbers = the sender's + offset */
-  bool handshake_ok;
+  bool wrote; /* this process opened the local stream as its writer */
+  bool handshake_ok; /* on the current connection */
 #ifdef HAVE_ZSTD
   ZSTD_DCtx *dctx;
 #endif
@@ -73,6 +74,7 @@ static int open_writer(struct receiver *r) {
     return rc;
   }
   r->written = *l;
+  r->wrote = true;
   r->offset = 0;
   logf_("%s: writing frames of %s (%llu bytes a frame)", r->name, l->format,
         (unsigned long long)l->frame_bytes);
@@ -161,39 +163,40 @@ static void on_frame(struct receiver *r, const struct wire_preamble *pre, const 
 
 /* One message, all its parts; anything malformed is counted and dropped. */
 static void receive_one(struct receiver *r) {
-  zmq_msg_t head, data;
-  zmq_msg_init(&head);
-  zmq_msg_init(&data);
-  if (zmq_msg_recv(&head, r->sub, ZMQ_DONTWAIT) < 0) goto out;
-  int parts = 1;
-  bool more = zmq_msg_more(&head);
-  if (more) {
-    zmq_msg_recv(&data, r->sub, 0);
-    parts++;
-    more = zmq_msg_more(&data);
-  }
-  while (more) { /* a third part: not ours */
-    zmq_msg_t extra;
-    zmq_msg_init(&extra);
-    zmq_msg_recv(&extra, r->sub, 0);
-    more = zmq_msg_more(&extra);
-    zmq_msg_close(&extra);
+  enum { MAX_PARTS = 3 };
+  zmq_msg_t part[MAX_PARTS];
+  int parts = 0;
+  bool more = true;
+  for (int i = 0; i < MAX_PARTS; i++) zmq_msg_init(&part[i]);
+  while (more) { /* all of it, whatever it is; parts beyond MAX_PARTS are dropped */
+    zmq_msg_t *m = &part[parts < MAX_PARTS ? parts : MAX_PARTS - 1];
+    if (zmq_msg_recv(m, r->sub, parts ? 0 : ZMQ_DONTWAIT) < 0) break;
+    more = zmq_msg_more(m);
     parts++;
   }
-  struct wire_preamble pre;
-  const char *why = wire_decode_preamble(zmq_msg_data(&head), zmq_msg_size(&head), &pre);
-  if (why) {
+  struct wire_preamble pre, lpre;
+  const char *why = parts ? wire_decode_preamble(zmq_msg_data(&part[0]), zmq_msg_size(&part[0]), &pre)
+                          : NULL;
+  if (!parts) {
+  } else if (why) {
     drop(r, why);
   } else if (pre.type == WIRE_LAYOUT && parts == 1) {
-    on_layout(r, &pre, zmq_msg_data(&head), zmq_msg_size(&head));
-  } else if (pre.type == WIRE_FRAME && parts == 2) {
-    on_frame(r, &pre, zmq_msg_data(&head), zmq_msg_size(&head), &data);
+    on_layout(r, &pre, zmq_msg_data(&part[0]), zmq_msg_size(&part[0]));
+  } else if (pre.type == WIRE_FRAME && (parts == 2 || parts == 3)) {
+    /* A layout riding along comes first. */
+    if (parts == 3) {
+      why = wire_decode_preamble(zmq_msg_data(&part[2]), zmq_msg_size(&part[2]), &lpre);
+      if (!why && lpre.type != WIRE_LAYOUT) why = "third part is not a layout";
+    }
+    if (why)
+      drop(r, why);
+    else if (parts == 3)
+      on_layout(r, &lpre, zmq_msg_data(&part[2]), zmq_msg_size(&part[2]));
+    if (!why) on_frame(r, &pre, zmq_msg_data(&part[0]), zmq_msg_size(&part[0]), &part[1]);
   } else {
     drop(r, "wrong number of parts");
   }
-out:
-  zmq_msg_close(&head);
-  zmq_msg_close(&data);
+  for (int i = 0; i < MAX_PARTS; i++) zmq_msg_close(&part[i]);
 }
 
 static void print_stats(struct receiver *r, uint64_t now) {
@@ -219,7 +222,8 @@ static int setup(struct receiver *r) {
   zmq_setsockopt(r->sub, ZMQ_SUBSCRIBE, "", 0);
   zmq_socket_monitor(r->sub, "inproc://monitor-recv",
                      ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
-                         ZMQ_EVENT_HANDSHAKE_FAILED_AUTH);
+                         ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
+                         ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED);
   r->monitor = zmq_socket(r->ctx, ZMQ_PAIR);
   zmq_connect(r->monitor, "inproc://monitor-recv");
   if (zmq_connect(r->sub, r->o->endpoint) != 0) {
@@ -255,15 +259,24 @@ static int child(const struct bridge_opts *o, double seconds) {
     if (items[1].revents) {
       char peer[256];
       const char *why;
-      while ((why = handshake_failure(r.monitor, false, peer, sizeof peer)))
-        log_limited(&r.last_err_ns, "%s: %s", peer, why);
+      int event;
+      do {
+        why = handshake_failure(r.monitor, false, peer, sizeof peer, &event);
+        if (event == ZMQ_EVENT_CONNECTED) r.handshake_ok = false;
+        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) r.handshake_ok = true;
+        /* A sender that cannot read our CURVE hello just hangs up. */
+        if (event == ZMQ_EVENT_DISCONNECTED && !r.handshake_ok && o->server_key)
+          why = "the sender hung up during the CURVE handshake: is --server-key the sender's "
+                "public key?";
+        if (why) log_limited(&r.last_err_ns, "%s: %s", peer, why);
+      } while (event >= 0);
     }
   }
   if (!status && !o->quiet) print_stats(&r, now_ns());
-  if (r.writer) {
+  if (r.wrote) {
     close_writer(&r);
-    /* Stopped: the stream goes too, unless someone still reads it (they
-     * see SHL_E_WRITER_CLOSED, and follow a new bridge's stream). */
+    /* Stopped: the stream goes too. Its readers keep it mapped, see
+     * SHL_E_WRITER_CLOSED, and follow a new bridge's stream to come. */
     shl_unlink(r.name);
   }
   zmq_close(r.sub);

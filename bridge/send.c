@@ -36,7 +36,8 @@ struct sender {
   uint8_t allowed[MAX_ALLOW * 4][32];
   int nallowed;
   int receivers;
-  uint64_t next_allowed_ns, last_err_ns;
+  uint64_t layout_along_until, next_layout_along;
+  uint64_t next_allowed_ns, last_err_ns, last_auth_ns, last_zap_ns;
 #ifdef HAVE_ZSTD
   ZSTD_CCtx *cctx;
 #endif
@@ -182,15 +183,28 @@ static int send_frame(struct sender *s, struct pending *p) {
   if (rc < 0) return rc;
   s->pre.type = WIRE_FRAME;
   size_t n = wire_encode_frame(s->scratch, s->scratch_size, &s->pre, &f);
+  /* A full queue drops whole messages: a layout sent on its own may be lost
+   * while frames flow. So for a while after each new subscription, and once
+   * a second, the layout rides along as a third part. */
+  uint64_t now = now_ns();
+  bool with_layout = now < s->layout_along_until || now >= s->next_layout_along;
+  size_t ln = 0;
+  if (with_layout) {
+    s->next_layout_along = now + 1000000000u;
+    s->pre.type = WIRE_LAYOUT;
+    ln = wire_encode_layout(s->scratch + n, s->scratch_size - n, &s->pre, &s->layout);
+  }
   /* XPUB never blocks: a receiver whose queue is full misses the frame. */
+  size_t size = zmq_msg_size(&data);
   if (zmq_send(s->pub, s->scratch, n, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
-      zmq_msg_send(&data, s->pub, ZMQ_DONTWAIT) < 0) {
+      zmq_msg_send(&data, s->pub, ZMQ_DONTWAIT | (ln ? ZMQ_SNDMORE : 0)) < 0 ||
+      (ln && zmq_send(s->pub, s->scratch + n, ln, ZMQ_DONTWAIT) < 0)) {
     rc = -errno;
     zmq_msg_close(&data); /* calls frame_done */
     return rc;
   }
   s->frames++;
-  s->bytes += n + zmq_msg_size(&data);
+  s->bytes += n + size + ln;
   return 0;
 }
 
@@ -207,6 +221,7 @@ static void serve_sockets(struct sender *s, long timeout_ms) {
       if (zmq_msg_size(&m) >= 1 && ((uint8_t *)zmq_msg_data(&m))[0] == 1) {
         s->receivers++;
         send_layout(s);
+        s->layout_along_until = now_ns() + 1000000000u;
       } else if (zmq_msg_size(&m) >= 1 && s->receivers > 0) {
         s->receivers--;
       }
@@ -216,8 +231,11 @@ static void serve_sockets(struct sender *s, long timeout_ms) {
   if (items[1].revents) {
     char peer[256];
     const char *why;
-    while ((why = handshake_failure(s->monitor, true, peer, sizeof peer)))
-      logf_("%s: %s (on %s)", s->o->name, why, peer);
+    int event;
+    do {
+      why = handshake_failure(s->monitor, true, peer, sizeof peer, &event);
+      if (why) log_limited(&s->last_auth_ns, "%s: %s (on %s)", s->o->name, why, peer);
+    } while (event >= 0);
   }
   if (s->zap && items[2].revents) {
     /* ZAP request: version, id, domain, address, identity, mechanism, key. */
@@ -236,7 +254,7 @@ static void serve_sockets(struct sender *s, long timeout_ms) {
       snprintf(address, sizeof address, "%.*s", (int)zmq_msg_size(&part[3]),
                (char *)zmq_msg_data(&part[3]));
     }
-    if (!ok) logf_("%s: refused a receiver at %s: its key is not in the --allow list", s->o->name, address);
+    if (!ok) log_limited(&s->last_zap_ns, "%s: refused a receiver at %s: its key is not in the --allow list", s->o->name, address);
     const char *status = ok ? "200" : "400", *text = ok ? "OK" : "key not allowed";
     zmq_send(s->zap, "1.0", 3, ZMQ_SNDMORE);
     zmq_send(s->zap, n >= 2 ? zmq_msg_data(&part[1]) : "", n >= 2 ? zmq_msg_size(&part[1]) : 0,
