@@ -23,6 +23,9 @@
 
 enum { EXIT_WRITER_GONE = 3 };
 
+/* A larger gap in the sender's numbers is a new numbering, not losses. */
+#define MAX_GAP (UINT64_C(1) << 32)
+
 struct receiver {
   const struct bridge_opts *o;
   void *ctx, *sub, *monitor;
@@ -123,10 +126,10 @@ static void on_frame(struct receiver *r, const struct wire_preamble *pre, const 
 #endif
   if (open_writer(r) < 0) return;
   /* The sender's numbers, gaps (frames lost on the way) included; numbers
-   * that start again (a new stream there) go on from ours. */
+   * that start again (a new stream there) or leap ahead go on from ours. */
   uint64_t next = shl_writer_next_seq(r->writer), want = f.seq + r->offset;
-  if (want < next) {
-    r->offset += next - want;
+  if (want < next || want - next > MAX_GAP) { /* modulo 2^64: the offset may be "negative" */
+    r->offset = next - f.seq;
     want = next;
   }
   r->lost += want - next;

@@ -6,9 +6,12 @@
  *                                              (then closes the writer); replaces another layout
  *   bridge_peer read NAME COUNT SECONDS        a reader (all): one JSON line per sample or event
  *   bridge_peer garbage ENDPOINT SECONDS       binds a PUB that sends malformed messages
- *   bridge_peer raw-pub ENDPOINT BYTES COUNT   raw ZeroMQ PUB/SUB moving the same bytes as the
- *   bridge_peer raw-sub ENDPOINT BYTES COUNT   bridge, for the benchmark; sub prints frames/s
- *                                              and mean latency as JSON
+ *   bridge_peer bench-write NAME SHAPE FPS SECONDS  camera-like frames (precomputed), the
+ *                                              publish time in the metadata; FPS 0: flat out
+ *   bridge_peer bench-read NAME SECONDS        frames/s and latency from that publish time
+ *   bridge_peer raw-pub ENDPOINT BYTES FPS SECONDS   raw ZeroMQ PUB/SUB moving the same bytes
+ *   bridge_peer raw-sub ENDPOINT BYTES SECONDS       (header and frame) for the benchmark
+ * The bench-read and raw-sub print one JSON line: frames, fps, p50/p99 latency.
  * Exit status 0, or 1 with a message. */
 #include <errno.h>
 #include <stdbool.h>
@@ -21,6 +24,7 @@
 #include <zmq.h>
 
 #include "shmlane.h"
+#include "wire.h"
 
 #define META "T{<Q:count:<d:value:}"
 
@@ -151,6 +155,25 @@ static int do_garbage(const char *endpoint, double seconds) {
       uint64_t body = len - 32;
       if (len >= 32 && rand() % 2) memcpy(buf + 24, &body, 8);
     }
+    if (rand() % 3 == 0) { /* a real layout or frame, truncated or with a byte changed */
+      struct wire_preamble pre = {.type = WIRE_LAYOUT, .sender = 7, .gen = 1};
+      struct wire_layout l = {.state = WIRE_LIVE, .slots = 4, .max_readers = 8, .ndim = 1,
+                              .itemsize = 1, .frame_bytes = 64, .shape = {64}, .format = "B",
+                              .name = "garbage"};
+      struct wire_frame f = {.seq = (uint64_t)sent + 1, .raw_bytes = 64,
+                             .codec = (uint32_t)(rand() % 2)};
+      bool layout = rand() % 2;
+      if (layout) len = wire_encode_layout(buf, sizeof buf, &pre, &l);
+      pre.type = WIRE_FRAME;
+      if (!layout) len = wire_encode_frame(buf, sizeof buf, &pre, &f);
+      if (rand() % 2) buf[rand() % (int)len] ^= (uint8_t)(1 + rand() % 255);
+      else len = (size_t)(rand() % (int)len);
+      zmq_send(pub, buf, len, layout ? 0 : ZMQ_SNDMORE);
+      if (!layout) zmq_send(pub, buf, (size_t)(rand() % 128), 0); /* the frame's bytes */
+      sent++;
+      usleep(200);
+      continue;
+    }
     int parts = 1 + rand() % 3;
     for (int p = 0; p < parts; p++) zmq_send(pub, buf, p ? len / 2 : len, p + 1 < parts ? ZMQ_SNDMORE : 0);
     sent++;
@@ -162,58 +185,143 @@ static int do_garbage(const char *endpoint, double seconds) {
   return 0;
 }
 
-/* The same bytes as a bridge frame: a 104-byte header and the frame. */
-static int do_raw(bool pub, const char *endpoint, size_t bytes, long count) {
+/* Frames like a camera's: a gradient with noise, so zstd has something to do. */
+static uint8_t *camera_frames(size_t bytes, int n) {
+  uint8_t *f = malloc(bytes * (size_t)n);
+  uint32_t x = 12345;
+  for (int k = 0; k < n; k++)
+    for (size_t i = 0; i < bytes; i++) {
+      x = x * 1103515245u + 12345u;
+      f[(size_t)k * bytes + i] = (uint8_t)((i / 3 % 640) / 3 + (i / 1920) / 4 + k + (x >> 29));
+    }
+  return f;
+}
+
+static void sleep_until(uint64_t t) {
+  uint64_t n = now_ns();
+  if (t <= n) return;
+  struct timespec d = {(time_t)((t - n) / 1000000000u), (long)((t - n) % 1000000000u)};
+  nanosleep(&d, NULL);
+}
+
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+static void print_result(uint64_t *lat, long got, uint64_t first, uint64_t last, uint64_t lost) {
+  qsort(lat, (size_t)got, sizeof *lat, cmp_u64);
+  printf("{\"frames\": %ld, \"fps\": %.1f, \"p50_ms\": %.3f, \"p99_ms\": %.3f, \"lost\": %llu}\n",
+         got, got > 1 ? (double)(got - 1) * 1e9 / (double)(last - first) : 0.0,
+         got ? (double)lat[got / 2] / 1e6 : 0.0, got ? (double)lat[got * 99 / 100] / 1e6 : 0.0,
+         (unsigned long long)lost);
+}
+
+enum { MAX_SAMPLES = 1 << 20 };
+
+static int do_bench_write(const char *name, const char *shape, double fps, double seconds) {
+  shl_layout layout = {.format = "B", .ndim = 3};
+  if (sscanf(shape, "%lu,%lu,%lu", &layout.shape[0], &layout.shape[1], &layout.shape[2]) != 3)
+    return fail("bad shape", 0);
+  size_t bytes = layout.shape[0] * layout.shape[1] * layout.shape[2];
+  uint8_t *frames = camera_frames(bytes, 4);
+  shl_stream_opts so = SHL_STREAM_OPTS_INIT;
+  so.slots = 8;
+  so.meta_format = META;
+  so.flags = SHL_STREAM_REPLACE;
+  shl_writer *w;
+  int rc = shl_writer_open(&w, name, &layout, &so);
+  if (rc < 0) return fail("writer_open", rc);
+  uint64_t start = now_ns(), end = start + (uint64_t)(seconds * 1e9), next = start;
+  for (uint64_t n = 1; !stop && now_ns() < end; n++) {
+    void *frame;
+    if ((rc = shl_writer_loan(w, &frame, 1000000000)) < 0) return fail("loan", rc);
+    memcpy(frame, frames + (n % 4) * bytes, bytes);
+    struct meta *m = shl_writer_meta(w);
+    m->count = n;
+    m->value = (double)now_ns();
+    shl_writer_publish(w, NULL);
+    if (fps > 0) sleep_until(next += (uint64_t)(1e9 / fps));
+  }
+  shl_writer_close(w);
+  free(frames);
+  return 0;
+}
+
+static int do_bench_read(const char *name, double seconds) {
+  shl_reader_opts ro = SHL_READER_OPTS_INIT;
+  ro.policy = SHL_RECV_ALL;
+  ro.timeout_ns = (int64_t)(seconds * 1e9);
+  shl_reader *r;
+  int rc = shl_reader_open_ex(&r, name, &ro);
+  if (rc < 0) return fail("reader_open", rc);
+  uint64_t *lat = malloc(MAX_SAMPLES * sizeof *lat), first = 0, last = 0, lost = 0;
+  uint64_t end = now_ns() + (uint64_t)(seconds * 1e9);
+  long got = 0;
+  while (!stop && now_ns() < end && got < MAX_SAMPLES) {
+    shl_sample s;
+    rc = shl_reader_receive(r, &s, 50000000, 0);
+    if (rc < 0) continue;
+    const struct meta *m = shl_sample_meta(r, &s);
+    last = now_ns();
+    if (!got) first = last;
+    else lost += s.lost;
+    lat[got++] = last - (uint64_t)m->value;
+    shl_reader_release(r, &s);
+  }
+  print_result(lat, got, first, last, lost);
+  free(lat);
+  shl_reader_close(r);
+  return 0;
+}
+
+/* The same bytes as a bridge frame: a 72-byte header (the bridge's preamble
+ * and frame fields) and the frame, sent from the publisher's memory without
+ * a copy, copied once out of the message at the subscriber (as the bridge
+ * copies into a slot). */
+static int do_raw(bool pub, const char *endpoint, size_t bytes, double fps, double seconds) {
   void *ctx = zmq_ctx_new(), *s = zmq_socket(ctx, pub ? ZMQ_PUB : ZMQ_SUB);
   int hwm = 4;
   zmq_setsockopt(s, pub ? ZMQ_SNDHWM : ZMQ_RCVHWM, &hwm, sizeof hwm);
-  uint8_t *frame = calloc(1, bytes);
-  uint64_t head[13] = {0};
+  uint8_t *frames = pub ? camera_frames(bytes, 4) : malloc(bytes);
+  uint64_t head[9] = {0};
   if (pub) {
     if (zmq_bind(s, endpoint) != 0) return fail("bind", -errno);
-    usleep(300000); /* the subscriber connects */
-    for (long n = 1; n <= count && !stop; n++) {
+    uint64_t start = now_ns(), end = start + (uint64_t)(seconds * 1e9), next = start;
+    for (uint64_t n = 1; !stop && now_ns() < end; n++) {
       head[0] = now_ns();
-      head[1] = (uint64_t)n;
+      head[1] = n;
+      zmq_msg_t m;
+      zmq_msg_init_data(&m, frames + (n % 4) * bytes, bytes, NULL, NULL);
       zmq_send(s, head, sizeof head, ZMQ_SNDMORE);
-      zmq_send(s, frame, bytes, 0);
-    }
-    head[1] = 0; /* the end */
-    for (int i = 0; i < 20; i++) {
-      zmq_send(s, head, sizeof head, ZMQ_SNDMORE);
-      zmq_send(s, frame, 0, 0);
-      usleep(10000);
+      zmq_msg_send(&m, s, 0);
+      if (fps > 0) sleep_until(next += (uint64_t)(1e9 / fps));
     }
   } else {
     zmq_setsockopt(s, ZMQ_SUBSCRIBE, "", 0);
     if (zmq_connect(s, endpoint) != 0) return fail("connect", -errno);
-    int timeout = 5000;
+    int timeout = 200;
     zmq_setsockopt(s, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    uint64_t *lat = malloc(MAX_SAMPLES * sizeof *lat), first = 0, last = 0, lost = 0, prev = 0;
+    uint64_t end = now_ns() + (uint64_t)(seconds * 1e9);
     long got = 0;
-    uint64_t first = 0, last = 0, latency = 0;
-    for (;;) {
-      if (zmq_recv(s, head, sizeof head, 0) < 0) break;
-      int more;
-      size_t len = sizeof more;
-      zmq_getsockopt(s, ZMQ_RCVMORE, &more, &len);
+    while (!stop && now_ns() < end && got < MAX_SAMPLES) {
+      if (zmq_recv(s, head, sizeof head, 0) < 0) continue;
       zmq_msg_t m;
       zmq_msg_init(&m);
-      if (more) zmq_msg_recv(&m, s, 0);
-      if (head[1] == 0) {
-        zmq_msg_close(&m);
-        break;
-      }
-      memcpy(frame, zmq_msg_data(&m), zmq_msg_size(&m) < bytes ? zmq_msg_size(&m) : bytes);
+      zmq_msg_recv(&m, s, 0);
+      memcpy(frames, zmq_msg_data(&m), zmq_msg_size(&m) < bytes ? zmq_msg_size(&m) : bytes);
       zmq_msg_close(&m);
       last = now_ns();
-      if (!got++) first = last;
-      latency += last - head[0];
+      if (!got) first = last;
+      else lost += head[1] - prev - 1;
+      prev = head[1];
+      lat[got++] = last - head[0];
     }
-    printf("{\"frames\": %ld, \"fps\": %.1f, \"latency_ms\": %.3f}\n", got,
-           got > 1 ? (double)(got - 1) * 1e9 / (double)(last - first) : 0.0,
-           got ? (double)latency / (double)got / 1e6 : 0.0);
+    print_result(lat, got, first, last, lost);
+    free(lat);
   }
-  free(frame);
+  free(frames);
   zmq_close(s);
   zmq_ctx_term(ctx);
   return 0;
@@ -227,8 +335,13 @@ int main(int argc, char **argv) {
     return do_write(argv[2], atol(argv[3]), atof(argv[4]), argc > 5 ? argv[5] : NULL);
   if (argc == 5 && !strcmp(argv[1], "read")) return do_read(argv[2], atol(argv[3]), atof(argv[4]));
   if (argc == 4 && !strcmp(argv[1], "garbage")) return do_garbage(argv[2], atof(argv[3]));
-  if (argc == 5 && !strncmp(argv[1], "raw-", 4))
-    return do_raw(!strcmp(argv[1], "raw-pub"), argv[2], (size_t)atol(argv[3]), atol(argv[4]));
+  if (argc == 6 && !strcmp(argv[1], "bench-write"))
+    return do_bench_write(argv[2], argv[3], atof(argv[4]), atof(argv[5]));
+  if (argc == 4 && !strcmp(argv[1], "bench-read")) return do_bench_read(argv[2], atof(argv[3]));
+  if (argc == 6 && !strcmp(argv[1], "raw-pub"))
+    return do_raw(true, argv[2], (size_t)atol(argv[3]), atof(argv[4]), atof(argv[5]));
+  if (argc == 5 && !strcmp(argv[1], "raw-sub"))
+    return do_raw(false, argv[2], (size_t)atol(argv[3]), 0, atof(argv[4]));
   fprintf(stderr, "usage: see tests/bridge/bridge_peer.c\n");
   return 2;
 }

@@ -22,6 +22,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import netns  # noqa: E402
+
 BRIDGE, PEER = sys.argv[1], sys.argv[2]
 QUICK = "--quick" in sys.argv
 TAG = "br%d" % os.getpid()
@@ -110,7 +113,8 @@ def test_frames(endpoint="tcp://127.0.0.1:%d", ns=(None, None), connect=None, wh
     check(sum(g["lost"] for g in frames[1:]) == 0, what + ": nothing lost at 100 frames/s")
     stop(w)
     serr, rerr = stop(s), stop(r)
-    check(s.returncode == 0 and r.returncode == 0, what + ": SIGTERM ends both sides with 0")
+    check(s.returncode == 0 and r.returncode == 0, what + ": SIGTERM ends both sides with 0" + (
+        "" if s.returncode == r.returncode == 0 else ":\n" + serr[-2000:] + rerr[-2000:]))
     check("frames/s" in serr and "frames/s" in rerr, what + ": both print statistics")
     check(not os.path.exists(shm(b)), what + ": the receive side removes its stream when stopped")
     return serr, rerr
@@ -188,7 +192,8 @@ def test_bad_peer():
     g.communicate(timeout=10)
     alive = r.poll() is None
     err = stop(r)
-    check(alive and r.returncode == 0, "bad peer: the receiver survives garbage")
+    check(alive and r.returncode == 0, "bad peer: the receiver survives garbage" + (
+        "" if r.returncode == 0 else ":\n" + err[-2000:]))
     check("dropped a bad message" in err, "bad peer: garbage is logged")
     # Garbage at the sender: a raw TCP client speaking nonsense.
     a = TAG + "h"
@@ -204,7 +209,9 @@ def test_bad_peer():
             pass
     time.sleep(0.3)
     check(s.poll() is None, "bad peer: the sender survives garbage on its socket")
-    stop(s)
+    err = stop(s)
+    check(s.returncode == 0, "bad peer: the sender ends cleanly" + ("" if s.returncode == 0 else
+                                                                    ":\n" + err[-2000:]))
 
 
 def keygen(d, prefix):
@@ -270,35 +277,8 @@ def test_zstd():
 # ---------------------------------------------------------------- two hosts
 
 
-def netns_setup():
-    """Two namespaces joined by a veth pair; the reason if not permitted."""
-    if os.geteuid() != 0 or not shutil.which("ip"):
-        return "needs root and iproute2 (ip netns)"
-    a, b = "shlA" + TAG[-6:], "shlB" + TAG[-6:]
-    cmds = [["ip", "netns", "add", a], ["ip", "netns", "add", b],
-            ["ip", "link", "add", "va" + TAG[-6:], "type", "veth", "peer", "name", "vb" + TAG[-6:]],
-            ["ip", "link", "set", "va" + TAG[-6:], "netns", a],
-            ["ip", "link", "set", "vb" + TAG[-6:], "netns", b],
-            ["ip", "-n", a, "addr", "add", "198.51.100.1/30", "dev", "va" + TAG[-6:]],
-            ["ip", "-n", b, "addr", "add", "198.51.100.2/30", "dev", "vb" + TAG[-6:]],
-            ["ip", "-n", a, "link", "set", "va" + TAG[-6:], "up"],
-            ["ip", "-n", b, "link", "set", "vb" + TAG[-6:], "up"],
-            ["ip", "-n", a, "link", "set", "lo", "up"], ["ip", "-n", b, "link", "set", "lo", "up"]]
-    for c in cmds:
-        p = subprocess.run(c, capture_output=True, text=True)
-        if p.returncode != 0:
-            netns_cleanup((a, b))
-            return "'%s' not permitted here: %s" % (" ".join(c), p.stderr.strip())
-    return (a, b)
-
-
-def netns_cleanup(ns):
-    for n in ns:  # deleting a namespace removes its end of the veth pair, and so the pair
-        subprocess.run(["ip", "netns", "del", n], capture_output=True)
-
-
-def test_netns(ns):
-    a, b = ns
+def test_netns(pair):
+    ns = (pair.a, pair.b)
     test_frames("tcp://198.51.100.1:%d", ns=ns, connect="tcp://198.51.100.1:%d" % PORT,
                 what="veth", send_args=["--insecure"], recv_args=["--insecure"])
     # The link cut and restored: frames resume without anyone's help.
@@ -308,9 +288,9 @@ def test_netns(ns):
     w = start([PEER, "write", x, "0", "50"])
     rd = start([PEER, "read", y, "1000000", "7"])
     time.sleep(1.0)
-    subprocess.run(["ip", "-n", b, "link", "set", "vb" + TAG[-6:], "down"], check=True)
+    pair.link(False)
     time.sleep(2.0)
-    subprocess.run(["ip", "-n", b, "link", "set", "vb" + TAG[-6:], "up"], check=True)
+    pair.link(True)
     got = samples(rd, timeout=15)
     frames = frames_ok(got, "link down/up")
     gap = [g for g in frames if g["lost"] > 20]
@@ -331,14 +311,14 @@ def main():
             test_insecure_rule()
             test_keys()
             test_zstd()
-            ns = netns_setup()
-            if isinstance(ns, str):
-                print("skip two-host tests (network namespaces): " + ns)
+            pair = netns.setup(TAG[-6:])
+            if isinstance(pair, str):
+                print("skip two-host tests (network namespaces): " + pair)
             else:
                 try:
-                    test_netns(ns)
+                    test_netns(pair)
                 finally:
-                    netns_cleanup(ns)
+                    netns.cleanup(pair)
     finally:
         for p in procs:
             if p.poll() is None:
