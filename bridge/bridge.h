@@ -15,18 +15,18 @@ enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 #define MAX_ALLOW 64
 
 struct bridge_opts {
-  const char *name;      /* send: the local stream; recv: LOCAL_NAME or NULL */
+  const char *name; /* send: the local stream; recv: LOCAL_NAME or NULL */
   const char *endpoint;
-  const char *key;       /* our key file (PREFIX.key) */
-  const char *server_key; /* recv: the sender's public key file */
+  const char *key;              /* our key file (PREFIX.key) */
+  const char *server_key;       /* recv: the sender's public key file */
   const char *allow[MAX_ALLOW]; /* send: receivers' public key files */
   int nallow;
   bool insecure, latest, quiet;
-  int zstd_level;        /* 0: no compression */
-  double max_fps;        /* 0: no limit */
-  int hwm;               /* ZeroMQ high-water mark, in messages */
-  uint32_t slots;        /* recv: 0 = as the sender's stream */
-  double seconds;        /* 0: run until stopped */
+  int zstd_level; /* 0: no compression */
+  double max_fps; /* 0: no limit */
+  int hwm;        /* ZeroMQ high-water mark, in messages */
+  uint32_t slots; /* recv: 0 = as the sender's stream */
+  double seconds; /* 0: run until stopped */
 };
 
 /* main.c */
@@ -44,8 +44,7 @@ int read_key_file(const char *path, char public_key[41], char secret_key[41]);
 int setup_socket(void *sock, const struct bridge_opts *o, bool server);
 /* Reads one monitor event (its code in *event, -1 if none was waiting): the
  * text for a failed handshake, or NULL. */
-const char *handshake_failure(void *monitor, bool server, char *peer, size_t peer_size,
-                              int *event);
+const char *handshake_failure(void *monitor, bool server, char *peer, size_t peer_size, int *event);
 
 /* send.c, recv.c */
 int run_send(const struct bridge_opts *o);

@@ -23,13 +23,17 @@
 volatile sig_atomic_t stop_requested;
 static char log_prefix[64] = "shmlane-bridge";
 
+static void vlog(const char *fmt, va_list ap) {
+  char line[1024];
+  vsnprintf(line, sizeof line, fmt, ap);
+  fprintf(stderr, "%s: %s\n", log_prefix, line);
+}
+
 void logf_(const char *fmt, ...) {
   va_list ap;
-  char line[1024];
   va_start(ap, fmt);
-  vsnprintf(line, sizeof line, fmt, ap);
+  vlog(fmt, ap);
   va_end(ap);
-  fprintf(stderr, "%s: %s\n", log_prefix, line);
 }
 
 void log_limited(uint64_t *last_ns, const char *fmt, ...) {
@@ -37,11 +41,9 @@ void log_limited(uint64_t *last_ns, const char *fmt, ...) {
   if (*last_ns && now - *last_ns < 1000000000u) return;
   *last_ns = now;
   va_list ap;
-  char line[1024];
   va_start(ap, fmt);
-  vsnprintf(line, sizeof line, fmt, ap);
+  vlog(fmt, ap);
   va_end(ap);
-  fprintf(stderr, "%s: %s\n", log_prefix, line);
 }
 
 static uint64_t clock_of(clockid_t c) {
@@ -209,9 +211,10 @@ const char *handshake_failure(void *monitor, bool server, char *peer, size_t pee
                   : "the sender refused our key: it is not in the sender's --allow list";
   if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
     if (value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
-      return server ? "a receiver's security does not match ours (one side has keys, the other none)"
-                    : "the sender's security does not match ours (one side has keys, the other "
-                      "none): give --server-key, or run both without keys";
+      return server
+                 ? "a receiver's security does not match ours (one side has keys, the other none)"
+                 : "the sender's security does not match ours (one side has keys, the other "
+                   "none): give --server-key, or run both without keys";
     if (value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC)
       return server ? "a receiver failed the CURVE handshake: it has the wrong --server-key"
                     : "CURVE handshake failed: --server-key is not the sender's public key";
@@ -227,11 +230,12 @@ const char *handshake_failure(void *monitor, bool server, char *peer, size_t pee
 /* ---------------------------------------------------------------- options */
 
 static void usage(FILE *f) {
-  fputs("Usage: shmlane bridge send NAME ENDPOINT [options]\n"
-        "       shmlane bridge recv ENDPOINT [LOCAL_NAME] [options]\n"
-        "       shmlane bridge keygen PREFIX\n"
-        "See 'shmlane bridge --help' and docs/bridge.md.\n",
-        f);
+  fputs(
+      "Usage: shmlane bridge send NAME ENDPOINT [options]\n"
+      "       shmlane bridge recv ENDPOINT [LOCAL_NAME] [options]\n"
+      "       shmlane bridge keygen PREFIX\n"
+      "See 'shmlane bridge --help' and docs/bridge.md.\n",
+      f);
 }
 
 static bool parse_num(const char *s, double lo, double hi, double *out) {
@@ -281,19 +285,31 @@ int main(int argc, char **argv) {
       v = argv[++i];
     }
     double num = 0;
-    if (!strcmp(opt, "--key")) o.key = v;
-    else if (!strcmp(opt, "--server-key")) o.server_key = v;
-    else if (!strcmp(opt, "--allow") && o.nallow < MAX_ALLOW) o.allow[o.nallow++] = v;
-    else if (!strcmp(opt, "--insecure") && !v) o.insecure = true;
-    else if (!strcmp(opt, "--latest") && !v) o.latest = true;
-    else if (!strcmp(opt, "--quiet") && !v) o.quiet = true;
-    else if (!strcmp(opt, "--zstd") && (!v || parse_num(v, 1, 19, &num))) o.zstd_level = v ? (int)num : 3;
-    else if (!strcmp(opt, "--max-fps") && parse_num(v, 0.001, 1e6, &num)) o.max_fps = num;
-    else if (!strcmp(opt, "--hwm") && parse_num(v, 1, 100000, &num)) o.hwm = (int)num;
-    else if (!strcmp(opt, "--slots") && parse_num(v, 2, SHL_STREAM_MAX_SLOTS, &num)) o.slots = (uint32_t)num;
-    else if (!strcmp(opt, "--seconds") && parse_num(v, 0.001, 1e9, &num)) o.seconds = num;
+    if (!strcmp(opt, "--key"))
+      o.key = v;
+    else if (!strcmp(opt, "--server-key"))
+      o.server_key = v;
+    else if (!strcmp(opt, "--allow") && o.nallow < MAX_ALLOW)
+      o.allow[o.nallow++] = v;
+    else if (!strcmp(opt, "--insecure") && !v)
+      o.insecure = true;
+    else if (!strcmp(opt, "--latest") && !v)
+      o.latest = true;
+    else if (!strcmp(opt, "--quiet") && !v)
+      o.quiet = true;
+    else if (!strcmp(opt, "--zstd") && (!v || parse_num(v, 1, 19, &num)))
+      o.zstd_level = v ? (int)num : 3;
+    else if (!strcmp(opt, "--max-fps") && parse_num(v, 0.001, 1e6, &num))
+      o.max_fps = num;
+    else if (!strcmp(opt, "--hwm") && parse_num(v, 1, 100000, &num))
+      o.hwm = (int)num;
+    else if (!strcmp(opt, "--slots") && parse_num(v, 2, SHL_STREAM_MAX_SLOTS, &num))
+      o.slots = (uint32_t)num;
+    else if (!strcmp(opt, "--seconds") && parse_num(v, 0.001, 1e9, &num))
+      o.seconds = num;
     else {
-      logf_("%s: bad option '%s'%s%s (see 'shmlane bridge --help')", cmd, opt, v ? " " : "", v ? v : "");
+      logf_("%s: bad option '%s'%s%s (see 'shmlane bridge --help')", cmd, opt, v ? " " : "",
+            v ? v : "");
       return EXIT_USAGE;
     }
   }
@@ -321,15 +337,17 @@ int main(int argc, char **argv) {
     return EXIT_USAGE;
   }
   if (send ? !o.key && (o.nallow) : (o.key && !o.server_key)) {
-    logf_("%s: %s", cmd, send ? "--allow needs --key (the allow list is of CURVE keys)"
-                              : "--key needs --server-key (the sender's public key)");
+    logf_("%s: %s", cmd,
+          send ? "--allow needs --key (the allow list is of CURVE keys)"
+               : "--key needs --server-key (the sender's public key)");
     return EXIT_USAGE;
   }
   bool secure = send ? o.key != NULL : o.server_key != NULL;
   if (!secure && !o.insecure && !endpoint_is_local(o.endpoint)) {
-    logf_("%s: %s is not a loopback endpoint: across hosts the bridge uses CURVE keys (%s; "
-          "see 'shmlane bridge keygen'), or --insecure to go without",
-          cmd, o.endpoint, send ? "--key" : "--server-key");
+    logf_(
+        "%s: %s is not a loopback endpoint: across hosts the bridge uses CURVE keys (%s; "
+        "see 'shmlane bridge keygen'), or --insecure to go without",
+        cmd, o.endpoint, send ? "--key" : "--server-key");
     return EXIT_USAGE;
   }
   snprintf(log_prefix, sizeof log_prefix, "shmlane bridge %s", cmd);

@@ -35,8 +35,8 @@ struct receiver {
   shl_writer *writer;
   struct wire_layout written; /* the layout of the local stream we write */
   char name[SHL_NAME_MAX + 1];
-  uint64_t offset; /* local numbers = the sender's + offset */
-  bool wrote; /* this process opened the local stream as its writer */
+  uint64_t offset;   /* local numbers = the sender's + offset */
+  bool wrote;        /* this process opened the local stream as its writer */
   bool handshake_ok; /* on the current connection */
 #ifdef HAVE_ZSTD
   ZSTD_DCtx *dctx;
@@ -73,7 +73,8 @@ static int open_writer(struct receiver *r) {
   so.meta_format = l->meta_format;
   int rc = shl_writer_open(&r->writer, r->name, &layout, &so);
   if (rc < 0) {
-    log_limited(&r->last_err_ns, "%s: cannot write the local stream: %s", r->name, shl_strerror(rc));
+    log_limited(&r->last_err_ns, "%s: cannot write the local stream: %s", r->name,
+                shl_strerror(rc));
     return rc;
   }
   r->written = *l;
@@ -88,7 +89,10 @@ static void on_layout(struct receiver *r, const struct wire_preamble *pre, const
                       size_t len) {
   struct wire_layout l;
   const char *why = wire_decode_layout(buf, len, &l);
-  if (why) { drop(r, why); return; }
+  if (why) {
+    drop(r, why);
+    return;
+  }
   if (l.state == WIRE_ABSENT) return; /* nothing to copy yet */
   if (!r->have_layout || !wire_same_layout(&l, &r->layout) || pre->gen != r->pre.gen ||
       pre->sender != r->pre.sender) {
@@ -112,17 +116,28 @@ static void on_frame(struct receiver *r, const struct wire_preamble *pre, const 
                      size_t head_len, zmq_msg_t *data) {
   struct wire_frame f;
   const char *why = wire_decode_frame(head, head_len, &f);
-  if (why) { drop(r, why); return; }
+  if (why) {
+    drop(r, why);
+    return;
+  }
   /* Frames of a layout not (yet) heard of are skipped: the layout comes
    * first on every new subscription, and again every second. */
   if (!r->have_layout || pre->sender != r->pre.sender || pre->gen != r->pre.gen) return;
   const struct wire_layout *l = &r->layout;
-  if (f.meta_size != l->meta_size || f.raw_bytes != l->frame_bytes)
-    { drop(r, "frame does not match its layout"); return; }
+  if (f.meta_size != l->meta_size || f.raw_bytes != l->frame_bytes) {
+    drop(r, "frame does not match its layout");
+    return;
+  }
   size_t size = zmq_msg_size(data);
-  if (f.codec == WIRE_RAW && size != l->frame_bytes) { drop(r, "frame of the wrong size"); return; }
+  if (f.codec == WIRE_RAW && size != l->frame_bytes) {
+    drop(r, "frame of the wrong size");
+    return;
+  }
 #ifndef HAVE_ZSTD
-  if (f.codec == WIRE_ZSTD) { drop(r, "zstd frame, and this bridge was built without libzstd"); return; }
+  if (f.codec == WIRE_ZSTD) {
+    drop(r, "zstd frame, and this bridge was built without libzstd");
+    return;
+  }
 #endif
   if (open_writer(r) < 0) return;
   /* The sender's numbers, gaps (frames lost on the way) included; numbers
@@ -149,7 +164,10 @@ static void on_frame(struct receiver *r, const struct wire_preamble *pre, const 
     size_t n = ZSTD_decompressDCtx(r->dctx, slot, l->frame_bytes, zmq_msg_data(data), size);
     if (ZSTD_isError(n) || n != l->frame_bytes) {
       shl_writer_discard(r->writer);
-      { drop(r, "zstd frame does not decompress to a frame"); return; }
+      {
+        drop(r, "zstd frame does not decompress to a frame");
+        return;
+      }
     }
   }
 #endif
@@ -178,8 +196,8 @@ static void receive_one(struct receiver *r) {
     parts++;
   }
   struct wire_preamble pre, lpre;
-  const char *why = parts ? wire_decode_preamble(zmq_msg_data(&part[0]), zmq_msg_size(&part[0]), &pre)
-                          : NULL;
+  const char *why =
+      parts ? wire_decode_preamble(zmq_msg_data(&part[0]), zmq_msg_size(&part[0]), &pre) : NULL;
   if (!parts) {
   } else if (why) {
     drop(r, why);
@@ -269,8 +287,9 @@ static int child(const struct bridge_opts *o, double seconds) {
         if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) r.handshake_ok = true;
         /* A sender that cannot read our CURVE hello just hangs up. */
         if (event == ZMQ_EVENT_DISCONNECTED && !r.handshake_ok && o->server_key)
-          why = "the sender hung up during the CURVE handshake: is --server-key the sender's "
-                "public key?";
+          why =
+              "the sender hung up during the CURVE handshake: is --server-key the sender's "
+              "public key?";
         if (why) log_limited(&r.last_err_ns, "%s: %s", peer, why);
       } while (event >= 0);
     }

@@ -172,7 +172,8 @@ static int frame_message(struct sender *s, struct pending *p, zmq_msg_t *m, uint
 
 static int send_frame(struct sender *s, struct pending *p) {
   const shl_sample *smp = &p->sample;
-  struct wire_frame f = {.seq = smp->seq, .timestamp_ns = smp->timestamp_ns,
+  struct wire_frame f = {.seq = smp->seq,
+                         .timestamp_ns = smp->timestamp_ns,
                          .raw_bytes = s->layout.frame_bytes,
                          .meta_size = (uint32_t)s->layout.meta_size,
                          .meta = shl_sample_meta(s->reader, smp)};
@@ -211,8 +212,8 @@ static int send_frame(struct sender *s, struct pending *p) {
 /* Subscriptions (each new receiver gets the layout at once), the ZAP
  * handler, monitor events. */
 static void serve_sockets(struct sender *s, long timeout_ms) {
-  zmq_pollitem_t items[3] = {{s->pub, 0, ZMQ_POLLIN, 0}, {s->monitor, 0, ZMQ_POLLIN, 0},
-                             {s->zap, 0, ZMQ_POLLIN, 0}};
+  zmq_pollitem_t items[3] = {
+      {s->pub, 0, ZMQ_POLLIN, 0}, {s->monitor, 0, ZMQ_POLLIN, 0}, {s->zap, 0, ZMQ_POLLIN, 0}};
   if (zmq_poll(items, s->zap ? 3 : 2, timeout_ms) <= 0) return;
   if (items[0].revents) {
     zmq_msg_t m;
@@ -254,7 +255,10 @@ static void serve_sockets(struct sender *s, long timeout_ms) {
       snprintf(address, sizeof address, "%.*s", (int)zmq_msg_size(&part[3]),
                (char *)zmq_msg_data(&part[3]));
     }
-    if (!ok) log_limited(&s->last_zap_ns, "%s: refused a receiver at %s: its key is not in the --allow list", s->o->name, address);
+    if (!ok)
+      log_limited(&s->last_zap_ns,
+                  "%s: refused a receiver at %s: its key is not in the --allow list", s->o->name,
+                  address);
     const char *status = ok ? "200" : "400", *text = ok ? "OK" : "key not allowed";
     zmq_send(s->zap, "1.0", 3, ZMQ_SNDMORE);
     zmq_send(s->zap, n >= 2 ? zmq_msg_data(&part[1]) : "", n >= 2 ? zmq_msg_size(&part[1]) : 0,
@@ -324,9 +328,9 @@ static int setup(struct sender *s) {
   }
   char mon[64];
   snprintf(mon, sizeof mon, "inproc://monitor-send");
-  zmq_socket_monitor(s->pub, mon, ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
-                                      ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
-                                      ZMQ_EVENT_HANDSHAKE_FAILED_AUTH);
+  zmq_socket_monitor(s->pub, mon,
+                     ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                         ZMQ_EVENT_HANDSHAKE_FAILED_AUTH);
   s->monitor = zmq_socket(s->ctx, ZMQ_PAIR);
   zmq_connect(s->monitor, mon);
   if (zmq_bind(s->pub, s->o->endpoint) != 0) {

@@ -47,7 +47,7 @@ struct wire_preamble {
 
 /* A stream's layout: all a receiver needs to create one like it. */
 struct wire_layout {
-  uint32_t state;       /* enum wire_state */
+  uint32_t state; /* enum wire_state */
   uint32_t slots, max_readers;
   uint32_t ndim;
   uint64_t itemsize;
@@ -67,7 +67,7 @@ struct wire_frame {
   uint64_t raw_bytes;    /* frame bytes before compression */
   uint32_t codec;        /* enum wire_codec */
   uint32_t meta_size;
-  const void *meta;      /* into the message (decode) */
+  const void *meta; /* into the message (decode) */
 };
 
 /* Encoders write into buf (of size cap) and return the bytes written, or 0

@@ -14,8 +14,8 @@
  * The bench-read and raw-sub print one JSON line: frames, fps, p50/p99 latency.
  * Exit status 0, or 1 with a message. */
 #include <errno.h>
-#include <stdbool.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,19 +52,28 @@ static int fail(const char *what, int rc) {
 
 static uint8_t pattern(uint64_t count, uint64_t i) { return (uint8_t)(count * 31 + i * 7); }
 
-static int do_write(const char *name, long count, double fps, const char *shape) {
+/* A stream of "B" frames shaped "H,W,C" (32,24,3 for NULL) with META, 8
+ * slots, replacing one of another layout; its writer and frame size. */
+static int open_stream(const char *name, const char *shape, shl_writer **w, uint64_t *bytes) {
   shl_layout layout = {.format = "B", .ndim = 3, .shape = {32, 24, 3}};
-  if (shape && sscanf(shape, "%lu,%lu,%lu", &layout.shape[0], &layout.shape[1],
-                      &layout.shape[2]) != 3)
+  if (shape &&
+      sscanf(shape, "%lu,%lu,%lu", &layout.shape[0], &layout.shape[1], &layout.shape[2]) != 3)
     return fail("bad shape", 0);
   shl_stream_opts so = SHL_STREAM_OPTS_INIT;
   so.slots = 8;
   so.meta_format = META;
   so.flags = SHL_STREAM_REPLACE;
-  shl_writer *w;
-  int rc = shl_writer_open(&w, name, &layout, &so);
+  int rc = shl_writer_open(w, name, &layout, &so);
   if (rc < 0) return fail("writer_open", rc);
-  uint64_t bytes = layout.shape[0] * layout.shape[1] * layout.shape[2];
+  *bytes = layout.shape[0] * layout.shape[1] * layout.shape[2];
+  return 0;
+}
+
+static int do_write(const char *name, long count, double fps, const char *shape) {
+  shl_writer *w;
+  uint64_t bytes;
+  int rc;
+  if (open_stream(name, shape, &w, &bytes)) return 1;
   uint64_t period = fps > 0 ? (uint64_t)(1e9 / fps) : 0, next = now_ns();
   printf("ready\n");
   fflush(stdout);
@@ -93,12 +102,17 @@ static int do_write(const char *name, long count, double fps, const char *shape)
   return 0;
 }
 
-static int do_read(const char *name, long count, double seconds) {
+/* An `all` reader, waiting up to `seconds` for the stream. */
+static int open_reader(const char *name, double seconds, shl_reader **r) {
   shl_reader_opts ro = SHL_READER_OPTS_INIT;
   ro.policy = SHL_RECV_ALL;
   ro.timeout_ns = (int64_t)(seconds * 1e9);
+  return shl_reader_open_ex(r, name, &ro);
+}
+
+static int do_read(const char *name, long count, double seconds) {
   shl_reader *r;
-  int rc = shl_reader_open_ex(&r, name, &ro);
+  int rc = open_reader(name, seconds, &r);
   if (rc < 0) return fail("reader_open", rc);
   printf("{\"event\": \"open\"}\n");
   fflush(stdout);
@@ -123,13 +137,15 @@ static int do_read(const char *name, long count, double seconds) {
     for (uint32_t i = 0; i < layout.ndim; i++) bytes *= layout.shape[i];
     const struct meta *m = shl_sample_meta(r, &s);
     int ok = m != NULL;
-    for (uint64_t i = 0; ok && i < bytes; i++) ok = ((const uint8_t *)s.data)[i] == pattern(m->count, i);
+    for (uint64_t i = 0; ok && i < bytes; i++)
+      ok = ((const uint8_t *)s.data)[i] == pattern(m->count, i);
     ok = ok && m->value == (double)m->count / 2;
-    printf("{\"seq\": %llu, \"lost\": %llu, \"count\": %llu, \"new\": %d, \"bytes\": %llu, "
-           "\"ok\": %d}\n",
-           (unsigned long long)s.seq, (unsigned long long)s.lost,
-           (unsigned long long)(m ? m->count : 0), !!(s.flags & SHL_SAMPLE_NEW_STREAM),
-           (unsigned long long)bytes, ok);
+    printf(
+        "{\"seq\": %llu, \"lost\": %llu, \"count\": %llu, \"new\": %d, \"bytes\": %llu, "
+        "\"ok\": %d}\n",
+        (unsigned long long)s.seq, (unsigned long long)s.lost,
+        (unsigned long long)(m ? m->count : 0), !!(s.flags & SHL_SAMPLE_NEW_STREAM),
+        (unsigned long long)bytes, ok);
     fflush(stdout);
     shl_reader_release(r, &s);
     got++;
@@ -157,17 +173,25 @@ static int do_garbage(const char *endpoint, double seconds) {
     }
     if (rand() % 3 == 0) { /* a real layout or frame, truncated or with a byte changed */
       struct wire_preamble pre = {.type = WIRE_LAYOUT, .sender = 7, .gen = 1};
-      struct wire_layout l = {.state = WIRE_LIVE, .slots = 4, .max_readers = 8, .ndim = 1,
-                              .itemsize = 1, .frame_bytes = 64, .shape = {64}, .format = "B",
+      struct wire_layout l = {.state = WIRE_LIVE,
+                              .slots = 4,
+                              .max_readers = 8,
+                              .ndim = 1,
+                              .itemsize = 1,
+                              .frame_bytes = 64,
+                              .shape = {64},
+                              .format = "B",
                               .name = "garbage"};
-      struct wire_frame f = {.seq = (uint64_t)sent + 1, .raw_bytes = 64,
-                             .codec = (uint32_t)(rand() % 2)};
+      struct wire_frame f = {
+          .seq = (uint64_t)sent + 1, .raw_bytes = 64, .codec = (uint32_t)(rand() % 2)};
       bool layout = rand() % 2;
       if (layout) len = wire_encode_layout(buf, sizeof buf, &pre, &l);
       pre.type = WIRE_FRAME;
       if (!layout) len = wire_encode_frame(buf, sizeof buf, &pre, &f);
-      if (rand() % 2) buf[rand() % (int)len] ^= (uint8_t)(1 + rand() % 255);
-      else len = (size_t)(rand() % (int)len);
+      if (rand() % 2)
+        buf[rand() % (int)len] ^= (uint8_t)(1 + rand() % 255);
+      else
+        len = (size_t)(rand() % (int)len);
       zmq_send(pub, buf, len, layout ? 0 : ZMQ_SNDMORE);
       if (!layout) zmq_send(pub, buf, (size_t)(rand() % 128), 0); /* the frame's bytes */
       sent++;
@@ -175,7 +199,8 @@ static int do_garbage(const char *endpoint, double seconds) {
       continue;
     }
     int parts = 1 + rand() % 3;
-    for (int p = 0; p < parts; p++) zmq_send(pub, buf, p ? len / 2 : len, p + 1 < parts ? ZMQ_SNDMORE : 0);
+    for (int p = 0; p < parts; p++)
+      zmq_send(pub, buf, p ? len / 2 : len, p + 1 < parts ? ZMQ_SNDMORE : 0);
     sent++;
     usleep(200);
   }
@@ -220,18 +245,11 @@ static void print_result(uint64_t *lat, long got, uint64_t first, uint64_t last,
 enum { MAX_SAMPLES = 1 << 20 };
 
 static int do_bench_write(const char *name, const char *shape, double fps, double seconds) {
-  shl_layout layout = {.format = "B", .ndim = 3};
-  if (sscanf(shape, "%lu,%lu,%lu", &layout.shape[0], &layout.shape[1], &layout.shape[2]) != 3)
-    return fail("bad shape", 0);
-  size_t bytes = layout.shape[0] * layout.shape[1] * layout.shape[2];
-  uint8_t *frames = camera_frames(bytes, 4);
-  shl_stream_opts so = SHL_STREAM_OPTS_INIT;
-  so.slots = 8;
-  so.meta_format = META;
-  so.flags = SHL_STREAM_REPLACE;
   shl_writer *w;
-  int rc = shl_writer_open(&w, name, &layout, &so);
-  if (rc < 0) return fail("writer_open", rc);
+  uint64_t bytes;
+  int rc;
+  if (open_stream(name, shape, &w, &bytes)) return 1;
+  uint8_t *frames = camera_frames(bytes, 4);
   uint64_t start = now_ns(), end = start + (uint64_t)(seconds * 1e9), next = start;
   for (uint64_t n = 1; !stop && now_ns() < end; n++) {
     void *frame;
@@ -249,11 +267,8 @@ static int do_bench_write(const char *name, const char *shape, double fps, doubl
 }
 
 static int do_bench_read(const char *name, double seconds) {
-  shl_reader_opts ro = SHL_READER_OPTS_INIT;
-  ro.policy = SHL_RECV_ALL;
-  ro.timeout_ns = (int64_t)(seconds * 1e9);
   shl_reader *r;
-  int rc = shl_reader_open_ex(&r, name, &ro);
+  int rc = open_reader(name, seconds, &r);
   if (rc < 0) return fail("reader_open", rc);
   uint64_t *lat = malloc(MAX_SAMPLES * sizeof *lat), first = 0, last = 0, lost = 0;
   uint64_t end = now_ns() + (uint64_t)(seconds * 1e9);
@@ -264,8 +279,10 @@ static int do_bench_read(const char *name, double seconds) {
     if (rc < 0) continue;
     const struct meta *m = shl_sample_meta(r, &s);
     last = now_ns();
-    if (!got) first = last;
-    else lost += s.lost;
+    if (!got)
+      first = last;
+    else
+      lost += s.lost;
     lat[got++] = last - (uint64_t)m->value;
     shl_reader_release(r, &s);
   }
@@ -313,8 +330,10 @@ static int do_raw(bool pub, const char *endpoint, size_t bytes, double fps, doub
       memcpy(frames, zmq_msg_data(&m), zmq_msg_size(&m) < bytes ? zmq_msg_size(&m) : bytes);
       zmq_msg_close(&m);
       last = now_ns();
-      if (!got) first = last;
-      else lost += head[1] - prev - 1;
+      if (!got)
+        first = last;
+      else
+        lost += head[1] - prev - 1;
       prev = head[1];
       lat[got++] = last - head[0];
     }
