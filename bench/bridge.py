@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -27,8 +28,9 @@ TAG = "bb%d" % (os.getpid() % 100000)
 
 
 def run(cmds, seconds):
-    """Start every (args, ns) at once, 0.3 s apart; the last one's JSON line."""
-    procs = []
+    """Start every (args, ns), 0.3 s apart: the reader's (last but one) JSON
+    line, with the sender's zstd figures (its last statistics line) if any."""
+    procs, errs = [], []
     try:
         for args, ns in cmds:
             full = (["ip", "netns", "exec", ns] if ns else []) + args
@@ -36,19 +38,23 @@ def run(cmds, seconds):
                                           text=True))
             time.sleep(0.3)
         out, _ = procs[-2].communicate(timeout=seconds + 20)  # the reader
-        return json.loads(out.strip().splitlines()[-1])
+        result = json.loads(out.strip().splitlines()[-1])
     finally:
         for p in procs:
             if p.poll() is None:
                 p.terminate()
             try:
-                p.communicate(timeout=5)
-            except subprocess.TimeoutExpired:
+                errs.append(p.communicate(timeout=5)[1] or "")
+            except (subprocess.TimeoutExpired, ValueError):
                 p.kill()
                 p.wait()
         for n in os.listdir("/dev/shm"):
             if n.startswith("shl." + TAG):
                 os.unlink("/dev/shm/" + n)
+    zstd = re.findall(r"zstd ([0-9.]+):1 ([0-9.]+) ms/frame", errs[0] if errs else "")
+    if zstd:
+        result["zstd_ratio"], result["zstd_ms"] = float(zstd[-1][0]), float(zstd[-1][1])
+    return result
 
 
 def case(bin_dir, method, shape, nbytes, fps, seconds, host, ns, port):
@@ -61,7 +67,8 @@ def case(bin_dir, method, shape, nbytes, fps, seconds, host, ns, port):
                     ([peer, "raw-pub", bind, str(nbytes), str(fps), str(seconds)], ns[0])],
                    seconds)
     zstd = ["--zstd=1"] if method == "bridge zstd" else []
-    return run([([bridge, "send", a, bind, "--quiet", *ins, *zstd], ns[0]),
+    quiet = [] if zstd else ["--quiet"]
+    return run([([bridge, "send", a, bind, *quiet, *ins, *zstd], ns[0]),
                 ([bridge, "recv", bind, b, "--quiet", *ins], ns[1]),
                 ([peer, "bench-read", b, str(seconds + 1.5)], ns[1]),
                 ([peer, "bench-write", a, shape, str(fps), str(seconds)], None)], seconds)
@@ -71,12 +78,13 @@ def markdown(res):
     lines = ["# Bridge benchmark", "", "%s, %s, libzmq over TCP; %s" % (
         res["machine"], res["date"], res["note"]), "",
         "| link | frame | method | flat out frames/s | MB/s | vs raw | p50 latency at 30 fps (ms) "
-        "| p99 (ms) | vs raw |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+        "| p99 (ms) | vs raw | zstd ratio, ms/frame |", "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in res["rows"]:
-        lines.append("| %s | %s | %s | %.1f | %.0f | %s | %.2f | %.2f | %s |" % (
+        lines.append("| %s | %s | %s | %.1f | %.0f | %s | %.2f | %.2f | %s | %s |" % (
             r["link"], r["frame"], r["method"], r["fps"], r["fps"] * r["bytes"] / 1e6,
             "%.2f" % r["fps_ratio"] if r.get("fps_ratio") else "", r["p50_ms"], r["p99_ms"],
-            "%.2f" % r["p50_ratio"] if r.get("p50_ratio") else ""))
+            "%.2f" % r["p50_ratio"] if r.get("p50_ratio") else "",
+            "%.2f:1, %.1f" % (r["zstd_ratio"], r["zstd_ms"]) if r.get("zstd_ratio") else ""))
     lines += ["", "vs raw: raw ZeroMQ's frames/s over the bridge's (above 1: the bridge is slower), "
               "and the bridge's p50 latency over raw ZeroMQ's; the goal is 1.2 at most."]
     return "\n".join(lines) + "\n"
@@ -107,7 +115,8 @@ def main():
                     lat = case(o.bin, method, shape, nbytes, 30, seconds, host, ns, port + 1)
                     r = {"link": link, "frame": frame, "method": method, "bytes": nbytes,
                          "fps": thr["fps"], "p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"],
-                         "lost_at_30fps": lat["lost"]}
+                         "lost_at_30fps": lat["lost"], "zstd_ratio": lat.get("zstd_ratio"),
+                         "zstd_ms": lat.get("zstd_ms")}
                     if base is None:
                         base = r
                     else:

@@ -210,14 +210,14 @@ static int do_garbage(const char *endpoint, double seconds) {
   return 0;
 }
 
-/* Frames like a camera's: a gradient with noise, so zstd has something to do. */
+/* Frames like a camera's: a gradient with a bit of noise, so zstd has something to do. */
 static uint8_t *camera_frames(size_t bytes, int n) {
   uint8_t *f = malloc(bytes * (size_t)n);
   uint32_t x = 12345;
   for (int k = 0; k < n; k++)
     for (size_t i = 0; i < bytes; i++) {
       x = x * 1103515245u + 12345u;
-      f[(size_t)k * bytes + i] = (uint8_t)((i / 3 % 640) / 3 + (i / 1920) / 4 + k + (x >> 29));
+      f[(size_t)k * bytes + i] = (uint8_t)((i / 3 % 640) / 3 + (i / 1920) / 4 + k + (x >> 31));
     }
   return f;
 }
