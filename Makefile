@@ -11,13 +11,20 @@ MESON := $(BIN)/meson
 export UBSAN_OPTIONS := halt_on_error=1:print_stacktrace=1
 export ASAN_OPTIONS := detect_leaks=1:abort_on_error=0
 
-.PHONY: all deps build test test-c test-asan install-python test-python test-pythons test-pythons-quick \
+.PHONY: all deps bridge-deps build test test-c test-asan install-python test-python test-pythons test-pythons-quick \
   test-python-asan \
   demo demo-window demo-c clean distclean
 
 all: build
 
-deps: $(VENV)/.deps-stamp
+deps: $(VENV)/.deps-stamp bridge-deps
+
+# libzmq (and libzstd) for shmlane-bridge, from Debian, like the compiler;
+# without them everything else builds and the bridge is left out.
+bridge-deps:
+	@pkg-config --exists libzmq libzstd 2>/dev/null || { apt-get update && \
+	  apt-get install -y pkg-config libzmq3-dev libzstd-dev; } || \
+	  echo "deps: no libzmq: shmlane-bridge will not be built"
 
 $(VENV)/.deps-stamp: requirements-dev.txt requirements-opencv.txt
 	@command -v cc >/dev/null || { apt-get update && apt-get install -y gcc libc6-dev; }

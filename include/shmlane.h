@@ -438,6 +438,11 @@ SHL_API int shl_writer_discard(shl_writer *w);
 SHL_API int shl_writer_pinned_by(const shl_writer *w, int32_t *pids, uint32_t max);
 /* The sequence number the next publish will stamp (for frames that carry it). */
 SHL_API uint64_t shl_writer_next_seq(const shl_writer *w);
+/* Make the next publish stamp `seq`, which must not be below
+ * shl_writer_next_seq (-EINVAL; -EBUSY while a loan is out): the numbers
+ * skipped count as `lost` for readers, as frames they missed. For writers
+ * that relay another stream's numbering (the bridge). */
+SHL_API int shl_writer_set_next_seq(shl_writer *w, uint64_t seq);
 SHL_API shl_segment *shl_writer_segment(const shl_writer *w);
 
 /* A reader's receive policy. */

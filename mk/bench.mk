@@ -2,6 +2,7 @@
 #
 #   make bench            every scenario; about 4 minutes on 2 cores
 #   make bench QUICK=1    the same scenarios with fewer iterations, under 2 minutes
+#   make bench-bridge     the bridge alone (part of bench)
 #
 # Writes bench/results/latest.json, latest.md and the PNG plots. Everything
 # is built in release mode in build-bench/: the C programs of bench/c/ by
@@ -18,7 +19,7 @@ BENCH_SETUP := -Dbuildtype=release -Doptimization=2 -Db_ndebug=true -Ddefault_li
   -Dtests=false
 BENCH_ARGS := $(if $(QUICK),--quick,)
 
-.PHONY: bench bench-build bench-c bench-smoke
+.PHONY: bench bench-build bench-c bench-smoke bench-bridge
 
 # The comparison packages, one by one: one that fails to install is reported
 # as skipped by the benchmark instead of stopping it.
@@ -50,6 +51,14 @@ bench-build: bench-c $(BENCH_VENV)/.shmlane-stamp
 
 bench: bench-build
 	$(BENCH_PY) bench/run.py $(BENCH_ARGS) --bin $(BENCH_C)/bench --out bench/results
+	$(MAKE) bench-bridge
+
+# shmlane-bridge against raw ZeroMQ PUB/SUB (docs/bridge.md): about 2 minutes,
+# 40 s with QUICK=1; over a veth pair too where `ip netns` is permitted.
+bench-bridge: bench-c
+	@if [ -x $(BENCH_C)/bridge/shmlane-bridge ]; then \
+	  $(PYTHON) bench/bridge.py $(BENCH_ARGS) --bin $(BENCH_C)/bridge --out bench/results; \
+	else echo "bench: no shmlane-bridge (libzmq missing: make deps): bridge benchmark skipped"; fi
 
 # Seconds: every scenario with a handful of iterations; checks only that
 # they run and write well-formed results (bench/test_bench_smoke.py). Part of

@@ -565,6 +565,14 @@ shl_segment *shl_writer_segment(const shl_writer *w) { return w->s.seg; }
 
 uint64_t shl_writer_next_seq(const shl_writer *w) { return w->next_seq; }
 
+int shl_writer_set_next_seq(shl_writer *w, uint64_t seq) {
+  if (inherited(&w->s)) return SHL_E_FORKED;
+  if (w->loaned >= 0) return -EBUSY;
+  if (seq < w->next_seq || seq >> 55) return -EINVAL; /* seq << SLOT_BITS must not overflow */
+  w->next_seq = seq;
+  return 0;
+}
+
 /* Bits of the slots that live readers pin; and, for a blocking stream, the
  * lowest sequence a live `all` reader still wants (*floor). */
 static uint64_t scan_readers(const struct stream *s, uint64_t *floor) {

@@ -384,6 +384,32 @@ static const struct command commands[] = {
      "  -n, --dry-run      print what would be removed, remove nothing\n"
      "  --all-dead         also remove arrays and structs whose creator is dead\n"
      "  --grace SECONDS    age before a never-initialised object goes (default 10)\n"},
+    /* Handed to the shmlane-bridge program (main): only its help is here. */
+    {"bridge", NULL, 0, 0, 0,
+     "bridge send NAME ENDPOINT | recv ENDPOINT [LOCAL_NAME] | keygen PREFIX [options]",
+     "carry a stream to other hosts over ZeroMQ",
+     "send: reads the local stream NAME and serves it on a ZeroMQ endpoint\n"
+     "(tcp://0.0.0.0:5600). recv: connects to one and writes a local stream of the\n"
+     "same layout, named like the sender's unless LOCAL_NAME is given; its readers\n"
+     "see the sender's sequence numbers, metadata, losses, writer death and layout\n"
+     "changes as local readers do. Both run until SIGINT/SIGTERM and print\n"
+     "statistics once a second. keygen: writes a CURVE key pair to PREFIX.key\n"
+     "(secret, 0600) and PREFIX.pub. Without keys only loopback endpoints are\n"
+     "served, unless --insecure. Runs the shmlane-bridge program (beside shmlane\n"
+     "or on PATH), built when libzmq is found. See docs/bridge.md.\n"
+     "\n"
+     "Options:\n"
+     "  --key FILE         our key pair (PREFIX.key): the sender's; a receiver's for --allow\n"
+     "  --server-key FILE  recv: the sender's public key (PREFIX.pub); turns CURVE on\n"
+     "  --allow FILE       send: accept only receivers with these public keys (repeatable)\n"
+     "  --insecure         allow a non-loopback endpoint without keys\n"
+     "  --zstd             send: compress frames with zstd (level 3; --zstd=LEVEL, 1..19)\n"
+     "  --latest           send: newest frames only (a slow link skips, never queues)\n"
+     "  --max-fps N        send: at most N frames a second; the others count as lost\n"
+     "  --hwm N            frames queued per receiver before dropping (default 4)\n"
+     "  --slots N          recv: slots of the local stream (default: the sender's)\n"
+     "  --seconds N        stop after N seconds\n"
+     "  --quiet            no statistics\n"},
 };
 
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
@@ -494,7 +520,33 @@ static int finish(int status) {
   return status;
 }
 
+/* `shmlane bridge ARGS`: exec shmlane-bridge ARGS, found beside this program
+ * (installed), in ../bridge/ (a build tree) or on PATH. */
+static int run_bridge(char **argv) {
+  static const char prog[] = "shmlane-bridge";
+  char self[4096], path[4096 + 32];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  argv[0] = (char *)prog;
+  if (n > 0) {
+    self[n] = 0;
+    char *slash = strrchr(self, '/');
+    if (slash) *slash = 0;
+    const char *places[] = {"%s/%s", "%s/../bridge/%s"};
+    for (size_t i = 0; i < 2; i++) {
+      snprintf(path, sizeof path, places[i], self, prog);
+      if (access(path, X_OK) == 0) execv(path, argv);
+    }
+  }
+  execvp(prog, argv);
+  errorf(0, "bridge: %s was not found beside shmlane or on PATH: it is built only where libzmq "
+         "is found (Debian: apt-get install libzmq3-dev libzstd-dev, then rebuild; "
+         "'make deps' does it)", prog);
+  return EXIT_RUNTIME;
+}
+
 int main(int argc, char **argv) {
+  if (argc > 2 && !strcmp(argv[1], "bridge") && strcmp(argv[2], "-h") && strcmp(argv[2], "--help"))
+    return run_bridge(argv + 1);
   if (argc < 2) {
     errorf(0, "missing command (see 'shmlane --help')");
     return EXIT_USAGE;
@@ -515,6 +567,10 @@ int main(int argc, char **argv) {
     if (rc < 0) {
       print_command_help(&commands[i]);
       return finish(0);
+    }
+    if (rc == 0 && !commands[i].run) { /* `shmlane bridge` alone */
+      errorf(0, "%s: missing subcommand (see 'shmlane %s --help')", arg, arg);
+      return EXIT_USAGE;
     }
     return rc ? rc : finish(commands[i].run(&cl));
   }

@@ -445,6 +445,35 @@ static void test_all_in_order(void) {
   shl_writer_close(w);
 }
 
+/* Numbers relayed from another stream (the bridge): skipped ones are lost
+ * frames to `all` and `latest` readers; numbers never go back. */
+static void test_set_next_seq(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "snext");
+  shl_writer *w = open_writer(name, 0);
+  shl_reader *a = t_reader_open(name, SHL_RECV_ALL, 0);
+  shl_reader *l = t_reader_open(name, SHL_RECV_LATEST, 0);
+  PUBLISH(w, 1, 1);
+  EXPECT_SAMPLE(a, 1, 0);
+  EXPECT_SAMPLE(l, 1, 0);
+  T_EXPECT_RC(shl_writer_set_next_seq(w, 5), 0);
+  PUBLISH(w, 5, 5);
+  EXPECT_SAMPLE(a, 5, 3);
+  EXPECT_SAMPLE(l, 5, 3);
+  T_EXPECT_RC(shl_writer_set_next_seq(w, 4), -EINVAL);
+  T_EXPECT_RC(shl_writer_set_next_seq(w, 6), 0); /* the next one already: nothing skipped */
+  T_EXPECT_RC(shl_writer_set_next_seq(w, 1ull << 55), -EINVAL);
+  void *frame;
+  T_CHECK(shl_writer_loan(w, &frame, 0) >= 0);
+  T_EXPECT_RC(shl_writer_set_next_seq(w, 9), -EBUSY);
+  T_EXPECT_RC(shl_writer_discard(w), 0);
+  PUBLISH(w, 6, 6);
+  EXPECT_SAMPLE(a, 6, 0);
+  shl_reader_close(l);
+  shl_reader_close(a);
+  shl_writer_close(w);
+}
+
 /* Lapped: the writer reuses the oldest free slot first and never the newest,
  * so the ring keeps the newest `slots` frames (with p slots pinned: those
  * frames and the newest slots - p). Losses are counted exactly. */
@@ -897,6 +926,7 @@ int main(int argc, char **argv) {
   test_spin_taken();
   test_all_in_order();
   test_all_lapped();
+  test_set_next_seq();
   test_latest();
   test_pinned();
   test_takeover();

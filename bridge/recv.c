@@ -1,0 +1,349 @@
+/* `bridge recv ENDPOINT [LOCAL_NAME]`: subscribes to a sender and writes
+ * what it carries into a local stream of the same layout.
+ *
+ * The work runs in a child process, watched by the parent. A local stream's
+ * readers tell a writer that died (SHL_E_WRITER_GONE) from one that closed
+ * it by the death of the writer's process: when the sender says that the
+ * writer on its host died, the child exits without closing its writer, and
+ * the parent starts a new child, which takes the stream over (readers keep
+ * their place) once frames come again. A child that crashes is started
+ * again the same way. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <zmq.h>
+#ifdef HAVE_ZSTD
+#include <zstd.h>
+#endif
+
+#include "bridge.h"
+
+enum { EXIT_WRITER_GONE = 3 };
+
+/* A larger gap in the sender's numbers is a new numbering, not losses. */
+#define MAX_GAP (UINT64_C(1) << 32)
+
+struct receiver {
+  const struct bridge_opts *o;
+  void *ctx, *sub, *monitor;
+  bool have_layout;
+  struct wire_layout layout; /* the sender's, as last told */
+  struct wire_preamble pre;  /* whose frames match it */
+  shl_writer *writer;
+  struct wire_layout written; /* the layout of the local stream we write */
+  char name[SHL_NAME_MAX + 1];
+  uint64_t offset;   /* local numbers = the sender's + offset */
+  bool wrote;        /* this process opened the local stream as its writer */
+  bool handshake_ok; /* on the current connection */
+#ifdef HAVE_ZSTD
+  ZSTD_DCtx *dctx;
+#endif
+  uint64_t frames, bytes, lost, bad, latency_ns, latency_n;
+  uint64_t last_frames, last_bytes, last_stats_ns, last_bad_ns, last_err_ns;
+};
+
+static void drop(struct receiver *r, const char *why) {
+  r->bad++;
+  log_limited(&r->last_bad_ns, "dropped a bad message (%s); %llu so far", why,
+              (unsigned long long)r->bad);
+}
+
+static void close_writer(struct receiver *r) {
+  shl_writer_close(r->writer);
+  r->writer = NULL;
+}
+
+/* The local stream, in the sender's layout: created, taken over, or made to
+ * replace one of another layout (its readers follow). */
+static int open_writer(struct receiver *r) {
+  const struct wire_layout *l = &r->layout;
+  if (!r->name[0]) snprintf(r->name, sizeof r->name, "%s", l->name);
+  if (r->writer && wire_same_layout(&r->written, l)) return 0;
+  if (r->writer) logf_("%s: the sender's layout changed: replacing the local stream", r->name);
+  close_writer(r);
+  shl_layout layout;
+  wire_to_layout(l, &layout);
+  shl_stream_opts so = SHL_STREAM_OPTS_INIT;
+  so.slots = r->o->slots ? r->o->slots : l->slots;
+  so.max_readers = l->max_readers;
+  so.flags = SHL_STREAM_REPLACE;
+  so.meta_format = l->meta_format;
+  int rc = shl_writer_open(&r->writer, r->name, &layout, &so);
+  if (rc < 0) {
+    log_limited(&r->last_err_ns, "%s: cannot write the local stream: %s", r->name,
+                shl_strerror(rc));
+    return rc;
+  }
+  r->written = *l;
+  r->wrote = true;
+  r->offset = 0;
+  logf_("%s: writing frames of %s (%llu bytes a frame)", r->name, l->format,
+        (unsigned long long)l->frame_bytes);
+  return 0;
+}
+
+static void on_layout(struct receiver *r, const struct wire_preamble *pre, const void *buf,
+                      size_t len) {
+  struct wire_layout l;
+  const char *why = wire_decode_layout(buf, len, &l);
+  if (why) {
+    drop(r, why);
+    return;
+  }
+  if (l.state == WIRE_ABSENT) return; /* nothing to copy yet */
+  if (!r->have_layout || !wire_same_layout(&l, &r->layout) || pre->gen != r->pre.gen ||
+      pre->sender != r->pre.sender) {
+    r->layout = l;
+    r->pre = *pre;
+    r->have_layout = true;
+  }
+  r->layout.state = l.state;
+  if (l.state == WIRE_GONE && r->writer) {
+    logf_("%s: the writer on the sender's host died: so does ours", r->name);
+    fflush(stderr);
+    _exit(EXIT_WRITER_GONE); /* the parent starts a new child */
+  }
+  if (l.state == WIRE_CLOSED && r->writer) {
+    logf_("%s: the writer on the sender's host closed the stream: so do we", r->name);
+    close_writer(r);
+  }
+}
+
+static void on_frame(struct receiver *r, const struct wire_preamble *pre, const void *head,
+                     size_t head_len, zmq_msg_t *data) {
+  struct wire_frame f;
+  const char *why = wire_decode_frame(head, head_len, &f);
+  if (why) {
+    drop(r, why);
+    return;
+  }
+  /* Frames of a layout not (yet) heard of are skipped: the layout comes
+   * first on every new subscription, and again every second. */
+  if (!r->have_layout || pre->sender != r->pre.sender || pre->gen != r->pre.gen) return;
+  const struct wire_layout *l = &r->layout;
+  if (f.meta_size != l->meta_size || f.raw_bytes != l->frame_bytes) {
+    drop(r, "frame does not match its layout");
+    return;
+  }
+  size_t size = zmq_msg_size(data);
+  if (f.codec == WIRE_RAW && size != l->frame_bytes) {
+    drop(r, "frame of the wrong size");
+    return;
+  }
+#ifndef HAVE_ZSTD
+  if (f.codec == WIRE_ZSTD) {
+    drop(r, "zstd frame, and this bridge was built without libzstd");
+    return;
+  }
+#endif
+  if (open_writer(r) < 0) return;
+  /* The sender's numbers, gaps (frames lost on the way) included; numbers
+   * that start again (a new stream there) or leap ahead go on from ours. */
+  uint64_t next = shl_writer_next_seq(r->writer), want = f.seq + r->offset;
+  if (want < next || want - next > MAX_GAP) { /* modulo 2^64: the offset may be "negative" */
+    r->offset = next - f.seq;
+    want = next;
+  }
+  r->lost += want - next;
+  if (want != next) shl_writer_set_next_seq(r->writer, want);
+  void *slot;
+  int rc = shl_writer_loan(r->writer, &slot, 100000000);
+  if (rc < 0) {
+    log_limited(&r->last_err_ns, "%s: no slot for a frame: %s", r->name, shl_strerror(rc));
+    r->lost++;
+    return;
+  }
+  if (f.codec == WIRE_RAW) {
+    memcpy(slot, zmq_msg_data(data), size);
+  }
+#ifdef HAVE_ZSTD
+  else {
+    size_t n = ZSTD_decompressDCtx(r->dctx, slot, l->frame_bytes, zmq_msg_data(data), size);
+    if (ZSTD_isError(n) || n != l->frame_bytes) {
+      shl_writer_discard(r->writer);
+      {
+        drop(r, "zstd frame does not decompress to a frame");
+        return;
+      }
+    }
+  }
+#endif
+  if (f.meta_size) memcpy(shl_writer_meta(r->writer), f.meta, f.meta_size);
+  shl_writer_publish(r->writer, NULL);
+  uint64_t mono = now_ns();
+  if (mono > f.timestamp_ns && mono - f.timestamp_ns < 60000000000u) { /* same clock: one host */
+    r->latency_ns += mono - f.timestamp_ns;
+    r->latency_n++;
+  }
+  r->frames++;
+  r->bytes += size + head_len;
+}
+
+/* One message, all its parts; anything malformed is counted and dropped. */
+static void receive_one(struct receiver *r) {
+  enum { MAX_PARTS = 3 };
+  zmq_msg_t part[MAX_PARTS];
+  int parts = 0;
+  bool more = true;
+  for (int i = 0; i < MAX_PARTS; i++) zmq_msg_init(&part[i]);
+  while (more) { /* all of it, whatever it is; parts beyond MAX_PARTS are dropped */
+    zmq_msg_t *m = &part[parts < MAX_PARTS ? parts : MAX_PARTS - 1];
+    if (zmq_msg_recv(m, r->sub, parts ? 0 : ZMQ_DONTWAIT) < 0) break;
+    more = zmq_msg_more(m);
+    parts++;
+  }
+  struct wire_preamble pre, lpre;
+  const char *why =
+      parts ? wire_decode_preamble(zmq_msg_data(&part[0]), zmq_msg_size(&part[0]), &pre) : NULL;
+  if (!parts) {
+  } else if (why) {
+    drop(r, why);
+  } else if (pre.type == WIRE_LAYOUT && parts == 1) {
+    on_layout(r, &pre, zmq_msg_data(&part[0]), zmq_msg_size(&part[0]));
+  } else if (pre.type == WIRE_FRAME && (parts == 2 || parts == 3)) {
+    /* A layout riding along comes first. */
+    if (parts == 3) {
+      why = wire_decode_preamble(zmq_msg_data(&part[2]), zmq_msg_size(&part[2]), &lpre);
+      if (!why && lpre.type != WIRE_LAYOUT) why = "third part is not a layout";
+    }
+    if (why)
+      drop(r, why);
+    else if (parts == 3)
+      on_layout(r, &lpre, zmq_msg_data(&part[2]), zmq_msg_size(&part[2]));
+    if (!why) on_frame(r, &pre, zmq_msg_data(&part[0]), zmq_msg_size(&part[0]), &part[1]);
+  } else {
+    drop(r, "wrong number of parts");
+  }
+  for (int i = 0; i < MAX_PARTS; i++) zmq_msg_close(&part[i]);
+}
+
+static void print_stats(struct receiver *r, uint64_t now) {
+  double dt = (double)(now - r->last_stats_ns) / 1e9;
+  char latency[48] = "";
+  if (r->latency_n)
+    snprintf(latency, sizeof latency, ", latency %.2f ms",
+             (double)r->latency_ns / (double)r->latency_n / 1e6);
+  if (!r->o->quiet)
+    logf_("%s: %.1f frames/s %.1f MB/s, received %llu, lost %llu, bad %llu%s",
+          r->name[0] ? r->name : "(no stream yet)", (double)(r->frames - r->last_frames) / dt,
+          (double)(r->bytes - r->last_bytes) / dt / 1e6, (unsigned long long)r->frames,
+          (unsigned long long)r->lost, (unsigned long long)r->bad, latency);
+  r->latency_ns = r->latency_n = 0;
+  r->last_frames = r->frames, r->last_bytes = r->bytes, r->last_stats_ns = now;
+}
+
+static int setup(struct receiver *r) {
+  r->ctx = zmq_ctx_new();
+  r->sub = zmq_socket(r->ctx, ZMQ_SUB);
+  int rc = setup_socket(r->sub, r->o, false);
+  if (rc) return rc;
+  zmq_setsockopt(r->sub, ZMQ_SUBSCRIBE, "", 0);
+  zmq_socket_monitor(r->sub, "inproc://monitor-recv",
+                     ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                         ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
+                         ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED);
+  r->monitor = zmq_socket(r->ctx, ZMQ_PAIR);
+  zmq_connect(r->monitor, "inproc://monitor-recv");
+  if (zmq_connect(r->sub, r->o->endpoint) != 0) {
+    logf_("cannot connect to %s: %s", r->o->endpoint, zmq_strerror(errno));
+    return EXIT_USAGE;
+  }
+#ifdef HAVE_ZSTD
+  if (!(r->dctx = ZSTD_createDCtx())) return EXIT_RUNTIME;
+#endif
+  if (r->o->name) snprintf(r->name, sizeof r->name, "%s", r->o->name);
+  return 0;
+}
+
+static int child(const struct bridge_opts *o, double seconds) {
+  struct receiver r = {.o = o};
+  int status = setup(&r);
+  uint64_t start = now_ns();
+  r.last_stats_ns = start;
+  while (!status && !stop_requested) {
+    uint64_t now = now_ns();
+    if (seconds > 0 && now - start >= (uint64_t)(seconds * 1e9)) break;
+    if (now - r.last_stats_ns >= 1000000000u) print_stats(&r, now);
+    zmq_pollitem_t items[2] = {{r.sub, 0, ZMQ_POLLIN, 0}, {r.monitor, 0, ZMQ_POLLIN, 0}};
+    if (zmq_poll(items, 2, 100) <= 0) continue;
+    if (items[0].revents)
+      for (int i = 0; i < 64; i++) {
+        int events = 0;
+        size_t len = sizeof events;
+        zmq_getsockopt(r.sub, ZMQ_EVENTS, &events, &len);
+        if (!(events & ZMQ_POLLIN)) break;
+        receive_one(&r);
+      }
+    if (items[1].revents) {
+      char peer[256];
+      const char *why;
+      int event;
+      do {
+        why = handshake_failure(r.monitor, false, peer, sizeof peer, &event);
+        if (event == ZMQ_EVENT_CONNECTED) r.handshake_ok = false;
+        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) r.handshake_ok = true;
+        /* A sender that cannot read our CURVE hello just hangs up. */
+        if (event == ZMQ_EVENT_DISCONNECTED && !r.handshake_ok && o->server_key)
+          why =
+              "the sender hung up during the CURVE handshake: is --server-key the sender's "
+              "public key?";
+        if (why) log_limited(&r.last_err_ns, "%s: %s", peer, why);
+      } while (event >= 0);
+    }
+  }
+  if (!status && !o->quiet) print_stats(&r, now_ns());
+  if (r.wrote) {
+    close_writer(&r);
+    /* Stopped: the stream goes too. Its readers keep it mapped, see
+     * SHL_E_WRITER_CLOSED, and follow a new bridge's stream to come. */
+    shl_unlink(r.name);
+  }
+  zmq_close(r.sub);
+  zmq_close(r.monitor);
+  zmq_ctx_term(r.ctx);
+#ifdef HAVE_ZSTD
+  ZSTD_freeDCtx(r.dctx);
+#endif
+  return status;
+}
+
+static volatile sig_atomic_t child_pid;
+
+static void forward(int sig) {
+  stop_requested = 1;
+  if (child_pid > 0) kill(child_pid, sig);
+}
+
+int run_recv(const struct bridge_opts *o) {
+  struct sigaction sa = {.sa_handler = forward};
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  uint64_t start = now_ns();
+  for (;;) {
+    double left = 0;
+    if (o->seconds) {
+      left = o->seconds - (double)(now_ns() - start) / 1e9;
+      if (left <= 0) return 0;
+    }
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) {
+      logf_("cannot fork: %s", strerror(errno));
+      return EXIT_RUNTIME;
+    }
+    if (pid == 0) _exit(child(o, left)); /* `forward` only stops it (child_pid is 0 there) */
+    child_pid = pid;
+    if (stop_requested) kill(pid, SIGTERM);
+    int wstatus;
+    while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) continue;
+    child_pid = 0;
+    if (stop_requested) return 0;
+    if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == EXIT_WRITER_GONE) continue;
+    if (WIFEXITED(wstatus)) return WEXITSTATUS(wstatus);
+    logf_("the receiving process ended by signal %d: starting it again", WTERMSIG(wstatus));
+    usleep(500000);
+  }
+}

@@ -1,0 +1,366 @@
+/* Peers for the bridge's tests and benchmark (tests/bridge/test_bridge.py,
+ * bench/bridge.py).
+ *
+ *   bridge_peer write NAME COUNT FPS [SHAPE]   frames "B" shaped SHAPE (32,24,3), metadata
+ *                                              T{<Q:count:<d:value:}; COUNT 0: until SIGTERM
+ *                                              (then closes the writer); replaces another layout
+ *   bridge_peer read NAME COUNT SECONDS        a reader (all): one JSON line per sample or event
+ *   bridge_peer garbage ENDPOINT SECONDS       binds a PUB that sends malformed messages
+ *   bridge_peer bench-write NAME SHAPE FPS SECONDS  camera-like frames (precomputed), the
+ *                                              publish time in the metadata; FPS 0: flat out
+ *   bridge_peer bench-read NAME SECONDS        frames/s and latency from that publish time
+ *   bridge_peer raw-pub ENDPOINT BYTES FPS SECONDS   raw ZeroMQ PUB/SUB moving the same bytes
+ *   bridge_peer raw-sub ENDPOINT BYTES SECONDS       (header and frame) for the benchmark
+ * The bench-read and raw-sub print one JSON line: frames, fps, p50/p99 latency.
+ * Exit status 0, or 1 with a message. */
+#include <errno.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "shmlane.h"
+#include "wire.h"
+
+#define META "T{<Q:count:<d:value:}"
+
+struct meta {
+  uint64_t count;
+  double value;
+};
+
+static volatile sig_atomic_t stop;
+static void on_term(int sig) {
+  (void)sig;
+  stop = 1;
+}
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int fail(const char *what, int rc) {
+  fprintf(stderr, "bridge_peer: %s: %s\n", what, rc ? shl_strerror(rc) : "failed");
+  return 1;
+}
+
+static uint8_t pattern(uint64_t count, uint64_t i) { return (uint8_t)(count * 31 + i * 7); }
+
+/* A stream of "B" frames shaped "H,W,C" (32,24,3 for NULL) with META, 8
+ * slots, replacing one of another layout; its writer and frame size. */
+static int open_stream(const char *name, const char *shape, shl_writer **w, uint64_t *bytes) {
+  shl_layout layout = {.format = "B", .ndim = 3, .shape = {32, 24, 3}};
+  if (shape &&
+      sscanf(shape, "%lu,%lu,%lu", &layout.shape[0], &layout.shape[1], &layout.shape[2]) != 3)
+    return fail("bad shape", 0);
+  shl_stream_opts so = SHL_STREAM_OPTS_INIT;
+  so.slots = 8;
+  so.meta_format = META;
+  so.flags = SHL_STREAM_REPLACE;
+  int rc = shl_writer_open(w, name, &layout, &so);
+  if (rc < 0) return fail("writer_open", rc);
+  *bytes = layout.shape[0] * layout.shape[1] * layout.shape[2];
+  return 0;
+}
+
+static int do_write(const char *name, long count, double fps, const char *shape) {
+  shl_writer *w;
+  uint64_t bytes;
+  int rc;
+  if (open_stream(name, shape, &w, &bytes)) return 1;
+  uint64_t period = fps > 0 ? (uint64_t)(1e9 / fps) : 0, next = now_ns();
+  printf("ready\n");
+  fflush(stdout);
+  for (long n = 1; !stop && (count == 0 || n <= count); n++) {
+    void *frame;
+    rc = shl_writer_loan(w, &frame, 1000000000);
+    if (rc < 0) return fail("loan", rc);
+    for (uint64_t i = 0; i < bytes; i++) ((uint8_t *)frame)[i] = pattern((uint64_t)n, i);
+    struct meta *m = shl_writer_meta(w);
+    m->count = (uint64_t)n;
+    m->value = (double)n / 2;
+    if ((rc = shl_writer_publish(w, NULL)) < 0) return fail("publish", rc);
+    if (period) {
+      next += period;
+      uint64_t t = now_ns();
+      if (next > t) {
+        struct timespec d = {(time_t)((next - t) / 1000000000u), (long)((next - t) % 1000000000u)};
+        nanosleep(&d, NULL);
+      }
+    }
+  }
+  if (count) { /* stay, so that the stream's writer lives until told */
+    while (!stop) pause();
+  }
+  shl_writer_close(w);
+  return 0;
+}
+
+/* An `all` reader, waiting up to `seconds` for the stream. */
+static int open_reader(const char *name, double seconds, shl_reader **r) {
+  shl_reader_opts ro = SHL_READER_OPTS_INIT;
+  ro.policy = SHL_RECV_ALL;
+  ro.timeout_ns = (int64_t)(seconds * 1e9);
+  return shl_reader_open_ex(r, name, &ro);
+}
+
+static int do_read(const char *name, long count, double seconds) {
+  shl_reader *r;
+  int rc = open_reader(name, seconds, &r);
+  if (rc < 0) return fail("reader_open", rc);
+  printf("{\"event\": \"open\"}\n");
+  fflush(stdout);
+  uint64_t deadline = now_ns() + (uint64_t)(seconds * 1e9);
+  int last_event = 0;
+  long got = 0;
+  while (!stop && got < count && now_ns() < deadline) {
+    shl_sample s;
+    rc = shl_reader_receive(r, &s, 50000000, 0);
+    if (rc == -ETIMEDOUT) continue;
+    if (rc < 0) {
+      if (rc != last_event) printf("{\"event\": \"%s\"}\n", shl_err_name(rc));
+      fflush(stdout);
+      last_event = rc;
+      usleep(20000);
+      continue;
+    }
+    last_event = 0;
+    shl_layout layout;
+    shl_get_layout(shl_reader_segment(r), &layout);
+    uint64_t bytes = layout.itemsize;
+    for (uint32_t i = 0; i < layout.ndim; i++) bytes *= layout.shape[i];
+    const struct meta *m = shl_sample_meta(r, &s);
+    int ok = m != NULL;
+    for (uint64_t i = 0; ok && i < bytes; i++)
+      ok = ((const uint8_t *)s.data)[i] == pattern(m->count, i);
+    ok = ok && m->value == (double)m->count / 2;
+    printf(
+        "{\"seq\": %llu, \"lost\": %llu, \"count\": %llu, \"new\": %d, \"bytes\": %llu, "
+        "\"ok\": %d}\n",
+        (unsigned long long)s.seq, (unsigned long long)s.lost,
+        (unsigned long long)(m ? m->count : 0), !!(s.flags & SHL_SAMPLE_NEW_STREAM),
+        (unsigned long long)bytes, ok);
+    fflush(stdout);
+    shl_reader_release(r, &s);
+    got++;
+  }
+  shl_reader_close(r);
+  return 0;
+}
+
+/* Random bytes, truncated and corrupted copies of real messages, wrong part counts. */
+static int do_garbage(const char *endpoint, double seconds) {
+  void *ctx = zmq_ctx_new(), *pub = zmq_socket(ctx, ZMQ_PUB);
+  if (zmq_bind(pub, endpoint) != 0) return fail("bind", -errno);
+  srand(1);
+  uint8_t buf[512];
+  uint64_t end = now_ns() + (uint64_t)(seconds * 1e9);
+  long sent = 0;
+  while (now_ns() < end) {
+    size_t len = (size_t)(rand() % (int)sizeof buf);
+    for (size_t i = 0; i < len; i++) buf[i] = (uint8_t)rand();
+    if (len >= 8 && rand() % 2) { /* get past the magic and version */
+      memcpy(buf, "SHLB\x01", 5);
+      buf[5] = (uint8_t)(1 + rand() % 2);
+      uint64_t body = len - 32;
+      if (len >= 32 && rand() % 2) memcpy(buf + 24, &body, 8);
+    }
+    if (rand() % 3 == 0) { /* a real layout or frame, truncated or with a byte changed */
+      struct wire_preamble pre = {.type = WIRE_LAYOUT, .sender = 7, .gen = 1};
+      struct wire_layout l = {.state = WIRE_LIVE,
+                              .slots = 4,
+                              .max_readers = 8,
+                              .ndim = 1,
+                              .itemsize = 1,
+                              .frame_bytes = 64,
+                              .shape = {64},
+                              .format = "B",
+                              .name = "garbage"};
+      struct wire_frame f = {
+          .seq = (uint64_t)sent + 1, .raw_bytes = 64, .codec = (uint32_t)(rand() % 2)};
+      bool layout = rand() % 2;
+      if (layout) len = wire_encode_layout(buf, sizeof buf, &pre, &l);
+      pre.type = WIRE_FRAME;
+      if (!layout) len = wire_encode_frame(buf, sizeof buf, &pre, &f);
+      if (rand() % 2)
+        buf[rand() % (int)len] ^= (uint8_t)(1 + rand() % 255);
+      else
+        len = (size_t)(rand() % (int)len);
+      zmq_send(pub, buf, len, layout ? 0 : ZMQ_SNDMORE);
+      if (!layout) zmq_send(pub, buf, (size_t)(rand() % 128), 0); /* the frame's bytes */
+      sent++;
+      usleep(200);
+      continue;
+    }
+    int parts = 1 + rand() % 3;
+    for (int p = 0; p < parts; p++)
+      zmq_send(pub, buf, p ? len / 2 : len, p + 1 < parts ? ZMQ_SNDMORE : 0);
+    sent++;
+    usleep(200);
+  }
+  printf("{\"sent\": %ld}\n", sent);
+  zmq_close(pub);
+  zmq_ctx_term(ctx);
+  return 0;
+}
+
+/* Frames like a camera's: a gradient with a bit of noise, so zstd has something to do. */
+static uint8_t *camera_frames(size_t bytes, int n) {
+  uint8_t *f = malloc(bytes * (size_t)n);
+  uint32_t x = 12345;
+  for (int k = 0; k < n; k++)
+    for (size_t i = 0; i < bytes; i++) {
+      x = x * 1103515245u + 12345u;
+      f[(size_t)k * bytes + i] = (uint8_t)((i / 3 % 640) / 3 + (i / 1920) / 4 + k + (x >> 31));
+    }
+  return f;
+}
+
+static void sleep_until(uint64_t t) {
+  uint64_t n = now_ns();
+  if (t <= n) return;
+  struct timespec d = {(time_t)((t - n) / 1000000000u), (long)((t - n) % 1000000000u)};
+  nanosleep(&d, NULL);
+}
+
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+static void print_result(uint64_t *lat, long got, uint64_t first, uint64_t last, uint64_t lost) {
+  qsort(lat, (size_t)got, sizeof *lat, cmp_u64);
+  printf("{\"frames\": %ld, \"fps\": %.1f, \"p50_ms\": %.3f, \"p99_ms\": %.3f, \"lost\": %llu}\n",
+         got, got > 1 ? (double)(got - 1) * 1e9 / (double)(last - first) : 0.0,
+         got ? (double)lat[got / 2] / 1e6 : 0.0, got ? (double)lat[got * 99 / 100] / 1e6 : 0.0,
+         (unsigned long long)lost);
+}
+
+enum { MAX_SAMPLES = 1 << 20 };
+
+static int do_bench_write(const char *name, const char *shape, double fps, double seconds) {
+  shl_writer *w;
+  uint64_t bytes;
+  int rc;
+  if (open_stream(name, shape, &w, &bytes)) return 1;
+  uint8_t *frames = camera_frames(bytes, 4);
+  uint64_t start = now_ns(), end = start + (uint64_t)(seconds * 1e9), next = start;
+  for (uint64_t n = 1; !stop && now_ns() < end; n++) {
+    void *frame;
+    if ((rc = shl_writer_loan(w, &frame, 1000000000)) < 0) return fail("loan", rc);
+    memcpy(frame, frames + (n % 4) * bytes, bytes);
+    struct meta *m = shl_writer_meta(w);
+    m->count = n;
+    m->value = (double)now_ns();
+    shl_writer_publish(w, NULL);
+    if (fps > 0) sleep_until(next += (uint64_t)(1e9 / fps));
+  }
+  shl_writer_close(w);
+  free(frames);
+  return 0;
+}
+
+static int do_bench_read(const char *name, double seconds) {
+  shl_reader *r;
+  int rc = open_reader(name, seconds, &r);
+  if (rc < 0) return fail("reader_open", rc);
+  uint64_t *lat = malloc(MAX_SAMPLES * sizeof *lat), first = 0, last = 0, lost = 0;
+  uint64_t end = now_ns() + (uint64_t)(seconds * 1e9);
+  long got = 0;
+  while (!stop && now_ns() < end && got < MAX_SAMPLES) {
+    shl_sample s;
+    rc = shl_reader_receive(r, &s, 50000000, 0);
+    if (rc < 0) continue;
+    const struct meta *m = shl_sample_meta(r, &s);
+    last = now_ns();
+    if (!got)
+      first = last;
+    else
+      lost += s.lost;
+    lat[got++] = last - (uint64_t)m->value;
+    shl_reader_release(r, &s);
+  }
+  print_result(lat, got, first, last, lost);
+  free(lat);
+  shl_reader_close(r);
+  return 0;
+}
+
+/* The same bytes as a bridge frame: a 72-byte header (the bridge's preamble
+ * and frame fields) and the frame, sent from the publisher's memory without
+ * a copy, copied once out of the message at the subscriber (as the bridge
+ * copies into a slot). */
+static int do_raw(bool pub, const char *endpoint, size_t bytes, double fps, double seconds) {
+  void *ctx = zmq_ctx_new(), *s = zmq_socket(ctx, pub ? ZMQ_PUB : ZMQ_SUB);
+  int hwm = 4;
+  zmq_setsockopt(s, pub ? ZMQ_SNDHWM : ZMQ_RCVHWM, &hwm, sizeof hwm);
+  uint8_t *frames = pub ? camera_frames(bytes, 4) : malloc(bytes);
+  uint64_t head[9] = {0};
+  if (pub) {
+    if (zmq_bind(s, endpoint) != 0) return fail("bind", -errno);
+    uint64_t start = now_ns(), end = start + (uint64_t)(seconds * 1e9), next = start;
+    for (uint64_t n = 1; !stop && now_ns() < end; n++) {
+      head[0] = now_ns();
+      head[1] = n;
+      zmq_msg_t m;
+      zmq_msg_init_data(&m, frames + (n % 4) * bytes, bytes, NULL, NULL);
+      zmq_send(s, head, sizeof head, ZMQ_SNDMORE);
+      zmq_msg_send(&m, s, 0);
+      if (fps > 0) sleep_until(next += (uint64_t)(1e9 / fps));
+    }
+  } else {
+    zmq_setsockopt(s, ZMQ_SUBSCRIBE, "", 0);
+    if (zmq_connect(s, endpoint) != 0) return fail("connect", -errno);
+    int timeout = 200;
+    zmq_setsockopt(s, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    uint64_t *lat = malloc(MAX_SAMPLES * sizeof *lat), first = 0, last = 0, lost = 0, prev = 0;
+    uint64_t end = now_ns() + (uint64_t)(seconds * 1e9);
+    long got = 0;
+    while (!stop && now_ns() < end && got < MAX_SAMPLES) {
+      if (zmq_recv(s, head, sizeof head, 0) < 0) continue;
+      zmq_msg_t m;
+      zmq_msg_init(&m);
+      zmq_msg_recv(&m, s, 0);
+      memcpy(frames, zmq_msg_data(&m), zmq_msg_size(&m) < bytes ? zmq_msg_size(&m) : bytes);
+      zmq_msg_close(&m);
+      last = now_ns();
+      if (!got)
+        first = last;
+      else
+        lost += head[1] - prev - 1;
+      prev = head[1];
+      lat[got++] = last - head[0];
+    }
+    print_result(lat, got, first, last, lost);
+    free(lat);
+  }
+  free(frames);
+  zmq_close(s);
+  zmq_ctx_term(ctx);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  struct sigaction sa = {.sa_handler = on_term};
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  if (argc >= 5 && !strcmp(argv[1], "write"))
+    return do_write(argv[2], atol(argv[3]), atof(argv[4]), argc > 5 ? argv[5] : NULL);
+  if (argc == 5 && !strcmp(argv[1], "read")) return do_read(argv[2], atol(argv[3]), atof(argv[4]));
+  if (argc == 4 && !strcmp(argv[1], "garbage")) return do_garbage(argv[2], atof(argv[3]));
+  if (argc == 6 && !strcmp(argv[1], "bench-write"))
+    return do_bench_write(argv[2], argv[3], atof(argv[4]), atof(argv[5]));
+  if (argc == 4 && !strcmp(argv[1], "bench-read")) return do_bench_read(argv[2], atof(argv[3]));
+  if (argc == 6 && !strcmp(argv[1], "raw-pub"))
+    return do_raw(true, argv[2], (size_t)atol(argv[3]), atof(argv[4]), atof(argv[5]));
+  if (argc == 5 && !strcmp(argv[1], "raw-sub"))
+    return do_raw(false, argv[2], (size_t)atol(argv[3]), 0, atof(argv[4]));
+  fprintf(stderr, "usage: see tests/bridge/bridge_peer.c\n");
+  return 2;
+}
