@@ -57,13 +57,12 @@ static void close_writer(struct receiver *r) {
 }
 
 /* The local stream, in the sender's layout: created, taken over, or made to
- * replace one of another layout (its readers follow). */
+ * replace one of another layout (its readers follow; a layout change while
+ * we write replaces our own stream, so they never find the writer gone). */
 static int open_writer(struct receiver *r) {
   const struct wire_layout *l = &r->layout;
   if (!r->name[0]) snprintf(r->name, sizeof r->name, "%s", l->name);
   if (r->writer && wire_same_layout(&r->written, l)) return 0;
-  if (r->writer) logf_("%s: the sender's layout changed: replacing the local stream", r->name);
-  close_writer(r);
   shl_layout layout;
   wire_to_layout(l, &layout);
   shl_stream_opts so = SHL_STREAM_OPTS_INIT;
@@ -71,7 +70,14 @@ static int open_writer(struct receiver *r) {
   so.max_readers = l->max_readers;
   so.flags = SHL_STREAM_REPLACE;
   so.meta_format = l->meta_format;
-  int rc = shl_writer_open(&r->writer, r->name, &layout, &so);
+  int rc;
+  if (r->writer) {
+    logf_("%s: the sender's layout changed: replacing the local stream", r->name);
+    rc = shl_writer_replace(&r->writer, &layout, &so);
+    if (rc < 0) close_writer(r);
+  } else {
+    rc = shl_writer_open(&r->writer, r->name, &layout, &so);
+  }
   if (rc < 0) {
     log_limited(&r->last_err_ns, "%s: cannot write the local stream: %s", r->name,
                 shl_strerror(rc));
