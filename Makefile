@@ -82,7 +82,8 @@ test-pythons-quick: build
 # camera service) are left to test-python: they add time, not coverage of
 # the extension.
 ASAN_SKIP := --ignore=tests/python/test_readme.py --ignore=tests/python/test_examples.py \
-  --ignore=tests/python/test_video.py
+  --ignore=tests/python/test_video.py --ignore=tests/python/test_bridge.py \
+  --ignore=tests/python/test_stream_follow.py --ignore=tests/python/test_stream_processes.py
 ASAN_VENV := .venv-asan
 $(ASAN_VENV)/.deps-stamp: requirements-dev.txt | deps
 	$(PYTHON) -m venv $(ASAN_VENV)

@@ -14,9 +14,9 @@
 #   make reliability-smoke  fuzz-smoke + stress-smoke + mutants (what CI runs)
 
 FUZZ_SECONDS ?= 60
-FUZZ_SMOKE_SECONDS ?= 10
+FUZZ_SMOKE_SECONDS ?= 6
 STRESS_SECONDS ?= 300
-STRESS_SMOKE_SECONDS ?= 20
+STRESS_SMOKE_SECONDS ?= 12
 SOAK_SECONDS ?= 3600
 CLANG ?= clang
 
