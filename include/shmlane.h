@@ -523,8 +523,10 @@ SHL_API int shl_reader_release(shl_reader *r, const shl_sample *sample);
 SHL_API void shl_reader_set_spin(shl_reader *r, uint32_t spin_ns);
 /* The one call on a reader that may run while another thread is inside a
  * call on it: makes the shl_reader_receive in progress (or, if none is, the
- * next one) return -EINTR as soon as it finds no frame to deliver, within
- * microseconds where the reader sleeps with futex_waitv and 50 ms otherwise.
+ * next one that would wait) return -EINTR instead of waiting for a frame,
+ * within microseconds where the reader sleeps with futex_waitv and 50 ms
+ * otherwise. A receive that finds a frame, or may not wait (timeout 0),
+ * returns as it would have, and the wake stays for the next wait.
  * For bindings that must regain control of a thread blocked in receive:
  * another thread closed their handle, or released a sample for it. */
 SHL_API void shl_reader_wake(shl_reader *r);

@@ -1030,12 +1030,6 @@ static bool alive_says_live(uint32_t v) {
 static int wait_for_frame(shl_reader *r, uint64_t changes, int64_t deadline, shl_wait_opts *wait) {
   struct stream *s = &r->cur->s;
   _Atomic uint32_t *word = &s->ctl->writer_alive;
-  /* Pairs with shl_reader_wake's bump, before its futex wake. */
-  uint32_t wake = atomic_load(&r->wake);
-  if (wake != r->wake_seen) {
-    r->wake_seen = wake;
-    return -EINTR;
-  }
   bool waitv = shl__futex_waitv_usable();
   uint32_t alive = atomic_load(word);
   bool live = waitv && alive_says_live(alive);
@@ -1056,6 +1050,13 @@ static int wait_for_frame(shl_reader *r, uint64_t changes, int64_t deadline, shl
   }
   int64_t left = deadline - now;
   if (left <= 0) return -ETIMEDOUT;
+  /* Before any sleep (not instead of a time-out): pairs with
+   * shl_reader_wake's bump, made before its futex wake. */
+  uint32_t wake = atomic_load(&r->wake);
+  if (wake != r->wake_seen) {
+    r->wake_seen = wake;
+    return -EINTR;
+  }
   int64_t slice = left < period ? left : period;
   int rc;
   if (!waitv) {

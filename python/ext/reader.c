@@ -94,6 +94,7 @@ static bool reader_ready(Reader *r) {
 static int receive_sample(Reader *r, int64_t timeout_ns, shl_sample *out) {
   struct receive_ctx c = {r->r, {0}, 0};
   int rc = receive_step(&c, 0);
+  if (rc == -EINTR) rc = -ETIMEDOUT; /* a wake left from an earlier call: nothing came */
   if (rc == -ETIMEDOUT && timeout_ns != 0) {
     c.spin_ns = r->spin_ns;
     r->receiving = true;

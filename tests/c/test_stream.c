@@ -881,6 +881,38 @@ static void test_interruptible(void) {
   shl_writer_close(w);
 }
 
+/* shl_reader_wake from another thread ends a receive that waits (-EINTR);
+ * one made while no receive waits is kept for the next one that would wait,
+ * and never turns a frame, or a receive that may not wait, into -EINTR. */
+static void *wake_later(void *arg) {
+  t_sleep_ms(100);
+  shl_reader_wake(arg);
+  return NULL;
+}
+
+static void test_wake(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "swake");
+  shl_writer *w = open_writer(name, 0);
+  shl_reader *r = t_reader_open(name, SHL_RECV_LATEST, 0);
+  shl_sample s;
+  pthread_t waker;
+  T_REQUIRE(pthread_create(&waker, NULL, wake_later, r) == 0);
+  long long t0 = t_now_ns();
+  T_EXPECT_RC(shl_reader_receive(r, &s, 10000 * T_MS, 0), -EINTR);
+  T_EXPECT_TOOK(t0, 100, 5000);
+  pthread_join(waker, NULL);
+  shl_reader_wake(r); /* while nobody waits */
+  T_EXPECT_RC(shl_reader_receive(r, &s, 0, 0), -ETIMEDOUT);
+  t_publish(w, WORDS, 1, 100);
+  T_EXPECT_RC(shl_reader_receive(r, &s, 1000 * T_MS, 0), 0);
+  T_EXPECT_RC(shl_reader_release(r, &s), 0);
+  T_EXPECT_RC(shl_reader_receive(r, &s, 1000 * T_MS, 0), -EINTR); /* kept till now */
+  T_EXPECT_RC(shl_reader_receive(r, &s, 50 * T_MS, 0), -ETIMEDOUT); /* once */
+  shl_reader_close(r);
+  shl_writer_close(w);
+}
+
 /* Timeouts near INT64_MAX mean "practically forever", not an overflow: each
  * call below waits (the stream appears late; the writer is gone) before it
  * returns. */
@@ -937,6 +969,7 @@ int main(int argc, char **argv) {
   test_block();
   test_block_reader_killed();
   test_interruptible();
+  test_wake();
   test_huge_timeouts();
   printf(
       "stream: worst WRITER_GONE %.1f ms; BLOCK writer freed %.1f ms after a reader died, "
