@@ -806,6 +806,8 @@ def main() -> int:
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--no-install", action="store_true", help="skip comparisons not importable")
+    ap.add_argument("--only", default="", help="comma-separated steps to run (wake, stream_c, python, "
+                    "attach, fanout, paced, idle); default: all")
     args = ap.parse_args()
     cfg = Config(args.quick or args.tiny, args.tiny)
     os.makedirs(args.out, exist_ok=True)
@@ -820,6 +822,8 @@ def main() -> int:
                          ("fanout", lambda: bench_fanout(cfg, args.bin, tmp, res)),
                          ("paced", lambda: bench_paced(cfg, args.bin, tmp, res, res["skipped"])),
                          ("idle", lambda: bench_idle(cfg, args.bin, tmp, res, res["skipped"]))):
+            if args.only and step not in args.only.split(","):
+                continue
             t = time.monotonic()
             print(f"bench: {step} ...", file=sys.stderr, flush=True)
             fn()

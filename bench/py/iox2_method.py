@@ -17,7 +17,7 @@ import numpy as np
 import iceoryx2 as iox2
 # pair.py runs as __main__, so this imports a second copy of it; it only
 # defines functions at import time, and reusing them keeps one stamp format.
-from pair import Method, now, ns, put_stamp
+from pair import Method, now, ns, stamp_slot
 
 
 class Iceoryx2(Method):
@@ -58,9 +58,10 @@ class Iceoryx2(Method):
         loan = self.pub.loan_slice_uninit(self.nbytes)
         arr = self.view(loan.payload_ptr)
         t1 = ns()
+        stamp = stamp_slot(arr)  # counted with the fill, apart from send
         if self.fill:
             np.copyto(arr, src)  # straight into shared memory, as shmlane's fill
-        put_stamp(arr, now())
+        stamp[0] = now()
         t2 = ns()
         loan.assume_init().send()
         self.notifier.notify()

@@ -57,6 +57,13 @@ def put_stamp(arr: np.ndarray, value: int) -> None:
     arr.reshape(-1)[:8].view("<u8")[0] = value
 
 
+def stamp_slot(arr: np.ndarray) -> np.ndarray:
+    """The frame's stamp as a one-element view, made before the clock is
+    read: then only a store lies between the stamp and the publish, as in C
+    (stamp_slot(arr)[0] = now())."""
+    return arr.reshape(-1)[:8].view("<u8")
+
+
 class Method:
     """Writer side: open, send(src) -> ns spent in the hand-over (and the fill
     apart for zero-copy methods). Reader side: recv(timeout) -> (array,
@@ -85,9 +92,10 @@ class Shmlane(Method):
         loan = self.w.loan()
         arr = loan.array
         t1 = ns()
+        stamp = stamp_slot(arr)  # counted with the fill, apart from send
         if self.fill:
             np.copyto(arr, src)  # the fill: a camera would write here directly
-        put_stamp(arr, now())
+        stamp[0] = now()
         t2 = ns()
         loan.publish()
         t3 = ns()
