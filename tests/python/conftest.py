@@ -166,9 +166,10 @@ def sleeping(tid: int, pid: int = 0, timeout: float = 30) -> bool:
     return _await_syscall(_CLOCK_NANOSLEEP, tid, pid, timeout)
 
 
-def wait_in_thread(seg: Any, **kwargs: Any) -> tuple:
-    """Starts seg.wait(**kwargs) in a thread and returns once it sleeps in the
-    futex: (thread, list that receives the result)."""
+def blocked_in_thread(call: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple:
+    """Starts call(*args, **kwargs) in a thread and returns once it sleeps in
+    the futex: (thread, list that receives what it returned, or the exception
+    it raised)."""
     result: list = []
     ready = threading.Event()
     tid: list = []
@@ -176,13 +177,21 @@ def wait_in_thread(seg: Any, **kwargs: Any) -> tuple:
     def run() -> None:
         tid.append(threading.get_native_id())
         ready.set()
-        result.append(seg.wait(**kwargs))
+        try:
+            result.append(call(*args, **kwargs))
+        except Exception as exc:  # noqa: BLE001 - handed to the test
+            result.append(exc)
 
     thread = threading.Thread(target=run)
     thread.start()
     assert ready.wait(10)
     assert blocked_in_futex(tid[0])
     return thread, result
+
+
+def wait_in_thread(seg: Any, **kwargs: Any) -> tuple:
+    """seg.wait(**kwargs) in a thread, asleep in the futex (blocked_in_thread)."""
+    return blocked_in_thread(seg.wait, **kwargs)
 
 
 _core: List[Path] = []

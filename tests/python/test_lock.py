@@ -9,7 +9,7 @@ import time
 import pytest
 
 import shmlane
-from conftest import blocked_in_futex, expect_line
+from conftest import blocked_in_futex, blocked_in_thread, expect_line
 
 HOLDER = """
 import sys, time
@@ -103,26 +103,12 @@ except KeyboardInterrupt:
 def test_close_from_another_thread_during_lock(name):
     with shmlane.create(name, dtype="<u8") as seg, shmlane.open(name) as other:
         held = seg.lock()
-        errors = []
-
-        tid = []
-
-        def take() -> None:
-            tid.append(threading.get_native_id())
-            try:
-                other.lock(timeout=30)
-            except ValueError as exc:
-                errors.append(str(exc))
-
-        thread = threading.Thread(target=take)
-        thread.start()
-        while not tid:
-            time.sleep(0.001)
-        assert blocked_in_futex(tid[0])
+        thread, outcome = blocked_in_thread(other.lock, timeout=30)
         other.close()
         held.release()  # the thread gets the lock, finds its segment closed, gives it back
         thread.join(timeout=30)
-        assert errors == [f"segment '{name}' is closed"]
+        assert [type(x) for x in outcome] == [ValueError]
+        assert str(outcome[0]) == f"segment '{name}' is closed"
         with seg.lock(timeout=5) as again:
             assert not again.recovered
 

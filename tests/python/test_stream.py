@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import shmlane
-from conftest import SHM_DIR, blocked_in_futex, check_async_wait, sleeping
+from conftest import SHM_DIR, blocked_in_futex, blocked_in_thread, check_async_wait, sleeping
 
 SHAPE = (4, 8, 3)  # rows of 24 bytes: three little-endian uint64 stamps each
 
@@ -592,23 +592,9 @@ def test_idle_reader_makes_no_wake_up(stream, name):
 def test_close_from_another_thread_ends_a_receive(stream, name):
     # Without slices, the receiving thread is woken by the close itself.
     with shmlane.Reader(name) as reader:
-        tid: list = []
-        ended: list = []
-
-        def wait() -> None:
-            tid.append(threading.get_native_id())
-            try:
-                reader.receive(timeout=60)
-            except ValueError as exc:  # the reader is closed
-                ended.append(str(exc))
-
-        thread = threading.Thread(target=wait)
-        thread.start()
-        while not tid:
-            time.sleep(0.001)
-        assert blocked_in_futex(tid[0])
+        thread, outcome = blocked_in_thread(reader.receive, timeout=60)
         t0 = time.monotonic()
         reader.close()
         thread.join(timeout=10)
         assert not thread.is_alive() and time.monotonic() - t0 < 5
-        assert ended and "closed" in ended[0]
+        assert [type(x) for x in outcome] == [ValueError] and "closed" in str(outcome[0])
