@@ -181,6 +181,11 @@ static int64_t meta_format(const shl_segment *seg, const struct shl__stream_ctl 
   return itemsize;
 }
 
+/* The metadata format of a bound stream (see meta_format). */
+static int64_t bound_meta_format(const struct stream *s, char *out, size_t out_size) {
+  return meta_format(s->seg, s->ctl, ext_bytes(s->slots, s->max_readers), out, out_size);
+}
+
 /* Checks the control area against the segment and takes a private snapshot
  * of its immutable fields; a hostile peer cannot move us out of bounds. */
 static int bind(struct stream *s, shl_segment *seg) {
@@ -311,7 +316,7 @@ static bool same_layout(const struct stream *s, const shl_layout *frame, const s
   shl_layout have;
   char meta[SHL_FORMAT_MAX + 1] = "";
   shl_get_layout(s->seg, &have);
-  if (shl_stream_get_meta(s->seg, meta, sizeof meta) < 0) return false;
+  if (bound_meta_format(s, meta, sizeof meta) < 0) return false;
   return same_frame(&have, frame) && (!slots || slots == s->slots) &&
          strcmp(meta, p->meta_format ? p->meta_format : "") == 0;
 }
@@ -506,7 +511,7 @@ int shl_writer_replace(shl_writer **wp, const shl_layout *frame, const shl_strea
     rc = shl__opts_copy(&o, sizeof o, opts, opts->size);
   } else { /* as the old stream */
     o.flags = s->flags;
-    o.meta_format = shl_stream_get_meta(s->seg, meta, sizeof meta) > 0 ? meta : NULL;
+    o.meta_format = bound_meta_format(s, meta, sizeof meta) > 0 ? meta : NULL;
   }
   if (rc < 0) return rc;
   struct stat st;
@@ -1164,5 +1169,5 @@ int64_t shl_stream_get_meta(const shl_segment *seg, char *format, size_t size) {
   int rc = bind(&s, (shl_segment *)seg);
   if (rc < 0) return rc;
   if (format && size) format[0] = '\0';
-  return meta_format(seg, s.ctl, ext_bytes(s.slots, s.max_readers), format, size);
+  return bound_meta_format(&s, format, size);
 }

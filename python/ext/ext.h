@@ -102,21 +102,29 @@ typedef struct {
   Py_ssize_t meta_size; /* bytes of each frame's metadata record, 0 for none */
 } Writer;
 
+/* What a reader's samples of one stream share: the frame layout, its format
+ * (layout.format points to `format`) and the metadata record's size. A
+ * reader that follows its stream's name to a new stream adds one; each is
+ * kept for as long as the reader lives, since samples and views of the
+ * streams it left may still show them. */
+typedef struct StreamLayout {
+  struct StreamLayout *older;
+  Layout layout;
+  Py_ssize_t meta_size; /* 0: no metadata */
+  char format[];
+} StreamLayout;
+
 /* The core's reader is single-threaded, so a sample released while another
  * thread is inside receive (without the GIL) is queued here, and released by
  * that thread between slices of its wait. A reader holds at most max_pinned
- * samples (at most SHL_STREAM_MAX_SLOTS), so the queue never overflows.
- * The frame layout changes when the reader follows its stream's name to a
- * new stream: each layout's format is kept in `formats` (a list of bytes)
- * for as long as the reader lives, since views exported before may show it. */
+ * samples (at most SHL_STREAM_MAX_SLOTS), so the queue never overflows. */
 typedef struct {
   Base base;
   shl_reader *r;  /* NULL once released */
   bool receiving; /* a receive() call is in progress */
   uint32_t held;  /* samples pinned */
   uint32_t spin_ns;
-  Py_ssize_t meta_size; /* of the current stream's metadata record, 0 for none */
-  PyObject *formats;
+  StreamLayout *layouts; /* the stream read now first, then those left */
   uint32_t ndeferred;
   shl_sample deferred[SHL_STREAM_MAX_SLOTS];
 } Reader;
@@ -141,8 +149,7 @@ typedef struct {
   shl_sample s;
   bool pinned, released;
   Py_ssize_t exports;
-  Py_ssize_t meta_size; /* of its stream's metadata record */
-  Layout layout;        /* of its stream's frames */
+  const StreamLayout *stream; /* its stream's, kept by the reader */
 } Sample;
 
 static inline modstate *state_of(PyObject *obj) { return PyType_GetModuleState(Py_TYPE(obj)); }

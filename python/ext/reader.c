@@ -9,7 +9,11 @@ static void reader_drop(Base *b) {
   Reader *r = (Reader *)b;
   shl_reader_close(r->r); /* frees the reader's entry; the stream stays */
   r->r = NULL;
-  Py_CLEAR(r->formats); /* no view shows them any more: each pinned us */
+  while (r->layouts) { /* no sample or view shows them any more: each pinned us */
+    StreamLayout *older = r->layouts->older;
+    PyMem_Free(r->layouts);
+    r->layouts = older;
+  }
 }
 
 /* No receive runs without the GIL: release the samples queued meanwhile. */
@@ -19,8 +23,8 @@ static void reader_idle(Base *b) {
     (void)shl_reader_release(r->r, &r->deferred[--r->ndeferred]); /* ours: cannot fail */
 }
 
-/* The layout of the stream the reader reads now, its format in a string
- * the reader keeps. 0, a core code, or PY_ERROR. */
+/* The layout of the stream the reader reads now, kept in r->layouts.
+ * 0, a core code, or PY_ERROR. */
 static int reader_set_layout(Reader *r) {
   const shl_segment *seg = shl_reader_segment(r->r);
   Layout l;
@@ -28,15 +32,19 @@ static int reader_set_layout(Reader *r) {
   int rc = layout_init(&l, seg);
   if (rc == 0) rc = shl_stream_get_info(seg, &info);
   if (rc < 0) return rc;
-  PyObject *format = PyBytes_FromString(l.format);
-  if (!format || PyList_Append(r->formats, format) < 0) {
-    Py_XDECREF(format);
+  size_t len = strlen(l.format) + 1;
+  StreamLayout *sl = PyMem_Malloc(sizeof *sl + len);
+  if (!sl) {
+    PyErr_NoMemory();
     return PY_ERROR;
   }
-  l.format = PyBytes_AS_STRING(format); /* the list holds it */
-  Py_DECREF(format);
-  r->base.layout = l;
-  r->meta_size = (Py_ssize_t)info.meta_size;
+  memcpy(sl->format, l.format, len);
+  sl->layout = l;
+  sl->layout.format = sl->format;
+  sl->meta_size = (Py_ssize_t)info.meta_size;
+  sl->older = r->layouts;
+  r->layouts = sl;
+  r->base.layout = sl->layout;
   return 0;
 }
 
@@ -116,6 +124,7 @@ static PyObject *reader_receive(Reader *r, PyObject *arg) {
   s->reader = NULL;
   s->pinned = s->released = false;
   s->exports = 0;
+  s->stream = NULL;
   shl_sample got;
   int rc = receive_sample(r, timeout_ns, &got);
   if (rc == 0) {
@@ -127,8 +136,7 @@ static PyObject *reader_receive(Reader *r, PyObject *arg) {
     r->base.pins++;
     /* The first frame from a stream the reader followed its name to. */
     if ((got.flags & SHL_SAMPLE_NEW_STREAM) && !r->base.closed) rc = reader_set_layout(r);
-    s->layout = r->base.layout;
-    s->meta_size = r->meta_size;
+    s->stream = r->layouts;
   }
   if (rc < 0 || r->base.closed) {
     Py_DECREF(s); /* gives back a pin taken after close */
@@ -270,7 +278,8 @@ static int sample_getbuffer(Sample *s, Py_buffer *view, int flags) {
     PyErr_Format(PyExc_BufferError, "samples of stream '%s' are read-only", b->name);
     return -1;
   }
-  if (fill_buffer(view, (PyObject *)s, b, &s->layout, (void *)s->s.data, true, false, flags) < 0)
+  if (fill_buffer(view, (PyObject *)s, b, &s->stream->layout, (void *)s->s.data, true, false,
+                  flags) < 0)
     return -1;
   s->exports++;
   return 0;
@@ -313,13 +322,13 @@ static PyObject *sample_get_slot(Sample *s, void *unused) {
  * always its frame's), or None if the stream carries none. */
 static PyObject *sample_get_meta(Sample *s, void *unused) {
   (void)unused;
-  if (!s->meta_size) Py_RETURN_NONE;
+  if (!s->stream || !s->stream->meta_size) Py_RETURN_NONE;
   if (!s->pinned) {
     PyErr_Format(PyExc_ValueError, "sample %llu was released", (unsigned long long)s->s.seq);
     return NULL;
   }
   const void *meta = shl_sample_meta(s->reader->r, &s->s);
-  return PyBytes_FromStringAndSize(meta, s->meta_size);
+  return PyBytes_FromStringAndSize(meta, s->stream->meta_size);
 }
 
 static PyObject *sample_get_new_stream(Sample *s, void *unused) {
@@ -410,10 +419,10 @@ PyObject *mod_reader_open(PyObject *mod, PyObject *args) {
   r->held = 0;
   r->spin_ns = 0;
   r->ndeferred = 0;
-  r->formats = PyList_New(0);
+  r->layouts = NULL;
   rc = base_init(&r->base, shl_reader_segment(o.r), "stream reader", reader_drop);
   r->base.idle = reader_idle;
-  if (rc == 0) rc = r->formats ? reader_set_layout(r) : PY_ERROR;
+  if (rc == 0) rc = reader_set_layout(r);
   if (rc < 0) {
     Py_DECREF(r);
     return rc == PY_ERROR ? NULL : set_error(st, rc, o.name, AT_STREAM_OPEN);
