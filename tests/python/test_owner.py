@@ -114,3 +114,37 @@ def test_directory_at_the_name_is_named(name):
         assert "is a directory" in (listed[name].error or "")
     finally:
         path.rmdir()
+
+
+# A stream at argv[1] made by nobody (readable by all), with one frame.
+SQUAT_STREAM = """
+import os, sys
+import numpy as np
+import shmlane
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+with shmlane.Writer(sys.argv[1], shape=(3,), dtype="u1", slots=2, mode=0o644) as w:
+    w.publish(np.full(3, 66, "u1"))
+"""
+
+
+def test_readers_follow_a_name_only_to_an_owner_they_accept(name, run_py):
+    # Our writer goes and the name is removed; another user takes it. A reader
+    # follows the name only where it would open it: not by default, yes when
+    # it named that user.
+    np = pytest.importorskip("numpy")
+    w = shmlane.Writer(name, shape=(3,), dtype="u1", slots=2)
+    mine = shmlane.Reader(name, policy="all", timeout=0)
+    trusting = shmlane.Reader(name, policy="all", timeout=0, owner="nobody")
+    w.publish(np.full(3, 1, "u1"))
+    w.close()
+    shmlane.unlink(name)
+    run_py(SQUAT_STREAM, name)
+    for reader in (mine, trusting):
+        with reader.receive(timeout=5) as s:  # our own last frame first
+            assert (s.seq, s.new_stream) == (1, False)
+    with pytest.raises(PermissionError, match="nobody"):
+        mine.receive(timeout=5)
+    with trusting.receive(timeout=5) as s:
+        assert s.new_stream and int(s.array[0]) == 66
+    mine.close()
+    trusting.close()
