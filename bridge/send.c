@@ -102,7 +102,8 @@ static int describe_stream(struct sender *s) {
   memset(l, 0, sizeof *l);
   snprintf(l->name, sizeof l->name, "%s", s->o->name);
   snprintf(l->format, sizeof l->format, "%s", layout.format);
-  int64_t meta = shl_stream_get_meta(seg, l->meta_format, sizeof l->meta_format);
+  /* The reader's own copy: the size it validated is the one records are read with. */
+  int64_t meta = shl_reader_get_meta(s->reader, l->meta_format, sizeof l->meta_format);
   if (meta < 0) return (int)meta;
   l->meta_size = (uint64_t)meta;
   l->slots = info.slots;
@@ -172,15 +173,19 @@ static int frame_message(struct sender *s, struct pending *p, zmq_msg_t *m, uint
 
 static int send_frame(struct sender *s, struct pending *p) {
   const shl_sample *smp = &p->sample;
+  const void *meta;
+  uint64_t meta_size;
+  int rc = shl_sample_get_meta(s->reader, smp, &meta, &meta_size);
+  if (rc < 0) return rc;
   struct wire_frame f = {.seq = smp->seq,
                          .timestamp_ns = smp->timestamp_ns,
                          .raw_bytes = s->layout.frame_bytes,
-                         .meta_size = (uint32_t)s->layout.meta_size,
-                         .meta = shl_sample_meta(s->reader, smp)};
+                         .meta_size = (uint32_t)meta_size,
+                         .meta = meta};
   uint64_t mono = now_ns();
   f.realtime_ns = realtime_ns() - (mono > f.timestamp_ns ? mono - f.timestamp_ns : 0);
   zmq_msg_t data;
-  int rc = frame_message(s, p, &data, &f.codec);
+  rc = frame_message(s, p, &data, &f.codec);
   if (rc < 0) return rc;
   s->pre.type = WIRE_FRAME;
   size_t n = wire_encode_frame(s->scratch, s->scratch_size, &s->pre, &f);

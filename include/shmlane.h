@@ -120,7 +120,10 @@ SHL_API const char *shl_version_string(void);
   X(CREATOR_DEAD, -30019, "the creator died before the segment was ready")               \
   X(WRITER_CLOSED, -30020, "the stream's writer closed it and no writer took over")      \
   X(CLOSED, -30021, "the handle was closed by another thread during the call")            \
-  X(REPLACED, -30022, "the stream was replaced under its name by a new one (new layout, or removed and created again)")
+  X(REPLACED, -30022, "the stream was replaced under its name by a new one (new layout, or removed and created again)") \
+  X(BAD_MODE, -30023, "a stream's mode must grant read only with write (0600, 0660, 0666): a user who could only read it could blind its readers") \
+  X(LAYOUT_MISMATCH, -30024, "the stream exists with another frame layout or slot count (SHL_STREAM_REPLACE replaces it)") \
+  X(META_MISMATCH, -30025, "the stream exists with another metadata format (SHL_STREAM_REPLACE replaces it)")
 
 enum {
 #define SHL__ERR_ENUM(name, value, text) SHL_E_##name = (value),
@@ -245,6 +248,10 @@ SHL_API int shl_create(shl_segment **out, const char *name, const shl_layout *la
 SHL_API int shl_open(shl_segment **out, const char *name, uint32_t flags, int64_t timeout_ns);
 /* shl_open with options; opts NULL means SHL_OPEN_OPTS_INIT. */
 SHL_API int shl_open_ex(shl_segment **out, const char *name, const shl_open_opts *opts);
+/* A second handle of the object `seg` is open on (the same object even if its
+ * name was removed or reused since): mapped and validated afresh, with seg's
+ * access. It holds no role of seg's (creator, writer, reader). */
+SHL_API int shl_dup(shl_segment **out, const shl_segment *seg);
 
 /* Unmap and free. The segment stays in place unless the creator asked for
  * SHL_CREATE_UNLINK_ON_CLOSE. Accepts NULL. Releases the lock if the calling
@@ -392,16 +399,25 @@ typedef struct shl_stream_opts {
    * beside each frame, written in the loan (shl_writer_meta) and published
    * with its frame; NULL or "" for none. */
   const char *meta_format;
+  /* The frame period the writer means to keep (a camera's 1/fps), stored
+   * with the stream for readers (shl_stream_info.period_ns); 0: unknown.
+   * A writer taking over with 0 leaves the stream's as it is. */
+  uint64_t period_ns;
 } shl_stream_opts;
 
 #define SHL_STREAM_OPTS_INIT {.size = sizeof(shl_stream_opts)}
 
 /* Create the stream, or take over an existing one with the same frame and
  * metadata layout whose writer is gone (readers keep their place). -EBUSY if
- * a live writer holds it; SHL_E_BAD_KIND if the name is not a stream; -EINVAL
- * if its layout or slot count differ, unless SHL_STREAM_REPLACE asks to
- * replace it (its frame numbers go on); SHL_E_FOREIGN_OWNER if another user
- * owns it (never adopted). opts may be NULL. The writer keeps a thread of its
+ * a live writer holds it; SHL_E_BAD_KIND if the name is not a stream;
+ * SHL_E_LAYOUT_MISMATCH if its frame layout or slot count differ,
+ * SHL_E_META_MISMATCH if its metadata format does, unless SHL_STREAM_REPLACE
+ * asks to replace it (its frame numbers go on); SHL_E_FOREIGN_OWNER if
+ * another user owns it (never adopted). SHL_E_BAD_MODE for a mode that
+ * grants some class read without write (0640, 0644), asked for or found on
+ * the stream: such a user could open the stream and hold its liveness
+ * locks and futex words, so streams are only ever 0600, 0660, 0666 and
+ * the like. opts may be NULL. The writer keeps a thread of its
  * own until it is closed (it sleeps, with every signal blocked): the kernel
  * marks the stream's liveness word when that thread ends with the process,
  * which wakes sleeping readers at once (docs/format.md, Streams). */
@@ -413,9 +429,12 @@ SHL_API int shl_writer_open(shl_writer **out, const char *name, const shl_layout
  * frames, then follow to the new one without ever finding the writer gone;
  * frame numbers go on. opts NULL: the old stream's slots, readers, flags,
  * mode and metadata; otherwise opts, its zero slots, max_readers and mode
- * meaning the old stream's. -EBUSY while a loan is outstanding; on failure
- * *w is still the old stream's writer (if the name was removed meanwhile,
- * the new stream may be missing). */
+ * meaning the old stream's. -EBUSY while a loan is outstanding. The new
+ * stream is built under a private name and swapped in atomically: on
+ * failure *w is still the old stream's writer and the old stream is under
+ * its name, its readers unaffected. With SHL_STREAM_BLOCK, the new
+ * stream's first loans wait (within their timeout) until every live `all`
+ * reader of the old stream has moved to the new one. */
 SHL_API int shl_writer_replace(shl_writer **w, const shl_layout *frame, const shl_stream_opts *opts);
 /* Give up the writer role (a held loan is discarded); the stream stays.
  * Readers then get SHL_E_WRITER_CLOSED, not SHL_E_WRITER_GONE. */
@@ -426,11 +445,19 @@ SHL_API void shl_writer_close(shl_writer *w);
  * (shl_writer_pinned_by names them), else -ETIMEDOUT. -EBUSY if a loan is
  * already outstanding. */
 SHL_API int shl_writer_loan(shl_writer *w, void **frame, int64_t timeout_ns);
-/* Publish the loaned slot: stamps sequence number and time, wakes readers. */
+/* Publish the loaned slot: stamps sequence number and time, wakes readers.
+ * -EOVERFLOW once frame numbers reach 2^55 - 1 (replace the stream to go on:
+ * its numbers start again). */
 SHL_API int shl_writer_publish(shl_writer *w, uint64_t *seq);
 /* The loaned slot's metadata record (shl_stream_opts.meta_format), written
- * in place and published with its frame; NULL without a loan or metadata. */
+ * in place and published with its frame; NULL without a loan or metadata.
+ * Its size is shl_writer_get_meta's. */
 SHL_API void *shl_writer_meta(const shl_writer *w);
+/* The writer's metadata format (as shl_stream_get_meta), from the copy it
+ * validated when it opened the stream, which no peer can change: the
+ * record's size (0: none; -ERANGE if the format does not fit; format may be
+ * NULL to ask for the size only). */
+SHL_API int64_t shl_writer_get_meta(const shl_writer *w, char *format, size_t size);
 /* Drop the loan without publishing. */
 SHL_API int shl_writer_discard(shl_writer *w);
 /* After SHL_E_SLOTS_PINNED: the pids (as their readers recorded them) of the
@@ -469,8 +496,20 @@ typedef struct shl_sample {
 } shl_sample;
 
 /* The sample's metadata record (read-only, published with its frame), or
- * NULL if its stream has none. */
+ * NULL if its stream has none. Its size is shl_sample_get_meta's. */
 SHL_API const void *shl_sample_meta(const shl_reader *r, const shl_sample *sample);
+/* The sample's metadata record and its size, both from the private copy of
+ * the stream's layout that the reader validated when it joined the stream
+ * the sample came from: no peer can make a reader of them go outside the
+ * mapping. *meta NULL and *size 0 for a stream without metadata; -EINVAL for
+ * a sample this reader does not hold. */
+SHL_API int shl_sample_get_meta(const shl_reader *r, const shl_sample *sample, const void **meta,
+                                uint64_t *size);
+/* The metadata format of the stream the reader reads now (it changes when
+ * a sample has SHL_SAMPLE_NEW_STREAM), from the reader's private copy: the
+ * record's size, 0 for none, -ERANGE if it does not fit `size` bytes
+ * (format may be NULL to ask for the size only). */
+SHL_API int64_t shl_reader_get_meta(const shl_reader *r, char *format, size_t size);
 
 /* Open a stream as a reader with a receive policy (enum shl_recv_policy);
  * waits up to timeout_ns for it to appear. */
@@ -490,7 +529,14 @@ typedef struct shl_reader_opts {
 enum shl_reader_flags {
   /* A stream replaced under its name ends this reader with SHL_E_REPLACED
    * instead of being followed. */
-  SHL_READER_NO_FOLLOW = 1u << 0
+  SHL_READER_NO_FOLLOW = 1u << 0,
+  /* A stream whose writer is already gone when the reader opens it (an
+   * earlier run's) still delivers its newest frame, then
+   * SHL_E_WRITER_CLOSED or SHL_E_WRITER_GONE. Without it such a stream's
+   * frames are not new: receive waits, within its timeout, for a writer to
+   * take the stream over (or a new stream under the name), as an opener
+   * waits for a name not there yet, and delivers that writer's frames. */
+  SHL_READER_KEEP_LAST = 1u << 1
 };
 
 #define SHL_READER_OPTS_INIT {.size = sizeof(shl_reader_opts), .timeout_ns = -1}
@@ -545,6 +591,7 @@ typedef struct shl_stream_info {
   uint64_t meta_offset; /* its place in a slot */
   uint64_t base_seq;    /* frames are numbered from base_seq + 1 */
   int replaced;         /* 1: a writer put a new stream under the name */
+  uint64_t period_ns;   /* frame period its writer declared, 0 unknown */
 } shl_stream_info;
 
 #define SHL_STREAM_INFO_INIT {.size = sizeof(shl_stream_info)}
@@ -553,7 +600,10 @@ typedef struct shl_stream_info {
 SHL_API int shl_stream_get_info(const shl_segment *seg, shl_stream_info *out);
 /* A stream's metadata format, copied with its NUL into format (of `size`
  * bytes; may be NULL to ask for the itemsize only): returns the record's
- * itemsize, 0 if the stream has no metadata, -ERANGE if it does not fit. */
+ * itemsize, 0 if the stream has no metadata, -ERANGE if it does not fit.
+ * Both from one validated look at the stream; a peer may change them after:
+ * to read records, take the size from shl_writer_get_meta,
+ * shl_reader_get_meta or shl_sample_get_meta. */
 SHL_API int64_t shl_stream_get_meta(const shl_segment *seg, char *format, size_t size);
 
 #ifdef __cplusplus

@@ -15,6 +15,10 @@ enum shl__seg_flags {
   SHL__SEG_UNLINK_ON_CLOSE = 1u << 2,
 };
 
+/* A staged segment's POSIX name: "/.shl-stage." + name + "." + pid + "." + counter. */
+#define SHL__STAGE_PREFIX "/.shl-stage."
+#define SHL__STAGE_NAME_MAX 80
+
 /* A descriptor for role locks (see below). */
 struct shl__role_fd {
   int fd; /* -1: none, or closed in a forked child */
@@ -43,13 +47,12 @@ struct shl_segment {
   unsigned fork_gen;       /* shl__fork_generation() at open: another value means inherited */
   struct shl__role_fd role; /* the creator's: holds SHL__ROLE_CREATOR while this handle is open */
   char name[SHL_NAME_MAX + 1];
+  char staged[SHL__STAGE_NAME_MAX]; /* POSIX name while staged (shl__extra), else "" */
   /* Private snapshot of the validated layout: a peer rewriting the header
    * later cannot change what this process believes. */
   shl_layout layout;
   char format[SHL_FORMAT_MAX + 1];
 };
-
-struct shl__role_fd;
 
 /* segment.c: create with a kind-specific area, initialised by init_ext before
  * the segment is published, and a payload of at least payload_size bytes.
@@ -62,9 +65,19 @@ struct shl__extra {
   void *arg;
   struct shl__role_fd *role; /* NULL: none */
   uint64_t role_byte;
+  /* Built under a private name, for shl__segment_swap_in to put under its
+   * own; removed by shl_close until then. */
+  bool staged;
 };
 int shl__segment_create(shl_segment **out, const char *name, const shl_layout *layout,
                         const shl_create_opts *opts, const struct shl__extra *extra);
+/* Puts a staged segment under its name, atomically: in place of the object
+ * open as old_fd (which is removed), or where no object is (old_fd < 0).
+ * -ESTALE if the name holds another object (or, with old_fd < 0, any), and
+ * then nothing changed. */
+int shl__segment_swap_in(shl_segment *seg, int old_fd);
+/* A class of users (group, others) may read but not write. */
+bool shl__mode_has_readonly_class(uint32_t mode);
 /* A blocking call enters the handle (SHL_E_CLOSED once shl_close() was
  * called) and puts it back when done; the last put frees the handle. */
 int shl__seg_enter(shl_segment *seg);
@@ -125,13 +138,16 @@ bool shl__futex_waitv_usable(void);
  * -EINTR; -ENOSYS if the kernel cannot (then never again usable). */
 #define SHL__WAITV_MAX 3
 int shl__futex_waitv(const struct shl__also *words, unsigned n, int64_t timeout_ns);
-/* A keeper: a thread of this process that holds `word` as a robust futex
- * (its thread id, listed on its robust list) until stopped, so that the
- * kernel marks the word SHL__ALIVE_DIED and wakes a sleeper when the process
- * dies, whichever of its other threads come and go. NULL if no thread could
- * be started. Stopping (after a fork: only freeing) leaves the word alone. */
+/* A keeper: a thread of this process that holds `words` (of one mapping,
+ * 8-byte aligned, at most SHL__KEEPER_MAX_WORDS; the array must outlive it)
+ * as robust futexes, its thread id in each, until stopped: when the process
+ * dies, whichever of its other threads come and go, the kernel marks every
+ * word still holding that id SHL__ALIVE_DIED and wakes one sleeper on each.
+ * NULL if no thread could be started. Stopping (after a fork: only freeing)
+ * leaves the words alone: clear them first. */
+#define SHL__KEEPER_MAX_WORDS 1024 /* the kernel walks at most 2048 entries */
 struct shl__keeper;
-struct shl__keeper *shl__keeper_start(_Atomic uint32_t *word);
+struct shl__keeper *shl__keeper_start(_Atomic uint32_t *const *words, unsigned nwords);
 uint32_t shl__keeper_tid(const struct shl__keeper *k);
 void shl__keeper_stop(struct shl__keeper *k);
 /* Start time of a process (clock ticks since boot), or negative errno. */
@@ -168,6 +184,11 @@ int32_t shl__thread_id(void);
 
 /* Directory where POSIX shared-memory objects appear as files. */
 const char *shl__shm_dir(void);
+/* Renames within the shared-memory directory (POSIX names, with their '/'):
+ * exchange two existing objects, or move one to a name that must not exist
+ * (-EEXIST). Both atomic. */
+int shl__shm_exchange(const char *a, const char *b);
+int shl__shm_move_new(const char *from, const char *to);
 void shl__cpu_relax(void);
 /* Sleeps ns nanoseconds (a signal may end it early). */
 void shl__sleep_ns(int64_t ns);

@@ -17,6 +17,11 @@
 
 #include "internal.h"
 
+/* Test programs that include this file may run code at these points. */
+#ifndef SHL__TEST_POINT
+#define SHL__TEST_POINT(name) ((void)0)
+#endif
+
 static int64_t clock_ns(clockid_t clock) {
   struct timespec ts;
   clock_gettime(clock, &ts);
@@ -95,15 +100,20 @@ int shl__futex_waitv(const struct shl__also *words, unsigned n, int64_t timeout_
 }
 
 /* ---------------------------------------------------------------- keepers
- * A keeper thread puts one entry on a robust list of its own (set_robust_list
- * replaces glibc's for this thread, which never locks a pthread mutex) and
- * stores its id in the word: when it ends, so when its process dies, the
- * kernel walks that list, finds its id and marks the word OWNER_DIED. */
+ * A keeper thread holds a set of words of one mapping as robust futexes: it
+ * puts them on a robust list of its own (set_robust_list replaces glibc's for
+ * this thread, which never locks a pthread mutex) and stores its id in each.
+ * When it ends, so when its process dies, the kernel walks that list and, for
+ * every word still holding its id, stores OWNER_DIED and wakes one sleeper.
+ * The kernel finds a word at a fixed offset from its list entry, so the
+ * entries live in a private shadow of the words' span: entry k at the same
+ * distance from the shadow's start as word k from the first word. */
 
 struct shl__keeper {
   struct robust_list_head head;
-  struct robust_list entry; /* the word is at entry + head.futex_offset */
-  _Atomic uint32_t *word;
+  _Atomic uint32_t *const *words;
+  unsigned nwords;
+  void *shadow;           /* the list entries, private to this process */
   _Atomic uint32_t state; /* 0 starting, 1 holding, 2 asked to stop; private futex */
   _Atomic uint32_t tid;
   pthread_t thread;
@@ -115,17 +125,13 @@ static void *keeper_main(void *arg) {
   struct robust_list_head *glibc_head = NULL;
   size_t len = 0;
   syscall(SYS_get_robust_list, 0, &glibc_head, &len);
-  k->entry.next = &k->head.list;
-  k->head.list.next = &k->entry;
-  k->head.futex_offset = (long)((char *)(void *)k->word - (char *)&k->entry);
-  k->head.list_op_pending = NULL;
-  /* Listed before the word holds our id: a death between the two leaves
+  /* Listed before any word holds our id: a death between the two leaves
    * nothing that the kernel would miss. */
   long rc = syscall(SYS_set_robust_list, &k->head, sizeof k->head);
   uint32_t tid = (uint32_t)syscall(SYS_gettid);
   if (rc == 0) {
     atomic_store(&k->tid, tid);
-    atomic_store(k->word, tid);
+    for (unsigned i = 0; i < k->nwords; i++) atomic_store(k->words[i], tid);
   }
   uint32_t expected = 0;
   if (atomic_compare_exchange_strong(&k->state, &expected, 1)) shl__futex_wake_all(&k->state);
@@ -134,15 +140,41 @@ static void *keeper_main(void *arg) {
   return NULL;
 }
 
-struct shl__keeper *shl__keeper_start(_Atomic uint32_t *word) {
+/* The list: entries in the shadow, in the words' order, ending at the head. */
+static int keeper_list(struct shl__keeper *k) {
+  uintptr_t lo = UINTPTR_MAX, hi = 0;
+  for (unsigned i = 0; i < k->nwords; i++) {
+    uintptr_t at = (uintptr_t)k->words[i];
+    if (at % sizeof(void *)) return -EINVAL; /* an entry is a pointer */
+    if (at < lo) lo = at;
+    if (at > hi) hi = at;
+  }
+  k->shadow = calloc(1, hi - lo + sizeof(struct robust_list));
+  if (!k->shadow) return -ENOMEM;
+  struct robust_list *prev = &k->head.list;
+  for (unsigned i = 0; i < k->nwords; i++) {
+    struct robust_list *e = (struct robust_list *)((char *)k->shadow + ((uintptr_t)k->words[i] - lo));
+    prev->next = e;
+    prev = e;
+  }
+  prev->next = &k->head.list;
+  k->head.futex_offset = (long)(lo - (uintptr_t)k->shadow);
+  k->head.list_op_pending = NULL;
+  return 0;
+}
+
+struct shl__keeper *shl__keeper_start(_Atomic uint32_t *const *words, unsigned nwords) {
   struct shl__keeper *k = calloc(1, sizeof *k);
   if (!k) return NULL;
-  k->word = word;
+  k->words = words;
+  k->nwords = nwords;
   k->fork_gen = shl__fork_generation();
   pthread_attr_t attr;
   sigset_t all, old;
   sigfillset(&all);
-  if (pthread_attr_init(&attr) != 0) {
+  if (!nwords || nwords > SHL__KEEPER_MAX_WORDS || keeper_list(k) < 0 ||
+      pthread_attr_init(&attr) != 0) {
+    free(k->shadow);
     free(k);
     return NULL;
   }
@@ -153,6 +185,7 @@ struct shl__keeper *shl__keeper_start(_Atomic uint32_t *word) {
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   pthread_attr_destroy(&attr);
   if (rc != 0) {
+    free(k->shadow);
     free(k);
     return NULL;
   }
@@ -173,6 +206,7 @@ void shl__keeper_stop(struct shl__keeper *k) {
     shl__futex_wake_all(&k->state);
     pthread_join(k->thread, NULL);
   }
+  free(k->shadow);
   free(k);
 }
 
@@ -276,21 +310,27 @@ int shl__role_fd_open(struct shl__role_fd *r, const char *posix_name, int fd) {
   pthread_once(&atfork_once, install_atfork);
   r->fd = -1;
   r->prev = r->next = r;
-  int rfd = shm_open(posix_name, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0);
-  if (rfd < 0) return -errno;
-  struct stat a, b;
-  if (fstat(fd, &a) < 0 || fstat(rfd, &b) < 0 || a.st_ino != b.st_ino || a.st_dev != b.st_dev) {
-    close(rfd);
-    return -ESTALE;
-  }
+  /* Opened and registered under the lock that fork() takes first
+   * (before_fork): no child can inherit the descriptor unregistered. */
   pthread_mutex_lock(&role_fds_lock);
-  r->fd = rfd;
-  r->next = role_fds.next;
-  r->prev = &role_fds;
-  role_fds.next->prev = r;
-  role_fds.next = r;
+  int rfd = shm_open(posix_name, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0);
+  int rc = rfd < 0 ? -errno : 0;
+  SHL__TEST_POINT(role_fd_opened);
+  struct stat a, b;
+  if (rc == 0 &&
+      (fstat(fd, &a) < 0 || fstat(rfd, &b) < 0 || a.st_ino != b.st_ino || a.st_dev != b.st_dev))
+    rc = -ESTALE;
+  if (rc == 0) {
+    r->fd = rfd;
+    r->next = role_fds.next;
+    r->prev = &role_fds;
+    role_fds.next->prev = r;
+    role_fds.next = r;
+  } else if (rfd >= 0) {
+    close(rfd);
+  }
   pthread_mutex_unlock(&role_fds_lock);
-  return 0;
+  return rc;
 }
 
 /* Closing drops every lock held through it. */
@@ -320,6 +360,18 @@ void shl__role_fd_move(struct shl__role_fd *dst, struct shl__role_fd *src) {
 }
 
 const char *shl__shm_dir(void) { return "/dev/shm"; }
+
+static int shm_rename(const char *from, const char *to, unsigned flags) {
+  char a[PATH_MAX], b[PATH_MAX];
+  snprintf(a, sizeof a, "%s%s", shl__shm_dir(), from);
+  snprintf(b, sizeof b, "%s%s", shl__shm_dir(), to);
+  return renameat2(AT_FDCWD, a, AT_FDCWD, b, flags) < 0 ? -errno : 0;
+}
+
+int shl__shm_exchange(const char *a, const char *b) { return shm_rename(a, b, RENAME_EXCHANGE); }
+int shl__shm_move_new(const char *from, const char *to) {
+  return shm_rename(from, to, RENAME_NOREPLACE);
+}
 
 void shl__sleep_ns(int64_t ns) {
   struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};

@@ -117,7 +117,7 @@ static int plan_layout(struct shl__header *h, const shl_layout *layout, uint32_t
 
 /* Some process may hold read but not write permission: it cannot register
  * as a waiter, so notify must always wake. */
-static bool mode_has_readonly_class(uint32_t mode) {
+bool shl__mode_has_readonly_class(uint32_t mode) {
   return ((mode & 040) && !(mode & 020)) || ((mode & 04) && !(mode & 02));
 }
 
@@ -138,8 +138,8 @@ static void fill_snapshot(shl_segment *seg, const struct shl__header *h, const c
 int shl__segment_create(shl_segment **out, const char *name, const shl_layout *layout,
                         const shl_create_opts *opts, const struct shl__extra *extra) {
   shl_create_opts o = SHL_CREATE_OPTS_INIT;
-  static const struct shl__extra none = {0, 0, NULL, NULL, NULL, 0};
-  char pname[POSIX_NAME_MAX + 1];
+  static const struct shl__extra none = {0, 0, NULL, NULL, NULL, 0, false};
+  char pname[SHL__STAGE_NAME_MAX]; /* the name, or where it is staged */
   struct shl__header plan;
   if (!out) return -EINVAL;
   *out = NULL;
@@ -169,6 +169,12 @@ int shl__segment_create(shl_segment **out, const char *name, const shl_layout *l
 
   shl_segment *seg = seg_new(-1);
   if (!seg) return -ENOMEM;
+  if (extra->staged) { /* a private name, unique in this process and not listed */
+    static _Atomic unsigned stage_count;
+    snprintf(seg->staged, sizeof seg->staged, "%s%s.%ld.%u", SHL__STAGE_PREFIX, name,
+             (long)getpid(), atomic_fetch_add(&stage_count, 1));
+    snprintf(pname, sizeof pname, "%s", seg->staged);
+  }
 
   if (opts->flags & SHL_CREATE_REPLACE) shm_unlink(pname);
   /* O_EXCL: exactly one creator wins; glibc adds O_NOFOLLOW, so a planted
@@ -220,7 +226,7 @@ int shl__segment_create(shl_segment **out, const char *name, const shl_layout *l
   h->format_len = plan.format_len;
   h->ndim = plan.ndim;
   h->itemsize = plan.itemsize;
-  h->flags = mode_has_readonly_class(mode) ? SHL__HDR_WAKE_ALWAYS : 0;
+  h->flags = shl__mode_has_readonly_class(mode) ? SHL__HDR_WAKE_ALWAYS : 0;
   uint64_t start = 0;
   shl__process_start(h->creator_pid, &start);
   h->creator_start = start;
@@ -408,7 +414,7 @@ static int owner_check(int fd, uint32_t policy, uint32_t uid) {
 /* 0 if pname still refers to the object open as fd (not unlinked, not
  * replaced); -ESTALE if another object has the name, -ENOENT if none has. */
 static int names_object(const char *pname, int fd) {
-  char path[POSIX_NAME_MAX + 16];
+  char path[SHL__STAGE_NAME_MAX + 16];
   struct stat mine, now;
   snprintf(path, sizeof path, "%s%s", shl__shm_dir(), pname);
   if (fstat(fd, &mine) < 0 || lstat(path, &now) < 0) return -errno;
@@ -489,6 +495,20 @@ static int open_object(shl_segment **out, const char *pname, const shl_open_opts
   return 0;
 }
 
+/* A read-only handle: its payload mapped PROT_READ. */
+static void protect_payload(shl_segment *seg) {
+  seg->flags |= SHL__SEG_READONLY;
+  if (!(seg->flags & SHL__SEG_HDR_WRITABLE) || !seg->payload_size) return;
+  /* The payload is page-aligned: protect it alone, keep the header writable. */
+  uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+  if ((uintptr_t)seg->payload % page ||
+      mprotect(seg->payload, (size_t)shl__round_up(seg->payload_size, page), PROT_READ) < 0) {
+    /* Page size larger than our alignment: protect everything instead. */
+    mprotect(seg->hdr, seg->map_size, PROT_READ);
+    seg->flags &= ~(uint32_t)SHL__SEG_HDR_WRITABLE;
+  }
+}
+
 /* How often an opener waiting for a name looks for it. */
 #define NAME_POLL_NS 10000000
 
@@ -532,20 +552,32 @@ int shl_open_ex(shl_segment **out, const char *name, const shl_open_opts *user_o
   if (rc < 0) return rc;
   snprintf(seg->name, sizeof seg->name, "%s", name);
   seg->flags = writable ? SHL__SEG_HDR_WRITABLE : 0;
-  if (readonly) {
-    seg->flags |= SHL__SEG_READONLY;
-    if (writable && seg->payload_size) {
-      /* The payload is page-aligned: protect it alone, keep the header writable. */
-      uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
-      if ((uintptr_t)seg->payload % page ||
-          mprotect(seg->payload, (size_t)shl__round_up(seg->payload_size, page), PROT_READ) < 0) {
-        /* Page size larger than our alignment: protect everything instead. */
-        mprotect(seg->hdr, seg->map_size, PROT_READ);
-        seg->flags &= ~(uint32_t)SHL__SEG_HDR_WRITABLE;
-      }
-    }
-  }
+  if (readonly) protect_payload(seg);
   *out = seg;
+  return 0;
+}
+
+int shl_dup(shl_segment **out, const shl_segment *seg) {
+  if (!out || !seg) return -EINVAL;
+  *out = NULL;
+  int fd = fcntl(seg->fd, F_DUPFD_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  shl_segment *dup = seg_new(fd);
+  if (!dup) {
+    close(fd);
+    return -ENOMEM;
+  }
+  /* Validated afresh, as any opener does: a peer may have changed the header. */
+  bool writable = (seg->flags & SHL__SEG_HDR_WRITABLE) != 0;
+  int rc = try_map(dup, writable);
+  if (rc < 0) {
+    release(dup);
+    return rc == -EAGAIN ? SHL_E_NOT_READY : rc;
+  }
+  snprintf(dup->name, sizeof dup->name, "%s", seg->name);
+  dup->flags = writable ? SHL__SEG_HDR_WRITABLE : 0;
+  if (seg->flags & SHL__SEG_READONLY) protect_payload(dup);
+  *out = dup;
   return 0;
 }
 
@@ -566,6 +598,7 @@ void shl_close(shl_segment *seg) {
    * mutex on a live thread's robust list would crash its next lock, and at its
    * exit the kernel could not mark it OWNER_DIED. */
   if (atomic_load(&seg->holder) == shl__seg_self()) shl_unlock(seg);
+  if (seg->staged[0] && !inherited) (void)unlink_if_same(seg->staged, seg->fd); /* never swapped in */
   if ((seg->flags & SHL__SEG_UNLINK_ON_CLOSE) && !inherited) {
     char pname[POSIX_NAME_MAX + 1];
     posix_name(seg->name, pname);
@@ -582,6 +615,28 @@ void shl_close(shl_segment *seg) {
     shl__sleep_ns(CLOSE_WAKE_PAUSE_NS);
   }
   shl__seg_put(seg);
+}
+
+int shl__segment_swap_in(shl_segment *seg, int old_fd) {
+  char pname[POSIX_NAME_MAX + 1];
+  int rc = posix_name(seg->name, pname);
+  if (rc < 0 || !seg->staged[0]) return rc < 0 ? rc : -EINVAL;
+  if (old_fd < 0) {
+    rc = shl__shm_move_new(seg->staged, pname);
+    if (rc == -EEXIST) rc = -ESTALE;
+  } else {
+    rc = shl__shm_exchange(seg->staged, pname);
+    if (rc == -ENOENT) rc = -ESTALE; /* the name went meanwhile */
+    /* What the name held is now under the staged name: the old object, or
+     * another's, which goes back. */
+    if (rc == 0 && names_object(seg->staged, old_fd) != 0) {
+      shl__shm_exchange(seg->staged, pname);
+      rc = -ESTALE;
+    }
+    if (rc == 0) shm_unlink(seg->staged);
+  }
+  if (rc == 0) seg->staged[0] = '\0';
+  return rc;
 }
 
 int shl_unlink(const char *name) {

@@ -1,4 +1,4 @@
-/* The bytes every process agrees on: the segment header, format version 2.
+/* The bytes every process agrees on: the segment header, format version 4.
  * Documented field by field in docs/format.md; the asserts below pin it.
  * All integers are in the creating machine's byte order (segments never
  * leave one machine); `magic` tells a foreign file from ours. */
@@ -14,7 +14,9 @@
 #include "shmlane.h"
 
 #define SHL__MAGIC "SHMLANE"  /* 7 chars + NUL = 8 bytes */
-#define SHL__FORMAT_VERSION 3u /* 2: liveness by role locks; 3: stream metadata, replacement */
+/* 2: liveness by role locks; 3: stream metadata, replacement; 4: a liveness
+ * word per reader entry, the declared frame period, modes without read-only classes */
+#define SHL__FORMAT_VERSION 4u
 #define SHL__HEADER_SIZE 512u /* fixed part; the format string follows it */
 #define SHL__PAYLOAD_ALIGN 4096u
 #define SHL__EXT_ALIGN 64u /* ext_offset: the stream area holds 64-byte aligned atomics */
@@ -101,8 +103,8 @@ _Static_assert(sizeof(_Atomic uint64_t) == 8 && sizeof(_Atomic uint32_t) == 4, "
  * `slots` slot descriptors, then `max_readers` reader entries, then the
  * metadata format (if any) with its NUL. Slot i is at payload_offset +
  * i * slot_stride: its frame at the slot's start, its metadata record at
- * meta_offset within it. A process id word packs
- * pid | (low 32 bits of the start time) << 32; 0 means none. */
+ * meta_offset within it. A pid word holds a process's pid as that process
+ * sees it, 0 meaning none: for people only, never for liveness. */
 
 struct shl__stream_ctl {
   uint32_t slots;                   /*  0 */
@@ -115,22 +117,23 @@ struct shl__stream_ctl {
   uint64_t meta_size;               /* 40 its bytes: the metadata format's itemsize */
   uint64_t meta_format_offset;      /* 48 from the start of this area, 0 none */
   uint64_t base_seq;                /* 56 this stream numbers its frames from base_seq + 1 */
-  alignas(64) _Atomic uint64_t writer; /* 64 id of the writer, 0 none */
+  alignas(64) _Atomic uint64_t writer; /* 64 pid word of the writer, 0 none */
   _Atomic uint64_t latest;          /* 72 seq << 8 | slot of the newest frame, 0 none */
   _Atomic uint32_t space;           /* 80 futex: bumped when readers free a slot */
   _Atomic uint32_t writer_waiting;  /* 84 a writer sleeps on `space` */
   _Atomic uint32_t reader_hwm;      /* 88 entries [0, hwm) may be in use */
   _Atomic uint32_t replaced;        /* 92 1: a writer put a new stream under the name */
-  _Atomic uint32_t writer_alive;    /* 96 futex: liveness word (SHL__ALIVE_*), robust */
-  uint32_t reserved3;               /* 100 */
-  uint64_t reserved4[3];            /* 104 */
+  uint32_t reserved3[2];            /* 96 zero (version 3's shared liveness word) */
+  _Atomic uint64_t period_ns;       /* 104 frame period the writer declared, 0 unknown */
+  uint64_t reserved4[2];            /* 112 zero */
 };
 
-/* The liveness word, a robust futex word (docs/format.md, Streams): the
- * thread id of a thread the writer keeps for this alone, which the kernel
- * replaces by OWNER_DIED when that thread ends, so when the writer's process
- * dies; 0 when no writer (or a clean close); NO_KEEPER for a writer without
- * one. WAITERS: someone sleeps on it (the kernel wakes one at a death). The
+/* A liveness word, a robust futex word in each reader entry (docs/format.md,
+ * Liveness): the thread id of a thread the writer keeps for this alone, which
+ * the kernel replaces by OWNER_DIED when that thread ends, so when the
+ * writer's process dies; 0 when no writer (or a clean close); NO_KEEPER for a
+ * writer without one. WAITERS: the entry's reader sleeps on it (the kernel
+ * wakes one sleeper per word at a death, so each reader has its own). The
  * bits are the kernel's FUTEX_* values (checked in platform_linux.c). */
 #define SHL__ALIVE_WAITERS 0x80000000u
 #define SHL__ALIVE_DIED 0x40000000u
@@ -143,13 +146,24 @@ struct shl__slot {
 };
 
 struct shl__reader {
-  _Atomic uint64_t owner;    /*  0 id of the reader process, 0 free */
+  _Atomic uint64_t owner;    /*  0 pid word of the reader process, 0 free */
   _Atomic uint64_t pinned;   /*  8 bit i: slot i is held */
   _Atomic uint64_t next_seq; /* 16 `all` readers: next sequence wanted */
   _Atomic uint32_t policy;   /* 24 enum shl_recv_policy */
-  uint32_t reserved0;        /* 28 */
-  uint64_t reserved1[4];     /* 32 */
+  uint32_t reserved0;        /* 28 zero */
+  _Atomic uint32_t alive;    /* 32 the writer's liveness word for this entry (SHL__ALIVE_*) */
+  uint32_t reserved1;        /* 36 zero */
+  uint64_t reserved2[3];     /* 40 zero */
 };
+
+/* Sequence numbers: frames are numbered from 1 up to SEQ_MAX (so that
+ * `latest`, seq << 8 | slot, cannot overflow); a slot's seq above it is
+ * never a frame. SEQ_RECLAIM marks a slot the writer is deciding whether to
+ * reuse: a reader looking for a frame looks again instead of skipping it. */
+#define SHL__SEQ_MAX (((uint64_t)1 << 55) - 1)
+#define SHL__SEQ_RECLAIM UINT64_MAX
+#define SHL__SLOT_BITS 8u
+#define SHL__SLOT_MASK ((1u << SHL__SLOT_BITS) - 1)
 
 _Static_assert(sizeof(struct shl__stream_ctl) == 128, "stream ctl size");
 _Static_assert(offsetof(struct shl__stream_ctl, meta_format_len) == 12, "layout");
@@ -163,10 +177,13 @@ _Static_assert(offsetof(struct shl__stream_ctl, latest) == 72, "layout");
 _Static_assert(offsetof(struct shl__stream_ctl, space) == 80, "layout");
 _Static_assert(offsetof(struct shl__stream_ctl, reader_hwm) == 88, "layout");
 _Static_assert(offsetof(struct shl__stream_ctl, replaced) == 92, "layout");
-_Static_assert(offsetof(struct shl__stream_ctl, writer_alive) == 96, "layout");
+_Static_assert(offsetof(struct shl__stream_ctl, period_ns) == 104, "layout");
 _Static_assert(sizeof(struct shl__slot) == 16, "slot size");
 _Static_assert(sizeof(struct shl__reader) == 64, "reader entry size");
 _Static_assert(offsetof(struct shl__reader, next_seq) == 16, "layout");
 _Static_assert(offsetof(struct shl__reader, policy) == 24, "layout");
+_Static_assert(offsetof(struct shl__reader, alive) == 32, "layout: 8-aligned, for the keeper's list");
+_Static_assert(SHL_STREAM_MAX_SLOTS <= SHL__SLOT_MASK + 1, "a slot index fits latest's low bits");
+_Static_assert((SHL__SEQ_MAX << SHL__SLOT_BITS) >> SHL__SLOT_BITS == SHL__SEQ_MAX, "latest cannot overflow");
 
 #endif /* SHL_SHM_LAYOUT_H */

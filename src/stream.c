@@ -35,9 +35,13 @@
  * Liveness comes from role locks (internal.h), never from PIDs: the writer
  * holds SHL__ROLE_WRITER and reader entry i's owner SHL__ROLE_READER(i) for
  * as long as they hold the role, and the kernel drops them at death in any
- * PID namespace. A dead writer is noticed by waiting readers; a dead
- * reader's pins are reclaimed by taking its entry's lock, by whoever needs
- * the slot or the entry. The pids in the shared words are for people only.
+ * PID namespace. Only processes that may write a stream can open it (its
+ * mode never grants read alone), so no other user can hold those locks or
+ * sleep on its words. A dead writer is noticed by waiting readers: each
+ * sleeps on its own entry's liveness word, which the writer's keeper holds
+ * as a robust futex, so the kernel wakes every one of them at the death. A
+ * dead reader's pins are reclaimed by taking its entry's lock, by whoever
+ * needs the slot or the entry. The pids in the shared words are for people.
  *
  * Replacement. A writer with another layout (SHL_STREAM_REPLACE) takes the
  * old stream's writer role, creates the new stream under the name with
@@ -70,16 +74,18 @@
 #define DEFAULT_SLOTS 8
 #define DEFAULT_READERS 64
 /* Without futex_waitv, readers test the writer role each period: they
- * notice a dead writer within two. With it they sleep on the liveness word
- * too and test the role when it moves; the long period only covers a death
- * wake-up lost to a sleeper that died at the same moment (see
- * wait_for_frame). While the word says "gone" but the role is still held (a
- * dying writer's files not yet closed, a new writer taking over) they look
- * again after DEATH_POLL_NS, doubling each time up to LIVENESS_PERIOD_NS. */
+ * notice a dead writer within two. With it they sleep on their liveness word
+ * too and test the role when it moves; the long period is only a safety net
+ * (a word a peer with write access scribbled on). While the word says "gone"
+ * but the role is still held (a dying writer's files not yet closed, a new
+ * writer taking over) they look again after DEATH_POLL_NS, doubling each
+ * time up to LIVENESS_PERIOD_NS. */
 #define LIVENESS_PERIOD_NS 50000000
 #define LIVENESS_SAFETY_NS 10000000000
 #define DEATH_POLL_NS 50000
-#define SLOT_BITS 8
+/* An `all` reader's next_seq in the entry it left for a stream that
+ * replaced this one: a blocking writer of the new stream waits for it. */
+#define NEXT_SEQ_FOLLOWED UINT64_MAX
 /* Attempts to pin before treating the stream as quiet: only a writer that
  * breaks the protocol can make a reader miss this many times in a row. */
 #define PIN_ATTEMPTS 4096
@@ -96,13 +102,18 @@ struct stream {
   uint64_t base_seq;
   uint32_t slots, max_readers, flags;
   struct shl__role_fd role; /* this handle's role locks */
+  char meta_format[SHL_FORMAT_MAX + 1]; /* "" for none; validated against meta_size */
 };
 
 struct shl_writer {
   struct stream s;
-  struct shl__keeper *keeper; /* holds the liveness word; NULL: none could start */
+  struct shl__keeper *keeper; /* holds the liveness words; NULL: none could start */
+  _Atomic uint32_t **alive;   /* [max_readers]: each reader entry's liveness word */
   uint64_t next_seq;
   int loaned; /* slot index, -1 for none */
+  /* A blocking writer's previous stream after a replace, until every live
+   * `all` reader of it has moved here (followers_floor); seg NULL: none. */
+  struct stream prev;
 };
 
 /* A stream a reader is registered on: the one it reads, or one it followed
@@ -129,6 +140,7 @@ struct shl_reader {
   uint32_t flags;              /* enum shl_reader_flags */
   uint32_t owner, owner_uid;   /* whose stream the name may lead to */
   bool moved;                  /* the next sample is the first of a followed stream */
+  bool await_writer;           /* opened with no live writer: wait for one, skip its frames */
   _Atomic uint32_t wake;       /* futex: bumped by shl_reader_wake, from any thread */
   uint32_t wake_seen;          /* the last value receive answered with -EINTR */
 };
@@ -136,6 +148,11 @@ struct shl_reader {
 /* This process in the shared words: its pid, as it sees it. Information for
  * people (messages, the CLI); never used to decide liveness. */
 static uint64_t self_word(void) { return (uint32_t)getpid(); }
+
+/* `latest` packs the newest frame's number and slot. */
+static uint64_t latest_pack(uint64_t seq, uint32_t slot) { return seq << SHL__SLOT_BITS | slot; }
+static uint64_t latest_seq(uint64_t latest) { return latest >> SHL__SLOT_BITS; }
+static uint32_t latest_slot(uint64_t latest) { return (uint32_t)(latest & SHL__SLOT_MASK); }
 
 /* A handle's own state before it is bound: no role descriptor yet. */
 static void init_handle(struct stream *s) {
@@ -156,45 +173,61 @@ static uint64_t ext_bytes(uint32_t slots, uint32_t readers) {
          (uint64_t)readers * sizeof(struct shl__reader);
 }
 
-/* The metadata format inside the stream area, checked against the control
- * block: copied into out (of out_size bytes) first, so that what is checked
- * is what is used. Its itemsize, 0 if none, or an error. */
-static int64_t meta_format(const shl_segment *seg, const struct shl__stream_ctl *ctl,
-                           uint64_t fixed, char *out, size_t out_size) {
-  uint32_t len = ctl->meta_format_len;
-  uint64_t at = ctl->meta_format_offset, size = ctl->meta_size, end;
-  if (len == 0) return at || size || ctl->meta_offset ? SHL_E_BAD_HEADER : 0;
+/* The metadata part of the control block, read once into s (meta_offset,
+ * meta_size, meta_format) and checked there: what is checked is what is used,
+ * whatever a peer writes later. `fixed` is where the area's fixed part ends. */
+static int bind_meta(struct stream *s, const shl_segment *seg, const struct shl__stream_ctl *live,
+                     uint64_t fixed, uint64_t frame_size, uint64_t stride) {
+  uint32_t len = live->meta_format_len;
+  uint64_t at = live->meta_format_offset, size = live->meta_size, offset = live->meta_offset, end;
+  s->meta_format[0] = '\0';
+  s->meta_offset = s->meta_size = 0;
+  if (len == 0) return at || size || offset ? SHL_E_BAD_HEADER : 0;
   if (len > SHL_FORMAT_MAX || at < fixed || __builtin_add_overflow(at, (uint64_t)len + 1, &end) ||
       end > seg->ext_size)
     return SHL_E_BAD_HEADER;
-  const char *live = (const char *)seg->ext + at;
-  char copy[SHL_FORMAT_MAX + 1];
-  memcpy(copy, live, len + 1);
-  if (copy[len] != '\0' || strlen(copy) != len) return SHL_E_BAD_FORMAT;
-  int64_t itemsize = shl__format_parse(copy, len);
-  if (itemsize < 0) return itemsize;
-  if ((uint64_t)itemsize != size) return SHL_E_ITEMSIZE;
-  if (out) {
-    if (out_size < (size_t)len + 1) return -ERANGE;
-    memcpy(out, copy, len + 1);
+  memcpy(s->meta_format, seg->ext + at, len + 1);
+  if (s->meta_format[len] != '\0' || strlen(s->meta_format) != len) {
+    s->meta_format[0] = '\0';
+    return SHL_E_BAD_FORMAT;
   }
-  return itemsize;
+  int64_t itemsize = shl__format_parse(s->meta_format, len);
+  int rc = itemsize < 0 ? (int)itemsize : (uint64_t)itemsize != size ? SHL_E_ITEMSIZE : 0;
+  if (rc == 0 && (offset % 64 || offset < frame_size ||
+                  __builtin_add_overflow(offset, size, &end) || end > stride))
+    rc = SHL_E_BAD_HEADER;
+  if (rc < 0) {
+    s->meta_format[0] = '\0';
+    return rc;
+  }
+  s->meta_offset = offset;
+  s->meta_size = size;
+  return 0;
 }
 
-/* The metadata format of a bound stream (see meta_format). */
-static int64_t bound_meta_format(const struct stream *s, char *out, size_t out_size) {
-  return meta_format(s->seg, s->ctl, ext_bytes(s->slots, s->max_readers), out, out_size);
+/* The snapshot's metadata format, copied into out (of out_size bytes; out
+ * may be NULL): its record's size, 0 for none. */
+static int64_t copy_meta(const struct stream *s, char *out, size_t out_size) {
+  size_t len = strlen(s->meta_format);
+  if (out && out_size) out[0] = '\0';
+  if (!s->meta_size) return 0;
+  if (out) {
+    if (out_size < len + 1) return -ERANGE;
+    memcpy(out, s->meta_format, len + 1);
+  }
+  return (int64_t)s->meta_size;
 }
 
 /* Checks the control area against the segment and takes a private snapshot
- * of its immutable fields; a hostile peer cannot move us out of bounds. */
+ * of its immutable fields, each read once; a hostile peer cannot move us out
+ * of bounds. */
 static int bind(struct stream *s, shl_segment *seg) {
   if (seg->kind != SHL_KIND_STREAM) return SHL_E_BAD_KIND;
   if (!seg->ext || seg->ext_size < sizeof(struct shl__stream_ctl)) return SHL_E_BAD_HEADER;
   struct shl__stream_ctl *ctl = (struct shl__stream_ctl *)(void *)seg->ext;
   uint32_t slots = ctl->slots, readers = ctl->max_readers;
-  uint64_t stride = ctl->slot_stride, frame_size = ctl->frame_size, extent, total;
-  uint64_t meta_offset = ctl->meta_offset, meta_end;
+  uint64_t stride = ctl->slot_stride, frame_size = ctl->frame_size, base_seq = ctl->base_seq;
+  uint64_t extent, total;
   if (slots < 2 || slots > SHL_STREAM_MAX_SLOTS || readers < 1 ||
       readers > SHL_STREAM_MAX_READERS || seg->ext_size < ext_bytes(slots, readers))
     return SHL_E_BAD_HEADER;
@@ -203,16 +236,10 @@ static int bind(struct stream *s, shl_segment *seg) {
   if (stride % 64 || frame_size < extent || frame_size > stride ||
       __builtin_mul_overflow(stride, (uint64_t)slots, &total) || total > seg->payload_size)
     return SHL_E_BAD_HEADER;
-  int64_t meta_size = meta_format(seg, ctl, ext_bytes(slots, readers), NULL, 0);
-  if (meta_size < 0) return (int)meta_size;
-  if (meta_size && (meta_offset % 64 || meta_offset < frame_size ||
-                    __builtin_add_overflow(meta_offset, (uint64_t)meta_size, &meta_end) ||
-                    meta_end > stride))
-    return SHL_E_BAD_HEADER;
-  s->meta_offset = meta_size ? meta_offset : 0;
-  s->meta_size = (uint64_t)meta_size;
-  if (ctl->base_seq >> 55) return SHL_E_BAD_HEADER; /* seq << SLOT_BITS must not overflow */
-  s->base_seq = ctl->base_seq;
+  rc = bind_meta(s, seg, ctl, ext_bytes(slots, readers), frame_size, stride);
+  if (rc < 0) return rc;
+  if (base_seq >= SHL__SEQ_MAX) return SHL_E_BAD_HEADER; /* its first frame must be numbered */
+  s->base_seq = base_seq;
   s->seg = seg;
   s->ctl = ctl;
   s->slot = (struct shl__slot *)(void *)(seg->ext + sizeof *ctl);
@@ -223,6 +250,23 @@ static int bind(struct stream *s, shl_segment *seg) {
   s->max_readers = readers;
   s->flags = ctl->flags;
   return 0;
+}
+
+/* Streams are opened only by processes that may write them (docs/format.md,
+ * Permissions): SHL_E_BAD_MODE for a mode that grants some class read alone. */
+static int check_mode(const shl_segment *seg) {
+  struct stat st;
+  if (fstat(seg->fd, &st) < 0) return -errno;
+  return shl__mode_has_readonly_class((uint32_t)st.st_mode) ? SHL_E_BAD_MODE : 0;
+}
+
+/* 0 while a writer holds the stream (or that cannot be told), else why not:
+ * a clean close clears the writer word before it drops the role lock. The
+ * segment's own descriptor holds no role, so any lock seen is another's. */
+static int writer_state(const struct stream *s) {
+  if (shl__role_held(s->seg->fd, SHL__ROLE_WRITER) != 0) return 0;
+  /* Read after the lock is seen free: pairs with shl_writer_close's store. */
+  return atomic_load(&s->ctl->writer) ? SHL_E_WRITER_GONE : SHL_E_WRITER_CLOSED;
 }
 
 /* A descriptor of this handle's own for its role locks. */
@@ -310,15 +354,14 @@ static bool same_frame(const shl_layout *a, const shl_layout *b) {
   return true;
 }
 
-/* The bound stream has the frame, metadata and (if asked) slot count planned. */
-static bool same_layout(const struct stream *s, const shl_layout *frame, const struct plan *p,
-                        uint32_t slots) {
+/* 0 if the bound stream has the frame, (if asked) slot count and metadata
+ * planned; else which of them differs. */
+static int same_layout(const struct stream *s, const shl_layout *frame, const struct plan *p,
+                       uint32_t slots) {
   shl_layout have;
-  char meta[SHL_FORMAT_MAX + 1] = "";
   shl_get_layout(s->seg, &have);
-  if (bound_meta_format(s, meta, sizeof meta) < 0) return false;
-  return same_frame(&have, frame) && (!slots || slots == s->slots) &&
-         strcmp(meta, p->meta_format ? p->meta_format : "") == 0;
+  if (!same_frame(&have, frame) || (slots && slots != s->slots)) return SHL_E_LAYOUT_MISMATCH;
+  return strcmp(s->meta_format, p->meta_format ? p->meta_format : "") ? SHL_E_META_MISMATCH : 0;
 }
 
 /* Take the writer role of the bound stream: -EBUSY while a live writer holds it. */
@@ -328,62 +371,82 @@ static int claim_writer(struct stream *s) {
 }
 
 /* Sequence numbers go on from the highest any slot or `latest` shows: a
- * writer may have died between stamping a slot and updating `latest`. */
+ * writer may have died between stamping a slot and updating `latest`.
+ * Numbers above SHL__SEQ_MAX are damage (a peer's), never frames. */
 static uint64_t highest_seq(const struct stream *s) {
   /* With the role held no one else stores seq or latest (I1: never repeated). */
-  uint64_t high = atomic_load(&s->ctl->latest) >> SLOT_BITS;
+  uint64_t high = latest_seq(atomic_load(&s->ctl->latest));
+  if (high > SHL__SEQ_MAX) high = 0;
   if (s->base_seq > high) high = s->base_seq;
   for (uint32_t i = 0; i < s->slots; i++) {
     uint64_t seq = atomic_load(&s->slot[i].seq);
-    if (seq > high) high = seq;
+    if (seq > high && seq <= SHL__SEQ_MAX) high = seq;
   }
   return high;
 }
 
-/* Create the stream planned under `name`, holding its writer role. */
+/* Create the stream planned under `name`, holding its writer role; staged:
+ * under a private name, for swap_in to put under `name`. */
 static int create_stream(struct stream *s, const char *name, const shl_layout *frame,
-                         struct plan *p, uint32_t mode) {
-  struct shl__extra extra = {p->ext_size, p->payload, init_area, p, &s->role, SHL__ROLE_WRITER};
+                         struct plan *p, uint32_t mode, bool staged) {
+  struct shl__extra extra = {p->ext_size, p->payload, init_area, p, &s->role, SHL__ROLE_WRITER,
+                             staged};
   shl_create_opts copts = {sizeof copts, SHL_KIND_STREAM, mode, 0};
   shl_segment *seg;
   int rc = shl__segment_create(&seg, name, frame, &copts, &extra);
   if (rc < 0) return rc;
+  s->seg = seg;
   rc = bind(s, seg);
   if (rc < 0) {
-    s->seg = seg;
     close_stream(s);
+    s->seg = NULL;
   }
   return rc;
 }
 
-/* The bound stream `old`, whose writer role this writer holds, makes way for
- * a new one under its name: its numbers go on there, and its readers follow
- * once they see `replaced`. -ESTALE if the name no longer holds it. */
-static int replace(struct stream *s, struct stream *old, const char *name,
-                   const shl_layout *frame, struct plan *p, uint32_t mode) {
-  p->ctl.base_seq = highest_seq(old);
-  int rc = shl_unlink_if_same(name, old->seg->fd);
-  if (rc == -ENOENT) rc = -ESTALE;
-  if (rc == 0) rc = create_stream(s, name, frame, p, mode);
-  if (rc == 0) {
-    /* After the new stream is ready under the name: a reader that sees the
-     * flag finds it there. Pairs with receive's look at `replaced`. */
-    atomic_store(&old->ctl->replaced, 1);
-    shl_notify(old->seg, NULL);
+/* The bound stream `old` makes way for a new one under its name, whose
+ * writer role `s` will hold: built under a private name, then swapped in
+ * (the name never lacks a stream, and a failure leaves the old one in
+ * place). Frame numbers go on from `base`, or start again when they are used
+ * up. Readers of `old` follow once they see `replaced`. -ESTALE if the name
+ * no longer holds `old`. */
+static int replace_stream(struct stream *s, struct stream *old, const shl_layout *frame,
+                          struct plan *p, uint32_t mode, uint64_t base) {
+  p->ctl.base_seq = base < SHL__SEQ_MAX ? base : 0;
+  int rc = create_stream(s, old->seg->name, frame, p, mode, true);
+  if (rc < 0) return rc;
+  rc = shl__segment_swap_in(s->seg, old->seg->fd);
+  if (rc < 0) {
+    close_stream(s); /* removes the staged object */
+    s->seg = NULL;
+    return rc;
   }
-  return rc;
+  /* After the new stream is under the name: a reader that sees the flag
+   * finds it there. Pairs with receive's look at `replaced`. */
+  atomic_store(&old->ctl->replaced, 1);
+  shl_notify(old->seg, NULL);
+  return 0;
+}
+
+/* A blocking writer keeps the stream it replaced mapped (no role held)
+ * until that stream's `all` readers have moved (followers_floor). */
+static void keep_prev(shl_writer *w, const struct stream *old) {
+  w->prev = *old;
+  init_handle(&w->prev); /* the role descriptor was old's, and is closed */
 }
 
 /* Attempts at a name that keeps changing under us before giving up. */
 #define NAME_ATTEMPTS 8
 
 /* Open the stream `name` as its writer: create it, take it over, or replace
- * it. On success s is bound and holds the writer role. */
-static int open_writer(struct stream *s, const char *name, const shl_layout *frame,
-                       struct plan *p, const shl_stream_opts *opts) {
+ * it. On success w->s is bound and holds the writer role; w->prev may hold
+ * the stream replaced. */
+static int open_writer(shl_writer *w, const char *name, const shl_layout *frame, struct plan *p,
+                       const shl_stream_opts *opts) {
+  struct stream *s = &w->s;
   int rc = -EAGAIN;
   for (int attempt = 0; attempt < NAME_ATTEMPTS; attempt++) {
-    rc = create_stream(s, name, frame, p, opts->mode);
+    rc = create_stream(s, name, frame, p, opts->mode, false);
     if (rc != -EEXIST) return rc;
     /* Never adopt another user's object: it could read every frame. */
     shl_open_opts oopts = SHL_OPEN_OPTS_INIT;
@@ -396,28 +459,27 @@ static int open_writer(struct stream *s, const char *name, const shl_layout *fra
     init_handle(&old);
     old.seg = seg;
     rc = bind(&old, seg);
-    bool same = rc == 0 && same_layout(&old, frame, p, opts->slots);
-    if (rc == 0 && !same && !(opts->flags & SHL_STREAM_REPLACE)) rc = -EINVAL;
+    if (rc == 0) rc = check_mode(seg);
+    int differs = rc == 0 ? same_layout(&old, frame, p, opts->slots) : 0;
+    if (differs && !(opts->flags & SHL_STREAM_REPLACE)) rc = differs;
     if (rc == 0) rc = claim_writer(&old);
-    if (rc == 0 && same) {
+    /* Frame numbers used up (or a peer's damage): a new stream, numbered afresh. */
+    uint64_t high = rc == 0 ? highest_seq(&old) : 0;
+    if (rc == 0 && !differs && high < SHL__SEQ_MAX) {
       *s = old;
       shl__role_fd_move(&s->role, &old.role); /* with its fork registration */
       return 0;
     }
-    if (rc == 0) rc = replace(s, &old, name, frame, p, opts->mode);
+    if (rc == 0) rc = replace_stream(s, &old, frame, p, opts->mode, high);
+    shl__role_fd_close(&old.role);
+    if (rc == 0 && (s->flags & SHL_STREAM_BLOCK)) {
+      keep_prev(w, &old); /* its `all` readers may still come */
+      return 0;
+    }
     close_stream(&old);
     if (rc != -ESTALE && rc != -EEXIST) return rc;
   }
   return rc;
-}
-
-/* With the role held: the liveness word names this writer's keeper from now
- * on (or says it has none); readers asleep on its previous value look again. */
-static void start_keeper(shl_writer *w) {
-  _Atomic uint32_t *word = &w->s.ctl->writer_alive;
-  w->keeper = shl__keeper_start(word);
-  if (!w->keeper) atomic_store(word, SHL__ALIVE_NO_KEEPER);
-  shl__futex_wake_all(word);
 }
 
 /* Checks the caller's options (copied already) and frame, and plans the
@@ -427,8 +489,9 @@ static int plan_stream(const shl_layout *frame, const shl_stream_opts *opts, shl
   uint32_t slots = opts->slots ? opts->slots : DEFAULT_SLOTS;
   uint32_t readers = opts->max_readers ? opts->max_readers : DEFAULT_READERS;
   if (slots < 2 || slots > SHL_STREAM_MAX_SLOTS || readers > SHL_STREAM_MAX_READERS ||
-      (opts->flags & ~(uint32_t)(SHL_STREAM_BLOCK | SHL_STREAM_REPLACE)))
+      (opts->flags & ~(uint32_t)(SHL_STREAM_BLOCK | SHL_STREAM_REPLACE)) || (opts->mode & ~07777u))
     return -EINVAL;
+  if (shl__mode_has_readonly_class(opts->mode)) return SHL_E_BAD_MODE;
   uint64_t frame_size;
   int rc = shl__layout_plan(frame, layout, &frame_size);
   if (rc < 0) return rc;
@@ -453,6 +516,7 @@ static int plan_stream(const shl_layout *frame, const shl_stream_opts *opts, shl
   if (__builtin_mul_overflow(p->ctl.slot_stride, (uint64_t)slots, &p->payload))
     return SHL_E_BAD_SHAPE;
   atomic_init(&p->ctl.writer, self_word());
+  atomic_init(&p->ctl.period_ns, opts->period_ns);
   return 0;
 }
 
@@ -461,18 +525,77 @@ static shl_writer *writer_new(void) {
   if (w) {
     w->loaned = -1;
     init_handle(&w->s);
+    init_handle(&w->prev);
   }
   return w;
 }
 
-/* The writer role is ours: say so, and go on from the highest number. */
-static void writer_start(shl_writer *w) {
+/* With the role held: every reader entry's liveness word names this
+ * writer's keeper from now on (or says it has none); readers asleep on a
+ * previous value look again. */
+static int start_keeper(shl_writer *w) {
+  struct stream *s = &w->s;
+  w->alive = calloc(s->max_readers, sizeof *w->alive);
+  if (!w->alive) return -ENOMEM;
+  for (uint32_t i = 0; i < s->max_readers; i++) w->alive[i] = &s->reader[i].alive;
+  w->keeper = shl__keeper_start(w->alive, s->max_readers);
+  for (uint32_t i = 0; i < s->max_readers; i++) {
+    if (!w->keeper) atomic_store(w->alive[i], SHL__ALIVE_NO_KEEPER);
+    shl__futex_wake_all(w->alive[i]);
+  }
+  return 0;
+}
+
+/* Before the role goes (a writer taking over next must not find our words,
+ * nor our keeper's id in them): each word still ours becomes 0, which wakes
+ * its reader; then the keeper stops. */
+static void stop_keeper(shl_writer *w) {
+  uint32_t ours = w->keeper ? shl__keeper_tid(w->keeper) : SHL__ALIVE_NO_KEEPER;
+  for (uint32_t i = 0; w->alive && i < w->s.max_readers; i++) {
+    uint32_t v = atomic_load(w->alive[i]);
+    while ((v & (SHL__ALIVE_TID_MASK | SHL__ALIVE_DIED)) == ours &&
+           !atomic_compare_exchange_weak(w->alive[i], &v, 0)) {
+    }
+    shl__futex_wake_all(w->alive[i]);
+  }
+  shl__keeper_stop(w->keeper);
+  w->keeper = NULL;
+}
+
+/* The writer role is ours: say so, repair what a dead writer or a peer left,
+ * and go on from the highest number. */
+static int writer_start(shl_writer *w, uint64_t period_ns) {
+  struct stream *s = &w->s;
   /* A writer killed in its futex wait left the flag set: nobody sleeps now. */
-  atomic_store(&w->s.ctl->writer_waiting, 0);
+  atomic_store(&s->ctl->writer_waiting, 0);
   /* After the role is ours (I4); read by writer_state, for people only. */
-  atomic_store(&w->s.ctl->writer, self_word());
-  w->next_seq = highest_seq(&w->s) + 1;
-  start_keeper(w);
+  atomic_store(&s->ctl->writer, self_word());
+  if (period_ns) atomic_store(&s->ctl->period_ns, period_ns);
+  uint64_t high = highest_seq(s);
+  /* Numbers no frame can carry (a peer's, or a reclaim cut short) go. */
+  for (uint32_t i = 0; i < s->slots; i++)
+    if (atomic_load(&s->slot[i].seq) > SHL__SEQ_MAX) atomic_store(&s->slot[i].seq, 0);
+  uint64_t latest = atomic_load(&s->ctl->latest);
+  if (latest && (latest_seq(latest) > SHL__SEQ_MAX || latest_slot(latest) >= s->slots))
+    atomic_store(&s->ctl->latest, 0);
+  w->next_seq = high + 1;
+  return start_keeper(w);
+}
+
+/* Gives up the role and the stream: words and keeper first, role last. */
+static void writer_release(shl_writer *w) {
+  bool mine = !inherited(&w->s);
+  /* Pairs with writer_state: the word is 0 before the role lock drops. */
+  if (mine) atomic_store(&w->s.ctl->writer, 0);
+  if (mine) {
+    stop_keeper(w);
+  } else {
+    shl__keeper_stop(w->keeper); /* a forked child: frees only */
+    w->keeper = NULL;
+  }
+  free(w->alive);
+  w->alive = NULL;
+  shl__role_fd_close(&w->s.role);
 }
 
 int shl_writer_open(shl_writer **out, const char *name, const shl_layout *frame,
@@ -488,12 +611,12 @@ int shl_writer_open(shl_writer **out, const char *name, const shl_layout *frame,
   if (rc < 0) return rc;
   shl_writer *w = writer_new();
   if (!w) return -ENOMEM;
-  rc = open_writer(&w->s, name, &layout, &p, &o);
+  rc = open_writer(w, name, &layout, &p, &o);
+  if (rc == 0) rc = writer_start(w, o.period_ns);
   if (rc < 0) {
-    free(w);
+    shl_writer_close(w);
     return rc;
   }
-  writer_start(w);
   *out = w;
   return 0;
 }
@@ -505,64 +628,55 @@ int shl_writer_replace(shl_writer **wp, const shl_layout *frame, const shl_strea
   if (inherited(s)) return SHL_E_FORKED;
   if (old->loaned >= 0) return -EBUSY;
   shl_stream_opts o = SHL_STREAM_OPTS_INIT;
-  char meta[SHL_FORMAT_MAX + 1];
   int rc = 0;
   if (opts) {
     rc = shl__opts_copy(&o, sizeof o, opts, opts->size);
   } else { /* as the old stream */
     o.flags = s->flags;
-    o.meta_format = bound_meta_format(s, meta, sizeof meta) > 0 ? meta : NULL;
+    o.meta_format = s->meta_format;
   }
   if (rc < 0) return rc;
   struct stat st;
   if (!o.slots) o.slots = s->slots;
   if (!o.max_readers) o.max_readers = s->max_readers;
   if (!o.mode && fstat(s->seg->fd, &st) == 0) o.mode = (uint32_t)st.st_mode & 07777;
+  if (!o.period_ns) o.period_ns = atomic_load(&s->ctl->period_ns);
   shl_layout layout;
   struct plan p;
   rc = plan_stream(frame, &o, &layout, &p);
   if (rc < 0) return rc;
-  p.ctl.base_seq = old->next_seq - 1; /* numbers go on */
   shl_writer *w = writer_new();
   if (!w) return -ENOMEM;
-  const char *name = s->seg->name;
-  rc = shl_unlink_if_same(name, s->seg->fd);
-  if (rc == 0 || rc == -ENOENT) rc = create_stream(&w->s, name, &layout, &p, o.mode);
+  /* Numbers go on from the last one this writer stamped, or skipped to. */
+  uint64_t high = highest_seq(s), base = old->next_seq - 1 > high ? old->next_seq - 1 : high;
+  rc = replace_stream(&w->s, s, &layout, &p, o.mode, base);
+  if (rc == 0) rc = writer_start(w, o.period_ns);
   if (rc < 0) {
-    free(w);
+    shl_writer_close(w); /* (after a start that failed, the new stream stays writerless) */
     return rc;
   }
-  /* As replace(): the new stream is ready under the name before the old
-   * one's readers hear of it, and they hear of it before its writer goes,
-   * so they follow without ever finding the writer gone. */
-  atomic_store(&s->ctl->replaced, 1);
-  shl_notify(s->seg, NULL);
+  /* The old stream's readers heard of the new one before its writer goes
+   * (replace_stream), so they follow without ever finding the writer gone. */
+  writer_release(old);
+  if (w->s.flags & SHL_STREAM_BLOCK) {
+    keep_prev(w, &old->s);
+    old->s.seg = NULL; /* now w's */
+  }
   shl_writer_close(old);
-  writer_start(w);
   *wp = w;
   return 0;
 }
 
-/* A clean close clears the writer word before the role lock goes, so that
- * readers tell it from a death (SHL_E_WRITER_CLOSED); then the liveness word,
- * unless a new writer already made it its own, which wakes sleeping readers. */
+/* A clean close clears the writer word before the role lock drops, so that
+ * readers tell it from a death (SHL_E_WRITER_CLOSED); the liveness words and
+ * the keeper go before the role too (writer_release). */
 void shl_writer_close(shl_writer *w) {
   if (!w) return;
-  bool mine = !inherited(&w->s);
-  _Atomic uint32_t *word = &w->s.ctl->writer_alive;
-  /* Pairs with writer_state: the word is 0 before the role lock drops. */
-  if (mine) atomic_store(&w->s.ctl->writer, 0);
-  shl__role_fd_close(&w->s.role);
-  if (mine) {
-    uint32_t ours = w->keeper ? shl__keeper_tid(w->keeper) : SHL__ALIVE_NO_KEEPER;
-    uint32_t v = atomic_load(word);
-    while ((v & (SHL__ALIVE_TID_MASK | SHL__ALIVE_DIED)) == ours &&
-           !atomic_compare_exchange_weak(word, &v, 0)) {
-    }
-    shl__futex_wake_all(word);
+  if (w->s.seg) {
+    writer_release(w);
+    close_stream(&w->s);
   }
-  shl__keeper_stop(w->keeper);
-  close_stream(&w->s);
+  if (w->prev.seg) close_stream(&w->prev);
   free(w);
 }
 
@@ -573,7 +687,7 @@ uint64_t shl_writer_next_seq(const shl_writer *w) { return w->next_seq; }
 int shl_writer_set_next_seq(shl_writer *w, uint64_t seq) {
   if (inherited(&w->s)) return SHL_E_FORKED;
   if (w->loaned >= 0) return -EBUSY;
-  if (seq < w->next_seq || seq >> 55) return -EINVAL; /* seq << SLOT_BITS must not overflow */
+  if (seq < w->next_seq || seq > SHL__SEQ_MAX) return -EINVAL;
   w->next_seq = seq;
   return 0;
 }
@@ -598,6 +712,27 @@ static uint64_t scan_readers(const struct stream *s, uint64_t *floor) {
   return pinned;
 }
 
+/* A blocking writer after a replace keeps, for the `all` readers of the
+ * stream it replaced, every frame of the new one until they have moved here
+ * (follow() marks their old entries): the lowest sequence they may still
+ * want, base_seq + 1, or UINT64_MAX once none is left (the old stream is
+ * then let go). Their role locks alone tell live readers; the old
+ * segment's own descriptor holds none. */
+static uint64_t followers_floor(shl_writer *w) {
+  struct stream *prev = &w->prev;
+  for (uint32_t i = 0, n = reader_hwm(prev); i < n; i++) {
+    const struct shl__reader *e = &prev->reader[i];
+    if (atomic_load(&e->owner) != 0 && atomic_load(&e->policy) == SHL_RECV_ALL &&
+        atomic_load(&e->next_seq) != NEXT_SEQ_FOLLOWED &&
+        shl__role_held(prev->seg->fd, SHL__ROLE_READER(i)) != 0)
+      return w->s.base_seq + 1;
+  }
+  close_stream(prev);
+  init_handle(prev);
+  prev->seg = NULL;
+  return UINT64_MAX;
+}
+
 /* A free slot, already cleared so no reader can pin it, or -1. Prefers the
  * oldest frame, so `all` readers lose as little as possible. */
 static int claim_slot(shl_writer *w) {
@@ -605,9 +740,13 @@ static int claim_slot(shl_writer *w) {
   uint64_t floor, tried = 0;
   uint64_t pinned = scan_readers(s, &floor);
   if (!(s->flags & SHL_STREAM_BLOCK)) floor = UINT64_MAX;
+  if (w->prev.seg) { /* readers of the stream this one replaced are on their way */
+    uint64_t coming = followers_floor(w);
+    if (coming < floor) floor = coming;
+  }
   /* Only this writer stores latest: the newest slot stays out (I3). */
   uint64_t latest = atomic_load(&s->ctl->latest);
-  uint32_t newest = latest ? (uint32_t)(latest & ((1u << SLOT_BITS) - 1)) : UINT32_MAX;
+  uint32_t newest = latest ? latest_slot(latest) : UINT32_MAX;
   for (;;) {
     int best = -1;
     uint64_t best_seq = UINT64_MAX;
@@ -618,17 +757,19 @@ static int claim_slot(shl_writer *w) {
       if (seq < best_seq || best < 0) best = (int)i, best_seq = seq;
     }
     if (best < 0) return -1;
-    /* Pairs with pin()'s read of seq after its set (I2), and with
-     * start_at_head's read after it stores next_seq (I6). */
-    atomic_store(&s->slot[best].seq, 0);
+    /* Unreadable while we decide, but not skipped: a reader seeing the mark
+     * looks again (take_next). Pairs with pin()'s read of seq after its set
+     * (I2), and with start_at_head's read after it stores next_seq (I6). */
+    atomic_store(&s->slot[best].seq, SHL__SEQ_RECLAIM);
+    SHL__TEST_POINT(claim_slot);
     /* Look again: a reader may have pinned it, or a new `all` reader may
      * want it (its next_seq is stored before it checks the frame is there). */
     uint64_t now_floor;
     bool pinned_now = (scan_readers(s, &now_floor) >> best) & 1;
     bool wanted = (s->flags & SHL_STREAM_BLOCK) && best_seq >= now_floor;
+    /* Ours (0: being written, I1); a reader's, unlisted; or its frame back. */
+    atomic_store(&s->slot[best].seq, wanted && !pinned_now ? best_seq : 0);
     if (!pinned_now && !wanted) return best;
-    /* A reader got there first: its frame stays (unlisted if pinned). */
-    if (!pinned_now) atomic_store(&s->slot[best].seq, best_seq);
     tried |= 1ull << best;
   }
 }
@@ -638,9 +779,19 @@ static bool all_pinned(const struct stream *s) {
   uint64_t floor, pinned = scan_readers(s, &floor);
   uint64_t latest = atomic_load(&s->ctl->latest);
   uint64_t all = s->slots == 64 ? ~0ull : (1ull << s->slots) - 1;
-  uint32_t newest = (uint32_t)(latest & ((1u << SLOT_BITS) - 1));
+  uint32_t newest = latest_slot(latest);
   if (latest && newest < s->slots) pinned |= 1ull << newest; /* a peer may write any slot */
   return (pinned & all) == all;
+}
+
+/* Sleep on the stream's `space` until it moves from `space`, or the liveness
+ * period or the deadline passes (I7). */
+static void wait_space(struct stream *s, uint32_t space, int64_t left) {
+  /* The flag pairs with signal_space's read: a freer that sees 0 skips the
+   * wake, and this sleep then returns at once, `space` having changed. */
+  atomic_store(&s->ctl->writer_waiting, 1);
+  shl__futex_wait(&s->ctl->space, space, left < LIVENESS_PERIOD_NS ? left : LIVENESS_PERIOD_NS);
+  atomic_store(&s->ctl->writer_waiting, 0);
 }
 
 int shl_writer_loan(shl_writer *w, void **frame, int64_t timeout_ns) {
@@ -660,12 +811,8 @@ int shl_writer_loan(shl_writer *w, void **frame, int64_t timeout_ns) {
     }
     int64_t left = deadline - shl__monotonic_ns();
     if (left <= 0) return all_pinned(s) ? SHL_E_SLOTS_PINNED : -ETIMEDOUT;
-    /* Wake on a freed slot, or re-check reader liveness each period. The
-     * flag pairs with signal_space's read: a freer that sees 0 skips the
-     * wake, and this sleep then returns at once, `space` having changed. */
-    atomic_store(&s->ctl->writer_waiting, 1);
-    shl__futex_wait(&s->ctl->space, space, left < LIVENESS_PERIOD_NS ? left : LIVENESS_PERIOD_NS);
-    atomic_store(&s->ctl->writer_waiting, 0);
+    /* Wake on a freed slot, or re-check reader liveness each period. */
+    wait_space(s, space, left);
   }
 }
 
@@ -673,6 +820,7 @@ int shl_writer_publish(shl_writer *w, uint64_t *seq_out) {
   struct stream *s = &w->s;
   if (inherited(s)) return SHL_E_FORKED;
   if (w->loaned < 0) return -EINVAL;
+  if (w->next_seq > SHL__SEQ_MAX) return -EOVERFLOW;
   uint32_t slot = (uint32_t)w->loaned;
   uint64_t seq = w->next_seq++;
   atomic_store_explicit(&s->slot[slot].timestamp_ns, (uint64_t)shl__monotonic_ns(),
@@ -682,7 +830,7 @@ int shl_writer_publish(shl_writer *w, uint64_t *seq_out) {
    * and take_next's acquire; the notify below with shl_reader_receive's
    * read of the change counter before it looks (I7). */
   atomic_store_explicit(&s->slot[slot].seq, seq, memory_order_release);
-  atomic_store_explicit(&s->ctl->latest, seq << SLOT_BITS | slot, memory_order_release);
+  atomic_store_explicit(&s->ctl->latest, latest_pack(seq, slot), memory_order_release);
   w->loaned = -1;
   if (seq_out) *seq_out = seq;
   return shl_notify(s->seg, NULL);
@@ -692,6 +840,10 @@ void *shl_writer_meta(const shl_writer *w) {
   const struct stream *s = &w->s;
   if (w->loaned < 0 || !s->meta_size) return NULL;
   return s->frames + (uint64_t)w->loaned * s->stride + s->meta_offset;
+}
+
+int64_t shl_writer_get_meta(const shl_writer *w, char *format, size_t size) {
+  return copy_meta(&w->s, format, size);
 }
 
 int shl_writer_discard(shl_writer *w) {
@@ -725,10 +877,13 @@ static void start_at_head(shl_reader *r) {
   struct stream *s = &ring->s;
   for (int attempt = 0;; attempt++) {
     uint64_t latest = atomic_load(&s->ctl->latest);
-    uint64_t head = latest >> SLOT_BITS;
-    uint32_t slot = (uint32_t)(latest & ((1u << SLOT_BITS) - 1));
+    uint64_t head = latest_seq(latest);
+    uint32_t slot = latest_slot(latest);
     SHL__TEST_POINT(start_at_head);
-    r->next_seq = head ? head : s->base_seq + 1;
+    if (head > SHL__SEQ_MAX) head = 0; /* a peer's damage: no frame to start from */
+    /* A reader waiting for a new writer starts after the frames it found. */
+    r->next_seq = r->await_writer ? (head > s->base_seq ? head : s->base_seq) + 1
+                                  : head ? head : s->base_seq + 1;
     /* Pairs with claim_slot's second look at next_seq (I6); then seq is
      * read again, pairing with claim_slot's clear. */
     atomic_store(&ring->entry->next_seq, r->next_seq);
@@ -774,6 +929,7 @@ static int open_ring(struct ring **out, shl_segment *seg, uint32_t policy) {
   ring->s.seg = seg;
   int rc = (seg->flags & SHL__SEG_HDR_WRITABLE) ? 0 : SHL_E_READONLY; /* cannot pin */
   if (rc == 0) rc = bind(&ring->s, seg);
+  if (rc == 0) rc = check_mode(seg);
   if (rc == 0) rc = open_role(&ring->s);
   if (rc == 0) rc = register_reader(ring, policy);
   if (rc < 0) {
@@ -827,7 +983,7 @@ int shl_reader_open_ex(shl_reader **out, const char *name, const shl_reader_opts
   int rc = user_opts ? shl__opts_copy(&opts, sizeof opts, user_opts, user_opts->size) : 0;
   if (rc < 0) return rc;
   if ((opts.policy != SHL_RECV_LATEST && opts.policy != SHL_RECV_ALL) ||
-      (opts.flags & ~(uint32_t)SHL_READER_NO_FOLLOW))
+      (opts.flags & ~(uint32_t)(SHL_READER_NO_FOLLOW | SHL_READER_KEEP_LAST)))
     return -EINVAL;
   /* The stream may not exist yet, or its writer may still be creating it:
    * wait for it, within the caller's time. */
@@ -851,6 +1007,13 @@ int shl_reader_open_ex(shl_reader **out, const char *name, const shl_reader_opts
   }
   r->max_pinned_asked = opts.max_pinned;
   r->max_pinned = opts.max_pinned ? opts.max_pinned : default_max_pinned(r->cur->s.slots);
+  /* A stream left by its writer (an earlier run's): its frames are not new,
+   * and the reader waits for a writer as for a name not there yet. */
+  if (!(opts.flags & SHL_READER_KEEP_LAST) && writer_state(&r->cur->s) < 0) {
+    r->await_writer = true;
+    uint64_t head = latest_seq(atomic_load(&r->cur->s.ctl->latest));
+    r->last_seq = head <= SHL__SEQ_MAX ? head : 0;
+  }
   start_at_head(r);
   *out = r;
   return 0;
@@ -920,6 +1083,7 @@ static void deliver(shl_reader *r, uint32_t slot, uint64_t seq, uint64_t lost, s
   out->slot = slot;
   out->flags = r->moved ? SHL_SAMPLE_NEW_STREAM : 0;
   r->moved = false;
+  r->await_writer = false; /* a frame published after the reader came: a writer did */
   r->last_seq = seq;
 }
 
@@ -929,9 +1093,11 @@ static int take_latest(shl_reader *r, shl_sample *out) {
   for (int attempt = 0; attempt < PIN_ATTEMPTS; attempt++) {
     /* Acquire: pairs with shl_writer_publish's release of latest. */
     uint64_t latest = atomic_load_explicit(&s->ctl->latest, memory_order_acquire);
-    uint64_t seq = latest >> SLOT_BITS;
-    uint32_t slot = (uint32_t)(latest & ((1u << SLOT_BITS) - 1));
-    if (seq <= r->last_seq) return -EAGAIN;
+    uint64_t seq = latest_seq(latest);
+    uint32_t slot = latest_slot(latest);
+    /* Above SEQ_MAX: no frame but a peer's damage, which the writer's next
+     * publish overwrites. */
+    if (seq <= r->last_seq || seq > SHL__SEQ_MAX) return -EAGAIN;
     if (slot >= s->slots) return SHL_E_BAD_HEADER;
     if (pin(r, slot, seq)) {
       deliver(r, slot, seq, r->last_seq ? seq - r->last_seq - 1 : 0, out);
@@ -946,16 +1112,25 @@ static int take_next(shl_reader *r, shl_sample *out) {
   struct stream *s = &ring->s;
   for (int attempt = 0; attempt < PIN_ATTEMPTS; attempt++) {
     /* Acquire: pairs with shl_writer_publish's release of latest. */
-    uint64_t head = atomic_load_explicit(&s->ctl->latest, memory_order_acquire) >> SLOT_BITS;
+    uint64_t head = latest_seq(atomic_load_explicit(&s->ctl->latest, memory_order_acquire));
     uint64_t want = r->next_seq;
-    if (want > head) return -EAGAIN;
+    if (want > head || head > SHL__SEQ_MAX) return -EAGAIN;
     /* The wanted frame, or else the oldest one after it: those between are lost. */
     int best = -1;
     uint64_t best_seq = UINT64_MAX;
+    bool reclaiming = false;
     for (uint32_t i = 0; i < s->slots; i++) {
-      /* Pairs with publish's release; 0 (being written) is below want (I1). */
+      /* Pairs with publish's release; 0 (being written) is below want (I1);
+       * nothing above head is a frame yet. */
       uint64_t seq = atomic_load(&s->slot[i].seq);
-      if (seq >= want && seq < best_seq) best = (int)i, best_seq = seq;
+      reclaiming |= seq == SHL__SEQ_RECLAIM;
+      if (seq >= want && seq <= head && seq < best_seq) best = (int)i, best_seq = seq;
+    }
+    /* The writer may be putting the wanted frame back (claim_slot): look
+     * again rather than skip it. A mark that stays is a peer's: ignored. */
+    if (reclaiming && attempt < PIN_ATTEMPTS / 2) {
+      shl__cpu_relax();
+      continue;
     }
     if (best < 0 || !pin(r, (uint32_t)best, best_seq)) continue;
     deliver(r, (uint32_t)best, best_seq, best_seq - want, out);
@@ -970,15 +1145,6 @@ static int take_next(shl_reader *r, shl_sample *out) {
 
 static int take(shl_reader *r, shl_sample *out) {
   return r->policy == SHL_RECV_ALL ? take_next(r, out) : take_latest(r, out);
-}
-
-/* 0 while a writer holds the stream (or that cannot be told), else why not:
- * a clean close clears the writer word before it drops the role lock. The
- * segment's own descriptor holds no role, so any lock seen is another's. */
-static int writer_state(const struct stream *s) {
-  if (shl__role_held(s->seg->fd, SHL__ROLE_WRITER) != 0) return 0;
-  /* Read after the lock is seen free: pairs with shl_writer_close's store. */
-  return atomic_load(&s->ctl->writer) ? SHL_E_WRITER_GONE : SHL_E_WRITER_CLOSED;
 }
 
 /* Move to the stream the name holds now: 1 moved, 0 nothing to move to
@@ -1007,8 +1173,13 @@ static int follow(shl_reader *r) {
   }
   if (!r->next_seq) r->next_seq = base + 1;
   atomic_store(&ring->entry->next_seq, r->next_seq); /* as start_at_head's (I6) */
+  /* Registered here: a blocking writer of this stream no longer keeps
+   * frames for the old entry (followers_floor). */
+  atomic_store(&old->entry->next_seq, NEXT_SEQ_FOLLOWED);
+  signal_space(&ring->s);
   r->cur = ring;
   r->moved = true;
+  r->await_writer = false;
   if (old->pinned) {
     old->next = r->left;
     r->left = old;
@@ -1028,13 +1199,15 @@ static bool alive_says_live(uint32_t v) {
 /* Sleep until the change counter moves from `changes`, the deadline passes
  * or the writer is gone. -EAGAIN: look again; SHL_E_WRITER_GONE or
  * SHL_E_WRITER_CLOSED (decided by the role lock, writer_state); -ETIMEDOUT;
- * -EINTR. With futex_waitv the reader sleeps on the counter and the liveness
- * word at once, with no timer while the word names a live keeper: an idle
- * reader costs no wake-up, and the kernel wakes one sleeper at the writer's
- * death, which wakes the others. Without it, slices of LIVENESS_PERIOD_NS. */
+ * -EINTR; SHL_E_REPLACED for a reader waiting for a writer whose name came
+ * to hold another stream. With futex_waitv the reader sleeps on the counter
+ * and on its entry's liveness word at once, with no timer while the word
+ * names a live keeper: an idle reader costs no wake-up, and at the writer's
+ * death the kernel wakes the one sleeper on each entry's word, this reader.
+ * Without it, slices of LIVENESS_PERIOD_NS. */
 static int wait_for_frame(shl_reader *r, uint64_t changes, int64_t deadline, shl_wait_opts *wait) {
   struct stream *s = &r->cur->s;
-  _Atomic uint32_t *word = &s->ctl->writer_alive;
+  _Atomic uint32_t *word = &r->cur->entry->alive;
   bool waitv = shl__futex_waitv_usable();
   uint32_t alive = atomic_load(word);
   bool live = waitv && alive_says_live(alive);
@@ -1051,7 +1224,13 @@ static int wait_for_frame(shl_reader *r, uint64_t changes, int64_t deadline, shl
   if (now - r->liveness_checked_ns >= period) {
     r->liveness_checked_ns = now;
     int gone = writer_state(s);
-    if (gone < 0) return gone; /* nothing new, and nobody left to publish it */
+    if (gone == 0) {
+      r->await_writer = false; /* a writer came: from here on its death ends the wait */
+    } else if (!r->await_writer) {
+      return gone; /* nothing new, and nobody left to publish it */
+    } else if (shl__seg_names_object(s->seg) == -ESTALE) {
+      return SHL_E_REPLACED; /* a new stream under the name: follow it */
+    }
   }
   int64_t left = deadline - now;
   if (left <= 0) return -ETIMEDOUT;
@@ -1073,8 +1252,6 @@ static int wait_for_frame(shl_reader *r, uint64_t changes, int64_t deadline, shl
       return -EAGAIN; /* the word moved meanwhile: look at it again */
     struct shl__also also[2] = {{word, expected}, {&r->wake, wake}};
     rc = shl__wait_also(s->seg, changes, slice, wait, also, 2, NULL);
-    /* The kernel wakes one sleeper at a death: pass it on to the others. */
-    if (atomic_load(word) != expected) shl__futex_wake_all(word);
   }
   if (rc == -EINTR) return rc;
   wait->spin_ns = 0; /* spin once per call: an idle stream costs no CPU */
@@ -1133,9 +1310,23 @@ int shl_reader_release(shl_reader *r, const shl_sample *sample) {
 }
 
 const void *shl_sample_meta(const shl_reader *r, const shl_sample *sample) {
-  const struct ring *ring = ring_of(r, sample);
-  if (!ring || !ring->s.meta_size) return NULL;
-  return (const unsigned char *)sample->data + ring->s.meta_offset;
+  const void *meta = NULL;
+  uint64_t size;
+  return shl_sample_get_meta(r, sample, &meta, &size) == 0 ? meta : NULL;
+}
+
+int shl_sample_get_meta(const shl_reader *r, const shl_sample *sample, const void **meta,
+                        uint64_t *size) {
+  const struct ring *ring = sample ? ring_of(r, sample) : NULL;
+  if (!ring || !meta || !size) return -EINVAL;
+  /* Offset and size from one snapshot: the record lies inside the slot (bind). */
+  *meta = ring->s.meta_size ? (const unsigned char *)sample->data + ring->s.meta_offset : NULL;
+  *size = ring->s.meta_size;
+  return 0;
+}
+
+int64_t shl_reader_get_meta(const shl_reader *r, char *format, size_t size) {
+  return copy_meta(&r->cur->s, format, size);
 }
 
 int shl_stream_get_info(const shl_segment *seg, shl_stream_info *out) {
@@ -1157,17 +1348,17 @@ int shl_stream_get_info(const shl_segment *seg, shl_stream_info *out) {
   info.writer_alive = shl__role_held(seg->fd, SHL__ROLE_WRITER);
   info.writer_pid = (int32_t)(uint32_t)atomic_load(&s.ctl->writer);
   info.replaced = atomic_load(&s.ctl->replaced) != 0;
+  info.period_ns = atomic_load(&s.ctl->period_ns);
   uint64_t latest = atomic_load(&s.ctl->latest);
-  info.last_seq = latest >> SLOT_BITS;
-  uint32_t slot = (uint32_t)(latest & ((1u << SLOT_BITS) - 1));
+  info.last_seq = latest_seq(latest);
+  uint32_t slot = latest_slot(latest);
   if (latest && slot < s.slots) info.last_timestamp_ns = atomic_load(&s.slot[slot].timestamp_ns);
   return shl__info_copy(out, &info, sizeof info);
 }
 
 int64_t shl_stream_get_meta(const shl_segment *seg, char *format, size_t size) {
-  struct stream s = {0};
-  int rc = bind(&s, (shl_segment *)seg);
-  if (rc < 0) return rc;
+  struct stream s;
   if (format && size) format[0] = '\0';
-  return bound_meta_format(&s, format, size);
+  int rc = bind(&s, (shl_segment *)seg);
+  return rc < 0 ? rc : copy_meta(&s, format, size);
 }

@@ -221,9 +221,7 @@ PyObject *stream_info(Base *b, const shl_segment *seg) {
                        "replaced", s.replaced ? Py_True : Py_False);
 }
 
-PyObject *stream_meta_format(Base *b, const shl_segment *seg) {
-  char format[SHL_FORMAT_MAX + 1];
-  int64_t rc = shl_stream_get_meta(seg, format, sizeof format);
+PyObject *stream_meta_format(Base *b, int64_t rc, const char *format) {
   if (rc < 0) return set_error(state_of((PyObject *)b), (int)rc, b->name, AT_STREAM);
   if (rc == 0) Py_RETURN_NONE;
   return PyUnicode_FromString(format);

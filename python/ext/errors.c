@@ -115,10 +115,17 @@ static bool set_stream_open_error(modstate *st, int rc, const char *name) {
     case -EUSERS:
       set_oserror(st->busy, EUSERS, "the stream's reader table is full (see max_readers)", name);
       return true;
-    case -EINVAL:
+    case SHL_E_LAYOUT_MISMATCH:
+    case SHL_E_META_MISMATCH:
       PyErr_Format(st->mismatch,
-                   "stream '%s' exists with another frame layout, metadata or slot count "
-                   "(Writer(..., replace=True) replaces it, and its readers follow)",
+                   "stream '%s' exists with another %s (Writer(..., replace=True) replaces it, "
+                   "and its readers follow)",
+                   name, rc == SHL_E_META_MISMATCH ? "metadata format" : "frame layout or slot count");
+      return true;
+    case SHL_E_BAD_MODE:
+      PyErr_Format(PyExc_ValueError,
+                   "stream '%s': a stream's mode grants read only with write (0o600, 0o660, "
+                   "0o666): a user who could only read it could blind its readers",
                    name);
       return true;
     case SHL_E_BAD_KIND:

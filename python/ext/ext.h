@@ -225,8 +225,9 @@ PyObject *base_get_name(Base *b, void *unused);
 PyObject *base_get_closed(Base *b, void *unused);
 /* A stream's counters as a dict (Handle.stream_info, Writer.info, Reader.info). */
 PyObject *stream_info(Base *b, const shl_segment *seg);
-/* The stream's metadata format, or None. */
-PyObject *stream_meta_format(Base *b, const shl_segment *seg);
+/* A metadata format (a writer's or reader's own copy: rc its record's size,
+ * 0 none, or an error) as a str, or None. */
+PyObject *stream_meta_format(Base *b, int64_t rc, const char *format);
 /* The probe a Writer or Reader exports: zero frames, read-only. */
 int stream_getbuffer(Base *b, Py_buffer *view, int flags, const shl_segment *seg);
 void stream_releasebuffer(Base *b, Py_buffer *view);

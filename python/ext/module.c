@@ -134,6 +134,7 @@ static int mod_exec(PyObject *mod) {
       PyModule_AddIntConstant(mod, "STREAM_BLOCK", SHL_STREAM_BLOCK) < 0 ||
       PyModule_AddIntConstant(mod, "STREAM_REPLACE", SHL_STREAM_REPLACE) < 0 ||
       PyModule_AddIntConstant(mod, "READER_NO_FOLLOW", SHL_READER_NO_FOLLOW) < 0 ||
+      PyModule_AddIntConstant(mod, "READER_KEEP_LAST", SHL_READER_KEEP_LAST) < 0 ||
       PyModule_AddIntConstant(mod, "STREAM_MAX_SLOTS", SHL_STREAM_MAX_SLOTS) < 0 ||
       PyModule_AddIntConstant(mod, "STREAM_MAX_READERS", SHL_STREAM_MAX_READERS) < 0 ||
       PyModule_AddIntConstant(mod, "RECV_LATEST", SHL_RECV_LATEST) < 0 ||

@@ -28,10 +28,11 @@ static void reader_idle(Base *b) {
 static int reader_set_layout(Reader *r) {
   const shl_segment *seg = shl_reader_segment(r->r);
   Layout l;
-  shl_stream_info info = SHL_STREAM_INFO_INIT;
   int rc = layout_init(&l, seg);
-  if (rc == 0) rc = shl_stream_get_info(seg, &info);
-  if (rc < 0) return rc;
+  /* The record's size from the reader's own validated copy, never from the
+   * stream as it is now (a peer may change it). */
+  int64_t meta_size = rc == 0 ? shl_reader_get_meta(r->r, NULL, 0) : rc;
+  if (meta_size < 0) return (int)meta_size;
   size_t len = strlen(l.format) + 1;
   StreamLayout *sl = PyMem_Malloc(sizeof *sl + len);
   if (!sl) {
@@ -41,7 +42,7 @@ static int reader_set_layout(Reader *r) {
   memcpy(sl->format, l.format, len);
   sl->layout = l;
   sl->layout.format = sl->format;
-  sl->meta_size = (Py_ssize_t)info.meta_size;
+  sl->meta_size = (Py_ssize_t)meta_size;
   sl->older = r->layouts;
   r->layouts = sl;
   r->base.layout = sl->layout;
@@ -189,7 +190,8 @@ static PyObject *reader_receive_into(Reader *r, PyObject *args) {
 static PyObject *reader_meta_format(Reader *r, PyObject *unused) {
   (void)unused;
   if (r->base.closed) return closed_error(&r->base);
-  return stream_meta_format(&r->base, shl_reader_segment(r->r));
+  char format[SHL_FORMAT_MAX + 1];
+  return stream_meta_format(&r->base, shl_reader_get_meta(r->r, format, sizeof format), format);
 }
 
 static PyObject *reader_info(Reader *r, PyObject *unused) {
@@ -327,8 +329,11 @@ static PyObject *sample_get_meta(Sample *s, void *unused) {
     PyErr_Format(PyExc_ValueError, "sample %llu was released", (unsigned long long)s->s.seq);
     return NULL;
   }
-  const void *meta = shl_sample_meta(s->reader->r, &s->s);
-  return PyBytes_FromStringAndSize(meta, s->stream->meta_size);
+  const void *meta;
+  uint64_t size;
+  int rc = shl_sample_get_meta(s->reader->r, &s->s, &meta, &size);
+  if (rc < 0) return stream_failed(&s->reader->base, rc);
+  return meta ? PyBytes_FromStringAndSize(meta, (Py_ssize_t)size) : Py_NewRef(Py_None);
 }
 
 static PyObject *sample_get_new_stream(Sample *s, void *unused) {

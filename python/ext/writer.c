@@ -157,7 +157,8 @@ static PyObject *writer_info(Writer *w, PyObject *unused) {
 static PyObject *writer_meta_format(Writer *w, PyObject *unused) {
   (void)unused;
   if (w->base.closed) return closed_error(&w->base);
-  return stream_meta_format(&w->base, shl_writer_segment(w->w));
+  char format[SHL_FORMAT_MAX + 1];
+  return stream_meta_format(&w->base, shl_writer_get_meta(w->w, format, sizeof format), format);
 }
 
 static PyObject *writer_get_next_seq(Writer *w, void *unused) {
@@ -302,21 +303,13 @@ static PyType_Slot loan_slots[] = {
 
 PyType_Spec loan_spec = {"shmlane._shmlane.Loan", sizeof(Loan), 0, HANDLE_FLAGS, loan_slots};
 
-/* Maps the writer's stream a second time, for loans (see Writer). 0, a core
- * code, or PY_ERROR with an exception set. */
+/* Maps the writer's stream a second time, for loans (see Writer): the very
+ * object the writer holds, from its descriptor. 0, a core code, or PY_ERROR
+ * with an exception set. */
 static int map_frames(Writer *w, modstate *st) {
-  const shl_segment *seg = shl_writer_segment(w->w);
   shl_segment *again;
-  int rc = shl_open(&again, shl_name(seg), 0, SHL_OPEN_DEFAULT_TIMEOUT_NS);
+  int rc = shl_dup(&again, shl_writer_segment(w->w));
   if (rc < 0) return rc;
-  /* The name may have been unlinked and reused in between: compare birth records. */
-  shl_info mine = SHL_INFO_INIT, theirs = SHL_INFO_INIT;
-  if ((rc = shl_get_info(seg, &mine)) < 0 || (rc = shl_get_info(again, &theirs)) < 0 ||
-      mine.created_ns != theirs.created_ns || mine.creator_pid != theirs.creator_pid ||
-      mine.total_size != theirs.total_size) {
-    shl_close(again);
-    return rc < 0 ? rc : -ESTALE;
-  }
   w->frames = (Handle *)handle_new(st, again);
   return w->frames ? 0 : PY_ERROR;
 }
@@ -332,9 +325,8 @@ static PyObject *writer_wrap(modstate *st, shl_writer *core, const char *name) {
   w->loan = NULL;
   w->loaning = false;
   w->frames = NULL;
-  shl_stream_info info = SHL_STREAM_INFO_INIT;
-  w->meta_size = shl_stream_get_info(shl_writer_segment(core), &info) == 0
-                     ? (Py_ssize_t)info.meta_size : 0;
+  int64_t meta_size = shl_writer_get_meta(core, NULL, 0); /* the writer's own copy */
+  w->meta_size = meta_size > 0 ? (Py_ssize_t)meta_size : 0;
   int rc = base_init(&w->base, shl_writer_segment(core), "stream writer", writer_drop);
   if (rc == 0) rc = map_frames(w, st);
   if (rc < 0) {

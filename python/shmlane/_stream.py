@@ -506,7 +506,12 @@ class Reader(Described):
     frames, and meta (a ctypes type or a dtype) against its metadata records
     (LayoutMismatch, worded as open()'s); with meta a ctypes type, Sample.meta
     is an instance of it. follow: go on with the stream put under the name
-    when this one is replaced (see receive()); False: LayoutChanged."""
+    when this one is replaced (see receive()); False: LayoutChanged.
+    A stream whose writer already left (an earlier run's) has no new frames:
+    receive() waits, within its timeout, for a writer to take it over (or for
+    a new stream under the name) and delivers that writer's frames.
+    keep_last=True instead delivers such a stream's final frame, then raises
+    WriterGone, for a reader that wants the end of a finished run."""
 
     def __init__(
         self,
@@ -519,6 +524,7 @@ class Reader(Described):
         ctype: Any = None,
         meta: Any = None,
         follow: bool = True,
+        keep_last: bool = False,
         spin: float = 0.0,
         max_pinned: Optional[int] = None,
         owner: OwnerLike = None,
@@ -545,7 +551,9 @@ class Reader(Described):
             )
         spin_time = spin_ns(spin)
         owner_policy, uid = owner_arg(owner)
-        flags = 0 if follow else _shmlane.READER_NO_FOLLOW
+        flags = (0 if follow else _shmlane.READER_NO_FOLLOW) | (
+            _shmlane.READER_KEEP_LAST if keep_last else 0
+        )
         raw = _shmlane.reader_open(
             name, _POLICIES[policy], timeout, max_pinned or 0, owner_policy, uid, flags
         )

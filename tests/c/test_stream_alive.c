@@ -104,9 +104,15 @@ static long switches_of(int32_t tid) {
 
 static long switches(void) { return switches_of(shl__thread_id()); }
 
+/* The liveness word of this process's (one) reader entry. */
 static uint32_t alive_word(shl_reader *r) {
-  struct shl__stream_ctl *ctl = (struct shl__stream_ctl *)(void *)shl_reader_segment(r)->ext;
-  return atomic_load(&ctl->writer_alive);
+  unsigned char *ext = shl_reader_segment(r)->ext;
+  struct shl__stream_ctl *ctl = (struct shl__stream_ctl *)(void *)ext;
+  uint64_t slots = (ctl->slots * sizeof(struct shl__slot) + 63) / 64 * 64;
+  struct shl__reader *e = (struct shl__reader *)(void *)(ext + sizeof *ctl + slots);
+  for (uint32_t i = 0; i < ctl->max_readers; i++)
+    if (atomic_load(&e[i].owner) == (uint64_t)getpid()) return atomic_load(&e[i].alive);
+  return 0;
 }
 
 /* Receive frame `tag`, as the next one. */

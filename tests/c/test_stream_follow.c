@@ -93,9 +93,9 @@ static void test_metadata(void) {
   shl_stream_opts o = SHL_STREAM_OPTS_INIT;
   o.meta_format = "T{<Q:frame:}";
   shl_writer *other = NULL;
-  T_EXPECT_RC(shl_writer_open(&other, name, &l, &o), -EINVAL);
+  T_EXPECT_RC(shl_writer_open(&other, name, &l, &o), SHL_E_META_MISMATCH);
   o.meta_format = NULL;
-  T_EXPECT_RC(shl_writer_open(&other, name, &l, &o), -EINVAL);
+  T_EXPECT_RC(shl_writer_open(&other, name, &l, &o), SHL_E_META_MISMATCH);
   o.meta_format = "T{<Q:frame:";
   T_EXPECT_RC(shl_writer_open(&other, name, &l, &o), SHL_E_BAD_FORMAT);
   w = meta_writer(name, 3, 0, 0);
@@ -182,7 +182,7 @@ static void test_replace_followed(void) {
   o.max_readers = 4;
   shl_writer *w2 = NULL;
   T_EXPECT_RC(shl_writer_open(&w2, name, &bigger, &o), -EBUSY);
-  T_EXPECT_RC(shl_writer_open(&w2, name, &bigger, NULL), -EINVAL); /* never silently */
+  T_EXPECT_RC(shl_writer_open(&w2, name, &bigger, NULL), SHL_E_LAYOUT_MISMATCH); /* never silently */
   shl_writer_close(w);
   T_EXPECT_RC(shl_writer_open(&w2, name, &bigger, &o), 0);
   T_REQUIRE(w2 != NULL);

@@ -381,6 +381,7 @@ static void test_squatter(void) {
   o.timeout_ns = 0;
   o.owner = SHL_OWNER_UID;
   o.owner_uid = NOBODY;
+  o.flags = SHL_READER_KEEP_LAST; /* the squatter's writer is gone: its last frame */
   T_EXPECT_RC(shl_reader_open_ex(&r, name, &o), 0); /* an explicit choice */
   shl_sample s;
   if (r) {

@@ -126,17 +126,24 @@ static inline shl_reader *t_reader_open(const char *name, uint32_t policy, long 
   return r;
 }
 
-/* A reader that may hold up to max_pinned samples at once. */
-static inline shl_reader *t_reader_open_pins(const char *name, uint32_t policy, long timeout_ms,
-                                             uint32_t max_pinned) {
+/* A reader with options: max_pinned (0: the default) and flags (enum shl_reader_flags). */
+static inline shl_reader *t_reader_open_ex(const char *name, uint32_t policy, long timeout_ms,
+                                           uint32_t max_pinned, uint32_t flags) {
   shl_reader_opts o = SHL_READER_OPTS_INIT;
   o.policy = policy;
   o.timeout_ns = timeout_ms * T_MS;
   o.max_pinned = max_pinned;
+  o.flags = flags;
   shl_reader *r = NULL;
   T_EXPECT_RC(shl_reader_open_ex(&r, name, &o), 0);
   T_REQUIRE(r != NULL);
   return r;
+}
+
+/* A reader that may hold up to max_pinned samples at once. */
+static inline shl_reader *t_reader_open_pins(const char *name, uint32_t policy, long timeout_ms,
+                                             uint32_t max_pinned) {
+  return t_reader_open_ex(name, policy, timeout_ms, max_pinned, 0);
 }
 
 /* Loan a slot (waiting up to timeout_ms), stamp it with tag and publish it:

@@ -88,11 +88,20 @@ def test_writer_unlink_removes_the_name_only(name):
             writer.unlink()
 
 
-@pytest.mark.parametrize("mode", [None, 0o640, 0o666])
+@pytest.mark.parametrize("mode", [None, 0o660, 0o666])
 def test_writer_mode(name, mode):
     kwargs = {} if mode is None else {"mode": mode}
     with shmlane.Writer(name, shape=(2,), dtype="u1", **kwargs):
         assert file_mode(name) == (0o600 if mode is None else mode)
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o644, 0o604])
+def test_writer_mode_with_read_only_class_is_refused(name, mode):
+    """A user who could only read a stream could hold its liveness locks and
+    sleep on its words: streams never grant read without write."""
+    with pytest.raises(ValueError, match="read only with write"):
+        shmlane.Writer(name, shape=(2,), dtype="u1", mode=mode)
+    assert not (SHM_DIR / f"shl.{name}").exists()
 
 
 # ---------------------------------------------------------------- Loan
@@ -265,11 +274,11 @@ for stream in sys.argv[2:]:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
 def test_no_write_access_as_nobody(new_name, run_py):
-    """Root's segment and stream of mode 0644: nobody may read but not lock,
-    notify or register as a reader; a stream of mode 0666 it may read."""
+    """Root's segment of mode 0644: nobody may read but not lock or notify;
+    root's stream of mode 0600 it may not open; of mode 0666 it may read."""
     seg_name, closed, shared = new_name(), new_name(), new_name()
     with shmlane.create(seg_name, 2, "<f8", mode=0o644) as seg, shmlane.Writer(
-        closed, shape=(2,), dtype="u1", mode=0o644
+        closed, shape=(2,), dtype="u1"
     ) as w1, shmlane.Writer(shared, shape=(2,), dtype="u1", mode=0o666) as w2:
         w1.publish(np.array([1, 2], "u1"))
         w2.publish(np.array([1, 2], "u1"))
@@ -295,7 +304,7 @@ import sys, shmlane
 seg_name, stream_name = sys.argv[1:]
 found = {info.name: info for info in shmlane.list()}
 print(found[seg_name].alive, found[stream_name].alive, found[stream_name].stream.writer_alive)
-with shmlane.Reader(stream_name, policy="all", timeout=0) as reader:
+with shmlane.Reader(stream_name, policy="all", timeout=0, keep_last=True) as reader:
     with reader.receive(timeout=5) as sample:
         print(sample.array.tolist())
     try:

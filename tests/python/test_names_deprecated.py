@@ -88,7 +88,7 @@ def test_permission_mode_is_still_mode(name, new_name):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with shmlane.create(name, 4, "<u4", mode=0o640), shmlane.Writer(
-            stream, shape=(2,), dtype="u1", mode=0o640
+            stream, shape=(2,), dtype="u1", mode=0o660
         ):
-            for each in (name, stream):
-                assert stat.S_IMODE(os.stat(SHM_DIR / f"shl.{each}").st_mode) == 0o640
+            for each, mode in ((name, 0o640), (stream, 0o660)):
+                assert stat.S_IMODE(os.stat(SHM_DIR / f"shl.{each}").st_mode) == mode

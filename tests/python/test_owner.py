@@ -116,13 +116,13 @@ def test_directory_at_the_name_is_named(name):
         path.rmdir()
 
 
-# A stream at argv[1] made by nobody (readable by all), with one frame.
+# A stream at argv[1] made by nobody (open to all), with one frame.
 SQUAT_STREAM = """
 import os, sys
 import numpy as np
 import shmlane
 os.setgroups([]); os.setgid(65534); os.setuid(65534)
-with shmlane.Writer(sys.argv[1], shape=(3,), dtype="u1", slots=2, mode=0o644) as w:
+with shmlane.Writer(sys.argv[1], shape=(3,), dtype="u1", slots=2, mode=0o666) as w:
     w.publish(np.full(3, 66, "u1"))
 """
 

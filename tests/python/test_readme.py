@@ -152,8 +152,11 @@ def test_consumer_first(programs, pair):
     check_output(pair, out, runs=1)
 
 
+STREAM_PAIRS = {"c-stream", "py-stream"}
+
+
 @pytest.mark.skipif(not SHM_DIR.is_dir(), reason="needs /dev/shm")
-@pytest.mark.parametrize("pair", sorted(PAIRS))
+@pytest.mark.parametrize("pair", sorted(set(PAIRS) - STREAM_PAIRS))
 def test_producer_first_and_twice(programs, pair):
     """The producer runs to its end (twice: the second run meets what the
     first left), then the consumer starts."""
@@ -161,6 +164,24 @@ def test_producer_first_and_twice(programs, pair):
     programs.run(producer)
     programs.run(producer)
     check_output(pair, programs.run(consumer), runs=2)
+
+
+@pytest.mark.skipif(not SHM_DIR.is_dir(), reason="needs /dev/shm")
+@pytest.mark.parametrize("pair", sorted(STREAM_PAIRS))
+def test_stream_reader_after_finished_runs_waits_for_the_next(programs, pair):
+    """Two writer runs end; a reader started then finds their stream with no
+    writer: it delivers none of their frames as new, waits for the next run,
+    and reads that run to its end."""
+    producer, consumer = PAIRS[pair]
+    programs.run(producer)
+    programs.run(producer)
+    started = programs.start(consumer)
+    waiting(started, consumer)
+    programs.run(producer)
+    out = finish(started)
+    check_output(pair, out, runs=3)
+    first = int(out.split()[1 if pair == "c-stream" else 0].rstrip(","))
+    assert first > (60 if pair == "c-stream" else 600), f"a finished run's frame: {out[:80]}"
 
 
 def check_output(pair: str, out: str, runs: int) -> None:

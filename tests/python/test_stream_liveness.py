@@ -302,6 +302,7 @@ def test_a_stream_another_user_created_first_is_not_adopted(name, run_py):
     with pytest.raises(PermissionError, match="uid 65534"):
         shmlane.Reader(name, timeout=0)
     for owner in ("nobody", 65534, "any"):  # reading it is an explicit choice
-        with shmlane.Reader(name, policy="all", timeout=0, owner=owner) as reader:
+        # (its writer closed before this reader came: the frame is the last of a finished run)
+        with shmlane.Reader(name, policy="all", timeout=0, owner=owner, keep_last=True) as reader:
             with reader.receive(timeout=5) as sample:
                 assert int(sample.array[0]) == 9

@@ -355,7 +355,7 @@ def test_frames_with_strides_of_their_own(name, tmp_path):
     source = tmp_path / "fortran_writer.c"
     source.write_text(FORTRAN_WRITER)
     subprocess.run([str(build_c(source, tmp_path)), name], check=True, timeout=60)
-    with shmlane.Reader(name) as reader:
+    with shmlane.Reader(name, keep_last=True) as reader:  # the writer has finished
         assert (reader.dtype, reader.shape) == (np.dtype("<i4"), (2, 3))
         with reader.receive(timeout=5) as sample:
             assert sample.array.tolist() == [[0, 2, 4], [1, 3, 5]]
