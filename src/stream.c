@@ -76,13 +76,15 @@
 /* Without futex_waitv, readers test the writer role each period: they
  * notice a dead writer within two. With it they sleep on their liveness word
  * too and test the role when it moves; the long period is only a safety net
- * (a word a peer with write access scribbled on). While the word says "gone"
- * but the role is still held (a dying writer's files not yet closed, a new
- * writer taking over) they look again after DEATH_POLL_NS, doubling each
- * time up to LIVENESS_PERIOD_NS. */
+ * (a word a peer with write access scribbled on). While the word says the
+ * keeper died but the role is still held (a dying writer's files are closed
+ * after its threads' robust lists are walked) they look again after
+ * DEATH_POLL_NS, doubling each time up to DEATH_POLL_MAX_NS; with no writer
+ * at all (or one without a keeper), every LIVENESS_PERIOD_NS. */
 #define LIVENESS_PERIOD_NS 50000000
 #define LIVENESS_SAFETY_NS 10000000000
 #define DEATH_POLL_NS 50000
+#define DEATH_POLL_MAX_NS 5000000
 /* An `all` reader's next_seq in the entry it left for a stream that
  * replaced this one: a blocking writer of the new stream waits for it. */
 #define NEXT_SEQ_FOLLOWED UINT64_MAX
@@ -595,6 +597,7 @@ static void writer_release(shl_writer *w) {
   }
   free(w->alive);
   w->alive = NULL;
+  SHL__TEST_POINT(writer_role_drop);
   shl__role_fd_close(&w->s.role);
 }
 
@@ -769,6 +772,7 @@ static int claim_slot(shl_writer *w) {
     bool wanted = (s->flags & SHL_STREAM_BLOCK) && best_seq >= now_floor;
     /* Ours (0: being written, I1); a reader's, unlisted; or its frame back. */
     atomic_store(&s->slot[best].seq, wanted && !pinned_now ? best_seq : 0);
+    SHL__TEST_POINT(claim_slot_decided);
     if (!pinned_now && !wanted) return best;
     tried |= 1ull << best;
   }
@@ -1129,6 +1133,7 @@ static int take_next(shl_reader *r, shl_sample *out) {
     /* The writer may be putting the wanted frame back (claim_slot): look
      * again rather than skip it. A mark that stays is a peer's: ignored. */
     if (reclaiming && attempt < PIN_ATTEMPTS / 2) {
+      SHL__TEST_POINT(take_next_reclaim);
       shl__cpu_relax();
       continue;
     }
@@ -1215,10 +1220,10 @@ static int wait_for_frame(shl_reader *r, uint64_t changes, int64_t deadline, shl
   if (live) {
     period = LIVENESS_SAFETY_NS;
     r->death_poll_ns = DEATH_POLL_NS;
-  } else if (waitv && (alive & SHL__ALIVE_TID_MASK) != SHL__ALIVE_NO_KEEPER) {
+  } else if (waitv && (alive & SHL__ALIVE_DIED)) {
     if (r->death_poll_ns < DEATH_POLL_NS) r->death_poll_ns = DEATH_POLL_NS;
     period = r->death_poll_ns;
-    r->death_poll_ns = period < LIVENESS_PERIOD_NS / 2 ? 2 * period : LIVENESS_PERIOD_NS;
+    r->death_poll_ns = period < DEATH_POLL_MAX_NS / 2 ? 2 * period : DEATH_POLL_MAX_NS;
   }
   int64_t now = shl__monotonic_ns();
   if (now - r->liveness_checked_ns >= period) {

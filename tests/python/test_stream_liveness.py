@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import shmlane
-from conftest import built_cli, expect_line, read_line, spawner
+from conftest import blocked_in_futex, built_cli, expect_line, read_line, spawner
 
 SHAPE = (16,)
 
@@ -306,3 +306,62 @@ def test_a_stream_another_user_created_first_is_not_adopted(name, run_py):
         with shmlane.Reader(name, policy="all", timeout=0, owner=owner, keep_last=True) as reader:
             with reader.receive(timeout=5) as sample:
                 assert int(sample.array[0]) == 9
+
+
+# ---------------------------------------------------------------- every reader learns of a death
+
+DEATH_WRITER = """
+import os, sys, threading
+import numpy as np
+import shmlane
+name, how = sys.argv[1:]
+if how == "group":
+    os.setpgid(0, 0)
+w = shmlane.Writer(name, shape=(16,), dtype="u1", max_readers=16)
+w.publish(np.ones(16, "u1"))
+if how == "thread":  # a reader of the writer's own process, asleep in receive
+    r = shmlane.Reader(name)
+    r.receive(timeout=5).release()
+    threading.Thread(target=lambda: r.receive(timeout=None), daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+"""
+
+DEATH_READER = """
+import os, sys, time
+import shmlane
+name, group = sys.argv[1], int(sys.argv[2])
+if group:
+    os.setpgid(0, group)
+with shmlane.Reader(name) as r:
+    r.receive(timeout=5).release()
+    print("ready", flush=True)
+    try:
+        r.receive(timeout=60)
+        print("frame")
+    except shmlane.WriterGone as exc:
+        print("gone", exc.reason, time.monotonic_ns(), flush=True)
+"""
+
+
+@pytest.mark.parametrize("how", ["plain", "group", "thread"])
+def test_every_reader_learns_of_the_death_at_once(name, spawn_py, how):
+    """The kernel wakes the one sleeper on each reader entry's liveness word:
+    a reader killed with the writer's process group, or a reader thread of the
+    writer's own process, takes no other reader's wake-up with it. (Figures:
+    tests/c/test_stream_death.c prints them; `make bench` records them.)"""
+    writer = spawn_py(DEATH_WRITER, name, how)
+    expect_line(writer, "ready")
+    grouped = 1 if how == "group" else 0
+    readers = [spawn_py(DEATH_READER, name, str(writer.pid if i < grouped else 0)) for i in range(6)]
+    for reader in readers:
+        expect_line(reader, "ready")
+        assert blocked_in_futex(reader.pid, reader.pid)
+    killed = time.monotonic_ns()
+    os.kill(-writer.pid if grouped else writer.pid, 9)
+    took = []
+    for reader in readers[grouped:]:
+        line = read_line(reader, timeout=15).split()
+        assert line[:2] == ["gone", "died"], line
+        took.append((int(line[2]) - killed) / 1e6)
+    assert max(took) < 2000, f"a reader learnt of the death after {max(took):.0f} ms: {took}"

@@ -1,0 +1,150 @@
+/* Every reader learns of its writer's death at once, however the death
+ * comes (docs/format.md, Liveness): the kernel wakes the one sleeper on each
+ * reader entry's liveness word, so no other process can take a reader's
+ * wake-up with it.
+ * - a plain SIGKILL of the writer, with 1, 10 and 50 readers;
+ * - the writer's process group killed, a reader in it;
+ * - a reader thread inside the writer's process, killed with it.
+ * Readers are fresh processes (this program started again, argv[1] names the
+ * part) that sleep in receive; each reports when it got SHL_E_WRITER_GONE.
+ * The check is that all of them did within DETECT_MAX_MS, far below the 10 s
+ * safety net that a lost wake-up would fall back to; the figures (p50, p99,
+ * worst) are printed, and measured for the record by `make bench`. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "testutil_stream.h"
+
+#define WORDS 8
+#define WAIT_MS 10000
+#define CHILD_LIMIT_S 60
+#define DETECT_MAX_MS 2000
+#define MAX_READERS 50
+
+/* ---------------------------------------------------------------- children */
+
+static void *reader_thread(void *arg) {
+  shl_reader *r = t_reader_open(arg, SHL_RECV_LATEST, WAIT_MS);
+  shl_sample s;
+  for (;;) /* frame 1, then sleeps until the process dies */
+    if (shl_reader_receive(r, &s, -1, 0) == 0) shl_reader_release(r, &s);
+  return NULL;
+}
+
+/* argv: self writer NAME HOW FD. HOW "group": leads a process group of its
+ * own; "thread": runs a reader thread too. Publishes frame 1, says 'W', then
+ * sleeps until killed. */
+static int run_writer(char **argv) {
+  const char *name = argv[2], *how = argv[3];
+  int fd = atoi(argv[4]);
+  if (strcmp(how, "group") == 0) T_REQUIRE(setpgid(0, 0) == 0);
+  shl_writer *w = t_writer_open(name, WORDS, 4, MAX_READERS + 2, 0);
+  T_CHECK(t_publish(w, WORDS, 1, WAIT_MS) == 1);
+  pthread_t t;
+  if (strcmp(how, "thread") == 0) T_REQUIRE(pthread_create(&t, NULL, reader_thread, (void *)name) == 0);
+  t_send_byte(fd, 'W');
+  for (;;) pause();
+}
+
+/* argv: self reader NAME PGID FD. PGID non-zero: joins that process group.
+ * Receives frame 1, says 'R', then waits: 'G' and the CLOCK_MONOTONIC time
+ * at which receive returned SHL_E_WRITER_GONE; 'X' and the code otherwise. */
+static int run_reader(char **argv) {
+  const char *name = argv[2];
+  pid_t group = (pid_t)atol(argv[3]);
+  int fd = atoi(argv[4]);
+  if (group) T_REQUIRE(setpgid(0, group) == 0);
+  shl_reader *r = t_reader_open(name, SHL_RECV_LATEST, WAIT_MS);
+  shl_sample s;
+  T_EXPECT_RC(shl_reader_receive(r, &s, WAIT_MS * T_MS, 0), 0);
+  T_EXPECT_RC(shl_reader_release(r, &s), 0);
+  t_send_byte(fd, 'R');
+  int rc = shl_reader_receive(r, &s, (int64_t)CHILD_LIMIT_S * 1000 * T_MS, 0);
+  long long when = t_now_ns();
+  char msg[9] = {rc == SHL_E_WRITER_GONE ? 'G' : 'X'};
+  if (rc != SHL_E_WRITER_GONE) when = rc;
+  memcpy(msg + 1, &when, sizeof when);
+  T_CHECK(write(fd, msg, sizeof msg) == (ssize_t)sizeof msg);
+  shl_reader_close(r);
+  return t_result();
+}
+
+/* ---------------------------------------------------------------- the parent */
+
+struct proc {
+  pid_t pid;
+  int report;
+};
+
+static struct proc start(const char *part, const char *name, const char *arg) {
+  struct proc p;
+  const char *args[] = {"test_stream_death", part, name, arg, NULL};
+  p.pid = t_exec_reporting(args, &p.report, CHILD_LIMIT_S);
+  return p;
+}
+
+static int cmp_ll(const void *a, const void *b) {
+  long long x = *(const long long *)a, y = *(const long long *)b;
+  return (x > y) - (x < y);
+}
+
+/* A writer (HOW as run_writer's), n readers, the first `grouped` of them in
+ * the writer's process group; kill the writer (or its group); every reader
+ * not killed with it must say 'G' within DETECT_MAX_MS. */
+static void one_case(const char *how, int n, int grouped) {
+  char name[SHL_NAME_MAX + 1], pgid[24];
+  t_fresh_name(name, "death");
+  struct proc w = start("writer", name, how), r[MAX_READERS];
+  T_REQUIRE(t_read_byte(w.report, WAIT_MS) == 'W');
+  snprintf(pgid, sizeof pgid, "%ld", (long)w.pid);
+  for (int i = 0; i < n; i++) r[i] = start("reader", name, i < grouped ? pgid : "0");
+  for (int i = 0; i < n; i++) {
+    T_CHECK(t_read_byte(r[i].report, WAIT_MS) == 'R');
+    T_CHECK(t_wait_in_futex(r[i].pid, WAIT_MS)); /* asleep: the wake-up must reach it */
+  }
+  long long killed = t_now_ns();
+  T_CHECK(kill(grouped ? -w.pid : w.pid, SIGKILL) == 0);
+  long long took[MAX_READERS];
+  int got = 0;
+  for (int i = grouped; i < n; i++) {
+    char msg[9];
+    if (t_read_full(r[i].report, msg, sizeof msg, DETECT_MAX_MS + WAIT_MS) < 0 || msg[0] != 'G') {
+      fprintf(stderr, "%s, %d readers: reader %d did not learn of the death\n", how, n, i);
+      t_failures++;
+      continue;
+    }
+    long long when;
+    memcpy(&when, msg + 1, sizeof when);
+    took[got++] = when - killed;
+  }
+  T_EXPECT_SIGNAL(t_child_reap(w.pid), SIGKILL);
+  for (int i = 0; i < n; i++) {
+    if (i < grouped) T_EXPECT_SIGNAL(t_child_reap(r[i].pid), SIGKILL);
+    else T_EXPECT_EXIT(t_child_reap(r[i].pid), 0);
+    close(r[i].report);
+  }
+  close(w.report);
+  if (!got) return;
+  qsort(took, (size_t)got, sizeof took[0], cmp_ll);
+  double p50 = (double)took[got / 2] / 1e6, p99 = (double)took[(got * 99) / 100] / 1e6,
+         worst = (double)took[got - 1] / 1e6;
+  printf("writer killed (%s), %d readers: WRITER_GONE after p50 %.2f ms, p99 %.2f ms, worst %.2f ms\n",
+         how, got, p50, p99, worst);
+  if (worst >= DETECT_MAX_MS) {
+    fprintf(stderr, "%s, %d readers: the last learnt of the death after %.0f ms\n", how, got, worst);
+    t_failures++;
+  }
+}
+
+int main(int argc, char **argv) {
+  if (argc == 5 && strcmp(argv[1], "writer") == 0) return run_writer(argv);
+  if (argc == 5 && strcmp(argv[1], "reader") == 0) return run_reader(argv);
+  one_case("plain", 1, 0);
+  one_case("plain", 10, 0);
+  one_case("plain", MAX_READERS, 0);
+  one_case("group", 10, 1); /* a reader killed with the writer's group */
+  one_case("thread", 10, 0); /* a reader thread of the writer's own process */
+  return t_result();
+}

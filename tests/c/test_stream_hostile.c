@@ -1,0 +1,428 @@
+/* Streams against peers that break the protocol, and the races a peer or
+ * another thread can strike (issue-sized items, each a test):
+ * - metadata: a peer with write access switches the record's place and size
+ *   between two states that each pass validation, after a reader joined: the
+ *   reader's record and its size come from one snapshot, inside its slot;
+ * - a replacement that cannot be created (no room in /dev/shm) leaves the
+ *   old stream under its name, its readers unaffected;
+ * - sequence numbers from shared memory are bounded: a peer's 2^60 in a
+ *   slot, or numbers used up, never brick the name for a takeover or a
+ *   replacement;
+ * - a reader joining a blocking stream never skips a frame the writer keeps
+ *   (the slot is marked, not emptied, while the writer decides);
+ * - a writer gives up its role only after its liveness words are cleared and
+ *   its keeper stopped;
+ * - a fork() from another thread while a role descriptor is being opened
+ *   never leaves a child holding the role;
+ * - shl_dup maps the very object a handle holds, whatever its name does.
+ * White-box: platform_linux.c and stream.c are compiled into this program,
+ * with a hook that runs code of the test at the points where a race would
+ * strike. */
+#include <dirent.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+
+#include "testutil_stream.h"
+
+static void (*test_hook)(const char *point);
+#define SHL__TEST_POINT(name) (test_hook ? test_hook(#name) : (void)0)
+#include "platform_linux.c"
+#include "stream.c"
+
+#define WORDS 8
+#define SLOTS 4
+#define WAIT_MS 5000
+#define CHILD_LIMIT_S 30
+
+/* ---------------------------------------------------------------- metadata */
+
+/* The control block's metadata fields, as a peer rewrites them. */
+static void set_meta(struct stream *s, uint64_t offset, const char *format, uint64_t size) {
+  char *at = (char *)s->seg->ext + s->ctl->meta_format_offset;
+  strcpy(at, format);
+  s->ctl->meta_format_len = (uint32_t)strlen(format);
+  s->ctl->meta_offset = offset;
+  s->ctl->meta_size = size;
+}
+
+/* Frames of 8 KiB: slots of 12 KiB, the record of state A in the slot's last
+ * 64 bytes, of state B in its last 4 KiB. A's place with B's size would reach
+ * 4032 bytes into the next slot, or past the mapping from the last one. */
+static void test_meta_switched_after_join(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "hmeta");
+  shl_layout frame = t_frame_layout(1024);
+  shl_stream_opts o = SHL_STREAM_OPTS_INIT;
+  o.slots = 2;
+  o.meta_format = "T{<Q:a:<Q:b:48x}"; /* 64 bytes: 16 chars, room for "4096x" */
+  shl_writer *w = NULL;
+  T_EXPECT_RC(shl_writer_open(&w, name, &frame, &o), 0);
+  T_REQUIRE(w);
+  struct stream *ws = &w->s;
+  T_REQUIRE(ws->stride == 12288 && ws->meta_offset == 8192);
+  set_meta(ws, 12288 - 64, "T{<Q:a:<Q:b:48x}", 64); /* state A: valid too */
+  shl_reader *r = t_reader_open(name, SHL_RECV_ALL, WAIT_MS);
+  set_meta(ws, 8192, "4096x", 4096); /* state B, after the reader joined */
+  char format[SHL_FORMAT_MAX + 1];
+  T_EXPECT_RC(shl_reader_get_meta(r, format, sizeof format), 64);
+  T_CHECK(strcmp(format, "T{<Q:a:<Q:b:48x}") == 0);
+  for (int i = 0; i < 2; i++) T_CHECK(t_publish(w, 1024, (uint64_t)i + 1, WAIT_MS) != 0);
+  for (int i = 0; i < 2; i++) {
+    shl_sample s;
+    T_EXPECT_RC(shl_reader_receive(r, &s, WAIT_MS * T_MS, 0), 0);
+    const void *meta = NULL;
+    uint64_t size = 0;
+    T_EXPECT_RC(shl_sample_get_meta(r, &s, &meta, &size), 0);
+    T_CHECK(size == 64 && meta == (const char *)s.data + 12288 - 64);
+    T_CHECK(shl_sample_meta(r, &s) == meta);
+    /* The record and its size lie inside the reader's mapping. */
+    const unsigned char *end = (const unsigned char *)shl_reader_segment(r)->hdr +
+                               shl_reader_segment(r)->map_size;
+    T_CHECK((const unsigned char *)meta + size <= end);
+    T_EXPECT_RC(shl_reader_release(r, &s), 0);
+  }
+  /* A fresh look sees B, whole: format and size from the same read. */
+  T_EXPECT_RC(shl_stream_get_meta(shl_reader_segment(r), format, sizeof format), 4096);
+  T_CHECK(strcmp(format, "4096x") == 0);
+  /* The writer's own copy is the one it opened with. */
+  T_EXPECT_RC(shl_writer_get_meta(w, format, sizeof format), 64);
+  T_CHECK(strcmp(format, "T{<Q:a:<Q:b:48x}") == 0);
+  shl_reader_close(r);
+  shl_writer_close(w);
+}
+
+/* ---------------------------------------------------------------- replace */
+
+/* A replacement too big for /dev/shm fails, and the old stream stays. */
+static void test_failed_replace_keeps_name(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "hrepl");
+  shl_writer *w = t_writer_open(name, WORDS, SLOTS, 4, 0);
+  T_CHECK(t_publish(w, WORDS, 1, WAIT_MS) == 1);
+  shl_reader *r = t_reader_open(name, SHL_RECV_ALL, WAIT_MS);
+  struct stat before, after;
+  char path[T_PATH_MAX];
+  T_REQUIRE(stat(t_shm_path(name, path), &before) == 0);
+  shl_layout huge = {.format = "B", .ndim = 1, .shape = {(uint64_t)1 << 40}}; /* 8 TiB a ring */
+  shl_writer *same = w;
+  int rc = shl_writer_replace(&w, &huge, NULL);
+  T_CHECK(rc == -ENOSPC || rc == -EFBIG || rc == -ENOMEM);
+  T_CHECK(w == same);
+  T_REQUIRE(stat(path, &after) == 0);
+  T_CHECK(after.st_ino == before.st_ino); /* the old stream is still the name's */
+  /* Nothing staged is left, and the writer and readers go on. */
+  DIR *dir = opendir("/dev/shm");
+  for (struct dirent *e; dir && (e = readdir(dir));)
+    T_CHECK(strncmp(e->d_name, ".shl-stage.", 11) != 0 || !strstr(e->d_name, name));
+  if (dir) closedir(dir);
+  T_CHECK(t_publish(w, WORDS, 2, WAIT_MS) == 2);
+  shl_sample s;
+  for (uint64_t seq = 1; seq <= 2; seq++) { /* it joined at frame 1 */
+    T_EXPECT_RC(shl_reader_receive(r, &s, WAIT_MS * T_MS, 0), 0);
+    T_CHECK(s.seq == seq && !(s.flags & SHL_SAMPLE_NEW_STREAM));
+    T_EXPECT_RC(shl_reader_release(r, &s), 0);
+  }
+  shl_reader *late = t_reader_open(name, SHL_RECV_LATEST, WAIT_MS);
+  T_EXPECT_RC(shl_reader_receive(late, &s, WAIT_MS * T_MS, 0), 0);
+  T_CHECK(s.seq == 2);
+  T_EXPECT_RC(shl_reader_release(late, &s), 0);
+  shl_reader_close(late);
+  shl_reader_close(r);
+  shl_writer_close(w);
+}
+
+/* ---------------------------------------------------------------- sequence numbers */
+
+/* Receive one frame (0) or say why not. */
+static int receive_seq(shl_reader *r, uint64_t *seq) {
+  shl_sample s;
+  int rc = shl_reader_receive(r, &s, WAIT_MS * T_MS, 0);
+  if (rc == 0) {
+    *seq = s.seq;
+    T_EXPECT_RC(shl_reader_release(r, &s), 0);
+  }
+  return rc;
+}
+
+/* A peer writes 2^60 into a slot and `latest`: readers deliver none of it,
+ * and a writer taking over goes on from the real numbers. */
+static void test_peer_seq_takeover(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "hseq");
+  shl_writer *w = t_writer_open(name, WORDS, SLOTS, 4, 0);
+  shl_reader *r = t_reader_open(name, SHL_RECV_ALL, WAIT_MS);
+  for (uint64_t i = 1; i <= 2; i++) T_CHECK(t_publish(w, WORDS, i, WAIT_MS) == i);
+  uint64_t seq;
+  T_EXPECT_RC(receive_seq(r, &seq), 0);
+  T_CHECK(seq == 1);
+  /* The peer, through the reader's mapping (its control area is writable). */
+  struct stream *s = &r->cur->s;
+  atomic_store(&s->slot[3].seq, (uint64_t)1 << 60);
+  atomic_store(&s->ctl->latest, (uint64_t)1 << 63 | 3); /* frame 2^55: past SEQ_MAX */
+  shl_writer_close(w);
+  T_EXPECT_RC(receive_seq(r, &seq), SHL_E_WRITER_CLOSED); /* nothing of the peer's */
+  w = t_writer_open(name, WORDS, SLOTS, 4, 0);
+  T_CHECK(shl_writer_next_seq(w) == 3);
+  T_CHECK(atomic_load(&s->slot[3].seq) == 0 && atomic_load(&s->ctl->latest) == 0);
+  T_CHECK(t_publish(w, WORDS, 3, WAIT_MS) == 3);
+  T_EXPECT_RC(receive_seq(r, &seq), 0); /* frame 2 was still there */
+  T_CHECK(seq == 2);
+  T_EXPECT_RC(receive_seq(r, &seq), 0);
+  T_CHECK(seq == 3);
+  shl_reader_close(r);
+  shl_writer_close(w);
+}
+
+/* Numbers used up: publishing stops with -EOVERFLOW; a replacement, or a
+ * writer taking over, starts a stream numbered afresh that readers follow. */
+static void test_numbers_used_up(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "hmax");
+  shl_writer *w = t_writer_open(name, WORDS, SLOTS, 4, 0);
+  shl_reader *r = t_reader_open(name, SHL_RECV_ALL, WAIT_MS);
+  T_EXPECT_RC(shl_writer_set_next_seq(w, SHL__SEQ_MAX + 1), -EINVAL);
+  T_EXPECT_RC(shl_writer_set_next_seq(w, SHL__SEQ_MAX), 0);
+  T_CHECK(t_publish(w, WORDS, 1, WAIT_MS) == SHL__SEQ_MAX);
+  void *frame;
+  T_CHECK(shl_writer_loan(w, &frame, 0) >= 0);
+  T_EXPECT_RC(shl_writer_publish(w, NULL), -EOVERFLOW);
+  T_EXPECT_RC(shl_writer_discard(w), 0);
+  uint64_t seq;
+  T_EXPECT_RC(receive_seq(r, &seq), 0);
+  T_CHECK(seq == SHL__SEQ_MAX);
+  /* A replacement numbers afresh. */
+  shl_layout other = t_frame_layout(WORDS * 2);
+  T_EXPECT_RC(shl_writer_replace(&w, &other, NULL), 0);
+  T_CHECK(shl_writer_next_seq(w) == 1);
+  T_CHECK(t_publish(w, WORDS * 2, 7, WAIT_MS) == 1);
+  shl_sample s;
+  T_EXPECT_RC(shl_reader_receive(r, &s, WAIT_MS * T_MS, 0), 0);
+  T_CHECK(s.seq == 1 && (s.flags & SHL_SAMPLE_NEW_STREAM));
+  T_EXPECT_RC(shl_reader_release(r, &s), 0);
+  /* A writer taking over a stream whose numbers are used up replaces it too. */
+  T_EXPECT_RC(shl_writer_set_next_seq(w, SHL__SEQ_MAX), 0);
+  T_CHECK(t_publish(w, WORDS * 2, 8, WAIT_MS) == SHL__SEQ_MAX);
+  T_EXPECT_RC(receive_seq(r, &seq), 0);
+  shl_writer_close(w);
+  shl_stream_opts o = SHL_STREAM_OPTS_INIT;
+  o.slots = SLOTS;
+  w = NULL;
+  T_EXPECT_RC(shl_writer_open(&w, name, &other, &o), 0);
+  T_REQUIRE(w);
+  T_CHECK(shl_writer_next_seq(w) == 1);
+  T_CHECK(t_publish(w, WORDS * 2, 9, WAIT_MS) == 1);
+  T_EXPECT_RC(shl_reader_receive(r, &s, WAIT_MS * T_MS, 0), 0);
+  T_CHECK(s.seq == 1 && (s.flags & SHL_SAMPLE_NEW_STREAM));
+  T_EXPECT_RC(shl_reader_release(r, &s), 0);
+  shl_reader_close(r);
+  shl_writer_close(w);
+}
+
+/* ---------------------------------------------------------------- a joiner and a kept frame */
+
+/* The writer (this thread) and a joining `all` reader (another thread) meet
+ * at the writer's second look: the writer has marked the slot of frame 1, the
+ * reader registers wanting frame 1 and receives while the mark is there, and
+ * the writer puts frame 1 back. Steps are handed over with a futex word. */
+static shl_reader *joiner;
+static struct stream *joined;
+static _Atomic uint32_t step; /* 1 go, 2 the joiner saw the mark, 3 the writer decided */
+static int joiner_rc = 1;
+static uint64_t joiner_seq, joiner_lost;
+
+static void await_step(uint32_t want) {
+  long long until = t_now_ns() + 2000 * T_MS; /* bounded: a step that never comes is a failure */
+  for (uint32_t v; (v = atomic_load(&step)) < want && t_now_ns() < until;)
+    shl__futex_wait(&step, v, 10 * T_MS);
+}
+
+static void set_step(uint32_t v) {
+  atomic_store(&step, v);
+  shl__futex_wake_all(&step);
+}
+
+static void meet_at_claim(const char *point) {
+  if (strcmp(point, "claim_slot") == 0 && atomic_load(&step) == 0) {
+    /* The joiner's registration lands between the writer's two looks. */
+    joiner->next_seq = 1;
+    atomic_store(&joiner->cur->entry->next_seq, 1);
+    set_step(1);
+    await_step(2);
+  } else if (strcmp(point, "take_next_reclaim") == 0 && atomic_load(&step) == 1) {
+    set_step(2);
+    await_step(3);
+  } else if (strcmp(point, "claim_slot_decided") == 0 && atomic_load(&step) == 2) {
+    set_step(3);
+  }
+}
+
+static void *joiner_main(void *arg) {
+  (void)arg;
+  await_step(1);
+  shl_sample s;
+  joiner_rc = shl_reader_receive(joiner, &s, WAIT_MS * T_MS, 0);
+  if (joiner_rc == 0) {
+    joiner_seq = s.seq;
+    joiner_lost = s.lost;
+    shl_reader_release(joiner, &s);
+  }
+  return NULL;
+}
+
+/* Two slots of a blocking stream: frame 1 (slot 0) and 2 (slot 1, the newest).
+ * The writer may reuse slot 0 until the joiner wants frame 1; the joiner
+ * must then get frame 1, nothing lost (never frame 2 with lost=1). */
+static void test_joiner_never_skips_a_kept_frame(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "hjoin");
+  shl_writer *w = t_writer_open(name, WORDS, 2, 4, SHL_STREAM_BLOCK);
+  for (uint64_t i = 1; i <= 2; i++) T_CHECK(t_publish(w, WORDS, i, WAIT_MS) == i);
+  joiner = t_reader_open(name, SHL_RECV_ALL, WAIT_MS);
+  joiner->next_seq = 3; /* registered, wanting only what comes next, for now */
+  atomic_store(&joiner->cur->entry->next_seq, 3);
+  joined = &w->s;
+  pthread_t t;
+  T_REQUIRE(pthread_create(&t, NULL, joiner_main, NULL) == 0);
+  test_hook = meet_at_claim;
+  void *frame;
+  int slot = shl_writer_loan(w, &frame, 0); /* frame 1 is wanted after all: no slot */
+  test_hook = NULL;
+  T_EXPECT_RC(slot, -ETIMEDOUT);
+  pthread_join(t, NULL);
+  T_EXPECT_RC(joiner_rc, 0);
+  T_CHECK(joiner_seq == 1 && joiner_lost == 0);
+  shl_reader_close(joiner);
+  joiner = NULL;
+  shl_writer_close(w);
+}
+
+/* ---------------------------------------------------------------- close order */
+
+static shl_writer *closing;
+static int words_left = -1;
+
+/* Just before the role goes: no liveness word may still hold the keeper's id. */
+static void check_at_role_drop(const char *point) {
+  if (strcmp(point, "writer_role_drop") != 0 || !closing) return;
+  struct stream *s = &closing->s;
+  words_left = 0;
+  for (uint32_t i = 0; i < s->max_readers; i++)
+    words_left += atomic_load(&s->reader[i].alive) != 0;
+  words_left += closing->keeper != NULL;
+}
+
+static void test_close_order(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "hclose");
+  closing = t_writer_open(name, WORDS, SLOTS, 4, 0);
+  T_CHECK(alive_says_live(atomic_load(&closing->s.reader[3].alive)));
+  test_hook = check_at_role_drop;
+  shl_writer_close(closing);
+  test_hook = NULL;
+  T_CHECK(words_left == 0);
+  closing = NULL;
+}
+
+/* ---------------------------------------------------------------- fork while a role opens */
+
+static pthread_mutex_t fork_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t fork_cond = PTHREAD_COND_INITIALIZER;
+static int fork_asked, fork_done;
+static pid_t forked_child;
+
+/* Forks when asked; the child sleeps until killed, holding whatever it inherited. */
+static void *forker(void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&fork_lock);
+  while (!fork_asked) pthread_cond_wait(&fork_cond, &fork_lock);
+  pthread_mutex_unlock(&fork_lock);
+  pid_t pid = fork();
+  if (pid == 0) {
+    for (;;) pause();
+  }
+  pthread_mutex_lock(&fork_lock);
+  forked_child = pid;
+  fork_done = 1;
+  pthread_cond_broadcast(&fork_cond);
+  pthread_mutex_unlock(&fork_lock);
+  return NULL;
+}
+
+/* Right after shm_open of a role descriptor: another thread forks now. The
+ * fork must wait until the descriptor is registered (so the child closes
+ * it); give it 100 ms to strike if it could. */
+static int role_opens;
+
+static void fork_at_role_open(const char *point) {
+  /* The second descriptor a writer's creation opens is the writer role's. */
+  if (strcmp(point, "role_fd_opened") != 0 || ++role_opens != 2) return;
+  pthread_mutex_lock(&fork_lock);
+  fork_asked = 1;
+  pthread_cond_broadcast(&fork_cond);
+  pthread_mutex_unlock(&fork_lock);
+  t_sleep_ms(100);
+}
+
+static void test_fork_while_role_opens(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "hfork");
+  pthread_t t;
+  T_REQUIRE(pthread_create(&t, NULL, forker, NULL) == 0);
+  test_hook = fork_at_role_open;
+  shl_writer *w = t_writer_open(name, WORDS, SLOTS, 4, 0);
+  test_hook = NULL;
+  pthread_join(t, NULL);
+  T_REQUIRE(fork_done && forked_child > 0);
+  shl_segment *look = t_open(name, SHL_OPEN_READONLY);
+  T_CHECK(t_stream_info(look).writer_alive == 1);
+  shl_writer_close(w);
+  /* The child lives on: the role must be free all the same. */
+  T_CHECK(t_stream_info(look).writer_alive == 0);
+  shl_writer *again = NULL;
+  shl_layout l = t_frame_layout(WORDS);
+  shl_stream_opts o = SHL_STREAM_OPTS_INIT;
+  o.slots = SLOTS;
+  T_EXPECT_RC(shl_writer_open(&again, name, &l, &o), 0);
+  shl_writer_close(again);
+  shl_close(look);
+  kill(forked_child, SIGKILL);
+  t_child_reap(forked_child);
+}
+
+/* ---------------------------------------------------------------- dup */
+
+/* The name removed and another object made under it: shl_dup still maps the
+ * object the handle holds (the Python writer's second mapping rests on it). */
+static void test_dup_follows_the_object(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "hdup");
+  shl_writer *w = t_writer_open(name, WORDS, SLOTS, 4, 0);
+  T_CHECK(t_publish(w, WORDS, 5, WAIT_MS) == 1);
+  T_EXPECT_RC(shl_unlink(name), 0);
+  shl_layout other = {.format = "<d", .ndim = 1, .shape = {3}};
+  shl_segment *impostor = NULL;
+  T_EXPECT_RC(shl_create(&impostor, name, &other, NULL), 0);
+  shl_segment *dup = NULL;
+  T_EXPECT_RC(shl_dup(&dup, shl_writer_segment(w)), 0);
+  T_REQUIRE(dup);
+  T_CHECK(shl_kind(dup) == SHL_KIND_STREAM && dup->hdr != shl_writer_segment(w)->hdr);
+  shl_stream_info info = t_stream_info(dup);
+  T_CHECK(info.last_seq == 1);
+  T_EXPECT_RC(shl_dup(NULL, dup), -EINVAL);
+  shl_close(dup);
+  shl_close(impostor);
+  shl_writer_close(w);
+}
+
+int main(void) {
+  test_meta_switched_after_join();
+  test_failed_replace_keeps_name();
+  test_peer_seq_takeover();
+  test_numbers_used_up();
+  test_joiner_never_skips_a_kept_frame();
+  test_close_order();
+  test_fork_while_role_opens();
+  test_dup_follows_the_object();
+  return t_result();
+}
