@@ -1,9 +1,12 @@
 /* shmlanesrc: a live source of a shmlane stream's frames (docs/gstreamer.md).
  *
  * Each buffer wraps a pinned sample: no copy, and the pin goes when the
- * last holder of the buffer lets it go (the reader's pin limit bounds how
- * many downstream may hold: past it, the source waits for one to come
- * back). Caps come from the stream's layout and each frame's record; a
+ * last holder of the buffer lets it go. At most max-pinned buffers over
+ * samples are out at once: past that, frames are copied into ordinary
+ * buffers (as v4l2src does when its pool runs low), through one pin kept
+ * in reserve, so elements that hold many buffers (filesink's batches, an
+ * encoder's lookahead) never stall the source, and the writer never waits
+ * for them. Caps come from the stream's layout and each frame's record; a
  * stream replaced under its name is followed and renegotiated. */
 #include <errno.h>
 #include <pwd.h>
@@ -19,6 +22,7 @@ GST_DEBUG_CATEGORY_STATIC(src_debug);
 
 #define OPEN_SLICE_NS (50 * GST_MSECOND) /* waiting for the stream to appear */
 #define GONE_POLL_US (50 * G_TIME_SPAN_MILLISECOND) /* waiting for a new writer */
+#define DEFAULT_MAX_PINNED 2
 
 /* The reader handle, shared with the buffers over its samples. The handle
  * is single-threaded: every call on it is made under `lock`, except the
@@ -27,7 +31,7 @@ GST_DEBUG_CATEGORY_STATIC(src_debug);
 typedef struct reader {
   gint refs;
   GMutex lock;
-  GCond cond;         /* a buffer was freed, or flushing began */
+  GCond cond;         /* flushing began */
   shl_reader *r;      /* NULL once closed */
   gboolean receiving; /* a receive runs, without the lock */
   gboolean closing;   /* the element is done: close once no buffer is left */
@@ -121,6 +125,7 @@ struct _GstShmlaneSrc {
   GstVideoInfo frames;   /* as the stream lays them out */
   GstVideoInfo out;      /* as pushed (differs only when copying to the default layout) */
   gboolean copy;         /* downstream cannot read the stream's layout in place */
+  guint limit;           /* max-pinned, as the reader was opened with */
   gboolean downstream_meta;
   shlgst_record last;    /* the caps part of the last record */
   GstClock *clock;       /* the clock last seen, and whether it is CLOCK_MONOTONIC */
@@ -175,7 +180,7 @@ static GstFlowReturn open_reader(GstShmlaneSrc *src) {
   GST_OBJECT_LOCK(src);
   gchar *name = shlgst_stream_name(GST_ELEMENT(src), src->stream);
   o.policy = (uint32_t)src->policy;
-  o.max_pinned = src->max_pinned;
+  o.max_pinned = src->max_pinned + 1; /* the reserve, for copies */
   gboolean owner_ok = parse_owner(src->owner, &o);
   GST_OBJECT_UNLOCK(src);
   o.timeout_ns = OPEN_SLICE_NS;
@@ -189,6 +194,7 @@ static GstFlowReturn open_reader(GstShmlaneSrc *src) {
     GST_OBJECT_LOCK(src);
     src->rd = reader_new(r);
     GST_OBJECT_UNLOCK(src);
+    src->limit = o.max_pinned - 1;
     src->new_stream = TRUE;
   } else if (owner_ok && g_atomic_int_get(&src->flushing)) {
     rc = 0;
@@ -209,7 +215,8 @@ static void wait_a_little(reader *rd, gint64 us) {
   g_mutex_unlock(&rd->lock);
 }
 
-/* The next sample, pinned. */
+/* The next sample, pinned. The reader holds at most `limit` samples
+ * besides (wrap_sample), so its pin limit, one more, is never reached. */
 static GstFlowReturn receive(GstShmlaneSrc *src, reader *rd, shl_sample *s) {
   for (;;) {
     g_mutex_lock(&rd->lock);
@@ -224,15 +231,11 @@ static GstFlowReturn receive(GstShmlaneSrc *src, reader *rd, shl_sample *s) {
     g_mutex_lock(&rd->lock);
     rd->receiving = FALSE;
     drain_locked(rd);
-    guint held = rd->held;
-    /* Downstream holds max-pinned buffers: wait for one to come back. */
-    while (rc == SHL_E_PIN_LIMIT && rd->held >= held && !g_atomic_int_get(&src->flushing))
-      g_cond_wait(&rd->cond, &rd->lock);
     g_mutex_unlock(&rd->lock);
+    GST_LOG_OBJECT(src, "receive: %s", rc < 0 ? shl_err_name(rc) : "a frame");
     switch (rc) {
       case 0: return GST_FLOW_OK;
-      case -EINTR:
-      case SHL_E_PIN_LIMIT: continue;
+      case -EINTR: continue; /* shl_reader_wake: flushing, or a sample to release */
       case SHL_E_WRITER_GONE:
       case SHL_E_WRITER_CLOSED: {
         GST_OBJECT_LOCK(src);
@@ -340,42 +343,47 @@ static GstClockTime running_time_of(GstShmlaneSrc *src, uint64_t monotonic_ns) {
   return t > 0 ? (GstClockTime)t : 0; /* frames published before the pipeline ran */
 }
 
-/* A buffer over the pinned sample, or a copy in GStreamer's default layout
- * for a downstream that cannot read the stream's. */
+static void add_video_meta(GstBuffer *buf, const GstVideoInfo *f) {
+  gst_buffer_add_video_meta_full(buf, GST_VIDEO_FRAME_FLAG_NONE, GST_VIDEO_INFO_FORMAT(f),
+                                 GST_VIDEO_INFO_WIDTH(f), GST_VIDEO_INFO_HEIGHT(f),
+                                 GST_VIDEO_INFO_N_PLANES(f), (gsize *)f->offset, (gint *)f->stride);
+}
+
+/* A buffer over the pinned sample; or, when downstream holds max-pinned
+ * of them or cannot read the stream's layout, a copy (the sample is
+ * released at once). */
 static GstBuffer *wrap_sample(GstShmlaneSrc *src, reader *rd, const shl_sample *s) {
   gsize size = src->frames.size;
-  if (src->copy) {
-    GstBuffer *buf = gst_buffer_new_allocate(NULL, src->out.size, NULL);
-    GstBuffer *in = gst_buffer_new_wrapped_full(GST_MEMORY_FLAG_READONLY, (gpointer)s->data, size,
-                                                0, size, NULL, NULL);
-    GstVideoFrame fi, fo;
-    if (gst_video_frame_map(&fi, &src->frames, in, GST_MAP_READ)) {
-      if (gst_video_frame_map(&fo, &src->out, buf, GST_MAP_WRITE)) {
-        gst_video_frame_copy(&fo, &fi);
-        gst_video_frame_unmap(&fo);
-      }
-      gst_video_frame_unmap(&fi);
-    }
-    gst_buffer_unref(in);
-    g_mutex_lock(&rd->lock);
-    shl_reader_release(rd->r, s);
-    g_mutex_unlock(&rd->lock);
-    g_atomic_int_inc(&src->copied);
+  g_mutex_lock(&rd->lock);
+  gboolean copy = src->copy || rd->held >= src->limit;
+  if (!copy) rd->held++;
+  g_mutex_unlock(&rd->lock);
+  if (!copy) {
+    pin *p = g_new(pin, 1);
+    p->rd = reader_ref(rd);
+    p->sample = *s;
+    GstBuffer *buf = gst_buffer_new_wrapped_full(GST_MEMORY_FLAG_READONLY, (gpointer)s->data, size,
+                                                 0, size, p, pin_free);
+    if (!shlgst_layout_is_default(&src->frames)) add_video_meta(buf, &src->frames);
     return buf;
   }
-  pin *p = g_new(pin, 1);
-  p->rd = reader_ref(rd);
-  p->sample = *s;
+  GstBuffer *buf = gst_buffer_new_allocate(NULL, src->out.size, NULL);
+  GstBuffer *in = gst_buffer_new_wrapped_full(GST_MEMORY_FLAG_READONLY, (gpointer)s->data, size, 0,
+                                              size, NULL, NULL);
+  GstVideoFrame fi, fo;
+  if (gst_video_frame_map(&fi, &src->frames, in, GST_MAP_READ)) {
+    if (gst_video_frame_map(&fo, &src->out, buf, GST_MAP_WRITE)) {
+      gst_video_frame_copy(&fo, &fi);
+      gst_video_frame_unmap(&fo);
+    }
+    gst_video_frame_unmap(&fi);
+  }
+  gst_buffer_unref(in);
   g_mutex_lock(&rd->lock);
-  rd->held++;
+  shl_reader_release(rd->r, s);
   g_mutex_unlock(&rd->lock);
-  GstBuffer *buf = gst_buffer_new_wrapped_full(GST_MEMORY_FLAG_READONLY, (gpointer)s->data, size, 0,
-                                               size, p, pin_free);
-  const GstVideoInfo *f = &src->frames;
-  if (!shlgst_layout_is_default(f))
-    gst_buffer_add_video_meta_full(buf, GST_VIDEO_FRAME_FLAG_NONE, GST_VIDEO_INFO_FORMAT(f),
-                                   GST_VIDEO_INFO_WIDTH(f), GST_VIDEO_INFO_HEIGHT(f),
-                                   GST_VIDEO_INFO_N_PLANES(f), (gsize *)f->offset, (gint *)f->stride);
+  if (!shlgst_layout_is_default(&src->out)) add_video_meta(buf, &src->out);
+  g_atomic_int_inc(&src->copied);
   return buf;
 }
 
@@ -578,9 +586,9 @@ static void gst_shmlane_src_class_init(GstShmlaneSrcClass *klass) {
   g_object_class_install_property(
       oc, PROP_MAX_PINNED,
       g_param_spec_uint("max-pinned", "Max pinned",
-                        "Buffers downstream may hold at once, past which the source waits for "
-                        "one to come back (0: the reader's default, half the slots less one)",
-                        0, SHL_STREAM_MAX_SLOTS, 0, rw));
+                        "Buffers over the stream's slots downstream may hold at once; past "
+                        "that, frames are copied",
+                        1, SHL_STREAM_MAX_SLOTS - 2, DEFAULT_MAX_PINNED, rw));
   g_object_class_install_property(
       oc, PROP_OWNER,
       g_param_spec_string("owner", "Owner",
@@ -615,6 +623,7 @@ static void gst_shmlane_src_class_init(GstShmlaneSrcClass *klass) {
 }
 
 static void gst_shmlane_src_init(GstShmlaneSrc *src) {
+  src->max_pinned = DEFAULT_MAX_PINNED;
   gst_base_src_set_live(GST_BASE_SRC(src), TRUE);
   gst_base_src_set_format(GST_BASE_SRC(src), GST_FORMAT_TIME);
 }

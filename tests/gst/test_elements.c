@@ -172,7 +172,7 @@ static GstCaps *caps_of(const char *format, int width, int height) {
 
 static GstHarness *sink_harness(const char *name, const char *format, int width, int height) {
   GstHarness *h = gst_harness_new("shmlanesink");
-  g_object_set(h->element, "stream", name, "sync", FALSE, NULL);
+  g_object_set(h->element, "stream", name, "sync", FALSE, "block", TRUE, NULL);
   GstCaps *caps = caps_of(format, width, height);
   gst_harness_set_src_caps(h, caps);
   return h;
@@ -195,11 +195,26 @@ static void check_frame(GstBuffer *b, gsize size, guint8 fill) {
   gst_buffer_unmap(b, &map);
 }
 
-static GstHarness *src_harness(const char *name, gboolean eos_on_gone) {
+/* Waits until the stream has `n` readers. */
+static void wait_readers(const char *name, guint n) {
+  shl_segment *seg = NULL;
+  shl_stream_info info = SHL_STREAM_INFO_INIT;
+  fail_unless_equals_int(shl_open(&seg, name, SHL_OPEN_READONLY, 0), 0);
+  for (int i = 0; i < 500 && info.readers_alive < n; i++) {
+    g_usleep(10000);
+    fail_unless_equals_int(shl_stream_get_info(seg, &info), 0);
+  }
+  fail_unless_equals_int(info.readers_alive, n);
+  shl_close(seg);
+}
+
+/* A source of policy `all` that has joined the stream (its `n`th reader). */
+static GstHarness *src_harness(const char *name, guint n, gboolean eos_on_gone, guint max_pinned) {
   GstHarness *h = gst_harness_new("shmlanesrc");
   g_object_set(h->element, "stream", name, "policy", SHL_RECV_ALL, "eos-on-writer-gone",
-               eos_on_gone, NULL);
+               eos_on_gone, "max-pinned", max_pinned, NULL);
   gst_harness_play(h);
+  wait_readers(name, n);
   return h;
 }
 
@@ -208,8 +223,7 @@ GST_START_TEST(test_renegotiate) {
    * new caps before the new frames. */
   gchar *name = stream_name("reneg");
   GstHarness *sink = sink_harness(name, "GRAY8", 64, 48);
-  push_frame(sink, 64 * 48, 1);
-  GstHarness *src = src_harness(name, FALSE);
+  GstHarness *src = src_harness(name, 1, FALSE, 2);
   push_frame(sink, 64 * 48, 2);
   GstBuffer *b = gst_harness_pull(src);
   check_frame(b, 64 * 48, 2);
@@ -258,9 +272,8 @@ GST_START_TEST(test_writer_gone) {
    * eos-on-writer-gone. */
   gchar *name = stream_name("gone");
   GstHarness *sink = sink_harness(name, "GRAY8", 16, 16);
-  GstHarness *waiting = src_harness(name, FALSE);
-  GstHarness *ending = src_harness(name, TRUE);
-  g_usleep(100000); /* both readers joined */
+  GstHarness *waiting = src_harness(name, 1, FALSE, 2);
+  GstHarness *ending = src_harness(name, 2, TRUE, 2);
   push_frame(sink, 256, 7);
   GstBuffer *b = gst_harness_pull(waiting);
   check_frame(b, 256, 7);
@@ -271,6 +284,7 @@ GST_START_TEST(test_writer_gone) {
   gst_harness_teardown(sink); /* the writer closes */
 
   fail_unless(wait_event(ending, GST_EVENT_EOS));
+  gst_harness_teardown(ending);
   g_usleep(200000);
   fail_unless(gst_harness_try_pull(waiting) == NULL);
   sink = sink_harness(name, "GRAY8", 16, 16); /* takes over: same layout */
@@ -278,7 +292,6 @@ GST_START_TEST(test_writer_gone) {
   b = gst_harness_pull(waiting);
   check_frame(b, 256, 8);
   gst_buffer_unref(b);
-  gst_harness_teardown(ending);
   gst_harness_teardown(waiting);
   gst_harness_teardown(sink);
   fail_unless_equals_int(shl_unlink(name), 0);
@@ -286,40 +299,28 @@ GST_START_TEST(test_writer_gone) {
 }
 GST_END_TEST;
 
-typedef struct {
-  GstHarness *h;
-  GstBuffer *got;
-} puller;
-
-static gpointer pull_one(gpointer data) {
-  puller *p = data;
-  p->got = gst_harness_pull(p->h);
-  return NULL;
-}
-
 GST_START_TEST(test_pin_limit) {
-  /* Downstream holds max-pinned buffers: the source waits for one to come
-   * back, then goes on; the held frames never change. */
+  /* Downstream holds max-pinned buffers: the next frames come as copies,
+   * at once, and the held frames never change while the writer goes on. */
   gchar *name = stream_name("pins");
   GstHarness *sink = sink_harness(name, "GRAY8", 16, 16);
-  GstHarness *src = gst_harness_new("shmlanesrc");
-  g_object_set(src->element, "stream", name, "policy", SHL_RECV_ALL, "max-pinned", 2, NULL);
-  gst_harness_play(src);
-  g_usleep(100000);
-  for (guint8 i = 1; i <= 3; i++) push_frame(sink, 256, i);
-  GstBuffer *a = gst_harness_pull(src), *b = gst_harness_pull(src);
-  puller p = {src, NULL};
-  GThread *t = g_thread_new("pull", pull_one, &p);
-  g_usleep(200000);
-  fail_unless(p.got == NULL, "a third buffer past max-pinned");
-  push_frame(sink, 256, 4); /* the writer goes on meanwhile */
-  check_frame(a, 256, 1);
-  gst_buffer_unref(a);
-  g_thread_join(t);
-  check_frame(p.got, 256, 3);
-  check_frame(b, 256, 2);
+  GstHarness *src = src_harness(name, 1, FALSE, 2);
+  for (guint8 i = 1; i <= 12; i++) push_frame(sink, 256, i);
+  GstBuffer *held[12];
+  for (guint8 i = 0; i < 12; i++) {
+    held[i] = gst_harness_pull(src);
+    check_frame(held[i], 256, i + 1);
+  }
+  fail_unless_equals_int(stat_of(src->element, "copied"), 10);
+  for (guint8 i = 0; i < 12; i++) {
+    check_frame(held[i], 256, i + 1);
+    gst_buffer_unref(held[i]);
+  }
+  push_frame(sink, 256, 13); /* pins released: zero copy again */
+  GstBuffer *b = gst_harness_pull(src);
+  check_frame(b, 256, 13);
   gst_buffer_unref(b);
-  gst_buffer_unref(p.got);
+  fail_unless_equals_int(stat_of(src->element, "copied"), 10);
   gst_harness_teardown(src);
   gst_harness_teardown(sink);
   fail_unless_equals_int(shl_unlink(name), 0);
