@@ -204,3 +204,39 @@ def test_opencv_capture(name: str) -> None:
     finally:
         writer.send_signal(signal.SIGINT)
         writer.communicate(timeout=10)
+
+
+@pytest.mark.skipif(not os.environ.get("SHMLANE_GST_LONG"), reason="make test-gst-long")
+def test_source_started_100_times(name: str) -> None:
+    """A source pipeline run 100 times beside a running sink (every tenth
+    killed with SIGKILL instead of ending), then the sink killed and
+    restarted 10 times under a waiting source: frames every time, no
+    reader left, nothing left in /dev/shm but the stream itself."""
+    live = f"{TESTSRC} is-live=true ! {caps('NV12')} ! shmlanesink stream={name}"
+    writer = launch(live)
+    try:
+        for i in range(100):
+            src = launch(f"shmlanesrc stream={name} num-buffers=3 ! fakesink")
+            if i % 10 == 9:
+                time.sleep(0.05)
+                src.kill()
+                src.communicate(timeout=10)
+            else:
+                text, _ = src.communicate(timeout=20)
+                assert src.returncode == 0, f"run {i}: {text}"
+        for i in range(10):
+            src = launch(f"shmlanesrc stream={name} num-buffers=6 ! fakesink")
+            time.sleep(0.1)
+            writer.kill()
+            writer.communicate(timeout=10)
+            writer = launch(live)
+            text, _ = src.communicate(timeout=20)
+            assert src.returncode == 0, f"restart {i}: {text}"
+        with shmlane.Reader(name, timeout=5) as probe:
+            assert probe.info().readers == 1  # the probe alone
+    finally:
+        writer.kill()
+        writer.communicate(timeout=10)
+    shmlane.unlink(name)
+    # Other processes' objects come and go meanwhile: only this test's count.
+    assert [f for f in os.listdir("/dev/shm") if name in f] == []
