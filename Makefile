@@ -137,3 +137,4 @@ distclean: clean
 	rm -rf $(VENV) $(ASAN_VENV)
 include mk/reliability.mk
 include mk/bench.mk
+include mk/gst.mk

@@ -1,0 +1,39 @@
+# The GStreamer plugin (gst/, docs/gstreamer.md). Included from the Makefile.
+#
+#   make gst-deps        GStreamer's development packages and tools, from Debian
+#                        (part of make deps; without them the plugin is left out)
+#   make test-gst-long   a source pipeline stopped and started 100 times beside a
+#                        running sink, the sink killed and restarted 10 times: about 20 s
+#   make bench-gst       shmlanesink/shmlanesrc against shmsink/shmsrc (part of make bench)
+#
+# The quick tests run in make test: the GstCheck program in test-c and test-asan
+# (tests/gst), the pipelines across processes in test-python
+# (tests/python/test_gstreamer.py).
+
+GST_PACKAGES := libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools \
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+
+.PHONY: gst-deps test-gst-long bench-gst
+
+deps: gst-deps
+
+gst-deps:
+	@{ pkg-config --exists gstreamer-video-1.0 gstreamer-check-1.0 2>/dev/null && \
+	  command -v gst-launch-1.0 >/dev/null && gst-inspect-1.0 videotestsrc >/dev/null 2>&1; } || \
+	  { apt-get update && apt-get install -y $(GST_PACKAGES); } || \
+	  echo "deps: no GStreamer: the plugin will not be built"
+
+# The pipelines drive the elements from other processes; ASan's runtime is
+# not in gst-launch-1.0 (the GstCheck program runs the plugin under ASan).
+ASAN_SKIP += --ignore=tests/python/test_gstreamer.py
+
+test-gst-long: install-python build
+	SHMLANE_BUILD=$(BUILD) SHMLANE_GST_LONG=1 $(BIN)/pytest -q tests/python/test_gstreamer.py -k 100_times
+
+# shmsink and shmsrc are in gst-plugins-bad, x264enc (docs' pipelines) in -ugly.
+bench-gst: build
+	@gst-inspect-1.0 shmsink >/dev/null 2>&1 || { apt-get update && \
+	  apt-get install -y gstreamer1.0-plugins-bad; }
+	$(PYTHON) bench/gst.py $(BENCH_ARGS) --plugin $(BUILD)/gst --out bench/results
+
+bench: bench-gst

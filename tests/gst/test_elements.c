@@ -1,0 +1,401 @@
+/* shmlanesink and shmlanesrc in one process (GstCheck, GstHarness): caps <->
+ * layout for every format, the pool of loaned slots, renegotiation,
+ * writer gone, pins, and state changes under a running peer. The elements
+ * are registered statically, so this runs under ASan with the plugin. */
+#include <gst/check/gstcheck.h>
+#include <gst/check/gstharness.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "elements.h"
+#include "layout.h"
+#include "shmlane.h"
+
+/* A stream name of this process, removed by the test that made it. */
+static gchar *stream_name(const char *tag) {
+  return g_strdup_printf("gstt%d.%s", (int)getpid(), tag);
+}
+
+static const char *formats[] = {"RGB",   "BGR",   "RGBA",      "BGRA",      "ARGB", "ABGR",
+                                "RGBx",  "BGRx",  "xRGB",      "xBGR",      "I420", "YV12",
+                                "NV12",  "NV21",  "GRAY8",     "GRAY16_LE", "GRAY16_BE"};
+
+GST_START_TEST(test_layout_roundtrip) {
+  /* Every format at sizes even and odd: the source inverts what the sink
+   * stores, and the frames lie where GstVideoInfo says. */
+  static const guint sizes[][2] = {{640, 480}, {641, 479}, {1, 1}, {1920, 1080}};
+  for (gsize f = 0; f < G_N_ELEMENTS(formats); f++) {
+    for (gsize i = 0; i < G_N_ELEMENTS(sizes); i++) {
+      GstVideoInfo in, frames, back;
+      shlgst_layout lay;
+      GstVideoFormat fmt = gst_video_format_from_string(formats[f]);
+      fail_unless(gst_video_info_set_format(&in, fmt, sizes[i][0], sizes[i][1]));
+      fail_unless(shlgst_layout_from_info(&in, &lay, &frames), "%s", formats[f]);
+      fail_unless(shl_format_itemsize(lay.format) > 0, "%s: %s", formats[f], lay.format);
+      fail_unless(shlgst_info_from_layout(&lay.layout, &back), "%s %ux%u: %s", formats[f],
+                  sizes[i][0], sizes[i][1], lay.format);
+      fail_unless_equals_int(GST_VIDEO_INFO_FORMAT(&back), fmt);
+      fail_unless_equals_int(GST_VIDEO_INFO_WIDTH(&back), sizes[i][0]);
+      fail_unless_equals_int(GST_VIDEO_INFO_HEIGHT(&back), sizes[i][1]);
+      fail_unless_equals_uint64(back.size, frames.size);
+      for (guint p = 0; p < GST_VIDEO_INFO_N_PLANES(&back); p++) {
+        fail_unless_equals_int(back.stride[p], frames.stride[p]);
+        fail_unless_equals_uint64(back.offset[p], frames.offset[p]);
+      }
+      /* The frame spans exactly the layout's bytes. */
+      int64_t itemsize = shl_format_itemsize(lay.format);
+      uint64_t span = (uint64_t)itemsize;
+      for (uint32_t d = 0; d < lay.layout.ndim; d++) span *= lay.layout.shape[d];
+      fail_unless_equals_uint64(span, frames.size);
+    }
+  }
+}
+GST_END_TEST;
+
+GST_START_TEST(test_layout_conventions) {
+  /* What other writers make: OpenCV's BGR as a plain array, a padded
+   * row, the named channels; what is not video is refused. */
+  GstVideoInfo info;
+  shl_layout bgr = {.format = "B", .ndim = 3, .shape = {480, 640, 3}};
+  fail_unless(shlgst_info_from_layout(&bgr, &info));
+  fail_unless_equals_string(gst_video_format_to_string(GST_VIDEO_INFO_FORMAT(&info)), "BGR");
+  shl_layout gray = {.format = "<H", .ndim = 2, .shape = {480, 640}, .strides = {1300, 2}};
+  fail_unless(shlgst_info_from_layout(&gray, &info));
+  fail_unless_equals_string(gst_video_format_to_string(GST_VIDEO_INFO_FORMAT(&info)), "GRAY16_LE");
+  fail_unless_equals_int(info.stride[0], 1300);
+  fail_if(shlgst_layout_is_default(&info));
+  shl_layout rgb = {.format = "T{B:r:B:g:B:b:}", .ndim = 2, .shape = {2, 2}};
+  fail_unless(shlgst_info_from_layout(&rgb, &info));
+  fail_unless_equals_string(gst_video_format_to_string(GST_VIDEO_INFO_FORMAT(&info)), "RGB");
+  shl_layout bad[] = {
+      {.format = "<d", .ndim = 2, .shape = {4, 4}},
+      {.format = "B", .ndim = 3, .shape = {4, 4, 2}},
+      {.format = "B", .ndim = 1, .shape = {16}},
+      {.format = "B", .ndim = 2, .shape = {4, 4}, .strides = {3, 1}}, /* rows overlap */
+      {.format = "T{(4,4)B:y:(2,2)B:u:}", .ndim = 0},
+      {.format = "T{B:r:B:g:}", .ndim = 2, .shape = {4, 4}},
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS(bad); i++)
+    fail_if(shlgst_info_from_layout(&bad[i], &info), "layout %zu accepted", i);
+}
+GST_END_TEST;
+
+static GstElement *launch(const gchar *description) {
+  GError *err = NULL;
+  GstElement *p = gst_parse_launch(description, &err);
+  fail_unless(p != NULL, "%s: %s", description, err ? err->message : "?");
+  return p;
+}
+
+/* Runs a pipeline to EOS (or error: fails). A GThreadFunc. */
+static gpointer run_to_eos(gpointer data) {
+  GstElement *p = data;
+  fail_unless(gst_element_set_state(p, GST_STATE_PLAYING) != GST_STATE_CHANGE_FAILURE);
+  GstMessage *m = gst_bus_timed_pop_filtered(GST_ELEMENT_BUS(p), 20 * GST_SECOND,
+                                             GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
+  fail_unless(m != NULL, "no EOS");
+  if (GST_MESSAGE_TYPE(m) == GST_MESSAGE_ERROR) {
+    GError *e = NULL;
+    gst_message_parse_error(m, &e, NULL);
+    fail("error: %s", e->message);
+  }
+  gst_message_unref(m);
+  gst_element_set_state(p, GST_STATE_NULL);
+  return NULL;
+}
+
+static guint stat_of(GstElement *e, const char *field) {
+  GstStructure *s = NULL;
+  guint v = 0;
+  g_object_get(e, "stats", &s, NULL);
+  fail_unless(gst_structure_get_uint(s, field, &v));
+  gst_structure_free(s);
+  return v;
+}
+
+/* n frames of `caps` into a stream through a pipeline; a reader of policy
+ * `all` opened first gets every one, with its record; the sink copied
+ * `copies` of them. */
+static void check_publish(const char *tag, const char *caps, guint n, guint copies) {
+  gchar *name = stream_name(tag);
+  shl_reader *r = NULL;
+  gchar *d = g_strdup_printf("videotestsrc num-buffers=%u ! %s ! shmlanesink name=sink stream=%s "
+                             "sync=false block=true",
+                             n, caps, name);
+  GstElement *p = launch(d);
+  GstElement *sink = gst_bin_get_by_name(GST_BIN(p), "sink");
+  fail_unless(gst_element_set_state(p, GST_STATE_PAUSED) != GST_STATE_CHANGE_FAILURE);
+  shl_reader_opts o = SHL_READER_OPTS_INIT;
+  o.policy = SHL_RECV_ALL;
+  o.timeout_ns = 5 * GST_SECOND;
+  fail_unless_equals_int(shl_reader_open_ex(&r, name, &o), 0);
+  GThread *t = g_thread_new("run", run_to_eos, p);
+  for (guint i = 0; i < n; i++) {
+    shl_sample s;
+    shlgst_record rec;
+    int rc = shl_reader_receive(r, &s, 5 * GST_SECOND, 0);
+    fail_unless_equals_int(rc, 0);
+    fail_unless_equals_uint64(s.lost, 0);
+    fail_unless(shlgst_record_read(shl_sample_meta(r, &s), sizeof rec, &rec));
+    fail_unless_equals_uint64(rec.offset, i); /* videotestsrc numbers its frames */
+    fail_unless_equals_int(rec.fps_n, 30);
+    shl_reader_release(r, &s);
+  }
+  g_thread_join(t);
+  shl_reader_close(r);
+  fail_unless_equals_int(stat_of(sink, "copied"), copies);
+  fail_unless_equals_int(stat_of(sink, "published"), n);
+  gst_object_unref(sink);
+  gst_object_unref(p);
+  g_free(d);
+  fail_unless_equals_int(shl_unlink(name), 0);
+  g_free(name);
+}
+
+GST_START_TEST(test_sink_zero_copy) {
+  /* videotestsrc writes into the loaned slots: nothing copied. */
+  check_publish("zc", "video/x-raw,format=I420,width=320,height=240,framerate=30/1", 20, 0);
+}
+GST_END_TEST;
+
+GST_START_TEST(test_sink_copy_once) {
+  /* Rows padded by GStreamer (RGB 321 wide) cannot be lent: one copy each. */
+  check_publish("copy", "video/x-raw,format=RGB,width=321,height=240,framerate=30/1", 10, 10);
+}
+GST_END_TEST;
+
+static GstCaps *caps_of(const char *format, int width, int height) {
+  return gst_caps_new_simple("video/x-raw", "format", G_TYPE_STRING, format, "width", G_TYPE_INT,
+                             width, "height", G_TYPE_INT, height, "framerate", GST_TYPE_FRACTION,
+                             25, 1, NULL);
+}
+
+static GstHarness *sink_harness(const char *name, const char *format, int width, int height) {
+  GstHarness *h = gst_harness_new("shmlanesink");
+  g_object_set(h->element, "stream", name, "sync", FALSE, "block", TRUE, NULL);
+  GstCaps *caps = caps_of(format, width, height);
+  gst_harness_set_src_caps(h, caps);
+  return h;
+}
+
+/* Pushes a frame of `size` bytes filled with `fill`. */
+static void push_frame(GstHarness *h, gsize size, guint8 fill) {
+  GstBuffer *b = gst_buffer_new_allocate(NULL, size, NULL);
+  gst_buffer_memset(b, 0, fill, size);
+  GST_BUFFER_PTS(b) = fill * GST_MSECOND;
+  fail_unless_equals_int(gst_harness_push(h, b), GST_FLOW_OK);
+}
+
+static void check_frame(GstBuffer *b, gsize size, guint8 fill) {
+  GstMapInfo map;
+  fail_unless(b != NULL);
+  fail_unless(gst_buffer_map(b, &map, GST_MAP_READ));
+  fail_unless_equals_uint64(map.size, size);
+  for (gsize i = 0; i < size; i += 97) fail_unless_equals_int(map.data[i], fill);
+  gst_buffer_unmap(b, &map);
+}
+
+/* Waits until the stream has `n` readers. */
+static void wait_readers(const char *name, guint n) {
+  shl_segment *seg = NULL;
+  shl_stream_info info = SHL_STREAM_INFO_INIT;
+  fail_unless_equals_int(shl_open(&seg, name, SHL_OPEN_READONLY, 0), 0);
+  for (int i = 0; i < 500 && info.readers_alive < n; i++) {
+    g_usleep(10000);
+    fail_unless_equals_int(shl_stream_get_info(seg, &info), 0);
+  }
+  fail_unless_equals_int(info.readers_alive, n);
+  shl_close(seg);
+}
+
+/* A source of policy `all` that has joined the stream (its `n`th reader). */
+static GstHarness *src_harness(const char *name, guint n, gboolean eos_on_gone, guint max_pinned) {
+  GstHarness *h = gst_harness_new("shmlanesrc");
+  g_object_set(h->element, "stream", name, "policy", SHL_RECV_ALL, "eos-on-writer-gone",
+               eos_on_gone, "max-pinned", max_pinned, NULL);
+  gst_harness_play(h);
+  wait_readers(name, n);
+  return h;
+}
+
+GST_START_TEST(test_renegotiate) {
+  /* A caps change replaces the stream; the source follows and sends the
+   * new caps before the new frames. */
+  gchar *name = stream_name("reneg");
+  GstHarness *sink = sink_harness(name, "GRAY8", 64, 48);
+  GstHarness *src = src_harness(name, 1, FALSE, 2);
+  push_frame(sink, 64 * 48, 2);
+  GstBuffer *b = gst_harness_pull(src);
+  check_frame(b, 64 * 48, 2);
+  gst_buffer_unref(b);
+  GstCaps *c = gst_pad_get_current_caps(src->sinkpad);
+  fail_unless_equals_string(gst_structure_get_string(gst_caps_get_structure(c, 0), "format"),
+                            "GRAY8");
+  gst_caps_unref(c);
+
+  gst_harness_set_src_caps(sink, caps_of("BGR", 32, 16));
+  push_frame(sink, 32 * 16 * 3, 3);
+  b = gst_harness_pull(src);
+  check_frame(b, 32 * 16 * 3, 3);
+  gst_buffer_unref(b);
+  c = gst_pad_get_current_caps(src->sinkpad);
+  GstStructure *s = gst_caps_get_structure(c, 0);
+  gint w = 0, fn = 0, fd = 0;
+  fail_unless_equals_string(gst_structure_get_string(s, "format"), "BGR");
+  fail_unless(gst_structure_get_int(s, "width", &w) && w == 32);
+  fail_unless(gst_structure_get_fraction(s, "framerate", &fn, &fd) && fn == 25 && fd == 1);
+  gst_caps_unref(c);
+  gst_harness_teardown(src);
+  gst_harness_teardown(sink);
+  fail_unless_equals_int(shl_unlink(name), 0);
+  g_free(name);
+}
+GST_END_TEST;
+
+/* The next event of type `type` the harness's source sent, within 5 s. */
+static gboolean wait_event(GstHarness *h, GstEventType type) {
+  for (int i = 0; i < 500; i++) {
+    GstEvent *e = gst_harness_try_pull_event(h);
+    if (e) {
+      gboolean hit = GST_EVENT_TYPE(e) == type;
+      gst_event_unref(e);
+      if (hit) return TRUE;
+    } else {
+      g_usleep(10000);
+    }
+  }
+  return FALSE;
+}
+
+GST_START_TEST(test_writer_gone) {
+  /* Waiting (default): a new writer's frames come through. EOS with
+   * eos-on-writer-gone. */
+  gchar *name = stream_name("gone");
+  GstHarness *sink = sink_harness(name, "GRAY8", 16, 16);
+  GstHarness *waiting = src_harness(name, 1, FALSE, 2);
+  GstHarness *ending = src_harness(name, 2, TRUE, 2);
+  push_frame(sink, 256, 7);
+  GstBuffer *b = gst_harness_pull(waiting);
+  check_frame(b, 256, 7);
+  gst_buffer_unref(b);
+  b = gst_harness_pull(ending);
+  check_frame(b, 256, 7);
+  gst_buffer_unref(b);
+  gst_harness_teardown(sink); /* the writer closes */
+
+  fail_unless(wait_event(ending, GST_EVENT_EOS));
+  gst_harness_teardown(ending);
+  g_usleep(200000);
+  fail_unless(gst_harness_try_pull(waiting) == NULL);
+  sink = sink_harness(name, "GRAY8", 16, 16); /* takes over: same layout */
+  push_frame(sink, 256, 8);
+  b = gst_harness_pull(waiting);
+  check_frame(b, 256, 8);
+  gst_buffer_unref(b);
+  gst_harness_teardown(waiting);
+  gst_harness_teardown(sink);
+  fail_unless_equals_int(shl_unlink(name), 0);
+  g_free(name);
+}
+GST_END_TEST;
+
+GST_START_TEST(test_pin_limit) {
+  /* Downstream holds max-pinned buffers: the next frames come as copies,
+   * at once, and the held frames never change while the writer goes on. */
+  gchar *name = stream_name("pins");
+  GstHarness *sink = sink_harness(name, "GRAY8", 16, 16);
+  GstHarness *src = src_harness(name, 1, FALSE, 2);
+  for (guint8 i = 1; i <= 12; i++) push_frame(sink, 256, i);
+  GstBuffer *held[12];
+  for (guint8 i = 0; i < 12; i++) {
+    held[i] = gst_harness_pull(src);
+    check_frame(held[i], 256, i + 1);
+  }
+  fail_unless_equals_int(stat_of(src->element, "copied"), 10);
+  for (guint8 i = 0; i < 12; i++) {
+    check_frame(held[i], 256, i + 1);
+    gst_buffer_unref(held[i]);
+  }
+  push_frame(sink, 256, 13); /* pins released: zero copy again */
+  GstBuffer *b = gst_harness_pull(src);
+  check_frame(b, 256, 13);
+  gst_buffer_unref(b);
+  fail_unless_equals_int(stat_of(src->element, "copied"), 10);
+  gst_harness_teardown(src);
+  gst_harness_teardown(sink);
+  fail_unless_equals_int(shl_unlink(name), 0);
+  g_free(name);
+}
+GST_END_TEST;
+
+GST_START_TEST(test_state_changes) {
+  /* A source pipeline taken NULL <-> PLAYING beside a running sink: each
+   * run receives frames, and leaves no reader behind. */
+  gchar *name = stream_name("states");
+  gchar *d = g_strdup_printf("videotestsrc is-live=true ! video/x-raw,format=NV12,width=64,"
+                             "height=48,framerate=200/1 ! shmlanesink stream=%s",
+                             name);
+  GstElement *writer = launch(d);
+  g_free(d);
+  fail_unless(gst_element_set_state(writer, GST_STATE_PLAYING) != GST_STATE_CHANGE_FAILURE);
+  d = g_strdup_printf("shmlanesrc stream=%s ! queue max-size-buffers=2 ! fakesink name=out "
+                      "signal-handoffs=true",
+                      name);
+  GstElement *reader = launch(d);
+  g_free(d);
+  GstElement *out = gst_bin_get_by_name(GST_BIN(reader), "out");
+  for (int i = 0; i < 10; i++) {
+    fail_unless(gst_element_set_state(reader, GST_STATE_PLAYING) != GST_STATE_CHANGE_FAILURE);
+    GstSample *s = NULL;
+    for (int tries = 0; tries < 200 && !s; tries++) {
+      g_usleep(5000);
+      g_object_get(out, "last-sample", &s, NULL);
+    }
+    fail_unless(s != NULL, "run %d: no frame", i);
+    gst_sample_unref(s);
+    fail_unless(gst_element_set_state(reader, GST_STATE_NULL) == GST_STATE_CHANGE_SUCCESS);
+  }
+  shl_segment *seg = NULL;
+  shl_stream_info info = SHL_STREAM_INFO_INIT;
+  fail_unless_equals_int(shl_open(&seg, name, SHL_OPEN_READONLY, 0), 0);
+  fail_unless_equals_int(shl_stream_get_info(seg, &info), 0);
+  fail_unless_equals_int(info.readers_alive, 0);
+  shl_close(seg);
+  gst_object_unref(out);
+  gst_object_unref(reader);
+  gst_element_set_state(writer, GST_STATE_NULL);
+  gst_object_unref(writer);
+  fail_unless_equals_int(shl_unlink(name), 0);
+  g_free(name);
+}
+GST_END_TEST;
+
+static Suite *shmlane_suite(void) {
+  Suite *s = suite_create("shmlane-gst");
+  TCase *tc = tcase_create("elements");
+  tcase_set_timeout(tc, 60);
+  suite_add_tcase(s, tc);
+  tcase_add_test(tc, test_layout_roundtrip);
+  tcase_add_test(tc, test_layout_conventions);
+  tcase_add_test(tc, test_sink_zero_copy);
+  tcase_add_test(tc, test_sink_copy_once);
+  tcase_add_test(tc, test_renegotiate);
+  tcase_add_test(tc, test_writer_gone);
+  tcase_add_test(tc, test_pin_limit);
+  tcase_add_test(tc, test_state_changes);
+  return s;
+}
+
+int main(int argc, char **argv) {
+  gst_check_init(&argc, &argv);
+  if (!gst_plugin_register_static(GST_VERSION_MAJOR, GST_VERSION_MINOR, "shmlane",
+                                  "shmlane elements", shlgst_register_elements,
+                                  SHL_VERSION_STRING, "MIT", "shmlane", "shmlane", "shmlane"))
+    return 1;
+  Suite *s = shmlane_suite();
+  SRunner *sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? 1 : 0;
+}

@@ -1,0 +1,242 @@
+"""shmlanesink and shmlanesrc across processes (docs/gstreamer.md): gst-launch-1.0
+pipelines with each other and with Python Readers and Writers, every frame
+compared byte for byte; a writer killed and restarted under a reader.
+Needs gst-launch-1.0 and the plugin of $SHMLANE_BUILD (make test-python)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import List
+
+import numpy as np
+import pytest
+
+import shmlane
+
+BUILD = os.environ.get("SHMLANE_BUILD")
+PLUGIN = Path(BUILD).resolve() / "gst" if BUILD else None
+LAUNCH = shutil.which("gst-launch-1.0")
+
+pytestmark = pytest.mark.skipif(
+    not (LAUNCH and PLUGIN and (PLUGIN / "libgstshmlane.so").is_file()),
+    reason="needs gst-launch-1.0 and the plugin in $SHMLANE_BUILD/gst (make deps build)",
+)
+
+W, H = 64, 48
+
+
+def gst_env() -> dict:
+    return {**os.environ, "GST_PLUGIN_PATH": str(PLUGIN)}
+
+
+def launch(pipeline: str) -> subprocess.Popen:
+    return subprocess.Popen([LAUNCH, "-q", *pipeline.split()], env=gst_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def run(pipeline: str, timeout: float = 20.0) -> str:
+    proc = launch(pipeline)
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, f"{pipeline}:\n{out}"
+    return out
+
+
+def caps(fmt: str) -> str:
+    return f"video/x-raw,format={fmt},width={W},height={H},framerate=30/1"
+
+
+# videotestsrc's ball moves with the frame number: frames differ, and the
+# same frame number gives the same bytes in any process.
+TESTSRC = "videotestsrc pattern=ball"
+
+
+def reference(tmp_path: Path, fmt: str, n: int) -> List[bytes]:
+    """The frames videotestsrc makes, written by GStreamer alone."""
+    path = tmp_path / f"ref-{fmt}.raw"
+    run(f"{TESTSRC} num-buffers={n} ! {caps(fmt)} ! filesink location={path}")
+    data = path.read_bytes()
+    size = len(data) // n
+    return [data[i * size:(i + 1) * size] for i in range(n)]
+
+
+def wait_readers(name: str, count: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with shmlane.Reader(name, timeout=timeout, owner=None) as probe:
+                if probe.info().readers >= count + 1:
+                    return
+        except (FileNotFoundError, shmlane.StreamBusy):
+            pass
+        assert time.monotonic() < deadline, f"stream '{name}': {count} readers never joined"
+        time.sleep(0.02)
+
+
+def precreate(name: str, fmt: str) -> None:
+    """The stream, made by a sink run of one frame whose writer then closes,
+    so that readers join before the frames under test (a sink of the same
+    caps takes it over)."""
+    run(f"{TESTSRC} num-buffers=1 ! {caps(fmt)} ! shmlanesink stream={name} block=true")
+
+
+@pytest.mark.parametrize("fmt", ["I420", "BGR", "RGBA"])
+def test_sink_to_src_every_frame(name: str, tmp_path: Path, fmt: str) -> None:
+    n = 30
+    ref = reference(tmp_path, fmt, n)
+    precreate(name, fmt)
+    out = tmp_path / "out.raw"
+    reader = launch(f"shmlanesrc stream={name} policy=all num-buffers={n + 1} ! "
+                    f"filesink location={out}")
+    wait_readers(name, 1)
+    run(f"{TESTSRC} num-buffers={n} ! {caps(fmt)} ! shmlanesink stream={name} block=true")
+    text, _ = reader.communicate(timeout=20)
+    assert reader.returncode == 0, text
+    data = out.read_bytes()
+    size = len(ref[0])
+    frames = [data[i * size:(i + 1) * size] for i in range(len(data) // size)]
+    # The precreated stream's frame (videotestsrc's first), then every frame.
+    assert len(frames) == n + 1
+    assert frames[0] == ref[0]
+    for i in range(n):
+        assert frames[i + 1] == ref[i], f"frame {i} differs"
+
+
+def test_sink_to_python_reader(name: str, tmp_path: Path) -> None:
+    n = 20
+    ref = reference(tmp_path, "BGR", n)
+    precreate(name, "BGR")
+    with shmlane.Reader(name, policy="all", timeout=10) as r:
+        # OpenCV's layout: a plain (height, width, 3) uint8 array, BGR.
+        assert r.shape == (H, W, 3) and r.dtype == np.uint8
+        assert r.meta_dtype.names[:4] == ("pts", "dts", "duration", "offset")
+        with r.receive(timeout=5) as s:
+            assert s.array.tobytes() == ref[0]
+        writer = launch(f"{TESTSRC} num-buffers={n} ! {caps('BGR')} ! "
+                        f"shmlanesink stream={name} block=true")
+        got = 0
+        while got < n:
+            try:
+                with r.receive(timeout=10) as s:
+                    assert s.array.tobytes() == ref[got], f"frame {got} differs"
+                    assert s.meta["offset"] == got and s.meta["fps_n"] == 30
+                    assert s.lost == 0
+                    got += 1
+            except shmlane.WriterGone:
+                time.sleep(0.01)  # between the two writers
+        assert writer.wait(timeout=20) == 0
+
+
+def test_python_writer_to_src(name: str, tmp_path: Path) -> None:
+    """A stream made in Python (no metadata) read by shmlanesrc: BGR caps,
+    every frame as written."""
+    n = 25
+    out = tmp_path / "out.raw"
+    frames = [np.full((H, W, 3), i, np.uint8) for i in range(n)]
+    for i, f in enumerate(frames):
+        f[i % H, :, i % 3] = 255 - i
+    with shmlane.Writer(name, shape=(H, W, 3), dtype="u1", block=True) as w:
+        reader = launch(f"shmlanesrc stream={name} policy=all eos-on-writer-gone=true ! "
+                        f"video/x-raw,format=BGR,width={W},height={H} ! filesink location={out}")
+        wait_readers(name, 1)
+        for f in frames:
+            w.publish(f)
+    text, _ = reader.communicate(timeout=20)
+    assert reader.returncode == 0, text
+    assert out.read_bytes() == b"".join(f.tobytes() for f in frames)
+
+
+def test_writer_killed_and_restarted(name: str, tmp_path: Path) -> None:
+    """The source waits through a writer's death (SIGKILL) and goes on with
+    the next writer's frames."""
+    out = tmp_path / "out.raw"
+    live = f"{TESTSRC} is-live=true ! {caps('GRAY8')} ! shmlanesink stream={name}"
+    frame = W * H
+
+    def grows(timeout: float = 10.0) -> int:
+        start = out.stat().st_size if out.exists() else 0
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if out.exists() and out.stat().st_size >= start + 3 * frame:
+                return out.stat().st_size
+            time.sleep(0.02)
+        pytest.fail("the source received no frames")
+
+    writer = launch(live)
+    reader = launch(f"shmlanesrc stream={name} ! filesink location={out}")
+    try:
+        grows()
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(timeout=10)
+        time.sleep(0.3)
+        assert reader.poll() is None, reader.communicate()[0]
+        writer = launch(live)
+        grows()
+        assert reader.poll() is None
+    finally:
+        for proc in (writer, reader):
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+    assert out.stat().st_size % frame == 0
+
+
+def test_opencv_capture(name: str) -> None:
+    """OpenCV's own GStreamer backend reads a stream, caps and all."""
+    cv2 = pytest.importorskip("cv2")
+    if "GStreamer:                   YES" not in cv2.getBuildInformation():
+        pytest.skip("this OpenCV is built without GStreamer (pip's wheels are)")
+    os.environ["GST_PLUGIN_PATH"] = str(PLUGIN)
+    writer = launch(f"{TESTSRC} is-live=true ! {caps('BGR')} ! shmlanesink stream={name}")
+    try:
+        cap = cv2.VideoCapture(f"shmlanesrc stream={name} ! videoconvert ! appsink",
+                               cv2.CAP_GSTREAMER)
+        ok, img = cap.read()
+        assert ok and img.shape == (H, W, 3)
+        cap.release()
+    finally:
+        writer.send_signal(signal.SIGINT)
+        writer.communicate(timeout=10)
+
+
+@pytest.mark.skipif(not os.environ.get("SHMLANE_GST_LONG"), reason="make test-gst-long")
+def test_source_started_100_times(name: str) -> None:
+    """A source pipeline run 100 times beside a running sink (every tenth
+    killed with SIGKILL instead of ending), then the sink killed and
+    restarted 10 times under a waiting source: frames every time, no
+    reader left, nothing left in /dev/shm but the stream itself."""
+    live = f"{TESTSRC} is-live=true ! {caps('NV12')} ! shmlanesink stream={name}"
+    writer = launch(live)
+    try:
+        for i in range(100):
+            src = launch(f"shmlanesrc stream={name} num-buffers=3 ! fakesink")
+            if i % 10 == 9:
+                time.sleep(0.05)
+                src.kill()
+                src.communicate(timeout=10)
+            else:
+                text, _ = src.communicate(timeout=20)
+                assert src.returncode == 0, f"run {i}: {text}"
+        for i in range(10):
+            src = launch(f"shmlanesrc stream={name} num-buffers=6 ! fakesink")
+            time.sleep(0.1)
+            writer.kill()
+            writer.communicate(timeout=10)
+            writer = launch(live)
+            text, _ = src.communicate(timeout=20)
+            assert src.returncode == 0, f"restart {i}: {text}"
+        with shmlane.Reader(name, timeout=5) as probe:
+            assert probe.info().readers == 1  # the probe alone
+    finally:
+        writer.kill()
+        writer.communicate(timeout=10)
+    shmlane.unlink(name)
+    # Other processes' objects come and go meanwhile: only this test's count.
+    assert [f for f in os.listdir("/dev/shm") if name in f] == []
