@@ -76,6 +76,8 @@ int shl__segment_create(shl_segment **out, const char *name, const shl_layout *l
  * -ESTALE if the name holds another object (or, with old_fd < 0, any), and
  * then nothing changed. */
 int shl__segment_swap_in(shl_segment *seg, int old_fd);
+/* Removes staged objects of `name` that no live process is building. */
+void shl__stage_sweep(const char *name);
 /* A class of users (group, others) may read but not write. */
 bool shl__mode_has_readonly_class(uint32_t mode);
 /* A blocking call enters the handle (SHL_E_CLOSED once shl_close() was

@@ -435,13 +435,15 @@ static int unlink_if_same(const char *pname, int fd) {
 }
 
 /* shm_open's errno, except that something other than a regular file at the
- * name (glibc reports a directory as EINVAL) is not a segment. */
+ * name (glibc reports a directory as EINVAL, O_NOFOLLOW a link as ELOOP) is
+ * not a segment. */
 static int open_error(const char *pname) {
   int err = errno;
   char path[POSIX_NAME_MAX + 16];
   struct stat st;
   snprintf(path, sizeof path, "%s%s", shl__shm_dir(), pname);
-  if ((err == EINVAL || err == EISDIR) && lstat(path, &st) == 0 && !S_ISREG(st.st_mode))
+  if ((err == EINVAL || err == EISDIR || err == ELOOP) && lstat(path, &st) == 0 &&
+      !S_ISREG(st.st_mode))
     return SHL_E_NOT_SHMLANE;
   return -err;
 }
@@ -637,6 +639,33 @@ int shl__segment_swap_in(shl_segment *seg, int old_fd) {
   }
   if (rc == 0) seg->staged[0] = '\0';
   return rc;
+}
+
+/* Staged objects of `name` left by processes killed before they swapped them
+ * in: owned by this user (the sticky directory lets no one else remove them)
+ * and with their writer and creator roles free. Best effort. */
+void shl__stage_sweep(const char *name) {
+  char prefix[SHL__STAGE_NAME_MAX];
+  int plen = snprintf(prefix, sizeof prefix, "%s%s.", SHL__STAGE_PREFIX + 1, name);
+  DIR *dir = opendir(shl__shm_dir());
+  if (!dir || plen <= 0) {
+    if (dir) closedir(dir);
+    return;
+  }
+  for (struct dirent *e; (e = readdir(dir)) != NULL;) {
+    char pname[SHL__STAGE_NAME_MAX];
+    if (strncmp(e->d_name, prefix, (size_t)plen) != 0 ||
+        snprintf(pname, sizeof pname, "/%s", e->d_name) >= (int)sizeof pname)
+      continue;
+    int fd = shm_open(pname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0);
+    if (fd < 0) continue;
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() &&
+        shl__role_held(fd, SHL__ROLE_WRITER) == 0 && shl__role_held(fd, SHL__ROLE_CREATOR) == 0)
+      (void)unlink_if_same(pname, fd);
+    close(fd);
+  }
+  closedir(dir);
 }
 
 int shl_unlink(const char *name) {

@@ -457,6 +457,7 @@ static int open_writer(shl_writer *w, const char *name, const shl_layout *frame,
     rc = shl_open_ex(&seg, name, &oopts);
     if (rc == -ENOENT) continue; /* removed meanwhile: create it */
     if (rc < 0) return rc;
+    shl__stage_sweep(name); /* what a replacement killed half-way left */
     struct stream old;
     init_handle(&old);
     old.seg = seg;

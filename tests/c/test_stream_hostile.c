@@ -132,6 +132,25 @@ static void test_failed_replace_keeps_name(void) {
   shl_writer_close(w);
 }
 
+/* What a replacement killed before its swap left (a staged object with no
+ * live builder) is removed by the next writer of the name; one being built
+ * (its roles held) is not. */
+static void test_stale_staged_object_swept(void) {
+  char name[SHL_NAME_MAX + 1], stale[96], path[128];
+  t_fresh_name(name, "hstage");
+  shl_writer *w = t_writer_open(name, WORDS, SLOTS, 4, 0);
+  snprintf(stale, sizeof stale, "%s%s.1.0", SHL__STAGE_PREFIX, name);
+  int fd = shm_open(stale, O_RDWR | O_CREAT | O_EXCL, 0600);
+  T_REQUIRE(fd >= 0);
+  close(fd);
+  snprintf(path, sizeof path, "/dev/shm%s", stale);
+  shl_writer_close(w);
+  w = t_writer_open(name, WORDS, SLOTS, 4, 0);
+  T_CHECK(access(path, F_OK) != 0);
+  if (access(path, F_OK) == 0) shm_unlink(stale);
+  shl_writer_close(w);
+}
+
 /* ---------------------------------------------------------------- sequence numbers */
 
 /* Receive one frame (0) or say why not. */
@@ -418,6 +437,7 @@ static void test_dup_follows_the_object(void) {
 int main(void) {
   test_meta_switched_after_join();
   test_failed_replace_keeps_name();
+  test_stale_staged_object_swept();
   test_peer_seq_takeover();
   test_numbers_used_up();
   test_joiner_never_skips_a_kept_frame();
