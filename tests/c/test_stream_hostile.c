@@ -132,6 +132,41 @@ static void test_failed_replace_keeps_name(void) {
   shl_writer_close(w);
 }
 
+/* A blocking writer that replaces its stream keeps its promise to the `all`
+ * readers of the old one: it fills the new ring, then waits for them as for
+ * any slow reader, until they have moved over; nothing is lost. */
+static void test_block_across_replace(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "hblock");
+  shl_writer *w = t_writer_open(name, WORDS, SLOTS, 4, SHL_STREAM_BLOCK);
+  shl_reader *r = t_reader_open(name, SHL_RECV_ALL, WAIT_MS);
+  for (uint64_t i = 1; i <= 3; i++) T_CHECK(t_publish(w, WORDS, i, WAIT_MS) == i);
+  shl_layout wider = t_frame_layout(WORDS * 2);
+  T_EXPECT_RC(shl_writer_replace(&w, &wider, NULL), 0);
+  uint64_t next = 4;
+  void *frame;
+  for (; shl_writer_loan(w, &frame, 0) >= 0; next++) { /* until the new ring is full */
+    t_frame_stamp(frame, WORDS * 2, next);
+    T_EXPECT_RC(shl_writer_publish(w, NULL), 0);
+  }
+  T_CHECK(next - 4 == SLOTS); /* frames 4.. kept for the reader still on its way */
+  uint64_t want = 1;
+  for (int rounds = 0; rounds < 3; rounds++) {
+    shl_sample s;
+    int rc;
+    while ((rc = shl_reader_receive(r, &s, 0, 0)) == 0) {
+      T_CHECK(s.seq == want && s.lost == 0);
+      want = s.seq + 1;
+      T_EXPECT_RC(shl_reader_release(r, &s), 0);
+    }
+    T_EXPECT_RC(rc, -ETIMEDOUT);
+    for (int i = 0; i < 2; i++, next++) T_CHECK(t_publish(w, WORDS * 2, next, WAIT_MS) == next);
+  }
+  T_CHECK(want > 4 && w->prev.seg == NULL); /* moved over, and the old stream let go */
+  shl_reader_close(r);
+  shl_writer_close(w);
+}
+
 /* What a replacement killed before its swap left (a staged object with no
  * live builder) is removed by the next writer of the name; one being built
  * (its roles held) is not. */
@@ -438,6 +473,7 @@ int main(void) {
   test_meta_switched_after_join();
   test_failed_replace_keeps_name();
   test_stale_staged_object_swept();
+  test_block_across_replace();
   test_peer_seq_takeover();
   test_numbers_used_up();
   test_joiner_never_skips_a_kept_frame();

@@ -4,6 +4,8 @@ LayoutChanged."""
 
 from __future__ import annotations
 
+import os
+
 import ctypes
 
 import numpy as np
@@ -203,3 +205,77 @@ def test_writer_replaces_its_own_stream(name: str) -> None:
     with pytest.raises(ValueError, match="closed"):
         w.replace((3,), "u1")
     r.close()
+
+
+def test_a_replacement_that_cannot_be_made_leaves_the_stream(name: str) -> None:
+    """Too big for /dev/shm: replace() fails, and the old stream is still the
+    name's, its writer and readers going on (it is built aside and swapped in)."""
+    w = shmlane.Writer(name, shape=(4,), dtype="u1", slots=2)
+    r = shmlane.Reader(name, policy="all", timeout=0)
+    w.publish(np.ones(4, "u1"))
+    before = os.stat(f"/dev/shm/shl.{name}").st_ino
+    with pytest.raises(OSError):
+        w.replace((1 << 40,), "u1")  # 2 TiB a ring
+    assert os.stat(f"/dev/shm/shl.{name}").st_ino == before
+    assert not [f for f in os.listdir("/dev/shm") if f.startswith(".shl-stage.") and name in f]
+    w.publish(np.full(4, 2, "u1"))
+    for seq in (1, 2):
+        with r.receive(timeout=5) as s:
+            assert (s.seq, s.new_stream) == (seq, False)
+    with shmlane.Reader(name, timeout=0) as late, late.receive(timeout=5) as s:
+        assert s.seq == 2
+    r.close()
+    w.close()
+
+
+# A peer with write access (nobody, on a 0666 stream) switches the metadata's
+# place and size between two valid states, many times a millisecond.
+META_FLIPPER = """
+import mmap, os, struct, sys, time
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+fd = os.open("/dev/shm/shl." + sys.argv[1], os.O_RDWR)
+m = mmap.mmap(fd, 0)
+ext = struct.unpack_from("<Q", m, 96)[0]
+fmt_at = ext + struct.unpack_from("<Q", m, ext + 48)[0]
+states = [(12288 - 64, b"T{<Q:a:<Q:b:48x}\\0", 64), (8192, b"4096x\\0", 4096)]
+print("flipping", flush=True)
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    for offset, fmt, size in states:
+        m[fmt_at:fmt_at + len(fmt)] = fmt
+        struct.pack_into("<I", m, ext + 12, len(fmt) - 1)
+        struct.pack_into("<QQ", m, ext + 32, offset, size)
+        hold = time.monotonic() + 0.0002  # each state lasts a little, and the switches strike too
+        while time.monotonic() < hold:
+            pass
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_metadata_a_peer_switches_is_never_read_past_its_slot(name, spawn_py) -> None:
+    """Place and size come from the reader's one snapshot: Sample.meta is the
+    64-byte record or the 4096-byte one, whole and inside its slot, never the
+    first's place with the second's size (which would reach past the mapping
+    from the last slot)."""
+    w = shmlane.Writer(name, shape=(8192,), dtype="u1", slots=2, mode=0o666,
+                       meta=np.dtype([("a", "u1"), ("b", "u1", (63,))]))
+    flipper = spawn_py(META_FLIPPER, name, "3")
+    assert flipper.stdout.readline().strip() == "flipping"
+    seen = set()
+    for _ in range(200):
+        try:
+            r = shmlane.Reader(name, timeout=0)
+        except shmlane.CorruptSegment:
+            continue  # opened mid-switch: the state it saw did not validate
+        w.publish(np.full(8192, 0xFF, "u1"))  # the record's bytes stay zero
+        with r.receive(timeout=5) as s:
+            raw = s._raw.meta
+            seen.add(len(raw))
+            # The 64-byte record at the slot's end, or the 4096 bytes before
+            # it; the first's place with the second's size would hold the next
+            # slot's frame (0xFF), or reach past the mapping.
+            assert len(raw) in (64, 4096) and not any(raw), (len(raw), raw[:80])
+        r.close()
+    assert seen, "no reader ever opened"
+    flipper.kill()
+    w.close()
