@@ -341,9 +341,9 @@ static void test_joiner_never_skips_a_kept_frame(void) {
   test_hook = meet_at_claim;
   void *frame;
   int slot = shl_writer_loan(w, &frame, 0); /* frame 1 is wanted after all: no slot */
+  pthread_join(t, NULL);
   test_hook = NULL;
   T_EXPECT_RC(slot, -ETIMEDOUT);
-  pthread_join(t, NULL);
   T_EXPECT_RC(joiner_rc, 0);
   T_CHECK(joiner_seq == 1 && joiner_lost == 0);
   shl_reader_close(joiner);
