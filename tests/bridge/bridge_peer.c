@@ -12,6 +12,9 @@
  *   bridge_peer bench-read NAME SECONDS        frames/s and latency from that publish time
  *   bridge_peer raw-pub ENDPOINT BYTES FPS SECONDS   raw ZeroMQ PUB/SUB moving the same bytes
  *   bridge_peer raw-sub ENDPOINT BYTES SECONDS       (header and frame) for the benchmark
+ *   bridge_peer corpus DIR ENDPOINT           fuzz/fuzz_wire.c's seeds: the messages a real
+ *                                              sender at ENDPOINT sends a receiver, and those
+ *                                              a receiver and libzmq's ZAP send the sender
  *   bridge_peer join ENDPOINT SECONDS          a plain receiver: counts the messages it gets
  *   bridge_peer flood ENDPOINT SECONDS         a hostile receiver: a 16 MiB message, then a
  *                                              flood of others (reconnecting when cut off)
@@ -418,6 +421,72 @@ static int do_join(const char *endpoint, double seconds) {
   return 0;
 }
 
+/* One seed of fuzz/fuzz_wire.c: the path byte, then each part as a 2-byte
+ * little-endian length and its bytes. */
+static int put_seed(const char *dir, const char *file, uint8_t path, int n,
+                    const void *const *parts, const size_t *sizes) {
+  char name[4096];
+  snprintf(name, sizeof name, "%s/%s", dir, file);
+  FILE *f = fopen(name, "wb");
+  if (!f) return fail(name, -errno);
+  fputc(path, f);
+  for (int i = 0; i < n; i++) {
+    uint8_t len[2] = {(uint8_t)sizes[i], (uint8_t)(sizes[i] >> 8)};
+    fwrite(len, 1, 2, f);
+    fwrite(parts[i], 1, sizes[i], f);
+  }
+  return fclose(f) != 0;
+}
+
+/* Joins a real sender (run with --zstd or without) and records what it
+ * sends: a layout, a frame, a frame with the layout along. */
+static int do_corpus(const char *dir, const char *endpoint) {
+  void *ctx = zmq_ctx_new(), *s = zmq_socket(ctx, ZMQ_DEALER);
+  int timeout = 3000;
+  zmq_setsockopt(s, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+  if (zmq_connect(s, endpoint) != 0) return fail("connect", -errno);
+  uint8_t join[WIRE_PREAMBLE];
+  size_t join_len = wire_encode_join(join, sizeof join, 42);
+  const void *jp[1] = {join};
+  if (put_seed(dir, "join", 1, 1, jp, &join_len)) return 1;
+  zmq_send(s, join, join_len, 0);
+  bool got[4] = {0};
+  for (int tries = 0; tries < 200 && !(got[1] && got[2] && got[3]); tries++) {
+    zmq_msg_t m[3];
+    int n = 0;
+    for (bool more = true; more && n < 3; n++) {
+      zmq_msg_init(&m[n]);
+      if (zmq_msg_recv(&m[n], s, 0) < 0) return fail("no message from the sender", 0);
+      more = zmq_msg_more(&m[n]);
+    }
+    const void *parts[3];
+    size_t sizes[3];
+    for (int i = 0; i < n; i++) parts[i] = zmq_msg_data(&m[i]), sizes[i] = zmq_msg_size(&m[i]);
+    static const char *const names[4] = {"", "layout", "frame", "frame-with-layout"};
+    bool fits = sizes[n - 1] < 65536 && (n < 2 || sizes[1] < 65536);
+    if (fits && !got[n]) {
+      got[n] = true;
+      if (put_seed(dir, names[n], 0, n, parts, sizes)) return 1;
+    }
+    for (int i = 0; i < n; i++) zmq_msg_close(&m[i]);
+  }
+  /* ZAP requests as libzmq makes them: over ipc (peer credentials in the
+   * address) without keys, and over TCP with a CURVE key. */
+  uint8_t key[32];
+  for (int i = 0; i < 32; i++) key[i] = (uint8_t)(i * 7);
+  const void *ipc[6] = {"1.0", "1", "shmlane", "localhost:65534:65534:4781", "", "NULL"};
+  const void *tcp[7] = {"1.0", "2", "shmlane", "198.51.100.2", "", "CURVE", key};
+  size_t ipc_sizes[6], tcp_sizes[7];
+  for (int i = 0; i < 6; i++) ipc_sizes[i] = strlen(ipc[i]);
+  for (int i = 0; i < 6; i++) tcp_sizes[i] = strlen(tcp[i]);
+  tcp_sizes[6] = 32;
+  if (put_seed(dir, "zap-ipc", 2, 6, ipc, ipc_sizes) || put_seed(dir, "zap-curve", 2, 7, tcp, tcp_sizes))
+    return 1;
+  zmq_close(s);
+  zmq_ctx_term(ctx);
+  return got[1] && got[2] && got[3] ? 0 : fail("not every kind of message came", 0);
+}
+
 /* A receiver that never reads and leaves after `period`, again and again. */
 static int do_flaky_sub(const char *endpoint, double period, double seconds) {
   void *ctx = zmq_ctx_new();
@@ -446,6 +515,7 @@ int main(int argc, char **argv) {
   if (argc >= 5 && !strcmp(argv[1], "write"))
     return do_write(argv[2], atol(argv[3]), atof(argv[4]), argc > 5 ? argv[5] : NULL,
                     argc > 6 ? argv[6] : NULL);
+  if (argc == 4 && !strcmp(argv[1], "corpus")) return do_corpus(argv[2], argv[3]);
   if (argc == 4 && !strcmp(argv[1], "join")) return do_join(argv[2], atof(argv[3]));
   if (argc == 4 && !strcmp(argv[1], "flood")) return do_flood(argv[2], atof(argv[3]));
   if (argc == 5 && !strcmp(argv[1], "flaky-sub"))
