@@ -44,6 +44,7 @@ const char *wire_decode_preamble(const void *buf, size_t len, struct wire_preamb
   if (b[4] != WIRE_VERSION) return "unsupported wire version";
   if (b[5] < WIRE_LAYOUT || b[5] > WIRE_JOIN) return "unknown message type";
   if (get64(b + 24) != len - WIRE_PREAMBLE) return "body length does not match the message";
+  if (b[5] == WIRE_JOIN && len != WIRE_PREAMBLE) return "a JOIN has no body";
   p->type = b[5];
   p->sender = get64(b + 8);
   p->gen = get32(b + 16);
