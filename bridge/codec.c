@@ -33,8 +33,11 @@ struct codec *codec_new(int level, int threads) {
     c->cctx = ZSTD_createCCtx();
     if (c->cctx) {
       ZSTD_CCtx_setParameter(c->cctx, ZSTD_c_compressionLevel, level);
-      /* Fails (and stays 0) where libzstd was built without threads. */
-      if (threads) ZSTD_CCtx_setParameter(c->cctx, ZSTD_c_nbWorkers, threads);
+      /* Fails (and stays 0) where libzstd was built without threads. Jobs
+       * of 1 MiB (the default is several): a 1080p frame (6 MB) is then
+       * compressed by every worker at once. */
+      if (threads && !ZSTD_isError(ZSTD_CCtx_setParameter(c->cctx, ZSTD_c_nbWorkers, threads)))
+        ZSTD_CCtx_setParameter(c->cctx, ZSTD_c_jobSize, 1 << 20);
     }
   } else {
     c->dctx = ZSTD_createDCtx();
