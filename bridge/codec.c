@@ -16,13 +16,30 @@ struct codec {
   size_t scratch_size;
 };
 
-/* Separate pointers: the compiler vectorises the rows. */
-static void sub_row(uint8_t *restrict out, const uint8_t *restrict cur,
-                    const uint8_t *restrict prev, size_t n) {
-  for (size_t i = 0; i < n; i++) out[i] = (uint8_t)(cur[i] - prev[i]);
+/* 16 bytes at a time (GCC's and clang's vector extension: SSE2, NEON, or
+ * plain code where there is neither); -O2 does not vectorise the plain loop. */
+typedef uint8_t bytes16 __attribute__((vector_size(16)));
+
+static void sub_row(uint8_t *out, const uint8_t *cur, const uint8_t *prev, size_t n) {
+  size_t i = 0;
+  for (bytes16 a, b; i + 16 <= n; i += 16) {
+    memcpy(&a, cur + i, 16);
+    memcpy(&b, prev + i, 16);
+    a -= b;
+    memcpy(out + i, &a, 16);
+  }
+  for (; i < n; i++) out[i] = (uint8_t)(cur[i] - prev[i]);
 }
-static void add_row(uint8_t *restrict cur, const uint8_t *restrict prev, size_t n) {
-  for (size_t i = 0; i < n; i++) cur[i] = (uint8_t)(cur[i] + prev[i]);
+
+static void add_row(uint8_t *cur, const uint8_t *prev, size_t n) {
+  size_t i = 0;
+  for (bytes16 a, b; i + 16 <= n; i += 16) {
+    memcpy(&a, cur + i, 16);
+    memcpy(&b, prev + i, 16);
+    a += b;
+    memcpy(cur + i, &a, 16);
+  }
+  for (; i < n; i++) cur[i] = (uint8_t)(cur[i] + prev[i]);
 }
 
 #ifdef HAVE_ZSTD
