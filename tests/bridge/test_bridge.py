@@ -354,7 +354,7 @@ def can_be_nobody():
 def test_users(ns=(None, None), what="users"):
     """A 0600 stream of root's reaches no other user: over ipc the sender
     admits only users who could read the stream (its socket writable by all
-    here, umask 0), over TCP only holders of keys. A 0644 stream, which
+    here, umask 0), over TCP only holders of keys. A 0666 stream, which
     anyone may read from /dev/shm, is served to them."""
     if not can_be_nobody():
         print("skip %s: needs root and setpriv (to run as nobody)" % what)
@@ -362,7 +362,7 @@ def test_users(ns=(None, None), what="users"):
     a, a2 = names("u" + what[0])
     ep, ep2 = ipc("users-" + what), ipc("users2-" + what)
     w = start([PEER, "write", a, "0", "50", "32,24,3", "600"])
-    w2 = start([PEER, "write", a2, "0", "50", "32,24,3", "644"])
+    w2 = start([PEER, "write", a2, "0", "50", "32,24,3", "666"])
     s = start([BRIDGE, "send", a, ep], ns=ns[0], umask=0)
     s2 = start([BRIDGE, "send", a2, ep2], ns=ns[0], umask=0)
     time.sleep(0.3)
@@ -379,7 +379,7 @@ def test_users(ns=(None, None), what="users"):
     check(rc == 1 and "may not read" in err, "%s: nobody's bridge recv is refused, exit 1" % what)
     check("refused a receiver" in serr and "uid 65534" in serr,
           "%s: the sender says whom it refused" % what)
-    check(got2 > 5, "%s: a 0644 stream is served to nobody over ipc (%d messages)" % (what, got2))
+    check(got2 > 5, "%s: a 0666 stream is served to nobody over ipc (%d messages)" % (what, got2))
     # TCP: CURVE keys and an allow list; nobody holds the sender's public
     # key (anyone may) but no allowed key pair.
     d = tempfile.mkdtemp()
