@@ -31,7 +31,8 @@ import netns  # noqa: E402
 
 SIZES = [("640x480x3", "480,640,3", 640 * 480 * 3), ("1920x1080x3", "1080,1920,3", 1920 * 1080 * 3)]
 # Shaped links: (rate for tc, frame, the bridge's options).
-SHAPED = [("1gbit", "1920x1080x3", ["--zstd"]), ("100mbit", "640x480x3", ["--zstd"])]
+SHAPED = [("1gbit", "1920x1080x3", ["--zstd"]), ("1gbit", "1920x1080x3", ["--zstd", "--latest"]),
+          ("100mbit", "640x480x3", ["--zstd"])]
 TAG = "bb%d" % (os.getpid() % 100000)
 
 
@@ -95,7 +96,7 @@ def case(bin_dir, method, shape, nbytes, fps, seconds, host, ns, port, extra=())
                     ([peer, "raw-pub", bind, str(nbytes), str(fps), str(seconds)], ns[0])],
                    seconds, movers=(0, 1))
     zstd = ["--zstd"] if method == "bridge zstd" else []
-    quiet = [] if zstd else ["--quiet"]
+    quiet = [] if zstd or "--zstd" in extra else ["--quiet"]  # the sender's zstd figures
     return run([([bridge, "send", a, bind, "--insecure", *quiet, *zstd, *extra], ns[0]),
                 ([bridge, "recv", bind, b, "--quiet", "--insecure"], ns[1]),
                 ([peer, "bench-read", b, str(seconds + 1.5)], ns[1]),

@@ -266,8 +266,13 @@ def test_keys(host="127.0.0.1", ns=(None, None)):
                                other + ".pub", "--seconds", "8"], ns=ns[1])
         rc_nl, err_nl = run([BRIDGE, "recv", ep, b, "--key", other + ".key", "--server-key",
                              srv + ".pub", "--seconds", "8"], ns=ns[1])
-        # Keys on one side only.
+        # Keys on one side only, either side.
         rc_none, err_none = run([BRIDGE, "recv", ep, b, "--seconds", "2", "--insecure"], ns=ns[1])
+        ep2 = "tcp://%s:%d" % (host, PORT + 8)
+        plain = start([BRIDGE, "send", a, ep2, "--insecure"], ns=ns[0])
+        rc_keyed, err_keyed = run([BRIDGE, "recv", ep2, b, "--server-key", srv + ".pub",
+                                   "--seconds", "4"], ns=ns[1])
+        stop(plain)
         serr = stop(s)
         stop(w)
         check(rc_bad == 1 and other + ".pub" in err_bad,
@@ -278,6 +283,8 @@ def test_keys(host="127.0.0.1", ns=(None, None)):
         check("refused a receiver" in serr, "curve: ... and is reported by the sender")
         check(rc_none == 1 and "give --server-key" in err_none,
               "curve: a receiver without keys is told to give --server-key")
+        check(rc_keyed == 1 and "give the sender --key" in err_keyed,
+              "curve: a receiver with --server-key before a sender without keys is told so")
         check(not os.path.exists(shm(b)), "curve: refused receivers create no stream")
     finally:
         shutil.rmtree(d)
