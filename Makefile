@@ -53,7 +53,8 @@ test-c: build
 	$(MESON) test -C $(BUILD) --print-errorlogs
 
 # The bridge's long check, not in `make test`: healthy receivers keep 95% of
-# the frames beside a stopped one and one that comes and goes (about 13 s).
+# the frames beside a stopped one and one that comes and goes, over ipc and
+# across two network namespaces (about 25 s).
 test-bridge-long: build
 	$(PYTHON) tests/bridge/test_bridge.py $(BUILD)/bridge/shmlane-bridge $(BUILD)/bridge/bridge_peer --long
 
