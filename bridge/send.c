@@ -243,6 +243,42 @@ static void forget_silent(struct sender *s, uint64_t now) {
       forget_peer(s, &s->peers[i], "silent for 5 s");
 }
 
+/* The ROUTER socket and its monitor, bound. */
+static int open_sock(struct sender *s) {
+  s->sock = zmq_socket(s->ctx, ZMQ_ROUTER);
+  int rc = setup_socket(s->sock, s->o, true);
+  if (rc) return rc;
+  int one = 1, hwm = s->o->latest ? 1 : s->o->hwm, in = 16;
+  zmq_setsockopt(s->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one); /* full or gone: told */
+  zmq_setsockopt(s->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
+  zmq_setsockopt(s->sock, ZMQ_RCVHWM, &in, sizeof in); /* JOINs: a few are plenty */
+  char mon[64];
+  snprintf(mon, sizeof mon, "inproc://monitor-send-%d", s->generation++);
+  zmq_socket_monitor(s->sock, mon,
+                     ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                         ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_ACCEPTED |
+                         ZMQ_EVENT_DISCONNECTED);
+  s->monitor = zmq_socket(s->ctx, ZMQ_PAIR);
+  zmq_connect(s->monitor, mon);
+  s->policy.connections = 0;
+  if (zmq_bind(s->sock, s->o->ep.zmq) != 0) {
+    logf_("cannot bind %s: %s", s->o->ep.text, zmq_strerror(errno));
+    return EXIT_RUNTIME;
+  }
+  return 0;
+}
+
+/* Linger 0: queued frames are dropped, their free functions run; every
+ * receiver joins again. */
+static void close_sock(struct sender *s) {
+  zmq_close(s->sock);
+  zmq_close(s->monitor);
+  s->sock = s->monitor = NULL;
+  for (uint32_t i = 0; i < (uint32_t)s->o->max_receivers; i++) s->peers[i].used = false;
+  s->npeers = 0;
+  s->policy.receivers = 0;
+}
+
 /* ---------------------------------------------------------------- the stream */
 
 static void set_state(struct sender *s, uint32_t state) {
@@ -254,15 +290,6 @@ static void set_state(struct sender *s, uint32_t state) {
   encode_layout(s);
   send_layout(s);
 }
-
-/* The metadata format of the stream the reader is on, from the reader's
- * own copy: the size it validated is the one records are read with. */
-static int64_t meta_format(struct sender *s, char *format, size_t size) {
-  return shl_reader_get_meta(s->reader, format, size);
-}
-
-static int open_sock(struct sender *s);
-static void close_sock(struct sender *s);
 
 /* Who may read the stream now; when that narrows, every receiver admitted
  * under the old rule must be admitted again: the socket starts afresh. */
@@ -291,7 +318,8 @@ static int describe_stream(struct sender *s) {
   memset(l, 0, sizeof *l);
   snprintf(l->name, sizeof l->name, "%s", s->o->name);
   snprintf(l->format, sizeof l->format, "%s", layout.format);
-  int64_t meta = meta_format(s, l->meta_format, sizeof l->meta_format);
+  /* The reader's own copy: the size it validated is the one records are read with. */
+  int64_t meta = shl_reader_get_meta(s->reader, l->meta_format, sizeof l->meta_format);
   if (meta < 0) return (int)meta;
   l->meta_size = (uint64_t)meta;
   l->slots = info.slots;
@@ -532,42 +560,6 @@ static void print_stats(struct sender *s, uint64_t now) {
           (unsigned long long)s->skipped, extra, s->npeers, zstd);
   s->last_frames = s->frames, s->last_bytes = s->bytes, s->last_raw = s->raw_bytes;
   s->last_packed = s->packed_bytes, s->last_pack_ns = s->pack_ns, s->last_stats_ns = now;
-}
-
-/* The ROUTER socket and its monitor, bound. */
-static int open_sock(struct sender *s) {
-  s->sock = zmq_socket(s->ctx, ZMQ_ROUTER);
-  int rc = setup_socket(s->sock, s->o, true);
-  if (rc) return rc;
-  int one = 1, hwm = s->o->latest ? 1 : s->o->hwm, in = 16;
-  zmq_setsockopt(s->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one); /* full or gone: told */
-  zmq_setsockopt(s->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
-  zmq_setsockopt(s->sock, ZMQ_RCVHWM, &in, sizeof in); /* JOINs: a few are plenty */
-  char mon[64];
-  snprintf(mon, sizeof mon, "inproc://monitor-send-%d", s->generation++);
-  zmq_socket_monitor(s->sock, mon,
-                     ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
-                         ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_ACCEPTED |
-                         ZMQ_EVENT_DISCONNECTED);
-  s->monitor = zmq_socket(s->ctx, ZMQ_PAIR);
-  zmq_connect(s->monitor, mon);
-  s->policy.connections = 0;
-  if (zmq_bind(s->sock, s->o->ep.zmq) != 0) {
-    logf_("cannot bind %s: %s", s->o->ep.text, zmq_strerror(errno));
-    return EXIT_RUNTIME;
-  }
-  return 0;
-}
-
-/* Linger 0: queued frames are dropped, their free functions run; every
- * receiver joins again. */
-static void close_sock(struct sender *s) {
-  zmq_close(s->sock);
-  zmq_close(s->monitor);
-  s->sock = s->monitor = NULL;
-  for (uint32_t i = 0; i < (uint32_t)s->o->max_receivers; i++) s->peers[i].used = false;
-  s->npeers = 0;
-  s->policy.receivers = 0;
 }
 
 static int setup(struct sender *s) {
