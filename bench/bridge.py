@@ -1,20 +1,26 @@
-"""The bridge's benchmark (docs/bridge.md, Figures): frames/s and latency of
-shmlane-bridge against raw ZeroMQ PUB/SUB moving the same bytes, in the same
-run, at 640x480x3 and 1920x1080x3, over loopback and over a veth pair
-between two network namespaces (skipped where `ip netns` is not permitted),
-with and without zstd.
+"""The bridge's benchmark (docs/bridge.md, Figures): shmlane-bridge against
+raw ZeroMQ PUB/SUB moving the same bytes, in the same run, at 640x480x3 and
+1920x1080x3, over loopback TCP and over a veth pair between two network
+namespaces (skipped where `ip netns` is not permitted); then the bridge with
+zstd over the veth pair shaped with tc (tbf) to 1 Gbit/s and 100 Mbit/s.
 
     python bench/bridge.py --bin BUILD/bridge [--quick] [--out bench/results]
 
-Each case runs twice: flat out (the writer publishes as fast as it can; the
-throughput is what arrives) and paced at 30 frames/s (the latency, from the
-publish on host A to the frame in the reader's hands on host B: one host,
-one CLOCK_MONOTONIC). Writes bridge.json and bridge.md to --out."""
+Each unshaped case runs twice: flat out (the writer publishes as fast as it
+can; the throughput is what arrives) and paced at 30 frames/s (the latency,
+from the publish on host A to the frame in the reader's hands on host B:
+one host, one CLOCK_MONOTONIC). Both report the CPU time per frame of the
+two processes that move the frames (the bridge's send and recv; raw
+ZeroMQ's publisher and subscriber), from getrusage (os.wait4), which a
+shared machine disturbs far less than rates. Raw ZeroMQ and the bridge
+alternate, ROUNDS times; the tables show medians, and the spread. Writes
+bridge.json and bridge.md to --out."""
 import argparse
 import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -24,70 +30,125 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "bridge"))
 import netns  # noqa: E402
 
 SIZES = [("640x480x3", "480,640,3", 640 * 480 * 3), ("1920x1080x3", "1080,1920,3", 1920 * 1080 * 3)]
+# Shaped links: (rate for tc, frame, the bridge's options).
+SHAPED = [("1gbit", "1920x1080x3", ["--zstd"]), ("1gbit", "1920x1080x3", ["--zstd", "--latest"]),
+          ("100mbit", "640x480x3", ["--zstd"])]
 TAG = "bb%d" % (os.getpid() % 100000)
 
 
-def run(cmds, seconds):
-    """Start every (args, ns), 0.3 s apart: the reader's (last but one) JSON
-    line, with the sender's zstd figures (its last statistics line) if any."""
-    procs, errs = [], []
+def finish(p, timeout):
+    """Waits for p to end (SIGTERM after `timeout` s): (stdout, stderr, CPU
+    seconds of it and the children it waited for, from wait4). The outputs
+    are a few lines: the pipes never fill."""
+    deadline, cpu = time.time() + timeout, 0.0
+    while p.returncode is None:
+        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        if pid == p.pid:
+            p.returncode = os.waitstatus_to_exitcode(status)
+            cpu = ru.ru_utime + ru.ru_stime
+            break
+        if time.time() > deadline:
+            p.terminate()
+            deadline = time.time() + 5
+        time.sleep(0.01)
+    return p.stdout.read(), p.stderr.read(), cpu
+
+
+def run(cmds, seconds, movers):
+    """Starts every (args, ns), 0.3 s apart; the reader is the one before
+    last. Its JSON line, with the CPU seconds of the processes at the
+    indices `movers` and the sender's zstd figures if any."""
+    procs = []
     try:
         for args, ns in cmds:
             full = (["ip", "netns", "exec", ns] if ns else []) + args
             procs.append(subprocess.Popen(full, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                           text=True))
             time.sleep(0.3)
-        out, _ = procs[-2].communicate(timeout=seconds + 20)  # the reader
-        result = json.loads(out.strip().splitlines()[-1])
+        outs = {len(procs) - 2: finish(procs[-2], seconds + 20)}  # the reader
+        outs[len(procs) - 1] = finish(procs[-1], seconds + 20)  # the writer
+        for i in range(len(procs) - 2):
+            procs[i].terminate()
+            outs[i] = finish(procs[i], 10)
+        result = json.loads(outs[len(procs) - 2][0].strip().splitlines()[-1])
     finally:
         for p in procs:
-            if p.poll() is None:
-                p.terminate()
-            try:
-                errs.append(p.communicate(timeout=5)[1] or "")
-            except (subprocess.TimeoutExpired, ValueError):
+            if p.returncode is None:
                 p.kill()
                 p.wait()
         for n in os.listdir("/dev/shm"):
             if n.startswith("shl." + TAG):
                 os.unlink("/dev/shm/" + n)
-    zstd = re.findall(r"zstd ([0-9.]+):1 ([0-9.]+) ms/frame", errs[0] if errs else "")
+    result["cpu_s"] = sum(outs[i][2] for i in movers)
+    result["cpu_ms_per_frame"] = 1e3 * result["cpu_s"] / result["frames"] if result["frames"] else None
+    zstd = re.findall(r"zstd\S* ([0-9.]+):1 ([0-9.]+) ms/frame", outs[0][1])
     if zstd:
         result["zstd_ratio"], result["zstd_ms"] = float(zstd[-1][0]), float(zstd[-1][1])
     return result
 
 
-def case(bin_dir, method, shape, nbytes, fps, seconds, host, ns, port):
+def case(bin_dir, method, shape, nbytes, fps, seconds, host, ns, port, extra=()):
     bridge, peer = os.path.join(bin_dir, "shmlane-bridge"), os.path.join(bin_dir, "bridge_peer")
     bind = "tcp://%s:%d" % (host, port)
     a, b = TAG + "a", TAG + "b"
-    ins = ["--insecure"] if host != "127.0.0.1" else []
     if method == "raw zmq":
         return run([([peer, "raw-sub", bind, str(nbytes), str(seconds + 0.5)], ns[1]),
                     ([peer, "raw-pub", bind, str(nbytes), str(fps), str(seconds)], ns[0])],
-                   seconds)
-    zstd = ["--zstd=1"] if method == "bridge zstd" else []
-    quiet = [] if zstd else ["--quiet"]
-    return run([([bridge, "send", a, bind, *quiet, *ins, *zstd], ns[0]),
-                ([bridge, "recv", bind, b, "--quiet", *ins], ns[1]),
+                   seconds, movers=(0, 1))
+    zstd = ["--zstd"] if method == "bridge zstd" else []
+    quiet = [] if zstd or "--zstd" in extra else ["--quiet"]  # the sender's zstd figures
+    return run([([bridge, "send", a, bind, "--insecure", *quiet, *zstd, *extra], ns[0]),
+                ([bridge, "recv", bind, b, "--quiet", "--insecure"], ns[1]),
                 ([peer, "bench-read", b, str(seconds + 1.5)], ns[1]),
-                ([peer, "bench-write", a, shape, str(fps), str(seconds)], None)], seconds)
+                ([peer, "bench-write", a, shape, str(fps), str(seconds)], None)], seconds,
+               movers=(0, 1))
+
+
+def median(rows, key):
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return statistics.median(vals) if vals else None
+
+
+def spread(rows, key):
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return (max(vals) - min(vals)) if len(vals) > 1 else 0.0
+
+
+def fmt(v, f="%.2f"):
+    return f % v if v is not None else ""
 
 
 def markdown(res):
-    lines = ["# Bridge benchmark", "", "%s, %s, libzmq over TCP; %s" % (
-        res["machine"], res["date"], res["note"]), "",
-        "| link | frame | method | flat out frames/s | MB/s | vs raw | p50 latency at 30 fps (ms) "
-        "| p99 (ms) | vs raw | zstd ratio, ms/frame |", "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = ["# Bridge benchmark", "", "%s, %s, libzmq over TCP; %s; medians of %d alternating "
+             "rounds (± spread)" % (res["machine"], res["date"], res["note"], res["rounds"]), "",
+             "| link | frame | method | flat out frames/s | CPU ms/frame | vs raw | p50 latency at "
+             "30 fps (ms) | p99 (ms) | CPU ms/frame at 30 fps | vs raw | zstd ratio, ms/frame |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in res["rows"]:
-        lines.append("| %s | %s | %s | %.1f | %.0f | %s | %.2f | %.2f | %s | %s |" % (
-            r["link"], r["frame"], r["method"], r["fps"], r["fps"] * r["bytes"] / 1e6,
-            "%.2f" % r["fps_ratio"] if r.get("fps_ratio") else "", r["p50_ms"], r["p99_ms"],
-            "%.2f" % r["p50_ratio"] if r.get("p50_ratio") else "",
+        lines.append("| %s | %s | %s | %.1f | %s ± %s | %s | %.2f | %.2f | %s ± %s | %s | %s |" % (
+            r["link"], r["frame"], r["method"], r["fps"], fmt(r["cpu"]), fmt(r["cpu_spread"]),
+            fmt(r.get("cpu_ratio")), r["p50_ms"], r["p99_ms"], fmt(r["cpu30"]),
+            fmt(r["cpu30_spread"]), fmt(r.get("cpu30_ratio")),
             "%.2f:1, %.1f" % (r["zstd_ratio"], r["zstd_ms"]) if r.get("zstd_ratio") else ""))
-    lines += ["", "vs raw: raw ZeroMQ's frames/s over the bridge's (above 1: the bridge is slower), "
-              "and the bridge's p50 latency over raw ZeroMQ's; the goal is 1.2 at most."]
+    lines += ["", "CPU ms/frame: user + system time of the two processes that move the frames "
+              "(the bridge's send and recv; raw ZeroMQ's publisher and subscriber) over the "
+              "frames that arrived. vs raw: the bridge's over raw ZeroMQ's (goal: 1.2 at most)."]
+    if res["shaped"]:
+        lines += ["", "## Shaped links (veth, tc tbf on host A's side), 30 frames/s", "",
+                  "| rate | frame | options | frames/s arriving | lost | p50 latency (ms) | p99 (ms) "
+                  "| zstd ratio, ms/frame |", "|---|---|---|---:|---:|---:|---:|---|"]
+        for r in res["shaped"]:
+            lines.append("| %s | %s | %s | %.1f | %d | %.2f | %.2f | %s |" % (
+                r["rate"], r["frame"], " ".join(r["options"]), r["fps"], r["lost"], r["p50_ms"],
+                r["p99_ms"], "%.2f:1, %.1f" % (r["zstd_ratio"], r["zstd_ms"])
+                if r.get("zstd_ratio") else ""))
     return "\n".join(lines) + "\n"
+
+
+def shape_link(pair, rate):
+    """tbf on A's end of the veth pair: RATE, a queue of 50 ms."""
+    subprocess.run(["ip", "netns", "exec", pair.a, "tc", "qdisc", "replace", "dev", pair.dev_a,
+                    "root", "tbf", "rate", rate, "burst", "1mb", "latency", "50ms"], check=True)
 
 
 def main():
@@ -96,7 +157,7 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     o = ap.parse_args()
-    seconds = 1.0 if o.quick else 2.5
+    seconds, rounds = (1.5, 1) if o.quick else (3.0, 3)
     links = [("loopback", "127.0.0.1", (None, None))]
     pair = netns.setup(TAG[-5:])
     note = "veth between two network namespaces"
@@ -104,32 +165,59 @@ def main():
         note = "veth skipped: " + pair
     else:
         links.append(("veth", netns.ADDR_A, (pair.a, pair.b)))
-    rows, port = [], 21000 + os.getpid() % 20000
+    rows, shaped, port = [], [], 21000 + os.getpid() % 20000
+    methods = ("raw zmq", "bridge", "bridge zstd")
     try:
         for link, host, ns in links:
             for frame, shape, nbytes in SIZES:
+                runs = {m: [] for m in methods}
+                for _ in range(rounds):  # alternating: raw, bridge, zstd, raw, ...
+                    for method in methods:
+                        port += 2
+                        thr = case(o.bin, method, shape, nbytes, 0, seconds, host, ns, port)
+                        lat = case(o.bin, method, shape, nbytes, 30, seconds, host, ns, port + 1)
+                        runs[method].append({"fps": thr["fps"], "cpu": thr["cpu_ms_per_frame"],
+                                             "p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"],
+                                             "cpu30": lat["cpu_ms_per_frame"], "lost": lat["lost"],
+                                             "zstd_ratio": lat.get("zstd_ratio"),
+                                             "zstd_ms": lat.get("zstd_ms")})
                 base = None
-                for method in ("raw zmq", "bridge", "bridge zstd"):
-                    port += 2
-                    thr = case(o.bin, method, shape, nbytes, 0, seconds, host, ns, port)
-                    lat = case(o.bin, method, shape, nbytes, 30, seconds, host, ns, port + 1)
+                for method in methods:
+                    rs = runs[method]
                     r = {"link": link, "frame": frame, "method": method, "bytes": nbytes,
-                         "fps": thr["fps"], "p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"],
-                         "lost_at_30fps": lat["lost"], "zstd_ratio": lat.get("zstd_ratio"),
-                         "zstd_ms": lat.get("zstd_ms")}
+                         "runs": rs}
+                    for k in ("fps", "cpu", "p50_ms", "p99_ms", "cpu30", "zstd_ratio", "zstd_ms"):
+                        r[k] = median(rs, k)
+                    r["cpu_spread"], r["cpu30_spread"] = spread(rs, "cpu"), spread(rs, "cpu30")
                     if base is None:
                         base = r
                     else:
-                        r["fps_ratio"] = base["fps"] / r["fps"] if r["fps"] else None
-                        r["p50_ratio"] = r["p50_ms"] / base["p50_ms"] if base["p50_ms"] else None
+                        for k in ("cpu", "cpu30"):
+                            r[k + "_ratio"] = r[k] / base[k] if r[k] and base[k] else None
                     rows.append(r)
-                    print("%-8s %-11s %-11s %8.1f frames/s  p50 %6.2f ms  p99 %6.2f ms" % (
-                        link, frame, method, r["fps"], r["p50_ms"], r["p99_ms"]), flush=True)
+                    print("%-8s %-11s %-11s %7.1f frames/s %6s ms CPU/frame | 30 fps: p50 %7.2f ms "
+                          "p99 %7.2f ms %6s ms CPU/frame" % (
+                              link, frame, method, r["fps"], fmt(r["cpu"]), r["p50_ms"],
+                              r["p99_ms"], fmt(r["cpu30"])), flush=True)
+        if not isinstance(pair, str):
+            sizes = {f: (sh, n) for f, sh, n in SIZES}
+            for rate, frame, options in SHAPED:
+                shape_link(pair, rate)
+                port += 2
+                shape, nbytes = sizes[frame]
+                r = case(o.bin, "bridge", shape, nbytes, 30, max(seconds, 3.0), netns.ADDR_A,
+                         (pair.a, pair.b), port, extra=options)
+                r.update({"rate": rate, "frame": frame, "options": options})
+                shaped.append(r)
+                print("shaped %-7s %-11s %s: %.1f frames/s arriving, lost %d, p50 %.2f ms, "
+                      "p99 %.2f ms" % (rate, frame, " ".join(options), r["fps"], r["lost"],
+                                        r["p50_ms"], r["p99_ms"]), flush=True)
     finally:
         if not isinstance(pair, str):
             netns.cleanup(pair)
     res = {"machine": "%s, %d CPUs" % (platform.machine(), os.cpu_count()),
-           "date": time.strftime("%Y-%m-%d"), "note": note, "quick": o.quick, "rows": rows}
+           "date": time.strftime("%Y-%m-%d"), "note": note, "quick": o.quick, "rounds": rounds,
+           "rows": rows, "shaped": shaped}
     os.makedirs(o.out, exist_ok=True)
     with open(os.path.join(o.out, "bridge.json"), "w") as f:
         json.dump(res, f, indent=1)

@@ -1,5 +1,10 @@
 /* shmlane-bridge: private interfaces between its files. The only code of the
- * project that knows ZeroMQ (docs/bridge.md). */
+ * project that knows ZeroMQ (docs/bridge.md).
+ *
+ * Calls go one way: main.c (the entry point) calls send.c and recv.c (the
+ * two sides), which call net.c (endpoints, keys, sockets, admission) and
+ * codec.c (compression); util.c (logging, clocks), wire.c (the byte layout)
+ * and admit.c (who may receive) call none of them. */
 #ifndef SHMLANE_BRIDGE_H
 #define SHMLANE_BRIDGE_H
 
@@ -7,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "admit.h"
 #include "shmlane.h"
 #include "wire.h"
 
@@ -14,37 +20,57 @@ enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
 #define MAX_ALLOW 64
 
+/* An endpoint as the user wrote it, checked and resolved once (net.c). */
+struct endpoint {
+  const char *text; /* as given */
+  bool ipc;
+  bool loopback; /* tcp: every address the host resolved to is a loopback one */
+  bool ipv6;     /* the address handed to ZeroMQ is IPv6 (needs ZMQ_IPV6) */
+  char zmq[300]; /* handed to ZeroMQ: tcp://NUMERIC:PORT (or *, or an interface), ipc://PATH */
+};
+
 struct bridge_opts {
   const char *name; /* send: the local stream; recv: LOCAL_NAME or NULL */
-  const char *endpoint;
+  struct endpoint ep;
   const char *key;              /* our key file (PREFIX.key) */
   const char *server_key;       /* recv: the sender's public key file */
   const char *allow[MAX_ALLOW]; /* send: receivers' public key files */
   int nallow;
   bool insecure, latest, quiet;
-  int zstd_level; /* 0: no compression */
-  double max_fps; /* 0: no limit */
-  int hwm;        /* ZeroMQ high-water mark, in messages */
-  uint32_t slots; /* recv: 0 = as the sender's stream */
-  double seconds; /* 0: run until stopped */
+  int zstd_level;    /* 0: no compression */
+  int zstd_threads;  /* zstd's worker threads (0: compress in the calling thread) */
+  int delta;         /* -1: as the layout suggests, 0 off, 1 on (codec.c) */
+  double max_fps;    /* 0: no limit */
+  int hwm;           /* ZeroMQ high-water mark, in messages */
+  int max_receivers; /* send: connections admitted at once */
+  uint32_t slots;    /* recv: 0 = as the sender's stream */
+  double seconds;    /* 0: run until stopped */
 };
 
-/* main.c */
+/* util.c */
 extern volatile sig_atomic_t stop_requested;
+void set_log_prefix(const char *prefix);
 void logf_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* Like logf_, at most a few times a second for one `what` counter. */
+/* Like logf_, at most once a second for one `last_ns` counter. */
 void log_limited(uint64_t *last_ns, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 uint64_t now_ns(void);
 uint64_t realtime_ns(void);
-/* Whether an endpoint stays on this machine (ipc, inproc, tcp to loopback). */
-bool endpoint_is_local(const char *endpoint);
-/* A key file's fields (Z85, 40 characters and a NUL); secret may be NULL. */
-int read_key_file(const char *path, char public_key[41], char secret_key[41]);
-/* Socket options for CURVE and the monitor shared by both sides; see main.c. */
+
+/* net.c */
+/* Checks and resolves an endpoint (tcp://HOST:PORT or ipc://PATH): 0, or
+ * EXIT_USAGE after saying what is wrong. */
+int endpoint_parse(const char *text, bool bind, struct endpoint *ep);
+int keygen(const char *prefix);
+/* CURVE, bounds, reconnects and heartbeats for either side's socket: 0 or an exit status. */
 int setup_socket(void *sock, const struct bridge_opts *o, bool server);
-/* Reads one monitor event (its code in *event, -1 if none was waiting): the
- * text for a failed handshake, or NULL. */
-const char *handshake_failure(void *monitor, bool server, char *peer, size_t peer_size, int *event);
+/* The --allow files' keys: their count, or -1 after saying what is wrong. */
+int load_allowed(const struct bridge_opts *o, uint8_t (*keys)[32], int max);
+/* Answers one ZAP request from `zap` by the policy; a refusal is logged. */
+void zap_serve(void *zap, const struct admit_policy *p, const char *name, uint64_t *last_log);
+/* Reads one monitor event (its code in *event, -1 if none was waiting; its
+ * value in *value): the text for a failed handshake, or NULL. */
+const char *monitor_event(void *monitor, const struct bridge_opts *o, bool server, char *peer,
+                          size_t peer_size, int *event, uint32_t *value);
 
 /* send.c, recv.c */
 int run_send(const struct bridge_opts *o);

@@ -1,34 +1,48 @@
-/* `bridge recv ENDPOINT [LOCAL_NAME]`: subscribes to a sender and writes
+/* `bridge recv ENDPOINT [LOCAL_NAME]`: joins a sender and writes
  * what it carries into a local stream of the same layout.
  *
- * The work runs in a child process, watched by the parent. A local stream's
- * readers tell a writer that died (SHL_E_WRITER_GONE) from one that closed
- * it by the death of the writer's process: when the sender says that the
- * writer on its host died, the child exits without closing its writer, and
- * the parent starts a new child, which takes the stream over (readers keep
- * their place) once frames come again. A child that crashes is started
- * again the same way. */
+ * The work runs in a child process, watched by the parent (the process the
+ * user started). A local stream's readers tell a writer that died
+ * (SHL_E_WRITER_GONE) from one that closed it by the death of the writer's
+ * process: when the sender says that the writer on its host died, the
+ * child exits without closing its writer, and the parent starts a new
+ * child, which takes the stream over (readers keep their place) once
+ * frames come again. A child that crashes is started again the same way.
+ * The child never outlives the parent: the kernel sends it SIGTERM when the
+ * parent dies (PR_SET_PDEATHSIG), however it dies. Whoever stops last
+ * removes the stream, or one an earlier child left behind. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <zmq.h>
-#ifdef HAVE_ZSTD
-#include <zstd.h>
-#endif
 
 #include "bridge.h"
+#include "codec.h"
 
 enum { EXIT_WRITER_GONE = 3 };
 
 /* A larger gap in the sender's numbers is a new numbering, not losses. */
 #define MAX_GAP (UINT64_C(1) << 32)
+/* Handshakes that fail in a row before a receiver with keys gives up. */
+#define MAX_FAILED_HANDSHAKES 3
+
+/* Between the parent and its children (an anonymous shared mapping): the
+ * local stream and the last child that wrote it. */
+struct written {
+  char name[SHL_NAME_MAX + 1];
+  int32_t writer_pid;
+};
 
 struct receiver {
   const struct bridge_opts *o;
-  void *ctx, *sub, *monitor;
+  struct written *shared;
+  void *ctx, *sock, *monitor;
+  int status; /* an exit status that ends the loop */
   bool have_layout;
   struct wire_layout layout; /* the sender's, as last told */
   struct wire_preamble pre;  /* whose frames match it */
@@ -37,12 +51,14 @@ struct receiver {
   char name[SHL_NAME_MAX + 1];
   uint64_t offset;   /* local numbers = the sender's + offset */
   bool wrote;        /* this process opened the local stream as its writer */
+  bool fresh;        /* nothing published in it yet: the first gap is no loss */
   bool handshake_ok; /* on the current connection */
-#ifdef HAVE_ZSTD
-  ZSTD_DCtx *dctx;
-#endif
+  int failed_handshakes;
+  uint32_t self_uid;
+  uint64_t id, next_join_ns; /* ours, in JOIN messages; when to send the next */
+  struct codec *codec;
   uint64_t frames, bytes, lost, bad, latency_ns, latency_n;
-  uint64_t last_frames, last_bytes, last_stats_ns, last_bad_ns, last_err_ns;
+  uint64_t last_frames, last_bytes, last_stats_ns, last_bad_ns, last_err_ns, last_peer_ns;
 };
 
 static void drop(struct receiver *r, const char *why) {
@@ -54,6 +70,20 @@ static void drop(struct receiver *r, const char *why) {
 static void close_writer(struct receiver *r) {
   shl_writer_close(r->writer);
   r->writer = NULL;
+}
+
+/* Who holds the name we cannot write: its writer's pid. */
+static void report_busy(struct receiver *r) {
+  shl_segment *seg;
+  shl_stream_info info = SHL_STREAM_INFO_INIT;
+  if (shl_open(&seg, r->name, 0, 0) == 0) {
+    shl_stream_get_info(seg, &info);
+    shl_close(seg);
+  }
+  log_limited(&r->last_err_ns,
+              "%s: cannot write the local stream: another writer holds it (pid %d): another "
+              "'bridge recv'? Stop it, or give this one another LOCAL_NAME",
+              r->name, (int)info.writer_pid);
 }
 
 /* The local stream, in the sender's layout: created, taken over, or made to
@@ -78,14 +108,23 @@ static int open_writer(struct receiver *r) {
   } else {
     rc = shl_writer_open(&r->writer, r->name, &layout, &so);
   }
+  if (rc == -EBUSY) {
+    report_busy(r);
+    return rc;
+  }
   if (rc < 0) {
     log_limited(&r->last_err_ns, "%s: cannot write the local stream: %s", r->name,
                 shl_strerror(rc));
     return rc;
   }
+  shl_stream_info info = SHL_STREAM_INFO_INIT;
+  shl_stream_get_info(shl_writer_segment(r->writer), &info);
+  r->fresh = shl_writer_next_seq(r->writer) == info.base_seq + 1;
   r->written = *l;
   r->wrote = true;
   r->offset = 0;
+  snprintf(r->shared->name, sizeof r->shared->name, "%s", r->name);
+  r->shared->writer_pid = (int32_t)getpid();
   logf_("%s: writing frames of %s (%llu bytes a frame)", r->name, l->format,
         (unsigned long long)l->frame_bytes);
   return 0;
@@ -127,7 +166,7 @@ static void on_frame(struct receiver *r, const struct wire_preamble *pre, const 
     return;
   }
   /* Frames of a layout not (yet) heard of are skipped: the layout comes
-   * first on every new subscription, and again every second. */
+   * first to every receiver that joins, and again every second. */
   if (!r->have_layout || pre->sender != r->pre.sender || pre->gen != r->pre.gen) return;
   const struct wire_layout *l = &r->layout;
   if (f.meta_size != l->meta_size || f.raw_bytes != l->frame_bytes) {
@@ -135,16 +174,12 @@ static void on_frame(struct receiver *r, const struct wire_preamble *pre, const 
     return;
   }
   size_t size = zmq_msg_size(data);
-  if (f.codec == WIRE_RAW && size != l->frame_bytes) {
-    drop(r, "frame of the wrong size");
+  uint64_t row = f.codec == WIRE_ZSTD_DELTA ? wire_delta_row(l) : 0;
+  if ((f.codec == WIRE_RAW && size != l->frame_bytes) ||
+      (f.codec == WIRE_ZSTD_DELTA && !row)) {
+    drop(r, f.codec == WIRE_RAW ? "frame of the wrong size" : "delta frame of a layout without rows");
     return;
   }
-#ifndef HAVE_ZSTD
-  if (f.codec == WIRE_ZSTD) {
-    drop(r, "zstd frame, and this bridge was built without libzstd");
-    return;
-  }
-#endif
   if (open_writer(r) < 0) return;
   /* The sender's numbers, gaps (frames lost on the way) included; numbers
    * that start again (a new stream there) or leap ahead go on from ours. */
@@ -153,7 +188,7 @@ static void on_frame(struct receiver *r, const struct wire_preamble *pre, const 
     r->offset = next - f.seq;
     want = next;
   }
-  r->lost += want - next;
+  if (!r->fresh) r->lost += want - next; /* a fresh stream's readers missed nothing */
   if (want != next) shl_writer_set_next_seq(r->writer, want);
   void *slot;
   int rc = shl_writer_loan(r->writer, &slot, 100000000);
@@ -164,21 +199,14 @@ static void on_frame(struct receiver *r, const struct wire_preamble *pre, const 
   }
   if (f.codec == WIRE_RAW) {
     memcpy(slot, zmq_msg_data(data), size);
+  } else if ((why = codec_unpack(r->codec, slot, l->frame_bytes, zmq_msg_data(data), size, row))) {
+    shl_writer_discard(r->writer);
+    drop(r, why);
+    return;
   }
-#ifdef HAVE_ZSTD
-  else {
-    size_t n = ZSTD_decompressDCtx(r->dctx, slot, l->frame_bytes, zmq_msg_data(data), size);
-    if (ZSTD_isError(n) || n != l->frame_bytes) {
-      shl_writer_discard(r->writer);
-      {
-        drop(r, "zstd frame does not decompress to a frame");
-        return;
-      }
-    }
-  }
-#endif
   if (f.meta_size) memcpy(shl_writer_meta(r->writer), f.meta, f.meta_size);
   shl_writer_publish(r->writer, NULL);
+  r->fresh = false;
   uint64_t mono = now_ns();
   if (mono > f.timestamp_ns && mono - f.timestamp_ns < 60000000000u) { /* same clock: one host */
     r->latency_ns += mono - f.timestamp_ns;
@@ -186,6 +214,33 @@ static void on_frame(struct receiver *r, const struct wire_preamble *pre, const 
   }
   r->frames++;
   r->bytes += size + head_len;
+}
+
+/* Over ipc the kernel tells who the sender is: our own user or root, unless
+ * --insecure. */
+static bool sender_trusted(struct receiver *r, zmq_msg_t *m) {
+  if (!r->o->ep.ipc || r->o->insecure) return true;
+  const char *address = zmq_msg_gets(m, "Peer-Address");
+  uint32_t uid, gid;
+  int32_t pid;
+  if (address && peer_creds(address, &uid, &gid, &pid) && (uid == 0 || uid == r->self_uid))
+    return true;
+  log_limited(&r->last_peer_ns,
+              "the sender at %s runs as %s%u (pid %d), not as our user or root: its messages are "
+              "dropped (--insecure takes them)",
+              r->o->ep.text, address ? "uid " : "an unknown user ", address ? uid : 0,
+              address ? (int)pid : 0);
+  return false;
+}
+
+/* "Send me the stream": at once when connected, then every second (the
+ * sender forgets receivers silent for 5 s). A full queue (no connection
+ * yet) just skips one. */
+static void send_join(struct receiver *r) {
+  uint8_t buf[WIRE_PREAMBLE];
+  size_t n = wire_encode_join(buf, sizeof buf, r->id);
+  zmq_send(r->sock, buf, n, ZMQ_DONTWAIT);
+  r->next_join_ns = now_ns() + 1000000000u;
 }
 
 /* One message, all its parts; anything malformed is counted and dropped. */
@@ -197,14 +252,14 @@ static void receive_one(struct receiver *r) {
   for (int i = 0; i < MAX_PARTS; i++) zmq_msg_init(&part[i]);
   while (more) { /* all of it, whatever it is; parts beyond MAX_PARTS are dropped */
     zmq_msg_t *m = &part[parts < MAX_PARTS ? parts : MAX_PARTS - 1];
-    if (zmq_msg_recv(m, r->sub, parts ? 0 : ZMQ_DONTWAIT) < 0) break;
+    if (zmq_msg_recv(m, r->sock, parts ? 0 : ZMQ_DONTWAIT) < 0) break;
     more = zmq_msg_more(m);
     parts++;
   }
   struct wire_preamble pre, lpre;
   const char *why =
       parts ? wire_decode_preamble(zmq_msg_data(&part[0]), zmq_msg_size(&part[0]), &pre) : NULL;
-  if (!parts) {
+  if (!parts || !sender_trusted(r, &part[0])) {
   } else if (why) {
     drop(r, why);
   } else if (pre.type == WIRE_LAYOUT && parts == 1) {
@@ -226,6 +281,44 @@ static void receive_one(struct receiver *r) {
   for (int i = 0; i < MAX_PARTS; i++) zmq_msg_close(&part[i]);
 }
 
+/* Monitor events: handshake failures reported; those that cannot mend by
+ * themselves (wrong keys, a refusal) end the receiver with status 1. */
+static void serve_monitor(struct receiver *r) {
+  const struct bridge_opts *o = r->o;
+  char peer[256];
+  const char *why;
+  int event;
+  uint32_t value;
+  do {
+    why = monitor_event(r->monitor, o, false, peer, sizeof peer, &event, &value);
+    if (event == ZMQ_EVENT_CONNECTED) r->handshake_ok = false;
+    if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+      r->handshake_ok = true, r->failed_handshakes = 0;
+      send_join(r);
+    }
+    bool fatal = (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH && value != 300) ||
+                 (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
+                  (value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH ||
+                   value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC));
+    /* A sender that cannot read our CURVE hello just hangs up. */
+    if (event == ZMQ_EVENT_DISCONNECTED && !r->handshake_ok && o->server_key) {
+      why = "the sender hung up during the CURVE handshake";
+      fatal = ++r->failed_handshakes >= MAX_FAILED_HANDSHAKES;
+    }
+    if (why && fatal) {
+      logf_("%s: %s", peer, why);
+      if (o->server_key)
+        logf_("check the keys: --server-key %s must be the sender's public key (its --key's "
+              ".pub)%s%s%s",
+              o->server_key, o->key ? ", and --key " : "", o->key ? o->key : "",
+              o->key ? "'s public key must be in the sender's --allow list" : "");
+      r->status = EXIT_RUNTIME;
+    } else if (why) {
+      log_limited(&r->last_err_ns, "%s: %s", peer, why);
+    }
+  } while (event >= 0);
+}
+
 static void print_stats(struct receiver *r, uint64_t now) {
   double dt = (double)(now - r->last_stats_ns) / 1e9;
   char latency[48] = "";
@@ -242,78 +335,78 @@ static void print_stats(struct receiver *r, uint64_t now) {
 }
 
 static int setup(struct receiver *r) {
+  r->self_uid = (uint32_t)geteuid();
+  r->id = realtime_ns() ^ ((uint64_t)getpid() << 40);
   r->ctx = zmq_ctx_new();
-  r->sub = zmq_socket(r->ctx, ZMQ_SUB);
-  int rc = setup_socket(r->sub, r->o, false);
+  r->sock = zmq_socket(r->ctx, ZMQ_DEALER);
+  int rc = setup_socket(r->sock, r->o, false);
   if (rc) return rc;
-  zmq_setsockopt(r->sub, ZMQ_SUBSCRIBE, "", 0);
-  zmq_socket_monitor(r->sub, "inproc://monitor-recv",
+  int joins = 4; /* we send JOINs only */
+  zmq_setsockopt(r->sock, ZMQ_SNDHWM, &joins, sizeof joins);
+  zmq_socket_monitor(r->sock, "inproc://monitor-recv",
                      ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
                          ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
                          ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED);
   r->monitor = zmq_socket(r->ctx, ZMQ_PAIR);
   zmq_connect(r->monitor, "inproc://monitor-recv");
-  if (zmq_connect(r->sub, r->o->endpoint) != 0) {
-    logf_("cannot connect to %s: %s", r->o->endpoint, zmq_strerror(errno));
+  if (zmq_connect(r->sock, r->o->ep.zmq) != 0) {
+    logf_("cannot connect to %s: %s", r->o->ep.text, zmq_strerror(errno));
     return EXIT_USAGE;
   }
-#ifdef HAVE_ZSTD
-  if (!(r->dctx = ZSTD_createDCtx())) return EXIT_RUNTIME;
-#endif
+  r->codec = codec_new(0, 0); /* NULL without libzstd: compressed frames are dropped */
   if (r->o->name) snprintf(r->name, sizeof r->name, "%s", r->o->name);
   return 0;
 }
 
-static int child(const struct bridge_opts *o, double seconds) {
-  struct receiver r = {.o = o};
-  int status = setup(&r);
+/* The stream an earlier child left when its writer died with the sender's,
+ * if nobody took it over since: removed (every way of stopping ends here). */
+static void remove_left_stream(struct written *w) {
+  if (!w->name[0]) return;
+  shl_segment *seg;
+  shl_stream_info info = SHL_STREAM_INFO_INIT;
+  if (shl_open(&seg, w->name, 0, 0) != 0) return;
+  int rc = shl_stream_get_info(seg, &info);
+  shl_close(seg);
+  if (rc == 0 && info.writer_pid == w->writer_pid && info.writer_alive == 0) shl_unlink(w->name);
+}
+
+static int child(const struct bridge_opts *o, struct written *shared, double seconds) {
+  struct receiver r = {.o = o, .shared = shared};
+  r.status = setup(&r);
   uint64_t start = now_ns();
   r.last_stats_ns = start;
-  while (!status && !stop_requested) {
+  while (!r.status && !stop_requested) {
     uint64_t now = now_ns();
     if (seconds > 0 && now - start >= (uint64_t)(seconds * 1e9)) break;
     if (now - r.last_stats_ns >= 1000000000u) print_stats(&r, now);
-    zmq_pollitem_t items[2] = {{r.sub, 0, ZMQ_POLLIN, 0}, {r.monitor, 0, ZMQ_POLLIN, 0}};
+    if (now >= r.next_join_ns) send_join(&r);
+    zmq_pollitem_t items[2] = {{r.sock, 0, ZMQ_POLLIN, 0}, {r.monitor, 0, ZMQ_POLLIN, 0}};
     if (zmq_poll(items, 2, 100) <= 0) continue;
     if (items[0].revents)
       for (int i = 0; i < 64; i++) {
         int events = 0;
         size_t len = sizeof events;
-        zmq_getsockopt(r.sub, ZMQ_EVENTS, &events, &len);
+        zmq_getsockopt(r.sock, ZMQ_EVENTS, &events, &len);
         if (!(events & ZMQ_POLLIN)) break;
         receive_one(&r);
       }
-    if (items[1].revents) {
-      char peer[256];
-      const char *why;
-      int event;
-      do {
-        why = handshake_failure(r.monitor, false, peer, sizeof peer, &event);
-        if (event == ZMQ_EVENT_CONNECTED) r.handshake_ok = false;
-        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) r.handshake_ok = true;
-        /* A sender that cannot read our CURVE hello just hangs up. */
-        if (event == ZMQ_EVENT_DISCONNECTED && !r.handshake_ok && o->server_key)
-          why =
-              "the sender hung up during the CURVE handshake: is --server-key the sender's "
-              "public key?";
-        if (why) log_limited(&r.last_err_ns, "%s: %s", peer, why);
-      } while (event >= 0);
-    }
+    if (items[1].revents) serve_monitor(&r);
   }
-  if (!status && !o->quiet) print_stats(&r, now_ns());
+  if (r.status != EXIT_USAGE && !o->quiet) print_stats(&r, now_ns());
   if (r.wrote) {
     close_writer(&r);
     /* Stopped: the stream goes too. Its readers keep it mapped, see
      * SHL_E_WRITER_CLOSED, and follow a new bridge's stream to come. */
     shl_unlink(r.name);
+    shared->name[0] = 0;
+  } else {
+    remove_left_stream(shared);
   }
-  zmq_close(r.sub);
+  zmq_close(r.sock);
   zmq_close(r.monitor);
   zmq_ctx_term(r.ctx);
-#ifdef HAVE_ZSTD
-  ZSTD_freeDCtx(r.dctx);
-#endif
-  return status;
+  codec_free(r.codec);
+  return r.status;
 }
 
 static volatile sig_atomic_t child_pid;
@@ -327,29 +420,48 @@ int run_recv(const struct bridge_opts *o) {
   struct sigaction sa = {.sa_handler = forward};
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
+  struct written *shared = mmap(NULL, sizeof *shared, PROT_READ | PROT_WRITE,
+                                MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (shared == MAP_FAILED) {
+    logf_("cannot map: %s", strerror(errno));
+    return EXIT_RUNTIME;
+  }
   uint64_t start = now_ns();
+  pid_t parent = getpid();
+  int status = 0;
   for (;;) {
     double left = 0;
     if (o->seconds) {
       left = o->seconds - (double)(now_ns() - start) / 1e9;
-      if (left <= 0) return 0;
+      if (left <= 0) break;
     }
     fflush(stderr);
     pid_t pid = fork();
     if (pid < 0) {
       logf_("cannot fork: %s", strerror(errno));
-      return EXIT_RUNTIME;
+      status = EXIT_RUNTIME;
+      break;
     }
-    if (pid == 0) _exit(child(o, left)); /* `forward` only stops it (child_pid is 0 there) */
+    if (pid == 0) { /* `forward` only stops it (child_pid is 0 there) */
+      prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (getppid() != parent) stop_requested = 1; /* the parent died before the line above */
+      _exit(child(o, shared, left));
+    }
     child_pid = pid;
     if (stop_requested) kill(pid, SIGTERM);
     int wstatus;
     while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) continue;
     child_pid = 0;
-    if (stop_requested) return 0;
+    if (stop_requested) break;
     if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == EXIT_WRITER_GONE) continue;
-    if (WIFEXITED(wstatus)) return WEXITSTATUS(wstatus);
+    if (WIFEXITED(wstatus)) {
+      status = WEXITSTATUS(wstatus);
+      break;
+    }
     logf_("the receiving process ended by signal %d: starting it again", WTERMSIG(wstatus));
     usleep(500000);
   }
+  remove_left_stream(shared);
+  munmap(shared, sizeof *shared);
+  return status;
 }

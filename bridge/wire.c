@@ -42,12 +42,20 @@ const char *wire_decode_preamble(const void *buf, size_t len, struct wire_preamb
   if (len < WIRE_PREAMBLE) return "message shorter than the preamble";
   if (memcmp(b, WIRE_MAGIC, 4) != 0) return "bad magic (not a shmlane bridge message)";
   if (b[4] != WIRE_VERSION) return "unsupported wire version";
-  if (b[5] != WIRE_LAYOUT && b[5] != WIRE_FRAME) return "unknown message type";
+  if (b[5] < WIRE_LAYOUT || b[5] > WIRE_JOIN) return "unknown message type";
   if (get64(b + 24) != len - WIRE_PREAMBLE) return "body length does not match the message";
+  if (b[5] == WIRE_JOIN && len != WIRE_PREAMBLE) return "a JOIN has no body";
   p->type = b[5];
   p->sender = get64(b + 8);
   p->gen = get32(b + 16);
   return 0;
+}
+
+size_t wire_encode_join(void *buf, size_t cap, uint64_t receiver_id) {
+  if (cap < WIRE_PREAMBLE) return 0;
+  struct wire_preamble p = {.type = WIRE_JOIN, .sender = receiver_id};
+  put_preamble(buf, &p, 0);
+  return WIRE_PREAMBLE;
 }
 
 size_t wire_encode_layout(void *buf, size_t cap, const struct wire_preamble *p,
@@ -145,7 +153,7 @@ const char *wire_decode_frame(const void *buf, size_t len, struct wire_frame *f)
   f->raw_bytes = get64(q + 24);
   f->codec = get32(q + 32);
   f->meta_size = get32(q + 36);
-  if (f->codec > WIRE_ZSTD) return "frame: unknown codec";
+  if (f->codec > WIRE_ZSTD_DELTA) return "frame: unknown codec";
   if (f->seq == 0 || f->seq >> 55) return "frame: bad sequence number";
   if ((uint64_t)f->meta_size != len - WIRE_PREAMBLE - WIRE_FRAME_FIXED)
     return "frame: metadata length does not match";
@@ -191,4 +199,14 @@ int wire_same_layout(const struct wire_layout *a, const struct wire_layout *b) {
   for (uint32_t i = 0; i < a->ndim; i++)
     if (a->shape[i] != b->shape[i] || a->strides[i] != b->strides[i]) return 0;
   return 1;
+}
+
+uint64_t wire_delta_row(const struct wire_layout *l) {
+  if (l->ndim < 2 || l->ndim > SHL_MAX_NDIM || l->shape[0] < 2) return 0;
+  uint64_t step = l->itemsize; /* C order: each stride 0 or this */
+  for (uint32_t i = l->ndim; i-- > 0;) {
+    if (l->strides[i] != 0 && (uint64_t)l->strides[i] != step) return 0;
+    if (__builtin_mul_overflow(step, l->shape[i], &step)) return 0;
+  }
+  return step == l->frame_bytes ? l->frame_bytes / l->shape[0] : 0;
 }

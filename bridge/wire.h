@@ -1,11 +1,11 @@
-/* The bridge's wire format, version 1 (docs/bridge.md, Wire format).
+/* The bridge's wire format, version 2 (docs/bridge.md, What crosses the wire).
  *
  * Every message starts with a 32-byte preamble, little-endian:
  *   0  magic "SHLB"        4  version (1)       5  type (enum wire_type)
  *   6  flags (0)           8  sender id (random per sender process)
  *  16  layout generation (1, 2, ... per sender id)   20  reserved (0)
  *  24  body length: bytes of this part after the preamble
- * A LAYOUT message is one part: preamble, struct wire_layout's fields, the
+ * A JOIN message is the preamble alone. A LAYOUT message is one part: preamble, struct wire_layout's fields, the
  * frame format and the metadata format (no NULs). A FRAME message is two
  * parts: preamble, struct wire_frame's fields and the metadata record; then
  * the frame's bytes (raw, or one zstd frame). Parts are checked against
@@ -21,13 +21,16 @@
 #include "shmlane.h"
 
 #define WIRE_MAGIC "SHLB"
-#define WIRE_VERSION 1
+#define WIRE_VERSION 2
 #define WIRE_PREAMBLE 32
 #define WIRE_LAYOUT_FIXED 48 /* + 16 * ndim + the three strings */
 #define WIRE_FRAME_FIXED 40  /* + meta record */
 #define WIRE_MAX_META 65536  /* metadata records beyond this are refused */
 
-enum wire_type { WIRE_LAYOUT = 1, WIRE_FRAME = 2 };
+/* LAYOUT and FRAME go from the sender to a receiver, JOIN (the preamble
+ * alone, the sender id field holding the receiver's id) from a receiver to
+ * the sender: "send me the stream", once a second while it wants it. */
+enum wire_type { WIRE_LAYOUT = 1, WIRE_FRAME = 2, WIRE_JOIN = 3 };
 
 /* The sender's local stream, as LAYOUT tells it. */
 enum wire_state {
@@ -37,7 +40,9 @@ enum wire_state {
   WIRE_ABSENT = 3  /* no stream of that name yet: no layout follows */
 };
 
-enum wire_codec { WIRE_RAW = 0, WIRE_ZSTD = 1 };
+/* WIRE_ZSTD_DELTA: zstd of the frame whose rows (wire_delta_row bytes
+ * each) are replaced by their bytewise difference from the row before. */
+enum wire_codec { WIRE_RAW = 0, WIRE_ZSTD = 1, WIRE_ZSTD_DELTA = 2 };
 
 struct wire_preamble {
   uint8_t type;
@@ -77,6 +82,8 @@ size_t wire_encode_layout(void *buf, size_t cap, const struct wire_preamble *p,
 size_t wire_encode_frame(void *buf, size_t cap, const struct wire_preamble *p,
                          const struct wire_frame *f);
 
+size_t wire_encode_join(void *buf, size_t cap, uint64_t receiver_id);
+
 /* Decoders: 0, or a static message saying what is wrong. */
 const char *wire_decode_preamble(const void *buf, size_t len, struct wire_preamble *p);
 const char *wire_decode_layout(const void *buf, size_t len, struct wire_layout *l);
@@ -87,6 +94,9 @@ const char *wire_decode_frame(const void *buf, size_t len, struct wire_frame *f)
 uint64_t wire_frame_bytes(const shl_layout *layout);
 /* A layout from its wire form (format points into l). */
 void wire_to_layout(const struct wire_layout *l, shl_layout *out);
+/* The row a delta-coded frame of this layout is coded by: the bytes of one
+ * step of its first dimension (C-contiguous, 2 dimensions or more), else 0. */
+uint64_t wire_delta_row(const struct wire_layout *l);
 /* Whether two layouts describe the same stream (state aside). */
 int wire_same_layout(const struct wire_layout *a, const struct wire_layout *b);
 

@@ -24,7 +24,7 @@ FUZZ_BUILD := build-fuzz
 VG_BUILD := build-vg
 TSAN_BUILD := build-tsan
 STRESS_BUILD := build-stress
-FUZZ_TARGETS := format header stream
+FUZZ_TARGETS := format header stream wire
 # The fuzzing build: meson with clang, ASan + UBSan, and -Dfuzzing=true for
 # the libFuzzer programs (meson.build, fuzz/meson.build); it replays the corpus
 # too (`meson test -C build-fuzz`).

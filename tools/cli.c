@@ -388,22 +388,27 @@ static const struct command commands[] = {
     {"bridge", NULL, 0, 0, 0,
      "bridge send NAME ENDPOINT | recv ENDPOINT [LOCAL_NAME] | keygen PREFIX [options]",
      "carry a stream to other hosts over ZeroMQ",
-     "send: reads the local stream NAME and serves it on a ZeroMQ endpoint\n"
-     "(tcp://0.0.0.0:5600). recv: connects to one and writes a local stream of the\n"
-     "same layout, named like the sender's unless LOCAL_NAME is given; its readers\n"
-     "see the sender's sequence numbers, metadata, losses, writer death and layout\n"
-     "changes as local readers do. Both run until SIGINT/SIGTERM and print\n"
-     "statistics once a second. keygen: writes a CURVE key pair to PREFIX.key\n"
-     "(secret, 0600) and PREFIX.pub. Without keys only loopback endpoints are\n"
-     "served, unless --insecure. Runs the shmlane-bridge program (beside shmlane\n"
-     "or on PATH), built when libzmq is found. See docs/bridge.md.\n"
+     "send: reads the local stream NAME and serves it on a ZeroMQ endpoint:\n"
+     "ipc://PATH on this machine, tcp://HOST:PORT across hosts. recv: connects to one\n"
+     "and writes a local stream of the same layout, named like the sender's unless\n"
+     "LOCAL_NAME is given; its readers see the sender's sequence numbers, metadata,\n"
+     "losses, writer death and layout changes as local readers do. Both run until\n"
+     "SIGINT/SIGTERM and print statistics once a second. keygen: writes a CURVE key\n"
+     "pair to PREFIX.key (secret, 0600) and PREFIX.pub. Over ipc only users who may\n"
+     "read the stream are served; TCP needs keys (or --insecure). Runs the\n"
+     "shmlane-bridge program (beside shmlane or on PATH), built when libzmq is\n"
+     "found. See docs/bridge.md.\n"
      "\n"
      "Options:\n"
      "  --key FILE         our key pair (PREFIX.key): the sender's; a receiver's for --allow\n"
      "  --server-key FILE  recv: the sender's public key (PREFIX.pub); turns CURVE on\n"
      "  --allow FILE       send: accept only receivers with these public keys (repeatable)\n"
-     "  --insecure         allow a non-loopback endpoint without keys\n"
-     "  --zstd             send: compress frames with zstd (level 3; --zstd=LEVEL, 1..19)\n"
+     "  --insecure         TCP without keys (any local user, or anyone on the network,\n"
+     "                     may connect); ipc: take a sender of another user\n"
+     "  --max-receivers N  send: receivers served at once (default 16)\n"
+     "  --zstd             send: compress frames with zstd (level 1; --zstd=LEVEL, -7..19)\n"
+     "  --zstd-threads N   send: zstd's worker threads (default 2)\n"
+     "  --delta, --no-delta  send: code rows as differences before zstd (default: byte images)\n"
      "  --latest           send: newest frames only (a slow link skips, never queues)\n"
      "  --max-fps N        send: at most N frames a second; the others count as lost\n"
      "  --hwm N            frames queued per receiver before dropping (default 4)\n"
@@ -538,9 +543,10 @@ static int run_bridge(char **argv) {
     }
   }
   execvp(prog, argv);
-  errorf(0, "bridge: %s was not found beside shmlane or on PATH: it is built only where libzmq "
-         "is found (Debian: apt-get install libzmq3-dev libzstd-dev, then rebuild; "
-         "'make deps' does it)", prog);
+  errorf(0, "bridge: %s was not found beside shmlane or on PATH. A pip install never includes "
+         "it; build it from the source tree, where libzmq is found: 'make deps build' (Debian: "
+         "libzmq3-dev libzstd-dev pkg-config), then run build/tools/shmlane or put "
+         "build/bridge on PATH", prog);
   return EXIT_RUNTIME;
 }
 

@@ -1,9 +1,10 @@
 /* Peers for the bridge's tests and benchmark (tests/bridge/test_bridge.py,
  * bench/bridge.py).
  *
- *   bridge_peer write NAME COUNT FPS [SHAPE]   frames "B" shaped SHAPE (32,24,3), metadata
- *                                              T{<Q:count:<d:value:}; COUNT 0: until SIGTERM
- *                                              (then closes the writer); replaces another layout
+ *   bridge_peer write NAME COUNT FPS [SHAPE [MODE]]   frames "B" shaped SHAPE (32,24,3),
+ *                                              metadata T{<Q:count:<d:value:}, mode MODE (octal,
+ *                                              0600); COUNT 0: until SIGTERM (then closes the
+ *                                              writer); replaces another layout
  *   bridge_peer read NAME COUNT SECONDS        a reader (all): one JSON line per sample or event
  *   bridge_peer garbage ENDPOINT SECONDS       binds a PUB that sends malformed messages
  *   bridge_peer bench-write NAME SHAPE FPS SECONDS  camera-like frames (precomputed), the
@@ -11,6 +12,14 @@
  *   bridge_peer bench-read NAME SECONDS        frames/s and latency from that publish time
  *   bridge_peer raw-pub ENDPOINT BYTES FPS SECONDS   raw ZeroMQ PUB/SUB moving the same bytes
  *   bridge_peer raw-sub ENDPOINT BYTES SECONDS       (header and frame) for the benchmark
+ *   bridge_peer corpus DIR ENDPOINT           fuzz/fuzz_wire.c's seeds: the messages a real
+ *                                              sender at ENDPOINT sends a receiver, and those
+ *                                              a receiver and libzmq's ZAP send the sender
+ *   bridge_peer join ENDPOINT SECONDS          a plain receiver: counts the messages it gets
+ *   bridge_peer flood ENDPOINT SECONDS         a hostile receiver: a 16 MiB message, then a
+ *                                              flood of others (reconnecting when cut off)
+ *   bridge_peer flaky-sub ENDPOINT PERIOD SECONDS    joins, reads nothing, leaves after
+ *                                              PERIOD seconds, again and again
  * The bench-read and raw-sub print one JSON line: frames, fps, p50/p99 latency.
  * Exit status 0, or 1 with a message. */
 #include <errno.h>
@@ -54,13 +63,15 @@ static uint8_t pattern(uint64_t count, uint64_t i) { return (uint8_t)(count * 31
 
 /* A stream of "B" frames shaped "H,W,C" (32,24,3 for NULL) with META, 8
  * slots, replacing one of another layout; its writer and frame size. */
-static int open_stream(const char *name, const char *shape, shl_writer **w, uint64_t *bytes) {
+static int open_stream(const char *name, const char *shape, const char *mode, shl_writer **w,
+                       uint64_t *bytes) {
   shl_layout layout = {.format = "B", .ndim = 3, .shape = {32, 24, 3}};
   if (shape &&
       sscanf(shape, "%lu,%lu,%lu", &layout.shape[0], &layout.shape[1], &layout.shape[2]) != 3)
     return fail("bad shape", 0);
   shl_stream_opts so = SHL_STREAM_OPTS_INIT;
   so.slots = 8;
+  so.mode = mode ? (uint32_t)strtoul(mode, NULL, 8) : 0;
   so.meta_format = META;
   so.flags = SHL_STREAM_REPLACE;
   int rc = shl_writer_open(w, name, &layout, &so);
@@ -69,11 +80,12 @@ static int open_stream(const char *name, const char *shape, shl_writer **w, uint
   return 0;
 }
 
-static int do_write(const char *name, long count, double fps, const char *shape) {
+static int do_write(const char *name, long count, double fps, const char *shape,
+                    const char *mode) {
   shl_writer *w;
   uint64_t bytes;
   int rc;
-  if (open_stream(name, shape, &w, &bytes)) return 1;
+  if (open_stream(name, shape, mode, &w, &bytes)) return 1;
   uint64_t period = fps > 0 ? (uint64_t)(1e9 / fps) : 0, next = now_ns();
   printf("ready\n");
   fflush(stdout);
@@ -154,36 +166,49 @@ static int do_read(const char *name, long count, double seconds) {
   return 0;
 }
 
-/* Random bytes, truncated and corrupted copies of real messages, wrong part counts. */
+/* Random bytes, truncated and corrupted copies of real messages, wrong part
+ * counts, to every receiver that sends a JOIN (a ROUTER, as the sender). */
 static int do_garbage(const char *endpoint, double seconds) {
-  void *ctx = zmq_ctx_new(), *pub = zmq_socket(ctx, ZMQ_PUB);
-  if (zmq_bind(pub, endpoint) != 0) return fail("bind", -errno);
+  void *ctx = zmq_ctx_new(), *sock = zmq_socket(ctx, ZMQ_ROUTER);
+  if (zmq_bind(sock, endpoint) != 0) return fail("bind", -errno);
   srand(1);
-  uint8_t buf[512];
+  uint8_t buf[512], id[256];
+  int id_len = -1;
   uint64_t end = now_ns() + (uint64_t)(seconds * 1e9);
   long sent = 0;
   while (now_ns() < end) {
+    int n = zmq_recv(sock, id, sizeof id, ZMQ_DONTWAIT); /* a JOIN: who to send to */
+    if (n > 0 && n <= (int)sizeof id) {
+      id_len = n;
+      while (zmq_recv(sock, buf, sizeof buf, ZMQ_DONTWAIT) >= 0) continue; /* its body */
+    }
+    if (id_len < 0) {
+      usleep(10000);
+      continue;
+    }
     size_t len = (size_t)(rand() % (int)sizeof buf);
     for (size_t i = 0; i < len; i++) buf[i] = (uint8_t)rand();
     if (len >= 8 && rand() % 2) { /* get past the magic and version */
-      memcpy(buf, "SHLB\x01", 5);
-      buf[5] = (uint8_t)(1 + rand() % 2);
+      memcpy(buf, "SHLB", 4);
+      buf[4] = WIRE_VERSION;
+      buf[5] = (uint8_t)(1 + rand() % 3);
       uint64_t body = len - 32;
       if (len >= 32 && rand() % 2) memcpy(buf + 24, &body, 8);
     }
+    zmq_send(sock, id, (size_t)id_len, ZMQ_SNDMORE);
     if (rand() % 3 == 0) { /* a real layout or frame, truncated or with a byte changed */
       struct wire_preamble pre = {.type = WIRE_LAYOUT, .sender = 7, .gen = 1};
       struct wire_layout l = {.state = WIRE_LIVE,
                               .slots = 4,
                               .max_readers = 8,
-                              .ndim = 1,
+                              .ndim = 2,
                               .itemsize = 1,
                               .frame_bytes = 64,
-                              .shape = {64},
+                              .shape = {8, 8},
                               .format = "B",
                               .name = "garbage"};
       struct wire_frame f = {
-          .seq = (uint64_t)sent + 1, .raw_bytes = 64, .codec = (uint32_t)(rand() % 2)};
+          .seq = (uint64_t)sent + 1, .raw_bytes = 64, .codec = (uint32_t)(rand() % 3)};
       bool layout = rand() % 2;
       if (layout) len = wire_encode_layout(buf, sizeof buf, &pre, &l);
       pre.type = WIRE_FRAME;
@@ -192,20 +217,20 @@ static int do_garbage(const char *endpoint, double seconds) {
         buf[rand() % (int)len] ^= (uint8_t)(1 + rand() % 255);
       else
         len = (size_t)(rand() % (int)len);
-      zmq_send(pub, buf, len, layout ? 0 : ZMQ_SNDMORE);
-      if (!layout) zmq_send(pub, buf, (size_t)(rand() % 128), 0); /* the frame's bytes */
+      zmq_send(sock, buf, len, layout ? 0 : ZMQ_SNDMORE);
+      if (!layout) zmq_send(sock, buf, (size_t)(rand() % 128), 0); /* the frame's bytes */
       sent++;
       usleep(200);
       continue;
     }
     int parts = 1 + rand() % 3;
     for (int p = 0; p < parts; p++)
-      zmq_send(pub, buf, p ? len / 2 : len, p + 1 < parts ? ZMQ_SNDMORE : 0);
+      zmq_send(sock, buf, p ? len / 2 : len, p + 1 < parts ? ZMQ_SNDMORE : 0);
     sent++;
     usleep(200);
   }
   printf("{\"sent\": %ld}\n", sent);
-  zmq_close(pub);
+  zmq_close(sock);
   zmq_ctx_term(ctx);
   return 0;
 }
@@ -248,7 +273,7 @@ static int do_bench_write(const char *name, const char *shape, double fps, doubl
   shl_writer *w;
   uint64_t bytes;
   int rc;
-  if (open_stream(name, shape, &w, &bytes)) return 1;
+  if (open_stream(name, shape, NULL, &w, &bytes)) return 1;
   uint8_t *frames = camera_frames(bytes, 4);
   uint64_t start = now_ns(), end = start + (uint64_t)(seconds * 1e9), next = start;
   for (uint64_t n = 1; !stop && now_ns() < end; n++) {
@@ -346,12 +371,155 @@ static int do_raw(bool pub, const char *endpoint, size_t bytes, double fps, doub
   return 0;
 }
 
+/* A hostile receiver: a 16 MiB message, then a flood of others (JOINs
+ * with new ids, and junk), reconnecting whenever the sender cuts it off. */
+static int do_flood(const char *endpoint, double seconds) {
+  void *ctx = zmq_ctx_new(), *s = zmq_socket(ctx, ZMQ_DEALER);
+  int ivl = 50, hwm = 100000, zero = 0;
+  zmq_setsockopt(s, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
+  zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+  zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm);
+  if (zmq_connect(s, endpoint) != 0) return fail("connect", -errno);
+  size_t big = 16u << 20;
+  uint8_t *msg = calloc(1, big);
+  zmq_send(s, msg, big, 0);
+  uint64_t end = now_ns() + (uint64_t)(seconds * 1e9);
+  long sent = 0;
+  while (!stop && now_ns() < end) {
+    size_t len = wire_encode_join(msg, 64, (uint64_t)sent);
+    if (sent % 3 == 0) len = 1 + (size_t)(sent % 1000) * 64; /* junk of many sizes */
+    if (zmq_send(s, msg, len, ZMQ_DONTWAIT) >= 0) sent++;
+    if (sent % 100 == 0) usleep(1000);
+  }
+  printf("{\"sent\": %ld}\n", sent);
+  free(msg);
+  zmq_close(s);
+  zmq_ctx_term(ctx);
+  return 0;
+}
+
+/* A plain receiver (a DEALER sending JOIN once a second): the messages it
+ * got, as another user would try. */
+static int do_join(const char *endpoint, double seconds) {
+  void *ctx = zmq_ctx_new(), *s = zmq_socket(ctx, ZMQ_DEALER);
+  int timeout = 100;
+  zmq_setsockopt(s, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+  if (zmq_connect(s, endpoint) != 0) return fail("connect", -errno);
+  uint8_t buf[256];
+  uint64_t end = now_ns() + (uint64_t)(seconds * 1e9), next_join = 0;
+  long messages = 0;
+  while (!stop && now_ns() < end) {
+    if (now_ns() >= next_join) {
+      zmq_send(s, buf, wire_encode_join(buf, sizeof buf, 42), ZMQ_DONTWAIT);
+      next_join = now_ns() + 1000000000u;
+    }
+    if (zmq_recv(s, buf, sizeof buf, 0) >= 0) messages++;
+  }
+  printf("{\"messages\": %ld}\n", messages);
+  zmq_close(s);
+  zmq_ctx_term(ctx);
+  return 0;
+}
+
+/* One seed of fuzz/fuzz_wire.c: the path byte, then each part as a 2-byte
+ * little-endian length and its bytes. */
+static int put_seed(const char *dir, const char *file, uint8_t path, int n,
+                    const void *const *parts, const size_t *sizes) {
+  char name[4096];
+  snprintf(name, sizeof name, "%s/%s", dir, file);
+  FILE *f = fopen(name, "wb");
+  if (!f) return fail(name, -errno);
+  fputc(path, f);
+  for (int i = 0; i < n; i++) {
+    uint8_t len[2] = {(uint8_t)sizes[i], (uint8_t)(sizes[i] >> 8)};
+    fwrite(len, 1, 2, f);
+    fwrite(parts[i], 1, sizes[i], f);
+  }
+  return fclose(f) != 0;
+}
+
+/* Joins a real sender (run with --zstd or without) and records what it
+ * sends: a layout, a frame, a frame with the layout along. */
+static int do_corpus(const char *dir, const char *endpoint) {
+  void *ctx = zmq_ctx_new(), *s = zmq_socket(ctx, ZMQ_DEALER);
+  int timeout = 3000;
+  zmq_setsockopt(s, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+  if (zmq_connect(s, endpoint) != 0) return fail("connect", -errno);
+  uint8_t join[WIRE_PREAMBLE];
+  size_t join_len = wire_encode_join(join, sizeof join, 42);
+  const void *jp[1] = {join};
+  if (put_seed(dir, "join", 1, 1, jp, &join_len)) return 1;
+  zmq_send(s, join, join_len, 0);
+  bool got[4] = {0};
+  for (int tries = 0; tries < 200 && !(got[1] && got[2] && got[3]); tries++) {
+    zmq_msg_t m[3];
+    int n = 0;
+    for (bool more = true; more && n < 3; n++) {
+      zmq_msg_init(&m[n]);
+      if (zmq_msg_recv(&m[n], s, 0) < 0) return fail("no message from the sender", 0);
+      more = zmq_msg_more(&m[n]);
+    }
+    const void *parts[3];
+    size_t sizes[3];
+    for (int i = 0; i < n; i++) parts[i] = zmq_msg_data(&m[i]), sizes[i] = zmq_msg_size(&m[i]);
+    static const char *const names[4] = {"", "layout", "frame", "frame-with-layout"};
+    bool fits = sizes[n - 1] < 65536 && (n < 2 || sizes[1] < 65536);
+    if (fits && !got[n]) {
+      got[n] = true;
+      if (put_seed(dir, names[n], 0, n, parts, sizes)) return 1;
+    }
+    for (int i = 0; i < n; i++) zmq_msg_close(&m[i]);
+  }
+  /* ZAP requests as libzmq makes them: over ipc (peer credentials in the
+   * address) without keys, and over TCP with a CURVE key. */
+  uint8_t key[32];
+  for (int i = 0; i < 32; i++) key[i] = (uint8_t)(i * 7);
+  const void *ipc[6] = {"1.0", "1", "shmlane", "localhost:65534:65534:4781", "", "NULL"};
+  const void *tcp[7] = {"1.0", "2", "shmlane", "198.51.100.2", "", "CURVE", key};
+  size_t ipc_sizes[6], tcp_sizes[7];
+  for (int i = 0; i < 6; i++) ipc_sizes[i] = strlen(ipc[i]);
+  for (int i = 0; i < 6; i++) tcp_sizes[i] = strlen(tcp[i]);
+  tcp_sizes[6] = 32;
+  if (put_seed(dir, "zap-ipc", 2, 6, ipc, ipc_sizes) || put_seed(dir, "zap-curve", 2, 7, tcp, tcp_sizes))
+    return 1;
+  zmq_close(s);
+  zmq_ctx_term(ctx);
+  return got[1] && got[2] && got[3] ? 0 : fail("not every kind of message came", 0);
+}
+
+/* A receiver that never reads and leaves after `period`, again and again. */
+static int do_flaky_sub(const char *endpoint, double period, double seconds) {
+  void *ctx = zmq_ctx_new();
+  uint64_t end = now_ns() + (uint64_t)(seconds * 1e9);
+  int rounds = 0, hwm = 4, zero = 0;
+  while (!stop && now_ns() < end) {
+    void *s = zmq_socket(ctx, ZMQ_DEALER);
+    zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    if (zmq_connect(s, endpoint) != 0) return fail("connect", -errno);
+    uint8_t join[WIRE_PREAMBLE];
+    zmq_send(s, join, wire_encode_join(join, sizeof join, (uint64_t)rounds + 1), 0);
+    sleep_until(now_ns() + (uint64_t)(period * 1e9));
+    zmq_close(s);
+    rounds++;
+  }
+  printf("{\"rounds\": %d}\n", rounds);
+  zmq_ctx_term(ctx);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   struct sigaction sa = {.sa_handler = on_term};
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
   if (argc >= 5 && !strcmp(argv[1], "write"))
-    return do_write(argv[2], atol(argv[3]), atof(argv[4]), argc > 5 ? argv[5] : NULL);
+    return do_write(argv[2], atol(argv[3]), atof(argv[4]), argc > 5 ? argv[5] : NULL,
+                    argc > 6 ? argv[6] : NULL);
+  if (argc == 4 && !strcmp(argv[1], "corpus")) return do_corpus(argv[2], argv[3]);
+  if (argc == 4 && !strcmp(argv[1], "join")) return do_join(argv[2], atof(argv[3]));
+  if (argc == 4 && !strcmp(argv[1], "flood")) return do_flood(argv[2], atof(argv[3]));
+  if (argc == 5 && !strcmp(argv[1], "flaky-sub"))
+    return do_flaky_sub(argv[2], atof(argv[3]), atof(argv[4]));
   if (argc == 5 && !strcmp(argv[1], "read")) return do_read(argv[2], atol(argv[3]), atof(argv[4]));
   if (argc == 4 && !strcmp(argv[1], "garbage")) return do_garbage(argv[2], atof(argv[3]));
   if (argc == 6 && !strcmp(argv[1], "bench-write"))

@@ -1,5 +1,5 @@
 """The bridge seen from Python (docs/bridge.md): a Python writer with a
-metadata record on "host A", `shmlane bridge send` and `recv` over loopback,
+metadata record on "host A", `shmlane bridge send` and `recv` over ipc://,
 and a Python Reader on "host B" that checks the layout as for a local stream,
 gets the frames with their metadata and sequence numbers, and follows a
 layout change. Skipped when the bridge was not built (no libzmq)."""
@@ -7,7 +7,6 @@ layout change. Skipped when the bridge was not built (no libzmq)."""
 from __future__ import annotations
 
 import ctypes
-import os
 import subprocess
 import threading
 import time
@@ -26,16 +25,17 @@ class Header(ctypes.Structure):
 
 
 @pytest.fixture
-def bridge(new_name: Callable[[], str]) -> Iterator[Callable[[], tuple]]:
+def bridge(new_name: Callable[[], str], tmp_path) -> Iterator[Callable[[], tuple]]:
     """Starts a send/recv pair; (name on A, name on B)."""
     program = core_build() / "bridge" / "shmlane-bridge"
     if not program.is_file():
         pytest.skip("shmlane-bridge not built (needs libzmq: make deps)")
     procs: List[subprocess.Popen] = []
+    sockdir = tmp_path
 
     def start() -> tuple:
         a, b = new_name(), new_name()
-        endpoint = "tcp://127.0.0.1:%d" % (30000 + os.getpid() % 20000)
+        endpoint = "ipc://%s/%s.sock" % (sockdir, a)
         for args in (["send", a, endpoint], ["recv", endpoint, b]):
             procs.append(subprocess.Popen([str(program), *args, "--quiet"],
                                           stderr=subprocess.PIPE, text=True))

@@ -1,0 +1,60 @@
+/* Who may receive: the sender's decisions on peers (ZAP requests), apart
+ * from ZeroMQ so that the fuzz target (fuzz/fuzz_wire.c) can feed them
+ * arbitrary bytes. docs/bridge.md, Security. */
+#ifndef SHMLANE_BRIDGE_ADMIT_H
+#define SHMLANE_BRIDGE_ADMIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define ZAP_PARTS 7 /* at most, in a request */
+
+/* A ZAP request (RFC 27), its parts copied out of the messages. */
+struct zap_request {
+  char request_id[64];
+  size_t request_id_len;
+  char address[64]; /* the peer: TCP address, or for ipc "localhost:UID:GID:PID" */
+  char mechanism[8];
+  uint8_t key[32]; /* CURVE: the client's public key */
+  bool has_key;
+  bool has_creds; /* an ipc peer: its credentials, from SO_PEERCRED */
+  uint32_t uid, gid;
+  int32_t pid;
+};
+
+/* An ipc peer's credentials from the address libzmq gives it (ZAP request,
+ * "Peer-Address" of a message): "...:UID:GID:PID" (SO_PEERCRED). */
+bool peer_creds(const char *address, uint32_t *uid, uint32_t *gid, int32_t *pid);
+
+/* 0, or why the parts are not a ZAP request. parts[i], sizes[i]: n parts. */
+const char *zap_parse(const void *const *parts, const size_t *sizes, int n, struct zap_request *out);
+
+/* Whether the owner's local users may read: what the sender knows about the
+ * stream it serves (known: 0 before it has opened one). */
+struct stream_access {
+  bool known;
+  uint32_t owner_uid, mode;
+};
+
+struct admit_policy {
+  bool ipc;                     /* the endpoint is ipc://: peers' users are known */
+  uint32_t self_uid;            /* the sender's effective uid */
+  struct stream_access stream;  /* of the stream served now */
+  const uint8_t (*allowed)[32]; /* CURVE keys of --allow, nallowed of them (0: any key) */
+  int nallowed;
+  int connections;              /* open now (admitted or not yet) */
+  int receivers, max_receivers; /* joined now, and the bound */
+};
+
+/* Whether a local user (uid) could read the stream from /dev/shm: root, the
+ * sender's own user, the stream's owner, or anyone if the mode lets others
+ * read. Group members are not told apart (see docs/bridge.md). */
+bool may_read(const struct admit_policy *p, uint32_t uid);
+
+/* The decision on one request, as a ZAP status code: 200 let in, 300 not
+ * now (too many receivers: the peer retries), 400 refused; *why says why
+ * not (a static sentence). */
+int zap_decide(const struct zap_request *q, const struct admit_policy *p, const char **why);
+
+#endif /* SHMLANE_BRIDGE_ADMIT_H */

@@ -1,0 +1,43 @@
+/* The bridge's logging and clocks (bridge.h): the bottom of the program,
+ * calling nothing of it. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "bridge.h"
+
+volatile sig_atomic_t stop_requested;
+static char log_prefix[64] = "shmlane-bridge";
+
+void set_log_prefix(const char *prefix) { snprintf(log_prefix, sizeof log_prefix, "%s", prefix); }
+
+static void vlog(const char *fmt, va_list ap) {
+  char line[1024];
+  vsnprintf(line, sizeof line, fmt, ap);
+  fprintf(stderr, "%s: %s\n", log_prefix, line);
+}
+
+void logf_(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vlog(fmt, ap);
+  va_end(ap);
+}
+
+void log_limited(uint64_t *last_ns, const char *fmt, ...) {
+  uint64_t now = now_ns();
+  if (*last_ns && now - *last_ns < 1000000000u) return;
+  *last_ns = now;
+  va_list ap;
+  va_start(ap, fmt);
+  vlog(fmt, ap);
+  va_end(ap);
+}
+
+static uint64_t clock_of(clockid_t c) {
+  struct timespec ts;
+  clock_gettime(c, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+uint64_t now_ns(void) { return clock_of(CLOCK_MONOTONIC); }
+uint64_t realtime_ns(void) { return clock_of(CLOCK_REALTIME); }
