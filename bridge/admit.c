@@ -2,6 +2,7 @@
  * every length comes from the caller and is checked before use. */
 #include "admit.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -63,10 +64,33 @@ const char *zap_parse(const void *const *parts, const size_t *sizes, int n,
   return 0;
 }
 
-bool may_read(const struct admit_policy *p, uint32_t uid) {
+/* Whether process `pid` (as this namespace numbers it; 0: not known) has
+ * group `group` among its supplementary groups (/proc/PID/status). */
+static bool in_group(int32_t pid, uint32_t group) {
+  char path[48], line[1024];
+  if (pid <= 0) return false;
+  snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return false;
+  bool found = false;
+  while (!found && fgets(line, sizeof line, f)) {
+    if (strncmp(line, "Groups:", 7) != 0) continue;
+    for (char *p = line + 7, *end; !found; p = end) {
+      unsigned long g = strtoul(p, &end, 10);
+      if (end == p) break;
+      found = g == group;
+    }
+  }
+  fclose(f);
+  return found;
+}
+
+bool may_read(const struct admit_policy *p, uint32_t uid, uint32_t gid, int32_t pid) {
   if (uid == 0 || uid == p->self_uid) return true;
   if (!p->stream.known) return false;
-  return uid == p->stream.owner_uid || (p->stream.mode & 0004);
+  const struct stream_access *s = &p->stream;
+  if (uid == s->owner_uid || (s->mode & 0004)) return true;
+  return (s->mode & 0040) && (gid == s->group || in_group(pid, s->group));
 }
 
 int zap_decide(const struct zap_request *q, const struct admit_policy *p, const char **why) {
@@ -84,7 +108,7 @@ int zap_decide(const struct zap_request *q, const struct admit_policy *p, const 
     *why = "its user cannot be told (no peer credentials)";
     return 400;
   }
-  if (p->ipc && !may_read(p, q->uid)) {
+  if (p->ipc && !may_read(p, q->uid, q->gid, q->pid)) {
     *why = "its user could not read the stream from /dev/shm";
     return 400;
   }

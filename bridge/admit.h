@@ -34,7 +34,7 @@ const char *zap_parse(const void *const *parts, const size_t *sizes, int n, stru
  * stream it serves (known: 0 before it has opened one). */
 struct stream_access {
   bool known;
-  uint32_t owner_uid, mode;
+  uint32_t owner_uid, group, mode;
 };
 
 struct admit_policy {
@@ -47,10 +47,12 @@ struct admit_policy {
   int receivers, max_receivers; /* joined now, and the bound */
 };
 
-/* Whether a local user (uid) could read the stream from /dev/shm: root, the
- * sender's own user, the stream's owner, or anyone if the mode lets others
- * read. Group members are not told apart (see docs/bridge.md). */
-bool may_read(const struct admit_policy *p, uint32_t uid);
+/* Whether a local user (uid, its primary group gid; pid as this namespace
+ * numbers it, 0 unknown) could read the stream from /dev/shm: root, the
+ * sender's own user, the stream's owner, a member of its group if the mode
+ * lets the group read (primary group, or a supplementary one /proc shows),
+ * or anyone if the mode lets others read. */
+bool may_read(const struct admit_policy *p, uint32_t uid, uint32_t gid, int32_t pid);
 
 /* The decision on one request, as a ZAP status code: 200 let in, 300 not
  * now (too many receivers: the peer retries), 400 refused; *why says why

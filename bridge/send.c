@@ -296,10 +296,11 @@ static void set_state(struct sender *s, uint32_t state) {
 static void update_access(struct sender *s) {
   shl_info info = SHL_INFO_INIT;
   if (shl_get_info(shl_reader_segment(s->reader), &info) < 0) return;
-  struct stream_access was = s->policy.stream, now = {true, info.uid, info.mode & 07777};
+  struct stream_access was = s->policy.stream, now = {true, info.uid, info.gid, info.mode & 07777};
   s->policy.stream = now;
   bool narrower = was.known && (was.owner_uid != now.owner_uid ||
-                                ((was.mode & 0004) && !(now.mode & 0004)));
+                                ((was.mode & 0004) && !(now.mode & 0004)) ||
+                                ((was.mode & 0040) && (!(now.mode & 0040) || was.group != now.group)));
   if (!narrower || !s->o->ep.ipc) return;
   logf_("%s: the stream's owner or mode changed: every receiver is admitted again", s->o->name);
   close_sock(s);

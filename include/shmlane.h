@@ -305,6 +305,7 @@ typedef struct shl_info {
   uint64_t created_ns;  /* CLOCK_REALTIME */
   uint32_t mode;        /* permission bits of the object */
   uint32_t uid;
+  uint32_t gid;         /* the object's group (since 0.3.0) */
 } shl_info;
 
 #define SHL_INFO_INIT {.size = sizeof(shl_info)}

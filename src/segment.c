@@ -709,6 +709,7 @@ int shl_get_info(const shl_segment *seg, shl_info *out) {
   info.created_ns = h->created_ns;
   info.mode = (uint32_t)(st.st_mode & 07777);
   info.uid = (uint32_t)st.st_uid;
+  info.gid = (uint32_t)st.st_gid;
   return shl__info_copy(out, &info, sizeof info);
 }
 

@@ -387,6 +387,21 @@ def test_users(ns=(None, None), what="users"):
     check("refused a receiver" in serr and "uid 65534" in serr,
           "%s: the sender says whom it refused" % what)
     check(got2 > 5, "%s: a 0666 stream is served to nobody over ipc (%d messages)" % (what, got2))
+    # A 0660 stream of root's in nobody's group is served to nobody by group.
+    a3 = names("g" + what[0])[0]
+    ep3 = ipc("users3-" + what)
+    w3 = start([PEER, "write", a3, "0", "50", "32,24,3", "660"])
+    deadline = time.time() + 5
+    while not os.path.exists("/dev/shm/shl." + a3) and time.time() < deadline:
+        time.sleep(0.01)
+    os.chown("/dev/shm/shl." + a3, -1, 65534)
+    s3 = start([BRIDGE, "send", a3, ep3], ns=ns[0], umask=0)
+    time.sleep(0.3)
+    joiner3 = start(NOBODY + [PEER, "join", ep3, "1.2"], ns=ns[1])
+    got3 = samples(joiner3)[0]["messages"]
+    stop(s3), stop(w3)
+    check(got3 > 5, "%s: a 0660 stream of nobody's group is served to nobody (%d messages)" % (
+        what, got3))
     # TCP: CURVE keys and an allow list; nobody holds the sender's public
     # key (anyone may) but no allowed key pair.
     d = tempfile.mkdtemp()
