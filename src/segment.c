@@ -646,7 +646,7 @@ int shl__segment_swap_in(shl_segment *seg, int old_fd) {
  * and with their writer and creator roles free. Best effort. */
 void shl__stage_sweep(const char *name) {
   char prefix[SHL__STAGE_NAME_MAX];
-  int plen = snprintf(prefix, sizeof prefix, "%s%s.", SHL__STAGE_PREFIX + 1, name);
+  int plen = snprintf(prefix, sizeof prefix, "%s%s.", &SHL__STAGE_PREFIX[1], name);
   DIR *dir = opendir(shl__shm_dir());
   if (!dir || plen <= 0) {
     if (dir) closedir(dir);
