@@ -366,10 +366,20 @@ static int same_layout(const struct stream *s, const shl_layout *frame, const st
   return strcmp(s->meta_format, p->meta_format ? p->meta_format : "") ? SHL_E_META_MISMATCH : 0;
 }
 
+/* How long a writer taking over a cleanly closed stream waits for the role
+ * to come free: a process forked a moment before the close holds a copy of
+ * the role descriptor until its fork handler has closed it. */
+#define CLOSED_ROLE_WAIT_NS 100000000
+
 /* Take the writer role of the bound stream: -EBUSY while a live writer holds it. */
 static int claim_writer(struct stream *s) {
   int rc = open_role(s);
-  return rc < 0 ? rc : shl__role_take(s->role.fd, SHL__ROLE_WRITER);
+  if (rc < 0) return rc;
+  int64_t until = deadline_after(CLOSED_ROLE_WAIT_NS);
+  while ((rc = shl__role_take(s->role.fd, SHL__ROLE_WRITER)) == -EBUSY &&
+         atomic_load(&s->ctl->writer) == 0 && shl__monotonic_ns() < until)
+    shl__sleep_ns(DEATH_POLL_MAX_NS / 5);
+  return rc;
 }
 
 /* Sequence numbers go on from the highest any slot or `latest` shows: a
@@ -1221,10 +1231,13 @@ static int wait_for_frame(shl_reader *r, uint64_t changes, int64_t deadline, shl
   if (live) {
     period = LIVENESS_SAFETY_NS;
     r->death_poll_ns = DEATH_POLL_NS;
-  } else if (waitv && (alive & SHL__ALIVE_DIED)) {
+  } else if (waitv && (alive & SHL__ALIVE_TID_MASK) != SHL__ALIVE_NO_KEEPER) {
+    /* Just ended (cleanly: 0; a death: DIED) or no writer: look again soon,
+     * less and less often; a death is final, so it is looked at more often. */
+    int64_t cap = (alive & SHL__ALIVE_DIED) ? DEATH_POLL_MAX_NS : LIVENESS_PERIOD_NS;
     if (r->death_poll_ns < DEATH_POLL_NS) r->death_poll_ns = DEATH_POLL_NS;
-    period = r->death_poll_ns;
-    r->death_poll_ns = period < DEATH_POLL_MAX_NS / 2 ? 2 * period : DEATH_POLL_MAX_NS;
+    period = r->death_poll_ns < cap ? r->death_poll_ns : cap;
+    r->death_poll_ns = period < cap / 2 ? 2 * period : cap;
   }
   int64_t now = shl__monotonic_ns();
   if (now - r->liveness_checked_ns >= period) {

@@ -428,6 +428,10 @@ static void test_fork_while_role_opens(void) {
   test_hook = NULL;
   pthread_join(t, NULL);
   T_REQUIRE(fork_done && forked_child > 0);
+  /* Once the child runs (its fork handler closes the role descriptors it
+   * inherited, then it sleeps): until then it holds them, as any process
+   * forked a moment ago does. */
+  T_CHECK(t_wait_sleeping(forked_child, WAIT_MS));
   shl_segment *look = t_open(name, SHL_OPEN_READONLY);
   T_CHECK(t_stream_info(look).writer_alive == 1);
   shl_writer_close(w);

@@ -181,6 +181,26 @@ static inline int t_wait_in_futex(pid_t pid, long timeout_ms) {
   return 0;
 }
 
+/* Poll (bounded) until process pid sleeps (state S in /proc/PID/stat): 1
+ * once seen, 0 after timeout_ms. */
+static inline int t_wait_sleeping(pid_t pid, long timeout_ms) {
+  char path[64], buf[512];
+  snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+  long long deadline = t_now_ns() + timeout_ms * 1000000LL;
+  do {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+    if (fd >= 0) close(fd);
+    if (n > 0) {
+      buf[n] = '\0';
+      char *p = strrchr(buf, ')');
+      if (p && p[1] == ' ' && p[2] == 'S') return 1;
+    }
+    t_sleep_ms(1);
+  } while (t_now_ns() < deadline);
+  return 0;
+}
+
 /* ---- Report pipes and timing (lock and notify tests). ---- */
 
 #define T_MS 1000000LL /* nanoseconds per millisecond */
