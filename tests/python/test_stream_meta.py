@@ -5,6 +5,7 @@ LayoutChanged."""
 from __future__ import annotations
 
 import os
+import time
 
 import ctypes
 
@@ -259,14 +260,16 @@ def test_metadata_a_peer_switches_is_never_read_past_its_slot(name, spawn_py) ->
     from the last slot)."""
     w = shmlane.Writer(name, shape=(8192,), dtype="u1", slots=2, mode=0o666,
                        meta=np.dtype([("a", "u1"), ("b", "u1", (63,))]))
-    flipper = spawn_py(META_FLIPPER, name, "3")
+    flipper = spawn_py(META_FLIPPER, name, "20")
     assert flipper.stdout.readline().strip() == "flipping"
-    seen = set()
-    for _ in range(200):
+    seen, opened = set(), 0
+    deadline = time.monotonic() + 15
+    while opened < 50 and time.monotonic() < deadline:
         try:
             r = shmlane.Reader(name, timeout=0)
         except shmlane.CorruptSegment:
             continue  # opened mid-switch: the state it saw did not validate
+        opened += 1
         w.publish(np.full(8192, 0xFF, "u1"))  # the record's bytes stay zero
         with r.receive(timeout=5) as s:
             raw = s._raw.meta
