@@ -250,6 +250,11 @@ static int cmd_create(const struct cmdline *cl) {
   }
   shl_segment *seg;
   int rc = shl_create(&seg, name, &layout, &opts);
+  if (rc == -EEXIST) {
+    errorf(0, "cannot create '%s': %s (--replace removes the existing one first)", name,
+           shl_strerror(rc));
+    return EXIT_RUNTIME;
+  }
   if (rc) {
     errorf(rc, "cannot create '%s'", name);
     return EXIT_RUNTIME;
@@ -508,7 +513,8 @@ static int parse_cmdline(const struct command *cmd, int argc, char **argv, struc
   for (int i = 0; i < cl->nnames; i++) {
     int rc = shl_name_check(cl->names[i]);
     if (rc) {
-      errorf(rc, "bad name '%s'", cl->names[i]);
+      errorf(0, "bad name '%s': %s; a name is 1 to %d characters from A-Z a-z 0-9 . _ -, "
+                "starting with a letter or digit", cl->names[i], shl_strerror(rc), SHL_NAME_MAX);
       return EXIT_USAGE;
     }
   }

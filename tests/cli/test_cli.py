@@ -553,6 +553,8 @@ def test_usage_errors():
     check(not os.path.exists(shm_path(name("x"))), "a rejected create left %s behind" % name("x"))
     p = run("create", name("bad") + " x", "--format", "f8", rc=2)
     check(name("bad") + " x" in p.stderr, "bad name message lacks the name: %r" % p.stderr)
+    check("1 to 26 characters from A-Z a-z 0-9 . _ -" in p.stderr,
+          "bad name message does not say what a valid name is: %r" % p.stderr)
     p = run("frob", rc=2)
     check("frob" in p.stderr, "unknown command message lacks the command: %r" % p.stderr)
 
@@ -561,6 +563,8 @@ def test_runtime_errors():
     arr = name("arr")
     p = run("create", arr, "--format", "f8", rc=1)
     check(arr in p.stderr and "File exists" in p.stderr, "create existing: %r" % p.stderr)
+    check("--replace" in p.stderr and p.stderr.count("\n") == 1,
+          "create existing does not point to --replace on one line: %r" % p.stderr)
     check(info_json(arr).get("shape") == [3, 4], "failed create changed %s" % arr)
     p = run("info", name("missing"), rc=1)
     check(name("missing") in p.stderr, "info missing: %r" % p.stderr)
