@@ -344,7 +344,8 @@ def parse(argv: Optional[List[str]]) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse(argv)
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    for stream in (sys.stdout, sys.stderr):  # one write per line, also with PYTHONUNBUFFERED=1
+        stream.reconfigure(line_buffering=True, write_through=False)  # type: ignore[union-attr]
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
