@@ -23,13 +23,13 @@ deps: $(VENV)/.deps-stamp bridge-deps
 # libzmq (and libzstd) for shmlane-bridge, from Debian, like the compiler;
 # without them everything else builds and the bridge is left out.
 bridge-deps:
-	@pkg-config --exists libzmq libzstd 2>/dev/null || { apt-get update && \
-	  apt-get install -y pkg-config libzmq3-dev libzstd-dev; } || \
+	@pkg-config --exists libzmq libzstd 2>/dev/null || \
+	  mk/apt-install.sh pkg-config libzmq3-dev libzstd-dev || \
 	  echo "deps: no libzmq: shmlane-bridge will not be built"
 
 $(VENV)/.deps-stamp: requirements-dev.txt requirements-opencv.txt
-	@command -v cc >/dev/null || { apt-get update && apt-get install -y gcc libc6-dev; }
-	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { apt-get update && apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
+	@command -v cc >/dev/null || mk/apt-install.sh gcc libc6-dev
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { mk/apt-install.sh python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	$(BIN)/pip install --quiet -r requirements-opencv.txt || echo "deps: no OpenCV: tests/python/test_video.py skips its service tests"
@@ -128,7 +128,7 @@ demo: install-python
 # part of make test. Installs Xvfb, ImageMagick and libGL from Debian if missing.
 demo-window:
 	@{ command -v xvfb-run && command -v import && ldconfig -p | grep -q libGL.so.1; } >/dev/null \
-	  || { apt-get update && apt-get install -y xvfb imagemagick libgl1; }
+	  || mk/apt-install.sh xvfb imagemagick libgl1
 	xvfb-run -a -s "-screen 0 1024x768x24" examples/python/demo_window.sh "$(MAKE)" $(BIN)/python \
 	  $(BUILD)/demo-window.png
 
