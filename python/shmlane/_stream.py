@@ -133,12 +133,13 @@ class _Meta:
 
 
 def _meta_wanted(what: str, meta: Any) -> Tuple[Optional[np.dtype], Any]:
-    """The metadata asked for: a ctypes type or anything np.dtype() takes."""
+    """The metadata asked for: a ctypes type or anything np.dtype() takes.
+    Arrays of single bytes in it are byte strings (b"cam0"), however given."""
     if meta is None:
         return None, None
     if _ctypes.is_ctype(meta):
         return _layout.requested(what, None, meta), meta
-    return _layout.requested(what, meta, None), None
+    return _dtype.chars_as_bytes(_layout.requested(what, meta, None)), None
 
 
 def _meta_held(raw: Union[_shmlane.Writer, _shmlane.Reader], ctype: Any) -> Optional[_Meta]:

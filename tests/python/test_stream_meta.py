@@ -279,3 +279,31 @@ def test_metadata_a_peer_switches_is_never_read_past_its_slot(name, spawn_py) ->
     assert seen, "no reader ever opened"
     flipper.kill()
     w.close()
+
+
+class Tagged(ctypes.Structure):  # C's char arrays: bytes, as the camera service's FrameMeta.source
+    _fields_ = [("frame", ctypes.c_uint64), ("source", ctypes.c_char * 16),
+                ("names", (ctypes.c_char * 4) * 2)]  # fmt: skip
+
+
+def test_char_arrays_are_bytes_in_every_form(name: str) -> None:
+    with shmlane.Writer(name, shape=(2,), dtype="u1", meta=Tagged) as w:
+        assert w.meta_dtype["source"] == np.dtype("S16")
+        assert w.meta_dtype["names"] == np.dtype(("S4", (2,)))
+        w.meta.source, w.meta.names[0].value, w.meta.names[1].value = b"pattern", b"ab", b"cd"
+        records = shmlane.Reader(name, timeout=0)  # NumPy records
+        typed = shmlane.Reader(name, timeout=0, meta=Tagged)
+        # NumPy's own view of the type (16 items of S1) is the same layout.
+        legacy = shmlane.Reader(name, timeout=0, meta=np.dtype(Tagged))
+        w.publish(np.zeros(2, "u1"))
+        with records.receive(timeout=5) as s:
+            assert s.meta["source"] == b"pattern"
+            assert s.meta["names"].tolist() == [b"ab", b"cd"]
+        with typed.receive(timeout=5) as s:
+            assert s.meta.source == b"pattern" and s.meta.names[1].value == b"cd"
+        with legacy.receive(timeout=5) as s:
+            assert s.meta["source"] == b"pattern"
+        for r in (records, typed, legacy):
+            r.close()
+    with shmlane.Writer(name, shape=(2,), dtype="u1", meta=np.dtype(Tagged)) as w:
+        pass  # takes the stream over: the same layout, said NumPy's way
