@@ -154,13 +154,19 @@ def _meta_held(raw: Union[_shmlane.Writer, _shmlane.Reader], ctype: Any) -> Opti
     return _Meta(dtype, ctype, fmt)
 
 
+def _meta_difference(wanted: np.dtype, held: np.dtype) -> Optional[str]:
+    """How two metadata records differ, field by field (None: they do not)."""
+    found = _dtype.difference(wanted, held, there_is="in the stream's metadata")
+    return found and found.replace("element type: ", "", 1)
+
+
 def _verify_meta(what: str, wanted: Optional[np.dtype], held: Optional[_Meta]) -> None:
     """LayoutMismatch unless the stream's metadata is the one asked for."""
     if wanted is None:
         return
     if held is None:
         raise LayoutMismatch(f"{what}: metadata {wanted} here, none in the stream")
-    found = _dtype.difference(wanted, held.dtype, there_is="in the stream's metadata")
+    found = _meta_difference(wanted, held.dtype)
     if found:
         raise LayoutMismatch(f"{what}: metadata: {found}")
 
@@ -278,7 +284,8 @@ class Writer(Described):
                 meta_format,
             )
         except LayoutMismatch as exc:
-            raise LayoutMismatch(f"{exc}{_what_it_holds(name)}") from None
+            found = _how_it_differs(name, base, frame_shape, meta_dtype, slots)
+            raise LayoutMismatch(f"{what}: {found}" if found else str(exc)) from None
         self._attach(raw, wanted, base, meta_dtype, meta_ctype)
 
     def _attach(
@@ -685,17 +692,40 @@ class Reader(Described):
         self.close()
 
 
-def _what_it_holds(name: str) -> str:
-    """For a LayoutMismatch message: the frames of the existing stream."""
+def _how_it_differs(
+    name: str,
+    dtype: np.dtype,
+    shape: Tuple[int, ...],
+    meta: Optional[np.dtype],
+    slots: Optional[int],
+) -> Optional[str]:
+    """For Writer's LayoutMismatch: how the existing stream differs from the
+    one asked for (frames, metadata field by field, slots), with what to do;
+    None if that cannot be told (gone or unreadable since, not a stream)."""
     try:
         handle = _shmlane.open(name, True, 0)
         try:
             if handle.layout()["kind"] != _shmlane.KIND_STREAM:
-                return ""
-            frame = _dtype.array_of(handle, f"stream '{name}'")  # slot 0
-            info = stream_info(handle)
+                return None
+            held, held_shape = _dtype.element(handle.layout(), f"stream '{name}'")
+            fmt = handle.meta_format()
+            held_meta = None if fmt is None else _dtype.from_format(fmt)
+            held_slots = stream_info(handle).slots
         finally:
             handle.close()
     except (OSError, ValueError, _shmlane.Error):
-        return ""  # gone or unreadable since: the core's message stands alone
-    return f"; it holds frames of shape {frame.shape}, {frame.dtype}, in {info.slots} slots"
+        return None
+    there = "in the stream"
+    found = _dtype.difference(dtype, held, there_is=there)
+    if found or shape != held_shape:
+        part, found = "frames", found or f"shape {shape} here, {held_shape} {there}"
+    elif (meta is None) != (held_meta is None):
+        part = "metadata"
+        found = f"none here, {fmt} in the stream" if meta is None else "given here, none in the stream"
+    elif meta is not None and held_meta is not None:
+        part, found = "metadata", _meta_difference(meta, held_meta)
+    if not found and slots is not None and slots != held_slots:
+        part, found = "slots", f"{slots} here, {held_slots} {there}"
+    if not found:
+        return None
+    return f"exists with other {part}: {found} (Writer(..., replace=True) replaces it, and its readers follow)"

@@ -199,3 +199,20 @@ def check_output(pair: str, out: str, runs: int) -> None:
         assert lines[-1] == "frame 5: x=2.5 y=-5.0 trace=15.0"
     else:  # the reader came after the writer: nothing changes any more, it stops
         assert lines == []
+
+
+@pytest.mark.skipif(not SHM_DIR.is_dir(), reason="needs /dev/shm")
+@pytest.mark.parametrize("first", ["py", "c"])
+def test_python_and_c_stream_writers_take_over_from_each_other(programs, first):
+    """The C and the Python stream examples describe the same frames and the
+    same metadata record, so either writer takes the stream over from the
+    other, in either order, and frame numbers go on."""
+    second = "c" if first == "py" else "py"
+    programs.run(f"{first}-stream-writer")
+    programs.run(f"{second}-stream-writer")
+    import shmlane
+
+    name = programs.names["cam0"]
+    with shmlane.Reader(name, timeout=0) as reader:
+        assert reader.info().last_seq == 330
+        assert reader.meta_dtype.names == ("frame", "exposure") and reader.meta_dtype.itemsize == 16
