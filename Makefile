@@ -85,10 +85,11 @@ test-pythons-quick: build
 # venv of its own. Python itself is not instrumented: the runtime is preloaded,
 # Python's allocator is bypassed so ASan sees objects, and leaks (the
 # interpreter's own, at exit) are not reported. The tests that mostly drive
-# other programs (the README's and the examples' C and Python programs, the
+# other programs (the README's, the docs' and the examples' programs, the
 # camera service) are left to test-python: they add time, not coverage of
 # the extension.
-ASAN_SKIP := --ignore=tests/python/test_readme.py --ignore=tests/python/test_examples.py \
+ASAN_SKIP := --ignore=tests/python/test_readme.py --ignore=tests/python/test_docs.py \
+  --ignore=tests/python/test_examples.py \
   --ignore=tests/python/test_video.py --ignore=tests/python/test_bridge.py \
   --ignore=tests/python/test_stream_follow.py --ignore=tests/python/test_stream_processes.py
 ASAN_VENV := .venv-asan
