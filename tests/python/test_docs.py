@@ -27,7 +27,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import pytest
 
 from conftest import ROOT, SHM_DIR, core_build
-from test_readme import finish, waiting
+from test_readme import finish, remove, waiting
 
 import shmlane
 
@@ -88,11 +88,7 @@ class Sandbox:
         return line
 
     def cleanup(self) -> None:
-        for name in self.names.values():
-            try:
-                os.unlink(SHM_DIR / f"shl.{name}")
-            except FileNotFoundError:
-                pass
+        remove(self.names.values())
 
 
 def run(cmd: List[str], **kw) -> str:
@@ -262,17 +258,21 @@ def _(box: Sandbox, tmp: Path) -> None:
     assert out == [stated.group(1), "48"]
 
 
-@block("py-stream", "run: a fake camera, the writer closed once B joined")
-def _(box: Sandbox, tmp: Path) -> None:
-    prelude = """
-    import threading
-    import time
-    import numpy as np
-
+# A camera that fills the frame it is given, as cv2.VideoCapture.read(frame) does.
+CAMERA = """
     class Camera:
         def read(self, frame):
             frame[...] = 3
             return True, frame
+    """
+
+
+@block("py-stream", "run: a fake camera, the writer closed once B joined")
+def _(box: Sandbox, tmp: Path) -> None:
+    prelude = CAMERA + """
+    import threading
+    import time
+    import numpy as np
 
     cap, image, shown = Camera(), np.full((480, 640, 3), 5, np.uint8), []
     show = shown.append
@@ -292,14 +292,9 @@ def _(box: Sandbox, tmp: Path) -> None:
 
 @block("py-stream-meta", "run with a fake camera")
 def _(box: Sandbox, tmp: Path) -> None:
-    prelude = """
+    prelude = CAMERA + """
     import ctypes, time
     import shmlane
-
-    class Camera:
-        def read(self, frame):
-            frame[...] = 1
-            return True, frame
 
     cap, loan_count = Camera(), 41
     """

@@ -90,11 +90,16 @@ class Programs:
         return finish(proc)
 
     def cleanup(self) -> None:
-        for name in self.names.values():
-            try:
-                os.unlink(SHM_DIR / f"shl.{name}")
-            except FileNotFoundError:
-                pass
+        remove(self.names.values())
+
+
+def remove(names) -> None:
+    """Unlink the objects of these names that exist."""
+    for name in names:
+        try:
+            os.unlink(SHM_DIR / f"shl.{name}")
+        except FileNotFoundError:
+            pass
 
 
 def finish(proc: subprocess.Popen) -> str:
