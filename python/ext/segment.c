@@ -178,7 +178,8 @@ static PyObject *handle_stream_info(Handle *h, PyObject *unused) {
 static PyObject *handle_meta_format(Handle *h, PyObject *unused) {
   (void)unused;
   if (h->base.closed) return closed_error(&h->base);
-  return stream_meta_format(&h->base, h->seg);
+  char format[SHL_FORMAT_MAX + 1];
+  return stream_meta_format(&h->base, shl_stream_get_meta(h->seg, format, sizeof format), format);
 }
 
 static PyObject *handle_get_changes(Handle *h, void *unused) {
