@@ -228,16 +228,22 @@ class VideoCapture:
         return self._lost
 
     def fps(self) -> float:
-        """The writer's frame rate, measured from the publish times of the
-        last frames received (up to 32); 0.0 before two."""
-        if len(self._rates) < 2:
+        """The writer's frame rate: measured from the publish times of the
+        last frames received (up to 32) once there are two, before that the
+        rate the writer declared (Writer(fps=), VideoWriter's fps), 0.0 if
+        it declared none."""
+        if len(self._rates) >= 2:
+            (seq0, t0), (seq1, t1) = self._rates[0], self._rates[-1]
+            if t1 > t0:
+                return (seq1 - seq0) * 1e9 / (t1 - t0)
+        reader = self._reader
+        if reader is None or reader.closed:
             return 0.0
-        (seq0, t0), (seq1, t1) = self._rates[0], self._rates[-1]
-        return (seq1 - seq0) * 1e9 / (t1 - t0) if t1 > t0 else 0.0
+        return reader.info().fps
 
     def get(self, prop: int) -> float:
         """A property, by OpenCV's number (cv2.CAP_PROP_* or shmlane's): frame
-        width and height, FPS (measured), POS_FRAMES (the last frame's number
+        width and height, FPS (declared by the writer, then measured), POS_FRAMES (the last frame's number
         in the stream), POS_MSEC (its publish time in ms of CLOCK_MONOTONIC,
         comparable with time.monotonic() * 1000), BUFFERSIZE (the stream's
         slots). 0.0 for any other, as OpenCV does for one a backend lacks."""
@@ -345,8 +351,9 @@ class VideoWriter:
     accepted and ignored: frames go raw, without a codec). frame_size is
     (width, height) as in OpenCV; frames are (height, width, 3) of `dtype`
     (uint8: OpenCV's BGR images), or (height, width) with is_color=False.
-    fps is the nominal rate, kept for get() and readers' information only:
-    write() publishes at once. Without copying: `with out.loan() as slot:
+    fps is the nominal rate, stored with the stream for readers (a capture's
+    CAP_PROP_FPS gives it from the start): write() publishes at once, the
+    caller sets the pace. Without copying: `with out.loan() as slot:
     cap.read(slot)` (an OpenCV capture fills the slot in place). meta,
     slots, block and mode as for Writer. As OpenCV overwrites a file, a
     stream left with another layout (frame size, metadata, slots) is
@@ -373,7 +380,8 @@ class VideoWriter:
         self.fps = fps
         self.timeout = timeout
         self._writer: Optional[Writer] = Writer(
-            name, shape, dtype, slots=slots, block=block, replace=replace, mode=mode, meta=meta
+            name, shape, dtype, slots=slots, block=block, replace=replace, mode=mode, meta=meta,
+            fps=fps if fps > 0 else None,
         )
 
     @property

@@ -111,6 +111,9 @@ class Pattern:
     def open(self) -> bool:
         return True
 
+    def rate(self) -> float:
+        return self.fps
+
     def read(self, out: Optional[np.ndarray]) -> Tuple[bool, np.ndarray]:
         frame = np.empty(self.shape, np.uint8) if out is None else out
         self.number += 1
@@ -189,6 +192,12 @@ class Device:
         self.number += 1
         return ok, image
 
+    def rate(self) -> Optional[float]:
+        """The frame rate to declare: a file's pace, or what the camera says."""
+        if self.is_file or self.cap is None:
+            return self.fps
+        return self.cap.get(cv2.CAP_PROP_FPS) or self.fps
+
     def close(self) -> None:
         if self.cap is not None:
             self.cap.release()
@@ -257,8 +266,10 @@ class Camera(threading.Thread):
         one of another layout) from a writer that is gone."""
         self._close_writer()
         try:
+            rate = self.source.rate()
             self.writer = Writer(self.stream, first.shape, first.dtype, meta=FrameMeta,
-                                 replace=True, slots=self.args.slots)  # fmt: skip
+                                 replace=True, slots=self.args.slots,
+                                 fps=rate if rate and rate > 0 else None)  # fmt: skip
         except StreamBusy as exc:
             self.state = f"stream busy: {exc}"
             return False

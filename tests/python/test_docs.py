@@ -302,11 +302,26 @@ def _(box: Sandbox, tmp: Path) -> None:
     assert run(box.python("py-stream-meta", ["cam0"], prelude, postlude)).split() == ["41", "640", "480"]
 
 
+# A camera delivers at its own rate: a video file read at 30 frames a second.
+PACED_CAMERA = """
+import time
+import cv2
+
+class Camera:
+    def __init__(self, path):
+        self.file = cv2.VideoCapture(path)
+
+    def read(self):
+        time.sleep(1 / 30)
+        return self.file.read()
+"""
+
+
 @block("cv-writer", "run with cv-reader, the reader first, a video file for the camera")
 def _(box: Sandbox, tmp: Path) -> None:
     clip = opencv_clip(tmp)
     reader = box.python("cv-reader", ["cam0"], NO_WINDOW, "\nprint(len(shown))\n")
-    writer = box.python("cv-writer", ["cam0"], replace={"cv2.VideoCapture(0)": f"cv2.VideoCapture({clip!r})"})
+    writer = box.python("cv-writer", ["cam0"], PACED_CAMERA, replace={"cv2.VideoCapture(0)": f"Camera({clip!r})"})
     started = start(reader)
     waiting(started, "py-")
     run(writer)
@@ -314,6 +329,36 @@ def _(box: Sandbox, tmp: Path) -> None:
 
 
 BLOCKS["cv-reader"] = ("run with cv-writer", None)
+
+
+# A writer process at 30 frames a second: 20 frames of 160x120, then it ends.
+PACED_WRITER = """
+import sys, time
+import numpy as np
+import shmlane
+with shmlane.VideoWriter(sys.argv[1], 30, (160, 120)) as out:
+    for n in range(20):
+        out.write(np.full((120, 160, 3), n * 10, np.uint8))
+        time.sleep(1 / 30)
+"""
+
+
+@block("cv-record", "run: recording a stream written at 30 fps, the recorder first")
+def _(box: Sandbox, tmp: Path) -> None:
+    cv2 = pytest.importorskip("cv2")
+    video = tmp / "record.avi"
+    recorder = box.python("cv-record", ["cam0"], replace={'"cam0.avi"': repr(str(video))})
+    started = start(recorder)
+    waiting(started, "py-")
+    run([sys.executable, "-c", PACED_WRITER, box.name("cam0")])
+    finish(started)
+    recorded = cv2.VideoCapture(str(video))
+    try:
+        frames = int(recorded.get(cv2.CAP_PROP_FRAME_COUNT))
+        size = (recorded.get(cv2.CAP_PROP_FRAME_WIDTH), recorded.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        assert recorded.get(cv2.CAP_PROP_FPS) == 30.0 and size == (160, 120) and frames > 0
+    finally:
+        recorded.release()
 
 
 @block("cv-loan", "run with a video file for the capture")

@@ -37,7 +37,8 @@ def test_capture_reads_what_the_writer_writes(name: str) -> None:
     with shmlane.VideoWriter(name, 30, (WIDTH, HEIGHT), meta=FrameMeta) as out:
         assert out.isOpened() and out.get(shmlane.CAP_PROP_FRAME_WIDTH) == WIDTH
         cap = shmlane.VideoCapture(name, timeout=0.2, policy="all", meta=FrameMeta)
-        assert cap.isOpened() and cap.get(shmlane.CAP_PROP_FPS) == 0.0
+        # The rate the writer declared, before any frame; measured from frames later.
+        assert cap.isOpened() and cap.get(shmlane.CAP_PROP_FPS) == 30.0
         assert not cap.read()[0]  # nothing published yet: after the timeout
         for n in range(1, 6):
             out.meta.frame = n
@@ -110,7 +111,7 @@ FOURCC = 0x47504A4D  # cv2.VideoWriter_fourcc(*"MJPG"): accepted, and ignored
 def test_writer_takes_opencvs_arguments(name: str, args, kwargs, shape) -> None:
     with shmlane.VideoWriter(name, *args, **kwargs) as out:
         assert out.writer.shape == shape and out.fps == 30.0
-        assert out.get(shmlane.CAP_PROP_FPS) == 30.0
+        assert out.get(shmlane.CAP_PROP_FPS) == 30.0 == out.writer.info().fps
 
 
 @pytest.mark.parametrize(
@@ -127,9 +128,9 @@ def test_a_writer_of_another_size_replaces_the_stream(name: str) -> None:
     """As OpenCV overwrites a file: a later run with another frame size (or
     other metadata) replaces the stream; readers follow it."""
     with shmlane.VideoWriter(name, 30, (64, 48)) as out:
+        cap = shmlane.VideoCapture(name, timeout=2, policy="all")
         out.write(np.full((48, 64, 3), 1, np.uint8))
-    cap = shmlane.VideoCapture(name, timeout=2, policy="all")
-    assert cap.read()[1].shape == (48, 64, 3)
+        assert cap.read()[1].shape == (48, 64, 3)
     with shmlane.VideoWriter(name, FOURCC, 30, (32, 24), meta=FrameMeta) as out:
         out.write(np.full((24, 32, 3), 2, np.uint8))
         ok, frame = cap.read()
@@ -300,6 +301,7 @@ def test_camera_service_plays_a_file_once(name: str, tmp_path: Path) -> None:
     try:
         opening.join(timeout=60)
         cap = caps[0]
+        assert cap.get(cv2.CAP_PROP_FPS) == 100.0  # the service's --fps, declared
         seen = []
         cap.timeout = 0.5
         for frame in cap:  # until read() fails: the loop of a tutorial reading a file
