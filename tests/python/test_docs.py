@@ -17,6 +17,7 @@ import concurrent.futures
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -190,6 +191,10 @@ elsewhere("cv-viewer", "test_video.py (the viewer against the service's pattern)
 compiled("cv-classic-writer", "needs a camera and posix_ipc")
 compiled("cv-classic-reader", "needs posix_ipc and a window")
 compiled("py-writer-gone-loop", "loops until interrupted")
+compiled("gst-opencv-read", "needs an OpenCV built with GStreamer (PyPI's wheels are not)")
+elsewhere("gst-day-one", "test_gstreamer.py (videotestsrc into shmlanesink, shmlanesrc out); "
+          "the rest needs a camera, a display, x264enc or an RTSP server")  # fmt: skip
+BLOCKS["gst-read-python-stream"] = ("run with gst-python-write", None)
 
 
 @block("py-first", "run twice, after the README's quick start left calib")
@@ -394,6 +399,39 @@ def _(box: Sandbox, tmp: Path) -> None:
 
     (command,) = re.findall(r"^ExecStart=(.*)$", body("cv-systemd"), re.M)
     parse(camera_arguments(command))
+
+
+def gst_env() -> Dict[str, str]:
+    """GStreamer's tools, pointed at the plugin of the meson build."""
+    plugin = core_build() / "gst"
+    if not shutil.which("gst-launch-1.0") or not (plugin / "libgstshmlane.so").is_file():
+        pytest.skip("needs gst-launch-1.0 and the plugin of a meson build")
+    return dict(os.environ, GST_PLUGIN_PATH=str(plugin))
+
+
+@block("gst-plugin-path", "run from a tree whose build/ is the meson build")
+def _(box: Sandbox, tmp: Path) -> None:
+    env = gst_env()
+    (tmp / "build").symlink_to(core_build())
+    assert "shmlanesink" in run(["sh", "-c", body("gst-plugin-path")], env=env, cwd=tmp)
+
+
+@block("gst-python-write", "run, then gst-read-python-stream reads its frame (into fakesink)")
+def _(box: Sandbox, tmp: Path) -> None:
+    env = gst_env()
+    prelude = "import sys\nimport numpy as np\nimport shmlane\nframe = np.zeros((480, 640, 3), np.uint8)\n"
+    postlude = "\nprint('published', flush=True)\nsys.stdin.read()  # the writer lives until told\n"
+    writer = subprocess.Popen(box.python("gst-python-write", ["cam0"], prelude, postlude),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == "published\n"
+        (line,) = body("gst-read-python-stream").splitlines()
+        line = box.shell(line, ["cam0"]).replace("shmlanesrc", "shmlanesrc num-buffers=1", 1)
+        run(["sh", "-c", line.replace("autovideosink", "fakesink")], env=env)  # EOS after the frame
+    finally:
+        assert writer.stdin is not None
+        writer.stdin.close()
+        writer.wait(timeout=10)
 
 
 @block("cli-create", "run: each command succeeds")
