@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 import traceback
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
@@ -28,7 +29,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import pytest
 
 from conftest import ROOT, SHM_DIR, core_build
-from test_readme import finish, remove, waiting
+from test_readme import finish, remove
 
 import shmlane
 
@@ -308,6 +309,8 @@ def _(box: Sandbox, tmp: Path) -> None:
 
 
 # A camera delivers at its own rate: a video file read at 30 frames a second.
+# Its frames wait for the test's reader to join the block's stream (`out`):
+# however slowly the processes start, no frame goes out before a reader is there.
 PACED_CAMERA = """
 import time
 import cv2
@@ -317,46 +320,59 @@ class Camera:
         self.file = cv2.VideoCapture(path)
 
     def read(self):
+        out = globals().get("out")  # the block's VideoWriter, once made
+        while out is not None and not out.writer.info().readers:
+            time.sleep(0.01)
         time.sleep(1 / 30)
         return self.file.read()
 """
 
 
-@block("cv-writer", "run with cv-reader, the reader first, a video file for the camera")
+def writer_then_reader(box: Sandbox, writer: List[str], reader: List[str]) -> str:
+    """The writer first, the reader once the stream exists; the reader's output."""
+    producing = start(writer)
+    path = SHM_DIR / f"shl.{box.name('cam0')}"
+    deadline = time.monotonic() + 30
+    while not path.exists() and producing.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    consuming = start(reader)
+    finish(producing)
+    return finish(consuming)
+
+
+@block("cv-writer", "run with cv-reader, a video file for the camera")
 def _(box: Sandbox, tmp: Path) -> None:
     clip = opencv_clip(tmp)
     reader = box.python("cv-reader", ["cam0"], NO_WINDOW, "\nprint(len(shown))\n")
     writer = box.python("cv-writer", ["cam0"], PACED_CAMERA, replace={"cv2.VideoCapture(0)": f"Camera({clip!r})"})
-    started = start(reader)
-    waiting(started, "py-")
-    run(writer)
-    assert int(finish(started)) > 0  # frames shown until read() found the writer gone
+    # frames shown until read() found the writer gone
+    assert int(writer_then_reader(box, writer, reader)) > 0
 
 
 BLOCKS["cv-reader"] = ("run with cv-writer", None)
 
 
-# A writer process at 30 frames a second: 20 frames of 160x120, then it ends.
+# A writer process at 30 frames a second: 20 frames of 160x120 once a reader
+# joined, then it ends.
 PACED_WRITER = """
 import sys, time
 import numpy as np
 import shmlane
 with shmlane.VideoWriter(sys.argv[1], 30, (160, 120)) as out:
+    while not out.writer.info().readers:
+        time.sleep(0.01)
     for n in range(20):
         out.write(np.full((120, 160, 3), n * 10, np.uint8))
         time.sleep(1 / 30)
 """
 
 
-@block("cv-record", "run: recording a stream written at 30 fps, the recorder first")
+@block("cv-record", "run: recording a stream written at 30 fps")
 def _(box: Sandbox, tmp: Path) -> None:
     cv2 = pytest.importorskip("cv2")
     video = tmp / "record.avi"
     recorder = box.python("cv-record", ["cam0"], replace={'"cam0.avi"': repr(str(video))})
-    started = start(recorder)
-    waiting(started, "py-")
-    run([sys.executable, "-c", PACED_WRITER, box.name("cam0")])
-    finish(started)
+    writer_then_reader(box, [sys.executable, "-c", PACED_WRITER, box.name("cam0")], recorder)
     recorded = cv2.VideoCapture(str(video))
     try:
         frames = int(recorded.get(cv2.CAP_PROP_FRAME_COUNT))
