@@ -6,8 +6,7 @@ with each ID (BLOCKS): run it (with a prelude that supplies what a fragment
 takes as given: a camera becomes a video file, a window a counter), run it
 with its partner in the order the page claims, check its command lines, or
 compile it where it needs what a test cannot have (a camera, posix_ipc, an
-endless loop). Blocks in `text` are output and pictures, not code.
-docs/bridge.md is left to tests/bridge, which runs its commands. The names
+endless loop). Blocks in `text` are output and pictures, not code. The names
 the blocks use are replaced by fresh ones, so runs never meet each other."""
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ from test_readme import finish, remove
 import shmlane
 
 DOCS = ROOT / "docs"
-PAGES = sorted(p.name for p in DOCS.glob("*.md") if p.name != "bridge.md")
+PAGES = sorted(p.name for p in DOCS.glob("*.md"))
 MARKED = re.compile(r"^<!-- test: ([\w-]+) -->\n```(\w+)\n(.*?)^```$", re.M | re.S)
 FENCE = re.compile(r"^```(\w*)$", re.M)
 CODE = {"python", "c", "sh", "ini"}
@@ -196,6 +195,7 @@ compiled("gst-opencv-read", "needs an OpenCV built with GStreamer (PyPI's wheels
 elsewhere("gst-day-one", "test_gstreamer.py (videotestsrc into shmlanesink, shmlanesrc out); "
           "the rest needs a camera, a display, x264enc or an RTSP server")  # fmt: skip
 BLOCKS["gst-read-python-stream"] = ("run with gst-python-write", None)
+elsewhere("bridge-two-hosts", "tests/bridge (send and recv with keys between network namespaces)")
 
 
 @block("py-first", "run twice, after the README's quick start left calib")
@@ -448,6 +448,29 @@ def _(box: Sandbox, tmp: Path) -> None:
         assert writer.stdin is not None
         writer.stdin.close()
         writer.wait(timeout=10)
+
+
+@block("bridge-ipc", "run: a stream bridged over ipc:// and read at the other end")
+def _(box: Sandbox, tmp: Path) -> None:
+    env = cli_env()
+    if not (core_build() / "bridge" / "shmlane-bridge").exists():
+        pytest.skip("needs shmlane-bridge (libzmq) in the meson build")
+    peer = stream_peer(box.name("cam"))
+    socket = str(tmp / "cam.sock")
+    lines = [box.shell(command.replace("/run/user/1000/cam.sock", socket), ["cam", "cam2"])
+             for command, _ in transcript("bridge-ipc")]  # fmt: skip
+    # The reader's status is the script's; then the two bridges are ended.
+    script = "\n".join(lines) + "\nstatus=$?\nkill $(jobs -p)\nwait\nexit $status\n"
+    (tmp / "bin").mkdir()
+    python = tmp / "bin" / "python"  # `python`: this one, with shmlane (a venv's, say)
+    python.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+    python.chmod(0o755)
+    env["PATH"] = f"{tmp / 'bin'}{os.pathsep}{env['PATH']}"
+    try:
+        out = run(["timeout", "60", "bash", "-c", script], env=env, cwd=tmp).split()
+    finally:
+        stop(peer)
+    assert int(out[0]) >= 1 and out[1].startswith("("), out  # a frame, with its metadata record
 
 
 @block("cli-create", "run: each command succeeds")
