@@ -138,7 +138,7 @@ def stop(proc: subprocess.Popen) -> None:
     proc.wait(timeout=10)
 
 
-def opencv_clip(tmp: Path, frames: int = 20, size: Tuple[int, int] = (160, 120)) -> str:
+def opencv_clip(tmp: Path, frames: int = 8, size: Tuple[int, int] = (160, 120)) -> str:
     """A short video file to stand for a camera; skips without OpenCV."""
     cv2 = pytest.importorskip("cv2")
     import numpy as np
@@ -352,7 +352,7 @@ def _(box: Sandbox, tmp: Path) -> None:
 BLOCKS["cv-reader"] = ("run with cv-writer", None)
 
 
-# A writer process at 30 frames a second: 20 frames of 160x120 once a reader
+# A writer process at 30 frames a second: 8 frames of 160x120 once a reader
 # joined, then it ends.
 PACED_WRITER = """
 import sys, time
@@ -361,7 +361,7 @@ import shmlane
 with shmlane.VideoWriter(sys.argv[1], 30, (160, 120)) as out:
     while not out.writer.info().readers:
         time.sleep(0.01)
-    for n in range(20):
+    for n in range(8):
         out.write(np.full((120, 160, 3), n * 10, np.uint8))
         time.sleep(1 / 30)
 """
