@@ -23,13 +23,13 @@ deps: $(VENV)/.deps-stamp bridge-deps
 # libzmq (and libzstd) for shmlane-bridge, from Debian, like the compiler;
 # without them everything else builds and the bridge is left out.
 bridge-deps:
-	@pkg-config --exists libzmq libzstd 2>/dev/null || { apt-get update && \
-	  apt-get install -y pkg-config libzmq3-dev libzstd-dev; } || \
+	@pkg-config --exists libzmq libzstd 2>/dev/null || \
+	  mk/apt-install.sh pkg-config libzmq3-dev libzstd-dev || \
 	  echo "deps: no libzmq: shmlane-bridge will not be built"
 
 $(VENV)/.deps-stamp: requirements-dev.txt requirements-opencv.txt
-	@command -v cc >/dev/null || { apt-get update && apt-get install -y gcc libc6-dev; }
-	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { apt-get update && apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
+	@command -v cc >/dev/null || mk/apt-install.sh gcc libc6-dev
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { mk/apt-install.sh python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	$(BIN)/pip install --quiet -r requirements-opencv.txt || echo "deps: no OpenCV: tests/python/test_video.py skips its service tests"
@@ -85,10 +85,11 @@ test-pythons-quick: build
 # venv of its own. Python itself is not instrumented: the runtime is preloaded,
 # Python's allocator is bypassed so ASan sees objects, and leaks (the
 # interpreter's own, at exit) are not reported. The tests that mostly drive
-# other programs (the README's and the examples' C and Python programs, the
+# other programs (the README's, the docs' and the examples' programs, the
 # camera service) are left to test-python: they add time, not coverage of
 # the extension.
-ASAN_SKIP := --ignore=tests/python/test_readme.py --ignore=tests/python/test_examples.py \
+ASAN_SKIP := --ignore=tests/python/test_readme.py --ignore=tests/python/test_docs.py \
+  --ignore=tests/python/test_examples.py \
   --ignore=tests/python/test_video.py --ignore=tests/python/test_bridge.py \
   --ignore=tests/python/test_stream_follow.py --ignore=tests/python/test_stream_processes.py
 ASAN_VENV := .venv-asan
@@ -128,7 +129,7 @@ demo: install-python
 # part of make test. Installs Xvfb, ImageMagick and libGL from Debian if missing.
 demo-window:
 	@{ command -v xvfb-run && command -v import && ldconfig -p | grep -q libGL.so.1; } >/dev/null \
-	  || { apt-get update && apt-get install -y xvfb imagemagick libgl1; }
+	  || mk/apt-install.sh xvfb imagemagick libgl1
 	xvfb-run -a -s "-screen 0 1024x768x24" examples/python/demo_window.sh "$(MAKE)" $(BIN)/python \
 	  $(BUILD)/demo-window.png
 

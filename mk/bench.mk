@@ -33,7 +33,7 @@ bench-c: $(BENCH_C)/build.ninja
 	$(BIN)/ninja -C $(BENCH_C)
 
 $(BENCH_VENV)/.stamp:
-	@$(PYTHON) -m venv $(BENCH_VENV) 2>/dev/null || { apt-get update && apt-get install -y python3-venv && $(PYTHON) -m venv $(BENCH_VENV); }
+	@$(PYTHON) -m venv $(BENCH_VENV) 2>/dev/null || { mk/apt-install.sh python3-venv && $(PYTHON) -m venv $(BENCH_VENV); }
 	$(BENCH_PY) -m pip install --quiet --upgrade pip
 	$(BENCH_PY) -m pip install --quiet meson meson-python ninja numpy pytest
 	$(call bench_packages,$(BENCH_PY))

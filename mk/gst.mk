@@ -20,7 +20,7 @@ deps: gst-deps
 gst-deps:
 	@{ pkg-config --exists gstreamer-video-1.0 gstreamer-check-1.0 2>/dev/null && \
 	  command -v gst-launch-1.0 >/dev/null && gst-inspect-1.0 videotestsrc >/dev/null 2>&1; } || \
-	  { apt-get update && apt-get install -y $(GST_PACKAGES); } || \
+	  mk/apt-install.sh $(GST_PACKAGES) || \
 	  echo "deps: no GStreamer: the plugin will not be built"
 
 # The pipelines drive the elements from other processes; ASan's runtime is
@@ -32,8 +32,7 @@ test-gst-long: install-python build
 
 # shmsink and shmsrc are in gst-plugins-bad, x264enc (docs' pipelines) in -ugly.
 bench-gst: build
-	@gst-inspect-1.0 shmsink >/dev/null 2>&1 || { apt-get update && \
-	  apt-get install -y gstreamer1.0-plugins-bad; }
+	@gst-inspect-1.0 shmsink >/dev/null 2>&1 || mk/apt-install.sh gstreamer1.0-plugins-bad
 	$(PYTHON) bench/gst.py $(BENCH_ARGS) --plugin $(BUILD)/gst --out bench/results
 
 bench: bench-gst

@@ -35,7 +35,7 @@ FUZZ_SETUP := -Dbuildtype=debug -Doptimization=1 -Db_sanitize=address,undefined 
   reliability-smoke soak mutants
 
 clang-installed:
-	@command -v $(CLANG) >/dev/null || { apt-get update && apt-get install -y clang; }
+	@command -v $(CLANG) >/dev/null || mk/apt-install.sh clang
 
 $(FUZZ_BUILD)/build.ninja: | clang-installed $(VENV)/.deps-stamp
 	CC=$(CLANG) $(call meson_setup,$(FUZZ_BUILD),$(FUZZ_SETUP))
@@ -79,7 +79,7 @@ $(VG_BUILD)/build.ninja: | $(VENV)/.deps-stamp
 	$(call meson_setup,$(VG_BUILD),-Dbuildtype=debug)
 
 check-valgrind: $(VG_BUILD)/build.ninja
-	@command -v valgrind >/dev/null || { apt-get update && apt-get install -y valgrind; }
+	@command -v valgrind >/dev/null || mk/apt-install.sh valgrind
 	$(BIN)/ninja -C $(VG_BUILD)
 	$(MESON) test -C $(VG_BUILD) --suite c --suite fuzz --print-errorlogs --timeout-multiplier=8 \
 	  --num-processes=2 --wrap='$(VALGRIND)'

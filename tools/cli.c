@@ -106,6 +106,8 @@ enum {
   OPT_DRY_RUN,
   OPT_ALL_DEAD,
   OPT_GRACE,
+  OPT_ONCE,
+  OPT_REPEAT,
   OPT_COUNT
 };
 
@@ -118,7 +120,8 @@ static const struct option {
     [OPT_FORMAT] = {"format", 'f', true}, [OPT_SHAPE] = {"shape", 's', true},
     [OPT_MODE] = {"mode", 'm', true},     [OPT_REPLACE] = {"replace", 0, false},
     [OPT_DRY_RUN] = {"dry-run", 'n', false}, [OPT_ALL_DEAD] = {"all-dead", 0, false},
-    [OPT_GRACE] = {"grace", 0, true},
+    [OPT_GRACE] = {"grace", 0, true},     [OPT_ONCE] = {"once", 0, false},
+    [OPT_REPEAT] = {"count", 0, true},
 };
 
 struct cmdline {
@@ -159,50 +162,32 @@ void list_free(struct list *l) {
   free(l->names);
 }
 
-/* Whether rc says that the entry could not be read at all (permissions,
- * resources: an errno), as opposed to what was read (SHL_E_* codes, which
- * are below every errno value and SHL_E_NOT_SHMLANE the highest of them). */
-static bool unreadable(int rc) { return rc < 0 && rc > SHL_E_NOT_SHMLANE; }
-
 static int cmd_ls(const struct cmdline *cl) {
-  struct list l = {0};
-  struct entry *entries = NULL;
-  size_t n = 0, failed = 0;
-  int status = 0, rc = shl_list(collect_name, &l);
-  if (rc >= 0 && l.n && !(entries = calloc(l.n, sizeof *entries))) rc = -ENOMEM;
+  struct snapshot snap;
+  int rc = snapshot_take(&snap);
   if (rc < 0) {
     errorf(rc, "cannot list segments");
-    status = EXIT_RUNTIME;
-    goto out;
+    return EXIT_RUNTIME;
   }
-  qsort(l.names, l.n, sizeof *l.names, compare_names);
-  /* No waiting: a segment still being created shows as SHL_E_NOT_READY. */
-  for (size_t i = 0; i < l.n; i++) {
-    entry_open(&entries[n], l.names[i], 0);
-    if (entries[n].rc == -ENOENT) continue; /* removed since it was listed */
-    failed += unreadable(entries[n].rc);
-    n++;
-  }
-  if (!cl->given[OPT_NO_RATE]) measure_rates(entries, n);
+  if (!cl->given[OPT_NO_RATE]) measure_rates(snap.entries, snap.n);
   uint64_t now = clock_ns(CLOCK_REALTIME);
   if (cl->given[OPT_JSON]) {
     putchar('[');
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < snap.n; i++) {
       fputs(i ? ",\n  " : "\n  ", stdout);
-      print_info_json(&entries[i], now);
+      print_info_json(&snap.entries[i], now);
     }
-    fputs(n ? "\n]\n" : "]\n", stdout);
+    fputs(snap.n ? "\n]\n" : "]\n", stdout);
   } else {
-    print_table(entries, n, now);
+    print_table(snap.entries, snap.n, now);
   }
-  if (failed) {
-    errorf(0, "ls: %zu of %zu entries could not be read (STATUS says why)", failed, n);
+  int status = 0;
+  if (snap.unreadable) {
+    errorf(0, "ls: %zu of %zu entries could not be read (STATUS says why)", snap.unreadable,
+           snap.n);
     status = EXIT_RUNTIME;
   }
-out:
-  for (size_t i = 0; i < n; i++) entry_free(&entries[i]);
-  free(entries);
-  list_free(&l);
+  snapshot_free(&snap);
   return status;
 }
 
@@ -250,6 +235,11 @@ static int cmd_create(const struct cmdline *cl) {
   }
   shl_segment *seg;
   int rc = shl_create(&seg, name, &layout, &opts);
+  if (rc == -EEXIST) {
+    errorf(0, "cannot create '%s': %s (--replace removes the existing one first)", name,
+           shl_strerror(rc));
+    return EXIT_RUNTIME;
+  }
   if (rc) {
     errorf(rc, "cannot create '%s'", name);
     return EXIT_RUNTIME;
@@ -325,6 +315,22 @@ static int cmd_gc(const struct cmdline *cl) {
   return status;
 }
 
+static int cmd_top(const struct cmdline *cl) {
+  struct top_opts o = {cl->given[OPT_JSON], cl->given[OPT_ONCE] ? 1 : 0};
+  if (cl->given[OPT_REPEAT]) {
+    char *end;
+    uint64_t n;
+    if (!parse_uint(cl->value[OPT_REPEAT], &end, 10, &n) || *end || n == 0 || n > 1000000 ||
+        cl->given[OPT_ONCE]) {
+      errorf(0, "top: bad count '%s': expected a number of tables, 1 or more (without --once)",
+             cl->value[OPT_REPEAT]);
+      return EXIT_USAGE;
+    }
+    o.count = (unsigned)n;
+  }
+  return top_run(&o);
+}
+
 static const struct command commands[] = {
     {"ls", cmd_ls, 1u << OPT_JSON | 1u << OPT_NO_RATE, 0, 0, "ls [--json] [--no-rate]",
      "list segments",
@@ -351,6 +357,23 @@ static const struct command commands[] = {
      "Options:\n"
      "  --json      print one JSON object\n"
      "  --no-rate   do not measure the frame rate (no pause)\n"},
+    {"top", cmd_top, 1u << OPT_ONCE | 1u << OPT_JSON | 1u << OPT_REPEAT, 0, 0,
+     "top [--once] [--json] [--count N]", "a live view of streams and segments",
+     "Shows every segment in two tables refreshed once a second, until Ctrl-C:\n"
+     "streams (writer pid and whether it is alive, frames/s published, last\n"
+     "sequence number, readers alive out of the places, slots, age of the last\n"
+     "frame, owner, metadata format) and the other segments (kind, shape, change\n"
+     "counter and changes/s, creator and whether it has it open, owner, format).\n"
+     "Entries that cannot be read are listed with their error name. Rates are\n"
+     "measured between two looks: 0.2 s for the first table, then a second.\n"
+     "On a terminal each table replaces the last; into a pipe they follow\n"
+     "each other, separated by a blank line.\n"
+     "\n"
+     "Options:\n"
+     "  --once      print one table (after a 0.2 s look) and exit\n"
+     "  --json      each table as one line of JSON: {\"time_ns\": ..., \"entries\": [...]},\n"
+     "              the entries as 'ls --json' prints them, with changes_per_s\n"
+     "  --count N   print N tables, then exit\n"},
     {"create", cmd_create, 1u << OPT_FORMAT | 1u << OPT_SHAPE | 1u << OPT_MODE | 1u << OPT_REPLACE,
      1, 1, "create NAME --format F [--shape D,D,...] [--mode OCTAL] [--replace]",
      "create a zero-filled segment",
@@ -508,7 +531,8 @@ static int parse_cmdline(const struct command *cmd, int argc, char **argv, struc
   for (int i = 0; i < cl->nnames; i++) {
     int rc = shl_name_check(cl->names[i]);
     if (rc) {
-      errorf(rc, "bad name '%s'", cl->names[i]);
+      errorf(0, "bad name '%s': %s; a name is 1 to %d characters from A-Z a-z 0-9 . _ -, "
+                "starting with a letter or digit", cl->names[i], shl_strerror(rc), SHL_NAME_MAX);
       return EXIT_USAGE;
     }
   }

@@ -42,6 +42,7 @@ struct entry {
   shl_stream_info stream;
   uint64_t sampled_ns; /* CLOCK_MONOTONIC when `stream` was read */
   double fps;          /* < 0: not measured */
+  double changes_rate; /* changes per second between two snapshots (top); < 0: not measured */
 };
 
 uint64_t clock_ns(clockid_t clock);
@@ -56,10 +57,37 @@ void measure_rates(struct entry *entries, size_t n);
 /* Time from the newest frame's publication to the sample; false if none yet. */
 bool last_frame_age(const struct entry *e, uint64_t *ns);
 
-/* cli_output.c: `info` as text or JSON, `ls` as a table. */
+/* Whether rc says that an entry could not be read at all (permissions,
+ * resources: an errno), as opposed to what was read (SHL_E_* codes). */
+bool unreadable(int rc);
+
+/* Every segment, sorted by name, as read at one moment (`ls`, `top`). */
+struct snapshot {
+  struct list names;
+  struct entry *entries;
+  size_t n;          /* entries read (those removed since they were listed are left out) */
+  size_t unreadable; /* of them, how many could not be read at all */
+  uint64_t taken_ns; /* CLOCK_MONOTONIC */
+};
+/* 0, or the library's code when the directory cannot be listed. */
+int snapshot_take(struct snapshot *s);
+void snapshot_free(struct snapshot *s);
+/* Frame rates (streams) and change rates (all) of `now` since `before`, for
+ * the entries that are the same object in both. */
+void snapshot_rates(struct snapshot *now, const struct snapshot *before);
+
+/* cli_output.c: `info` as text or JSON, `ls` and `top` as tables. */
 void print_info_text(const struct entry *e, uint64_t now);
 void print_info_json(const struct entry *e, uint64_t now);
 void print_table(const struct entry *entries, size_t n, uint64_t now);
+void print_top(const struct snapshot *s, uint64_t now);
+
+/* cli_top.c */
+struct top_opts {
+  bool json;
+  unsigned count; /* tables to print; 0: until interrupted */
+};
+int top_run(const struct top_opts *o);
 
 /* cli_gc.c */
 enum { GC_DEFAULT_GRACE_S = 10 };

@@ -68,7 +68,7 @@ void entry_open(struct entry *e, const char *name, int64_t timeout_ns) {
   shl_segment *seg = NULL;
   e->name = name;
   e->format = e->meta_format = NULL;
-  e->fps = -1;
+  e->fps = e->changes_rate = -1;
   e->info = (shl_info)SHL_INFO_INIT;
   e->stream = (shl_stream_info)SHL_STREAM_INFO_INIT;
   e->rc = open_any_owner(&seg, name, timeout_ns);
@@ -146,4 +146,58 @@ bool last_frame_age(const struct entry *e, uint64_t *ns) {
   if (!s->last_seq) return false;
   *ns = e->sampled_ns > s->last_timestamp_ns ? e->sampled_ns - s->last_timestamp_ns : 0;
   return true;
+}
+
+bool unreadable(int rc) { return rc < 0 && rc > SHL_E_NOT_SHMLANE; }
+
+int snapshot_take(struct snapshot *s) {
+  *s = (struct snapshot){0};
+  int rc = shl_list(collect_name, &s->names);
+  if (rc >= 0 && s->names.n && !(s->entries = calloc(s->names.n, sizeof *s->entries))) rc = -ENOMEM;
+  if (rc < 0) {
+    snapshot_free(s);
+    return rc;
+  }
+  qsort(s->names.names, s->names.n, sizeof *s->names.names, compare_names);
+  /* No waiting: a segment still being created shows as SHL_E_NOT_READY. */
+  for (size_t i = 0; i < s->names.n; i++) {
+    struct entry *e = &s->entries[s->n];
+    entry_open(e, s->names.names[i], 0);
+    if (e->rc == -ENOENT) { /* removed since it was listed */
+      entry_free(e);
+      continue;
+    }
+    s->unreadable += unreadable(e->rc);
+    s->n++;
+  }
+  s->taken_ns = clock_ns(CLOCK_MONOTONIC);
+  return 0;
+}
+
+void snapshot_free(struct snapshot *s) {
+  for (size_t i = 0; i < s->n; i++) entry_free(&s->entries[i]);
+  free(s->entries);
+  list_free(&s->names);
+  *s = (struct snapshot){0};
+}
+
+/* The same object in two snapshots: a name re-created meanwhile is another. */
+static bool same_object(const struct entry *a, const struct entry *b) {
+  return a->rc == 0 && b->rc == 0 && a->info.created_ns == b->info.created_ns &&
+         a->info.creator_pid == b->info.creator_pid && a->info.kind == b->info.kind;
+}
+
+void snapshot_rates(struct snapshot *now, const struct snapshot *before) {
+  double seconds = (double)(now->taken_ns - before->taken_ns) / 1e9;
+  size_t j = 0; /* both are sorted by name: one walk */
+  for (size_t i = 0; i < now->n; i++) {
+    struct entry *e = &now->entries[i];
+    while (j < before->n && strcmp(before->entries[j].name, e->name) < 0) j++;
+    if (j == before->n || strcmp(before->entries[j].name, e->name) != 0) continue;
+    const struct entry *old = &before->entries[j];
+    if (!same_object(old, e) || seconds <= 0) continue;
+    uint64_t more = e->info.changes > old->info.changes ? e->info.changes - old->info.changes : 0;
+    e->changes_rate = (double)more / seconds;
+    if (is_stream(e)) e->fps = frame_rate(&old->stream, old->sampled_ns, &e->stream, e->sampled_ns);
+  }
 }

@@ -1,10 +1,13 @@
-/* What the shmlane command prints: `info` as text or JSON, `ls` as a table.
+/* What the shmlane command prints: `info` as text or JSON, `ls` and `top` as tables.
  * Strings from the shared-memory directory and headers are untrusted. */
 #include <ctype.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
 
@@ -243,8 +246,53 @@ void print_info_json(const struct entry *e, uint64_t now) {
   /* "version" is the old name of "changes", kept for scripts that read it. */
   printf(", \"changes\": %" PRIu64 ", \"version\": %" PRIu64 ", \"format_version\": %" PRIu32,
          in->changes, in->changes, in->format_version);
+  if (e->changes_rate >= 0) printf(", \"changes_per_s\": %.3f", e->changes_rate);
   print_stream_json(e);
   putchar('}');
+}
+
+/* ---------------------------------------------------------------- tables */
+
+enum { MAX_COLS = 12 };
+typedef char cell_buf[SHAPE_TEXT_MAX];
+
+/* A table: its column titles, which are right-aligned, and how to get the
+ * cells of row i (small ones formatted into buf). */
+struct columns {
+  int n;
+  const char *const *title;
+  const bool *right;
+  void (*row)(const void *ctx, size_t i, cell_buf buf[MAX_COLS], const char *cell[MAX_COLS]);
+  const void *ctx;
+};
+
+static void print_row(const struct columns *t, const char *const cell[], const size_t width[]) {
+  for (int c = 0; c < t->n; c++) {
+    size_t pad = width[c] - strlen(cell[c]);
+    if (t->right[c]) printf("%*s", (int)pad, "");
+    put_text(cell[c]);
+    if (c == t->n - 1) break;
+    printf("%*s", (int)(t->right[c] ? 2 : pad + 2), "");
+  }
+  putchar('\n');
+}
+
+/* Columns as wide as their widest cell, two blanks apart. */
+static void print_columns(const struct columns *t, size_t nrows) {
+  size_t width[MAX_COLS];
+  cell_buf buf[MAX_COLS];
+  const char *cell[MAX_COLS];
+  for (int c = 0; c < t->n; c++) width[c] = strlen(t->title[c]);
+  for (size_t i = 0; i < nrows; i++) {
+    t->row(t->ctx, i, buf, cell);
+    for (int c = 0; c < t->n; c++)
+      if (strlen(cell[c]) > width[c]) width[c] = strlen(cell[c]);
+  }
+  print_row(t, t->title, width);
+  for (size_t i = 0; i < nrows; i++) {
+    t->row(t->ctx, i, buf, cell);
+    print_row(t, cell, width);
+  }
 }
 
 /* ---------------------------------------------------------------- ls table */
@@ -271,8 +319,6 @@ static const char *const col_title[NCOLS] = {
 static const bool col_right[NCOLS] = {
     [COL_BYTES] = true, [COL_CHANGES] = true, [COL_PID] = true, [COL_AGE] = true};
 
-typedef char cell_buf[SHAPE_TEXT_MAX];
-
 /* "slots=8,readers=2,seq=1234,fps=30.0": no blanks, so every row stays one
  * whitespace-separated field per column. */
 static void stream_cell(const struct entry *e, char *buf, size_t size) {
@@ -283,9 +329,14 @@ static void stream_cell(const struct entry *e, char *buf, size_t size) {
     snprintf(buf + used, size - (size_t)used, ",fps=%.1f", e->fps);
 }
 
-/* Cells of one row; the small ones are formatted into buf. */
-static void row_cells(const struct entry *e, uint64_t now, cell_buf buf[NCOLS],
-                      const char *cell[NCOLS]) {
+struct rows {
+  const struct entry *entries;
+  uint64_t now;
+};
+
+static void ls_row(const void *ctx, size_t i, cell_buf buf[MAX_COLS], const char *cell[MAX_COLS]) {
+  const struct rows *r = ctx;
+  const struct entry *e = &r->entries[i];
   for (int c = 0; c < NCOLS; c++) cell[c] = "-";
   cell[COL_NAME] = e->name;
   cell[COL_STATUS] = e->rc ? shl_err_name(e->rc) : "ok";
@@ -299,7 +350,7 @@ static void row_cells(const struct entry *e, uint64_t now, cell_buf buf[NCOLS],
   snprintf(buf[COL_BYTES], sizeof buf[0], "%" PRIu64, in->payload_size);
   snprintf(buf[COL_CHANGES], sizeof buf[0], "%" PRIu64, in->changes);
   snprintf(buf[COL_PID], sizeof buf[0], "%" PRId32, in->creator_pid);
-  age_text(age_seconds(in, now), buf[COL_AGE], sizeof buf[0]);
+  age_text(age_seconds(in, r->now), buf[COL_AGE], sizeof buf[0]);
   for (int c = COL_SHAPE; c <= COL_AGE; c++)
     if (c != COL_ALIVE) cell[c] = buf[c];
   if (is_stream(e)) {
@@ -308,30 +359,118 @@ static void row_cells(const struct entry *e, uint64_t now, cell_buf buf[NCOLS],
   }
 }
 
-static void print_row(const char *const cell[NCOLS], const size_t width[NCOLS]) {
-  for (int c = 0; c < NCOLS; c++) {
-    size_t pad = width[c] - strlen(cell[c]);
-    if (col_right[c]) printf("%*s", (int)pad, "");
-    put_text(cell[c]);
-    if (c == NCOLS - 1) break;
-    printf("%*s", (int)(col_right[c] ? 2 : pad + 2), "");
-  }
-  putchar('\n');
+void print_table(const struct entry *entries, size_t n, uint64_t now) {
+  struct rows rows = {entries, now};
+  struct columns t = {NCOLS, col_title, col_right, ls_row, &rows};
+  print_columns(&t, n);
 }
 
-void print_table(const struct entry *entries, size_t n, uint64_t now) {
-  size_t width[NCOLS];
-  cell_buf buf[NCOLS];
-  const char *cell[NCOLS];
-  for (int c = 0; c < NCOLS; c++) width[c] = strlen(col_title[c]);
-  for (size_t i = 0; i < n; i++) {
-    row_cells(&entries[i], now, buf, cell);
-    for (int c = 0; c < NCOLS; c++)
-      if (strlen(cell[c]) > width[c]) width[c] = strlen(cell[c]);
+/* ---------------------------------------------------------------- top tables */
+
+enum { T_NAME, T_WRITER, T_ALIVE, T_FPS, T_SEQ, T_READERS, T_SLOTS, T_LAST, T_OWNER, T_META, T_NCOLS };
+static const char *const top_stream_title[T_NCOLS] = {
+    "STREAM", "WRITER", "ALIVE", "FPS", "SEQ", "READERS", "SLOTS", "LAST", "OWNER", "METADATA"};
+static const bool top_stream_right[T_NCOLS] = {
+    [T_WRITER] = true, [T_FPS] = true, [T_SEQ] = true, [T_READERS] = true, [T_SLOTS] = true,
+    [T_LAST] = true};
+
+enum { S_NAME, S_KIND, S_SHAPE, S_CHANGES, S_RATE, S_PID, S_ALIVE, S_OWNER, S_STATUS, S_FORMAT,
+       S_NCOLS };
+static const char *const top_segment_title[S_NCOLS] = {
+    "SEGMENT", "KIND", "SHAPE", "CHANGES", "CHANGES/S", "PID", "ALIVE", "OWNER", "STATUS", "FORMAT"};
+static const bool top_segment_right[S_NCOLS] = {
+    [S_CHANGES] = true, [S_RATE] = true, [S_PID] = true};
+
+/* The entries of one table: pointers into a snapshot. */
+struct picked {
+  const struct entry **entries;
+  uint64_t now;
+};
+
+/* A rate, or "-" before it could be measured. */
+static const char *rate_text(double rate, char *buf, size_t size) {
+  if (rate < 0) return "-";
+  snprintf(buf, size, "%.1f", rate);
+  return buf;
+}
+
+static void stream_row(const void *ctx, size_t i, cell_buf buf[MAX_COLS],
+                       const char *cell[MAX_COLS]) {
+  const struct entry *e = ((const struct picked *)ctx)->entries[i];
+  const shl_stream_info *s = &e->stream;
+  uint64_t age_ns;
+  cell[T_NAME] = e->name;
+  cell[T_WRITER] = "-";
+  if (s->writer_pid) {
+    snprintf(buf[T_WRITER], sizeof buf[0], "%" PRId32, s->writer_pid);
+    cell[T_WRITER] = buf[T_WRITER];
   }
-  print_row(col_title, width);
-  for (size_t i = 0; i < n; i++) {
-    row_cells(&entries[i], now, buf, cell);
-    print_row(cell, width);
+  cell[T_ALIVE] = s->writer_pid ? alive_text(s->writer_alive, false) : "gone";
+  cell[T_FPS] = rate_text(e->fps, buf[T_FPS], sizeof buf[0]);
+  snprintf(buf[T_SEQ], sizeof buf[0], "%" PRIu64, s->last_seq);
+  snprintf(buf[T_READERS], sizeof buf[0], "%" PRIu32 "/%" PRIu32, s->readers_alive, s->max_readers);
+  snprintf(buf[T_SLOTS], sizeof buf[0], "%" PRIu32 "%s", s->slots,
+           s->flags & SHL_STREAM_BLOCK ? ",block" : "");
+  cell[T_LAST] = "-";
+  if (last_frame_age(e, &age_ns)) {
+    frame_age_text(age_ns, buf[T_LAST], sizeof buf[0]);
+    cell[T_LAST] = buf[T_LAST];
   }
+  cell[T_SEQ] = buf[T_SEQ];
+  cell[T_READERS] = buf[T_READERS];
+  cell[T_SLOTS] = buf[T_SLOTS];
+  cell[T_OWNER] = e->owner;
+  cell[T_META] = e->meta_format ? e->meta_format : "-";
+}
+
+static void segment_row(const void *ctx, size_t i, cell_buf buf[MAX_COLS],
+                        const char *cell[MAX_COLS]) {
+  const struct entry *e = ((const struct picked *)ctx)->entries[i];
+  for (int c = 0; c < S_NCOLS; c++) cell[c] = "-";
+  cell[S_NAME] = e->name;
+  cell[S_STATUS] = e->rc ? shl_err_name(e->rc) : "ok";
+  if (e->rc) return;
+  cell[S_KIND] = kind_name(e->info.kind);
+  shape_text(&e->layout, buf[S_SHAPE], sizeof buf[0]);
+  cell[S_SHAPE] = buf[S_SHAPE];
+  snprintf(buf[S_CHANGES], sizeof buf[0], "%" PRIu64, e->info.changes);
+  cell[S_CHANGES] = buf[S_CHANGES];
+  cell[S_RATE] = rate_text(e->changes_rate, buf[S_RATE], sizeof buf[0]);
+  snprintf(buf[S_PID], sizeof buf[0], "%" PRId32, e->info.creator_pid);
+  cell[S_PID] = buf[S_PID];
+  cell[S_ALIVE] = alive_text(e->info.creator_alive, false);
+  cell[S_OWNER] = e->owner;
+  cell[S_FORMAT] = e->layout.format;
+}
+
+void print_top(const struct snapshot *s, uint64_t now) {
+  const struct entry **streams = calloc(s->n + 1, sizeof *streams);
+  const struct entry **others = calloc(s->n + 1, sizeof *others);
+  size_t nstreams = 0, nothers = 0;
+  if (!streams || !others) {
+    free(streams);
+    free(others);
+    errorf(-ENOMEM, "top");
+    return;
+  }
+  for (size_t i = 0; i < s->n; i++) {
+    if (is_stream(&s->entries[i])) streams[nstreams++] = &s->entries[i];
+    else others[nothers++] = &s->entries[i];
+  }
+  char when[32];
+  time_t secs = (time_t)(now / 1000000000u);
+  struct tm tm;
+  if (!localtime_r(&secs, &tm) || !strftime(when, sizeof when, "%H:%M:%S", &tm))
+    snprintf(when, sizeof when, "?");
+  printf("shmlane top - %s - %zu streams, %zu other segments", when, nstreams, nothers);
+  if (s->unreadable) printf(" (%zu unreadable)", s->unreadable);
+  fputs(" - Ctrl-C quits\n\n", stdout);
+  struct picked p = {streams, now}, q = {others, now};
+  struct columns st = {T_NCOLS, top_stream_title, top_stream_right, stream_row, &p};
+  struct columns sg = {S_NCOLS, top_segment_title, top_segment_right, segment_row, &q};
+  if (nstreams) print_columns(&st, nstreams);
+  if (nstreams && nothers) putchar('\n');
+  if (nothers) print_columns(&sg, nothers);
+  free(streams);
+  free(others);
 }

@@ -174,7 +174,9 @@ def main() -> int:
     parser.add_argument("--wait-open", type=float, default=5.0, help="wait for the stream (5 s)")
     parser.add_argument("--exit-on-gone", action="store_true", help="stop when the writer stops")
     args = parser.parse_args()
-    sys.stdout.reconfigure(line_buffering=True)  # one line at a time, even into a pipe
+    for stream in (sys.stdout, sys.stderr):  # one write per line, into a pipe or with
+        stream.reconfigure(line_buffering=True, write_through=False)  # PYTHONUNBUFFERED=1 too:
+    # the demo's reader and writer share a terminal, and their lines must not run together.
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as on Ctrl-C
     if not check_works():
         print("reader: the torn check misses a frame torn in the middle of a row", file=sys.stderr)

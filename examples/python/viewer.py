@@ -11,7 +11,11 @@ while cap.isOpened():
         break  # no frame for 2 s: the camera is gone
     fps = cap.get(cv2.CAP_PROP_FPS)
     cv2.putText(frame, f"{fps:.1f} fps", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 1, (0, 255, 255), 2)
-    cv2.imshow("shmlane", frame)
+    try:
+        cv2.imshow("shmlane", frame)
+    except cv2.error:  # opencv-python-headless: no windows
+        sys.exit("viewer: this OpenCV has no windows (opencv-python-headless); install the one "
+                 "that has: pip uninstall opencv-python-headless; pip install opencv-python")
     if cv2.waitKey(1) & 0xFF == ord("q"):
         break
 cap.release()

@@ -199,7 +199,9 @@ def main() -> int:
             parser.error(f"--resize-every: {exc}")
         if not every > 0:
             parser.error("--resize-every: SECONDS must be more than 0")
-    sys.stdout.reconfigure(line_buffering=True)  # one line at a time, even into a pipe
+    for stream in (sys.stdout, sys.stderr):  # one write per line, into a pipe or with
+        stream.reconfigure(line_buffering=True, write_through=False)  # PYTHONUNBUFFERED=1 too:
+    # the demo's reader and writer share a terminal, and their lines must not run together.
     # SIGTERM ends the run like Ctrl-C: the stream is left to a successor in good order.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
 

@@ -210,7 +210,7 @@ PyObject *stream_info(Base *b, const shl_segment *seg) {
   shl_stream_info s = SHL_STREAM_INFO_INIT;
   int rc = shl_stream_get_info(seg, &s);
   if (rc < 0) return set_error(state_of((PyObject *)b), rc, b->name, AT_STREAM);
-  return Py_BuildValue("{s:I,s:I,s:O,s:I,s:i,s:i,s:K,s:K,s:K,s:K,s:K,s:O}", "slots", s.slots,
+  return Py_BuildValue("{s:I,s:I,s:O,s:I,s:i,s:i,s:K,s:K,s:K,s:K,s:K,s:O,s:K}", "slots", s.slots,
                        "max_readers", s.max_readers, "block",
                        s.flags & SHL_STREAM_BLOCK ? Py_True : Py_False, "readers_alive",
                        s.readers_alive, "writer_pid", (int)s.writer_pid, "writer_alive",
@@ -218,7 +218,8 @@ PyObject *stream_info(Base *b, const shl_segment *seg) {
                        "last_timestamp_ns", (unsigned long long)s.last_timestamp_ns, "slot_stride",
                        (unsigned long long)s.slot_stride, "meta_size",
                        (unsigned long long)s.meta_size, "base_seq", (unsigned long long)s.base_seq,
-                       "replaced", s.replaced ? Py_True : Py_False);
+                       "replaced", s.replaced ? Py_True : Py_False, "period_ns",
+                       (unsigned long long)s.period_ns);
 }
 
 PyObject *stream_meta_format(Base *b, int64_t rc, const char *format) {

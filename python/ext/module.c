@@ -42,10 +42,12 @@ static PyMethodDef mod_methods[] = {
     {"open", mod_open, METH_VARARGS,
      "open(name, readonly, timeout, owner=0, owner_uid=0, wait_name=False) -> Handle"},
     {"writer_open", mod_writer_open, METH_VARARGS,
-     "writer_open(name, format, shape, slots, max_readers, flags, mode, meta_format) -> Writer"},
+     "writer_open(name, format, shape, slots, max_readers, flags, mode, meta_format, "
+     "period_ns=0) -> Writer"},
     {"writer_replace", mod_writer_replace, METH_VARARGS,
-     "writer_replace(writer, format, shape, slots, max_readers, flags, mode, meta_format) -> "
-     "Writer: a new stream of this layout under the writer's name; the writer given is closed"},
+     "writer_replace(writer, format, shape, slots, max_readers, flags, mode, meta_format, "
+     "period_ns=0) -> Writer: a new stream of this layout under the writer's name; the writer "
+     "given is closed"},
     {"reader_open", mod_reader_open, METH_VARARGS,
      "reader_open(name, policy, timeout, max_pinned, owner, owner_uid) -> Reader"},
     {"unlink", mod_unlink, METH_O, "unlink(name): remove a segment's name."},

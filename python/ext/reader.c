@@ -333,7 +333,8 @@ static PyObject *sample_get_meta(Sample *s, void *unused) {
   uint64_t size;
   int rc = shl_sample_get_meta(s->reader->r, &s->s, &meta, &size);
   if (rc < 0) return stream_failed(&s->reader->base, rc);
-  return meta ? PyBytes_FromStringAndSize(meta, (Py_ssize_t)size) : Py_NewRef(Py_None);
+  if (!meta) Py_RETURN_NONE; /* Py_NewRef is CPython 3.10+; we build for 3.9 */
+  return PyBytes_FromStringAndSize(meta, (Py_ssize_t)size);
 }
 
 static PyObject *sample_get_new_stream(Sample *s, void *unused) {

@@ -174,6 +174,14 @@ static PyObject *handle_stream_info(Handle *h, PyObject *unused) {
   return stream_info(&h->base, h->seg);
 }
 
+/* meta_format() -> a stream segment's metadata format, or None. */
+static PyObject *handle_meta_format(Handle *h, PyObject *unused) {
+  (void)unused;
+  if (h->base.closed) return closed_error(&h->base);
+  char format[SHL_FORMAT_MAX + 1];
+  return stream_meta_format(&h->base, shl_stream_get_meta(h->seg, format, sizeof format), format);
+}
+
 static PyObject *handle_get_changes(Handle *h, void *unused) {
   (void)unused;
   if (h->base.closed) return closed_error(&h->base);
@@ -203,6 +211,8 @@ static PyMethodDef handle_methods[] = {
     {"info", (PyCFunction)handle_info, METH_NOARGS, "The header's bookkeeping fields."},
     {"stream_info", (PyCFunction)handle_stream_info, METH_NOARGS,
      "A stream segment's slots, readers, writer and last frame."},
+    {"meta_format", (PyCFunction)handle_meta_format, METH_NOARGS,
+     "A stream segment's metadata format, or None without metadata."},
     BASE_METHODS,
     {NULL, NULL, 0, NULL},
 };

@@ -341,21 +341,25 @@ static PyObject *writer_wrap(modstate *st, shl_writer *core, const char *name) {
 
 /* The frame layout and stream options of writer_open() and writer_replace()
  * from their arguments after the first: format, shape, slots, max_readers,
- * flags, mode, meta_format. */
+ * flags, mode, meta_format[, period_ns]. */
 static bool stream_args(PyObject *args, Py_ssize_t first, const char *name, shl_layout *layout,
                         shl_stream_opts *opts) {
   PyObject *rest = PyTuple_GetSlice(args, first, PyTuple_GET_SIZE(args)), *shape;
-  bool ok = rest && PyArg_ParseTuple(rest, "sO!IIIIz:writer_open", &layout->format, &PyTuple_Type,
+  unsigned long long period_ns = 0;
+  bool ok = rest && PyArg_ParseTuple(rest, "sO!IIIIz|K:writer_open", &layout->format, &PyTuple_Type,
                                      &shape, &opts->slots, &opts->max_readers, &opts->flags,
-                                     &opts->mode, &opts->meta_format) &&
+                                     &opts->mode, &opts->meta_format, &period_ns) &&
             parse_shape(shape, layout, name) == 0;
   Py_XDECREF(rest); /* the strings stay alive in args */
+  opts->period_ns = period_ns;
   return ok;
 }
 
-/* writer_open(name, format, shape, slots, max_readers, flags, mode, meta_format) -> Writer:
- * creates the stream, takes over one of the same layout whose writer is
- * gone, or (flags has STREAM_REPLACE) replaces one of another layout. */
+/* writer_open(name, format, shape, slots, max_readers, flags, mode, meta_format,
+ * period_ns=0) -> Writer: creates the stream, takes over one of the same
+ * layout whose writer is gone, or (flags has STREAM_REPLACE) replaces one of
+ * another layout. period_ns: the frame period declared (0: unknown, or at a
+ * takeover the stream's as it is). */
 PyObject *mod_writer_open(PyObject *mod, PyObject *args) {
   modstate *st = PyModule_GetState(mod);
   const char *name = PyTuple_Size(args) > 0 ? PyUnicode_AsUTF8(PyTuple_GET_ITEM(args, 0)) : NULL;
@@ -375,9 +379,9 @@ PyObject *mod_writer_open(PyObject *mod, PyObject *args) {
 }
 
 /* writer_replace(writer, format, shape, slots, max_readers, flags, mode,
- * meta_format) -> Writer: the writer's stream replaced by one of this layout
- * (zero slots, max_readers or mode: the old stream's); the writer given is
- * closed, the new one writes the new stream. */
+ * meta_format, period_ns=0) -> Writer: the writer's stream replaced by one of
+ * this layout (zero slots, max_readers, mode or period_ns: the old stream's);
+ * the writer given is closed, the new one writes the new stream. */
 PyObject *mod_writer_replace(PyObject *mod, PyObject *args) {
   modstate *st = PyModule_GetState(mod);
   Writer *old = PyTuple_Size(args) > 0 ? (Writer *)PyTuple_GET_ITEM(args, 0) : NULL;

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from ._dtype import fields_of
+from ._dtype import chars_as_bytes, fields_of
 
 _SCALARS: Dict[Tuple[str, int], Any] = {
     ("b", 1): ctypes.c_bool,
@@ -59,13 +59,15 @@ def _check_offsets(ctype: Any, dtype: np.dtype) -> None:
 
 
 def dtype_of(ctype: Any) -> np.dtype:
-    """np.dtype(ctype), checked against the offsets ctypes really uses."""
+    """np.dtype(ctype), checked against the offsets ctypes really uses, with
+    fields of `c_char * n` as bytes of n (S<n>), as ctypes itself reads them,
+    rather than NumPy's n separate bytes."""
     try:
         dtype: np.dtype = np.dtype(ctype)
     except (TypeError, NotImplementedError) as exc:  # bitfields, pointers
         raise ValueError(f"{getattr(ctype, '__name__', ctype)}: {exc}") from None
     _check_offsets(ctype, dtype)
-    return dtype
+    return chars_as_bytes(dtype) if dtype.names is not None else dtype
 
 
 def array_type(ctype: Any, shape: Sequence[int]) -> Any:

@@ -47,6 +47,36 @@ def fields_of(dtype: np.dtype) -> List[Tuple[str, np.dtype, int]]:
     return [(name, dtype.fields[name][0], dtype.fields[name][1]) for name in dtype.names]
 
 
+def _strings(dtype: np.dtype) -> np.dtype:
+    """An array of single bytes (S1, shape (..., n)) as one of n-byte strings
+    (S<n>, shape (...)): the same bytes; any other dtype as it is."""
+    if dtype.subdtype is None:
+        return dtype
+    base, shape = split_subarray(dtype)
+    if base.kind != "S" or base.itemsize != 1:
+        return dtype
+    strings = np.dtype(f"S{shape[-1]}")
+    return np.dtype((strings, shape[:-1])) if len(shape) > 1 else strings
+
+
+def chars_as_bytes(dtype: np.dtype) -> np.dtype:
+    """dtype with every field that is an array of single bytes made n-byte
+    strings (_strings), at every depth: how C's `char name[n]` reads (b"cam0"),
+    where NumPy's conversion of ctypes' `c_char * n` gives n separate bytes."""
+    if dtype.names is not None:
+        fields = fields_of(dtype)
+        return np.dtype({
+            "names": [name for name, _, _ in fields],
+            "formats": [chars_as_bytes(_strings(field)) for _, field, _ in fields],
+            "offsets": [offset for _, _, offset in fields],
+            "itemsize": dtype.itemsize,
+        })  # fmt: skip
+    if dtype.subdtype is not None:
+        base, shape = split_subarray(dtype)
+        return np.dtype((chars_as_bytes(base), shape))
+    return dtype
+
+
 def _byte_order(dtype: np.dtype) -> str:
     return _NATIVE_ORDER if dtype.byteorder == "=" else dtype.byteorder
 
@@ -109,6 +139,7 @@ def difference(
     """None if the two element types lay out bytes identically, else the first
     difference, worded from the caller's side: "... here, ... in the segment"."""
     what = f"field `{path}`" if path else "element type"
+    here, there = _strings(here), _strings(there)  # b"..." or its bytes: the same layout
     if (here.names is None) != (there.names is None) or (here.subdtype is None) != (
         there.subdtype is None
     ):

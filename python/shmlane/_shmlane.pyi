@@ -42,6 +42,7 @@ class Handle:
     def layout(self) -> Dict[str, Any]: ...
     def info(self) -> Dict[str, Any]: ...
     def stream_info(self) -> Dict[str, Any]: ...
+    def meta_format(self) -> Optional[str]: ...
     def __buffer__(self, flags: int, /) -> memoryview: ...
 
 class Loan:
@@ -112,6 +113,20 @@ def writer_open(
     max_readers: int,
     flags: int,
     mode: int,
+    meta_format: Optional[str],
+    period_ns: int = ...,
+    /,
+) -> Writer: ...
+def writer_replace(
+    writer: Writer,
+    format: str,
+    shape: Tuple[int, ...],
+    slots: int,
+    max_readers: int,
+    flags: int,
+    mode: int,
+    meta_format: Optional[str],
+    period_ns: int = ...,
     /,
 ) -> Writer: ...
 def reader_open(name: str, policy: int, timeout: Optional[float], /) -> Reader: ...

@@ -57,6 +57,13 @@ class StreamInfo(NamedTuple):
     meta_size: int = 0  # bytes of each frame's metadata record, 0 for none
     first_seq: int = 1  # frames are numbered from here (more than 1 after a replacement)
     replaced: bool = False  # a writer put a newer stream under the name
+    period_ns: int = 0  # the frame period the writer declared (Writer(fps=)), 0 unknown
+
+    @property
+    def fps(self) -> float:
+        """The frame rate the writer declared, 0.0 if it did not; to the
+        thousandth, which the period in whole nanoseconds keeps (30.0, 29.97)."""
+        return round(1e9 / self.period_ns, 3) if self.period_ns else 0.0
 
 
 def stream_info(raw: Union[_shmlane.Handle, _shmlane.Writer, _shmlane.Reader]) -> StreamInfo:
@@ -73,6 +80,7 @@ def stream_info(raw: Union[_shmlane.Handle, _shmlane.Writer, _shmlane.Reader]) -
         meta_size=info["meta_size"],
         first_seq=info["base_seq"] + 1,
         replaced=info["replaced"],
+        period_ns=info["period_ns"],
     )
 
 
@@ -132,13 +140,23 @@ class _Meta:
         return (array[0] if self.dtype.fields is not None else array.reshape(())), array
 
 
+def _period_ns(what: str, fps: Optional[float]) -> int:
+    """The frame period a declared rate stands for; 0 for None (unknown)."""
+    if fps is None:
+        return 0
+    if not 0 < fps <= 1e9:  # also refuses NaN
+        raise ValueError(f"{what}: fps must be more than 0 (frames a second), or None, not {fps!r}")
+    return max(1, round(1e9 / fps))
+
+
 def _meta_wanted(what: str, meta: Any) -> Tuple[Optional[np.dtype], Any]:
-    """The metadata asked for: a ctypes type or anything np.dtype() takes."""
+    """The metadata asked for: a ctypes type or anything np.dtype() takes.
+    Arrays of single bytes in it are byte strings (b"cam0"), however given."""
     if meta is None:
         return None, None
     if _ctypes.is_ctype(meta):
         return _layout.requested(what, None, meta), meta
-    return _layout.requested(what, meta, None), None
+    return _dtype.chars_as_bytes(_layout.requested(what, meta, None)), None
 
 
 def _meta_held(raw: Union[_shmlane.Writer, _shmlane.Reader], ctype: Any) -> Optional[_Meta]:
@@ -153,13 +171,19 @@ def _meta_held(raw: Union[_shmlane.Writer, _shmlane.Reader], ctype: Any) -> Opti
     return _Meta(dtype, ctype, fmt)
 
 
+def _meta_difference(wanted: np.dtype, held: np.dtype) -> Optional[str]:
+    """How two metadata records differ, field by field (None: they do not)."""
+    found = _dtype.difference(wanted, held, there_is="in the stream's metadata")
+    return found and found.replace("element type: ", "", 1)
+
+
 def _verify_meta(what: str, wanted: Optional[np.dtype], held: Optional[_Meta]) -> None:
     """LayoutMismatch unless the stream's metadata is the one asked for."""
     if wanted is None:
         return
     if held is None:
         raise LayoutMismatch(f"{what}: metadata {wanted} here, none in the stream")
-    found = _dtype.difference(wanted, held.dtype, there_is="in the stream's metadata")
+    found = _meta_difference(wanted, held.dtype)
     if found:
         raise LayoutMismatch(f"{what}: metadata: {found}")
 
@@ -234,7 +258,10 @@ class Writer(Described):
     2 to 64, default 8; an existing stream keeps its own, and asking for
     another raises LayoutMismatch. max_readers (1 to 256), block and mode
     apply to a new stream (mode: permission bits). block=True makes loan()
-    wait for live readers of policy "all" instead of lapping them. Raises StreamBusy if a live writer
+    wait for live readers of policy "all" instead of lapping them. fps: the
+    rate the writer means to keep (a camera's), stored with the stream for
+    readers (StreamInfo.fps, VideoCapture's CAP_PROP_FPS); None: unknown, or
+    at a takeover the stream's as it is. Raises StreamBusy if a live writer
     holds the stream."""
 
     def __init__(
@@ -249,8 +276,10 @@ class Writer(Described):
         mode: int = 0o600,
         meta: Any = None,
         replace: bool = False,
+        fps: Optional[float] = None,
     ) -> None:
         what = f"stream '{name}'"
+        period_ns = _period_ns(what, fps)
         meta_dtype, meta_ctype = _meta_wanted(what, meta)
         wanted = np.dtype(dtype)
         base, sub = _dtype.split_subarray(wanted)
@@ -275,9 +304,11 @@ class Writer(Described):
                 flags,
                 mode,
                 meta_format,
+                period_ns,
             )
         except LayoutMismatch as exc:
-            raise LayoutMismatch(f"{exc}{_what_it_holds(name)}") from None
+            found = _how_it_differs(name, base, frame_shape, meta_dtype, slots)
+            raise LayoutMismatch(f"{what}: {found}" if found else str(exc)) from None
         self._attach(raw, wanted, base, meta_dtype, meta_ctype)
 
     def _attach(
@@ -302,7 +333,13 @@ class Writer(Described):
         self._raw = raw
 
     def replace(
-        self, shape: ShapeLike, dtype: Any, *, slots: Optional[int] = None, meta: Any = ...
+        self,
+        shape: ShapeLike,
+        dtype: Any,
+        *,
+        slots: Optional[int] = None,
+        meta: Any = ...,
+        fps: Optional[float] = None,
     ) -> None:
         """Go on with frames of another layout (a camera switching
         resolution): a new stream of `shape` and `dtype` replaces this one
@@ -310,9 +347,11 @@ class Writer(Described):
         stream's frames, then follow to the new one without ever getting
         WriterGone; frame numbers go on. slots: the new ring's size (None:
         the old one's); meta: the new metadata record type (None for none;
-        by default the old one's). max_readers, block and mode stay. No loan
-        may be outstanding (RuntimeError)."""
+        by default the old one's); fps: the new rate (None: the old one).
+        max_readers, block and mode stay. No loan may be outstanding
+        (RuntimeError)."""
         what = f"stream '{self.name}'"
+        period_ns = _period_ns(what, fps)
         if meta is ...:
             meta_dtype, meta_ctype = (self._meta.dtype, self._meta.ctype) if self._meta else (None, None)
         else:
@@ -325,7 +364,8 @@ class Writer(Described):
         flags = _shmlane.STREAM_BLOCK if self.info().block else 0
         meta_format = None if meta_dtype is None else _dtype.format_of(meta_dtype)
         raw = _shmlane.writer_replace(
-            self._raw, _dtype.format_of(base), frame_shape, slots or 0, 0, flags, 0, meta_format
+            self._raw, _dtype.format_of(base), frame_shape, slots or 0, 0, flags, 0, meta_format,
+            period_ns,
         )
         self._attach(raw, wanted, base, meta_dtype, meta_ctype)
 
@@ -684,17 +724,40 @@ class Reader(Described):
         self.close()
 
 
-def _what_it_holds(name: str) -> str:
-    """For a LayoutMismatch message: the frames of the existing stream."""
+def _how_it_differs(
+    name: str,
+    dtype: np.dtype,
+    shape: Tuple[int, ...],
+    meta: Optional[np.dtype],
+    slots: Optional[int],
+) -> Optional[str]:
+    """For Writer's LayoutMismatch: how the existing stream differs from the
+    one asked for (frames, metadata field by field, slots), with what to do;
+    None if that cannot be told (gone or unreadable since, not a stream)."""
     try:
         handle = _shmlane.open(name, True, 0)
         try:
             if handle.layout()["kind"] != _shmlane.KIND_STREAM:
-                return ""
-            frame = _dtype.array_of(handle, f"stream '{name}'")  # slot 0
-            info = stream_info(handle)
+                return None
+            held, held_shape = _dtype.element(handle.layout(), f"stream '{name}'")
+            fmt = handle.meta_format()
+            held_meta = None if fmt is None else _dtype.from_format(fmt)
+            held_slots = stream_info(handle).slots
         finally:
             handle.close()
     except (OSError, ValueError, _shmlane.Error):
-        return ""  # gone or unreadable since: the core's message stands alone
-    return f"; it holds frames of shape {frame.shape}, {frame.dtype}, in {info.slots} slots"
+        return None
+    there = "in the stream"
+    found = _dtype.difference(dtype, held, there_is=there)
+    if found or shape != held_shape:
+        part, found = "frames", found or f"shape {shape} here, {held_shape} {there}"
+    elif (meta is None) != (held_meta is None):
+        part = "metadata"
+        found = f"none here, {fmt} in the stream" if meta is None else "given here, none in the stream"
+    elif meta is not None and held_meta is not None:
+        part, found = "metadata", _meta_difference(meta, held_meta)
+    if not found and slots is not None and slots != held_slots:
+        part, found = "slots", f"{slots} here, {held_slots} {there}"
+    if not found:
+        return None
+    return f"exists with other {part}: {found} (Writer(..., replace=True) replaces it, and its readers follow)"

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import collections
 import time
-from typing import Any, Deque, Iterator, Optional, Tuple
+from typing import Any, Deque, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -228,16 +228,22 @@ class VideoCapture:
         return self._lost
 
     def fps(self) -> float:
-        """The writer's frame rate, measured from the publish times of the
-        last frames received (up to 32); 0.0 before two."""
-        if len(self._rates) < 2:
+        """The writer's frame rate: measured from the publish times of the
+        last frames received (up to 32) once there are two, before that the
+        rate the writer declared (Writer(fps=), VideoWriter's fps), 0.0 if
+        it declared none."""
+        if len(self._rates) >= 2:
+            (seq0, t0), (seq1, t1) = self._rates[0], self._rates[-1]
+            if t1 > t0:
+                return (seq1 - seq0) * 1e9 / (t1 - t0)
+        reader = self._reader
+        if reader is None or reader.closed:
             return 0.0
-        (seq0, t0), (seq1, t1) = self._rates[0], self._rates[-1]
-        return (seq1 - seq0) * 1e9 / (t1 - t0) if t1 > t0 else 0.0
+        return reader.info().fps
 
     def get(self, prop: int) -> float:
         """A property, by OpenCV's number (cv2.CAP_PROP_* or shmlane's): frame
-        width and height, FPS (measured), POS_FRAMES (the last frame's number
+        width and height, FPS (declared by the writer, then measured), POS_FRAMES (the last frame's number
         in the stream), POS_MSEC (its publish time in ms of CLOCK_MONOTONIC,
         comparable with time.monotonic() * 1000), BUFFERSIZE (the stream's
         slots). 0.0 for any other, as OpenCV does for one a backend lacks."""
@@ -289,40 +295,93 @@ class VideoCapture:
         return f"<shmlane.VideoCapture '{self.name}' {state}>"
 
 
+# OpenCV's keywords for VideoWriter's arguments (cv2.VideoWriter(filename,
+# [apiPreference,] fourcc, fps, frameSize[, isColor])), and this class's own.
+_SIZE_KEYS = ("frame_size", "frameSize")
+_COLOR_KEYS = ("is_color", "isColor")
+_IGNORED_KEYS = ("fourcc", "apiPreference", "params")  # no codec, no backend: frames are raw
+
+
+def _writer_args(args: Tuple[Any, ...], keywords: Dict[str, Any]) -> Tuple[float, Tuple[int, int], bool]:
+    """(fps, (width, height), is_color) from VideoWriter's arguments after
+    the name, in either form: (fps, frame_size, is_color=True), or OpenCV's
+    ([apiPreference,] fourcc, fps, frameSize, isColor=True), told apart by
+    where the frame size (a pair) comes; keywords of either spelling."""
+    usage = (
+        "VideoWriter(name, fps, frame_size, is_color=True) or, as OpenCV's, "
+        "VideoWriter(name, fourcc, fps, frameSize, isColor=True)"
+    )
+    unknown = set(keywords) - {"fps", *_SIZE_KEYS, *_COLOR_KEYS, *_IGNORED_KEYS}
+    if unknown:
+        raise TypeError(f"{usage}: unexpected keyword {sorted(unknown)[0]!r}")
+    where = next((i for i, a in enumerate(args) if isinstance(a, (tuple, list))), None)
+    values: Dict[str, Any] = {}
+    if where is not None:
+        if where > 3 or len(args) > where + 2:
+            raise TypeError(f"{usage}: got {len(args) + 1} positional arguments")
+        if where >= 1:
+            values["fps"] = args[where - 1]
+        values["frame_size"] = args[where]
+        if len(args) > where + 1 and not isinstance(args[where + 1], (tuple, list)):
+            values["is_color"] = args[where + 1]  # not OpenCV's `params` list
+    elif len(args) > 3:
+        raise TypeError(f"{usage}: no frame size (width, height) among the arguments")
+    elif args:
+        values["fps"] = args[-1]  # ([apiPreference,] [fourcc,] fps), the size a keyword
+    for key in ("fps", *_SIZE_KEYS, *_COLOR_KEYS):
+        if key in keywords:
+            plain = {"frameSize": "frame_size", "isColor": "is_color"}.get(key, key)
+            if plain in values:
+                raise TypeError(f"{usage}: {key} given twice")
+            values[plain] = keywords[key]
+    if "fps" not in values or "frame_size" not in values:
+        raise TypeError(f"{usage}: fps and the frame size are needed")
+    size = tuple(int(n) for n in values["frame_size"])
+    if len(size) != 2:
+        raise TypeError(f"{usage}: the frame size is (width, height), not {values['frame_size']!r}")
+    return float(values["fps"]), (size[0], size[1]), bool(values.get("is_color", True))
+
+
 class VideoWriter:
     """Publishes frames on stream `name` with the writing surface of
     cv2.VideoWriter: write(frame) copies each frame into a loaned slot and
-    publishes it. frame_size is (width, height) as in OpenCV; frames are
-    (height, width, 3) of `dtype` (uint8: OpenCV's BGR images), or (height,
-    width) with is_color=False. fps is the nominal rate, kept for get() and
-    readers' information only: write() publishes at once. Without copying:
-    `with out.loan() as slot: cap.read(slot)` (an OpenCV capture fills the
-    slot in place). meta, slots, block, replace and mode as for Writer; the
-    stream takes over an existing one of the same layout whose writer is
-    gone (StreamBusy while one lives)."""
+    publishes it. Arguments as VideoWriter(name, fps, frame_size,
+    is_color=True), or in OpenCV's order, VideoWriter(name, fourcc, fps,
+    frameSize, isColor=True) (fourcc, and apiPreference before it, are
+    accepted and ignored: frames go raw, without a codec). frame_size is
+    (width, height) as in OpenCV; frames are (height, width, 3) of `dtype`
+    (uint8: OpenCV's BGR images), or (height, width) with is_color=False.
+    fps is the nominal rate, stored with the stream for readers (a capture's
+    CAP_PROP_FPS gives it from the start): write() publishes at once, the
+    caller sets the pace. Without copying: `with out.loan() as slot:
+    cap.read(slot)` (an OpenCV capture fills the slot in place). meta,
+    slots, block and mode as for Writer. As OpenCV overwrites a file, a
+    stream left with another layout (frame size, metadata, slots) is
+    replaced, its readers following (replace=False: LayoutMismatch
+    instead); one of the same layout is taken over. StreamBusy while
+    another writer lives."""
 
     def __init__(
         self,
         name: str,
-        fps: float,
-        frame_size: Tuple[int, int],
-        is_color: bool = True,
-        *,
+        *args: Any,
         dtype: Any = np.uint8,
         meta: Any = None,
         slots: Optional[int] = None,
         block: bool = False,
-        replace: bool = False,
+        replace: bool = True,
         mode: int = 0o600,
         timeout: Optional[float] = LOAN_TIMEOUT,
+        **opencv: Any,
     ) -> None:
-        width, height = (int(n) for n in frame_size)
+        fps, (width, height), is_color = _writer_args(args, opencv)
         shape = (height, width, 3) if is_color else (height, width)
         self.name = name
-        self.fps = float(fps)
+        self.fps = fps
         self.timeout = timeout
         self._writer: Optional[Writer] = Writer(
-            name, shape, dtype, slots=slots, block=block, replace=replace, mode=mode, meta=meta
+            name, shape, dtype, slots=slots, block=block, replace=replace, mode=mode, meta=meta,
+            fps=fps if fps > 0 else None,
         )
 
     @property

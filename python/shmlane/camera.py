@@ -14,8 +14,9 @@ a FrameMeta record: the frame's number from the device (from 0 at each
 opening; a file's frame index), its capture time (time.monotonic_ns()) and
 the camera's index. A device that fails is released and its writer closed (readers
 get WriterGone), and it is opened again every --retry seconds until it
-delivers; a file at its end starts over. SIGINT and SIGTERM stop the service
-cleanly; it prints each stream's statistics once a second.
+delivers; a file at its end starts over, or with --once ends its stream (the
+service exits once every device has ended). SIGINT and SIGTERM stop the
+service cleanly; it prints each stream's statistics once a second.
 
 See docs/opencv.md.
 """
@@ -98,6 +99,7 @@ class Pattern:
     into the frame with NumPy."""
 
     paced = True
+    ended = False  # never: --once is for files
 
     def __init__(self, width: int, height: int, fps: float) -> None:
         self.shape = (height, width, 3)
@@ -108,6 +110,9 @@ class Pattern:
 
     def open(self) -> bool:
         return True
+
+    def rate(self) -> float:
+        return self.fps
 
     def read(self, out: Optional[np.ndarray]) -> Tuple[bool, np.ndarray]:
         frame = np.empty(self.shape, np.uint8) if out is None else out
@@ -131,10 +136,13 @@ class Pattern:
 
 class Device:
     """A camera or anything else cv2.VideoCapture opens. A file is paced at
-    its own frame rate (or --fps) and starts over at its end."""
+    its own frame rate (or --fps) and starts over at its end, unless `once`:
+    then `ended` is set there."""
+
+    ended = False
 
     def __init__(self, spec: str, width: Optional[int], height: Optional[int],
-                 fps: Optional[float]) -> None:  # fmt: skip
+                 fps: Optional[float], once: bool = False) -> None:  # fmt: skip
         self.spec = spec
         self.index = int(spec) if spec.isdigit() else None
         self.is_file = self.index is None and "://" not in spec and not spec.startswith("/dev/")
@@ -143,6 +151,7 @@ class Device:
         self.cap: Any = None
         self.number = -1  # of the frame read last: from 0 at each opening
         self.failed = False  # the last opening failed
+        self.once = once
 
     def open(self) -> bool:
         self.close()
@@ -176,10 +185,18 @@ class Device:
     def read(self, out: Optional[np.ndarray]) -> Tuple[bool, Optional[np.ndarray]]:
         """The next frame, into `out` when it fits (cv2 fills it in place)."""
         ok, image = self.cap.read(out) if out is not None else self.cap.read()
-        if not ok and self.is_file and self.open():  # its end: from the start again
+        if not ok and self.is_file and self.once:
+            self.ended = True
+        elif not ok and self.is_file and self.open():  # its end: from the start again
             ok, image = self.cap.read(out) if out is not None else self.cap.read()
         self.number += 1
         return ok, image
+
+    def rate(self) -> Optional[float]:
+        """The frame rate to declare: a file's pace, or what the camera says."""
+        if self.is_file or self.cap is None:
+            return self.fps
+        return self.cap.get(cv2.CAP_PROP_FPS) or self.fps
 
     def close(self) -> None:
         if self.cap is not None:
@@ -214,7 +231,7 @@ class Camera(threading.Thread):
         if spec == "pattern":
             self.source: Any = Pattern(args.width or 640, args.height or 480, args.fps or 30.0)
         else:
-            self.source = Device(spec, args.width, args.height, args.fps)
+            self.source = Device(spec, args.width, args.height, args.fps, args.once)
         self.writer: Optional[Writer] = None
         self.state = "starting"
         self.published = self.skipped = self.gone = 0
@@ -226,6 +243,9 @@ class Camera(threading.Thread):
             while not self.stop.is_set():
                 if self.source.open():
                     self._stream()
+                if self.source.ended:  # --once: a file played to its end
+                    self.state = "ended"
+                    break
                 if not self.stop.is_set():
                     self.state = "waiting for the device"
                     self.stop.wait(self.args.retry)
@@ -246,8 +266,10 @@ class Camera(threading.Thread):
         one of another layout) from a writer that is gone."""
         self._close_writer()
         try:
+            rate = self.source.rate()
             self.writer = Writer(self.stream, first.shape, first.dtype, meta=FrameMeta,
-                                 replace=True, slots=self.args.slots)  # fmt: skip
+                                 replace=True, slots=self.args.slots,
+                                 fps=rate if rate and rate > 0 else None)  # fmt: skip
         except StreamBusy as exc:
             self.state = f"stream busy: {exc}"
             return False
@@ -292,9 +314,9 @@ class Camera(threading.Thread):
             self._stamp()
             loan.publish()
             self._count()
-        if not self.stop.is_set():
+        if not self.stop.is_set() and not self.source.ended:
             self.gone += 1
-        self._close_writer()
+        self._close_writer()  # readers get WriterGone, or (False, None) from VideoCapture.read()
         self.source.close()
 
     def _stamp(self) -> None:
@@ -336,6 +358,8 @@ def parse(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--slots", type=int, help="ring size of a new stream (default 8)")
     parser.add_argument("--retry", type=float, default=1.0, help="seconds between reopenings (1)")
     parser.add_argument("--seconds", type=float, help="stop after this long (default: a signal)")
+    parser.add_argument("--once", action="store_true",
+                        help="play video files once, then end their streams (default: loop)")  # fmt: skip
     args = parser.parse_args(argv)
     if not args.device:
         parser.error("give at least one --device (0 for the first camera, or pattern)")
@@ -344,7 +368,8 @@ def parse(argv: Optional[List[str]]) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse(argv)
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    for stream in (sys.stdout, sys.stderr):  # one write per line, also with PYTHONUNBUFFERED=1
+        stream.reconfigure(line_buffering=True, write_through=False)  # type: ignore[union-attr]
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -365,12 +390,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"camera: {camera.stream} from {camera.spec}")
     start = last = time.monotonic()
     end = start + args.seconds if args.seconds else None
-    while not stop.wait(1.0 if end is None else max(0.0, min(1.0, end - time.monotonic()))):
+    # Statistics once a second; the service ends at --seconds, at a signal, or
+    # when every device has ended (--once), looked at every 0.1 s.
+    while not stop.wait(0.1 if end is None else max(0.0, min(0.1, end - time.monotonic()))):
         now = time.monotonic()
-        for camera in cameras:
-            print(camera.report(now - last))
-        last = now
-        if end is not None and now >= end:
+        if now - last >= 1.0:
+            for camera in cameras:
+                print(camera.report(now - last))
+            last = now
+        if (end is not None and now >= end) or not any(c.is_alive() for c in cameras):
             stop.set()
     for camera in cameras:
         camera.join(timeout=10)

@@ -443,6 +443,57 @@ def age(seg_name, seconds):
     os.utime(shm_path(seg_name), (t, t))
 
 
+def test_top():
+    """`top` against a stream being published with two readers, one whose
+    writer was killed, and an array: the text table, JSON lines, --count."""
+    live, dead, arr = name("top"), name("topdead"), name("toparr")
+    peer = start_peer(live, 0, 50, 2)
+    stop_peer(start_peer(dead, 3, 0, 1), kill=True)
+    run("create", arr, "--format", "f8", "--shape", "2")
+
+    p = run("top", "--once")
+    lines = p.stdout.splitlines()
+    check(lines and lines[0].startswith("shmlane top - ") and "\033" not in p.stdout,
+          "top --once: first line %r" % lines[:1])
+    rows = {line.split()[0]: line.split() for line in lines[1:] if line.split()}
+    check(rows.get("STREAM", [])[:7] == ["STREAM", "WRITER", "ALIVE", "FPS", "SEQ", "READERS",
+                                         "SLOTS"], "top: stream header %r" % rows.get("STREAM"))
+    row = rows.get(live, [])
+    check(len(row) == 10 and row[1:3] == [str(peer.pid), "yes"] and float(row[3]) > 0
+          and int(row[4]) >= 1 and row[5:7] == ["2/8", "4"]
+          and row[9] == PEER_STREAM["meta_format"], "top row for %s: %r" % (live, row))
+    row = rows.get(dead, [])
+    check(len(row) == 10 and row[2:6] == ["no", "0.0", "3", "0/8"],
+          "top row for %s (writer killed): %r" % (dead, row))
+    row = rows.get(arr, [])
+    check(row[1:5] == ["array", "2", "0", "0.0"] and row[-2:] == ["ok", "<d"],
+          "top row for %s: %r" % (arr, row))
+
+    p = run("top", "--json", "--count", "2")
+    lines = p.stdout.splitlines()
+    check(len(lines) == 2, "top --json --count 2: %d lines" % len(lines))
+    for line in lines:
+        try:
+            entries = {e["name"]: e for e in json.loads(line)["entries"]}
+        except (ValueError, KeyError, TypeError) as e:
+            check(False, "top --json: not a table of entries (%s): %r" % (e, line[:200]))
+            continue
+        s = entries.get(live, {}).get("stream")
+        check_stream("top --json", s, readers_alive=2, writer_pid=peer.pid, writer_alive=True,
+                     **PEER_STREAM)
+        check(0 < (s or {}).get("fps", 0) and 0 < entries.get(live, {}).get("changes_per_s", 0),
+              "top --json: rates of %s: %r" % (live, entries.get(live)))
+        check(entries.get(arr, {}).get("changes_per_s") == 0.0, "top --json: %r"
+              % entries.get(arr))
+    p = run("top", "--count", "2")  # into a pipe: the tables follow each other
+    check(p.stdout.count("shmlane top - ") == 2 and "\n\nshmlane top - " in p.stdout,
+          "top --count 2: %r" % p.stdout[:300])
+    for args in (["--count", "0"], ["--count", "x"], ["--once", "--count", "2"], [arr]):
+        run("top", *args, rc=2)
+    stop_peer(peer)
+    run("rm", live, dead, arr)
+
+
 def test_gc():
     # Every run names its segments: gc over all of /dev/shm would touch other tests' streams.
     live, closed, killed = name("gclive"), name("gcclosed"), name("gckilled")
@@ -553,6 +604,8 @@ def test_usage_errors():
     check(not os.path.exists(shm_path(name("x"))), "a rejected create left %s behind" % name("x"))
     p = run("create", name("bad") + " x", "--format", "f8", rc=2)
     check(name("bad") + " x" in p.stderr, "bad name message lacks the name: %r" % p.stderr)
+    check("1 to 26 characters from A-Z a-z 0-9 . _ -" in p.stderr,
+          "bad name message does not say what a valid name is: %r" % p.stderr)
     p = run("frob", rc=2)
     check("frob" in p.stderr, "unknown command message lacks the command: %r" % p.stderr)
 
@@ -561,6 +614,8 @@ def test_runtime_errors():
     arr = name("arr")
     p = run("create", arr, "--format", "f8", rc=1)
     check(arr in p.stderr and "File exists" in p.stderr, "create existing: %r" % p.stderr)
+    check("--replace" in p.stderr and p.stderr.count("\n") == 1,
+          "create existing does not point to --replace on one line: %r" % p.stderr)
     check(info_json(arr).get("shape") == [3, 4], "failed create changed %s" % arr)
     p = run("info", name("missing"), rc=1)
     check(name("missing") in p.stderr, "info missing: %r" % p.stderr)
@@ -645,7 +700,7 @@ def main():
         for test in (test_help_and_version, test_create_info, test_numpy_formats,
                      test_format_limit, test_strides_as_recorded, test_owner,
                      test_ls_closes_as_it_goes, test_ls_fails_on_unreadable_entries, test_ls,
-                     test_stream_live, test_stream_writer_gone,
+                     test_stream_live, test_stream_writer_gone, test_top,
                      test_gc, test_usage_errors, test_runtime_errors, test_foreign_files,
                      test_rm):
             before = len(failures)

@@ -132,7 +132,7 @@ def mentioned(form, md):
 
 
 def check_cli_md(md, top, commands):
-    block = re.search(r"^```\n(.*?)^```", md, re.M | re.S)
+    block = re.search(r"^```(?:text)?\n(.*?)^```", md, re.M | re.S)
     got = [line for line in block.group(1).splitlines() if line] if block else []
     want = [top] + [synopsis for _, synopsis, _ in commands]
     check(got == want, "docs/cli.md synopsis block differs from the help:\n  got:  %s\n  want: %s"

@@ -59,7 +59,8 @@ def test_reprs(new_name):
     assert repr(info) == (
         f"StreamInfo(slots=4, max_readers=64, block=False, readers=1, "
         f"writer_pid={os.getpid()}, writer_alive=True, last_seq=2, "
-        f"last_timestamp_ns={info.last_timestamp_ns}, meta_size=0, first_seq=1, replaced=False)"
+        f"last_timestamp_ns={info.last_timestamp_ns}, meta_size=0, first_seq=1, replaced=False, "
+        f"period_ns=0)"
     )
     reader.close()
     writer.close()
@@ -248,6 +249,34 @@ def test_stream_info_values(name):
     writer.close()
     closed = listed(name).stream
     assert closed == info._replace(readers=0, writer_pid=0, writer_alive=False)
+
+
+def test_declared_frame_rate_is_stored_with_the_stream(name):
+    """Writer(fps=) stores the period: readers and list() see it from the
+    start; a takeover without fps keeps it, one with fps changes it, and so
+    does replace(fps=)."""
+    with shmlane.Writer(name, shape=(2,), dtype="u1", fps=30) as writer:
+        assert writer.info().period_ns == 33_333_333 and writer.info().fps == 30.0
+        with shmlane.Reader(name, timeout=0) as reader:
+            assert reader.info().fps == 30.0
+        assert listed(name).stream.fps == 30.0
+    with shmlane.Writer(name, shape=(2,), dtype="u1") as writer:  # a takeover: kept
+        assert writer.info().fps == 30.0
+    with shmlane.Writer(name, shape=(2,), dtype="u1", fps=29.97) as writer:
+        assert writer.info().fps == 29.97
+        writer.replace((3,), "u1")
+        assert writer.info().fps == 29.97  # the old stream's
+        writer.replace((4,), "u1", fps=12.5)
+        assert writer.info().fps == 12.5
+    other = f"{name}-unknown"
+    try:
+        with shmlane.Writer(other, shape=(2,), dtype="u1") as writer:
+            assert writer.info().period_ns == 0 and writer.info().fps == 0.0
+    finally:
+        shmlane.unlink(other)
+    for bad in (0, -30, float("nan")):
+        with pytest.raises(ValueError, match="fps must be more than 0"):
+            shmlane.Writer(name, shape=(2,), dtype="u1", fps=bad)
 
 
 # ---------------------------------------------------------------- no write access

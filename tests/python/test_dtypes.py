@@ -86,7 +86,7 @@ class Grid(ctypes.Structure):  # sub-array of structs, nested arrays
     _fields_ = [("cells", Inner * 2), ("m", (ctypes.c_int8 * 3) * 2), ("pose", Pose)]
 
 
-class Named(ctypes.Structure):  # a char array: NumPy's format for it is "(8)1s"
+class Named(ctypes.Structure):  # a char array: NumPy makes it 8 items of S1, stored as "8s"
     _fields_ = [("id", ctypes.c_uint32), ("device", ctypes.c_char * 8)]
 
 

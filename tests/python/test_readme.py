@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from typing import Dict, List
 
 import pytest
 
-from conftest import ROOT, SHM_DIR, build_c
+from conftest import ROOT, SHM_DIR, build_c, core_build
 
 README = ROOT / "README.md"
 MARKED = re.compile(r"^<!-- test: ([\w-]+) -->\n```(\w+)\n(.*?)^```$", re.M | re.S)
@@ -89,11 +90,16 @@ class Programs:
         return finish(proc)
 
     def cleanup(self) -> None:
-        for name in self.names.values():
-            try:
-                os.unlink(SHM_DIR / f"shl.{name}")
-            except FileNotFoundError:
-                pass
+        remove(self.names.values())
+
+
+def remove(names) -> None:
+    """Unlink the objects of these names that exist."""
+    for name in names:
+        try:
+            os.unlink(SHM_DIR / f"shl.{name}")
+        except FileNotFoundError:
+            pass
 
 
 def finish(proc: subprocess.Popen) -> str:
@@ -199,3 +205,39 @@ def check_output(pair: str, out: str, runs: int) -> None:
         assert lines[-1] == "frame 5: x=2.5 y=-5.0 trace=15.0"
     else:  # the reader came after the writer: nothing changes any more, it stops
         assert lines == []
+
+
+@pytest.mark.skipif(not SHM_DIR.is_dir(), reason="needs /dev/shm")
+@pytest.mark.parametrize("first", ["py", "c"])
+def test_python_and_c_stream_writers_take_over_from_each_other(programs, first):
+    """The C and the Python stream examples describe the same frames and the
+    same metadata record, so either writer takes the stream over from the
+    other, in either order, and frame numbers go on."""
+    second = "c" if first == "py" else "py"
+    programs.run(f"{first}-stream-writer")
+    programs.run(f"{second}-stream-writer")
+    import shmlane
+
+    name = programs.names["cam0"]
+    with shmlane.Reader(name, timeout=0) as reader:
+        assert reader.info().last_seq == 330
+        assert reader.meta_dtype.names == ("frame", "exposure") and reader.meta_dtype.itemsize == 16
+
+
+def test_c_example_builds_with_pkg_config(programs, tmp_path):
+    """As the README says: `pkg-config --cflags --libs shmlane`, here with the
+    build tree's own file (build/meson-uninstalled), before any install."""
+    build = core_build()
+    pc_dir = build / "meson-uninstalled"
+    if not (pc_dir / "shmlane-uninstalled.pc").is_file() or not shutil.which("pkg-config"):
+        pytest.skip("needs pkg-config and a meson build of the shared library")
+    env = dict(os.environ, PKG_CONFIG_PATH=str(pc_dir))
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "shmlane"], env=env, check=True,
+                           capture_output=True, text=True).stdout.split()  # fmt: skip
+    source = blocks()["c-stream-writer"].replace('"cam0"', f'"{programs.names["cam0"]}"')
+    (tmp_path / "writer.c").write_text(source)
+    exe = tmp_path / "writer"
+    subprocess.run(["cc", "-o", str(exe), str(tmp_path / "writer.c"), *flags], check=True,
+                   timeout=120)  # fmt: skip
+    subprocess.run([str(exe)], env=dict(os.environ, LD_LIBRARY_PATH=str(build)), check=True,
+                   timeout=60)  # fmt: skip

@@ -403,9 +403,11 @@ def test_busy_and_mismatch_errors(name, new_name):
                 shmlane.Reader(name)
             assert full.value.errno == errno.EUSERS
         writer.close()
-        with pytest.raises(shmlane.LayoutMismatch, match=r"frames of shape \(4, 8, 3\), uint8"):
+        with pytest.raises(shmlane.LayoutMismatch, match=r"other frames: shape \(4, 8\) here, \(4, 8, 3\) in the stream"):
             shmlane.Writer(name, shape=(4, 8), dtype="u1")
-        with pytest.raises(shmlane.LayoutMismatch, match="in 4 slots"):
+        with pytest.raises(shmlane.LayoutMismatch, match=r"other frames: element type: `<u2` here, `\|u1` in the stream"):
+            shmlane.Writer(name, shape=SHAPE, dtype="<u2")
+        with pytest.raises(shmlane.LayoutMismatch, match="other slots: 5 here, 4 in the stream"):
             shmlane.Writer(name, shape=SHAPE, dtype="u1", slots=5)
     with pytest.raises(ValueError, match=r"shmlane\.Reader"):
         shmlane.open(name)

@@ -92,9 +92,17 @@ def test_metadata_layout_is_checked(name: str) -> None:
                 plain._raw.publish_copy(np.zeros(2, "u1"), 1.0, b"")
     finally:
         shmlane.unlink(other)
-    # A takeover needs the same metadata; replacing it is asked for, never silent.
-    with pytest.raises(shmlane.LayoutMismatch, match="replace=True"):
-        shmlane.Writer(name, shape=(2,), dtype="u1", meta=small)
+    # A takeover needs the same metadata; replacing it is asked for, never
+    # silent. The message says it is the metadata, and which field.
+    for meta, says in [
+        (small, "other metadata: field `capture_ns` is in the stream's metadata but not here"),
+        (None, r"other metadata: none here, T\{<Q:frame:.* in the stream"),
+        (np.dtype([("frame", "<u8"), ("capture_ns", "<u8"), ("exposure", "<f8"),
+                   ("width", "<u2"), ("height", "<u2")], align=True),
+         "other metadata: field `exposure`: `<f8` here, `<f4` in the stream's metadata"),
+    ]:
+        with pytest.raises(shmlane.LayoutMismatch, match=says + r".*replace=True"):
+            shmlane.Writer(name, shape=(2,), dtype="u1", meta=meta)
     with pytest.raises(ValueError, match="24 bytes, not 3"):
         with shmlane.Writer(name, shape=(2,), dtype="u1", meta=Header) as w:
             w._raw.publish_copy(np.zeros(2, "u1"), 1.0, b"abc")
@@ -282,3 +290,52 @@ def test_metadata_a_peer_switches_is_never_read_past_its_slot(name, spawn_py) ->
     assert seen, "no reader ever opened"
     flipper.kill()
     w.close()
+
+
+class Tagged(ctypes.Structure):  # C's char arrays: bytes, as the camera service's FrameMeta.source
+    _fields_ = [("frame", ctypes.c_uint64), ("source", ctypes.c_char * 16),
+                ("names", (ctypes.c_char * 4) * 2)]  # fmt: skip
+
+
+def test_char_arrays_are_bytes_in_every_form(name: str) -> None:
+    with shmlane.Writer(name, shape=(2,), dtype="u1", meta=Tagged) as w:
+        assert w.meta_dtype["source"] == np.dtype("S16")
+        assert w.meta_dtype["names"] == np.dtype(("S4", (2,)))
+        w.meta.source, w.meta.names[0].value, w.meta.names[1].value = b"pattern", b"ab", b"cd"
+        records = shmlane.Reader(name, timeout=0)  # NumPy records
+        typed = shmlane.Reader(name, timeout=0, meta=Tagged)
+        # NumPy's own view of the type (16 items of S1) is the same layout.
+        legacy = shmlane.Reader(name, timeout=0, meta=np.dtype(Tagged))
+        w.publish(np.zeros(2, "u1"))
+        with records.receive(timeout=5) as s:
+            assert s.meta["source"] == b"pattern"
+            assert s.meta["names"].tolist() == [b"ab", b"cd"]
+        with typed.receive(timeout=5) as s:
+            assert s.meta.source == b"pattern" and s.meta.names[1].value == b"cd"
+        with legacy.receive(timeout=5) as s:
+            assert s.meta["source"] == b"pattern"
+        for r in (records, typed, legacy):
+            r.close()
+    with shmlane.Writer(name, shape=(2,), dtype="u1", meta=np.dtype(Tagged)) as w:
+        pass  # takes the stream over: the same layout, said NumPy's way
+
+
+class ReadmeHeader(ctypes.Structure):  # the README's: ctypes pads it to 16 bytes
+    _fields_ = [("frame", ctypes.c_uint64), ("exposure", ctypes.c_float)]
+
+
+def test_a_c_writers_metadata_of_another_size_is_named(name: str) -> None:
+    """A C writer's record without the trailing padding ctypes adds: Python
+    says it is the metadata, and how it differs, not the (equal) frames."""
+    raw = shmlane._shmlane.writer_open(name, "B", (2,), 0, 64, 0, 0o600, "T{<Q:frame:<f:exposure:}")
+    raw.close()
+    with pytest.raises(shmlane.LayoutMismatch) as exc:
+        shmlane.Writer(name, shape=(2,), dtype="u1", meta=ReadmeHeader)
+    assert "other metadata: 16 bytes here, 12 in the stream's metadata" in str(exc.value)
+    assert "shape" not in str(exc.value)
+    # The padded format, as the README's C writer now gives it, is the same layout.
+    raw = shmlane._shmlane.writer_open(
+        name, "B", (2,), 0, 64, shmlane._shmlane.STREAM_REPLACE, 0o600, "T{<Q:frame:<f:exposure:4x}"
+    )
+    raw.close()
+    shmlane.Writer(name, shape=(2,), dtype="u1", meta=ReadmeHeader).close()

@@ -37,7 +37,8 @@ def test_capture_reads_what_the_writer_writes(name: str) -> None:
     with shmlane.VideoWriter(name, 30, (WIDTH, HEIGHT), meta=FrameMeta) as out:
         assert out.isOpened() and out.get(shmlane.CAP_PROP_FRAME_WIDTH) == WIDTH
         cap = shmlane.VideoCapture(name, timeout=0.2, policy="all", meta=FrameMeta)
-        assert cap.isOpened() and cap.get(shmlane.CAP_PROP_FPS) == 0.0
+        # The rate the writer declared, before any frame; measured from frames later.
+        assert cap.isOpened() and cap.get(shmlane.CAP_PROP_FPS) == 30.0
         assert not cap.read()[0]  # nothing published yet: after the timeout
         for n in range(1, 6):
             out.meta.frame = n
@@ -87,6 +88,56 @@ def test_capture_of_a_missing_stream_waits_then_opens(new_name) -> None:
         out.write(np.full((48, 64), 7, np.uint8))
         ok, frame = cap.read()
         assert ok and frame.shape == (48, 64) and (frame == 7).all()
+    cap.release()
+
+
+FOURCC = 0x47504A4D  # cv2.VideoWriter_fourcc(*"MJPG"): accepted, and ignored
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, shape",
+    [
+        ((30, (64, 48)), {}, (48, 64, 3)),  # the short form
+        ((30, (64, 48), False), {}, (48, 64)),
+        ((FOURCC, 30.0, (64, 48)), {}, (48, 64, 3)),  # OpenCV's order
+        ((FOURCC, 30.0, (64, 48), False), {}, (48, 64)),
+        ((0, FOURCC, 30.0, (64, 48), True), {}, (48, 64, 3)),  # with apiPreference
+        ((FOURCC, 30.0, (64, 48), [1, 0]), {}, (48, 64, 3)),  # with params
+        ((), {"fourcc": FOURCC, "fps": 30.0, "frameSize": (64, 48), "isColor": False}, (48, 64)),
+        ((FOURCC, 30.0), {"frameSize": [64, 48]}, (48, 64, 3)),
+        ((30,), {"frame_size": (64, 48), "is_color": False}, (48, 64)),
+    ],
+)
+def test_writer_takes_opencvs_arguments(name: str, args, kwargs, shape) -> None:
+    with shmlane.VideoWriter(name, *args, **kwargs) as out:
+        assert out.writer.shape == shape and out.fps == 30.0
+        assert out.get(shmlane.CAP_PROP_FPS) == 30.0 == out.writer.info().fps
+
+
+@pytest.mark.parametrize(
+    "args, kwargs",
+    [((30,), {}), ((FOURCC, 30.0, 7, (64, 48), True, 1), {}), ((30, (64, 48, 3)), {}),
+     ((30, (64, 48)), {"fps": 25}), ((30, (64, 48)), {"codec": "x"}), ((), {"fps": 30})],
+)  # fmt: skip
+def test_writer_arguments_that_fit_no_form(name: str, args, kwargs) -> None:
+    with pytest.raises(TypeError, match=r"VideoWriter\(name, fps, frame_size"):
+        shmlane.VideoWriter(name, *args, **kwargs)
+
+
+def test_a_writer_of_another_size_replaces_the_stream(name: str) -> None:
+    """As OpenCV overwrites a file: a later run with another frame size (or
+    other metadata) replaces the stream; readers follow it."""
+    with shmlane.VideoWriter(name, 30, (64, 48)) as out:
+        cap = shmlane.VideoCapture(name, timeout=2, policy="all")
+        out.write(np.full((48, 64, 3), 1, np.uint8))
+        assert cap.read()[1].shape == (48, 64, 3)
+    with shmlane.VideoWriter(name, FOURCC, 30, (32, 24), meta=FrameMeta) as out:
+        out.write(np.full((24, 32, 3), 2, np.uint8))
+        ok, frame = cap.read()
+        assert ok and frame.shape == (24, 32, 3) and (frame == 2).all()
+        assert cap.get(shmlane.CAP_PROP_FRAME_WIDTH) == 32
+    with pytest.raises(shmlane.LayoutMismatch):
+        shmlane.VideoWriter(name, 30, (64, 48), replace=False)
     cap.release()
 
 
@@ -221,6 +272,73 @@ def test_camera_service_killed_and_started_again(name: str) -> None:
     finally:
         service.kill()
         service.wait(timeout=10)
+
+
+def write_clip(cv2, path: Path, frames: int) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 200, (WIDTH, HEIGHT))
+    assert writer.isOpened()
+    for n in range(frames):
+        writer.write(numbered(n))
+    writer.release()
+
+
+def test_camera_service_plays_a_file_once(name: str, tmp_path: Path) -> None:
+    """--once: the file's frames, then its stream ends (read() gives (False,
+    None), as for a file read with cv2.VideoCapture) and the service exits."""
+    cv2 = pytest.importorskip("cv2")
+    video = tmp_path / "clip.avi"
+    write_clip(cv2, video, 30)
+    caps: List[shmlane.VideoCapture] = []  # waiting for the stream before the service starts
+    opening = threading.Thread(
+        target=lambda: caps.append(shmlane.VideoCapture(name, timeout=30, policy="all"))
+    )
+    opening.start()
+    service = subprocess.Popen(
+        [sys.executable, "-m", "shmlane.camera", "--device", f"{name}={video}", "--once"]
+        + ["--fps", "100"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        opening.join(timeout=60)
+        cap = caps[0]
+        assert cap.get(cv2.CAP_PROP_FPS) == 100.0  # the service's --fps, declared
+        seen = []
+        cap.timeout = 0.5
+        for frame in cap:  # until read() fails: the loop of a tutorial reading a file
+            seen.append(read_number(frame))
+        assert seen and seen[-1] == 29 and seen == sorted(seen), seen
+        out, err = service.communicate(timeout=30)
+        assert service.returncode == 0, err
+        assert f"camera: {name} stopped after 30 frames, gone 0 times" in out
+    finally:
+        service.kill()
+        for cap in caps:
+            cap.release()
+
+
+def test_viewer_says_what_to_install_for_windows(name: str) -> None:
+    cv2 = pytest.importorskip("cv2")
+    try:
+        cv2.imshow("probe", np.zeros((2, 2, 3), np.uint8))
+        cv2.destroyAllWindows()
+        pytest.skip("this OpenCV has windows")
+    except cv2.error:
+        pass
+    with shmlane.VideoWriter(name, 30, (64, 48)) as out:
+        viewer = subprocess.Popen(
+            [sys.executable, str(ROOT / "examples" / "python" / "viewer.py"), name],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            end = time.monotonic() + 30
+            while viewer.poll() is None and time.monotonic() < end:
+                out.write(np.zeros((48, 64, 3), np.uint8))
+                time.sleep(0.02)
+            _, err = viewer.communicate(timeout=5)
+        finally:
+            viewer.kill()
+    assert viewer.returncode == 1 and "pip install opencv-python" in err, err
+    assert "Traceback" not in err
 
 
 # The viewer example with a window that counts: imshow() and waitKey() stubs; q after 5 frames.
