@@ -91,6 +91,23 @@ def test_capture_of_a_missing_stream_waits_then_opens(new_name) -> None:
     cap.release()
 
 
+def test_capture_opened_after_its_writer_left_waits_for_the_next(name: str) -> None:
+    """A finished run's last frame is not new: a capture opened after its
+    writer left reads nothing (False, None) until a writer comes, then that
+    writer's frames; keep_last=True asks for the finished run's last frame."""
+    with shmlane.VideoWriter(name, 30, (64, 48), is_color=False) as out:
+        out.write(np.full((48, 64), 1, np.uint8))
+    cap = shmlane.VideoCapture(name, timeout=0.2)
+    assert cap.read() == (False, None)  # never the stale frame with ok=True
+    with shmlane.Reader(name, timeout=0, keep_last=True) as last, last.receive(timeout=1) as s:
+        assert int(s.array[0, 0]) == 1
+    with shmlane.VideoWriter(name, 30, (64, 48), is_color=False) as out:
+        out.write(np.full((48, 64), 2, np.uint8))
+        ok, frame = cap.read()
+        assert ok and int(frame[0, 0]) == 2
+    cap.release()
+
+
 FOURCC = 0x47504A4D  # cv2.VideoWriter_fourcc(*"MJPG"): accepted, and ignored
 
 
