@@ -599,6 +599,22 @@ typedef struct shl_stream_info {
 
 /* Describe a stream segment (any open handle of kind SHL_KIND_STREAM). */
 SHL_API int shl_stream_get_info(const shl_segment *seg, shl_stream_info *out);
+/* One reader entry of a stream, for people (shmlane top): read with single
+ * loads, no ordering between them. */
+typedef struct shl_stream_reader {
+  uint32_t size;        /* sizeof(shl_stream_reader): use SHL_STREAM_READER_INIT */
+  int32_t pid;          /* as the reader recorded it (its own PID namespace's) */
+  int alive;            /* its role lock is held: 1, 0 (died, not yet reaped), -1 cannot tell */
+  uint32_t policy;      /* enum shl_recv_policy */
+  uint64_t pinned;      /* bit i: it holds slot i */
+  uint64_t next_seq;    /* an `all` reader's next frame wanted */
+} shl_stream_reader;
+
+#define SHL_STREAM_READER_INIT {.size = sizeof(shl_stream_reader)}
+
+/* Reader entry `index` (0 .. max_readers - 1) of a stream: 1 and *out filled
+ * if an owner has it, 0 if it is free; -ERANGE past the table. */
+SHL_API int shl_stream_get_reader(const shl_segment *seg, uint32_t index, shl_stream_reader *out);
 /* A stream's metadata format, copied with its NUL into format (of `size`
  * bytes; may be NULL to ask for the itemsize only): returns the record's
  * itemsize, 0 if the stream has no metadata, -ERANGE if it does not fit.

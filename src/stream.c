@@ -1375,6 +1375,24 @@ int shl_stream_get_info(const shl_segment *seg, shl_stream_info *out) {
   return shl__info_copy(out, &info, sizeof info);
 }
 
+int shl_stream_get_reader(const shl_segment *seg, uint32_t index, shl_stream_reader *out) {
+  struct stream s;
+  int rc = bind(&s, (shl_segment *)seg);
+  if (rc < 0) return rc;
+  if (index >= s.max_readers) return -ERANGE;
+  const struct shl__reader *e = &s.reader[index];
+  shl_stream_reader info = SHL_STREAM_READER_INIT;
+  uint64_t owner = atomic_load(&e->owner);
+  if (!owner || index >= reader_hwm(&s)) return 0;
+  info.pid = (int32_t)(uint32_t)owner;
+  info.alive = shl__role_held(seg->fd, SHL__ROLE_READER(index));
+  info.policy = atomic_load(&e->policy);
+  info.pinned = atomic_load(&e->pinned) & (s.slots == 64 ? ~0ull : (1ull << s.slots) - 1);
+  info.next_seq = atomic_load(&e->next_seq);
+  rc = shl__info_copy(out, &info, sizeof info);
+  return rc < 0 ? rc : 1;
+}
+
 int64_t shl_stream_get_meta(const shl_segment *seg, char *format, size_t size) {
   struct stream s;
   if (format && size) format[0] = '\0';

@@ -42,6 +42,8 @@ struct entry {
   shl_stream_info stream;
   uint64_t sampled_ns; /* CLOCK_MONOTONIC when `stream` was read */
   double fps;          /* < 0: not measured */
+  shl_stream_reader *readers; /* the entries in use (owned), nreaders of them */
+  uint32_t nreaders;
   double changes_rate; /* changes per second between two snapshots (top); < 0: not measured */
 };
 
@@ -52,6 +54,8 @@ int open_any_owner(shl_segment **seg, const char *name, int64_t timeout_ns);
 void entry_open(struct entry *e, const char *name, int64_t timeout_ns);
 void entry_free(struct entry *e);
 bool is_stream(const struct entry *e);
+/* Slots some reader of the stream pins now (bits). */
+uint64_t pinned_slots(const struct entry *e);
 /* Sample every stream a second time after one shared pause. */
 void measure_rates(struct entry *entries, size_t n);
 /* Time from the newest frame's publication to the sample; false if none yet. */

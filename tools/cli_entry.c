@@ -64,10 +64,31 @@ static int copy_meta_format(const shl_segment *seg, char **out) {
   return 0;
 }
 
+/* The reader entries in use, into e->readers. */
+static int sample_readers(const shl_segment *seg, struct entry *e) {
+  e->readers = calloc(e->stream.max_readers ? e->stream.max_readers : 1, sizeof *e->readers);
+  if (!e->readers) return -ENOMEM;
+  for (uint32_t i = 0; i < e->stream.max_readers; i++) {
+    e->readers[e->nreaders] = (shl_stream_reader)SHL_STREAM_READER_INIT;
+    int rc = shl_stream_get_reader(seg, i, &e->readers[e->nreaders]);
+    if (rc < 0) return rc;
+    e->nreaders += (uint32_t)rc;
+  }
+  return 0;
+}
+
+uint64_t pinned_slots(const struct entry *e) {
+  uint64_t bits = 0;
+  for (uint32_t i = 0; i < e->nreaders; i++) bits |= e->readers[i].pinned;
+  return bits;
+}
+
 void entry_open(struct entry *e, const char *name, int64_t timeout_ns) {
   shl_segment *seg = NULL;
   e->name = name;
   e->format = e->meta_format = NULL;
+  e->readers = NULL;
+  e->nreaders = 0;
   e->fps = e->changes_rate = -1;
   e->info = (shl_info)SHL_INFO_INIT;
   e->stream = (shl_stream_info)SHL_STREAM_INFO_INIT;
@@ -85,12 +106,14 @@ void entry_open(struct entry *e, const char *name, int64_t timeout_ns) {
   /* A stream whose control area does not check out is as broken as a bad header. */
   if (is_stream(e)) e->rc = sample_stream(seg, &e->stream, &e->sampled_ns);
   if (is_stream(e) && e->stream.meta_size) e->rc = copy_meta_format(seg, &e->meta_format);
+  if (is_stream(e) && e->rc == 0) e->rc = sample_readers(seg, e);
   shl_close(seg);
 }
 
 void entry_free(struct entry *e) {
   free(e->format);
   free(e->meta_format);
+  free(e->readers);
 }
 
 /* A second look at an entry's stream, by name: the same stream only (a new

@@ -209,6 +209,16 @@ static void print_stream_json(const struct entry *e) {
          s->last_seq);
   json_member("last_frame_age_s", has_frame, "%.6f", (double)age_ns / 1e9);
   json_member("fps", e->fps >= 0, "%.3f", e->fps);
+  fputs(", \"readers\": [", stdout);
+  for (uint32_t i = 0; i < e->nreaders; i++) {
+    const shl_stream_reader *r = &e->readers[i];
+    printf("%s{\"pid\": %" PRId32 ", \"alive\": %s, \"policy\": \"%s\", \"pinned\": %d",
+           i ? ", " : "", r->pid, alive_text(r->alive, true),
+           r->policy == SHL_RECV_ALL ? "all" : "latest", __builtin_popcountll(r->pinned));
+    json_member("next_seq", r->policy == SHL_RECV_ALL, "%" PRIu64, r->next_seq);
+    putchar('}');
+  }
+  putchar(']');
   putchar('}');
 }
 
@@ -381,6 +391,11 @@ static const char *const top_segment_title[S_NCOLS] = {
 static const bool top_segment_right[S_NCOLS] = {
     [S_CHANGES] = true, [S_RATE] = true, [S_PID] = true};
 
+enum { R_STREAM, R_PID, R_ALIVE, R_POLICY, R_PINNED, R_NEXT, R_NCOLS };
+static const char *const top_reader_title[R_NCOLS] = {"READER OF", "PID", "ALIVE", "POLICY",
+                                                      "PINNED", "NEXT"};
+static const bool top_reader_right[R_NCOLS] = {[R_PID] = true, [R_PINNED] = true, [R_NEXT] = true};
+
 /* The entries of one table: pointers into a snapshot. */
 struct picked {
   const struct entry **entries;
@@ -409,8 +424,8 @@ static void stream_row(const void *ctx, size_t i, cell_buf buf[MAX_COLS],
   cell[T_FPS] = rate_text(e->fps, buf[T_FPS], sizeof buf[0]);
   snprintf(buf[T_SEQ], sizeof buf[0], "%" PRIu64, s->last_seq);
   snprintf(buf[T_READERS], sizeof buf[0], "%" PRIu32 "/%" PRIu32, s->readers_alive, s->max_readers);
-  snprintf(buf[T_SLOTS], sizeof buf[0], "%" PRIu32 "%s", s->slots,
-           s->flags & SHL_STREAM_BLOCK ? ",block" : "");
+  snprintf(buf[T_SLOTS], sizeof buf[0], "%d/%" PRIu32 "%s", __builtin_popcountll(pinned_slots(e)),
+           s->slots, s->flags & SHL_STREAM_BLOCK ? ",block" : "");
   cell[T_LAST] = "-";
   if (last_frame_age(e, &age_ns)) {
     frame_age_text(age_ns, buf[T_LAST], sizeof buf[0]);
@@ -421,6 +436,33 @@ static void stream_row(const void *ctx, size_t i, cell_buf buf[MAX_COLS],
   cell[T_SLOTS] = buf[T_SLOTS];
   cell[T_OWNER] = e->owner;
   cell[T_META] = e->meta_format ? e->meta_format : "-";
+}
+
+/* Every reader entry in use of the streams of a table, in order. */
+struct reader_rows {
+  const struct entry **streams;
+  size_t nstreams;
+};
+
+static void reader_row(const void *ctx, size_t i, cell_buf buf[MAX_COLS],
+                       const char *cell[MAX_COLS]) {
+  const struct reader_rows *rows = ctx;
+  const struct entry *e = NULL;
+  for (size_t k = 0; k < rows->nstreams; k++, i -= e->nreaders)
+    if (i < (e = rows->streams[k])->nreaders) break;
+  const shl_stream_reader *r = &e->readers[i];
+  cell[R_STREAM] = e->name;
+  snprintf(buf[R_PID], sizeof buf[0], "%" PRId32, r->pid);
+  cell[R_PID] = buf[R_PID];
+  cell[R_ALIVE] = alive_text(r->alive, false);
+  cell[R_POLICY] = r->policy == SHL_RECV_ALL ? "all" : "latest";
+  snprintf(buf[R_PINNED], sizeof buf[0], "%d", __builtin_popcountll(r->pinned));
+  cell[R_PINNED] = buf[R_PINNED];
+  cell[R_NEXT] = "-";
+  if (r->policy == SHL_RECV_ALL) {
+    snprintf(buf[R_NEXT], sizeof buf[0], "%" PRIu64, r->next_seq);
+    cell[R_NEXT] = buf[R_NEXT];
+  }
 }
 
 static void segment_row(const void *ctx, size_t i, cell_buf buf[MAX_COLS],
@@ -466,9 +508,15 @@ void print_top(const struct snapshot *s, uint64_t now) {
   if (s->unreadable) printf(" (%zu unreadable)", s->unreadable);
   fputs(" - Ctrl-C quits\n\n", stdout);
   struct picked p = {streams, now}, q = {others, now};
+  struct reader_rows rr = {streams, nstreams};
+  size_t nreaders = 0;
+  for (size_t i = 0; i < nstreams; i++) nreaders += streams[i]->nreaders;
   struct columns st = {T_NCOLS, top_stream_title, top_stream_right, stream_row, &p};
+  struct columns rd = {R_NCOLS, top_reader_title, top_reader_right, reader_row, &rr};
   struct columns sg = {S_NCOLS, top_segment_title, top_segment_right, segment_row, &q};
   if (nstreams) print_columns(&st, nstreams);
+  if (nreaders) putchar('\n');
+  if (nreaders) print_columns(&rd, nreaders);
   if (nstreams && nothers) putchar('\n');
   if (nothers) print_columns(&sg, nothers);
   free(streams);

@@ -292,7 +292,10 @@ def test_ls():
     p = run("ls")
     lines = p.stdout.splitlines()
     check(lines and lines[0].split() == LS_COLUMNS, "ls header: %r" % (lines[:1],))
-    rows = {line.split()[0]: line.split() for line in lines[1:] if line.split()}
+    rows = {}
+    for line in lines[1:]:  # the first row of a name: its stream's or segment's
+        if line.split():
+            rows.setdefault(line.split()[0], line.split())
     row = rows.get(arr, [])
     me = pwd.getpwuid(os.getuid()).pw_name
     check(len(row) == 12 and row[1:5] == ["array", "3,4", "96", "0"] and row[5].isdigit()
@@ -455,15 +458,23 @@ def test_top():
     lines = p.stdout.splitlines()
     check(lines and lines[0].startswith("shmlane top - ") and "\033" not in p.stdout,
           "top --once: first line %r" % lines[:1])
-    rows = {line.split()[0]: line.split() for line in lines[1:] if line.split()}
+    rows = {}
+    for line in lines[1:]:  # the first row of a name: its stream's or segment's
+        if line.split():
+            rows.setdefault(line.split()[0], line.split())
     check(rows.get("STREAM", [])[:7] == ["STREAM", "WRITER", "ALIVE", "FPS", "SEQ", "READERS",
                                          "SLOTS"], "top: stream header %r" % rows.get("STREAM"))
     row = rows.get(live, [])
     check(len(row) == 10 and row[1:3] == [str(peer.pid), "yes"] and float(row[3]) > 0
-          and int(row[4]) >= 1 and row[5:7] == ["2/8", "4"]
+          and int(row[4]) >= 1 and row[5:7] == ["2/8", "0/4"]
           and row[9] == PEER_STREAM["meta_format"], "top row for %s: %r" % (live, row))
+    # Its two readers, each a row of the readers' table: the peer's `latest`
+    # readers, alive, pinning nothing (they never receive).
+    mine = [line.split() for line in lines if line.split()[:1] == [live]]
+    check(len(mine) == 3 and all(r[1:] == [str(peer.pid), "yes", "latest", "0", "-"]
+                                 for r in mine[1:]), "top reader rows of %s: %r" % (live, mine))
     row = rows.get(dead, [])
-    check(len(row) == 10 and row[2:6] == ["no", "0.0", "3", "0/8"],
+    check(len(row) == 10 and row[2:7] == ["no", "0.0", "3", "0/8", "0/4"],
           "top row for %s (writer killed): %r" % (dead, row))
     row = rows.get(arr, [])
     check(row[1:5] == ["array", "2", "0", "0.0"] and row[-2:] == ["ok", "<d"],
@@ -481,6 +492,9 @@ def test_top():
         s = entries.get(live, {}).get("stream")
         check_stream("top --json", s, readers_alive=2, writer_pid=peer.pid, writer_alive=True,
                      **PEER_STREAM)
+        check((s or {}).get("readers") == [{"pid": peer.pid, "alive": True, "policy": "latest",
+                                            "pinned": 0, "next_seq": None}] * 2,
+              "top --json: readers of %s: %r" % (live, (s or {}).get("readers")))
         check(0 < (s or {}).get("fps", 0) and 0 < entries.get(live, {}).get("changes_per_s", 0),
               "top --json: rates of %s: %r" % (live, entries.get(live)))
         check(entries.get(arr, {}).get("changes_per_s") == 0.0, "top --json: %r"
