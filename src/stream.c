@@ -1003,6 +1003,7 @@ int shl_reader_open_ex(shl_reader **out, const char *name, const shl_reader_opts
   /* The stream may not exist yet, or its writer may still be creating it:
    * wait for it, within the caller's time. */
   shl_segment *seg;
+  int64_t asked_ns = shl__realtime_ns();
   rc = open_for_reader(&seg, name, SHL_OPEN_WAIT_NAME, opts.timeout_ns, opts.owner,
                        opts.owner_uid);
   if (rc < 0) return rc;
@@ -1022,9 +1023,12 @@ int shl_reader_open_ex(shl_reader **out, const char *name, const shl_reader_opts
   }
   r->max_pinned_asked = opts.max_pinned;
   r->max_pinned = opts.max_pinned ? opts.max_pinned : default_max_pinned(r->cur->s.slots);
-  /* A stream left by its writer (an earlier run's): its frames are not new,
-   * and the reader waits for a writer as for a name not there yet. */
-  if (!(opts.flags & SHL_READER_KEEP_LAST) && writer_state(&r->cur->s) < 0) {
+  /* A stream left by its writer before this reader came (an earlier run's):
+   * its frames are not new, and the reader waits for a writer as for a name
+   * not there yet. One made while the reader waited for it is this run's,
+   * however fast its writer was. */
+  bool earlier = (int64_t)seg->hdr->created_ns < asked_ns;
+  if (!(opts.flags & SHL_READER_KEEP_LAST) && earlier && writer_state(&r->cur->s) < 0) {
     r->await_writer = true;
     uint64_t head = latest_seq(atomic_load(&r->cur->s.ctl->latest));
     r->last_seq = head <= SHL__SEQ_MAX ? head : 0;

@@ -132,11 +132,6 @@ static int role_late(const char *name, int fd) {
   shl_writer *w = open_writer(name, 0);
   PUBLISH(w, 1, 1);
   t_send_byte(fd, 'P');
-  /* Until the reader has joined: one that comes after the writer left would
-   * rightly wait for the next writer instead (SHL_READER_KEEP_LAST). */
-  long long until = t_now_ns() + WAIT_MS * T_MS;
-  while (t_stream_info(shl_writer_segment(w)).readers_alive == 0 && t_now_ns() < until)
-    t_sleep_ms(1);
   shl_writer_close(w);
   return t_result();
 }

@@ -448,6 +448,38 @@ static void test_fork_while_role_opens(void) {
   t_child_reap(forked_child);
 }
 
+/* ---------------------------------------------------------------- a run faster than its reader */
+
+/* A reader waits for a name; the stream is made, written and closed before
+ * the reader has joined it (the reader is stopped meanwhile): that run is
+ * the one it waited for, so it reads it (the newest frame, then the close),
+ * where a stream older than the reader's wait would be an earlier run's. */
+static void test_reader_waiting_for_the_name_reads_a_quick_run(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "hquick");
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0) {
+    alarm(CHILD_LIMIT_S);
+    shl_reader *r = NULL;
+    if (shl_reader_open(&r, name, SHL_RECV_LATEST, WAIT_MS * T_MS) < 0) _exit(100);
+    shl_sample s;
+    int rc = shl_reader_receive(r, &s, WAIT_MS * T_MS, 0);
+    int seq = rc == 0 ? (int)s.seq : 101;
+    if (rc == 0) shl_reader_release(r, &s);
+    rc = shl_reader_receive(r, &s, WAIT_MS * T_MS, 0);
+    _exit(rc == SHL_E_WRITER_CLOSED ? seq : 102);
+  }
+  T_REQUIRE(pid > 0);
+  T_CHECK(t_wait_sleeping(pid, WAIT_MS)); /* polling for the name */
+  T_CHECK(kill(pid, SIGSTOP) == 0);
+  shl_writer *w = t_writer_open(name, WORDS, SLOTS, 4, 0);
+  for (uint64_t i = 1; i <= 3; i++) T_CHECK(t_publish(w, WORDS, i, WAIT_MS) == i);
+  shl_writer_close(w);
+  T_CHECK(kill(pid, SIGCONT) == 0);
+  T_EXPECT_EXIT(t_child_reap(pid), 3);
+}
+
 /* ---------------------------------------------------------------- dup */
 
 /* The name removed and another object made under it: shl_dup still maps the
@@ -484,5 +516,6 @@ int main(void) {
   test_close_order();
   test_fork_while_role_opens();
   test_dup_follows_the_object();
+  test_reader_waiting_for_the_name_reads_a_quick_run();
   return t_result();
 }
