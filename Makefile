@@ -146,3 +146,4 @@ distclean: clean
 include mk/reliability.mk
 include mk/bench.mk
 include mk/gst.mk
+include mk/dist.mk
