@@ -91,7 +91,8 @@ test-pythons-quick: build
 ASAN_SKIP := --ignore=tests/python/test_readme.py --ignore=tests/python/test_docs.py \
   --ignore=tests/python/test_examples.py \
   --ignore=tests/python/test_video.py --ignore=tests/python/test_bridge.py \
-  --ignore=tests/python/test_stream_follow.py --ignore=tests/python/test_stream_processes.py
+  --ignore=tests/python/test_stream_follow.py --ignore=tests/python/test_stream_processes.py \
+  --ignore=tests/python/test_containers.py --ignore=tests/python/test_config.py
 ASAN_VENV := .venv-asan
 $(ASAN_VENV)/.deps-stamp: requirements-dev.txt | deps
 	$(PYTHON) -m venv $(ASAN_VENV)
@@ -146,3 +147,4 @@ distclean: clean
 include mk/reliability.mk
 include mk/bench.mk
 include mk/gst.mk
+include mk/dist.mk

@@ -34,7 +34,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK = os.path.join(ROOT, "build-pythons")
-TOOLS = ["meson>=1.1", "meson-python>=0.15", "ninja", "pytest>=7"]
+TOOLS = ["meson>=1.3", "meson-python>=0.16", "ninja", "pytest>=7"]
 SUBSET = [
     "test_dtypes.py",
     "test_formats.py",

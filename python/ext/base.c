@@ -171,17 +171,30 @@ int fill_buffer(Py_buffer *view, PyObject *exporter, const Base *b, const Layout
 }
 
 void base_dealloc(Base *b) {
-  PyTypeObject *type = Py_TYPE(b);
+  PyTypeObject *type = Py_TYPE((PyObject *)b);
   /* Exports, samples and calls hold references; only a lock whose Held was
    * dropped unreleased may still pin: the core's close then waits for its holder. */
   b->drop(b);
-  type->tp_free(b);
+  free_object(type, b);
   Py_DECREF(type);
 }
 
+void free_object(PyTypeObject *type, void *obj) {
+  freefunc tp_free = (freefunc)PyType_GetSlot(type, Py_tp_free);
+  tp_free(obj);
+}
+
+PyObject *type_name(PyObject *obj) {
+  return PyObject_GetAttrString((PyObject *)Py_TYPE(obj), "__name__");
+}
+
 PyObject *base_repr(Base *b) {
-  return PyUnicode_FromFormat("<%s '%s'%s>", Py_TYPE(b)->tp_name, b->name,
-                              b->closed ? " closed" : "");
+  PyObject *type = type_name((PyObject *)b);
+  PyObject *repr = type ? PyUnicode_FromFormat("<%U '%s'%s>", type, b->name,
+                                               b->closed ? " closed" : "")
+                        : NULL;
+  Py_XDECREF(type);
+  return repr;
 }
 
 PyObject *base_layout(Base *b, PyObject *unused) {
@@ -193,8 +206,8 @@ PyObject *base_layout(Base *b, PyObject *unused) {
   for (int i = 0; i < l->ndim; i++) {
     PyObject *dim = PyLong_FromSsize_t(l->shape[1 + i]);
     PyObject *stride = PyLong_FromSsize_t(l->strides[1 + i]);
-    if (dim) PyTuple_SET_ITEM(shape, i, dim);
-    if (stride) PyTuple_SET_ITEM(strides, i, stride);
+    if (dim) PyTuple_SetItem(shape, i, dim); /* steals dim: cannot fail on a new tuple */
+    if (stride) PyTuple_SetItem(strides, i, stride);
     if (!dim || !stride) goto fail;
   }
   return Py_BuildValue("{s:s,s:n,s:N,s:N,s:I,s:O}", "format", l->format, "itemsize", l->itemsize,
@@ -279,14 +292,14 @@ void stream_releasebuffer(Base *b, Py_buffer *view) {
 
 
 int parse_shape(PyObject *shape, shl_layout *layout, const char *name) {
-  Py_ssize_t ndim = PyTuple_GET_SIZE(shape);
+  Py_ssize_t ndim = PyTuple_Size(shape);
   if (ndim > SHL_MAX_NDIM) {
     PyErr_Format(PyExc_ValueError, "segment '%s': at most %d dimensions", name, SHL_MAX_NDIM);
     return -1;
   }
   layout->ndim = (uint32_t)ndim;
   for (Py_ssize_t i = 0; i < ndim; i++) {
-    layout->shape[i] = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(shape, i));
+    layout->shape[i] = PyLong_AsUnsignedLongLong(PyTuple_GetItem(shape, i));
     if (PyErr_Occurred()) return -1;
   }
   return 0;

@@ -236,17 +236,22 @@ PyObject *stream_failed(Base *b, int rc) {
   if (b->closed) return closed_meanwhile(b);
   if (rc == PY_ERROR) return NULL;
   modstate *st = state_of((PyObject *)b);
-  if (rc == SHL_E_FORKED)
-    return PyErr_Format(st->error,
-                        "%s of '%s' was opened in process %ld before fork(): open it again in "
-                        "this process",
-                        strrchr(Py_TYPE(b)->tp_name, '.') + 1, b->name, b->pid);
-  if (rc == SHL_E_PIN_LIMIT && Py_TYPE(b) == st->reader_type)
+  if (rc == SHL_E_FORKED) {
+    PyObject *type = type_name((PyObject *)b);
+    if (type)
+      PyErr_Format(st->error,
+                   "%U of '%s' was opened in process %ld before fork(): open it again in this "
+                   "process",
+                   type, b->name, b->pid);
+    Py_XDECREF(type);
+    return NULL;
+  }
+  if (rc == SHL_E_PIN_LIMIT && Py_TYPE((PyObject *)b) == st->reader_type)
     return PyErr_Format(st->error,
                         "reader of '%s' holds %u samples (its max_pinned): release them (del "
                         "the arrays, sample.release(), or copy what you keep) before receiving "
                         "more",
                         b->name, ((Reader *)b)->held);
-  if (rc == SHL_E_SLOTS_PINNED && Py_TYPE(b) == st->writer_type) return slots_pinned((Writer *)b);
+  if (rc == SHL_E_SLOTS_PINNED && Py_TYPE((PyObject *)b) == st->writer_type) return slots_pinned((Writer *)b);
   return set_error(st, rc, b->name, AT_STREAM);
 }

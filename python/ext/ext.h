@@ -19,6 +19,7 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "shmlane.h"
 
@@ -27,6 +28,10 @@
 #define SLICE_NS 50000000LL
 /* run_blocking()'s result when a Python exception is set; no core code is this. */
 #define PY_ERROR INT_MIN
+
+/* A str's UTF-8, owned by the str (PyUnicode_AsUTF8 enters the limited API,
+ * which the abi3 build of 3.11+ uses, only in 3.13). */
+static inline const char *utf8(PyObject *s) { return PyUnicode_AsUTF8AndSize(s, NULL); }
 /* loan_slot()'s result when another thread closed the writer meanwhile. */
 #define CLOSED_MEANWHILE (INT_MIN + 1)
 /* The core caps a wait's spin at 1 ms (shl_wait_opts). */
@@ -219,6 +224,10 @@ int layout_init(Layout *l, const shl_segment *seg);
 int fill_buffer(Py_buffer *view, PyObject *exporter, const Base *b, const Layout *l, void *buf,
                 bool readonly, bool probe, int flags);
 void base_dealloc(Base *b);
+/* tp_free of a type, and the name of an object's type ("Writer", a new
+ * reference): PyTypeObject's fields are not in the limited API. */
+void free_object(PyTypeObject *type, void *obj);
+PyObject *type_name(PyObject *obj);
 PyObject *base_repr(Base *b);
 PyObject *base_layout(Base *b, PyObject *unused);
 PyObject *base_get_name(Base *b, void *unused);

@@ -6,7 +6,7 @@
 #include "ext.h"
 
 static PyObject *mod_unlink(PyObject *mod, PyObject *arg) {
-  const char *name = PyUnicode_AsUTF8(arg);
+  const char *name = utf8(arg);
   if (!name) return NULL;
   int rc = shl_unlink(name);
   if (rc < 0) return set_error(PyModule_GetState(mod), rc, name, AT_USE);

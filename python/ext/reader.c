@@ -129,7 +129,7 @@ static PyObject *reader_receive(Reader *r, PyObject *arg) {
   shl_sample got;
   int rc = receive_sample(r, timeout_ns, &got);
   if (rc == 0) {
-    Py_INCREF(r);
+    Py_INCREF((PyObject *)r);
     s->reader = r;
     s->s = got;
     s->pinned = true;
@@ -293,10 +293,10 @@ static void sample_releasebuffer(Sample *s, Py_buffer *view) {
 }
 
 static void sample_dealloc(Sample *s) {
-  PyTypeObject *type = Py_TYPE(s);
+  PyTypeObject *type = Py_TYPE((PyObject *)s);
   sample_unpin(s); /* no view remains: each holds a reference */
-  Py_XDECREF(s->reader);
-  type->tp_free(s);
+  Py_XDECREF((PyObject *)s->reader);
+  free_object(type, s);
   Py_DECREF(type);
 }
 

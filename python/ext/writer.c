@@ -112,9 +112,9 @@ static PyObject *writer_loan(Writer *w, PyObject *arg) {
     Py_DECREF(l);
     return stream_failed(&w->base, rc);
   }
-  Py_INCREF(w);
+  Py_INCREF((PyObject *)w);
   l->writer = w;
-  Py_INCREF(w->frames);
+  Py_INCREF((PyObject *)w->frames);
   l->frames = w->frames;
   /* The same slot in the second mapping. */
   l->frame = (char *)shl_payload(w->frames->seg) +
@@ -265,7 +265,7 @@ static void loan_releasebuffer(Loan *l, Py_buffer *view) {
 }
 
 static void loan_dealloc(Loan *l) {
-  PyTypeObject *type = Py_TYPE(l);
+  PyTypeObject *type = Py_TYPE((PyObject *)l);
   if (l->writer) {
     if (l->state == LOANED) { /* dropped without publishing: the frame is discarded */
       shl_writer_discard(l->writer->w);
@@ -274,7 +274,7 @@ static void loan_dealloc(Loan *l) {
     Py_DECREF(l->writer);
     Py_DECREF(l->frames);
   }
-  type->tp_free(l);
+  free_object(type, l);
   Py_DECREF(type);
 }
 
@@ -344,7 +344,7 @@ static PyObject *writer_wrap(modstate *st, shl_writer *core, const char *name) {
  * flags, mode, meta_format[, period_ns]. */
 static bool stream_args(PyObject *args, Py_ssize_t first, const char *name, shl_layout *layout,
                         shl_stream_opts *opts) {
-  PyObject *rest = PyTuple_GetSlice(args, first, PyTuple_GET_SIZE(args)), *shape;
+  PyObject *rest = PyTuple_GetSlice(args, first, PyTuple_Size(args)), *shape;
   unsigned long long period_ns = 0;
   bool ok = rest && PyArg_ParseTuple(rest, "sO!IIIIz|K:writer_open", &layout->format, &PyTuple_Type,
                                      &shape, &opts->slots, &opts->max_readers, &opts->flags,
@@ -362,7 +362,7 @@ static bool stream_args(PyObject *args, Py_ssize_t first, const char *name, shl_
  * takeover the stream's as it is). */
 PyObject *mod_writer_open(PyObject *mod, PyObject *args) {
   modstate *st = PyModule_GetState(mod);
-  const char *name = PyTuple_Size(args) > 0 ? PyUnicode_AsUTF8(PyTuple_GET_ITEM(args, 0)) : NULL;
+  const char *name = PyTuple_Size(args) > 0 ? utf8(PyTuple_GetItem(args, 0)) : NULL;
   shl_layout layout = {0};
   shl_stream_opts opts = SHL_STREAM_OPTS_INIT;
   if (!name) {
@@ -384,7 +384,7 @@ PyObject *mod_writer_open(PyObject *mod, PyObject *args) {
  * the writer given is closed, the new one writes the new stream. */
 PyObject *mod_writer_replace(PyObject *mod, PyObject *args) {
   modstate *st = PyModule_GetState(mod);
-  Writer *old = PyTuple_Size(args) > 0 ? (Writer *)PyTuple_GET_ITEM(args, 0) : NULL;
+  Writer *old = PyTuple_Size(args) > 0 ? (Writer *)PyTuple_GetItem(args, 0) : NULL;
   shl_layout layout = {0};
   shl_stream_opts opts = SHL_STREAM_OPTS_INIT;
   if (!old || !PyObject_TypeCheck((PyObject *)old, st->writer_type)) {

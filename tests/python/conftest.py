@@ -70,14 +70,14 @@ def run_py() -> Callable[..., str]:
 
 def spawner(prefix: List[str]) -> Iterator[Callable[..., subprocess.Popen]]:
     """For fixtures: starts Python code in a new interpreter, its command line
-    after `prefix` (stdin, stdout and stderr piped, text); the processes still
-    running at the end of the test are killed."""
+    after `prefix` and the call's own `wrap` (stdin, stdout and stderr piped,
+    text); the processes still running at the end of the test are killed."""
     procs: List[subprocess.Popen] = []
 
-    def spawn(code: str, *args: str) -> subprocess.Popen:
+    def spawn(code: str, *args: str, wrap: tuple[str, ...] = ()) -> subprocess.Popen:
         procs.append(
             subprocess.Popen(
-                prefix + _script(code) + list(args),
+                prefix + list(wrap) + _script(code) + list(args),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,

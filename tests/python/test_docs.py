@@ -196,6 +196,12 @@ elsewhere("gst-day-one", "test_gstreamer.py (videotestsrc into shmlanesink, shml
           "the rest needs a camera, a display, x264enc or an RTSP server")  # fmt: skip
 BLOCKS["gst-read-python-stream"] = ("run with gst-python-write", None)
 elsewhere("bridge-two-hosts", "tests/bridge (send and recv with keys between network namespaces)")
+elsewhere("install-wheel", "make test-dist (tests/wheels/check_wheels.py installs each wheel "
+          "where no compiler is and uses it)")  # fmt: skip
+elsewhere("install-c", "test_config.py (a program built with python -m shmlane.config's flags, "
+          "and pkg-config's, which agree)")  # fmt: skip
+elsewhere("install-source", "make test (pip install of the tree; meson builds build/, which it "
+          "does not install)")  # fmt: skip
 
 
 @block("py-first", "run twice, after the README's quick start left calib")

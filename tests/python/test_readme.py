@@ -9,36 +9,16 @@ blocks use are replaced by fresh ones, so runs never meet each other."""
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Dict, List
 
 import pytest
 
 from conftest import ROOT, SHM_DIR, build_c, core_build
-
-README = ROOT / "README.md"
-MARKED = re.compile(r"^<!-- test: ([\w-]+) -->\n```(\w+)\n(.*?)^```$", re.M | re.S)
-FENCE = re.compile(r"^```(c|python)$", re.M)
-# id: the names it uses. The Python quick start blocks are also files in examples/python.
-BLOCKS = {
-    "py-quickstart-writer": ["pose", "calib"],
-    "py-quickstart-reader": ["pose", "calib"],
-    "py-stream-writer": ["cam0"],
-    "py-stream-reader": ["cam0"],
-    "c-calib-a": ["calib"],
-    "c-calib-b": ["calib"],
-    "c-stream-writer": ["cam0"],
-    "c-stream-reader": ["cam0"],
-}
-
-
-def blocks() -> Dict[str, str]:
-    return {m.group(1): m.group(3) for m in MARKED.finditer(README.read_text())}
+from readme_programs import BLOCKS, FENCE, MARKED, PAIRS, README, blocks, check_output, source, waiting
 
 
 def test_every_code_block_is_marked_and_known():
@@ -67,16 +47,14 @@ class Programs:
 
     def command(self, block_id: str) -> List[str]:
         if block_id not in self.cmd:
-            source = blocks()[block_id]
-            for old, new in self.names.items():
-                source = source.replace(f'"{old}"', f'"{new}"')
+            text = source(block_id, self.names)
             if block_id.startswith("c-"):
                 path = self.dir / f"{block_id.replace('-', '_')}.c"
-                path.write_text(source)
+                path.write_text(text)
                 self.cmd[block_id] = [str(build_c(path, self.dir))]
             else:
                 path = self.dir / f"{block_id}.py"
-                path.write_text(source)
+                path.write_text(text)
                 self.cmd[block_id] = [sys.executable, str(path)]
         return self.cmd[block_id]
 
@@ -111,36 +89,11 @@ def finish(proc: subprocess.Popen) -> str:
     return out
 
 
-def waiting(proc: subprocess.Popen, block_id: str) -> None:
-    """Until proc sleeps inside the program proper (a C program's own binary,
-    or Python with shmlane loaded, not the interpreter starting), or exits."""
-    marker = "_shmlane" if block_id.startswith("py-") else f"/{block_id.replace('-', '_')}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            maps = Path(f"/proc/{proc.pid}/maps").read_text()
-            state = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            return
-        if marker in maps and state == "S":
-            return
-        time.sleep(0.01)
-
-
 @pytest.fixture
 def programs(tmp_path, request):
     made = Programs(tmp_path, str(abs(hash(request.node.name)) % 10000))
     yield made
     made.cleanup()
-
-
-# (first, second, ...) in the order they start; the last one's output is checked.
-PAIRS = {
-    "c-calib": ("c-calib-a", "c-calib-b"),
-    "c-stream": ("c-stream-writer", "c-stream-reader"),
-    "py-stream": ("py-stream-writer", "py-stream-reader"),
-    "py-quickstart": ("py-quickstart-writer", "py-quickstart-reader"),
-}
 
 
 @pytest.mark.skipif(not SHM_DIR.is_dir(), reason="needs /dev/shm")
@@ -190,23 +143,6 @@ def test_stream_reader_after_finished_runs_waits_for_the_next(programs, pair):
     assert first > (60 if pair == "c-stream" else 600), f"a finished run's frame: {out[:80]}"
 
 
-def check_output(pair: str, out: str, runs: int) -> None:
-    lines = out.splitlines()
-    if pair == "c-calib":
-        assert lines == [f"changes {runs}: diagonal 1 1 1"]
-    elif pair == "c-stream":
-        assert lines and lines[-1].startswith(f"frame {30 * runs}, ")
-        assert lines[-1].endswith("first byte 29, meta frame 29")
-    elif pair == "py-stream":
-        assert lines and lines[-1].split()[0] == str(300 * runs)
-        assert float(lines[-1].split()[2]) == 299 % 256
-        assert lines[-1].split()[3] == "299"  # the metadata came with its frame
-    elif runs == 1:  # py-quickstart, reader waiting: it sees the last update
-        assert lines[-1] == "frame 5: x=2.5 y=-5.0 trace=15.0"
-    else:  # the reader came after the writer: nothing changes any more, it stops
-        assert lines == []
-
-
 @pytest.mark.skipif(not SHM_DIR.is_dir(), reason="needs /dev/shm")
 @pytest.mark.parametrize("first", ["py", "c"])
 def test_python_and_c_stream_writers_take_over_from_each_other(programs, first):
@@ -234,8 +170,7 @@ def test_c_example_builds_with_pkg_config(programs, tmp_path):
     env = dict(os.environ, PKG_CONFIG_PATH=str(pc_dir))
     flags = subprocess.run(["pkg-config", "--cflags", "--libs", "shmlane"], env=env, check=True,
                            capture_output=True, text=True).stdout.split()  # fmt: skip
-    source = blocks()["c-stream-writer"].replace('"cam0"', f'"{programs.names["cam0"]}"')
-    (tmp_path / "writer.c").write_text(source)
+    (tmp_path / "writer.c").write_text(source("c-stream-writer", programs.names))
     exe = tmp_path / "writer"
     subprocess.run(["cc", "-o", str(exe), str(tmp_path / "writer.c"), *flags], check=True,
                    timeout=120)  # fmt: skip
