@@ -48,9 +48,9 @@ fuzz-build: $(FUZZ_BUILD)/build.ninja
 # is (build-fuzz/fuzz/seeds/<target>), the regression inputs of
 # fuzz/corpus/<target> and what earlier runs found (build-fuzz/corpus-<target>,
 # where new inputs go); crashes land in build-fuzz/artifacts/. It prints each
-# target's executions and edges and fails below the floor of
-# fuzz/fuzz_<target>.floor (`fuzz` for make fuzz, from 60 s on; `smoke` for
-# the short run). A crash: fix it, then copy the input to
+# target's executions and edges and fails below the floors of
+# fuzz/fuzz_<target>.floor (`smoke` for every run, `fuzz` for make fuzz once
+# it made the executions the floor names). A crash: fix it, then copy the input to
 # fuzz/corpus/<target>/regress-<what> so `meson test --suite fuzz` replays it.
 fuzz: fuzz-build
 	fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) fuzz $(FUZZ_TARGETS)
