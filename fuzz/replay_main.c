@@ -28,8 +28,8 @@ static int refused_seed(const char *path, const unsigned char *data, size_t len)
   int rc = fuzz_seed_check(data, len);
   if (rc == 0) return 0;
   fprintf(stderr,
-          "%s: not a seed of today's format (%s): seeds are made afresh by fuzz/gen_corpus "
-          "at every build; a checked-in input is named regress-<what>, for what it once broke\n",
+          "%s: not a seed of today's format (%s): make it afresh (fuzz/gen_corpus makes most "
+          "seeds at every build), or name an input that once broke something regress-<what>\n",
           path, shl_strerror(rc));
   return 1;
 }
