@@ -18,8 +18,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 /* A target may define this: 0 when the input is a well-formed seed for
- * today's format (a header or stream area that opens, a format that parses),
- * else the error that refused it. The replay driver holds every input not
+ * today's format (a header or stream area that opens, a format that parses,
+ * a wire message of today's version), else the error that refused it. The replay driver holds every input not
  * named regress-* to it, so that seeds made for an older format version,
  * which would leave the fuzzer stuck at the version check, fail a test. */
 int fuzz_seed_check(const uint8_t *data, size_t size);
