@@ -23,3 +23,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   free(cstr);
   return 0;
 }
+
+int fuzz_seed_check(const uint8_t *data, size_t size) {
+  if (size > SHL_FORMAT_MAX) return SHL_E_BAD_FORMAT;
+  int64_t itemsize = shl__format_parse((const char *)data, size);
+  return itemsize < 0 ? (int)itemsize : 0;
+}

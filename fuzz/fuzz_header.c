@@ -24,8 +24,10 @@ static void exercise(shl_segment *seg) {
   }
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  char name[SHL_NAME_MAX + 1], pname[64];
+static char name[SHL_NAME_MAX + 1], pname[64];
+
+/* Writes the input as the object behind `name`. */
+static void put_object(const uint8_t *data, size_t size) {
   snprintf(name, sizeof name, "fzh%ld", (long)getpid());
   snprintf(pname, sizeof pname, "%s%s", SHL_POSIX_PREFIX, name);
   int fd = shm_open(pname, O_RDWR | O_CREAT | O_TRUNC, 0600);
@@ -36,6 +38,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     done += (size_t)n;
   }
   close(fd);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  put_object(data, size);
   static const uint32_t modes[] = {0, SHL_OPEN_READONLY};
   for (size_t i = 0; i < 2; i++) {
     shl_segment *seg;
@@ -46,4 +52,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   shm_unlink(pname);
   return 0;
+}
+
+int fuzz_seed_check(const uint8_t *data, size_t size) {
+  put_object(data, size);
+  shl_segment *seg;
+  int rc = shl_open(&seg, name, SHL_OPEN_READONLY, 0);
+  if (rc == 0) shl_close(seg);
+  shm_unlink(pname);
+  return rc;
 }

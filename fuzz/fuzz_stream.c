@@ -22,11 +22,8 @@ static void cleanup(void) {
 
 static void setup(void) {
   snprintf(name, sizeof name, "fzs%ld", (long)getpid());
-  shl_layout frame = {.format = FUZZ_STREAM_FORMAT, .ndim = 2,
-                      .shape = {FUZZ_STREAM_ROWS, FUZZ_STREAM_COLS}};
-  shl_stream_opts opts = {.size = sizeof(shl_stream_opts), .slots = FUZZ_STREAM_SLOTS, .max_readers = FUZZ_STREAM_READERS};
   shl_unlink(name);
-  if (shl_writer_open(&writer, name, &frame, &opts) != 0) abort();
+  if (fuzz_stream_writer_open(&writer, name) != 0) abort();
   for (int i = 0; i < 3; i++) {
     void *p;
     if (shl_writer_loan(writer, &p, 0) < 0) abort();
@@ -40,15 +37,19 @@ static void setup(void) {
   atexit(cleanup);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+/* Byte 0 picks the reader's receive policy; the rest overwrites the area. */
+static uint32_t overwrite_area(const uint8_t *data, size_t size) {
   if (!writer) setup();
   shl_segment *wseg = shl_writer_segment(writer);
-  /* Byte 0 picks the reader's receive policy; the rest overwrites the area. */
   uint32_t policy = size && (data[0] & 1) ? SHL_RECV_ALL : SHL_RECV_LATEST;
   if (size) data++, size--;
   memcpy(wseg->ext, pristine, ext_size);
   memcpy(wseg->ext, data, size < ext_size ? size : ext_size);
+  return policy;
+}
 
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  uint32_t policy = overwrite_area(data, size);
   shl_reader *r;
   if (shl_reader_open(&r, name, policy, 0) == 0) {
     shl_layout layout;
@@ -71,4 +72,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     shl_writer_discard(writer);
   }
   return 0;
+}
+
+int fuzz_seed_check(const uint8_t *data, size_t size) {
+  shl_reader *r;
+  int rc = shl_reader_open(&r, name, overwrite_area(data, size), 0);
+  if (rc == 0) shl_reader_close(r);
+  return rc;
 }

@@ -1,7 +1,11 @@
 /* Runs a fuzz target's entry point over files and directories of inputs,
  * without libFuzzer: the corpus is replayed by every ordinary build
  * (`meson test --suite fuzz`), under whatever sanitizers that build has.
- * Usage: fuzz_X_replay PATH...   Exit 0 when every input ran; a bug aborts. */
+ * Every input not named regress-* is a seed: where the target has a seed
+ * check (fuzz_seed_check), a seed it refuses fails the run, and so does
+ * finding no seed at all.
+ * Usage: fuzz_X_replay PATH...   Exit 0 when every input ran and every seed
+ * passed; a bug aborts. */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +13,26 @@
 #include <sys/stat.h>
 
 #include "fuzz_common.h"
+
+/* Weak: a target without a seed check only has its inputs replayed. */
+__attribute__((weak)) int fuzz_seed_check(const uint8_t *data, size_t size);
+
+static int seeds;
+
+/* 1 if the input is a seed that the target's check refuses. */
+static int refused_seed(const char *path, const unsigned char *data, size_t len) {
+  const char *base = strrchr(path, '/');
+  base = base ? base + 1 : path;
+  if (!fuzz_seed_check || strncmp(base, "regress-", 8) == 0) return 0;
+  seeds++;
+  int rc = fuzz_seed_check(data, len);
+  if (rc == 0) return 0;
+  fprintf(stderr,
+          "%s: not a seed of today's format (%s): make it afresh (fuzz/gen_corpus makes most "
+          "seeds at every build), or name an input that once broke something regress-<what>\n",
+          path, shl_strerror(rc));
+  return 1;
+}
 
 static int run_file(const char *path) {
   FILE *f = fopen(path, "rb");
@@ -28,12 +52,12 @@ static int run_file(const char *path) {
   /* An exact-size copy, so a read past the input is caught as libFuzzer would. */
   unsigned char *exact = malloc(len ? len : 1);
   memcpy(exact, buf, len);
+  int failed = refused_seed(path, exact, len);
   LLVMFuzzerTestOneInput(exact, len);
   free(exact);
   free(buf);
-  return 0;
+  return failed;
 }
-
 
 int main(int argc, char **argv) {
   int failed = 0, ran = 0;
@@ -65,6 +89,9 @@ int main(int argc, char **argv) {
     }
     free(ents);
   }
-  printf("%d input(s) replayed\n", ran);
-  return failed || ran == 0;
+  printf("%d input(s) replayed", ran);
+  if (fuzz_seed_check) printf(", %d seed(s) checked", seeds);
+  printf("\n");
+  if (fuzz_seed_check && seeds == 0) fprintf(stderr, "no seeds: the fuzzer would start blind\n");
+  return failed || ran == 0 || (fuzz_seed_check && seeds == 0);
 }

@@ -1,8 +1,9 @@
 # Reliability checks (docs/reliability.md). Included from the Makefile, whose
 # MESON, BIN and deps it uses; every check builds in its own directory.
 #
-#   make fuzz               libFuzzer, FUZZ_SECONDS (60) per target
-#   make fuzz-smoke         the same, 10 s per target
+#   make fuzz               libFuzzer, FUZZ_SECONDS (60) per target, held to
+#                           coverage floors (fuzz/fuzz_<target>.floor)
+#   make fuzz-smoke         the same, FUZZ_SMOKE_SECONDS (6) per target
 #   make check-valgrind     C tests and corpus replays under valgrind memcheck
 #   make check-tsan         multi-threaded C tests under ThreadSanitizer
 #   make stress             kill storm, STRESS_SECONDS (300)
@@ -26,12 +27,12 @@ TSAN_BUILD := build-tsan
 STRESS_BUILD := build-stress
 FUZZ_TARGETS := format header stream wire
 # The fuzzing build: meson with clang, ASan + UBSan, and -Dfuzzing=true for
-# the libFuzzer programs (meson.build, fuzz/meson.build); it replays the corpus
-# too (`meson test -C build-fuzz`).
+# the libFuzzer programs (meson.build, fuzz/meson.build); it replays the seeds
+# and regression inputs too (`meson test -C build-fuzz`).
 FUZZ_SETUP := -Dbuildtype=debug -Doptimization=1 -Db_sanitize=address,undefined -Db_lundef=false \
   -Ddefault_library=static -Dtests=false -Dbench=false -Dfuzzing=true
 
-.PHONY: clang-installed fuzz fuzz-smoke fuzz-build fuzz-corpus check-valgrind check-tsan stress stress-smoke \
+.PHONY: clang-installed fuzz fuzz-smoke fuzz-build check-valgrind check-tsan stress stress-smoke \
   reliability-smoke soak mutants
 
 clang-installed:
@@ -43,33 +44,19 @@ $(FUZZ_BUILD)/build.ninja: | clang-installed $(VENV)/.deps-stamp
 fuzz-build: $(FUZZ_BUILD)/build.ninja
 	$(BIN)/ninja -C $(FUZZ_BUILD)
 
-# New inputs go to build-fuzz/corpus-<target>, crashes to build-fuzz/artifacts/;
-# fuzz/corpus/<target> is only read. A crash: fix it, then copy the input to
+# fuzz/run.sh: each target on the seeds the build made from the code as it
+# is (build-fuzz/fuzz/seeds/<target>), the regression inputs of
+# fuzz/corpus/<target> and what earlier runs found (build-fuzz/corpus-<target>,
+# where new inputs go); crashes land in build-fuzz/artifacts/. It prints each
+# target's executions and edges and fails below the floors of
+# fuzz/fuzz_<target>.floor (`smoke` for every run, `fuzz` for make fuzz once
+# it made the executions the floor names). A crash: fix it, then copy the input to
 # fuzz/corpus/<target>/regress-<what> so `meson test --suite fuzz` replays it.
-define run_fuzz
-	@mkdir -p $(FUZZ_BUILD)/artifacts
-	@status=0; for t in $(FUZZ_TARGETS); do \
-	  mkdir -p $(FUZZ_BUILD)/corpus-$$t; \
-	  $(FUZZ_BUILD)/fuzz/fuzz_$$t -max_total_time=$(1) -timeout=10 -print_final_stats=1 \
-	    -artifact_prefix=$(FUZZ_BUILD)/artifacts/$$t- $(FUZZ_BUILD)/corpus-$$t fuzz/corpus/$$t \
-	    > $(FUZZ_BUILD)/log-$$t.txt 2>&1; rc=$$?; \
-	  execs=$$(sed -n 's/^stat::number_of_executed_units: *//p' $(FUZZ_BUILD)/log-$$t.txt); \
-	  cov=$$(grep -E '^#[0-9]+' $(FUZZ_BUILD)/log-$$t.txt | tail -1 | grep -oE 'cov: [0-9]+ ft: [0-9]+'); \
-	  echo "fuzz_$$t: $(1) s, $${execs:-?} executions, $${cov:-cov ?}, exit $$rc"; \
-	  if [ $$rc -ne 0 ]; then status=1; grep -E 'ERROR|SUMMARY|runtime error|Test unit' \
-	    $(FUZZ_BUILD)/log-$$t.txt | head -5; fi; \
-	done; exit $$status
-endef
-
 fuzz: fuzz-build
-	$(call run_fuzz,$(FUZZ_SECONDS))
+	fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) fuzz $(FUZZ_TARGETS)
 
 fuzz-smoke: fuzz-build
-	$(call run_fuzz,$(FUZZ_SMOKE_SECONDS))
-
-# Rewrites the seeds in fuzz/corpus/ from real segments (the regress-* files stay).
-fuzz-corpus: build
-	$(BUILD)/fuzz/gen_corpus fuzz/corpus
+	fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SMOKE_SECONDS) smoke $(FUZZ_TARGETS)
 
 # Tests that re-exec themselves through /proc/self/exe run that child outside
 # valgrind (no --trace-children): only the parent and forked children are checked.

@@ -140,4 +140,13 @@ MUTANTS = [
         "replace": "",
         "tests": ["perm"],
     },
+    {
+        "name": "stale-header-seeds",
+        "why": "the fuzzer's header seeds carry another format version (as checked-in seeds did)",
+        "file": "fuzz/gen_corpus.c",
+        "find": "  put(\"header\", file, buf, (size_t)st.st_size);",
+        "replace": "  ((struct shl__header *)buf)->format_version--;\n"
+                   "  put(\"header\", file, buf, (size_t)st.st_size);",
+        "tests": ["fuzz_header"],
+    },
 ]
