@@ -690,22 +690,36 @@ class Reader(Described):
 
     def _receive_due(self, timeout: Optional[float]) -> _shmlane.Sample:
         """spin="auto": the core sleeps until the next frame is due, then
-        returns None instead of spinning; this loop polls, so that the
-        interpreter's path to a frame is warm when it comes."""
-        poll = self._raw.receive_due
+        returns None instead of spinning; this loop polls, and between polls
+        rehearses what a frame goes through, so that the interpreter's path
+        to a frame is warm when it comes."""
+        poll, rehearse = self._raw.receive_due, self._rehearse
         if timeout is None:
             raw = poll(None)
             while raw is None:
+                rehearse()
                 raw = poll(None)
             return raw
         deadline = _monotonic() + timeout
         raw = poll(timeout)
         while raw is None:
+            rehearse()
             left = deadline - _monotonic()
             if left <= 0:
                 return self._raw.receive(0)  # TimeoutError unless a frame came
             raw = poll(left)
         return raw
+
+    def _rehearse(self) -> None:
+        """A Sample and its array, as receive() makes them, over the reader's
+        own export of zero frames of the stream's layout (no slot is pinned,
+        nothing shared is read)."""
+        try:
+            sample = Sample(self._raw, self._wrap, self._meta)  # type: ignore[arg-type]
+            if self._wrap is np.asarray:
+                sample._wrap(self._raw)
+        except BufferError:
+            pass  # closed by another thread meanwhile: the next poll says so
 
     def receive_into(self, out: Any, timeout: Optional[float] = None) -> Tuple[int, int, int]:
         """Copy the next frame (per the policy) into `out` and release its slot
