@@ -567,7 +567,8 @@ def death_run(exe, lang, n):
     try:
         assert w.stdout.readline().strip() == "ready"
         cmd = [exe, "reader", name] if lang == "c" else [sys.executable, DEATH_PY, name]
-        readers = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(n)]
+        readers = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                   for _ in range(n)]
         for r in readers:
             assert r.stdout.readline().strip() == "ready"
             assert asleep_in_futex(r.pid)
@@ -578,6 +579,8 @@ def death_run(exe, lang, n):
             line = r.stdout.readline().split()
             if line[:1] == ["gone"]:
                 took.append(int(line[1]) - killed)
+        for r in readers:  # all have told: now they may exit
+            r.stdin.close()
             r.wait(timeout=60)
         return took
     finally:

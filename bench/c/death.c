@@ -7,7 +7,10 @@
  *   death writer NAME READERS   opens the stream, publishes frame 1, prints
  *                               "ready", then waits to be killed
  *   death reader NAME           receives frame 1, prints "ready", then
- *                               "gone T" (T: the time in ns), or "error CODE" */
+ *                               "gone T" (T: the time in ns), or "error CODE",
+ *                               then waits for the end of its input: a
+ *                               reader's exit must not take the CPU from
+ *                               readers yet to notice the death */
 #include <signal.h>
 #include <unistd.h>
 
@@ -42,6 +45,9 @@ int main(int argc, char **argv) {
     int64_t t = now_ns();
     if (rc == SHL_E_WRITER_GONE) printf("gone %lld\n", (long long)t);
     else printf("error %s\n", shl_err_name(rc));
+    fflush(stdout);
+    while (getchar() != EOF) {
+    }
     shl_reader_close(r);
     return 0;
   }

@@ -2,7 +2,10 @@
 writer and the C reader, and the protocol):
 
     python death.py NAME   receives frame 1, prints "ready", then "gone T"
-                           (time.monotonic_ns() when WriterGone was raised)"""
+                           (time.monotonic_ns() when WriterGone was raised),
+                           then waits for the end of its input (an
+                           interpreter's exit takes tens of milliseconds of
+                           CPU that readers yet to notice would wait for)"""
 
 import sys
 import time
@@ -17,3 +20,4 @@ with shmlane.Reader(sys.argv[1], timeout=5) as reader:
         print("error a frame came", flush=True)
     except shmlane.WriterGone:
         print("gone", time.monotonic_ns(), flush=True)
+    sys.stdin.read()
