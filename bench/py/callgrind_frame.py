@@ -33,7 +33,7 @@ if len(sys.argv) > 2:
     src = np.zeros(shape, np.uint8)
     for _ in range(n):
         w.send(src)
-        arr, release, key = r.recv(0)
+        arr, release, key = r.recv(5.0)  # a queue (pyzmq) delivers on its I/O thread
         if release:
             release()
     r.close()
