@@ -34,9 +34,10 @@
 
 /* ---------------------------------------------------------------- the pace */
 
-/* Frame seq published at ts, received 20 us later. */
+/* Frame seq published at ts, received 20 us later (or at ts, for times a
+ * peer wrote near the end of the clock). */
 static void frame(struct shl__pace *p, uint64_t seq, int64_t ts) {
-  shl__pace_frame(p, seq, ts, ts + 20 * US);
+  shl__pace_frame(p, seq, ts, ts < INT64_MAX - 20 * US ? ts + 20 * US : ts);
 }
 
 /* The window the plan would give now, without changing p: [*open, *close). */
