@@ -80,8 +80,8 @@ class Config:
             self.fanout = [1, 2, 4, 8]
             self.attach_iters = 300
             self.frames = FRAMES
-            self.paced_s, self.idle_s, self.idle_settle_s = 5.0, 5.0, 1.0
-            self.rounds, self.death, self.death_rounds = 4, [1, 10, 50], 3
+            self.paced_s, self.idle_s, self.idle_settle_s = 3.5, 3.0, 1.0
+            self.rounds, self.death, self.death_rounds = 4, [1, 10, 50], 2
 
 
 # ---------------------------------------------------------------- helpers
