@@ -18,6 +18,8 @@ import importlib
 import json
 import os
 import platform
+import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,6 +30,7 @@ ROOT = os.path.dirname(HERE)
 PAIR = os.path.join(HERE, "py", "pair.py")
 ATTACH_PY = os.path.join(HERE, "py", "attach.py")
 WAKE_PY = os.path.join(HERE, "py", "wake.py")
+DEATH_PY = os.path.join(HERE, "py", "death.py")
 FRAMES = [("640x480x3", "480x640x3"), ("1920x1080x3", "1080x1920x3"), ("64 B", "64")]
 ALTERNATIVES = {  # method: (PyPI name, module)
     "seed": ("posix-ipc", "posix_ipc"),
@@ -44,7 +47,7 @@ DESCRIBE = {
     "mpshm": "multiprocessing.shared_memory + posix_ipc semaphores, copy in/out",
     "sharedarray": "SharedArray + posix_ipc semaphores, copy in/out",
     "iceoryx2": "iceoryx2 publish-subscribe with slices",
-    "zmq": "pyzmq PUSH/PULL over ipc://, copy=False",
+    "zmq": "pyzmq PUSH/PULL over ipc://, send copies (a zero-copy send would race the next frame), recv(copy=False)",
     "pipe": "multiprocessing Connection over a named pipe",
 }
 
@@ -59,7 +62,8 @@ class Config:
             self.fanout = [1, 2]
             self.attach_iters = 5
             self.frames = FRAMES[:1] + FRAMES[2:]
-            self.paced_s, self.idle_s = 0.1, 0.3
+            self.paced_s, self.idle_s, self.idle_settle_s = 0.1, 0.3, 0.3
+            self.rounds, self.death, self.death_rounds = 1, [1], 1
         elif quick:
             self.wake_iters, self.wake_gap_ns, self.py_wake_iters = 1500, 150_000, 500
             self.stream_iters, self.stream_gap_ns, self.thr_s = 300, 300_000, 0.3
@@ -67,7 +71,8 @@ class Config:
             self.fanout = [1, 4]
             self.attach_iters = 50
             self.frames = FRAMES
-            self.paced_s, self.idle_s = 1.5, 3.0
+            self.paced_s, self.idle_s, self.idle_settle_s = 1.5, 2.0, 1.0
+            self.rounds, self.death, self.death_rounds = 3, [1, 10, 50], 1
         else:
             self.wake_iters, self.wake_gap_ns, self.py_wake_iters = 10000, 200_000, 3000
             self.stream_iters, self.stream_gap_ns, self.thr_s = 2000, 500_000, 1.0
@@ -75,7 +80,8 @@ class Config:
             self.fanout = [1, 2, 4, 8]
             self.attach_iters = 300
             self.frames = FRAMES
-            self.paced_s, self.idle_s = 8.0, 10.0
+            self.paced_s, self.idle_s, self.idle_settle_s = 3.5, 3.0, 1.0
+            self.rounds, self.death, self.death_rounds = 4, [1, 10, 50], 2
 
 
 # ---------------------------------------------------------------- helpers
@@ -97,6 +103,20 @@ def pct(values: list, p: float) -> float:
     return float(v[int(min(rank, len(v))) - 1])
 
 
+def spread(values: list) -> dict:
+    """The median of per-round values (ratios of A to B, each from one
+    round in which A and B ran one after the other) and their spread."""
+    v = sorted(x for x in values if x == x)
+    if not v:
+        return {"median": float("nan"), "min": float("nan"), "max": float("nan"), "n": 0}
+    return {"median": statistics.median(v), "min": v[0], "max": v[-1], "n": len(v)}
+
+
+def per_round(a: list, b: list) -> dict:
+    """spread() of a[i] / b[i]: rounds in which both ran."""
+    return spread([x / y for x, y in zip(a, b) if y and x == x and y == y])
+
+
 def summary(values: list) -> dict:
     if not values:
         return {"n": 0}
@@ -106,6 +126,7 @@ def summary(values: list) -> dict:
         "p99": pct(values, 99),
         "p99.9": pct(values, 99.9),
         "mean": sum(values) / len(values),
+        "max": float(max(values)),
     }
 
 
@@ -163,7 +184,7 @@ def ensure_module(method: str, install: bool = True) -> str | None:
 ROUNDS = 4  # methods and fan-out set-ups take turns: drift in the machine hits them alike
 
 
-def wake_pair(program, method, tmp, iters, gap_ns, key):
+def wake_pair(program, method, tmp, iters, gap_ns, key, fill=0):
     """One wake-up run: the reader (started first) creates the segment.
     Returns the latencies and the writer's signal times."""
     name = f"bw{os.getpid()}"
@@ -171,34 +192,36 @@ def wake_pair(program, method, tmp, iters, gap_ns, key):
     r = subprocess.Popen(program + ["reader", method, name, str(iters), f], stdout=subprocess.PIPE,
                          text=True)
     assert r.stdout.readline().strip() == "ready"
-    subprocess.run(program + ["writer", method, name, str(iters), str(gap_ns), fw], check=True,
-                   timeout=300)
+    subprocess.run(program + ["writer", method, name, str(iters), str(gap_ns), fw]
+                   + ([str(fill)] if fill else []), check=True, timeout=300)
     r.wait(timeout=60)
     return load(f), load(fw)
 
 
-def wake_methods(program, methods, tmp, iters, gap_ns, prefix, raw):
-    lat = {m: [] for m in methods}
-    sig = {m: [] for m in methods}
-    for _ in range(ROUNDS):
-        for m in methods:
-            a, b = wake_pair(program, m, tmp, max(1, iters // ROUNDS), gap_ns, f"{prefix}.{m}")
-            lat[m] += a
-            sig[m] += b
-    for m in methods:
-        raw[f"wake.{prefix}.{m}"] = lat[m]
-    return {m: {"latency_ns": summary(lat[m]), "signal_ns": summary(sig[m])} for m in methods}
-
-
 def bench_wake(cfg, bin_dir, tmp, res, raw):
-    out = wake_methods([os.path.join(bin_dir, "wake")], ("shl", "futex", "shlspin", "spin"), tmp,
-                       cfg.wake_iters, cfg.wake_gap_ns, "c", raw)
-    for m in ("shl", "spin"):
-        out[m]["p50_vs_futex"] = out[m]["latency_ns"]["p50"] / out["futex"]["latency_ns"]["p50"]
-    out["shlspin"]["p50_vs_spin"] = out["shlspin"]["latency_ns"]["p50"] / out["spin"]["latency_ns"]["p50"]
-    res["wake_c"] = out
-    res["wake_py"] = wake_methods([sys.executable, WAKE_PY], ("shl", "shlspin"), tmp,
-                                  cfg.py_wake_iters, cfg.wake_gap_ns, "py", raw)
+    """Every method, C and Python, takes a turn in each of ROUNDS rounds:
+    the latencies of all rounds, and each round's p50, for ratios between
+    methods that ran one after the other."""
+    runs = [("c", [os.path.join(bin_dir, "wake")], m, cfg.wake_iters)
+            for m in ("shl", "futex", "shlspin", "spin")]
+    runs += [("py", [sys.executable, WAKE_PY], m, cfg.py_wake_iters) for m in ("shl", "shlspin")]
+    lat, sig, p50 = {}, {}, {}
+    for _ in range(ROUNDS):
+        for prefix, program, m, iters in runs:
+            a, b = wake_pair(program, m, tmp, max(1, iters // ROUNDS), cfg.wake_gap_ns, f"{prefix}.{m}")
+            lat.setdefault((prefix, m), []).extend(a)
+            sig.setdefault((prefix, m), []).extend(b)
+            p50.setdefault((prefix, m), []).append(pct(a, 50))
+    out, py = {}, {}
+    for (prefix, m), v in lat.items():
+        raw[f"wake.{prefix}.{m}"] = v
+        (out if prefix == "c" else py)[m] = {"latency_ns": summary(v), "signal_ns": summary(sig[prefix, m]),
+                                             "p50_rounds": p50[prefix, m]}
+    # Against the peer of each: the raw futex, the cache line, shmlane's C call.
+    for v, peer in ((out["shl"], out["futex"]), (out["shlspin"], out["spin"]), (py["shl"], out["shl"]),
+                    (py["shlspin"], out["shlspin"])):
+        v["p50_vs_peer"] = per_round(v["p50_rounds"], peer["p50_rounds"])
+    res["wake_c"], res["wake_py"] = out, py
 
 
 def bench_stream_c(cfg, bin_dir, tmp, res, raw):
@@ -240,8 +263,42 @@ def bench_stream_c(cfg, bin_dir, tmp, res, raw):
     res["stream_c"] = rows
 
 
+def pair_run(m, name, frame, iters, gap_s, seconds, phases, o, env):
+    """One run of pair.py for method m: (writer's JSON, reader's JSON)."""
+    wr, rd = run_group(
+        [sys.executable, PAIR, "writer", m, name, frame, str(iters), str(gap_s), str(seconds), phases, o],
+        [[sys.executable, PAIR, "reader", m, name, frame, str(iters), phases, o]], env=env)
+    return wr, rd[0]
+
+
+def pair_round(wr: dict, rd: dict, o: str) -> dict:
+    """What one round of a method gave: its samples, and its figures."""
+    send, recv, lat, fill, sendp = (load(o + x) for x in (".send", ".recv", ".lat", ".fill",
+                                                           ".send_polled"))
+    distinct, dup = rd.get("frames", 0), rd.get("duplicates", 0)
+    return {
+        "send": send, "recv": recv, "lat": lat, "fill": fill, "send_polled": sendp,
+        "cost": pct(send, 50) + pct(recv, 50),
+        "polled": pct(sendp, 50) + pct(recv, 50),
+        "latency": pct(lat, 50),
+        "rate": distinct / rd["seconds"] if distinct and rd.get("seconds") else float("nan"),
+        "cpu": cpu_per_frame(wr, rd),
+        "distinct": distinct, "duplicates": dup,
+    }
+
+
+# Each Python figure compared with shmlane's, as other / shmlane, except the
+# rate (shmlane / other): above 1, shmlane is ahead.
+PY_RATIOS = (("cost", "cost_vs_shmlane", False), ("polled", "polled_cost_vs_shmlane", False),
+             ("latency", "latency_vs_shmlane", False), ("rate", "rate_vs_shmlane", True),
+             ("cpu", "cpu_vs_shmlane", False))
+
+
 def bench_python(cfg, tmp, res, raw, skipped, install=True):
-    rows = []
+    """Every method in its own pair of processes, the methods taking turns
+    in cfg.rounds rounds per frame size (shmlane, then each alternative, and
+    again): each ratio to shmlane is the median of the rounds' ratios, with
+    their spread."""
     methods = ["shmlane", "shmlane-copy"] + list(ALTERNATIVES)
     usable = []
     for m in methods:
@@ -250,70 +307,81 @@ def bench_python(cfg, tmp, res, raw, skipped, install=True):
             skipped[m] = why
         else:
             usable.append(m)
+    env = dict(os.environ, BENCH_POLICY="latest")
+    gap_s = cfg.stream_gap_ns / 1e9
+    rows = []
     for label, frame in cfg.frames:
+        rounds = {m: [] for m in usable}
+        failed = set()
+        for _ in range(cfg.rounds):
+            for m in usable:
+                if m in failed:
+                    continue
+                iters = max(2, (cfg.py_iters if m == "shmlane" else cfg.alt_iters) // cfg.rounds)
+                name, o = f"bp{os.getpid()}", os.path.join(tmp, f"py.{m}.{frame}")
+                try:
+                    wr, rd = pair_run(m, name, frame, iters, gap_s, cfg.py_thr_s / cfg.rounds, "lct", o,
+                                      env)
+                except RuntimeError as exc:
+                    if m.startswith("shmlane"):
+                        raise  # our own methods are measured, never skipped
+                    skipped[f"{m} {label}"] = str(exc)
+                    failed.add(m)
+                    continue
+                rounds[m].append(pair_round(wr, rd, o))
         for m in usable:
-            iters = cfg.py_iters if m == "shmlane" else cfg.alt_iters
-            name = f"bp{os.getpid()}"
-            o = os.path.join(tmp, f"py.{m}.{frame}")
-            env = dict(os.environ, BENCH_POLICY="latest")
-            try:
-                wr, rd = run_group(
-                    [sys.executable, PAIR, "writer", m, name, frame, str(iters),
-                     str(cfg.stream_gap_ns / 1e9), str(cfg.py_thr_s), "lct", o],
-                    [[sys.executable, PAIR, "reader", m, name, frame, str(iters), "lct", o]],
-                    env=env)
-            except RuntimeError as exc:
-                if m.startswith("shmlane"):
-                    raise  # our own methods are measured, never skipped
-                skipped[f"{m} {label}"] = str(exc)
+            rs = rounds[m]
+            if m in failed or not rs:
                 continue
-            send, recv, lat, fill, sendp = (load(o + x) for x in (".send", ".recv", ".lat", ".fill",
-                                                                   ".send_polled"))
-            raw[f"py.{m}.{label}.lat"] = lat
+            pooled = {k: [x for r in rs for x in r[k]] for k in ("send", "recv", "lat", "fill", "send_polled")}
+            raw[f"py.{m}.{label}.lat"] = pooled["lat"]
+            distinct, dup = sum(r["distinct"] for r in rs), sum(r["duplicates"] for r in rs)
             row = {
-                "method": m, "frame": label,
-                "send_ns": summary(send), "recv_ns": summary(recv),
-                "send_polled_ns": summary(sendp),  # phase c: the reader polls, nobody to wake
-                "latency_ns": summary(lat),
-                "fill_ns": summary(fill) if any(fill) else {"n": 0},
-                "delivered_per_s": rd[0].get("frames", 0) / max(rd[0].get("seconds", 1), 1e-9),
-                "published_per_s": wr.get("published", 0) / max(wr.get("seconds", 1), 1e-9),
+                "method": m, "frame": label, "rounds": len(rs),
+                "send_ns": summary(pooled["send"]), "recv_ns": summary(pooled["recv"]),
+                "send_polled_ns": summary(pooled["send_polled"]),  # phase c: nobody to wake
+                "latency_ns": summary(pooled["lat"]),
+                "fill_ns": summary(pooled["fill"]) if any(pooled["fill"]) else {"n": 0},
+                "distinct_per_s": spread([r["rate"] for r in rs])["median"],
+                "duplicates": dup, "duplicate_share": dup / (dup + distinct) if dup + distinct else 0.0,
+                "cpu_per_frame_ns": spread([r["cpu"] for r in rs])["median"],
+                "round_figures": {k: [r[k] for r in rs] for k, _, _ in PY_RATIOS},
             }
             row["cost_ns_p50"] = row["send_ns"]["p50"] + row["recv_ns"]["p50"]
-            row["cpu_per_frame_ns"] = cpu_per_frame(wr, rd[0])
-            if m == "shmlane":
-                # The same paced sends, but the writer waits out the gap on the
-                # CPU instead of sleeping: how much of `send` is the writer's
-                # own wake-up (cold caches) rather than the library.
-                # And with the reader spinning 1 ms before it sleeps (Reader(spin=)),
-                # longer than the gap: what a reader of a fast stream can choose.
-                for key, extra, phases in (("busy", {"BENCH_BUSY_GAP": "1"}, "l"),
-                                           ("spin", {"BENCH_READER_SPIN": "0.001"}, "lt")):
-                    ob = f"{o}.{key}"
-                    wx, rx = run_group(
-                        [sys.executable, PAIR, "writer", m, name, frame, str(iters),
-                         str(cfg.stream_gap_ns / 1e9), str(cfg.py_thr_s), phases, ob],
-                        [[sys.executable, PAIR, "reader", m, name, frame, str(iters), phases, ob]],
-                        env=dict(env, **extra))
-                    row[f"send_{key}_ns"] = summary(load(ob + ".send"))
-                    row[f"latency_{key}_ns"] = summary(load(ob + ".lat"))
-                row["delivered_spin_per_s"] = rx[0].get("frames", 0) / max(rx[0].get("seconds", 1), 1e-9)
-                row["cpu_per_frame_spin_ns"] = cpu_per_frame(wx, rx[0])
             rows.append(row)
-    for row in rows:
-        base = next((r for r in rows if r["method"] == "shmlane" and r["frame"] == row["frame"]), None)
-        if base:
-            row["cost_vs_shmlane"] = row["cost_ns_p50"] / base["cost_ns_p50"]
-            row["latency_vs_shmlane"] = row["latency_ns"]["p50"] / base["latency_ns"]["p50"]
-            row["rate_vs_shmlane"] = row["delivered_per_s"] / max(base["delivered_per_s"], 1e-9)
-            row["cpu_vs_shmlane"] = row["cpu_per_frame_ns"] / base["cpu_per_frame_ns"]
-            row["polled_cost_vs_shmlane"] = (row["send_polled_ns"]["p50"] + row["recv_ns"]["p50"]) / (
-                base["send_polled_ns"]["p50"] + base["recv_ns"]["p50"])
+        base = next((r for r in rows if r["method"] == "shmlane" and r["frame"] == label), None)
+        for row in rows:
+            if row["frame"] != label or not base:
+                continue
+            for k, key, inverse in PY_RATIOS:
+                mine, theirs = base["round_figures"][k], row["round_figures"][k]
+                row[key] = per_round(mine, theirs) if inverse else per_round(theirs, mine)
+        if "shmlane" in usable:
+            shmlane_variants(cfg, tmp, frame, gap_s, env, base)
     res["python"] = rows
 
 
+def shmlane_variants(cfg, tmp, frame, gap_s, env, row):
+    """shmlane's paced sends again, the writer waiting out the gap on the CPU
+    instead of sleeping (how much of `send` is the writer's own wake-up, cold
+    caches, rather than the library), and with the reader spinning 1 ms
+    before it sleeps (Reader(spin=)), longer than the gap: what a reader of a
+    fast stream can choose."""
+    name = f"bp{os.getpid()}"
+    for key, extra, phases in (("busy", {"BENCH_BUSY_GAP": "1"}, "l"),
+                               ("spin", {"BENCH_READER_SPIN": "0.001"}, "lt")):
+        ob = os.path.join(tmp, f"py.variant.{frame}.{key}")
+        wx, rx = pair_run("shmlane", name, frame, cfg.py_iters // cfg.rounds, gap_s, cfg.py_thr_s / cfg.rounds,
+                          phases, ob, dict(env, **extra))
+        row[f"send_{key}_ns"] = summary(load(ob + ".send"))
+        row[f"latency_{key}_ns"] = summary(load(ob + ".lat"))
+    row["delivered_spin_per_s"] = rx.get("frames", 0) / rx["seconds"] if rx.get("seconds") else float("nan")
+    row["cpu_per_frame_spin_ns"] = cpu_per_frame(wx, rx)
+
+
 def cpu_per_frame(writer: dict, reader: dict) -> float:
-    """Throughput phase: CPU time (all threads) per frame sent plus per frame received."""
+    """Throughput phase: CPU time (all threads) per frame the writer sent, plus
+    the reader's per distinct frame it received (its duplicates are its cost)."""
     pub, got = writer.get("published", 0), reader.get("frames", 0)
     return (writer.get("cpu_ns", 0) / pub if pub else float("nan")) + (
         reader.get("cpu_ns", 0) / got if got else float("nan"))
@@ -370,6 +438,12 @@ def bench_fanout(cfg, bin_dir, tmp, res):
 
 PACED = [(30, "640x480x3", "480x640x3"), (30, "1920x1080x3", "1080x1920x3"),
          (240, "640x480x3", "480x640x3"), (240, "1920x1080x3", "1080x1920x3")]
+# The paced methods: shmlane's readers asleep in receive, and with the
+# predictive wait; the limits, a raw futex wake-up (FUTEX_WAIT, and
+# futex_waitv on three words with a time-out as a stream reader sleeps)
+# after the same fill; iceoryx2's Python binding.
+PACED_METHODS = ("c", "c-auto", "shmlane", "shmlane-auto", "futex", "waitv", "iceoryx2")
+PACED_WARMUP = 3  # frames of each run left out: the predictive wait learns the pace from them
 
 
 def paced_cpu(writer: dict, reader: dict) -> tuple:
@@ -378,59 +452,148 @@ def paced_cpu(writer: dict, reader: dict) -> tuple:
     return writer.get("lat_cpu_ns", float("nan")) / n, reader.get("lat_cpu_ns", float("nan")) / n
 
 
-def paced_runs(cfg, bin_dir, tmp, fps, frame, iters, methods):
-    """One paced run per method: frames GAP apart on average (0.5x..1.5x,
-    phase l of stream.c and pair.py), the reader asleep in its receive."""
-    gap_ns = 1_000_000_000 // fps
-    exe = os.path.join(bin_dir, "stream")
-    out = {}
-    for m in methods:
-        name, o = f"bz{os.getpid()}", os.path.join(tmp, f"paced.{m}.{fps}.{frame}")
-        if m == "futex":  # the limit: a raw futex wake-up paced the same way, nothing moved
-            lat, _ = wake_pair([os.path.join(bin_dir, "wake")], "futex", tmp, iters, gap_ns,
-                               f"paced.{fps}.{frame}")
-            out[m] = {"latency_ns": summary(lat)}
-            continue
-        if m == "c":
-            wr, rd = run_group([exe, "writer", name, frame, "latest", "1", str(iters), str(gap_ns), "0",
-                                "l", o], [[exe, "reader", name, "latest", str(iters), "l", o]])
-            lat = load(os.path.join(tmp, next(p for p in os.listdir(tmp)
-                                              if p.startswith(os.path.basename(o) + ".lat."))))
-        else:
-            wr, rd = run_group([sys.executable, PAIR, "writer", m, name, frame, str(iters),
-                                str(gap_ns / 1e9), "0", "l", o],
-                               [[sys.executable, PAIR, "reader", m, name, frame, str(iters), "l", o]],
-                               env=dict(os.environ, BENCH_POLICY="latest"))
-            lat = load(o + ".lat")
-        wcpu, rcpu = paced_cpu(wr, rd[0])
-        out[m] = {"latency_ns": summary(lat), "writer_cpu_ns": wcpu, "reader_cpu_ns": rcpu}
-    return out
+def paced_run(bin_dir, tmp, fps, frame, iters, m):
+    """One paced run: frames exactly 1/fps apart on an absolute schedule, as a
+    camera, the writer filling each in its slot (the limits: into private
+    memory) before it stamps and publishes it; the reader asleep in its
+    receive, or with the predictive wait. Latencies without the first
+    PACED_WARMUP frames, and the CPU time per frame of each process."""
+    gap_ns = -(1_000_000_000 // fps)
+    name, o = f"bz{os.getpid()}", os.path.join(tmp, f"paced.{m}.{fps}.{frame}")
+    if m in ("futex", "waitv"):
+        size = 1
+        for x in frame.split("x"):
+            size *= int(x)
+        lat, _ = wake_pair([os.path.join(bin_dir, "wake")], m, tmp, iters, gap_ns, f"paced.{m}", fill=size)
+        return {"lat": lat[PACED_WARMUP:] if len(lat) > 2 * PACED_WARMUP else lat}
+    if m.startswith("c"):
+        for f in os.listdir(tmp):
+            if f.startswith(os.path.basename(o) + ".lat."):
+                os.unlink(os.path.join(tmp, f))
+        exe = os.path.join(bin_dir, "stream")
+        env = dict(os.environ, BENCH_SPIN="auto") if m == "c-auto" else None
+        wr, rd = run_group([exe, "writer", name, frame, "latest", "1", str(iters), str(gap_ns), "0", "l", o],
+                           [[exe, "reader", name, "latest", str(iters), "l", o]], env=env)
+        lat = load(os.path.join(tmp, next(p for p in os.listdir(tmp)
+                                          if p.startswith(os.path.basename(o) + ".lat."))))
+        latp = load(os.path.join(tmp, next(p for p in os.listdir(tmp)
+                                           if p.startswith(os.path.basename(o) + ".latp."))))
+    else:
+        env = dict(os.environ, BENCH_POLICY="latest")
+        if m == "shmlane-auto":
+            env["BENCH_READER_SPIN"] = "auto"
+        method = "shmlane" if m.startswith("shmlane") else m
+        wr, rd = pair_run(method, name, frame, iters, gap_ns / 1e9, 0, "l", o, env)
+        lat, latp = load(o + ".lat"), load(o + ".latp") if method == "shmlane" else []
+    wcpu, rcpu = paced_cpu(wr, rd[0] if isinstance(rd, list) else rd)
+    cut = PACED_WARMUP if len(lat) > 2 * PACED_WARMUP else 0
+    return {"lat": lat[cut:], "latp": latp[cut:], "writer_cpu_ns": wcpu, "reader_cpu_ns": rcpu}
+
+
+# Ratios of the paced table (per round, then the median): row method against
+# peer method, as row / peer.
+PACED_RATIOS = (("c", "futex", "p50_vs_limit"), ("waitv", "futex", "p50_vs_limit"),
+                ("c", "waitv", "p50_vs_waitv"), ("shmlane", "c", "p50_vs_c"),
+                ("shmlane-auto", "c-auto", "p50_vs_c"), ("c-auto", "c", "p50_vs_plain"),
+                ("shmlane-auto", "shmlane", "p50_vs_plain"), ("iceoryx2", "shmlane", "p50_vs_shmlane"))
 
 
 def bench_paced(cfg, bin_dir, tmp, res, skipped):
-    """Frames at camera rates: C and Python shmlane against the raw futex
-    (the limit) and iceoryx2's Python binding with its event service."""
-    methods = ["c", "shmlane", "futex"] + ([] if "iceoryx2" in skipped else ["iceoryx2"])
+    """Frames at camera rates, every method taking a turn in each of
+    cfg.rounds rounds: C and Python shmlane, asleep and with the predictive
+    wait, against the raw futex (the limit) and iceoryx2's Python binding
+    with its event service."""
+    methods = [m for m in PACED_METHODS if not (m == "iceoryx2" and "iceoryx2" in skipped)]
     rows = []
     for fps, label, frame in PACED:
-        if cfg.tiny and label != "640x480x3":
+        if cfg.tiny and (label != "640x480x3" or fps != 240):
             continue
-        iters = max(3, int(cfg.paced_s * fps))
-        runs = paced_runs(cfg, bin_dir, tmp, fps, frame, iters, methods)
-        limit = runs["futex"]["latency_ns"]
-        for m, v in runs.items():
-            lat = v["latency_ns"]
-            row = {"fps": fps, "frame": label, "method": m, **v,
-                   "p50_vs_limit": lat["p50"] / limit["p50"], "p99_vs_limit": lat["p99"] / limit["p99"]}
-            if m == "shmlane":
-                c = runs["c"]["latency_ns"]
-                row["p50_vs_c"], row["p99_vs_c"] = lat["p50"] / c["p50"], lat["p99"] / c["p99"]
+        iters = max(PACED_WARMUP + 3, int(cfg.paced_s * fps / cfg.rounds))
+        runs = {m: [] for m in methods}
+        for _ in range(cfg.rounds):
+            for m in methods:
+                runs[m].append(paced_run(bin_dir, tmp, fps, frame, iters, m))
+        for m, rs in runs.items():
+            lat = [x for r in rs for x in r["lat"]]
+            row = {"fps": fps, "frame": label, "method": m, "latency_ns": summary(lat),
+                   "p50_rounds": [pct(r["lat"], 50) for r in rs]}
+            latp = [x for r in rs for x in r.get("latp", [])]
+            if latp:  # shmlane: from the time publish stored with the frame
+                row["latency_publish_ns"] = summary(latp)
+            if "reader_cpu_ns" in rs[0]:
+                row["writer_cpu_ns"] = statistics.median(r["writer_cpu_ns"] for r in rs)
+                row["reader_cpu_ns"] = statistics.median(r["reader_cpu_ns"] for r in rs)
+                row["reader_core_share"] = row["reader_cpu_ns"] * fps / 1e9
             rows.append(row)
-        for row in rows[-len(runs):]:
-            ice = runs.get("iceoryx2")
-            if ice and row["method"] != "iceoryx2":
-                row["iceoryx2_p50_vs"] = ice["latency_ns"]["p50"] / row["latency_ns"]["p50"]
+        these = {r["method"]: r for r in rows[-len(runs):]}
+        for m, peer, key in PACED_RATIOS:
+            if m in these and peer in these:
+                these[m][key] = per_round(these[m]["p50_rounds"], these[peer]["p50_rounds"])
     res["paced"] = rows
+
+
+def bench_death(cfg, bin_dir, tmp, res):
+    """Writer SIGKILLed while N readers sleep in receive (C, and Python):
+    when each learnt of it (WRITER_GONE, WriterGone), from the kill."""
+    exe = os.path.join(bin_dir, "death")
+    out = {}
+    for _ in range(cfg.death_rounds):
+        for lang in ("c", "python"):
+            for n in cfg.death:
+                out.setdefault((lang, n), []).extend(death_run(exe, lang, n))
+    res["death"] = [{"readers": n, "lang": lang, "latency_ns": summary(v), "told": len(v),
+                     "killed": n * cfg.death_rounds} for (lang, n), v in sorted(out.items())]
+
+
+def asleep_in_futex(pid: int, timeout: float = 30) -> bool:
+    """Whether process pid (its main thread) sleeps in futex or futex_waitv."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/syscall") as f:
+                if f.read().split()[0] in ("202", "98", "240", "449"):  # x86_64, arm64, i386; waitv
+                    return True
+        except (OSError, IndexError):
+            pass
+        time.sleep(0.002)
+    return False
+
+
+def death_run(exe, lang, n):
+    """One kill: the times (ns) from the kill to each reader's WriterGone."""
+    name = f"bd{os.getpid()}"
+    w = subprocess.Popen([exe, "writer", name, str(n)], stdout=subprocess.PIPE, text=True)
+    readers = []
+    try:
+        assert w.stdout.readline().strip() == "ready"
+        cmd = [exe, "reader", name] if lang == "c" else [sys.executable, DEATH_PY, name]
+        readers = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                   for _ in range(n)]
+        for r in readers:
+            assert r.stdout.readline().strip() == "ready"
+            assert asleep_in_futex(r.pid)
+        killed = time.monotonic_ns()
+        os.kill(w.pid, signal.SIGKILL)
+        took = []
+        for r in readers:
+            line = r.stdout.readline().split()
+            if line[:1] == ["gone"]:
+                took.append(int(line[1]) - killed)
+        for r in readers:  # all have told: now they may exit
+            r.stdin.close()
+            r.wait(timeout=60)
+        return took
+    finally:
+        for p in [w] + readers:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        import shmlane  # the killed writer leaves its stream
+
+        try:
+            shmlane.unlink(name)
+        except Exception:
+            pass
 
 
 def task_switches(pid: int) -> int:
@@ -448,24 +611,37 @@ def task_switches(pid: int) -> int:
 def bench_idle(cfg, bin_dir, tmp, res, skipped):
     """Wake-ups per second of a reader waiting on a stream whose writer lives
     but publishes nothing: the context switches of every thread of the
-    reader's process over idle_s seconds."""
+    reader's process over idle_s seconds. With the predictive wait too, from
+    the start and after 30 frames at 30 fps that taught it a pace."""
     exe = os.path.join(bin_dir, "stream")
     hour = str(3600 * 10**9)  # the writer's pause before its one frame: never reached
-    setups = {"c": ([exe, "writer", "{n}", "64", "latest", "1", "1", hour, "0", "l", "{o}"],
-                    [exe, "reader", "{n}", "latest", "1", "l", "{o}"])}
-    for m in ["shmlane"] + ([] if "iceoryx2" in skipped else ["iceoryx2"]):
-        setups[m] = ([sys.executable, PAIR, "writer", m, "{n}", "64", "1", "3600", "0", "l", "{o}"],
-                     [sys.executable, PAIR, "reader", m, "{n}", "64", "1", "l", "{o}"])
-    env = dict(os.environ, BENCH_POLICY="latest", BENCH_RECV_TIMEOUT="3600")
+    cam = str(-(10**9 // 30))  # 30 frames on a 30 fps schedule, then nothing (the reader waits for a 31st)
+    auto_c, auto_py = {"BENCH_SPIN": "auto"}, {"BENCH_READER_SPIN": "auto"}
+    c_idle = ([exe, "writer", "{n}", "64", "latest", "1", "1", hour, "0", "l", "{o}"],
+              [exe, "reader", "{n}", "latest", "1", "l", "{o}"])
+    c_paced = ([exe, "writer", "{n}", "64", "latest", "1", "30", cam, "0", "l", "{o}"],
+               [exe, "reader", "{n}", "latest", "31", "l", "{o}"])
+    py = lambda m, iters, gap, reads: (  # noqa: E731
+        [sys.executable, PAIR, "writer", m, "{n}", "64", str(iters), gap, "0", "l", "{o}"],
+        [sys.executable, PAIR, "reader", m, "{n}", "64", str(reads), "l", "{o}"])
+    setups = [("c", *c_idle, {}, 0.0), ("c-auto", *c_idle, auto_c, 0.0),
+              ("c-auto-paced", *c_paced, auto_c, 1.0), ("shmlane", *py("shmlane", 1, "3600", 1), {}, 0.0),
+              ("shmlane-auto", *py("shmlane", 1, "3600", 1), auto_py, 0.0),
+              ("shmlane-auto-paced", *py("shmlane", 30, str(-1 / 30), 31), auto_py, 1.0)]
+    if "iceoryx2" not in skipped:
+        setups.append(("iceoryx2", *py("iceoryx2", 1, "3600", 1), {}, 0.0))
+    if cfg.tiny:
+        setups = [x for x in setups if x[0] in ("c", "c-auto", "shmlane", "shmlane-auto")]
     rows = []
-    for m, (wcmd, rcmd) in setups.items():
+    for m, wcmd, rcmd, extra, paced_s in setups:
+        env = dict(os.environ, BENCH_POLICY="latest", BENCH_RECV_TIMEOUT="3600", **extra)
         name, o = f"bi{os.getpid()}", os.path.join(tmp, f"idle.{m}")
         fill = lambda cmd: [x.format(n=name, o=o) for x in cmd]  # noqa: E731
         w = subprocess.Popen(fill(wcmd), stdout=subprocess.PIPE, text=True, env=env)
         try:
             assert w.stdout.readline().strip() == "ready", m
             r = subprocess.Popen(fill(rcmd), stdout=subprocess.DEVNULL, env=env)
-            time.sleep(1.0)  # opened and asleep
+            time.sleep(cfg.idle_settle_s + paced_s)  # opened, paced if it is, and asleep
             a, t0 = task_switches(r.pid), time.monotonic()
             time.sleep(cfg.idle_s)
             b, t1 = task_switches(r.pid), time.monotonic()
@@ -515,15 +691,26 @@ def ratio(x: float) -> str:
     return "–" if x != x else (f"{x:.2f}×" if x < 100 else f"{x:.0f}×")
 
 
+def spread_text(st: dict) -> str:
+    """A median ratio and its spread over the rounds: 1.44× (1.20–1.60)."""
+    if not st or st.get("n", 0) == 0:
+        return "–"
+    if st["n"] == 1:
+        return ratio(st["median"])
+    return f"{ratio(st['median'])} ({st['min']:.2f}–{st['max']:.2f})"
+
+
 def targets(res: dict) -> list:
+    """Each verdict from the median of per-round ratios (their spread shown)."""
     out = []
+    nan = float("nan")
     w = res.get("wake_c")
     if w:
-        r = w["shl"]["p50_vs_futex"]
-        out.append(("wake-up p50 within 1.2× raw futex", f"{r:.2f}×", r <= 1.2))
-        r = w["shlspin"]["p50_vs_spin"]
-        out.append(("spinning wait (spin_ns) p50 within 1.5× of a spin on a cache line", f"{r:.2f}×",
-                    r <= 1.5))
+        st = w["shl"]["p50_vs_peer"]
+        out.append(("wake-up p50 within 1.2× raw futex", spread_text(st), st["median"] <= 1.2))
+        st = w["shlspin"]["p50_vs_peer"]
+        out.append(("spinning wait (spin_ns) p50 within 1.5× of a spin on a cache line", spread_text(st),
+                    st["median"] <= 1.5))
     big = [r for r in res.get("stream_c", []) if r["frame"] == "1920x1080x3"]
     for r in big:
         out.append((f"C per-frame IPC cost at 1920x1080x3 < 1% of one memcpy ({r['mode']}, readers asleep)",
@@ -544,27 +731,55 @@ def targets(res: dict) -> list:
             d = p["cost_ns_p50"] - r["ipc_ns_p50"]
             out.append((f"same, reader asleep, writer paced by sleeping ({r['frame']})",
                         f"{d / 1000:.2f} µs", d < 3000))
+    keys = ("cost_vs_shmlane", "polled_cost_vs_shmlane", "cpu_vs_shmlane")
     for (m, frame), r in py.items():
-        if not m.startswith("shmlane"):
-            v = (r["cost_vs_shmlane"], r["polled_cost_vs_shmlane"], r["cpu_vs_shmlane"])
-            out.append((f"ahead of {m} ({frame}): per-frame cost / polled cost / CPU per frame",
-                        " / ".join(ratio(x) for x in v), all(x > 1 for x in v)))
-    # Small messages have their own calls: compare those too.
-    copy = py.get(("shmlane-copy", "64 B"))
-    for (m, frame), r in py.items():
-        if copy and frame == "64 B" and not m.startswith("shmlane"):
-            v = (r["cost_ns_p50"] / copy["cost_ns_p50"],
-                 (r["send_polled_ns"]["p50"] + r["recv_ns"]["p50"])
-                 / (copy["send_polled_ns"]["p50"] + copy["recv_ns"]["p50"]),
-                 r["cpu_per_frame_ns"] / copy["cpu_per_frame_ns"])
-            out.append((f"ahead of {m} (64 B) with publish()/receive_into(): per-frame cost / polled "
-                        "cost / CPU per frame", " / ".join(ratio(x) for x in v), all(x > 1 for x in v)))
+        if not m.startswith("shmlane") and all(k in r for k in keys):
+            v = [r[k] for k in keys]
+            out.append((f"ahead of {m} ({frame}): per-frame cost / polled cost / CPU per distinct frame "
+                        "(median of rounds, spread)", " / ".join(spread_text(x) for x in v),
+                        all(x["median"] > 1 for x in v)))
+    # Small messages: distinct messages per second and CPU per distinct
+    # message, against the best peer of the run (zero-copy calls and copying ones).
+    for own in ("shmlane", "shmlane-copy"):
+        mine = py.get((own, "64 B"))
+        peers = [r for (m, f), r in py.items() if f == "64 B" and not m.startswith("shmlane")]
+        if not mine or not peers:
+            continue
+        for r in peers:
+            rate = per_round(mine["round_figures"]["rate"], r["round_figures"]["rate"])
+            cpu = per_round(r["round_figures"]["cpu"], mine["round_figures"]["cpu"])
+            out.append((f"64 B, {own}: distinct messages/s and CPU per distinct message at least "
+                        f"{r['method']}'s (shmlane / {r['method']}, {r['method']} / shmlane)",
+                        f"{spread_text(rate)} / {spread_text(cpu)}",
+                        rate["median"] >= 1 and cpu["median"] >= 1))
     s = py.get(("seed", "1920x1080x3"))
-    if s:
+    if s and "cost_vs_shmlane" in s:
+        v = [s[k]["median"] for k in keys]
         out.append(("≥100× less per-frame cost than the seed recipe at 1920x1080x3 (cost / polled cost / CPU)",
-                    " / ".join(ratio(x) for x in (s["cost_vs_shmlane"], s["polled_cost_vs_shmlane"],
-                                                  s["cpu_vs_shmlane"])),
-                    min(s["cost_vs_shmlane"], s["polled_cost_vs_shmlane"], s["cpu_vs_shmlane"]) >= 100))
+                    " / ".join(ratio(x) for x in v), min(v) >= 100))
+    for r in res.get("paced", []):
+        where = f"{r['fps']} fps, {r['frame']}"
+        if r["method"] in ("c-auto", "shmlane-auto"):
+            who = "C" if r["method"] == "c-auto" else "Python"
+            out.append((f"predictive wait, {who}, {where}: p50 publish → reader ≤ 5 µs (from the stamp "
+                        "before the publish call)", f"{us(r['latency_ns']['p50'])} µs",
+                        r["latency_ns"]["p50"] <= 5000))
+            lp = r.get("latency_publish_ns", {}).get("p50", nan)
+            out.append((f"same, from the time publish stored with the frame", f"{us(lp)} µs", lp <= 5000))
+            if r["fps"] == 30:
+                share = r.get("reader_core_share", nan)
+                out.append((f"predictive wait, {who}, {where}: reader CPU ≤ 2% of a core",
+                            f"{100 * share:.2f}%", share <= 0.02))
+        if r["method"] == "c" and "p50_vs_limit" in r:
+            st = r["p50_vs_limit"]
+            out.append((f"paced C, reader asleep, {where}: p50 ≤ 1.1× a raw futex wake-up after the same fill",
+                        spread_text(st), st["median"] <= 1.1))
+    for r in res.get("idle", []):
+        out.append((f"idle reader ({r['method']}) makes no wake-up", f"{r['wakeups_per_s']:.2f}/s",
+                    r["switches"] == 0))
+    for r in res.get("death", []):
+        out.append((f"writer SIGKILLed: every one of {r['readers']} {r['lang']} readers told",
+                    f"{r['told']} of {r['killed']}", r["told"] == r["killed"]))
     fan = res.get("fanout", [])
     for mode in ("latest", "all"):
         rows = [r for r in fan if r["mode"] == mode]
@@ -585,14 +800,18 @@ def markdown(res: dict) -> str:
     L.append(f"{m['nproc']} CPUs, {m['cpu']}, Linux {m['kernel']}, Python {m['python']}, "
              f"commit {m['commit']}, {res['runtime_s']:.0f} s, 1-min load average {m['loadavg_before']:.2f} "
              f"before and {m['loadavg_after']:.2f} after (the run itself loads both CPUs; "
-             "anything else running skews the tails). Times in µs, p50 unless said; "
-             "ratios are *other / shmlane* (above 1: shmlane ahead).\n")
+             "anything else running skews the tails). Times in µs, p50 unless said. "
+             "Comparisons: the methods take turns in rounds (A B A B ...), and a ratio is the median of "
+             "the rounds' ratios with their spread, min–max, in brackets; every verdict uses the median. "
+             "Ratios read above 1: shmlane ahead (costs, latency, CPU: other / shmlane; rates: "
+             "shmlane / other).\n")
     w = res.get("wake_c")
     if w:
         L.append("## Wake-up latency, one way (writer signal → blocked reader returns), C and Python\n")
-        L.append("| method | p50 | p99 | p99.9 | signal call p50 | p50 ratio to shmlane |")
+        L.append(f"{ROUNDS} rounds. *p50 / peer*: against the raw futex (sleeping waits), the cache line "
+                 "(spinning ones), shmlane's C call (Python).\n")
+        L.append("| method | p50 | p99 | p99.9 | signal call p50 | p50 / peer |")
         L.append("| --- | --- | --- | --- | --- | --- |")
-        base = w["shl"]["latency_ns"]["p50"]
         rows = [(w[k], label) for k, label in (
             ("shl", "shmlane shl_notify → shl_wait"), ("futex", "raw futex wake → wait"),
             ("shlspin", "shmlane, shl_wait_ex spinning up to 1 ms"), ("spin", "spin on a shared cache line"))]
@@ -600,9 +819,9 @@ def markdown(res: dict) -> str:
         rows += [(p[k], label) for k, label in (("shl", "Python: Segment.notify → Segment.wait"),
                                                 ("shlspin", "Python: Segment.wait(spin=0.001)")) if k in p]
         for v, label in rows:
-            s, g = v["latency_ns"], v["signal_ns"]
-            L.append(f"| {label} | {us(s['p50'])} | {us(s['p99'])} | {us(s['p99.9'])} | {us(g['p50'])} "
-                     f"| {ratio(s['p50'] / base)} |")
+            st, g = v["latency_ns"], v["signal_ns"]
+            L.append(f"| {label} | {us(st['p50'])} | {us(st['p99'])} | {us(st['p99.9'])} | {us(g['p50'])} "
+                     f"| {spread_text(v.get('p50_vs_peer'))} |")
         L.append("")
     if res.get("stream_c"):
         L.append("## Frame streams, C, writer and reader in two processes\n")
@@ -623,30 +842,33 @@ def markdown(res: dict) -> str:
     if res.get("python"):
         L.append("## Python: shmlane and the alternatives, two processes\n")
         L.append("cost = writer send (reader asleep) + reader receive (reader polling), p50; polled cost: "
-                 "send also with the reader polling (nobody to wake). CPU per frame: user+system time of both "
-                 "processes, all threads, in the throughput phase, per frame sent plus per frame received. "
-                 "Ratios: other / shmlane at the same frame size.\n")
+                 "send also with the reader polling (nobody to wake). Throughput phase: *distinct frames/s* "
+                 "counts each frame once (by its sequence number, frame counter or stamp); *duplicates*: "
+                 "the share of a reader's receives that gave a frame it already had (a counting "
+                 "semaphore's extra posts); CPU per frame: user+system time of both processes, all "
+                 "threads, per frame sent plus per distinct frame received. Ratios: median of the rounds "
+                 "(spread), above 1: shmlane ahead.\n")
         shown = dict.fromkeys(r["method"] for r in res["python"])
         L.extend(f"- {m}: {DESCRIBE[m]}" for m in shown)
         L.append("")
         L.append("| frame | method | send | send (reader polling) | receive | cost | cost ratio | "
-                 "polled cost ratio | latency p50 / p99 | latency ratio | frames/s delivered | rate ratio | "
-                 "CPU per frame | CPU ratio |")
-        L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+                 "polled cost ratio | latency p50 / p99 | latency ratio | distinct frames/s | duplicates | "
+                 "rate ratio | CPU per frame | CPU ratio |")
+        L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in res["python"]:
             L.append(f"| {r['frame']} | {r['method']} | {us(r['send_ns']['p50'])} | "
                      f"{us(r['send_polled_ns'].get('p50', float('nan')))} | {us(r['recv_ns']['p50'])} | "
-                     f"{us(r['cost_ns_p50'])} | {ratio(r.get('cost_vs_shmlane', float('nan')))} | "
-                     f"{ratio(r.get('polled_cost_vs_shmlane', float('nan')))} | "
+                     f"{us(r['cost_ns_p50'])} | {spread_text(r.get('cost_vs_shmlane'))} | "
+                     f"{spread_text(r.get('polled_cost_vs_shmlane'))} | "
                      f"{us(r['latency_ns']['p50'])} / {us(r['latency_ns']['p99'])} | "
-                     f"{ratio(r.get('latency_vs_shmlane', float('nan')))} | {r['delivered_per_s']:.0f} | "
-                     f"{ratio(r.get('rate_vs_shmlane', float('nan')))} | {us(r['cpu_per_frame_ns'])} | "
-                     f"{ratio(r.get('cpu_vs_shmlane', float('nan')))} |")
+                     f"{spread_text(r.get('latency_vs_shmlane'))} | {r['distinct_per_s']:.0f} | "
+                     f"{100 * r['duplicate_share']:.0f}% | {spread_text(r.get('rate_vs_shmlane'))} | "
+                     f"{us(r['cpu_per_frame_ns'])} | {spread_text(r.get('cpu_vs_shmlane'))} |")
         L.append("")
         L.append("shmlane Python loan+publish p50 depending on what the writer did before it:\n")
         L.append("| frame | slept the gap (reader asleep) | busy-waited the gap (reader asleep) | "
                  "reader polling (no wake-up) | reader spinning, Reader(spin=0.001) | C, reader asleep | "
-                 "C, reader polling | latency p50: reader asleep / spinning | frames/s delivered, "
+                 "C, reader polling | latency p50: reader asleep / spinning | distinct frames/s, "
                  "CPU per frame: reader spinning |")
         L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         cr = {r["frame"]: r for r in res.get("stream_c", []) if r["mode"] == "latest"}
@@ -686,29 +908,62 @@ def markdown(res: dict) -> str:
                      f"{r['delivered_per_s_min']:.0f} / {r['delivered_per_s_mean']:.0f} |")
         L.append("")
     if res.get("paced"):
-        L.append("## Paced like a camera (reader asleep in receive; frames 0.5x..1.5x the period apart)\n")
-        L.append("Latency publish → the reader holds the frame; CPU per frame of each process over the "
-                 "paced phase (all threads). *limit*: a raw futex wake-up paced the same way, nothing "
-                 "moved. *iceoryx2*: its Python binding, publish-subscribe plus an event service to "
-                 "block on. Ratios measured in this run.\n")
-        L.append("| fps | frame | method | p50 | p99 | writer CPU | reader CPU | p50 / limit | "
-                 "p99 / limit | Python / C p50, p99 | iceoryx2 / this p50 |")
-        L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-        names = {"c": "shmlane C", "shmlane": "shmlane Python", "futex": "limit (raw futex)",
-                 "iceoryx2": "iceoryx2 Python"}
+        L.append("## Paced like a camera (frames exactly 1/fps apart; reader asleep, or predictive)\n")
+        L.append("Latency publish → the reader holds the frame (its array, in Python), from the writer's "
+                 "clock just before its publish call (*p50*, *p99*: what every method is compared by), and "
+                 "for shmlane also from the time publish itself stored with the frame (Sample.timestamp_ns: "
+                 "without the writer's own call, which a cold Python writer pays after its sleep and fill). "
+                 "The first frames of each run, from which the predictive wait learns the pace, are left "
+                 "out. CPU per frame of each process over the "
+                 "paced phase (all threads), and the reader's as a share of one core. *auto*: "
+                 "shl_reader_set_spin(SHL_SPIN_AUTO) / Reader(spin=\"auto\"). *limit*: a raw futex "
+                 "wake-up paced the same way after the same fill (into private memory); *futex_waitv*: "
+                 "the same, the reader asleep on three words with a time-out, as a stream reader sleeps. "
+                 "*iceoryx2*: its Python binding, publish-subscribe plus an event service to block on. "
+                 "Ratios: median of the rounds (spread).\n")
+        L.append("| fps | frame | method | p50 | p99 | p50 / p99 from publish's time | writer CPU | reader CPU | "
+                 "reader, % of a core | p50 / limit | p50 / futex_waitv | Python / C | auto / asleep | "
+                 "iceoryx2 / shmlane |")
+        L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        names = {"c": "shmlane C", "c-auto": "shmlane C, auto", "shmlane": "shmlane Python",
+                 "shmlane-auto": "shmlane Python, auto", "futex": "limit (raw futex)",
+                 "waitv": "raw futex_waitv", "iceoryx2": "iceoryx2 Python"}
         for r in res["paced"]:
-            pc = (f"{ratio(r['p50_vs_c'])}, {ratio(r['p99_vs_c'])}" if "p50_vs_c" in r else "")
+            share = r.get("reader_core_share", float("nan"))
+            lp = r.get("latency_publish_ns")
+            from_publish = f"{us(lp['p50'])} / {us(lp['p99'])}" if lp else "–"
             L.append(f"| {r['fps']} | {r['frame']} | {names[r['method']]} | {us(r['latency_ns']['p50'])} | "
-                     f"{us(r['latency_ns']['p99'])} | {us(r.get('writer_cpu_ns', float('nan')))} | "
-                     f"{us(r.get('reader_cpu_ns', float('nan')))} | {ratio(r['p50_vs_limit'])} | "
-                     f"{ratio(r['p99_vs_limit'])} | {pc} | {ratio(r.get('iceoryx2_p50_vs', float('nan')))} |")
+                     f"{us(r['latency_ns']['p99'])} | {from_publish} | "
+                     f"{us(r.get('writer_cpu_ns', float('nan')))} | "
+                     f"{us(r.get('reader_cpu_ns', float('nan')))} | "
+                     f"{'–' if share != share else f'{100 * share:.2f}%'} | "
+                     f"{spread_text(r.get('p50_vs_limit'))} | {spread_text(r.get('p50_vs_waitv'))} | "
+                     f"{spread_text(r.get('p50_vs_c'))} | {spread_text(r.get('p50_vs_plain'))} | "
+                     f"{spread_text(r.get('p50_vs_shmlane'))} |")
+        L.append("")
+    if res.get("death"):
+        L.append("## Death detection: writer SIGKILLed, every reader asleep in receive\n")
+        L.append("From the kill to each reader's SHL_E_WRITER_GONE (C) or WriterGone (Python), in ms; "
+                 "the readers are separate processes (bench/c/death.c, bench/py/death.py).\n")
+        L.append("| readers | reader | told | p50 | p99 | worst |")
+        L.append("| --- | --- | --- | --- | --- | --- |")
+        for r in res["death"]:
+            st = r["latency_ns"]
+            ms = lambda x: "–" if x != x else f"{x / 1e6:.2f}"  # noqa: E731
+            L.append(f"| {r['readers']} | {'C' if r['lang'] == 'c' else 'Python'} | {r['told']} of "
+                     f"{r['killed']} | {ms(st.get('p50', float('nan')))} | {ms(st.get('p99', float('nan')))} | "
+                     f"{ms(st.get('max', float('nan')))} |")
         L.append("")
     if res.get("idle"):
         L.append("## Idle readers (writer alive, no frames)\n")
         L.append("Context switches of every thread of the reader's process, per second.\n")
         L.append("| reader | wake-ups / s | switches | seconds |")
         L.append("| --- | --- | --- | --- |")
-        names = {"c": "shmlane C", "shmlane": "shmlane Python", "iceoryx2": "iceoryx2 Python (event listener)"}
+        names = {"c": "shmlane C", "c-auto": "shmlane C, auto",
+                 "c-auto-paced": "shmlane C, auto, after 30 frames at 30 fps",
+                 "shmlane": "shmlane Python", "shmlane-auto": "shmlane Python, auto",
+                 "shmlane-auto-paced": "shmlane Python, auto, after 30 frames at 30 fps",
+                 "iceoryx2": "iceoryx2 Python (event listener)"}
         for r in res["idle"]:
             L.append(f"| {names[r['method']]} | {r['wakeups_per_s']:.2f} | {r['switches']} | {r['seconds']:.1f} |")
         L.append("")
@@ -807,7 +1062,7 @@ def main() -> int:
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--no-install", action="store_true", help="skip comparisons not importable")
     ap.add_argument("--only", default="", help="comma-separated steps to run (wake, stream_c, python, "
-                    "attach, fanout, paced, idle); default: all")
+                    "attach, fanout, paced, idle, death); default: all")
     args = ap.parse_args()
     cfg = Config(args.quick or args.tiny, args.tiny)
     os.makedirs(args.out, exist_ok=True)
@@ -821,7 +1076,8 @@ def main() -> int:
                          ("attach", lambda: bench_attach(cfg, args.bin, tmp, res)),
                          ("fanout", lambda: bench_fanout(cfg, args.bin, tmp, res)),
                          ("paced", lambda: bench_paced(cfg, args.bin, tmp, res, res["skipped"])),
-                         ("idle", lambda: bench_idle(cfg, args.bin, tmp, res, res["skipped"]))):
+                         ("idle", lambda: bench_idle(cfg, args.bin, tmp, res, res["skipped"])),
+                         ("death", lambda: bench_death(cfg, args.bin, tmp, res))):
             if args.only and step not in args.only.split(","):
                 continue
             t = time.monotonic()

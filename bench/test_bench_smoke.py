@@ -25,7 +25,8 @@ ROOT = os.path.dirname(HERE)
 def programs():
     build = os.environ.get("SHMLANE_BUILD", os.path.join(ROOT, "build"))
     out = os.path.join(build, "bench")
-    missing = [p for p in ("wake", "stream", "attach") if not os.access(os.path.join(out, p), os.X_OK)]
+    missing = [p for p in ("wake", "stream", "attach", "death")
+               if not os.access(os.path.join(out, p), os.X_OK)]
     if missing:
         pytest.skip(f"no {', '.join(missing)} in {out}: build with meson first (make build)")
     return out
@@ -41,17 +42,22 @@ def test_tiny_run_writes_results(programs, tmp_path):
 
     res = json.loads((tmp_path / "latest.json").read_text())
     for key in ("machine", "wake_c", "wake_py", "stream_c", "python", "attach", "fanout", "paced",
-                "idle", "targets", "skipped"):
+                "idle", "death", "targets", "skipped"):
         assert key in res, key
-    assert {"c", "shmlane", "futex"} <= {r["method"] for r in res["paced"]}
+    assert {"c", "c-auto", "shmlane", "shmlane-auto", "futex", "waitv"} <= {r["method"] for r in res["paced"]}
     assert all(r["latency_ns"]["n"] > 0 for r in res["paced"])
-    assert {"c", "shmlane"} <= {r["method"] for r in res["idle"]}
+    assert all("p50_vs_limit" in r for r in res["paced"] if r["method"] in ("c", "waitv"))
+    assert {(r["lang"], r["told"]) for r in res["death"]} == {("c", 1), ("python", 1)}
+    assert all("p50_vs_peer" in res["wake_c"][m] for m in ("shl", "shlspin"))
+    assert {"c", "c-auto", "shmlane", "shmlane-auto"} <= {r["method"] for r in res["idle"]}
     assert all(r["seconds"] > 0 for r in res["idle"])
     assert set(res["wake_c"]) == {"shl", "futex", "shlspin", "spin"}
     assert set(res["wake_py"]) == {"shl", "shlspin"}
     assert all(v["latency_ns"]["n"] > 0 for v in [*res["wake_c"].values(), *res["wake_py"].values()])
     assert {r["mode"] for r in res["stream_c"]} == {"latest", "all"}
     frames = {r["frame"] for r in res["python"]}
+    for r in res["python"]:  # distinct frames and duplicates counted apart, for every method
+        assert r["distinct_per_s"] > 0 and 0 <= r["duplicate_share"] < 1, r["method"]
     for own in ("shmlane", "shmlane-copy"):  # never skipped: a failure of ours fails the run
         assert {r["frame"] for r in res["python"] if r["method"] == own} == frames, own
         assert not any(k == own or k.startswith(own + " ") for k in res["skipped"]), own

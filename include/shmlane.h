@@ -346,7 +346,13 @@ SHL_API uint64_t shl_version(const shl_segment *seg) SHL_DEPRECATED("use shl_cha
 SHL_API int shl_notify(shl_segment *seg, uint64_t *out);
 
 enum shl_wait_flags {
-  SHL_WAIT_INTERRUPTIBLE = 1u << 0 /* return -EINTR when a signal arrives */
+  SHL_WAIT_INTERRUPTIBLE = 1u << 0, /* return -EINTR when a signal arrives */
+  /* shl_reader_receive only, with SHL_SPIN_AUTO: once the next frame is due
+   * (the spin window opened) and has not come, return -EAGAIN at once
+   * instead of spinning, whatever the time-out, so that the caller polls
+   * (receives again) on its own code path and keeps it warm. Bindings whose
+   * own work after a receive is large (an interpreter) gain from it. */
+  SHL_WAIT_RETURN_DUE = 1u << 1
 };
 
 typedef struct shl_wait_opts {
@@ -555,7 +561,9 @@ SHL_API void shl_reader_close(shl_reader *r);
  * waiting for frames makes no wake-up meanwhile on the former):
  * SHL_E_WRITER_CLOSED if the last writer closed it, SHL_E_WRITER_GONE if it
  * died. SHL_E_PIN_LIMIT, pinning nothing, while the reader holds max_pinned
- * samples. Flags as for shl_wait_ex (SHL_WAIT_INTERRUPTIBLE).
+ * samples. Flags as for shl_wait_ex (SHL_WAIT_INTERRUPTIBLE), and
+ * SHL_WAIT_RETURN_DUE: -EAGAIN once the next frame is due (SHL_SPIN_AUTO);
+ * other flags: -EINVAL.
  * Following: once every frame of its stream is received, a reader whose
  * stream was replaced (SHL_STREAM_REPLACE), or whose writer is gone and whose
  * name now holds another stream, moves to the stream the name holds and goes
@@ -566,7 +574,18 @@ SHL_API int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_n
 SHL_API int shl_reader_release(shl_reader *r, const shl_sample *sample);
 /* Make receive poll up to spin_ns (capped at 1 ms, as shl_wait_opts) before
  * sleeping: a frame published meanwhile arrives without a kernel wake-up,
- * and its publish needs no system call. 0 (the default): sleep at once. */
+ * and its publish needs no system call. 0 (the default): sleep at once.
+ * SHL_SPIN_AUTO: the predictive wait (docs/performance.md). The reader
+ * learns the stream's period from its frames' publish times (the stream's
+ * declared period_ns is the first guess), sleeps until shortly before the
+ * next frame is due and spins only in a window around that time (at most
+ * 1 ms, and an eighth of the period, in all). A window that passes without
+ * a frame ends the spinning until the next frame, and a change of rate is
+ * learnt again from two intervals: a writer that stops or changes its pace
+ * costs at most one window; a reader of an idle stream sleeps with no
+ * wake-up at all, as with 0. Setting SHL_SPIN_AUTO again keeps what was
+ * learnt; another value forgets it. */
+#define SHL_SPIN_AUTO UINT32_MAX
 SHL_API void shl_reader_set_spin(shl_reader *r, uint32_t spin_ns);
 /* The one call on a reader that may run while another thread is inside a
  * call on it: makes the shl_reader_receive in progress (or, if none is, the

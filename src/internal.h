@@ -125,6 +125,34 @@ int shl__layout_extent(const shl_layout *layout, uint64_t itemsize, uint64_t *ex
 /* Every element addressed by shape/strides lies inside [0, payload_size). */
 int shl__layout_check_extent(const shl_layout *layout, uint64_t itemsize, uint64_t payload_size);
 
+/* pace.c: when a stream's next frame is due, learnt from the frames a
+ * reader received (shl_reader_set_spin(r, SHL_SPIN_AUTO)). Times are
+ * CLOCK_MONOTONIC nanoseconds. */
+struct shl__pace {
+  int64_t period;    /* the estimate; 0: none */
+  int64_t last_ts;   /* publish time of the newest frame received; 0: none */
+  uint64_t last_seq;
+  int64_t due;       /* when the next frame is expected; 0: no prediction */
+  int64_t error;     /* smoothed distance of frames from their prediction */
+  int64_t wake_late; /* smoothed lateness of the reader's timed wake-ups */
+  int64_t woke_for;  /* the end of the timed sleep before the window; 0: none */
+  bool locked;       /* the last interval agreed with the estimate */
+  bool declared;     /* the estimate came from the stream's period_ns */
+};
+enum shl__pace_plan {
+  SHL__PACE_SLEEP, /* no prediction: sleep until a frame comes */
+  SHL__PACE_EARLY, /* sleep, but only until *until, when the window opens */
+  SHL__PACE_SPIN   /* in the window: spin until *until, then sleep */
+};
+/* Forget what was learnt; a declared period (stream's period_ns, 0 none)
+ * is the first estimate. */
+void shl__pace_reset(struct shl__pace *p, uint64_t declared_ns);
+/* Frame `seq`, published at `ts`, received at `now`. */
+void shl__pace_frame(struct shl__pace *p, uint64_t seq, int64_t ts, int64_t now);
+/* How to wait at `now` for the next frame (enum shl__pace_plan). A window
+ * that passed without a frame ends the prediction until the next one. */
+int shl__pace_plan(struct shl__pace *p, int64_t now, int64_t *until);
+
 /* platform_linux.c: the platform-specific part, kept small. */
 int64_t shl__monotonic_ns(void);
 int64_t shl__realtime_ns(void);

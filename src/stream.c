@@ -137,6 +137,8 @@ struct shl_reader {
   int64_t death_poll_ns; /* wait_for_frame's next look while the word and the role disagree */
   uint32_t policy; /* enum shl_recv_policy */
   uint32_t spin_ns;
+  bool pace_on;            /* SHL_SPIN_AUTO: wait as the stream's pace predicts */
+  struct shl__pace pace;
   uint32_t max_pinned, pinned; /* samples this reader may hold, and holds */
   uint32_t max_pinned_asked;   /* 0: the default for the ring's slots */
   uint32_t flags;              /* enum shl_reader_flags */
@@ -809,6 +811,17 @@ static void wait_space(struct stream *s, uint32_t space, int64_t left) {
   atomic_store(&s->ctl->writer_waiting, 0);
 }
 
+/* The words publish stores to, brought into this CPU's cache now by a
+ * store of the value they hold (only this writer stores `latest`; an
+ * addition of 0 to the change counter changes nothing for anyone): the
+ * frame is filled in between, and publish then need not wait for another
+ * CPU to give the lines up before it wakes a sleeping reader. The slot's
+ * line is ours already (claim_slot stored its number). */
+static void own_publish_lines(struct stream *s) {
+  atomic_fetch_add_explicit(&s->ctl->latest, 0, memory_order_relaxed);
+  atomic_fetch_add_explicit(&s->seg->hdr->changes, 0, memory_order_relaxed);
+}
+
 int shl_writer_loan(shl_writer *w, void **frame, int64_t timeout_ns) {
   struct stream *s = &w->s;
   if (inherited(s)) return SHL_E_FORKED;
@@ -822,6 +835,7 @@ int shl_writer_loan(shl_writer *w, void **frame, int64_t timeout_ns) {
     if (slot >= 0) {
       w->loaned = slot;
       *frame = s->frames + (uint64_t)slot * s->stride;
+      own_publish_lines(s);
       return slot;
     }
     int64_t left = deadline - shl__monotonic_ns();
@@ -1104,6 +1118,7 @@ static void deliver(shl_reader *r, uint32_t slot, uint64_t seq, uint64_t lost, s
   r->moved = false;
   r->await_writer = false; /* a frame published after the reader came: a writer did */
   r->last_seq = seq;
+  if (r->pace_on) shl__pace_frame(&r->pace, seq, (int64_t)out->timestamp_ns, shl__monotonic_ns());
 }
 
 /* 0 with a pinned sample, -EAGAIN when nothing newer is published. */
@@ -1207,8 +1222,12 @@ static int follow(shl_reader *r) {
     close_ring(old);
   }
   if (!r->max_pinned_asked) r->max_pinned = default_max_pinned(ring->s.slots);
+  if (r->pace_on) shl__pace_reset(&r->pace, atomic_load(&ring->s.ctl->period_ns));
   return 1;
 }
+
+/* wait_for_frame: the next frame is due (SHL_WAIT_RETURN_DUE), poll for it. */
+#define DUE 1
 
 /* A writer that the liveness word says is alive: its keeper holds it. */
 static bool alive_says_live(uint32_t v) {
@@ -1225,7 +1244,8 @@ static bool alive_says_live(uint32_t v) {
  * names a live keeper: an idle reader costs no wake-up, and at the writer's
  * death the kernel wakes the one sleeper on each entry's word, this reader.
  * Without it, slices of LIVENESS_PERIOD_NS. */
-static int wait_for_frame(shl_reader *r, uint64_t changes, int64_t deadline, shl_wait_opts *wait) {
+static int wait_for_frame(shl_reader *r, uint64_t changes, int64_t deadline, shl_wait_opts *wait,
+                          uint32_t flags) {
   struct stream *s = &r->cur->s;
   _Atomic uint32_t *word = &r->cur->entry->alive;
   bool waitv = shl__futex_waitv_usable();
@@ -1255,6 +1275,10 @@ static int wait_for_frame(shl_reader *r, uint64_t changes, int64_t deadline, shl
       return SHL_E_REPLACED; /* a new stream under the name: follow it */
     }
   }
+  /* The predictive wait: sleep until the window opens, then spin in it. */
+  int64_t until = 0;
+  int plan = r->pace_on ? shl__pace_plan(&r->pace, now, &until) : SHL__PACE_SLEEP;
+  if (plan == SHL__PACE_SPIN && (flags & SHL_WAIT_RETURN_DUE)) return DUE;
   int64_t left = deadline - now;
   if (left <= 0) return -ETIMEDOUT;
   /* Before any sleep (not instead of a time-out): pairs with
@@ -1265,6 +1289,8 @@ static int wait_for_frame(shl_reader *r, uint64_t changes, int64_t deadline, shl
     return -EINTR;
   }
   int64_t slice = left < period ? left : period;
+  if (plan == SHL__PACE_EARLY && until - now < slice) slice = until - now;
+  if (plan == SHL__PACE_SPIN) wait->spin_ns = (uint32_t)(until - now); /* then sleep */
   int rc;
   if (!waitv) {
     rc = shl_wait_ex(s->seg, changes, slice, wait, NULL);
@@ -1286,6 +1312,7 @@ int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint3
   if (r->pinned >= r->max_pinned) return SHL_E_PIN_LIMIT;
   int64_t deadline = deadline_after(timeout_ns);
   shl_wait_opts wait = {sizeof wait, flags & SHL_WAIT_INTERRUPTIBLE, r->spin_ns};
+  if (flags & ~(uint32_t)(SHL_WAIT_INTERRUPTIBLE | SHL_WAIT_RETURN_DUE)) return -EINVAL;
   for (;;) {
     struct stream *s = &r->cur->s;
     /* Read before looking; pairs with publish's notify (I7). */
@@ -1294,7 +1321,7 @@ int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint3
     if (rc != -EAGAIN) return rc;
     /* Pairs with replace()'s store, made once the new stream is ready. */
     int why = atomic_load(&s->ctl->replaced) ? SHL_E_REPLACED
-                                             : wait_for_frame(r, changes, deadline, &wait);
+                                             : wait_for_frame(r, changes, deadline, &wait, flags);
     /* Gone, and the name holds another object: removed and created again. */
     if ((why == SHL_E_WRITER_GONE || why == SHL_E_WRITER_CLOSED) &&
         shl__seg_names_object(s->seg) == -ESTALE)
@@ -1309,14 +1336,20 @@ int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint3
       if (rc > 0) continue; /* to the new stream's frames */
       /* No other stream under the name (yet), or a flag set by a peer that
        * breaks the protocol: wait here, as for any stream. */
-      why = wait_for_frame(r, changes, deadline, &wait);
+      why = wait_for_frame(r, changes, deadline, &wait, flags);
       if (why == SHL_E_WRITER_GONE || why == SHL_E_WRITER_CLOSED) return why;
     }
+    if (why == DUE) return -EAGAIN; /* the caller polls */
     if (why != -EAGAIN) return why;
   }
 }
 
-void shl_reader_set_spin(shl_reader *r, uint32_t spin_ns) { r->spin_ns = spin_ns; }
+void shl_reader_set_spin(shl_reader *r, uint32_t spin_ns) {
+  bool pace = spin_ns == SHL_SPIN_AUTO;
+  if (pace && !r->pace_on) shl__pace_reset(&r->pace, atomic_load(&r->cur->s.ctl->period_ns));
+  r->pace_on = pace;
+  r->spin_ns = pace ? 0 : spin_ns;
+}
 
 void shl_reader_wake(shl_reader *r) {
   /* Pairs with wait_for_frame's read before it sleeps on the word. */

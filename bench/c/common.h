@@ -58,6 +58,13 @@ static inline void sleep_ns(int64_t ns) {
   nanosleep(&ts, NULL);
 }
 
+/* Until CLOCK_MONOTONIC reads `when`: a schedule that does not drift. */
+static inline void sleep_until_ns(int64_t when) {
+  struct timespec ts = {(time_t)(when / 1000000000), (long)(when % 1000000000)};
+  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+  }
+}
+
 /* Each field on its own cache line: the benchmark's own traffic must not
  * share a line with what is measured. */
 struct ctl {

@@ -10,14 +10,19 @@
  * prints "ready", waits for READERS readers, then runs:
  *
  *   l  latency: ITERS frames, one at a time, GAP_NS apart (0.5x..1.5x) so
- *      readers are asleep in shl_reader_receive. Writer times loan,
+ *      readers are asleep in shl_reader_receive; GAP_NS negative: exactly
+ *      -GAP_NS apart on an absolute schedule, as a camera. Writer times loan,
  *      fill (one memcpy of the frame from private memory) and publish;
  *      stamps the frame (first 8 bytes) just before publish. Readers record
- *      clock after receive minus stamp (OUT.lat.PID).
+ *      clock after receive minus stamp (OUT.lat.PID), and minus the time
+ *      publish stored with the frame (OUT.latp.PID).
  *   c  cost: ITERS frames, one at a time; readers poll with timeout 0 and
  *      time the successful receive + release (OUT.recv.PID).
  *   t  throughput: the writer publishes as fast as it can for SECONDS
  *      (loan + 16-byte stamp + publish, no fill); readers count frames.
+ *
+ * Readers wait with shl_reader_set_spin(BENCH_SPIN): a number of ns, or
+ * "auto" (SHL_SPIN_AUTO, the predictive wait); default 0.
  *
  * Writer files: OUT.loanpub (loan+publish, phase l), OUT.loanpub_cpu (the
  * writer thread's CPU time in them: without time preempted), OUT.loanpub_poll
@@ -100,19 +105,24 @@ static int writer(int argc, char **argv) {
   for (int ph = PH_LAT; ph <= PH_COST; ph++) {
     if (!strchr(phases, ph == PH_LAT ? 'l' : 'c')) continue;
     atomic_store(&c->phase, (uint64_t)ph);
-    int64_t pcpu0 = process_cpu_ns();
+    int64_t pcpu0 = process_cpu_ns(), next = now_ns();
     for (long i = 0; i < iters; i++) {
+      /* On a schedule the writer sleeps first, as a camera does: it never
+       * spins on the CPU the reader may want (the ack came long before). */
+      if (ph == PH_LAT && gap < 0) sleep_until_ns(next += -gap);
       wait_acks(c, acked);
-      if (ph == PH_LAT) sleep_ns(gap / 2 + (gap ? rand() % gap : 0));
+      if (ph == PH_LAT && gap > 0) sleep_ns(gap / 2 + rand() % gap);
       int64_t cpu0 = thread_cpu_ns(), t0 = now_ns();
       rc = shl_writer_loan(w, &slot, -1);
       int64_t t1 = now_ns(), cpu1 = thread_cpu_ns();
       if (rc < 0) die_rc("loan", rc);
       if (ph == PH_LAT) memcpy(slot, src, size);
       int64_t t2 = now_ns();
+      /* The timing calls first (the CPU clock is a system call), then the
+       * stamp: only its store lies between stamp and publish. */
+      int64_t cpu3 = thread_cpu_ns(), t3 = now_ns();
       uint64_t stamp[2] = {(uint64_t)now_ns(), (uint64_t)i};
       memcpy(slot, stamp, sizeof stamp);
-      int64_t cpu3 = thread_cpu_ns(), t3 = now_ns();
       rc = shl_writer_publish(w, NULL);
       int64_t t4 = now_ns(), cpu4 = thread_cpu_ns();
       if (rc < 0) die_rc("publish", rc);
@@ -169,8 +179,11 @@ static int reader(int argc, char **argv) {
   shl_reader *r;
   int rc = shl_reader_open(&r, name, policy, 5000000000LL);
   if (rc < 0) die_rc("shl_reader_open", rc);
+  const char *spin = getenv("BENCH_SPIN");
+  if (spin) shl_reader_set_spin(r, !strcmp(spin, "auto") ? SHL_SPIN_AUTO : (uint32_t)atol(spin));
   atomic_fetch_add(&c->ready, 1);
-  int64_t *lat = alloc_i64((size_t)iters), *cost = alloc_i64((size_t)iters);
+  int64_t *lat = alloc_i64((size_t)iters), *latp = alloc_i64((size_t)iters),
+          *cost = alloc_i64((size_t)iters);
   shl_sample s;
   uint64_t stamp;
   int64_t lat_cpu = 0;
@@ -182,6 +195,7 @@ static int reader(int argc, char **argv) {
       if (rc < 0) die_rc("receive", rc);
       memcpy(&stamp, s.data, sizeof stamp);
       lat[i] = t1 - (int64_t)stamp;
+      latp[i] = t1 - (int64_t)s.timestamp_ns;
       shl_reader_release(r, &s);
       atomic_fetch_add(&c->acks, 1);
     }
@@ -220,6 +234,7 @@ static int reader(int argc, char **argv) {
   }
   int pid = (int)getpid();
   if (strchr(phases, 'l')) dump(path(out, "lat", pid), lat, (size_t)iters);
+  if (strchr(phases, 'l')) dump(path(out, "latp", pid), latp, (size_t)iters);
   if (strchr(phases, 'c')) dump(path(out, "recv", pid), cost, (size_t)iters);
   printf("{\"frames\": %ld, \"lost\": %ld, \"seconds\": %.6f, \"lat_cpu_ns\": %lld, "
          "\"lat_frames\": %ld}\n", frames, lost, (double)atomic_load(&c->stamp) / 1e9,

@@ -61,8 +61,8 @@ class Iceoryx2(Method):
         stamp = stamp_slot(arr)  # counted with the fill, apart from send
         if self.fill:
             np.copyto(arr, src)  # straight into shared memory, as shmlane's fill
-        stamp[0] = now()
         t2 = ns()
+        stamp[0] = now()  # only this store between stamp and send, as for shmlane
         loan.assume_init().send()
         self.notifier.notify()
         t3 = ns()
@@ -88,7 +88,8 @@ class Iceoryx2(Method):
             return None
         arr = self.view(sample.payload_ptr)
         arr.flags.writeable = False  # the subscriber's mapping is read-only
-        return arr, sample.delete
+        key = ctypes.c_uint64.from_address(sample.payload_ptr).value  # the stamp
+        return arr, sample.delete, key
 
     def close(self):
         # Delete the ports, then drop the services and the node: iceoryx2

@@ -6,13 +6,24 @@
 
 FRAME is HxWxC (uint8) or a byte count. The writer sets everything up,
 prints "ready", waits for the reader, then runs the phases (see stream.c):
-l (latency, the reader blocked), c (cost, the reader polling, timing the
-successful receive), t (throughput for SECONDS). A frame carries in its
-first 8 bytes the writer's clock just before it is handed over: for shmlane
-after the frame is filled in the slot (the fill is timed apart), for the
-others before their copy-in, which is part of how they send.
+l (latency, the reader blocked; GAP_S apart, 0.5x..1.5x, or with GAP_S
+negative exactly -GAP_S apart on an absolute schedule, as a camera), c
+(cost, the reader polling, timing the successful receive), t (throughput
+for SECONDS). A frame carries in its first 8 bytes the writer's clock just
+before it is handed over: for shmlane after the frame is filled in the slot
+(the fill is timed apart), for the others before their copy-in, which is
+part of how they send.
 
-In phase t each process also reports the CPU time it used (all its threads,
+In phase t the reader counts distinct frames apart from duplicates: each
+method's recv names the frame it returned (shmlane: its sequence number;
+the semaphore recipes: the frame counter read with the frame, under the
+lock; the queues, pyzmq, pipes and iceoryx2, whose every receive is another
+message: its stamp). A counting semaphore lets a reader take one post per
+publish while it copies whatever frame is current, so several posts can
+give the same frame: that is a duplicate, not a frame delivered. The rate
+is distinct frames over the reader's time, from the writer's start to the
+last distinct frame (a queue drained after the writer stopped counts its
+time). Each process also reports the CPU time it used (all its threads,
 user + system): the cost of methods that copy on background threads (pyzmq)
 or in the kernel shows there, not in the calls' own time.
 
@@ -42,7 +53,7 @@ BUSY_GAP = os.environ.get("BENCH_BUSY_GAP") == "1"
 # Phase l: how long one receive call waits before the loop calls again (the
 # idle measurement sets it long: the loop's own wake-ups would count).
 RECV_TIMEOUT = float(os.environ.get("BENCH_RECV_TIMEOUT", "1.0"))
-STAMP, ACKS, READY, PHASE, DONE, ELAPSED = 0, 8, 16, 24, 32, 40
+STAMP, ACKS, READY, PHASE, DONE, ELAPSED, START = 0, 8, 16, 24, 32, 40, 48
 
 
 def parse_frame(text: str) -> tuple:
@@ -67,9 +78,11 @@ def stamp_slot(arr: np.ndarray) -> np.ndarray:
 class Method:
     """Writer side: open, send(src) -> ns spent in the hand-over (and the fill
     apart for zero-copy methods). Reader side: recv(timeout) -> (array,
-    release) or None."""
+    release, key) or None; key tells one frame from another (equal keys: the
+    same frame again)."""
 
     fill_ns = 0
+    published_ns = 0  # shmlane: the publish time stored with the frame received last
 
     def close(self) -> None:
         pass
@@ -82,7 +95,8 @@ class Shmlane(Method):
             shmlane.unlink(name) if name in {i.name for i in shmlane.list()} else None
             self.w = shmlane.Writer(name, shape=shape, dtype="u1", block=policy == "all")
         else:
-            spin = float(os.environ.get("BENCH_READER_SPIN", "0"))
+            spin = os.environ.get("BENCH_READER_SPIN", "0")
+            spin = spin if spin == "auto" else float(spin)
             self.r = shmlane.Reader(name, policy=policy, timeout=5.0, spin=spin)
 
     fill = True  # on in phase l only: in c and t the producer wrote the slot itself
@@ -95,8 +109,8 @@ class Shmlane(Method):
         stamp = stamp_slot(arr)  # counted with the fill, apart from send
         if self.fill:
             np.copyto(arr, src)  # the fill: a camera would write here directly
-        stamp[0] = now()
         t2 = ns()
+        stamp[0] = now()  # only this store between stamp and publish
         loan.publish()
         t3 = ns()
         self.fill_ns = t2 - t1
@@ -107,7 +121,9 @@ class Shmlane(Method):
             s = self.r.receive(timeout=timeout)
         except TimeoutError:
             return None
-        return s.array, s.release
+        arr = s.array
+        self.published_ns = s.timestamp_ns  # the time publish() stored with the frame
+        return arr, s.release, s.seq
 
     def close(self):
         if self.role == "writer":
@@ -133,10 +149,10 @@ class ShmlaneCopy(Shmlane):
 
     def recv(self, timeout):
         try:
-            self.r.receive_into(self.out, timeout)
+            seq = self.r.receive_into(self.out, timeout)[0]
         except TimeoutError:
             return None
-        return self.out, None
+        return self.out, None, seq
 
 
 class _Shared(Method):
@@ -181,8 +197,9 @@ class _Shared(Method):
             return None
         self.mutex.acquire()
         out = self.frame.copy()  # copy out
+        key = int(self.count[0])  # which frame it is, with it
         self.mutex.release()
-        return out, None
+        return out, None, key
 
     def close(self):
         for s in (self.mutex, self.avail):
@@ -230,7 +247,7 @@ class Seed(_Shared):
                 self.seen = int(self.count[0])
                 out = np.ndarray(self.shape, np.uint8, buffer=self.mm, offset=8).copy()
                 self.mutex.release()
-                return out, None
+                return out, None, self.seen
             self.mutex.release()
             if time.monotonic() >= deadline:
                 return None
@@ -300,8 +317,11 @@ class SharedArrayMethod(_Shared):
 
 
 class Zmq(Method):
-    """pyzmq PUSH/PULL over ipc://, zero-copy sends and receives on the
-    Python side (the kernel copies through the socket)."""
+    """pyzmq PUSH/PULL over ipc://. The send copies the frame into a ZeroMQ
+    message: the writer rewrites its buffer for the next frame at once, and a
+    zero-copy send (copy=False) would let ZeroMQ's I/O thread transmit it
+    afterwards, mixing frames (received stamps repeat). The receive is
+    zero-copy (the message is the reader's)."""
 
     def __init__(self, role, name, shape):
         import zmq
@@ -320,14 +340,15 @@ class Zmq(Method):
     def send(self, src):
         t0 = ns()
         put_stamp(src, now())
-        self.sock.send(src, copy=False)
+        self.sock.send(src, copy=True)
         return ns() - t0
 
     def recv(self, timeout):
         if timeout is not None and not self.sock.poll(int(timeout * 1000) if timeout else 0):
             return None
         msg = self.sock.recv(copy=False)
-        return np.frombuffer(msg.buffer, np.uint8).reshape(self.shape), None
+        key = int.from_bytes(msg.buffer[:8], "little")  # the stamp
+        return np.frombuffer(msg.buffer, np.uint8).reshape(self.shape), None, key
 
     def close(self):
         self.sock.close(linger=0)
@@ -358,7 +379,8 @@ class Pipe(Method):
             self.conn = Connection(os.open(self.path, os.O_RDWR), readable=False)
         else:
             self.conn = Connection(os.open(self.path, os.O_RDONLY), writable=False)
-            self.out = np.empty(int(np.prod(shape)) , np.uint8)
+            self.out = np.empty(int(np.prod(shape)), np.uint8)
+            self.stamp = self.out[:8].view("<u8")
 
     def send(self, src):
         t0 = ns()
@@ -370,7 +392,7 @@ class Pipe(Method):
         if timeout is not None and not self.conn.poll(timeout):
             return None
         self.conn.recv_bytes_into(self.out)
-        return self.out.reshape(self.shape), None
+        return self.out.reshape(self.shape), None, int(self.stamp[0])
 
     def close(self):
         self.conn.close()
@@ -425,9 +447,13 @@ def writer(method, name, frame, iters, gap, seconds, phases, out, policy):
         c[PHASE] = ph
         cpu0 = time.process_time_ns()
         m.fill = ph == 1  # shmlane: as in stream.c, phase c times the hand-over alone, caches warm
+        due = time.monotonic()
         for _ in range(iters):
+            if ph == 1 and gap < 0:  # a camera, on a schedule: sleep first, never spin on the ack
+                due -= gap
+                time.sleep(max(0.0, due - time.monotonic()))
             wait_for(c, ACKS, acked)
-            if ph == 1:
+            if ph == 1 and gap > 0:
                 pause = gap * rng.uniform(0.5, 1.5)
                 if BUSY_GAP:  # stay on the CPU: the writer's caches stay warm
                     end = time.perf_counter() + pause
@@ -450,6 +476,7 @@ def writer(method, name, frame, iters, gap, seconds, phases, out, policy):
         c[PHASE] = 3
         m.fill = False  # shmlane: as if produced in place (the others copy a ready frame in)
         start, cpu0 = time.monotonic(), time.process_time_ns()
+        c[START] = now()
         end = start + seconds
         while time.monotonic() < end:
             m.send(src)
@@ -476,7 +503,7 @@ def reader(method, name, frame, iters, phases, out, policy):
     c = seg.array
     m = make(method, "reader", name, shape, policy)
     c[READY] += 1
-    lat, recv = [], []
+    lat, recv, latp = [], [], []
     lat_cpu = 0
     if "l" in phases:
         cpu0 = time.process_time_ns()
@@ -485,8 +512,9 @@ def reader(method, name, frame, iters, phases, out, policy):
             while got is None:
                 got = m.recv(RECV_TIMEOUT)
             t1 = now()
-            arr, release = got
+            arr, release, _ = got
             lat.append(t1 - stamp_of(arr))
+            latp.append(t1 - m.published_ns)
             del arr
             if release:
                 release()
@@ -498,14 +526,14 @@ def reader(method, name, frame, iters, phases, out, policy):
                 t0 = ns()
                 got = m.recv(0)
                 if got is not None:
-                    arr, release = got
+                    arr, release, _ = got
                     if release:
                         release()
                     recv.append(ns() - t0)
                     del arr, got
                     break
             c[ACKS] += 1
-    frames, cpu = 0, 0
+    frames, duplicates, cpu, last, seen = 0, 0, 0, 0, None
     if "t" in phases:
         while c[PHASE] != 3:
             time.sleep(0.0001)
@@ -516,16 +544,22 @@ def reader(method, name, frame, iters, phases, out, policy):
                 if c[DONE]:
                     break
                 continue
-            frames += 1
-            arr, release = got
+            arr, release, key = got
+            if key != seen:
+                seen, frames, last = key, frames + 1, now()
+            else:
+                duplicates += 1
             del arr
             if release:
                 release()
         cpu = time.process_time_ns() - cpu0
     dump(out + ".lat", lat)
+    dump(out + ".latp", latp)
     dump(out + ".recv", recv)
     m.close()
-    print(json.dumps({"frames": frames, "seconds": int(c[ELAPSED]) / 1e9, "cpu_ns": cpu,
+    seconds = (last - int(c[START])) / 1e9 if frames else 0.0
+    print(json.dumps({"frames": frames, "duplicates": duplicates, "seconds": seconds,
+                      "writer_seconds": int(c[ELAPSED]) / 1e9, "cpu_ns": cpu,
                       "lat_cpu_ns": lat_cpu, "lat_frames": len(lat)}), flush=True)
     c[READY] -= 1
     seg.close()

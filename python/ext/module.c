@@ -140,7 +140,8 @@ static int mod_exec(PyObject *mod) {
       PyModule_AddIntConstant(mod, "STREAM_MAX_SLOTS", SHL_STREAM_MAX_SLOTS) < 0 ||
       PyModule_AddIntConstant(mod, "STREAM_MAX_READERS", SHL_STREAM_MAX_READERS) < 0 ||
       PyModule_AddIntConstant(mod, "RECV_LATEST", SHL_RECV_LATEST) < 0 ||
-      PyModule_AddIntConstant(mod, "RECV_ALL", SHL_RECV_ALL) < 0)
+      PyModule_AddIntConstant(mod, "RECV_ALL", SHL_RECV_ALL) < 0 ||
+      PyModule_AddIntConstant(mod, "SPIN_AUTO", (long)SHL_SPIN_AUTO) < 0)
     return -1;
   return 0;
 }

@@ -73,14 +73,17 @@ static PyObject *reader_close(Reader *r, PyObject *unused) {
 struct receive_ctx {
   shl_reader *r;
   shl_sample s;
-  uint32_t spin_ns;
+  uint32_t spin_ns; /* SHL_SPIN_AUTO: set on the core's reader for good */
+  uint32_t flags;
 };
 
 static int receive_step(void *ctx, int64_t timeout_ns) {
   struct receive_ctx *c = ctx;
-  shl_reader_set_spin(c->r, c->spin_ns);
-  c->spin_ns = 0; /* once per receive(): later slices sleep at once */
-  return shl_reader_receive(c->r, &c->s, timeout_ns, SHL_WAIT_INTERRUPTIBLE);
+  if (c->spin_ns != SHL_SPIN_AUTO) {
+    shl_reader_set_spin(c->r, c->spin_ns);
+    c->spin_ns = 0; /* once per receive(): later slices sleep at once */
+  }
+  return shl_reader_receive(c->r, &c->s, timeout_ns, c->flags);
 }
 
 /* false (error set) unless r may receive now. */
@@ -100,8 +103,9 @@ static bool reader_ready(Reader *r) {
  * at once, and handlers run (Ctrl-C raises); so does shl_reader_wake() from
  * a thread that closed the reader or queued a release (done between the
  * core's calls). The caller checks r->base.closed after. */
-static int receive_sample(Reader *r, int64_t timeout_ns, shl_sample *out) {
-  struct receive_ctx c = {r->r, {0}, 0};
+static int receive_sample(Reader *r, int64_t timeout_ns, uint32_t flags, shl_sample *out) {
+  uint32_t auto_spin = r->spin_ns == SHL_SPIN_AUTO ? SHL_SPIN_AUTO : 0;
+  struct receive_ctx c = {r->r, {0}, auto_spin, SHL_WAIT_INTERRUPTIBLE | flags};
   int rc = receive_step(&c, 0);
   if (rc == -EINTR) rc = -ETIMEDOUT; /* a wake left from an earlier call: nothing came */
   if (rc == -ETIMEDOUT && timeout_ns != 0) {
@@ -114,8 +118,9 @@ static int receive_sample(Reader *r, int64_t timeout_ns, shl_sample *out) {
   return rc;
 }
 
-/* receive(timeout) -> Sample, pinned. */
-static PyObject *reader_receive(Reader *r, PyObject *arg) {
+/* receive(timeout) -> Sample, pinned; with SHL_WAIT_RETURN_DUE in flags,
+ * None when the next frame is due (spin_ns SPIN_AUTO): poll again. */
+static PyObject *receive(Reader *r, PyObject *arg, uint32_t flags) {
   modstate *st = state_of((PyObject *)r);
   int64_t timeout_ns;
   if (!timeout_converter(arg, &timeout_ns) || !reader_ready(r)) return NULL;
@@ -127,7 +132,11 @@ static PyObject *reader_receive(Reader *r, PyObject *arg) {
   s->exports = 0;
   s->stream = NULL;
   shl_sample got;
-  int rc = receive_sample(r, timeout_ns, &got);
+  int rc = receive_sample(r, timeout_ns, flags, &got);
+  if (rc == -EAGAIN && !r->base.closed) { /* due: nothing pinned */
+    Py_DECREF(s);
+    Py_RETURN_NONE;
+  }
   if (rc == 0) {
     Py_INCREF((PyObject *)r);
     s->reader = r;
@@ -144,6 +153,14 @@ static PyObject *reader_receive(Reader *r, PyObject *arg) {
     return rc == PY_ERROR ? NULL : stream_failed(&r->base, rc);
   }
   return (PyObject *)s;
+}
+
+static PyObject *reader_receive(Reader *r, PyObject *arg) { return receive(r, arg, 0); }
+
+/* receive_due(timeout) -> Sample, or None while the next frame is due (the
+ * predictive wait's window is open): the caller's loop polls warm. */
+static PyObject *reader_receive_due(Reader *r, PyObject *arg) {
+  return receive(r, arg, SHL_WAIT_RETURN_DUE);
 }
 
 static bool same_frames(const Layout *a, const Layout *b) {
@@ -165,7 +182,7 @@ static PyObject *reader_receive_into(Reader *r, PyObject *args) {
     return NULL;
   shl_sample got;
   Layout before = r->base.layout;
-  int rc = receive_sample(r, timeout_ns, &got);
+  int rc = receive_sample(r, timeout_ns, 0, &got);
   bool moved = rc == 0 && (got.flags & SHL_SAMPLE_NEW_STREAM) && !r->base.closed;
   if (moved) rc = reader_set_layout(r);
   /* A followed stream whose frames differ: its first frame would not fit. */
@@ -209,6 +226,9 @@ static PyMethodDef reader_methods[] = {
      "Leave the stream once no sample is pinned any more."},
     {"receive", (PyCFunction)reader_receive, METH_O,
      "receive(timeout) -> Sample. Blocks with the GIL released; Ctrl-C interrupts."},
+    {"receive_due", (PyCFunction)reader_receive_due, METH_O,
+     "receive_due(timeout) -> Sample, or None when spin_ns is SPIN_AUTO and the next frame is "
+     "due: call again to poll."},
     {"receive_into", (PyCFunction)reader_receive_into, METH_VARARGS,
      "receive_into(buffer, timeout) -> (seq, timestamp_ns, lost). Copies the next frame out."},
     {"info", (PyCFunction)reader_info, METH_NOARGS,
@@ -231,18 +251,30 @@ static int reader_set_spin_ns(Reader *r, PyObject *value, void *unused) {
     if (!value) PyErr_SetString(PyExc_AttributeError, "spin_ns cannot be deleted");
     return -1;
   }
-  if (ns > SPIN_MAX_NS) {
-    PyErr_Format(PyExc_ValueError, "spin_ns must be at most %d", SPIN_MAX_NS);
+  if (ns > SPIN_MAX_NS && ns != SHL_SPIN_AUTO) {
+    PyErr_Format(PyExc_ValueError, "spin_ns must be at most %d, or SPIN_AUTO", SPIN_MAX_NS);
+    return -1;
+  }
+  if (r->base.closed) {
+    closed_error(&r->base);
+    return -1;
+  }
+  /* The core's own setting is kept for SPIN_AUTO (it learns from frames);
+   * a fixed spin is given to each receive() (receive_step). */
+  if (r->receiving) {
+    PyErr_Format(PyExc_RuntimeError, "stream '%s': spin_ns changed while receiving", r->base.name);
     return -1;
   }
   r->spin_ns = (uint32_t)ns;
+  shl_reader_set_spin(r->r, ns == SHL_SPIN_AUTO ? SHL_SPIN_AUTO : 0);
   return 0;
 }
 
 static PyGetSetDef reader_getset[] = {
     BASE_GETSET,
     {"spin_ns", (getter)reader_get_spin_ns, (setter)reader_set_spin_ns,
-     "How long receive() polls before sleeping, in ns (at most 1 ms).", NULL},
+     "How long receive() polls before sleeping, in ns (at most 1 ms), or SPIN_AUTO for the "
+     "predictive wait.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

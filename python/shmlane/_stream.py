@@ -17,6 +17,7 @@ See the Streams section of docs/python.md.
 
 from __future__ import annotations
 
+from time import monotonic as _monotonic
 from typing import Any, Callable, Iterator, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
@@ -536,7 +537,13 @@ class Reader(Described):
     reader table is full. spin: seconds (at most 0.001) each receive() polls
     before it sleeps; a frame published meanwhile arrives without the
     kernel's wake-up, and its publish needs no system call. Worth it for
-    frames that come more often than that.
+    frames that come more often than that. spin="auto": the predictive wait
+    for frames that come at a steady pace (a camera): the reader learns the
+    period from the frames' publish times, sleeps until shortly before the
+    next frame is due and polls only in a window around that time (at most
+    1 ms, and an eighth of the period); frames that stop coming on time end
+    the polling until the next frame, and an idle reader makes no wake-up
+    (docs/performance.md).
     max_pinned: samples (and arrays of them) this reader may hold at once;
     None: half the slots less one, at least 1, so that a reader that keeps
     its arrays never stalls the writer or the other readers; receive() raises
@@ -565,7 +572,7 @@ class Reader(Described):
         meta: Any = None,
         follow: bool = True,
         keep_last: bool = False,
-        spin: float = 0.0,
+        spin: Union[float, str] = 0.0,
         max_pinned: Optional[int] = None,
         owner: OwnerLike = None,
         mode: Optional[str] = None,
@@ -589,7 +596,9 @@ class Reader(Described):
             raise ValueError(
                 f"stream '{name}': max_pinned must be 1..{_shmlane.STREAM_MAX_SLOTS} or None"
             )
-        spin_time = spin_ns(spin)
+        if isinstance(spin, str) and spin != "auto":
+            raise ValueError(f"stream '{name}': spin must be seconds or 'auto', not {spin!r}")
+        spin_time = _shmlane.SPIN_AUTO if spin == "auto" else spin_ns(spin)
         owner_policy, uid = owner_arg(owner)
         flags = (0 if follow else _shmlane.READER_NO_FOLLOW) | (
             _shmlane.READER_KEEP_LAST if keep_last else 0
@@ -607,6 +616,7 @@ class Reader(Described):
             raise
         self._raw = raw
         self._policy = policy
+        self._poll_due = spin == "auto"
 
     def _learn_layout(self, raw: _shmlane.Reader) -> None:
         """Take the layout of the stream raw reads now, checked against the
@@ -674,7 +684,42 @@ class Reader(Described):
         other than the shape/dtype/meta this reader asked for, LayoutChanged
         instead. Blocks without the GIL; Ctrl-C interrupts it."""
         self._check_refused()
+        if self._poll_due:
+            return self._sample(self._receive_due(timeout))
         return self._sample(self._raw.receive(timeout))
+
+    def _receive_due(self, timeout: Optional[float]) -> _shmlane.Sample:
+        """spin="auto": the core sleeps until the next frame is due, then
+        returns None instead of spinning; this loop polls, and between polls
+        rehearses what a frame goes through, so that the interpreter's path
+        to a frame is warm when it comes."""
+        poll, rehearse = self._raw.receive_due, self._rehearse
+        if timeout is None:
+            raw = poll(None)
+            while raw is None:
+                rehearse()
+                raw = poll(None)
+            return raw
+        deadline = _monotonic() + timeout
+        raw = poll(timeout)
+        while raw is None:
+            rehearse()
+            left = deadline - _monotonic()
+            if left <= 0:
+                return self._raw.receive(0)  # TimeoutError unless a frame came
+            raw = poll(left)
+        return raw
+
+    def _rehearse(self) -> None:
+        """A Sample and its array, as receive() makes them, over the reader's
+        own export of zero frames of the stream's layout (no slot is pinned,
+        nothing shared is read)."""
+        try:
+            sample = Sample(self._raw, self._wrap, self._meta)  # type: ignore[arg-type]
+            if self._wrap is np.asarray:
+                sample._wrap(self._raw)
+        except BufferError:
+            pass  # closed by another thread meanwhile: the next poll says so
 
     def receive_into(self, out: Any, timeout: Optional[float] = None) -> Tuple[int, int, int]:
         """Copy the next frame (per the policy) into `out` and release its slot

@@ -65,45 +65,14 @@ static int run_writer(char **argv) {
   return t_result();
 }
 
-struct child {
-  pid_t pid;
-  int report, command;
-};
-
-static struct child start_writer(const char *name) {
-  struct child c;
+static struct t_peer start_writer(const char *name) {
   const char *args[] = {"test_stream_alive", "writer", name, NULL};
-  c.pid = t_exec_duplex(args, &c.report, &c.command, CHILD_LIMIT_S);
-  T_REQUIRE(c.pid > 0);
-  T_REQUIRE(t_read_byte(c.report, WAIT_MS) == 'W');
-  return c;
-}
-
-static void stop_writer(struct child *c) {
-  close(c->command);
-  T_EXPECT_EXIT(t_child_reap(c->pid), 0);
-  close(c->report);
+  return t_start_peer(args, CHILD_LIMIT_S, WAIT_MS);
 }
 
 /* ---------------------------------------------------------------- the reader side */
 
-/* Voluntary context switches of thread `tid` of this process: each sleep
- * counts one, so each wake-up that sends it back to sleep counts one more.
- * (Involuntary ones are preemptions by other work on a loaded machine, not
- * wake-ups.) */
-static long switches_of(int32_t tid) {
-  char path[64], line[128];
-  snprintf(path, sizeof path, "/proc/self/task/%d/status", (int)tid);
-  FILE *f = fopen(path, "r");
-  T_REQUIRE(f != NULL);
-  long n = 0, v;
-  while (fgets(line, sizeof line, f))
-    if (sscanf(line, "voluntary_ctxt_switches: %ld", &v) == 1) n += v;
-  fclose(f);
-  return n;
-}
-
-static long switches(void) { return switches_of(shl__thread_id()); }
+static long switches(void) { return t_switches_of(shl__thread_id()); }
 
 /* The liveness word of this process's (one) reader entry. */
 static uint32_t alive_word(shl_reader *r) {
@@ -127,7 +96,7 @@ static void expect_frame(shl_reader *r, uint64_t tag) {
 }
 
 /* A fresh stream, its writer in a child, and a reader that got frame 1. */
-static shl_reader *open_pair(const char *tag, char name[SHL_NAME_MAX + 1], struct child *c) {
+static shl_reader *open_pair(const char *tag, char name[SHL_NAME_MAX + 1], struct t_peer *c) {
   t_fresh_name(name, tag);
   *c = start_writer(name);
   shl_reader *r = t_reader_open(name, SHL_RECV_LATEST, WAIT_MS);
@@ -141,7 +110,7 @@ static shl_reader *open_pair(const char *tag, char name[SHL_NAME_MAX + 1], struc
  * opening thread has ended: the writer must not look gone. */
 static void test_idle_reader(void) {
   char name[SHL_NAME_MAX + 1];
-  struct child c;
+  struct t_peer c;
   shl_reader *r = open_pair("idle", name, &c);
   shl_sample s;
   long before = switches();
@@ -155,13 +124,13 @@ static void test_idle_reader(void) {
   t_send_byte(c.command, 'p');
   expect_frame(r, 2);
   shl_reader_close(r);
-  stop_writer(&c);
+  t_stop_peer(&c);
 }
 
 /* What another thread does to the writer after a while: SIGKILL it, or send
  * it a command. */
 struct later {
-  struct child *c;
+  struct t_peer *c;
   char command; /* 0: SIGKILL */
   long delay_ms;
   int32_t reader_tid;
@@ -172,7 +141,7 @@ struct later {
 static void *act_later(void *arg) {
   struct later *l = arg;
   t_sleep_ms(l->delay_ms);
-  atomic_store(&l->reader_switches, switches_of(l->reader_tid));
+  atomic_store(&l->reader_switches, t_switches_of(l->reader_tid));
   atomic_store(&l->at_ns, t_now_ns());
   if (l->command) t_send_byte(l->c->command, l->command);
   else kill(l->c->pid, SIGKILL);
@@ -202,7 +171,7 @@ static int receive_while(shl_reader *r, struct later *l, long long *took_ns, lon
  * torn down its memory, which takes long under sanitizers.) */
 static void test_death_noticed(void) {
   char name[SHL_NAME_MAX + 1];
-  struct child c;
+  struct t_peer c;
   shl_reader *r = open_pair("death", name, &c);
   struct later l = {.c = &c, .command = 0, .delay_ms = 300};
   long long took;
@@ -226,7 +195,7 @@ static void test_death_noticed(void) {
  * on: SHL_E_WRITER_CLOSED, never "gone"; the liveness word is 0. */
 static void test_clean_close(void) {
   char name[SHL_NAME_MAX + 1];
-  struct child c;
+  struct t_peer c;
   shl_reader *r = open_pair("close", name, &c);
   struct later l = {.c = &c, .command = 'c', .delay_ms = 200};
   long long took;
@@ -237,7 +206,7 @@ static void test_clean_close(void) {
   T_CHECK(t_read_byte(c.report, WAIT_MS) == 'C');
   T_CHECK(alive_word(r) == 0);
   shl_reader_close(r);
-  stop_writer(&c);
+  t_stop_peer(&c);
 }
 
 int main(int argc, char **argv) {

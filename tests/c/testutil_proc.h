@@ -155,13 +155,12 @@ static inline void t_expect_status_(int status, int code, int sig, const char *f
   t_failures++;
 }
 
-/* Poll (bounded) until process pid sleeps in the futex system call, so a
- * wake-up test wakes a real sleeper instead of racing past it. 1 once seen,
- * 0 after timeout_ms. */
+/* Poll (bounded) until the thread whose /proc syscall file is `path` sleeps
+ * in the futex system call, so a wake-up test wakes a real sleeper instead
+ * of racing past it. 1 once seen, 0 after timeout_ms (0: look once). */
 #define T_SYS_FUTEX_WAITV 449 /* a stream reader sleeps on two words at once */
-static inline int t_wait_in_futex(pid_t pid, long timeout_ms) {
-  char path[64], buf[128];
-  snprintf(path, sizeof path, "/proc/%ld/syscall", (long)pid);
+static inline int t_wait_in_futex_at(const char *path, long timeout_ms) {
+  char buf[128];
   long long deadline = t_now_ns() + timeout_ms * 1000000LL;
   do {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -176,9 +175,39 @@ static inline int t_wait_in_futex(pid_t pid, long timeout_ms) {
         if ((nr == SYS_futex || nr == T_SYS_FUTEX_WAITV) && *end == ' ') return 1;
       }
     }
-    t_sleep_ms(1);
+    if (timeout_ms) t_sleep_ms(1);
   } while (t_now_ns() < deadline);
   return 0;
+}
+
+/* The same for process pid (its main thread). */
+static inline int t_wait_in_futex(pid_t pid, long timeout_ms) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%ld/syscall", (long)pid);
+  return t_wait_in_futex_at(path, timeout_ms);
+}
+
+/* Thread tid of this process. */
+static inline int t_thread_in_futex(pid_t tid, long timeout_ms) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/task/%ld/syscall", (long)tid);
+  return t_wait_in_futex_at(path, timeout_ms);
+}
+
+/* Voluntary context switches of thread tid of this process: each sleep
+ * counts one, so each wake-up that sends it back to sleep counts one more.
+ * (Involuntary ones are preemptions by other work on a loaded machine, not
+ * wake-ups.) */
+static inline long t_switches_of(pid_t tid) {
+  char path[64], line[128];
+  snprintf(path, sizeof path, "/proc/self/task/%ld/status", (long)tid);
+  FILE *f = fopen(path, "r");
+  T_REQUIRE(f != NULL);
+  long n = 0, v;
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "voluntary_ctxt_switches: %ld", &v) == 1) n += v;
+  fclose(f);
+  return n;
 }
 
 /* Poll (bounded) until process pid sleeps (state S in /proc/PID/stat): 1

@@ -28,6 +28,28 @@ static inline pid_t t_exec_duplex(const char *const args[], int *report, int *co
   return pid;
 }
 
+/* A child started with t_exec_duplex that says 'W' when it is ready. */
+struct t_peer {
+  pid_t pid;
+  int report, command;
+};
+
+static inline struct t_peer t_start_peer(const char *const args[], unsigned limit_s,
+                                          long ready_ms) {
+  struct t_peer c;
+  c.pid = t_exec_duplex(args, &c.report, &c.command, limit_s);
+  T_REQUIRE(c.pid > 0);
+  T_REQUIRE(t_read_byte(c.report, ready_ms) == 'W');
+  return c;
+}
+
+/* EOF on its command pipe: it must exit 0. */
+static inline void t_stop_peer(struct t_peer *c) {
+  close(c->command);
+  T_EXPECT_EXIT(t_child_reap(c->pid), 0);
+  close(c->report);
+}
+
 /* SIGKILL a child and reap it. */
 static inline void t_kill_child(pid_t pid) {
   T_CHECK(kill(pid, SIGKILL) == 0);

@@ -166,6 +166,12 @@ def sleeping(tid: int, pid: int = 0, timeout: float = 30) -> bool:
     return _await_syscall(_CLOCK_NANOSLEEP, tid, pid, timeout)
 
 
+def futex_waitv_expected() -> bool:
+    """Readers sleep with futex_waitv here (Linux 5.16 and not turned off)."""
+    release = tuple(int(x) for x in os.uname().release.split(".")[:2] if x.isdigit())
+    return release >= (5, 16) and os.environ.get("SHMLANE_NO_FUTEX_WAITV", "0") == "0"
+
+
 def blocked_in_thread(call: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple:
     """Starts call(*args, **kwargs) in a thread and returns once it sleeps in
     the futex: (thread, list that receives what it returned, or the exception

@@ -19,7 +19,14 @@ import numpy as np
 import pytest
 
 import shmlane
-from conftest import SHM_DIR, blocked_in_futex, blocked_in_thread, check_async_wait, sleeping
+from conftest import (
+    SHM_DIR,
+    blocked_in_futex,
+    blocked_in_thread,
+    check_async_wait,
+    futex_waitv_expected,
+    sleeping,
+)
 
 SHAPE = (4, 8, 3)  # rows of 24 bytes: three little-endian uint64 stamps each
 
@@ -570,12 +577,6 @@ def test_sample_array_is_the_slot_itself(stream, name):
     assert sorted(at) == [0, 1, 2, 3]
     stride = at[1] - at[0]
     assert stride >= np.prod(SHAPE) and all(at[k] == at[0] + k * stride for k in at)
-
-
-def futex_waitv_expected() -> bool:
-    """Readers sleep with futex_waitv here (Linux 5.16 and not turned off)."""
-    release = tuple(int(x) for x in os.uname().release.split(".")[:2] if x.isdigit())
-    return release >= (5, 16) and os.environ.get("SHMLANE_NO_FUTEX_WAITV", "0") == "0"
 
 
 def test_idle_reader_makes_no_wake_up(stream, name):
