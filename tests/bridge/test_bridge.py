@@ -267,11 +267,12 @@ def test_keys(host="127.0.0.1", ns=(None, None)):
         rc_nl, err_nl = run([BRIDGE, "recv", ep, b, "--key", other + ".key", "--server-key",
                              srv + ".pub", "--seconds", "8"], ns=ns[1])
         # Keys on one side only, either side.
-        rc_none, err_none = run([BRIDGE, "recv", ep, b, "--seconds", "2", "--insecure"], ns=ns[1])
+        # (--seconds only bounds a receiver that is never told: it ends at the refusal)
+        rc_none, err_none = run([BRIDGE, "recv", ep, b, "--seconds", "8", "--insecure"], ns=ns[1])
         ep2 = "tcp://%s:%d" % (host, PORT + 8)
         plain = start([BRIDGE, "send", a, ep2, "--insecure"], ns=ns[0])
         rc_keyed, err_keyed = run([BRIDGE, "recv", ep2, b, "--server-key", srv + ".pub",
-                                   "--seconds", "4"], ns=ns[1])
+                                   "--seconds", "8"], ns=ns[1])
         stop(plain)
         serr = stop(s)
         stop(w)
