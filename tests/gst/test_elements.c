@@ -4,6 +4,7 @@
  * are registered statically, so this runs under ASan with the plugin. */
 #include <gst/check/gstcheck.h>
 #include <gst/check/gstharness.h>
+#include <errno.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -11,9 +12,35 @@
 #include "layout.h"
 #include "shmlane.h"
 
-/* A stream name of this process, removed by the test that made it. */
+/* The program's pid. Tests run in forked children and name their streams
+ * after it: a test that fails exits before it removes what it made, and the
+ * program removes that after the run (remove_leftovers). */
+static int run_pid;
+
+/* A stream name of this run, removed by the test that made it. */
 static gchar *stream_name(const char *tag) {
-  return g_strdup_printf("gstt%d.%s", (int)getpid(), tag);
+  return g_strdup_printf("gstt%d.%s", run_pid, tag);
+}
+
+/* Removes every object of this run's names from /dev/shm (streams, and a
+ * replacement staged when a test died): how many there were. */
+static int remove_leftovers(void) {
+  gchar *tag = g_strdup_printf("gstt%d.", run_pid);
+  GDir *dir = g_dir_open("/dev/shm", 0, NULL);
+  const gchar *entry;
+  int n = 0;
+  while (dir && (entry = g_dir_read_name(dir)) != NULL) {
+    if (!strstr(entry, tag)) continue;
+    gchar *path = g_build_filename("/dev/shm", entry, NULL);
+    if (unlink(path) == 0) {
+      g_printerr("removed /dev/shm/%s, left by a test\n", entry);
+      n++;
+    }
+    g_free(path);
+  }
+  if (dir) g_dir_close(dir);
+  g_free(tag);
+  return n;
 }
 
 static const char *formats[] = {"RGB",   "BGR",   "RGBA",      "BGRA",      "ARGB", "ABGR",
@@ -136,7 +163,10 @@ static void check_publish(const char *tag, const char *caps, guint n, guint copi
     int rc = shl_reader_receive(r, &s, 5 * GST_SECOND, 0);
     fail_unless_equals_int(rc, 0);
     fail_unless_equals_uint64(s.lost, 0);
-    fail_unless(shlgst_record_read(shl_sample_meta(r, &s), sizeof rec, &rec));
+    const void *meta = NULL;
+    uint64_t size = 0;
+    fail_unless_equals_int(shl_sample_get_meta(r, &s, &meta, &size), 0);
+    fail_unless(shlgst_record_read(meta, size, &rec));
     fail_unless_equals_uint64(rec.offset, i); /* videotestsrc numbers its frames */
     fail_unless_equals_int(rec.fps_n, 30);
     shl_reader_release(r, &s);
@@ -195,17 +225,24 @@ static void check_frame(GstBuffer *b, gsize size, guint8 fill) {
   gst_buffer_unmap(b, &map);
 }
 
-/* Waits until the stream has `n` readers. */
-static void wait_readers(const char *name, guint n) {
+/* What a handle opened now sees of the stream. */
+static shl_stream_info stream_info(const char *name) {
   shl_segment *seg = NULL;
   shl_stream_info info = SHL_STREAM_INFO_INIT;
   fail_unless_equals_int(shl_open(&seg, name, SHL_OPEN_READONLY, 0), 0);
+  fail_unless_equals_int(shl_stream_get_info(seg, &info), 0);
+  shl_close(seg);
+  return info;
+}
+
+/* Waits until the stream has `n` readers. */
+static void wait_readers(const char *name, guint n) {
+  shl_stream_info info = stream_info(name);
   for (int i = 0; i < 500 && info.readers_alive < n; i++) {
     g_usleep(10000);
-    fail_unless_equals_int(shl_stream_get_info(seg, &info), 0);
+    info = stream_info(name);
   }
   fail_unless_equals_int(info.readers_alive, n);
-  shl_close(seg);
 }
 
 /* A source of policy `all` that has joined the stream (its `n`th reader). */
@@ -355,16 +392,109 @@ GST_START_TEST(test_state_changes) {
     gst_sample_unref(s);
     fail_unless(gst_element_set_state(reader, GST_STATE_NULL) == GST_STATE_CHANGE_SUCCESS);
   }
-  shl_segment *seg = NULL;
-  shl_stream_info info = SHL_STREAM_INFO_INIT;
-  fail_unless_equals_int(shl_open(&seg, name, SHL_OPEN_READONLY, 0), 0);
-  fail_unless_equals_int(shl_stream_get_info(seg, &info), 0);
-  fail_unless_equals_int(info.readers_alive, 0);
-  shl_close(seg);
+  fail_unless_equals_int(stream_info(name).readers_alive, 0);
   gst_object_unref(out);
   gst_object_unref(reader);
   gst_element_set_state(writer, GST_STATE_NULL);
   gst_object_unref(writer);
+  fail_unless_equals_int(shl_unlink(name), 0);
+  g_free(name);
+}
+GST_END_TEST;
+
+/* The error a pipeline posts within 10 s (fails if it posts none). */
+static GError *pipeline_error(GstElement *p, gchar **debug) {
+  fail_unless(gst_element_set_state(p, GST_STATE_PLAYING) != GST_STATE_CHANGE_FAILURE);
+  GstMessage *m = gst_bus_timed_pop_filtered(GST_ELEMENT_BUS(p), 10 * GST_SECOND,
+                                             GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
+  fail_unless(m != NULL && GST_MESSAGE_TYPE(m) == GST_MESSAGE_ERROR, "no error");
+  GError *e = NULL;
+  gst_message_parse_error(m, &e, debug);
+  gst_message_unref(m);
+  gst_element_set_state(p, GST_STATE_NULL);
+  return e;
+}
+
+GST_START_TEST(test_sink_mode) {
+  /* A mode that grants read without write is refused with an error that
+   * names the rule and the mode, and nothing is created; 0660 (as
+   * gst-launch-1.0 spells it) shares with the group. */
+  static const char *bad[] = {"0640", "0644", "0604", "0664"};
+  gchar *name = stream_name("mode");
+  for (gsize i = 0; i < G_N_ELEMENTS(bad); i++) {
+    gchar *d = g_strdup_printf("videotestsrc num-buffers=1 ! video/x-raw,format=GRAY8,width=16,"
+                               "height=16 ! shmlanesink stream=%s mode=%s",
+                               name, bad[i]);
+    GstElement *p = launch(d);
+    gchar *debug = NULL;
+    GError *e = pipeline_error(p, &debug);
+    fail_unless(g_error_matches(e, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_SETTINGS), "%s: %s",
+                bad[i], e->message);
+    fail_unless(strstr(e->message, "grant read only with write") != NULL, "%s", e->message);
+    fail_unless(strstr(debug, bad[i]) != NULL, "%s", debug);
+    g_error_free(e);
+    g_free(debug);
+    gst_object_unref(p);
+    g_free(d);
+    shl_segment *seg = NULL;
+    fail_unless_equals_int(shl_open(&seg, name, SHL_OPEN_READONLY, 0), -ENOENT);
+  }
+  gchar *d = g_strdup_printf("videotestsrc num-buffers=1 ! video/x-raw,format=GRAY8,width=16,"
+                             "height=16 ! shmlanesink stream=%s mode=0660",
+                             name);
+  GstElement *p = launch(d);
+  run_to_eos(p);
+  gst_object_unref(p);
+  g_free(d);
+  shl_segment *seg = NULL;
+  shl_info info = SHL_INFO_INIT;
+  fail_unless_equals_int(shl_open(&seg, name, SHL_OPEN_READONLY, 0), 0);
+  fail_unless_equals_int(shl_get_info(seg, &info), 0);
+  fail_unless_equals_int(info.mode, 0660);
+  shl_close(seg);
+  fail_unless_equals_int(shl_unlink(name), 0);
+  g_free(name);
+}
+GST_END_TEST;
+
+/* The caps of the last buffer the harness's source pushed: framerate. */
+static void check_framerate(GstHarness *h, gint n, gint d) {
+  GstCaps *c = gst_pad_get_current_caps(h->sinkpad);
+  gint fn = 0, fd = 0;
+  fail_unless(gst_structure_get_fraction(gst_caps_get_structure(c, 0), "framerate", &fn, &fd));
+  fail_unless(fn == n && fd == d, "framerate %d/%d, not %d/%d", fn, fd, n, d);
+  gst_caps_unref(c);
+}
+
+GST_START_TEST(test_period) {
+  /* The sink declares the caps' framerate as the stream's frame period; a
+   * source of a stream without the sink's records (a C or Python writer's)
+   * takes its framerate and durations from that period. */
+  gchar *name = stream_name("period");
+  GstHarness *sink = sink_harness(name, "GRAY8", 16, 16); /* 25/1 */
+  push_frame(sink, 256, 1);
+  fail_unless_equals_uint64(stream_info(name).period_ns, 40 * GST_MSECOND);
+  gst_harness_teardown(sink);
+  fail_unless_equals_int(shl_unlink(name), 0);
+
+  shl_writer *w = NULL;
+  shl_layout gray = {.format = "B", .ndim = 2, .shape = {16, 16}};
+  shl_stream_opts o = SHL_STREAM_OPTS_INIT;
+  o.period_ns = 33366667; /* NTSC's 30000/1001 */
+  fail_unless_equals_int(shl_writer_open(&w, name, &gray, &o), 0);
+  GstHarness *src = src_harness(name, 1, FALSE, 2);
+  void *frame = NULL;
+  fail_unless(shl_writer_loan(w, &frame, 0) >= 0);
+  memset(frame, 9, 256);
+  fail_unless_equals_int(shl_writer_publish(w, NULL), 0);
+  GstBuffer *b = gst_harness_pull(src);
+  check_frame(b, 256, 9);
+  fail_unless_equals_uint64(GST_BUFFER_DURATION(b),
+                            gst_util_uint64_scale_int(GST_SECOND, 1001, 30000));
+  gst_buffer_unref(b);
+  check_framerate(src, 30000, 1001);
+  gst_harness_teardown(src);
+  shl_writer_close(w);
   fail_unless_equals_int(shl_unlink(name), 0);
   g_free(name);
 }
@@ -383,10 +513,13 @@ static Suite *shmlane_suite(void) {
   tcase_add_test(tc, test_writer_gone);
   tcase_add_test(tc, test_pin_limit);
   tcase_add_test(tc, test_state_changes);
+  tcase_add_test(tc, test_sink_mode);
+  tcase_add_test(tc, test_period);
   return s;
 }
 
 int main(int argc, char **argv) {
+  run_pid = (int)getpid();
   gst_check_init(&argc, &argv);
   if (!gst_plugin_register_static(GST_VERSION_MAJOR, GST_VERSION_MINOR, "shmlane",
                                   "shmlane elements", shlgst_register_elements,
@@ -397,5 +530,7 @@ int main(int argc, char **argv) {
   srunner_run_all(sr, CK_NORMAL);
   int failed = srunner_ntests_failed(sr);
   srunner_free(sr);
-  return failed ? 1 : 0;
+  /* Passing tests remove what they made: anything left is a failure too. */
+  int left = remove_leftovers();
+  return failed || left ? 1 : 0;
 }
