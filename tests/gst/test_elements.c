@@ -74,6 +74,7 @@ GST_START_TEST(test_layout_roundtrip) {
       uint64_t span = (uint64_t)itemsize;
       for (uint32_t d = 0; d < lay.layout.ndim; d++) span *= lay.layout.shape[d];
       fail_unless_equals_uint64(span, frames.size);
+      fail_unless_equals_uint64(shlgst_layout_span(&lay.layout), frames.size);
     }
   }
 }
@@ -90,6 +91,9 @@ GST_START_TEST(test_layout_conventions) {
   fail_unless(shlgst_info_from_layout(&gray, &info));
   fail_unless_equals_string(gst_video_format_to_string(GST_VIDEO_INFO_FORMAT(&info)), "GRAY16_LE");
   fail_unless_equals_int(info.stride[0], 1300);
+  /* The source checks the frame against the bytes the layout spans. */
+  fail_unless_equals_uint64(shlgst_layout_span(&gray), 1300 * 479 + 640 * 2);
+  fail_unless_equals_uint64(info.size, shlgst_layout_span(&gray));
   fail_if(shlgst_layout_is_default(&info));
   shl_layout rgb = {.format = "T{B:r:B:g:B:b:}", .ndim = 2, .shape = {2, 2}};
   fail_unless(shlgst_info_from_layout(&rgb, &info));
@@ -104,6 +108,10 @@ GST_START_TEST(test_layout_conventions) {
   };
   for (gsize i = 0; i < G_N_ELEMENTS(bad); i++)
     fail_if(shlgst_info_from_layout(&bad[i], &info), "layout %zu accepted", i);
+  shl_layout empty = {.format = "B", .ndim = 2, .shape = {0, 4}};
+  shl_layout huge = {.format = "B", .ndim = 2, .shape = {1ull << 40, 2}, .strides = {1ll << 40, 1}};
+  fail_unless_equals_uint64(shlgst_layout_span(&empty), 0);
+  fail_unless_equals_uint64(shlgst_layout_span(&huge), 0);
 }
 GST_END_TEST;
 
