@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cond.h"
 #include "elements.h"
 #include "layout.h"
 
@@ -31,7 +32,7 @@ GST_DEBUG_CATEGORY_STATIC(src_debug);
 typedef struct reader {
   gint refs;
   GMutex lock;
-  GCond cond;         /* flushing began */
+  shlgst_cond cond;   /* a buffer came back, or flushing began */
   shl_reader *r;      /* NULL once closed */
   gboolean receiving; /* a receive runs, without the lock */
   gboolean closing;   /* the element is done: close once no buffer is left */
@@ -48,7 +49,7 @@ static reader *reader_new(shl_reader *r) {
   reader *rd = g_new0(reader, 1);
   rd->refs = 1;
   g_mutex_init(&rd->lock);
-  g_cond_init(&rd->cond);
+  g_cond_init(&rd->cond.cond);
   rd->r = r;
   rd->pending = g_array_new(FALSE, FALSE, sizeof(shl_sample));
   return rd;
@@ -64,7 +65,7 @@ static void reader_unref(reader *rd) {
   shl_reader_close(rd->r);
   g_array_free(rd->pending, TRUE);
   g_mutex_clear(&rd->lock);
-  g_cond_clear(&rd->cond);
+  g_cond_clear(&rd->cond.cond);
   g_free(rd);
 }
 
@@ -89,7 +90,7 @@ static void pin_free(gpointer data) {
     shl_reader_wake(rd->r);
   else
     drain_locked(rd);
-  g_cond_broadcast(&rd->cond);
+  shlgst_cond_broadcast(&rd->cond);
   g_mutex_unlock(&rd->lock);
   reader_unref(rd);
   g_free(p);
@@ -212,7 +213,7 @@ static GstFlowReturn open_reader(GstShmlaneSrc *src) {
 /* Waits up to `us` for a buffer to come back or flushing to begin. */
 static void wait_a_little(reader *rd, gint64 us) {
   g_mutex_lock(&rd->lock);
-  g_cond_wait_until(&rd->cond, &rd->lock, g_get_monotonic_time() + us);
+  shlgst_cond_wait_until(&rd->cond, &rd->lock, g_get_monotonic_time() + us);
   g_mutex_unlock(&rd->lock);
 }
 
@@ -496,7 +497,7 @@ static gboolean src_unlock(GstBaseSrc *bsrc) {
   if (rd) {
     g_mutex_lock(&rd->lock);
     if (rd->r) shl_reader_wake(rd->r);
-    g_cond_broadcast(&rd->cond);
+    shlgst_cond_broadcast(&rd->cond);
     g_mutex_unlock(&rd->lock);
     reader_unref(rd);
   }
