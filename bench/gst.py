@@ -14,7 +14,7 @@ A run whose source has not pushed its frames in time is stopped and
 reported as stalled (with the frames it got), not counted in the medians.
 
     python bench/gst.py --plugin build/gst [--quick] [--runs N] [--only 1080p]
-        [--shm-frames N] [--out bench/results]
+        [--shm-frames N] [--slots N] [--out bench/results]
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ def pipelines(method: str, width: int, height: int, paced: bool, tag: str,
               shm_frames: int = SHM_FRAMES) -> tuple[str, str]:
     caps = f"video/x-raw,format=I420,width={width},height={height},framerate=30/1"
     src = f"videotestsrc is-live={'true' if paced else 'false'} pattern=black ! {caps}"
-    if method == "shmlane":
-        return (f"{src} ! shmlanesink name=sink stream={tag} sync=false",
+    if method.startswith("shmlane"):  # "shmlane", or "shmlane-slotsN"
+        slots = f" slots={method.split('slots')[1]}" if "slots" in method else ""
+        return (f"{src} ! shmlanesink name=sink stream={tag} sync=false{slots}",
                 f"shmlanesrc name=src stream={tag} ! fakesink sync=false")
     path = f"{tempfile.gettempdir()}/{tag}"
     size = width * height * 3 // 2 * shm_frames
@@ -136,13 +137,19 @@ def cell(row: dict, k: str, fmt: str = "{:.0f}", unit: str = " µs") -> str:
     return f"{fmt.format(row[k])}{unit}{spread}"
 
 
+def elements(method: str) -> str:
+    if "slots" in method:
+        return f"shmlanesink slots={method.split('slots')[1]}/shmlanesrc"
+    return METHODS[method]
+
+
 def table(rows: list) -> list:
     lines = ["| scenario | elements | runs | latency p50 | p99 | CPU/frame, sink process | "
              "CPU/frame, source process | page faults/frame, sink process | copies/frame |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         runs = f"{r['runs']}" + (f" ({r['stalled']} stalled)" if r["stalled"] else "")
-        lines.append(f"| {r['scenario']} | {METHODS[r['method']]} | {runs} | {cell(r, 'p50_us')} | "
+        lines.append(f"| {r['scenario']} | {elements(r['method'])} | {runs} | {cell(r, 'p50_us')} | "
                      f"{cell(r, 'p99_us')} | {cell(r, 'send_cpu_us')} | {cell(r, 'recv_cpu_us')} | "
                      f"{cell(r, 'send_faults', '{:.1f}', '')} | "
                      f"{cell(r, 'copies', '{:.0f}', '')} |")
@@ -157,6 +164,8 @@ def main() -> None:
     ap.add_argument("--only", help="only the scenarios whose name contains this")
     ap.add_argument("--shm-frames", type=int, default=SHM_FRAMES,
                     help=f"frames shmsink's area holds (default {SHM_FRAMES})")
+    ap.add_argument("--slots", type=int,
+                    help="also shmlanesink with this many slots (a third method in the rotation)")
     ap.add_argument("--out", default="bench/results")
     args = ap.parse_args()
     plugin = Path(args.plugin).resolve()
@@ -168,9 +177,10 @@ def main() -> None:
             continue
         if args.quick:
             scenario = (*scenario[:4], scenario[4] // 3)
-        runs: dict = {m: [] for m in METHODS}
+        methods = [*METHODS, *([f"shmlane-slots{args.slots}"] if args.slots else [])]
+        runs: dict = {m: [] for m in methods}
         for rep in range(reps):
-            for method in list(METHODS)[:: 1 if rep % 2 == 0 else -1]:
+            for method in methods[:: 1 if rep % 2 == 0 else -1]:
                 tag = f"bgst{os.getpid()}{rep}{method}"
                 runs[method].append(run_once(plugin / "gst_peer", env, method, scenario, tag,
                                              args.shm_frames))
