@@ -40,6 +40,7 @@ METHODS = {"shmlane": "shmlanesink/shmlanesrc", "shm": "shmsink/shmsrc"}
 # shmsink's area, in frames (--shm-frames): with 32, shmsrc stalled now and
 # then at 640x480 flat out here (it stops receiving while the sink goes on).
 SHM_FRAMES = 64
+STALL_SLACK_S = 15.0  # a run's time beyond its frames' (below)
 MEASURES = ("p50_us", "p99_us", "send_cpu_us", "recv_cpu_us", "send_faults", "copies")
 
 
@@ -87,7 +88,7 @@ def run_once(peer: Path, env: dict, method: str, scenario: tuple, tag: str,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # Paced at 30 fps, or flat out at no less than 60: a run that takes much
     # longer has stalled.
-    limit = frames / (30 if paced else 60) + 15
+    limit = frames / (30 if paced else 60) + STALL_SLACK_S
     try:
         recv_out, recv_err = recv.communicate(timeout=limit)
         r, stalled = json.loads(recv_out) if recv_out.strip() else None, False
