@@ -1,15 +1,22 @@
 /* shmlanesink and shmlanesrc in one process (GstCheck, GstHarness): caps <->
  * layout for every format, the pool of loaned slots, renegotiation,
- * writer gone, pins, and state changes under a running peer. The elements
- * are registered statically, so this runs under ASan with the plugin. */
+ * writer gone, pins, state changes under a running peer, modes, the
+ * declared period, and a peer with write access rewriting the stream's
+ * metadata fields (through shm_layout.h, as such a peer sees them). The
+ * elements are registered statically, so this runs under ASan with the
+ * plugin. */
 #include <gst/check/gstcheck.h>
 #include <gst/check/gstharness.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "elements.h"
 #include "layout.h"
+#include "shm_layout.h"
 #include "shmlane.h"
 
 /* The program's pid. Tests run in forked children and name their streams
@@ -508,6 +515,90 @@ GST_START_TEST(test_period) {
 }
 GST_END_TEST;
 
+/* The stream as a peer with write access maps it (whole, read-write). */
+typedef struct peer_map {
+  void *base;
+  size_t size;
+  struct shl__stream_ctl *ctl;
+} peer_map;
+
+static peer_map peer_map_open(const char *name) {
+  gchar *path = g_strdup_printf("/dev/shm/shl.%s", name);
+  int fd = open(path, O_RDWR);
+  struct stat st;
+  fail_unless(fd >= 0 && fstat(fd, &st) == 0, "%s", path);
+  peer_map m = {.size = (size_t)st.st_size};
+  m.base = mmap(NULL, m.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  fail_unless(m.base != MAP_FAILED);
+  close(fd);
+  g_free(path);
+  m.ctl = (struct shl__stream_ctl *)((char *)m.base + ((struct shl__header *)m.base)->ext_offset);
+  return m;
+}
+
+/* The control block's metadata fields, as a peer rewrites them. */
+static void peer_set_meta(peer_map *m, uint64_t offset, const char *format, uint64_t size) {
+  strcpy((char *)m->ctl + m->ctl->meta_format_offset, format);
+  m->ctl->meta_format_len = (uint32_t)strlen(format);
+  m->ctl->meta_offset = offset;
+  m->ctl->meta_size = size;
+}
+
+/* A record of framerate fps_n/1 at `at`. */
+static void put_record(void *at, gint fps_n) {
+  GstVideoInfo info;
+  shlgst_record rec;
+  GstBuffer *b = gst_buffer_new();
+  gst_video_info_set_format(&info, GST_VIDEO_FORMAT_GRAY8, 128, 64);
+  GST_VIDEO_INFO_FPS_N(&info) = fps_n;
+  GST_VIDEO_INFO_FPS_D(&info) = 1;
+  shlgst_record_init(&rec, &info);
+  shlgst_record_write(at, &rec, b);
+  gst_buffer_unref(b);
+}
+
+GST_START_TEST(test_meta_switched_after_join) {
+  /* GRAY8 128x64 frames of 8 KiB, the sink's 88-byte record: slots of
+   * 12 KiB. A peer moves the record to the slot's last 128 bytes (state A,
+   * valid) before the source joins, then to a 4 KiB record of another
+   * format at 8 KiB (state B, valid too): the source reads the record where
+   * its snapshot, A, says, with A's format and size (B's size at A's place
+   * would reach into the next slot, or past the mapping from the last). */
+  gchar *name = stream_name("hmeta");
+  shl_layout gray = {.format = "B", .ndim = 2, .shape = {64, 128}};
+  shl_stream_opts o = SHL_STREAM_OPTS_INIT;
+  o.slots = 4;
+  o.meta_format = SHLGST_META_FORMAT;
+  shl_writer *w = NULL;
+  fail_unless_equals_int(shl_writer_open(&w, name, &gray, &o), 0);
+  peer_map m = peer_map_open(name);
+  fail_unless(m.ctl->slot_stride == 12288 && m.ctl->meta_offset == 8192);
+  const uint64_t at_a = 12288 - 128;
+  peer_set_meta(&m, at_a, SHLGST_META_FORMAT, sizeof(shlgst_record));
+  GstHarness *src = src_harness(name, 1, FALSE, 1);
+  peer_set_meta(&m, 8192, "4096x", 4096);
+  for (int i = 0; i < 3; i++) {
+    void *frame = NULL;
+    fail_unless(shl_writer_loan(w, &frame, GST_SECOND) >= 0);
+    memset(frame, 5 + i, 8192);
+    put_record((char *)frame + at_a, 7); /* where the source's snapshot says */
+    put_record(shl_writer_meta(w), 9);   /* where the writer's says */
+    /* B's record, up to A's, as a writer of B would fill it */
+    memset((char *)frame + 8192 + sizeof(shlgst_record), 0xff, at_a - 8192 - sizeof(shlgst_record));
+    fail_unless_equals_int(shl_writer_publish(w, NULL), 0);
+    GstBuffer *b = gst_harness_pull(src);
+    check_frame(b, 8192, 5 + i);
+    gst_buffer_unref(b);
+    check_framerate(src, 7, 1);
+  }
+  gst_harness_teardown(src);
+  munmap(m.base, m.size);
+  shl_writer_close(w);
+  fail_unless_equals_int(shl_unlink(name), 0);
+  g_free(name);
+}
+GST_END_TEST;
+
 static Suite *shmlane_suite(void) {
   Suite *s = suite_create("shmlane-gst");
   TCase *tc = tcase_create("elements");
@@ -523,6 +614,7 @@ static Suite *shmlane_suite(void) {
   tcase_add_test(tc, test_state_changes);
   tcase_add_test(tc, test_sink_mode);
   tcase_add_test(tc, test_period);
+  tcase_add_test(tc, test_meta_switched_after_join);
   return s;
 }
 
