@@ -8,8 +8,9 @@
  *   gst_peer recv PIPELINE N the buffers leaving element "src" are read:
  *                            latency = now - stamp; stops after N
  *
- * Both report their CPU time (getrusage) from their WARMUP-th frame on (not
- * start-up) and the frames since; send reports the
+ * Both report the frames they saw (total), and their CPU time and minor page
+ * faults (getrusage) from their WARMUP-th frame on (not start-up) with the
+ * frames since (frames); send reports the
  * buffers that reached the sink in its own memory (written in place, no
  * copy into shared memory), recv the frames it missed (counter gaps). */
 #include <glib-unix.h>
@@ -24,7 +25,7 @@
 typedef struct {
   GMainLoop *loop;
   guint64 frames, in_place, missed, last_count, limit;
-  gint64 cpu_at_warmup;
+  gint64 cpu_at_warmup, faults_at_warmup;
   GArray *latencies; /* gint64 ns, from the WARMUP-th frame on */
 } peer;
 
@@ -39,6 +40,18 @@ static gint64 cpu_ns(void) {
   getrusage(RUSAGE_SELF, &ru);
   return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * (gint64)1000000000 +
          (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * (gint64)1000;
+}
+
+static gint64 minor_faults(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_minflt;
+}
+
+/* The WARMUP-th frame: what is counted starts here. */
+static void warm(peer *p) {
+  p->cpu_at_warmup = cpu_ns();
+  p->faults_at_warmup = minor_faults();
 }
 
 /* Memory the sink itself handed upstream: shmlanesink's pool, shmsink's
@@ -61,7 +74,7 @@ static GstPadProbeReturn stamp(GstPad *pad, GstPadProbeInfo *info, gpointer data
     memcpy(map.data, stamp, sizeof stamp);
     gst_buffer_unmap(buf, &map);
   }
-  if (p->frames == WARMUP) p->cpu_at_warmup = cpu_ns();
+  if (p->frames == WARMUP) warm(p);
   return GST_PAD_PROBE_OK;
 }
 
@@ -77,7 +90,7 @@ static GstPadProbeReturn measure(GstPad *pad, GstPadProbeInfo *info, gpointer da
   if (p->last_count && (guint64)stamp[1] > p->last_count + 1)
     p->missed += (guint64)stamp[1] - p->last_count - 1;
   p->last_count = (guint64)stamp[1];
-  if (++p->frames == WARMUP) p->cpu_at_warmup = cpu_ns();
+  if (++p->frames == WARMUP) warm(p);
   if (p->frames > WARMUP) g_array_append_val(p->latencies, lat);
   if (p->frames == p->limit) g_main_loop_quit(p->loop);
   return GST_PAD_PROBE_OK;
@@ -127,11 +140,12 @@ int main(int argc, char **argv) {
   g_unix_signal_add(SIGTERM, on_signal, &p);
   gst_element_set_state(pipe, GST_STATE_PLAYING);
   g_main_loop_run(p.loop);
-  gint64 cpu = cpu_ns() - p.cpu_at_warmup;
-  printf("{\"frames\": %" G_GUINT64_FORMAT ", \"cpu_ns\": %" G_GINT64_FORMAT
-         ", \"in_place\": %" G_GUINT64_FORMAT ", \"missed\": %" G_GUINT64_FORMAT
-         ", \"latency_ns\": [",
-         p.frames > WARMUP ? p.frames - WARMUP : 0, cpu, p.in_place, p.missed);
+  gint64 cpu = cpu_ns() - p.cpu_at_warmup, faults = minor_faults() - p.faults_at_warmup;
+  printf("{\"total\": %" G_GUINT64_FORMAT ", \"frames\": %" G_GUINT64_FORMAT
+         ", \"cpu_ns\": %" G_GINT64_FORMAT
+         ", \"minflt\": %" G_GINT64_FORMAT ", \"in_place\": %" G_GUINT64_FORMAT
+         ", \"missed\": %" G_GUINT64_FORMAT ", \"latency_ns\": [",
+         p.frames, p.frames > WARMUP ? p.frames - WARMUP : 0, cpu, faults, p.in_place, p.missed);
   for (guint i = 0; i < p.latencies->len; i++)
     printf("%s%" G_GINT64_FORMAT, i ? ", " : "", g_array_index(p.latencies, gint64, i));
   printf("]}\n");

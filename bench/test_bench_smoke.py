@@ -84,3 +84,44 @@ def test_tiny_run_writes_results(programs, tmp_path):
     if plots:
         for name in res["plots"]:
             assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# A stand-in for bench/gst_peer: "send" runs until SIGINT; "recv" gets 3
+# frames and then nothing, as a stalled shmsrc; each prints its report at
+# SIGINT, as gst_peer does.
+STALLING_PEER = """#!PYTHON
+import json, signal, sys, time
+role = sys.argv[1]
+def report(*_):
+    n = 3 if role == "recv" else 50
+    print(json.dumps({"total": n, "frames": n, "cpu_ns": 1000 * n, "minflt": 0, "in_place": n,
+                      "missed": 0, "latency_ns": [1000] * n}), flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGINT, report)
+while True:
+    time.sleep(1)
+"""
+
+
+def test_gst_stalled_run_is_reported(tmp_path, monkeypatch):
+    """bench/gst.py: a run whose source stops receiving is ended and
+    reported as stalled, with the frames it got, outside the medians; the
+    benchmark goes on."""
+    sys.path.insert(0, HERE)
+    try:
+        import gst
+    finally:
+        sys.path.remove(HERE)
+    peer = tmp_path / "gst_peer"
+    peer.write_text(STALLING_PEER.replace("PYTHON", sys.executable))
+    peer.chmod(0o755)
+    monkeypatch.setattr(gst, "STALL_SLACK_S", 0.5)
+    monkeypatch.setattr(gst.time, "sleep", lambda s: None)  # the sender's head start
+    stalled = gst.run_once(peer, dict(os.environ), "shm", ("s", 64, 48, False, 6), "t", 64)
+    assert stalled == {"stalled": True, "frames": 3}
+    done = {"stalled": False, **{k: 1.0 for k in gst.MEASURES}}
+    rows = [gst.summary("s", "shm", [stalled, done]), gst.summary("s", "shmlane", [stalled])]
+    assert rows[0]["stalled"] == 1 and rows[0]["p50_us"] == 1.0
+    lines = gst.table(rows)
+    assert "| 2 (1 stalled) | 1 µs |" in lines[2]
+    assert lines[3].count("stalled") == 1 + len(gst.MEASURES)

@@ -129,6 +129,20 @@ static void layout_strides(const shl_layout *l, int64_t itemsize, int64_t *strid
   }
 }
 
+uint64_t shlgst_layout_span(const shl_layout *l) {
+  int64_t itemsize = shl_format_itemsize(l->format), strides[SHL_MAX_NDIM];
+  uint64_t end, span;
+  if (itemsize <= 0 || l->ndim > SHL_MAX_NDIM) return 0;
+  layout_strides(l, itemsize, strides);
+  end = (uint64_t)itemsize;
+  for (uint32_t i = 0; i < l->ndim; i++)
+    if (l->shape[i] == 0 || strides[i] < 0 ||
+        __builtin_mul_overflow((uint64_t)strides[i], l->shape[i] - 1, &span) ||
+        __builtin_add_overflow(end, span, &end))
+      return 0;
+  return end;
+}
+
 static gboolean packed_info(const shl_layout *l, GstVideoInfo *out) {
   int64_t itemsize = shl_format_itemsize(l->format), strides[3];
   uint64_t height = l->shape[0], width = l->shape[1], channels = l->ndim == 3 ? l->shape[2] : 0;

@@ -33,6 +33,11 @@ gboolean shlgst_layout_from_info(const GstVideoInfo *in, shlgst_layout *out, Gst
  * video format maps to it. */
 gboolean shlgst_info_from_layout(const shl_layout *l, GstVideoInfo *out);
 
+/* The bytes a frame of layout `l` spans from its start (its element
+ * [0,...,0]), as the core checks it against the slot: 0 for a layout that
+ * addresses nothing or whose size overflows. */
+uint64_t shlgst_layout_span(const shl_layout *l);
+
 /* TRUE if frames of `frames` sit where GStreamer's default layout for the
  * same caps puts them (same strides and offsets): then elements that know
  * nothing of GstVideoMeta may read or write them in place. */

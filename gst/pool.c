@@ -10,7 +10,7 @@ shlgst_writer *shlgst_writer_new(shl_writer *w) {
   shlgst_writer *wr = g_new0(shlgst_writer, 1);
   wr->refs = 1;
   g_mutex_init(&wr->lock);
-  g_cond_init(&wr->cond);
+  g_cond_init(&wr->cond.cond);
   wr->w = w;
   wr->timeout_ns = -1;
   return wr;
@@ -34,7 +34,7 @@ void shlgst_writer_unref(shlgst_writer *wr) {
   g_assert(wr->live == 0); /* every slot memory holds a reference */
   shl_writer_close(wr->w);
   g_mutex_clear(&wr->lock);
-  g_cond_clear(&wr->cond);
+  g_cond_clear(&wr->cond.cond);
   g_free(wr);
 }
 
@@ -43,7 +43,7 @@ void shlgst_writer_finish(shlgst_writer *wr) {
   g_mutex_lock(&wr->lock);
   wr->closing = TRUE;
   close_if_done(wr);
-  g_cond_broadcast(&wr->cond);
+  shlgst_cond_broadcast(&wr->cond);
   g_mutex_unlock(&wr->lock);
   shlgst_writer_unref(wr);
 }
@@ -51,7 +51,7 @@ void shlgst_writer_finish(shlgst_writer *wr) {
 void shlgst_writer_set_flushing(shlgst_writer *wr, gboolean flushing) {
   g_atomic_int_set(&wr->flushing, flushing);
   g_mutex_lock(&wr->lock);
-  g_cond_broadcast(&wr->cond);
+  shlgst_cond_broadcast(&wr->cond);
   g_mutex_unlock(&wr->lock);
 }
 
@@ -63,10 +63,7 @@ gboolean shlgst_writer_wait_idle_locked(shlgst_writer *wr, const gint *stop) {
   gint64 deadline = deadline_of(wr->timeout_ns);
   while (wr->loan || wr->live) {
     if (g_atomic_int_get(&wr->flushing) || (stop && g_atomic_int_get(stop))) return FALSE;
-    if (deadline == G_MAXINT64)
-      g_cond_wait(&wr->cond, &wr->lock);
-    else if (!g_cond_wait_until(&wr->cond, &wr->lock, deadline))
-      return !wr->loan && !wr->live;
+    if (!shlgst_cond_wait_until(&wr->cond, &wr->lock, deadline)) return !wr->loan && !wr->live;
   }
   return TRUE;
 }
@@ -106,7 +103,7 @@ static void slot_memory_gone(gpointer data) {
   }
   wr->live--;
   close_if_done(wr);
-  g_cond_broadcast(&wr->cond);
+  shlgst_cond_broadcast(&wr->cond);
   g_mutex_unlock(&wr->lock);
   shlgst_writer_unref(wr);
 }
@@ -163,7 +160,7 @@ static void pool_flush_start(GstBufferPool *bp) {
   GstShmlanePool *pool = GST_SHMLANE_POOL(bp);
   g_atomic_int_set(&pool->flushing, TRUE);
   g_mutex_lock(&pool->wr->lock);
-  g_cond_broadcast(&pool->wr->cond);
+  shlgst_cond_broadcast(&pool->wr->cond);
   g_mutex_unlock(&pool->wr->lock);
 }
 

@@ -5,6 +5,7 @@
 
 #include <gst/video/video.h>
 
+#include "cond.h"
 #include "shmlane.h"
 
 /* A writer handle (single-threaded: every call on it is made under `lock`)
@@ -14,7 +15,7 @@
 typedef struct shlgst_writer {
   gint refs;
   GMutex lock;
-  GCond cond;          /* signalled when `loan`, `live`, `closing` or `flushing` change */
+  shlgst_cond cond;    /* signalled when `loan`, `live`, `closing` or `flushing` change */
   shl_writer *w;       /* NULL once closed */
   GstMemory *loan;     /* the memory over the slot loaned to upstream, while it is out */
   guint live;          /* memories over slots that are alive */

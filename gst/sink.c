@@ -59,7 +59,23 @@ static void drop_pool(GstShmlaneSink *sink) {
   if (pool) gst_object_unref(pool);
 }
 
-/* Creates the stream, takes it over, or replaces it (other frames). */
+/* The message of a failed open: a refused mode names the rule. */
+static void open_error(GstShmlaneSink *sink, const gchar *name, int rc, guint mode,
+                       const char *format) {
+  gchar *text = shlgst_error_text(name, rc);
+  if (rc == SHL_E_BAD_MODE)
+    GST_ELEMENT_ERROR(sink, RESOURCE, SETTINGS, ("%s", text),
+                      ("mode 0%o asked for (0660 shares with a group, 0666 with everyone); "
+                       "a stream found under the name with such a mode must be removed first "
+                       "(shmlane rm %s)",
+                       mode ? mode : 0600, name));
+  else
+    GST_ELEMENT_ERROR(sink, RESOURCE, OPEN_WRITE, ("%s", text), ("layout %s", format));
+  g_free(text);
+}
+
+/* Creates the stream, takes it over, or replaces it (other frames). The
+ * caps' framerate is the period declared to readers. */
 static gboolean open_stream(GstShmlaneSink *sink, const GstVideoInfo *info) {
   shlgst_layout lay;
   GstVideoInfo frames;
@@ -72,6 +88,9 @@ static gboolean open_stream(GstShmlaneSink *sink, const GstVideoInfo *info) {
   opts.mode = sink->mode;
   opts.flags = SHL_STREAM_REPLACE | (sink->block ? SHL_STREAM_BLOCK : 0);
   opts.meta_format = SHLGST_META_FORMAT;
+  if (GST_VIDEO_INFO_FPS_N(info) > 0 && GST_VIDEO_INFO_FPS_D(info) > 0)
+    opts.period_ns = gst_util_uint64_scale_int(GST_SECOND, GST_VIDEO_INFO_FPS_D(info),
+                                               GST_VIDEO_INFO_FPS_N(info));
   gint64 timeout = sink->timeout;
   shlgst_writer *wr = sink->wr;
   GST_OBJECT_UNLOCK(sink);
@@ -89,17 +108,16 @@ static gboolean open_stream(GstShmlaneSink *sink, const GstVideoInfo *info) {
       GST_OBJECT_UNLOCK(sink);
     }
   } else if (!same_frames(&sink->frames, &frames)) {
-    /* No memory over the old stream's slots may outlive its mapping. */
+    /* No memory over the old stream's slots may outlive its mapping. The
+     * new stream gets the properties (0: the old stream's) and the period. */
     drop_pool(sink);
     g_mutex_lock(&wr->lock);
-    rc = shlgst_writer_wait_idle_locked(wr, NULL) ? shl_writer_replace(&wr->w, &lay.layout, NULL)
+    rc = shlgst_writer_wait_idle_locked(wr, NULL) ? shl_writer_replace(&wr->w, &lay.layout, &opts)
                                                    : -ETIMEDOUT;
     g_mutex_unlock(&wr->lock);
   }
   if (rc < 0) {
-    gchar *text = shlgst_error_text(name, rc);
-    GST_ELEMENT_ERROR(sink, RESOURCE, OPEN_WRITE, ("%s", text), ("layout %s", lay.format));
-    g_free(text);
+    open_error(sink, name, rc, opts.mode, lay.format);
   } else {
     GST_INFO_OBJECT(sink, "stream '%s': frames %s", name, lay.format);
     sink->caps_info = *info;
@@ -328,8 +346,12 @@ static void gst_shmlane_sink_class_init(GstShmlaneSinkClass *klass) {
                            rw));
   g_object_class_install_property(
       oc, PROP_MODE,
-      g_param_spec_uint("mode", "Mode", "Permission bits of a new stream (0: 0600; 0660 or 0666 "
-                        "to share with a group or everyone)", 0, 0777, 0, rw));
+      g_param_spec_uint("mode", "Mode",
+                        "Permission bits of a new stream (0: 0600; 0660 or 0666 to share with a "
+                        "group or everyone). Read is granted only with write: 0640, 0644 and the "
+                        "like are refused with an error (a reader writes its pins, and one who "
+                        "could only read could blind the others)",
+                        0, 0777, 0, rw));
   g_object_class_install_property(
       oc, PROP_TIMEOUT,
       g_param_spec_int64("timeout", "Timeout",

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cond.h"
 #include "elements.h"
 #include "layout.h"
 
@@ -31,7 +32,7 @@ GST_DEBUG_CATEGORY_STATIC(src_debug);
 typedef struct reader {
   gint refs;
   GMutex lock;
-  GCond cond;         /* flushing began */
+  shlgst_cond cond;   /* a buffer came back, or flushing began */
   shl_reader *r;      /* NULL once closed */
   gboolean receiving; /* a receive runs, without the lock */
   gboolean closing;   /* the element is done: close once no buffer is left */
@@ -48,7 +49,7 @@ static reader *reader_new(shl_reader *r) {
   reader *rd = g_new0(reader, 1);
   rd->refs = 1;
   g_mutex_init(&rd->lock);
-  g_cond_init(&rd->cond);
+  g_cond_init(&rd->cond.cond);
   rd->r = r;
   rd->pending = g_array_new(FALSE, FALSE, sizeof(shl_sample));
   return rd;
@@ -64,7 +65,7 @@ static void reader_unref(reader *rd) {
   shl_reader_close(rd->r);
   g_array_free(rd->pending, TRUE);
   g_mutex_clear(&rd->lock);
-  g_cond_clear(&rd->cond);
+  g_cond_clear(&rd->cond.cond);
   g_free(rd);
 }
 
@@ -89,7 +90,7 @@ static void pin_free(gpointer data) {
     shl_reader_wake(rd->r);
   else
     drain_locked(rd);
-  g_cond_broadcast(&rd->cond);
+  shlgst_cond_broadcast(&rd->cond);
   g_mutex_unlock(&rd->lock);
   reader_unref(rd);
   g_free(p);
@@ -122,6 +123,7 @@ struct _GstShmlaneSrc {
   /* Streaming thread only. */
   gboolean new_stream;   /* the next sample starts a stream: read its layout */
   gboolean has_record;   /* the stream's metadata is the sink's record */
+  uint64_t period_ns;    /* the stream's declared frame period, 0 unknown */
   GstVideoInfo frames;   /* as the stream lays them out */
   GstVideoInfo out;      /* as pushed (differs only when copying to the default layout) */
   gboolean copy;         /* downstream cannot read the stream's layout in place */
@@ -211,7 +213,7 @@ static GstFlowReturn open_reader(GstShmlaneSrc *src) {
 /* Waits up to `us` for a buffer to come back or flushing to begin. */
 static void wait_a_little(reader *rd, gint64 us) {
   g_mutex_lock(&rd->lock);
-  g_cond_wait_until(&rd->cond, &rd->lock, g_get_monotonic_time() + us);
+  shlgst_cond_wait_until(&rd->cond, &rd->lock, g_get_monotonic_time() + us);
   g_mutex_unlock(&rd->lock);
 }
 
@@ -260,32 +262,37 @@ static GstFlowReturn receive(GstShmlaneSrc *src, reader *rd, shl_sample *s) {
   }
 }
 
-/* Under rd->lock: the frames of the stream the reader reads now. */
+/* Under rd->lock: the frames of the stream the reader reads now, from the
+ * reader's private snapshot of its layout and metadata format (validated
+ * when it joined that stream, which no peer can change since): the core
+ * checked that a frame of that layout lies within its slot, before the
+ * record, so a frame of src->frames, no larger, does too. */
 static gboolean read_layout_locked(GstShmlaneSrc *src, reader *rd) {
   shl_segment *seg = shl_reader_segment(rd->r);
   shl_layout l;
-  shlgst_layout copy;
   char meta[sizeof SHLGST_META_FORMAT];
   shl_get_layout(seg, &l);
-  copy.layout = l;
-  g_strlcpy(copy.format, l.format, sizeof copy.format);
-  copy.layout.format = copy.format;
-  if (!shlgst_info_from_layout(&copy.layout, &src->frames)) {
+  if (!shlgst_info_from_layout(&l, &src->frames)) {
     GST_ELEMENT_ERROR(src, STREAM, WRONG_TYPE, ("the stream's frames are not raw video"),
                       ("format %s, %u dimensions: see docs/gstreamer.md for the layouts of raw "
                        "video",
-                       copy.format, l.ndim));
+                       l.format, l.ndim));
     return FALSE;
   }
-  /* The frame must lie within its slot, whatever the header says now. */
-  shl_stream_info info = SHL_STREAM_INFO_INIT;
-  if (shl_stream_get_info(seg, &info) < 0 ||
-      src->frames.size > (info.meta_size ? info.meta_offset : info.slot_stride)) {
-    GST_ELEMENT_ERROR(src, STREAM, FAILED, ("the stream's frames do not fit their slots"), (NULL));
+  if (src->frames.size > shlgst_layout_span(&l)) {
+    GST_ELEMENT_ERROR(src, STREAM, FAILED, ("the stream's frames do not fit their layout"),
+                      ("format %s: %" G_GSIZE_FORMAT " bytes", l.format, src->frames.size));
     return FALSE;
   }
-  src->has_record = shl_stream_get_meta(seg, meta, sizeof meta) == sizeof(shlgst_record) &&
+  src->has_record = shl_reader_get_meta(rd->r, meta, sizeof meta) == sizeof(shlgst_record) &&
                     strcmp(meta, SHLGST_META_FORMAT) == 0;
+  /* The period its writer declared: the framerate of frames without a
+   * record that says it (a hint, read once; absurd values are ignored). */
+  shl_stream_info info = SHL_STREAM_INFO_INIT;
+  src->period_ns = 0;
+  if (shl_stream_get_info(seg, &info) == 0 && info.period_ns >= GST_USECOND &&
+      info.period_ns <= 1000 * GST_SECOND)
+    src->period_ns = info.period_ns;
   return TRUE;
 }
 
@@ -298,7 +305,7 @@ static gboolean same_caps_part(const shlgst_record *a, const shlgst_record *b) {
 /* Sets caps for frames of src->frames described by `rec`. */
 static gboolean negotiate_frames(GstShmlaneSrc *src, const shlgst_record *rec) {
   GstVideoInfo info = src->frames;
-  if (rec) shlgst_record_apply(rec, &info);
+  shlgst_record_apply(rec, &info);
   src->out = info;
   src->copy = !src->downstream_meta && !shlgst_layout_is_default(&info);
   if (src->copy)
@@ -405,18 +412,22 @@ static GstFlowReturn src_create(GstPushSrc *psrc, GstBuffer **out) {
     src->new_stream = FALSE;
     memset(&src->last, 0xff, sizeof src->last); /* renegotiate */
   }
-  const void *meta = ok && src->has_record ? shl_sample_meta(rd->r, &s) : NULL;
-  if (meta) have_rec = shlgst_record_read(meta, sizeof rec, &rec);
+  const void *meta = NULL;
+  uint64_t meta_size = 0;
+  if (ok && src->has_record && shl_sample_get_meta(rd->r, &s, &meta, &meta_size) == 0 && meta)
+    have_rec = shlgst_record_read(meta, meta_size, &rec);
   if (!ok) shl_reader_release(rd->r, &s);
   g_mutex_unlock(&rd->lock);
   if (!ok) return GST_FLOW_ERROR;
 
   if (!have_rec) {
-    memset(&rec, 0, sizeof rec);
+    memset(&rec, 0, sizeof rec); /* applies nothing: GStreamer's defaults */
     rec.duration = -1;
   }
+  if (rec.fps_n <= 0 && src->period_ns)
+    gst_video_guess_framerate(src->period_ns, &rec.fps_n, &rec.fps_d);
   if (!same_caps_part(&rec, &src->last)) {
-    if (!negotiate_frames(src, have_rec ? &rec : NULL)) {
+    if (!negotiate_frames(src, &rec)) {
       g_mutex_lock(&rd->lock);
       shl_reader_release(rd->r, &s);
       g_mutex_unlock(&rd->lock);
@@ -486,7 +497,7 @@ static gboolean src_unlock(GstBaseSrc *bsrc) {
   if (rd) {
     g_mutex_lock(&rd->lock);
     if (rd->r) shl_reader_wake(rd->r);
-    g_cond_broadcast(&rd->cond);
+    shlgst_cond_broadcast(&rd->cond);
     g_mutex_unlock(&rd->lock);
     reader_unref(rd);
   }

@@ -2,8 +2,14 @@
 #
 #   make gst-deps        GStreamer's development packages and tools, from Debian
 #                        (part of make deps; without them the plugin is left out)
+#   make gst-extras      what docs/gstreamer.md's pipelines use beyond that, from
+#                        Debian: x264enc (gstreamer1.0-plugins-ugly) and an OpenCV
+#                        built with GStreamer (python3-opencv, for /usr/bin/python3);
+#                        without them their tests skip
 #   make test-gst-long   a source pipeline stopped and started 100 times beside a
-#                        running sink, the sink killed and restarted 10 times: about 20 s
+#                        running sink, the sink killed and restarted 10 times (about
+#                        15 s), and the documented OpenCV and H.264 pipelines (with
+#                        gst-extras installed first)
 #   make bench-gst       shmlanesink/shmlanesrc against shmsink/shmsrc (part of make bench)
 #
 # The quick tests run in make test: the GstCheck program in test-c and test-asan
@@ -13,7 +19,9 @@
 GST_PACKAGES := libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools \
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good
 
-.PHONY: gst-deps test-gst-long bench-gst
+GST_EXTRAS := gstreamer1.0-plugins-ugly python3-opencv
+
+.PHONY: gst-deps gst-extras test-gst-long bench-gst
 
 deps: gst-deps
 
@@ -27,8 +35,13 @@ gst-deps:
 # not in gst-launch-1.0 (the GstCheck program runs the plugin under ASan).
 ASAN_SKIP += --ignore=tests/python/test_gstreamer.py
 
-test-gst-long: install-python build
-	SHMLANE_BUILD=$(BUILD) SHMLANE_GST_LONG=1 $(BIN)/pytest -q tests/python/test_gstreamer.py -k 100_times
+gst-extras:
+	@{ gst-inspect-1.0 x264enc >/dev/null 2>&1 && /usr/bin/python3 -c "import cv2" 2>/dev/null; } || \
+	  { apt-get update && apt-get install -y --no-install-recommends $(GST_EXTRAS); }
+
+test-gst-long: install-python build gst-extras
+	SHMLANE_BUILD=$(BUILD) SHMLANE_GST_LONG=1 $(BIN)/pytest -q tests/python/test_gstreamer.py \
+	  -k "100_times or opencv or h264"
 
 # shmsink and shmsrc are in gst-plugins-bad, x264enc (docs' pipelines) in -ugly.
 bench-gst: build

@@ -1,19 +1,53 @@
 /* shmlanesink and shmlanesrc in one process (GstCheck, GstHarness): caps <->
  * layout for every format, the pool of loaned slots, renegotiation,
- * writer gone, pins, and state changes under a running peer. The elements
- * are registered statically, so this runs under ASan with the plugin. */
+ * writer gone, pins, state changes under a running peer, modes, the
+ * declared period, and a peer with write access rewriting the stream's
+ * metadata fields (through shm_layout.h, as such a peer sees them). The
+ * elements are registered statically, so this runs under ASan with the
+ * plugin. */
 #include <gst/check/gstcheck.h>
 #include <gst/check/gstharness.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "elements.h"
 #include "layout.h"
+#include "shm_layout.h"
 #include "shmlane.h"
 
-/* A stream name of this process, removed by the test that made it. */
+/* The program's pid. Tests run in forked children and name their streams
+ * after it: a test that fails exits before it removes what it made, and the
+ * program removes that after the run (remove_leftovers). */
+static int run_pid;
+
+/* A stream name of this run, removed by the test that made it. */
 static gchar *stream_name(const char *tag) {
-  return g_strdup_printf("gstt%d.%s", (int)getpid(), tag);
+  return g_strdup_printf("gstt%d.%s", run_pid, tag);
+}
+
+/* Removes every object of this run's names from /dev/shm (streams, and a
+ * replacement staged when a test died): how many there were. */
+static int remove_leftovers(void) {
+  gchar *tag = g_strdup_printf("gstt%d.", run_pid);
+  GDir *dir = g_dir_open("/dev/shm", 0, NULL);
+  const gchar *entry;
+  int n = 0;
+  while (dir && (entry = g_dir_read_name(dir)) != NULL) {
+    if (!strstr(entry, tag)) continue;
+    gchar *path = g_build_filename("/dev/shm", entry, NULL);
+    if (unlink(path) == 0) {
+      g_printerr("removed /dev/shm/%s, left by a test\n", entry);
+      n++;
+    }
+    g_free(path);
+  }
+  if (dir) g_dir_close(dir);
+  g_free(tag);
+  return n;
 }
 
 static const char *formats[] = {"RGB",   "BGR",   "RGBA",      "BGRA",      "ARGB", "ABGR",
@@ -47,6 +81,7 @@ GST_START_TEST(test_layout_roundtrip) {
       uint64_t span = (uint64_t)itemsize;
       for (uint32_t d = 0; d < lay.layout.ndim; d++) span *= lay.layout.shape[d];
       fail_unless_equals_uint64(span, frames.size);
+      fail_unless_equals_uint64(shlgst_layout_span(&lay.layout), frames.size);
     }
   }
 }
@@ -63,6 +98,9 @@ GST_START_TEST(test_layout_conventions) {
   fail_unless(shlgst_info_from_layout(&gray, &info));
   fail_unless_equals_string(gst_video_format_to_string(GST_VIDEO_INFO_FORMAT(&info)), "GRAY16_LE");
   fail_unless_equals_int(info.stride[0], 1300);
+  /* The source checks the frame against the bytes the layout spans. */
+  fail_unless_equals_uint64(shlgst_layout_span(&gray), 1300 * 479 + 640 * 2);
+  fail_unless_equals_uint64(info.size, shlgst_layout_span(&gray));
   fail_if(shlgst_layout_is_default(&info));
   shl_layout rgb = {.format = "T{B:r:B:g:B:b:}", .ndim = 2, .shape = {2, 2}};
   fail_unless(shlgst_info_from_layout(&rgb, &info));
@@ -77,6 +115,10 @@ GST_START_TEST(test_layout_conventions) {
   };
   for (gsize i = 0; i < G_N_ELEMENTS(bad); i++)
     fail_if(shlgst_info_from_layout(&bad[i], &info), "layout %zu accepted", i);
+  shl_layout empty = {.format = "B", .ndim = 2, .shape = {0, 4}};
+  shl_layout huge = {.format = "B", .ndim = 2, .shape = {1ull << 40, 2}, .strides = {1ll << 40, 1}};
+  fail_unless_equals_uint64(shlgst_layout_span(&empty), 0);
+  fail_unless_equals_uint64(shlgst_layout_span(&huge), 0);
 }
 GST_END_TEST;
 
@@ -136,7 +178,10 @@ static void check_publish(const char *tag, const char *caps, guint n, guint copi
     int rc = shl_reader_receive(r, &s, 5 * GST_SECOND, 0);
     fail_unless_equals_int(rc, 0);
     fail_unless_equals_uint64(s.lost, 0);
-    fail_unless(shlgst_record_read(shl_sample_meta(r, &s), sizeof rec, &rec));
+    const void *meta = NULL;
+    uint64_t size = 0;
+    fail_unless_equals_int(shl_sample_get_meta(r, &s, &meta, &size), 0);
+    fail_unless(shlgst_record_read(meta, size, &rec));
     fail_unless_equals_uint64(rec.offset, i); /* videotestsrc numbers its frames */
     fail_unless_equals_int(rec.fps_n, 30);
     shl_reader_release(r, &s);
@@ -195,17 +240,24 @@ static void check_frame(GstBuffer *b, gsize size, guint8 fill) {
   gst_buffer_unmap(b, &map);
 }
 
-/* Waits until the stream has `n` readers. */
-static void wait_readers(const char *name, guint n) {
+/* What a handle opened now sees of the stream. */
+static shl_stream_info stream_info(const char *name) {
   shl_segment *seg = NULL;
   shl_stream_info info = SHL_STREAM_INFO_INIT;
   fail_unless_equals_int(shl_open(&seg, name, SHL_OPEN_READONLY, 0), 0);
+  fail_unless_equals_int(shl_stream_get_info(seg, &info), 0);
+  shl_close(seg);
+  return info;
+}
+
+/* Waits until the stream has `n` readers. */
+static void wait_readers(const char *name, guint n) {
+  shl_stream_info info = stream_info(name);
   for (int i = 0; i < 500 && info.readers_alive < n; i++) {
     g_usleep(10000);
-    fail_unless_equals_int(shl_stream_get_info(seg, &info), 0);
+    info = stream_info(name);
   }
   fail_unless_equals_int(info.readers_alive, n);
-  shl_close(seg);
 }
 
 /* A source of policy `all` that has joined the stream (its `n`th reader). */
@@ -355,16 +407,193 @@ GST_START_TEST(test_state_changes) {
     gst_sample_unref(s);
     fail_unless(gst_element_set_state(reader, GST_STATE_NULL) == GST_STATE_CHANGE_SUCCESS);
   }
-  shl_segment *seg = NULL;
-  shl_stream_info info = SHL_STREAM_INFO_INIT;
-  fail_unless_equals_int(shl_open(&seg, name, SHL_OPEN_READONLY, 0), 0);
-  fail_unless_equals_int(shl_stream_get_info(seg, &info), 0);
-  fail_unless_equals_int(info.readers_alive, 0);
-  shl_close(seg);
+  fail_unless_equals_int(stream_info(name).readers_alive, 0);
   gst_object_unref(out);
   gst_object_unref(reader);
   gst_element_set_state(writer, GST_STATE_NULL);
   gst_object_unref(writer);
+  fail_unless_equals_int(shl_unlink(name), 0);
+  g_free(name);
+}
+GST_END_TEST;
+
+/* The error a pipeline posts within 10 s (fails if it posts none). */
+static GError *pipeline_error(GstElement *p, gchar **debug) {
+  fail_unless(gst_element_set_state(p, GST_STATE_PLAYING) != GST_STATE_CHANGE_FAILURE);
+  GstMessage *m = gst_bus_timed_pop_filtered(GST_ELEMENT_BUS(p), 10 * GST_SECOND,
+                                             GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
+  fail_unless(m != NULL && GST_MESSAGE_TYPE(m) == GST_MESSAGE_ERROR, "no error");
+  GError *e = NULL;
+  gst_message_parse_error(m, &e, debug);
+  gst_message_unref(m);
+  gst_element_set_state(p, GST_STATE_NULL);
+  return e;
+}
+
+GST_START_TEST(test_sink_mode) {
+  /* A mode that grants read without write is refused with an error that
+   * names the rule and the mode, and nothing is created; 0660 (as
+   * gst-launch-1.0 spells it) shares with the group. */
+  static const char *bad[] = {"0640", "0644", "0604", "0664"};
+  gchar *name = stream_name("mode");
+  for (gsize i = 0; i < G_N_ELEMENTS(bad); i++) {
+    gchar *d = g_strdup_printf("videotestsrc num-buffers=1 ! video/x-raw,format=GRAY8,width=16,"
+                               "height=16 ! shmlanesink stream=%s mode=%s",
+                               name, bad[i]);
+    GstElement *p = launch(d);
+    gchar *debug = NULL;
+    GError *e = pipeline_error(p, &debug);
+    fail_unless(g_error_matches(e, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_SETTINGS), "%s: %s",
+                bad[i], e->message);
+    fail_unless(strstr(e->message, "grant read only with write") != NULL, "%s", e->message);
+    fail_unless(strstr(debug, bad[i]) != NULL, "%s", debug);
+    g_error_free(e);
+    g_free(debug);
+    gst_object_unref(p);
+    g_free(d);
+    shl_segment *seg = NULL;
+    fail_unless_equals_int(shl_open(&seg, name, SHL_OPEN_READONLY, 0), -ENOENT);
+  }
+  gchar *d = g_strdup_printf("videotestsrc num-buffers=1 ! video/x-raw,format=GRAY8,width=16,"
+                             "height=16 ! shmlanesink stream=%s mode=0660",
+                             name);
+  GstElement *p = launch(d);
+  run_to_eos(p);
+  gst_object_unref(p);
+  g_free(d);
+  shl_segment *seg = NULL;
+  shl_info info = SHL_INFO_INIT;
+  fail_unless_equals_int(shl_open(&seg, name, SHL_OPEN_READONLY, 0), 0);
+  fail_unless_equals_int(shl_get_info(seg, &info), 0);
+  fail_unless_equals_int(info.mode, 0660);
+  shl_close(seg);
+  fail_unless_equals_int(shl_unlink(name), 0);
+  g_free(name);
+}
+GST_END_TEST;
+
+/* The caps of the last buffer the harness's source pushed: framerate. */
+static void check_framerate(GstHarness *h, gint n, gint d) {
+  GstCaps *c = gst_pad_get_current_caps(h->sinkpad);
+  gint fn = 0, fd = 0;
+  fail_unless(gst_structure_get_fraction(gst_caps_get_structure(c, 0), "framerate", &fn, &fd));
+  fail_unless(fn == n && fd == d, "framerate %d/%d, not %d/%d", fn, fd, n, d);
+  gst_caps_unref(c);
+}
+
+GST_START_TEST(test_period) {
+  /* The sink declares the caps' framerate as the stream's frame period; a
+   * source of a stream without the sink's records (a C or Python writer's)
+   * takes its framerate and durations from that period. */
+  gchar *name = stream_name("period");
+  GstHarness *sink = sink_harness(name, "GRAY8", 16, 16); /* 25/1 */
+  push_frame(sink, 256, 1);
+  fail_unless_equals_uint64(stream_info(name).period_ns, 40 * GST_MSECOND);
+  gst_harness_teardown(sink);
+  fail_unless_equals_int(shl_unlink(name), 0);
+
+  shl_writer *w = NULL;
+  shl_layout gray = {.format = "B", .ndim = 2, .shape = {16, 16}};
+  shl_stream_opts o = SHL_STREAM_OPTS_INIT;
+  o.period_ns = 33366667; /* NTSC's 30000/1001 */
+  fail_unless_equals_int(shl_writer_open(&w, name, &gray, &o), 0);
+  GstHarness *src = src_harness(name, 1, FALSE, 2);
+  void *frame = NULL;
+  fail_unless(shl_writer_loan(w, &frame, 0) >= 0);
+  memset(frame, 9, 256);
+  fail_unless_equals_int(shl_writer_publish(w, NULL), 0);
+  GstBuffer *b = gst_harness_pull(src);
+  check_frame(b, 256, 9);
+  fail_unless_equals_uint64(GST_BUFFER_DURATION(b),
+                            gst_util_uint64_scale_int(GST_SECOND, 1001, 30000));
+  gst_buffer_unref(b);
+  check_framerate(src, 30000, 1001);
+  gst_harness_teardown(src);
+  shl_writer_close(w);
+  fail_unless_equals_int(shl_unlink(name), 0);
+  g_free(name);
+}
+GST_END_TEST;
+
+/* The stream as a peer with write access maps it (whole, read-write). */
+typedef struct peer_map {
+  void *base;
+  size_t size;
+  struct shl__stream_ctl *ctl;
+} peer_map;
+
+static peer_map peer_map_open(const char *name) {
+  gchar *path = g_strdup_printf("/dev/shm/shl.%s", name);
+  int fd = open(path, O_RDWR);
+  struct stat st;
+  fail_unless(fd >= 0 && fstat(fd, &st) == 0, "%s", path);
+  peer_map m = {.size = (size_t)st.st_size};
+  m.base = mmap(NULL, m.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  fail_unless(m.base != MAP_FAILED);
+  close(fd);
+  g_free(path);
+  m.ctl = (struct shl__stream_ctl *)((char *)m.base + ((struct shl__header *)m.base)->ext_offset);
+  return m;
+}
+
+/* The control block's metadata fields, as a peer rewrites them. */
+static void peer_set_meta(peer_map *m, uint64_t offset, const char *format, uint64_t size) {
+  strcpy((char *)m->ctl + m->ctl->meta_format_offset, format);
+  m->ctl->meta_format_len = (uint32_t)strlen(format);
+  m->ctl->meta_offset = offset;
+  m->ctl->meta_size = size;
+}
+
+/* A record of framerate fps_n/1 at `at`. */
+static void put_record(void *at, gint fps_n) {
+  GstVideoInfo info;
+  shlgst_record rec;
+  GstBuffer *b = gst_buffer_new();
+  gst_video_info_set_format(&info, GST_VIDEO_FORMAT_GRAY8, 128, 64);
+  GST_VIDEO_INFO_FPS_N(&info) = fps_n;
+  GST_VIDEO_INFO_FPS_D(&info) = 1;
+  shlgst_record_init(&rec, &info);
+  shlgst_record_write(at, &rec, b);
+  gst_buffer_unref(b);
+}
+
+GST_START_TEST(test_meta_switched_after_join) {
+  /* GRAY8 128x64 frames of 8 KiB, the sink's 88-byte record: slots of
+   * 12 KiB. A peer moves the record to the slot's last 128 bytes (state A,
+   * valid) before the source joins, then to a 4 KiB record of another
+   * format at 8 KiB (state B, valid too): the source reads the record where
+   * its snapshot, A, says, with A's format and size (B's size at A's place
+   * would reach into the next slot, or past the mapping from the last). */
+  gchar *name = stream_name("hmeta");
+  shl_layout gray = {.format = "B", .ndim = 2, .shape = {64, 128}};
+  shl_stream_opts o = SHL_STREAM_OPTS_INIT;
+  o.slots = 4;
+  o.meta_format = SHLGST_META_FORMAT;
+  shl_writer *w = NULL;
+  fail_unless_equals_int(shl_writer_open(&w, name, &gray, &o), 0);
+  peer_map m = peer_map_open(name);
+  fail_unless(m.ctl->slot_stride == 12288 && m.ctl->meta_offset == 8192);
+  const uint64_t at_a = 12288 - 128;
+  peer_set_meta(&m, at_a, SHLGST_META_FORMAT, sizeof(shlgst_record));
+  GstHarness *src = src_harness(name, 1, FALSE, 1);
+  peer_set_meta(&m, 8192, "4096x", 4096);
+  for (int i = 0; i < 3; i++) {
+    void *frame = NULL;
+    fail_unless(shl_writer_loan(w, &frame, GST_SECOND) >= 0);
+    memset(frame, 5 + i, 8192);
+    put_record((char *)frame + at_a, 7); /* where the source's snapshot says */
+    put_record(shl_writer_meta(w), 9);   /* where the writer's says */
+    /* B's record, up to A's, as a writer of B would fill it */
+    memset((char *)frame + 8192 + sizeof(shlgst_record), 0xff, at_a - 8192 - sizeof(shlgst_record));
+    fail_unless_equals_int(shl_writer_publish(w, NULL), 0);
+    GstBuffer *b = gst_harness_pull(src);
+    check_frame(b, 8192, 5 + i);
+    gst_buffer_unref(b);
+    check_framerate(src, 7, 1);
+  }
+  gst_harness_teardown(src);
+  munmap(m.base, m.size);
+  shl_writer_close(w);
   fail_unless_equals_int(shl_unlink(name), 0);
   g_free(name);
 }
@@ -383,10 +612,14 @@ static Suite *shmlane_suite(void) {
   tcase_add_test(tc, test_writer_gone);
   tcase_add_test(tc, test_pin_limit);
   tcase_add_test(tc, test_state_changes);
+  tcase_add_test(tc, test_sink_mode);
+  tcase_add_test(tc, test_period);
+  tcase_add_test(tc, test_meta_switched_after_join);
   return s;
 }
 
 int main(int argc, char **argv) {
+  run_pid = (int)getpid();
   gst_check_init(&argc, &argv);
   if (!gst_plugin_register_static(GST_VERSION_MAJOR, GST_VERSION_MINOR, "shmlane",
                                   "shmlane elements", shlgst_register_elements,
@@ -397,5 +630,7 @@ int main(int argc, char **argv) {
   srunner_run_all(sr, CK_NORMAL);
   int failed = srunner_ntests_failed(sr);
   srunner_free(sr);
-  return failed ? 1 : 0;
+  /* Passing tests remove what they made: anything left is a failure too. */
+  int left = remove_leftovers();
+  return failed || left ? 1 : 0;
 }

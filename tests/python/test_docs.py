@@ -191,9 +191,12 @@ elsewhere("cv-viewer", "test_video.py (the viewer against the service's pattern)
 compiled("cv-classic-writer", "needs a camera and posix_ipc")
 compiled("cv-classic-reader", "needs posix_ipc and a window")
 compiled("py-writer-gone-loop", "loops until interrupted")
-compiled("gst-opencv-read", "needs an OpenCV built with GStreamer (PyPI's wheels are not)")
-elsewhere("gst-day-one", "test_gstreamer.py (videotestsrc into shmlanesink, shmlanesrc out); "
-          "the rest needs a camera, a display, x264enc or an RTSP server")  # fmt: skip
+compiled("gst-opencv-read", "its cv2 line runs in test_gstreamer.py where an OpenCV with "
+         "GStreamer is (Debian's python3-opencv, make gst-extras; PyPI's wheels have none), its "
+         "Reader lines as test_sink_to_python_reader")  # fmt: skip
+elsewhere("gst-day-one", "test_gstreamer.py (videotestsrc into shmlanesink, shmlanesrc out; the "
+          "H.264 recording where x264enc is, make gst-extras); the rest needs a camera, a "
+          "display or an RTSP server")  # fmt: skip
 BLOCKS["gst-read-python-stream"] = ("run with gst-python-write", None)
 elsewhere("bridge-two-hosts", "tests/bridge (send and recv with keys between network namespaces)")
 elsewhere("install-wheel", "make test-dist (tests/wheels/check_wheels.py installs each wheel "

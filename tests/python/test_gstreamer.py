@@ -9,9 +9,10 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
-from typing import List
+from typing import Callable, Iterator, List
 
 import numpy as np
 import pytest
@@ -34,9 +35,25 @@ def gst_env() -> dict:
     return {**os.environ, "GST_PLUGIN_PATH": str(PLUGIN)}
 
 
+_running: List[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_pipelines(new_name: Callable[[], str]) -> Iterator[None]:
+    """The pipelines a test left running (it failed) are killed before its
+    streams are removed (new_name's teardown runs after this one's)."""
+    yield
+    while _running:
+        proc = _running.pop()
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
 def launch(pipeline: str) -> subprocess.Popen:
-    return subprocess.Popen([LAUNCH, "-q", *pipeline.split()], env=gst_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _running.append(subprocess.Popen([LAUNCH, "-q", *pipeline.split()], env=gst_env(),
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    return _running[-1]
 
 
 def run(pipeline: str, timeout: float = 20.0) -> str:
@@ -55,10 +72,15 @@ def caps(fmt: str) -> str:
 TESTSRC = "videotestsrc pattern=ball"
 
 
-def reference(tmp_path: Path, fmt: str, n: int) -> List[bytes]:
-    """The frames videotestsrc makes, written by GStreamer alone."""
+def reference(tmp_path: Path, fmt: str, n: int, stream: str) -> List[bytes]:
+    """The frames videotestsrc makes, written by GStreamer alone; the same
+    gst-launch-1.0 run creates `stream` with one frame and closes its
+    writer, so that readers join before the frames under test (a sink of the
+    same caps takes it over). Readers that join a finished run's stream wait
+    for the next writer: that frame is not delivered to them."""
     path = tmp_path / f"ref-{fmt}.raw"
-    run(f"{TESTSRC} num-buffers={n} ! {caps(fmt)} ! filesink location={path}")
+    run(f"{TESTSRC} num-buffers={n} ! {caps(fmt)} ! filesink location={path} "
+        f"{TESTSRC} num-buffers=1 ! {caps(fmt)} ! shmlanesink stream={stream} block=true")
     data = path.read_bytes()
     size = len(data) // n
     return [data[i * size:(i + 1) * size] for i in range(n)]
@@ -77,58 +99,44 @@ def wait_readers(name: str, count: int, timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
-def precreate(name: str, fmt: str) -> None:
-    """The stream, made by a sink run of one frame whose writer then closes,
-    so that readers join before the frames under test (a sink of the same
-    caps takes it over)."""
-    run(f"{TESTSRC} num-buffers=1 ! {caps(fmt)} ! shmlanesink stream={name} block=true")
-
-
 @pytest.mark.parametrize("fmt", ["I420", "BGR", "RGBA"])
 def test_sink_to_src_every_frame(name: str, tmp_path: Path, fmt: str) -> None:
     n = 30
-    ref = reference(tmp_path, fmt, n)
-    precreate(name, fmt)
+    ref = reference(tmp_path, fmt, n, name)
     out = tmp_path / "out.raw"
-    reader = launch(f"shmlanesrc stream={name} policy=all num-buffers={n + 1} ! "
+    reader = launch(f"shmlanesrc stream={name} policy=all num-buffers={n} ! "
                     f"filesink location={out}")
     wait_readers(name, 1)
-    run(f"{TESTSRC} num-buffers={n} ! {caps(fmt)} ! shmlanesink stream={name} block=true")
+    run(f"{TESTSRC} num-buffers={n} ! {caps(fmt)} ! "
+        f"shmlanesink stream={name} block=true sync=false")
     text, _ = reader.communicate(timeout=20)
     assert reader.returncode == 0, text
     data = out.read_bytes()
     size = len(ref[0])
     frames = [data[i * size:(i + 1) * size] for i in range(len(data) // size)]
-    # The precreated stream's frame (videotestsrc's first), then every frame.
-    assert len(frames) == n + 1
-    assert frames[0] == ref[0]
+    assert len(frames) == n and len(data) == n * size
     for i in range(n):
-        assert frames[i + 1] == ref[i], f"frame {i} differs"
+        assert frames[i] == ref[i], f"frame {i} differs"
 
 
 def test_sink_to_python_reader(name: str, tmp_path: Path) -> None:
     n = 20
-    ref = reference(tmp_path, "BGR", n)
-    precreate(name, "BGR")
+    ref = reference(tmp_path, "BGR", n, name)
     with shmlane.Reader(name, policy="all", timeout=10) as r:
         # OpenCV's layout: a plain (height, width, 3) uint8 array, BGR.
         assert r.shape == (H, W, 3) and r.dtype == np.uint8
         assert r.meta_dtype.names[:4] == ("pts", "dts", "duration", "offset")
-        with r.receive(timeout=5) as s:
-            assert s.array.tobytes() == ref[0]
         writer = launch(f"{TESTSRC} num-buffers={n} ! {caps('BGR')} ! "
-                        f"shmlanesink stream={name} block=true")
-        got = 0
-        while got < n:
-            try:
-                with r.receive(timeout=10) as s:
-                    assert s.array.tobytes() == ref[got], f"frame {got} differs"
-                    assert s.meta["offset"] == got and s.meta["fps_n"] == 30
-                    assert s.lost == 0
-                    got += 1
-            except shmlane.WriterGone:
-                time.sleep(0.01)  # between the two writers
+                        f"shmlanesink stream={name} block=true sync=false")
+        for i in range(n):
+            with r.receive(timeout=10) as s:
+                assert s.array.tobytes() == ref[i], f"frame {i} differs"
+                assert s.meta["offset"] == i and s.meta["fps_n"] == 30
+                assert s.lost == 0
         assert writer.wait(timeout=20) == 0
+        with pytest.raises(shmlane.WriterGone) as gone:
+            r.receive(timeout=5)
+        assert gone.value.reason == "closed"
 
 
 def test_python_writer_to_src(name: str, tmp_path: Path) -> None:
@@ -188,22 +196,89 @@ def test_writer_killed_and_restarted(name: str, tmp_path: Path) -> None:
     assert out.stat().st_size % frame == 0
 
 
+# docs/gstreamer.md's OpenCV line, run by an interpreter whose cv2 is built
+# with GStreamer (Debian's python3-opencv: pip's wheels are not); exit 77
+# where there is no such cv2. argv: the stream's name, the frame's height
+# and width.
+OPENCV_SCRIPT = """
+import sys
+try:
+    import cv2
+except ImportError:
+    sys.exit(77)
+if "GStreamer:                   YES" not in cv2.getBuildInformation():
+    sys.exit(77)
+name, h, w = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+cap = cv2.VideoCapture(f"shmlanesrc name={name} ! videoconvert ! appsink", cv2.CAP_GSTREAMER)
+ok, frame = cap.read()
+cap.release()
+assert ok and frame.shape == (h, w, 3), (ok, None if frame is None else frame.shape)
+print(*frame[h // 2, w // 2])
+"""
+
+# A solid colour, R 0x20, G 0x80, B 0xc0: an RGB stream read as OpenCV's BGR
+# shows whether the caps came through.
+SOLID = "videotestsrc is-live=true pattern=solid-color foreground-color=0xff2080c0"
+
+
+def opencv_pythons() -> List[str]:
+    """Interpreters that may have a cv2 with GStreamer: this one, Debian's."""
+    found = [sys.executable]
+    debian = Path("/usr/bin/python3")
+    if debian.is_file() and Path(sys.executable).resolve() != debian.resolve():
+        found.append(str(debian))
+    return found
+
+
 def test_opencv_capture(name: str) -> None:
-    """OpenCV's own GStreamer backend reads a stream, caps and all."""
-    cv2 = pytest.importorskip("cv2")
-    if "GStreamer:                   YES" not in cv2.getBuildInformation():
-        pytest.skip("this OpenCV is built without GStreamer (pip's wheels are)")
-    os.environ["GST_PLUGIN_PATH"] = str(PLUGIN)
-    writer = launch(f"{TESTSRC} is-live=true ! {caps('BGR')} ! shmlanesink stream={name}")
-    try:
-        cap = cv2.VideoCapture(f"shmlanesrc stream={name} ! videoconvert ! appsink",
-                               cv2.CAP_GSTREAMER)
-        ok, img = cap.read()
-        assert ok and img.shape == (H, W, 3)
-        cap.release()
-    finally:
-        writer.send_signal(signal.SIGINT)
-        writer.communicate(timeout=10)
+    """The documented cv2.VideoCapture(..., cv2.CAP_GSTREAMER) line reads a
+    stream, caps and all (skipped where no OpenCV has GStreamer: make
+    gst-extras installs Debian's)."""
+    writer = launch(f"{SOLID} ! {caps('RGB')} ! shmlanesink stream={name}")
+    env = {**gst_env(), "PYTHONPATH": ""}
+    for python in opencv_pythons():
+        proc = subprocess.run([python, "-c", OPENCV_SCRIPT, name, str(H), str(W)], env=env,
+                              capture_output=True, text=True, timeout=60)
+        if proc.returncode == 0:
+            assert proc.stdout.split() == ["192", "128", "32"], proc.stdout
+            break
+        assert proc.returncode == 77, proc.stderr  # 77: no cv2 with GStreamer there
+    else:
+        pytest.skip("no OpenCV with GStreamer (pip's wheels have none; make gst-extras)")
+    writer.send_signal(signal.SIGINT)
+    assert writer.wait(timeout=10) == 0
+
+
+def test_h264_file(name: str, tmp_path: Path) -> None:
+    """docs/gstreamer.md's H.264 recording (x264enc, from gst-plugins-ugly:
+    make gst-extras): ended with Ctrl-C, the file is a complete MP4 of the
+    stream's size."""
+    if subprocess.run([shutil.which("gst-inspect-1.0") or "gst-inspect-1.0", "x264enc"],
+                      env=gst_env(), capture_output=True).returncode != 0:
+        pytest.skip("no x264enc (gstreamer1.0-plugins-ugly; make gst-extras)")
+    out = tmp_path / "cam.mp4"
+    writer = launch(f"{SOLID} ! {caps('I420')} ! shmlanesink stream={name}")
+    recorder = subprocess.Popen(
+        [LAUNCH, "-q", "-e", *f"shmlanesrc name={name} ! videoconvert ! x264enc tune=zerolatency ! "
+         f"h264parse ! mp4mux ! filesink location={out}".split()],
+        env=gst_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _running.append(recorder)
+    wait_readers(name, 1)
+    with shmlane.Reader(name, owner=None) as probe:  # ten frames published since it joined
+        start = probe.info().last_seq
+        while probe.info().last_seq < start + 10:
+            time.sleep(0.02)
+    recorder.send_signal(signal.SIGINT)  # -e: EOS, so mp4mux writes its index
+    text, _ = recorder.communicate(timeout=20)
+    assert recorder.returncode == 0, text
+    units = tmp_path / "units"
+    units.mkdir()
+    run(f"filesrc location={out} ! qtdemux ! h264parse ! "
+        f"video/x-h264,width={W},height={H},alignment=au ! "
+        f"multifilesink location={units}/%05d")
+    assert len(list(units.iterdir())) >= 1  # frames, one access unit each
+    writer.send_signal(signal.SIGINT)
+    assert writer.wait(timeout=10) == 0
 
 
 @pytest.mark.skipif(not os.environ.get("SHMLANE_GST_LONG"), reason="make test-gst-long")
