@@ -302,7 +302,8 @@ static void serve_monitor(struct receiver *r) {
                    value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC));
     /* A sender that cannot read our CURVE hello just hangs up. */
     if (event == ZMQ_EVENT_DISCONNECTED && !r->handshake_ok && o->server_key) {
-      why = "the sender hung up during the CURVE handshake";
+      why = "the sender hung up during the CURVE handshake: if it has no keys, give the sender "
+            "--key (or run both without keys)";
       fatal = ++r->failed_handshakes >= MAX_FAILED_HANDSHAKES;
     }
     if (why && fatal) {
