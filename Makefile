@@ -106,7 +106,14 @@ test-python-asan: $(ASAN_VENV)/.deps-stamp build
 	LD_PRELOAD=$$(cc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 PYTHONMALLOC=malloc \
 	  SHMLANE_BUILD=$(BUILD) $(ASAN_VENV)/bin/pytest -q $(ASAN_SKIP) tests/python
 
-test: test-c test-asan reliability-smoke test-python test-python-asan test-pythons-quick bench-smoke
+# make test: its phases in order, each run as `make PHASE` by tests/phases.py,
+# which prints the time each took and a summary line, and fails the run if a
+# phase leaves shared-memory objects behind in /dev/shm.
+TEST_PHASES := deps build test-c test-asan fuzz-smoke stress-smoke mutants install-python test-python \
+  test-python-asan test-pythons-quick bench-smoke
+
+test:
+	@$(PYTHON) tests/phases.py --make "$(MAKE)" $(TEST_PHASES)
 
 # The camera demo in Python (a test pattern: no camera needed). OpenCV is
 # optional: without it the writer draws its text itself and the reader prints.
