@@ -6,9 +6,10 @@ logs. CI has 10 minutes in all: the summary says where they go.
 A phase written PHASE+PREP,PREP... has `make PREP...` run beside it at the
 lowest priority (nice 19): builds and installs that later phases need, done
 on the CPU time a phase of waiting tests leaves idle (the tests keep their
-priority, so their timing does not change). PREP targets must write nothing
-that PHASE uses. The next phase starts when both are done; --serial runs
-each PREP before its phase instead.
+priority, so their timing does not change); once PHASE is done, PREP goes
+on at our own priority (where we may raise it back). PREP targets must
+write nothing that PHASE uses. The next phase starts when both are done;
+--serial runs each PREP before its phase instead.
 
 After each phase, /dev/shm is checked (tests/shm_leaks.py): an shl.* object
 that appeared during the phase and is still there is a leak, named with the
@@ -37,6 +38,20 @@ def cpu_of_children():
     return r.ru_utime + r.ru_stime
 
 
+def renice_tree(pid, value):
+    """Sets the nice value of pid and of every process below it (their new
+    children inherit it)."""
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            os.setpriority(os.PRIO_PROCESS, p, value)
+            with open("/proc/%d/task/%d/children" % (p, p)) as f:
+                todo += [int(x) for x in f.read().split()]
+        except (OSError, ValueError):
+            pass
+
+
 def run_beside(make, prep, fg):
     """`make PREP...` at nice 19 while the foreground command fg runs, its
     output kept apart. Returns (fg's status, prep's status, prep's CPU s)."""
@@ -45,6 +60,7 @@ def run_beside(make, prep, fg):
                               stdout=out, stderr=subprocess.STDOUT)
         try:
             rc = subprocess.call(fg)
+            renice_tree(bg.pid, os.getpriority(os.PRIO_PROCESS, 0))
         except BaseException:
             bg.kill()
             raise
