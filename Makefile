@@ -11,9 +11,8 @@ MESON := $(BIN)/meson
 export UBSAN_OPTIONS := halt_on_error=1:print_stacktrace=1
 export ASAN_OPTIONS := detect_leaks=1:abort_on_error=0
 
-.PHONY: all deps bridge-deps build test test-c test-asan test-bridge-long install-python test-python \
-  test-pythons test-pythons-quick \
-  test-python-asan \
+.PHONY: all deps bridge-deps build test test-c test-asan asan-build test-bridge-long install-python test-python \
+  test-pythons test-pythons-quick pythons-prepare test-python-asan python-asan-build \
   demo demo-window demo-c clean distclean
 
 all: build
@@ -27,18 +26,24 @@ bridge-deps:
 	  mk/apt-install.sh pkg-config libzmq3-dev libzstd-dev || \
 	  echo "deps: no libzmq: shmlane-bridge will not be built"
 
+# The venv's own pip, unless older than PIP: --config-settings given twice
+# (test-python-asan) needs pip 23.1. Tools and packages are not byte-compiled
+# at install (seconds of CPU per venv): Python compiles what it imports.
+PIP := pip>=23.1
+
 $(VENV)/.deps-stamp: requirements-dev.txt requirements-opencv.txt
 	@command -v cc >/dev/null || mk/apt-install.sh gcc libc6-dev
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { mk/apt-install.sh python3-venv && $(PYTHON) -m venv $(VENV); }
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements-dev.txt
-	$(BIN)/pip install --quiet -r requirements-opencv.txt || echo "deps: no OpenCV: tests/python/test_video.py skips its service tests"
+	$(BIN)/pip install --quiet "$(PIP)"
+	$(BIN)/pip install --quiet --no-compile -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-compile -r requirements-opencv.txt || echo "deps: no OpenCV: tests/python/test_video.py skips its service tests"
 	touch $@
 
 # A build directory is set up once: ninja reruns meson by itself when a
 # meson.build changes. (One whose setup failed half-way is set up afresh.)
 meson_setup = $(MESON) setup $(if $(wildcard $(1)/meson-private),--wipe) $(1) --werror $(2)
-ASAN_SETUP := -Db_sanitize=address,undefined -Db_lundef=false -Ddefault_library=static
+# No benchmark programs: no test runs them (bench-smoke uses $(BUILD)'s).
+ASAN_SETUP := -Db_sanitize=address,undefined -Db_lundef=false -Ddefault_library=static -Dbench=false
 
 $(BUILD)/build.ninja: | $(VENV)/.deps-stamp
 	$(call meson_setup,$(BUILD))
@@ -58,13 +63,24 @@ test-c: build
 test-bridge-long: build
 	$(PYTHON) tests/bridge/test_bridge.py $(BUILD)/bridge/shmlane-bridge $(BUILD)/bridge/bridge_peer --long
 
-test-asan: $(ASAN_BUILD)/build.ninja
+asan-build: $(ASAN_BUILD)/build.ninja
 	$(BIN)/ninja -C $(ASAN_BUILD)
+
+test-asan: asan-build
 	$(MESON) test -C $(ASAN_BUILD) --print-errorlogs
 
+# What the Python package is built from (the wheel builds tools/ too): a
+# package is rebuilt when one of these changes, not at every target that
+# needs it (each pip install compiles it afresh).
+PACKAGE_SOURCES := $(shell find src include python tools -type f ! -path '*/__pycache__/*') \
+  meson.build meson.options pyproject.toml
+
 # The Python package, built and installed the way users get it (pip, meson-python).
-install-python: deps
+install-python: deps $(VENV)/.shmlane-stamp
+
+$(VENV)/.shmlane-stamp: $(VENV)/.deps-stamp $(PACKAGE_SOURCES)
 	$(BIN)/pip install --quiet --no-build-isolation --config-settings=setup-args=-Dwerror=true .
+	touch $@
 
 # C peers of the Python tests link the core of $(BUILD) (SHMLANE_BUILD).
 test-python: install-python build
@@ -77,12 +93,25 @@ test-pythons: build
 
 # What `make test` runs: the quick subset on the oldest and the newest CPython
 # and on NumPy 1.26 (test-python has run everything on this one, with NumPy
-# 2.x); `make test-pythons` runs every version found, in full.
-test-pythons-quick: build
-	$(PYTHON) tests/pythons.py --build $(BUILD) --quick --skip 3.10 3.11 3.12 --jobs 2
+# 2.x); `make test-pythons` runs every version found, in full. Their venvs
+# and the package in each are prepared (pythons-prepare) apart from the run,
+# and again only when the package's sources change.
+PYTHONS_QUICK := --quick --skip 3.10 3.11 3.12 --jobs 2
 
-# The Python tests once more against an extension built with ASan+UBSan, in a
-# venv of its own. Python itself is not instrumented: the runtime is preloaded,
+build-pythons/.quick-stamp: $(PACKAGE_SOURCES) tests/pythons.py
+	$(PYTHON) tests/pythons.py $(PYTHONS_QUICK) --prepare
+	touch $@
+
+pythons-prepare: build-pythons/.quick-stamp
+
+test-pythons-quick: build pythons-prepare
+	$(PYTHON) tests/pythons.py --build $(BUILD) $(PYTHONS_QUICK) --installed
+
+# The Python tests once more against an extension built with ASan+UBSan,
+# installed into a directory of its own that goes first on PYTHONPATH: the
+# test venv's interpreter, pytest and NumPy serve (no second venv to set up),
+# and the check before the run makes sure the ASan build is the one imported.
+# Python itself is not instrumented: the runtime is preloaded,
 # Python's allocator is bypassed so ASan sees objects, and leaks (the
 # interpreter's own, at exit) are not reported. The tests that mostly drive
 # other programs (the README's, the docs' and the examples' programs, the
@@ -93,20 +122,37 @@ ASAN_SKIP := --ignore=tests/python/test_readme.py --ignore=tests/python/test_doc
   --ignore=tests/python/test_video.py --ignore=tests/python/test_bridge.py \
   --ignore=tests/python/test_stream_follow.py --ignore=tests/python/test_stream_processes.py \
   --ignore=tests/python/test_containers.py --ignore=tests/python/test_config.py
-ASAN_VENV := .venv-asan
-$(ASAN_VENV)/.deps-stamp: requirements-dev.txt | deps
-	$(PYTHON) -m venv $(ASAN_VENV)
-	$(ASAN_VENV)/bin/pip install --quiet -r requirements-dev.txt
+PYASAN := build-pyasan
+python-asan-build: $(PYASAN)/.stamp
+
+$(PYASAN)/.stamp: $(VENV)/.deps-stamp $(PACKAGE_SOURCES)
+	$(BIN)/pip install --quiet --no-build-isolation --no-deps --upgrade --target $(PYASAN)/site \
+	  --config-settings=setup-args=-Db_sanitize=address,undefined \
+	  --config-settings=setup-args=-Db_lundef=false --config-settings=build-dir=$(PYASAN)/build .
 	touch $@
 
-test-python-asan: $(ASAN_VENV)/.deps-stamp build
-	$(ASAN_VENV)/bin/pip install --quiet --no-build-isolation \
-	  --config-settings=setup-args=-Db_sanitize=address,undefined \
-	  --config-settings=setup-args=-Db_lundef=false --config-settings=builddir=build-pyasan .
-	LD_PRELOAD=$$(cc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 PYTHONMALLOC=malloc \
-	  SHMLANE_BUILD=$(BUILD) $(ASAN_VENV)/bin/pytest -q $(ASAN_SKIP) tests/python
+ASAN_PYTHON_ENV = LD_PRELOAD=$$(cc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
+  PYTHONMALLOC=malloc PYTHONPATH=$(PYASAN)/site
 
-test: test-c test-asan reliability-smoke test-python test-python-asan test-pythons-quick bench-smoke
+test-python-asan: python-asan-build build
+	$(ASAN_PYTHON_ENV) $(BIN)/python -c 'import shmlane._shmlane as m, sys; \
+	  sys.exit(0 if m.__file__.startswith("$(CURDIR)/$(PYASAN)/") else "not the ASan build: " + m.__file__)'
+	$(ASAN_PYTHON_ENV) SHMLANE_BUILD=$(BUILD) $(BIN)/pytest -q $(ASAN_SKIP) tests/python
+
+# make test: its phases in order, each run as `make PHASE` by tests/phases.py,
+# which prints the time each took and a summary line, and fails the run if a
+# phase leaves shared-memory objects behind in /dev/shm. PHASE+PREP,...: the
+# builds and installs PREP of later phases run beside PHASE at nice 19, on
+# the CPU that its tests leave idle (the C and Python tests mostly wait on
+# other processes; libFuzzer uses one core). PREP writes nothing PHASE uses
+# (bench-packages installs into .venv: only beside a phase that does not use
+# it). `make test SERIAL=1` runs everything one after another.
+TEST_PHASES := deps build test-c+asan-build,fuzz-build test-asan \
+  fuzz-smoke+install-python,python-asan-build stress-smoke mutants test-python+pythons-prepare \
+  test-python-asan test-pythons-quick+bench-packages bench-smoke
+
+test:
+	@$(PYTHON) tests/phases.py --make "$(MAKE)" $(if $(SERIAL),--serial) $(TEST_PHASES)
 
 # The camera demo in Python (a test pattern: no camera needed). OpenCV is
 # optional: without it the writer draws its text itself and the reader prints.
@@ -140,10 +186,10 @@ demo-c: build
 	examples/c/stream_demo.sh $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) build-pyasan build-pythons
+	rm -rf $(BUILD) $(ASAN_BUILD) $(PYASAN) build-pythons
 
 distclean: clean
-	rm -rf $(VENV) $(ASAN_VENV)
+	rm -rf $(VENV)
 include mk/reliability.mk
 include mk/bench.mk
 include mk/gst.mk

@@ -19,12 +19,14 @@ BENCH_SETUP := -Dbuildtype=release -Doptimization=2 -Db_ndebug=true -Ddefault_li
   -Dtests=false
 BENCH_ARGS := $(if $(QUICK),--quick,)
 
-.PHONY: bench bench-build bench-c bench-smoke bench-bridge
+.PHONY: bench bench-build bench-c bench-smoke bench-bridge bench-packages
 
-# The comparison packages, one by one: one that fails to install is reported
-# as skipped by the benchmark instead of stopping it.
-bench_packages = for p in $$(grep -v '^\#' bench/requirements.txt); do \
-	  $(1) -m pip install --quiet $$p || echo "bench: could not install $$p"; done
+# The comparison packages, all at once (one resolution), or else one by one:
+# one that fails to install is reported as skipped by the benchmark instead
+# of stopping it.
+bench_packages = $(1) -m pip install --quiet --no-compile -r bench/requirements.txt 2>/dev/null || \
+	for p in $$(grep -v '^\#' bench/requirements.txt); do \
+	  $(1) -m pip install --quiet --no-compile $$p || echo "bench: could not install $$p"; done
 
 $(BENCH_C)/build.ninja: | $(VENV)/.deps-stamp
 	$(call meson_setup,$(BENCH_C),$(BENCH_SETUP))
@@ -40,8 +42,7 @@ $(BENCH_VENV)/.stamp:
 	touch $@
 
 # The package, rebuilt when the C core or the package changes.
-$(BENCH_VENV)/.shmlane-stamp: $(BENCH_VENV)/.stamp $(wildcard src/* include/*) \
-    $(wildcard python/ext/* python/meson.build python/shmlane/*.py) meson.build pyproject.toml
+$(BENCH_VENV)/.shmlane-stamp: $(BENCH_VENV)/.stamp $(PACKAGE_SOURCES)
 	$(BENCH_PY) -m pip install --quiet --no-build-isolation --force-reinstall --no-deps \
 	  --config-settings=setup-args=-Dbuildtype=release \
 	  --config-settings=build-dir=$(BENCH_BUILD)/py .
@@ -63,7 +64,13 @@ bench-bridge: bench-c
 # Seconds: every scenario with a handful of iterations; checks only that
 # they run and write well-formed results (bench/test_bench_smoke.py). Part of
 # `make test`: uses the test venv, the package installed there and the C
-# programs of the ordinary build.
-bench-smoke: install-python build
+# programs of the ordinary build. The comparison packages are installed
+# there once (again when bench/requirements.txt changes), not at every run.
+$(VENV)/.bench-stamp: bench/requirements.txt $(VENV)/.deps-stamp
 	@$(call bench_packages,$(BIN)/python)
+	touch $@
+
+bench-packages: $(VENV)/.bench-stamp
+
+bench-smoke: install-python build bench-packages
 	SHMLANE_BUILD=$(BUILD) $(BIN)/pytest -q bench/test_bench_smoke.py

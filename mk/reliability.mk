@@ -1,5 +1,6 @@
 # Reliability checks (docs/reliability.md). Included from the Makefile, whose
-# MESON, BIN and deps it uses; every check builds in its own directory.
+# MESON, BIN and deps it uses; every check that needs other build options
+# builds in its own directory.
 #
 #   make fuzz               libFuzzer, FUZZ_SECONDS (60) per target, held to
 #                           coverage floors (fuzz/fuzz_<target>.floor)
@@ -24,7 +25,9 @@ CLANG ?= clang
 FUZZ_BUILD := build-fuzz
 VG_BUILD := build-vg
 TSAN_BUILD := build-tsan
-STRESS_BUILD := build-stress
+# The kill storm drives the examples and the CLI of the ordinary build
+# (debugoptimized, like a user's): a build of its own would be the same one.
+STRESS_BUILD := $(BUILD)
 FUZZ_TARGETS := format header stream wire
 # The fuzzing build: meson with clang, ASan + UBSan, and -Dfuzzing=true for
 # the libFuzzer programs (meson.build, fuzz/meson.build); it replays the seeds
@@ -41,8 +44,10 @@ clang-installed:
 $(FUZZ_BUILD)/build.ninja: | clang-installed $(VENV)/.deps-stamp
 	CC=$(CLANG) $(call meson_setup,$(FUZZ_BUILD),$(FUZZ_SETUP))
 
+# Only the libFuzzer programs and the seeds they start from: `meson test -C
+# build-fuzz` builds what the replays need by itself.
 fuzz-build: $(FUZZ_BUILD)/build.ninja
-	$(BIN)/ninja -C $(FUZZ_BUILD)
+	$(BIN)/ninja -C $(FUZZ_BUILD) $(FUZZ_TARGETS:%=fuzz/fuzz_%) fuzz/seeds
 
 # fuzz/run.sh: each target on the seeds the build made from the code as it
 # is (build-fuzz/fuzz/seeds/<target>), the regression inputs of
@@ -88,20 +93,14 @@ check-tsan: $(TSAN_BUILD)/build.ninja
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:report_mutex_bugs=0 setarch "$$(uname -m)" -R \
 	  $(MESON) test -C $(TSAN_BUILD) --print-errorlogs --timeout-multiplier=4 $(TSAN_TESTS)
 
-$(STRESS_BUILD)/build.ninja: | $(VENV)/.deps-stamp
-	$(call meson_setup,$(STRESS_BUILD),-Dbuildtype=debugoptimized)
-
-stress: $(STRESS_BUILD)/build.ninja
-	$(BIN)/ninja -C $(STRESS_BUILD)
+stress: build
 	python3 tests/stress/kill_storm.py --build $(STRESS_BUILD) --seconds $(STRESS_SECONDS)
 
-stress-smoke: $(STRESS_BUILD)/build.ninja
-	$(BIN)/ninja -C $(STRESS_BUILD)
+stress-smoke: build
 	python3 tests/stress/kill_storm.py --build $(STRESS_BUILD) --seconds $(STRESS_SMOKE_SECONDS)
 
 # The Python demo reader runs too, from the venv's installed package.
-soak: $(STRESS_BUILD)/build.ninja install-python
-	$(BIN)/ninja -C $(STRESS_BUILD)
+soak: build install-python
 	python3 tests/stress/soak.py --build $(STRESS_BUILD) --python $(BIN)/python --seconds $(SOAK_SECONDS)
 
 mutants: deps

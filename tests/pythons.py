@@ -5,13 +5,16 @@ with the newest NumPy that installs there, and once more with NumPy 1.26.
 A version not found is skipped with a message.
 
     python3 tests/pythons.py [--build build] [--full | --quick] [--only RUN ...] [--skip RUN ...]
-                             [--jobs N]
+                             [--jobs N] [--prepare | --installed]
 
 Each run has a venv and a package build directory of its own under
 build-pythons/<run>/, kept between runs: the first run installs the build
 tools and NumPy, later ones only rebuild the package (pip install ., with
 meson-python, the way users install it). The tests run with SHMLANE_BUILD
-pointing at --build, whose static core the C peers link.
+pointing at --build, whose static core the C peers link. --prepare sets up
+the venvs and installs the package, and runs no test; --installed runs the
+tests on what the last --prepare left (`make test` prepares while other
+tests run).
 
 By default a representative subset runs (SUBSET: dtypes, formats, errors,
 segments between processes and C, owners, lifetime, lock, wait, streams):
@@ -35,6 +38,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK = os.path.join(ROOT, "build-pythons")
 TOOLS = ["meson>=1.3", "meson-python>=0.16", "ninja", "pytest>=7"]
+PIP = "pip>=22.1"  # --config-settings (meson-python reads them)
 SUBSET = [
     "test_dtypes.py",
     "test_formats.py",
@@ -83,8 +87,9 @@ def step(cmd, log, **kw):
         return subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, **kw).returncode == 0
 
 
-def run_one(name, python, numpy, build, tests):
-    """Sets up the venv (once), installs the package, runs the tests.
+def run_one(name, python, numpy, build, tests, stage):
+    """Sets up the venv (once), installs the package, runs the tests; only
+    the first two if stage is "prepare", only the tests if "installed".
     Returns (ok, what happened)."""
     here = os.path.join(WORK, name)
     venv = os.path.join(here, "venv")
@@ -94,19 +99,27 @@ def run_one(name, python, numpy, build, tests):
     open(log, "w").close()
     stamp = os.path.join(venv, ".tools")
     want = " ".join(TOOLS + [numpy])
-    if not os.path.exists(stamp) or open(stamp).read() != want:
+    if stage == "installed":
+        if not os.path.exists(stamp) or open(stamp).read() != want:
+            return False, "not prepared: run with --prepare first"
+    elif not os.path.exists(stamp) or open(stamp).read() != want:
         shutil.rmtree(venv, ignore_errors=True)
+        # A pip older than PIP is replaced; the tools are not byte-compiled
+        # ahead (a test run imports a small part of them).
         if not (step([python, "-m", "venv", venv], log)
-                and step([vpy, "-m", "pip", "install", "--quiet", "--upgrade", "pip"], log)
-                and step([vpy, "-m", "pip", "install", "--quiet", *TOOLS, numpy], log)):
+                and step([vpy, "-m", "pip", "install", "--quiet", PIP], log)
+                and step([vpy, "-m", "pip", "install", "--quiet", "--no-compile", *TOOLS, numpy], log)):
             return False, "could not set up the venv (see %s)" % os.path.relpath(log, ROOT)
         with open(stamp, "w") as f:
             f.write(want)
     env = dict(os.environ, PATH=os.path.join(venv, "bin") + os.pathsep + os.environ["PATH"])
-    if not step([vpy, "-m", "pip", "install", "--quiet", "--no-build-isolation", "--no-deps",
-                 "--force-reinstall", "--config-settings=setup-args=-Dwerror=true",
-                 "--config-settings=build-dir=" + os.path.join(here, "build"), "."], log, env=env):
+    if stage != "installed" and not step(
+            [vpy, "-m", "pip", "install", "--quiet", "--no-build-isolation", "--no-deps",
+             "--force-reinstall", "--config-settings=setup-args=-Dwerror=true",
+             "--config-settings=build-dir=" + os.path.join(here, "build"), "."], log, env=env):
         return False, "pip install . failed (see %s)" % os.path.relpath(log, ROOT)
+    if stage == "prepare":
+        return True, "prepared"
     versions = subprocess.run(
         [vpy, "-c", "import platform, numpy; print(platform.python_version(), numpy.__version__)"],
         capture_output=True, text=True, cwd=ROOT).stdout.split()
@@ -130,9 +143,14 @@ def main():
     ap.add_argument("--only", nargs="*", help="these runs only: " + ", ".join(r[0] for r in RUNS))
     ap.add_argument("--skip", nargs="*", default=[], help="not these runs")
     ap.add_argument("--jobs", type=int, default=1, help="runs at once (default 1)")
+    stage = ap.add_mutually_exclusive_group()
+    stage.add_argument("--prepare", action="store_const", const="prepare", dest="stage",
+                       help="set up the venvs and install the package only")
+    stage.add_argument("--installed", action="store_const", const="installed", dest="stage",
+                       help="run the tests only, on what --prepare left")
     a = ap.parse_args()
     build = os.path.abspath(a.build)
-    if not os.path.isfile(os.path.join(build, "libshmlane.a")):
+    if a.stage != "prepare" and not os.path.isfile(os.path.join(build, "libshmlane.a")):
         print("pythons: no libshmlane.a in %s: build first (make build)" % build)
         return 1
     # Started in the background (`make test &`), this process ignores SIGINT,
@@ -155,7 +173,7 @@ def main():
     def one(run):
         name, python, numpy = run
         start = time.monotonic()
-        ok, what = run_one(name, python, numpy, build, tests)
+        ok, what = run_one(name, python, numpy, build, tests, a.stage)
         print("pythons: %-12s %s, %s in %.0f s" % (name, "ok" if ok else "FAILED", what,
                                                   time.monotonic() - start), flush=True)
         return name, ok

@@ -15,6 +15,14 @@
 
 static const shl_layout layout = {.format = "<Q", .ndim = 1, .shape = {16}};
 
+/* A child run by t_child_run ends with _exit, removing nothing: the names of
+ * the segments it makes are chosen, and removed at exit, by the parent. */
+static const char *parents_name(const char *tag) {
+  const char *name = t_name(tag);
+  t_unlink_at_exit(name);
+  return name;
+}
+
 static shl_segment *make(const char *name, uint32_t flags) {
   shl_segment *seg = NULL;
   shl_create_opts opts = {.size = sizeof(shl_create_opts), .flags = SHL_CREATE_REPLACE | flags};
@@ -62,9 +70,8 @@ static void *holder_main(void *p) {
 
 /* Thread T1 locks A; the main thread closes A; T1 then locks B. Before the
  * fix, close unmapped A under T1 and locking B crashed with SIGSEGV. */
-static int close_under_holder(void *unused) {
-  (void)unused;
-  const char *na = t_name("lta"), *nb = t_name("ltb");
+static int close_under_holder(void *names) {
+  const char *na = ((const char **)names)[0], *nb = ((const char **)names)[1];
   struct holder h = {.a = make(na, 0), .b = make(nb, 0)};
   shl_segment *other = reopen(na);
   pthread_t t;
@@ -88,7 +95,8 @@ static int close_under_holder(void *unused) {
 
 static void test_close_under_holder(void) {
   int rc;
-  int status = t_child_run(close_under_holder, NULL, 20, &rc);
+  const char *names[2] = {parents_name("lta"), parents_name("ltb")};
+  int status = t_child_run(close_under_holder, names, 20, &rc);
   T_EXPECT_EXIT(status, 0);
   T_EXPECT_RC(rc, 0);
 }
@@ -120,9 +128,7 @@ static void await_sleep(struct blocked *b) {
   T_CHECK(t_wait_in_futex(atomic_load(&b->tid), 5000));
 }
 
-static int close_wakes_blocked(void *unused) {
-  (void)unused;
-  const char *name = t_name("ltw");
+static int close_wakes_blocked(void *name) {
   shl_segment *seg = make(name, 0), *keeper = reopen(name);
   T_REQUIRE(shl_lock(keeper, 0) == 0); /* so that the locker blocks */
   struct blocked locker = {seg, 0, 1}, waiter = {seg, 0, 1};
@@ -146,7 +152,7 @@ static int close_wakes_blocked(void *unused) {
 /* In a child: before the fix, the blocked calls never returned. */
 static void test_close_wakes_blocked(void) {
   int rc;
-  T_EXPECT_EXIT(t_child_run(close_wakes_blocked, NULL, 10, &rc), 0);
+  T_EXPECT_EXIT(t_child_run(close_wakes_blocked, (void *)parents_name("ltw"), 10, &rc), 0);
   T_EXPECT_RC(rc, 0);
 }
 

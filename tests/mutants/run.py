@@ -2,15 +2,20 @@
 """Mutation check: proves that the tests can fail.
 
 Each mutant is a small deliberate breakage of one key mechanism (mutants.py).
-For each, in a scratch copy of the tree: apply it, rebuild, run the tests that
-must catch it, and expect at least one to fail. A mutant that survives (every
-test passes), or that no longer applies (its text is not found exactly once:
-the code moved on, update the mutant), fails the run.
+For each, in a scratch copy of the tree: apply it, rebuild what the tests
+that must catch it run, run them, and expect at least one to fail. A mutant
+that survives (every test passes), or that no longer applies (its text is not
+found exactly once: the code moved on, update the mutant), fails the run.
+
+A mutant may crash a test before it removes its shared-memory objects: where
+it can (root, or user namespaces), the tests run with a private /dev/shm,
+gone when they end.
 
 Usage: run.py [--meson PATH] [--only NAME ...] [--list]
 Python 3 stdlib only; needs the build tools that `make deps` installs.
 """
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -45,9 +50,42 @@ def run(cmd, cwd, timeout):
         return 124, "timed out"
 
 
-def meson_test(meson, build, tests, timeout=600):
-    return run([meson, "test", "-C", build, "--no-rebuild", "--print-errorlogs", *tests],
+# Runs a command with a tmpfs of its own on /dev/shm (a new mount namespace).
+PRIVATE_SHM = ["sh", "-c", 'mount -t tmpfs -o mode=1777 shm /dev/shm && exec "$@"', "sh"]
+
+
+def private_shm_prefix():
+    """The command prefix that gives what follows a private /dev/shm, or []
+    where no mount namespace can be had."""
+    for unshare in (["unshare", "--mount"], ["unshare", "--user", "--map-root-user", "--mount"]):
+        try:
+            if subprocess.run(unshare + PRIVATE_SHM + ["true"], capture_output=True,
+                              timeout=30).returncode == 0:
+                return unshare + PRIVATE_SHM
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    return []
+
+
+def meson_test(meson, build, tests, prefix, timeout=600):
+    return run(prefix + [meson, "test", "-C", build, "--no-rebuild", "--print-errorlogs", *tests],
                build, timeout)
+
+
+def test_outputs(meson, build):
+    """For each meson test, what ninja must build to run it: its program and
+    the targets it depends on (outputs relative to build)."""
+    def introspect(what):
+        return json.loads(subprocess.run([meson, "introspect", build, what], check=True,
+                                         capture_output=True, text=True).stdout)
+    files = {t["id"]: t["filename"] for t in introspect("--targets")}
+    built = set(f for names in files.values() for f in names)
+    outputs = {}
+    for t in introspect("--tests"):
+        out = {f for d in t["depends"] for f in files.get(d, [])}
+        out.update(f for f in t["cmd"][:1] if f in built)
+        outputs[t["name"]] = {os.path.relpath(f, build) for f in out}
+    return outputs
 
 
 def main():
@@ -68,18 +106,24 @@ def main():
     try:
         copy_tree(scratch)
         build = os.path.join(scratch, "build")
+        needed = sorted({t for m in mutants for t in m["tests"]})
         # Only what the mutants' tests run: no benchmarks, no bridge.
         rc, out = run([a.meson, "setup", build, "-Dpython=false", "-Dbench=false",
                        "-Dbridge=disabled"], scratch, 600)
         if rc == 0:
-            rc, out = run([a.meson, "compile", "-C", build], scratch, 900)
+            outputs = test_outputs(a.meson, build)
+            ninja = [shutil.which("ninja", path=os.path.dirname(a.meson) + os.pathsep +
+                                  os.environ.get("PATH", "")) or "ninja", "-C", build]
+            rc, out = run(ninja + sorted(set().union(*(outputs[t] for t in needed))), scratch, 900)
         if rc != 0:
             print(out[-3000:])
             print("mutants: the unmutated tree does not build")
             return 1
+        shm = private_shm_prefix()
+        if not shm:
+            print("mutants: no private /dev/shm here (unshare): a crashed test may leave objects")
         # The tests must pass as they are, or a "kill" would mean nothing.
-        needed = sorted({t for m in mutants for t in m["tests"]})
-        rc, out = meson_test(a.meson, build, needed)
+        rc, out = meson_test(a.meson, build, needed, shm)
         if rc != 0:
             print(out[-3000:])
             print("mutants: the tests fail on the unmutated tree: %s" % " ".join(needed))
@@ -97,12 +141,13 @@ def main():
             with open(path, "w") as f:
                 f.write(original.replace(m["find"], m["replace"]))
             try:
-                rc, out = run([a.meson, "compile", "-C", build], scratch, 900)
+                rc, out = run(ninja + sorted(set().union(*(outputs[t] for t in m["tests"]))),
+                              scratch, 900)
                 if rc != 0:
                     failures.append(m["name"])
                     print("NOBUILD  %-28s %s" % (m["name"], out.strip().splitlines()[-1:]))
                     continue
-                rc, out = meson_test(a.meson, build, m["tests"])
+                rc, out = meson_test(a.meson, build, m["tests"], shm)
             finally:
                 with open(path, "w") as f:
                     f.write(original)
@@ -113,7 +158,6 @@ def main():
                       % (m["name"], " ".join(m["tests"]), took, m["why"]))
             else:
                 print("killed   %-28s by %s (%.0f s)" % (m["name"], " ".join(m["tests"]), took))
-        run([a.meson, "compile", "-C", build], scratch, 900)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print("mutants: %d killed, %d not" % (len(mutants) - len(failures), len(failures)))
