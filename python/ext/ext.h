@@ -10,6 +10,7 @@
  *   segment.c  Handle (a segment), create() and open()
  *   writer.c   Writer and Loan, writer_open()
  *   reader.c   Reader and Sample, reader_open()
+ *   format.c   the core's reading of element formats (format_walk())
  *   module.c   the module: its functions, types, exceptions and state */
 #ifndef SHMLANE_EXT_H
 #define SHMLANE_EXT_H
@@ -34,8 +35,6 @@
 static inline const char *utf8(PyObject *s) { return PyUnicode_AsUTF8AndSize(s, NULL); }
 /* loan_slot()'s result when another thread closed the writer meanwhile. */
 #define CLOSED_MEANWHILE (INT_MIN + 1)
-/* The core caps a wait's spin at 1 ms (shl_wait_opts). */
-#define SPIN_MAX_NS 1000000
 
 typedef struct {
   PyTypeObject *handle_type, *writer_type, *reader_type, *loan_type, *sample_type;
@@ -261,5 +260,9 @@ PyObject *mod_writer_replace(PyObject *mod, PyObject *args);
 /* reader.c */
 extern PyType_Spec reader_spec, sample_spec;
 PyObject *mod_reader_open(PyObject *mod, PyObject *args);
+
+/* format.c */
+PyObject *mod_format_walk(PyObject *mod, PyObject *arg);
+PyObject *mod_format_from_typestr(PyObject *mod, PyObject *arg);
 
 #endif /* SHMLANE_EXT_H */
