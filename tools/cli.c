@@ -3,7 +3,6 @@
  * Exit status: 0 success, 1 runtime error, 2 usage error. */
 #include <ctype.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,18 +11,6 @@
 #include <unistd.h>
 
 #include "cli.h"
-
-/* ---------------------------------------------------------------- messages */
-
-void errorf(int rc, const char *fmt, ...) {
-  va_list ap;
-  fputs("shmlane: ", stderr);
-  va_start(ap, fmt);
-  vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  if (rc) fprintf(stderr, ": %s", shl_strerror(rc));
-  fputc('\n', stderr);
-}
 
 /* ---------------------------------------------------------------- parsing */
 
@@ -115,29 +102,6 @@ struct command {
   const char *synopsis, *summary, *details;
 };
 
-int collect_name(const char *name, void *arg) {
-  struct list *l = arg;
-  if (l->n == l->cap) {
-    size_t cap = l->cap ? 2 * l->cap : 16;
-    char **grown = realloc(l->names, cap * sizeof *grown);
-    if (!grown) return -ENOMEM;
-    l->names = grown;
-    l->cap = cap;
-  }
-  if (!(l->names[l->n] = strdup(name))) return -ENOMEM;
-  l->n++;
-  return 0;
-}
-
-int compare_names(const void *a, const void *b) {
-  return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-void list_free(struct list *l) {
-  for (size_t i = 0; i < l->n; i++) free(l->names[i]);
-  free(l->names);
-}
-
 static int cmd_ls(const struct cmdline *cl) {
   struct snapshot snap;
   int rc = snapshot_take(&snap);
@@ -222,11 +186,6 @@ static int cmd_create(const struct cmdline *cl) {
   }
   shl_close(seg);
   return 0;
-}
-
-bool shm_path(const char *name, char *buf, size_t size) {
-  int n = snprintf(buf, size, "/dev/shm%s%s", SHL_POSIX_PREFIX, name);
-  return n > 0 && (size_t)n < size;
 }
 
 /* What a path holds when it is not a file, for messages; NULL for a file. */
