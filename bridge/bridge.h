@@ -55,6 +55,9 @@ void logf_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_limited(uint64_t *last_ns, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 uint64_t now_ns(void);
 uint64_t realtime_ns(void);
+/* A format for people: as every reader reads it (shl_format_canonical, C
+ * char arrays as byte strings), or as given if that does not fit in buf. */
+const char *format_text(const char *format, char *buf, size_t size);
 
 /* net.c */
 /* Checks and resolves an endpoint (tcp://HOST:PORT or ipc://PATH): 0, or

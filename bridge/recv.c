@@ -125,8 +125,10 @@ static int open_writer(struct receiver *r) {
   r->offset = 0;
   snprintf(r->shared->name, sizeof r->shared->name, "%s", r->name);
   r->shared->writer_pid = (int32_t)getpid();
-  logf_("%s: writing frames of %s (%llu bytes a frame)", r->name, l->format,
-        (unsigned long long)l->frame_bytes);
+  char ftext[256], mtext[512]; /* "" (no metadata) is printed as it is */
+  logf_("%s: writing frames of %s (%llu bytes a frame)%s%s", r->name,
+        format_text(l->format, ftext, sizeof ftext), (unsigned long long)l->frame_bytes,
+        l->meta_size ? ", metadata " : "", format_text(l->meta_format, mtext, sizeof mtext));
   return 0;
 }
 

@@ -340,8 +340,10 @@ static int describe_stream(struct sender *s) {
   int delta = s->o->delta >= 0 ? s->o->delta : !strcmp(l->format, "B") || !strcmp(l->format, "<B");
   s->delta_row = delta ? wire_delta_row(l) : 0;
   update_access(s);
-  logf_("%s: layout %s shape (%u dims, %llu bytes a frame)%s%s", s->o->name, l->format, l->ndim,
-        (unsigned long long)l->frame_bytes, meta ? ", metadata " : "", l->meta_format);
+  char ftext[256], mtext[512]; /* "" (no metadata) is printed as it is */
+  logf_("%s: layout %s shape (%u dims, %llu bytes a frame)%s%s", s->o->name,
+        format_text(l->format, ftext, sizeof ftext), l->ndim, (unsigned long long)l->frame_bytes,
+        meta ? ", metadata " : "", format_text(l->meta_format, mtext, sizeof mtext));
   encode_layout(s);
   send_layout(s);
   return 0;

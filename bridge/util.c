@@ -1,4 +1,4 @@
-/* The bridge's logging and clocks (bridge.h): the bottom of the program,
+/* The bridge's logging, formats for logs and clocks (bridge.h): the bottom of the program,
  * calling nothing of it. */
 #include <stdarg.h>
 #include <stdio.h>
@@ -32,6 +32,10 @@ void log_limited(uint64_t *last_ns, const char *fmt, ...) {
   va_start(ap, fmt);
   vlog(fmt, ap);
   va_end(ap);
+}
+
+const char *format_text(const char *format, char *buf, size_t size) {
+  return shl_format_canonical(format, buf, size) >= 0 ? buf : format;
 }
 
 static uint64_t clock_of(clockid_t c) {

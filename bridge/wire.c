@@ -2,7 +2,6 @@
  * read from a message is checked against the bytes there before use. */
 #include "wire.h"
 
-#include <stdbool.h>
 #include <string.h>
 
 static void put16(uint8_t *p, uint16_t v) {
@@ -162,21 +161,8 @@ const char *wire_decode_frame(const void *buf, size_t len, struct wire_frame *f)
 }
 
 uint64_t wire_frame_bytes(const shl_layout *layout) {
-  uint64_t itemsize = layout->itemsize, total = itemsize, end = itemsize;
-  bool strided = false;
-  if (layout->ndim > SHL_MAX_NDIM || itemsize == 0) return 0;
-  for (uint32_t i = 0; i < layout->ndim; i++) {
-    if (layout->shape[i] == 0) return 0; /* an empty frame has nothing to carry */
-    if (__builtin_mul_overflow(total, layout->shape[i], &total)) return 0;
-    if (layout->strides[i] < 0) return 0;
-    strided |= layout->strides[i] != 0;
-    uint64_t span;
-    if (__builtin_mul_overflow((uint64_t)layout->strides[i], layout->shape[i] - 1, &span) ||
-        __builtin_add_overflow(end, span, &end))
-      return 0;
-  }
-  uint64_t bytes = strided ? end : total;
-  return bytes > INT64_MAX / 2 ? 0 : bytes;
+  uint64_t extent;
+  return shl_layout_extent(layout, &extent) == 0 ? extent : 0; /* empty: nothing to carry */
 }
 
 void wire_to_layout(const struct wire_layout *l, shl_layout *out) {

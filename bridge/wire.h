@@ -89,8 +89,8 @@ const char *wire_decode_preamble(const void *buf, size_t len, struct wire_preamb
 const char *wire_decode_layout(const void *buf, size_t len, struct wire_layout *l);
 const char *wire_decode_frame(const void *buf, size_t len, struct wire_frame *f);
 
-/* Bytes a frame of this layout spans (as the library lays it out); 0 on a
- * layout the library would refuse. */
+/* Bytes a frame of this layout spans (the library's shl_layout_extent); 0
+ * for an empty frame or a layout the library would refuse. */
 uint64_t wire_frame_bytes(const shl_layout *layout);
 /* A layout from its wire form (format points into l). */
 void wire_to_layout(const struct wire_layout *l, shl_layout *out);

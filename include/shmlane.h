@@ -30,8 +30,10 @@
  *
  * Threads. Calls that take no handle (shl_create, shl_open(_ex), shl_unlink,
  * shl_unlink_if_same, shl_list, shl_name_check, shl_format_itemsize,
- * shl_strerror, shl_err_name, shl_version_string, shl_writer_open,
- * shl_reader_open(_ex)) may run in any number of threads at once.
+ * shl_format_walk, shl_format_canonical, shl_format_from_typestr,
+ * shl_layout_extent, shl_strerror, shl_err_name, shl_version_string,
+ * shl_writer_open, shl_reader_open(_ex)) may run in any number of threads at
+ * once.
  *   - A segment handle (shl_segment) may be used by several threads at once:
  *     every call on it is thread-safe. shl_close() may run while other threads
  *     hold the segment's lock through the handle or are blocked in shl_lock,
@@ -176,6 +178,93 @@ typedef struct shl_layout {
 /* Parse a format string: returns its itemsize (> 0), or SHL_E_BAD_FORMAT
  * (also beyond SHL_FORMAT_MAX bytes or SHL_FORMAT_MAX_FIELDS items). */
 SHL_API int64_t shl_format_itemsize(const char *format);
+
+/* Structs nest at most this deep in a format (SHL_E_BAD_FORMAT beyond). */
+#define SHL_FORMAT_MAX_DEPTH 32
+/* Sub-array dimensions one item may have for shl_format_walk to report it
+ * (NumPy's own limit). A format with more is valid, but the walk gives
+ * -EOVERFLOW for it. */
+#define SHL_FORMAT_MAX_DIMS 32
+
+/* One item of a format, as shl_format_walk reports it: what the format
+ * means, whichever way it was written. Padding ('x') is not reported (the
+ * offsets show it). Strings have their length in itemsize: "10s" is one
+ * item of 10 bytes, "(2)4s" two of 4, and an array of one-character
+ * strings is one string, as C's `char name[8]` is: "(8)1s", "(8)s", "8c"
+ * are all one string of 8 bytes, "(2,8)1s" two of 8, "(3)w" one text of
+ * 3 characters. */
+typedef struct shl_format_field {
+  uint32_t size;   /* sizeof(shl_format_field) in the library that filled it:
+                    * a caller built for a newer header reads no field past it */
+  uint32_t depth;  /* structs around it: 0 at the top level */
+  /* The type, NUL-terminated: numbers "b" "B" "h" "H" "i" "I" "l" "L" "q"
+   * "Q" "n" "N" "P" (integers), "?" (bool), "e" "f" "d" "g" (floats), "Zf"
+   * "Zd" "Zg" (complex); strings "s" (bytes; 'c' is reported as "s"), "p"
+   * (Pascal string), "w" (UCS-4 text), "u" (UCS-2 text); "T" a struct,
+   * whose fields follow one level deeper, then "}", the end of that struct,
+   * which repeats its "T"'s fields (name, shape, offset, itemsize). */
+  char code[4];
+  char byte_order; /* '<' or '>' (the native order resolved), for every item */
+  uint32_t ndim;   /* sub-array dimensions: 0 for a single item */
+  uint64_t shape[SHL_FORMAT_MAX_DIMS];
+  uint64_t offset;   /* bytes from the start of the enclosing struct (at depth 0, of the element) */
+  uint64_t itemsize; /* bytes of one item of the sub-array (a string's length times its
+                      * character's size, a struct's size); the item spans itemsize times
+                      * the product of its shape */
+  const char *name;  /* into the format string, not NUL-terminated; NULL if unnamed */
+  uint32_t name_len;
+} shl_format_field;
+
+/* Called for each item; returns 0 to go on, or a negative code to stop the
+ * walk, which then returns it. */
+typedef int (*shl_format_fn)(const shl_format_field *field, void *arg);
+
+/* What shl_format_walk found: filled as far as the caller's size reaches. */
+typedef struct shl_format_info {
+  uint32_t size;       /* sizeof(shl_format_info): use SHL_FORMAT_INFO_INIT */
+  uint32_t items;      /* items, as SHL_FORMAT_MAX_FIELDS counts them (when the
+                        * format is refused: those read until then) */
+  uint64_t itemsize;   /* bytes of one element */
+  uint64_t stopped_at; /* SHL_E_BAD_FORMAT: bytes of the format read before it was refused */
+} shl_format_info;
+
+#define SHL_FORMAT_INFO_INIT {.size = sizeof(shl_format_info)}
+
+/* Walk a format as the library reads it: fn(field, arg) for every item in
+ * order (fn may be NULL), a struct's fields between its "T" and its "}".
+ * The format is checked whole first: fn never sees part of a format that
+ * is then refused. Returns the itemsize (as shl_format_itemsize), or
+ * SHL_E_BAD_FORMAT, -EOVERFLOW (an item has more than SHL_FORMAT_MAX_DIMS
+ * dimensions), -EINVAL (info's size too small), or what fn returned to
+ * stop. info may be NULL. */
+SHL_API int64_t shl_format_walk(const char *format, shl_format_fn fn, void *arg,
+                                shl_format_info *info);
+
+/* The canonical form of a format, the one the Python package stores: the
+ * same bytes, every item with standard sizes and (when it has more than one
+ * byte) an explicit byte order, padding written out ('x') between items and
+ * at the end of each struct, strings as their length ("(8)1s" and "8c" as
+ * "8s"), no blanks: "d" is "<d" on a little-endian machine, "T{b:a:d:b:}"
+ * "T{b:a:7x<d:b:}". Copied with its NUL into out (of `size` bytes; out may
+ * be NULL to ask for the length): returns its length, -ERANGE if it does
+ * not fit, or an error as shl_format_walk's. It may exceed the limits a
+ * stored format must keep (padding items count). */
+SHL_API int64_t shl_format_canonical(const char *format, char *out, size_t size);
+
+/* The canonical format of a NumPy type string (the array interface's
+ * typestr: "<f8", "|u1", "|b1", "|S16", "<U3"; without a byte order, as in
+ * "f8", the native one) or "?": "<d", "B", "?", "16s", "<3w". Kinds b, i, u
+ * (1, 2, 4, 8 bytes), f (2, 4, 8), c (8, 16), S and U; anything else (long
+ * double, datetime, object, void) is SHL_E_BAD_FORMAT. Copied with its NUL
+ * into format (of `size` bytes; format may be NULL to ask for the length):
+ * returns its length, or -ERANGE if it does not fit. */
+SHL_API int shl_format_from_typestr(const char *typestr, char *format, size_t size);
+
+/* The bytes an array of this layout spans from its first element, laid out
+ * as shl_create lays it out (strides all zero: C order): 0 for an empty
+ * array. Errors as shl_create gives for the layout: SHL_E_BAD_FORMAT,
+ * SHL_E_ITEMSIZE, SHL_E_BAD_SHAPE, SHL_E_BAD_STRIDES; -EINVAL for NULL. */
+SHL_API int shl_layout_extent(const shl_layout *layout, uint64_t *extent);
 
 /* ---------------------------------------------------------------- segments */
 
@@ -358,8 +447,11 @@ enum shl_wait_flags {
 typedef struct shl_wait_opts {
   uint32_t size;    /* sizeof(shl_wait_opts): use SHL_WAIT_OPTS_INIT */
   uint32_t flags;   /* enum shl_wait_flags */
-  uint32_t spin_ns; /* spin up to this long before sleeping (capped at 1 ms) */
+  uint32_t spin_ns; /* spin up to this long before sleeping (capped at SHL_SPIN_MAX_NS) */
 } shl_wait_opts;
+
+/* The longest spin of a wait (shl_wait_opts, shl_reader_set_spin): 1 ms. */
+#define SHL_SPIN_MAX_NS 1000000
 
 #define SHL_WAIT_OPTS_INIT {.size = sizeof(shl_wait_opts)}
 
@@ -572,7 +664,7 @@ SHL_API void shl_reader_close(shl_reader *r);
  * mapped until released. With SHL_READER_NO_FOLLOW: SHL_E_REPLACED. */
 SHL_API int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint32_t flags);
 SHL_API int shl_reader_release(shl_reader *r, const shl_sample *sample);
-/* Make receive poll up to spin_ns (capped at 1 ms, as shl_wait_opts) before
+/* Make receive poll up to spin_ns (capped at SHL_SPIN_MAX_NS) before
  * sleeping: a frame published meanwhile arrives without a kernel wake-up,
  * and its publish needs no system call. 0 (the default): sleep at once.
  * SHL_SPIN_AUTO: the predictive wait (docs/performance.md). The reader

@@ -110,9 +110,11 @@ int shl__opts_copy(void *dst, size_t dst_size, const void *src, uint32_t src_siz
  * if the caller's size cannot even hold `size`. */
 int shl__info_copy(void *dst, const void *src, size_t src_size);
 
-/* layout.c */
+/* format.c: the format grammar's one parser. */
 /* Itemsize of format[0..len), or SHL_E_BAD_FORMAT. Never reads past len. */
 int64_t shl__format_parse(const char *format, size_t len);
+
+/* layout.c */
 /* Bytes a C-contiguous array of this layout needs; SHL_E_BAD_SHAPE on overflow. */
 int shl__layout_c_nbytes(const shl_layout *layout, uint64_t itemsize, uint64_t *nbytes);
 /* Validate a caller's layout: itemsize from the format, C-order strides

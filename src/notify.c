@@ -7,7 +7,6 @@
 
 #include "internal.h"
 
-#define SPIN_CAP_NS 1000000
 /* A waiter that cannot announce itself (header mapped read-only, no
  * wake-always flag) re-checks at this period instead of sleeping unbounded. */
 #define UNANNOUNCED_SLICE_NS 5000000
@@ -59,7 +58,7 @@ static int wait_changed(shl_segment *seg, uint64_t since, int64_t timeout_ns,
   int64_t now = shl__monotonic_ns();
   int64_t deadline = shl__deadline(now, timeout_ns);
   if (opts && opts->spin_ns) {
-    int64_t spin_ns = opts->spin_ns < SPIN_CAP_NS ? opts->spin_ns : SPIN_CAP_NS;
+    int64_t spin_ns = opts->spin_ns < SHL_SPIN_MAX_NS ? opts->spin_ns : SHL_SPIN_MAX_NS;
     int64_t until = deadline - now < spin_ns ? deadline : now + spin_ns;
     if (spin(seg, since, until, seen)) return 0;
   }

@@ -29,7 +29,7 @@
  * reader's own timed wake-ups come; at most WINDOW_MAX_NS and an eighth of
  * the period in all. */
 #define LEAD_MIN_NS 50000LL
-#define WINDOW_MAX_NS 1000000LL
+#define WINDOW_MAX_NS ((int64_t)SHL_SPIN_MAX_NS) /* a spin's cap (shmlane.h) */
 /* Smoothing of the estimates: the newest value weighs 1/SMOOTH. */
 #define SMOOTH 8
 /* A skip of more frames than this between two received ones: start again. */

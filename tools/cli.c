@@ -3,7 +3,6 @@
  * Exit status: 0 success, 1 runtime error, 2 usage error. */
 #include <ctype.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,18 +11,6 @@
 #include <unistd.h>
 
 #include "cli.h"
-
-/* ---------------------------------------------------------------- messages */
-
-void errorf(int rc, const char *fmt, ...) {
-  va_list ap;
-  fputs("shmlane: ", stderr);
-  va_start(ap, fmt);
-  vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  if (rc) fprintf(stderr, ": %s", shl_strerror(rc));
-  fputc('\n', stderr);
-}
 
 /* ---------------------------------------------------------------- parsing */
 
@@ -63,35 +50,11 @@ static bool parse_mode(const char *s, uint32_t *mode) {
   return true;
 }
 
-/* NumPy-style shorthand ("f8", "<i4", "u1", "?") to a PEP 3118 format with
- * standard sizes and an explicit byte order; anything else is returned as
- * given and left to the library's parser. */
-static const char *format_from_numpy(const char *s, char out[8]) {
-  static const struct {
-    const char *numpy, *code;
-  } codes[] = {
-      {"?", "?"},  {"b1", "?"}, {"i1", "b"}, {"u1", "B"},  {"i2", "h"},
-      {"u2", "H"}, {"i4", "i"}, {"u4", "I"}, {"i8", "q"},  {"u8", "Q"},
-      {"f2", "e"}, {"f4", "f"}, {"f8", "d"}, {"c8", "Zf"}, {"c16", "Zd"},
-  };
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-  char order = '<';
-#else
-  char order = '>';
-#endif
-  const char *p = s;
-  if (*p == '<' || *p == '>')
-    order = *p++;
-  else if (*p == '=' || *p == '|')
-    p++;
-  for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
-    if (strcmp(p, codes[i].numpy) != 0) continue;
-    size_t used = 0;
-    if (!strchr("?bB", codes[i].code[0])) out[used++] = order; /* moot for one byte */
-    snprintf(out + used, 8 - used, "%s", codes[i].code);
-    return out;
-  }
-  return s;
+/* A NumPy type string ("f8", "<i4", "u1", "S16", "?") as the library's
+ * canonical format; anything else is returned as given and left to the
+ * library's parser. */
+static const char *format_from_numpy(const char *s, char out[32]) {
+  return shl_format_from_typestr(s, out, 32) >= 0 ? out : s;
 }
 
 /* ---------------------------------------------------------------- commands */
@@ -138,29 +101,6 @@ struct command {
   int min_names, max_names;
   const char *synopsis, *summary, *details;
 };
-
-int collect_name(const char *name, void *arg) {
-  struct list *l = arg;
-  if (l->n == l->cap) {
-    size_t cap = l->cap ? 2 * l->cap : 16;
-    char **grown = realloc(l->names, cap * sizeof *grown);
-    if (!grown) return -ENOMEM;
-    l->names = grown;
-    l->cap = cap;
-  }
-  if (!(l->names[l->n] = strdup(name))) return -ENOMEM;
-  l->n++;
-  return 0;
-}
-
-int compare_names(const void *a, const void *b) {
-  return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-void list_free(struct list *l) {
-  for (size_t i = 0; i < l->n; i++) free(l->names[i]);
-  free(l->names);
-}
 
 static int cmd_ls(const struct cmdline *cl) {
   struct snapshot snap;
@@ -213,7 +153,7 @@ static int cmd_info(const struct cmdline *cl) {
 
 static int cmd_create(const struct cmdline *cl) {
   const char *name = cl->names[0];
-  char converted[8];
+  char converted[32];
   shl_layout layout = {.format = format_from_numpy(cl->value[OPT_FORMAT], converted)};
   shl_create_opts opts = {.size = sizeof(shl_create_opts), .flags = cl->given[OPT_REPLACE] ? SHL_CREATE_REPLACE : 0};
   const char *shape = cl->given[OPT_SHAPE] ? cl->value[OPT_SHAPE] : "";
@@ -246,11 +186,6 @@ static int cmd_create(const struct cmdline *cl) {
   }
   shl_close(seg);
   return 0;
-}
-
-bool shm_path(const char *name, char *buf, size_t size) {
-  int n = snprintf(buf, size, "/dev/shm%s%s", SHL_POSIX_PREFIX, name);
-  return n > 0 && (size_t)n < size;
 }
 
 /* What a path holds when it is not a file, for messages; NULL for a file. */
@@ -382,7 +317,7 @@ static const struct command commands[] = {
      "\n"
      "Options:\n"
      "  -f, --format F    element format: PEP 3118 (\"<d\", \"B\", \"T{<i:x:<d:y:}\") or a\n"
-     "                    NumPy shorthand (\"f8\", \"<i4\", \">u2\", \"u1\", \"c16\", \"?\")\n"
+     "                    NumPy type (\"f8\", \"<i4\", \">u2\", \"u1\", \"c16\", \"?\", \"S16\")\n"
      "  -s, --shape S     comma-separated sizes (\"3,4\"); \"\" or \"()\" (default): ndim 0\n"
      "  -m, --mode OCTAL  permission bits (default 0600)\n"
      "  --replace         remove an existing segment of that name first\n"},

@@ -1,4 +1,8 @@
-/* Private interfaces between the files of the shmlane command (tools/cli*.c). */
+/* Private interfaces between the files of the shmlane command (tools/cli*.c).
+ * Calls go down: cli.c (the entry point: options, commands) calls the
+ * others; cli_top.c calls cli_output.c; cli_output.c and cli_gc.c call
+ * cli_entry.c (segments as read); cli_util.c (messages, name lists, object
+ * paths) calls none of them. */
 #ifndef SHMLANE_CLI_H
 #define SHMLANE_CLI_H
 
@@ -11,10 +15,10 @@
 
 enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
-/* cli.c: one line on stderr: "shmlane: <what>[: <reason for rc>]". */
+/* cli_util.c: one line on stderr: "shmlane: <what>[: <reason for rc>]". */
 void errorf(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* cli.c: names gathered by shl_list (collect_name as its callback) or from
+/* cli_util.c: names gathered by shl_list (collect_name as its callback) or from
  * the command line, sorted with compare_names. */
 struct list {
   char **names;
@@ -24,7 +28,7 @@ int collect_name(const char *name, void *arg);
 int compare_names(const void *a, const void *b);
 void list_free(struct list *l);
 
-/* cli.c: where a segment's object appears as a file; false if it does not fit. */
+/* cli_util.c: where a segment's object appears as a file; false if it does not fit. */
 bool shm_path(const char *name, char *buf, size_t size);
 
 /* cli_entry.c: a segment as read (and closed again: a listing holds one

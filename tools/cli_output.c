@@ -94,6 +94,22 @@ static void print_field(const char *key, const char *fmt, ...) {
   putchar('\n');
 }
 
+/* How every reader reads `format`, on a line of its own, when the header
+ * spells it otherwise: standard sizes, byte orders and padding written out,
+ * C char arrays as byte strings ("(64)1s" reads as "64s"). */
+static void print_reads_as(const char *format) {
+  int64_t len = shl_format_canonical(format, NULL, 0);
+  char *canonical = len >= 0 ? malloc((size_t)len + 1) : NULL;
+  if (canonical && shl_format_canonical(format, canonical, (size_t)len + 1) >= 0 &&
+      strcmp(canonical, format) != 0) {
+    print_key("");
+    fputs("reads as ", stdout);
+    put_text(canonical);
+    putchar('\n');
+  }
+  free(canonical);
+}
+
 static void print_stream_text(const struct entry *e) {
   const shl_stream_info *s = &e->stream;
   char age[32];
@@ -104,6 +120,7 @@ static void print_stream_text(const struct entry *e) {
   if (e->meta_format) {
     put_text(e->meta_format);
     printf(" (%" PRIu64 " bytes at %" PRIu64 " in each slot)\n", s->meta_size, s->meta_offset);
+    print_reads_as(e->meta_format);
   } else {
     puts("none");
   }
@@ -147,6 +164,7 @@ void print_info_text(const struct entry *e, uint64_t now) {
   print_key("format:");
   put_text(lo->format);
   putchar('\n');
+  print_reads_as(lo->format);
   print_field("itemsize:", "%" PRIu64, lo->itemsize);
   print_field("shape:", "%s", shape);
   /* As the header records them and the library addresses elements: shl_create

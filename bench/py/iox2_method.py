@@ -15,9 +15,7 @@ import os
 import numpy as np
 
 import iceoryx2 as iox2
-# pair.py runs as __main__, so this imports a second copy of it; it only
-# defines functions at import time, and reusing them keeps one stamp format.
-from pair import Method, now, ns, stamp_slot
+from method import Method, now, ns, stamp_slot
 
 
 class Iceoryx2(Method):

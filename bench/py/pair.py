@@ -46,9 +46,8 @@ import time
 import numpy as np
 
 import shmlane
+from method import Method, now, ns, put_stamp, stamp_of, stamp_slot
 
-ns = time.perf_counter_ns  # CLOCK_MONOTONIC on Linux, as time.monotonic_ns
-now = time.monotonic_ns
 BUSY_GAP = os.environ.get("BENCH_BUSY_GAP") == "1"
 # Phase l: how long one receive call waits before the loop calls again (the
 # idle measurement sets it long: the loop's own wake-ups would count).
@@ -58,34 +57,6 @@ STAMP, ACKS, READY, PHASE, DONE, ELAPSED, START = 0, 8, 16, 24, 32, 40, 48
 
 def parse_frame(text: str) -> tuple:
     return tuple(int(x) for x in text.split("x"))
-
-
-def stamp_of(arr: np.ndarray) -> int:
-    return int(arr.reshape(-1)[:8].view("<u8")[0])
-
-
-def put_stamp(arr: np.ndarray, value: int) -> None:
-    arr.reshape(-1)[:8].view("<u8")[0] = value
-
-
-def stamp_slot(arr: np.ndarray) -> np.ndarray:
-    """The frame's stamp as a one-element view, made before the clock is
-    read: then only a store lies between the stamp and the publish, as in C
-    (stamp_slot(arr)[0] = now())."""
-    return arr.reshape(-1)[:8].view("<u8")
-
-
-class Method:
-    """Writer side: open, send(src) -> ns spent in the hand-over (and the fill
-    apart for zero-copy methods). Reader side: recv(timeout) -> (array,
-    release, key) or None; key tells one frame from another (equal keys: the
-    same frame again)."""
-
-    fill_ns = 0
-    published_ns = 0  # shmlane: the publish time stored with the frame received last
-
-    def close(self) -> None:
-        pass
 
 
 class Shmlane(Method):

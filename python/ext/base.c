@@ -33,6 +33,12 @@ PyObject *closed_meanwhile(Base *b) {
   return closed_error(b);
 }
 
+PyObject *stream_failed(Base *b, int rc) {
+  if (b->closed) return closed_meanwhile(b);
+  if (rc == PY_ERROR) return NULL;
+  return stream_error(b, rc);
+}
+
 int timeout_converter(PyObject *obj, void *out) {
   int64_t *ns = out;
   if (obj == Py_None) {
@@ -182,10 +188,6 @@ void base_dealloc(Base *b) {
 void free_object(PyTypeObject *type, void *obj) {
   freefunc tp_free = (freefunc)PyType_GetSlot(type, Py_tp_free);
   tp_free(obj);
-}
-
-PyObject *type_name(PyObject *obj) {
-  return PyObject_GetAttrString((PyObject *)Py_TYPE(obj), "__name__");
 }
 
 PyObject *base_repr(Base *b) {

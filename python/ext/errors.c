@@ -232,9 +232,11 @@ static PyObject *slots_pinned(Writer *w) {
   return NULL;
 }
 
-PyObject *stream_failed(Base *b, int rc) {
-  if (b->closed) return closed_meanwhile(b);
-  if (rc == PY_ERROR) return NULL;
+PyObject *type_name(PyObject *obj) {
+  return PyObject_GetAttrString((PyObject *)Py_TYPE(obj), "__name__");
+}
+
+PyObject *stream_error(Base *b, int rc) {
   modstate *st = state_of((PyObject *)b);
   if (rc == SHL_E_FORKED) {
     PyObject *type = type_name((PyObject *)b);

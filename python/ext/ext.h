@@ -5,11 +5,12 @@
  * buffer protocol and maps error codes to exceptions; everything else lives
  * in the pure-Python package (python/shmlane/).
  *
- *   errors.c   core error codes to exceptions
+ *   errors.c   core error codes to exceptions (calls none of the others)
  *   base.c     what every handle shares: lifetime pins, blocking calls, buffers
  *   segment.c  Handle (a segment), create() and open()
  *   writer.c   Writer and Loan, writer_open()
  *   reader.c   Reader and Sample, reader_open()
+ *   format.c   the core's reading of element formats (format_walk())
  *   module.c   the module: its functions, types, exceptions and state */
 #ifndef SHMLANE_EXT_H
 #define SHMLANE_EXT_H
@@ -34,8 +35,6 @@
 static inline const char *utf8(PyObject *s) { return PyUnicode_AsUTF8AndSize(s, NULL); }
 /* loan_slot()'s result when another thread closed the writer meanwhile. */
 #define CLOSED_MEANWHILE (INT_MIN + 1)
-/* The core caps a wait's spin at 1 ms (shl_wait_opts). */
-#define SPIN_MAX_NS 1000000
 
 typedef struct {
   PyTypeObject *handle_type, *writer_type, *reader_type, *loan_type, *sample_type;
@@ -191,9 +190,12 @@ PyObject *set_error(modstate *st, int rc, const char *name, enum err_context whe
 void set_oserror(PyObject *type, int err, const char *text, const char *name);
 /* ValueError: the handle is closed; returns NULL. */
 PyObject *closed_error(const Base *b);
-/* A stream call that failed, or found its handle closed by another thread
- * meanwhile: the Python error to raise. */
-PyObject *stream_failed(Base *b, int rc);
+/* The Python error for a stream call on b that failed with rc (a core
+ * code; the handle still open). */
+PyObject *stream_error(Base *b, int rc);
+/* The name of an object's type ("Writer"), a new reference: PyTypeObject's
+ * fields are not in the limited API. */
+PyObject *type_name(PyObject *obj);
 
 /* ---------------------------------------------------------------- base.c */
 
@@ -204,6 +206,10 @@ void base_close(Base *b);
 void unpin_base(Base *b);
 /* After a blocking call during which another thread closed the object. */
 PyObject *closed_meanwhile(Base *b);
+/* A stream call that failed, or found its handle closed by another thread
+ * meanwhile (then the handle is released if nothing else pins it): the
+ * Python error to raise. */
+PyObject *stream_failed(Base *b, int rc);
 /* Timeout in seconds (None: forever) to nanoseconds (-1: forever); an O& converter. */
 int timeout_converter(PyObject *obj, void *out);
 /* The shape tuple into layout->ndim and layout->shape. */
@@ -224,10 +230,8 @@ int layout_init(Layout *l, const shl_segment *seg);
 int fill_buffer(Py_buffer *view, PyObject *exporter, const Base *b, const Layout *l, void *buf,
                 bool readonly, bool probe, int flags);
 void base_dealloc(Base *b);
-/* tp_free of a type, and the name of an object's type ("Writer", a new
- * reference): PyTypeObject's fields are not in the limited API. */
+/* tp_free of a type (PyTypeObject's fields are not in the limited API). */
 void free_object(PyTypeObject *type, void *obj);
-PyObject *type_name(PyObject *obj);
 PyObject *base_repr(Base *b);
 PyObject *base_layout(Base *b, PyObject *unused);
 PyObject *base_get_name(Base *b, void *unused);
@@ -261,5 +265,9 @@ PyObject *mod_writer_replace(PyObject *mod, PyObject *args);
 /* reader.c */
 extern PyType_Spec reader_spec, sample_spec;
 PyObject *mod_reader_open(PyObject *mod, PyObject *args);
+
+/* format.c */
+PyObject *mod_format_walk(PyObject *mod, PyObject *arg);
+PyObject *mod_format_from_typestr(PyObject *mod, PyObject *arg);
 
 #endif /* SHMLANE_EXT_H */

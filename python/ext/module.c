@@ -52,6 +52,11 @@ static PyMethodDef mod_methods[] = {
      "reader_open(name, policy, timeout, max_pinned, owner, owner_uid) -> Reader"},
     {"unlink", mod_unlink, METH_O, "unlink(name): remove a segment's name."},
     {"names", mod_names, METH_NOARGS, "names() -> list of segment names."},
+    {"format_walk", mod_format_walk, METH_O,
+     "format_walk(format) -> (itemsize, [(depth, code, byte_order, shape, offset, itemsize, "
+     "name)]): the format's items as the core reads them (shl_format_walk)."},
+    {"format_from_typestr", mod_format_from_typestr, METH_O,
+     "format_from_typestr(typestr) -> the canonical format of a NumPy type string, or None."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -128,6 +133,9 @@ static int mod_exec(PyObject *mod) {
       PyModule_AddIntConstant(mod, "NAME_MAX", SHL_NAME_MAX) < 0 ||
       PyModule_AddIntConstant(mod, "FORMAT_MAX", SHL_FORMAT_MAX) < 0 ||
       PyModule_AddIntConstant(mod, "FORMAT_MAX_FIELDS", SHL_FORMAT_MAX_FIELDS) < 0 ||
+      PyModule_AddIntConstant(mod, "FORMAT_MAX_DEPTH", SHL_FORMAT_MAX_DEPTH) < 0 ||
+      PyModule_AddIntConstant(mod, "FORMAT_MAX_DIMS", SHL_FORMAT_MAX_DIMS) < 0 ||
+      PyModule_AddIntConstant(mod, "SPIN_MAX_NS", SHL_SPIN_MAX_NS) < 0 ||
       PyModule_AddIntConstant(mod, "KIND_ARRAY", SHL_KIND_ARRAY) < 0 ||
       PyModule_AddIntConstant(mod, "KIND_STRUCT", SHL_KIND_STRUCT) < 0 ||
       PyModule_AddIntConstant(mod, "KIND_STREAM", SHL_KIND_STREAM) < 0 ||

@@ -251,8 +251,8 @@ static int reader_set_spin_ns(Reader *r, PyObject *value, void *unused) {
     if (!value) PyErr_SetString(PyExc_AttributeError, "spin_ns cannot be deleted");
     return -1;
   }
-  if (ns > SPIN_MAX_NS && ns != SHL_SPIN_AUTO) {
-    PyErr_Format(PyExc_ValueError, "spin_ns must be at most %d, or SPIN_AUTO", SPIN_MAX_NS);
+  if (ns > SHL_SPIN_MAX_NS && ns != SHL_SPIN_AUTO) {
+    PyErr_Format(PyExc_ValueError, "spin_ns must be at most %d, or SPIN_AUTO", SHL_SPIN_MAX_NS);
     return -1;
   }
   if (r->base.closed) {
@@ -273,7 +273,7 @@ static int reader_set_spin_ns(Reader *r, PyObject *value, void *unused) {
 static PyGetSetDef reader_getset[] = {
     BASE_GETSET,
     {"spin_ns", (getter)reader_get_spin_ns, (setter)reader_set_spin_ns,
-     "How long receive() polls before sleeping, in ns (at most 1 ms), or SPIN_AUTO for the "
+     "How long receive() polls before sleeping, in ns (at most SPIN_MAX_NS), or SPIN_AUTO for the "
      "predictive wait.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };

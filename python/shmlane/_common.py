@@ -9,12 +9,14 @@ from typing import Any, Callable, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
 
+from . import _shmlane
+
 ShapeLike = Union[int, Sequence[int]]
 T = TypeVar("T")
 
 # How long an asyncio cancellation may wait for the thread running a blocking call.
 ASYNC_SLICE = 0.05
-SPIN_MAX = 0.001  # seconds; the core caps a wait's spin there
+SPIN_MAX = _shmlane.SPIN_MAX_NS / 1e9  # seconds; the core caps a wait's spin there
 
 
 def deprecated(old: str, new: str) -> None:

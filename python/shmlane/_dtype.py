@@ -11,24 +11,11 @@ structs as "T{...}" and field names as ":name:". Neither ctypes' export
 
 from __future__ import annotations
 
-import struct
-import sys
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from . import _shmlane
-
-_NATIVE_ORDER = "<" if sys.byteorder == "little" else ">"
-
-# Standard-size codes by (dtype kind, itemsize).
-_CODES = {
-    ("b", 1): "?",
-    ("i", 1): "b", ("i", 2): "h", ("i", 4): "i", ("i", 8): "q",
-    ("u", 1): "B", ("u", 2): "H", ("u", 4): "I", ("u", 8): "Q",
-    ("f", 2): "e", ("f", 4): "f", ("f", 8): "d",
-    ("c", 8): "Zf", ("c", 16): "Zd",
-}  # fmt: skip
 
 
 def split_subarray(dtype: np.dtype) -> Tuple[np.dtype, Tuple[int, ...]]:
@@ -77,10 +64,6 @@ def chars_as_bytes(dtype: np.dtype) -> np.dtype:
     return dtype
 
 
-def _byte_order(dtype: np.dtype) -> str:
-    return _NATIVE_ORDER if dtype.byteorder == "=" else dtype.byteorder
-
-
 def _padding(nbytes: int) -> str:
     return "x" if nbytes == 1 else f"{nbytes}x"
 
@@ -114,14 +97,10 @@ def format_of(dtype: np.dtype) -> str:
     if dtype.subdtype is not None:
         base, shape = split_subarray(dtype)
         return "(" + ",".join(str(n) for n in shape) + ")" + format_of(base)
-    if dtype.kind == "S":
-        return f"{dtype.itemsize}s"
-    if dtype.kind == "U":
-        return f"{_byte_order(dtype)}{dtype.itemsize // 4}w"
-    code = _CODES.get((dtype.kind, dtype.itemsize))
-    if code is None:
+    fmt = _shmlane.format_from_typestr(dtype.str)
+    if fmt is None:
         raise ValueError(f"dtype {dtype} has no standard-size PEP 3118 code to store")
-    return code if dtype.itemsize == 1 else _byte_order(dtype) + code
+    return fmt
 
 
 def _describe(dtype: np.dtype) -> str:
@@ -185,194 +164,32 @@ def _struct_difference(
 #
 # A header's format comes from whoever created the segment. NumPy's own PEP
 # 3118 parser takes time superlinear in the number of fields (minutes for a
-# few thousand), so headers are read here instead, in one pass, with the
-# core's rules and limits: the dtype gets the core's itemsize and offsets.
+# few thousand), so dtypes are built here from the core's walk of the format
+# (shl_format_walk), in one pass: the dtype gets the core's itemsize and
+# offsets, and the core's reading of every item.
 
-_MAX_DEPTH = 32  # nested T{...}, as the core
-_SPACE = " \t\n\v\f\r"
 Field = Tuple[Optional[str], np.dtype, int]  # name (None: unnamed), dtype, offset
-_ORDERS = {"@": "=", "^": "=", "=": "=", "<": "<", ">": ">", "!": ">"}
 
-# code: (NumPy kind, standard size; 0 where the code has native size only)
-_SCALARS = {
-    "x": ("V", 1), "c": ("S", 1), "b": ("i", 1), "B": ("u", 1), "s": ("S", 1),
-    "?": ("b", 1), "h": ("i", 2), "H": ("u", 2), "e": ("f", 2), "w": ("U", 4),
-    "i": ("i", 4), "I": ("u", 4), "l": ("i", 4), "L": ("u", 4), "q": ("i", 8),
-    "Q": ("u", 8), "f": ("f", 4), "d": ("f", 8), "g": ("g", np.dtype(np.longdouble).itemsize),
-    "n": ("i", 0), "N": ("u", 0), "P": ("u", 0), "u": ("", 2), "p": ("", 1),
+# The walk's codes of numbers and strings: NumPy's kind.
+_KINDS = {
+    "b": "i", "h": "i", "i": "i", "l": "i", "q": "i", "n": "i",
+    "B": "u", "H": "u", "I": "u", "L": "u", "Q": "u", "N": "u", "P": "u",
+    "?": "b", "e": "f", "f": "f", "d": "f", "Zf": "c", "Zd": "c", "s": "S", "w": "U",
 }  # fmt: skip
 
 
-def _native_size(code: str) -> int:
-    if code in "uw":
-        return _SCALARS[code][1]
-    if code == "g":
-        return np.dtype(np.longdouble).itemsize
-    return struct.calcsize("@" + code)
-
-
-class _FormatParser:
-    """One pass over a format; every step moves `i` forward."""
-
-    def __init__(self, fmt: str) -> None:
-        self.s, self.i, self.items, self.depth = fmt, 0, 0, 0
-
-    def fail(self, why: str) -> ValueError:
-        shown = self.s if len(self.s) <= 60 else self.s[:60] + "..."
-        return ValueError(f"format {shown!r}, at character {self.i}: {why}")
-
-    def peek(self) -> str:
-        return self.s[self.i] if self.i < len(self.s) else ""
-
-    def skip_space(self) -> None:
-        while self.peek() and self.peek() in _SPACE:
-            self.i += 1
-
-    def count(self) -> int:
-        start = self.i
-        while self.peek().isdigit():
-            self.i += 1
-        if self.i == start:
-            raise self.fail("a number was expected")
-        return int(self.s[start : self.i])
-
-    def dims(self) -> Tuple[int, ...]:
-        self.i += 1  # '('
-        found = []
-        while True:
-            self.skip_space()
-            found.append(self.count())
-            self.skip_space()
-            ch = self.peek()
-            self.i += 1
-            if ch == ")":
-                return tuple(found)
-            if ch != ",":
-                raise self.fail("a sub-array shape needs ',' or ')'")
-
-    def name(self) -> Optional[str]:
-        self.skip_space()
-        if self.peek() != ":":
-            return None
-        end = self.s.find(":", self.i + 1)
-        if end <= self.i + 1:
-            raise self.fail("a field name needs a closing ':'")
-        name = self.s[self.i + 1 : end]
-        self.i = end + 1
-        return name
-
-    def scalar(self, code: str, mode: str) -> Tuple[np.dtype, int, int]:
-        """dtype, size and alignment of one scalar code."""
-        if code not in _SCALARS:
-            raise self.fail(f"unknown type code {code!r}")
-        kind, size = _SCALARS[code]
-        if mode in "@^":
-            size = _native_size(code)
-        if size == 0:
-            raise self.fail(f"type code {code!r} has a native size only")
-        if not kind:
-            raise self.fail(f"NumPy has no type for code {code!r}")
-        align = size if mode == "@" else 1
-        if kind == "g":
-            return np.dtype(np.longdouble).newbyteorder(_ORDERS[mode]), size, align
-        if kind == "U":
-            return np.dtype(f"{_ORDERS[mode]}U1"), size, align
-        order = "|" if kind in "SV" or size == 1 else _ORDERS[mode]
-        return np.dtype(f"{order}{kind}{size}"), size, align
-
-    def struct(self, mode: str, nested: bool) -> Tuple[List[Field], int, int]:
-        """The items up to the closing '}' (or the end): fields, size and
-        alignment, as the core computes them."""
-        fields: List[Field] = []
-        offset, max_align = 0, 1
-        while True:
-            self.skip_space()
-            ch = self.peek()
-            if not ch:
-                if nested:
-                    raise self.fail("'T{' is not closed")
-                return fields, offset, max_align
-            if ch == "}":
-                if not nested:
-                    raise self.fail("'}' without 'T{'")
-                self.i += 1
-                return fields, offset, max_align
-            if ch in _ORDERS:
-                mode = ch
-                self.i += 1
-                continue
-            self.items += 1
-            if self.items > _shmlane.FORMAT_MAX_FIELDS:
-                raise self.fail(f"more than {_shmlane.FORMAT_MAX_FIELDS} items")
-            mode, offset, max_align = self.item(mode, offset, max_align, fields)
-
-    def item(
-        self, mode: str, offset: int, max_align: int, fields: List[Field]
-    ) -> Tuple[str, int, int]:
-        """One item, added to fields at its offset: the mode after it, the
-        offset after it and the alignment so far."""
-        shape: Tuple[int, ...] = ()
-        repeat = None  # a count after a sub-array's shape: "(8)1s"
-        if self.peek() == "(":
-            shape = self.dims()
-            self.skip_space()
-            while self.peek() and self.peek() in _ORDERS:  # "(3)<f"
-                mode = self.peek()
-                self.i += 1
-            if self.peek().isdigit():
-                repeat = self.count()
-        elif self.peek().isdigit():
-            shape = (self.count(),)
-        while self.peek() and self.peek() in _ORDERS:
-            mode = self.peek()
-            self.i += 1
-        code = self.peek()
-        self.i += 1
-        if code == "T":
-            if self.peek() != "{":
-                raise self.fail("'T' must be followed by '{'")
-            self.i += 1
-            self.depth += 1
-            if self.depth > _MAX_DEPTH:
-                raise self.fail(f"structs nest deeper than {_MAX_DEPTH}")
-            inner, size, align = self.struct(mode, True)
-            self.depth -= 1
-            if mode == "@" and size % align:  # a native struct is padded like C's
-                size += align - size % align
-            dtype = _struct_dtype(inner, size)
-        elif code == "Z":
-            part = self.peek()
-            self.i += 1
-            if not part or part not in "fdg":
-                raise self.fail("'Z' must be followed by 'f', 'd' or 'g'")
-            base, size, align = self.scalar(part, mode)
-            size *= 2
-            if part == "g":
-                dtype = np.dtype(np.clongdouble).newbyteorder(base.byteorder)
-            else:
-                dtype = np.dtype(f"{base.byteorder}c{size}")
-        else:
-            dtype, size, align = self.scalar(code, mode)
-        if repeat is not None:
-            if code in "sw":  # each element a string of `repeat`
-                dtype, size = np.dtype(dtype.str[:-1] + str(repeat)), size * repeat
-            else:
-                shape += (repeat,)
-        count = 1
-        for n in shape:
-            count *= n
-        name = self.name()
-        if code == "x":
-            return mode, offset + count, max_align
-        if code in "sw" and len(shape) == 1 and repeat is None:  # "10s": one string of 10
-            dtype, shape = np.dtype(dtype.str[:-1] + str(count)), ()
-        elif shape:
-            dtype = np.dtype((dtype, shape))
-        if offset % align:
-            offset += align - offset % align
-        if count:
-            fields.append((name, dtype, offset))
-        return mode, offset + size * count, max(max_align, align)
+def _item_dtype(code: str, order: str, itemsize: int) -> np.dtype:
+    """The dtype of one item the walk reported (not a struct)."""
+    if code in ("g", "Zg"):
+        return np.dtype(np.longdouble if code == "g" else np.clongdouble).newbyteorder(order)
+    kind = _KINDS.get(code)
+    if kind is None:
+        raise ValueError(f"NumPy has no type for code {code!r}")
+    if kind == "S":
+        return np.dtype(f"S{itemsize}")
+    if kind == "U":
+        return np.dtype(f"{order}U{itemsize // 4}")
+    return np.dtype(f"{'|' if itemsize == 1 else order}{kind}{itemsize}")
 
 
 def _struct_dtype(fields: List[Field], itemsize: int) -> np.dtype:
@@ -399,18 +216,32 @@ def _struct_dtype(fields: List[Field], itemsize: int) -> np.dtype:
 
 def from_format(fmt: str) -> np.dtype:
     """The dtype of one element of format `fmt`, with the core's itemsize and
-    field offsets, in time linear in the format (which the core bounds at
+    field offsets, from one walk of the format (which the core bounds at
     FORMAT_MAX bytes and FORMAT_MAX_FIELDS items). ValueError if malformed
     or if NumPy has no type for it."""
-    if len(fmt) > _shmlane.FORMAT_MAX:
-        raise ValueError(f"format of {len(fmt)} characters, more than {_shmlane.FORMAT_MAX}")
-    parser = _FormatParser(fmt)
-    fields, size, _ = parser.struct("@", False)
+    itemsize, items = _shmlane.format_walk(fmt)
+    structs: List[List[Field]] = [[]]  # the fields of each struct open, the element's first
+    try:
+        for _, code, order, shape, offset, size, name in items:
+            if code == "T":
+                structs.append([])
+                continue
+            if code == "}":
+                dtype = _struct_dtype(structs.pop(), size)
+            else:
+                dtype = _item_dtype(code, order, size)
+            if 0 in shape or (size == 0 and code != "}"):
+                continue  # no bytes: nothing to address
+            structs[-1].append((name, np.dtype((dtype, shape)) if shape else dtype, offset))
+    except ValueError as exc:
+        shown = fmt if len(fmt) <= 60 else fmt[:60] + "..."
+        raise ValueError(f"format {shown!r}: {exc}") from None
+    (fields,) = structs
     if len(fields) == 1:
         name, dtype, offset = fields[0]
-        if name is None and offset == 0 and dtype.itemsize == size:
+        if name is None and offset == 0 and dtype.itemsize == itemsize:
             return dtype  # one unnamed item: that type itself
-    return _struct_dtype(fields, size)
+    return _struct_dtype(fields, itemsize)
 
 
 def element(layout: Dict[str, Any], what: str) -> Tuple[np.dtype, Tuple[int, ...]]:

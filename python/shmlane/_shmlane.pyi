@@ -5,6 +5,9 @@ core_version: str
 NAME_MAX: int
 FORMAT_MAX: int
 FORMAT_MAX_FIELDS: int
+FORMAT_MAX_DEPTH: int
+FORMAT_MAX_DIMS: int
+SPIN_MAX_NS: int
 KIND_ARRAY: int
 KIND_STRUCT: int
 KIND_STREAM: int
@@ -134,3 +137,7 @@ def writer_replace(
 def reader_open(name: str, policy: int, timeout: Optional[float], /) -> Reader: ...
 def unlink(name: str, /) -> None: ...
 def names() -> List[str]: ...
+def format_walk(
+    format: str, /
+) -> Tuple[int, List[Tuple[int, str, str, Tuple[int, ...], int, int, Optional[str]]]]: ...
+def format_from_typestr(typestr: str, /) -> Optional[str]: ...

@@ -36,7 +36,7 @@ from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
-from ._shmlane import StreamBusy
+from ._shmlane import NAME_MAX, StreamBusy
 from ._stream import Writer
 
 try:
@@ -218,7 +218,7 @@ def stream_name(spec: str) -> Tuple[str, str]:
         return f"cam{spec}", spec
     if spec == "pattern":
         return "pattern", spec
-    stem = re.sub(r"[^A-Za-z0-9._-]", "-", Path(spec).stem).lstrip("._-")[:26]
+    stem = re.sub(r"[^A-Za-z0-9._-]", "-", Path(spec).stem).lstrip("._-")[:NAME_MAX]
     return stem or "video", spec
 
 

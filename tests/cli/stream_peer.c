@@ -1,10 +1,11 @@
 /* A stream writer (and readers) for the CLI tests, which have no other way
  * to make a stream.
  *
- * Usage: stream_peer NAME COUNT FPS READERS
+ * Usage: stream_peer NAME COUNT FPS READERS [META_FORMAT]
  *
  * Opens NAME as a stream of 4 slots of "<f" frames shaped 2,3 (8 readers at
- * most), opens READERS `latest` readers that never receive, then publishes
+ * most; metadata "T{<Q:frame:<d:exposure:}" unless META_FORMAT is given,
+ * records left zero), opens READERS `latest` readers that never receive, then publishes
  * COUNT frames, FPS a second (0: back to back; COUNT 0: without end).
  * Prints "ready" once the COUNT-th frame is out (the first when COUNT is 0).
  * When stdin closes it stops publishing, closes writer and readers and exits
@@ -50,8 +51,8 @@ static int publish(shl_writer *w, uint64_t n) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 5) {
-    fputs("usage: stream_peer NAME COUNT FPS READERS\n", stderr);
+  if (argc != 5 && argc != 6) {
+    fputs("usage: stream_peer NAME COUNT FPS READERS [META_FORMAT]\n", stderr);
     return 2;
   }
   const char *name = argv[1];
@@ -63,7 +64,7 @@ int main(int argc, char **argv) {
 
   shl_layout frame = {.format = "<f", .ndim = 2, .shape = {2, 3}};
   shl_stream_opts opts = {.size = sizeof(shl_stream_opts), .slots = 4, .max_readers = MAX_READERS,
-                          .meta_format = "T{<Q:frame:<d:exposure:}"};
+                          .meta_format = argc > 5 ? argv[5] : "T{<Q:frame:<d:exposure:}"};
   shl_writer *w;
   shl_reader *readers[MAX_READERS] = {0};
   int rc = shl_writer_open(&w, name, &frame, &opts);

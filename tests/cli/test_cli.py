@@ -182,7 +182,8 @@ def test_numpy_formats():
              ("u2", NATIVE + "H", 2), ("i2", NATIVE + "h", 2), (">i4", ">i", 4),
              ("u4", NATIVE + "I", 4), ("u8", NATIVE + "Q", 8), ("i8", NATIVE + "q", 8),
              ("c8", NATIVE + "Zf", 8), ("<c16", "<Zd", 16), ("b1", "?", 1), ("?", "?", 1),
-             ("B", "B", 1), ("<d", "<d", 8), ("(2)<h", "(2)<h", 4)]
+             ("B", "B", 1), ("<d", "<d", 8), ("(2)<h", "(2)<h", 4), ("S16", "16s", 16),
+             ("|S3", "3s", 3), ("<U3", "<3w", 12), (">U1", ">1w", 4)]
     for given, fmt, itemsize in cases:
         run("create", seg, "--replace", "--format", given, "--shape", "2")
         j = info_json(seg)
@@ -199,6 +200,30 @@ def test_format_limit():
     p = run("create", name("x"), "--format", "B" * 257, rc=2)
     check("256 items" in p.stderr, "create with 257 items: %r" % p.stderr)
     run("rm", seg)
+
+
+def test_formats_read_as_bytes():
+    """C char arrays, however a header spells them, show as the byte strings
+    every reader reads (the canonical form), below the format as stored."""
+    st = name("chars")
+    run("create", st, "--format", "T{<Q:frame:(16)1s:source:}")
+    lines = run("info", st).stdout.splitlines()
+    at = [i for i, line in enumerate(lines) if line.startswith("format:")]
+    check(at and lines[at[0]].split() == ["format:", "T{<Q:frame:(16)1s:source:}"]
+          and lines[at[0] + 1].split() == ["reads", "as", "T{<Q:frame:16s:source:}"],
+          "info of a char-array struct: %r" % lines[:4])
+    check(info_json(st).get("format") == "T{<Q:frame:(16)1s:source:}",
+          "info --json keeps the format as stored")
+    # Stream metadata too; a format already canonical gets no second line.
+    stream = name("charmeta")
+    stop_peer(start_peer(stream, 1, 0, 0, "T{<Q:frame:(64)<c:source:}"))
+    lines = run("info", "--no-rate", stream).stdout.splitlines()
+    at = [i for i, line in enumerate(lines) if line.startswith("metadata:")]
+    check(at and lines[at[0] + 1].split() == ["reads", "as", "T{<Q:frame:64s:source:}"],
+          "info of a stream with char-array metadata: %r" % lines)
+    check(not any(line.split()[:2] == ["reads", "as"] for line in lines[:at[0]]),
+          "info: a canonical frame format got a 'reads as' line: %r" % lines)
+    run("rm", st, stream)
 
 
 def test_strides_as_recorded():
@@ -316,9 +341,10 @@ def test_ls():
           "ls --json and info --json disagree on %s" % arr)
 
 
-def start_peer(seg_name, count, fps, readers):
+def start_peer(seg_name, count, fps, readers, meta_format=None):
     """A stream_peer writing seg_name, once it has published (see stream_peer.c)."""
-    p = subprocess.Popen([PEER, seg_name, str(count), str(fps), str(readers)],
+    extra = [meta_format] if meta_format else []
+    p = subprocess.Popen([PEER, seg_name, str(count), str(fps), str(readers)] + extra,
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, encoding="utf-8")
     peers.append(p)
     line = p.stdout.readline()
@@ -712,7 +738,8 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     try:
         for test in (test_help_and_version, test_create_info, test_numpy_formats,
-                     test_format_limit, test_strides_as_recorded, test_owner,
+                     test_format_limit, test_formats_read_as_bytes, test_strides_as_recorded,
+                     test_owner,
                      test_ls_closes_as_it_goes, test_ls_fails_on_unreadable_entries, test_ls,
                      test_stream_live, test_stream_writer_gone, test_top,
                      test_gc, test_usage_errors, test_runtime_errors, test_foreign_files,

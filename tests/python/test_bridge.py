@@ -7,6 +7,7 @@ layout change. Skipped when the bridge was not built (no libzmq)."""
 from __future__ import annotations
 
 import ctypes
+import struct
 import subprocess
 import threading
 import time
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 import shmlane
+from shmlane import _shmlane
 
 from conftest import core_build
 
@@ -26,26 +28,34 @@ class Header(ctypes.Structure):
 
 @pytest.fixture
 def bridge(new_name: Callable[[], str], tmp_path) -> Iterator[Callable[[], tuple]]:
-    """Starts a send/recv pair; (name on A, name on B)."""
+    """Starts a send/recv pair; (name on A, name on B, their logs: a function
+    that stops both and returns what each wrote on stderr)."""
     program = core_build() / "bridge" / "shmlane-bridge"
     if not program.is_file():
         pytest.skip("shmlane-bridge not built (needs libzmq: make deps)")
     procs: List[subprocess.Popen] = []
     sockdir = tmp_path
 
+    def stop(started: List[subprocess.Popen]) -> List[str]:
+        logs = []
+        for p in started:
+            if p.returncode is None:
+                p.terminate()
+            _, err = p.communicate(timeout=10)
+            assert p.returncode == 0, err
+            logs.append(err)
+        return logs
+
     def start() -> tuple:
         a, b = new_name(), new_name()
         endpoint = "ipc://%s/%s.sock" % (sockdir, a)
-        for args in (["send", a, endpoint], ["recv", endpoint, b]):
-            procs.append(subprocess.Popen([str(program), *args, "--quiet"],
-                                          stderr=subprocess.PIPE, text=True))
-        return a, b
+        pair = [subprocess.Popen([str(program), *args, "--quiet"], stderr=subprocess.PIPE, text=True)
+                for args in (["send", a, endpoint], ["recv", endpoint, b])]
+        procs.extend(pair)
+        return a, b, lambda: stop(pair)
 
     yield start
-    for p in procs:
-        p.terminate()
-        _, err = p.communicate(timeout=10)
-        assert p.returncode == 0, err
+    stop(procs)
 
 
 def publishing(w: shmlane.Writer, stop: threading.Event) -> threading.Thread:
@@ -65,7 +75,7 @@ def publishing(w: shmlane.Writer, stop: threading.Event) -> threading.Thread:
 
 
 def test_frames_metadata_and_layout_change(bridge: Callable[[], tuple]) -> None:
-    a, b = bridge()
+    a, b, _ = bridge()
     stop = threading.Event()
     w = shmlane.Writer(a, shape=(4, 5), dtype="u1", slots=4, meta=Header)
     t = publishing(w, stop)
@@ -108,3 +118,36 @@ def test_frames_metadata_and_layout_change(bridge: Callable[[], tuple]) -> None:
         stop.set()
         t.join()
         w.close()
+
+
+def test_char_arrays_cross_as_bytes(bridge: Callable[[], tuple]) -> None:
+    """A C writer's char array, in the metadata as ctypes exports `c_char *
+    16` ("(16)<c"), reaches host B's readers as bytes, and both sides' logs
+    show it as the byte string every reader reads ("16s")."""
+    a, b, stop_bridge = bridge()
+    raw = _shmlane.writer_open(a, "B", (4,), 0, 8, 0, 0o600, "T{<Q:frame:(16)<c:source:}", 0)
+    stop = threading.Event()
+
+    def run() -> None:
+        n = 0
+        while not stop.wait(0.01):
+            n += 1
+            loan = raw.loan(1.0)
+            memoryview(loan).cast("B")[:] = bytes([n % 256] * 4)
+            loan.publish(struct.pack("<Q16s", n, b"camera-%d" % n))
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    try:
+        r = shmlane.Reader(b, timeout=10)
+        with r.receive(timeout=5) as s:
+            assert r.meta_dtype["source"] == np.dtype("S16")
+            assert s.meta["source"] == b"camera-%d" % s.meta["frame"]
+        r.close()
+    finally:
+        stop.set()
+        t.join()
+        raw.close()
+    sent, received = stop_bridge()
+    assert "metadata T{<Q:frame:16s:source:}" in sent, sent
+    assert "metadata T{<Q:frame:16s:source:}" in received, received

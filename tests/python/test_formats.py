@@ -122,3 +122,32 @@ def test_native_struct_formats_open_with_the_cores_itemsize(name, planter):
         fields = {"names": ["f0", "f1"], "formats": ["=i4", "i1"], "offsets": [0, 4]}
         assert seg.dtype == np.dtype({**fields, "itemsize": 5})
         assert seg.nbytes == 10
+
+
+@pytest.mark.parametrize(
+    "fmt", ["T{<I:id:(8)1s:dev:}", "T{<I:id:(8)<c:dev:}", "T{<I:id:8c:dev:}", "T{<I:id:8s:dev:}"]
+)
+def test_c_char_arrays_read_as_bytes(fmt, name):
+    # C's char dev[8], however the header spells it: one 8-byte string.
+    handle = _shmlane.create(name, fmt, (2,), 0o600, 0)
+    try:
+        memoryview(handle).cast("B")[:24] = b"\1\0\0\0cam0\0\0\0\0\2\0\0\0cam12345"
+    finally:
+        handle.close()
+    with shmlane.open(name) as seg:
+        assert seg.dtype == np.dtype([("id", "<u4"), ("dev", "S8")])
+        assert seg.array["dev"].tolist() == [b"cam0", b"cam12345"]
+    shmlane.unlink(name)
+
+
+def test_walk_reads_what_the_core_reads():
+    assert from_format("(2,8)1s") == np.dtype(("S8", (2,)))
+    assert from_format("T{b:a:d:b:}") == np.dtype({"names": ["a", "b"], "formats": ["i1", "=f8"],
+                                                   "offsets": [0, 8], "itemsize": 16})
+    with pytest.raises(ValueError, match="at character 7"):
+        from_format("T{<d:x:")
+    with pytest.raises(ValueError, match=f"more than {_shmlane.FORMAT_MAX_DIMS} dimensions"):
+        from_format("(" + ",".join(["1"] * (_shmlane.FORMAT_MAX_DIMS + 1)) + ")B")
+    with pytest.raises(ValueError, match="NumPy has no type for code 'u'"):
+        from_format("<2u")
+    assert shmlane._common.SPIN_MAX == _shmlane.SPIN_MAX_NS / 1e9 == 0.001
