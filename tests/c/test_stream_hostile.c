@@ -15,7 +15,7 @@
  * - a fork() from another thread while a role descriptor is being opened
  *   never leaves a child holding the role;
  * - shl_dup maps the very object a handle holds, whatever its name does.
- * White-box: platform_linux.c and stream.c are compiled into this program,
+ * White-box: roles.c and stream.c are compiled into this program,
  * with a hook that runs code of the test at the points where a race would
  * strike. */
 #include <dirent.h>
@@ -27,7 +27,7 @@
 
 static void (*test_hook)(const char *point);
 #define SHL__TEST_POINT(name) (test_hook ? test_hook(#name) : (void)0)
-#include "platform_linux.c"
+#include "roles.c"
 #include "stream.c"
 
 #define WORDS 8
