@@ -80,10 +80,6 @@ int shl__segment_swap_in(shl_segment *seg, int old_fd);
 void shl__stage_sweep(const char *name);
 /* A class of users (group, others) may read but not write. */
 bool shl__mode_has_readonly_class(uint32_t mode);
-/* A blocking call enters the handle (SHL_E_CLOSED once shl_close() was
- * called) and puts it back when done; the last put frees the handle. */
-int shl__seg_enter(shl_segment *seg);
-void shl__seg_put(shl_segment *seg);
 /* 0 if the segment's name still refers to its object; -ESTALE if another
  * object has the name now, -ENOENT if none has. */
 int shl__seg_names_object(const shl_segment *seg);
@@ -96,8 +92,25 @@ struct shl__also {
 };
 int shl__wait_also(shl_segment *seg, uint64_t since, int64_t timeout_ns, const shl_wait_opts *opts,
                    const struct shl__also *also, unsigned nalso, uint64_t *out);
+
+/* handle.c: a segment handle's lifetime in this process. */
+/* A handle of the object open as fd (-1: none yet), counted once (open). */
+shl_segment *shl__seg_new(int fd);
+/* Unmaps and frees at once, whatever the count: for a handle never published. */
+void shl__seg_release(shl_segment *seg);
+/* A blocking call enters the handle (SHL_E_CLOSED once shl_close() was
+ * called) and puts it back when done; the last put frees the handle. */
+int shl__seg_enter(shl_segment *seg);
+void shl__seg_put(shl_segment *seg);
 /* This thread, with the fork generation: the word stored in `holder`. */
 uint64_t shl__seg_self(void);
+/* Opens a role descriptor of the caller's own (r) on the object seg holds,
+ * under the POSIX name it has now (the staged one while staged), and takes
+ * the role `byte` unless it is SHL__ROLE_NONE: 0, -EBUSY while another holds
+ * it, -ESTALE if the name refers to another object now, -errno. On failure
+ * r holds nothing. */
+#define SHL__ROLE_NONE 0 /* byte 0 is the header's, never a role */
+int shl__seg_role_open(const shl_segment *seg, struct shl__role_fd *r, uint64_t byte);
 
 /* error.c: copy a caller's growable struct (its first field is its size)
  * into `dst` of dst_size bytes, already holding the defaults: fields past the

@@ -57,7 +57,6 @@
  * returns SHL_E_FORKED, and closing touches nothing shared. */
 #include <errno.h>
 #include <stdbool.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -159,10 +158,7 @@ static uint64_t latest_seq(uint64_t latest) { return latest >> SHL__SLOT_BITS; }
 static uint32_t latest_slot(uint64_t latest) { return (uint32_t)(latest & SHL__SLOT_MASK); }
 
 /* A handle's own state before it is bound: no role descriptor yet. */
-static void init_handle(struct stream *s) {
-  s->role.fd = -1;
-  s->role.prev = s->role.next = &s->role;
-}
+static void init_handle(struct stream *s) { shl__role_fd_init(&s->role); }
 
 static bool inherited(const struct stream *s) {
   return shl__seg_inherited(s->seg);
@@ -273,13 +269,6 @@ static int writer_state(const struct stream *s) {
   return atomic_load(&s->ctl->writer) ? SHL_E_WRITER_GONE : SHL_E_WRITER_CLOSED;
 }
 
-/* A descriptor of this handle's own for its role locks. */
-static int open_role(struct stream *s) {
-  char pname[sizeof SHL_POSIX_PREFIX + SHL_NAME_MAX];
-  snprintf(pname, sizeof pname, "%s%s", SHL_POSIX_PREFIX, s->seg->name);
-  return shl__role_fd_open(&s->role, pname, s->seg->fd);
-}
-
 static void close_stream(struct stream *s) {
   shl__role_fd_close(&s->role); /* drops the role: after the shared words are final */
   shl_close(s->seg);
@@ -375,7 +364,8 @@ static int same_layout(const struct stream *s, const shl_layout *frame, const st
 
 /* Take the writer role of the bound stream: -EBUSY while a live writer holds it. */
 static int claim_writer(struct stream *s) {
-  int rc = open_role(s);
+  /* A descriptor of this handle's own: the segment's holds no role. */
+  int rc = shl__seg_role_open(s->seg, &s->role, SHL__ROLE_NONE);
   if (rc < 0) return rc;
   int64_t until = deadline_after(CLOSED_ROLE_WAIT_NS);
   while ((rc = shl__role_take(s->role.fd, SHL__ROLE_WRITER)) == -EBUSY &&
@@ -959,7 +949,7 @@ static int open_ring(struct ring **out, shl_segment *seg, uint32_t policy) {
   int rc = (seg->flags & SHL__SEG_HDR_WRITABLE) ? 0 : SHL_E_READONLY; /* cannot pin */
   if (rc == 0) rc = bind(&ring->s, seg);
   if (rc == 0) rc = check_mode(seg);
-  if (rc == 0) rc = open_role(&ring->s);
+  if (rc == 0) rc = shl__seg_role_open(seg, &ring->s.role, SHL__ROLE_NONE);
   if (rc == 0) rc = register_reader(ring, policy);
   if (rc < 0) {
     close_stream(&ring->s);
