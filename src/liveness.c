@@ -69,7 +69,8 @@ static int keeper_list(struct shl__keeper *k) {
   if (!k->shadow) return -ENOMEM;
   struct robust_list *prev = &k->head.list;
   for (unsigned i = 0; i < k->nwords; i++) {
-    struct robust_list *e = (struct robust_list *)((char *)k->shadow + ((uintptr_t)k->words[i] - lo));
+    struct robust_list *e =
+        (struct robust_list *)((char *)k->shadow + ((uintptr_t)k->words[i] - lo));
     prev->next = e;
     prev = e;
   }

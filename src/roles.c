@@ -68,7 +68,9 @@ static void after_fork_child(void) {
   pthread_mutex_unlock(&role_fds_lock);
 }
 
-static void install_atfork(void) { pthread_atfork(before_fork, after_fork_parent, after_fork_child); }
+static void install_atfork(void) {
+  pthread_atfork(before_fork, after_fork_parent, after_fork_child);
+}
 
 unsigned shl__fork_generation(void) {
   pthread_once(&atfork_once, install_atfork);

@@ -14,8 +14,9 @@
  *   it, never gets the slot's new contents under the old frame's number.
  * - A stream another user created first is never taken over, and read only
  *   when the reader names that owner.
- * White-box: stream.c is compiled into this program, with a hook that runs
- * code of the test at the points where a race would strike. */
+ * White-box: stream_setup.c and stream.c are compiled into this program,
+ * with a hook that runs code of the test at the points where a race would
+ * strike. */
 #include <grp.h>
 #include <pthread.h>
 #include <signal.h>
@@ -25,6 +26,7 @@
 
 static void (*test_hook)(const char *point);
 #define SHL__TEST_POINT(name) (test_hook ? test_hook(#name) : (void)0)
+#include "stream_setup.c"
 #include "stream.c"
 
 #define WORDS 64
