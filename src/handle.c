@@ -3,6 +3,7 @@
  * thread holding the lock through it), freeing by the last one out, and
  * the role descriptors opened on the object it holds. Shared state is never
  * touched here: unmapping and closing are private to this process. */
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -38,6 +39,7 @@ static uint32_t refs_add(shl_segment *seg, int delta) {
   uint64_t cur = atomic_load(&seg->refs), next;
   do {
     uint32_t count = cur >> 32 == gen ? (uint32_t)cur : 1;
+    assert(delta > 0 || count > 0); /* the last one out frees: never below 0 */
     next = gen_word(gen, (uint32_t)(count + delta));
   } while (!atomic_compare_exchange_weak(&seg->refs, &cur, next));
   return (uint32_t)next;

@@ -53,6 +53,7 @@
  * A handle is used by one thread at a time (shmlane.h, Threads). Handles
  * belong to the process that opened them: in a forked child every call
  * returns SHL_E_FORKED, and closing touches nothing shared. */
+#include <assert.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -171,6 +172,7 @@ static int claim_slot(shl_writer *w) {
       if (seq < best_seq || best < 0) best = (int)i, best_seq = seq;
     }
     if (best < 0) return -1;
+    assert((uint32_t)best != newest); /* I3 */
     /* Unreadable while we decide, but not skipped: a reader seeing the mark
      * looks again (take_next). Pairs with pin()'s read of seq after its set
      * (I2), and with start_at_head's read after it stores next_seq (I6). */
@@ -250,6 +252,9 @@ int shl_writer_publish(shl_writer *w, uint64_t *seq_out) {
   if (w->next_seq > SHL__SEQ_MAX) return -EOVERFLOW;
   uint32_t slot = (uint32_t)w->loaned;
   uint64_t seq = w->next_seq++;
+  /* The loan is a slot of this ring, claimed under the writer role (I4);
+   * its number goes on past every number of this stream (I1). */
+  assert(slot < s->slots && s->role.fd >= 0 && seq > s->base_seq);
   atomic_store_explicit(&s->slot[slot].timestamp_ns, (uint64_t)shl__monotonic_ns(),
                         memory_order_relaxed);
   /* Release: the frame's bytes and time are visible before its number (I1).
@@ -301,7 +306,24 @@ static struct ring *ring_of(const shl_reader *r, const shl_sample *sample) {
   return NULL;
 }
 
+#ifndef NDEBUG
+/* The samples a reader holds, counted three ways in this process: per slot
+ * of each ring, per ring, in all. (The entry's `pinned` bits are shared
+ * words a peer may scribble on: what a peer can change is never asserted.) */
+static bool counts_agree(const shl_reader *r) {
+  uint32_t total = 0;
+  for (const struct ring *ring = r->cur; ring; ring = ring == r->cur ? r->left : ring->next) {
+    uint32_t held = 0;
+    for (uint32_t i = 0; i < ring->s.slots; i++) held += ring->held[i];
+    if (held != ring->pinned) return false;
+    total += held;
+  }
+  return total == r->pinned;
+}
+#endif
+
 static void unpin(shl_reader *r, struct ring *ring, uint32_t slot) {
+  assert(ring->held[slot] > 0 && counts_agree(r)); /* I2, this process's side */
   r->pinned--;
   ring->pinned--;
   if (--ring->held[slot] > 0) return;
@@ -323,6 +345,8 @@ static void unpin(shl_reader *r, struct ring *ring, uint32_t slot) {
 static bool pin(shl_reader *r, uint32_t slot, uint64_t seq) {
   struct ring *ring = r->cur;
   SHL__TEST_POINT(pin);
+  /* I2, this process's side; I4: the entry is ours, through our role. */
+  assert(slot < ring->s.slots && ring->s.role.fd >= 0 && counts_agree(r));
   r->pinned++;
   ring->pinned++;
   /* Set, then read seq: pairs with claim_slot's clear, then scan (I2). */
@@ -396,6 +420,7 @@ static int take_next(shl_reader *r, shl_sample *out) {
     if (best < 0 || !pin(r, (uint32_t)best, best_seq)) continue;
     deliver(r, (uint32_t)best, best_seq, best_seq - want, out);
     r->next_seq = best_seq + 1;
+    assert(r->next_seq > want); /* I6: an `all` reader's next_seq only grows */
     /* Pairs with scan_readers' floor: a blocking writer may now reuse it (I6). */
     atomic_store_explicit(&ring->entry->next_seq, r->next_seq, memory_order_release);
     if (s->flags & SHL_STREAM_BLOCK) signal_space(s);

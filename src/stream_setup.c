@@ -14,6 +14,7 @@
  * on from there (shl__reader_follow). Rings it left that still have pinned
  * samples stay mapped until those are released.
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -397,6 +398,7 @@ static void writer_release(shl_writer *w) {
   free(w->alive);
   w->alive = NULL;
   SHL__TEST_POINT(writer_role_drop);
+  assert(!w->keeper && !w->alive); /* the role goes last */
   shl__role_fd_close(&w->s.role);
 }
 
