@@ -19,7 +19,7 @@ enum shl__seg_flags {
 #define SHL__STAGE_PREFIX "/.shl-stage."
 #define SHL__STAGE_NAME_MAX 80
 
-/* A descriptor for role locks (see below). */
+/* A descriptor for role locks (roles.c): its open file description holds them. */
 struct shl__role_fd {
   int fd; /* -1: none, or closed in a forked child */
   struct shl__role_fd *prev, *next;

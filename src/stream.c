@@ -281,19 +281,6 @@ int shl_writer_discard(shl_writer *w) {
   return 0;
 }
 
-int shl_writer_pinned_by(const shl_writer *w, int32_t *pids, uint32_t max) {
-  const struct stream *s = &w->s;
-  if (inherited(s)) return SHL_E_FORKED;
-  int n = 0;
-  for (uint32_t i = 0, hwm = reader_hwm(s); i < hwm; i++) {
-    uint64_t owner = atomic_load(&s->reader[i].owner);
-    if (!owner || !atomic_load(&s->reader[i].pinned)) continue;
-    if ((uint32_t)n < max) pids[n] = (int32_t)(uint32_t)owner;
-    n++;
-  }
-  return n;
-}
-
 /* ---------------------------------------------------------------- reader */
 
 /* The ring a sample came from: the one whose frames hold its data. */
@@ -356,6 +343,8 @@ static bool pin(shl_reader *r, uint32_t slot, uint64_t seq) {
   return false;
 }
 
+/* Fills the fields of 0.1 alone: an older caller's sample ends there
+ * (shl_reader_receive). */
 static void deliver(shl_reader *r, uint32_t slot, uint64_t seq, uint64_t lost, shl_sample *out) {
   const struct stream *s = &r->cur->s;
   out->data = s->frames + (uint64_t)slot * s->stride;
@@ -549,6 +538,16 @@ int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint3
     if (why == DUE) return -EAGAIN; /* the caller polls */
     if (why != -EAGAIN) return why;
   }
+}
+
+int shl_reader_receive_ex(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint32_t flags) {
+  const size_t after = offsetof(shl_sample, size) + sizeof out->size;
+  if (!out || out->size < after) return -EINVAL;
+  size_t tail = out->size - after;
+  int rc = shl_reader_receive(r, out, timeout_ns, flags);
+  /* Past `size`: `reserved` (zero), then zeros for a newer caller's fields. */
+  if (rc == 0) memset((char *)out + after, 0, tail);
+  return rc;
 }
 
 void shl_reader_set_spin(shl_reader *r, uint32_t spin_ns) {

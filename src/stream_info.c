@@ -24,6 +24,23 @@ shl_segment *shl_writer_segment(const shl_writer *w) { return w->s.seg; }
 
 uint64_t shl_writer_next_seq(const shl_writer *w) { return w->next_seq; }
 
+int shl_writer_get_pinned_by(const shl_writer *w, int32_t *pids, uint32_t max) {
+  const struct stream *s = &w->s;
+  if (inherited(s)) return SHL_E_FORKED;
+  int n = 0;
+  for (uint32_t i = 0, hwm = reader_hwm(s); i < hwm; i++) {
+    uint64_t owner = atomic_load(&s->reader[i].owner);
+    if (!owner || !atomic_load(&s->reader[i].pinned)) continue;
+    if ((uint32_t)n < max) pids[n] = (int32_t)(uint32_t)owner;
+    n++;
+  }
+  return n;
+}
+
+int shl_writer_pinned_by(const shl_writer *w, int32_t *pids, uint32_t max) {
+  return shl_writer_get_pinned_by(w, pids, max);
+}
+
 int64_t shl_writer_get_meta(const shl_writer *w, char *format, size_t size) {
   return copy_meta(&w->s, format, size);
 }
