@@ -34,7 +34,7 @@ MUTANTS = [
         "file": "src/stream.c",
         "find": "r->spin_ns = pace ? 0 : spin_ns;",
         "replace": "r->spin_ns = 0;",
-        "tests": ["stream"],
+        "tests": ["stream_wait"],
     },
     {
         "name": "reader-no-pin",
