@@ -41,14 +41,16 @@
  *     call may race with shl_close, and no call may start after it returned,
  *     except shl_unlock by a thread that holds the lock.
  *   - A stream handle (shl_writer, shl_reader) is single-threaded: calls on
- *     one handle, shl_*_close included, must not overlap (shl_reader_wake
- *     excepted) (a second thread
- *     needs a lock of its own, or a handle of its own). Different handles are
- *     independent, in one process or many, of one stream or several. The
- *     segment of a stream handle (shl_writer_segment, shl_reader_segment) is
- *     the handle's: use it only as the handle's calls may be used, and never
- *     shl_close it. shl_stream_get_info on any segment handle is as
- *     thread-safe as the segment calls.
+ *     one handle, shl_*_close included, must not overlap (a second thread
+ *     needs a lock of its own, or a handle of its own). One exception:
+ *     shl_reader_wake may run while another thread is inside a call on the
+ *     same reader, but must never overlap shl_reader_close (the handle is
+ *     freed by it). Different handles are independent, in one process or
+ *     many, of one stream or several. The segment of a stream handle
+ *     (shl_writer_segment, shl_reader_segment) is the handle's: use it only
+ *     as the handle's calls may be used, and never shl_close it.
+ *     shl_stream_get_info on any segment handle is as thread-safe as the
+ *     segment calls.
  */
 #ifndef SHMLANE_H
 #define SHMLANE_H
@@ -91,7 +93,28 @@ extern "C" {
  * counter, the number of shl_notify() calls so far; `version` is only ever
  * the library's (shl_version_number) or the header format's (format_version).
  * Older spellings (shl_version(seg), shl_info.version, enum shl_recv_mode)
- * still compile and are deprecated. */
+ * still compile and are deprecated.
+ *
+ * Functions are named shl_[object_]verb_or_noun. Calls on a segment handle
+ * carry no object word (shl_lock, shl_payload); the others name what they
+ * act on or describe: shl_writer_, shl_reader_, shl_sample_, and shl_stream_
+ * for a stream read through its segment handle. Getters follow one rule:
+ *   - shl_[object_]NOUN returns what the handle holds, as its value, and
+ *     cannot fail: shl_payload, shl_name, shl_changes, shl_writer_next_seq,
+ *     shl_writer_segment, shl_writer_meta, shl_sample_meta;
+ *   - shl_[object_]get_NOUN copies into the caller's memory (a struct that
+ *     can grow, a buffer, pointers) and returns 0, a count or a size, or a
+ *     negative code: shl_get_info, shl_get_layout, shl_stream_get_info,
+ *     shl_stream_get_reader, shl_writer_get_meta (the metadata format),
+ *     shl_sample_get_meta (the record and its size), shl_writer_get_pinned_by;
+ *   - shl_[object_]set_NOUN changes a setting (shl_reader_set_spin,
+ *     shl_writer_set_next_seq), shl_[object_]is_ADJ answers yes or no
+ *     (shl_is_readonly).
+ * Calls that compute from a description the caller passes, not from a
+ * handle, are named by that description and what they compute or do
+ * (shl_format_itemsize, shl_format_walk, shl_layout_extent). A name that
+ * came before the rule stays exported as it is, beside the one that
+ * follows it (shl_writer_pinned_by: shl_writer_get_pinned_by). */
 
 /* Runtime library version as MAJOR*10000 + MINOR*100 + PATCH. */
 SHL_API unsigned shl_version_number(void);
@@ -541,7 +564,7 @@ SHL_API void shl_writer_close(shl_writer *w);
 /* Loan a free slot: its index (>= 0) and *frame pointing to it. Waits up to
  * timeout_ns only with SHL_STREAM_BLOCK or while every slot is pinned; then
  * SHL_E_SLOTS_PINNED if readers pin every slot but the newest
- * (shl_writer_pinned_by names them), else -ETIMEDOUT. -EBUSY if a loan is
+ * (shl_writer_get_pinned_by names them), else -ETIMEDOUT. -EBUSY if a loan is
  * already outstanding. */
 SHL_API int shl_writer_loan(shl_writer *w, void **frame, int64_t timeout_ns);
 /* Publish the loaned slot: stamps sequence number and time, wakes readers.
@@ -561,6 +584,8 @@ SHL_API int64_t shl_writer_get_meta(const shl_writer *w, char *format, size_t si
 SHL_API int shl_writer_discard(shl_writer *w);
 /* After SHL_E_SLOTS_PINNED: the pids (as their readers recorded them) of the
  * readers that pin slots, up to max; returns how many there are. */
+SHL_API int shl_writer_get_pinned_by(const shl_writer *w, int32_t *pids, uint32_t max);
+/* shl_writer_get_pinned_by under its name before the getters' rule (above, Names). */
 SHL_API int shl_writer_pinned_by(const shl_writer *w, int32_t *pids, uint32_t max);
 /* The sequence number the next publish will stamp (for frames that carry it). */
 SHL_API uint64_t shl_writer_next_seq(const shl_writer *w);
@@ -585,6 +610,13 @@ enum shl_sample_flags {
   SHL_SAMPLE_NEW_STREAM = 1u << 0
 };
 
+/* A received frame. It grows by the rule of the structs above, with one
+ * difference: older than that rule, it carries its `size` after the fields
+ * of 0.1, where an older caller's struct ends (so shl_reader_receive, which
+ * fills those fields alone, keeps working for callers built before 0.3.0).
+ * Initialise it with SHL_SAMPLE_INIT and receive with shl_reader_receive_ex;
+ * fields added later come after `reserved`. shl_reader_release and the
+ * metadata calls read `data` and `slot` only. */
 typedef struct shl_sample {
   const void *data;      /* read-only, valid until shl_reader_release */
   uint64_t seq;          /* 1, 2, ... per stream, going on across a replacement */
@@ -592,7 +624,11 @@ typedef struct shl_sample {
   uint64_t lost;         /* frames skipped before this one (SHL_RECV_ALL) */
   uint32_t slot;
   uint32_t flags;        /* enum shl_sample_flags */
+  uint32_t size;         /* sizeof(shl_sample) (since 0.3.0): use SHL_SAMPLE_INIT */
+  uint32_t reserved;     /* zero */
 } shl_sample;
+
+#define SHL_SAMPLE_INIT {.size = sizeof(shl_sample)}
 
 /* The sample's metadata record (read-only, published with its frame), or
  * NULL if its stream has none. Its size is shl_sample_get_meta's. */
@@ -663,6 +699,13 @@ SHL_API void shl_reader_close(shl_reader *r);
  * counts frames across the move. Samples still held keep the old stream
  * mapped until released. With SHL_READER_NO_FOLLOW: SHL_E_REPLACED. */
 SHL_API int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint32_t flags);
+/* shl_reader_receive into a sample that can grow: out->size (SHL_SAMPLE_INIT)
+ * says how far the caller's struct reaches. The fields that fit are filled
+ * and a newer caller's tail is zeroed; `size` is left as it was. -EINVAL if
+ * it cannot even hold `size`. (shl_reader_receive fills the fields of 0.1
+ * alone, data to flags, and never reads `size`.) */
+SHL_API int shl_reader_receive_ex(shl_reader *r, shl_sample *out, int64_t timeout_ns,
+                                  uint32_t flags);
 SHL_API int shl_reader_release(shl_reader *r, const shl_sample *sample);
 /* Make receive poll up to spin_ns (capped at SHL_SPIN_MAX_NS) before
  * sleeping: a frame published meanwhile arrives without a kernel wake-up,
@@ -686,7 +729,9 @@ SHL_API void shl_reader_set_spin(shl_reader *r, uint32_t spin_ns);
  * otherwise. A receive that finds a frame, or may not wait (timeout 0),
  * returns as it would have, and the wake stays for the next wait.
  * For bindings that must regain control of a thread blocked in receive:
- * another thread closed their handle, or released a sample for it. */
+ * another thread is about to close their handle, or released a sample for
+ * it. It must not overlap shl_reader_close: wake, let the receive return,
+ * then close. */
 SHL_API void shl_reader_wake(shl_reader *r);
 SHL_API shl_segment *shl_reader_segment(const shl_reader *r);
 

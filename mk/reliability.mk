@@ -83,7 +83,8 @@ check-valgrind: $(VG_BUILD)/build.ninja
 # (or by one that died) looks to it like "unlock of an unlocked mutex", so
 # mutex-misuse reports are off (report_mutex_bugs=0); data races, lock-order
 # inversions within a process and thread leaks are still reported.
-TSAN_TESTS := notify lock lifetime stream stream_torn stream_alive stream_follow stream_hostile
+TSAN_TESTS := notify lock lifetime stream stream_wait stream_writers stream_block stream_torn \
+  stream_alive stream_follow stream_hostile
 
 $(TSAN_BUILD)/build.ninja: | $(VENV)/.deps-stamp
 	$(call meson_setup,$(TSAN_BUILD),-Db_sanitize=thread -Db_lundef=false -Ddefault_library=static)

@@ -19,7 +19,7 @@ enum shl__seg_flags {
 #define SHL__STAGE_PREFIX "/.shl-stage."
 #define SHL__STAGE_NAME_MAX 80
 
-/* A descriptor for role locks (see below). */
+/* A descriptor for role locks (roles.c): its open file description holds them. */
 struct shl__role_fd {
   int fd; /* -1: none, or closed in a forked child */
   struct shl__role_fd *prev, *next;
@@ -80,10 +80,6 @@ int shl__segment_swap_in(shl_segment *seg, int old_fd);
 void shl__stage_sweep(const char *name);
 /* A class of users (group, others) may read but not write. */
 bool shl__mode_has_readonly_class(uint32_t mode);
-/* A blocking call enters the handle (SHL_E_CLOSED once shl_close() was
- * called) and puts it back when done; the last put frees the handle. */
-int shl__seg_enter(shl_segment *seg);
-void shl__seg_put(shl_segment *seg);
 /* 0 if the segment's name still refers to its object; -ESTALE if another
  * object has the name now, -ENOENT if none has. */
 int shl__seg_names_object(const shl_segment *seg);
@@ -96,8 +92,25 @@ struct shl__also {
 };
 int shl__wait_also(shl_segment *seg, uint64_t since, int64_t timeout_ns, const shl_wait_opts *opts,
                    const struct shl__also *also, unsigned nalso, uint64_t *out);
+
+/* handle.c: a segment handle's lifetime in this process. */
+/* A handle of the object open as fd (-1: none yet), counted once (open). */
+shl_segment *shl__seg_new(int fd);
+/* Unmaps and frees at once, whatever the count: for a handle never published. */
+void shl__seg_release(shl_segment *seg);
+/* A blocking call enters the handle (SHL_E_CLOSED once shl_close() was
+ * called) and puts it back when done; the last put frees the handle. */
+int shl__seg_enter(shl_segment *seg);
+void shl__seg_put(shl_segment *seg);
 /* This thread, with the fork generation: the word stored in `holder`. */
 uint64_t shl__seg_self(void);
+/* Opens a role descriptor of the caller's own (r) on the object seg holds,
+ * under the POSIX name it has now (the staged one while staged), and takes
+ * the role `byte` unless it is SHL__ROLE_NONE: 0, -EBUSY while another holds
+ * it, -ESTALE if the name refers to another object now, -errno. On failure
+ * r holds nothing. */
+#define SHL__ROLE_NONE 0 /* byte 0 is the header's, never a role */
+int shl__seg_role_open(const shl_segment *seg, struct shl__role_fd *r, uint64_t byte);
 
 /* error.c: copy a caller's growable struct (its first field is its size)
  * into `dst` of dst_size bytes, already holding the defaults: fields past the
@@ -155,7 +168,7 @@ void shl__pace_frame(struct shl__pace *p, uint64_t seq, int64_t ts, int64_t now)
  * that passed without a frame ends the prediction until the next one. */
 int shl__pace_plan(struct shl__pace *p, int64_t now, int64_t *until);
 
-/* platform_linux.c: the platform-specific part, kept small. */
+/* platform_linux.c: the platform layer, kept small. */
 int64_t shl__monotonic_ns(void);
 int64_t shl__realtime_ns(void);
 /* 0 on wake (or value already changed), -ETIMEDOUT, -EINTR. timeout_ns < 0: forever. */
@@ -170,50 +183,8 @@ bool shl__futex_waitv_usable(void);
  * -EINTR; -ENOSYS if the kernel cannot (then never again usable). */
 #define SHL__WAITV_MAX 3
 int shl__futex_waitv(const struct shl__also *words, unsigned n, int64_t timeout_ns);
-/* A keeper: a thread of this process that holds `words` (of one mapping,
- * 8-byte aligned, at most SHL__KEEPER_MAX_WORDS; the array must outlive it)
- * as robust futexes, its thread id in each, until stopped: when the process
- * dies, whichever of its other threads come and go, the kernel marks every
- * word still holding that id SHL__ALIVE_DIED and wakes one sleeper on each.
- * NULL if no thread could be started. Stopping (after a fork: only freeing)
- * leaves the words alone: clear them first. */
-#define SHL__KEEPER_MAX_WORDS 1024 /* the kernel walks at most 2048 entries */
-struct shl__keeper;
-struct shl__keeper *shl__keeper_start(_Atomic uint32_t *const *words, unsigned nwords);
-uint32_t shl__keeper_tid(const struct shl__keeper *k);
-void shl__keeper_stop(struct shl__keeper *k);
 /* Start time of a process (clock ticks since boot), or negative errno. */
 int shl__process_start(int32_t pid, uint64_t *start);
-/* Role locks: open-file-description locks (F_OFD_SETLK) on single bytes of
- * an object's file (SHL__ROLE_* in shm_layout.h), held for as long as a role
- * lasts. The kernel drops them when the last descriptor of the holder's open
- * file description closes, so at its death, in whatever PID namespace it
- * runs: liveness comes from the kernel, never from PIDs. */
-/* 0 taken; -EBUSY held through another open file description; -errno. */
-int shl__role_take(int fd, uint64_t byte);
-void shl__role_drop(int fd, uint64_t byte);
-/* 1 held through another open file description, 0 free, -1 cannot tell. */
-int shl__role_held(int fd, uint64_t byte);
-
-/* A descriptor for role locks: a new open file description of the object
- * `fd` refers to, registered so that a forked child closes its copy at once
- * (a child must never keep its parent's roles alive). -errno on failure,
- * -ESTALE if `name` no longer refers to the object of `fd`. */
-int shl__role_fd_open(struct shl__role_fd *r, const char *posix_name, int fd);
-void shl__role_fd_close(struct shl__role_fd *r);
-/* Moves a descriptor (and its registration) from src to dst; src is left closed. */
-void shl__role_fd_move(struct shl__role_fd *dst, struct shl__role_fd *src);
-
-/* Changes in every child made by fork(): a handle that recorded another
- * value was inherited, and must not touch shared state. */
-unsigned shl__fork_generation(void);
-/* The handle was opened before a fork(): this process only inherited it. */
-static inline bool shl__seg_inherited(const shl_segment *seg) {
-  return seg->fork_gen != shl__fork_generation();
-}
-/* The calling thread's kernel id (cached per thread and fork generation). */
-int32_t shl__thread_id(void);
-
 /* Directory where POSIX shared-memory objects appear as files. */
 const char *shl__shm_dir(void);
 /* Renames within the shared-memory directory (POSIX names, with their '/'):
@@ -224,6 +195,49 @@ int shl__shm_move_new(const char *from, const char *to);
 void shl__cpu_relax(void);
 /* Sleeps ns nanoseconds (a signal may end it early). */
 void shl__sleep_ns(int64_t ns);
+
+/* roles.c: role locks, open-file-description locks (F_OFD_SETLK) on single
+ * bytes of an object's file (SHL__ROLE_* in shm_layout.h), held for as long
+ * as a role lasts. The kernel drops them when the last descriptor of the
+ * holder's open file description closes, so at its death, in whatever PID
+ * namespace it runs: liveness comes from the kernel, never from PIDs. */
+/* 0 taken; -EBUSY held through another open file description; -errno. */
+int shl__role_take(int fd, uint64_t byte);
+void shl__role_drop(int fd, uint64_t byte);
+/* 1 held through another open file description, 0 free, -1 cannot tell. */
+int shl__role_held(int fd, uint64_t byte);
+/* No descriptor yet (closing it is a no-op). */
+void shl__role_fd_init(struct shl__role_fd *r);
+/* A descriptor for role locks: a new open file description of the object
+ * `fd` refers to, registered so that a forked child closes its copy at once
+ * (a child must never keep its parent's roles alive). -errno on failure,
+ * -ESTALE if `name` no longer refers to the object of `fd`. */
+int shl__role_fd_open(struct shl__role_fd *r, const char *posix_name, int fd);
+void shl__role_fd_close(struct shl__role_fd *r);
+/* Moves a descriptor (and its registration) from src to dst; src is left closed. */
+void shl__role_fd_move(struct shl__role_fd *dst, struct shl__role_fd *src);
+/* Changes in every child made by fork(): a handle that recorded another
+ * value was inherited, and must not touch shared state. */
+unsigned shl__fork_generation(void);
+/* The handle was opened before a fork(): this process only inherited it. */
+static inline bool shl__seg_inherited(const shl_segment *seg) {
+  return seg->fork_gen != shl__fork_generation();
+}
+/* The calling thread's kernel id (cached per thread and fork generation). */
+int32_t shl__thread_id(void);
+
+/* liveness.c: a keeper, a thread of this process that holds `words` (of one
+ * mapping, 8-byte aligned, at most SHL__KEEPER_MAX_WORDS; the array must
+ * outlive it) as robust futexes, its thread id in each, until stopped: when
+ * the process dies, whichever of its other threads come and go, the kernel
+ * marks every word still holding that id SHL__ALIVE_DIED and wakes one
+ * sleeper on each. NULL if no thread could be started. Stopping (after a
+ * fork: only freeing) leaves the words alone: clear them first. */
+#define SHL__KEEPER_MAX_WORDS 1024 /* the kernel walks at most 2048 entries */
+struct shl__keeper;
+struct shl__keeper *shl__keeper_start(_Atomic uint32_t *const *words, unsigned nwords);
+uint32_t shl__keeper_tid(const struct shl__keeper *k);
+void shl__keeper_stop(struct shl__keeper *k);
 
 /* v rounded up to a multiple of align (> 0). */
 static inline uint64_t shl__round_up(uint64_t v, uint64_t align) {

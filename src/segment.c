@@ -35,60 +35,6 @@ static int posix_name(const char *name, char out[POSIX_NAME_MAX + 1]) {
   return 0;
 }
 
-
-/* ---------------------------------------------------------------- handle lifetime */
-
-static uint64_t gen_word(uint64_t gen, uint64_t low) { return gen << 32 | low; }
-
-uint64_t shl__seg_self(void) {
-  return gen_word(shl__fork_generation(), (uint32_t)shl__thread_id());
-}
-
-static shl_segment *seg_new(int fd) {
-  shl_segment *seg = calloc(1, sizeof *seg);
-  if (!seg) return NULL;
-  seg->fd = fd;
-  seg->role.fd = -1;
-  seg->role.prev = seg->role.next = &seg->role;
-  seg->fork_gen = shl__fork_generation();
-  atomic_init(&seg->refs, gen_word(seg->fork_gen, 1));
-  atomic_init(&seg->holder, 0);
-  atomic_init(&seg->closing, 0);
-  atomic_init(&seg->sleepers, 0);
-  return seg;
-}
-
-/* Adds delta to this process's count and returns the new count. A count of
- * another fork generation is a parent's: in this process it stands for the
- * open handle alone (the parent's threads do not exist here). */
-static uint32_t refs_add(shl_segment *seg, int delta) {
-  uint64_t gen = shl__fork_generation();
-  uint64_t cur = atomic_load(&seg->refs), next;
-  do {
-    uint32_t count = cur >> 32 == gen ? (uint32_t)cur : 1;
-    next = gen_word(gen, (uint32_t)(count + delta));
-  } while (!atomic_compare_exchange_weak(&seg->refs, &cur, next));
-  return (uint32_t)next;
-}
-
-/* Process-local only: unmaps and frees; shared state is never touched. */
-static void release(shl_segment *seg) {
-  if (seg->hdr) munmap(seg->hdr, seg->map_size);
-  shl__role_fd_close(&seg->role); /* drops the creator role, if held */
-  if (seg->fd >= 0) close(seg->fd);
-  free(seg);
-}
-
-int shl__seg_enter(shl_segment *seg) {
-  if (atomic_load(&seg->closing)) return SHL_E_CLOSED;
-  refs_add(seg, 1);
-  return 0;
-}
-
-void shl__seg_put(shl_segment *seg) {
-  if (refs_add(seg, -1) == 0) release(seg);
-}
-
 /* ---------------------------------------------------------------- create */
 
 static bool format_is_struct(const char *format) {
@@ -167,8 +113,9 @@ int shl__segment_create(shl_segment **out, const char *name, const shl_layout *l
       plan.total_size > (uint64_t)INT64_MAX)
     return SHL_E_BAD_SHAPE;
 
-  shl_segment *seg = seg_new(-1);
+  shl_segment *seg = shl__seg_new(-1);
   if (!seg) return -ENOMEM;
+  snprintf(seg->name, sizeof seg->name, "%s", name);
   if (extra->staged) { /* a private name, unique in this process and not listed */
     static _Atomic unsigned stage_count;
     snprintf(seg->staged, sizeof seg->staged, "%s%s.%ld.%u", SHL__STAGE_PREFIX, name,
@@ -182,22 +129,17 @@ int shl__segment_create(shl_segment **out, const char *name, const shl_layout *l
   int fd = shm_open(pname, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) {
     rc = -errno;
-    release(seg);
+    shl__seg_release(seg);
     return rc;
   }
   seg->fd = fd;
   /* From here on the name is ours: undo it on any failure. The creator role
    * is held for as long as this handle is open: openers wait while it is
    * held and know the creator died when it is free and the header not ready. */
-  rc = shl__role_fd_open(&seg->role, pname, fd);
-  if (rc == 0) rc = shl__role_take(seg->role.fd, SHL__ROLE_CREATOR);
-  if (rc < 0) goto fail;
+  rc = shl__seg_role_open(seg, &seg->role, SHL__ROLE_CREATOR);
   /* A kind's own role (a stream's writer), held before anyone sees READY. */
-  if (extra->role) {
-    rc = shl__role_fd_open(extra->role, pname, fd);
-    if (rc == 0) rc = shl__role_take(extra->role->fd, extra->role_byte);
-    if (rc < 0) goto fail;
-  }
+  if (rc == 0 && extra->role) rc = shl__seg_role_open(seg, extra->role, extra->role_byte);
+  if (rc < 0) goto fail;
   if (fchmod(fd, mode) < 0 || ftruncate(fd, (off_t)plan.total_size) < 0) goto fail_errno;
   void *map = mmap(NULL, plan.total_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (map == MAP_FAILED) goto fail_errno;
@@ -240,7 +182,6 @@ int shl__segment_create(shl_segment **out, const char *name, const shl_layout *l
   if (rc < 0) goto fail;
   if (extra->init_ext) extra->init_ext((char *)map + plan.ext_offset, extra->arg);
   fill_snapshot(seg, h, layout->format);
-  snprintf(seg->name, sizeof seg->name, "%s", name);
   seg->flags = SHL__SEG_HDR_WRITABLE |
                (opts->flags & SHL_CREATE_UNLINK_ON_CLOSE ? SHL__SEG_UNLINK_ON_CLOSE : 0);
   /* Publish last: openers trust nothing before they see READY (acquire). */
@@ -253,7 +194,7 @@ fail_errno:
 fail:
   shm_unlink(pname);
   if (extra->role) shl__role_fd_close(extra->role);
-  release(seg);
+  shl__seg_release(seg);
   return rc;
 }
 
@@ -468,7 +409,7 @@ static int open_object(shl_segment **out, const char *pname, const shl_open_opts
     close(fd);
     return rc;
   }
-  shl_segment *seg = seg_new(fd);
+  shl_segment *seg = shl__seg_new(fd);
   if (!seg) {
     close(fd);
     return -ENOMEM;
@@ -490,7 +431,7 @@ static int open_object(shl_segment **out, const char *pname, const shl_open_opts
     if (pause < 10000000) pause *= 2;
   }
   if (rc < 0) {
-    release(seg);
+    shl__seg_release(seg);
     return rc;
   }
   *out = seg;
@@ -564,7 +505,7 @@ int shl_dup(shl_segment **out, const shl_segment *seg) {
   *out = NULL;
   int fd = fcntl(seg->fd, F_DUPFD_CLOEXEC, 0);
   if (fd < 0) return -errno;
-  shl_segment *dup = seg_new(fd);
+  shl_segment *dup = shl__seg_new(fd);
   if (!dup) {
     close(fd);
     return -ENOMEM;
@@ -573,7 +514,7 @@ int shl_dup(shl_segment **out, const shl_segment *seg) {
   bool writable = (seg->flags & SHL__SEG_HDR_WRITABLE) != 0;
   int rc = try_map(dup, writable);
   if (rc < 0) {
-    release(dup);
+    shl__seg_release(dup);
     return rc == -EAGAIN ? SHL_E_NOT_READY : rc;
   }
   snprintf(dup->name, sizeof dup->name, "%s", seg->name);

@@ -134,7 +134,7 @@ struct shl__stream_ctl {
  * writer's process dies; 0 when no writer (or a clean close); NO_KEEPER for a
  * writer without one. WAITERS: the entry's reader sleeps on it (the kernel
  * wakes one sleeper per word at a death, so each reader has its own). The
- * bits are the kernel's FUTEX_* values (checked in platform_linux.c). */
+ * bits are the kernel's FUTEX_* values (checked in liveness.c). */
 #define SHL__ALIVE_WAITERS 0x80000000u
 #define SHL__ALIVE_DIED 0x40000000u
 #define SHL__ALIVE_TID_MASK 0x3fffffffu

@@ -43,36 +43,24 @@
  * dead reader's pins are reclaimed by taking its entry's lock, by whoever
  * needs the slot or the entry. The pids in the shared words are for people.
  *
- * Replacement. A writer with another layout (SHL_STREAM_REPLACE) takes the
- * old stream's writer role, creates the new stream under the name with
- * base_seq set past the old numbers, and only then sets the old one's
- * `replaced` and wakes its readers. A reader that has received every frame
- * of its stream and finds it replaced, or its writer gone and the name
- * holding another object, registers on the object the name holds and goes
- * on from there (follow()). Rings it left that still have pinned samples
- * stay mapped until those are released.
+ * Where the steps live: this file holds the data path (claim, publish,
+ * pin/unpin, take, reap, wait, receive); stream_setup.c the steps that join
+ * and leave a stream (a writer's takeover and replacement, a reader's
+ * registration with the joining side of I5 and I6, following, closing), and
+ * calls nothing here; stream.h the few steps both take (signal_space,
+ * clear_entry, reader_hwm, writer_state).
  *
  * A handle is used by one thread at a time (shmlane.h, Threads). Handles
  * belong to the process that opened them: in a forked child every call
  * returns SHL_E_FORKED, and closing touches nothing shared. */
+#include <assert.h>
 #include <errno.h>
 #include <stdbool.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#include "internal.h"
+#include "stream.h"
 
-/* Test programs that include this file may stop a process at these points. */
-#ifndef SHL__TEST_POINT
-#define SHL__TEST_POINT(name) ((void)0)
-#endif
-
-#define DEFAULT_SLOTS 8
-#define DEFAULT_READERS 64
 /* Without futex_waitv, readers test the writer role each period: they
  * notice a dead writer within two. With it they sleep on their liveness word
  * too and test the role when it moves; the long period is only a safety net
@@ -85,228 +73,6 @@
 #define LIVENESS_SAFETY_NS 10000000000
 #define DEATH_POLL_NS 50000
 #define DEATH_POLL_MAX_NS 5000000
-/* An `all` reader's next_seq in the entry it left for a stream that
- * replaced this one: a blocking writer of the new stream waits for it. */
-#define NEXT_SEQ_FOLLOWED UINT64_MAX
-/* Attempts to pin before treating the stream as quiet: only a writer that
- * breaks the protocol can make a reader miss this many times in a row. */
-#define PIN_ATTEMPTS 4096
-
-/* The validated control area, shared by writer and reader handles. */
-struct stream {
-  shl_segment *seg;
-  struct shl__stream_ctl *ctl;
-  struct shl__slot *slot;     /* [slots] */
-  struct shl__reader *reader; /* [max_readers] */
-  unsigned char *frames;
-  uint64_t stride;
-  uint64_t meta_offset, meta_size; /* meta_size 0: no metadata */
-  uint64_t base_seq;
-  uint32_t slots, max_readers, flags;
-  struct shl__role_fd role; /* this handle's role locks */
-  char meta_format[SHL_FORMAT_MAX + 1]; /* "" for none; validated against meta_size */
-};
-
-struct shl_writer {
-  struct stream s;
-  struct shl__keeper *keeper; /* holds the liveness words; NULL: none could start */
-  _Atomic uint32_t **alive;   /* [max_readers]: each reader entry's liveness word */
-  uint64_t next_seq;
-  int loaned; /* slot index, -1 for none */
-  /* A blocking writer's previous stream after a replace, until every live
-   * `all` reader of it has moved here (followers_floor); seg NULL: none. */
-  struct stream prev;
-};
-
-/* A stream a reader is registered on: the one it reads, or one it followed
- * the name away from whose samples it still holds. */
-struct ring {
-  struct stream s;
-  struct shl__reader *entry;
-  uint32_t pinned;                     /* samples held from this ring */
-  uint32_t held[SHL_STREAM_MAX_SLOTS]; /* samples held per slot */
-  struct ring *next;                   /* the reader's list of rings left */
-};
-
-struct shl_reader {
-  struct ring *cur;  /* the stream it reads */
-  struct ring *left; /* rings it left that still have pinned samples */
-  uint64_t last_seq; /* newest sequence delivered */
-  uint64_t next_seq; /* policy `all`: next sequence wanted */
-  int64_t liveness_checked_ns;
-  int64_t death_poll_ns; /* wait_for_frame's next look while the word and the role disagree */
-  uint32_t policy; /* enum shl_recv_policy */
-  uint32_t spin_ns;
-  bool pace_on;            /* SHL_SPIN_AUTO: wait as the stream's pace predicts */
-  struct shl__pace pace;
-  uint32_t max_pinned, pinned; /* samples this reader may hold, and holds */
-  uint32_t max_pinned_asked;   /* 0: the default for the ring's slots */
-  uint32_t flags;              /* enum shl_reader_flags */
-  uint32_t owner, owner_uid;   /* whose stream the name may lead to */
-  bool moved;                  /* the next sample is the first of a followed stream */
-  bool await_writer;           /* opened with no live writer: wait for one, skip its frames */
-  _Atomic uint32_t wake;       /* futex: bumped by shl_reader_wake, from any thread */
-  uint32_t wake_seen;          /* the last value receive answered with -EINTR */
-};
-
-/* This process in the shared words: its pid, as it sees it. Information for
- * people (messages, the CLI); never used to decide liveness. */
-static uint64_t self_word(void) { return (uint32_t)getpid(); }
-
-/* `latest` packs the newest frame's number and slot. */
-static uint64_t latest_pack(uint64_t seq, uint32_t slot) { return seq << SHL__SLOT_BITS | slot; }
-static uint64_t latest_seq(uint64_t latest) { return latest >> SHL__SLOT_BITS; }
-static uint32_t latest_slot(uint64_t latest) { return (uint32_t)(latest & SHL__SLOT_MASK); }
-
-/* A handle's own state before it is bound: no role descriptor yet. */
-static void init_handle(struct stream *s) {
-  s->role.fd = -1;
-  s->role.prev = s->role.next = &s->role;
-}
-
-static bool inherited(const struct stream *s) {
-  return shl__seg_inherited(s->seg);
-}
-
-static uint64_t slots_bytes(uint32_t slots) {
-  return shl__round_up((uint64_t)slots * sizeof(struct shl__slot), 64);
-}
-
-static uint64_t ext_bytes(uint32_t slots, uint32_t readers) {
-  return sizeof(struct shl__stream_ctl) + slots_bytes(slots) +
-         (uint64_t)readers * sizeof(struct shl__reader);
-}
-
-/* The metadata part of the control block, read once into s (meta_offset,
- * meta_size, meta_format) and checked there: what is checked is what is used,
- * whatever a peer writes later. `fixed` is where the area's fixed part ends. */
-static int bind_meta(struct stream *s, const shl_segment *seg, const struct shl__stream_ctl *live,
-                     uint64_t fixed, uint64_t frame_size, uint64_t stride) {
-  uint32_t len = live->meta_format_len;
-  uint64_t at = live->meta_format_offset, size = live->meta_size, offset = live->meta_offset, end;
-  s->meta_format[0] = '\0';
-  s->meta_offset = s->meta_size = 0;
-  if (len == 0) return at || size || offset ? SHL_E_BAD_HEADER : 0;
-  if (len > SHL_FORMAT_MAX || at < fixed || __builtin_add_overflow(at, (uint64_t)len + 1, &end) ||
-      end > seg->ext_size)
-    return SHL_E_BAD_HEADER;
-  memcpy(s->meta_format, seg->ext + at, len + 1);
-  if (s->meta_format[len] != '\0' || strlen(s->meta_format) != len) {
-    s->meta_format[0] = '\0';
-    return SHL_E_BAD_FORMAT;
-  }
-  int64_t itemsize = shl__format_parse(s->meta_format, len);
-  int rc = itemsize < 0 ? (int)itemsize : (uint64_t)itemsize != size ? SHL_E_ITEMSIZE : 0;
-  if (rc == 0 && (offset % 64 || offset < frame_size ||
-                  __builtin_add_overflow(offset, size, &end) || end > stride))
-    rc = SHL_E_BAD_HEADER;
-  if (rc < 0) {
-    s->meta_format[0] = '\0';
-    return rc;
-  }
-  s->meta_offset = offset;
-  s->meta_size = size;
-  return 0;
-}
-
-/* The snapshot's metadata format, copied into out (of out_size bytes; out
- * may be NULL): its record's size, 0 for none. */
-static int64_t copy_meta(const struct stream *s, char *out, size_t out_size) {
-  size_t len = strlen(s->meta_format);
-  if (out && out_size) out[0] = '\0';
-  if (!s->meta_size) return 0;
-  if (out) {
-    if (out_size < len + 1) return -ERANGE;
-    memcpy(out, s->meta_format, len + 1);
-  }
-  return (int64_t)s->meta_size;
-}
-
-/* Checks the control area against the segment and takes a private snapshot
- * of its immutable fields, each read once; a hostile peer cannot move us out
- * of bounds. */
-static int bind(struct stream *s, shl_segment *seg) {
-  if (seg->kind != SHL_KIND_STREAM) return SHL_E_BAD_KIND;
-  if (!seg->ext || seg->ext_size < sizeof(struct shl__stream_ctl)) return SHL_E_BAD_HEADER;
-  struct shl__stream_ctl *ctl = (struct shl__stream_ctl *)(void *)seg->ext;
-  uint32_t slots = ctl->slots, readers = ctl->max_readers;
-  uint64_t stride = ctl->slot_stride, frame_size = ctl->frame_size, base_seq = ctl->base_seq;
-  uint64_t extent, total;
-  if (slots < 2 || slots > SHL_STREAM_MAX_SLOTS || readers < 1 ||
-      readers > SHL_STREAM_MAX_READERS || seg->ext_size < ext_bytes(slots, readers))
-    return SHL_E_BAD_HEADER;
-  int rc = shl__layout_extent(&seg->layout, seg->layout.itemsize, &extent);
-  if (rc < 0) return rc;
-  if (stride % 64 || frame_size < extent || frame_size > stride ||
-      __builtin_mul_overflow(stride, (uint64_t)slots, &total) || total > seg->payload_size)
-    return SHL_E_BAD_HEADER;
-  rc = bind_meta(s, seg, ctl, ext_bytes(slots, readers), frame_size, stride);
-  if (rc < 0) return rc;
-  if (base_seq >= SHL__SEQ_MAX) return SHL_E_BAD_HEADER; /* its first frame must be numbered */
-  s->base_seq = base_seq;
-  s->seg = seg;
-  s->ctl = ctl;
-  s->slot = (struct shl__slot *)(void *)(seg->ext + sizeof *ctl);
-  s->reader = (struct shl__reader *)(void *)(seg->ext + sizeof *ctl + slots_bytes(slots));
-  s->frames = seg->payload;
-  s->stride = stride;
-  s->slots = slots;
-  s->max_readers = readers;
-  s->flags = ctl->flags;
-  return 0;
-}
-
-/* Streams are opened only by processes that may write them (docs/format.md,
- * Permissions): SHL_E_BAD_MODE for a mode that grants some class read alone. */
-static int check_mode(const shl_segment *seg) {
-  struct stat st;
-  if (fstat(seg->fd, &st) < 0) return -errno;
-  return shl__mode_has_readonly_class((uint32_t)st.st_mode) ? SHL_E_BAD_MODE : 0;
-}
-
-/* 0 while a writer holds the stream (or that cannot be told), else why not:
- * a clean close clears the writer word before it drops the role lock. The
- * segment's own descriptor holds no role, so any lock seen is another's. */
-static int writer_state(const struct stream *s) {
-  if (shl__role_held(s->seg->fd, SHL__ROLE_WRITER) != 0) return 0;
-  /* Read after the lock is seen free: pairs with shl_writer_close's store. */
-  return atomic_load(&s->ctl->writer) ? SHL_E_WRITER_GONE : SHL_E_WRITER_CLOSED;
-}
-
-/* A descriptor of this handle's own for its role locks. */
-static int open_role(struct stream *s) {
-  char pname[sizeof SHL_POSIX_PREFIX + SHL_NAME_MAX];
-  snprintf(pname, sizeof pname, "%s%s", SHL_POSIX_PREFIX, s->seg->name);
-  return shl__role_fd_open(&s->role, pname, s->seg->fd);
-}
-
-static void close_stream(struct stream *s) {
-  shl__role_fd_close(&s->role); /* drops the role: after the shared words are final */
-  shl_close(s->seg);
-}
-
-static uint32_t reader_hwm(const struct stream *s) {
-  /* Pairs with register_reader's raise of the mark (I5). */
-  uint32_t hwm = atomic_load(&s->ctl->reader_hwm);
-  return hwm < s->max_readers ? hwm : s->max_readers;
-}
-
-/* Tell a writer sleeping for space that a slot may have been freed. */
-static void signal_space(struct stream *s) {
-  /* Pairs with shl_writer_loan's read of `space` before it claims, and of
-   * writer_waiting around its sleep (I7). */
-  atomic_fetch_add(&s->ctl->space, 1);
-  if (atomic_load(&s->ctl->writer_waiting)) shl__futex_wake_all(&s->ctl->space);
-}
-
-/* By the entry's owner (close) or a reaper holding its lock (I4). Pins and
- * next_seq go first, owner last (release): a writer that skips an entry for
- * its owner 0 (scan_readers) loses no pin it should have seen. */
-static void clear_entry(struct shl__reader *e) {
-  atomic_store(&e->pinned, 0);
-  atomic_store(&e->next_seq, 0);
-  atomic_store_explicit(&e->owner, 0, memory_order_release);
-}
 
 /* Free the pins of entry i if its owner is gone: its lock is free (taking it
  * fails while a live reader, or another reaper, holds it). Whatever the owner
@@ -331,374 +97,7 @@ static bool reap_dead_readers(struct stream *s) {
   return any;
 }
 
-static int64_t deadline_after(int64_t timeout_ns) {
-  return shl__deadline(shl__monotonic_ns(), timeout_ns);
-}
-
 /* ---------------------------------------------------------------- writer */
-
-/* What a new stream's creator writes into its area, and the sizes it needs. */
-struct plan {
-  struct shl__stream_ctl ctl;
-  const char *meta_format;
-  uint64_t ext_size, payload;
-};
-
-static void init_area(void *ext, void *arg) {
-  const struct plan *p = arg;
-  memcpy(ext, &p->ctl, sizeof p->ctl);
-  if (p->ctl.meta_format_len)
-    memcpy((char *)ext + p->ctl.meta_format_offset, p->meta_format, p->ctl.meta_format_len + 1);
-}
-
-static bool same_frame(const shl_layout *a, const shl_layout *b) {
-  if (strcmp(a->format, b->format) != 0 || a->ndim != b->ndim) return false;
-  for (uint32_t i = 0; i < a->ndim; i++)
-    if (a->shape[i] != b->shape[i] || a->strides[i] != b->strides[i]) return false;
-  return true;
-}
-
-/* 0 if the bound stream has the frame, (if asked) slot count and metadata
- * planned; else which of them differs. */
-static int same_layout(const struct stream *s, const shl_layout *frame, const struct plan *p,
-                       uint32_t slots) {
-  shl_layout have;
-  shl_get_layout(s->seg, &have);
-  if (!same_frame(&have, frame) || (slots && slots != s->slots)) return SHL_E_LAYOUT_MISMATCH;
-  return strcmp(s->meta_format, p->meta_format ? p->meta_format : "") ? SHL_E_META_MISMATCH : 0;
-}
-
-/* How long a writer taking over a cleanly closed stream waits for the role
- * to come free: a process forked a moment before the close holds a copy of
- * the role descriptor until its fork handler has closed it. */
-#define CLOSED_ROLE_WAIT_NS 100000000
-
-/* Take the writer role of the bound stream: -EBUSY while a live writer holds it. */
-static int claim_writer(struct stream *s) {
-  int rc = open_role(s);
-  if (rc < 0) return rc;
-  int64_t until = deadline_after(CLOSED_ROLE_WAIT_NS);
-  while ((rc = shl__role_take(s->role.fd, SHL__ROLE_WRITER)) == -EBUSY &&
-         atomic_load(&s->ctl->writer) == 0 && shl__monotonic_ns() < until)
-    shl__sleep_ns(DEATH_POLL_MAX_NS / 5);
-  return rc;
-}
-
-/* Sequence numbers go on from the highest any slot or `latest` shows: a
- * writer may have died between stamping a slot and updating `latest`.
- * Numbers above SHL__SEQ_MAX are damage (a peer's), never frames. */
-static uint64_t highest_seq(const struct stream *s) {
-  /* With the role held no one else stores seq or latest (I1: never repeated). */
-  uint64_t high = latest_seq(atomic_load(&s->ctl->latest));
-  if (high > SHL__SEQ_MAX) high = 0;
-  if (s->base_seq > high) high = s->base_seq;
-  for (uint32_t i = 0; i < s->slots; i++) {
-    uint64_t seq = atomic_load(&s->slot[i].seq);
-    if (seq > high && seq <= SHL__SEQ_MAX) high = seq;
-  }
-  return high;
-}
-
-/* Create the stream planned under `name`, holding its writer role; staged:
- * under a private name, for swap_in to put under `name`. */
-static int create_stream(struct stream *s, const char *name, const shl_layout *frame,
-                         struct plan *p, uint32_t mode, bool staged) {
-  struct shl__extra extra = {p->ext_size, p->payload, init_area, p, &s->role, SHL__ROLE_WRITER,
-                             staged};
-  shl_create_opts copts = {sizeof copts, SHL_KIND_STREAM, mode, 0};
-  shl_segment *seg;
-  int rc = shl__segment_create(&seg, name, frame, &copts, &extra);
-  if (rc < 0) return rc;
-  s->seg = seg;
-  rc = bind(s, seg);
-  if (rc < 0) {
-    close_stream(s);
-    s->seg = NULL;
-  }
-  return rc;
-}
-
-/* The bound stream `old` makes way for a new one under its name, whose
- * writer role `s` will hold: built under a private name, then swapped in
- * (the name never lacks a stream, and a failure leaves the old one in
- * place). Frame numbers go on from `base`, or start again when they are used
- * up. Readers of `old` follow once they see `replaced`. -ESTALE if the name
- * no longer holds `old`. */
-static int replace_stream(struct stream *s, struct stream *old, const shl_layout *frame,
-                          struct plan *p, uint32_t mode, uint64_t base) {
-  p->ctl.base_seq = base < SHL__SEQ_MAX ? base : 0;
-  int rc = create_stream(s, old->seg->name, frame, p, mode, true);
-  if (rc < 0) return rc;
-  rc = shl__segment_swap_in(s->seg, old->seg->fd);
-  if (rc < 0) {
-    close_stream(s); /* removes the staged object */
-    s->seg = NULL;
-    return rc;
-  }
-  /* After the new stream is under the name: a reader that sees the flag
-   * finds it there. Pairs with receive's look at `replaced`. */
-  atomic_store(&old->ctl->replaced, 1);
-  shl_notify(old->seg, NULL);
-  return 0;
-}
-
-/* A blocking writer keeps the stream it replaced mapped (no role held)
- * until that stream's `all` readers have moved (followers_floor). */
-static void keep_prev(shl_writer *w, const struct stream *old) {
-  w->prev = *old;
-  init_handle(&w->prev); /* the role descriptor was old's, and is closed */
-}
-
-/* Attempts at a name that keeps changing under us before giving up. */
-#define NAME_ATTEMPTS 8
-
-/* Open the stream `name` as its writer: create it, take it over, or replace
- * it. On success w->s is bound and holds the writer role; w->prev may hold
- * the stream replaced. */
-static int open_writer(shl_writer *w, const char *name, const shl_layout *frame, struct plan *p,
-                       const shl_stream_opts *opts) {
-  struct stream *s = &w->s;
-  int rc = -EAGAIN;
-  for (int attempt = 0; attempt < NAME_ATTEMPTS; attempt++) {
-    rc = create_stream(s, name, frame, p, opts->mode, false);
-    if (rc != -EEXIST) return rc;
-    /* Never adopt another user's object: it could read every frame. */
-    shl_open_opts oopts = SHL_OPEN_OPTS_INIT;
-    oopts.owner = SHL_OWNER_CREATOR;
-    shl_segment *seg;
-    rc = shl_open_ex(&seg, name, &oopts);
-    if (rc == -ENOENT) continue; /* removed meanwhile: create it */
-    if (rc < 0) return rc;
-    shl__stage_sweep(name); /* what a replacement killed half-way left */
-    struct stream old;
-    init_handle(&old);
-    old.seg = seg;
-    rc = bind(&old, seg);
-    if (rc == 0) rc = check_mode(seg);
-    int differs = rc == 0 ? same_layout(&old, frame, p, opts->slots) : 0;
-    if (differs && !(opts->flags & SHL_STREAM_REPLACE)) rc = differs;
-    if (rc == 0) rc = claim_writer(&old);
-    /* Frame numbers used up (or a peer's damage): a new stream, numbered afresh. */
-    uint64_t high = rc == 0 ? highest_seq(&old) : 0;
-    if (rc == 0 && !differs && high < SHL__SEQ_MAX) {
-      *s = old;
-      shl__role_fd_move(&s->role, &old.role); /* with its fork registration */
-      return 0;
-    }
-    if (rc == 0) rc = replace_stream(s, &old, frame, p, opts->mode, high);
-    shl__role_fd_close(&old.role);
-    if (rc == 0 && (s->flags & SHL_STREAM_BLOCK)) {
-      keep_prev(w, &old); /* its `all` readers may still come */
-      return 0;
-    }
-    close_stream(&old);
-    if (rc != -ESTALE && rc != -EEXIST) return rc;
-  }
-  return rc;
-}
-
-/* Checks the caller's options (copied already) and frame, and plans the
- * stream they describe: its frame layout and its area. */
-static int plan_stream(const shl_layout *frame, const shl_stream_opts *opts, shl_layout *layout,
-                       struct plan *p) {
-  uint32_t slots = opts->slots ? opts->slots : DEFAULT_SLOTS;
-  uint32_t readers = opts->max_readers ? opts->max_readers : DEFAULT_READERS;
-  if (slots < 2 || slots > SHL_STREAM_MAX_SLOTS || readers > SHL_STREAM_MAX_READERS ||
-      (opts->flags & ~(uint32_t)(SHL_STREAM_BLOCK | SHL_STREAM_REPLACE)) || (opts->mode & ~07777u))
-    return -EINVAL;
-  if (shl__mode_has_readonly_class(opts->mode)) return SHL_E_BAD_MODE;
-  uint64_t frame_size;
-  int rc = shl__layout_plan(frame, layout, &frame_size);
-  if (rc < 0) return rc;
-  *p = (struct plan){.ctl = {.slots = slots, .max_readers = readers,
-                             .flags = opts->flags & SHL_STREAM_BLOCK, .frame_size = frame_size}};
-  p->ext_size = ext_bytes(slots, readers);
-  uint64_t slot_bytes = frame_size;
-  if (opts->meta_format && opts->meta_format[0]) {
-    size_t len = strnlen(opts->meta_format, SHL_FORMAT_MAX + 1);
-    int64_t meta_size = shl__format_parse(opts->meta_format, len);
-    if (len > SHL_FORMAT_MAX || meta_size < 0) return SHL_E_BAD_FORMAT;
-    p->meta_format = opts->meta_format;
-    p->ctl.meta_format_len = (uint32_t)len;
-    p->ctl.meta_format_offset = p->ext_size;
-    p->ctl.meta_size = (uint64_t)meta_size;
-    p->ctl.meta_offset = shl__round_up(frame_size, 64);
-    p->ext_size += len + 1;
-    slot_bytes = p->ctl.meta_offset + p->ctl.meta_size;
-  }
-  /* Big frames start on a page, small ones on a cache line. */
-  p->ctl.slot_stride = shl__round_up(slot_bytes ? slot_bytes : 1, slot_bytes >= 4096 ? 4096 : 64);
-  if (__builtin_mul_overflow(p->ctl.slot_stride, (uint64_t)slots, &p->payload))
-    return SHL_E_BAD_SHAPE;
-  atomic_init(&p->ctl.writer, self_word());
-  atomic_init(&p->ctl.period_ns, opts->period_ns);
-  return 0;
-}
-
-static shl_writer *writer_new(void) {
-  shl_writer *w = calloc(1, sizeof *w);
-  if (w) {
-    w->loaned = -1;
-    init_handle(&w->s);
-    init_handle(&w->prev);
-  }
-  return w;
-}
-
-/* With the role held: every reader entry's liveness word names this
- * writer's keeper from now on (or says it has none); readers asleep on a
- * previous value look again. */
-static int start_keeper(shl_writer *w) {
-  struct stream *s = &w->s;
-  w->alive = calloc(s->max_readers, sizeof *w->alive);
-  if (!w->alive) return -ENOMEM;
-  for (uint32_t i = 0; i < s->max_readers; i++) w->alive[i] = &s->reader[i].alive;
-  w->keeper = shl__keeper_start(w->alive, s->max_readers);
-  for (uint32_t i = 0; i < s->max_readers; i++) {
-    if (!w->keeper) atomic_store(w->alive[i], SHL__ALIVE_NO_KEEPER);
-    shl__futex_wake_all(w->alive[i]);
-  }
-  return 0;
-}
-
-/* Before the role goes (a writer taking over next must not find our words,
- * nor our keeper's id in them): each word still ours becomes 0, which wakes
- * its reader; then the keeper stops. */
-static void stop_keeper(shl_writer *w) {
-  uint32_t ours = w->keeper ? shl__keeper_tid(w->keeper) : SHL__ALIVE_NO_KEEPER;
-  for (uint32_t i = 0; w->alive && i < w->s.max_readers; i++) {
-    uint32_t v = atomic_load(w->alive[i]);
-    while ((v & (SHL__ALIVE_TID_MASK | SHL__ALIVE_DIED)) == ours &&
-           !atomic_compare_exchange_weak(w->alive[i], &v, 0)) {
-    }
-    shl__futex_wake_all(w->alive[i]);
-  }
-  shl__keeper_stop(w->keeper);
-  w->keeper = NULL;
-}
-
-/* The writer role is ours: say so, repair what a dead writer or a peer left,
- * and go on from the highest number. */
-static int writer_start(shl_writer *w, uint64_t period_ns) {
-  struct stream *s = &w->s;
-  /* A writer killed in its futex wait left the flag set: nobody sleeps now. */
-  atomic_store(&s->ctl->writer_waiting, 0);
-  /* After the role is ours (I4); read by writer_state, for people only. */
-  atomic_store(&s->ctl->writer, self_word());
-  if (period_ns) atomic_store(&s->ctl->period_ns, period_ns);
-  uint64_t high = highest_seq(s);
-  /* Numbers no frame can carry (a peer's, or a reclaim cut short) go. */
-  for (uint32_t i = 0; i < s->slots; i++)
-    if (atomic_load(&s->slot[i].seq) > SHL__SEQ_MAX) atomic_store(&s->slot[i].seq, 0);
-  uint64_t latest = atomic_load(&s->ctl->latest);
-  if (latest && (latest_seq(latest) > SHL__SEQ_MAX || latest_slot(latest) >= s->slots))
-    atomic_store(&s->ctl->latest, 0);
-  w->next_seq = high + 1;
-  return start_keeper(w);
-}
-
-/* Gives up the role and the stream: words and keeper first, role last. */
-static void writer_release(shl_writer *w) {
-  bool mine = !inherited(&w->s);
-  /* Pairs with writer_state: the word is 0 before the role lock drops. */
-  if (mine) atomic_store(&w->s.ctl->writer, 0);
-  if (mine) {
-    stop_keeper(w);
-  } else {
-    shl__keeper_stop(w->keeper); /* a forked child: frees only */
-    w->keeper = NULL;
-  }
-  free(w->alive);
-  w->alive = NULL;
-  SHL__TEST_POINT(writer_role_drop);
-  shl__role_fd_close(&w->s.role);
-}
-
-int shl_writer_open(shl_writer **out, const char *name, const shl_layout *frame,
-                    const shl_stream_opts *opts) {
-  shl_stream_opts o = SHL_STREAM_OPTS_INIT;
-  if (!out) return -EINVAL;
-  *out = NULL;
-  int rc = opts ? shl__opts_copy(&o, sizeof o, opts, opts->size) : 0;
-  if (rc < 0) return rc;
-  shl_layout layout;
-  struct plan p;
-  rc = plan_stream(frame, &o, &layout, &p);
-  if (rc < 0) return rc;
-  shl_writer *w = writer_new();
-  if (!w) return -ENOMEM;
-  rc = open_writer(w, name, &layout, &p, &o);
-  if (rc == 0) rc = writer_start(w, o.period_ns);
-  if (rc < 0) {
-    shl_writer_close(w);
-    return rc;
-  }
-  *out = w;
-  return 0;
-}
-
-int shl_writer_replace(shl_writer **wp, const shl_layout *frame, const shl_stream_opts *opts) {
-  if (!wp || !*wp) return -EINVAL;
-  shl_writer *old = *wp;
-  struct stream *s = &old->s;
-  if (inherited(s)) return SHL_E_FORKED;
-  if (old->loaned >= 0) return -EBUSY;
-  shl_stream_opts o = SHL_STREAM_OPTS_INIT;
-  int rc = 0;
-  if (opts) {
-    rc = shl__opts_copy(&o, sizeof o, opts, opts->size);
-  } else { /* as the old stream */
-    o.flags = s->flags;
-    o.meta_format = s->meta_format;
-  }
-  if (rc < 0) return rc;
-  struct stat st;
-  if (!o.slots) o.slots = s->slots;
-  if (!o.max_readers) o.max_readers = s->max_readers;
-  if (!o.mode && fstat(s->seg->fd, &st) == 0) o.mode = (uint32_t)st.st_mode & 07777;
-  if (!o.period_ns) o.period_ns = atomic_load(&s->ctl->period_ns);
-  shl_layout layout;
-  struct plan p;
-  rc = plan_stream(frame, &o, &layout, &p);
-  if (rc < 0) return rc;
-  shl_writer *w = writer_new();
-  if (!w) return -ENOMEM;
-  /* Numbers go on from the last one this writer stamped, or skipped to. */
-  uint64_t high = highest_seq(s), base = old->next_seq - 1 > high ? old->next_seq - 1 : high;
-  rc = replace_stream(&w->s, s, &layout, &p, o.mode, base);
-  if (rc == 0) rc = writer_start(w, o.period_ns);
-  if (rc < 0) {
-    shl_writer_close(w); /* (after a start that failed, the new stream stays writerless) */
-    return rc;
-  }
-  /* The old stream's readers heard of the new one before its writer goes
-   * (replace_stream), so they follow without ever finding the writer gone. */
-  writer_release(old);
-  if (w->s.flags & SHL_STREAM_BLOCK) {
-    keep_prev(w, &old->s);
-    old->s.seg = NULL; /* now w's */
-  }
-  shl_writer_close(old);
-  *wp = w;
-  return 0;
-}
-
-/* A clean close clears the writer word before the role lock drops, so that
- * readers tell it from a death (SHL_E_WRITER_CLOSED); the liveness words and
- * the keeper go before the role too (writer_release). */
-void shl_writer_close(shl_writer *w) {
-  if (!w) return;
-  if (w->s.seg) {
-    writer_release(w);
-    close_stream(&w->s);
-  }
-  if (w->prev.seg) close_stream(&w->prev);
-  free(w);
-}
-
-shl_segment *shl_writer_segment(const shl_writer *w) { return w->s.seg; }
-
-uint64_t shl_writer_next_seq(const shl_writer *w) { return w->next_seq; }
 
 int shl_writer_set_next_seq(shl_writer *w, uint64_t seq) {
   if (inherited(&w->s)) return SHL_E_FORKED;
@@ -730,7 +129,7 @@ static uint64_t scan_readers(const struct stream *s, uint64_t *floor) {
 
 /* A blocking writer after a replace keeps, for the `all` readers of the
  * stream it replaced, every frame of the new one until they have moved here
- * (follow() marks their old entries): the lowest sequence they may still
+ * (shl__reader_follow marks their old entries): the lowest sequence they may still
  * want, base_seq + 1, or UINT64_MAX once none is left (the old stream is
  * then let go). Their role locks alone tell live readers; the old
  * segment's own descriptor holds none. */
@@ -743,7 +142,7 @@ static uint64_t followers_floor(shl_writer *w) {
         shl__role_held(prev->seg->fd, SHL__ROLE_READER(i)) != 0)
       return w->s.base_seq + 1;
   }
-  close_stream(prev);
+  shl__stream_close(prev);
   init_handle(prev);
   prev->seg = NULL;
   return UINT64_MAX;
@@ -773,6 +172,7 @@ static int claim_slot(shl_writer *w) {
       if (seq < best_seq || best < 0) best = (int)i, best_seq = seq;
     }
     if (best < 0) return -1;
+    assert((uint32_t)best != newest); /* I3 */
     /* Unreadable while we decide, but not skipped: a reader seeing the mark
      * looks again (take_next). Pairs with pin()'s read of seq after its set
      * (I2), and with start_at_head's read after it stores next_seq (I6). */
@@ -795,7 +195,7 @@ static int claim_slot(shl_writer *w) {
 static bool all_pinned(const struct stream *s) {
   uint64_t floor, pinned = scan_readers(s, &floor);
   uint64_t latest = atomic_load(&s->ctl->latest);
-  uint64_t all = s->slots == 64 ? ~0ull : (1ull << s->slots) - 1;
+  uint64_t all = slots_mask(s->slots);
   uint32_t newest = latest_slot(latest);
   if (latest && newest < s->slots) pinned |= 1ull << newest; /* a peer may write any slot */
   return (pinned & all) == all;
@@ -852,6 +252,9 @@ int shl_writer_publish(shl_writer *w, uint64_t *seq_out) {
   if (w->next_seq > SHL__SEQ_MAX) return -EOVERFLOW;
   uint32_t slot = (uint32_t)w->loaned;
   uint64_t seq = w->next_seq++;
+  /* The loan is a slot of this ring, claimed under the writer role (I4);
+   * its number goes on past every number of this stream (I1). */
+  assert(slot < s->slots && s->role.fd >= 0 && seq > s->base_seq);
   atomic_store_explicit(&s->slot[slot].timestamp_ns, (uint64_t)shl__monotonic_ns(),
                         memory_order_relaxed);
   /* Release: the frame's bytes and time are visible before its number (I1).
@@ -871,10 +274,6 @@ void *shl_writer_meta(const shl_writer *w) {
   return s->frames + (uint64_t)w->loaned * s->stride + s->meta_offset;
 }
 
-int64_t shl_writer_get_meta(const shl_writer *w, char *format, size_t size) {
-  return copy_meta(&w->s, format, size);
-}
-
 int shl_writer_discard(shl_writer *w) {
   if (inherited(&w->s)) return SHL_E_FORKED;
   if (w->loaned < 0) return -EINVAL;
@@ -882,188 +281,7 @@ int shl_writer_discard(shl_writer *w) {
   return 0;
 }
 
-int shl_writer_pinned_by(const shl_writer *w, int32_t *pids, uint32_t max) {
-  const struct stream *s = &w->s;
-  if (inherited(s)) return SHL_E_FORKED;
-  int n = 0;
-  for (uint32_t i = 0, hwm = reader_hwm(s); i < hwm; i++) {
-    uint64_t owner = atomic_load(&s->reader[i].owner);
-    if (!owner || !atomic_load(&s->reader[i].pinned)) continue;
-    if ((uint32_t)n < max) pids[n] = (int32_t)(uint32_t)owner;
-    n++;
-  }
-  return n;
-}
-
 /* ---------------------------------------------------------------- reader */
-
-/* An `all` reader starts at the newest frame. Its next_seq is stored before
- * it checks that the frame is still in its slot, and a blocking writer
- * clears a slot before it checks next_seq (claim_slot): either the writer
- * keeps the frame, or the reader sees it gone and starts from the new head. */
-static void start_at_head(shl_reader *r) {
-  struct ring *ring = r->cur;
-  struct stream *s = &ring->s;
-  for (int attempt = 0;; attempt++) {
-    uint64_t latest = atomic_load(&s->ctl->latest);
-    uint64_t head = latest_seq(latest);
-    uint32_t slot = latest_slot(latest);
-    SHL__TEST_POINT(start_at_head);
-    if (head > SHL__SEQ_MAX) head = 0; /* a peer's damage: no frame to start from */
-    /* A reader waiting for a new writer starts after the frames it found. */
-    r->next_seq = r->await_writer ? (head > s->base_seq ? head : s->base_seq) + 1
-                                  : head ? head : s->base_seq + 1;
-    /* Pairs with claim_slot's second look at next_seq (I6); then seq is
-     * read again, pairing with claim_slot's clear. */
-    atomic_store(&ring->entry->next_seq, r->next_seq);
-    if (!head || slot >= s->slots || atomic_load(&s->slot[slot].seq) == head ||
-        attempt == PIN_ATTEMPTS)
-      return;
-  }
-}
-
-/* Claim a free entry: one whose lock nobody holds, whatever its words say
- * (a dead reader's pins are cleared). The high-water mark goes up before the
- * entry shows any pin, so the writer scans every entry that may hold one.
- * Its next_seq is the caller's to set. */
-static int register_reader(struct ring *ring, uint32_t policy) {
-  struct stream *s = &ring->s;
-  for (uint32_t i = 0; i < s->max_readers; i++) {
-    if (shl__role_take(s->role.fd, SHL__ROLE_READER(i)) != 0) continue; /* in use */
-    /* The mark goes up before the entry shows a pin; pairs with reader_hwm() (I5). */
-    uint32_t hwm = atomic_load(&s->ctl->reader_hwm);
-    while (hwm < i + 1 && !atomic_compare_exchange_weak(&s->ctl->reader_hwm, &hwm, i + 1)) {
-    }
-    struct shl__reader *e = &s->reader[i];
-    bool stale = atomic_load(&e->pinned) != 0;
-    clear_entry(e);
-    atomic_store(&e->policy, policy);
-    /* The entry is ours (I4); scan_readers reads owner, then the pins. */
-    atomic_store(&e->owner, self_word());
-    ring->entry = e;
-    if (stale) signal_space(s);
-    return 0;
-  }
-  return -EUSERS;
-}
-
-/* Register on the stream open as seg (taken over, closed on failure). */
-static int open_ring(struct ring **out, shl_segment *seg, uint32_t policy) {
-  struct ring *ring = calloc(1, sizeof *ring);
-  if (!ring) {
-    shl_close(seg);
-    return -ENOMEM;
-  }
-  init_handle(&ring->s);
-  ring->s.seg = seg;
-  int rc = (seg->flags & SHL__SEG_HDR_WRITABLE) ? 0 : SHL_E_READONLY; /* cannot pin */
-  if (rc == 0) rc = bind(&ring->s, seg);
-  if (rc == 0) rc = check_mode(seg);
-  if (rc == 0) rc = open_role(&ring->s);
-  if (rc == 0) rc = register_reader(ring, policy);
-  if (rc < 0) {
-    close_stream(&ring->s);
-    free(ring);
-    return rc;
-  }
-  *out = ring;
-  return 0;
-}
-
-/* Leave the entry: its words cleared before its lock goes. */
-static void close_ring(struct ring *ring) {
-  if (!inherited(&ring->s)) {
-    clear_entry(ring->entry);
-    signal_space(&ring->s);
-  }
-  close_stream(&ring->s);
-  free(ring);
-}
-
-/* Two at least where the ring allows it: a loop that receives the next
- * sample still holds the previous one. */
-static uint32_t default_max_pinned(uint32_t slots) {
-  uint32_t half = slots / 2, fair = half > 3 ? half - 1 : 2;
-  return slots >= 4 ? fair : 1;
-}
-
-int shl_reader_open(shl_reader **out, const char *name, uint32_t policy, int64_t timeout_ns) {
-  shl_reader_opts opts = SHL_READER_OPTS_INIT;
-  opts.policy = policy;
-  opts.timeout_ns = timeout_ns;
-  return shl_reader_open_ex(out, name, &opts);
-}
-
-/* Open the stream `name` for a reader: read-only, owners as the reader accepts. */
-static int open_for_reader(shl_segment **seg, const char *name, uint32_t flags,
-                           int64_t timeout_ns, uint32_t owner, uint32_t owner_uid) {
-  shl_open_opts oopts = SHL_OPEN_OPTS_INIT;
-  oopts.flags = SHL_OPEN_READONLY | flags;
-  oopts.timeout_ns = timeout_ns;
-  oopts.owner = owner;
-  oopts.owner_uid = owner_uid;
-  return shl_open_ex(seg, name, &oopts);
-}
-
-int shl_reader_open_ex(shl_reader **out, const char *name, const shl_reader_opts *user_opts) {
-  shl_reader_opts opts = SHL_READER_OPTS_INIT;
-  if (!out) return -EINVAL;
-  *out = NULL;
-  int rc = user_opts ? shl__opts_copy(&opts, sizeof opts, user_opts, user_opts->size) : 0;
-  if (rc < 0) return rc;
-  if ((opts.policy != SHL_RECV_LATEST && opts.policy != SHL_RECV_ALL) ||
-      (opts.flags & ~(uint32_t)(SHL_READER_NO_FOLLOW | SHL_READER_KEEP_LAST)))
-    return -EINVAL;
-  /* The stream may not exist yet, or its writer may still be creating it:
-   * wait for it, within the caller's time. */
-  shl_segment *seg;
-  int64_t asked_ns = shl__realtime_ns();
-  rc = open_for_reader(&seg, name, SHL_OPEN_WAIT_NAME, opts.timeout_ns, opts.owner,
-                       opts.owner_uid);
-  if (rc < 0) return rc;
-  shl_reader *r = calloc(1, sizeof *r);
-  if (!r) {
-    shl_close(seg);
-    return -ENOMEM;
-  }
-  r->policy = opts.policy;
-  r->flags = opts.flags;
-  r->owner = opts.owner;
-  r->owner_uid = opts.owner_uid;
-  rc = open_ring(&r->cur, seg, r->policy);
-  if (rc < 0) {
-    free(r);
-    return rc;
-  }
-  r->max_pinned_asked = opts.max_pinned;
-  r->max_pinned = opts.max_pinned ? opts.max_pinned : default_max_pinned(r->cur->s.slots);
-  /* A stream left by its writer before this reader came (an earlier run's):
-   * its frames are not new, and the reader waits for a writer as for a name
-   * not there yet. One made while the reader waited for it is this run's,
-   * however fast its writer was. */
-  bool earlier = (int64_t)seg->hdr->created_ns < asked_ns;
-  if (!(opts.flags & SHL_READER_KEEP_LAST) && earlier && writer_state(&r->cur->s) < 0) {
-    r->await_writer = true;
-    uint64_t head = latest_seq(atomic_load(&r->cur->s.ctl->latest));
-    r->last_seq = head <= SHL__SEQ_MAX ? head : 0;
-  }
-  start_at_head(r);
-  *out = r;
-  return 0;
-}
-
-void shl_reader_close(shl_reader *r) {
-  if (!r) return;
-  while (r->left) {
-    struct ring *ring = r->left;
-    r->left = ring->next;
-    close_ring(ring);
-  }
-  close_ring(r->cur);
-  free(r);
-}
-
-shl_segment *shl_reader_segment(const shl_reader *r) { return r->cur->s.seg; }
 
 /* The ring a sample came from: the one whose frames hold its data. */
 static struct ring *ring_of(const shl_reader *r, const shl_sample *sample) {
@@ -1075,7 +293,24 @@ static struct ring *ring_of(const shl_reader *r, const shl_sample *sample) {
   return NULL;
 }
 
+#ifndef NDEBUG
+/* The samples a reader holds, counted three ways in this process: per slot
+ * of each ring, per ring, in all. (The entry's `pinned` bits are shared
+ * words a peer may scribble on: what a peer can change is never asserted.) */
+static bool counts_agree(const shl_reader *r) {
+  uint32_t total = 0;
+  for (const struct ring *ring = r->cur; ring; ring = ring == r->cur ? r->left : ring->next) {
+    uint32_t held = 0;
+    for (uint32_t i = 0; i < ring->s.slots; i++) held += ring->held[i];
+    if (held != ring->pinned) return false;
+    total += held;
+  }
+  return total == r->pinned;
+}
+#endif
+
 static void unpin(shl_reader *r, struct ring *ring, uint32_t slot) {
+  assert(ring->held[slot] > 0 && counts_agree(r)); /* I2, this process's side */
   r->pinned--;
   ring->pinned--;
   if (--ring->held[slot] > 0) return;
@@ -1090,13 +325,15 @@ static void unpin(shl_reader *r, struct ring *ring, uint32_t slot) {
       *p = ring->next;
       break;
     }
-  close_ring(ring);
+  shl__ring_close(ring);
 }
 
 /* Pin `slot` of the current ring if it still holds frame `seq`. */
 static bool pin(shl_reader *r, uint32_t slot, uint64_t seq) {
   struct ring *ring = r->cur;
   SHL__TEST_POINT(pin);
+  /* I2, this process's side; I4: the entry is ours, through our role. */
+  assert(slot < ring->s.slots && ring->s.role.fd >= 0 && counts_agree(r));
   r->pinned++;
   ring->pinned++;
   /* Set, then read seq: pairs with claim_slot's clear, then scan (I2). */
@@ -1106,6 +343,8 @@ static bool pin(shl_reader *r, uint32_t slot, uint64_t seq) {
   return false;
 }
 
+/* Fills the fields of 0.1 alone: an older caller's sample ends there
+ * (shl_reader_receive). */
 static void deliver(shl_reader *r, uint32_t slot, uint64_t seq, uint64_t lost, shl_sample *out) {
   const struct stream *s = &r->cur->s;
   out->data = s->frames + (uint64_t)slot * s->stride;
@@ -1170,6 +409,7 @@ static int take_next(shl_reader *r, shl_sample *out) {
     if (best < 0 || !pin(r, (uint32_t)best, best_seq)) continue;
     deliver(r, (uint32_t)best, best_seq, best_seq - want, out);
     r->next_seq = best_seq + 1;
+    assert(r->next_seq > want); /* I6: an `all` reader's next_seq only grows */
     /* Pairs with scan_readers' floor: a blocking writer may now reuse it (I6). */
     atomic_store_explicit(&ring->entry->next_seq, r->next_seq, memory_order_release);
     if (s->flags & SHL_STREAM_BLOCK) signal_space(s);
@@ -1180,50 +420,6 @@ static int take_next(shl_reader *r, shl_sample *out) {
 
 static int take(shl_reader *r, shl_sample *out) {
   return r->policy == SHL_RECV_ALL ? take_next(r, out) : take_latest(r, out);
-}
-
-/* Move to the stream the name holds now: 1 moved, 0 nothing to move to
- * (no stream under the name yet, or this very one), or an error. Frame
- * numbers that go on across the move keep counting what this reader missed
- * in `lost`; numbers that start again cannot (the gap is unknown). The ring
- * left stays while its samples are held. */
-static int follow(shl_reader *r) {
-  struct ring *old = r->cur, *ring;
-  shl_segment *seg;
-  int rc = open_for_reader(&seg, old->s.seg->name, 0, 0, r->owner, r->owner_uid);
-  if (rc == -ENOENT || rc == SHL_E_NOT_READY) return 0;
-  if (rc < 0) return rc;
-  struct stat a, b;
-  if (fstat(seg->fd, &a) == 0 && fstat(old->s.seg->fd, &b) == 0 && a.st_ino == b.st_ino &&
-      a.st_dev == b.st_dev) {
-    shl_close(seg); /* the name came back to this very stream */
-    return 0;
-  }
-  rc = open_ring(&ring, seg, r->policy);
-  if (rc < 0) return rc;
-  uint64_t base = ring->s.base_seq;
-  if (base < r->last_seq || r->next_seq > base + 1) {
-    r->last_seq = base;
-    r->next_seq = base + 1;
-  }
-  if (!r->next_seq) r->next_seq = base + 1;
-  atomic_store(&ring->entry->next_seq, r->next_seq); /* as start_at_head's (I6) */
-  /* Registered here: a blocking writer of this stream no longer keeps
-   * frames for the old entry (followers_floor). */
-  atomic_store(&old->entry->next_seq, NEXT_SEQ_FOLLOWED);
-  signal_space(&ring->s);
-  r->cur = ring;
-  r->moved = true;
-  r->await_writer = false;
-  if (old->pinned) {
-    old->next = r->left;
-    r->left = old;
-  } else {
-    close_ring(old);
-  }
-  if (!r->max_pinned_asked) r->max_pinned = default_max_pinned(ring->s.slots);
-  if (r->pace_on) shl__pace_reset(&r->pace, atomic_load(&ring->s.ctl->period_ns));
-  return 1;
 }
 
 /* wait_for_frame: the next frame is due (SHL_WAIT_RETURN_DUE), poll for it. */
@@ -1319,7 +515,7 @@ int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint3
     uint64_t changes = shl_changes(s->seg);
     int rc = take(r, out);
     if (rc != -EAGAIN) return rc;
-    /* Pairs with replace()'s store, made once the new stream is ready. */
+    /* Pairs with replace_stream's store, made once the new stream is ready. */
     int why = atomic_load(&s->ctl->replaced) ? SHL_E_REPLACED
                                              : wait_for_frame(r, changes, deadline, &wait, flags);
     /* Gone, and the name holds another object: removed and created again. */
@@ -1331,7 +527,7 @@ int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint3
       rc = take(r, out);
       if (rc != -EAGAIN) return rc;
       if (why != SHL_E_REPLACED || (r->flags & SHL_READER_NO_FOLLOW)) return why;
-      rc = follow(r);
+      rc = shl__reader_follow(r);
       if (rc < 0) return rc;
       if (rc > 0) continue; /* to the new stream's frames */
       /* No other stream under the name (yet), or a flag set by a peer that
@@ -1342,6 +538,16 @@ int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint3
     if (why == DUE) return -EAGAIN; /* the caller polls */
     if (why != -EAGAIN) return why;
   }
+}
+
+int shl_reader_receive_ex(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint32_t flags) {
+  const size_t after = offsetof(shl_sample, size) + sizeof out->size;
+  if (!out || out->size < after) return -EINVAL;
+  size_t tail = out->size - after;
+  int rc = shl_reader_receive(r, out, timeout_ns, flags);
+  /* Past `size`: `reserved` (zero), then zeros for a newer caller's fields. */
+  if (rc == 0) memset((char *)out + after, 0, tail);
+  return rc;
 }
 
 void shl_reader_set_spin(shl_reader *r, uint32_t spin_ns) {
@@ -1379,60 +585,4 @@ int shl_sample_get_meta(const shl_reader *r, const shl_sample *sample, const voi
   *meta = ring->s.meta_size ? (const unsigned char *)sample->data + ring->s.meta_offset : NULL;
   *size = ring->s.meta_size;
   return 0;
-}
-
-int64_t shl_reader_get_meta(const shl_reader *r, char *format, size_t size) {
-  return copy_meta(&r->cur->s, format, size);
-}
-
-int shl_stream_get_info(const shl_segment *seg, shl_stream_info *out) {
-  struct stream s;
-  int rc = bind(&s, (shl_segment *)seg);
-  if (rc < 0) return rc;
-  shl_stream_info info = SHL_STREAM_INFO_INIT;
-  info.slots = s.slots;
-  info.max_readers = s.max_readers;
-  info.flags = s.flags;
-  info.slot_stride = s.stride;
-  info.meta_size = s.meta_size;
-  info.meta_offset = s.meta_offset;
-  info.base_seq = s.base_seq;
-  /* A snapshot for people: from the role locks ("cannot tell" counts as
-   * alive) and single loads, with no ordering between them. */
-  for (uint32_t i = 0, n = reader_hwm(&s); i < n; i++)
-    if (shl__role_held(seg->fd, SHL__ROLE_READER(i)) != 0) info.readers_alive++;
-  info.writer_alive = shl__role_held(seg->fd, SHL__ROLE_WRITER);
-  info.writer_pid = (int32_t)(uint32_t)atomic_load(&s.ctl->writer);
-  info.replaced = atomic_load(&s.ctl->replaced) != 0;
-  info.period_ns = atomic_load(&s.ctl->period_ns);
-  uint64_t latest = atomic_load(&s.ctl->latest);
-  info.last_seq = latest_seq(latest);
-  uint32_t slot = latest_slot(latest);
-  if (latest && slot < s.slots) info.last_timestamp_ns = atomic_load(&s.slot[slot].timestamp_ns);
-  return shl__info_copy(out, &info, sizeof info);
-}
-
-int shl_stream_get_reader(const shl_segment *seg, uint32_t index, shl_stream_reader *out) {
-  struct stream s;
-  int rc = bind(&s, (shl_segment *)seg);
-  if (rc < 0) return rc;
-  if (index >= s.max_readers) return -ERANGE;
-  const struct shl__reader *e = &s.reader[index];
-  shl_stream_reader info = SHL_STREAM_READER_INIT;
-  uint64_t owner = atomic_load(&e->owner);
-  if (!owner || index >= reader_hwm(&s)) return 0;
-  info.pid = (int32_t)(uint32_t)owner;
-  info.alive = shl__role_held(seg->fd, SHL__ROLE_READER(index));
-  info.policy = atomic_load(&e->policy);
-  info.pinned = atomic_load(&e->pinned) & (s.slots == 64 ? ~0ull : (1ull << s.slots) - 1);
-  info.next_seq = atomic_load(&e->next_seq);
-  rc = shl__info_copy(out, &info, sizeof info);
-  return rc < 0 ? rc : 1;
-}
-
-int64_t shl_stream_get_meta(const shl_segment *seg, char *format, size_t size) {
-  struct stream s;
-  if (format && size) format[0] = '\0';
-  int rc = bind(&s, (shl_segment *)seg);
-  return rc < 0 ? rc : copy_meta(&s, format, size);
 }

@@ -59,6 +59,15 @@ static int fail(const char *what, int rc) {
   return 1;
 }
 
+/* A context whose sockets drop what they could not deliver when closed: a
+ * message a refused handshake never carried must not hold up the exit
+ * (zmq_ctx_term waits for it forever by default). */
+static void *context(void) {
+  void *ctx = zmq_ctx_new();
+  zmq_ctx_set(ctx, ZMQ_BLOCKY, 0);
+  return ctx;
+}
+
 static uint8_t pattern(uint64_t count, uint64_t i) { return (uint8_t)(count * 31 + i * 7); }
 
 /* A stream of "B" frames shaped "H,W,C" (32,24,3 for NULL) with META, 8
@@ -169,7 +178,7 @@ static int do_read(const char *name, long count, double seconds) {
 /* Random bytes, truncated and corrupted copies of real messages, wrong part
  * counts, to every receiver that sends a JOIN (a ROUTER, as the sender). */
 static int do_garbage(const char *endpoint, double seconds) {
-  void *ctx = zmq_ctx_new(), *sock = zmq_socket(ctx, ZMQ_ROUTER);
+  void *ctx = context(), *sock = zmq_socket(ctx, ZMQ_ROUTER);
   if (zmq_bind(sock, endpoint) != 0) return fail("bind", -errno);
   srand(1);
   uint8_t buf[512], id[256];
@@ -322,7 +331,7 @@ static int do_bench_read(const char *name, double seconds) {
  * a copy, copied once out of the message at the subscriber (as the bridge
  * copies into a slot). */
 static int do_raw(bool pub, const char *endpoint, size_t bytes, double fps, double seconds) {
-  void *ctx = zmq_ctx_new(), *s = zmq_socket(ctx, pub ? ZMQ_PUB : ZMQ_SUB);
+  void *ctx = context(), *s = zmq_socket(ctx, pub ? ZMQ_PUB : ZMQ_SUB);
   int hwm = 4;
   zmq_setsockopt(s, pub ? ZMQ_SNDHWM : ZMQ_RCVHWM, &hwm, sizeof hwm);
   uint8_t *frames = pub ? camera_frames(bytes, 4) : malloc(bytes);
@@ -374,7 +383,7 @@ static int do_raw(bool pub, const char *endpoint, size_t bytes, double fps, doub
 /* A hostile receiver: a 16 MiB message, then a flood of others (JOINs
  * with new ids, and junk), reconnecting whenever the sender cuts it off. */
 static int do_flood(const char *endpoint, double seconds) {
-  void *ctx = zmq_ctx_new(), *s = zmq_socket(ctx, ZMQ_DEALER);
+  void *ctx = context(), *s = zmq_socket(ctx, ZMQ_DEALER);
   int ivl = 50, hwm = 100000, zero = 0;
   zmq_setsockopt(s, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
   zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
@@ -401,7 +410,7 @@ static int do_flood(const char *endpoint, double seconds) {
 /* A plain receiver (a DEALER sending JOIN once a second): the messages it
  * got, as another user would try. */
 static int do_join(const char *endpoint, double seconds) {
-  void *ctx = zmq_ctx_new(), *s = zmq_socket(ctx, ZMQ_DEALER);
+  void *ctx = context(), *s = zmq_socket(ctx, ZMQ_DEALER);
   int timeout = 100;
   zmq_setsockopt(s, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
   if (zmq_connect(s, endpoint) != 0) return fail("connect", -errno);
@@ -441,7 +450,7 @@ static int put_seed(const char *dir, const char *file, uint8_t path, int n,
 /* Joins a real sender (run with --zstd or without) and records what it
  * sends: a layout, a frame, a frame with the layout along. */
 static int do_corpus(const char *dir, const char *endpoint) {
-  void *ctx = zmq_ctx_new(), *s = zmq_socket(ctx, ZMQ_DEALER);
+  void *ctx = context(), *s = zmq_socket(ctx, ZMQ_DEALER);
   int timeout = 3000;
   zmq_setsockopt(s, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
   if (zmq_connect(s, endpoint) != 0) return fail("connect", -errno);
@@ -489,7 +498,7 @@ static int do_corpus(const char *dir, const char *endpoint) {
 
 /* A receiver that never reads and leaves after `period`, again and again. */
 static int do_flaky_sub(const char *endpoint, double period, double seconds) {
-  void *ctx = zmq_ctx_new();
+  void *ctx = context();
   uint64_t end = now_ns() + (uint64_t)(seconds * 1e9);
   int rounds = 0, hwm = 4, zero = 0;
   while (!stop && now_ns() < end) {

@@ -1,8 +1,10 @@
 /* Public API corners no other test reaches: growable option structs of
- * another size (an older caller's, a newer caller's), every code's exact
- * name, the version, the old names kept for the change counter and the
- * receive policy, shl_writer_pinned_by's count past its buffer, and an
- * open that waits for a name created later by another process. */
+ * another size (an older caller's, a newer caller's), samples of another
+ * size (0.1's through shl_reader_receive, a newer caller's through
+ * shl_reader_receive_ex), every code's exact name, the version, the old
+ * names kept for the change counter, the receive policy and
+ * shl_writer_pinned_by, shl_writer_get_pinned_by's count past its buffer,
+ * and an open that waits for a name created later by another process. */
 #include <stddef.h>
 
 #include "testutil_stream.h"
@@ -219,8 +221,9 @@ static void test_old_names(void) {
 }
 #pragma GCC diagnostic pop
 
-/* Three readers of this process each pin a slot: pinned_by counts all
- * three, and fills no more than it is given room for. */
+/* Three readers of this process each pin a slot: get_pinned_by counts all
+ * three, and fills no more than it is given room for; its older name
+ * answers the same. */
 static void test_pinned_by(void) {
   char name[SHL_NAME_MAX + 1];
   t_fresh_name(name, "apin");
@@ -229,18 +232,77 @@ static void test_pinned_by(void) {
   shl_sample s[3];
   int32_t pids[4] = {0, 0, -1, -1};
   for (int i = 0; i < 3; i++) r[i] = t_reader_open(name, SHL_RECV_LATEST, 1000);
-  T_EXPECT_RC(shl_writer_pinned_by(w, pids, 4), 0);
+  T_EXPECT_RC(shl_writer_get_pinned_by(w, pids, 4), 0);
   for (int i = 0; i < 3; i++) {
     T_CHECK(t_publish(w, 2, (uint64_t)i + 1, 1000) == (uint64_t)i + 1);
     T_EXPECT_RC(shl_reader_receive(r[i], &s[i], 1000 * T_MS, 0), 0);
   }
-  T_EXPECT_RC(shl_writer_pinned_by(w, pids, 2), 3);
+  T_EXPECT_RC(shl_writer_get_pinned_by(w, pids, 2), 3);
   T_CHECK(pids[0] == getpid() && pids[1] == getpid() && pids[2] == -1);
+  T_EXPECT_RC(shl_writer_get_pinned_by(w, NULL, 0), 3);
   T_EXPECT_RC(shl_writer_pinned_by(w, NULL, 0), 3);
   T_EXPECT_RC(shl_reader_release(r[1], &s[1]), 0);
-  T_EXPECT_RC(shl_writer_pinned_by(w, pids, 4), 2);
+  T_EXPECT_RC(shl_writer_get_pinned_by(w, pids, 4), 2);
   for (int i = 0; i < 3; i++) shl_reader_close(r[i]);
+  T_EXPECT_RC(shl_writer_get_pinned_by(w, pids, 4), 0);
   T_EXPECT_RC(shl_writer_pinned_by(w, pids, 4), 0);
+  shl_writer_close(w);
+}
+
+/* A sample with room past its end, as an option struct above. */
+struct sample_buf {
+  shl_sample s;
+  uint32_t tail[4];
+};
+
+/* All bytes of [from, to) of b are 0x5A, as memset left them. */
+static int untouched(const struct sample_buf *b, size_t from, size_t to) {
+  int same = 1;
+  for (size_t i = from; i < to; i++) same &= ((const unsigned char *)b)[i] == 0x5A;
+  return same;
+}
+
+/* shl_reader_receive writes the fields of 0.1 alone: an older caller's
+ * sample ends where `size` begins. shl_reader_receive_ex refuses a size that
+ * cannot hold `size`, fills what fits and zeroes a newer caller's tail. */
+static void test_sample_size(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "asmp");
+  shl_writer *w = t_writer_open(name, 2, 8, 4, 0);
+  shl_reader *r = t_reader_open(name, SHL_RECV_ALL, 1000);
+  for (uint64_t i = 1; i <= 4; i++) T_CHECK(t_publish(w, 2, i, 1000) == i);
+  const size_t old_end = offsetof(shl_sample, size), size_end = old_end + sizeof(uint32_t);
+  struct sample_buf b;
+
+  memset(&b, 0x5A, sizeof b);
+  T_EXPECT_RC(shl_reader_receive(r, &b.s, 1000 * T_MS, 0), 0);
+  T_CHECK(b.s.seq == 1 && b.s.lost == 0 && untouched(&b, old_end, sizeof b));
+  T_EXPECT_RC(shl_reader_release(r, &b.s), 0);
+
+  memset(&b, 0x5A, sizeof b);
+  b.s.size = (uint32_t)old_end;
+  T_EXPECT_RC(shl_reader_receive_ex(r, &b.s, 0, 0), -EINVAL);
+  T_EXPECT_RC(shl_reader_receive_ex(r, NULL, 0, 0), -EINVAL);
+  b.s.size = (uint32_t)size_end; /* `size` and nothing after it */
+  T_EXPECT_RC(shl_reader_receive_ex(r, &b.s, 1000 * T_MS, 0), 0);
+  T_CHECK(b.s.seq == 2 && b.s.size == size_end && untouched(&b, size_end, sizeof b));
+  T_EXPECT_RC(shl_reader_release(r, &b.s), 0);
+
+  shl_sample s = SHL_SAMPLE_INIT;
+  s.reserved = 7;
+  T_EXPECT_RC(shl_reader_receive_ex(r, &s, 1000 * T_MS, 0), 0);
+  T_CHECK(s.seq == 3 && s.lost == 0 && s.size == sizeof s && s.reserved == 0);
+  T_CHECK(t_frame_bad_words(s.data, 2, 3) == 0);
+  T_EXPECT_RC(shl_reader_release(r, &s), 0);
+
+  memset(&b, 0x5A, sizeof b);
+  b.s.size = sizeof b;
+  T_EXPECT_RC(shl_reader_receive_ex(r, &b.s, 1000 * T_MS, 0), 0);
+  T_CHECK(b.s.seq == 4 && b.s.size == sizeof b && b.s.reserved == 0);
+  T_CHECK(b.tail[0] == 0 && b.tail[1] == 0 && b.tail[2] == 0 && b.tail[3] == 0);
+  T_EXPECT_RC(shl_reader_release(r, &b.s), 0);
+  T_EXPECT_RC(shl_reader_receive_ex(r, &b.s, 0, 0), -ETIMEDOUT);
+  shl_reader_close(r);
   shl_writer_close(w);
 }
 
@@ -312,6 +374,7 @@ int main(void) {
   test_version();
   test_old_names();
   test_pinned_by();
+  test_sample_size();
   test_open_wait_name();
   return t_result();
 }

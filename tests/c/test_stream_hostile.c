@@ -15,9 +15,9 @@
  * - a fork() from another thread while a role descriptor is being opened
  *   never leaves a child holding the role;
  * - shl_dup maps the very object a handle holds, whatever its name does.
- * White-box: platform_linux.c and stream.c are compiled into this program,
- * with a hook that runs code of the test at the points where a race would
- * strike. */
+ * White-box: roles.c, stream_setup.c and stream.c are compiled into this
+ * program, with a hook that runs code of the test at the points where a race
+ * would strike. */
 #include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
@@ -27,7 +27,8 @@
 
 static void (*test_hook)(const char *point);
 #define SHL__TEST_POINT(name) (test_hook ? test_hook(#name) : (void)0)
-#include "platform_linux.c"
+#include "roles.c"
+#include "stream_setup.c"
 #include "stream.c"
 
 #define WORDS 8

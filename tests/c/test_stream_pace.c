@@ -23,6 +23,7 @@
 #include "testutil_stream.h"
 
 #include "platform_linux.c"
+#include "stream_setup.c"
 #include "stream.c"
 
 #define WORDS 8

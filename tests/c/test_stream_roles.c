@@ -14,8 +14,12 @@
  *   it, never gets the slot's new contents under the old frame's number.
  * - A stream another user created first is never taken over, and read only
  *   when the reader names that owner.
- * White-box: stream.c is compiled into this program, with a hook that runs
- * code of the test at the points where a race would strike. */
+ * - The invariants one process can check are asserted in test builds: a
+ *   reader whose counts of held samples disagree (as a bug would leave them)
+ *   aborts at its next release.
+ * White-box: stream_setup.c and stream.c are compiled into this program,
+ * with a hook that runs code of the test at the points where a race would
+ * strike. */
 #include <grp.h>
 #include <pthread.h>
 #include <signal.h>
@@ -25,6 +29,7 @@
 
 static void (*test_hook)(const char *point);
 #define SHL__TEST_POINT(name) (test_hook ? test_hook(#name) : (void)0)
+#include "stream_setup.c"
 #include "stream.c"
 
 #define WORDS 64
@@ -400,6 +405,35 @@ static void test_squatter(void) {
   T_EXPECT_RC(rc, SHL_E_FOREIGN_OWNER);
 }
 
+/* ---------------------------------------------------------------- asserts */
+
+#ifndef NDEBUG
+static int child_broken_counts(void *arg) {
+  const char *name = arg;
+  shl_writer *w = t_writer_open(name, WORDS, SLOTS, 4, 0);
+  shl_reader *r = t_reader_open(name, SHL_RECV_LATEST, WAIT_MS);
+  publish_tag(w, 1);
+  shl_sample s;
+  if (shl_reader_receive(r, &s, WAIT_MS * T_MS, 0) != 0) return 1;
+  r->pinned++; /* one sample more than its rings hold */
+  int null = open("/dev/null", O_WRONLY);
+  if (null >= 0) dup2(null, STDERR_FILENO); /* the assertion's message is expected */
+  shl_reader_release(r, &s);
+  return 2; /* not aborted */
+}
+#endif
+
+static void test_asserts_on(void) {
+#ifdef NDEBUG
+  puts("asserts: off in this build (NDEBUG), not checked");
+#else
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "rassert");
+  int rc;
+  T_EXPECT_SIGNAL(t_child_run(child_broken_counts, name, CHILD_LIMIT_S, &rc), SIGABRT);
+#endif
+}
+
 int main(void) {
   test_planted_owner();
   test_entry_above_hwm();
@@ -410,5 +444,6 @@ int main(void) {
   test_all_reader_starts_without_loss();
   test_overtaken_before_pin();
   test_squatter();
+  test_asserts_on();
   return t_result();
 }

@@ -34,7 +34,7 @@ MUTANTS = [
         "file": "src/stream.c",
         "find": "r->spin_ns = pace ? 0 : spin_ns;",
         "replace": "r->spin_ns = 0;",
-        "tests": ["stream"],
+        "tests": ["stream_wait"],
     },
     {
         "name": "reader-no-pin",
@@ -87,7 +87,7 @@ MUTANTS = [
     {
         "name": "replace-unmarked",
         "why": "a replacing writer never marks the old stream replaced",
-        "file": "src/stream.c",
+        "file": "src/stream_setup.c",
         "find": "atomic_store(&old->ctl->replaced, 1);",
         "replace": "",
         "tests": ["stream_follow"],
@@ -95,7 +95,7 @@ MUTANTS = [
     {
         "name": "numbers-restart",
         "why": "a replacing stream numbers its frames from 1 again (lost counts go wrong)",
-        "file": "src/stream.c",
+        "file": "src/stream_setup.c",
         "find": "if (s->base_seq > high) high = s->base_seq;",
         "replace": "",
         "tests": ["stream_follow"],
@@ -103,7 +103,7 @@ MUTANTS = [
     {
         "name": "meta-unbounded",
         "why": "a reader trusts the header's metadata offset without checking it against the slot",
-        "file": "src/stream.c",
+        "file": "src/stream_setup.c",
         "find": "if (rc == 0 && (offset % 64 || offset < frame_size ||",
         "replace": "if (rc == 0 && 0 && (offset % 64 || offset < frame_size ||",
         "tests": ["stream_follow"],
@@ -135,7 +135,7 @@ MUTANTS = [
     {
         "name": "stream-mode-readonly",
         "why": "a stream may be created with a mode that lets other users read it only",
-        "file": "src/stream.c",
+        "file": "src/stream_setup.c",
         "find": "if (shl__mode_has_readonly_class(opts->mode)) return SHL_E_BAD_MODE;",
         "replace": "",
         "tests": ["perm"],

@@ -1,0 +1,154 @@
+/* Streams, private to the core: the handles' structs, and the small steps
+ * on shared words that both stream files take. stream.c holds the protocol
+ * (docs/format.md, Streams; its invariants I1-I7 are stated there),
+ * stream_setup.c the setup and lifecycle of streams and their handles,
+ * stream_info.c what they report. */
+#ifndef SHL_STREAM_H
+#define SHL_STREAM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/* Test programs that include this file may stop a process at these points. */
+#ifndef SHL__TEST_POINT
+#define SHL__TEST_POINT(name) ((void)0)
+#endif
+
+/* An `all` reader's next_seq in the entry it left for a stream that
+ * replaced this one: a blocking writer of the new stream waits for it. */
+#define NEXT_SEQ_FOLLOWED UINT64_MAX
+/* Attempts to pin before treating the stream as quiet: only a writer that
+ * breaks the protocol can make a reader miss this many times in a row. */
+#define PIN_ATTEMPTS 4096
+
+/* The validated control area, shared by writer and reader handles. */
+struct stream {
+  shl_segment *seg;
+  struct shl__stream_ctl *ctl;
+  struct shl__slot *slot;     /* [slots] */
+  struct shl__reader *reader; /* [max_readers] */
+  unsigned char *frames;
+  uint64_t stride;
+  uint64_t meta_offset, meta_size; /* meta_size 0: no metadata */
+  uint64_t base_seq;
+  uint32_t slots, max_readers, flags;
+  struct shl__role_fd role; /* this handle's role locks */
+  char meta_format[SHL_FORMAT_MAX + 1]; /* "" for none; validated against meta_size */
+};
+
+struct shl_writer {
+  struct stream s;
+  struct shl__keeper *keeper; /* holds the liveness words; NULL: none could start */
+  _Atomic uint32_t **alive;   /* [max_readers]: each reader entry's liveness word */
+  uint64_t next_seq;
+  int loaned; /* slot index, -1 for none */
+  /* A blocking writer's previous stream after a replace, until every live
+   * `all` reader of it has moved here (followers_floor); seg NULL: none. */
+  struct stream prev;
+};
+
+/* A stream a reader is registered on: the one it reads, or one it followed
+ * the name away from whose samples it still holds. */
+struct ring {
+  struct stream s;
+  struct shl__reader *entry;
+  uint32_t pinned;                     /* samples held from this ring */
+  uint32_t held[SHL_STREAM_MAX_SLOTS]; /* samples held per slot */
+  struct ring *next;                   /* the reader's list of rings left */
+};
+
+struct shl_reader {
+  struct ring *cur;  /* the stream it reads */
+  struct ring *left; /* rings it left that still have pinned samples */
+  uint64_t last_seq; /* newest sequence delivered */
+  uint64_t next_seq; /* policy `all`: next sequence wanted */
+  int64_t liveness_checked_ns;
+  int64_t death_poll_ns; /* wait_for_frame's next look while the word and the role disagree */
+  uint32_t policy; /* enum shl_recv_policy */
+  uint32_t spin_ns;
+  bool pace_on;            /* SHL_SPIN_AUTO: wait as the stream's pace predicts */
+  struct shl__pace pace;
+  uint32_t max_pinned, pinned; /* samples this reader may hold, and holds */
+  uint32_t max_pinned_asked;   /* 0: the default for the ring's slots */
+  uint32_t flags;              /* enum shl_reader_flags */
+  uint32_t owner, owner_uid;   /* whose stream the name may lead to */
+  bool moved;                  /* the next sample is the first of a followed stream */
+  bool await_writer;           /* opened with no live writer: wait for one, skip its frames */
+  _Atomic uint32_t wake;       /* futex: bumped by shl_reader_wake, from any thread */
+  uint32_t wake_seen;          /* the last value receive answered with -EINTR */
+};
+
+/* This process in the shared words: its pid, as it sees it. Information for
+ * people (messages, the CLI); never used to decide liveness. */
+static inline uint64_t self_word(void) { return (uint32_t)getpid(); }
+
+/* `latest` packs the newest frame's number and slot. */
+static inline uint64_t latest_pack(uint64_t seq, uint32_t slot) {
+  return seq << SHL__SLOT_BITS | slot;
+}
+static inline uint64_t latest_seq(uint64_t latest) { return latest >> SHL__SLOT_BITS; }
+static inline uint32_t latest_slot(uint64_t latest) { return (uint32_t)(latest & SHL__SLOT_MASK); }
+/* Bits of every slot of a ring of `slots` (1..64). */
+static inline uint64_t slots_mask(uint32_t slots) {
+  return slots == 64 ? ~0ull : (1ull << slots) - 1;
+}
+
+/* A handle's own state before it is bound: no role descriptor yet. */
+static inline void init_handle(struct stream *s) { shl__role_fd_init(&s->role); }
+
+static inline bool inherited(const struct stream *s) { return shl__seg_inherited(s->seg); }
+
+static inline int64_t deadline_after(int64_t timeout_ns) {
+  return shl__deadline(shl__monotonic_ns(), timeout_ns);
+}
+
+/* 0 while a writer holds the stream (or that cannot be told), else why not:
+ * a clean close clears the writer word before it drops the role lock. The
+ * segment's own descriptor holds no role, so any lock seen is another's. */
+static inline int writer_state(const struct stream *s) {
+  if (shl__role_held(s->seg->fd, SHL__ROLE_WRITER) != 0) return 0;
+  /* Read after the lock is seen free: pairs with shl_writer_close's store. */
+  return atomic_load(&s->ctl->writer) ? SHL_E_WRITER_GONE : SHL_E_WRITER_CLOSED;
+}
+
+static inline uint32_t reader_hwm(const struct stream *s) {
+  /* Pairs with register_reader's raise of the mark (I5). */
+  uint32_t hwm = atomic_load(&s->ctl->reader_hwm);
+  return hwm < s->max_readers ? hwm : s->max_readers;
+}
+
+/* Tell a writer sleeping for space that a slot may have been freed. */
+static inline void signal_space(struct stream *s) {
+  /* Pairs with shl_writer_loan's read of `space` before it claims, and of
+   * writer_waiting around its sleep (I7). */
+  atomic_fetch_add(&s->ctl->space, 1);
+  if (atomic_load(&s->ctl->writer_waiting)) shl__futex_wake_all(&s->ctl->space);
+}
+
+/* By the entry's owner (close) or a reaper holding its lock (I4). Pins and
+ * next_seq go first, owner last (release): a writer that skips an entry for
+ * its owner 0 (scan_readers) loses no pin it should have seen. */
+static inline void clear_entry(struct shl__reader *e) {
+  atomic_store(&e->pinned, 0);
+  atomic_store(&e->next_seq, 0);
+  atomic_store_explicit(&e->owner, 0, memory_order_release);
+}
+
+/* stream_setup.c */
+/* Checks the control area against the segment and takes a private snapshot
+ * of its immutable fields (a hostile peer cannot move us out of bounds). */
+int shl__stream_bind(struct stream *s, shl_segment *seg);
+/* Drops the handle's roles (after the shared words are final) and closes
+ * its segment. */
+void shl__stream_close(struct stream *s);
+/* Leaves a reader's entry (its words cleared before its lock goes) and frees
+ * the ring. */
+void shl__ring_close(struct ring *ring);
+/* Moves the reader to the stream its name holds now: 1 moved, 0 nothing to
+ * move to (no stream under the name yet, or this very one), or an error. */
+int shl__reader_follow(shl_reader *r);
+
+#endif /* SHL_STREAM_H */

@@ -1,0 +1,180 @@
+/* SHL_STREAM_BLOCK back-pressure: the writer fills the ring but never laps
+ * a live `all` reader (`latest` readers do not hold it back), and a dead
+ * `all` reader, or a frame read, frees a writer asleep in its loan at once.
+ * Other processes are this program re-executed with a role argument. */
+#include <signal.h>
+#include <stdint.h>
+
+#include "testutil_stream_api.h"
+
+static const char *self; /* argv[0], to re-execute ourselves */
+/* Worst times, printed at the end: a sleeping BLOCK writer's loan after a
+ * reader died, or read. */
+static double unblock_kill_ms, unblock_read_ms;
+
+static pid_t spawn(const char *role, const char *name, const char *arg, int *report) {
+  return spawn_role(self, role, name, arg, report);
+}
+
+/* ---------------------------------------------------------------- roles */
+
+/* An `all` reader that never reads, until SIGKILLed. */
+static int role_lag(const char *name, int fd) {
+  shl_reader *r = t_reader_open(name, SHL_RECV_ALL, WAIT_MS);
+  t_send_byte(fd, 'R');
+  t_sleep_ms(CHILD_LIMIT_S * 1000L);
+  shl_reader_close(r);
+  return 1;
+}
+
+/* Take a full BLOCK stream over and wait for a slot: 'L' once loaned, 'T' if not. */
+static int role_block_loan(const char *name, int fd) {
+  shl_writer *w = t_writer_open(name, WORDS, SLOTS, 0, SHL_STREAM_BLOCK);
+  uint64_t next = shl_writer_next_seq(w);
+  void *frame;
+  t_send_byte(fd, 'W');
+  int slot = shl_writer_loan(w, &frame, WAIT_MS * T_MS);
+  t_send_byte(fd, slot >= 0 ? 'L' : 'T');
+  if (slot >= 0) {
+    t_frame_stamp(frame, WORDS, next);
+    uint64_t seq = 0;
+    T_EXPECT_RC(shl_writer_publish(w, &seq), 0);
+    T_CHECK(seq == next);
+  }
+  shl_writer_close(w);
+  return slot >= 0 ? t_result() : 1;
+}
+
+/* argv: self role name [arg] report-fd */
+static int run_role(int argc, char **argv) {
+  const char *role = argv[1], *name = argv[2];
+  int fd = atoi(argv[argc - 1]);
+  if (strcmp(role, "lag") == 0) return role_lag(name, fd);
+  if (strcmp(role, "block-loan") == 0) return role_block_loan(name, fd);
+  fprintf(stderr, "unknown role %s\n", role);
+  return 1;
+}
+
+/* ---------------------------------------------------------------- tests */
+
+/* SHL_STREAM_BLOCK: the writer may fill the ring but never laps a live `all`
+ * reader; `latest` readers do not hold it back. */
+static void test_block(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "sblock");
+  shl_writer *w = open_writer(name, SHL_STREAM_BLOCK);
+  shl_reader *a = t_reader_open(name, SHL_RECV_ALL, 0);
+  shl_reader *l = t_reader_open(name, SHL_RECV_LATEST, 0);
+  T_CHECK(t_stream_info(shl_writer_segment(w)).flags == SHL_STREAM_BLOCK);
+  PUBLISH(w, 1, SLOTS);
+  expect_no_slot(w, -ETIMEDOUT);
+  EXPECT_SAMPLE(l, SLOTS, ANY);
+  expect_no_slot(w, -ETIMEDOUT);
+  /* Whenever the ring is full, the reader takes one frame; the writer is
+   * then exactly a ring ahead again, and nothing is ever lost. */
+  enum { LAST = 40 };
+  uint64_t next = 1; /* the reader's next frame */
+  for (uint64_t seq = SLOTS + 1; seq <= LAST; seq++) {
+    void *frame;
+    int slot;
+    while ((slot = shl_writer_loan(w, &frame, 0)) == -ETIMEDOUT && next < seq)
+      EXPECT_SAMPLE(a, next++, 0);
+    T_REQUIRE(slot >= 0);
+    T_CHECK(seq - next == SLOTS - 1);
+    t_frame_stamp(frame, WORDS, seq);
+    T_EXPECT_RC(shl_writer_publish(w, NULL), 0);
+  }
+  while (next <= LAST) EXPECT_SAMPLE(a, next++, 0);
+  EXPECT_NOTHING(a);
+  /* No `all` reader left: nothing holds the writer back. */
+  shl_reader_close(a);
+  PUBLISH(w, LAST + 1, LAST + 3 * SLOTS);
+  shl_reader_close(l);
+  shl_writer_close(w);
+}
+
+static pid_t start_lagger(const char *name) {
+  int fd;
+  pid_t pid = spawn("lag", name, NULL, &fd);
+  T_REQUIRE(t_await_byte(pid, fd, 'R', WAIT_MS));
+  return pid;
+}
+
+/* Publish until a lagging `all` reader that joined at frame first - 1 (0:
+ * before any) holds the writer back; returns the next seq. */
+static uint64_t fill_ring(shl_writer *w, uint64_t first) {
+  uint64_t seq = first, room = first == 1 ? SLOTS : SLOTS - 1;
+  void *frame;
+  while (seq - first <= room && shl_writer_loan(w, &frame, 0) >= 0) {
+    t_frame_stamp(frame, WORDS, seq++);
+    T_EXPECT_RC(shl_writer_publish(w, NULL), 0);
+  }
+  T_CHECK(seq - first == room);
+  T_EXPECT_RC(shl_writer_loan(w, &frame, 0), -ETIMEDOUT);
+  return seq;
+}
+
+/* Another process takes the full stream over and waits for a slot; free one
+ * (kill the lagger, or take the frame `take` from `a`) and time its loan. */
+static void expect_loan_freed(const char *name, pid_t lagger, shl_reader *a, uint64_t take) {
+  int fd;
+  pid_t pid = spawn("block-loan", name, NULL, &fd);
+  T_CHECK(t_read_byte(fd, WAIT_MS) == 'W');
+  T_CHECK(t_wait_in_futex(pid, WAIT_MS)); /* asleep in shl_writer_loan */
+  long long t0 = t_now_ns();
+  if (lagger)
+    T_CHECK(kill(lagger, SIGKILL) == 0);
+  else
+    EXPECT_SAMPLE(a, take, 0);
+  T_CHECK(t_read_byte(fd, WAIT_MS) == 'L');
+  double ms = (double)(t_now_ns() - t0) / 1e6;
+  double *worst = lagger ? &unblock_kill_ms : &unblock_read_ms;
+  if (ms > *worst) *worst = ms;
+  T_EXPECT_TOOK(t0, 0, GONE_MAX_MS);
+  close(fd);
+  T_EXPECT_EXIT(t_child_reap(pid), 0);
+  if (lagger) T_EXPECT_SIGNAL(t_child_reap(lagger), SIGKILL);
+}
+
+/* A dead `all` reader holds a BLOCK writer back no longer than ~100 ms. */
+static void test_block_reader_killed(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "sblkill");
+  shl_writer *w = open_writer(name, SHL_STREAM_BLOCK);
+  /* Killed before the loan: the loan that finds no slot reaps it at once. */
+  pid_t lagger = start_lagger(name);
+  uint64_t seq = fill_ring(w, 1);
+  t_kill_child(lagger);
+  T_CHECK(t_stream_info(shl_writer_segment(w)).readers_alive == 0);
+  long long t0 = t_now_ns();
+  T_CHECK(t_publish(w, WORDS, seq, WAIT_MS) == seq);
+  T_EXPECT_TOOK(t0, 0, T_AT_ONCE_MS);
+  seq++;
+
+  /* Killed while a writer sleeps in loan. */
+  lagger = start_lagger(name);
+  seq = fill_ring(w, seq);
+  shl_writer_close(w);
+  expect_loan_freed(name, lagger, NULL, 0);
+  seq++; /* the child published one */
+
+  /* A sleeping writer also goes on once the reader takes a frame. */
+  w = open_writer(name, SHL_STREAM_BLOCK);
+  shl_reader *a = t_reader_open(name, SHL_RECV_ALL, 0);
+  uint64_t first = seq - 1; /* `a` starts at the newest frame */
+  seq = fill_ring(w, seq);
+  shl_writer_close(w);
+  expect_loan_freed(name, 0, a, first);
+  shl_reader_close(a);
+}
+
+int main(int argc, char **argv) {
+  self = argv[0];
+  if (argc > 2) return run_role(argc, argv);
+  t_frame_check_canary(WORDS); /* every sample's bytes are checked with it */
+  test_block();
+  test_block_reader_killed();
+  printf("stream_block: BLOCK writer freed %.1f ms after a reader died, %.1f ms after it read\n",
+         unblock_kill_ms, unblock_read_ms);
+  return t_result();
+}
