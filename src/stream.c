@@ -148,16 +148,22 @@ static uint64_t followers_floor(shl_writer *w) {
   return UINT64_MAX;
 }
 
-/* A free slot, already cleared so no reader can pin it, or -1. Prefers the
- * oldest frame, so `all` readers lose as little as possible. */
+/* A free slot, already cleared so no reader can pin it, or -1. While an
+ * `all` reader has a place in the stream, the oldest frame's, so such
+ * readers lose as little as possible. Otherwise no frame but the newest is
+ * wanted, and the slot lent is the most recently written free one: its
+ * memory, touched a frame or two ago, is the warmest in the cache, where
+ * the oldest's was last touched a round of every slot ago. */
 static int claim_slot(shl_writer *w) {
   struct stream *s = &w->s;
   uint64_t floor, tried = 0;
   uint64_t pinned = scan_readers(s, &floor);
+  bool oldest = floor != UINT64_MAX;
   if (!(s->flags & SHL_STREAM_BLOCK)) floor = UINT64_MAX;
   if (w->prev.seg) { /* readers of the stream this one replaced are on their way */
     uint64_t coming = followers_floor(w);
     if (coming < floor) floor = coming;
+    oldest |= coming != UINT64_MAX;
   }
   /* Only this writer stores latest: the newest slot stays out (I3). */
   uint64_t latest = atomic_load(&s->ctl->latest);
@@ -169,7 +175,7 @@ static int claim_slot(shl_writer *w) {
       if (i == newest || ((pinned | tried) >> i) & 1) continue;
       uint64_t seq = atomic_load(&s->slot[i].seq);
       if (seq >= floor) continue; /* a blocking stream keeps what `all` readers still want */
-      if (seq < best_seq || best < 0) best = (int)i, best_seq = seq;
+      if (best < 0 || (oldest ? seq < best_seq : seq > best_seq)) best = (int)i, best_seq = seq;
     }
     if (best < 0) return -1;
     assert((uint32_t)best != newest); /* I3 */

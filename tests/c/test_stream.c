@@ -1,6 +1,6 @@
 /* Streams, the API and its errors: loan, publish and discard; both receive
  * policies, with exact loss counts; a writer's own numbering
- * (shl_writer_set_next_seq); pins; the reader table. Waiting is
+ * (shl_writer_set_next_seq); which slot a loan gets; pins; the reader table. Waiting is
  * test_stream_wait's, writers that come and go test_stream_writers',
  * SHL_STREAM_BLOCK test_stream_block's. */
 #include <signal.h>
@@ -251,6 +251,40 @@ static void test_latest(void) {
   shl_writer_close(w);
 }
 
+/* The slots `n` loans and publishes use, as a mask. */
+static uint64_t slots_used(shl_writer *w, int n) {
+  uint64_t used = 0;
+  for (int i = 0; i < n; i++) {
+    void *frame;
+    int slot = shl_writer_loan(w, &frame, 0);
+    T_REQUIRE(slot >= 0);
+    used |= 1ull << slot;
+    T_EXPECT_RC(shl_writer_publish(w, NULL), 0);
+  }
+  return used;
+}
+
+/* Which slot a loan gets: the oldest frame's while an `all` reader is in
+ * the stream (it loses as little as possible), else the one written last
+ * but the newest, warm in the cache: two slots take turns. */
+static void test_slot_choice(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "schoice");
+  shl_writer *w = open_writer(name, 0);
+  T_EXPECT_RC(__builtin_popcountll(slots_used(w, 3 * SLOTS)), 2);
+  shl_reader *l = t_reader_open(name, SHL_RECV_LATEST, 0);
+  T_EXPECT_RC(__builtin_popcountll(slots_used(w, 3 * SLOTS)), 2);
+  shl_reader *a = t_reader_open(name, SHL_RECV_ALL, 0);
+  shl_sample s;
+  T_EXPECT_RC(shl_reader_receive(a, &s, 0, 0), 0); /* now it has a place in the stream */
+  T_EXPECT_RC(shl_reader_release(a, &s), 0);
+  T_EXPECT_RC(__builtin_popcountll(slots_used(w, SLOTS)), SLOTS);
+  shl_reader_close(a);
+  T_EXPECT_RC(__builtin_popcountll(slots_used(w, 3 * SLOTS)), 2);
+  shl_reader_close(l);
+  shl_writer_close(w);
+}
+
 /* A held sample's slot is never loaned out again: its bytes stay put. */
 static void test_pinned(void) {
   char name[SHL_NAME_MAX + 1];
@@ -337,6 +371,7 @@ int main(void) {
   test_all_lapped();
   test_set_next_seq();
   test_latest();
+  test_slot_choice();
   test_pinned();
   test_max_readers();
   return t_result();
