@@ -347,9 +347,13 @@ const char *monitor_event(void *monitor, const struct bridge_opts *o, bool serve
                     : "CURVE handshake failed: --server-key is not the sender's public key";
     return "handshake failed (protocol error: not a shmlane bridge peer?)";
   }
+  /* A CURVE sender may hang up on our plain greeting before we read its
+   * own: libzmq then says no more than this. */
   if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-    return server ? "a receiver's handshake failed"
-                  : "handshake with the sender failed (with CURVE: is --server-key the sender's "
-                    "public key?)";
+    return server          ? "a receiver's handshake failed"
+           : o->server_key ? "handshake with the sender failed (with CURVE: is --server-key the "
+                             "sender's public key?)"
+                           : "handshake with the sender failed: if it uses CURVE keys, give "
+                             "--server-key (its public key)";
   return NULL;
 }

@@ -302,6 +302,10 @@ static void serve_monitor(struct receiver *r) {
                  (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
                   (value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH ||
                    value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC));
+    /* Without keys, a failure that says nothing, again and again, is a
+     * sender with keys (monitor_event). */
+    if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL && !o->server_key)
+      fatal = ++r->failed_handshakes >= MAX_FAILED_HANDSHAKES;
     /* A sender that cannot read our CURVE hello just hangs up. */
     if (event == ZMQ_EVENT_DISCONNECTED && !r->handshake_ok && o->server_key) {
       why = "the sender hung up during the CURVE handshake: if it has no keys, give the sender "
