@@ -1,7 +1,8 @@
 # Benchmarks (docs/performance.md). Included from the Makefile.
 #
-#   make bench            every scenario; about 4 minutes on 2 cores
-#   make bench QUICK=1    the same scenarios with fewer iterations, under 2 minutes
+#   make bench            every scenario, the GStreamer elements and the bridge
+#                         included; about 13 minutes on 2 cores
+#   make bench QUICK=1    the same scenarios with fewer iterations, about half
 #   make bench-bridge     the bridge alone (part of bench)
 #
 # Writes bench/results/latest.json, latest.md and the PNG plots. Everything
@@ -54,8 +55,8 @@ bench: bench-build
 	$(BENCH_PY) bench/run.py $(BENCH_ARGS) --bin $(BENCH_C)/bench --out bench/results
 	$(MAKE) bench-bridge
 
-# shmlane-bridge against raw ZeroMQ PUB/SUB (docs/bridge.md): about 2 minutes,
-# 40 s with QUICK=1; over a veth pair too where `ip netns` is permitted.
+# shmlane-bridge against raw ZeroMQ PUB/SUB (docs/bridge.md): about 6 minutes,
+# over a veth pair too where `ip netns` is permitted.
 bench-bridge: bench-c
 	@if [ -x $(BENCH_C)/bridge/shmlane-bridge ]; then \
 	  $(PYTHON) bench/bridge.py $(BENCH_ARGS) --bin $(BENCH_C)/bridge --out bench/results; \
