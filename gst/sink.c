@@ -75,7 +75,8 @@ static void open_error(GstShmlaneSink *sink, const gchar *name, int rc, guint mo
 }
 
 /* Creates the stream, takes it over, or replaces it (other frames). The
- * caps' framerate is the period declared to readers. */
+ * caps' framerate is the period declared to readers, declared again when
+ * only it changes. */
 static gboolean open_stream(GstShmlaneSink *sink, const GstVideoInfo *info) {
   shlgst_layout lay;
   GstVideoInfo frames;
@@ -114,6 +115,10 @@ static gboolean open_stream(GstShmlaneSink *sink, const GstVideoInfo *info) {
     g_mutex_lock(&wr->lock);
     rc = shlgst_writer_wait_idle_locked(wr, NULL) ? shl_writer_replace(&wr->w, &lay.layout, &opts)
                                                    : -ETIMEDOUT;
+    g_mutex_unlock(&wr->lock);
+  } else { /* the same frames at another rate, or none: only the period changes */
+    g_mutex_lock(&wr->lock);
+    rc = shl_writer_set_period(wr->w, opts.period_ns);
     g_mutex_unlock(&wr->lock);
   }
   if (rc < 0) {

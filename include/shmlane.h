@@ -108,7 +108,7 @@ extern "C" {
  *     shl_stream_get_reader, shl_writer_get_meta (the metadata format),
  *     shl_sample_get_meta (the record and its size), shl_writer_get_pinned_by;
  *   - shl_[object_]set_NOUN changes a setting (shl_reader_set_spin,
- *     shl_writer_set_next_seq), shl_[object_]is_ADJ answers yes or no
+ *     shl_writer_set_next_seq, shl_writer_set_period), shl_[object_]is_ADJ answers yes or no
  *     (shl_is_readonly).
  * Calls that compute from a description the caller passes, not from a
  * handle, are named by that description and what they compute or do
@@ -594,6 +594,11 @@ SHL_API uint64_t shl_writer_next_seq(const shl_writer *w);
  * skipped count as `lost` for readers, as frames they missed. For writers
  * that relay another stream's numbering (the bridge). */
 SHL_API int shl_writer_set_next_seq(shl_writer *w, uint64_t seq);
+/* Declare another frame period (a camera's new frame rate; 0: unknown) to
+ * readers, as shl_stream_opts.period_ns does when the stream is made; a
+ * replacement declares its own. Readers see it in shl_stream_info.period_ns,
+ * and a predictive wait that starts later takes it as its first guess. */
+SHL_API int shl_writer_set_period(shl_writer *w, uint64_t period_ns);
 SHL_API shl_segment *shl_writer_segment(const shl_writer *w);
 
 /* A reader's receive policy. */

@@ -107,6 +107,13 @@ int shl_writer_set_next_seq(shl_writer *w, uint64_t seq) {
   return 0;
 }
 
+int shl_writer_set_period(shl_writer *w, uint64_t period_ns) {
+  if (inherited(&w->s)) return SHL_E_FORKED;
+  /* Only the writer stores it; readers take it as a first guess of the pace. */
+  atomic_store(&w->s.ctl->period_ns, period_ns);
+  return 0;
+}
+
 /* Bits of the slots that live readers pin; and, for a blocking stream, the
  * lowest sequence a live `all` reader still wants (*floor). */
 static uint64_t scan_readers(const struct stream *s, uint64_t *floor) {

@@ -161,6 +161,15 @@ static PyObject *writer_meta_format(Writer *w, PyObject *unused) {
   return stream_meta_format(&w->base, shl_writer_get_meta(w->w, format, sizeof format), format);
 }
 
+static PyObject *writer_set_period(Writer *w, PyObject *arg) {
+  unsigned long long period_ns = PyLong_AsUnsignedLongLong(arg);
+  if (period_ns == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+  if (w->base.closed) return closed_error(&w->base);
+  int rc = shl_writer_set_period(w->w, period_ns);
+  if (rc < 0) return stream_failed(&w->base, rc);
+  Py_RETURN_NONE;
+}
+
 static PyObject *writer_get_next_seq(Writer *w, void *unused) {
   (void)unused;
   if (w->base.closed) return closed_error(&w->base);
@@ -183,6 +192,8 @@ static PyMethodDef writer_methods[] = {
      "The format of each frame's metadata record, or None."},
     {"info", (PyCFunction)writer_info, METH_NOARGS,
      "The stream's slots, readers, writer and last frame."},
+    {"set_period", (PyCFunction)writer_set_period, METH_O,
+     "set_period(period_ns): the frame period declared to readers (0: unknown)."},
     BASE_METHODS,
     {NULL, NULL, 0, NULL},
 };

@@ -252,6 +252,17 @@ class Writer(Described):
         return self._raw.next_seq
 
     @property
+    def fps(self) -> float:
+        """The frame rate declared to readers (StreamInfo.fps, VideoCapture's
+        CAP_PROP_FPS), 0.0 if unknown. Set it when the source's rate changes
+        (a camera switching modes); None declares it unknown."""
+        return stream_info(self._raw).fps
+
+    @fps.setter
+    def fps(self, fps: Optional[float]) -> None:
+        self._raw.set_period(period_from_fps(f"stream '{self.name}'", fps))
+
+    @property
     def meta(self) -> Any:
         """The writer's metadata record (None for a stream without metadata):
         a ctypes instance if meta= was a ctypes type, else a NumPy record.

@@ -1,6 +1,6 @@
 /* Streams, the API and its errors: loan, publish and discard; both receive
  * policies, with exact loss counts; a writer's own numbering
- * (shl_writer_set_next_seq); which slot a loan gets; pins; the reader table. Waiting is
+ * (shl_writer_set_next_seq) and declared period; which slot a loan gets; pins; the reader table. Waiting is
  * test_stream_wait's, writers that come and go test_stream_writers',
  * SHL_STREAM_BLOCK test_stream_block's. */
 #include <signal.h>
@@ -251,6 +251,26 @@ static void test_latest(void) {
   shl_writer_close(w);
 }
 
+/* A writer declares its frame period at open and again when it changes. */
+static void test_set_period(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "speriod");
+  shl_layout l = t_frame_layout(WORDS);
+  shl_stream_opts o = SHL_STREAM_OPTS_INIT;
+  o.period_ns = 33333333;
+  shl_writer *w = NULL;
+  T_REQUIRE(shl_writer_open(&w, name, &l, &o) == 0);
+  shl_reader *r = t_reader_open(name, SHL_RECV_LATEST, 0);
+  shl_segment *seg = shl_reader_segment(r);
+  T_CHECK(t_stream_info(seg).period_ns == 33333333);
+  T_EXPECT_RC(shl_writer_set_period(w, 16666667), 0);
+  T_CHECK(t_stream_info(seg).period_ns == 16666667);
+  T_EXPECT_RC(shl_writer_set_period(w, 0), 0); /* unknown */
+  T_CHECK(t_stream_info(seg).period_ns == 0);
+  shl_reader_close(r);
+  shl_writer_close(w);
+}
+
 /* The slots `n` loans and publishes use, as a mask. */
 static uint64_t slots_used(shl_writer *w, int n) {
   uint64_t used = 0;
@@ -370,6 +390,7 @@ int main(void) {
   test_all_in_order();
   test_all_lapped();
   test_set_next_seq();
+  test_set_period();
   test_latest();
   test_slot_choice();
   test_pinned();

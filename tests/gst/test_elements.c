@@ -482,13 +482,21 @@ static void check_framerate(GstHarness *h, gint n, gint d) {
 }
 
 GST_START_TEST(test_period) {
-  /* The sink declares the caps' framerate as the stream's frame period; a
-   * source of a stream without the sink's records (a C or Python writer's)
+  /* The sink declares the caps' framerate as the stream's frame period, and
+   * declares it again when only the framerate changes; a source of a stream without the sink's records (a C or Python writer's)
    * takes its framerate and durations from that period. */
   gchar *name = stream_name("period");
   GstHarness *sink = sink_harness(name, "GRAY8", 16, 16); /* 25/1 */
   push_frame(sink, 256, 1);
   fail_unless_equals_uint64(stream_info(name).period_ns, 40 * GST_MSECOND);
+  /* Only the rate changes: the same stream (no replacement), a new period. */
+  GstCaps *faster = caps_of("GRAY8", 16, 16);
+  gst_caps_set_simple(faster, "framerate", GST_TYPE_FRACTION, 50, 1, NULL);
+  gst_harness_set_src_caps(sink, faster);
+  push_frame(sink, 256, 2);
+  shl_stream_info info = stream_info(name);
+  fail_unless_equals_uint64(info.period_ns, 20 * GST_MSECOND);
+  fail_unless(!info.replaced && info.last_seq == 2);
   gst_harness_teardown(sink);
   fail_unless_equals_int(shl_unlink(name), 0);
 

@@ -279,6 +279,26 @@ def test_declared_frame_rate_is_stored_with_the_stream(name):
             shmlane.Writer(name, shape=(2,), dtype="u1", fps=bad)
 
 
+def test_frame_rate_declared_again_while_writing(name):
+    """Writer.fps = ...: a camera that changes its rate says so to readers
+    without replacing the stream; None: unknown; a bad rate changes nothing."""
+    with shmlane.Writer(name, shape=(2,), dtype="u1", fps=30) as writer:
+        with shmlane.Reader(name, timeout=0) as reader:
+            writer.publish(np.zeros(2, "u1"))
+            writer.fps = 60
+            assert writer.fps == 60.0 and reader.info().fps == 60.0
+            writer.fps = None
+            assert writer.fps == 0.0 and reader.info().period_ns == 0
+            with pytest.raises(ValueError, match="fps must be more than 0"):
+                writer.fps = -1
+            assert reader.info().period_ns == 0 and not reader.info().replaced
+            writer.publish(np.ones(2, "u1"))
+            with reader.receive(timeout=1) as s:
+                assert s.seq == 2 and not s.new_stream
+    with pytest.raises(ValueError, match="closed"):
+        writer.fps = 25
+
+
 # ---------------------------------------------------------------- no write access
 
 NOBODY_CALLS = """
