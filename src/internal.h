@@ -9,6 +9,12 @@
 #include "shm_layout.h"
 #include "shmlane.h"
 
+/* Test programs that include a core file may run code at these points
+ * (test_stream_roles, test_stream_hostile); nothing otherwise. */
+#ifndef SHL__TEST_POINT
+#define SHL__TEST_POINT(name) ((void)0)
+#endif
+
 enum shl__seg_flags {
   SHL__SEG_READONLY = 1u << 0,        /* payload mapped PROT_READ */
   SHL__SEG_HDR_WRITABLE = 1u << 1,    /* header mapped writable: may lock, register as waiter */

@@ -16,11 +16,6 @@
 
 #include "internal.h"
 
-/* Test programs that include this file may run code at these points. */
-#ifndef SHL__TEST_POINT
-#define SHL__TEST_POINT(name) ((void)0)
-#endif
-
 static int role_lock(int fd, int cmd, short type, uint64_t byte, struct flock *fl) {
   memset(fl, 0, sizeof *fl);
   fl->l_type = type;

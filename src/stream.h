@@ -12,11 +12,6 @@
 
 #include "internal.h"
 
-/* Test programs that include this file may stop a process at these points. */
-#ifndef SHL__TEST_POINT
-#define SHL__TEST_POINT(name) ((void)0)
-#endif
-
 /* An `all` reader's next_seq in the entry it left for a stream that
  * replaced this one: a blocking writer of the new stream waits for it. */
 #define NEXT_SEQ_FOLLOWED UINT64_MAX
