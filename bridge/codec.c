@@ -81,7 +81,7 @@ static bool image_of(const struct wire_layout *l, struct codec_image *img) {
   return true;
 }
 
-/* "3, 480, 640" */
+/* "480, 640, 3" */
 static void dims_text(const uint64_t *v, uint32_t n, char *buf, size_t size) {
   size_t at = 0;
   buf[0] = 0;
