@@ -19,11 +19,12 @@ all: build
 
 deps: $(VENV)/.deps-stamp bridge-deps
 
-# libzmq (and libzstd) for shmlane-bridge, from Debian, like the compiler;
-# without them everything else builds and the bridge is left out.
+# libzmq (and libzstd, libjpeg-turbo) for shmlane-bridge, from Debian, like
+# the compiler; without them everything else builds and the bridge is left
+# out (or has no --zstd, no --jpeg).
 bridge-deps:
-	@pkg-config --exists libzmq libzstd 2>/dev/null || \
-	  mk/apt-install.sh pkg-config libzmq3-dev libzstd-dev || \
+	@pkg-config --exists libzmq libzstd libjpeg 2>/dev/null || \
+	  mk/apt-install.sh pkg-config libzmq3-dev libzstd-dev libjpeg62-turbo-dev || \
 	  echo "deps: no libzmq: shmlane-bridge will not be built"
 
 # The venv's own pip, unless older than PIP: --config-settings given twice

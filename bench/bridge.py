@@ -2,7 +2,10 @@
 raw ZeroMQ PUB/SUB moving the same bytes, in the same run, at 640x480x3 and
 1920x1080x3, over loopback TCP and over a veth pair between two network
 namespaces (skipped where `ip netns` is not permitted); then the bridge with
-zstd over the veth pair shaped with tc (tbf) to 1 Gbit/s and 100 Mbit/s.
+zstd and with JPEG over the veth pair shaped with tc (tbf) to 1 Gbit/s and
+100 Mbit/s, with what each codec costs: its ratio, the time a frame spends
+in the coder on each side, the CPU time of both sides, and for JPEG the
+error (PSNR of the frames that arrive against those written).
 
     python bench/bridge.py --bin BUILD/bridge [--quick] [--out bench/results]
 
@@ -17,6 +20,7 @@ alternate, ROUNDS times; the tables show medians, and the spread. Writes
 bridge.json and bridge.md to --out."""
 import argparse
 import json
+import math
 import os
 import platform
 import re
@@ -32,7 +36,10 @@ import netns  # noqa: E402
 SIZES = [("640x480x3", "480,640,3", 640 * 480 * 3), ("1920x1080x3", "1080,1920,3", 1920 * 1080 * 3)]
 # Shaped links: (rate for tc, frame, the bridge's options).
 SHAPED = [("1gbit", "1920x1080x3", ["--zstd"]), ("1gbit", "1920x1080x3", ["--zstd", "--latest"]),
-          ("100mbit", "640x480x3", ["--zstd"])]
+          ("1gbit", "1920x1080x3", ["--jpeg"]), ("100mbit", "640x480x3", ["--zstd"]),
+          ("100mbit", "640x480x3", ["--jpeg"])]
+# A side's statistics line: its codec, ratio and time a frame took in it.
+CODED = re.compile(r"(zstd\S*|jpeg) ([0-9.]+):1 ([0-9.]+) ms/frame")
 TAG = "bb%d" % (os.getpid() % 100000)
 
 
@@ -57,7 +64,9 @@ def finish(p, timeout):
 def run(cmds, seconds, movers):
     """Starts every (args, ns), 0.3 s apart; the reader is the one before
     last. Its JSON line, with the CPU seconds of the processes at the
-    indices `movers` and the sender's zstd figures if any."""
+    indices `movers` and, if frames were coded, the codec's figures from the
+    sender's statistics (0: ratio, ms a frame to code) and the receiver's (1:
+    ms a frame to decode), medians of their lines (one a second)."""
     procs = []
     try:
         for args, ns in cmds:
@@ -81,9 +90,15 @@ def run(cmds, seconds, movers):
                 os.unlink("/dev/shm/" + n)
     result["cpu_s"] = sum(outs[i][2] for i in movers)
     result["cpu_ms_per_frame"] = 1e3 * result["cpu_s"] / result["frames"] if result["frames"] else None
-    zstd = re.findall(r"zstd\S* ([0-9.]+):1 ([0-9.]+) ms/frame", outs[0][1])
-    if zstd:
-        result["zstd_ratio"], result["zstd_ms"] = float(zstd[-1][0]), float(zstd[-1][1])
+    sent, got = CODED.findall(outs[0][1]), CODED.findall(outs[1][1])
+    if sent:
+        result["codec"] = sent[-1][0]
+        result["ratio"] = statistics.median(float(x[1]) for x in sent)
+        result["code_ms"] = statistics.median(float(x[2]) for x in sent)
+    if got:
+        result["decode_ms"] = statistics.median(float(x[2]) for x in got)
+    mse = result.get("mse", -1)
+    result["psnr_db"] = None if mse < 0 else 99.0 if mse == 0 else 10 * math.log10(255 ** 2 / mse)
     return result
 
 
@@ -96,10 +111,12 @@ def case(bin_dir, method, shape, nbytes, fps, seconds, host, ns, port, extra=())
                     ([peer, "raw-pub", bind, str(nbytes), str(fps), str(seconds)], ns[0])],
                    seconds, movers=(0, 1))
     zstd = ["--zstd"] if method == "bridge zstd" else []
-    quiet = [] if zstd or "--zstd" in extra else ["--quiet"]  # the sender's zstd figures
+    coded = zstd or "--zstd" in extra or "--jpeg" in extra
+    quiet = [] if coded else ["--quiet"]  # the statistics carry the codec's figures
+    mse = ["mse"] if "--jpeg" in extra else []  # the reader measures the error
     return run([([bridge, "send", a, bind, "--insecure", *quiet, *zstd, *extra], ns[0]),
-                ([bridge, "recv", bind, b, "--quiet", "--insecure"], ns[1]),
-                ([peer, "bench-read", b, str(seconds + 1.5)], ns[1]),
+                ([bridge, "recv", bind, b, "--insecure", *quiet], ns[1]),
+                ([peer, "bench-read", b, str(seconds + 1.5), *mse], ns[1]),
                 ([peer, "bench-write", a, shape, str(fps), str(seconds)], None)], seconds,
                movers=(0, 1))
 
@@ -136,12 +153,18 @@ def markdown(res):
     if res["shaped"]:
         lines += ["", "## Shaped links (veth, tc tbf on host A's side), 30 frames/s", "",
                   "| rate | frame | options | frames/s arriving | lost | p50 latency (ms) | p99 (ms) "
-                  "| zstd ratio, ms/frame |", "|---|---|---|---:|---:|---:|---:|---|"]
+                  "| ratio | code ms/frame | decode ms/frame | CPU ms/frame | PSNR (dB) |",
+                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in res["shaped"]:
-            lines.append("| %s | %s | %s | %.1f | %d | %.2f | %.2f | %s |" % (
+            lines.append("| %s | %s | %s | %.1f | %d | %.2f | %.2f | %s | %s | %s | %s | %s |" % (
                 r["rate"], r["frame"], " ".join(r["options"]), r["fps"], r["lost"], r["p50_ms"],
-                r["p99_ms"], "%.2f:1, %.1f" % (r["zstd_ratio"], r["zstd_ms"])
-                if r.get("zstd_ratio") else ""))
+                r["p99_ms"], fmt(r.get("ratio"), "%.1f:1"), fmt(r.get("code_ms")),
+                fmt(r.get("decode_ms")), fmt(r.get("cpu_ms_per_frame")),
+                fmt(r.get("psnr_db"), "%.1f") if "--jpeg" in r["options"] else "exact"))
+        lines += ["", "code, decode: the time a frame spends in the codec on the sending and the "
+                  "receiving side (wall clock; zstd codes with 2 worker threads); CPU: user + system "
+                  "time of both sides over the frames that arrived; PSNR: of the frames that "
+                  "arrived (every 8th) against those written."]
     return "\n".join(lines) + "\n"
 
 
@@ -179,8 +202,8 @@ def main():
                         runs[method].append({"fps": thr["fps"], "cpu": thr["cpu_ms_per_frame"],
                                              "p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"],
                                              "cpu30": lat["cpu_ms_per_frame"], "lost": lat["lost"],
-                                             "zstd_ratio": lat.get("zstd_ratio"),
-                                             "zstd_ms": lat.get("zstd_ms")})
+                                             "zstd_ratio": lat.get("ratio"),
+                                             "zstd_ms": lat.get("code_ms")})
                 base = None
                 for method in methods:
                     rs = runs[method]
@@ -210,8 +233,11 @@ def main():
                 r.update({"rate": rate, "frame": frame, "options": options})
                 shaped.append(r)
                 print("shaped %-7s %-11s %s: %.1f frames/s arriving, lost %d, p50 %.2f ms, "
-                      "p99 %.2f ms" % (rate, frame, " ".join(options), r["fps"], r["lost"],
-                                        r["p50_ms"], r["p99_ms"]), flush=True)
+                      "p99 %.2f ms, %s:1, code %s ms, decode %s ms, CPU %s ms/frame, PSNR %s dB" % (
+                          rate, frame, " ".join(options), r["fps"], r["lost"], r["p50_ms"],
+                          r["p99_ms"], fmt(r.get("ratio"), "%.1f"), fmt(r.get("code_ms")),
+                          fmt(r.get("decode_ms")), fmt(r.get("cpu_ms_per_frame")),
+                          fmt(r.get("psnr_db"), "%.1f")), flush=True)
     finally:
         if not isinstance(pair, str):
             netns.cleanup(pair)

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "admit.h"
+#include "codec.h"
 #include "shmlane.h"
 #include "wire.h"
 
@@ -37,10 +38,8 @@ struct bridge_opts {
   const char *allow[MAX_ALLOW]; /* send: receivers' public key files */
   int nallow;
   bool insecure, latest, quiet;
-  int zstd_level;    /* 0: no compression */
-  int zstd_threads;  /* zstd's worker threads (0: compress in the calling thread) */
-  int delta;         /* -1: as the layout suggests, 0 off, 1 on (codec.c) */
-  double max_fps;    /* 0: no limit */
+  struct codec_opts codec; /* send: --zstd, --zstd-threads, --delta, --jpeg */
+  double max_fps;          /* 0: no limit */
   int hwm;           /* ZeroMQ high-water mark, in messages */
   int max_receivers; /* send: connections admitted at once */
   uint32_t slots;    /* recv: 0 = as the sender's stream */

@@ -24,6 +24,10 @@ static void usage(FILE *f) {
       f);
 }
 
+/* --jpeg's quality when none is given: GStreamer's jpegenc's default
+ * (docs/bridge.md, Compression, says what it costs and why). */
+#define JPEG_QUALITY 85
+
 static bool parse_num(const char *s, double lo, double hi, double *out) {
   char *end;
   errno = 0;
@@ -41,7 +45,7 @@ static void on_signal(int sig) {
 /* Options without a value. */
 static bool is_flag(const char *opt) {
   static const char *const flags[] = {"--insecure", "--latest", "--quiet", "--zstd", "--delta",
-                                      "--no-delta"};
+                                      "--no-delta", "--jpeg"};
   for (size_t i = 0; i < sizeof flags / sizeof *flags; i++)
     if (!strcmp(opt, flags[i])) return true;
   return false;
@@ -63,11 +67,13 @@ static bool set_option(struct bridge_opts *o, const char *opt, const char *v) {
   else if (!strcmp(opt, "--quiet") && !v)
     o->quiet = true;
   else if (!strcmp(opt, "--zstd") && (!v || parse_num(v, -7, 19, &num)) && (!v || num != 0))
-    o->zstd_level = v ? (int)num : 1;
+    o->codec.zstd_level = v ? (int)num : 1;
   else if (!strcmp(opt, "--zstd-threads") && parse_num(v, 0, 16, &num))
-    o->zstd_threads = (int)num;
+    o->codec.zstd_threads = (int)num;
   else if ((!strcmp(opt, "--delta") || !strcmp(opt, "--no-delta")) && !v)
-    o->delta = opt[2] == 'd';
+    o->codec.delta = opt[2] == 'd';
+  else if (!strcmp(opt, "--jpeg") && (!v || parse_num(v, 1, 100, &num)))
+    o->codec.jpeg_quality = v ? (int)num : JPEG_QUALITY;
   else if (!strcmp(opt, "--max-fps") && parse_num(v, 0.001, 1e6, &num))
     o->max_fps = num;
   else if (!strcmp(opt, "--hwm") && parse_num(v, 1, 1000, &num))
@@ -109,7 +115,7 @@ int main(int argc, char **argv) {
     return argc < 2 ? EXIT_USAGE : 0;
   }
   const char *cmd = argv[1];
-  struct bridge_opts o = {.hwm = 4, .max_receivers = 16, .delta = -1, .zstd_threads = 2};
+  struct bridge_opts o = {.hwm = 4, .max_receivers = 16, .codec = {.delta = -1, .zstd_threads = 2}};
   const char *pos[3];
   int npos = 0;
   for (int i = 2; i < argc; i++) {

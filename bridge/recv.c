@@ -176,10 +176,8 @@ static void on_frame(struct receiver *r, const struct wire_preamble *pre, const 
     return;
   }
   size_t size = zmq_msg_size(data);
-  uint64_t row = f.codec == WIRE_ZSTD_DELTA ? wire_delta_row(l) : 0;
-  if ((f.codec == WIRE_RAW && size != l->frame_bytes) ||
-      (f.codec == WIRE_ZSTD_DELTA && !row)) {
-    drop(r, f.codec == WIRE_RAW ? "frame of the wrong size" : "delta frame of a layout without rows");
+  if ((why = codec_check(l, f.codec, size))) {
+    drop(r, why);
     return;
   }
   if (open_writer(r) < 0) return;
@@ -199,9 +197,9 @@ static void on_frame(struct receiver *r, const struct wire_preamble *pre, const 
     r->lost++;
     return;
   }
-  if (f.codec == WIRE_RAW) {
-    memcpy(slot, zmq_msg_data(data), size);
-  } else if ((why = codec_unpack(r->codec, slot, l->frame_bytes, zmq_msg_data(data), size, row))) {
+  /* Decoded straight into the slot (raw frames copied); a frame that does
+   * not decode is discarded, the slot unpublished. */
+  if ((why = codec_unpack(r->codec, l, f.codec, slot, zmq_msg_data(data), size))) {
     shl_writer_discard(r->writer);
     drop(r, why);
     return;
@@ -328,15 +326,16 @@ static void serve_monitor(struct receiver *r) {
 
 static void print_stats(struct receiver *r, uint64_t now) {
   double dt = (double)(now - r->last_stats_ns) / 1e9;
-  char latency[48] = "";
+  char latency[48] = "", coded[96];
+  codec_stats(r->codec, coded, sizeof coded);
   if (r->latency_n)
     snprintf(latency, sizeof latency, ", latency %.2f ms",
              (double)r->latency_ns / (double)r->latency_n / 1e6);
   if (!r->o->quiet)
-    logf_("%s: %.1f frames/s %.1f MB/s, received %llu, lost %llu, bad %llu%s",
+    logf_("%s: %.1f frames/s %.1f MB/s, received %llu, lost %llu, bad %llu%s%s",
           r->name[0] ? r->name : "(no stream yet)", (double)(r->frames - r->last_frames) / dt,
           (double)(r->bytes - r->last_bytes) / dt / 1e6, (unsigned long long)r->frames,
-          (unsigned long long)r->lost, (unsigned long long)r->bad, latency);
+          (unsigned long long)r->lost, (unsigned long long)r->bad, latency, coded);
   r->latency_ns = r->latency_n = 0;
   r->last_frames = r->frames, r->last_bytes = r->bytes, r->last_stats_ns = now;
 }
@@ -360,7 +359,10 @@ static int setup(struct receiver *r) {
     logf_("cannot connect to %s: %s", r->o->ep.text, zmq_strerror(errno));
     return EXIT_USAGE;
   }
-  r->codec = codec_new(0, 0); /* NULL without libzstd: compressed frames are dropped */
+  if (!(r->codec = codec_new(NULL, NULL))) { /* decodes what this build can: the rest is dropped */
+    logf_("out of memory");
+    return EXIT_RUNTIME;
+  }
   if (r->o->name) snprintf(r->name, sizeof r->name, "%s", r->o->name);
   return 0;
 }

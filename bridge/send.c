@@ -68,7 +68,7 @@ struct sender {
   struct peer *peers;
   uint32_t nheld, npinned, max_pinned, peer_pins, ncopies, max_copies, nbuffers, npeers;
   struct codec *codec;
-  uint64_t delta_row;
+  struct codec_plan plan; /* how frames of the layout are sent */
   uint8_t (*allowed)[32];
   struct admit_policy policy;
   uint64_t next_layout_along, next_allowed_ns;
@@ -76,8 +76,7 @@ struct sender {
   bool said_waiting;
   /* Counters, since start and at the last statistics line. */
   uint64_t frames, bytes, lost, skipped, dropped, copied, bad;
-  uint64_t raw_bytes, packed_bytes, pack_ns;
-  uint64_t last_frames, last_bytes, last_raw, last_packed, last_pack_ns, last_stats_ns;
+  uint64_t last_frames, last_bytes, last_stats_ns;
 };
 
 static void ref_done(void *data, void *hint) {
@@ -335,15 +334,22 @@ static int describe_stream(struct sender *s) {
     return -EINVAL;
   }
   l->state = WIRE_LIVE;
-  s->pre.gen++;
-  /* Row deltas pay for images: bytes, in rows (--delta, --no-delta). */
-  int delta = s->o->delta >= 0 ? s->o->delta : !strcmp(l->format, "B") || !strcmp(l->format, "<B");
-  s->delta_row = delta ? wire_delta_row(l) : 0;
-  update_access(s);
   char ftext[256], mtext[512]; /* "" (no metadata) is printed as it is */
-  logf_("%s: layout %s shape (%u dims, %llu bytes a frame)%s%s", s->o->name,
+  if (codec_plan(s->codec, l, &s->plan, mtext, sizeof mtext) < 0) { /* --jpeg, and no image */
+    bool refuse = !s->pre.gen && !s->o->codec.zstd_level; /* the first layout: a usage error */
+    logf_("%s: %s: %s", s->o->name, mtext,
+          refuse ? "use --zstd (lossless) instead" : "sending them without JPEG");
+    if (refuse) {
+      s->status = EXIT_USAGE;
+      return 0;
+    }
+  }
+  s->pre.gen++;
+  update_access(s);
+  logf_("%s: layout %s shape (%u dims, %llu bytes a frame)%s%s, sent as %s", s->o->name,
         format_text(l->format, ftext, sizeof ftext), l->ndim, (unsigned long long)l->frame_bytes,
-        meta ? ", metadata " : "", format_text(l->meta_format, mtext, sizeof mtext));
+        meta ? ", metadata " : "", format_text(l->meta_format, mtext, sizeof mtext),
+        codec_name(&s->plan));
   encode_layout(s);
   send_layout(s);
   return 0;
@@ -406,15 +412,11 @@ static int open_reader(struct sender *s) {
 /* The buffer sent for a frame when the slot is not: compressed, or a copy. */
 static struct held *frame_buffer(struct sender *s, const struct held *p, uint32_t *codec) {
   size_t size = s->layout.frame_bytes;
-  struct held *b = take_buffer(s, s->codec ? codec_bound(size) : size);
+  struct held *b = take_buffer(s, codec_bound(&s->plan, size));
   if (!b) return NULL;
-  if (s->codec) {
-    uint64_t t0 = now_ns();
-    b->len = codec_pack(s->codec, b->buf, b->cap, p->sample.data, size, s->delta_row);
-    s->pack_ns += now_ns() - t0;
-    s->raw_bytes += size;
-    s->packed_bytes += b->len;
-    *codec = s->delta_row ? WIRE_ZSTD_DELTA : WIRE_ZSTD;
+  if (s->plan.codec != WIRE_RAW) {
+    b->len = codec_pack(s->codec, &s->plan, b->buf, b->cap, p->sample.data, size);
+    *codec = s->plan.codec;
     if (!b->len) { /* cannot happen with a bound-sized buffer */
       atomic_store(&b->refs, 0);
       return NULL;
@@ -431,7 +433,7 @@ static struct held *frame_buffer(struct sender *s, const struct held *p, uint32_
  * be had (the frame is dropped for it). */
 static bool data_part(struct sender *s, struct held *p, struct held **b, struct peer *peer,
                       uint32_t i, zmq_msg_t *m) {
-  bool pin = !s->codec && p->pinned && atomic_load(&peer->pinned) < s->peer_pins;
+  bool pin = p->pinned && atomic_load(&peer->pinned) < s->peer_pins;
   struct held *f = pin ? p : *b;
   if (!f) {
     uint32_t codec = WIRE_RAW;
@@ -472,9 +474,9 @@ static void send_frame(struct sender *s, struct held *p) {
   /* Compressed: once, for everyone; raw: from the slot while it may be
    * pinned, else from one copy. */
   struct held *b = NULL;
-  p->pinned = !s->codec && s->npinned < s->max_pinned;
+  p->pinned = s->plan.codec == WIRE_RAW && s->npinned < s->max_pinned;
   if (p->pinned) s->npinned++;
-  if (s->codec && !(b = frame_buffer(s, p, &f.codec))) {
+  if (s->plan.codec != WIRE_RAW && !(b = frame_buffer(s, p, &f.codec))) {
     s->dropped++;
     return;
   }
@@ -546,23 +548,17 @@ static void serve_sockets(struct sender *s, long timeout_ms) {
 
 static void print_stats(struct sender *s, uint64_t now) {
   double dt = (double)(now - s->last_stats_ns) / 1e9;
-  char zstd[96] = "", extra[96] = "";
-  uint64_t raw = s->raw_bytes - s->last_raw, packed = s->packed_bytes - s->last_packed;
-  uint64_t frames = s->frames - s->last_frames;
-  if (s->codec && packed && frames)
-    snprintf(zstd, sizeof zstd, ", zstd%s %.2f:1 %.2f ms/frame", s->delta_row ? "+delta" : "",
-             (double)raw / (double)packed,
-             (double)(s->pack_ns - s->last_pack_ns) / 1e6 / (double)frames);
+  char coded[96] = "", extra[96] = "";
+  codec_stats(s->codec, coded, sizeof coded);
   if (s->copied || s->dropped)
     snprintf(extra, sizeof extra, ", copied %llu, dropped %llu (for slow receivers)",
              (unsigned long long)s->copied, (unsigned long long)s->dropped);
   if (!s->o->quiet && s->reader)
     logf_("%s: %.1f frames/s %.1f MB/s, sent %llu, lost %llu, skipped %llu%s, receivers %u%s",
-          s->o->name, (double)frames / dt, (double)(s->bytes - s->last_bytes) / dt / 1e6,
-          (unsigned long long)s->frames, (unsigned long long)s->lost,
-          (unsigned long long)s->skipped, extra, s->npeers, zstd);
-  s->last_frames = s->frames, s->last_bytes = s->bytes, s->last_raw = s->raw_bytes;
-  s->last_packed = s->packed_bytes, s->last_pack_ns = s->pack_ns, s->last_stats_ns = now;
+          s->o->name, (double)(s->frames - s->last_frames) / dt,
+          (double)(s->bytes - s->last_bytes) / dt / 1e6, (unsigned long long)s->frames,
+          (unsigned long long)s->lost, (unsigned long long)s->skipped, extra, s->npeers, coded);
+  s->last_frames = s->frames, s->last_bytes = s->bytes, s->last_stats_ns = now;
 }
 
 static int setup(struct sender *s) {
@@ -578,9 +574,12 @@ static int setup(struct sender *s) {
     s->policy.allowed = (const uint8_t(*)[32])s->allowed;
     s->policy.nallowed = n;
   }
-  if (o->zstd_level && !(s->codec = codec_new(o->zstd_level, o->zstd_threads))) {
-    logf_("--zstd: this bridge was built without libzstd");
-    return EXIT_USAGE;
+  const char *missing = NULL;
+  if ((o->codec.zstd_level || o->codec.jpeg_quality) &&
+      !(s->codec = codec_new(&o->codec, &missing))) {
+    logf_("%s%s", missing ? "this bridge was built without " : "out of memory",
+          missing ? missing : "");
+    return missing ? EXIT_USAGE : EXIT_RUNTIME;
   }
   /* Frames held: the pins, the copies (each receiver's queue, and the one
    * being written), one being received. */

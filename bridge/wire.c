@@ -152,7 +152,7 @@ const char *wire_decode_frame(const void *buf, size_t len, struct wire_frame *f)
   f->raw_bytes = get64(q + 24);
   f->codec = get32(q + 32);
   f->meta_size = get32(q + 36);
-  if (f->codec > WIRE_ZSTD_DELTA) return "frame: unknown codec";
+  if (f->codec > WIRE_JPEG) return "frame: unknown codec";
   if (f->seq == 0 || f->seq >> 55) return "frame: bad sequence number";
   if ((uint64_t)f->meta_size != len - WIRE_PREAMBLE - WIRE_FRAME_FIXED)
     return "frame: metadata length does not match";

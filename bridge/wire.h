@@ -8,7 +8,7 @@
  * A JOIN message is the preamble alone. A LAYOUT message is one part: preamble, struct wire_layout's fields, the
  * frame format and the metadata format (no NULs). A FRAME message is two
  * parts: preamble, struct wire_frame's fields and the metadata record; then
- * the frame's bytes (raw, or one zstd frame). Parts are checked against
+ * the frame's bytes (raw, one zstd frame, or one JPEG image). Parts are checked against
  * the sizes they announce before anything is used; anything else is
  * dropped and counted. This file is the only one that knows the byte
  * layout, and it has no ZeroMQ in it (tests feed it arbitrary bytes). */
@@ -41,8 +41,10 @@ enum wire_state {
 };
 
 /* WIRE_ZSTD_DELTA: zstd of the frame whose rows (wire_delta_row bytes
- * each) are replaced by their bytewise difference from the row before. */
-enum wire_codec { WIRE_RAW = 0, WIRE_ZSTD = 1, WIRE_ZSTD_DELTA = 2 };
+ * each) are replaced by their bytewise difference from the row before.
+ * WIRE_JPEG: one baseline JPEG image (JFIF) of a byte image's pixels, lossy
+ * (bridge/codec.c says which layouts are images). */
+enum wire_codec { WIRE_RAW = 0, WIRE_ZSTD = 1, WIRE_ZSTD_DELTA = 2, WIRE_JPEG = 3 };
 
 struct wire_preamble {
   uint8_t type;

@@ -1,11 +1,15 @@
-/* Fuzz target: the bridge's wire decoder and admission (bridge/wire.c,
- * bridge/admit.c), fed what a network peer controls. Byte 0 picks the
- * path; the rest is a message of parts, each a 2-byte little-endian length
- * and its bytes (the corpus, fuzz/corpus/wire, holds real messages of a
- * running bridge, written by `bridge_peer corpus`):
+/* Fuzz target: the bridge's wire decoder, frame decoders and admission
+ * (bridge/wire.c, bridge/codec.c, bridge/admit.c), fed what a network peer
+ * controls. Byte 0 picks the path; the rest is a message of parts, each a
+ * 2-byte little-endian length and its bytes (the corpus, fuzz/corpus/wire,
+ * holds real messages of a running bridge, written by `bridge_peer corpus`):
  *   0  a message to a receiver: LAYOUT, or FRAME (+ frame bytes, + LAYOUT),
  *      decoded and checked as `bridge recv` does, and what decodes is
- *      encoded again and must decode the same;
+ *      encoded again and must decode the same; a frame with its layout
+ *      along is decoded (raw, zstd, JPEG) into a buffer of the layout's
+ *      size, with guard bytes past it: libzstd and libjpeg are not built
+ *      with the sanitizers, so a write of theirs past the frame would
+ *      escape ASan, not the guard;
  *   1  a message to the sender (JOIN), as `bridge send` takes it;
  *   2  a ZAP request (the admission of a peer), parsed and decided under a
  *      few policies (ipc or not, with an allow list or not).
@@ -16,10 +20,13 @@
 #include <string.h>
 
 #include "admit.h"
+#include "codec.h"
 #include "fuzz_common.h"
 #include "wire.h"
 
 #define MAX_PARTS 8
+#define GUARD 64                 /* bytes past a decoded frame that must stay as they were */
+#define MAX_FRAME (4u << 20)     /* larger frames are not decoded (memory) */
 
 struct parts {
   int n;
@@ -57,6 +64,21 @@ static void layout_checks(const struct wire_preamble *pre, const struct wire_lay
     abort();
 }
 
+/* What `bridge recv` does with the frame's bytes once the frame and its
+ * layout agree: codec_check, then codec_unpack into a slot of the layout's size. */
+static void decode(const struct wire_layout *l, const struct wire_frame *f, const void *data,
+                   size_t size) {
+  static struct codec *dec;
+  if (!dec && !(dec = codec_new(NULL, NULL))) abort();
+  if (l->frame_bytes > MAX_FRAME || codec_check(l, f->codec, size)) return;
+  uint8_t *slot = malloc(l->frame_bytes + GUARD);
+  memset(slot + l->frame_bytes, 0xA5, GUARD);
+  codec_unpack(dec, l, f->codec, slot, data, size);
+  for (size_t i = 0; i < GUARD; i++)
+    if (slot[l->frame_bytes + i] != 0xA5) abort(); /* written past the frame */
+  free(slot);
+}
+
 static void to_receiver(const struct parts *p) {
   struct wire_preamble pre, lpre;
   struct wire_layout l;
@@ -72,9 +94,8 @@ static void to_receiver(const struct parts *p) {
   if (have_layout) layout_checks(&lpre, &l);
   if (wire_decode_frame(p->data[0], p->size[0], &f)) return;
   fuzz_touch(f.meta, f.meta_size);
-  if (have_layout && f.codec == WIRE_RAW && f.meta_size == l.meta_size &&
-      f.raw_bytes == l.frame_bytes && p->size[1] == l.frame_bytes)
-    fuzz_touch(p->data[1], p->size[1]); /* what recv copies into a slot */
+  if (have_layout && f.meta_size == l.meta_size && f.raw_bytes == l.frame_bytes)
+    decode(&l, &f, p->data[1], p->size[1]);
   uint8_t buf[WIRE_PREAMBLE + WIRE_FRAME_FIXED + WIRE_MAX_META];
   struct wire_frame f2;
   size_t n = f.meta_size <= WIRE_MAX_META ? wire_encode_frame(buf, sizeof buf, &pre, &f) : 0;

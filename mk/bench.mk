@@ -55,8 +55,9 @@ bench: bench-build
 	$(BENCH_PY) bench/run.py $(BENCH_ARGS) --bin $(BENCH_C)/bench --out bench/results
 	$(MAKE) bench-bridge
 
-# shmlane-bridge against raw ZeroMQ PUB/SUB (docs/bridge.md): about 6 minutes,
-# over a veth pair too where `ip netns` is permitted.
+# shmlane-bridge against raw ZeroMQ PUB/SUB, and its codecs over shaped links
+# (docs/bridge.md): about 6.5 minutes, under 2 with QUICK=1; over a veth pair
+# too where `ip netns` is permitted.
 bench-bridge: bench-c
 	@if [ -x $(BENCH_C)/bridge/shmlane-bridge ]; then \
 	  $(PYTHON) bench/bridge.py $(BENCH_ARGS) --bin $(BENCH_C)/bridge --out bench/results; \

@@ -10,17 +10,17 @@
    CPython 3.11, for 3.11 and every later version (the stable ABI has the
    buffer protocol from 3.11 on). The interpreters are found as
    tests/pythons.py finds them; one not found fails the run.
-3. auditwheel repair: shmlane-bridge's libraries (libzmq, libzstd and what
-   they need, from this machine's Debian packages) are copied into the
-   wheel, which gets the oldest manylinux tag those libraries and the C
+3. auditwheel repair: shmlane-bridge's libraries (libzmq, libzstd,
+   libjpeg-turbo and what they need, from this machine's Debian packages)
+   are copied into the wheel, which gets the oldest manylinux tag those libraries and the C
    library allow; the bridge moves to shmlane.scripts/ behind a launcher.
 4. The licences of the copied libraries (the copyright files of the Debian
    packages they come from) go into the wheel's .dist-info/licenses/bundled/,
    with a list of them.
 
 Wheels and sdist land in --out; everything else in --work, kept between runs
-(the venvs with the build tools are made once). Needs libzmq, libzstd and a
-compiler (make deps). Python 3 stdlib only: the tools run from venvs.
+(the venvs with the build tools are made once). Needs libzmq, libzstd,
+libjpeg and a compiler (make deps). Python 3 stdlib only: the tools run from venvs.
 """
 
 from __future__ import annotations

@@ -367,6 +367,8 @@ static const struct command commands[] = {
      "  --zstd             send: compress frames with zstd (level 1; --zstd=LEVEL, -7..19)\n"
      "  --zstd-threads N   send: zstd's worker threads (default 2)\n"
      "  --delta, --no-delta  send: code rows as differences before zstd (default: byte images)\n"
+     "  --jpeg             send: JPEG, lossy, for byte images (H,W,3), (H,W), (H,W,1)\n"
+     "                     (quality 85; --jpeg=QUALITY, 1..100); others as without it\n"
      "  --latest           send: newest frames only (a slow link skips, never queues)\n"
      "  --max-fps N        send: at most N frames a second; the others count as lost\n"
      "  --hwm N            frames queued per receiver before dropping (default 4)\n"
@@ -504,8 +506,8 @@ static int run_bridge(char **argv) {
   execvp(prog, argv);
   errorf(0, "bridge: %s was not found beside shmlane or on PATH. A pip install never includes "
          "it; build it from the source tree, where libzmq is found: 'make deps build' (Debian: "
-         "libzmq3-dev libzstd-dev pkg-config), then run build/tools/shmlane or put "
-         "build/bridge on PATH", prog);
+         "libzmq3-dev libzstd-dev libjpeg62-turbo-dev pkg-config), then run build/tools/shmlane "
+         "or put build/bridge on PATH", prog);
   return EXIT_RUNTIME;
 }
 

@@ -1,12 +1,16 @@
 /* Peers for the bridge's tests and benchmark (tests/bridge/test_bridge.py,
  * bench/bridge.py).
  *
- *   bridge_peer write NAME COUNT FPS [SHAPE [MODE]]   frames "B" shaped SHAPE (32,24,3),
- *                                              metadata T{<Q:count:<d:value:}, mode MODE (octal,
- *                                              0600); COUNT 0: until SIGTERM (then closes the
- *                                              writer); replaces another layout
- *   bridge_peer read NAME COUNT SECONDS        a reader (all): one JSON line per sample or event
- *   bridge_peer garbage ENDPOINT SECONDS       binds a PUB that sends malformed messages
+ *   bridge_peer [--image] write NAME COUNT FPS [SHAPE [MODE]]   frames "B" shaped SHAPE
+ *                                              (H,W[,C][/ROW_STRIDE]; 32,24,3), metadata
+ *                                              T{<Q:count:<d:value:}, mode MODE (octal, 0600);
+ *                                              COUNT 0: until SIGTERM (then closes the writer);
+ *                                              replaces another layout; --image: a smooth picture
+ *   bridge_peer [--image] read NAME COUNT SECONDS   a reader (all): a JSON line per sample or
+ *                                              event, with its error from what was written
+ *   bridge_peer garbage ENDPOINT SECONDS [jpeg]   binds a ROUTER that sends malformed
+ *                                              messages (jpeg: JPEG frames, most of them
+ *                                              corrupt, with their layout)
  *   bridge_peer bench-write NAME SHAPE FPS SECONDS  camera-like frames (precomputed), the
  *                                              publish time in the metadata; FPS 0: flat out
  *   bridge_peer bench-read NAME SECONDS        frames/s and latency from that publish time
@@ -32,6 +36,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "codec.h"
 #include "shmlane.h"
 #include "wire.h"
 
@@ -68,16 +73,80 @@ static void *context(void) {
   return ctx;
 }
 
+static bool image_mode; /* --image */
+
 static uint8_t pattern(uint64_t count, uint64_t i) { return (uint8_t)(count * 31 + i * 7); }
 
-/* A stream of "B" frames shaped "H,W,C" (32,24,3 for NULL) with META, 8
- * slots, replacing one of another layout; its writer and frame size. */
+/* --image: a triangle wave of slope 4 across and 3 down, its channels out of
+ * phase, moving 24 levels a frame: smooth, so JPEG keeps it well, and unlike
+ * the frames before and after it. */
+static uint8_t image_value(uint64_t count, uint64_t y, uint64_t x, uint64_t c) {
+  uint64_t v = (4 * x + 3 * y + 85 * c + 24 * count) % 512;
+  return (uint8_t)(v < 256 ? v : 511 - v);
+}
+
+/* A frame's elements: (y, x, c) at y * sy + x * sx + c * sc. */
+struct geom {
+  uint64_t h, w, c;
+  int64_t sy, sx, sc;
+};
+
+static struct geom geom_of(const shl_layout *l) {
+  struct geom g = {l->shape[0], l->ndim > 1 ? l->shape[1] : 1, l->ndim > 2 ? l->shape[2] : 1,
+                   l->strides[0], l->ndim > 1 ? l->strides[1] : 0, l->ndim > 2 ? l->strides[2] : 0};
+  if (!g.sy && !g.sx && !g.sc) /* C order */
+    g.sc = 1, g.sx = (int64_t)g.c, g.sy = (int64_t)(g.c * g.w);
+  return g;
+}
+
+static uint8_t expected(const struct geom *g, uint64_t count, uint64_t y, uint64_t x, uint64_t c) {
+  return image_mode ? image_value(count, y, x, c) : pattern(count, (y * g->w + x) * g->c + c);
+}
+
+static void fill(uint8_t *f, const struct geom *g, uint64_t count) {
+  for (uint64_t y = 0; y < g->h; y++)
+    for (uint64_t x = 0; x < g->w; x++)
+      for (uint64_t c = 0; c < g->c; c++)
+        f[y * g->sy + x * g->sx + c * g->sc] = expected(g, count, y, x, c);
+}
+
+/* Whether f is frame `count` exactly; its mean squared error from it, and from the next. */
+static bool compare(const uint8_t *f, const struct geom *g, uint64_t count, double *mse,
+                    double *mse_next) {
+  double se = 0, se_next = 0, n = (double)(g->h * g->w * g->c);
+  for (uint64_t y = 0; y < g->h; y++)
+    for (uint64_t x = 0; x < g->w; x++)
+      for (uint64_t c = 0; c < g->c; c++) {
+        int v = f[y * g->sy + x * g->sx + c * g->sc], d = v - expected(g, count, y, x, c),
+            d2 = v - expected(g, count + 1, y, x, c);
+        se += d * d, se_next += d2 * d2;
+      }
+  *mse = n ? se / n : 0, *mse_next = n ? se_next / n : 0;
+  return se == 0;
+}
+
+/* A stream of "B" frames shaped "H,W[,C][/ROW_STRIDE]" (32,24,3 for NULL)
+ * with META, 8 slots, replacing one of another layout; its writer, the
+ * bytes of its C-order frame, and how its elements lie. */
 static int open_stream(const char *name, const char *shape, const char *mode, shl_writer **w,
-                       uint64_t *bytes) {
+                       uint64_t *bytes, struct geom *g) {
   shl_layout layout = {.format = "B", .ndim = 3, .shape = {32, 24, 3}};
-  if (shape &&
-      sscanf(shape, "%lu,%lu,%lu", &layout.shape[0], &layout.shape[1], &layout.shape[2]) != 3)
-    return fail("bad shape", 0);
+  if (shape) {
+    const char *p = shape;
+    char *end;
+    layout.ndim = 0;
+    for (;;) {
+      layout.shape[layout.ndim++] = strtoul(p, &end, 10);
+      if (*end != ',' || layout.ndim == 3) break;
+      p = end + 1;
+    }
+    if (*end == '/') { /* rows this far apart: pixels next to each other, rows padded */
+      layout.strides[0] = (int64_t)strtoul(end + 1, &end, 10);
+      layout.strides[1] = layout.ndim == 3 ? (int64_t)layout.shape[2] : 1;
+      layout.strides[2] = layout.ndim == 3 ? 1 : 0;
+    }
+    if (*end || layout.ndim < 2) return fail("bad shape", 0);
+  }
   shl_stream_opts so = SHL_STREAM_OPTS_INIT;
   so.slots = 8;
   so.mode = mode ? (uint32_t)strtoul(mode, NULL, 8) : 0;
@@ -85,16 +154,17 @@ static int open_stream(const char *name, const char *shape, const char *mode, sh
   so.flags = SHL_STREAM_REPLACE;
   int rc = shl_writer_open(w, name, &layout, &so);
   if (rc < 0) return fail("writer_open", rc);
-  *bytes = layout.shape[0] * layout.shape[1] * layout.shape[2];
+  *g = geom_of(&layout);
+  *bytes = g->h * g->w * g->c;
   return 0;
 }
 
-static int do_write(const char *name, long count, double fps, const char *shape,
-                    const char *mode) {
+static int do_write(const char *name, long count, double fps, const char *shape, const char *mode) {
   shl_writer *w;
   uint64_t bytes;
+  struct geom g;
   int rc;
-  if (open_stream(name, shape, mode, &w, &bytes)) return 1;
+  if (open_stream(name, shape, mode, &w, &bytes, &g)) return 1;
   uint64_t period = fps > 0 ? (uint64_t)(1e9 / fps) : 0, next = now_ns();
   printf("ready\n");
   fflush(stdout);
@@ -102,7 +172,7 @@ static int do_write(const char *name, long count, double fps, const char *shape,
     void *frame;
     rc = shl_writer_loan(w, &frame, 1000000000);
     if (rc < 0) return fail("loan", rc);
-    for (uint64_t i = 0; i < bytes; i++) ((uint8_t *)frame)[i] = pattern((uint64_t)n, i);
+    fill(frame, &g, (uint64_t)n);
     struct meta *m = shl_writer_meta(w);
     m->count = (uint64_t)n;
     m->value = (double)n / 2;
@@ -154,19 +224,18 @@ static int do_read(const char *name, long count, double seconds) {
     last_event = 0;
     shl_layout layout;
     shl_get_layout(shl_reader_segment(r), &layout);
-    uint64_t bytes = layout.itemsize;
-    for (uint32_t i = 0; i < layout.ndim; i++) bytes *= layout.shape[i];
     const struct meta *m = shl_sample_meta(r, &s);
-    int ok = m != NULL;
-    for (uint64_t i = 0; ok && i < bytes; i++)
-      ok = ((const uint8_t *)s.data)[i] == pattern(m->count, i);
-    ok = ok && m->value == (double)m->count / 2;
+    struct geom g = geom_of(&layout);
+    uint64_t bytes = layout.itemsize * g.h * g.w * g.c;
+    double mse = 0, mse_next = 0;
+    int meta_ok = m && m->value == (double)m->count / 2;
+    int ok = m && compare(s.data, &g, m->count, &mse, &mse_next) && meta_ok;
     printf(
         "{\"seq\": %llu, \"lost\": %llu, \"count\": %llu, \"new\": %d, \"bytes\": %llu, "
-        "\"ok\": %d}\n",
+        "\"ok\": %d, \"meta_ok\": %d, \"mse\": %.3f, \"mse_next\": %.3f}\n",
         (unsigned long long)s.seq, (unsigned long long)s.lost,
         (unsigned long long)(m ? m->count : 0), !!(s.flags & SHL_SAMPLE_NEW_STREAM),
-        (unsigned long long)bytes, ok);
+        (unsigned long long)bytes, ok, meta_ok, mse, mse_next);
     fflush(stdout);
     shl_reader_release(r, &s);
     got++;
@@ -175,11 +244,78 @@ static int do_read(const char *name, long count, double seconds) {
   return 0;
 }
 
+/* The layout of what `garbage` sends: a (h, 24, comps) byte image. */
+static struct wire_layout image_layout(uint64_t h, uint64_t comps) {
+  struct wire_layout l = {.state = WIRE_LIVE, .slots = 4, .max_readers = 8, .ndim = 3};
+  l.itemsize = 1, l.shape[0] = h, l.shape[1] = 24, l.shape[2] = comps;
+  l.frame_bytes = h * 24 * comps;
+  strcpy(l.format, "B"), strcpy(l.name, "garbage");
+  return l;
+}
+
+/* A JPEG of an (h, 24, comps) image (a gradient) into out: its size. */
+static size_t jpeg_of(struct codec *c, uint64_t h, uint64_t comps, uint8_t *out, size_t cap) {
+  struct wire_layout l = image_layout(h, comps);
+  uint8_t src[32 * 24 * 3];
+  for (size_t i = 0; i < l.frame_bytes && i < sizeof src; i++) src[i] = (uint8_t)(i / 3 * 5);
+  struct codec_plan p;
+  char why[300];
+  codec_plan(c, &l, &p, why, sizeof why);
+  return codec_pack(c, &p, out, cap, src, l.frame_bytes);
+}
+
+/* A JPEG for a (16, 24, 3) image, most likely corrupt: cut short, a byte of its
+ * coded data changed, its header's height or width beyond the layout's
+ * (a decoder that believed it would write past the frame), an image of one
+ * component or of more rows, random bytes; one in eight intact. */
+static size_t hostile_jpeg(struct codec *c, uint8_t *out, size_t cap) {
+  size_t len = jpeg_of(c, 16, 3, out, cap);
+  switch (rand() % 8) {
+  case 0: break;
+  case 1: len = (size_t)rand() % len; break;
+  case 2: out[len / 2 + (size_t)rand() % (len / 2)] ^= (uint8_t)(1 + rand() % 255); break;
+  case 3:
+  case 4: /* SOF0: FF C0, length (2), precision (1), height (2), width (2), big-endian */
+    for (size_t i = 0; i + 9 < len; i++)
+      if (out[i] == 0xFF && out[i + 1] == 0xC0) {
+        out[i + (rand() % 2 ? 5 : 7)] = 1; /* + 256 */
+        break;
+      }
+    break;
+  case 5: len = jpeg_of(c, 16, 1, out, cap); break;
+  case 6: len = jpeg_of(c, 32, 3, out, cap); break;
+  default:
+    for (size_t i = 0; i < len; i++) out[i] = (uint8_t)rand();
+  }
+  return len;
+}
+
+/* One JPEG frame of `garbage ... jpeg`, its layout riding along. */
+static void send_hostile_jpeg(void *sock, const uint8_t *id, size_t id_len, struct codec *c,
+                              uint64_t seq) {
+  uint8_t head[WIRE_PREAMBLE + WIRE_FRAME_FIXED], layout[512], jpeg[16384];
+  struct wire_preamble pre = {.type = WIRE_FRAME, .sender = 7, .gen = 1};
+  struct wire_layout l = image_layout(16, 3);
+  struct wire_frame f = {.seq = seq, .raw_bytes = l.frame_bytes, .codec = WIRE_JPEG};
+  size_t head_len = wire_encode_frame(head, sizeof head, &pre, &f);
+  pre.type = WIRE_LAYOUT;
+  size_t layout_len = wire_encode_layout(layout, sizeof layout, &pre, &l);
+  size_t jpeg_len = hostile_jpeg(c, jpeg, sizeof jpeg);
+  zmq_send(sock, id, id_len, ZMQ_SNDMORE);
+  zmq_send(sock, head, head_len, ZMQ_SNDMORE);
+  zmq_send(sock, jpeg, jpeg_len, ZMQ_SNDMORE);
+  zmq_send(sock, layout, layout_len, 0);
+}
+
 /* Random bytes, truncated and corrupted copies of real messages, wrong part
- * counts, to every receiver that sends a JOIN (a ROUTER, as the sender). */
-static int do_garbage(const char *endpoint, double seconds) {
+ * counts, to every receiver that sends a JOIN (a ROUTER, as the sender);
+ * with `jpeg`, JPEG frames of hostile_jpeg's. */
+static int do_garbage(const char *endpoint, double seconds, bool jpeg) {
   void *ctx = context(), *sock = zmq_socket(ctx, ZMQ_ROUTER);
   if (zmq_bind(sock, endpoint) != 0) return fail("bind", -errno);
+  struct codec_opts jo = {.jpeg_quality = 85};
+  struct codec *c = jpeg ? codec_new(&jo, NULL) : NULL;
+  if (jpeg && !c) return fail("no JPEG in this build", 0);
   srand(1);
   uint8_t buf[512], id[256];
   int id_len = -1;
@@ -195,6 +331,11 @@ static int do_garbage(const char *endpoint, double seconds) {
       usleep(10000);
       continue;
     }
+    if (jpeg) {
+      send_hostile_jpeg(sock, id, (size_t)id_len, c, (uint64_t)++sent);
+      usleep(200);
+      continue;
+    }
     size_t len = (size_t)(rand() % (int)sizeof buf);
     for (size_t i = 0; i < len; i++) buf[i] = (uint8_t)rand();
     if (len >= 8 && rand() % 2) { /* get past the magic and version */
@@ -207,17 +348,9 @@ static int do_garbage(const char *endpoint, double seconds) {
     zmq_send(sock, id, (size_t)id_len, ZMQ_SNDMORE);
     if (rand() % 3 == 0) { /* a real layout or frame, truncated or with a byte changed */
       struct wire_preamble pre = {.type = WIRE_LAYOUT, .sender = 7, .gen = 1};
-      struct wire_layout l = {.state = WIRE_LIVE,
-                              .slots = 4,
-                              .max_readers = 8,
-                              .ndim = 2,
-                              .itemsize = 1,
-                              .frame_bytes = 64,
-                              .shape = {8, 8},
-                              .format = "B",
-                              .name = "garbage"};
+      struct wire_layout l = image_layout(3, 1);
       struct wire_frame f = {
-          .seq = (uint64_t)sent + 1, .raw_bytes = 64, .codec = (uint32_t)(rand() % 3)};
+          .seq = (uint64_t)sent + 1, .raw_bytes = 72, .codec = (uint32_t)(rand() % 4)};
       bool layout = rand() % 2;
       if (layout) len = wire_encode_layout(buf, sizeof buf, &pre, &l);
       pre.type = WIRE_FRAME;
@@ -239,19 +372,23 @@ static int do_garbage(const char *endpoint, double seconds) {
     usleep(200);
   }
   printf("{\"sent\": %ld}\n", sent);
+  codec_free(c);
   zmq_close(sock);
   zmq_ctx_term(ctx);
   return 0;
 }
 
-/* Frames like a camera's: a gradient with a bit of noise, so zstd has something to do. */
+/* Frames like a camera's: a gradient with a bit of noise, so zstd has
+ * something to do. It folds back at 255 as light does not (no edge from
+ * white to black, which no camera sees and JPEG would smear). */
 static uint8_t *camera_frames(size_t bytes, int n) {
   uint8_t *f = malloc(bytes * (size_t)n);
   uint32_t x = 12345;
   for (int k = 0; k < n; k++)
     for (size_t i = 0; i < bytes; i++) {
       x = x * 1103515245u + 12345u;
-      f[(size_t)k * bytes + i] = (uint8_t)((i / 3 % 640) / 3 + (i / 1920) / 4 + k + (x >> 31));
+      size_t v = ((i / 3 % 640) / 3 + (i / 1920) / 4 + (size_t)k + (x >> 31)) % 510;
+      f[(size_t)k * bytes + i] = (uint8_t)(v < 256 ? v : 509 - v);
     }
   return f;
 }
@@ -268,12 +405,15 @@ static int cmp_u64(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
-static void print_result(uint64_t *lat, long got, uint64_t first, uint64_t last, uint64_t lost) {
+/* mse: the frames' mean squared error from what was written (-1: not measured). */
+static void print_result(uint64_t *lat, long got, uint64_t first, uint64_t last, uint64_t lost,
+                         double mse) {
   qsort(lat, (size_t)got, sizeof *lat, cmp_u64);
-  printf("{\"frames\": %ld, \"fps\": %.1f, \"p50_ms\": %.3f, \"p99_ms\": %.3f, \"lost\": %llu}\n",
+  printf("{\"frames\": %ld, \"fps\": %.1f, \"p50_ms\": %.3f, \"p99_ms\": %.3f, \"lost\": %llu, "
+         "\"mse\": %.4f}\n",
          got, got > 1 ? (double)(got - 1) * 1e9 / (double)(last - first) : 0.0,
          got ? (double)lat[got / 2] / 1e6 : 0.0, got ? (double)lat[got * 99 / 100] / 1e6 : 0.0,
-         (unsigned long long)lost);
+         (unsigned long long)lost, mse);
 }
 
 enum { MAX_SAMPLES = 1 << 20 };
@@ -281,8 +421,9 @@ enum { MAX_SAMPLES = 1 << 20 };
 static int do_bench_write(const char *name, const char *shape, double fps, double seconds) {
   shl_writer *w;
   uint64_t bytes;
+  struct geom g;
   int rc;
-  if (open_stream(name, shape, NULL, &w, &bytes)) return 1;
+  if (open_stream(name, shape, NULL, &w, &bytes, &g)) return 1;
   uint8_t *frames = camera_frames(bytes, 4);
   uint64_t start = now_ns(), end = start + (uint64_t)(seconds * 1e9), next = start;
   for (uint64_t n = 1; !stop && now_ns() < end; n++) {
@@ -300,12 +441,19 @@ static int do_bench_write(const char *name, const char *shape, double fps, doubl
   return 0;
 }
 
-static int do_bench_read(const char *name, double seconds) {
+/* With `mse`, every 8th frame (after its time is taken) is compared with
+ * the camera frame it was: their mean squared error. */
+static int do_bench_read(const char *name, double seconds, bool mse) {
   shl_reader *r;
   int rc = open_reader(name, seconds, &r);
   if (rc < 0) return fail("reader_open", rc);
   uint64_t *lat = malloc(MAX_SAMPLES * sizeof *lat), first = 0, last = 0, lost = 0;
   uint64_t end = now_ns() + (uint64_t)(seconds * 1e9);
+  shl_layout layout;
+  shl_get_layout(shl_reader_segment(r), &layout);
+  uint64_t bytes = mse ? wire_frame_bytes(&layout) : 0;
+  uint8_t *frames = bytes ? camera_frames(bytes, 4) : NULL;
+  double se = 0, compared = 0;
   long got = 0;
   while (!stop && now_ns() < end && got < MAX_SAMPLES) {
     shl_sample s;
@@ -318,9 +466,14 @@ static int do_bench_read(const char *name, double seconds) {
     else
       lost += s.lost;
     lat[got++] = last - (uint64_t)m->value;
+    for (uint64_t i = 0; frames && got % 8 == 0 && i < bytes; i++) {
+      int d = ((const uint8_t *)s.data)[i] - frames[m->count % 4 * bytes + i];
+      se += d * d, compared += 1;
+    }
     shl_reader_release(r, &s);
   }
-  print_result(lat, got, first, last, lost);
+  free(frames);
+  print_result(lat, got, first, last, lost, compared ? se / compared : -1);
   free(lat);
   shl_reader_close(r);
   return 0;
@@ -371,7 +524,7 @@ static int do_raw(bool pub, const char *endpoint, size_t bytes, double fps, doub
       prev = head[1];
       lat[got++] = last - head[0];
     }
-    print_result(lat, got, first, last, lost);
+    print_result(lat, got, first, last, lost, -1);
     free(lat);
   }
   free(frames);
@@ -521,6 +674,7 @@ int main(int argc, char **argv) {
   struct sigaction sa = {.sa_handler = on_term};
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
+  if (argc > 1 && !strcmp(argv[1], "--image")) image_mode = true, argc--, argv++;
   if (argc >= 5 && !strcmp(argv[1], "write"))
     return do_write(argv[2], atol(argv[3]), atof(argv[4]), argc > 5 ? argv[5] : NULL,
                     argc > 6 ? argv[6] : NULL);
@@ -530,10 +684,12 @@ int main(int argc, char **argv) {
   if (argc == 5 && !strcmp(argv[1], "flaky-sub"))
     return do_flaky_sub(argv[2], atof(argv[3]), atof(argv[4]));
   if (argc == 5 && !strcmp(argv[1], "read")) return do_read(argv[2], atol(argv[3]), atof(argv[4]));
-  if (argc == 4 && !strcmp(argv[1], "garbage")) return do_garbage(argv[2], atof(argv[3]));
+  if ((argc == 4 || argc == 5) && !strcmp(argv[1], "garbage"))
+    return do_garbage(argv[2], atof(argv[3]), argc == 5 && !strcmp(argv[4], "jpeg"));
   if (argc == 6 && !strcmp(argv[1], "bench-write"))
     return do_bench_write(argv[2], argv[3], atof(argv[4]), atof(argv[5]));
-  if (argc == 4 && !strcmp(argv[1], "bench-read")) return do_bench_read(argv[2], atof(argv[3]));
+  if ((argc == 4 || argc == 5) && !strcmp(argv[1], "bench-read"))
+    return do_bench_read(argv[2], atof(argv[3]), argc == 5 && !strcmp(argv[4], "mse"));
   if (argc == 6 && !strcmp(argv[1], "raw-pub"))
     return do_raw(true, argv[2], (size_t)atol(argv[3]), atof(argv[4]), atof(argv[5]));
   if (argc == 5 && !strcmp(argv[1], "raw-sub"))

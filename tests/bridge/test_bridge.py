@@ -16,6 +16,7 @@ metadata), the host-B reader is bridge_peer too: it checks every frame
 against its metadata and prints seq, lost, count and new_stream.
 """
 import json
+import math
 import re
 import os
 import shutil
@@ -238,6 +239,22 @@ def test_bad_peer():
     err = stop(s)
     check(s.returncode == 0, "bad peer: the sender ends cleanly" + ("" if s.returncode == 0 else
                                                                     ":\n" + err[-2000:]))
+    # JPEG frames, most of them corrupt: cut short, a byte changed, a header
+    # announcing more rows or columns than the layout (a decoder that believed
+    # it would write past the slot), another image, random bytes.
+    ep = ipc("garbage-jpeg")
+    g = start([PEER, "garbage", ep, "1.5", "jpeg"])
+    r = start([BRIDGE, "recv", ep, TAG + "gj"])
+    g.communicate(timeout=10)
+    alive = r.poll() is None
+    err = stop(r)
+    last = re.findall(r"received (\d+), lost \d+, bad (\d+)", err)
+    received, bad = map(int, last[-1]) if last else (0, 0)
+    check(alive and r.returncode == 0 and "ended by signal" not in err,
+          "bad JPEG: the receiver (and its worker) survive corrupt JPEG frames" + (
+              "" if r.returncode == 0 else ":\n" + err[-2000:]))
+    check(bad > 100 and received > 0 and re.search(r"dropped a bad message \(JPEG", err),
+          "bad JPEG: corrupt frames counted bad (%d), intact ones published (%d)" % (bad, received))
 
 
 def keygen(d, prefix):
@@ -350,6 +367,68 @@ def test_zstd():
     check("zstd+delta" in serr and ":1" in serr,
           "zstd: rows delta-coded for byte images; the statistics show ratio and cost" + (
               "" if "zstd+delta" in serr else ":\n" + serr[-1500:]))
+
+
+def psnr(mse):
+    return 99.0 if mse == 0 else 10 * math.log10(255 ** 2 / mse)
+
+
+def image_frames(frames, what, count=20):
+    """Frames of `bridge_peer --image` through JPEG: metadata exact, sequence
+    numbers the sender's (from where a new stream on host B went on), each
+    frame within 30 dB of the one written and not of the next one (about 21
+    dB away: the check tells frames apart)."""
+    check(len(frames) >= count, "%s: %d frames (at least %d)" % (what, len(frames), count))
+    check(all(g["meta_ok"] for g in frames) and all(
+        y["seq"] - x["seq"] == y["count"] - x["count"] for x, y in zip(frames, frames[1:])),
+        what + ": metadata exact, sequence numbers the sender's")
+    worst = min((psnr(g["mse"]) for g in frames), default=0)
+    nearest = max((psnr(g["mse_next"]) for g in frames), default=99)
+    check(worst > 30 and nearest < 25, "%s: pixels within %.1f dB PSNR (> 30) of the frame "
+          "written, %.1f dB of the next (< 25)" % (what, worst, nearest))
+
+
+def test_jpeg():
+    """--jpeg: a colour image, then (the writer replaced) a grey one with
+    padded rows, then one JPEG cannot carry (4 channels: sent raw, exact,
+    one line logged); and refused, exit 2, when the first layout is such."""
+    a, b = names("j")
+    ep = ipc("jpeg")
+    s, r = bridge_pair(a, b, ep, send_args=["--jpeg"])
+    w = start([PEER, "--image", "write", a, "0", "100", "45,61,3"])
+    rd = start([PEER, "--image", "read", b, "1000000", "10"])
+    wait_for(shm(b))
+    for shape in ("45,61/64", "45,61,4"):
+        time.sleep(0.8)
+        stop(w)
+        time.sleep(0.3)
+        w = start([PEER, "--image", "write", a, "0", "100", shape])
+    time.sleep(0.8)
+    rd.send_signal(signal.SIGTERM)
+    frames = [g for g in samples(rd) if "seq" in g]
+    stop(w)
+    serr, rerr = stop(s), stop(r)
+    colour = [g for g in frames if g["bytes"] == 45 * 61 * 3]
+    image_frames(colour, "jpeg (45, 61, 3)")
+    check(colour and colour[0]["seq"] == colour[0]["count"], "jpeg: the sender's sequence numbers")
+    image_frames([g for g in frames if g["bytes"] == 45 * 61], "jpeg (45, 61), rows 64 apart")
+    raw = [g for g in frames if g["bytes"] == 45 * 61 * 4]
+    check(len(raw) >= 20 and all(g["ok"] for g in raw),
+          "jpeg: frames of 4 channels go raw, exact (%d)" % len(raw))
+    check(serr.count("sending them without JPEG") == 1 and "(45, 61, 4)" in serr,
+          "jpeg: a layout JPEG cannot carry is said once, naming its shape")
+    check(re.search(r"jpeg [0-9.]+:1 [0-9.]+ ms/frame", serr) and
+          re.search(r"jpeg [0-9.]+:1 [0-9.]+ ms/frame", rerr),
+          "jpeg: both sides' statistics show the ratio and the time a frame takes")
+    # The first layout JPEG cannot carry: refused.
+    a2 = names("jr")[0]
+    w = start([PEER, "--image", "write", a2, "0", "50", "45,61,4"])
+    wait_for(shm(a2))
+    rc, err = run([BRIDGE, "send", a2, ipc("jpeg-refused"), "--jpeg", "--seconds", "5"])
+    stop(w)
+    check(rc == 2 and "use --zstd" in err and "(45, 61, 4)" in err,
+          "jpeg on frames it cannot carry: exit 2, naming the shape and --zstd" + (
+              "" if rc == 2 else ": %d %s" % (rc, err[-500:])))
 
 
 # ---------------------------------------------------------------- neighbours and faults
@@ -615,6 +694,7 @@ def main():
             test_rules()
             test_keys()
             test_zstd()
+            test_jpeg()
             test_users()
             test_flood()
             test_orphan()

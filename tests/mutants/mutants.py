@@ -141,6 +141,14 @@ MUTANTS = [
         "tests": ["perm"],
     },
     {
+        "name": "jpeg-trusts-height",
+        "why": "the bridge's receiver decodes a JPEG image with more rows than the layout's frame",
+        "file": "bridge/codec.c",
+        "find": "if (j->output_width != img->width || j->output_height != img->height ||",
+        "replace": "if (j->output_width != img->width ||",
+        "tests": ["fuzz_wire"],
+    },
+    {
         "name": "stale-header-seeds",
         "why": "the fuzzer's header seeds carry another format version (as checked-in seeds did)",
         "file": "fuzz/gen_corpus.c",

@@ -84,7 +84,7 @@ def hide(files: List[str], dirs: List[str]) -> None:
         raise Failed(f"still on PATH: {found}")
     import ctypes
 
-    for lib in ("libzmq.so.5", "libzstd.so.1"):
+    for lib in ("libzmq.so.5", "libzstd.so.1", "libjpeg.so.62"):
         try:
             ctypes.CDLL(lib)
         except OSError:
