@@ -149,11 +149,13 @@ def run_group(writer_cmd: list, reader_cmds: list, timeout: float = 300, env=Non
         try:
             out, _ = p.communicate(timeout=max(1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            for q in readers + [w]:
+            out = None
+        if out is None or p.returncode != 0:
+            for q in readers + [w]:  # a writer left waiting for a dead reader's acks would spin on
                 q.kill()
-            raise RuntimeError(f"timed out: {writer_cmd}")
-        if p.returncode != 0:
-            raise RuntimeError(f"{p.args[:3]} exited {p.returncode}")
+                q.wait()
+            raise RuntimeError(f"timed out: {writer_cmd}" if out is None else
+                               f"{p.args[:3]} exited {p.returncode}")
         last = [x for x in out.splitlines() if x.startswith("{")]
         outs.append(json.loads(last[-1]) if last else {})
     return outs[-1], outs[:-1]
