@@ -484,8 +484,8 @@ def paced_run(bin_dir, tmp, fps, frame, iters, warm, m):
         lat, _ = wake_pair([os.path.join(bin_dir, "wake")], m, tmp, iters, gap_ns, f"paced.{m}", fill=size)
         return {"lat": lat[warm:]}
     if m.startswith("c"):
-        for f in os.listdir(tmp):
-            if f.startswith(os.path.basename(o) + ".lat."):
+        for f in os.listdir(tmp):  # an earlier round's
+            if f.startswith((os.path.basename(o) + ".lat.", os.path.basename(o) + ".latp.")):
                 os.unlink(os.path.join(tmp, f))
         exe = os.path.join(bin_dir, "stream")
         env = dict(os.environ, BENCH_WARMUP=str(warm), **({"BENCH_SPIN": "auto"} if m == "c-auto" else {}))

@@ -12,7 +12,9 @@ negative exactly -GAP_S apart on an absolute schedule, as a camera), c
 for SECONDS). A frame carries in its first 8 bytes the writer's clock just
 before it is handed over: for shmlane after the frame is filled in the slot
 (the fill is timed apart), for the others before their copy-in, which is
-part of how they send.
+part of how they send. The latency ends when the reader holds the frame
+(its array, a copy for the copying methods): each method's recv reads the
+clock then (Method.held_ns), before its own bookkeeping.
 
 In phase t the reader counts distinct frames apart from duplicates: each
 method's recv names the frame it returned (shmlane: its sequence number;
@@ -97,6 +99,7 @@ class Shmlane(Method):
         except TimeoutError:
             return None
         arr = s.array
+        self.held_ns = now()
         self.published_ns = s.timestamp_ns  # the time publish() stored with the frame
         return arr, s.release, s.seq
 
@@ -124,10 +127,11 @@ class ShmlaneCopy(Shmlane):
 
     def recv(self, timeout):
         try:
-            seq = self.r.receive_into(self.out, timeout)[0]
+            got = self.r.receive_into(self.out, timeout)
         except TimeoutError:
             return None
-        return self.out, None, seq
+        self.held_ns = now()
+        return self.out, None, got[0]
 
 
 class _Shared(Method):
@@ -172,6 +176,7 @@ class _Shared(Method):
             return None
         self.mutex.acquire()
         out = self.frame.copy()  # copy out
+        self.held_ns = now()
         key = int(self.count[0])  # which frame it is, with it
         self.mutex.release()
         return out, None, key
@@ -221,6 +226,7 @@ class Seed(_Shared):
             if int(self.count[0]) != self.seen:
                 self.seen = int(self.count[0])
                 out = np.ndarray(self.shape, np.uint8, buffer=self.mm, offset=8).copy()
+                self.held_ns = now()
                 self.mutex.release()
                 return out, None, self.seen
             self.mutex.release()
@@ -322,8 +328,9 @@ class Zmq(Method):
         if timeout is not None and not self.sock.poll(int(timeout * 1000) if timeout else 0):
             return None
         msg = self.sock.recv(copy=False)
-        key = int.from_bytes(msg.buffer[:8], "little")  # the stamp
-        return np.frombuffer(msg.buffer, np.uint8).reshape(self.shape), None, key
+        arr = np.frombuffer(msg.buffer, np.uint8).reshape(self.shape)
+        self.held_ns = now()
+        return arr, None, int.from_bytes(msg.buffer[:8], "little")  # key: the stamp
 
     def close(self):
         self.sock.close(linger=0)
@@ -367,7 +374,9 @@ class Pipe(Method):
         if timeout is not None and not self.conn.poll(timeout):
             return None
         self.conn.recv_bytes_into(self.out)
-        return self.out.reshape(self.shape), None, int(self.stamp[0])
+        arr = self.out.reshape(self.shape)
+        self.held_ns = now()
+        return arr, None, int(self.stamp[0])
 
     def close(self):
         self.conn.close()
@@ -487,9 +496,10 @@ def reader(method, name, frame, iters, phases, out, policy):
             if i == min(WARMUP, iters - 1):
                 cpu0 = time.process_time_ns()  # as the writer's
             got = None
+            m.held_ns = 0
             while got is None:
                 got = m.recv(RECV_TIMEOUT)
-            t1 = now()
+            t1 = m.held_ns or now()
             arr, release, _ = got
             lat.append(t1 - stamp_of(arr))
             latp.append(t1 - m.published_ns)
