@@ -27,8 +27,13 @@
  * frames (default 0), in the writer and the readers alike.
  *
  * Writer files: OUT.loanpub (loan+publish, phase l), OUT.loanpub_cpu (the
- * writer thread's CPU time in them: without time preempted), OUT.loanpub_poll
- * (phase c), OUT.memcpy. Each process prints one JSON line of counts. */
+ * writer thread's CPU time in them: without time preempted; not on a
+ * schedule, where the writer reads no CPU clock, a system call, around its
+ * publish: the raw futex's writer does nothing after its wake-up either, and
+ * the calls changed where the scheduler put the woken reader),
+ * OUT.loanpub_poll (phase c), OUT.memcpy. Each process prints one JSON line
+ * of counts. */
+#include <stdbool.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -123,22 +128,24 @@ static int writer(int argc, char **argv) {
       if (ph == PH_LAT && gap < 0) sleep_until_ns(next += -gap);
       wait_acks(c, acked);
       if (ph == PH_LAT && gap > 0) sleep_ns(gap / 2 + rand() % gap);
-      int64_t cpu0 = thread_cpu_ns(), t0 = now_ns();
+      bool timed = ph != PH_LAT || gap >= 0; /* the CPU clock too */
+      int64_t cpu0 = timed ? thread_cpu_ns() : 0, t0 = now_ns();
       rc = shl_writer_loan(w, &slot, -1);
-      int64_t t1 = now_ns(), cpu1 = thread_cpu_ns();
+      int64_t t1 = now_ns(), cpu1 = timed ? thread_cpu_ns() : 0;
       if (rc < 0) die_rc("loan", rc);
       if (ph == PH_LAT) memcpy(slot, src, size);
       int64_t t2 = now_ns();
       /* The timing calls first (the CPU clock is a system call), then the
        * stamp: only its store lies between stamp and publish. */
-      int64_t cpu3 = thread_cpu_ns(), t3 = now_ns();
+      int64_t cpu3 = timed ? thread_cpu_ns() : 0, t3 = now_ns();
       uint64_t stamp[2] = {(uint64_t)now_ns(), (uint64_t)i};
       memcpy(slot, stamp, sizeof stamp);
       rc = shl_writer_publish(w, NULL);
-      int64_t t4 = now_ns(), cpu4 = thread_cpu_ns();
+      int64_t t4 = now_ns(), cpu4 = timed ? thread_cpu_ns() : 0;
       if (rc < 0) die_rc("publish", rc);
       (ph == PH_LAT ? loanpub : poll)[i] = (t1 - t0) + (t4 - t3);
-      if (ph == PH_LAT) copy[i] = t2 - t1, cpu[i] = (cpu1 - cpu0) + (cpu4 - cpu3) - 2 * cpu_clock;
+      if (ph == PH_LAT) copy[i] = t2 - t1;
+      if (ph == PH_LAT && timed) cpu[i] = (cpu1 - cpu0) + (cpu4 - cpu3) - 2 * cpu_clock;
       acked += (uint64_t)readers;
     }
     wait_acks(c, acked);
