@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import platform
 import signal
@@ -63,6 +64,7 @@ class Config:
             self.attach_iters = 5
             self.frames = FRAMES[:1] + FRAMES[2:]
             self.paced_s, self.idle_s, self.idle_settle_s = 0.1, 0.3, 0.3
+            self.paced_settle_s = 0.0
             self.rounds, self.death, self.death_rounds = 1, [1], 1
         elif quick:
             self.wake_iters, self.wake_gap_ns, self.py_wake_iters = 1500, 150_000, 500
@@ -72,6 +74,7 @@ class Config:
             self.attach_iters = 50
             self.frames = FRAMES
             self.paced_s, self.idle_s, self.idle_settle_s = 1.5, 2.0, 1.0
+            self.paced_settle_s = PACED_SETTLE_S
             self.rounds, self.death, self.death_rounds = 3, [1, 10, 50], 1
         else:
             self.wake_iters, self.wake_gap_ns, self.py_wake_iters = 10000, 200_000, 3000
@@ -81,6 +84,7 @@ class Config:
             self.attach_iters = 300
             self.frames = FRAMES
             self.paced_s, self.idle_s, self.idle_settle_s = 3.5, 3.0, 1.0
+            self.paced_settle_s = PACED_SETTLE_S
             self.rounds, self.death, self.death_rounds = 4, [1, 10, 50], 2
 
 
@@ -145,11 +149,13 @@ def run_group(writer_cmd: list, reader_cmds: list, timeout: float = 300, env=Non
         try:
             out, _ = p.communicate(timeout=max(1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            for q in readers + [w]:
+            out = None
+        if out is None or p.returncode != 0:
+            for q in readers + [w]:  # a writer left waiting for a dead reader's acks would spin on
                 q.kill()
-            raise RuntimeError(f"timed out: {writer_cmd}")
-        if p.returncode != 0:
-            raise RuntimeError(f"{p.args[:3]} exited {p.returncode}")
+                q.wait()
+            raise RuntimeError(f"timed out: {writer_cmd}" if out is None else
+                               f"{p.args[:3]} exited {p.returncode}")
         last = [x for x in out.splitlines() if x.startswith("{")]
         outs.append(json.loads(last[-1]) if last else {})
     return outs[-1], outs[:-1]
@@ -443,21 +449,32 @@ PACED = [(30, "640x480x3", "480x640x3"), (30, "1920x1080x3", "1080x1920x3"),
 # futex_waitv on three words with a time-out as a stream reader sleeps)
 # after the same fill; iceoryx2's Python binding.
 PACED_METHODS = ("c", "c-auto", "shmlane", "shmlane-auto", "futex", "waitv", "iceoryx2")
-PACED_WARMUP = 3  # frames of each run left out: the predictive wait learns the pace from them
+# The first frames of each paced run are left out, from the latencies and the
+# CPU time of both processes alike: at least PACED_WARMUP (the predictive
+# wait learns the pace from them) and PACED_SETTLE_S worth (the start-up's
+# tail: NumPy's OpenBLAS thread spins for about 0.1 s of CPU after its
+# import, and each slot's pages are touched first; neither is a cost per frame).
+PACED_WARMUP = 3
+PACED_SETTLE_S = 0.3
+
+
+def paced_warmup(cfg, fps: int) -> int:
+    return max(PACED_WARMUP, math.ceil(cfg.paced_settle_s * fps))
 
 
 def paced_cpu(writer: dict, reader: dict) -> tuple:
-    """Paced phase: CPU time (all threads) per frame of the writer's and the reader's process."""
-    n = max(writer.get("lat_frames", 0), 1)
-    return writer.get("lat_cpu_ns", float("nan")) / n, reader.get("lat_cpu_ns", float("nan")) / n
+    """Paced phase after the warm-up: CPU time (all threads) per frame of the
+    writer's and the reader's process."""
+    return tuple(p.get("lat_cpu_ns", float("nan")) / max(p.get("lat_cpu_frames", 0), 1)
+                 for p in (writer, reader))
 
 
-def paced_run(bin_dir, tmp, fps, frame, iters, m):
+def paced_run(bin_dir, tmp, fps, frame, iters, warm, m):
     """One paced run: frames exactly 1/fps apart on an absolute schedule, as a
     camera, the writer filling each in its slot (the limits: into private
     memory) before it stamps and publishes it; the reader asleep in its
-    receive, or with the predictive wait. Latencies without the first
-    PACED_WARMUP frames, and the CPU time per frame of each process."""
+    receive, or with the predictive wait. Latencies, and the CPU time per
+    frame of each process, without the first `warm` frames."""
     gap_ns = -(1_000_000_000 // fps)
     name, o = f"bz{os.getpid()}", os.path.join(tmp, f"paced.{m}.{fps}.{frame}")
     if m in ("futex", "waitv"):
@@ -465,13 +482,13 @@ def paced_run(bin_dir, tmp, fps, frame, iters, m):
         for x in frame.split("x"):
             size *= int(x)
         lat, _ = wake_pair([os.path.join(bin_dir, "wake")], m, tmp, iters, gap_ns, f"paced.{m}", fill=size)
-        return {"lat": lat[PACED_WARMUP:] if len(lat) > 2 * PACED_WARMUP else lat}
+        return {"lat": lat[warm:]}
     if m.startswith("c"):
-        for f in os.listdir(tmp):
-            if f.startswith(os.path.basename(o) + ".lat."):
+        for f in os.listdir(tmp):  # an earlier round's
+            if f.startswith((os.path.basename(o) + ".lat.", os.path.basename(o) + ".latp.")):
                 os.unlink(os.path.join(tmp, f))
         exe = os.path.join(bin_dir, "stream")
-        env = dict(os.environ, BENCH_SPIN="auto") if m == "c-auto" else None
+        env = dict(os.environ, BENCH_WARMUP=str(warm), **({"BENCH_SPIN": "auto"} if m == "c-auto" else {}))
         wr, rd = run_group([exe, "writer", name, frame, "latest", "1", str(iters), str(gap_ns), "0", "l", o],
                            [[exe, "reader", name, "latest", str(iters), "l", o]], env=env)
         lat = load(os.path.join(tmp, next(p for p in os.listdir(tmp)
@@ -479,15 +496,14 @@ def paced_run(bin_dir, tmp, fps, frame, iters, m):
         latp = load(os.path.join(tmp, next(p for p in os.listdir(tmp)
                                            if p.startswith(os.path.basename(o) + ".latp."))))
     else:
-        env = dict(os.environ, BENCH_POLICY="latest")
+        env = dict(os.environ, BENCH_POLICY="latest", BENCH_WARMUP=str(warm))
         if m == "shmlane-auto":
             env["BENCH_READER_SPIN"] = "auto"
         method = "shmlane" if m.startswith("shmlane") else m
         wr, rd = pair_run(method, name, frame, iters, gap_ns / 1e9, 0, "l", o, env)
         lat, latp = load(o + ".lat"), load(o + ".latp") if method == "shmlane" else []
     wcpu, rcpu = paced_cpu(wr, rd[0] if isinstance(rd, list) else rd)
-    cut = PACED_WARMUP if len(lat) > 2 * PACED_WARMUP else 0
-    return {"lat": lat[cut:], "latp": latp[cut:], "writer_cpu_ns": wcpu, "reader_cpu_ns": rcpu}
+    return {"lat": lat[warm:], "latp": latp[warm:], "writer_cpu_ns": wcpu, "reader_cpu_ns": rcpu}
 
 
 # Ratios of the paced table (per round, then the median): row method against
@@ -508,11 +524,12 @@ def bench_paced(cfg, bin_dir, tmp, res, skipped):
     for fps, label, frame in PACED:
         if cfg.tiny and (label != "640x480x3" or fps != 240):
             continue
-        iters = max(PACED_WARMUP + 3, int(cfg.paced_s * fps / cfg.rounds))
+        warm = paced_warmup(cfg, fps)
+        iters = warm + max(3, int(cfg.paced_s * fps / cfg.rounds))
         runs = {m: [] for m in methods}
         for _ in range(cfg.rounds):
             for m in methods:
-                runs[m].append(paced_run(bin_dir, tmp, fps, frame, iters, m))
+                runs[m].append(paced_run(bin_dir, tmp, fps, frame, iters, warm, m))
         for m, rs in runs.items():
             lat = [x for r in rs for x in r["lat"]]
             row = {"fps": fps, "frame": label, "method": m, "latency_ns": summary(lat),
@@ -913,9 +930,10 @@ def markdown(res: dict) -> str:
                  "clock just before its publish call (*p50*, *p99*: what every method is compared by), and "
                  "for shmlane also from the time publish itself stored with the frame (Sample.timestamp_ns: "
                  "without the writer's own call, which a cold Python writer pays after its sleep and fill). "
-                 "The first frames of each run, from which the predictive wait learns the pace, are left "
-                 "out. CPU per frame of each process over the "
-                 "paced phase (all threads), and the reader's as a share of one core. *auto*: "
+                 "The first frames of each run (at least 3, from which the predictive wait learns the "
+                 f"pace, and {PACED_SETTLE_S} s worth: the start-up's tail) are left out of the latencies "
+                 "and of the CPU time per frame of each process (all threads, the reader's also as a share "
+                 "of one core). *auto*: "
                  "shl_reader_set_spin(SHL_SPIN_AUTO) / Reader(spin=\"auto\"). *limit*: a raw futex "
                  "wake-up paced the same way after the same fill (into private memory); *futex_waitv*: "
                  "the same, the reader asleep on three words with a time-out, as a stream reader sleeps. "

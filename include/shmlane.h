@@ -461,9 +461,12 @@ enum shl_wait_flags {
   SHL_WAIT_INTERRUPTIBLE = 1u << 0, /* return -EINTR when a signal arrives */
   /* shl_reader_receive only, with SHL_SPIN_AUTO: once the next frame is due
    * (the spin window opened) and has not come, return -EAGAIN at once
-   * instead of spinning, whatever the time-out, so that the caller polls
-   * (receives again) on its own code path and keeps it warm. Bindings whose
-   * own work after a receive is large (an interpreter) gain from it. */
+   * instead of spinning, whatever the time-out, so that the caller can warm
+   * up its own path to a frame (run it on a stand-in) before it receives
+   * again, with the flag or without it (then the wait spins in the window).
+   * The time the caller takes to come back, the first time in a window,
+   * opens the next windows that much earlier (within their bound). Bindings
+   * whose own work after a receive is large (an interpreter) gain from it. */
   SHL_WAIT_RETURN_DUE = 1u << 1
 };
 

@@ -157,6 +157,8 @@ struct shl__pace {
   int64_t error;     /* smoothed distance of frames from their prediction */
   int64_t wake_late; /* smoothed lateness of the reader's timed wake-ups */
   int64_t woke_for;  /* the end of the timed sleep before the window; 0: none */
+  int64_t warmup;    /* smoothed time the caller took to come back after a due poll */
+  int64_t polled;    /* when a poll first found this window open; 0: none, -1: it came back */
   bool locked;       /* the last interval agreed with the estimate */
   bool declared;     /* the estimate came from the stream's period_ns */
 };
@@ -173,6 +175,10 @@ void shl__pace_frame(struct shl__pace *p, uint64_t seq, int64_t ts, int64_t now)
 /* How to wait at `now` for the next frame (enum shl__pace_plan). A window
  * that passed without a frame ends the prediction until the next one. */
 int shl__pace_plan(struct shl__pace *p, int64_t now, int64_t *until);
+/* SHL_WAIT_RETURN_DUE: a poll at `now` found the window open, and the
+ * caller went to warm up; then the caller's next call, at `now`. */
+void shl__pace_polled(struct shl__pace *p, int64_t now);
+void shl__pace_came_back(struct shl__pace *p, int64_t now);
 
 /* platform_linux.c: the platform layer, kept small. */
 int64_t shl__monotonic_ns(void);

@@ -14,7 +14,14 @@
  * estimate within an eighth; the stream's declared period counts as the
  * first estimate. An interval that disagrees (the writer changed its rate,
  * or paused) unlocks it and becomes the new estimate, so the next agreeing
- * interval locks it again: a rate change costs at most one window. */
+ * interval locks it again: a rate change costs at most one window.
+ *
+ * A caller whose own path to a frame is long (an interpreter) polls with
+ * SHL_WAIT_RETURN_DUE: told that the frame is due, it runs that path on a
+ * stand-in to warm it up before it calls again. The time it takes to come
+ * back the first time in a window (smoothed) widens the window before the
+ * due time, so that the warm-up ends before the frame comes; a caller that
+ * polls at once adds next to nothing. Bounded like the rest. */
 #include <stdlib.h>
 
 #include "internal.h"
@@ -26,8 +33,8 @@
 /* Each side of the window: at least LEAD_MIN_NS (the wake-up itself is
  * that late after a timed sleep on a VM), widened by twice the smoothed
  * error of the predictions and, before the due time, by how late this
- * reader's own timed wake-ups come; at most WINDOW_MAX_NS and an eighth of
- * the period in all. */
+ * reader's own timed wake-ups come and by its caller's warm-up; at most
+ * WINDOW_MAX_NS and an eighth of the period in all. */
 #define LEAD_MIN_NS 50000LL
 #define WINDOW_MAX_NS ((int64_t)SHL_SPIN_MAX_NS) /* a spin's cap (shmlane.h) */
 /* Smoothing of the estimates: the newest value weighs 1/SMOOTH. */
@@ -58,6 +65,7 @@ void shl__pace_frame(struct shl__pace *p, uint64_t seq, int64_t ts, int64_t now)
     p->wake_late = smooth(p->wake_late, clamp(now - p->woke_for, 0, WINDOW_MAX_NS));
   p->due = 0;
   p->woke_for = 0;
+  p->polled = 0;
   if (ts <= 0 || ts > TS_MAX) { /* no time to learn from: start again at the next frame */
     p->last_ts = 0;
     p->locked = false;
@@ -96,7 +104,7 @@ int shl__pace_plan(struct shl__pace *p, int64_t now, int64_t *until) {
   int64_t side = LEAD_MIN_NS + 2 * p->error, most = p->period / 8;
   if (most > WINDOW_MAX_NS) most = WINDOW_MAX_NS;
   int64_t late = clamp(side, 0, most / 2);
-  int64_t lead = clamp(side + p->wake_late, 0, most - late);
+  int64_t lead = clamp(side + p->wake_late + p->warmup, 0, most - late);
   if (now < p->due - lead) {
     *until = p->woke_for = p->due - lead;
     return SHL__PACE_EARLY;
@@ -111,4 +119,14 @@ int shl__pace_plan(struct shl__pace *p, int64_t now, int64_t *until) {
   }
   p->due = 0; /* nothing came in the window: sleep until a frame does */
   return SHL__PACE_SLEEP;
+}
+
+void shl__pace_polled(struct shl__pace *p, int64_t now) {
+  if (!p->polled) p->polled = now;
+}
+
+void shl__pace_came_back(struct shl__pace *p, int64_t now) {
+  if (p->polled <= 0) return;
+  p->warmup = smooth(p->warmup, clamp(now - p->polled, 0, WINDOW_MAX_NS));
+  p->polled = -1; /* once a window */
 }

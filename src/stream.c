@@ -487,7 +487,10 @@ static int wait_for_frame(shl_reader *r, uint64_t changes, int64_t deadline, shl
   /* The predictive wait: sleep until the window opens, then spin in it. */
   int64_t until = 0;
   int plan = r->pace_on ? shl__pace_plan(&r->pace, now, &until) : SHL__PACE_SLEEP;
-  if (plan == SHL__PACE_SPIN && (flags & SHL_WAIT_RETURN_DUE)) return DUE;
+  if (plan == SHL__PACE_SPIN && (flags & SHL_WAIT_RETURN_DUE)) {
+    shl__pace_polled(&r->pace, now);
+    return DUE;
+  }
   int64_t left = deadline - now;
   if (left <= 0) return -ETIMEDOUT;
   /* Before any sleep (not instead of a time-out): pairs with
@@ -522,6 +525,8 @@ int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint3
   int64_t deadline = deadline_after(timeout_ns);
   shl_wait_opts wait = {sizeof wait, flags & SHL_WAIT_INTERRUPTIBLE, r->spin_ns};
   if (flags & ~(uint32_t)(SHL_WAIT_INTERRUPTIBLE | SHL_WAIT_RETURN_DUE)) return -EINVAL;
+  /* Back from the warm-up a due poll sent the caller to (pace.c). */
+  if (r->pace.polled > 0) shl__pace_came_back(&r->pace, shl__monotonic_ns());
   for (;;) {
     struct stream *s = &r->cur->s;
     /* Read before looking; pairs with publish's notify (I7). */

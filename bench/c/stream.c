@@ -22,11 +22,18 @@
  *      (loan + 16-byte stamp + publish, no fill); readers count frames.
  *
  * Readers wait with shl_reader_set_spin(BENCH_SPIN): a number of ns, or
- * "auto" (SHL_SPIN_AUTO, the predictive wait); default 0.
+ * "auto" (SHL_SPIN_AUTO, the predictive wait); default 0. The CPU time of
+ * phase l (each process, all threads) leaves out its first BENCH_WARMUP
+ * frames (default 0), in the writer and the readers alike.
  *
  * Writer files: OUT.loanpub (loan+publish, phase l), OUT.loanpub_cpu (the
- * writer thread's CPU time in them: without time preempted), OUT.loanpub_poll
- * (phase c), OUT.memcpy. Each process prints one JSON line of counts. */
+ * writer thread's CPU time in them: without time preempted; not on a
+ * schedule, where the writer reads no CPU clock, a system call, around its
+ * publish: the raw futex's writer does nothing after its wake-up either, and
+ * the calls changed where the scheduler put the woken reader),
+ * OUT.loanpub_poll (phase c), OUT.memcpy. Each process prints one JSON line
+ * of counts. */
+#include <stdbool.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -51,6 +58,13 @@ static int parse_frame(const char *s, shl_layout *f) {
 
 static void wait_acks(struct ctl *c, uint64_t want) {
   while (atomic_load(&c->acks) < want) cpu_relax();
+}
+
+/* Phase l: the index of the first frame whose CPU time counts. */
+static long cpu_from(long iters) {
+  const char *w = getenv("BENCH_WARMUP");
+  long n = w ? atol(w) : 0;
+  return n <= 0 || iters <= 0 ? 0 : n < iters ? n : iters - 1;
 }
 
 static char *path(const char *out, const char *what, int pid) {
@@ -99,35 +113,39 @@ static int writer(int argc, char **argv) {
           *copy = alloc_i64((size_t)iters), *cpu = alloc_i64((size_t)iters);
   int64_t cpu_clock = thread_cpu_overhead_ns();
   uint64_t acked = 0;
-  int64_t lat_cpu = 0;
+  int64_t lat_cpu = 0, pcpu0 = 0;
+  long warm = cpu_from(iters);
   srand(1);
   void *slot;
   for (int ph = PH_LAT; ph <= PH_COST; ph++) {
     if (!strchr(phases, ph == PH_LAT ? 'l' : 'c')) continue;
     atomic_store(&c->phase, (uint64_t)ph);
-    int64_t pcpu0 = process_cpu_ns(), next = now_ns();
+    int64_t next = now_ns();
     for (long i = 0; i < iters; i++) {
+      if (ph == PH_LAT && i == warm) pcpu0 = process_cpu_ns(); /* the frames from here on */
       /* On a schedule the writer sleeps first, as a camera does: it never
        * spins on the CPU the reader may want (the ack came long before). */
       if (ph == PH_LAT && gap < 0) sleep_until_ns(next += -gap);
       wait_acks(c, acked);
       if (ph == PH_LAT && gap > 0) sleep_ns(gap / 2 + rand() % gap);
-      int64_t cpu0 = thread_cpu_ns(), t0 = now_ns();
+      bool timed = ph != PH_LAT || gap >= 0; /* the CPU clock too */
+      int64_t cpu0 = timed ? thread_cpu_ns() : 0, t0 = now_ns();
       rc = shl_writer_loan(w, &slot, -1);
-      int64_t t1 = now_ns(), cpu1 = thread_cpu_ns();
+      int64_t t1 = now_ns(), cpu1 = timed ? thread_cpu_ns() : 0;
       if (rc < 0) die_rc("loan", rc);
       if (ph == PH_LAT) memcpy(slot, src, size);
       int64_t t2 = now_ns();
       /* The timing calls first (the CPU clock is a system call), then the
        * stamp: only its store lies between stamp and publish. */
-      int64_t cpu3 = thread_cpu_ns(), t3 = now_ns();
+      int64_t cpu3 = timed ? thread_cpu_ns() : 0, t3 = now_ns();
       uint64_t stamp[2] = {(uint64_t)now_ns(), (uint64_t)i};
       memcpy(slot, stamp, sizeof stamp);
       rc = shl_writer_publish(w, NULL);
-      int64_t t4 = now_ns(), cpu4 = thread_cpu_ns();
+      int64_t t4 = now_ns(), cpu4 = timed ? thread_cpu_ns() : 0;
       if (rc < 0) die_rc("publish", rc);
       (ph == PH_LAT ? loanpub : poll)[i] = (t1 - t0) + (t4 - t3);
-      if (ph == PH_LAT) copy[i] = t2 - t1, cpu[i] = (cpu1 - cpu0) + (cpu4 - cpu3) - 2 * cpu_clock;
+      if (ph == PH_LAT) copy[i] = t2 - t1;
+      if (ph == PH_LAT && timed) cpu[i] = (cpu1 - cpu0) + (cpu4 - cpu3) - 2 * cpu_clock;
       acked += (uint64_t)readers;
     }
     wait_acks(c, acked);
@@ -158,8 +176,8 @@ static int writer(int argc, char **argv) {
     dump(path(out, "loanpub_cpu", 0), cpu, (size_t)iters);
   }
   if (strchr(phases, 'c')) dump(path(out, "loanpub_poll", 0), poll, (size_t)iters);
-  printf("{\"published\": %ld, \"seconds\": %.6f, \"lat_cpu_ns\": %lld, \"lat_frames\": %ld}\n",
-         published, elapsed, (long long)lat_cpu, strchr(phases, 'l') ? iters : 0L);
+  printf("{\"published\": %ld, \"seconds\": %.6f, \"lat_cpu_ns\": %lld, \"lat_cpu_frames\": %ld}\n",
+         published, elapsed, (long long)lat_cpu, strchr(phases, 'l') ? iters - warm : 0L);
   shl_writer_close(w);
   shl_unlink(name);
   shl_close(cseg);
@@ -186,10 +204,11 @@ static int reader(int argc, char **argv) {
           *cost = alloc_i64((size_t)iters);
   shl_sample s;
   uint64_t stamp;
-  int64_t lat_cpu = 0;
+  int64_t lat_cpu = 0, pcpu0 = 0;
+  long warm = cpu_from(iters);
   if (strchr(phases, 'l')) {
-    int64_t pcpu0 = process_cpu_ns();
     for (long i = 0; i < iters; i++) {
+      if (i == warm) pcpu0 = process_cpu_ns(); /* as the writer's */
       rc = shl_reader_receive(r, &s, -1, 0);
       int64_t t1 = now_ns();
       if (rc < 0) die_rc("receive", rc);
@@ -237,8 +256,8 @@ static int reader(int argc, char **argv) {
   if (strchr(phases, 'l')) dump(path(out, "latp", pid), latp, (size_t)iters);
   if (strchr(phases, 'c')) dump(path(out, "recv", pid), cost, (size_t)iters);
   printf("{\"frames\": %ld, \"lost\": %ld, \"seconds\": %.6f, \"lat_cpu_ns\": %lld, "
-         "\"lat_frames\": %ld}\n", frames, lost, (double)atomic_load(&c->stamp) / 1e9,
-         (long long)lat_cpu, strchr(phases, 'l') ? iters : 0L);
+         "\"lat_cpu_frames\": %ld}\n", frames, lost, (double)atomic_load(&c->stamp) / 1e9,
+         (long long)lat_cpu, strchr(phases, 'l') ? iters - warm : 0L);
   fflush(stdout);
   shl_reader_close(r);
   atomic_fetch_sub(&c->ready, 1);

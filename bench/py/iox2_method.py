@@ -86,6 +86,7 @@ class Iceoryx2(Method):
             return None
         arr = self.view(sample.payload_ptr)
         arr.flags.writeable = False  # the subscriber's mapping is read-only
+        self.held_ns = now()
         key = ctypes.c_uint64.from_address(sample.payload_ptr).value  # the stamp
         return arr, sample.delete, key
 

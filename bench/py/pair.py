@@ -12,7 +12,9 @@ negative exactly -GAP_S apart on an absolute schedule, as a camera), c
 for SECONDS). A frame carries in its first 8 bytes the writer's clock just
 before it is handed over: for shmlane after the frame is filled in the slot
 (the fill is timed apart), for the others before their copy-in, which is
-part of how they send.
+part of how they send. The latency ends when the reader holds the frame
+(its array, a copy for the copying methods): each method's recv reads the
+clock then (Method.held_ns), before its own bookkeeping.
 
 In phase t the reader counts distinct frames apart from duplicates: each
 method's recv names the frame it returned (shmlane: its sequence number;
@@ -52,6 +54,10 @@ BUSY_GAP = os.environ.get("BENCH_BUSY_GAP") == "1"
 # Phase l: how long one receive call waits before the loop calls again (the
 # idle measurement sets it long: the loop's own wake-ups would count).
 RECV_TIMEOUT = float(os.environ.get("BENCH_RECV_TIMEOUT", "1.0"))
+# Phase l: frames whose CPU time is left out, the writer's and the reader's
+# alike: the start-up's tail (NumPy's OpenBLAS thread spins for about 0.1 s
+# after the import; first touches of the slots) is not a cost per frame.
+WARMUP = int(os.environ.get("BENCH_WARMUP", "0"))
 STAMP, ACKS, READY, PHASE, DONE, ELAPSED, START = 0, 8, 16, 24, 32, 40, 48
 
 
@@ -93,6 +99,7 @@ class Shmlane(Method):
         except TimeoutError:
             return None
         arr = s.array
+        self.held_ns = now()
         self.published_ns = s.timestamp_ns  # the time publish() stored with the frame
         return arr, s.release, s.seq
 
@@ -120,10 +127,11 @@ class ShmlaneCopy(Shmlane):
 
     def recv(self, timeout):
         try:
-            seq = self.r.receive_into(self.out, timeout)[0]
+            got = self.r.receive_into(self.out, timeout)
         except TimeoutError:
             return None
-        return self.out, None, seq
+        self.held_ns = now()
+        return self.out, None, got[0]
 
 
 class _Shared(Method):
@@ -168,6 +176,7 @@ class _Shared(Method):
             return None
         self.mutex.acquire()
         out = self.frame.copy()  # copy out
+        self.held_ns = now()
         key = int(self.count[0])  # which frame it is, with it
         self.mutex.release()
         return out, None, key
@@ -217,6 +226,7 @@ class Seed(_Shared):
             if int(self.count[0]) != self.seen:
                 self.seen = int(self.count[0])
                 out = np.ndarray(self.shape, np.uint8, buffer=self.mm, offset=8).copy()
+                self.held_ns = now()
                 self.mutex.release()
                 return out, None, self.seen
             self.mutex.release()
@@ -318,8 +328,9 @@ class Zmq(Method):
         if timeout is not None and not self.sock.poll(int(timeout * 1000) if timeout else 0):
             return None
         msg = self.sock.recv(copy=False)
-        key = int.from_bytes(msg.buffer[:8], "little")  # the stamp
-        return np.frombuffer(msg.buffer, np.uint8).reshape(self.shape), None, key
+        arr = np.frombuffer(msg.buffer, np.uint8).reshape(self.shape)
+        self.held_ns = now()
+        return arr, None, int.from_bytes(msg.buffer[:8], "little")  # key: the stamp
 
     def close(self):
         self.sock.close(linger=0)
@@ -363,7 +374,9 @@ class Pipe(Method):
         if timeout is not None and not self.conn.poll(timeout):
             return None
         self.conn.recv_bytes_into(self.out)
-        return self.out.reshape(self.shape), None, int(self.stamp[0])
+        arr = self.out.reshape(self.shape)
+        self.held_ns = now()
+        return arr, None, int(self.stamp[0])
 
     def close(self):
         self.conn.close()
@@ -411,15 +424,16 @@ def writer(method, name, frame, iters, gap, seconds, phases, out, policy):
         time.sleep(0.001)
     send, fill, send_polled = [], [], []
     rng = np.random.default_rng(2)
-    acked, lat_cpu = 0, 0
+    acked, lat_cpu, cpu0 = 0, 0, 0
     for ph, code in ((1, "l"), (2, "c")):
         if code not in phases:
             continue
         c[PHASE] = ph
-        cpu0 = time.process_time_ns()
         m.fill = ph == 1  # shmlane: as in stream.c, phase c times the hand-over alone, caches warm
         due = time.monotonic()
-        for _ in range(iters):
+        for i in range(iters):
+            if i == min(WARMUP, iters - 1):
+                cpu0 = time.process_time_ns()  # paced: the frames from here on
             if ph == 1 and gap < 0:  # a camera, on a schedule: sleep first, never spin on the ack
                 due -= gap
                 time.sleep(max(0.0, due - time.monotonic()))
@@ -441,7 +455,7 @@ def writer(method, name, frame, iters, gap, seconds, phases, out, policy):
             acked += 1
         wait_for(c, ACKS, acked)
         if ph == 1:
-            lat_cpu = time.process_time_ns() - cpu0  # paced: this process's CPU over the phase
+            lat_cpu = time.process_time_ns() - cpu0  # paced: this process's CPU, all threads
     published, elapsed, cpu = 0, 0.0, 0
     if "t" in phases:
         c[PHASE] = 3
@@ -465,7 +479,8 @@ def writer(method, name, frame, iters, gap, seconds, phases, out, policy):
     seg.close()
     seg.unlink()
     print(json.dumps({"published": published, "seconds": elapsed, "cpu_ns": cpu, "lat_cpu_ns": lat_cpu,
-                      "lat_frames": len(send)}), flush=True)
+                      "lat_cpu_frames": len(send) - min(WARMUP, len(send) - 1) if send else 0}),
+          flush=True)
 
 
 def reader(method, name, frame, iters, phases, out, policy):
@@ -475,14 +490,16 @@ def reader(method, name, frame, iters, phases, out, policy):
     m = make(method, "reader", name, shape, policy)
     c[READY] += 1
     lat, recv, latp = [], [], []
-    lat_cpu = 0
+    lat_cpu = cpu0 = 0
     if "l" in phases:
-        cpu0 = time.process_time_ns()
-        for _ in range(iters):
+        for i in range(iters):
+            if i == min(WARMUP, iters - 1):
+                cpu0 = time.process_time_ns()  # as the writer's
             got = None
+            m.held_ns = 0
             while got is None:
                 got = m.recv(RECV_TIMEOUT)
-            t1 = now()
+            t1 = m.held_ns or now()
             arr, release, _ = got
             lat.append(t1 - stamp_of(arr))
             latp.append(t1 - m.published_ns)
@@ -531,7 +548,8 @@ def reader(method, name, frame, iters, phases, out, policy):
     seconds = (last - int(c[START])) / 1e9 if frames else 0.0
     print(json.dumps({"frames": frames, "duplicates": duplicates, "seconds": seconds,
                       "writer_seconds": int(c[ELAPSED]) / 1e9, "cpu_ns": cpu,
-                      "lat_cpu_ns": lat_cpu, "lat_frames": len(lat)}), flush=True)
+                      "lat_cpu_ns": lat_cpu,
+                      "lat_cpu_frames": len(lat) - min(WARMUP, len(lat) - 1) if lat else 0}), flush=True)
     c[READY] -= 1
     seg.close()
 

@@ -146,12 +146,14 @@ struct Loan {
 
 /* A published frame pinned by a reader: exported read-only. The pin is given
  * back once release() was called (or the sample is gone) and no exported view
- * remains, so a view kept past release never sees its slot rewritten. */
+ * remains, so a view kept past release never sees its slot rewritten. A
+ * stand-in (receive_due() while the next frame is due) holds no frame and
+ * pins nothing: it exports zero frames of the layout, as the reader does. */
 typedef struct {
   PyObject ob_base;
   Reader *reader; /* NULL if nothing was received */
   shl_sample s;
-  bool pinned, released;
+  bool pinned, released, standin;
   Py_ssize_t exports;
   const StreamLayout *stream; /* its stream's, kept by the reader */
 } Sample;

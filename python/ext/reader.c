@@ -119,7 +119,7 @@ static int receive_sample(Reader *r, int64_t timeout_ns, uint32_t flags, shl_sam
 }
 
 /* receive(timeout) -> Sample, pinned; with SHL_WAIT_RETURN_DUE in flags,
- * None when the next frame is due (spin_ns SPIN_AUTO): poll again. */
+ * a stand-in when the next frame is due (spin_ns SPIN_AUTO). */
 static PyObject *receive(Reader *r, PyObject *arg, uint32_t flags) {
   modstate *st = state_of((PyObject *)r);
   int64_t timeout_ns;
@@ -128,14 +128,18 @@ static PyObject *receive(Reader *r, PyObject *arg, uint32_t flags) {
   Sample *s = PyObject_New(Sample, st->sample_type);
   if (!s) return NULL;
   s->reader = NULL;
-  s->pinned = s->released = false;
+  s->pinned = s->released = s->standin = false;
   s->exports = 0;
   s->stream = NULL;
-  shl_sample got;
+  shl_sample got = {0};
   int rc = receive_sample(r, timeout_ns, flags, &got);
-  if (rc == -EAGAIN && !r->base.closed) { /* due: nothing pinned */
-    Py_DECREF(s);
-    Py_RETURN_NONE;
+  if (rc == -EAGAIN && !r->base.closed) { /* due: a stand-in, pinning nothing */
+    Py_INCREF((PyObject *)r);
+    s->reader = r;
+    s->s = got;
+    s->standin = true;
+    s->stream = r->layouts;
+    return (PyObject *)s;
   }
   if (rc == 0) {
     Py_INCREF((PyObject *)r);
@@ -157,8 +161,9 @@ static PyObject *receive(Reader *r, PyObject *arg, uint32_t flags) {
 
 static PyObject *reader_receive(Reader *r, PyObject *arg) { return receive(r, arg, 0); }
 
-/* receive_due(timeout) -> Sample, or None while the next frame is due (the
- * predictive wait's window is open): the caller's loop polls warm. */
+/* receive_due(timeout) -> Sample; while the next frame is due (the
+ * predictive wait's window is open), at once a stand-in, on which the caller
+ * warms up its own path to a frame before it receives without the flag. */
 static PyObject *reader_receive_due(Reader *r, PyObject *arg) {
   return receive(r, arg, SHL_WAIT_RETURN_DUE);
 }
@@ -227,8 +232,8 @@ static PyMethodDef reader_methods[] = {
     {"receive", (PyCFunction)reader_receive, METH_O,
      "receive(timeout) -> Sample. Blocks with the GIL released; Ctrl-C interrupts."},
     {"receive_due", (PyCFunction)reader_receive_due, METH_O,
-     "receive_due(timeout) -> Sample, or None when spin_ns is SPIN_AUTO and the next frame is "
-     "due: call again to poll."},
+     "receive_due(timeout) -> Sample; when spin_ns is SPIN_AUTO and the next frame is due, at "
+     "once a stand-in (not pinned; exports zero frames) to warm up on, then receive()."},
     {"receive_into", (PyCFunction)reader_receive_into, METH_VARARGS,
      "receive_into(buffer, timeout) -> (seq, timestamp_ns, lost). Copies the next frame out."},
     {"info", (PyCFunction)reader_info, METH_NOARGS,
@@ -292,10 +297,11 @@ static PyType_Slot reader_slots[] = {
 PyType_Spec reader_spec = {"shmlane._shmlane.Reader", sizeof(Reader), 0, HANDLE_FLAGS,
                                   reader_slots};
 
-/* release(): give the slot back once no exported view remains. Idempotent. */
+/* release(): give the slot back once no exported view remains. Idempotent.
+ * A stand-in has none, and can be rehearsed with again. */
 static PyObject *sample_release(Sample *s, PyObject *unused) {
   (void)unused;
-  s->released = true;
+  s->released = !s->standin;
   if (s->exports == 0) sample_unpin(s);
   Py_RETURN_NONE;
 }
@@ -312,6 +318,7 @@ static int sample_getbuffer(Sample *s, Py_buffer *view, int flags) {
     PyErr_Format(PyExc_BufferError, "samples of stream '%s' are read-only", b->name);
     return -1;
   }
+  if (s->standin) return reader_getbuffer(s->reader, view, flags); /* zero frames */
   if (fill_buffer(view, (PyObject *)s, b, &s->stream->layout, (void *)s->s.data, true, false,
                   flags) < 0)
     return -1;
@@ -357,6 +364,11 @@ static PyObject *sample_get_slot(Sample *s, void *unused) {
 static PyObject *sample_get_meta(Sample *s, void *unused) {
   (void)unused;
   if (!s->stream || !s->stream->meta_size) Py_RETURN_NONE;
+  if (s->standin) { /* a record of zeros, to rehearse with */
+    PyObject *zeros = PyBytes_FromStringAndSize(NULL, s->stream->meta_size);
+    if (zeros) memset(PyBytes_AS_STRING(zeros), 0, (size_t)s->stream->meta_size);
+    return zeros;
+  }
   if (!s->pinned) {
     PyErr_Format(PyExc_ValueError, "sample %llu was released", (unsigned long long)s->s.seq);
     return NULL;
@@ -377,6 +389,11 @@ static PyObject *sample_get_new_stream(Sample *s, void *unused) {
 static PyObject *sample_get_released(Sample *s, void *unused) {
   (void)unused;
   return PyBool_FromLong(s->released);
+}
+
+static PyObject *sample_get_standin(Sample *s, void *unused) {
+  (void)unused;
+  return PyBool_FromLong(s->standin);
 }
 
 static PyObject *sample_get_pinned(Sample *s, void *unused) {
@@ -400,6 +417,8 @@ static PyGetSetDef sample_getset[] = {
     {"new_stream", (getter)sample_get_new_stream, NULL,
      "The first frame from a stream the reader followed its name to (a new layout).", NULL},
     {"pinned", (getter)sample_get_pinned, NULL, "The writer may not reuse the slot yet.", NULL},
+    {"standin", (getter)sample_get_standin, NULL,
+     "receive_due()'s stand-in for a frame that is due: no frame, zero frames exported.", NULL},
     {"released", (getter)sample_get_released, NULL, "release() was called.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };

@@ -228,9 +228,12 @@ static PyObject *loan_over(Loan *l, PyObject *type) {
 
 /* publish(meta=None) -> the frame's sequence number; wakes the readers. The
  * metadata record's bytes, if given, go with the frame. */
-static PyObject *loan_publish(Loan *l, PyObject *args) {
-  PyObject *meta = Py_None;
-  if (!PyArg_ParseTuple(args, "|O:publish", &meta)) return NULL;
+static PyObject *loan_publish(Loan *l, PyObject *const *args, Py_ssize_t nargs) {
+  if (nargs > 1) {
+    PyErr_Format(PyExc_TypeError, "publish() takes at most 1 argument (%zd given)", nargs);
+    return NULL;
+  }
+  PyObject *meta = nargs ? args[0] : Py_None;
   if (l->state != LOANED) return loan_over(l, PyExc_ValueError);
   if (put_meta(l->writer, meta) < 0) return NULL;
   uint64_t seq;
@@ -290,7 +293,7 @@ static void loan_dealloc(Loan *l) {
 }
 
 static PyMethodDef loan_methods[] = {
-    {"publish", (PyCFunction)loan_publish, METH_VARARGS,
+    {"publish", (PyCFunction)(void (*)(void))loan_publish, METH_FASTCALL,
      "publish(meta=None) -> seq. Stamps sequence number and time, wakes readers; a metadata "
      "record's bytes, if given, go with the frame."},
     {"discard", (PyCFunction)loan_discard, METH_NOARGS, "Give the slot back unpublished."},

@@ -51,6 +51,10 @@ __all__ = ["Loan", "Reader", "Sample", "StreamInfo", "Writer"]
 
 _POLICIES = {"latest": _shmlane.RECV_LATEST, "all": _shmlane.RECV_ALL}
 
+# spin="auto": how many times receive() takes a frame's way with the core's
+# stand-in once the next frame is due (the first, cold, is slow).
+_REHEARSALS = 2
+
 # How long loan() and publish() wait for a free slot by default: readers that
 # keep every slot pinned then get named in the error instead of a silent hang.
 LOAN_TIMEOUT = 5.0
@@ -571,41 +575,35 @@ class Reader(Described):
         instead. Blocks without the GIL; Ctrl-C interrupts it."""
         self._check_refused()
         if self._poll_due:
-            return self._sample(self._receive_due(timeout))
+            return self._receive_due(timeout)
         return self._sample(self._raw.receive(timeout))
 
-    def _receive_due(self, timeout: Optional[float]) -> _shmlane.Sample:
-        """spin="auto": the core sleeps until the next frame is due, then
-        returns None instead of spinning; this loop polls, and between polls
-        rehearses what a frame goes through, so that the interpreter's path
-        to a frame is warm when it comes."""
-        poll, rehearse = self._raw.receive_due, self._rehearse
-        if timeout is None:
-            raw = poll(None)
-            while raw is None:
-                rehearse()
-                raw = poll(None)
-            return raw
-        deadline = _monotonic() + timeout
-        raw = poll(timeout)
-        while raw is None:
-            rehearse()
-            left = deadline - _monotonic()
-            if left <= 0:
-                return self._raw.receive(0)  # TimeoutError unless a frame came
-            raw = poll(left)
-        return raw
-
-    def _rehearse(self) -> None:
-        """A Sample and its array, as receive() makes them, over the reader's
-        own export of zero frames of the stream's layout (no slot is pinned,
-        nothing shared is read)."""
-        try:
-            sample = Sample(self._raw, self._wrap, self._meta)  # type: ignore[arg-type]
-            if self._wrap is np.asarray:
-                sample._wrap(self._raw)
-        except BufferError:
-            pass  # closed by another thread meanwhile: the next poll says so
+    def _receive_due(self, timeout: Optional[float]) -> Sample:
+        """spin="auto": while the next frame is due, the core answers at once
+        with a stand-in (no frame) instead of spinning. The stand-in goes the
+        way a frame goes, through this very loop and its Sample and array, so
+        that the interpreter's path is warm; after a few rounds the core
+        waits for the frame, spinning in its window without the GIL. The core
+        opens the next windows earlier by the time the rounds took
+        (src/pace.c). Each sample's array is made here, inside the loop."""
+        receive, rounds, deadline = self._raw.receive_due, _REHEARSALS, None
+        while True:
+            raw = receive(timeout)
+            sample = self._sample(raw)
+            try:
+                sample.array
+            except BufferError:  # a stand-in of a reader closed meanwhile: the next call says so
+                pass
+            if not raw.standin:
+                return sample
+            sample.release()
+            rounds -= 1
+            if not rounds:
+                receive = self._raw.receive
+            if timeout is not None:
+                if deadline is None:
+                    deadline = _monotonic() + timeout
+                timeout = max(0.0, deadline - _monotonic())
 
     def receive_into(self, out: Any, timeout: Optional[float] = None) -> Tuple[int, int, int]:
         """Copy the next frame (per the policy) into `out` and release its slot

@@ -68,12 +68,15 @@ def frames(raw: Union[_shmlane.Writer, _shmlane.Reader]) -> Tuple[Wrap, np.dtype
     np.frombuffer with the cached dtype.
     Both keep the export (the pin) for as long as the array lives;
     np.ndarray(buffer=...) would drop it at once."""
-    dtype, shape = _dtype.element(raw.layout(), f"stream '{raw.name}'")
-    if dtype.fields is None or not raw.layout()["c_contiguous"]:
+    layout = raw.layout()
+    dtype, shape = _dtype.element(layout, f"stream '{raw.name}'")
+    if dtype.fields is None or not layout["c_contiguous"]:
         return np.asarray, dtype, shape
+    ndim = len(layout["shape"])
 
     def structured(frame: Any) -> np.ndarray:
-        return np.frombuffer(memoryview(frame), dtype).reshape(shape)
+        view = memoryview(frame)  # one frame, or zero frames (a reader's, a stand-in's)
+        return np.frombuffer(view, dtype).reshape(view.shape[: view.ndim - ndim] + shape)
 
     return structured, dtype, shape
 

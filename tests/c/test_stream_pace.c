@@ -196,6 +196,39 @@ static void test_pace_hostile(void) {
   T_CHECK(shl__pace_plan(&p, 400000 * MS, &until) == SHL__PACE_SLEEP);
 }
 
+/* A caller that warms up after a due poll (SHL_WAIT_RETURN_DUE): the time
+ * it takes to come back, the first time in a window, opens the next windows
+ * that much earlier, within the bound; a caller that comes back at once
+ * adds next to nothing. The window's end stays where it was. */
+static int64_t lead_after(int64_t back, int64_t again) {
+  struct shl__pace p;
+  int64_t t = 1000 * MS, open, close, until;
+  uint64_t seq = 1;
+  shl__pace_reset(&p, 0);
+  for (; seq <= 4; seq++, t += 33 * MS) frame(&p, seq, t);
+  for (int i = 0; i < 60; i++, t += 33 * MS) {
+    T_REQUIRE(window(&p, &open, &close));
+    T_CHECK(close - open <= most(33 * MS) && close - p.due == 50 * US);
+    T_CHECK(shl__pace_plan(&p, open, &until) == SHL__PACE_SPIN);
+    shl__pace_polled(&p, open);
+    shl__pace_came_back(&p, open + back);
+    shl__pace_polled(&p, open + back); /* polls again: the same window */
+    shl__pace_came_back(&p, open + back + again);
+    frame(&p, seq++, t); /* on time */
+  }
+  T_REQUIRE(window(&p, &open, &close));
+  return p.due - open;
+}
+
+static void test_pace_warmup(void) {
+  int64_t plain = lead_after(1 * US, 1 * US);
+  T_CHECK(plain >= 50 * US && plain <= 52 * US);
+  int64_t warm = lead_after(300 * US, 900 * US); /* a cold first round, then a long one */
+  T_CHECK(warm >= plain + 290 * US && warm <= plain + 300 * US);
+  int64_t most_lead = most(33 * MS) - 50 * US; /* a caller slower than the window */
+  T_CHECK(lead_after(5000 * MS, 0) == most_lead);
+}
+
 /* ---------------------------------------------------------------- the wait follows the plan */
 
 /* A reader with the predictive wait on an in-process stream with one frame
@@ -232,6 +265,14 @@ static void test_wait_plan(void) {
     if (!due) T_CHECK(rc == -ETIMEDOUT && r->pace.due == 0);
   }
   T_CHECK(due);
+  /* The caller comes back from its warm-up: learnt once a window. */
+  T_CHECK(r->pace.polled > 0 && r->pace.warmup == 0);
+  T_EXPECT_RC(shl_reader_receive(r, &s, 0, 0), -ETIMEDOUT);
+  int64_t warmup = r->pace.warmup;
+  T_CHECK(r->pace.polled == -1 && warmup > 0);
+  (void)shl_reader_receive(r, &s, 0, SHL_WAIT_RETURN_DUE); /* -EAGAIN, or the window passed */
+  T_EXPECT_RC(shl_reader_receive(r, &s, 0, 0), -ETIMEDOUT);
+  T_CHECK(r->pace.polled == -1 && r->pace.warmup == warmup);
   /* Without the flag, a receive that may not wait does not wait. */
   set_due(r, t_now_ns());
   T_EXPECT_RC(shl_reader_receive(r, &s, 0, 0), -ETIMEDOUT);
@@ -400,6 +441,7 @@ int main(int argc, char **argv) {
   test_pace_rate_change();
   test_pace_skips();
   test_pace_hostile();
+  test_pace_warmup();
   test_wait_plan();
   if (!shl__futex_waitv_usable()) {
     puts("no futex_waitv: the cross-process part needs a reader that sleeps in one piece");

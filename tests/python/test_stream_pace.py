@@ -1,11 +1,13 @@
 """Reader(spin="auto"), the predictive wait: the reader learns the stream's
-pace from its frames' publish times and polls (from Python, so that the
-interpreter's path is warm) only while the next frame is due. What is
-checked is behaviour, never time: every frame arrives, at one pace and at
-another; once frames stop the receiving thread ends up asleep in the futex
-and stays there (context switches from /proc); an idle reader makes no
-wake-up; time-outs hold. The arithmetic of the prediction (windows, rate
-changes, a stopped writer) is tests/c/test_stream_pace.c's."""
+pace from its frames' publish times and, once the next frame is due, takes
+a frame's way on the core's stand-in (so that the interpreter's path is
+warm) before the core waits for the frame. What is checked is behaviour,
+never time: every frame arrives, at one pace and at another; once frames
+stop the receiving thread ends up asleep in the futex and stays there
+(context switches from /proc); an idle reader makes no wake-up; time-outs
+hold; the stand-in pins nothing and exports no frame. The arithmetic of the
+prediction (windows, rate changes, a stopped writer, the caller's warm-up)
+is tests/c/test_stream_pace.c's."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import numpy as np
 import pytest
 
 import shmlane
+from shmlane._stream_layout import frames
 from conftest import blocked_in_futex, blocked_in_thread, expect_line, futex_waitv_expected
 
 PACED_WRITER = """
@@ -119,3 +122,55 @@ def test_time_outs_hold(name):
             threading.Timer(0.05, writer.publish, (np.full(8, 7, "<u8"),)).start()
             with reader.receive(timeout=5) as sample:
                 assert int(sample.array[0]) == 7
+
+
+def due_stand_in(writer: shmlane.Writer, reader: shmlane.Reader) -> object:
+    """receive_due()'s answer once the window after a frame opens: the writer
+    declared its rate, so one frame predicts the next, which never comes. A
+    reader that overslept the whole window (a loaded machine) times out, and
+    tries again."""
+    for attempt in range(20):
+        writer.publish(np.full(writer.shape, attempt, writer.dtype))
+        reader.receive(timeout=5).release()
+        try:
+            return reader._raw.receive_due(0.5)
+        except TimeoutError:
+            continue
+    pytest.fail("the window never opened")
+
+
+def test_a_due_poll_answers_with_a_stand_in(name):
+    with shmlane.Writer(name, shape=(8,), dtype="<u8", fps=50, meta="<u4") as writer:
+        with shmlane.Reader(name, spin="auto", max_pinned=1) as reader:
+            standin = due_stand_in(writer, reader)
+            assert standin.standin and not standin.pinned and not standin.released
+            assert (standin.seq, standin.timestamp_ns, standin.lost) == (0, 0, 0)
+            assert standin.meta == bytes(4)  # a record of zeros
+            for _ in range(2):  # rehearsed with, released, and again
+                assert np.asarray(standin).shape == (0, 8)
+                standin.release()
+                assert not standin.released
+            writer.publish(np.full(8, 99, "<u8"))  # it pins nothing: max_pinned=1 has room
+            with reader.receive(timeout=5) as sample:
+                assert int(sample.array[0]) == 99 and not sample._raw.standin
+            reader.close()
+            with pytest.raises(BufferError, match="closed"):
+                memoryview(standin)
+
+
+def test_frames_after_the_window(name):
+    """A frame that comes after its window, when receive() has taken a
+    frame's way with the stand-in: structured frames (zero of them) and a
+    metadata record (zeros) included."""
+    pose = np.dtype([("t", "<u8"), ("xy", "<f4", (2,))], align=True)
+    with shmlane.Writer(name, shape=(3,), dtype=pose, fps=50, meta=[("n", "<u4")]) as writer:
+        with shmlane.Reader(name, spin="auto") as reader:
+            wrap, dtype, shape = frames(reader._raw)
+            assert wrap is not np.asarray and wrap(reader._raw).shape == (0, 3)
+            for t in (1, 2, 3):
+                frame = np.zeros(3, pose)
+                frame["t"] = t
+                writer.meta["n"] = t
+                threading.Timer(0.04, writer.publish, (frame,)).start()  # 2 periods
+                with reader.receive(timeout=5) as sample:
+                    assert sample.array["t"].tolist() == [t] * 3 and sample.meta["n"] == t
