@@ -366,7 +366,7 @@ static PyObject *sample_get_meta(Sample *s, void *unused) {
   if (!s->stream || !s->stream->meta_size) Py_RETURN_NONE;
   if (s->standin) { /* a record of zeros, to rehearse with */
     PyObject *zeros = PyBytes_FromStringAndSize(NULL, s->stream->meta_size);
-    if (zeros) memset(PyBytes_AS_STRING(zeros), 0, (size_t)s->stream->meta_size);
+    if (zeros) memset(PyBytes_AsString(zeros), 0, (size_t)s->stream->meta_size); /* stable ABI */
     return zeros;
   }
   if (!s->pinned) {
