@@ -211,8 +211,8 @@ static void test_wake(void) {
   shl_reader *r = t_reader_open(name, SHL_RECV_LATEST, 0);
   shl_sample s;
   pthread_t waker;
+  long long t0 = t_now_ns(); /* before the waker starts counting its 100 ms */
   T_REQUIRE(pthread_create(&waker, NULL, wake_later, r) == 0);
-  long long t0 = t_now_ns();
   T_EXPECT_RC(shl_reader_receive(r, &s, 10000 * T_MS, 0), -EINTR);
   T_EXPECT_TOOK(t0, 100, 5000);
   pthread_join(waker, NULL);
