@@ -18,6 +18,8 @@ static int check_field(const shl_format_field *f, void *arg) {
   struct walk_check *w = arg;
   uint64_t bytes = f->itemsize;
   for (uint32_t i = 0; i < f->ndim; i++)
+    if (f->shape[i] == 0) bytes = 0; /* an empty array: huge other sizes multiply to nothing */
+  for (uint32_t i = 0; i < f->ndim && bytes; i++)
     if (__builtin_mul_overflow(bytes, f->shape[i], &bytes)) abort();
   if (f->size != sizeof *f || f->ndim > SHL_FORMAT_MAX_DIMS || f->depth > SHL_FORMAT_MAX_DEPTH)
     abort();
