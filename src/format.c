@@ -203,13 +203,11 @@ static bool parse_item(struct cursor *c, struct mode *modep, uint64_t *offset,
   if (*c->p == '(') {
     if (!parse_subarray(c, &d)) return false;
     skip_space(c);
-  } else if (isdigit((unsigned char)*c->p)) {
-    if (!parse_count(c, &n) || !add_dim(c, &d, n)) return false;
-    counted = true;
+    /* NumPy writes the byte order after a sub-array shape ("(3)<f"), and a
+     * string's length too ("(8)1s": eight 1-byte strings, ctypes' c_char * 8).
+     * A bare count takes neither: "4>0d" is not a format, as struct says. */
+    while (!at_end(c) && parse_byte_order(*c->p, modep)) c->p++;
   }
-  /* NumPy writes the byte order after a sub-array shape ("(3)<f"), and a
-   * string's length too ("(8)1s": eight 1-byte strings, ctypes' c_char * 8). */
-  while (!at_end(c) && parse_byte_order(*c->p, modep)) c->p++;
   if (!at_end(c) && isdigit((unsigned char)*c->p)) {
     if (!parse_count(c, &n) || !add_dim(c, &d, n)) return false;
     counted = true;

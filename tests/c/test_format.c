@@ -47,6 +47,7 @@ static const char *const bad[] = {
     "", "<", "T{", "T{<d:x:", "T{<d:x:}}", "}", "<dz", "O", "&d", "Zq", "<(2,3", "(2,)d",
     "()d", "(a)d", "T<d", "<d:", "<d::", "<d:x", "<n", "<P", "18446744073709551616B",
     "9223372036854775807d", "(4294967296,4294967296)d", "0x",
+    "4>0d", "4<d", "2!h", /* a bare count takes no byte order (struct agrees) */
 };
 
 static void check_deep_nesting(void) {
