@@ -150,7 +150,7 @@ test-python-asan: python-asan-build build
 # it). `make test SERIAL=1` runs everything one after another.
 TEST_PHASES := deps build test-c+asan-build,fuzz-build test-asan \
   fuzz-smoke+install-python,python-asan-build stress-smoke mutants test-python+pythons-prepare \
-  test-python-asan test-pythons-quick+bench-packages bench-smoke
+  test-python-asan+dist-quick test-pythons-quick+bench-packages bench-smoke check-dist
 
 test:
 	@$(PYTHON) tests/phases.py --make "$(MAKE)" $(if $(SERIAL),--serial) $(TEST_PHASES)
