@@ -5,7 +5,7 @@
 # while; instead of failing at once, each step waits for them, up to
 # APT_LOCK_WAIT seconds in all (default 300), then fails as apt-get does.
 #
-#   mk/apt-install.sh PACKAGE...
+#   mk/apt-install.sh [--no-install-recommends] PACKAGE...
 set -uo pipefail
 limit=${APT_LOCK_WAIT:-300}
 end=$((SECONDS + limit))

@@ -37,7 +37,7 @@ ASAN_SKIP += --ignore=tests/python/test_gstreamer.py
 
 gst-extras:
 	@{ gst-inspect-1.0 x264enc >/dev/null 2>&1 && /usr/bin/python3 -c "import cv2" 2>/dev/null; } || \
-	  { apt-get update && apt-get install -y --no-install-recommends $(GST_EXTRAS); }
+	  mk/apt-install.sh --no-install-recommends $(GST_EXTRAS)
 
 test-gst-long: install-python build gst-extras
 	SHMLANE_BUILD=$(BUILD) SHMLANE_GST_LONG=1 $(BIN)/pytest -q tests/python/test_gstreamer.py \
