@@ -772,6 +772,10 @@ typedef struct shl_stream_reader {
   uint32_t policy;      /* enum shl_recv_policy */
   uint64_t pinned;      /* bit i: it holds slot i */
   uint64_t next_seq;    /* an `all` reader's next frame wanted */
+  /* Frames it missed (the sum of its samples' `lost`) as the reader says:
+   * for people, unchecked (a peer that may write the stream may write any
+   * number there). */
+  uint64_t lost;
 } shl_stream_reader;
 
 #define SHL_STREAM_READER_INIT {.size = sizeof(shl_stream_reader)}

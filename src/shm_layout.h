@@ -153,7 +153,8 @@ struct shl__reader {
   uint32_t reserved0;        /* 28 zero */
   _Atomic uint32_t alive;    /* 32 the writer's liveness word for this entry (SHL__ALIVE_*) */
   uint32_t reserved1;        /* 36 zero */
-  uint64_t reserved2[3];     /* 40 zero */
+  _Atomic uint64_t lost;     /* 40 frames its reader missed, for people (shl_stream_reader.lost) */
+  uint64_t reserved2[2];     /* 48 zero */
 };
 
 /* Sequence numbers: frames are numbered from 1 up to SEQ_MAX (so that
@@ -183,6 +184,7 @@ _Static_assert(sizeof(struct shl__reader) == 64, "reader entry size");
 _Static_assert(offsetof(struct shl__reader, next_seq) == 16, "layout");
 _Static_assert(offsetof(struct shl__reader, policy) == 24, "layout");
 _Static_assert(offsetof(struct shl__reader, alive) == 32, "layout: 8-aligned, for the keeper's list");
+_Static_assert(offsetof(struct shl__reader, lost) == 40, "layout");
 _Static_assert(SHL_STREAM_MAX_SLOTS <= SHL__SLOT_MASK + 1, "a slot index fits latest's low bits");
 _Static_assert((SHL__SEQ_MAX << SHL__SLOT_BITS) >> SHL__SLOT_BITS == SHL__SEQ_MAX, "latest cannot overflow");
 

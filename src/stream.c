@@ -365,6 +365,13 @@ static void deliver(shl_reader *r, uint32_t slot, uint64_t seq, uint64_t lost, s
   /* Relaxed: ordered by the acquire of latest or seq that found the frame (I1). */
   out->timestamp_ns = atomic_load_explicit(&s->slot[slot].timestamp_ns, memory_order_relaxed);
   out->lost = lost;
+  if (lost) {
+    /* Stored only when it grows, so a reader that misses nothing writes
+     * nothing more per frame; relaxed: a figure for people, ordered with
+     * nothing (shl_stream_get_reader). */
+    r->lost += lost;
+    atomic_store_explicit(&r->cur->entry->lost, r->lost, memory_order_relaxed);
+  }
   out->slot = slot;
   out->flags = r->moved ? SHL_SAMPLE_NEW_STREAM : 0;
   r->moved = false;

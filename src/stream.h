@@ -60,6 +60,7 @@ struct shl_reader {
   struct ring *left; /* rings it left that still have pinned samples */
   uint64_t last_seq; /* newest sequence delivered */
   uint64_t next_seq; /* policy `all`: next sequence wanted */
+  uint64_t lost;     /* frames missed in all, as its entry shows them */
   int64_t liveness_checked_ns;
   int64_t death_poll_ns; /* wait_for_frame's next look while the word and the role disagree */
   uint32_t policy; /* enum shl_recv_policy */
@@ -129,6 +130,7 @@ static inline void signal_space(struct stream *s) {
 static inline void clear_entry(struct shl__reader *e) {
   atomic_store(&e->pinned, 0);
   atomic_store(&e->next_seq, 0);
+  atomic_store_explicit(&e->lost, 0, memory_order_relaxed);
   atomic_store_explicit(&e->owner, 0, memory_order_release);
 }
 

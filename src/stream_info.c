@@ -92,6 +92,7 @@ int shl_stream_get_reader(const shl_segment *seg, uint32_t index, shl_stream_rea
   info.policy = atomic_load(&e->policy);
   info.pinned = atomic_load(&e->pinned) & slots_mask(s.slots);
   info.next_seq = atomic_load(&e->next_seq);
+  info.lost = atomic_load_explicit(&e->lost, memory_order_relaxed);
   rc = shl__info_copy(out, &info, sizeof info);
   return rc < 0 ? rc : 1;
 }

@@ -676,6 +676,7 @@ int shl__reader_follow(shl_reader *r) {
   }
   if (!r->next_seq) r->next_seq = base + 1;
   atomic_store(&ring->entry->next_seq, r->next_seq); /* as start_at_head's (I6) */
+  atomic_store_explicit(&ring->entry->lost, r->lost, memory_order_relaxed); /* its count goes on */
   /* Registered here: a blocking writer of this stream no longer keeps
    * frames for the old entry (followers_floor). */
   atomic_store(&old->entry->next_seq, NEXT_SEQ_FOLLOWED);

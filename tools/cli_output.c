@@ -145,6 +145,14 @@ static void print_stream_text(const struct entry *e) {
     print_field("frame rate:", "%.1f fps", e->fps);
   else
     print_field("frame rate:", "not measured");
+  for (uint32_t i = 0; i < e->nreaders; i++) {
+    const shl_stream_reader *r = &e->readers[i];
+    print_key("reader:");
+    printf("pid %" PRId32 " (alive: %s), %s, pinned %d", r->pid, alive_text(r->alive, false),
+           r->policy == SHL_RECV_ALL ? "all" : "latest", __builtin_popcountll(r->pinned));
+    if (r->policy == SHL_RECV_ALL) printf(", next %" PRIu64, r->next_seq);
+    printf(", lost %" PRIu64 "\n", r->lost);
+  }
 }
 
 void print_info_text(const struct entry *e, uint64_t now) {
@@ -234,7 +242,7 @@ static void print_stream_json(const struct entry *e) {
            i ? ", " : "", r->pid, alive_text(r->alive, true),
            r->policy == SHL_RECV_ALL ? "all" : "latest", __builtin_popcountll(r->pinned));
     json_member("next_seq", r->policy == SHL_RECV_ALL, "%" PRIu64, r->next_seq);
-    putchar('}');
+    printf(", \"lost\": %" PRIu64 "}", r->lost);
   }
   putchar(']');
   putchar('}');
@@ -409,10 +417,11 @@ static const char *const top_segment_title[S_NCOLS] = {
 static const bool top_segment_right[S_NCOLS] = {
     [S_CHANGES] = true, [S_RATE] = true, [S_PID] = true};
 
-enum { R_STREAM, R_PID, R_ALIVE, R_POLICY, R_PINNED, R_NEXT, R_NCOLS };
-static const char *const top_reader_title[R_NCOLS] = {"READER OF", "PID", "ALIVE", "POLICY",
-                                                      "PINNED", "NEXT"};
-static const bool top_reader_right[R_NCOLS] = {[R_PID] = true, [R_PINNED] = true, [R_NEXT] = true};
+enum { R_STREAM, R_PID, R_ALIVE, R_POLICY, R_PINNED, R_NEXT, R_LOST, R_NCOLS };
+static const char *const top_reader_title[R_NCOLS] = {"READER OF", "PID",  "ALIVE", "POLICY",
+                                                      "PINNED",    "NEXT", "LOST"};
+static const bool top_reader_right[R_NCOLS] = {
+    [R_PID] = true, [R_PINNED] = true, [R_NEXT] = true, [R_LOST] = true};
 
 /* The entries of one table: pointers into a snapshot. */
 struct picked {
@@ -481,6 +490,8 @@ static void reader_row(const void *ctx, size_t i, cell_buf buf[MAX_COLS],
     snprintf(buf[R_NEXT], sizeof buf[0], "%" PRIu64, r->next_seq);
     cell[R_NEXT] = buf[R_NEXT];
   }
+  snprintf(buf[R_LOST], sizeof buf[0], "%" PRIu64, r->lost);
+  cell[R_LOST] = buf[R_LOST];
 }
 
 static void segment_row(const void *ctx, size_t i, cell_buf buf[MAX_COLS],

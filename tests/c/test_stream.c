@@ -204,8 +204,16 @@ static void test_all_lapped(void) {
   shl_writer_close(w);
 }
 
+/* What reader entry `index` of w's stream shows others of its losses. */
+static void expect_entry_lost(shl_writer *w, uint32_t index, uint64_t lost) {
+  shl_stream_reader entry = SHL_STREAM_READER_INIT;
+  T_EXPECT_RC(shl_stream_get_reader(shl_writer_segment(w), index, &entry), 1);
+  T_CHECK(entry.lost == lost);
+}
+
 /* Numbers relayed from another stream (the bridge): skipped ones are lost
- * frames to `all` and `latest` readers; numbers never go back. */
+ * frames to `all` and `latest` readers, shown in their entries (for
+ * `shmlane top`); numbers never go back. */
 static void test_set_next_seq(void) {
   char name[SHL_NAME_MAX + 1];
   t_fresh_name(name, "snext");
@@ -217,8 +225,11 @@ static void test_set_next_seq(void) {
   EXPECT_SAMPLE(l, 1, 0);
   T_EXPECT_RC(shl_writer_set_next_seq(w, 5), 0);
   PUBLISH(w, 5, 5);
+  expect_entry_lost(w, 0, 0);
   EXPECT_SAMPLE(a, 5, 3);
   EXPECT_SAMPLE(l, 5, 3);
+  expect_entry_lost(w, 0, 3);
+  expect_entry_lost(w, 1, 3);
   T_EXPECT_RC(shl_writer_set_next_seq(w, 4), -EINVAL);
   T_EXPECT_RC(shl_writer_set_next_seq(w, 6), 0); /* the next one already: nothing skipped */
   T_EXPECT_RC(shl_writer_set_next_seq(w, 1ull << 55), -EINVAL);
@@ -228,6 +239,14 @@ static void test_set_next_seq(void) {
   T_EXPECT_RC(shl_writer_discard(w), 0);
   PUBLISH(w, 6, 6);
   EXPECT_SAMPLE(a, 6, 0);
+  T_EXPECT_RC(shl_writer_set_next_seq(w, 9), 0);
+  PUBLISH(w, 9, 9);
+  EXPECT_SAMPLE(a, 9, 2);
+  expect_entry_lost(w, 0, 5); /* a sum */
+  /* Its entry's next owner starts from nothing. */
+  shl_reader_close(l);
+  l = t_reader_open(name, SHL_RECV_LATEST, 0);
+  expect_entry_lost(w, 1, 0);
   shl_reader_close(l);
   shl_reader_close(a);
   shl_writer_close(w);

@@ -497,7 +497,7 @@ def test_top():
     # Its two readers, each a row of the readers' table: the peer's `latest`
     # readers, alive, pinning nothing (they never receive).
     mine = [line.split() for line in lines if line.split()[:1] == [live]]
-    check(len(mine) == 3 and all(r[1:] == [str(peer.pid), "yes", "latest", "0", "-"]
+    check(len(mine) == 3 and all(r[1:] == [str(peer.pid), "yes", "latest", "0", "-", "0"]
                                  for r in mine[1:]), "top reader rows of %s: %r" % (live, mine))
     row = rows.get(dead, [])
     check(len(row) == 10 and row[2:7] == ["no", "0.0", "3", "0/8", "0/4"],
@@ -519,7 +519,7 @@ def test_top():
         check_stream("top --json", s, readers_alive=2, writer_pid=peer.pid, writer_alive=True,
                      **PEER_STREAM)
         check((s or {}).get("readers") == [{"pid": peer.pid, "alive": True, "policy": "latest",
-                                            "pinned": 0, "next_seq": None}] * 2,
+                                            "pinned": 0, "next_seq": None, "lost": 0}] * 2,
               "top --json: readers of %s: %r" % (live, (s or {}).get("readers")))
         check(0 < (s or {}).get("fps", 0) and 0 < entries.get(live, {}).get("changes_per_s", 0),
               "top --json: rates of %s: %r" % (live, entries.get(live)))
@@ -532,6 +532,101 @@ def test_top():
         run("top", *args, rc=2)
     stop_peer(peer)
     run("rm", live, dead, arr)
+
+
+def start_reader(seg_name, policy):
+    """A stream_peer --reader of seg_name, once open."""
+    p = subprocess.Popen([PEER, "--reader", policy, seg_name], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, encoding="utf-8")
+    peers.append(p)
+    line = p.stdout.readline()
+    check(line == "ready\n", "stream_peer --reader %s: said %r, want 'ready'" % (seg_name, line))
+    return p
+
+
+def ask(p, line):
+    p.stdin.write(line + "\n")
+    p.stdin.flush()
+
+
+def drain(reader):
+    """What the reader receives now, without waiting: [(seq, lost)]."""
+    ask(reader, "")
+    got = []
+    for line in reader.stdout:
+        if line == "end\n":
+            break
+        seq, lost = line.split()
+        got.append((int(seq), int(lost)))
+    return got
+
+
+def publish(writer, n):
+    """n frames more from a stream_peer writer; the last one's number."""
+    ask(writer, str(n))
+    line = writer.stdout.readline()
+    check(line.startswith("published "), "stream_peer: said %r, want 'published SEQ'" % line)
+    return int(line.split()[1]) if line.startswith("published ") else 0
+
+
+def test_top_losses():
+    """The losses each reader reports in its entry, seen by `top --once
+    --json`, `top` and `info`: a writer and three readers, each a process
+    of its own. An `all` reader lapped by the writer, a `latest` one that
+    skips, an `all` one that keeps up; each counts every frame, received or
+    lost, and each keeps its last sample pinned."""
+    live = name("toplost")
+    writer = start_peer(live, 1, 0, 0)
+    lapped, skipping = start_reader(live, "all"), start_reader(live, "latest")
+    got = {lapped: drain(lapped), skipping: drain(skipping)}
+    check(got[lapped] == got[skipping] == [(1, 0)], "first frame: %r" % list(got.values()))
+    last = publish(writer, 10)  # a ring of 4 slots: `lapped` misses frames
+    for r in (lapped, skipping):
+        got[r] += drain(r)
+    keeping = start_reader(live, "all")
+    got[keeping] = drain(keeping)  # from the newest frame on
+    last = publish(writer, 2)
+    got[keeping] += drain(keeping)
+    want = {}
+    for r, policy, first in ((lapped, "all", 1), (skipping, "latest", 1),
+                             (keeping, "all", last - 2)):
+        seqs = [seq for seq, _ in got[r]]
+        lost = sum(n for _, n in got[r])
+        # Every frame from its first to the newest it saw: received, or counted lost.
+        check(seqs and seqs[0] == first and len(seqs) + lost == seqs[-1] - first + 1,
+              "reader %d (%s) received %r" % (r.pid, policy, got[r]))
+        want[r.pid] = {"pid": r.pid, "alive": True, "policy": policy, "pinned": 1,
+                       "next_seq": seqs[-1] + 1 if policy == "all" else None, "lost": lost}
+    check(want[lapped.pid]["lost"] > 0 and want[skipping.pid]["lost"] > 0
+          and want[keeping.pid]["lost"] == 0, "losses: %r" % want)
+
+    p = run("top", "--once", "--json")
+    try:
+        (entry,) = [e for e in json.loads(p.stdout)["entries"] if e["name"] == live]
+        readers = entry["stream"]["readers"]
+    except (ValueError, KeyError, TypeError) as e:
+        check(False, "top --once --json: %s: %r" % (e, p.stdout[:300]))
+        readers = []
+    check(sorted(readers, key=lambda r: r["pid"]) == [want[pid] for pid in sorted(want)],
+          "top --once --json: readers of %s: %r, want %r" % (live, readers, want))
+    check((info_json(live).get("stream") or {}).get("readers") == readers,
+          "info --json: readers differ from top's")
+
+    rows = [line.split() for line in run("top", "--once").stdout.splitlines()]
+    check(["READER", "OF", "PID", "ALIVE", "POLICY", "PINNED", "NEXT", "LOST"] in rows,
+          "top: no reader table header")
+    shown = sorted(row[1:] for row in rows if row[:1] == [live] and len(row) == 7)
+    check(shown == sorted([str(r["pid"]), "yes", r["policy"], "1", str(r["next_seq"] or "-"),
+                           str(r["lost"])] for r in want.values()),
+          "top reader rows of %s: %r" % (live, shown))
+    lines = re.findall(r"^reader: +(.*)$", run("info", live, "--no-rate").stdout, re.M)
+    check(sorted(lines) == sorted(
+        "pid %d (alive: yes), %s, pinned 1%s, lost %d" % (
+            r["pid"], r["policy"], ", next %d" % r["next_seq"] if r["next_seq"] else "",
+            r["lost"]) for r in want.values()), "info reader lines: %r" % lines)
+    for p in (lapped, skipping, keeping, writer):
+        stop_peer(p)
+    run("rm", live)
 
 
 def test_gc():
@@ -741,7 +836,7 @@ def main():
                      test_format_limit, test_formats_read_as_bytes, test_strides_as_recorded,
                      test_owner,
                      test_ls_closes_as_it_goes, test_ls_fails_on_unreadable_entries, test_ls,
-                     test_stream_live, test_stream_writer_gone, test_top,
+                     test_stream_live, test_stream_writer_gone, test_top, test_top_losses,
                      test_gc, test_usage_errors, test_runtime_errors, test_foreign_files,
                      test_rm):
             before = len(failures)
