@@ -4,13 +4,17 @@ documented (test_readme.py checks that the README shows the quick start files)."
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from types import ModuleType
+from typing import List
 
 import numpy as np
 import pytest
@@ -67,32 +71,73 @@ def load_example(name: str) -> ModuleType:
     return module
 
 
+class Writes:
+    """A process's stdout as one end of a SOCK_SEQPACKET socket pair: each
+    write() it makes arrives here as one message, so a test sees how its
+    lines were written, whoever else writes to the same terminal."""
+
+    def __init__(self) -> None:
+        self.ours, self.theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.messages: List[bytes] = []
+        self.thread = threading.Thread(target=self._collect, daemon=True)
+        self.thread.start()
+
+    def _collect(self) -> None:
+        while True:
+            message = self.ours.recv(1 << 16)
+            if not message:  # every writer end closed
+                return
+            self.messages.append(message)
+
+    def started(self) -> None:
+        """The child has its end: close ours, so its exit ends the messages."""
+        self.theirs.close()
+
+    def text(self) -> str:
+        """Everything written, once the writer exited; each write a whole line."""
+        self.thread.join(timeout=60)
+        self.ours.close()
+        torn = [m for m in self.messages if not m.endswith(b"\n")]
+        assert not torn, f"writes that are not whole lines: {torn[:5]}"
+        return b"".join(self.messages).decode()
+
+
 def test_stream_demo_write_and_read(name, tmp_path):
     # Frames with metadata, and a change of size halfway that the reader follows.
+    # Unbuffered, as a user may run them, and each line one write: the reader's
+    # and the writer's lines, on one terminal, never run together.
     snapshot = tmp_path / "last.png"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    reader_out, writer_out = Writes(), Writes()
     reader = subprocess.Popen(
         [sys.executable, str(EXAMPLES / "read.py"), "--name", name, "--headless"]
         + ["--wait-open", "30", "--seconds", "60", "--exit-on-gone", "--snapshot", str(snapshot)],
-        stdout=subprocess.PIPE,
+        stdout=reader_out.theirs,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )
+    reader_out.started()
     try:
         writer = subprocess.run(
             [sys.executable, str(EXAMPLES / "write.py"), "--name", name, "--width", "320"]
             + ["--height", "240", "--fps", "60", "--seconds", "2"]  # reports come each second
             + ["--resize-every", "1", "160x120"],
-            capture_output=True,
+            stdout=writer_out.theirs,
+            stderr=subprocess.PIPE,
             text=True,
             timeout=60,
+            env=env,
         )
-        out, err = reader.communicate(timeout=60)
+        writer_out.started()
+        _, err = reader.communicate(timeout=60)
     finally:
         reader.kill()
     assert writer.returncode == 0, writer.stderr
     assert reader.returncode == 0, err
-    assert f"{name} now 160x120" in writer.stdout
-    published = int(re.search(r"published (\d+) frames", writer.stdout).group(1))
+    out, writer_stdout = reader_out.text(), writer_out.text()
+    assert f"{name} now 160x120" in writer_stdout
+    published = int(re.search(r"published (\d+) frames", writer_stdout).group(1))
     summary = re.search(r"frames=(\d+) lost=(\d+) torn=(\d+) meta ok=(\d+) bad=(\d+)", out)
     assert summary, out
     frames, lost, torn, meta_ok, meta_bad = map(int, summary.groups())
