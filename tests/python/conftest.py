@@ -16,7 +16,7 @@ import tempfile
 import textwrap
 import threading
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Dict, Iterator, List
+from typing import Any, Awaitable, Callable, Dict, Iterator, List, Sequence
 
 import pytest
 
@@ -242,9 +242,10 @@ def built_cli() -> Path:
     return core_build() / "tools" / "shmlane"
 
 
-def build_c(program: Path, out_dir: Path, *more: Path) -> Path:
+def build_c(program: Path, out_dir: Path, *more: Path, link: Sequence[str] = ()) -> Path:
     """Compiles one C program (its main file, then `more` files of it) and links it with the core that meson built
-    (core_build(): the static library, so internals are there too)."""
+    (core_build(): the static library, so internals are there too), with
+    the linker options `link` as well."""
     build = core_build()
     if shutil.which("cc") is None:
         pytest.skip("needs a C compiler")
@@ -264,6 +265,7 @@ def build_c(program: Path, out_dir: Path, *more: Path) -> Path:
             str(program),
             *map(str, more),
             str(build / "libshmlane.a"),
+            *link,
             "-pthread",
             "-lrt",
             "-lm",

@@ -87,3 +87,30 @@ def check_output(pair: str, out: str, runs: int) -> None:
         assert lines and lines[-1] == "frame 5: x=2.5 y=-5.0 trace=15.0", out
     else:  # the reader came after the writer: nothing changes any more, it stops
         assert lines == [], out
+
+
+# Frames each run of a stream writer publishes.
+RUN_FRAMES = {"c-stream": 30, "py-stream": 300}
+C_LINE = re.compile(r"frame (\d+), (\d+) lost, first byte (\d+), meta frame (-?\d+)")
+
+
+def every_frame_counted(pair: str, out: str, run: int) -> None:
+    """The stream reader's output, with the reader there before the run's
+    first frame or at it: every frame of run `run`, in order, received (its
+    pixels and its record those of that frame) or counted in the next
+    received one's `lost`, up to the run's last frame; none of another run."""
+    frames = RUN_FRAMES[pair]
+    base = frames * (run - 1)  # the frames of the runs before
+    seen = base
+    for line in out.splitlines():
+        if pair == "c-stream":
+            m = C_LINE.fullmatch(line)
+            assert m, f"not a frame line: {line!r}"
+            seq, lost, pixel, meta = map(int, m.groups())
+        else:
+            words = line.split()
+            seq, lost, pixel, meta = int(words[0]), int(words[1]), float(words[2]), int(words[3])
+        assert seq == seen + lost + 1, f"after frame {seen}, {line!r}: frames unaccounted for"
+        assert meta == seq - base - 1 and pixel == meta % 256, f"{line!r}: not frame {seq}'s data"
+        seen = seq
+    assert seen == base + frames, f"the run's last frame, {base + frames}, not received: {out[-200:]}"

@@ -9,16 +9,21 @@ blocks use are replaced by fresh ones, so runs never meet each other."""
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Set
 
 import pytest
 
 from conftest import ROOT, SHM_DIR, build_c, core_build
-from readme_programs import BLOCKS, FENCE, MARKED, PAIRS, README, blocks, check_output, source, waiting
+from readme_programs import (BLOCKS, FENCE, MARKED, PAIRS, README, blocks, check_output,
+                             every_frame_counted, source, waiting)
 
 
 def test_every_code_block_is_marked_and_known():
@@ -34,6 +39,34 @@ def test_python_quickstart_blocks_are_the_example_files(script):
     assert blocks()[f"py-{script.replace('_', '-')}"] == body, f"README and {script}.py differ"
 
 
+# Built into a C writer (the README's, unchanged): it stops itself after its
+# first frame, and goes on at SIGCONT.
+PAUSE_C = r"""
+#include <signal.h>
+#include <shmlane.h>
+
+int __real_shl_writer_loan(shl_writer *w, void **frame, int64_t timeout_ns);
+
+int __wrap_shl_writer_loan(shl_writer *w, void **frame, int64_t timeout_ns) {
+  static int loans;
+  if (loans++ == 1) raise(SIGSTOP); /* the first frame is out */
+  return __real_shl_writer_loan(w, frame, timeout_ns);
+}
+"""
+# The same before a Python writer.
+PAUSE_PY = """\
+import os, signal
+import shmlane
+_loan, _loans = shmlane.Writer.loan, []
+def _paused_loan(self, *args, **kwargs):
+    if len(_loans) == 1:
+        os.kill(os.getpid(), signal.SIGSTOP)  # the first frame is out
+    _loans.append(1)
+    return _loan(self, *args, **kwargs)
+shmlane.Writer.loan = _paused_loan
+"""
+
+
 class Programs:
     """The README's programs, with fresh names, ready to run."""
 
@@ -45,22 +78,32 @@ class Programs:
                 self.names[name] = f"rd{os.getpid()}{tag}{name}"
         self.cmd: Dict[str, List[str]] = {}
 
-    def command(self, block_id: str) -> List[str]:
-        if block_id not in self.cmd:
+    def command(self, block_id: str, paused: bool = False) -> List[str]:
+        """The block as a program; `paused`: a writer that stops itself
+        (SIGSTOP) after its first frame."""
+        key = block_id + (" paused" if paused else "")
+        if key not in self.cmd:
             text = source(block_id, self.names)
+            stem = block_id.replace("-", "_") + ("_paused" if paused else "")
             if block_id.startswith("c-"):
-                path = self.dir / f"{block_id.replace('-', '_')}.c"
+                path = self.dir / f"{stem}.c"
                 path.write_text(text)
-                self.cmd[block_id] = [str(build_c(path, self.dir))]
+                more = []
+                if paused:
+                    more = [self.dir / "pause.c"]
+                    more[0].write_text(PAUSE_C)
+                link = ["-Wl,--wrap=shl_writer_loan"] if paused else []
+                self.cmd[key] = [str(build_c(path, self.dir, *more, link=link))]
             else:
-                path = self.dir / f"{block_id}.py"
-                path.write_text(text)
-                self.cmd[block_id] = [sys.executable, str(path)]
-        return self.cmd[block_id]
+                path = self.dir / f"{stem}.py"
+                path.write_text((PAUSE_PY if paused else "") + text)
+                self.cmd[key] = [sys.executable, str(path)]
+        return self.cmd[key]
 
-    def start(self, block_id: str) -> subprocess.Popen:
+    def start(self, block_id: str, paused: bool = False) -> subprocess.Popen:
         return subprocess.Popen(
-            self.command(block_id), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            self.command(block_id, paused), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
         )
 
     def run(self, block_id: str) -> str:
@@ -125,22 +168,46 @@ def test_producer_first_and_twice(programs, pair):
     check_output(pair, programs.run(consumer), runs=2)
 
 
+def stopped(proc: subprocess.Popen) -> None:
+    """Until proc stopped itself (SIGSTOP); fails if it ends first."""
+    deadline = time.monotonic() + 30
+    while proc.poll() is None and time.monotonic() < deadline:
+        if Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T":
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"the paused writer did not stop (exit {proc.poll()})")
+
+
 @pytest.mark.skipif(not SHM_DIR.is_dir(), reason="needs /dev/shm")
+@pytest.mark.parametrize("order", ["reader-first", "writer-first"])
 @pytest.mark.parametrize("pair", sorted(STREAM_PAIRS))
-def test_stream_reader_after_finished_runs_waits_for_the_next(programs, pair):
-    """Two writer runs end; a reader started then finds their stream with no
-    writer: it delivers none of their frames as new, waits for the next run,
-    and reads that run to its end."""
+def test_stream_second_run_in_each_order(programs, pair, order):
+    """A second run meets the first run's stream, its writer gone. Reader
+    first: it delivers none of the old frames as new and waits for the
+    second writer. Writer first: the second writer took the stream over and
+    published its first frame (then stopped itself) before the reader
+    opened. Either way the reader accounts for every frame of the second
+    run, from its first to its last: received, or counted in `lost`."""
     producer, consumer = PAIRS[pair]
+    programs.command(consumer)  # built before anything starts
+    programs.command(producer, paused=True)
     programs.run(producer)
-    programs.run(producer)
-    started = programs.start(consumer)
-    waiting(started, consumer)
-    programs.run(producer)
+    if order == "reader-first":
+        started = programs.start(consumer)
+        waiting(started, consumer)
+        programs.run(producer)
+    else:
+        second = programs.start(producer, paused=True)
+        try:
+            stopped(second)
+            started = programs.start(consumer)
+            waiting(started, consumer)
+        finally:
+            second.send_signal(signal.SIGCONT)
+        finish(second)
     out = finish(started)
-    check_output(pair, out, runs=3)
-    first = int(out.split()[1 if pair == "c-stream" else 0].rstrip(","))
-    assert first > (60 if pair == "c-stream" else 600), f"a finished run's frame: {out[:80]}"
+    check_output(pair, out, runs=2)
+    every_frame_counted(pair, out, run=2)
 
 
 @pytest.mark.skipif(not SHM_DIR.is_dir(), reason="needs /dev/shm")
@@ -176,3 +243,61 @@ def test_c_example_builds_with_pkg_config(programs, tmp_path):
                    timeout=120)  # fmt: skip
     subprocess.run([str(exe)], env=dict(os.environ, LD_LIBRARY_PATH=str(build)), check=True,
                    timeout=60)  # fmt: skip
+
+
+SH_FENCE = re.compile(r"^```sh\n(.*?)^```$", re.M | re.S)
+
+
+def make_targets() -> Set[str]:
+    """Every target a rule of the Makefile or mk/*.mk names."""
+    targets: Set[str] = set()
+    for path in [ROOT / "Makefile", *sorted((ROOT / "mk").glob("*.mk"))]:
+        for names in re.findall(r"^([\w.$()/ -]+?)[ \t]*:(?!=)", path.read_text(), re.M):
+            targets.update(names.split())
+    return targets
+
+
+def readme_commands() -> List[List[str]]:
+    """The commands of the README's sh blocks, as words: comments dropped,
+    command lists (`a & b; c`) split."""
+    commands = []
+    for block in SH_FENCE.findall(README.read_text()):
+        for line in block.splitlines():
+            for command in re.split(r"[;&|]+", line.split("#", 1)[0]):
+                if command.strip():
+                    commands.append(shlex.split(command))
+    return commands
+
+
+def test_shell_blocks_name_what_exists(tmp_path):
+    """The README's sh blocks, extracted: `make` targets exist, `python`
+    scripts are files of the tree, the wheel has the project's version, and
+    the `shmlane` command lines run (with a fresh name, `top` once) against
+    the meson build's tool. `pip install .` itself is what `make test`
+    installs the package with; the quick start line is test_examples.py's."""
+    version = re.search(r"^\s*version: '([^']+)'", (ROOT / "meson.build").read_text(), re.M)
+    assert version
+    targets = make_targets()
+    tool = core_build() / "tools" / "shmlane"
+    name = f"rd{os.getpid()}sh"
+    runs = []
+    for words in readme_commands():
+        if words[0] == "make":
+            assert set(words[1:]) <= targets, f"no make target {words[1:]}"
+        elif words[:2] == ["pip", "install"]:
+            assert words[2] == "." or words[2].startswith(f"shmlane-{version.group(1)}-"), words
+        elif words[0] == "python":
+            assert (ROOT / words[1]).is_file(), words
+        elif words == ["wait"]:  # the shell's, for the job started with `&`
+            pass
+        elif words[0] == "build/tools/shmlane":
+            args = [name if word == "calib" else word for word in words[1:]]
+            runs.append(args + ["--once"] if args == ["top"] else args)
+        else:
+            raise AssertionError(f"a command this test does not know: {words}")
+    assert runs and tool.exists()
+    try:
+        for args in runs:
+            subprocess.run([str(tool), *args], check=True, capture_output=True, timeout=30)
+    finally:
+        remove([name])
