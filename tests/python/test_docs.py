@@ -6,13 +6,16 @@ with each ID (BLOCKS): run it (with a prelude that supplies what a fragment
 takes as given: a camera becomes a video file, a window a counter), run it
 with its partner in the order the page claims, check its command lines, or
 compile it where it needs what a test cannot have (a camera, posix_ipc, an
-endless loop). Blocks in `text` are output and pictures, not code. The names
-the blocks use are replaced by fresh ones, so runs never meet each other."""
+endless loop). Blocks in `text` are output and pictures, not code; those of
+cli.md that show the tool's output are held against its real output
+(test_cli_transcripts_match_the_tool). The names the blocks use are replaced
+by fresh ones, so runs never meet each other."""
 
 from __future__ import annotations
 
 import ast
 import concurrent.futures
+import json
 import os
 import re
 import shlex
@@ -121,12 +124,12 @@ def cli_env() -> Dict[str, str]:
     return dict(os.environ, PATH=f"{tools}{os.pathsep}{os.environ.get('PATH', '')}")
 
 
-def stream_peer(name: str) -> subprocess.Popen:
-    """tests/cli/stream_peer publishing `name` at 30 fps with two readers."""
+def stream_peer(name: str, readers: int = 2) -> subprocess.Popen:
+    """tests/cli/stream_peer publishing `name` at 30 fps with (two) readers."""
     peer = core_build() / "tests" / "cli" / "stream_peer"
     if not peer.exists():
         pytest.skip("needs tests/cli/stream_peer of a meson build")
-    proc = subprocess.Popen([str(peer), name, "0", "30", "2"], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([str(peer), name, "0", "30", str(readers)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)  # fmt: skip
     assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
     return proc
@@ -188,9 +191,6 @@ def elsewhere(block_id: str, where: str) -> None:
 elsewhere("py-install", "make test (install-python: pip install of the tree)")
 elsewhere("perf-make", "make test (bench-smoke); the full runs take minutes")
 elsewhere("cv-viewer", "test_video.py (the viewer against the service's pattern)")
-compiled("cv-classic-writer", "needs a camera and posix_ipc")
-compiled("cv-classic-reader", "needs posix_ipc and a window")
-compiled("py-writer-gone-loop", "loops until interrupted")
 compiled("gst-opencv-read", "its cv2 line runs in test_gstreamer.py where an OpenCV with "
          "GStreamer is (Debian's python3-opencv, make gst-extras; PyPI's wheels have none), its "
          "Reader lines as test_sink_to_python_reader")  # fmt: skip
@@ -282,27 +282,56 @@ CAMERA = """
     """
 
 
-@block("py-stream", "run: a fake camera, the writer closed once B joined")
-def _(box: Sandbox, tmp: Path) -> None:
-    prelude = CAMERA + """
-    import threading
+def stream_processes(box: Sandbox) -> Tuple[List[str], List[str]]:
+    """python.md's py-stream as its two processes, A (the writer, with a fake
+    camera; it closes once B joined) and B (the reader; it prints the last
+    sample's seq and how many frames `for` showed)."""
+    source = body("py-stream")
+    split = source.index("# Process B")
+    a_source, b_source = source[:split], source[split:]
+    a_prelude = CAMERA + """
     import time
     import numpy as np
-
-    cap, image, shown = Camera(), np.full((480, 640, 3), 5, np.uint8), []
-    show = shown.append
-
-    def writer_ends():  # the writer process ends, a little after B joined
-        while "r" not in globals():
-            time.sleep(0.01)
-        time.sleep(0.3)
-        w.close()
-
-    threading.Thread(target=writer_ends, daemon=True).start()
+    cap, image = Camera(), np.full((480, 640, 3), 5, np.uint8)
     """
-    postlude = "\nprint(s.seq, len(shown))\n"
-    # The newest frame when B came (the second), then none: `for` ended with the writer.
-    assert run(box.python("py-stream", ["cam0"], prelude, postlude)).split() == ["2", "0"]
+    a_postlude = """
+    while not w.info().readers:  # B joined: A's part is done, the writer ends
+        time.sleep(0.01)
+    w.close()
+    """
+    b_prelude = "shown = []\nshow = shown.append\n"
+    b_postlude = "\nprint(s.seq, len(shown))\n"
+    commands = []
+    for part, text, prelude, postlude in (("a", a_source, a_prelude, a_postlude),
+                                          ("b", b_source, b_prelude, b_postlude)):  # fmt: skip
+        path = box.dir / f"py-stream-{part}.py"
+        text = text.replace('"cam0"', repr(box.name("cam0")))
+        path.write_text("import shmlane\n" + textwrap.dedent(prelude) + text + textwrap.dedent(postlude))
+        commands.append([sys.executable, str(path)])
+    return commands[0], commands[1]
+
+
+@block("py-stream", "run as its two processes, A first, then B first")
+def _(box: Sandbox, tmp: Path) -> None:
+    from readme_programs import waiting
+
+    a, b = stream_processes(box)
+    # A first: B takes the newest frame (the second), then `for` ends with the writer.
+    writer = start(a)
+    path = SHM_DIR / f"shl.{box.name('cam0')}"
+    deadline = time.monotonic() + 30
+    while not path.exists() and writer.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert run(b).split() == ["2", "0"]
+    finish(writer)
+    remove([box.name("cam0")])
+    # B first: it waits for the stream; each of A's two frames is B's first
+    # sample or shown by `for`, which ends with the writer.
+    reader = start(b)
+    waiting(reader, "py-b")
+    run(a)
+    seq, shown = finish(reader).split()
+    assert seq == "2" and shown in ("0", "1"), (seq, shown)
 
 
 @block("py-stream-meta", "run with a fake camera")
@@ -389,6 +418,64 @@ def _(box: Sandbox, tmp: Path) -> None:
         assert recorded.get(cv2.CAP_PROP_FPS) == 30.0 and size == (160, 120) and frames > 0
     finally:
         recorded.release()
+
+
+@block("py-writer-gone-loop", "run: frames of a writer, then of its successor after WriterGone")
+def _(box: Sandbox, tmp: Path) -> None:
+    prelude = f"""
+    import threading, time
+    import numpy as np
+    import shmlane
+
+    name = {box.name("cam0")!r}
+    first = shmlane.Writer(name, shape=(2,), dtype="u1")
+    reader = shmlane.Reader(name)
+    got = []
+
+    def show(array):  # what was shown, until the successor's frame
+        got.append(int(array[0]))
+        if len(got) == 2:
+            print(*got)
+            raise SystemExit(0)
+
+    def writers():  # a frame, the writer gone, then a successor's frame
+        first.publish(np.full(2, 1, np.uint8))
+        time.sleep(0.2)
+        first.close()
+        time.sleep(0.2)
+        with shmlane.Writer(name, shape=(2,), dtype="u1") as successor:
+            successor.publish(np.full(2, 2, np.uint8))
+            time.sleep(30)
+
+    threading.Thread(target=writers, daemon=True).start()
+    """
+    assert run(box.python("py-writer-gone-loop", [], prelude)).split() == ["1", "2"]
+
+
+@block("cv-classic-writer", "run with cv-classic-reader: a video file for the camera, no window")
+def _(box: Sandbox, tmp: Path) -> None:
+    posix_ipc = pytest.importorskip("posix_ipc")
+    clip = opencv_clip(tmp, 8, (640, 480))  # the size the reader assumes
+    shm, sem = "/" + box.name("cam0"), "/" + box.name("cam0") + "-sem"
+    names = {'"/cam0"': repr(shm), '"/cam0-sem"': repr(sem)}
+    camera = {"cv2.VideoCapture(0)": f"cv2.VideoCapture({clip!r})"}
+    writer = box.python("cv-classic-writer", [], replace={**camera, **names})
+    # The window counts what it shows; `q` is pressed after the fifth frame.
+    window = NO_WINDOW + "cv2.waitKey = lambda delay=0: ord('q') if len(shown) == 5 else -1\n"
+    postlude = "\nprint(len(shown), set(shown) == {(480, 640, 3)})\n"
+    reader = box.python("cv-classic-reader", [], window, postlude, replace=names)
+    try:
+        run(writer)  # until the file ends; it leaves the memory and the semaphore
+        assert run(reader).split() == ["5", "True"]
+    finally:
+        for unlink, name in ((posix_ipc.unlink_shared_memory, shm), (posix_ipc.unlink_semaphore, sem)):
+            try:
+                unlink(name)
+            except posix_ipc.ExistentialError:
+                pass
+
+
+BLOCKS["cv-classic-reader"] = ("run with cv-classic-writer", None)
 
 
 @block("cv-loan", "run with a video file for the capture")
@@ -574,3 +661,137 @@ def test_blocks_run(tmp_path):
     for block_id, why in skipped.items():
         print(f"{block_id}: skipped: {why}")
     assert not failed, "\n".join(f"--- {i} ({BLOCKS[i][0]}):\n{why}" for i, why in failed.items())
+
+
+# ------------------------------------------------------------ cli.md's transcripts
+
+TRANSCRIPT = re.compile(r"^```text\n(\$ shmlane .*?|shmlane top - .*?)^```$", re.M | re.S)
+
+
+def cli_transcripts() -> Dict[str, List[str]]:
+    """cli.md's `text` blocks of the tool's output: {command: lines shown}
+    (`top`: the table that opens the block)."""
+    shown: Dict[str, List[str]] = {}
+    for m in TRANSCRIPT.finditer((DOCS / "cli.md").read_text()):
+        command = "shmlane top --once"
+        for line in m.group(1).splitlines():
+            if line.startswith("$ "):
+                command = line[2:]
+                shown[command] = []
+            else:
+                shown.setdefault(command, []).append(line)
+    return shown
+
+
+def fields(lines: List[str]) -> List[Tuple[str, str]]:
+    """`info` text as (key, value), in order; a page's `...` elision dropped."""
+    return [(m.group(1), m.group(2)) for m in map(re.compile(r"^(\S[^:]*):\s+(.*)$").match, lines) if m]
+
+
+def columns(lines: List[str], title: str) -> Tuple[List[str], Dict[str, Dict[str, str]]]:
+    """The table whose header starts with `title`: its titles, and each row
+    by its first cell as {title: cell} (titles and cells hold no blanks but
+    `READER OF`'s)."""
+    at = next(i for i, line in enumerate(lines) if line.startswith(title))
+    titles = lines[at].replace("READER OF", "READER_OF").split()
+    rows: Dict[str, Dict[str, str]] = {}
+    for line in lines[at + 1 :]:
+        if not line.strip():
+            break
+        rows.setdefault(line.split()[0], dict(zip(titles, line.split())))
+    return titles, rows
+
+
+READER_LINE = re.compile(r"pid \d+ \(alive: (yes|no|\?)\), (latest|all), pinned \d+(, next \d+)?, lost \d+")
+
+
+def test_cli_transcripts_match_the_tool(tmp_path):
+    """cli.md's transcripts against the tool's real output, for objects made
+    as the page's are: the same lines, fields, columns and JSON keys in the
+    same order, and the same values but for pids, owners, times, ages and
+    what differs between the page's camera and the test's stream."""
+    env = cli_env()
+    box = Sandbox(tmp_path, "t")
+    pages = cli_transcripts()
+    names = ["calib", "pose", "cam", "junk", "tmp"]
+
+    def tool(command: str, ok=(0,), rename: bool = True) -> List[str]:
+        """The command's output lines, with the page's names for the fresh ones."""
+        proc = subprocess.run(["sh", "-c", box.shell(command, names)], env=env, text=True,
+                              capture_output=True, timeout=60)  # fmt: skip
+        assert proc.returncode in ok, (command, proc.stderr)
+        out = proc.stdout
+        for name in names if rename else []:
+            out = re.sub(rf"(?<![\w.-]){re.escape(box.name(name))}(?![\w.-])", name, out)
+        return out.splitlines()
+
+    try:
+        tool("shmlane create calib --format f8 --shape 3,4")
+        tool("shmlane create pose --format 'T{<i:x:<d:y:}'")
+        (SHM_DIR / f"shl.{box.name('junk')}").write_bytes(b"not a segment")
+        peer = stream_peer(box.name("cam"))
+        try:
+            # ls and top list every object of the machine: another's may be unreadable (exit 1).
+            listed = tool("shmlane ls", ok=(0, 1), rename=False)
+            top = tool("shmlane top --once", ok=(0, 1), rename=False)
+            cam = tool("shmlane info cam")
+        finally:
+            stop(peer)
+
+        # ls: the same columns; calib and junk as the page shows them, pose and cam alike.
+        titles, rows = columns(pages["shmlane ls"], "NAME")
+        real_titles, real_rows = columns(listed, "NAME")
+        assert titles == real_titles
+        for name, same in (("calib", ["KIND", "SHAPE", "BYTES", "CHANGES", "ALIVE", "STATUS",
+                                      "STREAM", "FORMAT"]), ("junk", titles[1:]),
+                           ("pose", ["KIND", "SHAPE", "BYTES", "STATUS", "STREAM", "FORMAT"]),
+                           ("cam", ["KIND", "STATUS"])):  # fmt: skip
+            real = real_rows[box.name(name)]
+            assert {t: rows[name][t] for t in same} == {t: real[t] for t in same}, name
+        assert re.fullmatch(r"slots=\d+,readers=2,seq=\d+,fps=\d+\.\d", real_rows[box.name("cam")]["STREAM"])
+
+        # info calib: every line; values but the volatile ones.
+        page, real = fields(pages["shmlane info calib"]), fields(tool("shmlane info calib"))
+        volatile = {"creator pid", "created", "owner"}
+        assert [k for k, _ in page] == [k for k, _ in real]
+        assert [kv for kv in page if kv[0] not in volatile] == [kv for kv in real if kv[0] not in volatile]
+
+        # info cam: the page's lines (its `...` elides the array's), in order, and the reader lines.
+        page, real = fields(pages["shmlane info cam"]), fields(cam)
+        keys = [k for k, _ in real]
+        assert [k for k in keys if k in {k for k, _ in page}] == [k for k, _ in page]
+        assert dict(page)["header format"] == dict(real)["header format"]
+        readers = [v for k, v in page if k == "reader"], [v for k, v in real if k == "reader"]
+        assert readers[0] and len(readers[1]) == 2  # the page's, and the peer's two readers
+        assert all(READER_LINE.fullmatch(v) for v in readers[0] + readers[1]), readers
+
+        # top: its first line and three tables, titled alike.
+        shown = pages["shmlane top --once"]
+        pattern = (r"shmlane top - \d\d:\d\d:\d\d - \d+ streams, \d+ other segments"
+                   r"( \(\d+ unreadable\))? - Ctrl-C quits")
+        assert re.fullmatch(pattern, shown[0]) and re.fullmatch(pattern, top[0])
+        for title in ("STREAM", "READER OF", "SEGMENT"):
+            assert columns(shown, title)[0] == columns(top, title)[0], title
+
+        # info --json calib: the same keys in the same order, the same values but the volatile ones.
+        (line,) = pages["shmlane info --json calib"]
+        page_json, real_json = json.loads(line), json.loads(tool("shmlane info --json calib")[0])
+        assert list(page_json) == list(real_json)
+        volatile = {"creator_pid", "created_ns", "age_s", "uid", "owner"}
+        assert {k: v for k, v in page_json.items() if k not in volatile} == {
+            k: v for k, v in real_json.items() if k not in volatile}  # fmt: skip
+
+        # gc, on the page's objects only (a gc without names judges the whole machine's):
+        # a stream whose writer was killed, a file its creator never initialised, a dead creator's array.
+        remove([box.name("cam")])
+        killed = stream_peer(box.name("cam"), readers=0)
+        killed.kill()
+        killed.wait(timeout=10)
+        tmp_file = SHM_DIR / f"shl.{box.name('tmp')}"
+        tmp_file.write_bytes(b"")
+        os.utime(tmp_file, (time.time() - 3600, time.time() - 3600))
+        for command in ("shmlane gc --dry-run", "shmlane gc", "shmlane gc --all-dead calib"):
+            named = command if command.endswith("calib") else command + " cam tmp"
+            assert tool(named) == pages[command], command
+    finally:
+        box.cleanup()
