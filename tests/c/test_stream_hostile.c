@@ -7,7 +7,7 @@
  *   old stream under its name, its readers unaffected;
  * - sequence numbers from shared memory are bounded: a peer's 2^60 in a
  *   slot, or numbers used up, never brick the name for a takeover or a
- *   replacement;
+ *   replacement; a peer's number in a reader's `lost` is only shown;
  * - a reader joining a blocking stream never skips a frame the writer keeps
  *   (the slot is marked, not emptied, while the writer decides);
  * - a writer gives up its role only after its liveness words are cleared and
@@ -225,6 +225,29 @@ static void test_peer_seq_takeover(void) {
   T_CHECK(seq == 2);
   T_EXPECT_RC(receive_seq(r, &seq), 0);
   T_CHECK(seq == 3);
+  shl_reader_close(r);
+  shl_writer_close(w);
+}
+
+/* A peer's number in a reader entry's `lost` is only shown (shmlane top):
+ * the reader counts from its own copy and never reads the shared word. */
+static void test_peer_lost_count(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "hlost");
+  shl_writer *w = t_writer_open(name, WORDS, SLOTS, 4, 0);
+  shl_reader *r = t_reader_open(name, SHL_RECV_ALL, WAIT_MS);
+  T_CHECK(t_publish(w, WORDS, 1, WAIT_MS) == 1);
+  uint64_t seq;
+  T_EXPECT_RC(receive_seq(r, &seq), 0);
+  atomic_store(&r->cur->entry->lost, UINT64_MAX); /* the peer, through the reader's mapping */
+  shl_stream_reader entry = SHL_STREAM_READER_INIT;
+  T_EXPECT_RC(shl_stream_get_reader(shl_writer_segment(w), 0, &entry), 1);
+  T_CHECK(entry.lost == UINT64_MAX);
+  T_EXPECT_RC(shl_writer_set_next_seq(w, 4), 0);
+  T_CHECK(t_publish(w, WORDS, 4, WAIT_MS) == 4);
+  T_EXPECT_RC(receive_seq(r, &seq), 0);
+  T_EXPECT_RC(shl_stream_get_reader(shl_writer_segment(w), 0, &entry), 1);
+  T_CHECK(seq == 4 && entry.lost == 2); /* its own count, frames 2 and 3 */
   shl_reader_close(r);
   shl_writer_close(w);
 }
@@ -512,6 +535,7 @@ int main(void) {
   test_stale_staged_object_swept();
   test_block_across_replace();
   test_peer_seq_takeover();
+  test_peer_lost_count();
   test_numbers_used_up();
   test_joiner_never_skips_a_kept_frame();
   test_close_order();
