@@ -438,11 +438,12 @@ def _(box: Sandbox, tmp: Path) -> None:
             print(*got)
             raise SystemExit(0)
 
-    def writers():  # a frame, the writer gone, then a successor's frame
+    def writers():  # a frame, the writer gone once it was shown, then a successor's frame
         first.publish(np.full(2, 1, np.uint8))
-        time.sleep(0.2)
+        while not got:
+            time.sleep(0.01)
         first.close()
-        time.sleep(0.2)
+        time.sleep(0.2)  # the loop meets WriterGone meanwhile
         with shmlane.Writer(name, shape=(2,), dtype="u1") as successor:
             successor.publish(np.full(2, 2, np.uint8))
             time.sleep(30)
