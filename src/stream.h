@@ -60,7 +60,7 @@ struct shl_reader {
   struct ring *left; /* rings it left that still have pinned samples */
   uint64_t last_seq; /* newest sequence delivered */
   uint64_t next_seq; /* policy `all`: next sequence wanted */
-  uint64_t lost;     /* frames missed in all, as its entry shows them */
+  uint64_t lost;     /* frames missed so far: its entry shows this copy */
   int64_t liveness_checked_ns;
   int64_t death_poll_ns; /* wait_for_frame's next look while the word and the role disagree */
   uint32_t policy; /* enum shl_recv_policy */
