@@ -37,7 +37,11 @@ struct stream {
 struct shl_writer {
   struct stream s;
   struct shl__keeper *keeper; /* holds the liveness words; NULL: none could start */
-  _Atomic uint32_t **alive;   /* [max_readers]: each reader entry's liveness word */
+  /* [0, nalive): each reader entry's liveness word, the keeper's list. Part of
+   * the handle, so that starting the writer cannot fail once a replacement
+   * is under the name. */
+  _Atomic uint32_t *alive[SHL_STREAM_MAX_READERS];
+  uint32_t nalive;
   uint64_t next_seq;
   int loaned; /* slot index, -1 for none */
   /* A blocking writer's previous stream after a replace, until every live

@@ -334,18 +334,17 @@ static int writer_new(shl_writer **out, const shl_layout *frame, const shl_strea
 
 /* With the role held: every reader entry's liveness word names this
  * writer's keeper from now on (or says it has none); readers asleep on a
- * previous value look again. */
-static int start_keeper(shl_writer *w) {
+ * previous value look again. Cannot fail: a keeper that cannot start
+ * leaves readers polling (NO_KEEPER). */
+static void start_keeper(shl_writer *w) {
   struct stream *s = &w->s;
-  w->alive = calloc(s->max_readers, sizeof *w->alive);
-  if (!w->alive) return -ENOMEM;
-  for (uint32_t i = 0; i < s->max_readers; i++) w->alive[i] = &s->reader[i].alive;
-  w->keeper = shl__keeper_start(w->alive, s->max_readers);
-  for (uint32_t i = 0; i < s->max_readers; i++) {
+  w->nalive = s->max_readers;
+  for (uint32_t i = 0; i < w->nalive; i++) w->alive[i] = &s->reader[i].alive;
+  w->keeper = shl__keeper_start(w->alive, w->nalive);
+  for (uint32_t i = 0; i < w->nalive; i++) {
     if (!w->keeper) atomic_store(w->alive[i], SHL__ALIVE_NO_KEEPER);
     shl__futex_wake_all(w->alive[i]);
   }
-  return 0;
 }
 
 /* Before the role goes (a writer taking over next must not find our words,
@@ -353,7 +352,7 @@ static int start_keeper(shl_writer *w) {
  * its reader; then the keeper stops. */
 static void stop_keeper(shl_writer *w) {
   uint32_t ours = w->keeper ? shl__keeper_tid(w->keeper) : SHL__ALIVE_NO_KEEPER;
-  for (uint32_t i = 0; w->alive && i < w->s.max_readers; i++) {
+  for (uint32_t i = 0; i < w->nalive; i++) {
     uint32_t v = atomic_load(w->alive[i]);
     while ((v & (SHL__ALIVE_TID_MASK | SHL__ALIVE_DIED)) == ours &&
            !atomic_compare_exchange_weak(w->alive[i], &v, 0)) {
@@ -365,8 +364,10 @@ static void stop_keeper(shl_writer *w) {
 }
 
 /* The writer role is ours: say so, repair what a dead writer or a peer left,
- * and go on from the highest number. */
-static int writer_start(shl_writer *w, uint64_t period_ns) {
+ * and go on from the highest number. Cannot fail: it runs after a
+ * replacement is under the name, where a failure would leave the name a
+ * stream without a writer and the caller's writer on the stream it left. */
+static void writer_start(shl_writer *w, uint64_t period_ns) {
   struct stream *s = &w->s;
   /* A writer killed in its futex wait left the flag set: nobody sleeps now. */
   atomic_store(&s->ctl->writer_waiting, 0);
@@ -381,7 +382,7 @@ static int writer_start(shl_writer *w, uint64_t period_ns) {
   if (latest && (latest_seq(latest) > SHL__SEQ_MAX || latest_slot(latest) >= s->slots))
     atomic_store(&s->ctl->latest, 0);
   w->next_seq = high + 1;
-  return start_keeper(w);
+  start_keeper(w);
 }
 
 /* Gives up the role and the stream: words and keeper first, role last. */
@@ -395,10 +396,9 @@ static void writer_release(shl_writer *w) {
     shl__keeper_stop(w->keeper); /* a forked child: frees only */
     w->keeper = NULL;
   }
-  free(w->alive);
-  w->alive = NULL;
+  w->nalive = 0;
   SHL__TEST_POINT(writer_role_drop);
-  assert(!w->keeper && !w->alive); /* the role goes last */
+  assert(!w->keeper); /* the role goes last */
   shl__role_fd_close(&w->s.role);
 }
 
@@ -415,11 +415,11 @@ int shl_writer_open(shl_writer **out, const char *name, const shl_layout *frame,
   rc = writer_new(&w, frame, &o, &layout, &p);
   if (rc < 0) return rc;
   rc = open_writer(w, name, &layout, &p, &o);
-  if (rc == 0) rc = writer_start(w, o.period_ns);
   if (rc < 0) {
     shl_writer_close(w);
     return rc;
   }
+  writer_start(w, o.period_ns);
   *out = w;
   return 0;
 }
@@ -452,11 +452,11 @@ int shl_writer_replace(shl_writer **wp, const shl_layout *frame, const shl_strea
   /* Numbers go on from the last one this writer stamped, or skipped to. */
   uint64_t high = highest_seq(s), base = old->next_seq - 1 > high ? old->next_seq - 1 : high;
   rc = replace_stream(&w->s, s, &layout, &p, o.mode, base);
-  if (rc == 0) rc = writer_start(w, o.period_ns);
   if (rc < 0) {
-    shl_writer_close(w); /* (after a start that failed, the new stream stays writerless) */
+    shl_writer_close(w); /* the old stream is still the name's, and `old` its writer */
     return rc;
   }
+  writer_start(w, o.period_ns); /* nothing fails once the new stream is under the name */
   /* The old stream's readers heard of the new one before its writer goes
    * (replace_stream), so they follow without ever finding the writer gone. */
   writer_release(old);
