@@ -200,21 +200,34 @@ static int receive_seq(shl_reader *r, uint64_t *seq) {
   return rc;
 }
 
-/* A peer writes 2^60 into a slot and `latest`: readers deliver none of it,
- * and a writer taking over goes on from the real numbers. */
+/* A stream `name` (fresh, of `tag`) with frames 1 and 2 and an `all` reader. */
+static shl_writer *two_frames(char name[SHL_NAME_MAX + 1], const char *tag, shl_reader **r) {
+  t_fresh_name(name, tag);
+  shl_writer *w = t_writer_open(name, WORDS, SLOTS, 4, 0);
+  *r = t_reader_open(name, SHL_RECV_ALL, WAIT_MS);
+  for (uint64_t i = 1; i <= 2; i++) T_CHECK(t_publish(w, WORDS, i, WAIT_MS) == i);
+  return w;
+}
+
+/* A peer writes 2^60 into the empty slot 3 and frame 2^55 (past SEQ_MAX)
+ * into `latest`, through r's mapping (its control area is writable). */
+static struct stream *peer_seq_damage(shl_reader *r) {
+  struct stream *s = &r->cur->s;
+  atomic_store(&s->slot[3].seq, (uint64_t)1 << 60);
+  atomic_store(&s->ctl->latest, (uint64_t)1 << 63 | 3);
+  return s;
+}
+
+/* After the peer's numbers, readers deliver none of them, and a writer
+ * taking over goes on from the real numbers. */
 static void test_peer_seq_takeover(void) {
   char name[SHL_NAME_MAX + 1];
-  t_fresh_name(name, "hseq");
-  shl_writer *w = t_writer_open(name, WORDS, SLOTS, 4, 0);
-  shl_reader *r = t_reader_open(name, SHL_RECV_ALL, WAIT_MS);
-  for (uint64_t i = 1; i <= 2; i++) T_CHECK(t_publish(w, WORDS, i, WAIT_MS) == i);
+  shl_reader *r;
+  shl_writer *w = two_frames(name, "hseq", &r);
   uint64_t seq;
   T_EXPECT_RC(receive_seq(r, &seq), 0);
   T_CHECK(seq == 1);
-  /* The peer, through the reader's mapping (its control area is writable). */
-  struct stream *s = &r->cur->s;
-  atomic_store(&s->slot[3].seq, (uint64_t)1 << 60);
-  atomic_store(&s->ctl->latest, (uint64_t)1 << 63 | 3); /* frame 2^55: past SEQ_MAX */
+  struct stream *s = peer_seq_damage(r);
   shl_writer_close(w);
   T_EXPECT_RC(receive_seq(r, &seq), SHL_E_WRITER_CLOSED); /* nothing of the peer's */
   w = t_writer_open(name, WORDS, SLOTS, 4, 0);
@@ -225,6 +238,31 @@ static void test_peer_seq_takeover(void) {
   T_CHECK(seq == 2);
   T_EXPECT_RC(receive_seq(r, &seq), 0);
   T_CHECK(seq == 3);
+  shl_reader_close(r);
+  shl_writer_close(w);
+}
+
+/* The same damage under a live writer, then a replace: the new stream's
+ * numbers go on from the real ones, it opens (its base_seq is bounded), and
+ * readers old and new receive from it. */
+static void test_peer_seq_replace(void) {
+  char name[SHL_NAME_MAX + 1];
+  shl_reader *r;
+  shl_writer *w = two_frames(name, "hseqr", &r);
+  peer_seq_damage(r);
+  shl_layout other = t_frame_layout(WORDS * 2);
+  T_EXPECT_RC(shl_writer_replace(&w, &other, NULL), 0);
+  T_CHECK(shl_writer_next_seq(w) == 3);
+  T_CHECK(t_publish(w, WORDS * 2, 3, WAIT_MS) == 3);
+  /* The old stream's `latest` stays the peer's (its frames 1 and 2 are
+   * lost to its readers): they follow to the new stream's frame 3. */
+  uint64_t seq;
+  T_EXPECT_RC(receive_seq(r, &seq), 0);
+  T_CHECK(seq == 3);
+  shl_reader *late = t_reader_open(name, SHL_RECV_LATEST, WAIT_MS);
+  T_EXPECT_RC(receive_seq(late, &seq), 0);
+  T_CHECK(seq == 3);
+  shl_reader_close(late);
   shl_reader_close(r);
   shl_writer_close(w);
 }
@@ -535,6 +573,7 @@ int main(void) {
   test_stale_staged_object_swept();
   test_block_across_replace();
   test_peer_seq_takeover();
+  test_peer_seq_replace();
   test_peer_lost_count();
   test_numbers_used_up();
   test_joiner_never_skips_a_kept_frame();

@@ -292,6 +292,69 @@ def test_metadata_a_peer_switches_is_never_read_past_its_slot(name, spawn_py) ->
     w.close()
 
 
+# A peer with write access (nobody, in the group of a 0660 stream) writes
+# numbers no frame can carry: 2^60 into slot 3's seq (empty), and frame 2^55 into
+# `latest`.
+SEQ_SCRIBBLER = """
+import mmap, os, struct, sys
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+fd = os.open("/dev/shm/shl." + sys.argv[1], os.O_RDWR)
+m = mmap.mmap(fd, 0)
+ext = struct.unpack_from("<Q", m, 96)[0]
+struct.pack_into("<Q", m, ext + 128 + 16 * 3, 1 << 60)  # slot 3's seq
+struct.pack_into("<Q", m, ext + 72, 1 << 63 | 3)  # latest
+print("written", flush=True)
+"""
+
+
+def receive_until(reader: shmlane.Reader, seq: int) -> shmlane.Sample:
+    """The reader's samples up to frame seq (a clean close on the way is
+    passed over, as a takeover follows it): the last one, still held."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            s = reader.receive(timeout=5)
+        except shmlane.WriterGone:
+            continue
+        if s.seq >= seq:
+            return s
+        s.release()
+    raise AssertionError(f"frame {seq} never came")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+@pytest.mark.parametrize("then", ["takeover", "replace"])
+def test_numbers_a_peer_writes_never_brick_the_name(name, run_py, then) -> None:
+    """After the peer's numbers, a writer taking over or replacing the stream
+    goes on from the real ones (3), the name opens, and readers old and new
+    receive again."""
+    w = shmlane.Writer(name, shape=(16,), dtype="u1", slots=4, mode=0o660)
+    os.chown(f"/dev/shm/shl.{name}", -1, 65534)  # the peer's group
+    old = shmlane.Reader(name, policy="all", timeout=0)
+    for v in (1, 2):
+        w.publish(np.full(16, v, "u1"))
+    if then == "takeover":
+        w.close()
+    assert run_py(SEQ_SCRIBBLER, name).strip() == "written"
+    if then == "takeover":
+        w = shmlane.Writer(name, shape=(16,), dtype="u1")
+        shape = (16,)
+    else:
+        w.replace((32,), "u1")
+        shape = (32,)
+    assert w.next_seq == 3
+    w.publish(np.full(shape, 3, "u1"))
+    with receive_until(old, 3) as s:
+        assert (s.seq, s.array.shape, int(s.array[0])) == (3, shape, 3)
+    with shmlane.Reader(name, timeout=0) as late, late.receive(timeout=5) as s:
+        assert (s.seq, s.array.shape) == (3, shape)
+    w.publish(np.full(shape, 4, "u1"))
+    with old.receive(timeout=5) as s:
+        assert s.seq == 4
+    old.close()
+    w.close()
+
+
 class Tagged(ctypes.Structure):  # C's char arrays: bytes, as the camera service's FrameMeta.source
     _fields_ = [("frame", ctypes.c_uint64), ("source", ctypes.c_char * 16),
                 ("names", (ctypes.c_char * 4) * 2)]  # fmt: skip
