@@ -640,6 +640,83 @@ def test_late():
         lost[-1] if lost else "?"))
 
 
+# A peer with write access (nobody, in the stream's group) puts the metadata
+# record at the end of each slot (A: 64 bytes), then, once the sender has bound
+# the stream, switches between A and the slot's last 4 KiB (B). A's place with
+# B's size reaches 4032 bytes into the next slot, or past the mapping from the
+# last slot.
+META_SWITCHER = r"""
+import mmap, os, struct, sys, time
+m = mmap.mmap(os.open("/dev/shm/shl." + sys.argv[1], os.O_RDWR), 0)
+ext = struct.unpack_from("<Q", m, 96)[0]
+fmt_at = ext + struct.unpack_from("<Q", m, ext + 48)[0]
+stride = struct.unpack_from("<Q", m, ext + 16)[0]
+A, B = (stride - 64, b"64x\0", 64), (stride - 4096, b"4096x\0", 4096)
+
+
+def put(state, hold):
+    offset, fmt, size = state
+    m[fmt_at:fmt_at + len(fmt)] = fmt
+    struct.pack_into("<I", m, ext + 12, len(fmt) - 1)
+    struct.pack_into("<QQ", m, ext + 32, offset, size)
+    time.sleep(hold)
+
+
+put(A, 0)
+print("A", flush=True)
+sys.stdin.readline()
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    put(B, 0.004)
+    put(A, 0.0005)
+print("done", flush=True)
+"""
+
+
+def test_meta_switched():
+    """The sender sends the metadata of the snapshot it took at bind (64
+    bytes from A's place) whatever a peer with write access switches the
+    record to afterwards: it never reads outside its mapping (SIGSEGV) nor
+    sends B's size (which the receiver would drop)."""
+    if not can_be_nobody():
+        print("skip metadata switched: needs root and setpriv (to run as nobody)")
+        return
+    a, b = names("m")
+    ep = ipc("meta")
+    w = start([PEER, "write", a, "0", "100", "64,64", "660"])  # slots of 8 KiB, the record at 4 KiB
+    check(wait_for(shm(a)), "metadata switched: the writer made its stream")
+    os.chown(shm(a), -1, 65534)
+    peer = subprocess.Popen(NOBODY + [sys.executable, "-c", META_SWITCHER, a, "2"], text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    procs.append(peer)
+    check(peer.stdout.readline().strip() == "A", "metadata switched: the peer put the record at A")
+    s, r = bridge_pair(a, b, ep)
+    check(wait_for(shm(b)), "metadata switched: the receiver made its stream")
+    time.sleep(0.2)
+    peer.stdin.write("go\n")
+    peer.stdin.flush()
+    peer.stdout.readline()  # "done": 2 s of switching
+    with open(shm(b), "rb") as f:
+        head = f.read(1 << 16)
+    ext = int.from_bytes(head[96:104], "little")
+    meta_size = int.from_bytes(head[ext + 40:ext + 48], "little")
+    alive = s.poll() is None
+    serr, rerr = stop(s), stop(r)
+    stop(w), stop(peer)
+    crashed = not alive and (s.returncode <= 0 or "ended by signal" in serr)
+    check(not crashed, "metadata switched: the sender goes on, or ends with an error, never a "
+          "crash" + ("" if not crashed else " (exit %s):\n%s" % (s.returncode, serr[-2000:])))
+    check("cannot be read" not in serr, "metadata switched: every frame's record has the "
+          "snapshot's size (the sender skipped none)")
+    check(meta_size == 64, "metadata switched: the remote stream's record is the snapshot's "
+          "64 bytes (%d)" % meta_size)
+    last = re.findall(r"received (\d+), lost \d+, bad (\d+)", rerr)
+    received, bad = map(int, last[-1]) if last else (0, -1)
+    check(received >= 50 and bad == 0 and "dropped a bad message" not in rerr,
+          "metadata switched: frames keep coming, each with the snapshot's record "
+          "(received %d, bad %d)" % (received, bad))
+
+
 # ---------------------------------------------------------------- two hosts
 
 
@@ -700,6 +777,7 @@ def main():
             test_orphan()
             test_left_stream()
             test_late()
+            test_meta_switched()
             pair = netns.setup(TAG[-6:])
             if isinstance(pair, str):
                 print("skip two-host tests (network namespaces): " + pair)
