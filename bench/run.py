@@ -75,7 +75,7 @@ class Config:
             self.frames = FRAMES
             self.paced_s, self.idle_s, self.idle_settle_s = 1.5, 2.0, 1.0
             self.paced_settle_s = PACED_SETTLE_S
-            self.rounds, self.death, self.death_rounds = 3, [1, 10, 50], 1
+            self.rounds, self.death, self.death_rounds = 3, [1, 10, 50], 2
         else:
             self.wake_iters, self.wake_gap_ns, self.py_wake_iters = 10000, 200_000, 3000
             self.stream_iters, self.stream_gap_ns, self.thr_s = 2000, 500_000, 1.0
@@ -85,7 +85,7 @@ class Config:
             self.frames = FRAMES
             self.paced_s, self.idle_s, self.idle_settle_s = 3.5, 3.0, 1.0
             self.paced_settle_s = PACED_SETTLE_S
-            self.rounds, self.death, self.death_rounds = 4, [1, 10, 50], 2
+            self.rounds, self.death, self.death_rounds = 4, [1, 10, 50], 5
 
 
 # ---------------------------------------------------------------- helpers
@@ -549,25 +549,38 @@ def bench_paced(cfg, bin_dir, tmp, res, skipped):
     res["paced"] = rows
 
 
+# How the writer dies (tests/c/test_stream_death.c's cases): SIGKILLed alone;
+# its process group SIGKILLed, one more reader in it (a container stop); with a
+# reader thread of its own. The readers counted are the others, which must all
+# be told.
+DEATH_CASES = ("plain", "group", "thread")
+DEATH_P99_MS = 50  # docs/reliability.md's promise, at every size and in every case
+
+
 def bench_death(cfg, bin_dir, tmp, res):
-    """Writer SIGKILLed while N readers sleep in receive (C, and Python):
-    when each learnt of it (WRITER_GONE, WriterGone), from the kill."""
+    """Writer SIGKILLed while N readers sleep in receive (C, and Python), in
+    each of DEATH_CASES: when each learnt of it (WRITER_GONE, WriterGone),
+    from the kill. Rounds alternate the cells."""
     exe = os.path.join(bin_dir, "death")
     out = {}
     for _ in range(cfg.death_rounds):
-        for lang in ("c", "python"):
-            for n in cfg.death:
-                out.setdefault((lang, n), []).extend(death_run(exe, lang, n))
-    res["death"] = [{"readers": n, "lang": lang, "latency_ns": summary(v), "told": len(v),
-                     "killed": n * cfg.death_rounds} for (lang, n), v in sorted(out.items())]
+        for case in DEATH_CASES:
+            for lang in ("c", "python"):
+                for n in cfg.death:
+                    out.setdefault((case, lang, n), []).extend(death_run(exe, case, lang, n))
+    order = {c: i for i, c in enumerate(DEATH_CASES)}
+    res["death"] = [{"case": case, "readers": n, "lang": lang, "latency_ns": summary(v), "told": len(v),
+                     "killed": n * cfg.death_rounds, "rounds": cfg.death_rounds}
+                    for (case, lang, n), v in sorted(out.items(), key=lambda kv: (order[kv[0][0]], kv[0][1:]))]
 
 
-def asleep_in_futex(pid: int, timeout: float = 30) -> bool:
-    """Whether process pid (its main thread) sleeps in futex or futex_waitv."""
+def asleep_in_futex(pid: int, tid: int = 0, timeout: float = 30) -> bool:
+    """Whether thread tid (0: the main thread) of process pid sleeps in futex or futex_waitv."""
     deadline = time.monotonic() + timeout
+    path = f"/proc/{pid}/task/{tid or pid}/syscall"
     while time.monotonic() < deadline:
         try:
-            with open(f"/proc/{pid}/syscall") as f:
+            with open(path) as f:
                 if f.read().split()[0] in ("202", "98", "240", "449"):  # x86_64, arm64, i386; waitv
                     return True
         except (OSError, IndexError):
@@ -576,21 +589,32 @@ def asleep_in_futex(pid: int, timeout: float = 30) -> bool:
     return False
 
 
-def death_run(exe, lang, n):
-    """One kill: the times (ns) from the kill to each reader's WriterGone."""
+def death_run(exe, case, lang, n):
+    """One kill: the times (ns) from the kill to each of the n readers' WriterGone."""
     name = f"bd{os.getpid()}"
-    w = subprocess.Popen([exe, "writer", name, str(n)], stdout=subprocess.PIPE, text=True)
-    readers = []
+    group = case == "group"
+    # (preexec_fn rather than process_group=: Python < 3.11 too)
+    w = subprocess.Popen([exe, "writer", name, str(n)] + (["thread"] if case == "thread" else []),
+                         stdout=subprocess.PIPE, text=True, preexec_fn=os.setpgrp if group else None)
+    readers, doomed = [], []
     try:
-        assert w.stdout.readline().strip() == "ready"
+        said = w.stdout.readline().split()
+        assert said[:1] == ["ready"], said
         cmd = [exe, "reader", name] if lang == "c" else [sys.executable, DEATH_PY, name]
-        readers = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-                   for _ in range(n)]
-        for r in readers:
+        start = lambda join=None: subprocess.Popen(  # noqa: E731
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=join)
+        doomed = [start(lambda: os.setpgid(0, w.pid))] if group else []  # dies with the writer's group
+        readers = [start() for _ in range(n)]
+        for r in doomed + readers:
             assert r.stdout.readline().strip() == "ready"
             assert asleep_in_futex(r.pid)
+        if said[1] != "0":  # the writer's own reader thread
+            assert asleep_in_futex(w.pid, int(said[1]))
         killed = time.monotonic_ns()
-        os.kill(w.pid, signal.SIGKILL)
+        if group:
+            os.killpg(w.pid, signal.SIGKILL)
+        else:
+            os.kill(w.pid, signal.SIGKILL)
         took = []
         for r in readers:
             line = r.stdout.readline().split()
@@ -599,9 +623,10 @@ def death_run(exe, lang, n):
         for r in readers:  # all have told: now they may exit
             r.stdin.close()
             r.wait(timeout=60)
+        assert all(d.wait(timeout=60) == -signal.SIGKILL for d in doomed), "a reader outlived its group"
         return took
     finally:
-        for p in [w] + readers:
+        for p in [w] + doomed + readers:
             if p.poll() is None:
                 p.kill()
             p.wait()
@@ -794,9 +819,13 @@ def targets(res: dict) -> list:
     for r in res.get("idle", []):
         out.append((f"idle reader ({r['method']}) makes no wake-up", f"{r['wakeups_per_s']:.2f}/s",
                     r["switches"] == 0))
+    case = {"plain": "", "group": ", its group with a reader", "thread": ", with a reader thread"}
     for r in res.get("death", []):
-        out.append((f"writer SIGKILLed: every one of {r['readers']} {r['lang']} readers told",
+        who = f"{r['readers']} {r['lang']} readers"
+        out.append((f"writer SIGKILLed{case[r.get('case', 'plain')]}: every one of {who} told",
                     f"{r['told']} of {r['killed']}", r["told"] == r["killed"]))
+        p99 = r["latency_ns"].get("p99", float("nan"))
+        out.append((f"same: p99 ≤ {DEATH_P99_MS} ms", f"{p99 / 1e6:.2f} ms", p99 <= DEATH_P99_MS * 1e6))
     fan = res.get("fanout", [])
     for mode in ("latest", "all"):
         rows = [r for r in fan if r["mode"] == mode]
@@ -962,13 +991,18 @@ def markdown(res: dict) -> str:
     if res.get("death"):
         L.append("## Death detection: writer SIGKILLed, every reader asleep in receive\n")
         L.append("From the kill to each reader's SHL_E_WRITER_GONE (C) or WriterGone (Python), in ms; "
-                 "the readers are separate processes (bench/c/death.c, bench/py/death.py).\n")
-        L.append("| readers | reader | told | p50 | p99 | worst |")
-        L.append("| --- | --- | --- | --- | --- | --- |")
+                 "the readers are separate processes (bench/c/death.c, bench/py/death.py). Cases: "
+                 "`plain`, the writer alone killed; `group`, the writer's process group killed with "
+                 "one more reader in it; `thread`, the writer has a reader thread of its own. The "
+                 "readers counted are the others, each told; "
+                 f"{res['death'][0].get('rounds', 1)} kills per row.\n")
+        L.append("| case | readers | reader | told | p50 | p99 | worst |")
+        L.append("| --- | --- | --- | --- | --- | --- | --- |")
         for r in res["death"]:
             st = r["latency_ns"]
             ms = lambda x: "–" if x != x else f"{x / 1e6:.2f}"  # noqa: E731
-            L.append(f"| {r['readers']} | {'C' if r['lang'] == 'c' else 'Python'} | {r['told']} of "
+            L.append(f"| {r.get('case', 'plain')} | {r['readers']} | "
+                     f"{'C' if r['lang'] == 'c' else 'Python'} | {r['told']} of "
                      f"{r['killed']} | {ms(st.get('p50', float('nan')))} | {ms(st.get('p99', float('nan')))} | "
                      f"{ms(st.get('max', float('nan')))} |")
         L.append("")

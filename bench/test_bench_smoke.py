@@ -47,7 +47,8 @@ def test_tiny_run_writes_results(programs, tmp_path):
     assert {"c", "c-auto", "shmlane", "shmlane-auto", "futex", "waitv"} <= {r["method"] for r in res["paced"]}
     assert all(r["latency_ns"]["n"] > 0 for r in res["paced"])
     assert all("p50_vs_limit" in r for r in res["paced"] if r["method"] in ("c", "waitv"))
-    assert {(r["lang"], r["told"]) for r in res["death"]} == {("c", 1), ("python", 1)}
+    assert {(r["case"], r["lang"], r["told"]) for r in res["death"]} == {
+        (case, lang, 1) for case in ("plain", "group", "thread") for lang in ("c", "python")}
     assert all("p50_vs_peer" in res["wake_c"][m] for m in ("shl", "shlspin"))
     assert {"c", "c-auto", "shmlane", "shmlane-auto"} <= {r["method"] for r in res["idle"]}
     assert all(r["seconds"] > 0 for r in res["idle"])

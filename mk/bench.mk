@@ -1,7 +1,8 @@
 # Benchmarks (docs/performance.md). Included from the Makefile.
 #
 #   make bench            every scenario, the GStreamer elements and the bridge
-#                         included; about 13 minutes on 2 cores
+#                         included; about 15 minutes on 2 cores (the death
+#                         step, 3 cases x 5 kills a cell, 2 of them)
 #   make bench QUICK=1    the same scenarios with fewer iterations, about half
 #   make bench-bridge     the bridge alone (part of bench)
 #
