@@ -15,11 +15,4 @@ G_DECLARE_FINAL_TYPE(GstShmlaneSrc, gst_shmlane_src, GST, SHMLANE_SRC, GstPushSr
  * tests that register the plugin statically). */
 gboolean shlgst_register_elements(GstPlugin *plugin);
 
-/* The stream name of an element: its "stream" property, or else its name.
- * Newly allocated. Under the element's object lock. */
-gchar *shlgst_stream_name(GstElement *element, const gchar *stream);
-
-/* A message for a shmlane error code on stream `name`. Newly allocated. */
-gchar *shlgst_error_text(const gchar *name, int code);
-
 #endif

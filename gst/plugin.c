@@ -1,28 +1,11 @@
-/* The GStreamer plugin "shmlane": shmlanesink and shmlanesrc. */
-#include <errno.h>
-
+/* The GStreamer plugin "shmlane": the entry point, which registers
+ * shmlanesink and shmlanesrc. */
 #include "elements.h"
 #include "shmlane.h"
 
 gboolean shlgst_register_elements(GstPlugin *plugin) {
   return gst_element_register(plugin, "shmlanesink", GST_RANK_NONE, GST_TYPE_SHMLANE_SINK) &&
          gst_element_register(plugin, "shmlanesrc", GST_RANK_NONE, GST_TYPE_SHMLANE_SRC);
-}
-
-gchar *shlgst_stream_name(GstElement *element, const gchar *stream) {
-  return g_strdup(stream && *stream ? stream : GST_OBJECT_NAME(element));
-}
-
-gchar *shlgst_error_text(const gchar *name, int code) {
-  switch (code) {
-    case -EBUSY: return g_strdup_printf("stream '%s': another writer holds it", name);
-    case -EUSERS: return g_strdup_printf("stream '%s': its reader table is full", name);
-    case SHL_E_BAD_NAME:
-      return g_strdup_printf("'%s' is not a stream name: 1 to %d characters of A-Z a-z 0-9 . _ -, "
-                             "starting with a letter or digit (set the element's name or stream)",
-                             name, SHL_NAME_MAX);
-    default: return g_strdup_printf("stream '%s': %s", name, shl_strerror(code));
-  }
 }
 
 #define PACKAGE "shmlane"

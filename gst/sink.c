@@ -10,6 +10,7 @@
 #include "elements.h"
 #include "layout.h"
 #include "pool.h"
+#include "util.h"
 
 GST_DEBUG_CATEGORY_STATIC(sink_debug);
 #define GST_CAT_DEFAULT sink_debug

@@ -17,6 +17,7 @@
 #include "cond.h"
 #include "elements.h"
 #include "layout.h"
+#include "util.h"
 
 GST_DEBUG_CATEGORY_STATIC(src_debug);
 #define GST_CAT_DEFAULT src_debug
