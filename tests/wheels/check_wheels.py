@@ -4,6 +4,9 @@ no compiler and none of the libraries the wheels carry.
 
     python3 tests/wheels/check_wheels.py [--dist dist] [--work build-dist/check] [--all]
 
+Each wheel must carry the platform tag release/build_dist.py names (PLATFORM:
+manylinux_2_35), in its name and its WHEEL file.
+
 A run is one wheel on one CPython: by default the cp39 wheel on 3.9 and the
 abi3 wheel on 3.13, the two ends; --all adds each other CPython a wheel is
 for. Each run, as root:
@@ -51,7 +54,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "python"))
 sys.path.insert(0, str(ROOT / "release"))
-from build_dist import bundled_packages  # noqa: E402
+from build_dist import bundled_packages, platform_tags  # noqa: E402
 from pythons import find_python  # noqa: E402
 from readme_programs import BLOCKS, PAIRS, check_output, source, waiting  # noqa: E402
 
@@ -334,6 +337,9 @@ def main() -> int:
             try:
                 if len(wheels) != 1:
                     raise Failed(f"{len(wheels)} {tag} wheels in {dist}: make dist first")
+                problems = platform_tags(wheels[0])
+                if problems:
+                    raise Failed("; ".join(problems))
                 check_run(tag, minor, wheels[0], work, prefix)
                 passed += 1
             except (Failed, subprocess.SubprocessError) as e:
