@@ -7,13 +7,15 @@
 #                        built with GStreamer (python3-opencv, for /usr/bin/python3);
 #                        without them their tests skip
 #   make test-gst-long   a source pipeline stopped and started 100 times beside a
-#                        running sink, the sink killed and restarted 10 times (about
-#                        15 s), and the documented OpenCV and H.264 pipelines (with
-#                        gst-extras installed first)
+#                        running sink, each run a gst-launch-1.0 of its own (every
+#                        tenth killed), the sink killed and restarted 10 times (10 to
+#                        15 s: over what make test can spend), and the documented
+#                        OpenCV and H.264 pipelines (with gst-extras installed first)
 #   make bench-gst       shmlanesink/shmlanesrc against shmsink/shmsrc (part of make bench)
 #
 # The quick tests run in make test: the GstCheck program in test-c and test-asan
-# (tests/gst), the pipelines across processes in test-python
+# (tests/gst: among them a source pipeline taken NULL <-> PLAYING 100 times
+# beside a running sink, in one process, 0.6 s), the pipelines across processes in test-python
 # (tests/python/test_gstreamer.py).
 
 GST_PACKAGES := libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools \

@@ -1,6 +1,7 @@
 /* shmlanesink and shmlanesrc in one process (GstCheck, GstHarness): caps <->
  * layout for every format, the pool of loaned slots, renegotiation,
- * writer gone, pins, state changes under a running peer, modes, the
+ * writer gone, pins, state changes under a running peer, flushing and
+ * seeking, the source's timestamps, modes, the
  * declared period, and a peer with write access rewriting the stream's
  * metadata fields (through shm_layout.h, as such a peer sees them). The
  * elements are registered statically, so this runs under ASan with the
@@ -270,6 +271,14 @@ static GstHarness *src_harness(const char *name, guint n, gboolean eos_on_gone, 
   return h;
 }
 
+/* Tears a source and a sink harness down and removes their stream. */
+static void end_harnesses(gchar *name, GstHarness *src, GstHarness *sink) {
+  gst_harness_teardown(src);
+  gst_harness_teardown(sink);
+  fail_unless_equals_int(shl_unlink(name), 0);
+  g_free(name);
+}
+
 GST_START_TEST(test_renegotiate) {
   /* A caps change replaces the stream; the source follows and sends the
    * new caps before the new frames. */
@@ -297,10 +306,7 @@ GST_START_TEST(test_renegotiate) {
   fail_unless(gst_structure_get_int(s, "width", &w) && w == 32);
   fail_unless(gst_structure_get_fraction(s, "framerate", &fn, &fd) && fn == 25 && fd == 1);
   gst_caps_unref(c);
-  gst_harness_teardown(src);
-  gst_harness_teardown(sink);
-  fail_unless_equals_int(shl_unlink(name), 0);
-  g_free(name);
+  end_harnesses(name, src, sink);
 }
 GST_END_TEST;
 
@@ -373,30 +379,57 @@ GST_START_TEST(test_pin_limit) {
   check_frame(b, 256, 13);
   gst_buffer_unref(b);
   fail_unless_equals_int(stat_of(src->element, "copied"), 10);
-  gst_harness_teardown(src);
-  gst_harness_teardown(sink);
-  fail_unless_equals_int(shl_unlink(name), 0);
-  g_free(name);
+  end_harnesses(name, src, sink);
 }
 GST_END_TEST;
 
-GST_START_TEST(test_state_changes) {
-  /* A source pipeline taken NULL <-> PLAYING beside a running sink: each
-   * run receives frames, and leaves no reader behind. */
-  gchar *name = stream_name("states");
+/* The names in /dev/shm that contain `name`. */
+static guint objects_named(const char *name) {
+  GDir *dir = g_dir_open("/dev/shm", 0, NULL);
+  const gchar *entry;
+  guint n = 0;
+  while (dir && (entry = g_dir_read_name(dir)) != NULL) n += strstr(entry, name) != NULL;
+  if (dir) g_dir_close(dir);
+  return n;
+}
+
+/* A live writer pipeline (NV12 at 200 frames/s) into the stream `name`,
+ * playing, and a source pipeline of it, stopped, that ends in the fakesink
+ * returned. */
+static GstElement *live_pair(const char *name, GstElement **writer, GstElement **reader) {
   gchar *d = g_strdup_printf("videotestsrc is-live=true ! video/x-raw,format=NV12,width=64,"
                              "height=48,framerate=200/1 ! shmlanesink stream=%s",
                              name);
-  GstElement *writer = launch(d);
+  *writer = launch(d);
   g_free(d);
-  fail_unless(gst_element_set_state(writer, GST_STATE_PLAYING) != GST_STATE_CHANGE_FAILURE);
+  fail_unless(gst_element_set_state(*writer, GST_STATE_PLAYING) != GST_STATE_CHANGE_FAILURE);
   d = g_strdup_printf("shmlanesrc stream=%s ! queue max-size-buffers=2 ! fakesink name=out "
                       "signal-handoffs=true",
                       name);
-  GstElement *reader = launch(d);
+  *reader = launch(d);
   g_free(d);
-  GstElement *out = gst_bin_get_by_name(GST_BIN(reader), "out");
-  for (int i = 0; i < 10; i++) {
+  return gst_bin_get_by_name(GST_BIN(*reader), "out");
+}
+
+/* The stopped source pipeline left no reader; both go, and the stream. */
+static void end_pair(gchar *name, GstElement *writer, GstElement *reader, GstElement *out) {
+  fail_unless_equals_int(stream_info(name).readers_alive, 0);
+  gst_object_unref(out);
+  gst_object_unref(reader);
+  gst_element_set_state(writer, GST_STATE_NULL);
+  gst_object_unref(writer);
+  fail_unless_equals_int(shl_unlink(name), 0);
+  g_free(name);
+}
+
+GST_START_TEST(test_state_changes) {
+  /* A source pipeline taken NULL <-> PLAYING 100 times beside a running
+   * sink: each run receives frames, and none leaves a reader or an object
+   * in /dev/shm behind (make test-gst-long does this across processes,
+   * with kills). */
+  gchar *name = stream_name("states");
+  GstElement *writer, *reader, *out = live_pair(name, &writer, &reader);
+  for (int i = 0; i < 100; i++) {
     fail_unless(gst_element_set_state(reader, GST_STATE_PLAYING) != GST_STATE_CHANGE_FAILURE);
     GstSample *s = NULL;
     for (int tries = 0; tries < 200 && !s; tries++) {
@@ -407,13 +440,243 @@ GST_START_TEST(test_state_changes) {
     gst_sample_unref(s);
     fail_unless(gst_element_set_state(reader, GST_STATE_NULL) == GST_STATE_CHANGE_SUCCESS);
   }
-  fail_unless_equals_int(stream_info(name).readers_alive, 0);
-  gst_object_unref(out);
-  gst_object_unref(reader);
-  gst_element_set_state(writer, GST_STATE_NULL);
-  gst_object_unref(writer);
+  fail_unless_equals_int(objects_named(name), 1); /* the stream alone */
+  end_pair(name, writer, reader, out);
+}
+GST_END_TEST;
+
+/* Slots pinned by the stream's live readers, in all. */
+static guint pins_of(const char *name) {
+  shl_segment *seg = NULL;
+  guint n = 0;
+  int rc;
+  fail_unless_equals_int(shl_open(&seg, name, SHL_OPEN_READONLY, 0), 0);
+  for (uint32_t i = 0;; i++) {
+    shl_stream_reader entry = SHL_STREAM_READER_INIT;
+    if ((rc = shl_stream_get_reader(seg, i, &entry)) < 0) break;
+    if (rc == 1 && entry.alive == 1) n += (guint)__builtin_popcountll(entry.pinned);
+  }
+  fail_unless_equals_int(rc, -ERANGE);
+  shl_close(seg);
+  return n;
+}
+
+/* Waits (up to 5 s) until the stream's readers pin `n` slots. */
+static void wait_pins(const char *name, guint n) {
+  for (int i = 0; i < 500 && pins_of(name) != n; i++) g_usleep(10000);
+  fail_unless_equals_int(pins_of(name), n);
+}
+
+/* A harness's sink pad after flush-stop: a new segment, as after a seek. */
+static void push_segment(GstHarness *h) {
+  GstSegment seg;
+  gst_segment_init(&seg, GST_FORMAT_TIME);
+  fail_unless(gst_harness_push_event(h, gst_event_new_segment(&seg)));
+}
+
+typedef struct pusher {
+  GstHarness *h;
+  guint n;             /* frames to push, filled with 1, 2, ... */
+  gint pushed;         /* atomic */
+  GstFlowReturn last;  /* what the last push returned */
+} pusher;
+
+/* A GThreadFunc: pushes p->n frames of 256 bytes until one is refused. */
+static gpointer push_frames(gpointer data) {
+  pusher *p = data;
+  for (guint i = 0; i < p->n; i++) {
+    GstBuffer *b = gst_buffer_new_allocate(NULL, 256, NULL);
+    gst_buffer_memset(b, 0, (guint8)(i + 1), 256);
+    p->last = gst_harness_push(p->h, b);
+    if (p->last != GST_FLOW_OK) break;
+    g_atomic_int_inc(&p->pushed);
+  }
+  return NULL;
+}
+
+GST_START_TEST(test_sink_flush) {
+  /* A blocking sink that waits, with no timeout, for a slot a reader of
+   * policy all has not read: flush-start ends the wait (FLUSHING, nothing
+   * dropped, nothing published half-written); after flush-stop the frames
+   * flow again, numbered on without a gap. */
+  gchar *name = stream_name("sflush");
+  GstHarness *sink = gst_harness_new("shmlanesink");
+  g_object_set(sink->element, "stream", name, "sync", FALSE, "block", TRUE, "slots", 4,
+               "timeout", (gint64)-1, NULL);
+  gst_harness_set_src_caps(sink, caps_of("GRAY8", 16, 16));
+  shl_reader *r = NULL;
+  shl_reader_opts o = SHL_READER_OPTS_INIT;
+  o.policy = SHL_RECV_ALL;
+  o.timeout_ns = 5 * GST_SECOND;
+  fail_unless_equals_int(shl_reader_open_ex(&r, name, &o), 0);
+  pusher p = {.h = sink, .n = 10};
+  GThread *t = g_thread_new("push", push_frames, &p);
+  /* Four frames fill the ring; the fifth waits for the reader. */
+  for (int i = 0; i < 500 && stat_of(sink->element, "published") < 4; i++) g_usleep(10000);
+  g_usleep(100000);
+  fail_unless_equals_int(stat_of(sink->element, "published"), 4);
+  fail_unless_equals_int(g_atomic_int_get(&p.pushed), 4);
+  fail_unless(gst_harness_push_event(sink, gst_event_new_flush_start()));
+  g_thread_join(t);
+  fail_unless_equals_int(p.last, GST_FLOW_FLUSHING);
+  fail_unless(gst_harness_push_event(sink, gst_event_new_flush_stop(TRUE)));
+  push_segment(sink);
+  for (guint8 i = 1; i <= 4; i++) {
+    shl_sample s;
+    fail_unless_equals_int(shl_reader_receive(r, &s, 5 * GST_SECOND, 0), 0);
+    fail_unless_equals_uint64(s.seq, i);
+    fail_unless_equals_int(((const guint8 *)s.data)[100], i);
+    shl_reader_release(r, &s);
+  }
+  push_frame(sink, 256, 9);
+  shl_sample s;
+  fail_unless_equals_int(shl_reader_receive(r, &s, 5 * GST_SECOND, 0), 0);
+  fail_unless(s.seq == 5 && s.lost == 0 && ((const guint8 *)s.data)[100] == 9);
+  shl_reader_release(r, &s);
+  fail_unless_equals_int(stat_of(sink->element, "published"), 5);
+  fail_unless_equals_int(stat_of(sink->element, "dropped"), 0);
+  shl_reader_close(r);
+  gst_harness_teardown(sink);
   fail_unless_equals_int(shl_unlink(name), 0);
   g_free(name);
+}
+GST_END_TEST;
+
+GST_START_TEST(test_src_flush) {
+  /* The source flushed (flush-start, flush-stop sent to it, which it sends
+   * downstream) while it waits for a frame: the buffers downstream drops
+   * give their pins back while the source is stopped; a frame published
+   * meanwhile is not pushed while flushing; after flush-stop the frames
+   * flow again, in order, none lost (policy all). */
+  gchar *name = stream_name("rflush");
+  GstHarness *sink = sink_harness(name, "GRAY8", 16, 16);
+  GstHarness *src = src_harness(name, 1, FALSE, 2);
+  push_frame(sink, 256, 1);
+  push_frame(sink, 256, 2);
+  GstBuffer *held[2];
+  for (guint8 i = 0; i < 2; i++) {
+    held[i] = gst_harness_pull(src);
+    check_frame(held[i], 256, i + 1);
+  }
+  fail_unless_equals_int(pins_of(name), 2);
+  fail_unless(gst_element_send_event(src->element, gst_event_new_flush_start()));
+  for (guint8 i = 0; i < 2; i++) gst_buffer_unref(held[i]);
+  wait_pins(name, 0);
+  push_frame(sink, 256, 3);
+  g_usleep(100000);
+  fail_unless(gst_harness_try_pull(src) == NULL, "a buffer pushed while flushing");
+  fail_unless_equals_int(pins_of(name), 0);
+  fail_unless(gst_element_send_event(src->element, gst_event_new_flush_stop(TRUE)));
+  push_frame(sink, 256, 4);
+  for (guint8 fill = 3; fill <= 4; fill++) {
+    GstBuffer *b = gst_harness_pull(src);
+    check_frame(b, 256, fill);
+    fail_if(GST_BUFFER_FLAG_IS_SET(b, GST_BUFFER_FLAG_DISCONT));
+    gst_buffer_unref(b);
+  }
+  wait_pins(name, 0);
+  fail_unless_equals_int(stat_of(src->element, "lost"), 0);
+  end_harnesses(name, src, sink);
+}
+GST_END_TEST;
+
+/* The number of buffers fakesink "out" has handled (its handoff signal). */
+static void count_handoff(GstElement *sink, GstBuffer *b, GstPad *pad, gpointer data) {
+  (void)sink, (void)b, (void)pad;
+  g_atomic_int_inc((gint *)data);
+}
+
+/* Waits (up to 5 s) until `count` passes `above`. */
+static void wait_count(gint *count, gint above) {
+  for (int i = 0; i < 500 && g_atomic_int_get(count) <= above; i++) g_usleep(10000);
+  fail_unless(g_atomic_int_get(count) > above, "no frame after %d", above);
+}
+
+GST_START_TEST(test_src_pipeline_seek) {
+  /* A running source pipeline beside a running sink: a flushing seek is
+   * refused (a live stream has no position to seek to, as v4l2src has
+   * none) and the frames go on; flush events sent into the pipeline stop
+   * and restart it, and frames come again each time; the source keeps no
+   * more pins than its buffers downstream. */
+  gchar *name = stream_name("seek");
+  GstElement *writer, *reader, *out = live_pair(name, &writer, &reader);
+  gint count = 0;
+  g_signal_connect(out, "handoff", G_CALLBACK(count_handoff), &count);
+  fail_unless(gst_element_set_state(reader, GST_STATE_PLAYING) != GST_STATE_CHANGE_FAILURE);
+  wait_count(&count, 0);
+  for (int i = 0; i < 5; i++) {
+    fail_if(gst_element_seek_simple(reader, GST_FORMAT_TIME, GST_SEEK_FLAG_FLUSH, 0));
+    wait_count(&count, g_atomic_int_get(&count));
+    fail_unless(gst_element_send_event(reader, gst_event_new_flush_start()));
+    fail_unless(gst_element_send_event(reader, gst_event_new_flush_stop(TRUE)));
+    wait_count(&count, g_atomic_int_get(&count));
+  }
+  fail_unless(pins_of(name) <= 2); /* max-pinned: beyond, frames are copies */
+  fail_unless(gst_element_set_state(reader, GST_STATE_NULL) == GST_STATE_CHANGE_SUCCESS);
+  end_pair(name, writer, reader, out);
+}
+GST_END_TEST;
+
+/* Frames published at uneven intervals, received by a reader of policy all
+ * and pulled from a source under `clock`: each PTS is the frame's publish
+ * time (the stream's CLOCK_MONOTONIC) as the clock's running time, so the
+ * PTS rise, frame to frame, by the writer's own deltas (within `tolerance`
+ * ns); with `exact`, PTS + base time is the publish time itself. */
+static void check_timestamps(GstClock *clock, GstClockTime tolerance, gboolean exact) {
+  enum { N = 8 };
+  gchar *name = stream_name("pts");
+  GstHarness *sink = sink_harness(name, "GRAY8", 16, 16);
+  shl_reader *r = NULL;
+  shl_reader_opts o = SHL_READER_OPTS_INIT;
+  o.policy = SHL_RECV_ALL;
+  fail_unless_equals_int(shl_reader_open_ex(&r, name, &o), 0);
+  GstHarness *src = gst_harness_new("shmlanesrc");
+  g_object_set(src->element, "stream", name, "policy", SHL_RECV_ALL, NULL);
+  gst_harness_use_systemclock(src);
+  if (clock) gst_element_set_clock(src->element, clock);
+  gst_harness_play(src);
+  wait_readers(name, 2);
+  for (guint8 i = 1; i <= N; i++) {
+    push_frame(sink, 256, i);
+    g_usleep(3000 + 2000 * (i % 3));
+  }
+  GstClockTime pts[N];
+  uint64_t ts[N];
+  for (int i = 0; i < N; i++) {
+    shl_sample s;
+    fail_unless_equals_int(shl_reader_receive(r, &s, 5 * GST_SECOND, 0), 0);
+    ts[i] = s.timestamp_ns;
+    shl_reader_release(r, &s);
+    GstBuffer *b = gst_harness_pull(src);
+    check_frame(b, 256, (guint8)(i + 1));
+    pts[i] = GST_BUFFER_PTS(b);
+    gst_buffer_unref(b);
+    fail_unless(GST_CLOCK_TIME_IS_VALID(pts[i]));
+    if (exact)
+      fail_unless_equals_uint64(pts[i] + gst_element_get_base_time(src->element), ts[i]);
+    if (i == 0) continue;
+    fail_unless(pts[i] > pts[i - 1], "frame %d: PTS %" G_GUINT64_FORMAT " after %" G_GUINT64_FORMAT,
+                i, pts[i], pts[i - 1]);
+    gint64 off = (gint64)(pts[i] - pts[i - 1]) - (gint64)(ts[i] - ts[i - 1]);
+    fail_unless(ABS(off) <= (gint64)tolerance, "frame %d: PTS delta %" G_GINT64_FORMAT
+                " ns off the writer's", i, off);
+  }
+  GstClock *now = gst_element_get_clock(src->element);
+  fail_unless(pts[N - 1] <= gst_clock_get_time(now) - gst_element_get_base_time(src->element),
+              "a PTS in the future");
+  gst_object_unref(now);
+  shl_reader_close(r);
+  end_harnesses(name, src, sink);
+}
+
+GST_START_TEST(test_timestamps) {
+  /* The system clock (CLOCK_MONOTONIC, as the stream's): exact. */
+  check_timestamps(NULL, 0, TRUE);
+  /* A clock of another kind (the wall clock): the publish times mapped
+   * through the two clocks' offset, read at each frame. */
+  GstClock *wall = g_object_new(GST_TYPE_SYSTEM_CLOCK, "clock-type", GST_CLOCK_TYPE_REALTIME, NULL);
+  check_timestamps(wall, 2 * GST_MSECOND, FALSE);
+  gst_object_unref(wall);
 }
 GST_END_TEST;
 
@@ -620,6 +883,10 @@ static Suite *shmlane_suite(void) {
   tcase_add_test(tc, test_writer_gone);
   tcase_add_test(tc, test_pin_limit);
   tcase_add_test(tc, test_state_changes);
+  tcase_add_test(tc, test_sink_flush);
+  tcase_add_test(tc, test_src_flush);
+  tcase_add_test(tc, test_src_pipeline_seek);
+  tcase_add_test(tc, test_timestamps);
   tcase_add_test(tc, test_sink_mode);
   tcase_add_test(tc, test_period);
   tcase_add_test(tc, test_meta_switched_after_join);
