@@ -8,7 +8,9 @@ p99), CPU per frame of each process (getrusage, start-up excluded; the
 sink's per frame it took in, the source's per frame it pushed), minor page
 faults per frame of the sink process, copies per frame in the sink (a
 buffer that is not the sink's own memory is copied into shared memory).
-Medians over the runs, with their spread (lowest and highest run).
+Medians over the runs, with their spread (lowest and highest run); and
+each comparison to shmsink/shmsrc as the median of per-round ratios (a
+round runs every method once, one after the other), with their spread.
 
 A run whose source has not pushed its frames in time is stopped and
 reported as stalled (with the frames it got), not counted in the medians.
@@ -30,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from run import per_round, spread_text
+
 SCENARIOS = [  # name, width, height, paced (live at 30 fps) or flat out, frames
     ("1080p30 paced", 1920, 1080, True, 150),
     ("1080p flat out", 1920, 1080, False, 300),
@@ -42,6 +46,8 @@ METHODS = {"shmlane": "shmlanesink/shmlanesrc", "shm": "shmsink/shmsrc"}
 SHM_FRAMES = 64
 STALL_SLACK_S = 15.0  # a run's time beyond its frames' (below)
 MEASURES = ("p50_us", "p99_us", "send_cpu_us", "recv_cpu_us", "send_faults", "copies")
+RATIOS = ("p50_us", "p99_us", "send_cpu_us", "recv_cpu_us")  # to shmsink/shmsrc, per round
+BASE = "shm"
 
 
 def pipelines(method: str, width: int, height: int, paced: bool, tag: str,
@@ -130,6 +136,29 @@ def summary(scenario: str, method: str, rs: list) -> dict:
     return row
 
 
+def compare(scenario: str, method: str, rs: list, base: list) -> dict:
+    """The method against BASE: per measure, the median of the ratios of
+    the rounds in which neither stalled, and their spread."""
+    nan = float("nan")
+
+    def values(runs: list, k: str) -> list:
+        return [nan if r["stalled"] else r[k] for r in runs]
+
+    return {"scenario": scenario, "method": method,
+            **{k: per_round(values(rs, k), values(base, k)) for k in RATIOS}}
+
+
+def ratio_table(rows: list) -> list:
+    lines = [f"| scenario | elements, against {METHODS[BASE]} | rounds | latency p50 | p99 | "
+             "CPU/frame, sink process | CPU/frame, source process |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        cells = " | ".join(spread_text(r[k]) for k in RATIOS)
+        rounds = r["p50_us"]["n"]
+        lines.append(f"| {r['scenario']} | {elements(r['method'])} | {rounds} | {cells} |")
+    return lines
+
+
 def cell(row: dict, k: str, fmt: str = "{:.0f}", unit: str = " µs") -> str:
     if k not in row:
         return "stalled"
@@ -172,7 +201,7 @@ def main() -> None:
     plugin = Path(args.plugin).resolve()
     env = {**os.environ, "GST_PLUGIN_PATH": str(plugin)}
     reps = args.runs or (1 if args.quick else 3)
-    rows = []
+    rows, ratios = [], []
     for scenario in SCENARIOS:
         if args.only and args.only not in scenario[0]:
             continue
@@ -191,10 +220,15 @@ def main() -> None:
             print(f"{scenario[0]:18} {method:8} p50 {cell(row, 'p50_us')}, p99 "
                   f"{cell(row, 'p99_us')}, CPU/frame sink {cell(row, 'send_cpu_us')}, source "
                   f"{cell(row, 'recv_cpu_us')}", flush=True)
+        for method in methods:
+            if method != BASE:
+                ratios.append(compare(scenario[0], method, runs[method], runs[BASE]))
+                print(f"{scenario[0]:18} {method:8} / {BASE}: " + ", ".join(
+                    f"{k} {spread_text(ratios[-1][k])}" for k in RATIOS), flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "gst.json").write_text(json.dumps(rows, indent=1))
-    (out / "gst.md").write_text("\n".join(table(rows)) + "\n")
+    (out / "gst.json").write_text(json.dumps({"runs": rows, "ratios": ratios}, indent=1))
+    (out / "gst.md").write_text("\n".join(table(rows) + [""] + ratio_table(ratios)) + "\n")
     print(f"wrote {out / 'gst.md'}")
 
 

@@ -126,3 +126,26 @@ def test_gst_stalled_run_is_reported(tmp_path, monkeypatch):
     lines = gst.table(rows)
     assert "| 2 (1 stalled) | 1 µs |" in lines[2]
     assert lines[3].count("stalled") == 1 + len(gst.MEASURES)
+
+
+def test_gst_ratios_per_round():
+    """bench/gst.py compares each method to shmsink/shmsrc round by round:
+    the median of the rounds' ratios and their spread, not a ratio of
+    medians; a round in which either stalled counts for neither."""
+    sys.path.insert(0, HERE)
+    try:
+        import gst
+    finally:
+        sys.path.remove(HERE)
+
+    def runs(p50s):
+        return [{"stalled": True} if v is None else
+                {"stalled": False, **{k: 1.0 for k in gst.MEASURES}, "p50_us": v} for v in p50s]
+
+    # Medians 20 and 20 (a ratio of medians: 1.0); the rounds say 0.5, 1.5, 0.5.
+    row = gst.compare("s", "shmlane", runs([10.0, 30.0, 20.0, None]), runs([20.0, 20.0, 40.0, 5.0]))
+    assert row["p50_us"] == {"median": 0.5, "min": 0.5, "max": 1.5, "n": 3}
+    assert row["send_cpu_us"]["median"] == 1.0
+    lines = gst.ratio_table([row])
+    assert lines[2].startswith("| s | shmlanesink/shmlanesrc | 3 | 0.50× (0.50–1.50) | "
+                               "1.00× (1.00–1.00) |")
