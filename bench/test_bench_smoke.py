@@ -149,3 +149,30 @@ def test_gst_ratios_per_round():
     lines = gst.ratio_table([row])
     assert lines[2].startswith("| s | shmlanesink/shmlanesrc | 3 | 0.50× (0.50–1.50) | "
                                "1.00× (1.00–1.00) |")
+
+
+def test_gst_profile_counts_calls_and_wakeups(capsys):
+    """bench/gst_profile.py: system calls a frame by process and name, and
+    each wake-up of a source thread by the sink's process, to its running."""
+    sys.path.insert(0, HERE)
+    try:
+        import gst_profile
+    finally:
+        sys.path.remove(HERE)
+    sink, source, thread = 10, 20, 21
+    events = [  # (pid, tid, cpu, time µs, event, trace), as events_of() makes them
+        (sink, sink, 0, 1.0, "raw_syscalls:sys_enter", "NR 202 (1, 2)"),
+        (source, thread, 1, 2.0, "raw_syscalls:sys_enter", "NR 449 (1, 2)"),
+        (sink, sink, 0, 10.0, "sched:sched_wakeup", f"comm=x pid={thread} prio=120 target_cpu=000"),
+        (sink, sink, 0, 10.5, "sched:sched_wakeup", "comm=y pid=99 prio=120 target_cpu=001"),
+        (sink, sink, 0, 12.5, "sched:sched_switch", f"prev_comm=x prev_pid={sink} prev_prio=120 "
+         f"prev_state=R ==> next_comm=x next_pid={thread} next_prio=120"),
+    ]
+    names = {202: "futex", 449: "futex_waitv"}
+    gst_profile.report("shmlane", sink, source, {"latency_ns": [4000, 6000], "total": 1}, events,
+                       names)
+    out = capsys.readouterr().out
+    assert "1 frames, latency p50 6.0 µs" in out
+    assert "sink process: system calls a frame futex 1.00" in out
+    assert "source process: system calls a frame futex_waitv 1.00" in out
+    assert "1.00 times a frame: to running p50 2.5 µs, p90 2.5 µs; on the waker's CPU 100%" in out
