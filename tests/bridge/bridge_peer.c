@@ -8,6 +8,7 @@
  *                                              replaces another layout; --image: a smooth picture
  *   bridge_peer [--image] read NAME COUNT SECONDS   a reader (all): a JSON line per sample or
  *                                              event, with its error from what was written
+ *                                              and the time it came (CLOCK_MONOTONIC, s)
  *   bridge_peer garbage ENDPOINT SECONDS [jpeg]   binds a ROUTER that sends malformed
  *                                              messages (jpeg: JPEG frames, most of them
  *                                              corrupt, with their layout)
@@ -232,10 +233,10 @@ static int do_read(const char *name, long count, double seconds) {
     int ok = m && compare(s.data, &g, m->count, &mse, &mse_next) && meta_ok;
     printf(
         "{\"seq\": %llu, \"lost\": %llu, \"count\": %llu, \"new\": %d, \"bytes\": %llu, "
-        "\"ok\": %d, \"meta_ok\": %d, \"mse\": %.3f, \"mse_next\": %.3f}\n",
+        "\"ok\": %d, \"meta_ok\": %d, \"mse\": %.3f, \"mse_next\": %.3f, \"t\": %.4f}\n",
         (unsigned long long)s.seq, (unsigned long long)s.lost,
         (unsigned long long)(m ? m->count : 0), !!(s.flags & SHL_SAMPLE_NEW_STREAM),
-        (unsigned long long)bytes, ok, meta_ok, mse, mse_next);
+        (unsigned long long)bytes, ok, meta_ok, mse, mse_next, (double)now_ns() / 1e9);
     fflush(stdout);
     shl_reader_release(r, &s);
     got++;
