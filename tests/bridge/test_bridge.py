@@ -807,6 +807,9 @@ def faults(pair=None):
 
 def main():
     t0 = time.time()
+    # meson's timeout sends SIGTERM: unwind, so that the namespaces, the
+    # processes and the streams are removed below all the same.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     try:
         if ONLY:
             for name in ONLY:
