@@ -57,8 +57,8 @@ bench: bench-build
 	$(MAKE) bench-bridge
 
 # shmlane-bridge against raw ZeroMQ PUB/SUB, and its codecs over shaped links
-# (docs/bridge.md): about 6.5 minutes, under 2 with QUICK=1; over a veth pair
-# too where `ip netns` is permitted.
+# (docs/bridge.md): about 4 minutes, 2 with QUICK=1; over a veth pair
+# between two network namespaces (loopback where `ip netns` is not permitted).
 bench-bridge: bench-c
 	@if [ -x $(BENCH_C)/bridge/shmlane-bridge ]; then \
 	  $(PYTHON) bench/bridge.py $(BENCH_ARGS) --bin $(BENCH_C)/bridge --out bench/results; \

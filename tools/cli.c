@@ -504,10 +504,12 @@ static int run_bridge(char **argv) {
     }
   }
   execvp(prog, argv);
-  errorf(0, "bridge: %s was not found beside shmlane or on PATH. A pip install never includes "
-         "it; build it from the source tree, where libzmq is found: 'make deps build' (Debian: "
-         "libzmq3-dev libzstd-dev libjpeg62-turbo-dev pkg-config), then run build/tools/shmlane "
-         "or put build/bridge on PATH", prog);
+  errorf(0, "bridge: %s was not found beside shmlane or on PATH: this install was built "
+         "without libzmq. The wheels include the bridge; 'pip install .' and meson build it "
+         "where libzmq's development files are found (Debian: libzmq3-dev, and libzstd-dev, "
+         "libjpeg62-turbo-dev, pkg-config for --zstd, --jpeg; 'make deps' installs them): "
+         "install them and reinstall, or build the source tree ('make deps build') and run "
+         "build/tools/shmlane", prog);
   return EXIT_RUNTIME;
 }
 

@@ -8,12 +8,17 @@
  *                                              replaces another layout; --image: a smooth picture
  *   bridge_peer [--image] read NAME COUNT SECONDS   a reader (all): a JSON line per sample or
  *                                              event, with its error from what was written
+ *                                              and the time it came (CLOCK_MONOTONIC, s)
  *   bridge_peer garbage ENDPOINT SECONDS [jpeg]   binds a ROUTER that sends malformed
  *                                              messages (jpeg: JPEG frames, most of them
  *                                              corrupt, with their layout)
- *   bridge_peer bench-write NAME SHAPE FPS SECONDS  camera-like frames (precomputed), the
- *                                              publish time in the metadata; FPS 0: flat out
+ *   bridge_peer bench-write NAME SHAPE FPS SECONDS [noisy]   camera-like frames (precomputed;
+ *                                              noisy: under sensor-like noise), the publish
+ *                                              time in the metadata; FPS 0: flat out
  *   bridge_peer bench-read NAME SECONDS        frames/s and latency from that publish time
+ *   bridge_peer codec-cost H,W camera|noisy LEVEL THREADS   zstd (row deltas) on (H, W, 3)
+ *                                              frames through codec.c: one JSON line, the
+ *                                              ratio and the median ms to code and decode
  *   bridge_peer raw-pub ENDPOINT BYTES FPS SECONDS   raw ZeroMQ PUB/SUB moving the same bytes
  *   bridge_peer raw-sub ENDPOINT BYTES SECONDS       (header and frame) for the benchmark
  *   bridge_peer corpus DIR ENDPOINT           fuzz/fuzz_wire.c's seeds: the messages a real
@@ -27,6 +32,7 @@
  * The bench-read and raw-sub print one JSON line: frames, fps, p50/p99 latency.
  * Exit status 0, or 1 with a message. */
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -232,10 +238,10 @@ static int do_read(const char *name, long count, double seconds) {
     int ok = m && compare(s.data, &g, m->count, &mse, &mse_next) && meta_ok;
     printf(
         "{\"seq\": %llu, \"lost\": %llu, \"count\": %llu, \"new\": %d, \"bytes\": %llu, "
-        "\"ok\": %d, \"meta_ok\": %d, \"mse\": %.3f, \"mse_next\": %.3f}\n",
+        "\"ok\": %d, \"meta_ok\": %d, \"mse\": %.3f, \"mse_next\": %.3f, \"t\": %.4f}\n",
         (unsigned long long)s.seq, (unsigned long long)s.lost,
         (unsigned long long)(m ? m->count : 0), !!(s.flags & SHL_SAMPLE_NEW_STREAM),
-        (unsigned long long)bytes, ok, meta_ok, mse, mse_next);
+        (unsigned long long)bytes, ok, meta_ok, mse, mse_next, (double)now_ns() / 1e9);
     fflush(stdout);
     shl_reader_release(r, &s);
     got++;
@@ -393,6 +399,82 @@ static uint8_t *camera_frames(size_t bytes, int n) {
   return f;
 }
 
+/* Frames more like a real camera's: smooth shapes (triangle waves, blocks
+ * of other brightness) under sensor noise of about 2 levels (standard
+ * deviation), which no lossless coder can drop. (h, w, 3), C order. */
+static uint8_t *noisy_frames(uint64_t h, uint64_t w, int n) {
+  uint8_t *f = malloc(h * w * 3 * (size_t)n), *p = f;
+  uint32_t x = 777;
+  for (int k = 0; k < n; k++)
+    for (uint64_t y = 0; y < h; y++)
+      for (uint64_t i = 0; i < w; i++)
+        for (uint64_t c = 0; c < 3; c++) {
+          uint64_t t = (3 * i + 2 * y + 90 * c + 5 * (uint64_t)k) % 512;
+          int v = (int)(t < 256 ? t : 511 - t) / 2 + 40 * (int)((i / 97 + y / 61) % 3) + 30;
+          for (int j = 0; j < 4; j++) { /* four uniform 0..3: mean 6, sd 2.2 */
+            x = x * 1103515245u + 12345u;
+            v += (int)(x >> 30);
+          }
+          v -= 6;
+          *p++ = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+        }
+  return f;
+}
+
+static double cpu_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* What --zstd=LEVEL --zstd-threads THREADS costs on (h, w, 3) frames, as the
+ * bridge codes them (codec.c: row deltas, zstd): 12 frames, each coded and
+ * decoded; the ratio, the median wall-clock ms of each, and the CPU time
+ * of both (all threads) per frame. */
+static int do_codec_cost(const char *shape, const char *kind, int level, int threads) {
+  enum { FRAMES = 4, REPS = 12 };
+  struct wire_layout l = {.ndim = 3, .itemsize = 1, .format = "B"};
+  if (sscanf(shape, "%" SCNu64 ",%" SCNu64, &l.shape[0], &l.shape[1]) != 2)
+    return fail("bad shape", 0);
+  l.shape[2] = 3;
+  size_t n = l.frame_bytes = l.shape[0] * l.shape[1] * 3;
+  uint8_t *frames = !strcmp(kind, "noisy") ? noisy_frames(l.shape[0], l.shape[1], FRAMES)
+                                           : camera_frames(n, FRAMES);
+  struct codec_opts o = {.zstd_level = level, .zstd_threads = threads, .delta = -1};
+  struct codec *tx = codec_new(&o, NULL), *rx = codec_new(NULL, NULL);
+  struct codec_plan plan;
+  char why[512];
+  if (!tx || !rx || codec_plan(tx, &l, &plan, why, sizeof why) < 0) return fail("codec", 0);
+  size_t cap = codec_bound(&plan, n), coded = 0;
+  uint8_t *z = malloc(cap), *back = malloc(n);
+  double code[REPS], decode[REPS], cpu0 = cpu_s();
+  for (int r = 0; r < REPS; r++) {
+    const uint8_t *src = frames + (size_t)(r % FRAMES) * n;
+    uint64_t t0 = now_ns();
+    size_t len = codec_pack(tx, &plan, z, cap, src, n);
+    uint64_t t1 = now_ns();
+    if (!len || codec_unpack(rx, &l, plan.codec, back, z, len) || memcmp(back, src, n))
+      return fail("a frame does not come back", 0);
+    code[r] = (double)(t1 - t0) / 1e6, decode[r] = (double)(now_ns() - t1) / 1e6;
+    coded += len;
+  }
+  double cpu = (cpu_s() - cpu0) * 1e3 / REPS;
+  qsort(code, REPS, sizeof *code, cmp_double);
+  qsort(decode, REPS, sizeof *decode, cmp_double);
+  printf(
+      "{\"codec\": \"%s\", \"ratio\": %.3f, \"code_ms\": %.2f, \"decode_ms\": %.2f, "
+      "\"cpu_ms\": %.2f}\n",
+      codec_name(&plan), (double)n * REPS / (double)coded, code[REPS / 2], decode[REPS / 2], cpu);
+  codec_free(tx), codec_free(rx);
+  free(frames), free(z), free(back);
+  return 0;
+}
+
 static void sleep_until(uint64_t t) {
   uint64_t n = now_ns();
   if (t <= n) return;
@@ -418,13 +500,15 @@ static void print_result(uint64_t *lat, long got, uint64_t first, uint64_t last,
 
 enum { MAX_SAMPLES = 1 << 20 };
 
-static int do_bench_write(const char *name, const char *shape, double fps, double seconds) {
+static int do_bench_write(const char *name, const char *shape, double fps, double seconds,
+                          bool noisy) {
   shl_writer *w;
   uint64_t bytes;
   struct geom g;
   int rc;
   if (open_stream(name, shape, NULL, &w, &bytes, &g)) return 1;
-  uint8_t *frames = camera_frames(bytes, 4);
+  if (noisy && g.c != 3) return fail("noisy frames are (H, W, 3)", 0);
+  uint8_t *frames = noisy ? noisy_frames(g.h, g.w, 4) : camera_frames(bytes, 4);
   uint64_t start = now_ns(), end = start + (uint64_t)(seconds * 1e9), next = start;
   for (uint64_t n = 1; !stop && now_ns() < end; n++) {
     void *frame;
@@ -686,8 +770,11 @@ int main(int argc, char **argv) {
   if (argc == 5 && !strcmp(argv[1], "read")) return do_read(argv[2], atol(argv[3]), atof(argv[4]));
   if ((argc == 4 || argc == 5) && !strcmp(argv[1], "garbage"))
     return do_garbage(argv[2], atof(argv[3]), argc == 5 && !strcmp(argv[4], "jpeg"));
-  if (argc == 6 && !strcmp(argv[1], "bench-write"))
-    return do_bench_write(argv[2], argv[3], atof(argv[4]), atof(argv[5]));
+  if ((argc == 6 || argc == 7) && !strcmp(argv[1], "bench-write"))
+    return do_bench_write(argv[2], argv[3], atof(argv[4]), atof(argv[5]),
+                          argc == 7 && !strcmp(argv[6], "noisy"));
+  if (argc == 6 && !strcmp(argv[1], "codec-cost"))
+    return do_codec_cost(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]));
   if ((argc == 4 || argc == 5) && !strcmp(argv[1], "bench-read"))
     return do_bench_read(argv[2], atof(argv[3]), argc == 5 && !strcmp(argv[4], "mse"));
   if (argc == 6 && !strcmp(argv[1], "raw-pub"))

@@ -482,6 +482,7 @@ def test_users(ns=(None, None), what="users"):
     stop(s3), stop(w3)
     check(got3 > 5, "%s: a 0660 stream of nobody's group is served to nobody (%d messages)" % (
         what, got3))
+    planted_sender(ns, what)
     # TCP: CURVE keys and an allow list; nobody holds the sender's public
     # key (anyone may) but no allowed key pair.
     d = tempfile.mkdtemp()
@@ -504,15 +505,57 @@ def test_users(ns=(None, None), what="users"):
         shutil.rmtree(d)
 
 
-def flowing(suffix, fps="50"):
-    """A writer on host A, a sender and a receiver over ipc, and the stream
-    on host B there: (a, b, endpoint, sender, receiver, writer)."""
-    a, b = names(suffix)
-    ep = ipc(suffix)
-    s, r = bridge_pair(a, b, ep)
+def planted_sender(ns, what):
+    """The other way round: nobody plants a socket where root's receiver
+    connects, and serves a stream of its own there. root's bridge recv
+    takes nothing from a sender of another user (no stream made, the sender's
+    uid said); with --insecure it does, which shows the check is what kept
+    it out."""
+    side = "n" if ns[0] else "l"
+    a, b = names("q" + side)
+    planted = os.path.join(SOCKDIR, "planted-" + side)
+    os.mkdir(planted)
+    os.chmod(planted, 0o777)  # anyone may plant a socket here
+    ep = "ipc://%s/cam.sock" % planted
+    w = start(NOBODY + [PEER, "write", a, "0", "50", "32,24,3", "600"])
+    s = start(NOBODY + [BRIDGE, "send", a, ep], ns=ns[0])
+    wait_for(os.path.join(planted, "cam.sock"))
+    refused = start([BRIDGE, "recv", ep, b, "--seconds", "2"], ns=ns[1])
+    taken = start([BRIDGE, "recv", ep, b + "i", "--insecure", "--seconds", "2"], ns=ns[1])
+    made = insecure_made = False
+    while refused.poll() is None or taken.poll() is None:
+        made |= os.path.exists(shm(b))
+        insecure_made |= os.path.exists(shm(b + "i"))
+        time.sleep(0.02)
+    err = stop(refused, sig=0)
+    stop(taken, sig=0), stop(s), stop(w)
+    check(not made and re.search(r"runs as uid 65534 \(pid \d+\), not as our user or root", err),
+          "%s: root's bridge recv takes nothing from nobody's sender on a planted socket, and "
+          "says its uid%s" % (what, "" if "65534" in err else ":\n" + err[-1000:]))
+    check(insecure_made, "%s: ... which --insecure takes (the check is what refused it)" % what)
+
+
+def where(pair, port):
+    """Over ipc, or (a Pair) across the namespaces' veth pair, TCP without
+    keys: (endpoint or None for ipc, the bridge's extra options, the
+    namespaces of host A and B, the words for the checks)."""
+    if not pair:
+        return None, [], (None, None), "over ipc"
+    return ("tcp://%s:%d" % (netns.ADDR_A, PORT + port), ["--insecure"], (pair.a, pair.b),
+            "across namespaces")
+
+
+def flowing(suffix, fps="50", pair=None, port=0):
+    """A writer on host A, a sender and a receiver over ipc or across the
+    namespaces (where), and the stream on host B there: (a, b, endpoint,
+    sender, receiver, writer, the bridge's extra options, namespaces, words)."""
+    a, b = names(suffix + ("n" if pair else ""))
+    ep, args, ns, how = where(pair, port)
+    ep = ep or ipc(suffix)
+    s, r = bridge_pair(a, b, ep, args, args, ns=ns)
     w = start([PEER, "write", a, "0", fps])
     wait_for(shm(b))
-    return a, b, ep, s, r, w
+    return a, b, ep, s, r, w, args, ns, how
 
 
 def rss_kb(pid):
@@ -520,66 +563,73 @@ def rss_kb(pid):
         return int(next(l for l in f if l.startswith("VmRSS")).split()[1])
 
 
-def test_flood():
+def test_flood(pair=None):
     """A hostile receiver (a 16 MiB message, then a flood of messages of
     every size) costs the sender no memory to speak of, and the statistics
-    count receivers, not messages."""
-    a, b, ep, s, r, w = flowing("o", fps="30")
+    count receivers, not messages. Across the namespaces, the flood comes
+    from nobody on host B."""
+    a, b, ep, s, r, w, args, ns, how = flowing("o", fps="30", pair=pair, port=11)
     time.sleep(0.3)
     before = rss_kb(s.pid)
-    flood = start([PEER, "flood", ep, "1.5"])
+    flood = start((NOBODY if pair and can_be_nobody() else []) + [PEER, "flood", ep, "1.5"],
+                  ns=ns[1])
     got = samples(start([PEER, "read", b, "1000", "2"]))
     flood.communicate(timeout=10)
     after = rss_kb(s.pid)
     serr = stop(s)
     stop(w), stop(r)
-    frames = frames_ok(got, "flood")
-    check(len(frames) >= 30, "flood: a healthy receiver keeps receiving (%d frames in 2 s)" % len(
-        frames))
-    check(after - before < 20000, "flood: the sender's memory grows by %d kB (< 20 MB)" % (
-        after - before))
+    frames = frames_ok(got, "flood " + how)
+    check(len(frames) >= 30, "flood %s: a healthy receiver keeps receiving (%d frames in 2 s)" % (
+        how, len(frames)))
+    check(after - before < 20000, "flood %s: the sender's memory grows by %d kB (< 20 MB)" % (
+        how, after - before))
     counts = [int(x) for x in re.findall(r"receivers (\d+)", serr)]
-    check(counts and max(counts) <= 2, "flood: statistics count receivers (at most %s)" % (
-        max(counts) if counts else "?"))
+    check(counts and max(counts) <= 2, "flood %s: statistics count receivers (at most %s)" % (
+        how, max(counts) if counts else "?"))
 
 
 def slow_receivers(seconds, shape="480,640,3", pair=None):
     """A healthy receiver beside one that stops reading (SIGSTOP) and one
-    that joins and leaves every 2.8 s: the healthy one's share of the
-    frames, at 30 frames/s. Over ipc, or across the namespaces' veth pair."""
+    that joins and leaves every 2.8 s, at 30 frames/s, over ipc or across
+    the namespaces' veth pair: the frames the healthy one got from 0.5 s
+    after the stop on (the stopped one's queue, hwm + 1 frames, is full by
+    then: it is past its share of the pins, and every stall it could cause
+    is still to come) to its end, against the 30 a second written then (a
+    stall shows whether frames are lost or the writer is held up); and the
+    sender's log."""
     a, b = names("wn" if pair else "w")
-    ns, ep, args = (None, None), ipc("slow"), []
-    if pair:
-        ns, ep, args = (pair.a, pair.b), "tcp://%s:%d" % (netns.ADDR_A, PORT + 10), ["--insecure"]
+    ep, args, ns, _ = where(pair, 10)
+    ep = ep or ipc("slow")
     s, r = bridge_pair(a, b, ep, args, args, ns=ns)
     stalled = start([BRIDGE, "recv", ep, b + "st", "--quiet", *args], ns=ns[1])
     flaky = start([PEER, "flaky-sub", ep, "2.8", str(seconds + 1)], ns=ns[1])
     w = start([PEER, "write", a, "0", "30", shape])
     wait_for(shm(b))
     wait_for(shm(b + "st"))
+    end = time.monotonic() + seconds  # the reader's end, give or take its start
     rd = start([PEER, "read", b, "1000000", str(seconds)])
     time.sleep(0.5)
     os.kill(stalled.pid, signal.SIGSTOP)
+    stopped = time.monotonic()
     got = samples(rd, timeout=seconds + 10)
     os.kill(stalled.pid, signal.SIGCONT)
     serr = stop(s)
     stop(w), stop(r), stop(stalled), stop(flaky)
     frames = frames_ok(got, "slow receivers")
-    span = frames[-1]["seq"] - frames[0]["seq"] + 1 if frames else 1
-    return len(frames) / span, serr
+    late = [g for g in frames if g["t"] >= stopped + 0.5]
+    return len(late) / (30 * (end - stopped - 0.5)), len(late), serr
 
 
 def test_slow(pair=None):
     """Across the namespaces where they can be made (make test), else over ipc."""
-    where = "across namespaces" if pair else "over ipc"
-    share, serr = slow_receivers(12 if LONG else 3, pair=pair)
-    # The full check (12 s, at least 95%) is `make test-bridge-long`; here a
-    # margin that the stall (every frame for 3 s) still fails.
-    want = 0.95 if LONG else 0.6
-    check(share >= want, "slow receivers %s: the healthy one gets %.1f%% of the frames (>= %d%%)" % (
-        where, 100 * share, 100 * want))
+    how = where(pair, 10)[3]
+    # 7 s here (6 s, 180 frames, counted: a 0.3 s hiccup of a loaded machine
+    # costs 9 of them, 5%), 12 s in `make test-bridge-long`.
+    share, counted, serr = slow_receivers(12 if LONG else 7, pair=pair)
+    check(share >= 0.95, "slow receivers %s: the healthy one gets %d frames, %.1f%% of those "
+          "written once the stopped one is past its pins (>= 95%%)" % (how, counted, 100 * share))
     check("dropped" in serr or "copied" in serr,
-          "slow receivers %s: the sender copies or drops for them alone" % where)
+          "slow receivers %s: the sender copies or drops for them alone" % how)
 
 
 def children_of(pid):
@@ -590,36 +640,37 @@ def children_of(pid):
         return []
 
 
-def test_orphan():
+def test_orphan(pair=None):
     """kill -9 of the receiver the user started ends its worker too (and the
     stream goes); a second receiver on a stream in use names its writer."""
-    a, b, ep, s, r, w = flowing("p")
+    a, b, ep, s, r, w, args, ns, how = flowing("p", pair=pair, port=12)
     kids = children_of(r.pid)
-    r2 = start([BRIDGE, "recv", ep, b])
+    r2 = start([BRIDGE, "recv", ep, b, *args], ns=ns[1])
     time.sleep(0.8)
     err2 = stop(r2)
     check(kids and ("pid %d" % kids[0]) in err2,
-          "a stream held by another receiver is reported with its writer's pid")
+          "%s: a stream held by another receiver is reported with its writer's pid" % how)
     r.kill()
     r.wait()
     gone = wait_for(lambda: not any(os.path.exists("/proc/%d" % k) for k in kids), timeout=3)
-    check(kids and gone, "kill -9 of bridge recv: its worker ends too")
+    check(kids and gone, "kill -9 of bridge recv %s: its worker ends too" % how)
     check(wait_for(lambda: not os.path.exists(shm(b)), timeout=3),
-          "kill -9 of bridge recv: the worker removes the stream")
+          "kill -9 of bridge recv %s: the worker removes the stream" % how)
     stop(w), stop(s)
 
 
-def test_left_stream():
+def test_left_stream(pair=None):
     """The remote writer died (the worker exits, a new one waits), then the
     receiver is stopped: nothing stays in /dev/shm."""
-    a, b, ep, s, r, w = flowing("e")
+    a, b, ep, s, r, w, args, ns, how = flowing("e", pair=pair, port=13)
     time.sleep(0.2)
     w.kill()
     w.wait()
     time.sleep(1.0)
     stop(r)
-    check(r.returncode == 0, "writer died, then recv stopped: exit 0")
-    check(not os.path.exists(shm(b)), "writer died, then recv stopped: nothing left in /dev/shm")
+    check(r.returncode == 0, "writer died, then recv stopped %s: exit 0" % how)
+    check(not os.path.exists(shm(b)),
+          "writer died, then recv stopped %s: nothing left in /dev/shm" % how)
     stop(s)
 
 
@@ -742,11 +793,23 @@ def test_netns(pair):
     stop(w), stop(s), stop(r)
     test_keys("198.51.100.1", ns)
     test_users(ns, "users across namespaces")
+    faults(pair)
+
+
+def faults(pair=None):
+    """The hostile receiver and the faults: across the namespaces where they
+    can be made (make test), else over ipc."""
+    test_flood(pair)
+    test_orphan(pair)
+    test_left_stream(pair)
     test_slow(pair)
 
 
 def main():
     t0 = time.time()
+    # meson's timeout sends SIGTERM: unwind, so that the namespaces, the
+    # processes and the streams are removed below all the same.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     try:
         if ONLY:
             for name in ONLY:
@@ -773,15 +836,12 @@ def main():
             test_zstd()
             test_jpeg()
             test_users()
-            test_flood()
-            test_orphan()
-            test_left_stream()
             test_late()
             test_meta_switched()
             pair = netns.setup(TAG[-6:])
             if isinstance(pair, str):
                 print("skip two-host tests (network namespaces): " + pair)
-                test_slow()
+                faults()
             else:
                 try:
                     test_netns(pair)

@@ -756,6 +756,28 @@ def test_runtime_errors():
     check(name("missing") in p.stderr, "info missing: %r" % p.stderr)
 
 
+def test_bridge_missing():
+    """An install without the bridge (a copy of the tool alone, nothing on
+    PATH) says how to get one: the wheels, or libzmq's development files."""
+    import shutil
+    import tempfile
+    d = tempfile.mkdtemp(prefix=TAG)
+    try:
+        copy = shutil.copy(CLI, d)
+        env = {"PATH": d, "LD_LIBRARY_PATH": os.path.join(os.path.dirname(os.path.abspath(CLI)),
+                                                          "..")}
+        p = subprocess.run([copy, "bridge", "send", "cam", "ipc:///nonexistent"],
+                           capture_output=True, text=True, timeout=30, env=env)
+    finally:
+        shutil.rmtree(d)
+    lines = p.stderr.splitlines()
+    check(p.returncode == 1 and len(lines) == 1 and lines[0].startswith("shmlane: bridge: "),
+          "bridge without shmlane-bridge: one line, exit 1: %d %r" % (p.returncode, p.stderr))
+    for says in ("wheels include the bridge", "'pip install .'", "libzmq3-dev", "make deps build"):
+        check(says in p.stderr, "bridge without shmlane-bridge: says %r: %r" % (says, p.stderr))
+    check("never includes" not in p.stderr, "bridge without shmlane-bridge: no stale pip hint")
+
+
 def plant(tag, data):
     with open(shm_path(name(tag)), "wb") as f:
         f.write(data)
@@ -837,7 +859,8 @@ def main():
                      test_owner,
                      test_ls_closes_as_it_goes, test_ls_fails_on_unreadable_entries, test_ls,
                      test_stream_live, test_stream_writer_gone, test_top, test_top_losses,
-                     test_gc, test_usage_errors, test_runtime_errors, test_foreign_files,
+                     test_gc, test_usage_errors, test_runtime_errors, test_bridge_missing,
+                     test_foreign_files,
                      test_rm):
             before = len(failures)
             test()
