@@ -131,6 +131,15 @@ typedef struct {
   StreamLayout *layouts; /* the stream read now first, then those left */
   uint32_t ndeferred;
   shl_sample deferred[SHL_STREAM_MAX_SLOTS];
+  /* spin="auto": each slot's frame address in the stream read now (from the
+   * frames received there), and per slot a sample made over it ahead of its
+   * frame, with its array, unpinned until a frame lands there (ready_raw) and
+   * the caller's object holding both (ready); `spare`: a fresh sample left
+   * unused by a receive that took a ready one. */
+  const void *slot_data[SHL_STREAM_MAX_SLOTS];
+  struct Sample *ready_raw[SHL_STREAM_MAX_SLOTS];
+  PyObject *ready[SHL_STREAM_MAX_SLOTS];
+  struct Sample *spare;
 } Reader;
 
 enum loan_state { LOANED, PUBLISHED, DISCARDED };
@@ -148,12 +157,15 @@ struct Loan {
  * back once release() was called (or the sample is gone) and no exported view
  * remains, so a view kept past release never sees its slot rewritten. A
  * stand-in (receive_due() while the next frame is due) holds no frame and
- * pins nothing: it exports zero frames of the layout, as the reader does. */
-typedef struct {
+ * pins nothing: it exports zero frames of the layout, as the reader does.
+ * A prepared sample (spin="auto") exports its slot before a frame lands
+ * there and is held by its reader only, never given out unpinned; the
+ * receive that pins a frame at that very address hands it out. */
+typedef struct Sample {
   PyObject ob_base;
-  Reader *reader; /* NULL if nothing was received */
+  Reader *reader; /* NULL if nothing was received; borrowed while prepared */
   shl_sample s;
-  bool pinned, released, standin;
+  bool pinned, released, standin, prepared;
   Py_ssize_t exports;
   const StreamLayout *stream; /* its stream's, kept by the reader */
 } Sample;

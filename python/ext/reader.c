@@ -5,8 +5,24 @@
 
 #include "ext.h"
 
+/* The prepared samples, and the slots' addresses they were made over (a
+ * stream the reader followed its name to has its own). */
+static void forget_ready(Reader *r) {
+  for (int i = 0; i < SHL_STREAM_MAX_SLOTS; i++) {
+    r->slot_data[i] = NULL;
+    Py_CLEAR(r->ready[i]); /* its array with it */
+    if (r->ready_raw[i]) { /* exports nothing more (a caller of prepare() may keep it) */
+      r->ready_raw[i]->reader = NULL;
+      r->ready_raw[i]->stream = NULL;
+      Py_CLEAR(r->ready_raw[i]);
+    }
+  }
+}
+
 static void reader_drop(Base *b) {
   Reader *r = (Reader *)b;
+  forget_ready(r); /* before the layouts their arrays show */
+  Py_CLEAR(r->spare);
   shl_reader_close(r->r); /* frees the reader's entry; the stream stays */
   r->r = NULL;
   while (r->layouts) { /* no sample or view shows them any more: each pinned us */
@@ -66,6 +82,7 @@ static void sample_unpin(Sample *s) {
 static PyObject *reader_close(Reader *r, PyObject *unused) {
   (void)unused;
   if (r->receiving && !r->base.closed) shl_reader_wake(r->r); /* its receive() returns */
+  forget_ready(r); /* hands nothing out any more; what it holds goes now */
   base_close(&r->base);
   Py_RETURN_NONE;
 }
@@ -118,19 +135,48 @@ static int receive_sample(Reader *r, int64_t timeout_ns, uint32_t flags, shl_sam
   return rc;
 }
 
+static Sample *new_sample(Reader *r) {
+  Sample *s = r->spare;
+  r->spare = NULL;
+  if (!s) s = PyObject_New(Sample, state_of((PyObject *)r)->sample_type);
+  if (!s) return NULL;
+  s->reader = NULL;
+  s->pinned = s->released = s->standin = s->prepared = false;
+  s->exports = 0;
+  s->stream = NULL;
+  return s;
+}
+
+/* The object prepared for the frame just pinned in `got`, if one was made
+ * over that very address of the stream read now (spin="auto"): it takes the
+ * pin and is handed out with its array; `fresh` is kept for the next call. */
+static PyObject *take_ready(Reader *r, const shl_sample *got, Sample *fresh) {
+  Sample *p = got->slot < SHL_STREAM_MAX_SLOTS ? r->ready_raw[got->slot] : NULL;
+  if (!p || !r->ready[got->slot] || p->s.data != got->data || p->stream != r->layouts)
+    return NULL;
+  PyObject *out = r->ready[got->slot];
+  r->ready[got->slot] = NULL;
+  r->ready_raw[got->slot] = NULL;
+  Py_INCREF((PyObject *)r); /* borrowed while prepared */
+  p->prepared = false;
+  p->s = *got;
+  p->pinned = true;
+  r->held++;
+  r->base.pins++;
+  Py_DECREF(p); /* the object holds it */
+  r->spare = fresh;
+  return out;
+}
+
 /* receive(timeout) -> Sample, pinned; with SHL_WAIT_RETURN_DUE in flags,
- * a stand-in when the next frame is due (spin_ns SPIN_AUTO). */
-static PyObject *receive(Reader *r, PyObject *arg, uint32_t flags) {
-  modstate *st = state_of((PyObject *)r);
+ * a stand-in when the next frame is due (spin_ns SPIN_AUTO); with `ready`,
+ * the prepared object of the frame's slot if there is one. */
+static PyObject *receive(Reader *r, PyObject *arg, uint32_t flags, bool ready) {
   int64_t timeout_ns;
   if (!timeout_converter(arg, &timeout_ns) || !reader_ready(r)) return NULL;
   /* Allocated first, so that no failure can leave a slot pinned. */
-  Sample *s = PyObject_New(Sample, st->sample_type);
+  Sample *s = new_sample(r);
   if (!s) return NULL;
-  s->reader = NULL;
-  s->pinned = s->released = s->standin = false;
-  s->exports = 0;
-  s->stream = NULL;
   shl_sample got = {0};
   int rc = receive_sample(r, timeout_ns, flags, &got);
   if (rc == -EAGAIN && !r->base.closed) { /* due: a stand-in, pinning nothing */
@@ -140,6 +186,17 @@ static PyObject *receive(Reader *r, PyObject *arg, uint32_t flags) {
     s->standin = true;
     s->stream = r->layouts;
     return (PyObject *)s;
+  }
+  if (rc == 0 && !r->base.closed) {
+    if (got.flags & SHL_SAMPLE_NEW_STREAM) {
+      forget_ready(r); /* another mapping */
+    } else if (ready) {
+      PyObject *out = take_ready(r, &got, s);
+      if (out) {
+        r->slot_data[got.slot] = got.data;
+        return out;
+      }
+    }
   }
   if (rc == 0) {
     Py_INCREF((PyObject *)r);
@@ -151,6 +208,7 @@ static PyObject *receive(Reader *r, PyObject *arg, uint32_t flags) {
     /* The first frame from a stream the reader followed its name to. */
     if ((got.flags & SHL_SAMPLE_NEW_STREAM) && !r->base.closed) rc = reader_set_layout(r);
     s->stream = r->layouts;
+    if (rc == 0 && got.slot < SHL_STREAM_MAX_SLOTS) r->slot_data[got.slot] = got.data;
   }
   if (rc < 0 || r->base.closed) {
     Py_DECREF(s); /* gives back a pin taken after close */
@@ -159,13 +217,64 @@ static PyObject *receive(Reader *r, PyObject *arg, uint32_t flags) {
   return (PyObject *)s;
 }
 
-static PyObject *reader_receive(Reader *r, PyObject *arg) { return receive(r, arg, 0); }
+static PyObject *reader_receive(Reader *r, PyObject *arg) { return receive(r, arg, 0, false); }
+
+/* receive_ready(timeout): receive(), handing out the object prepared for
+ * the frame's slot (ready()) in place of a new Sample when there is one. */
+static PyObject *reader_receive_ready(Reader *r, PyObject *arg) { return receive(r, arg, 0, true); }
+
+/* prepare() -> [Sample]: for each slot whose address is known and that has
+ * no prepared object, the sample over it, pinning nothing, kept by the
+ * reader: the caller makes its object and array over it and gives them to
+ * ready(). The sample refers to its reader without a reference (the reader
+ * holds it); the reader cuts that link when it lets it go. */
+static PyObject *reader_prepare(Reader *r, PyObject *unused) {
+  (void)unused;
+  if (r->base.closed) return closed_error(&r->base);
+  PyObject *list = PyList_New(0);
+  for (uint32_t i = 0; list && i < SHL_STREAM_MAX_SLOTS; i++) {
+    if (!r->slot_data[i] || r->ready[i]) continue;
+    if (!r->ready_raw[i]) {
+      Sample *s = new_sample(r);
+      if (!s) {
+        Py_CLEAR(list);
+        break;
+      }
+      s->reader = r;
+      s->prepared = true;
+      s->s = (shl_sample){0};
+      s->s.data = r->slot_data[i];
+      s->s.slot = i;
+      s->stream = r->layouts;
+      r->ready_raw[i] = s;
+    }
+    if (PyList_Append(list, (PyObject *)r->ready_raw[i]) < 0) Py_CLEAR(list);
+  }
+  return list;
+}
+
+/* ready(sample, obj): obj (holding sample and its array) is what
+ * receive_ready() hands out for the next frame pinned at sample's address. */
+static PyObject *reader_set_ready(Reader *r, PyObject *args) {
+  PyObject *obj;
+  Sample *s;
+  if (!PyArg_ParseTuple(args, "O!O:ready", state_of((PyObject *)r)->sample_type, &s, &obj))
+    return NULL;
+  if (r->base.closed) return closed_error(&r->base);
+  if (!s->prepared || s->reader != r || r->ready_raw[s->s.slot] != s || r->ready[s->s.slot]) {
+    PyErr_SetString(PyExc_ValueError, "not a sample prepare() gave for this stream");
+    return NULL;
+  }
+  Py_INCREF(obj);
+  r->ready[s->s.slot] = obj;
+  Py_RETURN_NONE;
+}
 
 /* receive_due(timeout) -> Sample; while the next frame is due (the
  * predictive wait's window is open), at once a stand-in, on which the caller
  * warms up its own path to a frame before it receives without the flag. */
 static PyObject *reader_receive_due(Reader *r, PyObject *arg) {
-  return receive(r, arg, SHL_WAIT_RETURN_DUE);
+  return receive(r, arg, SHL_WAIT_RETURN_DUE, false);
 }
 
 static bool same_frames(const Layout *a, const Layout *b) {
@@ -234,6 +343,12 @@ static PyMethodDef reader_methods[] = {
     {"receive_due", (PyCFunction)reader_receive_due, METH_O,
      "receive_due(timeout) -> Sample; when spin_ns is SPIN_AUTO and the next frame is due, at "
      "once a stand-in (not pinned; exports zero frames) to warm up on, then receive()."},
+    {"receive_ready", (PyCFunction)reader_receive_ready, METH_O,
+     "receive_ready(timeout) -> the object given to ready() for the frame's slot, or a Sample."},
+    {"prepare", (PyCFunction)reader_prepare, METH_NOARGS,
+     "prepare() -> [Sample]: unpinned samples over the slots with no prepared object yet."},
+    {"ready", (PyCFunction)reader_set_ready, METH_VARARGS,
+     "ready(sample, obj): receive_ready() hands out obj for the next frame at sample's slot."},
     {"receive_into", (PyCFunction)reader_receive_into, METH_VARARGS,
      "receive_into(buffer, timeout) -> (seq, timestamp_ns, lost). Copies the next frame out."},
     {"info", (PyCFunction)reader_info, METH_NOARGS,
@@ -308,6 +423,10 @@ static PyObject *sample_release(Sample *s, PyObject *unused) {
 
 /* Buffer protocol: the pinned frame, read-only, until released. */
 static int sample_getbuffer(Sample *s, Py_buffer *view, int flags) {
+  if (!s->reader) { /* a prepared sample its reader let go */
+    PyErr_SetString(PyExc_BufferError, "the reader let this sample go");
+    return -1;
+  }
   Base *b = &s->reader->base;
   if (s->released) {
     PyErr_Format(PyExc_BufferError, "sample %llu of stream '%s' was released",
@@ -334,7 +453,7 @@ static void sample_releasebuffer(Sample *s, Py_buffer *view) {
 static void sample_dealloc(Sample *s) {
   PyTypeObject *type = Py_TYPE((PyObject *)s);
   sample_unpin(s); /* no view remains: each holds a reference */
-  Py_XDECREF((PyObject *)s->reader);
+  if (!s->prepared) Py_XDECREF((PyObject *)s->reader);
   free_object(type, s);
   Py_DECREF(type);
 }
@@ -477,6 +596,12 @@ PyObject *mod_reader_open(PyObject *mod, PyObject *args) {
   r->spin_ns = 0;
   r->ndeferred = 0;
   r->layouts = NULL;
+  r->spare = NULL;
+  for (int i = 0; i < SHL_STREAM_MAX_SLOTS; i++) {
+    r->slot_data[i] = NULL;
+    r->ready_raw[i] = NULL;
+    r->ready[i] = NULL;
+  }
   rc = base_init(&r->base, shl_reader_segment(o.r), "stream reader", reader_drop);
   r->base.idle = reader_idle;
   if (rc == 0) rc = reader_set_layout(r);

@@ -585,10 +585,15 @@ class Reader(Described):
         that the interpreter's path is warm; after a few rounds the core
         waits for the frame, spinning in its window without the GIL. The core
         opens the next windows earlier by the time the rounds took
-        (src/pace.c). Each sample's array is made here, inside the loop."""
-        receive, rounds, deadline = self._raw.receive_due, _REHEARSALS, None
+        (src/pace.c). In the first round, each slot the frame may land in
+        gets its Sample and array made ahead (_prepare): the frame's receive
+        hands out the one of its slot, pinned, with nothing left to make."""
+        raw_reader = self._raw
+        receive, rounds, deadline = raw_reader.receive_due, _REHEARSALS, None
         while True:
             raw = receive(timeout)
+            if raw.__class__ is Sample:  # made ahead for the frame's slot
+                return raw
             sample = self._sample(raw)
             try:
                 sample.array
@@ -597,13 +602,25 @@ class Reader(Described):
             if not raw.standin:
                 return sample
             sample.release()
+            if rounds == _REHEARSALS:
+                self._prepare()
             rounds -= 1
             if not rounds:
-                receive = self._raw.receive
+                receive = raw_reader.receive_ready
             if timeout is not None:
                 if deadline is None:
                     deadline = _monotonic() + timeout
                 timeout = max(0.0, deadline - _monotonic())
+
+    def _prepare(self) -> None:
+        """A Sample and its array over each slot whose frame address the
+        reader knows and that has none yet, unpinned and kept by the core's
+        reader, which hands one out only once a frame is pinned in its slot."""
+        raw_reader = self._raw
+        for raw in raw_reader.prepare():
+            sample = Sample(raw, self._wrap, self._meta)
+            sample.array
+            raw_reader.ready(raw, sample)
 
     def receive_into(self, out: Any, timeout: Optional[float] = None) -> Tuple[int, int, int]:
         """Copy the next frame (per the policy) into `out` and release its slot

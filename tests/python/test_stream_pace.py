@@ -174,3 +174,74 @@ def test_frames_after_the_window(name):
                 threading.Timer(0.04, writer.publish, (frame,)).start()  # 2 periods
                 with reader.receive(timeout=5) as sample:
                     assert sample.array["t"].tolist() == [t] * 3 and sample.meta["n"] == t
+
+
+def test_samples_made_ahead_keep_their_frames(name):
+    """In the window, receive() makes each slot's Sample and array before a
+    frame lands there (_prepare); the receive that pins a frame in a slot
+    hands out that slot's, with its array. What it hands out keeps its frame
+    as any sample does; the ones never handed out pin nothing, and are let
+    go with their reader."""
+    with shmlane.Writer(name, shape=(8,), dtype="<u8") as writer:
+        with shmlane.Reader(name, spin="auto", max_pinned=3) as reader:
+            assert reader._raw.prepare() == []  # no slot's address known yet
+            known = set()
+            for value in range(1, 5):
+                writer.publish(np.full(8, value, "<u8"))
+                with reader.receive(timeout=5) as sample:
+                    known.add(sample._raw.slot)
+            made = reader._raw.prepare()
+            assert {raw.slot for raw in made} == known and not any(raw.pinned for raw in made)
+            assert all(np.asarray(raw).shape == (8,) for raw in made)
+            kept, handed = [], 0
+            for value in range(5, 25):
+                reader._prepare()
+                assert reader._raw.prepare() == []  # each known slot has its object
+                writer.publish(np.full(8, value, "<u8"))
+                got = reader._raw.receive_ready(5)
+                ahead = isinstance(got, shmlane.Sample)  # the one made for its slot
+                sample = got if ahead else shmlane.Sample(got, reader._wrap, None)
+                assert ahead == (sample._raw.slot in known) and sample._raw.pinned
+                assert not ahead or sample._array is not None
+                handed += ahead
+                known.add(sample._raw.slot)
+                assert (sample.seq, int(sample.array[0])) == (value, value)
+                if value in (8, 13):
+                    kept.append((sample.array, value))  # pins its slot past release()
+                sample.release()
+            assert handed >= 15
+            for array, value in kept:  # the writer put no frame there since
+                assert array.tolist() == [value] * 8
+            with pytest.raises(ValueError, match="prepare"):
+                reader._raw.ready(made[0], object())  # handed out, or has its object
+            writer.publish(np.full(8, 25, "<u8"))
+            reader._raw.receive_ready(5).release()
+            left = reader._raw.prepare()  # for the slots handed out since _prepare()
+            assert left and np.asarray(left[0]).shape == (8,)
+        # closed, though the kept arrays pin their frames: it exports nothing
+        with pytest.raises(BufferError, match="let this sample go"):
+            memoryview(left[0])
+        for array, value in kept:
+            assert array.tolist() == [value] * 8
+
+
+def test_a_followed_stream_gets_no_sample_made_for_the_old_one(name):
+    with shmlane.Writer(name, shape=(8,), dtype="<u8") as writer:
+        reader = shmlane.Reader(name, spin="auto")
+        for value in range(1, 9):
+            writer.publish(np.full(8, value, "<u8"))
+            reader.receive(timeout=5).release()
+        old = reader._raw.prepare()
+        reader._prepare()  # their objects
+        assert old and reader._raw.prepare() == []
+    with shmlane.Writer(name, shape=(4,), dtype="<u2", replace=True) as writer:
+        writer.publish(np.full(4, 7, "<u2"))
+        with reader:
+            raw = reader._raw.receive_ready(5)
+            assert not isinstance(raw, shmlane.Sample) and raw.new_stream
+            assert np.asarray(raw).shape == (4,)
+            fresh = reader._raw.prepare()  # the new stream's slot known so far
+            assert [x.slot for x in fresh] == [raw.slot] and np.asarray(fresh[0]).shape == (4,)
+            raw.release()
+            with pytest.raises(BufferError, match="let this sample go"):
+                memoryview(old[0])
