@@ -602,6 +602,7 @@ class Reader(Described):
             if not raw.standin:
                 return sample
             sample.release()
+            del sample, raw  # freed here, not on the frame's way out
             if rounds == _REHEARSALS:
                 self._prepare()
             rounds -= 1
