@@ -221,11 +221,34 @@ fail:
   return NULL;
 }
 
+/* The stream's reader entries in use, each (pid, alive, policy, pinned mask,
+ * next_seq, lost): what each reader recorded, for people (unchecked). */
+static PyObject *reader_entries(Base *b, const shl_segment *seg, uint32_t max_readers) {
+  PyObject *list = PyList_New(0);
+  for (uint32_t i = 0; list && i < max_readers; i++) {
+    shl_stream_reader r = SHL_STREAM_READER_INIT;
+    int rc = shl_stream_get_reader(seg, i, &r);
+    if (rc < 0) {
+      Py_DECREF(list);
+      return set_error(state_of((PyObject *)b), rc, b->name, AT_STREAM);
+    }
+    if (rc == 0) continue;
+    PyObject *entry = Py_BuildValue("(iiIKKK)", (int)r.pid, r.alive, r.policy,
+                                    (unsigned long long)r.pinned, (unsigned long long)r.next_seq,
+                                    (unsigned long long)r.lost);
+    if (!entry || PyList_Append(list, entry) < 0) Py_CLEAR(list);
+    Py_XDECREF(entry);
+  }
+  return list;
+}
+
 PyObject *stream_info(Base *b, const shl_segment *seg) {
   shl_stream_info s = SHL_STREAM_INFO_INIT;
   int rc = shl_stream_get_info(seg, &s);
   if (rc < 0) return set_error(state_of((PyObject *)b), rc, b->name, AT_STREAM);
-  return Py_BuildValue("{s:I,s:I,s:O,s:I,s:i,s:i,s:K,s:K,s:K,s:K,s:K,s:O,s:K}", "slots", s.slots,
+  PyObject *entries = reader_entries(b, seg, s.max_readers);
+  if (!entries) return NULL;
+  return Py_BuildValue("{s:I,s:I,s:O,s:I,s:i,s:i,s:K,s:K,s:K,s:K,s:K,s:O,s:K,s:N}", "slots", s.slots,
                        "max_readers", s.max_readers, "block",
                        s.flags & SHL_STREAM_BLOCK ? Py_True : Py_False, "readers_alive",
                        s.readers_alive, "writer_pid", (int)s.writer_pid, "writer_alive",
@@ -234,7 +257,7 @@ PyObject *stream_info(Base *b, const shl_segment *seg) {
                        (unsigned long long)s.slot_stride, "meta_size",
                        (unsigned long long)s.meta_size, "base_seq", (unsigned long long)s.base_seq,
                        "replaced", s.replaced ? Py_True : Py_False, "period_ns",
-                       (unsigned long long)s.period_ns);
+                       (unsigned long long)s.period_ns, "reader_entries", entries);
 }
 
 PyObject *stream_meta_format(Base *b, int64_t rc, const char *format) {

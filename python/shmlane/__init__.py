@@ -40,7 +40,7 @@ from ._shmlane import (
     StreamBusy,
     WriterGone,
 )
-from ._stream import Loan, Reader, Sample, StreamInfo, Writer, stream_info
+from ._stream import Loan, Reader, ReaderEntry, Sample, StreamInfo, Writer, stream_info
 from . import _video
 from ._video import *  # noqa: F401,F403 - VideoCapture, VideoWriter and OpenCV's CAP_PROP_* numbers
 
@@ -53,6 +53,7 @@ __all__ = [
     "Loan",
     "LockRecovered",
     "Reader",
+    "ReaderEntry",
     "Sample",
     "Segment",
     "SegmentInfo",

@@ -35,6 +35,8 @@ from ._common import (
 )
 from ._shmlane import LayoutChanged, LayoutMismatch, WriterGone
 from ._stream_layout import (
+    POLICIES as _POLICIES,
+    ReaderEntry,
     StreamInfo,
     Wrap,
     Meta,
@@ -47,9 +49,7 @@ from ._stream_layout import (
     stream_info,
 )
 
-__all__ = ["Loan", "Reader", "Sample", "StreamInfo", "Writer"]
-
-_POLICIES = {"latest": _shmlane.RECV_LATEST, "all": _shmlane.RECV_ALL}
+__all__ = ["Loan", "Reader", "ReaderEntry", "Sample", "StreamInfo", "Writer"]
 
 # spin="auto": how many times receive() takes a frame's way with the core's
 # stand-in once the next frame is due (the first, cold, is slow).

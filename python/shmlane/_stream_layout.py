@@ -14,6 +14,24 @@ from . import _ctypes, _dtype, _layout, _shmlane
 from ._shmlane import LayoutMismatch
 
 
+# A reader's receive policy by name, and back.
+POLICIES = {"latest": _shmlane.RECV_LATEST, "all": _shmlane.RECV_ALL}
+_POLICY_NAMES = {code: name for name, code in POLICIES.items()}
+
+
+class ReaderEntry(NamedTuple):
+    """One reader of a stream as it recorded itself (StreamInfo.reader_entries):
+    for people, as `shmlane top` shows it; a peer that may write the stream
+    may write any number here."""
+
+    pid: int  # in the reader's own PID namespace
+    alive: Optional[bool]  # False: died, its slots not yet reclaimed; None: cannot tell
+    policy: str  # "latest" or "all"
+    pinned: int  # slots it holds now
+    next_seq: int  # an "all" reader's next frame wanted
+    lost: int  # frames it missed, as it counts them
+
+
 class StreamInfo(NamedTuple):
     """A stream's bookkeeping: Writer.info(), Reader.info(), SegmentInfo.stream."""
 
@@ -29,6 +47,7 @@ class StreamInfo(NamedTuple):
     first_seq: int = 1  # frames are numbered from here (more than 1 after a replacement)
     replaced: bool = False  # a writer put a newer stream under the name
     period_ns: int = 0  # the frame period the writer declared (Writer(fps=)), 0 unknown
+    reader_entries: Tuple[ReaderEntry, ...] = ()  # the readers in the stream's table
 
     @property
     def fps(self) -> float:
@@ -52,6 +71,10 @@ def stream_info(raw: Union[_shmlane.Handle, _shmlane.Writer, _shmlane.Reader]) -
         first_seq=info["base_seq"] + 1,
         replaced=info["replaced"],
         period_ns=info["period_ns"],
+        reader_entries=tuple(
+            ReaderEntry(pid, {1: True, 0: False}.get(alive), _POLICY_NAMES.get(policy, str(policy)),
+                        bin(pinned).count("1"), next_seq, lost)
+            for pid, alive, policy, pinned, next_seq, lost in info["reader_entries"]),
     )
 
 

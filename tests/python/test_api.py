@@ -60,7 +60,8 @@ def test_reprs(new_name):
         f"StreamInfo(slots=4, max_readers=64, block=False, readers=1, "
         f"writer_pid={os.getpid()}, writer_alive=True, last_seq=2, "
         f"last_timestamp_ns={info.last_timestamp_ns}, meta_size=0, first_seq=1, replaced=False, "
-        f"period_ns=0)"
+        f"period_ns=0, reader_entries=(ReaderEntry(pid={os.getpid()}, alive=True, policy='all', "
+        f"pinned=0, next_seq=2, lost=0),))"
     )
     reader.close()
     writer.close()
@@ -234,10 +235,14 @@ def test_stream_info_values(name):
     info = writer.info()
     assert (info.readers, info.last_seq) == (1, 2)
     assert t0 <= info.last_timestamp_ns <= t1
+    assert info.reader_entries == (shmlane.ReaderEntry(me, True, "all", 0, 1, 0),)
     reader.receive(timeout=5).release()
     with reader.receive(timeout=5) as sample:
         assert sample.seq == 2 and sample.timestamp_ns == info.last_timestamp_ns
-    assert reader.info() == info
+        held = reader.info()
+    assert held.reader_entries == (shmlane.ReaderEntry(me, True, "all", 1, 3, 0),)
+    info = reader.info()
+    assert info == held._replace(reader_entries=(shmlane.ReaderEntry(me, True, "all", 0, 3, 0),))
     # One frame is 6 bytes; a slot takes 64, the smallest slot stride.
     assert writer._raw.info()["slot_stride"] == 64
     entry = listed(name)
@@ -248,7 +253,28 @@ def test_stream_info_values(name):
     reader.close()
     writer.close()
     closed = listed(name).stream
-    assert closed == info._replace(readers=0, writer_pid=0, writer_alive=False)
+    assert closed == info._replace(readers=0, writer_pid=0, writer_alive=False, reader_entries=())
+
+
+def test_reader_entries_show_losses_and_pins(name):
+    """StreamInfo.reader_entries: each reader's policy, pins and the frames it
+    lost, as it counts them (here an `all` reader lapped by a writer that does
+    not wait for it, and a `latest` reader holding a frame)."""
+    me = os.getpid()
+    with shmlane.Writer(name, shape=(2,), dtype="u1", slots=4) as writer, \
+            shmlane.Reader(name, policy="all", timeout=0) as lapped, \
+            shmlane.Reader(name, policy="latest", timeout=0) as newest:
+        for value in range(10):
+            writer.publish(np.full(2, value, "u1"))
+        first = lapped.receive(timeout=5)
+        assert first.lost > 0
+        with newest.receive(timeout=5) as sample:
+            assert sample.seq == 10
+            entries = sorted(writer.info().reader_entries, key=lambda e: e.policy)
+        first.release()
+        assert entries[0] == shmlane.ReaderEntry(me, True, "all", 1, first.seq + 1, first.lost)
+        # next_seq is an `all` reader's: a `latest` one's means nothing.
+        assert entries[1]._replace(next_seq=0) == shmlane.ReaderEntry(me, True, "latest", 1, 0, 0)
 
 
 def test_declared_frame_rate_is_stored_with_the_stream(name):

@@ -473,7 +473,8 @@ def test_list_shows_streams(stream, name):
     assert info.stream is not None
     assert (info.stream.slots, info.stream.readers, info.stream.last_seq) == (4, 1, 3)
     assert info.stream.writer_alive is True and not info.stream.block
-    assert stream.info() == info.stream._replace(readers=0)
+    assert len(info.stream.reader_entries) == 1
+    assert stream.info() == info.stream._replace(readers=0, reader_entries=())
 
 
 def test_release_from_another_thread_while_receiving(name):
