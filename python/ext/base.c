@@ -228,6 +228,7 @@ static PyObject *reader_entries(Base *b, const shl_segment *seg, uint32_t max_re
   for (uint32_t i = 0; list && i < max_readers; i++) {
     shl_stream_reader r = SHL_STREAM_READER_INIT;
     int rc = shl_stream_get_reader(seg, i, &r);
+    if (rc == -ERANGE) break; /* fewer entries than counted: the header changed meanwhile */
     if (rc < 0) {
       Py_DECREF(list);
       return set_error(state_of((PyObject *)b), rc, b->name, AT_STREAM);
