@@ -34,6 +34,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "bridge"))
 import netns  # noqa: E402
+from run import per_round, spread  # noqa: E402
 
 SIZES = [("640x480x3", "480,640,3", 640 * 480 * 3), ("1920x1080x3", "1080,1920,3", 1920 * 1080 * 3)]
 # Shaped links: (rate for tc, frame, the bridge's options, the frames: camera-like, or
@@ -127,21 +128,20 @@ def case(bin_dir, method, shape, nbytes, fps, seconds, host, ns, port, extra=(),
                movers=(0, 1))
 
 
-def summary(vals):
-    """[median, min, max] of the values that are there, or None."""
-    vals = [v for v in vals if v is not None]
-    return [statistics.median(vals), min(vals), max(vals)] if vals else None
+def as_list(st):
+    """run.py's spread as [median, min, max], or None without values."""
+    return [st["median"], st["min"], st["max"]] if st["n"] else None
 
 
 def summarise(rounds, keys):
-    """{key: [median, min, max]} over the rounds' results."""
-    return {k: summary(r.get(k) for r in rounds) for k in keys}
+    """{key: [median, min, max]} over the rounds' results that are there."""
+    return {k: as_list(spread([r[k] for r in rounds if r.get(k) is not None])) for k in keys}
 
 
 def ratios(rounds, base, key):
     """The rounds' ratios of key to base's same round: [median, min, max]."""
-    return summary(r[key] / b[key] if r.get(key) and b.get(key) else None
-                   for r, b in zip(rounds, base))
+    nan = float("nan")
+    return as_list(per_round([r.get(key) or nan for r in rounds], [b.get(key) or nan for b in base]))
 
 
 def fmt(v, f="%.2f"):

@@ -19,6 +19,7 @@ import numpy as np
 
 from . import _ctypes, _dtype, _layout, _shmlane
 from ._common import (
+    ALIVE,
     OWNER_ANY,
     OWNER_CREATOR,
     Described,
@@ -441,7 +442,7 @@ def _info(name: str) -> Optional[SegmentInfo]:
         nbytes=info["payload_size"],
         changes=info["changes"],
         creator_pid=info["creator_pid"],
-        alive={1: True, 0: False}.get(info["creator_alive"]),
+        alive=ALIVE.get(info["creator_alive"]),
         kind=_KINDS.get(info["kind"]),
         stream=stream,
         uid=info["uid"],

@@ -17,6 +17,8 @@ T = TypeVar("T")
 # How long an asyncio cancellation may wait for the thread running a blocking call.
 ASYNC_SLICE = 0.05
 SPIN_MAX = _shmlane.SPIN_MAX_NS / 1e9  # seconds; the core caps a wait's spin there
+# The core's answers to "is it alive?" (1, 0, -1: cannot tell) as True, False, None.
+ALIVE = {1: True, 0: False}
 
 
 def deprecated(old: str, new: str) -> None:

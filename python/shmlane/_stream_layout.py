@@ -11,6 +11,7 @@ from typing import Any, Callable, NamedTuple, Optional, Tuple, Union
 import numpy as np
 
 from . import _ctypes, _dtype, _layout, _shmlane
+from ._common import ALIVE
 from ._shmlane import LayoutMismatch
 
 
@@ -64,7 +65,7 @@ def stream_info(raw: Union[_shmlane.Handle, _shmlane.Writer, _shmlane.Reader]) -
         block=info["block"],
         readers=info["readers_alive"],
         writer_pid=info["writer_pid"],
-        writer_alive={1: True, 0: False}.get(info["writer_alive"]),
+        writer_alive=ALIVE.get(info["writer_alive"]),
         last_seq=info["last_seq"],
         last_timestamp_ns=info["last_timestamp_ns"],
         meta_size=info["meta_size"],
@@ -72,7 +73,7 @@ def stream_info(raw: Union[_shmlane.Handle, _shmlane.Writer, _shmlane.Reader]) -
         replaced=info["replaced"],
         period_ns=info["period_ns"],
         reader_entries=tuple(
-            ReaderEntry(pid, {1: True, 0: False}.get(alive), _POLICY_NAMES.get(policy, str(policy)),
+            ReaderEntry(pid, ALIVE.get(alive), _POLICY_NAMES.get(policy, str(policy)),
                         bin(pinned).count("1"), next_seq, lost)
             for pid, alive, policy, pinned, next_seq, lost in info["reader_entries"]),
     )
