@@ -140,6 +140,9 @@ typedef struct {
   struct Sample *ready_raw[SHL_STREAM_MAX_SLOTS];
   PyObject *ready[SHL_STREAM_MAX_SLOTS];
   struct Sample *spare;
+  /* receive_auto()'s way to the caller's reader object: weak methods
+   * (weakref.WeakMethod), so that object can go as soon as it is dropped. */
+  PyObject *rehearse, *adopt;
 } Reader;
 
 enum loan_state { LOANED, PUBLISHED, DISCARDED };

@@ -23,6 +23,8 @@ static void reader_drop(Base *b) {
   Reader *r = (Reader *)b;
   forget_ready(r); /* before the layouts their arrays show */
   Py_CLEAR(r->spare);
+  Py_CLEAR(r->rehearse);
+  Py_CLEAR(r->adopt);
   shl_reader_close(r->r); /* frees the reader's entry; the stream stays */
   r->r = NULL;
   while (r->layouts) { /* no sample or view shows them any more: each pinned us */
@@ -223,6 +225,75 @@ static PyObject *reader_receive(Reader *r, PyObject *arg) { return receive(r, ar
  * the frame's slot (ready()) in place of a new Sample when there is one. */
 static PyObject *reader_receive_ready(Reader *r, PyObject *arg) { return receive(r, arg, 0, true); }
 
+/* The caller's method behind the weak method `ref`, or NULL (error set). */
+static PyObject *owner_method(Reader *r, PyObject *ref) {
+  PyObject *m = ref ? PyObject_CallNoArgs(ref) : NULL;
+  if (m == Py_None) {
+    Py_DECREF(m);
+    m = NULL;
+  }
+  if (!m && !PyErr_Occurred())
+    PyErr_Format(PyExc_ReferenceError, "stream '%s': the Reader this receive belongs to is gone",
+                 r->base.name);
+  return m;
+}
+
+static PyObject *call_owner(Reader *r, PyObject *ref, PyObject *arg) {
+  PyObject *m = owner_method(r, ref);
+  PyObject *out = m ? PyObject_CallOneArg(m, arg) : NULL;
+  Py_XDECREF(m);
+  return out;
+}
+
+/* auto(rehearse, adopt): the weak methods receive_auto() calls. */
+static PyObject *reader_set_auto(Reader *r, PyObject *args) {
+  PyObject *rehearse, *adopt;
+  if (!PyArg_ParseTuple(args, "OO:auto", &rehearse, &adopt)) return NULL;
+  if (r->base.closed) return closed_error(&r->base);
+  Py_INCREF(rehearse);
+  Py_INCREF(adopt);
+  Py_CLEAR(r->rehearse);
+  Py_CLEAR(r->adopt);
+  r->rehearse = rehearse;
+  r->adopt = adopt;
+  Py_RETURN_NONE;
+}
+
+/* receive_auto(timeout=None): Reader.receive() of spin="auto", called by the
+ * caller directly. rehearse(timeout) runs the caller's rounds on the
+ * stand-ins while the frame is due and returns (frame, None) if one came
+ * meanwhile, else (None, the time left); then the frame: one landing in a
+ * slot with a prepared object goes back to the caller as is, with no Python
+ * frame on its way out (after a frame period's sleep the interpreter's
+ * returns are cold, slower than the core's whole path); any other goes
+ * through adopt(sample). */
+static PyObject *reader_receive_auto(Reader *r, PyObject *const *args, Py_ssize_t nargs,
+                                     PyObject *kwnames) {
+  Py_ssize_t nkw = kwnames ? PyTuple_Size(kwnames) : 0;
+  if (nargs + nkw > 1 ||
+      (nkw == 1 && PyUnicode_CompareWithASCIIString(PyTuple_GetItem(kwnames, 0), "timeout") != 0)) {
+    PyErr_SetString(PyExc_TypeError, "receive() takes one argument, timeout");
+    return NULL;
+  }
+  PyObject *ran = call_owner(r, r->rehearse, nargs + nkw ? args[0] : Py_None);
+  if (!ran) return NULL;
+  PyObject *frame, *left;
+  if (!PyArg_ParseTuple(ran, "OO", &frame, &left)) {
+    Py_DECREF(ran);
+    return NULL;
+  }
+  PyObject *got = frame;
+  if (frame != Py_None)
+    Py_INCREF(got);
+  else
+    got = receive(r, left, 0, true);
+  Py_DECREF(ran);
+  if (frame != Py_None || !got || Py_TYPE(got) != state_of((PyObject *)r)->sample_type) return got;
+  PyObject *out = call_owner(r, r->adopt, got);
+  Py_DECREF(got);
+  return out;
+}
+
 /* prepare() -> [Sample]: for each slot whose address is known and that has
  * no prepared object, the sample over it, pinning nothing, kept by the
  * reader: the caller makes its object and array over it and gives them to
@@ -345,6 +416,12 @@ static PyMethodDef reader_methods[] = {
      "once a stand-in (not pinned; exports zero frames) to warm up on, then receive()."},
     {"receive_ready", (PyCFunction)reader_receive_ready, METH_O,
      "receive_ready(timeout) -> the object given to ready() for the frame's slot, or a Sample."},
+    {"receive_auto", (PyCFunction)(void (*)(void))reader_receive_auto,
+     METH_FASTCALL | METH_KEYWORDS,
+     "receive_auto(timeout=None): receive() for spin=\"auto\", through the methods given to auto()."},
+    {"auto", (PyCFunction)reader_set_auto, METH_VARARGS,
+     "auto(rehearse, adopt): weak methods: rehearse(timeout) -> (frame or None, time left); "
+     "adopt(sample) makes what receive_auto() returns for a frame with no prepared object."},
     {"prepare", (PyCFunction)reader_prepare, METH_NOARGS,
      "prepare() -> [Sample]: unpinned samples over the slots with no prepared object yet."},
     {"ready", (PyCFunction)reader_set_ready, METH_VARARGS,
@@ -597,6 +674,7 @@ PyObject *mod_reader_open(PyObject *mod, PyObject *args) {
   r->ndeferred = 0;
   r->layouts = NULL;
   r->spare = NULL;
+  r->rehearse = r->adopt = NULL;
   for (int i = 0; i < SHL_STREAM_MAX_SLOTS; i++) {
     r->slot_data[i] = NULL;
     r->ready_raw[i] = NULL;

@@ -17,6 +17,7 @@ See the Streams section of docs/python.md.
 
 from __future__ import annotations
 
+import weakref
 from time import monotonic as _monotonic
 from typing import Any, Iterator, Optional, Tuple, Union
 
@@ -506,7 +507,12 @@ class Reader(Described):
             raise
         self._raw = raw
         self._policy = policy
-        self._poll_due = spin == "auto"
+        if spin == "auto":
+            # receive() is then the extension's: a frame made ready ahead goes
+            # back with no Python frame on its way (see _rehearse). Weak
+            # methods, so that dropping this reader still closes it at once.
+            raw.auto(weakref.WeakMethod(self._rehearse), weakref.WeakMethod(self._sample))
+            self.receive = raw.receive_auto  # type: ignore[method-assign]
 
     def _learn_layout(self, raw: _shmlane.Reader) -> None:
         """Take the layout of the stream raw reads now, checked against the
@@ -525,6 +531,7 @@ class Reader(Described):
             self._learn_layout(self._raw)
         except LayoutMismatch as exc:
             sample.release()
+            self.__dict__.pop("receive", None)  # receive_auto: the check below first
             self._refused = (
                 f"stream '{self.name}' was replaced by one this reader does not accept: {exc}"
             )
@@ -574,44 +581,39 @@ class Reader(Described):
         other than the shape/dtype/meta this reader asked for, LayoutChanged
         instead. Blocks without the GIL; Ctrl-C interrupts it."""
         self._check_refused()
-        if self._poll_due:
-            return self._receive_due(timeout)
         return self._sample(self._raw.receive(timeout))
 
-    def _receive_due(self, timeout: Optional[float]) -> Sample:
-        """spin="auto": while the next frame is due, the core answers at once
-        with a stand-in (no frame) instead of spinning. The stand-in goes the
-        way a frame goes, through this very loop and its Sample and array, so
-        that the interpreter's path is warm; after a few rounds the core
-        waits for the frame, spinning in its window without the GIL. The core
-        opens the next windows earlier by the time the rounds took
-        (src/pace.c). In the first round, each slot the frame may land in
-        gets its Sample and array made ahead (_prepare): the frame's receive
-        hands out the one of its slot, pinned, with nothing left to make."""
-        raw_reader = self._raw
-        receive, rounds, deadline = raw_reader.receive_due, _REHEARSALS, None
-        while True:
-            raw = receive(timeout)
-            if raw.__class__ is Sample:  # made ahead for the frame's slot
-                return raw
+    def _rehearse(self, timeout: Optional[float]) -> Tuple[Optional[Sample], Optional[float]]:
+        """receive() of spin="auto" (the extension's receive_auto) runs this
+        first. While the next frame is due, the core answers at once with a
+        stand-in (no frame) instead of spinning; the stand-in goes the way a
+        frame goes, through its Sample and array, so that the interpreter's
+        path is warm, and the core opens the next windows earlier by the
+        time the rounds took (src/pace.c). In the first round, each slot the
+        frame may land in gets its Sample and array made ahead (_prepare).
+        Returns (the frame, None) if one came meanwhile, else (None, the
+        time left): the extension then waits for the frame, spinning in its
+        window without the GIL, and hands out the object made for its slot
+        straight to the caller."""
+        raw_reader, deadline = self._raw, None
+        for rounds in range(_REHEARSALS, 0, -1):
+            raw = raw_reader.receive_due(timeout)
             sample = self._sample(raw)
             try:
                 sample.array
             except BufferError:  # a stand-in of a reader closed meanwhile: the next call says so
                 pass
             if not raw.standin:
-                return sample
+                return sample, None
             sample.release()
             del sample, raw  # freed here, not on the frame's way out
             if rounds == _REHEARSALS:
                 self._prepare()
-            rounds -= 1
-            if not rounds:
-                receive = raw_reader.receive_ready
             if timeout is not None:
                 if deadline is None:
                     deadline = _monotonic() + timeout
                 timeout = max(0.0, deadline - _monotonic())
+        return None, timeout
 
     def _prepare(self) -> None:
         """A Sample and its array over each slot whose frame address the

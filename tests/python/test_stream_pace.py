@@ -245,3 +245,60 @@ def test_a_followed_stream_gets_no_sample_made_for_the_old_one(name):
             raw.release()
             with pytest.raises(BufferError, match="let this sample go"):
                 memoryview(old[0])
+
+
+def test_receive_is_the_extension_s_call(name):
+    """spin="auto": receive() is the extension's own call, so a frame made
+    ready ahead goes back with no Python frame on its way; it takes the
+    time-out as receive() does, by position or by name, and nothing else."""
+    with shmlane.Writer(name, shape=(8,), dtype="<u8", fps=100) as writer:
+        with shmlane.Reader(name, spin="auto") as reader:
+            plain = shmlane.Reader(name)
+            assert reader.receive.__self__ is reader._raw and plain.receive.__self__ is plain
+            plain.close()
+            with pytest.raises(TypeError, match="timeout"):
+                reader.receive(timeout=1, wait=2)
+            with pytest.raises(TypeError, match="timeout"):
+                reader.receive(1, 2)
+            with pytest.raises(TypeError, match="timeout"):
+                reader.receive(wait=1)
+            start = time.monotonic()
+            with pytest.raises(TimeoutError):
+                reader.receive(timeout=0.05)
+            assert 0.05 <= time.monotonic() - start < 2
+            for value in range(1, 30):  # a pace of 100 fps: frames in their windows
+                threading.Timer(0.01, writer.publish, (np.full(8, value, "<u8"),)).start()
+                sample = reader.receive(5) if value % 2 else reader.receive(timeout=5)
+                assert isinstance(sample, shmlane.Sample)
+                assert (sample.seq, sample.array.tolist()) == (value, [value] * 8)
+                sample.release()
+
+
+def test_receive_of_a_reader_dropped_meanwhile(name):
+    """The extension reaches the reader through weak methods: a reader that
+    is dropped is closed at once, as without spin="auto", and its receive()
+    kept elsewhere says so."""
+    with shmlane.Writer(name, shape=(8,), dtype="<u8") as writer:
+        reader = shmlane.Reader(name, spin="auto")
+        receive = reader.receive
+        assert writer.info().readers == 1
+        del reader
+        with pytest.raises(ReferenceError, match="Reader .* is gone"):
+            receive(0)
+        del receive
+        assert writer.info().readers == 0
+
+
+def test_a_refused_follow_ends_the_fast_path(name):
+    """A stream replaced by one of a layout the reader did not ask for:
+    LayoutChanged, and again at every later receive()."""
+    with shmlane.Writer(name, shape=(8,), dtype="<u8") as writer:
+        reader = shmlane.Reader(name, spin="auto", shape=(8,), dtype="<u8")
+        writer.publish(np.full(8, 1, "<u8"))
+        reader.receive(timeout=5).release()
+    with shmlane.Writer(name, shape=(4,), dtype="<u2", replace=True) as writer:
+        writer.publish(np.full(4, 7, "<u2"))
+        with reader:
+            for _ in range(2):
+                with pytest.raises(shmlane.LayoutChanged, match="does not accept"):
+                    reader.receive(timeout=5)
