@@ -114,8 +114,9 @@ static gboolean open_stream(GstShmlaneSink *sink, const GstVideoInfo *info) {
      * new stream gets the properties (0: the old stream's) and the period. */
     drop_pool(sink);
     g_mutex_lock(&wr->lock);
-    rc = shlgst_writer_wait_idle_locked(wr, NULL) ? shl_writer_replace(&wr->w, &lay.layout, &opts)
-                                                   : -ETIMEDOUT;
+    rc = shlgst_writer_wait_idle_locked(wr, NULL)
+             ? shlgst_writer_replace_locked(wr, &lay.layout, &opts)
+             : -ETIMEDOUT;
     g_mutex_unlock(&wr->lock);
   } else { /* the same frames at another rate, or none: only the period changes */
     g_mutex_lock(&wr->lock);
@@ -154,7 +155,8 @@ static gboolean sink_propose_allocation(GstBaseSink *bsink, GstQuery *query) {
   gst_query_parse_allocation(query, &caps, &need_pool);
   gst_query_add_allocation_meta(query, GST_VIDEO_META_API_TYPE, NULL);
   /* Slots are lent for the caps of the stream only, laid out as
-   * GStreamer's default (upstream need not read GstVideoMeta). */
+   * GStreamer's default: the pool's buffers need no GstVideoMeta (mapping
+   * through one costs upstream a map per plane). */
   if (!caps || !need_pool || !sink->wr || !sink->lend || !gst_video_info_from_caps(&info, caps) ||
       !same_frames(&info, &sink->caps_info))
     return TRUE;
@@ -167,7 +169,6 @@ static gboolean sink_propose_allocation(GstBaseSink *bsink, GstQuery *query) {
     pool = gst_shmlane_pool_new(sink->wr, &sink->frames);
     GstStructure *config = gst_buffer_pool_get_config(pool);
     gst_buffer_pool_config_set_params(config, caps, size, 1, 1);
-    gst_buffer_pool_config_add_option(config, GST_BUFFER_POOL_OPTION_VIDEO_META);
     if (!gst_buffer_pool_set_config(pool, config)) {
       gst_object_unref(pool);
       return TRUE;

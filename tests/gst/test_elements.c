@@ -542,6 +542,228 @@ GST_START_TEST(test_sink_flush) {
 }
 GST_END_TEST;
 
+/* A sink of GRAY8 16x16 frames into a ring of 4 slots. */
+static GstHarness *pool_harness(const char *name) {
+  GstHarness *h = gst_harness_new("shmlanesink");
+  g_object_set(h->element, "stream", name, "sync", FALSE, "slots", 4, NULL);
+  gst_harness_set_src_caps(h, caps_of("GRAY8", 16, 16));
+  return h;
+}
+
+/* A reader of policy `all` of the stream. */
+static shl_reader *all_reader(const char *name) {
+  shl_reader *r = NULL;
+  shl_reader_opts o = SHL_READER_OPTS_INIT;
+  o.policy = SHL_RECV_ALL;
+  o.timeout_ns = 5 * GST_SECOND;
+  fail_unless_equals_int(shl_reader_open_ex(&r, name, &o), 0);
+  return r;
+}
+
+/* The reader's next frame is number `seq`, filled with `fill`, none lost. */
+static void expect_frame(shl_reader *r, uint64_t seq, guint8 fill) {
+  shl_sample s;
+  fail_unless_equals_int(shl_reader_receive(r, &s, 5 * GST_SECOND, 0), 0);
+  fail_unless_equals_uint64(s.seq, seq);
+  fail_unless_equals_uint64(s.lost, 0);
+  fail_unless_equals_int(((const guint8 *)s.data)[100], fill);
+  shl_reader_release(r, &s);
+}
+
+/* The pool the sink offers upstream (its answer to an allocation query),
+ * active. */
+static GstBufferPool *lent_pool(GstHarness *h) {
+  GstCaps *caps = gst_pad_get_current_caps(h->srcpad);
+  GstQuery *q = gst_query_new_allocation(caps, TRUE);
+  GstBufferPool *pool = NULL;
+  fail_unless(gst_pad_peer_query(h->srcpad, q));
+  fail_unless_equals_int(gst_query_get_n_allocation_pools(q), 1);
+  gst_query_parse_nth_allocation_pool(q, 0, &pool, NULL, NULL, NULL);
+  fail_unless(pool != NULL && gst_buffer_pool_set_active(pool, TRUE));
+  gst_query_unref(q);
+  gst_caps_unref(caps);
+  return pool;
+}
+
+/* A pool test's sink (pool_harness), its pool as upstream got it, and a
+ * reader of policy `all` (or none). */
+typedef struct pool_test {
+  gchar *name;
+  GstHarness *sink;
+  shl_reader *r;
+  GstBufferPool *pool;
+} pool_test;
+
+static pool_test begin_pool_test(const char *tag, gboolean reader) {
+  pool_test t = {.name = stream_name(tag)};
+  t.sink = pool_harness(t.name);
+  t.r = reader ? all_reader(t.name) : NULL;
+  t.pool = lent_pool(t.sink);
+  return t;
+}
+
+static void end_pool_test(pool_test *t) {
+  fail_unless(gst_buffer_pool_set_active(t->pool, FALSE));
+  gst_object_unref(t->pool);
+  shl_reader_close(t->r);
+  gst_harness_teardown(t->sink);
+  fail_unless_equals_int(shl_unlink(t->name), 0);
+  g_free(t->name);
+}
+
+/* A buffer from `pool`, filled with `fill`: TRUE if the pool lent it
+ * before (it is marked the first time). */
+static gboolean acquire_filled(GstBufferPool *pool, GstBuffer **b, guint8 fill) {
+  GQuark seen = g_quark_from_static_string("shlgst-test-seen");
+  fail_unless_equals_int(gst_buffer_pool_acquire_buffer(pool, b, NULL), GST_FLOW_OK);
+  gboolean again = gst_mini_object_get_qdata(GST_MINI_OBJECT(*b), seen) != NULL;
+  gst_mini_object_set_qdata(GST_MINI_OBJECT(*b), seen, GINT_TO_POINTER(1), NULL);
+  gst_buffer_memset(*b, 0, fill, gst_buffer_get_size(*b));
+  return again;
+}
+
+GST_START_TEST(test_pool_reuse) {
+  /* Upstream writing into the sink's pool, as videotestsrc does: a buffer
+   * is made once per slot and lent again for it; one returned unpublished
+   * is discarded (no frame, no gap in the numbers); nothing is copied. */
+  pool_test t = begin_pool_test("reuse", TRUE);
+  guint again = 0;
+  uint64_t seq = 0;
+  for (guint8 i = 1; i <= 12; i++) {
+    GstBuffer *b = NULL;
+    again += acquire_filled(t.pool, &b, i);
+    if (i % 3 == 0) {
+      gst_buffer_unref(b);
+      continue;
+    }
+    fail_unless_equals_int(gst_harness_push(t.sink, b), GST_FLOW_OK);
+    expect_frame(t.r, ++seq, i);
+  }
+  fail_unless(again >= 12 - 4, "%u of 12 loans made a new buffer (4 slots)", 12 - again);
+  fail_unless_equals_int(stat_of(t.sink->element, "published"), 8);
+  fail_unless_equals_int(stat_of(t.sink->element, "copied"), 0);
+  end_pool_test(&t);
+}
+GST_END_TEST;
+
+typedef struct acquirer {
+  GstBufferPool *pool;
+  GstBuffer *buf;
+  GstFlowReturn ret;
+  gint done; /* atomic */
+} acquirer;
+
+/* A GThreadFunc: one buffer from a->pool. */
+static gpointer acquire_one(gpointer data) {
+  acquirer *a = data;
+  a->ret = gst_buffer_pool_acquire_buffer(a->pool, &a->buf, NULL);
+  g_atomic_int_set(&a->done, 1);
+  return NULL;
+}
+
+GST_START_TEST(test_pool_shared_memory) {
+  /* A lent buffer copied downstream (the copy shares its memory over the
+   * slot, as a tee's branches do): while the copy lives no slot is lent,
+   * for its slot may be the next, and the copy's bytes never change; once
+   * it goes, the frames flow again. */
+  pool_test t = begin_pool_test("shared", TRUE);
+  GstBuffer *b = NULL;
+  acquire_filled(t.pool, &b, 1);
+  GstBuffer *copy = gst_buffer_copy(b);
+  fail_unless_equals_int(gst_harness_push(t.sink, b), GST_FLOW_OK);
+  expect_frame(t.r, 1, 1);
+  acquirer a = {.pool = t.pool};
+  GThread *thread = g_thread_new("acquire", acquire_one, &a);
+  g_usleep(200000);
+  fail_if(g_atomic_int_get(&a.done), "a slot lent while a copy holds memory over one");
+  check_frame(copy, 256, 1);
+  gst_buffer_unref(copy);
+  g_thread_join(thread);
+  fail_unless_equals_int(a.ret, GST_FLOW_OK);
+  gst_buffer_memset(a.buf, 0, 2, 256);
+  fail_unless_equals_int(gst_harness_push(t.sink, a.buf), GST_FLOW_OK);
+  expect_frame(t.r, 2, 2);
+  fail_unless_equals_int(stat_of(t.sink->element, "copied"), 0);
+  end_pool_test(&t);
+}
+GST_END_TEST;
+
+GST_START_TEST(test_pool_writer_finish) {
+  /* The sink stopped while upstream still holds a lent buffer (and the
+   * pool keeps another): the writer role stays, the slot's memory mapped
+   * and writable, until that buffer comes back; then the writer closes. */
+  pool_test t = begin_pool_test("finish", FALSE);
+  GstBuffer *b = NULL;
+  acquire_filled(t.pool, &b, 1);
+  fail_unless_equals_int(gst_harness_push(t.sink, b), GST_FLOW_OK);
+  acquire_filled(t.pool, &b, 2);
+  fail_unless(gst_element_set_state(t.sink->element, GST_STATE_NULL) == GST_STATE_CHANGE_SUCCESS);
+  fail_unless_equals_int(stream_info(t.name).writer_alive, 1);
+  gst_buffer_memset(b, 0, 3, 256);
+  gst_buffer_unref(b);
+  fail_unless_equals_int(stream_info(t.name).writer_alive, 0);
+  end_pool_test(&t);
+}
+GST_END_TEST;
+
+GST_START_TEST(test_pool_flush) {
+  /* Flushing, as a flushing seek does (the sink's events and upstream's
+   * pool), with a buffer kept by the pool and one out: no buffer while
+   * flushing; the one out comes back unpublished (discarded); afterwards
+   * kept buffers are lent again and the frames are numbered on, none lost. */
+  pool_test t = begin_pool_test("pflush", TRUE);
+  GstBuffer *b = NULL, *out = NULL;
+  acquire_filled(t.pool, &b, 1);
+  fail_unless_equals_int(gst_harness_push(t.sink, b), GST_FLOW_OK);
+  expect_frame(t.r, 1, 1);
+  acquire_filled(t.pool, &out, 9);
+  fail_unless(gst_harness_push_event(t.sink, gst_event_new_flush_start()));
+  gst_buffer_pool_set_flushing(t.pool, TRUE);
+  fail_unless_equals_int(gst_buffer_pool_acquire_buffer(t.pool, &b, NULL), GST_FLOW_FLUSHING);
+  gst_buffer_unref(out);
+  gst_buffer_pool_set_flushing(t.pool, FALSE);
+  fail_unless(gst_harness_push_event(t.sink, gst_event_new_flush_stop(TRUE)));
+  push_segment(t.sink);
+  guint again = 0;
+  for (guint8 i = 2; i <= 5; i++) {
+    again += acquire_filled(t.pool, &b, i);
+    fail_unless_equals_int(gst_harness_push(t.sink, b), GST_FLOW_OK);
+    expect_frame(t.r, i, i);
+  }
+  fail_unless(again > 0, "no kept buffer lent after the flush");
+  end_pool_test(&t);
+}
+GST_END_TEST;
+
+GST_START_TEST(test_pool_states) {
+  /* A writer pipeline whose producer writes into the pool, taken NULL <->
+   * PLAYING 20 times: each run publishes in place, and each stop closes the
+   * writer, whatever the pool kept. */
+  gchar *name = stream_name("pstates");
+  gchar *d = g_strdup_printf("videotestsrc is-live=true ! video/x-raw,format=NV12,width=64,"
+                             "height=48,framerate=200/1 ! shmlanesink name=sink stream=%s",
+                             name);
+  GstElement *p = launch(d);
+  GstElement *sink = gst_bin_get_by_name(GST_BIN(p), "sink");
+  for (int i = 0; i < 20; i++) {
+    guint before = stat_of(sink, "published");
+    fail_unless(gst_element_set_state(p, GST_STATE_PLAYING) != GST_STATE_CHANGE_FAILURE);
+    for (int tries = 0; tries < 500 && stat_of(sink, "published") < before + 3; tries++)
+      g_usleep(5000);
+    fail_unless(stat_of(sink, "published") >= before + 3, "run %d: no frames", i);
+    fail_unless(gst_element_set_state(p, GST_STATE_NULL) == GST_STATE_CHANGE_SUCCESS);
+    fail_unless_equals_int(stream_info(name).writer_alive, 0);
+  }
+  fail_unless_equals_int(stat_of(sink, "copied"), 0);
+  fail_unless_equals_int(objects_named(name), 1);
+  gst_object_unref(sink);
+  gst_object_unref(p);
+  g_free(d);
+  fail_unless_equals_int(shl_unlink(name), 0);
+  g_free(name);
+}
+GST_END_TEST;
+
 GST_START_TEST(test_src_flush) {
   /* The source flushed (flush-start, flush-stop sent to it, which it sends
    * downstream) while it waits for a frame: the buffers downstream drops
@@ -884,6 +1106,11 @@ static Suite *shmlane_suite(void) {
   tcase_add_test(tc, test_pin_limit);
   tcase_add_test(tc, test_state_changes);
   tcase_add_test(tc, test_sink_flush);
+  tcase_add_test(tc, test_pool_reuse);
+  tcase_add_test(tc, test_pool_shared_memory);
+  tcase_add_test(tc, test_pool_writer_finish);
+  tcase_add_test(tc, test_pool_flush);
+  tcase_add_test(tc, test_pool_states);
   tcase_add_test(tc, test_src_flush);
   tcase_add_test(tc, test_src_pipeline_seek);
   tcase_add_test(tc, test_timestamps);
