@@ -663,9 +663,9 @@ static gpointer acquire_one(gpointer data) {
 
 GST_START_TEST(test_pool_shared_memory) {
   /* A lent buffer copied downstream (the copy shares its memory over the
-   * slot, as a tee's branches do): while the copy lives no slot is lent,
-   * for its slot may be the next, and the copy's bytes never change; once
-   * it goes, the frames flow again. */
+   * slot, as gst_buffer_make_writable's does behind a tee): while the copy
+   * lives no slot is lent, for its slot may be the next, and the copy's
+   * bytes never change; once it goes, the frames flow again. */
   pool_test t = begin_pool_test("shared", TRUE);
   GstBuffer *b = NULL;
   acquire_filled(t.pool, &b, 1);
