@@ -95,6 +95,7 @@ gboolean shlgst_writer_wait_idle_locked(shlgst_writer *wr, const gint *stop) {
 int shlgst_writer_replace_locked(shlgst_writer *wr, const shl_layout *frame,
                                  const shl_stream_opts *opts) {
   drop_slots_locked(wr);
+  wr->stream++;
   return shl_writer_replace(&wr->w, frame, opts);
 }
 
@@ -114,6 +115,7 @@ int shlgst_writer_loan_locked(shlgst_writer *wr, void **frame) {
 struct _GstShmlanePool {
   GstBufferPool parent;
   shlgst_writer *wr;
+  guint stream; /* wr->stream when it was made: its frames are that stream's */
   GstVideoInfo frames;
   gint flushing; /* atomic */
 };
@@ -194,7 +196,9 @@ static GstFlowReturn pool_acquire(GstBufferPool *bp, GstBuffer **out,
     g_mutex_unlock(&wr->lock);
     return GST_FLOW_FLUSHING;
   }
-  rc = shlgst_writer_loan_locked(wr, &frame);
+  /* A pool of replaced caps, still in use upstream, lends no slot of the
+   * new stream: their frames may be larger. */
+  rc = pool->stream == wr->stream ? shlgst_writer_loan_locked(wr, &frame) : SHL_E_REPLACED;
   if (rc < 0) {
     g_mutex_unlock(&wr->lock);
     if (g_atomic_int_get(&pool->flushing) || g_atomic_int_get(&wr->flushing))
@@ -293,6 +297,9 @@ GstBufferPool *gst_shmlane_pool_new(shlgst_writer *wr, const GstVideoInfo *frame
   GstShmlanePool *pool = g_object_new(GST_TYPE_SHMLANE_POOL, NULL);
   gst_object_ref_sink(pool);
   pool->wr = shlgst_writer_ref(wr);
+  g_mutex_lock(&wr->lock);
+  pool->stream = wr->stream;
+  g_mutex_unlock(&wr->lock);
   pool->frames = *frames;
   return GST_BUFFER_POOL(pool);
 }

@@ -25,6 +25,7 @@ typedef struct shlgst_writer {
   guint live;          /* memories over slots that are out: lent, or shared beyond their buffer */
   shlgst_slot *slots[SHL_STREAM_MAX_SLOTS]; /* the buffers made over this mapping's slots */
   guint n_slots;
+  guint stream;        /* counts replacements: a pool lends slots of the stream it was made for */
   gboolean closing;    /* the sink is done: close once `live` is 0 */
   gint flushing;       /* atomic: waits end (the sink is stopping or flushing) */
   int64_t timeout_ns;  /* how long a frame may wait for a free slot; < 0 forever */

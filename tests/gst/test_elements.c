@@ -622,6 +622,16 @@ static gboolean acquire_filled(GstBufferPool *pool, GstBuffer **b, guint8 fill) 
   return again;
 }
 
+/* A frame written into a buffer of `pool` (TRUE if lent before), pushed,
+ * and received by t's reader as number `seq`. */
+static gboolean publish_lent(pool_test *t, GstBufferPool *pool, uint64_t seq, guint8 fill) {
+  GstBuffer *b = NULL;
+  gboolean again = acquire_filled(pool, &b, fill);
+  fail_unless_equals_int(gst_harness_push(t->sink, b), GST_FLOW_OK);
+  expect_frame(t->r, seq, fill);
+  return again;
+}
+
 GST_START_TEST(test_pool_reuse) {
   /* Upstream writing into the sink's pool, as videotestsrc does: a buffer
    * is made once per slot and lent again for it; one returned unpublished
@@ -713,9 +723,7 @@ GST_START_TEST(test_pool_flush) {
    * kept buffers are lent again and the frames are numbered on, none lost. */
   pool_test t = begin_pool_test("pflush", TRUE);
   GstBuffer *b = NULL, *out = NULL;
-  acquire_filled(t.pool, &b, 1);
-  fail_unless_equals_int(gst_harness_push(t.sink, b), GST_FLOW_OK);
-  expect_frame(t.r, 1, 1);
+  publish_lent(&t, t.pool, 1, 1);
   acquire_filled(t.pool, &out, 9);
   fail_unless(gst_harness_push_event(t.sink, gst_event_new_flush_start()));
   gst_buffer_pool_set_flushing(t.pool, TRUE);
@@ -725,12 +733,30 @@ GST_START_TEST(test_pool_flush) {
   fail_unless(gst_harness_push_event(t.sink, gst_event_new_flush_stop(TRUE)));
   push_segment(t.sink);
   guint again = 0;
-  for (guint8 i = 2; i <= 5; i++) {
-    again += acquire_filled(t.pool, &b, i);
-    fail_unless_equals_int(gst_harness_push(t.sink, b), GST_FLOW_OK);
-    expect_frame(t.r, i, i);
-  }
+  for (guint8 i = 2; i <= 5; i++) again += publish_lent(&t, t.pool, i, i);
   fail_unless(again > 0, "no kept buffer lent after the flush");
+  end_pool_test(&t);
+}
+GST_END_TEST;
+
+GST_START_TEST(test_pool_renegotiate) {
+  /* Caps of other frames replace the stream: the new pool's buffers are
+   * made for the new frames (the kept ones went with the old stream), and
+   * the old pool, still active, lends no slot of the new stream: the
+   * sink's next frame from elsewhere is copied into one at once. */
+  pool_test t = begin_pool_test("preneg", TRUE);
+  GstBuffer *old = NULL;
+  publish_lent(&t, t.pool, 1, 1);
+  gst_harness_set_src_caps(t.sink, caps_of("GRAY8", 16, 32));
+  GstBufferPool *now = lent_pool(t.sink);
+  fail_if(publish_lent(&t, now, 2, 2), "a buffer of the old stream lent by the new pool");
+  acquire_filled(t.pool, &old, 3);
+  push_frame(t.sink, 512, 4);
+  expect_frame(t.r, 3, 4);
+  gst_buffer_unref(old);
+  fail_unless_equals_int(stat_of(t.sink->element, "dropped"), 0);
+  fail_unless(gst_buffer_pool_set_active(now, FALSE));
+  gst_object_unref(now);
   end_pool_test(&t);
 }
 GST_END_TEST;
@@ -1110,6 +1136,7 @@ static Suite *shmlane_suite(void) {
   tcase_add_test(tc, test_pool_shared_memory);
   tcase_add_test(tc, test_pool_writer_finish);
   tcase_add_test(tc, test_pool_flush);
+  tcase_add_test(tc, test_pool_renegotiate);
   tcase_add_test(tc, test_pool_states);
   tcase_add_test(tc, test_src_flush);
   tcase_add_test(tc, test_src_pipeline_seek);
