@@ -240,7 +240,7 @@ static PyObject *owner_method(Reader *r, PyObject *ref) {
 
 static PyObject *call_owner(Reader *r, PyObject *ref, PyObject *arg) {
   PyObject *m = owner_method(r, ref);
-  PyObject *out = m ? PyObject_CallOneArg(m, arg) : NULL;
+  PyObject *out = m ? PyObject_CallFunctionObjArgs(m, arg, NULL) : NULL;
   Py_XDECREF(m);
   return out;
 }
