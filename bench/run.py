@@ -679,6 +679,10 @@ def bench_idle(cfg, bin_dir, tmp, res, skipped):
         env = dict(os.environ, BENCH_POLICY="latest", BENCH_RECV_TIMEOUT="3600", **extra)
         name, o = f"bi{os.getpid()}", os.path.join(tmp, f"idle.{m}")
         fill = lambda cmd: [x.format(n=name, o=o) for x in cmd]  # noqa: E731
+        if m == "iceoryx2":  # what is there before the pair, to be left alone after its kill
+            iox2_before = json.loads(subprocess.run(
+                [sys.executable, "-c", "import iox2_method, json; print(json.dumps(sorted(iox2_method.files())))"],
+                cwd=os.path.join(HERE, "py"), check=True, capture_output=True, text=True).stdout)
         w = subprocess.Popen(fill(wcmd), stdout=subprocess.PIPE, text=True, env=env)
         try:
             assert w.stdout.readline().strip() == "ready", m
@@ -701,7 +705,8 @@ def bench_idle(cfg, bin_dir, tmp, res, skipped):
                 except Exception:
                     pass
             if m == "iceoryx2":
-                subprocess.run([sys.executable, "-c", "import iox2_method; iox2_method.remove_global_files()"],
+                subprocess.run([sys.executable, "-c", "import iox2_method, json, sys; "
+                                "iox2_method.clean_after_kill(json.loads(sys.argv[1]))", json.dumps(iox2_before)],
                                cwd=os.path.join(HERE, "py"), check=False, capture_output=True)
     res["idle"] = rows
 

@@ -102,6 +102,35 @@ class Iceoryx2(Method):
             remove_global_files()
 
 
+def files():
+    """iceoryx2's files on this machine: its prefix in /dev/shm, its root
+    directory's files."""
+    g = iox2.config.global_config().global_cfg
+    found = set(glob.glob(f"/dev/shm/{g.prefix.to_string()}*"))
+    for top, _, names in os.walk(g.root_path.to_string()):
+        found.update(os.path.join(top, n) for n in names)
+    return found
+
+
+def clean_after_kill(before):
+    """After nodes were SIGKILLed: a node's look for dead nodes removes their
+    services and ports; what is left that was not there `before` (a killed
+    listener's socket) goes too, once no node is left."""
+    iox2.set_log_level(iox2.LogLevel.Error)
+    node = (iox2.NodeBuilder.new().signal_handling_mode(iox2.SignalHandlingMode.Disabled)
+            .create(iox2.ServiceType.Ipc))
+    node.try_cleanup_dead_nodes()
+    node = None  # dropped: its own files go
+    if iox2.Node.list(iox2.ServiceType.Ipc, iox2.config.global_config()):
+        return
+    for f in files() - set(before):
+        try:
+            os.unlink(f)
+        except FileNotFoundError:
+            pass
+    remove_global_files()
+
+
 def remove_global_files():
     """Dropping the last node still leaves iceoryx2's empty directories and
     its 16-byte node-id counter in /dev/shm. Remove them, but only when no
