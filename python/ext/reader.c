@@ -225,21 +225,14 @@ static PyObject *reader_receive(Reader *r, PyObject *arg) { return receive(r, ar
  * the frame's slot (ready()) in place of a new Sample when there is one. */
 static PyObject *reader_receive_ready(Reader *r, PyObject *arg) { return receive(r, arg, 0, true); }
 
-/* The caller's method behind the weak method `ref`, or NULL (error set). */
-static PyObject *owner_method(Reader *r, PyObject *ref) {
-  PyObject *m = ref ? PyObject_CallNoArgs(ref) : NULL;
-  if (m == Py_None) {
-    Py_DECREF(m);
-    m = NULL;
-  }
-  if (!m && !PyErr_Occurred())
-    PyErr_Format(PyExc_ReferenceError, "stream '%s': the Reader this receive belongs to is gone",
-                 r->base.name);
-  return m;
-}
-
+/* The caller's method behind the weak method `ref`, called with arg. */
 static PyObject *call_owner(Reader *r, PyObject *ref, PyObject *arg) {
-  PyObject *m = owner_method(r, ref);
+  PyObject *m = ref ? PyObject_CallNoArgs(ref) : Py_None;
+  if (m == Py_None) { /* no reader object given, or it went */
+    if (ref) Py_DECREF(m);
+    return PyErr_Format(PyExc_ReferenceError,
+                        "stream '%s': the Reader this receive belongs to is gone", r->base.name);
+  }
   PyObject *out = m ? PyObject_CallFunctionObjArgs(m, arg, NULL) : NULL;
   Py_XDECREF(m);
   return out;
@@ -282,13 +275,14 @@ static PyObject *reader_receive_auto(Reader *r, PyObject *const *args, Py_ssize_
     Py_DECREF(ran);
     return NULL;
   }
-  PyObject *got = frame;
-  if (frame != Py_None)
-    Py_INCREF(got);
-  else
-    got = receive(r, left, 0, true);
+  if (frame != Py_None) {
+    Py_INCREF(frame);
+    Py_DECREF(ran);
+    return frame;
+  }
+  PyObject *got = receive(r, left, 0, true);
   Py_DECREF(ran);
-  if (frame != Py_None || !got || Py_TYPE(got) != state_of((PyObject *)r)->sample_type) return got;
+  if (!got || Py_TYPE(got) != state_of((PyObject *)r)->sample_type) return got;
   PyObject *out = call_owner(r, r->adopt, got);
   Py_DECREF(got);
   return out;
