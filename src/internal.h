@@ -154,7 +154,9 @@ struct shl__pace {
   int64_t last_ts;   /* publish time of the newest frame received; 0: none */
   uint64_t last_seq;
   int64_t due;       /* when the next frame is expected; 0: no prediction */
-  int64_t error;     /* smoothed distance of frames from their prediction */
+  int64_t expect;    /* the last prediction made, kept when `due` is dropped */
+  int64_t late;      /* smoothed lateness of frames after their prediction */
+  int64_t early;     /* smoothed earliness of frames before it */
   int64_t wake_late; /* smoothed lateness of the reader's timed wake-ups */
   int64_t woke_for;  /* the end of the timed sleep before the window; 0: none */
   int64_t warmup;    /* smoothed time the caller took to come back after a due poll */

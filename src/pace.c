@@ -16,6 +16,15 @@
  * or paused) unlocks it and becomes the new estimate, so the next agreeing
  * interval locks it again: a rate change costs at most one window.
  *
+ * While locked, the due time follows the earliest frames, not the last
+ * one: a writer on a schedule (a camera, a timer) publishes each frame at
+ * its time plus a delay of its own (the fill, its wake-up) that varies
+ * from frame to frame, and the last frame's delay says nothing about the
+ * next one's. So a frame that comes early moves the prediction at once and
+ * one that comes late only a quarter of the way, and the window reaches
+ * past the due time by what frames usually come late; a writer whose own
+ * pace drifts is still followed within a few frames.
+ *
  * A caller whose own path to a frame is long (an interpreter) polls with
  * SHL_WAIT_RETURN_DUE: told that the frame is due, it runs that path on a
  * stand-in to warm it up before it calls again. The time it takes to come
@@ -31,11 +40,15 @@
 #define PERIOD_MIN_NS 500000LL
 #define PERIOD_MAX_NS 10000000000LL
 /* Each side of the window: at least LEAD_MIN_NS (the wake-up itself is
- * that late after a timed sleep on a VM), widened by twice the smoothed
- * error of the predictions and, before the due time, by how late this
- * reader's own timed wake-ups come and by its caller's warm-up; at most
- * WINDOW_MAX_NS and an eighth of the period in all. */
+ * that late after a timed sleep on a VM), widened after the due time by
+ * LATE_WIDTH times the frames' smoothed lateness, and before it by twice
+ * their smoothed earliness, how late this reader's own timed wake-ups come
+ * and its caller's warm-up; at most WINDOW_MAX_NS and an eighth of the
+ * period in all. */
 #define LEAD_MIN_NS 50000LL
+#define LATE_WIDTH 4
+/* A frame later than predicted moves the next prediction by 1/CREEP of it. */
+#define CREEP 4
 #define WINDOW_MAX_NS ((int64_t)SHL_SPIN_MAX_NS) /* a spin's cap (shmlane.h) */
 /* Smoothing of the estimates: the newest value weighs 1/SMOOTH. */
 #define SMOOTH 8
@@ -77,7 +90,7 @@ void shl__pace_frame(struct shl__pace *p, uint64_t seq, int64_t ts, int64_t now)
   if (fresh) {
     /* No interval yet: a declared period is the estimate, as if agreed. */
     p->locked = p->declared && !last;
-    if (p->locked) p->due = ts + p->period;
+    if (p->locked) p->due = p->expect = ts + p->period;
     return;
   }
   int64_t interval = (ts - last) / (int64_t)skipped;
@@ -86,13 +99,17 @@ void shl__pace_frame(struct shl__pace *p, uint64_t seq, int64_t ts, int64_t now)
     return;
   }
   if (p->period && llabs(interval - p->period) <= p->period / 8) {
+    int64_t base = ts; /* the time the next prediction counts a period from */
     if (p->locked) { /* how far off this frame was from the prediction */
-      int64_t err = ts - (last + (int64_t)skipped * p->period);
-      p->error = smooth(p->error, clamp(llabs(err), 0, WINDOW_MAX_NS));
+      int64_t at = p->expect + (int64_t)(skipped - 1) * p->period;
+      int64_t err = ts - at;
+      p->late = smooth(p->late, clamp(err, 0, WINDOW_MAX_NS));
+      p->early = smooth(p->early, clamp(-err, 0, WINDOW_MAX_NS));
+      base = err < 0 ? ts : at + err / CREEP;
     }
     p->period = smooth(p->period, interval);
     p->locked = true;
-    p->due = ts + p->period;
+    p->due = p->expect = base + p->period;
   } else {
     p->period = interval; /* a new pace, or a pause: trusted once it repeats */
     p->locked = false;
@@ -101,10 +118,10 @@ void shl__pace_frame(struct shl__pace *p, uint64_t seq, int64_t ts, int64_t now)
 
 int shl__pace_plan(struct shl__pace *p, int64_t now, int64_t *until) {
   if (!p->due) return SHL__PACE_SLEEP;
-  int64_t side = LEAD_MIN_NS + 2 * p->error, most = p->period / 8;
+  int64_t most = p->period / 8;
   if (most > WINDOW_MAX_NS) most = WINDOW_MAX_NS;
-  int64_t late = clamp(side, 0, most / 2);
-  int64_t lead = clamp(side + p->wake_late + p->warmup, 0, most - late);
+  int64_t late = clamp(LEAD_MIN_NS + LATE_WIDTH * p->late, 0, most / 2);
+  int64_t lead = clamp(LEAD_MIN_NS + 2 * p->early + p->wake_late + p->warmup, 0, most - late);
   if (now < p->due - lead) {
     *until = p->woke_for = p->due - lead;
     return SHL__PACE_EARLY;

@@ -4,7 +4,8 @@
  *   1 ms nor an eighth of the period, whatever the times; a window that
  *   passes without a frame ends the prediction (a stopped writer costs one
  *   window); a change of rate unlocks it and two intervals lock it again;
- *   frames skipped by a `latest` reader; times a peer scribbled;
+ *   the prediction follows a scheduled writer's earliest frames, not its
+ *   last one; frames skipped by a `latest` reader; times a peer scribbled;
  * - a reader's wait follows the plan (white-box: stream.c is compiled in and
  *   the reader's pace set by hand): before the window SHL_WAIT_RETURN_DUE
  *   does not answer -EAGAIN, in it it does at once, a timed receive sleeps
@@ -158,6 +159,34 @@ static void test_pace_rate_change(void) {
   T_CHECK(open > t + 4 * MS && close < t + 6 * MS);
 }
 
+/* A writer on a schedule whose frames are now and then late (a longer
+ * fill): the prediction stays near the schedule, a late frame moving it a
+ * quarter of its lateness, and the window reaches further past it; a frame
+ * earlier than predicted moves it at once. */
+static void test_pace_follows_earliest(void) {
+  struct shl__pace p;
+  const int64_t period = 33 * MS, t0 = 1000 * MS;
+  int64_t open, close;
+  uint64_t seq = 1;
+  shl__pace_reset(&p, (uint64_t)period);
+  for (; seq <= 10; seq++) frame(&p, seq, t0 + (int64_t)seq * period); /* on time */
+  T_REQUIRE(window(&p, &open, &close));
+  T_CHECK(p.due == t0 + (int64_t)seq * period && close - p.due == 50 * US);
+  frame(&p, seq, t0 + (int64_t)seq * period + 400 * US); /* late */
+  seq++;
+  int64_t on_time = t0 + (int64_t)seq * period;
+  T_CHECK(p.due >= on_time + 100 * US && p.due <= on_time + 200 * US); /* not 400 us on */
+  for (int i = 0; i < 20; i++, seq++) /* every other frame late */
+    frame(&p, seq, t0 + (int64_t)seq * period + (seq & 1 ? 400 * US : 0));
+  T_REQUIRE(window(&p, &open, &close));
+  on_time = t0 + (int64_t)seq * period;
+  T_CHECK(p.due >= on_time && p.due <= on_time + 200 * US);
+  T_CHECK(close - p.due > 300 * US && close - open <= most(period));
+  int64_t ts = p.due - 300 * US; /* early */
+  frame(&p, seq, ts);
+  T_CHECK(p.due == ts + p.period);
+}
+
 /* A `latest` reader that skips frames still knows the period. */
 static void test_pace_skips(void) {
   struct shl__pace p;
@@ -236,7 +265,7 @@ static void test_pace_warmup(void) {
 static void set_due(shl_reader *r, int64_t due) {
   shl__pace_reset(&r->pace, 1000 * MS);
   r->pace.due = due;
-  r->pace.error = WINDOW_MAX; /* as wide as it gets: 500 us each side */
+  r->pace.late = r->pace.early = WINDOW_MAX; /* as wide as it gets: 500 us each side */
 }
 
 static void test_wait_plan(void) {
@@ -439,6 +468,7 @@ int main(int argc, char **argv) {
   test_pace_window_bounded();
   test_pace_writer_stops();
   test_pace_rate_change();
+  test_pace_follows_earliest();
   test_pace_skips();
   test_pace_hostile();
   test_pace_warmup();
