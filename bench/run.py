@@ -29,6 +29,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PAIR = os.path.join(HERE, "py", "pair.py")
+PACED_READER = os.path.join(HERE, "py", "paced_reader.py")
 ATTACH_PY = os.path.join(HERE, "py", "attach.py")
 WAKE_PY = os.path.join(HERE, "py", "wake.py")
 DEATH_PY = os.path.join(HERE, "py", "death.py")
@@ -448,7 +449,7 @@ PACED = [(30, "640x480x3", "480x640x3"), (30, "1920x1080x3", "1080x1920x3"),
 # predictive wait; the limits, a raw futex wake-up (FUTEX_WAIT, and
 # futex_waitv on three words with a time-out as a stream reader sleeps)
 # after the same fill; iceoryx2's Python binding.
-PACED_METHODS = ("c", "c-auto", "shmlane", "shmlane-auto", "futex", "waitv", "iceoryx2")
+PACED_METHODS = ("c", "c-auto", "shmlane", "shmlane-auto", "shmlane-auto-cw", "futex", "waitv", "iceoryx2")
 # The first frames of each paced run are left out, from the latencies and the
 # CPU time of both processes alike: at least PACED_WARMUP (the predictive
 # wait learns the pace from them) and PACED_SETTLE_S worth (the start-up's
@@ -483,14 +484,17 @@ def paced_run(bin_dir, tmp, fps, frame, iters, warm, m):
             size *= int(x)
         lat, _ = wake_pair([os.path.join(bin_dir, "wake")], m, tmp, iters, gap_ns, f"paced.{m}", fill=size)
         return {"lat": lat[warm:]}
-    if m.startswith("c"):
+    if m.startswith("c") or m == "shmlane-auto-cw":
         for f in os.listdir(tmp):  # an earlier round's
             if f.startswith((os.path.basename(o) + ".lat.", os.path.basename(o) + ".latp.")):
                 os.unlink(os.path.join(tmp, f))
         exe = os.path.join(bin_dir, "stream")
-        env = dict(os.environ, BENCH_WARMUP=str(warm), **({"BENCH_SPIN": "auto"} if m == "c-auto" else {}))
+        spin = {"c-auto": {"BENCH_SPIN": "auto"}, "shmlane-auto-cw": {"BENCH_READER_SPIN": "auto"}}
+        env = dict(os.environ, BENCH_WARMUP=str(warm), **spin.get(m, {}))
+        reader = ([exe, "reader", name, "latest", str(iters), "l", o] if m.startswith("c") else
+                  [sys.executable, PACED_READER, name, frame, str(iters), o])  # Python, behind C
         wr, rd = run_group([exe, "writer", name, frame, "latest", "1", str(iters), str(gap_ns), "0", "l", o],
-                           [[exe, "reader", name, "latest", str(iters), "l", o]], env=env)
+                           [reader], env=env)
         lat = load(os.path.join(tmp, next(p for p in os.listdir(tmp)
                                           if p.startswith(os.path.basename(o) + ".lat."))))
         latp = load(os.path.join(tmp, next(p for p in os.listdir(tmp)
@@ -510,7 +514,8 @@ def paced_run(bin_dir, tmp, fps, frame, iters, warm, m):
 # peer method, as row / peer.
 PACED_RATIOS = (("c", "futex", "p50_vs_limit"), ("waitv", "futex", "p50_vs_limit"),
                 ("c", "waitv", "p50_vs_waitv"), ("shmlane", "c", "p50_vs_c"),
-                ("shmlane-auto", "c-auto", "p50_vs_c"), ("c-auto", "c", "p50_vs_plain"),
+                ("shmlane-auto", "c-auto", "p50_vs_c"), ("shmlane-auto-cw", "c-auto", "p50_vs_c"),
+                ("c-auto", "c", "p50_vs_plain"),
                 ("shmlane-auto", "shmlane", "p50_vs_plain"), ("iceoryx2", "shmlane", "p50_vs_shmlane"))
 
 
@@ -806,8 +811,9 @@ def targets(res: dict) -> list:
                     " / ".join(ratio(x) for x in v), min(v) >= 100))
     for r in res.get("paced", []):
         where = f"{r['fps']} fps, {r['frame']}"
-        if r["method"] in ("c-auto", "shmlane-auto"):
-            who = "C" if r["method"] == "c-auto" else "Python"
+        if r["method"] in ("c-auto", "shmlane-auto", "shmlane-auto-cw"):
+            who = {"c-auto": "C", "shmlane-auto": "Python", "shmlane-auto-cw": "Python behind a C writer"}[
+                r["method"]]
             out.append((f"predictive wait, {who}, {where}: p50 publish → reader ≤ 5 µs (from the stamp "
                         "before the publish call)", f"{us(r['latency_ns']['p50'])} µs",
                         r["latency_ns"]["p50"] <= 5000))
@@ -968,7 +974,9 @@ def markdown(res: dict) -> str:
                  f"pace, and {PACED_SETTLE_S} s worth: the start-up's tail) are left out of the latencies "
                  "and of the CPU time per frame of each process (all threads, the reader's also as a share "
                  "of one core). *auto*: "
-                 "shl_reader_set_spin(SHL_SPIN_AUTO) / Reader(spin=\"auto\"). *limit*: a raw futex "
+                 "shl_reader_set_spin(SHL_SPIN_AUTO) / Reader(spin=\"auto\"); *C writer*: that Python "
+                 "reader behind the C programs' writer (bench/py/paced_reader.py), whose latency from the "
+                 "publish call holds no Python writer's own call. *limit*: a raw futex "
                  "wake-up paced the same way after the same fill (into private memory); *futex_waitv*: "
                  "the same, the reader asleep on three words with a time-out, as a stream reader sleeps. "
                  "*iceoryx2*: its Python binding, publish-subscribe plus an event service to block on. "
@@ -978,7 +986,8 @@ def markdown(res: dict) -> str:
                  "iceoryx2 / shmlane |")
         L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         names = {"c": "shmlane C", "c-auto": "shmlane C, auto", "shmlane": "shmlane Python",
-                 "shmlane-auto": "shmlane Python, auto", "futex": "limit (raw futex)",
+                 "shmlane-auto": "shmlane Python, auto",
+                 "shmlane-auto-cw": "shmlane Python, auto, C writer", "futex": "limit (raw futex)",
                  "waitv": "raw futex_waitv", "iceoryx2": "iceoryx2 Python"}
         for r in res["paced"]:
             share = r.get("reader_core_share", float("nan"))

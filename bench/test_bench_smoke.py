@@ -44,7 +44,8 @@ def test_tiny_run_writes_results(programs, tmp_path):
     for key in ("machine", "wake_c", "wake_py", "stream_c", "python", "attach", "fanout", "paced",
                 "idle", "death", "targets", "skipped"):
         assert key in res, key
-    assert {"c", "c-auto", "shmlane", "shmlane-auto", "futex", "waitv"} <= {r["method"] for r in res["paced"]}
+    assert {"c", "c-auto", "shmlane", "shmlane-auto", "shmlane-auto-cw", "futex", "waitv"} <= {
+        r["method"] for r in res["paced"]}
     assert all(r["latency_ns"]["n"] > 0 for r in res["paced"])
     assert all("p50_vs_limit" in r for r in res["paced"] if r["method"] in ("c", "waitv"))
     assert {(r["case"], r["lang"], r["told"]) for r in res["death"]} == {
