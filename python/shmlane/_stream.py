@@ -376,6 +376,7 @@ class Sample:
         """The first frame from a stream the reader followed its name to:
         the reader's shape, dtype and meta_dtype are that stream's now."""
         return self._raw.new_stream
+
     @property
     def array(self) -> np.ndarray:
         """The frame as a read-only ndarray over the shared slot (zero-copy)."""
