@@ -450,6 +450,10 @@ PACED = [(30, "640x480x3", "480x640x3"), (30, "1920x1080x3", "1080x1920x3"),
 # futex_waitv on three words with a time-out as a stream reader sleeps)
 # after the same fill; iceoryx2's Python binding.
 PACED_METHODS = ("c", "c-auto", "shmlane", "shmlane-auto", "shmlane-auto-cw", "futex", "waitv", "iceoryx2")
+# The paced methods behind bench/c/stream's writer: whether the reader is
+# Python (bench/py/paced_reader.py), and its environment.
+PACED_C_WRITER = {"c": (False, {}), "c-auto": (False, {"BENCH_SPIN": "auto"}),
+                  "shmlane-auto-cw": (True, {"BENCH_READER_SPIN": "auto"})}
 # The first frames of each paced run are left out, from the latencies and the
 # CPU time of both processes alike: at least PACED_WARMUP (the predictive
 # wait learns the pace from them) and PACED_SETTLE_S worth (the start-up's
@@ -484,15 +488,15 @@ def paced_run(bin_dir, tmp, fps, frame, iters, warm, m):
             size *= int(x)
         lat, _ = wake_pair([os.path.join(bin_dir, "wake")], m, tmp, iters, gap_ns, f"paced.{m}", fill=size)
         return {"lat": lat[warm:]}
-    if m.startswith("c") or m == "shmlane-auto-cw":
+    if m in PACED_C_WRITER:
         for f in os.listdir(tmp):  # an earlier round's
             if f.startswith((os.path.basename(o) + ".lat.", os.path.basename(o) + ".latp.")):
                 os.unlink(os.path.join(tmp, f))
         exe = os.path.join(bin_dir, "stream")
-        spin = {"c-auto": {"BENCH_SPIN": "auto"}, "shmlane-auto-cw": {"BENCH_READER_SPIN": "auto"}}
-        env = dict(os.environ, BENCH_WARMUP=str(warm), **spin.get(m, {}))
-        reader = ([exe, "reader", name, "latest", str(iters), "l", o] if m.startswith("c") else
-                  [sys.executable, PACED_READER, name, frame, str(iters), o])  # Python, behind C
+        python, spin = PACED_C_WRITER[m]
+        env = dict(os.environ, BENCH_WARMUP=str(warm), **spin)
+        reader = ([sys.executable, PACED_READER, name, frame, str(iters), o] if python else
+                  [exe, "reader", name, "latest", str(iters), "l", o])
         wr, rd = run_group([exe, "writer", name, frame, "latest", "1", str(iters), str(gap_ns), "0", "l", o],
                            [reader], env=env)
         lat = load(os.path.join(tmp, next(p for p in os.listdir(tmp)

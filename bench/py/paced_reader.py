@@ -2,9 +2,9 @@
 bench/c/stream's writer (bench/run.py, method "shmlane-auto-cw"): a camera in
 C, so that the latency from the publish call holds no Python writer's own
 call. It speaks stream.c's control block (bench/c/common.h, struct ctl),
-takes each frame as pair.py's reader does (its Shmlane method: receive, the
-array, the clock), and writes what stream.c's reader writes: OUT.lat.PID,
-OUT.latp.PID and one JSON line.
+takes each frame as pair.py's reader does (its latency_phase, with its
+Shmlane method: receive, the array, the clock), and writes what stream.c's
+reader writes: OUT.lat.PID, OUT.latp.PID and one JSON line.
 
     paced_reader.py NAME FRAME ITERS OUT
 """
@@ -14,11 +14,9 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 import shmlane
-from method import stamp_of
-from pair import RECV_TIMEOUT, WARMUP, Shmlane, dump, parse_frame
+from pair import WARMUP, Shmlane, dump, latency_phase, parse_frame
 
 # struct ctl's words, in 8-byte units (each has a cache line of its own).
 # This process is the writer's only reader: no other process stores to them.
@@ -30,25 +28,12 @@ def main(name: str, frame: str, iters: int, out: str) -> None:
     c = seg.array.view("<u8")
     m = Shmlane("reader", name, parse_frame(frame))
     c[READY] += 1
-    warm = min(WARMUP, iters - 1) if WARMUP > 0 else 0
-    lat, latp, cpu0 = [], [], time.process_time_ns()
-    for i in range(iters):
-        if i == warm:
-            cpu0 = time.process_time_ns()  # as the writer's
-        got = None
-        while got is None:
-            got = m.recv(RECV_TIMEOUT)
-        arr, release, _ = got
-        lat.append(m.held_ns - stamp_of(arr))
-        latp.append(m.held_ns - m.published_ns)
-        del arr
-        release()
-        c[ACKS] += 1
-    lat_cpu = time.process_time_ns() - cpu0
+    lat, latp, lat_cpu = latency_phase(m, iters, c, ACKS)
     m.close()
     dump(f"{out}.lat.{os.getpid()}", lat)
     dump(f"{out}.latp.{os.getpid()}", latp)
-    print(json.dumps({"lat_cpu_ns": lat_cpu, "lat_cpu_frames": iters - warm}), flush=True)
+    print(json.dumps({"lat_cpu_ns": lat_cpu, "lat_cpu_frames": iters - min(WARMUP, iters - 1)}),
+          flush=True)
     c[READY] -= 1
     del c
     seg.close()

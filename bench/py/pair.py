@@ -483,6 +483,30 @@ def writer(method, name, frame, iters, gap, seconds, phases, out, policy):
           flush=True)
 
 
+def latency_phase(m, iters, c, acks):
+    """Phase l on the reader's side: each frame's latency from the writer's
+    stamp and from publish's own time, acknowledged in c[acks] (the writer
+    waits for it before the next), and the CPU time of the frames after the
+    first WARMUP, as the writer's."""
+    lat, latp, cpu0 = [], [], 0
+    for i in range(iters):
+        if i == min(WARMUP, iters - 1):
+            cpu0 = time.process_time_ns()
+        got = None
+        m.held_ns = 0
+        while got is None:
+            got = m.recv(RECV_TIMEOUT)
+        t1 = m.held_ns or now()
+        arr, release, _ = got
+        lat.append(t1 - stamp_of(arr))
+        latp.append(t1 - m.published_ns)
+        del arr
+        if release:
+            release()
+        c[acks] += 1
+    return lat, latp, time.process_time_ns() - cpu0
+
+
 def reader(method, name, frame, iters, phases, out, policy):
     shape = parse_frame(frame)
     seg = control(name, False)
@@ -490,24 +514,9 @@ def reader(method, name, frame, iters, phases, out, policy):
     m = make(method, "reader", name, shape, policy)
     c[READY] += 1
     lat, recv, latp = [], [], []
-    lat_cpu = cpu0 = 0
+    lat_cpu = 0
     if "l" in phases:
-        for i in range(iters):
-            if i == min(WARMUP, iters - 1):
-                cpu0 = time.process_time_ns()  # as the writer's
-            got = None
-            m.held_ns = 0
-            while got is None:
-                got = m.recv(RECV_TIMEOUT)
-            t1 = m.held_ns or now()
-            arr, release, _ = got
-            lat.append(t1 - stamp_of(arr))
-            latp.append(t1 - m.published_ns)
-            del arr
-            if release:
-                release()
-            c[ACKS] += 1
-        lat_cpu = time.process_time_ns() - cpu0
+        lat, latp, lat_cpu = latency_phase(m, iters, c, ACKS)
     if "c" in phases:
         for _ in range(iters):
             while True:
