@@ -65,6 +65,7 @@ class Config:
             self.attach_iters = 5
             self.frames = FRAMES[:1] + FRAMES[2:]
             self.paced_s, self.idle_s, self.idle_settle_s = 0.1, 0.3, 0.3
+            self.adapt_frames = 6
             self.paced_settle_s = 0.0
             self.rounds, self.death, self.death_rounds = 1, [1], 1
         elif quick:
@@ -75,6 +76,7 @@ class Config:
             self.attach_iters = 50
             self.frames = FRAMES
             self.paced_s, self.idle_s, self.idle_settle_s = 1.5, 2.0, 1.0
+            self.adapt_frames = 20
             self.paced_settle_s = PACED_SETTLE_S
             self.rounds, self.death, self.death_rounds = 3, [1, 10, 50], 2
         else:
@@ -85,6 +87,7 @@ class Config:
             self.attach_iters = 300
             self.frames = FRAMES
             self.paced_s, self.idle_s, self.idle_settle_s = 3.5, 3.0, 1.0
+            self.adapt_frames = 30
             self.paced_settle_s = PACED_SETTLE_S
             self.rounds, self.death, self.death_rounds = 4, [1, 10, 50], 5
 
@@ -558,6 +561,67 @@ def bench_paced(cfg, bin_dir, tmp, res, skipped):
     res["paced"] = rows
 
 
+# The pace changes (stream.c's phase a): ADAPT_FPS, twice that, half that,
+# then no frame for a second; readers with the predictive wait, C and Python.
+ADAPT_FPS = 30
+ADAPT_METHODS = ("c-auto", "shmlane-auto-cw")
+ADAPT_NAMES = {"c-auto": "C", "shmlane-auto-cw": "Python"}
+ADAPT_SAYS = {"faster": f"{ADAPT_FPS} → {2 * ADAPT_FPS} fps", "slower": f"{2 * ADAPT_FPS} → {ADAPT_FPS // 2} fps",
+              "stopped": f"{ADAPT_FPS // 2} fps → no frame"}
+# Each change: the leg it begins (legs of n frames) and the old period (ns).
+ADAPT_EVENTS = (("faster", 1, 10**9 // ADAPT_FPS), ("slower", 2, 10**9 // (2 * ADAPT_FPS)),
+                ("stopped", 3, 2 * 10**9 // ADAPT_FPS))
+
+
+def adapt_events(cpu: list, n: int) -> dict:
+    """One run's reader CPU (thread CPU time after each frame, by number, and
+    after the quiet second) as each change's cost: the CPU time of the two
+    frame intervals after it (the quiet second, once the frames stopped),
+    beyond what two intervals of the new pace cost when settled (the median
+    over the second half of its leg)."""
+    steps = [b - a if a >= 0 and b >= 0 else None for a, b in zip(cpu, cpu[1:])]
+    out = {}
+    for event, leg, _ in ADAPT_EVENTS:
+        first = leg * n  # steps[first - 1]: from the leg's last frame to the next leg's first
+        if event == "stopped":
+            after, settled = steps[first - 1], 0
+        else:
+            late = [x for x in steps[first + n // 2:first + n - 1] if x is not None]
+            after = (None if None in steps[first - 1:first + 1]
+                     else steps[first - 1] + steps[first])
+            settled = 2 * statistics.median(late) if late else None
+        out[event] = {"cpu_ns": after, "settled_ns": settled,
+                      "extra_ns": None if after is None or settled is None else after - settled}
+    return out
+
+
+def bench_adapt(cfg, bin_dir, tmp, res):
+    """A writer on a 30 fps schedule goes to 60, then to 15, then stops; each
+    change's cost in the CPU time of a reader with the predictive wait (issue:
+    at most one frame period of spinning), every method taking a turn in each
+    of cfg.rounds rounds."""
+    exe, n = os.path.join(bin_dir, "stream"), cfg.adapt_frames
+    rows = [{"method": m, "runs": []} for m in ADAPT_METHODS]
+    for _ in range(cfg.rounds):
+        for row in rows:
+            python, spin = PACED_C_WRITER[row["method"]]
+            name, o = f"ba{os.getpid()}", os.path.join(tmp, f"adapt.{row['method']}")
+            reader = ([sys.executable, PACED_READER, name, "480x640x3", str(n), o, "a"] if python
+                      else [exe, "reader", name, "latest", str(n), "a", o])
+            run_group([exe, "writer", name, "480x640x3", "latest", "1", str(n),
+                       str(-(10**9 // ADAPT_FPS)), "0", "a", o], [reader], env=dict(os.environ, **spin))
+            done = next(f for f in os.listdir(tmp) if f.startswith(os.path.basename(o) + ".adapt."))
+            row["runs"].append(adapt_events(load(os.path.join(tmp, done)), n))
+            os.unlink(os.path.join(tmp, done))
+    for row in rows:
+        for event, _, old in ADAPT_EVENTS:
+            extra = [r[event]["extra_ns"] for r in row["runs"] if r[event]["extra_ns"] is not None]
+            row[event] = {"extra_ns": statistics.median(extra) if extra else None,
+                          "extra_max_ns": max(extra) if extra else None, "old_period_ns": old,
+                          "rounds": len(extra)}
+    res["adapt"] = rows
+
+
 # How the writer dies (tests/c/test_stream_death.c's cases): SIGKILLed alone;
 # its process group SIGKILLed, one more reader in it (a container stop); with a
 # reader thread of its own. The readers counted are the others, which must all
@@ -831,6 +895,15 @@ def targets(res: dict) -> list:
             st = r["p50_vs_limit"]
             out.append((f"paced C, reader asleep, {where}: p50 ≤ 1.1× a raw futex wake-up after the same fill",
                         spread_text(st), st["median"] <= 1.1))
+    for r in res.get("adapt", []):
+        for event, _, _ in ADAPT_EVENTS:
+            e = r[event]
+            worst = e["extra_max_ns"]
+            out.append((f"predictive wait, {ADAPT_NAMES[r['method']]}, {ADAPT_SAYS[event]}: extra CPU "
+                        "at most one frame period of the old pace (worst round)",
+                        "–" if worst is None else f"{us(worst)} µs of {us(e['old_period_ns'])} µs",
+                        worst is not None and e["rounds"] == len(r["runs"])
+                        and worst <= e["old_period_ns"]))
     for r in res.get("idle", []):
         out.append((f"idle reader ({r['method']}) makes no wake-up", f"{r['wakeups_per_s']:.2f}/s",
                     r["switches"] == 0))
@@ -1024,6 +1097,24 @@ def markdown(res: dict) -> str:
                      f"{r['killed']} | {ms(st.get('p50', float('nan')))} | {ms(st.get('p99', float('nan')))} | "
                      f"{ms(st.get('max', float('nan')))} |")
         L.append("")
+    if res.get("adapt"):
+        L.append("## The pace changes (predictive wait)\n")
+        L.append(f"A C writer publishes 640x480x3 frames on a {ADAPT_FPS} fps schedule, then at twice "
+                 "and at half that rate, then stops; the reader's thread CPU time in the two frame "
+                 "intervals after each change (once stopped: in the second after the last frame) "
+                 "beyond two settled intervals of the new pace, in µs: median and worst of "
+                 f"{len(res['adapt'][0]['runs'])} rounds, against one frame period of the old pace. "
+                 "Below zero: cheaper than settled (frames that come early find the reader asleep, "
+                 "not spinning).\n")
+        L.append("| reader | change | extra CPU, median | worst | old period |")
+        L.append("| --- | --- | --- | --- | --- |")
+        for r in res["adapt"]:
+            for event, _, _ in ADAPT_EVENTS:
+                e = r[event]
+                fig = lambda x: "–" if x is None else us(x)  # noqa: E731
+                L.append(f"| {ADAPT_NAMES[r['method']]} | {ADAPT_SAYS[event]} | {fig(e['extra_ns'])} | "
+                         f"{fig(e['extra_max_ns'])} | {us(e['old_period_ns'])} |")
+        L.append("")
     if res.get("idle"):
         L.append("## Idle readers (writer alive, no frames)\n")
         L.append("Context switches of every thread of the reader's process, per second.\n")
@@ -1132,7 +1223,7 @@ def main() -> int:
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--no-install", action="store_true", help="skip comparisons not importable")
     ap.add_argument("--only", default="", help="comma-separated steps to run (wake, stream_c, python, "
-                    "attach, fanout, paced, idle, death); default: all")
+                    "attach, fanout, paced, adapt, idle, death); default: all")
     args = ap.parse_args()
     cfg = Config(args.quick or args.tiny, args.tiny)
     os.makedirs(args.out, exist_ok=True)
@@ -1146,6 +1237,7 @@ def main() -> int:
                          ("attach", lambda: bench_attach(cfg, args.bin, tmp, res)),
                          ("fanout", lambda: bench_fanout(cfg, args.bin, tmp, res)),
                          ("paced", lambda: bench_paced(cfg, args.bin, tmp, res, res["skipped"])),
+                         ("adapt", lambda: bench_adapt(cfg, args.bin, tmp, res)),
                          ("idle", lambda: bench_idle(cfg, args.bin, tmp, res, res["skipped"])),
                          ("death", lambda: bench_death(cfg, args.bin, tmp, res))):
             if args.only and step not in args.only.split(","):

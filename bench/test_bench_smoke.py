@@ -42,7 +42,7 @@ def test_tiny_run_writes_results(programs, tmp_path):
 
     res = json.loads((tmp_path / "latest.json").read_text())
     for key in ("machine", "wake_c", "wake_py", "stream_c", "python", "attach", "fanout", "paced",
-                "idle", "death", "targets", "skipped"):
+                "adapt", "idle", "death", "targets", "skipped"):
         assert key in res, key
     assert {"c", "c-auto", "shmlane", "shmlane-auto", "shmlane-auto-cw", "futex", "waitv"} <= {
         r["method"] for r in res["paced"]}
@@ -51,6 +51,10 @@ def test_tiny_run_writes_results(programs, tmp_path):
     assert {(r["case"], r["lang"], r["told"]) for r in res["death"]} == {
         (case, lang, 1) for case in ("plain", "group", "thread") for lang in ("c", "python")}
     assert all("p50_vs_peer" in res["wake_c"][m] for m in ("shl", "shlspin"))
+    assert [r["method"] for r in res["adapt"]] == ["c-auto", "shmlane-auto-cw"]
+    for r in res["adapt"]:  # every change measured in the round, every frame seen
+        for event in ("faster", "slower", "stopped"):
+            assert r[event]["rounds"] == 1 and r[event]["extra_ns"] is not None, (r["method"], event)
     assert {"c", "c-auto", "shmlane", "shmlane-auto"} <= {r["method"] for r in res["idle"]}
     assert all(r["seconds"] > 0 for r in res["idle"])
     assert set(res["wake_c"]) == {"shl", "futex", "shlspin", "spin"}

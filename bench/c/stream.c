@@ -5,7 +5,7 @@
  *   stream reader NAME MODE ITERS PHASES OUT
  *
  * FRAME is HxWxC (uint8) or a byte count (a 1-d message); MODE latest or all
- * (all: a blocking stream, so every frame arrives); PHASES a subset of "lct".
+ * (all: a blocking stream, so every frame arrives); PHASES a subset of "lcta".
  * The writer creates NAME (the stream) and NAME.c (control, not timed),
  * prints "ready", waits for READERS readers, then runs:
  *
@@ -20,6 +20,11 @@
  *      time the successful receive + release (OUT.recv.PID).
  *   t  throughput: the writer publishes as fast as it can for SECONDS
  *      (loan + 16-byte stamp + publish, no fill); readers count frames.
+ *   a  the pace changes: ITERS frames -GAP_NS apart on a schedule, ITERS
+ *      twice as often, ITERS half as often, then none (filled as in l;
+ *      their number in bytes 8-15). Readers record their thread's CPU time
+ *      after each frame, by number, and after ADAPT_QUIET_NS more without
+ *      a frame (OUT.adapt.PID: 3*ITERS+1 values, -1 for a frame not seen).
  *
  * Readers wait with shl_reader_set_spin(BENCH_SPIN): a number of ns, or
  * "auto" (SHL_SPIN_AUTO, the predictive wait); default 0. The CPU time of
@@ -38,7 +43,8 @@
 
 #include "common.h"
 
-enum { PH_LAT = 1, PH_COST = 2, PH_THR = 3 };
+enum { PH_LAT = 1, PH_COST = 2, PH_THR = 3, PH_ADAPT = 4 };
+#define ADAPT_QUIET_NS 1000000000LL /* phase a: how long readers watch after the last frame */
 
 static int parse_frame(const char *s, shl_layout *f) {
   unsigned long a, b, c;
@@ -151,6 +157,18 @@ static int writer(int argc, char **argv) {
     wait_acks(c, acked);
     if (ph == PH_LAT) lat_cpu = process_cpu_ns() - pcpu0; /* paced: this process, all threads */
   }
+  if (strchr(phases, 'a')) {
+    atomic_store(&c->phase, PH_ADAPT);
+    int64_t period = gap < 0 ? -gap : gap, next = now_ns();
+    for (long i = 0; i < 3 * iters; i++) {
+      sleep_until_ns(next += i < iters ? period : i < 2 * iters ? period / 2 : 2 * period);
+      if ((rc = shl_writer_loan(w, &slot, -1)) < 0) die_rc("loan", rc);
+      memcpy(slot, src, size);
+      uint64_t stamp[2] = {(uint64_t)now_ns(), (uint64_t)i};
+      memcpy(slot, stamp, sizeof stamp);
+      if ((rc = shl_writer_publish(w, NULL)) < 0) die_rc("publish", rc);
+    }
+  }
   long published = 0;
   double elapsed = 0;
   if (strchr(phases, 't')) {
@@ -252,6 +270,23 @@ static int reader(int argc, char **argv) {
     }
   }
   int pid = (int)getpid();
+  if (strchr(phases, 'a')) {
+    long n = 3 * iters, last = -1;
+    int64_t *cpu = alloc_i64((size_t)n + 1);
+    for (long i = 0; i <= n; i++) cpu[i] = -1;
+    while (last != n - 1) {
+      if ((rc = shl_reader_receive(r, &s, -1, 0)) < 0) die_rc("receive", rc);
+      uint64_t head[2]; /* stamp, number */
+      memcpy(head, s.data, sizeof head);
+      shl_reader_release(r, &s);
+      last = head[1] < (uint64_t)n ? (long)head[1] : last;
+      if (last >= 0) cpu[last] = thread_cpu_ns();
+    }
+    rc = shl_reader_receive(r, &s, ADAPT_QUIET_NS, 0);
+    if (rc != -ETIMEDOUT) die_rc("receive after the last frame", rc == 0 ? -EEXIST : rc);
+    cpu[n] = thread_cpu_ns();
+    dump(path(out, "adapt", pid), cpu, (size_t)n + 1);
+  }
   if (strchr(phases, 'l')) dump(path(out, "lat", pid), lat, (size_t)iters);
   if (strchr(phases, 'l')) dump(path(out, "latp", pid), latp, (size_t)iters);
   if (strchr(phases, 'c')) dump(path(out, "recv", pid), cost, (size_t)iters);
