@@ -52,7 +52,7 @@ def adapt_phase(r: shmlane.Reader, iters: int) -> list:
 def main(name: str, frame: str, iters: int, out: str, phase: str) -> None:
     seg = shmlane.open(name + ".c", timeout=5.0)
     c = seg.array.view("<u8")
-    m = Shmlane("reader", name, parse_frame(frame))
+    m = Shmlane("reader", name, parse_frame(frame), "all" if phase == "a" else "latest")
     c[READY] += 1
     if phase == "a":
         dump(f"{out}.adapt.{os.getpid()}", adapt_phase(m.r, iters))
