@@ -5,7 +5,11 @@ events of both processes while the source receives a few hundred frames.
 For each pair: the latency gst_peer measured (p50, p90); the system calls a
 frame of each process, by name; the wake-ups of the source's threads by the
 sink's process, a frame, how long each took to run (wake-up to running) and
-how many were placed on the waker's CPU. With --probes (shmlanesink and
+how many were placed on the waker's CPU. With --cpu instead: where the sink
+process's CPU time goes (perf's cpu-clock samples, user and kernel): the
+producer's copy of its frame into the buffer (videotestsrc keeps a frame of
+its pattern and copies it into each buffer a row at a time), the kernel, the
+sink's plugin, GStreamer and GLib. With --probes (shmlanesink and
 shmlanesrc only; uprobes, so each adds about a microsecond and a half), a
 frame's steps: the sink's render to publish, the publish, its wake-up of the
 source, the source's receive returning and its create returning.
@@ -14,7 +18,7 @@ Needs root and perf; runs at normal priority, on whatever else the machine
 runs (say how loaded it was with the figures).
 
     python bench/gst_profile.py --plugin build/gst [--frames 600] [--size 1920x1080]
-        [--flat | --fps N] [--methods shmlane shm] [--probes --lib build]
+        [--fps N] [--methods shmlane shm] [--probes --lib build | --cpu]
 """
 
 from __future__ import annotations
@@ -65,7 +69,7 @@ def add_probes(plugin: Path, lib: Path) -> str:
 def record(peer: Path, env: dict, method: str, size: tuple, fps: int, frames: int,
            events: str, data: str) -> tuple:
     """Runs one pair under perf record: (sink pid, source pid, the source's
-    report)."""
+    report). events "cpu-clock": samples of the sink process only."""
     tag = f"gprof{os.getpid()}{method}"
     send_p, recv_p = pipelines(method, size[0], size[1], fps > 0, tag)
     if fps > 0:
@@ -76,7 +80,8 @@ def record(peer: Path, env: dict, method: str, size: tuple, fps: int, frames: in
     perf = None
     try:
         time.sleep(0.5)  # as bench/gst.py: shmsrc needs the socket
-        perf = subprocess.Popen(["perf", "record", "-q", "-a", "-o", data, "-e", events],
+        who = ["-F", "10000", "-p", str(sender.pid)] if events == "cpu-clock" else ["-a"]
+        perf = subprocess.Popen(["perf", "record", "-q", *who, "-o", data, "-e", events],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.3)
         recv = subprocess.Popen([str(peer), "recv", recv_p, str(frames)], env=env,
@@ -139,6 +144,27 @@ def report(method: str, spid: int, rpid: int, r: dict, events: list, names: dict
               f"on the waker's CPU {same / len(wake):.0%}")
 
 
+# --cpu: the sink process's samples, by what they are (first match wins).
+CPU_PARTS = (("the producer's frame copy (memcpy, gst_video_frame_copy_plane)",
+              lambda dso, sym: "memmove" in sym or "memcpy" in sym or sym == "gst_video_frame_copy_plane"),
+             ("kernel", lambda dso, sym: dso == "[kernel.kallsyms]"),
+             ("the sink's plugin", lambda dso, sym: dso in ("libgstshmlane.so", "libgstshm.so")),
+             ("GStreamer and GLib", lambda dso, sym: dso.startswith(("libgst", "libglib", "libgobject"))),
+             ("other", lambda dso, sym: True))
+
+
+def cpu_report(data: str) -> None:
+    text = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", "dso,sym",
+                           "--stdio", "-q", "-g", "none"], capture_output=True, text=True).stdout
+    share = {name: 0.0 for name, _ in CPU_PARTS}
+    for line in text.splitlines():
+        m = re.match(r"\s*([\d.]+)%\s+(\S+)\s+\[[.k]\]\s+(\S+)", line)
+        if m:
+            part = next(name for name, hit in CPU_PARTS if hit(m[2], m[3]))
+            share[part] += float(m[1])
+    print("  sink process, CPU samples: " + ", ".join(f"{k} {v:.1f}%" for k, v in share.items()))
+
+
 def steps(spid: int, rpid: int, events: list) -> None:
     """--probes: each frame the source received, matched to the publish
     before it and that frame's render."""
@@ -178,19 +204,25 @@ def main() -> None:
     ap.add_argument("--methods", nargs="*", default=list(METHODS))
     ap.add_argument("--probes", action="store_true", help="uprobes in shmlanesink/shmlanesrc")
     ap.add_argument("--lib", help="directory of libshmlane.so.0 (--probes)")
+    ap.add_argument("--cpu", action="store_true", help="where the sink process's CPU goes")
     a = ap.parse_args()
     plugin = Path(a.plugin).resolve()
     env = {**os.environ, "GST_PLUGIN_PATH": str(plugin)}
     size = tuple(int(x) for x in a.size.split("x"))
     names = syscall_names()
     for method in a.methods:
-        events = EVENTS
+        events = "cpu-clock" if a.cpu else EVENTS
         if a.probes and method == "shmlane":
             events += "," + add_probes(plugin, Path(a.lib or plugin.parent).resolve())
         with tempfile.TemporaryDirectory() as tmp:
             data = os.path.join(tmp, "perf.data")
             spid, rpid, r = record(plugin / "gst_peer", env, method, size, a.fps, a.frames,
                                    events, data)
+            if a.cpu:
+                lat = [x / 1e3 for x in r["latency_ns"]]
+                print(f"{METHODS[method]}: {r['total']} frames, latency p50 {pct(lat, .5):.1f} µs")
+                cpu_report(data)
+                continue
             evs = events_of(data)
         report(method, spid, rpid, r, evs, names)
         if a.probes and method == "shmlane":
