@@ -5,8 +5,9 @@ sink (sync=false) in one process, the source into fakesink in another,
 both run by bench/gst_peer. Per scenario, the methods run alternately
 (A B A B ...): latency from the sink's chain to the source's push (p50,
 p99), CPU per frame of each process (getrusage, start-up excluded; the
-sink's per frame it took in, the source's per frame it pushed), minor page
-faults per frame of the sink process, copies per frame in the sink (a
+sink's per frame it took in while the source received, from the source's
+first counted frame to its last, the source's per frame it pushed), minor
+page faults per frame of the sink process in that window, copies per frame in the sink (a
 buffer that is not the sink's own memory is copied into shared memory).
 Medians over the runs, with their spread (lowest and highest run); and
 each comparison to shmsink/shmsrc as the median of per-round ratios (a
@@ -93,7 +94,7 @@ def run_once(peer: Path, env: dict, method: str, scenario: tuple, tag: str,
     sender = subprocess.Popen([str(peer), "send", send_p], env=env, stdout=subprocess.PIPE,
                               text=True)
     time.sleep(0.5)  # shmsrc needs the socket: the sender starts first for both
-    recv = subprocess.Popen([str(peer), "recv", recv_p, str(frames)], env=env,
+    recv = subprocess.Popen([str(peer), "recv", recv_p, str(frames), str(sender.pid)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # Paced at 30 fps, or flat out at no less than 60: a run that takes much
     # longer has stalled.
@@ -104,12 +105,16 @@ def run_once(peer: Path, env: dict, method: str, scenario: tuple, tag: str,
     except subprocess.TimeoutExpired:
         r, _ = stop(recv)
         recv_err, stalled = "", True
+    if paced:  # the sink closes its window at its next frame (gst_peer.c)
+        time.sleep(2 / 30)
     s, _ = stop(sender)
     for leftover in (f"/dev/shm/shl.{tag}", f"{tempfile.gettempdir()}/{tag}"):
         if os.path.exists(leftover):
             os.unlink(leftover)
     if not stalled and (recv.returncode != 0 or r is None or s is None):
         raise RuntimeError(f"{method}: {recv_err}")
+    if not stalled and "window_frames" not in s:
+        raise RuntimeError(f"{method}: the sink saw no window of the source's")
     if stalled:
         got = r["total"] if r else 0
         print(f"  {method}: stalled after {got} of {frames} frames ({limit:.0f} s)", flush=True)
@@ -119,9 +124,11 @@ def run_once(peer: Path, env: dict, method: str, scenario: tuple, tag: str,
         "stalled": False,
         "p50_us": lat[len(lat) // 2] / 1e3,
         "p99_us": lat[min(len(lat) - 1, int(len(lat) * 0.99))] / 1e3,
-        "send_cpu_us": s["cpu_ns"] / max(1, s["frames"]) / 1e3,
+        # The sink's window is the source's (gst_peer.c): a flat-out sink runs
+        # before its reader comes and after it leaves.
+        "send_cpu_us": s["window_cpu_ns"] / max(1, s["window_frames"]) / 1e3,
         "recv_cpu_us": r["cpu_ns"] / max(1, r["frames"]) / 1e3,
-        "send_faults": s["minflt"] / max(1, s["frames"]),
+        "send_faults": s["window_minflt"] / max(1, s["window_frames"]),
         "copies": 1 - s["in_place"] / max(1, s["frames"] + 10),
         "sent": s["frames"],
         "missed": r["missed"],

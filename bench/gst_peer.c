@@ -5,16 +5,24 @@
  *                            stamped (CLOCK_MONOTONIC ns, then a counter, in
  *                            its first 16 bytes) as it enters the sink's
  *                            chain; runs until SIGINT or EOS
- *   gst_peer recv PIPELINE N the buffers leaving element "src" are read:
+ *   gst_peer recv PIPELINE N [SENDER_PID]
+ *                            the buffers leaving element "src" are read:
  *                            latency = now - stamp; stops after N
  *
  * Both report the frames they saw (total), and their CPU time and minor page
  * faults (getrusage) from their WARMUP-th frame on (not start-up) with the
  * frames since (frames); send reports the
  * buffers that reached the sink in its own memory (written in place, no
- * copy into shared memory), recv the frames it missed (counter gaps). */
+ * copy into shared memory), recv the frames it missed (counter gaps).
+ *
+ * The receiver's window: given the sender's pid, recv sends it SIGUSR1 at its
+ * own WARMUP-th frame and SIGUSR2 at its last; send then also reports its CPU
+ * time, faults and frames between the two (window_*), taken at the first
+ * frame after each signal. A sink runs before its reader comes and after it
+ * leaves, flat out too; its figures per frame are those of the window. */
 #include <glib-unix.h>
 #include <gst/gst.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -27,7 +35,16 @@ typedef struct {
   guint64 frames, in_place, missed, last_count, limit;
   gint64 cpu_at_warmup, faults_at_warmup;
   GArray *latencies; /* gint64 ns, from the WARMUP-th frame on */
+  int window_seen;                   /* send: the last window signal acted on (0, 1, 2) */
+  gint64 window[2][3];               /* send: cpu, faults, frames at the window's start, end */
+  pid_t sender;                      /* recv: where the window signals go (0: nowhere) */
 } peer;
+
+static volatile sig_atomic_t window_signal; /* send: 1 after SIGUSR1, 2 after SIGUSR2 */
+
+static void on_window_signal(int sig) {
+  window_signal = sig == SIGUSR1 ? 1 : 2;
+}
 
 static gint64 now_ns(void) {
   struct timespec ts;
@@ -75,6 +92,12 @@ static GstPadProbeReturn stamp(GstPad *pad, GstPadProbeInfo *info, gpointer data
     gst_buffer_unmap(buf, &map);
   }
   if (p->frames == WARMUP) warm(p);
+  int w = window_signal;
+  if (w == p->window_seen + 1) { /* in this thread: the frame counter is this thread's */
+    gint64 *at = p->window[w - 1];
+    at[0] = cpu_ns(), at[1] = minor_faults(), at[2] = (gint64)p->frames;
+    p->window_seen = w;
+  }
   return GST_PAD_PROBE_OK;
 }
 
@@ -92,6 +115,8 @@ static GstPadProbeReturn measure(GstPad *pad, GstPadProbeInfo *info, gpointer da
   p->last_count = (guint64)stamp[1];
   if (++p->frames == WARMUP) warm(p);
   if (p->frames > WARMUP) g_array_append_val(p->latencies, lat);
+  if (p->sender && (p->frames == WARMUP || p->frames == p->limit))
+    kill(p->sender, p->frames == WARMUP ? SIGUSR1 : SIGUSR2);
   if (p->frames == p->limit) g_main_loop_quit(p->loop);
   return GST_PAD_PROBE_OK;
 }
@@ -119,13 +144,19 @@ static gboolean on_signal(gpointer data) {
 int main(int argc, char **argv) {
   gst_init(&argc, &argv);
   if (argc < 3 || (strcmp(argv[1], "send") && strcmp(argv[1], "recv"))) {
-    fprintf(stderr, "usage: gst_peer send PIPELINE | gst_peer recv PIPELINE FRAMES\n");
+    fprintf(stderr, "usage: gst_peer send PIPELINE | gst_peer recv PIPELINE FRAMES [SENDER_PID]\n");
     return 2;
   }
   gboolean send = strcmp(argv[1], "send") == 0;
   peer p = {.loop = g_main_loop_new(NULL, FALSE),
             .latencies = g_array_new(FALSE, FALSE, sizeof(gint64)),
-            .limit = argc > 3 ? g_ascii_strtoull(argv[3], NULL, 10) : 0};
+            .limit = argc > 3 ? g_ascii_strtoull(argv[3], NULL, 10) : 0,
+            .sender = argc > 4 ? (pid_t)g_ascii_strtoll(argv[4], NULL, 10) : 0};
+  if (send) {
+    struct sigaction sa = {.sa_handler = on_window_signal, .sa_flags = SA_RESTART};
+    sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGUSR2, &sa, NULL);
+  }
   GError *err = NULL;
   GstElement *pipe = gst_parse_launch(argv[2], &err);
   if (!pipe) {
@@ -144,8 +175,13 @@ int main(int argc, char **argv) {
   printf("{\"total\": %" G_GUINT64_FORMAT ", \"frames\": %" G_GUINT64_FORMAT
          ", \"cpu_ns\": %" G_GINT64_FORMAT
          ", \"minflt\": %" G_GINT64_FORMAT ", \"in_place\": %" G_GUINT64_FORMAT
-         ", \"missed\": %" G_GUINT64_FORMAT ", \"latency_ns\": [",
+         ", \"missed\": %" G_GUINT64_FORMAT,
          p.frames, p.frames > WARMUP ? p.frames - WARMUP : 0, cpu, faults, p.in_place, p.missed);
+  if (p.window_seen == 2)
+    printf(", \"window_cpu_ns\": %" G_GINT64_FORMAT ", \"window_minflt\": %" G_GINT64_FORMAT
+           ", \"window_frames\": %" G_GINT64_FORMAT, p.window[1][0] - p.window[0][0],
+           p.window[1][1] - p.window[0][1], p.window[1][2] - p.window[0][2]);
+  printf(", \"latency_ns\": [");
   for (guint i = 0; i < p.latencies->len; i++)
     printf("%s%" G_GINT64_FORMAT, i ? ", " : "", g_array_index(p.latencies, gint64, i));
   printf("]}\n");
