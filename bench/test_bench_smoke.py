@@ -9,6 +9,7 @@ Runs the C programs of bench/c/ that meson built, from $SHMLANE_BUILD/bench
 running pytest (shmlane installed); installs nothing, so comparisons whose
 packages are missing are reported as skipped."""
 
+import importlib
 import importlib.util
 import json
 import os
@@ -92,6 +93,23 @@ def test_tiny_run_writes_results(programs, tmp_path):
             assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def bench_module(name: str):
+    """A module of bench/ (gst.py, gst_profile.py), imported from there."""
+    sys.path.insert(0, HERE)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(HERE)
+
+
+def fake_peer(tmp_path, script: str):
+    """A stand-in for bench/gst_peer running `script` (below)."""
+    peer = tmp_path / "gst_peer"
+    peer.write_text(script.replace("PYTHON", sys.executable))
+    peer.chmod(0o755)
+    return peer
+
+
 # A stand-in for bench/gst_peer: "send" runs until SIGINT; "recv" gets 3
 # frames and then nothing, as a stalled shmsrc; each prints its report at
 # SIGINT, as gst_peer does.
@@ -113,14 +131,8 @@ def test_gst_stalled_run_is_reported(tmp_path, monkeypatch):
     """bench/gst.py: a run whose source stops receiving is ended and
     reported as stalled, with the frames it got, outside the medians; the
     benchmark goes on."""
-    sys.path.insert(0, HERE)
-    try:
-        import gst
-    finally:
-        sys.path.remove(HERE)
-    peer = tmp_path / "gst_peer"
-    peer.write_text(STALLING_PEER.replace("PYTHON", sys.executable))
-    peer.chmod(0o755)
+    gst = bench_module("gst")
+    peer = fake_peer(tmp_path, STALLING_PEER)
     monkeypatch.setattr(gst, "STALL_SLACK_S", 0.5)
     monkeypatch.setattr(gst.time, "sleep", lambda s: None)  # the sender's head start
     stalled = gst.run_once(peer, dict(os.environ), "shm", ("s", 64, 48, False, 6), "t", 64)
@@ -133,15 +145,43 @@ def test_gst_stalled_run_is_reported(tmp_path, monkeypatch):
     assert lines[3].count("stalled") == 1 + len(gst.MEASURES)
 
 
+# A stand-in for bench/gst_peer whose source receives all its frames: "recv"
+# needs the sender's pid (it would signal the window to it), "send" reports
+# its whole life and the source's window apart.
+WINDOW_PEER = """#!PYTHON
+import json, os, signal, sys, time
+if sys.argv[1] == "recv":
+    os.kill(int(sys.argv[4]), 0)
+    n = int(sys.argv[3])
+    print(json.dumps({"total": n, "frames": n, "cpu_ns": 2000 * n, "minflt": 0, "in_place": 0,
+                      "missed": 0, "latency_ns": [1000] * n}))
+    sys.exit(0)
+def report(*_):
+    print(json.dumps({"total": 500, "frames": 490, "cpu_ns": 490 * 1000, "minflt": 490,
+                      "in_place": 500, "missed": 0, "window_cpu_ns": 40 * 7000,
+                      "window_minflt": 20, "window_frames": 40, "latency_ns": []}), flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGINT, report)
+while True:
+    time.sleep(1)
+"""
+
+
+def test_gst_sink_counted_in_the_source_window(tmp_path):
+    """bench/gst.py: the sink process's CPU and faults per frame are those of
+    the source's window, not of the sink's whole life (most of it with no
+    reader, flat out)."""
+    gst = bench_module("gst")
+    peer = fake_peer(tmp_path, WINDOW_PEER)  # gst.py's head start (0.5 s) lets send set its handler
+    r = gst.run_once(peer, dict(os.environ), "shm", ("s", 64, 48, False, 6), "t", 64)
+    assert r["send_cpu_us"] == 7.0 and r["send_faults"] == 0.5 and r["recv_cpu_us"] == 2.0
+
+
 def test_gst_ratios_per_round():
     """bench/gst.py compares each method to shmsink/shmsrc round by round:
     the median of the rounds' ratios and their spread, not a ratio of
     medians; a round in which either stalled counts for neither."""
-    sys.path.insert(0, HERE)
-    try:
-        import gst
-    finally:
-        sys.path.remove(HERE)
+    gst = bench_module("gst")
 
     def runs(p50s):
         return [{"stalled": True} if v is None else
@@ -159,11 +199,7 @@ def test_gst_ratios_per_round():
 def test_gst_profile_counts_calls_and_wakeups(capsys):
     """bench/gst_profile.py: system calls a frame by process and name, and
     each wake-up of a source thread by the sink's process, to its running."""
-    sys.path.insert(0, HERE)
-    try:
-        import gst_profile
-    finally:
-        sys.path.remove(HERE)
+    gst_profile = bench_module("gst_profile")
     sink, source, thread = 10, 20, 21
     events = [  # (pid, tid, cpu, time µs, event, trace), as events_of() makes them
         (sink, sink, 0, 1.0, "raw_syscalls:sys_enter", "NR 202 (1, 2)"),
