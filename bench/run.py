@@ -566,11 +566,10 @@ def bench_paced(cfg, bin_dir, tmp, res, skipped):
 ADAPT_FPS = 30
 ADAPT_METHODS = ("c-auto", "shmlane-auto-cw")
 ADAPT_NAMES = {"c-auto": "C", "shmlane-auto-cw": "Python"}
-ADAPT_SAYS = {"faster": f"{ADAPT_FPS} → {2 * ADAPT_FPS} fps", "slower": f"{2 * ADAPT_FPS} → {ADAPT_FPS // 2} fps",
-              "stopped": f"{ADAPT_FPS // 2} fps → no frame"}
-# Each change: the leg it begins (legs of n frames) and the old period (ns).
-ADAPT_EVENTS = (("faster", 1, 10**9 // ADAPT_FPS), ("slower", 2, 10**9 // (2 * ADAPT_FPS)),
-                ("stopped", 3, 2 * 10**9 // ADAPT_FPS))
+# Each change: the leg it begins (legs of n frames), the old period (ns), as the tables say it.
+ADAPT_EVENTS = (("faster", 1, 10**9 // ADAPT_FPS, f"{ADAPT_FPS} → {2 * ADAPT_FPS} fps"),
+                ("slower", 2, 10**9 // (2 * ADAPT_FPS), f"{2 * ADAPT_FPS} → {ADAPT_FPS // 2} fps"),
+                ("stopped", 3, 2 * 10**9 // ADAPT_FPS, f"{ADAPT_FPS // 2} fps → no frame"))
 
 
 def adapt_events(cpu: list, n: int) -> dict:
@@ -581,7 +580,7 @@ def adapt_events(cpu: list, n: int) -> dict:
     over the second half of its leg)."""
     steps = [b - a if a >= 0 and b >= 0 else None for a, b in zip(cpu, cpu[1:])]
     out = {}
-    for event, leg, _ in ADAPT_EVENTS:
+    for event, leg, _, _ in ADAPT_EVENTS:
         first = leg * n  # steps[first - 1]: from the leg's last frame to the next leg's first
         if event == "stopped":
             after, settled = steps[first - 1], 0
@@ -616,7 +615,7 @@ def bench_adapt(cfg, bin_dir, tmp, res):
             row["runs"].append(adapt_events(load(os.path.join(tmp, done)), n))
             os.unlink(os.path.join(tmp, done))
     for row in rows:
-        for event, _, old in ADAPT_EVENTS:
+        for event, _, old, _ in ADAPT_EVENTS:
             done = [r[event] for r in row["runs"] if r[event]["extra_ns"] is not None]
             mid = lambda k: statistics.median(e[k] for e in done) if done else None  # noqa: E731
             row[event] = {"cpu_ns": mid("cpu_ns"), "settled_ns": mid("settled_ns"),
@@ -900,10 +899,10 @@ def targets(res: dict) -> list:
             out.append((f"paced C, reader asleep, {where}: p50 ≤ 1.1× a raw futex wake-up after the same fill",
                         spread_text(st), st["median"] <= 1.1))
     for r in res.get("adapt", []):
-        for event, _, _ in ADAPT_EVENTS:
+        for event, _, _, says in ADAPT_EVENTS:
             e = r[event]
             worst = e["extra_max_ns"]
-            out.append((f"predictive wait, {ADAPT_NAMES[r['method']]}, {ADAPT_SAYS[event]}: extra CPU "
+            out.append((f"predictive wait, {ADAPT_NAMES[r['method']]}, {says}: extra CPU "
                         "at most one frame period of the old pace (worst round)",
                         "–" if worst is None else f"{us(worst)} µs of {us(e['old_period_ns'])} µs",
                         worst is not None and e["rounds"] == len(r["runs"])
@@ -1115,9 +1114,9 @@ def markdown(res: dict) -> str:
         L.append("| --- | --- | --- | --- | --- | --- | --- |")
         fig = lambda x: "–" if x is None else us(x)  # noqa: E731
         for r in res["adapt"]:
-            for event, _, _ in ADAPT_EVENTS:
+            for event, _, _, says in ADAPT_EVENTS:
                 e = r[event]
-                L.append(f"| {ADAPT_NAMES[r['method']]} | {ADAPT_SAYS[event]} | {fig(e['cpu_ns'])} | "
+                L.append(f"| {ADAPT_NAMES[r['method']]} | {says} | {fig(e['cpu_ns'])} | "
                          f"{fig(e['settled_ns'])} | {fig(e['extra_ns'])} | {fig(e['extra_max_ns'])} | "
                          f"{us(e['old_period_ns'])} |")
         L.append("")
