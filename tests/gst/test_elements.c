@@ -1,5 +1,6 @@
 /* shmlanesink and shmlanesrc in one process (GstCheck, GstHarness): caps <->
- * layout for every format, the pool of loaned slots, renegotiation,
+ * layout for every format, the pool of loaned slots (and converters and
+ * decoders writing into it), renegotiation,
  * writer gone, pins, state changes under a running peer, flushing and
  * seeking, the source's timestamps, modes, the
  * declared period, and a peer with write access rewriting the stream's
@@ -126,7 +127,7 @@ GST_END_TEST;
 static GstElement *launch(const gchar *description) {
   GError *err = NULL;
   GstElement *p = gst_parse_launch(description, &err);
-  fail_unless(p != NULL, "%s: %s", description, err ? err->message : "?");
+  fail_unless(p != NULL && err == NULL, "%s: %s", description, err ? err->message : "?");
   return p;
 }
 
@@ -156,15 +157,18 @@ static guint stat_of(GstElement *e, const char *field) {
   return v;
 }
 
-/* n frames of `caps` into a stream through a pipeline; a reader of policy
- * `all` opened first gets every one, with its record; the sink copied
- * `copies` of them. */
-static void check_publish(const char *tag, const char *caps, guint n, guint copies) {
+/* n frames of videotestsrc, through `upstream` (its properties and what
+ * follows it up to the sink), into a stream; a reader of policy `all` opened
+ * first gets every one, with its record (numbered as videotestsrc numbers
+ * them unless a decoder lies between), and `check` (if given) looks at each
+ * frame's bytes; the sink copied `copies` of them. */
+static void check_publish(const char *tag, const char *upstream, gboolean decoded, guint n,
+                          guint copies, void (*check)(const guint8 *frame)) {
   gchar *name = stream_name(tag);
   shl_reader *r = NULL;
-  gchar *d = g_strdup_printf("videotestsrc num-buffers=%u ! %s ! shmlanesink name=sink stream=%s "
+  gchar *d = g_strdup_printf("videotestsrc num-buffers=%u %s ! shmlanesink name=sink stream=%s "
                              "sync=false block=true",
-                             n, caps, name);
+                             n, upstream, name);
   GstElement *p = launch(d);
   GstElement *sink = gst_bin_get_by_name(GST_BIN(p), "sink");
   fail_unless(gst_element_set_state(p, GST_STATE_PAUSED) != GST_STATE_CHANGE_FAILURE);
@@ -183,8 +187,9 @@ static void check_publish(const char *tag, const char *caps, guint n, guint copi
     uint64_t size = 0;
     fail_unless_equals_int(shl_sample_get_meta(r, &s, &meta, &size), 0);
     fail_unless(shlgst_record_read(meta, size, &rec));
-    fail_unless_equals_uint64(rec.offset, i); /* videotestsrc numbers its frames */
+    if (!decoded) fail_unless_equals_uint64(rec.offset, i);
     fail_unless_equals_int(rec.fps_n, 30);
+    if (check) check(s.data);
     shl_reader_release(r, &s);
   }
   g_thread_join(t);
@@ -200,13 +205,79 @@ static void check_publish(const char *tag, const char *caps, guint n, guint copi
 
 GST_START_TEST(test_sink_zero_copy) {
   /* videotestsrc writes into the loaned slots: nothing copied. */
-  check_publish("zc", "video/x-raw,format=I420,width=320,height=240,framerate=30/1", 20, 0);
+  check_publish("zc", "! video/x-raw,format=I420,width=320,height=240,framerate=30/1", FALSE, 20,
+                0, NULL);
+}
+GST_END_TEST;
+
+/* videotestsrc's smpte75 in I420, as it draws it at 1920x1080: the middle
+ * of each of its seven bars in Y and in U. */
+static const guint8 bars[2][7] = {{180, 168, 145, 133, 63, 51, 28},
+                                  {128, 44, 147, 63, 193, 109, 212}};
+
+/* The bars are where the stream's layout (GstVideoInfo's for I420
+ * 1920x1080) puts them, in the first, middle and last row of Y and of U,
+ * within a lossy codec's error: a producer that wrote with other strides or
+ * plane offsets than the slot's (a decoder's rows padded to 1088) fails. */
+static void check_bars(const guint8 *frame) {
+  GstVideoInfo info;
+  fail_unless(gst_video_info_set_format(&info, GST_VIDEO_FORMAT_I420, 1920, 1080));
+  for (guint p = 0; p < 2; p++) {
+    const guint8 *plane = frame + GST_VIDEO_INFO_PLANE_OFFSET(&info, p);
+    gint stride = GST_VIDEO_INFO_PLANE_STRIDE(&info, p);
+    gint width = GST_VIDEO_INFO_COMP_WIDTH(&info, p), height = GST_VIDEO_INFO_COMP_HEIGHT(&info, p);
+    const gint rows[] = {0, height / 2, height - 1};
+    for (guint k = 0; k < 7; k++)
+      for (guint j = 0; j < G_N_ELEMENTS(rows); j++) {
+        gint v = plane[rows[j] * stride + (2 * k + 1) * width / 14];
+        fail_unless(ABS(v - bars[p][k]) <= 12, "plane %u, bar %u, row %d: %d, not %d", p, k,
+                    rows[j], v, bars[p][k]);
+      }
+  }
+}
+
+GST_START_TEST(test_sink_producers_in_place) {
+  /* Elements that write their output into the buffers the sink lends
+   * (docs/gstreamer.md, Zero copy): a converter, a scaler and decoders,
+   * at a size decoders pad. Nothing is copied and every frame is whole.
+   * The last two are checked where their packages (plugins-ugly, -bad)
+   * are installed. */
+  static const struct {
+    const char *upstream; /* from the test source's output on */
+    gboolean decoded;
+    const char *needs[2]; /* elements not in plugins-base or -good */
+  } producers[] = {
+      {"! video/x-raw,format=NV12,width=1920,height=1080 ! videoconvert", FALSE, {NULL}},
+      {"! video/x-raw,format=I420,width=1280,height=720 ! videoscale", FALSE, {NULL}},
+      {"! jpegenc ! jpegdec", TRUE, {NULL}},
+      {"! vp8enc deadline=1 ! vp8dec", TRUE, {NULL}},
+      {"! theoraenc ! theoradec", TRUE, {NULL}},
+      {"! x264enc tune=zerolatency ! h264parse ! openh264dec", TRUE, {"x264enc", "openh264dec"}},
+  };
+  const char *caps = "video/x-raw,format=I420,width=1920,height=1080,framerate=30/1";
+  for (guint i = 0; i < G_N_ELEMENTS(producers); i++) {
+    gboolean found = TRUE;
+    for (guint e = 0; e < G_N_ELEMENTS(producers[i].needs) && producers[i].needs[e]; e++) {
+      GstElementFactory *f = gst_element_factory_find(producers[i].needs[e]);
+      found = found && f;
+      if (f) gst_object_unref(f);
+    }
+    if (!found) continue;
+    /* An encoder is given the frame size; the stream gets it after them all. */
+    gchar *up = g_strdup_printf("pattern=smpte75 %s%s %s ! %s", producers[i].decoded ? "! " : "",
+                                producers[i].decoded ? caps : "", producers[i].upstream, caps);
+    gchar *tag = g_strdup_printf("prod%u", i);
+    check_publish(tag, up, producers[i].decoded, 10, 0, check_bars);
+    g_free(tag);
+    g_free(up);
+  }
 }
 GST_END_TEST;
 
 GST_START_TEST(test_sink_copy_once) {
   /* Rows padded by GStreamer (RGB 321 wide) cannot be lent: one copy each. */
-  check_publish("copy", "video/x-raw,format=RGB,width=321,height=240,framerate=30/1", 10, 10);
+  check_publish("copy", "! video/x-raw,format=RGB,width=321,height=240,framerate=30/1", FALSE, 10,
+                10, NULL);
 }
 GST_END_TEST;
 
@@ -1127,6 +1198,7 @@ static Suite *shmlane_suite(void) {
   tcase_add_test(tc, test_layout_conventions);
   tcase_add_test(tc, test_sink_zero_copy);
   tcase_add_test(tc, test_sink_copy_once);
+  tcase_add_test(tc, test_sink_producers_in_place);
   tcase_add_test(tc, test_renegotiate);
   tcase_add_test(tc, test_writer_gone);
   tcase_add_test(tc, test_pin_limit);
