@@ -132,6 +132,7 @@ def run_once(peer: Path, env: dict, method: str, scenario: tuple, tag: str,
         "copies": 1 - s["in_place"] / max(1, s["frames"] + 10),
         "sent": s["frames"],
         "missed": r["missed"],
+        "window_ns": s["window_ns"],  # when (bench/gst_profile.py --copy)
     }
 
 

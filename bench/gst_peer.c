@@ -18,8 +18,9 @@
  * The receiver's window: given the sender's pid, recv sends it SIGUSR1 at its
  * own WARMUP-th frame and SIGUSR2 at its last; send then also reports its CPU
  * time, faults and frames between the two (window_*), taken at the first
- * frame after each signal. A sink runs before its reader comes and after it
- * leaves, flat out too; its figures per frame are those of the window. */
+ * frame after each signal, and when (window_ns, CLOCK_MONOTONIC). A sink
+ * runs before its reader comes and after it leaves, flat out too; its
+ * figures per frame are those of the window. */
 #include <glib-unix.h>
 #include <gst/gst.h>
 #include <signal.h>
@@ -34,17 +35,15 @@ typedef struct {
   GMainLoop *loop;
   guint64 frames, in_place, missed, last_count, limit;
   gint64 cpu_at_warmup, faults_at_warmup;
-  GArray *latencies; /* gint64 ns, from the WARMUP-th frame on */
-  int window_seen;                   /* send: the last window signal acted on (0, 1, 2) */
-  gint64 window[2][3];               /* send: cpu, faults, frames at the window's start, end */
-  pid_t sender;                      /* recv: where the window signals go (0: nowhere) */
+  GArray *latencies;   /* gint64 ns, from the WARMUP-th frame on */
+  int window_seen;     /* send: the last window signal acted on (0, 1, 2) */
+  gint64 window[2][4]; /* send: cpu, faults, frames, time at its start, end */
+  pid_t sender;        /* recv: where the window signals go (0: nowhere) */
 } peer;
 
 static volatile sig_atomic_t window_signal; /* send: 1 after SIGUSR1, 2 after SIGUSR2 */
 
-static void on_window_signal(int sig) {
-  window_signal = sig == SIGUSR1 ? 1 : 2;
-}
+static void on_window_signal(int sig) { window_signal = sig == SIGUSR1 ? 1 : 2; }
 
 static gint64 now_ns(void) {
   struct timespec ts;
@@ -95,7 +94,7 @@ static GstPadProbeReturn stamp(GstPad *pad, GstPadProbeInfo *info, gpointer data
   int w = window_signal;
   if (w == p->window_seen + 1) { /* in this thread: the frame counter is this thread's */
     gint64 *at = p->window[w - 1];
-    at[0] = cpu_ns(), at[1] = minor_faults(), at[2] = (gint64)p->frames;
+    at[0] = cpu_ns(), at[1] = minor_faults(), at[2] = (gint64)p->frames, at[3] = now_ns();
     p->window_seen = w;
   }
   return GST_PAD_PROBE_OK;
@@ -173,14 +172,15 @@ int main(int argc, char **argv) {
   g_main_loop_run(p.loop);
   gint64 cpu = cpu_ns() - p.cpu_at_warmup, faults = minor_faults() - p.faults_at_warmup;
   printf("{\"total\": %" G_GUINT64_FORMAT ", \"frames\": %" G_GUINT64_FORMAT
-         ", \"cpu_ns\": %" G_GINT64_FORMAT
-         ", \"minflt\": %" G_GINT64_FORMAT ", \"in_place\": %" G_GUINT64_FORMAT
-         ", \"missed\": %" G_GUINT64_FORMAT,
+         ", \"cpu_ns\": %" G_GINT64_FORMAT ", \"minflt\": %" G_GINT64_FORMAT
+         ", \"in_place\": %" G_GUINT64_FORMAT ", \"missed\": %" G_GUINT64_FORMAT,
          p.frames, p.frames > WARMUP ? p.frames - WARMUP : 0, cpu, faults, p.in_place, p.missed);
   if (p.window_seen == 2)
     printf(", \"window_cpu_ns\": %" G_GINT64_FORMAT ", \"window_minflt\": %" G_GINT64_FORMAT
-           ", \"window_frames\": %" G_GINT64_FORMAT, p.window[1][0] - p.window[0][0],
-           p.window[1][1] - p.window[0][1], p.window[1][2] - p.window[0][2]);
+           ", \"window_frames\": %" G_GINT64_FORMAT ", \"window_ns\": [%" G_GINT64_FORMAT
+           ", %" G_GINT64_FORMAT "]",
+           p.window[1][0] - p.window[0][0], p.window[1][1] - p.window[0][1],
+           p.window[1][2] - p.window[0][2], p.window[0][3], p.window[1][3]);
   printf(", \"latency_ns\": [");
   for (guint i = 0; i < p.latencies->len; i++)
     printf("%s%" G_GINT64_FORMAT, i ? ", " : "", g_array_index(p.latencies, gint64, i));

@@ -9,16 +9,18 @@ how many were placed on the waker's CPU. With --cpu instead: where the sink
 process's CPU time goes (perf's cpu-clock samples, user and kernel): the
 producer's copy of its frame into the buffer (videotestsrc keeps a frame of
 its pattern and copies it into each buffer a row at a time), the kernel, the
-sink's plugin, GStreamer and GLib. With --probes (shmlanesink and
-shmlanesrc only; uprobes, so each adds about a microsecond and a half), a
-frame's steps: the sink's render to publish, the publish, its wake-up of the
+sink's plugin, GStreamer and GLib. With --copy: that copy timed (the thread's
+CPU time, bench/gst_copytime.c in the sink's process) against the rest of the
+sink process's CPU per frame, bench/gst.py's runs in alternating rounds. With
+--probes (shmlanesink and shmlanesrc only; uprobes, so each adds about a
+microsecond and a half), a frame's steps: the sink's render to publish, the publish, its wake-up of the
 source, the source's receive returning and its create returning.
 
-Needs root and perf; runs at normal priority, on whatever else the machine
-runs (say how loaded it was with the figures).
+Needs root and perf (not --copy); runs at normal priority, on whatever else
+the machine runs (say how loaded it was with the figures).
 
     python bench/gst_profile.py --plugin build/gst [--frames 600] [--size 1920x1080]
-        [--fps N] [--methods shmlane shm] [--probes --lib build | --cpu]
+        [--fps N] [--methods shmlane shm] [--probes --lib build | --cpu | --copy [--rounds N]]
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ import json
 import os
 import re
 import signal
+import statistics
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from gst import METHODS, pipelines, stop
+from gst import BASE, METHODS, SHM_FRAMES, pipelines, run_once, stop
+from run import per_round, spread_text
 
 EVENTS = "sched:sched_switch,sched:sched_wakeup,raw_syscalls:sys_enter"
 # uprobes (--probes): (event name, binary under --plugin or --lib, location)
@@ -165,6 +169,53 @@ def cpu_report(data: str) -> None:
     print("  sink process, CPU samples: " + ", ".join(f"{k} {v:.1f}%" for k, v in share.items()))
 
 
+def copy_rounds(plugin: Path, env: dict, size: tuple, paced: bool, frames: int, rounds: int,
+                methods: list) -> dict:
+    """--copy: per method and round, the sink process's CPU a frame in the
+    source's window (bench/gst.py's figure), the producer's copy a frame in
+    the same window (bench/gst_copytime.c; I420) and the rest. The methods
+    take turns, as in bench/gst.py."""
+    width, height = size
+    got: dict = {m: [] for m in methods}
+    with tempfile.TemporaryDirectory() as out:
+        env = {**env, "LD_PRELOAD": str(plugin / "gst_copytime.so"),
+               "SHL_COPYTIME_ROW": str(width), "SHL_COPYTIME_ROWS": str(2 * height),
+               "SHL_COPYTIME_OUT": out}
+        for _ in range(rounds):
+            for m in methods:
+                r = run_once(plugin / "gst_peer", env, m, (m, width, height, paced, frames),
+                             f"gcopy{os.getpid()}", SHM_FRAMES)
+                reports = [Path(out, f) for f in os.listdir(out)]
+                copy = [json.loads(f.read_text())["frames"] for f in reports]
+                for f in reports:
+                    f.unlink()
+                if r["stalled"]:
+                    continue
+                if len(copy) != 1:  # only the sink's process copies rows
+                    raise RuntimeError(f"{m}: {len(copy)} reports of the copy")
+                start, end = r["window_ns"]
+                window = [ns for at, ns in copy[0] if start < at <= end]
+                if not window:
+                    raise RuntimeError(f"{m}: no copy in the sink's window")
+                sink, cp = r["send_cpu_us"], statistics.fmean(window) / 1e3
+                got[m].append({"sink": sink, "copy": cp, "rest": sink - cp})
+                print(f"  {METHODS[m]}: sink process {sink:.1f} µs a frame, the copy {cp:.1f}, "
+                      f"the rest {sink - cp:.1f}", flush=True)
+    return got
+
+
+def copy_report(got: dict) -> None:
+    parts = ("sink", "copy", "rest")
+    for m, rs in got.items():
+        print(f"{METHODS[m]}, {len(rs)} runs, medians: " + ", ".join(
+            f"{k} {statistics.median(r[k] for r in rs):.1f} µs" for k in parts))
+    for m in got:
+        if m != BASE and BASE in got:
+            print(f"{METHODS[m]} against {METHODS[BASE]}, per round: " + ", ".join(
+                f"{k} {spread_text(per_round([r[k] for r in got[m]], [r[k] for r in got[BASE]]))}"
+                for k in parts))
+
+
 def steps(spid: int, rpid: int, events: list) -> None:
     """--probes: each frame the source received, matched to the publish
     before it and that frame's render."""
@@ -205,10 +256,18 @@ def main() -> None:
     ap.add_argument("--probes", action="store_true", help="uprobes in shmlanesink/shmlanesrc")
     ap.add_argument("--lib", help="directory of libshmlane.so.0 (--probes)")
     ap.add_argument("--cpu", action="store_true", help="where the sink process's CPU goes")
+    ap.add_argument("--copy", action="store_true",
+                    help="the producer's copy against the rest of the sink process's CPU")
+    ap.add_argument("--rounds", type=int, default=8, help="--copy: rounds of every method")
     a = ap.parse_args()
     plugin = Path(a.plugin).resolve()
     env = {**os.environ, "GST_PLUGIN_PATH": str(plugin)}
     size = tuple(int(x) for x in a.size.split("x"))
+    if a.copy:
+        if a.fps not in (0, 30):
+            ap.error("--copy runs bench/gst.py's pipelines: --fps 30 or flat out")
+        copy_report(copy_rounds(plugin, env, size, a.fps == 30, a.frames, a.rounds, a.methods))
+        return
     names = syscall_names()
     for method in a.methods:
         events = "cpu-clock" if a.cpu else EVENTS

@@ -159,7 +159,11 @@ if sys.argv[1] == "recv":
 def report(*_):
     print(json.dumps({"total": 500, "frames": 490, "cpu_ns": 490 * 1000, "minflt": 490,
                       "in_place": 500, "missed": 0, "window_cpu_ns": 40 * 7000,
-                      "window_minflt": 20, "window_frames": 40, "latency_ns": []}), flush=True)
+                      "window_minflt": 20, "window_frames": 40, "window_ns": [100, 200],
+                      "latency_ns": []}), flush=True)
+    if os.environ.get("SHL_COPYTIME_OUT"):  # as bench/gst_copytime.c: [end, copy ns] a frame
+        with open(f"{os.environ['SHL_COPYTIME_OUT']}/{os.getpid()}.json", "w") as f:
+            json.dump({"frames": [[50, 9000], [150, 5000], [200, 3000], [250, 9000]]}, f)
     sys.exit(0)
 signal.signal(signal.SIGINT, report)
 while True:
@@ -175,6 +179,48 @@ def test_gst_sink_counted_in_the_source_window(tmp_path):
     peer = fake_peer(tmp_path, WINDOW_PEER)  # gst.py's head start (0.5 s) lets send set its handler
     r = gst.run_once(peer, dict(os.environ), "shm", ("s", 64, 48, False, 6), "t", 64)
     assert r["send_cpu_us"] == 7.0 and r["send_faults"] == 0.5 and r["recv_cpu_us"] == 2.0
+
+
+def test_gst_profile_copy_in_the_window(tmp_path, capsys):
+    """bench/gst_profile.py --copy: the producer's copy a frame is taken over
+    the frames the sink made in the source's window, as the sink's CPU."""
+    gst_profile = bench_module("gst_profile")
+    fake_peer(tmp_path, WINDOW_PEER)
+    got = gst_profile.copy_rounds(tmp_path, dict(os.environ), (64, 48), False, 6, 1, ["shm"])
+    assert got == {"shm": [{"sink": 7.0, "copy": 4.0, "rest": 3.0}]}
+
+
+def test_gst_copytime_counts_whole_frames(tmp_path):
+    """bench/gst_copytime.c, preloaded: a frame is SHL_COPYTIME_ROWS rows
+    from the pattern's first on; a call of a row's length elsewhere, before
+    a frame or after its last row, is not counted."""
+    lib = os.path.join(os.environ.get("SHMLANE_BUILD", os.path.join(ROOT, "build")), "gst",
+                       "gst_copytime.so")
+    if not os.path.exists(lib):
+        pytest.skip(f"no {lib} (built with GStreamer's development files)")
+    script = """if True:
+        import ctypes
+        memcpy = ctypes.CDLL(None).memcpy
+        pattern, slot, other = (ctypes.create_string_buffer(4 * 4000) for _ in range(3))
+        def at(buf, offset):
+            return ctypes.c_void_p(ctypes.addressof(buf) + offset)
+        memcpy(other, pattern, 4000)  # a row's length, not a frame's row
+        for frame in range(3):
+            for row in range(2):  # luma rows: each follows the one before in the source
+                memcpy(at(slot, 4000 * row), at(pattern, 4000 * row), 4000)
+            for row in range(2):  # chroma rows, half as long
+                memcpy(at(slot, 8000 + 2000 * row), at(pattern, 8000 + 2000 * row), 2000)
+            memcpy(other, at(pattern, 100), 2000)  # after the frame's last row
+    """
+    env = {**os.environ, "LD_PRELOAD": lib, "SHL_COPYTIME_ROW": "4000", "SHL_COPYTIME_ROWS": "4",
+           "SHL_COPYTIME_OUT": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, timeout=30)
+    assert proc.returncode == 0
+    (report,) = tmp_path.iterdir()
+    frames = json.loads(report.read_text())["frames"]
+    assert len(frames) == 3
+    assert [end for end, _ in frames] == sorted(end for end, _ in frames)
+    assert all(copy >= 0 for _, copy in frames)
 
 
 def test_gst_ratios_per_round():
