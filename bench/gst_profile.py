@@ -13,8 +13,9 @@ sink's plugin, GStreamer and GLib. With --copy: that copy timed (the thread's
 CPU time, bench/gst_copytime.c in the sink's process) against the rest of the
 sink process's CPU per frame, bench/gst.py's runs in alternating rounds. With
 --probes (shmlanesink and shmlanesrc only; uprobes, so each adds about a
-microsecond and a half), a frame's steps: the sink's render to publish, the publish, its wake-up of the
-source, the source's receive returning and its create returning.
+microsecond and a half), a frame's steps: the sink's render to publish, the
+publish, its wake-up of the source, the source's receive returning and its
+create returning.
 
 Needs root and perf (not --copy); runs at normal priority, on whatever else
 the machine runs (say how loaded it was with the figures).
