@@ -239,10 +239,10 @@ static void check_bars(const guint8 *frame) {
 GST_START_TEST(test_sink_producers) {
   /* Elements that write their output into the buffers the sink lends
    * (docs/gstreamer.md, Zero copy): a converter, a scaler and decoders,
-   * at a size decoders pad; nothing is copied. A decoder that keeps its
-   * output buffers as reference frames (libav's, here with B-frames to
-   * reorder) declines the pool: each frame is copied once, and nothing
-   * waits on the pool's one loan. Every frame is whole. The elements of
+   * at a size decoders pad; nothing is copied. libav's decoder wants
+   * padded rows (1090 of them at 1080p) and decodes into a pool of its own
+   * (here with B-frames to reorder): each frame is copied once, and nothing
+   * waits on the sink's pool. Every frame is whole. The elements of
    * plugins-ugly, -bad and libav are checked where installed. */
   static const struct {
     const char *upstream; /* from the test source's output on */
