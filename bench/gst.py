@@ -7,8 +7,9 @@ both run by bench/gst_peer. Per scenario, the methods run alternately
 p99), CPU per frame of each process (getrusage, start-up excluded; the
 sink's per frame it took in while the source received, from the source's
 first counted frame to its last, the source's per frame it pushed), minor
-page faults per frame of the sink process in that window, copies per frame in the sink (a
-buffer that is not the sink's own memory is copied into shared memory).
+page faults per frame of the sink process in that window, copies per frame
+in the sink (a buffer that is not the sink's own memory is copied into
+shared memory).
 Medians over the runs, with their spread (lowest and highest run); and
 each comparison to shmsink/shmsrc as the median of per-round ratios (a
 round runs every method once, one after the other), with their spread.

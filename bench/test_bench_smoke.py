@@ -20,12 +20,12 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+BUILD = os.environ.get("SHMLANE_BUILD", os.path.join(ROOT, "build"))
 
 
 @pytest.fixture(scope="module")
 def programs():
-    build = os.environ.get("SHMLANE_BUILD", os.path.join(ROOT, "build"))
-    out = os.path.join(build, "bench")
+    out = os.path.join(BUILD, "bench")
     missing = [p for p in ("wake", "stream", "attach", "death")
                if not os.access(os.path.join(out, p), os.X_OK)]
     if missing:
@@ -181,7 +181,7 @@ def test_gst_sink_counted_in_the_source_window(tmp_path):
     assert r["send_cpu_us"] == 7.0 and r["send_faults"] == 0.5 and r["recv_cpu_us"] == 2.0
 
 
-def test_gst_profile_copy_in_the_window(tmp_path, capsys):
+def test_gst_profile_copy_in_the_window(tmp_path):
     """bench/gst_profile.py --copy: the producer's copy a frame is taken over
     the frames the sink made in the source's window, as the sink's CPU."""
     gst_profile = bench_module("gst_profile")
@@ -194,8 +194,7 @@ def test_gst_copytime_counts_whole_frames(tmp_path):
     """bench/gst_copytime.c, preloaded: a frame is SHL_COPYTIME_ROWS rows
     from the pattern's first on; a call of a row's length elsewhere, before
     a frame or after its last row, is not counted."""
-    lib = os.path.join(os.environ.get("SHMLANE_BUILD", os.path.join(ROOT, "build")), "gst",
-                       "gst_copytime.so")
+    lib = os.path.join(BUILD, "gst", "gst_copytime.so")
     if not os.path.exists(lib):
         pytest.skip(f"no {lib} (built with GStreamer's development files)")
     script = """if True:
