@@ -4,7 +4,8 @@
  * writer gone, pins, state changes under a running peer, flushing and
  * seeking, the source's timestamps, modes, the
  * declared period, and a peer with write access rewriting the stream's
- * metadata fields (through shm_layout.h, as such a peer sees them). The
+ * metadata fields (through shm_layout.h, as such a peer sees them) and
+ * writing what it likes into the frames' records. The
  * elements are registered statically, so this runs under ASan with the
  * plugin. */
 #include <gst/check/gstcheck.h>
@@ -1152,6 +1153,18 @@ static void put_record(void *at, gint fps_n) {
   gst_buffer_unref(b);
 }
 
+/* A writer of GRAY8 frames, rows x cols, in 4 slots, each with the sink's
+ * record, as a C writer (or a peer) makes it. */
+static shl_writer *record_writer(const char *name, uint32_t rows, uint32_t cols) {
+  shl_layout gray = {.format = "B", .ndim = 2, .shape = {rows, cols}};
+  shl_stream_opts o = SHL_STREAM_OPTS_INIT;
+  o.slots = 4;
+  o.meta_format = SHLGST_META_FORMAT;
+  shl_writer *w = NULL;
+  fail_unless_equals_int(shl_writer_open(&w, name, &gray, &o), 0);
+  return w;
+}
+
 GST_START_TEST(test_meta_switched_after_join) {
   /* GRAY8 128x64 frames of 8 KiB, the sink's 88-byte record: slots of
    * 12 KiB. A peer moves the record to the slot's last 128 bytes (state A,
@@ -1160,12 +1173,7 @@ GST_START_TEST(test_meta_switched_after_join) {
    * its snapshot, A, says, with A's format and size (B's size at A's place
    * would reach into the next slot, or past the mapping from the last). */
   gchar *name = stream_name("hmeta");
-  shl_layout gray = {.format = "B", .ndim = 2, .shape = {64, 128}};
-  shl_stream_opts o = SHL_STREAM_OPTS_INIT;
-  o.slots = 4;
-  o.meta_format = SHLGST_META_FORMAT;
-  shl_writer *w = NULL;
-  fail_unless_equals_int(shl_writer_open(&w, name, &gray, &o), 0);
+  shl_writer *w = record_writer(name, 64, 128);
   peer_map m = peer_map_open(name);
   fail_unless(m.ctl->slot_stride == 12288 && m.ctl->meta_offset == 8192);
   const uint64_t at_a = 12288 - 128;
@@ -1188,6 +1196,95 @@ GST_START_TEST(test_meta_switched_after_join) {
   }
   gst_harness_teardown(src);
   munmap(m.base, m.size);
+  shl_writer_close(w);
+  fail_unless_equals_int(shl_unlink(name), 0);
+  g_free(name);
+}
+GST_END_TEST;
+
+/* Stores `r` as a peer would, field by field (little-endian), with the
+ * strings as given: 16 bytes each, terminated or not. */
+static void put_raw_record(void *at, const shlgst_record *r) {
+  shlgst_record le = *r;
+  le.pts = GINT64_TO_LE(r->pts);
+  le.dts = GINT64_TO_LE(r->dts);
+  le.duration = GINT64_TO_LE(r->duration);
+  le.offset = GUINT64_TO_LE(r->offset);
+  le.fps_n = GINT32_TO_LE(r->fps_n);
+  le.fps_d = GINT32_TO_LE(r->fps_d);
+  le.par_n = GINT32_TO_LE(r->par_n);
+  le.par_d = GINT32_TO_LE(r->par_d);
+  le.flags = GUINT32_TO_LE(r->flags);
+  memcpy(at, &le, sizeof le);
+}
+
+/* Records a peer with write access may write: rates and aspect ratios of
+ * every sign and size, strings without their NUL or naming nothing,
+ * colorimetry of numbers no table has (random bytes follow them). */
+static const shlgst_record hostile_records[] = {
+    {.duration = -1, .fps_n = 0, .fps_d = 0, .par_n = 0, .par_d = 0},
+    {.duration = G_MAXINT64, .fps_n = G_MAXINT32, .fps_d = 1, .par_n = G_MAXINT32, .par_d = 1},
+    {.duration = G_MININT64, .fps_n = 1, .fps_d = G_MAXINT32, .par_n = 1, .par_d = G_MAXINT32},
+    {.duration = -2, .fps_n = -5, .fps_d = -1, .par_n = -1, .par_d = -1},
+    {.fps_n = G_MININT32, .fps_d = G_MININT32, .par_n = G_MININT32, .par_d = 0},
+    {.fps_n = 30, .fps_d = 1, .colorimetry = "zzzzzzzzzzzzzzzz", .chroma_site = "qqqqqqqqqqqqqqqq"},
+    {.fps_n = 30, .fps_d = 1, .colorimetry = "bt2020", .chroma_site = "jpeg"},
+    {.fps_n = 30, .fps_d = 1, .colorimetry = "99:99:99:99", .chroma_site = "v-cosited+none"},
+    {.fps_n = 30, .fps_d = 1, .colorimetry = "-1:-1:-1:-1", .chroma_site = "alt-line"},
+    {.fps_n = 30, .fps_d = 1, .colorimetry = "1:2147483647:0", .chroma_site = "h-cosited"},
+};
+
+/* Publishes GRAY8 64x32 frames into w, each with one of hostile_records,
+ * then random records, and pulls each from h, whose last element is
+ * shmlanesrc (`gray`: its frames are checked) or a converter to RGB after
+ * it. Every frame comes, under caps GStreamer reads back as video. */
+static void pull_hostile_records(shl_writer *w, GstHarness *h, gboolean gray) {
+  GRand *rand = g_rand_new_with_seed(26);
+  for (guint i = 0; i < G_N_ELEMENTS(hostile_records) + 200; i++) {
+    void *frame = NULL;
+    fail_unless(shl_writer_loan(w, &frame, GST_SECOND) >= 0);
+    memset(frame, (int)(i & 0xff), 2048);
+    guint8 *rec = shl_writer_meta(w);
+    if (i < G_N_ELEMENTS(hostile_records))
+      put_raw_record(rec, &hostile_records[i]);
+    else
+      for (gsize k = 0; k < sizeof(shlgst_record); k++) rec[k] = (guint8)g_rand_int(rand);
+    fail_unless_equals_int(shl_writer_publish(w, NULL), 0);
+    GstBuffer *b = gst_harness_pull(h);
+    if (gray)
+      check_frame(b, 2048, (guint8)(i & 0xff));
+    else
+      fail_unless(b && gst_buffer_get_size(b) == 64 * 32 * 3);
+    gst_buffer_unref(b);
+    GstCaps *c = gst_pad_get_current_caps(h->sinkpad);
+    GstVideoInfo info;
+    fail_unless(c && gst_video_info_from_caps(&info, c), "frame %u: caps %" GST_PTR_FORMAT, i, c);
+    fail_unless(GST_VIDEO_INFO_WIDTH(&info) == 64 && GST_VIDEO_INFO_HEIGHT(&info) == 32);
+    fail_unless(GST_VIDEO_INFO_FPS_N(&info) >= 0 && GST_VIDEO_INFO_FPS_D(&info) > 0);
+    fail_unless(GST_VIDEO_INFO_PAR_N(&info) > 0 && GST_VIDEO_INFO_PAR_D(&info) > 0);
+    gst_caps_unref(c);
+  }
+  g_rand_free(rand);
+}
+
+GST_START_TEST(test_hostile_record) {
+  /* A peer with write access fills each frame's record with what it likes:
+   * every frame still comes whole, nothing is read past the record (ASan),
+   * and a converter downstream takes each caps the source sets. */
+  gchar *name = stream_name("hrec");
+  shl_writer *w = record_writer(name, 32, 64);
+  GstHarness *src = src_harness(name, 1, FALSE, 1);
+  pull_hostile_records(w, src, TRUE);
+  gst_harness_teardown(src);
+  gchar *d = g_strdup_printf("shmlanesrc stream=%s policy=all max-pinned=1 ! videoconvert ! "
+                             "capsfilter caps=video/x-raw,format=RGB",
+                             name);
+  src = gst_harness_new_parse(d);
+  g_free(d);
+  gst_harness_play(src);
+  wait_readers(name, 1);
+  pull_hostile_records(w, src, FALSE);
+  gst_harness_teardown(src);
   shl_writer_close(w);
   fail_unless_equals_int(shl_unlink(name), 0);
   g_free(name);
@@ -1221,6 +1318,7 @@ static Suite *shmlane_suite(void) {
   tcase_add_test(tc, test_sink_mode);
   tcase_add_test(tc, test_period);
   tcase_add_test(tc, test_meta_switched_after_join);
+  tcase_add_test(tc, test_hostile_record);
   return s;
 }
 
