@@ -26,7 +26,7 @@ BUILD = os.environ.get("SHMLANE_BUILD", os.path.join(ROOT, "build"))
 @pytest.fixture(scope="module")
 def programs():
     out = os.path.join(BUILD, "bench")
-    missing = [p for p in ("wake", "stream", "attach", "death")
+    missing = [p for p in ("wake", "stream", "attach", "death", "cold_copy")
                if not os.access(os.path.join(out, p), os.X_OK)]
     if missing:
         pytest.skip(f"no {', '.join(missing)} in {out}: build with meson first (make build)")
@@ -262,3 +262,16 @@ def test_gst_profile_counts_calls_and_wakeups(capsys):
     assert "sink process: system calls a frame futex 1.00" in out
     assert "source process: system calls a frame futex_waitv 1.00" in out
     assert "1.00 times a frame: to running p50 2.5 µs, p90 2.5 µs; on the waker's CPU 100%" in out
+
+
+def test_cold_copy_prints_every_variant(programs):
+    """bench/c/cold_copy, one round of 3 small frames a variant: a row for
+    each, and no shared memory object left behind."""
+    before = set(os.listdir("/dev/shm"))
+    out = subprocess.run([os.path.join(programs, "cold_copy"), str(1 << 20), "3", "1", "1000000"],
+                         check=True, timeout=60, capture_output=True, text=True).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "µs" not in line and "---" not in line]
+    assert [r.split(" | ")[0][2:] for r in rows] == [
+        "no gap (flat out)", "1 ms asleep", "the gap asleep", "the gap spinning",
+        "the gap spinning, caches swept", "the gap asleep, 2 MiB pages"], out
+    assert not {n for n in set(os.listdir("/dev/shm")) - before if "bench-cold" in n}
