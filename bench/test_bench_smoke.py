@@ -48,6 +48,11 @@ def test_tiny_run_writes_results(programs, tmp_path):
     assert {"c", "c-auto", "shmlane", "shmlane-auto", "shmlane-auto-cw", "futex", "waitv"} <= {
         r["method"] for r in res["paced"]}
     assert all(r["latency_ns"]["n"] > 0 for r in res["paced"])
+    # A Python writer's latency from its call: one per frame, none above that from its stamp.
+    for r in res["paced"]:
+        if r["method"] in ("shmlane", "shmlane-auto"):
+            assert r["latency_call_ns"]["n"] == r["latency_ns"]["n"], r
+            assert r["latency_call_ns"]["p50"] <= r["latency_ns"]["p50"], r
     assert all("p50_vs_limit" in r for r in res["paced"] if r["method"] in ("c", "waitv"))
     assert {(r["case"], r["lang"], r["told"]) for r in res["death"]} == {
         (case, lang, 1) for case in ("plain", "group", "thread") for lang in ("c", "python")}

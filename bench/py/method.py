@@ -37,6 +37,7 @@ class Method:
     same frame again)."""
 
     fill_ns = 0
+    store_ns = 0  # shmlane: from the stamp to the clock read just before the publish call
     published_ns = 0  # shmlane: the publish time stored with the frame received last
     # The clock read by recv the moment it holds the frame (its array), before
     # its own bookkeeping (the frame's key, its publish time): latency ends

@@ -12,9 +12,13 @@ negative exactly -GAP_S apart on an absolute schedule, as a camera), c
 for SECONDS). A frame carries in its first 8 bytes the writer's clock just
 before it is handed over: for shmlane after the frame is filled in the slot
 (the fill is timed apart), for the others before their copy-in, which is
-part of how they send. The latency ends when the reader holds the frame
-(its array, a copy for the copying methods): each method's recv reads the
-clock then (Method.held_ns), before its own bookkeeping.
+part of how they send. shmlane's writer reads the clock once more after
+storing that stamp, just before its publish call, and writes the
+difference to OUT.store (phase l): the latency from the call itself is the
+reader's less that, with no Python store in between. The latency ends
+when the reader holds the frame (its array, a copy for the copying
+methods): each method's recv reads the clock then (Method.held_ns), before
+its own bookkeeping.
 
 In phase t the reader counts distinct frames apart from duplicates: each
 method's recv names the frame it returned (shmlane: its sequence number;
@@ -87,10 +91,12 @@ class Shmlane(Method):
         if self.fill:
             np.copyto(arr, src)  # the fill: a camera would write here directly
         t2 = ns()
-        stamp[0] = now()  # only this store between stamp and publish
+        stamp[0] = t_stamp = now()  # only this store between stamp and publish
+        t_call = now()  # no store between this and the call: the latency from the call
         loan.publish()
         t3 = ns()
         self.fill_ns = t2 - t1
+        self.store_ns = t_call - t_stamp
         return (t1 - t0) + (t3 - t2)
 
     def recv(self, timeout):
@@ -422,7 +428,7 @@ def writer(method, name, frame, iters, gap, seconds, phases, out, policy):
     print("ready", flush=True)
     while c[READY] < 1:
         time.sleep(0.001)
-    send, fill, send_polled = [], [], []
+    send, fill, store, send_polled = [], [], [], []
     rng = np.random.default_rng(2)
     acked, lat_cpu, cpu0 = 0, 0, 0
     for ph, code in ((1, "l"), (2, "c")):
@@ -450,6 +456,7 @@ def writer(method, name, frame, iters, gap, seconds, phases, out, policy):
             if ph == 1:
                 send.append(cost)
                 fill.append(m.fill_ns)
+                store.append(m.store_ns)
             else:
                 send_polled.append(cost)
             acked += 1
@@ -474,6 +481,7 @@ def writer(method, name, frame, iters, gap, seconds, phases, out, policy):
         time.sleep(0.001)
     dump(out + ".send", send)
     dump(out + ".fill", fill)
+    dump(out + ".store", store)
     dump(out + ".send_polled", send_polled)
     m.close()
     seg.close()
