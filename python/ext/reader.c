@@ -268,6 +268,8 @@ static PyObject *reader_receive_auto(Reader *r, PyObject *const *args, Py_ssize_
     PyErr_SetString(PyExc_TypeError, "receive() takes one argument, timeout");
     return NULL;
   }
+  /* Closed: the weak methods may be gone with the core's reader already. */
+  if (r->base.closed) return closed_error(&r->base);
   PyObject *ran = call_owner(r, r->rehearse, nargs + nkw ? args[0] : Py_None);
   if (!ran) return NULL;
   PyObject *frame, *left;

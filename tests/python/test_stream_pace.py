@@ -289,6 +289,21 @@ def test_receive_of_a_reader_dropped_meanwhile(name):
         assert writer.info().readers == 0
 
 
+def test_receive_of_a_closed_reader_says_it_is_closed(name):
+    """A closed reader's receive() raises what it raises without spin="auto"
+    (ValueError), also once the core's reader is gone with its weak methods,
+    and from a receive() taken before the close."""
+    with shmlane.Writer(name, shape=(8,), dtype="<u8"):
+        reader = shmlane.Reader(name, spin="auto")
+        receive = reader.receive
+        reader.close()
+        for call in (reader.receive, receive):
+            with pytest.raises(ValueError, match="is closed"):
+                call(0)
+            with pytest.raises(ValueError, match="is closed"):
+                call(timeout=None)
+
+
 def test_a_refused_follow_ends_the_fast_path(name):
     """A stream replaced by one of a layout the reader did not ask for:
     LayoutChanged, and again at every later receive()."""
