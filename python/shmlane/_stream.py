@@ -17,6 +17,10 @@ See the Streams section of docs/python.md.
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import os
+import threading
 import weakref
 from time import monotonic as _monotonic
 from typing import Any, Iterator, Optional, Tuple, Union
@@ -420,6 +424,20 @@ class Sample:
         return f"<shmlane.Sample seq={self.seq} lost={self.lost}>"
 
 
+class _Slice:
+    """One receive_async() call, as its executor slices see it. raw: the
+    frame a slice took for it. claim["by"], set once (dict.setdefault is
+    atomic): "slice" if the slice with the frame finished first (the frame
+    is the task's), "cancel" if the task stopped waiting first (the reader
+    keeps the frame)."""
+
+    __slots__ = ("claim", "raw")
+
+    def __init__(self) -> None:
+        self.claim: dict = {}
+        self.raw: Optional[_shmlane.Sample] = None
+
+
 class Reader(Described):
     """A reader of stream `name`. Waits up to `timeout` seconds (None: no
     limit) for the stream to appear, then FileNotFoundError. policy "latest"
@@ -500,6 +518,14 @@ class Reader(Described):
         )
         self._wanted = (wanted, want_shape, meta_dtype, meta_ctype)
         self._refused: Optional[str] = None
+        # receive_async(): its slices run one at a time (_slicing, in the
+        # process that opened the reader: a forked child has none of them
+        # running); the frame a slice took for a task cancelled meanwhile is
+        # kept for the next receive (_kept: appends and pops are atomic).
+        self._pid = os.getpid()
+        self._slicing = threading.Lock()
+        self._slice: Optional[_Slice] = None
+        self._kept: collections.deque = collections.deque()
         try:
             raw.spin_ns = spin_time
             self._learn_layout(raw)
@@ -582,7 +608,8 @@ class Reader(Described):
         other than the shape/dtype/meta this reader asked for, LayoutChanged
         instead. Blocks without the GIL; Ctrl-C interrupts it."""
         self._check_refused()
-        return self._sample(self._raw.receive(timeout))
+        kept = self._take_kept() if self._kept or self._slice is not None else None
+        return self._sample(kept if kept is not None else self._raw.receive(timeout))
 
     def _rehearse(self, timeout: Optional[float]) -> Tuple[Optional[Sample], Optional[float]]:
         """receive() of spin="auto" (the extension's receive_auto) runs this
@@ -596,6 +623,9 @@ class Reader(Described):
         time left): the extension then waits for the frame, spinning in its
         window without the GIL, and hands out the object made for its slot
         straight to the caller."""
+        kept = self._take_kept() if self._kept or self._slice is not None else None
+        if kept is not None:
+            return self._sample(kept), None
         raw_reader, deadline = self._raw, None
         for rounds in range(_REHEARSALS, 0, -1):
             raw = raw_reader.receive_due(timeout)
@@ -636,6 +666,9 @@ class Reader(Described):
         LayoutChanged (that frame is dropped), and the next call takes
         frames of the new layout."""
         self._check_refused()
+        kept = self._take_kept()
+        if kept is not None:
+            return self._copy_out(kept, out)
         try:
             return self._raw.receive_into(out, timeout)
         except LayoutChanged:
@@ -644,9 +677,81 @@ class Reader(Described):
 
     async def receive_async(self, timeout: Optional[float] = None) -> Sample:
         """receive() for asyncio: runs in the loop's default executor in short
-        slices, so cancelling the task takes effect promptly."""
+        slices, so cancelling the task takes effect promptly. A frame that
+        the slice running at the cancellation took is not lost: the next
+        receive of this reader delivers it."""
         self._check_refused()
-        return self._sample(await in_slices(self._raw.receive, timeout))
+        ticket = _Slice()
+        try:
+            await in_slices(lambda seconds: self._receive_slice(ticket, seconds), timeout)
+        except BaseException:  # cancelled (or failed): a frame come meanwhile is kept
+            if ticket.claim.setdefault("by", "cancel") == "slice":
+                self._keep(ticket.raw)
+                ticket.raw = None
+            raise
+        raw, ticket.raw = ticket.raw, None
+        assert raw is not None  # the slice that returned left it
+        return self._sample(raw)
+
+    def _receive_slice(self, ticket: _Slice, seconds: float) -> None:
+        """One slice of receive_async(), in an executor thread: the frame
+        goes to the ticket, or, if its task was cancelled meanwhile, to
+        self._kept. Slices run one at a time: a receive_async() after a
+        cancelled one waits for that one's slice to end instead of meeting
+        it in the core (RuntimeError), and takes what it left first."""
+        with self._slicing if os.getpid() == self._pid else contextlib.nullcontext():
+            self._slice = ticket
+            try:
+                raw = self._take_kept(waiting=False)
+                if raw is None:
+                    raw = self._raw.receive(seconds)
+            finally:
+                self._slice = None
+        ticket.raw = raw
+        if ticket.claim.setdefault("by", "slice") != "slice":  # its task stopped waiting
+            ticket.raw = None
+            self._keep(raw)
+
+    def _keep(self, raw: _shmlane.Sample) -> None:
+        """Keep the frame a cancelled receive_async() took, for the next receive."""
+        self._kept.append(raw)
+        if self._raw.closed:  # close() may have emptied _kept before the append
+            self._kept.clear()
+
+    def _take_kept(self, waiting: bool = True) -> Optional[_shmlane.Sample]:
+        """The frame a cancelled receive_async() left, if any (none once
+        closed, nor in a forked child); waiting: after the end of such a
+        call's slice still running (within one slice), which may leave one."""
+        if os.getpid() != self._pid:  # a forked child: its parent's frames are not its own
+            return None
+        running = self._slice
+        if waiting and running is not None and running.claim.get("by") == "cancel":
+            with self._slicing:
+                pass
+        try:
+            return self._kept.popleft()
+        except IndexError:
+            return None
+
+    def _copy_out(self, raw: _shmlane.Sample, out: Any) -> Tuple[int, int, int]:
+        """receive_into() of a frame pinned already: copied into out and
+        released; kept for the next receive if out cannot take it."""
+        if raw.new_stream:
+            self._moved(raw)
+        try:
+            source, target = np.frombuffer(raw, np.uint8), np.frombuffer(out, np.uint8)
+            fits = target.flags.writeable and target.size == source.size
+        except (BufferError, ValueError, TypeError):
+            fits = False
+        if not fits:
+            self._kept.appendleft(raw)
+            raise ValueError(
+                f"stream '{self.name}': receive_into() takes a writable C-contiguous buffer "
+                "of exactly one frame's bytes"
+            )
+        target[...] = source
+        raw.release()
+        return raw.seq, raw.timestamp_ns, raw.lost
 
     def __iter__(self) -> Iterator[Sample]:
         """Every frame received, waiting as long as it takes; each sample is
@@ -665,7 +770,8 @@ class Reader(Described):
     def close(self) -> None:
         """Leave the stream (idempotent). Samples and arrays still held keep
         their slots pinned, and the reader registered, until they go."""
-        self._raw.close()
+        self._raw.close()  # ends a slice of receive_async() at once
+        self._kept.clear()  # not held by the caller: released now
 
     def __enter__(self) -> Reader:
         return self

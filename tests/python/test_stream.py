@@ -3,6 +3,7 @@ threads and asyncio. Tests across processes are in test_stream_processes.py."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import fcntl
 import gc
@@ -541,6 +542,69 @@ def test_receive_async(stream, name):
     with shmlane.Reader(name, max_pinned=2) as reader:  # the first sample is kept meanwhile
         with check_async_wait(reader.receive_async, lambda: publish(stream)) as sample:
             assert sample.seq == 1 and stamped(sample.array, 1)
+
+
+@pytest.mark.parametrize("then", ["receive_async", "receive", "receive_into"])
+def test_a_cancelled_receive_async_loses_no_frame(stream, name, then):
+    """A task cancelled while its receive_async() slice waits in an executor
+    thread: that slice goes on for a moment and may take the frame published
+    meanwhile. The next receive of the reader, of any kind, waits for it to
+    end (no RuntimeError) and delivers that frame: an "all" reader misses
+    nothing."""
+
+    async def main() -> list:
+        seqs = []
+        for _ in range(3):
+            waiting = asyncio.ensure_future(reader.receive_async())
+            await asyncio.sleep(0.02)  # its slice waits for a frame
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            publish(stream)  # within the slice still running
+            if then == "receive_async":
+                sample = await reader.receive_async(timeout=5)
+            elif then == "receive":
+                sample = reader.receive(timeout=5)
+            else:
+                seqs.append(reader.receive_into(np.zeros(SHAPE, "u1"), 5)[0])
+                continue
+            seqs.append(sample.seq)
+            sample.release()
+        return seqs
+
+    with shmlane.Reader(name, policy="all") as reader:
+        assert asyncio.run(main()) == [1, 2, 3]
+        assert stream.info().reader_entries[0].pinned == 0
+
+
+def test_a_forked_child_gets_no_frame_a_cancelled_receive_async_left(stream, name):
+    """The frame kept from a cancelled receive_async() is pinned by the
+    parent: a child forked meanwhile gets the fork error, not that frame."""
+
+    async def cancel_while_a_frame_comes() -> None:
+        waiting = asyncio.ensure_future(reader.receive_async())
+        await asyncio.sleep(0.02)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        publish(stream)
+        await asyncio.sleep(0.1)  # the slice took it, and ended
+
+    with shmlane.Reader(name, policy="all") as reader:
+        asyncio.run(cancel_while_a_frame_comes())
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                reader.receive(timeout=0)
+            except shmlane.Error as exc:
+                code = 0 if "before fork()" in str(exc) else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        with reader.receive(timeout=5) as sample:
+            assert sample.seq == 1
 
 
 def mapped_ranges(name: str) -> list:
