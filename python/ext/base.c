@@ -28,6 +28,10 @@ void base_close(Base *b) {
   release_if_done(b);
 }
 
+bool busy_here(const Base *b, bool busy) {
+  return busy && b->pid == (long)getpid(); /* the system call only when busy */
+}
+
 PyObject *closed_meanwhile(Base *b) {
   release_if_done(b);
   return closed_error(b);

@@ -221,6 +221,10 @@ void release_if_done(Base *b);
 void base_close(Base *b);
 /* Drops a pin taken by an exported view; shared by every exporter. */
 void unpin_base(Base *b);
+/* busy: another thread's call in progress on b rules this one out; not in
+ * a process forked meanwhile, where that thread does not exist (the core
+ * then says SHL_E_FORKED). */
+bool busy_here(const Base *b, bool busy);
 /* After a blocking call during which another thread closed the object. */
 PyObject *closed_meanwhile(Base *b);
 /* A stream call that failed, or found its handle closed by another thread

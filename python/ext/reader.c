@@ -108,7 +108,7 @@ static int receive_step(void *ctx, int64_t timeout_ns) {
 /* false (error set) unless r may receive now. */
 static bool reader_ready(Reader *r) {
   if (r->base.closed) return closed_error(&r->base), false;
-  if (r->receiving) {
+  if (busy_here(&r->base, r->receiving)) {
     PyErr_Format(PyExc_RuntimeError, "stream '%s': another thread is receiving on this reader",
                  r->base.name);
     return false;
@@ -454,7 +454,7 @@ static int reader_set_spin_ns(Reader *r, PyObject *value, void *unused) {
   }
   /* The core's own setting is kept for SPIN_AUTO (it learns from frames);
    * a fixed spin is given to each receive() (receive_step). */
-  if (r->receiving) {
+  if (busy_here(&r->base, r->receiving)) {
     PyErr_Format(PyExc_RuntimeError, "stream '%s': spin_ns changed while receiving", r->base.name);
     return -1;
   }

@@ -45,7 +45,7 @@ static int loan_step(void *ctx, int64_t timeout_ns) {
 /* false (error set) unless w may loan a slot now. */
 static bool writer_ready(Writer *w) {
   if (w->base.closed) return closed_error(&w->base), false;
-  if (w->loan || w->loaning) {
+  if (busy_here(&w->base, w->loan || w->loaning)) {
     PyErr_Format(PyExc_RuntimeError,
                  "stream '%s': a loan is already outstanding; publish or discard it first",
                  w->base.name);

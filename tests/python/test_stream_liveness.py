@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import shmlane
-from conftest import blocked_in_futex, built_cli, expect_line, read_line, spawner
+from conftest import blocked_in_futex, blocked_in_thread, built_cli, expect_line, read_line, spawner
 
 SHAPE = (16,)
 
@@ -182,6 +182,43 @@ def test_a_forked_child_changes_nothing_its_parent_holds(name):
     del array
     sample.release()
     for handle in (other, reader, writer):
+        handle.close()
+
+
+def test_a_child_forked_while_a_thread_receives_gets_the_fork_error(name):
+    """fork() while another thread waits in receive() and a loan is
+    outstanding: the child has neither, and each call there says the handle
+    is the parent's (shmlane.Error), not that another thread receives or
+    loans (RuntimeError). The parent's receive then gets its frame."""
+    writer = shmlane.Writer(name, shape=SHAPE, dtype="u1", slots=4)
+    reader = shmlane.Reader(name, policy="all")
+    loan = writer.loan(timeout=5)
+    thread, outcome = blocked_in_thread(reader.receive, timeout=60)
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        calls = (
+            lambda: reader.receive(timeout=0),
+            lambda: reader.receive_into(np.zeros(SHAPE, "u1"), 0),
+            lambda: writer.loan(timeout=0),
+        )
+        for i, call in enumerate(calls):
+            try:
+                call()
+                code = code or 10 + i
+            except shmlane.Error as exc:
+                code = code or (0 if "before fork()" in str(exc) else 20 + i)
+            except BaseException:  # noqa: BLE001 - the exit code says which
+                code = code or 30 + i
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    loan.array[...] = 1
+    loan.publish()
+    thread.join(10)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert [s.seq for s in outcome] == [1]
+    outcome.clear()
+    for handle in (reader, writer):
         handle.close()
 
 
