@@ -71,10 +71,17 @@ int shl_unlock(shl_segment *seg) {
   if (!(seg->flags & SHL__SEG_HDR_WRITABLE)) return SHL_E_READONLY;
   /* Only the thread that locked through this handle, in this process: never
    * a lock another thread, or the parent across fork(), holds. */
-  if (atomic_load(&seg->holder) != shl__seg_self()) return -EPERM;
-  int rc = pthread_mutex_unlock(&seg->hdr->lock.mutex);
-  if (rc) return -rc;
+  uint64_t self = shl__seg_self();
+  if (atomic_load(&seg->holder) != self) return -EPERM;
+  /* Cleared before the mutex is free: another thread of ours may take it at
+   * once, through this handle, and its claim must stay (finish). */
   atomic_store(&seg->holder, 0);
+  int rc = pthread_mutex_unlock(&seg->hdr->lock.mutex);
+  if (rc) {
+    atomic_store(&seg->holder, self); /* still ours */
+    return -rc;
+  }
+  SHL__TEST_POINT(unlocked);
   shl__seg_put(seg); /* the last one out completes a deferred close */
   return 0;
 }

@@ -3,10 +3,17 @@
  * SHL_E_OWNER_DEAD with the lock, later lockers plain 0). The other processes
  * are this program re-executed with a role argument: they share nothing with
  * us but the segment. */
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 
 #include "testutil_proc.h"
+
+/* White-box: lock.c is compiled into this program, with a hook that runs
+ * code of the test at the points where a race would strike. */
+static void (*test_hook)(const char *point);
+#define SHL__TEST_POINT(name) (test_hook ? test_hook(#name) : (void)0)
+#include "lock.c"
 
 #define WAIT_NS (5000 * T_MS) /* bound on every lock that should succeed */
 #define CHILD_LIMIT_S 30      /* a child still alive by then dies of SIGALRM */
@@ -223,6 +230,60 @@ static void test_exclusion(const char *name, shl_segment *seg) {
   T_CHECK(sh->counter == want);
 }
 
+/* Another thread of this process takes the lock through the same handle the
+ * moment the holder's unlock frees the mutex: the unlock must not then wipe
+ * the new holder's claim (its unlock would fail with -EPERM, leaving the
+ * lock held for good), nor count its reference as a dead holder's. */
+static shl_segment *race_seg;
+static pthread_mutex_t race_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t race_cv = PTHREAD_COND_INITIALIZER;
+static int race_stage; /* 1: the other thread holds the lock; 2: it may unlock */
+static int race_lock_rc = 1, race_unlock_rc = 1;
+
+static void race_set(int stage) {
+  pthread_mutex_lock(&race_mu);
+  race_stage = stage;
+  pthread_cond_broadcast(&race_cv);
+  pthread_mutex_unlock(&race_mu);
+}
+
+static void race_await(int stage) {
+  pthread_mutex_lock(&race_mu);
+  while (race_stage < stage) pthread_cond_wait(&race_cv, &race_mu);
+  pthread_mutex_unlock(&race_mu);
+}
+
+static void *race_taker(void *unused) {
+  (void)unused;
+  race_lock_rc = shl_lock(race_seg, WAIT_NS);
+  race_set(1);
+  race_await(2);
+  race_unlock_rc = shl_unlock(race_seg);
+  return NULL;
+}
+
+static pthread_t race_thread;
+
+static void race_hook(const char *point) {
+  if (strcmp(point, "unlocked") != 0) return;
+  test_hook = NULL; /* once */
+  T_REQUIRE(pthread_create(&race_thread, NULL, race_taker, NULL) == 0);
+  race_await(1);
+}
+
+static void test_unlock_races_a_lock_of_another_thread(shl_segment *seg) {
+  race_seg = seg;
+  T_EXPECT_RC(shl_lock(seg, WAIT_NS), 0);
+  test_hook = race_hook;
+  T_EXPECT_RC(shl_unlock(seg), 0);
+  T_EXPECT_RC(race_lock_rc, 0);
+  race_set(2);
+  pthread_join(race_thread, NULL);
+  T_EXPECT_RC(race_unlock_rc, 0);
+  T_EXPECT_RC(shl_lock(seg, 0), 0); /* free again */
+  T_EXPECT_RC(shl_unlock(seg), 0);
+}
+
 int main(int argc, char **argv) {
   self = argv[0];
   if (argc > 2) return run_role(argc, argv);
@@ -236,6 +297,7 @@ int main(int argc, char **argv) {
   T_REQUIRE(seg != NULL && shl_payload_size(seg) >= sizeof(struct shared));
 
   test_basics(seg);
+  test_unlock_races_a_lock_of_another_thread(seg);
   test_held_here(name, seg);
   test_holder_killed(name, seg);
   test_killed_while_others_wait(name, seg);
