@@ -37,7 +37,7 @@ static inline const char *utf8(PyObject *s) { return PyUnicode_AsUTF8AndSize(s, 
 #define CLOSED_MEANWHILE (INT_MIN + 1)
 
 typedef struct {
-  PyTypeObject *handle_type, *writer_type, *reader_type, *loan_type, *sample_type;
+  PyTypeObject *handle_type, *held_type, *writer_type, *reader_type, *loan_type, *sample_type;
   PyObject *error;       /* shmlane.Error */
   PyObject *corrupt;     /* shmlane.CorruptSegment(Error) */
   PyObject *mismatch;    /* shmlane.LayoutMismatch(Error, ValueError) */
@@ -272,7 +272,7 @@ int frame_buffer(Base *b, PyObject *obj, Py_buffer *view, int flags);
 /* ---------------------------------------------------------------- the types */
 
 /* segment.c */
-extern PyType_Spec handle_spec;
+extern PyType_Spec handle_spec, held_spec;
 /* Wraps seg (taking ownership) in a new Handle. */
 PyObject *handle_new(modstate *st, shl_segment *seg);
 PyObject *mod_create(PyObject *mod, PyObject *args);

@@ -98,6 +98,7 @@ static PyObject *add_exception(PyObject *mod, const char *name, const char *doc,
 static int mod_exec(PyObject *mod) {
   modstate *st = PyModule_GetState(mod);
   if (!(st->handle_type = add_type(mod, &handle_spec)) ||
+      !(st->held_type = add_type(mod, &held_spec)) ||
       !(st->writer_type = add_type(mod, &writer_spec)) ||
       !(st->reader_type = add_type(mod, &reader_spec)) ||
       !(st->loan_type = add_type(mod, &loan_spec)) ||
@@ -157,7 +158,7 @@ static int mod_exec(PyObject *mod) {
 /* Every object the module state holds, for traverse and clear. */
 // clang-format off
 #define STATE_OBJECTS(X)                                                                   \
-  X(handle_type) X(writer_type) X(reader_type) X(loan_type) X(sample_type)                 \
+  X(handle_type) X(held_type) X(writer_type) X(reader_type) X(loan_type) X(sample_type)    \
   X(error) X(corrupt) X(mismatch) X(recovered) X(writer_gone) X(layout_changed) X(busy)
 // clang-format on
 

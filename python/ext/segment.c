@@ -81,25 +81,44 @@ static PyObject *handle_close(Handle *h, PyObject *unused) {
 
 static int lock_step(void *seg, int64_t timeout_ns) { return shl_lock(seg, timeout_ns); }
 
-/* lock(timeout) -> recovered: True when the previous holder died holding it. */
+/* The lock taken through a Handle, by one thread. It is given back by
+ * release() (or leaving `with`), and when the object goes unreleased in
+ * that thread: also when Ctrl-C lands the moment lock() returns it, before
+ * the caller has it. */
+typedef struct {
+  PyObject ob_base;
+  Handle *h; /* NULL once released */
+  bool recovered;
+} Held;
+
+/* lock(timeout) -> Held; held.recovered: the previous holder died holding it. */
 static PyObject *handle_lock(Handle *h, PyObject *arg) {
   int64_t timeout_ns;
   if (!timeout_converter(arg, &timeout_ns)) return NULL;
   if (h->base.closed) return closed_error(&h->base);
+  /* Allocated first, so that no failure can leave the lock held. */
+  Held *held = PyObject_New(Held, state_of((PyObject *)h)->held_type);
+  if (!held) return NULL;
+  held->h = NULL;
   int rc = run_blocking(&h->base, lock_step, h->seg, timeout_ns, SLICE_NS, -ETIMEDOUT, -ETIMEDOUT);
   if (h->base.closed) {
     if (rc == 0 || rc == SHL_E_OWNER_DEAD) shl_unlock(h->seg);
+    Py_DECREF(held);
     return closed_meanwhile(&h->base);
   }
-  if (rc == PY_ERROR) return NULL;
-  if (rc < 0 && rc != SHL_E_OWNER_DEAD)
-    return set_error(state_of((PyObject *)h), rc, h->base.name, AT_USE);
+  if (rc < 0 && rc != SHL_E_OWNER_DEAD) {
+    Py_DECREF(held);
+    return rc == PY_ERROR ? NULL : set_error(state_of((PyObject *)h), rc, h->base.name, AT_USE);
+  }
   if (h->locked && h->lock_pid != getpid()) forget_lock(h); /* the parent's, across fork */
   h->locked = true;
   h->lock_thread = PyThread_get_thread_ident();
   h->lock_pid = getpid();
   h->base.pins++;
-  return PyBool_FromLong(rc == SHL_E_OWNER_DEAD);
+  Py_INCREF((PyObject *)h);
+  held->h = h;
+  held->recovered = rc == SHL_E_OWNER_DEAD;
+  return (PyObject *)held;
 }
 
 /* Only the holding thread unlocks (the core says EPERM to any other). After
@@ -238,6 +257,71 @@ static PyType_Slot handle_slots[] = {
 
 PyType_Spec handle_spec = {"shmlane._shmlane.Handle", sizeof(Handle), 0, HANDLE_FLAGS,
                                   handle_slots};
+
+/* release(): only the thread that took it may (PermissionError); a no-op
+ * once released, also by this thread's close(). */
+static PyObject *held_release(Held *l, PyObject *unused) {
+  (void)unused;
+  if (!l->h) Py_RETURN_NONE;
+  PyObject *done = handle_unlock(l->h, NULL);
+  if (done) Py_CLEAR(l->h);
+  return done;
+}
+
+static PyObject *held_enter(Held *l, PyObject *unused) {
+  (void)unused;
+  Py_INCREF((PyObject *)l);
+  return (PyObject *)l;
+}
+
+static PyObject *held_exit(Held *l, PyObject *args) {
+  (void)args;
+  return held_release(l, NULL);
+}
+
+static void held_dealloc(Held *l) {
+  PyTypeObject *type = Py_TYPE((PyObject *)l);
+  Handle *h = l->h;
+  /* Dropped unreleased by its thread: given back. Another thread cannot
+   * (the core says EPERM); nor can a forked child, whose lock it is not. */
+  if (h && holds_lock(h) && shl_unlock(h->seg) == 0) forget_lock(h);
+  Py_XDECREF((PyObject *)h);
+  free_object(type, l);
+  Py_DECREF(type);
+}
+
+static PyObject *held_get_recovered(Held *l, void *unused) {
+  (void)unused;
+  return PyBool_FromLong(l->recovered);
+}
+
+static PyMethodDef held_methods[] = {
+    {"release", (PyCFunction)held_release, METH_NOARGS,
+     "Release the lock (idempotent); only the thread that took it may."},
+    {"__enter__", (PyCFunction)held_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)held_exit, METH_VARARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef held_getset[] = {
+    {"recovered", (getter)held_get_recovered, NULL,
+     "The previous holder died holding the lock: the data it guards may be half-written.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot held_slots[] = {
+    {Py_tp_doc,
+     "The segment's lock, held by this thread. Leaving the `with` block or calling release() "
+     "releases it; only the thread that took it may, and it is released too when the object "
+     "goes unreleased in that thread. While it is held, the segment stays mapped even if "
+     "another thread closes it: that close completes at the release."},
+    {Py_tp_dealloc, held_dealloc},
+    {Py_tp_methods, held_methods},
+    {Py_tp_getset, held_getset},
+    {0, NULL},
+};
+
+PyType_Spec held_spec = {"shmlane._shmlane.Held", sizeof(Held), 0, HANDLE_FLAGS, held_slots};
 
 /* create(name, format, shape, mode, flags) -> Handle */
 PyObject *mod_create(PyObject *mod, PyObject *args) {

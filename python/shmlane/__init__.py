@@ -91,31 +91,10 @@ def _view(handle: _shmlane.Handle) -> np.ndarray:
     return _dtype.array_of(handle, f"segment '{handle.name}'")
 
 
-class Held:
-    """The segment's lock, held by this thread. Leaving the `with` block or
-    calling release() releases it; only the thread that took it may. While it
-    is held, the segment stays mapped even if another thread closes it: that
-    close completes at the release. `recovered` is True when the previous
-    holder died while holding it: the lock works, but the data it guards may
-    be half-written."""
-
-    __slots__ = ("_handle", "recovered")
-
-    def __init__(self, handle: _shmlane.Handle, recovered: bool) -> None:
-        self._handle: Optional[_shmlane.Handle] = handle
-        self.recovered = recovered
-
-    def release(self) -> None:
-        handle = self._handle
-        if handle is not None:  # a no-op if this thread's close() released it already
-            handle.unlock()  # PermissionError from a thread that does not hold it
-            self._handle = None
-
-    def __enter__(self) -> Held:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+# The segment's lock held by a thread (see its doc): the extension's own
+# type, so that the lock goes with it even when Ctrl-C lands the moment
+# lock() returns it.
+Held = _shmlane.Held
 
 
 class Segment(Described):
@@ -212,15 +191,15 @@ class Segment(Described):
         TimeoutError. When the previous holder died holding it, returns with
         held.recovered True and warns LockRecovered."""
         self._live()
-        recovered = self._raw.lock(timeout)
-        if recovered:
+        held = self._raw.lock(timeout)
+        if held.recovered:
             warnings.warn(
                 f"segment '{self.name}': the lock's previous holder died while holding it; "
                 "the data it guards may be half-written",
                 LockRecovered,
                 stacklevel=2,
             )
-        return Held(self._raw, recovered)
+        return held
 
     def notify(self) -> int:
         """Bump the change counter and wake every waiter in every process;

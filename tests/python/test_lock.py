@@ -163,6 +163,48 @@ def test_close_while_another_thread_holds_the_lock(new_name, run_py):
     assert out == ["close still held locked b free", "with still held locked b free"]
 
 
+class Interrupted(Exception):
+    """What the test's signal handler raises, as Ctrl-C raises KeyboardInterrupt."""
+
+
+def test_ctrl_c_the_moment_the_lock_is_taken_leaves_it_free(name):
+    """A signal handler that raises, run the moment lock() has taken the lock
+    (the wait ends with the lock, and the interpreter runs the handler on
+    the way out): the lock goes with the object that would have held it,
+    instead of staying held by a thread that has no way to release it."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted()
+
+    with shmlane.create(name, dtype="<u8") as seg, shmlane.open(name) as other:
+        main = threading.get_native_id()
+        ready = threading.Event()
+
+        def hold_then_hand_over() -> None:
+            held = other.lock(timeout=5)
+            ready.set()
+            blocked_in_futex(main)  # the main thread waits in lock()
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+            held.release()  # at once: its lock() returns with the lock
+
+        before = signal.signal(signal.SIGUSR1, interrupt)
+        try:
+            thread = threading.Thread(target=hold_then_hand_over)
+            thread.start()
+            assert ready.wait(10)
+            with pytest.raises(Interrupted):
+                seg.lock(timeout=10)
+            thread.join(10)
+        finally:
+            signal.signal(signal.SIGUSR1, before)
+        taken: list = []
+        probe = threading.Thread(target=lambda: taken.append(other.lock(timeout=0).release()))
+        probe.start()
+        probe.join(10)
+        assert taken == [None]  # free: another thread takes it at once
+        seg.lock(timeout=0).release()  # and this thread does not hold it
+
+
 def test_only_the_holding_thread_releases(name):
     with shmlane.create(name, dtype="<u8") as seg:
         held = seg.lock()
@@ -194,7 +236,7 @@ seg = shmlane.open(sys.argv[1])
 locked = threading.Event()
 
 def hold():
-    seg.lock(timeout=5)
+    held = seg.lock(timeout=5)  # kept: a Held dropped unreleased releases the lock
     locked.set()
     threading.Event().wait()
 
