@@ -17,10 +17,6 @@ See the Streams section of docs/python.md.
 
 from __future__ import annotations
 
-import collections
-import contextlib
-import os
-import threading
 import weakref
 from time import monotonic as _monotonic
 from typing import Any, Iterator, Optional, Tuple, Union
@@ -33,18 +29,18 @@ from ._common import (
     OwnerLike,
     ShapeLike,
     deprecated,
-    in_slices,
     owner_arg,
     shape_tuple,
     spin_ns,
 )
+from ._handover import Handover
+from ._sample import Sample
 from ._shmlane import LayoutChanged, LayoutMismatch, WriterGone
 from ._stream_layout import (
     POLICIES as _POLICIES,
     ReaderEntry,
     StreamInfo,
     Wrap,
-    Meta,
     frames,
     how_it_differs,
     meta_held,
@@ -348,96 +344,6 @@ class Writer(Described):
         self.close()
 
 
-class Sample:
-    """A published frame (and its metadata record), pinned: the writer does
-    not reuse its slot until the sample is released and no view of it remains. Leaving the `with`
-    block or calling release() releases it. `array` is a read-only view,
-    valid until then; an array kept longer stays valid and keeps the slot
-    pinned (np.array(s.array) copies the frame instead)."""
-
-    __slots__ = ("_raw", "_wrap", "_array", "_meta_spec", "_meta")
-
-    def __init__(self, raw: _shmlane.Sample, wrap: Wrap, meta: Optional[Meta]) -> None:
-        self._raw = raw
-        self._wrap = wrap
-        self._array: Optional[np.ndarray] = None
-        self._meta_spec = meta
-        self._meta: Any = None
-
-    @property
-    def meta(self) -> Any:
-        """The frame's metadata record, read-only, or None for a stream
-        without metadata: an instance of the ctypes type given as the
-        reader's meta=, else a NumPy record. Taken while the frame is
-        pinned, so it always belongs to this frame; it stays valid after
-        release()."""
-        if self._meta is None and self._meta_spec is not None:
-            self._meta = self._meta_spec.record(self._raw.meta)
-        return self._meta
-
-    @property
-    def new_stream(self) -> bool:
-        """The first frame from a stream the reader followed its name to:
-        the reader's shape, dtype and meta_dtype are that stream's now."""
-        return self._raw.new_stream
-
-    @property
-    def array(self) -> np.ndarray:
-        """The frame as a read-only ndarray over the shared slot (zero-copy)."""
-        if self._array is None:
-            if self._raw.released:  # np.asarray would make an object array of it
-                raise ValueError(f"sample {self.seq} was released")
-            self._array = self._wrap(self._raw)
-        return self._array
-
-    @property
-    def seq(self) -> int:
-        """The frame's sequence number: 1, 2, ... over the stream's life."""
-        return self._raw.seq
-
-    @property
-    def timestamp_ns(self) -> int:
-        """When it was published: CLOCK_MONOTONIC ns, comparable with
-        time.monotonic_ns() in any process on this machine."""
-        return self._raw.timestamp_ns
-
-    @property
-    def lost(self) -> int:
-        """Frames published since the previous sample and never delivered to
-        this reader (skipped with policy "latest", lapped with "all")."""
-        return self._raw.lost
-
-    def release(self) -> None:
-        """Give the slot back (idempotent); views kept elsewhere delay it."""
-        if self._meta_spec is not None and not self._raw.released:
-            self.meta  # taken while pinned: it stays readable after
-        self._array = None
-        self._raw.release()
-
-    def __enter__(self) -> Sample:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-    def __repr__(self) -> str:
-        return f"<shmlane.Sample seq={self.seq} lost={self.lost}>"
-
-
-class _Slice:
-    """One receive_async() call, as its executor slices see it. raw: the
-    frame a slice took for it. claim["by"], set once (dict.setdefault is
-    atomic): "slice" if the slice with the frame finished first (the frame
-    is the task's), "cancel" if the task stopped waiting first (the reader
-    keeps the frame)."""
-
-    __slots__ = ("claim", "raw")
-
-    def __init__(self) -> None:
-        self.claim: dict = {}
-        self.raw: Optional[_shmlane.Sample] = None
-
-
 class Reader(Described):
     """A reader of stream `name`. Waits up to `timeout` seconds (None: no
     limit) for the stream to appear, then FileNotFoundError. policy "latest"
@@ -518,14 +424,7 @@ class Reader(Described):
         )
         self._wanted = (wanted, want_shape, meta_dtype, meta_ctype)
         self._refused: Optional[str] = None
-        # receive_async(): its slices run one at a time (_slicing, in the
-        # process that opened the reader: a forked child has none of them
-        # running); the frame a slice took for a task cancelled meanwhile is
-        # kept for the next receive (_kept: appends and pops are atomic).
-        self._pid = os.getpid()
-        self._slicing = threading.Lock()
-        self._slice: Optional[_Slice] = None
-        self._kept: collections.deque = collections.deque()
+        self._handover = Handover(raw)  # receive_async()'s slices, and what a cancelled one left
         try:
             raw.spin_ns = spin_time
             self._learn_layout(raw)
@@ -608,7 +507,7 @@ class Reader(Described):
         other than the shape/dtype/meta this reader asked for, LayoutChanged
         instead. Blocks without the GIL; Ctrl-C interrupts it."""
         self._check_refused()
-        kept = self._take_kept() if self._kept or self._slice is not None else None
+        kept = self._handover.take() if self._handover.pending() else None
         return self._sample(kept if kept is not None else self._raw.receive(timeout))
 
     def _rehearse(self, timeout: Optional[float]) -> Tuple[Optional[Sample], Optional[float]]:
@@ -623,7 +522,7 @@ class Reader(Described):
         time left): the extension then waits for the frame, spinning in its
         window without the GIL, and hands out the object made for its slot
         straight to the caller."""
-        kept = self._take_kept() if self._kept or self._slice is not None else None
+        kept = self._handover.take() if self._handover.pending() else None
         if kept is not None:
             return self._sample(kept), None
         raw_reader, deadline = self._raw, None
@@ -666,7 +565,7 @@ class Reader(Described):
         LayoutChanged (that frame is dropped), and the next call takes
         frames of the new layout."""
         self._check_refused()
-        kept = self._take_kept()
+        kept = self._handover.take()
         if kept is not None:
             return self._copy_out(kept, out)
         try:
@@ -681,57 +580,7 @@ class Reader(Described):
         the slice running at the cancellation took is not lost: the next
         receive of this reader delivers it."""
         self._check_refused()
-        ticket = _Slice()
-        try:
-            await in_slices(lambda seconds: self._receive_slice(ticket, seconds), timeout)
-        except BaseException:  # cancelled (or failed): a frame come meanwhile is kept
-            if ticket.claim.setdefault("by", "cancel") == "slice":
-                self._keep(ticket.raw)
-                ticket.raw = None
-            raise
-        raw, ticket.raw = ticket.raw, None
-        assert raw is not None  # the slice that returned left it
-        return self._sample(raw)
-
-    def _receive_slice(self, ticket: _Slice, seconds: float) -> None:
-        """One slice of receive_async(), in an executor thread: the frame
-        goes to the ticket, or, if its task was cancelled meanwhile, to
-        self._kept. Slices run one at a time: a receive_async() after a
-        cancelled one waits for that one's slice to end instead of meeting
-        it in the core (RuntimeError), and takes what it left first."""
-        with self._slicing if os.getpid() == self._pid else contextlib.nullcontext():
-            self._slice = ticket
-            try:
-                raw = self._take_kept(waiting=False)
-                if raw is None:
-                    raw = self._raw.receive(seconds)
-            finally:
-                self._slice = None
-        ticket.raw = raw
-        if ticket.claim.setdefault("by", "slice") != "slice":  # its task stopped waiting
-            ticket.raw = None
-            self._keep(raw)
-
-    def _keep(self, raw: _shmlane.Sample) -> None:
-        """Keep the frame a cancelled receive_async() took, for the next receive."""
-        self._kept.append(raw)
-        if self._raw.closed:  # close() may have emptied _kept before the append
-            self._kept.clear()
-
-    def _take_kept(self, waiting: bool = True) -> Optional[_shmlane.Sample]:
-        """The frame a cancelled receive_async() left, if any (none once
-        closed, nor in a forked child); waiting: after the end of such a
-        call's slice still running (within one slice), which may leave one."""
-        if os.getpid() != self._pid:  # a forked child: its parent's frames are not its own
-            return None
-        running = self._slice
-        if waiting and running is not None and running.claim.get("by") == "cancel":
-            with self._slicing:
-                pass
-        try:
-            return self._kept.popleft()
-        except IndexError:
-            return None
+        return self._sample(await self._handover.receive(timeout))
 
     def _copy_out(self, raw: _shmlane.Sample, out: Any) -> Tuple[int, int, int]:
         """receive_into() of a frame pinned already: copied into out and
@@ -744,7 +593,7 @@ class Reader(Described):
         except (BufferError, ValueError, TypeError):
             fits = False
         if not fits:
-            self._kept.appendleft(raw)
+            self._handover.keep(raw, first=True)
             raise ValueError(
                 f"stream '{self.name}': receive_into() takes a writable C-contiguous buffer "
                 "of exactly one frame's bytes"
@@ -771,7 +620,7 @@ class Reader(Described):
         """Leave the stream (idempotent). Samples and arrays still held keep
         their slots pinned, and the reader registered, until they go."""
         self._raw.close()  # ends a slice of receive_async() at once
-        self._kept.clear()  # not held by the caller: released now
+        self._handover.clear()  # not held by the caller: released now
 
     def __enter__(self) -> Reader:
         return self
