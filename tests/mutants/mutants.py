@@ -29,6 +29,15 @@ MUTANTS = [
         "tests": ["lock"],
     },
     {
+        "name": "holder-cleared-after-unlock",
+        "why": "shl_unlock frees the mutex before it clears the holder: another thread's claim is wiped",
+        "file": "src/lock.c",
+        "find": "  atomic_store(&seg->holder, 0);\n  int rc = pthread_mutex_unlock(&seg->hdr->lock.mutex);\n",
+        "replace": "  int rc = pthread_mutex_unlock(&seg->hdr->lock.mutex);\n  SHL__TEST_POINT(unlocked);\n"
+                   "  atomic_store(&seg->holder, 0);\n",
+        "tests": ["lock"],
+    },
+    {
         "name": "reader-no-spin",
         "why": "shl_reader_set_spin is ignored: a reader sleeps at once",
         "file": "src/stream.c",
