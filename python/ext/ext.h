@@ -9,7 +9,8 @@
  *   base.c     what every handle shares: lifetime pins, blocking calls, buffers
  *   segment.c  Handle (a segment), create() and open()
  *   writer.c   Writer and Loan, writer_open()
- *   reader.c   Reader and Sample, reader_open()
+ *   reader.c   Reader, reader_open()
+ *   sample.c   Sample, a frame a Reader pinned
  *   format.c   the core's reading of element formats (format_walk())
  *   module.c   the module: its functions, types, exceptions and state */
 #ifndef SHMLANE_EXT_H
@@ -284,8 +285,13 @@ PyObject *mod_writer_open(PyObject *mod, PyObject *args);
 PyObject *mod_writer_replace(PyObject *mod, PyObject *args);
 
 /* reader.c */
-extern PyType_Spec reader_spec, sample_spec;
+extern PyType_Spec reader_spec;
 PyObject *mod_reader_open(PyObject *mod, PyObject *args);
+/* The probe a Reader exports: zero frames of its layout (and a stand-in). */
+int reader_getbuffer(Reader *r, Py_buffer *view, int flags);
+
+/* sample.c */
+extern PyType_Spec sample_spec;
 
 /* format.c */
 PyObject *mod_format_walk(PyObject *mod, PyObject *arg);

@@ -583,24 +583,15 @@ class Reader(Described):
         return self._sample(await self._handover.receive(timeout))
 
     def _copy_out(self, raw: _shmlane.Sample, out: Any) -> Tuple[int, int, int]:
-        """receive_into() of a frame pinned already: copied into out and
-        released; kept for the next receive if out cannot take it."""
+        """receive_into() of a frame pinned already (_handover): copied into
+        out and released; kept for the next receive if out cannot take it."""
         if raw.new_stream:
             self._moved(raw)
         try:
-            source, target = np.frombuffer(raw, np.uint8), np.frombuffer(out, np.uint8)
-            fits = target.flags.writeable and target.size == source.size
-        except (BufferError, ValueError, TypeError):
-            fits = False
-        if not fits:
+            return raw.copy_into(out)
+        except BaseException:
             self._handover.keep(raw, first=True)
-            raise ValueError(
-                f"stream '{self.name}': receive_into() takes a writable C-contiguous buffer "
-                "of exactly one frame's bytes"
-            )
-        target[...] = source
-        raw.release()
-        return raw.seq, raw.timestamp_ns, raw.lost
+            raise
 
     def __iter__(self) -> Iterator[Sample]:
         """Every frame received, waiting as long as it takes; each sample is

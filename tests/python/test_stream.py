@@ -577,6 +577,41 @@ def test_a_cancelled_receive_async_loses_no_frame(stream, name, then):
         assert stream.info().reader_entries[0].pinned == 0
 
 
+def test_a_frame_a_cancelled_receive_async_left_waits_for_a_buffer_that_fits(stream, name, monkeypatch):
+    """The frame a cancelled receive_async() took is delivered by the next
+    receive_into(): a buffer that cannot take it raises what receive_into()
+    raises and keeps the frame (still pinned) for a buffer that can. Slices
+    of 5 s: the one running at the cancellation surely takes the frame."""
+    monkeypatch.setattr(shmlane._common, "ASYNC_SLICE", 5.0)
+
+    async def cancel_while_a_frame_comes() -> None:
+        await asyncio.get_running_loop().run_in_executor(None, lambda: None)  # its thread started
+        waiting = asyncio.ensure_future(reader.receive_async())
+        await asyncio.sleep(0.1)  # its slice waits for a frame
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        publish(stream)
+        for _ in range(500):  # until the slice has it
+            if stream.info().reader_entries[0].pinned:
+                break
+            await asyncio.sleep(0.01)
+
+    with shmlane.Reader(name, policy="all") as reader:
+        asyncio.run(cancel_while_a_frame_comes())
+        assert stream.info().reader_entries[0].pinned == 1  # kept
+        wrong = [(np.zeros(3, "u1"), ValueError, "a frame is 96 bytes, not 3"),
+                 (np.zeros(SHAPE, "u1")[::2], ValueError, "not C-contiguous"),
+                 (bytes(96), BufferError, "not writable")]
+        for buffer, error, says in wrong:  # as without a frame kept
+            with pytest.raises(error, match=says):
+                reader.receive_into(buffer, 0)
+        assert stream.info().reader_entries[0].pinned == 1
+        out = np.zeros(SHAPE, "u1")
+        assert reader.receive_into(out, 0)[0] == 1 and stamped(out, 1)
+        assert stream.info().reader_entries[0].pinned == 0
+
+
 def test_a_forked_child_gets_no_frame_a_cancelled_receive_async_left(stream, name):
     """The frame kept from a cancelled receive_async() is pinned by the
     parent: a child forked meanwhile gets the fork error, not that frame."""
