@@ -39,8 +39,7 @@ static PyObject *sample_copy_into(Sample *s, PyObject *obj) {
   assert(dst.len == s->stream->layout.len);
   memcpy(dst.buf, s->s.data, (size_t)dst.len);
   PyBuffer_Release(&dst);
-  s->released = true;
-  if (s->exports == 0) sample_unpin(s); /* as release() */
+  Py_DECREF(sample_release(s, NULL)); /* None */
   return Py_BuildValue("KKK", (unsigned long long)s->s.seq, (unsigned long long)s->s.timestamp_ns,
                        (unsigned long long)s->s.lost);
 }

@@ -40,10 +40,6 @@ class Handover:
         self._slice: Optional[_Ticket] = None
         self._kept: collections.deque = collections.deque()
 
-    def pending(self) -> bool:
-        """Whether take() may have a frame (a cheap test for the hot path)."""
-        return bool(self._kept) or self._slice is not None
-
     async def receive(self, timeout: Optional[float]) -> _shmlane.Sample:
         """The next frame, received in slices; if the task is cancelled (or
         fails) once a slice took one, that frame is kept."""
@@ -88,10 +84,13 @@ class Handover:
         """A kept frame, if any (none once cleared, nor in a forked child:
         its parent's frames are not its own); waiting: after the end of a
         cancelled call's slice still running (within one slice), which may
-        leave one."""
+        leave one. Nothing kept or running: None at once, no system call
+        (the receive calls' hot path)."""
+        running = self._slice
+        if not self._kept and running is None:
+            return None
         if os.getpid() != self._pid:
             return None
-        running = self._slice
         if waiting and running is not None and running.claim.get("by") == "cancel":
             with self._slicing:
                 pass

@@ -507,7 +507,7 @@ class Reader(Described):
         other than the shape/dtype/meta this reader asked for, LayoutChanged
         instead. Blocks without the GIL; Ctrl-C interrupts it."""
         self._check_refused()
-        kept = self._handover.take() if self._handover.pending() else None
+        kept = self._handover.take()
         return self._sample(kept if kept is not None else self._raw.receive(timeout))
 
     def _rehearse(self, timeout: Optional[float]) -> Tuple[Optional[Sample], Optional[float]]:
@@ -522,7 +522,7 @@ class Reader(Described):
         time left): the extension then waits for the frame, spinning in its
         window without the GIL, and hands out the object made for its slot
         straight to the caller."""
-        kept = self._handover.take() if self._handover.pending() else None
+        kept = self._handover.take()
         if kept is not None:
             return self._sample(kept), None
         raw_reader, deadline = self._raw, None

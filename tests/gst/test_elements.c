@@ -1202,20 +1202,18 @@ GST_START_TEST(test_meta_switched_after_join) {
 }
 GST_END_TEST;
 
-/* Stores `r` as a peer would, field by field (little-endian), with the
- * strings as given: 16 bytes each, terminated or not. */
+/* Stores `r` as the sink's record writer does, times and all (a time of -1
+ * is GStreamer's "none", stored as -1 again), with the strings as given:
+ * 16 bytes each, terminated or not. */
 static void put_raw_record(void *at, const shlgst_record *r) {
-  shlgst_record le = *r;
-  le.pts = GINT64_TO_LE(r->pts);
-  le.dts = GINT64_TO_LE(r->dts);
-  le.duration = GINT64_TO_LE(r->duration);
-  le.offset = GUINT64_TO_LE(r->offset);
-  le.fps_n = GINT32_TO_LE(r->fps_n);
-  le.fps_d = GINT32_TO_LE(r->fps_d);
-  le.par_n = GINT32_TO_LE(r->par_n);
-  le.par_d = GINT32_TO_LE(r->par_d);
-  le.flags = GUINT32_TO_LE(r->flags);
-  memcpy(at, &le, sizeof le);
+  GstBuffer *b = gst_buffer_new();
+  GST_BUFFER_PTS(b) = (GstClockTime)r->pts;
+  GST_BUFFER_DTS(b) = (GstClockTime)r->dts;
+  GST_BUFFER_DURATION(b) = (GstClockTime)r->duration;
+  GST_BUFFER_OFFSET(b) = r->offset;
+  GST_BUFFER_FLAGS(b) = r->flags;
+  shlgst_record_write(at, r, b);
+  gst_buffer_unref(b);
 }
 
 /* Records a peer with write access may write: rates and aspect ratios of
