@@ -191,14 +191,13 @@ static GstFlowReturn pool_acquire(GstBufferPool *bp, GstBuffer **out,
   (void)params;
   g_mutex_lock(&wr->lock);
   /* One buffer at a time, and none while memory over an earlier slot is
-   * out: that slot may be loaned again once it is not the newest. */
-  if (!shlgst_writer_wait_idle_locked(wr, &pool->flushing)) {
-    g_mutex_unlock(&wr->lock);
-    return GST_FLOW_FLUSHING;
-  }
-  /* A pool of replaced caps, still in use upstream, lends no slot of the
-   * new stream: their frames may be larger. */
-  rc = pool->stream == wr->stream ? shlgst_writer_loan_locked(wr, &frame) : SHL_E_REPLACED;
+   * out: that slot may be loaned again once it is not the newest. A pool
+   * of replaced caps, still in use upstream, lends no slot of the new
+   * stream: their frames may be larger. */
+  if (!shlgst_writer_wait_idle_locked(wr, &pool->flushing))
+    rc = -ETIMEDOUT;
+  else
+    rc = pool->stream == wr->stream ? shlgst_writer_loan_locked(wr, &frame) : SHL_E_REPLACED;
   if (rc < 0) {
     g_mutex_unlock(&wr->lock);
     if (g_atomic_int_get(&pool->flushing) || g_atomic_int_get(&wr->flushing))

@@ -775,6 +775,33 @@ GST_START_TEST(test_pool_shared_memory) {
 }
 GST_END_TEST;
 
+GST_START_TEST(test_pool_timeout) {
+  /* A lent buffer held on (a tee's other branch keeps it) past the sink's
+   * timeout: upstream's next buffer is ordinary memory, not FLUSHING (which
+   * stops a producer without an error); the sink drops that frame with a
+   * warning, and the frames flow again once the held buffer goes. */
+  gchar *name = stream_name("ptime");
+  GstHarness *sink = gst_harness_new("shmlanesink");
+  g_object_set(sink->element, "stream", name, "sync", FALSE, "slots", 4, "timeout",
+               (gint64)(20 * GST_MSECOND), NULL);
+  gst_harness_set_src_caps(sink, caps_of("GRAY8", 16, 16));
+  pool_test t = {.name = name, .sink = sink, .r = all_reader(name), .pool = lent_pool(sink)};
+  GstBuffer *b = NULL, *next = NULL;
+  acquire_filled(t.pool, &b, 1);
+  GstBuffer *held = gst_buffer_ref(b);
+  fail_unless_equals_int(gst_harness_push(t.sink, b), GST_FLOW_OK);
+  expect_frame(t.r, 1, 1);
+  fail_unless_equals_int(gst_buffer_pool_acquire_buffer(t.pool, &next, NULL), GST_FLOW_OK);
+  gst_buffer_memset(next, 0, 2, 256);
+  fail_unless_equals_int(gst_harness_push(t.sink, next), GST_FLOW_OK);
+  fail_unless_equals_int(stat_of(t.sink->element, "dropped"), 1);
+  check_frame(held, 256, 1);
+  gst_buffer_unref(held);
+  publish_lent(&t, t.pool, 2, 3);
+  end_pool_test(&t);
+}
+GST_END_TEST;
+
 GST_START_TEST(test_pool_writer_finish) {
   /* The sink stopped while upstream still holds a lent buffer (and the
    * pool keeps another): the writer role stays, the slot's memory mapped
@@ -1306,6 +1333,7 @@ static Suite *shmlane_suite(void) {
   tcase_add_test(tc, test_sink_flush);
   tcase_add_test(tc, test_pool_reuse);
   tcase_add_test(tc, test_pool_shared_memory);
+  tcase_add_test(tc, test_pool_timeout);
   tcase_add_test(tc, test_pool_writer_finish);
   tcase_add_test(tc, test_pool_flush);
   tcase_add_test(tc, test_pool_renegotiate);
