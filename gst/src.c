@@ -331,6 +331,16 @@ static gboolean negotiate_frames(GstShmlaneSrc *src, const shlgst_record *rec) {
   return ok;
 }
 
+/* A flush or a state change in another thread has begun: the pad takes
+ * no caps then, and that is no error (the caps are set after it). */
+static gboolean pad_flushing(GstShmlaneSrc *src) {
+  GstPad *pad = GST_BASE_SRC_PAD(src);
+  GST_OBJECT_LOCK(pad);
+  gboolean flushing = GST_PAD_IS_FLUSHING(pad);
+  GST_OBJECT_UNLOCK(pad);
+  return flushing || g_atomic_int_get(&src->flushing);
+}
+
 static GstClockTime running_time_of(GstShmlaneSrc *src, uint64_t monotonic_ns) {
   GstClock *clock = gst_element_get_clock(GST_ELEMENT(src));
   if (!clock) return GST_CLOCK_TIME_NONE;
@@ -432,6 +442,7 @@ static GstFlowReturn src_create(GstPushSrc *psrc, GstBuffer **out) {
       g_mutex_lock(&rd->lock);
       shl_reader_release(rd->r, &s);
       g_mutex_unlock(&rd->lock);
+      if (pad_flushing(src)) return GST_FLOW_FLUSHING;
       GST_ELEMENT_ERROR(src, CORE, NEGOTIATION, ("downstream refuses the stream's caps"), (NULL));
       return GST_FLOW_NOT_NEGOTIATED;
     }

@@ -1138,6 +1138,58 @@ GST_START_TEST(test_period) {
 }
 GST_END_TEST;
 
+/* A GRAY8 16x16 writer of the stream, with frames of 4 slots. */
+static shl_writer *gray_writer(const char *name) {
+  shl_layout gray = {.format = "B", .ndim = 2, .shape = {16, 16}};
+  shl_stream_opts o = SHL_STREAM_OPTS_INIT;
+  o.slots = 4;
+  shl_writer *w = NULL;
+  fail_unless_equals_int(shl_writer_open(&w, name, &gray, &o), 0);
+  return w;
+}
+
+static void publish_fill(shl_writer *w, guint8 fill) {
+  void *frame = NULL;
+  fail_unless(shl_writer_loan(w, &frame, GST_SECOND) >= 0);
+  memset(frame, fill, 256);
+  fail_unless_equals_int(shl_writer_publish(w, NULL), 0);
+}
+
+GST_START_TEST(test_src_caps_while_flushing) {
+  /* The source's pad starts flushing (a flush or a state change in another
+   * thread) while it has a frame whose caps it must set: it stops as a
+   * flush stops it, with no error; after the flush the caps are set and the
+   * frames flow. */
+  gchar *name = stream_name("capsflush");
+  shl_writer *w = gray_writer(name);
+  GstHarness *src = src_harness(name, 1, FALSE, 2);
+  GstBus *bus = gst_bus_new();
+  gst_element_set_bus(src->element, bus);
+  GstPad *pad = GST_BASE_SRC_PAD(src->element);
+  GST_OBJECT_LOCK(pad);
+  GST_PAD_SET_FLUSHING(pad);
+  GST_OBJECT_UNLOCK(pad);
+  publish_fill(w, 1);
+  for (int i = 0; i < 500 && gst_pad_get_task_state(pad) != GST_TASK_PAUSED; i++) g_usleep(10000);
+  fail_unless_equals_int(gst_pad_get_task_state(pad), GST_TASK_PAUSED);
+  GstMessage *m = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
+  fail_if(m != NULL, "an error while flushing: %" GST_PTR_FORMAT, m);
+  fail_unless(gst_element_send_event(src->element, gst_event_new_flush_start()));
+  fail_unless(gst_element_send_event(src->element, gst_event_new_flush_stop(TRUE)));
+  publish_fill(w, 2);
+  GstBuffer *b = gst_harness_pull(src);
+  check_frame(b, 256, 2);
+  gst_buffer_unref(b);
+  check_framerate(src, 0, 1);
+  gst_element_set_bus(src->element, NULL);
+  gst_object_unref(bus);
+  gst_harness_teardown(src);
+  shl_writer_close(w);
+  fail_unless_equals_int(shl_unlink(name), 0);
+  g_free(name);
+}
+GST_END_TEST;
+
 /* The stream as a peer with write access maps it (whole, read-write). */
 typedef struct peer_map {
   void *base;
@@ -1343,6 +1395,7 @@ static Suite *shmlane_suite(void) {
   tcase_add_test(tc, test_timestamps);
   tcase_add_test(tc, test_sink_mode);
   tcase_add_test(tc, test_period);
+  tcase_add_test(tc, test_src_caps_while_flushing);
   tcase_add_test(tc, test_meta_switched_after_join);
   tcase_add_test(tc, test_hostile_record);
   return s;
