@@ -90,6 +90,7 @@ void shl__role_fd_init(struct shl__role_fd *r) {
 }
 
 int shl__role_fd_open(struct shl__role_fd *r, const char *posix_name, int fd) {
+  SHL__TEST_POINT(role_fd_opening);
   pthread_once(&atfork_once, install_atfork);
   shl__role_fd_init(r);
   /* Opened and registered under the lock that fork() takes first

@@ -581,15 +581,30 @@ int shl_reader_open(shl_reader **out, const char *name, uint32_t policy, int64_t
   return shl_reader_open_ex(out, name, &opts);
 }
 
-/* Open the stream `name` for a reader: read-only, owners as the reader accepts. */
-static int open_for_reader(shl_segment **seg, const char *name, uint32_t flags,
-                           int64_t timeout_ns, uint32_t owner, uint32_t owner_uid) {
+/* Join the stream `name` holds as r's ring: read-only, owners as r accepts.
+ * 1 (nothing joined) if it is `old`'s very object. The name may hold
+ * another object by the time the role is opened (a replacement swapped in,
+ * a stream made again: -ESTALE): that one is opened then, a few times. */
+static int join_named(struct ring **out, const shl_reader *r, const char *name, uint32_t flags,
+                      int64_t timeout_ns, const shl_segment *old) {
   shl_open_opts oopts = SHL_OPEN_OPTS_INIT;
   oopts.flags = SHL_OPEN_READONLY | flags;
   oopts.timeout_ns = timeout_ns;
-  oopts.owner = owner;
-  oopts.owner_uid = owner_uid;
-  return shl_open_ex(seg, name, &oopts);
+  oopts.owner = r->owner;
+  oopts.owner_uid = r->owner_uid;
+  int rc = -ESTALE;
+  for (int tries = 0; rc == -ESTALE && tries < 8; tries++) {
+    shl_segment *seg;
+    struct stat a, b;
+    if ((rc = shl_open_ex(&seg, name, &oopts)) < 0) break;
+    if (old && fstat(seg->fd, &a) == 0 && fstat(old->fd, &b) == 0 && a.st_ino == b.st_ino &&
+        a.st_dev == b.st_dev) {
+      shl_close(seg);
+      return 1;
+    }
+    rc = open_ring(out, seg, r->policy);
+  }
+  return rc;
 }
 
 int shl_reader_open_ex(shl_reader **out, const char *name, const shl_reader_opts *user_opts) {
@@ -603,25 +618,19 @@ int shl_reader_open_ex(shl_reader **out, const char *name, const shl_reader_opts
     return -EINVAL;
   /* The stream may not exist yet, or its writer may still be creating it:
    * wait for it, within the caller's time. */
-  shl_segment *seg;
   int64_t asked_ns = shl__realtime_ns();
-  rc = open_for_reader(&seg, name, SHL_OPEN_WAIT_NAME, opts.timeout_ns, opts.owner,
-                       opts.owner_uid);
-  if (rc < 0) return rc;
   shl_reader *r = calloc(1, sizeof *r);
-  if (!r) {
-    shl_close(seg);
-    return -ENOMEM;
-  }
+  if (!r) return -ENOMEM;
   r->policy = opts.policy;
   r->flags = opts.flags;
   r->owner = opts.owner;
   r->owner_uid = opts.owner_uid;
-  rc = open_ring(&r->cur, seg, r->policy);
+  rc = join_named(&r->cur, r, name, SHL_OPEN_WAIT_NAME, opts.timeout_ns, NULL);
   if (rc < 0) {
     free(r);
     return rc;
   }
+  shl_segment *seg = r->cur->s.seg;
   r->max_pinned_asked = opts.max_pinned;
   r->max_pinned = opts.max_pinned ? opts.max_pinned : default_max_pinned(r->cur->s.slots);
   /* A stream left by its writer before this reader came (an earlier run's):
@@ -657,17 +666,9 @@ void shl_reader_close(shl_reader *r) {
  * left stays while its samples are held. */
 int shl__reader_follow(shl_reader *r) {
   struct ring *old = r->cur, *ring;
-  shl_segment *seg;
-  int rc = open_for_reader(&seg, old->s.seg->name, 0, 0, r->owner, r->owner_uid);
-  if (rc == -ENOENT || rc == SHL_E_NOT_READY) return 0;
-  if (rc < 0) return rc;
-  struct stat a, b;
-  if (fstat(seg->fd, &a) == 0 && fstat(old->s.seg->fd, &b) == 0 && a.st_ino == b.st_ino &&
-      a.st_dev == b.st_dev) {
-    shl_close(seg); /* the name came back to this very stream */
-    return 0;
-  }
-  rc = open_ring(&ring, seg, r->policy);
+  /* 1: the name came back to this very stream. */
+  int rc = join_named(&ring, r, old->s.seg->name, 0, 0, old->s.seg);
+  if (rc == -ENOENT || rc == SHL_E_NOT_READY || rc == 1) return 0;
   if (rc < 0) return rc;
   uint64_t base = ring->s.base_seq;
   if (base < r->last_seq || r->next_seq > base + 1) {

@@ -14,7 +14,9 @@
  *   its keeper stopped;
  * - a fork() from another thread while a role descriptor is being opened
  *   never leaves a child holding the role;
- * - shl_dup maps the very object a handle holds, whatever its name does.
+ * - shl_dup maps the very object a handle holds, whatever its name does;
+ * - a reader joins the stream its name holds when a replacement is swapped
+ *   in between its open of the object and of its role.
  * White-box: roles.c, stream_setup.c and stream.c are compiled into this
  * program, with a hook that runs code of the test at the points where a race
  * would strike. */
@@ -542,6 +544,68 @@ static void test_reader_waiting_for_the_name_reads_a_quick_run(void) {
   T_EXPECT_EXIT(t_child_reap(pid), 3);
 }
 
+/* ---------------------------------------------------------------- a name that moves as a reader joins */
+
+/* The writer whose stream the hook replaces, the frame words it writes,
+ * and whether the hook still has its replacement to make. */
+static shl_writer *mover;
+static uint64_t mover_words;
+static int move_armed;
+
+/* Before a role descriptor is opened (the first time after being armed): a
+ * stream of other frames replaces the one under the name, so the object a
+ * reader opened is no longer the name's when it opens its role. */
+static void replace_before_role_open(const char *point) {
+  if (strcmp(point, "role_fd_opening") != 0 || !move_armed) return;
+  move_armed = 0;
+  shl_layout l = t_frame_layout(++mover_words);
+  T_EXPECT_RC(shl_writer_replace(&mover, &l, NULL), 0);
+}
+
+/* The reader's next frame comes from the stream the name holds now, tagged
+ * `tag`. */
+static void expect_new_stream_frame(shl_reader *r, uint64_t tag) {
+  T_CHECK(t_publish(mover, mover_words, tag, WAIT_MS) > 0);
+  shl_sample s;
+  T_EXPECT_RC(shl_reader_receive(r, &s, WAIT_MS * T_MS, 0), 0);
+  T_CHECK(t_frame_bad_words(s.data, mover_words, tag) == 0);
+  shl_reader_release(r, &s);
+}
+
+/* A stream replaced under its name while a reader opens it, and again while
+ * a reader follows it to its replacement (between the open of the object
+ * and of the reader's role in it, where the role's descriptor names another
+ * object): the reader joins the stream the name holds then, where it had
+ * -ESTALE. */
+static void test_reader_joins_a_name_that_moves(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "hmove");
+  mover_words = WORDS;
+  mover = t_writer_open(name, mover_words, SLOTS, 4, 0);
+  move_armed = 1;
+  test_hook = replace_before_role_open;
+  shl_reader *r = NULL;
+  int rc = shl_reader_open(&r, name, SHL_RECV_ALL, WAIT_MS * T_MS);
+  test_hook = NULL;
+  T_EXPECT_RC(rc, 0);
+  T_REQUIRE(r != NULL);
+  T_CHECK(!move_armed);
+  expect_new_stream_frame(r, 1);
+
+  shl_layout l = t_frame_layout(++mover_words);
+  T_EXPECT_RC(shl_writer_replace(&mover, &l, NULL), 0);
+  move_armed = 1;
+  test_hook = replace_before_role_open;
+  shl_sample s;
+  rc = shl_reader_receive(r, &s, 20 * T_MS, 0); /* follows: nothing published yet */
+  test_hook = NULL;
+  T_EXPECT_RC(rc, -ETIMEDOUT);
+  T_CHECK(!move_armed);
+  expect_new_stream_frame(r, 2);
+  shl_reader_close(r);
+  shl_writer_close(mover);
+}
+
 /* ---------------------------------------------------------------- dup */
 
 /* The name removed and another object made under it: shl_dup still maps the
@@ -580,6 +644,7 @@ int main(void) {
   test_close_order();
   test_fork_while_role_opens();
   test_dup_follows_the_object();
+  test_reader_joins_a_name_that_moves();
   test_reader_waiting_for_the_name_reads_a_quick_run();
   return t_result();
 }
