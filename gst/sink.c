@@ -60,16 +60,21 @@ static void drop_pool(GstShmlaneSink *sink) {
   if (pool) gst_object_unref(pool);
 }
 
-/* The message of a failed open: a refused mode names the rule. */
-static void open_error(GstShmlaneSink *sink, const gchar *name, int rc, guint mode,
+/* The message of a failed open: a refused setting names the rule. */
+static void open_error(GstShmlaneSink *sink, const gchar *name, int rc, const shl_stream_opts *o,
                        const char *format) {
   gchar *text = shlgst_error_text(name, rc);
-  if (rc == SHL_E_BAD_MODE)
+  if (rc == -EINVAL && o->slots == 1)
+    GST_ELEMENT_ERROR(sink, RESOURCE, SETTINGS,
+                      ("stream '%s': slots 1: a stream holds 2 to %d frames (0: 8)", name,
+                       SHL_STREAM_MAX_SLOTS),
+                      (NULL));
+  else if (rc == SHL_E_BAD_MODE)
     GST_ELEMENT_ERROR(sink, RESOURCE, SETTINGS, ("%s", text),
                       ("mode 0%o asked for (0660 shares with a group, 0666 with everyone); "
                        "a stream found under the name with such a mode must be removed first "
                        "(shmlane rm %s)",
-                       mode ? mode : 0600, name));
+                       o->mode ? o->mode : 0600, name));
   else
     GST_ELEMENT_ERROR(sink, RESOURCE, OPEN_WRITE, ("%s", text), ("layout %s", format));
   g_free(text);
@@ -124,7 +129,7 @@ static gboolean open_stream(GstShmlaneSink *sink, const GstVideoInfo *info) {
     g_mutex_unlock(&wr->lock);
   }
   if (rc < 0) {
-    open_error(sink, name, rc, opts.mode, lay.format);
+    open_error(sink, name, rc, &opts, lay.format);
   } else {
     GST_INFO_OBJECT(sink, "stream '%s': frames %s", name, lay.format);
     sink->caps_info = *info;
@@ -340,7 +345,7 @@ static void gst_shmlane_sink_class_init(GstShmlaneSinkClass *klass) {
                           NULL, rw));
   g_object_class_install_property(
       oc, PROP_SLOTS,
-      g_param_spec_uint("slots", "Slots", "Frames the stream's ring holds (0: 8)", 0,
+      g_param_spec_uint("slots", "Slots", "Frames the stream's ring holds, 2 to 64 (0: 8)", 0,
                         SHL_STREAM_MAX_SLOTS, 0, rw));
   g_object_class_install_property(
       oc, PROP_MAX_READERS,

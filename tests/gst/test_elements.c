@@ -1048,20 +1048,30 @@ static GError *pipeline_error(GstElement *p, gchar **debug) {
 GST_START_TEST(test_sink_mode) {
   /* A mode that grants read without write is refused with an error that
    * names the rule and the mode, and nothing is created; 0660 (as
-   * gst-launch-1.0 spells it) shares with the group. */
-  static const char *bad[] = {"0640", "0644", "0604", "0664"};
+   * gst-launch-1.0 spells it) shares with the group. One slot (the
+   * property takes 0 to 64) is refused with the range, not "Invalid
+   * argument". */
+  static const struct {
+    const char *setting, *says, *details;
+  } bad[] = {
+      {"mode=0640", "grant read only with write", "0640"},
+      {"mode=0644", "grant read only with write", "0644"},
+      {"mode=0604", "grant read only with write", "0604"},
+      {"mode=0664", "grant read only with write", "0664"},
+      {"slots=1", "a stream holds 2 to 64 frames", ""},
+  };
   gchar *name = stream_name("mode");
   for (gsize i = 0; i < G_N_ELEMENTS(bad); i++) {
     gchar *d = g_strdup_printf("videotestsrc num-buffers=1 ! video/x-raw,format=GRAY8,width=16,"
-                               "height=16 ! shmlanesink stream=%s mode=%s",
-                               name, bad[i]);
+                               "height=16 ! shmlanesink stream=%s %s",
+                               name, bad[i].setting);
     GstElement *p = launch(d);
     gchar *debug = NULL;
     GError *e = pipeline_error(p, &debug);
     fail_unless(g_error_matches(e, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_SETTINGS), "%s: %s",
-                bad[i], e->message);
-    fail_unless(strstr(e->message, "grant read only with write") != NULL, "%s", e->message);
-    fail_unless(strstr(debug, bad[i]) != NULL, "%s", debug);
+                bad[i].setting, e->message);
+    fail_unless(strstr(e->message, bad[i].says) != NULL, "%s", e->message);
+    fail_unless(strstr(debug, bad[i].details) != NULL, "%s", debug);
     g_error_free(e);
     g_free(debug);
     gst_object_unref(p);
