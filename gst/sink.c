@@ -103,6 +103,7 @@ static gboolean open_stream(GstShmlaneSink *sink, const GstVideoInfo *info) {
   GST_OBJECT_UNLOCK(sink);
 
   int rc = 0;
+  gboolean held = FALSE; /* the old stream's slots stayed out: not replaced */
   if (!wr) {
     shl_writer *w = NULL;
     rc = shl_writer_open(&w, name, &lay.layout, &opts);
@@ -119,16 +120,25 @@ static gboolean open_stream(GstShmlaneSink *sink, const GstVideoInfo *info) {
      * new stream gets the properties (0: the old stream's) and the period. */
     drop_pool(sink);
     g_mutex_lock(&wr->lock);
-    rc = shlgst_writer_wait_idle_locked(wr, NULL)
-             ? shlgst_writer_replace_locked(wr, &lay.layout, &opts)
-             : -ETIMEDOUT;
+    held = !shlgst_writer_wait_idle_locked(wr, NULL);
+    rc = held ? -ETIMEDOUT : shlgst_writer_replace_locked(wr, &lay.layout, &opts);
     g_mutex_unlock(&wr->lock);
   } else { /* the same frames at another rate, or none: only the period changes */
     g_mutex_lock(&wr->lock);
     rc = shl_writer_set_period(wr->w, opts.period_ns);
     g_mutex_unlock(&wr->lock);
   }
-  if (rc < 0) {
+  if (held && g_atomic_int_get(&wr->flushing)) {
+    /* A flush or a stop ended the wait: no error (the caps come again
+     * after a flush). */
+    GST_INFO_OBJECT(sink, "flushing: the stream stays as it is");
+  } else if (held) {
+    GST_ELEMENT_ERROR(sink, RESOURCE, BUSY,
+                      ("stream '%s': a buffer over its slots is still held downstream: the "
+                       "stream cannot be replaced for other frames under it",
+                       name),
+                      ("held past the timeout; layout %s", lay.format));
+  } else if (rc < 0) {
     open_error(sink, name, rc, &opts, lay.format);
   } else {
     GST_INFO_OBJECT(sink, "stream '%s': frames %s", name, lay.format);
@@ -248,7 +258,11 @@ static GstFlowReturn sink_render(GstBaseSink *bsink, GstBuffer *buf) {
   /* Readers pin every slot, or hold back a blocking stream: this frame is
    * lost, the pipeline goes on. */
   g_atomic_int_inc(&sink->dropped);
-  GST_ELEMENT_WARNING(sink, RESOURCE, BUSY, ("dropped a frame: %s", shl_strerror(rc)), (NULL));
+  const char *why = rc == -ETIMEDOUT ? "no slot came free within the timeout (readers of policy "
+                                       "all behind a blocking stream, or a buffer over a slot "
+                                       "held downstream)"
+                                     : shl_strerror(rc);
+  GST_ELEMENT_WARNING(sink, RESOURCE, BUSY, ("dropped a frame: %s", why), (NULL));
   return GST_FLOW_OK;
 }
 

@@ -619,10 +619,13 @@ GST_START_TEST(test_sink_flush) {
 }
 GST_END_TEST;
 
+/* The sink's default timeout (a frame's wait for a slot). */
+#define SINK_TIMEOUT (5 * GST_SECOND)
+
 /* A sink of GRAY8 16x16 frames into a ring of 4 slots. */
-static GstHarness *pool_harness(const char *name) {
+static GstHarness *pool_harness(const char *name, gint64 timeout) {
   GstHarness *h = gst_harness_new("shmlanesink");
-  g_object_set(h->element, "stream", name, "sync", FALSE, "slots", 4, NULL);
+  g_object_set(h->element, "stream", name, "sync", FALSE, "slots", 4, "timeout", timeout, NULL);
   gst_harness_set_src_caps(h, caps_of("GRAY8", 16, 16));
   return h;
 }
@@ -662,24 +665,43 @@ static GstBufferPool *lent_pool(GstHarness *h) {
   return pool;
 }
 
-/* A pool test's sink (pool_harness), its pool as upstream got it, and a
- * reader of policy `all` (or none). */
+/* A pool test's sink (pool_harness), the bus it posts to, its pool as
+ * upstream got it, and a reader of policy `all` (or none). */
 typedef struct pool_test {
   gchar *name;
   GstHarness *sink;
+  GstBus *bus;
   shl_reader *r;
   GstBufferPool *pool;
 } pool_test;
 
-static pool_test begin_pool_test(const char *tag, gboolean reader) {
-  pool_test t = {.name = stream_name(tag)};
-  t.sink = pool_harness(t.name);
+static pool_test begin_pool_test(const char *tag, gboolean reader, gint64 timeout) {
+  pool_test t = {.name = stream_name(tag), .bus = gst_bus_new()};
+  t.sink = pool_harness(t.name, timeout);
+  gst_element_set_bus(t.sink->element, t.bus);
   t.r = reader ? all_reader(t.name) : NULL;
   t.pool = lent_pool(t.sink);
   return t;
 }
 
+/* The text of the next message of `type` t's sink posted (fails if none). */
+static gchar *posted(pool_test *t, GstMessageType type) {
+  GstMessage *m = gst_bus_pop_filtered(t->bus, type);
+  GError *e = NULL;
+  fail_unless(m != NULL, "no %s message", gst_message_type_get_name(type));
+  if (type == GST_MESSAGE_ERROR)
+    gst_message_parse_error(m, &e, NULL);
+  else
+    gst_message_parse_warning(m, &e, NULL);
+  gchar *text = g_strdup(e->message);
+  g_error_free(e);
+  gst_message_unref(m);
+  return text;
+}
+
 static void end_pool_test(pool_test *t) {
+  gst_element_set_bus(t->sink->element, NULL);
+  gst_object_unref(t->bus);
   fail_unless(gst_buffer_pool_set_active(t->pool, FALSE));
   gst_object_unref(t->pool);
   shl_reader_close(t->r);
@@ -713,7 +735,7 @@ GST_START_TEST(test_pool_reuse) {
   /* Upstream writing into the sink's pool, as videotestsrc does: a buffer
    * is made once per slot and lent again for it; one returned unpublished
    * is discarded (no frame, no gap in the numbers); nothing is copied. */
-  pool_test t = begin_pool_test("reuse", TRUE);
+  pool_test t = begin_pool_test("reuse", TRUE, SINK_TIMEOUT);
   guint again = 0;
   uint64_t seq = 0;
   for (guint8 i = 1; i <= 12; i++) {
@@ -753,7 +775,7 @@ GST_START_TEST(test_pool_shared_memory) {
    * slot, as gst_buffer_make_writable's does behind a tee): while the copy
    * lives no slot is lent, for its slot may be the next, and the copy's
    * bytes never change; once it goes, the frames flow again. */
-  pool_test t = begin_pool_test("shared", TRUE);
+  pool_test t = begin_pool_test("shared", TRUE, SINK_TIMEOUT);
   GstBuffer *b = NULL;
   acquire_filled(t.pool, &b, 1);
   GstBuffer *copy = gst_buffer_copy(b);
@@ -779,13 +801,9 @@ GST_START_TEST(test_pool_timeout) {
   /* A lent buffer held on (a tee's other branch keeps it) past the sink's
    * timeout: upstream's next buffer is ordinary memory, not FLUSHING (which
    * stops a producer without an error); the sink drops that frame with a
-   * warning, and the frames flow again once the held buffer goes. */
-  gchar *name = stream_name("ptime");
-  GstHarness *sink = gst_harness_new("shmlanesink");
-  g_object_set(sink->element, "stream", name, "sync", FALSE, "slots", 4, "timeout",
-               (gint64)(20 * GST_MSECOND), NULL);
-  gst_harness_set_src_caps(sink, caps_of("GRAY8", 16, 16));
-  pool_test t = {.name = name, .sink = sink, .r = all_reader(name), .pool = lent_pool(sink)};
+   * warning that says why, and the frames flow again once the held buffer
+   * goes. */
+  pool_test t = begin_pool_test("ptime", TRUE, 20 * GST_MSECOND);
   GstBuffer *b = NULL, *next = NULL;
   acquire_filled(t.pool, &b, 1);
   GstBuffer *held = gst_buffer_ref(b);
@@ -795,6 +813,9 @@ GST_START_TEST(test_pool_timeout) {
   gst_buffer_memset(next, 0, 2, 256);
   fail_unless_equals_int(gst_harness_push(t.sink, next), GST_FLOW_OK);
   fail_unless_equals_int(stat_of(t.sink->element, "dropped"), 1);
+  gchar *text = posted(&t, GST_MESSAGE_WARNING);
+  fail_unless(strstr(text, "no slot came free within the timeout") != NULL, "%s", text);
+  g_free(text);
   check_frame(held, 256, 1);
   gst_buffer_unref(held);
   publish_lent(&t, t.pool, 2, 3);
@@ -806,7 +827,7 @@ GST_START_TEST(test_pool_writer_finish) {
   /* The sink stopped while upstream still holds a lent buffer (and the
    * pool keeps another): the writer role stays, the slot's memory mapped
    * and writable, until that buffer comes back; then the writer closes. */
-  pool_test t = begin_pool_test("finish", FALSE);
+  pool_test t = begin_pool_test("finish", FALSE, SINK_TIMEOUT);
   GstBuffer *b = NULL;
   acquire_filled(t.pool, &b, 1);
   fail_unless_equals_int(gst_harness_push(t.sink, b), GST_FLOW_OK);
@@ -825,7 +846,7 @@ GST_START_TEST(test_pool_flush) {
    * pool), with a buffer kept by the pool and one out: no buffer while
    * flushing; the one out comes back unpublished (discarded); afterwards
    * kept buffers are lent again and the frames are numbered on, none lost. */
-  pool_test t = begin_pool_test("pflush", TRUE);
+  pool_test t = begin_pool_test("pflush", TRUE, SINK_TIMEOUT);
   GstBuffer *b = NULL, *out = NULL;
   publish_lent(&t, t.pool, 1, 1);
   acquire_filled(t.pool, &out, 9);
@@ -848,7 +869,7 @@ GST_START_TEST(test_pool_renegotiate) {
    * made for the new frames (the kept ones went with the old stream), and
    * the old pool, still active, lends no slot of the new stream: the
    * sink's next frame from elsewhere is copied into one at once. */
-  pool_test t = begin_pool_test("preneg", TRUE);
+  pool_test t = begin_pool_test("preneg", TRUE, SINK_TIMEOUT);
   GstBuffer *old = NULL;
   publish_lent(&t, t.pool, 1, 1);
   gst_harness_set_src_caps(t.sink, caps_of("GRAY8", 16, 32));
@@ -861,6 +882,58 @@ GST_START_TEST(test_pool_renegotiate) {
   fail_unless_equals_int(stat_of(t.sink->element, "dropped"), 0);
   fail_unless(gst_buffer_pool_set_active(now, FALSE));
   gst_object_unref(now);
+  end_pool_test(&t);
+}
+GST_END_TEST;
+
+typedef struct caps_pusher {
+  GstHarness *h;
+  GstCaps *caps;
+  gboolean done; /* atomic */
+} caps_pusher;
+
+/* A GThreadFunc: sends p->caps to the harness's element (the event waits
+ * there while the sink waits for its slots). */
+static gpointer push_caps(gpointer data) {
+  caps_pusher *p = data;
+  gst_pad_push_event(p->h->srcpad, gst_event_new_caps(p->caps));
+  gst_caps_unref(p->caps);
+  g_atomic_int_set(&p->done, TRUE);
+  return NULL;
+}
+
+GST_START_TEST(test_sink_caps_while_flushing) {
+  /* Caps of other frames come while a lent buffer is held downstream (the
+   * stream cannot be replaced under it): a flush that begins meanwhile ends
+   * the wait with no error (the caps come again after it); with a timeout,
+   * the wait ends in an error that says what holds the stream. */
+  pool_test t = begin_pool_test("capsflush", TRUE, -1);
+  GstBuffer *b = NULL;
+  acquire_filled(t.pool, &b, 1);
+  GstBuffer *held = gst_buffer_ref(b);
+  fail_unless_equals_int(gst_harness_push(t.sink, b), GST_FLOW_OK);
+  expect_frame(t.r, 1, 1);
+  caps_pusher p = {.h = t.sink, .caps = caps_of("GRAY8", 32, 16)};
+  GThread *thread = g_thread_new("caps", push_caps, &p);
+  g_usleep(100000);
+  fail_if(g_atomic_int_get(&p.done), "the stream replaced under a held buffer");
+  fail_unless(gst_harness_push_event(t.sink, gst_event_new_flush_start()));
+  g_thread_join(thread);
+  GstMessage *m = gst_bus_pop_filtered(t.bus, GST_MESSAGE_ERROR);
+  fail_if(m != NULL, "an error while flushing: %" GST_PTR_FORMAT, m);
+  gst_buffer_unref(held);
+  fail_unless(gst_harness_push_event(t.sink, gst_event_new_flush_stop(TRUE)));
+  end_pool_test(&t);
+
+  t = begin_pool_test("capsheld", TRUE, 20 * GST_MSECOND);
+  acquire_filled(t.pool, &b, 1);
+  held = gst_buffer_ref(b);
+  fail_unless_equals_int(gst_harness_push(t.sink, b), GST_FLOW_OK);
+  gst_pad_push_event(t.sink->srcpad, gst_event_new_caps(caps_of("GRAY8", 32, 16)));
+  gchar *text = posted(&t, GST_MESSAGE_ERROR);
+  fail_unless(strstr(text, "still held downstream") != NULL, "%s", text);
+  g_free(text);
+  gst_buffer_unref(held);
   end_pool_test(&t);
 }
 GST_END_TEST;
@@ -1400,6 +1473,7 @@ static Suite *shmlane_suite(void) {
   tcase_add_test(tc, test_pool_flush);
   tcase_add_test(tc, test_pool_renegotiate);
   tcase_add_test(tc, test_pool_states);
+  tcase_add_test(tc, test_sink_caps_while_flushing);
   tcase_add_test(tc, test_src_flush);
   tcase_add_test(tc, test_src_pipeline_seek);
   tcase_add_test(tc, test_timestamps);
