@@ -420,7 +420,7 @@ static GstFlowReturn src_create(GstPushSrc *psrc, GstBuffer **out) {
   gboolean ok = TRUE, have_rec = FALSE;
   if (src->new_stream || (s.flags & SHL_SAMPLE_NEW_STREAM)) {
     ok = read_layout_locked(src, rd);
-    src->new_stream = FALSE;
+    src->new_stream = !ok; /* a stream it cannot push: each frame of it is an error again */
     memset(&src->last, 0xff, sizeof src->last); /* renegotiate */
   }
   const void *meta = NULL;

@@ -1238,6 +1238,17 @@ static void publish_fill(shl_writer *w, guint8 fill) {
   fail_unless_equals_int(shl_writer_publish(w, NULL), 0);
 }
 
+/* Tears down a source harness, the bus it posted to and the stream's
+ * writer, and removes the stream. */
+static void end_src_test(gchar *name, GstHarness *src, GstBus *bus, shl_writer *w) {
+  gst_element_set_bus(src->element, NULL);
+  gst_object_unref(bus);
+  gst_harness_teardown(src);
+  shl_writer_close(w);
+  fail_unless_equals_int(shl_unlink(name), 0);
+  g_free(name);
+}
+
 GST_START_TEST(test_src_caps_while_flushing) {
   /* The source's pad starts flushing (a flush or a state change in another
    * thread) while it has a frame whose caps it must set: it stops as a
@@ -1264,12 +1275,55 @@ GST_START_TEST(test_src_caps_while_flushing) {
   check_frame(b, 256, 2);
   gst_buffer_unref(b);
   check_framerate(src, 0, 1);
-  gst_element_set_bus(src->element, NULL);
-  gst_object_unref(bus);
-  gst_harness_teardown(src);
-  shl_writer_close(w);
-  fail_unless_equals_int(shl_unlink(name), 0);
-  g_free(name);
+  end_src_test(name, src, bus, w);
+}
+GST_END_TEST;
+
+/* Waits (5 s) for the element's next error of GST_STREAM_ERROR `code`. */
+static gboolean next_stream_error(GstBus *bus, GstStreamError code) {
+  for (;;) {
+    GstMessage *m = gst_bus_timed_pop_filtered(bus, 5 * GST_SECOND, GST_MESSAGE_ERROR);
+    if (!m) return FALSE;
+    GError *e = NULL;
+    gst_message_parse_error(m, &e, NULL);
+    gboolean hit = g_error_matches(e, GST_STREAM_ERROR, code);
+    g_error_free(e);
+    gst_message_unref(m);
+    if (hit) return TRUE;
+  }
+}
+
+GST_START_TEST(test_src_bad_stream_after_flush) {
+  /* A stream replaced by one that is not raw video: an error; a flush
+   * restarts the source on that stream, and its next frame is an error
+   * again, never a buffer laid out as the stream before (12 KiB over a slot
+   * of 8 bytes). */
+  gchar *name = stream_name("badflush");
+  shl_layout bgra = {.format = "B", .ndim = 3, .shape = {48, 64, 4}};
+  shl_layout dbl = {.format = "<d", .ndim = 2, .shape = {1, 1}};
+  shl_writer *w = NULL;
+  fail_unless_equals_int(shl_writer_open(&w, name, &bgra, NULL), 0);
+  GstHarness *src = src_harness(name, 1, FALSE, 2);
+  GstBus *bus = gst_bus_new();
+  gst_element_set_bus(src->element, bus);
+  void *frame = NULL;
+  fail_unless(shl_writer_loan(w, &frame, GST_SECOND) >= 0);
+  memset(frame, 1, 64 * 48 * 4);
+  fail_unless_equals_int(shl_writer_publish(w, NULL), 0);
+  GstBuffer *b = gst_harness_pull(src);
+  check_frame(b, 64 * 48 * 4, 1);
+  gst_buffer_unref(b);
+  fail_unless_equals_int(shl_writer_replace(&w, &dbl, NULL), 0);
+  for (int i = 0; i < 2; i++) {
+    fail_unless(shl_writer_loan(w, &frame, GST_SECOND) >= 0);
+    memset(frame, 2, 8);
+    fail_unless_equals_int(shl_writer_publish(w, NULL), 0);
+    fail_unless(next_stream_error(bus, GST_STREAM_ERROR_WRONG_TYPE), "frame %d: no error", i);
+    fail_unless(gst_element_send_event(src->element, gst_event_new_flush_start()));
+    fail_unless(gst_element_send_event(src->element, gst_event_new_flush_stop(TRUE)));
+  }
+  fail_unless(gst_harness_try_pull(src) == NULL, "a frame of a stream that is not video");
+  end_src_test(name, src, bus, w);
 }
 GST_END_TEST;
 
@@ -1480,6 +1534,7 @@ static Suite *shmlane_suite(void) {
   tcase_add_test(tc, test_sink_mode);
   tcase_add_test(tc, test_period);
   tcase_add_test(tc, test_src_caps_while_flushing);
+  tcase_add_test(tc, test_src_bad_stream_after_flush);
   tcase_add_test(tc, test_meta_switched_after_join);
   tcase_add_test(tc, test_hostile_record);
   return s;
