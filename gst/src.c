@@ -303,8 +303,20 @@ static gboolean same_caps_part(const shlgst_record *a, const shlgst_record *b) {
          strcmp(a->chroma_site, b->chroma_site) == 0;
 }
 
-/* Sets caps for frames of src->frames described by `rec`. */
-static gboolean negotiate_frames(GstShmlaneSrc *src, const shlgst_record *rec) {
+/* A flush or a state change in another thread has begun: the pad takes
+ * no caps then, and that is no error (the caps are set after it). */
+static gboolean pad_flushing(GstShmlaneSrc *src) {
+  GstPad *pad = GST_BASE_SRC_PAD(src);
+  GST_OBJECT_LOCK(pad);
+  gboolean flushing = GST_PAD_IS_FLUSHING(pad);
+  GST_OBJECT_UNLOCK(pad);
+  return flushing || g_atomic_int_get(&src->flushing);
+}
+
+/* Sets caps for frames of src->frames described by `rec`: OK, FLUSHING,
+ * or NOT_NEGOTIATED with an error that names the caps downstream refuses
+ * (asked first: a caps event is stored whatever downstream says of it). */
+static GstFlowReturn negotiate_frames(GstShmlaneSrc *src, const shlgst_record *rec) {
   GstVideoInfo info = src->frames;
   shlgst_record_apply(rec, &info);
   src->out = info;
@@ -316,29 +328,24 @@ static gboolean negotiate_frames(GstShmlaneSrc *src, const shlgst_record *rec) {
   GST_OBJECT_LOCK(src);
   gboolean same = src->caps && gst_caps_is_equal(caps, src->caps);
   GST_OBJECT_UNLOCK(src);
-  if (same) {
-    gst_caps_unref(caps);
-    return TRUE;
-  }
-  GST_INFO_OBJECT(src, "caps %" GST_PTR_FORMAT, caps);
-  gboolean ok = gst_base_src_set_caps(GST_BASE_SRC(src), caps);
-  if (ok) {
-    GST_OBJECT_LOCK(src);
-    gst_caps_replace(&src->caps, caps);
-    GST_OBJECT_UNLOCK(src);
+  GstFlowReturn ret = GST_FLOW_OK;
+  if (!same) {
+    GST_INFO_OBJECT(src, "caps %" GST_PTR_FORMAT, caps);
+    if (gst_pad_peer_query_accept_caps(GST_BASE_SRC_PAD(src), caps) &&
+        gst_base_src_set_caps(GST_BASE_SRC(src), caps)) {
+      GST_OBJECT_LOCK(src);
+      gst_caps_replace(&src->caps, caps);
+      GST_OBJECT_UNLOCK(src);
+    } else if (pad_flushing(src)) {
+      ret = GST_FLOW_FLUSHING;
+    } else {
+      GST_ELEMENT_ERROR(src, CORE, NEGOTIATION, ("downstream refuses the stream's caps"),
+                        ("%" GST_PTR_FORMAT, caps));
+      ret = GST_FLOW_NOT_NEGOTIATED;
+    }
   }
   gst_caps_unref(caps);
-  return ok;
-}
-
-/* A flush or a state change in another thread has begun: the pad takes
- * no caps then, and that is no error (the caps are set after it). */
-static gboolean pad_flushing(GstShmlaneSrc *src) {
-  GstPad *pad = GST_BASE_SRC_PAD(src);
-  GST_OBJECT_LOCK(pad);
-  gboolean flushing = GST_PAD_IS_FLUSHING(pad);
-  GST_OBJECT_UNLOCK(pad);
-  return flushing || g_atomic_int_get(&src->flushing);
+  return ret;
 }
 
 static GstClockTime running_time_of(GstShmlaneSrc *src, uint64_t monotonic_ns) {
@@ -438,13 +445,11 @@ static GstFlowReturn src_create(GstPushSrc *psrc, GstBuffer **out) {
   if (rec.fps_n <= 0 && src->period_ns)
     gst_video_guess_framerate(src->period_ns, &rec.fps_n, &rec.fps_d);
   if (!same_caps_part(&rec, &src->last)) {
-    if (!negotiate_frames(src, &rec)) {
+    if ((ret = negotiate_frames(src, &rec)) != GST_FLOW_OK) {
       g_mutex_lock(&rd->lock);
       shl_reader_release(rd->r, &s);
       g_mutex_unlock(&rd->lock);
-      if (pad_flushing(src)) return GST_FLOW_FLUSHING;
-      GST_ELEMENT_ERROR(src, CORE, NEGOTIATION, ("downstream refuses the stream's caps"), (NULL));
-      return GST_FLOW_NOT_NEGOTIATED;
+      return ret;
     }
     src->last = rec;
   }

@@ -1279,6 +1279,38 @@ GST_START_TEST(test_src_caps_while_flushing) {
 }
 GST_END_TEST;
 
+GST_START_TEST(test_src_caps_refused) {
+  /* Downstream takes GRAY8 only, the stream carries RGB: an error that
+   * says downstream refuses the stream's caps, and names them. */
+  gchar *name = stream_name("refused");
+  shl_layout rgb = {.format = "T{B:r:B:g:B:b:}", .ndim = 2, .shape = {16, 16}};
+  shl_writer *w = NULL;
+  fail_unless_equals_int(shl_writer_open(&w, name, &rgb, NULL), 0);
+  gchar *d = g_strdup_printf("shmlanesrc stream=%s ! capsfilter caps=video/x-raw,format=GRAY8",
+                             name);
+  GstHarness *src = gst_harness_new_parse(d);
+  g_free(d);
+  GstBus *bus = gst_bus_new();
+  gst_element_set_bus(src->element, bus);
+  gst_harness_play(src);
+  wait_readers(name, 1);
+  void *frame = NULL;
+  fail_unless(shl_writer_loan(w, &frame, GST_SECOND) >= 0);
+  fail_unless_equals_int(shl_writer_publish(w, NULL), 0);
+  GstMessage *m = gst_bus_timed_pop_filtered(bus, 5 * GST_SECOND, GST_MESSAGE_ERROR);
+  fail_unless(m != NULL, "no error");
+  GError *e = NULL;
+  gchar *debug = NULL;
+  gst_message_parse_error(m, &e, &debug);
+  fail_unless(g_error_matches(e, GST_CORE_ERROR, GST_CORE_ERROR_NEGOTIATION), "%s", e->message);
+  fail_unless(strstr(debug, "format=(string)RGB") != NULL, "%s", debug);
+  g_error_free(e);
+  g_free(debug);
+  gst_message_unref(m);
+  end_src_test(name, src, bus, w);
+}
+GST_END_TEST;
+
 /* Waits (5 s) for the element's next error of GST_STREAM_ERROR `code`. */
 static gboolean next_stream_error(GstBus *bus, GstStreamError code) {
   for (;;) {
@@ -1535,6 +1567,7 @@ static Suite *shmlane_suite(void) {
   tcase_add_test(tc, test_period);
   tcase_add_test(tc, test_src_caps_while_flushing);
   tcase_add_test(tc, test_src_bad_stream_after_flush);
+  tcase_add_test(tc, test_src_caps_refused);
   tcase_add_test(tc, test_meta_switched_after_join);
   tcase_add_test(tc, test_hostile_record);
   return s;
