@@ -99,14 +99,16 @@ int shlgst_writer_replace_locked(shlgst_writer *wr, const shl_layout *frame,
   return shl_writer_replace(&wr->w, frame, opts);
 }
 
-int shlgst_writer_loan_locked(shlgst_writer *wr, void **frame) {
+int shlgst_writer_loan_locked(shlgst_writer *wr, void **frame, const gint *stop) {
   gint64 deadline = 0;
   if (!wr->w || wr->closing) return SHL_E_WRITER_CLOSED;
   for (;;) {
     int rc = shl_writer_loan(wr->w, frame, LOAN_SLICE_NS);
     if (rc != -ETIMEDOUT && rc != SHL_E_SLOTS_PINNED) return rc < 0 ? rc : 0;
     if (!deadline) deadline = deadline_of(wr->timeout_ns, LOAN_SLICE_NS);
-    if (g_atomic_int_get(&wr->flushing) || g_get_monotonic_time() >= deadline) return rc;
+    if (g_atomic_int_get(&wr->flushing) || (stop && g_atomic_int_get(stop)) ||
+        g_get_monotonic_time() >= deadline)
+      return rc;
   }
 }
 
@@ -197,7 +199,8 @@ static GstFlowReturn pool_acquire(GstBufferPool *bp, GstBuffer **out,
   if (!shlgst_writer_wait_idle_locked(wr, &pool->flushing))
     rc = -ETIMEDOUT;
   else
-    rc = pool->stream == wr->stream ? shlgst_writer_loan_locked(wr, &frame) : SHL_E_REPLACED;
+    rc = pool->stream == wr->stream ? shlgst_writer_loan_locked(wr, &frame, &pool->flushing)
+                                    : SHL_E_REPLACED;
   if (rc < 0) {
     g_mutex_unlock(&wr->lock);
     if (g_atomic_int_get(&pool->flushing) || g_atomic_int_get(&wr->flushing))

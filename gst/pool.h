@@ -42,9 +42,10 @@ void shlgst_writer_set_flushing(shlgst_writer *wr, gboolean flushing);
  * replace), within wr->timeout_ns, while neither wr->flushing nor *stop
  * (may be NULL) is set. FALSE if it stopped waiting. */
 gboolean shlgst_writer_wait_idle_locked(shlgst_writer *wr, const gint *stop);
-/* Under wr->lock: loans a slot, waiting in slices while flushing is off,
+/* Under wr->lock: loans a slot, waiting in slices while neither
+ * wr->flushing nor *stop (may be NULL: upstream's pool flushing) is set,
  * within wr->timeout_ns. 0 or a negative code (-ETIMEDOUT, SHL_E_*). */
-int shlgst_writer_loan_locked(shlgst_writer *wr, void **frame);
+int shlgst_writer_loan_locked(shlgst_writer *wr, void **frame, const gint *stop);
 /* Under wr->lock, idle: the stream replaced by one of `frame` (the buffers
  * kept over the old slots go first). As shl_writer_replace. */
 int shlgst_writer_replace_locked(shlgst_writer *wr, const shl_layout *frame,

@@ -236,7 +236,7 @@ static GstFlowReturn sink_render(GstBaseSink *bsink, GstBuffer *buf) {
     wr->loan = NULL;
     rc = publish_locked(sink, wr, buf);
   } else {
-    rc = shlgst_writer_wait_idle_locked(wr, NULL) ? shlgst_writer_loan_locked(wr, &slot)
+    rc = shlgst_writer_wait_idle_locked(wr, NULL) ? shlgst_writer_loan_locked(wr, &slot, NULL)
                                                    : -ETIMEDOUT;
     if (rc == 0 && !copy_frame(sink, buf, slot)) {
       shl_writer_discard(wr->w);

@@ -864,6 +864,37 @@ GST_START_TEST(test_pool_flush) {
 }
 GST_END_TEST;
 
+GST_START_TEST(test_pool_flush_while_loaning) {
+  /* Upstream waits in the pool, with no timeout, for a slot (a reader pins
+   * all but the newest), while the sink itself goes on: upstream's own
+   * flush (its pool set flushing, as a source stopping does) ends the wait
+   * with FLUSHING. */
+  pool_test t = begin_pool_test("ploan", FALSE, -1);
+  shl_reader_opts o = SHL_READER_OPTS_INIT;
+  o.policy = SHL_RECV_ALL;
+  o.max_pinned = 3;
+  fail_unless_equals_int(shl_reader_open_ex(&t.r, t.name, &o), 0);
+  shl_sample pinned[3];
+  for (guint8 i = 1; i <= 4; i++) {
+    GstBuffer *b = NULL;
+    acquire_filled(t.pool, &b, i);
+    fail_unless_equals_int(gst_harness_push(t.sink, b), GST_FLOW_OK);
+  }
+  for (int i = 0; i < 3; i++)
+    fail_unless_equals_int(shl_reader_receive(t.r, &pinned[i], 5 * GST_SECOND, 0), 0);
+  acquirer a = {.pool = t.pool};
+  GThread *thread = g_thread_new("acquire", acquire_one, &a);
+  g_usleep(100000);
+  fail_if(g_atomic_int_get(&a.done), "a slot lent while every other is pinned");
+  gst_buffer_pool_set_flushing(t.pool, TRUE);
+  g_thread_join(thread);
+  fail_unless_equals_int(a.ret, GST_FLOW_FLUSHING);
+  for (int i = 0; i < 3; i++) shl_reader_release(t.r, &pinned[i]);
+  gst_buffer_pool_set_flushing(t.pool, FALSE);
+  end_pool_test(&t);
+}
+GST_END_TEST;
+
 GST_START_TEST(test_pool_renegotiate) {
   /* Caps of other frames replace the stream: the new pool's buffers are
    * made for the new frames (the kept ones went with the old stream), and
@@ -1557,6 +1588,7 @@ static Suite *shmlane_suite(void) {
   tcase_add_test(tc, test_pool_timeout);
   tcase_add_test(tc, test_pool_writer_finish);
   tcase_add_test(tc, test_pool_flush);
+  tcase_add_test(tc, test_pool_flush_while_loaning);
   tcase_add_test(tc, test_pool_renegotiate);
   tcase_add_test(tc, test_pool_states);
   tcase_add_test(tc, test_sink_caps_while_flushing);
