@@ -9,13 +9,20 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <time.h>
 
 #include "shmlane.h"
 
 enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
-/* cli_util.c: one line on stderr: "shmlane: <what>[: <reason for rc>]". */
+/* cli_util.c: an untrusted string (from the shared-memory directory, a
+ * segment header or the command line: a format may hold any blank, newlines
+ * and escapes included), one '?' per non-printable byte, so terminals stay
+ * sane and one byte is one column. */
+void put_text(const char *s, FILE *f);
+/* cli_util.c: one line on stderr: "shmlane: <what>[: <reason for rc>]", its
+ * text printed as put_text prints. */
 void errorf(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* cli_util.c: names gathered by shl_list (collect_name as its callback) or from

@@ -1,6 +1,5 @@
 /* What the shmlane command prints: `info` as text or JSON, `ls` and `top` as tables.
  * Strings from the shared-memory directory and headers are untrusted. */
-#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -10,13 +9,6 @@
 #include <time.h>
 
 #include "cli.h"
-
-/* Strings read from the shared-memory directory or a segment header are
- * untrusted (a format may hold any blank, newlines included): print one '?'
- * per non-printable byte, so terminals stay sane and one byte is one column. */
-static void put_text(const char *s) {
-  for (; *s; s++) putchar(isprint((unsigned char)*s) ? *s : '?'); /* "C" locale: ASCII */
-}
 
 /* A JSON string. Names and formats are ASCII; any other byte becomes U+FFFD,
  * so the output is valid JSON whatever the bytes. */
@@ -104,7 +96,7 @@ static void print_reads_as(const char *format) {
       strcmp(canonical, format) != 0) {
     print_key("");
     fputs("reads as ", stdout);
-    put_text(canonical);
+    put_text(canonical, stdout);
     putchar('\n');
   }
   free(canonical);
@@ -118,7 +110,7 @@ static void print_stream_text(const struct entry *e) {
   print_field("slot stride:", "%" PRIu64, s->slot_stride);
   print_key("metadata:");
   if (e->meta_format) {
-    put_text(e->meta_format);
+    put_text(e->meta_format, stdout);
     printf(" (%" PRIu64 " bytes at %" PRIu64 " in each slot)\n", s->meta_size, s->meta_offset);
     print_reads_as(e->meta_format);
   } else {
@@ -170,7 +162,7 @@ void print_info_text(const struct entry *e, uint64_t now) {
   print_field("name:", "%s", in->name);
   print_field("kind:", "%s", kind_name(in->kind));
   print_key("format:");
-  put_text(lo->format);
+  put_text(lo->format, stdout);
   putchar('\n');
   print_reads_as(lo->format);
   print_field("itemsize:", "%" PRIu64, lo->itemsize);
@@ -306,7 +298,7 @@ static void print_row(const struct columns *t, const char *const cell[], const s
   for (int c = 0; c < t->n; c++) {
     size_t pad = width[c] - strlen(cell[c]);
     if (t->right[c]) printf("%*s", (int)pad, "");
-    put_text(cell[c]);
+    put_text(cell[c], stdout);
     if (c == t->n - 1) break;
     printf("%*s", (int)(t->right[c] ? 2 : pad + 2), "");
   }

@@ -1,6 +1,7 @@
 /* Helpers every part of the shmlane command uses: messages, lists of
  * names, where an object appears as a file. The bottom of the program: it
  * calls nothing of it. */
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -9,12 +10,25 @@
 
 #include "cli.h"
 
+void put_text(const char *s, FILE *f) {
+  for (; *s; s++) putc(isprint((unsigned char)*s) ? *s : '?', f); /* "C" locale: ASCII */
+}
+
 void errorf(int rc, const char *fmt, ...) {
+  /* Formatted whole first: what it quotes (arguments, names) may hold any byte. */
+  char small[256], *text = small;
   va_list ap;
-  fputs("shmlane: ", stderr);
   va_start(ap, fmt);
-  vfprintf(stderr, fmt, ap);
+  int n = vsnprintf(small, sizeof small, fmt, ap);
   va_end(ap);
+  if (n >= (int)sizeof small && (text = malloc((size_t)n + 1)) != NULL) {
+    va_start(ap, fmt);
+    vsnprintf(text, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+  }
+  fputs("shmlane: ", stderr);
+  put_text(text ? text : small, stderr);
+  if (text != small) free(text);
   if (rc) fprintf(stderr, ": %s", shl_strerror(rc));
   fputc('\n', stderr);
 }

@@ -743,6 +743,13 @@ def test_usage_errors():
           "bad name message does not say what a valid name is: %r" % p.stderr)
     p = run("frob", rc=2)
     check("frob" in p.stderr, "unknown command message lacks the command: %r" % p.stderr)
+    # What a message quotes from the command line reaches the terminal as
+    # text: no escape sequence, no second line.
+    for args in (["info", "x\033[2J\ny"], ["\033]0;title\007"], ["ls", "--x\033[31m"],
+                 ["create", name("x"), "--format", "\033[31m"]):
+        p = run(*args, rc=2)
+        check(not re.search("[\x00-\x1f\x7f]", p.stderr.rstrip("\n")),
+              "shmlane %r: raw control characters in %r" % (args, p.stderr))
 
 
 def test_runtime_errors():
