@@ -4,7 +4,10 @@
  *   - returns 0 (or a non-negative count/value) on success;
  *   - returns a negative errno (-ENOENT, -EEXIST, -EACCES, -ETIMEDOUT, ...) or a
  *     negative library code (SHL_E_*, outside the errno range) on failure;
- *   - shl_strerror() and shl_err_name() describe every code.
+ *   - shl_strerror() and shl_err_name() describe every code;
+ *   - -EINVAL for flags it does not know, and for NULL where it must store
+ *     what it returns (an out pointer, an info struct, a sample) unless its
+ *     comment says that one may be NULL.
  * Handles are opaque; every *_close() accepts NULL.
  * Timeouts are in nanoseconds: < 0 waits forever, 0 does not block.
  *
@@ -345,7 +348,8 @@ typedef struct shl_open_opts {
 #define SHL_OPEN_DEFAULT_TIMEOUT_NS 10000000000LL
 
 /* Create a segment and publish it ready. opts may be NULL. The payload is
- * zero-filled. Fails with -EEXIST if the name exists (unless REPLACE). */
+ * zero-filled. Fails with -EEXIST if the name exists (unless REPLACE);
+ * -EINVAL for flags outside enum shl_create_flags. */
 SHL_API int shl_create(shl_segment **out, const char *name, const shl_layout *layout,
                        const shl_create_opts *opts);
 
@@ -483,8 +487,9 @@ typedef struct shl_wait_opts {
 
 /* Wait until the change counter differs from `since`, or timeout. On success
  * stores the count seen in *out (may be NULL). -ETIMEDOUT on time-out;
- * SHL_E_CLOSED if another thread closed the handle meanwhile. Spurious
- * wake-ups and (without SHL_WAIT_INTERRUPTIBLE) signals never end it early. */
+ * SHL_E_CLOSED if another thread closed the handle meanwhile; -EINVAL for
+ * flags outside enum shl_wait_flags. Spurious wake-ups and (without
+ * SHL_WAIT_INTERRUPTIBLE) signals never end it early. */
 SHL_API int shl_wait(shl_segment *seg, uint64_t since, int64_t timeout_ns, uint64_t *out);
 SHL_API int shl_wait_ex(shl_segment *seg, uint64_t since, int64_t timeout_ns,
                         const shl_wait_opts *opts, uint64_t *out);
@@ -586,7 +591,8 @@ SHL_API int64_t shl_writer_get_meta(const shl_writer *w, char *format, size_t si
 /* Drop the loan without publishing. */
 SHL_API int shl_writer_discard(shl_writer *w);
 /* After SHL_E_SLOTS_PINNED: the pids (as their readers recorded them) of the
- * readers that pin slots, up to max; returns how many there are. */
+ * readers that pin slots, up to max (pids may be NULL to count them only);
+ * returns how many there are. */
 SHL_API int shl_writer_get_pinned_by(const shl_writer *w, int32_t *pids, uint32_t max);
 /* shl_writer_get_pinned_by under its name before the getters' rule (above, Names). */
 SHL_API int shl_writer_pinned_by(const shl_writer *w, int32_t *pids, uint32_t max);

@@ -50,6 +50,7 @@ const char *shl_err_name(int code) {
 
 int shl__info_copy(void *dst, const void *src, size_t src_size) {
   uint32_t size;
+  if (!dst) return -EINVAL;
   memcpy(&size, dst, sizeof size);
   if (size < sizeof size) return -EINVAL;
   size_t n = size < src_size ? size : src_size;

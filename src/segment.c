@@ -96,7 +96,8 @@ int shl__segment_create(shl_segment **out, const char *name, const shl_layout *l
   rc = posix_name(name, pname);
   if (rc < 0) return rc;
   if (opts->kind > SHL_KIND_STREAM) return SHL_E_BAD_KIND;
-  if (opts->mode & ~07777u) return -EINVAL;
+  const uint32_t known = SHL_CREATE_REPLACE | SHL_CREATE_UNLINK_ON_CLOSE | SHL_CREATE_NO_RESERVE;
+  if ((opts->mode & ~07777u) || (opts->flags & ~known)) return -EINVAL;
   memset(&plan, 0, sizeof plan);
   rc = plan_layout(&plan, layout, opts->kind);
   if (rc < 0) return rc;

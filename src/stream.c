@@ -238,6 +238,7 @@ static void own_publish_lines(struct stream *s) {
 int shl_writer_loan(shl_writer *w, void **frame, int64_t timeout_ns) {
   struct stream *s = &w->s;
   if (inherited(s)) return SHL_E_FORKED;
+  if (!frame) return -EINVAL;
   if (w->loaned >= 0) return -EBUSY;
   int64_t deadline = deadline_after(timeout_ns);
   for (;;) {
@@ -528,6 +529,7 @@ static int wait_for_frame(shl_reader *r, uint64_t changes, int64_t deadline, shl
 
 int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint32_t flags) {
   if (inherited(&r->cur->s)) return SHL_E_FORKED;
+  if (!out) return -EINVAL;
   if (r->pinned >= r->max_pinned) return SHL_E_PIN_LIMIT;
   int64_t deadline = deadline_after(timeout_ns);
   shl_wait_opts wait = {sizeof wait, flags & SHL_WAIT_INTERRUPTIBLE, r->spin_ns};

@@ -31,7 +31,7 @@ int shl_writer_get_pinned_by(const shl_writer *w, int32_t *pids, uint32_t max) {
   for (uint32_t i = 0, hwm = reader_hwm(s); i < hwm; i++) {
     uint64_t owner = atomic_load(&s->reader[i].owner);
     if (!owner || !atomic_load(&s->reader[i].pinned)) continue;
-    if ((uint32_t)n < max) pids[n] = (int32_t)(uint32_t)owner;
+    if (pids && (uint32_t)n < max) pids[n] = (int32_t)(uint32_t)owner;
     n++;
   }
   return n;

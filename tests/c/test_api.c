@@ -4,7 +4,9 @@
  * shl_reader_receive_ex), every code's exact name, the version, the old
  * names kept for the change counter, the receive policy and
  * shl_writer_pinned_by, shl_writer_get_pinned_by's count past its buffer,
- * and an open that waits for a name created later by another process. */
+ * an open that waits for a name created later by another process, and a
+ * caller's mistakes (NULL where a result goes, unknown flags) answered
+ * with -EINVAL, never a crash and never half done. */
 #include <stddef.h>
 
 #include "testutil_stream.h"
@@ -365,6 +367,44 @@ static void test_open_wait_name(void) {
   T_EXPECT_RC(shl_unlink(name), 0);
 }
 
+/* NULL where a call stores its result, and flags the library does not
+ * know: -EINVAL, with nothing done (no slot loaned, no sample pinned, no
+ * object created). A NULL pids only counts. */
+static void test_caller_mistakes(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "amis");
+  shl_writer *w = t_writer_open(name, 2, 4, 4, 0);
+  shl_reader *r = t_reader_open(name, SHL_RECV_ALL, 1000);
+  shl_segment *seg = shl_reader_segment(r);
+  T_EXPECT_RC(shl_get_info(seg, NULL), -EINVAL);
+  T_EXPECT_RC(shl_stream_get_info(seg, NULL), -EINVAL);
+  T_EXPECT_RC(shl_writer_loan(w, NULL, 0), -EINVAL);
+  T_CHECK(t_publish(w, 2, 1, 1000) == 1); /* no loan was left outstanding */
+  T_EXPECT_RC(shl_stream_get_reader(seg, 0, NULL), -EINVAL);
+  T_EXPECT_RC(shl_reader_receive(r, NULL, 0, 0), -EINVAL);
+  shl_sample s = SHL_SAMPLE_INIT;
+  T_EXPECT_RC(shl_reader_receive_ex(r, &s, 0, 0), 0); /* frame 1 was not taken */
+  T_CHECK(s.seq == 1);
+  int32_t pid = 0;
+  T_EXPECT_RC(shl_writer_get_pinned_by(w, NULL, 8), 1);
+  T_EXPECT_RC(shl_writer_get_pinned_by(w, &pid, 1), 1);
+  T_CHECK(pid == getpid());
+  T_EXPECT_RC(shl_reader_release(r, &s), 0);
+  shl_wait_opts wo = SHL_WAIT_OPTS_INIT;
+  wo.flags = 1u << 7;
+  T_EXPECT_RC(shl_wait_ex(seg, shl_changes(seg) + 1, 0, &wo, NULL), -EINVAL);
+  shl_reader_close(r);
+  shl_writer_close(w);
+
+  t_fresh_name(name, "amif");
+  shl_create_opts co = SHL_CREATE_OPTS_INIT;
+  co.flags = 1u << 9;
+  shl_segment *made = NULL;
+  T_EXPECT_RC(shl_create(&made, name, &layout, &co), -EINVAL);
+  T_CHECK(made == NULL);
+  T_EXPECT_RC(shl_unlink(name), -ENOENT);
+}
+
 int main(void) {
   test_create_opts_size();
   test_info_size();
@@ -376,5 +416,6 @@ int main(void) {
   test_pinned_by();
   test_sample_size();
   test_open_wait_name();
+  test_caller_mistakes();
   return t_result();
 }
