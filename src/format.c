@@ -477,6 +477,8 @@ int shl_format_from_typestr(const char *typestr, char *format, size_t size) {
     snprintf(text, sizeof text, "%.*s%s", n > 1, &order, codes[i].code);
   }
   size_t len = strlen(text);
+  /* A count whose bytes overflow ("U" of 2^62 characters) reads as no format. */
+  if (shl__format_parse(text, len) < 0) return SHL_E_BAD_FORMAT;
   if (!format) return (int)len;
   if (len >= size) return -ERANGE;
   memcpy(format, text, len + 1);

@@ -179,8 +179,10 @@ static void check_typestr(void) {
       {"f2", "=e"},    {"<u2", "<H"},   {"i8", "=q"},  {">u8", ">Q"},  {"c8", "=Zf"},
       {"<c16", "<Zd"}, {"|S16", "16s"}, {"S7", "7s"},  {"<U3", "<3w"}, {">U1", ">1w"},
   };
-  static const char *const bad[] = {"f16", "<M8[s]", "|O", "V8",  "S0",  "i3", "f8x", "", "<",
-                                    "u",   "S",      "U",  "i-1", "f 8", "b2", "Zf",  "d"};
+  static const char *const bad[] = {"f16", "<M8[s]", "|O", "V8", "S0", "i3", "f8x", "", "<", "u",
+                                    "S", "U", "i-1", "f 8", "b2", "Zf", "d",
+                                    /* counts whose bytes overflow 64 bits */
+                                    "S18446744073709551615", "<U4611686018427387904"};
   char out[32];
   for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
     int rc = shl_format_from_typestr(good[i].typestr, out, sizeof out);
