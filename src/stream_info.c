@@ -64,9 +64,15 @@ int shl_stream_get_info(const shl_segment *seg, shl_stream_info *out) {
   info.meta_offset = s.meta_offset;
   info.base_seq = s.base_seq;
   /* A snapshot for people: from the role locks ("cannot tell" counts as
-   * alive) and single loads, with no ordering between them. */
-  for (uint32_t i = 0, n = reader_hwm(&s); i < n; i++)
-    if (shl__role_held(seg->fd, SHL__ROLE_READER(i)) != 0) info.readers_alive++;
+   * alive for an entry that may be in use) and single loads, with no
+   * ordering between them. Every entry's lock, not those below the
+   * high-water mark only: a peer may lower the mark, and shmlane gc must
+   * still see a live reader. */
+  for (uint32_t i = 0, hwm = reader_hwm(&s); i < s.max_readers; i++) {
+    int held = shl__role_held(seg->fd, SHL__ROLE_READER(i));
+    if (held > 0 || (held < 0 && (i < hwm || atomic_load(&s.reader[i].owner) != 0)))
+      info.readers_alive++;
+  }
   info.writer_alive = shl__role_held(seg->fd, SHL__ROLE_WRITER);
   info.writer_pid = (int32_t)(uint32_t)atomic_load(&s.ctl->writer);
   info.replaced = atomic_load(&s.ctl->replaced) != 0;

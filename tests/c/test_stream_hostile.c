@@ -8,6 +8,9 @@
  * - sequence numbers from shared memory are bounded: a peer's 2^60 in a
  *   slot, or numbers used up, never brick the name for a takeover or a
  *   replacement; a peer's number in a reader's `lost` is only shown;
+ * - a peer that lowers the reader table's high-water mark hides no live
+ *   reader from shl_stream_get_info (shmlane gc removes a stream only
+ *   without one);
  * - a reader joining a blocking stream never skips a frame the writer keeps
  *   (the slot is marked, not emptied, while the writer decides);
  * - a writer gives up its role only after its liveness words are cleared and
@@ -290,6 +293,24 @@ static void test_peer_lost_count(void) {
   T_CHECK(seq == 4 && entry.lost == 2); /* its own count, frames 2 and 3 */
   shl_reader_close(r);
   shl_writer_close(w);
+}
+
+/* The high-water mark is a peer's to lower: readers_alive comes from every
+ * entry's role lock, so a stream whose writer is gone and whose readers
+ * live never looks abandoned (shmlane gc). */
+static void test_peer_lowers_reader_mark(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "hhwm");
+  shl_writer *w = t_writer_open(name, WORDS, SLOTS, 4, 0);
+  shl_reader *r[2];
+  for (int i = 0; i < 2; i++) r[i] = t_reader_open(name, SHL_RECV_LATEST, WAIT_MS);
+  shl_writer_close(w);
+  shl_segment *seg = shl_reader_segment(r[0]);
+  T_CHECK(t_stream_info(seg).readers_alive == 2);
+  atomic_store(&r[0]->cur->s.ctl->reader_hwm, 0); /* the peer, through a reader's mapping */
+  shl_stream_info info = t_stream_info(seg);
+  T_CHECK(info.readers_alive == 2 && info.writer_alive == 0);
+  for (int i = 0; i < 2; i++) shl_reader_close(r[i]);
 }
 
 /* Numbers used up: publishing stops with -EOVERFLOW; a replacement, or a
@@ -639,6 +660,7 @@ int main(void) {
   test_peer_seq_takeover();
   test_peer_seq_replace();
   test_peer_lost_count();
+  test_peer_lowers_reader_mark();
   test_numbers_used_up();
   test_joiner_never_skips_a_kept_frame();
   test_close_order();
