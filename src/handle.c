@@ -11,7 +11,7 @@
 
 #include "internal.h"
 
-/* Both counted words carry the fork generation in their high 32 bits. */
+/* The counted words carry the fork generation in their high 32 bits. */
 static uint64_t gen_word(uint64_t gen, uint64_t low) { return gen << 32 | low; }
 
 uint64_t shl__seg_self(void) {
@@ -27,22 +27,32 @@ shl_segment *shl__seg_new(int fd) {
   atomic_init(&seg->refs, gen_word(seg->fork_gen, 1));
   atomic_init(&seg->holder, 0);
   atomic_init(&seg->closing, 0);
-  atomic_init(&seg->sleepers, 0);
+  atomic_init(&seg->sleepers, gen_word(seg->fork_gen, 0));
   return seg;
 }
 
-/* Adds delta to this process's count and returns the new count. A count of
- * another fork generation is a parent's: in this process it stands for the
- * open handle alone (the parent's threads do not exist here). */
-static uint32_t refs_add(shl_segment *seg, int delta) {
+/* Adds delta to this process's count in `word` and returns the new count.
+ * A count of another fork generation is a parent's: in this process it
+ * stands for `inherited` (the parent's threads do not exist here). */
+static uint32_t count_add(_Atomic uint64_t *word, uint32_t inherited, int delta) {
   uint64_t gen = shl__fork_generation();
-  uint64_t cur = atomic_load(&seg->refs), next;
+  uint64_t cur = atomic_load(word), next;
   do {
-    uint32_t count = cur >> 32 == gen ? (uint32_t)cur : 1;
-    assert(delta > 0 || count > 0); /* the last one out frees: never below 0 */
+    uint32_t count = cur >> 32 == gen ? (uint32_t)cur : inherited;
+    assert(delta > 0 || count > 0); /* what went in comes out once: never below 0 */
     next = gen_word(gen, (uint32_t)(count + delta));
-  } while (!atomic_compare_exchange_weak(&seg->refs, &cur, next));
+  } while (!atomic_compare_exchange_weak(word, &cur, next));
   return (uint32_t)next;
+}
+
+/* The open handle alone, in a child: the last one out frees. */
+static uint32_t refs_add(shl_segment *seg, int delta) { return count_add(&seg->refs, 1, delta); }
+
+void shl__seg_sleepers_add(shl_segment *seg, int delta) { count_add(&seg->sleepers, 0, delta); }
+
+uint32_t shl__seg_sleepers(shl_segment *seg) {
+  uint64_t cur = atomic_load(&seg->sleepers);
+  return cur >> 32 == shl__fork_generation() ? (uint32_t)cur : 0;
 }
 
 void shl__seg_release(shl_segment *seg) {

@@ -44,12 +44,13 @@ struct shl_segment {
   uint32_t hdr_flags; /* snapshot of enum shl__header_flags */
   /* Process-local lifetime: the mapping outlives every thread that holds
    * the lock through this handle (the mutex is on that thread's robust list)
-   * and every call blocked in it. Both words carry the fork generation in
-   * their high 32 bits: a parent's counts and holder mean nothing in a child. */
+   * and every call blocked in it. The counted words carry the fork
+   * generation in their high 32 bits: a parent's counts and holder mean
+   * nothing in a child. */
   _Atomic uint64_t refs;   /* count: 1 while open, +1 per blocking call inside, +1 while locked */
   _Atomic uint64_t holder; /* kernel thread id holding the lock through this handle, 0 none */
   _Atomic int closing;     /* shl_close() was called: blocked calls return SHL_E_CLOSED */
-  _Atomic uint32_t sleepers; /* threads between their `closing` check and the futex's return */
+  _Atomic uint64_t sleepers; /* count: threads between their `closing` check and the futex's return */
   unsigned fork_gen;       /* shl__fork_generation() at open: another value means inherited */
   struct shl__role_fd role; /* the creator's: holds SHL__ROLE_CREATOR while this handle is open */
   char name[SHL_NAME_MAX + 1];
@@ -108,6 +109,11 @@ void shl__seg_release(shl_segment *seg);
  * called) and puts it back when done; the last put frees the handle. */
 int shl__seg_enter(shl_segment *seg);
 void shl__seg_put(shl_segment *seg);
+/* Threads of this process asleep in a wait on the handle (those of a
+ * parent's are not: they do not exist here): add delta (+1 before the
+ * `closing` check, -1 after the futex returned), or read the count. */
+void shl__seg_sleepers_add(shl_segment *seg, int delta);
+uint32_t shl__seg_sleepers(shl_segment *seg);
 /* This thread, with the fork generation: the word stored in `holder`. */
 uint64_t shl__seg_self(void);
 /* Opens a role descriptor of the caller's own (r) on the object seg holds,

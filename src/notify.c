@@ -71,9 +71,9 @@ static int wait_changed(shl_segment *seg, uint64_t since, int64_t timeout_ns,
     if (!woken_reliably && (left < 0 || left > UNANNOUNCED_SLICE_NS)) left = UNANNOUNCED_SLICE_NS;
     /* Counted before `closing` is read: shl_close() wakes until no sleeper
      * is left, so a wake that lands before the futex sleeps is repeated. */
-    atomic_fetch_add(&seg->sleepers, 1);
+    shl__seg_sleepers_add(seg, 1);
     if (atomic_load(&seg->closing)) {
-      atomic_fetch_sub(&seg->sleepers, 1);
+      shl__seg_sleepers_add(seg, -1);
       return SHL_E_CLOSED;
     }
     if (announced) atomic_fetch_add(&h->waiters, 1);
@@ -89,7 +89,7 @@ static int wait_changed(shl_segment *seg, uint64_t since, int64_t timeout_ns,
       }
     }
     if (announced) atomic_fetch_sub(&h->waiters, 1);
-    atomic_fetch_sub(&seg->sleepers, 1);
+    shl__seg_sleepers_add(seg, -1);
     v = shl_changes(seg);
     if (v != since) {
       *seen = v;

@@ -554,7 +554,7 @@ void shl_close(shl_segment *seg) {
    * waiter sleeps, so it is repeated until none is left (microseconds).
    * Those in shl_lock see it within a slice. */
   for (int64_t until = shl__monotonic_ns() + CLOSE_WAKE_NS;
-       atomic_load(&seg->sleepers) && shl__monotonic_ns() < until;) {
+       shl__seg_sleepers(seg) && shl__monotonic_ns() < until;) {
     shl__futex_wake_all(shl__changes_word(seg->hdr));
     shl__sleep_ns(CLOSE_WAKE_PAUSE_NS);
   }

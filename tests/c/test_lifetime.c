@@ -1,14 +1,16 @@
 /* Handle lifetime against threads and fork: shl_close() from another thread
  * never unmaps a mutex its holder still has on its robust list, nor memory
  * under a call blocked in shl_lock/shl_wait; a forked child's inherited
- * handle never changes shared state (no unlock, no unlink) on close; a name
- * is removed only while it still refers to the object judged. */
+ * handle never changes shared state (no unlock, no unlink) on close, nor
+ * waits on its close for the parent's sleepers; a name is removed only
+ * while it still refers to the object judged. */
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <sys/stat.h>
 
+#include "internal.h" /* shl__seg_sleepers */
 #include "testutil_proc.h"
 
 #define WAIT_NS 5000000000LL
@@ -262,6 +264,36 @@ static void test_fork(void) {
   T_CHECK(!path_exists(name));
 }
 
+/* A child forked while a thread of its parent sleeps in shl_wait: that
+ * thread is not the child's, so the child's close does not wait for it to
+ * leave (it kept waking the shared word for 1 s: the parent's count). The
+ * child's own sleepers are woken by its close as anyone's are
+ * (close_wakes_blocked runs in a child; no thread is started here, after
+ * a fork of a process with threads). */
+static int child_of_sleeper(void *p) {
+  shl_segment *seg = p;
+  if (shl__seg_sleepers(seg) != 0) return 1;
+  shl_close(seg);
+  return 0;
+}
+
+static void test_fork_while_waiting(void) {
+  const char *name = t_name("ltz");
+  shl_segment *seg = make(name, 0);
+  struct blocked waiter = {seg, 0, 1};
+  pthread_t t;
+  T_REQUIRE(pthread_create(&t, NULL, wait_blocked, &waiter) == 0);
+  await_sleep(&waiter);
+  T_CHECK(shl__seg_sleepers(seg) == 1);
+  int rc;
+  T_EXPECT_EXIT(t_child_run(child_of_sleeper, seg, 10, &rc), 0);
+  T_EXPECT_RC(rc, 0);
+  T_EXPECT_RC(shl_notify(seg, NULL), 0);
+  pthread_join(t, NULL);
+  T_EXPECT_RC(waiter.rc, 0);
+  shl_close(seg);
+}
+
 /* shl_unlink_if_same removes a name only while it refers to the object open
  * as fd: never a replacement made under the name since. */
 static void test_unlink_if_same(void) {
@@ -289,6 +321,7 @@ int main(void) {
   test_close_wakes_blocked();
   test_exit_holding_closed();
   test_fork();
+  test_fork_while_waiting();
   test_unlink_if_same();
   return t_result();
 }
