@@ -1,5 +1,6 @@
 /* The bridge's logging, formats for logs and clocks (bridge.h): the bottom of the program,
  * calling nothing of it. */
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <time.h>
@@ -11,9 +12,14 @@ static char log_prefix[64] = "shmlane-bridge";
 
 void set_log_prefix(const char *prefix) { snprintf(log_prefix, sizeof log_prefix, "%s", prefix); }
 
+/* One line: what it quotes (arguments, a peer's strings) may hold any byte,
+ * and a '?' stands for each that is not printable (no escape sequence
+ * reaches the terminal, no newline splits the line). */
 static void vlog(const char *fmt, va_list ap) {
   char line[1024];
   vsnprintf(line, sizeof line, fmt, ap);
+  for (char *c = line; *c; c++)
+    if (!isprint((unsigned char)*c)) *c = '?';
   fprintf(stderr, "%s: %s\n", log_prefix, line);
 }
 

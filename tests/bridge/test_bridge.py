@@ -345,6 +345,11 @@ def test_rules():
     else:
         check(p.returncode == 2 and "anyone who reaches the address" in p.stderr,
               "a name that resolves off loopback is judged by its address")
+    # What a message quotes from the command line reaches the terminal as
+    # text: no escape sequence, no second line.
+    rc, err = run([BRIDGE, "send", "x\033[2J\ny", ipc("esc"), "--seconds", "0.1"])
+    ok = rc == 2 and "\033" not in err and err.count("\n") == 1 and "bad stream name" in err
+    check(ok, "a bad name's message prints no raw control characters" + ("" if ok else ": %r" % err))
     # An array segment is not a stream: one clear error.
     name = TAG + "arr"
     if os.path.exists(CLI) and run([CLI, "create", name, "--format", "B", "--shape", "4"])[0] == 0:
