@@ -330,8 +330,9 @@ static const struct command commands[] = {
      "Removes, among the given names (default: every segment) and among this user's\n"
      "objects only (root: everyone's):\n"
      "  - streams whose writer is dead or gone and that have no live reader;\n"
-     "  - objects still not initialised (zero-sized, or never published ready)\n"
-     "    whose last change is older than the grace period: their creator died;\n"
+     "  - objects never initialised whose creator died (nobody holds its creator\n"
+     "    role lock), and zero-sized ones whose last change is older than the grace\n"
+     "    period;\n"
      "  - with --all-dead, also arrays and structs whose creator is dead.\n"
      "A segment normally outlives its creator and nothing records who else has an\n"
      "array or struct open, so those are kept unless --all-dead asks. Foreign,\n"
@@ -341,7 +342,7 @@ static const struct command commands[] = {
      "Options:\n"
      "  -n, --dry-run      print what would be removed, remove nothing\n"
      "  --all-dead         also remove arrays and structs whose creator is dead\n"
-     "  --grace SECONDS    age before a never-initialised object goes (default 10)\n"},
+     "  --grace SECONDS    age before an empty never-initialised object goes (default 10)\n"},
     /* Handed to the shmlane-bridge program (main): only its help is here. */
     {"bridge", NULL, 0, 0, 0,
      "bridge send NAME ENDPOINT | recv ENDPOINT [LOCAL_NAME] | keygen PREFIX [options]",

@@ -26,9 +26,13 @@ static const char *gc_verdict(const char *name, const struct gc_opts *o, int fd)
   shl_segment *seg;
   int rc = open_any_owner(&seg, name, 0);
   if (rc == SHL_E_NOT_READY) {
-    /* A creator sizes, fills and publishes a segment in one go: one that is
-     * still not ready after the grace period died on the way (or was
-     * planted). Age by mtime, which shm_open(O_CREAT) and ftruncate set. */
+    /* Not ready, yet not SHL_E_CREATOR_DEAD: its creator holds the creator
+     * role lock (alive: reserving a large payload, or stopped), or it cannot
+     * be told. Only an empty object can lack the lock with its creator
+     * alive (the moment between shm_open and the lock): one still empty
+     * after the grace period was planted, or its creator died on the way.
+     * Age by mtime, which shm_open(O_CREAT) sets. */
+    if (seen.st_size > 0) return NULL;
     uint64_t changed = stat_ns(&seen.st_mtim);
     uint64_t now = clock_ns(CLOCK_REALTIME);
     return now >= changed && now - changed >= o->grace_ns ? "never initialised" : NULL;

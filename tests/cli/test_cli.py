@@ -9,6 +9,7 @@ runs never collide, and everything matching is removed at the end, even when a
 check fails or the run is interrupted. So are the stream_peer processes, which
 write the streams (the CLI cannot create one).
 """
+import fcntl
 import glob
 import json
 import os
@@ -16,6 +17,7 @@ import pwd
 import re
 import resource
 import signal
+import struct
 import subprocess
 import sys
 
@@ -466,6 +468,15 @@ def gc(*args, rc=0, preexec=None):
     return re.findall(r"^(?:removed|would remove) (\S+) \(", p.stdout, re.M)
 
 
+def hold_creator_role(fd):
+    """Take the creator role lock of the object open as fd, as a creator
+    does (docs/format.md, Role locks): an open-file-description lock on byte
+    2^50 (struct flock as Linux lays it out on 64-bit machines)."""
+    F_OFD_SETLK = 37
+    fcntl.fcntl(fd, F_OFD_SETLK, struct.pack("hhxxxxqqixxxx", fcntl.F_WRLCK, os.SEEK_SET, 1 << 50,
+                                              1, 0))
+
+
 def age(seg_name, seconds):
     """Make an object look last changed `seconds` ago (gc ages stuck objects by mtime)."""
     t = os.stat(shm_path(seg_name)).st_mtime - seconds
@@ -657,6 +668,19 @@ def test_gc():
     check(gc(fresh) == [] and exists(fresh), "gc removed an object within its grace period")
     check(gc("--grace", "0", fresh) == [fresh] and not exists(fresh),
           "gc --grace 0 kept a never-initialised object")
+    # Not ready while its creator holds the creator role lock (a large
+    # reservation, a stopped creator): alive, kept whatever its age; once the
+    # lock is free, removed at once.
+    slow = plant("gcslow", bytes(8192))
+    age(slow, 3600)
+    fd = os.open(shm_path(slow), os.O_RDWR)
+    try:
+        hold_creator_role(fd)
+        check(gc(slow) == [] and gc("--grace", "0", slow) == [] and exists(slow),
+              "gc removed an object whose creator holds its role lock")
+    finally:
+        os.close(fd)
+    check(gc(slow) == [slow] and not exists(slow), "gc kept an object whose creator died")
 
     got = gc(*everything)
     check(sorted(got) == sorted([closed, killed, empty, zeros]), "gc removed %r" % got)
