@@ -31,8 +31,9 @@ int top_run(const struct top_opts *o) {
   bool terminal = !o->json && isatty(STDOUT_FILENO);
   struct snapshot before, now;
   int rc = snapshot_take(&before);
+  bool unwritten = false;
   uint64_t next = before.taken_ns + FIRST_LOOK_NS;
-  for (unsigned shown = 0; rc == 0 && (o->count == 0 || shown < o->count); shown++) {
+  for (unsigned shown = 0; rc == 0 && !unwritten && (o->count == 0 || shown < o->count); shown++) {
     sleep_until(next);
     rc = snapshot_take(&now);
     if (rc < 0) break;
@@ -48,12 +49,13 @@ int top_run(const struct top_opts *o) {
       else if (shown) putchar('\n');
       print_top(&now, wall);
     }
-    if (fflush(stdout) != 0) rc = -errno;
+    if (fflush(stdout) != 0) {
+      unwritten = true;
+      errorf(-errno, "cannot write output");
+      clearerr(stdout); /* said once, with its reason: main's finish has nothing to add */
+    }
   }
   snapshot_free(&before);
-  if (rc < 0) {
-    errorf(rc, "top");
-    return EXIT_RUNTIME;
-  }
-  return 0;
+  if (rc < 0) errorf(rc, "top");
+  return rc < 0 || unwritten ? EXIT_RUNTIME : 0;
 }

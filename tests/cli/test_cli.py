@@ -785,6 +785,13 @@ def test_runtime_errors():
     check(info_json(arr).get("shape") == [3, 4], "failed create changed %s" % arr)
     p = run("info", name("missing"), rc=1)
     check(name("missing") in p.stderr, "info missing: %r" % p.stderr)
+    # Output that cannot be written: exit 1 and one line that says why.
+    for args in (["ls", "--no-rate"], ["top", "--once"], ["info", "--no-rate", arr], ["--help"]):
+        with open("/dev/full", "w") as full:
+            p = subprocess.run([CLI, *args], stdout=full, stderr=subprocess.PIPE, encoding="utf-8",
+                               timeout=30)
+        check(p.returncode == 1 and p.stderr.count("\n") == 1 and "No space left" in p.stderr,
+              "shmlane %s > /dev/full: exit %d, stderr %r" % (" ".join(args), p.returncode, p.stderr))
 
 
 def test_bridge_missing():
