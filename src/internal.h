@@ -21,7 +21,8 @@ enum shl__seg_flags {
   SHL__SEG_UNLINK_ON_CLOSE = 1u << 2,
 };
 
-/* A staged segment's POSIX name: "/.shl-stage." + name + "." + pid + "." + counter. */
+/* A staged segment's POSIX name: "/.shl-stage." + name + "." + pid + "." +
+ * 16 random hex digits (shl__segment_create). */
 #define SHL__STAGE_PREFIX "/.shl-stage."
 #define SHL__STAGE_NAME_MAX 80
 
@@ -203,6 +204,8 @@ bool shl__futex_waitv_usable(void);
  * -EINTR; -ENOSYS if the kernel cannot (then never again usable). */
 #define SHL__WAITV_MAX 3
 int shl__futex_waitv(const struct shl__also *words, unsigned n, int64_t timeout_ns);
+/* 64 bits no other process can guess (getrandom). */
+uint64_t shl__random64(void);
 /* Start time of a process (clock ticks since boot), or negative errno. */
 int shl__process_start(int32_t pid, uint64_t *start);
 /* Directory where POSIX shared-memory objects appear as files. */

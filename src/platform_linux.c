@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -86,6 +87,14 @@ int shl__futex_waitv(const struct shl__also *words, unsigned n, int64_t timeout_
   if (errno == EAGAIN) return 0;
   if (errno == ENOSYS) atomic_store(&waitv_state, -1);
   return -errno;
+}
+
+uint64_t shl__random64(void) {
+  uint64_t r;
+  if (getrandom(&r, sizeof r, GRND_NONBLOCK) == (ssize_t)sizeof r) return r;
+  /* No entropy yet (early boot): distinct, if guessable. */
+  static _Atomic uint64_t count;
+  return (uint64_t)shl__monotonic_ns() * 0x9E3779B97F4A7C15ull ^ atomic_fetch_add(&count, 1);
 }
 
 int shl__process_start(int32_t pid, uint64_t *start) {

@@ -117,10 +117,11 @@ int shl__segment_create(shl_segment **out, const char *name, const shl_layout *l
   shl_segment *seg = shl__seg_new(-1);
   if (!seg) return -ENOMEM;
   snprintf(seg->name, sizeof seg->name, "%s", name);
-  if (extra->staged) { /* a private name, unique in this process and not listed */
-    static _Atomic unsigned stage_count;
-    snprintf(seg->staged, sizeof seg->staged, "%s%s.%ld.%u", SHL__STAGE_PREFIX, name,
-             (long)getpid(), atomic_fetch_add(&stage_count, 1));
+  if (extra->staged) {
+    /* A private name, not listed, that nobody can guess: /dev/shm is every
+     * user's, and one who created it first would make the replacement fail. */
+    snprintf(seg->staged, sizeof seg->staged, "%s%s.%ld.%016llx", SHL__STAGE_PREFIX, name,
+             (long)getpid(), (unsigned long long)shl__random64());
     snprintf(pname, sizeof pname, "%s", seg->staged);
   }
 

@@ -4,7 +4,8 @@
  *   between two states that each pass validation, after a reader joined: the
  *   reader's record and its size come from one snapshot, inside its slot;
  * - a replacement that cannot be created (no room in /dev/shm) leaves the
- *   old stream under its name, its readers unaffected;
+ *   old stream under its name, its readers unaffected; one whose private
+ *   name another user tried to take first is made all the same;
  * - sequence numbers from shared memory are bounded: a peer's 2^60 in a
  *   slot, or numbers used up, never brick the name for a takeover or a
  *   replacement; a peer's number in a reader's `lost` is only shown;
@@ -136,6 +137,28 @@ static void test_failed_replace_keeps_name(void) {
   shl_reader_close(late);
   shl_reader_close(r);
   shl_writer_close(w);
+}
+
+/* The private name a replacement is built under cannot be guessed: objects
+ * created first under the names a counter would give (this pid, 0..63)
+ * stop no replacement. */
+static void test_replace_beside_planted_names(void) {
+  char name[SHL_NAME_MAX + 1], planted[96];
+  t_fresh_name(name, "hplant");
+  shl_writer *w = t_writer_open(name, WORDS, SLOTS, 4, 0);
+  for (int i = 0; i < 64; i++) {
+    snprintf(planted, sizeof planted, "%s%s.%ld.%d", SHL__STAGE_PREFIX, name, (long)getpid(), i);
+    int fd = shm_open(planted, O_RDWR | O_CREAT | O_EXCL, 0600);
+    if (fd >= 0) close(fd);
+  }
+  shl_layout other = t_frame_layout(2 * WORDS);
+  T_EXPECT_RC(shl_writer_replace(&w, &other, NULL), 0);
+  T_CHECK(t_publish(w, 2 * WORDS, 1, WAIT_MS) == 1);
+  shl_writer_close(w);
+  for (int i = 0; i < 64; i++) {
+    snprintf(planted, sizeof planted, "%s%s.%ld.%d", SHL__STAGE_PREFIX, name, (long)getpid(), i);
+    shm_unlink(planted);
+  }
 }
 
 /* A blocking writer that replaces its stream keeps its promise to the `all`
@@ -655,6 +678,7 @@ static void test_dup_follows_the_object(void) {
 int main(void) {
   test_meta_switched_after_join();
   test_failed_replace_keeps_name();
+  test_replace_beside_planted_names();
   test_stale_staged_object_swept();
   test_block_across_replace();
   test_peer_seq_takeover();
