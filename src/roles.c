@@ -116,15 +116,19 @@ int shl__role_fd_open(struct shl__role_fd *r, const char *posix_name, int fd) {
   return rc;
 }
 
-/* Closing drops every lock held through it. */
+/* Closing drops every lock held through it. A registered descriptor's links
+ * are written by its neighbours' registrations, in other threads: read under
+ * the lock only. */
 void shl__role_fd_close(struct shl__role_fd *r) {
-  if (!r || !r->next || r->next == r) return; /* never opened (zeroed), or closed */
+  if (!r) return;
   pthread_mutex_lock(&role_fds_lock);
-  r->prev->next = r->next;
-  r->next->prev = r->prev;
-  r->prev = r->next = r;
-  if (r->fd >= 0) close(r->fd);
-  r->fd = -1;
+  if (r->next && r->next != r) { /* not never opened (zeroed), nor closed */
+    r->prev->next = r->next;
+    r->next->prev = r->prev;
+    r->prev = r->next = r;
+    if (r->fd >= 0) close(r->fd);
+    r->fd = -1;
+  }
   pthread_mutex_unlock(&role_fds_lock);
 }
 

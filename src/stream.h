@@ -30,8 +30,10 @@ struct stream {
   uint64_t meta_offset, meta_size; /* meta_size 0: no metadata */
   uint64_t base_seq;
   uint32_t slots, max_readers, flags;
-  struct shl__role_fd role; /* this handle's role locks */
   char meta_format[SHL_FORMAT_MAX + 1]; /* "" for none; validated against meta_size */
+  /* This handle's role locks. Last: a registered descriptor's links are the
+   * list's (roles.c), so a handle is copied without it, and it is moved. */
+  struct shl__role_fd role;
 };
 
 struct shl_writer {

@@ -263,7 +263,7 @@ static int open_writer(shl_writer *w, const char *name, const shl_layout *frame,
     /* Frame numbers used up (or a peer's damage): a new stream, numbered afresh. */
     uint64_t high = rc == 0 ? highest_seq(&old) : 0;
     if (rc == 0 && !differs && high < SHL__SEQ_MAX) {
-      *s = old;
+      memcpy(s, &old, offsetof(struct stream, role));
       shl__role_fd_move(&s->role, &old.role); /* with its fork registration */
       return 0;
     }

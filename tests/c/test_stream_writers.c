@@ -1,8 +1,11 @@
 /* Stream writers that come and go: a second writer while one lives
  * (-EBUSY, from an unrelated process), a takeover that goes on with the
  * numbers, a writer that closes (readers hear SHL_E_WRITER_CLOSED in time),
- * a stream that appears after its reader began to wait. Other processes are
+ * a stream that appears after its reader began to wait, writers and readers
+ * of one stream opened and closed by several threads at once (make
+ * check-tsan: their role descriptors share one list). Other processes are
  * this program re-executed with a role argument. */
+#include <pthread.h>
 #include <stdint.h>
 
 #include "testutil_stream_api.h"
@@ -169,6 +172,53 @@ static void test_late_stream(void) {
   shl_reader_close(r);
 }
 
+/* Threads that each open and close, in turn, a writer (or find it busy)
+ * and a reader of one stream: different handles, independent (shmlane.h,
+ * Threads). Every call answers as for one thread; at the end no role is
+ * left held. */
+#define CHURN_THREADS 4
+#define CHURN_ROUNDS 40
+
+struct churn {
+  const char *name;
+  int failures; /* calls that answered otherwise */
+};
+
+static void *churn(void *arg) {
+  struct churn *c = arg;
+  shl_layout l = t_frame_layout(WORDS);
+  for (int i = 0; i < CHURN_ROUNDS; i++) {
+    shl_writer *w = NULL;
+    int rc = shl_writer_open(&w, c->name, &l, NULL);
+    c->failures += rc != 0 && rc != -EBUSY;
+    shl_writer_close(w);
+    shl_reader *r = NULL;
+    c->failures += shl_reader_open(&r, c->name, (uint32_t)i % 2, WAIT_MS * T_MS) != 0;
+    shl_reader_close(r);
+  }
+  return NULL;
+}
+
+static void test_threads_open_and_close(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "sthr");
+  shl_writer_close(open_writer(name, 0));
+  pthread_t t[CHURN_THREADS];
+  struct churn c[CHURN_THREADS];
+  for (int i = 0; i < CHURN_THREADS; i++) {
+    c[i] = (struct churn){name, 0};
+    T_REQUIRE(pthread_create(&t[i], NULL, churn, &c[i]) == 0);
+  }
+  for (int i = 0; i < CHURN_THREADS; i++) {
+    pthread_join(t[i], NULL);
+    T_CHECK(c[i].failures == 0);
+  }
+  shl_writer *w = open_writer(name, 0);
+  shl_stream_info info = t_stream_info(shl_writer_segment(w));
+  T_CHECK(info.writer_pid == getpid() && info.readers_alive == 0);
+  shl_writer_close(w);
+}
+
 int main(int argc, char **argv) {
   self = argv[0];
   if (argc > 2) return run_role(argc, argv);
@@ -176,6 +226,7 @@ int main(int argc, char **argv) {
   test_takeover();
   test_writer_gone();
   test_late_stream();
+  test_threads_open_and_close();
   printf("stream_writers: worst WRITER_CLOSED %.1f ms after the writer left\n", gone_worst_ms);
   return t_result();
 }
