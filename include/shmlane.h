@@ -348,8 +348,10 @@ typedef struct shl_open_opts {
 #define SHL_OPEN_DEFAULT_TIMEOUT_NS 10000000000LL
 
 /* Create a segment and publish it ready. opts may be NULL. The payload is
- * zero-filled. Fails with -EEXIST if the name exists (unless REPLACE);
- * -EINVAL for flags outside enum shl_create_flags. */
+ * zero-filled. Fails with -EEXIST if the name exists; with
+ * SHL_CREATE_REPLACE, with the error of its removal if that is refused
+ * (-EACCES: another user's object). -EINVAL for flags outside enum
+ * shl_create_flags. */
 SHL_API int shl_create(shl_segment **out, const char *name, const shl_layout *layout,
                        const shl_create_opts *opts);
 

@@ -125,7 +125,14 @@ int shl__segment_create(shl_segment **out, const char *name, const shl_layout *l
     snprintf(pname, sizeof pname, "%s", seg->staged);
   }
 
-  if (opts->flags & SHL_CREATE_REPLACE) shm_unlink(pname);
+  /* What holds the name goes first. An unlink refused (another user's object
+   * in the sticky directory: EACCES from shm_unlink) is the error, not the
+   * -EEXIST below. */
+  if ((opts->flags & SHL_CREATE_REPLACE) && shm_unlink(pname) < 0 && errno != ENOENT) {
+    rc = -errno;
+    shl__seg_release(seg);
+    return rc;
+  }
   /* O_EXCL: exactly one creator wins; glibc adds O_NOFOLLOW, so a planted
    * symlink makes this fail rather than be followed. */
   int fd = shm_open(pname, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);

@@ -16,7 +16,7 @@
 
 static const shl_layout layout = {.format = "<I", .ndim = 1, .shape = {64}};
 
-enum action { OPEN, WAIT, UNLINK };
+enum action { OPEN, WAIT, UNLINK, REPLACE };
 
 struct attempt {
   const char *name;
@@ -24,8 +24,8 @@ struct attempt {
   enum action action;
 };
 
-/* In a child, as nobody: open (and read), open and wait for one notify, or
- * unlink. Returns the library's code, BAD_DATA or DROP_FAILED. */
+/* In a child, as nobody: open (and read), open and wait for one notify,
+ * unlink, or create replacing. Returns the library's code, BAD_DATA or DROP_FAILED. */
 static int drop_to_nobody(void) {
   return setgroups(0, NULL) < 0 || setgid(NOBODY) < 0 || setuid(NOBODY) < 0 ? -1 : 0;
 }
@@ -35,6 +35,12 @@ static int as_nobody(void *p) {
   if (drop_to_nobody() < 0) return DROP_FAILED;
   if (a->action == UNLINK) return shl_unlink(a->name);
   shl_segment *seg = NULL;
+  if (a->action == REPLACE) {
+    shl_create_opts opts = {.size = sizeof opts, .flags = SHL_CREATE_REPLACE};
+    int rc = shl_create(&seg, a->name, &layout, &opts);
+    shl_close(seg);
+    return rc;
+  }
   int rc = shl_open(&seg, a->name, a->flags, WAIT_NS);
   if (rc < 0) return rc;
   if (((const volatile uint32_t *)shl_payload(seg))[0] != MARK) rc = BAD_DATA;
@@ -268,8 +274,10 @@ static void test_squatter(void) {
   T_EXPECT_RC(shl_create(&seg, name, &layout, NULL), -EEXIST);
   T_EXPECT_RC(shl_unlink(name), 0);
 
-  /* Root's objects are foreign to a creator that is not root. */
+  /* Root's objects are foreign to a creator that is not root; one that
+   * asks to replace it hears why it cannot (not that the name exists). */
   seg = make(name, 0666, 0);
+  T_EXPECT_RC(attempt(name, 0, REPLACE), -EACCES);
   T_EXPECT_RC(run_as((struct as_user){NOBODY, NOBODY, 0, name, 0, SHL_OWNER_SELF, 0}), 0);
   T_EXPECT_RC(run_as((struct as_user){NOBODY, NOBODY, 0, name, 0, SHL_OWNER_CREATOR, 0}),
               SHL_E_FOREIGN_OWNER);
