@@ -15,7 +15,7 @@
  * must be initialised with its SHL_*_INIT macro (or `size` set to its sizeof;
  * a size too small to hold `size` itself, such as 0, is -EINVAL). Fields are
  * only ever added at the end. For options the library reads only the fields
- * that fit in the caller's `size` and treats the rest as zero (so a program
+ * that fit whole in the caller's `size` and treats the rest as zero (so a program
  * built against an older, smaller struct keeps working), and rejects with
  * -E2BIG a larger struct whose unknown tail is not all zero (a newer caller
  * asking for something this library cannot do). Info structs are filled only

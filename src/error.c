@@ -1,6 +1,7 @@
 /* One table names every code: library codes from SHL_ERRNO_MAP, errno values
  * from the C library. */
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "internal.h"
@@ -60,12 +61,44 @@ int shl__info_copy(void *dst, const void *src, size_t src_size) {
   return 0;
 }
 
-int shl__opts_copy(void *dst, size_t dst_size, const void *src, uint32_t src_size) {
-  if (src_size < sizeof(uint32_t)) return -EINVAL;
-  const unsigned char *tail = (const unsigned char *)src + dst_size;
-  for (size_t i = dst_size; i < src_size; i++)
-    if (tail[i - dst_size]) return -E2BIG;
-  memcpy(dst, src, src_size < dst_size ? src_size : dst_size);
-  *(uint32_t *)dst = (uint32_t)dst_size;
+#define END(type, field) (offsetof(type, field) + sizeof(((type *)0)->field))
+const struct shl__fields shl__create_opts_fields = {
+    sizeof(shl_create_opts),
+    3,
+    {END(shl_create_opts, kind), END(shl_create_opts, mode), END(shl_create_opts, flags)}};
+const struct shl__fields shl__open_opts_fields = {
+    sizeof(shl_open_opts),
+    4,
+    {END(shl_open_opts, flags), END(shl_open_opts, timeout_ns), END(shl_open_opts, owner),
+     END(shl_open_opts, owner_uid)}};
+const struct shl__fields shl__wait_opts_fields = {
+    sizeof(shl_wait_opts), 2, {END(shl_wait_opts, flags), END(shl_wait_opts, spin_ns)}};
+const struct shl__fields shl__stream_opts_fields = {
+    sizeof(shl_stream_opts),
+    6,
+    {END(shl_stream_opts, slots), END(shl_stream_opts, max_readers), END(shl_stream_opts, flags),
+     END(shl_stream_opts, mode), END(shl_stream_opts, meta_format),
+     END(shl_stream_opts, period_ns)}};
+const struct shl__fields shl__reader_opts_fields = {
+    sizeof(shl_reader_opts),
+    6,
+    {END(shl_reader_opts, policy), END(shl_reader_opts, timeout_ns),
+     END(shl_reader_opts, max_pinned), END(shl_reader_opts, owner), END(shl_reader_opts, owner_uid),
+     END(shl_reader_opts, flags)}};
+#undef END
+
+int shl__opts_copy(void *dst, const struct shl__fields *fields, const void *src) {
+  uint32_t src_size, size = fields->size;
+  memcpy(&src_size, src, sizeof src_size);
+  if (src_size < sizeof src_size) return -EINVAL;
+  const unsigned char *tail = (const unsigned char *)src + size;
+  for (size_t i = size; i < src_size; i++)
+    if (tail[i - size]) return -E2BIG;
+  /* Whole fields only: a size inside a field (a pointer among them) takes
+   * none of it. */
+  size_t whole = sizeof src_size;
+  for (unsigned i = 0; i < fields->n && fields->end[i] <= src_size; i++) whole = fields->end[i];
+  memcpy(dst, src, whole);
+  memcpy(dst, &size, sizeof size);
   return 0;
 }

@@ -125,11 +125,21 @@ uint64_t shl__seg_self(void);
 #define SHL__ROLE_NONE 0 /* byte 0 is the header's, never a role */
 int shl__seg_role_open(const shl_segment *seg, struct shl__role_fd *r, uint64_t byte);
 
-/* error.c: copy a caller's growable struct (its first field is its size)
- * into `dst` of dst_size bytes, already holding the defaults: fields past the
- * caller's size keep them; -EINVAL if the size is too small to hold `size`;
- * -E2BIG if the caller's struct is larger and its unknown tail is not zero. */
-int shl__opts_copy(void *dst, size_t dst_size, const void *src, uint32_t src_size);
+/* error.c: an option struct as this library has it: its size, and where
+ * each of its fields after `size` ends, in order. */
+struct shl__fields {
+  uint32_t size;
+  uint8_t n;
+  uint8_t end[15];
+};
+extern const struct shl__fields shl__create_opts_fields, shl__open_opts_fields,
+    shl__wait_opts_fields, shl__stream_opts_fields, shl__reader_opts_fields;
+/* error.c: copy a caller's growable struct `src` (its first field is its
+ * size) into `dst`, a struct of `fields`, already holding the defaults:
+ * only whole fields, so a field past the caller's size, or cut by it, keeps
+ * its default; -EINVAL if the size is too small to hold `size`; -E2BIG if
+ * the caller's struct is larger and its unknown tail is not zero. */
+int shl__opts_copy(void *dst, const struct shl__fields *fields, const void *src);
 /* Fill a caller's growable output struct `dst` (its `size` set by the caller)
  * from this library's complete `src`: only as far as the caller's size
  * reaches, zeroing a newer caller's extra tail; `size` is left alone. -EINVAL

@@ -118,7 +118,7 @@ int shl__wait_also(shl_segment *seg, uint64_t since, int64_t timeout_ns, const s
 int shl_wait_ex(shl_segment *seg, uint64_t since, int64_t timeout_ns,
                 const shl_wait_opts *user_opts, uint64_t *out) {
   shl_wait_opts opts = SHL_WAIT_OPTS_INIT;
-  int rc = user_opts ? shl__opts_copy(&opts, sizeof opts, user_opts, user_opts->size) : 0;
+  int rc = user_opts ? shl__opts_copy(&opts, &shl__wait_opts_fields, user_opts) : 0;
   if (rc < 0) return rc;
   if (opts.flags & ~(uint32_t)(SHL_WAIT_INTERRUPTIBLE | SHL_WAIT_RETURN_DUE)) return -EINVAL;
   return shl__wait_also(seg, since, timeout_ns, &opts, NULL, 0, out);

@@ -90,7 +90,7 @@ int shl__segment_create(shl_segment **out, const char *name, const shl_layout *l
   if (!out) return -EINVAL;
   *out = NULL;
   if (!extra) extra = &none;
-  int rc = opts ? shl__opts_copy(&o, sizeof o, opts, opts->size) : 0;
+  int rc = opts ? shl__opts_copy(&o, &shl__create_opts_fields, opts) : 0;
   if (rc < 0) return rc;
   opts = &o;
   rc = posix_name(name, pname);
@@ -210,7 +210,8 @@ fail:
 int shl_create(shl_segment **out, const char *name, const shl_layout *layout,
                const shl_create_opts *opts) {
   /* Streams have their own API (a caller too old to set kind has none). */
-  if (opts && opts->size > offsetof(shl_create_opts, kind) && opts->kind == SHL_KIND_STREAM)
+  if (opts && opts->size >= offsetof(shl_create_opts, kind) + sizeof opts->kind &&
+      opts->kind == SHL_KIND_STREAM)
     return SHL_E_BAD_KIND;
   return shl__segment_create(out, name, layout, opts, NULL);
 }
@@ -484,7 +485,7 @@ int shl_open_ex(shl_segment **out, const char *name, const shl_open_opts *user_o
   shl_open_opts opts = SHL_OPEN_OPTS_INIT;
   if (!out) return -EINVAL;
   *out = NULL;
-  int rc = user_opts ? shl__opts_copy(&opts, sizeof opts, user_opts, user_opts->size) : 0;
+  int rc = user_opts ? shl__opts_copy(&opts, &shl__open_opts_fields, user_opts) : 0;
   if (rc < 0) return rc;
   rc = posix_name(name, pname);
   if (rc < 0) return rc;

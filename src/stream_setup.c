@@ -407,7 +407,7 @@ int shl_writer_open(shl_writer **out, const char *name, const shl_layout *frame,
   shl_stream_opts o = SHL_STREAM_OPTS_INIT;
   if (!out) return -EINVAL;
   *out = NULL;
-  int rc = opts ? shl__opts_copy(&o, sizeof o, opts, opts->size) : 0;
+  int rc = opts ? shl__opts_copy(&o, &shl__stream_opts_fields, opts) : 0;
   if (rc < 0) return rc;
   shl_layout layout;
   struct plan p;
@@ -433,7 +433,7 @@ int shl_writer_replace(shl_writer **wp, const shl_layout *frame, const shl_strea
   shl_stream_opts o = SHL_STREAM_OPTS_INIT;
   int rc = 0;
   if (opts) {
-    rc = shl__opts_copy(&o, sizeof o, opts, opts->size);
+    rc = shl__opts_copy(&o, &shl__stream_opts_fields, opts);
   } else { /* as the old stream */
     o.flags = s->flags;
     o.meta_format = s->meta_format;
@@ -611,7 +611,7 @@ int shl_reader_open_ex(shl_reader **out, const char *name, const shl_reader_opts
   shl_reader_opts opts = SHL_READER_OPTS_INIT;
   if (!out) return -EINVAL;
   *out = NULL;
-  int rc = user_opts ? shl__opts_copy(&opts, sizeof opts, user_opts, user_opts->size) : 0;
+  int rc = user_opts ? shl__opts_copy(&opts, &shl__reader_opts_fields, user_opts) : 0;
   if (rc < 0) return rc;
   if ((opts.policy != SHL_RECV_LATEST && opts.policy != SHL_RECV_ALL) ||
       (opts.flags & ~(uint32_t)(SHL_READER_NO_FOLLOW | SHL_READER_KEEP_LAST)))

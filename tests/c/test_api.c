@@ -4,9 +4,10 @@
  * shl_reader_receive_ex), every code's exact name, the version, the old
  * names kept for the change counter, the receive policy and
  * shl_writer_pinned_by, shl_writer_get_pinned_by's count past its buffer,
- * an open that waits for a name created later by another process, and a
+ * an open that waits for a name created later by another process, a
  * caller's mistakes (NULL where a result goes, unknown flags) answered
- * with -EINVAL, never a crash and never half done. */
+ * with -EINVAL, never a crash and never half done, and option sizes that
+ * end inside a field. */
 #include <stddef.h>
 
 #include "testutil_stream.h"
@@ -367,6 +368,34 @@ static void test_open_wait_name(void) {
   T_EXPECT_RC(shl_unlink(name), 0);
 }
 
+/* A size that ends inside a field takes none of it: the field keeps its
+ * default, as one past the size does. A pointer cut in two (the metadata
+ * format) was read half from the caller, half from the default. */
+static void test_opts_size_inside_a_field(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "acut");
+  shl_layout frame = t_frame_layout(2);
+  shl_stream_opts so = SHL_STREAM_OPTS_INIT;
+  so.meta_format = "T{<Q:a:}";
+  so.size = (uint32_t)(offsetof(shl_stream_opts, meta_format) + 4);
+  shl_writer *w = NULL;
+  T_EXPECT_RC(shl_writer_open(&w, name, &frame, &so), 0);
+  T_REQUIRE(w);
+  T_EXPECT_RC(shl_writer_get_meta(w, NULL, 0), 0); /* no metadata: the pointer did not fit */
+  shl_writer_close(w);
+
+  t_fresh_name(name, "acutc");
+  shl_create_opts co = SHL_CREATE_OPTS_INIT;
+  co.mode = 0640;
+  co.size = (uint32_t)(offsetof(shl_create_opts, mode) + 2);
+  shl_segment *seg = NULL;
+  T_EXPECT_RC(shl_create(&seg, name, &layout, &co), 0);
+  shl_info info = SHL_INFO_INIT;
+  T_EXPECT_RC(shl_get_info(seg, &info), 0);
+  T_CHECK(info.mode == 0600); /* the default, not the caller's half */
+  shl_close(seg);
+}
+
 /* NULL where a call stores its result, and flags the library does not
  * know: -EINVAL, with nothing done (no slot loaned, no sample pinned, no
  * object created). A NULL pids only counts. */
@@ -417,5 +446,6 @@ int main(void) {
   test_sample_size();
   test_open_wait_name();
   test_caller_mistakes();
+  test_opts_size_inside_a_field();
   return t_result();
 }
