@@ -545,7 +545,14 @@ typedef struct shl_stream_opts {
  * SHL_E_LAYOUT_MISMATCH if its frame layout or slot count differ,
  * SHL_E_META_MISMATCH if its metadata format does, unless SHL_STREAM_REPLACE
  * asks to replace it (its frame numbers go on); SHL_E_FOREIGN_OWNER if
- * another user owns it (never adopted). SHL_E_BAD_MODE for a mode that
+ * another user owns it (never adopted). An object under the name that is
+ * not a valid stream (a peer with write access damaged its header or
+ * control block, its creator died before it was ready, another format
+ * version) gives the opener's error (SHL_E_BAD_HEADER, SHL_E_CREATOR_DEAD,
+ * ...), unless SHL_STREAM_REPLACE asks to take the name back: a new stream
+ * takes its place (numbered from 1) while no writer or creator holds its
+ * role lock (-EBUSY while one does), and its readers follow the name;
+ * `shmlane rm` removes it too. SHL_E_BAD_MODE for a mode that
  * grants some class read without write (0640, 0644), asked for or found on
  * the stream: such a user could open the stream and hold its liveness
  * locks and futex words, so streams are only ever 0600, 0660, 0666 and

@@ -247,6 +247,13 @@ void shl__role_fd_init(struct shl__role_fd *r);
  * -ESTALE if `name` no longer refers to the object of `fd`. */
 int shl__role_fd_open(struct shl__role_fd *r, const char *posix_name, int fd);
 void shl__role_fd_close(struct shl__role_fd *r);
+/* Takes the writer role of the object under posix_name without reading a
+ * byte of it (its header may be a peer's garbage), for a writer taking the
+ * name back: 0 with *fd open on the object and r holding the role; -EBUSY
+ * while a writer or a creator holds its role (either may be alive);
+ * SHL_E_FOREIGN_OWNER if another user owns it; SHL_E_NOT_SHMLANE if it is
+ * not a regular file; -errno. */
+int shl__role_claim_writer(struct shl__role_fd *r, const char *posix_name, int *fd);
 /* Moves a descriptor (and its registration) from src to dst; src is left closed. */
 void shl__role_fd_move(struct shl__role_fd *dst, struct shl__role_fd *src);
 /* Changes in every child made by fork(): a handle that recorded another

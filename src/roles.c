@@ -3,6 +3,7 @@
  * kernel drops when the holder's descriptor closes, so at its death in any PID
  * namespace. Here: taking, dropping and testing a role; the descriptors that
  * hold roles, registered so that a forked child closes its copies at once;
+ * the writer role of an object whatever its contents (a name taken back);
  * and the fork generation, which tells a handle that a process inherited
  * from the one that opened it. */
 #include <errno.h>
@@ -130,6 +131,27 @@ void shl__role_fd_close(struct shl__role_fd *r) {
     r->fd = -1;
   }
   pthread_mutex_unlock(&role_fds_lock);
+}
+
+int shl__role_claim_writer(struct shl__role_fd *r, const char *posix_name, int *fd_out) {
+  shl__role_fd_init(r);
+  int fd = shm_open(posix_name, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0);
+  if (fd < 0) return -errno;
+  struct stat st;
+  int rc = fstat(fd, &st) < 0       ? -errno
+           : !S_ISREG(st.st_mode)   ? SHL_E_NOT_SHMLANE
+           : st.st_uid != geteuid() ? SHL_E_FOREIGN_OWNER /* never another user's */
+                                    : shl__role_fd_open(r, posix_name, fd);
+  if (rc == 0) rc = shl__role_take(r->fd, SHL__ROLE_WRITER);
+  /* A creator still at work, or the stream's first writer: alive. */
+  if (rc == 0 && shl__role_held(r->fd, SHL__ROLE_CREATOR) != 0) rc = -EBUSY;
+  if (rc < 0) {
+    shl__role_fd_close(r);
+    close(fd);
+    return rc;
+  }
+  *fd_out = fd;
+  return 0;
 }
 
 void shl__role_fd_move(struct shl__role_fd *dst, struct shl__role_fd *src) {

@@ -250,7 +250,8 @@ static int validate_header(const struct shl__header *h, uint64_t file_size) {
                       !in_bounds(h->ext_offset, h->ext_size, h->payload_offset)))
     return SHL_E_BAD_HEADER;
   if (h->ndim > SHL_MAX_NDIM) return SHL_E_BAD_SHAPE;
-  if ((h->kind == SHL_KIND_STRUCT && h->ndim != 0) || (h->kind == SHL_KIND_STREAM && !h->ext_size))
+  /* Only a stream has a kind-specific area (and must). */
+  if ((h->kind == SHL_KIND_STRUCT && h->ndim != 0) || (h->kind == SHL_KIND_STREAM) != !!h->ext_size)
     return SHL_E_BAD_KIND;
   return 0;
 }

@@ -1,8 +1,9 @@
 /* Streams, private to the core: the handles' structs, and the small steps
  * on shared words that both stream files take. stream.c holds the protocol
  * (docs/format.md, Streams; its invariants I1-I7 are stated there),
- * stream_setup.c the setup and lifecycle of streams and their handles,
- * stream_info.c what they report. */
+ * stream_bind.c the check of a stream's area, stream_setup.c the setup
+ * and lifecycle of streams and their handles, stream_info.c what they
+ * report. */
 #ifndef SHL_STREAM_H
 #define SHL_STREAM_H
 
@@ -98,6 +99,16 @@ static inline uint64_t slots_mask(uint32_t slots) {
   return slots == 64 ? ~0ull : (1ull << slots) - 1;
 }
 
+/* A stream's area: its control block, slot descriptors and reader table
+ * (shm_layout.h), before any metadata format. */
+static inline uint64_t slots_bytes(uint32_t slots) {
+  return shl__round_up((uint64_t)slots * sizeof(struct shl__slot), 64);
+}
+static inline uint64_t ext_bytes(uint32_t slots, uint32_t readers) {
+  return sizeof(struct shl__stream_ctl) + slots_bytes(slots) +
+         (uint64_t)readers * sizeof(struct shl__reader);
+}
+
 /* A handle's own state before it is bound: no role descriptor yet. */
 static inline void init_handle(struct stream *s) { shl__role_fd_init(&s->role); }
 
@@ -140,10 +151,12 @@ static inline void clear_entry(struct shl__reader *e) {
   atomic_store_explicit(&e->owner, 0, memory_order_release);
 }
 
-/* stream_setup.c */
-/* Checks the control area against the segment and takes a private snapshot
- * of its immutable fields (a hostile peer cannot move us out of bounds). */
+/* stream_bind.c: checks the control area against the segment and takes a
+ * private snapshot of its immutable fields (a hostile peer cannot move us
+ * out of bounds). */
 int shl__stream_bind(struct stream *s, shl_segment *seg);
+
+/* stream_setup.c */
 /* Drops the handle's roles (after the shared words are final) and closes
  * its segment. */
 void shl__stream_close(struct stream *s);

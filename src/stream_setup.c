@@ -17,6 +17,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -27,81 +28,6 @@
 #define DEFAULT_READERS 64
 /* A writer taking over a cleanly closed stream looks at the role this often. */
 #define CLOSED_ROLE_POLL_NS 1000000
-
-static uint64_t slots_bytes(uint32_t slots) {
-  return shl__round_up((uint64_t)slots * sizeof(struct shl__slot), 64);
-}
-
-static uint64_t ext_bytes(uint32_t slots, uint32_t readers) {
-  return sizeof(struct shl__stream_ctl) + slots_bytes(slots) +
-         (uint64_t)readers * sizeof(struct shl__reader);
-}
-
-/* The metadata part of the control block, read once into s (meta_offset,
- * meta_size, meta_format) and checked there: what is checked is what is used,
- * whatever a peer writes later. `fixed` is where the area's fixed part ends. */
-static int bind_meta(struct stream *s, const shl_segment *seg, const struct shl__stream_ctl *live,
-                     uint64_t fixed, uint64_t frame_size, uint64_t stride) {
-  uint32_t len = live->meta_format_len;
-  uint64_t at = live->meta_format_offset, size = live->meta_size, offset = live->meta_offset, end;
-  s->meta_format[0] = '\0';
-  s->meta_offset = s->meta_size = 0;
-  if (len == 0) return at || size || offset ? SHL_E_BAD_HEADER : 0;
-  if (len > SHL_FORMAT_MAX || at < fixed || __builtin_add_overflow(at, (uint64_t)len + 1, &end) ||
-      end > seg->ext_size)
-    return SHL_E_BAD_HEADER;
-  memcpy(s->meta_format, seg->ext + at, len + 1);
-  if (s->meta_format[len] != '\0' || strlen(s->meta_format) != len) {
-    s->meta_format[0] = '\0';
-    return SHL_E_BAD_FORMAT;
-  }
-  int64_t itemsize = shl__format_parse(s->meta_format, len);
-  int rc = itemsize < 0 ? (int)itemsize : (uint64_t)itemsize != size ? SHL_E_ITEMSIZE : 0;
-  if (rc == 0 && (offset % 64 || offset < frame_size ||
-                  __builtin_add_overflow(offset, size, &end) || end > stride))
-    rc = SHL_E_BAD_HEADER;
-  if (rc < 0) {
-    s->meta_format[0] = '\0';
-    return rc;
-  }
-  s->meta_offset = offset;
-  s->meta_size = size;
-  return 0;
-}
-
-/* Checks the control area against the segment and takes a private snapshot
- * of its immutable fields, each read once; a hostile peer cannot move us out
- * of bounds. */
-int shl__stream_bind(struct stream *s, shl_segment *seg) {
-  if (seg->kind != SHL_KIND_STREAM) return SHL_E_BAD_KIND;
-  if (!seg->ext || seg->ext_size < sizeof(struct shl__stream_ctl)) return SHL_E_BAD_HEADER;
-  struct shl__stream_ctl *ctl = (struct shl__stream_ctl *)(void *)seg->ext;
-  uint32_t slots = ctl->slots, readers = ctl->max_readers;
-  uint64_t stride = ctl->slot_stride, frame_size = ctl->frame_size, base_seq = ctl->base_seq;
-  uint64_t extent, total;
-  if (slots < 2 || slots > SHL_STREAM_MAX_SLOTS || readers < 1 ||
-      readers > SHL_STREAM_MAX_READERS || seg->ext_size < ext_bytes(slots, readers))
-    return SHL_E_BAD_HEADER;
-  int rc = shl__layout_extent(&seg->layout, seg->layout.itemsize, &extent);
-  if (rc < 0) return rc;
-  if (stride % 64 || frame_size < extent || frame_size > stride ||
-      __builtin_mul_overflow(stride, (uint64_t)slots, &total) || total > seg->payload_size)
-    return SHL_E_BAD_HEADER;
-  rc = bind_meta(s, seg, ctl, ext_bytes(slots, readers), frame_size, stride);
-  if (rc < 0) return rc;
-  if (base_seq >= SHL__SEQ_MAX) return SHL_E_BAD_HEADER; /* its first frame must be numbered */
-  s->base_seq = base_seq;
-  s->seg = seg;
-  s->ctl = ctl;
-  s->slot = (struct shl__slot *)(void *)(seg->ext + sizeof *ctl);
-  s->reader = (struct shl__reader *)(void *)(seg->ext + sizeof *ctl + slots_bytes(slots));
-  s->frames = seg->payload;
-  s->stride = stride;
-  s->slots = slots;
-  s->max_readers = readers;
-  s->flags = ctl->flags;
-  return 0;
-}
 
 /* Streams are opened only by processes that may write them (docs/format.md,
  * Permissions): SHL_E_BAD_MODE for a mode that grants some class read alone. */
@@ -200,28 +126,66 @@ static int create_stream(struct stream *s, const char *name, const shl_layout *f
   return rc;
 }
 
-/* The bound stream `old` makes way for a new one under its name, whose
- * writer role `s` will hold: built under a private name, then swapped in
- * (the name never lacks a stream, and a failure leaves the old one in
- * place). Frame numbers go on from `base`, or start again when they are used
- * up. Readers of `old` follow once they see `replaced`. -ESTALE if the name
- * no longer holds `old`. */
-static int replace_stream(struct stream *s, struct stream *old, const shl_layout *frame,
-                          struct plan *p, uint32_t mode, uint64_t base) {
-  p->ctl.base_seq = base < SHL__SEQ_MAX ? base : 0;
-  int rc = create_stream(s, old->seg->name, frame, p, mode, true);
+/* Builds the stream planned under a private name and swaps it in for the
+ * object open as old_fd (the name never lacks an object, and a failure
+ * leaves the old one in place). -ESTALE if the name no longer holds it. */
+static int swap_stream(struct stream *s, const char *name, int old_fd, const shl_layout *frame,
+                       struct plan *p, uint32_t mode) {
+  int rc = create_stream(s, name, frame, p, mode, true);
   if (rc < 0) return rc;
-  rc = shl__segment_swap_in(s->seg, old->seg->fd);
+  rc = shl__segment_swap_in(s->seg, old_fd);
   if (rc < 0) {
     shl__stream_close(s); /* removes the staged object */
     s->seg = NULL;
-    return rc;
   }
+  return rc;
+}
+
+/* The bound stream `old` makes way for a new one under its name, whose
+ * writer role `s` will hold. Frame numbers go on from `base`, or start
+ * again when they are used up. Readers of `old` follow once they see
+ * `replaced`. -ESTALE if the name no longer holds `old`. */
+static int replace_stream(struct stream *s, struct stream *old, const shl_layout *frame,
+                          struct plan *p, uint32_t mode, uint64_t base) {
+  p->ctl.base_seq = base < SHL__SEQ_MAX ? base : 0;
+  int rc = swap_stream(s, old->seg->name, old->seg->fd, frame, p, mode);
+  if (rc < 0) return rc;
   /* After the new stream is under the name: a reader that sees the flag
    * finds it there. Pairs with receive's look at `replaced`. */
   atomic_store(&old->ctl->replaced, 1);
   shl_notify(old->seg, NULL);
   return 0;
+}
+
+/* What openers refuse in an object under a stream's name (a peer's damage,
+ * a creator killed half-way, another format version): SHL_STREAM_REPLACE
+ * takes such a name back. SHL_E_BAD_KIND counts only from the header: a
+ * valid segment of another kind is the caller's to remove. */
+static bool not_a_stream(int rc) {
+  /* The validators' codes, SHL_E_NOT_SHMLANE down to SHL_E_ITEMSIZE
+   * (shmlane.h), but a creator still at work. */
+  return (rc <= SHL_E_NOT_SHMLANE && rc >= SHL_E_ITEMSIZE && rc != SHL_E_NOT_READY) ||
+         rc == SHL_E_CREATOR_DEAD;
+}
+
+/* `name` holds an object that is not a valid stream: with no writer or
+ * creator holding its roles (kernel locks: the object's bytes are never
+ * trusted), a new stream numbered afresh takes its place. Readers of the
+ * old object, if any, see its writer gone and the name holding another
+ * object, and follow; its control block is not trusted with `replaced`. */
+static int take_back(struct stream *s, const char *name, const shl_layout *frame, struct plan *p,
+                     uint32_t mode) {
+  char pname[sizeof SHL_POSIX_PREFIX + SHL_NAME_MAX];
+  struct shl__role_fd role;
+  int fd;
+  snprintf(pname, sizeof pname, "%s%s", SHL_POSIX_PREFIX, name);
+  int rc = shl__role_claim_writer(&role, pname, &fd);
+  if (rc < 0) return rc;
+  p->ctl.base_seq = 0;
+  rc = swap_stream(s, name, fd, frame, p, mode);
+  shl__role_fd_close(&role); /* after the swap: no other writer took it meanwhile */
+  close(fd);
+  return rc;
 }
 
 /* A blocking writer keeps the stream it replaced mapped (no role held)
@@ -250,12 +214,20 @@ static int open_writer(shl_writer *w, const char *name, const shl_layout *frame,
     shl_segment *seg;
     rc = shl_open_ex(&seg, name, &oopts);
     if (rc == -ENOENT) continue; /* removed meanwhile: create it */
-    if (rc < 0) return rc;
     shl__stage_sweep(name); /* what a replacement killed half-way left */
     struct stream old;
     init_handle(&old);
     old.seg = seg;
-    rc = shl__stream_bind(&old, seg);
+    if (rc == 0) rc = shl__stream_bind(&old, seg);
+    /* No valid stream under the name (its header or its area refused). */
+    if (rc < 0 && not_a_stream(rc) && (!seg || seg->kind == SHL_KIND_STREAM) &&
+        (opts->flags & SHL_STREAM_REPLACE)) {
+      shl_close(seg);
+      rc = take_back(s, name, frame, p, opts->mode);
+      if (rc != -ESTALE && rc != -EEXIST && rc != -ENOENT) return rc;
+      continue;
+    }
+    if (!seg) return rc;
     if (rc == 0) rc = check_mode(seg);
     int differs = rc == 0 ? same_layout(&old, frame, p, opts->slots) : 0;
     if (differs && !(opts->flags & SHL_STREAM_REPLACE)) rc = differs;

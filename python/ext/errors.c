@@ -108,6 +108,14 @@ static const char *planted(const char *name, char *path, size_t size) {
   return NULL;
 }
 
+/* The name holds a segment that opens (of some kind). */
+static bool valid_segment(const char *name) {
+  shl_segment *seg = NULL;
+  int rc = shl_open(&seg, name, SHL_OPEN_READONLY, 0);
+  shl_close(seg);
+  return rc == 0;
+}
+
 /* The errors only opening a stream gives; false if rc is not one of them. */
 static bool set_stream_open_error(modstate *st, int rc, const char *name) {
   switch (rc) {
@@ -129,10 +137,22 @@ static bool set_stream_open_error(modstate *st, int rc, const char *name) {
                    name);
       return true;
     case SHL_E_BAD_KIND:
+      if (!valid_segment(name)) return false; /* a damaged header: set_error says so */
       PyErr_Format(st->mismatch, "segment '%s' is not a stream", name);
       return true;
     default: return false;
   }
+}
+
+/* A writer meets an object under the name that no opener accepts (a peer's
+ * damage, a creator killed half-way, another format version): what is
+ * wrong, and the two ways to take the name back. */
+static void set_not_a_stream(modstate *st, int rc, const char *name) {
+  PyErr_Format(st->corrupt,
+               "stream '%s': the object under the name is not a valid stream: %s (%s); "
+               "Writer(..., replace=True) takes the name back while no writer holds it, "
+               "or `shmlane rm %s` removes it",
+               name, shl_strerror(rc), shl_err_name(rc), name);
 }
 
 /* WriterGone, with `reason` "closed" (a clean close) or "died"; its
@@ -167,7 +187,10 @@ PyObject *set_error(modstate *st, int rc, const char *name, enum err_context whe
   char path[64];
   const char *what = rc == SHL_E_NOT_SHMLANE || rc == -EEXIST ? planted(name, path, sizeof path)
                                                               : NULL;
-  if (what) {
+  bool damaged = is_header_error(rc) || rc == SHL_E_CREATOR_DEAD;
+  if (!what && where == AT_STREAM_ADOPT && damaged) {
+    set_not_a_stream(st, rc, name);
+  } else if (what) {
     /* Something else sits at the name: say what, not "bad magic" or "exists". */
     PyErr_Format(rc == -EEXIST ? PyExc_FileExistsError : st->corrupt,
                  "'%s' is %s, not a shmlane %s", path, what, noun);

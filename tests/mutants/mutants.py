@@ -112,7 +112,7 @@ MUTANTS = [
     {
         "name": "meta-unbounded",
         "why": "a reader trusts the header's metadata offset without checking it against the slot",
-        "file": "src/stream_setup.c",
+        "file": "src/stream_bind.c",
         "find": "if (rc == 0 && (offset % 64 || offset < frame_size ||",
         "replace": "if (rc == 0 && 0 && (offset % 64 || offset < frame_size ||",
         "tests": ["stream_follow"],
