@@ -172,28 +172,34 @@ static gboolean sink_propose_allocation(GstBaseSink *bsink, GstQuery *query) {
   /* Slots are lent for the caps of the stream only, laid out as
    * GStreamer's default: the pool's buffers need no GstVideoMeta (mapping
    * through one costs upstream a map per plane). */
-  if (!caps || !need_pool || !sink->wr || !sink->lend || !gst_video_info_from_caps(&info, caps) ||
+  if (!caps || !need_pool || !sink->lend || !gst_video_info_from_caps(&info, caps) ||
       !same_frames(&info, &sink->caps_info))
     return TRUE;
   guint size = (guint)sink->frames.size;
+  /* A reference, taken under the lock: a stop on another thread may take
+   * the writer away and finish it meanwhile (a pool over a finished writer
+   * lends nothing). */
   GST_OBJECT_LOCK(sink);
+  shlgst_writer *wr = sink->wr ? shlgst_writer_ref(sink->wr) : NULL;
   GstBufferPool *pool = sink->pool ? gst_object_ref(sink->pool) : NULL;
   GST_OBJECT_UNLOCK(sink);
-  if (!pool || gst_buffer_pool_is_active(pool)) {
+  if (wr && (!pool || gst_buffer_pool_is_active(pool))) {
     if (pool) gst_object_unref(pool);
-    pool = gst_shmlane_pool_new(sink->wr, &sink->frames);
+    pool = gst_shmlane_pool_new(wr, &sink->frames);
     GstStructure *config = gst_buffer_pool_get_config(pool);
     gst_buffer_pool_config_set_params(config, caps, size, 1, 1);
-    if (!gst_buffer_pool_set_config(pool, config)) {
+    if (gst_buffer_pool_set_config(pool, config)) {
+      GST_OBJECT_LOCK(sink);
+      gst_object_replace((GstObject **)&sink->pool, GST_OBJECT(pool));
+      GST_OBJECT_UNLOCK(sink);
+    } else {
       gst_object_unref(pool);
-      return TRUE;
+      pool = NULL;
     }
-    GST_OBJECT_LOCK(sink);
-    gst_object_replace((GstObject **)&sink->pool, GST_OBJECT(pool));
-    GST_OBJECT_UNLOCK(sink);
   }
-  gst_query_add_allocation_pool(query, pool, size, 1, 1);
-  gst_object_unref(pool);
+  if (wr && pool) gst_query_add_allocation_pool(query, pool, size, 1, 1);
+  if (pool) gst_object_unref(pool);
+  shlgst_writer_unref(wr);
   return TRUE;
 }
 

@@ -185,6 +185,8 @@ static GstFlowReturn open_reader(GstShmlaneSrc *src) {
   o.policy = (uint32_t)src->policy;
   o.max_pinned = src->max_pinned + 1; /* the reserve, for copies */
   gboolean owner_ok = parse_owner(src->owner, &o);
+  /* A copy for the message: a property change may free the string. */
+  gchar *owner = owner_ok ? NULL : g_strdup(src->owner);
   GST_OBJECT_UNLOCK(src);
   o.timeout_ns = OPEN_SLICE_NS;
   int rc = owner_ok ? -ENOENT : -EINVAL;
@@ -203,11 +205,12 @@ static GstFlowReturn open_reader(GstShmlaneSrc *src) {
     rc = 0;
   } else {
     gchar *text = owner_ok ? shlgst_error_text(name, rc)
-                           : g_strdup_printf("stream '%s': no user '%s' (owner)", name, src->owner);
+                           : g_strdup_printf("stream '%s': no user '%s' (owner)", name, owner);
     GST_ELEMENT_ERROR(src, RESOURCE, OPEN_READ, ("%s", text), (NULL));
     g_free(text);
   }
   g_free(name);
+  g_free(owner);
   return src->rd ? GST_FLOW_OK : rc == 0 ? GST_FLOW_FLUSHING : GST_FLOW_ERROR;
 }
 
