@@ -118,6 +118,14 @@ MUTANTS = [
         "tests": ["stream_follow"],
     },
     {
+        "name": "takeback-under-writer",
+        "why": "a writer taking back a damaged stream's name never tests its writer role",
+        "file": "src/roles.c",
+        "find": "if (rc == 0) rc = shl__role_take(r->fd, SHL__ROLE_WRITER);",
+        "replace": "",
+        "tests": ["stream_takeback"],
+    },
+    {
         "name": "meta-size-live",
         "why": "a sample's metadata size is read from the control block as it is now, not the snapshot",
         "file": "src/stream.c",
