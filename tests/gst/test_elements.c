@@ -1201,6 +1201,33 @@ GST_START_TEST(test_sink_mode) {
 }
 GST_END_TEST;
 
+GST_START_TEST(test_sink_takes_back_damaged_name) {
+  /* A peer with write access zeroed the format length of a stream no
+   * writer holds: every opener refuses it, and the sink, which replaces,
+   * takes the name back with a stream of its own. */
+  gchar *name = stream_name("damaged");
+  shl_writer *w = NULL;
+  shl_layout gray = {.format = "B", .ndim = 2, .shape = {8, 8}};
+  fail_unless_equals_int(shl_writer_open(&w, name, &gray, NULL), 0);
+  shl_writer_close(w);
+  gchar *path = g_strdup_printf("/dev/shm%s%s", SHL_POSIX_PREFIX, name);
+  int fd = open(path, O_RDWR | O_CLOEXEC);
+  uint32_t zero = 0;
+  fail_unless(fd >= 0);
+  fail_unless(pwrite(fd, &zero, sizeof zero, offsetof(struct shl__header, format_len)) == 4);
+  close(fd);
+  shl_segment *seg = NULL;
+  fail_unless_equals_int(shl_open(&seg, name, SHL_OPEN_READONLY, 0), SHL_E_BAD_HEADER);
+  GstHarness *sink = sink_harness(name, "GRAY8", 16, 16);
+  push_frame(sink, 256, 1);
+  fail_unless_equals_uint64(stream_info(name).last_seq, 1);
+  gst_harness_teardown(sink);
+  fail_unless_equals_int(shl_unlink(name), 0);
+  g_free(path);
+  g_free(name);
+}
+GST_END_TEST;
+
 /* The caps of the last buffer the harness's source pushed: framerate. */
 static void check_framerate(GstHarness *h, gint n, gint d) {
   GstCaps *c = gst_pad_get_current_caps(h->sinkpad);
@@ -1596,6 +1623,7 @@ static Suite *shmlane_suite(void) {
   tcase_add_test(tc, test_src_pipeline_seek);
   tcase_add_test(tc, test_timestamps);
   tcase_add_test(tc, test_sink_mode);
+  tcase_add_test(tc, test_sink_takes_back_damaged_name);
   tcase_add_test(tc, test_period);
   tcase_add_test(tc, test_src_caps_while_flushing);
   tcase_add_test(tc, test_src_bad_stream_after_flush);
