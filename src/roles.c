@@ -136,7 +136,9 @@ void shl__role_fd_close(struct shl__role_fd *r) {
 int shl__role_claim_writer(struct shl__role_fd *r, const char *posix_name, int *fd_out) {
   shl__role_fd_init(r);
   int fd = shm_open(posix_name, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0);
-  if (fd < 0) return -errno;
+  /* A directory or a link (O_NOFOLLOW) at the name is no segment either. */
+  if (fd < 0)
+    return errno == EISDIR || errno == EINVAL || errno == ELOOP ? SHL_E_NOT_SHMLANE : -errno;
   struct stat st;
   int rc = fstat(fd, &st) < 0       ? -errno
            : !S_ISREG(st.st_mode)   ? SHL_E_NOT_SHMLANE

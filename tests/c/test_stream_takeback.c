@@ -219,6 +219,15 @@ static void test_foreign_owner_kept(void) {
   T_CHECK(inode_of(name) == before);
 }
 
+/* A directory at the name is no segment: refused, and left alone. */
+static void test_directory_kept(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "tbd");
+  T_REQUIRE(mkdir(t_shm_path(name, path_buf), 0700) == 0);
+  expect_refused(name, SHL_STREAM_REPLACE, SHL_E_NOT_SHMLANE);
+  T_CHECK(rmdir(t_shm_path(name, path_buf)) == 0);
+}
+
 /* A plain segment damaged the same way: SHL_CREATE_REPLACE takes any name. */
 static void test_plain_segment(void) {
   char name[SHL_NAME_MAX + 1];
@@ -242,6 +251,7 @@ int main(void) {
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) test_row(&rows[i]);
   test_creator_role_blocks();
   test_foreign_owner_kept();
+  test_directory_kept();
   test_plain_segment();
   return t_result();
 }
