@@ -91,8 +91,9 @@ int shl_stream_get_reader(const shl_segment *seg, uint32_t index, shl_stream_rea
   if (index >= s.max_readers) return -ERANGE;
   const struct shl__reader *e = &s.reader[index];
   shl_stream_reader info = SHL_STREAM_READER_INIT;
+  /* Every entry, whatever the mark says: a peer may lower it to hide readers. */
   uint64_t owner = atomic_load(&e->owner);
-  if (!owner || index >= reader_hwm(&s)) return 0;
+  if (!owner) return 0;
   info.pid = (int32_t)(uint32_t)owner;
   info.alive = shl__role_held(seg->fd, SHL__ROLE_READER(index));
   info.policy = atomic_load(&e->policy);

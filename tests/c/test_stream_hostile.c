@@ -333,6 +333,12 @@ static void test_peer_lowers_reader_mark(void) {
   atomic_store(&r[0]->cur->s.ctl->reader_hwm, 0); /* the peer, through a reader's mapping */
   shl_stream_info info = t_stream_info(seg);
   T_CHECK(info.readers_alive == 2 && info.writer_alive == 0);
+  /* ... nor from the per-reader rows (shmlane top, info). */
+  for (uint32_t i = 0; i < 2; i++) {
+    shl_stream_reader e = SHL_STREAM_READER_INIT;
+    T_EXPECT_RC(shl_stream_get_reader(seg, i, &e), 1);
+    T_CHECK(e.alive == 1);
+  }
   for (int i = 0; i < 2; i++) shl_reader_close(r[i]);
 }
 
