@@ -112,9 +112,9 @@ int zap_decide(const struct zap_request *q, const struct admit_policy *p, const 
     *why = "its user could not read the stream from /dev/shm";
     return 400;
   }
-  /* A connection being admitted is counted already: the bound, plus a few
-   * that come and go. */
-  if (p->receivers >= p->max_receivers || p->connections > 2 * p->max_receivers) {
+  /* Besides the one being admitted (not counted yet): the bound, plus a
+   * few that come and go. */
+  if (p->receivers >= p->max_receivers || p->connections >= 2 * p->max_receivers) {
     *why = "as many receivers as --max-receivers are served";
     return 300;
   }

@@ -43,7 +43,7 @@ struct admit_policy {
   struct stream_access stream;  /* of the stream served now */
   const uint8_t (*allowed)[32]; /* CURVE keys of --allow, nallowed of them (0: any key) */
   int nallowed;
-  int connections;              /* open now (admitted or not yet) */
+  int connections;              /* open now, past their handshake */
   int receivers, max_receivers; /* joined now, and the bound */
 };
 

@@ -74,6 +74,13 @@ void zap_serve(void *zap, const struct admit_policy *p, const char *name, uint64
 const char *monitor_event(void *monitor, const struct bridge_opts *o, bool server, char *peer,
                           size_t peer_size, int *event, uint32_t *value);
 
+/* The count of connections past their handshake after a monitor event:
+ * libzmq ends each handshake with one HANDSHAKE_ event, then a closed
+ * connection with DISCONNECTED. One still in its handshake (a peer that
+ * says nothing, or one being admitted) is not counted: idle peers must not
+ * keep admitted ones out. */
+int handshaken(int count, int event);
+
 /* send.c, recv.c */
 int run_send(const struct bridge_opts *o);
 int run_recv(const struct bridge_opts *o);

@@ -299,6 +299,13 @@ void zap_serve(void *zap, const struct admit_policy *p, const char *name, uint64
 
 /* ---------------------------------------------------------------- monitor */
 
+int handshaken(int count, int event) {
+  if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED || event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ||
+      event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL || event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+    return count + 1;
+  return event == ZMQ_EVENT_DISCONNECTED && count > 0 ? count - 1 : count;
+}
+
 const char *monitor_event(void *monitor, const struct bridge_opts *o, bool server, char *peer,
                           size_t peer_size, int *event_out, uint32_t *value_out) {
   zmq_msg_t m;

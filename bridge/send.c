@@ -255,7 +255,7 @@ static int open_sock(struct sender *s) {
   snprintf(mon, sizeof mon, "inproc://monitor-send-%d", s->generation++);
   zmq_socket_monitor(s->sock, mon,
                      ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
-                         ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_ACCEPTED |
+                         ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
                          ZMQ_EVENT_DISCONNECTED);
   s->monitor = zmq_socket(s->ctx, ZMQ_PAIR);
   zmq_connect(s->monitor, mon);
@@ -530,8 +530,7 @@ static void serve_sockets(struct sender *s, long timeout_ms) {
     uint32_t value;
     do {
       why = monitor_event(s->monitor, s->o, true, peer, sizeof peer, &event, &value);
-      if (event == ZMQ_EVENT_ACCEPTED) s->policy.connections++;
-      if (event == ZMQ_EVENT_DISCONNECTED && s->policy.connections > 0) s->policy.connections--;
+      s->policy.connections = handshaken(s->policy.connections, event);
       if (why) log_limited(&s->last_auth_ns, "%s: %s (on %s)", s->o->name, why, peer);
     } while (event >= 0);
   }

@@ -21,6 +21,7 @@ import re
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -696,6 +697,31 @@ def test_late():
         lost[-1] if lost else "?"))
 
 
+def test_idle():
+    """Connections that never say a word (no ZMTP greeting: nobody knows who
+    they are) do not keep a receiver out, though they outnumber
+    --max-receivers twice over."""
+    a, b = names("i")
+    ep = ipc("idle")
+    s = start([BRIDGE, "send", a, ep, "--quiet", "--max-receivers", "1"])
+    w = start([PEER, "write", a, "0", "50"])
+    check(wait_for(ep[6:]), "idle peers: the sender binds")
+    idle = []
+    for _ in range(4):
+        c = socket.socket(socket.AF_UNIX)
+        c.connect(ep[6:])
+        idle.append(c)
+    time.sleep(0.2)
+    r = start([BRIDGE, "recv", ep, b, "--quiet"])
+    came = wait_for(shm(b), timeout=2.5)
+    for c in idle:
+        c.close()
+    serr = stop(s)
+    stop(r), stop(w)
+    check(came, "4 idle connections beside --max-receivers 1: a receiver is served (%s)" % (
+        "; ".join(l for l in serr.splitlines() if "refused" in l)[:200] or "no refusal"))
+
+
 # A peer with write access (nobody, in the stream's group) puts the metadata
 # record at the end of each slot (A: 64 bytes), then, once the sender has bound
 # the stream, switches between A and the slot's last 4 KiB (B). A's place with
@@ -842,6 +868,7 @@ def main():
             test_jpeg()
             test_users()
             test_late()
+            test_idle()
             test_meta_switched()
             pair = netns.setup(TAG[-6:])
             if isinstance(pair, str):
