@@ -81,6 +81,19 @@ const char *monitor_event(void *monitor, const struct bridge_opts *o, bool serve
  * keep admitted ones out. */
 int handshaken(int count, int event);
 
+/* ZeroMQ keeps every part of a message until its last has come, whatever
+ * the high-water mark (which counts whole messages): a peer that sends one
+ * endless message would fill the memory. The guard compares the process's
+ * private memory (not the streams' shared memory) every 20 ms with what it
+ * was at the start, plus the bridge's own buffers (`allowed`) and a
+ * headroom; when it is over, it says so and the caller drops every
+ * connection, and what they queued, with its socket. */
+struct mem_guard {
+  uint64_t base, headroom, next_ns;
+};
+void mem_guard_start(struct mem_guard *g, uint64_t headroom);
+bool mem_guard_over(struct mem_guard *g, uint64_t allowed, uint64_t now);
+
 /* send.c, recv.c */
 int run_send(const struct bridge_opts *o);
 int run_recv(const struct bridge_opts *o);

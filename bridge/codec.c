@@ -351,6 +351,15 @@ void codec_free(struct codec *c) {
   free(c);
 }
 
+size_t codec_memory(const struct codec *c) {
+  if (!c) return 0;
+  size_t n = c->scratch_size;
+#ifdef HAVE_ZSTD
+  n += ZSTD_sizeof_CCtx(c->cctx) + ZSTD_sizeof_DCtx(c->dctx);
+#endif
+  return n;
+}
+
 size_t codec_bound(const struct codec_plan *p, size_t n) {
 #ifdef HAVE_ZSTD
   if (p->codec == WIRE_ZSTD || p->codec == WIRE_ZSTD_DELTA) return ZSTD_compressBound(n);

@@ -64,6 +64,9 @@ const char *codec_check(const struct wire_layout *l, uint32_t codec, size_t len)
 const char *codec_unpack(struct codec *c, const struct wire_layout *l, uint32_t codec, void *dst,
                          const void *src, size_t len);
 
+/* The memory c holds (zstd's contexts and workers, the row-delta buffer). */
+size_t codec_memory(const struct codec *c);
+
 /* What c coded or decoded since the last call, for a statistics line:
  * ", jpeg 46.30:1 5.10 ms/frame" (the ratio, and the time a frame took),
  * or "" if nothing. c may be NULL. */

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <net/if.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -363,4 +364,37 @@ const char *monitor_event(void *monitor, const struct bridge_opts *o, bool serve
                            : "handshake with the sender failed: if it uses CURVE keys, give "
                              "--server-key (its public key)";
   return NULL;
+}
+
+/* ---------------------------------------------------------------- memory */
+
+/* Resident pages not backed by a file or shared memory: the heap. */
+static uint64_t private_bytes(void) {
+  unsigned long long size, resident, shared = 0;
+  FILE *f = fopen("/proc/self/statm", "r");
+  if (!f) return 0;
+  int n = fscanf(f, "%llu %llu %llu", &size, &resident, &shared);
+  fclose(f);
+  return n == 3 && resident > shared ? (resident - shared) * (uint64_t)sysconf(_SC_PAGESIZE) : 0;
+}
+
+void mem_guard_start(struct mem_guard *g, uint64_t headroom) {
+  *g = (struct mem_guard){private_bytes(), headroom, 0};
+}
+
+bool mem_guard_over(struct mem_guard *g, uint64_t allowed, uint64_t now) {
+  if (now < g->next_ns) return false;
+  g->next_ns = now + 20000000u;
+  uint64_t limit = g->base + g->headroom + allowed, used = private_bytes();
+  if (!used || used <= limit) return false;
+#ifdef __GLIBC__
+  malloc_trim(0); /* what was freed and kept (a socket dropped before, say) does not count */
+  if ((used = private_bytes()) <= limit) return false;
+#endif
+  logf_("ZeroMQ holds %llu MB of messages from peers, more than the %llu MB allowed (a message "
+        "of endless parts?): every connection is dropped, and receivers join again",
+        (unsigned long long)((used - g->base - allowed) >> 20),
+        (unsigned long long)(g->headroom >> 20));
+  g->next_ns = now + 500000000u; /* the sockets' queues go in ZeroMQ's own threads */
+  return true;
 }

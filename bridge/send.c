@@ -67,6 +67,7 @@ struct sender {
   struct held *held;
   struct peer *peers;
   uint32_t nheld, npinned, max_pinned, peer_pins, ncopies, max_copies, nbuffers, npeers;
+  struct mem_guard guard;
   struct codec *codec;
   struct codec_plan plan; /* how frames of the layout are sent */
   uint8_t (*allowed)[32];
@@ -402,9 +403,7 @@ static int open_reader(struct sender *s) {
   if (rc < 0) return rc;
   if (s->said_waiting) logf_("%s: the stream is there: reading it", s->o->name);
   s->said_waiting = false;
-  rc = describe_stream(s);
-  if (rc == -EINVAL) return rc;
-  return 0;
+  return describe_stream(s) == -EINVAL ? -EINVAL : 0;
 }
 
 /* ---------------------------------------------------------------- frames */
@@ -600,6 +599,8 @@ static int setup(struct sender *s) {
   encode_layout(s);
   s->zap = zmq_socket(s->ctx, ZMQ_REP);
   if (zmq_bind(s->zap, "inproc://zeromq.zap.01") != 0) return EXIT_RUNTIME;
+  /* Besides its own buffers: each connection's queues, engine and headers. */
+  mem_guard_start(&s->guard, (64u << 20) + ((uint64_t)o->max_receivers << 18));
   return open_sock(s);
 }
 
@@ -673,6 +674,9 @@ int run_send(const struct bridge_opts *o) {
       next_hello = now + 1000000000u;
     }
     if (now - s.last_stats_ns >= 1000000000u) print_stats(&s, now);
+    uint64_t ours = codec_memory(s.codec); /* and the buffers: copies, compressed frames */
+    for (uint32_t i = 0; i < s.nheld; i++) ours += s.held[i].cap;
+    if (mem_guard_over(&s.guard, ours, now)) close_sock(&s), s.status = open_sock(&s);
     serve_sockets(&s, 0);
     release_done(&s);
     pump(&s);
@@ -685,10 +689,7 @@ int run_send(const struct bridge_opts *o) {
   for (uint32_t i = 0; s.held && i < s.nheld; i++) atomic_store(&s.held[i].refs, 0);
   if (s.reader) release_done(&s);
   shl_reader_close(s.reader);
-  for (uint32_t i = 0; s.held && i < s.nheld; i++) {
-    free(s.held[i].buf);
-    free(s.held[i].refs_of);
-  }
+  for (uint32_t i = 0; s.held && i < s.nheld; i++) free(s.held[i].buf), free(s.held[i].refs_of);
   free(s.held);
   free(s.peers);
   free(s.allowed);

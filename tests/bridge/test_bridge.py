@@ -722,6 +722,51 @@ def test_idle():
         "; ".join(l for l in serr.splitlines() if "refused" in l)[:200] or "no refusal"))
 
 
+def zmtp_dealer(path):
+    """A ZMTP 3.0 DEALER of our own on a unix socket, past its handshake
+    (NULL mechanism): what libzmq would not let us send, we may."""
+    c = socket.socket(socket.AF_UNIX)
+    c.settimeout(5)
+    c.connect(path)
+    ready = b"\x05READY\x0bSocket-Type\x00\x00\x00\x06DEALER"
+    c.sendall(b"\xff" + bytes(8) + b"\x7f\x03\x00" + b"NULL".ljust(20, b"\0") + bytes(32)
+              + b"\x04" + bytes([len(ready)]) + ready)
+    got = b""
+    while len(got) < 64 + 2 + len(ready):  # its greeting and READY
+        more = c.recv(4096)
+        if not more:
+            break
+        got += more
+    return c
+
+
+def test_endless():
+    """An admitted receiver that sends one message of endless parts (1 KiB
+    each, up to 600 MB): libzmq keeps them all until the last, so the
+    sender drops every connection once its memory passes the bound; the
+    healthy receiver joins again and gets frames."""
+    a, b, ep, s, r, w, args, ns, how = flowing("x", fps="50")
+    before = rss_kb(s.pid)
+    c = zmtp_dealer(ep[6:])
+    parts, sent = (b"\x03" + (1024).to_bytes(8, "big") + bytes(1024)) * 1024, 0
+    try:
+        while sent < 600 << 20:
+            c.sendall(parts)  # each: flags MORE and LONG, the size (ZMQ_MAXMSGSIZE), the bytes
+            sent += 1 << 20
+    except OSError:
+        pass
+    c.close()
+    grown = rss_kb(s.pid) - before
+    got = samples(start([PEER, "read", b, "1000", "1.5"]))
+    serr = stop(s)
+    stop(w), stop(r)
+    check(sent < 600 << 20, "endless message: the sender cut it off (after %d MB)" % (sent >> 20))
+    check(grown < 200000, "endless message: the sender's memory grows by %d kB (< 200 MB)" % grown)
+    check("every connection is dropped" in serr, "endless message: the sender says why")
+    check(len(frames_ok(got, "endless message")) >= 10,
+          "endless message: the healthy receiver joins again and gets frames")
+
+
 # A peer with write access (nobody, in the stream's group) puts the metadata
 # record at the end of each slot (A: 64 bytes), then, once the sender has bound
 # the stream, switches between A and the slot's last 4 KiB (B). A's place with
@@ -869,6 +914,7 @@ def main():
             test_users()
             test_late()
             test_idle()
+            test_endless()
             test_meta_switched()
             pair = netns.setup(TAG[-6:])
             if isinstance(pair, str):
