@@ -392,7 +392,7 @@ bool mem_guard_over(struct mem_guard *g, uint64_t allowed, uint64_t now) {
   if ((used = private_bytes()) <= limit) return false;
 #endif
   logf_("ZeroMQ holds %llu MB of messages from peers, more than the %llu MB allowed (a message "
-        "of endless parts?): every connection is dropped, and receivers join again",
+        "of endless parts?): every connection is dropped, and made again",
         (unsigned long long)((used - g->base - allowed) >> 20),
         (unsigned long long)(g->headroom >> 20));
   g->next_ns = now + 500000000u; /* the sockets' queues go in ZeroMQ's own threads */

@@ -54,6 +54,8 @@ struct receiver {
   bool fresh;        /* nothing published in it yet: the first gap is no loss */
   bool handshake_ok; /* on the current connection */
   int failed_handshakes;
+  int generation; /* of the socket, for its monitor's name */
+  struct mem_guard guard;
   uint32_t self_uid;
   uint64_t id, next_join_ns; /* ours, in JOIN messages; when to send the next */
   struct codec *codec;
@@ -340,25 +342,49 @@ static void print_stats(struct receiver *r, uint64_t now) {
   r->last_frames = r->frames, r->last_bytes = r->bytes, r->last_stats_ns = now;
 }
 
-static int setup(struct receiver *r) {
-  r->self_uid = (uint32_t)geteuid();
-  r->id = realtime_ns() ^ ((uint64_t)getpid() << 40);
-  r->ctx = zmq_ctx_new();
+/* The DEALER socket and its monitor, connecting. */
+static int open_sock(struct receiver *r) {
   r->sock = zmq_socket(r->ctx, ZMQ_DEALER);
   int rc = setup_socket(r->sock, r->o, false);
   if (rc) return rc;
   int joins = 4; /* we send JOINs only */
   zmq_setsockopt(r->sock, ZMQ_SNDHWM, &joins, sizeof joins);
-  zmq_socket_monitor(r->sock, "inproc://monitor-recv",
+  char mon[64];
+  snprintf(mon, sizeof mon, "inproc://monitor-recv-%d", r->generation++);
+  zmq_socket_monitor(r->sock, mon,
                      ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
                          ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
                          ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED);
   r->monitor = zmq_socket(r->ctx, ZMQ_PAIR);
-  zmq_connect(r->monitor, "inproc://monitor-recv");
+  zmq_connect(r->monitor, mon);
+  r->handshake_ok = false;
   if (zmq_connect(r->sock, r->o->ep.zmq) != 0) {
     logf_("cannot connect to %s: %s", r->o->ep.text, zmq_strerror(errno));
     return EXIT_USAGE;
   }
+  return 0;
+}
+
+static void close_sock(struct receiver *r) {
+  zmq_close(r->sock);
+  zmq_close(r->monitor);
+  r->sock = r->monitor = NULL;
+}
+
+/* What a sender's messages may take: the queue (--hwm messages, and one
+ * being read) of frames of the layout it told, coded or not; the decoder. */
+static uint64_t allowed_memory(const struct receiver *r) {
+  uint64_t message = r->have_layout ? 2 * r->layout.frame_bytes + WIRE_MAX_META + 4096 : 0;
+  return (uint64_t)(r->o->hwm + 2) * message + codec_memory(r->codec);
+}
+
+static int setup(struct receiver *r) {
+  r->self_uid = (uint32_t)geteuid();
+  r->id = realtime_ns() ^ ((uint64_t)getpid() << 40);
+  r->ctx = zmq_ctx_new();
+  mem_guard_start(&r->guard, 64u << 20);
+  int rc = open_sock(r);
+  if (rc) return rc;
   if (!(r->codec = codec_new(NULL, NULL))) { /* decodes what this build can: the rest is dropped */
     logf_("out of memory");
     return EXIT_RUNTIME;
@@ -388,6 +414,10 @@ static int child(const struct bridge_opts *o, struct written *shared, double sec
     uint64_t now = now_ns();
     if (seconds > 0 && now - start >= (uint64_t)(seconds * 1e9)) break;
     if (now - r.last_stats_ns >= 1000000000u) print_stats(&r, now);
+    if (mem_guard_over(&r.guard, allowed_memory(&r), now)) {
+      close_sock(&r);
+      if ((r.status = open_sock(&r))) break;
+    }
     if (now >= r.next_join_ns) send_join(&r);
     zmq_pollitem_t items[2] = {{r.sock, 0, ZMQ_POLLIN, 0}, {r.monitor, 0, ZMQ_POLLIN, 0}};
     if (zmq_poll(items, 2, 100) <= 0) continue;
@@ -411,8 +441,7 @@ static int child(const struct bridge_opts *o, struct written *shared, double sec
   } else {
     remove_left_stream(shared);
   }
-  zmq_close(r.sock);
-  zmq_close(r.monitor);
+  close_sock(&r);
   zmq_ctx_term(r.ctx);
   codec_free(r.codec);
   return r.status;

@@ -722,13 +722,12 @@ def test_idle():
         "; ".join(l for l in serr.splitlines() if "refused" in l)[:200] or "no refusal"))
 
 
-def zmtp_dealer(path):
-    """A ZMTP 3.0 DEALER of our own on a unix socket, past its handshake
-    (NULL mechanism): what libzmq would not let us send, we may."""
-    c = socket.socket(socket.AF_UNIX)
+def zmtp_peer(c, kind):
+    """A ZMTP 3.0 peer of our own (a DEALER or ROUTER) on a connected unix
+    socket, past its handshake (NULL mechanism): what libzmq would not let
+    us send, we may."""
     c.settimeout(5)
-    c.connect(path)
-    ready = b"\x05READY\x0bSocket-Type\x00\x00\x00\x06DEALER"
+    ready = b"\x05READY\x0bSocket-Type\x00\x00\x00\x06" + kind
     c.sendall(b"\xff" + bytes(8) + b"\x7f\x03\x00" + b"NULL".ljust(20, b"\0") + bytes(32)
               + b"\x04" + bytes([len(ready)]) + ready)
     got = b""
@@ -740,6 +739,20 @@ def zmtp_dealer(path):
     return c
 
 
+def endless(c):
+    """Parts of one message (flags MORE and LONG, the size, 1 KiB: under the
+    sender's ZMQ_MAXMSGSIZE) until 600 MB or the peer hangs up: the bytes sent."""
+    parts, sent = (b"\x03" + (1024).to_bytes(8, "big") + bytes(1024)) * 1024, 0
+    try:
+        while sent < 600 << 20:
+            c.sendall(parts)
+            sent += 1 << 20
+    except OSError:
+        pass
+    c.close()
+    return sent
+
+
 def test_endless():
     """An admitted receiver that sends one message of endless parts (1 KiB
     each, up to 600 MB): libzmq keeps them all until the last, so the
@@ -747,15 +760,9 @@ def test_endless():
     healthy receiver joins again and gets frames."""
     a, b, ep, s, r, w, args, ns, how = flowing("x", fps="50")
     before = rss_kb(s.pid)
-    c = zmtp_dealer(ep[6:])
-    parts, sent = (b"\x03" + (1024).to_bytes(8, "big") + bytes(1024)) * 1024, 0
-    try:
-        while sent < 600 << 20:
-            c.sendall(parts)  # each: flags MORE and LONG, the size (ZMQ_MAXMSGSIZE), the bytes
-            sent += 1 << 20
-    except OSError:
-        pass
-    c.close()
+    c = socket.socket(socket.AF_UNIX)
+    c.connect(ep[6:])
+    sent = endless(zmtp_peer(c, b"DEALER"))
     grown = rss_kb(s.pid) - before
     got = samples(start([PEER, "read", b, "1000", "1.5"]))
     serr = stop(s)
@@ -765,6 +772,37 @@ def test_endless():
     check("every connection is dropped" in serr, "endless message: the sender says why")
     check(len(frames_ok(got, "endless message")) >= 10,
           "endless message: the healthy receiver joins again and gets frames")
+
+
+def test_endless_sender():
+    """The same from a "sender" of our own (another user's would be no
+    different: its messages are dropped only once whole): the receiver's
+    worker cuts it off, says why, and connects again."""
+    b = names("y")[1]
+    path = "%s/endless.sock" % SOCKDIR
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(path)
+    srv.listen(4)
+    srv.settimeout(5)
+    r = start([BRIDGE, "recv", "ipc://" + path, b, "--quiet"])
+    c, _ = srv.accept()
+    zmtp_peer(c, b"ROUTER")
+    kids = children_of(r.pid)
+    before = rss_kb(kids[0]) if kids else 0
+    sent = endless(c)
+    grown = rss_kb(kids[0]) - before if kids else 0
+    try:
+        srv.accept()[0].close()
+        again = True
+    except OSError:
+        again = False
+    srv.close()
+    rerr = stop(r)
+    check(sent < 600 << 20, "endless message to recv: cut off (after %d MB)" % (sent >> 20))
+    check(kids and grown < 200000, "endless message to recv: its worker's memory grows by %d kB "
+          "(< 200 MB)" % grown)
+    check("every connection is dropped" in rerr and again,
+          "endless message to recv: it says why, and connects again")
 
 
 # A peer with write access (nobody, in the stream's group) puts the metadata
@@ -915,6 +953,7 @@ def main():
             test_late()
             test_idle()
             test_endless()
+            test_endless_sender()
             test_meta_switched()
             pair = netns.setup(TAG[-6:])
             if isinstance(pair, str):
