@@ -250,6 +250,25 @@ static int do_read(const char *name, long count, double seconds) {
   return 0;
 }
 
+/* A reader that keeps every frame it may (max_pinned) for `seconds`: with
+ * a few of them, no slot is left for the writer. */
+static int do_hoard(const char *name, double seconds) {
+  shl_reader *r;
+  int rc = open_reader(name, seconds, &r);
+  if (rc < 0) return fail("reader_open", rc);
+  shl_sample kept[SHL_STREAM_MAX_SLOTS];
+  int n = 0;
+  uint64_t deadline = now_ns() + (uint64_t)(seconds * 1e9);
+  while (!stop && now_ns() < deadline)
+    if (n == SHL_STREAM_MAX_SLOTS || shl_reader_receive(r, &kept[n], 20000000, 0) < 0)
+      usleep(10000);
+    else
+      n++;
+  while (n > 0) shl_reader_release(r, &kept[--n]);
+  shl_reader_close(r);
+  return 0;
+}
+
 /* The layout of what `garbage` sends: a (h, 24, comps) byte image. */
 static struct wire_layout image_layout(uint64_t h, uint64_t comps) {
   struct wire_layout l = {.state = WIRE_LIVE, .slots = 4, .max_readers = 8, .ndim = 3};
@@ -768,6 +787,7 @@ int main(int argc, char **argv) {
   if (argc == 5 && !strcmp(argv[1], "flaky-sub"))
     return do_flaky_sub(argv[2], atof(argv[3]), atof(argv[4]));
   if (argc == 5 && !strcmp(argv[1], "read")) return do_read(argv[2], atol(argv[3]), atof(argv[4]));
+  if (argc == 4 && !strcmp(argv[1], "hoard")) return do_hoard(argv[2], atof(argv[3]));
   if ((argc == 4 || argc == 5) && !strcmp(argv[1], "garbage"))
     return do_garbage(argv[2], atof(argv[3]), argc == 5 && !strcmp(argv[4], "jpeg"));
   if ((argc == 6 || argc == 7) && !strcmp(argv[1], "bench-write"))

@@ -805,6 +805,27 @@ def test_endless_sender():
           "endless message to recv: it says why, and connects again")
 
 
+def test_hoarded():
+    """Local readers on host B keep every frame they may, so that no slot is
+    left for the receiver (each frame waits for one, 100 ms, in vain) while
+    frames keep coming (--hwm 100): SIGTERM still ends bridge recv at once,
+    not after the frames it has already taken from its queue."""
+    a, b = names("h")
+    ep = ipc("hoard")
+    s, r = bridge_pair(a, b, ep, ["--quiet", "--hwm", "100"], ["--quiet", "--hwm", "100"])
+    w = start([PEER, "write", a, "0", "200"])
+    wait_for(shm(b))
+    hoarders = []
+    for _ in range(4):  # one after the other, so that each keeps other frames (3 of 8 slots)
+        hoarders.append(start([PEER, "hoard", b, "10"]))
+        time.sleep(0.15)
+    time.sleep(0.5)
+    stop(r)  # a failure if it takes more than 5 s
+    check(r.returncode == 0, "readers hoard every slot: bridge recv stops on SIGTERM, exit 0")
+    for p in hoarders + [w, s]:
+        stop(p)
+
+
 # A peer with write access (nobody, in the stream's group) puts the metadata
 # record at the end of each slot (A: 64 bytes), then, once the sender has bound
 # the stream, switches between A and the slot's last 4 KiB (B). A's place with
@@ -954,6 +975,7 @@ def main():
             test_idle()
             test_endless()
             test_endless_sender()
+            test_hoarded()
             test_meta_switched()
             pair = netns.setup(TAG[-6:])
             if isinstance(pair, str):
