@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -212,6 +213,19 @@ static int set_int(void *sock, int option, int value) {
 #define RECV_MAX_MESSAGE ((int64_t)4 << 30)
 #define SEND_MAX_MESSAGE 1024
 
+/* Each connection to the sender holds a file descriptor from its first
+ * byte on, for up to libzmq's 30 s handshake time limit, and a libzmq out
+ * of them aborts (an ipc accept) or spins (a TCP one): the limit goes up
+ * to what the system allows this process (the soft limit is often 1024
+ * beside a hard one of 500000 or more). */
+static void raise_file_limit(void) {
+  struct rlimit lim;
+  if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &lim);
+  }
+}
+
 /* CURVE keys (both sides), admission by our ZAP handler (the sender),
  * bounded queues and messages, quick reconnects, heartbeats that notice a
  * dead link within seconds. */
@@ -229,6 +243,7 @@ int setup_socket(void *sock, const struct bridge_opts *o, bool server) {
   int64_t maxsize = server ? SEND_MAX_MESSAGE : RECV_MAX_MESSAGE;
   zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &maxsize, sizeof maxsize);
   if (server) set_str(sock, ZMQ_ZAP_DOMAIN, "shmlane"); /* every peer goes through zap_serve */
+  if (server) raise_file_limit();
   if (server && o->key) {
     if ((rc = read_key_file(o->key, pub, sec))) return key_failed("key file", o->key, rc);
     set_int(sock, ZMQ_CURVE_SERVER, 1);

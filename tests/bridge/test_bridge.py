@@ -19,6 +19,7 @@ import json
 import math
 import re
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -697,29 +698,57 @@ def test_late():
         lost[-1] if lost else "?"))
 
 
-def test_idle():
-    """Connections that never say a word (no ZMTP greeting: nobody knows who
-    they are) do not keep a receiver out, though they outnumber
-    --max-receivers twice over."""
-    a, b = names("i")
-    ep = ipc("idle")
-    s = start([BRIDGE, "send", a, ep, "--quiet", "--max-receivers", "1"])
+def idle_peers(suffix, count, send_args=(), preexec_fn=None):
+    """A sender (started with send_args, preexec_fn), `count` unix
+    connections that never send a byte, then a receiver: (whether the
+    sender was alive after them, whether the receiver's stream came, the
+    sender's stderr)."""
+    a, b = names(suffix)
+    ep = ipc("idle" + suffix)
+    s = subprocess.Popen([BRIDGE, "send", a, ep, "--quiet", *send_args], stderr=subprocess.PIPE,
+                         text=True, preexec_fn=preexec_fn)
+    procs.append(s)
     w = start([PEER, "write", a, "0", "50"])
-    check(wait_for(ep[6:]), "idle peers: the sender binds")
-    idle = []
-    for _ in range(4):
-        c = socket.socket(socket.AF_UNIX)
-        c.connect(ep[6:])
-        idle.append(c)
-    time.sleep(0.2)
+    wait_for(ep[6:])
+    idle = [socket.socket(socket.AF_UNIX) for _ in range(count)]
+    try:
+        for c in idle:
+            c.connect(ep[6:])
+    except OSError:  # the sender is gone
+        pass
+    time.sleep(0.3)
+    alive = s.poll() is None
     r = start([BRIDGE, "recv", ep, b, "--quiet"])
     came = wait_for(shm(b), timeout=2.5)
     for c in idle:
         c.close()
     serr = stop(s)
     stop(r), stop(w)
+    return alive, came, serr
+
+
+def test_idle():
+    """Connections that never say a word (no ZMTP greeting: nobody knows who
+    they are) do not keep a receiver out, though they outnumber
+    --max-receivers twice over."""
+    _, came, serr = idle_peers("i", 4, ["--max-receivers", "1"])
     check(came, "4 idle connections beside --max-receivers 1: a receiver is served (%s)" % (
         "; ".join(l for l in serr.splitlines() if "refused" in l)[:200] or "no refusal"))
+
+
+def test_files():
+    """A sender started with a soft limit of 256 files (under its hard
+    limit, as 1024 under 500000 often is) survives 400 idle connections:
+    each holds a file until libzmq's handshake time limit, and libzmq
+    aborts when an ipc accept finds none left."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 1024:
+        print("skip files: the hard limit of open files is %d" % hard)
+        return
+    low = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))  # noqa: E731
+    alive, came, serr = idle_peers("f", 400, preexec_fn=low)
+    check(alive and came, "400 idle connections, soft limit 256 files: the sender serves on (%s)" % (
+        serr.strip().splitlines()[-1][:120] if serr.strip() else "alive"))
 
 
 def zmtp_peer(c, kind):
@@ -973,6 +1002,7 @@ def main():
             test_users()
             test_late()
             test_idle()
+            test_files()
             test_endless()
             test_endless_sender()
             test_hoarded()
