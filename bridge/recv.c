@@ -372,9 +372,10 @@ static void close_sock(struct receiver *r) {
 }
 
 /* What a sender's messages may take: the queue (--hwm messages, and one
- * being read) of frames of the layout it told, coded or not; the decoder. */
+ * being read) of frames of the layout it told, coded or not (twice the
+ * frame), with their headers and a layout (16 KiB); the decoder. */
 static uint64_t allowed_memory(const struct receiver *r) {
-  uint64_t message = r->have_layout ? 2 * r->layout.frame_bytes + WIRE_MAX_META + 4096 : 0;
+  uint64_t message = r->have_layout ? 2 * r->layout.frame_bytes + WIRE_MAX_META + 16384 : 0;
   return (uint64_t)(r->o->hwm + 2) * message + codec_memory(r->codec);
 }
 

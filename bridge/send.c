@@ -599,8 +599,9 @@ static int setup(struct sender *s) {
   encode_layout(s);
   s->zap = zmq_socket(s->ctx, ZMQ_REP);
   if (zmq_bind(s->zap, "inproc://zeromq.zap.01") != 0) return EXIT_RUNTIME;
-  /* Besides its own buffers: each connection's queues, engine and headers. */
-  mem_guard_start(&s->guard, (64u << 20) + ((uint64_t)o->max_receivers << 18));
+  /* Besides its buffers: each receiver's queued headers and layouts, its engine. */
+  mem_guard_start(&s->guard, (64u << 20) + (uint64_t)o->max_receivers *
+                                               ((o->hwm + 1) * s->scratch_size + (256u << 10)));
   return open_sock(s);
 }
 
@@ -615,17 +616,15 @@ static void pump(struct sender *s) {
     serve_sockets(s, 100);
     return;
   }
+  /* An entry (one for every pin and copy, and one more) and a pin are kept
+   * for receiving: neither can be missing. */
   struct held *p = free_entry(s, false);
-  if (!p) { /* cannot happen: entries for every pin and copy, and one more */
+  int rc = p ? shl_reader_receive(s->reader, &p->sample, 10000000, 0) : SHL_E_PIN_LIMIT;
+  if (rc == SHL_E_PIN_LIMIT) {
     serve_sockets(s, 1);
     return;
   }
-  int rc = shl_reader_receive(s->reader, &p->sample, 10000000, 0);
   if (rc == -ETIMEDOUT || rc == -EINTR) return;
-  if (rc == SHL_E_PIN_LIMIT) { /* cannot happen: a pin is kept for receiving */
-    serve_sockets(s, 1);
-    return;
-  }
   if (rc == SHL_E_WRITER_GONE || rc == SHL_E_WRITER_CLOSED) {
     set_state(s, rc == SHL_E_WRITER_GONE ? WIRE_GONE : WIRE_CLOSED);
     serve_sockets(s, 50);
