@@ -83,13 +83,14 @@ int handshaken(int count, int event);
 
 /* ZeroMQ keeps every part of a message until its last has come, whatever
  * the high-water mark (which counts whole messages): a peer that sends one
- * endless message would fill the memory. The guard compares the process's
- * private memory (not the streams' shared memory) every 20 ms with what it
+ * endless message would fill the memory. The guard compares the memory
+ * allocated now (not the streams' shared memory) every 20 ms with what it
  * was at the start, plus the bridge's own buffers (`allowed`) and a
  * headroom; when it is over, it says so and the caller drops every
  * connection, and what they queued, with its socket. */
 struct mem_guard {
-  uint64_t base, headroom, next_ns;
+  uint64_t base, headroom, next_ns, trim_ns;
+  uint64_t held; /* at the last drop, until the memory is back under the bound */
 };
 void mem_guard_start(struct mem_guard *g, uint64_t headroom);
 bool mem_guard_over(struct mem_guard *g, uint64_t allowed, uint64_t now);

@@ -383,33 +383,53 @@ const char *monitor_event(void *monitor, const struct bridge_opts *o, bool serve
 
 /* ---------------------------------------------------------------- memory */
 
-/* Resident pages not backed by a file or shared memory: the heap. */
-static uint64_t private_bytes(void) {
+/* Bytes the process's allocator has handed out and not had back: what
+ * ZeroMQ's queues hold counts at once, and nothing freed does (an
+ * allocator may keep freed memory: the resident size would stay up after
+ * every connection was dropped, and the guard would drop them again and
+ * again). ASan's own allocator, glibc's (2.33 on), else the resident
+ * pages not backed by a file or shared memory. */
+#if defined(__SANITIZE_ADDRESS__)
+size_t __sanitizer_get_current_allocated_bytes(void); /* <sanitizer/allocator_interface.h> */
+#endif
+static uint64_t heap_bytes(void) {
+#if defined(__SANITIZE_ADDRESS__)
+  return __sanitizer_get_current_allocated_bytes();
+#elif defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
+  struct mallinfo2 m = mallinfo2();
+  return m.uordblks + m.hblkhd;
+#else
   unsigned long long size, resident, shared = 0;
   FILE *f = fopen("/proc/self/statm", "r");
   if (!f) return 0;
   int n = fscanf(f, "%llu %llu %llu", &size, &resident, &shared);
   fclose(f);
   return n == 3 && resident > shared ? (resident - shared) * (uint64_t)sysconf(_SC_PAGESIZE) : 0;
+#endif
 }
 
 void mem_guard_start(struct mem_guard *g, uint64_t headroom) {
-  *g = (struct mem_guard){private_bytes(), headroom, 0};
+  *g = (struct mem_guard){heap_bytes(), headroom, 0, 0, 0};
 }
 
 bool mem_guard_over(struct mem_guard *g, uint64_t allowed, uint64_t now) {
   if (now < g->next_ns) return false;
   g->next_ns = now + 20000000u;
-  uint64_t limit = g->base + g->headroom + allowed, used = private_bytes();
-  if (!used || used <= limit) return false;
 #ifdef __GLIBC__
-  malloc_trim(0); /* what was freed and kept (a socket dropped before, say) does not count */
-  if ((used = private_bytes()) <= limit) return false;
+  if (g->trim_ns && now >= g->trim_ns) /* a dropped socket's memory, back to the system */
+    malloc_trim(0), g->trim_ns = 0;
 #endif
+  uint64_t limit = g->base + g->headroom + allowed, used = heap_bytes();
+  if (used <= limit) g->held = 0; /* the last drop took effect */
+  /* While libzmq's threads free what the dropped socket held (or if they
+   * never do), only more than that counts: no drop after drop. */
+  if (g->held) limit = g->held + g->headroom;
+  if (!used || used <= limit) return false;
   logf_("ZeroMQ holds %llu MB of messages from peers, more than the %llu MB allowed (a message "
         "of endless parts?): every connection is dropped, and made again",
         (unsigned long long)((used - g->base - allowed) >> 20),
         (unsigned long long)(g->headroom >> 20));
-  g->next_ns = now + 500000000u; /* the sockets' queues go in ZeroMQ's own threads */
+  g->held = used;
+  g->trim_ns = now + 200000000u;
   return true;
 }

@@ -421,7 +421,7 @@ static int child(const struct bridge_opts *o, struct written *shared, double sec
     }
     if (now >= r.next_join_ns) send_join(&r);
     zmq_pollitem_t items[2] = {{r.sock, 0, ZMQ_POLLIN, 0}, {r.monitor, 0, ZMQ_POLLIN, 0}};
-    if (zmq_poll(items, 2, 100) <= 0) continue;
+    if (zmq_poll(items, 2, 20) <= 0) continue; /* 20 ms: the memory guard's turn */
     if (items[0].revents) /* a frame may wait 100 ms for a slot: SIGTERM is not kept waiting */
       for (int i = 0; i < 64 && !stop_requested; i++) {
         int events = 0;
