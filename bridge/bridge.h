@@ -69,6 +69,16 @@ int setup_socket(void *sock, const struct bridge_opts *o, bool server);
 int load_allowed(const struct bridge_opts *o, uint8_t (*keys)[32], int max);
 /* Answers one ZAP request from `zap` by the policy; a refusal is logged. */
 void zap_serve(void *zap, const struct admit_policy *p, const char *name, uint64_t *last_log);
+/* A PAIR socket connected to a new monitor of `sock` (the events of a
+ * sender's listening socket, or of a receiver's connection; *generation
+ * makes its name), keeping every event: libzmq's I/O thread sends them
+ * with a blocking send, and would wait on a full queue. */
+void *open_monitor(void *ctx, void *sock, bool server, int *generation);
+/* Closes a socket and its monitor, the monitor stopped first: closed the
+ * other way (or both at once), an event libzmq's I/O thread sends for a
+ * connection being torn down finds no reader, and that thread waits
+ * forever (every socket of the context stops). */
+void close_monitored(void *sock, void *monitor);
 /* Reads one monitor event (its code in *event, -1 if none was waiting; its
  * value in *value): the text for a failed handshake, or NULL. */
 const char *monitor_event(void *monitor, const struct bridge_opts *o, bool server, char *peer,

@@ -322,6 +322,26 @@ int handshaken(int count, int event) {
   return event == ZMQ_EVENT_DISCONNECTED && count > 0 ? count - 1 : count;
 }
 
+void *open_monitor(void *ctx, void *sock, bool server, int *generation) {
+  char name[64];
+  snprintf(name, sizeof name, "inproc://monitor-%s-%d", server ? "send" : "recv", (*generation)++);
+  zmq_socket_monitor(sock, name,
+                     ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                         ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
+                         ZMQ_EVENT_DISCONNECTED | (server ? 0 : ZMQ_EVENT_CONNECTED));
+  void *monitor = zmq_socket(ctx, ZMQ_PAIR);
+  int all = 0; /* unbounded: libzmq's threads never wait for us to read an event */
+  zmq_setsockopt(monitor, ZMQ_RCVHWM, &all, sizeof all);
+  zmq_connect(monitor, name);
+  return monitor;
+}
+
+void close_monitored(void *sock, void *monitor) {
+  if (sock) zmq_socket_monitor(sock, NULL, 0); /* no event after this returns */
+  zmq_close(monitor);
+  zmq_close(sock);
+}
+
 const char *monitor_event(void *monitor, const struct bridge_opts *o, bool server, char *peer,
                           size_t peer_size, int *event_out, uint32_t *value_out) {
   zmq_msg_t m;

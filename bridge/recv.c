@@ -349,14 +349,7 @@ static int open_sock(struct receiver *r) {
   if (rc) return rc;
   int joins = 4; /* we send JOINs only */
   zmq_setsockopt(r->sock, ZMQ_SNDHWM, &joins, sizeof joins);
-  char mon[64];
-  snprintf(mon, sizeof mon, "inproc://monitor-recv-%d", r->generation++);
-  zmq_socket_monitor(r->sock, mon,
-                     ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
-                         ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
-                         ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED);
-  r->monitor = zmq_socket(r->ctx, ZMQ_PAIR);
-  zmq_connect(r->monitor, mon);
+  r->monitor = open_monitor(r->ctx, r->sock, false, &r->generation);
   r->handshake_ok = false;
   if (zmq_connect(r->sock, r->o->ep.zmq) != 0) {
     logf_("cannot connect to %s: %s", r->o->ep.text, zmq_strerror(errno));
@@ -366,8 +359,7 @@ static int open_sock(struct receiver *r) {
 }
 
 static void close_sock(struct receiver *r) {
-  zmq_close(r->sock);
-  zmq_close(r->monitor);
+  close_monitored(r->sock, r->monitor);
   r->sock = r->monitor = NULL;
 }
 

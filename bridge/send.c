@@ -252,14 +252,7 @@ static int open_sock(struct sender *s) {
   zmq_setsockopt(s->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one); /* full or gone: told */
   zmq_setsockopt(s->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
   zmq_setsockopt(s->sock, ZMQ_RCVHWM, &in, sizeof in); /* JOINs: a few are plenty */
-  char mon[64];
-  snprintf(mon, sizeof mon, "inproc://monitor-send-%d", s->generation++);
-  zmq_socket_monitor(s->sock, mon,
-                     ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
-                         ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
-                         ZMQ_EVENT_DISCONNECTED);
-  s->monitor = zmq_socket(s->ctx, ZMQ_PAIR);
-  zmq_connect(s->monitor, mon);
+  s->monitor = open_monitor(s->ctx, s->sock, true, &s->generation);
   s->policy.connections = 0;
   if (zmq_bind(s->sock, s->o->ep.zmq) != 0) {
     logf_("cannot bind %s: %s", s->o->ep.text, zmq_strerror(errno));
@@ -271,8 +264,7 @@ static int open_sock(struct sender *s) {
 /* Linger 0: queued frames are dropped, their free functions run; every
  * receiver joins again. */
 static void close_sock(struct sender *s) {
-  zmq_close(s->sock);
-  zmq_close(s->monitor);
+  close_monitored(s->sock, s->monitor);
   s->sock = s->monitor = NULL;
   for (uint32_t i = 0; i < (uint32_t)s->o->max_receivers; i++) s->peers[i].used = false;
   s->npeers = 0;
