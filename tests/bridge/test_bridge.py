@@ -825,7 +825,8 @@ def test_endless():
     stop(w), stop(r)
     check(sent < 600 << 20, "endless message: the sender cut it off each time (after %d MB at most)"
           % (sent >> 20))
-    check(grown < 200000, "endless message: the sender's memory grows by %d kB (< 200 MB)" % grown)
+    check(grown < 500000, "endless message: the sender's memory grows by %d kB (< 500 MB: 1 GB and "
+          "more without the bound; ASan keeps 256 MB of what is freed)" % grown)
     check("every connection is dropped" in serr, "endless message: the sender says why")
     check(len(frames_ok(got, "endless message")) >= 10,
           "endless message: the healthy receiver joins again and gets frames")
