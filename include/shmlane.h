@@ -374,10 +374,11 @@ SHL_API int shl_dup(shl_segment **out, const shl_segment *seg);
 /* Unmap and free. The segment stays in place unless the creator asked for
  * SHL_CREATE_UNLINK_ON_CLOSE. Accepts NULL. Releases the lock if the calling
  * thread holds it through this handle. If another thread holds it, the
- * mapping stays (the mutex is on that thread's robust list) until that
- * thread calls shl_unlock, which completes the close; if that thread exits
- * still holding it, the kernel marks it dead and the next locker anywhere
- * gets SHL_E_OWNER_DEAD. Calls blocked in shl_lock/shl_trylock/shl_wait(_ex)
+ * mapping stays (its unlock writes the lock word) until that thread calls
+ * shl_unlock, which completes the close; if that thread has ended still
+ * holding it, the lock is marked dead and the next locker anywhere gets
+ * SHL_E_OWNER_DEAD; if it ends later, that happens when its process ends
+ * (the handle is then never freed). Calls blocked in shl_lock/shl_trylock/shl_wait(_ex)
  * on the handle return SHL_E_CLOSED; the last one out frees. In a forked
  * child, closing an inherited handle changes nothing shared. */
 SHL_API void shl_close(shl_segment *seg);
@@ -439,14 +440,25 @@ SHL_API int shl_list(int (*fn)(const char *name, void *arg), void *arg);
 
 /* ---------------------------------------------------------------- lock */
 
-/* Robust, process-shared lock, one per segment.
- * 0: locked. SHL_E_OWNER_DEAD: locked, and the previous holder died while
- * holding it; the lock is consistent again but the data it guards may be
- * half-written. -ETIMEDOUT: not acquired. -EBUSY (trylock): held elsewhere.
- * -EDEADLK: this thread holds it. SHL_E_READONLY: opened without write access.
+/* Robust, process-shared lock, one per segment (a futex word: docs/format.md,
+ * Lock). 0: locked. SHL_E_OWNER_DEAD: locked, and the previous holder's
+ * process died holding it (or its thread ended holding it and then its handle
+ * was closed); the lock is good again but the data it guards may be
+ * half-written. A holding thread that ends while its process lives keeps the
+ * lock held until its handle is closed or its process ends (in 0.2.0 the next
+ * locker got SHL_E_OWNER_DEAD at once). -ETIMEDOUT: not acquired.
+ * -EBUSY (trylock): held elsewhere. -EDEADLK: this thread holds it through
+ * this handle (through another handle of the same segment it waits, as for
+ * any other holder). SHL_E_READONLY: opened without write access.
  * SHL_E_CLOSED: another thread closed the handle meanwhile (not acquired).
+ * The first lock through a handle starts a thread of the process (its lock
+ * keeper, which lets the kernel see the holder's death); where none can run
+ * (a seccomp filter refusing set_robust_list), and through a handle inherited
+ * across fork(), the lock still excludes but a holder's death is not seen.
  * shl_unlock: only the thread that locked through this handle, in this
- * process (-EPERM for any other, and for a parent's lock in a forked child). */
+ * process (-EPERM for any other, and for a parent's lock in a forked child);
+ * -ENOTRECOVERABLE if another process rewrote the lock word meanwhile (the
+ * lock is released here; the word is left as that process wrote it). */
 SHL_API int shl_lock(shl_segment *seg, int64_t timeout_ns);
 SHL_API int shl_trylock(shl_segment *seg);
 SHL_API int shl_unlock(shl_segment *seg);

@@ -28,6 +28,10 @@ shl_segment *shl__seg_new(int fd) {
   atomic_init(&seg->holder, 0);
   atomic_init(&seg->closing, 0);
   atomic_init(&seg->sleepers, gen_word(seg->fork_gen, 0));
+  atomic_init(&seg->lock_keeper, NULL);
+  atomic_init(&seg->lock_nokeeper, false);
+  atomic_init(&seg->lock_tid, 0);
+  pthread_mutex_init(&seg->lock_ops, NULL);
   return seg;
 }
 
@@ -56,9 +60,13 @@ uint32_t shl__seg_sleepers(shl_segment *seg) {
 }
 
 void shl__seg_release(shl_segment *seg) {
+  /* No holder is left: the lock keeper's list is empty (after a fork,
+   * stopping only frees what the parent's keeper left). */
+  shl__keeper_stop(atomic_load(&seg->lock_keeper));
   if (seg->hdr) munmap(seg->hdr, seg->map_size);
   shl__role_fd_close(&seg->role); /* drops the creator role, if held */
   if (seg->fd >= 0) close(seg->fd);
+  pthread_mutex_destroy(&seg->lock_ops);
   free(seg);
 }
 

@@ -2,6 +2,7 @@
 #ifndef SHL_INTERNAL_H
 #define SHL_INTERNAL_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -44,15 +45,20 @@ struct shl_segment {
   uint32_t flags;     /* enum shl__seg_flags */
   uint32_t hdr_flags; /* snapshot of enum shl__header_flags */
   /* Process-local lifetime: the mapping outlives every thread that holds
-   * the lock through this handle (the mutex is on that thread's robust list)
-   * and every call blocked in it. The counted words carry the fork
-   * generation in their high 32 bits: a parent's counts and holder mean
-   * nothing in a child. */
+   * the lock through this handle (its unlock writes the word) and every call
+   * blocked in it. The counted words carry the fork generation in their high
+   * 32 bits: a parent's counts and holder mean nothing in a child. */
   _Atomic uint64_t refs;   /* count: 1 while open, +1 per blocking call inside, +1 while locked */
   _Atomic uint64_t holder; /* kernel thread id holding the lock through this handle, 0 none */
   _Atomic int closing;     /* shl_close() was called: blocked calls return SHL_E_CLOSED */
   _Atomic uint64_t sleepers; /* count: threads between their `closing` check and the futex's return */
   unsigned fork_gen;       /* shl__fork_generation() at open: another value means inherited */
+  /* The lock (lock.c): this handle's lock keeper, started at its first lock. */
+  struct shl__keeper *_Atomic lock_keeper; /* NULL: none yet, or none (lock_nokeeper) */
+  _Atomic bool lock_nokeeper;  /* no keeper could start: the lock has no death recovery */
+  _Atomic uint32_t *lock_word; /* &hdr->lock, the keeper's one word */
+  _Atomic uint32_t lock_tid;   /* the id the holder stored in the word */
+  pthread_mutex_t lock_ops;    /* orders the keeper's start and list steps */
   struct shl__role_fd role; /* the creator's: holds SHL__ROLE_CREATOR while this handle is open */
   char name[SHL_NAME_MAX + 1];
   char staged[SHL__STAGE_NAME_MAX]; /* POSIX name while staged (shl__extra), else "" */
@@ -117,6 +123,10 @@ void shl__seg_sleepers_add(shl_segment *seg, int delta);
 uint32_t shl__seg_sleepers(shl_segment *seg);
 /* This thread, with the fork generation: the word stored in `holder`. */
 uint64_t shl__seg_self(void);
+/* lock.c, for shl_close: releases the lock if the calling thread holds it
+ * through seg; marks it its holder's death (OWNER_DIED) if the thread of
+ * this process that holds it through seg is gone. */
+void shl__lock_close(shl_segment *seg);
 /* Opens a role descriptor of the caller's own (r) on the object seg holds,
  * under the POSIX name it has now (the staged one while staged), and takes
  * the role `byte` unless it is SHL__ROLE_NONE: 0, -EBUSY while another holds
@@ -204,6 +214,7 @@ int64_t shl__monotonic_ns(void);
 int64_t shl__realtime_ns(void);
 /* 0 on wake (or value already changed), -ETIMEDOUT, -EINTR. timeout_ns < 0: forever. */
 int shl__futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t timeout_ns);
+void shl__futex_wake(_Atomic uint32_t *word, int n);
 void shl__futex_wake_all(_Atomic uint32_t *word);
 /* Whether this process sleeps on two words at once (futex_waitv, Linux
  * 5.16): decided once, from a probe of the system call and the environment
@@ -278,6 +289,15 @@ struct shl__keeper;
 struct shl__keeper *shl__keeper_start(_Atomic uint32_t *const *words, unsigned nwords);
 uint32_t shl__keeper_tid(const struct shl__keeper *k);
 void shl__keeper_stop(struct shl__keeper *k);
+/* An idle keeper of one word (*word, 8-byte aligned): it stores nothing in
+ * it, and its robust list starts empty. A caller that claims the word for
+ * the keeper (stores its tid) lists it, and unlists it before giving it up;
+ * around each such step it marks the word pending, so that a death between
+ * the word's change and the list's is still seen by the kernel (for a
+ * pending word that holds 0 it wakes one sleeper). One caller at a time. */
+struct shl__keeper *shl__keeper_start_idle(_Atomic uint32_t *const *word);
+void shl__keeper_pending(struct shl__keeper *k, bool on);
+void shl__keeper_list(struct shl__keeper *k, bool on);
 
 /* v rounded up to a multiple of align (> 0). */
 static inline uint64_t shl__round_up(uint64_t v, uint64_t align) {

@@ -1,6 +1,7 @@
 /* Liveness words (docs/format.md, Streams: Liveness): a keeper thread holds
  * words of shared memory as robust futexes, so that the kernel marks them
  * and wakes a sleeper on each when the keeper's process dies. */
+#include <assert.h>
 #include <errno.h>
 #include <linux/futex.h>
 #include <pthread.h>
@@ -23,7 +24,9 @@ _Static_assert(SHL__ALIVE_WAITERS == FUTEX_WAITERS && SHL__ALIVE_DIED == FUTEX_O
  * every word still holding its id, stores OWNER_DIED and wakes one sleeper.
  * The kernel finds a word at a fixed offset from its list entry, so the
  * entries live in a private shadow of the words' span: entry k at the same
- * distance from the shadow's start as word k from the first word. */
+ * distance from the shadow's start as word k from the first word.
+ * An idle keeper (the segment lock's, lock.c) stores nothing and starts with
+ * an empty list: its caller lists the word while it holds it for the keeper. */
 
 struct shl__keeper {
   struct robust_list_head head;
@@ -34,6 +37,7 @@ struct shl__keeper {
   _Atomic uint32_t tid;
   pthread_t thread;
   unsigned fork_gen;
+  bool idle; /* the words are listed and claimed by callers (shl__keeper_list), not at start */
 };
 
 static void *keeper_main(void *arg) {
@@ -47,7 +51,7 @@ static void *keeper_main(void *arg) {
   uint32_t tid = (uint32_t)syscall(SYS_gettid);
   if (rc == 0) {
     atomic_store(&k->tid, tid);
-    for (unsigned i = 0; i < k->nwords; i++) atomic_store(k->words[i], tid);
+    for (unsigned i = 0; i < k->nwords && !k->idle; i++) atomic_store(k->words[i], tid);
   }
   uint32_t expected = 0;
   if (atomic_compare_exchange_strong(&k->state, &expected, 1)) shl__futex_wake_all(&k->state);
@@ -77,14 +81,17 @@ static int keeper_list(struct shl__keeper *k) {
   prev->next = &k->head.list;
   k->head.futex_offset = (long)(lo - (uintptr_t)k->shadow);
   k->head.list_op_pending = NULL;
+  if (k->idle) k->head.list.next = &k->head.list; /* entries preset, the list empty */
   return 0;
 }
 
-struct shl__keeper *shl__keeper_start(_Atomic uint32_t *const *words, unsigned nwords) {
+static struct shl__keeper *keeper_start(_Atomic uint32_t *const *words, unsigned nwords,
+                                        bool idle) {
   struct shl__keeper *k = calloc(1, sizeof *k);
   if (!k) return NULL;
   k->words = words;
   k->nwords = nwords;
+  k->idle = idle;
   k->fork_gen = shl__fork_generation();
   pthread_attr_t attr;
   sigset_t all, old;
@@ -112,6 +119,28 @@ struct shl__keeper *shl__keeper_start(_Atomic uint32_t *const *words, unsigned n
     return NULL;
   }
   return k;
+}
+
+struct shl__keeper *shl__keeper_start(_Atomic uint32_t *const *words, unsigned nwords) {
+  return keeper_start(words, nwords, false);
+}
+
+struct shl__keeper *shl__keeper_start_idle(_Atomic uint32_t *const *word) {
+  return keeper_start(word, 1, true);
+}
+
+/* One pointer store each, in the order the kernel may read them at any
+ * moment (the keeper can die between two): release stores. */
+void shl__keeper_pending(struct shl__keeper *k, bool on) {
+  assert(k->idle);
+  struct robust_list *e = k->shadow; /* the one word's entry */
+  __atomic_store_n(&k->head.list_op_pending, on ? e : NULL, __ATOMIC_RELEASE);
+}
+
+void shl__keeper_list(struct shl__keeper *k, bool on) {
+  assert(k->idle);
+  struct robust_list *e = k->shadow; /* its next is the head, preset */
+  __atomic_store_n(&k->head.list.next, on ? e : &k->head.list, __ATOMIC_RELEASE);
 }
 
 uint32_t shl__keeper_tid(const struct shl__keeper *k) { return k ? atomic_load(&k->tid) : 0; }

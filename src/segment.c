@@ -67,18 +67,6 @@ bool shl__mode_has_readonly_class(uint32_t mode) {
   return ((mode & 040) && !(mode & 020)) || ((mode & 04) && !(mode & 02));
 }
 
-static int init_mutex(pthread_mutex_t *mutex) {
-  pthread_mutexattr_t attr;
-  int rc = pthread_mutexattr_init(&attr);
-  if (rc) return -rc;
-  rc = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-  if (!rc) rc = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
-  if (!rc) rc = pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ERRORCHECK);
-  if (!rc) rc = pthread_mutex_init(mutex, &attr);
-  pthread_mutexattr_destroy(&attr);
-  return -rc;
-}
-
 static void fill_snapshot(shl_segment *seg, const struct shl__header *h, const char *format);
 
 int shl__segment_create(shl_segment **out, const char *name, const shl_layout *layout,
@@ -187,8 +175,7 @@ int shl__segment_create(shl_segment **out, const char *name, const shl_layout *l
   memcpy(h->shape, plan.shape, sizeof h->shape);
   memcpy(h->strides, plan.strides, sizeof h->strides);
   memcpy((char *)map + plan.format_offset, layout->format, plan.format_len);
-  rc = init_mutex(&h->lock.mutex);
-  if (rc < 0) goto fail;
+  /* The lock word is 0, free, as the whole new file. */
   if (extra->init_ext) extra->init_ext((char *)map + plan.ext_offset, extra->arg);
   fill_snapshot(seg, h, layout->format);
   seg->flags = SHL__SEG_HDR_WRITABLE |
@@ -548,10 +535,10 @@ void shl_close(shl_segment *seg) {
   bool inherited = shl__seg_inherited(seg);
   atomic_store(&seg->closing, 1);
   /* The calling thread's lock is released. Another thread's stays held, and
-   * mapped, until that thread unlocks (the last one out frees): unmapping a
-   * mutex on a live thread's robust list would crash its next lock, and at its
-   * exit the kernel could not mark it OWNER_DIED. */
-  if (atomic_load(&seg->holder) == shl__seg_self()) shl_unlock(seg);
+   * mapped, until that thread unlocks (its unlock writes the word; the last
+   * one out frees); one that is gone can never unlock: its claim is marked
+   * OWNER_DIED, as its death. */
+  shl__lock_close(seg);
   if (seg->staged[0] && !inherited) (void)unlink_if_same(seg->staged, seg->fd); /* never swapped in */
   if ((seg->flags & SHL__SEG_UNLINK_ON_CLOSE) && !inherited) {
     char pname[POSIX_NAME_MAX + 1];

@@ -1,11 +1,10 @@
-/* The bytes every process agrees on: the segment header, format version 4.
+/* The bytes every process agrees on: the segment header, format version 5.
  * Documented field by field in docs/format.md; the asserts below pin it.
  * All integers are in the creating machine's byte order (segments never
  * leave one machine); `magic` tells a foreign file from ours. */
 #ifndef SHL_SHM_LAYOUT_H
 #define SHL_SHM_LAYOUT_H
 
-#include <pthread.h>
 #include <stdalign.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -15,8 +14,9 @@
 
 #define SHL__MAGIC "SHMLANE"  /* 7 chars + NUL = 8 bytes */
 /* 2: liveness by role locks; 3: stream metadata, replacement; 4: a liveness
- * word per reader entry, the declared frame period, modes without read-only classes */
-#define SHL__FORMAT_VERSION 4u
+ * word per reader entry, the declared frame period, modes without read-only
+ * classes; 5: the segment lock is a robust futex word, not a pthread mutex */
+#define SHL__FORMAT_VERSION 5u
 #define SHL__HEADER_SIZE 512u /* fixed part; the format string follows it */
 #define SHL__PAYLOAD_ALIGN 4096u
 #define SHL__EXT_ALIGN 64u /* ext_offset: the stream area holds 64-byte aligned atomics */
@@ -63,10 +63,8 @@ struct shl__header {
   uint64_t shape[SHL_MAX_NDIM]; /* 128 */
   int64_t strides[SHL_MAX_NDIM];/* 192 bytes */
   /* Mutable part: each on its own cache line. */
-  alignas(64) union {           /* 256 robust process-shared pthread mutex */
-    pthread_mutex_t mutex;
-    unsigned char bytes[64];
-  } lock;
+  alignas(64) _Atomic uint32_t lock; /* 256 the lock word (SHL__LOCK_*, lock.c) */
+  uint32_t reserved_lock[15];   /* 260 zero */
   alignas(64) _Atomic uint64_t changes; /* 320 change counter; futex on its low 32 bits */
   _Atomic uint32_t waiters;     /* 328 sleepers that asked to be woken */
   uint32_t reserved1;           /* 332 */
@@ -74,7 +72,6 @@ struct shl__header {
 };
 
 _Static_assert(sizeof(struct shl__header) == SHL__HEADER_SIZE, "header size");
-_Static_assert(sizeof(pthread_mutex_t) <= 64, "mutex fits its slot");
 _Static_assert(offsetof(struct shl__header, format_version) == 8, "layout");
 _Static_assert(offsetof(struct shl__header, state) == 16, "layout");
 _Static_assert(offsetof(struct shl__header, kind) == 20, "layout");
@@ -93,7 +90,7 @@ _Static_assert(offsetof(struct shl__header, ext_offset) == 96, "layout");
 _Static_assert(offsetof(struct shl__header, ext_size) == 104, "layout");
 _Static_assert(offsetof(struct shl__header, shape) == 128, "layout");
 _Static_assert(offsetof(struct shl__header, strides) == 192, "layout");
-_Static_assert(offsetof(struct shl__header, lock) == 256, "layout");
+_Static_assert(offsetof(struct shl__header, lock) == 256, "layout: 8-aligned, for a keeper's list");
 _Static_assert(offsetof(struct shl__header, changes) == 320, "layout");
 _Static_assert(offsetof(struct shl__header, waiters) == 328, "layout");
 _Static_assert(sizeof(_Atomic uint64_t) == 8 && sizeof(_Atomic uint32_t) == 4, "atomics");
@@ -127,6 +124,14 @@ struct shl__stream_ctl {
   _Atomic uint64_t period_ns;       /* 104 frame period the writer declared, 0 unknown */
   uint64_t reserved4[2];            /* 112 zero */
 };
+
+/* The segment lock word: the kernel's robust futex bits, as a liveness word
+ * (below). TID: the thread id of the holder's lock keeper (or, for a holder
+ * without one, of the holding thread); 0 free. WAITERS: someone sleeps on
+ * it. OWNER_DIED: the kernel found its holder's keeper gone. */
+#define SHL__LOCK_WAITERS 0x80000000u
+#define SHL__LOCK_DIED 0x40000000u
+#define SHL__LOCK_TID_MASK 0x3fffffffu
 
 /* A liveness word, a robust futex word in each reader entry (docs/format.md,
  * Liveness): the thread id of a thread the writer keeps for this alone, which

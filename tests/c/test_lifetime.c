@@ -1,5 +1,5 @@
 /* Handle lifetime against threads and fork: shl_close() from another thread
- * never unmaps a mutex its holder still has on its robust list, nor memory
+ * never unmaps a lock word its holder will still unlock, nor memory
  * under a call blocked in shl_lock/shl_wait; a forked child's inherited
  * handle never changes shared state (no unlock, no unlink) on close, nor
  * waits on its close for the parent's sleepers; a name is removed only
@@ -61,8 +61,8 @@ static void *holder_main(void *p) {
   h->rc_lock_a = shl_lock(h->a, WAIT_NS);
   atomic_store(&h->done, 1);
   await_step(&h->step, 1);
-  /* A was closed by another thread meanwhile: its mutex must still be
-   * mapped, as it is on this thread's robust list, which locking B updates. */
+  /* A was closed by another thread meanwhile: its lock word must still be
+   * mapped, as this thread's unlock writes it. */
   h->rc_lock_b = shl_lock(h->b, WAIT_NS);
   h->rc_unlock_b = shl_unlock(h->b);
   h->rc_unlock_a = shl_unlock(h->a); /* completes the deferred close */
@@ -159,8 +159,8 @@ static void test_close_wakes_blocked(void) {
 }
 
 /* A process whose thread holds the lock of a segment another thread closed,
- * and that exits: the kernel marks the mutex OWNER_DIED (it is still
- * mapped), so the next locker anywhere recovers it. Before the fix the
+ * and that exits: the kernel marks the word OWNER_DIED (it is still mapped,
+ * and on the handle's keeper's list), so the next locker anywhere recovers it. Before the fix the
  * mapping was gone at exit, and every later lock timed out. */
 static void *hold_forever(void *p) {
   struct holder *h = p;

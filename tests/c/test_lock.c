@@ -1,11 +1,14 @@
 /* The segment lock across processes: mutual exclusion, time-outs, and recovery
- * after a holder is SIGKILLed (robust mutex: the next locker gets
- * SHL_E_OWNER_DEAD with the lock, later lockers plain 0). The other processes
- * are this program re-executed with a role argument: they share nothing with
- * us but the segment. */
+ * after a holder is SIGKILLed (a robust futex word: the next locker gets
+ * SHL_E_OWNER_DEAD with the lock, later lockers plain 0), in any state and
+ * across PID namespaces; a peer scribbling on the lock's bytes; threads and
+ * handles of one process. The other processes are this program re-executed
+ * with a role argument: they share nothing with us but the segment. */
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
+#include <sys/mman.h>
 
 #include "testutil_proc.h"
 
@@ -81,6 +84,20 @@ static int role_block(shl_segment *seg, int fd) {
   return rc == 0 ? BLOCK_GOT_0 : BLOCK_GOT_OWNER_DEAD;
 }
 
+/* Lock and unlock until killed (a dead holder before us is fine). */
+static int role_churn(shl_segment *seg, int fd) {
+  for (bool told = false;;) {
+    int rc = shl_lock(seg, WAIT_NS);
+    if (rc != 0 && rc != SHL_E_OWNER_DEAD) {
+      fprintf(stderr, "churn: shl_lock returned %s\n", shl_err_name(rc));
+      return 1;
+    }
+    if (!told) t_send_byte(fd, 'R');
+    told = true;
+    T_EXPECT_RC(shl_unlock(seg), 0);
+  }
+}
+
 static int role_count(shl_segment *seg, int fd, long rounds) {
   t_send_byte(fd, 'R');
   count_locked(seg, rounds);
@@ -100,6 +117,8 @@ static int run_role(int argc, char **argv) {
     rc = t_result();
   } else if (strcmp(role, "block") == 0) {
     rc = role_block(seg, fd);
+  } else if (strcmp(role, "churn") == 0) {
+    rc = role_churn(seg, fd);
   } else if (strcmp(role, "count") == 0 && argc == 5) {
     rc = role_count(seg, fd, atol(argv[3]));
   } else {
@@ -116,16 +135,54 @@ static pid_t spawn(const char *role, const char *name, const char *arg, int *rep
   return t_exec_reporting(args, report, CHILD_LIMIT_S);
 }
 
-/* Start a "hold" child and return once it has the lock. */
-static pid_t start_holder(const char *name) {
-  int fd;
-  pid_t pid = spawn("hold", name, NULL, &fd);
+/* A role in a new PID namespace, where it is pid 1 and its threads have ids
+ * that processes of other namespaces have too (raw clone: the parent's pid of
+ * the child, which only execs). -1 if namespaces are refused (not root). */
+static pid_t spawn_in_pid_ns(const char *role, const char *name, const char *arg, int *report) {
+  char exe[PATH_MAX], fd_arg[16];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  T_REQUIRE(n > 0);
+  exe[n] = '\0';
+  int fds[2];
+  T_REQUIRE(pipe(fds) == 0);
+  fcntl(fds[0], F_SETFD, FD_CLOEXEC);
+  snprintf(fd_arg, sizeof fd_arg, "%d", fds[1]);
+  char *argv[] = {(char *)self, (char *)role, (char *)name, (char *)(arg ? arg : fd_arg),
+                  arg ? fd_arg : NULL, NULL};
+  fflush(NULL);
+  long pid = syscall(SYS_clone, CLONE_NEWPID | SIGCHLD, NULL, NULL, NULL, 0);
+  if (pid == 0) {
+    alarm(CHILD_LIMIT_S);
+    execv(exe, argv);
+    _exit(127);
+  }
+  close(fds[1]);
+  if (pid < 0) {
+    close(fds[0]);
+    return -1;
+  }
+  *report = fds[0];
+  return (pid_t)pid;
+}
+
+/* Wait for a role's first message ('L' for "hold") and return its pid. */
+static pid_t started(pid_t pid, int fd, int want) {
   int msg = t_read_byte(fd, 5000);
   close(fd);
-  if (msg != 'L') kill(pid, SIGKILL); /* leave nothing behind */
-  T_REQUIRE(msg == 'L');
+  if (msg != want) kill(pid, SIGKILL); /* leave nothing behind */
+  T_REQUIRE(msg == want);
   return pid;
 }
+
+/* Start a role and return once it sent `want`. */
+static pid_t start_role(const char *role, const char *name, int want) {
+  int fd;
+  pid_t pid = spawn(role, name, NULL, &fd);
+  return started(pid, fd, want);
+}
+
+/* Start a "hold" child and return once it has the lock. */
+static pid_t start_holder(const char *name) { return start_role("hold", name, 'L'); }
 
 static void kill_holder(pid_t pid) {
   T_CHECK(kill(pid, SIGKILL) == 0);
@@ -284,17 +341,189 @@ static void test_unlock_races_a_lock_of_another_thread(shl_segment *seg) {
   T_EXPECT_RC(shl_unlock(seg), 0);
 }
 
-int main(int argc, char **argv) {
-  self = argv[0];
-  if (argc > 2) return run_role(argc, argv);
+/* Holders SIGKILLed at any moment of lock or unlock, with another process
+ * locking too (waiters set or not, the word listed or pending): the lock is
+ * never lost; each kill leaves it free or marked for the next locker. */
+static void test_killed_at_any_moment(const char *name, shl_segment *seg) {
+  enum { ROUNDS = 12 };
+  pid_t other = start_role("churn", name, 'R');
+  for (int round = 0; round < ROUNDS; round++) {
+    pid_t victim = start_role("churn", name, 'R');
+    t_sleep_ms(1 + round % 4);
+    kill_holder(victim);
+    int rc = shl_lock(seg, WAIT_NS);
+    T_REQUIRE(rc == 0 || rc == SHL_E_OWNER_DEAD);
+    T_EXPECT_RC(shl_unlock(seg), 0);
+  }
+  kill_holder(other);
+  int rc = shl_lock(seg, WAIT_NS);
+  T_REQUIRE(rc == 0 || rc == SHL_E_OWNER_DEAD);
+  T_EXPECT_RC(shl_unlock(seg), 0);
+}
 
-  char name[SHL_NAME_MAX + 1];
-  snprintf(name, sizeof name, "%s", t_name("lock"));
+/* Holders in PID namespaces of their own, whose lock keepers have the same
+ * thread id there (2: the thread after pid 1): they exclude each other and
+ * this process; one that dies while waiting never frees another's lock (the
+ * kernel compares only numbers: the word must be on no list but its
+ * holder's), and the holder's death is seen here. */
+static void test_pid_namespaces(const char *name, shl_segment *seg) {
+  enum { ROUNDS = 3000 };
+  volatile struct shared *sh = shl_payload(seg);
+  char rounds[16];
+  snprintf(rounds, sizeof rounds, "%d", ROUNDS);
+  int fd[2];
+  pid_t pid[2];
+  T_EXPECT_RC(shl_lock(seg, WAIT_NS), 0);
+  sh->counter = 0;
+  for (int i = 0; i < 2; i++) {
+    pid[i] = spawn_in_pid_ns("count", name, rounds, &fd[i]);
+    if (pid[i] < 0) {
+      fprintf(stderr, "pid namespaces: %s, skipped\n", strerror(errno));
+      T_EXPECT_RC(shl_unlock(seg), 0);
+      return;
+    }
+    started(pid[i], fd[i], 'R');
+  }
+  T_EXPECT_RC(shl_unlock(seg), 0);
+  count_locked(seg, ROUNDS);
+  for (int i = 0; i < 2; i++) T_EXPECT_EXIT(t_child_reap(pid[i]), 0);
+  T_CHECK(sh->counter == 3 * ROUNDS);
+
+  int f;
+  pid_t holder = spawn_in_pid_ns("hold", name, NULL, &f);
+  T_REQUIRE(holder > 0);
+  started(holder, f, 'L');
+  pid_t waiter = spawn_in_pid_ns("block", name, NULL, &f);
+  T_REQUIRE(waiter > 0);
+  started(waiter, f, 'R');
+  T_CHECK(t_wait_in_futex(waiter, 5000));
+  kill_holder(waiter);
+  check_contended(seg); /* still the holder's, not marked */
+  kill_holder(holder);
+  T_EXPECT_RC(shl_lock(seg, WAIT_NS), SHL_E_OWNER_DEAD);
+  T_EXPECT_RC(shl_unlock(seg), 0);
+}
+
+/* A peer with write access scribbles on the lock's 64-byte slot while a
+ * holder holds it: each 8 bytes but the word alone (a glibc robust mutex's
+ * list links among them: its unlock then wrote where they pointed, SIGSEGV),
+ * then all of them, then the word itself. The holder only ever reads and
+ * writes the word. Run in a child, so that a crash is a failure reported;
+ * the peer's writes come through a mapping of its own (which process makes
+ * them changes nothing for the holder). Returns the step that failed. */
+static int scribble_under_holder(void *name) {
+  static const struct { unsigned off, len; } spans[] = {
+      {24, 8}, {32, 8}, {4, 4}, {8, 8}, {16, 8}, {40, 8}, {48, 8}, {56, 8}, {4, 60}};
+  enum { SLOT = 256 };
+  char path[T_PATH_MAX];
+  int fd = open(t_shm_path(name, path), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return 100;
+  unsigned char *peer = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  if (peer == MAP_FAILED) return 101;
+  shl_segment *seg = t_open(name, 0);
+  for (unsigned i = 0; i < sizeof spans / sizeof spans[0]; i++) {
+    if (shl_lock(seg, WAIT_NS) != 0) return 10 + (int)i;
+    memset(peer + SLOT + spans[i].off, 0x41, spans[i].len);
+    if (shl_unlock(seg) != 0) return 30 + (int)i;
+    if (shl_trylock(seg) != 0 || shl_unlock(seg) != 0) return 50 + (int)i; /* as good as new */
+  }
+  _Atomic uint32_t *word = (_Atomic uint32_t *)(peer + SLOT);
+  /* Another holder's id: this unlock says so and leaves the word alone. */
+  if (shl_lock(seg, WAIT_NS) != 0) return 70;
+  atomic_store(word, 12345);
+  if (shl_unlock(seg) != -ENOTRECOVERABLE) return 71;
+  if (shl_trylock(seg) != -EBUSY) return 72; /* wedged, as the peer asked */
+  atomic_store(word, 0);
+  /* A death the peer made up: reported once to the next locker. */
+  if (shl_lock(seg, WAIT_NS) != 0) return 73;
+  atomic_store(word, SHL__LOCK_DIED);
+  if (shl_unlock(seg) != -ENOTRECOVERABLE) return 74;
+  if (shl_lock(seg, WAIT_NS) != SHL_E_OWNER_DEAD || shl_unlock(seg) != 0) return 75;
+  if (shl_trylock(seg) != 0 || shl_unlock(seg) != 0) return 76;
+  shl_close(seg);
+  munmap(peer, 4096);
+  return 0;
+}
+
+/* A new segment of the tests' layout, removed at exit whatever happens. */
+static shl_segment *make(char name[SHL_NAME_MAX + 1], const char *tag) {
+  snprintf(name, SHL_NAME_MAX + 1, "%s", t_name(tag));
   t_unlink_at_exit(name);
   shl_layout layout = {.format = FORMAT};
   shl_segment *seg = NULL;
   T_EXPECT_RC(shl_create(&seg, name, &layout, NULL), 0);
   T_REQUIRE(seg != NULL && shl_payload_size(seg) >= sizeof(struct shared));
+  return seg;
+}
+
+static void test_scribbled_slot(void) {
+  char name[SHL_NAME_MAX + 1];
+  shl_segment *seg = make(name, "lks");
+  int rc;
+  T_EXPECT_EXIT(t_child_run(scribble_under_holder, name, 20, &rc), 0);
+  T_EXPECT_RC(rc, 0);
+  shl_close(seg);
+  shl_unlink(name);
+}
+
+/* A thread that ends holding the lock, its process alive: the lock stays
+ * held (its handle's keeper lives) until the handle is closed, which marks
+ * it dead: a thread asleep in shl_lock meanwhile gets SHL_E_OWNER_DEAD. */
+static void *lock_and_end(void *seg) { return (void *)(intptr_t)shl_lock(seg, WAIT_NS); }
+static void *lock_and_unlock(void *seg) {
+  intptr_t rc = shl_lock(seg, WAIT_NS);
+  if (rc == 0 || rc == SHL_E_OWNER_DEAD) T_EXPECT_RC(shl_unlock(seg), 0);
+  return (void *)rc;
+}
+
+static void test_thread_ends_holding(const char *name, shl_segment *seg) {
+  shl_segment *h = t_open(name, 0);
+  pthread_t t;
+  void *rc;
+  T_REQUIRE(pthread_create(&t, NULL, lock_and_end, h) == 0);
+  pthread_join(t, &rc);
+  T_EXPECT_RC((int)(intptr_t)rc, 0);
+  T_EXPECT_RC(shl_trylock(seg), -EBUSY);
+  T_REQUIRE(pthread_create(&t, NULL, lock_and_unlock, seg) == 0);
+  t_sleep_ms(30); /* asleep by now, most likely; the result is the same if not */
+  shl_close(h);
+  pthread_join(t, &rc);
+  T_EXPECT_RC((int)(intptr_t)rc, SHL_E_OWNER_DEAD);
+  T_EXPECT_RC(shl_lock(seg, 0), 0);
+  T_EXPECT_RC(shl_unlock(seg), 0);
+}
+
+/* Two handles of one segment in one process: each has its own keeper; the
+ * lock excludes between them as between processes (the same thread through
+ * the other handle waits: -EDEADLK is for the same handle), and a thread
+ * waiting through one gets it when the other's holder unlocks. */
+static void test_two_handles(const char *name, shl_segment *seg) {
+  shl_segment *b = t_open(name, 0);
+  T_EXPECT_RC(shl_lock(seg, WAIT_NS), 0);
+  T_EXPECT_RC(shl_trylock(b), -EBUSY);
+  T_EXPECT_RC(shl_lock(b, 50 * T_MS), -ETIMEDOUT);
+  pthread_t t;
+  void *rc;
+  T_REQUIRE(pthread_create(&t, NULL, lock_and_unlock, b) == 0);
+  t_sleep_ms(10);
+  T_EXPECT_RC(shl_unlock(seg), 0);
+  pthread_join(t, &rc);
+  T_EXPECT_RC((int)(intptr_t)rc, 0);
+  T_EXPECT_RC(shl_lock(b, 0), 0);
+  T_EXPECT_RC(shl_lock(b, 0), -EDEADLK);
+  T_EXPECT_RC(shl_trylock(seg), -EBUSY);
+  shl_close(b); /* releases this thread's lock through b */
+  T_EXPECT_RC(shl_trylock(seg), 0);
+  T_EXPECT_RC(shl_unlock(seg), 0);
+}
+
+int main(int argc, char **argv) {
+  self = argv[0];
+  if (argc > 2) return run_role(argc, argv);
+
+  char name[SHL_NAME_MAX + 1];
+  shl_segment *seg = make(name, "lock");
 
   test_basics(seg);
   test_unlock_races_a_lock_of_another_thread(seg);
@@ -302,6 +531,11 @@ int main(int argc, char **argv) {
   test_holder_killed(name, seg);
   test_killed_while_others_wait(name, seg);
   test_exclusion(name, seg);
+  test_killed_at_any_moment(name, seg);
+  test_pid_namespaces(name, seg);
+  test_thread_ends_holding(name, seg);
+  test_two_handles(name, seg);
+  test_scribbled_slot();
   shl_close(seg);
   return t_result();
 }

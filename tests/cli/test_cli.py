@@ -154,7 +154,7 @@ def test_create_info():
     j = info_json(arr)
     want = {"name": arr, "status": "ok", "kind": "array", "format": "<d", "itemsize": 8,
             "ndim": 2, "shape": [3, 4], "strides": [32, 8], "payload_size": 96, "mode": 0o600,
-            "uid": os.getuid(), "owner": pwd.getpwuid(os.getuid()).pw_name, "creator_alive": False, "changes": 0, "version": 0, "format_version": 4,
+            "uid": os.getuid(), "owner": pwd.getpwuid(os.getuid()).pw_name, "creator_alive": False, "changes": 0, "version": 0, "format_version": 5,
             "stream": None}
     for key, value in want.items():
         check(j.get(key) == value, "info --json %s: %s = %r, want %r" % (arr, key, j.get(key),
