@@ -29,6 +29,15 @@ MUTANTS = [
         "tests": ["lock"],
     },
     {
+        "name": "lock-listed-while-not-held",
+        "why": "a lock keeper lists the word from its start, not only while the lock is held: a keeper "
+               "in another PID namespace with the holder's id number marks a live holder's word at its death",
+        "file": "src/liveness.c",
+        "find": "  if (k->idle) k->head.list.next = &k->head.list; /* entries preset, the list empty */\n",
+        "replace": "",
+        "tests": ["lock"],
+    },
+    {
         "name": "owner-death-not-reported",
         "why": "a lock taken from a dead holder reports 0, not SHL_E_OWNER_DEAD",
         "file": "src/lock.c",
