@@ -46,12 +46,11 @@ static struct shl__keeper *keeper_of(shl_segment *seg, bool start) {
   return k;
 }
 
-/* One attempt at a word read as *v: 1 taken, SHL_E_OWNER_DEAD taken from a
- * dead holder, 0 not (*v is then the word as it is). `keep`: WAITERS for a
- * thread that slept, as others may sleep too. */
+/* One attempt at a free word read as *v: 1 taken, SHL_E_OWNER_DEAD taken
+ * from a dead holder, 0 not (*v is then the word as it is). `keep`: WAITERS
+ * for a thread that slept, as others may sleep too. */
 static int take(shl_segment *seg, struct shl__keeper *k, uint32_t tid, uint32_t *v,
                 uint32_t keep) {
-  if (*v & SHL__LOCK_TID_MASK) return 0;
   uint32_t was = *v;
   if (k) {
     pthread_mutex_lock(&seg->lock_ops);
@@ -96,16 +95,22 @@ static int give_up(shl_segment *seg, uint32_t tid, uint32_t to) {
 /* Takes the word, waiting up to timeout_ns (< 0: forever; 0: not at all,
  * `busy` then) in slices, to see `closing`. */
 static int acquire(shl_segment *seg, int64_t timeout_ns, int busy) {
-  struct shl__keeper *k = keeper_of(seg, true);
-  uint32_t tid = k ? shl__keeper_tid(k) : (uint32_t)shl__thread_id();
+  struct shl__keeper *k = NULL;
+  uint32_t tid = 0; /* not yet known: the keeper starts when the word is first free */
   _Atomic uint32_t *word = &seg->hdr->lock;
   int64_t deadline = shl__deadline(shl__monotonic_ns(), timeout_ns);
   uint32_t keep = 0;
   uint32_t v = atomic_load(word);
   for (;;) {
-    int rc = take(seg, k, tid, &v, keep);
-    if (rc) return rc == 1 ? 0 : rc;
-    if (!(v & SHL__LOCK_TID_MASK)) continue; /* it changed under the attempt */
+    if (!(v & SHL__LOCK_TID_MASK)) {
+      if (!tid) {
+        k = keeper_of(seg, true);
+        tid = k ? shl__keeper_tid(k) : (uint32_t)shl__thread_id();
+      }
+      int rc = take(seg, k, tid, &v, keep);
+      if (rc) return rc == 1 ? 0 : rc;
+      continue; /* it changed under the attempt */
+    }
     if (timeout_ns == 0) return busy;
     if (!(v & SHL__LOCK_WAITERS)) {
       if (!atomic_compare_exchange_strong(word, &v, v | SHL__LOCK_WAITERS)) continue;
