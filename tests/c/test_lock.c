@@ -8,7 +8,12 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 
 #include "testutil_proc.h"
 
@@ -84,6 +89,17 @@ static int role_block(shl_segment *seg, int fd) {
   return rc == 0 ? BLOCK_GOT_0 : BLOCK_GOT_OWNER_DEAD;
 }
 
+/* Lock and unlock once, say so, then wait until a "hold" in a PID namespace
+ * of its own (its pid 1) holds the lock, and lock again (it blocks). */
+static int role_relock(shl_segment *seg, int fd) {
+  volatile struct shared *sh = shl_payload(seg);
+  T_EXPECT_RC(shl_lock(seg, WAIT_NS), 0);
+  T_EXPECT_RC(shl_unlock(seg), 0);
+  t_send_byte(fd, 'U');
+  while (sh->holder != 1) t_sleep_ms(1); /* bounded by CHILD_LIMIT_S */
+  return role_block(seg, fd);
+}
+
 /* Lock and unlock until killed (a dead holder before us is fine). */
 static int role_churn(shl_segment *seg, int fd) {
   for (bool told = false;;) {
@@ -96,6 +112,26 @@ static int role_churn(shl_segment *seg, int fd) {
     told = true;
     T_EXPECT_RC(shl_unlock(seg), 0);
   }
+}
+
+/* set_robust_list fails with EPERM from now on, in this thread and those it
+ * starts: a process under a seccomp filter that refuses it. */
+static bool refuse_robust_lists(void) {
+  struct sock_filter code[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_set_robust_list, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  struct sock_fprog prog = {sizeof code / sizeof code[0], code};
+  return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
+         prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
+}
+
+/* "hold" where no lock keeper can run. */
+static int role_hold_without_keeper(shl_segment *seg, int fd) {
+  T_REQUIRE(refuse_robust_lists());
+  return role_hold(seg, fd);
 }
 
 static int role_count(shl_segment *seg, int fd, long rounds) {
@@ -120,6 +156,10 @@ static int run_role(int argc, char **argv) {
     rc = t_result();
   } else if (strcmp(role, "block") == 0) {
     rc = role_block(seg, fd);
+  } else if (strcmp(role, "hold_nokeeper") == 0) {
+    rc = role_hold_without_keeper(seg, fd);
+  } else if (strcmp(role, "relock") == 0) {
+    rc = role_relock(seg, fd);
   } else if (strcmp(role, "churn") == 0) {
     rc = role_churn(seg, fd);
   } else if (strcmp(role, "count") == 0 && argc == 5) {
@@ -366,9 +406,9 @@ static void test_killed_at_any_moment(const char *name, shl_segment *seg) {
 
 /* Holders in PID namespaces of their own, whose lock keepers have the same
  * thread id there (2: the thread after pid 1): they exclude each other and
- * this process; one that dies while waiting never frees another's lock (the
- * kernel compares only numbers: the word must be on no list but its
- * holder's), and the holder's death is seen here. */
+ * this process; one that dies while waiting, after it held the lock once,
+ * never frees another's lock (the kernel compares only numbers: the word must
+ * be on no list but its holder's), and the holder's death is seen here. */
 static void test_pid_namespaces(const char *name, shl_segment *seg) {
   enum { ROUNDS = 3000 };
   volatile struct shared *sh = shl_payload(seg);
@@ -392,13 +432,17 @@ static void test_pid_namespaces(const char *name, shl_segment *seg) {
   for (int i = 0; i < 2; i++) T_EXPECT_EXIT(t_child_reap(pid[i]), 0);
   T_CHECK(sh->counter == 3 * ROUNDS);
 
-  int f;
+  /* The waiter has held the lock once (its keeper has listed the word and
+   * must have unlisted it) before the other namespace's holder takes it. */
+  int f, wf;
+  sh->holder = 0;
+  pid_t waiter = spawn_in_pid_ns("relock", name, NULL, &wf);
+  T_REQUIRE(waiter > 0);
+  T_CHECK(t_read_byte(wf, 5000) == 'U');
   pid_t holder = spawn_in_pid_ns("hold", name, NULL, &f);
   T_REQUIRE(holder > 0);
   started(holder, f, 'L');
-  pid_t waiter = spawn_in_pid_ns("block", name, NULL, &f);
-  T_REQUIRE(waiter > 0);
-  started(waiter, f, 'R');
+  started(waiter, wf, 'R');
   T_CHECK(t_wait_in_futex(waiter, 5000));
   kill_holder(waiter);
   check_contended(seg); /* still the holder's, not marked */
@@ -499,6 +543,21 @@ static void test_thread_ends_holding(const char *name, shl_segment *seg) {
   T_EXPECT_RC(shl_unlock(seg), 0);
 }
 
+/* A holder whose process cannot register a robust list (seccomp): the lock
+ * still excludes, holding the thread's own id; its death goes unseen, as
+ * documented (docs/format.md, Lock): the lock stays held. */
+static void test_without_keeper(void) {
+  char name[SHL_NAME_MAX + 1];
+  shl_segment *seg = make(name, "lkn");
+  pid_t pid = start_role("hold_nokeeper", name, 'L');
+  check_contended(seg);
+  T_CHECK((atomic_load(&seg->hdr->lock) & SHL__LOCK_TID_MASK) == (uint32_t)pid);
+  kill_holder(pid);
+  T_EXPECT_RC(shl_lock(seg, 100 * T_MS), -ETIMEDOUT);
+  shl_close(seg);
+  shl_unlink(name);
+}
+
 /* Two handles of one segment in one process: each has its own keeper; the
  * lock excludes between them as between processes (the same thread through
  * the other handle waits: -EDEADLK is for the same handle), and a thread
@@ -541,6 +600,7 @@ int main(int argc, char **argv) {
   test_thread_ends_holding(name, seg);
   test_two_handles(name, seg);
   test_scribbled_slot();
+  test_without_keeper();
   shl_close(seg);
   return t_result();
 }

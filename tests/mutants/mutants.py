@@ -29,11 +29,11 @@ MUTANTS = [
         "tests": ["lock"],
     },
     {
-        "name": "lock-listed-while-not-held",
-        "why": "a lock keeper lists the word from its start, not only while the lock is held: a keeper "
-               "in another PID namespace with the holder's id number marks a live holder's word at its death",
-        "file": "src/liveness.c",
-        "find": "  if (k->idle) k->head.list.next = &k->head.list; /* entries preset, the list empty */\n",
+        "name": "unlock-leaves-word-listed",
+        "why": "shl_unlock leaves the word on the keeper's robust list: a keeper in another PID namespace "
+               "with a later holder's id number marks that live holder's word at its death",
+        "file": "src/lock.c",
+        "find": "    shl__keeper_list(k, false);\n",
         "replace": "",
         "tests": ["lock"],
     },
