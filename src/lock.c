@@ -98,7 +98,7 @@ static int acquire(shl_segment *seg, int64_t timeout_ns, int busy) {
   struct shl__keeper *k = NULL;
   uint32_t tid = 0; /* not yet known: the keeper starts when the word is first free */
   _Atomic uint32_t *word = &seg->hdr->lock;
-  int64_t deadline = shl__deadline(shl__monotonic_ns(), timeout_ns);
+  int64_t deadline = 0; /* read once the word is found busy: a free one costs no clock */
   uint32_t keep = 0;
   uint32_t v = atomic_load(word);
   for (;;) {
@@ -117,6 +117,7 @@ static int acquire(shl_segment *seg, int64_t timeout_ns, int busy) {
       v |= SHL__LOCK_WAITERS;
     }
     int64_t now = shl__monotonic_ns();
+    if (!deadline) deadline = shl__deadline(now, timeout_ns);
     if (now >= deadline) return -ETIMEDOUT;
     shl__futex_wait(word, v, deadline - now > LOCK_SLICE_NS ? LOCK_SLICE_NS : deadline - now);
     keep = SHL__LOCK_WAITERS;
