@@ -24,7 +24,7 @@ from typing import Any, Deque, Dict, Iterator, Optional, Tuple
 import numpy as np
 
 from ._shmlane import WriterGone
-from ._stream import LOAN_TIMEOUT, Loan, Reader, Sample, Writer
+from ._stream import LOAN_TIMEOUT, Loan, Reader, Sample, StreamInfo, Writer
 
 __all__ = [
     "CAP_PROP_BUFFERSIZE",
@@ -96,16 +96,32 @@ class VideoCapture:
         self._gone = self._released = False
         self._connect(self.timeout)
 
-    def _connect(self, timeout: Optional[float]) -> bool:
-        """Open the reader if there is none yet: True once there is one."""
+    def _connect(self, timeout: Optional[float]) -> Optional[Reader]:
+        """The reader, opened if there is none yet; None without one (also
+        once another thread's release() has closed it)."""
         if self._reader is None:
             try:
-                self._reader = Reader(
-                    self.name, self._policy, timeout, meta=self._meta_type
-                )
+                reader = Reader(self.name, self._policy, timeout, meta=self._meta_type)
             except FileNotFoundError:
-                return False
-        return True
+                return None
+            if self._released:  # released by another thread while this one waited
+                reader.close()
+                return None
+            self._reader = reader
+        return self._reader
+
+    def _info(self) -> Optional[StreamInfo]:
+        """The stream's info; None without a reader, or with one another
+        thread's release() closed meanwhile."""
+        reader = self._reader
+        if reader is None:
+            return None
+        try:
+            return reader.info()
+        except ValueError:
+            if reader.closed:
+                return None
+            raise
 
     def open(self, name: str) -> bool:
         """Read stream `name` from now on (cv2's open(index)); isOpened()."""
@@ -115,31 +131,33 @@ class VideoCapture:
 
     def isOpened(self) -> bool:
         """True while the stream has a live writer (after release(): False)."""
-        if self._released or not self._connect(0):
-            return False
-        assert self._reader is not None
-        info = self._reader.info()
-        return info.writer_pid != 0 and info.writer_alive is not False
+        info = None if self._released or self._connect(0) is None else self._info()
+        return info is not None and info.writer_pid != 0 and info.writer_alive is not False
 
     # ------------------------------------------------------------ frames
 
     def grab(self) -> bool:
         """Take the next frame (the newest one, with policy "latest"), waiting
-        up to `timeout`; retrieve() then gives it. False if none came."""
+        up to `timeout`; retrieve() then gives it. False if none came, or
+        once the capture is released (also by another thread meanwhile)."""
         self._drop_sample()
         if self._released:
             return False
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        if not self._connect(self.timeout):
+        reader = self._connect(self.timeout)
+        if reader is None:
             return False
-        assert self._reader is not None
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                sample = self._reader.receive(left)
+                sample = reader.receive(left)
                 break
             except TimeoutError:
                 return False
+            except ValueError:
+                if reader.closed:  # another thread's release()
+                    return False
+                raise
             except WriterGone:
                 if not self._gone:
                     self._gone = True
@@ -147,6 +165,9 @@ class VideoCapture:
                 if left is not None and left <= 0:
                     return False
                 time.sleep(_GONE_POLL if left is None else min(_GONE_POLL, left))
+        if self._released:  # released by another thread meanwhile: nobody retrieves it
+            sample.release()
+            return False
         self._gone = False
         if sample.new_stream:
             self._rates.clear()
@@ -164,9 +185,13 @@ class VideoCapture:
         the frame's shape and dtype (a new array otherwise), else a copy of
         its own, or with copy=False the read-only zero-copy view. (False,
         None) without one. `flag` is accepted for OpenCV's signature."""
-        if self._sample is None:
+        sample = self._sample
+        if sample is None:
             return False, None
-        view = self._sample.array
+        try:
+            view = sample.array
+        except ValueError:  # released by another thread's release() meanwhile
+            return False, None
         if (
             isinstance(image, np.ndarray)
             and image.shape == view.shape
@@ -236,10 +261,8 @@ class VideoCapture:
             (seq0, t0), (seq1, t1) = self._rates[0], self._rates[-1]
             if t1 > t0:
                 return (seq1 - seq0) * 1e9 / (t1 - t0)
-        reader = self._reader
-        if reader is None or reader.closed:
-            return 0.0
-        return reader.info().fps
+        info = self._info()
+        return 0.0 if info is None else info.fps
 
     def get(self, prop: int) -> float:
         """A property, by OpenCV's number (cv2.CAP_PROP_* or shmlane's): frame
@@ -260,8 +283,9 @@ class VideoCapture:
             return float(self._seq)
         if prop == CAP_PROP_POS_MSEC:
             return self._timestamp_ns / 1e6
-        if prop == CAP_PROP_BUFFERSIZE and reader is not None and not reader.closed:
-            return float(reader.info().slots)
+        if prop == CAP_PROP_BUFFERSIZE:
+            info = self._info()
+            return 0.0 if info is None else float(info.slots)
         if prop == CAP_PROP_FRAME_COUNT:
             return -1.0  # as for a camera: frames keep coming
         return 0.0

@@ -108,6 +108,30 @@ def test_capture_opened_after_its_writer_left_waits_for_the_next(name: str) -> N
     cap.release()
 
 
+def test_release_on_another_thread_ends_a_read_with_false(name: str) -> None:
+    """As cv2's read() after release(): a read() that another thread's
+    release() ends returns (False, None), whether it waits for a frame or
+    for a writer to take the stream over; it raised AttributeError or
+    ValueError. get() and isOpened() then answer as after release()."""
+    out = shmlane.VideoWriter(name, 30, (64, 48), is_color=False)
+    for writer_gone in (False, True):
+        cap = shmlane.VideoCapture(name, timeout=60)
+        if writer_gone:
+            out.write(np.zeros((48, 64), np.uint8))
+            assert cap.read()[0]
+            out.release()
+        results: List[object] = []
+        reading = threading.Thread(target=lambda: results.append(cap.read()))
+        reading.start()
+        if writer_gone:
+            wait_for(lambda: cap._gone, "read() waiting for a writer to take over")
+        cap.release()
+        reading.join(timeout=30)
+        assert not reading.is_alive() and results == [(False, None)], results
+        assert not cap.isOpened() and cap.get(shmlane.CAP_PROP_BUFFERSIZE) == 0.0
+        assert cap.get(shmlane.CAP_PROP_FRAME_WIDTH) == 0.0
+
+
 FOURCC = 0x47504A4D  # cv2.VideoWriter_fourcc(*"MJPG"): accepted, and ignored
 
 
