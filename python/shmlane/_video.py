@@ -425,9 +425,20 @@ class VideoWriter:
 
     def write(self, image: Any) -> None:
         """Copy `image` into a free slot and publish it. A frame of another
-        shape raises ValueError (OpenCV drops it silently); waits for a slot
-        up to `timeout` as Writer.publish() does."""
-        self.writer.publish(image, self.timeout)
+        shape raises ValueError (OpenCV drops it silently; nothing is
+        broadcast), one of a dtype that does not cast safely into the
+        stream's (uint16 into uint8) TypeError; waits for a slot up to
+        `timeout` as Writer.publish() does."""
+        writer = self.writer
+        shape, dtype = np.shape(image), getattr(image, "dtype", None)
+        if shape != writer.shape:
+            raise ValueError(
+                f"VideoWriter '{self.name}': a frame of shape {shape} for frames of shape "
+                f"{writer.shape} (frame size {writer.shape[1::-1]}, as (width, height))"
+            )
+        if dtype is not None and not np.can_cast(dtype, writer.dtype, "safe"):
+            raise TypeError(f"VideoWriter '{self.name}': a frame of {dtype} for frames of {writer.dtype}")
+        writer.publish(image, self.timeout)
 
     def loan(self) -> Loan:
         """A free slot to fill in place (Writer.loan): `with out.loan() as

@@ -165,6 +165,27 @@ def test_writer_arguments_that_fit_no_form(name: str, args, kwargs) -> None:
         shmlane.VideoWriter(name, *args, **kwargs)
 
 
+def test_writer_refuses_a_frame_of_another_shape_or_a_narrowing_dtype(name: str) -> None:
+    """write() publishes frames of the stream's shape only, as its docs say:
+    a row, a pixel, a scalar or a one-channel frame were broadcast over a
+    whole frame, and a uint16 frame wrapped into uint8 (300 became 44), all
+    published without a word."""
+    with shmlane.VideoWriter(name, 30, (64, 48)) as out:
+        cap = shmlane.VideoCapture(name, timeout=0, policy="all")
+        wrong = [np.zeros((1, 64, 3), np.uint8), np.zeros(3, np.uint8), 7,
+                 np.zeros((48, 64, 1), np.uint8), np.zeros((48, 64), np.uint8)]  # fmt: skip
+        for frame in wrong:
+            with pytest.raises(ValueError, match=r"frames of shape \(48, 64, 3\)"):
+                out.write(frame)
+        with pytest.raises(TypeError, match="uint16"):
+            out.write(np.full((48, 64, 3), 300, np.uint16))
+        out.write(np.ones((48, 64, 3), bool))  # a cast that loses nothing
+        ok, frame = cap.read()
+        assert ok and (frame == 1).all()
+        assert cap.read() == (False, None)  # nothing else was published
+        cap.release()
+
+
 def test_a_writer_of_another_size_replaces_the_stream(name: str) -> None:
     """As OpenCV overwrites a file: a later run with another frame size (or
     other metadata) replaces the stream; readers follow it."""
