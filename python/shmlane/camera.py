@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import math
 import os
 import re
 import signal
@@ -32,11 +33,11 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import numpy as np
 
-from ._shmlane import NAME_MAX, StreamBusy
+from ._shmlane import NAME_MAX, STREAM_MAX_SLOTS, StreamBusy
 from ._stream import Writer
 
 try:
@@ -95,8 +96,8 @@ def read_number(frame: np.ndarray) -> int:
 
 class Pattern:
     """Colour gradients scrolling with the frame number, a white bar sweeping
-    across and the number (stamp_number, and as text with OpenCV), computed
-    into the frame with NumPy."""
+    across and the number (stamp_number in frames at least 64 pixels wide,
+    and as text with OpenCV), computed into the frame with NumPy."""
 
     paced = True
     ended = False  # never: --once is for files
@@ -127,7 +128,8 @@ class Pattern:
             text_y = min(self.shape[0] - 4, _cell(self.shape[1]) + 40)
             cv2.putText(frame, f"#{self.number}", (8, text_y), cv2.FONT_HERSHEY_SIMPLEX, 1.0,
                         (255, 255, 255), 2)  # fmt: skip
-        stamp_number(frame, self.number)
+        if self.shape[1] >= 64:
+            stamp_number(frame, self.number)
         return True, frame
 
     def close(self) -> None:
@@ -346,18 +348,35 @@ class Camera(threading.Thread):
 # ------------------------------------------------------------ the service
 
 
+def _number(kind: Callable[[str], Any], low: float, high: float = math.inf) -> Callable[[str], Any]:
+    """argparse's type for an option's value: a finite number of `kind`
+    more than `low`, at most `high`."""
+
+    def convert(text: str) -> Any:
+        value = kind(text)  # ValueError: argparse says "invalid value"
+        if not (low < value <= high and math.isfinite(value)):  # also refuses NaN
+            bounds = f"more than {low:g}" + (f" and at most {high:g}" if high < math.inf else "")
+            raise argparse.ArgumentTypeError(f"must be {bounds}, not {text}")
+        return value
+
+    convert.__name__ = getattr(kind, "__name__", "number")  # argparse's "invalid int value"
+    return convert
+
+
 def parse(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="shmlane-camera", description=__doc__.split("\n\n")[0] if __doc__ else None
     )
     parser.add_argument("--device", action="append", metavar="[NAME=]DEVICE",
                         help="a camera index, a video file or URL, or `pattern`; repeatable")  # fmt: skip
-    parser.add_argument("--width", type=int, help="frame width asked of cameras (pattern: 640)")
-    parser.add_argument("--height", type=int, help="frame height asked of cameras (pattern: 480)")
-    parser.add_argument("--fps", type=float, help="rate asked of cameras; files and pattern are paced at it")
-    parser.add_argument("--slots", type=int, help="ring size of a new stream (default 8)")
-    parser.add_argument("--retry", type=float, default=1.0, help="seconds between reopenings (1)")
-    parser.add_argument("--seconds", type=float, help="stop after this long (default: a signal)")
+    parser.add_argument("--width", type=_number(int, 0), help="frame width asked of cameras (pattern: 640)")
+    parser.add_argument("--height", type=_number(int, 0), help="frame height asked of cameras (pattern: 480)")
+    parser.add_argument("--fps", type=_number(float, 0, 1e9),
+                        help="rate asked of cameras; files and pattern are paced at it")  # fmt: skip
+    parser.add_argument("--slots", type=_number(int, 1, STREAM_MAX_SLOTS),
+                        help=f"ring size of a new stream, 2 to {STREAM_MAX_SLOTS} (default 8)")  # fmt: skip
+    parser.add_argument("--retry", type=_number(float, 0), default=1.0, help="seconds between reopenings (1)")
+    parser.add_argument("--seconds", type=_number(float, 0), help="stop after this long (default: a signal)")
     parser.add_argument("--once", action="store_true",
                         help="play video files once, then end their streams (default: loop)")  # fmt: skip
     args = parser.parse_args(argv)

@@ -22,6 +22,7 @@ import pytest
 
 import shmlane
 from conftest import ROOT
+from shmlane import camera
 from shmlane.camera import FrameMeta, read_number, stamp_number, stream_name
 
 WIDTH, HEIGHT = 256, 144  # squares of 8 pixels for the frame numbers: whole JPEG blocks
@@ -215,6 +216,32 @@ def test_stream_names_of_devices() -> None:
     assert stream_name("pattern") == ("pattern", "pattern")
     assert stream_name("/v/My clip.avi") == ("My-clip", "/v/My clip.avi")
     assert stream_name("rtsp://h/x?a=b") == ("x-a-b", "rtsp://h/x?a=b")
+
+
+@pytest.mark.parametrize(
+    "option",
+    [["--fps", "0"], ["--fps", "-5"], ["--fps", "nan"], ["--retry", "0"], ["--retry", "-1"],
+     ["--seconds", "0"], ["--seconds", "inf"], ["--slots", "1"], ["--slots", "65"],
+     ["--width", "-5"], ["--height", "0"], ["--width", "wide"]],
+)  # fmt: skip
+def test_camera_service_refuses_bad_option_values(option, capsys) -> None:
+    """Before the first frame, as argparse's errors (status 2): --retry 0
+    spun a core reopening a missing device, --seconds 0 ran for ever,
+    --fps -5 paced at 5 fps, and bad --slots or --fps failed only once a
+    device delivered, as a thread's error."""
+    with pytest.raises(SystemExit) as stopped:
+        camera.parse(["--device", "pattern", *option])
+    assert stopped.value.code == 2 and f"argument {option[0]}:" in capsys.readouterr().err
+
+
+def test_camera_pattern_of_any_size() -> None:
+    """The pattern's number is painted in only where it fits: narrower than
+    64 pixels, the pattern failed with a ValueError."""
+    for width, height in [(1, 1), (10, 10), (47, 3), (641, 479)]:
+        pattern = camera.Pattern(width, height, 30)
+        out = np.zeros((height, width, 3), np.uint8)
+        assert pattern.read(None)[1].shape == (height, width, 3) and pattern.read(out)[1] is out
+    assert read_number(camera.Pattern(64, 48, 30).read(None)[1]) == 0
 
 
 def read_frames(cap: shmlane.VideoCapture, seconds: float, seen: List[int], bad: List[str]) -> None:
