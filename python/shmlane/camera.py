@@ -208,6 +208,12 @@ class Device:
 
 # ------------------------------------------------------------ one stream
 
+# How long a device thread may take to see a stop, at most, while it waits
+# for a slot; and how long the service waits for all of them to end (a
+# device hung in its driver: the process's exit releases it).
+STOP_LATENCY = 0.5
+STOP_GRACE = 2.0
+
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,25}")
 
 
@@ -244,13 +250,13 @@ class Camera(threading.Thread):
         try:
             while not self.stop.is_set():
                 if self.source.open():
-                    self._stream()
+                    self._stream()  # its state says why it ended: a device or a stream busy
+                else:
+                    self.state = "waiting for the device"
                 if self.source.ended:  # --once: a file played to its end
                     self.state = "ended"
                     break
-                if not self.stop.is_set():
-                    self.state = "waiting for the device"
-                    self.stop.wait(self.args.retry)
+                self.stop.wait(self.args.retry)
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             self.error = f"{type(exc).__name__}: {exc}"
             self.stop.set()
@@ -282,7 +288,11 @@ class Camera(threading.Thread):
     def _stream(self) -> None:
         """Publishes the device's frames until it fails or the service stops."""
         ok, first = self.source.read(None)
-        if not ok or first is None or not self._open_writer(first):
+        if not ok or first is None:
+            self.state = "waiting for the device"
+            self.source.close()
+            return
+        if not self._open_writer(first):  # its state says: the stream is busy
             self.source.close()
             return
         assert self.writer is not None
@@ -292,10 +302,11 @@ class Camera(threading.Thread):
         next_tick = time.monotonic() + period
         while not self.stop.is_set():
             if period:
-                time.sleep(max(0.0, next_tick - time.monotonic()))
+                if self.stop.wait(max(0.0, next_tick - time.monotonic())):
+                    break  # a slow pace must not delay a stop
                 next_tick = max(next_tick + period, time.monotonic() - period)  # no bursts
             try:
-                loan = self.writer.loan(timeout=max(period, 0.1))
+                loan = self.writer.loan(timeout=min(max(period, 0.1), STOP_LATENCY))
             except TimeoutError:  # readers pin every slot: this frame is skipped
                 self.skipped += 1
                 if not self.source.read(None)[0]:
@@ -316,8 +327,9 @@ class Camera(threading.Thread):
             self._stamp()
             loan.publish()
             self._count()
-        if not self.stop.is_set() and not self.source.ended:
-            self.gone += 1
+        if self.writer is not None and not self.stop.is_set() and not self.source.ended:
+            self.gone += 1  # not for a stream busy at a change of layout: the state says so
+            self.state = "waiting for the device"
         self._close_writer()  # readers get WriterGone, or (False, None) from VideoCapture.read()
         self.source.close()
 
@@ -419,10 +431,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             last = now
         if (end is not None and now >= end) or not any(c.is_alive() for c in cameras):
             stop.set()
+    deadline = time.monotonic() + STOP_GRACE  # one for all: a hung device holds up none
     for camera in cameras:
-        camera.join(timeout=10)
+        camera.join(timeout=max(0.0, deadline - time.monotonic()))
     status = 0
     for camera in cameras:
+        if camera.is_alive():  # in the device's driver: the process's exit releases both
+            camera.error = f"its device did not answer within {STOP_GRACE:g} s of the stop"
         if camera.error:
             print(f"shmlane-camera: {camera.stream}: {camera.error}", file=sys.stderr)
             status = 1

@@ -363,6 +363,28 @@ def test_camera_service_killed_and_started_again(name: str) -> None:
         service.wait(timeout=10)
 
 
+def test_camera_service_stops_at_once_between_slow_frames(name: str) -> None:
+    """SIGTERM ends a service paced at a frame in 100 s at once: it slept
+    through the signal until the next frame was due, and the main thread
+    gave up on it after 10 s. A second service on the stream says that the
+    stream is busy; it said it was waiting for its device."""
+    command = [sys.executable, "-m", "shmlane.camera", "--device", f"{name}=pattern"]
+    command += ["--width", "64", "--height", "48", "--fps", "0.01"]
+    service = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        cap = shmlane.VideoCapture(name, timeout=10)
+        assert cap.read()[0]  # the first frame: the service waits 100 s for the next
+        cap.release()
+        second = subprocess.run(command + ["--seconds", "1"], capture_output=True, text=True, timeout=30)
+        assert f"{name} (pattern): stream busy" in second.stdout, second.stdout
+        service.send_signal(signal.SIGTERM)
+        out, err = service.communicate(timeout=5)
+    finally:
+        service.kill()
+        service.wait(timeout=10)
+    assert service.returncode == 0 and f"camera: {name} stopped after 1 frames" in out, err
+
+
 def write_clip(cv2, path: Path, frames: int) -> None:
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 200, (WIDTH, HEIGHT))
     assert writer.isOpened()
