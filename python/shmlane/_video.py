@@ -23,7 +23,7 @@ from typing import Any, Deque, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
-from ._shmlane import WriterGone
+from ._shmlane import LayoutChanged, WriterGone
 from ._stream import LOAN_TIMEOUT, Loan, Reader, Sample, StreamInfo, Writer
 
 __all__ = [
@@ -69,7 +69,8 @@ class VideoCapture:
     takes over within it is waited for), and the constructor for the stream
     to appear; then read() returns (False, None) and isOpened() is False,
     like an unplugged camera, until a writer is back. meta: the ctypes type
-    (or dtype) of the stream's metadata records, for `meta` (see Reader)."""
+    (or dtype) of the stream's metadata records, for `meta` (see Reader);
+    a stream replaced by one without them makes read() raise LayoutChanged."""
 
     def __init__(
         self,
@@ -154,6 +155,8 @@ class VideoCapture:
                 break
             except TimeoutError:
                 return False
+            except LayoutChanged:  # a WriterGone, but for good: no writer makes it readable again
+                raise
             except ValueError:
                 if reader.closed:  # another thread's release()
                     return False

@@ -204,6 +204,22 @@ def test_a_writer_of_another_size_replaces_the_stream(name: str) -> None:
     cap.release()
 
 
+def test_capture_of_a_stream_replaced_without_its_metadata_says_so(name: str) -> None:
+    """A capture made with meta= whose stream is replaced by one without
+    that metadata raises LayoutChanged: read() polled until its timeout (for
+    ever with timeout=None) and returned (False, None), isOpened() True."""
+    with shmlane.VideoWriter(name, 30, (64, 48), meta=FrameMeta) as out:
+        cap = shmlane.VideoCapture(name, timeout=2, meta=FrameMeta)
+        out.write(np.zeros((48, 64, 3), np.uint8))
+        assert cap.read()[0]
+    with shmlane.VideoWriter(name, 30, (64, 48)) as out:  # without metadata: replaces the stream
+        out.write(np.zeros((48, 64, 3), np.uint8))
+        for _ in range(2):
+            with pytest.raises(shmlane.LayoutChanged, match="metadata"):
+                cap.read()
+    cap.release()
+
+
 def test_property_numbers_are_opencvs() -> None:
     cv2 = pytest.importorskip("cv2")
     for prop in [p for p in dir(shmlane) if p.startswith("CAP_PROP_")]:
