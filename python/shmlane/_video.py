@@ -23,6 +23,7 @@ from typing import Any, Deque, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
+from ._common import OwnerLike
 from ._shmlane import LayoutChanged, WriterGone
 from ._stream import LOAN_TIMEOUT, Loan, Reader, Sample, StreamInfo, Writer
 
@@ -70,7 +71,9 @@ class VideoCapture:
     to appear; then read() returns (False, None) and isOpened() is False,
     like an unplugged camera, until a writer is back. meta: the ctypes type
     (or dtype) of the stream's metadata records, for `meta` (see Reader);
-    a stream replaced by one without them makes read() raise LayoutChanged."""
+    a stream replaced by one without them makes read() raise LayoutChanged.
+    owner: whose streams to read, as for Reader (None: this user's or
+    root's; a user name or uid; "any")."""
 
     def __init__(
         self,
@@ -80,10 +83,11 @@ class VideoCapture:
         timeout: Optional[float] = 2.0,
         policy: str = "latest",
         meta: Any = None,
+        owner: OwnerLike = None,
     ) -> None:
         self.copy = copy
         self.timeout = timeout
-        self._policy, self._meta_type = policy, meta
+        self._policy, self._meta_type, self._owner = policy, meta, owner
         self._reader: Optional[Reader] = None
         self._sample: Optional[Sample] = None
         self._rates: Deque[Tuple[int, int]] = collections.deque(maxlen=_RATE_FRAMES)
@@ -102,7 +106,9 @@ class VideoCapture:
         once another thread's release() has closed it)."""
         if self._reader is None:
             try:
-                reader = Reader(self.name, self._policy, timeout, meta=self._meta_type)
+                reader = Reader(
+                    self.name, self._policy, timeout, meta=self._meta_type, owner=self._owner
+                )
             except FileNotFoundError:
                 return None
             if self._released:  # released by another thread while this one waited

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import shmlane
-from conftest import ROOT
+from conftest import ROOT, expect_line
 from shmlane import camera
 from shmlane.camera import FrameMeta, read_number, stamp_number, stream_name
 
@@ -131,6 +131,35 @@ def test_release_on_another_thread_ends_a_read_with_false(name: str) -> None:
         assert not reading.is_alive() and results == [(False, None)], results
         assert not cap.isOpened() and cap.get(shmlane.CAP_PROP_BUFFERSIZE) == 0.0
         assert cap.get(shmlane.CAP_PROP_FRAME_WIDTH) == 0.0
+
+
+# A writer that is another user (nobody), publishing a frame of each value read from stdin.
+NOBODYS_WRITER = """
+import os, sys
+import numpy as np
+import shmlane  # before dropping privileges: the interpreter may be in root's home
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+with shmlane.VideoWriter(sys.argv[1], 30, (64, 48), is_color=False, mode=0o666) as out:
+    print("ready", flush=True)
+    for line in sys.stdin:
+        out.write(np.full((48, 64), int(line), np.uint8))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_capture_of_another_users_stream_names_its_owner(name: str, spawn_py) -> None:
+    """As a Reader: owner= names whose stream to read. The PermissionError
+    without it says to pass owner=, which VideoCapture refused (TypeError)."""
+    writer = spawn_py(NOBODYS_WRITER, name)
+    expect_line(writer, "ready")
+    with pytest.raises(PermissionError, match="owner='nobody'"):
+        shmlane.VideoCapture(name, timeout=0)
+    cap = shmlane.VideoCapture(name, timeout=10, owner="nobody")
+    writer.stdin.write("7\n")
+    writer.stdin.flush()
+    ok, frame = cap.read()
+    assert ok and (frame == 7).all() and cap.isOpened()
+    cap.release()
 
 
 FOURCC = 0x47504A4D  # cv2.VideoWriter_fourcc(*"MJPG"): accepted, and ignored
