@@ -385,9 +385,10 @@ class VideoWriter:
     (width, height) as in OpenCV; frames are (height, width, 3) of `dtype`
     (uint8: OpenCV's BGR images), or (height, width) with is_color=False.
     fps is the nominal rate, stored with the stream for readers (a capture's
-    CAP_PROP_FPS gives it from the start): write() publishes at once, the
-    caller sets the pace. Without copying: `with out.loan() as slot:
-    cap.read(slot)` (an OpenCV capture fills the slot in place). meta,
+    CAP_PROP_FPS gives it from the start), 0 for unknown (ValueError for NaN
+    or less than 0): write() publishes at once, the caller sets the pace.
+    Without copying: `with out.loan() as slot: cap.read(slot)` (an OpenCV
+    capture fills the slot in place). meta,
     slots, block and mode as for Writer. As OpenCV overwrites a file, a
     stream left with another layout (frame size, metadata, slots) is
     replaced, its readers following (replace=False: LayoutMismatch
@@ -414,7 +415,7 @@ class VideoWriter:
         self.timeout = timeout
         self._writer: Optional[Writer] = Writer(
             name, shape, dtype, slots=slots, block=block, replace=replace, mode=mode, meta=meta,
-            fps=fps if fps > 0 else None,
+            fps=fps if fps != 0 else None,  # 0: unknown; NaN or less than 0 refused
         )
 
     @property

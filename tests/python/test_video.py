@@ -216,6 +216,17 @@ def test_writer_refuses_a_frame_of_another_shape_or_a_narrowing_dtype(name: str)
         cap.release()
 
 
+def test_writer_refuses_a_rate_that_is_none(name: str) -> None:
+    """fps 0 is an unknown rate (0.0 for every capture); NaN or a negative
+    rate is refused, as Writer(fps=) refuses it: VideoWriter took it and
+    said nan or -1 to get(CAP_PROP_FPS) while its captures said 0.0."""
+    for fps in (float("nan"), -1, float("inf")):
+        with pytest.raises(ValueError, match="fps must be"):
+            shmlane.VideoWriter(name, fps, (64, 48))
+    with shmlane.VideoWriter(name, 0, (64, 48)) as out:
+        assert out.get(shmlane.CAP_PROP_FPS) == 0.0 == out.writer.info().fps
+
+
 def test_a_writer_of_another_size_replaces_the_stream(name: str) -> None:
     """As OpenCV overwrites a file: a later run with another frame size (or
     other metadata) replaces the stream; readers follow it."""
