@@ -136,6 +136,12 @@ class Pattern:
         pass
 
 
+def _rate(reported: float) -> Optional[float]:
+    """A rate OpenCV reports, None for one that is none: 0, -1, NaN, or inf
+    (a rate computed from an interval of 0)."""
+    return reported if 0 < reported <= 1e9 else None
+
+
 class Device:
     """A camera or anything else cv2.VideoCapture opens. A file is paced at
     its own frame rate (or --fps) and starts over at its end, unless `once`:
@@ -179,7 +185,7 @@ class Device:
                 if value:
                     cap.set(prop, value)
         elif not self.fps:
-            self.fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+            self.fps = _rate(cap.get(cv2.CAP_PROP_FPS)) or 30.0
         self.cap = cap
         self.number = -1
         return True
@@ -198,7 +204,7 @@ class Device:
         """The frame rate to declare: a file's pace, or what the camera says."""
         if self.is_file or self.cap is None:
             return self.fps
-        return self.cap.get(cv2.CAP_PROP_FPS) or self.fps
+        return _rate(self.cap.get(cv2.CAP_PROP_FPS)) or self.fps
 
     def close(self) -> None:
         if self.cap is not None:

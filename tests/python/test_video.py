@@ -300,6 +300,36 @@ def test_camera_pattern_of_any_size() -> None:
     assert read_number(camera.Pattern(64, 48, 30).read(None)[1]) == 0
 
 
+def test_camera_device_of_a_rate_that_is_none(monkeypatch, tmp_path: Path) -> None:
+    """A rate OpenCV reports that is none (inf, from an interval of 0; NaN;
+    -1) is unknown: a camera's stream declares none, and a file is paced at
+    30 fps. inf made Writer(fps=) fail and stop the service, NaN failed the
+    first loan, -1 paced a file at 1 fps."""
+    cv2 = pytest.importorskip("cv2")
+    video = tmp_path / "clip.avi"
+    video.touch()
+    for reported in (float("inf"), float("nan"), -1.0, 0.0):
+
+        class Reporting:  # a cv2.VideoCapture whose device reports that rate
+            def __init__(self, spec: object) -> None:
+                pass
+
+            def isOpened(self) -> bool:
+                return True
+
+            def get(self, prop: int) -> float:
+                return reported
+
+            def release(self) -> None:
+                pass
+
+        monkeypatch.setattr(cv2, "VideoCapture", Reporting)
+        device = camera.Device("0", None, None, None)
+        assert device.open() and device.rate() is None, reported
+        device = camera.Device(str(video), None, None, None)
+        assert device.open() and device.rate() == 30.0 == device.fps, reported
+
+
 def read_frames(cap: shmlane.VideoCapture, seconds: float, seen: List[int], bad: List[str]) -> None:
     """Reads for `seconds`; every frame's painted number must be its record's."""
     end = time.monotonic() + seconds
