@@ -403,6 +403,18 @@ def parse(argv: Optional[List[str]]) -> argparse.Namespace:
     return args
 
 
+def _say(text: str, file: Any = None) -> None:
+    """print() for the service's lines: a reader of them that went away (a
+    closed pipe) silences them, and stops no camera."""
+    stream = sys.stdout if file is None else file
+    try:
+        print(text, file=stream)
+    except BrokenPipeError:  # /dev/null from now on: the flush at exit fails no more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse(argv)
     for stream in (sys.stdout, sys.stderr):  # one write per line, also with PYTHONUNBUFFERED=1
@@ -414,17 +426,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     for spec in args.device:
         name, device = stream_name(spec)
         if device != "pattern" and cv2 is None:
-            print(f"shmlane-camera: device {device} needs OpenCV: pip install opencv-python",
+            _say(f"shmlane-camera: device {device} needs OpenCV: pip install opencv-python",
                   file=sys.stderr)  # fmt: skip
             return 2
         if any(c.stream == name for c in cameras):
-            print(f"shmlane-camera: two devices for stream {name}: name one NAME=DEVICE",
+            _say(f"shmlane-camera: two devices for stream {name}: name one NAME=DEVICE",
                   file=sys.stderr)  # fmt: skip
             return 2
         cameras.append(Camera(name, device, args, stop))
     for camera in cameras:
         camera.start()
-        print(f"camera: {camera.stream} from {camera.spec}")
+        _say(f"camera: {camera.stream} from {camera.spec}")
     start = last = time.monotonic()
     end = start + args.seconds if args.seconds else None
     # Statistics once a second; the service ends at --seconds, at a signal, or
@@ -433,7 +445,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         now = time.monotonic()
         if now - last >= 1.0:
             for camera in cameras:
-                print(camera.report(now - last))
+                _say(camera.report(now - last))
             last = now
         if (end is not None and now >= end) or not any(c.is_alive() for c in cameras):
             stop.set()
@@ -445,9 +457,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if camera.is_alive():  # in the device's driver: the process's exit releases both
             camera.error = f"its device did not answer within {STOP_GRACE:g} s of the stop"
         if camera.error:
-            print(f"shmlane-camera: {camera.stream}: {camera.error}", file=sys.stderr)
+            _say(f"shmlane-camera: {camera.stream}: {camera.error}", file=sys.stderr)
             status = 1
-        print(f"camera: {camera.stream} stopped after {camera.published} frames, gone {camera.gone} times")
+        _say(f"camera: {camera.stream} stopped after {camera.published} frames, gone {camera.gone} times")
     return status
 
 

@@ -471,6 +471,29 @@ def test_camera_service_stops_at_once_between_slow_frames(name: str) -> None:
     assert service.returncode == 0 and f"camera: {name} stopped after 1 frames" in out, err
 
 
+def test_camera_service_outlives_a_reader_of_its_output(name: str) -> None:
+    """`shmlane-camera ... | head -1`, or a log reader that dies: the lines
+    go nowhere from then on, the cameras go on, and a signal still stops
+    the service cleanly. It died at its next line with BrokenPipeError."""
+    command = [sys.executable, "-m", "shmlane.camera", "--device", f"{name}=pattern"]
+    command += ["--width", "64", "--height", "48", "--fps", "100"]
+    service = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert service.stdout is not None and service.stderr is not None
+        assert service.stdout.readline().startswith(f"camera: {name} from pattern")
+        service.stdout.close()
+        cap = shmlane.VideoCapture(name, timeout=10)
+        assert cap.read()[0] and service.poll() is None
+        cap.release()
+        service.send_signal(signal.SIGTERM)
+        err = service.stderr.read()
+        service.wait(timeout=10)
+    finally:
+        service.kill()
+        service.wait(timeout=10)
+    assert service.returncode == 0 and "Error" not in err, err
+
+
 def write_clip(cv2, path: Path, frames: int) -> None:
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 200, (WIDTH, HEIGHT))
     assert writer.isOpened()
