@@ -418,7 +418,8 @@ def _say(text: str, file: Any = None) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse(argv)
     for stream in (sys.stdout, sys.stderr):  # one write per line, also with PYTHONUNBUFFERED=1
-        stream.reconfigure(line_buffering=True, write_through=False)  # type: ignore[union-attr]
+        if stream is not None:  # None: started with the descriptor closed
+            stream.reconfigure(line_buffering=True, write_through=False)  # type: ignore[union-attr]
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

@@ -474,9 +474,13 @@ def test_camera_service_stops_at_once_between_slow_frames(name: str) -> None:
 def test_camera_service_outlives_a_reader_of_its_output(name: str) -> None:
     """`shmlane-camera ... | head -1`, or a log reader that dies: the lines
     go nowhere from then on, the cameras go on, and a signal still stops
-    the service cleanly. It died at its next line with BrokenPipeError."""
+    the service cleanly. It died at its next line with BrokenPipeError, and
+    at its start when its output was closed already."""
     command = [sys.executable, "-m", "shmlane.camera", "--device", f"{name}=pattern"]
     command += ["--width", "64", "--height", "48", "--fps", "100"]
+    closed = subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", *command, "--seconds", "0.2"],
+                            capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert closed.returncode == 0 and "Error" not in closed.stderr, closed.stderr
     service = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert service.stdout is not None and service.stderr is not None
