@@ -45,10 +45,11 @@
  *     except shl_unlock by a thread that holds the lock.
  *   - A stream handle (shl_writer, shl_reader) is single-threaded: calls on
  *     one handle, shl_*_close included, must not overlap (a second thread
- *     needs a lock of its own, or a handle of its own). One exception:
- *     shl_reader_wake may run while another thread is inside a call on the
- *     same reader, but must never overlap shl_reader_close (the handle is
- *     freed by it). Different handles are independent, in one process or
+ *     needs a lock of its own, or a handle of its own). Two exceptions:
+ *     shl_reader_wake and shl_writer_wake may run while another thread is
+ *     inside a call on the same reader or writer, but must never overlap
+ *     shl_reader_close, shl_writer_close or shl_writer_replace (the handle
+ *     is freed by them). Different handles are independent, in one process or
  *     many, of one stream or several. The segment of a stream handle
  *     (shl_writer_segment, shl_reader_segment) is the handle's: use it only
  *     as the handle's calls may be used, and never shl_close it.
@@ -593,9 +594,22 @@ SHL_API void shl_writer_close(shl_writer *w);
 /* Loan a free slot: its index (>= 0) and *frame pointing to it. Waits up to
  * timeout_ns only with SHL_STREAM_BLOCK or while every slot is pinned; then
  * SHL_E_SLOTS_PINNED if readers pin every slot but the newest
- * (shl_writer_get_pinned_by names them), else -ETIMEDOUT. -EBUSY if a loan is
- * already outstanding. */
+ * (shl_writer_get_pinned_by names them), else -ETIMEDOUT. -EINTR, holding no
+ * slot, when shl_writer_wake ends the wait. -EBUSY if a loan is already
+ * outstanding. */
 SHL_API int shl_writer_loan(shl_writer *w, void **frame, int64_t timeout_ns);
+/* The one call on a writer that may run while another thread is inside a
+ * call on it: makes the shl_writer_loan waiting for a slot (or, if none is,
+ * the next one that would wait) return -EINTR, with no slot loaned, within
+ * microseconds where the writer sleeps with futex_waitv (Linux 5.16) and
+ * 50 ms otherwise. A loan that finds a slot, or may not wait (timeout 0),
+ * returns as it would have, and the wake stays for the next wait; publish
+ * and discard, which never wait, it leaves alone. For bindings that must
+ * regain control of a thread blocked in a loan (another thread is about to
+ * close their handle, or stop the pipeline). It must not overlap
+ * shl_writer_close or shl_writer_replace: wake, let the loan return, then
+ * close. */
+SHL_API void shl_writer_wake(shl_writer *w);
 /* Publish the loaned slot: stamps sequence number and time, wakes readers.
  * -EOVERFLOW once frame numbers reach 2^55 - 1 (replace the stream to go on:
  * its numbers start again). */

@@ -50,7 +50,8 @@
  * calls nothing here; stream.h the few steps both take (signal_space,
  * clear_entry, reader_hwm, writer_state).
  *
- * A handle is used by one thread at a time (shmlane.h, Threads). Handles
+ * A handle is used by one thread at a time (shmlane.h, Threads), but for
+ * the wake-up calls, which touch only the handle's wake word. Handles
  * belong to the process that opened them: in a forked child every call
  * returns SHL_E_FORKED, and closing touches nothing shared. */
 #include <assert.h>
@@ -69,7 +70,9 @@
  * after its threads' robust lists are walked) they look again after
  * DEATH_POLL_NS, doubling each time up to DEATH_POLL_MAX_NS; with no writer
  * at all (or one without a keeper), every LIVENESS_PERIOD_NS. */
+#ifndef LIVENESS_PERIOD_NS /* a test that includes this file may make it a variable */
 #define LIVENESS_PERIOD_NS 50000000
+#endif
 #define LIVENESS_SAFETY_NS 10000000000
 #define DEATH_POLL_NS 50000
 #define DEATH_POLL_MAX_NS 5000000
@@ -95,6 +98,24 @@ static bool reap_dead_readers(struct stream *s) {
   bool any = false;
   for (uint32_t i = 0, n = reader_hwm(s); i < n; i++) any |= reap_if_dead(s, i);
   return any;
+}
+
+/* A wake-up (shl_reader_wake, shl_writer_wake) from any thread: the bump
+ * comes before the futex wake. */
+static void wake_up(struct wake *k) {
+  atomic_fetch_add(&k->word, 1);
+  shl__futex_wake_all(&k->word);
+}
+
+/* Before a handle's thread sleeps (not instead of a time-out): true once
+ * for each new wake-up, which the caller answers with -EINTR; else *word is
+ * the value to sleep on, so that a wake-up landing after this read ends
+ * the sleep (the futex sees the word moved). Pairs with wake_up's bump. */
+static bool wake_taken(struct wake *k, uint32_t *word) {
+  *word = atomic_load(&k->word);
+  if (*word == k->seen) return false;
+  k->seen = *word;
+  return true;
 }
 
 /* ---------------------------------------------------------------- writer */
@@ -214,13 +235,22 @@ static bool all_pinned(const struct stream *s) {
   return (pinned & all) == all;
 }
 
-/* Sleep on the stream's `space` until it moves from `space`, or the liveness
- * period or the deadline passes (I7). */
-static void wait_space(struct stream *s, uint32_t space, int64_t left) {
+/* Sleep on the stream's `space` until it moves from `space` (I7), or the
+ * liveness period or the deadline passes; with futex_waitv, also until the
+ * handle's wake word moves from `wake` (without it, shl_writer_wake is seen
+ * when the period ends). */
+static void wait_space(shl_writer *w, uint32_t space, uint32_t wake, int64_t left) {
+  struct stream *s = &w->s;
+  int64_t slice = left < LIVENESS_PERIOD_NS ? left : LIVENESS_PERIOD_NS;
   /* The flag pairs with signal_space's read: a freer that sees 0 skips the
    * wake, and this sleep then returns at once, `space` having changed. */
   atomic_store(&s->ctl->writer_waiting, 1);
-  shl__futex_wait(&s->ctl->space, space, left < LIVENESS_PERIOD_NS ? left : LIVENESS_PERIOD_NS);
+  if (shl__futex_waitv_usable()) {
+    struct shl__also words[2] = {{&s->ctl->space, space}, {&w->wake.word, wake}};
+    shl__futex_waitv(words, 2, slice); /* -ENOSYS: the loop comes back without it */
+  } else {
+    shl__futex_wait(&s->ctl->space, space, slice);
+  }
   atomic_store(&s->ctl->writer_waiting, 0);
 }
 
@@ -254,10 +284,14 @@ int shl_writer_loan(shl_writer *w, void **frame, int64_t timeout_ns) {
     }
     int64_t left = deadline - shl__monotonic_ns();
     if (left <= 0) return all_pinned(s) ? SHL_E_SLOTS_PINNED : -ETIMEDOUT;
+    uint32_t wake;
+    if (wake_taken(&w->wake, &wake)) return -EINTR; /* no slot is held */
     /* Wake on a freed slot, or re-check reader liveness each period. */
-    wait_space(s, space, left);
+    wait_space(w, space, wake, left);
   }
 }
+
+void shl_writer_wake(shl_writer *w) { wake_up(&w->wake); }
 
 int shl_writer_publish(shl_writer *w, uint64_t *seq_out) {
   struct stream *s = &w->s;
@@ -501,13 +535,8 @@ static int wait_for_frame(shl_reader *r, uint64_t changes, int64_t deadline, shl
   }
   int64_t left = deadline - now;
   if (left <= 0) return -ETIMEDOUT;
-  /* Before any sleep (not instead of a time-out): pairs with
-   * shl_reader_wake's bump, made before its futex wake. */
-  uint32_t wake = atomic_load(&r->wake);
-  if (wake != r->wake_seen) {
-    r->wake_seen = wake;
-    return -EINTR;
-  }
+  uint32_t wake;
+  if (wake_taken(&r->wake, &wake)) return -EINTR;
   int64_t slice = left < period ? left : period;
   if (plan == SHL__PACE_EARLY && until - now < slice) slice = until - now;
   if (plan == SHL__PACE_SPIN) wait->spin_ns = (uint32_t)(until - now); /* then sleep */
@@ -519,7 +548,7 @@ static int wait_for_frame(shl_reader *r, uint64_t changes, int64_t deadline, shl
     uint32_t expected = live ? alive | SHL__ALIVE_WAITERS : alive;
     if (expected != alive && !atomic_compare_exchange_strong(word, &alive, expected))
       return -EAGAIN; /* the word moved meanwhile: look at it again */
-    struct shl__also also[2] = {{word, expected}, {&r->wake, wake}};
+    struct shl__also also[2] = {{word, expected}, {&r->wake.word, wake}};
     rc = shl__wait_also(s->seg, changes, slice, wait, also, 2, NULL);
   }
   if (rc == -EINTR) return rc;
@@ -584,11 +613,7 @@ void shl_reader_set_spin(shl_reader *r, uint32_t spin_ns) {
   r->spin_ns = pace ? 0 : spin_ns;
 }
 
-void shl_reader_wake(shl_reader *r) {
-  /* Pairs with wait_for_frame's read before it sleeps on the word. */
-  atomic_fetch_add(&r->wake, 1);
-  shl__futex_wake_all(&r->wake);
-}
+void shl_reader_wake(shl_reader *r) { wake_up(&r->wake); }
 
 int shl_reader_release(shl_reader *r, const shl_sample *sample) {
   if (inherited(&r->cur->s)) return SHL_E_FORKED;

@@ -20,6 +20,15 @@
  * breaks the protocol can make a reader miss this many times in a row. */
 #define PIN_ATTEMPTS 4096
 
+/* A handle's wake-up from another thread (shl_reader_wake, shl_writer_wake):
+ * the waker bumps `word`, then wakes its futex; the handle's own thread,
+ * about to sleep, answers each new value once with -EINTR (stream.c,
+ * wake_taken). Private memory: a waker touches nothing shared. */
+struct wake {
+  _Atomic uint32_t word;
+  uint32_t seen; /* the last value answered */
+};
+
 /* The validated control area, shared by writer and reader handles. */
 struct stream {
   shl_segment *seg;
@@ -50,6 +59,7 @@ struct shl_writer {
   /* A blocking writer's previous stream after a replace, until every live
    * `all` reader of it has moved here (followers_floor); seg NULL: none. */
   struct stream prev;
+  struct wake wake; /* shl_writer_wake, from any thread: ends a loan's wait */
 };
 
 /* A stream a reader is registered on: the one it reads, or one it followed
@@ -80,8 +90,7 @@ struct shl_reader {
   uint32_t owner, owner_uid;   /* whose stream the name may lead to */
   bool moved;                  /* the next sample is the first of a followed stream */
   bool await_writer;           /* opened with no live writer: wait for one, skip its frames */
-  _Atomic uint32_t wake;       /* futex: bumped by shl_reader_wake, from any thread */
-  uint32_t wake_seen;          /* the last value receive answered with -EINTR */
+  struct wake wake;            /* shl_reader_wake, from any thread: ends a receive's wait */
 };
 
 /* This process in the shared words: its pid, as it sees it. Information for

@@ -1,11 +1,23 @@
 /* SHL_STREAM_BLOCK back-pressure: the writer fills the ring but never laps
  * a live `all` reader (`latest` readers do not hold it back), and a dead
- * `all` reader, or a frame read, frees a writer asleep in its loan at once.
- * Other processes are this program re-executed with a role argument. */
+ * `all` reader, or a frame read, frees a writer asleep in its loan at once;
+ * shl_writer_wake from another thread ends a loan that waits, held back so
+ * or by pins on every slot. Other processes are this program re-executed
+ * with a role argument. */
+#include <limits.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "testutil_stream_api.h"
+
+/* The core's stream.c, built into this program with its liveness period a
+ * variable: the wake-up tests make it an hour (with futex_waitv), so that a
+ * loan's sleep ends only by a futex wake, never at the period's end. */
+static int64_t liveness_period_ns = 50000000; /* stream.c's */
+#define LIVENESS_PERIOD_NS liveness_period_ns
+#include "stream.c"
 
 static const char *self; /* argv[0], to re-execute ourselves */
 /* Worst times, printed at the end: a sleeping BLOCK writer's loan after a
@@ -168,12 +180,156 @@ static void test_block_reader_killed(void) {
   shl_reader_close(a);
 }
 
+/* ---------------------------------------------------------------- wake */
+
+#define LOANING INT_MIN /* struct loaner's rc while its loan has not returned */
+
+/* A thread of this process in shl_writer_loan(w, -1). */
+struct loaner {
+  shl_writer *w;
+  void *frame;
+  atomic_int tid, rc;
+  pthread_t thread;
+};
+
+static void *loaner_main(void *arg) {
+  struct loaner *l = arg;
+  atomic_store(&l->tid, (int)gettid());
+  atomic_store(&l->rc, shl_writer_loan(l->w, &l->frame, -1));
+  return NULL;
+}
+
+/* Starts the loan; with `asleep`, returns once it sleeps in the futex, so
+ * that what follows tests a wake-up of a sleeper. */
+static void loaner_start(struct loaner *l, shl_writer *w, bool asleep) {
+  l->w = w;
+  atomic_init(&l->tid, 0);
+  atomic_init(&l->rc, LOANING);
+  T_REQUIRE(pthread_create(&l->thread, NULL, loaner_main, l) == 0);
+  while (atomic_load(&l->tid) == 0) sched_yield();
+  if (asleep) T_CHECK(t_wait_in_futex(atomic_load(&l->tid), WAIT_MS));
+}
+
+/* The loan's result; LOANING for one that still waited after WAIT_MS (a
+ * wake-up lost), which is then given a slot by free_one(arg), so that its
+ * thread ends, and the slot discarded. */
+static int loaner_join(struct loaner *l, void (*free_one)(void *), void *arg) {
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += WAIT_MS / 1000;
+  if (pthread_timedjoin_np(l->thread, NULL, &until) == 0) return atomic_load(&l->rc);
+  free_one(arg);
+  T_REQUIRE(pthread_join(l->thread, NULL) == 0);
+  if (atomic_load(&l->rc) >= 0) T_EXPECT_RC(shl_writer_discard(l->w), 0);
+  return LOANING;
+}
+
+/* The wake-ups and what follows them, on a writer whose every slot is
+ * taken (a loan that may not wait says `why`): free_one(arg) frees one (and
+ * is called once more for each loan a lost wake-up left waiting); next_seq
+ * is the next frame's. */
+static void check_wake(shl_writer *w, int why, uint64_t next_seq, void (*free_one)(void *),
+                       void *arg) {
+  void *frame;
+  struct loaner l;
+  /* Asleep in its loan: woken, it holds no slot. */
+  loaner_start(&l, w, true);
+  shl_writer_wake(w);
+  T_EXPECT_RC(loaner_join(&l, free_one, arg), -EINTR);
+  T_EXPECT_RC(shl_writer_discard(w), -EINVAL);
+  /* A wake while no loan waits: a loan that may not wait keeps it, the next
+   * that would wait returns with it at once, and the one after waits. */
+  shl_writer_wake(w);
+  T_EXPECT_RC(shl_writer_loan(w, &frame, 0), why);
+  loaner_start(&l, w, false);
+  T_EXPECT_RC(loaner_join(&l, free_one, arg), -EINTR);
+  loaner_start(&l, w, true);
+  free_one(arg);
+  int slot = loaner_join(&l, free_one, arg);
+  T_CHECK(slot >= 0);
+  if (slot >= 0) {
+    t_frame_stamp(l.frame, WORDS, next_seq);
+    uint64_t seq = 0;
+    T_EXPECT_RC(shl_writer_publish(w, &seq), 0);
+    T_CHECK(seq == next_seq);
+  }
+}
+
+/* An `all` reader of a blocking stream that reads only when told. */
+struct stalled {
+  shl_reader *r;
+  uint64_t next; /* its next frame */
+};
+
+static void stalled_take(void *arg) {
+  struct stalled *a = arg;
+  EXPECT_SAMPLE(a->r, a->next, 0);
+  a->next++;
+}
+
+/* A blocking stream that an `all` reader holds back. */
+static void test_wake_block(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "swwblk");
+  shl_writer *w = open_writer(name, SHL_STREAM_BLOCK);
+  struct stalled a = {t_reader_open(name, SHL_RECV_ALL, 0), 1};
+  uint64_t seq = fill_ring(w, 1);
+  check_wake(w, -ETIMEDOUT, seq, stalled_take, &a);
+  while (a.next <= seq) stalled_take(&a); /* every frame, in order */
+  EXPECT_NOTHING(a.r);
+  shl_reader_close(a.r);
+  shl_writer_close(w);
+}
+
+/* Samples pin every slot but the newest; each release frees one. */
+struct pins {
+  shl_reader *r;
+  shl_sample held[SLOTS];
+  unsigned n, released;
+};
+
+static void pins_release(void *arg) {
+  struct pins *p = arg;
+  T_REQUIRE(p->released < p->n);
+  T_EXPECT_RC(shl_reader_release(p->r, &p->held[p->released++]), 0);
+}
+
+/* A stream (not blocking) whose slots readers pin. */
+static void test_wake_pinned(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "swwpin");
+  shl_writer *w = open_writer(name, 0);
+  struct pins p = {t_reader_open_pins(name, SHL_RECV_LATEST, 0, SLOTS), {{0}}, 0, 0};
+  for (uint64_t seq = 1; seq < SLOTS; seq++) {
+    PUBLISH(w, seq, seq);
+    T_REQUIRE(TAKE(p.r, &p.held[p.n++], seq, ANY) == 0);
+  }
+  PUBLISH(w, SLOTS, SLOTS);
+  void *frame;
+  T_EXPECT_RC(shl_writer_loan(w, &frame, 0), SHL_E_SLOTS_PINNED);
+  check_wake(w, SHL_E_SLOTS_PINNED, SLOTS + 1, pins_release, &p);
+  EXPECT_SAMPLE(p.r, SLOTS + 1, ANY); /* the frame published after the wake-ups */
+  while (p.released < p.n) pins_release(&p);
+  shl_reader_close(p.r);
+  shl_writer_close(w);
+}
+
+static void test_wake(void) {
+  int64_t period = liveness_period_ns;
+  /* Without futex_waitv a wake-up is seen at the end of a period. */
+  if (shl__futex_waitv_usable()) liveness_period_ns = 3600 * 1000 * T_MS;
+  test_wake_block();
+  test_wake_pinned();
+  liveness_period_ns = period;
+}
+
 int main(int argc, char **argv) {
   self = argv[0];
   if (argc > 2) return run_role(argc, argv);
   t_frame_check_canary(WORDS); /* every sample's bytes are checked with it */
   test_block();
   test_block_reader_killed();
+  test_wake();
   printf("stream_block: BLOCK writer freed %.1f ms after a reader died, %.1f ms after it read\n",
          unblock_kill_ms, unblock_read_ms);
   return t_result();
