@@ -601,8 +601,7 @@ SHL_API int shl_writer_loan(shl_writer *w, void **frame, int64_t timeout_ns);
 /* The one call on a writer that may run while another thread is inside a
  * call on it: makes the shl_writer_loan waiting for a slot (or, if none is,
  * the next one that would wait) return -EINTR, with no slot loaned, within
- * microseconds where the writer sleeps with futex_waitv (Linux 5.16) and
- * 50 ms otherwise. A loan that finds a slot, or may not wait (timeout 0),
+ * microseconds. A loan that finds a slot, or may not wait (timeout 0),
  * returns as it would have, and the wake stays for the next wait; publish
  * and discard, which never wait, it leaves alone. For bindings that must
  * regain control of a thread blocked in a loan (another thread is about to

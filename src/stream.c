@@ -100,17 +100,14 @@ static bool reap_dead_readers(struct stream *s) {
   return any;
 }
 
-/* A wake-up (shl_reader_wake, shl_writer_wake) from any thread: the bump
- * comes before the futex wake. */
-static void wake_up(struct wake *k) {
-  atomic_fetch_add(&k->word, 1);
-  shl__futex_wake_all(&k->word);
-}
+/* A wake-up (shl_reader_wake, shl_writer_wake) from any thread: bumped
+ * before the futex wake of whatever word the handle's thread sleeps on. */
+static void wake_bump(struct wake *k) { atomic_fetch_add(&k->word, 1); }
 
 /* Before a handle's thread sleeps (not instead of a time-out): true once
  * for each new wake-up, which the caller answers with -EINTR; else *word is
  * the value to sleep on, so that a wake-up landing after this read ends
- * the sleep (the futex sees the word moved). Pairs with wake_up's bump. */
+ * the sleep (the futex sees the word moved). Pairs with wake_bump. */
 static bool wake_taken(struct wake *k, uint32_t *word) {
   *word = atomic_load(&k->word);
   if (*word == k->seen) return false;
@@ -236,21 +233,12 @@ static bool all_pinned(const struct stream *s) {
 }
 
 /* Sleep on the stream's `space` until it moves from `space` (I7), or the
- * liveness period or the deadline passes; with futex_waitv, also until the
- * handle's wake word moves from `wake` (without it, shl_writer_wake is seen
- * when the period ends). */
-static void wait_space(shl_writer *w, uint32_t space, uint32_t wake, int64_t left) {
-  struct stream *s = &w->s;
-  int64_t slice = left < LIVENESS_PERIOD_NS ? left : LIVENESS_PERIOD_NS;
+ * liveness period or the deadline passes. shl_writer_wake moves it too. */
+static void wait_space(struct stream *s, uint32_t space, int64_t left) {
   /* The flag pairs with signal_space's read: a freer that sees 0 skips the
    * wake, and this sleep then returns at once, `space` having changed. */
   atomic_store(&s->ctl->writer_waiting, 1);
-  if (shl__futex_waitv_usable()) {
-    struct shl__also words[2] = {{&s->ctl->space, space}, {&w->wake.word, wake}};
-    shl__futex_waitv(words, 2, slice); /* -ENOSYS: the loop comes back without it */
-  } else {
-    shl__futex_wait(&s->ctl->space, space, slice);
-  }
+  shl__futex_wait(&s->ctl->space, space, left < LIVENESS_PERIOD_NS ? left : LIVENESS_PERIOD_NS);
   atomic_store(&s->ctl->writer_waiting, 0);
 }
 
@@ -287,11 +275,19 @@ int shl_writer_loan(shl_writer *w, void **frame, int64_t timeout_ns) {
     uint32_t wake;
     if (wake_taken(&w->wake, &wake)) return -EINTR; /* no slot is held */
     /* Wake on a freed slot, or re-check reader liveness each period. */
-    wait_space(w, space, wake, left);
+    wait_space(s, space, left);
   }
 }
 
-void shl_writer_wake(shl_writer *w) { wake_up(&w->wake); }
+/* The loan sleeps on `space` alone (the path a blocking stream's writer
+ * takes at every frame costs what it did): the wake moves it as a freed slot
+ * would, and the loan, seeing no slot, finds the wake (I7: `space` was read
+ * before the wake word). */
+void shl_writer_wake(shl_writer *w) {
+  wake_bump(&w->wake);
+  atomic_fetch_add(&w->s.ctl->space, 1);
+  shl__futex_wake_all(&w->s.ctl->space);
+}
 
 int shl_writer_publish(shl_writer *w, uint64_t *seq_out) {
   struct stream *s = &w->s;
@@ -613,7 +609,10 @@ void shl_reader_set_spin(shl_reader *r, uint32_t spin_ns) {
   r->spin_ns = pace ? 0 : spin_ns;
 }
 
-void shl_reader_wake(shl_reader *r) { wake_up(&r->wake); }
+void shl_reader_wake(shl_reader *r) {
+  wake_bump(&r->wake);
+  shl__futex_wake_all(&r->wake.word); /* its receive sleeps on it too */
+}
 
 int shl_reader_release(shl_reader *r, const shl_sample *sample) {
   if (inherited(&r->cur->s)) return SHL_E_FORKED;
