@@ -55,8 +55,10 @@ $(ASAN_BUILD)/build.ninja: | $(VENV)/.deps-stamp
 build: $(BUILD)/build.ninja
 	$(BIN)/ninja -C $(BUILD)
 
+# Four at a time on any machine: the two halves of the bridge's run (half a
+# minute each) mostly wait, and would hold both slots of a 2-core machine.
 test-c: build
-	$(MESON) test -C $(BUILD) --print-errorlogs
+	$(MESON) test -C $(BUILD) --print-errorlogs --num-processes 4
 
 # The bridge's long check, not in `make test`: healthy receivers keep 95% of
 # the frames beside a stopped one and one that comes and goes, over ipc and
