@@ -214,7 +214,6 @@ int64_t shl__monotonic_ns(void);
 int64_t shl__realtime_ns(void);
 /* 0 on wake (or value already changed), -ETIMEDOUT, -EINTR. timeout_ns < 0: forever. */
 int shl__futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t timeout_ns);
-void shl__futex_wake(_Atomic uint32_t *word, int n);
 void shl__futex_wake_all(_Atomic uint32_t *word);
 /* Whether this process sleeps on two words at once (futex_waitv, Linux
  * 5.16): decided once, from a probe of the system call and the environment

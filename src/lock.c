@@ -69,8 +69,10 @@ static int take(shl_segment *seg, struct shl__keeper *k, uint32_t tid, uint32_t 
 }
 
 /* Gives up this handle's claim (tid), leaving the word `to` (0: free, or
- * OWNER_DIED), and wakes a sleeper if any. -ENOTRECOVERABLE if the word no
- * longer held tid (a peer rewrote it): then it is left as it is. */
+ * OWNER_DIED), and wakes the sleepers if any. -ENOTRECOVERABLE if the word no
+ * longer held tid (a peer rewrote it): then it is left as it is. All of them:
+ * a process that may only read the segment can sleep on the word too; the
+ * lockers that lose the race sleep again. */
 static int give_up(shl_segment *seg, uint32_t tid, uint32_t to) {
   _Atomic uint32_t *word = &seg->hdr->lock;
   struct shl__keeper *k = keeper_of(seg, false);
@@ -84,7 +86,7 @@ static int give_up(shl_segment *seg, uint32_t tid, uint32_t to) {
   do {
     if ((v & SHL__LOCK_TID_MASK) != tid) rc = -ENOTRECOVERABLE;
   } while (rc == 0 && !atomic_compare_exchange_weak(word, &v, to | (to ? v & SHL__LOCK_WAITERS : 0)));
-  if (rc == 0 && (v & SHL__LOCK_WAITERS)) shl__futex_wake(word, 1);
+  if (rc == 0 && (v & SHL__LOCK_WAITERS)) shl__futex_wake_all(word);
   if (k) {
     shl__keeper_pending(k, false);
     pthread_mutex_unlock(&seg->lock_ops);

@@ -37,11 +37,11 @@ int shl__futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t timeout_n
   return errno == EAGAIN ? 0 : -errno; /* EAGAIN: the value had already changed */
 }
 
-void shl__futex_wake(_Atomic uint32_t *word, int n) {
-  syscall(SYS_futex, (void *)word, FUTEX_WAKE, n, NULL, NULL, 0);
+/* Every sleeper, never one: a process that may only read a word can sleep on
+ * it too, and a single wake could go to it instead of to those it is for. */
+void shl__futex_wake_all(_Atomic uint32_t *word) {
+  syscall(SYS_futex, (void *)word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }
-
-void shl__futex_wake_all(_Atomic uint32_t *word) { shl__futex_wake(word, INT_MAX); }
 
 /* ---------------------------------------------------------------- two words at once */
 

@@ -2,8 +2,13 @@
  * segments; children drop to nobody (uid and gid 65534, no supplementary
  * groups) and try to open, wait and unlink. Needs root: skipped otherwise. */
 #include <grp.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <linux/futex.h>
 
 #include "testutil_stream.h"
 
@@ -403,6 +408,70 @@ static void test_stream_mode(void) {
   T_CHECK(w == NULL);
 }
 
+/* As nobody, through a read-only mapping of its own: sleep on the lock word
+ * (offset 256, docs/format.md), again after every wake, until killed. */
+static int sleep_on_lock_word(void *p) {
+  char path[T_PATH_MAX];
+  if (drop_to_nobody() < 0) return DROP_FAILED;
+  int fd = open(t_shm_path(p, path), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  const _Atomic uint32_t *word = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0);
+  if (word == MAP_FAILED) return -errno;
+  word += 256 / sizeof *word;
+  for (;;) syscall(SYS_futex, (void *)word, FUTEX_WAIT, atomic_load(word), NULL, NULL, 0);
+}
+
+struct waiter {
+  shl_segment *seg;
+  pid_t tid;
+  long long locked_ns;
+  int rc;
+};
+
+static void *lock_once(void *p) {
+  struct waiter *w = p;
+  __atomic_store_n(&w->tid, (pid_t)syscall(SYS_gettid), __ATOMIC_RELEASE);
+  w->rc = shl_lock(w->seg, WAIT_NS);
+  w->locked_ns = t_now_ns();
+  if (w->rc == 0) w->rc = shl_unlock(w->seg);
+  return NULL;
+}
+
+/* A user who may only read a segment sleeps on its lock word before a
+ * locker does. Each unlock must wake the locker at once: a wake of one
+ * sleeper went to nobody, and the locker slept out its 20 ms slice. Timed,
+ * so judged by the majority of five rounds. */
+static void test_lock_wake_as_nobody(void) {
+  const char *name = t_name("plock");
+  shl_segment *seg = make(name, 0644, 0);
+  struct t_child thief;
+  T_REQUIRE(t_child_start(&thief, sleep_on_lock_word, (void *)name, 30) == 0);
+  int slow = 0;
+  for (int round = 0; round < 5; round++) {
+    T_EXPECT_RC(shl_lock(seg, WAIT_NS), 0);
+    T_CHECK(t_wait_in_futex(thief.pid, 3000)); /* asleep before the locker */
+    struct waiter w = {.seg = seg, .rc = 1};
+    pthread_t t;
+    T_REQUIRE(pthread_create(&t, NULL, lock_once, &w) == 0);
+    while (!__atomic_load_n(&w.tid, __ATOMIC_ACQUIRE)) t_sleep_ms(1);
+    T_CHECK(t_thread_in_futex(w.tid, 3000));
+    long long unlocked = t_now_ns();
+    T_EXPECT_RC(shl_unlock(seg), 0);
+    pthread_join(t, NULL);
+    T_EXPECT_RC(w.rc, 0);
+    long long after_ms = (w.locked_ns - unlocked) / 1000000;
+    if (after_ms >= 10) {
+      fprintf(stderr, "round %d: the locker took the lock %lld ms after the unlock\n", round, after_ms);
+      slow++;
+    }
+  }
+  T_CHECK(slow <= 2);
+  kill(thief.pid, SIGKILL);
+  int rc;
+  T_CHECK(t_child_finish(&thief, &rc) != 0 && rc == INT_MIN); /* it never ended of itself */
+  shl_close(seg);
+}
+
 int main(void) {
   if (geteuid() != 0) {
     fprintf(stderr, "skip: needs root to create as one user and open as another\n");
@@ -424,6 +493,7 @@ int main(void) {
   test_squatter();
   test_group_sharing();
   test_readonly_header();
+  test_lock_wake_as_nobody();
   test_stream_mode();
   return t_result();
 }
