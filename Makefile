@@ -149,10 +149,12 @@ test-python-asan: python-asan-build build
 # the CPU that its tests leave idle (the C and Python tests mostly wait on
 # other processes; libFuzzer uses one core). PREP writes nothing PHASE uses
 # (bench-packages installs into .venv: only beside a phase that does not use
-# it). `make test SERIAL=1` runs everything one after another.
+# it). check-dist, a check of wheels built apart, runs beside bench-smoke in the
+# same way: neither uses what the other writes. `make test SERIAL=1` runs
+# everything one after another.
 TEST_PHASES := deps build test-c+asan-build,fuzz-build test-asan \
   fuzz-smoke+install-python,python-asan-build stress-smoke mutants test-python+pythons-prepare \
-  test-python-asan+dist-quick test-pythons-quick+bench-packages bench-smoke check-dist
+  test-python-asan+dist-quick test-pythons-quick+bench-packages bench-smoke+check-dist
 
 test:
 	@$(PYTHON) tests/phases.py --make "$(MAKE)" $(if $(SERIAL),--serial) $(TEST_PHASES)

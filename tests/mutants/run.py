@@ -2,8 +2,9 @@
 """Mutation check: proves that the tests can fail.
 
 Each mutant is a small deliberate breakage of one key mechanism (mutants.py).
-For each, in a scratch copy of the tree: apply it, rebuild what the tests
-that must catch it run, run them, and expect at least one to fail. A mutant
+For each, in one of two scratch copies of the tree (two mutants at a time:
+their tests mostly wait): apply it, rebuild what the tests that must catch it
+run, run them, and expect at least one to fail. A mutant
 that survives (every test passes), or that no longer applies (its text is not
 found exactly once: the code moved on, update the mutant), fails the run.
 
@@ -15,12 +16,15 @@ Usage: run.py [--meson PATH] [--only NAME ...] [--list]
 Python 3 stdlib only; needs the build tools that `make deps` installs.
 """
 import argparse
+import concurrent.futures
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -88,6 +92,81 @@ def test_outputs(meson, build):
     return outputs
 
 
+# Mutants run at once, each in a scratch tree of its own.
+WORKERS = 2
+print_lock = threading.Lock()
+
+
+def say(line):
+    with print_lock:
+        print(line, flush=True)
+
+
+def prepare(meson, scratch, needed):
+    """A scratch copy of the tree with what the tests need built: its build
+    dir, the ninja command and each test's outputs; None if it does not build."""
+    copy_tree(scratch)
+    build = os.path.join(scratch, "build")
+    # Only what the mutants' tests run: no benchmarks, no bridge.
+    rc, out = run([meson, "setup", build, "-Dpython=false", "-Dbench=false",
+                   "-Dbridge=disabled"], scratch, 600)
+    tree = None
+    if rc == 0:
+        outputs = test_outputs(meson, build)
+        ninja = [shutil.which("ninja", path=os.path.dirname(meson) + os.pathsep +
+                              os.environ.get("PATH", "")) or "ninja", "-C", build]
+        tree = {"scratch": scratch, "build": build, "ninja": ninja, "outputs": outputs}
+        rc, out = run(ninja + sorted(set().union(*(outputs[t] for t in needed))), scratch, 900)
+    if rc != 0:
+        say(out[-3000:] + "\nmutants: the unmutated tree does not build")
+        return None
+    return tree
+
+
+def drain(meson, tree, todo, shm):
+    """Try mutants from `todo` in `tree` until none is left; the names of
+    those that were not killed."""
+    failures = []
+    while True:
+        try:
+            m = todo.get_nowait()
+        except queue.Empty:
+            return failures
+        if not try_mutant(meson, tree, m, shm):
+            failures.append(m["name"])
+
+
+def try_mutant(meson, tree, m, shm):
+    """Apply m, rebuild, run its tests, restore: whether a test killed it."""
+    path = os.path.join(tree["scratch"], m["file"])
+    with open(path) as f:
+        original = f.read()
+    found = original.count(m["find"])
+    if found != 1:
+        say("STALE    %-28s its text occurs %d times in %s" % (m["name"], found, m["file"]))
+        return False
+    t0 = time.monotonic()
+    with open(path, "w") as f:
+        f.write(original.replace(m["find"], m["replace"]))
+    try:
+        rc, out = run(tree["ninja"] + sorted(set().union(*(tree["outputs"][t] for t in m["tests"]))),
+                      tree["scratch"], 900)
+        if rc != 0:
+            say("NOBUILD  %-28s %s" % (m["name"], out.strip().splitlines()[-1:]))
+            return False
+        rc, out = meson_test(meson, tree["build"], m["tests"], shm)
+    finally:
+        with open(path, "w") as f:
+            f.write(original)
+    took = time.monotonic() - t0
+    if rc == 0:
+        say("SURVIVED %-28s (%s all passed, %.0f s): %s"
+            % (m["name"], " ".join(m["tests"]), took, m["why"]))
+        return False
+    say("killed   %-28s by %s (%.0f s)" % (m["name"], " ".join(m["tests"]), took))
+    return True
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--meson", default=os.path.join(ROOT, ".venv", "bin", "meson"))
@@ -101,65 +180,33 @@ def main():
             print("%-28s %s: %s" % (m["name"], m["file"], m["why"]))
         return 0 if mutants or a.list else 2
 
-    scratch = tempfile.mkdtemp(prefix="shmlane-mutants.")
-    failures = []
+    # Two scratch trees, one mutant at a time in each: most of a mutant's
+    # time is its tests waiting (time-outs, sleeps), not CPU.
+    scratches = [tempfile.mkdtemp(prefix="shmlane-mutants.") for _ in range(min(WORKERS, len(mutants)))]
+    needed = sorted({t for m in mutants for t in m["tests"]})
     try:
-        copy_tree(scratch)
-        build = os.path.join(scratch, "build")
-        needed = sorted({t for m in mutants for t in m["tests"]})
-        # Only what the mutants' tests run: no benchmarks, no bridge.
-        rc, out = run([a.meson, "setup", build, "-Dpython=false", "-Dbench=false",
-                       "-Dbridge=disabled"], scratch, 600)
-        if rc == 0:
-            outputs = test_outputs(a.meson, build)
-            ninja = [shutil.which("ninja", path=os.path.dirname(a.meson) + os.pathsep +
-                                  os.environ.get("PATH", "")) or "ninja", "-C", build]
-            rc, out = run(ninja + sorted(set().union(*(outputs[t] for t in needed))), scratch, 900)
-        if rc != 0:
-            print(out[-3000:])
-            print("mutants: the unmutated tree does not build")
+        with concurrent.futures.ThreadPoolExecutor(len(scratches)) as pool:
+            trees = list(pool.map(lambda d: prepare(a.meson, d, needed), scratches))
+        if any(t is None for t in trees):
             return 1
         shm = private_shm_prefix()
         if not shm:
             print("mutants: no private /dev/shm here (unshare): a crashed test may leave objects")
         # The tests must pass as they are, or a "kill" would mean nothing.
-        rc, out = meson_test(a.meson, build, needed, shm)
+        rc, out = meson_test(a.meson, trees[0]["build"], needed, shm)
         if rc != 0:
             print(out[-3000:])
             print("mutants: the tests fail on the unmutated tree: %s" % " ".join(needed))
             return 1
+        todo = queue.Queue()
         for m in mutants:
-            path = os.path.join(scratch, m["file"])
-            with open(path) as f:
-                original = f.read()
-            found = original.count(m["find"])
-            if found != 1:
-                failures.append(m["name"])
-                print("STALE    %-28s its text occurs %d times in %s" % (m["name"], found, m["file"]))
-                continue
-            t0 = time.monotonic()
-            with open(path, "w") as f:
-                f.write(original.replace(m["find"], m["replace"]))
-            try:
-                rc, out = run(ninja + sorted(set().union(*(outputs[t] for t in m["tests"]))),
-                              scratch, 900)
-                if rc != 0:
-                    failures.append(m["name"])
-                    print("NOBUILD  %-28s %s" % (m["name"], out.strip().splitlines()[-1:]))
-                    continue
-                rc, out = meson_test(a.meson, build, m["tests"], shm)
-            finally:
-                with open(path, "w") as f:
-                    f.write(original)
-            took = time.monotonic() - t0
-            if rc == 0:
-                failures.append(m["name"])
-                print("SURVIVED %-28s (%s all passed, %.0f s): %s"
-                      % (m["name"], " ".join(m["tests"]), took, m["why"]))
-            else:
-                print("killed   %-28s by %s (%.0f s)" % (m["name"], " ".join(m["tests"]), took))
+            todo.put(m)
+        with concurrent.futures.ThreadPoolExecutor(len(trees)) as pool:
+            verdicts = pool.map(lambda t: drain(a.meson, t, todo, shm), trees)
+            failures = [name for names in verdicts for name in names]
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        for d in scratches:
+            shutil.rmtree(d, ignore_errors=True)
     print("mutants: %d killed, %d not" % (len(mutants) - len(failures), len(failures)))
     return 1 if failures else 0
 
