@@ -13,6 +13,14 @@ MUTANTS = [
         "tests": ["perm"],
     },
     {
+        "name": "unlock-wakes-one",
+        "why": "an unlock wakes one sleeper on the lock word, which a read-only process can be",
+        "file": "src/lock.c",
+        "find": "if (rc == 0 && (v & SHL__LOCK_WAITERS)) shl__futex_wake_all(word);",
+        "replace": "if (rc == 0 && (v & SHL__LOCK_WAITERS)) syscall(SYS_futex, word, 1, 1, NULL, NULL, 0);",
+        "tests": ["perm"],
+    },
+    {
         "name": "no-spin",
         "why": "shl_wait_ex ignores spin_ns and sleeps at once",
         "file": "src/notify.c",
