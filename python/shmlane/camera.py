@@ -276,14 +276,18 @@ class Camera(threading.Thread):
             self.writer = None
 
     def _open_writer(self, first: np.ndarray) -> bool:
-        """The stream for frames like `first`, taking it over (or replacing
-        one of another layout) from a writer that is gone."""
-        self._close_writer()
+        """The stream for frames like `first`: taken over (or replaced, if
+        of another layout) from a writer that is gone; or, with a writer
+        already (the device's frames changed size), replaced under it, so
+        that readers follow without a moment without writer."""
+        rate = self.source.rate()
+        fps = rate if rate and rate > 0 else None
         try:
-            rate = self.source.rate()
-            self.writer = Writer(self.stream, first.shape, first.dtype, meta=FrameMeta,
-                                 replace=True, slots=self.args.slots,
-                                 fps=rate if rate and rate > 0 else None)  # fmt: skip
+            if self.writer is not None:
+                self.writer.replace(first.shape, first.dtype, fps=fps)
+            else:
+                self.writer = Writer(self.stream, first.shape, first.dtype, meta=FrameMeta,
+                                     replace=True, slots=self.args.slots, fps=fps)  # fmt: skip
         except StreamBusy as exc:
             self.state = f"stream busy: {exc}"
             return False

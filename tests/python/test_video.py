@@ -586,3 +586,75 @@ def test_console_script_is_installed() -> None:
     help_text = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=30)
     assert help_text.returncode == 0 and "--device" in help_text.stdout
     assert os.access(script, os.X_OK)
+
+
+
+class Resizing:
+    """A camera stand-in (the service's source surface): frames of 48x64,
+    then of 24x32 from frame `switch` on, each its number in every pixel,
+    then a failure. The second frame waits for `ready`."""
+
+    paced, ended, fps = False, False, 30.0
+
+    def __init__(self, switch: int, frames: int) -> None:
+        self.switch, self.frames, self.number = switch, frames, -1
+        self.ready = threading.Event()
+
+    def open(self) -> bool:
+        return True
+
+    def rate(self) -> float:
+        return self.fps
+
+    def read(self, out):
+        self.number += 1
+        if self.number == 1:
+            assert self.ready.wait(30)
+        if self.number >= self.frames:
+            return False, None
+        shape = (48, 64, 3) if self.number < self.switch else (24, 32, 3)
+        if out is None or out.shape != shape:
+            out = np.empty(shape, np.uint8)  # as cv2: an array of its own when `out` does not fit
+        out[...] = self.number
+        return True, out
+
+    def close(self) -> None:
+        pass
+
+
+def test_camera_service_follows_a_new_frame_size_without_a_gap(name: str, monkeypatch) -> None:
+    """A device whose frame size changes: the service replaces the stream
+    under its writer (Writer.replace), and a reader follows to the new size
+    with no moment without a writer, the frame's record as before. The
+    service closed its writer and opened another: a Reader got WriterGone
+    at the change (a VideoCapture saw isOpened() False meanwhile), when it
+    looked before the new writer was there (here: one slow to open)."""
+    opened: List[str] = []
+
+    class SlowToOpen(shmlane.Writer):  # a busy machine: the second opening takes 0.2 s
+        def __init__(self, *args, **kwargs) -> None:
+            opened.append(args[0])
+            time.sleep(0.2 if len(opened) > 1 else 0)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(camera, "Writer", SlowToOpen)
+    stop = threading.Event()
+    service = camera.Camera(name, "0", camera.parse(["--device", "0", "--retry", "60"]), stop)
+    source = service.source = Resizing(switch=3, frames=6)
+    service.start()
+    got: List[object] = []
+    try:
+        with shmlane.Reader(name, "all", timeout=10, meta=FrameMeta) as reader:
+            source.ready.set()
+            try:
+                while True:
+                    with reader.receive(timeout=10) as s:
+                        got.append((int(s.array.flat[0]), s.array.shape, s.meta.device, s.meta.frame))
+            except shmlane.WriterGone:
+                got.append("gone")
+    finally:
+        stop.set()
+        service.join(timeout=10)
+    assert got[-3:] == [(4, (24, 32, 3), 0, 4), (5, (24, 32, 3), 0, 5), "gone"], got
+    assert (2, (48, 64, 3), 0, 2) in got and (3, (24, 32, 3), 0, 3) in got, got
+    assert opened == [name]  # once: the change of size replaced the stream under the writer
