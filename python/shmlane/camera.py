@@ -253,11 +253,17 @@ class Camera(threading.Thread):
         self.error: Optional[str] = None
 
     def run(self) -> None:
+        failing = False  # the last opening failed: said once, not at every attempt
         try:
             while not self.stop.is_set():
                 if self.source.open():
+                    failing = False
                     self._stream()  # its state says why it ended: a device or a stream busy
                 else:
+                    if not failing:
+                        _say(f"shmlane-camera: {self.stream}: cannot open {self.spec}, trying again"
+                             f" every {self.args.retry:g} s", file=sys.stderr)  # fmt: skip
+                    failing = True
                     self.state = "waiting for the device"
                 if self.source.ended:  # --once: a file played to its end
                     self.state = "ended"
@@ -425,8 +431,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         if stream is not None:  # None: started with the descriptor closed
             stream.reconfigure(line_buffering=True, write_through=False)  # type: ignore[union-attr]
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
     cameras: List[Camera] = []
     for spec in args.device:
         name, device = stream_name(spec)
@@ -439,6 +443,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                   file=sys.stderr)  # fmt: skip
             return 2
         cameras.append(Camera(name, device, args, stop))
+        source = cameras[-1].source
+        if isinstance(source, Device) and source.is_file and not os.path.exists(device):
+            _say(f"shmlane-camera: no device {device}: not a camera index (0), an existing file,"
+                 " a /dev path, a URL or pattern", file=sys.stderr)  # fmt: skip
+            return 2
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     for camera in cameras:
         camera.start()
         _say(f"camera: {camera.stream} from {camera.spec}")

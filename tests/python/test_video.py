@@ -658,3 +658,44 @@ def test_camera_service_follows_a_new_frame_size_without_a_gap(name: str, monkey
     assert got[-3:] == [(4, (24, 32, 3), 0, 4), (5, (24, 32, 3), 0, 5), "gone"], got
     assert (2, (48, 64, 3), 0, 2) in got and (3, (24, 32, 3), 0, 3) in got, got
     assert opened == [name]  # once: the change of size replaced the stream under the writer
+
+
+def test_camera_service_refuses_a_device_that_does_not_exist(name: str, tmp_path: Path, capsys) -> None:
+    """A device that is no camera index, URL, /dev path or existing file (a
+    typo, a stream's name) is refused at start, with status 2 and what a
+    device is; the service waited for it for ever, saying only `waiting
+    for the device` once a second."""
+    pytest.importorskip("cv2")  # without it, a device other than the pattern is refused anyway
+    missing = tmp_path / "cam0"
+    assert camera.main(["--device", f"{name}=pattern", "--device", str(missing), "--seconds", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"no device {missing}: not a camera index" in err and "pattern" in err, err
+
+
+def test_camera_service_says_once_that_it_cannot_open_a_device(name: str, capsys) -> None:
+    """A device that exists but does not open (a camera in use, unplugged;
+    a URL down) is tried again every --retry seconds, as before, and the
+    service says so on stderr at the first failure, once: it said nothing
+    but its statistics' `waiting for the device`."""
+
+    class Closed:  # a device that never opens
+        paced = ended = False
+        attempts = 0
+
+        def open(self) -> bool:
+            self.attempts += 1
+            return False
+
+        def close(self) -> None:
+            pass
+
+    stop = threading.Event()
+    service = camera.Camera(name, "7", camera.parse(["--device", "7", "--retry", "0.01"]), stop)
+    source = service.source = Closed()
+    service.start()
+    wait_for(lambda: source.attempts >= 3, "no attempts to open again")
+    stop.set()
+    service.join(timeout=10)
+    err = capsys.readouterr().err
+    assert err.count(f"shmlane-camera: {name}: cannot open 7, trying again every 0.01 s") == 1, err
+    assert service.state == "waiting for the device"
