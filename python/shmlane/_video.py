@@ -18,8 +18,10 @@ See docs/opencv.md.
 from __future__ import annotations
 
 import collections
+import numbers
 import time
-from typing import Any, Deque, Dict, Iterator, Optional, Tuple
+import warnings
+from typing import Any, Deque, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -57,6 +59,26 @@ _GONE_POLL = 0.02
 _RATE_FRAMES = 32
 
 
+def _stream_of(source: Union[str, int]) -> str:
+    """The stream a capture reads: `source` itself, or for a camera index
+    N (cv2.VideoCapture(0)) camN, the stream shmlane-camera publishes
+    camera N as."""
+    if isinstance(source, str):
+        return source
+    if isinstance(source, numbers.Integral) and not isinstance(source, bool):
+        if source < 0:
+            raise ValueError(
+                f"shmlane.VideoCapture: camera index {source} (OpenCV's any camera): give the "
+                "camera's index, VideoCapture(0) reads stream cam0, or a stream's name"
+            )
+        return f"cam{int(source)}"
+    raise TypeError(
+        f"shmlane.VideoCapture takes a stream's name (VideoCapture('cam0')) or a camera index "
+        f"(VideoCapture(0) reads cam0, as shmlane-camera --device 0 publishes it), not {source!r}"
+    )
+
+
+
 class VideoCapture:
     """Frames of stream `name` with the reading surface of cv2.VideoCapture:
     isOpened(), read(), grab()/retrieve(), get(), release(), a context manager
@@ -77,7 +99,9 @@ class VideoCapture:
 
     def __init__(
         self,
-        name: str,
+        name: Union[str, int, None] = None,
+        apiPreference: int = 0,
+        params: Optional[Sequence[int]] = None,
         *,
         copy: bool = True,
         timeout: Optional[float] = 2.0,
@@ -91,15 +115,35 @@ class VideoCapture:
         self._reader: Optional[Reader] = None
         self._sample: Optional[Sample] = None
         self._rates: Deque[Tuple[int, int]] = collections.deque(maxlen=_RATE_FRAMES)
-        self._start(name)
+        self.name = ""
+        self._released = True  # without a name, as cv2.VideoCapture(): open() later
+        if name is not None:
+            self._start(name, apiPreference, params)
 
-    def _start(self, name: str) -> None:
-        self.name = name
+    def _start(self, source: Union[str, int], api: int, params: Optional[Sequence[int]]) -> None:
+        """Read `source` from now on, with cv2's apiPreference (ignored: one
+        backend) and params (property, value pairs, as set() takes them)."""
+        if not isinstance(api, numbers.Integral) or isinstance(api, bool):
+            raise TypeError(
+                f"shmlane.VideoCapture: apiPreference is OpenCV's backend number (cv2.CAP_ANY), "
+                f"not {api!r}; copy=, timeout= and the others are keywords"
+            )
+        self.name = _stream_of(source)
         self._seq = self._timestamp_ns = self._lost = 0
         self._meta: Any = None
         self._rates.clear()
         self._gone = self._released = False
-        self._connect(self.timeout)
+        pairs = list(params or ())
+        if len(pairs) % 2 or any(not self.set(p, v) for p, v in zip(pairs[::2], pairs[1::2])):
+            raise ValueError(
+                f"shmlane.VideoCapture: params {pairs}: pairs of a property and its value, and "
+                "a capture sets none (the writer decides them)"
+            )
+        if self._connect(self.timeout) is None and not isinstance(source, str):
+            warnings.warn(
+                f"shmlane.VideoCapture({source}): no stream {self.name} yet: is "
+                f"`shmlane-camera --device {source}` running?", RuntimeWarning, stacklevel=3
+            )
 
     def _connect(self, timeout: Optional[float]) -> Optional[Reader]:
         """The reader, opened if there is none yet; None without one (also
@@ -130,10 +174,13 @@ class VideoCapture:
                 return None
             raise
 
-    def open(self, name: str) -> bool:
-        """Read stream `name` from now on (cv2's open(index)); isOpened()."""
+    def open(
+        self, name: Union[str, int], apiPreference: int = 0, params: Optional[Sequence[int]] = None
+    ) -> bool:
+        """Read stream `name` (or camera index N's, camN) from now on, as
+        cv2's open(); isOpened()."""
         self.release()
-        self._start(name)
+        self._start(name, apiPreference, params)
         return self.isOpened()
 
     def isOpened(self) -> bool:

@@ -7,6 +7,7 @@ unplugged and restored file and a SIGTERM. The service's tests need OpenCV
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -131,6 +132,46 @@ def test_release_on_another_thread_ends_a_read_with_false(name: str) -> None:
         assert not reading.is_alive() and results == [(False, None)], results
         assert not cap.isOpened() and cap.get(shmlane.CAP_PROP_BUFFERSIZE) == 0.0
         assert cap.get(shmlane.CAP_PROP_FRAME_WIDTH) == 0.0
+
+
+
+def test_capture_of_a_camera_index_reads_the_services_stream() -> None:
+    """VideoCapture(0), as every OpenCV tutorial opens a camera, reads the
+    stream cam0 that `shmlane-camera --device 0` publishes, and says so
+    when there is none; it raised a bare TypeError. OpenCV's apiPreference
+    is accepted and ignored; params that set what the writer decides, a
+    negative index or another type are refused, saying what to pass."""
+    index = 10**9 + os.getpid()  # a camera nobody has
+    name = f"cam{index}"
+    try:
+        with pytest.warns(RuntimeWarning, match=f"no stream {name}.*shmlane-camera --device {index}"):
+            cap = shmlane.VideoCapture(index, timeout=0)
+        assert cap.name == name and not cap.isOpened()
+        with shmlane.VideoWriter(name, 30, (64, 48)) as out:
+            out.write(np.full((48, 64, 3), 9, np.uint8))
+            cap.timeout = 2
+            assert cap.isOpened() and (cap.read()[1] == 9).all()
+            with shmlane.VideoCapture(np.int64(index), 200, timeout=2) as other:  # cv2.CAP_V4L2
+                assert other.name == name and other.isOpened()
+            empty = shmlane.VideoCapture()  # as cv2's: opened later
+            assert not empty.isOpened() and empty.read() == (False, None)
+            assert empty.open(index, 0) and empty.name == name
+            empty.release()
+        cap.release()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            shmlane.unlink(name)
+    with pytest.raises(ValueError, match="camera index -1"):
+        shmlane.VideoCapture(-1)
+    for wrong in (1.5, b"cam0", True):
+        with pytest.raises(TypeError, match="a stream's name"):
+            shmlane.VideoCapture(wrong)
+    with pytest.raises(TypeError, match="apiPreference"):
+        shmlane.VideoCapture(name, False)  # copy= is a keyword
+    with pytest.raises(ValueError, match="params"):
+        shmlane.VideoCapture(name, 0, [shmlane.CAP_PROP_FPS, 5], timeout=0)
+    with pytest.raises(ValueError, match="params"):
+        shmlane.VideoCapture(name, 0, [shmlane.CAP_PROP_FPS], timeout=0)
 
 
 # A writer that is another user (nobody), publishing a frame of each value read from stdin.
