@@ -31,6 +31,7 @@ from ._stream import LOAN_TIMEOUT, Loan, Reader, Sample, StreamInfo, Writer
 
 __all__ = [
     "CAP_PROP_BUFFERSIZE",
+    "CAP_PROP_CONVERT_RGB",
     "CAP_PROP_FPS",
     "CAP_PROP_FRAME_COUNT",
     "CAP_PROP_FRAME_HEIGHT",
@@ -50,6 +51,7 @@ CAP_PROP_FRAME_WIDTH = 3
 CAP_PROP_FRAME_HEIGHT = 4
 CAP_PROP_FPS = 5
 CAP_PROP_FRAME_COUNT = 7
+CAP_PROP_CONVERT_RGB = 16
 CAP_PROP_BUFFERSIZE = 38
 
 # How often read() looks again for a writer to take over a stream whose
@@ -78,6 +80,10 @@ def _stream_of(source: Union[str, int]) -> str:
     )
 
 
+def _is_gray(frame: np.ndarray) -> bool:
+    """An 8-bit one-channel image: what OpenCV converts to BGR on reading."""
+    return frame.dtype == np.uint8 and (frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1))
+
 
 class VideoCapture:
     """Frames of stream `name` with the reading surface of cv2.VideoCapture:
@@ -95,7 +101,12 @@ class VideoCapture:
     (or dtype) of the stream's metadata records, for `meta` (see Reader);
     a stream replaced by one without them makes read() raise LayoutChanged.
     owner: whose streams to read, as for Reader (None: this user's or
-    root's; a user name or uid; "any")."""
+    root's; a user name or uid; "any"). name: a stream's, or a camera
+    index N for stream camN (the camera service's); apiPreference is
+    ignored, params are (property, value) pairs for set(). Gray frames
+    (8-bit, one channel) come as 3-channel BGR, as OpenCV's do while
+    CAP_PROP_CONVERT_RGB is on (the default; set() it to 0 for them as
+    published)."""
 
     def __init__(
         self,
@@ -133,11 +144,12 @@ class VideoCapture:
         self._meta: Any = None
         self._rates.clear()
         self._gone = self._released = False
+        self._convert_rgb = True
         pairs = list(params or ())
         if len(pairs) % 2 or any(not self.set(p, v) for p, v in zip(pairs[::2], pairs[1::2])):
             raise ValueError(
                 f"shmlane.VideoCapture: params {pairs}: pairs of a property and its value, and "
-                "a capture sets none (the writer decides them)"
+                "only CAP_PROP_CONVERT_RGB is one a capture sets (the writer decides the others)"
             )
         if self._connect(self.timeout) is None and not isinstance(source, str):
             warnings.warn(
@@ -248,17 +260,22 @@ class VideoCapture:
             view = sample.array
         except ValueError:  # released by another thread's release() meanwhile
             return False, None
+        shape = view.shape
+        if self._convert_rgb and _is_gray(view):  # OpenCV's gray to BGR: broadcast as copied
+            shape, view = shape[:2] + (3,), view.reshape(shape[:2] + (1,))
         if (
             isinstance(image, np.ndarray)
-            and image.shape == view.shape
+            and image.shape == shape
             and image.dtype == view.dtype
             and image.flags.writeable
         ):
             np.copyto(image, view)
             return True, image
-        if not (self.copy if copy is None else copy):
+        if shape == view.shape and not (self.copy if copy is None else copy):
             return True, view
-        return True, np.array(view)
+        frame = np.empty(shape, view.dtype)  # C-contiguous, as OpenCV's frames
+        np.copyto(frame, view)
+        return True, frame
 
     def read(
         self, image: Optional[np.ndarray] = None, *, copy: Optional[bool] = None
@@ -327,6 +344,8 @@ class VideoCapture:
         comparable with time.monotonic() * 1000), BUFFERSIZE (the stream's
         slots). 0.0 for any other, as OpenCV does for one a backend lacks."""
         prop = int(prop)
+        if prop == CAP_PROP_CONVERT_RGB:
+            return float(self._convert_rgb)
         reader = self._reader
         shape = reader.shape if reader is not None and not reader.closed else ()
         if prop == CAP_PROP_FRAME_WIDTH:
@@ -347,8 +366,13 @@ class VideoCapture:
         return 0.0
 
     def set(self, prop: int, value: float) -> bool:
-        """False: the writer decides every property of a stream."""
-        return False
+        """CAP_PROP_CONVERT_RGB (gray frames as BGR, on by default, as in
+        OpenCV): True. False for any other property (the writer decides
+        them)."""
+        if int(prop) != CAP_PROP_CONVERT_RGB:
+            return False
+        self._convert_rgb = bool(value)
+        return True
 
     def getBackendName(self) -> str:
         return "shmlane"

@@ -89,7 +89,7 @@ def test_capture_of_a_missing_stream_waits_then_opens(new_name) -> None:
     with shmlane.VideoWriter(name, 10, (64, 48), is_color=False) as out:
         out.write(np.full((48, 64), 7, np.uint8))
         ok, frame = cap.read()
-        assert ok and frame.shape == (48, 64) and (frame == 7).all()
+        assert ok and frame.shape == (48, 64, 3) and (frame == 7).all()  # as BGR, as OpenCV
     cap.release()
 
 
@@ -106,7 +106,7 @@ def test_capture_opened_after_its_writer_left_waits_for_the_next(name: str) -> N
     with shmlane.VideoWriter(name, 30, (64, 48), is_color=False) as out:
         out.write(np.full((48, 64), 2, np.uint8))
         ok, frame = cap.read()
-        assert ok and int(frame[0, 0]) == 2
+        assert ok and (frame == 2).all()
     cap.release()
 
 
@@ -133,6 +133,37 @@ def test_release_on_another_thread_ends_a_read_with_false(name: str) -> None:
         assert not cap.isOpened() and cap.get(shmlane.CAP_PROP_BUFFERSIZE) == 0.0
         assert cap.get(shmlane.CAP_PROP_FRAME_WIDTH) == 0.0
 
+
+
+def test_capture_of_a_gray_stream_gives_bgr_as_opencv(name: str) -> None:
+    """CAP_PROP_CONVERT_RGB, on by default as in OpenCV: a gray (2-D uint8)
+    stream's frames come as 3-channel BGR, as cv2.VideoCapture gives those
+    of a gray video, so that cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) works;
+    set(CAP_PROP_CONVERT_RGB, 0), or params=, gives them as published (2-D,
+    zero-copy with copy=False). They came 2-D, and set() said False."""
+    with shmlane.VideoWriter(name, 30, (64, 48), is_color=False) as out:
+        cap = shmlane.VideoCapture(name, timeout=2, policy="all")
+        for value in (1, 2, 3, 4):
+            out.write(np.full((48, 64), value, np.uint8))
+        assert cap.get(shmlane.CAP_PROP_CONVERT_RGB) == 1.0
+        ok, frame = cap.read()
+        assert ok and frame.shape == (48, 64, 3) and frame.flags.c_contiguous and (frame == 1).all()
+        ok, view = cap.read(copy=False)  # converted: a copy of its own all the same
+        assert ok and view.shape == (48, 64, 3) and view.flags.writeable and (view == 2).all()
+        assert cap.set(shmlane.CAP_PROP_CONVERT_RGB, 0) and cap.get(shmlane.CAP_PROP_CONVERT_RGB) == 0.0
+        ok, view = cap.read(copy=False)
+        assert ok and view.shape == (48, 64) and not view.flags.writeable and (view == 3).all()
+        cap.release()
+        raw = shmlane.VideoCapture(name, 0, [shmlane.CAP_PROP_CONVERT_RGB, 0], timeout=2)
+        out.write(np.full((48, 64), 5, np.uint8))
+        assert raw.read()[1].shape == (48, 64)
+        raw.release()
+    with shmlane.VideoWriter(name, 30, (64, 48), is_color=False, dtype=np.uint16) as out:
+        cap = shmlane.VideoCapture(name, timeout=2)
+        out.write(np.full((48, 64), 1000, np.uint16))
+        ok, frame = cap.read()  # a depth map: as published, converting would lose it
+        assert ok and frame.shape == (48, 64) and (frame == 1000).all()
+        cap.release()
 
 
 def test_capture_of_a_camera_index_reads_the_services_stream() -> None:
