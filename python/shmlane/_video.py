@@ -342,8 +342,11 @@ class VideoCapture:
         width and height, FPS (declared by the writer, then measured), POS_FRAMES (the last frame's number
         in the stream), POS_MSEC (its publish time in ms of CLOCK_MONOTONIC,
         comparable with time.monotonic() * 1000), BUFFERSIZE (the stream's
-        slots). 0.0 for any other, as OpenCV does for one a backend lacks."""
+        slots), CONVERT_RGB. 0.0 for any other, and for every one after
+        release(), as OpenCV 4 answers (OpenCV 5: -1.0)."""
         prop = int(prop)
+        if self._released:
+            return 0.0  # as OpenCV 4 after release() (OpenCV 5: -1.0)
         if prop == CAP_PROP_CONVERT_RGB:
             return float(self._convert_rgb)
         reader = self._reader
@@ -368,8 +371,8 @@ class VideoCapture:
     def set(self, prop: int, value: float) -> bool:
         """CAP_PROP_CONVERT_RGB (gray frames as BGR, on by default, as in
         OpenCV): True. False for any other property (the writer decides
-        them)."""
-        if int(prop) != CAP_PROP_CONVERT_RGB:
+        them) and after release()."""
+        if int(prop) != CAP_PROP_CONVERT_RGB or self._released:
             return False
         self._convert_rgb = bool(value)
         return True

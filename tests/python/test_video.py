@@ -135,6 +135,21 @@ def test_release_on_another_thread_ends_a_read_with_false(name: str) -> None:
 
 
 
+def test_capture_answers_get_after_release_as_opencv(name: str) -> None:
+    """After release(), get() answers 0.0 for every property, as for one the
+    capture does not know (OpenCV 4's answer; OpenCV 5 says -1.0 for both):
+    the position, its time and the rate of the frame read last stayed."""
+    with shmlane.VideoWriter(name, 30, (64, 48)) as out:
+        cap = shmlane.VideoCapture(name, timeout=2)
+        out.write(np.zeros((48, 64, 3), np.uint8))
+        assert cap.read()[0] and cap.get(shmlane.CAP_PROP_POS_FRAMES) == 1.0
+        assert cap.retrieve() == (False, None)  # the frame of a grab() only: docs/opencv.md
+        cap.release()
+    props = [getattr(shmlane, p) for p in dir(shmlane) if p.startswith("CAP_PROP_")]
+    assert [cap.get(p) for p in props] == [0.0] * len(props)
+    assert not cap.set(shmlane.CAP_PROP_CONVERT_RGB, 0)
+
+
 def test_capture_of_a_gray_stream_gives_bgr_as_opencv(name: str) -> None:
     """CAP_PROP_CONVERT_RGB, on by default as in OpenCV: a gray (2-D uint8)
     stream's frames come as 3-channel BGR, as cv2.VideoCapture gives those
