@@ -530,8 +530,11 @@ class VideoWriter:
         return self.writer.loan(self.timeout)
 
     def get(self, prop: int) -> float:
-        """CAP_PROP_FPS, CAP_PROP_FRAME_WIDTH and CAP_PROP_FRAME_HEIGHT; 0.0 otherwise."""
-        shape = self.writer.shape
+        """CAP_PROP_FPS, CAP_PROP_FRAME_WIDTH and CAP_PROP_FRAME_HEIGHT; 0.0
+        otherwise, and for every one after release() (as a capture's)."""
+        if self._writer is None:
+            return 0.0
+        shape = self._writer.shape
         return {
             CAP_PROP_FPS: self.fps,
             CAP_PROP_FRAME_WIDTH: float(shape[1]),

@@ -314,6 +314,20 @@ def test_writer_refuses_a_rate_that_is_none(name: str) -> None:
         assert out.get(shmlane.CAP_PROP_FPS) == 0.0 == out.writer.info().fps
 
 
+def test_writer_after_release_answers_as_opencv(name: str) -> None:
+    """After release(), get() answers 0.0 and set() False, as a capture's
+    (OpenCV's writer answers -1.0, and 0.0 for an unknown property in 4);
+    get() raised ValueError. write() still raises it: a frame written after
+    release() is a bug OpenCV drops silently (docs/opencv.md)."""
+    out = shmlane.VideoWriter(name, 30, (64, 48))
+    assert out.get(shmlane.CAP_PROP_FPS) == 30.0
+    out.release()
+    assert not out.isOpened() and not out.set(shmlane.CAP_PROP_FPS, 5)
+    assert [out.get(p) for p in (shmlane.CAP_PROP_FPS, shmlane.CAP_PROP_FRAME_WIDTH, 4242)] == [0.0] * 3
+    with pytest.raises(ValueError, match="released"):
+        out.write(np.zeros((48, 64, 3), np.uint8))
+
+
 def test_a_writer_of_another_size_replaces_the_stream(name: str) -> None:
     """As OpenCV overwrites a file: a later run with another frame size (or
     other metadata) replaces the stream; readers follow it."""
