@@ -334,17 +334,20 @@ def test_python_writer_to_c_reader(name, c_examples):
 
 
 # A C writer of Fortran-ordered frames: element [r][c] at byte 4 * (r + 2 * c).
+# It publishes one at a line on stdin, and closes at its end.
 FORTRAN_WRITER = r"""
 #include <shmlane.h>
 #include <stdint.h>
+#include <stdio.h>
 int main(int argc, char **argv) {
   shl_layout frame = {.format = "<i", .ndim = 2, .shape = {2, 3}, .strides = {4, 8}};
   shl_writer *w;
   void *slot;
   if (argc != 2 || shl_writer_open(&w, argv[1], &frame, NULL) < 0) return 1;
-  if (shl_writer_loan(w, &slot, -1) < 0) return 1;
+  if (getchar() == EOF || shl_writer_loan(w, &slot, -1) < 0) return 1;
   for (int32_t i = 0; i < 6; i++) ((int32_t *)slot)[i] = i;
   if (shl_writer_publish(w, NULL) < 0) return 1;
+  while (getchar() != EOF) {}
   shl_writer_close(w);
   return 0;
 }
@@ -352,9 +355,20 @@ int main(int argc, char **argv) {
 
 
 def test_frames_with_strides_of_their_own(name, tmp_path):
+    """Also through VideoCapture, whose copies are C-contiguous as OpenCV's
+    frames are: np.array() kept the Fortran order."""
     source = tmp_path / "fortran_writer.c"
     source.write_text(FORTRAN_WRITER)
-    subprocess.run([str(build_c(source, tmp_path)), name], check=True, timeout=60)
+    writer = subprocess.Popen([str(build_c(source, tmp_path)), name], stdin=subprocess.PIPE, text=True)
+    try:
+        with shmlane.VideoCapture(name, timeout=30) as cap:
+            writer.communicate("\n", timeout=60)  # publishes, then closes
+            ok, frame = cap.read()
+            assert ok and frame.tolist() == [[0, 2, 4], [1, 3, 5]] and frame.flags.c_contiguous
+    finally:
+        writer.kill()
+        writer.wait()
+    assert writer.returncode == 0
     with shmlane.Reader(name, keep_last=True) as reader:  # the writer has finished
         assert (reader.dtype, reader.shape) == (np.dtype("<i4"), (2, 3))
         with reader.receive(timeout=5) as sample:
