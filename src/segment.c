@@ -393,13 +393,14 @@ static int open_error(const char *pname) {
 static int open_object(shl_segment **out, const char *pname, const shl_open_opts *opts,
                        int64_t deadline, bool *writable) {
   /* A read-only opener still wants a writable header (lock, waiter count)
-   * when its permissions allow; otherwise everything is mapped read-only. */
+   * when its permissions, and the mount, allow; otherwise everything is
+   * mapped read-only. */
   /* O_NONBLOCK: a FIFO planted under the name must not hang the open; it
    * changes nothing for a regular file. */
   const int oflags = O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK;
   int fd = shm_open(pname, O_RDWR | oflags, 0);
   *writable = fd >= 0;
-  if (fd < 0 && (opts->flags & SHL_OPEN_READONLY) && errno == EACCES)
+  if (fd < 0 && (opts->flags & SHL_OPEN_READONLY) && (errno == EACCES || errno == EROFS))
     fd = shm_open(pname, O_RDONLY | oflags, 0);
   if (fd < 0) return open_error(pname);
   int rc = owner_check(fd, opts->owner, opts->owner_uid);

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include "stream.h"
 
@@ -506,6 +507,14 @@ static int register_reader(struct ring *ring, uint32_t policy) {
   return -EUSERS;
 }
 
+/* A reader pins frames: 0 if it can write the stream's words, else why not
+ * (a read-only mount is named as such, as a writer is told). */
+static int can_pin(const shl_segment *seg) {
+  struct statvfs fs;
+  if (seg->flags & SHL__SEG_HDR_WRITABLE) return 0;
+  return fstatvfs(seg->fd, &fs) == 0 && (fs.f_flag & ST_RDONLY) ? -EROFS : SHL_E_READONLY;
+}
+
 /* Register on the stream open as seg (taken over, closed on failure). */
 static int open_ring(struct ring **out, shl_segment *seg, uint32_t policy) {
   struct ring *ring = calloc(1, sizeof *ring);
@@ -515,7 +524,7 @@ static int open_ring(struct ring **out, shl_segment *seg, uint32_t policy) {
   }
   init_handle(&ring->s);
   ring->s.seg = seg;
-  int rc = (seg->flags & SHL__SEG_HDR_WRITABLE) ? 0 : SHL_E_READONLY; /* cannot pin */
+  int rc = can_pin(seg);
   if (rc == 0) rc = shl__stream_bind(&ring->s, seg);
   if (rc == 0) rc = check_mode(seg);
   if (rc == 0) rc = shl__seg_role_open(seg, &ring->s.role, SHL__ROLE_NONE);
