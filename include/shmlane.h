@@ -323,7 +323,10 @@ enum shl_open_flags {
  * who may create any name first: by default only objects owned by this
  * process's effective user or by root are opened; anything else gives
  * SHL_E_FOREIGN_OWNER. Creating, and taking over a stream as its writer, never
- * adopt an object owned by another user, whatever the policy. */
+ * adopt an object owned by another user, whatever the policy. Uids are as
+ * this process's user namespace shows them; "this effective uid" is the real
+ * owner, as the kernel tells it, even where that uid is the one every owner
+ * the namespace does not map shows as (65534). */
 enum shl_owner_policy {
   SHL_OWNER_SELF = 0, /* this effective uid or root (the default) */
   SHL_OWNER_UID = 1,  /* exactly owner_uid (or this effective uid) */

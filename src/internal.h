@@ -228,6 +228,10 @@ int shl__futex_waitv(const struct shl__also *words, unsigned n, int64_t timeout_
 uint64_t shl__random64(void);
 /* Start time of a process (clock ticks since boot), or negative errno. */
 int shl__process_start(int32_t pid, uint64_t *start);
+/* Whether the caller owns the object open as fd, whose fstat showed the
+ * caller's uid: in a user namespace that uid may be the overflow uid (65534),
+ * which every owner the namespace does not map shows as too. */
+bool shl__owns(int fd);
 /* Directory where POSIX shared-memory objects appear as files. */
 const char *shl__shm_dir(void);
 /* Renames within the shared-memory directory (POSIX names, with their '/'):

@@ -1,7 +1,8 @@
 /* The platform layer: Linux specifics behind the small interface in
- * internal.h (clocks, shared futexes, a process's start time, renames in the
- * shared-memory directory, sleeping). What the core builds on them (role
- * locks, liveness words) lives in roles.c and liveness.c. */
+ * internal.h (clocks, shared futexes, a process's start time, whether the
+ * caller owns a file, renames in the shared-memory directory, sleeping).
+ * What the core builds on them (role locks, liveness words) lives in roles.c
+ * and liveness.c. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -128,6 +129,17 @@ int shl__process_start(int32_t pid, uint64_t *start) {
     }
   }
   return -EIO;
+}
+
+/* Setting O_NOATIME is allowed to a file's owner, and to a holder of
+ * CAP_FOWNER over it, which the kernel grants only for an owner the caller's
+ * user namespace maps: it compares the real ids, where fstat shows every
+ * owner that namespace does not map as the overflow uid. Left set: it only
+ * spares the descriptor's reads an atime update. */
+bool shl__owns(int fd) {
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || (fl & O_NOATIME)) return fl >= 0;
+  return fcntl(fd, F_SETFL, fl | O_NOATIME) == 0 || errno != EPERM;
 }
 
 const char *shl__shm_dir(void) { return "/dev/shm"; }

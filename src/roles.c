@@ -140,10 +140,11 @@ int shl__role_claim_writer(struct shl__role_fd *r, const char *posix_name, int *
   if (fd < 0)
     return errno == EISDIR || errno == EINVAL || errno == ELOOP ? SHL_E_NOT_SHMLANE : -errno;
   struct stat st;
-  int rc = fstat(fd, &st) < 0       ? -errno
-           : !S_ISREG(st.st_mode)   ? SHL_E_NOT_SHMLANE
-           : st.st_uid != geteuid() ? SHL_E_FOREIGN_OWNER /* never another user's */
-                                    : shl__role_fd_open(r, posix_name, fd);
+  /* Never another user's, whatever uid it shows (shl__owns). */
+  int rc = fstat(fd, &st) < 0                         ? -errno
+           : !S_ISREG(st.st_mode)                     ? SHL_E_NOT_SHMLANE
+           : st.st_uid != geteuid() || !shl__owns(fd) ? SHL_E_FOREIGN_OWNER
+                                                      : shl__role_fd_open(r, posix_name, fd);
   if (rc == 0) rc = shl__role_take(r->fd, SHL__ROLE_WRITER);
   /* A creator still at work, or the stream's first writer: alive. */
   if (rc == 0 && shl__role_held(r->fd, SHL__ROLE_CREATOR) != 0) rc = -EBUSY;

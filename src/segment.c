@@ -336,15 +336,19 @@ static int try_map(shl_segment *seg, bool writable) {
   return rc;
 }
 
-/* Whether the owner of an object is one the opener accepts (shl_owner_policy). */
+/* Whether the owner of an object is one the opener accepts (shl_owner_policy).
+ * The caller's own uid shown is checked against the real owner (shl__owns);
+ * another uid named is taken as the caller sees it. */
 static int owner_check(int fd, uint32_t policy, uint32_t uid) {
   struct stat st;
   if (fstat(fd, &st) < 0) return -errno;
   uid_t me = geteuid();
+  bool mine = policy != SHL_OWNER_ANY && st.st_uid == me && shl__owns(fd);
   switch (policy) {
-    case SHL_OWNER_SELF: return st.st_uid == me || st.st_uid == 0 ? 0 : SHL_E_FOREIGN_OWNER;
-    case SHL_OWNER_CREATOR: return st.st_uid == me ? 0 : SHL_E_FOREIGN_OWNER;
-    case SHL_OWNER_UID: return st.st_uid == me || st.st_uid == uid ? 0 : SHL_E_FOREIGN_OWNER;
+    case SHL_OWNER_SELF: return mine || st.st_uid == 0 ? 0 : SHL_E_FOREIGN_OWNER;
+    case SHL_OWNER_CREATOR: return mine ? 0 : SHL_E_FOREIGN_OWNER;
+    case SHL_OWNER_UID:
+      return mine || (st.st_uid == uid && uid != me) ? 0 : SHL_E_FOREIGN_OWNER;
     case SHL_OWNER_ANY: return 0;
     default: return -EINVAL;
   }
@@ -600,7 +604,7 @@ void shl__stage_sweep(const char *name) {
     int fd = shm_open(pname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0);
     if (fd < 0) continue;
     struct stat st;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() &&
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() && shl__owns(fd) &&
         shl__role_held(fd, SHL__ROLE_WRITER) == 0 && shl__role_held(fd, SHL__ROLE_CREATOR) == 0)
       (void)unlink_if_same(pname, fd);
     close(fd);
