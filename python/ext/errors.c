@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pwd.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -56,12 +57,33 @@ static void user_text(uid_t uid, char *buf, size_t size, const char **user) {
   else snprintf(buf, size, "uid %u", (unsigned)uid);
 }
 
+/* Whether this process's user namespace maps uid (/proc/self/uid_map: first
+ * uid inside, first outside, count, a range a line); true if it cannot tell. */
+static bool uid_mapped(uid_t uid) {
+  FILE *f = fopen("/proc/self/uid_map", "re");
+  if (!f) return true;
+  unsigned long inside, outside, count;
+  bool mapped = false;
+  while (!mapped && fscanf(f, "%lu %lu %lu", &inside, &outside, &count) == 3)
+    mapped = uid >= inside && uid - inside < count;
+  fclose(f);
+  return mapped;
+}
+
 static void set_foreign_owner(const char *name, const char *noun, enum err_context where) {
   char path[64], who[96], msg[512];
   const char *user = NULL;
+  bool unmapped = false;
   struct stat st;
   if (lstat(object_path(name, path, sizeof path), &st) == 0) {
-    user_text(st.st_uid, who, sizeof who, &user);
+    /* Every owner this user namespace does not map shows as one uid (65534),
+     * which may be the caller's own: the core refused it as another user's. */
+    unmapped = st.st_uid == geteuid() || !uid_mapped(st.st_uid);
+    if (unmapped)
+      snprintf(who, sizeof who, "a user this user namespace does not map (shown as uid %u)",
+               (unsigned)st.st_uid);
+    else
+      user_text(st.st_uid, who, sizeof who, &user);
   } else {
     snprintf(who, sizeof who, "another user");
   }
@@ -70,6 +92,10 @@ static void set_foreign_owner(const char *name, const char *noun, enum err_conte
              "%s '%s' exists and is owned by %s, not by you: %s never adopts another user's %s "
              "(pick another name, or have its owner remove it)",
              noun, name, who, where == AT_ADOPT ? "creating" : "a writer", noun);
+  } else if (unmapped) {
+    /* Naming that uid would accept every such user (or, as one's own, none). */
+    snprintf(msg, sizeof msg, "%s '%s' is owned by %s; pass owner='any' to open it anyway",
+             noun, name, who);
   } else if (user) {
     snprintf(msg, sizeof msg,
              "%s '%s' is owned by %s, not by you or root; pass owner='%s' or owner='any' to "

@@ -6,6 +6,9 @@ with `nobody` (uid 65534) as the other user."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -148,3 +151,47 @@ def test_readers_follow_a_name_only_to_an_owner_they_accept(name, run_py):
         assert s.new_stream and int(s.array[0]) == 66
     mine.close()
     trusting.close()
+
+
+# Run in a user namespace (as the uid argv[2] there): what refusing argv[1] says.
+REFUSALS = """
+import sys
+import shmlane
+for attempt in (lambda: shmlane.open(sys.argv[1]), lambda: shmlane.open(sys.argv[1], owner=65534),
+                lambda: shmlane.create(sys.argv[1], shape=4, dtype="<u4", exist_ok=True)):
+    try:
+        attempt().close()
+        print("accepted")
+    except PermissionError as exc:
+        print(exc)
+with shmlane.open(sys.argv[1], owner="any") as seg:
+    print(hex(seg.array[0]))
+"""
+
+
+@pytest.mark.parametrize("uid", [65534, 0])
+def test_an_owner_the_user_namespace_does_not_map_is_named_so(name, run_py, uid):
+    # nobody's object, seen from a user namespace that maps root alone (to
+    # 65534, where it shows as the caller's own uid, or to 0): "owned by
+    # nobody" would name an owner no one can tell, and owner=65534 would
+    # accept every user outside the namespace (or, as the caller's own, none).
+    if not shutil.which("unshare"):
+        pytest.skip("needs unshare (util-linux)")
+    run_py(SQUAT, name, "666")
+    proc = subprocess.run(
+        ["unshare", "--user", f"--map-user={uid}", f"--map-group={uid}", sys.executable, "-c",
+         REFUSALS, name],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    if proc.returncode != 0 and proc.stderr.startswith("unshare:"):
+        pytest.skip(f"no user namespace here: {proc.stderr.strip()}")
+    assert proc.returncode == 0, proc.stderr
+    who = "a user this user namespace does not map (shown as uid 65534)"
+    refused = (f"[Errno 13] segment '{name}' is owned by {who}; "
+               f"pass owner='any' to open it anyway: '{name}'")  # fmt: skip
+    adopt = f"segment '{name}' exists and is owned by {who}, not by you: creating never adopts"
+    lines = proc.stdout.splitlines()
+    assert lines[0] == refused
+    assert lines[1] == (refused if uid == 65534 else "accepted")
+    assert lines[2].startswith(f"[Errno 13] {adopt}")
+    assert lines[3] == "0xc0ffee"
