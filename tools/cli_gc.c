@@ -15,14 +15,29 @@ static uint64_t stat_ns(const struct timespec *ts) {
   return (uint64_t)ts->tv_sec * 1000000000u + (uint64_t)ts->tv_nsec;
 }
 
-/* Why `name`, the object open as fd, may be removed, or NULL to keep it. */
-static const char *gc_verdict(const char *name, const struct gc_opts *o, int fd) {
+/* Whether this process may remove the object `seen` at path: in the sticky
+ * /dev/shm, its owner or a holder of CAP_FOWNER over it may (root; the root
+ * of a user namespace only over the owners that namespace maps), the same
+ * processes the kernel lets open a file with O_NOATIME. Comparing st_uid
+ * with geteuid() would not do: there every owner the namespace does not map
+ * shows as 65534, and uid 0 is not everyone's root. */
+static bool may_remove(const char *path, const struct stat *seen) {
+  int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOATIME);
+  if (fd < 0) return false;
+  struct stat now;
+  bool same = fstat(fd, &now) == 0 && now.st_ino == seen->st_ino && now.st_dev == seen->st_dev;
+  close(fd);
+  return same;
+}
+
+/* Why `name`, the object open as fd at path, may be removed, or NULL to keep it. */
+static const char *gc_verdict(const char *name, const char *path, const struct gc_opts *o, int fd) {
   struct stat seen;
   if (fstat(fd, &seen) < 0 || !S_ISREG(seen.st_mode)) return NULL;
-  /* This user's objects only (root: everyone's). Another user's may look
-   * abandoned while they use it as they see fit, and the sticky /dev/shm
-   * would refuse the unlink anyway. */
-  if (geteuid() != 0 && seen.st_uid != geteuid()) return NULL;
+  /* Only what this process may remove: this user's objects (root: everyone's).
+   * Another user's may look abandoned while they use it as they see fit, and
+   * the sticky /dev/shm would refuse the unlink anyway. */
+  if (!may_remove(path, &seen)) return NULL;
   shl_segment *seg;
   int rc = open_any_owner(&seg, name, 0);
   if (rc == SHL_E_NOT_READY) {
@@ -64,7 +79,7 @@ static int gc_one(const char *name, const struct gc_opts *o) {
   char path[64];
   int fd = shm_path(name, path, sizeof path) ? open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC) : -1;
   if (fd < 0) return 1;
-  const char *why = gc_verdict(name, o, fd);
+  const char *why = gc_verdict(name, path, o, fd);
   int rc = why ? 0 : 1;
   if (why && o->dry_run) {
     printf("would remove %s (%s)\n", name, why);

@@ -16,6 +16,7 @@ import os
 import pwd
 import re
 import resource
+import shutil
 import signal
 import struct
 import subprocess
@@ -59,13 +60,14 @@ def as_nobody():
     os.setuid(65534)
 
 
-def run(*args, rc=0, output=False, preexec=None):
-    """Run the CLI (preexec: called in the child first, e.g. as_nobody);
-    check its exit status, that it did not crash, and that a failure prints
-    exactly one 'shmlane: ...' line on stderr and nothing on stdout (unless
+def run(*args, rc=0, output=False, preexec=None, prefix=()):
+    """Run the CLI (preexec: called in the child first, e.g. as_nobody;
+    prefix: a command that runs it, e.g. in a user namespace); check its
+    exit status, that it did not crash, and that a failure prints exactly
+    one 'shmlane: ...' line on stderr and nothing on stdout (unless
     `output`: ls lists what it could read before it fails)."""
-    p = subprocess.run([CLI, *args], capture_output=True, encoding="utf-8", errors="replace",
-                       timeout=30, preexec_fn=preexec)
+    p = subprocess.run([*prefix, CLI, *args], capture_output=True, encoding="utf-8",
+                       errors="replace", timeout=30, preexec_fn=preexec)
     where = "shmlane %s" % " ".join(args)
     if not check(p.returncode >= 0, "%s: killed by signal %d" % (where, -p.returncode)):
         return p
@@ -462,9 +464,9 @@ def test_stream_writer_gone():
     run("rm", done, crash)
 
 
-def gc(*args, rc=0, preexec=None):
+def gc(*args, rc=0, preexec=None, prefix=()):
     """Run gc; the names it says it removed (or would remove)."""
-    p = run("gc", *args, rc=rc, preexec=preexec)
+    p = run("gc", *args, rc=rc, preexec=preexec, prefix=prefix)
     return re.findall(r"^(?:removed|would remove) (\S+) \(", p.stdout, re.M)
 
 
@@ -730,6 +732,24 @@ def test_gc():
         age(theirs, 3600)
         check(sorted(gc(mine, theirs)) == sorted([mine, theirs]),
               "gc as root kept another user's dead object")
+        # The root of a user namespace (a rootless container: uid 65533 here,
+        # its namespace mapping it alone) is root only over the owners it
+        # maps: another user's dead object is kept, not a removal that fails.
+        ns_root = ("setpriv", "--reuid=65533", "--regid=65533", "--clear-groups", "unshare",
+                   "--user", "--map-root-user")
+        if (shutil.which("setpriv") and shutil.which("unshare")
+                and subprocess.run([*ns_root, "true"], capture_output=True).returncode == 0):
+            ours, theirs = plant("gcnsroot", b""), plant("gcnobody", b"")
+            os.chown(shm_path(ours), 65533, 65533)
+            os.chown(shm_path(theirs), 65534, 65534)
+            for seg in (ours, theirs):
+                age(seg, 3600)
+            check(gc("-n", ours, theirs, prefix=ns_root) == [ours],
+                  "gc -n in a user namespace would remove what it may not")
+            check(gc(ours, theirs, prefix=ns_root) == [ours] and exists(theirs)
+                  and not exists(ours), "gc in a user namespace: %s" % sorted(
+                      seg for seg in (ours, theirs) if exists(seg)))
+            run("rm", theirs)
 
     for args in (["gc", "--grace"], ["gc", "--grace", "-1"], ["gc", "--grace", "1.5"],
                  ["gc", "--grace", "x"], ["gc", "--json"], ["gc", "bad/name"]):
