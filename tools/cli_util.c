@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -30,6 +31,9 @@ void errorf(int rc, const char *fmt, ...) {
   put_text(text ? text : small, stderr);
   if (text != small) free(text);
   if (rc) fprintf(stderr, ": %s", shl_strerror(rc));
+  /* Not the name but the place of every name (a container run with --ipc=none has none). */
+  if (rc == -ENOENT && access("/dev/shm", F_OK) < 0 && errno == ENOENT)
+    fputs(" (there is no /dev/shm here: POSIX shared memory needs a tmpfs mounted there)", stderr);
   fputc('\n', stderr);
 }
 

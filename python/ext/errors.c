@@ -238,6 +238,10 @@ PyObject *set_error(modstate *st, int rc, const char *name, enum err_context whe
     }
   } else if (rc == SHL_E_READONLY) {
     set_oserror(PyExc_PermissionError, EACCES, text, name);
+  } else if (rc == -ENOENT && access("/dev/shm", F_OK) < 0 && errno == ENOENT) {
+    /* Not the name but the place of every name (a container run with --ipc=none has none). */
+    set_oserror(PyExc_OSError, ENOENT,
+                "there is no /dev/shm here: POSIX shared memory needs a tmpfs mounted there", name);
   } else if (rc > -4096 && rc < 0) {
     /* OSError picks FileNotFoundError, PermissionError, TimeoutError, ... */
     set_oserror(PyExc_OSError, -rc, rc == -ETIMEDOUT ? "timed out" : text, name);

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 import shmlane
-from conftest import expect_line, read_line, spawner
+from conftest import built_cli, expect_line, read_line, spawner
 
 WRITER = (2001, 2500, (2500,))  # uid, gid, supplementary groups
 READER = (2002, 2002, (2500,))
@@ -93,6 +93,19 @@ while True:
         sys.stdin.read()
 """
 
+# Without /dev/shm: what a writer of argv[1], and the command argv[2], say.
+NO_SHM = """
+import subprocess, sys
+import shmlane
+try:
+    shmlane.Writer(sys.argv[1], shape=(4,), dtype="u1")
+except FileNotFoundError as e:
+    print("writer", e, flush=True)
+cli = subprocess.run([sys.argv[2], "create", sys.argv[1], "--format", "f8"], capture_output=True,
+                     text=True)  # fmt: skip
+print("cli", cli.stderr.strip(), flush=True)
+"""
+
 # Opens segment argv[1] of owner argv[2] read-only and prints it.
 READ_SEGMENT = """
 import sys
@@ -140,12 +153,14 @@ Start = Callable[..., subprocess.Popen]
 def container(volume: Path) -> Iterator[Start]:
     """container(code, *args, user=READER, shm="shared"): Python code in a
     container; shm is "shared" (the volume), "ro" (the volume, read-only),
-    "host" (this host's /dev/shm, as --ipc=host) or "own" (a tmpfs of its own, 1 MiB)."""
+    "host" (this host's /dev/shm, as --ipc=host), "own" (a tmpfs of its own,
+    1 MiB) or "none" (no /dev/shm at all, as --ipc=none: an empty /dev)."""
     mounts = {
         "shared": f"mount --bind {volume} /dev/shm",
         "ro": f"mount --bind -o ro {volume} /dev/shm",
         "host": "true",
         "own": "mount -t tmpfs -o size=1m,mode=1777 tmpfs /dev/shm",
+        "none": "mount -t tmpfs -o size=64k tmpfs /dev",
     }
     spawns = spawner(["unshare", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc", "--"])
     spawn = next(spawns)
@@ -256,6 +271,11 @@ def test_the_errors_when_a_piece_is_missing(container):
     big = container(WRITE, "big", str(1 << 20), user=WRITER, shm="own")  # 3 slots of 8 MiB
     line = read_line(big)
     assert line.startswith("refused OSError") and "No space left on device" in line, line
+    # No /dev/shm at all (--ipc=none): the place of every name is missing, not the name.
+    bare = container(NO_SHM, "cam", str(built_cli()), user=WRITER, shm="none")
+    missing = "there is no /dev/shm here: POSIX shared memory needs a tmpfs mounted there"
+    expect_line(bare, f"writer [Errno 2] {missing}: 'cam'")
+    expect_line(bare, f"cli shmlane: cannot create 'cam': No such file or directory ({missing})")
 
 
 def test_the_host_reads_a_container_with_ipc_host(container, name):
