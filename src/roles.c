@@ -38,10 +38,13 @@ void shl__role_drop(int fd, uint64_t byte) {
   role_lock(fd, F_OFD_SETLK, F_UNLCK, byte, &fl);
 }
 
+/* Only a write lock is a role. A read lock (which a process that may only
+ * read the object can place) shows that no role is held: the kernel never
+ * grants it beside another's write lock. */
 int shl__role_held(int fd, uint64_t byte) {
   struct flock fl;
   if (role_lock(fd, F_OFD_GETLK, F_WRLCK, byte, &fl) < 0) return -1;
-  return fl.l_type != F_UNLCK;
+  return fl.l_type == F_WRLCK;
 }
 
 /* ---------------------------------------------------------------- descriptors and fork */

@@ -10,6 +10,7 @@
 #include <sys/syscall.h>
 #include <linux/futex.h>
 
+#include "internal.h"
 #include "testutil_stream.h"
 
 #define NOBODY 65534
@@ -472,6 +473,56 @@ static void test_lock_wake_as_nobody(void) {
   shl_close(seg);
 }
 
+/* As nobody: a read lock on the creator role's byte of a segment it may only
+ * read (F_RDLCK needs only a descriptor opened for reading), held until killed. */
+static int read_lock_creator_byte(void *p) {
+  char path[T_PATH_MAX];
+  if (drop_to_nobody() < 0) return DROP_FAILED;
+  int fd = open(t_shm_path(p, path), O_RDONLY | O_CLOEXEC);
+  struct flock fl = {.l_type = F_RDLCK, .l_whence = SEEK_SET,
+                     .l_start = (off_t)SHL__ROLE_CREATOR, .l_len = 1};
+  if (fd < 0 || fcntl(fd, F_OFD_SETLKW, &fl) < 0) return -errno;
+  for (;;) pause();
+}
+
+/* A creator that died before its segment of mode 0644 was ready, and a user
+ * who may only read it holding a read lock on the creator's byte: the
+ * creator is dead all the same (only its write lock is the role), so an
+ * opener says so at once instead of waiting out its timeout. */
+static void test_creator_byte_read_locked(void) {
+  const char *name = t_name("pcrdl");
+  char pname[SHL_NAME_MAX + 8], path[T_PATH_MAX];
+  snprintf(pname, sizeof pname, "%s%s", SHL_POSIX_PREFIX, name);
+  t_unlink_at_exit(name);
+  int fd = shm_open(pname, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  int32_t pid = 1; /* sized, its pid written, never ready: as a creator killed there */
+  T_REQUIRE(fd >= 0 && fchmod(fd, 0644) == 0 && ftruncate(fd, 8192) == 0);
+  T_REQUIRE(pwrite(fd, &pid, sizeof pid, offsetof(struct shl__header, creator_pid)) == sizeof pid);
+  struct t_child squatter;
+  T_REQUIRE(t_child_start(&squatter, read_lock_creator_byte, (void *)name, 30) == 0);
+  struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET,
+                     .l_start = (off_t)SHL__ROLE_CREATOR, .l_len = 1};
+  for (int i = 0; i < 3000 && fl.l_type != F_RDLCK; i++) { /* until the squatter holds it */
+    t_sleep_ms(1);
+    fl.l_type = F_WRLCK;
+    T_REQUIRE(fcntl(fd, F_OFD_GETLK, &fl) == 0);
+  }
+  T_REQUIRE(fl.l_type == F_RDLCK);
+  close(fd);
+  shl_segment *seg = NULL;
+  long long t0 = t_now_ns();
+  T_EXPECT_RC(shl_open(&seg, name, 0, 2 * WAIT_NS), SHL_E_CREATOR_DEAD);
+  long long took_ms = (t_now_ns() - t0) / 1000000;
+  if (took_ms >= 1000) {
+    fprintf(stderr, "the opener took %lld ms to find the creator dead\n", took_ms);
+    t_failures++;
+  }
+  kill(squatter.pid, SIGKILL);
+  int rc;
+  T_CHECK(t_child_finish(&squatter, &rc) != 0 && rc == INT_MIN);
+  T_CHECK(unlink(t_shm_path(name, path)) == 0);
+}
+
 int main(void) {
   if (geteuid() != 0) {
     fprintf(stderr, "skip: needs root to create as one user and open as another\n");
@@ -494,6 +545,7 @@ int main(void) {
   test_group_sharing();
   test_readonly_header();
   test_lock_wake_as_nobody();
+  test_creator_byte_read_locked();
   test_stream_mode();
   return t_result();
 }
