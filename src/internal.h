@@ -43,7 +43,7 @@ struct shl_segment {
   int fd;             /* kept for fstat (info) and identity (unlink-on-close) */
   uint32_t kind;
   uint32_t flags;     /* enum shl__seg_flags */
-  uint32_t hdr_flags; /* snapshot of enum shl__header_flags */
+  uint32_t hdr_flags; /* snapshot of enum shl__header_flags; WAKE_ALWAYS also from the mode at open */
   /* Process-local lifetime: the mapping outlives every thread that holds
    * the lock through this handle (its unlock writes the word) and every call
    * blocked in it. The counted words carry the fork generation in their high

@@ -10,6 +10,11 @@
 /* A waiter that cannot announce itself (header mapped read-only, no
  * wake-always flag) re-checks at this period instead of sleeping unbounded. */
 #define UNANNOUNCED_SLICE_NS 5000000
+/* Any waiter, where some process may only read the segment (WAKE_ALWAYS):
+ * FUTEX_CMP_REQUEUE needs only a readable mapping, so such a process can
+ * move every sleeper off the word to one of its own, where no notify
+ * reaches it. Each sleep is cut at this, as the lock's slice. */
+#define EXPOSED_SLICE_NS 20000000
 
 uint64_t shl_changes(const shl_segment *seg) {
   return atomic_load_explicit(&seg->hdr->changes, memory_order_acquire);
@@ -63,12 +68,13 @@ static int wait_changed(shl_segment *seg, uint64_t since, int64_t timeout_ns,
     if (spin(seg, since, until, seen)) return 0;
   }
   bool announced = seg->flags & SHL__SEG_HDR_WRITABLE;
-  bool woken_reliably = announced || (seg->hdr_flags & SHL__HDR_WAKE_ALWAYS);
+  bool exposed = seg->hdr_flags & SHL__HDR_WAKE_ALWAYS;
+  int64_t slice = !(announced || exposed) ? UNANNOUNCED_SLICE_NS : exposed ? EXPOSED_SLICE_NS : -1;
   bool interruptible = opts && (opts->flags & SHL_WAIT_INTERRUPTIBLE);
   for (;;) {
     int64_t left = timeout_ns < 0 ? -1 : deadline - shl__monotonic_ns();
     if (timeout_ns >= 0 && left <= 0) return -ETIMEDOUT;
-    if (!woken_reliably && (left < 0 || left > UNANNOUNCED_SLICE_NS)) left = UNANNOUNCED_SLICE_NS;
+    if (slice > 0 && (left < 0 || left > slice)) left = slice;
     /* Counted before `closing` is read: shl_close() wakes until no sleeper
      * is left, so a wake that lands before the futex sleeps is repeated. */
     shl__seg_sleepers_add(seg, 1);

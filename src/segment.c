@@ -327,6 +327,9 @@ static int try_map(shl_segment *seg, bool writable) {
   rc = live_format[snap.format_len] != '\0' ? SHL_E_BAD_FORMAT : 0;
   if (rc == 0) {
     fill_snapshot(seg, &snap, live_format);
+    /* Opened up by chmod after creation, or the flag cleared by a peer:
+     * the mode says whether some process may only read (notify.c). */
+    if (shl__mode_has_readonly_class((uint32_t)st.st_mode)) seg->hdr_flags |= SHL__HDR_WAKE_ALWAYS;
     rc = validate_layout(&snap, seg->format);
   }
   if (rc < 0) {
