@@ -153,12 +153,30 @@ static int wait_step(void *ctx, int64_t timeout_ns) {
   return shl_wait_ex(w->seg, w->since, timeout_ns, &w->opts, &w->seen);
 }
 
+/* A change count: any integer from 0 to 2**64 - 1 ("K" would take others
+ * modulo 2**64). */
+static int since_converter(PyObject *obj, void *out) {
+  PyObject *index = PyNumber_Index(obj);
+  if (!index) return 0;
+  unsigned long long v = PyLong_AsUnsignedLongLong(index);
+  Py_DECREF(index);
+  if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+    if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return 0;
+    PyErr_Clear();
+    PyErr_Format(PyExc_ValueError, "since must be between 0 and 2**64 - 1, not %R", obj);
+    return 0;
+  }
+  *(unsigned long long *)out = v;
+  return 1;
+}
+
 /* wait(since, timeout, spin_ns=0) -> the change count seen once it differs from since. */
 static PyObject *handle_wait(Handle *h, PyObject *args) {
   unsigned long long since;
   int64_t timeout_ns;
   unsigned int spin_ns = 0;
-  if (!PyArg_ParseTuple(args, "KO&|I:wait", &since, timeout_converter, &timeout_ns, &spin_ns))
+  if (!PyArg_ParseTuple(args, "O&O&|I:wait", since_converter, &since, timeout_converter,
+                        &timeout_ns, &spin_ns))
     return NULL;
   if (h->base.closed) return closed_error(&h->base);
   struct wait_ctx w = {h->seg, since, 0, SHL_WAIT_OPTS_INIT};

@@ -6,6 +6,7 @@ import signal
 import threading
 import time
 
+import numpy as np
 import pytest
 
 import shmlane
@@ -55,6 +56,20 @@ def test_wait_since(name):
         with pytest.raises(TimeoutError):
             seg.wait(timeout=0.05)  # since=None: the last version seen, 2
 
+
+
+def test_wait_refuses_a_since_out_of_range(name):
+    # Taken modulo 2**64 before: since=-1 returned at once with the count,
+    # since=2**64 waited for a change from 0.
+    with shmlane.create(name, dtype="<i4") as seg:
+        for since in (-1, 2**64, -(2**64)):
+            with pytest.raises(ValueError, match="since"):
+                seg.wait(timeout=0, since=since)
+        with pytest.raises(TypeError):
+            seg.wait(timeout=0, since=1.0)
+        with pytest.raises(TimeoutError):
+            seg.wait(timeout=0, since=np.uint64(0))  # any integer in range
+        assert seg.wait(timeout=0, since=2**64 - 1) == 0
 
 def test_wait_with_spin(name, spawn_py):
     with shmlane.create(name, dtype="<i4") as seg:
