@@ -90,6 +90,7 @@ typedef struct {
   bool locked;               /* a thread holds the segment's lock through this handle (a pin) */
   unsigned long lock_thread; /* which thread (PyThread ident) */
   long lock_pid;             /* in which process: a forked child's copy is not its holder */
+  long lock_native;          /* its kernel thread id: whether it still runs */
   bool readonly;
 } Handle;
 

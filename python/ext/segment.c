@@ -1,6 +1,8 @@
 /* Handle: an open segment, exported through the buffer protocol, with its
  * lock, wait and notify; and the module functions create() and open(). */
 #include <errno.h>
+#include <signal.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "ext.h"
@@ -17,7 +19,14 @@ static bool holds_lock(const Handle *h) {
   return h->locked && h->lock_thread == PyThread_get_thread_ident() && h->lock_pid == getpid();
 }
 
-/* Forget the lock (unlocked, or a parent's across fork) and its pin. */
+/* The thread of this process that took the lock through h has ended: it
+ * can never release it (a kernel thread id reused since counts as running). */
+static bool holder_gone(const Handle *h) {
+  return h->locked && h->lock_pid == getpid() &&
+         syscall(SYS_tgkill, (pid_t)h->lock_pid, (pid_t)h->lock_native, 0) < 0 && errno == ESRCH;
+}
+
+/* Forget the lock (unlocked, a parent's across fork, or its holder gone) and its pin. */
 static void forget_lock(Handle *h) {
   h->locked = false;
   unpin_base(&h->base);
@@ -33,6 +42,7 @@ PyObject *handle_new(modstate *st, shl_segment *seg) {
   h->locked = false;
   h->lock_thread = 0;
   h->lock_pid = 0;
+  h->lock_native = 0;
   h->readonly = shl_is_readonly(seg) != 0;
   int rc = base_init(&h->base, seg, "segment", handle_drop);
   if (rc < 0) {
@@ -71,10 +81,12 @@ static PyObject *handle_close(Handle *h, PyObject *unused) {
   if (h->base.closed) Py_RETURN_NONE;
   /* Deferred unmapping must not keep other processes out of the lock: the
    * caller's own lock is released now. Another thread's stays, with the
-   * mapping, until that thread unlocks; a parent's (across fork) is not ours. */
+   * mapping, until that thread unlocks; a parent's (across fork) is not ours.
+   * One that has ended never unlocks: its pin goes, and the core's close
+   * (once no view is left) marks the lock its holder's death. */
   h->base.closed = true;
   if (holds_lock(h)) shl_unlock(h->seg);
-  if (h->locked && (holds_lock(h) || h->lock_pid != getpid())) forget_lock(h);
+  if (h->locked && (holds_lock(h) || h->lock_pid != getpid() || holder_gone(h))) forget_lock(h);
   release_if_done(&h->base);
   Py_RETURN_NONE;
 }
@@ -114,6 +126,7 @@ static PyObject *handle_lock(Handle *h, PyObject *arg) {
   h->locked = true;
   h->lock_thread = PyThread_get_thread_ident();
   h->lock_pid = getpid();
+  h->lock_native = (long)syscall(SYS_gettid);
   h->base.pins++;
   Py_INCREF((PyObject *)h);
   held->h = h;

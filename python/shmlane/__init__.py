@@ -234,7 +234,9 @@ class Segment(Described):
     def close(self) -> None:
         """Detach from the segment (idempotent). Releases the lock if this
         thread holds it; a lock another thread holds stays held, and the
-        segment mapped, until that thread releases it. Views taken earlier
+        segment mapped, until that thread releases it (one that has ended
+        never will: its lock is marked dead, for the next lock() to
+        recover, once no view is left). Views taken earlier
         stay valid; the memory is unmapped when the last one is released.
         The segment itself stays until unlinked. In a child made by fork(),
         closing an inherited segment changes nothing shared: no unlock of

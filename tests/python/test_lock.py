@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -224,6 +225,29 @@ def test_only_the_holding_thread_releases(name):
         with shmlane.open(name) as other, other.lock(timeout=0):
             pass
 
+
+def test_close_after_the_holding_thread_ended_marks_the_lock_dead(name):
+    # The thread keeps its Held (never released) and ends; close() from
+    # another thread marks the lock its holder's death, as the C core's does.
+    # Before, the lock stayed held until the process ended: lock() timed out.
+    seg = shmlane.create(name, dtype="<u8")
+    kept: list = []
+    thread = threading.Thread(target=lambda: kept.append(seg.lock(timeout=5)))
+    thread.start()
+    thread.join(10)
+    assert len(kept) == 1
+    for _ in range(1000):  # join() returns before the kernel's thread is gone
+        if not os.path.exists(f"/proc/self/task/{thread.native_id}"):
+            break
+        time.sleep(0.001)
+    seg.close()
+    with shmlane.open(name) as other:
+        with pytest.warns(shmlane.LockRecovered, match=name):
+            with other.lock(timeout=1) as held:
+                assert held.recovered
+    kept[0].release()  # a no-op once closed
+    kept.clear()
+    shmlane.unlink(name)
 
 # A process whose thread holds the lock of a segment another thread closed,
 # and that exits: the mapping was kept, so the kernel marks the mutex
