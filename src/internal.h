@@ -44,6 +44,7 @@ struct shl_segment {
   uint32_t kind;
   uint32_t flags;     /* enum shl__seg_flags */
   uint32_t hdr_flags; /* snapshot of enum shl__header_flags; WAKE_ALWAYS also from the mode at open */
+  uint32_t mode;      /* the object's permission bits when this handle made or opened it */
   /* Process-local lifetime: the mapping outlives every thread that holds
    * the lock through this handle (its unlock writes the word) and every call
    * blocked in it. The counted words carry the fork generation in their high

@@ -10,10 +10,11 @@
 /* A waiter that cannot announce itself (header mapped read-only, no
  * wake-always flag) re-checks at this period instead of sleeping unbounded. */
 #define UNANNOUNCED_SLICE_NS 5000000
-/* Any waiter, where some process may only read the segment (WAKE_ALWAYS):
- * FUTEX_CMP_REQUEUE needs only a readable mapping, so such a process can
- * move every sleeper off the word to one of its own, where no notify
- * reaches it. Each sleep is cut at this, as the lock's slice. */
+/* Any waiter, where the mode lets other users open the segment: one who
+ * may only read can move every sleeper off the word to one of its own
+ * (FUTEX_CMP_REQUEUE needs only a readable mapping), one who may write can
+ * zero `waiters` so that notifies skip the wake; neither reaches a waiter
+ * asleep. Each sleep is cut at this, as the lock's slice. */
 #define EXPOSED_SLICE_NS 20000000
 
 uint64_t shl_changes(const shl_segment *seg) {
@@ -68,8 +69,10 @@ static int wait_changed(shl_segment *seg, uint64_t since, int64_t timeout_ns,
     if (spin(seg, since, until, seen)) return 0;
   }
   bool announced = seg->flags & SHL__SEG_HDR_WRITABLE;
-  bool exposed = seg->hdr_flags & SHL__HDR_WAKE_ALWAYS;
-  int64_t slice = !(announced || exposed) ? UNANNOUNCED_SLICE_NS : exposed ? EXPOSED_SLICE_NS : -1;
+  bool woken_reliably = announced || (seg->hdr_flags & SHL__HDR_WAKE_ALWAYS);
+  /* A stream's readers wait in slices of their own (stream.c). */
+  bool exposed = (seg->mode & 077) && seg->kind != SHL_KIND_STREAM;
+  int64_t slice = !woken_reliably ? UNANNOUNCED_SLICE_NS : exposed ? EXPOSED_SLICE_NS : -1;
   bool interruptible = opts && (opts->flags & SHL_WAIT_INTERRUPTIBLE);
   for (;;) {
     int64_t left = timeout_ns < 0 ? -1 : deadline - shl__monotonic_ns();

@@ -178,6 +178,7 @@ int shl__segment_create(shl_segment **out, const char *name, const shl_layout *l
   /* The lock word is 0, free, as the whole new file. */
   if (extra->init_ext) extra->init_ext((char *)map + plan.ext_offset, extra->arg);
   fill_snapshot(seg, h, layout->format);
+  seg->mode = mode;
   seg->flags = SHL__SEG_HDR_WRITABLE |
                (opts->flags & SHL_CREATE_UNLINK_ON_CLOSE ? SHL__SEG_UNLINK_ON_CLOSE : 0);
   /* Publish last: openers trust nothing before they see READY (acquire). */
@@ -327,9 +328,10 @@ static int try_map(shl_segment *seg, bool writable) {
   rc = live_format[snap.format_len] != '\0' ? SHL_E_BAD_FORMAT : 0;
   if (rc == 0) {
     fill_snapshot(seg, &snap, live_format);
+    seg->mode = (uint32_t)st.st_mode & 07777;
     /* Opened up by chmod after creation, or the flag cleared by a peer:
      * the mode says whether some process may only read (notify.c). */
-    if (shl__mode_has_readonly_class((uint32_t)st.st_mode)) seg->hdr_flags |= SHL__HDR_WAKE_ALWAYS;
+    if (shl__mode_has_readonly_class(seg->mode)) seg->hdr_flags |= SHL__HDR_WAKE_ALWAYS;
     rc = validate_layout(&snap, seg->format);
   }
   if (rc < 0) {

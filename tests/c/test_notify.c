@@ -20,6 +20,7 @@
 #define CHILD_LIMIT_S 30 /* a child still alive by then dies of SIGALRM */
 
 static const char *self; /* argv[0], to re-execute ourselves */
+static atomic_int stop_zeroing;
 
 /* ---------------------------------------------------------------- shared steps */
 
@@ -141,6 +142,46 @@ static void waiter_join(struct waiter *w, uint64_t want, long long t0) {
   T_EXPECT_RC(w->rc, 0);
   T_CHECK(w->seen == want);
   T_EXPECT_TOOK(t0, 0, WAKE_MAX_MS);
+}
+
+/* A peer with write access (mode 0660) zeroes the waiter count over and
+ * over, so that notifies skip the wake: a waiter asleep must still see the
+ * notify within a slice (20 ms), not at its time-out (3 s). */
+static void *zero_waiters(void *arg) {
+  shl_segment *peer = arg;
+  while (!atomic_load(&stop_zeroing)) {
+    atomic_store(&peer->hdr->waiters, 0);
+    usleep(100);
+  }
+  return NULL;
+}
+
+static void test_waiter_count_zeroed(void) {
+  const char *name = t_name("notifyz");
+  shl_layout layout = {.format = "<Q"};
+  shl_create_opts opts = {.size = sizeof opts, .mode = 0660};
+  shl_segment *seg = NULL, *peer = NULL;
+  t_unlink_at_exit(name);
+  T_REQUIRE(shl_create(&seg, name, &layout, &opts) == 0);
+  T_REQUIRE(shl_open(&peer, name, 0, WAIT_NS) == 0);
+  struct waiter w;
+  waiter_start(&w, seg, shl_changes(seg), 3000 * T_MS, 0);
+  pthread_t zeroer;
+  T_REQUIRE(pthread_create(&zeroer, NULL, zero_waiters, peer) == 0);
+  t_sleep_ms(5);
+  long long t0 = t_now_ns();
+  T_EXPECT_RC(shl_notify(seg, NULL), 0);
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += 10;
+  T_REQUIRE(pthread_timedjoin_np(w.thread, NULL, &until) == 0);
+  T_EXPECT_RC(w.rc, 0);
+  T_EXPECT_TOOK(t0, 0, 1000);
+  atomic_store(&stop_zeroing, 1);
+  pthread_join(zeroer, NULL);
+  shl_close(peer);
+  shl_close(seg);
+  T_EXPECT_RC(shl_unlink(name), 0);
 }
 
 /* No waiting needed: the counter starts at 0 and each notify adds exactly
@@ -383,6 +424,7 @@ int main(int argc, char **argv) {
   test_processes(name, seg);
   test_racing_notifiers(name, seg);
   test_signals(seg);
+  test_waiter_count_zeroed();
   ping_pong(name, seg, 10000, 0, 0);
   ping_pong(name, seg, 2000, 100000, 100000); /* the answer usually comes while spinning */
   /* A spinning peer answers within microseconds, often while this side is
