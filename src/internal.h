@@ -56,7 +56,7 @@ struct shl_segment {
   unsigned fork_gen;       /* shl__fork_generation() at open: another value means inherited */
   /* The lock (lock.c): this handle's lock keeper, started at its first lock. */
   struct shl__keeper *_Atomic lock_keeper; /* NULL: none yet, or none (lock_nokeeper) */
-  _Atomic bool lock_nokeeper;  /* no keeper could start: the lock has no death recovery */
+  _Atomic bool lock_nokeeper;  /* the kernel refused a keeper its robust list: no death recovery */
   _Atomic uint32_t *lock_word; /* &hdr->lock, the keeper's one word */
   _Atomic uint32_t lock_tid;   /* the id the holder stored in the word */
   pthread_mutex_t lock_ops;    /* orders the keeper's start and list steps */
@@ -298,8 +298,10 @@ void shl__keeper_stop(struct shl__keeper *k);
  * the keeper (stores its tid) lists it, and unlists it before giving it up;
  * around each such step it marks the word pending, so that a death between
  * the word's change and the list's is still seen by the kernel (for a
- * pending word that holds 0 it wakes one sleeper). One caller at a time. */
-struct shl__keeper *shl__keeper_start_idle(_Atomic uint32_t *const *word);
+ * pending word that holds 0 it wakes one sleeper). One caller at a time.
+ * NULL with *refused if the kernel refused the thread its robust list (a
+ * seccomp filter: it always will), without if no thread could start now. */
+struct shl__keeper *shl__keeper_start_idle(_Atomic uint32_t *const *word, bool *refused);
 void shl__keeper_pending(struct shl__keeper *k, bool on);
 void shl__keeper_list(struct shl__keeper *k, bool on);
 

@@ -86,7 +86,8 @@ static int keeper_list(struct shl__keeper *k) {
 }
 
 static struct shl__keeper *keeper_start(_Atomic uint32_t *const *words, unsigned nwords,
-                                        bool idle) {
+                                        bool idle, bool *refused) {
+  if (refused) *refused = false;
   struct shl__keeper *k = calloc(1, sizeof *k);
   if (!k) return NULL;
   k->words = words;
@@ -115,6 +116,7 @@ static struct shl__keeper *keeper_start(_Atomic uint32_t *const *words, unsigned
   }
   while (atomic_load(&k->state) == 0) shl__futex_wait(&k->state, 0, -1);
   if (atomic_load(&k->tid) == 0) { /* no robust list: no keeper */
+    if (refused) *refused = true;
     shl__keeper_stop(k);
     return NULL;
   }
@@ -122,11 +124,11 @@ static struct shl__keeper *keeper_start(_Atomic uint32_t *const *words, unsigned
 }
 
 struct shl__keeper *shl__keeper_start(_Atomic uint32_t *const *words, unsigned nwords) {
-  return keeper_start(words, nwords, false);
+  return keeper_start(words, nwords, false, NULL);
 }
 
-struct shl__keeper *shl__keeper_start_idle(_Atomic uint32_t *const *word) {
-  return keeper_start(word, 1, true);
+struct shl__keeper *shl__keeper_start_idle(_Atomic uint32_t *const *word, bool *refused) {
+  return keeper_start(word, 1, true, refused);
 }
 
 /* One pointer store each, in the order the kernel may read them at any

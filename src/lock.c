@@ -36,11 +36,14 @@ static struct shl__keeper *keeper_of(shl_segment *seg, bool start) {
   k = atomic_load(&seg->lock_keeper);
   if (!k && !atomic_load(&seg->lock_nokeeper)) {
     seg->lock_word = &seg->hdr->lock;
-    k = shl__keeper_start_idle(&seg->lock_word);
+    bool refused;
+    k = shl__keeper_start_idle(&seg->lock_word, &refused);
     if (k)
       atomic_store_explicit(&seg->lock_keeper, k, memory_order_release);
-    else
-      atomic_store(&seg->lock_nokeeper, true); /* e.g. set_robust_list refused */
+    else if (refused)
+      atomic_store(&seg->lock_nokeeper, true); /* for good: set_robust_list is refused */
+    /* Otherwise no thread now (a limit on threads, memory): this lock goes
+     * without one, the next tries again. */
   }
   pthread_mutex_unlock(&seg->lock_ops);
   return k;

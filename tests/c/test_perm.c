@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <linux/futex.h>
@@ -554,6 +555,46 @@ static void test_wait_requeued_as_nobody(void) {
   }
 }
 
+/* As nobody, with no thread to spare at its first lock (RLIMIT_NPROC: the
+ * keeper cannot start), then with threads again: lock and unlock, then lock
+ * again and hold until killed. */
+static int lock_when_threads_come_back(void *name) {
+  struct rlimit was, none;
+  if (drop_to_nobody() < 0) return DROP_FAILED;
+  shl_segment *seg = NULL;
+  int rc = shl_open(&seg, name, 0, WAIT_NS);
+  if (rc < 0 || getrlimit(RLIMIT_NPROC, &was) < 0) return rc < 0 ? rc : -errno;
+  none = was;
+  none.rlim_cur = 1; /* this process alone is that many already */
+  if (setrlimit(RLIMIT_NPROC, &none) < 0) return -errno;
+  if ((rc = shl_lock(seg, WAIT_NS)) < 0 || (rc = shl_unlock(seg)) < 0) return rc;
+  if (setrlimit(RLIMIT_NPROC, &was) < 0) return -errno;
+  if ((rc = shl_lock(seg, WAIT_NS)) < 0) return rc;
+  for (;;) pause();
+}
+
+/* A lock taken while no thread could start goes without a keeper, but the
+ * handle's later locks start one: a holder killed then is seen dead. */
+static void test_keeper_after_thread_limit(void) {
+  const char *name = t_name("pnproc");
+  shl_segment *seg = make(name, 0666, 0);
+  struct t_child holder;
+  T_REQUIRE(t_child_start(&holder, lock_when_threads_come_back, (void *)name, 30) == 0);
+  /* Held by another id than the child's own thread's: its keeper's. */
+  for (int i = 0; i < 3000; i++) {
+    uint32_t tid = atomic_load(&seg->hdr->lock) & SHL__LOCK_TID_MASK;
+    if (tid && tid != (uint32_t)holder.pid) break;
+    t_sleep_ms(1);
+  }
+  kill(holder.pid, SIGKILL);
+  int rc;
+  T_CHECK(t_child_finish(&holder, &rc) != 0 && rc == INT_MIN); /* killed, not failed */
+  T_EXPECT_RC(shl_lock(seg, WAIT_NS), SHL_E_OWNER_DEAD);
+  T_EXPECT_RC(shl_unlock(seg), 0);
+  shl_close(seg);
+  T_EXPECT_RC(shl_unlink(name), 0);
+}
+
 /* As nobody: a read lock on the creator role's byte of a segment it may only
  * read (F_RDLCK needs only a descriptor opened for reading), held until killed. */
 static int read_lock_creator_byte(void *p) {
@@ -628,6 +669,7 @@ int main(void) {
   test_readonly_header();
   test_lock_wake_as_nobody();
   test_creator_byte_read_locked();
+  test_keeper_after_thread_limit();
   test_stream_mode();
   return t_result();
 }
