@@ -134,15 +134,22 @@ static PyObject *handle_lock(Handle *h, PyObject *arg) {
   return (PyObject *)held;
 }
 
+/* shl_unlock, and the lock forgotten if the core gave up its claim: also
+ * with -ENOTRECOVERABLE (a peer rewrote the word while it was held). */
+static int unlock_and_forget(Handle *h) {
+  int rc = shl_unlock(h->seg);
+  if (rc == 0 || rc == -ENOTRECOVERABLE) forget_lock(h);
+  return rc;
+}
+
 /* Only the holding thread unlocks (the core says EPERM to any other). After
  * close(): the holder's unlock completes a deferred close; with the lock
  * already released by close() it is a no-op. */
 static PyObject *handle_unlock(Handle *h, PyObject *unused) {
   (void)unused;
   if (h->base.closed && !h->locked) Py_RETURN_NONE;
-  int rc = shl_unlock(h->seg);
+  int rc = unlock_and_forget(h);
   if (rc < 0) return set_error(state_of((PyObject *)h), rc, h->base.name, AT_USE);
-  forget_lock(h);
   Py_RETURN_NONE;
 }
 
@@ -295,7 +302,7 @@ static PyObject *held_release(Held *l, PyObject *unused) {
   (void)unused;
   if (!l->h) Py_RETURN_NONE;
   PyObject *done = handle_unlock(l->h, NULL);
-  if (done) Py_CLEAR(l->h);
+  if (done || !l->h->locked) Py_CLEAR(l->h); /* released, or given up with an error */
   return done;
 }
 
@@ -315,7 +322,7 @@ static void held_dealloc(Held *l) {
   Handle *h = l->h;
   /* Dropped unreleased by its thread: given back. Another thread cannot
    * (the core says EPERM); nor can a forked child, whose lock it is not. */
-  if (h && holds_lock(h) && shl_unlock(h->seg) == 0) forget_lock(h);
+  if (h && holds_lock(h)) (void)unlock_and_forget(h);
   Py_XDECREF((PyObject *)h);
   free_object(type, l);
   Py_DECREF(type);

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import mmap
 import os
 import signal
+import struct
 import threading
 import time
 
@@ -248,6 +251,37 @@ def test_close_after_the_holding_thread_ended_marks_the_lock_dead(name):
     kept[0].release()  # a no-op once closed
     kept.clear()
     shmlane.unlink(name)
+
+def test_lock_word_rewritten_while_held_leaves_nothing_held(name):
+    # A peer with write access rewrites the lock word (offset 256) while it
+    # is held: the release says so (ENOTRECOVERABLE), and the lock counts as
+    # given up. Before, its pin stayed: close() never completed, and the
+    # name of an unlink_on_close segment stayed.
+    # So too for a Held dropped unreleased.
+    path = "/dev/shm/shl." + name
+    for dropped in (False, True):
+        seg = shmlane.create(name, dtype="<u8", unlink_on_close=True)
+        fd = os.open(path, os.O_RDWR)
+        try:
+            with mmap.mmap(fd, 4096) as peer:
+                held = seg.lock(timeout=5)
+                peer[256:260] = struct.pack("<I", 12345)
+                if dropped:
+                    del held
+                else:
+                    with pytest.raises(OSError, match=name) as info:
+                        held.release()
+                    assert info.value.errno == errno.ENOTRECOVERABLE
+                    held.release()  # a no-op now
+                peer[256:260] = bytes(4)
+            with seg.lock(timeout=0):
+                pass
+            seg.close()
+            assert not os.path.exists(path)
+        finally:
+            os.close(fd)
+            if os.path.exists(path):
+                shmlane.unlink(name)
 
 # A process whose thread holds the lock of a segment another thread closed,
 # and that exits: the mapping was kept, so the kernel marks the mutex
