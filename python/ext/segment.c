@@ -170,7 +170,9 @@ struct wait_ctx {
 
 static int wait_step(void *ctx, int64_t timeout_ns) {
   struct wait_ctx *w = ctx;
-  return shl_wait_ex(w->seg, w->since, timeout_ns, &w->opts, &w->seen);
+  int rc = shl_wait_ex(w->seg, w->since, timeout_ns, &w->opts, &w->seen);
+  w->opts.spin_ns = 0; /* in the first slice only */
+  return rc;
 }
 
 /* A change count: any integer from 0 to 2**64 - 1 ("K" would take others
@@ -202,7 +204,9 @@ static PyObject *handle_wait(Handle *h, PyObject *args) {
   struct wait_ctx w = {h->seg, since, 0, SHL_WAIT_OPTS_INIT};
   w.opts.flags = SHL_WAIT_INTERRUPTIBLE;
   w.opts.spin_ns = spin_ns;
-  int rc = run_blocking(&h->base, wait_step, &w, timeout_ns, 0, -EINTR, -ETIMEDOUT);
+  /* In slices, as lock(): a close() from another thread ends it (the core's
+   * close, which would wake it, waits for the call to return). */
+  int rc = run_blocking(&h->base, wait_step, &w, timeout_ns, SLICE_NS, -ETIMEDOUT, -ETIMEDOUT);
   if (h->base.closed) return closed_meanwhile(&h->base);
   if (rc == PY_ERROR) return NULL;
   if (rc < 0) return set_error(state_of((PyObject *)h), rc, h->base.name, AT_USE);

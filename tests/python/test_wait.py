@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 import shmlane
-from conftest import blocked_in_futex, check_async_wait, expect_line, wait_in_thread
+from conftest import (
+    blocked_in_futex,
+    blocked_in_thread,
+    check_async_wait,
+    expect_line,
+    wait_in_thread,
+)
 
 NOTIFIER = """
 import sys, time
@@ -70,6 +76,25 @@ def test_wait_refuses_a_since_out_of_range(name):
         with pytest.raises(TimeoutError):
             seg.wait(timeout=0, since=np.uint64(0))  # any integer in range
         assert seg.wait(timeout=0, since=2**64 - 1) == 0
+
+
+def test_close_from_another_thread_ends_a_wait(name):
+    # A wait without a time-out ends once another thread closes its segment,
+    # as lock() does; before, it slept on until some notify came.
+    with shmlane.create(name, dtype="<i4") as seg:
+        other = shmlane.open(name)
+        thread, outcome = blocked_in_thread(other.wait, timeout=None)
+        closed = time.monotonic()
+        other.close()
+        thread.join(10)
+        if thread.is_alive():
+            seg.notify()  # not to leave it behind
+            thread.join(10)
+            pytest.fail("the wait went on after close()")
+        assert [type(x) for x in outcome] == [ValueError]
+        assert str(outcome[0]) == f"segment '{name}' is closed"
+        assert time.monotonic() - closed < 5
+        assert seg.changes == 0  # nothing shared was touched
 
 def test_wait_with_spin(name, spawn_py):
     with shmlane.create(name, dtype="<i4") as seg:
