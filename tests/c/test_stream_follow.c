@@ -332,11 +332,34 @@ static void test_writer_replaces_its_stream(void) {
   shl_writer_close(w);
 }
 
+/* A blocking writer that replaced its stream keeps frames for the old
+ * stream's `all` readers on their way to the new one; a reader that will
+ * never come (SHL_READER_NO_FOLLOW, told SHL_E_REPLACED) is not waited for:
+ * the writer goes on while that reader stays open. */
+static void test_block_no_follow(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "fnofol");
+  shl_writer *w = t_writer_open(name, 2, 4, 4, SHL_STREAM_BLOCK);
+  shl_reader *stay = t_reader_open_ex(name, SHL_RECV_ALL, 1000, 0, SHL_READER_NO_FOLLOW);
+  T_CHECK(t_publish(w, 2, 1, 1000) == 1);
+  shl_layout wider = t_frame_layout(3);
+  T_EXPECT_RC(shl_writer_replace(&w, &wider, NULL), 0);
+  shl_sample s;
+  T_EXPECT_RC(shl_reader_receive(stay, &s, 1000 * T_MS, 0), 0);
+  T_CHECK(s.seq == 1);
+  T_EXPECT_RC(shl_reader_release(stay, &s), 0);
+  T_EXPECT_RC(shl_reader_receive(stay, &s, 1000 * T_MS, 0), SHL_E_REPLACED);
+  for (uint64_t tag = 2; tag < 2 + 3 * 4; tag++) T_CHECK(t_publish(w, 3, tag, 200) == tag);
+  shl_reader_close(stay);
+  shl_writer_close(w);
+}
+
 int main(void) {
   test_metadata();
   test_meta_bounds();
   test_replace_followed();
   test_recreated_followed();
   test_writer_replaces_its_stream();
+  test_block_no_follow();
   return t_result();
 }
