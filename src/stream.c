@@ -420,11 +420,12 @@ static int take_latest(shl_reader *r, shl_sample *out) {
     uint64_t seq = latest_seq(latest);
     uint32_t slot = latest_slot(latest);
     /* Above SEQ_MAX: no frame but a peer's damage, which the writer's next
-     * publish overwrites. */
-    if (seq <= r->last_seq || seq > SHL__SEQ_MAX) return -EAGAIN;
+     * publish overwrites. Below the last one delivered: that one was a
+     * peer's number (a stream's numbers only grow), and this is news. */
+    if (seq == r->last_seq || seq == 0 || seq > SHL__SEQ_MAX) return -EAGAIN;
     if (slot >= s->slots) return SHL_E_BAD_HEADER;
     if (pin(r, slot, seq)) {
-      deliver(r, slot, seq, r->last_seq ? seq - r->last_seq - 1 : 0, out);
+      deliver(r, slot, seq, r->last_seq && seq > r->last_seq ? seq - r->last_seq - 1 : 0, out);
       return 0;
     }
   }
@@ -437,8 +438,12 @@ static int take_next(shl_reader *r, shl_sample *out) {
   for (int attempt = 0; attempt < PIN_ATTEMPTS; attempt++) {
     /* Acquire: pairs with shl_writer_publish's release of latest. */
     uint64_t head = latest_seq(atomic_load_explicit(&s->ctl->latest, memory_order_acquire));
+    if (head > SHL__SEQ_MAX) return -EAGAIN;
+    /* A head below the last frame delivered: that one was a peer's number
+     * (a stream's numbers only grow; 0 is no frame yet): go on from here. */
+    if (head && head + 1 < r->next_seq) r->next_seq = head;
     uint64_t want = r->next_seq;
-    if (want > head || head > SHL__SEQ_MAX) return -EAGAIN;
+    if (want > head) return -EAGAIN;
     /* The wanted frame, or else the oldest one after it: those between are lost. */
     int best = -1;
     uint64_t best_seq = UINT64_MAX;

@@ -295,6 +295,38 @@ static void test_peer_seq_replace(void) {
   shl_writer_close(w);
 }
 
+/* A peer's number within range, in a slot and in `latest`, is delivered as
+ * a frame (it may corrupt frames), but deafens no reader: the writer's next
+ * frames, numbered below it, still come to `all` and `latest` readers. */
+static void test_peer_seq_in_range(void) {
+  char name[SHL_NAME_MAX + 1];
+  shl_reader *r;
+  shl_writer *w = two_frames(name, "hseqin", &r);
+  shl_reader *lat = t_reader_open(name, SHL_RECV_LATEST, WAIT_MS);
+  uint64_t seq;
+  for (uint64_t want = 1; want <= 2; want++) {
+    T_EXPECT_RC(receive_seq(r, &seq), 0);
+    T_CHECK(seq == want);
+  }
+  struct stream *s = &r->cur->s;
+  atomic_store(&s->slot[3].seq, 1000); /* the peer, through r's mapping */
+  atomic_store(&s->ctl->latest, latest_pack(1000, 3));
+  T_EXPECT_RC(receive_seq(r, &seq), 0);
+  T_CHECK(seq == 1000);
+  T_EXPECT_RC(receive_seq(lat, &seq), 0);
+  T_CHECK(seq == 1000);
+  for (uint64_t next = 3; next <= 4; next++) {
+    T_CHECK(t_publish(w, WORDS, next, WAIT_MS) == next);
+    T_EXPECT_RC(receive_seq(r, &seq), 0);
+    T_CHECK(seq == next);
+    T_EXPECT_RC(receive_seq(lat, &seq), 0);
+    T_CHECK(seq == next);
+  }
+  shl_reader_close(lat);
+  shl_reader_close(r);
+  shl_writer_close(w);
+}
+
 /* A peer's number in a reader entry's `lost` is only shown (shmlane top):
  * the reader counts from its own copy and never reads the shared word. */
 static void test_peer_lost_count(void) {
@@ -689,6 +721,7 @@ int main(void) {
   test_block_across_replace();
   test_peer_seq_takeover();
   test_peer_seq_replace();
+  test_peer_seq_in_range();
   test_peer_lost_count();
   test_peer_lowers_reader_mark();
   test_numbers_used_up();
