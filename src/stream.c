@@ -419,11 +419,11 @@ static int take_latest(shl_reader *r, shl_sample *out) {
     uint64_t latest = atomic_load_explicit(&s->ctl->latest, memory_order_acquire);
     uint64_t seq = latest_seq(latest);
     uint32_t slot = latest_slot(latest);
-    /* Above SEQ_MAX: no frame but a peer's damage, which the writer's next
-     * publish overwrites. Below the last one delivered: that one was a
-     * peer's number (a stream's numbers only grow), and this is news. */
-    if (seq == r->last_seq || seq == 0 || seq > SHL__SEQ_MAX) return -EAGAIN;
-    if (slot >= s->slots) return SHL_E_BAD_HEADER;
+    /* Above SEQ_MAX or past the ring: no frame but a peer's damage, which
+     * the writer's next publish overwrites. Below the last one delivered:
+     * that one was a peer's number (a stream's numbers only grow), and this
+     * is news. */
+    if (seq == r->last_seq || seq == 0 || seq > SHL__SEQ_MAX || slot >= s->slots) return -EAGAIN;
     if (pin(r, slot, seq)) {
       deliver(r, slot, seq, r->last_seq && seq > r->last_seq ? seq - r->last_seq - 1 : 0, out);
       return 0;

@@ -297,7 +297,8 @@ static void test_peer_seq_replace(void) {
 
 /* A peer's number within range, in a slot and in `latest`, is delivered as
  * a frame (it may corrupt frames), but deafens no reader: the writer's next
- * frames, numbered below it, still come to `all` and `latest` readers. */
+ * frames, numbered below it, still come to `all` and `latest` readers. A
+ * peer's `latest` naming a slot past the ring fails no reader. */
 static void test_peer_seq_in_range(void) {
   char name[SHL_NAME_MAX + 1];
   shl_reader *r;
@@ -322,6 +323,14 @@ static void test_peer_seq_in_range(void) {
     T_EXPECT_RC(receive_seq(lat, &seq), 0);
     T_CHECK(seq == next);
   }
+  /* A `latest` naming a slot past the ring is no frame either, as a number
+   * past SEQ_MAX is not: the writer's next publish overwrites it. */
+  atomic_store(&s->ctl->latest, latest_pack(5, SHL_STREAM_MAX_SLOTS - 1));
+  shl_sample got;
+  T_EXPECT_RC(shl_reader_receive(lat, &got, 0, 0), -ETIMEDOUT);
+  T_CHECK(t_publish(w, WORDS, 5, WAIT_MS) == 5);
+  T_EXPECT_RC(receive_seq(lat, &seq), 0);
+  T_CHECK(seq == 5);
   shl_reader_close(lat);
   shl_reader_close(r);
   shl_writer_close(w);
