@@ -132,8 +132,13 @@ static inline int64_t deadline_after(int64_t timeout_ns) {
  * segment's own descriptor holds no role, so any lock seen is another's. */
 static inline int writer_state(const struct stream *s) {
   if (shl__role_held(s->seg->fd, SHL__ROLE_WRITER) != 0) return 0;
+  SHL__TEST_POINT(writer_state);
   /* Read after the lock is seen free: pairs with shl_writer_close's store. */
-  return atomic_load(&s->ctl->writer) ? SHL_E_WRITER_GONE : SHL_E_WRITER_CLOSED;
+  bool word = atomic_load(&s->ctl->writer) != 0;
+  /* Not 0: a dead writer's, or that of one that took the stream over since
+   * the look (writer_start stores it once the role is held): look again. */
+  if (word && shl__role_held(s->seg->fd, SHL__ROLE_WRITER) != 0) return 0;
+  return word ? SHL_E_WRITER_GONE : SHL_E_WRITER_CLOSED;
 }
 
 static inline uint32_t reader_hwm(const struct stream *s) {

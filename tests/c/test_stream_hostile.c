@@ -215,6 +215,38 @@ static void test_stale_staged_object_swept(void) {
   shl_writer_close(w);
 }
 
+/* A writer that takes the stream over just after a reader found the role
+ * free, before it read the writer word: the reader waits for that writer's
+ * frames, instead of reporting its writer dead (the word is the new
+ * writer's) while a writer lives. */
+static const char *takeover_name;
+static shl_writer *taken_over;
+
+static void take_over_at_writer_state(const char *point) {
+  if (strcmp(point, "writer_state") != 0 || taken_over) return;
+  taken_over = t_writer_open(takeover_name, WORDS, SLOTS, 4, 0);
+}
+
+static void test_takeover_as_reader_looks(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "htake");
+  shl_writer *w = t_writer_open(name, WORDS, SLOTS, 4, 0);
+  shl_reader *r = t_reader_open(name, SHL_RECV_LATEST, WAIT_MS);
+  shl_writer_close(w);
+  takeover_name = name;
+  test_hook = take_over_at_writer_state;
+  shl_sample got;
+  T_EXPECT_RC(shl_reader_receive(r, &got, 20 * T_MS, 0), -ETIMEDOUT);
+  test_hook = NULL;
+  T_REQUIRE(taken_over != NULL);
+  T_CHECK(t_publish(taken_over, WORDS, 1, WAIT_MS) == 1);
+  T_EXPECT_RC(shl_reader_receive(r, &got, WAIT_MS * T_MS, 0), 0);
+  T_EXPECT_RC(shl_reader_release(r, &got), 0);
+  shl_reader_close(r);
+  shl_writer_close(taken_over);
+  taken_over = NULL;
+}
+
 /* ---------------------------------------------------------------- sequence numbers */
 
 /* Receive one frame (0) or say why not. */
@@ -736,6 +768,7 @@ int main(void) {
   test_numbers_used_up();
   test_joiner_never_skips_a_kept_frame();
   test_close_order();
+  test_takeover_as_reader_looks();
   test_fork_while_role_opens();
   test_dup_follows_the_object();
   test_reader_joins_a_name_that_moves();
