@@ -731,7 +731,11 @@ enum shl_reader_flags {
  * receive that would hold more than max_pinned samples returns
  * SHL_E_PIN_LIMIT; the default is half the slots less one, but 2 from 4 slots
  * on (a loop holds the previous sample while it receives the next) and 1 below,
- * so one reader that keeps its samples never starves the writer. */
+ * so one reader that keeps its samples never starves the writer of 3 slots or
+ * more. Of 2 slots, the one it keeps (once a newer frame is published) is the
+ * only one the writer may loan, the other holding the newest frame: loans
+ * fail with SHL_E_SLOTS_PINNED (shl_writer_get_pinned_by names the reader)
+ * until it is released. */
 SHL_API int shl_reader_open_ex(shl_reader **out, const char *name, const shl_reader_opts *opts);
 SHL_API void shl_reader_close(shl_reader *r);
 /* Pin the next frame. -ETIMEDOUT if none came in time; when nothing new is

@@ -377,6 +377,21 @@ static void test_pinned(void) {
   T_EXPECT_RC(shl_reader_release(l, &h[2]), 0);
   shl_reader_close(l);
   shl_writer_close(w);
+
+  /* Two slots: the one sample a reader may keep by default holds the only
+   * slot the writer may loan once a newer frame is out (shmlane.h). */
+  t_fresh_name(name, "spintwo");
+  w = t_writer_open(name, WORDS, 2, 4, 0);
+  l = t_reader_open(name, SHL_RECV_LATEST, 0);
+  PUBLISH(w, 1, 1);
+  T_REQUIRE(TAKE(l, &h[0], 1, ANY) == 0);
+  PUBLISH(w, 2, 2);
+  T_EXPECT_RC(shl_writer_loan(w, &frame, 0), SHL_E_SLOTS_PINNED);
+  T_CHECK(shl_writer_get_pinned_by(w, NULL, 0) == 1);
+  T_EXPECT_RC(shl_reader_release(l, &h[0]), 0);
+  PUBLISH(w, 3, 3);
+  shl_reader_close(l);
+  shl_writer_close(w);
 }
 
 static void test_max_readers(void) {
