@@ -587,7 +587,9 @@ SHL_API int shl_writer_open(shl_writer **out, const char *name, const shl_layout
  * meaning the old stream's. -EBUSY while a loan is outstanding. The new
  * stream is built under a private name and swapped in atomically: on
  * failure *w is still the old stream's writer and the old stream is under
- * its name, its readers unaffected. With SHL_STREAM_BLOCK, the new
+ * its name, its readers unaffected. A name removed meanwhile (shmlane rm)
+ * is taken by the new stream, and the old one's readers follow there; one
+ * that another stream holds now: -ESTALE. With SHL_STREAM_BLOCK, the new
  * stream's first loans wait (within their timeout) until every live `all`
  * reader of the old stream has moved to the new one. */
 SHL_API int shl_writer_replace(shl_writer **w, const shl_layout *frame, const shl_stream_opts *opts);

@@ -87,9 +87,9 @@ struct shl__extra {
 int shl__segment_create(shl_segment **out, const char *name, const shl_layout *layout,
                         const shl_create_opts *opts, const struct shl__extra *extra);
 /* Puts a staged segment under its name, atomically: in place of the object
- * open as old_fd (which is removed), or where no object is (old_fd < 0).
- * -ESTALE if the name holds another object (or, with old_fd < 0, any), and
- * then nothing changed. */
+ * open as old_fd (which is removed), or where no object is (old_fd < 0, or
+ * that object was removed from the name meanwhile). -ESTALE if the name
+ * holds another object (or, with old_fd < 0, any), and then nothing changed. */
 int shl__segment_swap_in(shl_segment *seg, int old_fd);
 /* Removes staged objects of `name` that no live process is building. */
 void shl__stage_sweep(const char *name);

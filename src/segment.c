@@ -572,19 +572,17 @@ int shl__segment_swap_in(shl_segment *seg, int old_fd) {
   char pname[POSIX_NAME_MAX + 1];
   int rc = posix_name(seg->name, pname);
   if (rc < 0 || !seg->staged[0]) return rc < 0 ? rc : -EINVAL;
-  if (old_fd < 0) {
+  rc = old_fd < 0 ? -ENOENT : shl__shm_exchange(seg->staged, pname);
+  if (rc == -ENOENT) { /* no object there: none was, or it was removed meanwhile */
     rc = shl__shm_move_new(seg->staged, pname);
-    if (rc == -EEXIST) rc = -ESTALE;
-  } else {
-    rc = shl__shm_exchange(seg->staged, pname);
-    if (rc == -ENOENT) rc = -ESTALE; /* the name went meanwhile */
-    /* What the name held is now under the staged name: the old object, or
-     * another's, which goes back. */
-    if (rc == 0 && names_object(seg->staged, old_fd) != 0) {
-      shl__shm_exchange(seg->staged, pname);
-      rc = -ESTALE;
-    }
-    if (rc == 0) shm_unlink(seg->staged);
+    if (rc == -EEXIST) rc = -ESTALE; /* another object came */
+  } else if (rc == 0 && names_object(seg->staged, old_fd) != 0) {
+    /* What the name held, now under the staged name, is not the old
+     * object but another's: it goes back. */
+    shl__shm_exchange(seg->staged, pname);
+    rc = -ESTALE;
+  } else if (rc == 0) {
+    shm_unlink(seg->staged); /* the old object */
   }
   if (rc == 0) seg->staged[0] = '\0';
   return rc;

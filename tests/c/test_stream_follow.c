@@ -332,6 +332,32 @@ static void test_writer_replaces_its_stream(void) {
   shl_writer_close(w);
 }
 
+/* A writer whose stream's name was removed while it wrote (shmlane rm)
+ * replaces it all the same: the new stream takes the free name, and the
+ * old stream's readers follow it there. */
+static void test_replace_after_rm(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "frm");
+  shl_writer *w = t_writer_open(name, 2, 4, 4, 0);
+  shl_reader *r = t_reader_open(name, SHL_RECV_ALL, 1000);
+  T_CHECK(t_publish(w, 2, 1, 1000) == 1);
+  T_EXPECT_RC(shl_unlink(name), 0);
+  shl_layout wider = t_frame_layout(3);
+  T_EXPECT_RC(shl_writer_replace(&w, &wider, NULL), 0);
+  T_CHECK(t_publish(w, 3, 2, 1000) == 2);
+  shl_sample s;
+  for (uint64_t seq = 1; seq <= 2; seq++) {
+    T_EXPECT_RC(shl_reader_receive(r, &s, 1000 * T_MS, 0), 0);
+    T_CHECK(s.seq == seq && s.flags == (seq == 2 ? SHL_SAMPLE_NEW_STREAM : 0u));
+    T_EXPECT_RC(shl_reader_release(r, &s), 0);
+  }
+  shl_layout now;
+  shl_get_layout(shl_reader_segment(r), &now);
+  T_CHECK(now.shape[0] == 3);
+  shl_reader_close(r);
+  shl_writer_close(w);
+}
+
 /* A blocking writer that replaced its stream keeps frames for the old
  * stream's `all` readers on their way to the new one; a reader that will
  * never come (SHL_READER_NO_FOLLOW, told SHL_E_REPLACED) is not waited for:
@@ -361,5 +387,6 @@ int main(void) {
   test_recreated_followed();
   test_writer_replaces_its_stream();
   test_block_no_follow();
+  test_replace_after_rm();
   return t_result();
 }
