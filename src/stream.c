@@ -572,9 +572,11 @@ int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint3
     uint64_t changes = shl_changes(s->seg);
     int rc = take(r, out);
     if (rc != -EAGAIN) return rc;
-    /* Pairs with replace_stream's store, made once the new stream is ready. */
-    int why = atomic_load(&s->ctl->replaced) ? SHL_E_REPLACED
-                                             : wait_for_frame(r, changes, deadline, &wait, flags);
+    /* Pairs with replace_stream's store, made once the new stream is under
+     * the name: a flag on a stream the name still holds is a peer's. */
+    int why = atomic_load(&s->ctl->replaced) && shl__seg_names_object(s->seg) != 0
+                  ? SHL_E_REPLACED
+                  : wait_for_frame(r, changes, deadline, &wait, flags);
     /* Gone, and the name holds another object: removed and created again. */
     if ((why == SHL_E_WRITER_GONE || why == SHL_E_WRITER_CLOSED) &&
         shl__seg_names_object(s->seg) == -ESTALE)

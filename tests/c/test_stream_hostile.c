@@ -368,6 +368,33 @@ static void test_peer_seq_in_range(void) {
   shl_writer_close(w);
 }
 
+/* A peer's `replaced` on a stream still under its name ends no reader:
+ * one that does not follow is not told SHL_E_REPLACED, one that follows
+ * finds nothing to move to; both go on with the writer's frames. */
+static void test_peer_replaced_flag(void) {
+  char name[SHL_NAME_MAX + 1];
+  shl_reader *r;
+  shl_writer *w = two_frames(name, "hrepl", &r);
+  shl_reader *stay = t_reader_open_ex(name, SHL_RECV_LATEST, WAIT_MS, 0, SHL_READER_NO_FOLLOW);
+  atomic_store(&r->cur->s.ctl->replaced, 1); /* the peer, through r's mapping */
+  uint64_t seq;
+  for (uint64_t next = 3; next <= 4; next++) {
+    T_CHECK(t_publish(w, WORDS, next, WAIT_MS) == next);
+    T_EXPECT_RC(receive_seq(stay, &seq), 0);
+    T_CHECK(seq == next);
+  }
+  shl_sample got;
+  T_EXPECT_RC(shl_reader_receive(stay, &got, 0, 0), -ETIMEDOUT);
+  for (uint64_t want = 1; want <= 4; want++) {
+    T_EXPECT_RC(receive_seq(r, &seq), 0);
+    T_CHECK(seq == want);
+  }
+  T_EXPECT_RC(shl_reader_receive(r, &got, 0, 0), -ETIMEDOUT);
+  shl_reader_close(stay);
+  shl_reader_close(r);
+  shl_writer_close(w);
+}
+
 /* A peer's number in a reader entry's `lost` is only shown (shmlane top):
  * the reader counts from its own copy and never reads the shared word. */
 static void test_peer_lost_count(void) {
@@ -763,6 +790,7 @@ int main(void) {
   test_peer_seq_takeover();
   test_peer_seq_replace();
   test_peer_seq_in_range();
+  test_peer_replaced_flag();
   test_peer_lost_count();
   test_peer_lowers_reader_mark();
   test_numbers_used_up();
