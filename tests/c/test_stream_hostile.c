@@ -8,14 +8,17 @@
  *   name another user tried to take first is made all the same;
  * - sequence numbers from shared memory are bounded: a peer's 2^60 in a
  *   slot, or numbers used up, never brick the name for a takeover or a
- *   replacement; a peer's number in a reader's `lost` is only shown;
+ *   replacement; a peer's number in a reader's `lost` is only shown; a
+ *   peer's number within range, a `latest` past the ring or a `replaced`
+ *   on a stream still under its name deafens or ends no reader;
  * - a peer that lowers the reader table's high-water mark hides no live
  *   reader from shl_stream_get_info (shmlane gc removes a stream only
  *   without one);
  * - a reader joining a blocking stream never skips a frame the writer keeps
  *   (the slot is marked, not emptied, while the writer decides);
  * - a writer gives up its role only after its liveness words are cleared and
- *   its keeper stopped;
+ *   its keeper stopped; a reader that finds the role free as another writer
+ *   takes the stream over does not report its writer dead;
  * - a fork() from another thread while a role descriptor is being opened
  *   never leaves a child holding the role;
  * - shl_dup maps the very object a handle holds, whatever its name does;
