@@ -145,6 +145,15 @@ static bool valid_segment(const char *name) {
 /* The errors only opening a stream gives; false if rc is not one of them. */
 static bool set_stream_open_error(modstate *st, int rc, const char *name) {
   switch (rc) {
+    case -ENOENT: /* a reader waited its timeout: say for what, not only the errno's text */
+      if (access("/dev/shm", F_OK) < 0) return false; /* set_error names the missing place */
+      set_oserror_text(PyExc_FileNotFoundError, ENOENT,
+                       PyUnicode_FromFormat("no stream '%s' appeared within the reader's "
+                                            "timeout: a Writer creates it (timeout=None waits "
+                                            "for one without limit)",
+                                            name),
+                       name);
+      return true;
     case -EBUSY: set_oserror(st->busy, EBUSY, "a live writer holds the stream", name); return true;
     case -EUSERS:
       set_oserror(st->busy, EUSERS, "the stream's reader table is full (see max_readers)", name);

@@ -396,8 +396,10 @@ def expect_frame_from_a_late_writer(name: str, before: Callable[[], object] = la
 def test_reader_waits_for_the_stream_to_appear(name):
     expect_frame_from_a_late_writer(name)
     start = time.monotonic()
-    with pytest.raises(FileNotFoundError, match="nothing-here"):
+    with pytest.raises(FileNotFoundError, match="no stream 'nothing-here' appeared within the "
+                       "reader's timeout: a Writer creates it") as absent:
         shmlane.Reader("nothing-here", timeout=0.2)
+    assert absent.value.errno == errno.ENOENT and absent.value.filename == "nothing-here"
     assert time.monotonic() - start < 10
 
 
