@@ -203,8 +203,45 @@ elsewhere("install-wheel", "make test-dist (tests/wheels/check_wheels.py install
           "where no compiler is and uses it)")  # fmt: skip
 elsewhere("install-c", "test_config.py (a program built with python -m shmlane.config's flags, "
           "and pkg-config's, which agree)")  # fmt: skip
-elsewhere("install-source", "make test (pip install of the tree; meson builds build/, which it "
-          "does not install)")  # fmt: skip
+
+
+SYSTEM_WIDE = """
+set -e
+mount -t tmpfs none "$TMP"  # overlays: this namespace writes there, the machine's stay as they are
+for dir in /usr/local /etc; do  # the install, and ldconfig's cache
+  mkdir -p "$TMP/upper$dir" "$TMP/work$dir"
+  mount -t overlay overlay -o "lowerdir=$dir,upperdir=$TMP/upper$dir,workdir=$TMP/work$dir" "$dir"
+done
+{install}
+cc -o "$PROG" "$PROG.c" $(pkg-config --cflags --libs shmlane)
+"$PROG"
+"""
+
+
+@block("install-source", "its meson line installs the tree's build/ into a /usr/local (and /etc) of "
+       "a mount namespace's own; a program built with pkg-config's flags then runs there")  # fmt: skip
+def _(box: Sandbox, tmp: Path) -> None:
+    build = core_build()
+    bindir = Path(sys.executable).parent
+    meson = shutil.which("meson", path=f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
+    if meson is None:
+        pytest.skip("needs meson")
+    installed = json.loads(run([meson, "introspect", str(build), "--installed"]))
+    if not any(p.startswith("/usr/local/") and p.endswith("/libshmlane.so.0") for p in installed.values()):
+        pytest.skip("needs a build that installs libshmlane.so.0 into /usr/local (make build)")
+    namespace = shutil.which("unshare") and subprocess.run(["unshare", "-m", "true"]).returncode == 0
+    if not shutil.which("pkg-config") or not namespace:
+        pytest.skip("needs pkg-config and a mount namespace (root)")
+    line = next(x for x in body("install-source").splitlines() if "meson install" in x)
+    install = line.split("#")[0].replace("meson setup build && ", "")
+    install = install.replace("meson install -C build", f"{meson} install --quiet --no-rebuild -C {build}")
+    prog = tmp / "version"
+    prog.with_suffix(".c").write_text('#include <shmlane.h>\n#include <stdio.h>\n'
+                                      'int main(void) { puts(shl_version_string()); return 0; }\n')
+    (tmp / "mnt").mkdir()
+    env = dict(os.environ, TMP=str(tmp / "mnt"), PROG=str(prog))
+    out = run(["unshare", "-m", "sh", "-c", SYSTEM_WIDE.format(install=install)], env=env)
+    assert out.split()[-1] == shmlane.__version__, out
 
 
 @block("py-first", "run twice, after the README's quick start left calib")
