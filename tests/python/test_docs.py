@@ -259,20 +259,20 @@ import shmlane
 class Pose(ctypes.Structure):
     _fields_ = [("frame", ctypes.c_uint64), ("x", ctypes.c_double)]
 
-seg = shmlane.create({name!r}, ctype=Pose, exist_ok=True)
+shmlane.create({name!r}, ctype=Pose, exist_ok=True).close()  # the block opens it itself
 """
 
 
 @block("py-lock", "run on a segment with a `frame` field")
 def _(box: Sandbox, tmp: Path) -> None:
     prelude = SEGMENT.format(name=box.name("pose"))
-    run(box.python("py-lock", [], prelude, "\nassert seg.struct.frame == 1\n"))
+    run(box.python("py-lock", ["pose"], prelude, "\nassert seg.struct.frame == 1\n"))
 
 
 @block("py-readonly", "run on a read-only segment")
 def _(box: Sandbox, tmp: Path) -> None:
-    prelude = SEGMENT.format(name=box.name("pose")) + "seg = shmlane.open(seg.name, readonly=True)\n"
-    assert run(box.python("py-readonly", [], prelude)).split() == ["0", "0.0"]
+    prelude = SEGMENT.format(name=box.name("pose"))
+    assert run(box.python("py-readonly", ["pose"], prelude)).split() == ["0", "0.0"]
 
 
 @block("py-async", "run: the coroutine follows one notify")
