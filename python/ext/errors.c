@@ -229,6 +229,14 @@ PyObject *set_error(modstate *st, int rc, const char *name, enum err_context whe
     /* Something else sits at the name: say what, not "bad magic" or "exists". */
     PyErr_Format(rc == -EEXIST ? PyExc_FileExistsError : st->corrupt,
                  "'%s' is %s, not a shmlane %s", path, what, noun);
+  } else if (rc == -EEXIST && where == AT_CREATE) {
+    /* A second run of a program that creates: name the ways to go on. */
+    set_oserror_text(PyExc_FileExistsError, EEXIST,
+                     PyUnicode_FromFormat("segment '%s' exists: shmlane.open('%s') opens it, "
+                                          "create(..., exist_ok=True) opens it if its layout is "
+                                          "the same, replace=True makes a new one",
+                                          name, name),
+                     name);
   } else if (rc == SHL_E_FOREIGN_OWNER) {
     set_foreign_owner(name, noun, where);
   } else if (rc == SHL_E_CREATOR_DEAD || rc == SHL_E_NOT_READY) {

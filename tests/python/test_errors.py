@@ -32,8 +32,9 @@ def test_missing_segment(name):
 
 def test_existing_segment(name):
     with shmlane.create(name, dtype="<i4"):
-        with pytest.raises(FileExistsError, match=name):
+        with pytest.raises(FileExistsError, match=f"segment '{name}' exists: shmlane.open") as exists:
             shmlane.create(name, dtype="<i4")
+        assert "exist_ok=True" in str(exists.value) and exists.value.filename == name
         with shmlane.create(name, dtype="<i4", exist_ok=True) as again:
             assert again.dtype == np.dtype("<i4")
         with shmlane.create(name, (2,), "<f8", replace=True) as fresh:
