@@ -162,6 +162,12 @@ class Segment(Described):
         assert self._array is not None
         return self._array
 
+    @array.setter
+    def array(self, value: Any) -> None:
+        # `seg.array = x` would only rebind a name here: no process would see x.
+        raise AttributeError(f"segment '{self.name}': seg.array is the shared memory, not a name "
+                             "to rebind: write into it, seg.array[...] = value")
+
     @property
     def struct(self) -> Any:
         """The payload as a ctypes instance of the ctype given to create/open,
@@ -182,6 +188,12 @@ class Segment(Described):
             return self._struct_type.from_buffer_copy(self._raw)
         self._struct = self._struct_type.from_buffer(self._raw)
         return self._struct
+
+    @struct.setter
+    def struct(self, value: Any) -> None:
+        raise AttributeError(f"segment '{self.name}': seg.struct is the shared memory, not a name "
+                             "to rebind: set its fields (seg.struct.x = 1), or copy a whole value "
+                             "in with ctypes.pointer(seg.struct)[0] = value")
 
     # ------------------------------------------------------------ lock, notify, wait
 

@@ -41,6 +41,22 @@ def test_existing_segment(name):
             assert fresh.shape == (2,)
 
 
+class _Pose(ctypes.Structure):
+    _fields_ = [("frame", ctypes.c_uint64), ("x", ctypes.c_double)]
+
+
+def test_rebinding_a_view_says_how_to_write(name):
+    """`seg.array = x` reaches no other process: it is refused with the way
+    that does, and the way the struct's message names works."""
+    with shmlane.create(name, ctype=_Pose, unlink_on_close=True) as seg:
+        with pytest.raises(AttributeError, match=r"write into it, seg.array\[...\] = value"):
+            seg.array = np.zeros((), seg.dtype)
+        with pytest.raises(AttributeError, match=r"ctypes.pointer\(seg.struct\)\[0\] = value"):
+            seg.struct = _Pose(7, 0.5)
+        ctypes.pointer(seg.struct)[0] = _Pose(7, 0.5)
+        assert (int(seg.array["frame"]), float(seg.array["x"])) == (7, 0.5)
+
+
 def test_create_needs_a_layout(name):
     with pytest.raises(ValueError, match=name):
         shmlane.create(name)
