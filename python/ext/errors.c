@@ -142,8 +142,20 @@ static bool valid_segment(const char *name) {
   return rc == 0;
 }
 
+/* The pid of the stream's writer as its header records it, or 0 (a message
+ * names it: a second copy of a program learns which process to stop). */
+static long writer_pid_of(const char *name) {
+  shl_segment *seg = NULL;
+  shl_stream_info info = SHL_STREAM_INFO_INIT;
+  int rc = shl_open(&seg, name, SHL_OPEN_READONLY, 0);
+  if (rc == 0) rc = shl_stream_get_info(seg, &info);
+  shl_close(seg);
+  return rc == 0 && info.writer_pid > 0 ? info.writer_pid : 0;
+}
+
 /* The errors only opening a stream gives; false if rc is not one of them. */
 static bool set_stream_open_error(modstate *st, int rc, const char *name) {
+  long pid;
   switch (rc) {
     case -ENOENT: /* a reader waited its timeout: say for what, not only the errno's text */
       if (access("/dev/shm", F_OK) < 0) return false; /* set_error names the missing place */
@@ -154,7 +166,13 @@ static bool set_stream_open_error(modstate *st, int rc, const char *name) {
                                             name),
                        name);
       return true;
-    case -EBUSY: set_oserror(st->busy, EBUSY, "a live writer holds the stream", name); return true;
+    case -EBUSY:
+      pid = writer_pid_of(name);
+      set_oserror_text(st->busy, EBUSY,
+                       pid ? PyUnicode_FromFormat("a live writer (pid %ld) holds the stream", pid)
+                           : PyUnicode_FromString("a live writer holds the stream"),
+                       name);
+      return true;
     case -EUSERS:
       set_oserror(st->busy, EUSERS, "the stream's reader table is full (see max_readers)", name);
       return true;

@@ -405,7 +405,7 @@ def test_reader_waits_for_the_stream_to_appear(name):
 
 def test_busy_and_mismatch_errors(name, new_name):
     with shmlane.Writer(name, shape=SHAPE, dtype="u1", slots=4, max_readers=1) as writer:
-        with pytest.raises(shmlane.StreamBusy, match="live writer") as busy:
+        with pytest.raises(shmlane.StreamBusy, match=rf"live writer \(pid {os.getpid()}\) holds") as busy:
             shmlane.Writer(name, shape=SHAPE, dtype="u1")
         assert busy.value.errno == errno.EBUSY and isinstance(busy.value, OSError)
         with shmlane.Reader(name):
