@@ -459,7 +459,8 @@ static int parse_cmdline(const struct command *cmd, int argc, char **argv, struc
     return EXIT_USAGE;
   }
   if (cmd->max_names >= 0 && cl->nnames > cmd->max_names) {
-    errorf(0, "%s: unexpected argument '%s'", cmd->name, cl->names[cmd->max_names]);
+    errorf(0, "%s: unexpected argument '%s' (see 'shmlane %s --help')", cmd->name,
+           cl->names[cmd->max_names], cmd->name);
     return EXIT_USAGE;
   }
   if ((cmd->opts & 1u << OPT_FORMAT) && !cl->given[OPT_FORMAT]) {

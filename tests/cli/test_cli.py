@@ -787,6 +787,10 @@ def test_usage_errors():
           "bad name message does not say what a valid name is: %r" % p.stderr)
     p = run("frob", rc=2)
     check("frob" in p.stderr, "unknown command message lacks the command: %r" % p.stderr)
+    # Every usage error points at the help; `create calib '<d'` forgot --format.
+    p = run("create", name("x"), "<d", rc=2)
+    check("unexpected argument '<d' (see 'shmlane create --help')" in p.stderr,
+          "an unexpected argument's message does not point at the help: %r" % p.stderr)
     # What a message quotes from the command line reaches the terminal as
     # text: no escape sequence, no second line.
     for args in (["info", "x\033[2J\ny"], ["\033]0;title\007"], ["ls", "--x\033[31m"],
