@@ -4,7 +4,9 @@
  * wake-up with it.
  * - a plain SIGKILL of the writer, with 1, 10 and 50 readers;
  * - the writer's process group killed, a reader in it;
- * - a reader thread inside the writer's process, killed with it.
+ * - a reader thread inside the writer's process, killed with it;
+ * - a peer with write access that moves a reader off its liveness word, so
+ *   that the kernel's wake-up misses it: it learns within a slice.
  * Readers are fresh processes (this program started again, argv[1] names the
  * part) that sleep in receive; each reports when it got SHL_E_WRITER_GONE.
  * The check is that all of them did within DETECT_MAX_MS, far below the 10 s
@@ -16,7 +18,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "stream.h" /* a reader's entry: its liveness word */
 #include "testutil_stream.h"
+#include "testutil_thief.h"
 
 #define WORDS 8
 #define WAIT_MS 10000
@@ -41,6 +45,14 @@ static int run_writer(char **argv) {
   const char *name = argv[2], *how = argv[3];
   int fd = atoi(argv[4]);
   if (strcmp(how, "group") == 0) T_REQUIRE(setpgid(0, 0) == 0);
+  if (strcmp(how, "group-mode") == 0) { /* mode 0660, no frame: takes over */
+    shl_layout l = t_frame_layout(WORDS);
+    shl_stream_opts o = {.size = sizeof o, .slots = 4, .mode = 0660};
+    shl_writer *w = NULL;
+    T_REQUIRE(shl_writer_open(&w, name, &l, &o) == 0);
+    t_send_byte(fd, 'W');
+    for (;;) pause();
+  }
   shl_writer *w = t_writer_open(name, WORDS, 4, MAX_READERS + 2, 0);
   T_CHECK(t_publish(w, WORDS, 1, WAIT_MS) == 1);
   pthread_t t;
@@ -144,6 +156,50 @@ static void one_case(const char *how, int n, int grouped) {
   }
 }
 
+/* A reader of a stream of mode 0660 in a thread of this process, whose
+ * writer dies while a peer with write access moves it off its liveness word
+ * (FUTEX_CMP_REQUEUE), where the kernel's death wake-up no longer reaches it:
+ * each of five writers in turn (each takes the stream over). */
+struct robbed {
+  struct t_receiver rx; /* first: t_thief_rounds' sleeper */
+  const char *name;
+  struct proc w;
+};
+
+static void start_writer(struct robbed *v) {
+  v->w = start("writer", v->name, "group-mode");
+  T_REQUIRE(t_read_byte(v->w.report, WAIT_MS) == 'W');
+}
+
+static void kill_writer(void *arg) { T_CHECK(kill(((struct robbed *)arg)->w.pid, SIGKILL) == 0); }
+
+static void writer_gone(void *arg) {
+  struct robbed *v = arg;
+  T_EXPECT_RC(v->rx.rc, SHL_E_WRITER_GONE);
+  T_EXPECT_SIGNAL(t_child_reap(v->w.pid), SIGKILL);
+  close(v->w.report);
+  start_writer(v); /* the next round's */
+}
+
+/* The reader learns of each death within a slice (20 ms) of the peer's
+ * theft, not at its time-out (1 s) nor at its 10 s safety check. */
+static void robbed_case(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "deathrob");
+  struct robbed v = {.name = name};
+  start_writer(&v);
+  shl_reader *r = v.rx.r = t_reader_open(name, SHL_RECV_LATEST, WAIT_MS);
+  _Atomic uint32_t *alive = &r->cur->entry->alive;
+  struct t_thief *t = t_thief_start(name, (size_t)((char *)alive - (char *)r->cur->s.seg->hdr), 1);
+  T_REQUIRE(t);
+  T_CHECK(t_thief_rounds(t, alive, t_receiver_main, kill_writer, writer_gone, &v) <= 2);
+  T_CHECK(t_thief_stop(t));
+  kill_writer(&v);
+  T_EXPECT_SIGNAL(t_child_reap(v.w.pid), SIGKILL);
+  close(v.w.report);
+  shl_reader_close(r);
+}
+
 int main(int argc, char **argv) {
   if (argc == 5 && strcmp(argv[1], "writer") == 0) return run_writer(argv);
   if (argc == 5 && strcmp(argv[1], "reader") == 0) return run_reader(argv);
@@ -152,5 +208,6 @@ int main(int argc, char **argv) {
   one_case("plain", MAX_READERS, 0);
   one_case("group", 10, 1); /* a reader killed with the writer's group */
   one_case("thread", 10, 0); /* a reader thread of the writer's own process */
+  robbed_case();
   return t_result();
 }

@@ -1,7 +1,8 @@
 /* How stream readers wait: time-outs, huge ones included; spinning (capped,
  * and a frame taken inside the spin without the futex); a publish wakes every
  * sleeper of every process; SHL_WAIT_INTERRUPTIBLE; shl_reader_wake from
- * another thread. Other processes are this program re-executed with a role
+ * another thread; a peer that robs sleepers of their wake-ups delays a
+ * frame by a slice at most. Other processes are this program re-executed with a role
  * argument. */
 #include <pthread.h>
 #include <signal.h>
@@ -11,6 +12,7 @@
 #include "internal.h" /* the header's waiter count */
 #include "testutil_spin.h"
 #include "testutil_stream_api.h"
+#include "testutil_thief.h"
 
 static const char *self; /* argv[0], to re-execute ourselves */
 
@@ -227,6 +229,44 @@ static void test_wake(void) {
   shl_writer_close(w);
 }
 
+/* A reader's receive, woken by a publish. */
+struct receiving {
+  struct t_receiver rx; /* first: t_thief_rounds' sleeper */
+  shl_writer *w;
+  uint64_t seq;
+};
+
+static void publish_next(void *arg) {
+  struct receiving *v = arg;
+  PUBLISH(v->w, v->seq, v->seq);
+  v->seq++;
+}
+
+static void received(void *arg) { T_EXPECT_RC(((struct receiving *)arg)->rx.rc, 0); }
+
+/* A peer with write access to a stream of mode 0660 zeroes the header's
+ * waiter count (publish then skips its wake), or moves the sleepers on the
+ * change counter to a word of its own, while a reader sleeps: the reader
+ * must still get the frame within a slice (20 ms), not at its time-out (1 s)
+ * nor at its 10 s safety check. */
+static void test_wake_robbed(void) {
+  for (int requeue = 0; requeue < 2; requeue++) {
+    char name[SHL_NAME_MAX + 1];
+    t_fresh_name(name, "srob");
+    struct receiving v = {.w = open_group_writer(name, 0), .seq = 1};
+    v.rx.r = t_reader_open(name, SHL_RECV_LATEST, 0);
+    struct shl__header *h = shl_writer_segment(v.w)->hdr;
+    size_t at = requeue ? (size_t)((char *)shl__changes_word(h) - (char *)h)
+                        : offsetof(struct shl__header, waiters);
+    struct t_thief *t = t_thief_start(name, at, requeue);
+    T_REQUIRE(t);
+    T_CHECK(t_thief_rounds(t, &h->waiters, t_receiver_main, publish_next, received, &v) <= 2);
+    T_CHECK(t_thief_stop(t));
+    shl_reader_close(v.rx.r);
+    shl_writer_close(v.w);
+  }
+}
+
 /* Timeouts near INT64_MAX mean "practically forever", not an overflow: each
  * call below waits (the stream appears late; the writer is gone) before it
  * returns. */
@@ -270,6 +310,7 @@ int main(int argc, char **argv) {
   test_wake_every_sleeper();
   test_interruptible();
   test_wake();
+  test_wake_robbed();
   test_huge_timeouts();
   return t_result();
 }

@@ -22,6 +22,16 @@ static inline shl_writer *open_writer(const char *name, uint32_t flags) {
   return t_writer_open(name, WORDS, SLOTS, 0, flags);
 }
 
+/* The same for a stream of mode 0660: a peer of the group may write it. */
+static inline shl_writer *open_group_writer(const char *name, uint32_t flags) {
+  shl_layout l = t_frame_layout(WORDS);
+  shl_stream_opts o = {.size = sizeof o, .slots = SLOTS, .flags = flags, .mode = 0660};
+  shl_writer *w = NULL;
+  T_EXPECT_RC(shl_writer_open(&w, name, &l, &o), 0);
+  T_REQUIRE(w != NULL);
+  return w;
+}
+
 /* Publish frames from..to; each must get the seq it is stamped with. */
 #define PUBLISH(w, from, to) publish_((w), (from), (to), __LINE__)
 static inline void publish_(shl_writer *w, uint64_t from, uint64_t to, int line) {
