@@ -69,6 +69,19 @@ struct shl_segment {
   char format[SHL_FORMAT_MAX + 1];
 };
 
+/* Any sleeper on a shared word, where the mode lets other users open the
+ * segment (as it was at open: only the owner may change it, and the owner's
+ * processes are trusted): a process with a mapping can move every sleeper
+ * off a word to one of its own (FUTEX_CMP_REQUEUE needs only a readable
+ * mapping, and works on futex_waitv's words), one who may write can clear a
+ * count or flag that tells a waker whether to wake (`waiters`,
+ * `writer_waiting`); neither reaches a sleeper. Each sleep is cut at this,
+ * as the lock's slice. (Wakers do not wake regardless of the count instead:
+ * one who can clear it can requeue too, and a wake with no sleeper costs a
+ * system call.) */
+#define SHL__EXPOSED_SLICE_NS 20000000
+static inline bool shl__seg_exposed(const shl_segment *seg) { return seg->mode & 077; }
+
 /* segment.c: create with a kind-specific area, initialised by init_ext before
  * the segment is published, and a payload of at least payload_size bytes.
  * With `role`, the creator opens it and takes the role lock `role_byte`

@@ -10,15 +10,6 @@
 /* A waiter that cannot announce itself (header mapped read-only, no
  * wake-always flag) re-checks at this period instead of sleeping unbounded. */
 #define UNANNOUNCED_SLICE_NS 5000000
-/* Any waiter, where the mode lets other users open the segment (a stream's
- * readers too): a process with a mapping can move every sleeper off the
- * words to one of its own (FUTEX_CMP_REQUEUE needs only a readable mapping,
- * and works on futex_waitv's words), one who may write can zero `waiters`
- * so that notifies skip the wake; neither reaches a waiter asleep. Each
- * sleep is cut at this, as the lock's slice. (Notify does not wake
- * regardless of the count instead: one who can zero it can requeue too, and
- * a wake with no sleeper costs a system call.) */
-#define EXPOSED_SLICE_NS 20000000
 
 uint64_t shl_changes(const shl_segment *seg) {
   return atomic_load_explicit(&seg->hdr->changes, memory_order_acquire);
@@ -73,8 +64,8 @@ static int wait_changed(shl_segment *seg, uint64_t since, int64_t timeout_ns,
   }
   bool announced = seg->flags & SHL__SEG_HDR_WRITABLE;
   bool woken_reliably = announced || (seg->hdr_flags & SHL__HDR_WAKE_ALWAYS);
-  bool exposed = seg->mode & 077;
-  int64_t slice = !woken_reliably ? UNANNOUNCED_SLICE_NS : exposed ? EXPOSED_SLICE_NS : -1;
+  bool exposed = shl__seg_exposed(seg);
+  int64_t slice = !woken_reliably ? UNANNOUNCED_SLICE_NS : exposed ? SHL__EXPOSED_SLICE_NS : -1;
   bool interruptible = opts && (opts->flags & SHL_WAIT_INTERRUPTIBLE);
   for (;;) {
     int64_t left = timeout_ns < 0 ? -1 : deadline - shl__monotonic_ns();

@@ -233,12 +233,15 @@ static bool all_pinned(const struct stream *s) {
 }
 
 /* Sleep on the stream's `space` until it moves from `space` (I7), or the
- * liveness period or the deadline passes. shl_writer_wake moves it too. */
+ * liveness period, an exposed stream's slice or the deadline passes.
+ * shl_writer_wake moves it too. */
 static void wait_space(struct stream *s, uint32_t space, int64_t left) {
+  int64_t most = LIVENESS_PERIOD_NS;
+  if (shl__seg_exposed(s->seg) && most > SHL__EXPOSED_SLICE_NS) most = SHL__EXPOSED_SLICE_NS;
   /* The flag pairs with signal_space's read: a freer that sees 0 skips the
    * wake, and this sleep then returns at once, `space` having changed. */
   atomic_store(&s->ctl->writer_waiting, 1);
-  shl__futex_wait(&s->ctl->space, space, left < LIVENESS_PERIOD_NS ? left : LIVENESS_PERIOD_NS);
+  shl__futex_wait(&s->ctl->space, space, left < most ? left : most);
   atomic_store(&s->ctl->writer_waiting, 0);
 }
 

@@ -150,7 +150,8 @@ static inline uint32_t reader_hwm(const struct stream *s) {
 /* Tell a writer sleeping for space that a slot may have been freed. */
 static inline void signal_space(struct stream *s) {
   /* Pairs with shl_writer_loan's read of `space` before it claims, and of
-   * writer_waiting around its sleep (I7). */
+   * writer_waiting around its sleep (I7). A peer that clears the flag
+   * delays the writer by a slice at most (wait_space). */
   atomic_fetch_add(&s->ctl->space, 1);
   if (atomic_load(&s->ctl->writer_waiting)) shl__futex_wake_all(&s->ctl->space);
 }

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "testutil_stream_api.h"
+#include "testutil_thief.h"
 
 /* The core's stream.c, built into this program with its liveness period a
  * variable: the wake-up tests make it an hour (with futex_waitv), so that a
@@ -314,12 +315,69 @@ static void test_wake_pinned(void) {
   shl_writer_close(w);
 }
 
+/* A loan of a blocking stream's writer, woken by its `all` reader's read. */
+struct timed_loan {
+  struct t_sleeper sl;
+  shl_writer *w;
+  shl_reader *r;
+  void *frame;
+  uint64_t next, read; /* the next frame's number, the reader's next frame */
+  int rc;
+};
+
+static void *timed_loan_main(void *arg) {
+  struct timed_loan *l = arg;
+  atomic_store(&l->sl.tid, (int)gettid());
+  l->rc = shl_writer_loan(l->w, &l->frame, 1000 * T_MS);
+  l->sl.done_ns = t_now_ns();
+  return NULL;
+}
+
+static void read_next(void *arg) {
+  struct timed_loan *l = arg;
+  EXPECT_SAMPLE(l->r, l->read, 0); /* frees the oldest slot */
+  l->read++;
+}
+
+static void publish_loaned(void *arg) {
+  struct timed_loan *l = arg;
+  T_CHECK(l->rc >= 0);
+  if (l->rc < 0) return;
+  t_frame_stamp(l->frame, WORDS, l->next++);
+  T_EXPECT_RC(shl_writer_publish(l->w, NULL), 0);
+}
+
+/* A peer with write access to a blocking stream of mode 0660 clears
+ * writer_waiting (a reader that frees a slot then skips its wake), or moves
+ * the writer asleep in its loan off `space` to a word of its own: the loan
+ * must still end within a slice (20 ms) of the slot's release, not at its
+ * time-out (1 s) nor at the liveness period (made an hour here). */
+static void test_loan_robbed(void) {
+  for (int requeue = 0; requeue < 2; requeue++) {
+    char name[SHL_NAME_MAX + 1];
+    t_fresh_name(name, "sbrob");
+    struct timed_loan v = {.w = open_group_writer(name, SHL_STREAM_BLOCK), .read = 1};
+    v.r = t_reader_open(name, SHL_RECV_ALL, 0);
+    v.next = fill_ring(v.w, 1);
+    struct shl__stream_ctl *ctl = v.w->s.ctl;
+    _Atomic uint32_t *word = requeue ? &ctl->space : &ctl->writer_waiting;
+    struct t_thief *t = t_thief_start(name, (size_t)((char *)word - (char *)v.w->s.seg->hdr), requeue);
+    T_REQUIRE(t);
+    T_CHECK(t_thief_rounds(t, word, timed_loan_main, read_next, publish_loaned, &v) <= 2);
+    T_CHECK(t_thief_stop(t));
+    shl_reader_close(v.r);
+    shl_writer_close(v.w);
+  }
+}
+
 static void test_wake(void) {
   int64_t period = liveness_period_ns;
   /* Without futex_waitv a wake-up is seen at the end of a period. */
   if (shl__futex_waitv_usable()) liveness_period_ns = 3600 * 1000 * T_MS;
   test_wake_block();
   test_wake_pinned();
+  liveness_period_ns = 3600 * 1000 * T_MS; /* the loan needs no futex_waitv */
+  test_loan_robbed();
   liveness_period_ns = period;
 }
 
