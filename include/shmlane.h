@@ -754,7 +754,9 @@ SHL_API void shl_reader_close(shl_reader *r);
  * name now holds another stream, moves to the stream the name holds and goes
  * on; the first sample from there has SHL_SAMPLE_NEW_STREAM, and `lost`
  * counts frames across the move. Samples still held keep the old stream
- * mapped until released. With SHL_READER_NO_FOLLOW: SHL_E_REPLACED. */
+ * mapped until released. With SHL_READER_NO_FOLLOW: SHL_E_REPLACED; -EUSERS
+ * if the new stream has no free reader entry (a blocking writer then keeps
+ * no frame for this reader; a later receive tries to follow again). */
 SHL_API int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint32_t flags);
 /* shl_reader_receive into a sample that can grow: out->size (SHL_SAMPLE_INIT)
  * says how far the caller's struct reaches. The fields that fit are filled

@@ -589,14 +589,14 @@ int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint3
       rc = take(r, out);
       if (rc != -EAGAIN) return rc;
       if (why != SHL_E_REPLACED) return why;
-      if (r->flags & SHL_READER_NO_FOLLOW) {
-        /* It will never come: a blocking writer of the new stream keeps no
-         * frame for it (followers_floor). Our entry (I4). */
+      rc = r->flags & SHL_READER_NO_FOLLOW ? why : shl__reader_follow(r);
+      if (rc < 0) {
+        /* Told it does not come (or cannot: no free entry there, -EUSERS):
+         * a blocking writer of the new stream keeps no frame for it
+         * (followers_floor). Our entry (I4). */
         atomic_store(&r->cur->entry->next_seq, NEXT_SEQ_FOLLOWED);
-        return why;
+        return rc;
       }
-      rc = shl__reader_follow(r);
-      if (rc < 0) return rc;
       if (rc > 0) continue; /* to the new stream's frames */
       /* No other stream under the name (yet), or a flag set by a peer that
        * breaks the protocol: wait here, as for any stream. */

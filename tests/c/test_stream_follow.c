@@ -380,6 +380,32 @@ static void test_block_no_follow(void) {
   shl_writer_close(w);
 }
 
+/* A follower that finds no free entry in the new stream (it has fewer, all
+ * taken) is told so (-EUSERS), and a blocking writer no longer keeps the
+ * new stream's frames for it while it stays open. */
+static void test_block_follower_without_entry(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "fnoent");
+  shl_writer *w = t_writer_open(name, 2, 4, 4, SHL_STREAM_BLOCK);
+  shl_reader *r = t_reader_open(name, SHL_RECV_ALL, 1000);
+  T_CHECK(t_publish(w, 2, 1, 1000) == 1);
+  shl_layout wider = t_frame_layout(3);
+  shl_stream_opts o = SHL_STREAM_OPTS_INIT;
+  o.flags = SHL_STREAM_BLOCK;
+  o.max_readers = 1;
+  T_EXPECT_RC(shl_writer_replace(&w, &wider, &o), 0);
+  shl_reader *first = t_reader_open(name, SHL_RECV_LATEST, 1000); /* takes the one entry */
+  shl_sample s;
+  T_EXPECT_RC(shl_reader_receive(r, &s, 1000 * T_MS, 0), 0);
+  T_CHECK(s.seq == 1);
+  T_EXPECT_RC(shl_reader_release(r, &s), 0);
+  T_EXPECT_RC(shl_reader_receive(r, &s, 1000 * T_MS, 0), -EUSERS);
+  for (uint64_t tag = 2; tag < 2 + 2 * 4; tag++) T_CHECK(t_publish(w, 3, tag, 200) == tag);
+  shl_reader_close(first);
+  shl_reader_close(r);
+  shl_writer_close(w);
+}
+
 int main(void) {
   test_metadata();
   test_meta_bounds();
@@ -388,5 +414,6 @@ int main(void) {
   test_writer_replaces_its_stream();
   test_block_no_follow();
   test_replace_after_rm();
+  test_block_follower_without_entry();
   return t_result();
 }
