@@ -29,7 +29,9 @@
  * payloads stay readable and writable through the inherited mapping, and an
  * inherited segment may lock (a child is a process of its own), unlock its
  * own lock, notify and wait; the parent's lock is never the child's to
- * unlock (-EPERM).
+ * unlock (-EPERM). A stream handle that another thread of the parent was
+ * closing (or replacing) at the fork may be closed in the child, and its
+ * calls return SHL_E_FORKED, whatever step the close had reached.
  *
  * Threads. Calls that take no handle (shl_create, shl_open(_ex), shl_unlink,
  * shl_unlink_if_same, shl_list, shl_name_check, shl_format_itemsize,

@@ -121,7 +121,16 @@ static inline uint64_t ext_bytes(uint32_t slots, uint32_t readers) {
 /* A handle's own state before it is bound: no role descriptor yet. */
 static inline void init_handle(struct stream *s) { shl__role_fd_init(&s->role); }
 
-static inline bool inherited(const struct stream *s) { return shl__seg_inherited(s->seg); }
+/* A handle's part taken out, NULL left in its place before it is freed: a
+ * child forked at any moment of a close (by another thread) finds each part
+ * either still there or gone, never freed and still named (its own close
+ * would free it again). */
+#define detach(p) __atomic_exchange_n((p), NULL, __ATOMIC_SEQ_CST)
+
+/* No segment: a handle a forked child inherited half-closed. */
+static inline bool inherited(const struct stream *s) {
+  return !s->seg || shl__seg_inherited(s->seg);
+}
 
 static inline int64_t deadline_after(int64_t timeout_ns) {
   return shl__deadline(shl__monotonic_ns(), timeout_ns);
@@ -173,10 +182,11 @@ int shl__stream_bind(struct stream *s, shl_segment *seg);
 
 /* stream_setup.c */
 /* Drops the handle's roles (after the shared words are final) and closes
- * its segment. */
+ * its segment; again (a child's close of a handle half-closed at its fork),
+ * nothing. */
 void shl__stream_close(struct stream *s);
 /* Leaves a reader's entry (its words cleared before its lock goes) and frees
- * the ring. */
+ * the ring (NULL: none). */
 void shl__ring_close(struct ring *ring);
 /* Moves the reader to the stream its name holds now: 1 moved, 0 nothing to
  * move to (no stream under the name yet, or this very one), or an error. */

@@ -40,7 +40,7 @@ static int check_mode(const shl_segment *seg) {
 
 void shl__stream_close(struct stream *s) {
   shl__role_fd_close(&s->role); /* drops the role: after the shared words are final */
-  shl_close(s->seg);
+  shl_close(detach(&s->seg));
 }
 
 /* ---------------------------------------------------------------- writer */
@@ -332,8 +332,8 @@ static void stop_keeper(shl_writer *w) {
     }
     shl__futex_wake_all(w->alive[i]);
   }
-  shl__keeper_stop(w->keeper);
-  w->keeper = NULL;
+  shl__keeper_stop(detach(&w->keeper));
+  SHL__TEST_POINT(keeper_stopped);
 }
 
 /* The writer role is ours: say so, repair what a dead writer or a peer left,
@@ -366,8 +366,7 @@ static void writer_release(shl_writer *w) {
   if (mine) {
     stop_keeper(w);
   } else {
-    shl__keeper_stop(w->keeper); /* a forked child: frees only */
-    w->keeper = NULL;
+    shl__keeper_stop(detach(&w->keeper)); /* a forked child: frees only */
   }
   w->nalive = 0;
   SHL__TEST_POINT(writer_role_drop);
@@ -447,11 +446,10 @@ int shl_writer_replace(shl_writer **wp, const shl_layout *frame, const shl_strea
  * the keeper go before the role too (writer_release). */
 void shl_writer_close(shl_writer *w) {
   if (!w) return;
-  if (w->s.seg) {
-    writer_release(w);
-    shl__stream_close(&w->s);
-  }
-  if (w->prev.seg) shl__stream_close(&w->prev);
+  if (w->s.seg) writer_release(w);
+  shl__stream_close(&w->s);
+  SHL__TEST_POINT(writer_stream_closed);
+  shl__stream_close(&w->prev);
   free(w);
 }
 
@@ -540,6 +538,7 @@ static int open_ring(struct ring **out, shl_segment *seg, uint32_t policy) {
 
 /* Leave the entry: its words cleared before its lock goes. */
 void shl__ring_close(struct ring *ring) {
+  if (!ring) return;
   if (!inherited(&ring->s)) {
     clear_entry(ring->entry);
     signal_space(&ring->s);
@@ -631,12 +630,12 @@ int shl_reader_open_ex(shl_reader **out, const char *name, const shl_reader_opts
 
 void shl_reader_close(shl_reader *r) {
   if (!r) return;
-  while (r->left) {
-    struct ring *ring = r->left;
+  for (struct ring *ring; (ring = detach(&r->left));) {
     r->left = ring->next;
     shl__ring_close(ring);
   }
-  shl__ring_close(r->cur);
+  shl__ring_close(detach(&r->cur));
+  SHL__TEST_POINT(reader_rings_closed);
   free(r);
 }
 

@@ -20,7 +20,8 @@
  *   its keeper stopped; a reader that finds the role free as another writer
  *   takes the stream over does not report its writer dead;
  * - a fork() from another thread while a role descriptor is being opened
- *   never leaves a child holding the role;
+ *   never leaves a child holding the role; one while a writer or reader is
+ *   being closed leaves the child a handle it can close;
  * - shl_dup maps the very object a handle holds, whatever its name does;
  * - a reader joins the stream its name holds when a replacement is swapped
  *   in between its open of the object and of its role.
@@ -665,6 +666,78 @@ static void test_fork_while_role_opens(void) {
   t_child_reap(forked_child);
 }
 
+/* ---------------------------------------------------------------- fork in the middle of a close */
+
+/* A child forked while another thread of its parent is inside a close has
+ * the handle half-closed: each part freed must already be gone from it, or
+ * the child's own close frees it again. Here the closing thread itself forks
+ * at the points between two parts (the child's state is the same), and the
+ * child calls what it may on the handle, then closes it: it must exit 0. */
+static shl_writer *half_writer;
+static shl_reader *half_reader;
+static const char *fork_point;
+static int half_forks;
+
+static void child_uses_half_closed(void) {
+  alarm(2); /* a hang is a failure too */
+  test_hook = NULL; /* its own close passes the same points */
+  void *frame;
+  shl_sample s;
+  shl_layout l = t_frame_layout(WORDS + 1);
+  int bad = 0;
+  if (half_writer) {
+    bad |= shl_writer_loan(half_writer, &frame, 0) != SHL_E_FORKED;
+    bad |= shl_writer_publish(half_writer, NULL) != SHL_E_FORKED;
+    bad |= shl_writer_replace(&half_writer, &l, NULL) != SHL_E_FORKED;
+    shl_writer_close(half_writer);
+  }
+  if (half_reader) {
+    bad |= shl_reader_receive(half_reader, &s, 0, 0) != SHL_E_FORKED;
+    shl_reader_close(half_reader);
+  }
+  _exit(bad ? 3 : 0);
+}
+
+static void fork_at_point(const char *point) {
+  if (!fork_point || strcmp(point, fork_point) != 0) return;
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0) child_uses_half_closed();
+  T_REQUIRE(pid > 0);
+  int status = t_child_reap(pid);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    fprintf(stderr, "forked at %s: child status %#x\n", point, status);
+  T_EXPECT_EXIT(status, 0);
+  half_forks++;
+}
+
+static void test_fork_in_close(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "hhalf");
+  static const char *const points[] = {"keeper_stopped", "writer_stream_closed",
+                                       "reader_rings_closed"};
+  test_hook = fork_at_point;
+  for (size_t i = 0; i < sizeof points / sizeof points[0]; i++) {
+    half_writer = t_writer_open(name, WORDS, SLOTS, 4, 0);
+    half_reader = t_reader_open(name, SHL_RECV_ALL, WAIT_MS);
+    bool writer_first = i < 2; /* the other handle the child gets whole */
+    fork_point = points[i];
+    if (writer_first)
+      shl_writer_close(half_writer);
+    else
+      shl_reader_close(half_reader);
+    fork_point = NULL;
+    if (writer_first)
+      shl_reader_close(half_reader);
+    else
+      shl_writer_close(half_writer);
+    half_writer = NULL;
+    half_reader = NULL;
+  }
+  test_hook = NULL;
+  T_CHECK(half_forks == 3);
+}
+
 /* ---------------------------------------------------------------- a run faster than its reader */
 
 /* A reader waits for a name; the stream is made, written and closed before
@@ -801,6 +874,7 @@ int main(void) {
   test_close_order();
   test_takeover_as_reader_looks();
   test_fork_while_role_opens();
+  test_fork_in_close();
   test_dup_follows_the_object();
   test_reader_joins_a_name_that_moves();
   test_reader_waiting_for_the_name_reads_a_quick_run();
