@@ -183,6 +183,7 @@ static int claim_slot(shl_writer *w) {
   struct stream *s = &w->s;
   uint64_t floor, tried = 0;
   uint64_t pinned = scan_readers(s, &floor);
+  SHL__TEST_POINT(claim_slot_scanned);
   bool oldest = floor != UINT64_MAX;
   if (!(s->flags & SHL_STREAM_BLOCK)) floor = UINT64_MAX;
   if (w->prev.seg) { /* readers of the stream this one replaced are on their way */
@@ -206,7 +207,7 @@ static int claim_slot(shl_writer *w) {
     assert((uint32_t)best != newest); /* I3 */
     /* Unreadable while we decide, but not skipped: a reader seeing the mark
      * looks again (take_next). Pairs with pin()'s read of seq after its set
-     * (I2), and with start_at_head's read after it stores next_seq (I6). */
+     * (I2); the look below finds a reader that came since the scan (I6). */
     atomic_store(&s->slot[best].seq, SHL__SEQ_RECLAIM);
     SHL__TEST_POINT(claim_slot);
     /* Look again: a reader may have pinned it, or a new `all` reader may
@@ -460,7 +461,7 @@ static int take_next(shl_reader *r, shl_sample *out) {
     }
     /* The writer may be putting the wanted frame back (claim_slot): look
      * again rather than skip it. A mark that stays is a peer's: ignored. */
-    if (reclaiming && attempt < PIN_ATTEMPTS / 2) {
+    if (reclaiming && best_seq != want && attempt < PIN_ATTEMPTS / 2) {
       SHL__TEST_POINT(take_next_reclaim);
       shl__cpu_relax();
       continue;

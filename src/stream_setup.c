@@ -455,28 +455,30 @@ void shl_writer_close(shl_writer *w) {
 
 /* ---------------------------------------------------------------- reader */
 
-/* An `all` reader starts at the newest frame. Its next_seq is stored before
- * it checks that the frame is still in its slot, and a blocking writer
- * clears a slot before it checks next_seq (claim_slot): either the writer
- * keeps the frame, or the reader sees it gone and starts from the new head. */
+/* An `all` reader starts at the newest frame. Its next_seq is stored, then
+ * `latest` read again: unchanged, no frame has been published since, so the
+ * claim of every later loan scans after the store (publish's notify, a
+ * seq_cst add, comes between) and keeps what it wants (I6), and the claim
+ * under way cannot take the head's slot, the newest (I3). Changed: the
+ * writer may have scanned before the store and be deciding about the slot
+ * of the frame it names, so start again from the new head; a reader that
+ * took a frame under a mark for the next one would lose it (take_next). */
 static void start_at_head(shl_reader *r) {
   struct ring *ring = r->cur;
   struct stream *s = &ring->s;
+  uint64_t latest = atomic_load(&s->ctl->latest);
   for (int attempt = 0;; attempt++) {
-    uint64_t latest = atomic_load(&s->ctl->latest);
     uint64_t head = latest_seq(latest);
-    uint32_t slot = latest_slot(latest);
     SHL__TEST_POINT(start_at_head);
     if (head > SHL__SEQ_MAX) head = 0; /* a peer's damage: no frame to start from */
     /* A reader waiting for a new writer starts after the frames it found. */
     r->next_seq = r->await_writer ? (head > s->base_seq ? head : s->base_seq) + 1
                                   : head ? head : s->base_seq + 1;
-    /* Pairs with claim_slot's second look at next_seq (I6); then seq is
-     * read again, pairing with claim_slot's clear. */
+    /* Pairs with claim_slot's scans (I6). */
     atomic_store(&ring->entry->next_seq, r->next_seq);
-    if (!head || slot >= s->slots || atomic_load(&s->slot[slot].seq) == head ||
-        attempt == PIN_ATTEMPTS)
-      return;
+    uint64_t now = atomic_load(&s->ctl->latest);
+    if (now == latest || attempt == PIN_ATTEMPTS) return;
+    latest = now;
   }
 }
 

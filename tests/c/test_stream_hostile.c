@@ -15,7 +15,8 @@
  *   reader from shl_stream_get_info (shmlane gc removes a stream only
  *   without one);
  * - a reader joining a blocking stream never skips a frame the writer keeps
- *   (the slot is marked, not emptied, while the writer decides);
+ *   (the slot is marked, not emptied, while the writer decides), nor loses
+ *   one the writer decides about while it joins;
  * - a writer gives up its role only after its liveness words are cleared and
  *   its keeper stopped; a reader that finds the role free as another writer
  *   takes the stream over does not report its writer dead;
@@ -529,9 +530,8 @@ static void meet_at_claim(const char *point) {
   }
 }
 
-static void *joiner_main(void *arg) {
-  (void)arg;
-  await_step(1);
+/* The joiner's first sample: its number and lost count kept, released. */
+static void joiner_receives(void) {
   shl_sample s;
   joiner_rc = shl_reader_receive(joiner, &s, WAIT_MS * T_MS, 0);
   if (joiner_rc == 0) {
@@ -539,7 +539,22 @@ static void *joiner_main(void *arg) {
     joiner_lost = s.lost;
     shl_reader_release(joiner, &s);
   }
+}
+
+static void *joiner_main(void *arg) {
+  (void)arg;
+  await_step(1);
+  joiner_receives();
   return NULL;
+}
+
+/* A blocking stream of `slots` slots under a fresh name, frames 1 and 2 out. */
+static shl_writer *block_writer_of_two(char name[SHL_NAME_MAX + 1], const char *tag,
+                                       uint32_t slots) {
+  t_fresh_name(name, tag);
+  shl_writer *w = t_writer_open(name, WORDS, slots, 4, SHL_STREAM_BLOCK);
+  for (uint64_t i = 1; i <= 2; i++) T_CHECK(t_publish(w, WORDS, i, WAIT_MS) == i);
+  return w;
 }
 
 /* Two slots of a blocking stream: frame 1 (slot 0) and 2 (slot 1, the newest).
@@ -547,9 +562,7 @@ static void *joiner_main(void *arg) {
  * must then get frame 1, nothing lost (never frame 2 with lost=1). */
 static void test_joiner_never_skips_a_kept_frame(void) {
   char name[SHL_NAME_MAX + 1];
-  t_fresh_name(name, "hjoin");
-  shl_writer *w = t_writer_open(name, WORDS, 2, 4, SHL_STREAM_BLOCK);
-  for (uint64_t i = 1; i <= 2; i++) T_CHECK(t_publish(w, WORDS, i, WAIT_MS) == i);
+  shl_writer *w = block_writer_of_two(name, "hjoin", 2);
   joiner = t_reader_open(name, SHL_RECV_ALL, WAIT_MS);
   joiner->next_seq = 3; /* registered, wanting only what comes next, for now */
   atomic_store(&joiner->cur->entry->next_seq, 3);
@@ -564,6 +577,59 @@ static void test_joiner_never_skips_a_kept_frame(void) {
   T_EXPECT_RC(slot, -ETIMEDOUT);
   T_EXPECT_RC(joiner_rc, 0);
   T_CHECK(joiner_seq == 1 && joiner_lost == 0);
+  shl_reader_close(joiner);
+  joiner = NULL;
+  shl_writer_close(w);
+}
+
+/* A joiner reads the head (frame 2, in slot 1); frame 3 is published and
+ * the writer's next loan scans the readers before the joiner stores that it
+ * wants frame 2, then marks slot 1 after the joiner found frame 2 there, and
+ * is held (preempted) while the joiner receives. The joiner must lose
+ * nothing: never frame 3 with lost=1 while frame 2 waits under the mark. */
+static void race_at_head(const char *point) {
+  uint32_t at = atomic_load(&step);
+  if (strcmp(point, "start_at_head") == 0 && at == 0) {
+    set_step(1); /* the joiner has read the head */
+    await_step(3);
+  } else if (strcmp(point, "claim_slot_scanned") == 0 && at == 2) {
+    set_step(3); /* the writer has scanned: the joiner goes on */
+    await_step(4);
+  } else if (strcmp(point, "claim_slot") == 0 && at == 4) {
+    set_step(5); /* slot 1 is marked: the joiner receives meanwhile */
+    await_step(6);
+  }
+}
+
+static void *racer_main(void *arg) {
+  joiner = t_reader_open(arg, SHL_RECV_ALL, WAIT_MS);
+  set_step(4);
+  await_step(5);
+  joiner_receives();
+  set_step(6);
+  return NULL;
+}
+
+static void test_joiner_races_a_claim(void) {
+  char name[SHL_NAME_MAX + 1];
+  shl_writer *w = block_writer_of_two(name, "hrace", 3);
+  atomic_store(&step, 0);
+  joiner_rc = 1;
+  test_hook = race_at_head;
+  pthread_t t;
+  T_REQUIRE(pthread_create(&t, NULL, racer_main, name) == 0);
+  await_step(1);
+  T_CHECK(t_publish(w, WORDS, 3, WAIT_MS) == 3);
+  set_step(2);
+  void *frame;
+  int slot = shl_writer_loan(w, &frame, WAIT_MS * T_MS);
+  pthread_join(t, NULL);
+  test_hook = NULL;
+  T_CHECK(slot >= 0 && shl_writer_discard(w) == 0);
+  T_EXPECT_RC(joiner_rc, 0);
+  if (joiner_lost) fprintf(stderr, "joiner: frame %llu, %llu lost\n",
+                           (unsigned long long)joiner_seq, (unsigned long long)joiner_lost);
+  T_CHECK(joiner_lost == 0);
   shl_reader_close(joiner);
   joiner = NULL;
   shl_writer_close(w);
@@ -871,6 +937,7 @@ int main(void) {
   test_peer_lowers_reader_mark();
   test_numbers_used_up();
   test_joiner_never_skips_a_kept_frame();
+  test_joiner_races_a_claim();
   test_close_order();
   test_takeover_as_reader_looks();
   test_fork_while_role_opens();
