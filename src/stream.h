@@ -1,9 +1,9 @@
 /* Streams, private to the core: the handles' structs, and the small steps
  * on shared words that both stream files take. stream.c holds the protocol
  * (docs/format.md, Streams; its invariants I1-I7 are stated there),
- * stream_bind.c the check of a stream's area, stream_setup.c the setup
- * and lifecycle of streams and their handles, stream_info.c what they
- * report. */
+ * stream_bind.c the check of a stream's area, stream_setup.c (writers) and
+ * stream_readers.c (readers) the setup and lifecycle of streams and their
+ * handles, stream_info.c what they report. */
 #ifndef SHL_STREAM_H
 #define SHL_STREAM_H
 
@@ -181,10 +181,14 @@ static inline void clear_entry(struct shl__reader *e) {
 int shl__stream_bind(struct stream *s, shl_segment *seg);
 
 /* stream_setup.c */
+/* Streams are opened only by processes that may write them (docs/format.md,
+ * Permissions): SHL_E_BAD_MODE for a mode that grants some class read alone. */
+int shl__stream_check_mode(const shl_segment *seg);
 /* Drops the handle's roles (after the shared words are final) and closes
  * its segment; again (a child's close of a handle half-closed at its fork),
  * nothing. */
 void shl__stream_close(struct stream *s);
+/* stream_readers.c */
 /* Leaves a reader's entry (its words cleared before its lock goes) and frees
  * the ring (NULL: none). */
 void shl__ring_close(struct ring *ring);

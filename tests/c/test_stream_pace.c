@@ -25,6 +25,7 @@
 
 #include "platform_linux.c"
 #include "stream_setup.c"
+#include "stream_readers.c"
 #include "stream.c"
 
 #define WORDS 8

@@ -30,6 +30,7 @@
 static void (*test_hook)(const char *point);
 #define SHL__TEST_POINT(name) (test_hook ? test_hook(#name) : (void)0)
 #include "stream_setup.c"
+#include "stream_readers.c"
 #include "stream.c"
 
 #define WORDS 64
