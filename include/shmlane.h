@@ -593,7 +593,11 @@ SHL_API int shl_writer_open(shl_writer **out, const char *name, const shl_layout
  * is taken by the new stream, and the old one's readers follow there; one
  * that another stream holds now: -ESTALE. With SHL_STREAM_BLOCK, the new
  * stream's first loans wait (within their timeout) until every live `all`
- * reader of the old stream has moved to the new one. */
+ * reader of the old stream has moved to the new one, and a replace waits
+ * (up to 1 s) for the `all` readers of the stream this writer replaced
+ * before to move to its stream (after the swap they would follow past it
+ * and lose its frames): -ETIMEDOUT if one is still on its way, nothing
+ * changed (publish, or replace again later). */
 SHL_API int shl_writer_replace(shl_writer **w, const shl_layout *frame, const shl_stream_opts *opts);
 /* Give up the writer role (a held loan is discarded); the stream stays.
  * Readers then get SHL_E_WRITER_CLOSED, not SHL_E_WRITER_GONE. */

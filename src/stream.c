@@ -152,27 +152,6 @@ static uint64_t scan_readers(const struct stream *s, uint64_t *floor) {
   return pinned;
 }
 
-/* A blocking writer after a replace keeps, for the `all` readers of the
- * stream it replaced, every frame of the new one until they have moved here
- * (shl__reader_follow marks their old entries): the lowest sequence they may still
- * want, base_seq + 1, or UINT64_MAX once none is left (the old stream is
- * then let go). Their role locks alone tell live readers; the old
- * segment's own descriptor holds none. */
-static uint64_t followers_floor(shl_writer *w) {
-  struct stream *prev = &w->prev;
-  for (uint32_t i = 0, n = reader_hwm(prev); i < n; i++) {
-    const struct shl__reader *e = &prev->reader[i];
-    if (atomic_load(&e->owner) != 0 && atomic_load(&e->policy) == SHL_RECV_ALL &&
-        atomic_load(&e->next_seq) != NEXT_SEQ_FOLLOWED &&
-        shl__role_held(prev->seg->fd, SHL__ROLE_READER(i)) != 0)
-      return w->s.base_seq + 1;
-  }
-  shl__stream_close(prev);
-  init_handle(prev);
-  prev->seg = NULL;
-  return UINT64_MAX;
-}
-
 /* A free slot, already cleared so no reader can pin it, or -1. While an
  * `all` reader has a place in the stream, the oldest frame's, so such
  * readers lose as little as possible. Otherwise no frame but the newest is
@@ -187,7 +166,7 @@ static int claim_slot(shl_writer *w) {
   bool oldest = floor != UINT64_MAX;
   if (!(s->flags & SHL_STREAM_BLOCK)) floor = UINT64_MAX;
   if (w->prev.seg) { /* readers of the stream this one replaced are on their way */
-    uint64_t coming = followers_floor(w);
+    uint64_t coming = shl__followers_floor(w);
     if (coming < floor) floor = coming;
     oldest |= coming != UINT64_MAX;
   }
@@ -233,19 +212,6 @@ static bool all_pinned(const struct stream *s) {
   return (pinned & all) == all;
 }
 
-/* Sleep on the stream's `space` until it moves from `space` (I7), or the
- * liveness period, an exposed stream's slice or the deadline passes.
- * shl_writer_wake moves it too. */
-static void wait_space(struct stream *s, uint32_t space, int64_t left) {
-  int64_t most = LIVENESS_PERIOD_NS;
-  if (shl__seg_exposed(s->seg) && most > SHL__EXPOSED_SLICE_NS) most = SHL__EXPOSED_SLICE_NS;
-  /* The flag pairs with signal_space's read: a freer that sees 0 skips the
-   * wake, and this sleep then returns at once, `space` having changed. */
-  atomic_store(&s->ctl->writer_waiting, 1);
-  shl__futex_wait(&s->ctl->space, space, left < most ? left : most);
-  atomic_store(&s->ctl->writer_waiting, 0);
-}
-
 /* The words publish stores to, brought into this CPU's cache now by a
  * store of the value they hold (only this writer stores `latest`; an
  * addition of 0 to the change counter changes nothing for anyone): the
@@ -279,7 +245,7 @@ int shl_writer_loan(shl_writer *w, void **frame, int64_t timeout_ns) {
     uint32_t wake;
     if (wake_taken(&w->wake, &wake)) return -EINTR; /* no slot is held */
     /* Wake on a freed slot, or re-check reader liveness each period. */
-    wait_space(s, space, left);
+    wait_space(s, space, left < LIVENESS_PERIOD_NS ? left : LIVENESS_PERIOD_NS);
   }
 }
 
@@ -594,7 +560,7 @@ int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint3
       if (rc < 0) {
         /* Told it does not come (or cannot: no free entry there, -EUSERS):
          * a blocking writer of the new stream keeps no frame for it
-         * (followers_floor). Our entry (I4). */
+         * (shl__followers_floor). Our entry (I4). */
         atomic_store(&r->cur->entry->next_seq, NEXT_SEQ_FOLLOWED);
         return rc;
       }

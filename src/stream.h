@@ -165,6 +165,18 @@ static inline void signal_space(struct stream *s) {
   if (atomic_load(&s->ctl->writer_waiting)) shl__futex_wake_all(&s->ctl->space);
 }
 
+/* A writer's sleep on `space` until it moves from `space` (I7), or
+ * slice_ns (an exposed stream's slice at most) passes. shl_writer_wake
+ * moves it too. */
+static inline void wait_space(struct stream *s, uint32_t space, int64_t slice_ns) {
+  if (shl__seg_exposed(s->seg) && slice_ns > SHL__EXPOSED_SLICE_NS) slice_ns = SHL__EXPOSED_SLICE_NS;
+  /* The flag pairs with signal_space's read: a freer that sees 0 skips the
+   * wake, and this sleep then returns at once, `space` having changed. */
+  atomic_store(&s->ctl->writer_waiting, 1);
+  shl__futex_wait(&s->ctl->space, space, slice_ns);
+  atomic_store(&s->ctl->writer_waiting, 0);
+}
+
 /* By the entry's owner (close) or a reaper holding its lock (I4). Pins and
  * next_seq go first, owner last (release): a writer that skips an entry for
  * its owner 0 (scan_readers) loses no pin it should have seen. */
@@ -184,6 +196,10 @@ int shl__stream_bind(struct stream *s, shl_segment *seg);
 /* Streams are opened only by processes that may write them (docs/format.md,
  * Permissions): SHL_E_BAD_MODE for a mode that grants some class read alone. */
 int shl__stream_check_mode(const shl_segment *seg);
+/* A blocking writer after a replace: the lowest frame number that readers
+ * of the stream it replaced may still want, or UINT64_MAX once none is on
+ * its way (that stream is then let go). */
+uint64_t shl__followers_floor(shl_writer *w);
 /* Drops the handle's roles (after the shared words are final) and closes
  * its segment; again (a child's close of a handle half-closed at its fork),
  * nothing. */

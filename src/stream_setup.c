@@ -193,6 +193,47 @@ static void keep_prev(shl_writer *w, const struct stream *old) {
   init_handle(&w->prev); /* the role descriptor was old's, and is closed */
 }
 
+/* A blocking writer after a replace keeps, for the `all` readers of the
+ * stream it replaced, every frame of the new one until they have moved here
+ * (shl__reader_follow marks their old entries): base_seq + 1 while one is on
+ * its way. Their role locks alone tell live readers; the old segment's own
+ * descriptor holds none. */
+uint64_t shl__followers_floor(shl_writer *w) {
+  struct stream *prev = &w->prev;
+  for (uint32_t i = 0, n = reader_hwm(prev); i < n; i++) {
+    const struct shl__reader *e = &prev->reader[i];
+    if (atomic_load(&e->owner) != 0 && atomic_load(&e->policy) == SHL_RECV_ALL &&
+        atomic_load(&e->next_seq) != NEXT_SEQ_FOLLOWED &&
+        shl__role_held(prev->seg->fd, SHL__ROLE_READER(i)) != 0)
+      return w->s.base_seq + 1;
+  }
+  shl__stream_close(prev);
+  init_handle(prev);
+  prev->seg = NULL;
+  return UINT64_MAX;
+}
+
+/* How long a blocking writer's replace waits for the readers of the stream
+ * it replaced before (await_followers), and how often it looks at their roles. */
+#define FOLLOWERS_WAIT_NS 1000000000
+#define FOLLOWERS_POLL_NS 50000000
+
+/* A blocking writer replaces its stream again only once the `all` readers
+ * of the one it replaced before have moved to it: after the swap they would
+ * follow the name past it, losing its frames. A follower bumps `space` as
+ * it registers (shl__reader_follow). -ETIMEDOUT if one is still on its way. */
+static int await_followers(shl_writer *w) {
+  struct stream *s = &w->s;
+  int64_t deadline = deadline_after(FOLLOWERS_WAIT_NS);
+  for (;;) {
+    uint32_t space = atomic_load(&s->ctl->space); /* before the look (I7) */
+    if (!w->prev.seg || shl__followers_floor(w) == UINT64_MAX) return 0;
+    int64_t left = deadline - shl__monotonic_ns();
+    if (left <= 0) return -ETIMEDOUT;
+    wait_space(s, space, left < FOLLOWERS_POLL_NS ? left : FOLLOWERS_POLL_NS);
+  }
+}
+
 /* Attempts at a name that keeps changing under us before giving up. */
 #define NAME_ATTEMPTS 8
 
@@ -420,7 +461,8 @@ int shl_writer_replace(shl_writer **wp, const shl_layout *frame, const shl_strea
   if (rc < 0) return rc;
   /* Numbers go on from the last one this writer stamped, or skipped to. */
   uint64_t high = highest_seq(s), base = old->next_seq - 1 > high ? old->next_seq - 1 : high;
-  rc = replace_stream(&w->s, s, &layout, &p, o.mode, base);
+  rc = await_followers(old);
+  if (rc == 0) rc = replace_stream(&w->s, s, &layout, &p, o.mode, base);
   if (rc < 0) {
     shl_writer_close(w); /* the old stream is still the name's, and `old` its writer */
     return rc;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/mman.h>
 
 #include "internal.h"
@@ -406,6 +407,56 @@ static void test_block_follower_without_entry(void) {
   shl_writer_close(w);
 }
 
+/* A blocking writer replaces its stream twice in a row while an `all`
+ * reader is still on the first (it comes 50 ms later): the second replace
+ * waits for it to move to the second stream, so it receives every frame of
+ * each, none lost, where it followed the name to the third and lost the
+ * second's frame. */
+static _Atomic int late_registered;
+
+static void *late_reader(void *arg) {
+  struct chase *c = arg;
+  shl_reader *r = t_reader_open(c->name, SHL_RECV_ALL, 1000);
+  atomic_store(&late_registered, 1);
+  t_sleep_ms(50);
+  shl_sample s;
+  for (uint64_t seq = 1; seq <= 3 && !c->error; seq++) {
+    int rc = shl_reader_receive(r, &s, 2000 * T_MS, 0);
+    if (rc < 0) {
+      c->error = rc;
+      break;
+    }
+    if (s.seq != seq || s.lost) {
+      fprintf(stderr, "late reader: frame %llu, %llu lost, want %llu\n",
+              (unsigned long long)s.seq, (unsigned long long)s.lost, (unsigned long long)seq);
+      c->error = -EPROTO;
+    }
+    c->frames++;
+    shl_reader_release(r, &s);
+  }
+  shl_reader_close(r);
+  return NULL;
+}
+
+static void test_block_replaced_twice(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "ftwice");
+  shl_writer *w = t_writer_open(name, 2, 4, 4, SHL_STREAM_BLOCK);
+  struct chase c = {name, 0, 0, 0};
+  pthread_t t;
+  T_REQUIRE(pthread_create(&t, NULL, late_reader, &c) == 0);
+  while (!atomic_load(&late_registered)) t_sleep_ms(1);
+  for (uint64_t n = 1; n <= 3; n++) {
+    shl_layout l = t_frame_layout(1 + n);
+    if (n > 1) T_EXPECT_RC(shl_writer_replace(&w, &l, NULL), 0);
+    T_CHECK(t_publish(w, 1 + n, n, 1000) == n);
+  }
+  T_REQUIRE(pthread_join(t, NULL) == 0);
+  T_EXPECT_RC(c.error, 0);
+  T_CHECK(c.frames == 3);
+  shl_writer_close(w);
+}
+
 int main(void) {
   test_metadata();
   test_meta_bounds();
@@ -415,5 +466,6 @@ int main(void) {
   test_block_no_follow();
   test_replace_after_rm();
   test_block_follower_without_entry();
+  test_block_replaced_twice();
   return t_result();
 }
