@@ -161,15 +161,15 @@ static uint64_t scan_readers(const struct stream *s, uint64_t *floor) {
 static int claim_slot(shl_writer *w) {
   struct stream *s = &w->s;
   uint64_t floor, tried = 0;
+  /* Readers of the stream this one replaced, on their way: looked at first,
+   * as a follower registers here before it marks its old entry followed
+   * (shl__reader_follow), so the scan below finds one this look missed. */
+  uint64_t coming = w->prev.seg ? shl__followers_floor(w) : UINT64_MAX;
   uint64_t pinned = scan_readers(s, &floor);
   SHL__TEST_POINT(claim_slot_scanned);
-  bool oldest = floor != UINT64_MAX;
+  bool oldest = floor != UINT64_MAX || coming != UINT64_MAX;
   if (!(s->flags & SHL_STREAM_BLOCK)) floor = UINT64_MAX;
-  if (w->prev.seg) { /* readers of the stream this one replaced are on their way */
-    uint64_t coming = shl__followers_floor(w);
-    if (coming < floor) floor = coming;
-    oldest |= coming != UINT64_MAX;
-  }
+  if (coming < floor) floor = coming;
   /* Only this writer stores latest: the newest slot stays out (I3). */
   uint64_t latest = atomic_load(&s->ctl->latest);
   uint32_t newest = latest ? latest_slot(latest) : UINT32_MAX;

@@ -16,7 +16,7 @@
  *   without one);
  * - a reader joining a blocking stream never skips a frame the writer keeps
  *   (the slot is marked, not emptied, while the writer decides), nor loses
- *   one the writer decides about while it joins;
+ *   one the writer decides about while it joins or follows;
  * - a writer gives up its role only after its liveness words are cleared and
  *   its keeper stopped; a reader that finds the role free as another writer
  *   takes the stream over does not report its writer dead;
@@ -546,6 +546,7 @@ static void *joiner_main(void *arg) {
   (void)arg;
   await_step(1);
   joiner_receives();
+  set_step(4); /* received */
   return NULL;
 }
 
@@ -578,6 +579,26 @@ static void test_joiner_never_skips_a_kept_frame(void) {
   T_EXPECT_RC(slot, -ETIMEDOUT);
   T_EXPECT_RC(joiner_rc, 0);
   T_CHECK(joiner_seq == 1 && joiner_lost == 0);
+  shl_reader_close(joiner);
+  joiner = NULL;
+  shl_writer_close(w);
+}
+
+/* The writer's loan while the joiner (thread t) races it under test_hook:
+ * the loan finds a slot, and the joiner's first sample is frame `want` (0:
+ * any), none lost. Closes both. */
+static void loan_while_joining(shl_writer *w, pthread_t t, uint64_t want) {
+  void *frame;
+  int slot = shl_writer_loan(w, &frame, WAIT_MS * T_MS);
+  pthread_join(t, NULL);
+  test_hook = NULL;
+  T_CHECK(slot >= 0 && shl_writer_discard(w) == 0);
+  T_EXPECT_RC(joiner_rc, 0);
+  bool ok = (!want || joiner_seq == want) && joiner_lost == 0;
+  if (!ok)
+    fprintf(stderr, "joiner: frame %llu, %llu lost\n", (unsigned long long)joiner_seq,
+            (unsigned long long)joiner_lost);
+  T_CHECK(ok);
   shl_reader_close(joiner);
   joiner = NULL;
   shl_writer_close(w);
@@ -622,18 +643,45 @@ static void test_joiner_races_a_claim(void) {
   await_step(1);
   T_CHECK(t_publish(w, WORDS, 3, WAIT_MS) == 3);
   set_step(2);
-  void *frame;
-  int slot = shl_writer_loan(w, &frame, WAIT_MS * T_MS);
-  pthread_join(t, NULL);
-  test_hook = NULL;
-  T_CHECK(slot >= 0 && shl_writer_discard(w) == 0);
-  T_EXPECT_RC(joiner_rc, 0);
-  if (joiner_lost) fprintf(stderr, "joiner: frame %llu, %llu lost\n",
-                           (unsigned long long)joiner_seq, (unsigned long long)joiner_lost);
-  T_CHECK(joiner_lost == 0);
-  shl_reader_close(joiner);
-  joiner = NULL;
-  shl_writer_close(w);
+  loan_while_joining(w, t, 0);
+}
+
+/* A follower of a blocking writer's replaced stream registers on the new
+ * one (wanting frame 2) just after the writer's next loan scanned the new
+ * stream's readers, and marks its old entry followed before the writer
+ * looks at the old stream's: the writer must still keep frame 2 for it,
+ * never mark that slot while the follower takes its frame. */
+static void race_at_follow(const char *point) {
+  uint32_t at = atomic_load(&step);
+  if (strcmp(point, "claim_slot_scanned") == 0 && at == 0) {
+    set_step(1); /* the follower follows now */
+    await_step(2);
+  } else if (strcmp(point, "pin") == 0 && at == 1) {
+    set_step(2); /* followed, and about to pin: the writer goes on */
+    await_step(3);
+  } else if (strcmp(point, "claim_slot") == 0 && at == 2) {
+    set_step(3);
+    await_step(4);
+  }
+}
+
+static void test_follower_races_a_claim(void) {
+  char name[SHL_NAME_MAX + 1];
+  t_fresh_name(name, "hfoll");
+  shl_writer *w = t_writer_open(name, WORDS, 3, 4, SHL_STREAM_BLOCK);
+  joiner = t_reader_open(name, SHL_RECV_ALL, WAIT_MS);
+  T_CHECK(t_publish(w, WORDS, 1, WAIT_MS) == 1);
+  joiner_receives();
+  T_CHECK(joiner_rc == 0 && joiner_seq == 1);
+  shl_layout wider = t_frame_layout(WORDS + 1);
+  T_EXPECT_RC(shl_writer_replace(&w, &wider, NULL), 0);
+  for (uint64_t i = 2; i <= 3; i++) T_CHECK(t_publish(w, WORDS + 1, i, WAIT_MS) == i);
+  atomic_store(&step, 0);
+  joiner_rc = 1;
+  pthread_t t;
+  T_REQUIRE(pthread_create(&t, NULL, joiner_main, NULL) == 0);
+  test_hook = race_at_follow;
+  loan_while_joining(w, t, 2);
 }
 
 /* ---------------------------------------------------------------- close order */
@@ -939,6 +987,7 @@ int main(void) {
   test_numbers_used_up();
   test_joiner_never_skips_a_kept_frame();
   test_joiner_races_a_claim();
+  test_follower_races_a_claim();
   test_close_order();
   test_takeover_as_reader_looks();
   test_fork_while_role_opens();
