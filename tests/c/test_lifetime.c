@@ -2,7 +2,9 @@
  * never unmaps a lock word its holder will still unlock, nor memory
  * under a call blocked in shl_lock/shl_wait; a forked child's inherited
  * handle never changes shared state (no unlock, no unlink) on close, nor
- * waits on its close for the parent's sleepers; a name is removed only
+ * waits on its close for the parent's sleepers, nor takes the handle's
+ * private mutex, which another thread may have held at the fork; a name is
+ * removed only
  * while it still refers to the object judged. */
 #include <fcntl.h>
 #include <pthread.h>
@@ -294,6 +296,39 @@ static void test_fork_while_waiting(void) {
   shl_close(seg);
 }
 
+/* A child forked while another thread of its parent held the handle's
+ * private mutex (lock.c's lock_ops, held around the lock keeper's list
+ * steps) has it locked for good: no call of the child on the inherited
+ * handle may take it. Held here by this thread at the fork, as that thread
+ * would have. */
+static int child_of_lock_ops(void *p) {
+  shl_segment *seg = p;
+  alarm(2); /* a deadlock is a failure */
+  int rc = shl_lock(seg, WAIT_NS);
+  if (rc < 0) return rc;
+  if ((rc = shl_unlock(seg)) < 0) return rc;
+  if ((rc = shl_notify(seg, NULL)) < 0) return rc;
+  if ((rc = shl_wait(seg, shl_changes(seg), 0, NULL)) != -ETIMEDOUT) return rc ? rc : 1;
+  if ((rc = shl_lock(seg, WAIT_NS)) < 0) return rc;
+  shl_close(seg); /* held: its close unlocks */
+  return 0;
+}
+
+static void test_fork_while_lock_ops_held(void) {
+  const char *name = t_name("ltm");
+  shl_segment *seg = make(name, 0);
+  T_EXPECT_RC(shl_lock(seg, 0), 0); /* the keeper starts */
+  T_EXPECT_RC(shl_unlock(seg), 0);
+  pthread_mutex_lock(&seg->lock_ops);
+  int rc;
+  T_EXPECT_EXIT(t_child_run(child_of_lock_ops, seg, 10, &rc), 0);
+  pthread_mutex_unlock(&seg->lock_ops);
+  T_EXPECT_RC(rc, 0);
+  T_EXPECT_RC(shl_lock(seg, 0), 0); /* the child's lock is gone with it */
+  T_EXPECT_RC(shl_unlock(seg), 0);
+  shl_close(seg);
+}
+
 /* shl_unlink_if_same removes a name only while it refers to the object open
  * as fd: never a replacement made under the name since. */
 static void test_unlink_if_same(void) {
@@ -322,6 +357,7 @@ int main(void) {
   test_exit_holding_closed();
   test_fork();
   test_fork_while_waiting();
+  test_fork_while_lock_ops_held();
   test_unlink_if_same();
   return t_result();
 }
