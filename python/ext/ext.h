@@ -101,7 +101,7 @@ typedef struct Loan Loan;
  * loan live: they pin `frames`, not the writer. */
 typedef struct {
   Base base;
-  shl_writer *w;  /* NULL once released */
+  shl_writer *w;  /* NULL once released, and while a replace() has it */
   Handle *frames; /* NULL once released */
   Loan *loan;     /* the outstanding loan (borrowed: the loan refers to us), or NULL */
   bool loaning;   /* a loan() call is in progress */

@@ -2,6 +2,7 @@
  * until published; and the module function writer_open(). */
 #include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ext.h"
 
@@ -42,9 +43,21 @@ static int loan_step(void *ctx, int64_t timeout_ns) {
   return c->rc == SHL_E_SLOTS_PINNED ? -ETIMEDOUT : c->rc;
 }
 
+/* false (error set) unless w's core writer is here: not closed, nor away
+ * in another thread's replace() (for good in a child forked meanwhile,
+ * where the core may have freed it). */
+static bool writer_here(Writer *w) {
+  if (w->base.closed) return closed_error(&w->base), false;
+  if (w->w) return true;
+  if (w->base.pid != (long)getpid()) return stream_error(&w->base, SHL_E_FORKED), false;
+  PyErr_Format(PyExc_RuntimeError, "stream '%s': another thread is replacing this writer's stream",
+               w->base.name);
+  return false;
+}
+
 /* false (error set) unless w may loan a slot now. */
 static bool writer_ready(Writer *w) {
-  if (w->base.closed) return closed_error(&w->base), false;
+  if (!writer_here(w)) return false;
   if (busy_here(&w->base, w->loan || w->loaning)) {
     PyErr_Format(PyExc_RuntimeError,
                  "stream '%s': a loan is already outstanding; publish or discard it first",
@@ -150,13 +163,13 @@ static PyObject *writer_publish_copy(Writer *w, PyObject *args) {
 
 static PyObject *writer_info(Writer *w, PyObject *unused) {
   (void)unused;
-  if (w->base.closed) return closed_error(&w->base);
+  if (!writer_here(w)) return NULL;
   return stream_info(&w->base, shl_writer_segment(w->w));
 }
 
 static PyObject *writer_meta_format(Writer *w, PyObject *unused) {
   (void)unused;
-  if (w->base.closed) return closed_error(&w->base);
+  if (!writer_here(w)) return NULL;
   char format[SHL_FORMAT_MAX + 1];
   return stream_meta_format(&w->base, shl_writer_get_meta(w->w, format, sizeof format), format);
 }
@@ -164,7 +177,7 @@ static PyObject *writer_meta_format(Writer *w, PyObject *unused) {
 static PyObject *writer_set_period(Writer *w, PyObject *arg) {
   unsigned long long period_ns = PyLong_AsUnsignedLongLong(arg);
   if (period_ns == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
-  if (w->base.closed) return closed_error(&w->base);
+  if (!writer_here(w)) return NULL;
   int rc = shl_writer_set_period(w->w, period_ns);
   if (rc < 0) return stream_failed(&w->base, rc);
   Py_RETURN_NONE;
@@ -172,7 +185,7 @@ static PyObject *writer_set_period(Writer *w, PyObject *arg) {
 
 static PyObject *writer_get_next_seq(Writer *w, void *unused) {
   (void)unused;
-  if (w->base.closed) return closed_error(&w->base);
+  if (!writer_here(w)) return NULL;
   return PyLong_FromUnsignedLongLong(shl_writer_next_seq(w->w));
 }
 
@@ -406,15 +419,18 @@ PyObject *mod_writer_replace(PyObject *mod, PyObject *args) {
     return NULL;
   }
   if (!stream_args(args, 1, old->base.name, &layout, &opts) || !writer_ready(old)) return NULL;
-  /* Loans wait meanwhile, and the handle stays (a close is deferred). */
+  /* Loans wait meanwhile, and the handle stays (a close is deferred). The
+   * core writer leaves the Writer for the call: a child forked before it
+   * returns must not use it, the core closing it on success. */
   shl_writer *core = old->w;
+  old->w = NULL;
   old->loaning = true;
   old->base.pins++;
   PyThreadState *gil = PyEval_SaveThread();
   int rc = shl_writer_replace(&core, &layout, &opts);
   PyEval_RestoreThread(gil);
   old->loaning = false;
-  if (rc == 0) old->w = NULL; /* closed by the core */
+  if (rc < 0) old->w = core; /* still the old stream's writer */
   unpin_base(&old->base);
   if (rc < 0) return stream_failed(&old->base, rc);
   base_close(&old->base);

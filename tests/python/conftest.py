@@ -172,6 +172,22 @@ def futex_waitv_expected() -> bool:
     return release >= (5, 16) and os.environ.get("SHMLANE_NO_FUTEX_WAITV", "0") == "0"
 
 
+def fork_gets_fork_error(call: Callable[[], Any]) -> None:
+    """Forks now: the child must get the fork error ("... before fork()")
+    from call(), on a handle it inherited."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            call()
+        except shmlane.Error as exc:
+            code = 0 if "before fork()" in str(exc) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
 def blocked_in_thread(call: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple:
     """Starts call(*args, **kwargs) in a thread and returns once it sleeps in
     the futex: (thread, list that receives what it returned, or the exception

@@ -25,6 +25,7 @@ from conftest import (
     blocked_in_futex,
     blocked_in_thread,
     check_async_wait,
+    fork_gets_fork_error,
     futex_waitv_expected,
     sleeping,
 )
@@ -629,17 +630,7 @@ def test_a_forked_child_gets_no_frame_a_cancelled_receive_async_left(stream, nam
 
     with shmlane.Reader(name, policy="all") as reader:
         asyncio.run(cancel_while_a_frame_comes())
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                reader.receive(timeout=0)
-            except shmlane.Error as exc:
-                code = 0 if "before fork()" in str(exc) else 2
-            finally:
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
+        fork_gets_fork_error(lambda: reader.receive(timeout=0))
         with reader.receive(timeout=5) as sample:
             assert sample.seq == 1
 

@@ -8,13 +8,15 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Dict, List
 
+import numpy as np
 import pytest
 
 import shmlane
-from conftest import ROOT, build_c
+from conftest import ROOT, build_c, fork_gets_fork_error
 from follow_peer import LAYOUTS, read
 
 FRAMES = 12  # per layout
@@ -91,3 +93,30 @@ def test_readers_follow_three_layout_changes(
     # One stream is left under the name: the last layout, numbered on.
     info = shmlane.Reader(name, timeout=0).info()
     assert (info.last_seq, info.first_seq, info.replaced) == (TOTAL, TOTAL - FRAMES + 1, False)
+
+
+def test_a_child_forked_as_a_replace_returns_gets_the_fork_error(name: str) -> None:
+    """A child forked while another thread's replace() has swapped the new
+    stream in (and the core has freed the old handle) but has not yet taken
+    the GIL back: the Writer it inherits gives the fork error, never touching
+    the freed handle. This thread keeps the GIL (a long switch interval) from
+    the swap to the fork."""
+    path = Path("/dev/shm") / f"shl.{name}"
+    with shmlane.Writer(name, (4,), "u1") as writer:
+        before = path.stat().st_ino
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(30)
+        try:
+            replacing = threading.Thread(target=writer.replace, args=((8,), "u1"))
+            replacing.start()
+            deadline = time.monotonic() + 5
+            while path.stat().st_ino == before and time.monotonic() < deadline:
+                pass  # holding the GIL: the replace cannot come back
+            until = time.monotonic() + 0.05  # its close of the old handle
+            while time.monotonic() < until:
+                pass
+            fork_gets_fork_error(lambda: writer.loan(timeout=0))
+        finally:
+            sys.setswitchinterval(interval)
+        replacing.join()
+        assert writer.publish(np.arange(8, dtype="u1")) == 1  # the new stream's writer
