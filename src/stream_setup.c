@@ -475,8 +475,11 @@ int shl_writer_replace(shl_writer **wp, const shl_layout *frame, const shl_strea
     keep_prev(w, &old->s);
     old->s.seg = NULL; /* now w's */
   }
+  /* The caller's handle is w's before old is freed: a child forked at any
+   * moment inherits the one or the other, never a freed one. */
+  __atomic_store_n(wp, w, __ATOMIC_SEQ_CST);
   shl_writer_close(old);
-  *wp = w;
+  SHL__TEST_POINT(writer_replaced);
   return 0;
 }
 

@@ -830,27 +830,32 @@ static void test_fork_in_close(void) {
   char name[SHL_NAME_MAX + 1];
   t_fresh_name(name, "hhalf");
   static const char *const points[] = {"keeper_stopped", "writer_stream_closed",
-                                       "reader_rings_closed"};
+                                       "reader_rings_closed", "writer_replaced"};
   test_hook = fork_at_point;
   for (size_t i = 0; i < sizeof points / sizeof points[0]; i++) {
     half_writer = t_writer_open(name, WORDS, SLOTS, 4, 0);
     half_reader = t_reader_open(name, SHL_RECV_ALL, WAIT_MS);
     bool writer_first = i < 2; /* the other handle the child gets whole */
+    shl_layout wider = t_frame_layout(WORDS + 1);
     fork_point = points[i];
     if (writer_first)
       shl_writer_close(half_writer);
-    else
+    else if (i == 2)
       shl_reader_close(half_reader);
+    else /* the child gets the old writer or the new one */
+      T_EXPECT_RC(shl_writer_replace(&half_writer, &wider, NULL), 0);
     fork_point = NULL;
-    if (writer_first)
+    if (writer_first) {
       shl_reader_close(half_reader);
-    else
+    } else {
       shl_writer_close(half_writer);
+      if (i == 3) shl_reader_close(half_reader);
+    }
     half_writer = NULL;
     half_reader = NULL;
   }
   test_hook = NULL;
-  T_CHECK(half_forks == 3);
+  T_CHECK(half_forks == 4);
 }
 
 /* ---------------------------------------------------------------- a run faster than its reader */
