@@ -114,7 +114,7 @@ MUTANTS = [
         "name": "never-follow",
         "why": "a reader whose stream was replaced reports the writer gone instead of following",
         "file": "src/stream.c",
-        "find": "if (why != SHL_E_REPLACED || (r->flags & SHL_READER_NO_FOLLOW)) return why;",
+        "find": "if (why != SHL_E_REPLACED) return why;",
         "replace": "return why == SHL_E_REPLACED ? writer_state(s) : why;",
         "tests": ["stream_follow"],
     },
