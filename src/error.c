@@ -21,6 +21,12 @@ const char *shl_strerror(int code) {
 #undef SHL__ERR_TEXT
   case 0:
     return "success";
+  /* libc's texts for these speak of connections and devices, which no call
+   * here has: "Connection timed out" after a frame that did not come. */
+  case -ETIMEDOUT:
+    return "timed out";
+  case -EBUSY:
+    return "busy: held by another (a live writer, a lock, a loan)";
   default:
     break;
   }
