@@ -702,7 +702,8 @@ SHL_API int shl_sample_get_meta(const shl_reader *r, const shl_sample *sample, c
 /* The metadata format of the stream the reader reads now (it changes when
  * a sample has SHL_SAMPLE_NEW_STREAM), from the reader's private copy: the
  * record's size, 0 for none, -ERANGE if it does not fit `size` bytes
- * (format may be NULL to ask for the size only). */
+ * (format may be NULL to ask for the size only); SHL_E_FORKED in a child
+ * forked while another thread of its parent closed the reader. */
 SHL_API int64_t shl_reader_get_meta(const shl_reader *r, char *format, size_t size);
 
 /* Open a stream as a reader with a receive policy (enum shl_recv_policy);
@@ -798,6 +799,9 @@ SHL_API void shl_reader_set_spin(shl_reader *r, uint32_t spin_ns);
  * it. It must not overlap shl_reader_close: wake, let the receive return,
  * then close. */
 SHL_API void shl_reader_wake(shl_reader *r);
+/* The segment of the stream the reader reads now; NULL only in a child
+ * forked while another thread of its parent closed the reader (the child's
+ * other calls on it then return SHL_E_FORKED). */
 SHL_API shl_segment *shl_reader_segment(const shl_reader *r);
 
 typedef struct shl_stream_info {

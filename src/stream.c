@@ -587,6 +587,7 @@ int shl_reader_receive_ex(shl_reader *r, shl_sample *out, int64_t timeout_ns, ui
 
 void shl_reader_set_spin(shl_reader *r, uint32_t spin_ns) {
   bool pace = spin_ns == SHL_SPIN_AUTO;
+  if (!r->cur) return; /* half-closed at a fork: it never receives again */
   if (pace && !r->pace_on) shl__pace_reset(&r->pace, atomic_load(&r->cur->s.ctl->period_ns));
   r->pace_on = pace;
   r->spin_ns = pace ? 0 : spin_ns;

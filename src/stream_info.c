@@ -45,10 +45,11 @@ int64_t shl_writer_get_meta(const shl_writer *w, char *format, size_t size) {
   return copy_meta(&w->s, format, size);
 }
 
-shl_segment *shl_reader_segment(const shl_reader *r) { return r->cur->s.seg; }
+/* r->cur is NULL only in a child forked while another thread closed r. */
+shl_segment *shl_reader_segment(const shl_reader *r) { return r->cur ? r->cur->s.seg : NULL; }
 
 int64_t shl_reader_get_meta(const shl_reader *r, char *format, size_t size) {
-  return copy_meta(&r->cur->s, format, size);
+  return r->cur ? copy_meta(&r->cur->s, format, size) : SHL_E_FORKED;
 }
 
 int shl_stream_get_info(const shl_segment *seg, shl_stream_info *out) {

@@ -808,6 +808,11 @@ static void child_uses_half_closed(void) {
   }
   if (half_reader) {
     bad |= shl_reader_receive(half_reader, &s, 0, 0) != SHL_E_FORKED;
+    char format[64];
+    int64_t meta = shl_reader_get_meta(half_reader, format, sizeof format);
+    bad |= meta < 0 && meta != SHL_E_FORKED; /* the private copy, while there is one */
+    shl_reader_set_spin(half_reader, SHL_SPIN_AUTO);
+    (void)shl_reader_segment(half_reader); /* the segment, or NULL once it is gone */
     shl_reader_close(half_reader);
   }
   _exit(bad ? 3 : 0);
