@@ -527,8 +527,12 @@ static int wait_for_frame(shl_reader *r, uint64_t changes, int64_t deadline, shl
   return -EAGAIN;
 }
 
+/* In a forked child; r->cur NULL: half-closed there (another thread of the
+ * parent was closing it at the fork). */
+static bool reader_inherited(const shl_reader *r) { return !r->cur || inherited(&r->cur->s); }
+
 int shl_reader_receive(shl_reader *r, shl_sample *out, int64_t timeout_ns, uint32_t flags) {
-  if (!r->cur || inherited(&r->cur->s)) return SHL_E_FORKED; /* NULL: half-closed at a fork */
+  if (reader_inherited(r)) return SHL_E_FORKED;
   if (!out) return -EINVAL;
   if (r->pinned >= r->max_pinned) return SHL_E_PIN_LIMIT;
   int64_t deadline = deadline_after(timeout_ns);
@@ -599,7 +603,7 @@ void shl_reader_wake(shl_reader *r) {
 }
 
 int shl_reader_release(shl_reader *r, const shl_sample *sample) {
-  if (!r->cur || inherited(&r->cur->s)) return SHL_E_FORKED; /* NULL: half-closed at a fork */
+  if (reader_inherited(r)) return SHL_E_FORKED;
   struct ring *ring = sample ? ring_of(r, sample) : NULL;
   if (!ring || ring->held[sample->slot] == 0) return -EINVAL;
   unpin(r, ring, sample->slot);

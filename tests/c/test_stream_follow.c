@@ -359,6 +359,18 @@ static void test_replace_after_rm(void) {
   shl_writer_close(w);
 }
 
+/* r, an `all` reader of the stream w replaced, receives its one frame, then
+ * `why` (it will not come to the new stream); w then publishes n frames of
+ * 3 words there, none waiting for r. */
+static void left_behind(shl_reader *r, int why, shl_writer *w, uint64_t n) {
+  shl_sample s;
+  T_EXPECT_RC(shl_reader_receive(r, &s, 1000 * T_MS, 0), 0);
+  T_CHECK(s.seq == 1);
+  T_EXPECT_RC(shl_reader_release(r, &s), 0);
+  T_EXPECT_RC(shl_reader_receive(r, &s, 1000 * T_MS, 0), why);
+  for (uint64_t tag = 2; tag < 2 + n; tag++) T_CHECK(t_publish(w, 3, tag, 200) == tag);
+}
+
 /* A blocking writer that replaced its stream keeps frames for the old
  * stream's `all` readers on their way to the new one; a reader that will
  * never come (SHL_READER_NO_FOLLOW, told SHL_E_REPLACED) is not waited for:
@@ -371,12 +383,7 @@ static void test_block_no_follow(void) {
   T_CHECK(t_publish(w, 2, 1, 1000) == 1);
   shl_layout wider = t_frame_layout(3);
   T_EXPECT_RC(shl_writer_replace(&w, &wider, NULL), 0);
-  shl_sample s;
-  T_EXPECT_RC(shl_reader_receive(stay, &s, 1000 * T_MS, 0), 0);
-  T_CHECK(s.seq == 1);
-  T_EXPECT_RC(shl_reader_release(stay, &s), 0);
-  T_EXPECT_RC(shl_reader_receive(stay, &s, 1000 * T_MS, 0), SHL_E_REPLACED);
-  for (uint64_t tag = 2; tag < 2 + 3 * 4; tag++) T_CHECK(t_publish(w, 3, tag, 200) == tag);
+  left_behind(stay, SHL_E_REPLACED, w, 3 * 4);
   shl_reader_close(stay);
   shl_writer_close(w);
 }
@@ -396,12 +403,7 @@ static void test_block_follower_without_entry(void) {
   o.max_readers = 1;
   T_EXPECT_RC(shl_writer_replace(&w, &wider, &o), 0);
   shl_reader *first = t_reader_open(name, SHL_RECV_LATEST, 1000); /* takes the one entry */
-  shl_sample s;
-  T_EXPECT_RC(shl_reader_receive(r, &s, 1000 * T_MS, 0), 0);
-  T_CHECK(s.seq == 1);
-  T_EXPECT_RC(shl_reader_release(r, &s), 0);
-  T_EXPECT_RC(shl_reader_receive(r, &s, 1000 * T_MS, 0), -EUSERS);
-  for (uint64_t tag = 2; tag < 2 + 2 * 4; tag++) T_CHECK(t_publish(w, 3, tag, 200) == tag);
+  left_behind(r, -EUSERS, w, 2 * 4);
   shl_reader_close(first);
   shl_reader_close(r);
   shl_writer_close(w);
