@@ -274,9 +274,12 @@ int shl_writer_publish(shl_writer *w, uint64_t *seq_out) {
   /* Release: the frame's bytes and time are visible before its number (I1).
    * seq pairs with pin()'s and take_next's reads, latest with take_latest's
    * and take_next's acquire; the notify below with shl_reader_receive's
-   * read of the change counter before it looks (I7). */
+   * read of the change counter before it looks (I7). latest is seq_cst: in
+   * the one order of such operations it comes before the next claim's scan
+   * of next_seq, as a joiner's store of next_seq before its second read of
+   * latest (I6); release alone would leave that to the CPU. */
   atomic_store_explicit(&s->slot[slot].seq, seq, memory_order_release);
-  atomic_store_explicit(&s->ctl->latest, latest_pack(seq, slot), memory_order_release);
+  atomic_store(&s->ctl->latest, latest_pack(seq, slot));
   w->loaned = -1;
   if (seq_out) *seq_out = seq;
   return shl_notify(s->seg, NULL);
