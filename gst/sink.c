@@ -33,6 +33,8 @@ struct _GstShmlaneSink {
   GstVideoInfo caps_info; /* frames as negotiated */
   GstVideoInfo frames;    /* frames as the stream lays them out */
   gboolean lend;          /* the two agree: upstream may write into slots */
+  gboolean pending;       /* caps of other frames came while a slot was out: */
+  GstVideoInfo pending_info; /* the stream is replaced for them at the next frame */
   shlgst_record record;
   /* Counters (atomic). */
   gint published, copied, dropped;
@@ -82,8 +84,13 @@ static void open_error(GstShmlaneSink *sink, const gchar *name, int rc, const sh
 
 /* Creates the stream, takes it over, or replaces it (other frames). The
  * caps' framerate is the period declared to readers, declared again when
- * only it changes. */
-static gboolean open_stream(GstShmlaneSink *sink, const GstVideoInfo *info) {
+ * only it changes. A replace that would wait for memory over a slot
+ * (`defer`) is left for the first frame of the new caps: the caps often
+ * come from the very thread that holds that memory, a transform whose input
+ * is a lent buffer and that stops passing it through (videoscale, when the
+ * caps downstream of it change), and it lets go of its input before it
+ * pushes its output. */
+static gboolean open_stream(GstShmlaneSink *sink, const GstVideoInfo *info, gboolean defer) {
   shlgst_layout lay;
   GstVideoInfo frames;
   if (!shlgst_layout_from_info(info, &lay, &frames)) return FALSE;
@@ -104,6 +111,7 @@ static gboolean open_stream(GstShmlaneSink *sink, const GstVideoInfo *info) {
 
   int rc = 0;
   gboolean held = FALSE; /* the old stream's slots stayed out: not replaced */
+  gboolean deferred = FALSE;
   if (!wr) {
     shl_writer *w = NULL;
     rc = shl_writer_open(&w, name, &lay.layout, &opts);
@@ -120,15 +128,22 @@ static gboolean open_stream(GstShmlaneSink *sink, const GstVideoInfo *info) {
      * new stream gets the properties (0: the old stream's) and the period. */
     drop_pool(sink);
     g_mutex_lock(&wr->lock);
-    held = !shlgst_writer_wait_idle_locked(wr, NULL);
-    rc = held ? -ETIMEDOUT : shlgst_writer_replace_locked(wr, &lay.layout, &opts);
+    deferred = defer && (wr->loan || wr->live);
+    if (!deferred) {
+      held = !shlgst_writer_wait_idle_locked(wr, NULL);
+      rc = held ? -ETIMEDOUT : shlgst_writer_replace_locked(wr, &lay.layout, &opts);
+    }
     g_mutex_unlock(&wr->lock);
   } else { /* the same frames at another rate, or none: only the period changes */
     g_mutex_lock(&wr->lock);
     rc = shl_writer_set_period(wr->w, opts.period_ns);
     g_mutex_unlock(&wr->lock);
   }
-  if (held && g_atomic_int_get(&wr->flushing)) {
+  if (deferred) {
+    GST_INFO_OBJECT(sink, "a buffer over a slot is out: frames %s at the next frame", lay.format);
+    sink->pending = TRUE;
+    sink->pending_info = *info;
+  } else if (held && g_atomic_int_get(&wr->flushing)) {
     /* A flush or a stop ended the wait: no error (the caps come again
      * after a flush). */
     GST_INFO_OBJECT(sink, "flushing: the stream stays as it is");
@@ -142,6 +157,7 @@ static gboolean open_stream(GstShmlaneSink *sink, const GstVideoInfo *info) {
     open_error(sink, name, rc, &opts, lay.format);
   } else {
     GST_INFO_OBJECT(sink, "stream '%s': frames %s", name, lay.format);
+    sink->pending = FALSE;
     sink->caps_info = *info;
     sink->frames = frames;
     sink->lend = shlgst_layout_is_default(&frames);
@@ -159,7 +175,7 @@ static gboolean sink_set_caps(GstBaseSink *bsink, GstCaps *caps) {
     GST_ELEMENT_ERROR(sink, STREAM, FORMAT, ("interlaced video is not supported"), (NULL));
     return FALSE;
   }
-  return open_stream(sink, &info);
+  return open_stream(sink, &info, TRUE);
 }
 
 static gboolean sink_propose_allocation(GstBaseSink *bsink, GstQuery *query) {
@@ -235,6 +251,12 @@ static GstFlowReturn sink_render(GstBaseSink *bsink, GstBuffer *buf) {
   void *slot = NULL;
   int rc;
   if (!wr) return GST_FLOW_NOT_NEGOTIATED;
+  if (sink->pending) {
+    if (!open_stream(sink, &sink->pending_info, FALSE))
+      return g_atomic_int_get(&wr->flushing) ? GST_FLOW_FLUSHING : GST_FLOW_ERROR;
+    /* Upstream asks again for a pool: the new stream's slots. */
+    gst_pad_push_event(GST_BASE_SINK_PAD(sink), gst_event_new_reconfigure());
+  }
   g_mutex_lock(&wr->lock);
   GstMemory *mem = gst_buffer_n_memory(buf) == 1 ? gst_buffer_peek_memory(buf, 0) : NULL;
   if (wr->loan && mem == wr->loan) {
@@ -300,6 +322,7 @@ static gboolean sink_stop(GstBaseSink *bsink) {
   shlgst_writer *wr = sink->wr;
   sink->wr = NULL;
   GST_OBJECT_UNLOCK(sink);
+  sink->pending = FALSE;
   shlgst_writer_finish(wr);
   return TRUE;
 }

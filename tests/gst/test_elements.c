@@ -917,55 +917,97 @@ GST_START_TEST(test_pool_renegotiate) {
 }
 GST_END_TEST;
 
-typedef struct caps_pusher {
-  GstHarness *h;
-  GstCaps *caps;
-  gboolean done; /* atomic */
-} caps_pusher;
-
-/* A GThreadFunc: sends p->caps to the harness's element (the event waits
- * there while the sink waits for its slots). */
-static gpointer push_caps(gpointer data) {
-  caps_pusher *p = data;
-  gst_pad_push_event(p->h->srcpad, gst_event_new_caps(p->caps));
-  gst_caps_unref(p->caps);
-  g_atomic_int_set(&p->done, TRUE);
-  return NULL;
-}
-
 GST_START_TEST(test_sink_caps_while_flushing) {
   /* Caps of other frames come while a lent buffer is held downstream (the
-   * stream cannot be replaced under it): a flush that begins meanwhile ends
-   * the wait with no error (the caps come again after it); with a timeout,
-   * the wait ends in an error that says what holds the stream. */
+   * stream cannot be replaced under it): they are taken at once, and the
+   * first frame of them waits; a flush that begins meanwhile ends the wait
+   * with no error, and the frame after it replaces the stream (its reader
+   * follows, numbers go on); with a timeout, the wait ends in an error that
+   * says what holds the stream. 8x32 frames are as large as 16x16 ones. */
   pool_test t = begin_pool_test("capsflush", TRUE, -1);
   GstBuffer *b = NULL;
   acquire_filled(t.pool, &b, 1);
   GstBuffer *held = gst_buffer_ref(b);
   fail_unless_equals_int(gst_harness_push(t.sink, b), GST_FLOW_OK);
   expect_frame(t.r, 1, 1);
-  caps_pusher p = {.h = t.sink, .caps = caps_of("GRAY8", 32, 16)};
-  GThread *thread = g_thread_new("caps", push_caps, &p);
+  fail_unless(gst_harness_push_event(t.sink, gst_event_new_caps(caps_of("GRAY8", 8, 32))));
+  pusher p = {.h = t.sink, .n = 1};
+  GThread *thread = g_thread_new("push", push_frames, &p);
   g_usleep(100000);
-  fail_if(g_atomic_int_get(&p.done), "the stream replaced under a held buffer");
+  fail_if(g_atomic_int_get(&p.pushed), "the stream replaced under a held buffer");
   fail_unless(gst_harness_push_event(t.sink, gst_event_new_flush_start()));
   g_thread_join(thread);
+  fail_unless_equals_int(p.last, GST_FLOW_FLUSHING);
   GstMessage *m = gst_bus_pop_filtered(t.bus, GST_MESSAGE_ERROR);
   fail_if(m != NULL, "an error while flushing: %" GST_PTR_FORMAT, m);
   gst_buffer_unref(held);
   fail_unless(gst_harness_push_event(t.sink, gst_event_new_flush_stop(TRUE)));
+  push_segment(t.sink);
+  push_frame(t.sink, 256, 5);
+  expect_frame(t.r, 2, 5);
   end_pool_test(&t);
 
   t = begin_pool_test("capsheld", TRUE, 20 * GST_MSECOND);
   acquire_filled(t.pool, &b, 1);
   held = gst_buffer_ref(b);
   fail_unless_equals_int(gst_harness_push(t.sink, b), GST_FLOW_OK);
-  gst_pad_push_event(t.sink->srcpad, gst_event_new_caps(caps_of("GRAY8", 32, 16)));
+  fail_unless(gst_harness_push_event(t.sink, gst_event_new_caps(caps_of("GRAY8", 8, 32))));
+  b = gst_buffer_new_allocate(NULL, 256, NULL);
+  fail_unless_equals_int(gst_harness_push(t.sink, b), GST_FLOW_ERROR);
   gchar *text = posted(&t, GST_MESSAGE_ERROR);
   fail_unless(strstr(text, "still held downstream") != NULL, "%s", text);
   g_free(text);
   gst_buffer_unref(held);
   end_pool_test(&t);
+}
+GST_END_TEST;
+
+GST_START_TEST(test_pool_caps_change_passthrough) {
+  /* The caps after a scaler change while its input is a lent buffer (it
+   * passed the sink's pool up to the test source while it passed buffers
+   * through): the scaler sends the new caps while it holds that buffer. The
+   * stream is replaced at the next frame, the frames go on at once (no wait
+   * for the sink's timeout, no error), and upstream, asked again, writes
+   * into the new stream's slots (at most one frame copied). */
+  gchar *name = stream_name("scale");
+  gchar *d = g_strdup_printf("videotestsrc is-live=true ! video/x-raw,format=I420,width=64,"
+                             "height=48,framerate=100/1 ! videoscale ! capsfilter name=cf "
+                             "caps=video/x-raw,width=64,height=48 ! shmlanesink name=sink "
+                             "stream=%s sync=false",
+                             name);
+  GstElement *p = launch(d);
+  g_free(d);
+  GstElement *sink = gst_bin_get_by_name(GST_BIN(p), "sink");
+  GstElement *cf = gst_bin_get_by_name(GST_BIN(p), "cf");
+  fail_unless(gst_element_set_state(p, GST_STATE_PLAYING) != GST_STATE_CHANGE_FAILURE);
+  for (int tries = 0; tries < 200 && stat_of(sink, "published") < 3; tries++) g_usleep(5000);
+  guint before = stat_of(sink, "published");
+  fail_unless(before >= 3);
+  GstCaps *smaller = gst_caps_from_string("video/x-raw,width=32,height=24");
+  g_object_set(cf, "caps", smaller, NULL);
+  gst_caps_unref(smaller);
+  shl_reader *r = all_reader(name); /* joins the old stream or the new: follows */
+  shl_sample s;
+  gboolean small = FALSE;
+  for (int i = 0; i < 20 && !small; i++) {
+    fail_unless(shl_reader_receive(r, &s, GST_SECOND, 0) == 0, "frame %d: none", i);
+    shl_layout l;
+    shl_get_layout(shl_reader_segment(r), &l);
+    small = strcmp(l.format, "T{(24,32)B:y:(12,16)B:u:(12,16)B:v:}") == 0;
+    shl_reader_release(r, &s);
+  }
+  fail_unless(small, "no frame of the new size");
+  GstMessage *m = gst_bus_pop_filtered(GST_ELEMENT_BUS(p), GST_MESSAGE_ERROR);
+  fail_if(m != NULL, "%" GST_PTR_FORMAT, m);
+  fail_unless(stat_of(sink, "copied") <= 1, "%u frames copied", stat_of(sink, "copied"));
+  fail_unless_equals_int(stat_of(sink, "dropped"), 0);
+  fail_unless(gst_element_set_state(p, GST_STATE_NULL) == GST_STATE_CHANGE_SUCCESS);
+  shl_reader_close(r);
+  gst_object_unref(cf);
+  gst_object_unref(sink);
+  gst_object_unref(p);
+  fail_unless_equals_int(shl_unlink(name), 0);
+  g_free(name);
 }
 GST_END_TEST;
 
@@ -1312,7 +1354,7 @@ GST_START_TEST(test_src_caps_while_flushing) {
    * thread) while it has a frame whose caps it must set: it stops as a
    * flush stops it, with no error; after the flush the caps are set and the
    * frames flow. */
-  gchar *name = stream_name("capsflush");
+  gchar *name = stream_name("srccapsflush");
   shl_writer *w = gray_writer(name);
   GstHarness *src = src_harness(name, 1, FALSE, 2);
   GstBus *bus = gst_bus_new();
@@ -1619,6 +1661,7 @@ static Suite *shmlane_suite(void) {
   tcase_add_test(tc, test_pool_renegotiate);
   tcase_add_test(tc, test_pool_states);
   tcase_add_test(tc, test_sink_caps_while_flushing);
+  tcase_add_test(tc, test_pool_caps_change_passthrough);
   tcase_add_test(tc, test_src_flush);
   tcase_add_test(tc, test_src_pipeline_seek);
   tcase_add_test(tc, test_timestamps);
