@@ -128,7 +128,8 @@ struct _GstShmlaneSrc {
   GstVideoInfo frames;   /* as the stream lays them out */
   GstVideoInfo out;      /* as pushed (differs only when copying to the default layout) */
   gboolean copy;         /* downstream cannot read the stream's layout in place */
-  guint limit;           /* max-pinned, as the reader was opened with */
+  guint opened;          /* max-pinned, as the reader was opened with */
+  guint limit;           /* that, or less: what the stream's ring spares (read_layout_locked) */
   gboolean downstream_meta;
   shlgst_record last;    /* the caps part of the last record */
   GstClock *clock;       /* the clock last seen, and whether it is CLOCK_MONOTONIC */
@@ -199,7 +200,7 @@ static GstFlowReturn open_reader(GstShmlaneSrc *src) {
     GST_OBJECT_LOCK(src);
     src->rd = reader_new(r);
     GST_OBJECT_UNLOCK(src);
-    src->limit = o.max_pinned - 1;
+    src->opened = o.max_pinned - 1;
     src->new_stream = TRUE;
   } else if (owner_ok && g_atomic_int_get(&src->flushing)) {
     rc = 0;
@@ -294,9 +295,14 @@ static gboolean read_layout_locked(GstShmlaneSrc *src, reader *rd) {
    * record that says it (a hint, read once; absurd values are ignored). */
   shl_stream_info info = SHL_STREAM_INFO_INIT;
   src->period_ns = 0;
-  if (shl_stream_get_info(seg, &info) == 0 && info.period_ns >= GST_USECOND &&
-      info.period_ns <= 1000 * GST_SECOND)
+  src->limit = src->opened;
+  if (shl_stream_get_info(seg, &info) != 0) return TRUE;
+  if (info.period_ns >= GST_USECOND && info.period_ns <= 1000 * GST_SECOND)
     src->period_ns = info.period_ns;
+  /* Buffers downstream keeps leave the writer a slot besides the newest
+   * frame's (with 2 slots every frame is copied): a hoarding element never
+   * starves it. */
+  src->limit = MIN(src->opened, info.slots > 2 ? info.slots - 2 : 0);
   return TRUE;
 }
 
@@ -617,8 +623,8 @@ static void gst_shmlane_src_class_init(GstShmlaneSrcClass *klass) {
   g_object_class_install_property(
       oc, PROP_MAX_PINNED,
       g_param_spec_uint("max-pinned", "Max pinned",
-                        "Buffers over the stream's slots downstream may hold at once; past "
-                        "that, frames are copied",
+                        "Buffers over the stream's slots downstream may hold at once (at most "
+                        "the stream's slots less 2); past that, frames are copied",
                         1, SHL_STREAM_MAX_SLOTS - 2, DEFAULT_MAX_PINNED, rw));
   g_object_class_install_property(
       oc, PROP_OWNER,

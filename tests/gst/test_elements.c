@@ -1321,11 +1321,11 @@ GST_START_TEST(test_period) {
 }
 GST_END_TEST;
 
-/* A GRAY8 16x16 writer of the stream, with frames of 4 slots. */
-static shl_writer *gray_writer(const char *name) {
+/* A GRAY8 16x16 writer of the stream, with frames of `slots` slots. */
+static shl_writer *gray_writer(const char *name, guint slots) {
   shl_layout gray = {.format = "B", .ndim = 2, .shape = {16, 16}};
   shl_stream_opts o = SHL_STREAM_OPTS_INIT;
-  o.slots = 4;
+  o.slots = slots;
   shl_writer *w = NULL;
   fail_unless_equals_int(shl_writer_open(&w, name, &gray, &o), 0);
   return w;
@@ -1355,7 +1355,7 @@ GST_START_TEST(test_src_caps_while_flushing) {
    * flush stops it, with no error; after the flush the caps are set and the
    * frames flow. */
   gchar *name = stream_name("srccapsflush");
-  shl_writer *w = gray_writer(name);
+  shl_writer *w = gray_writer(name, 4);
   GstHarness *src = src_harness(name, 1, FALSE, 2);
   GstBus *bus = gst_bus_new();
   gst_element_set_bus(src->element, bus);
@@ -1376,6 +1376,32 @@ GST_START_TEST(test_src_caps_while_flushing) {
   gst_buffer_unref(b);
   check_framerate(src, 0, 1);
   end_src_test(name, src, bus, w);
+}
+GST_END_TEST;
+
+GST_START_TEST(test_pin_limit_small_ring) {
+  /* Downstream keeps every buffer, over a ring of 3 slots: one of them may
+   * be over a slot (not max-pinned's 2), so the writer always has one
+   * besides the newest frame's; of 2 slots, every frame is copied. */
+  for (guint slots = 2; slots <= 3; slots++) {
+    gchar *name = stream_name(slots == 2 ? "ring2" : "ring3");
+    shl_writer *w = gray_writer(name, slots);
+    GstHarness *src = src_harness(name, 1, FALSE, 2);
+    GstBus *bus = gst_bus_new();
+    gst_element_set_bus(src->element, bus);
+    GstBuffer *held[4];
+    for (guint8 i = 0; i < 4; i++) {
+      publish_fill(w, i + 1);
+      held[i] = gst_harness_pull(src);
+      check_frame(held[i], 256, i + 1);
+    }
+    fail_unless_equals_int(stat_of(src->element, "copied"), slots == 2 ? 4 : 3);
+    for (guint8 i = 0; i < 4; i++) {
+      check_frame(held[i], 256, i + 1);
+      gst_buffer_unref(held[i]);
+    }
+    end_src_test(name, src, bus, w);
+  }
 }
 GST_END_TEST;
 
@@ -1671,6 +1697,7 @@ static Suite *shmlane_suite(void) {
   tcase_add_test(tc, test_src_caps_while_flushing);
   tcase_add_test(tc, test_src_bad_stream_after_flush);
   tcase_add_test(tc, test_src_caps_refused);
+  tcase_add_test(tc, test_pin_limit_small_ring);
   tcase_add_test(tc, test_meta_switched_after_join);
   tcase_add_test(tc, test_hostile_record);
   return s;
