@@ -10,7 +10,6 @@
  * stream replaced under its name is followed and renegotiated. */
 #include <errno.h>
 #include <pwd.h>
-#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -158,16 +157,17 @@ static GType shmlane_policy_get_type(void) {
 }
 
 /* The owner property as the core's policy: "" this user's or root's,
- * "any", a uid or a user name. FALSE for an unknown user. */
+ * "any", a uid (digits only, below 2^32 - 1, which is no user: never a
+ * sign, or a value that wraps round to another uid) or a user name. FALSE
+ * for an unknown user. */
 static gboolean parse_owner(const gchar *owner, shl_reader_opts *o) {
-  char *end;
+  guint64 uid;
   if (!owner || !*owner) return TRUE;
   if (strcmp(owner, "any") == 0) {
     o->owner = SHL_OWNER_ANY;
     return TRUE;
   }
-  unsigned long uid = strtoul(owner, &end, 10);
-  if (*end) {
+  if (!g_ascii_string_to_unsigned(owner, 10, 0, G_MAXUINT32 - 1, &uid, NULL)) {
     struct passwd pw, *found = NULL;
     char buf[1024];
     if (getpwnam_r(owner, &pw, buf, sizeof buf, &found) != 0 || !found) return FALSE;

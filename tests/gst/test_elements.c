@@ -12,6 +12,7 @@
 #include <gst/check/gstharness.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -1405,6 +1406,49 @@ GST_START_TEST(test_pin_limit_small_ring) {
 }
 GST_END_TEST;
 
+GST_START_TEST(test_src_owner) {
+  /* owner: this user's uid or name reads the stream; a sign, or a uid past
+   * 2^32 - 2 (which would wrap round to this user's), names no user: an
+   * error that says so. */
+  gchar *name = stream_name("owner");
+  shl_writer *w = gray_writer(name, 4);
+  struct passwd *me = getpwuid(geteuid());
+  fail_unless(me != NULL);
+  gchar *wrapped = g_strdup_printf("%" G_GUINT64_FORMAT, ((guint64)1 << 32) + geteuid());
+  gchar *mine = g_strdup_printf("%u", (unsigned)geteuid());
+  const gchar *owners[] = {mine, me->pw_name, "-1", wrapped, "+0"};
+  publish_fill(w, 7);
+  for (guint i = 0; i < G_N_ELEMENTS(owners); i++) {
+    GstHarness *src = gst_harness_new("shmlanesrc");
+    GstBus *bus = gst_bus_new();
+    gst_element_set_bus(src->element, bus);
+    g_object_set(src->element, "stream", name, "owner", owners[i], NULL);
+    gst_harness_play(src);
+    if (i < 2) { /* it joins with the newest frame */
+      GstBuffer *b = gst_harness_pull(src);
+      check_frame(b, 256, 7);
+      gst_buffer_unref(b);
+    } else {
+      GstMessage *m = gst_bus_timed_pop_filtered(bus, 5 * GST_SECOND, GST_MESSAGE_ERROR);
+      GError *e = NULL;
+      fail_unless(m != NULL, "owner %s: no error", owners[i]);
+      gst_message_parse_error(m, &e, NULL);
+      fail_unless(strstr(e->message, "no user") != NULL, "owner %s: %s", owners[i], e->message);
+      g_error_free(e);
+      gst_message_unref(m);
+    }
+    gst_element_set_bus(src->element, NULL);
+    gst_object_unref(bus);
+    gst_harness_teardown(src);
+  }
+  g_free(mine);
+  g_free(wrapped);
+  shl_writer_close(w);
+  fail_unless_equals_int(shl_unlink(name), 0);
+  g_free(name);
+}
+GST_END_TEST;
+
 GST_START_TEST(test_src_caps_refused) {
   /* Downstream takes GRAY8 only, the stream carries RGB: an error that
    * says downstream refuses the stream's caps, and names them. */
@@ -1698,6 +1742,7 @@ static Suite *shmlane_suite(void) {
   tcase_add_test(tc, test_src_bad_stream_after_flush);
   tcase_add_test(tc, test_src_caps_refused);
   tcase_add_test(tc, test_pin_limit_small_ring);
+  tcase_add_test(tc, test_src_owner);
   tcase_add_test(tc, test_meta_switched_after_join);
   tcase_add_test(tc, test_hostile_record);
   return s;
