@@ -188,8 +188,8 @@ static gboolean sink_propose_allocation(GstBaseSink *bsink, GstQuery *query) {
   /* Slots are lent for the caps of the stream only, laid out as
    * GStreamer's default: the pool's buffers need no GstVideoMeta (mapping
    * through one costs upstream a map per plane). */
-  if (!caps || !need_pool || !sink->lend || !gst_video_info_from_caps(&info, caps) ||
-      !same_frames(&info, &sink->caps_info))
+  if (!caps || !need_pool || !sink->lend || gst_base_sink_is_last_sample_enabled(bsink) ||
+      !gst_video_info_from_caps(&info, caps) || !same_frames(&info, &sink->caps_info))
     return TRUE;
   guint size = (guint)sink->frames.size;
   /* A reference, taken under the lock: a stop on another thread may take
@@ -431,8 +431,18 @@ static void gst_shmlane_sink_class_init(GstShmlaneSinkClass *klass) {
   bc->stop = sink_stop;
 }
 
+/* A kept last sample would hold the slot it was lent over until the next
+ * frame, and the pool lends no slot while one is held: while
+ * enable-last-sample is on, no slot is lent (propose_allocation) and frames
+ * are copied. Upstream is asked again for its pool when it changes. */
+static void last_sample_changed(GObject *obj, GParamSpec *pspec, gpointer data) {
+  (void)pspec;
+  (void)data;
+  gst_pad_push_event(GST_BASE_SINK_PAD(obj), gst_event_new_reconfigure());
+}
+
 static void gst_shmlane_sink_init(GstShmlaneSink *sink) {
   sink->timeout = DEFAULT_TIMEOUT_NS;
-  /* The last sample would hold a lent slot, and the pool lends one at a time. */
   gst_base_sink_set_last_sample_enabled(GST_BASE_SINK(sink), FALSE);
+  g_signal_connect(sink, "notify::enable-last-sample", G_CALLBACK(last_sample_changed), NULL);
 }

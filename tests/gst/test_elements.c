@@ -963,6 +963,25 @@ GST_START_TEST(test_sink_caps_while_flushing) {
 }
 GST_END_TEST;
 
+/* A pipeline of `upstream` into a shmlanesink of the stream `name`
+ * (unsynchronised, with `props`), playing; *sink gets the sink. */
+static GstElement *play_into(const char *upstream, const char *name, const char *props,
+                             GstElement **sink) {
+  gchar *d = g_strdup_printf("%s ! shmlanesink name=sink stream=%s sync=false %s", upstream, name,
+                             props);
+  GstElement *p = launch(d);
+  g_free(d);
+  *sink = gst_bin_get_by_name(GST_BIN(p), "sink");
+  fail_unless(gst_element_set_state(p, GST_STATE_PLAYING) != GST_STATE_CHANGE_FAILURE);
+  return p;
+}
+
+/* Waits (up to 2 s) until the sink has published `n` frames: FALSE if not. */
+static gboolean wait_published(GstElement *sink, guint n) {
+  for (int tries = 0; tries < 400 && stat_of(sink, "published") < n; tries++) g_usleep(5000);
+  return stat_of(sink, "published") >= n;
+}
+
 GST_START_TEST(test_pool_caps_change_passthrough) {
   /* The caps after a scaler change while its input is a lent buffer (it
    * passed the sink's pool up to the test source while it passed buffers
@@ -971,19 +990,13 @@ GST_START_TEST(test_pool_caps_change_passthrough) {
    * for the sink's timeout, no error), and upstream, asked again, writes
    * into the new stream's slots (at most one frame copied). */
   gchar *name = stream_name("scale");
-  gchar *d = g_strdup_printf("videotestsrc is-live=true ! video/x-raw,format=I420,width=64,"
-                             "height=48,framerate=100/1 ! videoscale ! capsfilter name=cf "
-                             "caps=video/x-raw,width=64,height=48 ! shmlanesink name=sink "
-                             "stream=%s sync=false",
-                             name);
-  GstElement *p = launch(d);
-  g_free(d);
-  GstElement *sink = gst_bin_get_by_name(GST_BIN(p), "sink");
+  GstElement *sink = NULL;
+  GstElement *p = play_into("videotestsrc is-live=true ! video/x-raw,format=I420,width=64,"
+                            "height=48,framerate=100/1 ! videoscale ! capsfilter name=cf "
+                            "caps=video/x-raw,width=64,height=48",
+                            name, "", &sink);
   GstElement *cf = gst_bin_get_by_name(GST_BIN(p), "cf");
-  fail_unless(gst_element_set_state(p, GST_STATE_PLAYING) != GST_STATE_CHANGE_FAILURE);
-  for (int tries = 0; tries < 200 && stat_of(sink, "published") < 3; tries++) g_usleep(5000);
-  guint before = stat_of(sink, "published");
-  fail_unless(before >= 3);
+  fail_unless(wait_published(sink, 3));
   GstCaps *smaller = gst_caps_from_string("video/x-raw,width=32,height=24");
   g_object_set(cf, "caps", smaller, NULL);
   gst_caps_unref(smaller);
@@ -1012,6 +1025,41 @@ GST_START_TEST(test_pool_caps_change_passthrough) {
 }
 GST_END_TEST;
 
+GST_START_TEST(test_sink_last_sample) {
+  /* enable-last-sample keeps the frame last published: a lent buffer would
+   * hold its slot, and the pool lends none while one is held. While it is
+   * on, frames are copied (and flow: no wait for the timeout, nothing
+   * dropped); turned off while playing, upstream writes into the slots
+   * again; on again, copies again. */
+  gchar *name = stream_name("last");
+  GstElement *sink = NULL;
+  GstElement *p = play_into("videotestsrc is-live=true ! video/x-raw,format=GRAY8,width=64,"
+                            "height=48,framerate=200/1",
+                            name, "enable-last-sample=true", &sink);
+  for (int round = 0; round < 3; round++) {
+    gboolean keep = round != 1;
+    guint published = stat_of(sink, "published"), copied = stat_of(sink, "copied");
+    if (round) g_object_set(sink, "enable-last-sample", keep, NULL);
+    fail_unless(wait_published(sink, published + 5), "round %d: no frames", round);
+    GstSample *kept = NULL;
+    g_object_get(sink, "last-sample", &kept, NULL);
+    fail_unless((kept != NULL) == keep, "round %d: last sample %p", round, (void *)kept);
+    if (kept) gst_sample_unref(kept);
+    published = stat_of(sink, "published");
+    copied = stat_of(sink, "copied");
+    fail_unless(wait_published(sink, published + 3), "round %d: no frames", round);
+    guint more = stat_of(sink, "copied") - copied;
+    fail_unless(keep ? more >= 3 : more == 0, "round %d: %u frames copied", round, more);
+  }
+  fail_unless_equals_int(stat_of(sink, "dropped"), 0);
+  fail_unless(gst_element_set_state(p, GST_STATE_NULL) == GST_STATE_CHANGE_SUCCESS);
+  gst_object_unref(sink);
+  gst_object_unref(p);
+  fail_unless_equals_int(shl_unlink(name), 0);
+  g_free(name);
+}
+GST_END_TEST;
+
 GST_START_TEST(test_pool_states) {
   /* A writer pipeline whose producer writes into the pool, taken NULL <->
    * PLAYING 20 times: each run publishes in place, and each stop closes the
@@ -1025,9 +1073,7 @@ GST_START_TEST(test_pool_states) {
   for (int i = 0; i < 20; i++) {
     guint before = stat_of(sink, "published");
     fail_unless(gst_element_set_state(p, GST_STATE_PLAYING) != GST_STATE_CHANGE_FAILURE);
-    for (int tries = 0; tries < 500 && stat_of(sink, "published") < before + 3; tries++)
-      g_usleep(5000);
-    fail_unless(stat_of(sink, "published") >= before + 3, "run %d: no frames", i);
+    fail_unless(wait_published(sink, before + 3), "run %d: no frames", i);
     fail_unless(gst_element_set_state(p, GST_STATE_NULL) == GST_STATE_CHANGE_SUCCESS);
     fail_unless_equals_int(stream_info(name).writer_alive, 0);
   }
@@ -1730,6 +1776,7 @@ static Suite *shmlane_suite(void) {
   tcase_add_test(tc, test_pool_flush_while_loaning);
   tcase_add_test(tc, test_pool_renegotiate);
   tcase_add_test(tc, test_pool_states);
+  tcase_add_test(tc, test_sink_last_sample);
   tcase_add_test(tc, test_sink_caps_while_flushing);
   tcase_add_test(tc, test_pool_caps_change_passthrough);
   tcase_add_test(tc, test_src_flush);
