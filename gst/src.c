@@ -366,13 +366,14 @@ static GstClockTime running_time_of(GstShmlaneSrc *src, uint64_t monotonic_ns) {
     src->clock = clock; /* compared only, never dereferenced */
     src->clock_is_monotonic = type == GST_CLOCK_TYPE_MONOTONIC;
   }
-  int64_t offset = 0;
-  if (!src->clock_is_monotonic) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    offset = (int64_t)gst_clock_get_time(clock) - (ts.tv_sec * (int64_t)GST_SECOND + ts.tv_nsec);
-  }
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts); /* the vDSO's: no system call */
+  int64_t now = ts.tv_sec * (int64_t)GST_SECOND + ts.tv_nsec, offset = 0;
+  if (!src->clock_is_monotonic) offset = (int64_t)gst_clock_get_time(clock) - now;
   gst_object_unref(clock);
+  /* A frame is published before it is received: a later stamp is a peer's
+   * (with write access), and a sink that synchronises would wait for it. */
+  if (monotonic_ns > (uint64_t)now) monotonic_ns = (uint64_t)now;
   int64_t t = (int64_t)monotonic_ns + offset - (int64_t)gst_element_get_base_time(GST_ELEMENT(src));
   return t > 0 ? (GstClockTime)t : 0; /* frames published before the pipeline ran */
 }

@@ -1596,6 +1596,16 @@ static peer_map peer_map_open(const char *name) {
   return m;
 }
 
+/* Tears down a source harness, the peer's map and the stream's writer, and
+ * removes the stream. */
+static void end_peer_test(GstHarness *src, peer_map *m, shl_writer *w, gchar *name) {
+  gst_harness_teardown(src);
+  munmap(m->base, m->size);
+  shl_writer_close(w);
+  fail_unless_equals_int(shl_unlink(name), 0);
+  g_free(name);
+}
+
 /* The control block's metadata fields, as a peer rewrites them. */
 static void peer_set_meta(peer_map *m, uint64_t offset, const char *format, uint64_t size) {
   strcpy((char *)m->ctl + m->ctl->meta_format_offset, format);
@@ -1658,11 +1668,7 @@ GST_START_TEST(test_meta_switched_after_join) {
     gst_buffer_unref(b);
     check_framerate(src, 7, 1);
   }
-  gst_harness_teardown(src);
-  munmap(m.base, m.size);
-  shl_writer_close(w);
-  fail_unless_equals_int(shl_unlink(name), 0);
-  g_free(name);
+  end_peer_test(src, &m, w, name);
 }
 GST_END_TEST;
 
@@ -1753,6 +1759,32 @@ GST_START_TEST(test_hostile_record) {
 }
 GST_END_TEST;
 
+GST_START_TEST(test_hostile_timestamp) {
+  /* A peer with write access stamps the newest frame a day in the future
+   * before the source joins: its PTS is no later than the pipeline's time
+   * when it is pushed (a sink that synchronises would wait for it). */
+  gchar *name = stream_name("hstamp");
+  shl_writer *w = gray_writer(name, 4);
+  publish_fill(w, 3);
+  peer_map m = peer_map_open(name);
+  struct shl__slot *slot = (struct shl__slot *)(void *)((char *)m.ctl + sizeof *m.ctl);
+  for (guint i = 0; i < m.ctl->slots; i++) slot[i].timestamp_ns += 24 * 3600 * GST_SECOND;
+  GstHarness *src = gst_harness_new("shmlanesrc");
+  g_object_set(src->element, "stream", name, NULL);
+  gst_harness_use_systemclock(src);
+  gst_harness_play(src);
+  GstBuffer *b = gst_harness_pull(src);
+  check_frame(b, 256, 3);
+  GstClock *clock = gst_element_get_clock(src->element);
+  GstClockTime now = gst_clock_get_time(clock) - gst_element_get_base_time(src->element);
+  fail_unless(GST_BUFFER_PTS(b) <= now, "PTS %" GST_TIME_FORMAT " after the pipeline's %"
+              GST_TIME_FORMAT, GST_TIME_ARGS(GST_BUFFER_PTS(b)), GST_TIME_ARGS(now));
+  gst_object_unref(clock);
+  gst_buffer_unref(b);
+  end_peer_test(src, &m, w, name);
+}
+GST_END_TEST;
+
 static Suite *shmlane_suite(void) {
   Suite *s = suite_create("shmlane-gst");
   TCase *tc = tcase_create("elements");
@@ -1792,6 +1824,7 @@ static Suite *shmlane_suite(void) {
   tcase_add_test(tc, test_src_owner);
   tcase_add_test(tc, test_meta_switched_after_join);
   tcase_add_test(tc, test_hostile_record);
+  tcase_add_test(tc, test_hostile_timestamp);
   return s;
 }
 
