@@ -125,6 +125,7 @@ struct _GstShmlaneSrc {
   gboolean has_record;   /* the stream's metadata is the sink's record */
   uint64_t period_ns;    /* the stream's declared frame period, 0 unknown */
   GstVideoInfo frames;   /* as the stream lays them out */
+  GstVideoInfo caps_info; /* the frames with their record's caps part: the caps */
   GstVideoInfo out;      /* as pushed (differs only when copying to the default layout) */
   gboolean copy;         /* downstream cannot read the stream's layout in place */
   guint opened;          /* max-pinned, as the reader was opened with */
@@ -322,38 +323,62 @@ static gboolean pad_flushing(GstShmlaneSrc *src) {
   return flushing || g_atomic_int_get(&src->flushing);
 }
 
+/* Streaming thread: whether frames of src->caps_info go as the stream lays
+ * them out (GStreamer's default layout, or downstream reads GstVideoMeta)
+ * or are copied to GStreamer's default layout (src->copy, src->out). */
+static void choose_layout(GstShmlaneSrc *src) {
+  GstVideoInfo def;
+  const GstVideoInfo *in = &src->caps_info;
+  src->out = *in;
+  src->copy = !src->downstream_meta && !shlgst_layout_is_default(in);
+  if (!src->copy || !gst_video_info_set_format(&def, GST_VIDEO_INFO_FORMAT(in),
+                                               GST_VIDEO_INFO_WIDTH(in),
+                                               GST_VIDEO_INFO_HEIGHT(in)))
+    return;
+  /* The default layout, the caps' rate and colours kept (durations). */
+  memcpy(src->out.stride, def.stride, sizeof def.stride);
+  memcpy(src->out.offset, def.offset, sizeof def.offset);
+  src->out.size = def.size;
+}
+
 /* Sets caps for frames of src->frames described by `rec`: OK, FLUSHING,
  * or NOT_NEGOTIATED with an error that names the caps downstream refuses
- * (asked first: a caps event is stored whatever downstream says of it). */
+ * (asked first: a caps event is stored whatever downstream says of it).
+ * New caps are set through src_negotiate, which asks downstream for its
+ * allocation with them (whether it reads GstVideoMeta) before the layout
+ * of the frames is chosen. */
 static GstFlowReturn negotiate_frames(GstShmlaneSrc *src, const shlgst_record *rec) {
-  GstVideoInfo info = src->frames;
-  shlgst_record_apply(rec, &info);
-  src->out = info;
-  src->copy = !src->downstream_meta && !shlgst_layout_is_default(&info);
-  if (src->copy)
-    gst_video_info_set_format(&src->out, GST_VIDEO_INFO_FORMAT(&info), GST_VIDEO_INFO_WIDTH(&info),
-                              GST_VIDEO_INFO_HEIGHT(&info));
-  GstCaps *caps = gst_video_info_to_caps(&info);
+  src->caps_info = src->frames;
+  shlgst_record_apply(rec, &src->caps_info);
+  GstCaps *caps = gst_video_info_to_caps(&src->caps_info);
   GST_OBJECT_LOCK(src);
   gboolean same = src->caps && gst_caps_is_equal(caps, src->caps);
   GST_OBJECT_UNLOCK(src);
   GstFlowReturn ret = GST_FLOW_OK;
   if (!same) {
     GST_INFO_OBJECT(src, "caps %" GST_PTR_FORMAT, caps);
-    if (gst_pad_peer_query_accept_caps(GST_BASE_SRC_PAD(src), caps) &&
-        gst_base_src_set_caps(GST_BASE_SRC(src), caps)) {
+    gboolean ok = gst_pad_peer_query_accept_caps(GST_BASE_SRC_PAD(src), caps);
+    if (ok) {
       GST_OBJECT_LOCK(src);
       gst_caps_replace(&src->caps, caps);
       GST_OBJECT_UNLOCK(src);
-    } else if (pad_flushing(src)) {
+      ok = gst_base_src_negotiate(GST_BASE_SRC(src));
+      if (!ok) {
+        GST_OBJECT_LOCK(src);
+        gst_caps_replace(&src->caps, NULL);
+        GST_OBJECT_UNLOCK(src);
+      }
+    }
+    if (!ok && pad_flushing(src)) {
       ret = GST_FLOW_FLUSHING;
-    } else {
+    } else if (!ok) {
       GST_ELEMENT_ERROR(src, CORE, NEGOTIATION, ("downstream refuses the stream's caps"),
                         ("%" GST_PTR_FORMAT, caps));
       ret = GST_FLOW_NOT_NEGOTIATED;
     }
   }
   gst_caps_unref(caps);
+  choose_layout(src);
   return ret;
 }
 
@@ -512,6 +537,7 @@ static gboolean src_negotiate(GstBaseSrc *bsrc) {
 static gboolean src_decide_allocation(GstBaseSrc *bsrc, GstQuery *query) {
   GstShmlaneSrc *src = GST_SHMLANE_SRC(bsrc);
   src->downstream_meta = gst_query_find_allocation_meta(query, GST_VIDEO_META_API_TYPE, NULL);
+  if (src->caps_info.finfo) choose_layout(src); /* after frames, downstream changed */
   return TRUE;
 }
 

@@ -1495,6 +1495,47 @@ GST_START_TEST(test_src_owner) {
 }
 GST_END_TEST;
 
+GST_START_TEST(test_src_padded_rows) {
+  /* GRAY8 16x16 frames whose rows are 20 bytes apart (the padding 0xff), as
+   * a C writer may lay them out: a converter downstream reads GstVideoMeta,
+   * so the source pushes them as they are (nothing copied) and the
+   * converter reads the rows where they are (no padding in its output). */
+  gchar *name = stream_name("padded");
+  shl_layout l = {.format = "B", .ndim = 2, .shape = {16, 16}, .strides = {20, 1}};
+  shl_writer *w = NULL;
+  fail_unless_equals_int(shl_writer_open(&w, name, &l, NULL), 0);
+  GstHarness *h = gst_harness_new_parse("shmlanesrc name=src policy=all ! videoconvert ! "
+                                        "capsfilter caps=video/x-raw,format=RGB");
+  GstElement *src = gst_bin_get_by_name(GST_BIN(h->element), "src");
+  g_object_set(src, "stream", name, NULL);
+  gst_harness_play(h);
+  wait_readers(name, 1);
+  for (guint8 i = 1; i <= 3; i++) {
+    guint8 *frame = NULL;
+    fail_unless(shl_writer_loan(w, (void **)&frame, GST_SECOND) >= 0);
+    memset(frame, 0xff, 20 * 16);
+    for (int row = 0; row < 16; row++) memset(frame + row * 20, 40 * i, 16);
+    fail_unless_equals_int(shl_writer_publish(w, NULL), 0);
+    GstBuffer *b = gst_harness_pull(h);
+    GstMapInfo map;
+    fail_unless(gst_buffer_map(b, &map, GST_MAP_READ));
+    GstVideoInfo rgb;
+    gst_video_info_set_format(&rgb, GST_VIDEO_FORMAT_RGB, 16, 16);
+    for (int row = 0; row < 16; row++)
+      for (int col = 0; col < 16 * 3; col++)
+        fail_unless_equals_int(map.data[row * rgb.stride[0] + col], map.data[0]);
+    gst_buffer_unmap(b, &map);
+    gst_buffer_unref(b);
+  }
+  fail_unless_equals_int(stat_of(src, "copied"), 0);
+  gst_object_unref(src);
+  gst_harness_teardown(h);
+  shl_writer_close(w);
+  fail_unless_equals_int(shl_unlink(name), 0);
+  g_free(name);
+}
+GST_END_TEST;
+
 GST_START_TEST(test_src_caps_refused) {
   /* Downstream takes GRAY8 only, the stream carries RGB: an error that
    * says downstream refuses the stream's caps, and names them. */
@@ -1822,6 +1863,7 @@ static Suite *shmlane_suite(void) {
   tcase_add_test(tc, test_src_caps_refused);
   tcase_add_test(tc, test_pin_limit_small_ring);
   tcase_add_test(tc, test_src_owner);
+  tcase_add_test(tc, test_src_padded_rows);
   tcase_add_test(tc, test_meta_switched_after_join);
   tcase_add_test(tc, test_hostile_record);
   tcase_add_test(tc, test_hostile_timestamp);
