@@ -107,3 +107,12 @@ def test_every_version_agrees():
 def test_without_options_it_shows_its_help():
     run = subprocess.run([sys.executable, "-m", "shmlane.config"], capture_output=True, text=True)
     assert run.returncode == 2 and "--pkgconfigdir" in run.stdout
+
+
+def test_python_m_shmlane_runs_the_command():
+    """`python -m shmlane` is the shmlane command: it was no module at all
+    ("No module named shmlane.__main__")."""
+    run = subprocess.run([sys.executable, "-m", "shmlane", "--version"], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.split() == ["shmlane", shmlane.__version__], run
+    run = subprocess.run([sys.executable, "-m", "shmlane", "nonsense"], capture_output=True, text=True)
+    assert run.returncode == 2 and run.stderr.startswith("shmlane: unknown command 'nonsense'"), run
