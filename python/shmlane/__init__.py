@@ -448,3 +448,11 @@ def list() -> builtins.list[SegmentInfo]:
     to read its header; changes nothing."""
     found = (_info(name) for name in sorted(_shmlane.names()))
     return [info for info in found if info is not None]
+
+
+def __dir__() -> builtins.list[str]:
+    """The public names only: the helpers this module imports for itself
+    (np, warnings, typing's names, the private submodules) stay usable but
+    out of dir(), help() and completion."""
+    public = set(__all__) | {"OPEN_TIMEOUT", "__version__"}
+    return sorted(public | {name for name in ("camera", "config") if name in globals()})

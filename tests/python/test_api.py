@@ -33,6 +33,19 @@ def listed(name: str) -> shmlane.SegmentInfo:
     return info
 
 
+def test_dir_shows_the_public_names_only():
+    """dir(shmlane) listed what the package imports for itself (np,
+    warnings, Optional, owner_arg, _stream, ...) beside its API."""
+    names = dir(shmlane)
+    assert set(shmlane.__all__) | {"OPEN_TIMEOUT", "__version__"} <= set(names)
+    clutter = [n for n in names if n.startswith("_") and n != "__version__"]
+    clutter += [n for n in ("np", "warnings", "builtins", "enum", "Optional", "owner_arg") if n in names]
+    assert not clutter, clutter
+    for name in names:  # every one is there
+        getattr(shmlane, name)
+    assert shmlane.np is np and shmlane._stream.Writer is shmlane.Writer  # still importable
+
+
 # ---------------------------------------------------------------- reprs
 
 
