@@ -61,6 +61,10 @@ def test_quickstart_writer_and_reader(quickstart_names):
         reader.kill()
     assert reader.returncode == 0, err
     assert out.splitlines()[-1] == "frame 5: x=2.5 y=-5.0 trace=15.0"
+    # What it waits for, and why it ends: run alone, it ended in silence.
+    lines = err.splitlines()
+    assert lines[0] == "waiting for the writer (quickstart_writer.py) to change pose", err
+    assert re.fullmatch(r"no change for 2 s: the writer has stopped; [1-5] updates read", lines[-1]), err
 
 
 def load_example(name: str) -> ModuleType:
