@@ -236,6 +236,20 @@ def stream_name(spec: str) -> Tuple[str, str]:
     return stem or "video", spec
 
 
+def misnamed(spec: str) -> Optional[str]:
+    """Why a --device of the form NAME=DEVICE is none, or None: a NAME that
+    is no stream name, or nothing after the '='. Where the part before the
+    '=' holds a '/' or a ':' (a path, a URL), or the whole is a file, the
+    argument is a device as given."""
+    head, sep, tail = spec.partition("=")
+    if not sep or "/" in head or ":" in head or os.path.exists(spec):
+        return None
+    if not _NAME.fullmatch(head):
+        return (f"bad stream name '{head}' in --device {spec}: 1 to {NAME_MAX} characters from"
+                " A-Z a-z 0-9 . _ -, starting with a letter or digit")  # fmt: skip
+    return None if tail else f"--device {spec}: no DEVICE after '='"
+
+
 class Camera(threading.Thread):
     """Publishes one device on one stream until `stop` is set."""
 
@@ -415,8 +429,11 @@ def parse(argv: Optional[List[str]]) -> argparse.Namespace:
 
 def _say(text: str, file: Any = None) -> None:
     """print() for the service's lines: a reader of them that went away (a
-    closed pipe) silences them, and stops no camera."""
+    closed pipe) silences them, and stops no camera. Each is one line of
+    text: what it quotes (a device as given, an error's words) shows a
+    control character as its escape, never as a terminal's command."""
     stream = sys.stdout if file is None else file
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     try:
         print(text, file=stream)
     except BrokenPipeError:  # /dev/null from now on: the flush at exit fails no more
@@ -433,6 +450,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     stop = threading.Event()
     cameras: List[Camera] = []
     for spec in args.device:
+        why = misnamed(spec)
+        if why:
+            _say(f"shmlane-camera: {why}", file=sys.stderr)
+            return 2
         name, device = stream_name(spec)
         if device != "pattern" and cv2 is None:
             _say(f"shmlane-camera: device {device} needs OpenCV: pip install opencv-python",

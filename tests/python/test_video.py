@@ -773,6 +773,22 @@ def test_camera_service_refuses_a_device_that_does_not_exist(name: str, tmp_path
     assert f"no device {missing}: not a camera index" in err and "pattern" in err, err
 
 
+@pytest.mark.parametrize(
+    "spec, said",
+    [("=pattern", "bad stream name '' in --device =pattern: 1 to 26 characters"),
+     ("a b=pattern", "bad stream name 'a b' in"), (f"{'x' * 27}=pattern", f"bad stream name '{'x' * 27}'"),
+     ("cam=", "--device cam=: no DEVICE after '='"),
+     ("e\033[2J=pattern", "bad stream name 'e\\x1b[2J' in --device e\\x1b[2J=pattern")],
+)  # fmt: skip
+def test_camera_service_refuses_a_bad_stream_name(spec: str, said: str, capsys) -> None:
+    """NAME=DEVICE with a NAME that is no stream name, or no DEVICE: the
+    service said "no device a b=pattern: not a camera index ...", taking it
+    all for a file, and let an escape sequence in it reach the terminal."""
+    assert camera.main(["--device", spec, "--seconds", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"shmlane-camera: {said}") and "\033" not in err and err.count("\n") == 1, err
+
+
 def test_camera_service_says_once_that_it_cannot_open_a_device(name: str, capsys) -> None:
     """A device that exists but does not open (a camera in use, unplugged;
     a URL down) is tried again every --retry seconds, as before, and the
