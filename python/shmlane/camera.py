@@ -309,7 +309,10 @@ class Camera(threading.Thread):
                 self.writer = Writer(self.stream, first.shape, first.dtype, meta=FrameMeta,
                                      replace=True, slots=self.args.slots, fps=fps)  # fmt: skip
         except StreamBusy as exc:
-            self.state = f"stream busy: {exc}"
+            if not self.state.startswith("stream busy"):  # said once, not at every attempt
+                _say(f"shmlane-camera: {self.stream}: stream busy: {exc.strerror} (another service?),"
+                     f" trying again every {self.args.retry:g} s", file=sys.stderr)  # fmt: skip
+            self.state = f"stream busy: {exc.strerror}"
             return False
         self.writer.meta.device = int(self.spec) if self.spec.isdigit() else -1
         self.writer.meta.source = self.spec.encode()[-63:]

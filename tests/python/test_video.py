@@ -554,7 +554,7 @@ def test_camera_service_stops_at_once_between_slow_frames(name: str) -> None:
     """SIGTERM ends a service paced at a frame in 100 s at once: it slept
     through the signal until the next frame was due, and the main thread
     gave up on it after 10 s. A second service on the stream says that the
-    stream is busy; it said it was waiting for its device."""
+    stream is busy, once on stderr; it said it was waiting for its device."""
     command = [sys.executable, "-m", "shmlane.camera", "--device", f"{name}=pattern"]
     command += ["--width", "64", "--height", "48", "--fps", "0.01"]
     service = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -563,7 +563,10 @@ def test_camera_service_stops_at_once_between_slow_frames(name: str) -> None:
         assert cap.read()[0]  # the first frame: the service waits 100 s for the next
         cap.release()
         second = subprocess.run(command + ["--seconds", "1"], capture_output=True, text=True, timeout=30)
-        assert f"{name} (pattern): stream busy" in second.stdout, second.stdout
+        assert f"{name} (pattern): stream busy: a live writer (pid {service.pid})" in second.stdout, second
+        # Said on stderr too, once: only the statistics said it.
+        said = f"shmlane-camera: {name}: stream busy: a live writer (pid {service.pid}) holds the stream"
+        assert second.stderr.count(said) == 1, second.stderr
         service.send_signal(signal.SIGTERM)
         out, err = service.communicate(timeout=5)
     finally:
