@@ -198,6 +198,16 @@ static const char *file_kind(mode_t mode) {
   return NULL;
 }
 
+/* rm refused (EACCES: glibc's shm_unlink reports the sticky directory's
+ * EPERM so) on another user's object: say whose it is and who may. */
+static void refused_owner(const char *name, int rc, uid_t uid) {
+  char owner[64];
+  if (!user_name((uint32_t)uid, owner, sizeof owner)) owner[0] = 0;
+  errorf(0, "cannot remove '%s': %s: it belongs to %s%suid %u%s, and in /dev/shm only its owner "
+         "(or root) may remove it", name, shl_strerror(rc), owner, owner[0] ? " (" : "",
+         (unsigned)uid, owner[0] ? ")" : "");
+}
+
 static int cmd_rm(const struct cmdline *cl) {
   int status = 0;
   for (int i = 0; i < cl->nnames; i++) {
@@ -208,12 +218,15 @@ static int cmd_rm(const struct cmdline *cl) {
     char path[64];
     struct stat st;
     const char *what = NULL;
-    if (shm_path(name, path, sizeof path) && lstat(path, &st) == 0) what = file_kind(st.st_mode);
+    bool st_found = shm_path(name, path, sizeof path) && lstat(path, &st) == 0;
+    if (st_found) what = file_kind(st.st_mode);
     /* Anything else under the name is unlinked like a file; a directory is
      * not, and is nothing shmlane made: say so rather than "Is a directory". */
     if (rc == -EISDIR && what)
       errorf(0, "cannot remove '%s': %s is %s, not a segment; left in place (rm removes only "
              "files)", name, path, what);
+    else if ((rc == -EACCES || rc == -EPERM) && st_found && st.st_uid != geteuid())
+      refused_owner(name, rc, st.st_uid);
     else
       errorf(rc, "cannot remove '%s'", name);
   }
@@ -323,7 +336,8 @@ static const struct command commands[] = {
      "  --replace         remove an existing segment of that name first\n"},
     {"rm", cmd_rm, 0, 1, -1, "rm NAME...", "remove segments",
      "Removes each name. Processes that have a segment open keep their mapping.\n"
-     "A directory under a segment's name is reported and left in place.\n"},
+     "A directory under a segment's name is reported and left in place; another\n"
+     "user's object is reported with its owner (only the owner or root may remove it).\n"},
     {"gc", cmd_gc, 1u << OPT_DRY_RUN | 1u << OPT_ALL_DEAD | 1u << OPT_GRACE, 0, -1,
      "gc [--dry-run] [--all-dead] [--grace SECONDS] [NAME...]",
      "remove segments nobody uses any more",

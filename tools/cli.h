@@ -59,6 +59,8 @@ struct entry {
 };
 
 uint64_t clock_ns(clockid_t clock);
+/* The user name of uid, or false. */
+bool user_name(uint32_t uid, char *buf, size_t size);
 /* Read-only, whoever owns it: looking is not trusting (the tool never acts
  * on another user's data; gc checks ownership itself). */
 int open_any_owner(shl_segment **seg, const char *name, int64_t timeout_ns);

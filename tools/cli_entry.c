@@ -35,9 +35,8 @@ int open_any_owner(shl_segment **seg, const char *name, int64_t timeout_ns) {
   return shl_open_ex(seg, name, &opts);
 }
 
-/* The user name of uid, or false. One lookup per distinct uid in a row:
- * a listing's entries mostly share an owner. */
-static bool user_name(uint32_t uid, char *buf, size_t size) {
+/* One lookup per distinct uid in a row: a listing's entries mostly share an owner. */
+bool user_name(uint32_t uid, char *buf, size_t size) {
   static uint32_t last_uid;
   static char last_name[64];
   static int last_found = -1; /* -1: nothing looked up yet */

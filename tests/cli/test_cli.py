@@ -895,6 +895,15 @@ def test_rm():
     check(os.path.isdir(shm_path(planted)), "rm removed a directory")
     os.rmdir(shm_path(planted))
     run("rm", name("np"), name("grp"))
+    # Another user's object: whose it is and who may remove it (it said only "Permission denied").
+    if ROOT:
+        theirs = name("theirs")
+        run("create", theirs, "--format", "u1", "--mode", "0644")
+        p = run("rm", theirs, rc=1, preexec=as_nobody)
+        check("Permission denied: it belongs to root (uid 0)" in p.stderr and "only its owner" in p.stderr,
+              "rm of another user's object: %r" % p.stderr)
+        check(os.path.exists(shm_path(theirs)), "rm as nobody removed root's object")
+        run("rm", theirs)
 
 
 def cleanup():
