@@ -61,9 +61,12 @@ struct entry {
 uint64_t clock_ns(clockid_t clock);
 /* The user name of uid, or false. */
 bool user_name(uint32_t uid, char *buf, size_t size);
-/* Read-only, whoever owns it: looking is not trusting (the tool never acts
- * on another user's data; gc checks ownership itself). */
-int open_any_owner(shl_segment **seg, const char *name, int64_t timeout_ns);
+/* Opens name read-only, whoever owns it (looking is not trusting: the tool
+ * never acts on another user's data; gc checks ownership itself), runs
+ * look on it and closes it. The open's error, look's result, or
+ * SHL_E_TRUNCATED when the object was cut short under the look (SIGBUS). */
+typedef int (*look_fn)(shl_segment *seg, void *arg);
+int look_at(const char *name, int64_t timeout_ns, look_fn look, void *arg);
 void entry_open(struct entry *e, const char *name, int64_t timeout_ns);
 void entry_free(struct entry *e);
 bool is_stream(const struct entry *e);

@@ -1,11 +1,15 @@
 /* Reading segments for `ls` and `info`: each opened read-only, described,
  * closed again; streams sampled twice for their frame rate. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pwd.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -27,12 +31,74 @@ static int sample_stream(const shl_segment *seg, shl_stream_info *out, uint64_t 
   return rc;
 }
 
-int open_any_owner(shl_segment **seg, const char *name, int64_t timeout_ns) {
+/* Read-only, whoever owns it: looking is not trusting (the tool never acts
+ * on another user's data; gc checks ownership itself). */
+static int open_any_owner(shl_segment **seg, const char *name, int64_t timeout_ns) {
   shl_open_opts opts = SHL_OPEN_OPTS_INIT;
   opts.flags = SHL_OPEN_READONLY;
   opts.timeout_ns = timeout_ns;
   opts.owner = SHL_OWNER_ANY;
   return shl_open_ex(seg, name, &opts);
+}
+
+/* Whoever owns an object may cut it short (ftruncate) while this process
+ * has it mapped: touching a page past the new end raises SIGBUS, which
+ * killed `ls`, `info`, `gc` and `top` alike. Every look runs under a guard
+ * that turns that SIGBUS into SHL_E_TRUNCATED. A look cut short closes its
+ * handle (closing touches no page of a segment this tool never locks) and
+ * the descriptors it made; only a look cut short inside shl_open leaves
+ * its handle's memory and mapping behind (the tool never forks): a long
+ * `top` under attack loses a few KiB per hit, never its descriptors. */
+static sigjmp_buf bus_jump;
+static volatile sig_atomic_t bus_guarded;
+static shl_segment *volatile looked; /* the open handle of the look in progress */
+
+static void on_sigbus(int sig) {
+  if (bus_guarded) siglongjmp(bus_jump, 1);
+  signal(sig, SIG_DFL); /* not a look's: the access runs again and kills as before */
+}
+
+enum { LOOK_FDS = 8 }; /* more than a look opens: a segment's descriptor and its role one */
+
+/* The lowest descriptors free now, where a look's new ones will land. */
+static void free_fds(int fds[LOOK_FDS]) {
+  for (int fd = 0, n = 0; n < LOOK_FDS; fd++)
+    if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) fds[n++] = fd;
+}
+
+/* After a SIGBUS: the look's handle closed (unless the close is cut short
+ * too) and the descriptors it made. */
+static int look_cut_short(const int fds[LOOK_FDS]) {
+  shl_segment *seg = looked;
+  looked = NULL;
+  if (seg && sigsetjmp(bus_jump, 1) == 0) shl_close(seg);
+  bus_guarded = 0;
+  for (int i = 0; i < LOOK_FDS; i++) close(fds[i]); /* those the look left open */
+  return SHL_E_TRUNCATED;
+}
+
+int look_at(const char *name, int64_t timeout_ns, look_fn look, void *arg) {
+  static bool installed;
+  if (!installed) {
+    struct sigaction sa = {.sa_handler = on_sigbus};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, NULL);
+    installed = true;
+  }
+  int fds[LOOK_FDS];
+  free_fds(fds);
+  if (sigsetjmp(bus_jump, 1) != 0) return look_cut_short(fds);
+  bus_guarded = 1;
+  shl_segment *seg;
+  int rc = open_any_owner(&seg, name, timeout_ns);
+  if (rc == 0) {
+    looked = seg;
+    rc = look(seg, arg);
+    looked = NULL;
+    shl_close(seg);
+  }
+  bus_guarded = 0;
+  return rc;
 }
 
 /* One lookup per distinct uid in a row: a listing's entries mostly share an owner. */
@@ -50,16 +116,16 @@ bool user_name(uint32_t uid, char *buf, size_t size) {
   return last_found;
 }
 
-/* The stream's metadata format, in a string of its own. */
+/* The stream's metadata format, in a string of its own (*out owns it
+ * before it is read: a look cut short leaks nothing). */
 static int copy_meta_format(const shl_segment *seg, char **out) {
-  char *format = malloc(SHL_FORMAT_MAX + 1);
-  if (!format) return -ENOMEM;
-  int64_t rc = shl_stream_get_meta(seg, format, SHL_FORMAT_MAX + 1);
+  if (!(*out = malloc(SHL_FORMAT_MAX + 1))) return -ENOMEM;
+  int64_t rc = shl_stream_get_meta(seg, *out, SHL_FORMAT_MAX + 1);
   if (rc < 0) {
-    free(format);
+    free(*out);
+    *out = NULL;
     return (int)rc;
   }
-  *out = format;
   return 0;
 }
 
@@ -82,8 +148,23 @@ uint64_t pinned_slots(const struct entry *e) {
   return bits;
 }
 
+/* What entry_open reads of an open segment; a stream whose control area
+ * does not check out is as broken as a bad header. */
+static int entry_look(shl_segment *seg, void *arg) {
+  struct entry *e = arg;
+  int rc = shl_get_info(seg, &e->info);
+  if (rc == 0) {
+    shl_get_layout(seg, &e->layout);
+    e->layout.format = e->format = strdup(e->layout.format);
+    if (!e->format) rc = -ENOMEM;
+  }
+  if (rc < 0 || e->info.kind != SHL_KIND_STREAM) return rc;
+  rc = sample_stream(seg, &e->stream, &e->sampled_ns);
+  if (rc == 0 && e->stream.meta_size) rc = copy_meta_format(seg, &e->meta_format);
+  return rc == 0 ? sample_readers(seg, e) : rc;
+}
+
 void entry_open(struct entry *e, const char *name, int64_t timeout_ns) {
-  shl_segment *seg = NULL;
   e->name = name;
   e->format = e->meta_format = NULL;
   e->readers = NULL;
@@ -91,22 +172,11 @@ void entry_open(struct entry *e, const char *name, int64_t timeout_ns) {
   e->fps = e->changes_rate = -1;
   e->info = (shl_info)SHL_INFO_INIT;
   e->stream = (shl_stream_info)SHL_STREAM_INFO_INIT;
-  e->rc = open_any_owner(&seg, name, timeout_ns);
-  if (e->rc == 0) e->rc = shl_get_info(seg, &e->info);
-  if (e->rc == 0) {
-    shl_get_layout(seg, &e->layout);
-    e->layout.format = e->format = strdup(e->layout.format);
-    if (!e->format) e->rc = -ENOMEM;
-  }
+  e->rc = look_at(name, timeout_ns, entry_look, e);
   if (e->rc == 0) {
     e->owner_named = user_name(e->info.uid, e->owner, sizeof e->owner);
     if (!e->owner_named) snprintf(e->owner, sizeof e->owner, "%" PRIu32, e->info.uid);
   }
-  /* A stream whose control area does not check out is as broken as a bad header. */
-  if (is_stream(e)) e->rc = sample_stream(seg, &e->stream, &e->sampled_ns);
-  if (is_stream(e) && e->stream.meta_size) e->rc = copy_meta_format(seg, &e->meta_format);
-  if (is_stream(e) && e->rc == 0) e->rc = sample_readers(seg, e);
-  shl_close(seg);
 }
 
 void entry_free(struct entry *e) {
@@ -115,19 +185,27 @@ void entry_free(struct entry *e) {
   free(e->readers);
 }
 
-/* A second look at an entry's stream, by name: the same stream only (a new
- * one made under the name since has other creation stamps). */
-static int resample_stream(const struct entry *e, shl_stream_info *out, uint64_t *when) {
-  shl_segment *seg;
+/* A second look at an entry's stream: the same stream only (a new one made
+ * under the name since has other creation stamps). */
+struct resample {
+  const struct entry *e;
+  shl_stream_info *out;
+  uint64_t *when;
+};
+
+static int resample_look(shl_segment *seg, void *arg) {
+  const struct resample *r = arg;
   shl_info now = SHL_INFO_INIT;
-  int rc = open_any_owner(&seg, e->name, 0);
-  if (rc < 0) return rc;
-  rc = shl_get_info(seg, &now);
-  if (rc == 0 && (now.created_ns != e->info.created_ns || now.creator_pid != e->info.creator_pid))
+  int rc = shl_get_info(seg, &now);
+  if (rc == 0 &&
+      (now.created_ns != r->e->info.created_ns || now.creator_pid != r->e->info.creator_pid))
     rc = -ESTALE;
-  if (rc == 0) rc = sample_stream(seg, out, when);
-  shl_close(seg);
-  return rc;
+  return rc == 0 ? sample_stream(seg, r->out, r->when) : rc;
+}
+
+static int resample_stream(const struct entry *e, shl_stream_info *out, uint64_t *when) {
+  struct resample r = {e, out, when};
+  return look_at(e->name, 0, resample_look, &r);
 }
 
 enum { RATE_WINDOW_NS = 200000000 };

@@ -30,6 +30,27 @@ static bool may_remove(const char *path, const struct stat *seen) {
   return same;
 }
 
+/* Why a ready segment may be removed (look_at's look), or NULL to keep it. */
+struct judged {
+  const struct gc_opts *o;
+  const char *why;
+};
+
+static int judge(shl_segment *seg, void *arg) {
+  struct judged *j = arg;
+  shl_info info = SHL_INFO_INIT;
+  if (shl_get_info(seg, &info) < 0) return 0;
+  if (info.kind == SHL_KIND_STREAM) {
+    shl_stream_info s = SHL_STREAM_INFO_INIT;
+    /* writer_alive and readers_alive count "cannot tell" as alive. */
+    if (shl_stream_get_info(seg, &s) == 0 && s.writer_alive == 0 && s.readers_alive == 0)
+      j->why = s.writer_pid ? "stream: writer dead, no reader" : "stream: no writer, no reader";
+  } else if (j->o->all_dead && info.creator_alive == 0) {
+    j->why = "creator dead (--all-dead)";
+  }
+  return 0;
+}
+
 /* Why `name`, the object open as fd at path, may be removed, or NULL to keep it. */
 static const char *gc_verdict(const char *name, const char *path, const struct gc_opts *o, int fd) {
   struct stat seen;
@@ -38,8 +59,8 @@ static const char *gc_verdict(const char *name, const char *path, const struct g
    * Another user's may look abandoned while they use it as they see fit, and
    * the sticky /dev/shm would refuse the unlink anyway. */
   if (!may_remove(path, &seen)) return NULL;
-  shl_segment *seg;
-  int rc = open_any_owner(&seg, name, 0);
+  struct judged j = {o, NULL};
+  int rc = look_at(name, 0, judge, &j);
   if (rc == SHL_E_NOT_READY) {
     /* Not ready, yet not SHL_E_CREATOR_DEAD: its creator holds the creator
      * role lock (alive: reserving a large payload, or stopped), or it cannot
@@ -54,21 +75,8 @@ static const char *gc_verdict(const char *name, const char *path, const struct g
   }
   /* Its creator's role lock is free: the creator is gone, whatever namespace it ran in. */
   if (rc == SHL_E_CREATOR_DEAD) return "creator died before it was ready";
-  if (rc < 0) return NULL; /* gone, foreign, corrupt, or not ours to read: not gc's call */
-  const char *why = NULL;
-  shl_info info = SHL_INFO_INIT;
-  if (shl_get_info(seg, &info) == 0) {
-    if (info.kind == SHL_KIND_STREAM) {
-      shl_stream_info s = SHL_STREAM_INFO_INIT;
-      /* writer_alive and readers_alive count "cannot tell" as alive. */
-      if (shl_stream_get_info(seg, &s) == 0 && s.writer_alive == 0 && s.readers_alive == 0)
-        why = s.writer_pid ? "stream: writer dead, no reader" : "stream: no writer, no reader";
-    } else if (o->all_dead && info.creator_alive == 0) {
-      why = "creator dead (--all-dead)";
-    }
-  }
-  shl_close(seg);
-  return why;
+  /* Else gone, foreign, corrupt, cut short or not ours to read: not gc's call. */
+  return rc < 0 ? NULL : j.why;
 }
 
 /* 0 removed (or gone already: another gc got there), 1 kept, < 0 error. */
