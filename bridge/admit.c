@@ -65,22 +65,27 @@ const char *zap_parse(const void *const *parts, const size_t *sizes, int n,
 }
 
 /* Whether process `pid` (as this namespace numbers it; 0: not known) has
- * group `group` among its supplementary groups (/proc/PID/status). */
+ * group `group` among its supplementary groups (/proc/PID/status). The
+ * Groups line is read whole: with thousands of groups it runs to hundreds
+ * of KiB, and a piece of it would miss groups or cut a number in two. */
 static bool in_group(int32_t pid, uint32_t group) {
-  char path[48], line[1024];
+  char path[48], *line = NULL;
+  size_t cap = 0;
   if (pid <= 0) return false;
   snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
   FILE *f = fopen(path, "r");
   if (!f) return false;
   bool found = false;
-  while (!found && fgets(line, sizeof line, f)) {
+  while (!found && getline(&line, &cap, f) > 0) {
     if (strncmp(line, "Groups:", 7) != 0) continue;
     for (char *p = line + 7, *end; !found; p = end) {
       unsigned long g = strtoul(p, &end, 10);
       if (end == p) break;
       found = g == group;
     }
+    break;
   }
+  free(line);
   fclose(f);
   return found;
 }

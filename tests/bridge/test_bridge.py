@@ -516,6 +516,37 @@ def test_users(ns=(None, None), what="users"):
         shutil.rmtree(d)
 
 
+def test_groups():
+    """Over ipc a member of a 0660 stream's group by a supplementary group is
+    admitted by the whole Groups line of /proc/PID/status (a user may be in
+    thousands of groups) and by whole numbers only. The sender read it 1023
+    characters at a time: a group past them was missed, and one cut there
+    (600771 read as 60077) was taken for the stream's group."""
+    if not can_be_nobody():
+        print("skip groups: needs root and setpriv (to run as nobody)")
+        return
+    a = names("gr")[0]
+    ep = ipc("groups")
+    w = start([PEER, "write", a, "0", "50", "32,24,3", "660"])
+    wait_for(shm(a))
+    os.chown(shm(a), -1, 60077)
+    s = start([BRIDGE, "send", a, ep], umask=0)
+    # Sorted as the kernel prints them: "Groups:\t" and 252 groups fill 1018
+    # characters, so 600771 is cut after "60077"; the far list puts 60077
+    # past 1200.
+    cut = list(range(100, 350)) + [1000, 1001, 600771]
+    far = list(range(100, 400)) + [60077]
+    time.sleep(0.3)
+    joiners = [start(NOBODY[:3] + ["--groups=" + ",".join(map(str, g)), PEER, "join", ep, "1.2"])
+               for g in (cut, far)]
+    got_cut, got_far = (samples(j)[0]["messages"] for j in joiners)
+    stop(s), stop(w)
+    check(got_cut == 0, "groups: a group whose number starts with the stream's admits no one "
+          "(%d messages)" % got_cut)
+    check(got_far > 5, "groups: a member by its 301st supplementary group is served (%d messages)"
+          % got_far)
+
+
 def planted_sender(ns, what):
     """The other way round: nobody plants a socket where root's receiver
     connects, and serves a stream of its own there. root's bridge recv
@@ -1035,6 +1066,7 @@ def main():
             test_zstd()
             test_jpeg()
             test_users()
+            test_groups()
             test_late()
             test_idle()
             test_files()
