@@ -110,10 +110,37 @@ int endpoint_parse(const char *text, bool bind, struct endpoint *ep) {
 
 /* ---------------------------------------------------------------- keys */
 
-/* "public = <Z85>" and "secret = <Z85>" lines, as keygen writes them. */
+/* A key pair's file must be ours and closed to others, as keygen makes it:
+ * one others may read gives them our secret, one another user owns (planted)
+ * is theirs. 0, or -EKEYREJECTED (said here). */
+static int key_private(FILE *f, const char *path) {
+  struct stat st;
+  if (fstat(fileno(f), &st) != 0) return -errno;
+  if (st.st_uid != geteuid()) {
+    logf_("--key %s: owned by uid %u, not by us (uid %u): another user may have put it there, "
+          "and knows its secret; use a key pair of our own ('shmlane bridge keygen')",
+          path, (unsigned)st.st_uid, (unsigned)geteuid());
+    return -EKEYREJECTED;
+  }
+  if (st.st_mode & 077) {
+    logf_("--key %s: other users may read or change this secret key (mode %03o): chmod 600 %s, "
+          "and make a new key pair if they may have read it",
+          path, (unsigned)(st.st_mode & 0777), path);
+    return -EKEYREJECTED;
+  }
+  return 0;
+}
+
+/* "public = <Z85>" and "secret = <Z85>" lines, as keygen writes them; a
+ * secret only from a private file (key_private). */
 static int read_key_file(const char *path, char public_key[41], char secret_key[41]) {
   FILE *f = fopen(path, "r");
   if (!f) return -errno;
+  int rc = secret_key ? key_private(f, path) : 0;
+  if (rc) {
+    fclose(f);
+    return rc;
+  }
   char line[256];
   bool got_public = false, got_secret = false;
   while (fgets(line, sizeof line, f)) {
@@ -167,6 +194,7 @@ int keygen(const char *prefix) {
 }
 
 static int key_failed(const char *what, const char *path, int rc) {
+  if (rc == -EKEYREJECTED) return EXIT_USAGE; /* key_private said why */
   logf_("cannot read %s %s: %s", what, path,
         rc == -EINVAL ? "no 'public' (and, for a key pair, 'secret') line; 'shmlane bridge "
                         "keygen' makes them"

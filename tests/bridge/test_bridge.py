@@ -314,6 +314,36 @@ def test_keys(host="127.0.0.1", ns=(None, None)):
         shutil.rmtree(d)
 
 
+def test_key_files():
+    """A key pair's file that other users may read, or that another user
+    owns (planted: its secret is theirs), is refused by both sides, exit 2,
+    with what to do; its public half may be anyone's."""
+    d = tempfile.mkdtemp()
+    try:
+        key = keygen(d, "k") + ".key"
+        ep = "tcp://127.0.0.1:%d" % (PORT + 13)
+        sides = (["send", TAG + "kf", ep, "--key", key],
+                 ["recv", ep, TAG + "kf", "--key", key, "--server-key", key[:-4] + ".pub"])
+        for mode, owner, says in ((0o640, -1, "chmod 600 " + key), (0o604, -1, "chmod 600 " + key),
+                                  (0o600, 65534, "owned by uid 65534")):
+            if owner != -1 and os.geteuid() != 0:
+                continue
+            os.chmod(key, mode)
+            os.chown(key, owner, -1)
+            for side in sides:
+                rc, err = run([BRIDGE, *side, "--seconds", "0.2"])
+                check(rc == 2 and says in err, "key file of mode %o%s refused by %s: exit 2, '%s'"
+                      % (mode, " owned by nobody" if owner != -1 else "", side[0], says)
+                      + ("" if rc == 2 else " (exit %d)" % rc))
+        os.chown(key, os.geteuid(), -1)
+        os.chmod(key[:-4] + ".pub", 0o644)
+        os.chown(key[:-4] + ".pub", 65534, -1) if os.geteuid() == 0 else None
+        rc, err = run([BRIDGE, *sides[1], "--seconds", "0.2"])
+        check(rc == 0, "a 0600 key file of ours and anyone's public key are taken (exit %d)" % rc)
+    finally:
+        shutil.rmtree(d)
+
+
 def test_rules():
     """Endpoints and the security rule: what a new user types, and the
     messages they get (docs/bridge.md, Security)."""
@@ -1063,6 +1093,7 @@ def main():
             test_lost()
             test_rules()
             test_keys()
+            test_key_files()
             test_zstd()
             test_jpeg()
             test_users()
