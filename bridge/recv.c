@@ -88,6 +88,31 @@ static void report_busy(struct receiver *r) {
               r->name, (int)info.writer_pid);
 }
 
+/* The name holds what we may never write: another user's object (planted
+ * before us, or theirs), or a segment of ours that is no stream. */
+static void report_taken(struct receiver *r, int rc) {
+  shl_open_opts oo = SHL_OPEN_OPTS_INIT;
+  oo.flags = SHL_OPEN_READONLY;
+  oo.owner = SHL_OWNER_ANY;
+  oo.timeout_ns = 0;
+  shl_segment *seg;
+  shl_info info = SHL_INFO_INIT;
+  bool known = shl_open_ex(&seg, r->name, &oo) == 0 && shl_get_info(seg, &info) == 0;
+  if (known) shl_close(seg);
+  if (rc == SHL_E_BAD_KIND)
+    logf_("%s: cannot write the local stream: the name holds %s, not a stream: give this "
+          "receiver another LOCAL_NAME, or remove it ('shmlane rm %s')",
+          r->name, info.kind == SHL_KIND_ARRAY ? "an array segment" : "a struct segment", r->name);
+  else if (known)
+    logf_("%s: cannot write the local stream: the name is another user's (uid %u): give this "
+          "receiver another LOCAL_NAME",
+          r->name, (unsigned)info.uid);
+  else
+    logf_("%s: cannot write the local stream: %s (another user's object?): give this receiver "
+          "another LOCAL_NAME",
+          r->name, shl_strerror(rc));
+}
+
 /* The local stream, in the sender's layout: created, taken over, or made to
  * replace one of another layout (its readers follow; a layout change while
  * we write replaces our own stream, so they never find the writer gone). */
@@ -112,6 +137,11 @@ static int open_writer(struct receiver *r) {
   }
   if (rc == -EBUSY) {
     report_busy(r);
+    return rc;
+  }
+  if (rc == SHL_E_FOREIGN_OWNER || rc == -EACCES || rc == SHL_E_BAD_KIND) {
+    report_taken(r, rc); /* for good: no frame will change that */
+    r->status = EXIT_RUNTIME;
     return rc;
   }
   if (rc < 0) {

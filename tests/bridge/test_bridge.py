@@ -746,6 +746,33 @@ def test_left_stream(pair=None):
     stop(s)
 
 
+def test_squatted():
+    """The local name taken for good: by another user's stream (planted
+    first), or by an array segment of ours. bridge recv says so, naming the
+    owner, and exits 1 at the first frame; it went on refused, logging once
+    a second, for as long as it ran."""
+    if not can_be_nobody():
+        print("skip squatted: needs root and setpriv (to run as nobody)")
+        return
+    a, b = names("sq")
+    ep = ipc("squat")
+    w = start([PEER, "write", a, "0", "50"])
+    squat = start(NOBODY + [PEER, "write", b, "0", "5"])
+    wait_for(shm(b))
+    made = run([CLI, "create", b + "r", "--format", "B", "--shape", "4"])[0] == 0
+    s = start([BRIDGE, "send", a, ep, "--quiet"])
+    rs = [start([BRIDGE, "recv", ep, name, "--seconds", "4"]) for name in (b, b + "r")]
+    t0 = time.time()
+    (err, err2), took = [stop(r, sig=0, timeout=6) for r in rs], time.time() - t0
+    stop(s), stop(w), stop(squat)
+    check(rs[0].returncode == 1 and "uid 65534" in err and "LOCAL_NAME" in err and took < 3,
+          "a stream name squatted by another user: recv exits 1 (%s, %.1f s), naming its owner%s"
+          % (rs[0].returncode, took, "" if "uid 65534" in err else ":\n" + err[-600:]))
+    check(made and rs[1].returncode == 1 and "not a stream" in err2,
+          "a name holding an array segment: recv exits 1, saying it is no stream")
+    check(os.stat(shm(b)).st_uid == 65534, "the squatter's stream is left as it was")
+
+
 def test_late():
     """A receiver that joins after 100 frames counts none of them lost."""
     a, b = names("t")
@@ -1099,6 +1126,7 @@ def main():
             test_users()
             test_groups()
             test_late()
+            test_squatted()
             test_idle()
             test_files()
             test_endless()
