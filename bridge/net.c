@@ -254,9 +254,17 @@ static void raise_file_limit(void) {
   }
 }
 
+/* Time after which data the receiver sent (its JOINs, every second) and
+ * the sender never acknowledged ends a TCP connection: a dead link. */
+#define RECV_TCP_MAXRT_MS 5000
+
 /* CURVE keys (both sides), admission by our ZAP handler (the sender),
- * bounded queues and messages, quick reconnects, heartbeats that notice a
- * dead link within seconds. */
+ * bounded queues and messages, quick reconnects, a dead link noticed within
+ * seconds. ZeroMQ's heartbeat times out a peer from which no whole message
+ * came for its timeout, however fast bytes come: on a slow link one frame
+ * may take longer than that. So only the sender uses it (its receivers'
+ * JOINs are small and come every second) and asks receivers for no time
+ * limit (no TTL); a receiver relies on TCP's limit on unacknowledged data. */
 int setup_socket(void *sock, const struct bridge_opts *o, bool server) {
   char pub[41], sec[41], server_pub[41];
   int rc;
@@ -264,9 +272,10 @@ int setup_socket(void *sock, const struct bridge_opts *o, bool server) {
   set_int(sock, server ? ZMQ_SNDHWM : ZMQ_RCVHWM, o->hwm);
   set_int(sock, ZMQ_RECONNECT_IVL, 100);
   set_int(sock, ZMQ_RECONNECT_IVL_MAX, 1000);
-  set_int(sock, ZMQ_HEARTBEAT_IVL, 1000);
+  set_int(sock, ZMQ_HEARTBEAT_IVL, server ? 1000 : 0);
   set_int(sock, ZMQ_HEARTBEAT_TIMEOUT, 3000);
-  set_int(sock, ZMQ_HEARTBEAT_TTL, 3000);
+  set_int(sock, ZMQ_HEARTBEAT_TTL, 0);
+  if (!server) set_int(sock, ZMQ_TCP_MAXRT, RECV_TCP_MAXRT_MS);
   if (o->ep.ipv6) set_int(sock, ZMQ_IPV6, 1);
   int64_t maxsize = server ? SEND_MAX_MESSAGE : RECV_MAX_MESSAGE;
   zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &maxsize, sizeof maxsize);

@@ -1080,6 +1080,41 @@ def test_netns(pair):
     faults(pair)
 
 
+def test_slow_link():
+    """A link alive but slow, where one frame takes longer than ZeroMQ's
+    heartbeat timeout (3 s) to cross: 576,000-byte frames at 1 Mbit/s, 4.6 s
+    each (tbf on host A's end of a veth pair of its own). The first frame
+    arrives, and the receiver stays connected; it was cut off by the
+    heartbeat mid-frame, every 4 s, and got none. Runs beside the other
+    two-host tests (its own namespaces, mostly waiting)."""
+    pair = netns.setup(TAG[-5:] + "s")
+    if isinstance(pair, str):
+        print("skip slow link: " + pair)
+        return
+    try:
+        r = subprocess.run(pair.exec_args(pair.a) + [
+            "tc", "qdisc", "replace", "dev", pair.dev_a, "root", "tbf", "rate", "1mbit", "burst",
+            "32kb", "latency", "400ms"], capture_output=True, text=True)
+        if r.returncode != 0:
+            print("skip slow link: tc tbf: " + r.stderr.strip())
+            return
+        x, y = names("sl")
+        ep = "tcp://%s:%d" % (netns.ADDR_A, PORT)
+        w = start([PEER, "write", x, "0", "2", "300,640,3"])
+        s, r = bridge_pair(x, y, ep, ["--insecure", "--hwm", "1"], ["--insecure"],
+                           ns=(pair.a, pair.b))
+        t0 = time.time()
+        arrived = wait_for(shm(y), timeout=8)
+        took = time.time() - t0
+        serr = stop(s)  # first: the receiver's stop would be a receiver that left
+        stop(r), stop(w)
+        check(arrived and "left" not in serr,
+              "slow link (4.6 s a frame): the first frame arrives (%s after %.1f s), the receiver "
+              "never cut off%s" % (arrived, took, "" if "left" not in serr else ":\n" + serr[-600:]))
+    finally:
+        netns.cleanup(pair)
+
+
 def faults(pair=None):
     """The hostile receiver and the faults: across the namespaces where they
     can be made (make test), else over ipc."""
@@ -1134,6 +1169,8 @@ def main():
             test_hoarded()
             test_meta_switched()
         if PART in ("all", "2"):
+            slow = threading.Thread(target=test_slow_link)
+            slow.start()
             pair = netns.setup(TAG[-6:])
             if isinstance(pair, str):
                 print("skip two-host tests (network namespaces): " + pair)
@@ -1143,6 +1180,7 @@ def main():
                     test_netns(pair)
                 finally:
                     netns.cleanup(pair)
+            slow.join()
     finally:
         for p in procs:
             if p.poll() is None:
