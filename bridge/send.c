@@ -75,6 +75,7 @@ struct sender {
   uint64_t next_layout_along, next_allowed_ns;
   uint64_t last_err_ns, last_auth_ns, last_zap_ns, last_peer_ns;
   bool said_waiting;
+  bool uncarried; /* the stream's layout now cannot be carried: its frames are not sent */
   /* Counters, since start and at the last statistics line. */
   uint64_t frames, bytes, lost, skipped, dropped, copied, bad;
   uint64_t last_frames, last_bytes, last_stats_ns;
@@ -299,12 +300,13 @@ static void update_access(struct sender *s) {
   s->status = open_sock(s);
 }
 
-/* The layout of the stream the reader is on now; a new generation. */
+/* The layout of the stream the reader is on now; a new generation. One that
+ * cannot be carried leaves the one told before. */
 static int describe_stream(struct sender *s) {
   shl_segment *seg = shl_reader_segment(s->reader);
   shl_layout layout;
   shl_stream_info info = SHL_STREAM_INFO_INIT;
-  struct wire_layout *l = &s->layout;
+  struct wire_layout told, *l = &told;
   int rc = shl_stream_get_info(seg, &info);
   if (rc < 0) return rc;
   shl_get_layout(seg, &layout);
@@ -322,11 +324,18 @@ static int describe_stream(struct sender *s) {
   memcpy(l->shape, layout.shape, sizeof l->shape);
   memcpy(l->strides, layout.strides, sizeof l->strides);
   l->frame_bytes = wire_frame_bytes(&layout);
-  if (!l->frame_bytes || l->frame_bytes > info.slot_stride) {
-    logf_("%s: frames of this layout cannot be carried (empty or negative strides)", s->o->name);
-    return -EINVAL;
+  bool big_meta = l->meta_size > WIRE_MAX_META; /* a frame's header could not hold it */
+  if (!l->frame_bytes || l->frame_bytes > info.slot_stride || big_meta) {
+    logf_("%s: %s cannot be carried%s", s->o->name,
+          big_meta ? "metadata records over 65536 bytes"
+                   : "frames of this layout (empty or negative strides)",
+          s->pre.gen ? ": its frames are not sent" : "");
+    if (s->pre.gen || !big_meta) return -EINVAL;
+    s->status = EXIT_USAGE; /* the first layout: nothing will ever go */
+    return 0;
   }
   l->state = WIRE_LIVE;
+  s->layout = told, l = &s->layout;
   char ftext[256], mtext[512]; /* "" (no metadata) is printed as it is */
   if (codec_plan(s->codec, l, &s->plan, mtext, sizeof mtext) < 0) { /* --jpeg, and no image */
     bool refuse = !s->pre.gen && !s->o->codec.zstd_level; /* the first layout: a usage error */
@@ -631,7 +640,8 @@ static void pump(struct sender *s) {
   p->pinned = false;
   atomic_store(&p->refs, 1);
   bool send = true;
-  if ((p->sample.flags & SHL_SAMPLE_NEW_STREAM) && describe_stream(s) < 0) send = false;
+  if (p->sample.flags & SHL_SAMPLE_NEW_STREAM) s->uncarried = describe_stream(s) < 0;
+  if (s->uncarried) send = false;
   set_state(s, WIRE_LIVE);
   s->lost += p->sample.lost;
   uint64_t now = now_ns();

@@ -151,3 +151,21 @@ def test_char_arrays_cross_as_bytes(bridge: Callable[[], tuple]) -> None:
     sent, received = stop_bridge()
     assert "metadata T{<Q:frame:16s:source:}" in sent, sent
     assert "metadata T{<Q:frame:16s:source:}" in received, received
+
+
+def test_metadata_beyond_the_wire_is_refused(new_name: Callable[[], str], tmp_path) -> None:
+    """A metadata record larger than the wire carries (64 KiB): `bridge send`
+    says so and exits 2. It served such a stream as if all were well, and
+    every receiver dropped each message as bad."""
+    program = core_build() / "bridge" / "shmlane-bridge"
+    if not program.is_file():
+        pytest.skip("shmlane-bridge not built (needs libzmq: make deps)")
+    a = new_name()
+    w = shmlane.Writer(a, shape=(4,), dtype="u1", meta=np.dtype([("blob", "S70000")]))
+    try:
+        p = subprocess.run([str(program), "send", a, "ipc://%s/m.sock" % tmp_path, "--seconds",
+                            "2"], capture_output=True, text=True, timeout=10)
+    finally:
+        w.close()
+    assert p.returncode == 2, p.stderr
+    assert "metadata records over 65536 bytes cannot be carried" in p.stderr, p.stderr
