@@ -42,7 +42,8 @@
  *   - A segment handle (shl_segment) may be used by several threads at once:
  *     every call on it is thread-safe. shl_close() may run while other threads
  *     hold the segment's lock through the handle or are blocked in shl_lock,
- *     shl_trylock, shl_wait or shl_wait_ex on it (see shl_close); no other
+ *     shl_trylock, shl_wait or shl_wait_ex on it (see shl_close), and
+ *     shl_shutdown() while they are inside any call but shl_close; no other
  *     call may race with shl_close, and no call may start after it returned,
  *     except shl_unlock by a thread that holds the lock.
  *   - A stream handle (shl_writer, shl_reader) is single-threaded: calls on
@@ -388,6 +389,16 @@ SHL_API int shl_dup(shl_segment **out, const shl_segment *seg);
  * on the handle return SHL_E_CLOSED; the last one out frees. In a forked
  * child, closing an inherited handle changes nothing shared. */
 SHL_API void shl_close(shl_segment *seg);
+/* The first half of shl_close, as shutdown(2) is a socket's, for bindings
+ * whose views of the payload may outlive the handle's use: calls blocked in
+ * shl_wait/shl_wait_ex on the handle, in this process, return SHL_E_CLOSED
+ * within microseconds (those in shl_lock/shl_trylock within their 20 ms
+ * slice), and so does every such call made later; nothing shared changes.
+ * The mapping stays, and so do the calls that never block (payload,
+ * getters, shl_changes, shl_notify; shl_unlock by a thread holding the lock)
+ * until shl_close, which is still due. It may run while other threads are
+ * inside any call on the handle but shl_close. Accepts NULL. */
+SHL_API void shl_shutdown(shl_segment *seg);
 
 /* Remove a name. Processes that have it open keep their mapping. */
 SHL_API int shl_unlink(const char *name);
@@ -507,7 +518,7 @@ typedef struct shl_wait_opts {
 
 /* Wait until the change counter differs from `since`, or timeout. On success
  * stores the count seen in *out (may be NULL). -ETIMEDOUT on time-out;
- * SHL_E_CLOSED if another thread closed the handle meanwhile; -EINVAL for
+ * SHL_E_CLOSED if another thread closed (or shut down) the handle meanwhile; -EINVAL for
  * flags outside enum shl_wait_flags. Spurious wake-ups and (without
  * SHL_WAIT_INTERRUPTIBLE) signals never end it early. */
 SHL_API int shl_wait(shl_segment *seg, uint64_t since, int64_t timeout_ns, uint64_t *out);

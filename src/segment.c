@@ -538,6 +538,23 @@ int shl_dup(shl_segment **out, const shl_segment *seg) {
 #define CLOSE_WAKE_NS 1000000000
 #define CLOSE_WAKE_PAUSE_NS 50000
 
+/* Calls blocked in shl_wait see `closing` once woken (other processes'
+ * waiters take it as a spurious wake-up); a wake can land just before a
+ * waiter sleeps, so it is repeated until none is left (microseconds).
+ * Those in shl_lock see it within a slice. */
+static void shut(shl_segment *seg) {
+  atomic_store(&seg->closing, 1); /* seq_cst: pairs with the waiter's count, then check */
+  for (int64_t until = shl__monotonic_ns() + CLOSE_WAKE_NS;
+       shl__seg_sleepers(seg) && shl__monotonic_ns() < until;) {
+    shl__futex_wake_all(shl__changes_word(seg->hdr));
+    shl__sleep_ns(CLOSE_WAKE_PAUSE_NS);
+  }
+}
+
+void shl_shutdown(shl_segment *seg) {
+  if (seg) shut(seg);
+}
+
 void shl_close(shl_segment *seg) {
   if (!seg) return;
   /* A child's inherited handle never changes shared state: no unlink, and
@@ -556,15 +573,7 @@ void shl_close(shl_segment *seg) {
     /* Only if the name still refers to our object, not a replacement. */
     (void)unlink_if_same(pname, seg->fd);
   }
-  /* Calls blocked in shl_wait see `closing` once woken (other processes'
-   * waiters take it as a spurious wake-up); a wake can land just before a
-   * waiter sleeps, so it is repeated until none is left (microseconds).
-   * Those in shl_lock see it within a slice. */
-  for (int64_t until = shl__monotonic_ns() + CLOSE_WAKE_NS;
-       shl__seg_sleepers(seg) && shl__monotonic_ns() < until;) {
-    shl__futex_wake_all(shl__changes_word(seg->hdr));
-    shl__sleep_ns(CLOSE_WAKE_PAUSE_NS);
-  }
+  shut(seg);
   shl__seg_put(seg);
 }
 

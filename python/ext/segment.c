@@ -85,6 +85,9 @@ static PyObject *handle_close(Handle *h, PyObject *unused) {
    * One that has ended never unlocks: its pin goes, and the core's close
    * (once no view is left) marks the lock its holder's death. */
   h->base.closed = true;
+  /* Blocked waits (and locks, within their slice) return now, the mapping
+   * kept for the views: the core's close comes with the last pin. */
+  shl_shutdown(h->seg);
   if (holds_lock(h)) shl_unlock(h->seg);
   if (h->locked && (holds_lock(h) || h->lock_pid != getpid() || holder_gone(h))) forget_lock(h);
   release_if_done(&h->base);
@@ -204,9 +207,9 @@ static PyObject *handle_wait(Handle *h, PyObject *args) {
   struct wait_ctx w = {h->seg, since, 0, SHL_WAIT_OPTS_INIT};
   w.opts.flags = SHL_WAIT_INTERRUPTIBLE;
   w.opts.spin_ns = spin_ns;
-  /* In slices, as lock(): a close() from another thread ends it (the core's
-   * close, which would wake it, waits for the call to return). */
-  int rc = run_blocking(&h->base, wait_step, &w, timeout_ns, SLICE_NS, -ETIMEDOUT, -ETIMEDOUT);
+  /* In one piece (an idle wait makes no wake-up): a signal ends it, and
+   * handlers run; a close() from another thread ends it (shl_shutdown). */
+  int rc = run_blocking(&h->base, wait_step, &w, timeout_ns, 0, -ETIMEDOUT, -ETIMEDOUT);
   if (h->base.closed) return closed_meanwhile(&h->base);
   if (rc == PY_ERROR) return NULL;
   if (rc < 0) return set_error(state_of((PyObject *)h), rc, h->base.name, AT_USE);

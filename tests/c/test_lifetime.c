@@ -132,7 +132,9 @@ static void await_sleep(struct blocked *b) {
   T_CHECK(t_wait_in_futex(atomic_load(&b->tid), 5000));
 }
 
-static int close_wakes_blocked(void *name) {
+/* Closes seg, or with `shut` only shuts it down (shl_shutdown): the
+ * blocked calls return the same, but the mapping stays until shl_close. */
+static int wakes_blocked(const char *name, bool shut) {
   shl_segment *seg = make(name, 0), *keeper = reopen(name);
   T_REQUIRE(shl_lock(keeper, 0) == 0); /* so that the locker blocks */
   struct blocked locker = {seg, 0, 1}, waiter = {seg, 0, 1};
@@ -142,21 +144,42 @@ static int close_wakes_blocked(void *name) {
   await_sleep(&locker);
   await_sleep(&waiter);
   long long t0 = t_now_ns();
-  shl_close(seg);
+  (shut ? shl_shutdown : shl_close)(seg);
   pthread_join(tw, NULL);
+  T_CHECK(t_now_ns() - t0 < WAIT_NS / 5); /* woken, not found at a slice's end (none) */
   pthread_join(tl, NULL);
   T_EXPECT_RC(waiter.rc, SHL_E_CLOSED);
   T_EXPECT_RC(locker.rc, SHL_E_CLOSED);
   T_CHECK(t_now_ns() - t0 < WAIT_NS); /* generous: each returns within a slice */
+  if (shut) { /* later blocking calls end at once; the others work */
+    T_EXPECT_RC(shl_wait(seg, shl_changes(seg), -1, NULL), SHL_E_CLOSED);
+    T_EXPECT_RC(shl_trylock(seg), SHL_E_CLOSED);
+    ((volatile uint64_t *)shl_payload(seg))[1] = 7;
+    T_EXPECT_RC(shl_notify(seg, NULL), 0);
+    T_CHECK(shl_changes(keeper) == 1 && ((uint64_t *)shl_payload(keeper))[1] == 7);
+    shl_shutdown(seg); /* again: nothing more */
+    shl_close(seg);
+  }
+  shl_shutdown(NULL);
   T_EXPECT_RC(shl_unlock(keeper), 0);
   shl_close(keeper);
   return t_failures;
 }
 
+static int close_wakes_blocked(void *name) { return wakes_blocked(name, false); }
+static int shutdown_wakes_blocked(void *name) { return wakes_blocked(name, true); }
+
 /* In a child: before the fix, the blocked calls never returned. */
 static void test_close_wakes_blocked(void) {
   int rc;
   T_EXPECT_EXIT(t_child_run(close_wakes_blocked, (void *)parents_name("ltw"), 10, &rc), 0);
+  T_EXPECT_RC(rc, 0);
+}
+
+/* shl_shutdown, for bindings that cannot unmap yet (views outlive the call). */
+static void test_shutdown_wakes_blocked(void) {
+  int rc;
+  T_EXPECT_EXIT(t_child_run(shutdown_wakes_blocked, (void *)parents_name("lts"), 10, &rc), 0);
   T_EXPECT_RC(rc, 0);
 }
 
@@ -354,6 +377,7 @@ static void test_unlink_if_same(void) {
 int main(void) {
   test_close_under_holder();
   test_close_wakes_blocked();
+  test_shutdown_wakes_blocked();
   test_exit_holding_closed();
   test_fork();
   test_fork_while_waiting();

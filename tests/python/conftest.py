@@ -16,7 +16,7 @@ import tempfile
 import textwrap
 import threading
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Dict, Iterator, List, Sequence
+from typing import Any, Awaitable, Callable, Dict, Iterator, List, Optional, Sequence
 
 import pytest
 
@@ -209,6 +209,26 @@ def blocked_in_thread(call: Callable[..., Any], *args: Any, **kwargs: Any) -> tu
     assert ready.wait(10)
     assert blocked_in_futex(tid[0])
     return thread, result
+
+
+def sleeps(tid: Optional[int] = None) -> int:
+    """Times thread `tid` of this process (None: the calling thread) has gone
+    to sleep (its voluntary context switches)."""
+    path = "/proc/thread-self/status" if tid is None else f"/proc/self/task/{tid}/status"
+    with open(path) as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no voluntary_ctxt_switches in {path}")
+
+
+def wakeups_in(thread: threading.Thread, seconds: float) -> int:
+    """How many times `thread` went to sleep again during the next `seconds`:
+    0 or 1 for a thread asleep all along, one per slice for one that sleeps
+    in slices."""
+    before = sleeps(thread.native_id)
+    time.sleep(seconds)
+    return sleeps(thread.native_id) - before
 
 
 def wait_in_thread(seg: Any, **kwargs: Any) -> tuple:

@@ -28,6 +28,7 @@ from conftest import (
     fork_gets_fork_error,
     futex_waitv_expected,
     sleeping,
+    sleeps,
 )
 
 SHAPE = (4, 8, 3)  # rows of 24 bytes: three little-endian uint64 stamps each
@@ -120,15 +121,6 @@ with shmlane.Writer(sys.argv[1], shape=(8,), dtype="<u8") as writer:
 """
 
 
-def own_sleeps() -> int:
-    """Times the calling thread has gone to sleep (voluntary context switches)."""
-    with open("/proc/thread-self/status") as f:
-        for line in f:
-            if line.startswith("voluntary_ctxt_switches:"):
-                return int(line.split()[1])
-    raise AssertionError("no voluntary_ctxt_switches in /proc/thread-self/status")
-
-
 def test_frame_inside_the_spin_is_taken_without_sleeping(name):
     # The C test (test_stream.c, test_spin_taken) explains the trials. Here
     # the writer is another interpreter, so that no GIL hand-off puts this
@@ -147,11 +139,11 @@ def test_frame_inside_the_spin_is_taken_without_sleeping(name):
         spun = 0
         with shmlane.Reader(name, policy="all", spin=0.001, timeout=30) as reader:
             for seq in range(1, trials + 1):
-                before = own_sleeps()
+                before = sleeps()
                 peer.stdin.write("go\n")
                 peer.stdin.flush()
                 with reader.receive(timeout=30) as sample:
-                    spun += own_sleeps() == before
+                    spun += sleeps() == before
                     assert sample.seq == seq and (sample.array == seq).all()
                 assert peer.stdout.readline() == "published\n"
         assert spun >= needed, f"only {spun} of {trials} frames taken while spinning"
@@ -678,10 +670,10 @@ def test_idle_reader_makes_no_wake_up(stream, name):
     if not futex_waitv_expected():
         pytest.skip("readers sleep in slices without futex_waitv (Linux 5.16)")
     with shmlane.Reader(name) as reader:
-        before = own_sleeps()
+        before = sleeps()
         with pytest.raises(TimeoutError):
             reader.receive(timeout=1.5)
-        woke = own_sleeps() - before
+        woke = sleeps() - before
     assert woke <= 4, f"{woke} wake-ups in 1.5 s"
 
 
