@@ -23,6 +23,10 @@ static void end_loan(Loan *l, enum loan_state state) {
 static PyObject *writer_close(Writer *w, PyObject *unused) {
   (void)unused;
   if (w->base.closed) Py_RETURN_NONE;
+  /* A loan() waiting in another thread returns now, not at its slice's end
+   * (the core closes the writer once it has: the pin). Not in a replace(),
+   * which has the core writer (w->w NULL). */
+  if (busy_here(&w->base, w->loaning) && w->w) shl_writer_wake(w->w);
   if (w->loan) {
     shl_writer_discard(w->w);
     end_loan(w->loan, DISCARDED);
@@ -91,7 +95,9 @@ static int put_meta(Writer *w, PyObject *meta) {
  * released, Ctrl-C works) only while readers pin every free slot, or for
  * `all` readers on a blocking stream: most loans find a slot at once, with
  * no GIL hand-off. The core's result, PY_ERROR, or CLOSED_MEANWHILE (another
- * thread closed the writer; the slot, if any, is given back). */
+ * thread closed the writer, which woke the wait; the slot, if any, is given
+ * back). In slices, for Ctrl-C: a signal does not end the core's loan, which
+ * wakes as often anyway to see whether the readers that pin slots live. */
 static int loan_slot(Writer *w, int64_t timeout_ns, void **frame) {
   struct loan_ctx c = {w->w, NULL, 0};
   int rc = loan_step(&c, 0);
