@@ -3,6 +3,7 @@ cancelled one leaves for the reader's next receive (_stream.Reader)."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import os
@@ -17,14 +18,15 @@ class _Ticket:
     """One receive_async() call, as its slices see it. raw: the frame a
     slice took for it. claim["by"], set once (dict.setdefault is atomic):
     "slice" if the slice with the frame finished first (the frame is the
-    task's), "cancel" if the task stopped waiting first (the reader keeps
-    the frame)."""
+    task's), "cancel" if the task stopped waiting first, or its event loop
+    was closed (the task never runs again): the reader keeps the frame."""
 
-    __slots__ = ("claim", "raw")
+    __slots__ = ("claim", "raw", "loop")
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.claim: dict = {}
         self.raw: Optional[_shmlane.Sample] = None
+        self.loop = loop
 
 
 class Handover:
@@ -43,7 +45,7 @@ class Handover:
     async def receive(self, timeout: Optional[float]) -> _shmlane.Sample:
         """The next frame, received in slices; if the task is cancelled (or
         fails) once a slice took one, that frame is kept."""
-        ticket = _Ticket()
+        ticket = _Ticket(asyncio.get_running_loop())
         try:
             await in_slices(lambda seconds: self._run_slice(ticket, seconds), timeout)
         except BaseException:
@@ -70,7 +72,8 @@ class Handover:
             finally:
                 self._slice = None
         ticket.raw = raw
-        if ticket.claim.setdefault("by", "slice") != "slice":  # its task stopped waiting
+        by = "cancel" if ticket.loop.is_closed() else "slice"
+        if ticket.claim.setdefault("by", by) != "slice":  # its task stopped waiting
             ticket.raw = None
             self.keep(raw)
 

@@ -650,6 +650,26 @@ def test_a_forked_child_gets_no_frame_a_cancelled_receive_async_left(stream, nam
             assert sample.seq == 1
 
 
+def test_a_frame_taken_after_the_event_loop_closed_goes_to_the_next_receive(stream, name):
+    """An event loop closed (not by asyncio.run, which cancels its tasks)
+    while a receive_async() waits: the task never runs again, so the frame
+    its slice takes then is kept for the reader's next receive. Before, the
+    pending task held it, pinned, until it was garbage-collected."""
+    with shmlane.Reader(name, policy="all") as reader:
+        loop = asyncio.new_event_loop()
+        task = loop.create_task(reader.receive_async())
+        loop.run_until_complete(asyncio.sleep(0.02))  # its slice waits for a frame
+        loop.close()
+        publish(stream)
+        time.sleep(0.1)  # the slice took it, and ended
+        with reader.receive(timeout=0.5) as sample:
+            assert sample.seq == 1
+        assert not task.done()
+        del task
+        gc.collect()
+        assert stream.info().reader_entries[0].pinned == 0
+
+
 def mapped_ranges(name: str) -> list:
     """This process's mappings of stream `name`: (start, end, permissions)."""
     ranges = []
