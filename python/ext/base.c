@@ -64,7 +64,8 @@ int timeout_converter(PyObject *obj, void *out) {
  * slice_ns > 0 each call gets at most that long, for calls that signals do
  * not interrupt. Between calls, signal handlers run: an exception from one
  * (Ctrl-C) ends the loop with PY_ERROR; otherwise the wait goes on with the
- * time left. `pin` (NULL when there is no object yet) stays alive during
+ * time left, unless pin's stop hook says to end it (then `expired`, also
+ * before the first call). `pin` (NULL when there is no object yet) stays alive during
  * each call, and its idle hook runs after it; if another thread closes it
  * meanwhile, the loop ends with the last result and the caller must check
  * pin->closed. */
@@ -77,6 +78,7 @@ int run_blocking(Base *pin, step_fn step, void *ctx, int64_t timeout_ns, int64_t
       if (!first) return expired;
       left = 0;
     }
+    if (pin && pin->stop && pin->stop(pin)) return expired;
     int64_t t = slice_ns > 0 && (left < 0 || left > slice_ns) ? slice_ns : left;
     if (pin) pin->pins++, pin->running++;
     PyThreadState *gil = PyEval_SaveThread();
@@ -105,6 +107,7 @@ static bool contiguous(const Layout *l, bool fortran) {
 int base_init(Base *b, const shl_segment *seg, const char *what, void (*drop)(Base *)) {
   b->drop = drop; /* first: dealloc drops the core object on any failure below */
   b->idle = NULL;
+  b->stop = NULL;
   b->what = what;
   b->closed = false;
   b->pid = (long)getpid();

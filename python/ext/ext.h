@@ -71,6 +71,7 @@ struct Base {
   PyObject ob_base;         /* PyObject_HEAD, spelled out for clang-format */
   void (*drop)(Base *self); /* frees the core object; idempotent */
   void (*idle)(Base *self); /* optional: work deferred while a call ran without the GIL */
+  bool (*stop)(Base *self); /* optional: true once a blocking call is to end (its time-out) */
   const char *what;         /* "segment", "stream writer", "stream reader" */
   bool closed;
   long pid; /* of the process that opened it: another one inherited it by fork() */
@@ -128,6 +129,9 @@ typedef struct {
   Base base;
   shl_reader *r;  /* NULL once released */
   bool receiving; /* a receive() call is in progress */
+  /* receive_slice()'s claim (a dict, borrowed while it runs): the call
+   * ends, nothing received, once the dict has a key "by" (interrupt()). */
+  PyObject *stop_claim;
   uint32_t held;  /* samples pinned */
   uint32_t spin_ns;
   StreamLayout *layouts; /* the stream read now first, then those left */

@@ -41,6 +41,12 @@ static void reader_idle(Base *b) {
     (void)shl_reader_release(r->r, &r->deferred[--r->ndeferred]); /* ours: cannot fail */
 }
 
+/* receive_slice()'s caller has given up: its claim has a taker. */
+static bool reader_stop(Base *b) {
+  PyObject *claim = ((Reader *)b)->stop_claim;
+  return claim && PyDict_GetItemString(claim, "by") != NULL;
+}
+
 /* The layout of the stream the reader reads now, kept in r->layouts.
  * 0, a core code, or PY_ERROR. */
 static int reader_set_layout(Reader *r) {
@@ -206,6 +212,30 @@ static PyObject *receive(Reader *r, PyObject *arg, uint32_t flags, bool ready) {
 }
 
 static PyObject *reader_receive(Reader *r, PyObject *arg) { return receive(r, arg, 0, false); }
+
+/* receive_slice(timeout, claim): receive() for one call of receive_async(),
+ * which may give up from another thread: once it has set claim["by"] (and
+ * called interrupt()), the receive ends at once with TimeoutError, having
+ * received nothing, or had received before; also if it was set before
+ * this call began (interrupt() found no receive to wake). */
+static PyObject *reader_receive_slice(Reader *r, PyObject *args) {
+  PyObject *timeout, *claim;
+  if (!PyArg_ParseTuple(args, "OO!:receive_slice", &timeout, &PyDict_Type, &claim) ||
+      !reader_ready(r))
+    return NULL;
+  r->stop_claim = claim; /* no other receive runs: reader_ready */
+  PyObject *out = receive(r, timeout, 0, false);
+  r->stop_claim = NULL;
+  return out;
+}
+
+/* interrupt(): wakes the receive in progress in another thread, which then
+ * looks at its receive_slice() claim (and otherwise waits on). */
+static PyObject *reader_interrupt(Reader *r, PyObject *unused) {
+  (void)unused;
+  if (busy_here(&r->base, r->receiving) && !r->base.closed) shl_reader_wake(r->r);
+  Py_RETURN_NONE;
+}
 
 /* receive_ready(timeout): receive(), handing out the object prepared for
  * the frame's slot (ready()) in place of a new Sample when there is one. */
@@ -393,6 +423,11 @@ static PyMethodDef reader_methods[] = {
      "Leave the stream once no sample is pinned any more."},
     {"receive", (PyCFunction)reader_receive, METH_O,
      "receive(timeout) -> Sample. Blocks with the GIL released; Ctrl-C interrupts."},
+    {"receive_slice", (PyCFunction)reader_receive_slice, METH_VARARGS,
+     "receive_slice(timeout, claim) -> Sample: receive() that ends (TimeoutError) once claim (a "
+     "dict) has a key 'by' and interrupt() is called."},
+    {"interrupt", (PyCFunction)reader_interrupt, METH_NOARGS,
+     "Wake the receive in progress in another thread (its receive_slice() claim decides)."},
     {"receive_due", (PyCFunction)reader_receive_due, METH_O,
      "receive_due(timeout) -> Sample; when spin_ns is SPIN_AUTO and the next frame is due, at "
      "once a stand-in (not pinned; exports zero frames) to warm up on, then receive()."},
@@ -508,6 +543,7 @@ PyObject *mod_reader_open(PyObject *mod, PyObject *args) {
   }
   r->r = o.r;
   r->receiving = false;
+  r->stop_claim = NULL;
   r->held = 0;
   r->spin_ns = 0;
   r->ndeferred = 0;
@@ -521,6 +557,7 @@ PyObject *mod_reader_open(PyObject *mod, PyObject *args) {
   }
   rc = base_init(&r->base, shl_reader_segment(o.r), "stream reader", reader_drop);
   r->base.idle = reader_idle;
+  r->base.stop = reader_stop;
   if (rc == 0) rc = reader_set_layout(r);
   if (rc < 0) {
     Py_DECREF(r);

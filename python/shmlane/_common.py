@@ -16,6 +16,10 @@ T = TypeVar("T")
 
 # How long an asyncio cancellation may wait for the thread running a blocking call.
 ASYNC_SLICE = 0.05
+# The same for a receive, which the cancellation wakes: only a task whose
+# event loop was closed under it (never cancelled) leaves its thread waiting
+# that long, and an idle receive_async() wakes once per slice.
+RECEIVE_SLICE = 1.0
 SPIN_MAX = _shmlane.SPIN_MAX_NS / 1e9  # seconds; the core caps a wait's spin there
 # The core's answers to "is it alive?" (1, 0, -1: cannot tell) as True, False, None.
 ALIVE = {1: True, 0: False}
@@ -77,16 +81,18 @@ def shape_tuple(shape: ShapeLike, what: str) -> Tuple[int, ...]:
     return sizes
 
 
-async def in_slices(call: Callable[[Optional[float]], T], timeout: Optional[float]) -> T:
+async def in_slices(call: Callable[[Optional[float]], T], timeout: Optional[float],
+                    longest: float = ASYNC_SLICE) -> T:
     """call(seconds) in the running loop's default executor, in slices of at
-    most ASYNC_SLICE, until it returns or raises something other than
+    most `longest` seconds, until it returns or raises something other than
     TimeoutError, or `timeout` (None: no limit) is up. The loop keeps running,
-    and cancelling the task takes effect within one slice."""
+    and cancelling the task takes effect within one slice (at once for a
+    call that the canceller wakes)."""
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
     while True:
         left = None if deadline is None else max(0.0, deadline - loop.time())
-        step = ASYNC_SLICE if left is None else min(ASYNC_SLICE, left)
+        step = longest if left is None else min(longest, left)
         try:
             return await loop.run_in_executor(None, call, step)
         except TimeoutError:

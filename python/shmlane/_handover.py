@@ -11,7 +11,7 @@ import threading
 from typing import Any, Optional
 
 from . import _shmlane
-from ._common import in_slices
+from ._common import RECEIVE_SLICE, in_slices
 
 
 class _Ticket:
@@ -44,14 +44,18 @@ class Handover:
 
     async def receive(self, timeout: Optional[float]) -> _shmlane.Sample:
         """The next frame, received in slices; if the task is cancelled (or
-        fails) once a slice took one, that frame is kept."""
+        fails) once a slice took one, that frame is kept; a slice still
+        waiting is woken, and ends."""
         ticket = _Ticket(asyncio.get_running_loop())
         try:
-            await in_slices(lambda seconds: self._run_slice(ticket, seconds), timeout)
+            await in_slices(lambda seconds: self._run_slice(ticket, seconds), timeout,
+                            RECEIVE_SLICE)
         except BaseException:
             if ticket.claim.setdefault("by", "cancel") == "slice":
                 self.keep(ticket.raw)
                 ticket.raw = None
+            else:
+                self._raw.interrupt()  # its receive_slice sees the claim
             raise
         raw, ticket.raw = ticket.raw, None
         assert raw is not None  # the slice that returned left it
@@ -68,7 +72,7 @@ class Handover:
             try:
                 raw = self.take(waiting=False)
                 if raw is None:
-                    raw = self._raw.receive(seconds)
+                    raw = self._raw.receive_slice(seconds, ticket.claim)
             finally:
                 self._slice = None
         ticket.raw = raw

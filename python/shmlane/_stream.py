@@ -575,10 +575,10 @@ class Reader(Described):
             raise
 
     async def receive_async(self, timeout: Optional[float] = None) -> Sample:
-        """receive() for asyncio: runs in the loop's default executor in short
-        slices, so cancelling the task takes effect promptly. A frame that
-        the slice running at the cancellation took is not lost: the next
-        receive of this reader delivers it."""
+        """receive() for asyncio: runs in the loop's default executor, in
+        slices of a second; cancelling the task wakes the slice running,
+        which ends at once. A frame that slice took at that moment is not
+        lost: the next receive of this reader delivers it."""
         self._check_refused()
         return self._sample(await self._handover.receive(timeout))
 

@@ -4,6 +4,7 @@ threads and asyncio. Tests across processes are in test_stream_processes.py."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import fcntl
 import gc
@@ -565,10 +566,10 @@ def test_receive_async(stream, name):
 @pytest.mark.parametrize("then", ["receive_async", "receive", "receive_into"])
 def test_a_cancelled_receive_async_loses_no_frame(stream, name, then):
     """A task cancelled while its receive_async() slice waits in an executor
-    thread: that slice goes on for a moment and may take the frame published
-    meanwhile. The next receive of the reader, of any kind, waits for it to
-    end (no RuntimeError) and delivers that frame: an "all" reader misses
-    nothing."""
+    thread: the cancellation wakes that slice, which ends, unless it took a
+    frame at that moment; the next receive of the reader, of any kind, waits
+    for it to end (no RuntimeError) and delivers such a frame first: an
+    "all" reader misses nothing."""
 
     async def main() -> list:
         seqs = []
@@ -595,28 +596,28 @@ def test_a_cancelled_receive_async_loses_no_frame(stream, name, then):
         assert stream.info().reader_entries[0].pinned == 0
 
 
-def test_a_frame_a_cancelled_receive_async_left_waits_for_a_buffer_that_fits(stream, name, monkeypatch):
-    """The frame a cancelled receive_async() took is delivered by the next
+def kept_after_its_loop_closed(reader: shmlane.Reader, stream: shmlane.Writer) -> asyncio.Task:
+    """Closes an event loop (not as asyncio.run does, cancelling its tasks)
+    while a receive_async() of `reader` waits in it, then publishes frame 1:
+    the task never runs again, so its slice keeps the frame for the reader's
+    next receive. Returns the task, pending for good."""
+    executor = concurrent.futures.ThreadPoolExecutor(1)
+    loop = asyncio.new_event_loop()
+    loop.set_default_executor(executor)
+    task = loop.create_task(reader.receive_async())
+    loop.run_until_complete(asyncio.sleep(0.02))  # its slice waits for a frame
+    loop.close()
+    publish(stream)
+    executor.shutdown(wait=True)  # the slice took it, and ended
+    return task
+
+
+def test_a_frame_a_receive_async_kept_waits_for_a_buffer_that_fits(stream, name):
+    """The frame a receive_async() kept is delivered by the next
     receive_into(): a buffer that cannot take it raises what receive_into()
-    raises and keeps the frame (still pinned) for a buffer that can. Slices
-    of 5 s: the one running at the cancellation surely takes the frame."""
-    monkeypatch.setattr(shmlane._common, "ASYNC_SLICE", 5.0)
-
-    async def cancel_while_a_frame_comes() -> None:
-        await asyncio.get_running_loop().run_in_executor(None, lambda: None)  # its thread started
-        waiting = asyncio.ensure_future(reader.receive_async())
-        await asyncio.sleep(0.1)  # its slice waits for a frame
-        waiting.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await waiting
-        publish(stream)
-        for _ in range(500):  # until the slice has it
-            if stream.info().reader_entries[0].pinned:
-                break
-            await asyncio.sleep(0.01)
-
+    raises and keeps the frame (still pinned) for a buffer that can."""
     with shmlane.Reader(name, policy="all") as reader:
-        asyncio.run(cancel_while_a_frame_comes())
+        kept_after_its_loop_closed(reader, stream)
         assert stream.info().reader_entries[0].pinned == 1  # kept
         wrong = [(np.zeros(3, "u1"), ValueError, "a frame is 96 bytes, not 3"),
                  (np.zeros(SHAPE, "u1")[::2], ValueError, "not C-contiguous"),
@@ -630,44 +631,58 @@ def test_a_frame_a_cancelled_receive_async_left_waits_for_a_buffer_that_fits(str
         assert stream.info().reader_entries[0].pinned == 0
 
 
-def test_a_forked_child_gets_no_frame_a_cancelled_receive_async_left(stream, name):
-    """The frame kept from a cancelled receive_async() is pinned by the
-    parent: a child forked meanwhile gets the fork error, not that frame."""
-
-    async def cancel_while_a_frame_comes() -> None:
-        waiting = asyncio.ensure_future(reader.receive_async())
-        await asyncio.sleep(0.02)
-        waiting.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await waiting
-        publish(stream)
-        await asyncio.sleep(0.1)  # the slice took it, and ended
-
+def test_a_forked_child_gets_no_frame_a_receive_async_kept(stream, name):
+    """The frame kept from a receive_async() is pinned by the parent: a
+    child forked meanwhile gets the fork error, not that frame."""
     with shmlane.Reader(name, policy="all") as reader:
-        asyncio.run(cancel_while_a_frame_comes())
+        kept_after_its_loop_closed(reader, stream)
         fork_gets_fork_error(lambda: reader.receive(timeout=0))
         with reader.receive(timeout=5) as sample:
             assert sample.seq == 1
 
 
 def test_a_frame_taken_after_the_event_loop_closed_goes_to_the_next_receive(stream, name):
-    """An event loop closed (not by asyncio.run, which cancels its tasks)
-    while a receive_async() waits: the task never runs again, so the frame
-    its slice takes then is kept for the reader's next receive. Before, the
-    pending task held it, pinned, until it was garbage-collected."""
+    """Before, the pending task held the frame its slice took after its
+    event loop was closed, pinned, until it was garbage-collected."""
     with shmlane.Reader(name, policy="all") as reader:
-        loop = asyncio.new_event_loop()
-        task = loop.create_task(reader.receive_async())
-        loop.run_until_complete(asyncio.sleep(0.02))  # its slice waits for a frame
-        loop.close()
-        publish(stream)
-        time.sleep(0.1)  # the slice took it, and ended
+        task = kept_after_its_loop_closed(reader, stream)
         with reader.receive(timeout=0.5) as sample:
             assert sample.seq == 1
         assert not task.done()
         del task
         gc.collect()
         assert stream.info().reader_entries[0].pinned == 0
+
+
+def test_an_idle_receive_async_sleeps_and_a_cancel_wakes_it(stream, name):
+    """Before, receive_async() woke its executor thread every 50 ms (10
+    slices in 0.5 s, 40 switches) so that a cancellation took effect within
+    a slice; now the cancellation wakes it, and its slices last a second."""
+    executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"{name}-rx")
+
+    async def main() -> tuple:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(executor)
+        waiting = asyncio.ensure_future(reader.receive_async())
+        await asyncio.sleep(0.02)
+        [thread] = [t for t in threading.enumerate() if t.name.startswith(f"{name}-rx")]
+        assert blocked_in_futex(thread.native_id)
+        before = sleeps(thread.native_id)
+        await asyncio.sleep(0.5)  # half its first slice; the loop runs
+        woke = sleeps(thread.native_id) - before
+        cancelled = time.monotonic()
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await loop.run_in_executor(None, lambda: None)  # its one thread is free again
+        return woke, time.monotonic() - cancelled
+
+    with shmlane.Reader(name, policy="all") as reader:
+        woke, freed = asyncio.run(main())
+        assert woke <= 2 and freed < 0.25, (woke, freed)  # not at the slice's end
+        publish(stream)
+        with reader.receive(timeout=5) as sample:  # the cancelled call took nothing
+            assert sample.seq == 1
 
 
 def mapped_ranges(name: str) -> list:
