@@ -71,12 +71,11 @@ static void open_error(GstShmlaneSink *sink, const gchar *name, int rc, const sh
                       ("stream '%s': slots 1: a stream holds 2 to %d frames (0: 8)", name,
                        SHL_STREAM_MAX_SLOTS),
                       (NULL));
-  else if (rc == SHL_E_BAD_MODE)
+  else if (rc == SHL_E_BAD_MODE) /* the property's was checked at start: the stream's */
     GST_ELEMENT_ERROR(sink, RESOURCE, SETTINGS, ("%s", text),
-                      ("mode 0%o asked for (0660 shares with a group, 0666 with everyone); "
-                       "a stream found under the name with such a mode must be removed first "
-                       "(shmlane rm %s)",
-                       o->mode ? o->mode : 0600, name));
+                      ("the stream found under the name has such a mode (a chmod): remove it "
+                       "first (shmlane rm %s)",
+                       name));
   else
     GST_ELEMENT_ERROR(sink, RESOURCE, OPEN_WRITE, ("%s", text), ("layout %s", format));
   g_free(text);
@@ -313,6 +312,21 @@ static gboolean sink_unlock_stop(GstBaseSink *bsink) {
   return set_flushing(GST_SHMLANE_SINK(bsink), FALSE);
 }
 
+/* A mode no stream may have (shl_mode_check) is the property's error, at
+ * start rather than when the first caps come. */
+static gboolean sink_start(GstBaseSink *bsink) {
+  GstShmlaneSink *sink = GST_SHMLANE_SINK(bsink);
+  GST_OBJECT_LOCK(sink);
+  guint mode = sink->mode;
+  GST_OBJECT_UNLOCK(sink);
+  int rc = shl_mode_check(mode ? mode : 0600, SHL_KIND_STREAM);
+  if (rc < 0)
+    GST_ELEMENT_ERROR(sink, RESOURCE, SETTINGS, ("property mode=%04o: %s", mode, shl_strerror(rc)),
+                      ("0600 keeps the stream to its owner, 0660 shares it with a group, "
+                       "0666 with everyone"));
+  return rc == 0;
+}
+
 /* Gives up the stream: the writer role goes at once, or when the last
  * buffer over a slot does. The stream stays for its readers. */
 static gboolean sink_stop(GstBaseSink *bsink) {
@@ -403,9 +417,10 @@ static void gst_shmlane_sink_class_init(GstShmlaneSinkClass *klass) {
       oc, PROP_MODE,
       g_param_spec_uint("mode", "Mode",
                         "Permission bits of a new stream (0: 0600; 0660 or 0666 to share with a "
-                        "group or everyone). Read is granted only with write: 0640, 0644 and the "
-                        "like are refused with an error (a reader writes its pins, and one who "
-                        "could only read could blind the others)",
+                        "group or everyone). The owner reads and writes, and read is granted "
+                        "only with write: 0640, 0644, 0200, 0066 and the like are an error at "
+                        "start (a reader writes its pins, and one who could only read could "
+                        "blind the others)",
                         0, 0777, 0, rw));
   g_object_class_install_property(
       oc, PROP_TIMEOUT,
@@ -428,6 +443,7 @@ static void gst_shmlane_sink_class_init(GstShmlaneSinkClass *klass) {
   bc->render = sink_render;
   bc->unlock = sink_unlock;
   bc->unlock_stop = sink_unlock_stop;
+  bc->start = sink_start;
   bc->stop = sink_stop;
 }
 

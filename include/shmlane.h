@@ -153,7 +153,7 @@ SHL_API const char *shl_version_string(void);
   X(WRITER_CLOSED, -30020, "the stream's writer closed it and no writer took over")      \
   X(CLOSED, -30021, "the handle was closed by another thread during the call")            \
   X(REPLACED, -30022, "the stream was replaced under its name by a new one (new layout, or removed and created again)") \
-  X(BAD_MODE, -30023, "a stream's mode must grant read only with write (0600, 0660, 0666): a user who could only read it could blind its readers") \
+  X(BAD_MODE, -30023, "bad mode: the owner must read and write, a class may write only if it reads, no execute or special bits, and a stream grants read only with write (0600, 0660, 0666)") \
   X(LAYOUT_MISMATCH, -30024, "the stream exists with another frame layout or slot count (SHL_STREAM_REPLACE replaces it)") \
   X(META_MISMATCH, -30025, "the stream exists with another metadata format (SHL_STREAM_REPLACE replaces it)")
 
@@ -358,9 +358,18 @@ typedef struct shl_open_opts {
  * zero-filled. Fails with -EEXIST if the name exists; with
  * SHL_CREATE_REPLACE, with the error of its removal if that is refused
  * (-EACCES: another user's object). -EINVAL for flags outside enum
- * shl_create_flags. */
+ * shl_create_flags. SHL_E_BAD_MODE for a mode the owner cannot read and
+ * write (0200, 0066), that grants a class write without read (0602, 0620)
+ * or has execute or special bits (0700, 04600): docs/format.md. */
 SHL_API int shl_create(shl_segment **out, const char *name, const shl_layout *layout,
                        const shl_create_opts *opts);
+/* 0 if a creator may ask for permission bits `mode` (not 0) for an object of
+ * `kind` (enum shl_kind); SHL_E_BAD_MODE if not: the owner must read and
+ * write, a class may write only if it reads, no execute or special bits, and
+ * a stream (SHL_KIND_STREAM) grants read only with write (docs/format.md,
+ * Permissions). The rule shl_create and shl_writer_open apply, for callers
+ * that check a setting before they create. */
+SHL_API int shl_mode_check(uint32_t mode, uint32_t kind);
 
 /* Open an existing segment by name and validate its header. Waits up to
  * timeout_ns for a creator that is still initialising while it lives
@@ -581,9 +590,9 @@ typedef struct shl_stream_opts {
  * ...), unless SHL_STREAM_REPLACE asks to take the name back: a new stream
  * takes its place (numbered from 1) while no writer or creator holds its
  * role lock (-EBUSY while one does), and its readers follow the name;
- * `shmlane rm` removes it too. SHL_E_BAD_MODE for a mode that
- * grants some class read without write (0640, 0644), asked for or found on
- * the stream: such a user could open the stream and hold its liveness
+ * `shmlane rm` removes it too. SHL_E_BAD_MODE for a mode shl_create
+ * refuses, or that grants some class read without write (0640, 0644), asked
+ * for or found on the stream: such a user could open the stream and hold its liveness
  * locks and futex words, so streams are only ever 0600, 0660, 0666 and
  * the like. opts may be NULL. The writer keeps a thread of its
  * own until it is closed (it sleeps, with every signal blocked): the kernel

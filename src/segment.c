@@ -67,6 +67,15 @@ bool shl__mode_has_readonly_class(uint32_t mode) {
   return ((mode & 040) && !(mode & 020)) || ((mode & 04) && !(mode & 02));
 }
 
+/* Why (docs/format.md, Permissions): without rw the owner's own processes
+ * could not open the object; a write-only opener cannot map it, only truncate
+ * it under its users; nothing here is ever executed. */
+int shl_mode_check(uint32_t mode, uint32_t kind) {
+  bool write_only = ((mode & 020) && !(mode & 040)) || ((mode & 02) && !(mode & 04));
+  if ((mode & ~0666u) || (mode & 0600) != 0600 || write_only) return SHL_E_BAD_MODE;
+  return kind == SHL_KIND_STREAM && shl__mode_has_readonly_class(mode) ? SHL_E_BAD_MODE : 0;
+}
+
 static void fill_snapshot(shl_segment *seg, const struct shl__header *h, const char *format);
 
 int shl__segment_create(shl_segment **out, const char *name, const shl_layout *layout,
@@ -85,12 +94,14 @@ int shl__segment_create(shl_segment **out, const char *name, const shl_layout *l
   if (rc < 0) return rc;
   if (opts->kind > SHL_KIND_STREAM) return SHL_E_BAD_KIND;
   const uint32_t known = SHL_CREATE_REPLACE | SHL_CREATE_UNLINK_ON_CLOSE | SHL_CREATE_NO_RESERVE;
-  if ((opts->mode & ~07777u) || (opts->flags & ~known)) return -EINVAL;
+  if (opts->flags & ~known) return -EINVAL;
+  uint32_t mode = opts->mode ? opts->mode : 0600;
+  rc = shl_mode_check(mode, opts->kind);
+  if (rc < 0) return rc;
   memset(&plan, 0, sizeof plan);
   rc = plan_layout(&plan, layout, opts->kind);
   if (rc < 0) return rc;
 
-  uint32_t mode = opts->mode ? opts->mode : 0600;
   uint64_t ext_size = extra->ext_size;
   if (extra->payload_size > plan.payload_size) plan.payload_size = extra->payload_size;
   uint64_t head_end = SHL__HEADER_SIZE + plan.format_len + 1;

@@ -32,7 +32,7 @@
 int shl__stream_check_mode(const shl_segment *seg) {
   struct stat st;
   if (fstat(seg->fd, &st) < 0) return -errno;
-  return shl__mode_has_readonly_class((uint32_t)st.st_mode) ? SHL_E_BAD_MODE : 0;
+  return shl_mode_check((uint32_t)st.st_mode & 07777, SHL_KIND_STREAM);
 }
 
 void shl__stream_close(struct stream *s) {
@@ -297,11 +297,12 @@ static int plan_stream(const shl_layout *frame, const shl_stream_opts *opts, shl
   uint32_t slots = opts->slots ? opts->slots : DEFAULT_SLOTS;
   uint32_t readers = opts->max_readers ? opts->max_readers : DEFAULT_READERS;
   if (slots < 2 || slots > SHL_STREAM_MAX_SLOTS || readers > SHL_STREAM_MAX_READERS ||
-      (opts->flags & ~(uint32_t)(SHL_STREAM_BLOCK | SHL_STREAM_REPLACE)) || (opts->mode & ~07777u))
+      (opts->flags & ~(uint32_t)(SHL_STREAM_BLOCK | SHL_STREAM_REPLACE)))
     return -EINVAL;
-  if (shl__mode_has_readonly_class(opts->mode)) return SHL_E_BAD_MODE;
+  int rc = shl_mode_check(opts->mode ? opts->mode : 0600, SHL_KIND_STREAM);
+  if (rc < 0) return rc;
   uint64_t frame_size;
-  int rc = shl__layout_plan(frame, layout, &frame_size);
+  rc = shl__layout_plan(frame, layout, &frame_size);
   if (rc < 0) return rc;
   *p = (struct plan){.ctl = {.slots = slots, .max_readers = readers,
                              .flags = opts->flags & SHL_STREAM_BLOCK, .frame_size = frame_size}};

@@ -180,6 +180,10 @@ static int cmd_create(const struct cmdline *cl) {
            shl_strerror(rc));
     return EXIT_RUNTIME;
   }
+  if (rc == SHL_E_BAD_MODE) { /* the rule is the library's: say it as a usage error */
+    errorf(0, "bad mode '%s': %s", cl->value[OPT_MODE], shl_strerror(rc));
+    return EXIT_USAGE;
+  }
   if (rc) {
     errorf(rc, "cannot create '%s'", name);
     return EXIT_RUNTIME;

@@ -183,12 +183,6 @@ static bool set_stream_open_error(modstate *st, int rc, const char *name) {
                    "and its readers follow)",
                    name, rc == SHL_E_META_MISMATCH ? "metadata format" : "frame layout or slot count");
       return true;
-    case SHL_E_BAD_MODE:
-      PyErr_Format(PyExc_ValueError,
-                   "stream '%s': a stream's mode grants read only with write (0o600, 0o660, "
-                   "0o666): a user who could only read it could blind its readers",
-                   name);
-      return true;
     case SHL_E_BAD_KIND:
       if (!valid_segment(name)) return false; /* a damaged header: set_error says so */
       PyErr_Format(st->mismatch, "segment '%s' is not a stream", name);
@@ -287,6 +281,9 @@ PyObject *set_error(modstate *st, int rc, const char *name, enum err_context whe
                  name, SHL_NAME_MAX);
   } else if (rc == SHL_E_WRITER_GONE || rc == SHL_E_WRITER_CLOSED || rc == SHL_E_REPLACED) {
     set_writer_gone(st, rc, name);
+  } else if (rc == SHL_E_BAD_MODE) {
+    /* Asked for, or found on a stream (a chmod): the mode is at fault either way. */
+    PyErr_Format(PyExc_ValueError, "%s '%s': %s (%s)", noun, name, text, shl_err_name(rc));
   } else if (is_header_error(rc)) {
     /* At create the caller's layout is at fault; later, the header in memory is. */
     PyErr_Format(where == AT_CREATE ? PyExc_ValueError : st->corrupt, "%s '%s': %s (%s)", noun,

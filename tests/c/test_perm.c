@@ -418,6 +418,46 @@ static void test_stream_mode(void) {
   T_CHECK(w == NULL);
 }
 
+/* Modes no object gets: its owner could not read and write it, a class could
+ * write (truncate it) without reading, or execute and special bits. */
+static void test_refused_modes(void) {
+  static const uint32_t refused[] = {0066, 0200, 0400, 0002, 0020, 0602, 0620, 0662,
+                                     0700, 0610, 0601, 04600, 01600, 010000};
+  char name[SHL_NAME_MAX + 1], path[T_PATH_MAX];
+  shl_layout frame = t_frame_layout(2);
+  t_fresh_name(name, "pbad");
+  for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+    shl_create_opts co = {.size = sizeof co, .mode = refused[i]};
+    shl_stream_opts so = {.size = sizeof so, .slots = 4, .mode = refused[i]};
+    shl_segment *seg = NULL;
+    shl_writer *w = NULL;
+    int rc = shl_create(&seg, name, &layout, &co), wrc = shl_writer_open(&w, name, &frame, &so);
+    if (rc != SHL_E_BAD_MODE || wrc != SHL_E_BAD_MODE) {
+      fprintf(stderr, "mode %04o: shl_create %s, shl_writer_open %s; want SHL_E_BAD_MODE\n",
+              refused[i], shl_err_name(rc), shl_err_name(wrc));
+      t_failures++;
+    }
+    shl_close(seg);
+    shl_writer_close(w);
+    if (access(t_shm_path(name, path), F_OK) == 0) {
+      fprintf(stderr, "mode %04o: an object was left under the name\n", refused[i]);
+      t_failures++;
+      shl_unlink(name);
+    }
+  }
+  /* A segment may grant read alone (its readers write nothing); a stream not. */
+  shl_segment *seg = make(t_name("pread"), 0604, 0);
+  T_CHECK(mode_of(t_name("pread")) == 0604);
+  shl_close(seg);
+  T_EXPECT_RC(shl_unlink(t_name("pread")), 0);
+  /* A stream made write-only for others by chmod is refused as one asked so. */
+  shl_writer *w = t_writer_open(name, 2, 4, 4, 0);
+  T_REQUIRE(chmod(t_shm_path(name, path), 0602) == 0);
+  shl_reader *r = NULL;
+  T_EXPECT_RC(shl_reader_open(&r, name, SHL_RECV_LATEST, 0), SHL_E_BAD_MODE);
+  shl_writer_close(w);
+}
+
 /* As nobody, through a read-only mapping of its own: sleep on the lock word
  * (offset 256, docs/format.md), again after every wake, until killed. */
 static int sleep_on_lock_word(void *p) {
@@ -671,5 +711,6 @@ int main(void) {
   test_creator_byte_read_locked();
   test_keeper_after_thread_limit();
   test_stream_mode();
+  test_refused_modes();
   return t_result();
 }

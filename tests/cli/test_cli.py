@@ -778,8 +778,13 @@ def test_usage_errors():
                  ["create", name("x"), "--format", "f8", "--mode", "0999"],
                  ["create", name("x"), "--format", "f8", "--mode", "01777"],
                  ["create", name("x"), "--format", "f8", "--mode", "0"],
-                 ["create", name("x"), "--format", "f8", "--mode", "-600"]):
+                 ["create", name("x"), "--format", "f8", "--mode", "-600"],
+                 ["create", name("x"), "--format", "f8", "--mode", "0066"],
+                 ["create", name("x"), "--format", "f8", "--mode", "0602"]):
         run(*args, rc=2)
+    p = run("create", name("x"), "--format", "f8", "--mode", "0200", rc=2)
+    check("bad mode '0200': bad mode: the owner must read and write" in p.stderr,
+          "a refused mode's message does not say the rule: %r" % p.stderr)
     check(not os.path.exists(shm_path(name("x"))), "a rejected create left %s behind" % name("x"))
     p = run("create", name("bad") + " x", "--format", "f8", rc=2)
     check(name("bad") + " x" in p.stderr, "bad name message lacks the name: %r" % p.stderr)

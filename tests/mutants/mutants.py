@@ -177,9 +177,17 @@ MUTANTS = [
     {
         "name": "stream-mode-readonly",
         "why": "a stream may be created with a mode that lets other users read it only",
-        "file": "src/stream_setup.c",
-        "find": "if (shl__mode_has_readonly_class(opts->mode)) return SHL_E_BAD_MODE;",
-        "replace": "",
+        "file": "src/segment.c",
+        "find": "return kind == SHL_KIND_STREAM && shl__mode_has_readonly_class(mode) ? SHL_E_BAD_MODE : 0;",
+        "replace": "return 0;",
+        "tests": ["perm"],
+    },
+    {
+        "name": "mode-owner-unchecked",
+        "why": "a segment or stream may be created with a mode its own owner cannot read and write",
+        "file": "src/segment.c",
+        "find": "if ((mode & ~0666u) || (mode & 0600) != 0600 || write_only) return SHL_E_BAD_MODE;",
+        "replace": "if (mode & ~0666u) return SHL_E_BAD_MODE;",
         "tests": ["perm"],
     },
     {

@@ -114,7 +114,18 @@ def test_writer_mode(name, mode):
 def test_writer_mode_with_read_only_class_is_refused(name, mode):
     """A user who could only read a stream could hold its liveness locks and
     sleep on its words: streams never grant read without write."""
-    with pytest.raises(ValueError, match="read only with write"):
+    with pytest.raises(ValueError, match="stream grants read only with write"):
+        shmlane.Writer(name, shape=(2,), dtype="u1", mode=mode)
+    assert not (SHM_DIR / f"shl.{name}").exists()
+
+
+@pytest.mark.parametrize("mode", [0o066, 0o200, 0o002, 0o602, 0o620, 0o700, 0o4600])
+def test_mode_the_owner_cannot_use_or_granting_write_alone_is_refused(name, mode):
+    """The owner reads and writes; a class writes only if it reads; no
+    execute or special bits: for segments and streams alike."""
+    with pytest.raises(ValueError, match="owner must read and write"):
+        shmlane.create(name, 2, "<f8", mode=mode)
+    with pytest.raises(ValueError, match="owner must read and write"):
         shmlane.Writer(name, shape=(2,), dtype="u1", mode=mode)
     assert not (SHM_DIR / f"shl.{name}").exists()
 
