@@ -344,6 +344,10 @@ static gboolean sink_stop(GstBaseSink *bsink) {
 static void sink_set_property(GObject *obj, guint id, const GValue *value, GParamSpec *pspec) {
   GstShmlaneSink *sink = GST_SHMLANE_SINK(obj);
   GST_OBJECT_LOCK(sink);
+  if (!shlgst_property_settable(GST_ELEMENT(sink), pspec)) {
+    GST_OBJECT_UNLOCK(sink);
+    return;
+  }
   switch (id) {
     case PROP_STREAM:
       g_free(sink->stream);

@@ -585,6 +585,10 @@ static gboolean src_stop(GstBaseSrc *bsrc) {
 static void src_set_property(GObject *obj, guint id, const GValue *value, GParamSpec *pspec) {
   GstShmlaneSrc *src = GST_SHMLANE_SRC(obj);
   GST_OBJECT_LOCK(src);
+  if (!shlgst_property_settable(GST_ELEMENT(src), pspec)) {
+    GST_OBJECT_UNLOCK(src);
+    return;
+  }
   switch (id) {
     case PROP_STREAM:
       g_free(src->stream);
@@ -663,8 +667,9 @@ static void gst_shmlane_src_class_init(GstShmlaneSrcClass *klass) {
       oc, PROP_EOS_ON_GONE,
       g_param_spec_boolean("eos-on-writer-gone", "EOS on writer gone",
                            "End the stream when its writer is gone instead of waiting for a new "
-                           "one",
-                           FALSE, rw));
+                           "one (may change while playing)",
+                           FALSE, G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+                                      GST_PARAM_MUTABLE_PLAYING));
   g_object_class_install_property(
       oc, PROP_STATS,
       g_param_spec_boxed("stats", "Statistics",

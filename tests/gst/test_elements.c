@@ -294,9 +294,21 @@ static GstCaps *caps_of(const char *format, int width, int height) {
                              25, 1, NULL);
 }
 
+/* A harness around a shmlanesink of these properties: set before the
+ * harness plays it (at once), as they are fixed from READY on. */
+static GstHarness *new_sink_harness(const gchar *first_property, ...) {
+  GstElement *e = gst_element_factory_make("shmlanesink", NULL);
+  va_list ap;
+  va_start(ap, first_property);
+  g_object_set_valist(G_OBJECT(e), first_property, ap);
+  va_end(ap);
+  GstHarness *h = gst_harness_new_with_element(e, "sink", NULL);
+  gst_object_unref(e);
+  return h;
+}
+
 static GstHarness *sink_harness(const char *name, const char *format, int width, int height) {
-  GstHarness *h = gst_harness_new("shmlanesink");
-  g_object_set(h->element, "stream", name, "sync", FALSE, "block", TRUE, NULL);
+  GstHarness *h = new_sink_harness("stream", name, "sync", FALSE, "block", TRUE, NULL);
   GstCaps *caps = caps_of(format, width, height);
   gst_harness_set_src_caps(h, caps);
   return h;
@@ -578,9 +590,8 @@ GST_START_TEST(test_sink_flush) {
    * dropped, nothing published half-written); after flush-stop the frames
    * flow again, numbered on without a gap. */
   gchar *name = stream_name("sflush");
-  GstHarness *sink = gst_harness_new("shmlanesink");
-  g_object_set(sink->element, "stream", name, "sync", FALSE, "block", TRUE, "slots", 4,
-               "timeout", (gint64)-1, NULL);
+  GstHarness *sink = new_sink_harness("stream", name, "sync", FALSE, "block", TRUE, "slots", 4,
+                                      "timeout", (gint64)-1, NULL);
   gst_harness_set_src_caps(sink, caps_of("GRAY8", 16, 16));
   shl_reader *r = NULL;
   shl_reader_opts o = SHL_READER_OPTS_INIT;
@@ -625,8 +636,8 @@ GST_END_TEST;
 
 /* A sink of GRAY8 16x16 frames into a ring of 4 slots. */
 static GstHarness *pool_harness(const char *name, gint64 timeout) {
-  GstHarness *h = gst_harness_new("shmlanesink");
-  g_object_set(h->element, "stream", name, "sync", FALSE, "slots", 4, "timeout", timeout, NULL);
+  GstHarness *h =
+      new_sink_harness("stream", name, "sync", FALSE, "slots", 4, "timeout", timeout, NULL);
   gst_harness_set_src_caps(h, caps_of("GRAY8", 16, 16));
   return h;
 }
@@ -1295,6 +1306,54 @@ GST_START_TEST(test_sink_mode) {
 }
 GST_END_TEST;
 
+GST_START_TEST(test_properties_fixed_while_playing) {
+  /* What the elements read when they open their stream (flagged mutable in
+   * READY) keeps its value while playing, with a warning, as GStreamer's own
+   * elements do: a change applied only at the next start, and the sink's
+   * messages named a stream it did not write. eos-on-writer-gone, read as
+   * it is needed, changes at once. Changed in NULL, each takes its value. */
+  gchar *name = stream_name("fixed");
+  gchar *d = g_strdup_printf("videotestsrc is-live=true ! video/x-raw,format=GRAY8,width=16,"
+                             "height=16 ! shmlanesink name=sink stream=%s "
+                             "shmlanesrc name=src stream=%s.none ! fakesink",
+                             name, name);
+  GstElement *p = launch(d);
+  GstElement *sink = gst_bin_get_by_name(GST_BIN(p), "sink");
+  GstElement *src = gst_bin_get_by_name(GST_BIN(p), "src");
+  fail_unless(gst_element_set_state(p, GST_STATE_PLAYING) != GST_STATE_CHANGE_FAILURE);
+  shl_reader *r = NULL;
+  shl_reader_opts o = SHL_READER_OPTS_INIT;
+  o.timeout_ns = 5 * GST_SECOND;
+  fail_unless_equals_int(shl_reader_open_ex(&r, name, &o), 0); /* the sink writes it */
+  shl_reader_close(r);
+  ASSERT_WARNING(g_object_set(sink, "stream", "elsewhere", NULL));
+  ASSERT_WARNING(g_object_set(sink, "timeout", (gint64)1, NULL));
+  ASSERT_WARNING(g_object_set(src, "policy", SHL_RECV_ALL, NULL));
+  g_object_set(src, "eos-on-writer-gone", TRUE, NULL); /* no warning: one would fail the test */
+  gchar *stream = NULL;
+  gint64 timeout = 0;
+  gint policy = 0;
+  gboolean eos = FALSE;
+  g_object_get(sink, "stream", &stream, "timeout", &timeout, NULL);
+  g_object_get(src, "policy", &policy, "eos-on-writer-gone", &eos, NULL);
+  fail_unless_equals_string(stream, name);
+  fail_unless(timeout == 5 * GST_SECOND && policy == SHL_RECV_LATEST && eos);
+  g_free(stream);
+  gst_element_set_state(p, GST_STATE_NULL);
+  g_object_set(sink, "stream", "elsewhere", "timeout", (gint64)1, NULL);
+  g_object_get(sink, "stream", &stream, "timeout", &timeout, NULL);
+  fail_unless_equals_string(stream, "elsewhere");
+  fail_unless(timeout == 1);
+  fail_unless_equals_int(shl_unlink(name), 0);
+  g_free(stream);
+  g_free(name);
+  g_free(d);
+  gst_object_unref(src);
+  gst_object_unref(sink);
+  gst_object_unref(p);
+}
+GST_END_TEST;
+
 GST_START_TEST(test_sink_takes_back_damaged_name) {
   /* A peer with write access zeroed the format length of a stream no
    * writer holds: every opener refuses it, and the sink, which replaces,
@@ -1862,6 +1921,7 @@ static Suite *shmlane_suite(void) {
   tcase_add_test(tc, test_timestamps);
   tcase_add_test(tc, test_sink_mode);
   tcase_add_test(tc, test_sink_takes_back_damaged_name);
+  tcase_add_test(tc, test_properties_fixed_while_playing);
   tcase_add_test(tc, test_period);
   tcase_add_test(tc, test_src_caps_while_flushing);
   tcase_add_test(tc, test_src_bad_stream_after_flush);
