@@ -83,21 +83,33 @@ def _offsets_match(ctype: Any, dtype: np.dtype) -> bool:
     )
 
 
+def _check_field_name(name: str) -> None:
+    # A header's names are the creator's: as ctypes fields, _fields_, _pack_,
+    # __class__ or from_buffer would reconfigure or break the class.
+    if (name.startswith("_") and name.endswith("_")) or hasattr(ctypes.Structure, name):
+        raise ValueError(f"field `{name}` is a name ctypes keeps for itself; use seg.array")
+
+
 def _structure(dtype: np.dtype) -> Any:
     fields = [(name, ctype_of(fdtype), offset) for name, fdtype, offset in fields_of(dtype)]
+    for name, _, _ in fields:
+        _check_field_name(name)
     natural = type("Struct", (ctypes.Structure,), {"_fields_": [f[:2] for f in fields]})
     if _offsets_match(natural, dtype):
         return natural  # np.dtype() of it equals dtype, as for the ctypes class it came from
     # Packed or unusually padded: place every field with explicit padding.
     packed: List[Tuple[str, Any]] = []
+    pad = "_pad"
+    while any(name.startswith(pad) for name, _, _ in fields):
+        pad += "_"  # padding never hides a field of the same name
     end = 0
     for name, ftype, offset in fields:
         if offset > end:
-            packed.append((f"_pad{end}", ctypes.c_uint8 * (offset - end)))
+            packed.append((f"{pad}{end}", ctypes.c_uint8 * (offset - end)))
         packed.append((name, ftype))
         end = offset + ctypes.sizeof(ftype)
     if dtype.itemsize > end:
-        packed.append((f"_pad{end}", ctypes.c_uint8 * (dtype.itemsize - end)))
+        packed.append((f"{pad}{end}", ctypes.c_uint8 * (dtype.itemsize - end)))
     attrs = {"_pack_": 1, "_layout_": "ms", "_fields_": packed}  # _layout_: Python 3.14+
     return type("Struct", (ctypes.Structure,), attrs)
 

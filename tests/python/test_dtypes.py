@@ -159,3 +159,26 @@ def test_unions_and_bitfields_raise_value_error(name):
     for ctype in (U, Bits):
         with pytest.raises(ValueError):
             shmlane.create(name, ctype=ctype)
+
+
+@pytest.mark.parametrize("field", ["from_buffer", "_fields_", "_pack_", "__class__", "_objects"])
+def test_header_field_named_as_ctypes_own_is_a_clear_error(name, field):
+    """Names are the creator's: as fields of a ctypes type built from the
+    header they reconfigured or broke it (TypeError "'CField' object is not
+    callable"). The array still reads them."""
+    with shmlane.create(name, dtype=[(field, "<i4")]) as seg:
+        seg.array[field] = 7
+    for readonly in (False, True):
+        with shmlane.open(name, readonly=readonly) as seg:
+            assert seg.array[field] == 7
+            with pytest.raises(ValueError, match=f"field `{field}` is a name ctypes keeps"):
+                seg.struct
+
+
+def test_header_field_named_as_padding_reads_as_itself(name):
+    """A packed struct's padding gets names of its own, never a field's."""
+    with shmlane.create(name, dtype={"names": ["a", "_pad1"], "formats": ["i1", "<i4"],
+                                     "offsets": [0, 3], "itemsize": 7}) as seg:
+        seg.array["_pad1"] = 123456
+    with shmlane.open(name) as seg:
+        assert seg.struct._pad1 == 123456 and ctypes.sizeof(seg.struct) == 7
