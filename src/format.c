@@ -3,7 +3,6 @@
  * tool builds its types from, the canonical form) goes through parse_items.
  * It reads bytes another process controls: it is bounded in length, items,
  * depth and arithmetic, and never reads past `len`. */
-#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -45,8 +44,15 @@ struct mode {
 
 static bool at_end(const struct cursor *c) { return c->p >= c->end; }
 
+/* ASCII classes, not <ctype.h>'s: those follow the process's locale, in
+ * which (Latin-1) a byte such as 0xE9 is printable, so one process would
+ * accept a name that another, or a UTF-8 decoder, refuses. */
+static bool is_space(char ch) { return ch == ' ' || (ch >= '\t' && ch <= '\r'); }
+static bool is_digit(char ch) { return ch >= '0' && ch <= '9'; }
+static bool is_print(char ch) { return ch >= ' ' && ch <= '~'; }
+
 static void skip_space(struct cursor *c) {
-  while (!at_end(c) && isspace((unsigned char)*c->p)) c->p++;
+  while (!at_end(c) && is_space(*c->p)) c->p++;
 }
 
 static bool mul_ok(uint64_t a, uint64_t b, uint64_t *out) {
@@ -57,7 +63,7 @@ static bool mul_ok(uint64_t a, uint64_t b, uint64_t *out) {
 static bool parse_count(struct cursor *c, uint64_t *out) {
   uint64_t v = 0;
   const char *start = c->p;
-  while (!at_end(c) && isdigit((unsigned char)*c->p)) {
+  while (!at_end(c) && is_digit(*c->p)) {
     if (!mul_ok(v, 10, &v) || __builtin_add_overflow(v, (uint64_t)(*c->p - '0'), &v))
       return false;
     c->p++;
@@ -129,7 +135,7 @@ static bool parse_field_name(struct cursor *c, shl_format_field *f) {
   if (at_end(c) || *c->p != ':') return true;
   const char *start = ++c->p;
   while (!at_end(c) && *c->p != ':') {
-    if (!isprint((unsigned char)*c->p)) return false;
+    if (!is_print(*c->p)) return false;
     c->p++;
   }
   if (at_end(c) || c->p == start) return false;
@@ -208,7 +214,7 @@ static bool parse_item(struct cursor *c, struct mode *modep, uint64_t *offset,
      * A bare count takes neither: "4>0d" is not a format, as struct says. */
     while (!at_end(c) && parse_byte_order(*c->p, modep)) c->p++;
   }
-  if (!at_end(c) && isdigit((unsigned char)*c->p)) {
+  if (!at_end(c) && is_digit(*c->p)) {
     if (!parse_count(c, &n) || !add_dim(c, &d, n)) return false;
     counted = true;
   }

@@ -1,5 +1,8 @@
 /* The element-format parser: sizes of well-formed formats, rejection of
  * malformed ones, and the itemsize/shape checks done at create time. */
+#include <ctype.h>
+#include <locale.h>
+
 #include "internal.h"
 #include "testutil.h"
 
@@ -107,6 +110,29 @@ static void check_create_layouts(void) {
   shl_unlink(name);
 }
 
+/* The grammar is ASCII whatever the process's locale: under Latin-1, where
+ * 0xE9 is printable, a name holding it was accepted (and Python's UTF-8
+ * decoding of the header then failed). Skipped where no Latin-1 locale
+ * can be made. */
+static void check_locale(void) {
+  char dir[] = "/tmp/shl-locale-XXXXXX", cmd[128];
+  T_REQUIRE(mkdtemp(dir) != NULL);
+  snprintf(cmd, sizeof cmd, "localedef -i en_US -f ISO-8859-1 %s/latin1 >/dev/null 2>&1", dir);
+  int made = system(cmd);
+  setenv("LOCPATH", dir, 1);
+  if (made == 0 && setlocale(LC_CTYPE, "latin1") && isprint(0xE9)) {
+    T_CHECK(shl_format_itemsize("T{b:caf\xe9:}") == SHL_E_BAD_FORMAT);
+    T_CHECK(shl_format_itemsize("\xa0" "b") == SHL_E_BAD_FORMAT);
+    T_CHECK(shl_format_itemsize("T{b:cafe:}") == 1);
+  } else {
+    fprintf(stderr, "skip: no Latin-1 locale here (localedef)\n");
+  }
+  setlocale(LC_CTYPE, "C");
+  unsetenv("LOCPATH");
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  T_CHECK(system(cmd) == 0);
+}
+
 int main(void) {
   for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
     int64_t got = shl_format_itemsize(good[i].format);
@@ -127,5 +153,6 @@ int main(void) {
   check_deep_nesting();
   check_item_limit();
   check_create_layouts();
+  check_locale();
   return t_result();
 }
