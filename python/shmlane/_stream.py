@@ -452,10 +452,12 @@ class Reader(Described):
 
     def _moved(self, sample: _shmlane.Sample) -> None:
         """The reader followed the name to a new stream: its layout from now
-        on. One the caller did not ask for ends the reader (LayoutChanged)."""
+        on. One the caller did not ask for, or that NumPy cannot read (a
+        ValueError: the old layout would go on reading its frames), ends the
+        reader (LayoutChanged)."""
         try:
             self._learn_layout(self._raw)
-        except LayoutMismatch as exc:
+        except (LayoutMismatch, ValueError) as exc:
             sample.release()
             self.__dict__.pop("receive", None)  # receive_auto: the check below first
             self._refused = (

@@ -151,6 +151,30 @@ def test_replace_is_followed_and_old_samples_stay(name: str) -> None:
     w2.close()
 
 
+def test_replacement_numpy_cannot_read_ends_the_reader(name: str) -> None:
+    """A writer of the stream replaced it with frames of a format the core
+    accepts and NumPy does not (two fields named `a`): the reader raised
+    ValueError once, then went on reading the new frames with the old
+    dtype. It ends, as for a layout it did not ask for."""
+    from shmlane import _shmlane
+
+    w = shmlane.Writer(name, shape=(2,), dtype=[("a", "u1"), ("b", "u1")])
+    r = shmlane.Reader(name, policy="all", timeout=0)
+    w.publish(np.zeros(2, w.dtype))
+    raw = _shmlane.writer_replace(w._raw, "T{B:a:B:a:}", (2,), 0, 0, 0, 0, None, 0)
+    try:
+        for frame in (b"\1\2\3\4", b"\5\6\7\10"):
+            raw.publish_copy(frame, 1.0)
+        with r.receive(timeout=5) as s:
+            assert s.seq == 1
+        for _ in range(2):  # and from then on
+            with pytest.raises(shmlane.LayoutChanged, match="NumPy cannot use its element format"):
+                r.receive(timeout=5)
+    finally:
+        r.close()
+        raw.close()
+
+
 def test_receive_into_across_a_replacement(name: str) -> None:
     w = shmlane.Writer(name, shape=(3,), dtype="u1", slots=2)
     r = shmlane.Reader(name, policy="all", timeout=0)
