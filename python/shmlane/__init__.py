@@ -119,6 +119,7 @@ class Segment(Described):
         self._ctype = ctype
         self._struct_type: Any = None
         self._struct: Any = None
+        self._contiguous: bool = layout["c_contiguous"]
         self._seen: int = handle.changes
 
     # ------------------------------------------------------------ description
@@ -178,6 +179,9 @@ class Segment(Described):
         self._live()
         if self._struct is not None:
             return self._struct
+        if not self._contiguous:  # ctypes said TypeError or BufferError, by the mapping
+            raise ValueError(f"segment '{self.name}' is strided: ctypes has no strided arrays; "
+                             "use seg.array")
         if self._struct_type is None:
             element = self._ctype if self._ctype is not None else _ctypes.ctype_of(self._dtype)
             # A ctypes array given as the element type covers the trailing dimensions.

@@ -68,6 +68,17 @@ def test_format_at_the_limit_opens_and_lists_quickly(name, planter, strided):
     assert took < 2.0 * max(1, len(listed))
 
 
+def test_struct_of_a_strided_segment_is_a_clear_error(name, planter):
+    """ctypes has no strides: ValueError, read-only or not (it was a
+    TypeError from ctypes, or the export's BufferError); seg.array reads it."""
+    subprocess.run([str(planter), name, "T{<i:a:}", "strided"], check=True)
+    for readonly in (False, True):
+        with shmlane.open(name, readonly=readonly) as seg:
+            assert seg.array.strides == (8,)
+            with pytest.raises(ValueError, match="strided: ctypes has no strided arrays"):
+                seg.struct
+
+
 def test_format_past_the_limit_is_refused(name, planter):
     over = WORST + "b"
     run = subprocess.run([str(planter), name, over], capture_output=True, text=True)
