@@ -113,7 +113,11 @@ class Segment(Described):
                 f"shmlane.Reader({handle.name!r}), publish with shmlane.Writer"
             )
         self._raw = handle
-        self._array: Optional[np.ndarray] = _view(handle)
+        try:
+            self._array: Optional[np.ndarray] = _view(handle)
+        except BaseException:  # a format NumPy cannot read: the mapping goes now, not at GC
+            handle.close()
+            raise
         self._dtype = self._array.dtype
         self._shape: Tuple[int, ...] = self._array.shape
         self._ctype = ctype

@@ -4,6 +4,7 @@ opening or listing any segment stays quick, whatever its creator wrote."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 
@@ -77,6 +78,26 @@ def test_struct_of_a_strided_segment_is_a_clear_error(name, planter):
             assert seg.array.strides == (8,)
             with pytest.raises(ValueError, match="strided: ctypes has no strided arrays"):
                 seg.struct
+
+
+def test_a_format_numpy_cannot_read_closes_the_segment(name):
+    """open() of a header NumPy cannot read (two fields named `a`) raises
+    ValueError and lets the object go at once: the handle stayed open (its
+    descriptor and mapping) for as long as the exception lived."""
+    _shmlane.create(name, "T{B:a:B:a:}", (), 0o600, 0).close()
+    try:
+        shmlane.open(name)
+    except ValueError as exc:  # alive here, its traceback with it
+        assert "NumPy cannot use its element format" in str(exc)
+        open_files = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                open_files.append(os.readlink(f"/proc/self/fd/{fd}"))
+            except FileNotFoundError:  # the listing's own descriptor, closed since
+                pass
+        assert f"/dev/shm/shl.{name}" not in open_files
+    else:
+        pytest.fail("opened")
 
 
 def test_format_past_the_limit_is_refused(name, planter):
