@@ -1288,10 +1288,29 @@ GST_START_TEST(test_sink_mode) {
     shl_segment *seg = NULL;
     fail_unless_equals_int(shl_open(&seg, name, SHL_OPEN_READONLY, 0), -ENOENT);
   }
+  /* A stream made readable by chmod is refused as the stream's fault. */
+  shl_writer *w = NULL;
+  shl_layout gray = {.format = "B", .ndim = 2, .shape = {16, 16}};
+  fail_unless_equals_int(shl_writer_open(&w, name, &gray, NULL), 0);
+  shl_writer_close(w);
+  gchar *path = g_strdup_printf("/dev/shm%s%s", SHL_POSIX_PREFIX, name), *debug = NULL;
+  fail_unless(chmod(path, 0640) == 0);
+  g_free(path);
   gchar *d = g_strdup_printf("videotestsrc num-buffers=1 ! video/x-raw,format=GRAY8,width=16,"
-                             "height=16 ! shmlanesink stream=%s mode=0660",
+                             "height=16 ! shmlanesink stream=%s",
                              name);
   GstElement *p = launch(d);
+  GError *e = pipeline_error(p, &debug);
+  fail_unless(strstr(e->message, "bad mode") && strstr(debug, "(a chmod)"), "%s", debug);
+  g_error_free(e);
+  g_free(debug);
+  gst_object_unref(p);
+  g_free(d);
+  fail_unless_equals_int(shl_unlink(name), 0);
+  d = g_strdup_printf("videotestsrc num-buffers=1 ! video/x-raw,format=GRAY8,width=16,"
+                      "height=16 ! shmlanesink stream=%s mode=0660",
+                      name);
+  p = launch(d);
   run_to_eos(p);
   gst_object_unref(p);
   g_free(d);
