@@ -2,8 +2,6 @@
  * every length comes from the caller and is checked before use. */
 #include "admit.h"
 
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 /* Copies a part into a NUL-terminated field; false if it does not fit. */
@@ -64,38 +62,12 @@ const char *zap_parse(const void *const *parts, const size_t *sizes, int n,
   return 0;
 }
 
-/* Whether process `pid` (as this namespace numbers it; 0: not known) has
- * group `group` among its supplementary groups (/proc/PID/status). The
- * Groups line is read whole: with thousands of groups it runs to hundreds
- * of KiB, and a piece of it would miss groups or cut a number in two. */
-static bool in_group(int32_t pid, uint32_t group) {
-  char path[48], *line = NULL;
-  size_t cap = 0;
-  if (pid <= 0) return false;
-  snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-  FILE *f = fopen(path, "r");
-  if (!f) return false;
-  bool found = false;
-  while (!found && getline(&line, &cap, f) > 0) {
-    if (strncmp(line, "Groups:", 7) != 0) continue;
-    for (char *p = line + 7, *end; !found; p = end) {
-      unsigned long g = strtoul(p, &end, 10);
-      if (end == p) break;
-      found = g == group;
-    }
-    break;
-  }
-  free(line);
-  fclose(f);
-  return found;
-}
-
-bool may_read(const struct admit_policy *p, uint32_t uid, uint32_t gid, int32_t pid) {
+bool may_read(const struct admit_policy *p, uint32_t uid, uint32_t gid, bool in_group) {
   if (uid == 0 || uid == p->self_uid) return true;
   if (!p->stream.known) return false;
   const struct stream_access *s = &p->stream;
   if (uid == s->owner_uid || (s->mode & 0004)) return true;
-  return (s->mode & 0040) && (gid == s->group || in_group(pid, s->group));
+  return (s->mode & 0040) && (gid == s->group || in_group);
 }
 
 int zap_decide(const struct zap_request *q, const struct admit_policy *p, const char **why) {
@@ -113,7 +85,7 @@ int zap_decide(const struct zap_request *q, const struct admit_policy *p, const 
     *why = "its user cannot be told (no peer credentials)";
     return 400;
   }
-  if (p->ipc && !may_read(p, q->uid, q->gid, q->pid)) {
+  if (p->ipc && !may_read(p, q->uid, q->gid, q->in_group)) {
     *why = "its user could not read the stream from /dev/shm";
     return 400;
   }

@@ -21,6 +21,9 @@ struct zap_request {
   bool has_creds; /* an ipc peer: its credentials, from SO_PEERCRED */
   uint32_t uid, gid;
   int32_t pid;
+  /* Set by the caller, not parsed: the stream's group is among the
+   * supplementary groups of the peer's connection (SO_PEERGROUPS). */
+  bool in_group;
 };
 
 /* An ipc peer's credentials from the address libzmq gives it (ZAP request,
@@ -47,12 +50,12 @@ struct admit_policy {
   int receivers, max_receivers; /* joined now, and the bound */
 };
 
-/* Whether a local user (uid, its primary group gid; pid as this namespace
- * numbers it, 0 unknown) could read the stream from /dev/shm: root, the
- * sender's own user, the stream's owner, a member of its group if the mode
- * lets the group read (primary group, or a supplementary one /proc shows),
- * or anyone if the mode lets others read. */
-bool may_read(const struct admit_policy *p, uint32_t uid, uint32_t gid, int32_t pid);
+/* Whether a local user (uid, its primary group gid; in_group: the stream's
+ * group is among its supplementary groups) could read the stream from
+ * /dev/shm: root, the sender's own user, the stream's owner, a member of
+ * its group if the mode lets the group read, or anyone if the mode lets
+ * others read. */
+bool may_read(const struct admit_policy *p, uint32_t uid, uint32_t gid, bool in_group);
 
 /* The decision on one request, as a ZAP status code: 200 let in, 300 not
  * now (too many receivers: the peer retries), 400 refused; *why says why

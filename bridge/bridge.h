@@ -67,8 +67,32 @@ int keygen(const char *prefix);
 int setup_socket(void *sock, const struct bridge_opts *o, bool server);
 /* The --allow files' keys: their count, or -1 after saying what is wrong. */
 int load_allowed(const struct bridge_opts *o, uint8_t (*keys)[32], int max);
-/* Answers one ZAP request from `zap` by the policy; a refusal is logged. */
-void zap_serve(void *zap, const struct admit_policy *p, const char *name, uint64_t *last_log);
+/* The sender's ipc connections by descriptor, from its monitor's events:
+ * libzmq sends ACCEPTED (the descriptor) before the connection's handshake
+ * can start, and DISCONNECTED before it closes the descriptor, so after
+ * every event sent before a ZAP request is read, that request's connection
+ * is in the table. Its peer's credentials are read once (SO_PEERCRED). */
+struct conn {
+  uint64_t serial; /* of its ACCEPTED event; 0: no connection */
+  uint64_t asked;  /* the ZAP request whose check read it, with in_group */
+  bool known, in_group;
+  uint32_t uid, gid;
+  int32_t pid;
+};
+struct conns {
+  struct conn *by_fd;
+  size_t cap;
+  uint64_t serial, asked;
+};
+void conns_event(struct conns *c, int event, uint32_t value);
+void conns_clear(struct conns *c);
+
+/* Answers one ZAP request from `zap` by the policy (false: none waited); a
+ * refusal is logged. Over ipc a request whose user may read only by a
+ * supplementary group is judged by its connection's groups (`conns`, kept
+ * current by drain(arg), which reads every monitor event waiting). */
+bool zap_serve(void *zap, const struct admit_policy *p, const char *name, uint64_t *last_log,
+               struct conns *conns, void (*drain)(void *), void *arg);
 /* A PAIR socket connected to a new monitor of `sock` (the events of a
  * sender's listening socket, or of a receiver's connection; *generation
  * makes its name), keeping every event: libzmq's I/O thread sends them

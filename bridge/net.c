@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -315,7 +316,76 @@ static void zap_reply(void *zap, const struct zap_request *q, int code) {
   zmq_send(zap, "", 0, 0);
 }
 
-void zap_serve(void *zap, const struct admit_policy *p, const char *name, uint64_t *last_log) {
+void conns_event(struct conns *c, int event, uint32_t value) {
+  if (event != ZMQ_EVENT_ACCEPTED && event != ZMQ_EVENT_DISCONNECTED) return;
+  size_t fd = value;
+  if (fd >= c->cap) {
+    if (event == ZMQ_EVENT_DISCONNECTED || fd >= (1u << 24)) return;
+    size_t cap = c->cap ? c->cap : 64;
+    while (cap <= fd) cap *= 2;
+    struct conn *v = realloc(c->by_fd, cap * sizeof *v);
+    if (!v) return; /* not found: refused if its groups are needed */
+    memset(v + c->cap, 0, (cap - c->cap) * sizeof *v);
+    c->by_fd = v, c->cap = cap;
+  }
+  c->by_fd[fd] = (struct conn){.serial = event == ZMQ_EVENT_ACCEPTED ? ++c->serial : 0};
+}
+
+void conns_clear(struct conns *c) {
+  free(c->by_fd);
+  *c = (struct conns){0};
+}
+
+/* Whether `group` is among the supplementary groups the kernel recorded for
+ * the peer of unix socket `fd` at its connect (SO_PEERGROUPS, Linux 4.13):
+ * 1, 0, or -1 if they cannot be read. */
+static int peer_in_group(int fd, uint32_t group) {
+  gid_t some[64], *g = some;
+  socklen_t len = sizeof some;
+  int rc = getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &len);
+  if (rc != 0 && errno == ERANGE && (g = malloc(len))) /* len: what they take */
+    rc = getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &len);
+  bool found = false;
+  for (size_t i = 0; rc == 0 && i < len / sizeof *g; i++) found |= g[i] == group;
+  if (g != some) free(g);
+  return rc == 0 ? found : -1;
+}
+
+/* Whether the connection of request q has the stream's group among its
+ * supplementary groups: 1, 0, or -1 if no connection of the socket has q's
+ * credentials (it closed during its handshake). Its connection is one with
+ * the same credentials (SO_PEERCRED, which libzmq put in the request). A
+ * descriptor's reads count only if no event came for it after them (closed
+ * and reused, it may be another's). Several alike (one process's, or a pid
+ * reused while another's connection stays open): a member by all or not. */
+static int conn_in_group(struct conns *c, const struct zap_request *q, uint32_t group,
+                         void (*drain)(void *), void *arg) {
+  drain(arg);
+  uint64_t asked = ++c->asked;
+  for (size_t fd = 0; fd < c->cap; fd++) {
+    struct conn *e = &c->by_fd[fd];
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    if (e->serial && !e->known) {
+      if (getsockopt((int)fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+        e->serial = 0; /* closed, or no socket: its events are on their way */
+        continue;
+      }
+      e->known = true, e->uid = cred.uid, e->gid = cred.gid, e->pid = cred.pid;
+    }
+    if (e->serial && e->uid == q->uid && e->gid == q->gid && e->pid == q->pid)
+      e->asked = asked, e->in_group = peer_in_group((int)fd, group) == 1;
+  }
+  drain(arg); /* an event since a read resets its entry */
+  int found = -1;
+  for (size_t fd = 0; fd < c->cap; fd++)
+    if (c->by_fd[fd].serial && c->by_fd[fd].asked == asked)
+      found = found != 0 && c->by_fd[fd].in_group;
+  return found;
+}
+
+bool zap_serve(void *zap, const struct admit_policy *p, const char *name, uint64_t *last_log,
+               struct conns *conns, void (*drain)(void *), void *arg) {
   zmq_msg_t part[ZAP_PARTS + 1];
   const void *data[ZAP_PARTS];
   size_t size[ZAP_PARTS];
@@ -326,7 +396,7 @@ void zap_serve(void *zap, const struct admit_policy *p, const char *name, uint64
     zmq_msg_init(m);
     if (zmq_msg_recv(m, zap, ZMQ_DONTWAIT) < 0) {
       zmq_msg_close(m);
-      if (!n) return;
+      if (!n) return false;
       break;
     }
     more = zmq_msg_more(m);
@@ -339,7 +409,12 @@ void zap_serve(void *zap, const struct admit_policy *p, const char *name, uint64
   }
   struct zap_request q;
   const char *why = zap_parse(data, size, n, &q);
+  int member = 0; /* its connection's groups count: only they make it a reader */
+  if (!why && p->ipc && q.has_creds && !may_read(p, q.uid, q.gid, false) &&
+      may_read(p, q.uid, q.gid, true))
+    q.in_group = (member = conn_in_group(conns, &q, p->stream.group, drain, arg)) == 1;
   int code = why ? 400 : zap_decide(&q, p, &why);
+  if (code == 400 && member < 0) why = "its connection is gone (closed during its handshake?)";
   if (code != 200 && q.has_creds)
     log_limited(last_log, "%s: refused a receiver at %s (uid %u, pid %d): %s", name, q.address,
                 q.uid, q.pid, why);
@@ -348,6 +423,7 @@ void zap_serve(void *zap, const struct admit_policy *p, const char *name, uint64
                 q.address[0] ? q.address : "?", why);
   zap_reply(zap, &q, code);
   for (int i = 0; i < n && i < ZAP_PARTS; i++) zmq_msg_close(&part[i]);
+  return true;
 }
 
 /* ---------------------------------------------------------------- monitor */
@@ -365,7 +441,8 @@ void *open_monitor(void *ctx, void *sock, bool server, int *generation) {
   zmq_socket_monitor(sock, name,
                      ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
                          ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
-                         ZMQ_EVENT_DISCONNECTED | (server ? 0 : ZMQ_EVENT_CONNECTED));
+                         ZMQ_EVENT_DISCONNECTED |
+                         (server ? ZMQ_EVENT_ACCEPTED : ZMQ_EVENT_CONNECTED));
   void *monitor = zmq_socket(ctx, ZMQ_PAIR);
   int all = 0; /* unbounded: libzmq's threads never wait for us to read an event */
   zmq_setsockopt(monitor, ZMQ_RCVHWM, &all, sizeof all);

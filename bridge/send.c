@@ -72,6 +72,7 @@ struct sender {
   struct codec_plan plan; /* how frames of the layout are sent */
   uint8_t (*allowed)[32];
   struct admit_policy policy;
+  struct conns conns; /* over ipc, the socket's connections */
   uint64_t next_layout_along, next_allowed_ns;
   uint64_t last_err_ns, last_auth_ns, last_zap_ns, last_peer_ns;
   bool said_waiting;
@@ -267,6 +268,7 @@ static int open_sock(struct sender *s) {
 static void close_sock(struct sender *s) {
   close_monitored(s->sock, s->monitor);
   s->sock = s->monitor = NULL;
+  conns_clear(&s->conns);
   for (uint32_t i = 0; i < (uint32_t)s->o->max_receivers; i++) s->peers[i].used = false;
   s->npeers = 0;
   s->policy.receivers = 0;
@@ -518,30 +520,29 @@ static void send_frame(struct sender *s, struct held *p) {
 
 /* ---------------------------------------------------------------- sockets */
 
+/* Every monitor event waiting: connections counted, and over ipc known. */
+static void drain_monitor(void *arg) {
+  struct sender *s = arg;
+  char peer[256];
+  int event;
+  uint32_t value;
+  do {
+    const char *why = monitor_event(s->monitor, s->o, true, peer, sizeof peer, &event, &value);
+    s->policy.connections = handshaken(s->policy.connections, event);
+    if (s->o->ep.ipc) conns_event(&s->conns, event, value);
+    if (why) log_limited(&s->last_auth_ns, "%s: %s (on %s)", s->o->name, why, peer);
+  } while (event >= 0);
+}
+
 /* Receivers (JOIN), admission (ZAP), monitor events. */
 static void serve_sockets(struct sender *s, long timeout_ms) {
   zmq_pollitem_t items[3] = {
       {s->monitor, 0, ZMQ_POLLIN, 0}, {s->zap, 0, ZMQ_POLLIN, 0}, {s->sock, 0, ZMQ_POLLIN, 0}};
   if (zmq_poll(items, 3, timeout_ms) <= 0) return;
-  if (items[0].revents) { /* before admission: the connection count is current */
-    char peer[256];
-    const char *why;
-    int event;
-    uint32_t value;
-    do {
-      why = monitor_event(s->monitor, s->o, true, peer, sizeof peer, &event, &value);
-      s->policy.connections = handshaken(s->policy.connections, event);
-      if (why) log_limited(&s->last_auth_ns, "%s: %s (on %s)", s->o->name, why, peer);
-    } while (event >= 0);
-  }
-  if (items[1].revents)
-    for (int i = 0; i < 64; i++) {
-      int events = 0;
-      size_t len = sizeof events;
-      zmq_getsockopt(s->zap, ZMQ_EVENTS, &events, &len);
-      if (!(events & ZMQ_POLLIN)) break;
-      zap_serve(s->zap, &s->policy, s->o->name, &s->last_zap_ns);
-    }
+  if (items[0].revents) drain_monitor(s); /* before admission: the count is current */
+  for (int i = 0; items[1].revents && i < 64; i++)
+    if (!zap_serve(s->zap, &s->policy, s->o->name, &s->last_zap_ns, &s->conns, drain_monitor, s))
+      break;
   if (items[2].revents) serve_peers(s);
 }
 
@@ -691,10 +692,7 @@ int run_send(const struct bridge_opts *o) {
   if (s.reader) release_done(&s);
   shl_reader_close(s.reader);
   for (uint32_t i = 0; s.held && i < s.nheld; i++) free(s.held[i].buf), free(s.held[i].refs_of);
-  free(s.held);
-  free(s.peers);
-  free(s.allowed);
+  free(s.held), free(s.peers), free(s.allowed), free(s.scratch);
   codec_free(s.codec);
-  free(s.scratch);
   return s.status;
 }

@@ -128,7 +128,7 @@ static void admission(const struct parts *p) {
     int code = zap_decide(&q, &pol, &why);
     if (code != 200 && code != 300 && code != 400) abort();
     if ((code == 200) != (why == NULL)) abort();
-    if (code == 200 && pol.ipc && !(q.has_creds && may_read(&pol, q.uid, q.gid, q.pid))) abort();
+    if (code == 200 && pol.ipc && !(q.has_creds && may_read(&pol, q.uid, q.gid, q.in_group))) abort();
   }
 }
 

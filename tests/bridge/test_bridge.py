@@ -548,10 +548,10 @@ def test_users(ns=(None, None), what="users"):
 
 def test_groups():
     """Over ipc a member of a 0660 stream's group by a supplementary group is
-    admitted by the whole Groups line of /proc/PID/status (a user may be in
-    thousands of groups) and by whole numbers only. The sender read it 1023
-    characters at a time: a group past them was missed, and one cut there
-    (600771 read as 60077) was taken for the stream's group."""
+    admitted by all of its groups (a user may be in thousands) and by whole
+    numbers only. The sender once read /proc/PID/status 1023 characters at a
+    time: a group past them was missed, and one cut there (600771 read as
+    60077) was taken for the stream's group."""
     if not can_be_nobody():
         print("skip groups: needs root and setpriv (to run as nobody)")
         return
@@ -575,6 +575,98 @@ def test_groups():
           "(%d messages)" % got_cut)
     check(got_far > 5, "groups: a member by its 301st supplementary group is served (%d messages)"
           % got_far)
+
+
+# Run by test_reused_pid as the first process of a PID namespace of its own,
+# where it hands out the pids: nobody in no group connects to the sender of
+# a 0660 stream of group 60077, passes the connection on and ends; nobody in
+# group 60077 takes its pid; then the connection's handshake.
+REUSED_PID = r"""
+import json, os, signal, socket, subprocess, sys, time
+bridge, peer, name, path = sys.argv[1:]
+os.umask(0)
+w = subprocess.Popen([peer, "write", name, "0", "50", "32,24,3", "660"],
+                     stdout=subprocess.DEVNULL)
+while not os.path.exists("/dev/shm/shl." + name):
+    time.sleep(0.01)
+os.chown("/dev/shm/shl." + name, -1, 60077)
+s = subprocess.Popen([bridge, "send", name, "ipc://" + path, "--quiet"], stderr=subprocess.PIPE,
+                     text=True)
+while not os.path.exists(path):
+    time.sleep(0.01)
+
+
+def nobody(groups):
+    os.setgroups(groups)
+    os.setgid(65534)
+    os.setuid(65534)
+
+
+for _ in range(5):  # a thread started meanwhile takes the pid: again
+    a, b = socket.socketpair()
+    first = os.fork()
+    if first == 0:
+        nobody([])
+        c = socket.socket(socket.AF_UNIX)
+        c.connect(path)
+        socket.send_fds(a, [b"c"], [c.fileno()])
+        os._exit(0)
+    conn = socket.socket(fileno=socket.recv_fds(b, 1, 1)[1][0])
+    os.waitpid(first, 0)
+    with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+        f.write(str(first - 1))
+    second = os.fork()
+    if second == 0:
+        nobody([60077])
+        time.sleep(10)
+        os._exit(0)
+    if second == first:
+        break
+    os.kill(second, signal.SIGKILL)
+    os.waitpid(second, 0)
+ready = b"\x05READY\x0bSocket-Type\x00\x00\x00\x06DEALER"
+conn.settimeout(3)
+conn.sendall(b"\xff" + bytes(8) + b"\x7f\x03\x00" + b"NULL".ljust(20, b"\0") + bytes(32)
+             + b"\x04" + bytes([len(ready)]) + ready)
+got = b""
+while b"READY" not in got[64:] and b"ERROR" not in got[64:]:
+    try:
+        more = conn.recv(4096)
+    except OSError:
+        break
+    if not more:
+        break
+    got += more
+os.kill(second, signal.SIGKILL)
+s.terminate()
+w.terminate()
+print(json.dumps({"pid": first, "reused": second == first, "admitted": b"READY" in got[64:],
+                  "log": s.communicate()[1]}))
+w.wait()
+"""
+
+
+def test_reused_pid():
+    """Over ipc a receiver is judged by the groups its connection was made
+    with (SO_PEERGROUPS), whatever process has its pid by the time the
+    sender checks: nobody in no group connects and ends, nobody in the
+    stream's group takes its pid (in a PID namespace of the test's own),
+    then the connection's handshake: refused. The sender read the groups
+    from /proc/PID/status, the second process's, and served the first."""
+    if not can_be_nobody() or run(["unshare", "--pid", "--fork", "--mount-proc", "true"])[0]:
+        print("skip reused pid: needs root, setpriv and unshare --pid")
+        return
+    a = names("rp")[0]
+    out = subprocess.run(["unshare", "--pid", "--kill-child", "--mount-proc", sys.executable, "-c",
+                          REUSED_PID, BRIDGE, PEER, a, SOCKDIR + "/reused.sock"],
+                         capture_output=True, text=True, timeout=20)
+    got = json.loads(out.stdout or "{}")
+    if not check(got.get("reused"), "reused pid: a process of the stream's group takes the pid "
+                 "of one that connected%s" % ("" if got else ":\n" + out.stderr[-500:])):
+        return
+    refused = not got["admitted"] and "(uid 65534, pid %d)" % got["pid"] in got["log"]
+    check(refused, "reused pid: the connection is judged by its own groups: refused%s" % (
+        "" if refused else ":\n" + got["log"]))
 
 
 def planted_sender(ns, what):
@@ -1160,6 +1252,7 @@ def main():
             test_jpeg()
             test_users()
             test_groups()
+            test_reused_pid()
             test_late()
             test_squatted()
             test_idle()
