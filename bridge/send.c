@@ -303,7 +303,7 @@ static void update_access(struct sender *s) {
 }
 
 /* The layout of the stream the reader is on now; a new generation. One that
- * cannot be carried leaves the one told before. */
+ * cannot be carried leaves the one told before, or (the first) ends the run. */
 static int describe_stream(struct sender *s) {
   shl_segment *seg = shl_reader_segment(s->reader);
   shl_layout layout;
@@ -332,8 +332,8 @@ static int describe_stream(struct sender *s) {
           big_meta ? "metadata records over 65536 bytes"
                    : "frames of this layout (empty or negative strides)",
           s->pre.gen ? ": its frames are not sent" : "");
-    if (s->pre.gen || !big_meta) return -EINVAL;
-    s->status = EXIT_USAGE; /* the first layout: nothing will ever go */
+    if (s->pre.gen) return -EINVAL;
+    s->status = EXIT_USAGE; /* the first layout, as a first one --jpeg cannot code */
     return 0;
   }
   l->state = WIRE_LIVE;
@@ -406,7 +406,8 @@ static int open_reader(struct sender *s) {
   if (rc < 0) return rc;
   if (s->said_waiting) logf_("%s: the stream is there: reading it", s->o->name);
   s->said_waiting = false;
-  return describe_stream(s) == -EINVAL ? -EINVAL : 0;
+  describe_stream(s);
+  return 0;
 }
 
 /* ---------------------------------------------------------------- frames */

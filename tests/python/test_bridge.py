@@ -153,19 +153,27 @@ def test_char_arrays_cross_as_bytes(bridge: Callable[[], tuple]) -> None:
     assert "metadata T{<Q:frame:16s:source:}" in received, received
 
 
-def test_metadata_beyond_the_wire_is_refused(new_name: Callable[[], str], tmp_path) -> None:
-    """A metadata record larger than the wire carries (64 KiB): `bridge send`
-    says so and exits 2. It served such a stream as if all were well, and
-    every receiver dropped each message as bad."""
+@pytest.mark.parametrize("layout, why", [
+    (dict(shape=(4,), meta=np.dtype([("blob", "S70000")])), "metadata records over 65536 bytes"),
+    (dict(shape=(0, 4)), "frames of this layout (empty or negative strides)"),
+])
+def test_first_layout_beyond_the_wire_is_refused(new_name: Callable[[], str], tmp_path,
+                                                 layout: dict, why: str) -> None:
+    """A first layout the wire cannot carry: `bridge send` says so once and
+    exits 2. A metadata record larger than the wire carries (64 KiB) was
+    served as if all were well, and every receiver dropped each message as
+    bad; an empty frame made the sender try again for ever, saying so ten
+    times a second."""
     program = core_build() / "bridge" / "shmlane-bridge"
     if not program.is_file():
         pytest.skip("shmlane-bridge not built (needs libzmq: make deps)")
     a = new_name()
-    w = shmlane.Writer(a, shape=(4,), dtype="u1", meta=np.dtype([("blob", "S70000")]))
+    w = shmlane.Writer(a, dtype="u1", **layout)
     try:
         p = subprocess.run([str(program), "send", a, "ipc://%s/m.sock" % tmp_path, "--seconds",
-                            "2"], capture_output=True, text=True, timeout=10)
+                            "1"], capture_output=True, text=True, timeout=10)
     finally:
         w.close()
     assert p.returncode == 2, p.stderr
-    assert "metadata records over 65536 bytes cannot be carried" in p.stderr, p.stderr
+    assert p.stderr.count("cannot be carried") == 1 and why + " cannot be carried" in p.stderr, \
+        p.stderr
