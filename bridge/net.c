@@ -496,22 +496,22 @@ const char *monitor_event(void *monitor, const struct bridge_opts *o, bool serve
     if (value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
       return server ? "a receiver's security does not match ours (one side has keys, the other "
                       "none)"
-             : o->server_key ? "the sender has no keys and we have --server-key: give the sender "
+             : o->server_key ? "the peer has no keys and we have --server-key: give the sender "
                                "--key, or run both without keys"
-                             : "the sender uses CURVE keys: give --server-key (its public key)";
+                             : "the peer uses CURVE keys: give --server-key (its public key)";
     if (value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC)
       return server ? "a receiver failed the CURVE handshake: it has the wrong --server-key"
-                    : "CURVE handshake failed: --server-key is not the sender's public key";
+                    : "CURVE handshake failed: the peer does not hold the key of --server-key";
     return "handshake failed (protocol error: not a shmlane bridge peer?)";
   }
   /* A CURVE sender may hang up on our plain greeting before we read its
    * own: libzmq then says no more than this. */
   if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
     return server          ? "a receiver's handshake failed"
-           : o->server_key ? "handshake with the sender failed (with CURVE: is --server-key the "
+           : o->server_key ? "handshake with the peer failed (with CURVE: is --server-key the "
                              "sender's public key?)"
-                           : "handshake with the sender failed: if it uses CURVE keys, give "
-                             "--server-key (its public key)";
+                           : "handshake with the peer failed: if it is a sender with CURVE keys, "
+                             "give --server-key (its public key)";
   return NULL;
 }
 

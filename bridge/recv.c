@@ -314,7 +314,10 @@ static void receive_one(struct receiver *r) {
 }
 
 /* Monitor events: handshake failures reported; those that cannot mend by
- * themselves (wrong keys, a refusal) end the receiver with status 1. */
+ * themselves (wrong keys, a refusal, a protocol error, after which libzmq
+ * does not connect again) end the receiver with status 1. Only a refusal
+ * surely comes from a sender: the peer may be another program that took
+ * the address first (a sender started after it cannot bind there). */
 static void serve_monitor(struct receiver *r) {
   const struct bridge_opts *o = r->o;
   char peer[256];
@@ -329,24 +332,26 @@ static void serve_monitor(struct receiver *r) {
       send_join(r);
     }
     bool fatal = (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH && value != 300) ||
-                 (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
-                  (value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH ||
-                   value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC));
+                 event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL;
     /* Without keys, a failure that says nothing, again and again, is a
      * sender with keys (monitor_event). */
     if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL && !o->server_key)
       fatal = ++r->failed_handshakes >= MAX_FAILED_HANDSHAKES;
     /* A sender that cannot read our CURVE hello just hangs up. */
     if (event == ZMQ_EVENT_DISCONNECTED && !r->handshake_ok && o->server_key) {
-      why = "the sender hung up during the CURVE handshake: if it has no keys, give the sender "
-            "--key (or run both without keys)";
+      why = "the peer hung up during the CURVE handshake: if it is our sender and has no keys, "
+            "give the sender --key (or run both without keys)";
       fatal = ++r->failed_handshakes >= MAX_FAILED_HANDSHAKES;
     }
     if (why && fatal) {
+      bool refused = event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
       logf_("%s: %s", peer, why);
+      if (!refused)
+        logf_("the peer at %s failed the handshake: it may not be our sender (another program "
+              "listening there, where a sender started after it cannot bind)", o->ep.text);
       if (o->server_key)
-        logf_("check the keys: --server-key %s must be the sender's public key (its --key's "
-              ".pub)%s%s%s",
+        logf_("%scheck the keys: --server-key %s must be the sender's public key (its --key's "
+              ".pub)%s%s%s", refused ? "" : "if it is our sender, ",
               o->server_key, o->key ? ", and --key " : "", o->key ? o->key : "",
               o->key ? "'s public key must be in the sender's --allow list" : "");
       r->status = EXIT_RUNTIME;

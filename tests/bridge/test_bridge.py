@@ -314,6 +314,55 @@ def test_keys(host="127.0.0.1", ns=(None, None)):
         shutil.rmtree(d)
 
 
+def squatter(port, greeting, until):
+    """Another program listening on the port (a local user's, say): it
+    answers each connection with `greeting` and hangs up, until until[0]."""
+    srv = socket.create_server(("127.0.0.1", port))
+    srv.settimeout(0.1)
+    while not until:
+        try:
+            c, _ = srv.accept()
+        except OSError:
+            continue
+        c.sendall(greeting)
+        time.sleep(0.05)
+        c.close()
+    srv.close()
+
+
+def test_squatted_port():
+    """A program that is no sender of ours on the port (there first, so a
+    sender would fail to bind): a receiver with --server-key exits 1 saying
+    that the peer at the address failed the handshake and may not be our
+    sender, the keys one possibility among others. It gave advice about the
+    keys only, as if the peer were our sender; and after a protocol error
+    (libzmq connects no more) it waited for ever without a word."""
+    d = tempfile.mkdtemp()
+    ep = "tcp://127.0.0.1:%d" % (PORT + 2)
+    null, curve = (b"\xff" + bytes(8) + b"\x7f\x03\x00" + m.ljust(20, b"\0") + bytes(32)
+                   for m in (b"NULL", b"CURVE"))
+    try:
+        key = keygen(d, "sender") + ".pub"
+        for what, greeting in (("hangs up at once", b""), ("speaks ZeroMQ without keys", null),
+                               ("garbles its CURVE handshake", curve + b"\x04\x03abc")):
+            until = []
+            t = threading.Thread(target=squatter, args=(PORT + 2, greeting, until))
+            t.start()
+            try:
+                rc, err = run([BRIDGE, "recv", ep, TAG + "sq", "--server-key", key, "--seconds", "5",
+                               "--quiet"])
+            finally:
+                until.append(True)
+                t.join()
+            said = ("the peer at %s failed the handshake: it may not be our sender" % ep in err
+                    and "if it is our sender, check the keys: --server-key " + key in err)
+            check(rc == 1 and said, "squatted port: a peer that %s: the receiver exits 1 saying it "
+                  "may not be our sender, the keys one possibility%s" % (
+                      what, "" if rc == 1 and said else " (%d):\n%s" % (rc, err)))
+    finally:
+        shutil.rmtree(d)
+
+
 def test_key_files():
     """A key pair's file that other users may read, or that another user
     owns (planted: its secret is theirs), is refused by both sides, exit 2,
@@ -1248,6 +1297,7 @@ def main():
             test_rules()
             test_keys()
             test_key_files()
+            test_squatted_port()
             test_zstd()
             test_jpeg()
             test_users()
