@@ -319,7 +319,19 @@ enum shl_open_flags {
   SHL_OPEN_READONLY = 1u << 0, /* payload mapped PROT_READ; waiting still works */
   /* A name that does not exist yet: wait for it, polling every 10 ms, within
    * the same timeout_ns (-ENOENT after). Without it, -ENOENT at once. */
-  SHL_OPEN_WAIT_NAME = 1u << 1
+  SHL_OPEN_WAIT_NAME = 1u << 1,
+  /* A handle that only describes the object, for tools that look at every
+   * user's objects (shl_list): the header, format and a stream's control area
+   * are copied once with pread, nothing is mapped. An owner who cuts the
+   * object short meanwhile (ftruncate) makes the open fail with
+   * SHL_E_TRUNCATED, where a mapping would raise SIGBUS in the caller. The
+   * getters (shl_get_info, shl_get_layout, shl_changes, shl_stream_get_info,
+   * shl_stream_get_reader, shl_stream_get_meta) report the object as it was
+   * at the open (role liveness as it is at the call); shl_payload is NULL,
+   * shl_is_readonly 1; shl_lock, shl_unlock and shl_notify return
+   * SHL_E_READONLY, shl_wait -EINVAL. Implies SHL_OPEN_READONLY; shl_dup
+   * of such a handle is another. */
+  SHL_OPEN_DESCRIBE = 1u << 2
 };
 
 /* Whose objects an opener accepts. /dev/shm is shared by every local user,
@@ -527,8 +539,9 @@ typedef struct shl_wait_opts {
 
 /* Wait until the change counter differs from `since`, or timeout. On success
  * stores the count seen in *out (may be NULL). -ETIMEDOUT on time-out;
- * SHL_E_CLOSED if another thread closed (or shut down) the handle meanwhile; -EINVAL for
- * flags outside enum shl_wait_flags. Spurious wake-ups and (without
+ * SHL_E_CLOSED if another thread closed (or shut down) the handle meanwhile;
+ * -EINVAL for flags outside enum shl_wait_flags or a handle opened with
+ * SHL_OPEN_DESCRIBE. Spurious wake-ups and (without
  * SHL_WAIT_INTERRUPTIBLE) signals never end it early. */
 SHL_API int shl_wait(shl_segment *seg, uint64_t since, int64_t timeout_ns, uint64_t *out);
 SHL_API int shl_wait_ex(shl_segment *seg, uint64_t since, int64_t timeout_ns,

@@ -63,7 +63,7 @@ void shl__seg_release(shl_segment *seg) {
   /* No holder is left: the lock keeper's list is empty (after a fork,
    * stopping only frees what the parent's keeper left). */
   shl__keeper_stop(atomic_load(&seg->lock_keeper));
-  if (seg->hdr) munmap(seg->hdr, seg->map_size);
+  shl__seg_unplace(seg);
   shl__role_fd_close(&seg->role); /* drops the creator role, if held */
   if (seg->fd >= 0) close(seg->fd);
   pthread_mutex_destroy(&seg->lock_ops);

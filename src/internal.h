@@ -20,6 +20,9 @@ enum shl__seg_flags {
   SHL__SEG_READONLY = 1u << 0,        /* payload mapped PROT_READ */
   SHL__SEG_HDR_WRITABLE = 1u << 1,    /* header mapped writable: may lock, register as waiter */
   SHL__SEG_UNLINK_ON_CLOSE = 1u << 2,
+  /* hdr is a private copy of the object up to its payload (SHL_OPEN_DESCRIBE):
+   * no payload, nothing shared to lock, notify or wait on. */
+  SHL__SEG_COPY = 1u << 3,
 };
 
 /* A staged segment's POSIX name: "/.shl-stage." + name + "." + pid + "." +
@@ -106,8 +109,17 @@ int shl__segment_create(shl_segment **out, const char *name, const shl_layout *l
 int shl__segment_swap_in(shl_segment *seg, int old_fd);
 /* Removes staged objects of `name` that no live process is building. */
 void shl__stage_sweep(const char *name);
-/* A class of users (group, others) may read but not write. */
+/* segment_read.c: a class of users (group, others) may read but not write. */
 bool shl__mode_has_readonly_class(uint32_t mode);
+/* segment_read.c: fills the handle's private snapshot of the layout from a
+ * validated header and the format (copied before it is checked). */
+void shl__seg_fill_snapshot(shl_segment *seg, const struct shl__header *h, const char *format);
+/* One look at the object open as seg->fd (mapped, or copied for
+ * SHL__SEG_COPY): 0 with a validated header, -EAGAIN while its creator is
+ * still initialising it, or an error. */
+int shl__seg_try_map(shl_segment *seg, bool writable);
+/* Unmaps, or frees the copy. */
+void shl__seg_unplace(shl_segment *seg);
 /* 0 if the segment's name still refers to its object; -ESTALE if another
  * object has the name now, -ENOENT if none has. */
 int shl__seg_names_object(const shl_segment *seg);

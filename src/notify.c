@@ -104,6 +104,7 @@ static int wait_changed(shl_segment *seg, uint64_t since, int64_t timeout_ns,
 
 int shl__wait_also(shl_segment *seg, uint64_t since, int64_t timeout_ns, const shl_wait_opts *opts,
                    const struct shl__also *also, unsigned nalso, uint64_t *out) {
+  if (seg->flags & SHL__SEG_COPY) return -EINVAL; /* a copy never changes */
   uint64_t v = shl_changes(seg);
   if (v == since) {
     if (timeout_ns == 0) return -ETIMEDOUT;

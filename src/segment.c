@@ -61,12 +61,6 @@ static int plan_layout(struct shl__header *h, const shl_layout *layout, uint32_t
   return 0;
 }
 
-/* Some process may hold read but not write permission: it cannot register
- * as a waiter, so notify must always wake. */
-bool shl__mode_has_readonly_class(uint32_t mode) {
-  return ((mode & 040) && !(mode & 020)) || ((mode & 04) && !(mode & 02));
-}
-
 /* Why (docs/format.md, Permissions): without rw the owner's own processes
  * could not open the object; a write-only opener cannot map it, only truncate
  * it under its users; nothing here is ever executed. */
@@ -75,8 +69,6 @@ int shl_mode_check(uint32_t mode, uint32_t kind) {
   if ((mode & ~0666u) || (mode & 0600) != 0600 || write_only) return SHL_E_BAD_MODE;
   return kind == SHL_KIND_STREAM && shl__mode_has_readonly_class(mode) ? SHL_E_BAD_MODE : 0;
 }
-
-static void fill_snapshot(shl_segment *seg, const struct shl__header *h, const char *format);
 
 int shl__segment_create(shl_segment **out, const char *name, const shl_layout *layout,
                         const shl_create_opts *opts, const struct shl__extra *extra) {
@@ -188,7 +180,7 @@ int shl__segment_create(shl_segment **out, const char *name, const shl_layout *l
   memcpy((char *)map + plan.format_offset, layout->format, plan.format_len);
   /* The lock word is 0, free, as the whole new file. */
   if (extra->init_ext) extra->init_ext((char *)map + plan.ext_offset, extra->arg);
-  fill_snapshot(seg, h, layout->format);
+  shl__seg_fill_snapshot(seg, h, layout->format);
   seg->mode = mode;
   seg->flags = SHL__SEG_HDR_WRITABLE |
                (opts->flags & SHL_CREATE_UNLINK_ON_CLOSE ? SHL__SEG_UNLINK_ON_CLOSE : 0);
@@ -217,74 +209,6 @@ int shl_create(shl_segment **out, const char *name, const shl_layout *layout,
 
 /* ---------------------------------------------------------------- open */
 
-/* While the creator initialises, the magic is zero or being written. */
-static bool magic_in_progress(const char magic[8]) {
-  for (size_t i = 0; i < sizeof SHL__MAGIC; i++)
-    if (magic[i] != 0 && magic[i] != SHL__MAGIC[i]) return false;
-  return true;
-}
-
-static bool in_bounds(uint64_t off, uint64_t len, uint64_t limit) {
-  return off <= limit && len <= limit - off;
-}
-
-/* Checks a snapshot of a READY header against the object's size. */
-static int validate_header(const struct shl__header *h, uint64_t file_size) {
-  if (memcmp(h->magic, SHL__MAGIC, sizeof SHL__MAGIC) != 0) return SHL_E_NOT_SHMLANE;
-  if (h->format_version != SHL__FORMAT_VERSION) return SHL_E_VERSION;
-  if (h->header_size != SHL__HEADER_SIZE) return SHL_E_BAD_HEADER;
-  if (h->total_size > file_size) return SHL_E_TRUNCATED;
-  if (h->total_size < SHL__HEADER_SIZE || h->total_size > SIZE_MAX) return SHL_E_BAD_HEADER;
-  if (h->kind < SHL_KIND_ARRAY || h->kind > SHL_KIND_STREAM) return SHL_E_BAD_KIND;
-  if (h->payload_offset % SHL__PAYLOAD_ALIGN || h->payload_offset < SHL__HEADER_SIZE ||
-      !in_bounds(h->payload_offset, h->payload_size, h->total_size))
-    return SHL_E_BAD_HEADER;
-  if (h->format_offset < SHL__HEADER_SIZE || h->format_len == 0 ||
-      h->format_len > SHL_FORMAT_MAX ||
-      !in_bounds(h->format_offset, (uint64_t)h->format_len + 1, h->payload_offset))
-    return SHL_E_BAD_HEADER;
-  /* Aligned too: the stream area's atomics and futex words must be. */
-  if (h->ext_size && (h->ext_offset % SHL__EXT_ALIGN ||
-                      h->ext_offset < h->format_offset + h->format_len + 1 ||
-                      !in_bounds(h->ext_offset, h->ext_size, h->payload_offset)))
-    return SHL_E_BAD_HEADER;
-  if (h->ndim > SHL_MAX_NDIM) return SHL_E_BAD_SHAPE;
-  /* Only a stream has a kind-specific area (and must). */
-  if ((h->kind == SHL_KIND_STRUCT && h->ndim != 0) || (h->kind == SHL_KIND_STREAM) != !!h->ext_size)
-    return SHL_E_BAD_KIND;
-  return 0;
-}
-
-/* Checks the format (the private copy taken from inside bounds already
- * proven) and that every element lies inside the payload. */
-static int validate_layout(const struct shl__header *h, const char *format) {
-  int64_t itemsize = shl__format_parse(format, h->format_len);
-  if (itemsize < 0) return (int)itemsize;
-  if (h->itemsize != (uint64_t)itemsize) return SHL_E_ITEMSIZE;
-  shl_layout layout = {.format = format, .itemsize = h->itemsize, .ndim = h->ndim};
-  memcpy(layout.shape, h->shape, sizeof layout.shape);
-  memcpy(layout.strides, h->strides, sizeof layout.strides);
-  return shl__layout_check_extent(&layout, h->itemsize, h->payload_size);
-}
-
-/* The format is copied before it is checked, so that what is checked is
- * what this process keeps, whatever a peer writes later. */
-static void fill_snapshot(shl_segment *seg, const struct shl__header *h, const char *format) {
-  seg->kind = h->kind;
-  seg->hdr_flags = h->flags;
-  seg->payload = (unsigned char *)seg->hdr + h->payload_offset;
-  seg->payload_size = h->payload_size;
-  seg->ext = h->ext_size ? (unsigned char *)seg->hdr + h->ext_offset : NULL;
-  seg->ext_size = h->ext_size;
-  memcpy(seg->format, format, h->format_len);
-  seg->format[h->format_len] = '\0';
-  seg->layout.format = seg->format;
-  seg->layout.itemsize = h->itemsize;
-  seg->layout.ndim = h->ndim;
-  memcpy(seg->layout.shape, h->shape, sizeof seg->layout.shape);
-  memcpy(seg->layout.strides, h->strides, sizeof seg->layout.strides);
-}
-
 /* A creator takes its role lock right after shm_open and sizes the object
  * only then: an empty object younger than this, with the role free, may be
  * a creator between those two calls. */
@@ -299,57 +223,6 @@ static int creator_may_finish(int fd) {
   if (st.st_size > 0) return 0;
   int64_t born = (int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec;
   return shl__realtime_ns() - born < CREATOR_GRACE_NS;
-}
-
-/* One look at the object. Returns 0 with a validated mapping, -EAGAIN while
- * the creator is still initialising, or an error. */
-static int try_map(shl_segment *seg, bool writable) {
-  struct stat st;
-  if (fstat(seg->fd, &st) < 0) return -errno;
-  if (!S_ISREG(st.st_mode)) return SHL_E_NOT_SHMLANE;
-  if (st.st_size == 0) return -EAGAIN; /* created, not yet sized */
-  if ((uint64_t)st.st_size < SHL__HEADER_SIZE) {
-    char magic[8] = {0};
-    if (pread(seg->fd, magic, sizeof magic, 0) < 0) return -errno;
-    return memcmp(magic, SHL__MAGIC, sizeof magic) == 0 ? SHL_E_TRUNCATED : SHL_E_NOT_SHMLANE;
-  }
-  /* Peek at the fixed header through a small mapping: the file may be far
-   * larger than the segment it claims to hold. */
-  struct shl__header *peek = mmap(NULL, SHL__HEADER_SIZE, PROT_READ, MAP_SHARED, seg->fd, 0);
-  if (peek == MAP_FAILED) return -errno;
-  struct shl__header snap;
-  int rc;
-  if (atomic_load_explicit(&peek->state, memory_order_acquire) != SHL__STATE_READY) {
-    rc = magic_in_progress(peek->magic) ? -EAGAIN : SHL_E_NOT_SHMLANE;
-  } else {
-    memcpy(&snap, peek, sizeof snap);
-    rc = validate_header(&snap, (uint64_t)st.st_size);
-  }
-  munmap(peek, SHL__HEADER_SIZE);
-  if (rc < 0) return rc;
-  /* Map what the header describes, which fstat showed to exist: nothing
-   * beyond it is ever touched. */
-  size_t map_size = (size_t)snap.total_size;
-  void *map = mmap(NULL, map_size, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED,
-                   seg->fd, 0);
-  if (map == MAP_FAILED) return -errno;
-  seg->hdr = map;
-  seg->map_size = map_size;
-  const char *live_format = (const char *)map + snap.format_offset;
-  rc = live_format[snap.format_len] != '\0' ? SHL_E_BAD_FORMAT : 0;
-  if (rc == 0) {
-    fill_snapshot(seg, &snap, live_format);
-    seg->mode = (uint32_t)st.st_mode & 07777;
-    /* Opened up by chmod after creation, or the flag cleared by a peer:
-     * the mode says whether some process may only read (notify.c). */
-    if (shl__mode_has_readonly_class(seg->mode)) seg->hdr_flags |= SHL__HDR_WAKE_ALWAYS;
-    rc = validate_layout(&snap, seg->format);
-  }
-  if (rc < 0) {
-    munmap(map, map_size);
-    seg->hdr = NULL;
-  }
-  return rc;
 }
 
 /* Whether the owner of an object is one the opener accepts (shl_owner_policy).
@@ -418,9 +291,10 @@ static int open_object(shl_segment **out, const char *pname, const shl_open_opts
   /* O_NONBLOCK: a FIFO planted under the name must not hang the open; it
    * changes nothing for a regular file. */
   const int oflags = O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK;
-  int fd = shm_open(pname, O_RDWR | oflags, 0);
+  bool copy = opts->flags & SHL_OPEN_DESCRIBE; /* reads only, never maps */
+  int fd = copy ? -1 : shm_open(pname, O_RDWR | oflags, 0);
   *writable = fd >= 0;
-  if (fd < 0 && (opts->flags & SHL_OPEN_READONLY) && (errno == EACCES || errno == EROFS))
+  if (copy || (fd < 0 && (opts->flags & SHL_OPEN_READONLY) && (errno == EACCES || errno == EROFS)))
     fd = shm_open(pname, O_RDONLY | oflags, 0);
   if (fd < 0) return open_error(pname);
   int rc = owner_check(fd, opts->owner, opts->owner_uid);
@@ -433,11 +307,12 @@ static int open_object(shl_segment **out, const char *pname, const shl_open_opts
     close(fd);
     return -ENOMEM;
   }
+  seg->flags = copy ? SHL__SEG_COPY : 0;
   int64_t pause = 100000; /* 0.1 ms, doubling to 10 ms */
-  while ((rc = try_map(seg, *writable)) == -EAGAIN) {
+  while ((rc = shl__seg_try_map(seg, *writable)) == -EAGAIN) {
     if (!creator_may_finish(fd)) {
       /* The creator may have published and closed since the look. */
-      rc = try_map(seg, *writable);
+      rc = shl__seg_try_map(seg, *writable);
       if (rc == -EAGAIN) rc = names_object(pname, fd) == 0 ? SHL_E_CREATOR_DEAD : -ESTALE;
       break;
     }
@@ -500,8 +375,9 @@ int shl_open_ex(shl_segment **out, const char *name, const shl_open_opts *user_o
   if (rc < 0) return rc;
   uint32_t flags = opts.flags;
   int64_t timeout_ns = opts.timeout_ns;
-  if (flags & ~(uint32_t)(SHL_OPEN_READONLY | SHL_OPEN_WAIT_NAME)) return -EINVAL;
-  bool readonly = flags & SHL_OPEN_READONLY;
+  if (flags & ~(uint32_t)(SHL_OPEN_READONLY | SHL_OPEN_WAIT_NAME | SHL_OPEN_DESCRIBE))
+    return -EINVAL;
+  bool readonly = flags & (SHL_OPEN_READONLY | SHL_OPEN_DESCRIBE);
 
   int64_t deadline = shl__deadline(shl__monotonic_ns(), timeout_ns);
   shl_segment *seg = NULL;
@@ -513,7 +389,7 @@ int shl_open_ex(shl_segment **out, const char *name, const shl_open_opts *user_o
   }
   if (rc < 0) return rc;
   snprintf(seg->name, sizeof seg->name, "%s", name);
-  seg->flags = writable ? SHL__SEG_HDR_WRITABLE : 0;
+  seg->flags |= writable ? SHL__SEG_HDR_WRITABLE : 0;
   if (readonly) protect_payload(seg);
   *out = seg;
   return 0;
@@ -531,13 +407,14 @@ int shl_dup(shl_segment **out, const shl_segment *seg) {
   }
   /* Validated afresh, as any opener does: a peer may have changed the header. */
   bool writable = (seg->flags & SHL__SEG_HDR_WRITABLE) != 0;
-  int rc = try_map(dup, writable);
+  dup->flags = seg->flags & SHL__SEG_COPY; /* a copy's dup is a copy */
+  int rc = shl__seg_try_map(dup, writable);
   if (rc < 0) {
     shl__seg_release(dup);
     return rc == -EAGAIN ? SHL_E_NOT_READY : rc;
   }
   snprintf(dup->name, sizeof dup->name, "%s", seg->name);
-  dup->flags = writable ? SHL__SEG_HDR_WRITABLE : 0;
+  dup->flags |= writable ? SHL__SEG_HDR_WRITABLE : 0;
   if (seg->flags & SHL__SEG_READONLY) protect_payload(dup);
   *out = dup;
   return 0;

@@ -61,10 +61,10 @@ struct entry {
 uint64_t clock_ns(clockid_t clock);
 /* The user name of uid, or false. */
 bool user_name(uint32_t uid, char *buf, size_t size);
-/* Opens name read-only, whoever owns it (looking is not trusting: the tool
- * never acts on another user's data; gc checks ownership itself), runs
- * look on it and closes it. The open's error, look's result, or
- * SHL_E_TRUNCATED when the object was cut short under the look (SIGBUS). */
+/* Opens name to describe it (SHL_OPEN_DESCRIBE), whoever owns it (looking
+ * is not trusting: the tool never acts on another user's data; gc checks
+ * ownership itself), runs look on it and closes it. The open's error
+ * (SHL_E_TRUNCATED for an object cut short while it was read) or look's result. */
 typedef int (*look_fn)(shl_segment *seg, void *arg);
 int look_at(const char *name, int64_t timeout_ns, look_fn look, void *arg);
 void entry_open(struct entry *e, const char *name, int64_t timeout_ns);

@@ -1,15 +1,11 @@
 /* Reading segments for `ls` and `info`: each opened read-only, described,
  * closed again; streams sampled twice for their frame rate. */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <pwd.h>
-#include <setjmp.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cli.h"
 
@@ -31,73 +27,22 @@ static int sample_stream(const shl_segment *seg, shl_stream_info *out, uint64_t 
   return rc;
 }
 
-/* Read-only, whoever owns it: looking is not trusting (the tool never acts
- * on another user's data; gc checks ownership itself). */
-static int open_any_owner(shl_segment **seg, const char *name, int64_t timeout_ns) {
+/* Whoever owns it: looking is not trusting (the tool never acts on another
+ * user's data; gc checks ownership itself). Described, never mapped: the
+ * owner may cut the object short (ftruncate) while it is read, which makes
+ * the open fail (SHL_E_TRUNCATED) where touching a mapping past the new end
+ * would kill `ls`, `info`, `gc` and `top` with SIGBUS. */
+int look_at(const char *name, int64_t timeout_ns, look_fn look, void *arg) {
   shl_open_opts opts = SHL_OPEN_OPTS_INIT;
-  opts.flags = SHL_OPEN_READONLY;
+  opts.flags = SHL_OPEN_DESCRIBE;
   opts.timeout_ns = timeout_ns;
   opts.owner = SHL_OWNER_ANY;
-  return shl_open_ex(seg, name, &opts);
-}
-
-/* Whoever owns an object may cut it short (ftruncate) while this process
- * has it mapped: touching a page past the new end raises SIGBUS, which
- * killed `ls`, `info`, `gc` and `top` alike. Every look runs under a guard
- * that turns that SIGBUS into SHL_E_TRUNCATED. A look cut short closes its
- * handle (closing touches no page of a segment this tool never locks) and
- * the descriptors it made; only a look cut short inside shl_open leaves
- * its handle's memory and mapping behind (the tool never forks): a long
- * `top` under attack loses a few KiB per hit, never its descriptors. */
-static sigjmp_buf bus_jump;
-static volatile sig_atomic_t bus_guarded;
-static shl_segment *volatile looked; /* the open handle of the look in progress */
-
-static void on_sigbus(int sig) {
-  if (bus_guarded) siglongjmp(bus_jump, 1);
-  signal(sig, SIG_DFL); /* not a look's: the access runs again and kills as before */
-}
-
-enum { LOOK_FDS = 8 }; /* more than a look opens: a segment's descriptor and its role one */
-
-/* The lowest descriptors free now, where a look's new ones will land. */
-static void free_fds(int fds[LOOK_FDS]) {
-  for (int fd = 0, n = 0; n < LOOK_FDS; fd++)
-    if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) fds[n++] = fd;
-}
-
-/* After a SIGBUS: the look's handle closed (unless the close is cut short
- * too) and the descriptors it made. */
-static int look_cut_short(const int fds[LOOK_FDS]) {
-  shl_segment *seg = looked;
-  looked = NULL;
-  if (seg && sigsetjmp(bus_jump, 1) == 0) shl_close(seg);
-  bus_guarded = 0;
-  for (int i = 0; i < LOOK_FDS; i++) close(fds[i]); /* those the look left open */
-  return SHL_E_TRUNCATED;
-}
-
-int look_at(const char *name, int64_t timeout_ns, look_fn look, void *arg) {
-  static bool installed;
-  if (!installed) {
-    struct sigaction sa = {.sa_handler = on_sigbus};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGBUS, &sa, NULL);
-    installed = true;
-  }
-  int fds[LOOK_FDS];
-  free_fds(fds);
-  if (sigsetjmp(bus_jump, 1) != 0) return look_cut_short(fds);
-  bus_guarded = 1;
   shl_segment *seg;
-  int rc = open_any_owner(&seg, name, timeout_ns);
+  int rc = shl_open_ex(&seg, name, &opts);
   if (rc == 0) {
-    looked = seg;
     rc = look(seg, arg);
-    looked = NULL;
     shl_close(seg);
   }
-  bus_guarded = 0;
   return rc;
 }
 
@@ -116,8 +61,7 @@ bool user_name(uint32_t uid, char *buf, size_t size) {
   return last_found;
 }
 
-/* The stream's metadata format, in a string of its own (*out owns it
- * before it is read: a look cut short leaks nothing). */
+/* The stream's metadata format, in a string of its own. */
 static int copy_meta_format(const shl_segment *seg, char **out) {
   if (!(*out = malloc(SHL_FORMAT_MAX + 1))) return -ENOMEM;
   int64_t rc = shl_stream_get_meta(seg, *out, SHL_FORMAT_MAX + 1);

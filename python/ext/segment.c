@@ -64,6 +64,11 @@ static int handle_getbuffer(Handle *h, Py_buffer *view, int flags) {
     return -1;
   }
   void *payload = shl_payload(h->seg);
+  if (!payload) { /* opened to be described only: nothing is mapped */
+    PyErr_Format(PyExc_BufferError, "segment '%s' was opened to be described only",
+                 h->base.name);
+    return -1;
+  }
   if (fill_buffer(view, (PyObject *)h, &h->base, &h->base.layout, payload, h->readonly, false,
                   flags) < 0)
     return -1;
@@ -404,18 +409,20 @@ static int open_step(void *ctx, int64_t timeout_ns) {
   return o->rc == -ENOENT && (o->opts.flags & SHL_OPEN_WAIT_NAME) ? SHL_E_NOT_READY : o->rc;
 }
 
-/* open(name, readonly, timeout, owner=0, owner_uid=0, wait_name=False) ->
- * Handle. Waits for a creator still initialising (while it lives), and with
- * wait_name for the name to appear. owner: shl_owner_policy. */
+/* open(name, readonly, timeout, owner=0, owner_uid=0, wait_name=False,
+ * describe=False) -> Handle. Waits for a creator still initialising (while
+ * it lives), and with wait_name for the name to appear. owner:
+ * shl_owner_policy. describe: SHL_OPEN_DESCRIBE (read, never mapped; no buffer). */
 PyObject *mod_open(PyObject *mod, PyObject *args) {
   modstate *st = PyModule_GetState(mod);
   struct open_ctx o = {NULL, NULL, SHL_OPEN_OPTS_INIT, 0};
-  int readonly, wait_name = 0;
+  int readonly, wait_name = 0, describe = 0;
   int64_t timeout_ns;
-  if (!PyArg_ParseTuple(args, "spO&|IIp:open", &o.name, &readonly, timeout_converter, &timeout_ns,
-                        &o.opts.owner, &o.opts.owner_uid, &wait_name))
+  if (!PyArg_ParseTuple(args, "spO&|IIpp:open", &o.name, &readonly, timeout_converter,
+                        &timeout_ns, &o.opts.owner, &o.opts.owner_uid, &wait_name, &describe))
     return NULL;
-  o.opts.flags = (readonly ? SHL_OPEN_READONLY : 0) | (wait_name ? SHL_OPEN_WAIT_NAME : 0);
+  o.opts.flags = (readonly ? SHL_OPEN_READONLY : 0) | (wait_name ? SHL_OPEN_WAIT_NAME : 0) |
+                 (describe ? SHL_OPEN_DESCRIBE : 0);
   int rc =
       run_blocking(NULL, open_step, &o, timeout_ns, SLICE_NS, SHL_E_NOT_READY, SHL_E_NOT_READY);
   if (rc == PY_ERROR) return NULL;

@@ -424,22 +424,26 @@ class SegmentInfo(_SegmentInfoFields):
 
 def _info(name: str) -> Optional[SegmentInfo]:
     try:
-        # Only a look at the header: every owner's segments are listed, with their owner.
-        handle = _shmlane.open(name, True, 0, OWNER_ANY, 0)
+        # Only a look at the header: every owner's segments are listed, with
+        # their owner. Read, never mapped (describe): an owner who cuts the
+        # object short meanwhile makes this an error, where a mapping would
+        # kill this process with SIGBUS.
+        handle = _shmlane.open(name, True, 0, OWNER_ANY, 0, False, True)
         try:
-            # For a stream, the "payload" the handle exports is slot 0: one frame.
-            array, info = _view(handle), handle.info()
+            info = handle.info()
+            # For a stream, the layout is one frame's.
+            dtype, shape = _dtype.element(handle.layout(), f"segment '{name}'")
             stream = stream_info(handle) if info["kind"] == _shmlane.KIND_STREAM else None
         finally:
-            handle.close()  # unmapped once `array` goes too
+            handle.close()
     except FileNotFoundError:
         return None  # removed since it was listed
     except (OSError, Error, ValueError) as exc:
         return SegmentInfo(name, error=str(exc))
     return SegmentInfo(
         name,
-        dtype=array.dtype,
-        shape=array.shape,
+        dtype=dtype,
+        shape=shape,
         nbytes=info["payload_size"],
         changes=info["changes"],
         creator_pid=info["creator_pid"],

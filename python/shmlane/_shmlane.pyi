@@ -126,6 +126,7 @@ def open(
     owner: int = 0,
     owner_uid: int = 0,
     wait_name: bool = False,
+    describe: bool = False,
     /,
 ) -> Handle: ...
 def writer_open(

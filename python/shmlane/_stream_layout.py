@@ -191,7 +191,7 @@ def how_it_differs(
     one asked for (frames, metadata field by field, slots), with what to do;
     None if that cannot be told (gone or unreadable since, not a stream)."""
     try:
-        handle = _shmlane.open(name, True, 0)
+        handle = _shmlane.open(name, True, 0, 0, 0, False, True)  # described, never mapped
         try:
             if handle.layout()["kind"] != _shmlane.KIND_STREAM:
                 return None

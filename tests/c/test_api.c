@@ -350,7 +350,7 @@ static void test_open_wait_name(void) {
   t0 = t_now_ns();
   T_EXPECT_RC(open_waiting(name, 0), -ENOENT); /* one look */
   T_EXPECT_TOOK(t0, 0, T_AT_ONCE_MS);
-  T_EXPECT_RC(shl_open(&seg, name, 1u << 2, 0), -EINVAL);
+  T_EXPECT_RC(shl_open(&seg, name, 1u << 3, 0), -EINVAL);
 
   /* Opener first, creator later in another process. */
   struct t_child c;

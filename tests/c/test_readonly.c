@@ -4,6 +4,7 @@
 #include <stdint.h>
 
 #include <signal.h>
+#include <string.h>
 
 #include "testutil_proc.h"
 
@@ -100,6 +101,32 @@ static void test_wait(const char *name, shl_segment *creator) {
   shl_close(ro);
 }
 
+/* SHL_OPEN_DESCRIBE: the header read, nothing mapped; the getters tell what
+ * the creator's handle tells, the calls on shared state are refused. */
+static void test_describe(const char *name, shl_segment *creator) {
+  shl_open_opts opts = SHL_OPEN_OPTS_INIT;
+  opts.flags = SHL_OPEN_DESCRIBE;
+  shl_segment *d = NULL, *dup = NULL;
+  T_EXPECT_RC(shl_open_ex(&d, name, &opts), 0);
+  T_REQUIRE(d);
+  shl_info mine = SHL_INFO_INIT, seen = SHL_INFO_INIT;
+  T_EXPECT_RC(shl_get_info(creator, &mine), 0);
+  T_EXPECT_RC(shl_get_info(d, &seen), 0);
+  T_CHECK(seen.payload_size == mine.payload_size && seen.changes == mine.changes &&
+          seen.created_ns == mine.created_ns && seen.creator_alive == 1);
+  shl_layout layout_seen;
+  shl_get_layout(d, &layout_seen);
+  T_CHECK(strcmp(layout_seen.format, "<I") == 0 && layout_seen.shape[0] == N);
+  T_CHECK(shl_payload(d) == NULL && shl_is_readonly(d));
+  T_EXPECT_RC(shl_lock(d, 0), SHL_E_READONLY);
+  T_EXPECT_RC(shl_notify(d, NULL), SHL_E_READONLY);
+  T_EXPECT_RC(shl_wait(d, shl_changes(d), 0, NULL), -EINVAL);
+  T_EXPECT_RC(shl_dup(&dup, d), 0);
+  T_CHECK(dup && shl_payload(dup) == NULL);
+  shl_close(dup);
+  shl_close(d);
+}
+
 int main(void) {
   const char *name = t_name("ro");
   shl_segment *creator = NULL;
@@ -111,6 +138,7 @@ int main(void) {
 
   test_mapping(name, creator);
   test_wait(name, creator);
+  test_describe(name, creator);
   shl_close(creator);
   T_EXPECT_RC(shl_unlink(name), 0);
   return t_result();

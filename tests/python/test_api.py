@@ -238,6 +238,59 @@ def test_segment_info_values(new_name):
         assert (info.kind, info.dtype, info.shape, info.nbytes) == ("struct", point, (), 12)
 
 
+# The owner of an array (argv[1]) and a stream (argv[2]) that cuts both
+# to nothing and writes them back, in a loop, until killed: what any local
+# user may do to the objects they own. It never touches its mappings again.
+CUTTER = """
+import os, sys
+import shmlane
+held = [shmlane.create(sys.argv[1], (4096,), "<u8"),
+        shmlane.Writer(sys.argv[2], shape=(64,), dtype="u1", slots=2)]
+objects = []
+for name in sys.argv[1:]:
+    fd = os.open("/dev/shm/shl." + name, os.O_RDWR)
+    objects.append((fd, os.pread(fd, os.fstat(fd).st_size, 0)))
+print("ready", flush=True)
+while True:
+    for fd, content in objects:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, content, 0)
+"""
+
+# list() over and over for argv[1] seconds; prints how many lists saw the objects.
+LISTER = """
+import sys, time
+import shmlane
+seen, until = 0, time.monotonic() + float(sys.argv[1])
+while time.monotonic() < until:
+    seen += any(info.dtype is not None for info in shmlane.list() if info.name in sys.argv[2:])
+print(seen)
+"""
+
+
+def test_list_survives_objects_cut_short_while_read(new_name):
+    """An owner may cut their object short (ftruncate) while another user's
+    process lists it: list() mapped every object, and the SIGBUS killed the
+    lister (within a second here). Now it reads them with pread: such an
+    entry has an error, or whatever the object holds at that moment."""
+    array_name, stream_name = new_name(), new_name()
+    cutter = subprocess.Popen(
+        [sys.executable, "-c", CUTTER, array_name, stream_name], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert cutter.stdout.readline() == "ready\n"
+        lister = subprocess.run(
+            [sys.executable, "-c", LISTER, "1", array_name, stream_name],
+            capture_output=True, text=True, timeout=60,
+        )
+    finally:
+        cutter.kill()
+        cutter.wait()
+        cutter.stdout.close()
+    assert lister.returncode == 0, (lister.returncode, lister.stderr[-500:])
+    assert int(lister.stdout) > 0  # it did read them between the cuts
+
+
 def test_stream_info_values(name):
     me = os.getpid()
     writer = shmlane.Writer(name, shape=(3,), dtype="<u2", slots=4, max_readers=3, block=True)
