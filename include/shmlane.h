@@ -34,8 +34,8 @@
  * calls return SHL_E_FORKED, whatever step the close had reached.
  *
  * Threads. Calls that take no handle (shl_create, shl_open(_ex), shl_unlink,
- * shl_unlink_if_same, shl_list, shl_name_check, shl_format_itemsize,
- * shl_format_walk, shl_format_canonical, shl_format_from_typestr,
+ * shl_unlink_if_same, shl_stream_unlink_unused, shl_list, shl_name_check,
+ * shl_format_itemsize, shl_format_walk, shl_format_canonical, shl_format_from_typestr,
  * shl_layout_extent, shl_strerror, shl_err_name, shl_version_string,
  * shl_writer_open, shl_reader_open(_ex)) may run in any number of threads at
  * once.
@@ -431,6 +431,17 @@ SHL_API int shl_unlink(const char *name);
  * gc); SHL_CREATE_UNLINK_ON_CLOSE uses it too. POSIX cannot unlink by
  * identity: microseconds remain between the check and the unlink. */
 SHL_API int shl_unlink_if_same(const char *name, int fd);
+/* Remove a stream's name only while nothing uses it, with no window for a
+ * writer to start in: takes the writer role (-EBUSY if a live writer holds
+ * it), checks that no reader or creator role is held (-EBUSY), unlinks the
+ * name if it still refers to the stream (and, with fd >= 0, to the object
+ * open as fd: -ESTALE if not), then lets the role go. A writer opening the
+ * stream meanwhile either gets -EBUSY (a dead writer's stream) or, once the
+ * role is free, finds the name gone and creates a new stream under it.
+ * SHL_E_BAD_KIND for a segment that is no stream; the errors of shl_open_ex
+ * (SHL_OPEN_DESCRIBE, any owner); the unlink's (-EACCES: another user's
+ * object). For tools that remove abandoned streams (shmlane gc). */
+SHL_API int shl_stream_unlink_unused(const char *name, int fd);
 
 
 SHL_API const char *shl_name(const shl_segment *seg);

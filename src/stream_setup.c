@@ -271,6 +271,9 @@ static int open_writer(shl_writer *w, const char *name, const shl_layout *frame,
     int differs = rc == 0 ? same_layout(&old, frame, p, opts->slots) : 0;
     if (differs && !(opts->flags & SHL_STREAM_REPLACE)) rc = differs;
     if (rc == 0) rc = claim_writer(&old);
+    /* Removed (or replaced) while this waited for the role, by one that held
+     * it to do so (shl_stream_unlink_unused): a new stream under the name. */
+    if (rc == 0 && shl__seg_names_object(seg) != 0) rc = -ESTALE;
     /* Frame numbers used up (or a peer's damage): a new stream, numbered afresh. */
     uint64_t high = rc == 0 ? highest_seq(&old) : 0;
     if (rc == 0 && !differs && high < SHL__SEQ_MAX) {

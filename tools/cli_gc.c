@@ -34,6 +34,7 @@ static bool may_remove(const char *path, const struct stat *seen) {
 struct judged {
   const struct gc_opts *o;
   const char *why;
+  bool stream; /* removed only with its writer role held (shl_stream_unlink_unused) */
 };
 
 static int judge(shl_segment *seg, void *arg) {
@@ -42,6 +43,7 @@ static int judge(shl_segment *seg, void *arg) {
   if (shl_get_info(seg, &info) < 0) return 0;
   if (info.kind == SHL_KIND_STREAM) {
     shl_stream_info s = SHL_STREAM_INFO_INIT;
+    j->stream = true;
     /* writer_alive and readers_alive count "cannot tell" as alive. */
     if (shl_stream_get_info(seg, &s) == 0 && s.writer_alive == 0 && s.readers_alive == 0)
       j->why = s.writer_pid ? "stream: writer dead, no reader" : "stream: no writer, no reader";
@@ -51,16 +53,19 @@ static int judge(shl_segment *seg, void *arg) {
   return 0;
 }
 
-/* Why `name`, the object open as fd at path, may be removed, or NULL to keep it. */
-static const char *gc_verdict(const char *name, const char *path, const struct gc_opts *o, int fd) {
+/* Why `name`, the object open as fd at path, may be removed, or NULL to
+ * keep it; *stream: a stream judged unused. */
+static const char *gc_verdict(const char *name, const char *path, const struct gc_opts *o, int fd,
+                              bool *stream) {
   struct stat seen;
   if (fstat(fd, &seen) < 0 || !S_ISREG(seen.st_mode)) return NULL;
   /* Only what this process may remove: this user's objects (root: everyone's).
    * Another user's may look abandoned while they use it as they see fit, and
    * the sticky /dev/shm would refuse the unlink anyway. */
   if (!may_remove(path, &seen)) return NULL;
-  struct judged j = {o, NULL};
+  struct judged j = {o, NULL, false};
   int rc = look_at(name, 0, judge, &j);
+  *stream = rc == 0 && j.stream;
   if (rc == SHL_E_NOT_READY) {
     /* Not ready, yet not SHL_E_CREATOR_DEAD: its creator holds the creator
      * role lock (alive: reserving a large payload, or stopped), or it cannot
@@ -87,16 +92,21 @@ static int gc_one(const char *name, const struct gc_opts *o) {
   char path[64];
   int fd = shm_path(name, path, sizeof path) ? open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC) : -1;
   if (fd < 0) return 1;
-  const char *why = gc_verdict(name, path, o, fd);
+  bool stream = false;
+  const char *why = gc_verdict(name, path, o, fd, &stream);
   int rc = why ? 0 : 1;
   if (why && o->dry_run) {
     printf("would remove %s (%s)\n", name, why);
   } else if (why) {
-    rc = shl_unlink_if_same(name, fd);
+    /* A stream: judged again with its writer role held, so that no writer
+     * can start between the judgment and the unlink. */
+    rc = stream ? shl_stream_unlink_unused(name, fd) : shl_unlink_if_same(name, fd);
     if (rc == 0)
       printf("removed %s (%s)\n", name, why);
     else if (rc == -ENOENT || rc == -ESTALE)
       rc = 0; /* gone, or replaced: not the object judged */
+    else if (rc == -EBUSY || rc == SHL_E_NOT_READY)
+      rc = 1; /* in use again since it was judged: kept */
     else
       errorf(rc, "gc: cannot remove '%s'", name);
   }
