@@ -32,6 +32,11 @@ struct list {
   size_t n, cap;
 };
 int collect_name(const char *name, void *arg);
+/* Adds the entries under the shmlane prefix that are no valid name (which
+ * shl_list leaves out: a blank, an escape sequence, a newline, too long),
+ * each escaped: every byte that is not printable ASCII, a blank or a
+ * backslash as \xNN. An escaped name is never valid, so it names no segment. */
+int collect_bad_names(struct list *l);
 int compare_names(const void *a, const void *b);
 void list_free(struct list *l);
 
@@ -49,6 +54,9 @@ struct entry {
   shl_layout layout;
   char owner[64]; /* user name, or the uid in decimal when it has none */
   bool owner_named;
+  /* Another user's object this user may not read (rc -EACCES): only its
+   * owner (info.uid, owner) is known. Not an error of a listing. */
+  bool private_obj;
   /* Streams only: */
   shl_stream_info stream;
   uint64_t sampled_ns; /* CLOCK_MONOTONIC when `stream` was read */
@@ -68,6 +76,8 @@ bool user_name(uint32_t uid, char *buf, size_t size);
 typedef int (*look_fn)(shl_segment *seg, void *arg);
 int look_at(const char *name, int64_t timeout_ns, look_fn look, void *arg);
 void entry_open(struct entry *e, const char *name, int64_t timeout_ns);
+/* What the STATUS column says: "ok", "private", or the error's name. */
+const char *entry_status(const struct entry *e);
 void entry_free(struct entry *e);
 bool is_stream(const struct entry *e);
 /* Slots some reader of the stream pins now (bits). */

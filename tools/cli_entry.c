@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -116,11 +118,25 @@ void entry_open(struct entry *e, const char *name, int64_t timeout_ns) {
   e->fps = e->changes_rate = -1;
   e->info = (shl_info)SHL_INFO_INIT;
   e->stream = (shl_stream_info)SHL_STREAM_INFO_INIT;
+  e->private_obj = false;
   e->rc = look_at(name, timeout_ns, entry_look, e);
-  if (e->rc == 0) {
+  struct stat st;
+  char path[64];
+  /* Not readable: another user's private object (0600, the default) shows
+   * whose it is, from the directory entry. */
+  if (e->rc == -EACCES && shm_path(name, path, sizeof path) && lstat(path, &st) == 0 &&
+      S_ISREG(st.st_mode) && st.st_uid != geteuid()) {
+    e->private_obj = true;
+    e->info.uid = (uint32_t)st.st_uid;
+  }
+  if (e->rc == 0 || e->private_obj) {
     e->owner_named = user_name(e->info.uid, e->owner, sizeof e->owner);
     if (!e->owner_named) snprintf(e->owner, sizeof e->owner, "%" PRIu32, e->info.uid);
   }
+}
+
+const char *entry_status(const struct entry *e) {
+  return e->private_obj ? "private" : e->rc ? shl_err_name(e->rc) : "ok";
 }
 
 void entry_free(struct entry *e) {
@@ -197,6 +213,7 @@ bool unreadable(int rc) { return rc < 0 && rc > SHL_E_NOT_SHMLANE; }
 int snapshot_take(struct snapshot *s) {
   *s = (struct snapshot){0};
   int rc = shl_list(collect_name, &s->names);
+  if (rc >= 0) rc = collect_bad_names(&s->names);
   if (rc >= 0 && s->names.n && !(s->entries = calloc(s->names.n, sizeof *s->entries))) rc = -ENOMEM;
   if (rc < 0) {
     snapshot_free(s);
@@ -211,7 +228,7 @@ int snapshot_take(struct snapshot *s) {
       entry_free(e);
       continue;
     }
-    s->unreadable += unreadable(e->rc);
+    s->unreadable += unreadable(e->rc) && !e->private_obj;
     s->n++;
   }
   s->taken_ns = clock_ns(CLOCK_MONOTONIC);

@@ -240,14 +240,25 @@ static void print_stream_json(const struct entry *e) {
   putchar('}');
 }
 
-/* One JSON object; a failed entry carries only name, status and error. */
+/* The "uid" and "owner" members (owner null for a uid with no name). */
+static void print_owner_json(const struct entry *e) {
+  printf(", \"uid\": %" PRIu32 ", \"owner\": ", e->info.uid);
+  if (e->owner_named)
+    json_string(e->owner);
+  else
+    fputs("null", stdout);
+}
+
+/* One JSON object; a failed entry carries only name, status and error (and
+ * a private one its owner). */
 void print_info_json(const struct entry *e, uint64_t now) {
   printf("{\"name\": ");
   json_string(e->name);
-  printf(", \"status\": \"%s\"", e->rc ? shl_err_name(e->rc) : "ok");
+  printf(", \"status\": \"%s\"", entry_status(e));
   if (e->rc) {
     printf(", \"error\": ");
     json_string(shl_strerror(e->rc));
+    if (e->private_obj) print_owner_json(e);
     putchar('}');
     return;
   }
@@ -262,11 +273,8 @@ void print_info_json(const struct entry *e, uint64_t now) {
   for (uint32_t i = 0; i < lo->ndim; i++) printf("%s%" PRId64, i ? ", " : "", lo->strides[i]);
   printf("], \"payload_size\": %" PRIu64 ", \"total_size\": %" PRIu64, in->payload_size,
          in->total_size);
-  printf(", \"mode\": %" PRIu32 ", \"uid\": %" PRIu32 ", \"owner\": ", in->mode, in->uid);
-  if (e->owner_named)
-    json_string(e->owner);
-  else
-    fputs("null", stdout);
+  printf(", \"mode\": %" PRIu32, in->mode);
+  print_owner_json(e);
   printf(", \"creator_pid\": %" PRId32, in->creator_pid);
   printf(", \"creator_alive\": %s", alive_text(in->creator_alive, true));
   printf(", \"created_ns\": %" PRIu64 ", \"age_s\": %" PRIu64, in->created_ns,
@@ -367,7 +375,8 @@ static void ls_row(const void *ctx, size_t i, cell_buf buf[MAX_COLS], const char
   const struct entry *e = &r->entries[i];
   for (int c = 0; c < NCOLS; c++) cell[c] = "-";
   cell[COL_NAME] = e->name;
-  cell[COL_STATUS] = e->rc ? shl_err_name(e->rc) : "ok";
+  cell[COL_STATUS] = entry_status(e);
+  if (e->private_obj) cell[COL_OWNER] = e->owner;
   if (e->rc) return;
   const shl_info *in = &e->info;
   cell[COL_KIND] = kind_name(in->kind);
@@ -491,7 +500,8 @@ static void segment_row(const void *ctx, size_t i, cell_buf buf[MAX_COLS],
   const struct entry *e = ((const struct picked *)ctx)->entries[i];
   for (int c = 0; c < S_NCOLS; c++) cell[c] = "-";
   cell[S_NAME] = e->name;
-  cell[S_STATUS] = e->rc ? shl_err_name(e->rc) : "ok";
+  cell[S_STATUS] = entry_status(e);
+  if (e->private_obj) cell[S_OWNER] = e->owner;
   if (e->rc) return;
   cell[S_KIND] = kind_name(e->info.kind);
   shape_text(&e->layout, buf[S_SHAPE], sizeof buf[0]);

@@ -2,6 +2,7 @@
  * names, where an object appears as a file. The bottom of the program: it
  * calls nothing of it. */
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -49,6 +50,24 @@ int collect_name(const char *name, void *arg) {
   if (!(l->names[l->n] = strdup(name))) return -ENOMEM;
   l->n++;
   return 0;
+}
+
+int collect_bad_names(struct list *l) {
+  DIR *dir = opendir("/dev/shm");
+  if (!dir) return 0; /* shl_list said why already, or has nothing either */
+  const char *prefix = &SHL_POSIX_PREFIX[1];
+  size_t plen = strlen(prefix);
+  int rc = 0;
+  for (struct dirent *d; rc == 0 && (d = readdir(dir)) != NULL;) {
+    const char *raw = d->d_name + plen;
+    if (strncmp(d->d_name, prefix, plen) != 0 || shl_name_check(raw) == 0) continue;
+    char shown[4 * sizeof d->d_name + 1], *at = shown;
+    for (const unsigned char *c = (const unsigned char *)raw; *c; c++)
+      at += isgraph(*c) && *c != '\\' ? sprintf(at, "%c", *c) : sprintf(at, "\\x%02x", *c);
+    rc = collect_name(shown, l);
+  }
+  closedir(dir);
+  return rc;
 }
 
 int compare_names(const void *a, const void *b) {

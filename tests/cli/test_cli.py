@@ -292,18 +292,36 @@ def test_ls_closes_as_it_goes():
     run("rm", *many)
 
 
-def test_ls_fails_on_unreadable_entries():
-    """An entry ls cannot read (EACCES here) is listed, and ls exits 1."""
+def test_ls_private_and_unreadable_entries():
+    """Another user's private object (0600, the default) is listed as
+    private with its owner, and ls exits 0: on any shared machine it exited 1
+    (EACCES). An entry ls cannot read for another reason (its own object,
+    mode 0000, here) still makes it exit 1."""
     if not ROOT:
         return
-    seg = name("private")
+    seg, own = name("private"), name("ownlocked")
     run("create", seg, "--format", "u1", "--mode", "0600")
+    for args in (["ls", "--no-rate"], ["ls", "--json", "--no-rate"]):
+        p = run(*args, output=True, preexec=as_nobody)
+        check("could not be read" not in p.stderr, "%s as nobody: %r" % (args, p.stderr))
+    row = [line.split() for line in run("ls", "--no-rate", output=True, preexec=as_nobody)
+           .stdout.splitlines() if line.split()[:1] == [seg]]
+    check(row and row[0][8:10] == [pwd.getpwuid(0).pw_name, "private"] and row[0][1] == "-",
+          "ls as nobody, root's private object: %r" % row)
+    entries = {e["name"]: e for e in json.loads(
+        run("ls", "--json", "--no-rate", output=True, preexec=as_nobody).stdout)}
+    e = entries.get(seg, {})
+    check(e.get("status") == "private" and e.get("uid") == 0 and "kind" not in e,
+          "ls --json as nobody, root's private object: %r" % e)
+    run("create", own, "--format", "u1")
+    os.chown(shm_path(own), 65534, 65534)
+    os.chmod(shm_path(own), 0)
     for args in (["ls", "--no-rate"], ["ls", "--json", "--no-rate"]):
         p = run(*args, rc=1, output=True, preexec=as_nobody)
         check("could not be read" in p.stderr, "%s as nobody: %r" % (args, p.stderr))
-        check(seg in p.stdout and "EACCES" in p.stdout, "%s as nobody lacks %s: %r"
-              % (args, seg, p.stdout[:200]))
-    run("rm", seg)
+        check(own in p.stdout and "EACCES" in p.stdout, "%s as nobody lacks %s: %r"
+              % (args, own, p.stdout[:200]))
+    run("rm", seg, own)
 
 
 LS_COLUMNS = ["NAME", "KIND", "SHAPE", "BYTES", "CHANGES", "PID", "ALIVE", "AGE", "OWNER",
@@ -858,12 +876,23 @@ def test_foreign_files():
         plant("magic", b"SHMLANE\0" + b"\xff" * 120),  # our magic, garbage after it
         plant("empty", b""),  # looks like a creator that has not sized it yet
     ]
-    # A name shmlane would refuse: must be skipped or marked, never crash ls.
-    with open(os.path.join(SHM_DIR, PREFIX + TAG + "bad name\x01\xff"), "wb") as f:
-        f.write(b"junk")
+    # Names shmlane would refuse: listed escaped, so that an operator sees
+    # them, their bytes never raw on the terminal (they were left out).
+    bad = {TAG + "bad name\x01\xff": TAG + "bad\\x20name\\x01\\xff",
+           TAG + "\x1b[31mred\nline": TAG + "\\x1b[31mred\\x0aline"}
+    for raw in bad:
+        with open(os.path.join(SHM_DIR.encode(), (PREFIX + raw).encode("latin-1")), "wb") as f:
+            f.write(b"junk")
 
     rows = ls_rows()
     entries = ls_json()
+    raw_out = run("ls", "--no-rate", output=True).stdout
+    for raw, shown in bad.items():
+        check(rows.get(shown, [None] * 10)[9] == "SHL_E_BAD_NAME", "ls row for %r: %r"
+              % (raw, rows.get(shown)))
+        check(entries.get(shown, {}).get("status") == "SHL_E_BAD_NAME", "ls --json for %r: %r"
+              % (raw, entries.get(shown)))
+    check("\x1b" not in raw_out and "\x01" not in raw_out, "ls let a name's bytes through raw")
     for seg in foreign:
         row = rows.get(seg, [])
         check(len(row) == 12 and row[9].startswith("SHL_E_") and row[1] == "-",
@@ -964,7 +993,7 @@ def main():
         for test in (test_help_and_version, test_create_info, test_numpy_formats,
                      test_format_limit, test_formats_read_as_bytes, test_strides_as_recorded,
                      test_owner,
-                     test_ls_closes_as_it_goes, test_ls_fails_on_unreadable_entries, test_ls,
+                     test_ls_closes_as_it_goes, test_ls_private_and_unreadable_entries, test_ls,
                      test_stream_live, test_stream_writer_gone, test_top, test_top_losses,
                      test_gc, test_usage_errors, test_runtime_errors, test_bridge_missing,
                      test_foreign_files, test_cut_short_while_read,
