@@ -93,7 +93,7 @@ int zap_decide(const struct zap_request *q, const struct admit_policy *p, const 
    * few that come and go. */
   if (p->receivers >= p->max_receivers || p->connections >= 2 * p->max_receivers) {
     *why = "as many receivers as --max-receivers are served";
-    return 300;
+    return 500; /* not 300: libzmq answers that with nothing, and the peer waits 30 s */
   }
   return 200;
 }

@@ -57,9 +57,11 @@ struct admit_policy {
  * others read. */
 bool may_read(const struct admit_policy *p, uint32_t uid, uint32_t gid, bool in_group);
 
-/* The decision on one request, as a ZAP status code: 200 let in, 300 not
- * now (too many receivers: the peer retries), 400 refused; *why says why
- * not (a static sentence). */
+/* The decision on one request, as a ZAP status code: 200 let in, 500 not
+ * now (too many receivers: the peer tries again), 400 refused; *why says
+ * why not (a static sentence). Not 300 ("try again"): libzmq sends the peer
+ * nothing for it (the CURVE rule: a silent disconnect) and keeps the
+ * connection until its handshake time limit, 30 s; 500 reaches the peer. */
 int zap_decide(const struct zap_request *q, const struct admit_policy *p, const char **why);
 
 #endif /* SHMLANE_BRIDGE_ADMIT_H */

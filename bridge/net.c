@@ -482,9 +482,8 @@ const char *monitor_event(void *monitor, const struct bridge_opts *o, bool serve
     }
     zmq_msg_close(&m);
   }
-  if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH && value == 300)
-    return server ? NULL : "the sender serves as many receivers as it may (--max-receivers): "
-                           "trying again";
+  if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH && value == 500) /* recv.c says it */
+    return NULL;
   if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) /* the sender's zap_serve said why */
     return server ? NULL
            : o->key ? "the sender refused us: the public key of --key is not in its --allow "

@@ -30,6 +30,11 @@ enum { EXIT_WRITER_GONE = 3 };
 #define MAX_GAP (UINT64_C(1) << 32)
 /* Handshakes that fail in a row before a receiver with keys gives up. */
 #define MAX_FAILED_HANDSHAKES 3
+/* A sender serving --max-receivers refuses us for now (ZAP status 500, see
+ * zap_decide) and libzmq connects there no more: we make the socket again
+ * after a pause that doubles from the first to the last. */
+#define RETRY_FIRST_MS 100
+#define RETRY_MAX_MS 1000
 
 /* Between the parent and its children (an anonymous shared mapping): the
  * local stream and the last child that wrote it. */
@@ -54,6 +59,8 @@ struct receiver {
   bool fresh;        /* nothing published in it yet: the first gap is no loss */
   bool handshake_ok; /* on the current connection */
   int failed_handshakes;
+  uint32_t retry_ms; /* the pause before the next try after a refusal "try again" */
+  uint64_t retry_ns; /* when to make the socket again; 0: not refused */
   int generation; /* of the socket, for its monitor's name */
   struct mem_guard guard;
   uint32_t self_uid;
@@ -328,17 +335,24 @@ static void serve_monitor(struct receiver *r) {
     why = monitor_event(r->monitor, o, false, peer, sizeof peer, &event, &value);
     if (event == ZMQ_EVENT_CONNECTED) r->handshake_ok = false;
     if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
-      r->handshake_ok = true, r->failed_handshakes = 0;
+      r->handshake_ok = true, r->failed_handshakes = 0, r->retry_ms = 0;
       send_join(r);
     }
-    bool fatal = (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH && value != 300) ||
+    if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH && value == 500 && !r->retry_ns) {
+      r->retry_ms = r->retry_ms ? 2 * r->retry_ms : RETRY_FIRST_MS;
+      if (r->retry_ms > RETRY_MAX_MS) r->retry_ms = RETRY_MAX_MS;
+      r->retry_ns = now_ns() + (uint64_t)r->retry_ms * 1000000u;
+      log_limited(&r->last_err_ns, "%s: the sender serves as many receivers as it may "
+                  "(--max-receivers): trying again in %.1f s", peer, r->retry_ms / 1e3);
+    }
+    bool fatal = (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH && value != 500) ||
                  event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL;
     /* Without keys, a failure that says nothing, again and again, is a
      * sender with keys (monitor_event). */
     if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL && !o->server_key)
       fatal = ++r->failed_handshakes >= MAX_FAILED_HANDSHAKES;
     /* A sender that cannot read our CURVE hello just hangs up. */
-    if (event == ZMQ_EVENT_DISCONNECTED && !r->handshake_ok && o->server_key) {
+    if (event == ZMQ_EVENT_DISCONNECTED && !r->handshake_ok && o->server_key && !r->retry_ns) {
       why = "the peer hung up during the CURVE handshake: if it is our sender and has no keys, "
             "give the sender --key (or run both without keys)";
       fatal = ++r->failed_handshakes >= MAX_FAILED_HANDSHAKES;
@@ -442,8 +456,10 @@ static int child(const struct bridge_opts *o, struct written *shared, double sec
     uint64_t now = now_ns();
     if (seconds > 0 && now - start >= (uint64_t)(seconds * 1e9)) break;
     if (now - r.last_stats_ns >= 1000000000u) print_stats(&r, now);
-    if (mem_guard_over(&r.guard, allowed_memory(&r), now)) {
+    bool retry = r.retry_ns && now >= r.retry_ns;
+    if (mem_guard_over(&r.guard, allowed_memory(&r), now) || retry) {
       close_sock(&r);
+      r.retry_ns = 0;
       if ((r.status = open_sock(&r))) break;
     }
     if (now >= r.next_join_ns) send_join(&r);

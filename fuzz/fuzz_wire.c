@@ -126,7 +126,7 @@ static void admission(const struct parts *p) {
                                .max_receivers = 4};
     const char *why;
     int code = zap_decide(&q, &pol, &why);
-    if (code != 200 && code != 300 && code != 400) abort();
+    if (code != 200 && code != 500 && code != 400) abort();
     if ((code == 200) != (why == NULL)) abort();
     if (code == 200 && pol.ipc && !(q.has_creds && may_read(&pol, q.uid, q.gid, q.in_group))) abort();
   }

@@ -969,6 +969,43 @@ def test_idle():
         "; ".join(l for l in serr.splitlines() if "refused" in l)[:200] or "no refusal"))
 
 
+def test_refused_retries():
+    """A receiver refused while another is served (--max-receivers 1, ZAP
+    status 300 then, which libzmq answers with nothing for 30 s) tries again
+    until served: it waited to its end without a frame or a word. Over ipc,
+    and over TCP with keys (where a refusal must not count as a failed
+    CURVE handshake)."""
+    d = tempfile.mkdtemp()
+    try:
+        key = keygen(d, "sender")
+        refused_retries("ipc", ipc("max"), (), ())
+        refused_retries("tcp with keys", "tcp://127.0.0.1:%d" % (PORT + 6), ("--key", key + ".key"),
+                        ("--server-key", key + ".pub"))
+    finally:
+        shutil.rmtree(d)
+
+
+def refused_retries(what, ep, send_args, recv_args):
+    a, b = names("mr" + what[0])
+    s = start([BRIDGE, "send", a, ep, "--quiet", "--max-receivers", "1", *send_args])
+    w = start([PEER, "write", a, "0", "50"])
+    first = start([BRIDGE, "recv", ep, b, "--quiet", *recv_args])
+    wait_for(shm(b))
+    second = start([BRIDGE, "recv", ep, b + "2", "--quiet", *recv_args])
+    time.sleep(0.5)
+    refused = not os.path.exists(shm(b + "2"))
+    stop(first)
+    t0 = time.time()
+    came = wait_for(shm(b + "2"), timeout=3)
+    took = time.time() - t0
+    rerr = stop(second)
+    stop(w), stop(s)
+    tries = rerr.count("--max-receivers")
+    check(refused and came and tries >= 1, "%s: a receiver refused by --max-receivers 1 is served "
+          "%.1f s after the first one leaves (%d refusals said)%s" % (
+              what, took, tries, "" if refused and came else ":\n" + rerr[-600:]))
+
+
 def test_files():
     """A sender started with a soft limit of 256 files (under its hard
     limit, as 1024 under 500000 often is) survives 400 idle connections:
@@ -1306,6 +1343,7 @@ def main():
             test_late()
             test_squatted()
             test_idle()
+            test_refused_retries()
             test_files()
             test_endless()
             test_endless_sender()
