@@ -94,9 +94,10 @@ void conns_clear(struct conns *c);
 bool zap_serve(void *zap, const struct admit_policy *p, const char *name, uint64_t *last_log,
                struct conns *conns, void (*drain)(void *), void *arg);
 /* A PAIR socket connected to a new monitor of `sock` (the events of a
- * sender's listening socket, or of a receiver's connection; *generation
- * makes its name), keeping every event: libzmq's I/O thread sends them
- * with a blocking send, and would wait on a full queue. */
+ * sender's listening socket, or of a receiver's connection and its
+ * reconnects; *generation makes its name), keeping every event: libzmq's
+ * I/O thread sends them with a blocking send, and would wait on a full
+ * queue. */
 void *open_monitor(void *ctx, void *sock, bool server, int *generation);
 /* Closes a socket and its monitor, the monitor stopped first: closed the
  * other way (or both at once), an event libzmq's I/O thread sends for a

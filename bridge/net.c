@@ -280,7 +280,12 @@ int setup_socket(void *sock, const struct bridge_opts *o, bool server) {
   if (o->ep.ipv6) set_int(sock, ZMQ_IPV6, 1);
   int64_t maxsize = server ? SEND_MAX_MESSAGE : RECV_MAX_MESSAGE;
   zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &maxsize, sizeof maxsize);
-  if (server) set_str(sock, ZMQ_ZAP_DOMAIN, "shmlane"); /* every peer goes through zap_serve */
+  /* The sender's peers all go through zap_serve. A receiver has no ZAP
+   * handler (libzmq then lets its handshakes on): the domain makes libzmq
+   * refuse a ZMTP 1.0 peer, as any program that sends a first byte other
+   * than 0xff looks (an SSH server's banner), instead of waiting on it for
+   * ever; the connection ends, with no handshake event. */
+  set_str(sock, ZMQ_ZAP_DOMAIN, "shmlane");
   if (server) raise_file_limit();
   if (server && o->key) {
     if ((rc = read_key_file(o->key, pub, sec))) return key_failed("key file", o->key, rc);
@@ -442,7 +447,8 @@ void *open_monitor(void *ctx, void *sock, bool server, int *generation) {
                      ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
                          ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
                          ZMQ_EVENT_DISCONNECTED |
-                         (server ? ZMQ_EVENT_ACCEPTED : ZMQ_EVENT_CONNECTED));
+                         (server ? ZMQ_EVENT_ACCEPTED
+                                 : ZMQ_EVENT_CONNECTED | ZMQ_EVENT_CONNECT_RETRIED));
   void *monitor = zmq_socket(ctx, ZMQ_PAIR);
   int all = 0; /* unbounded: libzmq's threads never wait for us to read an event */
   zmq_setsockopt(monitor, ZMQ_RCVHWM, &all, sizeof all);

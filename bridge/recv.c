@@ -35,6 +35,9 @@ enum { EXIT_WRITER_GONE = 3 };
  * after a pause that doubles from the first to the last. */
 #define RETRY_FIRST_MS 100
 #define RETRY_MAX_MS 1000
+/* libzmq says it connects again (CONNECT_RETRIED) right after a connection
+ * ends; if it has not within this, it has given the address up. */
+#define GIVEN_UP_NS 1000000000u
 
 /* Between the parent and its children (an anonymous shared mapping): the
  * local stream and the last child that wrote it. */
@@ -61,6 +64,7 @@ struct receiver {
   int failed_handshakes;
   uint32_t retry_ms; /* the pause before the next try after a refusal "try again" */
   uint64_t retry_ns; /* when to make the socket again; 0: not refused */
+  uint64_t given_up_ns; /* a connection ended in its handshake: when libzmq has given up */
   int generation; /* of the socket, for its monitor's name */
   struct mem_guard guard;
   uint32_t self_uid;
@@ -320,6 +324,22 @@ static void receive_one(struct receiver *r) {
   for (int i = 0; i < MAX_PARTS; i++) zmq_msg_close(&part[i]);
 }
 
+/* The handshake at the address failed for good: said (with the keys' advice
+ * if we have keys), and the receiver ends with status 1. */
+static void handshake_failed(struct receiver *r, const char *peer, const char *why, bool refused) {
+  const struct bridge_opts *o = r->o;
+  logf_("%s: %s", peer, why);
+  if (!refused)
+    logf_("the peer at %s failed the handshake: it may not be our sender (another program "
+          "listening there, where a sender started after it cannot bind)", o->ep.text);
+  if (o->server_key)
+    logf_("%scheck the keys: --server-key %s must be the sender's public key (its --key's "
+          ".pub)%s%s%s", refused ? "" : "if it is our sender, ",
+          o->server_key, o->key ? ", and --key " : "", o->key ? o->key : "",
+          o->key ? "'s public key must be in the sender's --allow list" : "");
+  r->status = EXIT_RUNTIME;
+}
+
 /* Monitor events: handshake failures reported; those that cannot mend by
  * themselves (wrong keys, a refusal, a protocol error, after which libzmq
  * does not connect again) end the receiver with status 1. Only a refusal
@@ -334,6 +354,12 @@ static void serve_monitor(struct receiver *r) {
   do {
     why = monitor_event(r->monitor, o, false, peer, sizeof peer, &event, &value);
     if (event == ZMQ_EVENT_CONNECTED) r->handshake_ok = false;
+    /* A peer that is no ZeroMQ program (an SSH server's banner) makes
+     * libzmq end the connection with no handshake event and connect there
+     * no more: nothing would come again. */
+    if (event == ZMQ_EVENT_CONNECTED || event == ZMQ_EVENT_CONNECT_RETRIED) r->given_up_ns = 0;
+    if (event == ZMQ_EVENT_DISCONNECTED && !r->handshake_ok && !r->retry_ns)
+      r->given_up_ns = now_ns() + GIVEN_UP_NS;
     if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
       r->handshake_ok = true, r->failed_handshakes = 0, r->retry_ms = 0;
       send_join(r);
@@ -358,17 +384,7 @@ static void serve_monitor(struct receiver *r) {
       fatal = ++r->failed_handshakes >= MAX_FAILED_HANDSHAKES;
     }
     if (why && fatal) {
-      bool refused = event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
-      logf_("%s: %s", peer, why);
-      if (!refused)
-        logf_("the peer at %s failed the handshake: it may not be our sender (another program "
-              "listening there, where a sender started after it cannot bind)", o->ep.text);
-      if (o->server_key)
-        logf_("%scheck the keys: --server-key %s must be the sender's public key (its --key's "
-              ".pub)%s%s%s", refused ? "" : "if it is our sender, ",
-              o->server_key, o->key ? ", and --key " : "", o->key ? o->key : "",
-              o->key ? "'s public key must be in the sender's --allow list" : "");
-      r->status = EXIT_RUNTIME;
+      handshake_failed(r, peer, why, event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH);
     } else if (why) {
       log_limited(&r->last_err_ns, "%s: %s", peer, why);
     }
@@ -400,6 +416,7 @@ static int open_sock(struct receiver *r) {
   zmq_setsockopt(r->sock, ZMQ_SNDHWM, &joins, sizeof joins);
   r->monitor = open_monitor(r->ctx, r->sock, false, &r->generation);
   r->handshake_ok = false;
+  r->given_up_ns = 0; /* the old socket's connection */
   if (zmq_connect(r->sock, r->o->ep.zmq) != 0) {
     logf_("cannot connect to %s: %s", r->o->ep.text, zmq_strerror(errno));
     return EXIT_USAGE;
@@ -456,6 +473,12 @@ static int child(const struct bridge_opts *o, struct written *shared, double sec
     uint64_t now = now_ns();
     if (seconds > 0 && now - start >= (uint64_t)(seconds * 1e9)) break;
     if (now - r.last_stats_ns >= 1000000000u) print_stats(&r, now);
+    if (r.given_up_ns && now >= r.given_up_ns) {
+      handshake_failed(&r, r.o->ep.text, "the peer ended the connection before any ZeroMQ "
+                       "handshake, and libzmq connects there no more (not a ZeroMQ program?)",
+                       false);
+      break;
+    }
     bool retry = r.retry_ns && now >= r.retry_ns;
     if (mem_guard_over(&r.guard, allowed_memory(&r), now) || retry) {
       close_sock(&r);

@@ -314,18 +314,30 @@ def test_keys(host="127.0.0.1", ns=(None, None)):
         shutil.rmtree(d)
 
 
-def squatter(port, greeting, until):
-    """Another program listening on the port (a local user's, say): it
-    answers each connection with `greeting` and hangs up, until until[0]."""
-    srv = socket.create_server(("127.0.0.1", port))
+def squatter(port, greeting, until, hold=False):
+    """Another program listening on the port (or unix socket path, a str;
+    a local user's, say): it answers each connection with `greeting` and
+    hangs up (or, if `hold`, keeps it open), until until[0]."""
+    if isinstance(port, str):
+        srv = socket.socket(socket.AF_UNIX)
+        srv.bind(port)
+        srv.listen()
+    else:
+        srv = socket.create_server(("127.0.0.1", port))
     srv.settimeout(0.1)
+    held = []
     while not until:
         try:
             c, _ = srv.accept()
         except OSError:
             continue
         c.sendall(greeting)
+        if hold:
+            held.append(c)
+            continue
         time.sleep(0.05)
+        c.close()
+    for c in held:
         c.close()
     srv.close()
 
@@ -336,7 +348,11 @@ def test_squatted_port():
     that the peer at the address failed the handshake and may not be our
     sender, the keys one possibility among others. It gave advice about the
     keys only, as if the peer were our sender; and after a protocol error
-    (libzmq connects no more) it waited for ever without a word."""
+    (libzmq connects no more) it waited for ever without a word. A peer that
+    is no ZeroMQ program at all (an SSH server's banner, the connection
+    kept) made libzmq end the connection without a handshake event and
+    connect no more: the receiver said "hung up" once, then waited; without
+    keys (ipc) libzmq took it for a ZeroMQ 1.0 peer and waited on it."""
     d = tempfile.mkdtemp()
     ep = "tcp://127.0.0.1:%d" % (PORT + 2)
     null, curve = (b"\xff" + bytes(8) + b"\x7f\x03\x00" + m.ljust(20, b"\0") + bytes(32)
@@ -344,9 +360,10 @@ def test_squatted_port():
     try:
         key = keygen(d, "sender") + ".pub"
         for what, greeting in (("hangs up at once", b""), ("speaks ZeroMQ without keys", null),
-                               ("garbles its CURVE handshake", curve + b"\x04\x03abc")):
+                               ("garbles its CURVE handshake", curve + b"\x04\x03abc"),
+                               ("is an SSH server", b"SSH-2.0-OpenSSH_9.6\r\n")):
             until = []
-            t = threading.Thread(target=squatter, args=(PORT + 2, greeting, until))
+            t = threading.Thread(target=squatter, args=(PORT + 2, greeting, until, "SSH" in what))
             t.start()
             try:
                 rc, err = run([BRIDGE, "recv", ep, TAG + "sq", "--server-key", key, "--seconds", "5",
@@ -359,6 +376,18 @@ def test_squatted_port():
             check(rc == 1 and said, "squatted port: a peer that %s: the receiver exits 1 saying it "
                   "may not be our sender, the keys one possibility%s" % (
                       what, "" if rc == 1 and said else " (%d):\n%s" % (rc, err)))
+        until, path = [], ipc("ssh")
+        t = threading.Thread(target=squatter, args=(path[6:], b"SSH-2.0-OpenSSH_9.6\r\n", until, 1))
+        t.start()
+        try:
+            rc, err = run([BRIDGE, "recv", path, TAG + "sq", "--seconds", "5", "--quiet"])
+        finally:
+            until.append(True)
+            t.join()
+        said = "the peer at %s failed the handshake: it may not be our sender" % path in err
+        check(rc == 1 and said, "squatted ipc socket: an SSH server: the receiver without keys "
+              "exits 1 saying it may not be our sender%s" % (
+                  "" if rc == 1 and said else " (%d):\n%s" % (rc, err)))
     finally:
         shutil.rmtree(d)
 
