@@ -129,6 +129,9 @@ int shl__seg_names_object(const shl_segment *seg);
 struct shl__also {
   _Atomic uint32_t *word;
   uint32_t expected;
+  /* A word in this process's own memory, woken by shl__futex_wake_private
+   * alone: the kernel keys it by address, with no page lookup. */
+  bool private_;
 };
 int shl__wait_also(shl_segment *seg, uint64_t since, int64_t timeout_ns, const shl_wait_opts *opts,
                    const struct shl__also *also, unsigned nalso, uint64_t *out);
@@ -241,6 +244,9 @@ int64_t shl__realtime_ns(void);
 /* 0 on wake (or value already changed), -ETIMEDOUT, -EINTR. timeout_ns < 0: forever. */
 int shl__futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t timeout_ns);
 void shl__futex_wake_all(_Atomic uint32_t *word);
+/* The same for a word that only this process's threads sleep on, as a
+ * private futex (struct shl__also's private_). */
+void shl__futex_wake_private(_Atomic uint32_t *word);
 /* Whether this process sleeps on two words at once (futex_waitv, Linux
  * 5.16): decided once, from a probe of the system call and the environment
  * variable SHMLANE_NO_FUTEX_WAITV (set and not "0": never, the fallback). */

@@ -44,10 +44,17 @@ void shl__futex_wake_all(_Atomic uint32_t *word) {
   syscall(SYS_futex, (void *)word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }
 
+void shl__futex_wake_private(_Atomic uint32_t *word) {
+  syscall(SYS_futex, (void *)word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
 /* ---------------------------------------------------------------- two words at once */
 
 #ifndef FUTEX2_SIZE_U32
 #define FUTEX2_SIZE_U32 FUTEX_32 /* its name in Linux 5.16 to 6.6 headers */
+#endif
+#ifndef FUTEX2_PRIVATE
+#define FUTEX2_PRIVATE FUTEX_PRIVATE_FLAG /* its value in Linux 6.7 headers */
 #endif
 #ifndef SYS_futex_waitv
 #define SYS_futex_waitv 449 /* the same number on every architecture */
@@ -72,13 +79,13 @@ bool shl__futex_waitv_usable(void) {
 }
 
 int shl__futex_waitv(const struct shl__also *words, unsigned n, int64_t timeout_ns) {
-  /* Shared words (no FUTEX2_PRIVATE), as shl__futex_wait. */
+  /* Shared words, as shl__futex_wait, but for those in private memory. */
   struct futex_waitv w[SHL__WAITV_MAX];
   if (n > SHL__WAITV_MAX) return -EINVAL;
   for (unsigned i = 0; i < n; i++)
     w[i] = (struct futex_waitv){.val = words[i].expected,
                                 .uaddr = (uint64_t)(uintptr_t)words[i].word,
-                                .flags = FUTEX2_SIZE_U32};
+                                .flags = FUTEX2_SIZE_U32 | (words[i].private_ ? FUTEX2_PRIVATE : 0)};
   struct timespec abs, *absp = NULL;
   if (timeout_ns >= 0) { /* futex_waitv takes an absolute time */
     int64_t until = shl__deadline(shl__monotonic_ns(), timeout_ns);

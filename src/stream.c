@@ -522,7 +522,7 @@ static int wait_for_frame(shl_reader *r, uint64_t changes, int64_t deadline, shl
     uint32_t expected = live ? alive | SHL__ALIVE_WAITERS : alive;
     if (expected != alive && !atomic_compare_exchange_strong(word, &alive, expected))
       return -EAGAIN; /* the word moved meanwhile: look at it again */
-    struct shl__also also[2] = {{word, expected}, {&r->wake.word, wake}};
+    struct shl__also also[2] = {{word, expected, false}, {&r->wake.word, wake, true}};
     rc = shl__wait_also(s->seg, changes, slice, wait, also, 2, NULL);
   }
   if (rc == -EINTR) return rc;
@@ -602,7 +602,7 @@ void shl_reader_set_spin(shl_reader *r, uint32_t spin_ns) {
 
 void shl_reader_wake(shl_reader *r) {
   wake_bump(&r->wake);
-  shl__futex_wake_all(&r->wake.word); /* its receive sleeps on it too */
+  shl__futex_wake_private(&r->wake.word); /* its receive sleeps on it too */
 }
 
 int shl_reader_release(shl_reader *r, const shl_sample *sample) {

@@ -23,7 +23,9 @@
 /* A handle's wake-up from another thread (shl_reader_wake, shl_writer_wake):
  * the waker bumps `word`, then wakes its futex; the handle's own thread,
  * about to sleep, answers each new value once with -EINTR (stream.c,
- * wake_taken). Private memory: a waker touches nothing shared. */
+ * wake_taken). Private memory: a waker touches nothing shared, and a
+ * reader sleeps on `word` as a private futex (its wakers are threads of
+ * this process). */
 struct wake {
   _Atomic uint32_t word;
   uint32_t seen; /* the last value answered */

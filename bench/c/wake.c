@@ -12,7 +12,8 @@
  *         futexto  the same, the wait with a time-out (a timer armed per wait)
  *         waitv a raw FUTEX_WAKE -> futex_waitv on that word and two more that
  *               never change, with an absolute time-out: how a stream reader
- *               sleeps (its change counter, liveness word and wake word)
+ *               sleeps (its change counter, liveness word, and wake word in
+ *               its own memory, a private futex)
  *         spin  a store -> a reader spinning on the same cache line (the hardware floor)
  *
  * The writer waits for the reader's acknowledgement, sleeps GAP_NS (0.5x to
@@ -32,6 +33,9 @@
 #ifndef SYS_futex_waitv
 #define SYS_futex_waitv 449
 #endif
+#ifndef FUTEX2_PRIVATE
+#define FUTEX2_PRIVATE FUTEX_PRIVATE_FLAG
+#endif
 
 enum { SHL, FUTEX, FUTEXTO, WAITV, SPIN, SHLSPIN, NMETHODS };
 static const char *const methods[NMETHODS] = {"shl", "futex", "futexto", "waitv", "spin", "shlspin"};
@@ -45,12 +49,14 @@ static void futex_wake(_Atomic uint32_t *w) {
   syscall(SYS_futex, (void *)w, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }
 
-/* As a stream reader: three shared words, one absolute time-out. */
-static void futex_waitv3(_Atomic uint32_t *w, uint32_t v, _Atomic uint32_t *other) {
+/* As a stream reader: two shared words and a private one, one absolute
+ * time-out. */
+static void futex_waitv3(_Atomic uint32_t *w, uint32_t v, _Atomic uint32_t *other,
+                         _Atomic uint32_t *own) {
   struct futex_waitv ws[3] = {
       {.val = v, .uaddr = (uintptr_t)w, .flags = FUTEX_32},
       {.val = atomic_load(&other[0]), .uaddr = (uintptr_t)&other[0], .flags = FUTEX_32},
-      {.val = atomic_load(&other[16]), .uaddr = (uintptr_t)&other[16], .flags = FUTEX_32}};
+      {.val = atomic_load(own), .uaddr = (uintptr_t)own, .flags = FUTEX_32 | FUTEX2_PRIVATE}};
   int64_t until = now_ns() + TIMEOUT_NS;
   struct timespec ts = {(time_t)(until / 1000000000), (long)(until % 1000000000)};
   syscall(SYS_futex_waitv, ws, 3u, 0u, &ts, CLOCK_MONOTONIC);
@@ -71,8 +77,10 @@ int main(int argc, char **argv) {
   shl_segment *seg;
   if (!strcmp(role, "reader")) {
     struct ctl *c = ctl_map(&seg, name, 1);
-    /* Words that never change, on lines of their own, past the control block. */
+    /* Words that never change: one on a line of its own past the control
+     * block, one in this process's memory (a stream reader's wake word). */
     _Atomic uint32_t *other = (_Atomic uint32_t *)((char *)c + 1024);
+    static _Atomic uint32_t own;
     int64_t *lat = alloc_i64((size_t)iters);
     puts("ready");
     fflush(stdout);
@@ -87,7 +95,7 @@ int main(int argc, char **argv) {
         while (atomic_load_explicit(&c->word, memory_order_acquire) == w) cpu_relax();
       } else {
         while (atomic_load(&c->word) == w) {
-          if (m == WAITV) futex_waitv3(&c->word, w, other);
+          if (m == WAITV) futex_waitv3(&c->word, w, other, &own);
           else futex_wait(&c->word, w, m == FUTEXTO);
         }
       }
