@@ -46,6 +46,7 @@ typedef struct {
   PyObject *writer_gone; /* shmlane.WriterGone(Error) */
   PyObject *layout_changed; /* shmlane.LayoutChanged(WriterGone) */
   PyObject *busy;        /* shmlane.StreamBusy(Error, OSError) */
+  PyObject *setflags, *array; /* interned: a loan's array made read-only and let go at its end */
 } modstate;
 
 /* A payload or one frame, as the buffer protocol describes it. shape[0] is
@@ -160,6 +161,10 @@ struct Loan {
   Handle *frames; /* the writer's, which views pin */
   void *frame;    /* in `frames` */
   enum loan_state state;
+  /* arm(): the metadata record publish() stores when given none, and weak
+   * references to the array over the loan, made read-only when the loan
+   * ends, and to the caller's object, whose `array` then becomes None. */
+  PyObject *meta, *view, *owner;
 };
 
 /* A published frame pinned by a reader: exported read-only. The pin is given

@@ -128,7 +128,9 @@ static int mod_exec(PyObject *mod) {
             mod, "shmlane.StreamBusy",
             "The stream has no room for this writer (a live writer holds it: errno EBUSY) or "
             "reader (its reader table is full: errno EUSERS).",
-            st->error, PyExc_OSError)))
+            st->error, PyExc_OSError)) ||
+      !(st->setflags = PyUnicode_InternFromString("setflags")) ||
+      !(st->array = PyUnicode_InternFromString("array")))
     return -1;
   if (PyModule_AddStringConstant(mod, "core_version", shl_version_string()) < 0 ||
       PyModule_AddIntConstant(mod, "NAME_MAX", SHL_NAME_MAX) < 0 ||
@@ -159,7 +161,8 @@ static int mod_exec(PyObject *mod) {
 // clang-format off
 #define STATE_OBJECTS(X)                                                                   \
   X(handle_type) X(held_type) X(writer_type) X(reader_type) X(loan_type) X(sample_type)    \
-  X(error) X(corrupt) X(mismatch) X(recovered) X(writer_gone) X(layout_changed) X(busy)
+  X(error) X(corrupt) X(mismatch) X(recovered) X(writer_gone) X(layout_changed) X(busy)      \
+  X(setflags) X(array)
 // clang-format on
 
 static int mod_traverse(PyObject *mod, visitproc visit, void *arg) {

@@ -15,9 +15,36 @@ static void writer_drop(Base *b) {
 }
 
 /* The outstanding loan is over: the writer may loan again. */
+/* The referent of weak reference `ref` (dropped), or NULL if it is gone. */
+static PyObject *take_referent(PyObject *ref) {
+  PyObject *obj = ref ? PyObject_CallNoArgs(ref) : NULL;
+  Py_XDECREF(ref);
+  if (obj == Py_None) Py_CLEAR(obj);
+  return obj;
+}
+
+/* Once the loan ends, the array arm() named is made read-only (writing
+ * through it would change a frame readers may hold) and its owner's `array`
+ * becomes None; whichever is gone is left. */
+static void retire(Loan *l) {
+  if (!l->view && !l->owner) return;
+  modstate *st = state_of((PyObject *)l);
+  PyObject *type, *value, *tb; /* a loan dropped while an exception is raised */
+  PyErr_Fetch(&type, &value, &tb);
+  PyObject *view = take_referent(l->view), *owner = take_referent(l->owner);
+  l->view = l->owner = NULL;
+  PyObject *done = view ? PyObject_CallMethodObjArgs(view, st->setflags, Py_False, NULL) : Py_None;
+  if (!done || (owner && PyObject_SetAttr(owner, st->array, Py_None) < 0)) PyErr_Clear();
+  if (done != Py_None) Py_XDECREF(done);
+  Py_XDECREF(view);
+  Py_XDECREF(owner);
+  PyErr_Restore(type, value, tb);
+}
+
 static void end_loan(Loan *l, enum loan_state state) {
   l->state = state;
   l->writer->loan = NULL;
+  retire(l);
 }
 
 static PyObject *writer_close(Writer *w, PyObject *unused) {
@@ -125,6 +152,7 @@ static PyObject *writer_loan(Writer *w, PyObject *arg) {
   if (!l) return NULL;
   l->writer = NULL;
   l->state = DISCARDED;
+  l->meta = l->view = l->owner = NULL;
   void *frame;
   int rc = loan_slot(w, timeout_ns, &frame);
   if (rc < 0) {
@@ -252,7 +280,7 @@ static PyObject *loan_publish(Loan *l, PyObject *const *args, Py_ssize_t nargs) 
     PyErr_Format(PyExc_TypeError, "publish() takes at most 1 argument (%zd given)", nargs);
     return NULL;
   }
-  PyObject *meta = nargs ? args[0] : Py_None;
+  PyObject *meta = nargs ? args[0] : l->meta ? l->meta : Py_None;
   if (l->state != LOANED) return loan_over(l, PyExc_ValueError);
   if (put_meta(l->writer, meta) < 0) return NULL;
   uint64_t seq;
@@ -267,6 +295,33 @@ static PyObject *loan_discard(Loan *l, PyObject *unused) {
   if (l->state != LOANED) return loan_over(l, PyExc_ValueError);
   shl_writer_discard(l->writer->w);
   end_loan(l, DISCARDED);
+  Py_RETURN_NONE;
+}
+
+/* arm(owner, view, meta): when the loan ends, `view` (the array made over
+ * it) is made read-only and owner.array set to None (both held weakly: no
+ * cycle keeps a dropped loan from its discard); `meta` (None: no record) is
+ * what publish() with no argument stores. So the caller's object can offer
+ * this publish itself, reached with no Python frame on the way. */
+static PyObject *loan_arm(Loan *l, PyObject *const *args, Py_ssize_t nargs) {
+  if (nargs != 3) {
+    PyErr_Format(PyExc_TypeError, "arm() takes 3 arguments (%zd given)", nargs);
+    return NULL;
+  }
+  if (l->state != LOANED) return loan_over(l, PyExc_ValueError);
+  PyObject *owner = PyWeakref_NewRef(args[0], NULL), *view = owner ? PyWeakref_NewRef(args[1], NULL) : NULL;
+  if (!view) {
+    Py_XDECREF(owner);
+    return NULL;
+  }
+  PyObject *old_view = l->view, *old_owner = l->owner, *old_meta = l->meta;
+  l->view = view;
+  l->owner = owner;
+  l->meta = args[2] == Py_None ? NULL : args[2];
+  Py_XINCREF(l->meta);
+  Py_XDECREF(old_view);
+  Py_XDECREF(old_owner);
+  Py_XDECREF(old_meta);
   Py_RETURN_NONE;
 }
 
@@ -307,6 +362,9 @@ static void loan_dealloc(Loan *l) {
     Py_DECREF(l->writer);
     Py_DECREF(l->frames);
   }
+  Py_XDECREF(l->meta);
+  Py_XDECREF(l->view);
+  Py_XDECREF(l->owner);
   free_object(type, l);
   Py_DECREF(type);
 }
@@ -316,6 +374,9 @@ static PyMethodDef loan_methods[] = {
      "publish(meta=None) -> seq. Stamps sequence number and time, wakes readers; a metadata "
      "record's bytes, if given, go with the frame."},
     {"discard", (PyCFunction)loan_discard, METH_NOARGS, "Give the slot back unpublished."},
+    {"arm", (PyCFunction)(void (*)(void))loan_arm, METH_FASTCALL,
+     "arm(owner, view, meta): when the loan ends, view (held weakly) is made read-only and "
+     "owner.array (held weakly) set to None; meta is what publish() stores when given none."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -4,6 +4,7 @@ StreamInfo against what the test made."""
 
 from __future__ import annotations
 
+import gc
 import inspect
 import os
 import platform
@@ -146,6 +147,28 @@ def test_a_loan_cannot_be_entered_once_ended(name, end):
     assert loan.array is None and not array.flags.writeable
     assert listed(name).stream.last_seq == (1 if end == "publish" else 0)
     writer.close()
+
+
+def test_a_loan_publishes_through_the_extension_alone(name):
+    """loan.publish is the extension's call itself: a frame's publish reaches
+    the core with no Python frame on its way (cold after a fill, one took a
+    few tenths of a microsecond). The loan still ends as before: its array
+    made read-only, at once also when the writer's close() discards it."""
+    with shmlane.Writer(name, shape=(2,), dtype="u1") as writer:
+        loan = writer.loan()
+        assert type(loan.publish).__name__ == "builtin_function_or_method"
+        array = loan.array
+        array[:] = 7
+        assert loan.publish() == 1 and loan.array is None and not array.flags.writeable
+        gc.disable()  # no reference cycle may keep a dropped loan from its discard
+        try:
+            loan = writer.loan()
+            del loan
+            kept = writer.loan().array  # the one dropped was discarded at once
+        finally:
+            gc.enable()
+        writer.close()
+        assert not kept.flags.writeable
 
 
 # ---------------------------------------------------------------- Reader(timeout=None)
