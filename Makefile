@@ -150,10 +150,11 @@ test-python-asan: python-asan-build build
 # other processes; libFuzzer uses one core). PREP writes nothing PHASE uses
 # (bench-packages installs into .venv: only beside a phase that does not use
 # it). check-dist, a check of wheels built apart, runs beside bench-smoke in the
-# same way: neither uses what the other writes. `make test SERIAL=1` runs
+# same way, and stress-smoke (its processes mostly wait) beside test-asan:
+# neither of a pair uses what the other writes. `make test SERIAL=1` runs
 # everything one after another.
-TEST_PHASES := deps build test-c+asan-build,fuzz-build test-asan \
-  fuzz-smoke+install-python,python-asan-build stress-smoke mutants test-python+pythons-prepare \
+TEST_PHASES := deps build test-c+asan-build,fuzz-build test-asan+stress-smoke \
+  fuzz-smoke+install-python,python-asan-build mutants test-python+pythons-prepare \
   test-python-asan+dist-quick test-pythons-quick+bench-packages bench-smoke+check-dist
 
 test:

@@ -4,11 +4,12 @@ with the wall-clock and CPU time each took, then one summary line for CI
 logs. CI has 10 minutes in all: the summary says where they go.
 
 A phase written PHASE+PREP,PREP... has `make PREP...` run beside it at the
-lowest priority (nice 19): builds and installs that later phases need, done
-on the CPU time a phase of waiting tests leaves idle (the tests keep their
-priority, so their timing does not change); once PHASE is done, PREP goes
-on at our own priority (where we may raise it back). PREP targets must
-write nothing that PHASE uses. The next phase starts when both are done;
+lowest priority (nice 19): builds and installs that later phases need, or checks
+that mostly wait, done on the CPU time a phase of waiting tests leaves idle
+(the tests keep their priority, so their timing does not change); once
+PHASE is done, PREP goes on at our own priority (where we may raise it
+back). PREP targets must write nothing that PHASE uses; a PREP that fails
+fails the run, as a phase does. The next phase starts when both are done;
 --serial runs each PREP before its phase instead.
 
 After each phase, /dev/shm is checked (tests/shm_leaks.py): an shl.* object
@@ -105,8 +106,10 @@ def main():
         if prep and not a.serial:
             rc, brc, bcpu = run_beside(a.make, prep, fg)
             print("==== %s: %s, %.1f s (CPU %.1f s)" % (
-                " ".join(prep), "ok" if brc == 0 else "FAILED (the phases that need it redo it)",
-                time.monotonic() - t0, bcpu), flush=True)
+                " ".join(prep), "ok" if brc == 0 else "FAILED", time.monotonic() - t0, bcpu),
+                flush=True)
+            if brc != 0:  # a check beside (check-dist, stress-smoke) fails the run as any phase
+                failed.append("+".join(prep))
         else:
             rc, bcpu = subprocess.call(fg), 0.0
         wall, cpu = time.monotonic() - t0, cpu_of_children() - c0 - bcpu
