@@ -1,8 +1,6 @@
 /* Removing a stream's name only while nothing uses it: the check and the
  * unlink under the writer role, so that no writer can start in between. */
 #include <errno.h>
-#include <stdio.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include "internal.h"
@@ -40,13 +38,8 @@ int shl_stream_unlink_unused(const char *name, int fd) {
   shl__role_fd_init(&role);
   if (rc == 0) rc = shl__seg_role_open(seg, &role, SHL__ROLE_WRITER);
   if (rc == 0) rc = roles_free(role.fd);
-  if (rc == 0) rc = shl__seg_names_object(seg);
   SHL__TEST_POINT(stream_unlink_checked);
-  if (rc == 0) {
-    char pname[sizeof SHL_POSIX_PREFIX + SHL_NAME_MAX];
-    snprintf(pname, sizeof pname, "%s%s", SHL_POSIX_PREFIX, name);
-    rc = shm_unlink(pname) < 0 ? -errno : 0;
-  }
+  if (rc == 0) rc = shl_unlink_if_same(name, seg->fd);
   shl__role_fd_close(&role);
   shl_close(seg);
   return rc;
